@@ -1,0 +1,108 @@
+//! The packet handle: the one-cache-line descriptor that moves between layers.
+
+/// Checksum state of a packet, as a device or an earlier layer left it.
+pub mod csum {
+    /// Nothing is known: every checksum must be verified in software.
+    pub const NONE: u8 = 0;
+    /// The device (or a layer) verified the L3/L4 checksums.
+    pub const VERIFIED: u8 = 1;
+    /// The L4 checksum still has to be filled in on the way out (offload).
+    pub const PARTIAL: u8 = 2;
+}
+
+/// Interface index meaning "none / not yet decided".
+pub const NO_IFACE: u8 = 0xff;
+
+/// A packet descriptor: plain data, exactly one cache line, copied into ring
+/// slots. It names a pool buffer by index and generation; the payload bytes
+/// never move with it.
+///
+/// `data_off`/`data_len` delimit the valid bytes inside the buffer; the space
+/// before `data_off` is headroom into which lower layers prepend headers.
+#[repr(C, align(64))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Handle {
+    /// Global buffer index in the pool (small buffers first, then large).
+    pub buf: u32,
+    /// Generation of the buffer when this handle was made; a mismatch with
+    /// the pool's header marks the handle stale.
+    pub gen: u32,
+    /// Offset of the first valid byte in the buffer.
+    pub data_off: u32,
+    /// Number of valid bytes.
+    pub data_len: u32,
+    /// Offset of the L2 header from `data_off` (0 when data starts at L2).
+    pub l2_off: u16,
+    /// Offset of the L3 header from `data_off`.
+    pub l3_off: u16,
+    /// Offset of the L4 header from `data_off`.
+    pub l4_off: u16,
+    /// Input interface index, or [`NO_IFACE`].
+    pub iif: u8,
+    /// Output interface index, or [`NO_IFACE`].
+    pub oif: u8,
+    /// EtherType of the L3 payload (0x0800 IPv4, 0x0806 ARP).
+    pub ethertype: u16,
+    /// IP protocol number of the L4 payload.
+    pub l4proto: u8,
+    /// Checksum state, one of [`csum`].
+    pub csum: u8,
+    /// GSO segment size (0 when not a super-packet).
+    pub gso_size: u16,
+    /// GSO type (0: none).
+    pub gso_type: u8,
+    /// Free-form flags for the layer that owns the handle.
+    pub flags: u8,
+    /// Connection-tracking entry id (0: untracked).
+    pub ct_id: u32,
+    /// Packet mark (netfilter MARK).
+    pub mark: u32,
+    /// IPv4 next hop chosen by routing, in host byte order (0: none).
+    pub nexthop: u32,
+    /// Flow hash, for queue selection.
+    pub flow_hash: u32,
+    /// Receive or creation timestamp in nanoseconds (monotonic clock).
+    pub tstamp: u64,
+    /// Reserved for future use; zero.
+    pub reserved: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<Handle>() == 64);
+
+impl Handle {
+    /// A fresh handle for buffer `buf` of generation `gen`, with `headroom`
+    /// bytes left in front of an empty data window.
+    pub fn new(buf: u32, gen: u32, headroom: u32) -> Self {
+        Handle {
+            buf,
+            gen,
+            data_off: headroom,
+            data_len: 0,
+            iif: NO_IFACE,
+            oif: NO_IFACE,
+            ..Default::default()
+        }
+    }
+
+    /// Moves the start of the data window `n` bytes earlier (to prepend a
+    /// header). Returns false, changing nothing, when the headroom is short.
+    pub fn push_front(&mut self, n: u32) -> bool {
+        if n > self.data_off {
+            return false;
+        }
+        self.data_off -= n;
+        self.data_len += n;
+        true
+    }
+
+    /// Moves the start of the data window `n` bytes later (to strip a
+    /// header). Returns false, changing nothing, when the data is shorter.
+    pub fn pull_front(&mut self, n: u32) -> bool {
+        if n > self.data_len {
+            return false;
+        }
+        self.data_off += n;
+        self.data_len -= n;
+        true
+    }
+}

@@ -1,0 +1,1 @@
+//! libsock: the strata client library (sockets arrive with the sockets issue).
