@@ -1,0 +1,890 @@
+//! The shared region itself: creation by the launcher, mapping by layers,
+//! the packet pool, rings, wake-ups, counters, arenas and reclaim.
+
+use crate::bufs::{window, BufError, Buffers, HEADROOM, LARGE_BUF, SMALL_BUF};
+use crate::handle::Handle;
+use crate::layer::{topology, LayerId, MAX_IFACES, MAX_LAYERS};
+use crate::layout::*;
+use shared_memory::{Shmem, ShmemConf, ShmemError};
+use std::fmt;
+use std::io;
+use std::os::fd::RawFd;
+use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+
+/// Environment variable through which the launcher tells a layer which
+/// inherited fd is whose eventfd: a comma-separated list indexed by layer
+/// id, `-1` where a layer has none.
+pub const WAKE_ENV: &str = "STRATA_WAKE_FDS";
+
+/// Why the fabric could not be created or mapped.
+#[derive(Debug)]
+pub enum FabricError {
+    /// A region of that name exists already (another instance, or a
+    /// leftover of one that was killed).
+    Exists(String),
+    /// No region of that name: the stack is not running.
+    NotFound(String),
+    /// The region is not a strata fabric of this version.
+    BadLayout(String),
+    /// The parameters cannot describe a fabric.
+    BadParams(String),
+    /// The OS refused.
+    Os(String),
+}
+
+impl fmt::Display for FabricError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FabricError::Exists(n) => write!(f, "shared memory segment {n} already exists"),
+            FabricError::NotFound(n) => {
+                write!(f, "no shared memory segment {n}: is the stack running?")
+            }
+            FabricError::BadLayout(m) => write!(f, "not a usable strata fabric: {m}"),
+            FabricError::BadParams(m) => write!(f, "bad fabric parameters: {m}"),
+            FabricError::Os(m) => write!(f, "shared memory: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for FabricError {}
+
+/// The OS name of an instance's shared region.
+pub fn shm_name(instance: &str) -> String {
+    format!("strata-{instance}")
+}
+
+/// A mapping of the fabric. Cheap to share by reference between threads;
+/// every mutable part of the region is atomic or owned by protocol
+/// (a buffer belongs to one layer at a time, a ring index to one side).
+pub struct Fabric {
+    shm: Shmem,
+    base: *mut u8,
+    off: Offsets,
+    params: Params,
+    n_rings: u32,
+    ring_ends: Vec<(LayerId, LayerId)>,
+    wake: [RawFd; MAX_LAYERS],
+}
+
+// SAFETY: the region is process-shared memory; all concurrent access goes
+// through atomics or through the ownership protocol documented above.
+unsafe impl Send for Fabric {}
+unsafe impl Sync for Fabric {}
+
+impl Fabric {
+    /// Creates and initialises the region of `instance` (launcher only).
+    /// The creator owns it: dropping this mapping removes the region.
+    pub fn create(instance: &str, params: Params) -> Result<Fabric, FabricError> {
+        if params.ring_size < 2 || !params.ring_size.is_power_of_two() {
+            return Err(FabricError::BadParams(format!(
+                "ring size {} is not a power of two",
+                params.ring_size
+            )));
+        }
+        if params.n_ifaces == 0 || params.n_ifaces as usize > MAX_IFACES {
+            return Err(FabricError::BadParams(format!(
+                "{} interfaces (1..={MAX_IFACES})",
+                params.n_ifaces
+            )));
+        }
+        if params.small_bufs + params.large_bufs == 0
+            || params.small_bufs as u64 + params.large_bufs as u64 >= NIL as u64
+        {
+            return Err(FabricError::BadParams("buffer counts".into()));
+        }
+        let ends = topology(params.n_ifaces as u8);
+        let n_rings = ends.len() as u32;
+        let off = Offsets::compute(&params, n_rings);
+        let name = shm_name(instance);
+        let shm = ShmemConf::new()
+            .os_id(&name)
+            .size(off.total as usize)
+            .create()
+            .map_err(|e| match e {
+                ShmemError::MappingIdExists => FabricError::Exists(name.clone()),
+                e => FabricError::Os(e.to_string()),
+            })?;
+        let base = shm.as_ptr();
+        let f = Fabric {
+            shm,
+            base,
+            off,
+            params,
+            n_rings,
+            ring_ends: ends.clone(),
+            wake: [-1; MAX_LAYERS],
+        };
+        // A new POSIX shm object reads as zeros, which is a valid empty
+        // state for every atomic; only non-zero fields need setting.
+        unsafe {
+            let h = &mut *(base as *mut Header);
+            h.version = VERSION;
+            h.n_rings = n_rings;
+            h.params = params;
+            h.total_size = off.total;
+            h.ctl_off = off.ctl;
+            h.iface_off = off.iface;
+            h.bufhdr_off = off.bufhdr;
+            h.ringdesc_off = off.ringdesc;
+            h.arena_off = off.arena;
+            h.small_off = off.small;
+            h.large_off = off.large;
+            for (i, &(p, c)) in ends.iter().enumerate() {
+                let d = &mut *(base.add(off.ringdesc as usize) as *mut RingDesc).add(i);
+                d.producer = p.0 as u32;
+                d.consumer = c.0 as u32;
+                d.size = params.ring_size;
+                d.slots_off =
+                    off.slots + i as u64 * params.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
+            }
+        }
+        f.header().free_head[0].store(NIL as u64, Relaxed);
+        f.header().free_head[1].store(NIL as u64, Relaxed);
+        for i in (0..f.n_bufs()).rev() {
+            let b = f.bufhdr(i);
+            b.owner.store(OWNER_FREE, Relaxed);
+            b.gen.store(1, Relaxed);
+            f.push_free(i);
+        }
+        // Publish the magic last: a layer that maps a half-built region
+        // sees no magic and refuses it.
+        fence(Release);
+        unsafe { (*(base as *const AtomicU64)).store(MAGIC, Release) };
+        Ok(f)
+    }
+
+    /// Maps the existing region of `instance` (every layer, the CLI).
+    pub fn open(instance: &str) -> Result<Fabric, FabricError> {
+        let name = shm_name(instance);
+        let shm = ShmemConf::new().os_id(&name).open().map_err(|e| match e {
+            ShmemError::MapOpenFailed(_) => FabricError::NotFound(name.clone()),
+            e => FabricError::Os(e.to_string()),
+        })?;
+        let base = shm.as_ptr();
+        if shm.len() < std::mem::size_of::<Header>() {
+            return Err(FabricError::BadLayout("region too small".into()));
+        }
+        let h = unsafe { &*(base as *const Header) };
+        if unsafe { (*(base as *const AtomicU64)).load(Acquire) } != MAGIC {
+            return Err(FabricError::BadLayout("bad magic".into()));
+        }
+        if h.version != VERSION {
+            return Err(FabricError::BadLayout(format!(
+                "layout version {} (this build speaks {VERSION})",
+                h.version
+            )));
+        }
+        let params = h.params;
+        let ends = topology(params.n_ifaces as u8);
+        let off = Offsets::compute(&params, ends.len() as u32);
+        if h.n_rings != ends.len() as u32 || h.total_size != off.total || shm.len() < off.total as usize {
+            return Err(FabricError::BadLayout("layout mismatch".into()));
+        }
+        Ok(Fabric {
+            shm,
+            base,
+            off,
+            params,
+            n_rings: ends.len() as u32,
+            ring_ends: ends,
+            wake: [-1; MAX_LAYERS],
+        })
+    }
+
+    /// Removes a region left behind by an instance that was killed before
+    /// it could clean up. Returns true if one was removed.
+    pub fn remove_stale(instance: &str) -> bool {
+        match ShmemConf::new().os_id(shm_name(instance)).open() {
+            Ok(mut s) => {
+                s.set_owner(true);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Whether this mapping removes the region when dropped.
+    pub fn is_owner(&self) -> bool {
+        self.shm.is_owner()
+    }
+
+    /// Gives up (or takes) ownership of the region.
+    pub fn set_owner(&mut self, owner: bool) {
+        self.shm.set_owner(owner);
+    }
+
+    /// The sizes the region was created with.
+    pub fn params(&self) -> Params {
+        self.params
+    }
+
+    /// Total bytes mapped.
+    pub fn size(&self) -> u64 {
+        self.off.total
+    }
+
+    fn header(&self) -> &Header {
+        unsafe { &*(self.base as *const Header) }
+    }
+
+    /// A layer's control block.
+    pub fn ctl(&self, l: LayerId) -> &LayerCtl {
+        assert!((l.0 as usize) < MAX_LAYERS);
+        unsafe { &*(self.base.add(self.off.ctl as usize) as *const LayerCtl).add(l.0 as usize) }
+    }
+
+    /// An interface's block.
+    pub fn iface(&self, i: u8) -> &IfaceBlock {
+        assert!((i as usize) < MAX_IFACES);
+        unsafe { &*(self.base.add(self.off.iface as usize) as *const IfaceBlock).add(i as usize) }
+    }
+
+    /// Records an interface's name, MAC and MTU (launcher).
+    pub fn set_iface_info(&self, i: u8, name: &str, mac: [u8; 6], mtu: u32) {
+        let b = self.iface(i) as *const IfaceBlock as *mut IfaceBlock;
+        unsafe {
+            let n = name.as_bytes();
+            let k = n.len().min(15);
+            (*b).name = [0; 16];
+            (&mut (*b).name)[..k].copy_from_slice(&n[..k]);
+            (&mut (*b).mac)[..6].copy_from_slice(&mac);
+        }
+        self.iface(i).mtu.store(mtu, Relaxed);
+    }
+
+    /// An interface's name, as the launcher recorded it.
+    pub fn iface_name(&self, i: u8) -> String {
+        let n = &self.iface(i).name;
+        let end = n.iter().position(|&c| c == 0).unwrap_or(n.len());
+        String::from_utf8_lossy(&n[..end]).into_owned()
+    }
+
+    /// Adds to an interface counter (index from [`ifc`]).
+    #[inline]
+    pub fn iface_add(&self, i: u8, counter: usize, v: u64) {
+        self.iface(i).counters[counter].fetch_add(v, Relaxed);
+    }
+
+    // ---------------------------------------------------------------- pool
+
+    /// Number of buffers of both classes.
+    pub fn n_bufs(&self) -> u32 {
+        self.params.small_bufs + self.params.large_bufs
+    }
+
+    fn bufhdr(&self, i: u32) -> &BufHdr {
+        debug_assert!(i < self.n_bufs());
+        unsafe { &*(self.base.add(self.off.bufhdr as usize) as *const BufHdr).add(i as usize) }
+    }
+
+    fn class(&self, i: u32) -> usize {
+        (i >= self.params.small_bufs) as usize
+    }
+
+    /// Capacity of buffer `i`.
+    pub fn buf_cap(&self, i: u32) -> usize {
+        if self.class(i) == 0 {
+            SMALL_BUF
+        } else {
+            LARGE_BUF
+        }
+    }
+
+    fn buf_ptr(&self, i: u32) -> *mut u8 {
+        unsafe {
+            if i < self.params.small_bufs {
+                self.base.add(self.off.small as usize + i as usize * SMALL_BUF)
+            } else {
+                self.base
+                    .add(self.off.large as usize + (i - self.params.small_bufs) as usize * LARGE_BUF)
+            }
+        }
+    }
+
+    fn push_free(&self, i: u32) {
+        let c = self.class(i);
+        let head = &self.header().free_head[c];
+        let mut cur = head.load(Acquire);
+        loop {
+            self.bufhdr(i).next.store(cur as u32, Relaxed);
+            // The tag in the high half changes on every update, so a head
+            // that was popped and pushed back in between (ABA) fails the CAS.
+            let new = ((cur >> 32).wrapping_add(1) << 32) | i as u64;
+            match head.compare_exchange_weak(cur, new, AcqRel, Acquire) {
+                Ok(_) => break,
+                Err(v) => cur = v,
+            }
+        }
+        self.header().free_count[c].fetch_add(1, Relaxed);
+    }
+
+    fn pop_free(&self, c: usize) -> Option<u32> {
+        let head = &self.header().free_head[c];
+        let mut cur = head.load(Acquire);
+        loop {
+            let i = cur as u32;
+            if i == NIL {
+                return None;
+            }
+            if i >= self.n_bufs() {
+                // Only a corrupted head can get here; refuse rather than
+                // follow it.
+                return None;
+            }
+            let next = self.bufhdr(i).next.load(Relaxed);
+            let new = ((cur >> 32).wrapping_add(1) << 32) | next as u64;
+            match head.compare_exchange_weak(cur, new, AcqRel, Acquire) {
+                Ok(_) => {
+                    self.header().free_count[c].fetch_sub(1, Relaxed);
+                    return Some(i);
+                }
+                Err(v) => cur = v,
+            }
+        }
+    }
+
+    /// Allocates a buffer for `len` bytes after the headroom, owned by `me`.
+    pub fn alloc(&self, me: LayerId, len: usize) -> Option<Handle> {
+        let need = len.checked_add(HEADROOM as usize)?;
+        let i = if need <= SMALL_BUF {
+            self.pop_free(0).or_else(|| self.pop_free(1))?
+        } else if need <= LARGE_BUF {
+            self.pop_free(1)?
+        } else {
+            return None;
+        };
+        let b = self.bufhdr(i);
+        b.flags.store(0, Relaxed);
+        b.refcnt.store(1, Relaxed);
+        b.owner.store(me.0 as u32, Release);
+        Some(Handle::new(i, b.gen.load(Relaxed), HEADROOM))
+    }
+
+    /// Checks that `h` names a live buffer of its generation.
+    pub fn check(&self, h: &Handle) -> Result<(), BufError> {
+        if h.buf >= self.n_bufs() {
+            return Err(BufError::BadIndex);
+        }
+        let b = self.bufhdr(h.buf);
+        if b.gen.load(Acquire) != h.gen || b.refcnt.load(Acquire) == 0 {
+            return Err(BufError::Stale);
+        }
+        Ok(())
+    }
+
+    /// Drops one reference; the last one returns the buffer to the pool.
+    /// A stale handle or a double free is refused and counted.
+    pub fn free(&self, h: &Handle) {
+        if self.check(h).is_err() {
+            self.header().stale_refused.fetch_add(1, Relaxed);
+            return;
+        }
+        self.release(h.buf);
+    }
+
+    fn release(&self, i: u32) {
+        let b = self.bufhdr(i);
+        let prev = b
+            .refcnt
+            .fetch_update(AcqRel, Acquire, |r| r.checked_sub(1))
+            .unwrap_or(0);
+        match prev {
+            0 => {
+                self.header().double_free.fetch_add(1, Relaxed);
+            }
+            1 => {
+                b.gen.fetch_add(1, Release);
+                b.flags.store(0, Relaxed);
+                b.owner.store(OWNER_FREE, Release);
+                self.push_free(i);
+            }
+            _ => {}
+        }
+    }
+
+    /// Adds a reference to a live buffer.
+    pub fn add_ref(&self, h: &Handle) -> Result<(), BufError> {
+        self.check(h)?;
+        self.bufhdr(h.buf).refcnt.fetch_add(1, AcqRel);
+        Ok(())
+    }
+
+    /// Marks a buffer as state its owner keeps across a restart (or not).
+    pub fn set_pinned(&self, h: &Handle, pinned: bool) -> Result<(), BufError> {
+        self.check(h)?;
+        let f = &self.bufhdr(h.buf).flags;
+        if pinned {
+            f.fetch_or(FLAG_PINNED, Relaxed);
+        } else {
+            f.fetch_and(!FLAG_PINNED, Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Hands a buffer to layer `to` (its owner field says so).
+    pub fn set_owner_of(&self, h: &Handle, to: LayerId) {
+        if h.buf < self.n_bufs() {
+            self.bufhdr(h.buf).owner.store(to.0 as u32, Release);
+        }
+    }
+
+    /// The layer recorded as owning buffer `i` (None when free).
+    pub fn owner_of(&self, i: u32) -> Option<LayerId> {
+        let o = self.bufhdr(i).owner.load(Acquire);
+        (o != OWNER_FREE).then_some(LayerId(o as u8))
+    }
+
+    /// Buffers on the free lists, (small, large).
+    pub fn free_counts(&self) -> (u32, u32) {
+        let h = self.header();
+        (h.free_count[0].load(Relaxed), h.free_count[1].load(Relaxed))
+    }
+
+    /// Buffers in use, by owner (indexed by layer id).
+    pub fn in_use_by_owner(&self) -> [u32; MAX_LAYERS] {
+        let mut v = [0; MAX_LAYERS];
+        for i in 0..self.n_bufs() {
+            if let Some(o) = self.owner_of(i) {
+                if (o.0 as usize) < MAX_LAYERS {
+                    v[o.0 as usize] += 1;
+                }
+            }
+        }
+        v
+    }
+
+    /// Stale or bad handles refused, and double frees refused.
+    pub fn pool_errors(&self) -> (u64, u64) {
+        let h = self.header();
+        (h.stale_refused.load(Relaxed), h.double_free.load(Relaxed))
+    }
+
+    /// A [`Buffers`] view of the pool for layer `me`.
+    pub fn pool(&self, me: LayerId) -> Pool<'_> {
+        Pool { f: self, me }
+    }
+
+    // --------------------------------------------------------------- rings
+
+    fn ring_desc(&self, r: usize) -> &RingDesc {
+        assert!(r < self.n_rings as usize);
+        unsafe { &*(self.base.add(self.off.ringdesc as usize) as *const RingDesc).add(r) }
+    }
+
+    fn slot(&self, d: &RingDesc, idx: u32) -> *mut Handle {
+        unsafe {
+            (self.base.add(d.slots_off as usize) as *mut Handle).add((idx & (d.size - 1)) as usize)
+        }
+    }
+
+    /// The ring from `from` to `to`, if the topology has one.
+    pub fn ring_index(&self, from: LayerId, to: LayerId) -> Option<usize> {
+        self.ring_ends.iter().position(|&e| e == (from, to))
+    }
+
+    /// All rings: (producer, consumer, size, occupancy).
+    pub fn rings(&self) -> Vec<(LayerId, LayerId, u32, u32)> {
+        (0..self.n_rings as usize)
+            .map(|r| {
+                let d = self.ring_desc(r);
+                let len = d.tail.load(Acquire).wrapping_sub(d.head.load(Acquire));
+                (self.ring_ends[r].0, self.ring_ends[r].1, d.size, len)
+            })
+            .collect()
+    }
+
+    /// The producing end of the ring `from` → `to` (only `from` may hold it).
+    pub fn producer(&self, from: LayerId, to: LayerId) -> Option<Producer<'_>> {
+        let r = self.ring_index(from, to)?;
+        Some(Producer {
+            f: self,
+            d: self.ring_desc(r),
+            to,
+        })
+    }
+
+    /// The consuming end of the ring `from` → `to` (only `to` may hold it).
+    pub fn consumer(&self, from: LayerId, to: LayerId) -> Option<Consumer<'_>> {
+        let r = self.ring_index(from, to)?;
+        Some(Consumer {
+            f: self,
+            d: self.ring_desc(r),
+            me: to,
+        })
+    }
+
+    // ------------------------------------------------------------ wake-ups
+
+    /// Sets the eventfds by layer id (`-1`: none).
+    pub fn set_wakeups(&mut self, fds: [RawFd; MAX_LAYERS]) {
+        self.wake = fds;
+    }
+
+    /// Reads the eventfds the launcher passed in [`WAKE_ENV`].
+    pub fn wakeups_from_env(&mut self) -> io::Result<()> {
+        let v = std::env::var(WAKE_ENV)
+            .map_err(|_| io::Error::new(io::ErrorKind::NotFound, format!("{WAKE_ENV} not set")))?;
+        self.wake = parse_wake_env(&v)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, format!("bad {WAKE_ENV}")))?;
+        Ok(())
+    }
+
+    /// This layer's eventfd.
+    pub fn wake_fd(&self, l: LayerId) -> RawFd {
+        self.wake[l.0 as usize]
+    }
+
+    /// Wakes `l` if it sleeps. Producers call this after publishing; a
+    /// layer that is awake is not disturbed (no system call).
+    #[inline]
+    pub fn kick(&self, l: LayerId) {
+        // Pairs with the fence in `sleep`: either the consumer sees our
+        // tail, or we see its sleeping flag.
+        fence(SeqCst);
+        let c = self.ctl(l);
+        if c.sleeping.load(SeqCst) != 0 {
+            let fd = self.wake[l.0 as usize];
+            if fd >= 0 {
+                c.kicks.fetch_add(1, Relaxed);
+                let one: u64 = 1;
+                unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+            }
+        }
+    }
+
+    /// Sleeps until kicked, until one of `extra` is ready, or until
+    /// `timeout_ms` passes (-1: no timeout). `idle` is checked after the
+    /// sleeping flag is raised, so work published meanwhile is never
+    /// missed: if it returns false the call returns at once. Returns the
+    /// `revents` of each fd in `extra`.
+    pub fn sleep(
+        &self,
+        me: LayerId,
+        extra: &mut [libc::pollfd],
+        timeout_ms: i32,
+        idle: impl FnOnce() -> bool,
+    ) {
+        let c = self.ctl(me);
+        c.sleeping.store(1, SeqCst);
+        fence(SeqCst);
+        if !idle() {
+            c.sleeping.store(0, Relaxed);
+            return;
+        }
+        let wfd = self.wake[me.0 as usize];
+        let mut fds = [libc::pollfd {
+            fd: wfd,
+            events: libc::POLLIN,
+            revents: 0,
+        }; 9];
+        let n = extra.len().min(8);
+        fds[1..1 + n].copy_from_slice(&extra[..n]);
+        unsafe { libc::poll(fds.as_mut_ptr(), (n + 1) as libc::nfds_t, timeout_ms) };
+        c.sleeping.store(0, Relaxed);
+        if fds[0].revents & libc::POLLIN != 0 {
+            let mut v: u64 = 0;
+            unsafe { libc::read(wfd, &mut v as *mut u64 as *mut libc::c_void, 8) };
+        }
+        extra[..n].copy_from_slice(&fds[1..1 + n]);
+    }
+
+    /// Marks a turn of `me`'s loop (the launcher's hang detector watches it).
+    #[inline]
+    pub fn beat(&self, me: LayerId) {
+        self.ctl(me).heartbeat.fetch_add(1, Relaxed);
+    }
+
+    // ------------------------------------------------------------ counters
+
+    /// Registers `me`'s counter names (at start; names already there are
+    /// kept with their values so a restart continues counting).
+    pub fn register_counters(&self, me: LayerId, names: &[&str]) {
+        let c = self.ctl(me) as *const LayerCtl as *mut LayerCtl;
+        let n = names.len().min(LAYER_COUNTERS);
+        for (i, name) in names.iter().take(n).enumerate() {
+            let mut buf = [0u8; COUNTER_NAME_LEN];
+            let b = name.as_bytes();
+            let k = b.len().min(COUNTER_NAME_LEN);
+            buf[..k].copy_from_slice(&b[..k]);
+            unsafe { (*c).names[i] = buf };
+        }
+        self.ctl(me).n_counters.store(n as u32, Release);
+    }
+
+    /// `me`'s counters as (name, value).
+    pub fn counters(&self, l: LayerId) -> Vec<(String, u64)> {
+        let c = self.ctl(l);
+        let n = (c.n_counters.load(Acquire) as usize).min(LAYER_COUNTERS);
+        (0..n)
+            .map(|i| {
+                let nm = &c.names[i];
+                let end = nm.iter().position(|&b| b == 0).unwrap_or(nm.len());
+                (
+                    String::from_utf8_lossy(&nm[..end]).into_owned(),
+                    c.counters[i].load(Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// Adds `v` to counter `i` of `me`.
+    #[inline]
+    pub fn count(&self, me: LayerId, i: usize, v: u64) {
+        if i < LAYER_COUNTERS {
+            self.ctl(me).counters[i].fetch_add(v, Relaxed);
+        }
+    }
+
+    /// Counter `i` of `l`.
+    pub fn counter(&self, l: LayerId, i: usize) -> u64 {
+        self.ctl(l).counters.get(i).map_or(0, |c| c.load(Relaxed))
+    }
+
+    /// Sets counter `i` of `me`.
+    #[inline]
+    pub fn set_counter(&self, me: LayerId, i: usize, v: u64) {
+        if i < LAYER_COUNTERS {
+            self.ctl(me).counters[i].store(v, Relaxed);
+        }
+    }
+
+    // -------------------------------------------------------------- arenas
+
+    /// `l`'s arena: raw bytes that outlive the layer's process.
+    pub fn arena_bytes(&self, l: LayerId) -> (*mut u8, usize) {
+        let n = self.params.arena_bytes as usize;
+        (
+            unsafe { self.base.add(self.off.arena as usize + l.0 as usize * n) },
+            n,
+        )
+    }
+
+    /// `l`'s arena as a crash-consistent table of records.
+    pub fn records<T: crate::arena::Pod>(&self, l: LayerId) -> crate::arena::Records<'_, T> {
+        let (p, n) = self.arena_bytes(l);
+        unsafe { crate::arena::Records::new(p, n) }
+    }
+
+    // ------------------------------------------------------------- reclaim
+
+    /// Takes back what a dead instance of `dead` held (launcher, before
+    /// the restart): every unpinned buffer it owned that is not already
+    /// on its way to another layer, and everything queued in the rings it
+    /// consumed (those rings are then empty). Returns buffers freed.
+    pub fn reclaim(&self, dead: LayerId) -> u64 {
+        let n = self.n_bufs() as usize;
+        let mut in_transit = vec![false; n];
+        let mut doomed = vec![false; n];
+        for r in 0..self.n_rings as usize {
+            let d = self.ring_desc(r);
+            let (p, c) = self.ring_ends[r];
+            let head = d.head.load(Acquire);
+            let tail = d.tail.load(Acquire);
+            let len = tail.wrapping_sub(head).min(d.size);
+            if p == dead {
+                // Published handles now belong to the live consumer.
+                for k in 0..len {
+                    let h = unsafe { *self.slot(d, head.wrapping_add(k)) };
+                    if (h.buf as usize) < n {
+                        in_transit[h.buf as usize] = true;
+                    }
+                }
+            }
+            if c == dead {
+                for k in 0..len {
+                    let h = unsafe { *self.slot(d, head.wrapping_add(k)) };
+                    if self.check(&h).is_ok() {
+                        doomed[h.buf as usize] = true;
+                    }
+                }
+                d.head.store(tail, Release);
+            }
+        }
+        for i in 0..n as u32 {
+            let b = self.bufhdr(i);
+            if b.owner.load(Acquire) == dead.0 as u32
+                && b.flags.load(Relaxed) & FLAG_PINNED == 0
+                && !in_transit[i as usize]
+            {
+                if b.refcnt.load(Acquire) == 0 {
+                    // Died inside `release`, between the count reaching
+                    // zero and the push: finish the free.
+                    b.owner.store(OWNER_FREE, Release);
+                    self.push_free(i);
+                    continue;
+                }
+                doomed[i as usize] = true;
+            }
+        }
+        let mut freed = 0;
+        for (i, d) in doomed.iter().enumerate() {
+            if *d {
+                self.release(i as u32);
+                freed += 1;
+            }
+        }
+        self.ctl(dead).reclaimed.fetch_add(freed, Relaxed);
+        freed
+    }
+}
+
+/// Parses [`WAKE_ENV`].
+pub fn parse_wake_env(v: &str) -> Option<[RawFd; MAX_LAYERS]> {
+    let mut out = [-1; MAX_LAYERS];
+    for (i, s) in v.split(',').enumerate() {
+        if i >= MAX_LAYERS {
+            return None;
+        }
+        out[i] = s.trim().parse().ok()?;
+    }
+    Some(out)
+}
+
+/// Formats fds for [`WAKE_ENV`].
+pub fn format_wake_env(fds: &[RawFd; MAX_LAYERS]) -> String {
+    fds.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// The producing end of a ring.
+pub struct Producer<'a> {
+    f: &'a Fabric,
+    d: &'a RingDesc,
+    to: LayerId,
+}
+
+impl Producer<'_> {
+    /// Free slots.
+    pub fn space(&self) -> u32 {
+        let used = self.d.tail.load(Relaxed).wrapping_sub(self.d.head.load(Acquire));
+        self.d.size.saturating_sub(used)
+    }
+
+    /// Publishes as many of `hs` as fit, in order, with one index update,
+    /// and wakes the consumer if it sleeps. Returns how many were taken;
+    /// the rest stay the caller's.
+    pub fn push(&mut self, hs: &[Handle]) -> usize {
+        let n = (self.space() as usize).min(hs.len());
+        if n == 0 {
+            return 0;
+        }
+        let tail = self.d.tail.load(Relaxed);
+        for (k, h) in hs[..n].iter().enumerate() {
+            unsafe { self.f.slot(self.d, tail.wrapping_add(k as u32)).write(*h) };
+        }
+        self.d.tail.store(tail.wrapping_add(n as u32), Release);
+        self.f.kick(self.to);
+        n
+    }
+
+    /// Occupied slots.
+    pub fn len(&self) -> u32 {
+        self.d.tail.load(Relaxed).wrapping_sub(self.d.head.load(Acquire))
+    }
+
+    /// True when the consumer has taken everything.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The consuming end of a ring.
+pub struct Consumer<'a> {
+    f: &'a Fabric,
+    d: &'a RingDesc,
+    me: LayerId,
+}
+
+impl Consumer<'_> {
+    /// Handles waiting.
+    pub fn len(&self) -> u32 {
+        self.d.tail.load(Acquire).wrapping_sub(self.d.head.load(Relaxed))
+    }
+
+    /// True when nothing waits.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Takes up to `out.len()` handles, claims their buffers for this
+    /// layer, and frees their slots with one index update. Handles whose
+    /// buffer is stale or out of range are dropped and counted, never
+    /// passed on. Returns how many valid handles were written to `out`.
+    pub fn pop(&mut self, out: &mut [Handle]) -> usize {
+        let head = self.d.head.load(Relaxed);
+        let avail = self.d.tail.load(Acquire).wrapping_sub(head).min(self.d.size);
+        let n = (avail as usize).min(out.len());
+        let mut good = 0;
+        for k in 0..n {
+            let h = unsafe { self.f.slot(self.d, head.wrapping_add(k as u32)).read() };
+            if self.f.check(&h).is_err() {
+                self.f.header().stale_refused.fetch_add(1, Relaxed);
+                continue;
+            }
+            // Claim before the slot is released, so that a crash between
+            // the two leaves the buffer findable by reclaim.
+            self.f.bufhdr(h.buf).owner.store(self.me.0 as u32, Release);
+            out[good] = h;
+            good += 1;
+        }
+        if n > 0 {
+            self.d.head.store(head.wrapping_add(n as u32), Release);
+        }
+        good
+    }
+}
+
+/// The pool as seen by one layer, implementing [`Buffers`].
+pub struct Pool<'a> {
+    f: &'a Fabric,
+    me: LayerId,
+}
+
+impl Pool<'_> {
+    /// The fabric behind this view.
+    pub fn fabric(&self) -> &Fabric {
+        self.f
+    }
+}
+
+impl Buffers for Pool<'_> {
+    fn alloc(&mut self, len: usize) -> Option<Handle> {
+        self.f.alloc(self.me, len)
+    }
+    fn free(&mut self, h: &Handle) {
+        self.f.free(h)
+    }
+    fn add_ref(&mut self, h: &Handle) -> Result<(), BufError> {
+        self.f.add_ref(h)
+    }
+    fn raw(&self, h: &Handle) -> Result<&[u8], BufError> {
+        self.f.check(h)?;
+        Ok(unsafe { std::slice::from_raw_parts(self.f.buf_ptr(h.buf), self.f.buf_cap(h.buf)) })
+    }
+    fn raw_mut(&mut self, h: &Handle) -> Result<&mut [u8], BufError> {
+        self.f.check(h)?;
+        // SAFETY: a live buffer belongs to exactly one layer at a time; the
+        // caller is that layer (it holds the handle).
+        Ok(unsafe {
+            std::slice::from_raw_parts_mut(self.f.buf_ptr(h.buf), self.f.buf_cap(h.buf))
+        })
+    }
+    fn data(&self, h: &Handle) -> Result<&[u8], BufError> {
+        let raw = self.raw(h)?;
+        let (s, e) = window(h, raw.len())?;
+        Ok(&raw[s..e])
+    }
+}
+
+/// An eventfd for a layer (launcher): non-blocking, inherited by children.
+pub fn new_eventfd() -> io::Result<RawFd> {
+    let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+#[doc(hidden)]
+pub fn _assert_atomic_sizes() {
+    let _ = std::mem::size_of::<AtomicU32>();
+}

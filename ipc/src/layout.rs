@@ -1,0 +1,278 @@
+//! The fixed layout of the shared region. Everything in it is plain data
+//! and atomics at offsets computed from [`Params`], so every process that
+//! maps the region by name finds the same structures at the same places.
+
+use crate::handle::Handle;
+use crate::layer::{MAX_IFACES, MAX_LAYERS};
+use std::sync::atomic::{AtomicU32, AtomicU64};
+
+/// Identifies a strata fabric ("STRATAFB").
+pub const MAGIC: u64 = 0x5354_5241_5441_4642;
+/// Bumped whenever the layout changes, so a layer built from other
+/// sources refuses to map the region instead of misreading it.
+pub const VERSION: u32 = 1;
+
+/// Counters per layer control block.
+pub const LAYER_COUNTERS: usize = 96;
+/// Longest counter name, in bytes.
+pub const COUNTER_NAME_LEN: usize = 32;
+/// Counters per interface.
+pub const IFACE_COUNTERS: usize = 16;
+/// Most rings a fabric holds.
+pub const MAX_RINGS: usize = 64;
+
+/// Sizes chosen when the fabric is created.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Params {
+    /// Number of small (2 KiB) buffers.
+    pub small_bufs: u32,
+    /// Number of large (64 KiB + headroom) buffers.
+    pub large_bufs: u32,
+    /// Slots per ring (a power of two).
+    pub ring_size: u32,
+    /// Interfaces (and so driverd processes) in this instance.
+    pub n_ifaces: u32,
+    /// Bytes of arena per layer.
+    pub arena_bytes: u32,
+    /// Reserved; zero.
+    pub _reserved: u32,
+}
+
+impl Default for Params {
+    fn default() -> Self {
+        Params {
+            small_bufs: 4096,
+            large_bufs: 64,
+            ring_size: 1024,
+            n_ifaces: 1,
+            arena_bytes: 1 << 20,
+            _reserved: 0,
+        }
+    }
+}
+
+/// The region's first bytes.
+#[repr(C)]
+pub struct Header {
+    pub magic: u64,
+    pub version: u32,
+    pub n_rings: u32,
+    pub params: Params,
+    pub total_size: u64,
+    pub ctl_off: u64,
+    pub iface_off: u64,
+    pub bufhdr_off: u64,
+    pub ringdesc_off: u64,
+    pub arena_off: u64,
+    pub small_off: u64,
+    pub large_off: u64,
+    /// Free-list heads (tag << 32 | index), one per size class.
+    pub free_head: [AtomicU64; 2],
+    /// Buffers on each free list.
+    pub free_count: [AtomicU32; 2],
+    /// Frees and accesses with a stale or bad handle, caught and refused.
+    pub stale_refused: AtomicU64,
+    /// Frees of a buffer whose count was already zero, caught and refused.
+    pub double_free: AtomicU64,
+}
+
+/// Lifecycle state of a layer, as the launcher records it.
+pub mod state {
+    /// Slot unused.
+    pub const ABSENT: u32 = 0;
+    /// Process spawned, not yet serving.
+    pub const STARTING: u32 = 1;
+    /// Serving.
+    pub const RUNNING: u32 = 2;
+    /// Died; waiting for a restart.
+    pub const DEAD: u32 = 3;
+    /// Stopped on purpose.
+    pub const STOPPED: u32 = 4;
+
+    /// Human name of a state.
+    pub fn name(s: u32) -> &'static str {
+        match s {
+            ABSENT => "absent",
+            STARTING => "starting",
+            RUNNING => "running",
+            DEAD => "dead",
+            STOPPED => "stopped",
+            _ => "?",
+        }
+    }
+}
+
+/// Per-layer control block.
+#[repr(C, align(64))]
+pub struct LayerCtl {
+    /// Bumped by the layer on every loop turn; a stalled value means hung.
+    pub heartbeat: AtomicU64,
+    pub _pad0: [u64; 7],
+    /// Non-zero while the layer sleeps (or is about to): producers kick it.
+    pub sleeping: AtomicU32,
+    /// One of [`state`].
+    pub state: AtomicU32,
+    /// Current pid (0 when none).
+    pub pid: AtomicU32,
+    /// Restarts by the launcher.
+    pub restarts: AtomicU32,
+    /// Unix time (ms) of the current instance's start.
+    pub started_ms: AtomicU64,
+    /// Buffers reclaimed from dead instances of this layer.
+    pub reclaimed: AtomicU64,
+    /// Wake-ups sent to this layer (eventfd writes).
+    pub kicks: AtomicU64,
+    /// Number of counters in use.
+    pub n_counters: AtomicU32,
+    pub _pad1: u32,
+    pub counters: [AtomicU64; LAYER_COUNTERS],
+    pub names: [[u8; COUNTER_NAME_LEN]; LAYER_COUNTERS],
+}
+
+/// Per-interface block: its name and L2 counters.
+#[repr(C, align(64))]
+pub struct IfaceBlock {
+    pub name: [u8; 16],
+    pub mac: [u8; 8],
+    pub mtu: AtomicU32,
+    pub _pad: u32,
+    pub counters: [AtomicU64; IFACE_COUNTERS],
+}
+
+/// Names of [`IfaceBlock::counters`], by index.
+pub const IFACE_COUNTER_NAMES: [&str; IFACE_COUNTERS] = [
+    "rx_packets",
+    "rx_bytes",
+    "tx_packets",
+    "tx_bytes",
+    "rx_drop_not_for_us",
+    "rx_drop_runt",
+    "rx_drop_oversize",
+    "rx_drop_no_buffer",
+    "tx_drop_qdisc",
+    "tx_drop_device",
+    "rx_multicast",
+    "rx_broadcast",
+    "qdisc_backlog",
+    "tx_error",
+    "rx_error",
+    "reserved",
+];
+
+/// Index of an interface counter by name (see [`IFACE_COUNTER_NAMES`]).
+pub mod ifc {
+    pub const RX_PACKETS: usize = 0;
+    pub const RX_BYTES: usize = 1;
+    pub const TX_PACKETS: usize = 2;
+    pub const TX_BYTES: usize = 3;
+    pub const RX_DROP_NOT_FOR_US: usize = 4;
+    pub const RX_DROP_RUNT: usize = 5;
+    pub const RX_DROP_OVERSIZE: usize = 6;
+    pub const RX_DROP_NO_BUFFER: usize = 7;
+    pub const TX_DROP_QDISC: usize = 8;
+    pub const TX_DROP_DEVICE: usize = 9;
+    pub const RX_MULTICAST: usize = 10;
+    pub const RX_BROADCAST: usize = 11;
+    pub const QDISC_BACKLOG: usize = 12;
+    pub const TX_ERROR: usize = 13;
+    pub const RX_ERROR: usize = 14;
+}
+
+/// Owner value of a buffer on a free list.
+pub const OWNER_FREE: u32 = 0xffff;
+/// Flag: the buffer is state its owner keeps across a restart.
+pub const FLAG_PINNED: u32 = 1;
+/// End of a free list.
+pub const NIL: u32 = u32::MAX;
+
+/// Per-buffer header.
+#[repr(C, align(32))]
+pub struct BufHdr {
+    /// Layer id holding the buffer, or [`OWNER_FREE`].
+    pub owner: AtomicU32,
+    /// Zero when free.
+    pub refcnt: AtomicU32,
+    /// Bumped at every free: handles made before are stale.
+    pub gen: AtomicU32,
+    /// Free-list link.
+    pub next: AtomicU32,
+    /// [`FLAG_PINNED`], ...
+    pub flags: AtomicU32,
+}
+
+/// A ring's indices and endpoints; its slots follow it.
+#[repr(C, align(64))]
+pub struct RingDesc {
+    pub producer: u32,
+    pub consumer: u32,
+    pub size: u32,
+    pub _pad0: u32,
+    /// Byte offset of the slots from the start of the region.
+    pub slots_off: u64,
+    pub _pad1: [u64; 5],
+    /// Consumer index (next slot to read); written by the consumer only.
+    pub head: AtomicU32,
+    pub _pad2: [u32; 15],
+    /// Producer index (next slot to write); written by the producer only.
+    pub tail: AtomicU32,
+    pub _pad3: [u32; 15],
+}
+
+const _: () = assert!(std::mem::size_of::<RingDesc>() == 192);
+const _: () = assert!(std::mem::size_of::<BufHdr>() == 32);
+
+pub(crate) fn align(x: u64, a: u64) -> u64 {
+    x.div_ceil(a) * a
+}
+
+/// Where each part of the region lives.
+#[derive(Clone, Copy, Debug)]
+pub struct Offsets {
+    pub ctl: u64,
+    pub iface: u64,
+    pub bufhdr: u64,
+    pub ringdesc: u64,
+    pub slots: u64,
+    pub arena: u64,
+    pub small: u64,
+    pub large: u64,
+    pub total: u64,
+}
+
+impl Offsets {
+    /// Computes the layout for `p` with `n_rings` rings.
+    pub fn compute(p: &Params, n_rings: u32) -> Offsets {
+        let n_bufs = (p.small_bufs + p.large_bufs) as u64;
+        let ctl = align(std::mem::size_of::<Header>() as u64, 4096);
+        let iface = align(
+            ctl + (MAX_LAYERS * std::mem::size_of::<LayerCtl>()) as u64,
+            64,
+        );
+        let bufhdr = align(
+            iface + (MAX_IFACES * std::mem::size_of::<IfaceBlock>()) as u64,
+            64,
+        );
+        let ringdesc = align(bufhdr + n_bufs * std::mem::size_of::<BufHdr>() as u64, 64);
+        let slots = align(
+            ringdesc + n_rings as u64 * std::mem::size_of::<RingDesc>() as u64,
+            64,
+        );
+        let ring_bytes = p.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
+        let arena = align(slots + n_rings as u64 * ring_bytes, 4096);
+        let small = align(arena + MAX_LAYERS as u64 * p.arena_bytes as u64, 4096);
+        let large = align(small + p.small_bufs as u64 * crate::SMALL_BUF as u64, 4096);
+        let total = align(large + p.large_bufs as u64 * crate::LARGE_BUF as u64, 4096);
+        Offsets {
+            ctl,
+            iface,
+            bufhdr,
+            ringdesc,
+            slots,
+            arena,
+            small,
+            large,
+            total,
+        }
+    }
+}
