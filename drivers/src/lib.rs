@@ -1,1 +1,73 @@
 //! strata device backends.
+//!
+//! Every device the stack can drive sits behind one trait, [`Driver`], so
+//! that driverd — the per-NIC process that moves frames between the device
+//! and the shared-memory packet pool — is the same program whatever the
+//! device is. A backend is deliberately small: it knows how to move one frame
+//! at a time without blocking and which fd to sleep on; batching, buffer
+//! ownership and statistics belong to driverd.
+//!
+//! Backends:
+//! - [`tap::Tap`]: a Linux TAP device, whose other side is the kernel's own
+//!   stack (the real peer the integration tests talk to). The module also
+//!   holds the helpers the launcher uses to configure the kernel side.
+//! - [`pair::Pair`]: a virtual wire between two strata instances on the same
+//!   host, for tests that need no kernel peer.
+//!
+//! A backend is opened by the launcher, which keeps its fd for the life of
+//! the stack so that a crashed driverd loses only the frames in flight: the
+//! restarted driverd rebuilds the backend from an inherited copy of the fd
+//! ([`Tap::from_fd`], [`Pair::from_fd`]).
+
+#![warn(missing_docs)]
+
+use std::io;
+use std::os::fd::RawFd;
+
+pub mod pair;
+pub mod tap;
+
+pub use pair::{Pair, Side};
+pub use tap::Tap;
+
+/// A network device that moves whole Ethernet frames without blocking.
+///
+/// The caller sleeps on [`Driver::as_raw_fd`] and, once woken, calls
+/// [`Driver::recv`] until it returns `Ok(None)` and retries any frame
+/// [`Driver::send`] refused. No method ever blocks, so one thread can serve
+/// the device and the packet rings together.
+///
+/// Errors: an error from `recv` or `send` concerns the one frame at hand,
+/// which is lost; the device stays usable, so callers count the error and
+/// carry on. A frame too large for the buffer given to `recv` is reported as
+/// [`io::ErrorKind::InvalidData`] for the same reason: it is counted, not
+/// fatal.
+pub trait Driver: Send {
+    /// Reads one frame into buf; Ok(None) when nothing is ready (non-blocking).
+    ///
+    /// `buf` should hold the largest frame the device can deliver (MTU plus
+    /// the 14-byte Ethernet header); a longer frame is dropped with an
+    /// [`io::ErrorKind::InvalidData`] error rather than handed up cut short.
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>>;
+
+    /// Sends one frame; Ok(false) when the device cannot take it now (would
+    /// block) — the caller keeps the frame and retries after readiness.
+    ///
+    /// Ok(true) means the frame left, or was lost the way it would be on a
+    /// wire with nobody listening (link down, peer absent): the device
+    /// accepted responsibility for it either way.
+    fn send(&mut self, frame: &[u8]) -> io::Result<bool>;
+
+    /// The fd to poll for readability (and writability when send returned
+    /// false).
+    fn as_raw_fd(&self) -> RawFd;
+}
+
+/// The one way every backend reports a frame longer than the caller's buffer,
+/// so driverd can count these separately from device failures.
+pub(crate) fn truncated(buf_len: usize) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("dropped a frame longer than the {buf_len}-byte receive buffer"),
+    )
+}

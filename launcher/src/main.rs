@@ -1,1 +1,183 @@
-fn main() {}
+//! `strata`: starts a stack instance and supervises its layers, and is the
+//! command-line client of a running one.
+
+mod config;
+mod control;
+mod demo;
+mod plan;
+mod supervisor;
+mod up;
+
+use clap::{Parser, Subcommand};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// strata: a TCP/IP stack whose layers are supervised processes.
+#[derive(Parser)]
+#[command(name = "strata", version, about, long_about = None)]
+struct Cli {
+    /// Instance to talk to (or to start, when the config does not name one).
+    #[arg(long, short, global = true, env = "STRATA_INSTANCE", default_value = "default")]
+    instance: String,
+    /// Print machine-readable JSON instead of tables.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Start a stack instance and supervise it until Ctrl-C or SIGTERM.
+    Up {
+        /// TOML configuration (interfaces, addresses, routes, limits).
+        /// Without it: one TAP "strata0", stack 10.77.0.2/24, host side
+        /// 10.77.0.1/24.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
+    /// Show each layer's pid, state, uptime and restarts, ring occupancy
+    /// and the packet pool.
+    Status,
+    /// Show per-layer and per-interface counters, drops by reason.
+    Stats,
+    /// SIGKILL one layer (fault injection); the launcher restarts it.
+    Kill {
+        /// driverdN, netdevd, filterd, ipd, tcpd, udpd or sockd.
+        layer: String,
+    },
+    /// Stop a running instance.
+    Down,
+    /// Build a private network namespace with a TAP device, start the stack
+    /// in it, ping it, kill a layer, show it coming back, and clean up.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.cmd {
+        Cmd::Up { config } => up::run(config.as_deref(), &cli.instance),
+        Cmd::Status => query(&cli.instance, "status", cli.json, print_status),
+        Cmd::Stats => query(&cli.instance, "stats", cli.json, print_stats),
+        Cmd::Kill { layer } => control::request(&cli.instance, json!({"cmd": "kill", "layer": layer}))
+            .map(|v| {
+                if cli.json {
+                    println!("{v}");
+                } else {
+                    println!("killed {} (pid {})", v["layer"].as_str().unwrap_or("?"), v["pid"]);
+                }
+            }),
+        Cmd::Down => control::request(&cli.instance, json!({"cmd": "stop"})).map(|_| ()),
+        Cmd::Demo => demo::run(),
+    };
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn query(instance: &str, cmd: &str, as_json: bool, show: fn(&Value)) -> Result<(), String> {
+    let v = control::request(instance, json!({ "cmd": cmd }))?;
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+    } else {
+        show(&v);
+    }
+    Ok(())
+}
+
+fn s(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "-".into(),
+        v => v.to_string(),
+    }
+}
+
+fn print_status(v: &Value) {
+    println!(
+        "instance {}  launcher pid {}  up {:.0}s",
+        s(&v["instance"]),
+        s(&v["launcher_pid"]),
+        v["uptime_s"].as_f64().unwrap_or(0.0)
+    );
+    println!();
+    println!(
+        "{:<10} {:>8} {:<9} {:>9} {:>8} {:>9}  last exit",
+        "LAYER", "PID", "STATE", "UPTIME", "RESTARTS", "RECLAIMED"
+    );
+    for l in v["layers"].as_array().into_iter().flatten() {
+        println!(
+            "{:<10} {:>8} {:<9} {:>8.1}s {:>8} {:>9}  {}",
+            s(&l["layer"]),
+            s(&l["pid"]),
+            s(&l["state"]),
+            l["uptime_s"].as_f64().unwrap_or(0.0),
+            s(&l["restarts"]),
+            s(&l["reclaimed_buffers"]),
+            s(&l["last_exit"])
+        );
+    }
+    println!();
+    println!("{:<22} {:>6} {:>6}", "RING", "USED", "SIZE");
+    for r in v["rings"].as_array().into_iter().flatten() {
+        println!(
+            "{:<22} {:>6} {:>6}",
+            format!("{} -> {}", s(&r["from"]), s(&r["to"])),
+            s(&r["len"]),
+            s(&r["size"])
+        );
+    }
+    println!();
+    print_pool(&v["pool"]);
+}
+
+fn print_pool(p: &Value) {
+    println!(
+        "pool: small {}/{} free, large {}/{} free, {} in use {}; refused: {} stale, {} double frees",
+        s(&p["small_free"]),
+        s(&p["small_total"]),
+        s(&p["large_free"]),
+        s(&p["large_total"]),
+        s(&p["in_use"]),
+        p["in_use_by_owner"]
+            .as_object()
+            .filter(|m| !m.is_empty())
+            .map(|m| format!(
+                "({})",
+                m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+            ))
+            .unwrap_or_default(),
+        s(&p["stale_refused"]),
+        s(&p["double_free_refused"]),
+    );
+}
+
+fn print_counters(m: &Value) {
+    let Some(m) = m.as_object() else { return };
+    let nonzero: Vec<_> = m.iter().filter(|(_, v)| v.as_u64() != Some(0)).collect();
+    if nonzero.is_empty() {
+        println!("    (all zero)");
+    }
+    for (k, v) in nonzero {
+        println!("    {k:<28} {v}");
+    }
+}
+
+fn print_stats(v: &Value) {
+    for i in v["interfaces"].as_array().into_iter().flatten() {
+        println!("interface {} ({})", s(&i["name"]), s(&i["index"]));
+        print_counters(&i["counters"]);
+    }
+    if let Some(layers) = v["layers"].as_object() {
+        for (name, c) in layers {
+            println!("{name}");
+            print_counters(c);
+        }
+    }
+    print_pool(&v["pool"]);
+}

@@ -1,1 +1,442 @@
-//! IPv4 core.
+//! The protocol core of ipd, strata's IPv4 layer: validation, local
+//! delivery, ICMP, ARP and the neighbour cache, routing, reassembly and
+//! fragmentation (RFC 791, 792, 826, 815, 1122).
+//!
+//! The core is pure (DESIGN.md §5): no I/O, no clock, no globals, no
+//! threads. The process shell (`main.rs`) pops handles from its rings and
+//! calls [`IpCore::input`] (frames from netdevd) and [`IpCore::output`]
+//! (datagrams from tcpd/udpd), then pushes what the core left in
+//! [`Outputs`]: `tx` down to netdevd, `up` to tcpd/udpd by `l4proto`.
+//! Time is the `now` argument (monotonic nanoseconds); [`IpCore::poll`]
+//! runs the timers and says when it next needs to run.
+//!
+//! Ownership: every handle given to the core ends in exactly one place —
+//! `out.tx`, `out.up`, a queue inside the core (ARP resolution,
+//! reassembly), or freed back to the pool with a counter saying why. So
+//! the pool returns to its baseline once timers have run out, which the
+//! tests check after every scenario.
+//!
+//! No allocation per packet: the neighbour table, its packet queue and the
+//! reassembly slots are allocated once in [`IpCore::new`]; `Outputs`
+//! vectors are reused by the shell.
+
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+mod arp;
+mod bufcopy;
+pub mod config;
+mod icmp;
+pub mod neigh;
+mod output;
+mod reasm;
+mod route;
+pub mod stats;
+
+#[cfg(test)]
+mod tests;
+
+use strata_ipc::{BufError, Buffers, Handle};
+use strata_proto::ethernet::{ethertype, EthernetHeader};
+use strata_proto::ipv4::{protocol, Ipv4Error, Ipv4Header};
+
+pub use config::{ConfigError, IfaceConfig, IpConfig, IpLimits, RouteConfig};
+pub use neigh::{neigh_state, NeighRecord};
+pub use stats::{Stat, Stats};
+
+use neigh::Neighbours;
+use reasm::{FragInfo, Reassembly};
+use route::{is_martian, Net};
+
+/// Length of the Ethernet header ipd adds and strips.
+const ETH_LEN: usize = EthernetHeader::LEN;
+
+/// What one call into the core produced. The shell creates it once with
+/// [`Outputs::with_capacity`], drains both vectors after each batch and
+/// clears them, so no call allocates in steady state.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Complete Ethernet frames for netdevd: data window = the whole frame,
+    /// `oif` set, `l3_off` at the IPv4 header or ARP packet.
+    pub tx: Vec<Handle>,
+    /// TCP and UDP datagrams for the upper layer chosen by `l4proto`: data
+    /// window = the whole IPv4 datagram (`l3_off` 0, `l4_off` its header
+    /// length), `iif` set.
+    pub up: Vec<Handle>,
+}
+
+impl Outputs {
+    /// Empty outputs with room for `n` handles in each vector.
+    pub fn with_capacity(n: usize) -> Self {
+        Outputs {
+            tx: Vec::with_capacity(n),
+            up: Vec::with_capacity(n),
+        }
+    }
+
+    /// Empties both vectors, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.tx.clear();
+        self.up.clear();
+    }
+}
+
+/// The IPv4 core: all of ipd's protocol state.
+pub struct IpCore {
+    net: Net,
+    limits: IpLimits,
+    neigh: Neighbours,
+    reasm: Reassembly,
+    stats: Stats,
+    /// Which protocols have an upper layer attached, by protocol number.
+    upper: [bool; 256],
+    /// Identification for datagrams ipd itself originates.
+    ident: u16,
+    /// ICMP error token bucket.
+    icmp_tokens: u32,
+    icmp_last: u64,
+}
+
+impl IpCore {
+    /// A core for `cfg`, or why `cfg` is unusable. Allocates every table.
+    pub fn new(cfg: IpConfig) -> Result<Self, ConfigError> {
+        let l = &cfg.limits;
+        if l.neigh_capacity == 0 || l.neigh_capacity >= u16::MAX as usize {
+            return Err(ConfigError::BadLimit("neigh_capacity"));
+        }
+        if l.unres_total >= u16::MAX as usize {
+            return Err(ConfigError::BadLimit("unres_total"));
+        }
+        if l.arp_retrans_ns == 0 || l.arp_tries == 0 {
+            return Err(ConfigError::BadLimit("arp_retrans_ns/arp_tries"));
+        }
+        let net = Net::new(&cfg.ifaces, &cfg.routes)?;
+        Ok(IpCore {
+            net,
+            neigh: Neighbours::new(l),
+            reasm: Reassembly::new(l),
+            stats: Stats::default(),
+            upper: [false; 256],
+            ident: 0,
+            icmp_tokens: l.icmp_burst,
+            icmp_last: 0,
+            limits: cfg.limits,
+        })
+    }
+
+    /// Announces every address with a gratuitous ARP request (RFC 5227
+    /// announcement: sender and target IP both ours), so neighbours that
+    /// cached an old MAC for it update. Call once when the layer starts.
+    pub fn start<B: Buffers>(&mut self, now: u64, pool: &mut B, out: &mut Outputs) {
+        let _ = now;
+        for slot in 0..self.net.ifaces.len() {
+            for a in 0..self.net.ifaces[slot].addrs.len() {
+                let ip = self.net.ifaces[slot].addrs[a].addr;
+                self.send_arp_request(pool, slot, ip, ip, None, out);
+            }
+        }
+    }
+
+    /// Takes an Ethernet frame from netdevd (data window = whole frame,
+    /// `iif` set). The core owns `h` from here: it ends in `out.tx`,
+    /// `out.up`, one of the core's queues, or is freed and counted.
+    pub fn input<B: Buffers>(&mut self, now: u64, pool: &mut B, mut h: Handle, out: &mut Outputs) {
+        self.stats.inc(Stat::RxFrames);
+        let eth = match pool.data(&h) {
+            Ok(d) => EthernetHeader::parse(d),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let Ok(eth) = eth else {
+            return self.drop(pool, &h, Stat::EthTruncated);
+        };
+        let Some(slot) = self.net.slot(h.iif) else {
+            return self.drop(pool, &h, Stat::UnknownIface);
+        };
+        if eth.dst.is_unicast() && eth.dst != self.net.ifaces[slot].mac {
+            return self.drop(pool, &h, Stat::L2OtherHost);
+        }
+        h.l2_off = 0;
+        h.l3_off = ETH_LEN as u16;
+        h.ethertype = eth.ethertype;
+        match eth.ethertype {
+            ethertype::ARP => self.arp_input(now, pool, h, slot, out),
+            ethertype::IPV4 => self.ip_input(now, pool, h, eth.dst.is_multicast(), out),
+            _ => self.drop(pool, &h, Stat::UnknownEthertype),
+        }
+    }
+
+    /// Takes a locally originated IPv4 datagram from tcpd/udpd (data window
+    /// starts at the complete IPv4 header the upper layer built). Routes
+    /// it, fills in a 0.0.0.0 source (fixing the IPv4 and TCP/UDP
+    /// checksums), resolves the next hop (queueing while ARP runs),
+    /// fragments it if it is larger than the MTU (or drops it, counted as
+    /// `df_too_big`, if DF is set) and emits the frames into `out.tx`. A
+    /// datagram to one of our own addresses comes back in `out.up`.
+    pub fn output<B: Buffers>(&mut self, now: u64, pool: &mut B, mut h: Handle, out: &mut Outputs) {
+        self.stats.inc(Stat::OutRequests);
+        let hdr = match pool.data(&h) {
+            Ok(d) => Ipv4Header::parse(d),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let Ok(hdr) = hdr else {
+            return self.drop(pool, &h, Stat::OutMalformed);
+        };
+        h.data_len = u32::from(hdr.total_len);
+        h.l2_off = 0;
+        h.l3_off = 0;
+        h.l4_off = u16::from(hdr.header_len);
+        h.l4proto = hdr.protocol;
+        h.ethertype = ethertype::IPV4;
+        self.route_out(now, pool, h, out);
+    }
+
+    /// Runs the timers due at `now`: ARP retransmissions and failures
+    /// (queued packets are dropped and counted), neighbour aging, and
+    /// reassembly timeouts (with ICMP time exceeded when fragment 0 had
+    /// arrived). Returns when it next needs to run. Cheap when nothing is
+    /// due, so the shell may call it after every batch.
+    pub fn poll<B: Buffers>(&mut self, now: u64, pool: &mut B, out: &mut Outputs) -> Option<u64> {
+        if self.neigh.due(now) {
+            self.neigh_timers(now, pool, out);
+        }
+        while let Some(e) = self.reasm.expire(now) {
+            self.stats.inc(Stat::FragTimeout);
+            if let Some(q) = e.quote {
+                self.icmp_error(
+                    now,
+                    pool,
+                    &q,
+                    strata_proto::icmp::IcmpHeader::time_exceeded(
+                        strata_proto::icmp::time_exceeded_code::REASSEMBLY,
+                    ),
+                    false,
+                    out,
+                );
+            }
+            pool.free(&e.buf);
+        }
+        self.next_deadline()
+    }
+
+    /// When [`poll`](Self::poll) next has work, if ever. Input and output
+    /// can bring this closer (a new ARP resolution, a first fragment).
+    pub fn next_deadline(&self) -> Option<u64> {
+        match (self.neigh.next_wake(), self.reasm.next_wake()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Says whether an upper layer is attached for IP protocol `protocol`.
+    /// TCP and UDP datagrams go to `out.up` only while their layer is
+    /// attached; otherwise, like every protocol ipd does not handle itself,
+    /// they are answered with ICMP protocol unreachable.
+    pub fn set_upper(&mut self, protocol: u8, attached: bool) {
+        self.upper[protocol as usize] = attached;
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The usable neighbour entries, for the shell to persist in the
+    /// fabric's arena.
+    pub fn neighbours(&self) -> impl Iterator<Item = NeighRecord> + '_ {
+        self.neigh.records().filter_map(|mut r| {
+            r.iface = self.net.ifaces.get(r.iface as usize)?.index;
+            Some(r)
+        })
+    }
+
+    /// Re-creates neighbours exported by a previous instance. Records for
+    /// unknown interfaces, with unusable addresses, or already present are
+    /// skipped; entries come back REACHABLE only if still within their
+    /// reachable time, else STALE (re-confirmed on first use).
+    pub fn restore_neighbours(&mut self, now: u64, recs: &[NeighRecord]) {
+        for r in recs {
+            let Some(slot) = self.net.slot(r.iface) else {
+                continue;
+            };
+            let mac = strata_proto::MacAddr(r.mac);
+            if is_martian(r.ip)
+                || self.net.is_local(r.ip)
+                || self.net.is_bcast(r.ip)
+                || mac.is_multicast()
+                || mac == strata_proto::MacAddr::ZERO
+            {
+                continue;
+            }
+            self.neigh.restore(now, slot, r);
+        }
+    }
+
+    /// Whether the exportable neighbour set changed (an entry appeared,
+    /// went, or changed MAC) since the last call; the shell rewrites its
+    /// arena copy when it did.
+    pub fn neighbours_changed(&mut self) -> bool {
+        self.neigh.take_changed()
+    }
+
+    // ---- input path ----
+
+    fn ip_input<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        mut h: Handle,
+        l2_bcast: bool,
+        out: &mut Outputs,
+    ) {
+        let hdr = match pool.data(&h) {
+            Ok(d) => Ipv4Header::parse(d.get(ETH_LEN..).unwrap_or(&[])),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let hdr = match hdr {
+            Ok(hdr) => hdr,
+            Err(e) => return self.drop(pool, &h, ipv4_stat(e)),
+        };
+        self.stats.inc(Stat::RxIpv4);
+        // Drop Ethernet padding: the datagram ends where total_len says.
+        h.data_len = (ETH_LEN + hdr.total_len as usize) as u32;
+        if hdr.ttl == 0 {
+            return self.drop(pool, &h, Stat::TtlZero);
+        }
+        let src = u32::from(hdr.src);
+        let dst = u32::from(hdr.dst);
+        if is_martian(src) || self.net.is_local(src) || self.net.is_bcast(src) {
+            return self.drop(pool, &h, Stat::MartianSource);
+        }
+        let bcast = self.net.is_bcast(dst);
+        if !bcast && !self.net.is_local(dst) {
+            // The forwarding path hooks in here (`IpLimits::forwarding`);
+            // until it exists every such packet is counted as not for us.
+            return self.drop(pool, &h, Stat::NotForUs);
+        }
+        let hl = hdr.header_len as usize;
+        h.l4proto = hdr.protocol;
+        if hdr.is_fragment() {
+            self.stats.inc(Stat::FragReceived);
+            let f = FragInfo {
+                src,
+                dst,
+                proto: hdr.protocol,
+                ident: hdr.ident,
+                hl,
+                offset: hdr.frag_offset as usize,
+                payload_len: hdr.payload_len(),
+                more: hdr.more_frags,
+                iif: h.iif,
+                ip_at: h.data_off as usize + ETH_LEN,
+            };
+            match self.reasm.insert(now, pool, h, &f) {
+                Ok(Some(whole)) => {
+                    self.stats.inc(Stat::FragReassembled);
+                    h = whole;
+                }
+                Ok(None) => return,
+                Err(s) => return self.stats.inc(s),
+            }
+        } else {
+            h.pull_front(ETH_LEN as u32);
+            h.l2_off = 0;
+            h.l3_off = 0;
+            h.l4_off = hl as u16;
+        }
+        self.local_deliver(now, pool, h, bcast, l2_bcast, out);
+    }
+
+    /// Delivers a datagram addressed to us (data window = the datagram):
+    /// ICMP here, TCP/UDP up, anything else answered with protocol
+    /// unreachable.
+    fn local_deliver<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        h: Handle,
+        bcast: bool,
+        l2_bcast: bool,
+        out: &mut Outputs,
+    ) {
+        let p = h.l4proto;
+        if p == protocol::ICMP {
+            return self.icmp_input(now, pool, h, bcast, out);
+        }
+        if bcast && p != protocol::UDP {
+            return self.drop(pool, &h, Stat::BroadcastNonUdp);
+        }
+        if (p == protocol::TCP || p == protocol::UDP) && self.upper[p as usize] {
+            self.stats.inc(Stat::Delivered);
+            out.up.push(h);
+            return;
+        }
+        let why = if p == protocol::TCP || p == protocol::UDP {
+            Stat::UpperNotAttached
+        } else {
+            Stat::UnknownProtocol
+        };
+        self.stats.inc(why);
+        let unreach = strata_proto::icmp::IcmpHeader::dest_unreachable(
+            strata_proto::icmp::unreach_code::PROTOCOL,
+            0,
+        );
+        self.icmp_error(now, pool, &h, unreach, l2_bcast, out);
+        pool.free(&h);
+    }
+
+    // ---- small helpers ----
+
+    /// Frees `h` and counts why.
+    fn drop<B: Buffers>(&mut self, pool: &mut B, h: &Handle, why: Stat) {
+        self.stats.inc(why);
+        pool.free(h);
+    }
+
+    /// A handle whose bytes cannot be reached: a stale or out-of-range one
+    /// names a buffer that is not ours to free; a bad window is ours.
+    fn bad_handle<B: Buffers>(&mut self, pool: &mut B, h: &Handle, e: BufError) {
+        match e {
+            BufError::BadWindow => self.drop(pool, h, Stat::BadWindow),
+            BufError::Stale | BufError::BadIndex => self.stats.inc(Stat::StaleHandle),
+        }
+    }
+
+    /// Identification for a datagram ipd originates.
+    fn next_ident(&mut self) -> u16 {
+        self.ident = self.ident.wrapping_add(1);
+        self.ident
+    }
+}
+
+/// The counter for an IPv4 parse error.
+fn ipv4_stat(e: Ipv4Error) -> Stat {
+    match e {
+        Ipv4Error::Truncated => Stat::Ipv4Truncated,
+        Ipv4Error::BadVersion => Stat::Ipv4BadVersion,
+        Ipv4Error::BadHeaderLen => Stat::Ipv4BadHeaderLen,
+        Ipv4Error::BadTotalLen => Stat::Ipv4BadTotalLen,
+        Ipv4Error::TotalLenExceedsFrame => Stat::Ipv4TotalLenExceedsFrame,
+        Ipv4Error::BadChecksum => Stat::Ipv4BadChecksum,
+        Ipv4Error::BadOptions => Stat::Ipv4BadOptions,
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::*;
+
+    #[test]
+    fn every_ipv4_error_has_a_counter_named_after_it() {
+        for e in [
+            Ipv4Error::Truncated,
+            Ipv4Error::BadVersion,
+            Ipv4Error::BadHeaderLen,
+            Ipv4Error::BadTotalLen,
+            Ipv4Error::TotalLenExceedsFrame,
+            Ipv4Error::BadChecksum,
+            Ipv4Error::BadOptions,
+        ] {
+            assert_eq!(ipv4_stat(e).name(), format!("ipv4_{}", e.reason()));
+        }
+    }
+}

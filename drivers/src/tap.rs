@@ -1,0 +1,444 @@
+//! A Linux TAP device, and the helpers that configure its kernel side.
+//!
+//! The TAP is opened with `IFF_TAP | IFF_NO_PI`: every read and write is one
+//! bare Ethernet frame. It is not made persistent, so the interface vanishes
+//! when the last fd on it closes — a stack that dies leaves nothing behind,
+//! while the launcher's own fd keeps the interface (and the addresses the
+//! kernel side was given) alive across driverd restarts.
+//!
+//! The helpers ([`set_up`], [`set_mtu`], [`add_host_addr`], [`host_mac`])
+//! configure the kernel's side of an interface by ioctl and rtnetlink, so the
+//! launcher needs no external `ip` command. They act in the network namespace
+//! of the calling thread.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, IoSliceMut};
+use std::mem;
+use std::net::Ipv4Addr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::OpenOptionsExt;
+
+use nix::errno::Errno;
+use nix::fcntl::{fcntl, FcntlArg, OFlag};
+use nix::sys::socket::{
+    self, AddressFamily, MsgFlags, NetlinkAddr, SockFlag, SockProtocol, SockType,
+};
+use nix::sys::time::TimeVal;
+
+use crate::{truncated, Driver};
+
+/// The longest interface name the kernel accepts (IFNAMSIZ less the NUL).
+pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
+
+/// An open TAP device: the stack's end of a virtual Ethernet link whose other
+/// end is the kernel's network stack.
+///
+/// Reads and writes never block (the fd is non-blocking); see [`Driver`].
+#[derive(Debug)]
+pub struct Tap {
+    file: File,
+    name: String,
+}
+
+impl Tap {
+    /// Creates a TAP interface named `name` (empty, or a pattern with `%d`,
+    /// lets the kernel choose) in the calling thread's network namespace.
+    ///
+    /// Needs CAP_NET_ADMIN. The interface starts down and unconfigured; the
+    /// kernel-chosen name is [`Tap::name`].
+    pub fn create(name: &str) -> io::Result<Tap> {
+        let mut req = ifreq(name)?;
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open("/dev/net/tun")?;
+        // SAFETY: TUNSETIFF reads and updates the one ifreq we pass, which
+        // lives for the whole call.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
+        Errno::result(rc)?;
+        let name = name_of(&req)?;
+        Ok(Tap { file, name })
+    }
+
+    /// Takes over an fd that already refers to a TAP device, e.g. the copy
+    /// driverd inherits from the launcher.
+    ///
+    /// Checks that the fd is a TAP opened the way [`Tap::create`] opens one
+    /// (frames without packet info or virtio-net header), and makes it
+    /// non-blocking — a flag shared with every copy of the fd, which is
+    /// harmless since only driverd does I/O on it.
+    pub fn from_fd(fd: OwnedFd) -> io::Result<Tap> {
+        let file = File::from(fd);
+        // SAFETY: an all-zero ifreq is a valid value (plain integers and
+        // arrays); TUNGETIFF only writes into it.
+        let mut req: libc::ifreq = unsafe { mem::zeroed() };
+        // SAFETY: TUNGETIFF writes one ifreq, which outlives the call. On a
+        // file that is not a TUN/TAP device the ioctl fails harmlessly.
+        let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNGETIFF as _, &mut req) };
+        Errno::result(rc).map_err(|e| {
+            io::Error::new(
+                io::Error::from(e).kind(),
+                format!(
+                    "fd {} is not an attached TUN/TAP device: {e}",
+                    file.as_raw_fd()
+                ),
+            )
+        })?;
+        // SAFETY: TUNGETIFF fills in the flags member of the union.
+        let flags = libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags });
+        let wanted = libc::IFF_TAP | libc::IFF_NO_PI;
+        if flags & (wanted | libc::IFF_TUN | libc::IFF_VNET_HDR) != wanted {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("fd {} is a TUN/TAP device not opened as TAP with IFF_NO_PI only (flags {flags:#x})", file.as_raw_fd()),
+            ));
+        }
+        let name = name_of(&req)?;
+        let status = OFlag::from_bits_retain(fcntl(file.as_raw_fd(), FcntlArg::F_GETFL)?);
+        fcntl(
+            file.as_raw_fd(),
+            FcntlArg::F_SETFL(status | OFlag::O_NONBLOCK),
+        )?;
+        Ok(Tap { file, name })
+    }
+
+    /// Takes over a raw fd number, e.g. one named on driverd's command line;
+    /// see [`Tap::from_fd`].
+    ///
+    /// # Safety
+    ///
+    /// `fd` must be open and owned by nobody else: the returned `Tap` (or the
+    /// error path) closes it.
+    pub unsafe fn from_raw_fd(fd: RawFd) -> io::Result<Tap> {
+        // SAFETY: the caller hands over ownership of an open fd.
+        Tap::from_fd(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
+    /// The interface's name as the kernel knows it.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+impl Driver for Tap {
+    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+        // The tun driver silently cuts a frame to fit the buffer, so one
+        // spare byte tells a frame that filled the buffer exactly from one
+        // that did not fit.
+        let mut spare = [0u8; 1];
+        loop {
+            let len = buf.len();
+            let mut iov = [IoSliceMut::new(buf), IoSliceMut::new(&mut spare)];
+            match nix::sys::uio::readv(&self.file, &mut iov) {
+                Ok(n) if n > len => return Err(truncated(len)),
+                Ok(n) => return Ok(Some(n)),
+                Err(Errno::EAGAIN) => return Ok(None),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+        loop {
+            match nix::unistd::write(&self.file, frame) {
+                Ok(_) => return Ok(true),
+                Err(Errno::EAGAIN) => return Ok(false),
+                // The kernel side is down: like a frame sent on an unplugged
+                // cable, it is simply lost.
+                Err(Errno::EIO) => return Ok(true),
+                Err(Errno::EINTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+impl AsFd for Tap {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+}
+
+impl IntoRawFd for Tap {
+    fn into_raw_fd(self) -> RawFd {
+        self.file.into_raw_fd()
+    }
+}
+
+impl From<Tap> for OwnedFd {
+    fn from(tap: Tap) -> OwnedFd {
+        tap.file.into()
+    }
+}
+
+/// Brings the interface `name` up (IFF_UP), keeping its other flags.
+pub fn set_up(name: &str) -> io::Result<()> {
+    let sock = ctl_socket()?;
+    let mut req = ifreq(name)?;
+    // SAFETY: SIOCGIFFLAGS fills in the flags of the ifreq we own.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) })?;
+    // SAFETY: the flags member is the one SIOCGIFFLAGS just wrote.
+    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
+    // SAFETY: SIOCSIFFLAGS reads the ifreq we own.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) })?;
+    Ok(())
+}
+
+/// Sets the MTU of the interface `name`.
+pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
+    let mtu = libc::c_int::try_from(mtu).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("MTU {mtu} is too large"),
+        )
+    })?;
+    let sock = ctl_socket()?;
+    let mut req = ifreq(name)?;
+    req.ifr_ifru.ifru_mtu = mtu;
+    // SAFETY: SIOCSIFMTU reads the ifreq we own.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU as _, &req) })?;
+    Ok(())
+}
+
+/// The MAC address of the interface `name` (for a TAP: the kernel side's).
+pub fn host_mac(name: &str) -> io::Result<[u8; 6]> {
+    let sock = ctl_socket()?;
+    let mut req = ifreq(name)?;
+    // SAFETY: SIOCGIFHWADDR fills in the hardware address of the ifreq we own.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFHWADDR as _, &mut req) })?;
+    // SAFETY: the hwaddr member is the one SIOCGIFHWADDR just wrote.
+    let hw = unsafe { req.ifr_ifru.ifru_hwaddr };
+    if hw.sa_family != libc::ARPHRD_ETHER {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{name} is not an Ethernet interface (hardware type {})",
+                hw.sa_family
+            ),
+        ));
+    }
+    let mut mac = [0u8; 6];
+    for (out, byte) in mac.iter_mut().zip(hw.sa_data) {
+        *out = byte as u8;
+    }
+    Ok(mac)
+}
+
+/// Adds the IPv4 address `addr/prefix_len` to the interface `name`, with the
+/// subnet route and broadcast address the kernel derives from it.
+///
+/// This goes through rtnetlink (RTM_NEWADDR) rather than SIOCSIFADDR because
+/// the ioctl replaces the interface's primary address, so a second host
+/// address would silently evict the first. Adding an address the interface
+/// already has succeeds.
+pub fn add_host_addr(name: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
+    if prefix_len > 32 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("prefix length {prefix_len} is out of range 0..=32"),
+        ));
+    }
+    let index = nix::net::if_::if_nametoindex(name)?;
+    let request = new_addr_request(index, addr, prefix_len);
+    let sock = socket::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        SockProtocol::NetlinkRoute,
+    )?;
+    // The kernel always answers; the timeout only guards against a hang
+    // should it not.
+    socket::setsockopt(&sock, socket::sockopt::ReceiveTimeout, &TimeVal::new(5, 0))?;
+    socket::sendto(
+        sock.as_raw_fd(),
+        &request,
+        &NetlinkAddr::new(0, 0),
+        MsgFlags::empty(),
+    )?;
+    let mut reply = [0u8; 4096];
+    loop {
+        let n = socket::recv(sock.as_raw_fd(), &mut reply, MsgFlags::empty())?;
+        if let Some(result) = netlink_ack(&reply[..n.min(reply.len())]) {
+            return result;
+        }
+    }
+}
+
+/// The sequence number of our one rtnetlink request; a fresh socket per call
+/// means no other answer can be waiting on it.
+const NL_SEQ: u32 = 1;
+
+/// Builds RTM_NEWADDR for `addr/prefix_len` on interface `index`: nlmsghdr,
+/// ifaddrmsg, then IFA_LOCAL, IFA_ADDRESS and (below /31) IFA_BROADCAST.
+fn new_addr_request(index: u32, addr: Ipv4Addr, prefix_len: u8) -> Vec<u8> {
+    let mask = u32::MAX
+        .checked_shl(32 - u32::from(prefix_len))
+        .unwrap_or(0);
+    let broadcast = Ipv4Addr::from(u32::from(addr) | !mask);
+    let mut attrs = vec![(libc::IFA_LOCAL, addr), (libc::IFA_ADDRESS, addr)];
+    if prefix_len < 31 {
+        attrs.push((libc::IFA_BROADCAST, broadcast));
+    }
+    let len = 16 + 8 + 8 * attrs.len();
+    let flags = libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
+    let mut msg = Vec::with_capacity(len);
+    // nlmsghdr
+    msg.extend_from_slice(&(len as u32).to_ne_bytes());
+    msg.extend_from_slice(&libc::RTM_NEWADDR.to_ne_bytes());
+    msg.extend_from_slice(&(flags as u16).to_ne_bytes());
+    msg.extend_from_slice(&NL_SEQ.to_ne_bytes());
+    msg.extend_from_slice(&0u32.to_ne_bytes());
+    // ifaddrmsg
+    msg.push(libc::AF_INET as u8);
+    msg.push(prefix_len);
+    msg.push(0); // ifa_flags
+    msg.push(libc::RT_SCOPE_UNIVERSE);
+    msg.extend_from_slice(&index.to_ne_bytes());
+    // rtattrs: 4-byte header plus an IPv4 address, already 4-byte aligned
+    for (kind, value) in attrs {
+        msg.extend_from_slice(&8u16.to_ne_bytes());
+        msg.extend_from_slice(&kind.to_ne_bytes());
+        msg.extend_from_slice(&value.octets());
+    }
+    msg
+}
+
+/// Finds the kernel's answer to our request among the netlink messages in
+/// `datagram`: Some(result) for it, None if the datagram held none.
+fn netlink_ack(mut datagram: &[u8]) -> Option<io::Result<()>> {
+    const HDR: usize = 16;
+    while datagram.len() >= HDR {
+        let len = u32::from_ne_bytes(datagram[0..4].try_into().ok()?) as usize;
+        let kind = u16::from_ne_bytes(datagram[4..6].try_into().ok()?);
+        let seq = u32::from_ne_bytes(datagram[8..12].try_into().ok()?);
+        if len < HDR || len > datagram.len() {
+            return Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "malformed rtnetlink reply",
+            )));
+        }
+        if seq == NL_SEQ && i32::from(kind) == libc::NLMSG_ERROR {
+            let code = datagram.get(HDR..HDR + 4)?;
+            let code = i32::from_ne_bytes(code.try_into().ok()?);
+            return Some(match code {
+                0 => Ok(()),
+                e => Err(io::Error::from_raw_os_error(e.saturating_neg())),
+            });
+        }
+        // Messages are padded to 4 bytes.
+        let next = (len + 3) & !3;
+        datagram = datagram.get(next..).unwrap_or(&[]);
+    }
+    None
+}
+
+/// A socket to aim interface ioctls at; any AF_INET socket will do.
+fn ctl_socket() -> io::Result<OwnedFd> {
+    Ok(socket::socket(
+        AddressFamily::Inet,
+        SockType::Datagram,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )?)
+}
+
+/// An ifreq naming `name`, after checking the name fits.
+fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+    if name.len() > MAX_NAME_LEN || name.as_bytes().contains(&0) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{name:?} is not a valid interface name (at most {MAX_NAME_LEN} bytes, no NUL)"
+            ),
+        ));
+    }
+    // SAFETY: an all-zero ifreq is a valid value (plain integers and arrays),
+    // and leaves the name NUL-terminated after we copy at most 15 bytes.
+    let mut req: libc::ifreq = unsafe { mem::zeroed() };
+    for (out, byte) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *out = byte as libc::c_char;
+    }
+    Ok(req)
+}
+
+/// The interface name the kernel wrote into `req`.
+fn name_of(req: &libc::ifreq) -> io::Result<String> {
+    let bytes: Vec<u8> = req
+        .ifr_name
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    String::from_utf8(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "interface name is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_must_fit_ifreq() {
+        assert!(ifreq("strata0").is_ok());
+        assert!(ifreq("fifteen-chars-x").is_ok());
+        let err = ifreq("sixteen-chars-xx").unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
+        assert!(ifreq("a\0b").is_err());
+        assert_eq!(name_of(&ifreq("tap%d").unwrap()).unwrap(), "tap%d");
+    }
+
+    #[test]
+    fn new_addr_request_layout() {
+        let msg = new_addr_request(7, Ipv4Addr::new(10, 200, 0, 1), 24);
+        assert_eq!(msg.len(), 48);
+        assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()), 48);
+        assert_eq!(
+            u16::from_ne_bytes(msg[4..6].try_into().unwrap()),
+            libc::RTM_NEWADDR
+        );
+        assert_eq!(&msg[16..20], &[libc::AF_INET as u8, 24, 0, 0]);
+        assert_eq!(u32::from_ne_bytes(msg[20..24].try_into().unwrap()), 7);
+        assert_eq!(&msg[44..48], &[10, 200, 0, 255]);
+        // No broadcast on point-to-point prefixes.
+        assert_eq!(
+            new_addr_request(7, Ipv4Addr::new(10, 0, 0, 1), 32).len(),
+            40
+        );
+        assert_eq!(new_addr_request(7, Ipv4Addr::new(10, 0, 0, 1), 0).len(), 48);
+    }
+
+    fn ack(seq: u32, code: i32) -> Vec<u8> {
+        let mut m = Vec::new();
+        m.extend_from_slice(&20u32.to_ne_bytes());
+        m.extend_from_slice(&(libc::NLMSG_ERROR as u16).to_ne_bytes());
+        m.extend_from_slice(&0u16.to_ne_bytes());
+        m.extend_from_slice(&seq.to_ne_bytes());
+        m.extend_from_slice(&0u32.to_ne_bytes());
+        m.extend_from_slice(&code.to_ne_bytes());
+        m
+    }
+
+    #[test]
+    fn netlink_ack_parsing() {
+        assert!(matches!(netlink_ack(&ack(NL_SEQ, 0)), Some(Ok(()))));
+        let err = netlink_ack(&ack(NL_SEQ, -libc::EEXIST))
+            .unwrap()
+            .unwrap_err();
+        assert_eq!(err.raw_os_error(), Some(libc::EEXIST));
+        // Another sequence number, a truncated datagram, garbage: no panic.
+        assert!(netlink_ack(&ack(99, 0)).is_none());
+        assert!(netlink_ack(&ack(NL_SEQ, 0)[..10]).is_none());
+        assert!(matches!(netlink_ack(&[0xff; 16]), Some(Err(_))));
+        let mut short = ack(NL_SEQ, 0);
+        short[0..4].copy_from_slice(&16u32.to_ne_bytes());
+        short.truncate(16);
+        assert!(netlink_ack(&short).is_none());
+    }
+}

@@ -1,0 +1,1518 @@
+//! The stack's configuration: the TOML file `strata up --config FILE` reads.
+//!
+//! ```toml
+//! instance = "default"
+//!
+//! [[interface]]
+//! name = "strata0"
+//! driver = "tap"
+//! addresses = ["10.77.0.2/24"]
+//! host_addresses = ["10.77.0.1/24"]
+//!
+//! [[route]]
+//! to = "default"
+//! via = "10.77.0.1"
+//! ```
+//!
+//! `launcher/strata.example.toml` shows and explains every key. Reading is
+//! two steps: the file is deserialised into plain strings and numbers
+//! (unknown keys are refused, and TOML's own errors keep their line and
+//! column), then every value is parsed and the whole checked, so that an
+//! error names the field it is about and what is wrong with it, e.g.
+//! `interface[1].mac: "zz:00" is not a MAC address (...)`. The first problem
+//! found is reported.
+//!
+//! A checked [`Config`] is complete: every default has been filled in, so
+//! what it serialises to (the launcher prints it as JSON) is exactly what the
+//! stack runs with, and serialised as TOML it reads back the same.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::net::Ipv4Addr;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize, Serializer};
+
+/// Interfaces one instance can drive; the fabric has a fixed number of
+/// driver slots (strata_ipc::MAX_IFACES).
+const MAX_INTERFACES: usize = 8;
+/// Stack or host addresses per interface.
+const MAX_ADDRESSES: usize = 16;
+/// Configured routes per instance.
+const MAX_ROUTES: usize = 256;
+/// Longest instance and pair link name; the instance name becomes part of
+/// paths and shared-memory names.
+const MAX_INSTANCE_LEN: usize = 32;
+const MAX_LINK_LEN: usize = 64;
+/// Longest interface name: the kernel's limit for a TAP's name.
+const MAX_IFNAME_LEN: usize = 15;
+
+const MTU: RangeInclusive<i64> = 68..=9000;
+const SMALL_BUFFERS: RangeInclusive<i64> = 256..=262_144;
+const LARGE_BUFFERS: RangeInclusive<i64> = 0..=4096;
+const RING_SIZE: RangeInclusive<i64> = 64..=65_536;
+const QDISC_LIMIT: RangeInclusive<i64> = 1..=65_536;
+const HEARTBEAT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
+const RESTART_BACKOFF_MAX_MS: RangeInclusive<i64> = 100..=600_000;
+
+/// The whole configuration of one stack instance.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Config {
+    /// The instance's name: 1 to 32 of `a-z A-Z 0-9 _ -`. Its runtime
+    /// directory is `/run/strata/<instance>/`. Default `"default"`.
+    pub instance: String,
+    /// The interfaces, in index order (`[[interface]]` tables): 1 to 8.
+    #[serde(rename = "interface")]
+    pub interfaces: Vec<Interface>,
+    /// Routes beyond the connected ones each interface address implies
+    /// (`[[route]]` tables): at most 256, one per destination.
+    #[serde(rename = "route")]
+    pub routes: Vec<Route>,
+    /// Pool, ring and supervision sizes (`[limits]`).
+    pub limits: Limits,
+}
+
+/// One network interface of the stack.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Interface {
+    /// The interface's name, unique in the instance: 1 to 15 of
+    /// `a-z A-Z 0-9 _ -`. For a TAP it is also the kernel-side interface
+    /// name.
+    pub name: String,
+    /// The device behind the interface (`driver = "tap"`, the default, or
+    /// `"pair"` with `link` and `side`).
+    #[serde(flatten)]
+    pub device: Device,
+    /// The stack's MAC address on this interface: unicast, unique in the
+    /// instance. Default `02:53:54:00:00:<index + 1>` (locally administered;
+    /// 53 54 is "ST").
+    pub mac: MacAddr,
+    /// The stack's IPv4 addresses with their prefix lengths (at most 16);
+    /// each implies a connected route. Unique in the instance.
+    pub addresses: Vec<Cidr>,
+    /// The interface MTU in bytes, 68..=9000. Default 1500.
+    pub mtu: u16,
+    /// TAP only: addresses the launcher gives the kernel's side of the
+    /// interface (at most 16). Default none.
+    pub host_addresses: Vec<Cidr>,
+}
+
+/// The kind of device behind an interface, with what only that kind needs.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "driver", rename_all = "lowercase")]
+pub enum Device {
+    /// A TAP device whose other side is the kernel of the launcher's
+    /// network namespace.
+    Tap,
+    /// One end of an in-memory link to another strata instance on the same
+    /// host (and network namespace).
+    Pair {
+        /// The link's name, shared by both ends: 1 to 64 of
+        /// `a-z A-Z 0-9 _ -`.
+        link: String,
+        /// Which end this is.
+        side: Side,
+    },
+}
+
+/// Which end of a pair link an interface is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    /// `side = "a"`.
+    A,
+    /// `side = "b"`.
+    B,
+}
+
+impl fmt::Display for Side {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Side::A => "a",
+            Side::B => "b",
+        })
+    }
+}
+
+/// A static route.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Route {
+    /// The destination prefix, without host bits; `to = "default"` is
+    /// 0.0.0.0/0.
+    pub to: Cidr,
+    /// The gateway: a unicast address inside a connected prefix of some
+    /// interface (of `dev`, if given). None for a destination directly on
+    /// the link `dev`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub via: Option<Ipv4Addr>,
+    /// The interface to send on, by name. Without it the interface is the
+    /// one whose connected prefix holds `via`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dev: Option<String>,
+}
+
+/// Sizes of the shared fabric and of the launcher's supervision.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Limits {
+    /// Small (2 KiB) packet buffers in the pool, 256..=262144. Default 4096.
+    pub small_buffers: u32,
+    /// Large (64 KiB + headroom) packet buffers for super-packets,
+    /// 0..=4096. Default 64.
+    pub large_buffers: u32,
+    /// Slots in each ring between layers: a power of two, 64..=65536.
+    /// Default 1024.
+    pub ring_size: u32,
+    /// Packets each interface's egress queue holds, 1..=65536. Default 1000.
+    pub qdisc_limit: u32,
+    /// A layer whose heartbeat stalls this long (ms) is restarted,
+    /// 100..=60000. Default 3000.
+    pub heartbeat_timeout_ms: u32,
+    /// The longest wait (ms) before restarting a layer that keeps crashing,
+    /// 100..=600000. Default 5000.
+    pub restart_backoff_max_ms: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Limits {
+        Limits {
+            small_buffers: 4096,
+            large_buffers: 64,
+            ring_size: 1024,
+            qdisc_limit: 1000,
+            heartbeat_timeout_ms: 3000,
+            restart_backoff_max_ms: 5000,
+        }
+    }
+}
+
+impl Default for Config {
+    /// The configuration used when none is given: instance "default", one
+    /// TAP "strata0" with the stack at 10.77.0.2/24 and the kernel side at
+    /// 10.77.0.1/24, no routes.
+    fn default() -> Config {
+        Config {
+            instance: "default".to_owned(),
+            interfaces: vec![Interface {
+                name: "strata0".to_owned(),
+                device: Device::Tap,
+                mac: default_mac(0),
+                addresses: vec![Cidr {
+                    addr: Ipv4Addr::new(10, 77, 0, 2),
+                    prefix: 24,
+                }],
+                mtu: 1500,
+                host_addresses: vec![Cidr {
+                    addr: Ipv4Addr::new(10, 77, 0, 1),
+                    prefix: 24,
+                }],
+            }],
+            routes: Vec::new(),
+            limits: Limits::default(),
+        }
+    }
+}
+
+/// An Ethernet MAC address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl MacAddr {
+    fn is_multicast(self) -> bool {
+        self.0[0] & 1 == 1
+    }
+}
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let [a, b, c, d, e, g] = self.0;
+        write!(f, "{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{g:02x}")
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = BadValue;
+
+    /// Parses six colon-separated hex pairs, e.g. `02:00:00:00:00:01`.
+    fn from_str(s: &str) -> Result<MacAddr, BadValue> {
+        let bad = || {
+            BadValue(format!(
+                "{s:?} is not a MAC address (expected six hex pairs like 02:00:00:00:00:01)"
+            ))
+        };
+        let mut mac = [0u8; 6];
+        let mut parts = s.split(':');
+        for byte in &mut mac {
+            let part = parts.next().ok_or_else(bad)?;
+            if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad());
+            }
+            *byte = u8::from_str_radix(part, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(mac))
+    }
+}
+
+impl Serialize for MacAddr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// An IPv4 address with a prefix length, written `A.B.C.D/N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cidr {
+    /// The address.
+    pub addr: Ipv4Addr,
+    /// The prefix length, 0..=32.
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// The prefix's first address (the address with its host bits cleared).
+    pub fn network(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) & mask(self.prefix))
+    }
+
+    /// Whether `ip` lies inside the prefix.
+    pub fn contains(self, ip: Ipv4Addr) -> bool {
+        u32::from(ip) & mask(self.prefix) == u32::from(self.network())
+    }
+
+    fn broadcast(self) -> Ipv4Addr {
+        Ipv4Addr::from(u32::from(self.addr) | !mask(self.prefix))
+    }
+}
+
+/// The netmask of a prefix length, as a host-order integer; lengths past 32
+/// count as 32 rather than panicking.
+fn mask(prefix: u8) -> u32 {
+    match prefix {
+        0 => 0,
+        p => u32::MAX << (32 - u32::from(p.min(32))),
+    }
+}
+
+impl fmt::Display for Cidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr {
+    type Err = BadValue;
+
+    /// Parses `A.B.C.D/N`; the prefix length is required.
+    fn from_str(s: &str) -> Result<Cidr, BadValue> {
+        let Some((addr, prefix)) = s.split_once('/') else {
+            return Err(BadValue(format!(
+                "{s:?} is not an address with a prefix length (expected A.B.C.D/N like 10.77.0.2/24)"
+            )));
+        };
+        let addr = addr
+            .parse()
+            .map_err(|_| BadValue(format!("{addr:?} is not an IPv4 address")))?;
+        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(BadValue(format!("{prefix:?} is not a prefix length")));
+        }
+        match prefix.parse::<u8>() {
+            Ok(prefix) if prefix <= 32 => Ok(Cidr { addr, prefix }),
+            _ => Err(BadValue(format!(
+                "prefix length {prefix} is out of range 0..=32"
+            ))),
+        }
+    }
+}
+
+impl Serialize for Cidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Why a string is not a valid [`MacAddr`] or [`Cidr`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BadValue(String);
+
+impl fmt::Display for BadValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadValue {}
+
+/// Why a configuration could not be used.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// The text is not valid TOML, or does not have the configuration's
+    /// shape (unknown key, wrong type, missing required key); the message
+    /// carries TOML's line and column.
+    Syntax {
+        /// The file, if the text came from one.
+        path: Option<PathBuf>,
+        /// TOML's error.
+        source: Box<toml::de::Error>,
+    },
+    /// A value is not acceptable.
+    Invalid {
+        /// The file, if the text came from one.
+        path: Option<PathBuf>,
+        /// The value's place, e.g. `interface[1].addresses[0]`.
+        field: String,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+impl ConfigError {
+    fn in_file(mut self, file: &Path) -> ConfigError {
+        match &mut self {
+            ConfigError::Read { .. } => {}
+            ConfigError::Syntax { path, .. } | ConfigError::Invalid { path, .. } => {
+                *path = Some(file.to_owned());
+            }
+        }
+        self
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Read { path, source } => {
+                write!(f, "cannot read {}: {source}", path.display())
+            }
+            ConfigError::Syntax { path, source } => {
+                if let Some(path) = path {
+                    write!(f, "{}: ", path.display())?;
+                }
+                write!(f, "{source}")
+            }
+            ConfigError::Invalid {
+                path,
+                field,
+                problem,
+            } => {
+                if let Some(path) = path {
+                    write!(f, "{}: ", path.display())?;
+                }
+                write!(f, "{field}: {problem}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ConfigError::Read { source, .. } => Some(source),
+            ConfigError::Syntax { source, .. } => Some(source.as_ref()),
+            ConfigError::Invalid { .. } => None,
+        }
+    }
+}
+
+fn invalid(field: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        path: None,
+        field: field.into(),
+        problem: problem.into(),
+    }
+}
+
+/// Parses and checks a configuration given as TOML text.
+pub fn parse(text: &str) -> Result<Config, ConfigError> {
+    let raw: RawConfig = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+        path: None,
+        source: Box::new(e),
+    })?;
+    let config = raw.resolve()?;
+    config.validate()?;
+    Ok(config)
+}
+
+/// Reads, parses and checks the configuration file at `path`; errors name
+/// the file.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    parse(&text).map_err(|e| e.in_file(path))
+}
+
+impl Config {
+    /// Checks everything that [`parse`] checks beyond syntax: names,
+    /// ranges, uniqueness, and that every route's gateway is reachable.
+    /// For a configuration built or changed in code.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        check_name("instance", &self.instance, MAX_INSTANCE_LEN)?;
+        if self.interfaces.is_empty() {
+            return Err(invalid("interface", "at least one [[interface]] is needed"));
+        }
+        if self.interfaces.len() > MAX_INTERFACES {
+            return Err(invalid(
+                "interface",
+                format!(
+                    "{} interfaces configured; at most {MAX_INTERFACES} are supported",
+                    self.interfaces.len()
+                ),
+            ));
+        }
+        // Each value maps to the field that claimed it first.
+        let mut names = HashMap::new();
+        let mut macs = HashMap::new();
+        let mut ends = HashMap::new();
+        let mut stack_addrs: HashMap<Ipv4Addr, String> = HashMap::new();
+        for (i, ifc) in self.interfaces.iter().enumerate() {
+            let at = |key: &str| format!("interface[{i}].{key}");
+            check_name(&at("name"), &ifc.name, MAX_IFNAME_LEN)?;
+            if let Some(j) = names.insert(ifc.name.as_str(), i) {
+                return Err(invalid(
+                    at("name"),
+                    format!("{:?} is already the name of interface[{j}]", ifc.name),
+                ));
+            }
+            if let Device::Pair { link, side } = &ifc.device {
+                check_name(&at("link"), link, MAX_LINK_LEN)?;
+                if let Some(j) = ends.insert((link.as_str(), *side), i) {
+                    return Err(invalid(
+                        at("side"),
+                        format!("interface[{j}] is already side \"{side}\" of link {link:?}"),
+                    ));
+                }
+            }
+            if ifc.mac.0 == [0; 6] {
+                return Err(invalid(
+                    at("mac"),
+                    format!("{} is not a usable MAC address", ifc.mac),
+                ));
+            }
+            if ifc.mac.is_multicast() {
+                return Err(invalid(
+                    at("mac"),
+                    format!(
+                        "{} is a multicast address; an interface needs a unicast one (even first byte, like 02:00:00:00:00:01)",
+                        ifc.mac
+                    ),
+                ));
+            }
+            if let Some(j) = macs.insert(ifc.mac, i) {
+                return Err(invalid(
+                    at("mac"),
+                    format!("{} is already the MAC address of interface[{j}]", ifc.mac),
+                ));
+            }
+            check_range(&at("mtu"), i64::from(ifc.mtu), &MTU)?;
+            check_count(&at("addresses"), ifc.addresses.len())?;
+            for (k, cidr) in ifc.addresses.iter().enumerate() {
+                let field = format!("interface[{i}].addresses[{k}]");
+                check_host_address(&field, *cidr)?;
+                if let Some(first) = stack_addrs.get(&cidr.addr) {
+                    return Err(invalid(field, format!("{} is already {first}", cidr.addr)));
+                }
+                stack_addrs.insert(cidr.addr, field);
+            }
+        }
+        // Host addresses after all stack addresses, so a clash with one on a
+        // later interface is caught too.
+        let mut host_addrs: HashMap<Ipv4Addr, String> = HashMap::new();
+        for (i, ifc) in self.interfaces.iter().enumerate() {
+            if !ifc.host_addresses.is_empty() && ifc.device != Device::Tap {
+                return Err(invalid(
+                    format!("interface[{i}].host_addresses"),
+                    "only a tap interface has a kernel side to give addresses to",
+                ));
+            }
+            check_count(
+                &format!("interface[{i}].host_addresses"),
+                ifc.host_addresses.len(),
+            )?;
+            for (k, cidr) in ifc.host_addresses.iter().enumerate() {
+                let field = format!("interface[{i}].host_addresses[{k}]");
+                check_host_address(&field, *cidr)?;
+                if let Some(owner) = stack_addrs.get(&cidr.addr) {
+                    return Err(invalid(
+                        field,
+                        format!("{} is the stack's own address ({owner})", cidr.addr),
+                    ));
+                }
+                if let Some(first) = host_addrs.get(&cidr.addr) {
+                    return Err(invalid(field, format!("{} is already {first}", cidr.addr)));
+                }
+                host_addrs.insert(cidr.addr, field);
+            }
+        }
+        self.validate_routes(&stack_addrs)?;
+        self.limits.validate()
+    }
+
+    fn validate_routes(&self, stack_addrs: &HashMap<Ipv4Addr, String>) -> Result<(), ConfigError> {
+        if self.routes.len() > MAX_ROUTES {
+            return Err(invalid(
+                "route",
+                format!(
+                    "{} routes configured; at most {MAX_ROUTES} are supported",
+                    self.routes.len()
+                ),
+            ));
+        }
+        let mut destinations = HashMap::new();
+        for (j, route) in self.routes.iter().enumerate() {
+            let at = |key: &str| format!("route[{j}].{key}");
+            let to = route.to;
+            if to.prefix > 32 {
+                return Err(invalid(
+                    at("to"),
+                    format!("prefix length {} is out of range 0..=32", to.prefix),
+                ));
+            }
+            if to.network() != to.addr {
+                return Err(invalid(
+                    at("to"),
+                    format!(
+                        "{to} has host bits set (did you mean {}/{}?)",
+                        to.network(),
+                        to.prefix
+                    ),
+                ));
+            }
+            if let Some(k) = destinations.insert(to, j) {
+                return Err(invalid(
+                    at("to"),
+                    format!("route[{k}] already leads to {to}"),
+                ));
+            }
+            let dev = match &route.dev {
+                Some(name) => Some(
+                    self.interfaces
+                        .iter()
+                        .find(|ifc| ifc.name == *name)
+                        .ok_or_else(|| {
+                            invalid(at("dev"), format!("no interface named {name:?}"))
+                        })?,
+                ),
+                None => None,
+            };
+            let Some(via) = route.via else {
+                if dev.is_none() {
+                    return Err(invalid(
+                        format!("route[{j}]"),
+                        "needs via (a gateway), dev (an interface) or both",
+                    ));
+                }
+                continue;
+            };
+            if !is_unicast(via) {
+                return Err(invalid(
+                    at("via"),
+                    format!("{via} is not a unicast address"),
+                ));
+            }
+            if let Some(owner) = stack_addrs.get(&via) {
+                return Err(invalid(
+                    at("via"),
+                    format!("{via} is the stack's own address ({owner})"),
+                ));
+            }
+            let reachable = |ifc: &Interface| ifc.addresses.iter().any(|a| a.contains(via));
+            match dev {
+                Some(ifc) if !reachable(ifc) => {
+                    let prefixes: Vec<String> = ifc
+                        .addresses
+                        .iter()
+                        .map(|a| format!("{}/{}", a.network(), a.prefix))
+                        .collect();
+                    let prefixes = if prefixes.is_empty() {
+                        "it has no addresses".to_owned()
+                    } else {
+                        prefixes.join(", ")
+                    };
+                    return Err(invalid(
+                        at("via"),
+                        format!(
+                            "{via} is not in a connected prefix of interface {:?} ({prefixes})",
+                            ifc.name
+                        ),
+                    ));
+                }
+                None if !self.interfaces.iter().any(reachable) => {
+                    return Err(invalid(
+                        at("via"),
+                        format!("{via} is not in the connected prefix of any interface"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fields = [
+            ("small_buffers", self.small_buffers, SMALL_BUFFERS),
+            ("large_buffers", self.large_buffers, LARGE_BUFFERS),
+            ("ring_size", self.ring_size, RING_SIZE),
+            ("qdisc_limit", self.qdisc_limit, QDISC_LIMIT),
+            (
+                "heartbeat_timeout_ms",
+                self.heartbeat_timeout_ms,
+                HEARTBEAT_TIMEOUT_MS,
+            ),
+            (
+                "restart_backoff_max_ms",
+                self.restart_backoff_max_ms,
+                RESTART_BACKOFF_MAX_MS,
+            ),
+        ];
+        for (name, value, range) in fields {
+            check_range(&format!("limits.{name}"), i64::from(value), &range)?;
+        }
+        if !self.ring_size.is_power_of_two() {
+            return Err(invalid(
+                "limits.ring_size",
+                format!("{} is not a power of two", self.ring_size),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The MAC an interface gets when the file gives none.
+fn default_mac(index: usize) -> MacAddr {
+    MacAddr([0x02, 0x53, 0x54, 0x00, 0x00, (index as u8).wrapping_add(1)])
+}
+
+fn check_name(field: &str, value: &str, max: usize) -> Result<(), ConfigError> {
+    let ok = (1..=max).contains(&value.len())
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{value:?} is not a valid name (1 to {max} characters from a-z, A-Z, 0-9, _ and -)"
+            ),
+        ))
+    }
+}
+
+fn check_range(field: &str, value: i64, range: &RangeInclusive<i64>) -> Result<i64, ConfigError> {
+    if range.contains(&value) {
+        Ok(value)
+    } else {
+        Err(invalid(
+            field,
+            format!(
+                "{value} is out of range {}..={}",
+                range.start(),
+                range.end()
+            ),
+        ))
+    }
+}
+
+fn check_count(field: &str, count: usize) -> Result<(), ConfigError> {
+    if count > MAX_ADDRESSES {
+        return Err(invalid(
+            field,
+            format!("{count} addresses; at most {MAX_ADDRESSES} are supported"),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an address can belong to a host: not 0/8, loopback, multicast,
+/// reserved (240/4) or the limited broadcast.
+fn is_unicast(ip: Ipv4Addr) -> bool {
+    let first = ip.octets()[0];
+    first != 0 && !ip.is_loopback() && !ip.is_multicast() && first < 240
+}
+
+/// Checks an address an interface (the stack's or the kernel's side) is to
+/// have.
+fn check_host_address(field: &str, cidr: Cidr) -> Result<(), ConfigError> {
+    if cidr.prefix > 32 {
+        return Err(invalid(
+            field,
+            format!("prefix length {} is out of range 0..=32", cidr.prefix),
+        ));
+    }
+    if cidr.prefix == 0 {
+        return Err(invalid(
+            field,
+            "prefix length 0 would put every address on this link; use a default route instead",
+        ));
+    }
+    if !is_unicast(cidr.addr) {
+        return Err(invalid(
+            field,
+            format!("{} is not a unicast address", cidr.addr),
+        ));
+    }
+    // /31 and /32 have no network or broadcast address (RFC 3021).
+    if cidr.prefix <= 30 {
+        let net = format!("{}/{}", cidr.network(), cidr.prefix);
+        if cidr.addr == cidr.network() {
+            return Err(invalid(
+                field,
+                format!("{} is the network address of {net}", cidr.addr),
+            ));
+        }
+        if cidr.addr == cidr.broadcast() {
+            return Err(invalid(
+                field,
+                format!("{} is the broadcast address of {net}", cidr.addr),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The file as written: strings and numbers, parsed and checked by
+/// [`RawConfig::resolve`] so errors can name their field.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    instance: Option<String>,
+    #[serde(default)]
+    interface: Vec<RawInterface>,
+    #[serde(default)]
+    route: Vec<RawRoute>,
+    #[serde(default)]
+    limits: RawLimits,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterface {
+    name: String,
+    driver: Option<String>,
+    link: Option<String>,
+    side: Option<String>,
+    mac: Option<String>,
+    #[serde(default)]
+    addresses: Vec<String>,
+    mtu: Option<i64>,
+    #[serde(default)]
+    host_addresses: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoute {
+    to: String,
+    via: Option<String>,
+    dev: Option<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    small_buffers: Option<i64>,
+    large_buffers: Option<i64>,
+    ring_size: Option<i64>,
+    qdisc_limit: Option<i64>,
+    heartbeat_timeout_ms: Option<i64>,
+    restart_backoff_max_ms: Option<i64>,
+}
+
+impl RawConfig {
+    /// Parses every value and fills in defaults; [`Config::validate`] then
+    /// checks how the values fit together.
+    fn resolve(self) -> Result<Config, ConfigError> {
+        let interfaces = self
+            .interface
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| raw.resolve(i))
+            .collect::<Result<_, _>>()?;
+        let routes = self
+            .route
+            .into_iter()
+            .enumerate()
+            .map(|(j, raw)| raw.resolve(j))
+            .collect::<Result<_, _>>()?;
+        Ok(Config {
+            instance: self.instance.unwrap_or_else(|| "default".to_owned()),
+            interfaces,
+            routes,
+            limits: self.limits.resolve()?,
+        })
+    }
+}
+
+impl RawInterface {
+    fn resolve(self, i: usize) -> Result<Interface, ConfigError> {
+        let at = |key: &str| format!("interface[{i}].{key}");
+        let driver = self.driver.as_deref().unwrap_or("tap");
+        let device = match driver {
+            "tap" => {
+                if self.link.is_some() {
+                    return Err(invalid(
+                        at("link"),
+                        "only a pair interface has a link (this one's driver is tap)",
+                    ));
+                }
+                if self.side.is_some() {
+                    return Err(invalid(
+                        at("side"),
+                        "only a pair interface has a side (this one's driver is tap)",
+                    ));
+                }
+                Device::Tap
+            }
+            "pair" => {
+                let link = self.link.ok_or_else(|| {
+                    invalid(at("link"), "a pair interface needs the name of its link")
+                })?;
+                let side = match self.side.as_deref() {
+                    Some("a") => Side::A,
+                    Some("b") => Side::B,
+                    Some(other) => {
+                        return Err(invalid(
+                            at("side"),
+                            format!("{other:?} is not a side (expected \"a\" or \"b\")"),
+                        ));
+                    }
+                    None => {
+                        return Err(invalid(
+                            at("side"),
+                            "a pair interface needs a side, \"a\" or \"b\"",
+                        ))
+                    }
+                };
+                Device::Pair { link, side }
+            }
+            other => {
+                return Err(invalid(
+                    at("driver"),
+                    format!("{other:?} is not a driver (expected \"tap\" or \"pair\")"),
+                ));
+            }
+        };
+        let mac = match self.mac {
+            Some(text) => text
+                .parse()
+                .map_err(|e: BadValue| invalid(at("mac"), e.0))?,
+            None => default_mac(i),
+        };
+        let mtu = match self.mtu {
+            Some(mtu) => check_range(&at("mtu"), mtu, &MTU)?,
+            None => 1500,
+        };
+        Ok(Interface {
+            name: self.name,
+            device,
+            mac,
+            addresses: parse_cidrs(&at("addresses"), &self.addresses)?,
+            mtu: u16::try_from(mtu)
+                .map_err(|_| invalid(at("mtu"), format!("{mtu} is not an MTU")))?,
+            host_addresses: parse_cidrs(&at("host_addresses"), &self.host_addresses)?,
+        })
+    }
+}
+
+fn parse_cidrs(field: &str, texts: &[String]) -> Result<Vec<Cidr>, ConfigError> {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(k, text)| {
+            text.parse()
+                .map_err(|e: BadValue| invalid(format!("{field}[{k}]"), e.0))
+        })
+        .collect()
+}
+
+impl RawRoute {
+    fn resolve(self, j: usize) -> Result<Route, ConfigError> {
+        let at = |key: &str| format!("route[{j}].{key}");
+        let to = match self.to.as_str() {
+            "default" => Cidr {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+            },
+            text if !text.contains('/') => {
+                return Err(invalid(
+                    at("to"),
+                    format!("{text:?} is not a destination (expected \"default\" or A.B.C.D/N)"),
+                ));
+            }
+            text => text.parse().map_err(|e: BadValue| invalid(at("to"), e.0))?,
+        };
+        let via = match self.via {
+            Some(text) => Some(
+                text.parse()
+                    .map_err(|_| invalid(at("via"), format!("{text:?} is not an IPv4 address")))?,
+            ),
+            None => None,
+        };
+        Ok(Route {
+            to,
+            via,
+            dev: self.dev,
+        })
+    }
+}
+
+impl RawLimits {
+    fn resolve(self) -> Result<Limits, ConfigError> {
+        let d = Limits::default();
+        let limit = |name: &str, raw: Option<i64>, default: u32, range: RangeInclusive<i64>| {
+            let field = format!("limits.{name}");
+            match raw {
+                None => Ok(default),
+                Some(v) => {
+                    let v = check_range(&field, v, &range)?;
+                    u32::try_from(v).map_err(|_| invalid(field, format!("{v} is out of range")))
+                }
+            }
+        };
+        Ok(Limits {
+            small_buffers: limit(
+                "small_buffers",
+                self.small_buffers,
+                d.small_buffers,
+                SMALL_BUFFERS,
+            )?,
+            large_buffers: limit(
+                "large_buffers",
+                self.large_buffers,
+                d.large_buffers,
+                LARGE_BUFFERS,
+            )?,
+            ring_size: limit("ring_size", self.ring_size, d.ring_size, RING_SIZE)?,
+            qdisc_limit: limit("qdisc_limit", self.qdisc_limit, d.qdisc_limit, QDISC_LIMIT)?,
+            heartbeat_timeout_ms: limit(
+                "heartbeat_timeout_ms",
+                self.heartbeat_timeout_ms,
+                d.heartbeat_timeout_ms,
+                HEARTBEAT_TIMEOUT_MS,
+            )?,
+            restart_backoff_max_ms: limit(
+                "restart_backoff_max_ms",
+                self.restart_backoff_max_ms,
+                d.restart_backoff_max_ms,
+                RESTART_BACKOFF_MAX_MS,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One interface, complete but for what a test adds to its table.
+    const IFACE: &str = "[[interface]]\nname = \"strata0\"\naddresses = [\"10.77.0.2/24\"]\n";
+
+    fn error_of(text: &str) -> String {
+        match parse(text) {
+            Ok(config) => panic!("accepted:\n{text}\nas {config:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// Checks every (text, expected message) case and reports all mismatches
+    /// at once.
+    fn expect_errors(cases: &[(String, &str)]) {
+        let mut wrong = Vec::new();
+        for (text, expected) in cases {
+            let got = error_of(text);
+            if got != *expected {
+                wrong.push(format!(
+                    "--- input:\n{text}--- expected: {expected}\n--- got:      {got}\n"
+                ));
+            }
+        }
+        assert!(
+            wrong.is_empty(),
+            "{} of {} cases wrong:\n{}",
+            wrong.len(),
+            cases.len(),
+            wrong.join("\n")
+        );
+    }
+
+    fn iface(body: &str) -> String {
+        format!("[[interface]]\nname = \"strata0\"\n{body}")
+    }
+
+    fn route(body: &str) -> String {
+        format!("{IFACE}[[route]]\n{body}")
+    }
+
+    #[test]
+    fn default_is_the_documented_one_and_valid() {
+        let c = Config::default();
+        c.validate().unwrap();
+        assert_eq!(c.instance, "default");
+        assert_eq!(c.interfaces.len(), 1);
+        let i = &c.interfaces[0];
+        assert_eq!(i.name, "strata0");
+        assert_eq!(i.device, Device::Tap);
+        assert_eq!(i.mac, MacAddr([0x02, 0x53, 0x54, 0, 0, 1]));
+        assert_eq!(i.addresses, ["10.77.0.2/24".parse().unwrap()]);
+        assert_eq!(i.host_addresses, ["10.77.0.1/24".parse().unwrap()]);
+        assert_eq!(i.mtu, 1500);
+        assert!(c.routes.is_empty());
+        assert_eq!(c.limits, Limits::default());
+        // The default is also what the shortest sensible file means.
+        let parsed = parse(&format!("{IFACE}host_addresses = [\"10.77.0.1/24\"]\n")).unwrap();
+        assert_eq!(parsed, c);
+    }
+
+    #[test]
+    fn example_file_parses() {
+        let c = parse(include_str!("../strata.example.toml")).unwrap();
+        assert_eq!(c.interfaces[0].name, "strata0");
+        assert_eq!(c.routes.len(), 1);
+        assert_eq!(
+            c.routes[0].to,
+            Cidr {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix: 0
+            }
+        );
+        assert_eq!(c.routes[0].via, Some(Ipv4Addr::new(10, 77, 0, 1)));
+        assert_eq!(c.limits, Limits::default());
+    }
+
+    #[test]
+    fn defaults_fill_in_and_pairs_parse() {
+        let c = parse(
+            "instance = \"lab-1\"\n\
+             [[interface]]\nname = \"t0\"\naddresses = [\"10.1.0.2/24\", \"10.2.0.2/16\"]\n\
+             [[interface]]\nname = \"p0\"\ndriver = \"pair\"\nlink = \"l1\"\nside = \"b\"\n\
+             addresses = [\"192.168.5.2/31\"]\nmtu = 9000\nmac = \"0A:bc:DE:00:00:ff\"\n\
+             [[interface]]\nname = \"p1\"\ndriver = \"pair\"\nlink = \"l1\"\nside = \"a\"\n\
+             [[route]]\nto = \"172.16.0.0/12\"\nvia = \"192.168.5.3\"\n\
+             [[route]]\nto = \"10.9.0.0/16\"\ndev = \"t0\"\n\
+             [limits]\nring_size = 64\nlarge_buffers = 0\n",
+        )
+        .unwrap();
+        assert_eq!(c.instance, "lab-1");
+        assert_eq!(c.interfaces[0].device, Device::Tap);
+        assert_eq!(c.interfaces[0].mac.to_string(), "02:53:54:00:00:01");
+        assert_eq!(c.interfaces[0].mtu, 1500);
+        assert!(c.interfaces[0].host_addresses.is_empty());
+        assert_eq!(
+            c.interfaces[1].device,
+            Device::Pair {
+                link: "l1".into(),
+                side: Side::B
+            }
+        );
+        assert_eq!(c.interfaces[1].mac.to_string(), "0a:bc:de:00:00:ff");
+        assert_eq!(c.interfaces[1].mtu, 9000);
+        assert_eq!(c.interfaces[2].mac.to_string(), "02:53:54:00:00:03");
+        assert!(c.interfaces[2].addresses.is_empty());
+        assert_eq!(c.routes[0].dev, None);
+        assert_eq!(c.routes[1].via, None);
+        assert_eq!(c.limits.ring_size, 64);
+        assert_eq!(c.limits.large_buffers, 0);
+        assert_eq!(c.limits.small_buffers, 4096);
+    }
+
+    #[test]
+    fn serialised_config_reads_back_the_same() {
+        for c in [
+            Config::default(),
+            parse(include_str!("../strata.example.toml")).unwrap(),
+            parse(&format!(
+                "{IFACE}[[interface]]\nname = \"p\"\ndriver = \"pair\"\nlink = \"x\"\nside = \"a\"\n\
+                 [[route]]\nto = \"10.8.0.0/16\"\nvia = \"10.77.0.9\"\n"
+            ))
+            .unwrap(),
+        ] {
+            let text = toml::to_string(&c).unwrap();
+            assert_eq!(parse(&text).unwrap(), c, "{text}");
+        }
+    }
+
+    #[test]
+    fn toml_errors_keep_their_position() {
+        let e = error_of("instance = \"a\"\n[[interface]\n");
+        assert!(e.contains("line 2"), "{e}");
+        let e = error_of(&format!("{IFACE}mtu = \"big\"\n"));
+        assert!(e.contains("line 4") && e.contains("invalid type"), "{e}");
+        let e = error_of("[[interface]]\naddresses = []\n");
+        assert!(e.contains("missing field `name`"), "{e}");
+        let e = error_of("[[route]]\nvia = \"10.0.0.1\"\n");
+        assert!(e.contains("missing field `to`"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        for text in [
+            format!("instanse = \"x\"\n{IFACE}"),
+            format!("{IFACE}adresses = [\"10.0.0.1/8\"]\n"),
+            route("to = \"default\"\ngateway = \"10.77.0.1\"\n"),
+            format!("{IFACE}[limits]\nsmall_bufs = 10\n"),
+            format!("{IFACE}[qdisc]\nkind = \"fq\"\n"),
+        ] {
+            let e = error_of(&text);
+            assert!(e.contains("unknown field"), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn instance_and_interface_count_errors() {
+        let nine: String = (0..9)
+            .map(|i| format!("[[interface]]\nname = \"s{i}\"\naddresses = [\"10.0.{i}.1/24\"]\n"))
+            .collect();
+        expect_errors(&[
+            (format!("instance = \"\"\n{IFACE}"), "instance: \"\" is not a valid name (1 to 32 characters from a-z, A-Z, 0-9, _ and -)"),
+            (format!("instance = \"../etc\"\n{IFACE}"), "instance: \"../etc\" is not a valid name (1 to 32 characters from a-z, A-Z, 0-9, _ and -)"),
+            (format!("instance = \"{}\"\n{IFACE}", "x".repeat(33)), "instance: \"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\" is not a valid name (1 to 32 characters from a-z, A-Z, 0-9, _ and -)"),
+            ("instance = \"x\"\n".into(), "interface: at least one [[interface]] is needed"),
+            (nine, "interface: 9 interfaces configured; at most 8 are supported"),
+        ]);
+    }
+
+    #[test]
+    fn interface_name_and_driver_errors() {
+        expect_errors(&[
+            ("[[interface]]\nname = \"eth/0\"\n".into(), "interface[0].name: \"eth/0\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
+            ("[[interface]]\nname = \"sixteen-chars-xx\"\n".into(), "interface[0].name: \"sixteen-chars-xx\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
+            (format!("{IFACE}[[interface]]\nname = \"strata0\"\n"), "interface[1].name: \"strata0\" is already the name of interface[0]"),
+            (iface("driver = \"vfio\"\n"), "interface[0].driver: \"vfio\" is not a driver (expected \"tap\" or \"pair\")"),
+            (iface("link = \"l1\"\n"), "interface[0].link: only a pair interface has a link (this one's driver is tap)"),
+            (iface("driver = \"tap\"\nside = \"a\"\n"), "interface[0].side: only a pair interface has a side (this one's driver is tap)"),
+            (iface("driver = \"pair\"\nside = \"a\"\n"), "interface[0].link: a pair interface needs the name of its link"),
+            (iface("driver = \"pair\"\nlink = \"l1\"\n"), "interface[0].side: a pair interface needs a side, \"a\" or \"b\""),
+            (iface("driver = \"pair\"\nlink = \"l1\"\nside = \"A\"\n"), "interface[0].side: \"A\" is not a side (expected \"a\" or \"b\")"),
+            (iface("driver = \"pair\"\nlink = \"l 1\"\nside = \"a\"\n"), "interface[0].link: \"l 1\" is not a valid name (1 to 64 characters from a-z, A-Z, 0-9, _ and -)"),
+            (
+                "[[interface]]\nname = \"p0\"\ndriver = \"pair\"\nlink = \"l1\"\nside = \"a\"\n\
+                 [[interface]]\nname = \"p1\"\ndriver = \"pair\"\nlink = \"l1\"\nside = \"a\"\n".into(),
+                "interface[1].side: interface[0] is already side \"a\" of link \"l1\"",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn mac_errors() {
+        expect_errors(&[
+            (
+                format!("{IFACE}[[interface]]\nname = \"s1\"\nmac = \"zz:00\"\n"),
+                "interface[1].mac: \"zz:00\" is not a MAC address (expected six hex pairs like 02:00:00:00:00:01)",
+            ),
+            (iface("mac = \"02:00:00:00:00\"\n"), "interface[0].mac: \"02:00:00:00:00\" is not a MAC address (expected six hex pairs like 02:00:00:00:00:01)"),
+            (iface("mac = \"02:00:00:00:00:01:02\"\n"), "interface[0].mac: \"02:00:00:00:00:01:02\" is not a MAC address (expected six hex pairs like 02:00:00:00:00:01)"),
+            (iface("mac = \"2:00:00:00:00:01\"\n"), "interface[0].mac: \"2:00:00:00:00:01\" is not a MAC address (expected six hex pairs like 02:00:00:00:00:01)"),
+            (iface("mac = \"02-00-00-00-00-01\"\n"), "interface[0].mac: \"02-00-00-00-00-01\" is not a MAC address (expected six hex pairs like 02:00:00:00:00:01)"),
+            (iface("mac = \"+2:00:00:00:00:01\"\n"), "interface[0].mac: \"+2:00:00:00:00:01\" is not a MAC address (expected six hex pairs like 02:00:00:00:00:01)"),
+            (
+                iface("mac = \"01:00:5e:00:00:01\"\n"),
+                "interface[0].mac: 01:00:5e:00:00:01 is a multicast address; an interface needs a unicast one (even first byte, like 02:00:00:00:00:01)",
+            ),
+            (
+                iface("mac = \"ff:ff:ff:ff:ff:ff\"\n"),
+                "interface[0].mac: ff:ff:ff:ff:ff:ff is a multicast address; an interface needs a unicast one (even first byte, like 02:00:00:00:00:01)",
+            ),
+            (iface("mac = \"00:00:00:00:00:00\"\n"), "interface[0].mac: 00:00:00:00:00:00 is not a usable MAC address"),
+            (
+                format!("{IFACE}[[interface]]\nname = \"s1\"\nmac = \"02:53:54:00:00:01\"\n"),
+                "interface[1].mac: 02:53:54:00:00:01 is already the MAC address of interface[0]",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn address_errors() {
+        expect_errors(&[
+            (iface("addresses = [\"10.0.0.1\"]\n"), "interface[0].addresses[0]: \"10.0.0.1\" is not an address with a prefix length (expected A.B.C.D/N like 10.77.0.2/24)"),
+            (iface("addresses = [\"10.0.0/8\"]\n"), "interface[0].addresses[0]: \"10.0.0\" is not an IPv4 address"),
+            (iface("addresses = [\"10.0.0.1/24\", \"10.0.1.1/33\"]\n"), "interface[0].addresses[1]: prefix length 33 is out of range 0..=32"),
+            (iface("addresses = [\"10.0.0.1/300\"]\n"), "interface[0].addresses[0]: prefix length 300 is out of range 0..=32"),
+            (iface("addresses = [\"10.0.0.1/\"]\n"), "interface[0].addresses[0]: \"\" is not a prefix length"),
+            (iface("addresses = [\"10.0.0.1/+8\"]\n"), "interface[0].addresses[0]: \"+8\" is not a prefix length"),
+            (iface("addresses = [\"10.0.0.1/0\"]\n"), "interface[0].addresses[0]: prefix length 0 would put every address on this link; use a default route instead"),
+            (iface("addresses = [\"10.0.0.0/24\"]\n"), "interface[0].addresses[0]: 10.0.0.0 is the network address of 10.0.0.0/24"),
+            (iface("addresses = [\"10.0.0.255/24\"]\n"), "interface[0].addresses[0]: 10.0.0.255 is the broadcast address of 10.0.0.0/24"),
+            (iface("addresses = [\"224.0.0.5/24\"]\n"), "interface[0].addresses[0]: 224.0.0.5 is not a unicast address"),
+            (iface("addresses = [\"127.0.0.2/8\"]\n"), "interface[0].addresses[0]: 127.0.0.2 is not a unicast address"),
+            (iface("addresses = [\"0.1.2.3/8\"]\n"), "interface[0].addresses[0]: 0.1.2.3 is not a unicast address"),
+            (iface("addresses = [\"255.255.255.255/32\"]\n"), "interface[0].addresses[0]: 255.255.255.255 is not a unicast address"),
+            (iface("addresses = [\"10.0.0.1/24\", \"10.0.0.1/16\"]\n"), "interface[0].addresses[1]: 10.0.0.1 is already interface[0].addresses[0]"),
+            (
+                format!("{IFACE}[[interface]]\nname = \"s1\"\naddresses = [\"10.77.0.2/16\"]\n"),
+                "interface[1].addresses[0]: 10.77.0.2 is already interface[0].addresses[0]",
+            ),
+            (
+                iface(&format!("addresses = [{}]\n", (1..=17).map(|i| format!("\"10.0.0.{i}/24\"")).collect::<Vec<_>>().join(", "))),
+                "interface[0].addresses: 17 addresses; at most 16 are supported",
+            ),
+        ]);
+        // /31 and /32 have no network or broadcast address to refuse.
+        parse(&iface("addresses = [\"10.0.0.0/31\", \"10.0.0.255/32\"]\n")).unwrap();
+    }
+
+    #[test]
+    fn mtu_errors() {
+        expect_errors(&[
+            (
+                format!("{IFACE}mtu = 67\n"),
+                "interface[0].mtu: 67 is out of range 68..=9000",
+            ),
+            (
+                format!("{IFACE}mtu = 9001\n"),
+                "interface[0].mtu: 9001 is out of range 68..=9000",
+            ),
+            (
+                format!("{IFACE}mtu = -1500\n"),
+                "interface[0].mtu: -1500 is out of range 68..=9000",
+            ),
+            (
+                format!("{IFACE}mtu = 9223372036854775807\n"),
+                "interface[0].mtu: 9223372036854775807 is out of range 68..=9000",
+            ),
+        ]);
+        parse(&format!("{IFACE}mtu = 68\n")).unwrap();
+    }
+
+    #[test]
+    fn host_address_errors() {
+        expect_errors(&[
+            (
+                iface("driver = \"pair\"\nlink = \"l\"\nside = \"a\"\nhost_addresses = [\"10.0.0.1/24\"]\n"),
+                "interface[0].host_addresses: only a tap interface has a kernel side to give addresses to",
+            ),
+            (format!("{IFACE}host_addresses = [\"10.77.0.1\"]\n"), "interface[0].host_addresses[0]: \"10.77.0.1\" is not an address with a prefix length (expected A.B.C.D/N like 10.77.0.2/24)"),
+            (format!("{IFACE}host_addresses = [\"10.77.0.255/24\"]\n"), "interface[0].host_addresses[0]: 10.77.0.255 is the broadcast address of 10.77.0.0/24"),
+            (format!("{IFACE}host_addresses = [\"10.77.0.2/24\"]\n"), "interface[0].host_addresses[0]: 10.77.0.2 is the stack's own address (interface[0].addresses[0])"),
+            (
+                "[[interface]]\nname = \"a\"\nhost_addresses = [\"10.9.0.2/24\"]\n[[interface]]\nname = \"b\"\naddresses = [\"10.9.0.2/24\"]\n".to_owned(),
+                "interface[0].host_addresses[0]: 10.9.0.2 is the stack's own address (interface[1].addresses[0])",
+            ),
+            (
+                format!("{IFACE}host_addresses = [\"10.77.0.1/24\"]\n[[interface]]\nname = \"b\"\nhost_addresses = [\"10.77.0.1/24\"]\n"),
+                "interface[1].host_addresses[0]: 10.77.0.1 is already interface[0].host_addresses[0]",
+            ),
+            (
+                format!("{IFACE}host_addresses = [{}]\n", (1..=17).map(|i| format!("\"10.1.0.{i}/24\"")).collect::<Vec<_>>().join(", ")),
+                "interface[0].host_addresses: 17 addresses; at most 16 are supported",
+            ),
+        ]);
+        // An empty list is fine on a pair (it is what a pair serialises to).
+        parse(&iface(
+            "driver = \"pair\"\nlink = \"l\"\nside = \"a\"\nhost_addresses = []\n",
+        ))
+        .unwrap();
+    }
+
+    #[test]
+    fn route_errors() {
+        let many: String = (0..257)
+            .map(|i| {
+                format!(
+                    "[[route]]\nto = \"10.{}.{}.0/24\"\ndev = \"strata0\"\n",
+                    100 + i / 256,
+                    i % 256
+                )
+            })
+            .collect();
+        expect_errors(&[
+            (route("to = \"everywhere\"\nvia = \"10.77.0.1\"\n"), "route[0].to: \"everywhere\" is not a destination (expected \"default\" or A.B.C.D/N)"),
+            (route("to = \"10.0.0.5/24\"\nvia = \"10.77.0.1\"\n"), "route[0].to: 10.0.0.5/24 has host bits set (did you mean 10.0.0.0/24?)"),
+            (route("to = \"10.0.0.0/40\"\nvia = \"10.77.0.1\"\n"), "route[0].to: prefix length 40 is out of range 0..=32"),
+            (
+                route("to = \"default\"\nvia = \"10.77.0.1\"\n[[route]]\nto = \"0.0.0.0/0\"\nvia = \"10.77.0.3\"\n"),
+                "route[1].to: route[0] already leads to 0.0.0.0/0",
+            ),
+            (route("to = \"default\"\ndev = \"eth9\"\n"), "route[0].dev: no interface named \"eth9\""),
+            (route("to = \"default\"\n"), "route[0]: needs via (a gateway), dev (an interface) or both"),
+            (route("to = \"default\"\nvia = \"10.77.0\"\n"), "route[0].via: \"10.77.0\" is not an IPv4 address"),
+            (route("to = \"default\"\nvia = \"10.78.0.1\"\n"), "route[0].via: 10.78.0.1 is not in the connected prefix of any interface"),
+            (
+                format!("{IFACE}[[interface]]\nname = \"s1\"\naddresses = [\"10.78.0.2/24\", \"10.79.0.2/16\"]\n[[route]]\nto = \"default\"\nvia = \"10.77.0.1\"\ndev = \"s1\"\n"),
+                "route[0].via: 10.77.0.1 is not in a connected prefix of interface \"s1\" (10.78.0.0/24, 10.79.0.0/16)",
+            ),
+            (
+                format!("{IFACE}[[interface]]\nname = \"s1\"\n[[route]]\nto = \"default\"\nvia = \"10.77.0.1\"\ndev = \"s1\"\n"),
+                "route[0].via: 10.77.0.1 is not in a connected prefix of interface \"s1\" (it has no addresses)",
+            ),
+            (route("to = \"default\"\nvia = \"10.77.0.2\"\n"), "route[0].via: 10.77.0.2 is the stack's own address (interface[0].addresses[0])"),
+            (route("to = \"default\"\nvia = \"224.0.0.1\"\n"), "route[0].via: 224.0.0.1 is not a unicast address"),
+            (format!("{IFACE}{many}"), "route: 257 routes configured; at most 256 are supported"),
+        ]);
+        // Reachable through the interface named, or through any.
+        parse(&route(
+            "to = \"default\"\nvia = \"10.77.0.1\"\ndev = \"strata0\"\n",
+        ))
+        .unwrap();
+        parse(&route("to = \"10.0.0.0/8\"\nvia = \"10.77.0.254\"\n")).unwrap();
+    }
+
+    #[test]
+    fn limit_errors() {
+        let limits = |body: &str| format!("{IFACE}[limits]\n{body}");
+        expect_errors(&[
+            (
+                limits("small_buffers = 255\n"),
+                "limits.small_buffers: 255 is out of range 256..=262144",
+            ),
+            (
+                limits("small_buffers = 262145\n"),
+                "limits.small_buffers: 262145 is out of range 256..=262144",
+            ),
+            (
+                limits("large_buffers = -1\n"),
+                "limits.large_buffers: -1 is out of range 0..=4096",
+            ),
+            (
+                limits("large_buffers = 4097\n"),
+                "limits.large_buffers: 4097 is out of range 0..=4096",
+            ),
+            (
+                limits("ring_size = 32\n"),
+                "limits.ring_size: 32 is out of range 64..=65536",
+            ),
+            (
+                limits("ring_size = 131072\n"),
+                "limits.ring_size: 131072 is out of range 64..=65536",
+            ),
+            (
+                limits("ring_size = 1000\n"),
+                "limits.ring_size: 1000 is not a power of two",
+            ),
+            (
+                limits("qdisc_limit = 0\n"),
+                "limits.qdisc_limit: 0 is out of range 1..=65536",
+            ),
+            (
+                limits("heartbeat_timeout_ms = 99\n"),
+                "limits.heartbeat_timeout_ms: 99 is out of range 100..=60000",
+            ),
+            (
+                limits("restart_backoff_max_ms = 600001\n"),
+                "limits.restart_backoff_max_ms: 600001 is out of range 100..=600000",
+            ),
+            (
+                limits("restart_backoff_max_ms = -9223372036854775808\n"),
+                "limits.restart_backoff_max_ms: -9223372036854775808 is out of range 100..=600000",
+            ),
+        ]);
+    }
+
+    #[test]
+    fn validate_catches_what_code_changes_break() {
+        let mut c = Config::default();
+        c.interfaces[0].addresses[0].prefix = 40;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "interface[0].addresses[0]: prefix length 40 is out of range 0..=32"
+        );
+        let mut c = Config::default();
+        c.interfaces[0].mtu = 65535;
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "interface[0].mtu: 65535 is out of range 68..=9000"
+        );
+        let mut c = Config::default();
+        c.routes.push(Route {
+            to: Cidr {
+                addr: Ipv4Addr::UNSPECIFIED,
+                prefix: 99,
+            },
+            via: None,
+            dev: Some("strata0".into()),
+        });
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "route[0].to: prefix length 99 is out of range 0..=32"
+        );
+        let c = Config {
+            instance: "has space".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().is_err());
+    }
+
+    #[test]
+    fn cidr_and_mac_text_forms() {
+        let c: Cidr = "10.1.2.3/20".parse().unwrap();
+        assert_eq!(c.to_string(), "10.1.2.3/20");
+        assert_eq!(c.network(), Ipv4Addr::new(10, 1, 0, 0));
+        assert!(c.contains(Ipv4Addr::new(10, 1, 15, 255)));
+        assert!(!c.contains(Ipv4Addr::new(10, 1, 16, 0)));
+        let all = Cidr {
+            addr: Ipv4Addr::new(1, 2, 3, 4),
+            prefix: 0,
+        };
+        assert_eq!(all.network(), Ipv4Addr::UNSPECIFIED);
+        assert!(all.contains(Ipv4Addr::BROADCAST));
+        // Out-of-range prefixes built in code must not panic.
+        let odd = Cidr {
+            addr: Ipv4Addr::new(1, 2, 3, 4),
+            prefix: 200,
+        };
+        assert_eq!(odd.network(), odd.addr);
+        let m: MacAddr = "02:AB:cd:00:00:01".parse().unwrap();
+        assert_eq!(m.to_string(), "02:ab:cd:00:00:01");
+        assert!("".parse::<MacAddr>().is_err());
+        assert!("é".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn load_names_the_file() {
+        let dir = std::env::temp_dir().join(format!("strata-config-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = dir.join("missing.toml");
+        let e = load(&missing).unwrap_err();
+        assert!(matches!(e, ConfigError::Read { .. }));
+        assert!(
+            e.to_string()
+                .starts_with(&format!("cannot read {}: ", missing.display())),
+            "{e}"
+        );
+        assert!(std::error::Error::source(&e).is_some());
+
+        let bad = dir.join("bad.toml");
+        std::fs::write(&bad, format!("{IFACE}mtu = 1\n")).unwrap();
+        let e = load(&bad).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "{}: interface[0].mtu: 1 is out of range 68..=9000",
+                bad.display()
+            )
+        );
+
+        let broken = dir.join("broken.toml");
+        std::fs::write(&broken, "[[interface]\n").unwrap();
+        let e = load(&broken).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with(&format!("{}: TOML parse error at line 1", broken.display())),
+            "{e}"
+        );
+
+        let good = dir.join("good.toml");
+        std::fs::write(&good, include_str!("../strata.example.toml")).unwrap();
+        assert_eq!(
+            load(&good).unwrap(),
+            parse(include_str!("../strata.example.toml")).unwrap()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,212 @@
+//! The launcher's control socket: one JSON request per line in, one JSON
+//! response per line out. `strata status|stats|kill` are its clients.
+
+use crate::supervisor::{log, Supervisor};
+use serde_json::{json, Value};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use strata_ipc::layout::state;
+use strata_ipc::{Fabric, LayerId, IFACE_COUNTER_NAMES};
+
+/// Shared between the supervision loop and the control thread.
+pub struct Shared {
+    /// The fabric (owned by the launcher).
+    pub fabric: Arc<Fabric>,
+    /// The layers.
+    pub sup: Mutex<Supervisor>,
+    /// Instance name.
+    pub instance: String,
+    /// When `up` started.
+    pub started: Instant,
+    /// Set to stop the launcher.
+    pub stop: Arc<AtomicBool>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_millis() as u64
+}
+
+/// Pool occupancy.
+fn pool_json(f: &Fabric) -> Value {
+    let p = f.params();
+    let (fs, fl) = f.free_counts();
+    let (stale, dbl) = f.pool_errors();
+    let owners = f.in_use_by_owner();
+    let mut by_owner = serde_json::Map::new();
+    for (i, &n) in owners.iter().enumerate() {
+        if n > 0 {
+            by_owner.insert(LayerId(i as u8).label(), json!(n));
+        }
+    }
+    json!({
+        "small_total": p.small_bufs, "small_free": fs,
+        "large_total": p.large_bufs, "large_free": fl,
+        "in_use": (p.small_bufs - fs) + (p.large_bufs - fl),
+        "in_use_by_owner": by_owner,
+        "stale_refused": stale, "double_free_refused": dbl,
+    })
+}
+
+/// The answer to `status`.
+pub fn status(sh: &Shared) -> Value {
+    let f = &sh.fabric;
+    let sup = sh.sup.lock().unwrap();
+    let now = now_ms();
+    let layers: Vec<Value> = sup
+        .layers
+        .iter()
+        .map(|l| {
+            let c = f.ctl(l.id);
+            let st = c.state.load(Acquire);
+            let up_ms = if l.pid().is_some() {
+                now.saturating_sub(c.started_ms.load(Relaxed))
+            } else {
+                0
+            };
+            json!({
+                "layer": l.id.label(),
+                "pid": l.pid(),
+                "state": state::name(st),
+                "uptime_s": up_ms as f64 / 1000.0,
+                "restarts": l.restarts,
+                "reclaimed_buffers": c.reclaimed.load(Relaxed),
+                "last_exit": l.last_exit,
+                "wakeups": c.kicks.load(Relaxed),
+            })
+        })
+        .collect();
+    let rings: Vec<Value> = f
+        .rings()
+        .into_iter()
+        .map(|(p, c, size, len)| json!({"from": p.label(), "to": c.label(), "size": size, "len": len}))
+        .collect();
+    json!({
+        "instance": sh.instance,
+        "launcher_pid": std::process::id(),
+        "uptime_s": sh.started.elapsed().as_secs_f64(),
+        "layers": layers,
+        "rings": rings,
+        "pool": pool_json(f),
+    })
+}
+
+/// The answer to `stats`.
+pub fn stats(sh: &Shared) -> Value {
+    let f = &sh.fabric;
+    let sup = sh.sup.lock().unwrap();
+    let mut layers = serde_json::Map::new();
+    for l in &sup.layers {
+        let mut m = serde_json::Map::new();
+        for (k, v) in f.counters(l.id) {
+            m.insert(k, json!(v));
+        }
+        layers.insert(l.id.label(), Value::Object(m));
+    }
+    let ifaces: Vec<Value> = (0..f.params().n_ifaces as u8)
+        .map(|i| {
+            let b = f.iface(i);
+            let mut m = serde_json::Map::new();
+            for (k, name) in IFACE_COUNTER_NAMES.iter().enumerate() {
+                if *name != "reserved" {
+                    m.insert(name.to_string(), json!(b.counters[k].load(Relaxed)));
+                }
+            }
+            json!({"index": i, "name": f.iface_name(i), "counters": m})
+        })
+        .collect();
+    json!({"instance": sh.instance, "layers": layers, "interfaces": ifaces, "pool": pool_json(f)})
+}
+
+fn handle(sh: &Shared, req: &Value) -> Value {
+    match req.get("cmd").and_then(|c| c.as_str()) {
+        Some("status") => json!({"ok": true, "data": status(sh)}),
+        Some("stats") => json!({"ok": true, "data": stats(sh)}),
+        Some("kill") => {
+            let name = req.get("layer").and_then(|l| l.as_str()).unwrap_or("");
+            match LayerId::from_label(name) {
+                None => json!({"ok": false, "error": format!("unknown layer {name:?} (driverdN, netdevd, filterd, ipd, tcpd, udpd, sockd)")}),
+                Some(id) => match sh.sup.lock().unwrap().kill(id) {
+                    Ok(pid) => json!({"ok": true, "data": {"layer": id.label(), "pid": pid}}),
+                    Err(e) => json!({"ok": false, "error": e}),
+                },
+            }
+        }
+        Some("stop") => {
+            sh.stop.store(true, SeqCst);
+            json!({"ok": true, "data": {}})
+        }
+        Some(c) => json!({"ok": false, "error": format!("unknown command {c:?}")}),
+        None => json!({"ok": false, "error": "request without \"cmd\""}),
+    }
+}
+
+fn serve_one(sh: &Shared, s: UnixStream) {
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut w = match s.try_clone() {
+        Ok(w) => w,
+        Err(_) => return,
+    };
+    let mut line = String::new();
+    // A request is one short line; cap what a client can make us buffer.
+    if BufReader::new(s.take(64 * 1024)).read_line(&mut line).is_err() {
+        return;
+    }
+    let resp = match serde_json::from_str::<Value>(&line) {
+        Ok(req) => handle(sh, &req),
+        Err(e) => json!({"ok": false, "error": format!("bad request: {e}")}),
+    };
+    let _ = writeln!(w, "{resp}");
+}
+
+/// Binds the control socket (owner-only) and serves it on a thread.
+pub fn serve(sh: Arc<Shared>, path: &Path) -> std::io::Result<()> {
+    let _ = std::fs::remove_file(path);
+    let l = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    std::thread::Builder::new()
+        .name("control".into())
+        .spawn(move || {
+            for s in l.incoming() {
+                match s {
+                    Ok(s) => serve_one(&sh, s),
+                    Err(e) => log(&format!("control socket: {e}")),
+                }
+            }
+        })?;
+    Ok(())
+}
+
+/// Sends one request to a running instance.
+pub fn request(instance: &str, req: Value) -> Result<Value, String> {
+    let path = strata_ipc::runtime::control_socket(instance);
+    let mut s = UnixStream::connect(&path).map_err(|e| {
+        format!(
+            "no strata instance {instance:?} is running ({}: {e})",
+            path.display()
+        )
+    })?;
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    writeln!(s, "{req}").map_err(|e| e.to_string())?;
+    let mut line = String::new();
+    BufReader::new(s)
+        .read_line(&mut line)
+        .map_err(|e| format!("control socket: {e}"))?;
+    let v: Value = serde_json::from_str(&line).map_err(|e| format!("bad answer: {e}"))?;
+    if v.get("ok") == Some(&Value::Bool(true)) {
+        Ok(v.get("data").cloned().unwrap_or(Value::Null))
+    } else {
+        Err(v
+            .get("error")
+            .and_then(|e| e.as_str())
+            .unwrap_or("request failed")
+            .to_string())
+    }
+}

@@ -1,0 +1,117 @@
+//! What `strata up` will build: the configuration resolved into fabric
+//! sizes, the layers' runtime configuration and the devices to open.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+use strata_ipc::runtime::StackConfig;
+use strata_ipc::Params;
+
+/// A device the launcher opens and holds.
+#[derive(Clone, Debug)]
+pub enum DeviceSpec {
+    /// A TAP interface in the launcher's network namespace.
+    Tap {
+        /// Interface name.
+        name: String,
+        /// MTU to set on the kernel side.
+        mtu: u16,
+        /// Addresses to give the kernel side.
+        host_addrs: Vec<(Ipv4Addr, u8)>,
+    },
+    /// One side of an in-memory link to another instance.
+    Pair {
+        /// Link name.
+        link: String,
+        /// true for side "a".
+        side_a: bool,
+    },
+}
+
+/// Everything `up` needs.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// Instance name.
+    pub instance: String,
+    /// Fabric sizes.
+    pub params: Params,
+    /// What the layers read.
+    pub stack: StackConfig,
+    /// Devices, by interface index.
+    pub devices: Vec<DeviceSpec>,
+    /// A layer whose heartbeat stalls this long is killed and restarted.
+    pub heartbeat_timeout: Duration,
+    /// Longest wait before restarting a crash-looping layer.
+    pub backoff_max: Duration,
+}
+
+impl Plan {
+    /// Resolves a validated configuration.
+    pub fn from_config(c: &crate::config::Config) -> Plan {
+        use crate::config::{Device, Side};
+        use strata_ipc::runtime::{IfaceRt, RouteRt};
+        let ifaces: Vec<IfaceRt> = c
+            .interfaces
+            .iter()
+            .enumerate()
+            .map(|(i, ifc)| IfaceRt {
+                index: i as u8,
+                name: ifc.name.clone(),
+                driver: match ifc.device {
+                    Device::Tap => "tap".into(),
+                    Device::Pair { .. } => "pair".into(),
+                },
+                mac: ifc.mac.0,
+                mtu: ifc.mtu,
+                addrs: ifc.addresses.iter().map(|a| (a.addr, a.prefix)).collect(),
+            })
+            .collect();
+        let devices = c
+            .interfaces
+            .iter()
+            .map(|ifc| match &ifc.device {
+                Device::Tap => DeviceSpec::Tap {
+                    name: ifc.name.clone(),
+                    mtu: ifc.mtu,
+                    host_addrs: ifc.host_addresses.iter().map(|a| (a.addr, a.prefix)).collect(),
+                },
+                Device::Pair { link, side } => DeviceSpec::Pair {
+                    link: link.clone(),
+                    side_a: *side == Side::A,
+                },
+            })
+            .collect();
+        let routes = c
+            .routes
+            .iter()
+            .map(|r| RouteRt {
+                dest: r.to.network(),
+                prefix: r.to.prefix,
+                gateway: r.via,
+                iface: r
+                    .dev
+                    .as_ref()
+                    .and_then(|d| c.interfaces.iter().position(|i| &i.name == d))
+                    .map(|i| i as u8),
+            })
+            .collect();
+        Plan {
+            instance: c.instance.clone(),
+            params: Params {
+                small_bufs: c.limits.small_buffers,
+                large_bufs: c.limits.large_buffers,
+                ring_size: c.limits.ring_size,
+                n_ifaces: c.interfaces.len() as u32,
+                ..Params::default()
+            },
+            stack: StackConfig {
+                instance: c.instance.clone(),
+                ifaces,
+                routes,
+                qdisc_limit: c.limits.qdisc_limit,
+            },
+            devices,
+            heartbeat_timeout: Duration::from_millis(c.limits.heartbeat_timeout_ms as u64),
+            backoff_max: Duration::from_millis(c.limits.restart_backoff_max_ms as u64),
+        }
+    }
+}

@@ -1,0 +1,361 @@
+//! Starting, watching and restarting the layer processes.
+
+use crate::plan::Plan;
+use std::collections::VecDeque;
+use std::os::fd::RawFd;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::Ordering::*;
+use std::time::{Duration, Instant};
+use strata_ipc::fabric::format_wake_env;
+use strata_ipc::layout::state;
+use strata_ipc::service::{DEVICE_FD_ENV, INSTANCE_ENV, LAYER_ENV};
+use strata_ipc::{Fabric, LayerId, MAX_LAYERS, WAKE_ENV};
+
+/// Deaths within this window count towards a crash loop.
+const LOOP_WINDOW: Duration = Duration::from_secs(10);
+/// Deaths in the window before restarts are delayed.
+const LOOP_DEATHS: usize = 3;
+
+/// One supervised layer.
+pub struct Layer {
+    /// Which layer.
+    pub id: LayerId,
+    child: Option<Child>,
+    /// When the current instance started.
+    pub started: Instant,
+    /// Restarts so far.
+    pub restarts: u32,
+    deaths: VecDeque<Instant>,
+    /// When a delayed restart is due.
+    pub restart_at: Option<Instant>,
+    last_beat: u64,
+    last_beat_change: Instant,
+    device_fd: Option<RawFd>,
+    /// How the previous instance ended.
+    pub last_exit: Option<String>,
+}
+
+impl Layer {
+    /// Pid of the running instance.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+}
+
+/// The launcher's view of its layers.
+pub struct Supervisor {
+    /// The layers, in start order.
+    pub layers: Vec<Layer>,
+    instance: String,
+    bin_dir: PathBuf,
+    wake_env: String,
+    heartbeat_timeout: Duration,
+    backoff_max: Duration,
+}
+
+fn describe(st: ExitStatus) -> String {
+    match (st.code(), st.signal()) {
+        (Some(c), _) => format!("exit status {c}"),
+        (_, Some(s)) => format!("signal {s} ({})", signal_name(s)),
+        _ => "unknown".into(),
+    }
+}
+
+fn signal_name(s: i32) -> &'static str {
+    match s {
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGINT => "SIGINT",
+        _ => "?",
+    }
+}
+
+/// Where the layer binaries are: `STRATA_BIN_DIR`, else beside `strata`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STRATA_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    std::env::current_exe()
+        .ok()
+        .and_then(|p| p.parent().map(|p| p.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// Logs a line to the launcher's log (stderr), with a timestamp.
+pub fn log(msg: &str) {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = t.as_secs();
+    eprintln!(
+        "{:02}:{:02}:{:02}.{:03} strata: {msg}",
+        (secs / 3600) % 24,
+        (secs / 60) % 60,
+        secs % 60,
+        t.subsec_millis()
+    );
+}
+
+impl Supervisor {
+    /// A supervisor for `plan`'s layers; `device_fds` by interface index,
+    /// `wake_fds` by layer id.
+    pub fn new(plan: &Plan, device_fds: &[RawFd], wake_fds: &[RawFd; MAX_LAYERS]) -> Supervisor {
+        let mut layers = Vec::new();
+        let now = Instant::now();
+        let mk = |id: LayerId, device_fd| Layer {
+            id,
+            child: None,
+            started: now,
+            restarts: 0,
+            deaths: VecDeque::new(),
+            restart_at: None,
+            last_beat: 0,
+            last_beat_change: now,
+            device_fd,
+            last_exit: None,
+        };
+        for (i, &fd) in device_fds.iter().enumerate() {
+            layers.push(mk(LayerId::driver(i as u8), Some(fd)));
+        }
+        for id in LayerId::SERVICES {
+            layers.push(mk(id, None));
+        }
+        Supervisor {
+            layers,
+            instance: plan.instance.clone(),
+            bin_dir: bin_dir(),
+            wake_env: format_wake_env(wake_fds),
+            heartbeat_timeout: plan.heartbeat_timeout,
+            backoff_max: plan.backoff_max,
+        }
+    }
+
+    fn spawn(&mut self, f: &Fabric, k: usize) -> std::io::Result<()> {
+        let l = &mut self.layers[k];
+        let bin = self.bin_dir.join(l.id.name());
+        let mut cmd = Command::new(&bin);
+        cmd.env(INSTANCE_ENV, &self.instance)
+            .env(LAYER_ENV, l.id.label())
+            .env(WAKE_ENV, &self.wake_env)
+            .stdin(Stdio::null());
+        let dev = l.device_fd;
+        if let Some(fd) = dev {
+            cmd.env(DEVICE_FD_ENV, fd.to_string());
+        }
+        unsafe {
+            cmd.pre_exec(move || {
+                // Die with the launcher, whatever kills it; and stay out of
+                // the terminal's process group so that Ctrl-C reaches only
+                // the launcher, which then stops the layers in order.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                libc::setpgid(0, 0);
+                if let Some(fd) = dev {
+                    libc::fcntl(fd, libc::F_SETFD, 0);
+                }
+                Ok(())
+            });
+        }
+        let ctl = f.ctl(l.id);
+        ctl.state.store(state::STARTING, Release);
+        let child = cmd
+            .spawn()
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", bin.display())))?;
+        let now = Instant::now();
+        ctl.pid.store(child.id(), Release);
+        ctl.started_ms.store(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_millis() as u64,
+            Relaxed,
+        );
+        l.child = Some(child);
+        l.started = now;
+        l.last_beat = ctl.heartbeat.load(Relaxed);
+        l.last_beat_change = now;
+        l.restart_at = None;
+        Ok(())
+    }
+
+    /// Starts every layer and waits until all serve, or fails (having
+    /// stopped whatever did start).
+    pub fn start_all(&mut self, f: &Fabric, timeout: Duration) -> Result<(), String> {
+        for k in 0..self.layers.len() {
+            if let Err(e) = self.spawn(f, k) {
+                self.stop_all(f);
+                return Err(format!("cannot start {}: {e}", self.layers[k].id));
+            }
+        }
+        let deadline = Instant::now() + timeout;
+        loop {
+            let mut all = true;
+            for l in &mut self.layers {
+                if let Some(Ok(Some(st))) = l.child.as_mut().map(|c| c.try_wait()) {
+                    let msg = format!("{} exited during start-up: {}", l.id, describe(st));
+                    self.stop_all(f);
+                    return Err(msg);
+                }
+                if f.ctl(l.id).state.load(Acquire) != state::RUNNING {
+                    all = false;
+                }
+            }
+            if all {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                let slow: Vec<String> = self
+                    .layers
+                    .iter()
+                    .filter(|l| f.ctl(l.id).state.load(Acquire) != state::RUNNING)
+                    .map(|l| l.id.label())
+                    .collect();
+                self.stop_all(f);
+                return Err(format!("layers not ready in time: {}", slow.join(", ")));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// One round of supervision: reap the dead, catch the hung, restart.
+    pub fn tick(&mut self, f: &Fabric) {
+        let now = Instant::now();
+        for k in 0..self.layers.len() {
+            let id = self.layers[k].id;
+            let ctl = f.ctl(id);
+            // Dead?
+            let exited = match self.layers[k].child.as_mut().map(|c| c.try_wait()) {
+                Some(Ok(Some(st))) => Some(describe(st)),
+                Some(Err(e)) => Some(format!("wait failed: {e}")),
+                _ => None,
+            };
+            if let Some(how) = exited {
+                self.on_death(f, k, how, now);
+                continue;
+            }
+            // Hung? A running layer beats at least every IDLE_TICK_MS.
+            let l = &mut self.layers[k];
+            if let Some(c) = &l.child {
+                let beat = ctl.heartbeat.load(Relaxed);
+                if beat != l.last_beat {
+                    l.last_beat = beat;
+                    l.last_beat_change = now;
+                } else if ctl.state.load(Acquire) == state::RUNNING
+                    && now.duration_since(l.last_beat_change) > self.heartbeat_timeout
+                {
+                    log(&format!(
+                        "{} (pid {}) missed its heartbeat for {:?}: killing it",
+                        id,
+                        c.id(),
+                        self.heartbeat_timeout
+                    ));
+                    unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
+                    l.last_beat_change = now;
+                }
+            }
+            // A delayed restart due?
+            if self.layers[k].child.is_none() {
+                if let Some(at) = self.layers[k].restart_at {
+                    if now >= at {
+                        self.restart(f, k);
+                    }
+                }
+            }
+        }
+    }
+
+    fn on_death(&mut self, f: &Fabric, k: usize, how: String, now: Instant) {
+        let l = &mut self.layers[k];
+        let pid = l.child.take().map(|c| c.id()).unwrap_or(0);
+        let id = l.id;
+        let ctl = f.ctl(id);
+        ctl.state.store(state::DEAD, Release);
+        ctl.pid.store(0, Release);
+        let freed = f.reclaim(id);
+        let lived = now.duration_since(l.started);
+        l.deaths.push_back(now);
+        while l.deaths.front().is_some_and(|t| now.duration_since(*t) > LOOP_WINDOW) {
+            l.deaths.pop_front();
+        }
+        let delay = if l.deaths.len() >= LOOP_DEATHS {
+            let exp = (l.deaths.len() - LOOP_DEATHS).min(10) as u32;
+            Duration::from_millis(100 * (1u64 << exp)).min(self.backoff_max)
+        } else {
+            Duration::ZERO
+        };
+        log(&format!(
+            "{id} (pid {pid}) died after {:.1}s: {how}; reclaimed {freed} buffers; restarting{}",
+            lived.as_secs_f64(),
+            if delay.is_zero() {
+                String::new()
+            } else {
+                format!(" in {} ms (crash loop back-off)", delay.as_millis())
+            }
+        ));
+        l.last_exit = Some(how);
+        l.restart_at = Some(now + delay);
+        if delay.is_zero() {
+            self.restart(f, k);
+        }
+    }
+
+    fn restart(&mut self, f: &Fabric, k: usize) {
+        let id = self.layers[k].id;
+        match self.spawn(f, k) {
+            Ok(()) => {
+                let l = &mut self.layers[k];
+                l.restarts += 1;
+                f.ctl(id).restarts.fetch_add(1, Relaxed);
+                log(&format!("{id} restarted (pid {})", l.pid().unwrap_or(0)));
+            }
+            Err(e) => {
+                log(&format!("{id}: restart failed: {e}; retrying"));
+                self.layers[k].restart_at = Some(Instant::now() + self.backoff_max);
+            }
+        }
+    }
+
+    /// Sends SIGKILL to a layer (fault injection). Returns its pid.
+    pub fn kill(&self, id: LayerId) -> Result<u32, String> {
+        let l = self
+            .layers
+            .iter()
+            .find(|l| l.id == id)
+            .ok_or_else(|| format!("this instance has no layer {id}"))?;
+        let pid = l.pid().ok_or_else(|| format!("{id} is not running"))?;
+        unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        log(&format!("{id} (pid {pid}) killed by request"));
+        Ok(pid)
+    }
+
+    /// Stops every layer: SIGTERM top-down, then SIGKILL what lingers.
+    pub fn stop_all(&mut self, f: &Fabric) {
+        for l in self.layers.iter().rev() {
+            if let Some(c) = &l.child {
+                unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(2);
+        for l in self.layers.iter_mut().rev() {
+            if let Some(mut c) = l.child.take() {
+                loop {
+                    match c.try_wait() {
+                        Ok(Some(_)) | Err(_) => break,
+                        Ok(None) if Instant::now() > deadline => {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                    }
+                }
+            }
+            f.ctl(l.id).state.store(state::STOPPED, Release);
+            f.ctl(l.id).pid.store(0, Release);
+        }
+    }
+}

@@ -1,0 +1,184 @@
+//! `strata up`: build the instance, supervise it, tear it down.
+
+use crate::control::{self, Shared};
+use crate::plan::{DeviceSpec, Plan};
+use crate::supervisor::{log, Supervisor};
+use std::net::Ipv4Addr;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use strata_ipc::runtime::{control_socket, run_dir, stack_file};
+use strata_ipc::{Fabric, MAX_LAYERS};
+
+/// Devices and eventfds the launcher holds for the instance's lifetime.
+struct Held {
+    devices: Vec<OwnedFd>,
+    _wake: Vec<OwnedFd>,
+}
+
+fn open_devices(plan: &Plan) -> Result<Vec<OwnedFd>, String> {
+    let mut out = Vec::new();
+    for (i, d) in plan.devices.iter().enumerate() {
+        let fd: OwnedFd = match d {
+            DeviceSpec::Tap {
+                name,
+                mtu,
+                host_addrs,
+            } => {
+                let tap = strata_drivers::Tap::create(name)
+                    .map_err(|e| format!("interface[{i}]: cannot create TAP {name:?}: {e}"))?;
+                let kname = tap.name().to_string();
+                strata_drivers::tap::set_mtu(&kname, *mtu as u32)
+                    .map_err(|e| format!("interface[{i}]: MTU {mtu} on {kname}: {e}"))?;
+                for (a, p) in host_addrs {
+                    strata_drivers::tap::add_host_addr(&kname, *a, *p)
+                        .map_err(|e| format!("interface[{i}]: host address {a}/{p} on {kname}: {e}"))?;
+                }
+                strata_drivers::tap::set_up(&kname)
+                    .map_err(|e| format!("interface[{i}]: bringing {kname} up: {e}"))?;
+                tap.into()
+            }
+            DeviceSpec::Pair { link, side_a } => {
+                let side = if *side_a {
+                    strata_drivers::Side::A
+                } else {
+                    strata_drivers::Side::B
+                };
+                strata_drivers::Pair::open(link, side)
+                    .map_err(|e| format!("interface[{i}]: pair link {link:?}: {e}"))?
+                    .into()
+            }
+        };
+        out.push(fd);
+    }
+    Ok(out)
+}
+
+fn make_wakeups() -> Result<(Vec<OwnedFd>, [RawFd; MAX_LAYERS]), String> {
+    let mut owned = Vec::new();
+    let mut fds = [-1; MAX_LAYERS];
+    for slot in fds.iter_mut() {
+        let fd = strata_ipc::fabric::new_eventfd().map_err(|e| format!("eventfd: {e}"))?;
+        // SAFETY: freshly created, owned by nobody else.
+        owned.push(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd) });
+        *slot = fd;
+    }
+    Ok((owned, fds))
+}
+
+/// Removes what a killed launcher of the same instance left behind, or
+/// refuses if that instance is alive.
+fn clear_leftovers(instance: &str) -> Result<(), String> {
+    let sock = control_socket(instance);
+    if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        return Err(format!(
+            "instance {instance:?} is already running (control socket {})",
+            sock.display()
+        ));
+    }
+    if Fabric::remove_stale(instance) {
+        log(&format!("removed a stale shared-memory segment of instance {instance:?}"));
+    }
+    let _ = std::fs::remove_dir_all(run_dir(instance));
+    Ok(())
+}
+
+fn fmt_addrs(a: &[(Ipv4Addr, u8)]) -> String {
+    a.iter()
+        .map(|(a, p)| format!("{a}/{p}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Runs the instance described by `config` (or the default one) until
+/// stopped.
+pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
+    let cfg = match config {
+        Some(p) => crate::config::load(p).map_err(|e| e.to_string())?,
+        None => {
+            let mut c = crate::config::Config::default();
+            c.instance = instance.to_string();
+            c
+        }
+    };
+    let plan = Plan::from_config(&cfg);
+    let inst = plan.instance.clone();
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("strata up needs root (TAP devices, /run/strata)".into());
+    }
+    clear_leftovers(&inst)?;
+
+    // Stop requests are taken from here on, so that a Ctrl-C during
+    // start-up still leaves nothing behind.
+    let stop = Arc::new(AtomicBool::new(false));
+    {
+        let stop = stop.clone();
+        ctrlc::set_handler(move || stop.store(true, SeqCst))
+            .map_err(|e| format!("signal handler: {e}"))?;
+    }
+
+    let devices = open_devices(&plan)?;
+    let (wake_owned, wake_fds) = make_wakeups()?;
+    let held = Held {
+        devices,
+        _wake: wake_owned,
+    };
+    let fabric = Fabric::create(&inst, plan.params).map_err(|e| e.to_string())?;
+    let dir = run_dir(&inst);
+    let result = (|| {
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let text = serde_json::to_string_pretty(&plan.stack).map_err(|e| e.to_string())?;
+        std::fs::write(stack_file(&inst), text).map_err(|e| format!("stack.json: {e}"))?;
+        for ifc in &plan.stack.ifaces {
+            fabric.set_iface_info(ifc.index, &ifc.name, ifc.mac, ifc.mtu as u32);
+        }
+        let dev_fds: Vec<RawFd> = held.devices.iter().map(|d| d.as_raw_fd()).collect();
+        let mut sup = Supervisor::new(&plan, &dev_fds, &wake_fds);
+        let fabric = Arc::new(fabric);
+        sup.start_all(&fabric, Duration::from_secs(10))?;
+        let shared = Arc::new(Shared {
+            fabric: fabric.clone(),
+            sup: Mutex::new(sup),
+            instance: inst.clone(),
+            started: Instant::now(),
+            stop: stop.clone(),
+        });
+        if let Err(e) = control::serve(shared.clone(), &control_socket(&inst)) {
+            shared.sup.lock().unwrap().stop_all(&fabric);
+            return Err(format!("control socket: {e}"));
+        }
+        let ifs: Vec<String> = plan
+            .stack
+            .ifaces
+            .iter()
+            .map(|i| format!("{} {}", i.name, fmt_addrs(&i.addrs)))
+            .collect();
+        println!(
+            "strata: ready: instance {inst}, {} layers, {}, pid {}",
+            shared.sup.lock().unwrap().layers.len(),
+            ifs.join("; "),
+            std::process::id()
+        );
+        log(&format!("instance {inst} ready"));
+        while !stop.load(SeqCst) {
+            shared.sup.lock().unwrap().tick(&fabric);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        log("stopping");
+        shared.sup.lock().unwrap().stop_all(&fabric);
+        Ok(())
+    })();
+    let _ = std::fs::remove_dir_all(&dir);
+    // The control thread keeps a mapping alive until the process exits,
+    // so unlink the segment by name now rather than on drop.
+    Fabric::remove_stale(&inst);
+    // Devices close last, so the TAP interfaces vanish only after every
+    // layer is gone.
+    drop(held);
+    if result.is_ok() {
+        log("stopped; nothing left behind");
+    }
+    result
+}

@@ -1,0 +1,160 @@
+//! What ipd is told at start: interfaces, addresses, routes and limits.
+
+use std::net::Ipv4Addr;
+
+use strata_proto::MacAddr;
+
+/// The whole configuration of the IPv4 core.
+#[derive(Clone, Debug, Default)]
+pub struct IpConfig {
+    /// The interfaces ipd sends and receives on.
+    pub ifaces: Vec<IfaceConfig>,
+    /// Routes beyond the connected ones (which come from the addresses).
+    pub routes: Vec<RouteConfig>,
+    /// Table sizes, timers and rate limits.
+    pub limits: IpLimits,
+}
+
+/// One interface.
+#[derive(Clone, Debug)]
+pub struct IfaceConfig {
+    /// The interface index carried in [`Handle::iif`](strata_ipc::Handle)
+    /// and `oif` (anything but `NO_IFACE`, 255).
+    pub index: u8,
+    /// Our MAC address on it.
+    pub mac: MacAddr,
+    /// Our addresses on it, each with its prefix length. The first is the
+    /// source of locally originated packets that leave through it.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// Largest IPv4 datagram sent on it without fragmenting (68..=65535).
+    pub mtu: u16,
+}
+
+/// One configured route.
+#[derive(Clone, Debug)]
+pub struct RouteConfig {
+    /// Destination network (host bits are ignored).
+    pub dest: Ipv4Addr,
+    /// Prefix length, 0 for the default route.
+    pub prefix: u8,
+    /// Next-hop router, or `None` for a destination reached directly.
+    pub gateway: Option<Ipv4Addr>,
+    /// Interface to send on; when `None` it is the one whose connected
+    /// subnet holds the gateway (a direct route must name it).
+    pub iface: Option<u8>,
+}
+
+/// Table sizes, timers and rate limits. The defaults follow Linux's where
+/// Linux has an equivalent knob (named in each field's doc).
+#[derive(Clone, Debug)]
+pub struct IpLimits {
+    /// Neighbour (ARP) table entries; the table is allocated once at this
+    /// size (Linux `gc_thresh3` is 1024).
+    pub neigh_capacity: usize,
+    /// Packets queued per neighbour while it resolves (Linux `unres_qlen`).
+    pub unres_qlen: usize,
+    /// Packets queued for all neighbours together.
+    pub unres_total: usize,
+    /// How long a confirmed neighbour stays REACHABLE
+    /// (Linux `base_reachable_time_ms`, 30 s; Linux randomizes it, a pure
+    /// core cannot and need not).
+    pub reachable_ns: u64,
+    /// Interval between ARP retransmissions (Linux `retrans_time_ms`).
+    pub arp_retrans_ns: u64,
+    /// ARP requests sent before a neighbour is declared FAILED
+    /// (Linux `mcast_solicit` / `ucast_solicit`, 3).
+    pub arp_tries: u8,
+    /// An unused STALE or a FAILED neighbour is removed after this long
+    /// (Linux `gc_stale_time`, 60 s).
+    pub neigh_gc_ns: u64,
+    /// A partial datagram is dropped this long after its first fragment
+    /// (Linux `ipfrag_time`, 30 s).
+    pub frag_timeout_ns: u64,
+    /// Reassembly memory for all sources together (Linux
+    /// `ipfrag_high_thresh`, 4 MiB).
+    pub frag_mem_total: usize,
+    /// Reassembly memory one source may hold, so one sender cannot take
+    /// every slot.
+    pub frag_mem_per_src: usize,
+    /// Datagrams being reassembled at once; each pins one large buffer.
+    pub max_reassemblies: usize,
+    /// ICMP errors allowed per second in steady state (Linux
+    /// `icmp_msgs_per_sec`, 1000).
+    pub icmp_rate_per_sec: u32,
+    /// ICMP errors that may be sent back to back (Linux
+    /// `icmp_msgs_burst`, 50).
+    pub icmp_burst: u32,
+    /// Forward packets not addressed to us. Forwarding is not implemented
+    /// yet: while true such packets are counted as `not_for_us` all the
+    /// same; the flag marks where the forwarding path will hook in.
+    pub forwarding: bool,
+}
+
+impl Default for IpLimits {
+    fn default() -> Self {
+        const S: u64 = 1_000_000_000;
+        IpLimits {
+            neigh_capacity: 1024,
+            unres_qlen: 3,
+            unres_total: 256,
+            reachable_ns: 30 * S,
+            arp_retrans_ns: S,
+            arp_tries: 3,
+            neigh_gc_ns: 60 * S,
+            frag_timeout_ns: 30 * S,
+            frag_mem_total: 4 << 20,
+            frag_mem_per_src: 1 << 20,
+            max_reassemblies: 32,
+            icmp_rate_per_sec: 1000,
+            icmp_burst: 50,
+            forwarding: false,
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// Interface index 255 is reserved for "no interface".
+    ReservedIfaceIndex,
+    /// Two interfaces share an index.
+    DuplicateIface(u8),
+    /// An MTU outside 68..=max, where max lets a frame fit a large buffer.
+    BadMtu(u8, u16),
+    /// A prefix length above 32.
+    BadPrefix(u8),
+    /// An address that cannot be a host's (0.0.0.0, loopback, multicast,
+    /// class E).
+    BadAddress(Ipv4Addr),
+    /// A route names an interface that is not configured.
+    UnknownIface(u8),
+    /// A route without a gateway must name its interface.
+    DirectRouteNeedsIface(Ipv4Addr, u8),
+    /// No connected subnet holds this gateway, so no interface reaches it.
+    GatewayUnreachable(Ipv4Addr),
+    /// A limit is zero (or, for `max_reassemblies`, the neighbour table or
+    /// the queue, too large to index).
+    BadLimit(&'static str),
+}
+
+impl core::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self {
+            ConfigError::ReservedIfaceIndex => write!(f, "interface index 255 is reserved"),
+            ConfigError::DuplicateIface(i) => write!(f, "interface index {i} used twice"),
+            ConfigError::BadMtu(i, m) => write!(f, "interface {i}: MTU {m} out of range"),
+            ConfigError::BadPrefix(p) => write!(f, "prefix length {p} above 32"),
+            ConfigError::BadAddress(a) => write!(f, "{a} cannot be a host address"),
+            ConfigError::UnknownIface(i) => write!(f, "route names unknown interface {i}"),
+            ConfigError::DirectRouteNeedsIface(d, p) => {
+                write!(f, "route {d}/{p} has no gateway and no interface")
+            }
+            ConfigError::GatewayUnreachable(g) => {
+                write!(f, "gateway {g} is on no connected subnet")
+            }
+            ConfigError::BadLimit(n) => write!(f, "limit {n} out of range"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -1,0 +1,187 @@
+//! Property tests: whatever arrives, the core neither panics nor loses a
+//! buffer.
+
+use super::*;
+use proptest::prelude::*;
+use strata_proto::arp::{OP_REPLY, OP_REQUEST};
+use strata_proto::ipv4::protocol;
+
+/// Something that happens to the core.
+#[derive(Clone, Debug)]
+enum Event {
+    /// Raw bytes as a frame.
+    Raw(Vec<u8>),
+    /// An IPv4 packet with chosen fields, valid header checksum.
+    Ip {
+        ip: Ip,
+        payload: Vec<u8>,
+        l2_dst: MacAddr,
+    },
+    /// An ARP packet.
+    Arp(ArpPacket),
+    /// A datagram from an upper layer.
+    Out(Ip, Vec<u8>),
+    /// Time passes and the timers run.
+    Wait(u64),
+}
+
+fn addr() -> impl Strategy<Value = Ipv4Addr> {
+    prop_oneof![
+        Just(OUR_IP),
+        Just(PEER_IP),
+        Just(GW_IP),
+        Just(Ipv4Addr::new(10, 0, 0, 255)),
+        Just(Ipv4Addr::BROADCAST),
+        Just(Ipv4Addr::new(8, 8, 8, 8)),
+        Just(Ipv4Addr::new(224, 0, 0, 1)),
+        any::<u32>().prop_map(Ipv4Addr::from),
+    ]
+}
+
+fn mac() -> impl Strategy<Value = MacAddr> {
+    prop_oneof![
+        Just(OUR_MAC),
+        Just(PEER_MAC),
+        Just(MacAddr::BROADCAST),
+        any::<[u8; 6]>().prop_map(MacAddr),
+    ]
+}
+
+fn ip() -> impl Strategy<Value = Ip> {
+    (
+        addr(),
+        addr(),
+        prop_oneof![Just(1u8), Just(6), Just(17), any::<u8>()],
+        0u8..3,
+        0u16..4,
+        any::<bool>(),
+        any::<bool>(),
+        prop_oneof![Just(0u16), (0u16..16).prop_map(|o| o * 8), any::<u16>().prop_map(|o| o & !7)],
+        prop_oneof![Just(vec![]), Just(vec![1, 1, 1, 0]), Just(vec![7, 7, 4, 0, 0, 0, 0, 0])],
+    )
+        .prop_map(|(src, dst, proto, ttl, ident, df, mf, off, options)| Ip {
+            src,
+            dst,
+            proto,
+            ttl,
+            ident,
+            df,
+            mf,
+            off,
+            options,
+        })
+}
+
+fn payload() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..64),
+        (0usize..3000).prop_map(pattern),
+        (0usize..40, any::<u16>()).prop_map(|(n, id)| echo_msg(8, id, 1, &pattern(n))),
+        (0usize..200).prop_map(|n| (0..n).map(|i| (i * 8) as u8).collect()),
+    ]
+}
+
+fn event() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        proptest::collection::vec(any::<u8>(), 0..120).prop_map(Event::Raw),
+        (ip(), payload(), mac()).prop_map(|(ip, payload, l2_dst)| Event::Ip {
+            ip,
+            payload,
+            l2_dst
+        }),
+        (any::<bool>(), mac(), addr(), mac(), addr()).prop_map(|(req, sm, si, tm, ti)| {
+            Event::Arp(ArpPacket {
+                op: if req { OP_REQUEST } else { OP_REPLY },
+                sender_mac: sm,
+                sender_ip: si,
+                target_mac: tm,
+                target_ip: ti,
+            })
+        }),
+        (ip(), payload()).prop_map(|(mut ip, p)| {
+            ip.ttl = 64;
+            Event::Out(ip, p)
+        }),
+        prop_oneof![Just(S / 2), Just(S), Just(31 * S), 0u64..S].prop_map(Event::Wait),
+    ]
+}
+
+fn run(events: &[Event], upper: bool) {
+    let mut cfg = config();
+    cfg.limits.max_reassemblies = 4;
+    cfg.limits.unres_total = 8;
+    cfg.limits.neigh_capacity = 4;
+    let mut r = Rig::with(cfg);
+    r.pool = strata_ipc::HeapPool::new(128, 8);
+    r.core.set_upper(protocol::UDP, upper);
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    for e in events {
+        match e {
+            Event::Raw(b) => {
+                r.input(b);
+            }
+            Event::Ip {
+                ip,
+                payload,
+                l2_dst,
+            } => {
+                let d = ip.build(payload);
+                r.input(&eth(*l2_dst, PEER_MAC, ethertype::IPV4, &d));
+            }
+            Event::Arp(p) => {
+                r.input(&arp_frame(OUR_MAC, p));
+            }
+            Event::Out(ip, p) => {
+                r.output(&ip.build(p));
+            }
+            Event::Wait(ns) => {
+                r.advance(*ns);
+            }
+        }
+        // Whatever came out is well-formed enough to parse.
+        for t in r.tx() {
+            let e = t.eth();
+            assert_eq!(e.src, OUR_MAC);
+            match e.ethertype {
+                ethertype::ARP => {
+                    t.arp();
+                }
+                _ => {
+                    let h = t.ip_hdr();
+                    assert!(t.ip().len() <= 1500);
+                    assert_eq!(h.total_len as usize, t.ip().len());
+                }
+            }
+        }
+        r.up();
+    }
+    r.finish();
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn arbitrary_frames_never_panic_or_leak(frames in proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..200), 1..20)) {
+        run(&frames.into_iter().map(Event::Raw).collect::<Vec<_>>(), true);
+    }
+
+    #[test]
+    fn arbitrary_ethernet_ipv4_never_panics_or_leaks(bodies in proptest::collection::vec(
+        proptest::collection::vec(any::<u8>(), 0..200), 1..20)) {
+        let events: Vec<Event> = bodies
+            .into_iter()
+            .map(|b| Event::Raw(eth(OUR_MAC, PEER_MAC, ethertype::IPV4, &b)))
+            .collect();
+        run(&events, false);
+    }
+
+    #[test]
+    fn event_sequences_never_panic_or_leak(
+        events in proptest::collection::vec(event(), 1..40),
+        upper in any::<bool>(),
+    ) {
+        run(&events, upper);
+    }
+}
