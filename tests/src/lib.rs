@@ -1,1 +1,343 @@
-//! Test support.
+//! Support for the integration tests: private network namespaces, a
+//! strata instance started inside one, and the kernel's own tools as the
+//! peer. Everything here tears itself down on drop, also when a test
+//! fails.
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A unique short tag for names (namespaces, instances).
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// The directory holding the workspace's binaries (`strata`, the layers),
+/// from `STRATA_BIN_DIR` or next to the test executable's `deps/`.
+pub fn bin_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("STRATA_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let dir = exe
+        .parent()
+        .and_then(|p| p.parent())
+        .expect("target/<profile>/deps/..")
+        .to_path_buf();
+    assert!(
+        dir.join("strata").exists(),
+        "{}/strata not built: run the tests with `cargo test --release --workspace`",
+        dir.display()
+    );
+    dir
+}
+
+/// Path of a workspace binary.
+pub fn bin(name: &str) -> PathBuf {
+    bin_dir().join(name)
+}
+
+/// A network namespace of the test's own, deleted on drop.
+pub struct Netns {
+    /// Its name.
+    pub name: String,
+}
+
+impl Netns {
+    /// Creates a fresh namespace with loopback up.
+    pub fn new() -> Netns {
+        let name = unique("strata-t");
+        let st = Command::new("ip")
+            .args(["netns", "add", &name])
+            .status()
+            .expect("ip (iproute2) installed");
+        assert!(st.success(), "ip netns add {name}");
+        let ns = Netns { name };
+        ns.run_ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A command that runs `prog` inside the namespace.
+    pub fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", &self.name, prog]);
+        c
+    }
+
+    /// Runs `args` inside the namespace and returns its output.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args[0])
+            .args(&args[1..])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", args[0]))
+    }
+
+    /// Runs `args` inside the namespace; panics with its output on failure.
+    pub fn run_ok(&self, args: &[&str]) -> String {
+        let o = self.run(args);
+        assert!(
+            o.status.success(),
+            "{:?} failed: {}\n{}",
+            args,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+    }
+}
+
+/// The stack's address in the default test configuration.
+pub const STACK_IP: &str = "10.77.0.2";
+/// The kernel side's address in the default test configuration.
+pub const HOST_IP: &str = "10.77.0.1";
+
+/// A strata instance running inside a namespace; stopped on drop.
+pub struct Stack {
+    /// Instance name.
+    pub instance: String,
+    child: Option<Child>,
+    log: PathBuf,
+    config: PathBuf,
+}
+
+impl Stack {
+    /// Starts strata in `ns` with one TAP interface, stack 10.77.0.2/24
+    /// and kernel side 10.77.0.1/24, and waits for its ready line.
+    pub fn up(ns: &Netns) -> Stack {
+        Self::up_with(ns, "")
+    }
+
+    /// As [`Stack::up`], with extra TOML appended to the configuration.
+    pub fn up_with(ns: &Netns, extra: &str) -> Stack {
+        let instance = unique("t");
+        let cfg = format!(
+            "instance = \"{instance}\"\n\n[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
+             mac = \"02:53:54:00:00:01\"\naddresses = [\"{STACK_IP}/24\"]\n\
+             host_addresses = [\"{HOST_IP}/24\"]\n{extra}"
+        );
+        let config = std::env::temp_dir().join(format!("{instance}.toml"));
+        std::fs::write(&config, cfg).expect("write config");
+        let log = std::env::temp_dir().join(format!("{instance}.log"));
+        let logf = std::fs::File::create(&log).expect("log file");
+        let mut child = ns
+            .cmd(bin("strata").to_str().unwrap())
+            .args(["up", "--config"])
+            .arg(&config)
+            .stdout(Stdio::piped())
+            .stderr(logf)
+            .spawn()
+            .expect("spawn strata up");
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                let _ = tx.send(l);
+            }
+        });
+        let mut st = Stack {
+            instance,
+            child: Some(child),
+            log,
+            config,
+        };
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(l) if l.contains("ready") => st,
+            other => {
+                let log = st.log_text();
+                st.stop();
+                panic!("strata did not come up: {other:?}\nlog:\n{log}");
+            }
+        }
+    }
+
+    /// The launcher's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Runs `strata --instance <ours> args` (from the host namespace: the
+    /// control socket lives on the filesystem).
+    pub fn strata(&self, args: &[&str]) -> Output {
+        Command::new(bin("strata"))
+            .arg("--instance")
+            .arg(&self.instance)
+            .args(args)
+            .output()
+            .expect("run strata")
+    }
+
+    /// `strata <cmd> --json`, parsed.
+    pub fn json(&self, cmd: &str) -> Value {
+        let o = self.strata(&[cmd, "--json"]);
+        assert!(
+            o.status.success(),
+            "strata {cmd}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        serde_json::from_slice(&o.stdout).expect("json")
+    }
+
+    /// A counter of a layer from `strata stats`.
+    pub fn counter(&self, layer: &str, name: &str) -> u64 {
+        self.json("stats")["layers"][layer][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("no counter {layer}.{name}"))
+    }
+
+    /// Buffers in use in the pool.
+    pub fn pool_in_use(&self) -> u64 {
+        self.json("status")["pool"]["in_use"].as_u64().unwrap()
+    }
+
+    /// Restarts recorded for a layer.
+    pub fn restarts(&self, layer: &str) -> u64 {
+        let st = self.json("status");
+        st["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["layer"] == layer)
+            .map(|l| l["restarts"].as_u64().unwrap())
+            .unwrap_or_else(|| panic!("no layer {layer}"))
+    }
+
+    /// Waits until `f` holds, polling, or panics after `timeout`.
+    pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+        let deadline = Instant::now() + timeout;
+        while !f() {
+            if Instant::now() > deadline {
+                panic!("timed out waiting for {what}\nlog:\n{}", self.log_text());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Stops the launcher (SIGTERM) and waits; true if it exited cleanly.
+    pub fn stop(&mut self) -> bool {
+        let Some(mut c) = self.child.take() else {
+            return true;
+        };
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match c.try_wait() {
+                Ok(Some(st)) => {
+                    let _ = std::fs::remove_file(&self.config);
+                    return st.success();
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => {
+                    let _ = c.kill();
+                    let _ = c.wait();
+                    return false;
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.stop();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_file(&self.log);
+        } else {
+            eprintln!("launcher log kept at {}", self.log.display());
+        }
+    }
+}
+
+/// Summary of a `ping` run.
+#[derive(Debug)]
+pub struct PingResult {
+    /// Echo requests sent.
+    pub sent: u32,
+    /// Replies received.
+    pub received: u32,
+    /// Sequence numbers answered.
+    pub seqs: Vec<u32>,
+    /// ping complained about the payload of a reply.
+    pub corrupted: bool,
+    /// Full output.
+    pub text: String,
+}
+
+impl PingResult {
+    /// The longest run of consecutive unanswered sequence numbers.
+    pub fn longest_gap(&self) -> u32 {
+        let mut s = self.seqs.clone();
+        s.sort_unstable();
+        let mut prev = 0;
+        let mut gap = 0;
+        for &q in &s {
+            gap = gap.max(q.saturating_sub(prev + 1));
+            prev = q;
+        }
+        gap.max(self.sent.saturating_sub(prev))
+    }
+}
+
+/// Runs the kernel's ping inside `ns` with `args` and parses the result.
+pub fn ping(ns: &Netns, args: &[&str]) -> PingResult {
+    let mut a = vec!["ping"];
+    a.extend_from_slice(args);
+    let o = ns.run(&a);
+    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let mut sent = 0;
+    let mut received = 0;
+    let mut seqs = Vec::new();
+    for l in text.lines() {
+        if l.contains("packets transmitted") {
+            let nums: Vec<u32> = l
+                .split(|c: char| !c.is_ascii_digit())
+                .filter_map(|w| w.parse().ok())
+                .collect();
+            if nums.len() >= 2 {
+                sent = nums[0];
+                received = nums[1];
+            }
+        }
+        if let Some(i) = l.find("icmp_seq=") {
+            let rest = &l[i + 9..];
+            let n: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            if let Ok(n) = n.parse() {
+                if !l.contains("DUP") {
+                    seqs.push(n);
+                }
+            }
+        }
+    }
+    let corrupted = text.contains("wrong data byte") || text.contains("wrong byte");
+    PingResult {
+        sent,
+        received,
+        seqs,
+        corrupted,
+        text,
+    }
+}
