@@ -59,7 +59,9 @@ pub trait Buffers {
 /// Start and end of `h`'s data window in a buffer of `cap` bytes.
 pub fn window(h: &Handle, cap: usize) -> Result<(usize, usize), BufError> {
     let s = h.data_off as usize;
-    let e = s.checked_add(h.data_len as usize).ok_or(BufError::BadWindow)?;
+    let e = s
+        .checked_add(h.data_len as usize)
+        .ok_or(BufError::BadWindow)?;
     if e > cap {
         return Err(BufError::BadWindow);
     }

@@ -134,8 +134,8 @@ impl Fabric {
                 d.producer = p.0 as u32;
                 d.consumer = c.0 as u32;
                 d.size = params.ring_size;
-                d.slots_off =
-                    off.slots + i as u64 * params.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
+                d.slots_off = off.slots
+                    + i as u64 * params.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
             }
         }
         f.header().free_head[0].store(NIL as u64, Relaxed);
@@ -177,7 +177,10 @@ impl Fabric {
         let params = h.params;
         let ends = topology(params.n_ifaces as u8);
         let off = Offsets::compute(&params, ends.len() as u32);
-        if h.n_rings != ends.len() as u32 || h.total_size != off.total || shm.len() < off.total as usize {
+        if h.n_rings != ends.len() as u32
+            || h.total_size != off.total
+            || shm.len() < off.total as usize
+        {
             return Err(FabricError::BadLayout("layout mismatch".into()));
         }
         Ok(Fabric {
@@ -293,10 +296,12 @@ impl Fabric {
     fn buf_ptr(&self, i: u32) -> *mut u8 {
         unsafe {
             if i < self.params.small_bufs {
-                self.base.add(self.off.small as usize + i as usize * SMALL_BUF)
-            } else {
                 self.base
-                    .add(self.off.large as usize + (i - self.params.small_bufs) as usize * LARGE_BUF)
+                    .add(self.off.small as usize + i as usize * SMALL_BUF)
+            } else {
+                self.base.add(
+                    self.off.large as usize + (i - self.params.small_bufs) as usize * LARGE_BUF,
+                )
             }
         }
     }
@@ -742,7 +747,10 @@ pub fn parse_wake_env(v: &str) -> Option<[RawFd; MAX_LAYERS]> {
 
 /// Formats fds for [`WAKE_ENV`].
 pub fn format_wake_env(fds: &[RawFd; MAX_LAYERS]) -> String {
-    fds.iter().map(|f| f.to_string()).collect::<Vec<_>>().join(",")
+    fds.iter()
+        .map(|f| f.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 /// The producing end of a ring.
@@ -755,7 +763,11 @@ pub struct Producer<'a> {
 impl Producer<'_> {
     /// Free slots.
     pub fn space(&self) -> u32 {
-        let used = self.d.tail.load(Relaxed).wrapping_sub(self.d.head.load(Acquire));
+        let used = self
+            .d
+            .tail
+            .load(Relaxed)
+            .wrapping_sub(self.d.head.load(Acquire));
         self.d.size.saturating_sub(used)
     }
 
@@ -778,7 +790,10 @@ impl Producer<'_> {
 
     /// Occupied slots.
     pub fn len(&self) -> u32 {
-        self.d.tail.load(Relaxed).wrapping_sub(self.d.head.load(Acquire))
+        self.d
+            .tail
+            .load(Relaxed)
+            .wrapping_sub(self.d.head.load(Acquire))
     }
 
     /// True when the consumer has taken everything.
@@ -797,7 +812,10 @@ pub struct Consumer<'a> {
 impl Consumer<'_> {
     /// Handles waiting.
     pub fn len(&self) -> u32 {
-        self.d.tail.load(Acquire).wrapping_sub(self.d.head.load(Relaxed))
+        self.d
+            .tail
+            .load(Acquire)
+            .wrapping_sub(self.d.head.load(Relaxed))
     }
 
     /// True when nothing waits.
@@ -811,7 +829,12 @@ impl Consumer<'_> {
     /// passed on. Returns how many valid handles were written to `out`.
     pub fn pop(&mut self, out: &mut [Handle]) -> usize {
         let head = self.d.head.load(Relaxed);
-        let avail = self.d.tail.load(Acquire).wrapping_sub(head).min(self.d.size);
+        let avail = self
+            .d
+            .tail
+            .load(Acquire)
+            .wrapping_sub(head)
+            .min(self.d.size);
         let n = (avail as usize).min(out.len());
         let mut good = 0;
         for k in 0..n {
@@ -864,9 +887,7 @@ impl Buffers for Pool<'_> {
         self.f.check(h)?;
         // SAFETY: a live buffer belongs to exactly one layer at a time; the
         // caller is that layer (it holds the handle).
-        Ok(unsafe {
-            std::slice::from_raw_parts_mut(self.f.buf_ptr(h.buf), self.f.buf_cap(h.buf))
-        })
+        Ok(unsafe { std::slice::from_raw_parts_mut(self.f.buf_ptr(h.buf), self.f.buf_cap(h.buf)) })
     }
     fn data(&self, h: &Handle) -> Result<&[u8], BufError> {
         let raw = self.raw(h)?;

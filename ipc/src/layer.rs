@@ -78,7 +78,11 @@ impl LayerId {
     /// means `driverd0`).
     pub fn from_label(s: &str) -> Option<LayerId> {
         if let Some(rest) = s.strip_prefix("driverd") {
-            let i: u8 = if rest.is_empty() { 0 } else { rest.parse().ok()? };
+            let i: u8 = if rest.is_empty() {
+                0
+            } else {
+                rest.parse().ok()?
+            };
             return ((i as usize) < MAX_IFACES).then(|| LayerId::driver(i));
         }
         LayerId::SERVICES.into_iter().find(|l| l.name() == s)

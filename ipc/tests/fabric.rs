@@ -56,7 +56,7 @@ fn stale_handle_is_detected_never_followed() {
     let h = f.alloc(D0, 10).unwrap();
     f.free(&h);
     assert_eq!(f.check(&h), Err(BufError::Stale));
-    let mut p = f.pool(D0);
+    let p = f.pool(D0);
     assert_eq!(p.raw(&h), Err(BufError::Stale));
     // Freeing it again is refused and counted, and does not corrupt the
     // free list (the count stays right).
@@ -70,10 +70,7 @@ fn stale_handle_is_detected_never_followed() {
     }
     assert!(again.iter().any(|n| n.buf == h.buf && n.gen != h.gen));
     assert_eq!(f.check(&h), Err(BufError::Stale));
-    let bad = Handle {
-        buf: 10_000,
-        ..h
-    };
+    let bad = Handle { buf: 10_000, ..h };
     assert_eq!(f.check(&bad), Err(BufError::BadIndex));
 }
 
@@ -180,7 +177,10 @@ fn reclaim_of_a_dead_producer_keeps_what_it_published() {
 fn create_twice_is_refused_and_open_finds_it() {
     let n = name();
     let f = Fabric::create(&n, small()).unwrap();
-    assert!(matches!(Fabric::create(&n, small()), Err(FabricError::Exists(_))));
+    assert!(matches!(
+        Fabric::create(&n, small()),
+        Err(FabricError::Exists(_))
+    ));
     let g = Fabric::open(&n).unwrap();
     assert_eq!(g.params(), f.params());
     let h = f.alloc(D0, 10).unwrap();
@@ -194,10 +194,16 @@ fn create_twice_is_refused_and_open_finds_it() {
 fn bad_params_are_refused() {
     let mut p = small();
     p.ring_size = 100;
-    assert!(matches!(Fabric::create(&name(), p), Err(FabricError::BadParams(_))));
+    assert!(matches!(
+        Fabric::create(&name(), p),
+        Err(FabricError::BadParams(_))
+    ));
     let mut p = small();
     p.n_ifaces = 0;
-    assert!(matches!(Fabric::create(&name(), p), Err(FabricError::BadParams(_))));
+    assert!(matches!(
+        Fabric::create(&name(), p),
+        Err(FabricError::BadParams(_))
+    ));
 }
 
 #[test]
@@ -208,7 +214,11 @@ fn sleeping_consumer_is_woken_by_a_push_and_an_awake_one_is_not_kicked() {
     f.set_wakeups(fds);
     let h = f.alloc(D0, 10).unwrap();
     f.producer(D0, ND).unwrap().push(&[h]);
-    assert_eq!(f.ctl(ND).kicks.load(Ordering::Relaxed), 0, "awake: no syscall");
+    assert_eq!(
+        f.ctl(ND).kicks.load(Ordering::Relaxed),
+        0,
+        "awake: no syscall"
+    );
     let mut out = [Handle::default(); 1];
     f.consumer(D0, ND).unwrap().pop(&mut out);
     std::thread::scope(|s| {
@@ -225,7 +235,10 @@ fn sleeping_consumer_is_woken_by_a_push_and_an_awake_one_is_not_kicked() {
         std::thread::sleep(Duration::from_millis(20));
         f.producer(D0, ND).unwrap().push(&[out[0]]);
         let slept = t.join().unwrap();
-        assert!(slept < Duration::from_secs(4), "woken by the kick, not the timeout");
+        assert!(
+            slept < Duration::from_secs(4),
+            "woken by the kick, not the timeout"
+        );
     });
     assert_eq!(f.ctl(ND).kicks.load(Ordering::Relaxed), 1);
 }

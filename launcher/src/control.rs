@@ -132,7 +132,9 @@ fn handle(sh: &Shared, req: &Value) -> Value {
         Some("kill") => {
             let name = req.get("layer").and_then(|l| l.as_str()).unwrap_or("");
             match LayerId::from_label(name) {
-                None => json!({"ok": false, "error": format!("unknown layer {name:?} (driverdN, netdevd, filterd, ipd, tcpd, udpd, sockd)")}),
+                None => {
+                    json!({"ok": false, "error": format!("unknown layer {name:?} (driverdN, netdevd, filterd, ipd, tcpd, udpd, sockd)")})
+                }
                 Some(id) => match sh.sup.lock().unwrap().kill(id) {
                     Ok(pid) => json!({"ok": true, "data": {"layer": id.label(), "pid": pid}}),
                     Err(e) => json!({"ok": false, "error": e}),
@@ -156,7 +158,10 @@ fn serve_one(sh: &Shared, s: UnixStream) {
     };
     let mut line = String::new();
     // A request is one short line; cap what a client can make us buffer.
-    if BufReader::new(s.take(64 * 1024)).read_line(&mut line).is_err() {
+    if BufReader::new(s.take(64 * 1024))
+        .read_line(&mut line)
+        .is_err()
+    {
         return;
     }
     let resp = match serde_json::from_str::<Value>(&line) {

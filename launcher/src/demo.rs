@@ -47,7 +47,16 @@ fn ns_run(ns: &str, args: &[&str]) -> Result<std::process::Output, String> {
 fn ping(ns: &str, count: u32) -> Result<String, String> {
     let out = ns_run(
         ns,
-        &["ping", "-c", &count.to_string(), "-i", "0.2", "-W", "1", STACK_IP],
+        &[
+            "ping",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            STACK_IP,
+        ],
     )?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
     let summary: Vec<&str> = text
@@ -136,7 +145,9 @@ pub fn run() -> Result<(), String> {
     step("killing ipd with SIGKILL while the kernel keeps pinging");
     let before = Instant::now();
     let pinger = Command::new("ip")
-        .args(["netns", "exec", &ns, "ping", "-c", "20", "-i", "0.1", "-W", "1", STACK_IP])
+        .args([
+            "netns", "exec", &ns, "ping", "-c", "20", "-i", "0.1", "-W", "1", STACK_IP,
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -147,18 +158,27 @@ pub fn run() -> Result<(), String> {
     for l in text.lines().filter(|l| l.contains("transmitted")) {
         println!("    {l}");
     }
-    println!("    (took {:.1}s; at most a reply or two is lost while ipd restarts)", before.elapsed().as_secs_f64());
+    println!(
+        "    (took {:.1}s; at most a reply or two is lost while ipd restarts)",
+        before.elapsed().as_secs_f64()
+    );
 
     step("ipd is back, with one restart recorded");
     let st = strata(&instance, &["status"])?;
-    for l in st.lines().filter(|l| l.starts_with("ipd") || l.starts_with("LAYER")) {
+    for l in st
+        .lines()
+        .filter(|l| l.starts_with("ipd") || l.starts_with("LAYER"))
+    {
         println!("    {l}");
     }
     ping(&ns, 3)?;
 
     step("stopping the stack and removing the namespace");
     drop(guard);
-    let left = Command::new("ip").args(["netns", "list"]).output().map_err(|e| e.to_string())?;
+    let left = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map_err(|e| e.to_string())?;
     if String::from_utf8_lossy(&left.stdout).contains(&ns) {
         return Err(format!("namespace {ns} is still there"));
     }

@@ -18,7 +18,13 @@ use std::process::ExitCode;
 #[command(name = "strata", version, about, long_about = None)]
 struct Cli {
     /// Instance to talk to (or to start, when the config does not name one).
-    #[arg(long, short, global = true, env = "STRATA_INSTANCE", default_value = "default")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        env = "STRATA_INSTANCE",
+        default_value = "default"
+    )]
     instance: String,
     /// Print machine-readable JSON instead of tables.
     #[arg(long, global = true)]
@@ -60,14 +66,19 @@ fn main() -> ExitCode {
         Cmd::Up { config } => up::run(config.as_deref(), &cli.instance),
         Cmd::Status => query(&cli.instance, "status", cli.json, print_status),
         Cmd::Stats => query(&cli.instance, "stats", cli.json, print_stats),
-        Cmd::Kill { layer } => control::request(&cli.instance, json!({"cmd": "kill", "layer": layer}))
-            .map(|v| {
+        Cmd::Kill { layer } => {
+            control::request(&cli.instance, json!({"cmd": "kill", "layer": layer})).map(|v| {
                 if cli.json {
                     println!("{v}");
                 } else {
-                    println!("killed {} (pid {})", v["layer"].as_str().unwrap_or("?"), v["pid"]);
+                    println!(
+                        "killed {} (pid {})",
+                        v["layer"].as_str().unwrap_or("?"),
+                        v["pid"]
+                    );
                 }
-            }),
+            })
+        }
         Cmd::Down => control::request(&cli.instance, json!({"cmd": "stop"})).map(|_| ()),
         Cmd::Demo => demo::run(),
     };

@@ -72,7 +72,11 @@ impl Plan {
                 Device::Tap => DeviceSpec::Tap {
                     name: ifc.name.clone(),
                     mtu: ifc.mtu,
-                    host_addrs: ifc.host_addresses.iter().map(|a| (a.addr, a.prefix)).collect(),
+                    host_addrs: ifc
+                        .host_addresses
+                        .iter()
+                        .map(|a| (a.addr, a.prefix))
+                        .collect(),
                 },
                 Device::Pair { link, side } => DeviceSpec::Pair {
                     link: link.clone(),

@@ -278,7 +278,11 @@ impl Supervisor {
         let freed = f.reclaim(id);
         let lived = now.duration_since(l.started);
         l.deaths.push_back(now);
-        while l.deaths.front().is_some_and(|t| now.duration_since(*t) > LOOP_WINDOW) {
+        while l
+            .deaths
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > LOOP_WINDOW)
+        {
             l.deaths.pop_front();
         }
         let delay = if l.deaths.len() >= LOOP_DEATHS {

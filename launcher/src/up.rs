@@ -33,8 +33,9 @@ fn open_devices(plan: &Plan) -> Result<Vec<OwnedFd>, String> {
                 strata_drivers::tap::set_mtu(&kname, *mtu as u32)
                     .map_err(|e| format!("interface[{i}]: MTU {mtu} on {kname}: {e}"))?;
                 for (a, p) in host_addrs {
-                    strata_drivers::tap::add_host_addr(&kname, *a, *p)
-                        .map_err(|e| format!("interface[{i}]: host address {a}/{p} on {kname}: {e}"))?;
+                    strata_drivers::tap::add_host_addr(&kname, *a, *p).map_err(|e| {
+                        format!("interface[{i}]: host address {a}/{p} on {kname}: {e}")
+                    })?;
                 }
                 strata_drivers::tap::set_up(&kname)
                     .map_err(|e| format!("interface[{i}]: bringing {kname} up: {e}"))?;
@@ -79,7 +80,9 @@ fn clear_leftovers(instance: &str) -> Result<(), String> {
         ));
     }
     if Fabric::remove_stale(instance) {
-        log(&format!("removed a stale shared-memory segment of instance {instance:?}"));
+        log(&format!(
+            "removed a stale shared-memory segment of instance {instance:?}"
+        ));
     }
     let _ = std::fs::remove_dir_all(run_dir(instance));
     Ok(())
@@ -98,8 +101,11 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
     let cfg = match config {
         Some(p) => crate::config::load(p).map_err(|e| e.to_string())?,
         None => {
-            let mut c = crate::config::Config::default();
-            c.instance = instance.to_string();
+            let c = crate::config::Config {
+                instance: instance.to_string(),
+                ..Default::default()
+            };
+            c.validate().map_err(|e| e.to_string())?;
             c
         }
     };

@@ -307,7 +307,8 @@ pub fn ping(ns: &Netns, args: &[&str]) -> PingResult {
     let mut a = vec!["ping"];
     a.extend_from_slice(args);
     let o = ns.run(&a);
-    let text = String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
+    let text =
+        String::from_utf8_lossy(&o.stdout).into_owned() + &String::from_utf8_lossy(&o.stderr);
     let mut sent = 0;
     let mut received = 0;
     let mut seqs = Vec::new();

@@ -16,14 +16,32 @@ fn kill_during_ping(layer: &str) {
         let h = s.spawn(|| ping(&ns, &["-c", "400", "-i", "0.01", "-W", "1", STACK_IP]));
         std::thread::sleep(Duration::from_millis(1500));
         let o = st.strata(&["kill", layer]);
-        assert!(o.status.success(), "kill {layer}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "kill {layer}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         h.join().unwrap()
     });
-    assert_eq!(st.restarts(layer), 1, "{layer} restarted once\n{}", st.log_text());
+    assert_eq!(
+        st.restarts(layer),
+        1,
+        "{layer} restarted once\n{}",
+        st.log_text()
+    );
     // At 100 pings a second, a gap of 100 sequence numbers is one second.
     let gap = pinger.longest_gap();
-    assert!(gap <= 100, "{layer}: pings stopped for {gap} sequence numbers:\n{}", pinger.text);
-    assert!(pinger.received >= 300, "{layer}: {}/{}", pinger.received, pinger.sent);
+    assert!(
+        gap <= 100,
+        "{layer}: pings stopped for {gap} sequence numbers:\n{}",
+        pinger.text
+    );
+    assert!(
+        pinger.received >= 300,
+        "{layer}: {}/{}",
+        pinger.received,
+        pinger.sent
+    );
     assert!(!pinger.corrupted);
     // Once traffic stops, every buffer is back.
     st.wait_for("pool back at baseline", Duration::from_secs(5), || {
@@ -67,7 +85,9 @@ fn a_hung_layer_is_killed_and_restarted() {
         .unwrap();
     // SIGSTOP: alive but silent, like a layer stuck in a loop.
     unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
-    st.wait_for("filterd restarted", Duration::from_secs(5), || st.restarts("filterd") == 1);
+    st.wait_for("filterd restarted", Duration::from_secs(5), || {
+        st.restarts("filterd") == 1
+    });
     let r = ping(&ns, &["-c", "3", "-i", "0.2", "-W", "1", STACK_IP]);
     assert_eq!(r.received, 3, "{}", r.text);
     assert!(st.log_text().contains("missed its heartbeat"));
@@ -87,10 +107,17 @@ fn stop_leaves_nothing_behind() {
     let inst = st.instance.clone();
     assert!(st.stop(), "launcher exited cleanly");
     for pid in pids {
-        assert_eq!(unsafe { libc::kill(pid, 0) }, -1, "layer pid {pid} still alive");
+        assert_eq!(
+            unsafe { libc::kill(pid, 0) },
+            -1,
+            "layer pid {pid} still alive"
+        );
     }
     assert!(!std::path::Path::new(&format!("/dev/shm/strata-{inst}")).exists());
     assert!(!std::path::Path::new(&format!("/run/strata/{inst}")).exists());
     let links = ns.run_ok(&["ip", "link", "show"]);
-    assert!(!links.contains("strata0"), "TAP device left behind:\n{links}");
+    assert!(
+        !links.contains("strata0"),
+        "TAP device left behind:\n{links}"
+    );
 }

@@ -44,9 +44,22 @@ fn main() {
         .unwrap_or_else(|| service::die("driverd", &format!("{DEVICE_FD_ENV} not set")));
     let mut dev = open_device(&cfg.driver, fd)
         .unwrap_or_else(|e| service::die("driverd", &format!("device fd {fd}: {e}")));
-    f.register_counters(me, &["rx_frames", "tx_frames", "rx_no_buffer", "tx_error", "rx_error"]);
-    let mut up = f.producer(me, LayerId::NETDEVD).expect("ring driverd->netdevd");
-    let mut down = f.consumer(LayerId::NETDEVD, me).expect("ring netdevd->driverd");
+    f.register_counters(
+        me,
+        &[
+            "rx_frames",
+            "tx_frames",
+            "rx_no_buffer",
+            "tx_error",
+            "rx_error",
+        ],
+    );
+    let mut up = f
+        .producer(me, LayerId::NETDEVD)
+        .expect("ring driverd->netdevd");
+    let mut down = f
+        .consumer(LayerId::NETDEVD, me)
+        .expect("ring netdevd->driverd");
     let mut pool = f.pool(me);
     let max_frame = cfg.mtu as usize + 14 + 4;
     let mut batch = [Handle::default(); BUDGET];
@@ -138,7 +151,11 @@ fn main() {
                     | if dev_full { libc::POLLOUT } else { 0 },
                 revents: 0,
             }];
-            let tick = if up.space() == 0 { 1 } else { service::IDLE_TICK_MS };
+            let tick = if up.space() == 0 {
+                1
+            } else {
+                service::IDLE_TICK_MS
+            };
             f.sleep(me, &mut pfd, tick, || down.is_empty());
         }
     }

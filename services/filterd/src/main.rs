@@ -12,10 +12,14 @@ fn main() {
     let f = &svc.fabric;
     let me = svc.me;
     f.register_counters(me, &["ingress_packets", "egress_packets"]);
-    let mut from_dev = f.consumer(LayerId::NETDEVD, me).expect("ring netdevd->filterd");
+    let mut from_dev = f
+        .consumer(LayerId::NETDEVD, me)
+        .expect("ring netdevd->filterd");
     let mut to_ip = f.producer(me, LayerId::IPD).expect("ring filterd->ipd");
     let mut from_ip = f.consumer(LayerId::IPD, me).expect("ring ipd->filterd");
-    let mut to_dev = f.producer(me, LayerId::NETDEVD).expect("ring filterd->netdevd");
+    let mut to_dev = f
+        .producer(me, LayerId::NETDEVD)
+        .expect("ring filterd->netdevd");
     let mut batch = [Handle::default(); BUDGET];
     svc.ready();
     loop {
@@ -41,7 +45,9 @@ fn main() {
             let blocked = (!from_dev.is_empty() && to_ip.space() == 0)
                 || (!from_ip.is_empty() && to_dev.space() == 0);
             let tick = if blocked { 1 } else { service::IDLE_TICK_MS };
-            f.sleep(me, &mut [], tick, || from_dev.is_empty() && from_ip.is_empty());
+            f.sleep(me, &mut [], tick, || {
+                from_dev.is_empty() && from_ip.is_empty()
+            });
         }
     }
 }

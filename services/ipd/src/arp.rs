@@ -94,9 +94,9 @@ impl IpCore {
             ethertype: ethertype::ARP,
         };
         h.data_len = ARP_FRAME as u32;
-        let written = pool.data_mut(&h).map(|d| {
-            eth.emit(d).is_ok() && req.reply(mac).emit(&mut d[ETH_LEN..]).is_ok()
-        });
+        let written = pool
+            .data_mut(&h)
+            .map(|d| eth.emit(d).is_ok() && req.reply(mac).emit(&mut d[ETH_LEN..]).is_ok());
         match written {
             Ok(true) => {}
             Ok(false) => return self.drop(pool, &h, Stat::BadWindow),

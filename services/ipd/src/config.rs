@@ -74,9 +74,12 @@ pub struct IpLimits {
     /// `ipfrag_high_thresh`, 4 MiB).
     pub frag_mem_total: usize,
     /// Reassembly memory one source may hold, so one sender cannot take
-    /// every slot.
+    /// every slot (the default admits 7 datagrams at once).
     pub frag_mem_per_src: usize,
-    /// Datagrams being reassembled at once; each pins one large buffer.
+    /// Datagrams being reassembled at once. Each pins one large pool
+    /// buffer until it completes or times out, and the pool has few
+    /// (the fabric's default is 64, shared with TSO/GRO), so this stays
+    /// small.
     pub max_reassemblies: usize,
     /// ICMP errors allowed per second in steady state (Linux
     /// `icmp_msgs_per_sec`, 1000).
@@ -103,8 +106,8 @@ impl Default for IpLimits {
             neigh_gc_ns: 60 * S,
             frag_timeout_ns: 30 * S,
             frag_mem_total: 4 << 20,
-            frag_mem_per_src: 1 << 20,
-            max_reassemblies: 32,
+            frag_mem_per_src: 512 << 10,
+            max_reassemblies: 16,
             icmp_rate_per_sec: 1000,
             icmp_burst: 50,
             forwarding: false,

@@ -113,6 +113,8 @@ impl IpCore {
         }
         h.l3_off = 0;
         h.l4_off = 20;
+        // Both checksums are complete now, whatever the request's state.
+        h.csum = strata_ipc::handle::csum::NONE;
         self.stats.inc(Stat::IcmpOutEchoReplies);
         self.route_out(now, pool, h, out);
     }
@@ -198,7 +200,16 @@ impl IpCore {
         };
         e.data_len = (ERR_HDRS + quote) as u32;
         let from_at = orig.data_off as usize + orig.l3_off as usize;
-        if copy_between(pool, orig, from_at, &e, e.data_off as usize + ERR_HDRS, quote).is_err() {
+        if copy_between(
+            pool,
+            orig,
+            from_at,
+            &e,
+            e.data_off as usize + ERR_HDRS,
+            quote,
+        )
+        .is_err()
+        {
             return self.drop(pool, &e, Stat::BadWindow);
         }
         let hdr = Ipv4Header {

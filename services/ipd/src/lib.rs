@@ -27,7 +27,7 @@ mod arp;
 mod bufcopy;
 pub mod config;
 mod icmp;
-pub mod neigh;
+mod neigh;
 mod output;
 mod reasm;
 mod route;

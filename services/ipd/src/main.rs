@@ -5,7 +5,7 @@
 
 use std::collections::VecDeque;
 use strata_ipc::arena::Pod;
-use strata_ipc::{service, now_ns, Handle, LayerId, Service, BUDGET};
+use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_ipd::{IfaceConfig, IpConfig, IpCore, NeighRecord, Outputs, RouteConfig, Stat};
 use strata_proto::ipv4::protocol;
 use strata_proto::MacAddr;

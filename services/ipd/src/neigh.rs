@@ -31,8 +31,8 @@ pub mod neigh_state {
 
 /// One neighbour as exported for the fabric's arena: plain data without
 /// pointers or implicit padding, so the shell can store it as bytes and a
-/// restarted ipd can read it back with [`IpCore::restore_neighbours`]
-/// (crate::IpCore::restore_neighbours).
+/// restarted ipd can read it back with
+/// [`IpCore::restore_neighbours`](crate::IpCore::restore_neighbours).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NeighRecord {
@@ -467,7 +467,7 @@ impl Neighbours {
                 let end = e.confirmed_ns.saturating_add(reachable_ns);
                 if now >= end {
                     e.state = State::Stale;
-                    (Tick::Idle, e.used_ns.max(now).saturating_add(gc_ns))
+                    (Tick::Idle, e.used_ns.saturating_add(gc_ns).max(now))
                 } else {
                     (Tick::Idle, end)
                 }
@@ -629,7 +629,11 @@ impl Neighbours {
         let fresh = rec.state == neigh_state::REACHABLE
             && rec.updated_ns <= now
             && now - rec.updated_ns < self.reachable_ns;
-        let state = if fresh { State::Reachable } else { State::Stale };
+        let state = if fresh {
+            State::Reachable
+        } else {
+            State::Stale
+        };
         let Some(i) = self.create(slot, rec.ip, state, now) else {
             return false;
         };
@@ -687,15 +691,28 @@ mod tests {
         let Resolve::Pending { idx, solicit: true } = t.resolve(0, 0, 7) else {
             panic!()
         };
-        assert_eq!(t.resolve(1, 0, 7), Resolve::Pending { idx, solicit: false });
+        assert_eq!(
+            t.resolve(1, 0, 7),
+            Resolve::Pending {
+                idx,
+                solicit: false
+            }
+        );
         assert_eq!(t.next_wake(), Some(S));
         assert!(tick_all(&mut t, S - 1).is_empty());
-        let solicit = Tick::Solicit { slot: 0, ip: 7, mac: None };
+        let solicit = Tick::Solicit {
+            slot: 0,
+            ip: 7,
+            mac: None,
+        };
         assert_eq!(tick_all(&mut t, S), vec![(idx, solicit)]);
         assert_eq!(tick_all(&mut t, 2 * S), vec![(idx, solicit)]);
         assert_eq!(tick_all(&mut t, 3 * S), vec![(idx, Tick::Failed)]);
         // A new packet restarts resolution.
-        assert_eq!(t.resolve(4 * S, 0, 7), Resolve::Pending { idx, solicit: true });
+        assert_eq!(
+            t.resolve(4 * S, 0, 7),
+            Resolve::Pending { idx, solicit: true }
+        );
     }
 
     #[test]
@@ -704,15 +721,22 @@ mod tests {
         let Resolve::Pending { idx, .. } = t.resolve(0, 0, 7) else {
             panic!()
         };
-        assert!(t.take_changed() == false);
-        assert_eq!(t.learn(10, 0, 7, MAC, Learn::Confirmed, false), Learned::Entry(idx));
+        assert!(!t.take_changed());
+        assert_eq!(
+            t.learn(10, 0, 7, MAC, Learn::Confirmed, false),
+            Learned::Entry(idx)
+        );
         assert!(t.take_changed());
         assert_eq!(t.resolve(20, 0, 7), Resolve::Mac(MAC));
         tick_all(&mut t, 31 * S);
         assert_eq!(t.records().next().unwrap().state, neigh_state::STALE);
         assert_eq!(t.resolve(31 * S, 0, 7), Resolve::MacProbe(MAC));
         assert_eq!(t.resolve(31 * S, 0, 7), Resolve::Mac(MAC));
-        let probe = Tick::Solicit { slot: 0, ip: 7, mac: Some(MAC) };
+        let probe = Tick::Solicit {
+            slot: 0,
+            ip: 7,
+            mac: Some(MAC),
+        };
         assert_eq!(tick_all(&mut t, 32 * S), vec![(idx, probe)]);
         assert_eq!(tick_all(&mut t, 33 * S), vec![(idx, probe)]);
         assert_eq!(tick_all(&mut t, 34 * S), vec![(idx, Tick::Failed)]);
@@ -726,7 +750,10 @@ mod tests {
     fn learning_creates_only_when_asked_and_stale_is_collected() {
         let mut t = table(4);
         assert_eq!(t.learn(0, 0, 7, MAC, Learn::Seen, false), Learned::Unknown);
-        assert!(matches!(t.learn(0, 0, 7, MAC, Learn::Seen, true), Learned::Entry(_)));
+        assert!(matches!(
+            t.learn(0, 0, 7, MAC, Learn::Seen, true),
+            Learned::Entry(_)
+        ));
         assert_eq!(t.records().next().unwrap().state, neigh_state::STALE);
         // Seen again, same MAC: unchanged; a confirmation makes it REACHABLE.
         t.learn(S, 0, 7, MAC, Learn::Seen, false);
@@ -742,12 +769,21 @@ mod tests {
     #[test]
     fn full_table_evicts_oldest_stale_only() {
         let mut t = table(2);
-        assert!(matches!(t.learn(0, 0, 1, MAC, Learn::Seen, true), Learned::Entry(_)));
-        assert!(matches!(t.learn(5, 0, 2, MAC, Learn::Seen, true), Learned::Entry(_)));
+        assert!(matches!(
+            t.learn(0, 0, 1, MAC, Learn::Seen, true),
+            Learned::Entry(_)
+        ));
+        assert!(matches!(
+            t.learn(5, 0, 2, MAC, Learn::Seen, true),
+            Learned::Entry(_)
+        ));
         assert!(matches!(t.resolve(10, 0, 3), Resolve::Pending { .. }));
         assert!(t.find(0, 1).is_none());
         assert!(t.find(0, 2).is_some());
-        assert!(matches!(t.learn(11, 0, 4, MAC, Learn::Confirmed, true), Learned::Entry(_)));
+        assert!(matches!(
+            t.learn(11, 0, 4, MAC, Learn::Confirmed, true),
+            Learned::Entry(_)
+        ));
         // Now one INCOMPLETE and one REACHABLE: nothing to evict.
         assert_eq!(t.resolve(12, 0, 5), Resolve::Full);
         assert_eq!(t.learn(12, 0, 6, MAC, Learn::Seen, true), Learned::Full);

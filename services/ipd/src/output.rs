@@ -367,6 +367,9 @@ mod tests {
         non_copied_options_to_nop(&mut h);
         assert_eq!(h[20..27], [1; 7]);
         assert_eq!(h[27..30], [131, 3, 9]);
-        assert_eq!(multicast_mac(0xe0ff_0102), MacAddr([1, 0, 0x5e, 0x7f, 1, 2]));
+        assert_eq!(
+            multicast_mac(0xe0ff_0102),
+            MacAddr([1, 0, 0x5e, 0x7f, 1, 2])
+        );
     }
 }

@@ -183,7 +183,7 @@ impl Reassembly {
         }
         // Linux drops the whole queue here; dropping only the fragment
         // keeps a spoofed bad fragment from killing a good datagram.
-        if f.payload_len == 0 || (f.more && f.payload_len % 8 != 0) {
+        if f.payload_len == 0 || (f.more && f.payload_len & 7 != 0) {
             return Err(Stat::FragBadLength);
         }
         let i = match found {
@@ -392,7 +392,13 @@ mod tests {
     const S: u64 = 1_000_000_000;
 
     /// A fragment of the 24-byte payload 0..24 as its own buffer.
-    fn frag(pool: &mut HeapPool, ident: u16, off: usize, len: usize, more: bool) -> (Handle, FragInfo) {
+    fn frag(
+        pool: &mut HeapPool,
+        ident: u16,
+        off: usize,
+        len: usize,
+        more: bool,
+    ) -> (Handle, FragInfo) {
         let mut h = pool.alloc(20 + len).unwrap();
         h.data_len = (20 + len) as u32;
         let hdr = Ipv4Header {
@@ -433,7 +439,14 @@ mod tests {
         Reassembly::new(&IpLimits::default())
     }
 
-    fn put(r: &mut Reassembly, p: &mut HeapPool, now: u64, off: usize, len: usize, more: bool) -> Result<Option<Handle>, Stat> {
+    fn put(
+        r: &mut Reassembly,
+        p: &mut HeapPool,
+        now: u64,
+        off: usize,
+        len: usize,
+        more: bool,
+    ) -> Result<Option<Handle>, Stat> {
         let (h, f) = frag(p, 7, off, len, more);
         r.insert(now, p, h, &f)
     }
@@ -458,7 +471,10 @@ mod tests {
         check_whole(&mut p, h, 24);
 
         assert_eq!(put(&mut r, &mut p, 0, 16, 8, false), Ok(None));
-        assert_eq!(put(&mut r, &mut p, 0, 16, 8, false), Err(Stat::FragDuplicate));
+        assert_eq!(
+            put(&mut r, &mut p, 0, 16, 8, false),
+            Err(Stat::FragDuplicate)
+        );
         assert_eq!(put(&mut r, &mut p, 0, 0, 8, true), Ok(None));
         assert_eq!(put(&mut r, &mut p, 0, 0, 8, true), Err(Stat::FragDuplicate));
         let h = put(&mut r, &mut p, 0, 8, 8, true).unwrap().unwrap();
@@ -481,9 +497,15 @@ mod tests {
         let mut p = HeapPool::new(16, 4);
         let mut r = table();
         assert_eq!(put(&mut r, &mut p, 0, 16, 8, false), Ok(None));
-        assert_eq!(put(&mut r, &mut p, 0, 24, 8, true), Err(Stat::FragInconsistent));
+        assert_eq!(
+            put(&mut r, &mut p, 0, 24, 8, true),
+            Err(Stat::FragInconsistent)
+        );
         assert_eq!(put(&mut r, &mut p, 0, 0, 7, true), Err(Stat::FragBadLength));
-        assert_eq!(put(&mut r, &mut p, 0, 65528, 8, false), Err(Stat::FragTooBig));
+        assert_eq!(
+            put(&mut r, &mut p, 0, 65528, 8, false),
+            Err(Stat::FragTooBig)
+        );
         assert_eq!(r.active(), 0);
         assert_eq!(p.in_use(), 0);
     }
@@ -516,7 +538,11 @@ mod tests {
         });
         for ident in 0..3u16 {
             let (h, f) = frag(&mut p, ident, 0, 8, true);
-            let want = if ident < 2 { Ok(None) } else { Err(Stat::FragMemLimit) };
+            let want = if ident < 2 {
+                Ok(None)
+            } else {
+                Err(Stat::FragMemLimit)
+            };
             assert_eq!(r.insert(0, &mut p, h, &f), want);
         }
         let (h, mut f) = frag(&mut p, 9, 0, 8, true);

@@ -172,9 +172,7 @@ impl Net {
                     .max_by_key(|r| r.prefix)
                     .map(|r| r.slot)
                     .ok_or(ConfigError::GatewayUnreachable(g))?,
-                (None, None) => {
-                    return Err(ConfigError::DirectRouteNeedsIface(rc.dest, rc.prefix))
-                }
+                (None, None) => return Err(ConfigError::DirectRouteNeedsIface(rc.dest, rc.prefix)),
             };
             net.routes.push(Route {
                 dest: u32::from(rc.dest) & m,
@@ -186,7 +184,7 @@ impl Net {
         }
         // Stable sort keeps connected routes ahead of configured ones of the
         // same length.
-        net.routes.sort_by(|a, b| b.prefix.cmp(&a.prefix));
+        net.routes.sort_by_key(|r| core::cmp::Reverse(r.prefix));
         Ok(net)
     }
 
@@ -241,7 +239,10 @@ mod tests {
         IfaceConfig {
             index,
             mac: MacAddr([2, 0, 0, 0, 0, index]),
-            addrs: addrs.iter().map(|(a, p)| (a.parse().unwrap(), *p)).collect(),
+            addrs: addrs
+                .iter()
+                .map(|(a, p)| (a.parse().unwrap(), *p))
+                .collect(),
             mtu: 1500,
         }
     }
@@ -271,12 +272,48 @@ mod tests {
         )
         .unwrap();
         let hit = |d| net.lookup(ip(d)).unwrap();
-        assert_eq!(hit("10.0.0.7"), RouteHit { slot: 0, nexthop: ip("10.0.0.7") });
-        assert_eq!(hit("192.168.1.1"), RouteHit { slot: 1, nexthop: ip("192.168.1.1") });
-        assert_eq!(hit("192.168.77.3"), RouteHit { slot: 0, nexthop: ip("192.168.77.3") });
-        assert_eq!(hit("172.17.0.1"), RouteHit { slot: 1, nexthop: ip("192.168.0.1") });
-        assert_eq!(hit("172.16.9.200"), RouteHit { slot: 0, nexthop: ip("10.0.0.9") });
-        assert_eq!(hit("8.8.8.8"), RouteHit { slot: 0, nexthop: ip("10.0.0.254") });
+        assert_eq!(
+            hit("10.0.0.7"),
+            RouteHit {
+                slot: 0,
+                nexthop: ip("10.0.0.7")
+            }
+        );
+        assert_eq!(
+            hit("192.168.1.1"),
+            RouteHit {
+                slot: 1,
+                nexthop: ip("192.168.1.1")
+            }
+        );
+        assert_eq!(
+            hit("192.168.77.3"),
+            RouteHit {
+                slot: 0,
+                nexthop: ip("192.168.77.3")
+            }
+        );
+        assert_eq!(
+            hit("172.17.0.1"),
+            RouteHit {
+                slot: 1,
+                nexthop: ip("192.168.0.1")
+            }
+        );
+        assert_eq!(
+            hit("172.16.9.200"),
+            RouteHit {
+                slot: 0,
+                nexthop: ip("10.0.0.9")
+            }
+        );
+        assert_eq!(
+            hit("8.8.8.8"),
+            RouteHit {
+                slot: 0,
+                nexthop: ip("10.0.0.254")
+            }
+        );
         assert!(net.is_local(ip("192.168.5.2")));
         assert!(net.is_bcast(ip("10.0.0.255")));
         assert!(net.is_bcast(ip("192.168.255.255")));
@@ -321,12 +358,21 @@ mod tests {
         ));
         let mut small = iface(1, &[]);
         small.mtu = 60;
-        assert!(matches!(Net::new(&[small], &[]), Err(ConfigError::BadMtu(1, 60))));
+        assert!(matches!(
+            Net::new(&[small], &[]),
+            Err(ConfigError::BadMtu(1, 60))
+        ));
     }
 
     #[test]
     fn martians() {
-        for a in ["0.1.2.3", "127.0.0.1", "224.0.0.1", "240.0.0.1", "255.255.255.255"] {
+        for a in [
+            "0.1.2.3",
+            "127.0.0.1",
+            "224.0.0.1",
+            "240.0.0.1",
+            "255.255.255.255",
+        ] {
             assert!(is_martian(ip(a)), "{a}");
         }
         for a in ["1.2.3.4", "10.0.0.1", "223.255.255.255"] {

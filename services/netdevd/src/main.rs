@@ -20,7 +20,10 @@ fn main() {
     let svc = Service::start("netdevd").unwrap_or_else(|e| service::die("netdevd", &e));
     let f = &svc.fabric;
     let me = svc.me;
-    f.register_counters(me, &["up_packets", "down_packets", "drop_bad_oif", "drop_stale"]);
+    f.register_counters(
+        me,
+        &["up_packets", "down_packets", "drop_bad_oif", "drop_stale"],
+    );
     let n_if = svc.config.ifaces.len();
     let macs: Vec<[u8; 6]> = svc.config.ifaces.iter().map(|i| i.mac).collect();
     let max_frame: Vec<u32> = svc
@@ -36,8 +39,12 @@ fn main() {
     let mut tx: Vec<_> = (0..n_if as u8)
         .map(|i| f.producer(me, LayerId::driver(i)).expect("driver ring"))
         .collect();
-    let mut up = f.producer(me, LayerId::FILTERD).expect("ring netdevd->filterd");
-    let mut down = f.consumer(LayerId::FILTERD, me).expect("ring filterd->netdevd");
+    let mut up = f
+        .producer(me, LayerId::FILTERD)
+        .expect("ring netdevd->filterd");
+    let mut down = f
+        .consumer(LayerId::FILTERD, me)
+        .expect("ring filterd->netdevd");
     let mut qdiscs: Vec<Pfifo> = (0..n_if)
         .map(|_| Pfifo::new(svc.config.qdisc_limit as usize))
         .collect();

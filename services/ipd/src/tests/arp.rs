@@ -85,7 +85,7 @@ fn replies_confirm_and_known_senders_are_merged() {
 fn unusable_senders_are_never_learned() {
     let mut r = Rig::new();
     let cases = [
-        (PEER_MAC, OUR_IP),                      // our own address
+        (PEER_MAC, OUR_IP),                       // our own address
         (PEER_MAC, Ipv4Addr::new(10, 0, 0, 255)), // subnet broadcast
         (PEER_MAC, Ipv4Addr::BROADCAST),
         (PEER_MAC, Ipv4Addr::new(224, 0, 0, 1)),
@@ -106,7 +106,10 @@ fn unusable_senders_are_never_learned() {
     let tx = r.tx();
     assert_eq!(tx.len(), 1);
     let a = tx[0].arp();
-    assert_eq!((a.op, a.target_ip, a.target_mac), (OP_REPLY, Ipv4Addr::UNSPECIFIED, PEER_MAC));
+    assert_eq!(
+        (a.op, a.target_ip, a.target_mac),
+        (OP_REPLY, Ipv4Addr::UNSPECIFIED, PEER_MAC)
+    );
     assert_eq!(r.core.neighbours().count(), 0);
     r.finish();
 }
@@ -114,7 +117,9 @@ fn unusable_senders_are_never_learned() {
 #[test]
 fn gratuitous_arp_for_every_address_at_start() {
     let mut cfg = config();
-    cfg.ifaces[0].addrs.push((Ipv4Addr::new(192, 168, 9, 1), 24));
+    cfg.ifaces[0]
+        .addrs
+        .push((Ipv4Addr::new(192, 168, 9, 1), 24));
     cfg.ifaces.push(IfaceConfig {
         index: 4,
         mac: MacAddr([0x02, 0, 0, 0, 4, 4]),
@@ -128,7 +133,11 @@ fn gratuitous_arp_for_every_address_at_start() {
     for (t, (mac, ip, oif)) in tx.iter().zip([
         (OUR_MAC, OUR_IP, IFACE),
         (OUR_MAC, Ipv4Addr::new(192, 168, 9, 1), IFACE),
-        (MacAddr([0x02, 0, 0, 0, 4, 4]), Ipv4Addr::new(172, 16, 0, 1), 4),
+        (
+            MacAddr([0x02, 0, 0, 0, 4, 4]),
+            Ipv4Addr::new(172, 16, 0, 1),
+            4,
+        ),
     ]) {
         assert_eq!(t.bytes.len(), 42);
         assert_eq!(t.eth().dst, MacAddr::BROADCAST);
@@ -244,7 +253,10 @@ fn stale_neighbour_is_used_and_refreshed_with_a_unicast_request() {
     r.learn(PEER_IP, PEER_MAC);
     r.advance(S);
     assert!(r.tx().is_empty());
-    assert_eq!(r.core.neighbours().next().unwrap().state, neigh_state::REACHABLE);
+    assert_eq!(
+        r.core.neighbours().next().unwrap().state,
+        neigh_state::REACHABLE
+    );
     // Unused, it ages to STALE and is collected.
     r.advance(100 * S);
     r.advance(100 * S);

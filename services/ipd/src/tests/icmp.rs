@@ -14,7 +14,10 @@ fn check_reply(t: &Tx, req: &[u8]) {
     let h = t.ip_hdr();
     assert_eq!(h.header_len, 20);
     assert_eq!((h.src, h.dst), (rq.dst, rq.src));
-    assert_eq!((h.protocol, h.ttl, h.more_frags, h.frag_offset), (1, 64, false, 0));
+    assert_eq!(
+        (h.protocol, h.ttl, h.more_frags, h.frag_offset),
+        (1, 64, false, 0)
+    );
     assert_eq!(h.total_len as usize, 20 + req.len() - rhl);
     let msg = &t.ip()[20..];
     assert!(verify(msg), "ICMP checksum");
@@ -174,15 +177,28 @@ fn tcp_and_udp_go_up_when_attached() {
     // Broadcast UDP is accepted, broadcast TCP is not.
     let mut ip = Ip::new(protocol::UDP);
     ip.dst = Ipv4Addr::BROADCAST;
-    r.input(&eth(MacAddr::BROADCAST, PEER_MAC, ethertype::IPV4, &ip.build(&[0; 8])));
+    r.input(&eth(
+        MacAddr::BROADCAST,
+        PEER_MAC,
+        ethertype::IPV4,
+        &ip.build(&[0; 8]),
+    ));
     ip.proto = protocol::TCP;
-    r.input(&eth(MacAddr::BROADCAST, PEER_MAC, ethertype::IPV4, &ip.build(&[0; 20])));
+    r.input(&eth(
+        MacAddr::BROADCAST,
+        PEER_MAC,
+        ethertype::IPV4,
+        &ip.build(&[0; 20]),
+    ));
     assert_eq!(r.stat(Stat::BroadcastNonUdp), 1);
     let up = r.up();
     assert_eq!(up.len(), 3);
     assert_eq!(up[0].1, tcp, "padding trimmed, window = datagram");
     let h = up[0].0;
-    assert_eq!((h.l3_off, h.l4_off, h.l4proto, h.iif), (0, 24, protocol::TCP, IFACE));
+    assert_eq!(
+        (h.l3_off, h.l4_off, h.l4proto, h.iif),
+        (0, 24, protocol::TCP, IFACE)
+    );
     assert_eq!(up[1].1, udp);
     assert_eq!(up[1].0.l4_off, 20);
     assert_eq!(r.stat(Stat::Delivered), 3);
@@ -220,7 +236,9 @@ fn no_errors_about_errors_fragments_or_broadcasts() {
     };
     // About an ICMP error.
     let mut unreach = vec![0u8; 36];
-    IcmpHeader::dest_unreachable(1, 0).emit(&mut unreach).unwrap();
+    IcmpHeader::dest_unreachable(1, 0)
+        .emit(&mut unreach)
+        .unwrap();
     ask(&mut r, &Ip::new(protocol::ICMP).build(&unreach));
     // About a truncated ICMP message (no type to look at).
     ask(&mut r, &Ip::new(protocol::ICMP).build(&[]));
@@ -229,13 +247,21 @@ fn no_errors_about_errors_fragments_or_broadcasts() {
     ip.off = 8;
     ask(&mut r, &ip.build(&[0; 8]));
     // About datagrams to broadcast and multicast addresses.
-    for dst in [Ipv4Addr::BROADCAST, Ipv4Addr::new(10, 0, 0, 255), Ipv4Addr::new(224, 0, 0, 9)] {
+    for dst in [
+        Ipv4Addr::BROADCAST,
+        Ipv4Addr::new(10, 0, 0, 255),
+        Ipv4Addr::new(224, 0, 0, 9),
+    ] {
         let mut ip = Ip::new(protocol::UDP);
         ip.dst = dst;
         ask(&mut r, &ip.build(&[0; 8]));
     }
     // About datagrams from addresses that name no single host.
-    for src in [Ipv4Addr::UNSPECIFIED, Ipv4Addr::new(10, 0, 0, 255), Ipv4Addr::new(224, 1, 1, 1)] {
+    for src in [
+        Ipv4Addr::UNSPECIFIED,
+        Ipv4Addr::new(10, 0, 0, 255),
+        Ipv4Addr::new(224, 1, 1, 1),
+    ] {
         let mut ip = Ip::new(protocol::UDP);
         ip.src = src;
         ask(&mut r, &ip.build(&[0; 8]));
@@ -245,7 +271,10 @@ fn no_errors_about_errors_fragments_or_broadcasts() {
     assert!(r.tx().is_empty());
     assert_eq!(r.stat(Stat::IcmpOutSuppressed), 10);
     // But an echo request is not an error: errors about it are fine.
-    ask(&mut r, &Ip::new(protocol::ICMP).build(&echo_msg(8, 1, 1, b"")));
+    ask(
+        &mut r,
+        &Ip::new(protocol::ICMP).build(&echo_msg(8, 1, 1, b"")),
+    );
     assert_eq!(r.tx().len(), 1);
     // Unknown protocol sent to a link-layer broadcast: no error either.
     let d = Ip::new(99).build(&[0; 8]);

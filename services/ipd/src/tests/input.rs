@@ -28,10 +28,19 @@ fn each_input_drop_reason_is_counted() {
     r.core.set_upper(protocol::UDP, true);
 
     drops(&mut r, &[0u8; 10], Stat::EthTruncated);
-    drops(&mut r, &eth(OUR_MAC, PEER_MAC, 0x86dd, &[0; 40]), Stat::UnknownEthertype);
     drops(
         &mut r,
-        &eth(MacAddr([2, 9, 9, 9, 9, 9]), PEER_MAC, ethertype::IPV4, &udp().build(&[0; 8])),
+        &eth(OUR_MAC, PEER_MAC, 0x86dd, &[0; 40]),
+        Stat::UnknownEthertype,
+    );
+    drops(
+        &mut r,
+        &eth(
+            MacAddr([2, 9, 9, 9, 9, 9]),
+            PEER_MAC,
+            ethertype::IPV4,
+            &udp().build(&[0; 8]),
+        ),
         Stat::L2OtherHost,
     );
 
@@ -129,7 +138,12 @@ fn multicast_and_broadcast_frames_are_accepted_at_l2() {
     r.core.set_upper(protocol::UDP, true);
     let d = udp().build(&[0; 8]);
     r.input(&eth(MacAddr::BROADCAST, PEER_MAC, ethertype::IPV4, &d));
-    r.input(&eth(MacAddr([1, 0, 0x5e, 0, 0, 1]), PEER_MAC, ethertype::IPV4, &d));
+    r.input(&eth(
+        MacAddr([1, 0, 0x5e, 0, 0, 1]),
+        PEER_MAC,
+        ethertype::IPV4,
+        &d,
+    ));
     assert_eq!(r.up().len(), 2);
     r.finish();
 }

@@ -180,10 +180,15 @@ impl Rig {
 
     /// Runs every timer out and checks that every buffer came back.
     pub fn finish(mut self) {
-        self.now += 1000 * S;
-        self.core.poll(self.now, &mut self.pool, &mut self.out);
-        self.now += 1000 * S;
-        self.core.poll(self.now, &mut self.pool, &mut self.out);
+        // Follow the deadlines: each retransmission is its own step.
+        let mut steps = 0;
+        while let Some(d) = self.core.poll(self.now, &mut self.pool, &mut self.out) {
+            self.tx();
+            self.up();
+            self.now = self.now.max(d);
+            steps += 1;
+            assert!(steps < 1000, "timers never settle");
+        }
         self.tx();
         self.up();
         assert_eq!(self.pool.in_use(), 0, "buffers leaked");

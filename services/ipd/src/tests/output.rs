@@ -40,9 +40,19 @@ fn longest_prefix_match_and_default_gateway() {
     let via = Ipv4Addr::new(192, 168, 1, 254);
     assert_eq!(target(&r.tx()[0]), (via, Ipv4Addr::new(192, 168, 1, 1), 2));
     r.output(&udp_to(Ipv4Addr::new(172, 16, 5, 9)));
-    assert_eq!(target(&r.tx()[0]), (Ipv4Addr::new(172, 16, 5, 9), OUR_IP, IFACE));
+    assert_eq!(
+        target(&r.tx()[0]),
+        (Ipv4Addr::new(172, 16, 5, 9), OUR_IP, IFACE)
+    );
     r.output(&udp_to(Ipv4Addr::new(192, 168, 1, 7)));
-    assert_eq!(target(&r.tx()[0]), (Ipv4Addr::new(192, 168, 1, 7), Ipv4Addr::new(192, 168, 1, 1), 2));
+    assert_eq!(
+        target(&r.tx()[0]),
+        (
+            Ipv4Addr::new(192, 168, 1, 7),
+            Ipv4Addr::new(192, 168, 1, 1),
+            2
+        )
+    );
 
     // Once the gateway answers, off-link traffic goes to its MAC with the
     // destination unchanged.

@@ -23,6 +23,23 @@ enum Event {
     Out(Ip, Vec<u8>),
     /// Time passes and the timers run.
     Wait(u64),
+    /// A datagram from the peer cut into fragments, some of which arrive,
+    /// in any order, possibly twice; `shift` moves one fragment's offset
+    /// to make overlaps.
+    Frags {
+        ip: Ip,
+        len: usize,
+        chunk: usize,
+        picks: Vec<proptest::sample::Index>,
+        shift: Option<(proptest::sample::Index, u16)>,
+    },
+    /// A valid IPv4 frame with one byte of the IPv4 header changed.
+    Flip {
+        ip: Ip,
+        payload: Vec<u8>,
+        at: proptest::sample::Index,
+        xor: u8,
+    },
 }
 
 fn addr() -> impl Strategy<Value = Ipv4Addr> {
@@ -56,8 +73,16 @@ fn ip() -> impl Strategy<Value = Ip> {
         0u16..4,
         any::<bool>(),
         any::<bool>(),
-        prop_oneof![Just(0u16), (0u16..16).prop_map(|o| o * 8), any::<u16>().prop_map(|o| o & !7)],
-        prop_oneof![Just(vec![]), Just(vec![1, 1, 1, 0]), Just(vec![7, 7, 4, 0, 0, 0, 0, 0])],
+        prop_oneof![
+            Just(0u16),
+            (0u16..16).prop_map(|o| o * 8),
+            any::<u16>().prop_map(|o| o & !7)
+        ],
+        prop_oneof![
+            Just(vec![]),
+            Just(vec![1, 1, 1, 0]),
+            Just(vec![7, 7, 4, 0, 0, 0, 0, 0])
+        ],
     )
         .prop_map(|(src, dst, proto, ttl, ident, df, mf, off, options)| Ip {
             src,
@@ -103,6 +128,35 @@ fn event() -> impl Strategy<Value = Event> {
             Event::Out(ip, p)
         }),
         prop_oneof![Just(S / 2), Just(S), Just(31 * S), 0u64..S].prop_map(Event::Wait),
+        (
+            ip(),
+            prop_oneof![1usize..100, 1000usize..5000, Just(20000)],
+            1usize..200,
+            proptest::collection::vec(any::<proptest::sample::Index>(), 1..30),
+            proptest::option::of((any::<proptest::sample::Index>(), 1u16..4)),
+        )
+            .prop_map(|(mut ip, len, chunk, picks, shift)| {
+                ip.src = PEER_IP;
+                ip.dst = OUR_IP;
+                ip.ttl = 64;
+                ip.mf = false;
+                ip.off = 0;
+                Event::Frags {
+                    ip,
+                    len,
+                    chunk: chunk * 8,
+                    picks,
+                    shift,
+                }
+            }),
+        (ip(), payload(), any::<proptest::sample::Index>(), 1u8..=255).prop_map(
+            |(ip, payload, at, xor)| Event::Flip {
+                ip,
+                payload,
+                at,
+                xor
+            }
+        ),
     ]
 }
 
@@ -136,6 +190,43 @@ fn run(events: &[Event], upper: bool) {
             }
             Event::Wait(ns) => {
                 r.advance(*ns);
+            }
+            Event::Frags {
+                ip,
+                len,
+                chunk,
+                picks,
+                shift,
+            } => {
+                let payload = if ip.proto == protocol::ICMP {
+                    echo_msg(8, 1, 1, &pattern(*len))
+                } else {
+                    pattern(*len)
+                };
+                let mut frags = fragment(&ip.build(&payload), *chunk);
+                if let Some((i, by)) = shift {
+                    let k = i.index(frags.len());
+                    let f = &mut frags[k];
+                    let ff = u16::from_be_bytes([f[6], f[7]]);
+                    let moved = (ff & 0xe000) | (ff & 0x1fff).saturating_sub(*by);
+                    f[6..8].copy_from_slice(&moved.to_be_bytes());
+                    fill_checksum(f);
+                }
+                for i in picks {
+                    let f = &frags[i.index(frags.len())];
+                    r.input(&eth(OUR_MAC, PEER_MAC, ethertype::IPV4, f));
+                }
+            }
+            Event::Flip {
+                ip,
+                payload,
+                at,
+                xor,
+            } => {
+                let mut f = eth(OUR_MAC, PEER_MAC, ethertype::IPV4, &ip.build(payload));
+                let hl = 20 + ip.options.len();
+                f[14 + at.index(hl)] ^= xor;
+                r.input(&f);
             }
         }
         // Whatever came out is well-formed enough to parse.

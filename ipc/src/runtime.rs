@@ -1,0 +1,77 @@
+//! The configuration the launcher hands to the layers: the resolved stack
+//! description, written as JSON into the instance's runtime directory
+//! before any layer starts, and read again by every (re)started layer.
+
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+/// Root of the runtime directories.
+pub const RUN_ROOT: &str = "/run/strata";
+
+/// The runtime directory of an instance (control socket, stack.json).
+pub fn run_dir(instance: &str) -> PathBuf {
+    PathBuf::from(RUN_ROOT).join(instance)
+}
+
+/// Path of the runtime configuration of an instance.
+pub fn stack_file(instance: &str) -> PathBuf {
+    run_dir(instance).join("stack.json")
+}
+
+/// Path of the launcher's control socket.
+pub fn control_socket(instance: &str) -> PathBuf {
+    run_dir(instance).join("control.sock")
+}
+
+/// One interface as the layers see it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct IfaceRt {
+    /// Index (also the driverd's number).
+    pub index: u8,
+    /// Device name.
+    pub name: String,
+    /// "tap" or "pair".
+    pub driver: String,
+    /// The stack's MAC on this interface.
+    pub mac: [u8; 6],
+    /// MTU (IP bytes, without the Ethernet header).
+    pub mtu: u16,
+    /// The stack's addresses, with prefix lengths.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// One configured route.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RouteRt {
+    /// Destination network.
+    pub dest: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Gateway, if not directly connected.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface, if fixed.
+    pub iface: Option<u8>,
+}
+
+/// The whole runtime configuration.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StackConfig {
+    /// Instance name.
+    pub instance: String,
+    /// Interfaces, by index.
+    pub ifaces: Vec<IfaceRt>,
+    /// Configured routes (connected routes are implied by addresses).
+    pub routes: Vec<RouteRt>,
+    /// Egress queue limit per interface, in packets.
+    pub qdisc_limit: u32,
+}
+
+impl StackConfig {
+    /// Reads the runtime configuration of `instance`.
+    pub fn load(instance: &str) -> Result<StackConfig, String> {
+        let p = stack_file(instance);
+        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+    }
+}
