@@ -149,7 +149,7 @@ fn print_status(v: &Value) {
 
 fn print_pool(p: &Value) {
     println!(
-        "pool: small {}/{} free, large {}/{} free, {} in use {}; refused: {} stale, {} double frees",
+        "pool: small {}/{} free, large {}/{} free, {} in use{}; refused: {} stale, {} double frees",
         s(&p["small_free"]),
         s(&p["small_total"]),
         s(&p["large_free"]),
@@ -159,7 +159,7 @@ fn print_pool(p: &Value) {
             .as_object()
             .filter(|m| !m.is_empty())
             .map(|m| format!(
-                "({})",
+                " ({})",
                 m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
             ))
             .unwrap_or_default(),

@@ -162,9 +162,14 @@ impl Supervisor {
         }
         let ctl = f.ctl(l.id);
         ctl.state.store(state::STARTING, Release);
-        let child = cmd
-            .spawn()
-            .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", bin.display())))?;
+        let child = cmd.spawn().map_err(|e| {
+            let hint = if e.kind() == std::io::ErrorKind::NotFound {
+                " (build every layer with `cargo build --release --workspace --bins`)"
+            } else {
+                ""
+            };
+            std::io::Error::new(e.kind(), format!("{}: {e}{hint}", bin.display()))
+        })?;
         let now = Instant::now();
         ctl.pid.store(child.id(), Release);
         ctl.started_ms.store(
