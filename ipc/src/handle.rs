@@ -10,6 +10,16 @@ pub mod csum {
     pub const PARTIAL: u8 = 2;
 }
 
+/// Bits of [`Handle::flags`].
+pub mod flags {
+    /// The buffer holds a control message ([`crate::l4::L4Ctl`]) rather
+    /// than a packet (sockd ↔ transport rings).
+    pub const CTRL: u8 = 1;
+    /// transport → ipd: do not send this datagram; answer it with ICMP
+    /// port unreachable (the data window is the received IPv4 datagram).
+    pub const ICMP_PORT_UNREACH: u8 = 2;
+}
+
 /// Interface index meaning "none / not yet decided".
 pub const NO_IFACE: u8 = 0xff;
 
@@ -63,8 +73,11 @@ pub struct Handle {
     pub flow_hash: u32,
     /// Receive or creation timestamp in nanoseconds (monotonic clock).
     pub tstamp: u64,
+    /// Socket id (sockd's) on the hops between sockd and a transport
+    /// layer; 0 elsewhere.
+    pub sock: u32,
     /// Reserved for future use; zero.
-    pub reserved: u64,
+    pub reserved: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Handle>() == 64);

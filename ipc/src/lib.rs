@@ -15,6 +15,7 @@ pub mod bufs;
 pub mod fabric;
 pub mod handle;
 pub mod layer;
+pub mod l4;
 pub mod layout;
 
 pub use arena::{Pod, Records};

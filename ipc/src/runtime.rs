@@ -65,6 +65,24 @@ pub struct StackConfig {
     pub routes: Vec<RouteRt>,
     /// Egress queue limit per interface, in packets.
     pub qdisc_limit: u32,
+    /// First and last port of the ephemeral range (Linux's default
+    /// `ip_local_port_range` is 32768–60999).
+    #[serde(default = "default_ephemeral")]
+    pub ephemeral_ports: (u16, u16),
+    /// Bytes of each socket's receive ring (what SO_RCVBUF bounds on Linux).
+    #[serde(default = "default_sock_ring")]
+    pub socket_rx_bytes: u32,
+    /// Bytes of each socket's send ring.
+    #[serde(default = "default_sock_ring")]
+    pub socket_tx_bytes: u32,
+}
+
+fn default_ephemeral() -> (u16, u16) {
+    (32768, 60999)
+}
+
+fn default_sock_ring() -> u32 {
+    256 * 1024
 }
 
 impl StackConfig {

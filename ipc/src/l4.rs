@@ -1,0 +1,212 @@
+//! Control messages between sockd and the transport layers (udpd, tcpd),
+//! carried in pool buffers on the same rings as data, flagged with
+//! [`flags::CTRL`](crate::handle::flags::CTRL), so that a control message
+//! and the data around it stay in order.
+//!
+//! Data on these hops:
+//! - transport → sockd: the data window is the whole IPv4 datagram as
+//!   received, `l3_off` 0, `l4_off` at the transport header; the payload
+//!   starts after the transport header. `sock` names the socket.
+//! - sockd → transport: the data window is the payload alone, preceded by
+//!   a [`SendMeta`] that sockd pushes in front of it (into the headroom);
+//!   `sock` names the socket. The transport replaces the meta with its
+//!   own headers.
+
+use crate::arena::Pod;
+use crate::bufs::{BufError, Buffers};
+use crate::handle::{flags, Handle};
+
+/// Operations. Requests go sockd → transport, replies and notifications
+/// transport → sockd.
+pub mod op {
+    /// Bind `sock` to `local_addr:local_port` (0 = any / ephemeral).
+    pub const BIND: u32 = 1;
+    /// Connect `sock` to `remote_addr:remote_port` (binding it first to an
+    /// ephemeral port if unbound). A zero remote address disconnects.
+    pub const CONNECT: u32 = 2;
+    /// Close `sock`: release its port. No reply.
+    pub const CLOSE: u32 = 3;
+    /// Reply: the request succeeded; the addresses are the socket's now.
+    pub const OK: u32 = 100;
+    /// Reply: the request failed with `errno`.
+    pub const ERROR: u32 = 101;
+    /// Notification: the socket was bound implicitly (first send on an
+    /// unbound socket); the addresses are the socket's now.
+    pub const BOUND: u32 = 102;
+    /// Notification: an ICMP error arrived for the connected socket; `errno`
+    /// is what the application sees on its next call.
+    pub const SOCK_ERROR: u32 = 103;
+}
+
+/// Request flags.
+pub mod ctl_flags {
+    /// SO_REUSEADDR was set on the socket.
+    pub const REUSEADDR: u32 = 1;
+}
+
+/// One control message. Addresses and ports in host byte order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct L4Ctl {
+    /// One of [`op`].
+    pub op: u32,
+    /// sockd's socket id.
+    pub sock: u32,
+    /// Request id, echoed in the reply.
+    pub req: u32,
+    /// Error number (libc errno) for [`op::ERROR`] and [`op::SOCK_ERROR`].
+    pub errno: i32,
+    /// Local address.
+    pub local_addr: u32,
+    /// Remote address.
+    pub remote_addr: u32,
+    /// Local port.
+    pub local_port: u16,
+    /// Remote port.
+    pub remote_port: u16,
+    /// [`ctl_flags`].
+    pub flags: u32,
+    /// Operation-specific value.
+    pub value: u64,
+}
+
+// SAFETY: repr(C), integers only, no padding that matters.
+unsafe impl Pod for L4Ctl {}
+
+/// Bytes of an [`L4Ctl`] on the wire.
+pub const L4CTL_LEN: usize = std::mem::size_of::<L4Ctl>();
+
+/// Destination of a datagram sent with `send_to`, in front of the payload
+/// on sockd → transport hops. Zero address: use the connected peer.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendMeta {
+    /// Destination address (host order), 0 for the connected peer.
+    pub addr: u32,
+    /// Destination port (host order).
+    pub port: u16,
+    /// Reserved; zero.
+    pub reserved: u16,
+}
+
+/// Bytes of a [`SendMeta`].
+pub const SEND_META_LEN: usize = 8;
+
+impl SendMeta {
+    /// Encodes into 8 bytes.
+    pub fn to_bytes(&self) -> [u8; 8] {
+        let mut b = [0u8; 8];
+        b[..4].copy_from_slice(&self.addr.to_be_bytes());
+        b[4..6].copy_from_slice(&self.port.to_be_bytes());
+        b
+    }
+
+    /// Decodes 8 bytes.
+    pub fn from_bytes(b: &[u8; 8]) -> SendMeta {
+        SendMeta {
+            addr: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
+            port: u16::from_be_bytes([b[4], b[5]]),
+            reserved: 0,
+        }
+    }
+}
+
+impl L4Ctl {
+    /// Encodes into bytes (little-endian, fixed layout).
+    pub fn to_bytes(&self) -> [u8; L4CTL_LEN] {
+        let mut b = [0u8; L4CTL_LEN];
+        b[0..4].copy_from_slice(&self.op.to_le_bytes());
+        b[4..8].copy_from_slice(&self.sock.to_le_bytes());
+        b[8..12].copy_from_slice(&self.req.to_le_bytes());
+        b[12..16].copy_from_slice(&self.errno.to_le_bytes());
+        b[16..20].copy_from_slice(&self.local_addr.to_le_bytes());
+        b[20..24].copy_from_slice(&self.remote_addr.to_le_bytes());
+        b[24..26].copy_from_slice(&self.local_port.to_le_bytes());
+        b[26..28].copy_from_slice(&self.remote_port.to_le_bytes());
+        b[28..32].copy_from_slice(&self.flags.to_le_bytes());
+        b[32..40].copy_from_slice(&self.value.to_le_bytes());
+        b
+    }
+
+    /// Decodes bytes written by [`L4Ctl::to_bytes`]; `None` when too short.
+    pub fn from_bytes(b: &[u8]) -> Option<L4Ctl> {
+        if b.len() < L4CTL_LEN {
+            return None;
+        }
+        let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
+        let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        Some(L4Ctl {
+            op: u32_at(0),
+            sock: u32_at(4),
+            req: u32_at(8),
+            errno: u32_at(12) as i32,
+            local_addr: u32_at(16),
+            remote_addr: u32_at(20),
+            local_port: u16_at(24),
+            remote_port: u16_at(26),
+            flags: u32_at(28),
+            value: u64::from_le_bytes([
+                b[32], b[33], b[34], b[35], b[36], b[37], b[38], b[39],
+            ]),
+        })
+    }
+
+    /// Allocates a buffer holding this message, as a control handle.
+    pub fn to_handle<B: Buffers>(&self, pool: &mut B) -> Option<Handle> {
+        let mut h = pool.alloc(L4CTL_LEN)?;
+        h.data_len = L4CTL_LEN as u32;
+        h.flags |= flags::CTRL;
+        h.sock = self.sock;
+        match pool.data_mut(&h) {
+            Ok(d) => d.copy_from_slice(&self.to_bytes()),
+            Err(_) => {
+                pool.free(&h);
+                return None;
+            }
+        }
+        Some(h)
+    }
+
+    /// Reads the message out of a control handle (which the caller frees).
+    pub fn from_handle<B: Buffers>(pool: &B, h: &Handle) -> Result<Option<L4Ctl>, BufError> {
+        Ok(L4Ctl::from_bytes(pool.data(h)?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::HeapPool;
+
+    #[test]
+    fn ctl_round_trips_through_a_buffer() {
+        let mut p = HeapPool::new(2, 0);
+        let m = L4Ctl {
+            op: op::BIND,
+            sock: 7,
+            req: 9,
+            errno: -3,
+            local_addr: 0x0a4d0002,
+            remote_addr: 1,
+            local_port: 5353,
+            remote_port: 53,
+            flags: ctl_flags::REUSEADDR,
+            value: u64::MAX - 1,
+        };
+        let h = m.to_handle(&mut p).unwrap();
+        assert_eq!(h.flags & flags::CTRL, flags::CTRL);
+        assert_eq!(L4Ctl::from_handle(&p, &h).unwrap(), Some(m));
+        assert_eq!(L4Ctl::from_bytes(&[0; 5]), None);
+        p.free(&h);
+    }
+
+    #[test]
+    fn send_meta_round_trips() {
+        let m = SendMeta {
+            addr: 0x0a000001,
+            port: 4242,
+            reserved: 0,
+        };
+        assert_eq!(SendMeta::from_bytes(&m.to_bytes()), m);
+    }
+}
