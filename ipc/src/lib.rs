@@ -25,5 +25,6 @@ pub use handle::Handle;
 pub use layer::{LayerId, MAX_IFACES, MAX_LAYERS};
 pub use layout::{ifc, Params, IFACE_COUNTER_NAMES};
 pub mod runtime;
+pub mod sockring;
 pub mod service;
 pub use service::{now_ns, Service, BUDGET};

@@ -31,6 +31,7 @@ pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
 pub mod tcp;
+pub mod sock;
 pub mod udp;
 
 pub use ethernet::MacAddr;

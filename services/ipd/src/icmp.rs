@@ -1,5 +1,6 @@
-//! ICMP (RFC 792, RFC 1122 §3.2.2): echo, counting received errors, and
-//! sending errors with RFC 1122's restrictions and a rate limit.
+//! ICMP (RFC 792, RFC 1122 §3.2.2): echo, received errors (counted, and
+//! handed to the transport layer whose datagram they quote), and sending
+//! errors with RFC 1122's restrictions and a rate limit.
 
 use strata_ipc::{Buffers, Handle};
 use strata_proto::checksum::update_u16;
@@ -28,6 +29,31 @@ fn is_error_type(t: u8) -> bool {
     matches!(t, 3 | 4 | 5 | 11 | 12)
 }
 
+/// The counter of a received ICMP error of type `t`.
+fn error_stat(t: u8) -> Stat {
+    match t {
+        icmp_type::DEST_UNREACHABLE => Stat::IcmpInDestUnreach,
+        icmp_type::TIME_EXCEEDED => Stat::IcmpInTimeExceeded,
+        _ => Stat::IcmpInOtherErrors,
+    }
+}
+
+/// The transport protocol (TCP or UDP) of `quote`, the datagram an ICMP
+/// error carries after its 8-byte header, if the quote holds a whole IPv4
+/// header of an unfragmented datagram or a first fragment and at least the
+/// 8 bytes after it (the ports).
+pub(crate) fn quoted_protocol(quote: &[u8]) -> Option<u8> {
+    let v = *quote.first()?;
+    let hl = usize::from(v & 0x0f) * 4;
+    if v >> 4 != 4 || hl < Ipv4Header::MIN_LEN || quote.len() < hl + 8 {
+        return None;
+    }
+    if u16::from_be_bytes([quote[6], quote[7]]) & 0x1fff != 0 {
+        return None;
+    }
+    matches!(quote[9], protocol::TCP | protocol::UDP).then_some(quote[9])
+}
+
 impl IpCore {
     /// An ICMP message for us (data window = the datagram).
     pub(crate) fn icmp_input<B: Buffers>(
@@ -49,6 +75,17 @@ impl IpCore {
             Err(IcmpError::BadChecksum) => return self.drop(pool, &h, Stat::IcmpBadChecksum),
         };
         self.stats.inc(Stat::IcmpInMsgs);
+        if is_error_type(icmp.icmp_type) && !bcast {
+            if self.error_for_upper(pool, &h, icmp.icmp_type).is_some() {
+                // The layer that owns the quoted flow takes it as it is:
+                // data window = the whole datagram, `l4_off` at the ICMP
+                // header, `l4proto` ICMP.
+                self.stats.inc(error_stat(icmp.icmp_type));
+                self.stats.inc(Stat::IcmpErrDelivered);
+                out.up.push(h);
+                return;
+            }
+        }
         let counter = match icmp.icmp_type {
             icmp_type::ECHO_REQUEST => {
                 self.stats.inc(Stat::IcmpInEchoRequests);
@@ -60,15 +97,30 @@ impl IpCore {
             }
             // Ping sockets would take these; none exist yet.
             icmp_type::ECHO_REPLY => Stat::IcmpInEchoReplies,
-            // Errors are only counted for now. Handing them to the layer
-            // that owns the quoted flow (path MTU, soft errors) hooks in
-            // here: the quote starts at `hl + 8`.
-            icmp_type::DEST_UNREACHABLE => Stat::IcmpInDestUnreach,
-            icmp_type::TIME_EXCEEDED => Stat::IcmpInTimeExceeded,
-            t if is_error_type(t) => Stat::IcmpInOtherErrors,
+            // Errors no upper layer takes (see `error_for_upper`) are only
+            // counted.
+            t if is_error_type(t) => error_stat(t),
             _ => Stat::IcmpInOther,
         };
         self.drop(pool, &h, counter);
+    }
+
+    /// The protocol (TCP or UDP) of the datagram quoted by ICMP error `h`
+    /// of type `t`, when that protocol's layer is attached and should be
+    /// told: destination unreachable, time exceeded and parameter problem
+    /// (RFC 1122 §3.2.2.1, 3.2.2.4, 3.2.2.5), quoting a whole IPv4 header
+    /// of a first fragment plus the 8 bytes that hold the ports, as Linux
+    /// requires before it looks for a socket.
+    fn error_for_upper<B: Buffers>(&self, pool: &B, h: &Handle, t: u8) -> Option<u8> {
+        if !matches!(
+            t,
+            icmp_type::DEST_UNREACHABLE | icmp_type::TIME_EXCEEDED | icmp_type::PARAMETER_PROBLEM
+        ) {
+            return None;
+        }
+        let d = pool.data(h).ok()?;
+        let p = quoted_protocol(d.get(usize::from(h.l4_off) + IcmpHeader::LEN..)?)?;
+        (self.upper[usize::from(p)]).then_some(p)
     }
 
     /// Turns echo request `h` into its reply in the same buffer: the data

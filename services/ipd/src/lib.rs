@@ -61,7 +61,10 @@ pub struct Outputs {
     pub tx: Vec<Handle>,
     /// TCP and UDP datagrams for the upper layer chosen by `l4proto`: data
     /// window = the whole IPv4 datagram (`l3_off` 0, `l4_off` its header
-    /// length), `iif` set.
+    /// length), `iif` set. Also ICMP errors (destination unreachable, time
+    /// exceeded, parameter problem) quoting a TCP or UDP datagram, for that
+    /// protocol's layer: `l4proto` ICMP, the same window, `l4_off` at the
+    /// ICMP header; [`upper_protocol`] says whose they are.
     pub up: Vec<Handle>,
 }
 
@@ -406,6 +409,21 @@ impl IpCore {
         self.ident = self.ident.wrapping_add(1);
         self.ident
     }
+}
+
+/// The upper layer's protocol (TCP or UDP) for a handle the core left in
+/// [`Outputs::up`]: its `l4proto`, or for an ICMP error the protocol of
+/// the datagram it quotes. Another value only for a handle that did not
+/// come from `out.up`.
+pub fn upper_protocol<B: Buffers>(pool: &B, h: &Handle) -> u8 {
+    if h.l4proto != protocol::ICMP {
+        return h.l4proto;
+    }
+    pool.data(h)
+        .ok()
+        .and_then(|d| d.get(usize::from(h.l4_off) + strata_proto::icmp::IcmpHeader::LEN..))
+        .and_then(icmp::quoted_protocol)
+        .unwrap_or(protocol::ICMP)
 }
 
 /// The counter for an IPv4 parse error.

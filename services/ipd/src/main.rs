@@ -6,7 +6,11 @@
 use std::collections::VecDeque;
 use strata_ipc::arena::Pod;
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
-use strata_ipd::{IfaceConfig, IpConfig, IpCore, NeighRecord, Outputs, RouteConfig, Stat};
+use strata_ipc::handle::flags::ICMP_PORT_UNREACH;
+use strata_ipd::{
+    upper_protocol, IfaceConfig, IpConfig, IpCore, NeighRecord, Outputs, RouteConfig, Stat,
+};
+use strata_proto::icmp::{icmp_type, unreach_code};
 use strata_proto::ipv4::protocol;
 use strata_proto::MacAddr;
 
@@ -69,9 +73,9 @@ fn main() {
     if !saved.is_empty() {
         svc.log(&format!("restored {} neighbours", saved.len()));
     }
-    // Nothing attached above yet: TCP and UDP get protocol unreachable.
+    // udpd is attached; TCP gets protocol unreachable until tcpd exists.
     core.set_upper(protocol::TCP, false);
-    core.set_upper(protocol::UDP, false);
+    core.set_upper(protocol::UDP, true);
 
     let mut from_filter = f.consumer(LayerId::FILTERD, me).expect("ring filterd->ipd");
     let mut to_filter = f.producer(me, LayerId::FILTERD).expect("ring ipd->filterd");
@@ -98,10 +102,24 @@ fn main() {
                 core.input(now, &mut pool, *h, &mut out);
             }
             work += n;
-            for ring in [&mut from_tcp, &mut from_udp] {
+            for (ring, udp) in [(&mut from_tcp, false), (&mut from_udp, true)] {
                 let n = ring.pop(&mut batch);
                 for h in &batch[..n] {
-                    core.output(now, &mut pool, *h, &mut out);
+                    if udp && h.flags & ICMP_PORT_UNREACH != 0 {
+                        // A datagram udpd found no socket for: answer it
+                        // with port unreachable, never send it.
+                        core.send_icmp_error(
+                            now,
+                            &mut pool,
+                            h,
+                            icmp_type::DEST_UNREACHABLE,
+                            unreach_code::PORT,
+                            &mut out,
+                        );
+                        f.free(h);
+                    } else {
+                        core.output(now, &mut pool, *h, &mut out);
+                    }
                 }
                 work += n;
             }
@@ -112,7 +130,7 @@ fn main() {
 
         txq.extend(out.tx.drain(..));
         for h in out.up.drain(..) {
-            let ring = match h.l4proto {
+            let ring = match upper_protocol(&pool, &h) {
                 protocol::TCP => &mut to_tcp,
                 _ => &mut to_udp,
             };

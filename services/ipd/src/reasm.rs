@@ -109,6 +109,7 @@ const IDLE: Slot = Slot {
         nexthop: 0,
         flow_hash: 0,
         tstamp: 0,
+        sock: 0,
         reserved: 0,
     },
     charge: 0,

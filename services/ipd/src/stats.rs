@@ -191,6 +191,9 @@ stats! {
     /// ICMP errors not sent because RFC 1122 forbids it (about an ICMP
     /// error, a non-first fragment, or a broadcast/multicast/invalid address).
     IcmpOutSuppressed => "icmp_out_suppressed",
+    /// Received ICMP errors (also counted by type above) handed up to the
+    /// transport layer whose TCP or UDP datagram they quote.
+    IcmpErrDelivered => "icmp_err_delivered",
 }
 
 /// ipd's counters.

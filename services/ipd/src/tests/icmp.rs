@@ -345,3 +345,139 @@ fn reassembly_timeout_sends_time_exceeded_only_with_fragment_zero() {
     assert_eq!(r.pool.in_use(), 0);
     r.finish();
 }
+
+/// An ICMP error `ty`/`code` from `from` about `quoted` (a datagram we
+/// sent), in a frame to us.
+fn error_frame(from: Ipv4Addr, ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let mut msg = vec![0u8; 8 + quoted.len()];
+    msg[8..].copy_from_slice(quoted);
+    IcmpHeader {
+        icmp_type: ty,
+        code,
+        checksum: 0,
+        rest: [0; 4],
+    }
+    .emit(&mut msg)
+    .unwrap();
+    let mut ip = Ip::new(protocol::ICMP);
+    ip.src = from;
+    ip.frame(&msg)
+}
+
+/// A UDP datagram we sent to the peer, as an error would quote it.
+fn our_udp(payload_len: usize) -> Vec<u8> {
+    let mut ip = Ip::new(protocol::UDP);
+    ip.src = OUR_IP;
+    ip.dst = PEER_IP;
+    let mut udp = pattern(8 + payload_len);
+    udp[4..6].copy_from_slice(&((8 + payload_len) as u16).to_be_bytes());
+    ip.build(&udp)
+}
+
+#[test]
+fn icmp_errors_about_udp_go_up_when_udp_is_attached() {
+    let mut r = Rig::new();
+    r.core.set_upper(protocol::UDP, true);
+    let quoted = our_udp(20);
+    let cases = [
+        (3, unreach_code::PORT, Stat::IcmpInDestUnreach),
+        (3, unreach_code::FRAG_NEEDED, Stat::IcmpInDestUnreach),
+        (11, time_exceeded_code::TTL, Stat::IcmpInTimeExceeded),
+        (12, 0, Stat::IcmpInOtherErrors),
+    ];
+    for (ty, code, _) in cases {
+        let f = error_frame(PEER_IP, ty, code, &quoted);
+        r.input(&f);
+        let up = r.up();
+        assert_eq!(up.len(), 1, "type {ty} code {code}");
+        let (h, bytes) = &up[0];
+        assert_eq!(bytes[..], f[14..], "window = the whole outer datagram");
+        assert_eq!(
+            (h.l3_off, h.l4_off, h.l4proto, h.iif),
+            (0, 20, protocol::ICMP, IFACE)
+        );
+        assert_eq!(bytes[20], ty);
+    }
+    assert_eq!(r.stat(Stat::IcmpInDestUnreach), 2);
+    assert_eq!(r.stat(Stat::IcmpInTimeExceeded), 1);
+    assert_eq!(r.stat(Stat::IcmpInOtherErrors), 1);
+    assert_eq!(r.stat(Stat::IcmpErrDelivered), 4);
+    assert_eq!(r.stat(Stat::IcmpInMsgs), 4);
+    assert!(r.tx().is_empty());
+
+    // The shell routes them by the quoted protocol.
+    r.input(&error_frame(PEER_IP, 3, unreach_code::PORT, &quoted));
+    let h = r.out.up[0];
+    assert_eq!(crate::upper_protocol(&r.pool, &h), protocol::UDP);
+    r.up();
+
+    // A quote too short to hold the ports, a non-first fragment, a quote
+    // of TCP (not attached), an error to a broadcast address, and a
+    // source quench: counted, not delivered.
+    r.input(&error_frame(PEER_IP, 3, 3, &quoted[..27]));
+    let mut frag = quoted.clone();
+    frag[6..8].copy_from_slice(&1u16.to_be_bytes());
+    r.input(&error_frame(PEER_IP, 3, 3, &frag));
+    let mut tcp = quoted.clone();
+    tcp[9] = protocol::TCP;
+    r.input(&error_frame(PEER_IP, 3, 3, &tcp));
+    let mut bcast = error_frame(PEER_IP, 3, 3, &quoted);
+    let mut ip = Ip::new(protocol::ICMP);
+    ip.dst = Ipv4Addr::new(10, 0, 0, 255);
+    bcast = eth(MacAddr::BROADCAST, PEER_MAC, ethertype::IPV4, &ip.build(&bcast[34..]));
+    r.input(&bcast);
+    r.input(&error_frame(PEER_IP, 4, 0, &quoted));
+    assert!(r.up().is_empty());
+    assert_eq!(r.stat(Stat::IcmpErrDelivered), 5);
+    assert_eq!(r.stat(Stat::IcmpInDestUnreach), 3 + 4);
+    assert_eq!(r.stat(Stat::IcmpInOtherErrors), 2);
+    assert!(r.tx().is_empty());
+    r.finish();
+}
+
+#[test]
+fn icmp_errors_about_udp_are_only_counted_when_udp_is_not_attached() {
+    let mut r = Rig::new();
+    r.core.set_upper(protocol::TCP, true);
+    let quoted = our_udp(20);
+    r.input(&error_frame(PEER_IP, 3, unreach_code::PORT, &quoted));
+    r.input(&error_frame(PEER_IP, 11, 0, &quoted));
+    assert!(r.up().is_empty());
+    assert_eq!(r.stat(Stat::IcmpInDestUnreach), 1);
+    assert_eq!(r.stat(Stat::IcmpInTimeExceeded), 1);
+    assert_eq!(r.stat(Stat::IcmpErrDelivered), 0);
+    // TCP is attached: an error quoting TCP goes up, to tcpd.
+    let mut tcp = quoted.clone();
+    tcp[9] = protocol::TCP;
+    r.input(&error_frame(PEER_IP, 3, unreach_code::HOST, &tcp));
+    let h = r.out.up[0];
+    assert_eq!(crate::upper_protocol(&r.pool, &h), protocol::TCP);
+    assert_eq!(r.up().len(), 1);
+    assert!(r.tx().is_empty());
+    r.finish();
+}
+
+#[test]
+fn port_unreachable_for_a_local_sender_comes_back_up_as_an_error() {
+    // udpd sent to one of our own addresses and found no socket: the
+    // port unreachable ipd sends about it loops back to udpd.
+    let mut r = Rig::new();
+    r.core.set_upper(protocol::UDP, true);
+    let mut ip = Ip::new(protocol::UDP);
+    ip.src = OUR_IP;
+    let mut udp = pattern(12);
+    udp[4..6].copy_from_slice(&12u16.to_be_bytes());
+    let d = ip.build(&udp);
+    r.output(&d);
+    let h = r.out.up.pop().unwrap();
+    assert_eq!(h.l4proto, protocol::UDP);
+    r.core
+        .send_icmp_error(r.now, &mut r.pool, &h, 3, unreach_code::PORT, &mut r.out);
+    r.pool.free(&h);
+    let up = r.up();
+    assert_eq!(up.len(), 1);
+    assert_eq!(up[0].0.l4proto, protocol::ICMP);
+    assert_eq!(&up[0].1[28..], &d[..]);
+    assert!(r.tx().is_empty());
+    r.finish();
+}

@@ -1,0 +1,571 @@
+//! The shared memory of one socket, between an application (libsock) and
+//! sockd: a header with notification flags and two byte rings, one per
+//! direction. The application creates it (a sealed memfd) and hands it to
+//! sockd with SCM_RIGHTS; it never sees the packet pool. sockd treats
+//! every index and length it reads here as hostile.
+//!
+//! Datagram sockets carry records: a 16-byte record header (payload
+//! length, peer address, peer port) followed by the payload, padded to 8
+//! bytes. A record never wraps; a producer that reaches the end of the
+//! ring writes a wrap marker and continues at the start. Stream sockets
+//! (TCP) carry plain bytes.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering::*};
+
+/// "SOCKRING".
+pub const MAGIC: u64 = 0x534f_434b_5249_4e47;
+/// Layout version.
+pub const VERSION: u32 = 1;
+/// Bytes of the header; the tx area follows, then the rx area.
+pub const HDR_LEN: usize = 512;
+/// Record header length.
+pub const REC_HDR: usize = 16;
+/// Record length value marking "continue at the start of the ring".
+const WRAP: u32 = u32::MAX;
+/// Smallest and largest ring.
+pub const MIN_RING: u32 = 4096;
+/// Largest ring.
+pub const MAX_RING: u32 = 64 << 20;
+
+/// Bits of [`SockHdr::client_wait`].
+pub mod wait {
+    /// The application sleeps until data arrives in the rx ring.
+    pub const RX: u32 = 1;
+    /// The application sleeps until the tx ring has room.
+    pub const TX: u32 = 2;
+    /// The application's eventfd is registered with an event loop: kick
+    /// it on every change (the bit stays set).
+    pub const ALWAYS: u32 = 4;
+}
+
+/// Bits of [`SockHdr::state`].
+pub mod state {
+    /// sockd closed the socket (its session ended, or it was reset).
+    pub const CLOSED: u32 = 1;
+    /// No more data will arrive (stream: the peer's FIN was read).
+    pub const EOF: u32 = 2;
+    /// The connection was reset.
+    pub const RESET: u32 = 4;
+}
+
+/// The header at the start of the shared memory.
+#[repr(C, align(64))]
+pub struct SockHdr {
+    /// [`MAGIC`].
+    pub magic: AtomicU64,
+    /// [`VERSION`].
+    pub version: AtomicU32,
+    /// Bytes of the tx ring (application → sockd), a power of two.
+    pub tx_cap: AtomicU32,
+    /// Bytes of the rx ring (sockd → application), a power of two.
+    pub rx_cap: AtomicU32,
+    _p0: [u32; 11],
+    /// tx consumer index (sockd writes), in bytes since creation.
+    pub tx_head: AtomicU64,
+    _p1: [u64; 7],
+    /// tx producer index (application writes).
+    pub tx_tail: AtomicU64,
+    _p2: [u64; 7],
+    /// rx consumer index (application writes).
+    pub rx_head: AtomicU64,
+    _p3: [u64; 7],
+    /// rx producer index (sockd writes).
+    pub rx_tail: AtomicU64,
+    _p4: [u64; 7],
+    /// What the application sleeps for ([`wait`] bits); sockd kicks the
+    /// application's eventfd when it makes one of them true.
+    pub client_wait: AtomicU32,
+    /// Non-zero when sockd drained the tx ring and wants a kick on the
+    /// next write.
+    pub server_wait: AtomicU32,
+    /// A pending socket error (errno) for the next call, 0 when none.
+    pub error: AtomicI32,
+    /// [`state`] bits.
+    pub state: AtomicU32,
+    /// Datagrams dropped because the rx ring was full.
+    pub rx_drops: AtomicU64,
+}
+
+const _: () = assert!(std::mem::size_of::<SockHdr>() <= HDR_LEN);
+
+/// A received or queued datagram's place in a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
+    /// Peer (source on rx, destination on tx; 0.0.0.0:0 = connected peer).
+    pub addr: SocketAddrV4,
+    /// Offset of the payload in the ring area.
+    pub off: usize,
+    /// Payload bytes.
+    pub len: usize,
+    /// Bytes the record occupies, to consume it (wrap marker included).
+    pub span: u64,
+}
+
+/// Why sockd refused what it read from an application's ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RingError {
+    /// The indices are inconsistent (more data than the ring holds, or
+    /// moving backwards).
+    BadIndex,
+    /// A record header names a length the ring cannot hold.
+    BadRecord,
+}
+
+/// One socket's shared memory, mapped.
+pub struct SockMem {
+    ptr: *mut u8,
+    len: usize,
+    tx_cap: usize,
+    rx_cap: usize,
+}
+
+// SAFETY: all shared state is atomics, or bytes guarded by the ring
+// indices; each side writes only its own areas.
+unsafe impl Send for SockMem {}
+unsafe impl Sync for SockMem {}
+
+impl Drop for SockMem {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
+    }
+}
+
+fn map(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
+    let p = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            len,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_SHARED,
+            fd.as_raw_fd(),
+            0,
+        )
+    };
+    if p == libc::MAP_FAILED {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(p as *mut u8)
+}
+
+fn pad8(n: usize) -> usize {
+    (n + 7) & !7
+}
+
+impl SockMem {
+    /// Application side: creates the memory for a socket with rings of
+    /// the given sizes (rounded up to powers of two), sealed against
+    /// resizing so that sockd can map it safely. Returns the mapping and
+    /// the fd to send to sockd.
+    pub fn create(tx_cap: u32, rx_cap: u32) -> io::Result<(SockMem, OwnedFd)> {
+        let tx = tx_cap.clamp(MIN_RING, MAX_RING).next_power_of_two() as usize;
+        let rx = rx_cap.clamp(MIN_RING, MAX_RING).next_power_of_two() as usize;
+        let len = HDR_LEN + tx + rx;
+        let fd = unsafe {
+            libc::memfd_create(
+                c"strata-sock".as_ptr(),
+                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+            )
+        };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
+        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = map(&fd, len)?;
+        let m = SockMem {
+            ptr,
+            len,
+            tx_cap: tx,
+            rx_cap: rx,
+        };
+        let h = m.hdr();
+        h.version.store(VERSION, Relaxed);
+        h.tx_cap.store(tx as u32, Relaxed);
+        h.rx_cap.store(rx as u32, Relaxed);
+        h.magic.store(MAGIC, Release);
+        Ok((m, fd))
+    }
+
+    /// sockd side: maps an application's memory after checking that it
+    /// cannot shrink under us (a shrink would turn our reads into SIGBUS),
+    /// that its size matches its header, and that it is at most
+    /// `max_len` bytes.
+    pub fn attach(fd: &OwnedFd, max_len: usize) -> io::Result<SockMem> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(bad("socket memory is not a memfd sealed against shrinking"));
+        }
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let len = st.st_size as usize;
+        if len < HDR_LEN + 2 * MIN_RING as usize || len > max_len {
+            return Err(bad("socket memory has a bad size"));
+        }
+        let ptr = map(fd, len)?;
+        let mut m = SockMem {
+            ptr,
+            len,
+            tx_cap: 0,
+            rx_cap: 0,
+        };
+        let h = m.hdr();
+        let tx = h.tx_cap.load(Acquire) as usize;
+        let rx = h.rx_cap.load(Acquire) as usize;
+        if h.magic.load(Acquire) != MAGIC
+            || h.version.load(Acquire) != VERSION
+            || !tx.is_power_of_two()
+            || !rx.is_power_of_two()
+            || tx < MIN_RING as usize
+            || rx < MIN_RING as usize
+            || HDR_LEN + tx + rx != len
+        {
+            return Err(bad("socket memory has a bad header"));
+        }
+        // From here on the capacities are ours, whatever the application
+        // writes into its header later.
+        m.tx_cap = tx;
+        m.rx_cap = rx;
+        Ok(m)
+    }
+
+    /// The header.
+    pub fn hdr(&self) -> &SockHdr {
+        unsafe { &*(self.ptr as *const SockHdr) }
+    }
+
+    /// Bytes of the tx ring.
+    pub fn tx_cap(&self) -> usize {
+        self.tx_cap
+    }
+
+    /// Bytes of the rx ring.
+    pub fn rx_cap(&self) -> usize {
+        self.rx_cap
+    }
+
+    /// Largest datagram payload the tx ring can ever hold.
+    pub fn max_tx_dgram(&self) -> usize {
+        self.tx_cap - 2 * REC_HDR
+    }
+
+    fn area(&self, tx: bool) -> (*mut u8, usize) {
+        if tx {
+            (unsafe { self.ptr.add(HDR_LEN) }, self.tx_cap)
+        } else {
+            (unsafe { self.ptr.add(HDR_LEN + self.tx_cap) }, self.rx_cap)
+        }
+    }
+
+    fn indices(&self, tx: bool) -> (&AtomicU64, &AtomicU64) {
+        let h = self.hdr();
+        if tx {
+            (&h.tx_head, &h.tx_tail)
+        } else {
+            (&h.rx_head, &h.rx_tail)
+        }
+    }
+
+    /// Writes a datagram record; false when the ring has no room now.
+    fn push_dgram(&self, tx: bool, addr: SocketAddrV4, payload: &[u8]) -> bool {
+        let (base, cap) = self.area(tx);
+        let (head, tail) = self.indices(tx);
+        let need = REC_HDR + pad8(payload.len());
+        if need > cap - REC_HDR {
+            return false;
+        }
+        let t = tail.load(Relaxed);
+        let used = t.wrapping_sub(head.load(Acquire));
+        let free = (cap as u64).saturating_sub(used);
+        let pos = (t % cap as u64) as usize;
+        let waste = if pos + need > cap { cap - pos } else { 0 };
+        if (waste + need) as u64 > free {
+            return false;
+        }
+        unsafe {
+            let mut p = pos;
+            if waste > 0 {
+                (base.add(p) as *mut u32).write_unaligned(WRAP);
+                p = 0;
+            }
+            let r = base.add(p);
+            (r as *mut u32).write_unaligned(payload.len() as u32);
+            (r.add(4) as *mut u32).write_unaligned(u32::from(*addr.ip()));
+            (r.add(8) as *mut u16).write_unaligned(addr.port());
+            std::ptr::copy_nonoverlapping(payload.as_ptr(), r.add(REC_HDR), payload.len());
+        }
+        tail.store(t + (waste + need) as u64, Release);
+        true
+    }
+
+    /// Reads the next datagram record without consuming it, checking
+    /// everything against what the ring can hold.
+    fn peek_dgram(&self, tx: bool) -> Result<Option<Record>, RingError> {
+        let (base, cap) = self.area(tx);
+        let (head, tail) = self.indices(tx);
+        let h = head.load(Relaxed);
+        let t = tail.load(Acquire);
+        let avail = t.wrapping_sub(h);
+        if avail == 0 {
+            return Ok(None);
+        }
+        if avail > cap as u64 {
+            return Err(RingError::BadIndex);
+        }
+        let mut pos = (h % cap as u64) as usize;
+        let mut waste = 0u64;
+        let mut len = unsafe { (base.add(pos) as *const u32).read_unaligned() };
+        if len == WRAP {
+            waste = (cap - pos) as u64;
+            pos = 0;
+            if avail <= waste {
+                return Err(RingError::BadRecord);
+            }
+            len = unsafe { (base as *const u32).read_unaligned() };
+        }
+        let len = len as usize;
+        let span = REC_HDR + pad8(len);
+        if pos + span > cap || waste + span as u64 > avail {
+            return Err(RingError::BadRecord);
+        }
+        let r = unsafe { base.add(pos) };
+        let ip = unsafe { (r.add(4) as *const u32).read_unaligned() };
+        let port = unsafe { (r.add(8) as *const u16).read_unaligned() };
+        Ok(Some(Record {
+            addr: SocketAddrV4::new(Ipv4Addr::from(ip), port),
+            off: pos + REC_HDR,
+            len,
+            span: waste + span as u64,
+        }))
+    }
+
+    /// The bytes of a record found by a peek.
+    ///
+    /// The other side may scribble over them while we read (its own loss),
+    /// but they always lie inside the mapping.
+    pub fn record_bytes(&self, tx: bool, r: &Record) -> &[u8] {
+        let (base, cap) = self.area(tx);
+        let off = r.off.min(cap);
+        let len = r.len.min(cap - off);
+        unsafe { std::slice::from_raw_parts(base.add(off), len) }
+    }
+
+    fn consume(&self, tx: bool, span: u64) {
+        let (head, _) = self.indices(tx);
+        head.store(head.load(Relaxed) + span, Release);
+    }
+
+    // ----------------------------------------------------- application side
+
+    /// Application: queue a datagram for sending (`0.0.0.0:0`: to the
+    /// connected peer). False when the ring is full now.
+    pub fn send_dgram(&self, to: SocketAddrV4, payload: &[u8]) -> bool {
+        self.push_dgram(true, to, payload)
+    }
+
+    /// Application: the next received datagram, if any.
+    pub fn peek_recv(&self) -> Option<Record> {
+        // Our own ring's producer is sockd, which we trust to be sane; a
+        // bad record still must not crash us: treat it as empty.
+        self.peek_dgram(false).ok().flatten()
+    }
+
+    /// Application: consume a datagram returned by [`SockMem::peek_recv`].
+    pub fn consume_recv(&self, r: &Record) {
+        self.consume(false, r.span);
+    }
+
+    /// Application: kicks needed after a send? Returns true if sockd asked
+    /// to be woken (and clears the request).
+    pub fn server_wants_kick(&self) -> bool {
+        fence(SeqCst);
+        self.hdr().server_wait.load(SeqCst) != 0 && self.hdr().server_wait.swap(0, SeqCst) != 0
+    }
+
+    /// Application: announce what we are about to sleep for; the caller
+    /// re-checks its condition afterwards, then sleeps on its eventfd.
+    pub fn announce_wait(&self, bits: u32) {
+        self.hdr().client_wait.fetch_or(bits, SeqCst);
+        fence(SeqCst);
+    }
+
+    /// Application: bytes queued for sending, not yet taken by sockd.
+    pub fn tx_queued(&self) -> u64 {
+        let h = self.hdr();
+        h.tx_tail.load(Relaxed).wrapping_sub(h.tx_head.load(Acquire))
+    }
+
+    /// Bytes received, not yet read by the application.
+    pub fn rx_queued(&self) -> u64 {
+        let h = self.hdr();
+        h.rx_tail.load(Acquire).wrapping_sub(h.rx_head.load(Acquire))
+    }
+
+    /// Takes the pending socket error, if any.
+    pub fn take_error(&self) -> Option<i32> {
+        match self.hdr().error.swap(0, AcqRel) {
+            0 => None,
+            e => Some(e),
+        }
+    }
+
+    // ------------------------------------------------------------ sockd side
+
+    /// sockd: the next datagram the application queued, validated.
+    pub fn peek_send(&self) -> Result<Option<Record>, RingError> {
+        self.peek_dgram(true)
+    }
+
+    /// sockd: consume a datagram returned by [`SockMem::peek_send`], and
+    /// wake the application if it waits for room.
+    pub fn consume_send(&self, r: &Record) -> bool {
+        self.consume(true, r.span);
+        self.take_wait(wait::TX)
+    }
+
+    /// sockd: deliver a datagram; false (and a counted drop) when the
+    /// application's ring is full. Returns (delivered, wake the app).
+    pub fn deliver_dgram(&self, from: SocketAddrV4, payload: &[u8]) -> (bool, bool) {
+        if !self.push_dgram(false, from, payload) {
+            self.hdr().rx_drops.fetch_add(1, Relaxed);
+            return (false, false);
+        }
+        (true, self.take_wait(wait::RX))
+    }
+
+    /// sockd: after draining the tx ring, ask for a kick on the next
+    /// write; returns true if data arrived meanwhile (drain again).
+    pub fn request_kick(&self) -> bool {
+        self.hdr().server_wait.store(1, SeqCst);
+        fence(SeqCst);
+        self.tx_queued_server() != 0
+    }
+
+    fn tx_queued_server(&self) -> u64 {
+        let h = self.hdr();
+        h.tx_tail.load(Acquire).wrapping_sub(h.tx_head.load(Relaxed))
+    }
+
+    /// sockd: set the socket error the application sees next.
+    pub fn set_error(&self, errno: i32) -> bool {
+        self.hdr().error.store(errno, Release);
+        self.take_wait(wait::RX | wait::TX)
+    }
+
+    /// sockd: set state bits; returns whether to wake the application.
+    pub fn set_state(&self, bits: u32) -> bool {
+        self.hdr().state.fetch_or(bits, Release);
+        self.take_wait(wait::RX | wait::TX)
+    }
+
+    /// True (and the bits cleared) if the application waits for any of
+    /// `bits`: the caller then kicks its eventfd.
+    fn take_wait(&self, bits: u32) -> bool {
+        fence(SeqCst);
+        let h = self.hdr();
+        let w = h.client_wait.load(SeqCst);
+        if w & wait::ALWAYS != 0 {
+            return true;
+        }
+        w & bits != 0 && h.client_wait.fetch_and(!bits, SeqCst) & bits != 0
+    }
+}
+
+/// Writes 1 to an eventfd (a kick).
+pub fn kick(fd: &impl AsRawFd) {
+    let one: u64 = 1;
+    unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(ip: [u8; 4], port: u16) -> SocketAddrV4 {
+        SocketAddrV4::new(Ipv4Addr::from(ip), port)
+    }
+
+    #[test]
+    fn datagrams_cross_in_order_and_wrap() {
+        let (app, fd) = SockMem::create(4096, 4096).unwrap();
+        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        for round in 0..50u32 {
+            let payload = vec![round as u8; 100 + (round as usize * 37) % 900];
+            assert!(app.send_dgram(a([10, 0, 0, 1], 7), &payload));
+            let r = srv.peek_send().unwrap().unwrap();
+            assert_eq!(r.addr, a([10, 0, 0, 1], 7));
+            assert_eq!(srv.record_bytes(true, &r), &payload[..]);
+            srv.consume_send(&r);
+            let (ok, _) = srv.deliver_dgram(a([10, 0, 0, 2], 9), &payload);
+            assert!(ok);
+            let r = app.peek_recv().unwrap();
+            assert_eq!(app.record_bytes(false, &r), &payload[..]);
+            app.consume_recv(&r);
+        }
+        assert!(srv.peek_send().unwrap().is_none());
+    }
+
+    #[test]
+    fn full_ring_refuses_and_counts() {
+        let (app, fd) = SockMem::create(4096, 4096).unwrap();
+        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let mut n = 0;
+        while srv.deliver_dgram(a([1, 2, 3, 4], 5), &[0u8; 1000]).0 {
+            n += 1;
+        }
+        assert_eq!(n, 4096 / (REC_HDR + 1000));
+        assert_eq!(app.hdr().rx_drops.load(Relaxed), 1);
+        assert!(!app.send_dgram(a([0, 0, 0, 0], 0), &[0u8; 5000]), "larger than the ring");
+    }
+
+    #[test]
+    fn hostile_indices_and_lengths_are_refused() {
+        let (app, fd) = SockMem::create(4096, 4096).unwrap();
+        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        app.hdr().tx_tail.store(1 << 40, Relaxed);
+        assert_eq!(srv.peek_send(), Err(RingError::BadIndex));
+        app.hdr().tx_tail.store(64, Relaxed);
+        unsafe { (app.ptr.add(HDR_LEN) as *mut u32).write_unaligned(100_000) };
+        assert_eq!(srv.peek_send(), Err(RingError::BadRecord));
+        // A header that later claims other sizes does not change ours.
+        app.hdr().tx_cap.store(1 << 30, Relaxed);
+        assert_eq!(srv.tx_cap(), 4096);
+    }
+
+    #[test]
+    fn unsealed_or_odd_memory_is_refused() {
+        let fd = unsafe { libc::memfd_create(c"x".as_ptr(), libc::MFD_CLOEXEC) };
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        unsafe { libc::ftruncate(fd.as_raw_fd(), 1 << 16) };
+        assert!(SockMem::attach(&fd, 1 << 20).is_err());
+        let (_app, fd) = SockMem::create(4096, 4096).unwrap();
+        assert!(SockMem::attach(&fd, 1024).is_err(), "over the size limit");
+    }
+
+    #[test]
+    fn wait_flags_ask_for_exactly_one_kick() {
+        let (app, fd) = SockMem::create(4096, 4096).unwrap();
+        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        app.announce_wait(wait::RX);
+        assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"x"), (true, true));
+        assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"y"), (true, false));
+        assert!(!srv.request_kick());
+        assert!(app.send_dgram(a([0, 0, 0, 0], 0), b"z"));
+        assert!(app.server_wants_kick());
+        assert!(!app.server_wants_kick());
+        assert_eq!(srv.set_error(111), false);
+        assert_eq!(app.take_error(), Some(111));
+        assert_eq!(app.take_error(), None);
+    }
+}

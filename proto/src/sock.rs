@@ -1,0 +1,292 @@
+//! The messages between an application (libsock) and sockd, on the
+//! instance's Unix seqpacket socket: one request, one response, each one
+//! packet, encoded with rkyv and validated on receipt (sockd reads them
+//! from untrusted clients). File descriptors travel beside them with
+//! SCM_RIGHTS where a message says so.
+//!
+//! Every request is answered at once; operations that wait (a blocking
+//! receive, an accept, a TCP connect) wait on the socket's shared memory
+//! and eventfd, not on this channel, so one busy socket never holds up the
+//! others of the same process.
+
+// rkyv's derive generates archived twins of these types without docs.
+#![allow(missing_docs)]
+
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
+use rkyv::{Archive, Deserialize, Serialize};
+
+/// Version of this protocol, exchanged in [`Request::Hello`].
+pub const VERSION: u32 = 1;
+/// Largest encoded message.
+pub const MAX_MSG: usize = 1024;
+/// Name of the socket file in the instance's runtime directory.
+pub const SOCKET_FILE: &str = "sockd.sock";
+
+/// An IPv4 socket address (host byte order).
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct Addr {
+    /// Address.
+    pub ip: u32,
+    /// Port.
+    pub port: u16,
+}
+
+impl From<std::net::SocketAddrV4> for Addr {
+    fn from(a: std::net::SocketAddrV4) -> Self {
+        Addr {
+            ip: u32::from(*a.ip()),
+            port: a.port(),
+        }
+    }
+}
+
+impl From<Addr> for std::net::SocketAddrV4 {
+    fn from(a: Addr) -> Self {
+        std::net::SocketAddrV4::new(a.ip.into(), a.port)
+    }
+}
+
+/// Socket types.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Kind {
+    /// SOCK_DGRAM / UDP.
+    Udp,
+    /// SOCK_STREAM / TCP.
+    Tcp,
+}
+
+/// Socket options that sockd (or the transport behind it) applies.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum SockOpt {
+    /// SO_REUSEADDR.
+    ReuseAddr(bool),
+    /// TCP_NODELAY.
+    NoDelay(bool),
+    /// SO_KEEPALIVE.
+    KeepAlive(bool),
+    /// TCP_CONGESTION: 0 CUBIC, 1 NewReno.
+    Congestion(u8),
+}
+
+/// How to shut a connection down.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum How {
+    /// No more reads.
+    Read,
+    /// No more writes (FIN after queued data).
+    Write,
+    /// Both.
+    Both,
+}
+
+/// Application → sockd.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Request {
+    /// First message of a session. Response: [`Response::Welcome`], with
+    /// sockd's eventfd attached (kick it when a socket's shared memory
+    /// asks for it).
+    Hello {
+        /// [`VERSION`].
+        version: u32,
+    },
+    /// A new socket. Attach two fds: the socket's shared memory (a sealed
+    /// memfd, see `strata_ipc::sockring`) and the eventfd sockd kicks to
+    /// wake the application. Response: [`Response::Created`].
+    Socket {
+        /// Socket type.
+        kind: Kind,
+    },
+    /// bind(2).
+    Bind {
+        /// Socket.
+        id: u32,
+        /// Local address (ip 0: any; port 0: ephemeral).
+        addr: Addr,
+    },
+    /// connect(2). For UDP, ip 0 dissolves the association. For TCP the
+    /// response comes at once; completion shows in the shared memory.
+    Connect {
+        /// Socket.
+        id: u32,
+        /// Peer.
+        addr: Addr,
+    },
+    /// listen(2).
+    Listen {
+        /// Socket.
+        id: u32,
+        /// Accept queue length.
+        backlog: u32,
+    },
+    /// accept(2), non-blocking. Attach the new socket's two fds (as for
+    /// [`Request::Socket`]). Response: [`Response::Accepted`] or
+    /// `Error { errno: EAGAIN }`.
+    Accept {
+        /// Listening socket.
+        id: u32,
+    },
+    /// shutdown(2).
+    Shutdown {
+        /// Socket.
+        id: u32,
+        /// Which half.
+        how: How,
+    },
+    /// close(2).
+    Close {
+        /// Socket.
+        id: u32,
+    },
+    /// setsockopt(2).
+    SetOption {
+        /// Socket.
+        id: u32,
+        /// Option and value.
+        opt: SockOpt,
+    },
+    /// getsockname(2) and getpeername(2). Response: [`Response::Names`].
+    Names {
+        /// Socket.
+        id: u32,
+    },
+    /// After sockd restarted: take this existing socket back, with its
+    /// memory and eventfd attached again. Response: `Ok` or an error if
+    /// the socket is gone.
+    Reattach {
+        /// Socket.
+        id: u32,
+    },
+}
+
+/// sockd → application.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub enum Response {
+    /// Done.
+    Ok,
+    /// Session accepted.
+    Welcome {
+        /// Session id.
+        session: u64,
+    },
+    /// Socket created.
+    Created {
+        /// Its id.
+        id: u32,
+    },
+    /// Socket names.
+    Names {
+        /// Local address.
+        local: Addr,
+        /// Peer address, if connected.
+        peer: Option<Addr>,
+    },
+    /// A connection accepted.
+    Accepted {
+        /// The new socket's id.
+        id: u32,
+        /// The peer.
+        peer: Addr,
+        /// The local address.
+        local: Addr,
+    },
+    /// Failed with a libc errno.
+    Error {
+        /// errno.
+        errno: i32,
+    },
+}
+
+/// Why a message could not be decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError(pub String);
+
+impl std::fmt::Display for DecodeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "bad message: {}", self.0)
+    }
+}
+
+impl std::error::Error for DecodeError {}
+
+fn aligned(b: &[u8]) -> AlignedVec {
+    let mut v = AlignedVec::with_capacity(b.len());
+    v.extend_from_slice(b);
+    v
+}
+
+impl Request {
+    /// Encodes.
+    pub fn encode(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rancor::Error>(self)
+            .map(|v| v.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Decodes and validates untrusted bytes.
+    pub fn decode(b: &[u8]) -> Result<Request, DecodeError> {
+        if b.len() > MAX_MSG {
+            return Err(DecodeError("too long".into()));
+        }
+        rkyv::from_bytes::<Request, rancor::Error>(&aligned(b)).map_err(|e| DecodeError(e.to_string()))
+    }
+}
+
+impl Response {
+    /// Encodes.
+    pub fn encode(&self) -> Vec<u8> {
+        rkyv::to_bytes::<rancor::Error>(self)
+            .map(|v| v.to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Decodes and validates.
+    pub fn decode(b: &[u8]) -> Result<Response, DecodeError> {
+        if b.len() > MAX_MSG {
+            return Err(DecodeError("too long".into()));
+        }
+        rkyv::from_bytes::<Response, rancor::Error>(&aligned(b)).map_err(|e| DecodeError(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn requests_and_responses_round_trip() {
+        let reqs = [
+            Request::Hello { version: VERSION },
+            Request::Socket { kind: Kind::Udp },
+            Request::Bind { id: 3, addr: Addr { ip: 0x0a4d0002, port: 53 } },
+            Request::SetOption { id: 1, opt: SockOpt::ReuseAddr(true) },
+            Request::Shutdown { id: 9, how: How::Write },
+        ];
+        for r in reqs {
+            assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        }
+        let resps = [
+            Response::Ok,
+            Response::Names { local: Addr { ip: 1, port: 2 }, peer: None },
+            Response::Error { errno: 98 },
+        ];
+        for r in resps {
+            assert_eq!(Response::decode(&r.encode()).unwrap(), r);
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
+            let _ = Request::decode(&b);
+            let _ = Response::decode(&b);
+        }
+    }
+}
