@@ -560,8 +560,8 @@ impl Fabric {
     /// Sleeps until kicked, until one of `extra` is ready, or until
     /// `timeout_ms` passes (-1: no timeout). `idle` is checked after the
     /// sleeping flag is raised, so work published meanwhile is never
-    /// missed: if it returns false the call returns at once. Returns the
-    /// `revents` of each fd in `extra`.
+    /// missed: if it returns false the call returns at once. The `revents`
+    /// of each fd in `extra` (at most 8) are filled in.
     pub fn sleep(
         &self,
         me: LayerId,
@@ -569,6 +569,29 @@ impl Fabric {
         timeout_ms: i32,
         idle: impl FnOnce() -> bool,
     ) {
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; 9];
+        let n = extra.len().min(8);
+        fds[1..1 + n].copy_from_slice(&extra[..n]);
+        self.sleep_on(me, &mut fds[..n + 1], timeout_ms, idle);
+        extra[..n].copy_from_slice(&fds[1..1 + n]);
+    }
+
+    /// As [`Fabric::sleep`], for any number of fds: `fds[0]` is set to this
+    /// layer's eventfd, the rest are the caller's.
+    pub fn sleep_on(
+        &self,
+        me: LayerId,
+        fds: &mut [libc::pollfd],
+        timeout_ms: i32,
+        idle: impl FnOnce() -> bool,
+    ) {
+        for f in fds.iter_mut() {
+            f.revents = 0;
+        }
         let c = self.ctl(me);
         c.sleeping.store(1, SeqCst);
         fence(SeqCst);
@@ -577,20 +600,19 @@ impl Fabric {
             return;
         }
         let wfd = self.wake[me.0 as usize];
-        let mut fds = [libc::pollfd {
-            fd: wfd,
-            events: libc::POLLIN,
-            revents: 0,
-        }; 9];
-        let n = extra.len().min(8);
-        fds[1..1 + n].copy_from_slice(&extra[..n]);
-        unsafe { libc::poll(fds.as_mut_ptr(), (n + 1) as libc::nfds_t, timeout_ms) };
+        if let Some(f0) = fds.first_mut() {
+            *f0 = libc::pollfd {
+                fd: wfd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
+        }
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         c.sleeping.store(0, Relaxed);
-        if fds[0].revents & libc::POLLIN != 0 {
+        if fds.first().is_some_and(|f| f.revents & libc::POLLIN != 0) {
             let mut v: u64 = 0;
             unsafe { libc::read(wfd, &mut v as *mut u64 as *mut libc::c_void, 8) };
         }
-        extra[..n].copy_from_slice(&fds[1..1 + n]);
     }
 
     /// Marks a turn of `me`'s loop (the launcher's hang detector watches it).
@@ -908,4 +930,12 @@ pub fn new_eventfd() -> io::Result<RawFd> {
 #[doc(hidden)]
 pub fn _assert_atomic_sizes() {
     let _ = std::mem::size_of::<AtomicU32>();
+}
+
+impl Fabric {
+    /// sockd's socket table (in sockd's arena).
+    pub fn sock_table(&self) -> crate::socktable::SockTable {
+        let (p, n) = self.arena_bytes(LayerId::SOCKD);
+        unsafe { crate::socktable::SockTable::new(p, n) }
+    }
 }

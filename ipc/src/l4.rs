@@ -145,9 +145,7 @@ impl L4Ctl {
             local_port: u16_at(24),
             remote_port: u16_at(26),
             flags: u32_at(28),
-            value: u64::from_le_bytes([
-                b[32], b[33], b[34], b[35], b[36], b[37], b[38], b[39],
-            ]),
+            value: u64::from_le_bytes([b[32], b[33], b[34], b[35], b[36], b[37], b[38], b[39]]),
         })
     }
 

@@ -14,8 +14,8 @@ pub mod arena;
 pub mod bufs;
 pub mod fabric;
 pub mod handle;
-pub mod layer;
 pub mod l4;
+pub mod layer;
 pub mod layout;
 
 pub use arena::{Pod, Records};
@@ -25,6 +25,7 @@ pub use handle::Handle;
 pub use layer::{LayerId, MAX_IFACES, MAX_LAYERS};
 pub use layout::{ifc, Params, IFACE_COUNTER_NAMES};
 pub mod runtime;
-pub mod sockring;
 pub mod service;
+pub mod sockring;
+pub mod socktable;
 pub use service::{now_ns, Service, BUDGET};

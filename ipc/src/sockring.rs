@@ -403,13 +403,17 @@ impl SockMem {
     /// Application: bytes queued for sending, not yet taken by sockd.
     pub fn tx_queued(&self) -> u64 {
         let h = self.hdr();
-        h.tx_tail.load(Relaxed).wrapping_sub(h.tx_head.load(Acquire))
+        h.tx_tail
+            .load(Relaxed)
+            .wrapping_sub(h.tx_head.load(Acquire))
     }
 
     /// Bytes received, not yet read by the application.
     pub fn rx_queued(&self) -> u64 {
         let h = self.hdr();
-        h.rx_tail.load(Acquire).wrapping_sub(h.rx_head.load(Acquire))
+        h.rx_tail
+            .load(Acquire)
+            .wrapping_sub(h.rx_head.load(Acquire))
     }
 
     /// Takes the pending socket error, if any.
@@ -454,7 +458,9 @@ impl SockMem {
 
     fn tx_queued_server(&self) -> u64 {
         let h = self.hdr();
-        h.tx_tail.load(Acquire).wrapping_sub(h.tx_head.load(Relaxed))
+        h.tx_tail
+            .load(Acquire)
+            .wrapping_sub(h.tx_head.load(Relaxed))
     }
 
     /// sockd: set the socket error the application sees next.
@@ -526,7 +532,10 @@ mod tests {
         }
         assert_eq!(n, 4096 / (REC_HDR + 1000));
         assert_eq!(app.hdr().rx_drops.load(Relaxed), 1);
-        assert!(!app.send_dgram(a([0, 0, 0, 0], 0), &[0u8; 5000]), "larger than the ring");
+        assert!(
+            !app.send_dgram(a([0, 0, 0, 0], 0), &[0u8; 5000]),
+            "larger than the ring"
+        );
     }
 
     #[test]
@@ -564,7 +573,7 @@ mod tests {
         assert!(app.send_dgram(a([0, 0, 0, 0], 0), b"z"));
         assert!(app.server_wants_kick());
         assert!(!app.server_wants_kick());
-        assert_eq!(srv.set_error(111), false);
+        assert!(!srv.set_error(111));
         assert_eq!(app.take_error(), Some(111));
         assert_eq!(app.take_error(), None);
     }

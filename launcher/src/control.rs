@@ -125,8 +125,37 @@ pub fn stats(sh: &Shared) -> Value {
     json!({"instance": sh.instance, "layers": layers, "interfaces": ifaces, "pool": pool_json(f)})
 }
 
+/// The answer to `ss`: sockd's socket table, read from its arena.
+pub fn sockets(sh: &Shared) -> Value {
+    let t = sh.fabric.sock_table();
+    let ip = |a: u32| std::net::Ipv4Addr::from(a).to_string();
+    let socks: Vec<Value> = t
+        .iter()
+        .map(|(_, r)| {
+            let comm = std::fs::read_to_string(format!("/proc/{}/comm", r.pid))
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default();
+            json!({
+                "id": r.id,
+                "proto": if r.proto == 6 { "tcp" } else { "udp" },
+                "state": strata_ipc::socktable::sock_state::name(r.state),
+                "local": format!("{}:{}", ip(r.local_ip), r.local_port),
+                "peer": if r.peer_ip == 0 && r.peer_port == 0 { "0.0.0.0:*".to_string() } else { format!("{}:{}", ip(r.peer_ip), r.peer_port) },
+                "recv_q": r.recv_q,
+                "send_q": r.send_q,
+                "drops": r.drops,
+                "pid": r.pid,
+                "uid": r.uid,
+                "process": comm,
+            })
+        })
+        .collect();
+    json!({"instance": sh.instance, "sockets": socks})
+}
+
 fn handle(sh: &Shared, req: &Value) -> Value {
     match req.get("cmd").and_then(|c| c.as_str()) {
+        Some("ss") => json!({"ok": true, "data": sockets(sh)}),
         Some("status") => json!({"ok": true, "data": status(sh)}),
         Some("stats") => json!({"ok": true, "data": stats(sh)}),
         Some("kill") => {

@@ -48,6 +48,9 @@ enum Cmd {
     Status,
     /// Show per-layer and per-interface counters, drops by reason.
     Stats,
+    /// List sockets (protocol, state, queues, addresses, owning process),
+    /// like `ss -uanp`.
+    Ss,
     /// SIGKILL one layer (fault injection); the launcher restarts it.
     Kill {
         /// driverdN, netdevd, filterd, ipd, tcpd, udpd or sockd.
@@ -66,6 +69,7 @@ fn main() -> ExitCode {
         Cmd::Up { config } => up::run(config.as_deref(), &cli.instance),
         Cmd::Status => query(&cli.instance, "status", cli.json, print_status),
         Cmd::Stats => query(&cli.instance, "stats", cli.json, print_stats),
+        Cmd::Ss => query(&cli.instance, "ss", cli.json, print_ss),
         Cmd::Kill { layer } => {
             control::request(&cli.instance, json!({"cmd": "kill", "layer": layer})).map(|v| {
                 if cli.json {
@@ -160,7 +164,10 @@ fn print_pool(p: &Value) {
             .filter(|m| !m.is_empty())
             .map(|m| format!(
                 " ({})",
-                m.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
+                m.iter()
+                    .map(|(k, v)| format!("{k} {v}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ))
             .unwrap_or_default(),
         s(&p["stale_refused"]),
@@ -176,6 +183,26 @@ fn print_counters(m: &Value) {
     }
     for (k, v) in nonzero {
         println!("    {k:<28} {v}");
+    }
+}
+
+fn print_ss(v: &Value) {
+    println!(
+        "{:<6} {:<7} {:>7} {:>7} {:<22} {:<22} Process",
+        "Netid", "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port"
+    );
+    for x in v["sockets"].as_array().into_iter().flatten() {
+        println!(
+            "{:<6} {:<7} {:>7} {:>7} {:<22} {:<22} users:((\"{}\",pid={}))",
+            s(&x["proto"]),
+            s(&x["state"]),
+            s(&x["recv_q"]),
+            s(&x["send_q"]),
+            s(&x["local"]),
+            s(&x["peer"]),
+            s(&x["process"]),
+            s(&x["pid"]),
+        );
     }
 }
 

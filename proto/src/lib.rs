@@ -30,8 +30,8 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
-pub mod tcp;
 pub mod sock;
+pub mod tcp;
 pub mod udp;
 
 pub use ethernet::MacAddr;

@@ -234,7 +234,8 @@ impl Request {
         if b.len() > MAX_MSG {
             return Err(DecodeError("too long".into()));
         }
-        rkyv::from_bytes::<Request, rancor::Error>(&aligned(b)).map_err(|e| DecodeError(e.to_string()))
+        rkyv::from_bytes::<Request, rancor::Error>(&aligned(b))
+            .map_err(|e| DecodeError(e.to_string()))
     }
 }
 
@@ -251,7 +252,8 @@ impl Response {
         if b.len() > MAX_MSG {
             return Err(DecodeError("too long".into()));
         }
-        rkyv::from_bytes::<Response, rancor::Error>(&aligned(b)).map_err(|e| DecodeError(e.to_string()))
+        rkyv::from_bytes::<Response, rancor::Error>(&aligned(b))
+            .map_err(|e| DecodeError(e.to_string()))
     }
 }
 
@@ -265,16 +267,31 @@ mod tests {
         let reqs = [
             Request::Hello { version: VERSION },
             Request::Socket { kind: Kind::Udp },
-            Request::Bind { id: 3, addr: Addr { ip: 0x0a4d0002, port: 53 } },
-            Request::SetOption { id: 1, opt: SockOpt::ReuseAddr(true) },
-            Request::Shutdown { id: 9, how: How::Write },
+            Request::Bind {
+                id: 3,
+                addr: Addr {
+                    ip: 0x0a4d0002,
+                    port: 53,
+                },
+            },
+            Request::SetOption {
+                id: 1,
+                opt: SockOpt::ReuseAddr(true),
+            },
+            Request::Shutdown {
+                id: 9,
+                how: How::Write,
+            },
         ];
         for r in reqs {
             assert_eq!(Request::decode(&r.encode()).unwrap(), r);
         }
         let resps = [
             Response::Ok,
-            Response::Names { local: Addr { ip: 1, port: 2 }, peer: None },
+            Response::Names {
+                local: Addr { ip: 1, port: 2 },
+                peer: None,
+            },
             Response::Error { errno: 98 },
         ];
         for r in resps {

@@ -1,0 +1,207 @@
+//! sockd's socket table, kept in sockd's arena so that it outlives the
+//! process: a restarted sockd finds every socket again (and waits for
+//! its application to re-attach the socket's memory), and `strata ss`
+//! reads it without asking sockd.
+//!
+//! Slots are updated in place. A slot is claimed by writing its `state`
+//! last and released by clearing `state` first, so a reader (or a sockd
+//! restarted after a crash mid-update) sees a slot either unused or with
+//! consistent identity fields; counters in it may lag.
+
+use std::sync::atomic::{AtomicU32, Ordering::*};
+
+/// "SOCKTBL1".
+const MAGIC: u32 = 0x534f_434b;
+const HDR: usize = 64;
+
+/// Values of [`SockRec::state`].
+pub mod sock_state {
+    /// Slot unused.
+    pub const FREE: u32 = 0;
+    /// Socket exists, not bound.
+    pub const OPEN: u32 = 1;
+    /// Bound to a local address.
+    pub const BOUND: u32 = 2;
+    /// Connected (UDP: a default peer).
+    pub const CONNECTED: u32 = 3;
+    /// Listening (TCP).
+    pub const LISTEN: u32 = 4;
+
+    /// Name as `ss` prints it.
+    pub fn name(s: u32) -> &'static str {
+        match s {
+            OPEN => "UNCONN",
+            BOUND => "UNCONN",
+            CONNECTED => "ESTAB",
+            LISTEN => "LISTEN",
+            _ => "?",
+        }
+    }
+}
+
+/// One socket.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockRec {
+    /// [`sock_state`]; written last when claiming, first when releasing.
+    pub state: u32,
+    /// The socket id (slot + 1 + generation << 16).
+    pub id: u32,
+    /// 17 UDP, 6 TCP.
+    pub proto: u32,
+    /// Owning process (SO_PEERCRED of the session that created it).
+    pub pid: u32,
+    /// Owning user.
+    pub uid: u32,
+    /// Local address and port (host order).
+    pub local_ip: u32,
+    /// Peer address (host order), 0 if none.
+    pub peer_ip: u32,
+    /// Local port.
+    pub local_port: u16,
+    /// Peer port.
+    pub peer_port: u16,
+    /// Bytes waiting for the application (last seen by sockd).
+    pub recv_q: u32,
+    /// Bytes waiting to be sent (last seen by sockd).
+    pub send_q: u32,
+    /// Datagrams dropped because the application fell behind.
+    pub drops: u32,
+    /// SO_REUSEADDR etc. (bit 0).
+    pub flags: u32,
+    /// Reserved.
+    pub reserved: [u32; 4],
+}
+
+/// The table over a layer's arena bytes.
+pub struct SockTable {
+    p: *mut u8,
+    cap: usize,
+}
+
+// SAFETY: shared memory; one writer (sockd), readers tolerate lag.
+unsafe impl Send for SockTable {}
+
+impl SockTable {
+    /// # Safety
+    /// `p..p+n` must be mapped for the table's lifetime and used only as
+    /// this table (sockd's arena).
+    pub unsafe fn new(p: *mut u8, n: usize) -> SockTable {
+        let cap = (n.saturating_sub(HDR) / std::mem::size_of::<SockRec>()).min(65535);
+        let t = SockTable { p, cap };
+        let m = &*(p as *const AtomicU32);
+        if m.load(Acquire) != MAGIC {
+            std::ptr::write_bytes(p, 0, n);
+            m.store(MAGIC, Release);
+        }
+        t
+    }
+
+    /// Slots.
+    pub fn capacity(&self) -> usize {
+        self.cap
+    }
+
+    fn slot(&self, i: usize) -> *mut SockRec {
+        unsafe { (self.p.add(HDR) as *mut SockRec).add(i) }
+    }
+
+    fn state(&self, i: usize) -> &AtomicU32 {
+        unsafe { &*(self.slot(i) as *const AtomicU32) }
+    }
+
+    /// A copy of slot `i`.
+    pub fn get(&self, i: usize) -> Option<SockRec> {
+        if i >= self.cap {
+            return None;
+        }
+        let r = unsafe { self.slot(i).read_volatile() };
+        (r.state != sock_state::FREE).then_some(r)
+    }
+
+    /// The slot of socket `id`, if that socket exists.
+    pub fn find(&self, id: u32) -> Option<usize> {
+        let i = (id & 0xffff).checked_sub(1)? as usize;
+        let r = self.get(i)?;
+        (r.id == id).then_some(i)
+    }
+
+    /// Every used slot.
+    pub fn iter(&self) -> impl Iterator<Item = (usize, SockRec)> + '_ {
+        (0..self.cap).filter_map(|i| self.get(i).map(|r| (i, r)))
+    }
+
+    /// Claims a free slot for `rec` (its `id` is assigned here and
+    /// returned).
+    pub fn insert(&self, mut rec: SockRec) -> Option<u32> {
+        let i = (0..self.cap).find(|&i| self.state(i).load(Acquire) == sock_state::FREE)?;
+        let prev = unsafe { self.slot(i).read_volatile() };
+        let gen = (prev.id >> 16).wrapping_add(1) & 0x7fff;
+        rec.id = (i as u32 + 1) | (gen << 16);
+        let state = rec.state.max(sock_state::OPEN);
+        rec.state = sock_state::FREE;
+        unsafe { self.slot(i).write_volatile(rec) };
+        self.state(i).store(state, Release);
+        Some(rec.id)
+    }
+
+    /// Updates slot `i` (state included).
+    pub fn update(&self, i: usize, rec: SockRec) {
+        if i < self.cap {
+            let state = rec.state;
+            let mut r = rec;
+            r.state = self.state(i).load(Relaxed);
+            unsafe { self.slot(i).write_volatile(r) };
+            self.state(i).store(state, Release);
+        }
+    }
+
+    /// Releases slot `i`.
+    pub fn remove(&self, i: usize) {
+        if i < self.cap {
+            self.state(i).store(sock_state::FREE, Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_find_update_remove() {
+        let mut mem = vec![0u64; 4096];
+        let t = unsafe { SockTable::new(mem.as_mut_ptr() as *mut u8, 32768) };
+        let id = t
+            .insert(SockRec {
+                proto: 17,
+                pid: 5,
+                ..Default::default()
+            })
+            .unwrap();
+        let i = t.find(id).unwrap();
+        let mut r = t.get(i).unwrap();
+        assert_eq!((r.proto, r.pid, r.state), (17, 5, sock_state::OPEN));
+        r.local_port = 53;
+        r.state = sock_state::BOUND;
+        t.update(i, r);
+        assert_eq!(t.get(i).unwrap().local_port, 53);
+        t.remove(i);
+        assert!(t.find(id).is_none());
+        let id2 = t.insert(SockRec::default()).unwrap();
+        assert_ne!(id, id2, "a reused slot gets a new generation");
+        assert!(t.find(id).is_none());
+        assert_eq!(t.iter().count(), 1);
+    }
+
+    #[test]
+    fn table_survives_a_second_mapping() {
+        let mut mem = vec![0u64; 4096];
+        let p = mem.as_mut_ptr() as *mut u8;
+        let id = unsafe { SockTable::new(p, 32768) }
+            .insert(SockRec::default())
+            .unwrap();
+        let t = unsafe { SockTable::new(p, 32768) };
+        assert!(t.find(id).is_some());
+    }
+}
