@@ -56,6 +56,8 @@ const LARGE_BUFFERS: RangeInclusive<i64> = 0..=4096;
 const RING_SIZE: RangeInclusive<i64> = 64..=65_536;
 const QDISC_LIMIT: RangeInclusive<i64> = 1..=65_536;
 const HEARTBEAT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
+const SOCKET_BUFFER_BYTES: RangeInclusive<i64> = 4096..=16_777_216;
+const EPHEMERAL_PORT: RangeInclusive<i64> = 1024..=65_535;
 const RESTART_BACKOFF_MAX_MS: RangeInclusive<i64> = 100..=600_000;
 
 /// The whole configuration of one stack instance.
@@ -173,6 +175,14 @@ pub struct Limits {
     /// The longest wait (ms) before restarting a layer that keeps crashing,
     /// 100..=600000. Default 5000.
     pub restart_backoff_max_ms: u32,
+    /// Bytes of each socket's receive and send rings (what SO_RCVBUF and
+    /// SO_SNDBUF bound on Linux), 4096..=16777216. Default 262144.
+    pub socket_buffer_bytes: u32,
+    /// First port of the ephemeral range, 1024..=65535. Default 32768.
+    pub ephemeral_port_first: u32,
+    /// Last port of the ephemeral range, 1024..=65535, not below the
+    /// first. Default 60999 (Linux's `ip_local_port_range`).
+    pub ephemeral_port_last: u32,
 }
 
 impl Default for Limits {
@@ -184,6 +194,9 @@ impl Default for Limits {
             qdisc_limit: 1000,
             heartbeat_timeout_ms: 3000,
             restart_backoff_max_ms: 5000,
+            socket_buffer_bytes: 262_144,
+            ephemeral_port_first: 32768,
+            ephemeral_port_last: 60999,
         }
     }
 }
@@ -679,9 +692,29 @@ impl Limits {
                 self.restart_backoff_max_ms,
                 RESTART_BACKOFF_MAX_MS,
             ),
+            (
+                "socket_buffer_bytes",
+                self.socket_buffer_bytes,
+                SOCKET_BUFFER_BYTES,
+            ),
+            (
+                "ephemeral_port_first",
+                self.ephemeral_port_first,
+                EPHEMERAL_PORT,
+            ),
+            ("ephemeral_port_last", self.ephemeral_port_last, EPHEMERAL_PORT),
         ];
         for (name, value, range) in fields {
             check_range(&format!("limits.{name}"), i64::from(value), &range)?;
+        }
+        if self.ephemeral_port_last < self.ephemeral_port_first {
+            return Err(invalid(
+                "limits.ephemeral_port_last",
+                format!(
+                    "{} is below ephemeral_port_first ({})",
+                    self.ephemeral_port_last, self.ephemeral_port_first
+                ),
+            ));
         }
         if !self.ring_size.is_power_of_two() {
             return Err(invalid(
@@ -833,6 +866,9 @@ struct RawLimits {
     qdisc_limit: Option<i64>,
     heartbeat_timeout_ms: Option<i64>,
     restart_backoff_max_ms: Option<i64>,
+    socket_buffer_bytes: Option<i64>,
+    ephemeral_port_first: Option<i64>,
+    ephemeral_port_last: Option<i64>,
 }
 
 impl RawConfig {
@@ -1012,6 +1048,24 @@ impl RawLimits {
                 self.restart_backoff_max_ms,
                 d.restart_backoff_max_ms,
                 RESTART_BACKOFF_MAX_MS,
+            )?,
+            socket_buffer_bytes: limit(
+                "socket_buffer_bytes",
+                self.socket_buffer_bytes,
+                d.socket_buffer_bytes,
+                SOCKET_BUFFER_BYTES,
+            )?,
+            ephemeral_port_first: limit(
+                "ephemeral_port_first",
+                self.ephemeral_port_first,
+                d.ephemeral_port_first,
+                EPHEMERAL_PORT,
+            )?,
+            ephemeral_port_last: limit(
+                "ephemeral_port_last",
+                self.ephemeral_port_last,
+                d.ephemeral_port_last,
+                EPHEMERAL_PORT,
             )?,
         })
     }
