@@ -49,6 +49,10 @@ pub mod state {
     pub const EOF: u32 = 2;
     /// The connection was reset.
     pub const RESET: u32 = 4;
+    /// A stream connection is established (a TCP connect completed, or
+    /// the socket came from accept). Set once; libsock's blocking connect
+    /// waits for it (or for a pending error, or for [`RESET`]).
+    pub const CONNECTED: u32 = 8;
 }
 
 /// The header at the start of the shared memory.

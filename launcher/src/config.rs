@@ -702,7 +702,11 @@ impl Limits {
                 self.ephemeral_port_first,
                 EPHEMERAL_PORT,
             ),
-            ("ephemeral_port_last", self.ephemeral_port_last, EPHEMERAL_PORT),
+            (
+                "ephemeral_port_last",
+                self.ephemeral_port_last,
+                EPHEMERAL_PORT,
+            ),
         ];
         for (name, value, range) in fields {
             check_range(&format!("limits.{name}"), i64::from(value), &range)?;

@@ -95,6 +95,95 @@ impl Netns {
     }
 }
 
+/// A background process, killed (SIGKILL) and reaped on drop.
+pub struct Bg {
+    /// The process.
+    pub child: Child,
+}
+
+impl Bg {
+    /// Waits for it to exit, up to `timeout`; its stdout if it did.
+    pub fn wait_output(mut self, timeout: Duration) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.child.try_wait() {
+                Ok(Some(_)) => {
+                    let mut s = String::new();
+                    if let Some(mut o) = self.child.stdout.take() {
+                        let _ = std::io::Read::read_to_string(&mut o, &mut s);
+                    }
+                    return Some(s);
+                }
+                Ok(None) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20))
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// True while it runs.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Bg {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Netns {
+    /// Starts `args` in the namespace in the background, stdout piped.
+    pub fn spawn(&self, args: &[&str]) -> Bg {
+        let child = self
+            .cmd(args[0])
+            .args(&args[1..])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+        Bg { child }
+    }
+}
+
+/// Starts a workspace binary (an example) against `stack`'s instance, in
+/// the host namespace (applications reach the stack through sockd's Unix
+/// socket, not through a network namespace).
+pub fn spawn_app(stack: &Stack, name: &str, args: &[&str]) -> Bg {
+    let child = Command::new(bin(name))
+        .args(args)
+        .env("STRATA_INSTANCE", &stack.instance)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    Bg { child }
+}
+
+/// Reads lines from a background process's stdout until one contains
+/// `what` (or panics after `timeout`).
+pub fn wait_line(bg: &mut Bg, what: &str, timeout: Duration) -> String {
+    let out = bg.child.stdout.take().expect("stdout piped");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for l in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(l).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(l) if l.contains(what) => return l,
+            Ok(_) => {}
+            Err(_) => panic!("no line containing {what:?} within {timeout:?}"),
+        }
+    }
+}
+
 impl Default for Netns {
     fn default() -> Self {
         Self::new()

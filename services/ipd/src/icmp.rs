@@ -75,16 +75,15 @@ impl IpCore {
             Err(IcmpError::BadChecksum) => return self.drop(pool, &h, Stat::IcmpBadChecksum),
         };
         self.stats.inc(Stat::IcmpInMsgs);
-        if is_error_type(icmp.icmp_type) && !bcast {
-            if self.error_for_upper(pool, &h, icmp.icmp_type).is_some() {
-                // The layer that owns the quoted flow takes it as it is:
-                // data window = the whole datagram, `l4_off` at the ICMP
-                // header, `l4proto` ICMP.
-                self.stats.inc(error_stat(icmp.icmp_type));
-                self.stats.inc(Stat::IcmpErrDelivered);
-                out.up.push(h);
-                return;
-            }
+        // Errors sent to a broadcast address are not believed (RFC 1122
+        // §3.2.2); the others go to the layer that owns the quoted flow as
+        // they are: data window = the whole datagram, `l4_off` at the ICMP
+        // header, `l4proto` ICMP.
+        if !bcast && self.error_for_upper(pool, &h, icmp.icmp_type).is_some() {
+            self.stats.inc(error_stat(icmp.icmp_type));
+            self.stats.inc(Stat::IcmpErrDelivered);
+            out.up.push(h);
+            return;
         }
         let counter = match icmp.icmp_type {
             icmp_type::ECHO_REQUEST => {

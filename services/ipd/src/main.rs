@@ -5,8 +5,8 @@
 
 use std::collections::VecDeque;
 use strata_ipc::arena::Pod;
-use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_ipc::handle::flags::ICMP_PORT_UNREACH;
+use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_ipd::{
     upper_protocol, IfaceConfig, IpConfig, IpCore, NeighRecord, Outputs, RouteConfig, Stat,
 };

@@ -296,6 +296,15 @@ impl<'a> Sockd<'a> {
             }
             Request::Bind { id, addr } => match self.own(sid, id) {
                 None => errno_resp(libc::EBADF),
+                // A bind repeated by libsock after a sockd restart, which
+                // had already taken effect.
+                Some(s)
+                    if s.rec.state != sock_state::OPEN
+                        && (addr.ip == 0 || addr.ip == s.rec.local_ip)
+                        && addr.port == s.rec.local_port =>
+                {
+                    Response::Ok
+                }
                 Some(s) if s.rec.state != sock_state::OPEN => errno_resp(libc::EINVAL),
                 Some(s) => {
                     let reuse = s.rec.flags & 1 != 0;
@@ -448,10 +457,14 @@ impl<'a> Sockd<'a> {
                         if p.op == op::CONNECT {
                             s.rec.peer_ip = m.remote_addr;
                             s.rec.peer_port = m.remote_port;
-                            s.rec.state = if m.remote_addr == 0 {
-                                sock_state::BOUND
-                            } else {
+                            s.rec.state = if m.remote_addr != 0 {
                                 sock_state::CONNECTED
+                            } else if m.local_port == 0 {
+                                // Disconnecting dissolved an automatic
+                                // binding, as on Linux.
+                                sock_state::OPEN
+                            } else {
+                                sock_state::BOUND
                             };
                         } else {
                             s.rec.state = sock_state::BOUND;

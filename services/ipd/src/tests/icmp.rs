@@ -424,7 +424,12 @@ fn icmp_errors_about_udp_go_up_when_udp_is_attached() {
     let mut bcast = error_frame(PEER_IP, 3, 3, &quoted);
     let mut ip = Ip::new(protocol::ICMP);
     ip.dst = Ipv4Addr::new(10, 0, 0, 255);
-    bcast = eth(MacAddr::BROADCAST, PEER_MAC, ethertype::IPV4, &ip.build(&bcast[34..]));
+    bcast = eth(
+        MacAddr::BROADCAST,
+        PEER_MAC,
+        ethertype::IPV4,
+        &ip.build(&bcast[34..]),
+    );
     r.input(&bcast);
     r.input(&error_frame(PEER_IP, 4, 0, &quoted));
     assert!(r.up().is_empty());

@@ -1,0 +1,75 @@
+//! An echo server on libsock: every UDP datagram it receives goes back to
+//! its sender unchanged. (TCP echo joins when strata speaks TCP.)
+
+use clap::Parser;
+use std::io::ErrorKind;
+use std::process::ExitCode;
+
+/// Echo server on the strata stack: sends every UDP datagram back to
+/// where it came from.
+#[derive(Parser)]
+#[command(name = "echo", version, about)]
+struct Args {
+    /// Address and port to serve UDP on.
+    #[arg(long, default_value = "0.0.0.0:7")]
+    udp: String,
+    /// strata instance to use (also STRATA_INSTANCE).
+    #[arg(long, short)]
+    instance: Option<String>,
+    /// Stop after echoing this many datagrams (0: never).
+    #[arg(long, default_value_t = 0)]
+    count: u64,
+    /// Set SO_REUSEADDR before binding.
+    #[arg(long)]
+    reuse_address: bool,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(i) = &args.instance {
+        std::env::set_var("STRATA_INSTANCE", i);
+    }
+    let sock = match bind(&args) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("echo: cannot serve UDP on {}: {e}", args.udp);
+            return ExitCode::FAILURE;
+        }
+    };
+    match sock.local_addr() {
+        Ok(a) => println!("echo: serving UDP on {a}"),
+        Err(e) => println!("echo: serving UDP ({e})"),
+    }
+    let mut buf = vec![0u8; 65536];
+    let mut n = 0u64;
+    loop {
+        match sock.recv_from(&mut buf) {
+            Ok((len, from)) => {
+                if let Err(e) = sock.send_to(&buf[..len], from) {
+                    eprintln!("echo: send to {from}: {e}");
+                }
+                n += 1;
+                if args.count != 0 && n >= args.count {
+                    return ExitCode::SUCCESS;
+                }
+            }
+            // A refused earlier reply surfaces here, as on Linux; it
+            // concerns one peer, not the server.
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => continue,
+            Err(e) => {
+                eprintln!("echo: receive: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+}
+
+fn bind(args: &Args) -> std::io::Result<libsock::UdpSocket> {
+    if args.reuse_address {
+        libsock::UdpSocket::builder()
+            .reuse_address(true)
+            .udp_bind(args.udp.as_str())
+    } else {
+        libsock::UdpSocket::bind(args.udp.as_str())
+    }
+}

@@ -1,0 +1,419 @@
+//! What every socket type shares: its id at sockd, its shared memory and
+//! eventfd, the client-side options (non-blocking mode, timeouts), the
+//! pending-error and state checks, and the one place where a thread
+//! blocks (`block_on`).
+//!
+//! Blocking: a thread that has to wait announces what it waits for in
+//! the shared memory (`announce_wait`), looks once more, and sleeps on
+//! the socket's eventfd, which sockd kicks when it makes the awaited
+//! condition true. Several threads may wait on one socket (one receives
+//! while another sends); only one of them polls the eventfd at a time
+//! and wakes the others through a condition variable after every
+//! wake-up, so that no thread drains a kick meant for another.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use strata_ipc::sockring::{self, state, wait, SockMem};
+use strata_proto::sock::{Addr, Kind, Request, Response};
+
+use crate::session::{expect_ok, lock, unexpected, Attach, Session};
+
+/// Ring size used unless a [`crate::Builder`] says otherwise.
+pub(crate) const DEFAULT_RING: usize = 256 << 10;
+
+/// Who polls the eventfd, and a counter of wake-ups.
+struct Waits {
+    polling: bool,
+    epoch: u64,
+}
+
+/// The client side of one socket.
+pub(crate) struct Core {
+    pub(crate) session: Arc<Session>,
+    pub(crate) id: u32,
+    pub(crate) mem: SockMem,
+    attach: Arc<Attach>,
+    nonblocking: AtomicBool,
+    /// Nanoseconds; 0: none.
+    read_timeout: AtomicU64,
+    /// Nanoseconds; 0: none.
+    write_timeout: AtomicU64,
+    /// The eventfd was handed out as a readiness fd (`wait::ALWAYS`).
+    always: AtomicBool,
+    /// Bytes a non-blocking send found no room for (0: none), so that a
+    /// drained readiness fd is re-armed once that room exists.
+    tx_need: AtomicUsize,
+    /// The rings are single-consumer and single-producer: threads of the
+    /// application take turns on each.
+    pub(crate) rx_lock: Mutex<()>,
+    pub(crate) tx_lock: Mutex<()>,
+    waits: Mutex<Waits>,
+    woken: Condvar,
+    /// UDP: the connected peer (send() needs one).
+    pub(crate) peer: Mutex<Option<SocketAddrV4>>,
+    /// TCP_NODELAY as last set (sockd has no "get option" request).
+    pub(crate) nodelay: AtomicBool,
+}
+
+/// EAGAIN, as std reports a timed-out or would-block socket call.
+pub(crate) fn would_block() -> io::Error {
+    io::Error::from_raw_os_error(libc::EAGAIN)
+}
+
+/// Validates a timeout as std does and converts it to nanoseconds.
+pub(crate) fn timeout_nanos(t: Option<Duration>) -> io::Result<u64> {
+    match t {
+        None => Ok(0),
+        Some(d) if d.is_zero() => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "cannot set a 0 duration timeout",
+        )),
+        Some(d) => Ok(d.as_nanos().clamp(1, u64::MAX as u128) as u64),
+    }
+}
+
+fn nanos_timeout(n: u64) -> Option<Duration> {
+    (n != 0).then(|| Duration::from_nanos(n))
+}
+
+/// Creates a socket's shared memory and eventfd.
+pub(crate) fn prepare(tx: usize, rx: usize) -> io::Result<(SockMem, Arc<Attach>)> {
+    let clamp = |n: usize| n.clamp(sockring::MIN_RING as usize, sockring::MAX_RING as usize) as u32;
+    let (mem, memfd) = SockMem::create(clamp(tx), clamp(rx))?;
+    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+    if efd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    Ok((
+        mem,
+        Arc::new(Attach {
+            memfd,
+            efd,
+            lost: AtomicI32::new(0),
+        }),
+    ))
+}
+
+/// Waits up to `timeout` for `fd` to become readable.
+fn poll_readable(fd: RawFd, timeout: Option<Duration>) {
+    let ms = match timeout {
+        None => -1,
+        // Round up: a sub-millisecond remainder must not spin.
+        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
+    };
+    let mut pfd = libc::pollfd {
+        fd,
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    unsafe { libc::poll(&mut pfd, 1, ms) };
+}
+
+impl Core {
+    /// Creates a socket of `kind` at sockd.
+    pub(crate) fn open(
+        session: Arc<Session>,
+        kind: Kind,
+        tx: usize,
+        rx: usize,
+    ) -> io::Result<Arc<Core>> {
+        let (mem, attach) = prepare(tx, rx)?;
+        let id = session.create(kind, &attach)?;
+        Ok(Core::from_parts(session, id, mem, attach))
+    }
+
+    /// Wraps a socket sockd knows as `id` (created or accepted).
+    pub(crate) fn from_parts(
+        session: Arc<Session>,
+        id: u32,
+        mem: SockMem,
+        attach: Arc<Attach>,
+    ) -> Arc<Core> {
+        Arc::new(Core {
+            session,
+            id,
+            mem,
+            attach,
+            nonblocking: AtomicBool::new(false),
+            read_timeout: AtomicU64::new(0),
+            write_timeout: AtomicU64::new(0),
+            always: AtomicBool::new(false),
+            tx_need: AtomicUsize::new(0),
+            rx_lock: Mutex::new(()),
+            tx_lock: Mutex::new(()),
+            waits: Mutex::new(Waits {
+                polling: false,
+                epoch: 0,
+            }),
+            woken: Condvar::new(),
+            peer: Mutex::new(None),
+            nodelay: AtomicBool::new(false),
+        })
+    }
+
+    /// A request about this socket that answers `Ok`.
+    pub(crate) fn request(&self, req: &Request) -> io::Result<()> {
+        expect_ok(self.session.call(req)?)
+    }
+
+    /// getsockname and getpeername.
+    pub(crate) fn names(&self) -> io::Result<(Addr, Option<Addr>)> {
+        match self.session.call(&Request::Names { id: self.id })? {
+            Response::Names { local, peer } => Ok((local, peer)),
+            Response::Error { errno } => Err(io::Error::from_raw_os_error(errno)),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    pub(crate) fn set_nonblocking(&self, on: bool) {
+        self.nonblocking.store(on, Relaxed);
+    }
+
+    pub(crate) fn nonblocking(&self) -> bool {
+        self.nonblocking.load(Relaxed)
+    }
+
+    pub(crate) fn set_read_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.read_timeout.store(timeout_nanos(t)?, Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn set_write_timeout(&self, t: Option<Duration>) -> io::Result<()> {
+        self.write_timeout.store(timeout_nanos(t)?, Relaxed);
+        Ok(())
+    }
+
+    pub(crate) fn read_timeout(&self) -> Option<Duration> {
+        nanos_timeout(self.read_timeout.load(Relaxed))
+    }
+
+    pub(crate) fn write_timeout(&self) -> Option<Duration> {
+        nanos_timeout(self.write_timeout.load(Relaxed))
+    }
+
+    /// The pending socket error, taken (reported once, like Linux).
+    pub(crate) fn take_error(&self) -> Option<io::Error> {
+        // Load first: the swap is a write to a line sockd also writes.
+        if self.mem.hdr().error.load(Acquire) == 0 {
+            return None;
+        }
+        self.mem.take_error().map(io::Error::from_raw_os_error)
+    }
+
+    /// Errors every call reports before doing anything: a socket a
+    /// restarted sockd no longer knows, the pending error, a socket
+    /// sockd closed.
+    pub(crate) fn check(&self) -> io::Result<()> {
+        let lost = self.attach.lost.load(Acquire);
+        if lost != 0 {
+            let e = io::Error::from_raw_os_error(lost);
+            return Err(io::Error::new(
+                e.kind(),
+                format!("sockd restarted and did not take this socket back: {e}"),
+            ));
+        }
+        if let Some(e) = self.take_error() {
+            return Err(e);
+        }
+        if self.state() & state::CLOSED != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::NotConnected,
+                "the strata stack closed this socket",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The socket's [`state`] bits.
+    pub(crate) fn state(&self) -> u32 {
+        self.mem.hdr().state.load(Acquire)
+    }
+
+    /// Remembers that a send found no room for `need` bytes (0: it did).
+    pub(crate) fn set_tx_need(&self, need: usize) {
+        if self.tx_need.load(Relaxed) != need {
+            self.tx_need.store(need, Relaxed);
+        }
+    }
+
+    /// After queueing data: kick sockd if it asked for it.
+    pub(crate) fn sent(&self) {
+        if self.mem.server_wants_kick() {
+            self.session.kick_server();
+        }
+    }
+
+    /// Runs `attempt` until it gives a value, in between waiting for the
+    /// `bits` condition ([`wait::RX`] or [`wait::TX`]) on the eventfd, up
+    /// to `timeout` (then `on_timeout`). In non-blocking mode a failed
+    /// attempt is `WouldBlock`. `attempt` does its own checks (see
+    /// [`Core::check`]).
+    pub(crate) fn block_on<T>(
+        &self,
+        bits: u32,
+        timeout: Option<Duration>,
+        on_timeout: fn() -> io::Error,
+        mut attempt: impl FnMut() -> io::Result<Option<T>>,
+    ) -> io::Result<T> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut announced: Option<u64> = None;
+        let mut drained = false;
+        loop {
+            if let Some(v) = attempt()? {
+                return Ok(v);
+            }
+            if self.nonblocking() {
+                if self.always.load(Relaxed) && !drained {
+                    // The readiness fd fired (or may have): consume the
+                    // kick, then look once more so that nothing that
+                    // arrived meanwhile goes unnoticed.
+                    self.drain();
+                    drained = true;
+                    continue;
+                }
+                self.session.check_alive()?;
+                return Err(would_block());
+            }
+            self.session.check_alive()?;
+            let Some(epoch) = announced else {
+                // Announce, then look again before sleeping: whatever
+                // sockd does after the announcement kicks us.
+                announced = Some(lock(&self.waits).epoch);
+                self.mem.announce_wait(bits);
+                continue;
+            };
+            let remaining = match deadline {
+                None => None,
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        return Err(on_timeout());
+                    }
+                    Some(d - now)
+                }
+            };
+            self.sleep(epoch, remaining);
+            announced = None;
+        }
+    }
+
+    /// Sleeps until the eventfd is kicked (or another thread of ours saw
+    /// a kick since `epoch`), at most `remaining`.
+    fn sleep(&self, epoch: u64, remaining: Option<Duration>) {
+        let mut w = lock(&self.waits);
+        if w.epoch != epoch {
+            return;
+        }
+        if w.polling {
+            // Another thread polls; it wakes us after every kick.
+            match remaining {
+                Some(d) => drop(self.woken.wait_timeout(w, d)),
+                None => drop(self.woken.wait(w)),
+            }
+            return;
+        }
+        w.polling = true;
+        drop(w);
+        poll_readable(self.attach.efd.as_raw_fd(), remaining);
+        self.drain();
+        let mut w = lock(&self.waits);
+        w.polling = false;
+        w.epoch = w.epoch.wrapping_add(1);
+        self.woken.notify_all();
+    }
+
+    /// Empties the eventfd; as a readiness fd, kicks it again if the
+    /// socket is still ready for something (so that a level-triggered
+    /// event loop sees it).
+    fn drain(&self) {
+        let mut v = 0u64;
+        unsafe {
+            libc::read(
+                self.attach.efd.as_raw_fd(),
+                &mut v as *mut u64 as *mut libc::c_void,
+                8,
+            )
+        };
+        if self.always.load(Relaxed) && self.ready() {
+            sockring::kick(&self.attach.efd);
+        }
+    }
+
+    /// Whether any call could make progress now (for re-arming).
+    fn ready(&self) -> bool {
+        let h = self.mem.hdr();
+        let need = self.tx_need.load(Relaxed);
+        let tx_room = need != 0 && {
+            let queued = self.mem.tx_queued() as usize;
+            // A record may waste up to its own size at the ring's end.
+            queued == 0 || self.mem.tx_cap().saturating_sub(queued) >= 2 * need
+        };
+        self.mem.rx_queued() != 0
+            || tx_room
+            || h.error.load(Relaxed) != 0
+            || h.state.load(Relaxed) & (state::CLOSED | state::RESET) != 0
+            || self.attach.lost.load(Relaxed) != 0
+            || self.session.is_dead()
+    }
+
+    /// The eventfd, as a readiness fd: from the first call on, sockd
+    /// kicks it on every change (`wait::ALWAYS`, sticky).
+    pub(crate) fn readiness_fd(&self) -> RawFd {
+        if !self.always.swap(true, AcqRel) {
+            self.mem.announce_wait(wait::ALWAYS);
+            // Make the event loop look once, whatever happened before.
+            sockring::kick(&self.attach.efd);
+        }
+        self.attach.efd.as_raw_fd()
+    }
+}
+
+impl Drop for Core {
+    fn drop(&mut self) {
+        self.session.close(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zero_timeouts_are_refused_like_std() {
+        let e = timeout_nanos(Some(Duration::ZERO)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert_eq!(timeout_nanos(None).unwrap(), 0);
+        assert_eq!(timeout_nanos(Some(Duration::from_nanos(1))).unwrap(), 1);
+        assert_eq!(
+            nanos_timeout(timeout_nanos(Some(Duration::from_millis(250))).unwrap()),
+            Some(Duration::from_millis(250))
+        );
+        assert_eq!(timeout_nanos(Some(Duration::MAX)).unwrap(), u64::MAX);
+    }
+
+    #[test]
+    fn would_block_is_eagain_like_std_on_linux() {
+        let e = would_block();
+        assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
+    }
+
+    #[test]
+    fn prepared_memory_is_sealed_and_eventfd_nonblocking() {
+        let (mem, a) = prepare(DEFAULT_RING, 1).unwrap();
+        assert_eq!(mem.tx_cap(), DEFAULT_RING);
+        assert_eq!(mem.rx_cap(), sockring::MIN_RING as usize, "clamped up");
+        // What sockd will check.
+        assert!(SockMem::attach(&a.memfd, 1 << 30).is_ok());
+        let fl = unsafe { libc::fcntl(a.efd.as_raw_fd(), libc::F_GETFL) };
+        assert_ne!(fl & libc::O_NONBLOCK, 0);
+        let fd = unsafe { libc::fcntl(a.efd.as_raw_fd(), libc::F_GETFD) };
+        assert_ne!(fd & libc::FD_CLOEXEC, 0);
+    }
+}

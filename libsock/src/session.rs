@@ -1,0 +1,668 @@
+//! The process's session with one stack's sockd: the seqpacket control
+//! socket, the request/response exchange, the registry of live sockets,
+//! and recovery when sockd goes away (reconnect, re-attach every socket).
+//!
+//! One [`Session`] exists per instance name per process, in a global map.
+//! Its state sits behind one mutex, which also serialises the requests of
+//! all threads on the control socket (sockd answers every request at
+//! once, so the lock is held for one round trip). Recovery runs with the
+//! lock held: threads that make requests meanwhile wait for it, which is
+//! the "pause" an application sees; data moving through the sockets'
+//! shared memory needs no lock and goes on.
+
+use std::collections::HashMap;
+use std::io::{self, IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
+use std::time::{Duration, Instant};
+
+use nix::errno::Errno;
+use nix::sys::socket::{
+    self, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags, SockFlag, SockType,
+    UnixAddr,
+};
+use strata_proto::sock::{self as wire, Kind, Request, Response};
+
+use crate::{INSTANCE_ENV, RECONNECT_ENV};
+
+/// Default time to keep trying to reach a restarted sockd.
+const DEFAULT_RECONNECT: Duration = Duration::from_secs(10);
+/// Pause between reconnect attempts.
+const RETRY_EVERY: Duration = Duration::from_millis(50);
+/// Requests retried at most this often across back-to-back recoveries
+/// (a request that kills sockd every time must not loop forever).
+const MAX_RETRIES: usize = 5;
+
+/// Locks, ignoring poison: every critical section leaves the state
+/// consistent between statements that can panic.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// What the session keeps of each live socket, to re-attach it after a
+/// sockd restart: the two fds sockd was given at creation.
+pub(crate) struct Attach {
+    /// The socket's shared memory (sealed memfd).
+    pub(crate) memfd: OwnedFd,
+    /// The application's eventfd, which sockd kicks.
+    pub(crate) efd: OwnedFd,
+    /// Non-zero (an errno from sockd) once a restarted sockd refused to
+    /// take the socket back.
+    pub(crate) lost: AtomicI32,
+}
+
+impl Attach {
+    fn fds(&self) -> [RawFd; 2] {
+        [self.memfd.as_raw_fd(), self.efd.as_raw_fd()]
+    }
+}
+
+/// One connected control socket.
+struct Link {
+    sock: Arc<OwnedFd>,
+}
+
+struct State {
+    link: Option<Link>,
+    /// Bumped whenever the link is replaced or given up, so that threads
+    /// that saw the same failure recover once.
+    generation: u64,
+    /// Live sockets by id.
+    sockets: HashMap<u32, Arc<Attach>>,
+    /// Why the session is down, once recovery gave up (kind, message).
+    dead: Option<(io::ErrorKind, String)>,
+    /// The watcher thread runs.
+    watching: bool,
+}
+
+/// The session with one instance's sockd.
+pub(crate) struct Session {
+    instance: String,
+    path: PathBuf,
+    state: Mutex<State>,
+    /// Signalled when a link is installed (the watcher waits for one).
+    linked: Condvar,
+    /// sockd's eventfd, kicked when a socket's memory asks for it.
+    server_kick: RwLock<Option<Arc<OwnedFd>>>,
+    /// Mirror of `state.dead.is_some()` for the data path.
+    dead: AtomicBool,
+}
+
+/// How an exchange failed.
+enum Fail {
+    /// The control socket is gone (sockd died): recover and retry.
+    Lost(io::Error),
+    /// Anything else: report.
+    Other(io::Error),
+}
+
+/// The instance named by the environment, or `"default"`.
+pub(crate) fn env_instance() -> String {
+    match std::env::var(INSTANCE_ENV) {
+        Ok(s) if !s.is_empty() => s,
+        _ => "default".to_string(),
+    }
+}
+
+/// Path of an instance's sockd socket.
+pub(crate) fn socket_path(instance: &str) -> PathBuf {
+    strata_ipc::runtime::run_dir(instance).join(wire::SOCKET_FILE)
+}
+
+fn reconnect_window() -> Duration {
+    std::env::var(RECONNECT_ENV)
+        .ok()
+        .and_then(|s| s.trim().parse::<u64>().ok())
+        .map(Duration::from_millis)
+        .unwrap_or(DEFAULT_RECONNECT)
+}
+
+/// The error for an instance whose sockd cannot be reached.
+fn not_running(instance: &str, path: &Path, e: io::Error) -> io::Error {
+    io::Error::new(
+        e.kind(),
+        format!(
+            "no strata stack \"{instance}\" is running ({}: {e})",
+            path.display()
+        ),
+    )
+}
+
+fn errno_io(e: Errno) -> io::Error {
+    io::Error::from_raw_os_error(e as i32)
+}
+
+fn is_lost(e: Errno) -> bool {
+    matches!(e, Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
+}
+
+/// Sends `req` with `fds` attached and reads the one response, with the
+/// fds that came with it.
+fn exchange(
+    sock: &OwnedFd,
+    req: &Request,
+    fds: &[RawFd],
+) -> Result<(Response, Vec<OwnedFd>), Fail> {
+    let bytes = req.encode();
+    let iov = [IoSlice::new(&bytes)];
+    let cmsg = [ControlMessage::ScmRights(fds)];
+    let cmsgs: &[ControlMessage] = if fds.is_empty() { &[] } else { &cmsg };
+    loop {
+        match socket::sendmsg::<()>(sock.as_raw_fd(), &iov, cmsgs, MsgFlags::MSG_NOSIGNAL, None) {
+            Ok(_) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) if is_lost(e) => return Err(Fail::Lost(errno_io(e))),
+            Err(e) => return Err(Fail::Other(errno_io(e))),
+        }
+    }
+    let mut buf = [0u8; wire::MAX_MSG];
+    let mut space = nix::cmsg_space!([RawFd; 4]);
+    loop {
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let msg = match socket::recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Ok(m) => m,
+            Err(Errno::EINTR) => continue,
+            Err(e) if is_lost(e) => return Err(Fail::Lost(errno_io(e))),
+            Err(e) => return Err(Fail::Other(errno_io(e))),
+        };
+        // Take ownership of every fd that came along first, so that none
+        // leaks whatever happens next.
+        let mut got = Vec::new();
+        if let Ok(cmsgs) = msg.cmsgs() {
+            for c in cmsgs {
+                if let ControlMessageOwned::ScmRights(v) = c {
+                    got.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
+                }
+            }
+        }
+        let n = msg.bytes;
+        let flags = msg.flags;
+        if n == 0 {
+            return Err(Fail::Lost(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "sockd closed the session",
+            )));
+        }
+        if flags.intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC) {
+            return Err(Fail::Other(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "sockd sent an oversized response",
+            )));
+        }
+        return match Response::decode(&buf[..n]) {
+            Ok(r) => Ok((r, got)),
+            Err(e) => Err(Fail::Other(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("sockd sent a bad response: {e}"),
+            ))),
+        };
+    }
+}
+
+/// Connects to sockd and says hello. Fails at once when nothing listens,
+/// saying so.
+fn connect_link(path: &Path, instance: &str) -> io::Result<(Link, Arc<OwnedFd>)> {
+    connect_raw(path, instance).map_err(|f| match f {
+        Fail::Lost(e) => not_running(instance, path, e),
+        Fail::Other(e) => e,
+    })
+}
+
+/// [`connect_link`], with the failures to reach sockd (`Lost`) kept apart
+/// and unadorned.
+fn connect_raw(path: &Path, instance: &str) -> Result<(Link, Arc<OwnedFd>), Fail> {
+    let sock = socket::socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .map_err(|e| Fail::Other(errno_io(e)))?;
+    let addr = UnixAddr::new(path).map_err(|e| Fail::Lost(errno_io(e)))?;
+    loop {
+        match socket::connect(sock.as_raw_fd(), &addr) {
+            Ok(()) => break,
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(Fail::Lost(errno_io(e))),
+        }
+    }
+    let hello = Request::Hello {
+        version: wire::VERSION,
+    };
+    let (resp, mut fds) = exchange(&sock, &hello, &[])?;
+    let other = |e| Err(Fail::Other(e));
+    match resp {
+        Response::Welcome { .. } if !fds.is_empty() => {
+            let kick = Arc::new(fds.swap_remove(0));
+            Ok((
+                Link {
+                    sock: Arc::new(sock),
+                },
+                kick,
+            ))
+        }
+        Response::Welcome { .. } => other(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "sockd's welcome carried no eventfd",
+        )),
+        Response::Error { errno } => {
+            let e = io::Error::from_raw_os_error(errno);
+            other(io::Error::new(
+                e.kind(),
+                format!(
+                    "strata stack \"{instance}\" refused the session (protocol version {}): {e}",
+                    wire::VERSION
+                ),
+            ))
+        }
+        r => other(unexpected(&r)),
+    }
+}
+
+/// The error for a response that does not fit the request.
+pub(crate) fn unexpected(r: &Response) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("unexpected response from sockd: {r:?}"),
+    )
+}
+
+/// `Ok` → `()`, `Error` → the errno, anything else → an error.
+pub(crate) fn expect_ok(r: Response) -> io::Result<()> {
+    match r {
+        Response::Ok => Ok(()),
+        Response::Error { errno } => Err(io::Error::from_raw_os_error(errno)),
+        other => Err(unexpected(&other)),
+    }
+}
+
+static SESSIONS: OnceLock<Mutex<HashMap<String, Arc<Session>>>> = OnceLock::new();
+
+impl Session {
+    /// The process's session with `instance`, connecting it first if
+    /// needed. Fails at once if no such stack runs.
+    pub(crate) fn get(instance: &str) -> io::Result<Arc<Session>> {
+        let map = SESSIONS.get_or_init(Default::default);
+        let mut map = lock(map);
+        if let Some(s) = map.get(instance) {
+            return Ok(s.clone());
+        }
+        let path = socket_path(instance);
+        let (link, kick) = connect_link(&path, instance)?;
+        let s = Arc::new(Session {
+            instance: instance.to_string(),
+            path,
+            state: Mutex::new(State {
+                link: Some(link),
+                generation: 0,
+                sockets: HashMap::new(),
+                dead: None,
+                watching: false,
+            }),
+            linked: Condvar::new(),
+            server_kick: RwLock::new(Some(kick)),
+            dead: AtomicBool::new(false),
+        });
+        s.start_watcher();
+        map.insert(instance.to_string(), s.clone());
+        Ok(s)
+    }
+
+    /// The instance name.
+    pub(crate) fn instance(&self) -> &str {
+        &self.instance
+    }
+
+    /// Starts the thread that notices a lost control socket even when no
+    /// request is being made (event loops waiting on readiness fds,
+    /// threads blocked on data), and recovers.
+    fn start_watcher(self: &Arc<Self>) {
+        let mut st = lock(&self.state);
+        if st.watching {
+            return;
+        }
+        let me = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name("libsock-watch".into())
+            .spawn(move || me.watch());
+        // Without the thread, requests still recover by themselves.
+        st.watching = spawned.is_ok();
+    }
+
+    fn watch(&self) {
+        loop {
+            let (sock, generation) = {
+                let mut st = lock(&self.state);
+                loop {
+                    if let Some(l) = &st.link {
+                        break (l.sock.clone(), st.generation);
+                    }
+                    st = self.linked.wait(st).unwrap_or_else(|e| e.into_inner());
+                }
+            };
+            let mut pfd = libc::pollfd {
+                fd: sock.as_raw_fd(),
+                events: libc::POLLRDHUP,
+                revents: 0,
+            };
+            let r = unsafe { libc::poll(&mut pfd, 1, -1) };
+            if r < 0 {
+                if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                    std::thread::sleep(RETRY_EVERY);
+                }
+                continue;
+            }
+            let gone = libc::POLLHUP | libc::POLLRDHUP | libc::POLLERR | libc::POLLNVAL;
+            if pfd.revents & gone == 0 {
+                continue;
+            }
+            drop(sock);
+            let mut st = lock(&self.state);
+            if st.generation == generation && st.link.is_some() {
+                let _ = self.recover_locked(&mut st);
+            }
+        }
+    }
+
+    /// True once recovery gave up (the stack is gone).
+    pub(crate) fn is_dead(&self) -> bool {
+        self.dead.load(Ordering::Acquire)
+    }
+
+    /// The error for calls on a session whose stack is gone.
+    pub(crate) fn dead_error(&self) -> io::Error {
+        let st = lock(&self.state);
+        match &st.dead {
+            Some((kind, msg)) => io::Error::new(*kind, msg.clone()),
+            None => io::Error::new(
+                io::ErrorKind::NotConnected,
+                format!("strata stack \"{}\" is not reachable", self.instance),
+            ),
+        }
+    }
+
+    /// Fails if the stack is gone for good.
+    pub(crate) fn check_alive(&self) -> io::Result<()> {
+        if self.is_dead() {
+            Err(self.dead_error())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Kicks sockd's eventfd (a socket's memory asked for it).
+    pub(crate) fn kick_server(&self) {
+        let k = self.server_kick.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(fd) = k.as_ref() {
+            strata_ipc::sockring::kick(&**fd);
+        }
+    }
+
+    fn install(&self, st: &mut State, link: Link, kick: Arc<OwnedFd>) {
+        st.link = Some(link);
+        st.generation += 1;
+        st.dead = None;
+        *self.server_kick.write().unwrap_or_else(|e| e.into_inner()) = Some(kick);
+        self.dead.store(false, Ordering::Release);
+        self.linked.notify_all();
+    }
+
+    /// Wakes every thread waiting on one of the process's sockets, so it
+    /// looks again (at a session that recovered, or died).
+    fn kick_all(st: &State) {
+        for a in st.sockets.values() {
+            strata_ipc::sockring::kick(&a.efd);
+        }
+    }
+
+    /// Re-attaches every live socket on a fresh link. Sockets sockd
+    /// refuses are marked lost and forgotten. Err: the link broke.
+    fn reattach_all(st: &mut State, link: &Link) -> io::Result<()> {
+        let mut lost = Vec::new();
+        for (&id, a) in &st.sockets {
+            let errno = match exchange(&link.sock, &Request::Reattach { id }, &a.fds()) {
+                Ok((Response::Ok, _)) => continue,
+                Ok((Response::Error { errno }, _)) => errno,
+                Ok(_) => libc::EPROTO,
+                Err(Fail::Lost(e)) => return Err(e),
+                Err(Fail::Other(e)) => e.raw_os_error().unwrap_or(libc::EIO),
+            };
+            a.lost.store(errno.max(1), Ordering::Release);
+            strata_ipc::sockring::kick(&a.efd);
+            lost.push(id);
+        }
+        for id in lost {
+            st.sockets.remove(&id);
+        }
+        Ok(())
+    }
+
+    /// The link is gone: reconnect (retrying for the reconnect window),
+    /// re-attach every socket, wake every waiter. On failure the session
+    /// is marked dead; later requests try once more, at once.
+    fn recover_locked(&self, st: &mut State) -> io::Result<()> {
+        st.link = None;
+        *self.server_kick.write().unwrap_or_else(|e| e.into_inner()) = None;
+        let window = reconnect_window();
+        let deadline = Instant::now() + window;
+        let last = loop {
+            let err = match connect_raw(&self.path, &self.instance) {
+                Ok((link, kick)) => match Self::reattach_all(st, &link) {
+                    Ok(()) => {
+                        self.install(st, link, kick);
+                        Self::kick_all(st);
+                        return Ok(());
+                    }
+                    Err(e) => e,
+                },
+                Err(Fail::Lost(e) | Fail::Other(e)) => e,
+            };
+            if Instant::now() >= deadline {
+                break err;
+            }
+            std::thread::sleep(RETRY_EVERY);
+        };
+        let msg = format!(
+            "strata stack \"{}\" went away: sockd did not come back within {} ms ({}: {last})",
+            self.instance,
+            window.as_millis(),
+            self.path.display()
+        );
+        st.dead = Some((last.kind(), msg.clone()));
+        st.generation += 1;
+        self.dead.store(true, Ordering::Release);
+        Self::kick_all(st);
+        Err(io::Error::new(last.kind(), msg))
+    }
+
+    /// Makes sure there is a link: after recovery gave up, one immediate
+    /// attempt (a stack started again is found; none fails at once).
+    fn ensure_link(&self, st: &mut State) -> io::Result<()> {
+        if st.link.is_some() {
+            return Ok(());
+        }
+        let (link, kick) = connect_link(&self.path, &self.instance)?;
+        Self::reattach_all(st, &link)?;
+        self.install(st, link, kick);
+        Self::kick_all(st);
+        Ok(())
+    }
+
+    /// One request and its response, recovering from a lost link (and
+    /// then sending the request again) as often as needed.
+    fn transact_locked(
+        &self,
+        st: &mut State,
+        req: &Request,
+        fds: &[RawFd],
+    ) -> io::Result<(Response, Vec<OwnedFd>)> {
+        let mut tries = 0;
+        loop {
+            self.ensure_link(st)?;
+            let sock = match &st.link {
+                Some(l) => l.sock.clone(),
+                None => return Err(self.dead_error()),
+            };
+            match exchange(&sock, req, fds) {
+                Ok(r) => return Ok(r),
+                Err(Fail::Other(e)) => return Err(e),
+                Err(Fail::Lost(e)) => {
+                    tries += 1;
+                    if tries > MAX_RETRIES {
+                        return Err(e);
+                    }
+                    self.recover_locked(st)?;
+                }
+            }
+        }
+    }
+
+    /// One request, its response (fds that came along are closed).
+    pub(crate) fn call(&self, req: &Request) -> io::Result<Response> {
+        let mut st = lock(&self.state);
+        self.transact_locked(&mut st, req, &[]).map(|(r, _)| r)
+    }
+
+    /// Creates a socket of `kind` with the given memory and eventfd, and
+    /// registers it for re-attachment (in the same critical section, so
+    /// that no recovery can miss it).
+    pub(crate) fn create(&self, kind: Kind, a: &Arc<Attach>) -> io::Result<u32> {
+        let mut st = lock(&self.state);
+        match self.transact_locked(&mut st, &Request::Socket { kind }, &a.fds())? {
+            (Response::Created { id }, _) => {
+                st.sockets.insert(id, a.clone());
+                Ok(id)
+            }
+            (Response::Error { errno }, _) => Err(io::Error::from_raw_os_error(errno)),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// One non-blocking accept on listener `id`, handing over `a` for the
+    /// new socket. `None` when no connection waits.
+    pub(crate) fn accept(
+        &self,
+        id: u32,
+        a: &Arc<Attach>,
+    ) -> io::Result<Option<(u32, wire::Addr, wire::Addr)>> {
+        let mut st = lock(&self.state);
+        match self.transact_locked(&mut st, &Request::Accept { id }, &a.fds())? {
+            (Response::Accepted { id, peer, local }, _) => {
+                st.sockets.insert(id, a.clone());
+                Ok(Some((id, peer, local)))
+            }
+            (Response::Error { errno }, _)
+                if errno == libc::EAGAIN || errno == libc::EWOULDBLOCK =>
+            {
+                Ok(None)
+            }
+            (Response::Error { errno }, _) => Err(io::Error::from_raw_os_error(errno)),
+            (other, _) => Err(unexpected(&other)),
+        }
+    }
+
+    /// Closes socket `id` (on drop): forgets it and tells sockd, if
+    /// there is a link; failures are ignored (a sockd that restarts
+    /// meanwhile drops sockets nobody re-attaches).
+    pub(crate) fn close(&self, id: u32) {
+        let mut st = lock(&self.state);
+        st.sockets.remove(&id);
+        if let Some(l) = &st.link {
+            let sock = l.sock.clone();
+            let _ = exchange(&sock, &Request::Close { id }, &[]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_stack_fails_at_once_with_a_clear_message() {
+        let name = "libsock-test-no-such-instance";
+        let t = Instant::now();
+        let e = Session::get(name)
+            .err()
+            .expect("no stack runs under this name");
+        assert!(
+            t.elapsed() < Duration::from_secs(1),
+            "took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with(&format!("no strata stack \"{name}\" is running (")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains(&socket_path(name).display().to_string()),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn refused_socket_fails_at_once_as_connection_refused() {
+        // A socket file nobody listens on any more.
+        let dir = std::env::temp_dir().join(format!("libsock-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sockd.sock");
+        let _ = std::fs::remove_file(&path);
+        {
+            let s = socket::socket(
+                AddressFamily::Unix,
+                SockType::SeqPacket,
+                SockFlag::SOCK_CLOEXEC,
+                None,
+            )
+            .unwrap();
+            socket::bind(s.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        }
+        let t = Instant::now();
+        let e = connect_link(&path, "gone").err().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1));
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(
+            e.to_string()
+                .contains("no strata stack \"gone\" is running"),
+            "{e}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn socket_path_follows_the_runtime_layout() {
+        assert_eq!(
+            socket_path("lab"),
+            PathBuf::from("/run/strata/lab/sockd.sock")
+        );
+    }
+
+    #[test]
+    fn error_responses_map_to_std_kinds() {
+        let e = expect_ok(Response::Error {
+            errno: libc::EADDRINUSE,
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert_eq!(e.raw_os_error(), Some(libc::EADDRINUSE));
+        let e = expect_ok(Response::Error {
+            errno: libc::ECONNREFUSED,
+        })
+        .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::ConnectionRefused);
+        assert!(expect_ok(Response::Ok).is_ok());
+        assert_eq!(
+            expect_ok(Response::Created { id: 1 }).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+    }
+}

@@ -1,0 +1,348 @@
+//! Choosing the stack: [`Stack`] and the socket [`Builder`].
+
+use std::fmt;
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+use strata_proto::sock::{Kind, Request, SockOpt};
+
+use crate::addr::{each_addr, ipv6_unsupported, to_v4, to_wire};
+use crate::core::{Core, DEFAULT_RING};
+use crate::session::{env_instance, Session};
+use crate::tcp::{connect_one, TcpListener, TcpStream};
+use crate::udp::UdpSocket;
+
+/// The listen backlog [`TcpListener::bind`] uses (as std does).
+pub const DEFAULT_BACKLOG: u32 = 128;
+
+/// A running strata stack, by instance name: this process's session with
+/// its sockd.
+///
+/// One session exists per instance per process; every `Stack` for the
+/// same instance shares it (cloning is cheap). Sockets made without a
+/// `Stack` ([`UdpSocket::bind`], [`TcpStream::connect`], ...) use the
+/// instance named by `STRATA_INSTANCE` ([`crate::INSTANCE_ENV`]), or
+/// `"default"`. A `Stack` is how a program talks to several stacks at
+/// once, or to one whose name it gets from elsewhere.
+///
+/// ```no_run
+/// use libsock::Stack;
+///
+/// let lab = Stack::connect("lab")?;
+/// let sock = lab.builder().udp_bind("0.0.0.0:0")?;
+/// sock.send_to(b"hello", "10.77.0.1:7")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone)]
+pub struct Stack {
+    pub(crate) session: Arc<Session>,
+}
+
+impl Stack {
+    /// The stack of instance `instance`. Connects this process's session
+    /// with its sockd if there is none yet.
+    ///
+    /// Fails at once (it never waits for a stack to appear) when the
+    /// instance runs no sockd, with `NotFound` or `ConnectionRefused` and
+    /// a message naming the instance and the socket path.
+    ///
+    /// ```no_run
+    /// match libsock::Stack::connect("lab") {
+    ///     Ok(stack) => println!("talking to {}", stack.instance()),
+    ///     Err(e) => eprintln!("{e}"), // no strata stack "lab" is running (...)
+    /// }
+    /// ```
+    pub fn connect(instance: &str) -> io::Result<Stack> {
+        Ok(Stack {
+            session: Session::get(instance)?,
+        })
+    }
+
+    /// The stack named by `STRATA_INSTANCE`, or `"default"`.
+    ///
+    /// ```no_run
+    /// let stack = libsock::Stack::from_env()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn from_env() -> io::Result<Stack> {
+        Stack::connect(&env_instance())
+    }
+
+    /// The instance name.
+    ///
+    /// ```no_run
+    /// let stack = libsock::Stack::connect("lab")?;
+    /// assert_eq!(stack.instance(), "lab");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn instance(&self) -> &str {
+        self.session.instance()
+    }
+
+    /// A socket [`Builder`] for this stack.
+    ///
+    /// ```no_run
+    /// let stack = libsock::Stack::connect("lab")?;
+    /// let listener = stack.builder().backlog(16).tcp_bind("0.0.0.0:8080")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder(&self) -> Builder {
+        Builder::new().stack(self)
+    }
+}
+
+impl fmt::Debug for Stack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Stack")
+            .field("instance", &self.instance())
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Which {
+    Env,
+    Named(String),
+    Stack(Stack),
+}
+
+/// Makes sockets with the settings `std::net` has no place for: which
+/// stack, `SO_REUSEADDR` before `bind`, the listen backlog, the sizes of
+/// the socket's shared-memory rings.
+///
+/// [`UdpSocket::builder`], [`TcpListener::builder`] and
+/// [`TcpStream::builder`] all return `Builder::new()`.
+///
+/// ```no_run
+/// use libsock::UdpSocket;
+///
+/// // Two sockets on one port, as with SO_REUSEADDR.
+/// let a = UdpSocket::builder().reuse_address(true).udp_bind("0.0.0.0:5353")?;
+/// let b = UdpSocket::builder().reuse_address(true).udp_bind("0.0.0.0:5353")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Builder {
+    which: Which,
+    reuse_address: Option<bool>,
+    tx_ring: usize,
+    rx_ring: usize,
+    backlog: u32,
+}
+
+impl Default for Builder {
+    fn default() -> Self {
+        Builder::new()
+    }
+}
+
+impl Builder {
+    /// Defaults: the stack from the environment, no `SO_REUSEADDR` for
+    /// UDP (std's listeners set it, so TCP listeners do too), a backlog
+    /// of [`DEFAULT_BACKLOG`], rings of 256 KiB each way.
+    ///
+    /// ```no_run
+    /// let sock = libsock::Builder::new().udp_bind("0.0.0.0:0")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn new() -> Builder {
+        Builder {
+            which: Which::Env,
+            reuse_address: None,
+            tx_ring: DEFAULT_RING,
+            rx_ring: DEFAULT_RING,
+            backlog: DEFAULT_BACKLOG,
+        }
+    }
+
+    /// Makes the sockets on `stack`.
+    ///
+    /// ```no_run
+    /// let lab = libsock::Stack::connect("lab")?;
+    /// let sock = libsock::Builder::new().stack(&lab).udp_bind("0.0.0.0:0")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn stack(mut self, stack: &Stack) -> Builder {
+        self.which = Which::Stack(stack.clone());
+        self
+    }
+
+    /// Makes the sockets on the stack of instance `name` (connected when
+    /// the socket is made).
+    ///
+    /// ```no_run
+    /// let sock = libsock::Builder::new().instance("lab").udp_bind("0.0.0.0:0")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn instance(mut self, name: impl Into<String>) -> Builder {
+        self.which = Which::Named(name.into());
+        self
+    }
+
+    /// `SO_REUSEADDR`, set before the socket is bound.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::builder()
+    ///     .reuse_address(false)
+    ///     .tcp_bind("0.0.0.0:8080")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reuse_address(mut self, on: bool) -> Builder {
+        self.reuse_address = Some(on);
+        self
+    }
+
+    /// Bytes of the send (`tx`) and receive (`rx`) rings in the socket's
+    /// shared memory: rounded up to a power of two, at least 4 KiB. They
+    /// bound what can be queued (and, for UDP, the largest datagram that
+    /// can be sent); sockd may refuse memory it finds too large.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::builder()
+    ///     .ring_sizes(64 << 10, 4 << 20)
+    ///     .udp_bind("0.0.0.0:9000")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn ring_sizes(mut self, tx: usize, rx: usize) -> Builder {
+        self.tx_ring = tx;
+        self.rx_ring = rx;
+        self
+    }
+
+    /// The listen backlog of [`Builder::tcp_bind`].
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::builder().backlog(1024).tcp_bind("0.0.0.0:80")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn backlog(mut self, n: u32) -> Builder {
+        self.backlog = n;
+        self
+    }
+
+    pub(crate) fn session(&self) -> io::Result<Arc<Session>> {
+        match &self.which {
+            Which::Env => Session::get(&env_instance()),
+            Which::Named(n) => Session::get(n),
+            Which::Stack(s) => Ok(s.session.clone()),
+        }
+    }
+
+    /// Creates a socket with the builder's rings, and `SO_REUSEADDR` if
+    /// asked for (or by default when `reuse_default`).
+    pub(crate) fn open(&self, kind: Kind, reuse_default: bool) -> io::Result<Arc<Core>> {
+        self.open_sized(kind, reuse_default, self.tx_ring, self.rx_ring)
+    }
+
+    fn open_sized(
+        &self,
+        kind: Kind,
+        reuse_default: bool,
+        tx: usize,
+        rx: usize,
+    ) -> io::Result<Arc<Core>> {
+        let core = Core::open(self.session()?, kind, tx, rx)?;
+        if self.reuse_address.unwrap_or(reuse_default) {
+            core.request(&Request::SetOption {
+                id: core.id,
+                opt: SockOpt::ReuseAddr(true),
+            })?;
+        }
+        Ok(core)
+    }
+
+    /// A UDP socket bound to `addr` (the first address that works, as
+    /// [`std::net::UdpSocket::bind`] does). Port 0 picks a free port.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::builder().udp_bind("0.0.0.0:0")?;
+    /// println!("bound to {}", sock.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn udp_bind<A: ToSocketAddrs>(&self, addr: A) -> io::Result<UdpSocket> {
+        each_addr(addr, |a| {
+            let core = self.open(Kind::Udp, false)?;
+            core.request(&Request::Bind {
+                id: core.id,
+                addr: to_wire(a),
+            })?;
+            Ok(UdpSocket::from_core(core))
+        })
+    }
+
+    /// A UDP socket that is not bound yet, as `socket(2)` makes one:
+    /// the first [`UdpSocket::send_to`] binds it to a free port.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::builder().udp_unbound()?;
+    /// sock.send_to(b"ping", "10.77.0.1:7")?;
+    /// println!("sent from {}", sock.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn udp_unbound(&self) -> io::Result<UdpSocket> {
+        Ok(UdpSocket::from_core(self.open(Kind::Udp, false)?))
+    }
+
+    /// A TCP listener on `addr` (the first address that works), with the
+    /// builder's backlog.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::builder().backlog(512).tcp_bind("0.0.0.0:8080")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tcp_bind<A: ToSocketAddrs>(&self, addr: A) -> io::Result<TcpListener> {
+        each_addr(addr, |a| {
+            // No data flows through a listener's own rings: smallest.
+            let min = strata_ipc::sockring::MIN_RING as usize;
+            let core = self.open_sized(Kind::Tcp, true, min, min)?;
+            core.request(&Request::Bind {
+                id: core.id,
+                addr: to_wire(a),
+            })?;
+            core.request(&Request::Listen {
+                id: core.id,
+                backlog: self.backlog,
+            })?;
+            Ok(TcpListener::from_core(core, (self.tx_ring, self.rx_ring)))
+        })
+    }
+
+    /// A TCP connection to `addr` (each address in turn until one
+    /// answers), waiting as long as the stack keeps trying.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::builder().instance("lab").tcp_connect("10.77.0.1:80")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tcp_connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<TcpStream> {
+        each_addr(addr, |a| connect_one(self, a, None))
+    }
+
+    /// A TCP connection to `addr`, giving up after `timeout` (`TimedOut`).
+    /// A zero timeout is an error, as in std.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let addr = "10.77.0.1:80".parse().unwrap();
+    /// let stream = libsock::TcpStream::builder()
+    ///     .tcp_connect_timeout(&addr, Duration::from_secs(3))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tcp_connect_timeout(
+        &self,
+        addr: &SocketAddr,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
+        if timeout.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "cannot set a 0 duration timeout",
+            ));
+        }
+        let a = to_v4(*addr).ok_or_else(ipv6_unsupported)?;
+        connect_one(self, a, Some(timeout))
+    }
+}

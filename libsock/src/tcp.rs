@@ -1,0 +1,694 @@
+//! TCP sockets: [`TcpListener`] and [`TcpStream`].
+//!
+//! The control half is complete (socket, bind, listen, accept, connect,
+//! shutdown, options, names, readiness, recovery). The data half — byte
+//! rings in the socket's shared memory — comes with the TCP issue: it is
+//! [`stream_read`] and [`stream_write`] below, which fail with
+//! `Unsupported` until then.
+
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use strata_ipc::sockring::{state, wait, SockMem};
+use strata_proto::sock::{How, Kind, Request, SockOpt};
+
+use crate::addr::{from_wire, to_wire};
+use crate::core::{prepare, would_block, Core};
+use crate::session::{lock, Attach};
+use crate::stack::Builder;
+
+/// The error of the stream data path until the TCP issue lands.
+fn data_path_missing() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "TCP data path arrives with the TCP issue",
+    )
+}
+
+/// Reads (or peeks) stream bytes from the socket's receive ring: the one
+/// place the TCP data path plugs in. It will: `check()`, copy what the rx
+/// ring holds (up to `buf.len()`), consume it unless `peek`, return 0 at
+/// `state::EOF` once the ring is empty, and wait with
+/// `block_on(wait::RX, read_timeout)` otherwise.
+fn stream_read(c: &Core, buf: &mut [u8], peek: bool) -> io::Result<usize> {
+    let _ = (buf, peek);
+    c.check()?;
+    Err(data_path_missing())
+}
+
+/// Writes stream bytes into the socket's send ring: the other place the
+/// TCP data path plugs in. It will: `check()`, copy as much of `buf` as
+/// the tx ring has room for, kick sockd if asked (`Core::sent`), and wait
+/// with `block_on(wait::TX, write_timeout)` while the ring is full.
+fn stream_write(c: &Core, buf: &[u8]) -> io::Result<usize> {
+    let _ = buf;
+    c.check()?;
+    Err(data_path_missing())
+}
+
+/// `io::ErrorKind::TimedOut`, as std's `connect_timeout` reports it.
+fn connect_timed_out() -> io::Error {
+    io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
+}
+
+/// Connects one socket to `a`, waiting up to `timeout` for the handshake.
+pub(crate) fn connect_one(
+    b: &Builder,
+    a: SocketAddrV4,
+    timeout: Option<Duration>,
+) -> io::Result<TcpStream> {
+    let core = b.open(Kind::Tcp, false)?;
+    match core.request(&Request::Connect {
+        id: core.id,
+        addr: to_wire(a),
+    }) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
+        Err(e) => return Err(e),
+    }
+    let c = &*core;
+    c.block_on(wait::TX, timeout, connect_timed_out, || {
+        c.check()?;
+        let s = c.state();
+        if s & state::CONNECTED != 0 {
+            Ok(Some(()))
+        } else if s & state::RESET != 0 {
+            Err(io::Error::from_raw_os_error(libc::ECONNREFUSED))
+        } else {
+            Ok(None)
+        }
+    })?;
+    Ok(TcpStream { core })
+}
+
+/// A TCP listening socket on a strata stack, with the API of
+/// [`std::net::TcpListener`].
+///
+/// ```no_run
+/// use std::io::Write;
+/// use libsock::TcpListener;
+///
+/// let listener = TcpListener::bind("0.0.0.0:8080")?;
+/// for stream in listener.incoming() {
+///     let mut stream = stream?;
+///     stream.write_all(b"HTTP/1.0 200 OK\r\n\r\nhello\n")?;
+/// }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct TcpListener {
+    core: Arc<Core>,
+    /// Ring sizes for accepted streams.
+    rings: (usize, usize),
+    /// Memory and eventfd made for an accept that found no connection,
+    /// kept for the next one.
+    spare: Mutex<Option<(SockMem, Arc<Attach>)>>,
+}
+
+impl TcpListener {
+    pub(crate) fn from_core(core: Arc<Core>, rings: (usize, usize)) -> TcpListener {
+        TcpListener {
+            core,
+            rings,
+            spare: Mutex::new(None),
+        }
+    }
+
+    /// Creates a listener bound to `addr` (the first address that works)
+    /// on the stack named by `STRATA_INSTANCE`, with `SO_REUSEADDR` and a
+    /// backlog of 128, as std does. Port 0 picks a free port.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:0")?;
+    /// println!("listening on {}", listener.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<TcpListener> {
+        Builder::new().tcp_bind(addr)
+    }
+
+    /// A [`Builder`] (another stack, backlog, `SO_REUSEADDR`, ring
+    /// sizes of accepted streams).
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::builder()
+    ///     .instance("lab")
+    ///     .backlog(1024)
+    ///     .tcp_bind("0.0.0.0:80")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The local address.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:0")?;
+    /// let port = listener.local_addr()?.port();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(from_wire(self.core.names()?.0))
+    }
+
+    /// Another handle to the same listener.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// let other = listener.try_clone()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<TcpListener> {
+        Ok(TcpListener::from_core(self.core.clone(), self.rings))
+    }
+
+    /// Takes the next connection from the accept queue, waiting for one
+    /// (in non-blocking mode: `WouldBlock` when none waits). Returns the
+    /// stream and the peer's address.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// let (stream, peer) = listener.accept()?;
+    /// println!("connection from {peer}");
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
+        let c = &*self.core;
+        let taken = lock(&self.spare).take();
+        let (mem, attach) = match taken {
+            Some(s) => s,
+            None => prepare(self.rings.0, self.rings.1)?,
+        };
+        let r = c.block_on(wait::RX, None, would_block, || {
+            c.check()?;
+            c.session.accept(c.id, &attach)
+        });
+        match r {
+            Ok((id, peer, _local)) => {
+                let core = Core::from_parts(c.session.clone(), id, mem, attach);
+                Ok((TcpStream { core }, from_wire(peer)))
+            }
+            Err(e) => {
+                *lock(&self.spare) = Some((mem, attach));
+                Err(e)
+            }
+        }
+    }
+
+    /// An iterator over incoming connections: [`accept`] in a loop
+    /// (never `None`).
+    ///
+    /// [`accept`]: TcpListener::accept
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// for stream in listener.incoming() {
+    ///     match stream {
+    ///         Ok(s) => println!("from {}", s.peer_addr()?),
+    ///         Err(e) => eprintln!("accept failed: {e}"),
+    ///     }
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn incoming(&self) -> Incoming<'_> {
+        Incoming { listener: self }
+    }
+
+    /// Non-blocking mode for [`accept`](TcpListener::accept).
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// listener.set_nonblocking(true)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.core.set_nonblocking(nonblocking);
+        Ok(())
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), reported once.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// if let Some(e) = listener.take_error()? {
+    ///     eprintln!("{e}");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(self.core.take_error())
+    }
+}
+
+/// The readiness fd (see [`UdpSocket`'s](crate::UdpSocket#impl-AsRawFd-for-UdpSocket)):
+/// readable when a connection may be waiting; then call `accept` in
+/// non-blocking mode until `WouldBlock`.
+///
+/// ```no_run
+/// use std::os::fd::AsRawFd;
+///
+/// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+/// listener.set_nonblocking(true)?;
+/// let fd = listener.as_raw_fd(); // register with epoll for EPOLLIN
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl AsRawFd for TcpListener {
+    fn as_raw_fd(&self) -> RawFd {
+        self.core.readiness_fd()
+    }
+}
+
+/// The readiness fd, borrowed.
+///
+/// ```no_run
+/// use std::os::fd::AsFd;
+///
+/// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+/// let fd = listener.as_fd();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl AsFd for TcpListener {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the eventfd lives as long as the core `self` holds.
+        unsafe { BorrowedFd::borrow_raw(self.core.readiness_fd()) }
+    }
+}
+
+impl fmt::Debug for TcpListener {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpListener")
+            .field("instance", &self.core.session.instance())
+            .field("id", &self.core.id)
+            .finish()
+    }
+}
+
+/// The iterator of [`TcpListener::incoming`].
+///
+/// ```no_run
+/// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+/// let mut incoming: libsock::Incoming<'_> = listener.incoming();
+/// let first = incoming.next();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Incoming<'a> {
+    listener: &'a TcpListener,
+}
+
+impl Iterator for Incoming<'_> {
+    type Item = io::Result<TcpStream>;
+
+    fn next(&mut self) -> Option<io::Result<TcpStream>> {
+        Some(self.listener.accept().map(|(s, _)| s))
+    }
+}
+
+/// A TCP connection on a strata stack, with the API of
+/// [`std::net::TcpStream`].
+///
+/// **Now:** connecting, accepting, names, options, shutdown and the
+/// readiness fd work; `read`/`write` fail with `Unsupported` until the
+/// TCP data path lands.
+///
+/// ```no_run
+/// use std::io::{Read, Write};
+/// use libsock::TcpStream;
+///
+/// let mut stream = TcpStream::connect("10.77.0.1:80")?;
+/// stream.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+/// let mut reply = Vec::new();
+/// stream.read_to_end(&mut reply)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+pub struct TcpStream {
+    core: Arc<Core>,
+}
+
+impl TcpStream {
+    /// Connects to `addr` (each address in turn until one answers) from
+    /// the stack named by `STRATA_INSTANCE`, blocking until the
+    /// handshake completes or fails (`ConnectionRefused`, `TimedOut`...).
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect<A: ToSocketAddrs>(addr: A) -> io::Result<TcpStream> {
+        Builder::new().tcp_connect(addr)
+    }
+
+    /// Connects to `addr`, giving up after `timeout` with `TimedOut`. A
+    /// zero timeout is `InvalidInput`, an IPv6 address `Unsupported`.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let addr = "10.77.0.1:80".parse().unwrap();
+    /// let stream = libsock::TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+        Builder::new().tcp_connect_timeout(addr, timeout)
+    }
+
+    /// A [`Builder`] (another stack, ring sizes).
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::builder()
+    ///     .instance("lab")
+    ///     .ring_sizes(1 << 20, 1 << 20)
+    ///     .tcp_connect("10.77.0.1:5001")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn builder() -> Builder {
+        Builder::new()
+    }
+
+    /// The peer's address.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// assert_eq!(stream.peer_addr()?, "10.77.0.1:80".parse::<std::net::SocketAddr>().unwrap());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self.core.names()?.1 {
+            Some(p) => Ok(from_wire(p)),
+            None => Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
+        }
+    }
+
+    /// The local address.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// println!("from {}", stream.local_addr()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(from_wire(self.core.names()?.0))
+    }
+
+    /// Shuts down the read half, the write half (a FIN after what is
+    /// queued), or both.
+    ///
+    /// ```no_run
+    /// use std::net::Shutdown;
+    ///
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.shutdown(Shutdown::Write)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+        let how = match how {
+            Shutdown::Read => How::Read,
+            Shutdown::Write => How::Write,
+            Shutdown::Both => How::Both,
+        };
+        self.core.request(&Request::Shutdown {
+            id: self.core.id,
+            how,
+        })
+    }
+
+    /// Another handle to the same connection (options, timeouts and
+    /// non-blocking mode are shared).
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// let reader = stream.try_clone()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> io::Result<TcpStream> {
+        Ok(TcpStream {
+            core: self.core.clone(),
+        })
+    }
+
+    /// Sets how long a read may block (`None`: forever; zero is
+    /// `InvalidInput`). A read that times out fails with `WouldBlock`.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_read_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+        self.core.set_read_timeout(dur)
+    }
+
+    /// Sets how long a write may block on a full send ring.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    ///
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_write_timeout(&self, dur: Option<Duration>) -> io::Result<()> {
+        self.core.set_write_timeout(dur)
+    }
+
+    /// The read timeout.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// assert_eq!(stream.read_timeout()?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn read_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.core.read_timeout())
+    }
+
+    /// The write timeout.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// assert_eq!(stream.write_timeout()?, None);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn write_timeout(&self) -> io::Result<Option<Duration>> {
+        Ok(self.core.write_timeout())
+    }
+
+    /// Reads without consuming: the next read returns the same bytes.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// let mut buf = [0u8; 16];
+    /// let n = stream.peek(&mut buf)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn peek(&self, buf: &mut [u8]) -> io::Result<usize> {
+        stream_read(&self.core, buf, true)
+    }
+
+    /// `TCP_NODELAY`: send small segments at once instead of coalescing
+    /// them (Nagle's algorithm off).
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.set_nodelay(true)?;
+    /// assert!(stream.nodelay()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_nodelay(&self, nodelay: bool) -> io::Result<()> {
+        self.core.request(&Request::SetOption {
+            id: self.core.id,
+            opt: SockOpt::NoDelay(nodelay),
+        })?;
+        self.core.nodelay.store(nodelay, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// `TCP_NODELAY` as last set on this connection.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// assert!(!stream.nodelay()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn nodelay(&self) -> io::Result<bool> {
+        Ok(self.core.nodelay.load(Ordering::Relaxed))
+    }
+
+    /// Non-blocking mode: reads and writes that would wait fail with
+    /// `WouldBlock`.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.set_nonblocking(true)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
+        self.core.set_nonblocking(nonblocking);
+        Ok(())
+    }
+
+    /// Takes the pending socket error (`SO_ERROR`), reported once.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// if let Some(e) = stream.take_error()? {
+    ///     eprintln!("{e}");
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        Ok(self.core.take_error())
+    }
+}
+
+/// Reads bytes from the connection (0 at end of stream).
+///
+/// ```no_run
+/// use std::io::Read;
+///
+/// let mut stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+/// let mut buf = [0u8; 4096];
+/// let n = stream.read(&mut buf)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        stream_read(&self.core, buf, false)
+    }
+}
+
+/// Reads through a shared reference, as with `std`'s `&TcpStream`.
+///
+/// ```no_run
+/// use std::io::Read;
+///
+/// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+/// let mut buf = [0u8; 4096];
+/// let n = (&stream).read(&mut buf)?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl Read for &TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        stream_read(&self.core, buf, false)
+    }
+}
+
+/// Writes bytes to the connection; `flush` has nothing to do (queued
+/// bytes belong to the stack, as with a kernel socket).
+///
+/// ```no_run
+/// use std::io::Write;
+///
+/// let mut stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+/// stream.write_all(b"hello")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        stream_write(&self.core, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Writes through a shared reference, as with `std`'s `&TcpStream`.
+///
+/// ```no_run
+/// use std::io::Write;
+///
+/// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+/// (&stream).write_all(b"hello")?;
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl Write for &TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        stream_write(&self.core, buf)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The readiness fd (see [`UdpSocket`'s](crate::UdpSocket#impl-AsRawFd-for-UdpSocket)):
+/// readable when the connection may be readable or writable, or has an
+/// error; then read and write in non-blocking mode until `WouldBlock`.
+///
+/// ```no_run
+/// use std::os::fd::AsRawFd;
+///
+/// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+/// stream.set_nonblocking(true)?;
+/// let fd = stream.as_raw_fd(); // register with epoll for EPOLLIN
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl AsRawFd for TcpStream {
+    fn as_raw_fd(&self) -> RawFd {
+        self.core.readiness_fd()
+    }
+}
+
+/// The readiness fd, borrowed.
+///
+/// ```no_run
+/// use std::os::fd::AsFd;
+///
+/// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+/// let fd = stream.as_fd();
+/// # Ok::<(), std::io::Error>(())
+/// ```
+impl AsFd for TcpStream {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        // SAFETY: the eventfd lives as long as the core `self` holds.
+        unsafe { BorrowedFd::borrow_raw(self.core.readiness_fd()) }
+    }
+}
+
+impl fmt::Debug for TcpStream {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TcpStream")
+            .field("instance", &self.core.session.instance())
+            .field("id", &self.core.id)
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_path_error_is_unsupported() {
+        let e = data_path_missing();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        assert!(e.to_string().contains("TCP issue"));
+        assert_eq!(connect_timed_out().kind(), io::ErrorKind::TimedOut);
+    }
+
+    #[test]
+    fn connect_timeout_validates_before_touching_any_stack() {
+        let b = Builder::new().instance("libsock-test-no-such-instance");
+        let v4: SocketAddr = "10.0.0.1:80".parse().unwrap();
+        let e = b.tcp_connect_timeout(&v4, Duration::ZERO).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        let e = b
+            .tcp_connect_timeout(&v6, Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        // A valid request reaches for the stack, which is not there.
+        let e = b
+            .tcp_connect_timeout(&v4, Duration::from_secs(1))
+            .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+}

@@ -1,0 +1,223 @@
+//! udpd's counters: one `u64` per [`Stat`], in a fixed array so that
+//! counting is an index and an add, and the shell can copy the whole array
+//! into the fabric for `strata stats` without knowing what each slot means.
+
+macro_rules! stats {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// One counter of udpd. Every handle dropped is counted under
+        /// exactly one drop reason, so the counters explain where
+        /// datagrams went.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum Stat {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Stat {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Stat] = &[ $( Stat::$variant, )* ];
+            /// Number of counters.
+            pub const COUNT: usize = Stat::ALL.len();
+
+            /// The counter's `snake_case` name, as `strata stats` shows it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Stat::$variant => $name, )*
+                }
+            }
+        }
+    };
+}
+
+stats! {
+    // ---- from ipd: datagrams ----
+    /// UDP datagrams handed to [`from_ip`](crate::UdpCore::from_ip).
+    InDatagrams => "in_datagrams",
+    /// Datagrams (or copies of a broadcast) handed to sockd.
+    Delivered => "delivered",
+    /// Datagrams received for a broadcast or multicast address.
+    InBroadcast => "in_broadcast",
+    /// Datagrams for a port no socket matches, answered with ICMP port
+    /// unreachable (Linux `NoPorts`).
+    NoPort => "no_port",
+    /// Broadcast or multicast datagrams no socket matches (dropped
+    /// silently).
+    NoPortBroadcast => "no_port_broadcast",
+    /// Accepted without verification: the checksum field was zero (the
+    /// sender computed none).
+    CsumZero => "csum_zero",
+    /// Accepted without verification: the handle says the checksum was
+    /// verified by the device, or is still to be filled (local loopback).
+    CsumTrusted => "csum_trusted",
+    /// UDP checksum wrong (Linux `InCsumErrors`).
+    UdpBadChecksum => "udp_bad_checksum",
+    /// Fewer bytes than a UDP header after the IPv4 header.
+    UdpTruncated => "udp_truncated",
+    /// UDP length field below 8.
+    UdpBadLength => "udp_bad_length",
+    /// UDP length field beyond the IPv4 payload.
+    UdpLengthExceedsPacket => "udp_length_exceeds_packet",
+    /// The handle's bytes are not a valid IPv4 datagram (ipd never sends
+    /// those; counted rather than trusted).
+    IpMalformed => "ip_malformed",
+    /// The datagram's protocol is not the one the handle claims, or the
+    /// handle's `l4proto` is neither UDP nor ICMP.
+    WrongProtocol => "wrong_protocol",
+    /// A fragment reached udpd (ipd reassembles; never expected).
+    IpFragment => "ip_fragment",
+
+    // ---- from ipd: ICMP errors ----
+    /// ICMP errors handed to [`from_ip`](crate::UdpCore::from_ip).
+    IcmpInErrors => "icmp_in_errors",
+    /// ICMP errors that are malformed or quote no UDP datagram.
+    IcmpMalformed => "icmp_malformed",
+    /// ICMP messages of a type that carries nothing for a socket.
+    IcmpIgnoredType => "icmp_ignored_type",
+    /// ICMP errors quoting a datagram no socket sent.
+    IcmpNoSocket => "icmp_no_socket",
+    /// ICMP errors for an unconnected socket, ignored (as Linux does
+    /// without `IP_RECVERR`).
+    IcmpUnconnected => "icmp_unconnected",
+    /// Soft ICMP errors (net/host unreachable, time exceeded, fragmentation
+    /// needed) for a connected socket, ignored (as Linux does without
+    /// `IP_RECVERR`).
+    IcmpSoftIgnored => "icmp_soft_ignored",
+    /// ICMP errors reported to sockd as [`op::SOCK_ERROR`](strata_ipc::l4::op::SOCK_ERROR).
+    IcmpReported => "icmp_reported",
+
+    // ---- from sockd: datagrams to send ----
+    /// Payloads handed to [`from_sock`](crate::UdpCore::from_sock).
+    OutRequests => "out_requests",
+    /// Datagrams sent to ipd.
+    OutDatagrams => "out_datagrams",
+    /// Payload without a destination: no address given and the socket is
+    /// not connected.
+    OutNoDestination => "out_no_destination",
+    /// Destination port 0.
+    OutBadPort => "out_bad_port",
+    /// Payload above 65,507 bytes (what fits one IPv4 datagram).
+    OutTooBig => "out_too_big",
+    /// Handle too short to hold the send metadata.
+    OutMalformed => "out_malformed",
+    /// Not enough headroom in front of the payload for the headers.
+    OutNoHeadroom => "out_no_headroom",
+    /// Sockets bound to an ephemeral port by their first send.
+    ImplicitBinds => "implicit_binds",
+    /// Sends dropped because no ephemeral port was free.
+    OutNoPort => "out_no_port",
+
+    // ---- from sockd: control ----
+    /// Control requests received.
+    CtlRequests => "ctl_requests",
+    /// Control handles too short to hold a message.
+    CtlMalformed => "ctl_malformed",
+    /// Control requests with an unknown operation (answered EOPNOTSUPP).
+    CtlUnknownOp => "ctl_unknown_op",
+    /// Successful binds.
+    Binds => "binds",
+    /// Binds refused: address in use, or no ephemeral port free.
+    BindAddrInUse => "bind_addr_in_use",
+    /// Binds refused: not one of the stack's addresses.
+    BindAddrNotAvail => "bind_addr_not_avail",
+    /// Binds refused: the socket was bound already.
+    BindInvalid => "bind_invalid",
+    /// Requests refused because the binding table is full.
+    TableFull => "table_full",
+    /// Successful connects.
+    Connects => "connects",
+    /// Connects refused because no ephemeral port was free.
+    ConnectNoPort => "connect_no_port",
+    /// Disconnects (connect to AF_UNSPEC).
+    Disconnects => "disconnects",
+    /// Closes of bound sockets.
+    Closes => "closes",
+    /// Bindings restored from the arena at start.
+    Restored => "restored",
+    /// Arena records not restored (malformed, duplicate, or an address the
+    /// stack no longer has).
+    RestoreSkipped => "restore_skipped",
+
+    // ---- plumbing ----
+    /// Handles whose buffer could not be reached (stale generation or bad
+    /// index); the buffer is not ours to free.
+    StaleHandle => "stale_handle",
+    /// Handles whose data window lies outside their buffer.
+    BadWindow => "bad_window",
+    /// Work dropped because the pool had no buffer to allocate.
+    PoolExhausted => "pool_exhausted",
+    /// Datagrams or notifications dropped because the ring to sockd was
+    /// full (sockd applies per-socket limits on its side).
+    SockRingFull => "sock_ring_full",
+    /// Port-unreachable requests dropped because the ring to ipd was full.
+    IpRingFull => "ip_ring_full",
+}
+
+// Every counter must fit a layer's block in the fabric.
+const _: () = assert!(Stat::COUNT <= strata_ipc::layout::LAYER_COUNTERS);
+
+/// udpd's counters.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    counters: [u64; Stat::COUNT],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            counters: [0; Stat::COUNT],
+        }
+    }
+}
+
+impl Stats {
+    /// The value of one counter.
+    pub fn get(&self, s: Stat) -> u64 {
+        self.counters[s as usize]
+    }
+
+    /// Every counter in [`Stat::ALL`] order, so the shell can copy them into
+    /// the fabric in one go.
+    pub fn as_array(&self) -> &[u64; Stat::COUNT] {
+        &self.counters
+    }
+
+    /// `(name, value)` for every counter.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Stat::ALL.iter().map(move |&s| (s.name(), self.get(s)))
+    }
+
+    /// Adds one to a counter.
+    #[inline]
+    pub(crate) fn inc(&mut self, s: Stat) {
+        let c = &mut self.counters[s as usize];
+        *c = c.wrapping_add(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_proto::udp::UdpError;
+
+    #[test]
+    fn names_are_unique_snake_case_indexed_and_fit_the_fabric() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+            let n = s.name();
+            assert!(seen.insert(n), "duplicate {n}");
+            assert!(n.len() <= 32, "{n} longer than a fabric counter name");
+            assert!(n
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'));
+        }
+        for e in [
+            UdpError::Truncated,
+            UdpError::BadLength,
+            UdpError::LengthExceedsPacket,
+            UdpError::BadChecksum,
+        ] {
+            assert_eq!(crate::udp_stat(e).name(), format!("udp_{}", e.reason()));
+        }
+    }
+}

@@ -1,0 +1,341 @@
+//! Scenario tests of the core: requests and datagrams in, handles out,
+//! over a [`HeapPool`] whose accounting must return to its baseline at
+//! the end of every scenario ([`Rig::finish`]).
+
+mod bind;
+mod input;
+mod output;
+mod prop;
+
+use std::net::Ipv4Addr;
+
+use strata_ipc::handle::{csum, flags};
+use strata_ipc::l4::{ctl_flags, op, L4Ctl, SendMeta};
+use strata_ipc::{Buffers, Handle, HeapPool};
+use strata_proto::icmp::IcmpHeader;
+use strata_proto::ipv4::{protocol, Ipv4Header};
+use strata_proto::udp::UdpHeader;
+
+use crate::{IfaceAddrs, Outputs, RouteInfo, Stat, UdpConfig, UdpCore};
+
+pub const A1: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+pub const A2: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 9);
+pub const B1: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 1);
+pub const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+pub const PEER_B: Ipv4Addr = Ipv4Addr::new(192, 168, 1, 50);
+pub const FAR: Ipv4Addr = Ipv4Addr::new(8, 8, 8, 8);
+pub const BCAST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 255);
+
+pub fn u(a: Ipv4Addr) -> u32 {
+    u32::from(a)
+}
+
+/// Interface 1: 10.0.0.1/24 and 10.0.0.9/24; interface 2: 192.168.1.1/24;
+/// a default route via 10.0.0.254; ephemeral ports 50000-50099.
+pub fn config() -> UdpConfig {
+    UdpConfig {
+        ifaces: vec![
+            IfaceAddrs {
+                index: 1,
+                addrs: vec![(A1, 24), (A2, 24)],
+            },
+            IfaceAddrs {
+                index: 2,
+                addrs: vec![(B1, 24)],
+            },
+        ],
+        routes: vec![RouteInfo {
+            dest: Ipv4Addr::UNSPECIFIED,
+            prefix: 0,
+            gateway: Some(Ipv4Addr::new(10, 0, 0, 254)),
+            iface: None,
+        }],
+        ephemeral_ports: (50000, 50099),
+        max_bindings: 1024,
+        seed: 7,
+        soft_errors: false,
+    }
+}
+
+/// A UDP datagram description for building test packets.
+#[derive(Clone, Debug)]
+pub struct Dg {
+    pub src: Ipv4Addr,
+    pub dst: Ipv4Addr,
+    pub sport: u16,
+    pub dport: u16,
+}
+
+impl Dg {
+    pub fn new(src: Ipv4Addr, sport: u16, dst: Ipv4Addr, dport: u16) -> Dg {
+        Dg {
+            src,
+            dst,
+            sport,
+            dport,
+        }
+    }
+
+    /// The IPv4 datagram carrying `payload`, checksums filled.
+    pub fn build(&self, payload: &[u8]) -> Vec<u8> {
+        let n = 28 + payload.len();
+        let mut d = vec![0u8; n];
+        Ipv4Header {
+            header_len: 20,
+            tos: 0,
+            total_len: n as u16,
+            ident: 1,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+            ttl: 64,
+            protocol: protocol::UDP,
+            checksum: 0,
+            src: self.src,
+            dst: self.dst,
+        }
+        .emit(&mut d)
+        .unwrap();
+        d[28..].copy_from_slice(payload);
+        UdpHeader {
+            src_port: self.sport,
+            dst_port: self.dport,
+            length: 0,
+            checksum: 0,
+        }
+        .emit(&mut d[20..], self.src, self.dst)
+        .unwrap();
+        d
+    }
+}
+
+/// An ICMP error `ty`/`code` from `from` to `to` quoting `quoted`.
+pub fn icmp_error(from: Ipv4Addr, to: Ipv4Addr, ty: u8, code: u8, quoted: &[u8]) -> Vec<u8> {
+    let n = 28 + quoted.len();
+    let mut d = vec![0u8; n];
+    Ipv4Header {
+        header_len: 20,
+        tos: 0xc0,
+        total_len: n as u16,
+        ident: 2,
+        dont_frag: false,
+        more_frags: false,
+        frag_offset: 0,
+        ttl: 64,
+        protocol: protocol::ICMP,
+        checksum: 0,
+        src: from,
+        dst: to,
+    }
+    .emit(&mut d)
+    .unwrap();
+    d[28..].copy_from_slice(quoted);
+    IcmpHeader {
+        icmp_type: ty,
+        code,
+        checksum: 0,
+        rest: [0; 4],
+    }
+    .emit(&mut d[20..])
+    .unwrap();
+    d
+}
+
+/// A recognisable payload of `n` bytes.
+pub fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 7 + i / 251) as u8).collect()
+}
+
+/// The core, its pool and its outputs.
+pub struct Rig {
+    pub core: UdpCore,
+    pub pool: HeapPool,
+    pub out: Outputs,
+    pub req: u32,
+}
+
+impl Rig {
+    pub fn new() -> Rig {
+        Rig::with(config())
+    }
+
+    pub fn with(cfg: UdpConfig) -> Rig {
+        Rig {
+            core: UdpCore::new(cfg).unwrap(),
+            pool: HeapPool::new(64, 4),
+            out: Outputs::with_capacity(16),
+            req: 0,
+        }
+    }
+
+    pub fn stat(&self, s: Stat) -> u64 {
+        self.core.stats().get(s)
+    }
+
+    /// Copies `bytes` into a fresh pool buffer at the usual headroom.
+    pub fn buf(&mut self, bytes: &[u8]) -> Handle {
+        let mut h = self.pool.alloc(bytes.len()).unwrap();
+        h.data_len = bytes.len() as u32;
+        self.pool.data_mut(&h).unwrap().copy_from_slice(bytes);
+        h
+    }
+
+    /// Sends control message `m` as sockd would and returns every control
+    /// message udpd answered with (freeing them).
+    pub fn ctl(&mut self, mut m: L4Ctl) -> Vec<L4Ctl> {
+        self.req += 1;
+        m.req = self.req;
+        let h = m.to_handle(&mut self.pool).unwrap();
+        self.core.from_sock(&mut self.pool, h, &mut self.out);
+        self.take_ctl()
+    }
+
+    /// The control messages waiting for sockd (freed).
+    pub fn take_ctl(&mut self) -> Vec<L4Ctl> {
+        let mut v = Vec::new();
+        let mut rest = Vec::new();
+        for h in self.out.to_sock.drain(..) {
+            if h.flags & flags::CTRL != 0 {
+                let m = L4Ctl::from_handle(&self.pool, &h).unwrap().unwrap();
+                assert_eq!(h.sock, m.sock);
+                assert_eq!(h.data_len as usize, strata_ipc::l4::L4CTL_LEN);
+                v.push(m);
+                self.pool.free(&h);
+            } else {
+                rest.push(h);
+            }
+        }
+        self.out.to_sock = rest;
+        v
+    }
+
+    /// The one reply to request `m`: Ok((local, remote)) or Err(errno).
+    pub fn request(&mut self, m: L4Ctl) -> Result<L4Ctl, i32> {
+        let sock = m.sock;
+        let r = self.ctl(m);
+        assert_eq!(r.len(), 1, "one reply");
+        let r = r[0];
+        assert_eq!(
+            (r.req, r.sock),
+            (self.req, sock),
+            "reply echoes req and sock"
+        );
+        match r.op {
+            op::OK => Ok(r),
+            op::ERROR => Err(r.errno),
+            o => panic!("unexpected op {o}"),
+        }
+    }
+
+    /// bind(sock, addr:port), with SO_REUSEADDR if `reuse`: the bound
+    /// (addr, port) or the errno.
+    pub fn bind(
+        &mut self,
+        sock: u32,
+        addr: Ipv4Addr,
+        port: u16,
+        reuse: bool,
+    ) -> Result<(u32, u16), i32> {
+        let r = self.request(L4Ctl {
+            op: op::BIND,
+            sock,
+            local_addr: u(addr),
+            local_port: port,
+            flags: if reuse { ctl_flags::REUSEADDR } else { 0 },
+            ..Default::default()
+        })?;
+        Ok((r.local_addr, r.local_port))
+    }
+
+    pub fn connect(&mut self, sock: u32, addr: Ipv4Addr, port: u16) -> Result<L4Ctl, i32> {
+        self.request(L4Ctl {
+            op: op::CONNECT,
+            sock,
+            remote_addr: u(addr),
+            remote_port: port,
+            ..Default::default()
+        })
+    }
+
+    pub fn close(&mut self, sock: u32) {
+        let r = self.ctl(L4Ctl {
+            op: op::CLOSE,
+            sock,
+            ..Default::default()
+        });
+        assert!(r.is_empty(), "close has no reply");
+    }
+
+    /// Hands a datagram to `from_ip` as ipd would.
+    pub fn rx_with(&mut self, bytes: &[u8], proto: u8, cs: u8) -> Handle {
+        let mut h = self.buf(bytes);
+        h.l4_off = 20;
+        h.l4proto = proto;
+        h.iif = 1;
+        h.csum = cs;
+        self.core.from_ip(&mut self.pool, h, &mut self.out);
+        h
+    }
+
+    pub fn rx(&mut self, bytes: &[u8]) -> Handle {
+        self.rx_with(bytes, protocol::UDP, csum::NONE)
+    }
+
+    /// Datagrams delivered to sockd: (sock, handle, window bytes), freed.
+    pub fn delivered(&mut self) -> Vec<(u32, Handle, Vec<u8>)> {
+        let mut v = Vec::new();
+        let mut rest = Vec::new();
+        for h in self.out.to_sock.drain(..) {
+            if h.flags & flags::CTRL == 0 {
+                v.push((h.sock, h, self.pool.data(&h).unwrap().to_vec()));
+            } else {
+                rest.push(h);
+            }
+        }
+        self.out.to_sock = rest;
+        for (_, h, _) in &v {
+            self.pool.free(h);
+        }
+        v
+    }
+
+    /// Sends `payload` from `sock` to `dst` (0.0.0.0:0 = connected peer).
+    pub fn send(&mut self, sock: u32, dst: Ipv4Addr, port: u16, payload: &[u8]) -> Handle {
+        let meta = SendMeta {
+            addr: u(dst),
+            port,
+            reserved: 0,
+        };
+        let mut h = self.pool.alloc(payload.len()).unwrap();
+        h.data_len = payload.len() as u32;
+        self.pool.data_mut(&h).unwrap().copy_from_slice(payload);
+        assert!(h.push_front(8));
+        self.pool.data_mut(&h).unwrap()[..8].copy_from_slice(&meta.to_bytes());
+        h.sock = sock;
+        self.core.from_sock(&mut self.pool, h, &mut self.out);
+        h
+    }
+
+    /// Handles for ipd: (handle, window bytes), freed.
+    pub fn take_ip(&mut self) -> Vec<(Handle, Vec<u8>)> {
+        let v: Vec<_> = self
+            .out
+            .to_ip
+            .drain(..)
+            .map(|h| (h, self.pool.data(&h).unwrap().to_vec()))
+            .collect();
+        for (h, _) in &v {
+            self.pool.free(h);
+        }
+        v
+    }
+
+    /// Checks that every buffer came back.
+    pub fn finish(mut self) {
+        self.take_ctl();
+        self.delivered();
+        self.take_ip();
+        assert_eq!(self.pool.in_use(), 0, "buffers leaked");
+        assert_eq!(self.pool.stale_frees, 0, "stale handle freed");
+    }
+}
