@@ -582,3 +582,24 @@ mod tests {
         assert_eq!(app.take_error(), None);
     }
 }
+
+#[cfg(test)]
+mod burst {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_small_datagrams_reads_back_in_order() {
+        let (app, fd) = SockMem::create(256 << 10, 256 << 10).unwrap();
+        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 9);
+        for i in 0..20 {
+            assert!(srv.deliver_dgram(from, format!("to-A {i}").as_bytes()).0);
+        }
+        for i in 0..20 {
+            let r = app.peek_recv().unwrap();
+            assert_eq!(app.record_bytes(false, &r), format!("to-A {i}").as_bytes());
+            app.consume_recv(&r);
+        }
+        assert!(app.peek_recv().is_none());
+    }
+}
