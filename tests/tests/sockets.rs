@@ -1,0 +1,224 @@
+//! The socket boundary under stress and abuse: a slow reader, a hostile
+//! client, and `strata ss`.
+
+use nix::sys::socket::{
+    connect, recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned,
+    MsgFlags, SockFlag, SockType, UnixAddr,
+};
+use std::io::{IoSlice, IoSliceMut};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::time::Duration;
+use strata_ipc::sockring::SockMem;
+use strata_proto::sock::{Kind, Request, Response, VERSION};
+use strata_tests::{spawn_app, wait_line, Netns, Stack, STACK_IP};
+
+#[test]
+fn a_reader_that_falls_behind_loses_datagrams_and_they_are_counted() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let sock = stack.builder().udp_bind("0.0.0.0:6000").unwrap();
+    let r = strata_tests::ping(&ns, &["-c", "1", "-W", "2", STACK_IP]);
+    assert_eq!(r.received, 1);
+    // 2000 datagrams of 1000 bytes: far more than the 256 KiB receive ring.
+    ns.run_ok(&[
+        "python3",
+        "-c",
+        "import socket,time\ns=socket.socket(2,2)\nfor i in range(2000):\n    s.sendto(b'x'*1000, ('10.77.0.2',6000))\n    if i % 100 == 0: time.sleep(0.005)",
+    ]);
+    std::thread::sleep(Duration::from_millis(300));
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 2000];
+    let mut got = 0u64;
+    while sock.recv(&mut buf).is_ok() {
+        got += 1;
+    }
+    let dropped = sock.dropped_datagrams();
+    assert!(
+        dropped > 0,
+        "nothing dropped: the test did not overflow the ring"
+    );
+    assert!(got > 100, "received {got}");
+    assert_eq!(st.counter("sockd", "rx_drop_app_slow"), dropped);
+    // Every datagram is accounted for: received, or dropped and counted.
+    assert_eq!(got + dropped, st.counter("udpd", "delivered"));
+    assert_eq!(st.counter("udpd", "delivered"), 2000);
+}
+
+/// A client speaking the socket protocol by hand, as a hostile program
+/// could.
+struct RawClient {
+    fd: OwnedFd,
+}
+
+impl RawClient {
+    fn connect(instance: &str) -> RawClient {
+        let path = strata_ipc::runtime::run_dir(instance).join(strata_proto::sock::SOCKET_FILE);
+        let fd = socket(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            SockFlag::SOCK_CLOEXEC,
+            None,
+        )
+        .unwrap();
+        connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+        let c = RawClient { fd };
+        assert!(matches!(
+            c.call(&Request::Hello { version: VERSION }, &[]),
+            Response::Welcome { .. }
+        ));
+        c
+    }
+
+    fn call(&self, r: &Request, fds: &[RawFd]) -> Response {
+        self.call_bytes(&r.encode(), fds)
+    }
+
+    fn call_bytes(&self, b: &[u8], fds: &[RawFd]) -> Response {
+        let cm = [ControlMessage::ScmRights(fds)];
+        let cms: &[ControlMessage] = if fds.is_empty() { &[] } else { &cm };
+        sendmsg::<()>(
+            self.fd.as_raw_fd(),
+            &[IoSlice::new(b)],
+            cms,
+            MsgFlags::empty(),
+            None,
+        )
+        .unwrap();
+        let mut buf = [0u8; 2048];
+        let mut iov = [IoSliceMut::new(&mut buf)];
+        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
+        let m = recvmsg::<()>(
+            self.fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::empty(),
+        )
+        .unwrap();
+        for c in m.cmsgs().unwrap() {
+            if let ControlMessageOwned::ScmRights(v) = c {
+                for f in v {
+                    drop(unsafe { OwnedFd::from_raw_fd(f) });
+                }
+            }
+        }
+        let n = m.bytes;
+        Response::decode(&buf[..n]).unwrap()
+    }
+
+    fn udp_socket(&self) -> (u32, SockMem, OwnedFd, OwnedFd) {
+        let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
+        let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+        match self.call(
+            &Request::Socket { kind: Kind::Udp },
+            &[memfd.as_raw_fd(), efd.as_raw_fd()],
+        ) {
+            Response::Created { id } => (id, mem, memfd, efd),
+            r => panic!("{r:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    let ss = st.json("ss");
+    let victim = ss["sockets"][0]["id"].as_u64().unwrap() as u32;
+
+    let evil = RawClient::connect(&st.instance);
+    let ebadf = Response::Error { errno: libc::EBADF };
+    assert_eq!(evil.call(&Request::Close { id: victim }, &[]), ebadf);
+    assert_eq!(evil.call(&Request::Names { id: victim }, &[]), ebadf);
+    assert_eq!(
+        evil.call(
+            &Request::Connect {
+                id: victim,
+                addr: Default::default()
+            },
+            &[]
+        ),
+        ebadf
+    );
+    // Not its process: it cannot take the socket over either.
+    let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
+    let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+    assert_eq!(
+        evil.call(
+            &Request::Reattach { id: victim },
+            &[memfd.as_raw_fd(), efd.as_raw_fd()]
+        ),
+        ebadf
+    );
+    drop(mem);
+    // Garbage and unsealed memory are refused.
+    assert_eq!(
+        evil.call_bytes(&[0xff; 37], &[]),
+        Response::Error {
+            errno: libc::EINVAL
+        }
+    );
+    let raw = unsafe { OwnedFd::from_raw_fd(libc::memfd_create(c"x".as_ptr(), 0)) };
+    unsafe { libc::ftruncate(raw.as_raw_fd(), 1 << 16) };
+    assert_eq!(
+        evil.call(
+            &Request::Socket { kind: Kind::Udp },
+            &[raw.as_raw_fd(), efd.as_raw_fd()]
+        ),
+        Response::Error {
+            errno: libc::EINVAL
+        }
+    );
+    // A socket of its own whose ring it corrupts: sockd refuses the ring
+    // and carries on.
+    let (id, mem, _m, _e) = evil.udp_socket();
+    assert!(matches!(
+        evil.call(
+            &Request::Connect {
+                id,
+                addr: strata_proto::sock::Addr {
+                    ip: 0x0a4d0001,
+                    port: 9
+                }
+            },
+            &[]
+        ),
+        Response::Ok
+    ));
+    // No kick needed: sockd looks at every ring at least every 100 ms.
+    mem.hdr()
+        .tx_tail
+        .store(1 << 40, std::sync::atomic::Ordering::SeqCst);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(st.counter("sockd", "bad_rings") >= 1);
+    assert!(st.counter("sockd", "bad_requests") >= 1);
+    // The echo server never noticed.
+    let r = ns.run_ok(&[
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(2,2)\ns.settimeout(2)\ns.sendto(b'still here',('10.77.0.2',7))\nprint(s.recv(100).decode())",
+    ]);
+    assert_eq!(r.trim(), "still here");
+    for l in st.json("status")["layers"].as_array().unwrap() {
+        assert_eq!(l["restarts"], 0, "{l}");
+    }
+}
+
+#[test]
+fn ss_lists_sockets_with_their_process() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7777"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    let o = st.strata(&["ss"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains(":7777"))
+        .unwrap_or_else(|| panic!("no socket on 7777:\n{text}"));
+    assert!(line.starts_with("udp"), "{line}");
+    assert!(line.contains(&format!("pid={}", echo.child.id())), "{line}");
+    assert!(line.contains("\"echo\""), "{line}");
+}
