@@ -221,12 +221,21 @@ impl Stack {
 
     /// As [`Stack::up`], with extra TOML appended to the configuration.
     pub fn up_with(ns: &Netns, extra: &str) -> Stack {
+        Self::up_config(
+            ns,
+            &format!(
+                "[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
+                 mac = \"02:53:54:00:00:01\"\naddresses = [\"{STACK_IP}/24\"]\n\
+                 host_addresses = [\"{HOST_IP}/24\"]\n{extra}"
+            ),
+        )
+    }
+
+    /// Starts strata in `ns` with `body` as its configuration (the
+    /// instance name is added).
+    pub fn up_config(ns: &Netns, body: &str) -> Stack {
         let instance = unique("t");
-        let cfg = format!(
-            "instance = \"{instance}\"\n\n[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
-             mac = \"02:53:54:00:00:01\"\naddresses = [\"{STACK_IP}/24\"]\n\
-             host_addresses = [\"{HOST_IP}/24\"]\n{extra}"
-        );
+        let cfg = format!("instance = \"{instance}\"\n\n{body}");
         let config = std::env::temp_dir().join(format!("{instance}.toml"));
         std::fs::write(&config, cfg).expect("write config");
         let log = std::env::temp_dir().join(format!("{instance}.log"));
