@@ -11,6 +11,13 @@
 //!   a [`SendMeta`] that sockd pushes in front of it (into the headroom);
 //!   `sock` names the socket. The transport replaces the meta with its
 //!   own headers.
+//! - TCP differs: data both ways is the stream's payload alone (tcpd →
+//!   sockd: in order, no headers; sockd → tcpd: no SendMeta), and flow
+//!   control runs on credits: sockd hands tcpd at most the send buffer
+//!   tcpd granted (initially the socket's send size, then
+//!   [`op::SEND_CREDIT`]), and tcpd delivers at most what the receive ring
+//!   can take (initially its size, then [`op::READ_CREDIT`]). The receive
+//!   window tcpd advertises is that credit less what it holds.
 
 use crate::arena::Pod;
 use crate::bufs::{BufError, Buffers};
@@ -34,8 +41,57 @@ pub mod op {
     /// unbound socket); the addresses are the socket's now.
     pub const BOUND: u32 = 102;
     /// Notification: an ICMP error arrived for the connected socket; `errno`
-    /// is what the application sees on its next call.
+    /// is what the application sees on its next call. (TCP: the
+    /// connection failed or was reset; `errno` says how.)
     pub const SOCK_ERROR: u32 = 103;
+
+    // ---- TCP (sockd ↔ tcpd) ------------------------------------------
+    /// Request: listen on the bound `sock` with an accept queue of
+    /// `value` connections. Reply OK/ERROR.
+    pub const LISTEN: u32 = 4;
+    /// Request: `sock` is the socket sockd made for the accepted
+    /// connection `value` (tcpd's connection id, from ACCEPTABLE); from
+    /// now on the connection's data and notifications carry `sock`. No
+    /// reply.
+    pub const ATTACH: u32 = 5;
+    /// Request: shut down `sock`; `value` 0 read, 1 write, 2 both. A write
+    /// shutdown sends FIN after everything queued. No reply.
+    pub const SHUTDOWN: u32 = 6;
+    /// Request: abort `sock`: send RST, forget it (close with unread data,
+    /// as Linux). No reply.
+    pub const ABORT: u32 = 7;
+    /// Request: the application read `value` bytes from `sock`'s receive
+    /// ring: that much more may be delivered (the receive window opens).
+    pub const READ_CREDIT: u32 = 8;
+    /// Request: set an option on `sock`: `flags` names it (see
+    /// [`tcp_opt`]), `value` is its value. No reply.
+    pub const SETOPT: u32 = 9;
+    /// Notification: the connection of `sock` is established (after
+    /// CONNECT); addresses filled in.
+    pub const CONNECTED: u32 = 104;
+    /// Notification: listener `sock` has a new established connection,
+    /// tcpd's id `value`, peer in `remote_*`, local in `local_*`; it
+    /// waits for an ATTACH (and counts against the backlog until then).
+    pub const ACCEPTABLE: u32 = 105;
+    /// Notification: the peer sent FIN: after the data already delivered,
+    /// `sock` reads end-of-file.
+    pub const EOF: u32 = 106;
+    /// Notification: `value` more bytes of `sock`'s data were acknowledged
+    /// and left the send buffer: sockd may hand over that much more.
+    pub const SEND_CREDIT: u32 = 107;
+    /// Notification: tcpd forgot `sock` (closed both ways, or reset);
+    /// sockd may release the socket once the application closed it.
+    pub const CLOSED: u32 = 108;
+}
+
+/// Option names for [`op::SETOPT`].
+pub mod tcp_opt {
+    /// TCP_NODELAY (value 0/1).
+    pub const NODELAY: u32 = 1;
+    /// SO_KEEPALIVE (value 0/1).
+    pub const KEEPALIVE: u32 = 2;
+    /// TCP_CONGESTION (value 0 CUBIC, 1 NewReno).
+    pub const CONGESTION: u32 = 3;
 }
 
 /// Request flags.
