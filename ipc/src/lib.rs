@@ -24,6 +24,7 @@ pub use fabric::{Consumer, Fabric, FabricError, Pool, Producer, WAKE_ENV};
 pub use handle::Handle;
 pub use layer::{LayerId, MAX_IFACES, MAX_LAYERS};
 pub use layout::{ifc, Params, IFACE_COUNTER_NAMES};
+pub mod qdisc_cfg;
 pub mod runtime;
 pub mod service;
 pub mod sockring;

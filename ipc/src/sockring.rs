@@ -492,6 +492,102 @@ impl SockMem {
     }
 }
 
+impl SockMem {
+    // -------------------------------------------------------------- streams
+
+    /// Copies as much of `data` into a stream ring as fits; returns bytes
+    /// written.
+    fn push_stream(&self, tx: bool, data: &[u8]) -> usize {
+        let (base, cap) = self.area(tx);
+        let (head, tail) = self.indices(tx);
+        let t = tail.load(Relaxed);
+        let used = t.wrapping_sub(head.load(Acquire)).min(cap as u64) as usize;
+        let n = data.len().min(cap - used);
+        if n == 0 {
+            return 0;
+        }
+        let pos = (t % cap as u64) as usize;
+        let first = n.min(cap - pos);
+        unsafe {
+            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(pos), first);
+            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, n - first);
+        }
+        tail.store(t + n as u64, Release);
+        n
+    }
+
+    /// The bytes waiting in a stream ring as (up to) two slices, checked
+    /// against the ring's size.
+    fn stream_slices(&self, tx: bool) -> Result<(&[u8], &[u8]), RingError> {
+        let (base, cap) = self.area(tx);
+        let (head, tail) = self.indices(tx);
+        let h = head.load(Relaxed);
+        let avail = tail.load(Acquire).wrapping_sub(h);
+        if avail > cap as u64 {
+            return Err(RingError::BadIndex);
+        }
+        let avail = avail as usize;
+        let pos = (h % cap as u64) as usize;
+        let first = avail.min(cap - pos);
+        unsafe {
+            Ok((
+                std::slice::from_raw_parts(base.add(pos), first),
+                std::slice::from_raw_parts(base, avail - first),
+            ))
+        }
+    }
+
+    /// Application: queue stream bytes for sending; returns how many fit.
+    pub fn write_stream(&self, data: &[u8]) -> usize {
+        self.push_stream(true, data)
+    }
+
+    /// Application: copy received stream bytes into `buf`, consuming them
+    /// unless `peek`; returns how many.
+    pub fn read_stream(&self, buf: &mut [u8], peek: bool) -> usize {
+        let Ok((a, b)) = self.stream_slices(false) else {
+            return 0;
+        };
+        let n1 = a.len().min(buf.len());
+        buf[..n1].copy_from_slice(&a[..n1]);
+        let n2 = b.len().min(buf.len() - n1);
+        buf[n1..n1 + n2].copy_from_slice(&b[..n2]);
+        if !peek {
+            self.consume(false, (n1 + n2) as u64);
+        }
+        n1 + n2
+    }
+
+    /// sockd: the stream bytes the application queued, validated.
+    pub fn send_slices(&self) -> Result<(&[u8], &[u8]), RingError> {
+        self.stream_slices(true)
+    }
+
+    /// sockd: consume `n` stream bytes handed on; returns whether to wake
+    /// the application (it waits for room).
+    pub fn consume_send_bytes(&self, n: usize) -> bool {
+        self.consume(true, n as u64);
+        self.take_wait(wait::TX)
+    }
+
+    /// sockd: deliver stream bytes; returns (bytes written, wake the app).
+    pub fn deliver_stream(&self, data: &[u8]) -> (usize, bool) {
+        let n = self.push_stream(false, data);
+        (n, n > 0 && self.take_wait(wait::RX))
+    }
+
+    /// sockd: the application's receive-ring consumer index (bytes read
+    /// since creation), as the application last published it.
+    pub fn rx_consumed(&self) -> u64 {
+        self.hdr().rx_head.load(Acquire)
+    }
+
+    /// sockd: wake the application if it waits for any of `bits`.
+    pub fn notify(&self, bits: u32) -> bool {
+        self.take_wait(bits)
+    }
+}
+
 /// Writes 1 to an eventfd (a kick).
 pub fn kick(fd: &impl AsRawFd) {
     let one: u64 = 1;
@@ -601,5 +697,56 @@ mod burst {
             app.consume_recv(&r);
         }
         assert!(app.peek_recv().is_none());
+    }
+}
+
+#[cfg(test)]
+mod stream {
+    use super::*;
+
+    #[test]
+    fn stream_bytes_cross_in_order_across_the_wrap() {
+        let (app, fd) = SockMem::create(4096, 4096).unwrap();
+        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 253) as u8).collect();
+        let (mut sent, mut got) = (0, Vec::new());
+        let mut buf = [0u8; 1500];
+        let mut turns = 0;
+        while got.len() < data.len() {
+            turns += 1;
+            assert!(turns < 10_000, "stuck: sent {sent} got {}", got.len());
+            sent += app.write_stream(&data[sent..]);
+            let (a, b) = srv.send_slices().unwrap();
+            let chunk: Vec<u8> = a.iter().chain(b).copied().collect();
+            srv.consume_send_bytes(chunk.len());
+            let mut off = 0;
+            let mut inner = 0;
+            while off < chunk.len() {
+                inner += 1;
+                assert!(inner < 10_000, "inner stuck: off {off} of {}", chunk.len());
+                let (n, _) = srv.deliver_stream(&chunk[off..]);
+                off += n;
+                let k = app.read_stream(&mut buf, false);
+                got.extend_from_slice(&buf[..k]);
+            }
+            let k = app.read_stream(&mut buf, false);
+            got.extend_from_slice(&buf[..k]);
+        }
+        assert_eq!(got, data);
+        assert_eq!(app.read_stream(&mut buf, true), 0);
+    }
+
+    #[test]
+    fn peek_does_not_consume_and_bad_indices_are_refused() {
+        let (app, fd) = SockMem::create(4096, 4096).unwrap();
+        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        assert_eq!(srv.deliver_stream(b"hello").0, 5);
+        let mut b = [0u8; 8];
+        assert_eq!(app.read_stream(&mut b, true), 5);
+        assert_eq!(app.read_stream(&mut b, false), 5);
+        assert_eq!(&b[..5], b"hello");
+        assert_eq!(srv.rx_consumed(), 5);
+        app.hdr().tx_tail.store(1 << 50, Relaxed);
+        assert_eq!(srv.send_slices(), Err(RingError::BadIndex));
     }
 }

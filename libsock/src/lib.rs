@@ -78,9 +78,8 @@
 //! # Limits for now
 //!
 //! strata speaks IPv4 only: IPv6 addresses fail with `Unsupported`.
-//! TCP's control half works (listen, accept, connect, shutdown, options),
-//! but reading and writing TCP streams fails with `Unsupported` until
-//! the TCP data path lands.
+//! TCP streams need a running tcpd: until the stack has one, creating a
+//! TCP socket fails with `EPROTONOSUPPORT`.
 #![deny(missing_docs)]
 
 mod addr;

@@ -1,10 +1,9 @@
 //! TCP sockets: [`TcpListener`] and [`TcpStream`].
 //!
-//! The control half is complete (socket, bind, listen, accept, connect,
-//! shutdown, options, names, readiness, recovery). The data half — byte
-//! rings in the socket's shared memory — comes with the TCP issue: it is
-//! [`stream_read`] and [`stream_write`] below, which fail with
-//! `Unsupported` until then.
+//! The control half (socket, bind, listen, accept, connect, shutdown,
+//! options, names, readiness, recovery) talks to sockd; the data half is
+//! [`stream_read`] and [`stream_write`] below, on byte rings in the
+//! socket's shared memory.
 
 use std::fmt;
 use std::io::{self, Read, Write};
@@ -22,33 +21,65 @@ use crate::core::{prepare, would_block, Core};
 use crate::session::{lock, Attach};
 use crate::stack::Builder;
 
-/// The error of the stream data path until the TCP issue lands.
-fn data_path_missing() -> io::Error {
-    io::Error::new(
-        io::ErrorKind::Unsupported,
-        "TCP data path arrives with the TCP issue",
-    )
-}
-
-/// Reads (or peeks) stream bytes from the socket's receive ring: the one
-/// place the TCP data path plugs in. It will: `check()`, copy what the rx
-/// ring holds (up to `buf.len()`), consume it unless `peek`, return 0 at
-/// `state::EOF` once the ring is empty, and wait with
-/// `block_on(wait::RX, read_timeout)` otherwise.
+/// Reads (or peeks) stream bytes from the socket's receive ring, waiting
+/// for data while the ring is empty (0 at end-of-file).
 fn stream_read(c: &Core, buf: &mut [u8], peek: bool) -> io::Result<usize> {
-    let _ = (buf, peek);
-    c.check()?;
-    Err(data_path_missing())
+    if buf.is_empty() {
+        c.check()?;
+        return Ok(0);
+    }
+    c.block_on(wait::RX, c.read_timeout(), would_block, || {
+        c.check()?;
+        let n = {
+            let _rx = lock(&c.rx_lock);
+            c.mem.read_stream(buf, peek)
+        };
+        if n > 0 {
+            return Ok(Some(n));
+        }
+        let st = c.state();
+        if st & state::RESET != 0 {
+            return Err(io::Error::from_raw_os_error(libc::ECONNRESET));
+        }
+        if st & state::EOF != 0 {
+            return Ok(Some(0));
+        }
+        if st & state::CONNECTED == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        Ok(None)
+    })
 }
 
-/// Writes stream bytes into the socket's send ring: the other place the
-/// TCP data path plugs in. It will: `check()`, copy as much of `buf` as
-/// the tx ring has room for, kick sockd if asked (`Core::sent`), and wait
-/// with `block_on(wait::TX, write_timeout)` while the ring is full.
+/// Writes stream bytes into the socket's send ring: as much as fits now,
+/// waiting for room only when none does.
 fn stream_write(c: &Core, buf: &[u8]) -> io::Result<usize> {
-    let _ = buf;
-    c.check()?;
-    Err(data_path_missing())
+    if buf.is_empty() {
+        c.check()?;
+        return Ok(0);
+    }
+    c.block_on(wait::TX, c.write_timeout(), would_block, || {
+        c.check()?;
+        let st = c.state();
+        if st & state::RESET != 0 {
+            return Err(io::Error::from_raw_os_error(libc::EPIPE));
+        }
+        if st & state::CONNECTED == 0 {
+            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+        }
+        let n = {
+            let _tx = lock(&c.tx_lock);
+            c.mem.write_stream(buf)
+        };
+        if n > 0 {
+            c.set_tx_need(0);
+            c.sent();
+            Ok(Some(n))
+        } else {
+            c.set_tx_need(1);
+            Ok(None)
+        }
+    })
 }
 
 /// `io::ErrorKind::TimedOut`, as std's `connect_timeout` reports it.
@@ -311,10 +342,6 @@ impl Iterator for Incoming<'_> {
 
 /// A TCP connection on a strata stack, with the API of
 /// [`std::net::TcpStream`].
-///
-/// **Now:** connecting, accepting, names, options, shutdown and the
-/// readiness fd work; `read`/`write` fail with `Unsupported` until the
-/// TCP data path lands.
 ///
 /// ```no_run
 /// use std::io::{Read, Write};
@@ -667,10 +694,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn data_path_error_is_unsupported() {
-        let e = data_path_missing();
-        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
-        assert!(e.to_string().contains("TCP issue"));
+    fn connect_timeout_error_is_timed_out() {
         assert_eq!(connect_timed_out().kind(), io::ErrorKind::TimedOut);
     }
 

@@ -1,0 +1,615 @@
+//! The state tcpd keeps across a restart (DESIGN.md §2–3): a fixed array
+//! of connection blocks and a fixed slab of queue entries, both plain
+//! `#[repr(C)]` integers, linked by index, with no pointers, so that the
+//! shell can place them in tcpd's fabric arena and a restarted tcpd finds
+//! every connection, its queues and its timer deadlines where they were.
+//!
+//! The core reads and writes these through the `&mut [T]` slices of a
+//! [`Storage`]; tests pass vectors. Lookup tables, the timer heap and the
+//! free lists are rebuilt from them by [`TcpCore::restore`](crate::TcpCore::restore).
+//!
+//! Crash consistency: an event on a connection first sets
+//! [`ConnBlock::dirty`] in place, works on a copy, and writes the copy
+//! back with `dirty` clear at the end; queue entries change in between. A
+//! block found dirty at restore was mid-update: that one connection is
+//! reset, every other one carries on.
+
+use strata_ipc::arena::Pod;
+use strata_ipc::Handle;
+
+/// No index (end of a list, no parent, no cursor).
+pub const NIL: u32 = u32::MAX;
+
+/// Connection states (RFC 9293 §3.3.2), as stored in [`ConnBlock::state`].
+pub mod st {
+    /// The block is free.
+    pub const FREE: u32 = 0;
+    /// A socket that is bound (or about to connect) but has no connection.
+    pub const CLOSED: u32 = 1;
+    /// Waiting for SYNs.
+    pub const LISTEN: u32 = 2;
+    /// SYN sent, waiting for the SYN-ACK.
+    pub const SYN_SENT: u32 = 3;
+    /// SYN received and answered.
+    pub const SYN_RECEIVED: u32 = 4;
+    /// Open both ways.
+    pub const ESTABLISHED: u32 = 5;
+    /// We sent FIN; the peer has not acknowledged it or sent its own.
+    pub const FIN_WAIT_1: u32 = 6;
+    /// Our FIN is acknowledged; waiting for the peer's.
+    pub const FIN_WAIT_2: u32 = 7;
+    /// The peer sent FIN; we may still send.
+    pub const CLOSE_WAIT: u32 = 8;
+    /// Both sent FIN at once; waiting for the ACK of ours.
+    pub const CLOSING: u32 = 9;
+    /// We sent FIN after the peer's; waiting for its ACK.
+    pub const LAST_ACK: u32 = 10;
+    /// Both FINs acknowledged; waiting 2·MSL.
+    pub const TIME_WAIT: u32 = 11;
+}
+
+/// A connection state, for listings and tests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum State {
+    /// Bound or fresh socket without a connection.
+    Closed,
+    /// LISTEN.
+    Listen,
+    /// SYN-SENT.
+    SynSent,
+    /// SYN-RECEIVED.
+    SynReceived,
+    /// ESTABLISHED.
+    Established,
+    /// FIN-WAIT-1.
+    FinWait1,
+    /// FIN-WAIT-2.
+    FinWait2,
+    /// CLOSE-WAIT.
+    CloseWait,
+    /// CLOSING.
+    Closing,
+    /// LAST-ACK.
+    LastAck,
+    /// TIME-WAIT.
+    TimeWait,
+}
+
+impl State {
+    /// The state of a stored value (`None` for a free block or garbage).
+    pub fn from_raw(v: u32) -> Option<State> {
+        Some(match v {
+            st::CLOSED => State::Closed,
+            st::LISTEN => State::Listen,
+            st::SYN_SENT => State::SynSent,
+            st::SYN_RECEIVED => State::SynReceived,
+            st::ESTABLISHED => State::Established,
+            st::FIN_WAIT_1 => State::FinWait1,
+            st::FIN_WAIT_2 => State::FinWait2,
+            st::CLOSE_WAIT => State::CloseWait,
+            st::CLOSING => State::Closing,
+            st::LAST_ACK => State::LastAck,
+            st::TIME_WAIT => State::TimeWait,
+            _ => return None,
+        })
+    }
+
+    /// The name `ss` uses (`ESTAB`, `SYN-SENT`...).
+    pub fn name(self) -> &'static str {
+        match self {
+            State::Closed => "CLOSED",
+            State::Listen => "LISTEN",
+            State::SynSent => "SYN-SENT",
+            State::SynReceived => "SYN-RECV",
+            State::Established => "ESTAB",
+            State::FinWait1 => "FIN-WAIT-1",
+            State::FinWait2 => "FIN-WAIT-2",
+            State::CloseWait => "CLOSE-WAIT",
+            State::Closing => "CLOSING",
+            State::LastAck => "LAST-ACK",
+            State::TimeWait => "TIME-WAIT",
+        }
+    }
+}
+
+/// Bits of [`ConnBlock::flags`].
+pub mod cf {
+    /// SO_REUSEADDR.
+    pub const REUSEADDR: u32 = 1;
+    /// The block holds a local port.
+    pub const BOUND: u32 = 1 << 1;
+    /// TCP_NODELAY: Nagle off.
+    pub const NODELAY: u32 = 1 << 2;
+    /// SO_KEEPALIVE.
+    pub const KEEPALIVE: u32 = 1 << 3;
+    /// SACK negotiated.
+    pub const SACK_OK: u32 = 1 << 4;
+    /// Timestamps negotiated.
+    pub const TS_OK: u32 = 1 << 5;
+    /// Window scaling negotiated.
+    pub const WS_OK: u32 = 1 << 6;
+    /// Opened passively (a listener's child).
+    pub const PASSIVE: u32 = 1 << 7;
+    /// In the listener's accept queue: ACCEPTABLE is (to be) sent, no
+    /// ATTACH yet.
+    pub const IN_ACCEPTQ: u32 = 1 << 8;
+    /// Our FIN follows the queued data (write shut down).
+    pub const FIN_QUEUED: u32 = 1 << 9;
+    /// Read side shut down.
+    pub const RD_SHUT: u32 = 1 << 10;
+    /// The peer's FIN arrived in order (`rcv_nxt` counts it).
+    pub const FIN_RCVD: u32 = 1 << 11;
+    /// EOF was sent to sockd.
+    pub const EOF_SENT: u32 = 1 << 12;
+    /// An ACK must go out now.
+    pub const ACK_NOW: u32 = 1 << 13;
+    /// The connection is over: free the block once its notifications are
+    /// out.
+    pub const DEAD: u32 = 1 << 14;
+    /// Established from a SYN cookie.
+    pub const COOKIE: u32 = 1 << 15;
+    /// Data was retransmitted since the last RTT sample (Karn's rule).
+    pub const RTX_DONE: u32 = 1 << 16;
+    /// The port was chosen by an explicit bind.
+    pub const PORT_LOCK: u32 = 1 << 17;
+    /// The address was chosen by an explicit bind.
+    pub const ADDR_LOCK: u32 = 1 << 18;
+    /// The retransmission timer runs as the persist timer (zero window).
+    pub const PERSIST: u32 = 1 << 19;
+    /// The connection reached ESTABLISHED at some point.
+    pub const WAS_ESTABLISHED: u32 = 1 << 20;
+    /// The socket's CLOSE was received (no socket any more).
+    pub const ORPHAN: u32 = 1 << 21;
+    /// The peer's SYN carried a window scale (SYN-ACK must echo it).
+    pub const PEER_WS: u32 = 1 << 22;
+}
+
+/// Bits of [`ConnBlock::pend`]: notifications for sockd still to send
+/// (kept in the block, so a pool shortage or a restart delays them but
+/// never loses one).
+pub mod pend {
+    /// op::CONNECTED.
+    pub const CONNECTED: u32 = 1;
+    /// op::ACCEPTABLE to the listener's socket.
+    pub const ACCEPTABLE: u32 = 2;
+    /// op::SOCK_ERROR with [`ConnBlock::err`](super::ConnBlock::err).
+    pub const ERROR: u32 = 4;
+    /// op::CLOSED, after which the block forgets its socket.
+    pub const CLOSED: u32 = 8;
+}
+
+/// Loss-recovery modes, [`ConnBlock::recovery`].
+pub mod rec {
+    /// Not recovering.
+    pub const NONE: u32 = 0;
+    /// NewReno fast recovery (RFC 6582).
+    pub const NEWRENO: u32 = 1;
+    /// SACK-based recovery (RFC 6675).
+    pub const SACK: u32 = 2;
+}
+
+/// Most SACKed ranges the scoreboard tracks per connection.
+pub const SACK_RANGES: usize = 16;
+
+/// A singly linked list of queue entries, by slab index.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct List {
+    /// First entry, or [`NIL`].
+    pub head: u32,
+    /// Last entry, or [`NIL`].
+    pub tail: u32,
+    /// Entries.
+    pub count: u32,
+    /// Payload bytes of all entries.
+    pub bytes: u32,
+}
+
+impl Default for List {
+    fn default() -> Self {
+        List {
+            head: NIL,
+            tail: NIL,
+            count: 0,
+            bytes: 0,
+        }
+    }
+}
+
+impl List {
+    /// Whether the list has no entry.
+    pub fn is_empty(&self) -> bool {
+        self.head == NIL
+    }
+}
+
+/// One connection (or socket, or listener): everything tcpd knows about
+/// it, as plain integers. Times are monotonic nanoseconds (0: timer off);
+/// sequence numbers are raw 32-bit values; addresses and ports host order.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnBlock {
+    // ---- timers and times (ns) ----
+    /// Retransmission (or SYN, SYN-ACK, persist) timer.
+    pub t_rtx: u64,
+    /// Delayed-ACK timer.
+    pub t_delack: u64,
+    /// Keep-alive timer.
+    pub t_keepalive: u64,
+    /// State timer: TIME-WAIT, orphaned FIN-WAIT-2.
+    pub t_state: u64,
+    /// Last segment received (keep-alive idle time).
+    pub last_rx: u64,
+    /// When the segment being timed was sent (0: none).
+    pub rtt_time: u64,
+    /// When `ts_recent` was last updated.
+    pub ts_recent_age: u64,
+    /// CUBIC: start of the current epoch (0: none).
+    pub cc_epoch: u64,
+    /// CUBIC: W_max in segments (f64 bits).
+    pub cc_wmax: u64,
+    /// CUBIC: K in seconds (f64 bits).
+    pub cc_k: u64,
+    /// CUBIC: W_est in segments (f64 bits).
+    pub cc_west: u64,
+    /// CUBIC: cwnd before the last reduction, segments (f64 bits).
+    pub cc_prior: u64,
+    /// Listener: when its SYN queue last overflowed (cookies are checked
+    /// for two minutes after).
+    pub overflow_ts: u64,
+
+    // ---- identity ----
+    /// One of [`st`].
+    pub state: u32,
+    /// [`cf`] bits.
+    pub flags: u32,
+    /// Non-zero while an event updates the block.
+    pub dirty: u32,
+    /// Generation: bumped when the block is freed, part of the
+    /// connection id.
+    pub gen: u32,
+    /// sockd's socket id (0: none).
+    pub sock: u32,
+    /// The listener of a passive connection (index, or [`NIL`]).
+    pub parent: u32,
+    /// The listener's generation when the child was made.
+    pub parent_gen: u32,
+    /// Local address (0: any).
+    pub local_addr: u32,
+    /// Peer address (0: none).
+    pub remote_addr: u32,
+    /// Local port (0: unbound).
+    pub local_port: u32,
+    /// Peer port.
+    pub remote_port: u32,
+    /// Listener: accept-queue limit (the listen backlog).
+    pub backlog: u32,
+    /// Listener: children in SYN-RECEIVED.
+    pub syn_q: u32,
+    /// Listener: established children not yet attached.
+    pub acc_q: u32,
+
+    // ---- send sequence space ----
+    /// Our initial sequence number.
+    pub iss: u32,
+    /// The peer's initial sequence number.
+    pub irs: u32,
+    /// Oldest unacknowledged sequence number.
+    pub snd_una: u32,
+    /// Next sequence number to send.
+    pub snd_nxt: u32,
+    /// Highest sequence number sent, plus one.
+    pub snd_max: u32,
+    /// Sequence number after the last queued data byte (our FIN's).
+    pub snd_end: u32,
+    /// Peer's window, scaled (bytes).
+    pub snd_wnd: u32,
+    /// Largest window the peer offered.
+    pub max_snd_wnd: u32,
+    /// Segment sequence number of the last window update.
+    pub snd_wl1: u32,
+    /// Segment acknowledgment number of the last window update.
+    pub snd_wl2: u32,
+
+    // ---- receive side ----
+    /// Next sequence number expected.
+    pub rcv_nxt: u32,
+    /// Right edge of the window last advertised.
+    pub rcv_adv: u32,
+    /// Bytes sockd can still take.
+    pub rx_credit: u32,
+    /// Send credit to return to sockd (bytes acknowledged and freed).
+    pub tx_owed: u32,
+
+    // ---- segment sizes and scaling ----
+    /// Payload bytes per segment we send (options excluded).
+    pub snd_mss: u32,
+    /// MSS the peer announced.
+    pub peer_mss: u32,
+    /// MSS we announce.
+    pub our_mss: u32,
+    /// Shift of the peer's windows.
+    pub snd_wscale: u32,
+    /// Shift of our windows.
+    pub rcv_wscale: u32,
+
+    // ---- RTT (RFC 6298) ----
+    /// Smoothed RTT, µs (0: no sample yet).
+    pub srtt_us: u32,
+    /// RTT variance, µs.
+    pub rttvar_us: u32,
+    /// Current RTO before back-off, µs.
+    pub rto_us: u32,
+    /// First sequence number of the segment being timed.
+    pub rtt_seq: u32,
+    /// Back-off exponent.
+    pub backoff: u32,
+    /// Consecutive retransmission timeouts (or SYN, probe retries).
+    pub retries: u32,
+
+    // ---- timestamps (RFC 7323) ----
+    /// TS.Recent.
+    pub ts_recent: u32,
+    /// Last.ACK.sent.
+    pub last_ack_sent: u32,
+    /// Offset of our timestamp clock.
+    pub ts_offset: u32,
+
+    // ---- congestion control ----
+    /// Congestion window, bytes.
+    pub cwnd: u32,
+    /// Slow-start threshold, bytes.
+    pub ssthresh: u32,
+    /// Bytes acknowledged towards the next congestion-avoidance increase.
+    pub cwnd_cnt: u32,
+    /// Recovery point (RFC 6582 `recover`, RFC 6675 `RecoveryPoint`).
+    pub recover: u32,
+    /// RFC 6675 `HighRxt`.
+    pub high_rxt: u32,
+    /// One of [`rec`].
+    pub recovery: u32,
+    /// Consecutive duplicate ACKs.
+    pub dupacks: u32,
+    /// [`CcAlgo`](crate::cc::CcAlgo) as a number.
+    pub cc_algo: u32,
+
+    // ---- miscellany ----
+    /// Full-sized segments received since our last ACK.
+    pub segs_unacked: u32,
+    /// ACKs still to send at once (quick-ACK mode at the start).
+    pub quickacks: u32,
+    /// Keep-alive probes sent without an answer.
+    pub ka_probes: u32,
+    /// Soft error (errno of an ICMP error) reported if a connect times out.
+    pub soft_err: u32,
+    /// Error to report with [`pend::ERROR`].
+    pub err: u32,
+    /// [`pend`] bits.
+    pub pend: u32,
+    /// Start of the most recent out-of-order segment (first SACK block).
+    pub last_ooo: u32,
+    /// Send-queue entry holding `snd_nxt` (a hint, validated on use).
+    pub snd_cur: u32,
+    /// SACKed ranges in use.
+    pub sack_cnt: u32,
+    /// The block's own index in the table (checked at restore).
+    pub index: u32,
+    /// End of the last segment sent shorter than the MSS (Minshall's
+    /// Nagle: hold a runt only while an earlier runt is unacknowledged).
+    pub snd_sml: u32,
+    /// Reserved; zero.
+    pub reserved: u32,
+
+    // ---- queues ----
+    /// Data from sockd: unacknowledged (sent or not), in order.
+    pub snd_q: List,
+    /// Data received in order, not yet handed to sockd.
+    pub rcv_q: List,
+    /// Data received out of order, sorted, disjoint.
+    pub ooo_q: List,
+    /// SACK scoreboard: `[left, right)` pairs above `snd_una`, sorted,
+    /// disjoint.
+    pub sacked: [[u32; 2]; SACK_RANGES],
+}
+
+const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 106 * 4);
+
+// SAFETY: repr(C), only u32/u64 fields and arrays of them, laid out with
+// no padding (checked by the size assertion above); any bit pattern is a
+// value (restore validates what it relies on).
+#[allow(unsafe_code)]
+unsafe impl Pod for ConnBlock {}
+
+impl ConnBlock {
+    /// Whether the block is in use.
+    pub fn in_use(&self) -> bool {
+        self.state != st::FREE
+    }
+
+    /// The state, if valid.
+    pub fn state(&self) -> Option<State> {
+        State::from_raw(self.state)
+    }
+
+    /// Whether a flag is set.
+    #[inline]
+    pub fn has(&self, f: u32) -> bool {
+        self.flags & f != 0
+    }
+
+    /// The connection id sockd sees (generation and index).
+    pub fn id(&self, idx: usize) -> u64 {
+        u64::from(self.gen) << 32 | idx as u64
+    }
+
+    /// Whether the state is synchronized (RFC 9293: ESTABLISHED onward).
+    pub fn synchronized(&self) -> bool {
+        self.state >= st::ESTABLISHED
+    }
+}
+
+/// Bits of [`SegEntry::flags`].
+pub mod ef {
+    /// Out-of-order entry: the peer's FIN follows this entry's data.
+    pub const FIN: u32 = 1;
+    /// Send-queue entry.
+    pub const SND: u32 = 2;
+}
+
+/// One queued buffer: a [`Handle`] whose data window is stream payload,
+/// the sequence number of its first byte, and the index of the next entry.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SegEntry {
+    /// The buffer (data window = payload).
+    pub h: Handle,
+    /// Next entry of the list, or [`NIL`].
+    pub next: u32,
+    /// Index of the owning block plus one (0: free entry).
+    pub owner: u32,
+    /// Sequence number of the first payload byte.
+    pub seq: u32,
+    /// [`ef`] bits.
+    pub flags: u32,
+    /// Reserved; zero.
+    pub reserved: [u32; 12],
+}
+
+const _: () = assert!(std::mem::size_of::<SegEntry>() == 128);
+
+// SAFETY: repr(C); a Handle (repr(C), integers only, 64 bytes with no
+// padding) followed by u32 fields that fill the second cache line exactly.
+#[allow(unsafe_code)]
+unsafe impl Pod for SegEntry {}
+
+impl SegEntry {
+    /// Payload bytes.
+    pub fn len(&self) -> u32 {
+        self.h.data_len
+    }
+
+    /// Whether the entry has no payload.
+    pub fn is_empty(&self) -> bool {
+        self.h.data_len == 0
+    }
+
+    /// Sequence number after the last payload byte.
+    pub fn end(&self) -> u32 {
+        self.seq.wrapping_add(self.h.data_len)
+    }
+}
+
+/// The memory the core keeps its connections in.
+pub struct Storage<'a> {
+    /// Connection blocks.
+    pub conns: &'a mut [ConnBlock],
+    /// Queue entries.
+    pub segs: &'a mut [SegEntry],
+}
+
+/// The first 64 bytes of the arena when the shell lays a [`Storage`] out
+/// with [`Storage::from_raw`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StorageHeader {
+    /// [`STORAGE_MAGIC`] once laid out.
+    pub magic: u64,
+    /// [`STORAGE_VERSION`].
+    pub version: u32,
+    /// Connection blocks.
+    pub n_conns: u32,
+    /// Queue entries.
+    pub n_segs: u32,
+    /// Reserved.
+    pub reserved: u32,
+    /// The secret of the keyed hashes, kept here by the shell so that a
+    /// restarted tcpd keeps its ISN and cookie key.
+    pub secret: [u64; 2],
+    /// Reserved.
+    pub reserved2: [u64; 3],
+}
+
+const _: () = assert!(std::mem::size_of::<StorageHeader>() == 64);
+
+/// Marks an arena laid out by [`Storage::from_raw`].
+pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
+/// Layout version of [`ConnBlock`] and [`SegEntry`].
+pub const STORAGE_VERSION: u32 = 1;
+
+impl<'a> Storage<'a> {
+    /// Bytes of arena [`Storage::from_raw`] needs for `n_conns` blocks and
+    /// `n_segs` queue entries.
+    pub fn bytes_for(n_conns: usize, n_segs: usize) -> usize {
+        let c = 64 + n_conns * std::mem::size_of::<ConnBlock>();
+        c.div_ceil(64) * 64 + n_segs * std::mem::size_of::<SegEntry>()
+    }
+
+    /// Lays out (or finds) a header, `n_conns` blocks and as many queue
+    /// entries as fit in `len` bytes at `p`. The flag says whether the
+    /// memory was laid out afresh (magic, version or sizes differed): then
+    /// the caller uses [`TcpCore::new`](crate::TcpCore::new), which clears
+    /// it, else [`TcpCore::restore`](crate::TcpCore::restore). `None` when
+    /// `p` is not 64-byte aligned or `len` holds no entry.
+    ///
+    /// # Safety
+    /// `p..p+len` must be mapped, writable, used by nothing else for `'a`.
+    #[allow(unsafe_code)]
+    pub unsafe fn from_raw(
+        p: *mut u8,
+        len: usize,
+        n_conns: usize,
+    ) -> Option<(&'a mut StorageHeader, Storage<'a>, bool)> {
+        if p.is_null() || !(p as usize).is_multiple_of(64) {
+            return None;
+        }
+        let segs_off = Storage::bytes_for(n_conns, 0);
+        let n_segs = len.checked_sub(segs_off)? / std::mem::size_of::<SegEntry>();
+        if n_segs == 0 || n_conns == 0 || n_conns > u32::MAX as usize / 2 {
+            return None;
+        }
+        // SAFETY: the caller hands us the region; the three parts are
+        // disjoint, aligned (64 for the header and entries, 8 for blocks)
+        // and inside it; every bit pattern is valid for these types.
+        let hdr = &mut *(p as *mut StorageHeader);
+        let conns = std::slice::from_raw_parts_mut(p.add(64) as *mut ConnBlock, n_conns);
+        let segs = std::slice::from_raw_parts_mut(p.add(segs_off) as *mut SegEntry, n_segs);
+        let fresh = hdr.magic != STORAGE_MAGIC
+            || hdr.version != STORAGE_VERSION
+            || hdr.n_conns as usize != n_conns
+            || hdr.n_segs as usize != n_segs;
+        if fresh {
+            *hdr = StorageHeader {
+                magic: STORAGE_MAGIC,
+                version: STORAGE_VERSION,
+                n_conns: n_conns as u32,
+                n_segs: n_segs as u32,
+                ..StorageHeader::default()
+            };
+        }
+        Some((hdr, Storage { conns, segs }, fresh))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn raw_layout_round_trips() {
+        let n = Storage::bytes_for(3, 5);
+        let mut mem = vec![0u64; n / 8 + 16];
+        let base = mem.as_mut_ptr() as usize;
+        let p = (base.div_ceil(64) * 64) as *mut u8;
+        #[allow(unsafe_code)]
+        let (h, s, fresh) = unsafe { Storage::from_raw(p, n, 3).unwrap() };
+        assert!(fresh);
+        assert_eq!((s.conns.len(), s.segs.len()), (3, 5));
+        h.secret = [4, 5];
+        s.conns[2].gen = 9;
+        #[allow(unsafe_code)]
+        let (h, s, fresh) = unsafe { Storage::from_raw(p, n, 3).unwrap() };
+        assert!(!fresh);
+        assert_eq!(h.secret, [4, 5]);
+        assert_eq!(s.conns[2].gen, 9);
+    }
+}

@@ -1,0 +1,405 @@
+//! What tcpd is told at start: the stack's addresses (to check binds and
+//! pick source addresses), interface MTUs (to clamp the MSS), socket
+//! buffer sizes (the credits), protocol timers and limits, and the secret
+//! of the keyed hashes.
+//!
+//! Addresses are `u32` in host order throughout the core, as in
+//! [`L4Ctl`](strata_ipc::l4::L4Ctl). Times are in milliseconds here and in
+//! nanoseconds inside the core.
+
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use strata_ipc::runtime::StackConfig;
+
+use crate::cc::CcAlgo;
+
+/// Linux's default `ip_local_port_range`.
+pub const DEFAULT_EPHEMERAL: (u16, u16) = (32768, 60999);
+
+/// The whole configuration of the TCP core.
+#[derive(Clone, Debug)]
+pub struct TcpConfig {
+    /// The stack's interfaces with their addresses and MTUs.
+    pub ifaces: Vec<IfaceAddrs>,
+    /// Configured routes, used to pick the source address (and MTU) for
+    /// peers outside every connected subnet.
+    pub routes: Vec<RouteInfo>,
+    /// First and last port handed out for ephemeral binds (inclusive).
+    pub ephemeral_ports: (u16, u16),
+    /// Bytes of each socket's receive ring: the initial receive credit,
+    /// and what the window scale is chosen from.
+    pub socket_rx_bytes: u32,
+    /// Bytes of each socket's send ring: the send credit sockd starts with.
+    pub socket_tx_bytes: u32,
+    /// Key of the keyed hashes (ISNs per RFC 6528, SYN cookies, timestamp
+    /// offsets). The shell draws it once per stack and keeps it across
+    /// restarts of tcpd.
+    pub secret: [u64; 2],
+    /// Seed of the ephemeral-port and IP-identification generators.
+    pub seed: u32,
+    /// Most connection blocks in use at once (sockets, listeners,
+    /// connections); capped by the storage given to the core.
+    pub max_conns: usize,
+    /// Most payload bytes held in queues (send, receive, out of order)
+    /// across all connections.
+    pub max_queued_bytes: u64,
+    /// Upper bound of a listener's SYN queue (Linux `tcp_max_syn_backlog`);
+    /// the queue also never exceeds the listen backlog.
+    pub max_syn_backlog: u32,
+    /// Answer SYNs with cookies when a SYN queue overflows (Linux
+    /// `tcp_syncookies = 1`).
+    pub syn_cookies: bool,
+    /// Maximum segment lifetime; TIME-WAIT lasts 2·MSL (default 30 s, so
+    /// TIME-WAIT lasts Linux's 60 s).
+    pub msl_ms: u64,
+    /// How long an orphaned connection may stay in FIN-WAIT-2 (Linux
+    /// `tcp_fin_timeout`, 60 s).
+    pub fin_timeout_ms: u64,
+    /// Lower bound of the retransmission timeout (Linux 200 ms).
+    pub rto_min_ms: u64,
+    /// Retransmission timeout before any RTT sample (RFC 6298: 1 s).
+    pub rto_initial_ms: u64,
+    /// Upper bound of the retransmission timeout (Linux 120 s).
+    pub rto_max_ms: u64,
+    /// SYN retransmissions before a connect fails (Linux `tcp_syn_retries`).
+    pub syn_retries: u32,
+    /// SYN-ACK retransmissions before a half-open connection is dropped
+    /// (Linux `tcp_synack_retries`).
+    pub synack_retries: u32,
+    /// Retransmissions of data before the connection fails with ETIMEDOUT
+    /// (Linux `tcp_retries2`).
+    pub max_retries: u32,
+    /// Delayed-ACK timeout (Linux's minimum, 40 ms).
+    pub delack_ms: u64,
+    /// Keep-alive idle time (Linux `tcp_keepalive_time`, 7200 s).
+    pub keepalive_idle_ms: u64,
+    /// Keep-alive probe interval (Linux `tcp_keepalive_intvl`, 75 s).
+    pub keepalive_intvl_ms: u64,
+    /// Unanswered keep-alive probes before the connection fails (Linux
+    /// `tcp_keepalive_probes`, 9).
+    pub keepalive_probes: u32,
+    /// Challenge ACKs sent per second at most (Linux
+    /// `tcp_challenge_ack_limit`).
+    pub challenge_ack_limit: u32,
+    /// Congestion control of new connections.
+    pub congestion: CcAlgo,
+    /// Initial congestion window in segments (RFC 6928: 10).
+    pub initial_cwnd: u32,
+    /// Offer window scaling (RFC 7323).
+    pub window_scaling: bool,
+    /// Offer timestamps (RFC 7323).
+    pub timestamps: bool,
+    /// Offer SACK (RFC 2018).
+    pub sack: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            ifaces: Vec::new(),
+            routes: Vec::new(),
+            ephemeral_ports: DEFAULT_EPHEMERAL,
+            socket_rx_bytes: 256 * 1024,
+            socket_tx_bytes: 256 * 1024,
+            secret: [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
+            seed: 1,
+            max_conns: 16384,
+            max_queued_bytes: 1 << 30,
+            max_syn_backlog: 4096,
+            syn_cookies: true,
+            msl_ms: 30_000,
+            fin_timeout_ms: 60_000,
+            rto_min_ms: 200,
+            rto_initial_ms: 1000,
+            rto_max_ms: 120_000,
+            syn_retries: 6,
+            synack_retries: 5,
+            max_retries: 15,
+            delack_ms: 40,
+            keepalive_idle_ms: 7_200_000,
+            keepalive_intvl_ms: 75_000,
+            keepalive_probes: 9,
+            challenge_ack_limit: 1000,
+            congestion: CcAlgo::Cubic,
+            initial_cwnd: 10,
+            window_scaling: true,
+            timestamps: true,
+            sack: true,
+        }
+    }
+}
+
+/// One interface's addresses.
+#[derive(Clone, Debug)]
+pub struct IfaceAddrs {
+    /// Interface index.
+    pub index: u8,
+    /// MTU (IP bytes): the MSS offered on connections through it is this
+    /// less 40.
+    pub mtu: u16,
+    /// Addresses with prefix lengths; the first is the interface's primary.
+    pub addrs: Vec<(Ipv4Addr, u8)>,
+}
+
+/// One configured route.
+#[derive(Clone, Debug)]
+pub struct RouteInfo {
+    /// Destination network.
+    pub dest: Ipv4Addr,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Gateway, if not directly connected.
+    pub gateway: Option<Ipv4Addr>,
+    /// Output interface, if fixed.
+    pub iface: Option<u8>,
+}
+
+/// Why a configuration (or the storage given with it) is unusable.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The ephemeral range is empty, reversed or starts at port 0.
+    BadEphemeralRange(u16, u16),
+    /// No connection block (storage or `max_conns` is 0).
+    NoConns,
+    /// No queue entry in the storage.
+    NoQueueEntries,
+    /// A prefix length above 32.
+    BadPrefix(u8),
+    /// A socket buffer size of 0.
+    BadBufferSize,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::BadEphemeralRange(a, b) => write!(f, "bad ephemeral port range {a}-{b}"),
+            ConfigError::NoConns => f.write_str("no room for any connection"),
+            ConfigError::NoQueueEntries => f.write_str("no room for any queue entry"),
+            ConfigError::BadPrefix(p) => write!(f, "prefix length {p} above 32"),
+            ConfigError::BadBufferSize => f.write_str("socket buffer size 0"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl TcpConfig {
+    /// The configuration of a running stack (the shell's case): its
+    /// interfaces, routes, ephemeral range and socket sizes, default
+    /// protocol settings. The shell sets `secret` and `seed`.
+    pub fn from_stack(cfg: &StackConfig) -> TcpConfig {
+        TcpConfig {
+            ifaces: cfg
+                .ifaces
+                .iter()
+                .map(|i| IfaceAddrs {
+                    index: i.index,
+                    mtu: i.mtu,
+                    addrs: i.addrs.clone(),
+                })
+                .collect(),
+            routes: cfg
+                .routes
+                .iter()
+                .map(|r| RouteInfo {
+                    dest: r.dest,
+                    prefix: r.prefix,
+                    gateway: r.gateway,
+                    iface: r.iface,
+                })
+                .collect(),
+            ephemeral_ports: cfg.ephemeral_ports,
+            socket_rx_bytes: cfg.socket_rx_bytes,
+            socket_tx_bytes: cfg.socket_tx_bytes,
+            ..TcpConfig::default()
+        }
+    }
+}
+
+/// The network mask of a prefix length (0..=32).
+fn mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+/// One of our addresses.
+#[derive(Clone, Copy, Debug)]
+struct Addr {
+    addr: u32,
+    mask: u32,
+    prefix: u8,
+    bcast: Option<u32>,
+    iface: usize,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Route {
+    dest: u32,
+    mask: u32,
+    prefix: u8,
+    iface: Option<usize>,
+}
+
+/// The stack's addresses as tcpd uses them.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Net {
+    addrs: Vec<Addr>,
+    primary: Vec<u32>,
+    mtu: Vec<u16>,
+    routes: Vec<Route>,
+}
+
+impl Net {
+    pub fn new(cfg: &TcpConfig) -> Result<Net, ConfigError> {
+        let mut net = Net::default();
+        for (i, ifc) in cfg.ifaces.iter().enumerate() {
+            net.primary
+                .push(ifc.addrs.first().map_or(0, |(a, _)| u32::from(*a)));
+            net.mtu.push(ifc.mtu);
+            for &(a, p) in &ifc.addrs {
+                if p > 32 {
+                    return Err(ConfigError::BadPrefix(p));
+                }
+                let addr = u32::from(a);
+                let m = mask(p);
+                net.addrs.push(Addr {
+                    addr,
+                    mask: m,
+                    prefix: p,
+                    bcast: (p <= 30).then_some(addr | !m),
+                    iface: i,
+                });
+            }
+        }
+        for r in &cfg.routes {
+            if r.prefix > 32 {
+                return Err(ConfigError::BadPrefix(r.prefix));
+            }
+            let iface = match (r.iface, r.gateway) {
+                (Some(ix), _) => cfg.ifaces.iter().position(|i| i.index == ix),
+                (None, Some(gw)) => net.subnet_of(u32::from(gw)).map(|a| a.iface),
+                (None, None) => None,
+            };
+            let m = mask(r.prefix);
+            net.routes.push(Route {
+                dest: u32::from(r.dest) & m,
+                mask: m,
+                prefix: r.prefix,
+                iface,
+            });
+        }
+        net.routes.sort_by_key(|r| std::cmp::Reverse(r.prefix));
+        Ok(net)
+    }
+
+    /// Whether `a` is one of our (unicast) addresses.
+    pub fn is_local(&self, a: u32) -> bool {
+        a != 0 && self.addrs.iter().any(|x| x.addr == a)
+    }
+
+    /// Whether `a` can never be a TCP endpoint: zero, limited or subnet
+    /// broadcast, multicast, class E.
+    pub fn is_bad_peer(&self, a: u32) -> bool {
+        a == 0 || a >> 28 >= 0xe || self.addrs.iter().any(|x| x.bcast == Some(a))
+    }
+
+    fn subnet_of(&self, a: u32) -> Option<&Addr> {
+        self.addrs
+            .iter()
+            .filter(|x| x.prefix > 0 && (a & x.mask) == (x.addr & x.mask))
+            .rev()
+            .max_by_key(|x| x.prefix)
+    }
+
+    /// The interface (position) a segment to `dst` leaves through.
+    fn iface_for(&self, dst: u32) -> Option<usize> {
+        if let Some(a) = self.addrs.iter().find(|x| x.addr == dst) {
+            return Some(a.iface);
+        }
+        if let Some(a) = self.subnet_of(dst) {
+            return Some(a.iface);
+        }
+        self.routes
+            .iter()
+            .find(|r| dst & r.mask == r.dest)
+            .and_then(|r| r.iface)
+    }
+
+    /// The source address for a connection to `dst`: `dst` itself if it is
+    /// ours; else ours whose subnet holds `dst`; else the primary address
+    /// of the interface the longest matching route leaves through; else
+    /// the first address we have; 0 when we have none.
+    pub fn source_for(&self, dst: u32) -> u32 {
+        if self.is_local(dst) {
+            return dst;
+        }
+        if let Some(a) = self.subnet_of(dst) {
+            return a.addr;
+        }
+        let via = self
+            .routes
+            .iter()
+            .find(|r| dst & r.mask == r.dest)
+            .and_then(|r| r.iface)
+            .map_or(0, |i| self.primary[i]);
+        if via != 0 {
+            return via;
+        }
+        self.addrs.first().map_or(0, |a| a.addr)
+    }
+
+    /// The MTU towards `dst` (1500 when unknown; 65535 for our own
+    /// addresses is not assumed: the interface's MTU applies).
+    pub fn mtu_for(&self, dst: u32) -> u16 {
+        let m = self
+            .iface_for(dst)
+            .and_then(|i| self.mtu.get(i).copied())
+            .unwrap_or(1500);
+        m.max(576)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> u32 {
+        u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    #[test]
+    fn source_and_mtu_selection() {
+        let cfg = TcpConfig {
+            ifaces: vec![
+                IfaceAddrs {
+                    index: 0,
+                    mtu: 1500,
+                    addrs: vec![("10.0.0.1".parse().unwrap(), 24)],
+                },
+                IfaceAddrs {
+                    index: 1,
+                    mtu: 9000,
+                    addrs: vec![("192.168.1.1".parse().unwrap(), 24)],
+                },
+            ],
+            routes: vec![RouteInfo {
+                dest: "0.0.0.0".parse().unwrap(),
+                prefix: 0,
+                gateway: Some("192.168.1.254".parse().unwrap()),
+                iface: None,
+            }],
+            ..TcpConfig::default()
+        };
+        let n = Net::new(&cfg).unwrap();
+        assert_eq!(n.source_for(ip("10.0.0.7")), ip("10.0.0.1"));
+        assert_eq!(n.source_for(ip("8.8.8.8")), ip("192.168.1.1"));
+        assert_eq!(n.mtu_for(ip("10.0.0.7")), 1500);
+        assert_eq!(n.mtu_for(ip("8.8.8.8")), 9000);
+        assert!(n.is_bad_peer(ip("10.0.0.255")) && n.is_bad_peer(0));
+        assert!(n.is_bad_peer(ip("224.0.0.1")) && !n.is_bad_peer(ip("10.0.0.2")));
+    }
+}

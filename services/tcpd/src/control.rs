@@ -1,0 +1,580 @@
+//! Requests from sockd: BIND, LISTEN, CONNECT, ATTACH, SHUTDOWN, CLOSE,
+//! ABORT, READ_CREDIT, SETOPT, and stream payload to send.
+
+use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl};
+use strata_ipc::{Buffers, Handle};
+
+use crate::block::{cf, ef, pend, st, ConnBlock, NIL};
+use crate::output::reply;
+use crate::{cc, conn_msg, isn, Outputs, Stat, TcpCore, Tuple, MAX_BACKLOG};
+
+impl TcpCore<'_> {
+    pub(crate) fn control<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
+        let m = match L4Ctl::from_handle(pool, &h) {
+            Ok(Some(m)) => m,
+            Ok(None) => return self.drop(pool, &h, Stat::CtlMalformed),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        self.stats.inc(Stat::CtlRequests);
+        let res = match m.op {
+            op::BIND => self.bind(&m),
+            op::LISTEN => self.listen(pool, &m, out),
+            op::CONNECT => self.connect(pool, &m, out),
+            op::ATTACH | op::SHUTDOWN | op::CLOSE | op::ABORT | op::READ_CREDIT | op::SETOPT => {
+                pool.free(&h);
+                match m.op {
+                    op::ATTACH => self.attach(pool, &m, out),
+                    op::SHUTDOWN => self.shutdown(pool, &m, out),
+                    op::CLOSE => self.close(pool, &m, false, out),
+                    op::ABORT => self.close(pool, &m, true, out),
+                    op::READ_CREDIT => self.read_credit(pool, &m, out),
+                    _ => self.setopt(pool, &m, out),
+                }
+                return;
+            }
+            _ => {
+                self.stats.inc(Stat::CtlUnknownOp);
+                Err(libc::EOPNOTSUPP)
+            }
+        };
+        let mut r = match res {
+            Ok(()) => match self.by_sock.get(&m.sock) {
+                Some(&i) => conn_msg(op::OK, m.sock, &self.conns[i as usize]),
+                None => reply(op::OK, m.sock, 0),
+            },
+            Err(errno) => {
+                let mut r = reply(op::ERROR, m.sock, 0);
+                r.errno = errno;
+                r
+            }
+        };
+        r.req = m.req;
+        self.write_ctl(pool, &h, &r, out);
+    }
+
+    /// Whether binding `addr:port` would conflict with a block other than
+    /// `except` (Linux `inet_csk_bind_conflict`: overlapping addresses
+    /// conflict unless both sides set SO_REUSEADDR and neither listens).
+    fn bind_conflict(&self, addr: u32, port: u16, reuse: bool, except: usize) -> bool {
+        if !self.port_use.contains_key(&port) {
+            return false;
+        }
+        self.conns.iter().enumerate().any(|(i, c)| {
+            i != except
+                && c.in_use()
+                && c.has(cf::BOUND)
+                && c.local_port == u32::from(port)
+                && (c.local_addr == 0 || addr == 0 || c.local_addr == addr)
+                && !(reuse && c.has(cf::REUSEADDR) && c.state != st::LISTEN)
+        })
+    }
+
+    /// A port of the ephemeral range nothing holds.
+    fn ephemeral_port(&mut self) -> Option<u16> {
+        let (lo, hi) = self.cfg.ephemeral_ports;
+        let n = u32::from(hi - lo) + 1;
+        let start = self.next_rand() % n;
+        (0..n)
+            .map(|i| lo + ((start + i) % n) as u16)
+            .find(|p| !self.port_use.contains_key(p))
+    }
+
+    fn take_port(&mut self, c: &mut ConnBlock, port: u16) {
+        c.local_port = u32::from(port);
+        c.flags |= cf::BOUND;
+        *self.port_use.entry(port).or_insert(0) += 1;
+    }
+
+    /// `bind()`.
+    fn bind(&mut self, m: &L4Ctl) -> Result<(), i32> {
+        if self.by_sock.contains_key(&m.sock) || m.sock == 0 {
+            self.stats.inc(Stat::BadState);
+            return Err(libc::EINVAL);
+        }
+        if m.local_addr != 0 && !self.net.is_local(m.local_addr) {
+            self.stats.inc(Stat::AddrNotAvail);
+            return Err(libc::EADDRNOTAVAIL);
+        }
+        let reuse = m.flags & ctl_flags::REUSEADDR != 0;
+        let port = if m.local_port != 0 {
+            if self.bind_conflict(m.local_addr, m.local_port, reuse, usize::MAX) {
+                self.stats.inc(Stat::AddrInUse);
+                return Err(libc::EADDRINUSE);
+            }
+            m.local_port
+        } else {
+            match self.ephemeral_port() {
+                Some(p) => p,
+                None => {
+                    self.stats.inc(Stat::AddrInUse);
+                    return Err(libc::EADDRINUSE);
+                }
+            }
+        };
+        let Some(i) = self.alloc_block() else {
+            self.stats.inc(Stat::ConnLimit);
+            return Err(libc::ENOBUFS);
+        };
+        let mut c = self.conns[i];
+        c.sock = m.sock;
+        c.local_addr = m.local_addr;
+        if reuse {
+            c.flags |= cf::REUSEADDR;
+        }
+        if m.local_port != 0 {
+            c.flags |= cf::PORT_LOCK;
+        }
+        if m.local_addr != 0 {
+            c.flags |= cf::ADDR_LOCK;
+        }
+        self.take_port(&mut c, port);
+        self.conns[i] = c;
+        self.by_sock.insert(m.sock, i as u32);
+        self.stats.inc(Stat::Binds);
+        Ok(())
+    }
+
+    /// The block of `sock`, made (unbound, CLOSED) if it has none.
+    fn sock_block(&mut self, m: &L4Ctl) -> Result<usize, i32> {
+        if let Some(&i) = self.by_sock.get(&m.sock) {
+            return Ok(i as usize);
+        }
+        if m.sock == 0 {
+            self.stats.inc(Stat::BadState);
+            return Err(libc::EINVAL);
+        }
+        let Some(i) = self.alloc_block() else {
+            self.stats.inc(Stat::ConnLimit);
+            return Err(libc::ENOBUFS);
+        };
+        self.conns[i].sock = m.sock;
+        if m.flags & ctl_flags::REUSEADDR != 0 {
+            self.conns[i].flags |= cf::REUSEADDR;
+        }
+        self.by_sock.insert(m.sock, i as u32);
+        Ok(i)
+    }
+
+    /// `listen()`.
+    fn listen<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        m: &L4Ctl,
+        out: &mut Outputs,
+    ) -> Result<(), i32> {
+        let i = self.sock_block(m)?;
+        let mut c = self.begin(i);
+        let r = (|| {
+            match c.state {
+                st::LISTEN => {}
+                st::CLOSED => {
+                    if !c.has(cf::BOUND) {
+                        let p = self.ephemeral_port().ok_or(libc::EADDRINUSE)?;
+                        self.take_port(&mut c, p);
+                    } else if self.bind_conflict(
+                        c.local_addr,
+                        c.local_port as u16,
+                        c.has(cf::REUSEADDR),
+                        i,
+                    ) {
+                        self.stats.inc(Stat::AddrInUse);
+                        return Err(libc::EADDRINUSE);
+                    }
+                    c.state = st::LISTEN;
+                    self.listeners
+                        .insert((c.local_addr, c.local_port as u16), i as u32);
+                }
+                _ => {
+                    self.stats.inc(Stat::BadState);
+                    return Err(libc::EINVAL);
+                }
+            }
+            c.backlog = (m.value.min(u64::from(MAX_BACKLOG))) as u32;
+            Ok(())
+        })();
+        self.end(pool, i, c, out);
+        r
+    }
+
+    /// `connect()`: starts the handshake; the reply says "in progress",
+    /// CONNECTED or SOCK_ERROR follows.
+    fn connect<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        m: &L4Ctl,
+        out: &mut Outputs,
+    ) -> Result<(), i32> {
+        if m.remote_port == 0 || self.net.is_bad_peer(m.remote_addr) {
+            self.stats.inc(Stat::BadState);
+            return Err(if m.remote_addr == 0 {
+                libc::ENETUNREACH
+            } else {
+                libc::ECONNREFUSED
+            });
+        }
+        let i = self.sock_block(m)?;
+        let mut c = self.begin(i);
+        let r = self.connect_block(i, &mut c, m);
+        if r.is_err() && c.state == st::CLOSED && !c.has(cf::BOUND) {
+            // Nothing to keep of a socket that never got anywhere.
+            c.flags |= cf::DEAD;
+            if self.by_sock.get(&m.sock) == Some(&(i as u32)) {
+                self.by_sock.remove(&m.sock);
+            }
+            c.sock = 0;
+        }
+        self.end(pool, i, c, out);
+        r
+    }
+
+    fn connect_block(&mut self, i: usize, c: &mut ConnBlock, m: &L4Ctl) -> Result<(), i32> {
+        match c.state {
+            st::CLOSED => {}
+            st::SYN_SENT | st::SYN_RECEIVED => {
+                self.stats.inc(Stat::BadState);
+                return Err(libc::EALREADY);
+            }
+            st::LISTEN => {
+                self.stats.inc(Stat::BadState);
+                return Err(libc::EINVAL);
+            }
+            _ => {
+                self.stats.inc(Stat::BadState);
+                return Err(libc::EISCONN);
+            }
+        }
+        let src = if c.local_addr != 0 {
+            c.local_addr
+        } else {
+            self.net.source_for(m.remote_addr)
+        };
+        if src == 0 {
+            self.stats.inc(Stat::AddrNotAvail);
+            return Err(libc::ENETUNREACH);
+        }
+        if !c.has(cf::BOUND) {
+            let Some(p) = self.ephemeral_port() else {
+                self.stats.inc(Stat::AddrInUse);
+                return Err(libc::EADDRNOTAVAIL);
+            };
+            self.take_port(c, p);
+        }
+        let t = Tuple {
+            la: src,
+            lp: c.local_port as u16,
+            ra: m.remote_addr,
+            rp: m.remote_port,
+        };
+        if self.by_tuple.contains_key(&t) {
+            self.stats.inc(Stat::AddrInUse);
+            return Err(libc::EADDRNOTAVAIL);
+        }
+        c.local_addr = src;
+        c.remote_addr = m.remote_addr;
+        c.remote_port = u32::from(m.remote_port);
+        c.rx_credit = self.cfg.socket_rx_bytes;
+        c.our_mss = u32::from(self.net.mtu_for(m.remote_addr))
+            .saturating_sub(40)
+            .max(64);
+        c.peer_mss = c.our_mss;
+        c.rcv_wscale = if self.cfg.window_scaling {
+            self.wscale_for_buffer()
+        } else {
+            0
+        };
+        c.flags &= !(cf::SACK_OK | cf::TS_OK | cf::WS_OK);
+        self.set_mss(c);
+        c.ts_offset = isn::ts_offset(self.cfg.secret, src, t.lp, t.ra, t.rp);
+        let iss = isn::isn(self.cfg.secret, self.now, src, t.lp, t.ra, t.rp);
+        self.set_iss(c, iss);
+        c.state = st::SYN_SENT;
+        c.last_rx = self.now;
+        self.by_tuple.insert(t, i as u32);
+        self.stats.inc(Stat::ActiveOpens);
+        Ok(())
+    }
+
+    /// ATTACH: socket `m.sock` takes over accepted connection `m.value`.
+    fn attach<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {
+        let idx = (m.value & 0xffff_ffff) as usize;
+        let gen = (m.value >> 32) as u32;
+        let ok = m.sock != 0
+            && !self.by_sock.contains_key(&m.sock)
+            && self.conns.get(idx).is_some_and(|c| {
+                c.in_use() && c.gen == gen && c.has(cf::IN_ACCEPTQ) && c.sock == 0
+            });
+        if !ok {
+            // The connection is gone (reset, or its listener closed).
+            self.stats.inc(Stat::UnknownSock);
+            if m.sock != 0 && !self.by_sock.contains_key(&m.sock) {
+                let mut e = reply(op::SOCK_ERROR, m.sock, 0);
+                e.errno = libc::ECONNRESET;
+                self.notify(pool, &e, out);
+                self.notify(pool, &reply(op::CLOSED, m.sock, 0), out);
+            }
+            return;
+        }
+        let mut c = self.begin(idx);
+        if let Some(l) = self.parent_of(&c) {
+            let lb = &mut self.conns[l];
+            lb.acc_q = lb.acc_q.saturating_sub(1);
+        }
+        c.flags &= !cf::IN_ACCEPTQ;
+        c.pend &= !pend::ACCEPTABLE;
+        c.parent = NIL;
+        c.sock = m.sock;
+        self.by_sock.insert(m.sock, idx as u32);
+        if c.has(cf::DEAD) {
+            c.pend |= pend::CLOSED;
+        }
+        self.end(pool, idx, c, out);
+    }
+
+    /// The block of an existing socket, counting unknown ones.
+    fn known(&mut self, sock: u32) -> Option<usize> {
+        match self.by_sock.get(&sock) {
+            Some(&i) => Some(i as usize),
+            None => {
+                self.stats.inc(Stat::UnknownSock);
+                None
+            }
+        }
+    }
+
+    /// Queues our FIN after the data (RFC 9293 CLOSE for one direction).
+    fn shut_write(&mut self, c: &mut ConnBlock) {
+        match c.state {
+            st::SYN_SENT | st::SYN_RECEIVED => c.flags |= cf::FIN_QUEUED,
+            st::ESTABLISHED => {
+                c.flags |= cf::FIN_QUEUED;
+                c.state = st::FIN_WAIT_1;
+            }
+            st::CLOSE_WAIT => {
+                c.flags |= cf::FIN_QUEUED;
+                c.state = st::LAST_ACK;
+            }
+            _ => {}
+        }
+    }
+
+    fn shutdown<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {
+        let Some(i) = self.known(m.sock) else { return };
+        let mut c = self.begin(i);
+        if m.value != 1 {
+            c.flags |= cf::RD_SHUT;
+        }
+        if c.state == st::LISTEN && m.value != 1 {
+            // Linux: shutting a listener's read side stops listening.
+            self.stop_listening(pool, i, &mut c, out);
+        } else if m.value != 0 {
+            self.shut_write(&mut c);
+        }
+        self.end(pool, i, c, out);
+    }
+
+    /// Closes a listener's pending children: those established get a RST
+    /// (Linux `inet_csk_listen_stop`), half-open ones are dropped.
+    fn stop_listening<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        l: usize,
+        c: &mut ConnBlock,
+        out: &mut Outputs,
+    ) {
+        let k = (c.local_addr, c.local_port as u16);
+        if self.listeners.get(&k) == Some(&(l as u32)) {
+            self.listeners.remove(&k);
+        }
+        let gen = c.gen;
+        for i in 0..self.conns.len() {
+            let x = &self.conns[i];
+            if i == l || !x.in_use() || x.parent != l as u32 || x.parent_gen != gen {
+                continue;
+            }
+            let mut ch = self.begin(i);
+            if ch.state != st::SYN_RECEIVED && !ch.has(cf::DEAD) {
+                self.send_rst(pool, &mut ch, out);
+            }
+            if ch.state == st::SYN_RECEIVED {
+                c.syn_q = c.syn_q.saturating_sub(1);
+            }
+            if ch.has(cf::IN_ACCEPTQ) {
+                c.acc_q = c.acc_q.saturating_sub(1);
+            }
+            ch.parent = NIL;
+            ch.flags &= !cf::IN_ACCEPTQ;
+            ch.pend &= !pend::ACCEPTABLE;
+            self.terminate(&mut ch, 0);
+            self.end(pool, i, ch, out);
+        }
+        c.state = st::CLOSED;
+        c.syn_q = 0;
+        c.acc_q = 0;
+    }
+
+    /// CLOSE (`abort` false) or ABORT.
+    fn close<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, abort: bool, out: &mut Outputs) {
+        let Some(i) = self.known(m.sock) else { return };
+        let mut c = self.begin(i);
+        match c.state {
+            st::CLOSED | st::SYN_SENT => self.terminate(&mut c, 0),
+            st::LISTEN => {
+                self.stop_listening(pool, i, &mut c, out);
+                self.terminate(&mut c, 0);
+            }
+            _ => {
+                let unread = !c.rcv_q.is_empty();
+                let live = !matches!(c.state, st::TIME_WAIT);
+                if live && (abort || unread) && !c.has(cf::DEAD) {
+                    // Linux: close with unread data, or SO_LINGER 0, resets.
+                    self.stats.inc(Stat::Aborted);
+                    if c.state >= st::SYN_RECEIVED {
+                        self.send_rst(pool, &mut c, out);
+                    }
+                    self.discard_rcv(pool, &mut c);
+                    self.terminate(&mut c, 0);
+                } else if c.state == st::TIME_WAIT || c.has(cf::DEAD) {
+                    c.pend |= pend::CLOSED;
+                    c.flags |= cf::ORPHAN;
+                } else {
+                    self.shut_write(&mut c);
+                    c.flags |= cf::ORPHAN | cf::RD_SHUT;
+                    c.pend |= pend::CLOSED;
+                    if c.state == st::FIN_WAIT_2 {
+                        c.t_state = self.now + self.cfg.fin_timeout_ms * 1_000_000;
+                    }
+                }
+            }
+        }
+        self.end(pool, i, c, out);
+    }
+
+    fn read_credit<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {
+        let Some(i) = self.known(m.sock) else { return };
+        let mut c = self.begin(i);
+        let v = m.value.min(u64::from(u32::MAX)) as u32;
+        c.rx_credit = c.rx_credit.saturating_add(v);
+        self.end(pool, i, c, out);
+    }
+
+    fn setopt<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {
+        let Some(i) = self.known(m.sock) else { return };
+        let mut c = self.begin(i);
+        let on = m.value != 0;
+        let set = |c: &mut ConnBlock, f: u32| {
+            if on {
+                c.flags |= f;
+            } else {
+                c.flags &= !f;
+            }
+        };
+        match m.flags {
+            tcp_opt::NODELAY => set(&mut c, cf::NODELAY),
+            tcp_opt::KEEPALIVE => {
+                set(&mut c, cf::KEEPALIVE);
+                c.t_keepalive = 0;
+            }
+            tcp_opt::CONGESTION => {
+                if let Some(a) = cc::CcAlgo::from_raw(m.value) {
+                    if a as u32 != c.cc_algo {
+                        c.cc_algo = a as u32;
+                        c.cc_epoch = 0;
+                        c.cwnd_cnt = 0;
+                    }
+                }
+            }
+            _ => self.stats.inc(Stat::CtlUnknownOp),
+        }
+        self.end(pool, i, c, out);
+    }
+
+    // ---- payload ----
+
+    /// Stream payload from sockd: appended to the send queue.
+    pub(crate) fn sock_data<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
+        self.stats.inc(Stat::SockDataIn);
+        self.stats.add(Stat::SockDataBytes, u64::from(h.data_len));
+        if let Err(e) = pool.data(&h) {
+            return self.bad_handle(pool, &h, e);
+        }
+        let Some(&i) = self.by_sock.get(&h.sock) else {
+            return self.drop(pool, &h, Stat::UnknownSock);
+        };
+        let i = i as usize;
+        let mut c = self.begin(i);
+        let open = matches!(
+            c.state,
+            st::SYN_SENT | st::SYN_RECEIVED | st::ESTABLISHED | st::CLOSE_WAIT
+        ) && !c.has(cf::FIN_QUEUED | cf::DEAD);
+        if !open || h.data_len == 0 {
+            self.drop(pool, &h, Stat::SockDataDropped);
+            // The credit comes back: the bytes left the send buffer.
+            c.tx_owed = c.tx_owed.saturating_add(h.data_len);
+            return self.end(pool, i, c, out);
+        }
+        let len = h.data_len;
+        let room = self.queued_bytes + u64::from(len) <= self.cfg.max_queued_bytes;
+        let mut hh = h;
+        hh.flags = 0;
+        let e = if room {
+            self.slab.alloc(i, hh, c.snd_end, ef::SND)
+        } else {
+            None
+        };
+        match e {
+            Some(e) => {
+                self.slab.push_back(&mut c.snd_q, e);
+                out.pin.push(hh);
+            }
+            None => {
+                if !self.append_tail(pool, &mut c, &h) {
+                    // No entry and no room to coalesce: the stream would
+                    // lose bytes, so the connection fails instead.
+                    self.stats.inc(Stat::MemLimit);
+                    pool.free(&h);
+                    self.send_rst(pool, &mut c, out);
+                    self.discard_rcv(pool, &mut c);
+                    self.terminate(&mut c, libc::ENOBUFS);
+                    return self.end(pool, i, c, out);
+                }
+                pool.free(&h);
+            }
+        }
+        c.snd_end = c.snd_end.wrapping_add(len);
+        self.queued_bytes += u64::from(len);
+        self.end(pool, i, c, out);
+    }
+
+    /// Copies `h`'s bytes behind the last unsent send-queue entry when its
+    /// buffer has room (only when the entry slab is exhausted).
+    fn append_tail<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, h: &Handle) -> bool {
+        let t = c.snd_q.tail;
+        if t == NIL {
+            return false;
+        }
+        let x = *self.slab.get(t);
+        if crate::seq::lt(x.seq, c.snd_max) {
+            return false;
+        }
+        let len = h.data_len as usize;
+        let Ok(cap) = pool.raw(&x.h).map(|r| r.len()) else {
+            return false;
+        };
+        let end = (x.h.data_off + x.h.data_len) as usize;
+        if end + len > cap || len > 2048 {
+            return false;
+        }
+        let mut tmp = [0u8; 2048];
+        match pool.data(h) {
+            Ok(d) => tmp[..len].copy_from_slice(d),
+            Err(_) => return false,
+        }
+        match pool.raw_mut(&x.h) {
+            Ok(r) => r[end..end + len].copy_from_slice(&tmp[..len]),
+            Err(_) => return false,
+        }
+        self.slab.get_mut(t).h.data_len += len as u32;
+        c.snd_q.bytes += len as u32;
+        true
+    }
+}

@@ -1,0 +1,1459 @@
+//! Segment arrival (RFC 9293 §3.10.7): validation, demultiplexing, RST
+//! generation for segments to nothing, listeners (SYN queue, accept
+//! queue, SYN cookies), SYN-SENT, and the synchronized states with the
+//! RFC 5961 checks, PAWS, ACK processing (RTT, congestion control,
+//! duplicate ACKs and loss recovery), data (in order and out of order),
+//! and FIN. ICMP errors quoting our segments too.
+
+use strata_ipc::handle::csum;
+use strata_ipc::{Buffers, Handle};
+use strata_proto::icmp::{icmp_type, unreach_code, IcmpHeader};
+use strata_proto::ipv4::{protocol, Ipv4Header};
+use strata_proto::tcp::{TcpError, TcpFlags, TcpHeader, TcpOptions, MAX_WINDOW_SCALE};
+
+use crate::block::{cf, ef, pend, rec, st, ConnBlock, NIL};
+use crate::output::{rto_ns, rtt_sample};
+use crate::{isn, sack, seq, Outputs, Stat, TcpCore, Tuple, DEFAULT_MSS};
+
+/// A parsed, validated segment.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Seg {
+    pub src: u32,
+    pub dst: u32,
+    pub sport: u16,
+    pub dport: u16,
+    pub seq: u32,
+    pub ack: u32,
+    pub fl: TcpFlags,
+    pub wnd: u16,
+    pub opts: TcpOptions,
+    /// Payload offset from the handle's data start.
+    pub off: u32,
+    /// Payload bytes.
+    pub len: u32,
+}
+
+impl Seg {
+    fn has(&self, f: TcpFlags) -> bool {
+        self.fl.contains(f)
+    }
+
+    /// SEG.LEN: payload plus SYN and FIN.
+    fn seg_len(&self) -> u32 {
+        self.len + u32::from(self.has(TcpFlags::SYN)) + u32::from(self.has(TcpFlags::FIN))
+    }
+}
+
+/// What an ACK to a listener made of its cookie.
+enum Cookie {
+    /// A connection, established from the cookie.
+    Valid(usize),
+    /// A valid cookie, but no room (accept queue or table full).
+    Overflow,
+    /// Not a cookie of ours.
+    Invalid,
+}
+
+/// The counter for a TCP header error.
+fn tcp_stat(e: TcpError) -> Stat {
+    match e {
+        TcpError::Truncated | TcpError::BadHeaderLen => Stat::TcpTruncated,
+        TcpError::BadOptions => Stat::TcpBadOptions,
+        TcpError::BadChecksum => Stat::BadChecksum,
+    }
+}
+
+/// Validates datagram `d`: IPv4, TCP header and options, checksum (unless
+/// `trusted`).
+fn parse_segment(d: &[u8], trusted: bool) -> Result<Seg, Stat> {
+    let ip = Ipv4Header::parse(d).map_err(|_| Stat::IpMalformed)?;
+    if ip.protocol != protocol::TCP {
+        return Err(Stat::WrongProtocol);
+    }
+    if ip.is_fragment() {
+        return Err(Stat::IpFragment);
+    }
+    let hl = usize::from(ip.header_len);
+    let total = usize::from(ip.total_len);
+    let seg = &d[hl..total];
+    let (th, opts) = TcpHeader::parse(seg).map_err(tcp_stat)?;
+    if !trusted && !TcpHeader::verify_checksum(seg, ip.src, ip.dst) {
+        return Err(Stat::BadChecksum);
+    }
+    let thl = usize::from(th.header_len);
+    Ok(Seg {
+        src: u32::from(ip.src),
+        dst: u32::from(ip.dst),
+        sport: th.src_port,
+        dport: th.dst_port,
+        seq: th.seq,
+        ack: th.ack,
+        fl: th.flags,
+        wnd: th.window,
+        opts,
+        off: (hl + thl) as u32,
+        len: (total - hl - thl) as u32,
+    })
+}
+
+impl TcpCore<'_> {
+    pub(crate) fn tcp_input<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
+        self.stats.inc(Stat::InSegs);
+        let trusted = h.csum == csum::PARTIAL || h.csum == csum::VERIFIED;
+        let parsed = match pool.data(&h) {
+            Ok(d) => parse_segment(d, trusted),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let seg = match parsed {
+            Ok(s) => s,
+            Err(s) => return self.drop(pool, &h, s),
+        };
+        if self.net.is_bad_peer(seg.src)
+            || !self.net.is_local(seg.dst)
+            || seg.sport == 0
+            || seg.dport == 0
+        {
+            return self.drop(pool, &h, Stat::BadAddress);
+        }
+        self.segment(pool, h, seg, out);
+    }
+
+    /// Demultiplexes a valid segment: connection, else listener, else RST.
+    fn segment<B: Buffers>(&mut self, pool: &mut B, h: Handle, seg: Seg, out: &mut Outputs) {
+        let t = Tuple {
+            la: seg.dst,
+            lp: seg.dport,
+            ra: seg.src,
+            rp: seg.sport,
+        };
+        let l = self
+            .listeners
+            .get(&(seg.dst, seg.dport))
+            .or_else(|| self.listeners.get(&(0, seg.dport)))
+            .copied();
+        let mut isn_floor = None;
+        if let Some(&i) = self.by_tuple.get(&t) {
+            let i = i as usize;
+            let c = &self.conns[i];
+            let tw_reuse = l.is_some()
+                && c.state == st::TIME_WAIT
+                && seg.has(TcpFlags::SYN)
+                && !seg
+                    .fl
+                    .intersects(TcpFlags::ACK | TcpFlags::RST | TcpFlags::FIN)
+                && match (c.has(cf::TS_OK), seg.opts.timestamp) {
+                    (true, Some((tsval, _))) => seq::gt(tsval, c.ts_recent),
+                    _ => seq::gt(seg.seq, c.rcv_nxt),
+                };
+            if !tw_reuse {
+                return self.conn_input(pool, i, h, &seg, out);
+            }
+            // RFC 6191: a new incarnation may replace TIME-WAIT; its ISN
+            // must lie beyond everything the old one sent.
+            isn_floor = Some(c.snd_max.wrapping_add(65535 + 2));
+            let mut c = self.begin(i);
+            self.stats.inc(Stat::TimeWaitReused);
+            self.terminate(&mut c, 0);
+            self.end(pool, i, c, out);
+        }
+        match l {
+            Some(l) => self.listen_input(pool, l as usize, h, &seg, isn_floor, out),
+            None => self.reset_for(pool, h, &seg, Stat::NoConnReset, out),
+        }
+    }
+
+    /// RFC 9293 §3.10.7.1: a segment to no connection gets a RST, unless
+    /// it is one.
+    fn reset_for<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        h: Handle,
+        seg: &Seg,
+        why: Stat,
+        out: &mut Outputs,
+    ) {
+        pool.free(&h);
+        if seg.has(TcpFlags::RST) {
+            self.stats.inc(Stat::NoConnDropped);
+            return;
+        }
+        self.stats.inc(why);
+        let (s, a, fl) = if seg.has(TcpFlags::ACK) {
+            (seg.ack, 0, TcpFlags::RST)
+        } else {
+            (
+                0,
+                seg.seq.wrapping_add(seg.seg_len()),
+                TcpFlags::RST | TcpFlags::ACK,
+            )
+        };
+        self.xmit_bare(
+            pool,
+            (seg.dst, seg.dport),
+            (seg.src, seg.sport),
+            s,
+            a,
+            fl,
+            0,
+            &TcpOptions::default(),
+            out,
+        );
+    }
+
+    // ---- LISTEN ----
+
+    fn listen_input<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        l: usize,
+        h: Handle,
+        seg: &Seg,
+        isn_floor: Option<u32>,
+        out: &mut Outputs,
+    ) {
+        if seg.has(TcpFlags::RST) {
+            return self.drop(pool, &h, Stat::NoConnDropped);
+        }
+        if seg.has(TcpFlags::ACK) && !seg.has(TcpFlags::SYN) {
+            // Perhaps the answer to a SYN cookie.
+            let recent = self.conns[l].overflow_ts != 0
+                && self.now.saturating_sub(self.conns[l].overflow_ts) < 120_000_000_000;
+            if self.cfg.syn_cookies && recent {
+                return match self.cookie_ack(l, seg) {
+                    Cookie::Valid(i) => self.conn_input(pool, i, h, seg, out),
+                    // Linux drops the ACK when the accept queue is full.
+                    Cookie::Overflow => pool.free(&h),
+                    Cookie::Invalid => self.reset_for(pool, h, seg, Stat::SynCookiesBad, out),
+                };
+            }
+            return self.reset_for(pool, h, seg, Stat::NoConnReset, out);
+        }
+        if !seg.has(TcpFlags::SYN) || seg.fl.intersects(TcpFlags::FIN) {
+            return self.drop(pool, &h, Stat::BadFlags);
+        }
+        pool.free(&h);
+        self.stats.inc(Stat::ListenSyns);
+        let lb = self.conns[l];
+        // Linux `sk_acceptq_is_full`: more than the backlog waiting.
+        if lb.acc_q > lb.backlog {
+            self.stats.inc(Stat::ListenDrops);
+            return;
+        }
+        let syn_limit = lb.backlog.min(self.cfg.max_syn_backlog).max(1);
+        if lb.syn_q >= syn_limit {
+            if self.cfg.syn_cookies {
+                self.conns[l].overflow_ts = self.now.max(1);
+                return self.send_cookie(pool, seg, out);
+            }
+            self.stats.inc(Stat::ListenDrops);
+            return;
+        }
+        let Some(i) = self.alloc_block() else {
+            if self.cfg.syn_cookies {
+                self.conns[l].overflow_ts = self.now.max(1);
+                return self.send_cookie(pool, seg, out);
+            }
+            self.stats.inc(Stat::ConnLimit);
+            return;
+        };
+        let mut c = self.begin(i);
+        self.init_child(&mut c, l, seg);
+        let mut iss = isn::isn(
+            self.cfg.secret,
+            self.now,
+            c.local_addr,
+            c.local_port as u16,
+            c.remote_addr,
+            c.remote_port as u16,
+        );
+        if let Some(floor) = isn_floor {
+            if seq::lt(iss, floor) {
+                iss = floor;
+            }
+        }
+        self.set_iss(&mut c, iss);
+        c.state = st::SYN_RECEIVED;
+        c.t_rtx = 0;
+        self.conns[l].syn_q += 1;
+        self.by_tuple.insert(Tuple::of(&c), i as u32);
+        *self.port_use.entry(c.local_port as u16).or_insert(0) += 1;
+        self.end(pool, i, c, out);
+    }
+
+    /// Fills a new passive connection from listener `l` and the SYN.
+    fn init_child(&mut self, c: &mut ConnBlock, l: usize, seg: &Seg) {
+        let lb = self.conns[l];
+        c.parent = l as u32;
+        c.parent_gen = lb.gen;
+        c.flags = cf::BOUND
+            | cf::PASSIVE
+            | (lb.flags & (cf::REUSEADDR | cf::NODELAY | cf::KEEPALIVE | cf::PORT_LOCK));
+        c.cc_algo = lb.cc_algo;
+        c.local_addr = seg.dst;
+        c.local_port = u32::from(seg.dport);
+        c.remote_addr = seg.src;
+        c.remote_port = u32::from(seg.sport);
+        c.irs = seg.seq;
+        c.rcv_nxt = seg.seq.wrapping_add(1);
+        c.rcv_adv = c.rcv_nxt;
+        c.rx_credit = self.cfg.socket_rx_bytes;
+        c.last_rx = self.now;
+        self.negotiate(c, &seg.opts, true);
+        c.snd_wnd = u32::from(seg.wnd);
+        c.max_snd_wnd = c.snd_wnd;
+        c.snd_wl1 = seg.seq;
+    }
+
+    /// Records the peer's SYN options (`passive`: we answer, so we offer
+    /// what the peer offered and we support).
+    fn negotiate(&self, c: &mut ConnBlock, o: &TcpOptions, passive: bool) {
+        let mtu_mss = u32::from(self.net.mtu_for(c.remote_addr)).saturating_sub(40);
+        c.our_mss = mtu_mss.max(64);
+        c.peer_mss = o.mss.map_or(DEFAULT_MSS, u32::from).max(64);
+        let ws = self.cfg.window_scaling && o.window_scale.is_some();
+        if passive && o.window_scale.is_some() {
+            c.flags |= cf::PEER_WS;
+        }
+        if ws {
+            c.flags |= cf::WS_OK;
+            c.snd_wscale = u32::from(o.window_scale.unwrap_or(0).min(MAX_WINDOW_SCALE));
+        } else {
+            c.flags &= !cf::WS_OK;
+            c.snd_wscale = 0;
+        }
+        // Active opens chose their scale when they sent the SYN.
+        if !ws {
+            c.rcv_wscale = 0;
+        } else if passive {
+            c.rcv_wscale = self.wscale_for_buffer();
+        }
+        if self.cfg.sack && o.sack_permitted {
+            c.flags |= cf::SACK_OK;
+        } else {
+            c.flags &= !cf::SACK_OK;
+        }
+        match (self.cfg.timestamps, o.timestamp) {
+            (true, Some((tsval, _))) => {
+                c.flags |= cf::TS_OK;
+                c.ts_recent = tsval;
+                c.ts_recent_age = self.now;
+            }
+            _ => c.flags &= !cf::TS_OK,
+        }
+        c.ts_offset = isn::ts_offset(
+            self.cfg.secret,
+            c.local_addr,
+            c.local_port as u16,
+            c.remote_addr,
+            c.remote_port as u16,
+        );
+        self.set_mss(c);
+    }
+
+    /// Payload bytes per segment: the smaller MSS less the timestamp
+    /// option.
+    pub(crate) fn set_mss(&self, c: &mut ConnBlock) {
+        let opt = if c.has(cf::TS_OK) { 12 } else { 0 };
+        c.snd_mss = c.peer_mss.min(c.our_mss).saturating_sub(opt).max(48);
+    }
+
+    /// The window scale our receive buffer needs (RFC 7323 §2.3).
+    pub(crate) fn wscale_for_buffer(&self) -> u32 {
+        let mut s = 0;
+        while s < u32::from(MAX_WINDOW_SCALE)
+            && (65535u64 << s) < u64::from(self.cfg.socket_rx_bytes)
+        {
+            s += 1;
+        }
+        s
+    }
+
+    /// Sets the ISN and everything that starts from it.
+    pub(crate) fn set_iss(&self, c: &mut ConnBlock, iss: u32) {
+        c.iss = iss;
+        c.snd_una = iss;
+        c.snd_nxt = iss;
+        c.snd_max = iss;
+        c.snd_end = iss.wrapping_add(1);
+        c.recover = iss;
+        c.high_rxt = iss;
+        c.snd_sml = iss;
+        c.snd_wl2 = iss;
+        c.cwnd = self.cfg.initial_cwnd.max(1) * c.snd_mss.max(1);
+        c.ssthresh = u32::MAX / 2;
+    }
+
+    /// Answers a SYN with a cookie SYN-ACK (no state kept).
+    fn send_cookie<B: Buffers>(&mut self, pool: &mut B, seg: &Seg, out: &mut Outputs) {
+        self.stats.inc(Stat::SynCookiesSent);
+        let t = isn::CookieTuple {
+            saddr: seg.src,
+            daddr: seg.dst,
+            sport: seg.sport,
+            dport: seg.dport,
+        };
+        let mtu_mss = u32::from(self.net.mtu_for(seg.src)).saturating_sub(40) as u16;
+        let peer = seg.opts.mss.unwrap_or(DEFAULT_MSS as u16).min(mtu_mss);
+        let mi = isn::cookie_mss_index(peer);
+        let iss = isn::make_cookie(self.cfg.secret, &t, seg.seq, mi, self.now);
+        let mut opts = TcpOptions {
+            mss: Some(mtu_mss),
+            ..TcpOptions::default()
+        };
+        // Options survive only inside the timestamp (Linux
+        // `cookie_init_timestamp`): without it, none is offered.
+        if let (true, Some((tsval, _))) = (self.cfg.timestamps, seg.opts.timestamp) {
+            let ws = match seg.opts.window_scale {
+                Some(w) if self.cfg.window_scaling => u32::from(w.min(MAX_WINDOW_SCALE)),
+                _ => 0xf,
+            };
+            let sack = u32::from(self.cfg.sack && seg.opts.sack_permitted);
+            let now_ts = ((self.now / 1_000_000) as u32).wrapping_add(isn::ts_offset(
+                self.cfg.secret,
+                seg.dst,
+                seg.dport,
+                seg.src,
+                seg.sport,
+            ));
+            let mut ts = (now_ts & !0x3f) | ws | sack << 4;
+            if seq::gt(ts, now_ts) {
+                ts = ts.wrapping_sub(64);
+            }
+            opts.timestamp = Some((ts, tsval));
+            if ws != 0xf {
+                opts.window_scale = Some(self.wscale_for_buffer() as u8);
+            }
+            opts.sack_permitted = sack != 0;
+        }
+        let window = self.cfg.socket_rx_bytes.min(65535) as u16;
+        self.xmit_bare(
+            pool,
+            (seg.dst, seg.dport),
+            (seg.src, seg.sport),
+            iss,
+            seg.seq.wrapping_add(1),
+            TcpFlags::SYN | TcpFlags::ACK,
+            window,
+            &opts,
+            out,
+        );
+    }
+
+    /// Checks an ACK to listener `l` as the answer to a cookie; makes the
+    /// established connection if it is one.
+    fn cookie_ack(&mut self, l: usize, seg: &Seg) -> Cookie {
+        let t = isn::CookieTuple {
+            saddr: seg.src,
+            daddr: seg.dst,
+            sport: seg.sport,
+            dport: seg.dport,
+        };
+        let iss = seg.ack.wrapping_sub(1);
+        let irs = seg.seq.wrapping_sub(1);
+        let Some(mi) = isn::check_cookie(self.cfg.secret, &t, iss, irs, self.now) else {
+            return Cookie::Invalid;
+        };
+        let lb = self.conns[l];
+        if lb.acc_q > lb.backlog {
+            self.stats.inc(Stat::ListenOverflows);
+            return Cookie::Overflow;
+        }
+        let Some(i) = self.alloc_block() else {
+            self.stats.inc(Stat::ConnLimit);
+            return Cookie::Overflow;
+        };
+        self.stats.inc(Stat::SynCookiesOk);
+        let mut c = self.begin(i);
+        let mut opts = TcpOptions {
+            mss: Some(isn::COOKIE_MSS[mi as usize]),
+            ..TcpOptions::default()
+        };
+        if let (true, Some((tsval, tsecr))) = (self.cfg.timestamps, seg.opts.timestamp) {
+            let ws = tsecr & 0xf;
+            if ws != 0xf && self.cfg.window_scaling {
+                opts.window_scale = Some(ws as u8);
+            }
+            opts.sack_permitted = tsecr & 0x10 != 0;
+            opts.timestamp = Some((tsval, 0));
+        }
+        self.init_child(&mut c, l, &Seg { opts, ..*seg });
+        c.irs = irs;
+        c.rcv_nxt = seg.seq;
+        c.rcv_adv = seg
+            .seq
+            .wrapping_add(u32::from(self.cfg.socket_rx_bytes.min(65535) as u16));
+        if !c.has(cf::WS_OK) {
+            c.rcv_wscale = 0;
+        }
+        self.set_iss(&mut c, iss);
+        c.snd_nxt = iss.wrapping_add(1);
+        c.snd_max = c.snd_nxt;
+        c.flags |= cf::COOKIE;
+        c.state = st::SYN_RECEIVED;
+        self.conns[l].syn_q += 1;
+        self.by_tuple.insert(Tuple::of(&c), i as u32);
+        *self.port_use.entry(c.local_port as u16).or_insert(0) += 1;
+        c.dirty = 0;
+        self.conns[i] = c;
+        Cookie::Valid(i)
+    }
+
+    // ---- connections ----
+
+    /// A segment for connection `idx`.
+    fn conn_input<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        idx: usize,
+        h: Handle,
+        seg: &Seg,
+        out: &mut Outputs,
+    ) {
+        let mut c = self.begin(idx);
+        let kept = match c.state {
+            st::SYN_SENT => {
+                self.syn_sent_input(pool, &mut c, seg, out);
+                false
+            }
+            st::SYN_RECEIVED..=st::TIME_WAIT => self.sync_input(pool, idx, &mut c, h, seg, out),
+            _ => false,
+        };
+        if !kept {
+            pool.free(&h);
+        }
+        self.end(pool, idx, c, out);
+    }
+
+    /// RFC 9293 §3.10.7.3.
+    fn syn_sent_input<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        seg: &Seg,
+        out: &mut Outputs,
+    ) {
+        let mut acceptable = false;
+        if seg.has(TcpFlags::ACK) {
+            if seq::le(seg.ack, c.iss) || seq::gt(seg.ack, c.snd_max) {
+                if !seg.has(TcpFlags::RST) {
+                    self.stats.inc(Stat::NoConnReset);
+                    self.xmit_bare(
+                        pool,
+                        (c.local_addr, c.local_port as u16),
+                        (c.remote_addr, c.remote_port as u16),
+                        seg.ack,
+                        0,
+                        TcpFlags::RST,
+                        0,
+                        &TcpOptions::default(),
+                        out,
+                    );
+                }
+                return;
+            }
+            acceptable = true;
+        }
+        if seg.has(TcpFlags::RST) {
+            if acceptable {
+                self.stats.inc(Stat::ConnRefused);
+                self.terminate(c, libc::ECONNREFUSED);
+            } else {
+                self.stats.inc(Stat::RstIgnored);
+            }
+            return;
+        }
+        if !seg.has(TcpFlags::SYN) {
+            return;
+        }
+        c.irs = seg.seq;
+        c.rcv_nxt = seg.seq.wrapping_add(1);
+        c.rcv_adv = c.rcv_nxt;
+        c.last_rx = self.now;
+        self.negotiate(c, &seg.opts, false);
+        c.cwnd = self.cfg.initial_cwnd.max(1) * c.snd_mss;
+        // The window of a SYN is never scaled (RFC 7323 §2.2).
+        c.snd_wnd = u32::from(seg.wnd);
+        c.max_snd_wnd = c.snd_wnd;
+        c.snd_wl1 = seg.seq;
+        c.snd_wl2 = seg.ack;
+        if acceptable {
+            c.snd_una = seg.ack;
+            if c.rtt_time != 0 && !c.has(cf::RTX_DONE) {
+                rtt_sample(c, self.now.saturating_sub(c.rtt_time) / 1000, &self.cfg);
+            }
+            c.rtt_time = 0;
+            c.retries = 0;
+            c.backoff = 0;
+            c.t_rtx = 0;
+            self.establish(c);
+            c.pend |= pend::CONNECTED;
+            c.flags |= cf::ACK_NOW;
+        } else {
+            // Simultaneous open: answer with SYN-ACK from the same ISN.
+            c.state = st::SYN_RECEIVED;
+            c.snd_nxt = c.iss;
+            c.t_rtx = 0;
+        }
+    }
+
+    /// The connection is established (RFC 9293: ESTABLISHED, or FIN-WAIT-1
+    /// when the application shut down writing meanwhile).
+    fn establish(&mut self, c: &mut ConnBlock) {
+        c.state = if c.has(cf::FIN_QUEUED) {
+            st::FIN_WAIT_1
+        } else {
+            st::ESTABLISHED
+        };
+        c.flags |= cf::WAS_ESTABLISHED;
+        c.quickacks = 16;
+        self.stats.inc(Stat::Established);
+    }
+
+    /// A challenge ACK (RFC 5961 §3.2, §4.2, §5.2), rate-limited per
+    /// second across all connections.
+    fn challenge_ack(&mut self, c: &mut ConnBlock) {
+        let sec = self.now / 1_000_000_000;
+        if self.challenge.0 != sec {
+            self.challenge = (sec, 0);
+        }
+        if self.challenge.1 >= self.cfg.challenge_ack_limit {
+            self.stats.inc(Stat::ChallengeAckLimited);
+            return;
+        }
+        self.challenge.1 += 1;
+        c.flags |= cf::ACK_NOW;
+    }
+
+    /// RFC 9293 §3.10.7.4 for SYN-RECEIVED and the synchronized states.
+    /// Returns true when the segment's buffer was kept (queued payload).
+    fn sync_input<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        idx: usize,
+        c: &mut ConnBlock,
+        h: Handle,
+        seg: &Seg,
+        out: &mut Outputs,
+    ) -> bool {
+        let rst = seg.has(TcpFlags::RST);
+        if c.state == st::SYN_RECEIVED
+            && seg.fl.0 & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::RST).0 == TcpFlags::SYN.0
+            && seg.seq == c.irs
+        {
+            // The peer retransmitted its SYN: resend our SYN-ACK (Linux
+            // `tcp_check_req`).
+            if c.has(cf::PASSIVE) || c.snd_nxt != c.iss {
+                c.snd_nxt = c.iss;
+            }
+            return false;
+        }
+        // PAWS (RFC 7323 §5.3).
+        if c.has(cf::TS_OK) && !rst {
+            if let Some((tsval, _)) = seg.opts.timestamp {
+                let stale = self.now.saturating_sub(c.ts_recent_age) > 24 * 86_400 * 1_000_000_000;
+                if seq::lt(tsval, c.ts_recent) && !stale {
+                    self.stats.inc(Stat::PawsRejected);
+                    c.flags |= cf::ACK_NOW;
+                    return false;
+                }
+            }
+        }
+        // First: sequence number (four cases).
+        let wnd = Self::rcv_wnd(c);
+        let slen = seg.seg_len();
+        let (s, e) = (seg.seq, seg.seq.wrapping_add(slen));
+        let nxt = c.rcv_nxt;
+        let edge = nxt.wrapping_add(wnd);
+        let mut acceptable = match (slen, wnd) {
+            (0, 0) => s == nxt,
+            (0, _) => seq::within(s, nxt, edge),
+            (_, 0) => false,
+            _ => seq::within(s, nxt, edge) || seq::within(e.wrapping_sub(1), nxt, edge),
+        };
+        // A zero window still takes ACKs at RCV.NXT (§3.10.7.4 note).
+        let zero_wnd_ack = !acceptable && wnd == 0 && s == nxt;
+        if c.state == st::TIME_WAIT && seg.has(TcpFlags::FIN) && e == nxt {
+            acceptable = true;
+        }
+        if !acceptable && !zero_wnd_ack {
+            if rst {
+                self.stats.inc(Stat::RstIgnored);
+            } else {
+                self.stats.inc(Stat::OutOfWindow);
+                c.flags |= cf::ACK_NOW;
+            }
+            return false;
+        }
+        c.last_rx = self.now;
+        c.ka_probes = 0;
+        // Second: RST (RFC 5961 §3.2).
+        if rst {
+            if s != nxt {
+                self.stats.inc(Stat::RstChallenged);
+                self.challenge_ack(c);
+                return false;
+            }
+            self.stats.inc(Stat::RstAccepted);
+            let errno = match c.state {
+                st::SYN_RECEIVED if c.has(cf::PASSIVE) => 0,
+                st::SYN_RECEIVED => libc::ECONNREFUSED,
+                st::CLOSE_WAIT => libc::EPIPE,
+                st::TIME_WAIT | st::CLOSING | st::LAST_ACK => 0,
+                _ => libc::ECONNRESET,
+            };
+            if errno == libc::ECONNREFUSED {
+                self.stats.inc(Stat::ConnRefused);
+            } else if c.state != st::SYN_RECEIVED && c.state != st::TIME_WAIT {
+                self.stats.inc(Stat::ResetByPeer);
+            }
+            self.discard_rcv(pool, c);
+            self.terminate(c, errno);
+            return false;
+        }
+        // Timestamps: TS.Recent (RFC 7323 §4.3).
+        if c.has(cf::TS_OK) {
+            if let Some((tsval, _)) = seg.opts.timestamp {
+                if seq::le(s, c.last_ack_sent) && seq::ge(tsval, c.ts_recent) {
+                    c.ts_recent = tsval;
+                    c.ts_recent_age = self.now;
+                }
+            }
+        }
+        // Fourth: SYN (RFC 5961 §4.2).
+        if seg.has(TcpFlags::SYN) {
+            self.stats.inc(Stat::SynChallenged);
+            self.challenge_ack(c);
+            return false;
+        }
+        // Fifth: ACK.
+        if !seg.has(TcpFlags::ACK) {
+            return false;
+        }
+        if c.state == st::SYN_RECEIVED {
+            if !(seq::lt(c.snd_una, seg.ack) && seq::le(seg.ack, c.snd_max)) {
+                self.stats.inc(Stat::NoConnReset);
+                self.xmit_bare(
+                    pool,
+                    (c.local_addr, c.local_port as u16),
+                    (c.remote_addr, c.remote_port as u16),
+                    seg.ack,
+                    0,
+                    TcpFlags::RST,
+                    0,
+                    &TcpOptions::default(),
+                    out,
+                );
+                return false;
+            }
+            if c.has(cf::PASSIVE) {
+                let Some(l) = self.parent_of(c) else {
+                    self.send_rst(pool, c, out);
+                    self.terminate(c, 0);
+                    return false;
+                };
+                let lb = &self.conns[l];
+                if lb.acc_q > lb.backlog {
+                    self.stats.inc(Stat::ListenOverflows);
+                    return false;
+                }
+                let lb = &mut self.conns[l];
+                lb.syn_q = lb.syn_q.saturating_sub(1);
+                lb.acc_q += 1;
+                c.flags |= cf::IN_ACCEPTQ;
+                c.pend |= pend::ACCEPTABLE;
+                self.stats.inc(Stat::PassiveOpens);
+            } else {
+                c.pend |= pend::CONNECTED;
+            }
+            if c.rtt_time != 0 && !c.has(cf::RTX_DONE) && seq::gt(seg.ack, c.rtt_seq) {
+                rtt_sample(c, self.now.saturating_sub(c.rtt_time) / 1000, &self.cfg);
+            }
+            c.rtt_time = 0;
+            c.retries = 0;
+            c.backoff = 0;
+            c.snd_una = seg.ack;
+            c.t_rtx = 0;
+            c.snd_wnd = u32::from(seg.wnd) << c.snd_wscale;
+            c.max_snd_wnd = c.snd_wnd;
+            c.snd_wl1 = s;
+            c.snd_wl2 = seg.ack;
+            self.establish(c);
+        }
+        // RFC 5961 §5.2: acceptable ACKs lie in
+        // [SND.UNA − MAX.SND.WND, SND.NXT].
+        let lo = c.snd_una.wrapping_sub(c.max_snd_wnd);
+        if seq::gt(seg.ack, c.snd_max) || seq::lt(seg.ack, lo) {
+            self.stats.inc(Stat::AckInvalid);
+            self.challenge_ack(c);
+            return false;
+        }
+        self.ack_input(pool, c, seg, out);
+        if c.has(cf::DEAD) {
+            return false;
+        }
+        let fin_acked = c.has(cf::FIN_QUEUED) && seq::gt(c.snd_una, c.snd_end);
+        match c.state {
+            st::FIN_WAIT_1 if fin_acked => {
+                c.state = st::FIN_WAIT_2;
+                if c.has(cf::ORPHAN) {
+                    c.t_state = self.now + self.cfg.fin_timeout_ms * 1_000_000;
+                }
+            }
+            st::CLOSING if fin_acked => {
+                self.enter_time_wait(pool, c);
+            }
+            st::LAST_ACK if fin_acked => {
+                self.terminate(c, 0);
+                return false;
+            }
+            _ => {}
+        }
+        // Seventh: text, and eighth: FIN.
+        match c.state {
+            st::ESTABLISHED | st::FIN_WAIT_1 | st::FIN_WAIT_2 => {
+                if zero_wnd_ack && seg.len > 0 {
+                    self.stats.inc(Stat::BeyondWindow);
+                    c.flags |= cf::ACK_NOW;
+                    return false;
+                }
+                if seg.len > 0 || seg.has(TcpFlags::FIN) {
+                    if c.has(cf::ORPHAN)
+                        && seg.len > 0
+                        && seq::gt(s.wrapping_add(seg.len), c.rcv_nxt)
+                    {
+                        // Data for a closed socket: Linux resets
+                        // (`TCPAbortOnData`).
+                        self.send_rst(pool, c, out);
+                        self.discard_rcv(pool, c);
+                        self.terminate(c, 0);
+                        return false;
+                    }
+                    return self.data_input(pool, idx, c, h, seg, out);
+                }
+                false
+            }
+            st::CLOSE_WAIT | st::CLOSING | st::LAST_ACK => {
+                if seg.has(TcpFlags::FIN) || seg.len > 0 {
+                    c.flags |= cf::ACK_NOW;
+                }
+                false
+            }
+            st::TIME_WAIT => {
+                if seg.has(TcpFlags::FIN) {
+                    c.flags |= cf::ACK_NOW;
+                    c.t_state = self.now + 2 * self.cfg.msl_ms * 1_000_000;
+                }
+                false
+            }
+            _ => false,
+        }
+    }
+
+    /// ACK processing for the synchronized states: SACK blocks, new data
+    /// acknowledged (RTT, freeing, congestion control, recovery), duplicate
+    /// ACKs, window update.
+    fn ack_input<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        seg: &Seg,
+        out: &mut Outputs,
+    ) {
+        let ack = seg.ack;
+        let wnd = u32::from(seg.wnd) << c.snd_wscale;
+        let mut sack_new = 0;
+        if c.has(cf::SACK_OK) {
+            for &(l, r) in seg.opts.sack() {
+                if seq::lt(l, r) {
+                    sack_new += sack::add(c, l, r);
+                }
+            }
+        }
+        if c.snd_una == c.snd_max {
+            // Nothing in flight: an ACK answers a window probe.
+            c.retries = 0;
+        }
+        if seq::gt(ack, c.snd_una) {
+            self.new_ack(pool, c, seg, out);
+        } else if ack == c.snd_una
+            && seg.len == 0
+            && !seg.fl.intersects(TcpFlags::SYN | TcpFlags::FIN)
+            && c.snd_una != c.snd_max
+            && (wnd == c.snd_wnd || sack_new > 0)
+        {
+            c.dupacks += 1;
+            self.stats.inc(Stat::DupAcks);
+            self.dupack(pool, c, out);
+        }
+        // Window update (RFC 9293 §3.10.7.4).
+        if seq::lt(c.snd_wl1, seg.seq) || c.snd_wl1 == seg.seq && seq::le(c.snd_wl2, ack) {
+            let opened = wnd > c.snd_wnd;
+            c.snd_wnd = wnd;
+            c.max_snd_wnd = c.max_snd_wnd.max(wnd);
+            c.snd_wl1 = seg.seq;
+            c.snd_wl2 = ack;
+            if opened && c.has(cf::PERSIST) {
+                c.flags &= !cf::PERSIST;
+                c.backoff = 0;
+                if c.snd_una == c.snd_max {
+                    c.t_rtx = 0;
+                }
+            }
+        }
+    }
+
+    fn new_ack<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        seg: &Seg,
+        out: &mut Outputs,
+    ) {
+        let ack = seg.ack;
+        let acked = ack.wrapping_sub(c.snd_una);
+        let flight_before = c.snd_max.wrapping_sub(c.snd_una);
+        // RTT: the timed segment (Karn: never a retransmitted one), else
+        // the timestamp echo (RFC 7323 §4, valid across retransmissions).
+        if c.rtt_time != 0 && seq::gt(ack, c.rtt_seq) {
+            rtt_sample(c, self.now.saturating_sub(c.rtt_time) / 1000, &self.cfg);
+            c.rtt_time = 0;
+        } else if let (true, Some((_, ecr))) = (c.has(cf::TS_OK), seg.opts.timestamp) {
+            if ecr != 0 && c.has(cf::RTX_DONE) {
+                let ms = self.ts_now(c).wrapping_sub(ecr);
+                if ms < 600_000 {
+                    rtt_sample(c, u64::from(ms.max(1)) * 1000, &self.cfg);
+                    c.flags &= !cf::RTX_DONE;
+                }
+            }
+        }
+        // Free what is acknowledged.
+        let data_end = seq::min(ack, c.snd_end);
+        while let Some(&i) = (c.snd_q.head != NIL).then_some(&c.snd_q.head) {
+            let x = *self.slab.get(i);
+            if seq::le(x.end(), data_end) {
+                self.slab.pop_front(&mut c.snd_q);
+                self.slab.release(i);
+                pool.free(&x.h);
+                c.tx_owed = c.tx_owed.saturating_add(x.len());
+                self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+                if c.snd_cur == i {
+                    c.snd_cur = NIL;
+                }
+            } else {
+                if seq::lt(x.seq, data_end) {
+                    let n = data_end.wrapping_sub(x.seq);
+                    self.slab.trim_front(&mut c.snd_q, i, n);
+                    c.tx_owed = c.tx_owed.saturating_add(n);
+                    self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(n));
+                }
+                break;
+            }
+        }
+        c.snd_una = ack;
+        if seq::lt(c.snd_nxt, ack) {
+            c.snd_nxt = ack;
+        }
+        if seq::lt(c.high_rxt, ack) {
+            c.high_rxt = ack;
+        }
+        c.backoff = 0;
+        c.retries = 0;
+        sack::on_ack(c);
+        let cc = Self::cc_of(c);
+        match c.recovery {
+            rec::NEWRENO => {
+                if seq::ge(ack, c.recover) {
+                    // Full ACK (RFC 6582 §3.2 step 3, option 1).
+                    let flight = c.snd_max.wrapping_sub(c.snd_una);
+                    c.cwnd = c.ssthresh.min(flight.max(c.snd_mss) + c.snd_mss);
+                    c.recovery = rec::NONE;
+                    c.dupacks = 0;
+                } else {
+                    // Partial ACK (step 4): retransmit the next hole,
+                    // deflate by what was acknowledged, add one segment.
+                    self.stats.inc(Stat::PartialAcks);
+                    self.retransmit_head(pool, c, out);
+                    c.cwnd = c.cwnd.saturating_sub(acked);
+                    if acked >= c.snd_mss {
+                        c.cwnd += c.snd_mss;
+                    }
+                    c.cwnd = c.cwnd.max(c.snd_mss);
+                    c.t_rtx = self.now + rto_ns(c, &self.cfg);
+                }
+            }
+            rec::SACK => {
+                if seq::ge(ack, c.recover) {
+                    c.recovery = rec::NONE;
+                    c.cwnd = c.ssthresh.max(c.snd_mss);
+                    c.dupacks = 0;
+                }
+            }
+            _ => {
+                c.dupacks = 0;
+                // Grow only when the window was in use (RFC 7661 spirit).
+                if flight_before.saturating_mul(2) >= c.cwnd || c.cwnd < c.ssthresh {
+                    cc.on_ack(c, acked, self.now);
+                }
+            }
+        }
+        // RFC 6298 §5.2/5.3.
+        c.t_rtx = if c.snd_una == c.snd_max {
+            0
+        } else {
+            self.now + rto_ns(c, &self.cfg)
+        };
+        c.flags &= !cf::PERSIST;
+    }
+
+    /// A duplicate ACK: enter fast retransmit / recovery after three (or
+    /// when SACK says the first segment is lost), inflate in NewReno.
+    fn dupack<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
+        let mss = c.snd_mss.max(1);
+        match c.recovery {
+            rec::NONE => {
+                let lost = c.has(cf::SACK_OK) && sack::is_lost(c, c.snd_una, mss);
+                // RFC 6582 §3.2 step 2: not before passing `recover`.
+                if (c.dupacks >= 3 || lost) && seq::gt(c.snd_una, c.recover) {
+                    self.enter_recovery(pool, c, out);
+                } else if c.dupacks >= 3 && !seq::gt(c.snd_una, c.recover) {
+                    // Still within an earlier episode: nothing.
+                }
+            }
+            rec::NEWRENO => {
+                c.cwnd = c.cwnd.saturating_add(mss);
+            }
+            _ => {}
+        }
+    }
+
+    fn enter_recovery<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
+        self.stats.inc(Stat::FastRetrans);
+        let mss = c.snd_mss.max(1);
+        let flight = c.snd_max.wrapping_sub(c.snd_una);
+        let cc = Self::cc_of(c);
+        c.ssthresh = cc.ssthresh(c, flight, self.now);
+        c.recover = c.snd_max;
+        c.rtt_time = 0;
+        if c.has(cf::SACK_OK) {
+            self.stats.inc(Stat::SackRecoveries);
+            c.recovery = rec::SACK;
+            c.cwnd = c.ssthresh;
+            c.high_rxt = c.snd_una;
+            let n = self.retransmit_head(pool, c, out);
+            c.high_rxt = c.snd_una.wrapping_add(n);
+        } else {
+            c.recovery = rec::NEWRENO;
+            c.cwnd = c.ssthresh + 3 * mss;
+            self.retransmit_head(pool, c, out);
+        }
+        c.t_rtx = self.now + rto_ns(c, &self.cfg);
+    }
+
+    /// Payload (and FIN) of an acceptable segment in ESTABLISHED or
+    /// FIN-WAIT-1/2: in order into the receive queue (draining the
+    /// out-of-order queue behind it), else into the out-of-order queue.
+    fn data_input<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        idx: usize,
+        c: &mut ConnBlock,
+        h: Handle,
+        seg: &Seg,
+        out: &mut Outputs,
+    ) -> bool {
+        let mut s = seg.seq;
+        let mut off = seg.off;
+        let mut len = seg.len;
+        let mut fin = seg.has(TcpFlags::FIN);
+        if seq::lt(s, c.rcv_nxt) {
+            let d = c.rcv_nxt.wrapping_sub(s);
+            if d >= len {
+                // Old data; perhaps a new FIN right after it.
+                let fin_new = fin && d == len && !c.has(cf::FIN_RCVD);
+                c.flags |= cf::ACK_NOW;
+                if !fin_new {
+                    self.stats.inc(Stat::DupData);
+                    return false;
+                }
+                off += len;
+                len = 0;
+            } else {
+                off += d;
+                len -= d;
+            }
+            s = c.rcv_nxt;
+        }
+        let wnd = Self::rcv_wnd(c).max(self.rcv_space(c));
+        let edge = c.rcv_nxt.wrapping_add(wnd);
+        if seq::gt(s.wrapping_add(len), edge) {
+            self.stats.inc(Stat::BeyondWindow);
+            let cut = s.wrapping_add(len).wrapping_sub(edge);
+            len = len.saturating_sub(cut);
+            fin = false;
+            c.flags |= cf::ACK_NOW;
+        }
+        if len == 0 && !fin {
+            return false;
+        }
+        let mut hh = h;
+        hh.data_off += off;
+        hh.data_len = len;
+        hh.flags = 0;
+        hh.sock = 0;
+        let room = self.slab.free_count() > 0
+            && self.queued_bytes + u64::from(len) <= self.cfg.max_queued_bytes;
+        if s == c.rcv_nxt {
+            let had_ooo = !c.ooo_q.is_empty();
+            let mut kept = false;
+            if len > 0 {
+                if !room {
+                    self.stats.inc(Stat::MemLimit);
+                    return false;
+                }
+                let Some(e) = self.slab.alloc(idx, hh, s, 0) else {
+                    return false;
+                };
+                self.slab.push_back(&mut c.rcv_q, e);
+                out.pin.push(hh);
+                c.rcv_nxt = c.rcv_nxt.wrapping_add(len);
+                self.queued_bytes += u64::from(len);
+                self.stats.add(Stat::InDataBytes, u64::from(len));
+                kept = true;
+            }
+            if self.ooo_drain(pool, c) {
+                fin = true;
+            }
+            if fin {
+                self.fin_input(pool, c);
+            } else if had_ooo {
+                c.flags |= cf::ACK_NOW;
+            } else {
+                // Delayed ACK: every second full segment, at once in
+                // quick-ACK mode, else within the delayed-ACK timeout.
+                if len >= c.our_mss.saturating_sub(64).min(c.snd_mss) {
+                    c.segs_unacked += 1;
+                }
+                if c.segs_unacked >= 2 || c.quickacks > 0 {
+                    c.flags |= cf::ACK_NOW;
+                } else if c.t_delack == 0 {
+                    c.t_delack = self.now + self.cfg.delack_ms * 1_000_000;
+                }
+            }
+            if !kept {
+                return false;
+            }
+            true
+        } else {
+            c.flags |= cf::ACK_NOW;
+            if !room {
+                self.stats.inc(Stat::MemLimit);
+                return false;
+            }
+            self.stats.inc(Stat::OooSegs);
+            self.ooo_insert(pool, idx, c, hh, s, fin, out)
+        }
+    }
+
+    /// Inserts `[s, s + h.len)` (and a FIN after it) into the sorted,
+    /// disjoint out-of-order queue, trimming overlaps. True if `h` was
+    /// kept.
+    #[allow(clippy::too_many_arguments)]
+    fn ooo_insert<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        idx: usize,
+        c: &mut ConnBlock,
+        mut h: Handle,
+        s: u32,
+        mut fin: bool,
+        out: &mut Outputs,
+    ) -> bool {
+        let mut start = s;
+        let mut end = s.wrapping_add(h.data_len);
+        let mut prev = NIL;
+        let mut cur = c.ooo_q.head;
+        let mut steps = 0;
+        while cur != NIL && steps <= self.slab.e.len() {
+            steps += 1;
+            let x = *self.slab.get(cur);
+            if seq::le(x.end(), start) && !(x.end() == start && x.is_empty()) {
+                prev = cur;
+                cur = x.next;
+                continue;
+            }
+            if seq::ge(x.seq, end) && (x.seq != end || start != end) {
+                break;
+            }
+            if seq::le(x.seq, start) && seq::ge(x.end(), end) {
+                // Covered already.
+                if fin && x.end() == end {
+                    self.slab.get_mut(cur).flags |= ef::FIN;
+                }
+                self.stats.inc(Stat::DupData);
+                return false;
+            }
+            if seq::lt(x.seq, start) {
+                // x overlaps our front.
+                let d = x.end().wrapping_sub(start);
+                h.pull_front(d.min(h.data_len));
+                start = x.end();
+                prev = cur;
+                cur = x.next;
+                continue;
+            }
+            if seq::le(x.end(), end) {
+                // x lies inside ours: ours replaces it.
+                if x.flags & ef::FIN != 0 && x.end() == end {
+                    fin = true;
+                }
+                let next = x.next;
+                self.slab.unlink_after(&mut c.ooo_q, prev);
+                self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+                pool.free(&x.h);
+                self.slab.release(cur);
+                cur = next;
+                continue;
+            }
+            // x extends beyond our end: cut ours.
+            let cut = end.wrapping_sub(x.seq);
+            h.data_len = h.data_len.saturating_sub(cut);
+            end = x.seq;
+            fin = false;
+            break;
+        }
+        if start == end && !fin {
+            return false;
+        }
+        let Some(e) = self
+            .slab
+            .alloc(idx, h, start, if fin { ef::FIN } else { 0 })
+        else {
+            return false;
+        };
+        self.slab.insert_after(&mut c.ooo_q, prev, e);
+        out.pin.push(h);
+        self.queued_bytes += u64::from(h.data_len);
+        c.last_ooo = start;
+        true
+    }
+
+    /// Moves out-of-order entries that now continue the stream into the
+    /// receive queue; true if the peer's FIN came with them.
+    fn ooo_drain<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) -> bool {
+        while c.ooo_q.head != NIL {
+            let i = c.ooo_q.head;
+            let x = *self.slab.get(i);
+            if seq::gt(x.seq, c.rcv_nxt) {
+                break;
+            }
+            self.slab.pop_front(&mut c.ooo_q);
+            let fin = x.flags & ef::FIN != 0;
+            if seq::le(x.end(), c.rcv_nxt) {
+                self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+                pool.free(&x.h);
+                self.slab.release(i);
+                if fin && x.end() == c.rcv_nxt {
+                    return true;
+                }
+                continue;
+            }
+            let d = c.rcv_nxt.wrapping_sub(x.seq);
+            {
+                let y = self.slab.get_mut(i);
+                y.h.pull_front(d);
+                y.seq = c.rcv_nxt;
+                y.flags = 0;
+            }
+            self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(d));
+            let n = self.slab.get(i).len();
+            self.slab.push_back(&mut c.rcv_q, i);
+            c.rcv_nxt = c.rcv_nxt.wrapping_add(n);
+            self.stats.add(Stat::InDataBytes, u64::from(n));
+            if fin {
+                return true;
+            }
+        }
+        false
+    }
+
+    /// The peer's FIN arrived in order (eighth step).
+    fn fin_input<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) {
+        c.rcv_nxt = c.rcv_nxt.wrapping_add(1);
+        c.flags |= cf::FIN_RCVD | cf::ACK_NOW;
+        // Anything still out of order lies beyond the FIN.
+        while let Some(i) = self.slab.pop_front(&mut c.ooo_q) {
+            let x = *self.slab.get(i);
+            self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+            pool.free(&x.h);
+            self.slab.release(i);
+        }
+        let fin_acked = c.has(cf::FIN_QUEUED) && seq::gt(c.snd_una, c.snd_end);
+        match c.state {
+            st::SYN_RECEIVED | st::ESTABLISHED => c.state = st::CLOSE_WAIT,
+            st::FIN_WAIT_1 if fin_acked => self.enter_time_wait(pool, c),
+            st::FIN_WAIT_1 => c.state = st::CLOSING,
+            st::FIN_WAIT_2 => self.enter_time_wait(pool, c),
+            _ => {}
+        }
+    }
+
+    /// TIME-WAIT for 2·MSL; the socket is told CLOSED (after its data).
+    pub(crate) fn enter_time_wait<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) {
+        c.state = st::TIME_WAIT;
+        c.t_state = self.now + 2 * self.cfg.msl_ms * 1_000_000;
+        c.t_rtx = 0;
+        c.t_keepalive = 0;
+        c.flags &= !cf::PERSIST;
+        while let Some(i) = self.slab.pop_front(&mut c.snd_q) {
+            let x = *self.slab.get(i);
+            self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+            pool.free(&x.h);
+            self.slab.release(i);
+        }
+        c.snd_cur = NIL;
+        if c.sock != 0 {
+            c.pend |= pend::CLOSED;
+        }
+    }
+
+    /// Drops everything received and not yet delivered.
+    pub(crate) fn discard_rcv<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) {
+        for q in [&mut c.rcv_q, &mut c.ooo_q] {
+            while let Some(i) = self.slab.pop_front(q) {
+                let x = *self.slab.get(i);
+                self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+                pool.free(&x.h);
+                self.slab.release(i);
+            }
+        }
+    }
+
+    // ---- ICMP ----
+
+    /// An ICMP error quoting one of our segments (RFC 5927 checks): hard
+    /// errors fail a connection that is still opening, soft ones are
+    /// remembered for a connect that times out; fragmentation needed
+    /// lowers the MSS.
+    pub(crate) fn icmp_input<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
+        self.stats.inc(Stat::IcmpIn);
+        let parsed = match pool.data(&h) {
+            Ok(d) => parse_icmp(d),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        pool.free(&h);
+        let Some(q) = parsed else {
+            self.stats.inc(Stat::IcmpIgnored);
+            return;
+        };
+        let t = Tuple {
+            la: q.local,
+            lp: q.lport,
+            ra: q.remote,
+            rp: q.rport,
+        };
+        let Some(&i) = self.by_tuple.get(&t) else {
+            self.stats.inc(Stat::IcmpIgnored);
+            return;
+        };
+        let i = i as usize;
+        let cb = &self.conns[i];
+        // The quoted sequence number must be in flight.
+        if !seq::within(q.seq, cb.snd_una, cb.snd_max.wrapping_add(1)) || cb.state < st::SYN_SENT {
+            self.stats.inc(Stat::IcmpIgnored);
+            return;
+        }
+        let mut c = self.begin(i);
+        if q.icmp_type == icmp_type::DEST_UNREACHABLE && q.code == unreach_code::FRAG_NEEDED {
+            let mtu = u32::from(q.mtu);
+            if mtu >= 576 && mtu.saturating_sub(40) < c.our_mss {
+                c.our_mss = mtu - 40;
+                self.set_mss(&mut c);
+                self.stats.inc(Stat::IcmpPmtu);
+                // Resend what is in flight at the new size.
+                c.snd_nxt = c.snd_una;
+            } else {
+                self.stats.inc(Stat::IcmpIgnored);
+            }
+        } else if let Some((errno, hard)) = icmp_errno(q.icmp_type, q.code) {
+            if c.state == st::SYN_SENT && hard {
+                self.stats.inc(Stat::IcmpReported);
+                self.terminate(&mut c, errno);
+            } else {
+                c.soft_err = errno as u32;
+                self.stats.inc(Stat::IcmpIgnored);
+            }
+        } else {
+            self.stats.inc(Stat::IcmpIgnored);
+        }
+        self.end(pool, i, c, out);
+    }
+}
+
+/// What an ICMP error quotes.
+struct Quoted {
+    icmp_type: u8,
+    code: u8,
+    mtu: u16,
+    local: u32,
+    lport: u16,
+    remote: u32,
+    rport: u16,
+    seq: u32,
+}
+
+fn parse_icmp(d: &[u8]) -> Option<Quoted> {
+    let ip = Ipv4Header::parse(d).ok()?;
+    if ip.protocol != protocol::ICMP || ip.is_fragment() {
+        return None;
+    }
+    let msg = &d[usize::from(ip.header_len)..usize::from(ip.total_len)];
+    let icmp = IcmpHeader::parse(msg).ok()?;
+    if !icmp.is_error() {
+        return None;
+    }
+    let q = &msg[IcmpHeader::LEN..];
+    let v = *q.first()?;
+    let qhl = usize::from(v & 0x0f) * 4;
+    if v >> 4 != 4 || qhl < Ipv4Header::MIN_LEN || q.len() < qhl + 8 {
+        return None;
+    }
+    if q[9] != protocol::TCP || u16::from_be_bytes([q[6], q[7]]) & 0x1fff != 0 {
+        return None;
+    }
+    let be32 = |i: usize| u32::from_be_bytes([q[i], q[i + 1], q[i + 2], q[i + 3]]);
+    let be16 = |i: usize| u16::from_be_bytes([q[i], q[i + 1]]);
+    Some(Quoted {
+        icmp_type: icmp.icmp_type,
+        code: icmp.code,
+        mtu: icmp.next_hop_mtu(),
+        local: be32(12),
+        remote: be32(16),
+        lport: be16(qhl),
+        rport: be16(qhl + 2),
+        seq: be32(qhl + 4),
+    })
+}
+
+/// The errno an ICMP error means for a connection, and whether Linux
+/// calls it hard (`icmp_err_convert[].fatal`).
+fn icmp_errno(t: u8, code: u8) -> Option<(i32, bool)> {
+    use libc::*;
+    Some(match t {
+        icmp_type::DEST_UNREACHABLE => match code {
+            unreach_code::NET => (ENETUNREACH, false),
+            unreach_code::HOST => (EHOSTUNREACH, false),
+            unreach_code::PROTOCOL => (ENOPROTOOPT, true),
+            unreach_code::PORT => (ECONNREFUSED, true),
+            5 => (EOPNOTSUPP, false),
+            6 | 9 => (ENETUNREACH, true),
+            7 => (EHOSTDOWN, true),
+            8 => (ENONET, true),
+            10 | 13..=15 => (EHOSTUNREACH, true),
+            11 => (ENETUNREACH, false),
+            _ => (EHOSTUNREACH, false),
+        },
+        icmp_type::TIME_EXCEEDED => (EHOSTUNREACH, false),
+        icmp_type::PARAMETER_PROBLEM => (EPROTO, true),
+        _ => return None,
+    })
+}

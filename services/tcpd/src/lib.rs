@@ -1,0 +1,637 @@
+//! The protocol core of tcpd, strata's TCP layer: the RFC 9293 state
+//! machine with RFC 5961 protections, RFC 6528 ISNs and SYN cookies,
+//! options (MSS, window scaling, timestamps with PAWS and RTTM, SACK),
+//! retransmission per RFC 6298, fast retransmit with NewReno (RFC 5681,
+//! 6582) or SACK-based recovery (RFC 6675), CUBIC (RFC 9438) or NewReno
+//! congestion control behind one trait ([`cc::CongestionControl`]),
+//! delayed ACKs, Nagle, zero-window probing, keep-alive, and credit-based
+//! flow control with sockd.
+//!
+//! The core is pure (DESIGN.md §5): no I/O, no clock, no randomness, no
+//! globals. The process shell pops handles from its rings and calls
+//! [`TcpCore::from_ip`] (segments and ICMP errors from ipd),
+//! [`TcpCore::from_sock`] (control requests and stream payload from
+//! sockd) and, when [`TcpCore::next_deadline`] has passed,
+//! [`TcpCore::poll`] (timers), always with the current monotonic time;
+//! then it pushes what the core left in [`Outputs`].
+//!
+//! Ownership: every handle given to the core ends in exactly one place —
+//! a connection queue, `out.to_ip`, `out.to_sock`, or freed back to the
+//! pool with a counter saying why. A segment sent for the first time may
+//! share its buffer with the send queue (its headers are written into the
+//! headroom in front of sockd's payload); received payload goes up to
+//! sockd in the buffer it arrived in, the headers pulled off.
+//!
+//! State that must survive a restart (connection blocks, queues of
+//! handles, timer deadlines) lives in the [`Storage`] slices the shell
+//! gives the core, see [`block`]; [`TcpCore::restore`] rebuilds the
+//! lookup tables and timers from it.
+//!
+//! No heap allocation per segment: tables are sized at start; segments,
+//! ACKs and notifications use pool buffers.
+
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+pub mod block;
+pub mod cc;
+pub mod config;
+pub mod isn;
+pub mod sack;
+pub mod seq;
+pub mod stats;
+
+mod control;
+mod input;
+mod output;
+mod queue;
+mod timer;
+
+#[cfg(test)]
+mod tests;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+
+use strata_ipc::l4::{L4Ctl, L4CTL_LEN};
+use strata_ipc::{handle::flags, BufError, Buffers, Handle};
+use strata_proto::ipv4::protocol;
+
+pub use block::{ConnBlock, SegEntry, State, Storage, StorageHeader, NIL};
+pub use cc::{CcAlgo, CongestionControl};
+pub use config::{ConfigError, IfaceAddrs, RouteInfo, TcpConfig, DEFAULT_EPHEMERAL};
+pub use stats::{Stat, Stats};
+
+use block::{cf, pend, st};
+use config::Net;
+use queue::Slab;
+
+/// TTL of the datagrams tcpd sends (Linux `ip_default_ttl`).
+pub const DEFAULT_TTL: u8 = 64;
+/// Default MSS when the peer announces none (RFC 9293 §3.7.1).
+pub const DEFAULT_MSS: u32 = 536;
+/// Largest listen backlog (Linux `somaxconn`).
+pub const MAX_BACKLOG: u32 = 4096;
+
+/// What the core produced. The shell creates it once with
+/// [`Outputs::with_capacity`], drains both vectors after each call and
+/// clears them, so no call allocates in steady state.
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// For ipd: complete IPv4 datagrams (data window = the datagram,
+    /// `l3_off` 0, `l4_off` 20, `l4proto` TCP, checksums final). The shell
+    /// may drop these when ipd's ring is full ([`TcpCore::ring_full`]):
+    /// TCP retransmits.
+    pub to_ip: Vec<Handle>,
+    /// For sockd: in-order stream payload (data window = payload, `sock`
+    /// set, `l4proto` TCP) and control messages (`flags` has
+    /// [`CTRL`](strata_ipc::handle::flags::CTRL)). The shell must never
+    /// drop these (they are bounded by the credits): it keeps what sockd's
+    /// ring cannot take and pushes it first next time.
+    pub to_sock: Vec<Handle>,
+    /// Buffers the core took into a connection queue in this call: the
+    /// shell marks them pinned in the fabric (`Fabric::set_pinned`), so
+    /// that they survive a restart of tcpd with the queue that names them.
+    /// (Buffers leaving a queue to be freed need nothing: a free clears
+    /// the flag.)
+    pub pin: Vec<Handle>,
+    /// Queued buffers handed on whole (payload to sockd): the shell clears
+    /// their pinned flag before pushing `to_sock`.
+    pub unpin: Vec<Handle>,
+}
+
+impl Outputs {
+    /// Empty outputs with room for `n` handles in each vector.
+    pub fn with_capacity(n: usize) -> Self {
+        Outputs {
+            to_ip: Vec::with_capacity(n),
+            to_sock: Vec::with_capacity(n),
+            pin: Vec::with_capacity(n),
+            unpin: Vec::with_capacity(n),
+        }
+    }
+
+    /// Empties both vectors, keeping their capacity.
+    pub fn clear(&mut self) {
+        self.to_ip.clear();
+        self.to_sock.clear();
+        self.pin.clear();
+        self.unpin.clear();
+    }
+}
+
+/// One connection as `strata ss` shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ConnInfo {
+    /// Connection id (as in ACCEPTABLE).
+    pub id: u64,
+    /// sockd's socket id (0: none, e.g. orphaned or in the accept queue).
+    pub sock: u32,
+    /// State.
+    pub state: State,
+    /// Local address and port.
+    pub local: (u32, u16),
+    /// Peer address and port (zeros for listeners and bound sockets).
+    pub remote: (u32, u16),
+    /// Bytes in the send queue (unacknowledged and unsent).
+    pub send_q: u32,
+    /// Bytes received in order, not yet handed to sockd (listeners: the
+    /// accept queue length).
+    pub recv_q: u32,
+    /// Bytes received out of order.
+    pub ooo_q: u32,
+    /// Congestion window, bytes.
+    pub cwnd: u32,
+    /// Slow-start threshold, bytes.
+    pub ssthresh: u32,
+    /// Smoothed RTT, µs.
+    pub srtt_us: u32,
+    /// Current retransmission timeout (with back-off), µs.
+    pub rto_us: u64,
+    /// MSS in use for sending.
+    pub mss: u32,
+    /// Peer's window, bytes.
+    pub snd_wnd: u32,
+    /// Congestion control name.
+    pub cc: &'static str,
+}
+
+/// The lookup key of a connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct Tuple {
+    la: u32,
+    lp: u16,
+    ra: u32,
+    rp: u16,
+}
+
+impl Tuple {
+    fn of(c: &ConnBlock) -> Tuple {
+        Tuple {
+            la: c.local_addr,
+            lp: c.local_port as u16,
+            ra: c.remote_addr,
+            rp: c.remote_port as u16,
+        }
+    }
+}
+
+/// The TCP core: all of tcpd's protocol state.
+pub struct TcpCore<'a> {
+    cfg: TcpConfig,
+    net: Net,
+    conns: &'a mut [ConnBlock],
+    slab: Slab<'a>,
+    stats: Stats,
+    /// Blocks free, as a stack (rebuilt at start).
+    free_conns: Vec<u32>,
+    max_conns: usize,
+    by_tuple: HashMap<Tuple, u32>,
+    listeners: HashMap<(u32, u16), u32>,
+    by_sock: HashMap<u32, u32>,
+    /// Blocks holding each local port.
+    port_use: HashMap<u16, u32>,
+    /// Deadlines: (time, block); lazily invalidated, see `sched`.
+    timers: BinaryHeap<Reverse<(u64, u32)>>,
+    /// The deadline each block has in `timers` (u64::MAX: none).
+    sched: Vec<u64>,
+    /// Blocks with notifications that could not be sent (pool empty).
+    retry: Vec<u32>,
+    /// Time of the call being served (ns).
+    now: u64,
+    rng: u32,
+    ident: u16,
+    /// Payload bytes in all queues.
+    queued_bytes: u64,
+    /// Challenge ACK rate limit: (second, count).
+    challenge: (u64, u32),
+}
+
+impl<'a> TcpCore<'a> {
+    /// A core for `cfg` over `storage`, which it clears. Allocates every
+    /// table.
+    pub fn new(cfg: TcpConfig, storage: Storage<'a>) -> Result<Self, ConfigError> {
+        let Storage { conns, segs } = storage;
+        for c in conns.iter_mut() {
+            *c = ConnBlock::default();
+        }
+        let slab = Slab::new(segs);
+        Self::build(cfg, conns, slab)
+    }
+
+    fn build(
+        cfg: TcpConfig,
+        conns: &'a mut [ConnBlock],
+        slab: Slab<'a>,
+    ) -> Result<Self, ConfigError> {
+        let (lo, hi) = cfg.ephemeral_ports;
+        if lo == 0 || lo > hi {
+            return Err(ConfigError::BadEphemeralRange(lo, hi));
+        }
+        if cfg.socket_rx_bytes == 0 || cfg.socket_tx_bytes == 0 {
+            return Err(ConfigError::BadBufferSize);
+        }
+        let max_conns = cfg.max_conns.min(conns.len());
+        if max_conns == 0 {
+            return Err(ConfigError::NoConns);
+        }
+        if slab.e.is_empty() {
+            return Err(ConfigError::NoQueueEntries);
+        }
+        let net = Net::new(&cfg)?;
+        let n = conns.len();
+        let free_conns = (0..n as u32)
+            .rev()
+            .filter(|&i| !conns[i as usize].in_use())
+            .collect();
+        let rng = cfg.seed | 1;
+        Ok(TcpCore {
+            net,
+            slab,
+            stats: Stats::default(),
+            free_conns,
+            max_conns,
+            by_tuple: HashMap::with_capacity(n),
+            listeners: HashMap::with_capacity(64),
+            by_sock: HashMap::with_capacity(n),
+            port_use: HashMap::with_capacity(n.min(65536)),
+            timers: BinaryHeap::with_capacity(n * 2),
+            sched: vec![u64::MAX; n],
+            retry: Vec::with_capacity(64),
+            now: 0,
+            rng,
+            ident: (rng >> 16) as u16,
+            queued_bytes: 0,
+            challenge: (0, 0),
+            cfg,
+            conns,
+        })
+    }
+
+    /// A core for `cfg` over `storage` left by a previous instance: every
+    /// connection, queue and deadline carries on. A block that was
+    /// mid-update (dirty) or is inconsistent is reset: its peer gets a
+    /// RST, sockd a SOCK_ERROR (ECONNRESET) and CLOSED, its buffers go
+    /// back to `pool`. Queue entries no block owns are freed with their
+    /// buffers. Returns the core and how many connections it kept.
+    pub fn restore<B: Buffers>(
+        cfg: TcpConfig,
+        storage: Storage<'a>,
+        now_ns: u64,
+        pool: &mut B,
+        out: &mut Outputs,
+    ) -> Result<(Self, usize), ConfigError> {
+        timer::restore(cfg, storage, now_ns, pool, out)
+    }
+
+    /// Gives the storage back (the core's tables and timers are dropped;
+    /// the blocks and entries stay as they are, for
+    /// [`restore`](Self::restore) — what a restart does, used by tests).
+    pub fn into_storage(self) -> Storage<'a> {
+        Storage {
+            conns: self.conns,
+            segs: self.slab.e,
+        }
+    }
+
+    /// Takes a handle from ipd: a TCP segment (`l4proto` TCP) or an ICMP
+    /// error quoting one (`l4proto` ICMP); data window = the whole IPv4
+    /// datagram. The core owns `h` from here.
+    pub fn from_ip<B: Buffers>(&mut self, now_ns: u64, pool: &mut B, h: Handle, out: &mut Outputs) {
+        self.now = now_ns;
+        match h.l4proto {
+            protocol::TCP => self.tcp_input(pool, h, out),
+            protocol::ICMP => self.icmp_input(pool, h, out),
+            _ => self.drop(pool, &h, Stat::WrongProtocol),
+        }
+    }
+
+    /// Takes a handle from sockd: a control request (`flags` has
+    /// [`CTRL`](strata_ipc::handle::flags::CTRL)), or stream payload for
+    /// socket `h.sock` (data window = the bytes, appended to the send
+    /// queue). The core owns `h` from here.
+    pub fn from_sock<B: Buffers>(
+        &mut self,
+        now_ns: u64,
+        pool: &mut B,
+        h: Handle,
+        out: &mut Outputs,
+    ) {
+        self.now = now_ns;
+        if h.flags & flags::CTRL != 0 {
+            self.control(pool, h, out)
+        } else {
+            self.sock_data(pool, h, out)
+        }
+    }
+
+    /// Runs every timer due at `now_ns` (retransmissions, delayed ACKs,
+    /// probes, TIME-WAIT...) and retries notifications that found the
+    /// pool empty; returns the next deadline.
+    pub fn poll<B: Buffers>(
+        &mut self,
+        now_ns: u64,
+        pool: &mut B,
+        out: &mut Outputs,
+    ) -> Option<u64> {
+        self.now = now_ns;
+        self.run_timers(pool, out);
+        self.next_deadline()
+    }
+
+    /// The earliest time [`poll`](Self::poll) has work (possibly a little
+    /// early: deadlines that moved later are found out when they come).
+    pub fn next_deadline(&self) -> Option<u64> {
+        let t = self.timers.peek().map(|Reverse((t, _))| *t);
+        if self.retry.is_empty() {
+            t
+        } else {
+            let r = self.now + 1_000_000;
+            Some(t.map_or(r, |t| t.min(r)))
+        }
+    }
+
+    /// Frees a segment the shell could not push because ipd's ring was
+    /// full, and counts it (the connection retransmits it).
+    pub fn ring_full<B: Buffers>(&mut self, pool: &mut B, h: &Handle) {
+        self.drop(pool, h, Stat::IpRingFull);
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// Every connection, listener and bound socket, for `strata ss`.
+    pub fn connections(&self) -> impl Iterator<Item = ConnInfo> + '_ {
+        self.conns.iter().enumerate().filter_map(|(i, c)| {
+            let state = c.state()?;
+            Some(ConnInfo {
+                id: c.id(i),
+                sock: c.sock,
+                state,
+                local: (c.local_addr, c.local_port as u16),
+                remote: (c.remote_addr, c.remote_port as u16),
+                send_q: c.snd_q.bytes,
+                recv_q: if c.state == st::LISTEN {
+                    c.acc_q
+                } else {
+                    c.rcv_q.bytes
+                },
+                ooo_q: c.ooo_q.bytes,
+                cwnd: c.cwnd,
+                ssthresh: c.ssthresh,
+                srtt_us: c.srtt_us,
+                rto_us: output::rto_ns(c, &self.cfg) / 1000,
+                mss: c.snd_mss,
+                snd_wnd: c.snd_wnd,
+                cc: cc::algo(c).name(),
+            })
+        })
+    }
+
+    /// The connection of socket `sock`, if any.
+    pub fn connection_of(&self, sock: u32) -> Option<ConnInfo> {
+        let &i = self.by_sock.get(&sock)?;
+        let id = self.conns[i as usize].id(i as usize);
+        self.connections().find(|c| c.id == id)
+    }
+
+    /// Blocks in use.
+    pub fn conns_in_use(&self) -> usize {
+        self.conns.len() - self.free_conns.len()
+    }
+
+    /// Queue entries in use.
+    pub fn entries_in_use(&self) -> usize {
+        self.slab.e.len() - self.slab.free_count()
+    }
+
+    // ---- shared helpers ----
+
+    /// Marks block `idx` dirty in place and returns a working copy.
+    fn begin(&mut self, idx: usize) -> ConnBlock {
+        self.conns[idx].dirty = 1;
+        let mut c = self.conns[idx];
+        c.dirty = 0;
+        c
+    }
+
+    /// Finishes an event on block `idx`: sends what can be sent, tells
+    /// sockd what it must hear, frees a finished connection, writes the
+    /// copy back (clearing dirty) and schedules its timers.
+    fn end<B: Buffers>(&mut self, pool: &mut B, idx: usize, mut c: ConnBlock, out: &mut Outputs) {
+        if !c.has(cf::DEAD) {
+            self.output(pool, idx, &mut c, out);
+        }
+        self.sock_sync(pool, idx, &mut c, out);
+        if c.has(cf::ACK_NOW) && !c.has(cf::DEAD) {
+            // A window update found by delivering to sockd.
+            self.output(pool, idx, &mut c, out);
+        }
+        if c.has(cf::DEAD) && c.sock == 0 && c.pend & pend::ACCEPTABLE == 0 {
+            self.release(pool, idx, &mut c);
+        } else {
+            self.arm_keepalive(&mut c);
+        }
+        c.dirty = 0;
+        self.conns[idx] = c;
+        self.arm(idx);
+        if c.pend != 0 && c.in_use() && !self.retry.contains(&(idx as u32)) {
+            self.retry.push(idx as u32);
+        }
+    }
+
+    /// A free block, initialised as an unbound socket (state CLOSED).
+    fn alloc_block(&mut self) -> Option<usize> {
+        if self.conns_in_use() >= self.max_conns {
+            return None;
+        }
+        let i = self.free_conns.pop()? as usize;
+        let gen = self.conns[i].gen;
+        self.conns[i] = ConnBlock {
+            state: st::CLOSED,
+            gen,
+            index: i as u32,
+            parent: NIL,
+            snd_cur: NIL,
+            cc_algo: self.cfg.congestion as u32,
+            rto_us: (self.cfg.rto_initial_ms * 1000) as u32,
+            ..ConnBlock::default()
+        };
+        Some(i)
+    }
+
+    /// Forgets block `idx` (whose working copy is `c`): frees its queued
+    /// buffers, removes it from every table, settles its listener's
+    /// counts, bumps its generation.
+    fn release<B: Buffers>(&mut self, pool: &mut B, idx: usize, c: &mut ConnBlock) {
+        for which in 0..3 {
+            let mut l = match which {
+                0 => c.snd_q,
+                1 => c.rcv_q,
+                _ => c.ooo_q,
+            };
+            while let Some(e) = self.slab.pop_front(&mut l) {
+                let x = *self.slab.get(e);
+                self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+                pool.free(&x.h);
+                self.slab.release(e);
+            }
+        }
+        if c.remote_addr != 0 {
+            let t = Tuple::of(c);
+            if self.by_tuple.get(&t) == Some(&(idx as u32)) {
+                self.by_tuple.remove(&t);
+            }
+        }
+        if c.state == st::LISTEN {
+            let k = (c.local_addr, c.local_port as u16);
+            if self.listeners.get(&k) == Some(&(idx as u32)) {
+                self.listeners.remove(&k);
+            }
+        }
+        if c.sock != 0 && self.by_sock.get(&c.sock) == Some(&(idx as u32)) {
+            self.by_sock.remove(&c.sock);
+        }
+        if c.has(cf::BOUND) {
+            let p = c.local_port as u16;
+            if let Some(n) = self.port_use.get_mut(&p) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    self.port_use.remove(&p);
+                }
+            }
+        }
+        if let Some(l) = self.parent_of(c) {
+            let lb = &mut self.conns[l];
+            if c.state == st::SYN_RECEIVED {
+                lb.syn_q = lb.syn_q.saturating_sub(1);
+            }
+            if c.has(cf::IN_ACCEPTQ) {
+                lb.acc_q = lb.acc_q.saturating_sub(1);
+            }
+        }
+        if c.state >= st::SYN_SENT {
+            self.stats.inc(Stat::ConnClosed);
+        }
+        *c = ConnBlock {
+            gen: c.gen.wrapping_add(1),
+            ..ConnBlock::default()
+        };
+        self.free_conns.push(idx as u32);
+        if let Some(s) = self.sched.get_mut(idx) {
+            *s = u64::MAX;
+        }
+    }
+
+    /// The live listener of a passive connection.
+    fn parent_of(&self, c: &ConnBlock) -> Option<usize> {
+        let p = c.parent as usize;
+        let l = self.conns.get(p)?;
+        (c.parent != NIL && l.gen == c.parent_gen && l.state == st::LISTEN).then_some(p)
+    }
+
+    /// Ends a connection: it is freed once its notifications are out.
+    /// `errno` (0 for none) is reported to its socket with SOCK_ERROR,
+    /// then CLOSED.
+    fn terminate(&mut self, c: &mut ConnBlock, errno: i32) {
+        c.flags |= cf::DEAD;
+        c.t_rtx = 0;
+        c.t_delack = 0;
+        c.t_keepalive = 0;
+        c.t_state = 0;
+        if c.sock != 0 {
+            if errno != 0 {
+                c.pend |= pend::ERROR;
+                c.err = errno as u32;
+            }
+            c.pend |= pend::CLOSED;
+        }
+        c.pend &= !pend::CONNECTED;
+    }
+
+    /// Schedules block `idx`'s earliest deadline.
+    fn arm(&mut self, idx: usize) {
+        let c = &self.conns[idx];
+        if !c.in_use() {
+            return;
+        }
+        let t = [c.t_rtx, c.t_delack, c.t_keepalive, c.t_state]
+            .into_iter()
+            .filter(|&t| t != 0)
+            .min();
+        if let Some(t) = t {
+            if t < self.sched[idx] {
+                self.sched[idx] = t;
+                self.timers.push(Reverse((t, idx as u32)));
+            }
+        }
+    }
+
+    fn next_rand(&mut self) -> u32 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        self.rng = x;
+        x
+    }
+
+    /// Writes control message `m` into `h`'s buffer (which holds at least
+    /// [`L4CTL_LEN`] bytes from its data offset) and queues it for sockd.
+    fn write_ctl<B: Buffers>(&mut self, pool: &mut B, h: &Handle, m: &L4Ctl, out: &mut Outputs) {
+        let mut c = Handle::new(h.buf, h.gen, h.data_off);
+        c.data_len = L4CTL_LEN as u32;
+        c.flags = flags::CTRL;
+        c.sock = m.sock;
+        c.l4proto = protocol::TCP;
+        match pool.data_mut(&c) {
+            Ok(d) => d.copy_from_slice(&m.to_bytes()),
+            Err(e) => return self.bad_handle(pool, &c, e),
+        }
+        out.to_sock.push(c);
+    }
+
+    /// Sends `m` to sockd in a fresh buffer; false when the pool is empty.
+    fn notify<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) -> bool {
+        match pool.alloc(L4CTL_LEN) {
+            Some(h) => {
+                self.write_ctl(pool, &h, m, out);
+                true
+            }
+            None => {
+                self.stats.inc(Stat::PoolExhausted);
+                false
+            }
+        }
+    }
+
+    /// Frees `h` and counts why.
+    fn drop<B: Buffers>(&mut self, pool: &mut B, h: &Handle, why: Stat) {
+        self.stats.inc(why);
+        pool.free(h);
+    }
+
+    /// A handle whose bytes cannot be reached: a stale or out-of-range one
+    /// names a buffer that is not ours to free; a bad window is ours.
+    fn bad_handle<B: Buffers>(&mut self, pool: &mut B, h: &Handle, e: BufError) {
+        match e {
+            BufError::BadWindow => self.drop(pool, h, Stat::BadWindow),
+            BufError::Stale | BufError::BadIndex => self.stats.inc(Stat::StaleHandle),
+        }
+    }
+}
+
+/// A message `op` about socket `sock` carrying `c`'s addresses.
+fn conn_msg(op: u32, sock: u32, c: &ConnBlock) -> L4Ctl {
+    L4Ctl {
+        op,
+        sock,
+        local_addr: c.local_addr,
+        local_port: c.local_port as u16,
+        remote_addr: c.remote_addr,
+        remote_port: c.remote_port as u16,
+        ..L4Ctl::default()
+    }
+}

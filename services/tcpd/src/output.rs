@@ -1,0 +1,867 @@
+//! Sending: building segments (IPv4 + TCP headers, options, checksums),
+//! the transmit engine (windows, Nagle, SACK-driven recovery, FIN,
+//! persist), ACK and window policy, RTT/RTO arithmetic, and what goes up
+//! to sockd (payload within the receive credit, notifications in order).
+
+use strata_ipc::l4::{op, L4Ctl};
+use strata_ipc::{Buffers, Handle};
+use strata_proto::ethernet::ethertype;
+use strata_proto::ipv4::{protocol, Ipv4Header};
+use strata_proto::tcp::{TcpFlags, TcpHeader, TcpOptions};
+
+use crate::block::{cf, ef, pend, rec, st, ConnBlock, NIL};
+use crate::config::TcpConfig;
+use crate::{cc, conn_msg, sack, seq, Outputs, Stat, TcpCore, DEFAULT_TTL};
+
+/// IPv4 header bytes of the datagrams tcpd sends.
+const IP_HL: usize = Ipv4Header::MIN_LEN;
+/// Room ipd needs in front of a datagram for the Ethernet header.
+const L2_ROOM: u32 = 14;
+
+/// The retransmission timeout with back-off applied, in ns.
+pub(crate) fn rto_ns(c: &ConnBlock, cfg: &TcpConfig) -> u64 {
+    let base = u64::from(c.rto_us).max(1) * 1000;
+    let max = cfg.rto_max_ms * 1_000_000;
+    base.saturating_mul(1u64 << c.backoff.min(30)).min(max)
+}
+
+/// Feeds an RTT sample (µs) into SRTT/RTTVAR and recomputes the RTO
+/// (RFC 6298 §2, clamped to the configured bounds).
+pub(crate) fn rtt_sample(c: &mut ConnBlock, us: u64, cfg: &TcpConfig) {
+    let r = us.clamp(1, u64::from(u32::MAX / 8)) as u32;
+    if c.srtt_us == 0 {
+        c.srtt_us = r;
+        c.rttvar_us = r / 2;
+    } else {
+        let delta = c.srtt_us.abs_diff(r);
+        c.rttvar_us = c.rttvar_us - c.rttvar_us / 4 + delta / 4;
+        c.srtt_us = c.srtt_us - c.srtt_us / 8 + r / 8;
+    }
+    let rto = u64::from(c.srtt_us) + u64::from(c.rttvar_us.saturating_mul(4)).max(1000);
+    let rto = rto.clamp(cfg.rto_min_ms * 1000, cfg.rto_max_ms * 1000);
+    c.rto_us = rto.min(u64::from(u32::MAX)) as u32;
+}
+
+/// Receive-window arithmetic.
+impl TcpCore<'_> {
+    /// Bytes the peer may send beyond `rcv_nxt` as far as credit goes.
+    pub(crate) fn rcv_space(&self, c: &ConnBlock) -> u32 {
+        c.rx_credit.saturating_sub(c.rcv_q.bytes)
+    }
+
+    /// The window currently offered: what is left of the last
+    /// advertisement.
+    pub(crate) fn rcv_wnd(c: &ConnBlock) -> u32 {
+        if seq::gt(c.rcv_adv, c.rcv_nxt) {
+            c.rcv_adv.wrapping_sub(c.rcv_nxt)
+        } else {
+            0
+        }
+    }
+
+    /// The window field of a non-SYN segment: the free space, never
+    /// moving the right edge back (RFC 9293 §3.8.6.2.2) and never
+    /// opening by less than min(buffer/2, MSS) (receiver SWS avoidance);
+    /// records the new right edge.
+    fn advertise(&self, c: &mut ConnBlock) -> u16 {
+        let cur = Self::rcv_wnd(c);
+        let free = self.rcv_space(c);
+        let sws = (self.cfg.socket_rx_bytes / 2).min(c.our_mss.max(1));
+        let w = if free > cur && (free - cur >= sws || cur == 0 && free >= sws) {
+            free
+        } else {
+            cur
+        };
+        let ws = if c.has(cf::WS_OK) { c.rcv_wscale } else { 0 };
+        let mut field = (w >> ws).min(65535);
+        if (field << ws) < cur && field < 65535 {
+            field += 1;
+        }
+        c.rcv_adv = c.rcv_nxt.wrapping_add(field << ws);
+        field as u16
+    }
+
+    /// Whether sockd reading enough to (at least) double a small window
+    /// warrants a window update (Linux `tcp_cleanup_rbuf`).
+    pub(crate) fn window_update_due(&self, c: &ConnBlock) -> bool {
+        let cur = Self::rcv_wnd(c);
+        let free = self.rcv_space(c);
+        c.synchronized()
+            && !c.has(cf::FIN_RCVD)
+            && cur.saturating_mul(2) <= self.cfg.socket_rx_bytes
+            && free >= cur.saturating_mul(2)
+            && free - cur >= c.our_mss.max(1)
+    }
+
+    /// Our timestamp clock for `c` (ms).
+    pub(crate) fn ts_now(&self, c: &ConnBlock) -> u32 {
+        ((self.now / 1_000_000) as u32).wrapping_add(c.ts_offset)
+    }
+}
+
+/// Segment building.
+impl TcpCore<'_> {
+    /// Builds one segment of connection `c` and queues it for ipd:
+    /// sequence number `seq`, `flags`, and `len` payload bytes from the
+    /// send queue starting at `seq` (`len` 0: none). Segments with ACK
+    /// carry `rcv_nxt` and the window, and settle pending ACKs. False when
+    /// no buffer could be had.
+    pub(crate) fn xmit<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        seqno: u32,
+        fl: TcpFlags,
+        len: u32,
+        out: &mut Outputs,
+    ) -> bool {
+        let mut opts = TcpOptions::default();
+        let syn = fl.contains(TcpFlags::SYN);
+        if syn {
+            let active = !c.has(cf::PASSIVE);
+            opts.mss = Some(c.our_mss.min(65535) as u16);
+            if self.cfg.window_scaling && (active || c.has(cf::PEER_WS)) {
+                opts.window_scale = Some(c.rcv_wscale as u8);
+            }
+            if self.cfg.sack && (active || c.has(cf::SACK_OK)) {
+                opts.sack_permitted = true;
+            }
+            if self.cfg.timestamps && (active || c.has(cf::TS_OK)) {
+                let ecr = if fl.contains(TcpFlags::ACK) {
+                    c.ts_recent
+                } else {
+                    0
+                };
+                opts.timestamp = Some((self.ts_now(c), ecr));
+            }
+        } else {
+            if c.has(cf::TS_OK) {
+                opts.timestamp = Some((self.ts_now(c), c.ts_recent));
+            }
+            if c.has(cf::SACK_OK) && fl.contains(TcpFlags::ACK) && !c.ooo_q.is_empty() {
+                self.fill_sack(c, &mut opts);
+            }
+        }
+        let thl = TcpHeader::header_len_for(&opts);
+        let hdrs = (IP_HL + thl) as u32;
+        let first = seq::ge(seqno, c.snd_max);
+        let h = match self.segment_buffer(pool, c, seqno, len, hdrs, first) {
+            Some(h) => h,
+            None => {
+                self.stats.inc(Stat::PoolExhausted);
+                return false;
+            }
+        };
+        let window = if syn {
+            self.rcv_space(c).min(65535) as u16
+        } else {
+            self.advertise(c)
+        };
+        let ack = if fl.contains(TcpFlags::ACK) {
+            c.last_ack_sent = c.rcv_nxt;
+            c.flags &= !cf::ACK_NOW;
+            c.segs_unacked = 0;
+            c.t_delack = 0;
+            c.quickacks = c.quickacks.saturating_sub(1);
+            if syn {
+                c.rcv_adv = c.rcv_nxt.wrapping_add(u32::from(window));
+            }
+            c.rcv_nxt
+        } else {
+            0
+        };
+        let tcp = TcpHeader {
+            src_port: c.local_port as u16,
+            dst_port: c.remote_port as u16,
+            seq: seqno,
+            ack,
+            header_len: 0,
+            flags: fl,
+            window,
+            checksum: 0,
+            urgent: 0,
+        };
+        if self.emit_headers(pool, &h, c.local_addr, c.remote_addr, &tcp, &opts) {
+            self.stats.inc(Stat::OutSegs);
+            if fl.contains(TcpFlags::RST) {
+                self.stats.inc(Stat::OutRsts);
+            }
+            out.to_ip.push(finish_handle(h));
+            true
+        } else {
+            pool.free(&h);
+            self.stats.inc(Stat::BadWindow);
+            false
+        }
+    }
+
+    /// A buffer holding `hdrs` bytes of room and then `len` payload bytes
+    /// from the send queue at `seqno`: the queued buffer itself, shared,
+    /// when the segment is exactly one of sockd's buffers sent for the
+    /// first time and its headroom suffices; else a fresh copy.
+    fn segment_buffer<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        seqno: u32,
+        len: u32,
+        hdrs: u32,
+        first: bool,
+    ) -> Option<Handle> {
+        if len > 0 && first {
+            if let Some(e) = self.find_entry(c, seqno) {
+                let x = *self.slab.get(e);
+                if x.seq == seqno
+                    && x.len() == len
+                    && x.h.data_off >= hdrs + L2_ROOM
+                    && pool.add_ref(&x.h).is_ok()
+                {
+                    let mut h = Handle::new(x.h.buf, x.h.gen, x.h.data_off);
+                    h.data_len = len;
+                    h.push_front(hdrs);
+                    return Some(h);
+                }
+            }
+        }
+        let mut h = pool.alloc(hdrs as usize + len as usize)?;
+        h.data_len = hdrs + len;
+        if len > 0 {
+            let mut at = hdrs as usize;
+            let mut s = seqno;
+            let mut left = len;
+            let mut e = self.find_entry(c, seqno);
+            while left > 0 {
+                let Some(i) = e else { break };
+                let x = *self.slab.get(i);
+                let off = s.wrapping_sub(x.seq);
+                let n = x.len().saturating_sub(off).min(left);
+                let ok = n > 0 && copy_between(pool, &x.h, off as usize, &h, at, n as usize);
+                if !ok {
+                    pool.free(&h);
+                    return None;
+                }
+                at += n as usize;
+                s = s.wrapping_add(n);
+                left -= n;
+                e = (x.next != NIL).then_some(x.next);
+            }
+            if left > 0 {
+                pool.free(&h);
+                return None;
+            }
+            self.stats.add(Stat::TxCopyBytes, u64::from(len));
+        }
+        Some(h)
+    }
+
+    /// The send-queue entry holding sequence number `s`, starting from the
+    /// cursor when it is still one of `c`'s send entries at or before `s`.
+    pub(crate) fn find_entry(&mut self, c: &mut ConnBlock, s: u32) -> Option<u32> {
+        let mut i = c.snd_q.head;
+        if let Some(x) = self.slab.e.get(c.snd_cur as usize) {
+            if x.owner == c.index.wrapping_add(1)
+                && x.flags & ef::SND != 0
+                && seq::le(x.seq, s)
+                && seq::ge(x.seq, c.snd_una)
+            {
+                i = c.snd_cur;
+            }
+        }
+        let mut steps = 0usize;
+        while i != NIL && steps <= self.slab.e.len() {
+            let x = self.slab.get(i);
+            if seq::within(s, x.seq, x.end()) {
+                c.snd_cur = i;
+                return Some(i);
+            }
+            if seq::gt(x.seq, s) {
+                break;
+            }
+            i = x.next;
+            steps += 1;
+        }
+        None
+    }
+
+    /// Writes the IPv4 and TCP headers (checksums final) at the start of
+    /// `h`'s data window, whose payload is in place.
+    fn emit_headers<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        h: &Handle,
+        src: u32,
+        dst: u32,
+        tcp: &TcpHeader,
+        opts: &TcpOptions,
+    ) -> bool {
+        self.ident = self.ident.wrapping_add(1);
+        let ip = Ipv4Header {
+            header_len: IP_HL as u8,
+            tos: 0,
+            total_len: h.data_len as u16,
+            ident: self.ident,
+            dont_frag: true,
+            more_frags: false,
+            frag_offset: 0,
+            ttl: DEFAULT_TTL,
+            protocol: protocol::TCP,
+            checksum: 0,
+            src: src.into(),
+            dst: dst.into(),
+        };
+        let Ok(d) = pool.data_mut(h) else {
+            return false;
+        };
+        ip.emit(d).is_ok()
+            && tcp
+                .emit(opts, &mut d[IP_HL..], src.into(), dst.into())
+                .is_ok()
+    }
+
+    /// A segment with no connection (RST, or a SYN cookie's SYN-ACK) from
+    /// `src:sport` to `dst:dport`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn xmit_bare<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        (src, sport): (u32, u16),
+        (dst, dport): (u32, u16),
+        seqno: u32,
+        ack: u32,
+        fl: TcpFlags,
+        window: u16,
+        opts: &TcpOptions,
+        out: &mut Outputs,
+    ) {
+        let thl = TcpHeader::header_len_for(opts);
+        let Some(mut h) = pool.alloc(IP_HL + thl) else {
+            self.stats.inc(Stat::PoolExhausted);
+            return;
+        };
+        h.data_len = (IP_HL + thl) as u32;
+        let tcp = TcpHeader {
+            src_port: sport,
+            dst_port: dport,
+            seq: seqno,
+            ack,
+            header_len: 0,
+            flags: fl,
+            window,
+            checksum: 0,
+            urgent: 0,
+        };
+        if self.emit_headers(pool, &h, src, dst, &tcp, opts) {
+            let h = finish_handle(h);
+            self.stats.inc(Stat::OutSegs);
+            if fl.contains(TcpFlags::RST) {
+                self.stats.inc(Stat::OutRsts);
+            }
+            out.to_ip.push(h);
+        } else {
+            pool.free(&h);
+        }
+    }
+
+    /// SACK blocks from the out-of-order queue: the run holding the most
+    /// recent segment first, then the others in order (RFC 2018 §4).
+    fn fill_sack(&self, c: &ConnBlock, opts: &mut TcpOptions) {
+        let mut runs = [(0u32, 0u32); 8];
+        let mut n = 0;
+        let mut i = c.ooo_q.head;
+        let mut steps = 0;
+        while i != NIL && steps <= self.slab.e.len() {
+            let x = self.slab.get(i);
+            if n > 0 && runs[n - 1].1 == x.seq {
+                runs[n - 1].1 = x.end();
+            } else if n < runs.len() {
+                runs[n] = (x.seq, x.end());
+                n += 1;
+            } else {
+                break;
+            }
+            i = x.next;
+            steps += 1;
+        }
+        let recent = runs[..n]
+            .iter()
+            .position(|&(l, r)| seq::within(c.last_ooo, l, r.wrapping_add(1)));
+        if let Some(k) = recent {
+            opts.push_sack(runs[k]);
+        }
+        for (k, &r) in runs[..n].iter().enumerate() {
+            if Some(k) != recent && r.0 != r.1 && !opts.push_sack(r) {
+                break;
+            }
+        }
+    }
+}
+
+/// Copies `n` bytes from `src`'s data window at `soff` to `dst`'s at
+/// `doff` (two buffers of one pool, through a bounce buffer).
+fn copy_between<B: Buffers>(
+    pool: &mut B,
+    src: &Handle,
+    soff: usize,
+    dst: &Handle,
+    doff: usize,
+    n: usize,
+) -> bool {
+    let mut tmp = [0u8; 2048];
+    let mut done = 0;
+    while done < n {
+        let k = (n - done).min(tmp.len());
+        match pool.data(src) {
+            Ok(d) if soff + done + k <= d.len() => {
+                tmp[..k].copy_from_slice(&d[soff + done..soff + done + k])
+            }
+            _ => return false,
+        }
+        match pool.data_mut(dst) {
+            Ok(d) if doff + done + k <= d.len() => {
+                d[doff + done..doff + done + k].copy_from_slice(&tmp[..k])
+            }
+            _ => return false,
+        }
+        done += k;
+    }
+    true
+}
+
+/// Sets the fields ipd expects on a datagram from tcpd.
+fn finish_handle(h: Handle) -> Handle {
+    let mut o = Handle::new(h.buf, h.gen, h.data_off);
+    o.data_len = h.data_len;
+    o.l3_off = 0;
+    o.l4_off = IP_HL as u16;
+    o.l4proto = protocol::TCP;
+    o.ethertype = ethertype::IPV4;
+    o
+}
+
+/// The transmit engine.
+impl TcpCore<'_> {
+    /// Sends whatever `c` may send now: a SYN or SYN-ACK, data within the
+    /// congestion and receive windows (Nagle and sender SWS avoidance
+    /// applied), retransmissions picked by the SACK scoreboard during
+    /// recovery, the FIN, and a pure ACK if one is due and nothing else
+    /// carried it. Arms the retransmission and delayed-ACK timers.
+    pub(crate) fn output<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        _idx: usize,
+        c: &mut ConnBlock,
+        out: &mut Outputs,
+    ) {
+        let before = out.to_ip.len();
+        match c.state {
+            st::SYN_SENT | st::SYN_RECEIVED if c.snd_nxt == c.iss => {
+                let fl = if c.state == st::SYN_SENT {
+                    TcpFlags::SYN
+                } else {
+                    TcpFlags::SYN | TcpFlags::ACK
+                };
+                if self.xmit(pool, c, c.iss, fl, 0, out) {
+                    if c.retries > 0 {
+                        self.stats.inc(Stat::RetransSegs);
+                    } else if c.rtt_time == 0 {
+                        c.rtt_time = self.now;
+                        c.rtt_seq = c.iss;
+                    }
+                    c.snd_nxt = c.iss.wrapping_add(1);
+                    c.snd_max = seq::max(c.snd_max, c.snd_nxt);
+                }
+            }
+            st::ESTABLISHED | st::CLOSE_WAIT | st::FIN_WAIT_1 | st::CLOSING | st::LAST_ACK => {
+                self.send_data(pool, c, out);
+            }
+            _ => {}
+        }
+        let sent_ack = out.to_ip.len() > before;
+        if c.has(cf::ACK_NOW) && !sent_ack && c.state >= st::SYN_RECEIVED {
+            let s = c.snd_nxt;
+            if !self.xmit(pool, c, s, TcpFlags::ACK, 0, out) {
+                // Retry soon.
+                c.t_delack = self.now + 1_000_000;
+            }
+        }
+        // Retransmission timer: on while anything is unacknowledged.
+        if c.snd_una != c.snd_max && c.t_rtx == 0 {
+            c.t_rtx = self.now + rto_ns(c, &self.cfg);
+        }
+    }
+
+    /// Data, FIN and recovery retransmissions for a synchronized state.
+    fn send_data<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
+        let mss = c.snd_mss.max(1);
+        if c.recovery == rec::SACK {
+            // RFC 6675 §5 step (C): while cwnd − pipe ≥ SMSS, NextSeg.
+            let mut guard = 0;
+            loop {
+                guard += 1;
+                if guard > 10_000 {
+                    break;
+                }
+                let pipe = sack::pipe(c, mss);
+                if c.cwnd < pipe.saturating_add(mss) {
+                    break;
+                }
+                let flight = c.snd_nxt.wrapping_sub(c.snd_una);
+                let have_new = seq::lt(c.snd_nxt, c.snd_end)
+                    && flight.saturating_add(mss.min(c.snd_end.wrapping_sub(c.snd_nxt)))
+                        <= c.snd_wnd;
+                match sack::next_seg(c, mss, have_new) {
+                    Some(sack::Next::Rtx(s, len)) => {
+                        let len = len.min(c.snd_end.wrapping_sub(s));
+                        if len == 0 || !self.xmit(pool, c, s, TcpFlags::ACK, len, out) {
+                            break;
+                        }
+                        self.stats.inc(Stat::RetransSegs);
+                        c.flags |= cf::RTX_DONE;
+                        c.high_rxt = s.wrapping_add(len);
+                    }
+                    Some(sack::Next::New) => {
+                        if !self.send_one(pool, c, mss, true, out) {
+                            break;
+                        }
+                    }
+                    None => break,
+                }
+            }
+            return;
+        }
+        let mut guard = 0;
+        while guard < 100_000 {
+            guard += 1;
+            if !self.send_one(pool, c, mss, false, out) {
+                break;
+            }
+        }
+    }
+
+    /// Sends the next segment at `snd_nxt` if the windows, Nagle and SWS
+    /// avoidance allow (`force_window`: the caller checked the congestion
+    /// window already); true if something was sent.
+    fn send_one<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        mss: u32,
+        cwnd_checked: bool,
+        out: &mut Outputs,
+    ) -> bool {
+        // After a timeout, skip what the peer SACKed.
+        if c.has(cf::SACK_OK) && seq::lt(c.snd_nxt, c.snd_max) {
+            if let Some(end) = sack::sacked_end(c, c.snd_nxt) {
+                c.snd_nxt = end;
+            }
+        }
+        let in_flight = c.snd_nxt.wrapping_sub(c.snd_una);
+        let cwnd = if cwnd_checked { u32::MAX } else { c.cwnd };
+        let usable = cwnd.min(c.snd_wnd).saturating_sub(in_flight);
+        let avail = if seq::lt(c.snd_nxt, c.snd_end) {
+            c.snd_end.wrapping_sub(c.snd_nxt)
+        } else {
+            0
+        };
+        let fin_state = matches!(c.state, st::FIN_WAIT_1 | st::CLOSING | st::LAST_ACK);
+        if avail == 0 {
+            if c.has(cf::FIN_QUEUED) && fin_state && c.snd_nxt == c.snd_end {
+                let rtx = seq::lt(c.snd_nxt, c.snd_max);
+                if self.xmit(pool, c, c.snd_end, TcpFlags::FIN | TcpFlags::ACK, 0, out) {
+                    if rtx {
+                        self.stats.inc(Stat::RetransSegs);
+                    }
+                    c.snd_nxt = c.snd_end.wrapping_add(1);
+                    c.snd_max = seq::max(c.snd_max, c.snd_nxt);
+                }
+            }
+            return false;
+        }
+        let mut len = avail.min(mss).min(usable);
+        if c.has(cf::SACK_OK) && seq::lt(c.snd_nxt, c.snd_max) {
+            // Stop at the next SACKed range.
+            if let Some((l, _)) = sack::ranges(c).find(|&(l, _)| seq::gt(l, c.snd_nxt)) {
+                len = len.min(l.wrapping_sub(c.snd_nxt));
+            }
+        }
+        if len == 0 {
+            // Receive window closed with nothing in flight: probe it.
+            if in_flight == 0 && c.snd_wnd < avail.min(mss) && c.t_rtx == 0 {
+                c.flags |= cf::PERSIST;
+                c.t_rtx = self.now + rto_ns(c, &self.cfg);
+            }
+            return false;
+        }
+        let rtx = seq::lt(c.snd_nxt, c.snd_max);
+        if len < mss && !rtx {
+            let all = len == avail;
+            // Sender SWS avoidance (RFC 9293 §3.8.6.2.1): a window-limited
+            // runt waits unless it is half the peer's largest window or
+            // nothing is in flight.
+            if !all && in_flight > 0 && len < c.max_snd_wnd / 2 {
+                return false;
+            }
+            // Nagle (RFC 1122 §4.2.3.4) with Minshall's refinement, as
+            // Linux: one runt unacknowledged at most.
+            if all && seq::gt(c.snd_sml, c.snd_una) && !c.has(cf::NODELAY) && !c.has(cf::FIN_QUEUED)
+            {
+                return false;
+            }
+        }
+        let end = c.snd_nxt.wrapping_add(len);
+        let with_fin = c.has(cf::FIN_QUEUED) && fin_state && end == c.snd_end;
+        let mut fl = TcpFlags::ACK;
+        if end == c.snd_end {
+            fl |= TcpFlags::PSH;
+        }
+        if with_fin {
+            fl |= TcpFlags::FIN;
+        }
+        let s = c.snd_nxt;
+        if !self.xmit(pool, c, s, fl, len, out) {
+            return false;
+        }
+        if rtx {
+            self.stats.inc(Stat::RetransSegs);
+            c.flags |= cf::RTX_DONE;
+        } else {
+            self.stats.add(Stat::OutDataBytes, u64::from(len));
+            if c.rtt_time == 0 {
+                c.rtt_time = self.now;
+                c.rtt_seq = s;
+            }
+        }
+        c.flags &= !cf::PERSIST;
+        if len < mss {
+            c.snd_sml = end;
+        }
+        c.snd_nxt = end.wrapping_add(u32::from(with_fin));
+        c.snd_max = seq::max(c.snd_max, c.snd_nxt);
+        if c.t_rtx == 0 {
+            c.t_rtx = self.now + rto_ns(c, &self.cfg);
+        }
+        true
+    }
+
+    /// Retransmits one segment from `snd_una` (fast retransmit, NewReno
+    /// partial ACK).
+    pub(crate) fn retransmit_head<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        out: &mut Outputs,
+    ) -> u32 {
+        let s = c.snd_una;
+        let avail = c.snd_end.wrapping_sub(s);
+        if seq::lt(s, c.snd_end) {
+            let len = avail.min(c.snd_mss.max(1));
+            let mut fl = TcpFlags::ACK;
+            let end = s.wrapping_add(len);
+            let fin = c.has(cf::FIN_QUEUED) && end == c.snd_end && seq::gt(c.snd_max, c.snd_end);
+            if fin {
+                fl |= TcpFlags::FIN;
+            }
+            if self.xmit(pool, c, s, fl, len, out) {
+                self.stats.inc(Stat::RetransSegs);
+                c.flags |= cf::RTX_DONE;
+                c.rtt_time = 0;
+                return len;
+            }
+        } else if s == c.snd_end
+            && c.has(cf::FIN_QUEUED)
+            && seq::gt(c.snd_max, s)
+            && self.xmit(pool, c, s, TcpFlags::FIN | TcpFlags::ACK, 0, out)
+        {
+            self.stats.inc(Stat::RetransSegs);
+        }
+        0
+    }
+
+    /// A segment that elicits an ACK without carrying anything new:
+    /// `snd_una − 1`, no data (zero-window and keep-alive probes).
+    pub(crate) fn send_probe<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        out: &mut Outputs,
+    ) {
+        let s = c.snd_una.wrapping_sub(1);
+        self.xmit(pool, c, s, TcpFlags::ACK, 0, out);
+    }
+
+    /// A RST for connection `c`: `<SEQ=SND.NXT><CTL=RST>` (RFC 9293
+    /// §3.10.4 ABORT), with ACK when synchronized.
+    pub(crate) fn send_rst<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        out: &mut Outputs,
+    ) {
+        let s = c.snd_max;
+        let fl = if c.state >= st::SYN_RECEIVED {
+            TcpFlags::RST | TcpFlags::ACK
+        } else {
+            TcpFlags::RST
+        };
+        self.xmit(pool, c, s, fl, 0, out);
+    }
+}
+
+/// Everything for sockd.
+impl TcpCore<'_> {
+    /// Tells sockd, in order, what it must hear about `c`: ACCEPTABLE (to
+    /// the listener's socket), CONNECTED, payload within the receive
+    /// credit, EOF after the last byte, SEND_CREDIT, SOCK_ERROR, CLOSED
+    /// (after which the block forgets the socket). Stops at the first
+    /// notification the pool cannot hold; it stays pending.
+    pub(crate) fn sock_sync<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        idx: usize,
+        c: &mut ConnBlock,
+        out: &mut Outputs,
+    ) {
+        if c.pend & pend::ACCEPTABLE != 0 {
+            match self.parent_of(c) {
+                Some(l) if self.conns[l].sock != 0 => {
+                    let mut m = conn_msg(op::ACCEPTABLE, self.conns[l].sock, c);
+                    m.value = c.id(idx);
+                    if !self.notify(pool, &m, out) {
+                        return;
+                    }
+                    c.pend &= !pend::ACCEPTABLE;
+                }
+                _ => {
+                    // The listener is gone: nobody will accept this one.
+                    c.pend &= !pend::ACCEPTABLE;
+                    if !c.has(cf::DEAD) {
+                        self.send_rst(pool, c, out);
+                        self.terminate(c, 0);
+                    }
+                }
+            }
+        }
+        if c.sock == 0 {
+            return;
+        }
+        let sock = c.sock;
+        if c.pend & pend::CONNECTED != 0 {
+            // `value`: the MSS, so sockd can cut the stream into buffers
+            // of one segment (sent without a copy).
+            let mut m = conn_msg(op::CONNECTED, sock, c);
+            m.value = u64::from(c.snd_mss);
+            if !self.notify(pool, &m, out) {
+                return;
+            }
+            c.pend &= !pend::CONNECTED;
+        }
+        let hard = c.has(cf::DEAD) && c.pend & pend::ERROR != 0;
+        if !c.has(cf::IN_ACCEPTQ) && !hard {
+            let before = self.rcv_space(c);
+            self.deliver(pool, c, out);
+            let _ = before;
+            if c.has(cf::FIN_RCVD) && c.rcv_q.is_empty() && !c.has(cf::EOF_SENT) {
+                let m = conn_msg(op::EOF, sock, c);
+                if !self.notify(pool, &m, out) {
+                    return;
+                }
+                c.flags |= cf::EOF_SENT;
+            }
+        }
+        if c.tx_owed > 0 {
+            let threshold = (self.cfg.socket_tx_bytes / 4).clamp(1, 64 * 1024);
+            if c.tx_owed >= threshold || c.snd_q.is_empty() || c.has(cf::DEAD) {
+                let mut m = conn_msg(op::SEND_CREDIT, sock, c);
+                m.value = u64::from(c.tx_owed);
+                if !self.notify(pool, &m, out) {
+                    return;
+                }
+                c.tx_owed = 0;
+            }
+        }
+        if c.pend & pend::ERROR != 0 {
+            let mut m = conn_msg(op::SOCK_ERROR, sock, c);
+            m.errno = c.err as i32;
+            if !self.notify(pool, &m, out) {
+                return;
+            }
+            c.pend &= !pend::ERROR;
+        }
+        if c.pend & pend::CLOSED != 0 && (c.rcv_q.is_empty() || hard || c.has(cf::ORPHAN)) {
+            if !self.notify(pool, &conn_msg(op::CLOSED, sock, c), out) {
+                return;
+            }
+            c.pend &= !pend::CLOSED;
+            if self.by_sock.get(&sock) == Some(&(idx as u32)) {
+                self.by_sock.remove(&sock);
+            }
+            c.sock = 0;
+        }
+    }
+
+    /// Hands in-order payload to sockd, at most the receive credit,
+    /// splitting a buffer (two references) when the credit ends inside it.
+    fn deliver<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
+        while c.rx_credit > 0 {
+            let Some(&i) = (c.rcv_q.head != NIL).then_some(&c.rcv_q.head) else {
+                break;
+            };
+            let x = *self.slab.get(i);
+            let n = x.len();
+            let mut h = Handle::new(x.h.buf, x.h.gen, x.h.data_off);
+            h.sock = c.sock;
+            h.l4proto = protocol::TCP;
+            h.tstamp = x.h.tstamp;
+            if n <= c.rx_credit {
+                h.data_len = n;
+                self.slab.pop_front(&mut c.rcv_q);
+                out.unpin.push(x.h);
+                self.slab.release(i);
+                c.rx_credit -= n;
+            } else {
+                let k = c.rx_credit;
+                if pool.add_ref(&x.h).is_err() {
+                    break;
+                }
+                h.data_len = k;
+                self.slab.trim_front(&mut c.rcv_q, i, k);
+                c.rx_credit = 0;
+            }
+            let sent = h.data_len;
+            self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(sent));
+            self.stats.add(Stat::DeliveredBytes, u64::from(sent));
+            out.to_sock.push(h);
+        }
+        if self.window_update_due(c) {
+            c.flags |= cf::ACK_NOW;
+        }
+    }
+
+    /// Arms (or stops) the keep-alive timer as the flags and state say.
+    pub(crate) fn arm_keepalive(&self, c: &mut ConnBlock) {
+        let on = c.has(cf::KEEPALIVE)
+            && !c.has(cf::DEAD)
+            && matches!(c.state, st::ESTABLISHED | st::CLOSE_WAIT | st::FIN_WAIT_2);
+        if !on {
+            c.t_keepalive = 0;
+        } else if c.t_keepalive == 0 {
+            let idle = self.cfg.keepalive_idle_ms * 1_000_000;
+            c.t_keepalive = c.last_rx.max(1).saturating_add(idle).max(self.now + 1);
+        }
+    }
+
+    /// The congestion control of `c`.
+    pub(crate) fn cc_of(c: &ConnBlock) -> &'static dyn cc::CongestionControl {
+        cc::algo(c)
+    }
+}
+
+/// Builds a control message to `sock` (used by control replies).
+pub(crate) fn reply(op_: u32, sock: u32, req: u32) -> L4Ctl {
+    L4Ctl {
+        op: op_,
+        sock,
+        req,
+        ..L4Ctl::default()
+    }
+}

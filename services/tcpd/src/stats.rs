@@ -1,0 +1,285 @@
+//! tcpd's counters: one `u64` per [`Stat`], in a fixed array so that
+//! counting is an index and an add, and the shell can copy the whole array
+//! into the fabric for `strata stats` without knowing what each slot means.
+
+macro_rules! stats {
+    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
+        /// One counter of tcpd. Every handle dropped is counted under
+        /// exactly one drop reason.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[repr(u16)]
+        pub enum Stat {
+            $( $(#[$doc])* $variant, )*
+        }
+
+        impl Stat {
+            /// Every counter, in index order.
+            pub const ALL: &'static [Stat] = &[ $( Stat::$variant, )* ];
+            /// Number of counters.
+            pub const COUNT: usize = Stat::ALL.len();
+
+            /// The counter's `snake_case` name, as `strata stats` shows it.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $( Stat::$variant => $name, )*
+                }
+            }
+        }
+    };
+}
+
+stats! {
+    // ---- segments from ipd ----
+    /// TCP segments handed to [`from_ip`](crate::TcpCore::from_ip).
+    InSegs => "in_segs",
+    /// Segments with a wrong TCP checksum (Linux `InCsumErrors`).
+    BadChecksum => "bad_checksum",
+    /// Segments shorter than their TCP header, or with a data offset below 5.
+    TcpTruncated => "tcp_truncated",
+    /// Segments with malformed TCP options.
+    TcpBadOptions => "tcp_bad_options",
+    /// Handles whose bytes are not a valid IPv4 datagram.
+    IpMalformed => "ip_malformed",
+    /// Datagrams whose protocol is not the one the handle claims.
+    WrongProtocol => "wrong_protocol",
+    /// Fragments (ipd reassembles; never expected).
+    IpFragment => "ip_fragment",
+    /// Segments from or to a broadcast, multicast or zero address, or to
+    /// an address that is not ours, or with a zero port.
+    BadAddress => "bad_address",
+    /// Segments with no connection or listener, answered with a reset
+    /// (Linux `OutRsts` share, RFC 9293 §3.10.7.1).
+    NoConnReset => "no_conn_reset",
+    /// Resets with no connection, dropped silently.
+    NoConnDropped => "no_conn_dropped",
+    /// Segments dropped for an illegal flag combination (SYN with FIN or
+    /// RST, no flags at all in LISTEN...).
+    BadFlags => "bad_flags",
+
+    // ---- listeners ----
+    /// SYNs to a listener.
+    ListenSyns => "listen_syns",
+    /// SYNs answered with a SYN cookie because the SYN queue was full.
+    SynCookiesSent => "syn_cookies_sent",
+    /// Connections established from a valid SYN cookie.
+    SynCookiesOk => "syn_cookies_ok",
+    /// ACKs to a listener whose cookie did not check (answered with RST).
+    SynCookiesBad => "syn_cookies_bad",
+    /// SYNs dropped because the SYN queue was full and cookies are off,
+    /// or the accept queue was full (Linux `ListenDrops`).
+    ListenDrops => "listen_drops",
+    /// Handshake completions dropped because the accept queue was full
+    /// (Linux `ListenOverflows`).
+    ListenOverflows => "listen_overflows",
+    /// SYN-RECEIVED connections given up after their SYN-ACK retries.
+    SynAckTimeouts => "synack_timeouts",
+
+    // ---- validation (RFC 9293 §3.10.7.4, RFC 5961, RFC 7323) ----
+    /// Segments outside the receive window (answered with an ACK).
+    OutOfWindow => "out_of_window",
+    /// Segments failing the PAWS check (RFC 7323 §5).
+    PawsRejected => "paws_rejected",
+    /// Resets accepted (exact sequence number).
+    RstAccepted => "rst_accepted",
+    /// In-window resets answered with a challenge ACK (RFC 5961 §3).
+    RstChallenged => "rst_challenged",
+    /// Resets outside the window, dropped.
+    RstIgnored => "rst_ignored",
+    /// SYNs on a synchronized connection answered with a challenge ACK
+    /// (RFC 5961 §4).
+    SynChallenged => "syn_challenged",
+    /// ACKs acknowledging data never sent or too old (RFC 5961 §5),
+    /// answered with an ACK and dropped.
+    AckInvalid => "ack_invalid",
+    /// Challenge ACKs not sent because of the rate limit.
+    ChallengeAckLimited => "challenge_ack_limited",
+    /// TIME-WAIT connections replaced by a new SYN (RFC 6191).
+    TimeWaitReused => "time_wait_reused",
+
+    // ---- data received ----
+    /// Payload bytes accepted in order.
+    InDataBytes => "in_data_bytes",
+    /// Segments queued out of order.
+    OooSegs => "ooo_segs",
+    /// Segments whose data was entirely a duplicate.
+    DupData => "dup_data",
+    /// Segments whose data (or part of it) lay beyond the receive window.
+    BeyondWindow => "beyond_window",
+    /// Payload bytes handed to sockd.
+    DeliveredBytes => "delivered_bytes",
+
+    // ---- sending ----
+    /// Segments sent to ipd.
+    OutSegs => "out_segs",
+    /// Payload bytes sent for the first time.
+    OutDataBytes => "out_data_bytes",
+    /// Resets sent.
+    OutRsts => "out_rsts",
+    /// Segments retransmitted (any reason).
+    RetransSegs => "retrans_segs",
+    /// Retransmission timeouts.
+    RtoExpired => "rto_expired",
+    /// Fast retransmits (entries into loss recovery).
+    FastRetrans => "fast_retrans",
+    /// Loss recoveries driven by the SACK scoreboard (RFC 6675).
+    SackRecoveries => "sack_recoveries",
+    /// Partial ACKs during NewReno recovery (RFC 6582).
+    PartialAcks => "partial_acks",
+    /// Duplicate ACKs received.
+    DupAcks => "dup_acks",
+    /// Delayed ACKs sent when their timer fired.
+    DelayedAcks => "delayed_acks",
+    /// Zero-window probes sent.
+    WindowProbes => "window_probes",
+    /// Keep-alive probes sent.
+    KeepaliveProbes => "keepalive_probes",
+    /// Payload bytes copied into a fresh buffer for sending (segments that
+    /// are not exactly one of sockd's buffers, and retransmissions).
+    TxCopyBytes => "tx_copy_bytes",
+
+    // ---- connections ----
+    /// Active opens (CONNECT).
+    ActiveOpens => "active_opens",
+    /// Passive opens established (Linux `PassiveOpens`).
+    PassiveOpens => "passive_opens",
+    /// Connections reset by the peer.
+    ResetByPeer => "reset_by_peer",
+    /// Connects refused by a reset.
+    ConnRefused => "conn_refused",
+    /// Connections given up after retransmission, SYN or keep-alive
+    /// timeouts (`ETIMEDOUT`).
+    ConnTimeouts => "conn_timeouts",
+    /// Connections aborted by sockd (ABORT, or CLOSE with unread data).
+    Aborted => "aborted",
+    /// Connections that ended and were forgotten (any way).
+    ConnClosed => "conn_closed",
+    /// TIME-WAIT periods that ran out.
+    TimeWaitExpired => "time_wait_expired",
+    /// Requests or SYNs refused because the connection table was full.
+    ConnLimit => "conn_limit",
+    /// Segments or payloads refused because the queue slab or the memory
+    /// limit was exhausted.
+    MemLimit => "mem_limit",
+    /// Connections that reached ESTABLISHED (either way of opening).
+    Established => "established",
+
+    // ---- ICMP ----
+    /// ICMP errors handed to [`from_ip`](crate::TcpCore::from_ip).
+    IcmpIn => "icmp_in",
+    /// ICMP errors malformed, of an ignored type, or quoting no segment
+    /// of a connection (or a sequence number outside the window).
+    IcmpIgnored => "icmp_ignored",
+    /// ICMP errors that failed a connection attempt.
+    IcmpReported => "icmp_reported",
+    /// Fragmentation-needed errors that lowered a connection's MSS.
+    IcmpPmtu => "icmp_pmtu",
+
+    // ---- from sockd ----
+    /// Control requests received.
+    CtlRequests => "ctl_requests",
+    /// Control handles too short to hold a message.
+    CtlMalformed => "ctl_malformed",
+    /// Control requests with an unknown operation (answered EOPNOTSUPP).
+    CtlUnknownOp => "ctl_unknown_op",
+    /// Requests or payloads for a socket tcpd does not know.
+    UnknownSock => "unknown_sock",
+    /// Successful binds.
+    Binds => "binds",
+    /// Binds or connects refused with `EADDRINUSE` (or no ephemeral port).
+    AddrInUse => "addr_in_use",
+    /// Binds refused: not one of the stack's addresses.
+    AddrNotAvail => "addr_not_avail",
+    /// Requests refused as invalid in the socket's state (`EINVAL`,
+    /// `EISCONN`, `EALREADY`...).
+    BadState => "bad_state",
+    /// Payload handles from sockd.
+    SockDataIn => "sock_data_in",
+    /// Payload bytes from sockd.
+    SockDataBytes => "sock_data_bytes",
+    /// Payloads dropped: the connection cannot send any more (shut down,
+    /// closed or not connected).
+    SockDataDropped => "sock_data_dropped",
+
+    // ---- plumbing ----
+    /// Handles whose buffer could not be reached (stale generation or bad
+    /// index); the buffer is not ours to free.
+    StaleHandle => "stale_handle",
+    /// Handles whose data window lies outside their buffer.
+    BadWindow => "bad_window",
+    /// Work dropped or delayed because the pool had no buffer to allocate.
+    PoolExhausted => "pool_exhausted",
+    /// Segments dropped because the ring to ipd was full.
+    IpRingFull => "ip_ring_full",
+    /// Connections restored from the arena at start.
+    Restored => "restored",
+    /// Connections reset at start because their block was mid-update or
+    /// inconsistent.
+    RestoreReset => "restore_reset",
+}
+
+// Every counter must fit a layer's block in the fabric.
+const _: () = assert!(Stat::COUNT <= strata_ipc::layout::LAYER_COUNTERS);
+
+/// tcpd's counters.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    counters: [u64; Stat::COUNT],
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            counters: [0; Stat::COUNT],
+        }
+    }
+}
+
+impl Stats {
+    /// The value of one counter.
+    pub fn get(&self, s: Stat) -> u64 {
+        self.counters[s as usize]
+    }
+
+    /// Every counter in [`Stat::ALL`] order, so the shell can copy them into
+    /// the fabric in one go.
+    pub fn as_array(&self) -> &[u64; Stat::COUNT] {
+        &self.counters
+    }
+
+    /// `(name, value)` for every counter.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Stat::ALL.iter().map(move |&s| (s.name(), self.get(s)))
+    }
+
+    /// Adds one to a counter.
+    #[inline]
+    pub(crate) fn inc(&mut self, s: Stat) {
+        self.add(s, 1);
+    }
+
+    /// Adds `n` to a counter.
+    #[inline]
+    pub(crate) fn add(&mut self, s: Stat, n: u64) {
+        let c = &mut self.counters[s as usize];
+        *c = c.wrapping_add(n);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_are_unique_snake_case_indexed_and_fit_the_fabric() {
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in Stat::ALL.iter().enumerate() {
+            assert_eq!(*s as usize, i);
+            let n = s.name();
+            assert!(seen.insert(n), "duplicate {n}");
+            assert!(n.len() <= 32, "{n} longer than a fabric counter name");
+            assert!(n
+                .bytes()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'));
+        }
+    }
+}

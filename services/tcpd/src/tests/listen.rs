@@ -1,0 +1,168 @@
+//! Listeners: the accept queue and its backlog, the SYN queue, SYN
+//! cookies under a SYN flood, closing a listener.
+
+use super::*;
+use crate::Stat;
+
+/// A SYN from peer port `port`.
+fn syn_from(h: &mut H, port: u16, opts: TcpOptions) {
+    h.pport = port;
+    h.peer_opts(SYN, PISS, 0, &[], opts);
+}
+
+#[test]
+fn accept_queue_honours_the_backlog() {
+    let mut h = H::new();
+    h.listen(1, LPORT, 1);
+    let mut isns = Vec::new();
+    for p in 0..3u16 {
+        syn_from(&mut h, 1000 + p, TcpOptions::default());
+        isns.push(h.expect(SYN | ACK).seq());
+    }
+    for p in 0..3u16 {
+        h.pport = 1000 + p;
+        h.peer(ACK, PISS + 1, isns[p as usize] + 1, &[]);
+    }
+    // Linux: backlog + 1 wait for accept; the third ACK is dropped.
+    h.expect_up(op::ACCEPTABLE);
+    h.expect_up(op::ACCEPTABLE);
+    h.no_ctl_up();
+    assert_eq!(h.core.stats().get(Stat::ListenOverflows), 1);
+    // A new SYN is dropped while the queue is full.
+    syn_from(&mut h, 2000, TcpOptions::default());
+    h.expect_none();
+    assert_eq!(h.core.stats().get(Stat::ListenDrops), 1);
+    let l = h
+        .core
+        .connections()
+        .find(|c| c.state == State::Listen)
+        .unwrap();
+    assert_eq!(l.recv_q, 2);
+    h.finish();
+}
+
+#[test]
+fn syn_flood_falls_back_to_cookies_and_a_real_client_still_connects() {
+    let mut cfg = config();
+    cfg.synack_retries = 1;
+    let mut h = H::with(cfg);
+    h.listen(1, LPORT, 8);
+    // 1000 spoofed SYNs that never complete.
+    for p in 0..1000u16 {
+        syn_from(&mut h, 10_000 + p, syn_opts(1));
+    }
+    assert_eq!(h.segs.len(), 1000, "every SYN answered");
+    h.segs.clear();
+    assert_eq!(h.core.stats().get(Stat::SynCookiesSent), 992);
+    assert_eq!(
+        h.core.conns_in_use(),
+        1 + 8,
+        "only the SYN queue holds state"
+    );
+    // A legitimate client while the queue is full: a cookie.
+    h.pts = None;
+    syn_from(&mut h, 40_000, syn_opts(777));
+    let sa = h.expect(SYN | ACK);
+    assert_eq!(sa.ack(), PISS + 1);
+    let (tsval, ecr) = sa.opts.timestamp.unwrap();
+    assert_eq!(ecr, 777);
+    assert_eq!(sa.opts.window_scale, Some(1), "kept in the timestamp");
+    assert!(sa.opts.sack_permitted);
+    // Its ACK (with data) completes the handshake from the cookie alone.
+    h.peer_opts(
+        ACK,
+        PISS + 1,
+        sa.seq() + 1,
+        b"hello",
+        TcpOptions {
+            timestamp: Some((778, tsval)),
+            ..TcpOptions::default()
+        },
+    );
+    let a = h.expect_up(op::ACCEPTABLE);
+    assert_eq!(a.remote_port, 40_000);
+    h.ctl(L4Ctl {
+        op: op::ATTACH,
+        sock: 2,
+        value: a.value,
+        ..L4Ctl::default()
+    });
+    assert_eq!(h.data_for(2), b"hello");
+    h.expect(ACK);
+    let c = h.core.connection_of(2).unwrap();
+    assert_eq!(c.state, State::Established);
+    // MSS 1460 from the cookie table, less the timestamp option.
+    assert_eq!(c.mss, 1448);
+    assert_eq!(h.core.stats().get(Stat::SynCookiesOk), 1);
+    // A forged ACK does not get in.
+    h.pport = 40_001;
+    h.peer(ACK, PISS + 1, 12345, &[]);
+    assert_eq!(h.expect(RST).seq(), 12345);
+    assert_eq!(h.core.stats().get(Stat::SynCookiesBad), 1);
+    // The flood's half-open connections time out; the data path works.
+    h.advance(10_000);
+    h.segs.clear();
+    assert_eq!(h.core.conns_in_use(), 2);
+    h.pport = 40_000;
+    h.nodelay(2);
+    h.send(2, b"world");
+    assert_eq!(h.expect(ACK).payload, b"world");
+    h.finish();
+}
+
+#[test]
+fn cookie_without_timestamps_offers_no_options() {
+    let mut cfg = config();
+    cfg.max_syn_backlog = 1;
+    let mut h = H::with(cfg);
+    h.listen(1, LPORT, 8);
+    syn_from(&mut h, 1, TcpOptions::default());
+    h.expect(SYN | ACK);
+    syn_from(
+        &mut h,
+        2,
+        TcpOptions {
+            mss: Some(1400),
+            window_scale: Some(3),
+            sack_permitted: true,
+            ..TcpOptions::default()
+        },
+    );
+    let sa = h.expect(SYN | ACK);
+    assert_eq!(sa.opts.window_scale, None);
+    assert!(!sa.opts.sack_permitted);
+    h.peer(ACK, PISS + 1, sa.seq() + 1, &[]);
+    h.expect_up(op::ACCEPTABLE);
+    let c = h.core.connections().find(|c| c.remote.1 == 2).unwrap();
+    assert_eq!(c.mss, 1300, "largest cookie MSS not above 1400");
+    h.finish();
+}
+
+#[test]
+fn closing_a_listener_resets_unaccepted_connections() {
+    let mut h = H::new();
+    h.listen(1, LPORT, 4);
+    syn_from(&mut h, 1, TcpOptions::default());
+    let a = h.expect(SYN | ACK);
+    h.peer(ACK, PISS + 1, a.seq() + 1, &[]);
+    h.expect_up(op::ACCEPTABLE);
+    syn_from(&mut h, 2, TcpOptions::default());
+    h.expect(SYN | ACK);
+    h.req(op::CLOSE, 1, 0);
+    // The established one gets a RST; the half-open one is dropped.
+    let r = h.expect(RST | ACK);
+    assert_eq!(r.tcp.dst_port, 1);
+    h.expect_none();
+    h.expect_up(op::CLOSED);
+    assert_eq!(h.core.conns_in_use(), 0);
+    // An ATTACH that crossed the close: the new socket is told.
+    h.ctl(L4Ctl {
+        op: op::ATTACH,
+        sock: 9,
+        value: 0,
+        ..L4Ctl::default()
+    });
+    assert_eq!(h.expect_up(op::SOCK_ERROR).errno, libc::ECONNRESET);
+    h.expect_up(op::CLOSED);
+    h.finish();
+}

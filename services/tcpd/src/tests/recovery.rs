@@ -1,0 +1,262 @@
+//! Loss recovery: the SACK scoreboard driving RFC 6675 recovery
+//! (retransmitting exactly the holes), NewReno partial ACKs (RFC 6582),
+//! fast retransmit, and the RTO (RFC 6298) with Karn's rule and back-off.
+
+use super::*;
+use crate::Stat;
+
+const M: u32 = 1000;
+
+fn opts(sack: bool) -> TcpOptions {
+    TcpOptions {
+        mss: Some(M as u16),
+        sack_permitted: sack,
+        ..TcpOptions::default()
+    }
+}
+
+fn sack_ack(h: &mut H, ack: u32, blocks: &[(u32, u32)]) {
+    let mut o = TcpOptions::default();
+    for &b in blocks {
+        o.push_sack(b);
+    }
+    h.peer_opts(ACK, PISS + 1, ack, &[], o);
+}
+
+/// Sends `n` segments of M bytes and returns their sequence numbers.
+fn flight(h: &mut H, iss: u32, n: u32) -> Vec<u32> {
+    h.nodelay(2);
+    h.send(2, &pattern((n * M) as usize, 5));
+    let mut v = Vec::new();
+    for i in 0..n {
+        let s = h.expect(ACK);
+        assert_eq!(s.seq(), iss + 1 + i * M);
+        v.push(s.seq());
+    }
+    h.expect_none();
+    v
+}
+
+#[test]
+fn sack_recovery_retransmits_exactly_the_holes() {
+    let (mut h, iss) = H::established(opts(true));
+    let s: Vec<u32> = flight(&mut h, iss, 10);
+    let seg = |i: usize| s[0] + i as u32 * M;
+    // Segments 2 and 5 are lost. 0 and 1 arrive: a new ACK.
+    h.peer(ACK, PISS + 1, seg(2), &[]);
+    h.expect_none();
+    // 3 and 4: duplicate ACKs with SACK; not yet enough to call 2 lost.
+    sack_ack(&mut h, seg(2), &[(seg(3), seg(4))]);
+    sack_ack(&mut h, seg(2), &[(seg(3), seg(5))]);
+    h.expect_none();
+    // 6: third duplicate ACK, 3000 bytes SACKed above 2: recovery.
+    sack_ack(&mut h, seg(2), &[(seg(6), seg(7)), (seg(3), seg(5))]);
+    let r = h.expect(ACK);
+    assert_eq!((r.seq(), r.len()), (seg(2), M), "the first hole");
+    assert_eq!(r.payload, pattern(10_000, 5)[2000..3000]);
+    // The new ACK for 0..2 grew cwnd to 12000 (slow start): cwnd =
+    // ssthresh = 8400 (CUBIC β); pipe = hole 5 (1000, not yet lost) +
+    // 7..10 (3000) + the retransmission (1000) = 5000: room for three,
+    // but only hole 5 qualifies (RFC 6675 NextSeg rule 3), no new data.
+    let r = h.expect(ACK);
+    assert_eq!(r.seq(), seg(5), "the second hole");
+    h.expect_none();
+    assert_eq!(h.conn().cwnd, 8400);
+    // 7, 8, 9 arrive: SACKs grow; nothing more to resend.
+    for k in 8..=10 {
+        sack_ack(&mut h, seg(2), &[(seg(6), seg(k)), (seg(3), seg(5))]);
+    }
+    h.expect_none();
+    // The retransmitted 2 arrives: partial ACK up to 5.
+    sack_ack(&mut h, seg(5), &[(seg(6), seg(10))]);
+    h.expect_none();
+    // And 5: everything.
+    h.peer(ACK, PISS + 1, seg(10), &[]);
+    h.expect_none();
+    assert_eq!(h.core.stats().get(Stat::RetransSegs), 2);
+    assert_eq!(h.core.stats().get(Stat::SackRecoveries), 1);
+    assert_eq!(h.core.stats().get(Stat::RtoExpired), 0);
+    let c = h.conn();
+    assert_eq!((c.cwnd, c.ssthresh), (8400, 8400));
+    h.finish();
+}
+
+#[test]
+fn sack_recovery_sends_new_data_when_the_window_allows() {
+    let (mut h, iss) = H::established(opts(true));
+    let s = flight(&mut h, iss, 10);
+    let seg = |i: usize| s[0] + i as u32 * M;
+    h.send(2, &pattern(5000, 6));
+    // Only segment 0 lost; 1..=9 SACKed.
+    sack_ack(&mut h, seg(0), &[(seg(1), seg(2))]);
+    sack_ack(&mut h, seg(0), &[(seg(1), seg(3))]);
+    sack_ack(&mut h, seg(0), &[(seg(1), seg(4))]);
+    let r = h.expect(ACK);
+    assert_eq!(r.seq(), seg(0));
+    // pipe = 6 unSACKed beyond (4..10) + 1 retransmitted = 7000 = cwnd.
+    h.expect_none();
+    // Each further SACK shrinks the pipe by a segment: one new segment
+    // each (RFC 6675 rule 2).
+    sack_ack(&mut h, seg(0), &[(seg(1), seg(5))]);
+    assert_eq!(h.expect(ACK).seq(), seg(10));
+    sack_ack(&mut h, seg(0), &[(seg(1), seg(6))]);
+    assert_eq!(h.expect(ACK).seq(), seg(11));
+    h.expect_none();
+    h.finish();
+}
+
+#[test]
+fn newreno_partial_acks_retransmit_the_next_hole() {
+    let (mut h, iss) = H::established(opts(false));
+    h.setopt(2, strata_ipc::l4::tcp_opt::CONGESTION, 1);
+    let s = flight(&mut h, iss, 10);
+    let seg = |i: usize| s[0] + i as u32 * M;
+    h.peer(ACK, PISS + 1, seg(2), &[]);
+    // Duplicates for 3, 4, 6.
+    for _ in 0..2 {
+        h.peer(ACK, PISS + 1, seg(2), &[]);
+    }
+    h.expect_none();
+    h.peer(ACK, PISS + 1, seg(2), &[]);
+    let r = h.expect(ACK);
+    assert_eq!(r.seq(), seg(2), "fast retransmit");
+    // Reno: ssthresh = flight/2 = 4000; cwnd = ssthresh + 3 segments.
+    assert_eq!(h.conn().ssthresh, 4000);
+    assert_eq!(h.conn().cwnd, 7000);
+    // More duplicates inflate the window (7, 8, 9).
+    for _ in 0..3 {
+        h.peer(ACK, PISS + 1, seg(2), &[]);
+    }
+    assert_eq!(h.conn().cwnd, 10_000);
+    h.expect_none();
+    // Partial ACK (2 arrived; 5 still missing): retransmit 5 at once.
+    h.peer(ACK, PISS + 1, seg(5), &[]);
+    let r = h.expect(ACK);
+    assert_eq!(r.seq(), seg(5));
+    assert_eq!(h.core.stats().get(Stat::PartialAcks), 1);
+    // cwnd deflated by the 3000 acknowledged, plus one segment.
+    assert_eq!(h.conn().cwnd, 8000);
+    // Full ACK: recovery over, cwnd = min(ssthresh, max(flight, MSS) +
+    // MSS) with nothing left in flight.
+    h.peer(ACK, PISS + 1, seg(10), &[]);
+    assert_eq!(h.conn().cwnd, 2000);
+    assert_eq!(h.conn().cc, "reno");
+    assert_eq!(h.core.stats().get(Stat::RetransSegs), 2);
+    h.finish();
+}
+
+#[test]
+fn rto_follows_rfc6298_with_karn_and_backoff() {
+    let mut cfg = config();
+    cfg.timestamps = false;
+    cfg.max_retries = 3;
+    let mut h = H::with(cfg);
+    // Active open with a 100 ms handshake RTT.
+    let r = h.connect(5, PEER, 443);
+    h.lport = r.local_port;
+    h.pport = 443;
+    let syn = h.expect(SYN);
+    let iss = syn.seq();
+    h.advance(100);
+    h.peer_opts(SYN | ACK, PISS, iss + 1, &[], opts(false));
+    h.expect(ACK);
+    h.expect_up(op::CONNECTED);
+    // SRTT 100 ms, RTTVAR 50 ms: RTO = 100 + 4·50 = 300 ms.
+    let c = h.conn();
+    assert_eq!((c.srtt_us, c.rto_us), (100_000, 300_000));
+    h.nodelay(5);
+    h.send(5, b"one");
+    h.expect(ACK);
+    h.advance(100);
+    h.peer(ACK, PISS + 1, iss + 4, &[]);
+    // RTTVAR = 3/4·50 + 1/4·0 = 37.5 ms: RTO = 100 + 150 = 250 ms.
+    let c = h.conn();
+    assert_eq!((c.srtt_us, c.rto_us), (100_000, 250_000));
+    // A lost segment: retransmitted at 250 ms, then 500, 1000 (back-off).
+    h.send(5, b"two");
+    h.expect(ACK);
+    h.advance(249);
+    h.expect_none();
+    h.advance(1);
+    assert_eq!(h.expect(ACK).seq(), iss + 4);
+    assert_eq!(h.conn().rto_us, 500_000);
+    h.advance(499);
+    h.expect_none();
+    h.advance(1);
+    h.expect(ACK);
+    // Its ACK comes 10 ms later: Karn — no sample (it would say 10 ms),
+    // the back-off ends.
+    h.advance(10);
+    h.peer(ACK, PISS + 1, iss + 7, &[]);
+    let c = h.conn();
+    assert_eq!((c.srtt_us, c.rto_us), (100_000, 250_000));
+    // A fresh segment is timed again.
+    h.send(5, b"three");
+    h.expect(ACK);
+    h.advance(50);
+    h.peer(ACK, PISS + 1, iss + 12, &[]);
+    let c = h.conn();
+    // SRTT = 7/8·100 + 1/8·50 = 93.75 ms.
+    assert_eq!(c.srtt_us, 93_750);
+    // Max retries: 3 timeouts, then ETIMEDOUT.
+    h.send(5, b"four");
+    h.expect(ACK);
+    h.advance(60_000);
+    assert_eq!(h.segs.len(), 3, "three retransmissions");
+    let e = h.expect_up(op::SOCK_ERROR);
+    assert_eq!(e.errno, libc::ETIMEDOUT);
+    h.expect_up(op::CLOSED);
+    assert_eq!(h.core.stats().get(Stat::ConnTimeouts), 1);
+    h.segs.clear();
+    h.finish();
+}
+
+#[test]
+fn rto_resends_from_the_first_unacknowledged_in_slow_start() {
+    let (mut h, iss) = H::established(opts(false));
+    let s = flight(&mut h, iss, 6);
+    h.advance(200);
+    // cwnd is one segment after a timeout.
+    assert_eq!(h.expect(ACK).seq(), s[0]);
+    h.expect_none();
+    assert_eq!(h.conn().cwnd, M);
+    assert_eq!(h.conn().ssthresh, 7000, "CUBIC: β·cwnd, as Linux");
+    h.peer(ACK, PISS + 1, s[1], &[]);
+    // Slow start: two segments.
+    assert_eq!(h.expect(ACK).seq(), s[1]);
+    assert_eq!(h.expect(ACK).seq(), s[2]);
+    h.expect_none();
+    h.finish();
+}
+
+#[test]
+fn timestamps_give_rtt_samples_across_retransmissions() {
+    let mut h = H::new();
+    h.listen(1, LPORT, 4);
+    h.pts = Some(10);
+    let iss = h.accept(2, syn_opts(10));
+    h.nodelay(2);
+    h.send(2, b"x");
+    let s = h.expect(ACK);
+    h.advance(200);
+    let r = h.expect(ACK);
+    let (tsval, _) = r.opts.timestamp.unwrap();
+    assert_ne!(s.opts.timestamp.unwrap().0, tsval);
+    // The ACK echoes the retransmission's TSval, 30 ms after it.
+    h.advance(30);
+    h.peer_opts(
+        ACK,
+        PISS + 1,
+        iss + 2,
+        &[],
+        TcpOptions {
+            timestamp: Some((11, tsval)),
+            ..TcpOptions::default()
+        },
+    );
+    // The handshake sample was 0 (no time passed): SRTT moves towards
+    // 30 ms by 1/8.
+    let srtt = h.conn().srtt_us;
+    assert!((3750..=3751).contains(&srtt), "{srtt}");
+    h.finish();
+}

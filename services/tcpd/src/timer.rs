@@ -1,0 +1,377 @@
+//! Timers (retransmission with back-off, SYN and SYN-ACK retries, persist,
+//! delayed ACK, keep-alive, TIME-WAIT and orphaned FIN-WAIT-2) and the
+//! rebuilding of the core's indexes from storage at restart.
+//!
+//! Deadlines live in the blocks; a binary heap holds at most one entry
+//! per block per earlier deadline. A deadline that moves later is left in
+//! the heap and found out when it comes (the block's real earliest
+//! deadline is then scheduled), so restarting the retransmission timer on
+//! every ACK costs nothing.
+
+use std::cmp::Reverse;
+
+use strata_ipc::Buffers;
+
+use crate::block::{cf, rec, st, ConnBlock, List, Storage, NIL, SACK_RANGES};
+use crate::config::{ConfigError, TcpConfig};
+use crate::output::rto_ns;
+use crate::queue::Slab;
+use crate::{sack, Outputs, Stat, TcpCore, Tuple};
+
+/// Timers run per [`TcpCore::poll`] at most (the rest wait for the next
+/// call, which the returned deadline asks for at once).
+const TIMER_BUDGET: usize = 4096;
+
+impl TcpCore<'_> {
+    pub(crate) fn run_timers<B: Buffers>(&mut self, pool: &mut B, out: &mut Outputs) {
+        // Notifications that found the pool empty.
+        if !self.retry.is_empty() {
+            let list = std::mem::take(&mut self.retry);
+            for &i in &list {
+                let i = i as usize;
+                if self.conns.get(i).is_some_and(|c| c.in_use() && c.pend != 0) {
+                    let c = self.begin(i);
+                    self.end(pool, i, c, out);
+                }
+            }
+            let mut list = list;
+            list.clear();
+            if self.retry.is_empty() {
+                self.retry = list;
+            }
+        }
+        let mut n = 0;
+        while let Some(&Reverse((t, i))) = self.timers.peek() {
+            if t > self.now || n >= TIMER_BUDGET {
+                break;
+            }
+            self.timers.pop();
+            let i = i as usize;
+            if self.sched.get(i) != Some(&t) {
+                continue; // superseded by an earlier deadline
+            }
+            self.sched[i] = u64::MAX;
+            n += 1;
+            self.timer_event(pool, i, out);
+        }
+    }
+
+    fn timer_event<B: Buffers>(&mut self, pool: &mut B, i: usize, out: &mut Outputs) {
+        if !self.conns[i].in_use() {
+            return;
+        }
+        let now = self.now;
+        let mut c = self.begin(i);
+        let due = |t: u64| t != 0 && t <= now;
+        if due(c.t_state) {
+            c.t_state = 0;
+            match c.state {
+                st::TIME_WAIT => {
+                    self.stats.inc(Stat::TimeWaitExpired);
+                    self.terminate(&mut c, 0);
+                }
+                st::FIN_WAIT_2 if c.has(cf::ORPHAN) => self.terminate(&mut c, 0),
+                _ => {}
+            }
+        }
+        if !c.has(cf::DEAD) && due(c.t_rtx) {
+            c.t_rtx = 0;
+            self.rtx_timer(pool, &mut c, out);
+        }
+        if !c.has(cf::DEAD) && due(c.t_delack) {
+            c.t_delack = 0;
+            if c.state >= st::SYN_RECEIVED && (c.rcv_nxt != c.last_ack_sent || c.has(cf::ACK_NOW)) {
+                self.stats.inc(Stat::DelayedAcks);
+                c.flags |= cf::ACK_NOW;
+            }
+        }
+        if !c.has(cf::DEAD) && due(c.t_keepalive) {
+            self.keepalive_timer(pool, &mut c, out);
+        }
+        self.end(pool, i, c, out);
+    }
+
+    /// The retransmission timer: SYN and SYN-ACK retries, zero-window
+    /// probes, and the RTO proper (RFC 6298 §5.4–5.7, RFC 5681 §3.1).
+    fn rtx_timer<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
+        match c.state {
+            st::SYN_SENT | st::SYN_RECEIVED => {
+                c.retries += 1;
+                let max = if c.state == st::SYN_SENT {
+                    self.cfg.syn_retries
+                } else {
+                    self.cfg.synack_retries
+                };
+                if c.retries > max {
+                    if c.state == st::SYN_RECEIVED && c.has(cf::PASSIVE) {
+                        self.stats.inc(Stat::SynAckTimeouts);
+                        self.terminate(c, 0);
+                    } else {
+                        self.stats.inc(Stat::ConnTimeouts);
+                        let e = if c.soft_err != 0 {
+                            c.soft_err as i32
+                        } else {
+                            libc::ETIMEDOUT
+                        };
+                        self.terminate(c, e);
+                    }
+                    return;
+                }
+                self.stats.inc(Stat::RtoExpired);
+                c.backoff += 1;
+                c.flags |= cf::RTX_DONE;
+                c.rtt_time = 0;
+                c.snd_nxt = c.iss;
+                c.t_rtx = self.now + rto_ns(c, &self.cfg);
+            }
+            st::ESTABLISHED | st::CLOSE_WAIT | st::FIN_WAIT_1 | st::CLOSING | st::LAST_ACK => {
+                if c.snd_una == c.snd_max {
+                    // Nothing in flight: the persist timer.
+                    let waiting = seq_lt(c.snd_nxt, c.snd_end);
+                    if waiting && c.snd_wnd < c.snd_mss.min(c.snd_end.wrapping_sub(c.snd_nxt)) {
+                        // Unanswered probes give up like retransmissions
+                        // (Linux `tcp_probe_timer`); any ACK resets them.
+                        c.retries += 1;
+                        if c.retries > self.cfg.max_retries {
+                            self.stats.inc(Stat::ConnTimeouts);
+                            self.discard_rcv(pool, c);
+                            self.terminate(c, libc::ETIMEDOUT);
+                            return;
+                        }
+                        self.stats.inc(Stat::WindowProbes);
+                        self.send_probe(pool, c, out);
+                        c.flags |= cf::PERSIST;
+                        c.backoff = (c.backoff + 1).min(16);
+                        c.t_rtx = self.now + rto_ns(c, &self.cfg);
+                    } else {
+                        c.flags &= !cf::PERSIST;
+                    }
+                    return;
+                }
+                c.retries += 1;
+                if c.retries > self.cfg.max_retries {
+                    self.stats.inc(Stat::ConnTimeouts);
+                    let e = if c.soft_err != 0 {
+                        c.soft_err as i32
+                    } else {
+                        libc::ETIMEDOUT
+                    };
+                    self.discard_rcv(pool, c);
+                    self.terminate(c, e);
+                    return;
+                }
+                self.stats.inc(Stat::RtoExpired);
+                let flight = c.snd_max.wrapping_sub(c.snd_una);
+                let cc = Self::cc_of(c);
+                if c.backoff == 0 {
+                    c.ssthresh = cc.ssthresh(c, flight, self.now);
+                }
+                cc.on_rto(c);
+                c.cwnd = c.snd_mss.max(1);
+                c.recovery = rec::NONE;
+                c.dupacks = 0;
+                c.recover = c.snd_max;
+                c.high_rxt = c.snd_una;
+                sack::clear(c);
+                c.snd_nxt = c.snd_una;
+                c.snd_cur = NIL;
+                c.rtt_time = 0;
+                c.flags |= cf::RTX_DONE;
+                c.backoff = (c.backoff + 1).min(16);
+                c.t_rtx = self.now + rto_ns(c, &self.cfg);
+            }
+            _ => {}
+        }
+    }
+
+    /// Keep-alive (RFC 1122 §4.2.3.6, Linux's timing): after the idle time
+    /// a probe every interval; the connection fails after the configured
+    /// number without an answer.
+    fn keepalive_timer<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
+        c.t_keepalive = 0;
+        let eligible = c.has(cf::KEEPALIVE)
+            && matches!(c.state, st::ESTABLISHED | st::CLOSE_WAIT | st::FIN_WAIT_2);
+        if !eligible {
+            return;
+        }
+        let idle_ns = self.cfg.keepalive_idle_ms * 1_000_000;
+        let intvl_ns = self.cfg.keepalive_intvl_ms * 1_000_000;
+        let idle = self.now.saturating_sub(c.last_rx);
+        if c.ka_probes == 0 && idle < idle_ns {
+            c.t_keepalive = c.last_rx + idle_ns;
+            return;
+        }
+        if c.snd_una != c.snd_max || !c.snd_q.is_empty() {
+            // Data outstanding: the retransmission timer watches.
+            c.ka_probes = 0;
+            c.t_keepalive = self.now + idle_ns;
+            return;
+        }
+        if c.ka_probes >= self.cfg.keepalive_probes {
+            self.stats.inc(Stat::ConnTimeouts);
+            self.send_rst(pool, c, out);
+            self.discard_rcv(pool, c);
+            self.terminate(c, libc::ETIMEDOUT);
+            return;
+        }
+        self.stats.inc(Stat::KeepaliveProbes);
+        self.send_probe(pool, c, out);
+        c.ka_probes += 1;
+        c.t_keepalive = self.now + intvl_ns;
+    }
+}
+
+fn seq_lt(a: u32, b: u32) -> bool {
+    crate::seq::lt(a, b)
+}
+
+/// Walks list `l` of block `owner` through `segs`, checking links,
+/// ownership and the byte count; the entries on it, or `None` when it is
+/// inconsistent.
+fn walk(
+    segs: &[crate::block::SegEntry],
+    l: &List,
+    owner: usize,
+    seen: &mut [bool],
+) -> Option<Vec<u32>> {
+    let mut v = Vec::new();
+    let mut i = l.head;
+    let mut bytes = 0u32;
+    let mut last = NIL;
+    while i != NIL {
+        let x = segs.get(i as usize)?;
+        if x.owner != owner as u32 + 1 || seen[i as usize] || v.len() > segs.len() {
+            return None;
+        }
+        seen[i as usize] = true;
+        bytes = bytes.wrapping_add(x.len());
+        v.push(i);
+        last = i;
+        i = x.next;
+    }
+    (last == l.tail && bytes == l.bytes && v.len() as u32 == l.count).then_some(v)
+}
+
+/// [`TcpCore::restore`].
+pub(crate) fn restore<'a, B: Buffers>(
+    cfg: TcpConfig,
+    storage: Storage<'a>,
+    now: u64,
+    pool: &mut B,
+    out: &mut Outputs,
+) -> Result<(TcpCore<'a>, usize), ConfigError> {
+    let Storage { conns, segs } = storage;
+    let n = conns.len();
+    let mut seen = vec![false; segs.len()];
+    let mut bad = vec![false; n];
+    for (i, c) in conns.iter().enumerate() {
+        if !c.in_use() {
+            continue;
+        }
+        let valid = c.state().is_some()
+            && c.dirty == 0
+            && c.index == i as u32
+            && (c.sack_cnt as usize) <= SACK_RANGES
+            && [c.snd_q, c.rcv_q, c.ooo_q]
+                .iter()
+                .all(|l| walk(segs, l, i, &mut seen).is_some());
+        if !valid {
+            bad[i] = true;
+        }
+    }
+    // Entries of bad blocks, and entries nobody links: their buffers go
+    // back to the pool; the entries are freed.
+    for (k, x) in segs.iter().enumerate() {
+        if x.owner != 0 && !seen[k] {
+            pool.free(&x.h);
+        }
+    }
+    let slab = Slab::rebuild(segs, |k| seen[k]);
+    let mut core = TcpCore::build(cfg, conns, slab)?;
+    core.now = now;
+    let mut kept = 0;
+    // Bad blocks: tell the peer and sockd, forget them.
+    for (i, _) in bad.iter().enumerate().filter(|(_, b)| **b) {
+        let mut c = core.conns[i];
+        c.index = i as u32;
+        c.snd_q = List::default();
+        c.rcv_q = List::default();
+        c.ooo_q = List::default();
+        core.stats.inc(Stat::RestoreReset);
+        if c.state >= st::SYN_RECEIVED && c.state <= st::LAST_ACK && c.remote_addr != 0 {
+            c.snd_mss = c.snd_mss.max(48);
+            core.send_rst(pool, &mut c, out);
+        }
+        if c.sock != 0 {
+            let mut e = crate::output::reply(strata_ipc::l4::op::SOCK_ERROR, c.sock, 0);
+            e.errno = libc::ECONNRESET;
+            core.notify(pool, &e, out);
+            core.notify(
+                pool,
+                &crate::output::reply(strata_ipc::l4::op::CLOSED, c.sock, 0),
+                out,
+            );
+        }
+        // Only its generation survives; no table knows it yet.
+        c = ConnBlock {
+            gen: c.gen.wrapping_add(1),
+            ..ConnBlock::default()
+        };
+        core.conns[i] = c;
+        core.free_conns.push(i as u32);
+    }
+    // Indexes of the good ones.
+    for i in 0..n {
+        let c = core.conns[i];
+        if !c.in_use() {
+            continue;
+        }
+        kept += 1;
+        core.stats.inc(Stat::Restored);
+        if c.remote_addr != 0 && c.state >= st::SYN_SENT {
+            core.by_tuple.insert(Tuple::of(&c), i as u32);
+        }
+        if c.state == st::LISTEN {
+            core.listeners
+                .insert((c.local_addr, c.local_port as u16), i as u32);
+        }
+        if c.sock != 0 {
+            core.by_sock.insert(c.sock, i as u32);
+        }
+        if c.has(cf::BOUND) {
+            *core.port_use.entry(c.local_port as u16).or_insert(0) += 1;
+        }
+        core.queued_bytes +=
+            u64::from(c.snd_q.bytes) + u64::from(c.rcv_q.bytes) + u64::from(c.ooo_q.bytes);
+    }
+    // Listener counts from their children.
+    for i in 0..n {
+        let c = core.conns[i];
+        if c.state == st::LISTEN {
+            core.conns[i].syn_q = 0;
+            core.conns[i].acc_q = 0;
+        }
+    }
+    for i in 0..n {
+        let c = core.conns[i];
+        if !c.in_use() {
+            continue;
+        }
+        if let Some(l) = core.parent_of(&c) {
+            if c.state == st::SYN_RECEIVED {
+                core.conns[l].syn_q += 1;
+            }
+            if c.has(cf::IN_ACCEPTQ) {
+                core.conns[l].acc_q += 1;
+            }
+        }
+        if c.snd_cur != NIL && (c.snd_cur as usize) >= core.slab.e.len() {
+            core.conns[i].snd_cur = NIL;
+        }
+        if c.pend != 0 {
+            core.retry.push(i as u32);
+        }
+        core.arm(i);
+    }
+    Ok((core, kept))
+}
