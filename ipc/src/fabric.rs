@@ -680,6 +680,14 @@ impl Fabric {
     /// `l`'s arena: raw bytes that outlive the layer's process.
     pub fn arena_bytes(&self, l: LayerId) -> (*mut u8, usize) {
         let n = self.params.arena_bytes as usize;
+        // tcpd's larger arena follows all the uniform ones.
+        if l == LayerId::TCPD {
+            let off = self.off.arena as usize + MAX_LAYERS * n;
+            return (
+                unsafe { self.base.add(off) },
+                self.params.tcpd_arena_bytes as usize,
+            );
+        }
         (
             unsafe { self.base.add(self.off.arena as usize + l.0 as usize * n) },
             n,

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 96;
@@ -35,8 +35,9 @@ pub struct Params {
     pub n_ifaces: u32,
     /// Bytes of arena per layer.
     pub arena_bytes: u32,
-    /// Reserved; zero.
-    pub _reserved: u32,
+    /// Bytes of tcpd's arena (its connection blocks and queue entries
+    /// need far more than the other layers' state).
+    pub tcpd_arena_bytes: u32,
 }
 
 impl Default for Params {
@@ -47,7 +48,7 @@ impl Default for Params {
             ring_size: 1024,
             n_ifaces: 1,
             arena_bytes: 1 << 20,
-            _reserved: 0,
+            tcpd_arena_bytes: 10 << 20,
         }
     }
 }
@@ -260,7 +261,10 @@ impl Offsets {
         );
         let ring_bytes = p.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
         let arena = align(slots + n_rings as u64 * ring_bytes, 4096);
-        let small = align(arena + MAX_LAYERS as u64 * p.arena_bytes as u64, 4096);
+        let small = align(
+            arena + MAX_LAYERS as u64 * p.arena_bytes as u64 + p.tcpd_arena_bytes as u64,
+            4096,
+        );
         let large = align(small + p.small_bufs as u64 * crate::SMALL_BUF as u64, 4096);
         let total = align(large + p.large_bufs as u64 * crate::LARGE_BUF as u64, 4096);
         Offsets {

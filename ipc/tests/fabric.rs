@@ -24,7 +24,7 @@ fn small() -> Params {
         ring_size: 16,
         n_ifaces: 1,
         arena_bytes: 8192,
-        _reserved: 0,
+        tcpd_arena_bytes: 0,
     }
 }
 

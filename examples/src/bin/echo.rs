@@ -1,18 +1,21 @@
 //! An echo server on libsock: every UDP datagram it receives goes back to
-//! its sender unchanged. (TCP echo joins when strata speaks TCP.)
+//! its sender unchanged, and every TCP connection gets its bytes back.
 
 use clap::Parser;
 use std::io::ErrorKind;
 use std::process::ExitCode;
 
 /// Echo server on the strata stack: sends every UDP datagram back to
-/// where it came from.
+/// where it came from, and echoes every TCP connection (a thread each).
 #[derive(Parser)]
 #[command(name = "echo", version, about)]
 struct Args {
     /// Address and port to serve UDP on.
     #[arg(long, default_value = "0.0.0.0:7")]
     udp: String,
+    /// Address and port to serve TCP on (none: no TCP).
+    #[arg(long)]
+    tcp: Option<String>,
     /// strata instance to use (also STRATA_INSTANCE).
     #[arg(long, short)]
     instance: Option<String>,
@@ -28,6 +31,18 @@ fn main() -> ExitCode {
     let args = Args::parse();
     if let Some(i) = &args.instance {
         std::env::set_var("STRATA_INSTANCE", i);
+    }
+    if let Some(addr) = args.tcp.clone() {
+        match libsock::TcpListener::bind(addr.as_str()) {
+            Ok(l) => {
+                println!("echo: serving TCP on {addr}");
+                std::thread::spawn(move || serve_tcp(l));
+            }
+            Err(e) => {
+                eprintln!("echo: cannot serve TCP on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
     let sock = match bind(&args) {
         Ok(s) => s,
@@ -71,5 +86,24 @@ fn bind(args: &Args) -> std::io::Result<libsock::UdpSocket> {
             .udp_bind(args.udp.as_str())
     } else {
         libsock::UdpSocket::bind(args.udp.as_str())
+    }
+}
+
+fn serve_tcp(l: libsock::TcpListener) {
+    for s in l.incoming() {
+        match s {
+            Ok(s) => {
+                std::thread::spawn(move || {
+                    let mut r = &s;
+                    let mut w = &s;
+                    // Copy until the peer closes its side, then close ours.
+                    if let Err(e) = std::io::copy(&mut r, &mut w) {
+                        eprintln!("echo: tcp: {e}");
+                    }
+                    let _ = s.shutdown(std::net::Shutdown::Write);
+                });
+            }
+            Err(e) => eprintln!("echo: accept: {e}"),
+        }
     }
 }

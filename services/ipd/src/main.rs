@@ -74,7 +74,7 @@ fn main() {
         svc.log(&format!("restored {} neighbours", saved.len()));
     }
     // udpd is attached; TCP gets protocol unreachable until tcpd exists.
-    core.set_upper(protocol::TCP, false);
+    core.set_upper(protocol::TCP, true);
     core.set_upper(protocol::UDP, true);
 
     let mut from_filter = f.consumer(LayerId::FILTERD, me).expect("ring filterd->ipd");

@@ -16,15 +16,15 @@ use nix::sys::socket::{
     accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     UnixAddr,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
-use strata_ipc::l4::{ctl_flags, op, L4Ctl, SendMeta, SEND_META_LEN};
-use strata_ipc::sockring::{kick, state as sstate, SockMem, HDR_LEN};
+use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendMeta, SEND_META_LEN};
+use strata_ipc::sockring::{kick, state as sstate, wait, SockMem, HDR_LEN};
 use strata_ipc::socktable::{sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
-use strata_proto::sock::{Addr, Kind, Request, Response, SockOpt, SOCKET_FILE, VERSION};
+use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, SOCKET_FILE, VERSION};
 use wire::Recv;
 
 /// Largest socket memory we map for one socket.
@@ -96,6 +96,56 @@ struct Sock {
     detached_since: Option<Instant>,
     /// A bad record was seen: the application broke its own ring.
     broken: bool,
+    /// TCP: bytes tcpd will still take (its send credit).
+    credit: u64,
+    /// TCP: the application's receive-ring consumer index last reported
+    /// to tcpd as read credit.
+    rx_seen: u64,
+    /// TCP listener: established connections waiting for accept
+    /// (tcpd's id, local, peer).
+    accept_q: VecDeque<(u64, Addr, Addr)>,
+    /// TCP: received data not yet in the ring (handle, bytes written).
+    rx_hold: VecDeque<(Handle, usize)>,
+    /// TCP: the peer's FIN, to show once `rx_hold` is empty.
+    eof_pending: bool,
+    /// TCP: the application closed it; tcpd gets CLOSE once the send
+    /// ring is drained.
+    closing: bool,
+    /// TCP: a write shutdown waits for the send ring to drain.
+    shut_wr: bool,
+    /// TCP: segment size, to cut the stream into one-segment buffers.
+    mss: u32,
+}
+
+impl Sock {
+    fn new(slot: usize, kind: Kind, rec: SockRec, credit: u64) -> Sock {
+        Sock {
+            slot,
+            kind,
+            session: None,
+            mem: None,
+            efd: None,
+            rec,
+            detached_since: None,
+            broken: false,
+            credit,
+            rx_seen: 0,
+            accept_q: VecDeque::new(),
+            rx_hold: VecDeque::new(),
+            eof_pending: false,
+            closing: false,
+            shut_wr: false,
+            mss: 1448,
+        }
+    }
+
+    fn wake(&self, yes: bool) {
+        if yes {
+            if let Some(e) = &self.efd {
+                kick(e);
+            }
+        }
+    }
 }
 
 struct Pending {
@@ -115,6 +165,10 @@ struct Sockd<'a> {
     next_req: u32,
     /// Control messages and data for udpd, pushed once per turn.
     to_udp: Vec<Handle>,
+    /// The same for tcpd.
+    to_tcp: Vec<Handle>,
+    /// tcpd's initial send credit per connection.
+    tcp_credit: u64,
     wake_fd: RawFd,
 }
 
@@ -143,22 +197,39 @@ impl<'a> Sockd<'a> {
         }
     }
 
-    fn send_ctl(&mut self, m: L4Ctl) -> bool {
+    fn send_ctl(&mut self, kind: Kind, m: L4Ctl) -> bool {
         let mut pool = self.svc.fabric.pool(self.svc.me);
         match m.to_handle(&mut pool) {
             Some(h) => {
-                self.to_udp.push(h);
+                match kind {
+                    Kind::Udp => self.to_udp.push(h),
+                    Kind::Tcp => self.to_tcp.push(h),
+                }
                 true
             }
             None => false,
         }
     }
 
+    fn tcp_ctl(&mut self, op: u32, sock: u32, value: u64, flags: u32) {
+        self.send_ctl(
+            Kind::Tcp,
+            L4Ctl {
+                op,
+                sock,
+                value,
+                flags,
+                ..Default::default()
+            },
+        );
+    }
+
     fn request_transport(&mut self, sid: u64, id: u32, mut m: L4Ctl) {
         self.next_req = self.next_req.wrapping_add(1).max(1);
         m.req = self.next_req;
         m.sock = id;
-        if !self.send_ctl(m) {
+        let kind = self.socks.get(&id).map_or(Kind::Udp, |s| s.kind);
+        if !self.send_ctl(kind, m) {
             self.respond(sid, &errno_resp(libc::ENOBUFS), &[]);
             return;
         }
@@ -179,12 +250,18 @@ impl<'a> Sockd<'a> {
             if let Some(m) = &s.mem {
                 m.set_state(sstate::CLOSED);
             }
-            if s.kind == Kind::Udp && s.rec.state != sock_state::OPEN {
-                self.send_ctl(L4Ctl {
-                    op: op::CLOSE,
-                    sock: id,
-                    ..Default::default()
-                });
+            if s.rec.state != sock_state::OPEN || s.kind == Kind::Tcp {
+                self.send_ctl(
+                    s.kind,
+                    L4Ctl {
+                        op: op::CLOSE,
+                        sock: id,
+                        ..Default::default()
+                    },
+                );
+            }
+            for (h, _) in &s.rx_hold {
+                self.svc.fabric.free(h);
             }
             self.count(c::SOCKETS_CLOSED, 1);
         }
@@ -201,10 +278,37 @@ impl<'a> Sockd<'a> {
             .map(|(&id, _)| id)
             .collect();
         for id in ids {
-            self.close_sock(id);
+            self.app_close(id);
         }
         self.pending.retain(|_, p| p.session != sid);
         self.count(c::SESSIONS_CLOSED, 1);
+    }
+
+    /// The application closed `id` (or its process ended). UDP: gone at
+    /// once. TCP, as Linux: unread data means RST; otherwise what the
+    /// application queued is still sent, then FIN.
+    fn app_close(&mut self, id: u32) {
+        let Some(s) = self.socks.get_mut(&id) else {
+            return;
+        };
+        if s.kind == Kind::Udp || s.rec.state != sock_state::CONNECTED {
+            self.close_sock(id);
+            return;
+        }
+        let unread = !s.rx_hold.is_empty() || s.mem.as_ref().is_some_and(|m| m.rx_queued() > 0);
+        if unread {
+            self.tcp_ctl(op::ABORT, id, 0, 0);
+            if let Some(s) = self.socks.remove(&id) {
+                self.table.remove(s.slot);
+                for (h, _) in &s.rx_hold {
+                    self.svc.fabric.free(h);
+                }
+                self.count(c::SOCKETS_CLOSED, 1);
+            }
+            return;
+        }
+        s.closing = true;
+        s.session = None;
     }
 
     fn accept_sessions(&mut self, listener: &OwnedFd) {
@@ -249,10 +353,7 @@ impl<'a> Sockd<'a> {
                 }
             }
             Request::Socket { kind } => {
-                if kind == Kind::Tcp {
-                    // The TCP data path arrives with tcpd.
-                    errno_resp(libc::EPROTONOSUPPORT)
-                } else if fds.len() != 2 {
+                if fds.len() != 2 {
                     errno_resp(libc::EINVAL)
                 } else {
                     let efd = fds.pop().unwrap();
@@ -263,7 +364,7 @@ impl<'a> Sockd<'a> {
                             let s = &self.sessions[&sid];
                             let rec = SockRec {
                                 state: sock_state::OPEN,
-                                proto: 17,
+                                proto: if kind == Kind::Tcp { 6 } else { 17 },
                                 pid: s.pid,
                                 uid: s.uid,
                                 ..Default::default()
@@ -273,19 +374,11 @@ impl<'a> Sockd<'a> {
                                 Some(id) => {
                                     let slot = self.table.find(id).unwrap_or(0);
                                     let rec = self.table.get(slot).unwrap_or(rec);
-                                    self.socks.insert(
-                                        id,
-                                        Sock {
-                                            slot,
-                                            kind,
-                                            session: Some(sid),
-                                            mem: Some(mem),
-                                            efd: Some(efd),
-                                            rec,
-                                            detached_since: None,
-                                            broken: false,
-                                        },
-                                    );
+                                    let mut sk = Sock::new(slot, kind, rec, self.tcp_credit);
+                                    sk.session = Some(sid);
+                                    sk.mem = Some(mem);
+                                    sk.efd = Some(efd);
+                                    self.socks.insert(id, sk);
                                     self.count(c::SOCKETS_OPENED, 1);
                                     Response::Created { id }
                                 }
@@ -354,7 +447,16 @@ impl<'a> Sockd<'a> {
                     Response::Ok
                 }
                 (Some(Kind::Udp), _) => errno_resp(libc::ENOPROTOOPT),
-                (Some(Kind::Tcp), _) => Response::Ok,
+                (Some(Kind::Tcp), opt) => {
+                    let (name, v) = match opt {
+                        SockOpt::NoDelay(on) => (tcp_opt::NODELAY, on as u64),
+                        SockOpt::KeepAlive(on) => (tcp_opt::KEEPALIVE, on as u64),
+                        SockOpt::Congestion(a) => (tcp_opt::CONGESTION, a as u64),
+                        SockOpt::ReuseAddr(_) => unreachable!("handled above"),
+                    };
+                    self.tcp_ctl(op::SETOPT, id, v, name);
+                    Response::Ok
+                }
             },
             Request::Names { id } => match self.own(sid, id) {
                 None => errno_resp(libc::EBADF),
@@ -373,16 +475,49 @@ impl<'a> Sockd<'a> {
                 if self.own(sid, id).is_none() {
                     errno_resp(libc::EBADF)
                 } else {
-                    self.close_sock(id);
+                    self.app_close(id);
                     Response::Ok
                 }
             }
-            Request::Listen { id, .. } | Request::Accept { id } | Request::Shutdown { id, .. } => {
-                match self.own(sid, id) {
+            Request::Listen { id, backlog } => {
+                match self.own(sid, id).map(|s| (s.kind, s.rec.state)) {
                     None => errno_resp(libc::EBADF),
-                    Some(_) => errno_resp(libc::EOPNOTSUPP),
+                    Some((Kind::Udp, _)) => errno_resp(libc::EOPNOTSUPP),
+                    Some((_, sock_state::LISTEN)) => Response::Ok,
+                    Some(_) => {
+                        self.request_transport(
+                            sid,
+                            id,
+                            L4Ctl {
+                                op: op::LISTEN,
+                                value: backlog.clamp(1, 4096) as u64,
+                                ..Default::default()
+                            },
+                        );
+                        return;
+                    }
                 }
             }
+            Request::Accept { id } => {
+                let r = self.accept(sid, id, &mut fds);
+                self.respond(sid, &r, &[]);
+                return;
+            }
+            Request::Shutdown { id, how } => match self.own(sid, id).map(|s| s.kind) {
+                None => errno_resp(libc::EBADF),
+                Some(Kind::Udp) => errno_resp(libc::EOPNOTSUPP),
+                Some(Kind::Tcp) => {
+                    if matches!(how, How::Read | How::Both) {
+                        self.tcp_ctl(op::SHUTDOWN, id, 0, 0);
+                    }
+                    if matches!(how, How::Write | How::Both) {
+                        if let Some(s) = self.socks.get_mut(&id) {
+                            s.shut_wr = true;
+                        }
+                    }
+                    Response::Ok
+                }
+            },
             Request::Reattach { id } => {
                 let pid = self.sessions[&sid].pid;
                 let ok = self
@@ -398,6 +533,9 @@ impl<'a> Sockd<'a> {
                         Err(_) => errno_resp(libc::EINVAL),
                         Ok(mem) => {
                             let s = self.socks.get_mut(&id).unwrap();
+                            // Credits given before the restart are not
+                            // known: start from what tcpd grants anew.
+                            s.rx_seen = mem.rx_consumed();
                             s.mem = Some(mem);
                             s.efd = Some(efd);
                             s.session = Some(sid);
@@ -410,6 +548,69 @@ impl<'a> Sockd<'a> {
             }
         };
         self.respond(sid, &r, &[]);
+    }
+
+    fn accept(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
+        let Some(l) = self.own(sid, id) else {
+            return errno_resp(libc::EBADF);
+        };
+        if l.kind != Kind::Tcp || l.rec.state != sock_state::LISTEN {
+            return errno_resp(libc::EINVAL);
+        }
+        if l.accept_q.is_empty() {
+            return errno_resp(libc::EAGAIN);
+        }
+        if fds.len() != 2 {
+            return errno_resp(libc::EINVAL);
+        }
+        let efd = fds.pop().unwrap();
+        let memfd = fds.pop().unwrap();
+        let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
+            return errno_resp(libc::EINVAL);
+        };
+        let (conn, local, peer) = self
+            .socks
+            .get_mut(&id)
+            .unwrap()
+            .accept_q
+            .pop_front()
+            .unwrap();
+        let sess = &self.sessions[&sid];
+        let rec = SockRec {
+            state: sock_state::CONNECTED,
+            proto: 6,
+            pid: sess.pid,
+            uid: sess.uid,
+            local_ip: local.ip,
+            local_port: local.port,
+            peer_ip: peer.ip,
+            peer_port: peer.port,
+            ..Default::default()
+        };
+        let Some(new_id) = self.table.insert(rec) else {
+            self.tcp_ctl(op::ABORT, 0, conn, 0);
+            return errno_resp(libc::EMFILE);
+        };
+        let slot = self.table.find(new_id).unwrap_or(0);
+        self.table.update(slot, SockRec { id: new_id, ..rec });
+        mem.set_state(sstate::CONNECTED);
+        let mut sk = Sock::new(
+            slot,
+            Kind::Tcp,
+            SockRec { id: new_id, ..rec },
+            self.tcp_credit,
+        );
+        sk.session = Some(sid);
+        sk.mem = Some(mem);
+        sk.efd = Some(efd);
+        self.socks.insert(new_id, sk);
+        self.tcp_ctl(op::ATTACH, new_id, conn, 0);
+        self.count(c::SOCKETS_OPENED, 1);
+        Response::Accepted {
+            id: new_id,
+            peer,
+            local,
+        }
     }
 
     fn serve_sessions(&mut self) -> usize {
@@ -454,7 +655,14 @@ impl<'a> Sockd<'a> {
                     if let Some(s) = self.socks.get_mut(&p.sock) {
                         s.rec.local_ip = m.local_addr;
                         s.rec.local_port = m.local_port;
-                        if p.op == op::CONNECT {
+                        if p.op == op::LISTEN {
+                            s.rec.state = sock_state::LISTEN;
+                        } else if p.op == op::CONNECT && s.kind == Kind::Tcp {
+                            // In progress: CONNECTED or an error follows.
+                            s.rec.peer_ip = m.remote_addr;
+                            s.rec.peer_port = m.remote_port;
+                            s.rec.state = sock_state::BOUND;
+                        } else if p.op == op::CONNECT {
                             s.rec.peer_ip = m.remote_addr;
                             s.rec.peer_port = m.remote_port;
                             s.rec.state = if m.remote_addr != 0 {
@@ -489,13 +697,73 @@ impl<'a> Sockd<'a> {
             op::SOCK_ERROR => {
                 if let Some(s) = self.socks.get(&m.sock) {
                     if let Some(mem) = &s.mem {
-                        if mem.set_error(m.errno) {
-                            if let Some(e) = &s.efd {
-                                kick(e);
-                            }
+                        let mut wake = mem.set_error(m.errno);
+                        if s.kind == Kind::Tcp {
+                            wake |= mem.set_state(sstate::RESET);
                         }
+                        s.wake(wake);
                     }
                     self.count(c::SOCK_ERRORS, 1);
+                }
+            }
+            op::CONNECTED => {
+                if let Some(s) = self.socks.get_mut(&m.sock) {
+                    s.rec.local_ip = m.local_addr;
+                    s.rec.local_port = m.local_port;
+                    s.rec.peer_ip = m.remote_addr;
+                    s.rec.peer_port = m.remote_port;
+                    s.rec.state = sock_state::CONNECTED;
+                    if m.value > 0 {
+                        s.mss = m.value.min(65000) as u32;
+                    }
+                    if let Some(mem) = &s.mem {
+                        s.wake(mem.set_state(sstate::CONNECTED));
+                    }
+                }
+                self.sync_rec(m.sock);
+            }
+            op::ACCEPTABLE => {
+                match self.socks.get_mut(&m.sock) {
+                    Some(s) if s.rec.state == sock_state::LISTEN => {
+                        s.accept_q.push_back((
+                            m.value,
+                            Addr {
+                                ip: m.local_addr,
+                                port: m.local_port,
+                            },
+                            Addr {
+                                ip: m.remote_addr,
+                                port: m.remote_port,
+                            },
+                        ));
+                        if let Some(mem) = &s.mem {
+                            s.wake(mem.notify(wait::RX));
+                        }
+                    }
+                    // The listener is gone: so is the connection.
+                    _ => self.tcp_ctl(op::ABORT, 0, m.value, 0),
+                }
+            }
+            op::EOF => {
+                if let Some(s) = self.socks.get_mut(&m.sock) {
+                    if s.rx_hold.is_empty() {
+                        if let Some(mem) = &s.mem {
+                            s.wake(mem.set_state(sstate::EOF));
+                        }
+                    } else {
+                        s.eof_pending = true;
+                    }
+                }
+            }
+            op::SEND_CREDIT => {
+                if let Some(s) = self.socks.get_mut(&m.sock) {
+                    s.credit = s.credit.saturating_add(m.value);
+                }
+            }
+            op::CLOSED if self.socks.get(&m.sock).is_some_and(|s| s.closing) => {
+                if let Some(s) = self.socks.remove(&m.sock) {
+                    self.table.remove(s.slot);
+                    self.count(c::SOCKETS_CLOSED, 1);
                 }
             }
             _ => {}
@@ -540,6 +808,146 @@ impl<'a> Sockd<'a> {
         }
     }
 
+    /// TCP data from tcpd: into the application's ring, or held until it
+    /// has room (tcpd's credits keep this short).
+    fn deliver_tcp(&mut self, h: Handle) {
+        match self.socks.get_mut(&h.sock) {
+            Some(s) if s.mem.is_some() && !s.closing => s.rx_hold.push_back((h, 0)),
+            _ => {
+                self.count(c::RX_DROP_NO_SOCKET, 1);
+                self.svc.fabric.free(&h);
+            }
+        }
+    }
+
+    /// Per TCP socket, each turn: held data into the ring, read credit to
+    /// tcpd, queued bytes to tcpd within its send credit, and closes and
+    /// shutdowns once the send ring is empty. Returns buffers moved and
+    /// whether something waits.
+    fn pump_tcp(&mut self, room: usize) -> (usize, bool) {
+        let f = &self.svc.fabric;
+        let me = self.svc.me;
+        let mut pool = f.pool(me);
+        let mut moved = 0;
+        let mut waiting = false;
+        let mut ctl: Vec<(u32, u32, u64)> = Vec::new();
+        let mut closed: Vec<u32> = Vec::new();
+        for (&id, s) in self.socks.iter_mut() {
+            if s.kind != Kind::Tcp {
+                continue;
+            }
+            let Some(mem) = &s.mem else { continue };
+            // Received data into the ring.
+            while let Some(&(h, done)) = s.rx_hold.front() {
+                let Ok(d) = pool.data(&h) else {
+                    s.rx_hold.pop_front();
+                    continue;
+                };
+                let (n, wake) = mem.deliver_stream(&d[done.min(d.len())..]);
+                if n > 0 {
+                    f.count(me, c::RX_COPY_BYTES, n as u64);
+                }
+                if wake {
+                    if let Some(e) = &s.efd {
+                        kick(e);
+                    }
+                }
+                if done + n >= d.len() {
+                    s.rx_hold.pop_front();
+                    pool.free(&h);
+                    moved += 1;
+                } else {
+                    s.rx_hold.front_mut().unwrap().1 = done + n;
+                    waiting = true;
+                    break;
+                }
+            }
+            if s.rx_hold.is_empty() && s.eof_pending {
+                s.eof_pending = false;
+                if mem.set_state(sstate::EOF) {
+                    if let Some(e) = &s.efd {
+                        kick(e);
+                    }
+                }
+            }
+            // Read credit: what the application consumed since last time.
+            let consumed = mem.rx_consumed();
+            let delta = consumed.wrapping_sub(s.rx_seen);
+            if delta > 0 && delta <= mem.rx_cap() as u64 {
+                ctl.push((op::READ_CREDIT, id, delta));
+                s.rx_seen = consumed;
+            }
+            // Queued bytes to tcpd.
+            if s.broken || s.rec.state != sock_state::CONNECTED {
+                continue;
+            }
+            loop {
+                let (a, b) = match mem.send_slices() {
+                    Ok(v) => v,
+                    Err(_) => {
+                        s.broken = true;
+                        mem.set_error(libc::EIO);
+                        f.count(me, c::BAD_RINGS, 1);
+                        break;
+                    }
+                };
+                let avail = a.len() + b.len();
+                if avail == 0 {
+                    if mem.request_kick() {
+                        continue;
+                    }
+                    if s.closing {
+                        ctl.push((op::CLOSE, id, 0));
+                        closed.push(id);
+                    } else if s.shut_wr {
+                        s.shut_wr = false;
+                        ctl.push((op::SHUTDOWN, id, 1));
+                    }
+                    break;
+                }
+                if self.to_tcp.len() + ctl.len() >= room || s.credit == 0 {
+                    waiting = true;
+                    break;
+                }
+                let n = avail.min(s.mss as usize).min(s.credit as usize);
+                let Some(mut h) = pool.alloc(n) else {
+                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    waiting = true;
+                    break;
+                };
+                h.data_len = n as u32;
+                h.sock = id;
+                h.l4proto = 6;
+                if let Ok(d) = pool.data_mut(&h) {
+                    // The one copy on the way out.
+                    let k = a.len().min(n);
+                    d[..k].copy_from_slice(&a[..k]);
+                    d[k..].copy_from_slice(&b[..n - k]);
+                }
+                f.count(me, c::TX_COPY_BYTES, n as u64);
+                s.credit -= n as u64;
+                if mem.consume_send_bytes(n) {
+                    if let Some(e) = &s.efd {
+                        kick(e);
+                    }
+                }
+                self.to_tcp.push(h);
+                moved += 1;
+            }
+        }
+        for (o, id, v) in ctl {
+            self.tcp_ctl(o, id, v, 0);
+        }
+        for id in closed {
+            // tcpd finishes the connection alone; the slot is free now.
+            if let Some(s) = self.socks.remove(&id) {
+                self.table.remove(s.slot);
+                self.count(c::SOCKETS_CLOSED, 1);
+            }
+        }
+        (moved, waiting)
+    }
+
     /// Moves what applications queued for sending into pool buffers for
     /// udpd, as far as the ring to udpd has room. Returns datagrams moved
     /// and whether something is still waiting.
@@ -552,7 +960,7 @@ impl<'a> Sockd<'a> {
         let mut broken = Vec::new();
         for (&id, s) in self.socks.iter_mut() {
             let Some(mem) = &s.mem else { continue };
-            if s.broken {
+            if s.broken || s.kind != Kind::Udp {
                 continue;
             }
             loop {
@@ -704,6 +1112,8 @@ fn main() {
         next_session: 0,
         next_req: 0,
         to_udp: Vec::with_capacity(BUDGET * 4),
+        to_tcp: Vec::with_capacity(BUDGET * 4),
+        tcp_credit: svc.config.socket_tx_bytes as u64,
         wake_fd: f.wake_fd(me),
     };
     // Sockets from before a restart wait for their applications.
@@ -711,19 +1121,9 @@ fn main() {
     let found: Vec<(usize, SockRec)> = d.table.iter().collect();
     for (slot, rec) in &found {
         let kind = if rec.proto == 6 { Kind::Tcp } else { Kind::Udp };
-        d.socks.insert(
-            rec.id,
-            Sock {
-                slot: *slot,
-                kind,
-                session: None,
-                mem: None,
-                efd: None,
-                rec: *rec,
-                detached_since: Some(now),
-                broken: false,
-            },
-        );
+        let mut sk = Sock::new(*slot, kind, *rec, d.tcp_credit);
+        sk.detached_since = Some(now);
+        d.socks.insert(rec.id, sk);
     }
     if !found.is_empty() {
         svc.log(&format!(
@@ -734,6 +1134,7 @@ fn main() {
     let mut from_udp = f.consumer(LayerId::UDPD, me).expect("ring udpd->sockd");
     let mut to_udp = f.producer(me, LayerId::UDPD).expect("ring sockd->udpd");
     let mut from_tcp = f.consumer(LayerId::TCPD, me).expect("ring tcpd->sockd");
+    let mut to_tcp = f.producer(me, LayerId::TCPD).expect("ring sockd->tcpd");
     let mut batch = [Handle::default(); BUDGET];
     let mut pfds: Vec<libc::pollfd> = Vec::new();
     let mut last_snapshot = Instant::now();
@@ -757,11 +1158,19 @@ fn main() {
             f.free(h);
         }
         work += n;
-        // Nothing speaks TCP yet; free what arrives.
         let n = from_tcp.pop(&mut batch);
         for h in &batch[..n] {
-            f.free(h);
+            if h.flags & flags::CTRL != 0 {
+                let pool = f.pool(me);
+                if let Ok(Some(m)) = L4Ctl::from_handle(&pool, h) {
+                    d.on_ctl(m);
+                }
+                f.free(h);
+            } else {
+                d.deliver_tcp(*h);
+            }
         }
+        work += n;
 
         let room = (to_udp.space() as usize).min(BUDGET * 4);
         let (moved, tx_waiting) = d.pump_tx(room);
@@ -772,6 +1181,14 @@ fn main() {
             // next turn; keep order.
             d.to_udp.drain(..k);
         }
+        let room = (to_tcp.space() as usize).min(BUDGET * 4);
+        let (moved, tcp_waiting) = d.pump_tcp(room);
+        work += moved;
+        if !d.to_tcp.is_empty() {
+            let k = to_tcp.push(&d.to_tcp);
+            d.to_tcp.drain(..k);
+        }
+        let tx_waiting = tx_waiting || tcp_waiting;
         d.expire(now);
         if now.duration_since(last_snapshot) > Duration::from_millis(100) {
             d.snapshot_queues();
@@ -797,7 +1214,7 @@ fn main() {
                     revents: 0,
                 });
             }
-            let tick = if tx_waiting || !d.to_udp.is_empty() {
+            let tick = if tx_waiting || !d.to_udp.is_empty() || !d.to_tcp.is_empty() {
                 1
             } else {
                 service::IDLE_TICK_MS
