@@ -78,8 +78,6 @@
 //! # Limits for now
 //!
 //! strata speaks IPv4 only: IPv6 addresses fail with `Unsupported`.
-//! TCP streams need a running tcpd: until the stack has one, creating a
-//! TCP socket fails with `EPROTONOSUPPORT`.
 #![deny(missing_docs)]
 
 mod addr;

@@ -1,0 +1,128 @@
+//! TCP through the whole stack against the Linux kernel's TCP.
+
+use std::io::{ErrorKind, Read, Write};
+use std::time::Duration;
+use strata_tests::{spawn_app, wait_line, Netns, Stack, HOST_IP, STACK_IP};
+
+/// Kernel-side client: sends N random bytes to HOST:PORT while reading
+/// the echo, then compares.
+const ECHO_CLIENT: &str = r#"
+import socket, os, sys, threading, hashlib
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+s = socket.create_connection((host, port), timeout=30)
+data = os.urandom(n)
+got = bytearray()
+def rd():
+    while True:
+        b = s.recv(1 << 16)
+        if not b: break
+        got.extend(b)
+t = threading.Thread(target=rd); t.start()
+s.sendall(data)
+s.shutdown(socket.SHUT_WR)
+t.join()
+print("sent", n, "got", len(got), "same", hashlib.sha256(got).hexdigest() == hashlib.sha256(data).hexdigest())
+"#;
+
+#[test]
+fn kernel_client_echoes_twenty_megabytes_through_a_libsock_server() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    let out = ns.run_ok(&["python3", "-c", ECHO_CLIENT, STACK_IP, "7", "20000000"]);
+    assert_eq!(out.trim(), "sent 20000000 got 20000000 same True");
+    // One copy each way at the socket boundary.
+    assert_eq!(st.counter("sockd", "rx_copy_bytes"), 20_000_000);
+    assert_eq!(st.counter("sockd", "tx_copy_bytes"), 20_000_000);
+}
+
+/// A kernel-side server that sends `n` bytes of a fixed pattern to each
+/// client, then closes; or, with "reset", sends some and aborts (RST).
+const SERVER: &str = r#"
+import socket, sys, struct
+host, port, n, mode = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((host, port)); l.listen(8)
+print("listening", flush=True)
+block = bytes(range(256)) * 256
+c, _ = l.accept()
+sent = 0
+while sent < n:
+    k = min(len(block), n - sent)
+    c.sendall(block[:k]); sent += k
+if mode == "reset":
+    c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    import time; time.sleep(0.2)
+c.close()
+"#;
+
+fn pattern_ok(data: &[u8]) -> bool {
+    data.chunks(65536)
+        .all(|c| c.iter().enumerate().all(|(i, &b)| b == i as u8))
+}
+
+#[test]
+fn a_libsock_client_downloads_from_a_kernel_server() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut server = ns.spawn(&[
+        "python3", "-c", SERVER, HOST_IP, "8000", "20000000", "close",
+    ]);
+    wait_line(&mut server, "listening", Duration::from_secs(5));
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let addr: std::net::SocketAddr = format!("{HOST_IP}:8000").parse().unwrap();
+    let mut s = stack.builder().tcp_connect(addr).unwrap();
+    assert_eq!(s.peer_addr().unwrap(), addr);
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut data = Vec::new();
+    s.read_to_end(&mut data).unwrap();
+    assert_eq!(data.len(), 20_000_000);
+    assert!(pattern_ok(&data), "payload corrupted");
+    // Our side is still open for writing (half-close), as on Linux.
+    assert_eq!(s.write(b"bye").unwrap(), 3);
+}
+
+#[test]
+fn connecting_to_a_closed_port_is_refused_at_once_on_both_sides() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let out = ns.run_ok(&[
+        "python3",
+        "-c",
+        "import socket,time\nt=time.time()\ntry:\n    socket.create_connection(('10.77.0.2', 4444), timeout=5)\n    print('connected')\nexcept ConnectionRefusedError:\n    print('refused', round(time.time()-t, 1))",
+    ]);
+    assert_eq!(out.trim(), "refused 0.0");
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let addr: std::net::SocketAddr = format!("{HOST_IP}:4444").parse().unwrap();
+    let t = std::time::Instant::now();
+    let e = stack.builder().tcp_connect(addr).unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::ConnectionRefused, "{e}");
+    assert!(t.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_kernel_peer_that_aborts_surfaces_as_connection_reset() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut server = ns.spawn(&["python3", "-c", SERVER, HOST_IP, "8001", "100000", "reset"]);
+    wait_line(&mut server, "listening", Duration::from_secs(5));
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let addr: std::net::SocketAddr = format!("{HOST_IP}:8001").parse().unwrap();
+    let mut s = stack.builder().tcp_connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0;
+    let err = loop {
+        match s.read(&mut buf) {
+            Ok(0) => panic!("clean EOF after {total} bytes, expected a reset"),
+            Ok(n) => total += n,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(
+        err.kind(),
+        ErrorKind::ConnectionReset,
+        "{err} after {total} bytes"
+    );
+}
