@@ -1,5 +1,5 @@
 //! The launcher's control socket: one JSON request per line in, one JSON
-//! response per line out. `strata status|stats|kill` are its clients.
+//! response per line out. `strata status|stats|kill|qdisc` are its clients.
 
 use crate::supervisor::{log, Supervisor};
 use serde_json::{json, Value};
@@ -170,6 +170,7 @@ fn handle(sh: &Shared, req: &Value) -> Value {
                 },
             }
         }
+        Some("qdisc") => crate::qdisc::handle(&sh.fabric, req),
         Some("stop") => {
             sh.stop.store(true, SeqCst);
             json!({"ok": true, "data": {}})

@@ -5,6 +5,7 @@ mod config;
 mod control;
 mod demo;
 mod plan;
+mod qdisc;
 mod supervisor;
 mod up;
 
@@ -56,6 +57,22 @@ enum Cmd {
         /// driverdN, netdevd, filterd, ipd, tcpd, udpd or sockd.
         layer: String,
     },
+    /// Inject network faults or limit the rate on an interface, at run
+    /// time (netdevd applies them; they survive its restart).
+    ///
+    /// IFACE [ingress|egress|both] [loss P%] [duplicate P%] [reorder P%]
+    /// [delay MS [jitter MS]] [rate RATE] [burst BYTES] [seed N], or
+    /// IFACE [ingress|egress|both] clear, or [IFACE] show. Setting replaces
+    /// the whole configuration of the direction (egress unless named).
+    /// RATE: 100mbit, 1gbit, 500kbit...; times in ms unless given (2.5ms,
+    /// 500us, 1s).
+    #[command(verbatim_doc_comment)]
+    Qdisc {
+        /// The interface (as in the configuration), or `show` for all.
+        iface: String,
+        /// What to set (see above).
+        words: Vec<String>,
+    },
     /// Stop a running instance.
     Down,
     /// Build a private network namespace with a TAP device, start the stack
@@ -83,6 +100,7 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Cmd::Qdisc { iface, words } => return qdisc_cmd(&cli.instance, &iface, &words, cli.json),
         Cmd::Down => control::request(&cli.instance, json!({"cmd": "stop"})).map(|_| ()),
         Cmd::Demo => demo::run(),
     };
@@ -90,6 +108,32 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("strata: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `strata qdisc`: errors are reported as `strata qdisc: ...`, naming the
+/// word at fault.
+fn qdisc_cmd(instance: &str, iface: &str, words: &[String], as_json: bool) -> ExitCode {
+    let res = (|| {
+        let (iface, cmd) = if iface.eq_ignore_ascii_case("show") && words.is_empty() {
+            (None, qdisc::QdiscCmd::Show)
+        } else {
+            (Some(iface), qdisc::parse(words)?)
+        };
+        let v = control::request(instance, qdisc::request(iface, &cmd))?;
+        if as_json {
+            println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
+        } else {
+            qdisc::print(&v);
+        }
+        Ok::<(), String>(())
+    })();
+    match res {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("strata qdisc: {}", e.strip_prefix("qdisc: ").unwrap_or(&e));
             ExitCode::FAILURE
         }
     }

@@ -910,6 +910,14 @@ impl<'a> Sockd<'a> {
                     break;
                 }
                 let n = avail.min(s.mss as usize).min(s.credit as usize);
+                // Leave a quarter of the pool to the receive path: if
+                // queued sends could take every buffer, no ACK could be
+                // received to free them again.
+                if f.free_counts().0 < f.params().small_bufs / 4 {
+                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    waiting = true;
+                    break;
+                }
                 let Some(mut h) = pool.alloc(n) else {
                     f.count(me, c::TX_WAIT_NO_BUFFER, 1);
                     waiting = true;
@@ -993,6 +1001,12 @@ impl<'a> Sockd<'a> {
                     mem.set_error(libc::EDESTADDRREQ);
                     mem.consume_send(&rec);
                     continue;
+                }
+                let reserve = f.params().small_bufs / 4;
+                if f.free_counts().0 < reserve && payload.len() + SEND_META_LEN < 1800 {
+                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    waiting = true;
+                    break;
                 }
                 let Some(mut h) = pool.alloc(payload.len() + SEND_META_LEN) else {
                     f.count(me, c::TX_WAIT_NO_BUFFER, 1);

@@ -1,0 +1,109 @@
+//! TCP under load: a SYN flood, and hundreds of concurrent connections.
+
+use std::time::Duration;
+use strata_tests::{spawn_app, wait_line, Netns, Stack, STACK_IP};
+
+/// Floods port 7 with SYNs from spoofed, unreachable sources (raw frames
+/// on the kernel side of the TAP) for `secs` seconds.
+const FLOOD: &str = r#"
+import socket, struct, random, sys, time
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("strata0", 0))
+me = s.getsockname()[4]
+dst = socket.inet_aton("10.77.0.2")
+end = time.time() + float(sys.argv[1])
+n = 0
+while time.time() < end:
+    for _ in range(200):
+        src = socket.inet_aton("192.0.2.%d" % random.randint(1, 254))
+        sport = random.randint(1024, 65535)
+        tcp = struct.pack("!HHIIBBHHH", sport, 7, random.getrandbits(32), 0, 5 << 4, 0x02, 64240, 0, 0)
+        ph = src + dst + struct.pack("!BBH", 0, 6, len(tcp))
+        tcp = tcp[:16] + struct.pack("!H", csum(ph + tcp)) + tcp[18:]
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), n & 0xffff, 0, 64, 6, 0, src, dst)
+        ip = ip[:10] + struct.pack("!H", csum(ip)) + ip[12:]
+        s.send(bytes.fromhex("025354000001") + me + b"\x08\x00" + ip + tcp)
+        n += 1
+    time.sleep(0.01)
+print("syns", n)
+"#;
+
+const CLIENT: &str = r#"
+import socket, sys, time
+ok = 0
+for i in range(int(sys.argv[1])):
+    s = socket.create_connection(("10.77.0.2", 7), timeout=5)
+    msg = b"legit %d" % i
+    s.sendall(msg)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        b = s.recv(100)
+        if not b: break
+        got += b
+    ok += got == msg
+    s.close()
+    time.sleep(0.1)
+print("ok", ok)
+"#;
+
+#[test]
+fn a_syn_flood_does_not_keep_a_legitimate_client_out() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    let flood = ns.spawn(&["python3", "-c", FLOOD, "4"]);
+    std::thread::sleep(Duration::from_millis(500));
+    let out = ns.run_ok(&["python3", "-c", CLIENT, "20"]);
+    assert_eq!(out.trim(), "ok 20");
+    let syns = flood
+        .wait_output(Duration::from_secs(10))
+        .expect("flood ended");
+    let n: u64 = syns.trim().trim_start_matches("syns ").parse().unwrap();
+    assert!(n > 1000, "flood too small: {n}");
+    assert!(
+        st.counter("tcpd", "syn_cookies_sent") > 0,
+        "the SYN queue never overflowed into cookies"
+    );
+}
+
+const MANY: &str = r#"
+import asyncio, os, sys, hashlib
+N, SIZE = int(sys.argv[1]), int(sys.argv[2])
+async def one(i):
+    r, w = await asyncio.open_connection("10.77.0.2", 7)
+    data = os.urandom(SIZE)
+    async def send():
+        w.write(data); await w.drain(); w.write_eof()
+    t = asyncio.create_task(send())
+    got = await r.read(-1)
+    await t
+    w.close()
+    return got == data
+async def main():
+    res = await asyncio.gather(*[one(i) for i in range(N)], return_exceptions=True)
+    print("ok", sum(1 for x in res if x is True), "errors", [repr(x) for x in res if x is not True][:3])
+asyncio.run(main())
+"#;
+
+#[test]
+fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
+    let ns = Netns::new();
+    // Room for 500 connections' worth of queues.
+    let st = Stack::up_with(
+        &ns,
+        "\n[limits]\nsmall_buffers = 65536\nlarge_buffers = 256\n",
+    );
+    let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    ns.run_ok(&["sh", "-c", "ulimit -n 4096"]);
+    let out = ns.run_ok(&["python3", "-c", MANY, "500", "1000000"]);
+    assert!(out.starts_with("ok 500 "), "{out}");
+    let _ = STACK_IP;
+}
