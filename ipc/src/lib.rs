@@ -29,4 +29,5 @@ pub mod runtime;
 pub mod service;
 pub mod sockring;
 pub mod socktable;
+pub mod stats;
 pub use service::{now_ns, Service, BUDGET};

@@ -2,33 +2,7 @@
 //! counting is an index and an add, and the shell can copy the whole array
 //! into the fabric for `strata stats` without knowing what each slot means.
 
-macro_rules! stats {
-    ($( $(#[$doc:meta])* $variant:ident => $name:literal, )*) => {
-        /// One counter of tcpd. Every handle dropped is counted under
-        /// exactly one drop reason.
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-        #[repr(u16)]
-        pub enum Stat {
-            $( $(#[$doc])* $variant, )*
-        }
-
-        impl Stat {
-            /// Every counter, in index order.
-            pub const ALL: &'static [Stat] = &[ $( Stat::$variant, )* ];
-            /// Number of counters.
-            pub const COUNT: usize = Stat::ALL.len();
-
-            /// The counter's `snake_case` name, as `strata stats` shows it.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $( Stat::$variant => $name, )*
-                }
-            }
-        }
-    };
-}
-
-stats! {
+strata_ipc::layer_stats! { "tcpd";
     // ---- segments from ipd ----
     /// TCP segments handed to [`from_ip`](crate::TcpCore::from_ip).
     InSegs => "in_segs",
@@ -215,54 +189,6 @@ stats! {
     /// Connections reset at start because their block was mid-update or
     /// inconsistent.
     RestoreReset => "restore_reset",
-}
-
-// Every counter must fit a layer's block in the fabric.
-const _: () = assert!(Stat::COUNT <= strata_ipc::layout::LAYER_COUNTERS);
-
-/// tcpd's counters.
-#[derive(Clone, Debug)]
-pub struct Stats {
-    counters: [u64; Stat::COUNT],
-}
-
-impl Default for Stats {
-    fn default() -> Self {
-        Stats {
-            counters: [0; Stat::COUNT],
-        }
-    }
-}
-
-impl Stats {
-    /// The value of one counter.
-    pub fn get(&self, s: Stat) -> u64 {
-        self.counters[s as usize]
-    }
-
-    /// Every counter in [`Stat::ALL`] order, so the shell can copy them into
-    /// the fabric in one go.
-    pub fn as_array(&self) -> &[u64; Stat::COUNT] {
-        &self.counters
-    }
-
-    /// `(name, value)` for every counter.
-    pub fn iter(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
-        Stat::ALL.iter().map(move |&s| (s.name(), self.get(s)))
-    }
-
-    /// Adds one to a counter.
-    #[inline]
-    pub(crate) fn inc(&mut self, s: Stat) {
-        self.add(s, 1);
-    }
-
-    /// Adds `n` to a counter.
-    #[inline]
-    pub(crate) fn add(&mut self, s: Stat, n: u64) {
-        let c = &mut self.counters[s as usize];
-        *c = c.wrapping_add(n);
-    }
 }
 
 #[cfg(test)]
