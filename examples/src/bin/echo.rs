@@ -8,7 +8,7 @@ use std::process::ExitCode;
 /// Echo server on the strata stack: sends every UDP datagram back to
 /// where it came from, and echoes every TCP connection (a thread each).
 #[derive(Parser)]
-#[command(name = "echo", version, about)]
+#[command(name = "echo", version)]
 struct Args {
     /// Address and port to serve UDP on.
     #[arg(long, default_value = "0.0.0.0:7")]
