@@ -537,6 +537,47 @@ impl TcpStream {
         Ok(())
     }
 
+    /// `TCP_CONGESTION`: the congestion control algorithm of this
+    /// connection, `"cubic"` (the default) or `"reno"` (NewReno).
+    /// Anything else is `InvalidInput`.
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.set_congestion("reno")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_congestion(&self, algorithm: &str) -> io::Result<()> {
+        let id = match algorithm {
+            "cubic" => 0,
+            "reno" | "newreno" => 1,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("unknown congestion control {other:?} (cubic or reno)"),
+                ))
+            }
+        };
+        self.core.request(&Request::SetOption {
+            id: self.core.id,
+            opt: SockOpt::Congestion(id),
+        })
+    }
+
+    /// `SO_KEEPALIVE`: probe an idle connection (Linux's timing: first
+    /// probe after 2 hours, then every 75 s, 9 probes).
+    ///
+    /// ```no_run
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.set_keepalive(true)?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_keepalive(&self, on: bool) -> io::Result<()> {
+        self.core.request(&Request::SetOption {
+            id: self.core.id,
+            opt: SockOpt::KeepAlive(on),
+        })
+    }
+
     /// `TCP_NODELAY` as last set on this connection.
     ///
     /// ```no_run

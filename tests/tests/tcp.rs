@@ -156,3 +156,25 @@ fn transfers_stay_identical_under_loss_reordering_and_duplication() {
         "loss was repaired by retransmission"
     );
 }
+
+#[test]
+fn newreno_is_selectable_per_connection_and_carries_a_transfer() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut server = ns.spawn(&["python3", "-c", SERVER, HOST_IP, "8002", "5000000", "close"]);
+    wait_line(&mut server, "listening", Duration::from_secs(5));
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let addr: std::net::SocketAddr = format!("{HOST_IP}:8002").parse().unwrap();
+    let mut s = stack.builder().tcp_connect(addr).unwrap();
+    s.set_congestion("reno").unwrap();
+    assert_eq!(
+        s.set_congestion("bbr").unwrap_err().kind(),
+        ErrorKind::InvalidInput
+    );
+    s.set_keepalive(true).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut data = Vec::new();
+    s.read_to_end(&mut data).unwrap();
+    assert_eq!(data.len(), 5_000_000);
+    assert!(pattern_ok(&data));
+}
