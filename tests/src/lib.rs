@@ -99,9 +99,16 @@ impl Netns {
 pub struct Bg {
     /// The process.
     pub child: Child,
+    /// Its stdout, line by line, once [`wait_line`] started reading it.
+    lines: Option<std::sync::mpsc::Receiver<String>>,
 }
 
 impl Bg {
+    /// Wraps a process started elsewhere.
+    pub fn new(child: Child) -> Bg {
+        Bg { child, lines: None }
+    }
+
     /// Waits for it to exit, up to `timeout`; its stdout if it did.
     pub fn wait_output(mut self, timeout: Duration) -> Option<String> {
         let deadline = Instant::now() + timeout;
@@ -144,7 +151,7 @@ impl Netns {
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
-        Bg { child }
+        Bg { child, lines: None }
     }
 }
 
@@ -158,21 +165,25 @@ pub fn spawn_app(stack: &Stack, name: &str, args: &[&str]) -> Bg {
         .stdout(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{name}: {e}"));
-    Bg { child }
+    Bg { child, lines: None }
 }
 
 /// Reads lines from a background process's stdout until one contains
 /// `what` (or panics after `timeout`).
 pub fn wait_line(bg: &mut Bg, what: &str, timeout: Duration) -> String {
-    let out = bg.child.stdout.take().expect("stdout piped");
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(l).is_err() {
-                break;
+    if bg.lines.is_none() {
+        let out = bg.child.stdout.take().expect("stdout piped");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(l).is_err() {
+                    break;
+                }
             }
-        }
-    });
+        });
+        bg.lines = Some(rx);
+    }
+    let rx = bg.lines.as_ref().unwrap();
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());

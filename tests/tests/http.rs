@@ -178,7 +178,7 @@ fn a_libsock_client_downloads_a_big_file_from_python_http_server_intact() {
         .stderr(Stdio::null())
         .spawn()
         .expect("python3");
-    let mut server = Bg { child };
+    let mut server = Bg::new(child);
     wait_line(&mut server, "Serving HTTP", Duration::from_secs(10));
 
     let stack = libsock::Stack::connect(&st.instance).unwrap();

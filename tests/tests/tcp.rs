@@ -178,3 +178,54 @@ fn newreno_is_selectable_per_connection_and_carries_a_transfer() {
     assert_eq!(data.len(), 5_000_000);
     assert!(pattern_ok(&data));
 }
+
+/// Kernel-side server: accepts one connection, reads to EOF, reports the
+/// byte count and how the stream ended.
+const READER: &str = r#"
+import socket, sys
+l = socket.socket(); l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], int(sys.argv[2]))); l.listen(1)
+print("listening", flush=True)
+c, _ = l.accept(); c.settimeout(10)
+n = 0
+try:
+    while True:
+        b = c.recv(1 << 16)
+        if not b: print("eof", n, flush=True); break
+        n += len(b)
+except ConnectionResetError:
+    print("reset", n, flush=True)
+"#;
+
+#[test]
+fn close_sends_everything_queued_then_fin_but_rst_if_data_went_unread() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    // Close after writing: the peer gets every byte, then EOF.
+    let mut server = ns.spawn(&["python3", "-c", READER, HOST_IP, "8010"]);
+    wait_line(&mut server, "listening", Duration::from_secs(5));
+    let addr: std::net::SocketAddr = format!("{HOST_IP}:8010").parse().unwrap();
+    let mut s = stack.builder().tcp_connect(addr).unwrap();
+    s.write_all(&vec![7u8; 3_000_000]).unwrap();
+    drop(s);
+    assert_eq!(
+        wait_line(&mut server, "eof", Duration::from_secs(15)),
+        "eof 3000000"
+    );
+    // Close with unread received data: RST, as Linux does.
+    let listener = stack.builder().tcp_bind("0.0.0.0:8011").unwrap();
+    let client = ns.spawn(&[
+        "python3",
+        "-c",
+        "import socket,time\ns=socket.create_connection(('10.77.0.2',8011),timeout=5)\ns.sendall(b'unread'*100)\n\
+         time.sleep(1)\ntry:\n    print('got', s.recv(10), flush=True)\nexcept ConnectionResetError:\n    print('reset', flush=True)",
+    ]);
+    let (conn, _) = listener.accept().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(conn);
+    let out = client
+        .wait_output(Duration::from_secs(10))
+        .expect("client ended");
+    assert_eq!(out.trim(), "reset");
+}
