@@ -9,7 +9,7 @@ use shared_memory::{Shmem, ShmemConf, ShmemError};
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{fence, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 /// Environment variable through which the launcher tells a layer which
 /// inherited fd is whose eventfd: a comma-separated list indexed by layer
@@ -244,7 +244,11 @@ impl Fabric {
 
     /// Records an interface's name, MAC and MTU (launcher).
     pub fn set_iface_info(&self, i: u8, name: &str, mac: [u8; 6], mtu: u32) {
-        let b = self.iface(i) as *const IfaceBlock as *mut IfaceBlock;
+        assert!((i as usize) < MAX_IFACES);
+        // Written through a pointer from the mapping itself, not from a
+        // shared reference: these fields are plain bytes, not atomics.
+        let b =
+            unsafe { (self.base.add(self.off.iface as usize) as *mut IfaceBlock).add(i as usize) };
         unsafe {
             let n = name.as_bytes();
             let k = n.len().min(15);
@@ -626,7 +630,9 @@ impl Fabric {
     /// Registers `me`'s counter names (at start; names already there are
     /// kept with their values so a restart continues counting).
     pub fn register_counters(&self, me: LayerId, names: &[&str]) {
-        let c = self.ctl(me) as *const LayerCtl as *mut LayerCtl;
+        assert!((me.0 as usize) < MAX_LAYERS);
+        let c =
+            unsafe { (self.base.add(self.off.ctl as usize) as *mut LayerCtl).add(me.0 as usize) };
         let n = names.len().min(LAYER_COUNTERS);
         for (i, name) in names.iter().take(n).enumerate() {
             let mut buf = [0u8; COUNTER_NAME_LEN];
@@ -933,11 +939,6 @@ pub fn new_eventfd() -> io::Result<RawFd> {
         return Err(io::Error::last_os_error());
     }
     Ok(fd)
-}
-
-#[doc(hidden)]
-pub fn _assert_atomic_sizes() {
-    let _ = std::mem::size_of::<AtomicU32>();
 }
 
 impl Fabric {
