@@ -10,6 +10,7 @@
 //!   buffers and what it had already published) and empties the rings it
 //!   consumed, see [`Fabric::reclaim`].
 
+pub mod addrs;
 pub mod arena;
 pub mod bufs;
 pub mod fabric;

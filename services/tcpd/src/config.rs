@@ -217,149 +217,50 @@ impl TcpConfig {
     }
 }
 
-/// The network mask of a prefix length (0..=32).
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    }
-}
-
-/// One of our addresses.
-#[derive(Clone, Copy, Debug)]
-struct Addr {
-    addr: u32,
-    mask: u32,
-    prefix: u8,
-    bcast: Option<u32>,
-    iface: usize,
-}
-
-#[derive(Clone, Copy, Debug)]
-struct Route {
-    dest: u32,
-    mask: u32,
-    prefix: u8,
-    iface: Option<usize>,
-}
+use strata_ipc::addrs::AddrTable;
 
 /// The stack's addresses as tcpd uses them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Net {
-    addrs: Vec<Addr>,
-    primary: Vec<u32>,
-    mtu: Vec<u16>,
-    routes: Vec<Route>,
+    t: AddrTable,
 }
 
 impl Net {
     pub fn new(cfg: &TcpConfig) -> Result<Net, ConfigError> {
-        let mut net = Net::default();
-        for (i, ifc) in cfg.ifaces.iter().enumerate() {
-            net.primary
-                .push(ifc.addrs.first().map_or(0, |(a, _)| u32::from(*a)));
-            net.mtu.push(ifc.mtu);
-            for &(a, p) in &ifc.addrs {
-                if p > 32 {
-                    return Err(ConfigError::BadPrefix(p));
-                }
-                let addr = u32::from(a);
-                let m = mask(p);
-                net.addrs.push(Addr {
-                    addr,
-                    mask: m,
-                    prefix: p,
-                    bcast: (p <= 30).then_some(addr | !m),
-                    iface: i,
-                });
-            }
+        let mut t = AddrTable::default();
+        for ifc in &cfg.ifaces {
+            t.add_iface(ifc.index, &ifc.addrs, ifc.mtu)
+                .map_err(ConfigError::BadPrefix)?;
         }
         for r in &cfg.routes {
-            if r.prefix > 32 {
-                return Err(ConfigError::BadPrefix(r.prefix));
-            }
-            let iface = match (r.iface, r.gateway) {
-                (Some(ix), _) => cfg.ifaces.iter().position(|i| i.index == ix),
-                (None, Some(gw)) => net.subnet_of(u32::from(gw)).map(|a| a.iface),
-                (None, None) => None,
-            };
-            let m = mask(r.prefix);
-            net.routes.push(Route {
-                dest: u32::from(r.dest) & m,
-                mask: m,
-                prefix: r.prefix,
-                iface,
-            });
+            t.add_route(r.dest, r.prefix, r.gateway, r.iface)
+                .map_err(ConfigError::BadPrefix)?;
         }
-        net.routes.sort_by_key(|r| std::cmp::Reverse(r.prefix));
-        Ok(net)
+        t.finish();
+        Ok(Net { t })
     }
 
     /// Whether `a` is one of our (unicast) addresses.
     pub fn is_local(&self, a: u32) -> bool {
-        a != 0 && self.addrs.iter().any(|x| x.addr == a)
+        self.t.is_local(a)
     }
 
     /// Whether `a` can never be a TCP endpoint: zero, limited or subnet
     /// broadcast, multicast, class E.
     pub fn is_bad_peer(&self, a: u32) -> bool {
-        a == 0 || a >> 28 >= 0xe || self.addrs.iter().any(|x| x.bcast == Some(a))
+        a == 0 || a >> 28 >= 0xe || self.t.is_subnet_broadcast(a)
     }
 
-    fn subnet_of(&self, a: u32) -> Option<&Addr> {
-        self.addrs
-            .iter()
-            .filter(|x| x.prefix > 0 && (a & x.mask) == (x.addr & x.mask))
-            .rev()
-            .max_by_key(|x| x.prefix)
-    }
-
-    /// The interface (position) a segment to `dst` leaves through.
-    fn iface_for(&self, dst: u32) -> Option<usize> {
-        if let Some(a) = self.addrs.iter().find(|x| x.addr == dst) {
-            return Some(a.iface);
-        }
-        if let Some(a) = self.subnet_of(dst) {
-            return Some(a.iface);
-        }
-        self.routes
-            .iter()
-            .find(|r| dst & r.mask == r.dest)
-            .and_then(|r| r.iface)
-    }
-
-    /// The source address for a connection to `dst`: `dst` itself if it is
-    /// ours; else ours whose subnet holds `dst`; else the primary address
-    /// of the interface the longest matching route leaves through; else
-    /// the first address we have; 0 when we have none.
+    /// The source address for a connection to `dst` (see
+    /// [`AddrTable::source_for`]).
     pub fn source_for(&self, dst: u32) -> u32 {
-        if self.is_local(dst) {
-            return dst;
-        }
-        if let Some(a) = self.subnet_of(dst) {
-            return a.addr;
-        }
-        let via = self
-            .routes
-            .iter()
-            .find(|r| dst & r.mask == r.dest)
-            .and_then(|r| r.iface)
-            .map_or(0, |i| self.primary[i]);
-        if via != 0 {
-            return via;
-        }
-        self.addrs.first().map_or(0, |a| a.addr)
+        self.t.source_for(dst)
     }
 
-    /// The MTU towards `dst` (1500 when unknown; 65535 for our own
-    /// addresses is not assumed: the interface's MTU applies).
+    /// The MTU towards `dst` (1500 when unknown): the interface's MTU,
+    /// also for our own addresses.
     pub fn mtu_for(&self, dst: u32) -> u16 {
-        let m = self
-            .iface_for(dst)
-            .and_then(|i| self.mtu.get(i).copied())
-            .unwrap_or(1500);
-        m.max(576)
+        self.t.mtu_for(dst)
     }
 }
 

@@ -126,104 +126,41 @@ impl UdpConfig {
     }
 }
 
-/// The network mask of a prefix length (0..=32).
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    }
-}
-
-/// 224.0.0.0/4.
-pub(crate) fn is_multicast(a: u32) -> bool {
-    a >> 28 == 0xe
-}
-
-/// One of our addresses.
-#[derive(Clone, Copy, Debug)]
-struct Addr {
-    addr: u32,
-    mask: u32,
-    prefix: u8,
-    /// The subnet's directed broadcast (none for /31 and /32, RFC 3021).
-    bcast: Option<u32>,
-    /// Index into `Net::primary`.
-    iface: usize,
-}
-
-/// A route, reduced to what source selection needs.
-#[derive(Clone, Copy, Debug)]
-struct Route {
-    dest: u32,
-    mask: u32,
-    prefix: u8,
-    /// Where it leaves: index into `Net::primary`, if known.
-    iface: Option<usize>,
-}
+pub(crate) use strata_ipc::addrs::is_multicast;
+use strata_ipc::addrs::AddrTable;
 
 /// The stack's addresses as udpd uses them.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Net {
-    addrs: Vec<Addr>,
-    /// Primary address of each interface (0 when it has none).
-    primary: Vec<u32>,
-    /// Longest prefix first.
-    routes: Vec<Route>,
+    t: AddrTable,
 }
 
 impl Net {
     pub fn new(cfg: &UdpConfig) -> Result<Net, ConfigError> {
-        let mut net = Net::default();
-        for (i, ifc) in cfg.ifaces.iter().enumerate() {
-            net.primary
-                .push(ifc.addrs.first().map_or(0, |(a, _)| u32::from(*a)));
-            for &(a, p) in &ifc.addrs {
-                if p > 32 {
-                    return Err(ConfigError::BadPrefix(p));
-                }
-                let addr = u32::from(a);
-                let m = mask(p);
-                net.addrs.push(Addr {
-                    addr,
-                    mask: m,
-                    prefix: p,
-                    bcast: (p <= 30).then_some(addr | !m),
-                    iface: i,
-                });
-            }
+        let mut t = AddrTable::default();
+        for ifc in &cfg.ifaces {
+            // udpd never fragments: the MTU is ipd's business.
+            t.add_iface(ifc.index, &ifc.addrs, 1500)
+                .map_err(ConfigError::BadPrefix)?;
         }
         for r in &cfg.routes {
-            if r.prefix > 32 {
-                return Err(ConfigError::BadPrefix(r.prefix));
-            }
-            let iface = match (r.iface, r.gateway) {
-                (Some(ix), _) => cfg.ifaces.iter().position(|i| i.index == ix),
-                (None, Some(gw)) => net.subnet_of(u32::from(gw)).map(|a| a.iface),
-                (None, None) => None,
-            };
-            let m = mask(r.prefix);
-            net.routes.push(Route {
-                dest: u32::from(r.dest) & m,
-                mask: m,
-                prefix: r.prefix,
-                iface,
-            });
+            t.add_route(r.dest, r.prefix, r.gateway, r.iface)
+                .map_err(ConfigError::BadPrefix)?;
         }
-        net.routes.sort_by_key(|r| std::cmp::Reverse(r.prefix));
-        Ok(net)
+        t.finish();
+        Ok(Net { t })
     }
 
     /// Whether `a` is one of our (unicast) addresses.
     pub fn is_local(&self, a: u32) -> bool {
-        a != 0 && self.addrs.iter().any(|x| x.addr == a)
+        self.t.is_local(a)
     }
 
     /// Whether `a` is a broadcast (limited or a subnet's) or multicast
     /// address: datagrams to it go to every matching socket and are never
     /// answered with port unreachable.
     pub fn is_group(&self, a: u32) -> bool {
-        a == u32::MAX || is_multicast(a) || self.addrs.iter().any(|x| x.bcast == Some(a))
+        a == u32::MAX || is_multicast(a) || self.t.is_subnet_broadcast(a)
     }
 
     /// Whether a socket may bind to `a`: any (0), one of ours, or a
@@ -233,39 +170,11 @@ impl Net {
         a == 0 || self.is_local(a) || self.is_group(a)
     }
 
-    /// Our address whose subnet holds `a`, the longest prefix winning.
-    fn subnet_of(&self, a: u32) -> Option<&Addr> {
-        self.addrs
-            .iter()
-            .filter(|x| x.prefix > 0 && (a & x.mask) == (x.addr & x.mask))
-            // `max_by_key` keeps the last of equals: reversed, the first
-            // (the primary) of several addresses on one subnet wins.
-            .rev()
-            .max_by_key(|x| x.prefix)
-    }
-
-    /// The source address for a datagram to `dst`: `dst` itself if it is
-    /// ours; else the address of ours whose subnet holds `dst`; else the
-    /// primary address of the interface the longest matching route leaves
-    /// through; else the first address we have; 0 (which ipd fills in)
-    /// when we have none.
+    /// The source address for a datagram to `dst` (see
+    /// [`AddrTable::source_for`]; 0, which ipd fills in, when we have no
+    /// address).
     pub fn source_for(&self, dst: u32) -> u32 {
-        if self.is_local(dst) {
-            return dst;
-        }
-        if let Some(a) = self.subnet_of(dst) {
-            return a.addr;
-        }
-        let via = self
-            .routes
-            .iter()
-            .find(|r| dst & r.mask == r.dest)
-            .and_then(|r| r.iface)
-            .map_or(0, |i| self.primary[i]);
-        if via != 0 {
-            return via;
-        }
-        self.addrs.first().map_or(0, |a| a.addr)
+        self.t.source_for(dst)
     }
 }
 
