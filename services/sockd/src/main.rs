@@ -801,11 +801,7 @@ impl<'a> Sockd<'a> {
             s.rec.drops = s.rec.drops.wrapping_add(1);
             f.count(me, c::RX_DROP_APP_SLOW, 1);
         }
-        if wake {
-            if let Some(e) = &s.efd {
-                kick(e);
-            }
-        }
+        s.wake(wake);
     }
 
     /// TCP data from tcpd: into the application's ring, or held until it
@@ -847,11 +843,7 @@ impl<'a> Sockd<'a> {
                 if n > 0 {
                     f.count(me, c::RX_COPY_BYTES, n as u64);
                 }
-                if wake {
-                    if let Some(e) = &s.efd {
-                        kick(e);
-                    }
-                }
+                s.wake(wake);
                 if done + n >= d.len() {
                     s.rx_hold.pop_front();
                     pool.free(&h);
@@ -864,11 +856,7 @@ impl<'a> Sockd<'a> {
             }
             if s.rx_hold.is_empty() && s.eof_pending {
                 s.eof_pending = false;
-                if mem.set_state(sstate::EOF) {
-                    if let Some(e) = &s.efd {
-                        kick(e);
-                    }
-                }
+                s.wake(mem.set_state(sstate::EOF));
             }
             // Read credit: what the application consumed since last time.
             let consumed = mem.rx_consumed();
@@ -934,11 +922,7 @@ impl<'a> Sockd<'a> {
                 }
                 f.count(me, c::TX_COPY_BYTES, n as u64);
                 s.credit -= n as u64;
-                if mem.consume_send_bytes(n) {
-                    if let Some(e) = &s.efd {
-                        kick(e);
-                    }
-                }
+                s.wake(mem.consume_send_bytes(n));
                 self.to_tcp.push(h);
                 moved += 1;
             }
@@ -1033,11 +1017,7 @@ impl<'a> Sockd<'a> {
                 }
                 f.count(me, c::TX_DGRAMS, 1);
                 f.count(me, c::TX_COPY_BYTES, payload.len() as u64);
-                if mem.consume_send(&rec) {
-                    if let Some(e) = &s.efd {
-                        kick(e);
-                    }
-                }
+                s.wake(mem.consume_send(&rec));
                 self.to_udp.push(h);
                 moved += 1;
             }
