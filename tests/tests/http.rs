@@ -102,8 +102,64 @@ fn start_httpd(st: &Stack, root: &str) -> Bg {
     httpd
 }
 
+/// Injects 2% loss, 1% reordering and 1% duplication into both
+/// directions of the stack's wire.
+fn inject_faults(st: &Stack) {
+    for dir in ["egress", "ingress"] {
+        let o = st.strata(&[
+            "qdisc",
+            "strata0",
+            dir,
+            "loss",
+            "2%",
+            "reorder",
+            "1%",
+            "duplicate",
+            "1%",
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+}
+
+/// After a transfer under faults: the faults really happened, and TCP
+/// repaired them: by retransmitting when strata sent, by queueing out of
+/// order segments until the kernel's retransmission filled the hole when
+/// strata received.
+fn assert_faults_were_repaired(st: &Stack, strata_sent: bool) {
+    let tcpd = [
+        "retrans_segs",
+        "rto_expired",
+        "fast_retrans",
+        "sack_recoveries",
+        "ooo_segs",
+        "dup_data",
+    ]
+    .map(|c| format!("{c}={}", st.counter("tcpd", c)));
+    eprintln!("tcpd: {}", tcpd.join(" "));
+    for dir in ["", "ingress_"] {
+        for c in ["fault_loss", "fault_reorder", "fault_duplicate"] {
+            let c = format!("{dir}{c}");
+            assert!(st.counter("netdevd", &c) > 0, "no {c} was injected");
+        }
+    }
+    if strata_sent {
+        assert!(st.counter("tcpd", "retrans_segs") > 0, "nothing retransmitted");
+    } else {
+        assert!(st.counter("tcpd", "ooo_segs") > 0, "nothing out of order");
+    }
+}
+
 #[test]
 fn curl_downloads_a_big_file_from_httpd_intact() {
+    curl_download(false);
+}
+
+#[test]
+fn curl_downloads_a_big_file_from_httpd_intact_under_faults() {
+    curl_download(true);
+}
+
+fn curl_download(faults: bool) {
     let len = big_bytes();
     let dir = TempDir::new();
     let file = dir.path().join("big.bin");
@@ -112,6 +168,9 @@ fn curl_downloads_a_big_file_from_httpd_intact() {
 
     let ns = Netns::new();
     let st = Stack::up(&ns);
+    if faults {
+        inject_faults(&st);
+    }
     let mut httpd = start_httpd(&st, dir.path_str());
     let t = Instant::now();
     // curl's exit status survives the pipe; its size and status line too.
@@ -128,7 +187,7 @@ fn curl_downloads_a_big_file_from_httpd_intact() {
     ]);
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
-        "curl <- httpd: {len} bytes in {secs:.2} s ({:.2} Gbit/s)",
+        "curl <- httpd (faults: {faults}): {len} bytes in {secs:.2} s ({:.2} Gbit/s)",
         len as f64 * 8.0 / secs / 1e9
     );
     let mut lines = out.lines();
@@ -136,6 +195,9 @@ fn curl_downloads_a_big_file_from_httpd_intact() {
     assert_eq!(lines.next(), Some(format!("200 {len}").as_str()), "{out}");
     assert_eq!(got, want, "sha256 differs");
     assert!(httpd.alive(), "httpd died");
+    if faults {
+        assert_faults_were_repaired(&st, true);
+    }
 }
 
 /// Parses an HTTP/1.x response head: (status, content-length).
@@ -156,12 +218,24 @@ fn response_head(head: &[u8]) -> (u16, Option<u64>) {
 
 #[test]
 fn a_libsock_client_downloads_a_big_file_from_python_http_server_intact() {
+    libsock_download(false);
+}
+
+#[test]
+fn a_libsock_client_downloads_a_big_file_from_python_http_server_intact_under_faults() {
+    libsock_download(true);
+}
+
+fn libsock_download(faults: bool) {
     let len = big_bytes();
     let dir = TempDir::new();
     make_file(&dir.path().join("big.bin"), len);
 
     let ns = Netns::new();
     let st = Stack::up(&ns);
+    if faults {
+        inject_faults(&st);
+    }
     let child = ns
         .cmd("python3")
         .args([
@@ -233,10 +307,13 @@ fn a_libsock_client_downloads_a_big_file_from_python_http_server_intact() {
     }
     let secs = t.elapsed().as_secs_f64();
     eprintln!(
-        "libsock <- python http.server: {got} bytes in {secs:.2} s ({:.2} Gbit/s)",
+        "libsock <- python http.server (faults: {faults}): {got} bytes in {secs:.2} s ({:.2} Gbit/s)",
         got as f64 * 8.0 / secs / 1e9
     );
     assert_eq!(got, len, "short body");
+    if faults {
+        assert_faults_were_repaired(&st, false);
+    }
 }
 
 #[test]
