@@ -129,6 +129,8 @@ fn assert_faults_were_repaired(st: &Stack, strata_sent: bool) {
     let tcpd = [
         "retrans_segs",
         "rto_expired",
+        "lost_retrans",
+        "tlp_probes",
         "fast_retrans",
         "sack_recoveries",
         "ooo_segs",
@@ -143,7 +145,10 @@ fn assert_faults_were_repaired(st: &Stack, strata_sent: bool) {
         }
     }
     if strata_sent {
-        assert!(st.counter("tcpd", "retrans_segs") > 0, "nothing retransmitted");
+        assert!(
+            st.counter("tcpd", "retrans_segs") > 0,
+            "nothing retransmitted"
+        );
     } else {
         assert!(st.counter("tcpd", "ooo_segs") > 0, "nothing out of order");
     }

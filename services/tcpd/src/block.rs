@@ -162,6 +162,16 @@ pub mod cf {
     pub const ORPHAN: u32 = 1 << 21;
     /// The peer's SYN carried a window scale (SYN-ACK must echo it).
     pub const PEER_WS: u32 = 1 << 22;
+    /// Resending after a timeout until `snd_una` passes `recover`.
+    pub const LOSS: u32 = 1 << 23;
+    /// The retransmission timer runs early, as the reordering timer: the
+    /// head is declared lost when it fires (RFC 8985 §6.2 in spirit).
+    pub const REO_TIMER: u32 = 1 << 24;
+    /// The retransmission timer runs early, as the tail loss probe timer
+    /// (RFC 8985 §7).
+    pub const TLP_TIMER: u32 = 1 << 25;
+    /// A tail loss probe went out and no ACK has advanced since.
+    pub const TLP_SENT: u32 = 1 << 26;
 }
 
 /// Bits of [`ConnBlock::pend`]: notifications for sockd still to send
@@ -397,8 +407,26 @@ pub struct ConnBlock {
     /// End of the last segment sent shorter than the MSS (Minshall's
     /// Nagle: hold a runt only while an earlier runt is unacknowledged).
     pub snd_sml: u32,
-    /// Reserved; zero.
-    pub reserved: u32,
+    /// `snd_nxt` (at least the segment's end) when the segment at
+    /// `snd_una` was last sent: data SACKed above this was sent after it.
+    pub rtx_fence: u32,
+    /// Bytes newly SACKed above [`rtx_fence`](Self::rtx_fence) since then;
+    /// past DupThresh segments, the head's retransmission is lost too.
+    pub rtx_sacked: u32,
+    /// Receive buffer (auto-tuned): the window never offers more, however
+    /// much credit sockd gives.
+    pub rcvbuf: u32,
+    /// [`rcv_read`](Self::rcv_read) when the current auto-tuning
+    /// measurement began.
+    pub rcvq_seq: u32,
+    /// When it began (ms, the timestamp clock without offset).
+    pub rcvq_time: u32,
+    /// When the head segment was last sent, as far as
+    /// [`rtx_fence`](Self::rtx_fence) knows (µs clock, wrapping).
+    pub rtx_fence_us: u32,
+    /// Bytes the application read (sockd's READ_CREDIT), wrapping: what
+    /// auto-tuning measures.
+    pub rcv_read: u32,
 
     // ---- queues ----
     /// Data from sockd: unacknowledged (sent or not), in order.
@@ -412,7 +440,7 @@ pub struct ConnBlock {
     pub sacked: [[u32; 2]; SACK_RANGES],
 }
 
-const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 106 * 4);
+const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 112 * 4);
 
 // SAFETY: repr(C), only u32/u64 fields and arrays of them, laid out with
 // no padding (checked by the size assertion above); any bit pattern is a
@@ -471,8 +499,15 @@ pub struct SegEntry {
     pub seq: u32,
     /// [`ef`] bits.
     pub flags: u32,
+    /// Send-queue entries: `snd_nxt` (at least the segment's end) after
+    /// this entry's data was last sent, 0 if never; the
+    /// [`ConnBlock::rtx_fence`] of its first byte as the head.
+    pub sent_fence: u32,
+    /// Send-queue entries: when this entry's data was last sent (µs clock,
+    /// wrapping).
+    pub sent_us: u32,
     /// Reserved; zero.
-    pub reserved: [u32; 12],
+    pub reserved: [u32; 10],
 }
 
 const _: () = assert!(std::mem::size_of::<SegEntry>() == 128);
@@ -534,7 +569,7 @@ const _: () = assert!(std::mem::size_of::<StorageHeader>() == 64);
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
 /// Layout version of [`ConnBlock`] and [`SegEntry`].
-pub const STORAGE_VERSION: u32 = 1;
+pub const STORAGE_VERSION: u32 = 2;
 
 impl<'a> Storage<'a> {
     /// Bytes of arena [`Storage::from_raw`] needs for `n_conns` blocks and

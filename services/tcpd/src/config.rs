@@ -30,6 +30,10 @@ pub struct TcpConfig {
     /// Bytes of each socket's receive ring: the initial receive credit,
     /// and what the window scale is chosen from.
     pub socket_rx_bytes: u32,
+    /// Receive buffer a connection starts with; auto-tuning grows it
+    /// towards `socket_rx_bytes` as fast as the application reads (Linux
+    /// starts at `tcp_rmem[1]`, 128 KiB, offering half).
+    pub rcvbuf_initial: u32,
     /// Bytes of each socket's send ring: the send credit sockd starts with.
     pub socket_tx_bytes: u32,
     /// Key of the keyed hashes (ISNs per RFC 6528, SYN cookies, timestamp
@@ -92,6 +96,8 @@ pub struct TcpConfig {
     pub timestamps: bool,
     /// Offer SACK (RFC 2018).
     pub sack: bool,
+    /// Send tail loss probes (RFC 8985 §7; Linux `tcp_early_retrans`).
+    pub tail_loss_probe: bool,
 }
 
 impl Default for TcpConfig {
@@ -101,6 +107,7 @@ impl Default for TcpConfig {
             routes: Vec::new(),
             ephemeral_ports: DEFAULT_EPHEMERAL,
             socket_rx_bytes: 256 * 1024,
+            rcvbuf_initial: 64 * 1024,
             socket_tx_bytes: 256 * 1024,
             secret: [0x0123_4567_89ab_cdef, 0xfedc_ba98_7654_3210],
             seed: 1,
@@ -126,6 +133,7 @@ impl Default for TcpConfig {
             window_scaling: true,
             timestamps: true,
             sack: true,
+            tail_loss_probe: true,
         }
     }
 }

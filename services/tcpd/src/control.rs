@@ -26,6 +26,7 @@ impl TcpCore<'_> {
                     op::ATTACH => self.attach(pool, &m, out),
                     op::SHUTDOWN => self.shutdown(pool, &m, out),
                     op::CLOSE => self.close(pool, &m, false, out),
+                    op::ABORT if m.sock == 0 => self.abort_unattached(pool, m.value, out),
                     op::ABORT => self.close(pool, &m, true, out),
                     op::READ_CREDIT => self.read_credit(pool, &m, out),
                     _ => self.setopt(pool, &m, out),
@@ -273,6 +274,7 @@ impl TcpCore<'_> {
         c.remote_addr = m.remote_addr;
         c.remote_port = u32::from(m.remote_port);
         c.rx_credit = self.cfg.socket_rx_bytes;
+        c.rcvbuf = self.initial_rcvbuf();
         c.our_mss = u32::from(self.net.mtu_for(m.remote_addr))
             .saturating_sub(40)
             .max(64);
@@ -327,6 +329,39 @@ impl TcpCore<'_> {
         if c.has(cf::DEAD) {
             c.pend |= pend::CLOSED;
         }
+        self.end(pool, idx, c, out);
+    }
+
+    /// ABORT of a connection still in an accept queue, named by its id as
+    /// in ACCEPTABLE (sockd could not give it a socket, or its listener's
+    /// socket is gone): a reset, as Linux sends for a child dropped from
+    /// the accept queue.
+    fn abort_unattached<B: Buffers>(&mut self, pool: &mut B, id: u64, out: &mut Outputs) {
+        let idx = (id & 0xffff_ffff) as usize;
+        let gen = (id >> 32) as u32;
+        let queued = self
+            .conns
+            .get(idx)
+            .is_some_and(|c| c.in_use() && c.gen == gen && c.has(cf::IN_ACCEPTQ) && c.sock == 0);
+        if !queued {
+            // Gone already (reset, or its listener closed).
+            self.stats.inc(Stat::UnknownSock);
+            return;
+        }
+        let mut c = self.begin(idx);
+        if let Some(l) = self.parent_of(&c) {
+            let lb = &mut self.conns[l];
+            lb.acc_q = lb.acc_q.saturating_sub(1);
+        }
+        c.flags &= !cf::IN_ACCEPTQ;
+        c.pend &= !pend::ACCEPTABLE;
+        c.parent = NIL;
+        if !c.has(cf::DEAD) {
+            self.stats.inc(Stat::Aborted);
+            self.send_rst(pool, &mut c, out);
+        }
+        self.discard_rcv(pool, &mut c);
+        self.terminate(&mut c, 0);
         self.end(pool, idx, c, out);
     }
 
@@ -454,6 +489,8 @@ impl TcpCore<'_> {
         let mut c = self.begin(i);
         let v = m.value.min(u64::from(u32::MAX)) as u32;
         c.rx_credit = c.rx_credit.saturating_add(v);
+        c.rcv_read = c.rcv_read.wrapping_add(v);
+        self.rcvbuf_adjust(&mut c);
         self.end(pool, i, c, out);
     }
 

@@ -297,6 +297,7 @@ impl TcpCore<'_> {
         c.rcv_nxt = seg.seq.wrapping_add(1);
         c.rcv_adv = c.rcv_nxt;
         c.rx_credit = self.cfg.socket_rx_bytes;
+        c.rcvbuf = self.initial_rcvbuf();
         c.last_rx = self.now;
         self.negotiate(c, &seg.opts, true);
         c.snd_wnd = u32::from(seg.wnd);
@@ -606,6 +607,8 @@ impl TcpCore<'_> {
         };
         c.flags |= cf::WAS_ESTABLISHED;
         c.quickacks = 16;
+        c.rcvq_seq = c.rcv_read;
+        c.rcvq_time = (self.now / 1_000_000) as u32;
         self.stats.inc(Stat::Established);
     }
 
@@ -865,7 +868,10 @@ impl TcpCore<'_> {
         if c.has(cf::SACK_OK) {
             for &(l, r) in seg.opts.sack() {
                 if seq::lt(l, r) {
-                    sack_new += sack::add(c, l, r);
+                    // The part above the fence first, to count it alone.
+                    let above = sack::add(c, seq::max(l, c.rtx_fence), r);
+                    c.rtx_sacked = c.rtx_sacked.saturating_add(above);
+                    sack_new += above + sack::add(c, l, r);
                 }
             }
         }
@@ -875,6 +881,10 @@ impl TcpCore<'_> {
         }
         if seq::gt(ack, c.snd_una) {
             self.new_ack(pool, c, seg, out);
+        } else if ack == c.snd_una && self.head_retransmission_lost(c) {
+            self.stats.inc(Stat::LostRetrans);
+            self.retransmit_head(pool, c, out);
+            c.rtx_sacked = 0;
         } else if ack == c.snd_una
             && seg.len == 0
             && !seg.fl.intersects(TcpFlags::SYN | TcpFlags::FIN)
@@ -900,6 +910,7 @@ impl TcpCore<'_> {
                 }
             }
         }
+        self.arm_reo_timer(c);
     }
 
     fn new_ack<B: Buffers>(
@@ -953,6 +964,10 @@ impl TcpCore<'_> {
         if seq::lt(c.snd_nxt, ack) {
             c.snd_nxt = ack;
         }
+        if seq::ge(ack, c.recover) {
+            c.flags &= !cf::LOSS;
+        }
+        self.new_head_fence(c);
         if seq::lt(c.high_rxt, ack) {
             c.high_rxt = ack;
         }
@@ -1002,7 +1017,90 @@ impl TcpCore<'_> {
         } else {
             self.now + rto_ns(c, &self.cfg)
         };
-        c.flags &= !cf::PERSIST;
+        c.flags &= !(cf::PERSIST | cf::REO_TIMER | cf::TLP_TIMER | cf::TLP_SENT);
+    }
+
+    /// Takes the new head's fence from its send-queue entry, with what the
+    /// scoreboard already holds above it. While resending after a timeout
+    /// the scoreboard holds data received before the resend, so only
+    /// data sent from now on counts.
+    fn new_head_fence(&mut self, c: &mut ConnBlock) {
+        c.rtx_fence = c.snd_nxt;
+        c.rtx_fence_us = (self.now / 1000) as u32;
+        c.rtx_sacked = 0;
+        if c.has(cf::LOSS) || c.snd_q.head == NIL {
+            return;
+        }
+        let e = *self.slab.get(c.snd_q.head);
+        if e.sent_fence == 0 || !seq::within(c.snd_una, e.seq, e.end()) {
+            return;
+        }
+        c.rtx_fence = e.sent_fence;
+        c.rtx_fence_us = e.sent_us;
+        c.rtx_sacked = sack::ranges(c)
+            .map(|(l, r)| {
+                let l = seq::max(l, e.sent_fence);
+                if seq::lt(l, r) {
+                    r.wrapping_sub(l)
+                } else {
+                    0
+                }
+            })
+            .sum();
+    }
+
+    /// Arms the reordering timer (RFC 8985 §6.2, for the head only): data
+    /// sent after the head was SACKed, so once a round trip and a
+    /// reordering allowance have passed since the head was sent, it is
+    /// lost, however few segments followed it (a small window gives too
+    /// few duplicate ACKs for DupThresh, and waiting for the RTO instead
+    /// costs 200 ms or more).
+    fn arm_reo_timer(&self, c: &mut ConnBlock) {
+        if !c.has(cf::SACK_OK) || c.rtx_sacked == 0 || c.snd_una == c.snd_max || c.srtt_us == 0 {
+            return;
+        }
+        let srtt = u64::from(c.srtt_us);
+        let wait_us = srtt + (srtt / 4).max(1000);
+        let since = u64::from(((self.now / 1000) as u32).wrapping_sub(c.rtx_fence_us));
+        let at = self.now + wait_us.saturating_sub(since) * 1000;
+        if c.t_rtx == 0 || at < c.t_rtx || c.has(cf::TLP_TIMER) {
+            c.t_rtx = at;
+            c.flags = (c.flags | cf::REO_TIMER) & !cf::TLP_TIMER;
+        }
+    }
+
+    /// The reordering timer found the head lost: fast retransmit (with
+    /// the window reduction) if no recovery is under way, else resend
+    /// the head, whose retransmission was lost.
+    pub(crate) fn reo_timeout<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        out: &mut Outputs,
+    ) {
+        if c.recovery == rec::NONE && !c.has(cf::LOSS) && seq::gt(c.snd_una, c.recover) {
+            self.enter_recovery(pool, c, out);
+        } else {
+            self.stats.inc(Stat::LostRetrans);
+            self.retransmit_head(pool, c, out);
+        }
+        c.t_rtx = self.now + rto_ns(c, &self.cfg);
+    }
+
+    /// Whether the segment at `snd_una`, already retransmitted, was lost
+    /// again: DupThresh segments' worth of data sent after it were SACKed
+    /// (the lost-retransmission detection RACK generalises, RFC 8985
+    /// §2). Applies during SACK recovery once the head was retransmitted,
+    /// and in the go-back-N resend after a timeout, where RFC 6582's
+    /// `recover` check keeps fast retransmit off and each lost resend
+    /// would otherwise cost another timeout.
+    fn head_retransmission_lost(&self, c: &ConnBlock) -> bool {
+        let retransmitted = match c.recovery {
+            rec::SACK => seq::gt(c.high_rxt, c.snd_una),
+            rec::NONE => c.has(cf::LOSS) && seq::gt(c.snd_nxt, c.snd_una),
+            _ => false,
+        };
+        retransmitted && c.has(cf::SACK_OK) && c.rtx_sacked >= sack::DUP_THRESH * c.snd_mss.max(1)
     }
 
     /// A duplicate ACK: enter fast retransmit / recovery after three (or
@@ -1034,6 +1132,7 @@ impl TcpCore<'_> {
         c.ssthresh = cc.ssthresh(c, flight, self.now);
         c.recover = c.snd_max;
         c.rtt_time = 0;
+        c.flags &= !(cf::TLP_TIMER | cf::REO_TIMER);
         if c.has(cf::SACK_OK) {
             self.stats.inc(Stat::SackRecoveries);
             c.recovery = rec::SACK;

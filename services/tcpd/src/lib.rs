@@ -152,6 +152,10 @@ pub struct ConnInfo {
     pub mss: u32,
     /// Peer's window, bytes.
     pub snd_wnd: u32,
+    /// Receive buffer (auto-tuned), bytes.
+    pub rcvbuf: u32,
+    /// Window last advertised, bytes.
+    pub rcv_wnd: u32,
     /// Congestion control name.
     pub cc: &'static str,
 }
@@ -385,6 +389,8 @@ impl<'a> TcpCore<'a> {
                 rto_us: output::rto_ns(c, &self.cfg) / 1000,
                 mss: c.snd_mss,
                 snd_wnd: c.snd_wnd,
+                rcvbuf: c.rcvbuf,
+                rcv_wnd: Self::rcv_wnd(c),
                 cc: cc::algo(c).name(),
             })
         })

@@ -46,7 +46,56 @@ pub(crate) fn rtt_sample(c: &mut ConnBlock, us: u64, cfg: &TcpConfig) {
 impl TcpCore<'_> {
     /// Bytes the peer may send beyond `rcv_nxt` as far as credit goes.
     pub(crate) fn rcv_space(&self, c: &ConnBlock) -> u32 {
-        c.rx_credit.saturating_sub(c.rcv_q.bytes)
+        // Credit sockd has not returned is data waiting in the socket's
+        // ring: it fills the (auto-tuned) buffer as much as tcpd's queue.
+        let unread = self.cfg.socket_rx_bytes.saturating_sub(c.rx_credit);
+        let cap = Self::rcvbuf(c).saturating_sub(unread);
+        c.rx_credit.min(cap).saturating_sub(c.rcv_q.bytes)
+    }
+
+    /// The connection's receive buffer (a block from before auto-tuning
+    /// existed has 0: no cap beyond the credit).
+    fn rcvbuf(c: &ConnBlock) -> u32 {
+        if c.rcvbuf == 0 {
+            u32::MAX
+        } else {
+            c.rcvbuf
+        }
+    }
+
+    /// The receive buffer new connections start with.
+    pub(crate) fn initial_rcvbuf(&self) -> u32 {
+        self.cfg
+            .rcvbuf_initial
+            .clamp(1, self.cfg.socket_rx_bytes.max(1))
+    }
+
+    /// Receive-buffer auto-tuning (dynamic right-sizing, as Linux's
+    /// `tcp_rcv_space_adjust`): once per round trip, room for twice what
+    /// the application read in the last one plus sixteen segments of
+    /// slack, so a reader keeping up sees the window double each round
+    /// trip until the socket's ring bounds it, while a slow or idle reader
+    /// keeps a small one and with it few of tcpd's buffers.
+    pub(crate) fn rcvbuf_adjust(&mut self, c: &mut ConnBlock) {
+        let max = self.cfg.socket_rx_bytes;
+        if c.rcvbuf == 0 || c.rcvbuf >= max || c.has(cf::FIN_RCVD) {
+            return;
+        }
+        let now_ms = (self.now / 1_000_000) as u32;
+        let rtt_ms = (c.srtt_us / 1000).max(1);
+        if now_ms.wrapping_sub(c.rcvq_time) < rtt_ms {
+            return;
+        }
+        let copied = c.rcv_read.wrapping_sub(c.rcvq_seq);
+        let want = copied
+            .saturating_mul(2)
+            .saturating_add(16 * c.our_mss.max(1));
+        if want > c.rcvbuf {
+            c.rcvbuf = want.min(max);
+            self.stats.inc(Stat::RcvbufGrown);
+        }
+        c.rcvq_seq = c.rcv_read;
+        c.rcvq_time = now_ms;
     }
 
     /// The window currently offered: what is left of the last
@@ -66,7 +115,7 @@ impl TcpCore<'_> {
     fn advertise(&self, c: &mut ConnBlock) -> u16 {
         let cur = Self::rcv_wnd(c);
         let free = self.rcv_space(c);
-        let sws = (self.cfg.socket_rx_bytes / 2).min(c.our_mss.max(1));
+        let sws = (Self::rcvbuf(c) / 2).min(c.our_mss.max(1));
         let w = if free > cur && (free - cur >= sws || cur == 0 && free >= sws) {
             free
         } else {
@@ -88,7 +137,7 @@ impl TcpCore<'_> {
         let free = self.rcv_space(c);
         c.synchronized()
             && !c.has(cf::FIN_RCVD)
-            && cur.saturating_mul(2) <= self.cfg.socket_rx_bytes
+            && cur.saturating_mul(2) <= Self::rcvbuf(c).min(self.cfg.socket_rx_bytes)
             && free >= cur.saturating_mul(2)
             && free - cur >= c.our_mss.max(1)
     }
@@ -187,6 +236,22 @@ impl TcpCore<'_> {
                 self.stats.inc(Stat::OutRsts);
             }
             out.to_ip.push(finish_handle(h));
+            if len > 0 {
+                // Whatever is SACKed above the fence was sent after this
+                // segment: the evidence that it was lost.
+                let fence = seq::max(c.snd_nxt, seqno.wrapping_add(len));
+                let us = (self.now / 1000) as u32;
+                if let Some(i) = self.find_entry(c, seqno) {
+                    let e = self.slab.get_mut(i);
+                    e.sent_fence = fence;
+                    e.sent_us = us;
+                }
+                if seqno == c.snd_una {
+                    c.rtx_fence = fence;
+                    c.rtx_fence_us = us;
+                    c.rtx_sacked = 0;
+                }
+            }
             true
         } else {
             pool.free(&h);
@@ -488,6 +553,64 @@ impl TcpCore<'_> {
         if c.snd_una != c.snd_max && c.t_rtx == 0 {
             c.t_rtx = self.now + rto_ns(c, &self.cfg);
         }
+        self.arm_tlp(c);
+    }
+
+    /// Arms the tail loss probe (RFC 8985 §7.2): with data in flight and
+    /// no recovery under way, an ACK-less 2·SRTT means the last segments
+    /// or their ACKs were lost; a probe then draws an ACK (with SACK)
+    /// that lets loss detection work, where waiting for the RTO would
+    /// cost 200 ms or more. One probe per silence: then the RTO.
+    fn arm_tlp(&self, c: &mut ConnBlock) {
+        if !self.cfg.tail_loss_probe
+            || !c.has(cf::SACK_OK)
+            || c.has(cf::TLP_SENT | cf::TLP_TIMER | cf::REO_TIMER | cf::LOSS | cf::PERSIST)
+            || c.recovery != rec::NONE
+            || c.snd_una == c.snd_max
+            || c.srtt_us == 0
+            || !matches!(c.state, st::ESTABLISHED | st::CLOSE_WAIT)
+        {
+            return;
+        }
+        let srtt = u64::from(c.srtt_us) * 1000;
+        let mut pto = 2 * srtt + 2_000_000;
+        if c.snd_max.wrapping_sub(c.snd_una) <= c.snd_mss {
+            // A lone segment's ACK may be delayed by the peer.
+            pto = pto.max(srtt * 3 / 2 + self.cfg.delack_ms * 1_000_000);
+        }
+        let at = self.now + pto;
+        if c.t_rtx == 0 || at < c.t_rtx {
+            c.t_rtx = at;
+            c.flags |= cf::TLP_TIMER;
+        }
+    }
+
+    /// Sends the tail loss probe (RFC 8985 §7.3): new data if the peer's
+    /// window has room, else the last segment again.
+    pub(crate) fn tlp_probe<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        out: &mut Outputs,
+    ) {
+        self.stats.inc(Stat::TlpProbes);
+        c.flags |= cf::TLP_SENT;
+        let mss = c.snd_mss.max(1);
+        let sent = c.snd_nxt == c.snd_max
+            && seq::lt(c.snd_nxt, c.snd_end)
+            && self.send_one(pool, c, mss, true, out);
+        if !sent {
+            let end = seq::min(c.snd_max, c.snd_end);
+            let s = seq::max(c.snd_una, end.wrapping_sub(mss));
+            if seq::lt(s, end) && self.xmit(pool, c, s, TcpFlags::ACK, end.wrapping_sub(s), out) {
+                self.stats.inc(Stat::RetransSegs);
+                c.flags |= cf::RTX_DONE;
+            } else if seq::gt(c.snd_max, c.snd_end) {
+                // Only our FIN is outstanding.
+                self.retransmit_head(pool, c, out);
+            }
+        }
+        c.t_rtx = self.now + rto_ns(c, &self.cfg);
     }
 
     /// Data, FIN and recovery retransmissions for a synchronized state.

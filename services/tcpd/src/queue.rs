@@ -51,7 +51,9 @@ impl<'a> Slab<'a> {
             owner: owner as u32 + 1,
             seq,
             flags,
-            reserved: [0; 12],
+            sent_fence: 0,
+            sent_us: 0,
+            reserved: [0; 10],
         };
         Some(i)
     }

@@ -81,6 +81,8 @@ strata_ipc::layer_stats! { "tcpd";
     BeyondWindow => "beyond_window",
     /// Payload bytes handed to sockd.
     DeliveredBytes => "delivered_bytes",
+    /// Receive-buffer auto-tuning steps (the window's cap grew).
+    RcvbufGrown => "rcvbuf_grown",
 
     // ---- sending ----
     /// Segments sent to ipd.
@@ -93,6 +95,11 @@ strata_ipc::layer_stats! { "tcpd";
     RetransSegs => "retrans_segs",
     /// Retransmission timeouts.
     RtoExpired => "rto_expired",
+    /// Retransmissions found lost (data sent after them was SACKed) and
+    /// sent again without waiting for a timeout.
+    LostRetrans => "lost_retrans",
+    /// Tail loss probes sent (RFC 8985 §7).
+    TlpProbes => "tlp_probes",
     /// Fast retransmits (entries into loss recovery).
     FastRetrans => "fast_retrans",
     /// Loss recoveries driven by the SACK scoreboard (RFC 6675).

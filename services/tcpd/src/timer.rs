@@ -148,6 +148,24 @@ impl TcpCore<'_> {
                     }
                     return;
                 }
+                if c.has(cf::TLP_TIMER) {
+                    c.flags &= !cf::TLP_TIMER;
+                    if !c.has(cf::TLP_SENT) && c.recovery == rec::NONE {
+                        self.tlp_probe(pool, c, out);
+                        return;
+                    }
+                }
+                if c.has(cf::REO_TIMER) {
+                    c.flags &= !cf::REO_TIMER;
+                    // Only while the head's last send is younger than an
+                    // RTO: a stale flag must never hold off the real
+                    // timeout (and its back-off and give-up).
+                    let since = u64::from(((self.now / 1000) as u32).wrapping_sub(c.rtx_fence_us));
+                    if c.rtx_sacked > 0 && since * 1000 < rto_ns(c, &self.cfg) {
+                        self.reo_timeout(pool, c, out);
+                        return;
+                    }
+                }
                 c.retries += 1;
                 if c.retries > self.cfg.max_retries {
                     self.stats.inc(Stat::ConnTimeouts);
@@ -172,8 +190,16 @@ impl TcpCore<'_> {
                 c.dupacks = 0;
                 c.recover = c.snd_max;
                 c.high_rxt = c.snd_una;
-                sack::clear(c);
+                // Keep what the peer SACKed, as Linux does, so the resend
+                // skips it; forget it on a repeated timeout in case the
+                // peer discarded out-of-order data (RFC 2018 §8).
+                if c.backoff > 0 {
+                    sack::clear(c);
+                }
                 c.snd_nxt = c.snd_una;
+                c.rtx_fence = c.snd_una;
+                c.rtx_sacked = 0;
+                c.flags |= cf::LOSS;
                 c.snd_cur = NIL;
                 c.rtt_time = 0;
                 c.flags |= cf::RTX_DONE;

@@ -185,3 +185,76 @@ fn an_exhausted_entry_slab_coalesces_small_writes() {
     h.peer(ACK, PISS + 1, iss + 601, b"x");
     h.finish();
 }
+
+/// A connection from the peer with window scaling on both sides, a
+/// 1 MiB socket buffer and auto-tuning starting at 64 KiB.
+fn tuned() -> (H, u32) {
+    let mut cfg = config();
+    cfg.socket_rx_bytes = 1 << 20;
+    cfg.rcvbuf_initial = 64 << 10;
+    let mut h = H::with(cfg);
+    h.listen(1, LPORT, 4);
+    let iss = h.accept(
+        2,
+        TcpOptions {
+            mss: Some(1000),
+            window_scale: Some(0),
+            ..TcpOptions::default()
+        },
+    );
+    (h, iss)
+}
+
+/// The peer fills the offered window; the application reads it all if
+/// `read`. Returns the receive buffer afterwards.
+fn round(h: &mut H, seq: &mut u32, iss: u32, read: bool) -> u32 {
+    let w = h.conn().rcv_wnd;
+    let mut left = w;
+    while left > 0 {
+        let n = left.min(1000);
+        h.peer(ACK, *seq, iss + 1, &pattern(n as usize, 1));
+        *seq += n;
+        left -= n;
+    }
+    let got = h.data_for(2).len() as u64;
+    if read {
+        h.req(op::READ_CREDIT, 2, got);
+    }
+    h.segs.clear();
+    h.advance(5);
+    h.conn().rcvbuf
+}
+
+#[test]
+fn the_receive_window_grows_with_a_reader_that_keeps_up() {
+    let (mut h, iss) = tuned();
+    let mut seq = PISS + 1;
+    assert_eq!(h.conn().rcvbuf, 64 << 10);
+    assert!(h.conn().rcv_wnd <= 64 << 10);
+    let mut buf = 64 << 10;
+    let mut steps = 0;
+    while buf < 1 << 20 {
+        let next = round(&mut h, &mut seq, iss, true);
+        assert!(next >= buf, "the buffer shrank: {buf} -> {next}");
+        buf = next;
+        steps += 1;
+        assert!(steps < 8, "not doubling per round trip: {buf}");
+    }
+    assert!(h.core.stats().get(Stat::RcvbufGrown) >= 3);
+    // And the window offered follows it.
+    round(&mut h, &mut seq, iss, true);
+    assert!(h.conn().rcv_wnd > 512 << 10, "{}", h.conn().rcv_wnd);
+}
+
+#[test]
+fn a_reader_that_does_not_keep_up_keeps_a_small_window() {
+    let (mut h, iss) = tuned();
+    let mut seq = PISS + 1;
+    for _ in 0..5 {
+        round(&mut h, &mut seq, iss, false);
+    }
+    // Nothing read: the buffer stays as it started, the window closed.
+    assert_eq!(h.conn().rcvbuf, 64 << 10);
+    assert_eq!(h.conn().rcv_wnd, 0);
+    assert_eq!(h.core.stats().get(Stat::RcvbufGrown), 0);
+}

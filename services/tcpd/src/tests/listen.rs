@@ -166,3 +166,40 @@ fn closing_a_listener_resets_unaccepted_connections() {
     h.expect_up(op::CLOSED);
     h.finish();
 }
+
+#[test]
+fn sockd_aborts_an_unaccepted_connection_by_its_id() {
+    let mut h = H::new();
+    h.listen(1, LPORT, 4);
+    syn_from(&mut h, 1, TcpOptions::default());
+    let a = h.expect(SYN | ACK);
+    h.peer(ACK, PISS + 1, a.seq() + 1, &[]);
+    let acc = h.expect_up(op::ACCEPTABLE);
+    assert_eq!(h.core.conns_in_use(), 2);
+    // sockd had no socket for it: ABORT by connection id, no socket.
+    h.ctl(L4Ctl {
+        op: op::ABORT,
+        sock: 0,
+        value: acc.value,
+        ..L4Ctl::default()
+    });
+    let r = h.expect(RST | ACK);
+    assert_eq!(r.tcp.dst_port, 1);
+    h.expect_none();
+    assert_eq!(h.core.conns_in_use(), 1, "only the listener is left");
+    assert_eq!(h.core.stats().get(Stat::Aborted), 1);
+    // A second ABORT of the same id, or of a stale one, does nothing.
+    h.ctl(L4Ctl {
+        op: op::ABORT,
+        sock: 0,
+        value: acc.value,
+        ..L4Ctl::default()
+    });
+    h.expect_none();
+    // The listener still accepts, its queue not counting the aborted one.
+    syn_from(&mut h, 2, TcpOptions::default());
+    let a = h.expect(SYN | ACK);
+    h.peer(ACK, PISS + 1, a.seq() + 1, &[]);
+    h.expect_up(op::ACCEPTABLE);
+    h.segs.clear();
+}

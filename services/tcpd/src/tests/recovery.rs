@@ -231,7 +231,11 @@ fn rto_resends_from_the_first_unacknowledged_in_slow_start() {
 
 #[test]
 fn timestamps_give_rtt_samples_across_retransmissions() {
-    let mut h = H::new();
+    // The RTO's retransmission, not a probe before it.
+    let mut h = H::with(TcpConfig {
+        tail_loss_probe: false,
+        ..config()
+    });
     h.listen(1, LPORT, 4);
     h.pts = Some(10);
     let iss = h.accept(2, syn_opts(10));
@@ -259,4 +263,93 @@ fn timestamps_give_rtt_samples_across_retransmissions() {
     let srtt = h.conn().srtt_us;
     assert!((3750..=3751).contains(&srtt), "{srtt}");
     h.finish();
+}
+
+/// Gives an established connection an SRTT of 3.751 ms (the handshake's
+/// sample was 0 ms, then one of 30 ms); returns the next sequence number
+/// to send, less one.
+fn with_rtt(h: &mut H, iss: u32) -> u32 {
+    let s = flight(h, iss, 1);
+    h.advance(30);
+    h.peer(ACK, PISS + 1, s[0] + M, &[]);
+    h.expect_none();
+    assert_eq!(h.conn().srtt_us, 3751);
+    s[0] + M - 1
+}
+
+#[test]
+fn a_tail_loss_probe_resends_the_last_segment_before_the_rto() {
+    let (mut h, iss) = H::established(opts(true));
+    let base = with_rtt(&mut h, iss);
+    let s = flight(&mut h, base, 3);
+    // No ACK at all: the probe after 2·SRTT + 2 ms = 9.5 ms is the last
+    // segment.
+    h.advance(9);
+    h.expect_none();
+    h.advance(1);
+    let p = h.expect(ACK);
+    assert_eq!((p.seq(), p.len()), (s[2], M));
+    assert_eq!(h.core.stats().get(Stat::TlpProbes), 1);
+    // One probe per silence; then the RTO (200 ms after the probe).
+    h.advance(199);
+    h.expect_none();
+    h.advance(1);
+    assert_eq!(h.expect(ACK).seq(), s[0]);
+    assert_eq!(h.core.stats().get(Stat::RtoExpired), 1);
+    assert_eq!(h.core.stats().get(Stat::TlpProbes), 1);
+    h.segs.clear();
+}
+
+#[test]
+fn a_loss_with_too_few_duplicate_acks_is_repaired_after_a_round_trip() {
+    let (mut h, iss) = H::established(opts(true));
+    let base = with_rtt(&mut h, iss);
+    let s = flight(&mut h, base, 3);
+    // The first is lost, the other two arrive: two duplicate ACKs, fewer
+    // than DupThresh.
+    sack_ack(&mut h, s[0], &[(s[1], s[1] + M)]);
+    sack_ack(&mut h, s[0], &[(s[1], s[2] + M)]);
+    h.expect_none();
+    // SRTT + 1 ms (the least reordering allowance) = 4.75 ms after the
+    // lost segment was sent, it is declared lost: fast retransmit, long
+    // before the RTO.
+    h.advance(4);
+    h.expect_none();
+    h.advance(1);
+    let r = h.expect(ACK);
+    assert_eq!((r.seq(), r.len()), (s[0], M));
+    h.expect_none();
+    assert_eq!(h.core.stats().get(Stat::FastRetrans), 1);
+    assert_eq!(h.core.stats().get(Stat::RtoExpired), 0);
+    h.peer(ACK, PISS + 1, s[2] + M, &[]);
+    assert_eq!(h.conn().send_q, 0);
+}
+
+#[test]
+fn a_lost_retransmission_is_sent_again_without_a_timeout() {
+    let (mut h, iss) = H::established(opts(true));
+    let base = with_rtt(&mut h, iss);
+    let s = flight(&mut h, base, 10);
+    let seg = |i: usize| s[0] + i as u32 * M;
+    // 0 is lost; 1..3 arrive: recovery retransmits 0.
+    for k in 2..=4 {
+        sack_ack(&mut h, seg(0), &[(seg(1), seg(k))]);
+    }
+    assert_eq!(h.expect(ACK).seq(), seg(0));
+    h.expect_none();
+    // More data is queued; the rest of the flight arrives, opening the
+    // pipe: new segments 10.. go out, after the retransmission.
+    h.send(2, &pattern(5 * M as usize, 6));
+    sack_ack(&mut h, seg(0), &[(seg(1), seg(10))]);
+    let new: Vec<Seg> = h.segs.drain(..).collect();
+    assert!(new.len() >= 3, "{new:?}");
+    assert_eq!(new[0].seq(), seg(10));
+    // Three of them arrive, yet 0 is still missing: its retransmission
+    // was lost as well. It goes again at once.
+    sack_ack(&mut h, seg(0), &[(seg(1), seg(13))]);
+    let r = h.expect(ACK);
+    assert_eq!(r.seq(), seg(0));
+    assert_eq!(h.core.stats().get(Stat::LostRetrans), 1);
+    assert_eq!(h.core.stats().get(Stat::RtoExpired), 0);
+    h.segs.clear();
 }
