@@ -125,11 +125,42 @@ pub fn stats(sh: &Shared) -> Value {
     json!({"instance": sh.instance, "layers": layers, "interfaces": ifaces, "pool": pool_json(f)})
 }
 
-/// The answer to `ss`: sockd's socket table, read from its arena.
+/// tcpd's view of a connection: its state machine, windows and timers.
+fn tcp_json(c: &strata_tcpd::ConnInfo) -> Value {
+    json!({
+        "state": c.state.name(),
+        "cc": c.cc,
+        "cwnd": c.cwnd,
+        "ssthresh": c.ssthresh,
+        "srtt_us": c.srtt_us,
+        "rto_us": c.rto_us,
+        "mss": c.mss,
+        "snd_wnd": c.snd_wnd,
+        "rcv_wnd": c.rcv_wnd,
+        "rcvbuf": c.rcvbuf,
+        "unacked": c.send_q,
+        "recv_q": c.recv_q,
+        "ooo_q": c.ooo_q,
+    })
+}
+
+/// The answer to `ss`: sockd's socket table, read from its arena, with
+/// tcpd's connection blocks (read from tcpd's arena) joined to TCP
+/// sockets, and tcpd's connections no socket owns any more (TIME-WAIT,
+/// closed but still sending, waiting in an accept queue) listed too.
 pub fn sockets(sh: &Shared) -> Value {
     let t = sh.fabric.sock_table();
     let ip = |a: u32| std::net::Ipv4Addr::from(a).to_string();
-    let socks: Vec<Value> = t
+    let (p, n) = sh.fabric.arena_bytes(LayerId::TCPD);
+    // SAFETY: the fabric maps tcpd's arena for as long as it lives; the
+    // snapshot only reads it.
+    let conns = unsafe { strata_tcpd::snapshot(p, n) };
+    let mut by_sock: std::collections::HashMap<u32, &strata_tcpd::ConnInfo> = conns
+        .iter()
+        .filter(|c| c.sock != 0)
+        .map(|c| (c.sock, c))
+        .collect();
+    let mut socks: Vec<Value> = t
         .iter()
         .map(|(_, r)| {
             let comm = std::fs::read_to_string(format!("/proc/{}/comm", r.pid))
@@ -147,9 +178,33 @@ pub fn sockets(sh: &Shared) -> Value {
                 "pid": r.pid,
                 "uid": r.uid,
                 "process": comm,
+                "tcp": match (r.proto, by_sock.remove(&r.id)) {
+                    (6, Some(c)) => tcp_json(c),
+                    _ => Value::Null,
+                },
             })
         })
         .collect();
+    let addr = |(a, p): (u32, u16)| format!("{}:{}", ip(a), p);
+    let unowned = |c: &&strata_tcpd::ConnInfo| {
+        (c.sock == 0 && c.state != strata_tcpd::State::Closed) || by_sock.contains_key(&c.sock)
+    };
+    for c in conns.iter().filter(unowned) {
+        socks.push(json!({
+            "id": 0,
+            "proto": "tcp",
+            "state": c.state.name(),
+            "local": addr(c.local),
+            "peer": addr(c.remote),
+            "recv_q": c.recv_q,
+            "send_q": c.send_q,
+            "drops": 0,
+            "pid": 0,
+            "uid": 0,
+            "process": "",
+            "tcp": tcp_json(c),
+        }));
+    }
     json!({"instance": sh.instance, "sockets": socks})
 }
 

@@ -50,8 +50,14 @@ enum Cmd {
     /// Show per-layer and per-interface counters, drops by reason.
     Stats,
     /// List sockets (protocol, state, queues, addresses, owning process),
-    /// like `ss -uanp`.
-    Ss,
+    /// like `ss -tuanp`, and TCP connections no socket owns any more
+    /// (TIME-WAIT, closing, not yet accepted).
+    Ss {
+        /// Show TCP internals, like `ss -i`: congestion control, RTT and
+        /// RTO, MSS, windows, receive buffer, queues.
+        #[arg(short, long)]
+        info: bool,
+    },
     /// SIGKILL one layer (fault injection); the launcher restarts it.
     Kill {
         /// driverdN, netdevd, filterd, ipd, tcpd, udpd or sockd.
@@ -86,7 +92,7 @@ fn main() -> ExitCode {
         Cmd::Up { config } => up::run(config.as_deref(), &cli.instance),
         Cmd::Status => query(&cli.instance, "status", cli.json, print_status),
         Cmd::Stats => query(&cli.instance, "stats", cli.json, print_stats),
-        Cmd::Ss => query(&cli.instance, "ss", cli.json, print_ss),
+        Cmd::Ss { info } => query(&cli.instance, "ss", cli.json, |v| print_ss(v, info)),
         Cmd::Kill { layer } => {
             control::request(&cli.instance, json!({"cmd": "kill", "layer": layer})).map(|v| {
                 if cli.json {
@@ -139,7 +145,7 @@ fn qdisc_cmd(instance: &str, iface: &str, words: &[String], as_json: bool) -> Ex
     }
 }
 
-fn query(instance: &str, cmd: &str, as_json: bool, show: fn(&Value)) -> Result<(), String> {
+fn query(instance: &str, cmd: &str, as_json: bool, show: impl Fn(&Value)) -> Result<(), String> {
     let v = control::request(instance, json!({ "cmd": cmd }))?;
     if as_json {
         println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -230,23 +236,50 @@ fn print_counters(m: &Value) {
     }
 }
 
-fn print_ss(v: &Value) {
+fn print_ss(v: &Value, info: bool) {
     println!(
-        "{:<6} {:<7} {:>7} {:>7} {:<22} {:<22} Process",
+        "{:<6} {:<10} {:>7} {:>7} {:<22} {:<22} Process",
         "Netid", "State", "Recv-Q", "Send-Q", "Local Address:Port", "Peer Address:Port"
     );
     for x in v["sockets"].as_array().into_iter().flatten() {
+        let tcp = &x["tcp"];
+        // tcpd's state is the precise one for TCP (FIN-WAIT-2, TIME-WAIT...).
+        let state = if tcp.is_object() {
+            &tcp["state"]
+        } else {
+            &x["state"]
+        };
+        let users = if x["pid"].as_u64().unwrap_or(0) == 0 {
+            String::new()
+        } else {
+            format!("users:((\"{}\",pid={}))", s(&x["process"]), s(&x["pid"]))
+        };
         println!(
-            "{:<6} {:<7} {:>7} {:>7} {:<22} {:<22} users:((\"{}\",pid={}))",
+            "{:<6} {:<10} {:>7} {:>7} {:<22} {:<22} {users}",
             s(&x["proto"]),
-            s(&x["state"]),
+            s(state),
             s(&x["recv_q"]),
             s(&x["send_q"]),
             s(&x["local"]),
             s(&x["peer"]),
-            s(&x["process"]),
-            s(&x["pid"]),
         );
+        if info && tcp.is_object() && tcp["state"] != "LISTEN" && tcp["state"] != "CLOSED" {
+            let ms = |v: &Value| v.as_f64().unwrap_or(0.0) / 1000.0;
+            println!(
+                "\t {} rto:{:.0} rtt:{:.3} mss:{} cwnd:{} ssthresh:{} unacked:{} snd_wnd:{} rcv_wnd:{} rcvbuf:{} ooo:{}",
+                s(&tcp["cc"]),
+                ms(&tcp["rto_us"]),
+                ms(&tcp["srtt_us"]),
+                s(&tcp["mss"]),
+                s(&tcp["cwnd"]),
+                s(&tcp["ssthresh"]),
+                s(&tcp["unacked"]),
+                s(&tcp["snd_wnd"]),
+                s(&tcp["rcv_wnd"]),
+                s(&tcp["rcvbuf"]),
+                s(&tcp["ooo_q"]),
+            );
+        }
     }
 }
 

@@ -229,3 +229,71 @@ fn close_sends_everything_queued_then_fin_but_rst_if_data_went_unread() {
         .expect("client ended");
     assert_eq!(out.trim(), "reset");
 }
+
+/// The entry of `strata ss --json` whose peer is `peer`, once `f` holds
+/// for it.
+fn ss_entry(st: &Stack, peer: &str, f: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let mut found = serde_json::Value::Null;
+    st.wait_for(
+        &format!("an ss entry for {peer}"),
+        Duration::from_secs(10),
+        || {
+            let ss = st.json("ss");
+            let hit = ss["sockets"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|x| x["peer"] == peer && f(x))
+                .cloned();
+            found = hit.unwrap_or(serde_json::Value::Null);
+            !found.is_null()
+        },
+    );
+    found
+}
+
+#[test]
+fn ss_shows_tcpds_view_of_a_connection_and_its_time_wait() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    // A kernel sink that closes when our FIN arrives: we close first.
+    let _sink = ns.spawn(&["socat", "-u", "TCP-LISTEN:9000,reuseaddr", "OPEN:/dev/null"]);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let peer = format!("{HOST_IP}:9000");
+    let mut s = None;
+    for _ in 0..50 {
+        match stack.builder().tcp_connect(peer.as_str()) {
+            Ok(c) => {
+                s = Some(c);
+                break;
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+    let mut s = s.expect("socat never listened");
+    s.write_all(&vec![7u8; 4 << 20]).unwrap();
+
+    let x = ss_entry(&st, &peer, |x| x["tcp"]["state"] == "ESTAB");
+    let t = &x["tcp"];
+    assert_eq!(x["pid"].as_u64(), Some(u64::from(std::process::id())));
+    assert_eq!(t["cc"], "cubic");
+    let mss = t["mss"].as_u64().unwrap();
+    assert_eq!(mss, 1448, "MTU 1500 less headers and timestamps: {x}");
+    assert!(t["cwnd"].as_u64().unwrap() >= mss, "{x}");
+    assert!(t["srtt_us"].as_u64().unwrap() > 0, "{x}");
+    assert!(t["rto_us"].as_u64().unwrap() >= 200_000, "{x}");
+    assert!(t["snd_wnd"].as_u64().unwrap() > 0, "{x}");
+    assert!(t["rcvbuf"].as_u64().unwrap() >= 64 << 10, "{x}");
+    let o = st.strata(&["ss", "-i"]);
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success() && text.contains("ESTAB"), "{text}");
+    assert!(text.contains("cubic rto:"), "{text}");
+
+    // We close first: tcpd keeps the connection in TIME-WAIT, owned by
+    // no socket or process any more.
+    drop(s);
+    let x = ss_entry(&st, &peer, |x| x["state"] == "TIME-WAIT");
+    assert_eq!(x["pid"], 0, "{x}");
+    let o = st.strata(&["ss"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("TIME-WAIT"));
+}

@@ -160,6 +160,66 @@ pub struct ConnInfo {
     pub cc: &'static str,
 }
 
+/// What `strata ss` shows of block `i`; `None` for a free block.
+fn conn_info(i: usize, c: &ConnBlock, cfg: &TcpConfig) -> Option<ConnInfo> {
+    let state = c.state()?;
+    Some(ConnInfo {
+        id: c.id(i),
+        sock: c.sock,
+        state,
+        local: (c.local_addr, c.local_port as u16),
+        remote: (c.remote_addr, c.remote_port as u16),
+        send_q: c.snd_q.bytes,
+        recv_q: if c.state == st::LISTEN {
+            c.acc_q
+        } else {
+            c.rcv_q.bytes
+        },
+        ooo_q: c.ooo_q.bytes,
+        cwnd: c.cwnd,
+        ssthresh: c.ssthresh,
+        srtt_us: c.srtt_us,
+        rto_us: output::rto_ns(c, cfg) / 1000,
+        mss: c.snd_mss,
+        snd_wnd: c.snd_wnd,
+        rcvbuf: c.rcvbuf,
+        rcv_wnd: TcpCore::rcv_wnd(c),
+        cc: cc::algo(c).name(),
+    })
+}
+
+/// The connections in a tcpd arena, read from outside tcpd (the
+/// launcher's `strata ss`) without writing to it. Blocks are copied one
+/// at a time while tcpd may be changing them: a listing may mix moments,
+/// and a block caught mid-update may show odd numbers, nothing worse (every
+/// bit pattern is a valid block). Empty when the arena holds no layout of
+/// this version.
+///
+/// # Safety
+/// `p..p+len` must be mapped and readable for the duration of the call.
+#[allow(unsafe_code)]
+pub unsafe fn snapshot(p: *const u8, len: usize) -> Vec<ConnInfo> {
+    if p.is_null() || len < 64 || !(p as usize).is_multiple_of(64) {
+        return Vec::new();
+    }
+    // SAFETY: the caller vouches for the mapping; the header is 64 bytes
+    // at a 64-byte aligned address, the blocks follow it inside `len`
+    // (checked), and both are plain integers.
+    let hdr = std::ptr::read_volatile(p as *const StorageHeader);
+    if hdr.magic != block::STORAGE_MAGIC || hdr.version != block::STORAGE_VERSION {
+        return Vec::new();
+    }
+    let n = hdr.n_conns as usize;
+    if n > u32::MAX as usize / 2 || Storage::bytes_for(n, 0) > len {
+        return Vec::new();
+    }
+    let cfg = TcpConfig::default();
+    let base = p.add(64) as *const ConnBlock;
+    (0..n)
+        .filter_map(|i| conn_info(i, &std::ptr::read_volatile(base.add(i)), &cfg))
+        .collect()
+}
+
 /// The lookup key of a connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Tuple {
@@ -368,32 +428,10 @@ impl<'a> TcpCore<'a> {
 
     /// Every connection, listener and bound socket, for `strata ss`.
     pub fn connections(&self) -> impl Iterator<Item = ConnInfo> + '_ {
-        self.conns.iter().enumerate().filter_map(|(i, c)| {
-            let state = c.state()?;
-            Some(ConnInfo {
-                id: c.id(i),
-                sock: c.sock,
-                state,
-                local: (c.local_addr, c.local_port as u16),
-                remote: (c.remote_addr, c.remote_port as u16),
-                send_q: c.snd_q.bytes,
-                recv_q: if c.state == st::LISTEN {
-                    c.acc_q
-                } else {
-                    c.rcv_q.bytes
-                },
-                ooo_q: c.ooo_q.bytes,
-                cwnd: c.cwnd,
-                ssthresh: c.ssthresh,
-                srtt_us: c.srtt_us,
-                rto_us: output::rto_ns(c, &self.cfg) / 1000,
-                mss: c.snd_mss,
-                snd_wnd: c.snd_wnd,
-                rcvbuf: c.rcvbuf,
-                rcv_wnd: Self::rcv_wnd(c),
-                cc: cc::algo(c).name(),
-            })
-        })
+        self.conns
+            .iter()
+            .enumerate()
+            .filter_map(|(i, c)| conn_info(i, c, &self.cfg))
     }
 
     /// The connection of socket `sock`, if any.
