@@ -18,6 +18,11 @@ pub mod flags {
     /// transport → ipd: do not send this datagram; answer it with ICMP
     /// port unreachable (the data window is the received IPv4 datagram).
     pub const ICMP_PORT_UNREACH: u8 = 2;
+    /// ipd → filterd: a datagram ipd forwarded rather than originated
+    /// (`iif` is where it came in, `oif` where it goes). filterd ran
+    /// FORWARD on it on the way in; on the way out it gets POSTROUTING
+    /// only, not OUTPUT.
+    pub const FORWARDED: u8 = 4;
 }
 
 /// Interface index meaning "none / not yet decided".

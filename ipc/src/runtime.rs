@@ -75,6 +75,10 @@ pub struct StackConfig {
     /// Bytes of each socket's send ring.
     #[serde(default = "default_sock_ring")]
     pub socket_tx_bytes: u32,
+    /// ipd forwards IPv4 between interfaces (router mode, Linux
+    /// `net.ipv4.ip_forward`). Off by default.
+    #[serde(default)]
+    pub forwarding: bool,
 }
 
 fn default_ephemeral() -> (u16, u16) {

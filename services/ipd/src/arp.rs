@@ -1,9 +1,11 @@
 //! ARP (RFC 826) on top of the neighbour table: answering requests for our
 //! addresses, learning senders, and sending requests.
 
+use strata_ipc::handle::flags::FORWARDED;
 use strata_ipc::{Buffers, Handle};
 use strata_proto::arp::{ArpError, ArpPacket, OP_REPLY, OP_REQUEST};
 use strata_proto::ethernet::{ethertype, EthernetHeader};
+use strata_proto::icmp::{unreach_code, IcmpHeader};
 use strata_proto::MacAddr;
 
 use crate::neigh::{Learn, Learned};
@@ -195,14 +197,28 @@ impl IpCore {
                 Tick::Failed => {
                     self.stats.inc(Stat::NeighFailed);
                     // Local senders learn of the failure by their own
-                    // timeouts; forwarded packets will get ICMP host
-                    // unreachable here once forwarding exists.
+                    // timeouts; the sources of forwarded packets get ICMP
+                    // host unreachable below, once the scan is over.
                     while let Some(q) = self.neigh.dequeue(i) {
-                        self.drop(pool, &q, Stat::ArpFailed);
+                        if q.flags & FORWARDED != 0 {
+                            // Never grows: it has room for every queue slot.
+                            self.unreachable.push(q);
+                        } else {
+                            self.drop(pool, &q, Stat::ArpFailed);
+                        }
                     }
                 }
             }
         }
+        // Taken out and put back so the loop can borrow the core; the
+        // vector keeps its allocation.
+        let mut failed = core::mem::take(&mut self.unreachable);
+        for q in failed.drain(..) {
+            let msg = IcmpHeader::dest_unreachable(unreach_code::HOST, 0);
+            self.icmp_error(now, pool, &q, msg, false, out);
+            self.drop(pool, &q, Stat::FwdNeighFailed);
+        }
+        self.unreachable = failed;
     }
 }
 

@@ -87,9 +87,9 @@ pub struct IpLimits {
     /// ICMP errors that may be sent back to back (Linux
     /// `icmp_msgs_burst`, 50).
     pub icmp_burst: u32,
-    /// Forward packets not addressed to us. Forwarding is not implemented
-    /// yet: while true such packets are counted as `not_for_us` all the
-    /// same; the flag marks where the forwarding path will hook in.
+    /// Forward packets not addressed to us between interfaces (router
+    /// mode, Linux `net.ipv4.ip_forward`). Off, such packets are dropped
+    /// and counted as `not_for_us`.
     pub forwarding: bool,
 }
 

@@ -1,6 +1,7 @@
 //! The protocol core of ipd, strata's IPv4 layer: validation, local
-//! delivery, ICMP, ARP and the neighbour cache, routing, reassembly and
-//! fragmentation (RFC 791, 792, 826, 815, 1122).
+//! delivery, ICMP, ARP and the neighbour cache, routing, reassembly,
+//! fragmentation and, when enabled, forwarding (RFC 791, 792, 826, 815,
+//! 1122, 1812).
 //!
 //! The core is pure (DESIGN.md §5): no I/O, no clock, no globals, no
 //! threads. The process shell (`main.rs`) pops handles from its rings and
@@ -26,6 +27,7 @@
 mod arp;
 mod bufcopy;
 pub mod config;
+mod forward;
 mod icmp;
 mod neigh;
 mod output;
@@ -57,7 +59,10 @@ const ETH_LEN: usize = EthernetHeader::LEN;
 #[derive(Debug, Default)]
 pub struct Outputs {
     /// Complete Ethernet frames for netdevd: data window = the whole frame,
-    /// `oif` set, `l3_off` at the IPv4 header or ARP packet.
+    /// `oif` set, `l3_off` at the IPv4 header or ARP packet. Forwarded
+    /// datagrams (and their fragments) carry
+    /// [`flags::FORWARDED`](strata_ipc::handle::flags::FORWARDED) and keep
+    /// the `iif` they came in on.
     pub tx: Vec<Handle>,
     /// TCP and UDP datagrams for the upper layer chosen by `l4proto`: data
     /// window = the whole IPv4 datagram (`l3_off` 0, `l4_off` its header
@@ -98,6 +103,11 @@ pub struct IpCore {
     /// ICMP error token bucket.
     icmp_tokens: u32,
     icmp_last: u64,
+    /// Forwarded datagrams whose next hop failed to resolve, held while
+    /// the neighbour timers run and answered with ICMP host unreachable
+    /// after them (sending touches the table the timers are walking).
+    /// Allocated once with room for every queue slot.
+    unreachable: Vec<Handle>,
 }
 
 impl IpCore {
@@ -123,6 +133,7 @@ impl IpCore {
             ident: 0,
             icmp_tokens: l.icmp_burst,
             icmp_last: 0,
+            unreachable: Vec::with_capacity(l.unres_total),
             limits: cfg.limits,
         })
     }
@@ -190,6 +201,9 @@ impl IpCore {
         h.l4_off = u16::from(hdr.header_len);
         h.l4proto = hdr.protocol;
         h.ethertype = ethertype::IPV4;
+        // Only ipd says what was forwarded: filterd would run the wrong
+        // chain on a local datagram carrying the flag.
+        h.flags &= !strata_ipc::handle::flags::FORWARDED;
         self.route_out(now, pool, h, out);
     }
 
@@ -312,8 +326,11 @@ impl IpCore {
         }
         let bcast = self.net.is_bcast(dst);
         if !bcast && !self.net.is_local(dst) {
-            // The forwarding path hooks in here (`IpLimits::forwarding`);
-            // until it exists every such packet is counted as not for us.
+            if self.limits.forwarding {
+                // Before reassembly: a router passes fragments on as they
+                // are (RFC 1812 §5.2.6).
+                return self.forward(now, pool, h, &hdr, l2_bcast, out);
+            }
             return self.drop(pool, &h, Stat::NotForUs);
         }
         let hl = hdr.header_len as usize;

@@ -8,7 +8,8 @@ use strata_ipc::arena::Pod;
 use strata_ipc::handle::flags::ICMP_PORT_UNREACH;
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_ipd::{
-    upper_protocol, IfaceConfig, IpConfig, IpCore, NeighRecord, Outputs, RouteConfig, Stat,
+    upper_protocol, IfaceConfig, IpConfig, IpCore, IpLimits, NeighRecord, Outputs, RouteConfig,
+    Stat,
 };
 use strata_proto::icmp::{icmp_type, unreach_code};
 use strata_proto::ipv4::protocol;
@@ -50,7 +51,10 @@ fn config(svc: &Service) -> IpConfig {
                 iface: r.iface,
             })
             .collect(),
-        limits: Default::default(),
+        limits: IpLimits {
+            forwarding: svc.config.forwarding,
+            ..Default::default()
+        },
     }
 }
 
@@ -60,6 +64,9 @@ fn main() {
     let me = svc.me;
     let mut core = IpCore::new(config(&svc))
         .unwrap_or_else(|e| service::die("ipd", &format!("configuration: {e}")));
+    if svc.config.forwarding {
+        svc.log("forwarding IPv4 between interfaces");
+    }
     let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
     f.register_counters(me, &names);
     // Counters live in the fabric and keep counting across restarts; the

@@ -1,7 +1,8 @@
 //! The way out: routing, source address selection, next-hop resolution,
 //! fragmentation and the Ethernet header.
 
-use strata_ipc::{handle::csum, Buffers, Handle};
+use strata_ipc::handle::{csum, flags::FORWARDED};
+use strata_ipc::{Buffers, Handle};
 use strata_proto::checksum::update_u32;
 use strata_proto::ethernet::{ethertype, EthernetHeader};
 use strata_proto::ipv4::{fill_checksum, protocol};
@@ -114,8 +115,8 @@ impl IpCore {
         }
         if hdr.total > mtu && hdr.df {
             // Locally originated: the sender finds out through path MTU
-            // discovery's own timeouts; a forwarded packet will get ICMP
-            // fragmentation needed here.
+            // discovery's own timeouts (a forwarded packet gets ICMP
+            // fragmentation needed in `forward`).
             return self.drop(pool, &h, Stat::DfTooBig);
         }
         h.oif = index;
@@ -123,6 +124,20 @@ impl IpCore {
         if let Some(mac) = l2 {
             return self.transmit(pool, h, slot, mac, out);
         }
+        self.send_to_neighbour(now, pool, h, slot, nexthop, out);
+    }
+
+    /// Sends datagram `h` to neighbour `nexthop` on interface slot `slot`:
+    /// at once when its MAC is known, else queued while ARP resolves it.
+    pub(crate) fn send_to_neighbour<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        h: Handle,
+        slot: usize,
+        nexthop: u32,
+        out: &mut Outputs,
+    ) {
         match self.neigh.resolve(now, slot, nexthop) {
             Resolve::Mac(mac) => self.transmit(pool, h, slot, mac, out),
             Resolve::MacProbe(mac) => {
@@ -310,6 +325,12 @@ impl IpCore {
             f.mark = h.mark;
             f.ct_id = h.ct_id;
             f.flow_hash = h.flow_hash;
+            if h.flags & FORWARDED != 0 {
+                // filterd's FORWARD chain needs to see every fragment as
+                // forwarded, from the interface the datagram came in on.
+                f.flags |= FORWARDED;
+                f.iif = h.iif;
+            }
             if off == 0 {
                 non_copied_options_to_nop(&mut hdr[..hl]);
             }

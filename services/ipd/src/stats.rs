@@ -61,7 +61,8 @@ strata_ipc::layer_stats! { "ipd";
     NeighFailed => "neigh_failed",
     /// Packets dropped from a full resolution queue (the oldest goes).
     UnresQueueFull => "unres_queue_full",
-    /// Queued packets dropped because their neighbour failed to resolve.
+    /// Queued packets dropped because their neighbour failed to resolve
+    /// (forwarded ones are counted as `fwd_neigh_failed` instead).
     ArpFailed => "arp_failed",
 
     /// IPv4 packet shorter than its header.
@@ -83,8 +84,8 @@ strata_ipc::layer_stats! { "ipd";
     /// Source address that can never be a sender (0/8, 127/8, multicast,
     /// class E, broadcast, or one of ours).
     MartianSource => "martian_source",
-    /// Destination is not one of our addresses or broadcasts (forwarding
-    /// is off).
+    /// Destination is not one of our addresses or broadcasts, and
+    /// forwarding is off.
     NotForUs => "not_for_us",
     /// Broadcast datagram for a protocol other than UDP (or ICMP, counted
     /// separately).
@@ -129,6 +130,30 @@ strata_ipc::layer_stats! { "ipd";
     FragOutCreated => "frag_out_created",
     /// Datagrams sent back up locally (destination was one of ours).
     Loopback => "loopback",
+
+    /// Datagrams forwarded: routed, TTL decremented and sent on (or queued
+    /// for the next hop's resolution), like Linux's `ForwDatagrams`.
+    Forwarded => "forwarded",
+    /// Not forwarded: it came as a link-layer broadcast or multicast
+    /// (RFC 1812 §5.3.4; Linux drops them too).
+    FwdL2Broadcast => "fwd_l2_broadcast",
+    /// Not forwarded: the destination is multicast (no multicast routing),
+    /// 0/8, 127/8 or class E.
+    FwdMartianDest => "fwd_martian_dest",
+    /// Not forwarded: it carries a source route option (Linux's default
+    /// `accept_source_route=0`).
+    FwdSourceRoute => "fwd_source_route",
+    /// Not forwarded: no route to the destination (ICMP net unreachable
+    /// sent).
+    FwdNoRoute => "fwd_no_route",
+    /// Not forwarded: the TTL would reach 0 (ICMP time exceeded sent).
+    FwdTtlExceeded => "fwd_ttl_exceeded",
+    /// Not forwarded: larger than the outgoing MTU with Don't Fragment set
+    /// (ICMP fragmentation needed sent, with the MTU).
+    FwdFragNeeded => "fwd_frag_needed",
+    /// Forwarded datagrams dropped because the next hop did not answer ARP
+    /// (ICMP host unreachable sent).
+    FwdNeighFailed => "fwd_neigh_failed",
 
     /// ICMP messages received.
     IcmpInMsgs => "icmp_in_msgs",

@@ -3,6 +3,7 @@
 //! end of every scenario ([`Rig::finish`]).
 
 mod arp;
+mod forward;
 mod frag;
 mod icmp;
 mod input;

@@ -160,8 +160,9 @@ fn event() -> impl Strategy<Value = Event> {
     ]
 }
 
-fn run(events: &[Event], upper: bool) {
+fn run(events: &[Event], upper: bool, forwarding: bool) {
     let mut cfg = config();
+    cfg.limits.forwarding = forwarding;
     cfg.limits.max_reassemblies = 4;
     cfg.limits.unres_total = 8;
     cfg.limits.neigh_capacity = 4;
@@ -255,7 +256,7 @@ proptest! {
     #[test]
     fn arbitrary_frames_never_panic_or_leak(frames in proptest::collection::vec(
         proptest::collection::vec(any::<u8>(), 0..200), 1..20)) {
-        run(&frames.into_iter().map(Event::Raw).collect::<Vec<_>>(), true);
+        run(&frames.into_iter().map(Event::Raw).collect::<Vec<_>>(), true, false);
     }
 
     #[test]
@@ -265,14 +266,15 @@ proptest! {
             .into_iter()
             .map(|b| Event::Raw(eth(OUR_MAC, PEER_MAC, ethertype::IPV4, &b)))
             .collect();
-        run(&events, false);
+        run(&events, false, true);
     }
 
     #[test]
     fn event_sequences_never_panic_or_leak(
         events in proptest::collection::vec(event(), 1..40),
         upper in any::<bool>(),
+        forwarding in any::<bool>(),
     ) {
-        run(&events, upper);
+        run(&events, upper, forwarding);
     }
 }
