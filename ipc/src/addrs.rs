@@ -168,6 +168,20 @@ impl AddrTable {
         self.addrs.first().map_or(0, |a| a.addr)
     }
 
+    /// The interface (handle index) a packet to `dst` leaves through.
+    pub fn out_iface(&self, dst: u32) -> Option<u8> {
+        self.iface_for(dst).and_then(|i| self.index.get(i).copied())
+    }
+
+    /// The primary address of interface `index` (handle index), 0 if it
+    /// has none.
+    pub fn primary_of(&self, index: u8) -> u32 {
+        self.index
+            .iter()
+            .position(|&x| x == index)
+            .map_or(0, |i| self.primary[i])
+    }
+
     /// The MTU towards `dst` (1500 when unknown), at least 576.
     pub fn mtu_for(&self, dst: u32) -> u16 {
         let m = self

@@ -686,12 +686,17 @@ impl Fabric {
     /// `l`'s arena: raw bytes that outlive the layer's process.
     pub fn arena_bytes(&self, l: LayerId) -> (*mut u8, usize) {
         let n = self.params.arena_bytes as usize;
-        // tcpd's larger arena follows all the uniform ones.
+        // tcpd's and filterd's larger arenas follow all the uniform ones.
+        let tcpd = self.params.tcpd_arena_bytes as usize;
         if l == LayerId::TCPD {
             let off = self.off.arena as usize + MAX_LAYERS * n;
+            return (unsafe { self.base.add(off) }, tcpd);
+        }
+        if l == LayerId::FILTERD {
+            let off = self.off.arena as usize + MAX_LAYERS * n + tcpd;
             return (
                 unsafe { self.base.add(off) },
-                self.params.tcpd_arena_bytes as usize,
+                self.params.filterd_arena_bytes as usize,
             );
         }
         (

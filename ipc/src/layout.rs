@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 96;
@@ -38,6 +38,9 @@ pub struct Params {
     /// Bytes of tcpd's arena (its connection blocks and queue entries
     /// need far more than the other layers' state).
     pub tcpd_arena_bytes: u32,
+    /// Bytes of filterd's arena (rule sets, rule counters and the
+    /// connection-tracking table).
+    pub filterd_arena_bytes: u32,
 }
 
 impl Default for Params {
@@ -49,6 +52,7 @@ impl Default for Params {
             n_ifaces: 1,
             arena_bytes: 1 << 20,
             tcpd_arena_bytes: 10 << 20,
+            filterd_arena_bytes: 8 << 20,
         }
     }
 }
@@ -262,7 +266,10 @@ impl Offsets {
         let ring_bytes = p.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
         let arena = align(slots + n_rings as u64 * ring_bytes, 4096);
         let small = align(
-            arena + MAX_LAYERS as u64 * p.arena_bytes as u64 + p.tcpd_arena_bytes as u64,
+            arena
+                + MAX_LAYERS as u64 * p.arena_bytes as u64
+                + p.tcpd_arena_bytes as u64
+                + p.filterd_arena_bytes as u64,
             4096,
         );
         let large = align(small + p.small_bufs as u64 * crate::SMALL_BUF as u64, 4096);

@@ -25,6 +25,7 @@ fn small() -> Params {
         n_ifaces: 1,
         arena_bytes: 8192,
         tcpd_arena_bytes: 0,
+        filterd_arena_bytes: 0,
     }
 }
 

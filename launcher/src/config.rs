@@ -73,8 +73,32 @@ pub struct Config {
     /// (`[[route]]` tables): at most 256, one per destination.
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
+    /// How the stack treats IPv4 (`[ip]`).
+    pub ip: Ip,
     /// Pool, ring and supervision sizes (`[limits]`).
     pub limits: Limits,
+    /// Packet filter and NAT rules (`[filter]`).
+    pub filter: Filter,
+}
+
+/// Packet filter and NAT rules applied when the stack starts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Filter {
+    /// `strata filter` command lines, applied in order (for example
+    /// `"add INPUT -p tcp --dport 8080 -j REJECT --reject-with tcp-reset"`
+    /// or `"-t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080"`).
+    /// A line that does not parse or apply stops `strata up` with the word
+    /// at fault.
+    pub rules: Vec<String>,
+}
+
+/// How the stack treats IPv4.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Ip {
+    /// Forward datagrams not addressed to the stack from one interface to
+    /// another (router mode; Linux `net.ipv4.ip_forward`). Default false:
+    /// such datagrams are dropped.
+    pub forwarding: bool,
 }
 
 /// One network interface of the stack.
@@ -223,7 +247,9 @@ impl Default for Config {
                 }],
             }],
             routes: Vec::new(),
+            ip: Ip::default(),
             limits: Limits::default(),
+            filter: Filter::default(),
         }
     }
 }
@@ -835,7 +861,24 @@ struct RawConfig {
     #[serde(default)]
     route: Vec<RawRoute>,
     #[serde(default)]
+    ip: RawIp,
+    #[serde(default)]
     limits: RawLimits,
+    #[serde(default)]
+    filter: RawFilter,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawFilter {
+    #[serde(default)]
+    rules: Vec<String>,
+}
+
+#[derive(Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawIp {
+    forwarding: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -895,7 +938,13 @@ impl RawConfig {
             instance: self.instance.unwrap_or_else(|| "default".to_owned()),
             interfaces,
             routes,
+            ip: Ip {
+                forwarding: self.ip.forwarding.unwrap_or(false),
+            },
             limits: self.limits.resolve()?,
+            filter: Filter {
+                rules: self.filter.rules,
+            },
         })
     }
 }
@@ -1151,6 +1200,7 @@ mod tests {
             }
         );
         assert_eq!(c.routes[0].via, Some(Ipv4Addr::new(10, 77, 0, 1)));
+        assert_eq!(c.ip, Ip::default());
         assert_eq!(c.limits, Limits::default());
     }
 
@@ -1226,9 +1276,27 @@ mod tests {
             route("to = \"default\"\ngateway = \"10.77.0.1\"\n"),
             format!("{IFACE}[limits]\nsmall_bufs = 10\n"),
             format!("{IFACE}[qdisc]\nkind = \"fq\"\n"),
+            format!("{IFACE}[ip]\nip_forward = true\n"),
         ] {
             let e = error_of(&text);
             assert!(e.contains("unknown field"), "{text}: {e}");
+        }
+    }
+
+    #[test]
+    fn ip_forwarding_is_off_unless_asked_for() {
+        assert!(!parse(IFACE).unwrap().ip.forwarding);
+        assert!(!parse(&format!("{IFACE}[ip]\n")).unwrap().ip.forwarding);
+        let on = parse(&format!("{IFACE}[ip]\nforwarding = true\n")).unwrap();
+        assert!(on.ip.forwarding);
+        let text = toml::to_string(&on).unwrap();
+        assert_eq!(parse(&text).unwrap(), on, "{text}");
+        for bad in ["\"yes\"", "1", "[true]"] {
+            let e = error_of(&format!("{IFACE}[ip]\nforwarding = {bad}\n"));
+            assert!(
+                e.contains("line 5") && e.contains("invalid type") && e.contains("boolean"),
+                "{bad}: {e}"
+            );
         }
     }
 

@@ -25,6 +25,8 @@ pub struct Shared {
     pub started: Instant,
     /// Set to stop the launcher.
     pub stop: Arc<AtomicBool>,
+    /// The filter rules and filterd's arena.
+    pub filter: Mutex<crate::filter::FilterState>,
 }
 
 fn now_ms() -> u64 {
@@ -226,6 +228,39 @@ fn handle(sh: &Shared, req: &Value) -> Value {
             }
         }
         Some("qdisc") => crate::qdisc::handle(&sh.fabric, req),
+        Some("filter") => {
+            let words: Vec<String> = req
+                .get("words")
+                .and_then(|w| w.as_array())
+                .map(|a| {
+                    a.iter()
+                        .map(|x| x.as_str().unwrap_or_default().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let mut fs = sh.filter.lock().unwrap();
+            match fs.command(&words) {
+                Ok(v) => {
+                    if v.get("text").is_none() {
+                        log(&format!("filter: {}", words.join(" ")));
+                    }
+                    json!({"ok": true, "data": v})
+                }
+                Err(e) => json!({"ok": false, "error": e}),
+            }
+        }
+        Some("conntrack") => {
+            let fs = sh.filter.lock().unwrap();
+            let r = match req.get("action").and_then(|a| a.as_str()) {
+                Some("list") | None => fs.conntrack_list(),
+                Some("flush") => fs.conntrack_flush(),
+                Some(a) => Err(format!("unknown conntrack action {a:?} (list, flush)")),
+            };
+            match r {
+                Ok(v) => json!({"ok": true, "data": v}),
+                Err(e) => json!({"ok": false, "error": e}),
+            }
+        }
         Some("stop") => {
             sh.stop.store(true, SeqCst);
             json!({"ok": true, "data": {}})

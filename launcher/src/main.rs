@@ -4,6 +4,7 @@
 mod config;
 mod control;
 mod demo;
+mod filter;
 mod plan;
 mod qdisc;
 mod supervisor;
@@ -79,6 +80,30 @@ enum Cmd {
         /// What to set (see above).
         words: Vec<String>,
     },
+    /// Packet filter and NAT rules, iptables style:
+    ///   strata filter add|insert|del|list|flush|zero|policy|new-chain|delete-chain ...
+    ///   (or -A -I -D -L -F -Z -P -N -X), `-t nat` for the nat table.
+    /// Examples:
+    ///   strata filter add INPUT -p tcp --dport 8080 -j REJECT --reject-with tcp-reset
+    ///   strata filter add INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT
+    ///   strata filter policy INPUT DROP
+    ///   strata filter -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080
+    ///   strata filter -t nat -A POSTROUTING -o strata1 -j MASQUERADE
+    ///   strata filter list [CHAIN]
+    /// Every change replaces the whole rule set at once.
+    #[command(verbatim_doc_comment)]
+    Filter {
+        /// The command and rule (see above).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        words: Vec<String>,
+    },
+    /// Connection tracking: `list` the entries (as conntrack -L) or
+    /// `flush` them.
+    Conntrack {
+        /// list or flush.
+        #[arg(default_value = "list")]
+        action: String,
+    },
     /// Stop a running instance.
     Down,
     /// Build a private network namespace with a TAP device, start the stack
@@ -107,6 +132,28 @@ fn main() -> ExitCode {
             })
         }
         Cmd::Qdisc { iface, words } => return qdisc_cmd(&cli.instance, &iface, &words, cli.json),
+        Cmd::Filter { words } => {
+            control::request(&cli.instance, json!({"cmd": "filter", "words": words})).map(|v| {
+                if cli.json {
+                    println!("{v}");
+                } else if let Some(t) = v["text"].as_str() {
+                    print!("{t}");
+                }
+            })
+        }
+        Cmd::Conntrack { action } => {
+            control::request(&cli.instance, json!({"cmd": "conntrack", "action": action})).map(
+                |v| {
+                    if cli.json {
+                        println!("{v}");
+                    } else {
+                        for e in v["entries"].as_array().into_iter().flatten() {
+                            println!("{}", e.as_str().unwrap_or_default());
+                        }
+                    }
+                },
+            )
+        }
         Cmd::Down => control::request(&cli.instance, json!({"cmd": "stop"})).map(|_| ()),
         Cmd::Demo => demo::run(),
     };

@@ -42,6 +42,8 @@ pub struct Plan {
     pub heartbeat_timeout: Duration,
     /// Longest wait before restarting a crash-looping layer.
     pub backoff_max: Duration,
+    /// `strata filter` command lines applied at start, in order.
+    pub filter_rules: Vec<String>,
 }
 
 impl Plan {
@@ -118,10 +120,38 @@ impl Plan {
                 ),
                 socket_rx_bytes: c.limits.socket_buffer_bytes,
                 socket_tx_bytes: c.limits.socket_buffer_bytes,
+                forwarding: c.ip.forwarding,
             },
             devices,
             heartbeat_timeout: Duration::from_millis(c.limits.heartbeat_timeout_ms as u64),
             backoff_max: Duration::from_millis(c.limits.restart_backoff_max_ms as u64),
+            filter_rules: c.filter.rules.clone(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forwarding_reaches_the_layers_config() {
+        let mut c = crate::config::Config::default();
+        assert!(!Plan::from_config(&c).stack.forwarding);
+        c.ip.forwarding = true;
+        let stack = Plan::from_config(&c).stack;
+        assert!(stack.forwarding);
+        // What the layers read back from stack.json.
+        let json = serde_json::to_string(&stack).unwrap();
+        let back: StackConfig = serde_json::from_str(&json).unwrap();
+        assert!(back.forwarding);
+    }
+
+    #[test]
+    fn an_older_stack_json_without_forwarding_reads_as_off() {
+        let mut v = serde_json::to_value(Plan::from_config(&Default::default()).stack).unwrap();
+        v.as_object_mut().unwrap().remove("forwarding");
+        let back: StackConfig = serde_json::from_value(v).unwrap();
+        assert!(!back.forwarding);
     }
 }

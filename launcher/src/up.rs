@@ -140,6 +140,8 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
         for ifc in &plan.stack.ifaces {
             fabric.set_iface_info(ifc.index, &ifc.name, ifc.mac, ifc.mtu as u32);
         }
+        // The rule set is in filterd's arena before filterd starts.
+        let filter = crate::filter::FilterState::new(&fabric, &plan.filter_rules)?;
         let dev_fds: Vec<RawFd> = held.devices.iter().map(|d| d.as_raw_fd()).collect();
         let mut sup = Supervisor::new(&plan, &dev_fds, &wake_fds);
         let fabric = Arc::new(fabric);
@@ -150,6 +152,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
             instance: inst.clone(),
             started: Instant::now(),
             stop: stop.clone(),
+            filter: Mutex::new(filter),
         });
         if let Err(e) = control::serve(shared.clone(), &control_socket(&inst)) {
             shared.sup.lock().unwrap().stop_all(&fabric);

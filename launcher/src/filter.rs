@@ -1,0 +1,179 @@
+//! The launcher's side of filterd: it owns the rule tables (from the
+//! configuration file, then `strata filter` commands), checks every
+//! change by compiling the whole set before anything is published, and
+//! publishes it through filterd's arena, where filterd picks it up
+//! between packets. `strata conntrack` reads or flushes the table filterd
+//! keeps in the same arena.
+
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use strata_filterd::conntrack::Conntrack;
+use strata_filterd::rule::{parse_command, Command};
+use strata_filterd::ruleset::RuleSet;
+use strata_filterd::shm::Shm;
+use strata_filterd::tables::Tables;
+use strata_ipc::{now_ns, Fabric, LayerId};
+
+/// The rules in force and the arena they are published in.
+pub struct FilterState {
+    tables: Tables,
+    shm: Shm,
+    ifaces: Vec<String>,
+}
+
+/// Splits a configuration line into words, honouring double quotes (for
+/// `--log-prefix "a b"`).
+pub fn split_words(line: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut cur = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for ch in line.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            c if c.is_whitespace() && !quoted => {
+                if any {
+                    words.push(std::mem::take(&mut cur));
+                    any = false;
+                }
+            }
+            c => {
+                cur.push(c);
+                any = true;
+            }
+        }
+    }
+    if quoted {
+        return Err("unterminated quote".into());
+    }
+    if any {
+        words.push(cur);
+    }
+    Ok(words)
+}
+
+impl FilterState {
+    /// The state over `fabric`'s filterd arena, with the configuration's
+    /// rule lines applied in order and published. Errors name the line
+    /// and the word at fault.
+    pub fn new(fabric: &Fabric, lines: &[String]) -> Result<FilterState, String> {
+        let (p, n) = fabric.arena_bytes(LayerId::FILTERD);
+        // SAFETY: the launcher keeps the fabric mapped while it runs.
+        let shm = unsafe { Shm::new(p, n) }
+            .ok_or_else(|| format!("filterd's arena ({n} bytes) is too small"))?;
+        let ifaces = (0..fabric.params().n_ifaces as u8)
+            .map(|i| fabric.iface_name(i))
+            .collect();
+        let mut st = FilterState {
+            tables: Tables::default(),
+            shm,
+            ifaces,
+        };
+        for (i, line) in lines.iter().enumerate() {
+            let words = split_words(line).map_err(|e| format!("filter rule {}: {e}", i + 1))?;
+            st.change(&words)
+                .map_err(|e| format!("filter rule {} ({line:?}): {e}", i + 1))?;
+        }
+        st.publish()?;
+        Ok(st)
+    }
+
+    fn publish(&self) -> Result<(), String> {
+        let json = serde_json::to_vec(&self.tables).map_err(|e| e.to_string())?;
+        self.shm.publish(&json)
+    }
+
+    /// Applies a command that changes the tables, without publishing.
+    fn change(&mut self, words: &[String]) -> Result<Command, String> {
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        let cmd = parse_command(&w).map_err(|e| e.to_string())?;
+        if matches!(cmd, Command::List { .. }) {
+            return Ok(cmd);
+        }
+        let mut next = self.tables.clone();
+        let out = next.apply(&cmd)?;
+        let names: Vec<&str> = self.ifaces.iter().map(String::as_str).collect();
+        RuleSet::compile(&next, &names)?;
+        self.shm.reset_counters(&out.reset_slots);
+        self.tables = next;
+        Ok(cmd)
+    }
+
+    /// `strata filter WORDS...`: a listing, or a change published as one
+    /// new rule set (filterd swaps whole sets between packets).
+    pub fn command(&mut self, words: &[String]) -> Result<Value, String> {
+        match self.change(words)? {
+            Command::List { table, chain } => {
+                let text = self
+                    .tables
+                    .list(table, chain.as_deref(), self.shm.counters())?;
+                Ok(json!({ "text": text }))
+            }
+            _ => {
+                self.publish()?;
+                Ok(json!({ "generation": self.shm.generation() }))
+            }
+        }
+    }
+
+    /// `strata conntrack list`: the table as filterd left it, read from a
+    /// copy of its arena so that filterd is neither stopped nor disturbed.
+    pub fn conntrack_list(&self) -> Result<Value, String> {
+        let (p, n) = self.shm.conntrack_region();
+        // A 64-byte aligned copy: the table's layout wants 8.
+        #[repr(C, align(64))]
+        #[derive(Clone, Copy)]
+        struct Line([u8; 64]);
+        let mut copy = vec![Line([0; 64]); n / 64];
+        // SAFETY: `p..p+n` is filterd's mapped arena; entries being
+        // written while copied are caught by their sequence numbers when
+        // the copy is restored.
+        unsafe { std::ptr::copy_nonoverlapping(p, copy.as_mut_ptr() as *mut u8, n / 64 * 64) };
+        let now = now_ns() / 1_000_000;
+        // SAFETY: the copy is ours.
+        let (ct, fresh) =
+            unsafe { Conntrack::from_raw(copy.as_mut_ptr() as *mut u8, n / 64 * 64, [0; 2], now) }
+                .ok_or("no conntrack table")?;
+        let entries: Vec<String> = if fresh {
+            Vec::new()
+        } else {
+            ct.list(now).iter().map(|e| e.to_string()).collect()
+        };
+        Ok(json!({ "entries": entries, "capacity": ct.capacity() }))
+    }
+
+    /// `strata conntrack flush`: filterd empties its table; waits until
+    /// it has (it must be running).
+    pub fn conntrack_flush(&self) -> Result<Value, String> {
+        let req = self.shm.request_flush();
+        let t = Instant::now();
+        while !self.shm.flushed(req) {
+            if t.elapsed() > Duration::from_secs(3) {
+                return Err("filterd did not flush within 3 s (is it running?)".into());
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        Ok(json!({}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn words_split_on_blanks_and_keep_quoted_ones() {
+        assert_eq!(
+            split_words(r#" -A INPUT -j LOG --log-prefix "in: "  "#).unwrap(),
+            ["-A", "INPUT", "-j", "LOG", "--log-prefix", "in: "]
+        );
+        assert_eq!(
+            split_words(r#"-j LOG --log-prefix """#).unwrap(),
+            ["-j", "LOG", "--log-prefix", ""]
+        );
+        assert!(split_words(r#"-j "LOG"#).is_err());
+    }
+}

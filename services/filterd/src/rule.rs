@@ -1,0 +1,1863 @@
+//! The rule language: an iptables-like AST, a parser from argv-like words
+//! into a [`Command`], and a [`Display`](fmt::Display) that writes a rule
+//! back in the same syntax (what `strata filter list` prints).
+//!
+//! Words come from a user's command line (or the launcher's config file),
+//! so the parser never panics and every error names the word it is about
+//! ([`ParseError::word`] is a 0-based index into the words; its `Display`
+//! counts from 1, the way people count words).
+//!
+//! Rules are serde types so the launcher can keep them in its config file
+//! and pass them over its JSON control socket.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::Ipv4Addr;
+
+/// Longest chain name (as in iptables: 28 characters plus a NUL there).
+pub const MAX_CHAIN_NAME: usize = 28;
+/// Longest interface name (IFNAMSIZ - 1).
+pub const MAX_IFACE_NAME: usize = 15;
+/// Longest `--log-prefix` (iptables' limit).
+pub const MAX_LOG_PREFIX: usize = 29;
+
+/// The two tables.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Table {
+    /// Packet filtering (the default table).
+    #[default]
+    Filter,
+    /// Address translation, consulted for the first packet of a connection.
+    Nat,
+}
+
+impl Table {
+    /// Both tables.
+    pub const ALL: [Table; 2] = [Table::Filter, Table::Nat];
+
+    /// The name `-t` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::Filter => "filter",
+            Table::Nat => "nat",
+        }
+    }
+
+    /// The table called `s`.
+    pub fn from_name(s: &str) -> Option<Table> {
+        match s {
+            "filter" => Some(Table::Filter),
+            "nat" => Some(Table::Nat),
+            _ => None,
+        }
+    }
+
+    /// The hooks this table has built-in chains for (those of Linux).
+    pub fn hooks(self) -> &'static [Hook] {
+        match self {
+            Table::Filter => &[Hook::Input, Hook::Forward, Hook::Output],
+            Table::Nat => &[
+                Hook::Prerouting,
+                Hook::Input,
+                Hook::Output,
+                Hook::Postrouting,
+            ],
+        }
+    }
+
+    /// Index for per-table arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// The five netfilter hooks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Hook {
+    /// Every received packet, before the routing decision.
+    Prerouting,
+    /// Received packets addressed to the stack.
+    Input,
+    /// Received packets routed onwards.
+    Forward,
+    /// Packets the stack sends.
+    Output,
+    /// Every packet about to leave.
+    Postrouting,
+}
+
+impl Hook {
+    /// All hooks, in [`Hook::index`] order.
+    pub const ALL: [Hook; 5] = [
+        Hook::Prerouting,
+        Hook::Input,
+        Hook::Forward,
+        Hook::Output,
+        Hook::Postrouting,
+    ];
+
+    /// The built-in chain's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Hook::Prerouting => "PREROUTING",
+            Hook::Input => "INPUT",
+            Hook::Forward => "FORWARD",
+            Hook::Output => "OUTPUT",
+            Hook::Postrouting => "POSTROUTING",
+        }
+    }
+
+    /// The hook whose built-in chain is called `s`.
+    pub fn from_name(s: &str) -> Option<Hook> {
+        Hook::ALL.into_iter().find(|h| h.name() == s)
+    }
+
+    /// Index for per-hook arrays.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// What a built-in chain does with a packet no rule decided on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Policy {
+    /// Let it through.
+    #[default]
+    Accept,
+    /// Discard it.
+    Drop,
+}
+
+impl Policy {
+    /// `ACCEPT` or `DROP`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Policy::Accept => "ACCEPT",
+            Policy::Drop => "DROP",
+        }
+    }
+}
+
+/// `-i` / `-o`: an interface name; a trailing `+` matches every name with
+/// that prefix.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IfaceMatch {
+    /// Name, possibly ending in `+`.
+    pub name: String,
+    /// `!`: match every other interface.
+    #[serde(default)]
+    pub neg: bool,
+}
+
+/// `-s` / `-d`: an address and prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AddrMatch {
+    /// Network address (host bits are cleared by the parser).
+    pub addr: Ipv4Addr,
+    /// Prefix length, 0..=32.
+    pub prefix: u8,
+    /// `!`.
+    #[serde(default)]
+    pub neg: bool,
+}
+
+impl AddrMatch {
+    /// The netmask of the prefix.
+    pub fn mask(&self) -> u32 {
+        prefix_mask(self.prefix)
+    }
+}
+
+/// The netmask of a prefix length (saturating at 32).
+pub fn prefix_mask(prefix: u8) -> u32 {
+    if prefix == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(prefix.min(32)))
+    }
+}
+
+/// `-p`: an IP protocol number.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProtoMatch {
+    /// IP protocol number.
+    pub proto: u8,
+    /// `!`.
+    #[serde(default)]
+    pub neg: bool,
+}
+
+/// `--sport` / `--dport`: an inclusive port range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortMatch {
+    /// Lowest port.
+    pub lo: u16,
+    /// Highest port.
+    pub hi: u16,
+    /// `!`.
+    #[serde(default)]
+    pub neg: bool,
+}
+
+/// `--icmp-type`: a type and optional code, or any.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct IcmpMatch {
+    /// ICMP type; `None` is `any`.
+    pub ty: Option<u8>,
+    /// ICMP code; `None` matches every code.
+    pub code: Option<u8>,
+    /// `!`.
+    #[serde(default)]
+    pub neg: bool,
+}
+
+/// TCP flag bits as iptables names them.
+pub mod tcpflag {
+    /// FIN.
+    pub const FIN: u8 = 0x01;
+    /// SYN.
+    pub const SYN: u8 = 0x02;
+    /// RST.
+    pub const RST: u8 = 0x04;
+    /// PSH.
+    pub const PSH: u8 = 0x08;
+    /// ACK.
+    pub const ACK: u8 = 0x10;
+    /// URG.
+    pub const URG: u8 = 0x20;
+    /// ECE.
+    pub const ECE: u8 = 0x40;
+    /// CWR.
+    pub const CWR: u8 = 0x80;
+    /// What iptables calls ALL (the six classic flags).
+    pub const ALL: u8 = 0x3f;
+    /// What `--syn` means: SYN set, RST, ACK and FIN clear.
+    pub const SYN_MASK: u8 = FIN | SYN | RST | ACK;
+    pub(crate) const NAMES: [(&str, u8); 8] = [
+        ("FIN", FIN),
+        ("SYN", SYN),
+        ("RST", RST),
+        ("PSH", PSH),
+        ("ACK", ACK),
+        ("URG", URG),
+        ("ECE", ECE),
+        ("CWR", CWR),
+    ];
+}
+
+/// `--tcp-flags MASK COMP` (and `--syn`): the flags in `mask` must equal
+/// `comp`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct FlagsMatch {
+    /// Flags examined.
+    pub mask: u8,
+    /// Which of them must be set (the rest of `mask` must be clear).
+    pub comp: u8,
+    /// `!`.
+    #[serde(default)]
+    pub neg: bool,
+}
+
+/// Conntrack states as bits of [`StateMatch::states`].
+pub mod ctbits {
+    /// First packet of a connection.
+    pub const NEW: u8 = 1;
+    /// A packet of a connection that has seen traffic both ways.
+    pub const ESTABLISHED: u8 = 2;
+    /// An ICMP error about a tracked connection.
+    pub const RELATED: u8 = 4;
+    /// A packet conntrack could not make sense of (or out of window).
+    pub const INVALID: u8 = 8;
+    /// A packet conntrack did not look at.
+    pub const UNTRACKED: u8 = 16;
+    pub(crate) const NAMES: [(&str, u8); 5] = [
+        ("NEW", NEW),
+        ("ESTABLISHED", ESTABLISHED),
+        ("RELATED", RELATED),
+        ("INVALID", INVALID),
+        ("UNTRACKED", UNTRACKED),
+    ];
+}
+
+/// Which match module spelled a state match (kept so `list` prints what
+/// the user wrote).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum StateModule {
+    /// `-m state --state`.
+    State,
+    /// `-m conntrack --ctstate`.
+    Conntrack,
+}
+
+/// `--state` / `--ctstate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct StateMatch {
+    /// Module that spelled it.
+    pub module: StateModule,
+    /// [`ctbits`] that match.
+    pub states: u8,
+    /// `!`.
+    #[serde(default)]
+    pub neg: bool,
+}
+
+/// `-m mark --mark V[/M]`: `mark & mask == value`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct MarkMatch {
+    /// Value after masking.
+    pub value: u32,
+    /// Mask.
+    pub mask: u32,
+    /// `!`.
+    #[serde(default)]
+    pub neg: bool,
+}
+
+/// What a REJECT answers with.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum RejectWith {
+    /// ICMP destination unreachable, port unreachable (the default).
+    #[default]
+    PortUnreachable,
+    /// ICMP host unreachable.
+    HostUnreachable,
+    /// ICMP network unreachable.
+    NetUnreachable,
+    /// ICMP communication administratively prohibited.
+    AdminProhibited,
+    /// A TCP RST (TCP rules only).
+    TcpReset,
+}
+
+impl RejectWith {
+    const NAMES: [(&'static str, RejectWith); 5] = [
+        ("icmp-port-unreachable", RejectWith::PortUnreachable),
+        ("icmp-host-unreachable", RejectWith::HostUnreachable),
+        ("icmp-net-unreachable", RejectWith::NetUnreachable),
+        ("icmp-admin-prohibited", RejectWith::AdminProhibited),
+        ("tcp-reset", RejectWith::TcpReset),
+    ];
+
+    /// The `--reject-with` word.
+    pub fn name(self) -> &'static str {
+        RejectWith::NAMES
+            .iter()
+            .find(|(_, r)| *r == self)
+            .map_or("", |(n, _)| n)
+    }
+
+    /// ICMP (type 3) code, or `None` for a TCP reset.
+    pub fn icmp_code(self) -> Option<u8> {
+        match self {
+            RejectWith::NetUnreachable => Some(0),
+            RejectWith::HostUnreachable => Some(1),
+            RejectWith::PortUnreachable => Some(3),
+            RejectWith::AdminProhibited => Some(13),
+            RejectWith::TcpReset => None,
+        }
+    }
+}
+
+/// An inclusive port range for NAT targets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    /// Lowest port.
+    pub lo: u16,
+    /// Highest port.
+    pub hi: u16,
+}
+
+/// `-j`: what a matching rule does.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Target {
+    /// Let the packet through this hook.
+    Accept,
+    /// Discard it.
+    Drop,
+    /// Back to the calling chain (or the policy, in a built-in chain).
+    Return,
+    /// Discard it and tell the sender.
+    Reject(RejectWith),
+    /// Emit a log line (rate limited) and go on with the next rule.
+    Log {
+        /// `--log-prefix`.
+        prefix: String,
+    },
+    /// Set the packet's mark and go on: `mark = (mark & !mask) | value`.
+    Mark {
+        /// Value.
+        value: u32,
+        /// Bits replaced.
+        mask: u32,
+    },
+    /// Rewrite the source (nat POSTROUTING/INPUT).
+    Snat {
+        /// New source address.
+        addr: Ipv4Addr,
+        /// Source ports to pick from.
+        ports: Option<PortRange>,
+    },
+    /// Rewrite the destination (nat PREROUTING/OUTPUT).
+    Dnat {
+        /// New destination address.
+        addr: Ipv4Addr,
+        /// Destination ports to pick from.
+        ports: Option<PortRange>,
+    },
+    /// SNAT to the outgoing interface's address.
+    Masquerade {
+        /// Source ports to pick from.
+        ports: Option<PortRange>,
+    },
+    /// DNAT to the stack itself (the incoming interface's address).
+    Redirect {
+        /// Destination ports to pick from.
+        ports: Option<PortRange>,
+    },
+    /// Continue in a user-defined chain.
+    Jump(String),
+}
+
+impl Target {
+    /// Whether this target is one of the NAT targets.
+    pub fn is_nat(&self) -> bool {
+        matches!(
+            self,
+            Target::Snat { .. }
+                | Target::Dnat { .. }
+                | Target::Masquerade { .. }
+                | Target::Redirect { .. }
+        )
+    }
+
+    /// The `-j` word.
+    pub fn name(&self) -> &str {
+        match self {
+            Target::Accept => "ACCEPT",
+            Target::Drop => "DROP",
+            Target::Return => "RETURN",
+            Target::Reject(_) => "REJECT",
+            Target::Log { .. } => "LOG",
+            Target::Mark { .. } => "MARK",
+            Target::Snat { .. } => "SNAT",
+            Target::Dnat { .. } => "DNAT",
+            Target::Masquerade { .. } => "MASQUERADE",
+            Target::Redirect { .. } => "REDIRECT",
+            Target::Jump(c) => c,
+        }
+    }
+}
+
+/// Words that name a target and so cannot name a chain.
+const TARGET_WORDS: [&str; 10] = [
+    "ACCEPT",
+    "DROP",
+    "RETURN",
+    "REJECT",
+    "LOG",
+    "MARK",
+    "SNAT",
+    "DNAT",
+    "MASQUERADE",
+    "REDIRECT",
+];
+
+/// One rule: every given match must hold for the target to apply. A rule
+/// without a target only counts.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Rule {
+    /// `-i`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub in_if: Option<IfaceMatch>,
+    /// `-o`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub out_if: Option<IfaceMatch>,
+    /// `-s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub src: Option<AddrMatch>,
+    /// `-d`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dst: Option<AddrMatch>,
+    /// `-p`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<ProtoMatch>,
+    /// `--sport`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sport: Option<PortMatch>,
+    /// `--dport`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dport: Option<PortMatch>,
+    /// `--icmp-type`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<IcmpMatch>,
+    /// `--tcp-flags` / `--syn`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_flags: Option<FlagsMatch>,
+    /// `--state` / `--ctstate`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<StateMatch>,
+    /// `--mark`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mark: Option<MarkMatch>,
+    /// `-j`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
+}
+
+/// Which rule `del` removes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DeleteBy {
+    /// Position, from 1.
+    Number(usize),
+    /// The first rule equal to this one.
+    Spec(Rule),
+}
+
+/// A parsed `strata filter` command.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Command {
+    /// `add CHAIN RULE` / `-A`: append.
+    Add {
+        /// Table.
+        table: Table,
+        /// Chain.
+        chain: String,
+        /// Rule.
+        rule: Rule,
+    },
+    /// `insert CHAIN [N] RULE` / `-I`: insert before rule N (default 1).
+    Insert {
+        /// Table.
+        table: Table,
+        /// Chain.
+        chain: String,
+        /// Position, from 1.
+        pos: usize,
+        /// Rule.
+        rule: Rule,
+    },
+    /// `del CHAIN N|RULE` / `-D`.
+    Delete {
+        /// Table.
+        table: Table,
+        /// Chain.
+        chain: String,
+        /// Which rule.
+        which: DeleteBy,
+    },
+    /// `list [CHAIN]` / `-L`.
+    List {
+        /// Table.
+        table: Table,
+        /// Only this chain.
+        chain: Option<String>,
+    },
+    /// `flush [CHAIN]` / `-F`: remove rules.
+    Flush {
+        /// Table.
+        table: Table,
+        /// Only this chain.
+        chain: Option<String>,
+    },
+    /// `zero [CHAIN]` / `-Z`: reset counters.
+    Zero {
+        /// Table.
+        table: Table,
+        /// Only this chain.
+        chain: Option<String>,
+    },
+    /// `new-chain NAME` / `-N`.
+    NewChain {
+        /// Table.
+        table: Table,
+        /// Name.
+        chain: String,
+    },
+    /// `delete-chain [NAME]` / `-X`: delete an empty, unreferenced user
+    /// chain (every one without a name).
+    DeleteChain {
+        /// Table.
+        table: Table,
+        /// Name.
+        chain: Option<String>,
+    },
+    /// `policy CHAIN ACCEPT|DROP` / `-P`.
+    Policy {
+        /// Table.
+        table: Table,
+        /// Built-in chain.
+        chain: String,
+        /// Policy.
+        policy: Policy,
+    },
+}
+
+/// A refused command or rule.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ParseError {
+    /// Index (from 0) of the word the error is about; the number of words
+    /// when something is missing at the end.
+    pub word: usize,
+    /// That word (empty at the end).
+    pub text: String,
+    /// What is wrong.
+    pub msg: String,
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.text.is_empty() {
+            write!(f, "at word {} (end): {}", self.word + 1, self.msg)
+        } else {
+            write!(f, "at word {} {:?}: {}", self.word + 1, self.text, self.msg)
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+struct Words<'a, 'w> {
+    w: &'a [&'w str],
+    i: usize,
+}
+
+impl<'w> Words<'_, 'w> {
+    fn err(&self, at: usize, msg: impl Into<String>) -> ParseError {
+        ParseError {
+            word: at,
+            text: self.w.get(at).map_or(String::new(), |s| s.to_string()),
+            msg: msg.into(),
+        }
+    }
+
+    fn peek(&self) -> Option<&'w str> {
+        self.w.get(self.i).copied()
+    }
+
+    fn next(&mut self) -> Option<&'w str> {
+        let w = self.peek();
+        if w.is_some() {
+            self.i += 1;
+        }
+        w
+    }
+
+    /// The argument of the option at `opt`.
+    fn arg(&mut self, opt: usize, what: &str) -> Result<&'w str, ParseError> {
+        match self.next() {
+            Some(a) => Ok(a),
+            None => Err(self.err(opt, format!("expected {what} after it"))),
+        }
+    }
+}
+
+fn bad(opt: usize, words: &Words, what: &str, got: &str) -> ParseError {
+    words.err(opt, format!("expected {what}, got {got:?}"))
+}
+
+/// Parses a whole `strata filter` command line (the words after
+/// `filter`): `add|insert|del|list|flush|zero|new-chain|delete-chain|policy`
+/// or their iptables letters `-A -I -D -L -F -Z -N -X -P`, with `-t TABLE`
+/// anywhere.
+pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
+    let mut w = Words { w: words, i: 0 };
+    let mut table: Option<(Table, usize)> = None;
+    // The table option may come before the command word.
+    while let Some("-t" | "--table") = w.peek() {
+        let at = w.i;
+        w.next();
+        let t = w.arg(at, "a table (filter or nat)")?;
+        let t = Table::from_name(t).ok_or_else(|| bad(at, &w, "filter or nat", t))?;
+        if table.is_some() {
+            return Err(w.err(at, "table given twice"));
+        }
+        table = Some((t, at));
+    }
+    let cmd_at = w.i;
+    let Some(cmd) = w.next() else {
+        return Err(w.err(cmd_at, "expected a command (add, insert, del, list, flush, zero, new-chain, delete-chain, policy)"));
+    };
+    let mut spec = Spec::default();
+    let chain_arg = |w: &mut Words, what: &str| -> Result<(String, usize), ParseError> {
+        let at = w.i;
+        let c = w.arg(at.saturating_sub(1), what)?;
+        check_chain_name(c).map_err(|m| w.err(at, m))?;
+        Ok((c.to_string(), at))
+    };
+    let opt_chain = |w: &mut Words| -> Result<Option<String>, ParseError> {
+        match w.peek() {
+            Some(c) if !c.starts_with('-') => {
+                let at = w.i;
+                w.next();
+                check_chain_name(c).map_err(|m| w.err(at, m))?;
+                Ok(Some(c.to_string()))
+            }
+            _ => Ok(None),
+        }
+    };
+    let t = |table: Option<(Table, usize)>, spec: &Spec| -> Table {
+        table
+            .map(|t| t.0)
+            .or(spec.table.map(|t| t.0))
+            .unwrap_or_default()
+    };
+    let cmd = match cmd {
+        "add" | "-A" | "--append" => {
+            let (chain, _) = chain_arg(&mut w, "a chain")?;
+            let rule = parse_rule_words(&mut w, &mut spec, table.is_none())?;
+            Command::Add {
+                table: t(table, &spec),
+                chain,
+                rule,
+            }
+        }
+        "insert" | "-I" | "--insert" => {
+            let (chain, _) = chain_arg(&mut w, "a chain")?;
+            let mut pos = 1;
+            if let Some(n) = w.peek().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) {
+                let at = w.i;
+                w.next();
+                pos = n
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|&p| p >= 1)
+                    .ok_or_else(|| w.err(at, "expected a rule number from 1"))?;
+            }
+            let rule = parse_rule_words(&mut w, &mut spec, table.is_none())?;
+            Command::Insert {
+                table: t(table, &spec),
+                chain,
+                pos,
+                rule,
+            }
+        }
+        "del" | "delete" | "-D" | "--delete" => {
+            let (chain, _) = chain_arg(&mut w, "a chain")?;
+            let which = match w.peek() {
+                Some(n) if n.bytes().all(|b| b.is_ascii_digit()) => {
+                    let at = w.i;
+                    w.next();
+                    let n = n
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|&p| p >= 1)
+                        .ok_or_else(|| w.err(at, "expected a rule number from 1"))?;
+                    DeleteBy::Number(n)
+                }
+                _ => DeleteBy::Spec(parse_rule_words(&mut w, &mut spec, table.is_none())?),
+            };
+            Command::Delete {
+                table: t(table, &spec),
+                chain,
+                which,
+            }
+        }
+        "list" | "-L" | "--list" | "-S" => Command::List {
+            table: Table::Filter,
+            chain: opt_chain(&mut w)?,
+        },
+        "flush" | "-F" | "--flush" => Command::Flush {
+            table: Table::Filter,
+            chain: opt_chain(&mut w)?,
+        },
+        "zero" | "-Z" | "--zero" => Command::Zero {
+            table: Table::Filter,
+            chain: opt_chain(&mut w)?,
+        },
+        "new-chain" | "-N" | "--new-chain" => {
+            let (chain, at) = chain_arg(&mut w, "a chain name")?;
+            if Hook::from_name(&chain).is_some() {
+                return Err(w.err(at, "a built-in chain's name"));
+            }
+            Command::NewChain {
+                table: Table::Filter,
+                chain,
+            }
+        }
+        "delete-chain" | "-X" | "--delete-chain" => Command::DeleteChain {
+            table: Table::Filter,
+            chain: opt_chain(&mut w)?,
+        },
+        "policy" | "-P" | "--policy" => {
+            let (chain, at) = chain_arg(&mut w, "a built-in chain")?;
+            if Hook::from_name(&chain).is_none() {
+                return Err(w.err(at, "only built-in chains have a policy"));
+            }
+            let pat = w.i;
+            let p = w.arg(at, "ACCEPT or DROP")?;
+            let policy = match p {
+                "ACCEPT" => Policy::Accept,
+                "DROP" => Policy::Drop,
+                _ => return Err(w.err(pat, "expected ACCEPT or DROP")),
+            };
+            Command::Policy {
+                table: Table::Filter,
+                chain,
+                policy,
+            }
+        }
+        _ => return Err(w.err(cmd_at, "unknown command (add, insert, del, list, flush, zero, new-chain, delete-chain, policy)")),
+    };
+    // Commands without a rule may still be followed by `-t TABLE`.
+    let mut cmd = cmd;
+    while let Some(word) = w.peek() {
+        let at = w.i;
+        if (word == "-t" || word == "--table") && table.is_none() && spec.table.is_none() {
+            w.next();
+            let tn = w.arg(at, "a table (filter or nat)")?;
+            let tt = Table::from_name(tn).ok_or_else(|| bad(at, &w, "filter or nat", tn))?;
+            table = Some((tt, at));
+        } else {
+            return Err(w.err(at, "unexpected word"));
+        }
+    }
+    let final_table = t(table, &spec);
+    match &mut cmd {
+        Command::List { table, .. }
+        | Command::Flush { table, .. }
+        | Command::Zero { table, .. }
+        | Command::NewChain { table, .. }
+        | Command::DeleteChain { table, .. }
+        | Command::Policy { table, .. } => *table = final_table,
+        _ => {}
+    }
+    check_command(&cmd, words)?;
+    Ok(cmd)
+}
+
+/// Checks that depend on the table: built-in chains of that table, and
+/// targets allowed in it.
+fn check_command(cmd: &Command, words: &[&str]) -> Result<(), ParseError> {
+    let w = Words { w: words, i: 0 };
+    let (table, chain) = match cmd {
+        Command::Add { table, chain, .. }
+        | Command::Insert { table, chain, .. }
+        | Command::Delete { table, chain, .. }
+        | Command::Policy { table, chain, .. } => (*table, chain),
+        _ => return Ok(()),
+    };
+    if let Some(h) = Hook::from_name(chain) {
+        if !table.hooks().contains(&h) {
+            let at = words.iter().position(|s| *s == chain.as_str()).unwrap_or(0);
+            return Err(w.err(
+                at,
+                format!("the {} table has no {} chain", table.name(), h.name()),
+            ));
+        }
+    }
+    let rule = match cmd {
+        Command::Add { rule, .. } | Command::Insert { rule, .. } => rule,
+        Command::Delete {
+            which: DeleteBy::Spec(rule),
+            ..
+        } => rule,
+        _ => return Ok(()),
+    };
+    if let Some(t) = &rule.target {
+        let at = words.iter().position(|s| *s == t.name()).unwrap_or(0);
+        if t.is_nat() && table != Table::Nat {
+            return Err(w.err(at, "a NAT target belongs in the nat table (-t nat)"));
+        }
+        if matches!(t, Target::Drop | Target::Reject(_)) && table == Table::Nat {
+            return Err(w.err(at, format!("{} is not allowed in the nat table", t.name())));
+        }
+    }
+    Ok(())
+}
+
+fn check_chain_name(c: &str) -> Result<(), String> {
+    if c.is_empty() || c.len() > MAX_CHAIN_NAME {
+        return Err(format!("a chain name has 1 to {MAX_CHAIN_NAME} characters"));
+    }
+    if c.starts_with('-') || c.starts_with('!') {
+        return Err("expected a chain name".into());
+    }
+    if !c
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.')
+    {
+        return Err("a chain name has only letters, digits, '_', '-' and '.'".into());
+    }
+    if TARGET_WORDS.contains(&c) {
+        return Err("that is a target, not a chain".into());
+    }
+    Ok(())
+}
+
+/// Parses a rule specification alone (`-p tcp --dport 80 -j ACCEPT`);
+/// error positions count within `words`.
+pub fn parse_rule(words: &[&str]) -> Result<Rule, ParseError> {
+    let mut w = Words { w: words, i: 0 };
+    let mut spec = Spec::default();
+    parse_rule_words(&mut w, &mut spec, false)
+}
+
+#[derive(Default)]
+struct Spec {
+    table: Option<(Table, usize)>,
+}
+
+/// Match modules loaded with `-m`.
+mod module {
+    pub const STATE: u8 = 1;
+    pub const CONNTRACK: u8 = 2;
+    pub const MARK: u8 = 4;
+}
+
+fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result<Rule, ParseError> {
+    let mut r = Rule::default();
+    let mut neg: Option<usize> = None;
+    let mut modules = 0u8;
+    let mut proto_at = None;
+    let mut target_at: Option<usize> = None;
+    // Target options seen, to refuse them twice.
+    let mut seen_topt: Vec<&str> = Vec::new();
+    while let Some(word) = w.next() {
+        let at = w.i - 1;
+        if word == "!" {
+            if neg.is_some() {
+                return Err(w.err(at, "'!' given twice"));
+            }
+            neg = Some(at);
+            continue;
+        }
+        let n = neg.take().is_some();
+        let no_neg = |w: &Words| -> Result<(), ParseError> {
+            if n {
+                Err(w.err(at - 1, format!("{word} cannot be negated")))
+            } else {
+                Ok(())
+            }
+        };
+        let twice = |w: &Words, set: bool| -> Result<(), ParseError> {
+            if set {
+                Err(w.err(at, "given twice"))
+            } else {
+                Ok(())
+            }
+        };
+        match word {
+            "-t" | "--table" if allow_table => {
+                no_neg(w)?;
+                twice(w, spec.table.is_some())?;
+                let t = w.arg(at, "a table (filter or nat)")?;
+                let t = Table::from_name(t).ok_or_else(|| bad(at, w, "filter or nat", t))?;
+                spec.table = Some((t, at));
+            }
+            "-i" | "--in-interface" | "-o" | "--out-interface" => {
+                let slot = if word.starts_with("-i") || word == "--in-interface" {
+                    &mut r.in_if
+                } else {
+                    &mut r.out_if
+                };
+                twice(w, slot.is_some())?;
+                let name = w.arg(at, "an interface name")?;
+                let stem = name.strip_suffix('+').unwrap_or(name);
+                if name.is_empty()
+                    || name.len() > MAX_IFACE_NAME
+                    || stem.contains('+')
+                    || !stem
+                        .bytes()
+                        .all(|b| b.is_ascii_graphic() && b != b'/' && b != b'!')
+                {
+                    return Err(bad(
+                        at,
+                        w,
+                        "an interface name (up to 15 characters, '+' at the end for a prefix)",
+                        name,
+                    ));
+                }
+                *slot = Some(IfaceMatch {
+                    name: name.to_string(),
+                    neg: n,
+                });
+            }
+            "-s" | "--source" | "--src" | "-d" | "--destination" | "--dst" => {
+                let slot = if word.starts_with("-s") || word.starts_with("--s") {
+                    &mut r.src
+                } else {
+                    &mut r.dst
+                };
+                twice(w, slot.is_some())?;
+                let a = w.arg(at, "an address")?;
+                let (addr, prefix) =
+                    parse_prefix(a).ok_or_else(|| bad(at, w, "an address or address/prefix", a))?;
+                *slot = Some(AddrMatch {
+                    addr: Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix)),
+                    prefix,
+                    neg: n,
+                });
+            }
+            "-p" | "--protocol" => {
+                twice(w, proto_at.is_some())?;
+                let p = w.arg(at, "a protocol")?;
+                let proto = parse_proto(p)
+                    .ok_or_else(|| bad(at, w, "tcp, udp, icmp, all or a protocol number", p))?;
+                proto_at = Some(at);
+                if proto == 0 {
+                    if n {
+                        return Err(w.err(at - 1, "'! -p all' matches nothing"));
+                    }
+                } else {
+                    r.proto = Some(ProtoMatch { proto, neg: n });
+                }
+            }
+            "-m" | "--match" => {
+                no_neg(w)?;
+                let m = w.arg(at, "a match module")?;
+                match m {
+                    "tcp" | "udp" | "icmp" => {
+                        let want = parse_proto(m).unwrap_or(0);
+                        if r.proto
+                            != Some(ProtoMatch {
+                                proto: want,
+                                neg: false,
+                            })
+                        {
+                            return Err(w.err(at, format!("-m {m} needs -p {m} before it")));
+                        }
+                    }
+                    "state" => modules |= module::STATE,
+                    "conntrack" => modules |= module::CONNTRACK,
+                    "mark" => modules |= module::MARK,
+                    _ => {
+                        return Err(bad(
+                            at,
+                            w,
+                            "a match module (tcp, udp, icmp, state, conntrack, mark)",
+                            m,
+                        ))
+                    }
+                }
+            }
+            "--sport" | "--source-port" | "--dport" | "--destination-port" => {
+                let is_src = word == "--sport" || word == "--source-port";
+                let slot = if is_src { &mut r.sport } else { &mut r.dport };
+                twice(w, slot.is_some())?;
+                match r.proto {
+                    Some(ProtoMatch {
+                        proto: 6 | 17,
+                        neg: false,
+                    }) => {}
+                    _ => return Err(w.err(at, "port matches need -p tcp or -p udp before them")),
+                }
+                let a = w.arg(at, "a port or port range")?;
+                let (lo, hi) = parse_port_range(a, ':')
+                    .ok_or_else(|| bad(at, w, "a port or port range", a))?;
+                *slot = Some(PortMatch { lo, hi, neg: n });
+            }
+            "--icmp-type" => {
+                twice(w, r.icmp.is_some())?;
+                if r.proto
+                    != Some(ProtoMatch {
+                        proto: 1,
+                        neg: false,
+                    })
+                {
+                    return Err(w.err(at, "--icmp-type needs -p icmp before it"));
+                }
+                let a = w.arg(at, "an ICMP type")?;
+                let (ty, code) = parse_icmp_type(a)
+                    .ok_or_else(|| bad(at, w, "an ICMP type name, any, TYPE or TYPE/CODE", a))?;
+                r.icmp = Some(IcmpMatch { ty, code, neg: n });
+            }
+            "--tcp-flags" | "--syn" => {
+                twice(w, r.tcp_flags.is_some())?;
+                if r.proto
+                    != Some(ProtoMatch {
+                        proto: 6,
+                        neg: false,
+                    })
+                {
+                    return Err(w.err(at, format!("{word} needs -p tcp before it")));
+                }
+                let (mask, comp) = if word == "--syn" {
+                    (tcpflag::SYN_MASK, tcpflag::SYN)
+                } else {
+                    let m = w.arg(at, "a flag list (e.g. SYN,ACK)")?;
+                    let mask = parse_flags(m)
+                        .ok_or_else(|| bad(at, w, "a flag list (e.g. SYN,ACK,FIN,RST)", m))?;
+                    let c = w.arg(at, "the flags that must be set")?;
+                    let comp =
+                        parse_flags(c).ok_or_else(|| bad(at, w, "a flag list (e.g. SYN)", c))?;
+                    if comp & !mask != 0 {
+                        return Err(w.err(at, format!("flags {c:?} are not all in the mask {m:?}")));
+                    }
+                    (mask, comp)
+                };
+                r.tcp_flags = Some(FlagsMatch { mask, comp, neg: n });
+            }
+            "--state" | "--ctstate" => {
+                twice(w, r.state.is_some())?;
+                let (need, module) = if word == "--state" {
+                    (module::STATE, StateModule::State)
+                } else {
+                    (module::CONNTRACK, StateModule::Conntrack)
+                };
+                if modules & need == 0 {
+                    let m = if need == module::STATE {
+                        "state"
+                    } else {
+                        "conntrack"
+                    };
+                    return Err(w.err(at, format!("{word} needs -m {m} before it")));
+                }
+                let a = w.arg(at, "a state list")?;
+                let states = parse_states(a).ok_or_else(|| {
+                    bad(
+                        at,
+                        w,
+                        "a list of NEW, ESTABLISHED, RELATED, INVALID, UNTRACKED",
+                        a,
+                    )
+                })?;
+                r.state = Some(StateMatch {
+                    module,
+                    states,
+                    neg: n,
+                });
+            }
+            "--mark" => {
+                twice(w, r.mark.is_some())?;
+                if modules & module::MARK == 0 {
+                    return Err(w.err(at, "--mark needs -m mark before it"));
+                }
+                let a = w.arg(at, "a mark")?;
+                let (value, mask) =
+                    parse_mark(a).ok_or_else(|| bad(at, w, "a mark VALUE or VALUE/MASK", a))?;
+                r.mark = Some(MarkMatch {
+                    value: value & mask,
+                    mask,
+                    neg: n,
+                });
+            }
+            "-j" | "--jump" => {
+                no_neg(w)?;
+                twice(w, r.target.is_some())?;
+                let t = w.arg(at, "a target")?;
+                target_at = Some(at + 1);
+                r.target = Some(match t {
+                    "ACCEPT" => Target::Accept,
+                    "DROP" => Target::Drop,
+                    "RETURN" => Target::Return,
+                    "REJECT" => Target::Reject(RejectWith::default()),
+                    "LOG" => Target::Log {
+                        prefix: String::new(),
+                    },
+                    "MARK" => Target::Mark { value: 0, mask: 0 },
+                    "SNAT" => Target::Snat {
+                        addr: Ipv4Addr::UNSPECIFIED,
+                        ports: None,
+                    },
+                    "DNAT" => Target::Dnat {
+                        addr: Ipv4Addr::UNSPECIFIED,
+                        ports: None,
+                    },
+                    "MASQUERADE" => Target::Masquerade { ports: None },
+                    "REDIRECT" => Target::Redirect { ports: None },
+                    c => {
+                        check_chain_name(c)
+                            .map_err(|m| w.err(at + 1, format!("not a target: {m}")))?;
+                        if Hook::from_name(c).is_some() {
+                            return Err(w.err(at + 1, "cannot jump to a built-in chain"));
+                        }
+                        Target::Jump(c.to_string())
+                    }
+                });
+            }
+            "--reject-with" | "--log-prefix" | "--log-level" | "--set-mark" | "--to-source"
+            | "--to-destination" | "--to-ports" => {
+                no_neg(w)?;
+                if seen_topt.contains(&word) {
+                    return Err(w.err(at, "given twice"));
+                }
+                seen_topt.push(word);
+                let tname = r.target.as_ref().map(|t| t.name().to_string());
+                let wrong = |w: &Words, want: &str| {
+                    w.err(at, format!("{word} belongs to -j {want}, after it"))
+                };
+                let a = w.arg(at, "a value")?;
+                match (word, r.target.as_mut()) {
+                    ("--reject-with", Some(Target::Reject(rw))) => {
+                        *rw = RejectWith::NAMES
+                            .iter()
+                            .find(|(n, _)| *n == a)
+                            .map(|(_, r)| *r)
+                            .ok_or_else(|| {
+                                bad(at, w, "icmp-port-unreachable, icmp-host-unreachable, icmp-net-unreachable, icmp-admin-prohibited or tcp-reset", a)
+                            })?;
+                    }
+                    ("--reject-with", _) => return Err(wrong(w, "REJECT")),
+                    ("--log-prefix", Some(Target::Log { prefix })) => {
+                        if a.len() > MAX_LOG_PREFIX || a.chars().any(|c| c.is_control()) {
+                            return Err(bad(at, w, "a prefix of up to 29 printable characters", a));
+                        }
+                        *prefix = a.to_string();
+                    }
+                    ("--log-level", Some(Target::Log { .. })) => {
+                        // Accepted for compatibility; every line goes to the
+                        // launcher's log at one level.
+                        if !matches!(
+                            a,
+                            "0" | "1"
+                                | "2"
+                                | "3"
+                                | "4"
+                                | "5"
+                                | "6"
+                                | "7"
+                                | "emerg"
+                                | "alert"
+                                | "crit"
+                                | "err"
+                                | "warning"
+                                | "notice"
+                                | "info"
+                                | "debug"
+                        ) {
+                            return Err(bad(at, w, "a syslog level", a));
+                        }
+                    }
+                    ("--log-prefix" | "--log-level", _) => return Err(wrong(w, "LOG")),
+                    ("--set-mark", Some(Target::Mark { value, mask })) => {
+                        let (v, m) = parse_mark(a)
+                            .ok_or_else(|| bad(at, w, "a mark VALUE or VALUE/MASK", a))?;
+                        *value = v & m;
+                        *mask = m;
+                    }
+                    ("--set-mark", _) => return Err(wrong(w, "MARK")),
+                    ("--to-source", Some(Target::Snat { addr, ports })) => {
+                        let (ad, p) = parse_nat_to(a)
+                            .ok_or_else(|| bad(at, w, "ADDRESS[:PORT[-PORT]]", a))?;
+                        *addr = ad;
+                        *ports = p;
+                    }
+                    ("--to-source", _) => return Err(wrong(w, "SNAT")),
+                    ("--to-destination", Some(Target::Dnat { addr, ports })) => {
+                        let (ad, p) = parse_nat_to(a)
+                            .ok_or_else(|| bad(at, w, "ADDRESS[:PORT[-PORT]]", a))?;
+                        *addr = ad;
+                        *ports = p;
+                    }
+                    ("--to-destination", _) => return Err(wrong(w, "DNAT")),
+                    (
+                        "--to-ports",
+                        Some(Target::Masquerade { ports } | Target::Redirect { ports }),
+                    ) => {
+                        let (lo, hi) = parse_port_range(a, '-')
+                            .ok_or_else(|| bad(at, w, "PORT or PORT-PORT", a))?;
+                        *ports = Some(PortRange { lo, hi });
+                    }
+                    ("--to-ports", _) => {
+                        return Err(wrong(
+                            w,
+                            if tname.is_some() {
+                                "MASQUERADE or REDIRECT"
+                            } else {
+                                "REDIRECT"
+                            },
+                        ))
+                    }
+                    _ => return Err(w.err(at, "unknown option")),
+                }
+            }
+            _ => {
+                return Err(w.err(
+                    at,
+                    if word.starts_with('-') {
+                        "unknown option"
+                    } else {
+                        "unexpected word (options start with '-')"
+                    },
+                ))
+            }
+        }
+    }
+    if let Some(at) = neg {
+        return Err(w.err(at, "'!' must be followed by an option"));
+    }
+    // Checks that need the whole rule.
+    let tat = target_at.unwrap_or(0);
+    let l4 = matches!(
+        r.proto,
+        Some(ProtoMatch {
+            proto: 6 | 17,
+            neg: false
+        })
+    );
+    match &r.target {
+        Some(Target::Reject(RejectWith::TcpReset))
+            if r.proto
+                != Some(ProtoMatch {
+                    proto: 6,
+                    neg: false,
+                }) =>
+        {
+            return Err(w.err(tat, "--reject-with tcp-reset needs -p tcp"));
+        }
+        Some(Target::Snat { addr, ports }) | Some(Target::Dnat { addr, ports }) => {
+            if addr.is_unspecified() {
+                let opt = if matches!(r.target, Some(Target::Snat { .. })) {
+                    "--to-source"
+                } else {
+                    "--to-destination"
+                };
+                return Err(w.err(tat, format!("needs {opt}")));
+            }
+            if ports.is_some() && !l4 {
+                return Err(w.err(tat, "ports need -p tcp or -p udp"));
+            }
+        }
+        Some(Target::Masquerade { ports: Some(_) }) | Some(Target::Redirect { ports: Some(_) })
+            if !l4 =>
+        {
+            return Err(w.err(tat, "--to-ports needs -p tcp or -p udp"));
+        }
+        Some(Target::Mark { mask: 0, .. }) => return Err(w.err(tat, "needs --set-mark")),
+        _ => {}
+    }
+    Ok(r)
+}
+
+fn parse_u32(s: &str) -> Option<u32> {
+    if let Some(h) = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        if h.is_empty() || h.len() > 8 {
+            return None;
+        }
+        u32::from_str_radix(h, 16).ok()
+    } else if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) && s.len() <= 10 {
+        s.parse().ok()
+    } else {
+        None
+    }
+}
+
+fn parse_dec_u8(s: &str) -> Option<u8> {
+    if s.is_empty() || s.len() > 3 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+fn parse_port(s: &str) -> Option<u16> {
+    if s.is_empty() || s.len() > 5 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+/// `N`, `N:M`, `:M`, `N:` with separator `sep` (`:` for matches, `-` for
+/// NAT targets, which take no open ends).
+fn parse_port_range(s: &str, sep: char) -> Option<(u16, u16)> {
+    match s.split_once(sep) {
+        None => parse_port(s).map(|p| (p, p)),
+        Some((a, b)) => {
+            let open = sep == ':';
+            let lo = if a.is_empty() && open {
+                0
+            } else {
+                parse_port(a)?
+            };
+            let hi = if b.is_empty() && open {
+                65535
+            } else {
+                parse_port(b)?
+            };
+            (lo <= hi).then_some((lo, hi))
+        }
+    }
+}
+
+/// `A.B.C.D`, `A.B.C.D/N` or `A.B.C.D/M.A.S.K` (contiguous masks only).
+fn parse_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
+    let (a, p) = match s.split_once('/') {
+        None => (s, None),
+        Some((a, p)) => (a, Some(p)),
+    };
+    let addr: Ipv4Addr = a.parse().ok()?;
+    let prefix = match p {
+        None => 32,
+        Some(p) => match parse_dec_u8(p) {
+            Some(n) if n <= 32 => n,
+            Some(_) => return None,
+            None => {
+                let m = u32::from(p.parse::<Ipv4Addr>().ok()?);
+                let n = m.leading_ones() as u8;
+                if prefix_mask(n) != m {
+                    return None;
+                }
+                n
+            }
+        },
+    };
+    Some((addr, prefix))
+}
+
+fn parse_proto(s: &str) -> Option<u8> {
+    match s {
+        "tcp" => Some(6),
+        "udp" => Some(17),
+        "icmp" => Some(1),
+        "all" => Some(0),
+        _ => parse_dec_u8(s),
+    }
+}
+
+fn proto_name(p: u8) -> Option<&'static str> {
+    match p {
+        6 => Some("tcp"),
+        17 => Some("udp"),
+        1 => Some("icmp"),
+        _ => None,
+    }
+}
+
+const ICMP_NAMES: [(&str, u8, Option<u8>); 16] = [
+    ("echo-reply", 0, None),
+    ("destination-unreachable", 3, None),
+    ("network-unreachable", 3, Some(0)),
+    ("host-unreachable", 3, Some(1)),
+    ("protocol-unreachable", 3, Some(2)),
+    ("port-unreachable", 3, Some(3)),
+    ("fragmentation-needed", 3, Some(4)),
+    ("communication-prohibited", 3, Some(13)),
+    ("source-quench", 4, None),
+    ("redirect", 5, None),
+    ("echo-request", 8, None),
+    ("time-exceeded", 11, None),
+    ("ttl-zero-during-transit", 11, Some(0)),
+    ("parameter-problem", 12, None),
+    ("timestamp-request", 13, None),
+    ("timestamp-reply", 14, None),
+];
+
+fn parse_icmp_type(s: &str) -> Option<(Option<u8>, Option<u8>)> {
+    if s == "any" {
+        return Some((None, None));
+    }
+    if let Some((_, t, c)) = ICMP_NAMES.iter().find(|(n, _, _)| *n == s) {
+        return Some((Some(*t), *c));
+    }
+    match s.split_once('/') {
+        None => Some((Some(parse_dec_u8(s)?), None)),
+        Some((t, c)) => Some((Some(parse_dec_u8(t)?), Some(parse_dec_u8(c)?))),
+    }
+}
+
+fn parse_flags(s: &str) -> Option<u8> {
+    match s {
+        "ALL" => return Some(tcpflag::ALL),
+        "NONE" => return Some(0),
+        _ => {}
+    }
+    let mut v = 0;
+    for f in s.split(',') {
+        v |= tcpflag::NAMES.iter().find(|(n, _)| *n == f)?.1;
+    }
+    Some(v)
+}
+
+fn parse_states(s: &str) -> Option<u8> {
+    let mut v = 0;
+    for st in s.split(',') {
+        v |= ctbits::NAMES.iter().find(|(n, _)| *n == st)?.1;
+    }
+    Some(v)
+}
+
+fn parse_mark(s: &str) -> Option<(u32, u32)> {
+    match s.split_once('/') {
+        None => Some((parse_u32(s)?, u32::MAX)),
+        Some((v, m)) => Some((parse_u32(v)?, parse_u32(m)?)),
+    }
+}
+
+/// `A.B.C.D[:P[-Q]]`.
+fn parse_nat_to(s: &str) -> Option<(Ipv4Addr, Option<PortRange>)> {
+    let (a, p) = match s.split_once(':') {
+        None => (s, None),
+        Some((a, p)) => (a, Some(p)),
+    };
+    let addr: Ipv4Addr = a.parse().ok()?;
+    if addr.is_unspecified() {
+        return None;
+    }
+    let ports = match p {
+        None => None,
+        Some(p) => {
+            let (lo, hi) = parse_port_range(p, '-')?;
+            Some(PortRange { lo, hi })
+        }
+    };
+    Some((addr, ports))
+}
+
+impl Rule {
+    /// The rule as words in the syntax [`parse_rule`] reads:
+    /// `parse_rule(&rule.to_words())` gives the rule back.
+    pub fn to_words(&self) -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        let mut push = |neg: bool, opt: &str, arg: String| {
+            if neg {
+                v.push("!".into());
+            }
+            v.push(opt.into());
+            if !arg.is_empty() {
+                v.push(arg);
+            }
+        };
+        if let Some(m) = &self.in_if {
+            push(m.neg, "-i", m.name.clone());
+        }
+        if let Some(m) = &self.out_if {
+            push(m.neg, "-o", m.name.clone());
+        }
+        let addr = |m: &AddrMatch| {
+            if m.prefix == 32 {
+                m.addr.to_string()
+            } else {
+                format!("{}/{}", m.addr, m.prefix)
+            }
+        };
+        if let Some(m) = &self.src {
+            push(m.neg, "-s", addr(m));
+        }
+        if let Some(m) = &self.dst {
+            push(m.neg, "-d", addr(m));
+        }
+        if let Some(m) = &self.proto {
+            let name = proto_name(m.proto).map_or(m.proto.to_string(), str::to_string);
+            push(m.neg, "-p", name);
+        }
+        let ports = |m: &PortMatch| {
+            if m.lo == m.hi {
+                m.lo.to_string()
+            } else {
+                format!("{}:{}", m.lo, m.hi)
+            }
+        };
+        if let Some(m) = &self.sport {
+            push(m.neg, "--sport", ports(m));
+        }
+        if let Some(m) = &self.dport {
+            push(m.neg, "--dport", ports(m));
+        }
+        if let Some(m) = &self.icmp {
+            let s = match (m.ty, m.code) {
+                (None, _) => "any".to_string(),
+                (Some(t), c) => ICMP_NAMES
+                    .iter()
+                    .find(|(_, nt, nc)| *nt == t && *nc == c)
+                    .map(|(n, _, _)| n.to_string())
+                    .unwrap_or_else(|| match c {
+                        None => t.to_string(),
+                        Some(c) => format!("{t}/{c}"),
+                    }),
+            };
+            push(m.neg, "--icmp-type", s);
+        }
+        if let Some(m) = &self.tcp_flags {
+            if m.mask == tcpflag::SYN_MASK && m.comp == tcpflag::SYN {
+                push(m.neg, "--syn", String::new());
+            } else {
+                push(m.neg, "--tcp-flags", flags_name(m.mask));
+                v.push(flags_name(m.comp));
+            }
+        }
+        if let Some(m) = &self.state {
+            let (module, opt) = match m.module {
+                StateModule::State => ("state", "--state"),
+                StateModule::Conntrack => ("conntrack", "--ctstate"),
+            };
+            v.push("-m".into());
+            v.push(module.into());
+            let names: Vec<&str> = ctbits::NAMES
+                .iter()
+                .filter(|(_, b)| m.states & b != 0)
+                .map(|(n, _)| *n)
+                .collect();
+            let mut push = |neg: bool, opt: &str, arg: String| {
+                if neg {
+                    v.push("!".into());
+                }
+                v.push(opt.into());
+                v.push(arg);
+            };
+            push(m.neg, opt, names.join(","));
+        }
+        if let Some(m) = &self.mark {
+            v.push("-m".into());
+            v.push("mark".into());
+            if m.neg {
+                v.push("!".into());
+            }
+            v.push("--mark".into());
+            v.push(mark_str(m.value, m.mask));
+        }
+        if let Some(t) = &self.target {
+            v.push("-j".into());
+            v.push(t.name().into());
+            let nat_to = |addr: &Ipv4Addr, ports: &Option<PortRange>| match ports {
+                None => addr.to_string(),
+                Some(p) if p.lo == p.hi => format!("{addr}:{}", p.lo),
+                Some(p) => format!("{addr}:{}-{}", p.lo, p.hi),
+            };
+            let range = |p: &PortRange| {
+                if p.lo == p.hi {
+                    p.lo.to_string()
+                } else {
+                    format!("{}-{}", p.lo, p.hi)
+                }
+            };
+            match t {
+                Target::Reject(r) => {
+                    v.push("--reject-with".into());
+                    v.push(r.name().into());
+                }
+                Target::Log { prefix } if !prefix.is_empty() => {
+                    v.push("--log-prefix".into());
+                    v.push(prefix.clone());
+                }
+                Target::Mark { value, mask } => {
+                    v.push("--set-mark".into());
+                    v.push(mark_str(*value, *mask));
+                }
+                Target::Snat { addr, ports } => {
+                    v.push("--to-source".into());
+                    v.push(nat_to(addr, ports));
+                }
+                Target::Dnat { addr, ports } => {
+                    v.push("--to-destination".into());
+                    v.push(nat_to(addr, ports));
+                }
+                Target::Masquerade { ports: Some(p) } | Target::Redirect { ports: Some(p) } => {
+                    v.push("--to-ports".into());
+                    v.push(range(p));
+                }
+                _ => {}
+            }
+        }
+        v
+    }
+}
+
+fn flags_name(f: u8) -> String {
+    match f {
+        0 => "NONE".into(),
+        tcpflag::ALL => "ALL".into(),
+        _ => tcpflag::NAMES
+            .iter()
+            .filter(|(_, b)| f & b != 0)
+            .map(|(n, _)| *n)
+            .collect::<Vec<_>>()
+            .join(","),
+    }
+}
+
+fn mark_str(value: u32, mask: u32) -> String {
+    if mask == u32::MAX {
+        format!("{value:#x}")
+    } else {
+        format!("{value:#x}/{mask:#x}")
+    }
+}
+
+/// The rule in iptables syntax, a word that needs it quoted for a shell
+/// (only a `--log-prefix` can).
+impl fmt::Display for Rule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, w) in self.to_words().iter().enumerate() {
+            if i > 0 {
+                f.write_str(" ")?;
+            }
+            if w.is_empty()
+                || w.chars()
+                    .any(|c| c.is_whitespace() || c == '"' || c == '\'' || c == '\\')
+            {
+                f.write_str("\"")?;
+                for c in w.chars() {
+                    if c == '"' || c == '\\' {
+                        f.write_str("\\")?;
+                    }
+                    write!(f, "{c}")?;
+                }
+                f.write_str("\"")?;
+            } else {
+                f.write_str(w)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(s: &str) -> Vec<&str> {
+        s.split_whitespace().collect()
+    }
+
+    fn cmd(s: &str) -> Result<Command, ParseError> {
+        parse_command(&words(s))
+    }
+
+    #[test]
+    fn add_reject_with_reset() {
+        let c = cmd("add INPUT -p tcp --dport 8080 -j REJECT --reject-with tcp-reset").unwrap();
+        let Command::Add { table, chain, rule } = c else {
+            panic!()
+        };
+        assert_eq!(table, Table::Filter);
+        assert_eq!(chain, "INPUT");
+        assert_eq!(
+            rule.proto,
+            Some(ProtoMatch {
+                proto: 6,
+                neg: false
+            })
+        );
+        assert_eq!(
+            rule.dport,
+            Some(PortMatch {
+                lo: 8080,
+                hi: 8080,
+                neg: false
+            })
+        );
+        assert_eq!(rule.target, Some(Target::Reject(RejectWith::TcpReset)));
+    }
+
+    #[test]
+    fn round_trips() {
+        for s in [
+            "-p tcp --dport 8080 -j REJECT --reject-with tcp-reset",
+            "! -i eth0 -o tap+ -s 10.0.0.0/8 ! -d 192.168.1.1 -p udp --sport 1000:2000 ! --dport 53 -j ACCEPT",
+            "-p icmp --icmp-type echo-request -j DROP",
+            "-p icmp ! --icmp-type 3/7 -j LOG --log-prefix icmp:",
+            "-p tcp --syn -m state --state NEW,ESTABLISHED -j ACCEPT",
+            "-p tcp ! --tcp-flags FIN,SYN,ACK ACK -m conntrack ! --ctstate INVALID -j RETURN",
+            "-m mark --mark 0x1/0xff -j MARK --set-mark 0x2",
+            "-p 47 -j my-chain",
+            "-p tcp -j DNAT --to-destination 10.0.0.2:8080",
+            "-p udp -j SNAT --to-source 1.2.3.4:1000-2000",
+            "-o eth0 -j MASQUERADE",
+            "-p tcp -j REDIRECT --to-ports 3128",
+            "-s 1.2.3.4",
+            "-p tcp --tcp-flags ALL NONE -j DROP",
+        ] {
+            let r = parse_rule(&words(s)).unwrap_or_else(|e| panic!("{s}: {e}"));
+            let shown = r.to_string();
+            assert_eq!(shown, s, "display");
+            let back = parse_rule(&words(&shown)).unwrap();
+            assert_eq!(back, r, "{s}");
+            let json = serde_json::to_string(&r).unwrap();
+            let back: Rule = serde_json::from_str(&json).unwrap();
+            assert_eq!(back, r);
+        }
+    }
+
+    #[test]
+    fn log_prefix_with_spaces_is_quoted() {
+        let r = parse_rule(&["-j", "LOG", "--log-prefix", "in: \"x\""]).unwrap();
+        assert_eq!(r.to_string(), r#"-j LOG --log-prefix "in: \"x\"""#);
+        let ws = r.to_words();
+        let ws: Vec<&str> = ws.iter().map(|s| s.as_str()).collect();
+        assert_eq!(parse_rule(&ws).unwrap(), r);
+    }
+
+    #[test]
+    fn error_positions() {
+        let e = cmd("add INPUT -p tcp --dport 80x -j ACCEPT").unwrap_err();
+        assert_eq!(e.word, 4);
+        assert_eq!(
+            e.to_string(),
+            r#"at word 5 "--dport": expected a port or port range, got "80x""#
+        );
+        let e = cmd("add INPUT -p tcp --bogus 1").unwrap_err();
+        assert_eq!((e.word, e.text.as_str()), (4, "--bogus"));
+        let e = cmd("add INPUT --dport 80").unwrap_err();
+        assert_eq!(e.word, 2);
+        let e = cmd("add INPUT -p tcp --dport").unwrap_err();
+        assert_eq!(e.word, 4);
+        let e = cmd("add INPUT ! -j ACCEPT").unwrap_err();
+        assert_eq!(e.word, 2);
+        let e = cmd("add INPUT -p udp -j REJECT --reject-with tcp-reset").unwrap_err();
+        assert_eq!(e.word, 5);
+        let e = cmd("add INPUT -j DNAT --to-destination 1.2.3.4").unwrap_err();
+        assert_eq!(e.text, "DNAT");
+        let e = cmd("add PREROUTING -j ACCEPT").unwrap_err();
+        assert_eq!(e.text, "PREROUTING");
+        let e = cmd("bogus").unwrap_err();
+        assert_eq!(e.word, 0);
+        let e = cmd("").unwrap_err();
+        assert_eq!(e.word, 0);
+        let e = cmd("add INPUT -s 10.0.0.0/33").unwrap_err();
+        assert_eq!(e.word, 2);
+        let e = cmd("add INPUT -j LOG --set-mark 1").unwrap_err();
+        assert_eq!(e.text, "--set-mark");
+        let e = cmd("add INPUT -m state --state NEW,BOGUS").unwrap_err();
+        assert_eq!(e.word, 4);
+        let e = cmd("list INPUT extra").unwrap_err();
+        assert_eq!(e.word, 2);
+    }
+
+    #[test]
+    fn commands() {
+        assert_eq!(
+            cmd("-t nat -A POSTROUTING -o eth0 -j MASQUERADE").unwrap(),
+            Command::Add {
+                table: Table::Nat,
+                chain: "POSTROUTING".into(),
+                rule: parse_rule(&words("-o eth0 -j MASQUERADE")).unwrap(),
+            }
+        );
+        assert_eq!(
+            cmd("add PREROUTING -t nat -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2")
+                .map(|_| ()),
+            Ok(())
+        );
+        assert_eq!(
+            cmd("insert INPUT 3 -j DROP").unwrap(),
+            Command::Insert {
+                table: Table::Filter,
+                chain: "INPUT".into(),
+                pos: 3,
+                rule: parse_rule(&["-j", "DROP"]).unwrap(),
+            }
+        );
+        assert_eq!(
+            cmd("del INPUT 2").unwrap(),
+            Command::Delete {
+                table: Table::Filter,
+                chain: "INPUT".into(),
+                which: DeleteBy::Number(2),
+            }
+        );
+        assert_eq!(
+            cmd("list -t nat").unwrap(),
+            Command::List {
+                table: Table::Nat,
+                chain: None
+            }
+        );
+        assert_eq!(
+            cmd("-P FORWARD DROP").unwrap(),
+            Command::Policy {
+                table: Table::Filter,
+                chain: "FORWARD".into(),
+                policy: Policy::Drop
+            }
+        );
+        assert_eq!(
+            cmd("-N web").unwrap(),
+            Command::NewChain {
+                table: Table::Filter,
+                chain: "web".into()
+            }
+        );
+        assert!(cmd("-N ACCEPT").is_err());
+        assert!(cmd("-t nat add INPUT -j DROP").is_err());
+    }
+}

@@ -1,0 +1,426 @@
+//! The configured rules as the launcher keeps them: both tables, their
+//! chains and rules, and for every rule the counter slot it counts into.
+//! [`Tables::apply`] carries out a parsed [`Command`]; the result is then
+//! compiled into a [`RuleSet`](crate::ruleset::RuleSet) for filterd.
+//!
+//! Counter slots outlive recompilation: a rule keeps its slot while it
+//! exists, so counters (which the shell keeps in shared memory, two
+//! `u64`s per slot) survive edits to other rules and filterd restarts.
+
+use crate::rule::{Command, DeleteBy, Hook, Policy, Rule, Table};
+use crate::ruleset::{self, Counters};
+use serde::{Deserialize, Serialize};
+use std::fmt::Write as _;
+
+/// Default number of counter slots (so of rules in all tables).
+pub const DEFAULT_MAX_RULES: u32 = 4096;
+
+/// A rule with its counter slot.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The rule.
+    pub rule: Rule,
+    /// Its counter slot.
+    pub slot: u32,
+}
+
+/// A chain: a built-in one (with a policy) or a user-defined one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chain {
+    /// Name.
+    pub name: String,
+    /// Policy of a built-in chain; `None` for user chains.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<Policy>,
+    /// Rules in order.
+    #[serde(default)]
+    pub rules: Vec<Entry>,
+}
+
+/// The chains of one table.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableRules {
+    /// Chains, built-in ones first.
+    pub chains: Vec<Chain>,
+}
+
+impl TableRules {
+    fn new(t: Table) -> TableRules {
+        TableRules {
+            chains: t
+                .hooks()
+                .iter()
+                .map(|h| Chain {
+                    name: h.name().to_string(),
+                    policy: Some(Policy::Accept),
+                    rules: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    /// The chain called `name`.
+    pub fn chain(&self, name: &str) -> Option<&Chain> {
+        self.chains.iter().find(|c| c.name == name)
+    }
+
+    fn chain_mut(&mut self, name: &str) -> Result<&mut Chain, String> {
+        self.chains
+            .iter_mut()
+            .find(|c| c.name == name)
+            .ok_or_else(|| format!("no chain {name}"))
+    }
+
+    fn references(&self, name: &str) -> usize {
+        self.chains
+            .iter()
+            .flat_map(|c| &c.rules)
+            .filter(|e| matches!(&e.rule.target, Some(crate::rule::Target::Jump(j)) if j == name))
+            .count()
+    }
+}
+
+/// Both tables.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tables {
+    /// The filter table.
+    pub filter: TableRules,
+    /// The nat table.
+    pub nat: TableRules,
+    /// Counter slots available (rules in all tables together).
+    #[serde(default = "default_max")]
+    pub max_rules: u32,
+}
+
+fn default_max() -> u32 {
+    DEFAULT_MAX_RULES
+}
+
+impl Default for Tables {
+    fn default() -> Self {
+        Tables::new(DEFAULT_MAX_RULES)
+    }
+}
+
+/// What [`Tables::apply`] produced besides the change.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Counter slots that now belong to new rules (or were zeroed): the
+    /// shell clears their counters.
+    pub reset_slots: Vec<u32>,
+    /// Whether the rules changed (the set must be recompiled).
+    pub changed: bool,
+}
+
+impl Tables {
+    /// Empty tables with ACCEPT policies and `max_rules` counter slots.
+    pub fn new(max_rules: u32) -> Tables {
+        Tables {
+            filter: TableRules::new(Table::Filter),
+            nat: TableRules::new(Table::Nat),
+            max_rules,
+        }
+    }
+
+    /// One table.
+    pub fn table(&self, t: Table) -> &TableRules {
+        match t {
+            Table::Filter => &self.filter,
+            Table::Nat => &self.nat,
+        }
+    }
+
+    fn table_mut(&mut self, t: Table) -> &mut TableRules {
+        match t {
+            Table::Filter => &mut self.filter,
+            Table::Nat => &mut self.nat,
+        }
+    }
+
+    fn free_slot(&self) -> Option<u32> {
+        let mut used = vec![false; self.max_rules as usize];
+        for t in Table::ALL {
+            for e in self.table(t).chains.iter().flat_map(|c| &c.rules) {
+                if let Some(u) = used.get_mut(e.slot as usize) {
+                    *u = true;
+                }
+            }
+        }
+        used.iter().position(|u| !u).map(|i| i as u32)
+    }
+
+    /// Carries out `cmd` (List does nothing here, see [`Tables::list`]).
+    /// The tables change only if the result still compiles (known jump
+    /// targets, no loops, NAT targets where they belong).
+    pub fn apply(&mut self, cmd: &Command) -> Result<Outcome, String> {
+        let mut next = self.clone();
+        let out = next.apply_unchecked(cmd)?;
+        if out.changed {
+            ruleset::validate(&next)?;
+        }
+        *self = next;
+        Ok(out)
+    }
+
+    fn apply_unchecked(&mut self, cmd: &Command) -> Result<Outcome, String> {
+        let mut out = Outcome {
+            changed: true,
+            ..Outcome::default()
+        };
+        match cmd {
+            Command::Add { table, chain, rule }
+            | Command::Insert {
+                table, chain, rule, ..
+            } => {
+                let slot = self
+                    .free_slot()
+                    .ok_or_else(|| format!("too many rules (at most {})", self.max_rules))?;
+                let c = self.table_mut(*table).chain_mut(chain)?;
+                let pos = match cmd {
+                    Command::Insert { pos, .. } => {
+                        if *pos > c.rules.len() + 1 {
+                            return Err(format!(
+                                "cannot insert at {pos}: {chain} has {} rules",
+                                c.rules.len()
+                            ));
+                        }
+                        pos - 1
+                    }
+                    _ => c.rules.len(),
+                };
+                c.rules.insert(
+                    pos,
+                    Entry {
+                        rule: rule.clone(),
+                        slot,
+                    },
+                );
+                out.reset_slots.push(slot);
+            }
+            Command::Delete {
+                table,
+                chain,
+                which,
+            } => {
+                let c = self.table_mut(*table).chain_mut(chain)?;
+                let i = match which {
+                    DeleteBy::Number(n) => {
+                        if *n == 0 || *n > c.rules.len() {
+                            return Err(format!(
+                                "no rule {n} in {chain} ({} rules)",
+                                c.rules.len()
+                            ));
+                        }
+                        n - 1
+                    }
+                    DeleteBy::Spec(r) => c
+                        .rules
+                        .iter()
+                        .position(|e| e.rule == *r)
+                        .ok_or_else(|| format!("no such rule in {chain}"))?,
+                };
+                c.rules.remove(i);
+            }
+            Command::List { .. } => out.changed = false,
+            Command::Flush { table, chain } | Command::Zero { table, chain } => {
+                let zero = matches!(cmd, Command::Zero { .. });
+                let t = self.table_mut(*table);
+                if let Some(name) = chain {
+                    t.chain_mut(name)?;
+                }
+                for c in t
+                    .chains
+                    .iter_mut()
+                    .filter(|c| chain.as_ref().is_none_or(|n| *n == c.name))
+                {
+                    if zero {
+                        out.reset_slots.extend(c.rules.iter().map(|e| e.slot));
+                    } else {
+                        c.rules.clear();
+                    }
+                }
+                out.changed = !zero;
+            }
+            Command::NewChain { table, chain } => {
+                let t = self.table_mut(*table);
+                if t.chain(chain).is_some() {
+                    return Err(format!("chain {chain} exists"));
+                }
+                t.chains.push(Chain {
+                    name: chain.clone(),
+                    policy: None,
+                    rules: Vec::new(),
+                });
+            }
+            Command::DeleteChain { table, chain } => {
+                let t = self.table_mut(*table);
+                match chain {
+                    Some(name) => {
+                        let c = t.chain(name).ok_or_else(|| format!("no chain {name}"))?;
+                        if c.policy.is_some() {
+                            return Err(format!("{name} is a built-in chain"));
+                        }
+                        if !c.rules.is_empty() {
+                            return Err(format!("{name} is not empty"));
+                        }
+                        let refs = t.references(name);
+                        if refs > 0 {
+                            return Err(format!("{name} is referenced by {refs} rules"));
+                        }
+                        t.chains.retain(|c| c.name != *name);
+                    }
+                    None => {
+                        let names: Vec<String> = t
+                            .chains
+                            .iter()
+                            .filter(|c| c.policy.is_none())
+                            .map(|c| c.name.clone())
+                            .collect();
+                        for n in &names {
+                            let c = t.chain(n).map_or(0, |c| c.rules.len());
+                            if c > 0 || t.references(n) > 0 {
+                                return Err(format!("{n} is not empty or still referenced"));
+                            }
+                        }
+                        t.chains.retain(|c| c.policy.is_some());
+                    }
+                }
+            }
+            Command::Policy {
+                table,
+                chain,
+                policy,
+            } => {
+                let c = self.table_mut(*table).chain_mut(chain)?;
+                if c.policy.is_none() {
+                    return Err(format!("{chain} is not a built-in chain"));
+                }
+                c.policy = Some(*policy);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The listing `strata filter list` prints: per chain its policy or
+    /// reference count, then numbered rules with packet and byte counts.
+    pub fn list<C: Counters + ?Sized>(
+        &self,
+        table: Table,
+        chain: Option<&str>,
+        counters: &C,
+    ) -> Result<String, String> {
+        let t = self.table(table);
+        if let Some(n) = chain {
+            t.chain(n).ok_or_else(|| format!("no chain {n}"))?;
+        }
+        let mut s = String::new();
+        for c in t
+            .chains
+            .iter()
+            .filter(|c| chain.is_none_or(|n| n == c.name))
+        {
+            if !s.is_empty() {
+                s.push('\n');
+            }
+            match c.policy {
+                Some(p) => {
+                    let _ = writeln!(s, "Chain {} (policy {})", c.name, p.name());
+                }
+                None => {
+                    let _ = writeln!(s, "Chain {} ({} references)", c.name, t.references(&c.name));
+                }
+            }
+            let _ = writeln!(s, "{:>4} {:>10} {:>12}  rule", "num", "pkts", "bytes");
+            for (i, e) in c.rules.iter().enumerate() {
+                let (p, b) = counters.read(e.slot);
+                let _ = writeln!(s, "{:>4} {:>10} {:>12}  {}", i + 1, p, b, e.rule);
+            }
+        }
+        Ok(s)
+    }
+
+    /// Whether `hook` has a built-in chain in `table`.
+    pub fn has_chain(&self, table: Table, hook: Hook) -> bool {
+        self.table(table).chain(hook.name()).is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rule::parse_command;
+    use crate::ruleset::NoCounters;
+
+    fn run(t: &mut Tables, s: &str) -> Result<Outcome, String> {
+        let w: Vec<&str> = s.split_whitespace().collect();
+        let c = parse_command(&w).map_err(|e| e.to_string())?;
+        t.apply(&c)
+    }
+
+    #[test]
+    fn slots_are_kept_and_reused() {
+        let mut t = Tables::new(3);
+        assert_eq!(
+            run(&mut t, "add INPUT -j ACCEPT").unwrap().reset_slots,
+            vec![0]
+        );
+        assert_eq!(
+            run(&mut t, "insert INPUT -j DROP").unwrap().reset_slots,
+            vec![1]
+        );
+        assert_eq!(t.filter.chain("INPUT").unwrap().rules[1].slot, 0);
+        run(&mut t, "del INPUT 1").unwrap();
+        assert_eq!(
+            run(&mut t, "add OUTPUT -j DROP").unwrap().reset_slots,
+            vec![1]
+        );
+        run(&mut t, "add OUTPUT -j DROP").unwrap();
+        assert!(run(&mut t, "add OUTPUT -j DROP")
+            .unwrap_err()
+            .contains("too many"));
+    }
+
+    #[test]
+    fn chains_and_validation() {
+        let mut t = Tables::default();
+        assert!(run(&mut t, "add INPUT -j web").unwrap_err().contains("web"));
+        run(&mut t, "-N web").unwrap();
+        run(&mut t, "add INPUT -j web").unwrap();
+        run(&mut t, "-N b").unwrap();
+        run(&mut t, "add web -j b").unwrap();
+        let before = t.clone();
+        assert!(run(&mut t, "add b -j web").unwrap_err().contains("loop"));
+        assert_eq!(t, before);
+        assert!(run(&mut t, "-X web").is_err());
+        run(&mut t, "-F web").unwrap();
+        run(&mut t, "-D INPUT -j web").unwrap();
+        run(&mut t, "-X web").unwrap();
+        let l = t.list(Table::Filter, None, &NoCounters).unwrap();
+        assert!(l.contains("Chain INPUT (policy ACCEPT)"), "{l}");
+        assert!(l.contains("Chain b (0 references)"), "{l}");
+        run(&mut t, "-P INPUT DROP").unwrap();
+        assert_eq!(t.filter.chain("INPUT").unwrap().policy, Some(Policy::Drop));
+        let json = serde_json::to_string(&t).unwrap();
+        assert_eq!(serde_json::from_str::<Tables>(&json).unwrap(), t);
+    }
+
+    #[test]
+    fn nat_targets_by_hook() {
+        let mut t = Tables::default();
+        run(
+            &mut t,
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080",
+        )
+        .unwrap();
+        let e = run(
+            &mut t,
+            "-t nat -A POSTROUTING -j DNAT --to-destination 10.0.0.2",
+        )
+        .unwrap_err();
+        assert!(e.contains("DNAT"), "{e}");
+        run(&mut t, "-t nat -N snat").unwrap();
+        run(&mut t, "-t nat -A snat -j SNAT --to-source 1.2.3.4").unwrap();
+        assert!(run(&mut t, "-t nat -A OUTPUT -j snat").is_err());
+        run(&mut t, "-t nat -A POSTROUTING -j snat").unwrap();
+    }
+}

@@ -1,0 +1,451 @@
+//! Tests of the whole filter: hooks in order, NAT through the hooks,
+//! state rules, logging, fragments, and random input.
+
+use super::*;
+use crate::nat::tests::checksums_ok;
+use crate::packet::build;
+use crate::rule::parse_command;
+use crate::tables::Tables;
+use proptest::prelude::*;
+
+fn tables(cmds: &[&str]) -> Tables {
+    let mut t = Tables::new(1000);
+    for c in cmds {
+        let w: Vec<&str> = c.split_whitespace().collect();
+        t.apply(&parse_command(&w).unwrap_or_else(|e| panic!("{c}: {e}")))
+            .unwrap_or_else(|e| panic!("{c}: {e}"));
+    }
+    t
+}
+
+fn counters() -> &'static [AtomicU64] {
+    Box::leak(
+        (0..2000)
+            .map(|_| AtomicU64::new(0))
+            .collect::<Vec<_>>()
+            .into_boxed_slice(),
+    )
+}
+
+fn filter(cmds: &[&str]) -> Filter<'static> {
+    let mut f = Filter::new(Conntrack::new(64, [5, 6]), counters());
+    let ifs = ["lan0", "wan0"];
+    f.set_rules(RuleSet::compile(&tables(cmds), &ifs).unwrap(), &ifs);
+    f
+}
+
+const LAN: u8 = 0;
+const WAN: u8 = 1;
+const C: [u8; 4] = [192, 168, 1, 10];
+const GW_WAN: [u8; 4] = [198, 51, 100, 1];
+const SRV: [u8; 4] = [203, 0, 113, 5];
+const INNER: [u8; 4] = [192, 168, 1, 20];
+
+fn a(x: [u8; 4]) -> u32 {
+    u32::from_be_bytes(x)
+}
+
+fn info(p: &[u8]) -> PacketInfo {
+    PacketInfo::parse(p, 0, 0).unwrap()
+}
+
+fn accepted(d: Decision) -> bool {
+    matches!(d, Decision::Accept { .. })
+}
+
+#[test]
+fn no_rules_is_a_pass_through() {
+    let mut f = filter(&[]);
+    let mut junk = [1u8, 2, 3];
+    for h in Hook::ALL {
+        let d = f.hook(h, &mut junk, &mut Meta::default(), 0);
+        assert_eq!(
+            d,
+            Decision::Accept {
+                changed: false,
+                mark: 0
+            }
+        );
+    }
+    assert_eq!(f.stats.fast_path, 5);
+    assert_eq!(f.stats.inspected, 0);
+}
+
+/// A forwarded connection: client on the LAN masqueraded to the WAN.
+#[test]
+fn masquerade_forwarded_connection() {
+    let mut f = filter(&["-t nat -A POSTROUTING -o wan0 -j MASQUERADE"]);
+    let mut syn = build::tcp(C, 40000, SRV, 443, 0x02, 100, 0, 64000, &[]);
+    let mut m = Meta {
+        in_if: LAN,
+        ..Meta::default()
+    };
+    assert!(accepted(f.hook(Hook::Prerouting, &mut syn, &mut m, 0)));
+    assert!(m.ct.created());
+    assert!(accepted(f.hook(Hook::Forward, &mut syn, &mut m, 0)));
+    m.out_if = WAN;
+    m.out_addr = a(GW_WAN);
+    let d = f.hook(Hook::Postrouting, &mut syn, &mut m, 0);
+    assert_eq!(
+        d,
+        Decision::Accept {
+            changed: true,
+            mark: 0
+        }
+    );
+    assert!(!m.ct.created());
+    let i = info(&syn);
+    assert_eq!(
+        (i.src, i.sport, i.dst, i.dport),
+        (a(GW_WAN), 40000, a(SRV), 443)
+    );
+    assert!(checksums_ok(&syn));
+
+    let mut synack = build::tcp(SRV, 443, GW_WAN, 40000, 0x12, 900, 101, 64000, &[]);
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    assert!(accepted(f.hook(Hook::Prerouting, &mut synack, &mut m, 1)));
+    assert_eq!((m.ct.state(), m.ct.dir()), (CtState::Established, 1));
+    let i = info(&synack);
+    assert_eq!((i.dst, i.dport), (a(C), 40000));
+    assert!(checksums_ok(&synack));
+    assert!(accepted(f.hook(Hook::Forward, &mut synack, &mut m, 1)));
+    assert!(accepted(f.hook(Hook::Postrouting, &mut synack, &mut m, 1)));
+    assert_eq!(info(&synack).src, a(SRV));
+
+    // The binding survives a restart of filterd (a new Filter over the
+    // same table) and a flush of the rules.
+    let ct = std::mem::replace(f.conntrack_mut(), Conntrack::new(1, [0, 0]));
+    let mut f2 = Filter::new(ct, counters());
+    let mut ack = build::tcp(C, 40000, SRV, 443, 0x10, 101, 901, 64000, b"GET /");
+    let mut m = Meta {
+        in_if: LAN,
+        out_if: WAN,
+        out_addr: a(GW_WAN),
+        ..Meta::default()
+    };
+    assert!(accepted(f2.hook(Hook::Prerouting, &mut ack, &mut m, 2)));
+    assert!(accepted(f2.hook(Hook::Postrouting, &mut ack, &mut m, 2)));
+    assert_eq!(info(&ack).src, a(GW_WAN));
+    assert!(checksums_ok(&ack));
+    let l = f2.conntrack().list(2);
+    assert_eq!(l.len(), 1);
+    assert!(l[0].to_string().contains("ESTABLISHED"), "{}", l[0]);
+}
+
+/// Port forwarding to an inner host, and the stateful INPUT idiom.
+#[test]
+fn dnat_and_state_rules() {
+    let mut f = filter(&[
+        "-t nat -A PREROUTING -i wan0 -p tcp --dport 8080 -j DNAT --to-destination 192.168.1.20:80",
+        "-P INPUT DROP",
+        "add INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        "add INPUT -p tcp --dport 22 -m state --state NEW -j ACCEPT",
+        "add INPUT -p tcp --dport 25 -j REJECT --reject-with tcp-reset",
+    ]);
+    let mut syn = build::tcp(SRV, 5555, GW_WAN, 8080, 0x02, 1, 0, 1000, &[]);
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    assert_eq!(
+        f.hook(Hook::Prerouting, &mut syn, &mut m, 0),
+        Decision::Accept {
+            changed: true,
+            mark: 0
+        }
+    );
+    let i = info(&syn);
+    assert_eq!((i.dst, i.dport), (a(INNER), 80));
+    assert!(checksums_ok(&syn));
+
+    // To the stack itself: port 22 opens, port 23 is dropped and leaves
+    // no entry, port 25 is rejected.
+    let n = f.conntrack().len();
+    let mut p22 = build::tcp(SRV, 5556, GW_WAN, 22, 0x02, 1, 0, 1000, &[]);
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    assert!(accepted(f.hook(Hook::Prerouting, &mut p22, &mut m, 0)));
+    assert!(accepted(f.hook(Hook::Input, &mut p22, &mut m, 0)));
+    assert_eq!(f.conntrack().len(), n + 1);
+    let mut p23 = build::tcp(SRV, 5557, GW_WAN, 23, 0x02, 1, 0, 1000, &[]);
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    f.hook(Hook::Prerouting, &mut p23, &mut m, 0);
+    assert_eq!(
+        f.hook(Hook::Input, &mut p23, &mut m, 0),
+        Decision::Drop(DropReason::Policy)
+    );
+    assert_eq!(f.conntrack().len(), n + 1);
+    let mut p25 = build::tcp(SRV, 5558, GW_WAN, 25, 0x02, 1, 0, 1000, &[]);
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    f.hook(Hook::Prerouting, &mut p25, &mut m, 0);
+    assert_eq!(
+        f.hook(Hook::Input, &mut p25, &mut m, 0),
+        Decision::Reject(RejectWith::TcpReset)
+    );
+    // An unsolicited ACK is picked up as NEW and dropped with its entry.
+    let n = f.conntrack().len();
+    let mut ack = build::tcp(SRV, 5559, GW_WAN, 23, 0x10, 1, 1, 1000, &[]);
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    f.hook(Hook::Prerouting, &mut ack, &mut m, 0);
+    assert_eq!(m.ct.state(), CtState::New);
+    assert_eq!(
+        f.hook(Hook::Input, &mut ack, &mut m, 0),
+        Decision::Drop(DropReason::Policy)
+    );
+    assert_eq!(f.conntrack().len(), n);
+    // A retransmitted SYN before any reply is still NEW and passes.
+    let mut again = build::tcp(SRV, 5556, GW_WAN, 22, 0x02, 1, 0, 1000, &[]);
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    f.hook(Hook::Prerouting, &mut again, &mut m, 0);
+    assert_eq!((m.ct.state(), m.ct.created()), (CtState::New, false));
+    assert!(accepted(f.hook(Hook::Input, &mut again, &mut m, 0)));
+}
+
+#[test]
+fn log_is_rate_limited() {
+    let mut f = filter(&[
+        "add INPUT -p udp -j LOG --log-prefix udp-in: ",
+        "add INPUT -j ACCEPT",
+    ]);
+    let mut p = build::udp(SRV, 1, GW_WAN, 2, b"x");
+    for _ in 0..20 {
+        let mut m = Meta {
+            in_if: WAN,
+            ..Meta::default()
+        };
+        assert!(accepted(f.hook(Hook::Input, &mut p, &mut m, 1000)));
+    }
+    assert_eq!(f.logs().count(), LOG_BURST as usize);
+    let first = f.logs().next().unwrap().to_string();
+    assert_eq!(
+        first,
+        "udp-in:IN=wan0 OUT= SRC=203.0.113.5 DST=198.51.100.1 LEN=29 PROTO=UDP SPT=1 DPT=2"
+    );
+    assert_eq!(f.stats.logs_suppressed, 10);
+    f.clear_logs();
+    // One second later five more are allowed; the first says how many
+    // were held back.
+    for _ in 0..20 {
+        let mut m = Meta::default();
+        f.hook(Hook::Input, &mut p, &mut m, 2000);
+    }
+    assert_eq!(f.logs().count(), 5);
+    assert!(f.logs().next().unwrap().ends_with("(10 suppressed)"));
+    assert_eq!(counters_of(&f, 1), 40);
+}
+
+fn counters_of(f: &Filter, rule: u32) -> u64 {
+    use crate::ruleset::Counters;
+    f.counters.read(f.rules().slot(rule).unwrap()).0
+}
+
+#[test]
+fn mark_and_mark_match() {
+    let mut f = filter(&[
+        "add OUTPUT -p udp --dport 53 -j MARK --set-mark 0x10/0xf0",
+        "add OUTPUT -m mark --mark 0x10/0xf0 -j ACCEPT",
+        "-P OUTPUT DROP",
+    ]);
+    let mut p = build::udp(C, 1, SRV, 53, b"q");
+    let mut m = Meta {
+        mark: 0x103,
+        ..Meta::default()
+    };
+    assert_eq!(
+        f.hook(Hook::Output, &mut p, &mut m, 0),
+        Decision::Accept {
+            changed: false,
+            mark: 0x113
+        }
+    );
+    assert_eq!(m.mark, 0x113);
+    let mut p = build::udp(C, 1, SRV, 54, b"q");
+    assert_eq!(
+        f.hook(Hook::Output, &mut p, &mut Meta::default(), 0),
+        Decision::Drop(DropReason::Policy)
+    );
+}
+
+#[test]
+fn fragments_follow_their_first() {
+    let mut f = filter(&[
+        "-P INPUT DROP",
+        "add INPUT -p udp --dport 9 -j ACCEPT",
+        "add INPUT -m state --state ESTABLISHED -j ACCEPT",
+        "add INPUT -m state --state NEW -j ACCEPT",
+    ]);
+    let mut first = build::udp(SRV, 1, GW_WAN, 9, &[0u8; 32]);
+    first[6] = 0x20; // MF
+    let mut later = first.clone();
+    later[6] = 0x00;
+    later[7] = 5; // offset 40 bytes
+                  // Header checksums do not matter to the filter.
+    let mut m = Meta::default();
+    assert!(accepted(f.hook(Hook::Prerouting, &mut first, &mut m, 0)));
+    assert!(accepted(f.hook(Hook::Input, &mut first, &mut m, 0)));
+    let mut m = Meta::default();
+    assert!(accepted(f.hook(Hook::Prerouting, &mut later, &mut m, 0)));
+    assert_eq!(m.ct.state(), CtState::New);
+    assert!(accepted(f.hook(Hook::Input, &mut later, &mut m, 0)));
+    // A later fragment of a datagram never seen is INVALID.
+    let mut orphan = later.clone();
+    orphan[5] ^= 0xff;
+    let mut m = Meta::default();
+    f.hook(Hook::Prerouting, &mut orphan, &mut m, 0);
+    assert_eq!(m.ct.state(), CtState::Invalid);
+    assert_eq!(
+        f.hook(Hook::Input, &mut orphan, &mut m, 0),
+        Decision::Drop(DropReason::Policy)
+    );
+}
+
+#[test]
+fn malformed_is_dropped_when_inspected() {
+    let mut f = filter(&["add INPUT -j ACCEPT"]);
+    let mut junk = [0x45u8, 0, 0, 10];
+    assert_eq!(
+        f.hook(Hook::Input, &mut junk, &mut Meta::default(), 0),
+        Decision::Drop(DropReason::Malformed)
+    );
+}
+
+fn fuzz_filter() -> Filter<'static> {
+    filter(&[
+        "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.9.9.9:8080",
+        "-t nat -A PREROUTING -p udp -j REDIRECT --to-ports 5353",
+        "-t nat -A POSTROUTING -o wan0 -j MASQUERADE",
+        "-t nat -A POSTROUTING -p udp -j SNAT --to-source 1.2.3.4:1000-1001",
+        "-t nat -A OUTPUT -p icmp -j DNAT --to-destination 10.1.1.1",
+        "add INPUT -m state --state INVALID -j DROP",
+        "add INPUT -p tcp --tcp-flags SYN,ACK SYN -j LOG",
+        "add INPUT -p icmp --icmp-type echo-request -j REJECT",
+        "add FORWARD -m mark ! --mark 0 -j DROP",
+    ])
+}
+
+fn run_all_hooks(f: &mut Filter, bytes: &[u8], now: u64) {
+    for (hooks, in_if, out_if) in [
+        (&[Hook::Prerouting, Hook::Input][..], WAN, NO_IF),
+        (
+            &[Hook::Prerouting, Hook::Forward, Hook::Postrouting][..],
+            LAN,
+            WAN,
+        ),
+        (&[Hook::Output, Hook::Postrouting][..], NO_IF, WAN),
+    ] {
+        let mut pkt = bytes.to_vec();
+        let mut m = Meta {
+            in_if,
+            out_if,
+            in_addr: 0x0a00_0001,
+            out_addr: 0xc633_6401,
+            ..Meta::default()
+        };
+        for &h in hooks {
+            if !accepted(f.hook(h, &mut pkt, &mut m, now)) {
+                break;
+            }
+        }
+    }
+}
+
+/// Valid-looking packets with random fields, to get past the parser.
+fn packet() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop_oneof![Just(6u8), Just(17u8), Just(1u8), any::<u8>()],
+        any::<[u8; 4]>(),
+        any::<[u8; 4]>(),
+        proptest::collection::vec(any::<u8>(), 0..80),
+        any::<u16>(),
+    )
+        .prop_map(|(proto, s, d, l4, frag)| {
+            let mut p = build::ip(s, d, proto, &l4);
+            if frag % 4 == 0 {
+                p[6..8].copy_from_slice(&(frag & 0x3fff).to_be_bytes());
+            }
+            p
+        })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
+        let mut f = fuzz_filter();
+        run_all_hooks(&mut f, &bytes, 0);
+        run_all_hooks(&mut f, &bytes, u64::MAX - 1);
+    }
+
+    #[test]
+    fn random_packets_never_panic(pkts in proptest::collection::vec(packet(), 1..20), step in 0u64..100_000) {
+        let mut f = fuzz_filter();
+        let mut now = 0;
+        for p in &pkts {
+            run_all_hooks(&mut f, p, now);
+            // Replies of whatever was created.
+            let mut r = p.clone();
+            if r.len() >= 20 {
+                let (s, d) = (r[12..16].to_vec(), r[16..20].to_vec());
+                r[12..16].copy_from_slice(&d);
+                r[16..20].copy_from_slice(&s);
+            }
+            run_all_hooks(&mut f, &r, now);
+            now += step;
+            f.expire(now, 16);
+        }
+        let _ = f.conntrack().list(now);
+    }
+
+    #[test]
+    fn random_words_never_panic(words in proptest::collection::vec(
+        prop_oneof![
+            Just("add"), Just("insert"), Just("del"), Just("list"), Just("flush"), Just("-N"),
+            Just("-P"), Just("-t"), Just("nat"), Just("INPUT"), Just("POSTROUTING"), Just("!"),
+            Just("-p"), Just("tcp"), Just("udp"), Just("icmp"), Just("--dport"), Just("--sport"),
+            Just("80"), Just("1:2"), Just("-s"), Just("10.0.0.0/8"), Just("-j"), Just("ACCEPT"),
+            Just("DNAT"), Just("--to-destination"), Just("1.2.3.4:5-6"), Just("-m"), Just("state"),
+            Just("--state"), Just("NEW"), Just("--tcp-flags"), Just("SYN,ACK"), Just("--syn"),
+            Just("REJECT"), Just("--reject-with"), Just("tcp-reset"), Just("LOG"), Just("--log-prefix"),
+            Just("mark"), Just("--mark"), Just("0x1/0xff"), Just("MASQUERADE"), Just("--to-ports"),
+            Just("3"), Just(""), Just("-i"), Just("eth+"), Just("--icmp-type"), Just("3/4"),
+        ],
+        0..14,
+    )) {
+        if let Ok(c) = parse_command(&words) {
+            // Whatever parses applies or is refused, and rules round-trip.
+            let mut t = Tables::default();
+            let _ = t.apply(&c);
+            if let rule::Command::Add { rule, .. } = c {
+                let w = rule.to_words();
+                let w: Vec<&str> = w.iter().map(|s| s.as_str()).collect();
+                prop_assert_eq!(rule::parse_rule(&w).unwrap(), rule);
+            }
+        }
+    }
+
+    #[test]
+    fn arbitrary_strings_never_panic(words in proptest::collection::vec(".{0,12}", 0..10)) {
+        let w: Vec<&str> = words.iter().map(|s| s.as_str()).collect();
+        if let Err(e) = parse_command(&w) {
+            prop_assert!(e.word <= w.len());
+        }
+    }
+}
