@@ -116,7 +116,14 @@ impl Bg {
             match self.child.try_wait() {
                 Ok(Some(_)) => {
                     let mut s = String::new();
-                    if let Some(mut o) = self.child.stdout.take() {
+                    if let Some(rx) = self.lines.take() {
+                        // What `wait_line` has not consumed; its reader
+                        // thread ends at EOF.
+                        while let Ok(l) = rx.recv_timeout(Duration::from_secs(5)) {
+                            s.push_str(&l);
+                            s.push('\n');
+                        }
+                    } else if let Some(mut o) = self.child.stdout.take() {
                         let _ = std::io::Read::read_to_string(&mut o, &mut s);
                     }
                     return Some(s);
