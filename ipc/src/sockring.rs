@@ -576,6 +576,12 @@ impl SockMem {
         (n, n > 0 && self.take_wait(wait::RX))
     }
 
+    /// sockd: the send ring's consumer index (stream bytes handed on
+    /// since creation).
+    pub fn tx_consumed(&self) -> u64 {
+        self.hdr().tx_head.load(Acquire)
+    }
+
     /// sockd: the application's receive-ring consumer index (bytes read
     /// since creation), as the application last published it.
     pub fn rx_consumed(&self) -> u64 {

@@ -34,6 +34,9 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a socket found in the table after a restart waits for its
 /// application to re-attach before it is closed.
 const REATTACH_GRACE: Duration = Duration::from_secs(10);
+/// How often sockd restates each TCP socket's receive state to tcpd and
+/// asks for its send state.
+const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// Largest UDP payload (65535 - 20 - 8).
 const MAX_UDP: usize = 65507;
 
@@ -101,6 +104,9 @@ struct Sock {
     /// TCP: the application's receive-ring consumer index last reported
     /// to tcpd as read credit.
     rx_seen: u64,
+    /// TCP: when to next tell tcpd the receive state unasked and ask for
+    /// its send state (credits lost when a layer died come back so).
+    sync_at: Instant,
     /// TCP listener: established connections waiting for accept
     /// (tcpd's id, local, peer).
     accept_q: VecDeque<(u64, Addr, Addr)>,
@@ -130,6 +136,7 @@ impl Sock {
             broken: false,
             credit,
             rx_seen: 0,
+            sync_at: Instant::now(),
             accept_q: VecDeque::new(),
             rx_hold: VecDeque::new(),
             eof_pending: false,
@@ -756,8 +763,16 @@ impl<'a> Sockd<'a> {
                 }
             }
             op::SEND_CREDIT => {
+                let cap = self.tcp_credit;
                 if let Some(s) = self.socks.get_mut(&m.sock) {
-                    s.credit = s.credit.saturating_add(m.value);
+                    // Absolute: what left tcpd's send buffer in total;
+                    // tcpd holds the rest of what we handed it.
+                    if let Some(mem) = &s.mem {
+                        let held = (mem.tx_consumed() as u32).wrapping_sub(m.value as u32);
+                        if u64::from(held) <= cap {
+                            s.credit = cap - u64::from(held);
+                        }
+                    }
                 }
             }
             op::CLOSED if self.socks.get(&m.sock).is_some_and(|s| s.closing) => {
@@ -826,7 +841,8 @@ impl<'a> Sockd<'a> {
         let mut pool = f.pool(me);
         let mut moved = 0;
         let mut waiting = false;
-        let mut ctl: Vec<(u32, u32, u64)> = Vec::new();
+        let mut ctl: Vec<(u32, u32, u64, u32)> = Vec::new();
+        let now = Instant::now();
         let mut closed: Vec<u32> = Vec::new();
         for (&id, s) in self.socks.iter_mut() {
             if s.kind != Kind::Tcp {
@@ -858,12 +874,18 @@ impl<'a> Sockd<'a> {
                 s.eof_pending = false;
                 s.wake(mem.set_state(sstate::EOF));
             }
-            // Read credit: what the application consumed since last time.
+            // Read credit: what the application consumed in total, when it
+            // changed, and now and then unasked with a request for the
+            // send state, so that nothing lost in a restart stays lost.
             let consumed = mem.rx_consumed();
-            let delta = consumed.wrapping_sub(s.rx_seen);
-            if delta > 0 && delta <= mem.rx_cap() as u64 {
-                ctl.push((op::READ_CREDIT, id, delta));
+            let sync = now >= s.sync_at;
+            if consumed != s.rx_seen || sync {
+                let flags = if sync { ctl_flags::SYNC } else { 0 };
+                ctl.push((op::READ_CREDIT, id, consumed, flags));
                 s.rx_seen = consumed;
+                if sync {
+                    s.sync_at = now + SYNC_EVERY;
+                }
             }
             // Queued bytes to tcpd.
             if s.broken || s.rec.state != sock_state::CONNECTED {
@@ -885,11 +907,11 @@ impl<'a> Sockd<'a> {
                         continue;
                     }
                     if s.closing {
-                        ctl.push((op::CLOSE, id, 0));
+                        ctl.push((op::CLOSE, id, 0, 0));
                         closed.push(id);
                     } else if s.shut_wr {
                         s.shut_wr = false;
-                        ctl.push((op::SHUTDOWN, id, 1));
+                        ctl.push((op::SHUTDOWN, id, 1, 0));
                     }
                     break;
                 }
@@ -927,8 +949,8 @@ impl<'a> Sockd<'a> {
                 moved += 1;
             }
         }
-        for (o, id, v) in ctl {
-            self.tcp_ctl(o, id, v, 0);
+        for (o, id, v, fl) in ctl {
+            self.tcp_ctl(o, id, v, fl);
         }
         for id in closed {
             // tcpd finishes the connection alone; the slot is free now.
@@ -1115,7 +1137,8 @@ fn main() {
     let found: Vec<(usize, SockRec)> = d.table.iter().collect();
     for (slot, rec) in &found {
         let kind = if rec.proto == 6 { Kind::Tcp } else { Kind::Udp };
-        let mut sk = Sock::new(*slot, kind, *rec, d.tcp_credit);
+        // The send credit is unknown until tcpd says (the first pump asks).
+        let mut sk = Sock::new(*slot, kind, *rec, 0);
         sk.detached_since = Some(now);
         d.socks.insert(rec.id, sk);
     }

@@ -172,6 +172,8 @@ pub mod cf {
     pub const TLP_TIMER: u32 = 1 << 25;
     /// A tail loss probe went out and no ACK has advanced since.
     pub const TLP_SENT: u32 = 1 << 26;
+    /// sockd asked for the send state: SEND_CREDIT goes out at once.
+    pub const SYNC_ASKED: u32 = 1 << 27;
 }
 
 /// Bits of [`ConnBlock::pend`]: notifications for sockd still to send
@@ -427,6 +429,11 @@ pub struct ConnBlock {
     /// Bytes the application read (sockd's READ_CREDIT), wrapping: what
     /// auto-tuning measures.
     pub rcv_read: u32,
+    /// Bytes that left the send buffer in total (acknowledged or
+    /// discarded), wrapping: what SEND_CREDIT reports.
+    pub tx_freed: u32,
+    /// Reserved; zero.
+    pub reserved: u32,
 
     // ---- queues ----
     /// Data from sockd: unacknowledged (sent or not), in order.
@@ -440,7 +447,7 @@ pub struct ConnBlock {
     pub sacked: [[u32; 2]; SACK_RANGES],
 }
 
-const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 112 * 4);
+const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 114 * 4);
 
 // SAFETY: repr(C), only u32/u64 fields and arrays of them, laid out with
 // no padding (checked by the size assertion above); any bit pattern is a
@@ -569,7 +576,7 @@ const _: () = assert!(std::mem::size_of::<StorageHeader>() == 64);
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
 /// Layout version of [`ConnBlock`] and [`SegEntry`].
-pub const STORAGE_VERSION: u32 = 2;
+pub const STORAGE_VERSION: u32 = 3;
 
 impl<'a> Storage<'a> {
     /// Bytes of arena [`Storage::from_raw`] needs for `n_conns` blocks and

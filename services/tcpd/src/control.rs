@@ -487,10 +487,29 @@ impl TcpCore<'_> {
     fn read_credit<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {
         let Some(i) = self.known(m.sock) else { return };
         let mut c = self.begin(i);
-        let v = m.value.min(u64::from(u32::MAX)) as u32;
-        c.rx_credit = c.rx_credit.saturating_add(v);
-        c.rcv_read = c.rcv_read.wrapping_add(v);
-        self.rcvbuf_adjust(&mut c);
+        // Absolute, so a lost or repeated message does no harm: what the
+        // application has read of the stream, from which the credit
+        // follows (the ring holds `socket_rx_bytes`).
+        let read = m.value as u32;
+        let fin = u32::from(c.has(cf::FIN_RCVD));
+        let delivered = c
+            .rcv_nxt
+            .wrapping_sub(c.irs)
+            .wrapping_sub(1)
+            .wrapping_sub(fin)
+            .wrapping_sub(c.rcv_q.bytes);
+        let unread = delivered.wrapping_sub(read);
+        let cap = self.cfg.socket_rx_bytes;
+        if c.synchronized() && unread <= cap {
+            c.rx_credit = cap - unread;
+            c.rcv_read = read;
+            self.rcvbuf_adjust(&mut c);
+        } else if c.synchronized() {
+            self.stats.inc(Stat::CtlMalformed);
+        }
+        if m.flags & ctl_flags::SYNC != 0 {
+            c.flags |= cf::SYNC_ASKED;
+        }
         self.end(pool, i, c, out);
     }
 
@@ -547,6 +566,7 @@ impl TcpCore<'_> {
             self.drop(pool, &h, Stat::SockDataDropped);
             // The credit comes back: the bytes left the send buffer.
             c.tx_owed = c.tx_owed.saturating_add(h.data_len);
+            c.tx_freed = c.tx_freed.wrapping_add(h.data_len);
             return self.end(pool, i, c, out);
         }
         let len = h.data_len;

@@ -891,16 +891,18 @@ impl TcpCore<'_> {
                 c.flags |= cf::EOF_SENT;
             }
         }
-        if c.tx_owed > 0 {
-            let threshold = (self.cfg.socket_tx_bytes / 4).clamp(1, 64 * 1024);
-            if c.tx_owed >= threshold || c.snd_q.is_empty() || c.has(cf::DEAD) {
-                let mut m = conn_msg(op::SEND_CREDIT, sock, c);
-                m.value = u64::from(c.tx_owed);
-                if !self.notify(pool, &m, out) {
-                    return;
-                }
-                c.tx_owed = 0;
+        let threshold = (self.cfg.socket_tx_bytes / 4).clamp(1, 64 * 1024);
+        let due = c.tx_owed > 0
+            && (c.tx_owed >= threshold || c.snd_q.is_empty() || c.has(cf::DEAD));
+        if due || c.has(cf::SYNC_ASKED) {
+            // Absolute: bytes that left the send buffer in total.
+            let mut m = conn_msg(op::SEND_CREDIT, sock, c);
+            m.value = u64::from(c.tx_freed);
+            if !self.notify(pool, &m, out) {
+                return;
             }
+            c.tx_owed = 0;
+            c.flags &= !cf::SYNC_ASKED;
         }
         if c.pend & pend::ERROR != 0 {
             let mut m = conn_msg(op::SOCK_ERROR, sock, c);

@@ -42,11 +42,13 @@ fn receive_credit_bounds_delivery_and_the_window() {
     let z = h.expect(ACK);
     assert_eq!((z.ack(), z.tcp.window), (seq, 0));
     assert!(h.data_for(2).is_empty());
-    // sockd read 1000 bytes: under an MSS — no window update yet
-    // (receiver SWS avoidance); 3000 more: update.
+    // The application read 1000 bytes: under an MSS — no window update
+    // yet (receiver SWS avoidance); 3000 more (4000 in all): update.
     h.req(op::READ_CREDIT, 2, 1000);
     h.expect_none();
-    h.req(op::READ_CREDIT, 2, 3000);
+    h.req(op::READ_CREDIT, 2, 4000);
+    // Absolute, so a repeat changes nothing.
+    h.req(op::READ_CREDIT, 2, 4000);
     let u = h.expect(ACK);
     assert_eq!(u.tcp.window, 4000);
     for i in 0..8 {
@@ -115,7 +117,16 @@ fn send_credit_returns_acknowledged_bytes() {
     assert_eq!(h.expect_up(op::SEND_CREDIT).value, 2500);
     h.segs.clear();
     h.peer(ACK, PISS + 1, iss + 6001, &[]);
-    assert_eq!(h.expect_up(op::SEND_CREDIT).value, 3500);
+    assert_eq!(h.expect_up(op::SEND_CREDIT).value, 6000, "in total");
+    // Asked (READ_CREDIT with SYNC), it says so again at once.
+    h.ctl(L4Ctl {
+        op: op::READ_CREDIT,
+        sock: 2,
+        value: 0,
+        flags: strata_ipc::l4::ctl_flags::SYNC,
+        ..L4Ctl::default()
+    });
+    assert_eq!(h.expect_up(op::SEND_CREDIT).value, 6000);
     h.finish();
 }
 
@@ -216,9 +227,10 @@ fn round(h: &mut H, seq: &mut u32, iss: u32, read: bool) -> u32 {
         *seq += n;
         left -= n;
     }
-    let got = h.data_for(2).len() as u64;
+    h.data_for(2);
     if read {
-        h.req(op::READ_CREDIT, 2, got);
+        // Absolute: all the peer sent so far was read.
+        h.req(op::READ_CREDIT, 2, u64::from(*seq - PISS - 1));
     }
     h.segs.clear();
     h.advance(5);
