@@ -107,6 +107,13 @@ pub mod ctl_flags {
     /// asks after its own restart and every so often, so that a
     /// notification lost when a layer died is made good.
     pub const SYNC: u32 = 2;
+    /// READ_CREDIT: the high 32 bits of `value` are the stream bytes
+    /// sockd has written into the application's ring (wrapping): tcpd
+    /// may forget what it delivered up to there.
+    pub const WRITTEN: u32 = 4;
+    /// READ_CREDIT: sockd lost data tcpd delivered (it restarted, or saw
+    /// a gap): tcpd delivers again from what sockd has written.
+    pub const RESYNC: u32 = 8;
 }
 
 /// One control message. Addresses and ports in host byte order.

@@ -576,6 +576,12 @@ impl SockMem {
         (n, n > 0 && self.take_wait(wait::RX))
     }
 
+    /// sockd: the receive ring's producer index (stream bytes written
+    /// since creation).
+    pub fn rx_written(&self) -> u64 {
+        self.hdr().rx_tail.load(Acquire)
+    }
+
     /// sockd: the send ring's consumer index (stream bytes handed on
     /// since creation).
     pub fn tx_consumed(&self) -> u64 {

@@ -60,7 +60,9 @@ mod c {
     pub const TX_DROP_TOO_BIG: usize = 16;
     pub const TX_DROP_NO_DEST: usize = 17;
     pub const SOCK_ERRORS: usize = 18;
-    pub const NAMES: [&str; 19] = [
+    pub const RX_REPEATS: usize = 19;
+    pub const RX_GAPS: usize = 20;
+    pub const NAMES: [&str; 21] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -80,6 +82,8 @@ mod c {
         "tx_drop_too_big",
         "tx_drop_no_destination",
         "socket_errors",
+        "rx_tcp_repeats",
+        "rx_tcp_gaps",
     ];
 }
 
@@ -107,6 +111,15 @@ struct Sock {
     /// TCP: when to next tell tcpd the receive state unasked and ask for
     /// its send state (credits lost when a layer died come back so).
     sync_at: Instant,
+    /// TCP: the receive ring's producer index last reported to tcpd.
+    wr_seen: u64,
+    /// TCP: stream offset of the next byte expected from tcpd (what is in
+    /// the ring plus what `rx_hold` holds): earlier bytes are ones we
+    /// have, later ones mean something was lost.
+    rx_next: u64,
+    /// TCP: ask tcpd to deliver again from what the ring has (after our
+    /// restart, or a gap).
+    resync: bool,
     /// TCP listener: established connections waiting for accept
     /// (tcpd's id, local, peer).
     accept_q: VecDeque<(u64, Addr, Addr)>,
@@ -137,6 +150,9 @@ impl Sock {
             credit,
             rx_seen: 0,
             sync_at: Instant::now(),
+            wr_seen: 0,
+            rx_next: 0,
+            resync: false,
             accept_q: VecDeque::new(),
             rx_hold: VecDeque::new(),
             eof_pending: false,
@@ -540,9 +556,13 @@ impl<'a> Sockd<'a> {
                         Err(_) => errno_resp(libc::EINVAL),
                         Ok(mem) => {
                             let s = self.socks.get_mut(&id).unwrap();
-                            // Credits given before the restart are not
-                            // known: start from what tcpd grants anew.
-                            s.rx_seen = mem.rx_consumed();
+                            // What tcpd delivered to the sockd that died
+                            // is gone: it delivers again from what the
+                            // ring has, and says what credit we have.
+                            s.rx_next = mem.rx_written();
+                            s.rx_seen = u64::MAX;
+                            s.resync = true;
+                            s.sync_at = Instant::now();
                             s.mem = Some(mem);
                             s.efd = Some(efd);
                             s.session = Some(sid);
@@ -822,12 +842,29 @@ impl<'a> Sockd<'a> {
     /// TCP data from tcpd: into the application's ring, or held until it
     /// has room (tcpd's credits keep this short).
     fn deliver_tcp(&mut self, h: Handle) {
-        match self.socks.get_mut(&h.sock) {
-            Some(s) if s.mem.is_some() && !s.closing => s.rx_hold.push_back((h, 0)),
-            _ => {
-                self.count(c::RX_DROP_NO_SOCKET, 1);
-                self.svc.fabric.free(&h);
+        let verdict = match self.socks.get_mut(&h.sock) {
+            Some(s) if s.mem.is_some() && !s.closing => {
+                // By stream offset: a repeat (tcpd delivers again after a
+                // restart) is skipped, a gap (what tcpd sent before was
+                // lost) is asked for again.
+                let ahead = h.stream_off.wrapping_sub(s.rx_next as u32) as i32;
+                let have = (s.rx_next as u32).wrapping_sub(h.stream_off);
+                if ahead > 0 {
+                    s.resync = true;
+                    Some(c::RX_GAPS)
+                } else if have >= h.data_len {
+                    Some(c::RX_REPEATS)
+                } else {
+                    s.rx_next += u64::from(h.data_len - have);
+                    s.rx_hold.push_back((h, have as usize));
+                    None
+                }
             }
+            _ => Some(c::RX_DROP_NO_SOCKET),
+        };
+        if let Some(k) = verdict {
+            self.count(k, 1);
+            self.svc.fabric.free(&h);
         }
     }
 
@@ -878,14 +915,22 @@ impl<'a> Sockd<'a> {
             // changed, and now and then unasked with a request for the
             // send state, so that nothing lost in a restart stays lost.
             let consumed = mem.rx_consumed();
-            let sync = now >= s.sync_at;
-            if consumed != s.rx_seen || sync {
-                let flags = if sync { ctl_flags::SYNC } else { 0 };
-                ctl.push((op::READ_CREDIT, id, consumed, flags));
-                s.rx_seen = consumed;
+            let written = mem.rx_written();
+            let sync = now >= s.sync_at || s.resync;
+            if consumed != s.rx_seen || written != s.wr_seen || sync {
+                let mut flags = ctl_flags::WRITTEN;
                 if sync {
+                    flags |= ctl_flags::SYNC;
                     s.sync_at = now + SYNC_EVERY;
                 }
+                if s.resync {
+                    flags |= ctl_flags::RESYNC;
+                    s.resync = false;
+                }
+                let v = (consumed & 0xffff_ffff) | (written & 0xffff_ffff) << 32;
+                ctl.push((op::READ_CREDIT, id, v, flags));
+                s.rx_seen = consumed;
+                s.wr_seen = written;
             }
             // Queued bytes to tcpd.
             if s.broken || s.rec.state != sock_state::CONNECTED {

@@ -442,12 +442,16 @@ pub struct ConnBlock {
     pub rcv_q: List,
     /// Data received out of order, sorted, disjoint.
     pub ooo_q: List,
+    /// Data handed to sockd that sockd has not yet confirmed written into
+    /// the application's ring: kept (and pinned) so that it can be handed
+    /// over again if sockd dies with it.
+    pub dlv_q: List,
     /// SACK scoreboard: `[left, right)` pairs above `snd_una`, sorted,
     /// disjoint.
     pub sacked: [[u32; 2]; SACK_RANGES],
 }
 
-const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 114 * 4);
+const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 118 * 4);
 
 // SAFETY: repr(C), only u32/u64 fields and arrays of them, laid out with
 // no padding (checked by the size assertion above); any bit pattern is a
@@ -489,6 +493,9 @@ pub mod ef {
     pub const FIN: u32 = 1;
     /// Send-queue entry.
     pub const SND: u32 = 2;
+    /// Delivered-queue entry made for part of a buffer whose rest is
+    /// still queued: freeing it must not unpin the buffer.
+    pub const PART: u32 = 4;
 }
 
 /// One queued buffer: a [`Handle`] whose data window is stream payload,
@@ -576,7 +583,7 @@ const _: () = assert!(std::mem::size_of::<StorageHeader>() == 64);
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
 /// Layout version of [`ConnBlock`] and [`SegEntry`].
-pub const STORAGE_VERSION: u32 = 3;
+pub const STORAGE_VERSION: u32 = 4;
 
 impl<'a> Storage<'a> {
     /// Bytes of arena [`Storage::from_raw`] needs for `n_conns` blocks and

@@ -489,8 +489,20 @@ impl TcpCore<'_> {
         let mut c = self.begin(i);
         // Absolute, so a lost or repeated message does no harm: what the
         // application has read of the stream, from which the credit
-        // follows (the ring holds `socket_rx_bytes`).
+        // follows (the ring holds `socket_rx_bytes`), and what sockd has
+        // written into the ring, which tcpd no longer needs to keep.
         let read = m.value as u32;
+        if c.synchronized() {
+            let written = if m.flags & ctl_flags::WRITTEN != 0 {
+                (m.value >> 32) as u32
+            } else {
+                read
+            };
+            self.confirm_delivered(pool, &mut c, written, out);
+            if m.flags & ctl_flags::RESYNC != 0 {
+                self.redeliver(&mut c, Some(written));
+            }
+        }
         let fin = u32::from(c.has(cf::FIN_RCVD));
         let delivered = c
             .rcv_nxt

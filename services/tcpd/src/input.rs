@@ -1419,7 +1419,7 @@ impl TcpCore<'_> {
 
     /// Drops everything received and not yet delivered.
     pub(crate) fn discard_rcv<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) {
-        for q in [&mut c.rcv_q, &mut c.ooo_q] {
+        for q in [&mut c.rcv_q, &mut c.ooo_q, &mut c.dlv_q] {
             while let Some(i) = self.slab.pop_front(q) {
                 let x = *self.slab.get(i);
                 self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
