@@ -455,16 +455,16 @@ impl SockMem {
     /// sockd: after draining the tx ring, ask for a kick on the next
     /// write; returns true if data arrived meanwhile (drain again).
     pub fn request_kick(&self) -> bool {
-        self.hdr().server_wait.store(1, SeqCst);
-        fence(SeqCst);
-        self.tx_queued_server() != 0
+        self.request_kick_after(self.hdr().tx_head.load(Relaxed))
     }
 
-    fn tx_queued_server(&self) -> u64 {
-        let h = self.hdr();
-        h.tx_tail
-            .load(Acquire)
-            .wrapping_sub(h.tx_head.load(Relaxed))
+    /// sockd: as [`request_kick`](Self::request_kick), when the stream
+    /// ring is drained up to `sent` (its producer index) though not yet
+    /// consumed: true if the application wrote beyond it meanwhile.
+    pub fn request_kick_after(&self, sent: u64) -> bool {
+        self.hdr().server_wait.store(1, SeqCst);
+        fence(SeqCst);
+        self.hdr().tx_tail.load(Acquire) != sent
     }
 
     /// sockd: set the socket error the application sees next.

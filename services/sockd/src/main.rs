@@ -62,7 +62,8 @@ mod c {
     pub const SOCK_ERRORS: usize = 18;
     pub const RX_REPEATS: usize = 19;
     pub const RX_GAPS: usize = 20;
-    pub const NAMES: [&str; 21] = [
+    pub const TX_RESENDS: usize = 21;
+    pub const NAMES: [&str; 22] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -84,6 +85,7 @@ mod c {
         "socket_errors",
         "rx_tcp_repeats",
         "rx_tcp_gaps",
+        "tx_tcp_resends",
     ];
 }
 
@@ -120,6 +122,13 @@ struct Sock {
     /// TCP: ask tcpd to deliver again from what the ring has (after our
     /// restart, or a gap).
     resync: bool,
+    /// TCP: stream offset of the next byte to hand tcpd. The ring keeps
+    /// everything from what tcpd confirmed taking, so that what a dying
+    /// tcpd lost can be sent again.
+    tx_sent: u64,
+    /// TCP: `tx_sent` when the last SYNC went out: tcpd's answer must
+    /// account for all of it, or the rest was lost.
+    sync_sent: u64,
     /// TCP listener: established connections waiting for accept
     /// (tcpd's id, local, peer).
     accept_q: VecDeque<(u64, Addr, Addr)>,
@@ -153,6 +162,8 @@ impl Sock {
             wr_seen: 0,
             rx_next: 0,
             resync: false,
+            tx_sent: 0,
+            sync_sent: 0,
             accept_q: VecDeque::new(),
             rx_hold: VecDeque::new(),
             eof_pending: false,
@@ -560,6 +571,8 @@ impl<'a> Sockd<'a> {
                             // is gone: it delivers again from what the
                             // ring has, and says what credit we have.
                             s.rx_next = mem.rx_written();
+                            s.tx_sent = mem.tx_consumed();
+                            s.sync_sent = s.tx_sent;
                             s.rx_seen = u64::MAX;
                             s.resync = true;
                             s.sync_at = Instant::now();
@@ -784,15 +797,42 @@ impl<'a> Sockd<'a> {
             }
             op::SEND_CREDIT => {
                 let cap = self.tcp_credit;
+                let mut resent = false;
                 if let Some(s) = self.socks.get_mut(&m.sock) {
-                    // Absolute: what left tcpd's send buffer in total;
-                    // tcpd holds the rest of what we handed it.
                     if let Some(mem) = &s.mem {
-                        let held = (mem.tx_consumed() as u32).wrapping_sub(m.value as u32);
-                        if u64::from(held) <= cap {
-                            s.credit = cap - u64::from(held);
+                        // Absolute: bytes tcpd took from us (high half)
+                        // and bytes that left its send buffer (low half).
+                        let freed = m.value as u32;
+                        let taken32 = (m.value >> 32) as u32;
+                        let consumed = mem.tx_consumed();
+                        // Where tcpd is, between what the ring still
+                        // holds and what the application wrote (it can be
+                        // past `tx_sent` after our own restart).
+                        let ahead = u64::from(taken32.wrapping_sub(consumed as u32));
+                        if ahead <= mem.tx_queued() {
+                            let taken = consumed + ahead;
+                            if ahead > 0 {
+                                let wake = mem.consume_send_bytes(ahead as usize);
+                                s.wake(wake);
+                            }
+                            if s.tx_sent < taken {
+                                s.tx_sent = taken;
+                            }
+                            // The answer to a SYNC covers everything sent
+                            // before it: what tcpd lacks was lost.
+                            if m.flags & ctl_flags::SYNC != 0 && taken < s.sync_sent {
+                                s.tx_sent = taken;
+                                resent = true;
+                            }
+                        }
+                        let held = u64::from((s.tx_sent as u32).wrapping_sub(freed));
+                        if held <= cap {
+                            s.credit = cap - held;
                         }
                     }
+                }
+                if resent {
+                    self.count(c::TX_RESENDS, 1);
                 }
             }
             op::CLOSED if self.socks.get(&m.sock).is_some_and(|s| s.closing) => {
@@ -922,6 +962,7 @@ impl<'a> Sockd<'a> {
                 if sync {
                     flags |= ctl_flags::SYNC;
                     s.sync_at = now + SYNC_EVERY;
+                    s.sync_sent = s.tx_sent;
                 }
                 if s.resync {
                     flags |= ctl_flags::RESYNC;
@@ -946,10 +987,17 @@ impl<'a> Sockd<'a> {
                         break;
                     }
                 };
-                let avail = a.len() + b.len();
+                // The ring holds from what tcpd took; send from tx_sent.
+                let queued = a.len() + b.len();
+                let skip = (s.tx_sent.saturating_sub(mem.tx_consumed()) as usize).min(queued);
+                let avail = queued - skip;
                 if avail == 0 {
-                    if mem.request_kick() {
+                    if mem.request_kick_after(s.tx_sent) {
                         continue;
+                    }
+                    if queued > 0 {
+                        // Sent, not yet taken: close after it is.
+                        break;
                     }
                     if s.closing {
                         ctl.push((op::CLOSE, id, 0, 0));
@@ -982,14 +1030,20 @@ impl<'a> Sockd<'a> {
                 h.sock = id;
                 h.l4proto = 6;
                 if let Ok(d) = pool.data_mut(&h) {
-                    // The one copy on the way out.
-                    let k = a.len().min(n);
-                    d[..k].copy_from_slice(&a[..k]);
-                    d[k..].copy_from_slice(&b[..n - k]);
+                    // The one copy on the way out, from `skip` on.
+                    let (a2, b2) = if skip < a.len() {
+                        (&a[skip..], b)
+                    } else {
+                        (&b[skip - a.len()..], &b[..0])
+                    };
+                    let k = a2.len().min(n);
+                    d[..k].copy_from_slice(&a2[..k]);
+                    d[k..].copy_from_slice(&b2[..n - k]);
                 }
                 f.count(me, c::TX_COPY_BYTES, n as u64);
+                h.stream_off = s.tx_sent as u32;
+                s.tx_sent += n as u64;
                 s.credit -= n as u64;
-                s.wake(mem.consume_send_bytes(n));
                 self.to_tcp.push(h);
                 moved += 1;
             }

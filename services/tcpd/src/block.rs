@@ -432,6 +432,12 @@ pub struct ConnBlock {
     /// Bytes that left the send buffer in total (acknowledged or
     /// discarded), wrapping: what SEND_CREDIT reports.
     pub tx_freed: u32,
+    /// Stream offset of the next byte expected from sockd (what it handed
+    /// over and tcpd took, queued or discarded): earlier bytes are
+    /// repeats, later ones mean something was lost.
+    pub tx_taken: u32,
+    /// `tx_taken` as SEND_CREDIT last reported it.
+    pub tx_taken_told: u32,
     /// Reserved; zero.
     pub reserved: u32,
 
@@ -451,7 +457,7 @@ pub struct ConnBlock {
     pub sacked: [[u32; 2]; SACK_RANGES],
 }
 
-const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 118 * 4);
+const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 120 * 4);
 
 // SAFETY: repr(C), only u32/u64 fields and arrays of them, laid out with
 // no padding (checked by the size assertion above); any bit pattern is a
@@ -583,7 +589,7 @@ const _: () = assert!(std::mem::size_of::<StorageHeader>() == 64);
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
 /// Layout version of [`ConnBlock`] and [`SegEntry`].
-pub const STORAGE_VERSION: u32 = 4;
+pub const STORAGE_VERSION: u32 = 5;
 
 impl<'a> Storage<'a> {
     /// Bytes of arena [`Storage::from_raw`] needs for `n_conns` blocks and

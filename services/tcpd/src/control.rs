@@ -570,6 +570,22 @@ impl TcpCore<'_> {
         };
         let i = i as usize;
         let mut c = self.begin(i);
+        // By stream offset: what sockd sends again after a restart is
+        // skipped; what follows a loss waits until sockd sends again.
+        let ahead = h.stream_off.wrapping_sub(c.tx_taken) as i32;
+        let have = c.tx_taken.wrapping_sub(h.stream_off);
+        if ahead > 0 {
+            self.drop(pool, &h, Stat::SockDataGap);
+            return self.end(pool, i, c, out);
+        }
+        if have >= h.data_len {
+            self.drop(pool, &h, Stat::SockDataRepeat);
+            return self.end(pool, i, c, out);
+        }
+        let mut h = h;
+        h.data_off += have;
+        h.data_len -= have;
+        c.tx_taken = c.tx_taken.wrapping_add(h.data_len);
         let open = matches!(
             c.state,
             st::SYN_SENT | st::SYN_RECEIVED | st::ESTABLISHED | st::CLOSE_WAIT

@@ -894,14 +894,21 @@ impl TcpCore<'_> {
         let threshold = (self.cfg.socket_tx_bytes / 4).clamp(1, 64 * 1024);
         let due = c.tx_owed > 0
             && (c.tx_owed >= threshold || c.snd_q.is_empty() || c.has(cf::DEAD));
-        if due || c.has(cf::SYNC_ASKED) {
-            // Absolute: bytes that left the send buffer in total.
+        // sockd frees the application's ring only as far as tcpd took.
+        let taken = c.tx_taken.wrapping_sub(c.tx_taken_told) >= threshold / 2;
+        if due || taken || c.has(cf::SYNC_ASKED) {
+            // Absolute: bytes that left the send buffer in total (low
+            // half) and bytes taken from sockd (high half).
             let mut m = conn_msg(op::SEND_CREDIT, sock, c);
-            m.value = u64::from(c.tx_freed);
+            m.value = u64::from(c.tx_freed) | u64::from(c.tx_taken) << 32;
+            if c.has(cf::SYNC_ASKED) {
+                m.flags = strata_ipc::l4::ctl_flags::SYNC;
+            }
             if !self.notify(pool, &m, out) {
                 return;
             }
             c.tx_owed = 0;
+            c.tx_taken_told = c.tx_taken;
             c.flags &= !cf::SYNC_ASKED;
         }
         if c.pend & pend::ERROR != 0 {

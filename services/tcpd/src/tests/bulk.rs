@@ -215,6 +215,7 @@ impl Net {
             };
             h.data_len = n as u32;
             h.sock = side.sock;
+            h.stream_off = side.off as u32;
             self.pool
                 .data_mut(&h)
                 .unwrap()
