@@ -892,8 +892,8 @@ impl TcpCore<'_> {
             }
         }
         let threshold = (self.cfg.socket_tx_bytes / 4).clamp(1, 64 * 1024);
-        let due = c.tx_owed > 0
-            && (c.tx_owed >= threshold || c.snd_q.is_empty() || c.has(cf::DEAD));
+        let due =
+            c.tx_owed > 0 && (c.tx_owed >= threshold || c.snd_q.is_empty() || c.has(cf::DEAD));
         // sockd frees the application's ring only as far as tcpd took.
         let taken = c.tx_taken.wrapping_sub(c.tx_taken_told) >= threshold / 2;
         if due || taken || c.has(cf::SYNC_ASKED) {
