@@ -81,8 +81,10 @@ pub struct Handle {
     /// Socket id (sockd's) on the hops between sockd and a transport
     /// layer; 0 elsewhere.
     pub sock: u32,
-    /// Reserved for future use; zero.
-    pub reserved: u32,
+    /// Stream offset (wrapping) of the first payload byte on the hops
+    /// between sockd and tcpd, so that either side can tell data it
+    /// already has, or a gap, after the other restarted; 0 elsewhere.
+    pub stream_off: u32,
 }
 
 const _: () = assert!(core::mem::size_of::<Handle>() == 64);

@@ -60,8 +60,11 @@ pub mod op {
     /// Request: abort `sock`: send RST, forget it (close with unread data,
     /// as Linux). No reply.
     pub const ABORT: u32 = 7;
-    /// Request: the application read `value` bytes from `sock`'s receive
-    /// ring: that much more may be delivered (the receive window opens).
+    /// Request: the application has read `value` bytes of `sock`'s stream
+    /// in total (the receive ring's consumer index, low 32 bits used):
+    /// tcpd may deliver up to a ring's worth beyond it. Absolute, so that
+    /// a message lost in a restart or sent twice does no harm; with
+    /// [`ctl_flags::SYNC`] tcpd answers with SEND_CREDIT at once.
     pub const READ_CREDIT: u32 = 8;
     /// Request: set an option on `sock`: `flags` names it (see
     /// [`tcp_opt`]), `value` is its value. No reply.
@@ -76,8 +79,10 @@ pub mod op {
     /// Notification: the peer sent FIN: after the data already delivered,
     /// `sock` reads end-of-file.
     pub const EOF: u32 = 106;
-    /// Notification: `value` more bytes of `sock`'s data were acknowledged
-    /// and left the send buffer: sockd may hand over that much more.
+    /// Notification: `value` (low 32 bits, wrapping) bytes of `sock`'s
+    /// data left tcpd's send buffer in total (acknowledged, or discarded
+    /// with the connection): sockd may have a send buffer's worth beyond
+    /// that with tcpd. Absolute, like READ_CREDIT.
     pub const SEND_CREDIT: u32 = 107;
     /// Notification: tcpd forgot `sock` (closed both ways, or reset);
     /// sockd may release the socket once the application closed it.
@@ -98,6 +103,17 @@ pub mod tcp_opt {
 pub mod ctl_flags {
     /// SO_REUSEADDR was set on the socket.
     pub const REUSEADDR: u32 = 1;
+    /// READ_CREDIT: answer with the send state (SEND_CREDIT) now; sockd
+    /// asks after its own restart and every so often, so that a
+    /// notification lost when a layer died is made good.
+    pub const SYNC: u32 = 2;
+    /// READ_CREDIT: the high 32 bits of `value` are the stream bytes
+    /// sockd has written into the application's ring (wrapping): tcpd
+    /// may forget what it delivered up to there.
+    pub const WRITTEN: u32 = 4;
+    /// READ_CREDIT: sockd lost data tcpd delivered (it restarted, or saw
+    /// a gap): tcpd delivers again from what sockd has written.
+    pub const RESYNC: u32 = 8;
 }
 
 /// One control message. Addresses and ports in host byte order.

@@ -455,16 +455,16 @@ impl SockMem {
     /// sockd: after draining the tx ring, ask for a kick on the next
     /// write; returns true if data arrived meanwhile (drain again).
     pub fn request_kick(&self) -> bool {
-        self.hdr().server_wait.store(1, SeqCst);
-        fence(SeqCst);
-        self.tx_queued_server() != 0
+        self.request_kick_after(self.hdr().tx_head.load(Relaxed))
     }
 
-    fn tx_queued_server(&self) -> u64 {
-        let h = self.hdr();
-        h.tx_tail
-            .load(Acquire)
-            .wrapping_sub(h.tx_head.load(Relaxed))
+    /// sockd: as [`request_kick`](Self::request_kick), when the stream
+    /// ring is drained up to `sent` (its producer index) though not yet
+    /// consumed: true if the application wrote beyond it meanwhile.
+    pub fn request_kick_after(&self, sent: u64) -> bool {
+        self.hdr().server_wait.store(1, SeqCst);
+        fence(SeqCst);
+        self.hdr().tx_tail.load(Acquire) != sent
     }
 
     /// sockd: set the socket error the application sees next.
@@ -574,6 +574,18 @@ impl SockMem {
     pub fn deliver_stream(&self, data: &[u8]) -> (usize, bool) {
         let n = self.push_stream(false, data);
         (n, n > 0 && self.take_wait(wait::RX))
+    }
+
+    /// sockd: the receive ring's producer index (stream bytes written
+    /// since creation).
+    pub fn rx_written(&self) -> u64 {
+        self.hdr().rx_tail.load(Acquire)
+    }
+
+    /// sockd: the send ring's consumer index (stream bytes handed on
+    /// since creation).
+    pub fn tx_consumed(&self) -> u64 {
+        self.hdr().tx_head.load(Acquire)
     }
 
     /// sockd: the application's receive-ring consumer index (bytes read

@@ -110,7 +110,7 @@ const IDLE: Slot = Slot {
         flow_hash: 0,
         tstamp: 0,
         sock: 0,
-        reserved: 0,
+        stream_off: 0,
     },
     charge: 0,
     expires: 0,

@@ -34,6 +34,9 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a socket found in the table after a restart waits for its
 /// application to re-attach before it is closed.
 const REATTACH_GRACE: Duration = Duration::from_secs(10);
+/// How often sockd restates each TCP socket's receive state to tcpd and
+/// asks for its send state.
+const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// Largest UDP payload (65535 - 20 - 8).
 const MAX_UDP: usize = 65507;
 
@@ -57,7 +60,10 @@ mod c {
     pub const TX_DROP_TOO_BIG: usize = 16;
     pub const TX_DROP_NO_DEST: usize = 17;
     pub const SOCK_ERRORS: usize = 18;
-    pub const NAMES: [&str; 19] = [
+    pub const RX_REPEATS: usize = 19;
+    pub const RX_GAPS: usize = 20;
+    pub const TX_RESENDS: usize = 21;
+    pub const NAMES: [&str; 22] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -77,6 +83,9 @@ mod c {
         "tx_drop_too_big",
         "tx_drop_no_destination",
         "socket_errors",
+        "rx_tcp_repeats",
+        "rx_tcp_gaps",
+        "tx_tcp_resends",
     ];
 }
 
@@ -101,6 +110,25 @@ struct Sock {
     /// TCP: the application's receive-ring consumer index last reported
     /// to tcpd as read credit.
     rx_seen: u64,
+    /// TCP: when to next tell tcpd the receive state unasked and ask for
+    /// its send state (credits lost when a layer died come back so).
+    sync_at: Instant,
+    /// TCP: the receive ring's producer index last reported to tcpd.
+    wr_seen: u64,
+    /// TCP: stream offset of the next byte expected from tcpd (what is in
+    /// the ring plus what `rx_hold` holds): earlier bytes are ones we
+    /// have, later ones mean something was lost.
+    rx_next: u64,
+    /// TCP: ask tcpd to deliver again from what the ring has (after our
+    /// restart, or a gap).
+    resync: bool,
+    /// TCP: stream offset of the next byte to hand tcpd. The ring keeps
+    /// everything from what tcpd confirmed taking, so that what a dying
+    /// tcpd lost can be sent again.
+    tx_sent: u64,
+    /// TCP: `tx_sent` when the last SYNC went out: tcpd's answer must
+    /// account for all of it, or the rest was lost.
+    sync_sent: u64,
     /// TCP listener: established connections waiting for accept
     /// (tcpd's id, local, peer).
     accept_q: VecDeque<(u64, Addr, Addr)>,
@@ -130,6 +158,12 @@ impl Sock {
             broken: false,
             credit,
             rx_seen: 0,
+            sync_at: Instant::now(),
+            wr_seen: 0,
+            rx_next: 0,
+            resync: false,
+            tx_sent: 0,
+            sync_sent: 0,
             accept_q: VecDeque::new(),
             rx_hold: VecDeque::new(),
             eof_pending: false,
@@ -533,9 +567,15 @@ impl<'a> Sockd<'a> {
                         Err(_) => errno_resp(libc::EINVAL),
                         Ok(mem) => {
                             let s = self.socks.get_mut(&id).unwrap();
-                            // Credits given before the restart are not
-                            // known: start from what tcpd grants anew.
-                            s.rx_seen = mem.rx_consumed();
+                            // What tcpd delivered to the sockd that died
+                            // is gone: it delivers again from what the
+                            // ring has, and says what credit we have.
+                            s.rx_next = mem.rx_written();
+                            s.tx_sent = mem.tx_consumed();
+                            s.sync_sent = s.tx_sent;
+                            s.rx_seen = u64::MAX;
+                            s.resync = true;
+                            s.sync_at = Instant::now();
                             s.mem = Some(mem);
                             s.efd = Some(efd);
                             s.session = Some(sid);
@@ -756,8 +796,43 @@ impl<'a> Sockd<'a> {
                 }
             }
             op::SEND_CREDIT => {
+                let cap = self.tcp_credit;
+                let mut resent = false;
                 if let Some(s) = self.socks.get_mut(&m.sock) {
-                    s.credit = s.credit.saturating_add(m.value);
+                    if let Some(mem) = &s.mem {
+                        // Absolute: bytes tcpd took from us (high half)
+                        // and bytes that left its send buffer (low half).
+                        let freed = m.value as u32;
+                        let taken32 = (m.value >> 32) as u32;
+                        let consumed = mem.tx_consumed();
+                        // Where tcpd is, between what the ring still
+                        // holds and what the application wrote (it can be
+                        // past `tx_sent` after our own restart).
+                        let ahead = u64::from(taken32.wrapping_sub(consumed as u32));
+                        if ahead <= mem.tx_queued() {
+                            let taken = consumed + ahead;
+                            if ahead > 0 {
+                                let wake = mem.consume_send_bytes(ahead as usize);
+                                s.wake(wake);
+                            }
+                            if s.tx_sent < taken {
+                                s.tx_sent = taken;
+                            }
+                            // The answer to a SYNC covers everything sent
+                            // before it: what tcpd lacks was lost.
+                            if m.flags & ctl_flags::SYNC != 0 && taken < s.sync_sent {
+                                s.tx_sent = taken;
+                                resent = true;
+                            }
+                        }
+                        let held = u64::from((s.tx_sent as u32).wrapping_sub(freed));
+                        if held <= cap {
+                            s.credit = cap - held;
+                        }
+                    }
+                }
+                if resent {
+                    self.count(c::TX_RESENDS, 1);
                 }
             }
             op::CLOSED if self.socks.get(&m.sock).is_some_and(|s| s.closing) => {
@@ -807,12 +882,29 @@ impl<'a> Sockd<'a> {
     /// TCP data from tcpd: into the application's ring, or held until it
     /// has room (tcpd's credits keep this short).
     fn deliver_tcp(&mut self, h: Handle) {
-        match self.socks.get_mut(&h.sock) {
-            Some(s) if s.mem.is_some() && !s.closing => s.rx_hold.push_back((h, 0)),
-            _ => {
-                self.count(c::RX_DROP_NO_SOCKET, 1);
-                self.svc.fabric.free(&h);
+        let verdict = match self.socks.get_mut(&h.sock) {
+            Some(s) if s.mem.is_some() && !s.closing => {
+                // By stream offset: a repeat (tcpd delivers again after a
+                // restart) is skipped, a gap (what tcpd sent before was
+                // lost) is asked for again.
+                let ahead = h.stream_off.wrapping_sub(s.rx_next as u32) as i32;
+                let have = (s.rx_next as u32).wrapping_sub(h.stream_off);
+                if ahead > 0 {
+                    s.resync = true;
+                    Some(c::RX_GAPS)
+                } else if have >= h.data_len {
+                    Some(c::RX_REPEATS)
+                } else {
+                    s.rx_next += u64::from(h.data_len - have);
+                    s.rx_hold.push_back((h, have as usize));
+                    None
+                }
             }
+            _ => Some(c::RX_DROP_NO_SOCKET),
+        };
+        if let Some(k) = verdict {
+            self.count(k, 1);
+            self.svc.fabric.free(&h);
         }
     }
 
@@ -826,7 +918,8 @@ impl<'a> Sockd<'a> {
         let mut pool = f.pool(me);
         let mut moved = 0;
         let mut waiting = false;
-        let mut ctl: Vec<(u32, u32, u64)> = Vec::new();
+        let mut ctl: Vec<(u32, u32, u64, u32)> = Vec::new();
+        let now = Instant::now();
         let mut closed: Vec<u32> = Vec::new();
         for (&id, s) in self.socks.iter_mut() {
             if s.kind != Kind::Tcp {
@@ -858,12 +951,27 @@ impl<'a> Sockd<'a> {
                 s.eof_pending = false;
                 s.wake(mem.set_state(sstate::EOF));
             }
-            // Read credit: what the application consumed since last time.
+            // Read credit: what the application consumed in total, when it
+            // changed, and now and then unasked with a request for the
+            // send state, so that nothing lost in a restart stays lost.
             let consumed = mem.rx_consumed();
-            let delta = consumed.wrapping_sub(s.rx_seen);
-            if delta > 0 && delta <= mem.rx_cap() as u64 {
-                ctl.push((op::READ_CREDIT, id, delta));
+            let written = mem.rx_written();
+            let sync = now >= s.sync_at || s.resync;
+            if consumed != s.rx_seen || written != s.wr_seen || sync {
+                let mut flags = ctl_flags::WRITTEN;
+                if sync {
+                    flags |= ctl_flags::SYNC;
+                    s.sync_at = now + SYNC_EVERY;
+                    s.sync_sent = s.tx_sent;
+                }
+                if s.resync {
+                    flags |= ctl_flags::RESYNC;
+                    s.resync = false;
+                }
+                let v = (consumed & 0xffff_ffff) | (written & 0xffff_ffff) << 32;
+                ctl.push((op::READ_CREDIT, id, v, flags));
                 s.rx_seen = consumed;
+                s.wr_seen = written;
             }
             // Queued bytes to tcpd.
             if s.broken || s.rec.state != sock_state::CONNECTED {
@@ -879,17 +987,24 @@ impl<'a> Sockd<'a> {
                         break;
                     }
                 };
-                let avail = a.len() + b.len();
+                // The ring holds from what tcpd took; send from tx_sent.
+                let queued = a.len() + b.len();
+                let skip = (s.tx_sent.saturating_sub(mem.tx_consumed()) as usize).min(queued);
+                let avail = queued - skip;
                 if avail == 0 {
-                    if mem.request_kick() {
+                    if mem.request_kick_after(s.tx_sent) {
                         continue;
                     }
+                    if queued > 0 {
+                        // Sent, not yet taken: close after it is.
+                        break;
+                    }
                     if s.closing {
-                        ctl.push((op::CLOSE, id, 0));
+                        ctl.push((op::CLOSE, id, 0, 0));
                         closed.push(id);
                     } else if s.shut_wr {
                         s.shut_wr = false;
-                        ctl.push((op::SHUTDOWN, id, 1));
+                        ctl.push((op::SHUTDOWN, id, 1, 0));
                     }
                     break;
                 }
@@ -915,20 +1030,26 @@ impl<'a> Sockd<'a> {
                 h.sock = id;
                 h.l4proto = 6;
                 if let Ok(d) = pool.data_mut(&h) {
-                    // The one copy on the way out.
-                    let k = a.len().min(n);
-                    d[..k].copy_from_slice(&a[..k]);
-                    d[k..].copy_from_slice(&b[..n - k]);
+                    // The one copy on the way out, from `skip` on.
+                    let (a2, b2) = if skip < a.len() {
+                        (&a[skip..], b)
+                    } else {
+                        (&b[skip - a.len()..], &b[..0])
+                    };
+                    let k = a2.len().min(n);
+                    d[..k].copy_from_slice(&a2[..k]);
+                    d[k..].copy_from_slice(&b2[..n - k]);
                 }
                 f.count(me, c::TX_COPY_BYTES, n as u64);
+                h.stream_off = s.tx_sent as u32;
+                s.tx_sent += n as u64;
                 s.credit -= n as u64;
-                s.wake(mem.consume_send_bytes(n));
                 self.to_tcp.push(h);
                 moved += 1;
             }
         }
-        for (o, id, v) in ctl {
-            self.tcp_ctl(o, id, v, 0);
+        for (o, id, v, fl) in ctl {
+            self.tcp_ctl(o, id, v, fl);
         }
         for id in closed {
             // tcpd finishes the connection alone; the slot is free now.
@@ -1115,7 +1236,8 @@ fn main() {
     let found: Vec<(usize, SockRec)> = d.table.iter().collect();
     for (slot, rec) in &found {
         let kind = if rec.proto == 6 { Kind::Tcp } else { Kind::Udp };
-        let mut sk = Sock::new(*slot, kind, *rec, d.tcp_credit);
+        // The send credit is unknown until tcpd says (the first pump asks).
+        let mut sk = Sock::new(*slot, kind, *rec, 0);
         sk.detached_since = Some(now);
         d.socks.insert(rec.id, sk);
     }

@@ -172,6 +172,8 @@ pub mod cf {
     pub const TLP_TIMER: u32 = 1 << 25;
     /// A tail loss probe went out and no ACK has advanced since.
     pub const TLP_SENT: u32 = 1 << 26;
+    /// sockd asked for the send state: SEND_CREDIT goes out at once.
+    pub const SYNC_ASKED: u32 = 1 << 27;
 }
 
 /// Bits of [`ConnBlock::pend`]: notifications for sockd still to send
@@ -427,6 +429,17 @@ pub struct ConnBlock {
     /// Bytes the application read (sockd's READ_CREDIT), wrapping: what
     /// auto-tuning measures.
     pub rcv_read: u32,
+    /// Bytes that left the send buffer in total (acknowledged or
+    /// discarded), wrapping: what SEND_CREDIT reports.
+    pub tx_freed: u32,
+    /// Stream offset of the next byte expected from sockd (what it handed
+    /// over and tcpd took, queued or discarded): earlier bytes are
+    /// repeats, later ones mean something was lost.
+    pub tx_taken: u32,
+    /// `tx_taken` as SEND_CREDIT last reported it.
+    pub tx_taken_told: u32,
+    /// Reserved; zero.
+    pub reserved: u32,
 
     // ---- queues ----
     /// Data from sockd: unacknowledged (sent or not), in order.
@@ -435,12 +448,16 @@ pub struct ConnBlock {
     pub rcv_q: List,
     /// Data received out of order, sorted, disjoint.
     pub ooo_q: List,
+    /// Data handed to sockd that sockd has not yet confirmed written into
+    /// the application's ring: kept (and pinned) so that it can be handed
+    /// over again if sockd dies with it.
+    pub dlv_q: List,
     /// SACK scoreboard: `[left, right)` pairs above `snd_una`, sorted,
     /// disjoint.
     pub sacked: [[u32; 2]; SACK_RANGES],
 }
 
-const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 112 * 4);
+const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 120 * 4);
 
 // SAFETY: repr(C), only u32/u64 fields and arrays of them, laid out with
 // no padding (checked by the size assertion above); any bit pattern is a
@@ -482,6 +499,9 @@ pub mod ef {
     pub const FIN: u32 = 1;
     /// Send-queue entry.
     pub const SND: u32 = 2;
+    /// Delivered-queue entry made for part of a buffer whose rest is
+    /// still queued: freeing it must not unpin the buffer.
+    pub const PART: u32 = 4;
 }
 
 /// One queued buffer: a [`Handle`] whose data window is stream payload,
@@ -569,7 +589,7 @@ const _: () = assert!(std::mem::size_of::<StorageHeader>() == 64);
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
 /// Layout version of [`ConnBlock`] and [`SegEntry`].
-pub const STORAGE_VERSION: u32 = 2;
+pub const STORAGE_VERSION: u32 = 5;
 
 impl<'a> Storage<'a> {
     /// Bytes of arena [`Storage::from_raw`] needs for `n_conns` blocks and

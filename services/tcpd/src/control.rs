@@ -487,10 +487,41 @@ impl TcpCore<'_> {
     fn read_credit<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {
         let Some(i) = self.known(m.sock) else { return };
         let mut c = self.begin(i);
-        let v = m.value.min(u64::from(u32::MAX)) as u32;
-        c.rx_credit = c.rx_credit.saturating_add(v);
-        c.rcv_read = c.rcv_read.wrapping_add(v);
-        self.rcvbuf_adjust(&mut c);
+        // Absolute, so a lost or repeated message does no harm: what the
+        // application has read of the stream, from which the credit
+        // follows (the ring holds `socket_rx_bytes`), and what sockd has
+        // written into the ring, which tcpd no longer needs to keep.
+        let read = m.value as u32;
+        if c.synchronized() {
+            let written = if m.flags & ctl_flags::WRITTEN != 0 {
+                (m.value >> 32) as u32
+            } else {
+                read
+            };
+            self.confirm_delivered(pool, &mut c, written, out);
+            if m.flags & ctl_flags::RESYNC != 0 {
+                self.redeliver(&mut c, Some(written));
+            }
+        }
+        let fin = u32::from(c.has(cf::FIN_RCVD));
+        let delivered = c
+            .rcv_nxt
+            .wrapping_sub(c.irs)
+            .wrapping_sub(1)
+            .wrapping_sub(fin)
+            .wrapping_sub(c.rcv_q.bytes);
+        let unread = delivered.wrapping_sub(read);
+        let cap = self.cfg.socket_rx_bytes;
+        if c.synchronized() && unread <= cap {
+            c.rx_credit = cap - unread;
+            c.rcv_read = read;
+            self.rcvbuf_adjust(&mut c);
+        } else if c.synchronized() {
+            self.stats.inc(Stat::CtlMalformed);
+        }
+        if m.flags & ctl_flags::SYNC != 0 {
+            c.flags |= cf::SYNC_ASKED;
+        }
         self.end(pool, i, c, out);
     }
 
@@ -539,6 +570,22 @@ impl TcpCore<'_> {
         };
         let i = i as usize;
         let mut c = self.begin(i);
+        // By stream offset: what sockd sends again after a restart is
+        // skipped; what follows a loss waits until sockd sends again.
+        let ahead = h.stream_off.wrapping_sub(c.tx_taken) as i32;
+        let have = c.tx_taken.wrapping_sub(h.stream_off);
+        if ahead > 0 {
+            self.drop(pool, &h, Stat::SockDataGap);
+            return self.end(pool, i, c, out);
+        }
+        if have >= h.data_len {
+            self.drop(pool, &h, Stat::SockDataRepeat);
+            return self.end(pool, i, c, out);
+        }
+        let mut h = h;
+        h.data_off += have;
+        h.data_len -= have;
+        c.tx_taken = c.tx_taken.wrapping_add(h.data_len);
         let open = matches!(
             c.state,
             st::SYN_SENT | st::SYN_RECEIVED | st::ESTABLISHED | st::CLOSE_WAIT
@@ -547,6 +594,7 @@ impl TcpCore<'_> {
             self.drop(pool, &h, Stat::SockDataDropped);
             // The credit comes back: the bytes left the send buffer.
             c.tx_owed = c.tx_owed.saturating_add(h.data_len);
+            c.tx_freed = c.tx_freed.wrapping_add(h.data_len);
             return self.end(pool, i, c, out);
         }
         let len = h.data_len;

@@ -946,6 +946,7 @@ impl TcpCore<'_> {
                 self.slab.release(i);
                 pool.free(&x.h);
                 c.tx_owed = c.tx_owed.saturating_add(x.len());
+                c.tx_freed = c.tx_freed.wrapping_add(x.len());
                 self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
                 if c.snd_cur == i {
                     c.snd_cur = NIL;
@@ -955,6 +956,7 @@ impl TcpCore<'_> {
                     let n = data_end.wrapping_sub(x.seq);
                     self.slab.trim_front(&mut c.snd_q, i, n);
                     c.tx_owed = c.tx_owed.saturating_add(n);
+                    c.tx_freed = c.tx_freed.wrapping_add(n);
                     self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(n));
                 }
                 break;
@@ -1417,7 +1419,7 @@ impl TcpCore<'_> {
 
     /// Drops everything received and not yet delivered.
     pub(crate) fn discard_rcv<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) {
-        for q in [&mut c.rcv_q, &mut c.ooo_q] {
+        for q in [&mut c.rcv_q, &mut c.ooo_q, &mut c.dlv_q] {
             while let Some(i) = self.slab.pop_front(q) {
                 let x = *self.slab.get(i);
                 self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));

@@ -510,10 +510,11 @@ impl<'a> TcpCore<'a> {
     /// buffers, removes it from every table, settles its listener's
     /// counts, bumps its generation.
     fn release<B: Buffers>(&mut self, pool: &mut B, idx: usize, c: &mut ConnBlock) {
-        for which in 0..3 {
+        for which in 0..4 {
             let mut l = match which {
                 0 => c.snd_q,
                 1 => c.rcv_q,
+                2 => c.dlv_q,
                 _ => c.ooo_q,
             };
             while let Some(e) = self.slab.pop_front(&mut l) {

@@ -891,16 +891,25 @@ impl TcpCore<'_> {
                 c.flags |= cf::EOF_SENT;
             }
         }
-        if c.tx_owed > 0 {
-            let threshold = (self.cfg.socket_tx_bytes / 4).clamp(1, 64 * 1024);
-            if c.tx_owed >= threshold || c.snd_q.is_empty() || c.has(cf::DEAD) {
-                let mut m = conn_msg(op::SEND_CREDIT, sock, c);
-                m.value = u64::from(c.tx_owed);
-                if !self.notify(pool, &m, out) {
-                    return;
-                }
-                c.tx_owed = 0;
+        let threshold = (self.cfg.socket_tx_bytes / 4).clamp(1, 64 * 1024);
+        let due =
+            c.tx_owed > 0 && (c.tx_owed >= threshold || c.snd_q.is_empty() || c.has(cf::DEAD));
+        // sockd frees the application's ring only as far as tcpd took.
+        let taken = c.tx_taken.wrapping_sub(c.tx_taken_told) >= threshold / 2;
+        if due || taken || c.has(cf::SYNC_ASKED) {
+            // Absolute: bytes that left the send buffer in total (low
+            // half) and bytes taken from sockd (high half).
+            let mut m = conn_msg(op::SEND_CREDIT, sock, c);
+            m.value = u64::from(c.tx_freed) | u64::from(c.tx_taken) << 32;
+            if c.has(cf::SYNC_ASKED) {
+                m.flags = strata_ipc::l4::ctl_flags::SYNC;
             }
+            if !self.notify(pool, &m, out) {
+                return;
+            }
+            c.tx_owed = 0;
+            c.tx_taken_told = c.tx_taken;
+            c.flags &= !cf::SYNC_ASKED;
         }
         if c.pend & pend::ERROR != 0 {
             let mut m = conn_msg(op::SOCK_ERROR, sock, c);
@@ -922,42 +931,106 @@ impl TcpCore<'_> {
         }
     }
 
-    /// Hands in-order payload to sockd, at most the receive credit,
-    /// splitting a buffer (two references) when the credit ends inside it.
+    /// Hands in-order payload to sockd, at most the receive credit. tcpd
+    /// keeps a reference to what it hands over (in `dlv_q`, pinned) until
+    /// sockd confirms it written into the application's ring, so that a
+    /// sockd that dies with it costs a second delivery, not the bytes.
+    /// Each handle carries its stream offset, by which sockd tells data
+    /// it already has.
     fn deliver<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
+        let base = c.irs.wrapping_add(1);
+        let idx = c.index as usize;
         while c.rx_credit > 0 {
             let Some(&i) = (c.rcv_q.head != NIL).then_some(&c.rcv_q.head) else {
                 break;
             };
             let x = *self.slab.get(i);
             let n = x.len();
+            let take = n.min(c.rx_credit);
+            if pool.add_ref(&x.h).is_err() {
+                break;
+            }
+            if take < n {
+                // Part of the buffer: its own entry (and reference) in
+                // the delivered queue; the rest stays queued.
+                let mut part = x.h;
+                part.data_len = take;
+                let Some(e) = self.slab.alloc(idx, part, x.seq, ef::PART) else {
+                    pool.free(&x.h);
+                    break;
+                };
+                if pool.add_ref(&x.h).is_err() {
+                    self.slab.release(e);
+                    pool.free(&x.h);
+                    break;
+                }
+                self.slab.push_back(&mut c.dlv_q, e);
+                self.slab.trim_front(&mut c.rcv_q, i, take);
+            } else {
+                self.slab.pop_front(&mut c.rcv_q);
+                self.slab.push_back(&mut c.dlv_q, i);
+            }
             let mut h = Handle::new(x.h.buf, x.h.gen, x.h.data_off);
+            h.data_len = take;
             h.sock = c.sock;
             h.l4proto = protocol::TCP;
             h.tstamp = x.h.tstamp;
-            if n <= c.rx_credit {
-                h.data_len = n;
-                self.slab.pop_front(&mut c.rcv_q);
-                out.unpin.push(x.h);
-                self.slab.release(i);
-                c.rx_credit -= n;
-            } else {
-                let k = c.rx_credit;
-                if pool.add_ref(&x.h).is_err() {
-                    break;
-                }
-                h.data_len = k;
-                self.slab.trim_front(&mut c.rcv_q, i, k);
-                c.rx_credit = 0;
-            }
-            let sent = h.data_len;
-            self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(sent));
-            self.stats.add(Stat::DeliveredBytes, u64::from(sent));
+            h.stream_off = x.seq.wrapping_sub(base);
+            c.rx_credit -= take;
+            self.stats.add(Stat::DeliveredBytes, u64::from(take));
             out.to_sock.push(h);
         }
         if self.window_update_due(c) {
             c.flags |= cf::ACK_NOW;
         }
+    }
+
+    /// Forgets what sockd confirmed written, up to stream offset `upto`.
+    pub(crate) fn confirm_delivered<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &mut ConnBlock,
+        upto: u32,
+        out: &mut Outputs,
+    ) {
+        let base = c.irs.wrapping_add(1);
+        while let Some(&i) = (c.dlv_q.head != NIL).then_some(&c.dlv_q.head) {
+            let x = *self.slab.get(i);
+            let start = x.seq.wrapping_sub(base);
+            let end = start.wrapping_add(x.len());
+            // Wrapping comparison: `upto` at or past the entry's end.
+            if (upto.wrapping_sub(end) as i32) < 0 {
+                break;
+            }
+            self.slab.pop_front(&mut c.dlv_q);
+            if x.flags & ef::PART == 0 {
+                out.unpin.push(x.h);
+            }
+            pool.free(&x.h);
+            self.slab.release(i);
+            self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+        }
+    }
+
+    /// Puts everything delivered but not confirmed back in front of the
+    /// receive queue, to be delivered again, less what sockd says it has
+    /// (`from`, a stream offset, when it says); the peer's FIN is
+    /// announced again after it.
+    pub(crate) fn redeliver(&mut self, c: &mut ConnBlock, from: Option<u32>) {
+        let base = c.irs.wrapping_add(1);
+        let mut l = std::mem::take(&mut c.dlv_q);
+        while let Some(i) = self.slab.pop_front(&mut c.rcv_q) {
+            self.slab.push_back(&mut l, i);
+        }
+        if let (Some(from), Some(&i)) = (from, (l.head != NIL).then_some(&l.head)) {
+            let x = *self.slab.get(i);
+            let have = from.wrapping_sub(x.seq.wrapping_sub(base));
+            if (have as i32) > 0 && have < x.len() {
+                self.slab.trim_front(&mut l, i, have);
+            }
+        }
+        c.rcv_q = l;
+        c.flags &= !cf::EOF_SENT;
     }
 
     /// Arms (or stops) the keep-alive timer as the flags and state say.

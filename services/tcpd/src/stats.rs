@@ -177,6 +177,12 @@ strata_ipc::layer_stats! { "tcpd";
     SockDataIn => "sock_data_in",
     /// Payload bytes from sockd.
     SockDataBytes => "sock_data_bytes",
+    /// Payload from sockd that tcpd already had (sent again after a
+    /// restart), skipped.
+    SockDataRepeat => "sock_data_repeat",
+    /// Payload from sockd beyond a gap (what came before was lost in a
+    /// restart), dropped until sockd sends again.
+    SockDataGap => "sock_data_gap",
     /// Payloads dropped: the connection cannot send any more (shut down,
     /// closed or not connected).
     SockDataDropped => "sock_data_dropped",

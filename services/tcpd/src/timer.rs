@@ -298,7 +298,7 @@ pub(crate) fn restore<'a, B: Buffers>(
             && c.dirty == 0
             && c.index == i as u32
             && (c.sack_cnt as usize) <= SACK_RANGES
-            && [c.snd_q, c.rcv_q, c.ooo_q]
+            && [c.snd_q, c.rcv_q, c.ooo_q, c.dlv_q]
                 .iter()
                 .all(|l| walk(segs, l, i, &mut seen).is_some());
         if !valid {
@@ -323,6 +323,7 @@ pub(crate) fn restore<'a, B: Buffers>(
         c.snd_q = List::default();
         c.rcv_q = List::default();
         c.ooo_q = List::default();
+        c.dlv_q = List::default();
         core.stats.inc(Stat::RestoreReset);
         if c.state >= st::SYN_RECEIVED && c.state <= st::LAST_ACK && c.remote_addr != 0 {
             c.snd_mss = c.snd_mss.max(48);
@@ -367,8 +368,10 @@ pub(crate) fn restore<'a, B: Buffers>(
         if c.has(cf::BOUND) {
             *core.port_use.entry(c.local_port as u16).or_insert(0) += 1;
         }
-        core.queued_bytes +=
-            u64::from(c.snd_q.bytes) + u64::from(c.rcv_q.bytes) + u64::from(c.ooo_q.bytes);
+        core.queued_bytes += u64::from(c.snd_q.bytes)
+            + u64::from(c.rcv_q.bytes)
+            + u64::from(c.ooo_q.bytes)
+            + u64::from(c.dlv_q.bytes);
     }
     // Listener counts from their children.
     for i in 0..n {

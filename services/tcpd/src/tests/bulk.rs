@@ -144,7 +144,11 @@ impl Net {
                 match m.op {
                     op::CONNECTED => side.connected = true,
                     op::ACCEPTABLE => attach.push(m.value),
-                    op::SEND_CREDIT => side.credit += m.value,
+                    op::SEND_CREDIT => {
+                        // Absolute: what left tcpd's send buffer in total.
+                        let held = (side.off as u32).wrapping_sub(m.value as u32);
+                        side.credit = (256 * 1024u64).saturating_sub(u64::from(held));
+                    }
                     op::EOF => side.eof = true,
                     op::CLOSED => side.closed = true,
                     op::OK => {}
@@ -181,10 +185,11 @@ impl Net {
             return;
         }
         if side.unread > 0 && (side.unread >= 32 * 1024 || step.is_multiple_of(3)) {
+            // Absolute: everything read so far.
             let m = L4Ctl {
                 op: op::READ_CREDIT,
                 sock: side.sock,
-                value: side.unread,
+                value: (side.recv.len() as u64),
                 ..L4Ctl::default()
             };
             side.unread = 0;
@@ -210,6 +215,7 @@ impl Net {
             };
             h.data_len = n as u32;
             h.sock = side.sock;
+            h.stream_off = side.off as u32;
             self.pool
                 .data_mut(&h)
                 .unwrap()

@@ -42,11 +42,13 @@ fn receive_credit_bounds_delivery_and_the_window() {
     let z = h.expect(ACK);
     assert_eq!((z.ack(), z.tcp.window), (seq, 0));
     assert!(h.data_for(2).is_empty());
-    // sockd read 1000 bytes: under an MSS — no window update yet
-    // (receiver SWS avoidance); 3000 more: update.
+    // The application read 1000 bytes: under an MSS — no window update
+    // yet (receiver SWS avoidance); 3000 more (4000 in all): update.
     h.req(op::READ_CREDIT, 2, 1000);
     h.expect_none();
-    h.req(op::READ_CREDIT, 2, 3000);
+    h.req(op::READ_CREDIT, 2, 4000);
+    // Absolute, so a repeat changes nothing.
+    h.req(op::READ_CREDIT, 2, 4000);
     let u = h.expect(ACK);
     assert_eq!(u.tcp.window, 4000);
     for i in 0..8 {
@@ -107,15 +109,34 @@ fn send_credit_returns_acknowledged_bytes() {
     h.send(2, &pattern(3000, 1));
     h.send(2, &pattern(3000, 2));
     h.segs.clear();
+    // Taking bytes is worth telling (sockd frees its ring so far).
+    let mut t = 0;
+    while h
+        .ups
+        .iter()
+        .any(|u| matches!(u, Up::Ctl(m) if m.op == op::SEND_CREDIT))
+    {
+        t = h.expect_up(op::SEND_CREDIT).value;
+    }
+    assert_eq!((t as u32, (t >> 32) as u32), (0, 6000));
     // 1500 acknowledged: below a quarter of 8000? No: 1500 < 2000, and
     // the queue is not empty, so nothing yet.
     h.peer(ACK, PISS + 1, iss + 1501, &[]);
     assert!(h.ups.is_empty());
     h.peer(ACK, PISS + 1, iss + 2501, &[]);
-    assert_eq!(h.expect_up(op::SEND_CREDIT).value, 2500);
+    assert_eq!(h.expect_up(op::SEND_CREDIT).value as u32, 2500);
     h.segs.clear();
     h.peer(ACK, PISS + 1, iss + 6001, &[]);
-    assert_eq!(h.expect_up(op::SEND_CREDIT).value, 3500);
+    assert_eq!(h.expect_up(op::SEND_CREDIT).value as u32, 6000, "in total");
+    // Asked (READ_CREDIT with SYNC), it says so again at once.
+    h.ctl(L4Ctl {
+        op: op::READ_CREDIT,
+        sock: 2,
+        value: 0,
+        flags: strata_ipc::l4::ctl_flags::SYNC,
+        ..L4Ctl::default()
+    });
+    assert_eq!(h.expect_up(op::SEND_CREDIT).value as u32, 6000);
     h.finish();
 }
 
@@ -127,7 +148,8 @@ fn payload_for_unknown_or_shut_sockets_is_dropped_and_counted() {
     h.segs.clear();
     h.send(2, b"after shutdown");
     let c = h.expect_up(op::SEND_CREDIT);
-    assert_eq!(c.value, 14, "the credit comes back");
+    assert_eq!(c.value as u32, 14, "the credit comes back");
+    assert_eq!((c.value >> 32) as u32, 14, "and the bytes count as taken");
     assert_eq!(h.core.stats().get(Stat::UnknownSock), 1);
     assert_eq!(h.core.stats().get(Stat::SockDataDropped), 1);
     h.expect_none();
@@ -216,9 +238,10 @@ fn round(h: &mut H, seq: &mut u32, iss: u32, read: bool) -> u32 {
         *seq += n;
         left -= n;
     }
-    let got = h.data_for(2).len() as u64;
+    h.data_for(2);
     if read {
-        h.req(op::READ_CREDIT, 2, got);
+        // Absolute: all the peer sent so far was read.
+        h.req(op::READ_CREDIT, 2, u64::from(*seq - PISS - 1));
     }
     h.segs.clear();
     h.advance(5);

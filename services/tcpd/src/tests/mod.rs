@@ -222,6 +222,8 @@ pub struct H {
     pub pts: Option<u32>,
     pub cfg: TcpConfig,
     req: u32,
+    /// Stream bytes sent per socket so far (each send's offset).
+    sent: std::collections::HashMap<u32, u32>,
 }
 
 impl H {
@@ -248,6 +250,7 @@ impl H {
             pts: None,
             cfg,
             req: 0,
+            sent: Default::default(),
         }
     }
 
@@ -379,6 +382,9 @@ impl H {
         let mut h = self.pool.alloc(bytes.len()).unwrap();
         h.data_len = bytes.len() as u32;
         h.sock = sock;
+        let off = self.sent.entry(sock).or_insert(0);
+        h.stream_off = *off;
+        *off = off.wrapping_add(h.data_len);
         self.pool.data_mut(&h).unwrap().copy_from_slice(bytes);
         self.core
             .from_sock(self.now, &mut self.pool, h, &mut self.out);

@@ -75,7 +75,7 @@ fn passive_close_through_close_wait_and_last_ack() {
     assert_eq!(f.seq(), iss + 6);
     h.peer(ACK, PISS + 2, iss + 7, &[]);
     let cr = h.expect_up(op::SEND_CREDIT);
-    assert_eq!(cr.value, 5);
+    assert_eq!(cr.value as u32, 5);
     h.expect_up(op::CLOSED);
     assert_eq!(h.core.conns_in_use(), 1);
     h.finish();
