@@ -305,6 +305,25 @@ impl Stack {
             .expect("run strata")
     }
 
+    /// Injects 2% loss, 1% reordering and 1% duplication into both
+    /// directions of strata0 (the faults TCP must survive).
+    pub fn inject_faults(&self) {
+        for dir in ["egress", "ingress"] {
+            let o = self.strata(&[
+                "qdisc",
+                "strata0",
+                dir,
+                "loss",
+                "2%",
+                "reorder",
+                "1%",
+                "duplicate",
+                "1%",
+            ]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        }
+    }
+
     /// `strata <cmd> --json`, parsed.
     pub fn json(&self, cmd: &str) -> Value {
         let o = self.strata(&[cmd, "--json"]);

@@ -102,25 +102,6 @@ fn start_httpd(st: &Stack, root: &str) -> Bg {
     httpd
 }
 
-/// Injects 2% loss, 1% reordering and 1% duplication into both
-/// directions of the stack's wire.
-fn inject_faults(st: &Stack) {
-    for dir in ["egress", "ingress"] {
-        let o = st.strata(&[
-            "qdisc",
-            "strata0",
-            dir,
-            "loss",
-            "2%",
-            "reorder",
-            "1%",
-            "duplicate",
-            "1%",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
-}
-
 /// After a transfer under faults: the faults really happened, and TCP
 /// repaired them: by retransmitting when strata sent, by queueing out of
 /// order segments until the kernel's retransmission filled the hole when
@@ -174,7 +155,7 @@ fn curl_download(faults: bool) {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     if faults {
-        inject_faults(&st);
+        st.inject_faults();
     }
     let mut httpd = start_httpd(&st, dir.path_str());
     let t = Instant::now();
@@ -239,7 +220,7 @@ fn libsock_download(faults: bool) {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     if faults {
-        inject_faults(&st);
+        st.inject_faults();
     }
     let child = ns
         .cmd("python3")

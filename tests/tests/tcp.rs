@@ -132,20 +132,7 @@ fn transfers_stay_identical_under_loss_reordering_and_duplication() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     // Faults on both directions of the stack's wire.
-    for dir in ["egress", "ingress"] {
-        let o = st.strata(&[
-            "qdisc",
-            "strata0",
-            dir,
-            "loss",
-            "2%",
-            "reorder",
-            "1%",
-            "duplicate",
-            "1%",
-        ]);
-        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    }
+    st.inject_faults();
     let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
     let out = ns.run_ok(&["python3", "-c", ECHO_CLIENT, STACK_IP, "7", "5000000"]);

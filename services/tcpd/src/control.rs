@@ -297,15 +297,32 @@ impl TcpCore<'_> {
     }
 
     /// ATTACH: socket `m.sock` takes over accepted connection `m.value`.
+    /// The block of connection `id` (as in ACCEPTABLE) if it still waits
+    /// in an accept queue.
+    fn queued_child(&self, id: u64) -> Option<usize> {
+        let idx = (id & 0xffff_ffff) as usize;
+        let gen = (id >> 32) as u32;
+        self.conns
+            .get(idx)
+            .is_some_and(|c| c.in_use() && c.gen == gen && c.has(cf::IN_ACCEPTQ) && c.sock == 0)
+            .then_some(idx)
+    }
+
+    /// Takes `c` out of its listener's accept queue.
+    fn leave_accept_queue(&mut self, c: &mut ConnBlock) {
+        if let Some(l) = self.parent_of(c) {
+            let lb = &mut self.conns[l];
+            lb.acc_q = lb.acc_q.saturating_sub(1);
+        }
+        c.flags &= !cf::IN_ACCEPTQ;
+        c.pend &= !pend::ACCEPTABLE;
+        c.parent = NIL;
+    }
+
     fn attach<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {
-        let idx = (m.value & 0xffff_ffff) as usize;
-        let gen = (m.value >> 32) as u32;
-        let ok = m.sock != 0
-            && !self.by_sock.contains_key(&m.sock)
-            && self.conns.get(idx).is_some_and(|c| {
-                c.in_use() && c.gen == gen && c.has(cf::IN_ACCEPTQ) && c.sock == 0
-            });
-        if !ok {
+        let child = self.queued_child(m.value);
+        let ok = m.sock != 0 && !self.by_sock.contains_key(&m.sock) && child.is_some();
+        let (true, Some(idx)) = (ok, child) else {
             // The connection is gone (reset, or its listener closed).
             self.stats.inc(Stat::UnknownSock);
             if m.sock != 0 && !self.by_sock.contains_key(&m.sock) {
@@ -315,15 +332,9 @@ impl TcpCore<'_> {
                 self.notify(pool, &reply(op::CLOSED, m.sock, 0), out);
             }
             return;
-        }
+        };
         let mut c = self.begin(idx);
-        if let Some(l) = self.parent_of(&c) {
-            let lb = &mut self.conns[l];
-            lb.acc_q = lb.acc_q.saturating_sub(1);
-        }
-        c.flags &= !cf::IN_ACCEPTQ;
-        c.pend &= !pend::ACCEPTABLE;
-        c.parent = NIL;
+        self.leave_accept_queue(&mut c);
         c.sock = m.sock;
         self.by_sock.insert(m.sock, idx as u32);
         if c.has(cf::DEAD) {
@@ -337,25 +348,13 @@ impl TcpCore<'_> {
     /// socket is gone): a reset, as Linux sends for a child dropped from
     /// the accept queue.
     fn abort_unattached<B: Buffers>(&mut self, pool: &mut B, id: u64, out: &mut Outputs) {
-        let idx = (id & 0xffff_ffff) as usize;
-        let gen = (id >> 32) as u32;
-        let queued = self
-            .conns
-            .get(idx)
-            .is_some_and(|c| c.in_use() && c.gen == gen && c.has(cf::IN_ACCEPTQ) && c.sock == 0);
-        if !queued {
+        let Some(idx) = self.queued_child(id) else {
             // Gone already (reset, or its listener closed).
             self.stats.inc(Stat::UnknownSock);
             return;
-        }
+        };
         let mut c = self.begin(idx);
-        if let Some(l) = self.parent_of(&c) {
-            let lb = &mut self.conns[l];
-            lb.acc_q = lb.acc_q.saturating_sub(1);
-        }
-        c.flags &= !cf::IN_ACCEPTQ;
-        c.pend &= !pend::ACCEPTABLE;
-        c.parent = NIL;
+        self.leave_accept_queue(&mut c);
         if !c.has(cf::DEAD) {
             self.stats.inc(Stat::Aborted);
             self.send_rst(pool, &mut c, out);
