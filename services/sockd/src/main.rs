@@ -996,7 +996,13 @@ impl<'a> Sockd<'a> {
                         continue;
                     }
                     if queued > 0 {
-                        // Sent, not yet taken: close after it is.
+                        // Sent, not yet taken: a close or shutdown waits
+                        // for tcpd to say it took it, which a SYNC asks
+                        // at once.
+                        if s.closing || s.shut_wr {
+                            s.sync_at = now;
+                            waiting = true;
+                        }
                         break;
                     }
                     if s.closing {
