@@ -22,6 +22,8 @@ use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service, BUDGET};
 
 const IN_UP: usize = 0;
 const IN_DOWN: usize = 1;
+/// The one gauge among the counters: entries in the conntrack table.
+const CT_ENTRIES: usize = 21;
 const STAT_NAMES: [&str; 25] = [
     "ingress_packets",
     "egress_packets",
@@ -278,11 +280,16 @@ impl Shell<'_> {
             self.refused,
             self.no_buffer,
         ];
+        debug_assert_eq!(STAT_NAMES[CT_ENTRIES], "ct_entries");
         for (i, x) in v.iter().enumerate().skip(2) {
             f.set_counter(self.svc.me, i, base[i] + x);
         }
         // A gauge, not a count.
-        f.set_counter(self.svc.me, 21, self.filter.conntrack().len() as u64);
+        f.set_counter(
+            self.svc.me,
+            CT_ENTRIES,
+            self.filter.conntrack().len() as u64,
+        );
     }
 }
 
