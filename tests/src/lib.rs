@@ -324,6 +324,18 @@ impl Stack {
         }
     }
 
+    /// `strata filter WORDS` (split at blanks), which must succeed.
+    pub fn filter(&self, words: &str) {
+        let mut args = vec!["filter"];
+        args.extend(words.split_whitespace());
+        let o = self.strata(&args);
+        assert!(
+            o.status.success(),
+            "strata filter {words}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+    }
+
     /// `strata <cmd> --json`, parsed.
     pub fn json(&self, cmd: &str) -> Value {
         let o = self.strata(&[cmd, "--json"]);
@@ -476,4 +488,29 @@ pub fn ping(ns: &Netns, args: &[&str]) -> PingResult {
         corrupted,
         text,
     }
+}
+
+/// The sha256 of a file, as `sha256sum` prints it.
+pub fn sha256_file(path: &std::path::Path) -> String {
+    let o = Command::new("sha256sum")
+        .arg(path)
+        .output()
+        .expect("sha256sum");
+    assert!(o.status.success(), "sha256sum {}", path.display());
+    String::from_utf8_lossy(&o.stdout)
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// Writes `len` random bytes to `path`; returns their sha256.
+pub fn random_file(path: &std::path::Path, len: u64) -> String {
+    let ok = Command::new("head")
+        .args(["-c", &len.to_string(), "/dev/urandom"])
+        .stdout(std::fs::File::create(path).expect("create"))
+        .status()
+        .expect("head");
+    assert!(ok.success());
+    sha256_file(path)
 }

@@ -72,19 +72,6 @@ fn make_file(path: &Path, len: u64) {
     f.flush().unwrap();
 }
 
-fn sha256_of_file(path: &Path) -> String {
-    let o = std::process::Command::new("sha256sum")
-        .arg(path)
-        .output()
-        .expect("sha256sum");
-    assert!(o.status.success());
-    String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string()
-}
-
 fn start_httpd(st: &Stack, root: &str) -> Bg {
     let mut httpd = spawn_app(
         st,
@@ -150,7 +137,7 @@ fn curl_download(faults: bool) {
     let dir = TempDir::new();
     let file = dir.path().join("big.bin");
     make_file(&file, len);
-    let want = sha256_of_file(&file);
+    let want = strata_tests::sha256_file(&file);
 
     let ns = Netns::new();
     let st = Stack::up(&ns);

@@ -9,21 +9,7 @@ fn download_while_killing(layers: &[&str]) {
     let st = Stack::up(&ns);
     let dir = std::env::temp_dir().join(unique("strata-rec"));
     std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("big.bin");
-    std::process::Command::new("head")
-        .args(["-c", "50000000", "/dev/urandom"])
-        .stdout(std::fs::File::create(&file).unwrap())
-        .status()
-        .unwrap();
-    let o = std::process::Command::new("sha256sum")
-        .arg(&file)
-        .output()
-        .unwrap();
-    let want = String::from_utf8_lossy(&o.stdout)
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .to_string();
+    let want = strata_tests::random_file(&dir.join("big.bin"), 50_000_000);
     let mut httpd = spawn_app(
         &st,
         "httpd",

@@ -281,13 +281,6 @@ fn seen_by_b(r: &Router) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
-fn filter(st: &Stack, words: &str) {
-    let mut args = vec!["filter"];
-    args.extend(words.split_whitespace());
-    let o = st.strata(&args);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-}
-
 #[test]
 fn masquerade_hides_host_a_behind_strata_and_forward_rules_apply() {
     let r = Router::up(true);
@@ -295,7 +288,7 @@ fn masquerade_hides_host_a_behind_strata_and_forward_rules_apply() {
     wait_line(&mut who, "listening", Duration::from_secs(10));
     assert_eq!(seen_by_b(&r), A_IP, "routed as it is");
 
-    filter(&r.st, "-t nat -A POSTROUTING -o strata1 -j MASQUERADE");
+    r.st.filter("-t nat -A POSTROUTING -o strata1 -j MASQUERADE");
     assert_eq!(seen_by_b(&r), STRATA_B, "B sees strata's address");
     // The binding: original A → B, reply B → strata.
     let ct = r.st.json("conntrack");
@@ -306,14 +299,11 @@ fn masquerade_hides_host_a_behind_strata_and_forward_rules_apply() {
     );
 
     // FORWARD: A may not reach B's port 7070 any more; pings still pass.
-    filter(
-        &r.st,
-        "add FORWARD -i strata0 -p tcp --dport 7070 -j REJECT --reject-with tcp-reset",
-    );
+    r.st.filter("add FORWARD -i strata0 -p tcp --dport 7070 -j REJECT --reject-with tcp-reset");
     assert!(seen_by_b(&r).contains("refused"), "{}", seen_by_b(&r));
     let p = ping(&r.a, &["-c", "2", "-i", "0.2", "-W", "1", B_IP]);
     assert_eq!(p.received, 2);
-    filter(&r.st, "flush FORWARD");
-    filter(&r.st, "policy FORWARD DROP");
+    r.st.filter("flush FORWARD");
+    r.st.filter("policy FORWARD DROP");
     assert!(seen_by_b(&r).contains("failed"), "dropped by the policy");
 }
