@@ -8,11 +8,31 @@
 //! [`Storage`]; tests pass vectors. Lookup tables, the timer heap and the
 //! free lists are rebuilt from them by [`TcpCore::restore`](crate::TcpCore::restore).
 //!
-//! Crash consistency: an event on a connection first sets
-//! [`ConnBlock::dirty`] in place, works on a copy, and writes the copy
-//! back with `dirty` clear at the end; queue entries change in between. A
-//! block found dirty at restore was mid-update: that one connection is
-//! reset, every other one carries on.
+//! Crash consistency: tcpd may be killed at any instruction, and the
+//! restarted one must find every connection as it was before or as it was
+//! after the event that was running, never in between (so none is reset).
+//! An event works on a copy of its block, so the block in the arena keeps
+//! the state before the event until the copy is written back. What leaks
+//! out earlier is bounded and journaled in the [`Journal`]:
+//!
+//! - A queue entry that existed before the event is changed in place only
+//!   after its old fields are saved as an [`UndoRec`] (once per event);
+//!   entries taken for the event are new and unlinked as far as the old
+//!   block knows.
+//! - Nothing is freed during the event: entries unlinked by it stay as
+//!   they were (still allocated, their buffer still referenced) until the
+//!   block is written back, and are released with their buffers after.
+//! - The write-back is itself journaled: the new block goes into the
+//!   journal first, then the journal says [`journal::COMMIT`], then the
+//!   block is copied, then the journal goes back to [`journal::IDLE`].
+//!
+//! So restore ([`TcpCore::restore`](crate::TcpCore::restore)) finds the
+//! journal ACTIVE (undo the saved entries: the state before), COMMIT (copy
+//! the new block again: the state after) or IDLE; entries then linked
+//! from no block are the interrupted event's new or unlinked ones, freed
+//! with their buffers. Events run one at a time; an event may run another
+//! block's events inside it only before it changed any entry (a listener
+//! closing its children).
 
 use strata_ipc::arena::Pod;
 use strata_ipc::Handle;
@@ -275,7 +295,9 @@ pub struct ConnBlock {
     pub state: u32,
     /// [`cf`] bits.
     pub flags: u32,
-    /// Non-zero while an event updates the block.
+    /// Non-zero: restore must not trust the block and resets the
+    /// connection. tcpd no longer sets it (events are journaled, see the
+    /// module documentation); it marks a block known bad.
     pub dirty: u32,
     /// Generation: bumped when the block is freed, part of the
     /// connection id.
@@ -554,12 +576,101 @@ impl SegEntry {
     }
 }
 
+/// States of [`Journal::state`].
+pub mod journal {
+    /// No event in progress (or one that changed nothing yet).
+    pub const IDLE: u32 = 0;
+    /// An event on [`Journal::block`](super::Journal::block) is in
+    /// progress: the block in the arena is as before it, and the first
+    /// [`Journal::n`](super::Journal::n) undo records hold the old fields
+    /// of the entries it changed.
+    pub const ACTIVE: u32 = 1;
+    /// The event is over: [`Journal::after`](super::Journal::after) is
+    /// the block as it left it, being copied into place.
+    pub const COMMIT: u32 = 2;
+}
+
+/// The record of the event in progress (one at a time), for restore to
+/// finish or undo it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Journal {
+    /// One of [`journal`].
+    pub state: u32,
+    /// The block of the event.
+    pub block: u32,
+    /// Undo records in use.
+    pub n: u32,
+    /// Reserved; zero.
+    pub reserved: u32,
+    /// The block as the event left it (valid in [`journal::COMMIT`]).
+    pub after: ConnBlock,
+}
+
+const _: () = assert!(std::mem::size_of::<Journal>() == 16 + std::mem::size_of::<ConnBlock>());
+
+/// The fields of queue entry [`idx`](Self::idx) before the event in
+/// progress changed it in place (links, trims, send marks): all that an
+/// event writes of an entry that existed before it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UndoRec {
+    /// The entry.
+    pub idx: u32,
+    /// [`SegEntry::next`].
+    pub next: u32,
+    /// [`SegEntry::seq`].
+    pub seq: u32,
+    /// [`SegEntry::flags`].
+    pub flags: u32,
+    /// [`SegEntry::sent_fence`].
+    pub sent_fence: u32,
+    /// [`SegEntry::sent_us`].
+    pub sent_us: u32,
+    /// The handle's `data_off`.
+    pub data_off: u32,
+    /// The handle's `data_len`.
+    pub data_len: u32,
+}
+
+impl UndoRec {
+    /// The undo record of entry `idx` as it is.
+    pub fn of(idx: u32, e: &SegEntry) -> UndoRec {
+        UndoRec {
+            idx,
+            next: e.next,
+            seq: e.seq,
+            flags: e.flags,
+            sent_fence: e.sent_fence,
+            sent_us: e.sent_us,
+            data_off: e.h.data_off,
+            data_len: e.h.data_len,
+        }
+    }
+
+    /// Puts the saved fields back into `e`.
+    pub fn apply(&self, e: &mut SegEntry) {
+        e.next = self.next;
+        e.seq = self.seq;
+        e.flags = self.flags;
+        e.sent_fence = self.sent_fence;
+        e.sent_us = self.sent_us;
+        e.h.data_off = self.data_off;
+        e.h.data_len = self.data_len;
+    }
+}
+
 /// The memory the core keeps its connections in.
 pub struct Storage<'a> {
     /// Connection blocks.
     pub conns: &'a mut [ConnBlock],
     /// Queue entries.
     pub segs: &'a mut [SegEntry],
+    /// The event journal.
+    pub journal: &'a mut Journal,
+    /// Undo records, as many as queue entries (an event saves each entry
+    /// at most once).
+    pub undo: &'a mut [UndoRec],
 }
 
 /// The first 64 bytes of the arena when the shell lays a [`Storage`] out
@@ -589,22 +700,34 @@ const _: () = assert!(std::mem::size_of::<StorageHeader>() == 64);
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
 /// Layout version of [`ConnBlock`] and [`SegEntry`].
-pub const STORAGE_VERSION: u32 = 5;
+pub const STORAGE_VERSION: u32 = 6;
 
 impl<'a> Storage<'a> {
+    /// Offset of the journal (after the header and the blocks).
+    fn journal_off(n_conns: usize) -> usize {
+        (64 + n_conns * std::mem::size_of::<ConnBlock>()).div_ceil(64) * 64
+    }
+
+    /// Offset of the queue entries when there are `n_segs` of them (after
+    /// the journal and the undo records).
+    fn segs_off(n_conns: usize, n_segs: usize) -> usize {
+        let j = Self::journal_off(n_conns) + std::mem::size_of::<Journal>();
+        (j + n_segs * std::mem::size_of::<UndoRec>()).div_ceil(64) * 64
+    }
+
     /// Bytes of arena [`Storage::from_raw`] needs for `n_conns` blocks and
     /// `n_segs` queue entries.
     pub fn bytes_for(n_conns: usize, n_segs: usize) -> usize {
-        let c = 64 + n_conns * std::mem::size_of::<ConnBlock>();
-        c.div_ceil(64) * 64 + n_segs * std::mem::size_of::<SegEntry>()
+        Self::segs_off(n_conns, n_segs) + n_segs * std::mem::size_of::<SegEntry>()
     }
 
-    /// Lays out (or finds) a header, `n_conns` blocks and as many queue
-    /// entries as fit in `len` bytes at `p`. The flag says whether the
-    /// memory was laid out afresh (magic, version or sizes differed): then
-    /// the caller uses [`TcpCore::new`](crate::TcpCore::new), which clears
-    /// it, else [`TcpCore::restore`](crate::TcpCore::restore). `None` when
-    /// `p` is not 64-byte aligned or `len` holds no entry.
+    /// Lays out (or finds) a header, `n_conns` blocks, the journal and as
+    /// many queue entries (each with its undo record) as fit in `len`
+    /// bytes at `p`. The flag says whether the memory was laid out afresh
+    /// (magic, version or sizes differed): then the caller uses
+    /// [`TcpCore::new`](crate::TcpCore::new), which clears it, else
+    /// [`TcpCore::restore`](crate::TcpCore::restore). `None` when `p` is
+    /// not 64-byte aligned or `len` holds no entry.
     ///
     /// # Safety
     /// `p..p+len` must be mapped, writable, used by nothing else for `'a`.
@@ -614,19 +737,29 @@ impl<'a> Storage<'a> {
         len: usize,
         n_conns: usize,
     ) -> Option<(&'a mut StorageHeader, Storage<'a>, bool)> {
-        if p.is_null() || !(p as usize).is_multiple_of(64) {
+        if p.is_null() || !(p as usize).is_multiple_of(64) || n_conns > u32::MAX as usize / 2 {
             return None;
         }
-        let segs_off = Storage::bytes_for(n_conns, 0);
-        let n_segs = len.checked_sub(segs_off)? / std::mem::size_of::<SegEntry>();
-        if n_segs == 0 || n_conns == 0 || n_conns > u32::MAX as usize / 2 {
+        let per = std::mem::size_of::<SegEntry>() + std::mem::size_of::<UndoRec>();
+        let fixed = Storage::journal_off(n_conns) + std::mem::size_of::<Journal>();
+        let mut n_segs = len.checked_sub(fixed)? / per;
+        while n_segs > 0 && Storage::bytes_for(n_conns, n_segs) > len {
+            n_segs -= 1;
+        }
+        if n_segs == 0 || n_conns == 0 {
             return None;
         }
-        // SAFETY: the caller hands us the region; the three parts are
-        // disjoint, aligned (64 for the header and entries, 8 for blocks)
-        // and inside it; every bit pattern is valid for these types.
+        let j_off = Storage::journal_off(n_conns);
+        let u_off = j_off + std::mem::size_of::<Journal>();
+        let segs_off = Storage::segs_off(n_conns, n_segs);
+        // SAFETY: the caller hands us the region; the parts are disjoint,
+        // aligned (64 for the header, journal and entries, 8 for blocks,
+        // 4 for undo records) and inside it (`bytes_for` <= len); every
+        // bit pattern is valid for these types.
         let hdr = &mut *(p as *mut StorageHeader);
         let conns = std::slice::from_raw_parts_mut(p.add(64) as *mut ConnBlock, n_conns);
+        let journal = &mut *(p.add(j_off) as *mut Journal);
+        let undo = std::slice::from_raw_parts_mut(p.add(u_off) as *mut UndoRec, n_segs);
         let segs = std::slice::from_raw_parts_mut(p.add(segs_off) as *mut SegEntry, n_segs);
         let fresh = hdr.magic != STORAGE_MAGIC
             || hdr.version != STORAGE_VERSION
@@ -640,8 +773,18 @@ impl<'a> Storage<'a> {
                 n_segs: n_segs as u32,
                 ..StorageHeader::default()
             };
+            *journal = Journal::default();
         }
-        Some((hdr, Storage { conns, segs }, fresh))
+        Some((
+            hdr,
+            Storage {
+                conns,
+                segs,
+                journal,
+                undo,
+            },
+            fresh,
+        ))
     }
 }
 
@@ -658,7 +801,8 @@ mod tests {
         #[allow(unsafe_code)]
         let (h, s, fresh) = unsafe { Storage::from_raw(p, n, 3).unwrap() };
         assert!(fresh);
-        assert_eq!((s.conns.len(), s.segs.len()), (3, 5));
+        assert_eq!((s.conns.len(), s.segs.len(), s.undo.len()), (3, 5, 5));
+        s.journal.n = 2;
         h.secret = [4, 5];
         s.conns[2].gen = 9;
         #[allow(unsafe_code)]
@@ -666,5 +810,11 @@ mod tests {
         assert!(!fresh);
         assert_eq!(h.secret, [4, 5]);
         assert_eq!(s.conns[2].gen, 9);
+        assert_eq!(s.journal.n, 2);
+        // One byte short: an entry fewer.
+        #[allow(unsafe_code)]
+        let (_, s, fresh) = unsafe { Storage::from_raw(p, n - 1, 3).unwrap() };
+        assert!(fresh);
+        assert_eq!(s.segs.len(), 4);
     }
 }

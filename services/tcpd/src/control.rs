@@ -116,7 +116,7 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::ConnLimit);
             return Err(libc::ENOBUFS);
         };
-        let mut c = self.conns[i];
+        let mut c = self.begin(i);
         c.sock = m.sock;
         c.local_addr = m.local_addr;
         if reuse {
@@ -129,7 +129,7 @@ impl TcpCore<'_> {
             c.flags |= cf::ADDR_LOCK;
         }
         self.take_port(&mut c, port);
-        self.conns[i] = c;
+        self.commit_block(i, c);
         self.by_sock.insert(m.sock, i as u32);
         self.stats.inc(Stat::Binds);
         Ok(())
@@ -148,10 +148,12 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::ConnLimit);
             return Err(libc::ENOBUFS);
         };
-        self.conns[i].sock = m.sock;
+        let mut c = self.begin(i);
+        c.sock = m.sock;
         if m.flags & ctl_flags::REUSEADDR != 0 {
-            self.conns[i].flags |= cf::REUSEADDR;
+            c.flags |= cf::REUSEADDR;
         }
+        self.commit_block(i, c);
         self.by_sock.insert(m.sock, i as u32);
         Ok(i)
     }
@@ -359,7 +361,7 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::Aborted);
             self.send_rst(pool, &mut c, out);
         }
-        self.discard_rcv(pool, &mut c);
+        self.discard_rcv(&mut c);
         self.terminate(&mut c, 0);
         self.end(pool, idx, c, out);
     }
@@ -465,7 +467,7 @@ impl TcpCore<'_> {
                     if c.state >= st::SYN_RECEIVED {
                         self.send_rst(pool, &mut c, out);
                     }
-                    self.discard_rcv(pool, &mut c);
+                    self.discard_rcv(&mut c);
                     self.terminate(&mut c, 0);
                 } else if c.state == st::TIME_WAIT || c.has(cf::DEAD) {
                     c.pend |= pend::CLOSED;
@@ -497,7 +499,7 @@ impl TcpCore<'_> {
             } else {
                 read
             };
-            self.confirm_delivered(pool, &mut c, written, out);
+            self.confirm_delivered(&mut c, written, out);
             if m.flags & ctl_flags::RESYNC != 0 {
                 self.redeliver(&mut c, Some(written));
             }
@@ -617,7 +619,7 @@ impl TcpCore<'_> {
                     self.stats.inc(Stat::MemLimit);
                     pool.free(&h);
                     self.send_rst(pool, &mut c, out);
-                    self.discard_rcv(pool, &mut c);
+                    self.discard_rcv(&mut c);
                     self.terminate(&mut c, libc::ENOBUFS);
                     return self.end(pool, i, c, out);
                 }
@@ -657,8 +659,7 @@ impl TcpCore<'_> {
             Ok(r) => r[end..end + len].copy_from_slice(&tmp[..len]),
             Err(_) => return false,
         }
-        self.slab.get_mut(t).h.data_len += len as u32;
-        c.snd_q.bytes += len as u32;
+        self.slab.grow(&mut c.snd_q, t, len as u32);
         true
     }
 }

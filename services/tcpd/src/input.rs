@@ -11,7 +11,7 @@ use strata_proto::icmp::{icmp_type, unreach_code, IcmpHeader};
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::tcp::{TcpError, TcpFlags, TcpHeader, TcpOptions, MAX_WINDOW_SCALE};
 
-use crate::block::{cf, ef, pend, rec, st, ConnBlock, NIL};
+use crate::block::{cf, ef, pend, rec, st, ConnBlock, List, NIL};
 use crate::output::{rto_ns, rtt_sample};
 use crate::{isn, sack, seq, Outputs, Stat, TcpCore, Tuple, DEFAULT_MSS};
 
@@ -494,8 +494,8 @@ impl TcpCore<'_> {
         self.conns[l].syn_q += 1;
         self.by_tuple.insert(Tuple::of(&c), i as u32);
         *self.port_use.entry(c.local_port as u16).or_insert(0) += 1;
-        c.dirty = 0;
-        self.conns[i] = c;
+        // Its own event; the ACK is a second one.
+        self.commit_block(i, c);
         Cookie::Valid(i)
     }
 
@@ -709,7 +709,7 @@ impl TcpCore<'_> {
             } else if c.state != st::SYN_RECEIVED && c.state != st::TIME_WAIT {
                 self.stats.inc(Stat::ResetByPeer);
             }
-            self.discard_rcv(pool, c);
+            self.discard_rcv(c);
             self.terminate(c, errno);
             return false;
         }
@@ -803,7 +803,7 @@ impl TcpCore<'_> {
                 }
             }
             st::CLOSING if fin_acked => {
-                self.enter_time_wait(pool, c);
+                self.enter_time_wait(c);
             }
             st::LAST_ACK if fin_acked => {
                 self.terminate(c, 0);
@@ -827,11 +827,11 @@ impl TcpCore<'_> {
                         // Data for a closed socket: Linux resets
                         // (`TCPAbortOnData`).
                         self.send_rst(pool, c, out);
-                        self.discard_rcv(pool, c);
+                        self.discard_rcv(c);
                         self.terminate(c, 0);
                         return false;
                     }
-                    return self.data_input(pool, idx, c, h, seg, out);
+                    return self.data_input(idx, c, h, seg, out);
                 }
                 false
             }
@@ -943,8 +943,7 @@ impl TcpCore<'_> {
             let x = *self.slab.get(i);
             if seq::le(x.end(), data_end) {
                 self.slab.pop_front(&mut c.snd_q);
-                self.slab.release(i);
-                pool.free(&x.h);
+                self.slab.discard(i);
                 c.tx_owed = c.tx_owed.saturating_add(x.len());
                 c.tx_freed = c.tx_freed.wrapping_add(x.len());
                 self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
@@ -1153,9 +1152,8 @@ impl TcpCore<'_> {
     /// Payload (and FIN) of an acceptable segment in ESTABLISHED or
     /// FIN-WAIT-1/2: in order into the receive queue (draining the
     /// out-of-order queue behind it), else into the out-of-order queue.
-    fn data_input<B: Buffers>(
+    fn data_input(
         &mut self,
-        pool: &mut B,
         idx: usize,
         c: &mut ConnBlock,
         h: Handle,
@@ -1221,11 +1219,11 @@ impl TcpCore<'_> {
                 self.stats.add(Stat::InDataBytes, u64::from(len));
                 kept = true;
             }
-            if self.ooo_drain(pool, c) {
+            if self.ooo_drain(c) {
                 fin = true;
             }
             if fin {
-                self.fin_input(pool, c);
+                self.fin_input(c);
             } else if had_ooo {
                 c.flags |= cf::ACK_NOW;
             } else {
@@ -1251,7 +1249,7 @@ impl TcpCore<'_> {
                 return false;
             }
             self.stats.inc(Stat::OooSegs);
-            self.ooo_insert(pool, idx, c, hh, s, fin, out)
+            self.ooo_insert(idx, c, hh, s, fin, out)
         }
     }
 
@@ -1259,9 +1257,8 @@ impl TcpCore<'_> {
     /// disjoint out-of-order queue, trimming overlaps. True if `h` was
     /// kept.
     #[allow(clippy::too_many_arguments)]
-    fn ooo_insert<B: Buffers>(
+    fn ooo_insert(
         &mut self,
-        pool: &mut B,
         idx: usize,
         c: &mut ConnBlock,
         mut h: Handle,
@@ -1288,7 +1285,7 @@ impl TcpCore<'_> {
             if seq::le(x.seq, start) && seq::ge(x.end(), end) {
                 // Covered already.
                 if fin && x.end() == end {
-                    self.slab.get_mut(cur).flags |= ef::FIN;
+                    self.slab.set_flags(cur, x.flags | ef::FIN);
                 }
                 self.stats.inc(Stat::DupData);
                 return false;
@@ -1310,8 +1307,7 @@ impl TcpCore<'_> {
                 let next = x.next;
                 self.slab.unlink_after(&mut c.ooo_q, prev);
                 self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
-                pool.free(&x.h);
-                self.slab.release(cur);
+                self.slab.discard(cur);
                 cur = next;
                 continue;
             }
@@ -1340,7 +1336,7 @@ impl TcpCore<'_> {
 
     /// Moves out-of-order entries that now continue the stream into the
     /// receive queue; true if the peer's FIN came with them.
-    fn ooo_drain<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) -> bool {
+    fn ooo_drain(&mut self, c: &mut ConnBlock) -> bool {
         while c.ooo_q.head != NIL {
             let i = c.ooo_q.head;
             let x = *self.slab.get(i);
@@ -1351,20 +1347,16 @@ impl TcpCore<'_> {
             let fin = x.flags & ef::FIN != 0;
             if seq::le(x.end(), c.rcv_nxt) {
                 self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
-                pool.free(&x.h);
-                self.slab.release(i);
+                self.slab.discard(i);
                 if fin && x.end() == c.rcv_nxt {
                     return true;
                 }
                 continue;
             }
             let d = c.rcv_nxt.wrapping_sub(x.seq);
-            {
-                let y = self.slab.get_mut(i);
-                y.h.pull_front(d);
-                y.seq = c.rcv_nxt;
-                y.flags = 0;
-            }
+            // Unlinked already: the trim counts against no list.
+            self.slab.trim_front(&mut List::default(), i, d);
+            self.slab.set_flags(i, 0);
             self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(d));
             let n = self.slab.get(i).len();
             self.slab.push_back(&mut c.rcv_q, i);
@@ -1378,28 +1370,27 @@ impl TcpCore<'_> {
     }
 
     /// The peer's FIN arrived in order (eighth step).
-    fn fin_input<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) {
+    fn fin_input(&mut self, c: &mut ConnBlock) {
         c.rcv_nxt = c.rcv_nxt.wrapping_add(1);
         c.flags |= cf::FIN_RCVD | cf::ACK_NOW;
         // Anything still out of order lies beyond the FIN.
         while let Some(i) = self.slab.pop_front(&mut c.ooo_q) {
             let x = *self.slab.get(i);
             self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
-            pool.free(&x.h);
-            self.slab.release(i);
+            self.slab.discard(i);
         }
         let fin_acked = c.has(cf::FIN_QUEUED) && seq::gt(c.snd_una, c.snd_end);
         match c.state {
             st::SYN_RECEIVED | st::ESTABLISHED => c.state = st::CLOSE_WAIT,
-            st::FIN_WAIT_1 if fin_acked => self.enter_time_wait(pool, c),
+            st::FIN_WAIT_1 if fin_acked => self.enter_time_wait(c),
             st::FIN_WAIT_1 => c.state = st::CLOSING,
-            st::FIN_WAIT_2 => self.enter_time_wait(pool, c),
+            st::FIN_WAIT_2 => self.enter_time_wait(c),
             _ => {}
         }
     }
 
     /// TIME-WAIT for 2·MSL; the socket is told CLOSED (after its data).
-    pub(crate) fn enter_time_wait<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) {
+    pub(crate) fn enter_time_wait(&mut self, c: &mut ConnBlock) {
         c.state = st::TIME_WAIT;
         c.t_state = self.now + 2 * self.cfg.msl_ms * 1_000_000;
         c.t_rtx = 0;
@@ -1408,8 +1399,7 @@ impl TcpCore<'_> {
         while let Some(i) = self.slab.pop_front(&mut c.snd_q) {
             let x = *self.slab.get(i);
             self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
-            pool.free(&x.h);
-            self.slab.release(i);
+            self.slab.discard(i);
         }
         c.snd_cur = NIL;
         if c.sock != 0 {
@@ -1418,13 +1408,12 @@ impl TcpCore<'_> {
     }
 
     /// Drops everything received and not yet delivered.
-    pub(crate) fn discard_rcv<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock) {
+    pub(crate) fn discard_rcv(&mut self, c: &mut ConnBlock) {
         for q in [&mut c.rcv_q, &mut c.ooo_q, &mut c.dlv_q] {
             while let Some(i) = self.slab.pop_front(q) {
                 let x = *self.slab.get(i);
                 self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
-                pool.free(&x.h);
-                self.slab.release(i);
+                self.slab.discard(i);
             }
         }
     }

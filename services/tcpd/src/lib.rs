@@ -261,6 +261,9 @@ pub struct TcpCore<'a> {
     sched: Vec<u64>,
     /// Blocks with notifications that could not be sent (pool empty).
     retry: Vec<u32>,
+    /// Blocks with an event in progress, innermost last (a listener's
+    /// event runs its children's).
+    events: Vec<u32>,
     /// Time of the call being served (ns).
     now: u64,
     rng: u32,
@@ -275,11 +278,16 @@ impl<'a> TcpCore<'a> {
     /// A core for `cfg` over `storage`, which it clears. Allocates every
     /// table.
     pub fn new(cfg: TcpConfig, storage: Storage<'a>) -> Result<Self, ConfigError> {
-        let Storage { conns, segs } = storage;
+        let Storage {
+            conns,
+            segs,
+            journal,
+            undo,
+        } = storage;
         for c in conns.iter_mut() {
             *c = ConnBlock::default();
         }
-        let slab = Slab::new(segs);
+        let slab = Slab::new(segs, journal, undo);
         Self::build(cfg, conns, slab)
     }
 
@@ -322,6 +330,7 @@ impl<'a> TcpCore<'a> {
             timers: BinaryHeap::with_capacity(n * 2),
             sched: vec![u64::MAX; n],
             retry: Vec::with_capacity(64),
+            events: Vec::with_capacity(4),
             now: 0,
             rng,
             ident: (rng >> 16) as u16,
@@ -332,12 +341,17 @@ impl<'a> TcpCore<'a> {
         })
     }
 
-    /// A core for `cfg` over `storage` left by a previous instance: every
-    /// connection, queue and deadline carries on. A block that was
-    /// mid-update (dirty) or is inconsistent is reset: its peer gets a
-    /// RST, sockd a SOCK_ERROR (ECONNRESET) and CLOSED, its buffers go
-    /// back to `pool`. Queue entries no block owns are freed with their
-    /// buffers. Returns the core and how many connections it kept.
+    /// A core for `cfg` over `storage` left by a previous instance, which
+    /// may have died at any point: the event it was running is finished or
+    /// undone from the journal (see [`block`]), and then every
+    /// connection, queue and deadline carries on. Queue entries no block
+    /// links (the interrupted event's) are freed with their buffers;
+    /// what each connection delivered to sockd unconfirmed is delivered
+    /// again (the dead core's last outputs may never have left it). Only
+    /// a block found inconsistent (or marked dirty) is reset: its peer
+    /// gets a RST, sockd a SOCK_ERROR (ECONNRESET) and CLOSED, its
+    /// buffers go back to `pool`. Returns the core and how many
+    /// connections it kept.
     pub fn restore<B: Buffers>(
         cfg: TcpConfig,
         storage: Storage<'a>,
@@ -352,9 +366,12 @@ impl<'a> TcpCore<'a> {
     /// the blocks and entries stay as they are, for
     /// [`restore`](Self::restore) — what a restart does, used by tests).
     pub fn into_storage(self) -> Storage<'a> {
+        let (segs, journal, undo) = self.slab.into_parts();
         Storage {
             conns: self.conns,
-            segs: self.slab.e,
+            segs,
+            journal,
+            undo,
         }
     }
 
@@ -453,17 +470,33 @@ impl<'a> TcpCore<'a> {
 
     // ---- shared helpers ----
 
-    /// Marks block `idx` dirty in place and returns a working copy.
+    /// Starts an event on block `idx` (journaled, see [`block`]) and
+    /// returns a working copy; the block itself stays as it is until
+    /// [`commit`](Self::commit).
     fn begin(&mut self, idx: usize) -> ConnBlock {
-        self.conns[idx].dirty = 1;
-        let mut c = self.conns[idx];
-        c.dirty = 0;
-        c
+        self.slab.begin(idx);
+        self.events.push(idx as u32);
+        self.conns[idx]
+    }
+
+    /// Ends the event on block `idx`: `c` replaces the block, then what
+    /// the event unlinked from its queues is freed.
+    fn commit<B: Buffers>(&mut self, pool: &mut B, idx: usize, c: ConnBlock) {
+        self.commit_block(idx, c);
+        self.slab.finish(pool);
+    }
+
+    /// [`commit`](Self::commit) for an event that unlinked no entry.
+    fn commit_block(&mut self, idx: usize, c: ConnBlock) {
+        debug_assert_eq!(self.events.last(), Some(&(idx as u32)), "events nest");
+        self.events.pop();
+        let outer = self.events.last().map(|&o| o as usize);
+        self.slab.commit(&mut self.conns[idx], &c, outer);
     }
 
     /// Finishes an event on block `idx`: sends what can be sent, tells
     /// sockd what it must hear, frees a finished connection, writes the
-    /// copy back (clearing dirty) and schedules its timers.
+    /// copy back and schedules its timers.
     fn end<B: Buffers>(&mut self, pool: &mut B, idx: usize, mut c: ConnBlock, out: &mut Outputs) {
         if !c.has(cf::DEAD) {
             self.output(pool, idx, &mut c, out);
@@ -474,12 +507,11 @@ impl<'a> TcpCore<'a> {
             self.output(pool, idx, &mut c, out);
         }
         if c.has(cf::DEAD) && c.sock == 0 && c.pend & pend::ACCEPTABLE == 0 {
-            self.release(pool, idx, &mut c);
+            self.release(idx, &mut c);
         } else {
             self.arm_keepalive(&mut c);
         }
-        c.dirty = 0;
-        self.conns[idx] = c;
+        self.commit(pool, idx, c);
         self.arm(idx);
         if c.pend != 0 && c.in_use() && !self.retry.contains(&(idx as u32)) {
             self.retry.push(idx as u32);
@@ -509,7 +541,7 @@ impl<'a> TcpCore<'a> {
     /// Forgets block `idx` (whose working copy is `c`): frees its queued
     /// buffers, removes it from every table, settles its listener's
     /// counts, bumps its generation.
-    fn release<B: Buffers>(&mut self, pool: &mut B, idx: usize, c: &mut ConnBlock) {
+    fn release(&mut self, idx: usize, c: &mut ConnBlock) {
         for which in 0..4 {
             let mut l = match which {
                 0 => c.snd_q,
@@ -520,8 +552,7 @@ impl<'a> TcpCore<'a> {
             while let Some(e) = self.slab.pop_front(&mut l) {
                 let x = *self.slab.get(e);
                 self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
-                pool.free(&x.h);
-                self.slab.release(e);
+                self.slab.discard(e);
             }
         }
         if c.remote_addr != 0 {

@@ -242,9 +242,7 @@ impl TcpCore<'_> {
                 let fence = seq::max(c.snd_nxt, seqno.wrapping_add(len));
                 let us = (self.now / 1000) as u32;
                 if let Some(i) = self.find_entry(c, seqno) {
-                    let e = self.slab.get_mut(i);
-                    e.sent_fence = fence;
-                    e.sent_us = us;
+                    self.slab.set_sent(i, fence, us);
                 }
                 if seqno == c.snd_una {
                     c.rtx_fence = fence;
@@ -955,15 +953,16 @@ impl TcpCore<'_> {
                 // the delivered queue; the rest stays queued.
                 let mut part = x.h;
                 part.data_len = take;
-                let Some(e) = self.slab.alloc(idx, part, x.seq, ef::PART) else {
-                    pool.free(&x.h);
-                    break;
-                };
                 if pool.add_ref(&x.h).is_err() {
-                    self.slab.release(e);
                     pool.free(&x.h);
                     break;
                 }
+                let Some(e) = self.slab.alloc(idx, part, x.seq, ef::PART) else {
+                    // Both references taken above.
+                    pool.free(&x.h);
+                    pool.free(&x.h);
+                    break;
+                };
                 self.slab.push_back(&mut c.dlv_q, e);
                 self.slab.trim_front(&mut c.rcv_q, i, take);
             } else {
@@ -986,13 +985,7 @@ impl TcpCore<'_> {
     }
 
     /// Forgets what sockd confirmed written, up to stream offset `upto`.
-    pub(crate) fn confirm_delivered<B: Buffers>(
-        &mut self,
-        pool: &mut B,
-        c: &mut ConnBlock,
-        upto: u32,
-        out: &mut Outputs,
-    ) {
+    pub(crate) fn confirm_delivered(&mut self, c: &mut ConnBlock, upto: u32, out: &mut Outputs) {
         let base = c.irs.wrapping_add(1);
         while let Some(&i) = (c.dlv_q.head != NIL).then_some(&c.dlv_q.head) {
             let x = *self.slab.get(i);
@@ -1006,8 +999,7 @@ impl TcpCore<'_> {
             if x.flags & ef::PART == 0 {
                 out.unpin.push(x.h);
             }
-            pool.free(&x.h);
-            self.slab.release(i);
+            self.slab.discard(i);
             self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
         }
     }

@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 
 use strata_ipc::Buffers;
 
-use crate::block::{cf, rec, st, ConnBlock, List, Storage, NIL, SACK_RANGES};
+use crate::block::{cf, rec, st, ConnBlock, List, SegEntry, Storage, NIL, SACK_RANGES};
 use crate::config::{ConfigError, TcpConfig};
 use crate::output::rto_ns;
 use crate::queue::Slab;
@@ -134,7 +134,7 @@ impl TcpCore<'_> {
                         c.retries += 1;
                         if c.retries > self.cfg.max_retries {
                             self.stats.inc(Stat::ConnTimeouts);
-                            self.discard_rcv(pool, c);
+                            self.discard_rcv(c);
                             self.terminate(c, libc::ETIMEDOUT);
                             return;
                         }
@@ -174,7 +174,7 @@ impl TcpCore<'_> {
                     } else {
                         libc::ETIMEDOUT
                     };
-                    self.discard_rcv(pool, c);
+                    self.discard_rcv(c);
                     self.terminate(c, e);
                     return;
                 }
@@ -236,7 +236,7 @@ impl TcpCore<'_> {
         if c.ka_probes >= self.cfg.keepalive_probes {
             self.stats.inc(Stat::ConnTimeouts);
             self.send_rst(pool, c, out);
-            self.discard_rcv(pool, c);
+            self.discard_rcv(c);
             self.terminate(c, libc::ETIMEDOUT);
             return;
         }
@@ -286,12 +286,29 @@ pub(crate) fn restore<'a, B: Buffers>(
     pool: &mut B,
     out: &mut Outputs,
 ) -> Result<(TcpCore<'a>, usize), ConfigError> {
-    let Storage { conns, segs } = storage;
+    let Storage {
+        conns,
+        segs,
+        journal,
+        undo,
+    } = storage;
+    // The interrupted event, finished or undone: from here on every block
+    // is as before or as after it.
+    crate::queue::recover(conns, segs, journal, undo);
     let n = conns.len();
     let mut seen = vec![false; segs.len()];
     let mut bad = vec![false; n];
-    for (i, c) in conns.iter().enumerate() {
+    for (i, c) in conns.iter_mut().enumerate() {
         if !c.in_use() {
+            continue;
+        }
+        if c.state == st::CLOSED && c.sock == 0 && c.dirty == 0 {
+            // Taken by an event that did not finish (a child for a SYN):
+            // nothing names it.
+            *c = ConnBlock {
+                gen: c.gen.wrapping_add(1),
+                ..ConnBlock::default()
+            };
             continue;
         }
         let valid = c.state().is_some()
@@ -305,14 +322,20 @@ pub(crate) fn restore<'a, B: Buffers>(
             bad[i] = true;
         }
     }
-    // Entries of bad blocks, and entries nobody links: their buffers go
-    // back to the pool; the entries are freed.
-    for (k, x) in segs.iter().enumerate() {
+    // Entries of bad blocks, and entries nobody links (taken or unlinked
+    // by the interrupted event): their buffers go back to the pool. Each
+    // entry is cleared before its buffer is freed, so that a restore that
+    // dies here never frees one twice (a reference no entry names is the
+    // launcher's to reclaim).
+    for (k, x) in segs.iter_mut().enumerate() {
         if x.owner != 0 && !seen[k] {
-            pool.free(&x.h);
+            let h = x.h;
+            *x = SegEntry::default();
+            crate::queue::crash_point();
+            pool.free(&h);
         }
     }
-    let slab = Slab::rebuild(segs, |k| seen[k]);
+    let slab = Slab::rebuild(segs, journal, undo, |k| seen[k]);
     let mut core = TcpCore::build(cfg, conns, slab)?;
     core.now = now;
     let mut kept = 0;
@@ -401,6 +424,17 @@ pub(crate) fn restore<'a, B: Buffers>(
             core.retry.push(i as u32);
         }
         core.arm(i);
+    }
+    // What the dead core delivered may have died in its hands, unsent:
+    // it goes again (from what sockd confirmed), EOF too; sockd skips
+    // what it has by stream offset.
+    for i in 0..n {
+        let c = core.conns[i];
+        if c.synchronized() && c.sock != 0 && (!c.dlv_q.is_empty() || c.has(cf::EOF_SENT)) {
+            let mut c = core.begin(i);
+            core.redeliver(&mut c, None);
+            core.commit(pool, i, c);
+        }
     }
     Ok((core, kept))
 }

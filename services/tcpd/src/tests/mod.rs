@@ -4,6 +4,7 @@
 //! Every scenario ends with the pool back at its baseline.
 
 mod bulk;
+pub mod crash;
 mod data;
 mod flow;
 mod handshake;
@@ -23,7 +24,7 @@ use strata_ipc::{Buffers, Handle, HeapPool};
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::tcp::{TcpFlags, TcpHeader, TcpOptions};
 
-use crate::block::{ConnBlock, SegEntry, Storage};
+use crate::block::{ConnBlock, SegEntry, Storage, UndoRec};
 use crate::{IfaceAddrs, Outputs, State, TcpConfig, TcpCore};
 
 pub const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
@@ -68,6 +69,8 @@ pub fn storage(conns: usize, segs: usize) -> Storage<'static> {
     Storage {
         conns: Box::leak(vec![ConnBlock::default(); conns].into_boxed_slice()),
         segs: Box::leak(vec![SegEntry::default(); segs].into_boxed_slice()),
+        journal: Box::leak(Box::default()),
+        undo: Box::leak(vec![UndoRec::default(); segs].into_boxed_slice()),
     }
 }
 
