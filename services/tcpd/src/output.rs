@@ -984,6 +984,39 @@ impl TcpCore<'_> {
         }
     }
 
+    /// Hands sockd again what `c` delivered and sockd has not confirmed,
+    /// and EOF if it was sent, changing nothing: after a restart, since
+    /// the dead core's last outputs may never have left it. sockd skips
+    /// what it has by stream offset.
+    pub(crate) fn deliver_again<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        c: &ConnBlock,
+        out: &mut Outputs,
+    ) {
+        let base = c.irs.wrapping_add(1);
+        let mut i = c.dlv_q.head;
+        let mut left = c.dlv_q.count;
+        while i != NIL && left > 0 {
+            let x = *self.slab.get(i);
+            if pool.add_ref(&x.h).is_err() {
+                return;
+            }
+            let mut h = Handle::new(x.h.buf, x.h.gen, x.h.data_off);
+            h.data_len = x.len();
+            h.sock = c.sock;
+            h.l4proto = protocol::TCP;
+            h.tstamp = x.h.tstamp;
+            h.stream_off = x.seq.wrapping_sub(base);
+            out.to_sock.push(h);
+            i = x.next;
+            left -= 1;
+        }
+        if c.has(cf::EOF_SENT) {
+            self.notify(pool, &conn_msg(op::EOF, c.sock, c), out);
+        }
+    }
+
     /// Forgets what sockd confirmed written, up to stream offset `upto`.
     pub(crate) fn confirm_delivered(&mut self, c: &mut ConnBlock, upto: u32, out: &mut Outputs) {
         let base = c.irs.wrapping_add(1);

@@ -426,14 +426,11 @@ pub(crate) fn restore<'a, B: Buffers>(
         core.arm(i);
     }
     // What the dead core delivered may have died in its hands, unsent:
-    // it goes again (from what sockd confirmed), EOF too; sockd skips
-    // what it has by stream offset.
+    // it goes again, EOF too; sockd skips what it has by stream offset.
     for i in 0..n {
         let c = core.conns[i];
-        if c.synchronized() && c.sock != 0 && (!c.dlv_q.is_empty() || c.has(cf::EOF_SENT)) {
-            let mut c = core.begin(i);
-            core.redeliver(&mut c, None);
-            core.commit(pool, i, c);
+        if c.synchronized() && c.sock != 0 && !c.has(cf::IN_ACCEPTQ) {
+            core.deliver_again(pool, &c, out);
         }
     }
     Ok((core, kept))

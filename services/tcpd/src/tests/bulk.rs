@@ -9,7 +9,7 @@ use crate::{CcAlgo, Stat};
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
-fn cfg_for(addr: Ipv4Addr, seed: u32) -> TcpConfig {
+pub(super) fn cfg_for(addr: Ipv4Addr, seed: u32) -> TcpConfig {
     TcpConfig {
         ifaces: vec![IfaceAddrs {
             index: 1,
@@ -67,20 +67,22 @@ impl Side {
     }
 }
 
-struct Wire {
-    rng: u64,
+/// A wire both ways: datagrams delivered after 2 ms, some lost, late or
+/// twice, as a seeded generator says.
+pub(super) struct Wire {
+    pub rng: u64,
     /// (delivery time, to B?, bytes)
-    q: Vec<(u64, bool, Vec<u8>)>,
-    loss: u64,
-    dup: u64,
-    reorder: u64,
-    sent: u64,
-    lost: u64,
-    last: [u64; 2],
+    pub q: Vec<(u64, bool, Vec<u8>)>,
+    pub loss: u64,
+    pub dup: u64,
+    pub reorder: u64,
+    pub sent: u64,
+    pub lost: u64,
+    pub last: [u64; 2],
 }
 
 impl Wire {
-    fn rand(&mut self) -> u64 {
+    pub fn rand(&mut self) -> u64 {
         let mut x = self.rng;
         x ^= x << 13;
         x ^= x >> 7;
@@ -90,11 +92,11 @@ impl Wire {
     }
 
     /// Per-mille chance.
-    fn chance(&mut self, pm: u64) -> bool {
+    pub fn chance(&mut self, pm: u64) -> bool {
         self.rand() % 1000 < pm
     }
 
-    fn put(&mut self, now: u64, to_b: bool, bytes: Vec<u8>) {
+    pub fn put(&mut self, now: u64, to_b: bool, bytes: Vec<u8>) {
         self.sent += 1;
         if self.chance(self.loss) {
             self.lost += 1;

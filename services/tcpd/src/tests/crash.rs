@@ -1,6 +1,24 @@
-//! Crash injection (filled in below).
+//! Crash injection: two cores back to back over a lossy wire, each with
+//! sockd played by the test as the real one behaves (stream offsets,
+//! absolute credits, a SYNC every 200 ms, RESYNC on a gap), and either
+//! core killed at thousands of points chosen by a seeded generator: at
+//! any step that leaves something in its arena ([`point`], which the core
+//! calls at each of them in test builds) or at any pool call. A kill
+//! unwinds out of the core; what it held is reclaimed as the launcher
+//! would, a new core restores from the storage as left, and the transfer
+//! carries on. Every byte must arrive, once and in order, with no RST on
+//! the wire, no error for the application, no connection reset by
+//! restore, and the pool back at its baseline.
 
 use std::cell::Cell;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use strata_ipc::l4::ctl_flags;
+use strata_ipc::BufError;
+
+use super::bulk::{cfg_for, Wire};
+use super::*;
+use crate::Stat;
 
 thread_local! {
     /// Crash points left before the core is killed (0: never).
@@ -10,7 +28,8 @@ thread_local! {
 /// What a killed core unwinds with.
 pub struct Killed;
 
-/// Called by the core at every step that leaves something in its arena.
+/// Called by the core at every step that leaves something in its arena
+/// (and by [`Tracked`] at every pool call): the kill, when it is due.
 pub fn point() {
     COUNTDOWN.with(|c| match c.get() {
         0 => {}
@@ -20,4 +39,610 @@ pub fn point() {
         }
         n => c.set(n - 1),
     });
+}
+
+/// Kills quietly: a [`Killed`] unwind prints nothing.
+fn quiet_kills() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let prev = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if info.payload().downcast_ref::<Killed>().is_none() {
+                prev(info);
+            }
+        }));
+    });
+}
+
+/// The references one core holds, per buffer, so that a kill can be
+/// followed by the launcher's reclaim: everything the dead core held that
+/// no queue entry in its arena names goes back to the pool; what entries
+/// name is restore's to keep or free.
+#[derive(Default)]
+struct Refs {
+    n: Vec<i64>,
+    /// A handle of the buffer's current generation.
+    h: Vec<Handle>,
+}
+
+impl Refs {
+    fn take(&mut self, h: &Handle) {
+        let b = h.buf as usize;
+        if self.n.len() <= b {
+            self.n.resize(b + 1, 0);
+            self.h.resize(b + 1, Handle::default());
+        }
+        self.n[b] += 1;
+        self.h[b] = *h;
+    }
+
+    fn give(&mut self, h: &Handle) {
+        self.n[h.buf as usize] -= 1;
+        assert!(
+            self.n[h.buf as usize] >= 0,
+            "core gave away more than it held"
+        );
+    }
+}
+
+/// The pool as one core sees it: counted, and a place to be killed.
+struct Tracked<'a> {
+    pool: &'a mut HeapPool,
+    refs: &'a mut Refs,
+}
+
+impl Buffers for Tracked<'_> {
+    fn alloc(&mut self, len: usize) -> Option<Handle> {
+        point();
+        let h = self.pool.alloc(len)?;
+        self.refs.take(&h);
+        Some(h)
+    }
+
+    fn free(&mut self, h: &Handle) {
+        point();
+        let stale = self.pool.stale_frees;
+        self.pool.free(h);
+        assert_eq!(self.pool.stale_frees, stale, "core freed a stale handle");
+        self.refs.give(h);
+    }
+
+    fn add_ref(&mut self, h: &Handle) -> Result<(), BufError> {
+        point();
+        self.pool.add_ref(h)?;
+        self.refs.take(h);
+        Ok(())
+    }
+
+    fn raw(&self, h: &Handle) -> Result<&[u8], BufError> {
+        self.pool.raw(h)
+    }
+
+    fn raw_mut(&mut self, h: &Handle) -> Result<&mut [u8], BufError> {
+        self.pool.raw_mut(h)
+    }
+}
+
+const CAP: u64 = 256 * 1024;
+const SYNC_EVERY: u64 = 200 * MS;
+
+/// One side: its core, and the sockd it talks to.
+struct Side {
+    core: TcpCore<'static>,
+    cfg: TcpConfig,
+    out: Outputs,
+    refs: Refs,
+    sock: u32,
+    connected: bool,
+    // The sending application and sockd's view of tcpd.
+    data: Vec<u8>,
+    /// Stream offset of the next byte to hand to tcpd (rewound when tcpd
+    /// says it lacks bytes).
+    sent: u64,
+    /// `sent` when the last SYNC went.
+    sync_sent: u64,
+    /// What tcpd took (SEND_CREDIT).
+    taken: u64,
+    credit: u64,
+    shut: bool,
+    // The receiving application.
+    recv: Vec<u8>,
+    /// READ_CREDIT last sent for this many bytes.
+    told: u64,
+    sync_at: u64,
+    resync: bool,
+    eof: bool,
+    closed: bool,
+}
+
+impl Side {
+    fn new(addr: Ipv4Addr, seed: u32, data: Vec<u8>) -> Side {
+        let cfg = cfg_for(addr, seed);
+        Side {
+            core: TcpCore::new(cfg.clone(), storage(16, 2048)).unwrap(),
+            cfg,
+            out: Outputs::with_capacity(256),
+            refs: Refs::default(),
+            sock: 0,
+            connected: false,
+            data,
+            sent: 0,
+            sync_sent: 0,
+            taken: 0,
+            credit: CAP,
+            shut: false,
+            recv: Vec::new(),
+            told: 0,
+            sync_at: 0,
+            resync: false,
+            eof: false,
+            closed: false,
+        }
+    }
+}
+
+/// What a run saw.
+#[derive(Default, Debug)]
+struct Tally {
+    kills: u64,
+    /// Kills by the journal's state: idle, mid-event, mid-commit.
+    by_state: [u64; 3],
+    restored: u64,
+    resends: u64,
+}
+
+struct Net {
+    pool: HeapPool,
+    now: u64,
+    sides: [Side; 2],
+    wire: Wire,
+    rng: u64,
+    /// Kill chance per core call, per mille (0: none).
+    kill_pm: u64,
+    tally: Tally,
+}
+
+enum Call {
+    Ip(Handle),
+    Sock(Handle),
+    Poll,
+}
+
+impl Net {
+    fn rand(&mut self) -> u64 {
+        let mut x = self.rng;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng = x;
+        x
+    }
+
+    /// Kills happen while data flows both ways, not while connecting or
+    /// closing (a request lost with a dead tcpd is sockd's to repeat,
+    /// which this sockd does not do).
+    fn killing(&self) -> bool {
+        self.kill_pm > 0 && self.sides.iter().all(|s| !s.recv.is_empty() && !s.shut)
+    }
+
+    /// One call into side `w`'s core, perhaps killed on the way; then its
+    /// outputs are moved on.
+    fn call(&mut self, w: usize, what: Call) {
+        let arm = self.killing() && self.rand() % 1000 < self.kill_pm;
+        let at = 1 + self.rand() % 48;
+        let now = self.now;
+        let s = &mut self.sides[w];
+        if let Call::Ip(h) | Call::Sock(h) = &what {
+            s.refs.take(h);
+        }
+        if arm {
+            COUNTDOWN.with(|c| c.set(at));
+        }
+        let r = {
+            let mut p = Tracked {
+                pool: &mut self.pool,
+                refs: &mut s.refs,
+            };
+            let core = &mut s.core;
+            let out = &mut s.out;
+            catch_unwind(AssertUnwindSafe(|| match what {
+                Call::Ip(h) => core.from_ip(now, &mut p, h, out),
+                Call::Sock(h) => core.from_sock(now, &mut p, h, out),
+                Call::Poll => {
+                    core.poll(now, &mut p, out);
+                }
+            }))
+        };
+        COUNTDOWN.with(|c| c.set(0));
+        match r {
+            Ok(()) => {}
+            Err(e) => {
+                assert!(e.downcast_ref::<Killed>().is_some(), "a real panic");
+                self.kill(w);
+            }
+        }
+        self.drain(w);
+    }
+
+    /// Side `w`'s core died: its last outputs never left it, the launcher
+    /// reclaims what it held outside its arena, and a new core restores.
+    fn kill(&mut self, w: usize) {
+        self.tally.kills += 1;
+        let s = &mut self.sides[w];
+        s.out.clear();
+        let placeholder = TcpCore::new(s.cfg.clone(), storage(1, 1)).unwrap();
+        let st = std::mem::replace(&mut s.core, placeholder).into_storage();
+        self.tally.by_state[st.journal.state.min(2) as usize] += 1;
+        // The launcher's reclaim: references not named by an entry.
+        let mut named = vec![0i64; s.refs.n.len()];
+        for e in st.segs.iter().filter(|e| e.owner != 0) {
+            assert!(self.pool.raw(&e.h).is_ok(), "an entry names a freed buffer");
+            named[e.h.buf as usize] += 1;
+        }
+        for (b, &n) in named.iter().enumerate() {
+            let held = s.refs.n[b];
+            assert!(
+                held >= n,
+                "entries name {n} references of buffer {b}, core held {held}"
+            );
+            for _ in n..held {
+                self.pool.free(&s.refs.h[b]);
+            }
+            s.refs.n[b] = n;
+        }
+        let in_use = st.conns.iter().filter(|c| c.in_use()).count();
+        let mut p = Tracked {
+            pool: &mut self.pool,
+            refs: &mut s.refs,
+        };
+        let (core, kept) =
+            TcpCore::restore(s.cfg.clone(), st, self.now, &mut p, &mut s.out).expect("restore");
+        assert_eq!(
+            core.stats().get(Stat::RestoreReset),
+            0,
+            "restore reset a connection"
+        );
+        assert!(kept + 1 >= in_use, "kept {kept} of {in_use}");
+        s.core = core;
+        self.tally.restored += 1;
+    }
+
+    /// Moves what side `w`'s core produced: datagrams onto the wire,
+    /// sockd's share into the side.
+    fn drain(&mut self, w: usize) {
+        let to_b = w == 0;
+        let closing = self.sides.iter().any(|s| s.closed);
+        let s = &mut self.sides[w];
+        s.out.pin.clear();
+        s.out.unpin.clear();
+        let mut attach = Vec::new();
+        for h in std::mem::take(&mut s.out.to_ip) {
+            s.refs.give(&h);
+            let bytes = self.pool.data(&h).unwrap().to_vec();
+            self.pool.free(&h);
+            let seg = parse_out_bytes(&bytes);
+            // (Once a side is closed, late duplicates from the wire get
+            // their RST as they should.)
+            if seg.contains(RST) && !closing {
+                let st: Vec<_> = Stat::ALL
+                    .iter()
+                    .filter(|&&k| s.core.stats().get(k) > 0)
+                    .map(|&k| (k.name(), s.core.stats().get(k)))
+                    .collect();
+                panic!(
+                    "side {w} sent a RST after {:?}: {:?} {st:?}",
+                    self.tally,
+                    s.core.connections().collect::<Vec<_>>()
+                );
+            }
+            self.wire.put(self.now, to_b, bytes);
+        }
+        for h in std::mem::take(&mut s.out.to_sock) {
+            s.refs.give(&h);
+            if h.flags & flags::CTRL != 0 {
+                let m = L4Ctl::from_handle(&self.pool, &h).unwrap().unwrap();
+                match m.op {
+                    op::CONNECTED => s.connected = true,
+                    op::ACCEPTABLE => attach.push(m.value),
+                    op::SEND_CREDIT => {
+                        // Absolute: what left tcpd's send buffer (low
+                        // half) and what it took (high half). The streams
+                        // here stay below 4 GiB.
+                        let freed = u64::from(m.value as u32);
+                        let taken = m.value >> 32;
+                        s.taken = s.taken.max(taken);
+                        if m.flags & ctl_flags::SYNC != 0 && taken < s.sync_sent {
+                            // The answer to a SYNC covers what went
+                            // before it: tcpd lost the rest.
+                            s.sent = taken;
+                            s.taken = taken;
+                            self.tally.resends += 1;
+                        }
+                        s.credit = CAP.saturating_sub(s.sent.saturating_sub(freed));
+                    }
+                    op::EOF => s.eof = true,
+                    op::CLOSED => s.closed = true,
+                    op::OK => {}
+                    o => panic!("the application would see op {o}: {m:?}"),
+                }
+            } else {
+                // By stream offset: repeats skipped, a gap asked again.
+                let have = s.recv.len() as u64;
+                let off = u64::from(h.stream_off);
+                let d = self.pool.data(&h).unwrap();
+                if off > have {
+                    s.resync = true;
+                } else if off + d.len() as u64 > have {
+                    assert!(!s.eof, "data after EOF");
+                    s.recv.extend_from_slice(&d[(have - off) as usize..]);
+                }
+            }
+            self.pool.free(&h);
+        }
+        for id in attach {
+            let s = &mut self.sides[w];
+            s.sock = 20;
+            s.connected = true;
+            let m = L4Ctl {
+                op: op::ATTACH,
+                sock: 20,
+                value: id,
+                ..L4Ctl::default()
+            };
+            let h = m.to_handle(&mut self.pool).unwrap();
+            self.call(w, Call::Sock(h));
+        }
+    }
+
+    /// sockd's work on side `w`: READ_CREDIT (everything is read at
+    /// once), a SYNC now and then, payload as the credit allows, and the
+    /// write side shut once tcpd took every byte.
+    fn app(&mut self, w: usize, step: u64) {
+        let now = self.now;
+        let s = &mut self.sides[w];
+        if !s.connected || s.sock == 0 {
+            return;
+        }
+        let got = s.recv.len() as u64;
+        let sync = now >= s.sync_at || s.resync;
+        if got != s.told || sync {
+            let mut fl = ctl_flags::WRITTEN;
+            if sync {
+                fl |= ctl_flags::SYNC;
+                s.sync_at = now + SYNC_EVERY;
+                s.sync_sent = s.sent;
+            }
+            if s.resync {
+                fl |= ctl_flags::RESYNC;
+                s.resync = false;
+            }
+            s.told = got;
+            let m = L4Ctl {
+                op: op::READ_CREDIT,
+                sock: s.sock,
+                flags: fl,
+                value: got | got << 32,
+                ..L4Ctl::default()
+            };
+            let h = m.to_handle(&mut self.pool).unwrap();
+            self.call(w, Call::Sock(h));
+        }
+        for k in 0..64 {
+            let s = &mut self.sides[w];
+            let off = s.sent as usize;
+            if off >= s.data.len() || s.credit == 0 {
+                break;
+            }
+            let want = match (off / 1448 + step as usize + k) % 4 {
+                0 => 1448,
+                1 => 700,
+                2 => 1800,
+                _ => 9000,
+            };
+            let n = want.min(s.data.len() - off).min(s.credit as usize);
+            let Some(mut h) = self.pool.alloc(n) else {
+                break;
+            };
+            h.data_len = n as u32;
+            h.sock = s.sock;
+            h.stream_off = off as u32;
+            self.pool
+                .data_mut(&h)
+                .unwrap()
+                .copy_from_slice(&s.data[off..off + n]);
+            s.sent += n as u64;
+            s.credit -= n as u64;
+            self.call(w, Call::Sock(h));
+        }
+        let s = &mut self.sides[w];
+        if !s.shut && s.taken == s.data.len() as u64 && (s.eof || w == 0) {
+            s.shut = true;
+            let m = L4Ctl {
+                op: op::SHUTDOWN,
+                sock: s.sock,
+                value: 1,
+                ..L4Ctl::default()
+            };
+            let h = m.to_handle(&mut self.pool).unwrap();
+            self.call(w, Call::Sock(h));
+        }
+    }
+
+    fn step(&mut self, step: u64) {
+        self.wire.q.sort_by_key(|(t, _, _)| *t);
+        let due = self
+            .wire
+            .q
+            .iter()
+            .take_while(|(t, _, _)| *t <= self.now)
+            .count();
+        let batch: Vec<_> = self.wire.q.drain(..due).collect();
+        for (_, to_b, bytes) in batch {
+            let h = ip_handle(&mut self.pool, &bytes, protocol::TCP);
+            self.call(usize::from(to_b), Call::Ip(h));
+        }
+        for w in 0..2 {
+            self.call(w, Call::Poll);
+        }
+        for w in 0..2 {
+            self.app(w, step);
+        }
+    }
+
+    fn next_time(&self) -> u64 {
+        let mut t = self.now + 50 * MS;
+        for (w, _, _) in &self.wire.q {
+            t = t.min(*w);
+        }
+        for s in &self.sides {
+            if let Some(d) = s.core.next_deadline() {
+                t = t.min(d);
+            }
+            if s.connected {
+                t = t.min(s.sync_at);
+            }
+        }
+        t.max(self.now + 10_000)
+    }
+}
+
+/// The flags of a datagram's TCP header.
+fn parse_out_bytes(d: &[u8]) -> TcpFlags {
+    let (tcp, _) = TcpHeader::parse(&d[20..]).expect("valid TCP");
+    tcp.flags
+}
+
+/// A transfer of `a_bytes` from A to B and `b_bytes` back, each core
+/// killed in `kill_pm` per mille of its calls while data flows.
+fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64) -> Net {
+    quiet_kills();
+    let mut net = Net {
+        pool: HeapPool::new(16384, 256),
+        now: 1_000_000_000,
+        sides: [
+            Side::new(Ipv4Addr::new(10, 0, 0, 1), 11, pattern(a_bytes, 0x5a)),
+            Side::new(Ipv4Addr::new(10, 0, 0, 2), 22, pattern(b_bytes, 0xa5)),
+        ],
+        wire: Wire {
+            rng: seed | 1,
+            q: Vec::new(),
+            loss: 10,
+            dup: 5,
+            reorder: 10,
+            sent: 0,
+            lost: 0,
+            last: [0; 2],
+        },
+        rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
+        kill_pm,
+        tally: Tally::default(),
+    };
+    for m in [
+        L4Ctl {
+            op: op::BIND,
+            sock: 1,
+            local_port: 80,
+            ..L4Ctl::default()
+        },
+        L4Ctl {
+            op: op::LISTEN,
+            sock: 1,
+            value: 8,
+            ..L4Ctl::default()
+        },
+    ] {
+        let h = m.to_handle(&mut net.pool).unwrap();
+        net.call(1, Call::Sock(h));
+    }
+    net.sides[0].sock = 5;
+    let h = L4Ctl {
+        op: op::CONNECT,
+        sock: 5,
+        remote_addr: u32::from(Ipv4Addr::new(10, 0, 0, 2)),
+        remote_port: 80,
+        ..L4Ctl::default()
+    }
+    .to_handle(&mut net.pool)
+    .unwrap();
+    net.call(0, Call::Sock(h));
+    let limit = net.now + 3600 * 1_000_000_000;
+    let mut step = 0;
+    while !net.sides.iter().all(|s| s.closed) {
+        step += 1;
+        net.now = net.next_time();
+        assert!(
+            net.now < limit,
+            "stalled after {:?}: a {:?} b {:?}",
+            net.tally,
+            net.sides[0].core.connections().collect::<Vec<_>>(),
+            net.sides[1].core.connections().collect::<Vec<_>>()
+        );
+        net.step(step);
+    }
+    // The listener goes too, then every timer runs out (TIME-WAIT).
+    let h = L4Ctl {
+        op: op::CLOSE,
+        sock: 1,
+        ..L4Ctl::default()
+    }
+    .to_handle(&mut net.pool)
+    .unwrap();
+    net.call(1, Call::Sock(h));
+    let end = net.now + 200 * 1_000_000_000;
+    while net.now < end {
+        net.now = net.next_time().min(end);
+        net.step(step);
+        net.wire.q.clear();
+    }
+    let (a, b) = (&net.sides[0], &net.sides[1]);
+    assert!(
+        b.recv == a.data,
+        "A→B bytes differ ({} of {})",
+        b.recv.len(),
+        a.data.len()
+    );
+    assert!(
+        a.recv == b.data,
+        "B→A bytes differ ({} of {})",
+        a.recv.len(),
+        b.data.len()
+    );
+    assert!(a.eof && b.eof);
+    for s in &net.sides {
+        assert_eq!(s.core.conns_in_use(), 0);
+        assert_eq!(s.core.entries_in_use(), 0);
+        assert!(
+            s.refs.n.iter().all(|&n| n == 0),
+            "a core still holds a buffer"
+        );
+    }
+    assert_eq!(net.pool.in_use(), 0, "buffers leaked");
+    assert_eq!(net.pool.stale_frees, 0);
+    net
+}
+
+#[test]
+fn killed_anywhere_tcpd_carries_every_connection_on() {
+    let mut total = Tally::default();
+    for seed in 0..48u64 {
+        let net = run(384 << 10, 128 << 10, 0x5eed_0000 + seed, 150);
+        let t = &net.tally;
+        total.kills += t.kills;
+        total.restored += t.restored;
+        total.resends += t.resends;
+        for k in 0..3 {
+            total.by_state[k] += t.by_state[k];
+        }
+    }
+    eprintln!("{total:?}");
+    assert!(total.kills >= 2000, "{total:?}");
+    // Every kind of moment: between events, mid-event, mid-commit.
+    assert!(total.by_state.iter().all(|&n| n > 50), "{total:?}");
+}
+
+#[test]
+fn the_harness_without_kills_transfers_cleanly() {
+    let net = run(256 << 10, 64 << 10, 7, 0);
+    assert_eq!(net.tally.kills, 0);
+    assert_eq!(net.tally.resends, 0);
 }
