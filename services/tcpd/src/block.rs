@@ -30,9 +30,24 @@
 //! journal ACTIVE (undo the saved entries: the state before), COMMIT (copy
 //! the new block again: the state after) or IDLE; entries then linked
 //! from no block are the interrupted event's new or unlinked ones, freed
-//! with their buffers. Events run one at a time; an event may run another
-//! block's events inside it only before it changed any entry (a listener
-//! closing its children).
+//! with their buffers (each entry is cleared before its buffer is freed,
+//! so a restore killed in turn never frees one twice). Restore itself
+//! only finishes what the journal says and frees; killed at any point, the
+//! next one does the rest.
+//!
+//! References: every allocated entry holds one pool reference to its
+//! buffer; any other reference a dead tcpd held (segments and deliveries
+//! not yet pushed, a buffer between two steps) is named by no entry and
+//! is for the fabric's reclaim, not for restore.
+//!
+//! Events run one at a time. An event may run others inside it (a
+//! listener closing or re-announcing its children) only before it changed
+//! any entry: each inner event commits on its own, so a kill between them
+//! leaves each block as before or after its own event. Outside the
+//! journal the core writes only values restore recomputes or can lose (a
+//! listener's child counts and overflow time) and the fresh block
+//! `alloc_block` takes for an event, which restore frees if the event
+//! never committed (a CLOSED block without a socket).
 
 use strata_ipc::arena::Pod;
 use strata_ipc::Handle;

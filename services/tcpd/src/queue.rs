@@ -110,8 +110,10 @@ impl<'a> Slab<'a> {
 
     // ---- the journal ----
 
-    /// Starts an event on block `block`. An event in progress (one
-    /// running others inside it) must not have changed an entry yet.
+    /// Starts an event on block `block` (or goes on with the one an inner
+    /// event interrupted). An event in progress (one running others
+    /// inside it) must not have changed an entry yet: the inner event
+    /// takes the journal over, and its commit is final on its own.
     pub fn begin(&mut self, block: usize) {
         debug_assert!(
             self.jn.state != journal::ACTIVE || (self.jn.n == 0 && self.gone.is_empty()),
@@ -164,17 +166,13 @@ impl<'a> Slab<'a> {
         }
         *blk = *c;
         step();
-        match outer {
-            Some(o) => {
-                self.jn.n = 0;
-                step();
-                self.jn.block = o as u32;
-                step();
-                self.jn.state = journal::ACTIVE;
-            }
-            None => self.jn.state = journal::IDLE,
-        }
+        // Idle before naming another block: COMMIT with the outer block's
+        // index would copy this block's image over it.
+        self.jn.state = journal::IDLE;
         step();
+        if let Some(o) = outer {
+            self.begin(o);
+        }
     }
 
     /// Releases the entries the committed event unlinked and frees their

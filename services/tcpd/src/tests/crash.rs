@@ -11,6 +11,7 @@
 //! restore, and the pool back at its baseline.
 
 use std::cell::Cell;
+use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use strata_ipc::l4::ctl_flags;
@@ -126,9 +127,46 @@ impl Buffers for Tracked<'_> {
 const CAP: u64 = 256 * 1024;
 const SYNC_EVERY: u64 = 200 * MS;
 
+/// Where a side's storage is, to take it back from a core killed while
+/// restoring (which had it moved in).
+struct Raw {
+    conns: (*mut ConnBlock, usize),
+    segs: (*mut SegEntry, usize),
+    journal: *mut crate::block::Journal,
+    undo: (*mut crate::block::UndoRec, usize),
+}
+
+impl Raw {
+    fn of(st: &mut Storage<'static>) -> Raw {
+        Raw {
+            conns: (st.conns.as_mut_ptr(), st.conns.len()),
+            segs: (st.segs.as_mut_ptr(), st.segs.len()),
+            journal: &mut *st.journal,
+            undo: (st.undo.as_mut_ptr(), st.undo.len()),
+        }
+    }
+
+    /// The storage again, once whatever held it is gone.
+    #[allow(unsafe_code)]
+    fn storage(&self) -> Storage<'static> {
+        // SAFETY: the memory is leaked (lives for the test); the core
+        // that held the previous references unwound and is gone, so these
+        // are the only ones.
+        unsafe {
+            Storage {
+                conns: std::slice::from_raw_parts_mut(self.conns.0, self.conns.1),
+                segs: std::slice::from_raw_parts_mut(self.segs.0, self.segs.1),
+                journal: &mut *self.journal,
+                undo: std::slice::from_raw_parts_mut(self.undo.0, self.undo.1),
+            }
+        }
+    }
+}
+
 /// One side: its core, and the sockd it talks to.
 struct Side {
     core: TcpCore<'static>,
+    raw: Raw,
     cfg: TcpConfig,
     out: Outputs,
     refs: Refs,
@@ -158,8 +196,11 @@ struct Side {
 impl Side {
     fn new(addr: Ipv4Addr, seed: u32, data: Vec<u8>) -> Side {
         let cfg = cfg_for(addr, seed);
+        let mut st = storage(16, 2048);
+        let raw = Raw::of(&mut st);
         Side {
-            core: TcpCore::new(cfg.clone(), storage(16, 2048)).unwrap(),
+            core: TcpCore::new(cfg.clone(), st).unwrap(),
+            raw,
             cfg,
             out: Outputs::with_capacity(256),
             refs: Refs::default(),
@@ -188,6 +229,8 @@ struct Tally {
     /// Kills by the journal's state: idle, mid-event, mid-commit.
     by_state: [u64; 3],
     restored: u64,
+    /// Kills of a restoring core.
+    restore_kills: u64,
     resends: u64,
 }
 
@@ -265,46 +308,71 @@ impl Net {
     }
 
     /// Side `w`'s core died: its last outputs never left it, the launcher
-    /// reclaims what it held outside its arena, and a new core restores.
+    /// reclaims what it held outside its arena, and a new core restores
+    /// (and is killed again, now and then, while it does).
     fn kill(&mut self, w: usize) {
         self.tally.kills += 1;
-        let s = &mut self.sides[w];
-        s.out.clear();
-        let placeholder = TcpCore::new(s.cfg.clone(), storage(1, 1)).unwrap();
-        let st = std::mem::replace(&mut s.core, placeholder).into_storage();
+        let placeholder = TcpCore::new(self.sides[w].cfg.clone(), storage(1, 1)).unwrap();
+        let mut st = std::mem::replace(&mut self.sides[w].core, placeholder).into_storage();
         self.tally.by_state[st.journal.state.min(2) as usize] += 1;
-        // The launcher's reclaim: references not named by an entry.
-        let mut named = vec![0i64; s.refs.n.len()];
-        for e in st.segs.iter().filter(|e| e.owner != 0) {
-            assert!(self.pool.raw(&e.h).is_ok(), "an entry names a freed buffer");
-            named[e.h.buf as usize] += 1;
-        }
-        for (b, &n) in named.iter().enumerate() {
-            let held = s.refs.n[b];
-            assert!(
-                held >= n,
-                "entries name {n} references of buffer {b}, core held {held}"
-            );
-            for _ in n..held {
-                self.pool.free(&s.refs.h[b]);
+        loop {
+            let s = &mut self.sides[w];
+            s.out.clear();
+            // The launcher's reclaim: references not named by an entry.
+            let mut named = vec![0i64; s.refs.n.len()];
+            for e in st.segs.iter().filter(|e| e.owner != 0) {
+                assert!(self.pool.raw(&e.h).is_ok(), "an entry names a freed buffer");
+                named[e.h.buf as usize] += 1;
             }
-            s.refs.n[b] = n;
+            for (b, &n) in named.iter().enumerate() {
+                let held = s.refs.n[b];
+                assert!(
+                    held >= n,
+                    "entries name {n} references of buffer {b}, core held {held}"
+                );
+                for _ in n..held {
+                    self.pool.free(&s.refs.h[b]);
+                }
+                s.refs.n[b] = n;
+            }
+            let in_use = st.conns.iter().filter(|c| c.in_use()).count();
+            let again = self.rand().is_multiple_of(2);
+            let at = 1 + self.rand() % 12;
+            if again {
+                COUNTDOWN.with(|c| c.set(at));
+            }
+            let s = &mut self.sides[w];
+            let r = {
+                let mut p = Tracked {
+                    pool: &mut self.pool,
+                    refs: &mut s.refs,
+                };
+                let (cfg, now, out) = (s.cfg.clone(), self.now, &mut s.out);
+                catch_unwind(AssertUnwindSafe(|| {
+                    TcpCore::restore(cfg, st, now, &mut p, out)
+                }))
+            };
+            COUNTDOWN.with(|c| c.set(0));
+            match r {
+                Ok(r) => {
+                    let (core, kept) = r.expect("restore");
+                    assert_eq!(
+                        core.stats().get(Stat::RestoreReset),
+                        0,
+                        "restore reset a connection"
+                    );
+                    assert!(kept + 1 >= in_use, "kept {kept} of {in_use}");
+                    s.core = core;
+                    self.tally.restored += 1;
+                    return;
+                }
+                Err(e) => {
+                    assert!(e.downcast_ref::<Killed>().is_some(), "a real panic");
+                    self.tally.restore_kills += 1;
+                    st = s.raw.storage();
+                }
+            }
         }
-        let in_use = st.conns.iter().filter(|c| c.in_use()).count();
-        let mut p = Tracked {
-            pool: &mut self.pool,
-            refs: &mut s.refs,
-        };
-        let (core, kept) =
-            TcpCore::restore(s.cfg.clone(), st, self.now, &mut p, &mut s.out).expect("restore");
-        assert_eq!(
-            core.stats().get(Stat::RestoreReset),
-            0,
-            "restore reset a connection"
-        );
-        assert!(kept + 1 >= in_use, "kept {kept} of {in_use}");
-        s.core = core;
-        self.tally.restored += 1;
     }
 
     /// Moves what side `w`'s core produced: datagrams onto the wire,
@@ -630,14 +698,17 @@ fn killed_anywhere_tcpd_carries_every_connection_on() {
         total.kills += t.kills;
         total.restored += t.restored;
         total.resends += t.resends;
+        total.restore_kills += t.restore_kills;
         for k in 0..3 {
             total.by_state[k] += t.by_state[k];
         }
     }
     eprintln!("{total:?}");
     assert!(total.kills >= 2000, "{total:?}");
-    // Every kind of moment: between events, mid-event, mid-commit.
+    // Every kind of moment: between events, mid-event, mid-commit, and
+    // restoring.
     assert!(total.by_state.iter().all(|&n| n > 50), "{total:?}");
+    assert!(total.restore_kills > 100, "{total:?}");
 }
 
 #[test]
@@ -645,4 +716,210 @@ fn the_harness_without_kills_transfers_cleanly() {
     let net = run(256 << 10, 64 << 10, 7, 0);
     assert_eq!(net.tally.kills, 0);
     assert_eq!(net.tally.resends, 0);
+}
+
+/// Every block in use and what its queues hold, by value, by block. A
+/// listener's counts of children are left out: restore counts them again
+/// from the children.
+fn snapshot(h: &H) -> BTreeMap<usize, Vec<String>> {
+    let (conns, segs) = (&*h.core.conns, &*h.core.slab.e);
+    let mut m = BTreeMap::new();
+    for (i, c) in conns.iter().enumerate().filter(|(_, c)| c.in_use()) {
+        let mut c = *c;
+        if c.state == crate::block::st::LISTEN {
+            (c.syn_q, c.acc_q) = (0, 0);
+        }
+        let mut v = vec![format!("{c:?}")];
+        for l in [c.snd_q, c.rcv_q, c.ooo_q, c.dlv_q] {
+            let mut e = l.head;
+            let mut n = 0;
+            while e != crate::NIL && n < l.count {
+                let x = &segs[e as usize];
+                v.push(format!(
+                    "  {e}: seq {} len {} off {} buf {} flags {} sent {}/{}",
+                    x.seq, x.h.data_len, x.h.data_off, x.h.buf, x.flags, x.sent_fence, x.sent_us
+                ));
+                e = x.next;
+                n += 1;
+            }
+        }
+        m.insert(i, v);
+    }
+    m
+}
+
+/// Kills the core at each crash point of `event` in turn (on a fresh
+/// `setup` each time), restores, and checks what restore left against a
+/// run without a kill: as a whole the state before or after when `event`
+/// is one event; else each block as before or after (an event that runs
+/// others, each of which commits on its own).
+fn kill_everywhere(setup: impl Fn() -> H, event: impl Fn(&mut H), one_event: bool) -> (u32, u32) {
+    quiet_kills();
+    let mut h = setup();
+    let before = snapshot(&h);
+    event(&mut h);
+    let after = snapshot(&h);
+    assert_ne!(before, after);
+    let (mut seen_before, mut seen_after) = (0, 0);
+    for k in 1.. {
+        let mut h = setup();
+        assert_eq!(snapshot(&h), before, "the scenario is deterministic");
+        COUNTDOWN.with(|c| c.set(k));
+        let r = catch_unwind(AssertUnwindSafe(|| event(&mut h)));
+        COUNTDOWN.with(|c| c.set(0));
+        if r.is_ok() {
+            assert_eq!(snapshot(&h), after);
+            assert!(k > 20, "only {k} crash points");
+            break;
+        }
+        h.out.clear();
+        h.restart(None);
+        assert_eq!(h.core.stats().get(Stat::RestoreReset), 0);
+        let got = snapshot(&h);
+        if got == before {
+            seen_before += 1;
+        } else if got == after {
+            seen_after += 1;
+        } else {
+            let blocks: BTreeSet<_> = before
+                .keys()
+                .chain(after.keys())
+                .chain(got.keys())
+                .collect();
+            let each = blocks
+                .iter()
+                .all(|i| [before.get(i), after.get(i)].contains(&got.get(i)));
+            assert!(
+                each && !one_event,
+                "kill at point {k}: neither before nor after:\n{got:#?}\nbefore {before:#?}\nafter {after:#?}"
+            );
+        }
+    }
+    eprintln!("{seen_before} kills restored the state before, {seen_after} the state after");
+    assert!(seen_before > 0 && seen_after > 0);
+    (seen_before, seen_after)
+}
+
+/// A connection with everything queued: 6 segments in flight (one
+/// buffer each), 500 bytes delivered and unconfirmed, two out-of-order
+/// segments behind a hole. Returns the harness and the segment that
+/// fills the hole while acknowledging 3.5 segments: one event that frees,
+/// trims, takes, moves and delivers entries and sends.
+fn loaded() -> (H, Vec<u8>) {
+    let (mut h, iss) = H::established(TcpOptions {
+        mss: Some(1000),
+        sack_permitted: true,
+        ..TcpOptions::default()
+    });
+    h.nodelay(2);
+    for k in 0..6 {
+        h.send(2, &pattern(1000, k));
+    }
+    let peer = pattern(3000, 9);
+    h.peer(ACK, PISS + 1, iss + 1, &peer[..500]);
+    h.peer(ACK, PISS + 1001, iss + 1, &peer[1000..2000]);
+    h.peer(ACK, PISS + 2001, iss + 1, &peer[2000..]);
+    h.segs.clear();
+    h.ups.clear();
+    let d = build(
+        (PEER, PPORT),
+        (LOCAL, LPORT),
+        ACK,
+        PISS + 501,
+        iss + 1 + 3500,
+        65535,
+        &TcpOptions::default(),
+        &peer[500..1000],
+    );
+    (h, d)
+}
+
+#[test]
+fn a_kill_at_any_point_of_an_event_restores_the_state_before_or_after_it() {
+    let d = loaded().1;
+    kill_everywhere(
+        || loaded().0,
+        |h| {
+            let hd = ip_handle(&mut h.pool, &d, protocol::TCP);
+            h.core.from_ip(h.now, &mut h.pool, hd, &mut h.out);
+        },
+        true,
+    );
+}
+
+/// A listener with a child in its accept queue (with data) and one
+/// half-open.
+fn listener_with_children() -> H {
+    let mut h = H::new();
+    h.listen(1, LPORT, 4);
+    h.pport = 40001;
+    h.peer(SYN, PISS, 0, &[]);
+    let sa = h.expect(SYN | ACK);
+    h.peer(ACK, PISS + 1, sa.seq() + 1, b"queued");
+    h.pport = 40002;
+    h.peer(SYN, PISS, 0, &[]);
+    h.segs.clear();
+    h.ups.clear();
+    h
+}
+
+#[test]
+fn a_kill_while_a_listener_closes_leaves_each_child_before_or_after() {
+    kill_everywhere(
+        listener_with_children,
+        |h| {
+            let m = L4Ctl {
+                op: op::CLOSE,
+                sock: 1,
+                ..L4Ctl::default()
+            };
+            let hd = m.to_handle(&mut h.pool).unwrap();
+            h.core.from_sock(h.now, &mut h.pool, hd, &mut h.out);
+        },
+        false,
+    );
+}
+
+#[test]
+fn a_nested_commit_never_lands_on_the_outer_block() {
+    use crate::block::{st, Journal, UndoRec};
+    use crate::queue::{recover, Slab};
+    quiet_kills();
+    let dbg = |c: &ConnBlock| format!("{c:?}");
+    for k in 1.. {
+        let mut conns = vec![ConnBlock::default(); 2];
+        conns[0] = ConnBlock {
+            state: st::LISTEN,
+            ..ConnBlock::default()
+        };
+        conns[1] = ConnBlock {
+            state: st::ESTABLISHED,
+            index: 1,
+            ..ConnBlock::default()
+        };
+        let (mut segs, mut undo) = (vec![SegEntry::default(); 4], vec![UndoRec::default(); 4]);
+        let mut jn = Journal::default();
+        let before = conns.clone();
+        let inner = ConnBlock {
+            snd_una: 77,
+            ..conns[1]
+        };
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            let mut slab = Slab::new(&mut segs, &mut jn, &mut undo);
+            slab.begin(0);
+            slab.begin(1);
+            COUNTDOWN.with(|c| c.set(k));
+            let (outer, rest) = conns.split_at_mut(1);
+            slab.commit(&mut rest[0], &inner, Some(0));
+            slab.commit(&mut outer[0], &before[0], None);
+        }));
+        COUNTDOWN.with(|c| c.set(0));
+        if r.is_ok() {
+            assert!(k > 5);
+            break;
+        }
+        recover(&mut conns, &mut segs, &mut jn, &undo);
+        assert_eq!(dbg(&conns[0]), dbg(&before[0]), "kill at {k}");
+        assert!([dbg(&before[1]), dbg(&inner)].contains(&dbg(&conns[1])));
+    }
 }

@@ -562,8 +562,8 @@ impl H {
 
     /// Simulates a restart of tcpd: the core is dropped, a new one
     /// restores from the same storage (and pool). `dirty` marks the block
-    /// of that socket as caught mid-update. Returns how many blocks were
-    /// kept.
+    /// of that socket as one restore must not trust. Returns how many
+    /// blocks were kept.
     pub fn restart(&mut self, dirty: Option<u32>) -> usize {
         let placeholder = TcpCore::new(self.cfg.clone(), storage(1, 1)).unwrap();
         let old = std::mem::replace(&mut self.core, placeholder);

@@ -1,6 +1,6 @@
 //! Restart: a new core over the same storage carries on every connection
-//! (queues, sequence numbers, timers); a block caught mid-update is reset
-//! alone.
+//! (queues, sequence numbers, timers); a block restore cannot trust is
+//! reset alone. (Kills in the middle of an event: `crash.rs`.)
 
 use super::*;
 use crate::Stat;
@@ -74,7 +74,7 @@ fn connections_queues_and_timers_survive_a_restart() {
 }
 
 #[test]
-fn a_block_caught_mid_update_is_reset_alone() {
+fn a_block_marked_bad_is_reset_alone() {
     let mut h = H::new();
     h.listen(1, LPORT, 4);
     let iss = h.accept(2, o());
