@@ -138,6 +138,11 @@ impl<'a> Slab<'a> {
     #[inline]
     fn save(&mut self, i: u32) {
         let k = i as usize;
+        debug_assert_eq!(
+            self.jn.state,
+            journal::ACTIVE,
+            "an entry changed outside an event"
+        );
         if self.mark[k] == self.epoch || self.jn.state != journal::ACTIVE {
             return;
         }
@@ -226,12 +231,12 @@ impl<'a> Slab<'a> {
     /// Gives up entry `i`, unlinked by the current event, and the buffer
     /// reference it holds, once the event is over.
     pub fn discard(&mut self, i: u32) {
-        if self.jn.state == journal::ACTIVE {
-            self.gone.push(i);
-        } else {
-            // Outside an event (restore): nothing to keep it for.
-            debug_assert!(false, "discard outside an event");
-        }
+        debug_assert_eq!(
+            self.jn.state,
+            journal::ACTIVE,
+            "an entry given up outside an event"
+        );
+        self.gone.push(i);
     }
 
     /// The entry at `i`.

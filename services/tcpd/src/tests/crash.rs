@@ -753,7 +753,12 @@ fn snapshot(h: &H) -> BTreeMap<usize, Vec<String>> {
 /// run without a kill: as a whole the state before or after when `event`
 /// is one event; else each block as before or after (an event that runs
 /// others, each of which commits on its own).
-fn kill_everywhere(setup: impl Fn() -> H, event: impl Fn(&mut H), one_event: bool) -> (u32, u32) {
+fn kill_everywhere(
+    setup: impl Fn() -> H,
+    event: impl Fn(&mut H),
+    one_event: bool,
+    min_points: u64,
+) -> (u32, u32) {
     quiet_kills();
     let mut h = setup();
     let before = snapshot(&h);
@@ -769,7 +774,7 @@ fn kill_everywhere(setup: impl Fn() -> H, event: impl Fn(&mut H), one_event: boo
         COUNTDOWN.with(|c| c.set(0));
         if r.is_ok() {
             assert_eq!(snapshot(&h), after);
-            assert!(k > 20, "only {k} crash points");
+            assert!(k > min_points, "only {k} crash points");
             break;
         }
         h.out.clear();
@@ -844,6 +849,30 @@ fn a_kill_at_any_point_of_an_event_restores_the_state_before_or_after_it() {
             h.core.from_ip(h.now, &mut h.pool, hd, &mut h.out);
         },
         true,
+        30,
+    );
+}
+
+#[test]
+fn a_kill_while_a_syn_makes_a_child_leaves_no_stray_block() {
+    let d = build(
+        (PEER, 40003),
+        (LOCAL, LPORT),
+        SYN,
+        PISS,
+        0,
+        65535,
+        &syn_opts(5),
+        &[],
+    );
+    kill_everywhere(
+        listener_with_children,
+        |h| {
+            let hd = ip_handle(&mut h.pool, &d, protocol::TCP);
+            h.core.from_ip(h.now, &mut h.pool, hd, &mut h.out);
+        },
+        true,
+        8,
     );
 }
 
@@ -877,6 +906,7 @@ fn a_kill_while_a_listener_closes_leaves_each_child_before_or_after() {
             h.core.from_sock(h.now, &mut h.pool, hd, &mut h.out);
         },
         false,
+        20,
     );
 }
 
