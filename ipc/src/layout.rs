@@ -113,7 +113,25 @@ pub mod state {
 pub struct LayerCtl {
     /// Bumped by the layer on every loop turn; a stalled value means hung.
     pub heartbeat: AtomicU64,
-    pub _pad0: [u64; 7],
+    /// The input the layer took last (`gen << 32 | buf`, 0: none), so
+    /// that the launcher can tell which input a dead layer was handling
+    /// ([`crate::quarantine`]). On this line because the layer writes it
+    /// with every input, as it writes the heartbeat with every turn.
+    pub input: AtomicU64,
+    /// That input's data window as taken: `data_off << 32 | data_len`.
+    pub input_span: AtomicU64,
+    /// Where its IPv4 header starts in that window, plus one (0: none):
+    /// hashes leave out the header's identification and checksum, which
+    /// differ between copies of the same datagram.
+    pub input_ip: AtomicU64,
+    /// That input's hash, computed as it was taken, while the launcher
+    /// watches for inputs of its length (0: not computed).
+    pub input_hash: AtomicU64,
+    /// Written by the launcher: quarantine entries in use `<< 32 |`
+    /// (watched input length + 1, 0: none). Zero, the usual case, lets
+    /// [`crate::Fabric::take_input`] skip every check.
+    pub quarantine_ctl: AtomicU64,
+    pub _pad0: [u64; 2],
     /// Non-zero while the layer sleeps (or is about to): producers kick it.
     pub sleeping: AtomicU32,
     /// One of [`state`].
@@ -133,6 +151,29 @@ pub struct LayerCtl {
     pub _pad1: u32,
     pub counters: [AtomicU64; LAYER_COUNTERS],
     pub names: [[u8; COUNTER_NAME_LEN]; LAYER_COUNTERS],
+    /// Inputs quarantined for this layer ([`crate::quarantine`]); the
+    /// first `quarantine_ctl >> 32` are in use, filled round-robin.
+    pub quarantine: [QuarantineSlot; QUARANTINE_SLOTS],
+    /// Inputs the launcher quarantined for this layer, ever.
+    pub quarantined: AtomicU64,
+    /// Copies of quarantined inputs the layer dropped.
+    pub quarantine_drops: AtomicU64,
+}
+
+/// Quarantine entries per layer: a packet of death is rare, and the
+/// oldest entry makes room for a new one.
+pub const QUARANTINE_SLOTS: usize = 8;
+
+/// One quarantined input, known by its length and hash.
+#[repr(C)]
+pub struct QuarantineSlot {
+    /// [`crate::quarantine::input_hash`] of its bytes.
+    pub hash: AtomicU64,
+    /// Its length, or `u32::MAX` while the slot is being written.
+    pub len: AtomicU32,
+    pub _pad: u32,
+    /// Copies dropped since.
+    pub hits: AtomicU64,
 }
 
 /// Per-interface block: its name and L2 counters.

@@ -26,6 +26,7 @@ pub use handle::Handle;
 pub use layer::{LayerId, MAX_IFACES, MAX_LAYERS};
 pub use layout::{ifc, Params, IFACE_COUNTER_NAMES};
 pub mod qdisc_cfg;
+pub mod quarantine;
 pub mod runtime;
 pub mod service;
 pub mod sockring;
