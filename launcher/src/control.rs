@@ -80,6 +80,8 @@ pub fn status(sh: &Shared) -> Value {
                 "uptime_s": up_ms as f64 / 1000.0,
                 "restarts": l.restarts,
                 "reclaimed_buffers": c.reclaimed.load(Relaxed),
+                "quarantined_inputs": f.quarantine_counts(l.id).0,
+                "quarantine_drops": f.quarantine_counts(l.id).1,
                 "last_exit": l.last_exit,
                 "wakeups": c.kicks.load(Relaxed),
             })
@@ -90,12 +92,27 @@ pub fn status(sh: &Shared) -> Value {
         .into_iter()
         .map(|(p, c, size, len)| json!({"from": p.label(), "to": c.label(), "size": size, "len": len}))
         .collect();
+    let quarantine: Vec<Value> = sup
+        .layers
+        .iter()
+        .flat_map(|l| {
+            f.quarantine_entries(l.id).into_iter().map(move |e| {
+                json!({
+                    "layer": l.id.label(),
+                    "len": e.len,
+                    "hash": format!("{:016x}", e.hash),
+                    "dropped": e.hits,
+                })
+            })
+        })
+        .collect();
     json!({
         "instance": sh.instance,
         "launcher_pid": std::process::id(),
         "uptime_s": sh.started.elapsed().as_secs_f64(),
         "layers": layers,
         "rings": rings,
+        "quarantine": quarantine,
         "pool": pool_json(f),
     })
 }
@@ -110,6 +127,9 @@ pub fn stats(sh: &Shared) -> Value {
         for (k, v) in f.counters(l.id) {
             m.insert(k, json!(v));
         }
+        // Every layer's shell drops quarantined inputs; the count is kept
+        // beside its own counters rather than among them.
+        m.insert("quarantined".into(), json!(f.quarantine_counts(l.id).1));
         layers.insert(l.id.label(), Value::Object(m));
     }
     let ifaces: Vec<Value> = (0..f.params().n_ifaces as u8)

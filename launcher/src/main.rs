@@ -45,8 +45,8 @@ enum Cmd {
         #[arg(long, short)]
         config: Option<PathBuf>,
     },
-    /// Show each layer's pid, state, uptime and restarts, ring occupancy
-    /// and the packet pool.
+    /// Show each layer's pid, state, uptime, restarts, reclaimed buffers
+    /// and quarantined inputs, ring occupancy and the packet pool.
     Status,
     /// Show per-layer and per-interface counters, drops by reason.
     Stats,
@@ -219,22 +219,40 @@ fn print_status(v: &Value) {
     );
     println!();
     println!(
-        "{:<10} {:>8} {:<9} {:>9} {:>8} {:>9}  last exit",
-        "LAYER", "PID", "STATE", "UPTIME", "RESTARTS", "RECLAIMED"
+        "{:<10} {:>8} {:<9} {:>9} {:>8} {:>9} {:>11}  last exit",
+        "LAYER", "PID", "STATE", "UPTIME", "RESTARTS", "RECLAIMED", "QUARANTINED"
     );
     for l in v["layers"].as_array().into_iter().flatten() {
         println!(
-            "{:<10} {:>8} {:<9} {:>8.1}s {:>8} {:>9}  {}",
+            "{:<10} {:>8} {:<9} {:>8.1}s {:>8} {:>9} {:>11}  {}",
             s(&l["layer"]),
             s(&l["pid"]),
             s(&l["state"]),
             l["uptime_s"].as_f64().unwrap_or(0.0),
             s(&l["restarts"]),
             s(&l["reclaimed_buffers"]),
+            s(&l["quarantined_inputs"]),
             s(&l["last_exit"])
         );
     }
     println!();
+    let quarantine = v["quarantine"].as_array().map_or(&[][..], |a| a.as_slice());
+    if !quarantine.is_empty() {
+        println!(
+            "{:<10} {:>7} {:<16} {:>9}",
+            "QUARANTINE", "BYTES", "HASH", "DROPPED"
+        );
+        for q in quarantine {
+            println!(
+                "{:<10} {:>7} {:<16} {:>9}",
+                s(&q["layer"]),
+                s(&q["len"]),
+                s(&q["hash"]),
+                s(&q["dropped"])
+            );
+        }
+        println!();
+    }
     println!("{:<22} {:>6} {:>6}", "RING", "USED", "SIZE");
     for r in v["rings"].as_array().into_iter().flatten() {
         println!(

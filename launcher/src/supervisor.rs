@@ -10,6 +10,7 @@ use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
 use strata_ipc::fabric::format_wake_env;
 use strata_ipc::layout::state;
+use strata_ipc::quarantine::{hex_dump, DeadInput};
 use strata_ipc::service::{DEVICE_FD_ENV, INSTANCE_ENV, LAYER_ENV};
 use strata_ipc::{Fabric, LayerId, MAX_LAYERS, WAKE_ENV};
 
@@ -17,6 +18,9 @@ use strata_ipc::{Fabric, LayerId, MAX_LAYERS, WAKE_ENV};
 const LOOP_WINDOW: Duration = Duration::from_secs(10);
 /// Deaths in the window before restarts are delayed.
 const LOOP_DEATHS: usize = 3;
+/// How long after a death on an input the layer keeps hashing inputs of
+/// that length as it takes them (see `strata_ipc::quarantine`).
+const WATCH_TIME: Duration = Duration::from_secs(60);
 
 /// One supervised layer.
 pub struct Layer {
@@ -35,6 +39,12 @@ pub struct Layer {
     device_fd: Option<RawFd>,
     /// How the previous instance ended.
     pub last_exit: Option<String>,
+    /// The input the last death (not by request) was on, if it held one.
+    last_input: Option<DeadInput>,
+    /// Until when the layer hashes inputs of that input's length.
+    watch_until: Option<Instant>,
+    /// The coming death is our `kill`: no input caused it.
+    killed_by_request: bool,
 }
 
 impl Layer {
@@ -118,6 +128,9 @@ impl Supervisor {
             last_beat_change: now,
             device_fd,
             last_exit: None,
+            last_input: None,
+            watch_until: None,
+            killed_by_request: false,
         };
         for (i, &fd) in device_fds.iter().enumerate() {
             layers.push(mk(LayerId::driver(i as u8), Some(fd)));
@@ -262,6 +275,11 @@ impl Supervisor {
                     l.last_beat_change = now;
                 }
             }
+            let l = &mut self.layers[k];
+            if l.watch_until.is_some_and(|t| now >= t) {
+                l.watch_until = None;
+                f.watch_inputs(id, None);
+            }
             // A delayed restart due?
             if self.layers[k].child.is_none() {
                 if let Some(at) = self.layers[k].restart_at {
@@ -280,6 +298,12 @@ impl Supervisor {
         let ctl = f.ctl(id);
         ctl.state.store(state::DEAD, Release);
         ctl.pid.store(0, Release);
+        // Before reclaim frees it: the input it died on, if it held one.
+        let by_request = std::mem::take(&mut l.killed_by_request);
+        let verdict = match f.dead_input(id) {
+            Some(inp) if !by_request => Self::judge_input(f, l, inp, &how, now),
+            _ => None,
+        };
         let freed = f.reclaim(id);
         let lived = now.duration_since(l.started);
         l.deaths.push_back(now);
@@ -305,10 +329,58 @@ impl Supervisor {
                 format!(" in {} ms (crash loop back-off)", delay.as_millis())
             }
         ));
+        if let Some(v) = verdict {
+            log(&v);
+        }
         l.last_exit = Some(how);
         l.restart_at = Some(now + delay);
         if delay.is_zero() {
             self.restart(f, k);
+        }
+    }
+
+    /// A second death on the same input quarantines it before the
+    /// restart; a first makes the next instance hash inputs of its length
+    /// as it takes them, so the entry can hold their hash from before any
+    /// logic changed them. Returns what to log.
+    fn judge_input(
+        f: &Fabric,
+        l: &mut Layer,
+        inp: DeadInput,
+        how: &str,
+        now: Instant,
+    ) -> Option<String> {
+        let id = l.id;
+        if l.last_input.as_ref().is_some_and(|p| inp.same_as(p)) {
+            let key = inp.key();
+            f.quarantine(id, inp.len, key);
+            f.watch_inputs(id, None);
+            l.watch_until = None;
+            l.last_input = None;
+            let shown = if inp.head.len() < inp.len as usize {
+                format!(" (first {} bytes)", inp.head.len())
+            } else {
+                String::new()
+            };
+            let dump: Vec<String> = hex_dump(&inp.head)
+                .lines()
+                .map(|r| format!("    {r}"))
+                .collect();
+            Some(format!(
+                "{id} died twice on the same input ({how}): quarantined it, {} bytes, \
+                 hash {key:016x}; copies are dropped from now on; the input{shown}:\n{}",
+                inp.len,
+                dump.join("\n")
+            ))
+        } else {
+            let msg = format!(
+                "{id} was handling an input of {} bytes (hash {:016x}); watching for it",
+                inp.len, inp.hash
+            );
+            f.watch_inputs(id, Some(inp.len));
+            l.watch_until = Some(now + WATCH_TIME);
+            l.last_input = Some(inp);
+            Some(msg)
         }
     }
 
@@ -329,13 +401,14 @@ impl Supervisor {
     }
 
     /// Sends SIGKILL to a layer (fault injection). Returns its pid.
-    pub fn kill(&self, id: LayerId) -> Result<u32, String> {
+    pub fn kill(&mut self, id: LayerId) -> Result<u32, String> {
         let l = self
             .layers
-            .iter()
+            .iter_mut()
             .find(|l| l.id == id)
             .ok_or_else(|| format!("this instance has no layer {id}"))?;
         let pid = l.pid().ok_or_else(|| format!("{id} is not running"))?;
+        l.killed_by_request = true;
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         log(&format!("{id} (pid {pid}) killed by request"));
         Ok(pid)
