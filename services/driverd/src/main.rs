@@ -116,6 +116,10 @@ fn main() {
         pending.extend(batch[..m].iter().copied());
         let mut dev_full = false;
         while let Some(h) = pending.front().copied() {
+            if !f.take_input(me, &h) {
+                pending.pop_front();
+                continue;
+            }
             let res = match pool.data(&h) {
                 Ok(d) => dev.send(d),
                 Err(_) => Ok(true),

@@ -382,6 +382,9 @@ fn main() {
             .min(BUDGET);
         let n = from_dev.pop(&mut batch[..room]);
         for h in &mut batch[..n] {
+            if !f.take_input(me, h) {
+                continue;
+            }
             if sh.packet(&mut pool, h, true, now, &mut back) {
                 pass.push(*h);
             }
@@ -398,6 +401,9 @@ fn main() {
             .min(BUDGET);
         let m = from_ip.pop(&mut batch[..room]);
         for h in &mut batch[..m] {
+            if !f.take_input(me, h) {
+                continue;
+            }
             if sh.packet(&mut pool, h, false, now, &mut back) {
                 pass.push(*h);
             }

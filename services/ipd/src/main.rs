@@ -106,12 +106,18 @@ fn main() {
         if txq.len() < TXQ_HIGH {
             let n = from_filter.pop(&mut batch);
             for h in &batch[..n] {
+                if !f.take_input(me, h) {
+                    continue;
+                }
                 core.input(now, &mut pool, *h, &mut out);
             }
             work += n;
             for (ring, udp) in [(&mut from_tcp, false), (&mut from_udp, true)] {
                 let n = ring.pop(&mut batch);
                 for h in &batch[..n] {
+                    if !f.take_input(me, h) {
+                        continue;
+                    }
                     if udp && h.flags & ICMP_PORT_UNREACH != 0 {
                         // A datagram udpd found no socket for: answer it
                         // with port unreachable, never send it.

@@ -162,6 +162,9 @@ fn main() {
             let faults = !ingress[i].is_plain();
             let mut k = 0;
             for h in &mut batch[..n] {
+                if !f.take_input(me, h) {
+                    continue;
+                }
                 let iif = i as u8;
                 let Ok(d) = pool.data(h) else {
                     f.count(me, C_STALE, 1);
@@ -236,6 +239,9 @@ fn main() {
         let n = down.pop(&mut batch);
         moved += n;
         for h in &batch[..n] {
+            if !f.take_input(me, h) {
+                continue;
+            }
             let Some(q) = egress.get_mut(h.oif as usize) else {
                 f.count(me, C_BAD_OIF, 1);
                 pool.free(h);

@@ -1269,6 +1269,9 @@ fn main() {
 
         let n = from_udp.pop(&mut batch);
         for h in &batch[..n] {
+            if !f.take_input(me, h) {
+                continue;
+            }
             if h.flags & flags::CTRL != 0 {
                 let pool = f.pool(me);
                 if let Ok(Some(m)) = L4Ctl::from_handle(&pool, h) {
@@ -1282,6 +1285,9 @@ fn main() {
         work += n;
         let n = from_tcp.pop(&mut batch);
         for h in &batch[..n] {
+            if !f.take_input(me, h) {
+                continue;
+            }
             if h.flags & flags::CTRL != 0 {
                 let pool = f.pool(me);
                 if let Ok(Some(m)) = L4Ctl::from_handle(&pool, h) {

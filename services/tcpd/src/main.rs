@@ -79,6 +79,9 @@ fn main() {
 
         let n = from_ip.pop(&mut batch);
         for h in &batch[..n] {
+            if !f.take_input(me, h) {
+                continue;
+            }
             core.from_ip(now, &mut pool, *h, &mut out);
         }
         work += n;
@@ -86,6 +89,9 @@ fn main() {
             let room = (to_ip.space() as usize).min(BUDGET);
             let n = from_sock.pop(&mut batch[..room]);
             for h in &batch[..n] {
+                if !f.take_input(me, h) {
+                    continue;
+                }
                 core.from_sock(now, &mut pool, *h, &mut out);
             }
             work += n;

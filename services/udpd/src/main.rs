@@ -81,6 +81,9 @@ fn main() {
             let room = (to_ip.space() as usize).min(BUDGET);
             let n = from_sock.pop(&mut batch[..room]);
             for h in &batch[..n] {
+                if !f.take_input(me, h) {
+                    continue;
+                }
                 core.from_sock(&mut pool, *h, &mut out);
             }
             work += n;
@@ -89,6 +92,9 @@ fn main() {
         // not fit upwards is dropped and counted.
         let n = from_ip.pop(&mut batch);
         for h in &batch[..n] {
+            if !f.take_input(me, h) {
+                continue;
+            }
             core.from_ip(&mut pool, *h, &mut out);
         }
         work += n;
