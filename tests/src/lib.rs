@@ -252,6 +252,12 @@ impl Stack {
     /// Starts strata in `ns` with `body` as its configuration (the
     /// instance name is added).
     pub fn up_config(ns: &Netns, body: &str) -> Stack {
+        Self::up_config_env(ns, body, &[])
+    }
+
+    /// As [`Stack::up_config`], with `env` added to the launcher's
+    /// environment (its layers inherit it: fault hooks).
+    pub fn up_config_env(ns: &Netns, body: &str, env: &[(&str, &str)]) -> Stack {
         let instance = unique("t");
         let cfg = format!("instance = \"{instance}\"\n\n{body}");
         let config = std::env::temp_dir().join(format!("{instance}.toml"));
@@ -262,6 +268,7 @@ impl Stack {
             .cmd(bin("strata").to_str().unwrap())
             .args(["up", "--config"])
             .arg(&config)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(logf)
             .spawn()
