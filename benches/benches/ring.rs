@@ -21,6 +21,7 @@ const CHILD_ENV: &str = "STRATA_BENCH_ECHO";
 /// it sleeps on its eventfd whenever idle.
 fn echo(instance: &str) -> ! {
     let mut f = Fabric::open(instance).expect("open fabric");
+    f.set_me(B);
     f.wakeups_from_env().expect("wake fds");
     let mut rx = f.consumer(A, B).unwrap();
     let mut tx = f.producer(B, A).unwrap();
@@ -63,6 +64,7 @@ fn setup() -> Pair {
         },
     )
     .expect("create fabric");
+    f.set_me(A);
     let mut fds: [RawFd; MAX_LAYERS] = [-1; MAX_LAYERS];
     for l in [A, B] {
         fds[l.0 as usize] = strata_ipc::fabric::new_eventfd().unwrap();

@@ -64,6 +64,9 @@ pub struct Fabric {
     n_rings: u32,
     ring_ends: Vec<(LayerId, LayerId)>,
     wake: [RawFd; MAX_LAYERS],
+    /// The layer this process is: whose references `free` and `add_ref`
+    /// change (the launcher unless [`Fabric::set_me`] says otherwise).
+    me: LayerId,
 }
 
 // SAFETY: the region is process-shared memory; all concurrent access goes
@@ -113,6 +116,7 @@ impl Fabric {
             n_rings,
             ring_ends: ends.clone(),
             wake: [-1; MAX_LAYERS],
+            me: LayerId::LAUNCHER,
         };
         // A new POSIX shm object reads as zeros, which is a valid empty
         // state for every atomic; only non-zero fields need setting.
@@ -191,6 +195,7 @@ impl Fabric {
             n_rings: ends.len() as u32,
             ring_ends: ends,
             wake: [-1; MAX_LAYERS],
+            me: LayerId::LAUNCHER,
         })
     }
 
@@ -204,6 +209,12 @@ impl Fabric {
             }
             Err(_) => false,
         }
+    }
+
+    /// Sets the layer this process is, so that [`free`](Self::free) and
+    /// [`add_ref`](Self::add_ref) charge its references.
+    pub fn set_me(&mut self, me: LayerId) {
+        self.me = me;
     }
 
     /// Whether this mapping removes the region when dropped.
@@ -364,8 +375,8 @@ impl Fabric {
         };
         let b = self.bufhdr(i);
         b.flags.store(0, Relaxed);
-        b.refcnt.store(1, Relaxed);
-        b.owner.store(me.0 as u32, Release);
+        b.owner.store(me.0 as u32, Relaxed);
+        b.holders.store(holder_one(me.0), Release);
         Some(Handle::new(i, b.gen.load(Relaxed), HEADROOM))
     }
 
@@ -375,50 +386,93 @@ impl Fabric {
             return Err(BufError::BadIndex);
         }
         let b = self.bufhdr(h.buf);
-        if b.gen.load(Acquire) != h.gen || b.refcnt.load(Acquire) == 0 {
+        if b.gen.load(Acquire) != h.gen || b.holders.load(Acquire) == 0 {
             return Err(BufError::Stale);
         }
         Ok(())
     }
 
-    /// Drops one reference; the last one returns the buffer to the pool.
-    /// A stale handle or a double free is refused and counted.
+    /// Drops one of this process's references ([`set_me`](Self::set_me));
+    /// the last one returns the buffer to the pool. A stale handle, a
+    /// double free or a free of a reference this layer does not hold is
+    /// refused and counted.
     pub fn free(&self, h: &Handle) {
+        self.free_as(self.me, h)
+    }
+
+    /// [`free`](Self::free) of a reference held by `me`.
+    pub fn free_as(&self, me: LayerId, h: &Handle) {
         if self.check(h).is_err() {
             self.header().stale_refused.fetch_add(1, Relaxed);
             return;
         }
-        self.release(h.buf);
+        self.release(h.buf, me, 1);
     }
 
-    fn release(&self, i: u32) {
+    /// Drops `n` references of layer `who` on buffer `i`, and frees the
+    /// buffer when none is left. Returns false (and counts a refused
+    /// free) if `who` holds fewer than `n`.
+    fn release(&self, i: u32, who: LayerId, n: u64) -> bool {
+        if n == 0 {
+            return true;
+        }
         let b = self.bufhdr(i);
-        let prev = b
-            .refcnt
-            .fetch_update(AcqRel, Acquire, |r| r.checked_sub(1))
-            .unwrap_or(0);
-        match prev {
-            0 => {
+        let one = holder_one(who.0);
+        let r = b.holders.fetch_update(AcqRel, Acquire, |h| {
+            (holder_count(h, who.0) >= n).then(|| h - n * one)
+        });
+        match r {
+            Err(_) => {
                 self.header().double_free.fetch_add(1, Relaxed);
+                false
             }
-            1 => {
-                b.gen.fetch_add(1, Release);
-                b.flags.store(0, Relaxed);
-                b.owner.store(OWNER_FREE, Release);
-                self.push_free(i);
+            Ok(prev) => {
+                if prev == n * one {
+                    self.finish_free(i);
+                }
+                true
             }
-            _ => {}
         }
     }
 
-    /// Adds a reference to a live buffer.
-    pub fn add_ref(&self, h: &Handle) -> Result<(), BufError> {
-        self.check(h)?;
-        self.bufhdr(h.buf).refcnt.fetch_add(1, AcqRel);
-        Ok(())
+    /// Puts buffer `i`, whose last reference is gone, back on its free list.
+    fn finish_free(&self, i: u32) {
+        let b = self.bufhdr(i);
+        b.gen.fetch_add(1, Release);
+        b.flags.store(0, Relaxed);
+        b.owner.store(OWNER_FREE, Release);
+        self.push_free(i);
     }
 
-    /// Marks a buffer as state its owner keeps across a restart (or not).
+    /// Adds a reference to a live buffer, held by this process's layer.
+    pub fn add_ref(&self, h: &Handle) -> Result<(), BufError> {
+        self.add_ref_as(self.me, h)
+    }
+
+    /// [`add_ref`](Self::add_ref) for layer `me`. A layer holds at most
+    /// [`HOLDER_MAX`] references on one buffer; more are refused (as
+    /// [`BufError::Stale`]: the caller treats the buffer as unusable and
+    /// copies or waits instead).
+    pub fn add_ref_as(&self, me: LayerId, h: &Handle) -> Result<(), BufError> {
+        self.check(h)?;
+        let one = holder_one(me.0);
+        self.bufhdr(h.buf)
+            .holders
+            .fetch_update(AcqRel, Acquire, |x| {
+                (x != 0 && holder_count(x, me.0) < HOLDER_MAX).then(|| x + one)
+            })
+            .map(|_| ())
+            .map_err(|_| BufError::Stale)
+    }
+
+    /// References layer `l` holds on buffer `i`.
+    pub fn refs_of(&self, i: u32, l: LayerId) -> u32 {
+        holder_count(self.bufhdr(i).holders.load(Acquire), l.0) as u32
+    }
+
+    /// Marks a buffer as state its owner keeps in its arena (or not). For
+    /// `strata status` only: a layer that keeps buffers across a restart
+    /// settles its references itself ([`reconcile`](Self::reconcile)).
     pub fn set_pinned(&self, h: &Handle, pinned: bool) -> Result<(), BufError> {
         self.check(h)?;
         let f = &self.bufhdr(h.buf).flags;
@@ -449,14 +503,17 @@ impl Fabric {
         (h.free_count[0].load(Relaxed), h.free_count[1].load(Relaxed))
     }
 
-    /// Buffers in use, by owner (indexed by layer id).
+    /// Buffer references held, by layer (indexed by layer id); a buffer
+    /// two layers share counts for both.
     pub fn in_use_by_owner(&self) -> [u32; MAX_LAYERS] {
         let mut v = [0; MAX_LAYERS];
         for i in 0..self.n_bufs() {
-            if let Some(o) = self.owner_of(i) {
-                if (o.0 as usize) < MAX_LAYERS {
-                    v[o.0 as usize] += 1;
-                }
+            let h = self.bufhdr(i).holders.load(Relaxed);
+            if h == 0 {
+                continue;
+            }
+            for (l, n) in v.iter_mut().enumerate() {
+                *n += holder_count(h, l as u8) as u32;
             }
         }
         v
@@ -502,6 +559,14 @@ impl Fabric {
             .collect()
     }
 
+    /// Moves ring `r`'s head back by `n` slots, as if its consumer had died
+    /// inside a pop before publishing it (tests of reclaim only).
+    #[doc(hidden)]
+    pub fn rewind_head_for_test(&self, r: usize, n: u32) {
+        let d = self.ring_desc(r);
+        d.head.store(d.head.load(Acquire).wrapping_sub(n), Release);
+    }
+
     /// The producing end of the ring `from` → `to` (only `from` may hold it).
     pub fn producer(&self, from: LayerId, to: LayerId) -> Option<Producer<'_>> {
         let r = self.ring_index(from, to)?;
@@ -519,6 +584,7 @@ impl Fabric {
             f: self,
             d: self.ring_desc(r),
             me: to,
+            from,
         })
     }
 
@@ -714,63 +780,141 @@ impl Fabric {
     // ------------------------------------------------------------- reclaim
 
     /// Takes back what a dead instance of `dead` held (launcher, before
-    /// the restart): every unpinned buffer it owned that is not already
-    /// on its way to another layer, and everything queued in the rings it
-    /// consumed (those rings are then empty). Returns buffers freed.
+    /// the restart): everything queued in the rings it consumed (those
+    /// rings are then empty), and every reference it held except those
+    /// on their way to another layer in the rings it produced. A layer
+    /// that settles its own references at restart
+    /// ([`LayerCtl::self_reclaim`], tcpd) keeps its references here; its
+    /// next instance calls [`reconcile`](Self::reconcile). Returns
+    /// references released.
     pub fn reclaim(&self, dead: LayerId) -> u64 {
         let n = self.n_bufs() as usize;
-        let mut in_transit = vec![false; n];
-        let mut doomed = vec![false; n];
+        let mut released = 0;
         for r in 0..self.n_rings as usize {
             let d = self.ring_desc(r);
             let (p, c) = self.ring_ends[r];
+            if c != dead {
+                continue;
+            }
+            // The dead consumer holds what it claimed; what lies beyond
+            // is still the producer's.
             let head = d.head.load(Acquire);
             let tail = d.tail.load(Acquire);
             let len = tail.wrapping_sub(head).min(d.size);
-            if p == dead {
-                // Published handles now belong to the live consumer.
-                for k in 0..len {
-                    let h = unsafe { *self.slot(d, head.wrapping_add(k)) };
-                    if (h.buf as usize) < n {
-                        in_transit[h.buf as usize] = true;
-                    }
+            let claimed = d
+                .claimed
+                .load(Acquire)
+                .max_wrapping(head)
+                .wrapping_sub(head)
+                .min(len);
+            for k in claimed..len {
+                let h = unsafe { *self.slot(d, head.wrapping_add(k)) };
+                if self.check(&h).is_ok() && self.release(h.buf, p, 1) {
+                    released += 1;
                 }
             }
-            if c == dead {
-                for k in 0..len {
-                    let h = unsafe { *self.slot(d, head.wrapping_add(k)) };
-                    if self.check(&h).is_ok() {
-                        doomed[h.buf as usize] = true;
-                    }
-                }
-                d.head.store(tail, Release);
-            }
+            let end = head.wrapping_add(len);
+            d.claimed.store(end, Release);
+            d.head.store(end, Release);
         }
+        let own = self.ctl(dead).self_reclaim.load(Acquire) == 0;
+        let transit = if own { self.in_transit(dead) } else { Vec::new() };
         for i in 0..n as u32 {
             let b = self.bufhdr(i);
-            if b.owner.load(Acquire) == dead.0 as u32
-                && b.flags.load(Relaxed) & FLAG_PINNED == 0
-                && !in_transit[i as usize]
-            {
-                if b.refcnt.load(Acquire) == 0 {
-                    // Died inside `release`, between the count reaching
-                    // zero and the push: finish the free.
-                    b.owner.store(OWNER_FREE, Release);
-                    self.push_free(i);
-                    continue;
+            if b.holders.load(Acquire) == 0 && b.owner.load(Acquire) == dead.0 as u32 {
+                // Died inside `alloc` (taken off the free list, no
+                // reference yet) or inside the last `release` (none left,
+                // not yet back on the list): finish the free.
+                self.finish_free(i);
+                released += 1;
+            } else if own {
+                released += self.release_excess(i, dead, transit[i as usize]);
+            }
+        }
+        self.ctl(dead).reclaimed.fetch_add(released, Relaxed);
+        released
+    }
+
+    /// For a restarted layer that keeps buffers in its arena (tcpd): drops
+    /// every reference of `me` beyond `keep(buffer, generation)` (the
+    /// references its restored state holds) and those in flight in the
+    /// rings it produces — the references its dead instance held on its
+    /// heap or mid-event. Call before producing anything. Returns
+    /// references released (also added to the layer's reclaimed count).
+    pub fn reconcile(&self, me: LayerId, mut keep: impl FnMut(u32, u32) -> u32) -> u64 {
+        let transit = self.in_transit(me);
+        let mut released = 0;
+        for i in 0..self.n_bufs() {
+            let b = self.bufhdr(i);
+            if holder_count(b.holders.load(Acquire), me.0) == 0 {
+                continue;
+            }
+            let k = keep(i, b.gen.load(Acquire));
+            released += self.release_excess(i, me, transit[i as usize] + k);
+        }
+        self.ctl(me).reclaimed.fetch_add(released, Relaxed);
+        released
+    }
+
+    /// How often each buffer sits, unclaimed, in the rings `l` produces.
+    fn in_transit(&self, l: LayerId) -> Vec<u32> {
+        let mut v = vec![0u32; self.n_bufs() as usize];
+        for r in 0..self.n_rings as usize {
+            if self.ring_ends[r].0 != l {
+                continue;
+            }
+            let d = self.ring_desc(r);
+            // `claimed` first: a pop moves a reference before it advances
+            // `claimed`, so this order can only overstate what is in
+            // flight (keeping a reference), never understate it.
+            let from = d.claimed.load(Acquire).max_wrapping(d.head.load(Acquire));
+            let tail = d.tail.load(Acquire);
+            let len = tail.wrapping_sub(from).min(d.size);
+            for k in 0..len {
+                let h = unsafe { *self.slot(d, from.wrapping_add(k)) };
+                if self.check(&h).is_ok() {
+                    v[h.buf as usize] += 1;
                 }
-                doomed[i as usize] = true;
             }
         }
-        let mut freed = 0;
-        for (i, d) in doomed.iter().enumerate() {
-            if *d {
-                self.release(i as u32);
-                freed += 1;
+        v
+    }
+
+    /// Drops `who`'s references on buffer `i` beyond `keep`; returns how
+    /// many.
+    fn release_excess(&self, i: u32, who: LayerId, keep: u32) -> u64 {
+        let b = self.bufhdr(i);
+        let one = holder_one(who.0);
+        let mut n = 0;
+        let r = b.holders.fetch_update(AcqRel, Acquire, |h| {
+            n = holder_count(h, who.0).saturating_sub(u64::from(keep));
+            (n > 0).then(|| h - n * one)
+        });
+        match r {
+            Ok(prev) => {
+                if prev == n * one {
+                    self.finish_free(i);
+                }
+                n
             }
+            Err(_) => 0,
         }
-        self.ctl(dead).reclaimed.fetch_add(freed, Relaxed);
-        freed
+    }
+}
+
+/// Of two ring indices, the one further along (they are at most a ring
+/// apart).
+trait MaxWrapping {
+    fn max_wrapping(self, other: u32) -> u32;
+}
+
+impl MaxWrapping for u32 {
+    fn max_wrapping(self, other: u32) -> u32 {
+        if (self.wrapping_sub(other) as i32) >= 0 {
+            self
+        } else {
+            other
+        }
     }
 }
 
@@ -848,6 +992,7 @@ pub struct Consumer<'a> {
     f: &'a Fabric,
     d: &'a RingDesc,
     me: LayerId,
+    from: LayerId,
 }
 
 impl Consumer<'_> {
@@ -882,11 +1027,28 @@ impl Consumer<'_> {
             let h = unsafe { self.f.slot(self.d, head.wrapping_add(k as u32)).read() };
             if self.f.check(&h).is_err() {
                 self.f.header().stale_refused.fetch_add(1, Relaxed);
+                self.d
+                    .claimed
+                    .store(head.wrapping_add(k as u32 + 1), Release);
                 continue;
             }
-            // Claim before the slot is released, so that a crash between
-            // the two leaves the buffer findable by reclaim.
-            self.f.bufhdr(h.buf).owner.store(self.me.0 as u32, Release);
+            // The reference moves from producer to consumer in one step,
+            // then `claimed` says so: reclaim of either side, at any
+            // point, knows whose it is.
+            let b = self.f.bufhdr(h.buf);
+            let moved = b.holders.fetch_update(AcqRel, Acquire, |x| {
+                (holder_count(x, self.from.0) > 0 && holder_count(x, self.me.0) < HOLDER_MAX)
+                    .then(|| x - holder_one(self.from.0) + holder_one(self.me.0))
+            });
+            self.d
+                .claimed
+                .store(head.wrapping_add(k as u32 + 1), Release);
+            if moved.is_err() {
+                // The producer pushed a reference it did not hold.
+                self.f.header().double_free.fetch_add(1, Relaxed);
+                continue;
+            }
+            b.owner.store(self.me.0 as u32, Relaxed);
             out[good] = h;
             good += 1;
         }
@@ -915,10 +1077,10 @@ impl Buffers for Pool<'_> {
         self.f.alloc(self.me, len)
     }
     fn free(&mut self, h: &Handle) {
-        self.f.free(h)
+        self.f.free_as(self.me, h)
     }
     fn add_ref(&mut self, h: &Handle) -> Result<(), BufError> {
-        self.f.add_ref(h)
+        self.f.add_ref_as(self.me, h)
     }
     fn raw(&self, h: &Handle) -> Result<&[u8], BufError> {
         self.f.check(h)?;

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 96;
@@ -148,7 +148,9 @@ pub struct LayerCtl {
     pub kicks: AtomicU64,
     /// Number of counters in use.
     pub n_counters: AtomicU32,
-    pub _pad1: u32,
+    /// Non-zero when the layer settles its own buffer references at
+    /// restart ([`crate::Fabric::reconcile`]) and reclaim must leave them.
+    pub self_reclaim: AtomicU32,
     pub counters: [AtomicU64; LAYER_COUNTERS],
     pub names: [[u8; COUNTER_NAME_LEN]; LAYER_COUNTERS],
     /// Inputs quarantined for this layer ([`crate::quarantine`]); the
@@ -235,16 +237,39 @@ pub const NIL: u32 = u32::MAX;
 /// Per-buffer header.
 #[repr(C, align(32))]
 pub struct BufHdr {
-    /// Layer id holding the buffer, or [`OWNER_FREE`].
+    /// Layer id that last took the buffer, or [`OWNER_FREE`] (for
+    /// display; reclaim goes by `holders`).
     pub owner: AtomicU32,
-    /// Zero when free.
-    pub refcnt: AtomicU32,
     /// Bumped at every free: handles made before are stale.
     pub gen: AtomicU32,
     /// Free-list link.
     pub next: AtomicU32,
     /// [`FLAG_PINNED`], ...
     pub flags: AtomicU32,
+    /// References by layer: four bits per layer id (see [`holder_one`]).
+    /// Their sum is the reference count; zero when free. One word, so a
+    /// reference changes hands (a pop) in one atomic step and reclaim
+    /// can release exactly what a dead layer held.
+    pub holders: AtomicU64,
+    pub _pad: u64,
+}
+
+/// Most references one layer can hold on one buffer.
+pub const HOLDER_MAX: u64 = 15;
+
+/// One reference held by layer `l`, in [`BufHdr::holders`] units.
+pub const fn holder_one(l: u8) -> u64 {
+    1 << (4 * (l as u32 & 15))
+}
+
+/// References layer `l` holds, read from a [`BufHdr::holders`] value.
+pub const fn holder_count(h: u64, l: u8) -> u64 {
+    (h >> (4 * (l as u32 & 15))) & HOLDER_MAX
+}
+
+/// Total references in a [`BufHdr::holders`] value.
+pub fn holder_total(h: u64) -> u64 {
+    (0..16).map(|l| holder_count(h, l)).sum()
 }
 
 /// A ring's indices and endpoints; its slots follow it.
@@ -259,7 +284,11 @@ pub struct RingDesc {
     pub _pad1: [u64; 5],
     /// Consumer index (next slot to read); written by the consumer only.
     pub head: AtomicU32,
-    pub _pad2: [u32; 15],
+    /// Slots before this index have had their buffers' references moved
+    /// to the consumer (it runs ahead of `head` within a pop); written by
+    /// the consumer only, read by reclaim.
+    pub claimed: AtomicU32,
+    pub _pad2: [u32; 14],
     /// Producer index (next slot to write); written by the producer only.
     pub tail: AtomicU32,
     pub _pad3: [u32; 15],

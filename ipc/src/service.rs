@@ -45,6 +45,7 @@ impl Service {
             return Err(format!("{expect} started as {label}"));
         }
         let mut fabric = Fabric::open(&instance).map_err(|e| e.to_string())?;
+        fabric.set_me(me);
         fabric.wakeups_from_env().map_err(|e| e.to_string())?;
         let config = StackConfig::load(&instance)?;
         let ctl = fabric.ctl(me);

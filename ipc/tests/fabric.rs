@@ -45,7 +45,7 @@ fn alloc_until_empty_then_free_restores_counts() {
     assert_eq!(f.free_counts(), (0, 0));
     assert_eq!(f.in_use_by_owner()[D0.0 as usize], 68);
     for h in &hs {
-        f.free(h);
+        f.free_as(D0, h);
     }
     assert_eq!(f.free_counts(), (64, 4));
     assert!(f.alloc(D0, 70_000).is_none(), "larger than a large buffer");
@@ -55,13 +55,13 @@ fn alloc_until_empty_then_free_restores_counts() {
 fn stale_handle_is_detected_never_followed() {
     let f = Fabric::create(&name(), small()).unwrap();
     let h = f.alloc(D0, 10).unwrap();
-    f.free(&h);
+    f.free_as(D0, &h);
     assert_eq!(f.check(&h), Err(BufError::Stale));
     let p = f.pool(D0);
     assert_eq!(p.raw(&h), Err(BufError::Stale));
     // Freeing it again is refused and counted, and does not corrupt the
     // free list (the count stays right).
-    f.free(&h);
+    f.free_as(D0, &h);
     assert_eq!(f.pool_errors().0, 1);
     assert_eq!(f.free_counts(), (64, 4));
     // The buffer is reused with a new generation; the old handle stays stale.
@@ -79,10 +79,10 @@ fn stale_handle_is_detected_never_followed() {
 fn refcount_shares_a_buffer() {
     let f = Fabric::create(&name(), small()).unwrap();
     let h = f.alloc(D0, 10).unwrap();
-    f.add_ref(&h).unwrap();
-    f.free(&h);
+    f.add_ref_as(D0, &h).unwrap();
+    f.free_as(D0, &h);
     assert!(f.check(&h).is_ok());
-    f.free(&h);
+    f.free_as(D0, &h);
     assert!(f.check(&h).is_err());
     assert_eq!(f.free_counts(), (64, 4));
 }
@@ -105,10 +105,10 @@ fn ring_batches_wrap_and_refuse_when_full() {
         assert_eq!(&out[..16], &hs[..16], "order kept");
         for h in &out[..16] {
             assert_eq!(f.owner_of(h.buf), Some(ND), "consumer claimed it");
-            f.free(h);
+            f.free_as(ND, h);
         }
         for h in &hs[16..] {
-            f.free(h);
+            f.free_as(D0, h);
         }
     }
     assert!(cons.is_empty());
@@ -122,7 +122,7 @@ fn stale_handle_in_a_ring_is_dropped_by_the_consumer() {
     let mut cons = f.consumer(D0, ND).unwrap();
     let good = f.alloc(D0, 10).unwrap();
     let gone = f.alloc(D0, 10).unwrap();
-    f.free(&gone);
+    f.free_as(D0, &gone);
     prod.push(&[gone, good]);
     let mut out = [Handle::default(); 4];
     assert_eq!(cons.pop(&mut out), 1);
@@ -140,18 +140,18 @@ fn reclaim_of_a_dead_consumer_frees_its_buffers_and_its_rings() {
     let mut out = [Handle::default(); 4];
     // The consumer took 4 and "died" holding them; 6 wait in its ring.
     assert_eq!(cons.pop(&mut out), 4);
-    // It also had allocated one of its own, and pinned another.
+    // It also had allocated two of its own, one pinned (informational
+    // only: netdevd keeps no buffers across a restart).
     let own = f.alloc(ND, 10).unwrap();
     let pinned = f.alloc(ND, 10).unwrap();
     f.set_pinned(&pinned, true).unwrap();
     let freed = f.reclaim(ND);
-    assert_eq!(freed, 11);
+    assert_eq!(freed, 12);
     assert!(cons.is_empty());
     assert!(f.check(&own).is_err());
-    assert!(f.check(&pinned).is_ok(), "pinned state survives");
-    f.free(&pinned);
+    assert!(f.check(&pinned).is_err());
     assert_eq!(f.free_counts(), (64, 4));
-    assert_eq!(f.ctl(ND).reclaimed.load(Ordering::Relaxed), 11);
+    assert_eq!(f.ctl(ND).reclaimed.load(Ordering::Relaxed), 12);
 }
 
 #[test]
@@ -169,8 +169,121 @@ fn reclaim_of_a_dead_producer_keeps_what_it_published() {
     let mut out = [Handle::default(); 8];
     assert_eq!(cons.pop(&mut out), 5, "published handles still arrive");
     for h in &out[..5] {
-        f.free(h);
+        f.free_as(ND, h);
     }
+    assert_eq!(f.free_counts(), (64, 4));
+}
+
+const TCPD: LayerId = LayerId::TCPD;
+const SOCKD: LayerId = LayerId::SOCKD;
+
+/// tcpd keeps a delivered buffer in its arena and hands sockd a second
+/// reference; sockd dies holding it (popped, mid-copy). Reclaim must drop
+/// sockd's reference and leave tcpd's: the old pinned-flag scheme leaked it.
+#[test]
+fn reclaim_releases_exactly_the_dead_layers_share_of_a_kept_buffer() {
+    let f = Fabric::create(&name(), small()).unwrap();
+    f.ctl(TCPD).self_reclaim.store(1, Ordering::Relaxed);
+    let mut to_sock = f.producer(TCPD, SOCKD).unwrap();
+    let mut sockd = f.consumer(TCPD, SOCKD).unwrap();
+    let kept = f.alloc(TCPD, 100).unwrap();
+    f.set_pinned(&kept, true).unwrap();
+    f.add_ref_as(TCPD, &kept).unwrap();
+    let queued = f.alloc(TCPD, 100).unwrap();
+    f.add_ref_as(TCPD, &queued).unwrap();
+    assert_eq!(to_sock.push(&[kept, queued]), 2);
+    let mut out = [Handle::default(); 1];
+    assert_eq!(sockd.pop(&mut out), 1);
+    assert_eq!(
+        (f.refs_of(kept.buf, TCPD), f.refs_of(kept.buf, SOCKD)),
+        (1, 1)
+    );
+    // `queued` still waits in sockd's ring, charged to tcpd.
+    assert_eq!(
+        f.reclaim(SOCKD),
+        2,
+        "sockd's popped reference and the queued one"
+    );
+    assert_eq!(
+        (f.refs_of(kept.buf, TCPD), f.refs_of(kept.buf, SOCKD)),
+        (1, 0)
+    );
+    assert_eq!(f.refs_of(queued.buf, TCPD), 1);
+    f.free_as(TCPD, &kept);
+    f.free_as(TCPD, &queued);
+    assert_eq!(f.free_counts(), (64, 4));
+    assert_eq!(f.pool_errors(), (0, 0));
+}
+
+/// A restarted tcpd keeps what its arena names, drops what its dead
+/// instance held on its heap, and leaves copies still in flight to the
+/// layer that will pop them.
+#[test]
+fn reconcile_keeps_arena_references_and_those_in_flight() {
+    let f = Fabric::create(&name(), small()).unwrap();
+    f.ctl(TCPD).self_reclaim.store(1, Ordering::Relaxed);
+    let mut to_ip = f.producer(TCPD, LayerId::IPD).unwrap();
+    let mut ipd = f.consumer(TCPD, LayerId::IPD).unwrap();
+    // One arena reference, one on the way to ipd, one on the heap.
+    let seg = f.alloc(TCPD, 100).unwrap();
+    f.add_ref_as(TCPD, &seg).unwrap();
+    f.add_ref_as(TCPD, &seg).unwrap();
+    assert_eq!(to_ip.push(&[seg]), 1);
+    // Heap-only buffers: gone after the restart.
+    let scratch = f.alloc(TCPD, 100).unwrap();
+    assert_eq!(f.reclaim(TCPD), 0, "tcpd settles its own references");
+    assert_eq!(f.refs_of(seg.buf, TCPD), 3);
+    let freed = f.reconcile(TCPD, |buf, gen| u32::from(buf == seg.buf && gen == seg.gen));
+    assert_eq!(freed, 2);
+    assert!(f.check(&scratch).is_err());
+    assert_eq!(f.refs_of(seg.buf, TCPD), 2);
+    let mut out = [Handle::default(); 1];
+    assert_eq!(ipd.pop(&mut out), 1);
+    f.free_as(LayerId::IPD, &out[0]);
+    f.free_as(TCPD, &seg);
+    assert_eq!(f.free_counts(), (64, 4));
+    assert_eq!(f.ctl(TCPD).reclaimed.load(Ordering::Relaxed), 2);
+}
+
+/// A consumer killed inside a pop, after moving some references and
+/// before publishing its new head: reclaim charges each slot to the side
+/// that holds it.
+#[test]
+fn reclaim_splits_a_pop_cut_short_between_consumer_and_producer() {
+    let f = Fabric::create(&name(), small()).unwrap();
+    let mut prod = f.producer(D0, ND).unwrap();
+    let hs: Vec<Handle> = (0..4).map(|_| f.alloc(D0, 10).unwrap()).collect();
+    prod.push(&hs);
+    // What a pop does for the first two slots before dying.
+    let mut cons = f.consumer(D0, ND).unwrap();
+    let mut out = [Handle::default(); 2];
+    assert_eq!(cons.pop(&mut out), 2);
+    let r = f.ring_index(D0, ND).unwrap();
+    f.rewind_head_for_test(r, 2);
+    assert_eq!(f.reclaim(ND), 4);
+    assert_eq!(f.free_counts(), (64, 4));
+    assert_eq!(f.pool_errors(), (0, 0));
+    assert!(f.consumer(D0, ND).unwrap().is_empty());
+}
+
+#[test]
+fn a_layer_holds_at_most_fifteen_references_to_one_buffer() {
+    let f = Fabric::create(&name(), small()).unwrap();
+    let h = f.alloc(D0, 10).unwrap();
+    for _ in 1..15 {
+        f.add_ref_as(D0, &h).unwrap();
+    }
+    assert_eq!(f.add_ref_as(D0, &h), Err(BufError::Stale));
+    f.add_ref_as(ND, &h).unwrap();
+    assert_eq!((f.refs_of(h.buf, D0), f.refs_of(h.buf, ND)), (15, 1));
+    // A free of a reference this layer does not hold is refused.
+    f.free_as(LayerId::IPD, &h);
+    assert_eq!(f.pool_errors().1, 1);
+    for _ in 0..15 {
+        f.free_as(D0, &h);
+    }
+    assert!(f.check(&h).is_ok());
+    f.free_as(ND, &h);
     assert_eq!(f.free_counts(), (64, 4));
 }
 
@@ -288,7 +401,7 @@ fn child_consumer() {
             if held.len() < 5 {
                 held.push(*h);
             } else {
-                f.free(h);
+                f.free_as(ND, h);
             }
         }
         f.beat(ND);
@@ -310,7 +423,7 @@ fn kill_consumer_mid_stream_then_reclaim_restores_the_pool() {
     while sent < 20_000 && Instant::now() < deadline {
         if let Some(h) = f.alloc(D0, 64) {
             if prod.push(&[h]) == 0 {
-                f.free(&h);
+                f.free_as(D0, &h);
             } else {
                 sent += 1;
             }

@@ -468,6 +468,13 @@ impl<'a> TcpCore<'a> {
         self.slab.e.len() - self.slab.free_count()
     }
 
+    /// The buffer of every queue entry: one pool reference each. A
+    /// restarted shell keeps exactly these and drops the rest its dead
+    /// instance held (`Fabric::reconcile`).
+    pub fn held_buffers(&self) -> impl Iterator<Item = &Handle> + '_ {
+        self.slab.e.iter().filter(|x| x.owner != 0).map(|x| &x.h)
+    }
+
     // ---- shared helpers ----
 
     /// Starts an event on block `idx` (journaled, see [`block`]) and

@@ -3,7 +3,8 @@
 //! tcpd takes them back), and moves segments between ipd, the core and
 //! sockd.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Release;
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_tcpd::{Outputs, Stat, Storage, TcpConfig, TcpCore};
 
@@ -61,6 +62,25 @@ fn main() {
         svc.log(&format!("restored {n} connections"));
         core
     };
+    // What the dead instance held beyond its arena (segments on their
+    // way out, copies for sockd, a half-done event's buffers) is ours to
+    // drop: the launcher leaves tcpd's references alone.
+    f.ctl(me).self_reclaim.store(1, Release);
+    let mut keep: HashMap<(u32, u32), u32> = HashMap::new();
+    for h in core
+        .held_buffers()
+        .chain(out.to_ip.iter())
+        .chain(out.to_sock.iter())
+    {
+        *keep.entry((h.buf, h.gen)).or_insert(0) += 1;
+    }
+    let dropped = f.reconcile(me, |buf, gen| keep.get(&(buf, gen)).copied().unwrap_or(0));
+    if dropped > 0 {
+        svc.log(&format!(
+            "released {dropped} buffer references of the previous instance"
+        ));
+    }
+    drop(keep);
 
     let mut from_ip = f.consumer(LayerId::IPD, me).expect("ring ipd->tcpd");
     let mut to_ip = f.producer(me, LayerId::IPD).expect("ring tcpd->ipd");
