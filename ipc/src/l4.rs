@@ -112,7 +112,10 @@ pub mod ctl_flags {
     /// may forget what it delivered up to there.
     pub const WRITTEN: u32 = 4;
     /// READ_CREDIT: sockd lost data tcpd delivered (it restarted, or saw
-    /// a gap): tcpd delivers again from what sockd has written.
+    /// a gap): tcpd delivers again from what sockd has written, and
+    /// repeats CONNECTED for an established connection. On a listener:
+    /// tcpd repeats ACCEPTABLE for every connection still waiting for an
+    /// ATTACH (a restarted sockd lost its accept queue).
     pub const RESYNC: u32 = 8;
 }
 

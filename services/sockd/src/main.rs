@@ -37,6 +37,10 @@ const REATTACH_GRACE: Duration = Duration::from_secs(10);
 /// How often sockd restates each TCP socket's receive state to tcpd and
 /// asks for its send state.
 const SYNC_EVERY: Duration = Duration::from_millis(200);
+/// How long after asking tcpd to announce a listener's accept queue
+/// again its repeats may still arrive (tcpd answers at once; this is
+/// slack for a loaded machine).
+const REANNOUNCE_WINDOW: Duration = Duration::from_secs(5);
 /// Largest UDP payload (65535 - 20 - 8).
 const MAX_UDP: usize = 65507;
 
@@ -132,12 +136,20 @@ struct Sock {
     /// TCP listener: established connections waiting for accept
     /// (tcpd's id, local, peer).
     accept_q: VecDeque<(u64, Addr, Addr)>,
+    /// TCP listener: since the RESYNC that asks tcpd to announce its
+    /// accept queue again (our copy died with the last sockd), the
+    /// connections accepted meanwhile, whose repeated ACCEPTABLE must not
+    /// queue them twice.
+    reannounce: Option<(Instant, Vec<u64>)>,
+    /// Taken back from a sockd that died: a request the application
+    /// repeats may already have reached the transport.
+    reattached: bool,
     /// TCP: received data not yet in the ring (handle, bytes written).
     rx_hold: VecDeque<(Handle, usize)>,
     /// TCP: the peer's FIN, to show once `rx_hold` is empty.
     eof_pending: bool,
-    /// TCP: the application closed it; tcpd gets CLOSE once the send
-    /// ring is drained.
+    /// The application closed it; once the send ring is drained, tcpd
+    /// gets CLOSE (TCP) or it is closed (UDP).
     closing: bool,
     /// TCP: a write shutdown waits for the send ring to drain.
     shut_wr: bool,
@@ -165,6 +177,8 @@ impl Sock {
             tx_sent: 0,
             sync_sent: 0,
             accept_q: VecDeque::new(),
+            reannounce: None,
+            reattached: false,
             rx_hold: VecDeque::new(),
             eof_pending: false,
             closing: false,
@@ -325,6 +339,16 @@ impl<'a> Sockd<'a> {
         let Some(s) = self.socks.get_mut(&id) else {
             return;
         };
+        let udp_queued =
+            s.kind == Kind::Udp && !s.broken && s.mem.as_ref().is_some_and(|m| m.tx_queued() > 0);
+        if udp_queued {
+            // Datagrams sent before the close still go, as on Linux (a
+            // reply sent just before closing, typically): `pump_tx`
+            // closes the socket once they have.
+            s.closing = true;
+            s.session = None;
+            return;
+        }
         if s.kind == Kind::Udp || s.rec.state != sock_state::CONNECTED {
             self.close_sock(id);
             return;
@@ -580,6 +604,7 @@ impl<'a> Sockd<'a> {
                             s.efd = Some(efd);
                             s.session = Some(sid);
                             s.detached_since = None;
+                            s.reattached = true;
                             self.count(c::REATTACHED, 1);
                             Response::Ok
                         }
@@ -608,13 +633,11 @@ impl<'a> Sockd<'a> {
         let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
             return errno_resp(libc::EINVAL);
         };
-        let (conn, local, peer) = self
-            .socks
-            .get_mut(&id)
-            .unwrap()
-            .accept_q
-            .pop_front()
-            .unwrap();
+        let l = self.socks.get_mut(&id).unwrap();
+        let (conn, local, peer) = l.accept_q.pop_front().unwrap();
+        if let Some((_, taken)) = &mut l.reannounce {
+            taken.push(conn);
+        }
         let sess = &self.sessions[&sid];
         let rec = SockRec {
             state: sock_state::CONNECTED,
@@ -688,10 +711,28 @@ impl<'a> Sockd<'a> {
     fn on_ctl(&mut self, m: L4Ctl) {
         match m.op {
             op::OK | op::ERROR => {
+                // A reply to the sockd that died can carry a request
+                // number we use again: it must also name the socket.
+                if !matches!(self.pending.get(&m.req), Some(p) if p.sock == m.sock) {
+                    return;
+                }
                 let Some(p) = self.pending.remove(&m.req) else {
                     return;
                 };
-                if m.op == op::OK {
+                let repeated_connect = m.op == op::ERROR
+                    && p.op == op::CONNECT
+                    && (m.errno == libc::EALREADY || m.errno == libc::EISCONN)
+                    && self
+                        .socks
+                        .get(&p.sock)
+                        .is_some_and(|s| s.kind == Kind::Tcp && s.reattached);
+                if repeated_connect {
+                    // libsock sent the connect again after our restart,
+                    // but the first one reached tcpd: it is in progress
+                    // or done, and CONNECTED (repeated after the RESYNC
+                    // of the re-attach) says when.
+                    self.respond(p.session, &Response::Ok, &[]);
+                } else if m.op == op::OK {
                     if let Some(s) = self.socks.get_mut(&p.sock) {
                         s.rec.local_ip = m.local_addr;
                         s.rec.local_port = m.local_port;
@@ -764,6 +805,14 @@ impl<'a> Sockd<'a> {
             }
             op::ACCEPTABLE => {
                 match self.socks.get_mut(&m.sock) {
+                    // Announced again (see `reannounce`): queued or
+                    // accepted already.
+                    Some(s)
+                        if s.rec.state == sock_state::LISTEN
+                            && (s.accept_q.iter().any(|q| q.0 == m.value)
+                                || s.reannounce
+                                    .as_ref()
+                                    .is_some_and(|(_, t)| t.contains(&m.value))) => {}
                     Some(s) if s.rec.state == sock_state::LISTEN => {
                         s.accept_q.push_back((
                             m.value,
@@ -956,6 +1005,12 @@ impl<'a> Sockd<'a> {
             // send state, so that nothing lost in a restart stays lost.
             let consumed = mem.rx_consumed();
             let written = mem.rx_written();
+            if s.reannounce
+                .as_ref()
+                .is_some_and(|(t, _)| now.duration_since(*t) > REANNOUNCE_WINDOW)
+            {
+                s.reannounce = None;
+            }
             let sync = now >= s.sync_at || s.resync;
             if consumed != s.rx_seen || written != s.wr_seen || sync {
                 let mut flags = ctl_flags::WRITTEN;
@@ -967,6 +1022,9 @@ impl<'a> Sockd<'a> {
                 if s.resync {
                     flags |= ctl_flags::RESYNC;
                     s.resync = false;
+                    if s.rec.state == sock_state::LISTEN {
+                        s.reannounce = Some((now, Vec::new()));
+                    }
                 }
                 let v = (consumed & 0xffff_ffff) | (written & 0xffff_ffff) << 32;
                 ctl.push((op::READ_CREDIT, id, v, flags));
@@ -1077,9 +1135,16 @@ impl<'a> Sockd<'a> {
         let mut moved = 0;
         let mut waiting = false;
         let mut broken = Vec::new();
+        let mut closed = Vec::new();
         for (&id, s) in self.socks.iter_mut() {
             let Some(mem) = &s.mem else { continue };
-            if s.broken || s.kind != Kind::Udp {
+            if s.kind != Kind::Udp {
+                continue;
+            }
+            if s.broken {
+                if s.closing {
+                    closed.push(id);
+                }
                 continue;
             }
             loop {
@@ -1148,6 +1213,13 @@ impl<'a> Sockd<'a> {
                 self.to_udp.push(h);
                 moved += 1;
             }
+            if s.closing && mem.tx_queued() == 0 {
+                closed.push(id);
+            }
+        }
+        for id in closed {
+            // After its datagrams in `to_udp`, so udpd sends them first.
+            self.close_sock(id);
         }
         for id in broken {
             self.count(c::BAD_RINGS, 1);
@@ -1231,7 +1303,13 @@ fn main() {
         socks: HashMap::new(),
         pending: HashMap::new(),
         next_session: 0,
-        next_req: 0,
+        // Replies to the sockd that died may still come: start far from
+        // its request numbers.
+        next_req: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| {
+                d.subsec_nanos() ^ (d.as_secs() as u32).rotate_left(16)
+            }),
         to_udp: Vec::with_capacity(BUDGET * 4),
         to_tcp: Vec::with_capacity(BUDGET * 4),
         tcp_credit: svc.config.socket_tx_bytes as u64,

@@ -502,7 +502,15 @@ impl TcpCore<'_> {
             self.confirm_delivered(&mut c, written, out);
             if m.flags & ctl_flags::RESYNC != 0 {
                 self.redeliver(&mut c, Some(written));
+                // The CONNECTED of a connect that finished while sockd
+                // was down died with it; the application still waits.
+                if !c.has(cf::IN_ACCEPTQ) && !c.has(cf::DEAD) {
+                    c.pend |= pend::CONNECTED;
+                }
             }
+        }
+        if m.flags & ctl_flags::RESYNC != 0 && c.state == st::LISTEN {
+            self.reannounce_accept_queue(pool, i, &c, out);
         }
         let fin = u32::from(c.has(cf::FIN_RCVD));
         let delivered = c
@@ -524,6 +532,33 @@ impl TcpCore<'_> {
             c.flags |= cf::SYNC_ASKED;
         }
         self.end(pool, i, c, out);
+    }
+
+    /// A restarted sockd lost listener `l`'s accept queue (and the
+    /// ACCEPTABLEs in flight): every child still waiting for an ATTACH is
+    /// announced again, before the answer to the RESYNC.
+    fn reannounce_accept_queue<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        l: usize,
+        lc: &ConnBlock,
+        out: &mut Outputs,
+    ) {
+        for i in 0..self.conns.len() {
+            let x = &self.conns[i];
+            if i == l
+                || !x.in_use()
+                || x.parent != l as u32
+                || x.parent_gen != lc.gen
+                || !x.has(cf::IN_ACCEPTQ)
+                || x.sock != 0
+            {
+                continue;
+            }
+            let mut ch = self.begin(i);
+            ch.pend |= pend::ACCEPTABLE;
+            self.end(pool, i, ch, out);
+        }
     }
 
     fn setopt<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {

@@ -1,0 +1,564 @@
+//! sockd is killed while the application's sockets wait: a blocked
+//! accept, a full accept queue, a connect in progress, a blocked UDP
+//! receive, an event loop on readiness fds. libsock reconnects and
+//! re-attaches; the application (this test process, through libsock)
+//! sees a pause, never an error, and every byte arrives intact at the
+//! kernel peer and back.
+
+use std::io::{Read, Write};
+use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use strata_tests::{sha256_file, unique, Bg, Netns, Stack, HOST_IP, STACK_IP};
+
+/// `strata kill sockd`; returns the restart count before it.
+fn kill_sockd(st: &Stack) -> u64 {
+    let before = st.restarts("sockd");
+    let o = st.strata(&["kill", "sockd"]);
+    assert!(
+        o.status.success(),
+        "kill sockd: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    before
+}
+
+fn wait_restarted(st: &Stack, before: u64) {
+    st.wait_for("sockd restarted", Duration::from_secs(10), || {
+        st.restarts("sockd") > before
+    });
+}
+
+/// Runs `f` on a thread; its result, or a panic after `timeout` (a
+/// call that hangs fails the test instead of hanging it).
+fn bounded<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Waiter<T> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    Waiter {
+        what: what.to_string(),
+        timeout,
+        rx,
+    }
+}
+
+struct Waiter<T> {
+    what: String,
+    timeout: Duration,
+    rx: mpsc::Receiver<T>,
+}
+
+impl<T> Waiter<T> {
+    fn join(self, st: &Stack) -> T {
+        match self.rx.recv_timeout(self.timeout) {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "{} did not finish within {:?}\nlog:\n{}",
+                self.what,
+                self.timeout,
+                st.log_text()
+            ),
+        }
+    }
+}
+
+/// Kernel TCP client: connects to `port` on the stack, sends `file`,
+/// shuts down its write side, and prints `connected` once connected and
+/// then the sha256 of what came back.
+fn kernel_client(ns: &Netns, port: u16, file: &std::path::Path) -> Bg {
+    ns.spawn(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket,hashlib\n\
+             s=socket.create_connection(('{STACK_IP}',{port}),timeout=30)\n\
+             print('connected',flush=True)\n\
+             s.sendall(open('{}','rb').read())\n\
+             s.shutdown(socket.SHUT_WR)\n\
+             h=hashlib.sha256()\n\
+             while True:\n    d=s.recv(65536)\n    if not d: break\n    h.update(d)\n\
+             print(h.hexdigest())",
+            file.display()
+        ),
+    ])
+}
+
+/// The application side of [`kernel_client`]: everything to end of
+/// stream, sent back, then close.
+fn echo_to_eof(mut s: libsock::TcpStream) -> std::io::Result<usize> {
+    let mut data = Vec::new();
+    s.read_to_end(&mut data)?;
+    s.write_all(&data)?;
+    s.shutdown(libsock::Shutdown::Write)?;
+    Ok(data.len())
+}
+
+fn client_sha(c: Bg, st: &Stack) -> String {
+    let out = c
+        .wait_output(Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("kernel client hung\nlog:\n{}", st.log_text()));
+    out.split_whitespace().last().unwrap_or("").to_string()
+}
+
+struct Files {
+    dir: std::path::PathBuf,
+}
+
+impl Files {
+    fn new() -> Files {
+        let dir = std::env::temp_dir().join(unique("strata-sdr"));
+        std::fs::create_dir_all(&dir).unwrap();
+        Files { dir }
+    }
+
+    /// A random file of `len` bytes and its sha256.
+    fn random(&self, name: &str, len: u64) -> (std::path::PathBuf, String) {
+        let p = self.dir.join(name);
+        let sha = strata_tests::random_file(&p, len);
+        (p, sha)
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+#[test]
+fn a_blocked_accept_takes_connections_made_during_and_after_a_sockd_restart() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let files = Files::new();
+    let (fa, sha_a) = files.random("a.bin", 300_000);
+    let (fb, sha_b) = files.random("b.bin", 300_000);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let la = stack.builder().tcp_bind("0.0.0.0:7101").unwrap();
+    let lb = stack.builder().tcp_bind("0.0.0.0:7102").unwrap();
+    let accept = |l: libsock::TcpListener| {
+        move || -> std::io::Result<(usize, SocketAddr)> {
+            let (s, peer) = l.accept()?;
+            Ok((echo_to_eof(s)?, peer))
+        }
+    };
+    let wa = bounded("accept on 7101", Duration::from_secs(40), accept(la));
+    let wb = bounded("accept on 7102", Duration::from_secs(40), accept(lb));
+    // Both threads are in accept, asleep on their eventfds.
+    std::thread::sleep(Duration::from_millis(300));
+    let before = kill_sockd(&st);
+    // The handshake completes in tcpd while sockd is down or starting.
+    let ca = kernel_client(&ns, 7101, &fa);
+    wait_restarted(&st, before);
+    let cb = kernel_client(&ns, 7102, &fb);
+    assert_eq!(client_sha(ca, &st), sha_a);
+    assert_eq!(client_sha(cb, &st), sha_b);
+    for w in [wa, wb] {
+        let (n, peer) = w.join(&st).expect("accept and echo without an error");
+        assert_eq!(n, 300_000);
+        assert_eq!(peer.ip().to_string(), HOST_IP);
+    }
+    assert_eq!(sha256_file(&fa), sha_a);
+    assert_eq!(st.restarts("sockd"), before + 1);
+}
+
+#[test]
+fn connections_waiting_in_the_accept_queue_survive_a_sockd_restart() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let files = Files::new();
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let l = stack.builder().tcp_bind("0.0.0.0:7103").unwrap();
+    let mut clients = Vec::new();
+    for i in 0..3 {
+        let (f, sha) = files.random(&format!("q{i}.bin"), 200_000);
+        clients.push((kernel_client(&ns, 7103, &f), sha));
+    }
+    for (c, _) in &mut clients {
+        strata_tests::wait_line(c, "connected", Duration::from_secs(10));
+    }
+    // Established and announced to sockd, not accepted.
+    std::thread::sleep(Duration::from_millis(200));
+    let before = kill_sockd(&st);
+    wait_restarted(&st, before);
+    let w = bounded("three accepts", Duration::from_secs(40), move || {
+        let mut n = Vec::new();
+        for _ in 0..3 {
+            let (s, _) = l.accept()?;
+            n.push(echo_to_eof(s)?);
+        }
+        std::io::Result::Ok(n)
+    });
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    for (c, sha) in clients {
+        got.push(client_sha(c, &st));
+        want.push(sha);
+    }
+    assert_eq!(got, want);
+    assert_eq!(w.join(&st).expect("accepts"), vec![200_000; 3]);
+}
+
+/// A kernel echo server on HOST_IP:`port` for `n` connections, one
+/// thread each.
+fn kernel_echo_server(ns: &Netns, port: u16, n: usize) -> Bg {
+    let mut bg = ns.spawn(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket,threading,sys\n\
+             l=socket.socket()\n\
+             l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             l.bind(('{HOST_IP}',{port}))\n\
+             l.listen(64)\n\
+             print('listening',flush=True)\n\
+             def echo(c):\n    \
+                 while True:\n        \
+                     d=c.recv(65536)\n        \
+                     if not d: break\n        \
+                     c.sendall(d)\n    \
+                 c.close()\n\
+             ts=[]\n\
+             for _ in range({n}):\n    \
+                 c,_=l.accept()\n    \
+                 t=threading.Thread(target=echo,args=(c,))\n    \
+                 t.start()\n    \
+                 ts.append(t)\n\
+             for t in ts: t.join()\n\
+             print('done',flush=True)"
+        ),
+    ]);
+    strata_tests::wait_line(&mut bg, "listening", Duration::from_secs(5));
+    bg
+}
+
+/// Connects from the stack to the kernel echo server, sends `data`,
+/// shuts down writing and reads the echo to the end.
+fn connect_and_echo(
+    b: libsock::Builder,
+    port: u16,
+    data: Arc<Vec<u8>>,
+) -> std::io::Result<Vec<u8>> {
+    let s = b.tcp_connect(format!("{HOST_IP}:{port}"))?;
+    let r = s.try_clone()?;
+    let reader = std::thread::spawn(move || {
+        let mut back = Vec::new();
+        (&r).read_to_end(&mut back).map(|_| back)
+    });
+    (&s).write_all(&data)?;
+    s.shutdown(libsock::Shutdown::Write)?;
+    reader.join().unwrap()
+}
+
+fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn a_connect_in_progress_completes_across_a_sockd_restart() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let server = kernel_echo_server(&ns, 7104, 1);
+    // The SYN waits a second in strata0's qdisc: sockd dies while the
+    // handshake is in progress and the application blocks in connect.
+    let o = st.strata(&["qdisc", "strata0", "delay", "1500"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let data = Arc::new(pattern(500_000, 7));
+    let b = stack.builder();
+    let d = data.clone();
+    let t0 = Instant::now();
+    let w = bounded("connect", Duration::from_secs(40), move || {
+        connect_and_echo(b, 7104, d)
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = kill_sockd(&st);
+    wait_restarted(&st, before);
+    assert!(
+        t0.elapsed() < Duration::from_millis(1500),
+        "sockd came back after the handshake: the test did not test"
+    );
+    let o = st.strata(&["qdisc", "strata0", "clear"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let back = w.join(&st).expect("connect and echo without an error");
+    assert!(back == *data, "echo differs ({} bytes back)", back.len());
+    assert!(server
+        .wait_output(Duration::from_secs(10))
+        .unwrap()
+        .contains("done"));
+}
+
+#[test]
+fn connects_made_all_around_a_sockd_restart_succeed() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    const N: usize = 24;
+    let server = kernel_echo_server(&ns, 7105, N);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let mut ws = Vec::new();
+    let t0 = Instant::now();
+    for i in 0..N {
+        let b = stack.builder();
+        let d = Arc::new(pattern(20_000 + i * 1000, i as u32 + 1));
+        // Spread over 1.2 s; sockd dies at 0.6 s: socket, connect and
+        // close requests meet it dying, restarting, and back.
+        let at = Duration::from_millis(50 * i as u64);
+        ws.push((
+            d.clone(),
+            bounded("connect", Duration::from_secs(40), move || {
+                std::thread::sleep(at.saturating_sub(t0.elapsed()));
+                connect_and_echo(b, 7105, d)
+            }),
+        ));
+    }
+    std::thread::sleep(Duration::from_millis(600).saturating_sub(t0.elapsed()));
+    let before = kill_sockd(&st);
+    wait_restarted(&st, before);
+    for (i, (d, w)) in ws.into_iter().enumerate() {
+        let back = w
+            .join(&st)
+            .unwrap_or_else(|e| panic!("connection {i}: {e}\nlog:\n{}", st.log_text()));
+        assert!(back == *d, "connection {i}: echo differs");
+    }
+    assert!(server
+        .wait_output(Duration::from_secs(10))
+        .unwrap()
+        .contains("done"));
+}
+
+#[test]
+fn a_blocked_udp_recv_from_receives_after_a_sockd_restart() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let sock = stack.builder().udp_bind("0.0.0.0:7106").unwrap();
+    let w = bounded("recv_from", Duration::from_secs(30), move || {
+        let mut buf = [0u8; 2048];
+        let (n, peer) = sock.recv_from(&mut buf)?;
+        let mut reply = b"echo:".to_vec();
+        reply.extend_from_slice(&buf[..n]);
+        sock.send_to(&reply, peer)?;
+        std::io::Result::Ok((buf[..n].to_vec(), peer))
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = kill_sockd(&st);
+    wait_restarted(&st, before);
+    // A datagram that reaches a socket nobody has re-attached yet is
+    // lost, as one in flight may be: the kernel side sends until answered.
+    let out = ns.run_ok(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket,time\n\
+             s=socket.socket(2,2)\n\
+             s.settimeout(0.2)\n\
+             for _ in range(50):\n    \
+                 s.sendto(b'hello after restart',('{STACK_IP}',7106))\n    \
+                 try:\n        \
+                     print(s.recv(100).decode()); break\n    \
+                 except socket.timeout: pass"
+        ),
+    ]);
+    assert_eq!(out.trim(), "echo:hello after restart");
+    let (got, peer) = w.join(&st).expect("recv_from without an error");
+    assert_eq!(got, b"hello after restart");
+    assert_eq!(peer.ip().to_string(), HOST_IP);
+}
+
+/// Waits up to `ms` for any of `fds` to become readable; how many are.
+fn poll_fds(fds: &[i32], ms: i32) -> i32 {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) }
+}
+
+#[test]
+fn an_event_loop_on_readiness_fds_carries_on_after_a_sockd_restart() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let l = stack.builder().tcp_bind("0.0.0.0:7107").unwrap();
+    l.set_nonblocking(true).unwrap();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    // Wakes the loop for the end of the test.
+    let stop_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
+    assert!(stop_fd >= 0);
+    // A line-echo server in one thread that moves only when poll(2) says
+    // a readiness fd fired; any error ends it and fails the test.
+    let w = bounded("event loop", Duration::from_secs(60), move || {
+        let mut conns: Vec<(libsock::TcpStream, Vec<u8>)> = Vec::new();
+        let mut accepted = 0;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut fds = vec![stop_fd, l.as_raw_fd()];
+            fds.extend(conns.iter().map(|(s, _)| s.as_raw_fd()));
+            if poll_fds(&fds, 20_000) == 0 {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "no readiness fd fired for 20 s",
+                ));
+            }
+            loop {
+                match l.accept() {
+                    Ok((s, _)) => {
+                        s.set_nonblocking(true)?;
+                        conns.push((s, Vec::new()));
+                        accepted += 1;
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                    Err(e) => return Err(e),
+                }
+            }
+            let mut i = 0;
+            while i < conns.len() {
+                let (s, pending) = &mut conns[i];
+                let mut buf = [0u8; 4096];
+                let mut eof = false;
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => {
+                            eof = true;
+                            break;
+                        }
+                        Ok(n) => pending.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => return Err(e),
+                    }
+                }
+                // Small lines: the send ring always has room.
+                while let Some(k) = pending.iter().position(|&b| b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=k).collect();
+                    s.write_all(&line)?;
+                }
+                if eof {
+                    conns.remove(i);
+                } else {
+                    i += 1;
+                }
+            }
+        }
+        std::io::Result::Ok(accepted)
+    });
+    // One client connected before the kill, talking on both sides of it
+    // (its stdin says when to go on).
+    let mut c1 = Bg::new(
+        ns.cmd("python3")
+            .args([
+                "-c",
+                &format!(
+                    "import socket,sys\n\
+                     s=socket.create_connection(('{STACK_IP}',7107),timeout=20)\n\
+                     f=s.makefile('rb')\n\
+                     s.sendall(b'one\\n'); print(f.readline().decode().strip(),flush=True)\n\
+                     sys.stdin.readline()\n\
+                     s.sendall(b'two\\n'); print(f.readline().decode().strip(),flush=True)\n\
+                     s.close()"
+                ),
+            ])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    assert_eq!(
+        strata_tests::wait_line(&mut c1, "one", Duration::from_secs(10)),
+        "one"
+    );
+    let before = kill_sockd(&st);
+    wait_restarted(&st, before);
+    c1.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
+    assert_eq!(
+        strata_tests::wait_line(&mut c1, "two", Duration::from_secs(15)),
+        "two"
+    );
+    // A new client after the restart: the listener's readiness fd.
+    let out = ns.run_ok(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket\n\
+             s=socket.create_connection(('{STACK_IP}',7107),timeout=20)\n\
+             s.sendall(b'three\\n'); print(s.makefile('rb').readline().decode().strip())"
+        ),
+    ]);
+    assert_eq!(out.trim(), "three");
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    unsafe { libc::write(stop_fd, 1u64.to_ne_bytes().as_ptr().cast(), 8) };
+    let accepted = w.join(&st);
+    unsafe { libc::close(stop_fd) };
+    assert_eq!(accepted.expect("event loop without an error"), 2);
+}
+
+fn layer_pid(st: &Stack, layer: &str) -> i32 {
+    st.json("status")["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == layer)
+        .and_then(|l| l["pid"].as_i64())
+        .unwrap() as i32
+}
+
+#[test]
+fn accepts_and_connects_whose_news_died_with_sockd_complete() {
+    let ns = Netns::new();
+    // sockd is held stopped for a while: no heartbeat kill meanwhile.
+    let st = Stack::up_with(&ns, "\n[limits]\nheartbeat_timeout_ms = 20000\n");
+    let server = kernel_echo_server(&ns, 7108, 1);
+    let files = Files::new();
+    let (f, sha) = files.random("lost.bin", 300_000);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let l = stack.builder().tcp_bind("0.0.0.0:7109").unwrap();
+    let wa = bounded("accept", Duration::from_secs(40), move || {
+        let (s, _) = l.accept()?;
+        echo_to_eof(s)
+    });
+    // Handshakes take half a second in the qdisc.
+    let o = st.strata(&["qdisc", "strata0", "delay", "500"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let data = Arc::new(pattern(300_000, 99));
+    let (b, d) = (stack.builder(), data.clone());
+    let wc = bounded("connect", Duration::from_secs(40), move || {
+        connect_and_echo(b, 7108, d)
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    // Stopped, sockd leaves tcpd's CONNECTED and ACCEPTABLE in its ring;
+    // killed, it loses them: the ring is reset for its successor.
+    let pid = layer_pid(&st, "sockd");
+    unsafe { libc::kill(pid, libc::SIGSTOP) };
+    let client = kernel_client(&ns, 7109, &f);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = kill_sockd(&st);
+    wait_restarted(&st, before);
+    let o = st.strata(&["qdisc", "strata0", "clear"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(client_sha(client, &st), sha);
+    assert_eq!(wa.join(&st).expect("accept and echo"), 300_000);
+    let back = wc.join(&st).expect("connect and echo");
+    assert!(back == *data, "echo differs ({} bytes back)", back.len());
+    assert!(server
+        .wait_output(Duration::from_secs(10))
+        .unwrap()
+        .contains("done"));
+}
