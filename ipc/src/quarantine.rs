@@ -291,8 +291,10 @@ impl Fabric {
             data_len: span as u32,
             ..Default::default()
         };
-        // Live in the generation it took, and not passed on or freed.
-        if self.check(&h).is_err() || self.owner_of(h.buf) != Some(dead) {
+        // Live in the generation it took, and not passed on or freed: a
+        // buffer others still hold (tcpd keeps what it delivered) may
+        // have left the dead layer all the same.
+        if self.check(&h).is_err() || self.refs_of(h.buf, dead) == 0 {
             return None;
         }
         let pool = self.pool(LayerId::LAUNCHER);

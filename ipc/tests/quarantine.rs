@@ -60,10 +60,19 @@ fn a_held_input_is_found_after_a_death_and_a_finished_one_is_not() {
     assert!(f.take_input(L, &h));
     f.pool(L).free(&h);
     assert_eq!(f.dead_input(L), None);
-    // Nor one it passed on to another layer.
+    // Nor one it passed on to another layer, which took it.
     let h = input(&f, b"passed on");
     assert!(f.take_input(L, &h));
-    f.set_owner_of(&h, LayerId::UDPD);
+    assert_eq!(f.producer(L, LayerId::UDPD).unwrap().push(&[h]), 1);
+    let mut got = [Handle::default(); 1];
+    assert_eq!(f.consumer(L, LayerId::UDPD).unwrap().pop(&mut got), 1);
+    assert_eq!(f.dead_input(L), None);
+    // Nor one it shares with a layer that keeps it, once it let go.
+    let h = input(&f, b"shared");
+    f.add_ref_as(LayerId::TCPD, &h).unwrap();
+    assert!(f.take_input(L, &h));
+    f.pool(L).free(&h);
+    assert!(f.check(&h).is_ok(), "tcpd still holds it");
     assert_eq!(f.dead_input(L), None);
 }
 
