@@ -7,9 +7,11 @@
 //! was.
 //!
 //! `STRATA_CHAOS_BYTES` sets the bytes per transfer (default 50 MB),
-//! `STRATA_CHAOS_STREAMS` the transfers per direction (default 8), and
-//! `STRATA_CHAOS_SEED` the kill schedule (printed on every run); a soak run
-//! is simply a large `STRATA_CHAOS_BYTES`.
+//! `STRATA_CHAOS_STREAMS` the transfers per direction (default 8),
+//! `STRATA_CHAOS_SECS` the time limit (default 600), and
+//! `STRATA_CHAOS_SEED` the kill schedule (printed on every run).
+//! `STRATA_CHAOS_SOAK=1` is the long variant: 4 GB per transfer and an
+//! hour's limit, some thousands of kills.
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -63,15 +65,20 @@ print(n, h.hexdigest(), flush=True)
 "#;
 
 /// Kernel-side UDP stream against the echo server: one datagram every
-/// 10 ms for the given seconds; prints sent and echoed.
+/// 10 ms for the given seconds or until SIGTERM; prints sent and echoed.
 const UDP_STREAM: &str = r#"
-import socket, sys, time
+import signal, socket, sys, time
+stop = False
+def term(*_):
+    global stop
+    stop = True
+signal.signal(signal.SIGTERM, term)
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.settimeout(0.01)
 s.connect((sys.argv[1], 7))
 end = time.time() + float(sys.argv[2])
 sent = got = 0
-while time.time() < end:
+while time.time() < end and not stop:
     s.send(b"%08d" % sent)
     sent += 1
     try:
@@ -108,7 +115,12 @@ const LAYERS: [&str; 7] = [
 
 #[test]
 fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
-    let bytes = env_or("STRATA_CHAOS_BYTES", 50_000_000);
+    let soak = std::env::var_os("STRATA_CHAOS_SOAK").is_some_and(|v| v != "0");
+    let bytes = env_or(
+        "STRATA_CHAOS_BYTES",
+        if soak { 4_000_000_000 } else { 50_000_000 },
+    );
+    let limit_secs = env_or("STRATA_CHAOS_SECS", if soak { 3600 } else { 600 });
     let streams = env_or("STRATA_CHAOS_STREAMS", 8) as usize;
     let seed = env_or(
         "STRATA_CHAOS_SEED",
@@ -141,7 +153,7 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
             for _ in 0..streams {
                 let (mut s, _) = match listener.accept() {
                     Ok(x) => {
-                        let limit = Some(Duration::from_secs(env_or("STRATA_CHAOS_SECS", 600)));
+                        let limit = Some(Duration::from_secs(limit_secs));
                         let _ = x.0.set_read_timeout(limit);
                         x
                     }
@@ -225,7 +237,7 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
                     Err(e) => return fail(format!("connect {i}: {e}")),
                 };
                 // A stall shows as an error, not a hung test.
-                let limit = Some(Duration::from_secs(env_or("STRATA_CHAOS_SECS", 600)));
+                let limit = Some(Duration::from_secs(limit_secs));
                 let _ = s.set_write_timeout(limit);
                 let _ = s.set_read_timeout(limit);
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1));
@@ -259,7 +271,8 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
             })
         })
         .collect();
-    let udp = ns.spawn(&["python3", "-c", UDP_STREAM, STACK_IP, "600"]);
+    let secs_arg = limit_secs.to_string();
+    let udp = ns.spawn(&["python3", "-c", UDP_STREAM, STACK_IP, &secs_arg]);
 
     // The chaos driver.
     let done = Arc::new(AtomicBool::new(false));
@@ -269,12 +282,21 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         std::thread::spawn(move || {
             let mut rng = Rng(seed);
             let mut kills = Vec::new();
+            // Every layer once per round of seven, in a random order, so
+            // that a short run still kills each of them.
+            let mut round = Vec::new();
             while !done.load(Relaxed) {
                 std::thread::sleep(Duration::from_millis(200 + rng.next() % 301));
                 if done.load(Relaxed) {
                     break;
                 }
-                let layer = LAYERS[(rng.next() % LAYERS.len() as u64) as usize];
+                if round.is_empty() {
+                    round = LAYERS.to_vec();
+                    for k in (1..round.len()).rev() {
+                        round.swap(k, (rng.next() % (k as u64 + 1)) as usize);
+                    }
+                }
+                let layer = round.pop().unwrap();
                 let o = std::process::Command::new(strata_tests::bin("strata"))
                     .args(["--instance", &instance, "kill", layer])
                     .output()
@@ -288,7 +310,7 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
     };
 
     let t = Instant::now();
-    let deadline = Duration::from_secs(env_or("STRATA_CHAOS_SECS", 600));
+    let deadline = Duration::from_secs(limit_secs);
     let mut sender_sums = Vec::new();
     for s in senders.drain(..) {
         let left = deadline.saturating_sub(t.elapsed());
@@ -336,8 +358,16 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         let want = format!("{bytes} {}", s.as_deref().unwrap_or("?"));
         assert_eq!(r, &want, "libsock -> kernel stream {i}");
     }
+    // Each layer was killed at least once while the transfers ran.
+    for l in LAYERS {
+        assert!(kills.contains(&l), "{l} was never killed: {kills:?}");
+    }
     // The UDP echo kept answering and the echo server never failed.
-    drop(udp);
+    unsafe { libc::kill(udp.child.id() as i32, libc::SIGTERM) };
+    let out = udp.wait_output(Duration::from_secs(10)).expect("UDP stream ends");
+    let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
+    eprintln!("chaos: UDP echo {} of {} datagrams", v[1], v[0]);
+    assert!(v[0] > 0 && v[1] > 0, "no UDP echo during the chaos: {out}");
     assert!(echo.alive(), "the UDP echo server died");
     let out = ns.run_ok(&["python3", "-c", UDP_STREAM, STACK_IP, "1"]);
     let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
