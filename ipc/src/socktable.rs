@@ -69,8 +69,27 @@ pub struct SockRec {
     pub drops: u32,
     /// SO_REUSEADDR etc. (bit 0).
     pub flags: u32,
-    /// Reserved.
+    /// Reserved; `[0..3]` hold the accepted connection's tcpd id until
+    /// tcpd shows it attached the socket (see [`SockRec::accepted_conn`]).
     pub reserved: [u32; 4],
+}
+
+impl SockRec {
+    /// tcpd's id of the connection this socket was accepted for, while
+    /// sockd is not yet sure tcpd attached it: a restarted sockd sends
+    /// the ATTACH again.
+    pub fn accepted_conn(&self) -> Option<u64> {
+        (self.reserved[2] != 0)
+            .then(|| u64::from(self.reserved[0]) | u64::from(self.reserved[1]) << 32)
+    }
+
+    /// Sets or clears [`accepted_conn`](SockRec::accepted_conn).
+    pub fn set_accepted_conn(&mut self, conn: Option<u64>) {
+        let v = conn.unwrap_or(0);
+        self.reserved[0] = v as u32;
+        self.reserved[1] = (v >> 32) as u32;
+        self.reserved[2] = u32::from(conn.is_some());
+    }
 }
 
 /// The table over a layer's arena bytes.
@@ -192,6 +211,18 @@ mod tests {
         assert_ne!(id, id2, "a reused slot gets a new generation");
         assert!(t.find(id).is_none());
         assert_eq!(t.iter().count(), 1);
+    }
+
+    #[test]
+    fn an_accepted_connection_id_round_trips_including_zero() {
+        let mut r = SockRec::default();
+        assert_eq!(r.accepted_conn(), None);
+        for c in [0, 7, u64::from(u32::MAX) + 3, u64::MAX] {
+            r.set_accepted_conn(Some(c));
+            assert_eq!(r.accepted_conn(), Some(c));
+        }
+        r.set_accepted_conn(None);
+        assert_eq!(r, SockRec::default());
     }
 
     #[test]

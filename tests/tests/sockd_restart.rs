@@ -562,3 +562,39 @@ fn accepts_and_connects_whose_news_died_with_sockd_complete() {
         .unwrap()
         .contains("done"));
 }
+
+#[test]
+fn an_accept_whose_attach_was_lost_is_attached_by_the_restarted_sockd() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let files = Files::new();
+    let (f, sha) = files.random("attach.bin", 300_000);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let l = stack.builder().tcp_bind("0.0.0.0:7110").unwrap();
+    let mut client = kernel_client(&ns, 7110, &f);
+    strata_tests::wait_line(&mut client, "connected", Duration::from_secs(10));
+    // tcpd stopped: the ATTACH of the accept below waits in its ring, and
+    // tcpd never speaks of the new socket. Killed, tcpd loses the ring,
+    // ATTACH included; the connection stays in its accept queue.
+    let tcpd = layer_pid(&st, "tcpd");
+    unsafe { libc::kill(tcpd, libc::SIGSTOP) };
+    let (tx, rx) = mpsc::channel();
+    let w = bounded("accept", Duration::from_secs(40), move || {
+        let (s, _) = l.accept()?;
+        let _ = tx.send(());
+        echo_to_eof(s)
+    });
+    rx.recv_timeout(Duration::from_secs(10)).expect("accepted");
+    std::thread::sleep(Duration::from_millis(100));
+    let before = st.restarts("tcpd");
+    assert!(st.strata(&["kill", "tcpd"]).status.success());
+    st.wait_for("tcpd restarted", Duration::from_secs(10), || {
+        st.restarts("tcpd") > before
+    });
+    // The restarted sockd knows the socket was accepted and never
+    // confirmed: it sends the ATTACH again.
+    let before = kill_sockd(&st);
+    wait_restarted(&st, before);
+    assert_eq!(client_sha(client, &st), sha);
+    assert_eq!(w.join(&st).expect("echo without an error"), 300_000);
+}

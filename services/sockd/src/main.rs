@@ -16,7 +16,7 @@ use nix::sys::socket::{
     accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     UnixAddr,
 };
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
@@ -211,6 +211,10 @@ struct Sockd<'a> {
     pending: HashMap<u32, Pending>,
     next_session: u64,
     next_req: u32,
+    /// Connections whose ATTACH a re-attach sent again (see
+    /// `SockRec::accepted_conn`): an ACCEPTABLE for one of them is a
+    /// repeat, not a connection to accept.
+    claimed: HashSet<u64>,
     /// Control messages and data for udpd, pushed once per turn.
     to_udp: Vec<Handle>,
     /// The same for tcpd.
@@ -294,6 +298,9 @@ impl<'a> Sockd<'a> {
 
     fn close_sock(&mut self, id: u32) {
         if let Some(s) = self.socks.remove(&id) {
+            if let Some(conn) = s.rec.accepted_conn() {
+                self.claimed.remove(&conn);
+            }
             self.table.remove(s.slot);
             if let Some(m) = &s.mem {
                 m.set_state(sstate::CLOSED);
@@ -605,7 +612,20 @@ impl<'a> Sockd<'a> {
                             s.session = Some(sid);
                             s.detached_since = None;
                             s.reattached = true;
+                            let conn = s.rec.accepted_conn().filter(|_| s.kind == Kind::Tcp);
                             self.count(c::REATTACHED, 1);
+                            if let Some(conn) = conn {
+                                // Accepted just before the last sockd
+                                // died, maybe after it answered and
+                                // before its ATTACH reached tcpd, which
+                                // ignores a repeat; what it announced
+                                // again is this socket's.
+                                self.claimed.insert(conn);
+                                for l in self.socks.values_mut() {
+                                    l.accept_q.retain(|q| q.0 != conn);
+                                }
+                                self.tcp_ctl(op::ATTACH, id, conn, 0);
+                            }
                             Response::Ok
                         }
                     }
@@ -650,6 +670,8 @@ impl<'a> Sockd<'a> {
             peer_port: peer.port,
             ..Default::default()
         };
+        let mut rec = rec;
+        rec.set_accepted_conn(Some(conn));
         let Some(new_id) = self.table.insert(rec) else {
             self.tcp_ctl(op::ABORT, 0, conn, 0);
             return errno_resp(libc::EMFILE);
@@ -810,6 +832,7 @@ impl<'a> Sockd<'a> {
                     Some(s)
                         if s.rec.state == sock_state::LISTEN
                             && (s.accept_q.iter().any(|q| q.0 == m.value)
+                                || self.claimed.contains(&m.value)
                                 || s.reannounce
                                     .as_ref()
                                     .is_some_and(|(_, t)| t.contains(&m.value))) => {}
@@ -848,6 +871,12 @@ impl<'a> Sockd<'a> {
                 let cap = self.tcp_credit;
                 let mut resent = false;
                 if let Some(s) = self.socks.get_mut(&m.sock) {
+                    if let Some(conn) = s.rec.accepted_conn() {
+                        // tcpd speaks of this socket: it attached it.
+                        s.rec.set_accepted_conn(None);
+                        self.claimed.remove(&conn);
+                        self.table.update(s.slot, s.rec);
+                    }
                     if let Some(mem) = &s.mem {
                         // Absolute: bytes tcpd took from us (high half)
                         // and bytes that left its send buffer (low half).
@@ -1305,6 +1334,7 @@ fn main() {
         next_session: 0,
         // Replies to the sockd that died may still come: start far from
         // its request numbers.
+        claimed: HashSet::new(),
         next_req: std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| {
