@@ -67,8 +67,10 @@
 //! hang up; a request that fails notices too), reconnects every 50 ms,
 //! re-attaches every socket of the process (handing sockd the same
 //! shared memory and eventfd again), and carries on: interrupted socket
-//! calls are sent again, blocked receives, sends and accepts keep
-//! waiting. The application sees a pause, not an error.
+//! calls are sent again, blocked receives, sends, accepts and connects
+//! keep waiting (connections that were waiting in the accept queue, or
+//! completed while sockd was down, are still delivered), and readiness
+//! fds keep firing. The application sees a pause, not an error.
 //!
 //! If sockd does not come back within 10 s (`STRATA_RECONNECT_MS`,
 //! [`RECONNECT_ENV`], in milliseconds), libsock gives up: waiting calls
