@@ -437,10 +437,19 @@ impl Fabric {
 
     /// Puts buffer `i`, whose last reference is gone, back on its free list.
     fn finish_free(&self, i: u32) {
+        // Reclaim may finish the same free for a dead recorded owner (see
+        // `reclaim`); whoever takes the owner field to free pushes.
+        if self.bufhdr(i).owner.swap(OWNER_FREE, AcqRel) != OWNER_FREE {
+            self.put_back(i);
+        }
+    }
+
+    /// Invalidates the handles of buffer `i` and returns it to its list;
+    /// the caller has set its owner field free.
+    fn put_back(&self, i: u32) {
         let b = self.bufhdr(i);
         b.gen.fetch_add(1, Release);
         b.flags.store(0, Relaxed);
-        b.owner.store(OWNER_FREE, Release);
         self.push_free(i);
     }
 
@@ -821,11 +830,18 @@ impl Fabric {
         let transit = if own { self.in_transit(dead) } else { Vec::new() };
         for i in 0..n as u32 {
             let b = self.bufhdr(i);
-            if b.holders.load(Acquire) == 0 && b.owner.load(Acquire) == dead.0 as u32 {
+            if b.holders.load(Acquire) == 0
+                && b
+                    .owner
+                    .compare_exchange(dead.0 as u32, OWNER_FREE, AcqRel, Acquire)
+                    .is_ok()
+            {
                 // Died inside `alloc` (taken off the free list, no
                 // reference yet) or inside the last `release` (none left,
-                // not yet back on the list): finish the free.
-                self.finish_free(i);
+                // not yet back on the list): finish the free. A live
+                // layer freeing a buffer whose owner field still names
+                // the dead one races here; the owner field decides.
+                self.put_back(i);
                 released += 1;
             } else if own {
                 released += self.release_excess(i, dead, transit[i as usize]);
