@@ -117,6 +117,10 @@ pub mod ctl_flags {
     /// tcpd repeats ACCEPTABLE for every connection still waiting for an
     /// ATTACH (a restarted sockd lost its accept queue).
     pub const RESYNC: u32 = 8;
+    /// BIND, LISTEN, CONNECT: sent again (tcpd restarted, or the reply is
+    /// late); the first may have taken effect, and then this one
+    /// answers OK rather than EINVAL, EALREADY or EISCONN.
+    pub const REPEAT: u32 = 16;
 }
 
 /// One control message. Addresses and ports in host byte order.

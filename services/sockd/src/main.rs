@@ -18,6 +18,7 @@ use nix::sys::socket::{
 };
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendMeta, SEND_META_LEN};
@@ -41,6 +42,13 @@ const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// again its repeats may still arrive (tcpd answers at once; this is
 /// slack for a loaded machine).
 const REANNOUNCE_WINDOW: Duration = Duration::from_secs(5);
+/// How long a request to tcpd may go unanswered before it is sent again
+/// (tcpd answers at once; one lost without a restart is not expected, but
+/// a repeat costs nothing).
+const RESEND_AFTER: Duration = Duration::from_secs(1);
+/// How long sockd keeps sending a CLOSE or ABORT again until tcpd
+/// confirms it with CLOSED.
+const CLOSE_CONFIRM_WINDOW: Duration = Duration::from_secs(30);
 /// Largest UDP payload (65535 - 20 - 8).
 const MAX_UDP: usize = 65507;
 
@@ -67,7 +75,8 @@ mod c {
     pub const RX_REPEATS: usize = 19;
     pub const RX_GAPS: usize = 20;
     pub const TX_RESENDS: usize = 21;
-    pub const NAMES: [&str; 22] = [
+    pub const TCPD_RESTARTS: usize = 22;
+    pub const NAMES: [&str; 23] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -90,6 +99,7 @@ mod c {
         "rx_tcp_repeats",
         "rx_tcp_gaps",
         "tx_tcp_resends",
+        "tcpd_restarts_seen",
     ];
 }
 
@@ -155,6 +165,11 @@ struct Sock {
     shut_wr: bool,
     /// TCP: segment size, to cut the stream into one-segment buffers.
     mss: u32,
+    /// TCP: the SHUTDOWNs sent (bit 0 read, bit 1 write), sent again to a
+    /// restarted tcpd (a repeat is harmless).
+    shut_sent: u8,
+    /// TCP: the options set (NODELAY, KEEPALIVE, CONGESTION), likewise.
+    opts: [Option<u64>; 3],
 }
 
 impl Sock {
@@ -184,6 +199,8 @@ impl Sock {
             closing: false,
             shut_wr: false,
             mss: 1448,
+            shut_sent: 0,
+            opts: [None; 3],
         }
     }
 
@@ -201,6 +218,14 @@ struct Pending {
     sock: u32,
     op: u32,
     deadline: Instant,
+    /// The request itself, to send again when tcpd restarted (it may have
+    /// died with it in its ring, or with the reply unsent).
+    msg: L4Ctl,
+    kind: Kind,
+    /// When it was last sent.
+    sent: Instant,
+    /// Sent more than once: its reply may be the first one's.
+    resent: bool,
 }
 
 struct Sockd<'a> {
@@ -222,6 +247,14 @@ struct Sockd<'a> {
     /// tcpd's initial send credit per connection.
     tcp_credit: u64,
     wake_fd: RawFd,
+    /// CLOSE and ABORT sent to tcpd for sockets we have forgotten, until
+    /// tcpd confirms with CLOSED: sent again if it restarted meanwhile.
+    /// (op, first sent, last sent.)
+    closes: HashMap<u32, (u32, Instant, Instant)>,
+    /// tcpd's instance (pid, start time) last seen running: a new one
+    /// lost the requests in its ring and the notifications it had not
+    /// pushed.
+    tcpd_seen: (u32, u64),
 }
 
 fn errno_resp(e: i32) -> Response {
@@ -250,6 +283,11 @@ impl<'a> Sockd<'a> {
     }
 
     fn send_ctl(&mut self, kind: Kind, m: L4Ctl) -> bool {
+        if kind == Kind::Tcp && m.sock != 0 && matches!(m.op, op::CLOSE | op::ABORT) {
+            let now = Instant::now();
+            let e = self.closes.entry(m.sock).or_insert((m.op, now, now));
+            e.2 = now;
+        }
         let mut pool = self.svc.fabric.pool(self.svc.me);
         match m.to_handle(&mut pool) {
             Some(h) => {
@@ -285,13 +323,18 @@ impl<'a> Sockd<'a> {
             self.respond(sid, &errno_resp(libc::ENOBUFS), &[]);
             return;
         }
+        let now = Instant::now();
         self.pending.insert(
             m.req,
             Pending {
                 session: sid,
                 sock: id,
                 op: m.op,
-                deadline: Instant::now() + CTL_TIMEOUT,
+                deadline: now + CTL_TIMEOUT,
+                msg: m,
+                kind,
+                sent: now,
+                resent: false,
             },
         );
     }
@@ -519,6 +562,9 @@ impl<'a> Sockd<'a> {
                         SockOpt::Congestion(a) => (tcp_opt::CONGESTION, a as u64),
                         SockOpt::ReuseAddr(_) => unreachable!("handled above"),
                     };
+                    if let Some(s) = self.socks.get_mut(&id) {
+                        s.opts[name as usize - 1] = Some(v);
+                    }
                     self.tcp_ctl(op::SETOPT, id, v, name);
                     Response::Ok
                 }
@@ -573,6 +619,9 @@ impl<'a> Sockd<'a> {
                 Some(Kind::Udp) => errno_resp(libc::EOPNOTSUPP),
                 Some(Kind::Tcp) => {
                     if matches!(how, How::Read | How::Both) {
+                        if let Some(s) = self.socks.get_mut(&id) {
+                            s.shut_sent |= 1;
+                        }
                         self.tcp_ctl(op::SHUTDOWN, id, 0, 0);
                     }
                     if matches!(how, How::Write | How::Both) {
@@ -747,7 +796,14 @@ impl<'a> Sockd<'a> {
                     && self
                         .socks
                         .get(&p.sock)
-                        .is_some_and(|s| s.kind == Kind::Tcp && s.reattached);
+                        .is_some_and(|s| s.kind == Kind::Tcp && (s.reattached || p.resent));
+                if p.resent && p.kind == Kind::Tcp {
+                    // What tcpd announced after the first reply may have
+                    // died with it (CONNECTED, ACCEPTABLE): restated.
+                    if let Some(s) = self.socks.get_mut(&p.sock) {
+                        s.resync = true;
+                    }
+                }
                 if repeated_connect {
                     // libsock sent the connect again after our restart,
                     // but the first one reached tcpd: it is in progress
@@ -761,10 +817,13 @@ impl<'a> Sockd<'a> {
                         if p.op == op::LISTEN {
                             s.rec.state = sock_state::LISTEN;
                         } else if p.op == op::CONNECT && s.kind == Kind::Tcp {
-                            // In progress: CONNECTED or an error follows.
+                            // In progress: CONNECTED or an error follows
+                            // (or came already, for a repeated connect).
                             s.rec.peer_ip = m.remote_addr;
                             s.rec.peer_port = m.remote_port;
-                            s.rec.state = sock_state::BOUND;
+                            if s.rec.state != sock_state::CONNECTED {
+                                s.rec.state = sock_state::BOUND;
+                            }
                         } else if p.op == op::CONNECT {
                             s.rec.peer_ip = m.remote_addr;
                             s.rec.peer_port = m.remote_port;
@@ -914,9 +973,32 @@ impl<'a> Sockd<'a> {
                 }
             }
             op::CLOSED if self.socks.get(&m.sock).is_some_and(|s| s.closing) => {
+                self.closes.remove(&m.sock);
                 if let Some(s) = self.socks.remove(&m.sock) {
                     self.table.remove(s.slot);
                     self.count(c::SOCKETS_CLOSED, 1);
+                }
+            }
+            op::CLOSED => {
+                self.closes.remove(&m.sock);
+                // tcpd forgot a socket the application still has: if its
+                // SOCK_ERROR or EOF died with a tcpd, the application
+                // would wait forever, so the end is shown here.
+                if let Some(s) = self.socks.get(&m.sock) {
+                    let listening = s.rec.state == sock_state::LISTEN;
+                    if let (Some(mem), false, false, Kind::Tcp) =
+                        (&s.mem, listening, s.eof_pending, s.kind)
+                    {
+                        let st = mem.hdr().state.load(Acquire);
+                        if st & (sstate::EOF | sstate::RESET) == 0 {
+                            let wake = if st & sstate::CONNECTED != 0 {
+                                mem.set_state(sstate::EOF)
+                            } else {
+                                mem.set_error(libc::ECONNREFUSED) | mem.set_state(sstate::RESET)
+                            };
+                            s.wake(wake);
+                        }
+                    }
                 }
             }
             _ => {}
@@ -1097,6 +1179,7 @@ impl<'a> Sockd<'a> {
                         closed.push(id);
                     } else if s.shut_wr {
                         s.shut_wr = false;
+                        s.shut_sent |= 2;
                         ctl.push((op::SHUTDOWN, id, 1, 0));
                     }
                     break;
@@ -1263,6 +1346,41 @@ impl<'a> Sockd<'a> {
     }
 
     fn expire(&mut self, now: Instant) {
+        let tcpd_up = self.svc.fabric.ctl(LayerId::TCPD).pid.load(Acquire) != 0;
+        let mut again = Vec::new();
+        for p in self.pending.values_mut() {
+            if p.kind != Kind::Tcp {
+                continue;
+            }
+            if !tcpd_up {
+                // tcpd's restart, not tcpd, is what the request waits for.
+                p.deadline = now + CTL_TIMEOUT;
+            } else if !p.resent && now.duration_since(p.sent) > RESEND_AFTER {
+                p.resent = true;
+                p.sent = now;
+                again.push(p.msg);
+            }
+        }
+        for m in again {
+            self.send_ctl(
+                Kind::Tcp,
+                L4Ctl {
+                    flags: m.flags | ctl_flags::REPEAT,
+                    ..m
+                },
+            );
+        }
+        let again: Vec<(u32, u32)> = self
+            .closes
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.2) > RESEND_AFTER)
+            .map(|(&id, e)| (id, e.0))
+            .collect();
+        for (id, o) in again {
+            self.tcp_ctl(o, id, 0, 0);
+        }
+        self.closes
+            .retain(|_, e| now.duration_since(e.1) < CLOSE_CONFIRM_WINDOW);
         let late: Vec<u32> = self
             .pending
             .iter()
@@ -1287,6 +1405,90 @@ impl<'a> Sockd<'a> {
         for id in gone {
             self.count(c::ABANDONED, 1);
             self.close_sock(id);
+        }
+    }
+
+    /// Checked every turn (two atomic loads): a new tcpd instance lost
+    /// what sat in its input ring and what it had not pushed to us, so
+    /// every request still unanswered goes again, and every TCP socket
+    /// has tcpd restate what we may have missed.
+    fn watch_tcpd(&mut self) {
+        let ctl = self.svc.fabric.ctl(LayerId::TCPD);
+        let pid = ctl.pid.load(Acquire);
+        if pid == 0 {
+            return;
+        }
+        let now_seen = (pid, ctl.started_ms.load(Relaxed));
+        if now_seen == self.tcpd_seen {
+            return;
+        }
+        let first = self.tcpd_seen.0 == 0;
+        self.tcpd_seen = now_seen;
+        if !first {
+            self.tcpd_restarted();
+        }
+    }
+
+    fn tcpd_restarted(&mut self) {
+        let now = Instant::now();
+        self.svc
+            .log("tcpd restarted: sending unanswered requests again");
+        self.count(c::TCPD_RESTARTS, 1);
+        // Repeats first: an ATTACH and what a request set up must be in
+        // place before the RESYNCs (pushed by the next `pump_tcp`).
+        let mut again: Vec<(u32, L4Ctl)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.kind == Kind::Tcp)
+            .map(|(&r, p)| (r, p.msg))
+            .collect();
+        again.sort_by_key(|(r, _)| *r);
+        for (r, m) in again {
+            if let Some(p) = self.pending.get_mut(&r) {
+                p.resent = true;
+                p.sent = now;
+                p.deadline = now + CTL_TIMEOUT;
+            }
+            self.send_ctl(
+                Kind::Tcp,
+                L4Ctl {
+                    flags: m.flags | ctl_flags::REPEAT,
+                    ..m
+                },
+            );
+        }
+        let closes: Vec<(u32, u32)> = self.closes.iter().map(|(&id, e)| (id, e.0)).collect();
+        for (id, o) in closes {
+            self.tcp_ctl(o, id, 0, 0);
+        }
+        let mut ctl: Vec<(u32, u32, u64, u32)> = Vec::new();
+        for (&id, s) in self.socks.iter_mut() {
+            if s.kind != Kind::Tcp || s.mem.is_none() {
+                continue;
+            }
+            if let Some(conn) = s.rec.accepted_conn() {
+                // Its ATTACH may have died in tcpd's ring (tcpd ignores a
+                // repeat); what the listener hears again of it is ours.
+                self.claimed.insert(conn);
+                ctl.push((op::ATTACH, id, conn, 0));
+            }
+            for (i, v) in s.opts.iter().enumerate() {
+                if let Some(v) = v {
+                    ctl.push((op::SETOPT, id, *v, i as u32 + 1));
+                }
+            }
+            if s.shut_sent & 1 != 0 {
+                ctl.push((op::SHUTDOWN, id, 0, 0));
+            }
+            if s.shut_sent & 2 != 0 {
+                ctl.push((op::SHUTDOWN, id, 1, 0));
+            }
+            if s.rec.state != sock_state::OPEN {
+                s.resync = true;
+            }
+        }
+        for (o, id, v, fl) in ctl {
+            self.tcp_ctl(o, id, v, fl);
         }
     }
 
@@ -1344,6 +1546,8 @@ fn main() {
         to_tcp: Vec::with_capacity(BUDGET * 4),
         tcp_credit: svc.config.socket_tx_bytes as u64,
         wake_fd: f.wake_fd(me),
+        closes: HashMap::new(),
+        tcpd_seen: (0, 0),
     };
     // Sockets from before a restart wait for their applications.
     let now = Instant::now();
@@ -1373,6 +1577,7 @@ fn main() {
         f.beat(me);
         let now = Instant::now();
         d.accept_sessions(&listener);
+        d.watch_tcpd();
         let mut work = d.serve_sessions();
 
         let n = from_udp.pop(&mut batch);

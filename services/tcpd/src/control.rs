@@ -88,6 +88,18 @@ impl TcpCore<'_> {
 
     /// `bind()`.
     fn bind(&mut self, m: &L4Ctl) -> Result<(), i32> {
+        if m.flags & ctl_flags::REPEAT != 0 {
+            if let Some(&i) = self.by_sock.get(&m.sock) {
+                // The first one took effect before its reply was lost.
+                let c = &self.conns[i as usize];
+                if c.has(cf::BOUND)
+                    && (m.local_port == 0 || c.local_port == u32::from(m.local_port))
+                    && (m.local_addr == 0 || c.local_addr == m.local_addr)
+                {
+                    return Ok(());
+                }
+            }
+        }
         if self.by_sock.contains_key(&m.sock) || m.sock == 0 {
             self.stats.inc(Stat::BadState);
             return Err(libc::EINVAL);
@@ -214,6 +226,19 @@ impl TcpCore<'_> {
             } else {
                 libc::ECONNREFUSED
             });
+        }
+        if m.flags & ctl_flags::REPEAT != 0 {
+            if let Some(&i) = self.by_sock.get(&m.sock) {
+                // The first one took effect before its reply was lost: in
+                // progress or done, CONNECTED (restated on RESYNC) says.
+                let c = &self.conns[i as usize];
+                if c.state >= st::SYN_SENT
+                    && c.remote_addr == m.remote_addr
+                    && c.remote_port == u32::from(m.remote_port)
+                {
+                    return Ok(());
+                }
+            }
         }
         let i = self.sock_block(m)?;
         let mut c = self.begin(i);
@@ -450,7 +475,12 @@ impl TcpCore<'_> {
 
     /// CLOSE (`abort` false) or ABORT.
     fn close<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, abort: bool, out: &mut Outputs) {
-        let Some(i) = self.known(m.sock) else { return };
+        let Some(i) = self.known(m.sock) else {
+            // Closed already (a repeat after our restart, whose CLOSED
+            // died with us), or never had a block: sockd waits for this.
+            self.notify(pool, &reply(op::CLOSED, m.sock, 0), out);
+            return;
+        };
         let mut c = self.begin(i);
         match c.state {
             st::CLOSED | st::SYN_SENT => self.terminate(&mut c, 0),
@@ -486,7 +516,14 @@ impl TcpCore<'_> {
     }
 
     fn read_credit<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) {
-        let Some(i) = self.known(m.sock) else { return };
+        let Some(i) = self.known(m.sock) else {
+            // The connection is gone and its SOCK_ERROR or CLOSED may have
+            // died with a previous instance: restated for a RESYNC.
+            if m.flags & ctl_flags::RESYNC != 0 && m.sock != 0 {
+                self.notify(pool, &reply(op::CLOSED, m.sock, 0), out);
+            }
+            return;
+        };
         let mut c = self.begin(i);
         // Absolute, so a lost or repeated message does no harm: what the
         // application has read of the stream, from which the credit
