@@ -131,7 +131,11 @@ pub struct LayerCtl {
     /// (watched input length + 1, 0: none). Zero, the usual case, lets
     /// [`crate::Fabric::take_input`] skip every check.
     pub quarantine_ctl: AtomicU64,
-    pub _pad0: [u64; 2],
+    /// [`crate::now_ns`] when the current instance declared itself
+    /// serving (0: not yet): the launcher times restarts with it, to the
+    /// nanosecond, without watching the state word closely.
+    pub ready_ns: AtomicU64,
+    pub _pad0: [u64; 1],
     /// Non-zero while the layer sleeps (or is about to): producers kick it.
     pub sleeping: AtomicU32,
     /// One of [`state`].

@@ -55,10 +55,9 @@ impl Service {
 
     /// Tells the launcher the layer is serving.
     pub fn ready(&self) {
-        self.fabric
-            .ctl(self.me)
-            .state
-            .store(state::RUNNING, Release);
+        let ctl = self.fabric.ctl(self.me);
+        ctl.ready_ns.store(now_ns(), Relaxed);
+        ctl.state.store(state::RUNNING, Release);
         self.fabric.beat(self.me);
     }
 

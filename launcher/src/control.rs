@@ -83,6 +83,12 @@ pub fn status(sh: &Shared) -> Value {
                 "quarantined_inputs": f.quarantine_counts(l.id).0,
                 "quarantine_drops": f.quarantine_counts(l.id).1,
                 "last_exit": l.last_exit,
+                "last_recovery_ms": l.last_recovery.map(|r| json!({
+                    "detect": r.detect_ns.map(|d| d as f64 / 1e6),
+                    "spawn": r.spawn_ns as f64 / 1e6,
+                    "startup": r.startup_ns as f64 / 1e6,
+                    "total": r.total_ns() as f64 / 1e6,
+                })),
                 "wakeups": c.kicks.load(Relaxed),
             })
         })

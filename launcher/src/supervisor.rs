@@ -2,7 +2,7 @@
 
 use crate::plan::Plan;
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -12,7 +12,7 @@ use strata_ipc::fabric::format_wake_env;
 use strata_ipc::layout::state;
 use strata_ipc::quarantine::{hex_dump, DeadInput};
 use strata_ipc::service::{DEVICE_FD_ENV, INSTANCE_ENV, LAYER_ENV};
-use strata_ipc::{Fabric, LayerId, MAX_LAYERS, WAKE_ENV};
+use strata_ipc::{now_ns, Fabric, LayerId, MAX_LAYERS, WAKE_ENV};
 
 /// Deaths within this window count towards a crash loop.
 const LOOP_WINDOW: Duration = Duration::from_secs(10);
@@ -43,8 +43,58 @@ pub struct Layer {
     last_input: Option<DeadInput>,
     /// Until when the layer hashes inputs of that input's length.
     watch_until: Option<Instant>,
-    /// The coming death is our `kill`: no input caused it.
+    /// The coming death is our `kill`: no input caused it, and it does
+    /// not count towards a crash loop.
     killed_by_request: bool,
+    /// Readable once the running instance exits, so that the supervision
+    /// loop learns of a death at once rather than at its next tick. None
+    /// where the kernel has no pidfds (before 5.3): the tick then reaps.
+    pidfd: Option<OwnedFd>,
+    /// [`now_ns`] when we sent our `kill`, if the coming death is that.
+    kill_ns: u64,
+    /// A restart under way: when the death was noticed and the new
+    /// instance spawned ([`now_ns`]), and since when it died (0: unknown).
+    pending: Option<Pending>,
+    /// How long the last restart took.
+    pub last_recovery: Option<Recovery>,
+}
+
+#[derive(Clone, Copy)]
+struct Pending {
+    killed_ns: u64,
+    noticed_ns: u64,
+    spawned_ns: u64,
+}
+
+/// Where the time from a death to the new instance serving went.
+#[derive(Clone, Copy, Debug)]
+pub struct Recovery {
+    /// From our SIGKILL to noticing the death (`strata kill` only).
+    pub detect_ns: Option<u64>,
+    /// From noticing the death to the new process running (reclaim,
+    /// back-off, fork and exec).
+    pub spawn_ns: u64,
+    /// From exec to the new instance declaring itself serving (mapping
+    /// the fabric, loading the configuration, restoring state).
+    pub startup_ns: u64,
+}
+
+impl Recovery {
+    /// Noticed (or, for our own kill, killed) to serving.
+    pub fn total_ns(&self) -> u64 {
+        self.detect_ns.unwrap_or(0) + self.spawn_ns + self.startup_ns
+    }
+}
+
+fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    // SAFETY: a plain system call; the fd it returns (close-on-exec, as
+    // pidfd_open always makes them) is ours alone.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+fn ms(ns: u64) -> f64 {
+    ns as f64 / 1e6
 }
 
 impl Layer {
@@ -131,6 +181,10 @@ impl Supervisor {
             last_input: None,
             watch_until: None,
             killed_by_request: false,
+            pidfd: None,
+            kill_ns: 0,
+            pending: None,
+            last_recovery: None,
         };
         for (i, &fd) in device_fds.iter().enumerate() {
             layers.push(mk(LayerId::driver(i as u8), Some(fd)));
@@ -174,6 +228,7 @@ impl Supervisor {
             });
         }
         let ctl = f.ctl(l.id);
+        ctl.ready_ns.store(0, Relaxed);
         ctl.state.store(state::STARTING, Release);
         let child = cmd.spawn().map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::NotFound {
@@ -185,6 +240,9 @@ impl Supervisor {
         })?;
         let now = Instant::now();
         ctl.pid.store(child.id(), Release);
+        // Opened after the fork, which is safe: the child cannot be reaped
+        // before we wait for it, so its pid is not reused meanwhile.
+        l.pidfd = pidfd_open(child.id());
         ctl.started_ms.store(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -276,6 +334,29 @@ impl Supervisor {
                 }
             }
             let l = &mut self.layers[k];
+            if let Some(p) = l.pending {
+                let ready = ctl.ready_ns.load(Relaxed);
+                if ready != 0 && ctl.state.load(Acquire) == state::RUNNING {
+                    let r = Recovery {
+                        detect_ns: (p.killed_ns != 0)
+                            .then(|| p.noticed_ns.saturating_sub(p.killed_ns)),
+                        spawn_ns: p.spawned_ns.saturating_sub(p.noticed_ns),
+                        startup_ns: ready.saturating_sub(p.spawned_ns),
+                    };
+                    l.pending = None;
+                    l.last_recovery = Some(r);
+                    log(&format!(
+                        "{id} serving again {:.1} ms after {}{} (spawn {:.1} ms, start-up {:.1} ms)",
+                        ms(r.total_ns()),
+                        if r.detect_ns.is_some() { "our kill" } else { "its death was noticed" },
+                        r.detect_ns
+                            .map(|d| format!(", noticed in {:.1} ms", ms(d)))
+                            .unwrap_or_default(),
+                        ms(r.spawn_ns),
+                        ms(r.startup_ns)
+                    ));
+                }
+            }
             if l.watch_until.is_some_and(|t| now >= t) {
                 l.watch_until = None;
                 f.watch_inputs(id, None);
@@ -292,21 +373,32 @@ impl Supervisor {
     }
 
     fn on_death(&mut self, f: &Fabric, k: usize, how: String, now: Instant) {
+        let noticed_ns = now_ns();
         let l = &mut self.layers[k];
         let pid = l.child.take().map(|c| c.id()).unwrap_or(0);
+        l.pidfd = None;
         let id = l.id;
         let ctl = f.ctl(id);
         ctl.state.store(state::DEAD, Release);
         ctl.pid.store(0, Release);
         // Before reclaim frees it: the input it died on, if it held one.
         let by_request = std::mem::take(&mut l.killed_by_request);
+        let killed_ns = std::mem::take(&mut l.kill_ns);
         let verdict = match f.dead_input(id) {
             Some(inp) if !by_request => Self::judge_input(f, l, inp, &how, now),
             _ => None,
         };
         let freed = f.reclaim(id);
         let lived = now.duration_since(l.started);
-        l.deaths.push_back(now);
+        // Only deaths of the layer's own making count towards a crash
+        // loop: a `strata kill` (chaos testing, the recovery bench) says
+        // nothing about whether the next instance will survive, and
+        // delaying its restart would only lengthen the outage the kill
+        // was meant to exercise. Hangs count: we killed it, but for a
+        // fault of its own.
+        if !by_request {
+            l.deaths.push_back(now);
+        }
         while l
             .deaths
             .front()
@@ -333,6 +425,11 @@ impl Supervisor {
             log(&v);
         }
         l.last_exit = Some(how);
+        l.pending = Some(Pending {
+            killed_ns: if by_request { killed_ns } else { 0 },
+            noticed_ns,
+            spawned_ns: 0,
+        });
         l.restart_at = Some(now + delay);
         if delay.is_zero() {
             self.restart(f, k);
@@ -389,6 +486,9 @@ impl Supervisor {
         match self.spawn(f, k) {
             Ok(()) => {
                 let l = &mut self.layers[k];
+                if let Some(p) = &mut l.pending {
+                    p.spawned_ns = now_ns();
+                }
                 l.restarts += 1;
                 f.ctl(id).restarts.fetch_add(1, Relaxed);
                 log(&format!("{id} restarted (pid {})", l.pid().unwrap_or(0)));
@@ -400,6 +500,24 @@ impl Supervisor {
         }
     }
 
+    /// What the supervision loop waits on between ticks: the pidfds of the
+    /// running layers.
+    pub fn death_fds(&self) -> Vec<RawFd> {
+        self.layers
+            .iter()
+            .filter_map(|l| l.pidfd.as_ref().map(|p| p.as_raw_fd()))
+            .collect()
+    }
+
+    /// The earliest delayed restart, if any is due.
+    pub fn next_restart(&self) -> Option<Instant> {
+        self.layers
+            .iter()
+            .filter(|l| l.child.is_none())
+            .filter_map(|l| l.restart_at)
+            .min()
+    }
+
     /// Sends SIGKILL to a layer (fault injection). Returns its pid.
     pub fn kill(&mut self, id: LayerId) -> Result<u32, String> {
         let l = self
@@ -409,6 +527,7 @@ impl Supervisor {
             .ok_or_else(|| format!("this instance has no layer {id}"))?;
         let pid = l.pid().ok_or_else(|| format!("{id} is not running"))?;
         l.killed_by_request = true;
+        l.kill_ns = now_ns();
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         log(&format!("{id} (pid {pid}) killed by request"));
         Ok(pid)
@@ -423,6 +542,8 @@ impl Supervisor {
         }
         let deadline = Instant::now() + Duration::from_secs(2);
         for l in self.layers.iter_mut().rev() {
+            l.pidfd = None;
+            l.pending = None;
             if let Some(mut c) = l.child.take() {
                 loop {
                     match c.try_wait() {

@@ -95,6 +95,28 @@ fn fmt_addrs(a: &[(Ipv4Addr, u8)]) -> String {
         .join(",")
 }
 
+/// How often the supervision loop checks heartbeats (and, without pidfds,
+/// reaps the dead).
+const TICK: Duration = Duration::from_millis(20);
+
+/// Waits until one of `fds` is readable or `timeout` passes.
+fn wait_readable(fds: &[RawFd], timeout: Duration) {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // Rounded up, so that a due deadline is not polled for at 0 ms again
+    // and again.
+    let ms = timeout.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32;
+    // SAFETY: `p` is a valid array of `p.len()` pollfds. EINTR (a stop
+    // signal) just ends the wait early.
+    unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) };
+}
+
 /// Runs the instance described by `config` (or the default one) until
 /// stopped.
 pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
@@ -171,9 +193,25 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
             std::process::id()
         );
         log(&format!("instance {inst} ready"));
+        let mut next_tick = Instant::now();
         while !stop.load(SeqCst) {
+            // Sleep until a layer dies (its pidfd turns readable), a
+            // delayed restart is due or the tick for heartbeats comes;
+            // without the lock, so the control socket is served meanwhile.
+            // Only this thread closes pidfds, so the fds stay valid.
+            let (fds, due) = {
+                let sup = shared.sup.lock().unwrap();
+                (sup.death_fds(), sup.next_restart())
+            };
+            let until = due.map_or(next_tick, |d| d.min(next_tick));
+            wait_readable(&fds, until.saturating_duration_since(Instant::now()));
+            // Every wake-up is a full tick: it is cheap, and the heartbeat
+            // checks go by elapsed time, not by how often they run.
             shared.sup.lock().unwrap().tick(&fabric);
-            std::thread::sleep(Duration::from_millis(20));
+            let now = Instant::now();
+            if now >= next_tick {
+                next_tick = now + TICK;
+            }
         }
         log("stopping");
         shared.sup.lock().unwrap().stop_all(&fabric);
