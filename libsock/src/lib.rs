@@ -64,9 +64,10 @@
 //! strata's launcher restarts any layer that dies, sockd included, and
 //! sockd keeps its socket table across the restart. libsock notices the
 //! lost session (a background thread, `libsock-watch`, waits for it to
-//! hang up; a request that fails notices too), reconnects every 50 ms,
-//! re-attaches every socket of the process (handing sockd the same
-//! shared memory and eventfd again), and carries on: interrupted socket
+//! hang up; a request that fails notices too), reconnects (after 1 ms,
+//! then doubling the pause up to every 50 ms), re-attaches every socket
+//! of the process (handing sockd the same shared memory and eventfd
+//! again), and carries on: interrupted socket
 //! calls are sent again, blocked receives, sends, accepts and connects
 //! keep waiting (connections that were waiting in the accept queue, or
 //! completed while sockd was down, are still delivered), and readiness

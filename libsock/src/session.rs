@@ -31,6 +31,10 @@ use crate::{INSTANCE_ENV, RECONNECT_ENV};
 const DEFAULT_RECONNECT: Duration = Duration::from_secs(10);
 /// Pause between reconnect attempts.
 const RETRY_EVERY: Duration = Duration::from_millis(50);
+/// The first pause after a failed reconnect, doubling up to
+/// [`RETRY_EVERY`]: the launcher has a new sockd listening a few ms after
+/// a death, and a flat 50 ms made that the bulk of the outage.
+const RETRY_FIRST: Duration = Duration::from_millis(1);
 /// Requests retried at most this often across back-to-back recoveries
 /// (a request that kills sockd every time must not loop forever).
 const MAX_RETRIES: usize = 5;
@@ -452,6 +456,7 @@ impl Session {
         *self.server_kick.write().unwrap_or_else(|e| e.into_inner()) = None;
         let window = reconnect_window();
         let deadline = Instant::now() + window;
+        let mut pause = RETRY_FIRST;
         let last = loop {
             let err = match connect_raw(&self.path, &self.instance) {
                 Ok((link, kick)) => match Self::reattach_all(st, &link) {
@@ -467,7 +472,8 @@ impl Session {
             if Instant::now() >= deadline {
                 break err;
             }
-            std::thread::sleep(RETRY_EVERY);
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(RETRY_EVERY);
         };
         let msg = format!(
             "strata stack \"{}\" went away: sockd did not come back within {} ms ({}: {last})",
