@@ -7,11 +7,16 @@
 //! udpd). After each kill, the longest pause between two completed round
 //! trips is the recovery time (for TCP it includes the kernel's
 //! retransmission timer when the request itself was lost with the layer).
+//! Beside it, the launcher's side of each restart from `strata status`:
+//! from the SIGKILL to the new instance declaring itself serving, and
+//! within that the time to notice the death, to spawn the new process and
+//! for it to start up. What the pause has beyond that is the data path
+//! getting going again (the first packets, and for TCP the timer).
 //!
 //! Not a timed test: it prints numbers. Needs root and the release
 //! binaries (`cargo build --release --workspace --bins`); without them it
 //! says so and exits successfully. `STRATA_BENCH_KILLS` sets the kills
-//! per layer (default 10).
+//! per layer (default 20: about a minute and a half in all).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -97,6 +102,21 @@ fn outage(log: &Log, t: Instant, settled: Instant, limit: Duration) -> Option<Du
     }
 }
 
+/// A layer's `last_recovery_ms` from `strata status`.
+fn last_recovery(st: &Stack, layer: &str) -> serde_json::Value {
+    st.json("status")["layers"]
+        .as_array()
+        .and_then(|a| a.iter().find(|l| l["layer"] == layer))
+        .map(|l| l["last_recovery_ms"].clone())
+        .unwrap_or_default()
+}
+
+fn median_worst(v: &mut [f64]) -> (f64, f64) {
+    v.sort_by(f64::total_cmp);
+    let med = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
+    (med, v.last().copied().unwrap_or(f64::NAN))
+}
+
 fn main() {
     if !bin_dir().join("strata").exists() || unsafe { libc::geteuid() } != 0 {
         println!(
@@ -107,7 +127,7 @@ fn main() {
     let kills: usize = std::env::var("STRATA_BENCH_KILLS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(10);
+        .unwrap_or(20);
     let ns = Netns::new();
     let st = Stack::up(&ns);
     let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7", "--tcp", "0.0.0.0:7"]);
@@ -119,18 +139,26 @@ fn main() {
         tcp_prober(ns.name.clone(), tcp.clone(), stop.clone()),
     ];
     std::thread::sleep(Duration::from_millis(500));
-    println!("recovery time: the longest pause in 1-byte round trips around each SIGKILL ({kills} kills each):");
+    println!(
+        "recovery time over {kills} kills per layer: the longest pause in 1-byte round trips \
+         around each SIGKILL; and the launcher's view, SIGKILL to serving (noticed / spawned / \
+         started up, medians):"
+    );
     const LAYERS: [&str; 7] = [
         "driverd0", "netdevd", "filterd", "ipd", "udpd", "sockd", "tcpd",
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); LAYERS.len()];
     let mut lost = [0usize; LAYERS.len()];
-    // Round robin, so that no layer dies often enough for the launcher's
-    // crash-loop back-off (3 deaths in 10 s) to add its delay.
+    // [total, detect, spawn, startup] per kill, in ms.
+    let mut launcher: Vec<Vec<[f64; 4]>> = vec![Vec::new(); LAYERS.len()];
+    // Round robin, though `strata kill` deaths do not count towards the
+    // launcher's crash-loop back-off any more: each layer gets the same
+    // rest between its kills.
     for _ in 0..kills {
         for (i, layer) in LAYERS.iter().enumerate() {
             let log = if *layer == "tcpd" { &tcp } else { &udp };
             let before = st.restarts(layer);
+            let prev = last_recovery(&st, layer);
             let t = Instant::now();
             let o = st.strata(&["kill", layer]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -141,17 +169,32 @@ fn main() {
                 Some(d) => times[i].push(d.as_secs_f64() * 1e3),
                 None => lost[i] += 1,
             }
+            // Logged at the launcher's next tick after the layer is ready.
+            let mut r = last_recovery(&st, layer);
+            let deadline = Instant::now() + Duration::from_secs(2);
+            while r == prev && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+                r = last_recovery(&st, layer);
+            }
+            if r != prev {
+                let g = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+                launcher[i].push([g("total"), g("detect"), g("spawn"), g("startup")]);
+            }
             std::thread::sleep(Duration::from_millis(300));
         }
     }
     for (i, layer) in LAYERS.iter().enumerate() {
-        let v = &mut times[i];
-        v.sort_by(f64::total_cmp);
-        let med = v.get(v.len() / 2).copied().unwrap_or(f64::NAN);
-        let worst = v.last().copied().unwrap_or(f64::NAN);
+        let (med, worst) = median_worst(&mut times[i]);
+        let col = |c: usize| -> Vec<f64> { launcher[i].iter().map(|r| r[c]).collect() };
+        let (lmed, lworst) = median_worst(&mut col(0));
+        let parts: Vec<String> = (1..4)
+            .map(|c| format!("{:.1}", median_worst(&mut col(c)).0))
+            .collect();
         println!(
-            "  {layer:<9} ({})  median {med:7.1} ms   worst {worst:7.1} ms{}",
+            "  {layer:<9} ({})  pause median {med:6.1} ms  worst {worst:6.1} ms   \
+             launcher median {lmed:5.1} ms  worst {lworst:5.1} ms  ({}){}",
             if *layer == "tcpd" { "tcp" } else { "udp" },
+            parts.join(" / "),
             if lost[i] > 0 {
                 format!("   ({} never recovered within 10 s)", lost[i])
             } else {
