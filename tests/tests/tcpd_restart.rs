@@ -292,22 +292,28 @@ fn a_listen_and_accept_made_while_tcpd_is_stopped_take_connections() {
 }
 
 #[test]
-fn an_accept_whose_connections_arrive_while_tcpd_is_stopped_takes_them() {
+fn an_accept_made_while_tcpd_is_stopped_gets_its_connection_attached() {
     let ns = Netns::new();
     let st = Stack::up_with(&ns, PATIENT);
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let l = stack.builder().tcp_bind("0.0.0.0:7206").unwrap();
-    let w = bounded("accept", Duration::from_secs(40), move || {
-        let (s, _) = l.accept()?;
-        echo_to_eof(s)
-    });
     let mut c = kernel_client(&ns, 7206, 200_000, 9);
     strata_tests::wait_line(&mut c, "connected", Duration::from_secs(10));
-    // The handshake is done; the stopped tcpd may still hold its
-    // ACCEPTABLE unpushed, and the ATTACH of the accept waits in its
-    // ring: both die with it.
+    // Established and announced to sockd (ACCEPTABLE), not accepted.
+    std::thread::sleep(Duration::from_millis(300));
     stop_tcpd(&st);
-    std::thread::sleep(Duration::from_millis(400));
+    // The accept is answered from sockd's queue; its ATTACH waits in the
+    // stopped tcpd's ring and dies with it: tcpd would never hand this
+    // socket its data.
+    let (tx, rx) = mpsc::channel();
+    let w = bounded("accept and echo", Duration::from_secs(40), move || {
+        let (s, _) = l.accept()?;
+        let _ = tx.send(());
+        echo_to_eof(s)
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("accept answered while tcpd is stopped");
+    std::thread::sleep(Duration::from_millis(300));
     kill_tcpd(&st);
     assert_eq!(client_result(c, &st), "back 200000 True");
     assert_eq!(w.join(&st).expect("accept and echo"), 200_000);
