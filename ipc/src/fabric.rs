@@ -827,12 +827,15 @@ impl Fabric {
             d.head.store(end, Release);
         }
         let own = self.ctl(dead).self_reclaim.load(Acquire) == 0;
-        let transit = if own { self.in_transit(dead) } else { Vec::new() };
+        let transit = if own {
+            self.in_transit(dead)
+        } else {
+            Vec::new()
+        };
         for i in 0..n as u32 {
             let b = self.bufhdr(i);
             if b.holders.load(Acquire) == 0
-                && b
-                    .owner
+                && b.owner
                     .compare_exchange(dead.0 as u32, OWNER_FREE, AcqRel, Acquire)
                     .is_ok()
             {
