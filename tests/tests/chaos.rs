@@ -364,7 +364,9 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
     }
     // The UDP echo kept answering and the echo server never failed.
     unsafe { libc::kill(udp.child.id() as i32, libc::SIGTERM) };
-    let out = udp.wait_output(Duration::from_secs(10)).expect("UDP stream ends");
+    let out = udp
+        .wait_output(Duration::from_secs(10))
+        .expect("UDP stream ends");
     let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
     eprintln!("chaos: UDP echo {} of {} datagrams", v[1], v[0]);
     assert!(v[0] > 0 && v[1] > 0, "no UDP echo during the chaos: {out}");
