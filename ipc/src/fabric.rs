@@ -512,6 +512,16 @@ impl Fabric {
         (h.free_count[0].load(Relaxed), h.free_count[1].load(Relaxed))
     }
 
+    /// Live buffers marked pinned (state a layer keeps in its arena).
+    pub fn pinned_count(&self) -> u32 {
+        (0..self.n_bufs())
+            .filter(|&i| {
+                let b = self.bufhdr(i);
+                b.holders.load(Relaxed) != 0 && b.flags.load(Relaxed) & FLAG_PINNED != 0
+            })
+            .count() as u32
+    }
+
     /// Buffer references held, by layer (indexed by layer id); a buffer
     /// two layers share counts for both.
     pub fn in_use_by_owner(&self) -> [u32; MAX_LAYERS] {

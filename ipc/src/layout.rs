@@ -271,11 +271,6 @@ pub const fn holder_count(h: u64, l: u8) -> u64 {
     (h >> (4 * (l as u32 & 15))) & HOLDER_MAX
 }
 
-/// Total references in a [`BufHdr::holders`] value.
-pub fn holder_total(h: u64) -> u64 {
-    (0..16).map(|l| holder_count(h, l)).sum()
-}
-
 /// A ring's indices and endpoints; its slots follow it.
 #[repr(C, align(64))]
 pub struct RingDesc {

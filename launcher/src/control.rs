@@ -53,6 +53,7 @@ fn pool_json(f: &Fabric) -> Value {
         "large_total": p.large_bufs, "large_free": fl,
         "in_use": (p.small_bufs - fs) + (p.large_bufs - fl),
         "in_use_by_owner": by_owner,
+        "pinned": f.pinned_count(),
         "stale_refused": stale, "double_free_refused": dbl,
     })
 }

@@ -268,7 +268,7 @@ fn print_status(v: &Value) {
 
 fn print_pool(p: &Value) {
     println!(
-        "pool: small {}/{} free, large {}/{} free, {} in use{}; refused: {} stale, {} double frees",
+        "pool: small {}/{} free, large {}/{} free, {} in use{}, {} kept in arenas; refused: {} stale, {} double frees",
         s(&p["small_free"]),
         s(&p["small_total"]),
         s(&p["large_free"]),
@@ -285,6 +285,7 @@ fn print_pool(p: &Value) {
                     .join(", ")
             ))
             .unwrap_or_default(),
+        s(&p["pinned"]),
         s(&p["stale_refused"]),
         s(&p["double_free_refused"]),
     );

@@ -391,4 +391,9 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         Duration::from_secs(20),
         || st.pool_in_use() <= baseline,
     );
+    assert_eq!(
+        st.json("status")["pool"]["pinned"],
+        0,
+        "tcpd keeps nothing once every connection is closed"
+    );
 }
