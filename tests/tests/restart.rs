@@ -1,5 +1,7 @@
 //! `strata kill` of each lower layer during a ping at 100/s: the launcher
 //! restarts it, pings resume within one second, and no buffer leaks.
+//! Deliberate kills do not count towards the crash-loop back-off; other
+//! deaths do.
 
 use std::time::Duration;
 use strata_tests::{ping, Netns, Stack, STACK_IP};
@@ -120,4 +122,71 @@ fn stop_leaves_nothing_behind() {
         !links.contains("strata0"),
         "TAP device left behind:\n{links}"
     );
+}
+
+/// The launcher's record of `layer` in `strata status`.
+fn layer_status(st: &Stack, layer: &str) -> serde_json::Value {
+    st.json("status")["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == layer)
+        .cloned()
+        .unwrap()
+}
+
+/// Kills `layer` `times` times, each once the previous instance serves,
+/// by `strata kill` or by a SIGKILL of our own that the launcher did not
+/// ask for.
+fn kill_repeatedly(st: &Stack, layer: &str, times: u64, by_request: bool) {
+    for n in 1..=times {
+        if by_request {
+            let o = st.strata(&["kill", layer]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        } else {
+            let pid = layer_status(st, layer)["pid"].as_i64().unwrap();
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        }
+        st.wait_for(
+            "the restarted layer serving",
+            Duration::from_secs(5),
+            || {
+                let l = layer_status(st, layer);
+                l["restarts"] == n && l["state"] == "running"
+            },
+        );
+    }
+}
+
+#[test]
+fn deliberate_kills_are_no_crash_loop_and_each_restart_is_timed() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    // Five kills within a second or so: a crash loop if they counted.
+    kill_repeatedly(&st, "ipd", 5, true);
+    st.wait_for("every restart timed", Duration::from_secs(2), || {
+        st.log_text().matches("ipd serving again").count() == 5
+    });
+    let log = st.log_text();
+    assert!(!log.contains("crash loop back-off"), "{log}");
+    let r = &layer_status(&st, "ipd")["last_recovery_ms"];
+    let total = r["total"].as_f64().unwrap();
+    assert!(r["detect"].as_f64().is_some(), "{r}");
+    assert!(total > 0.0 && total < 1000.0, "{r}");
+    let p = ping(&ns, &["-c", "3", "-i", "0.2", "-W", "1", STACK_IP]);
+    assert_eq!(p.received, 3, "{}", p.text);
+}
+
+#[test]
+fn deaths_the_launcher_did_not_ask_for_still_back_off() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    kill_repeatedly(&st, "udpd", 3, false);
+    let log = st.log_text();
+    assert!(
+        log.contains("restarting in 100 ms (crash loop back-off)"),
+        "{log}"
+    );
+    // Not a kill of ours: no time from a SIGKILL to its notice.
+    assert!(layer_status(&st, "udpd")["last_recovery_ms"]["detect"].is_null());
 }
