@@ -11,6 +11,7 @@ mod handshake;
 mod listen;
 mod prop;
 mod recovery;
+mod repeats;
 mod restore;
 mod states;
 mod timers;
