@@ -31,7 +31,8 @@ pub mod op {
     /// Connect `sock` to `remote_addr:remote_port` (binding it first to an
     /// ephemeral port if unbound). A zero remote address disconnects.
     pub const CONNECT: u32 = 2;
-    /// Close `sock`: release its port. No reply.
+    /// Close `sock`: release its port. No reply (tcpd: CLOSED follows,
+    /// also for a socket it no longer knows, so a repeat is confirmed).
     pub const CLOSE: u32 = 3;
     /// Reply: the request succeeded; the addresses are the socket's now.
     pub const OK: u32 = 100;
@@ -58,7 +59,7 @@ pub mod op {
     /// shutdown sends FIN after everything queued. No reply.
     pub const SHUTDOWN: u32 = 6;
     /// Request: abort `sock`: send RST, forget it (close with unread data,
-    /// as Linux). No reply.
+    /// as Linux). No reply; CLOSED follows, as for CLOSE.
     pub const ABORT: u32 = 7;
     /// Request: the application has read `value` bytes of `sock`'s stream
     /// in total (the receive ring's consumer index, low 32 bits used):
@@ -115,7 +116,8 @@ pub mod ctl_flags {
     /// a gap): tcpd delivers again from what sockd has written, and
     /// repeats CONNECTED for an established connection. On a listener:
     /// tcpd repeats ACCEPTABLE for every connection still waiting for an
-    /// ATTACH (a restarted sockd lost its accept queue).
+    /// ATTACH (a restarted sockd lost its accept queue). On a socket tcpd
+    /// no longer knows: CLOSED (the one sent may have died with tcpd).
     pub const RESYNC: u32 = 8;
     /// BIND, LISTEN, CONNECT: sent again (tcpd restarted, or the reply is
     /// late); the first may have taken effect, and then this one
