@@ -134,13 +134,14 @@ fn kernel_eof_server(ns: &Netns, port: u16, n: usize) -> Bg {
              l.bind(('{HOST_IP}',{port}))\n\
              l.listen(64)\n\
              print('listening',flush=True)\n\
+             lock=threading.Lock()\n\
              def drain(c):\n    \
                  n=0\n    \
                  while True:\n        \
                      d=c.recv(65536)\n        \
                      if not d: break\n        \
                      n+=len(d)\n    \
-                 print('eof',n,flush=True)\n    \
+                 with lock: print('eof',n,flush=True)\n    \
                  c.close()\n\
              ts=[]\n\
              for _ in range({n}):\n    \
