@@ -252,8 +252,10 @@ fn a_connect_sent_to_a_stopped_tcpd_completes_after_its_kill() {
     let w = bounded("connect", Duration::from_secs(40), move || {
         connect_and_echo(b, 7201, d)
     });
-    // The CONNECT waits in the stopped tcpd's ring, and dies with it.
-    std::thread::sleep(Duration::from_millis(400));
+    // The CONNECT waits in the stopped tcpd's ring, and dies with it;
+    // longer than sockd's 3 s request timeout, which must not count
+    // while tcpd is hung.
+    std::thread::sleep(Duration::from_millis(3500));
     kill_tcpd(&st);
     let back = w.join(&st).expect("connect and echo without an error");
     assert!(back == *data, "echo differs ({} bytes back)", back.len());

@@ -49,6 +49,9 @@ const RESEND_AFTER: Duration = Duration::from_secs(1);
 /// How long sockd keeps sending a CLOSE or ABORT again until tcpd
 /// confirms it with CLOSED.
 const CLOSE_CONFIRM_WINDOW: Duration = Duration::from_secs(30);
+/// tcpd's heartbeat standing still this long: its requests' timeouts
+/// wait (tcpd beats at least every 100 ms when idle).
+const TCPD_STALL: Duration = Duration::from_millis(500);
 /// Largest UDP payload (65535 - 20 - 8).
 const MAX_UDP: usize = 65507;
 
@@ -255,6 +258,8 @@ struct Sockd<'a> {
     /// lost the requests in its ring and the notifications it had not
     /// pushed.
     tcpd_seen: (u32, u64),
+    /// tcpd's heartbeat last seen, and when it last changed.
+    tcpd_beat: (u64, Instant),
 }
 
 fn errno_resp(e: i32) -> Response {
@@ -1346,7 +1351,15 @@ impl<'a> Sockd<'a> {
     }
 
     fn expire(&mut self, now: Instant) {
-        let tcpd_up = self.svc.fabric.ctl(LayerId::TCPD).pid.load(Acquire) != 0;
+        let ctl = self.svc.fabric.ctl(LayerId::TCPD);
+        let beat = ctl.heartbeat.load(Relaxed);
+        if beat != self.tcpd_beat.0 {
+            self.tcpd_beat = (beat, now);
+        }
+        // A hung tcpd (no heartbeat) is as good as dead: the launcher
+        // kills it in a while, and its successor gets the request again.
+        let tcpd_up =
+            ctl.pid.load(Acquire) != 0 && now.duration_since(self.tcpd_beat.1) < TCPD_STALL;
         let mut again = Vec::new();
         for p in self.pending.values_mut() {
             if p.kind != Kind::Tcp {
@@ -1548,6 +1561,7 @@ fn main() {
         wake_fd: f.wake_fd(me),
         closes: HashMap::new(),
         tcpd_seen: (0, 0),
+        tcpd_beat: (0, Instant::now()),
     };
     // Sockets from before a restart wait for their applications.
     let now = Instant::now();
