@@ -11,8 +11,9 @@
 //! shows tcpd's recovery without most of that timer).
 //! Beside it, the launcher's side of each restart from `strata status`:
 //! from the SIGKILL to the new instance declaring itself serving, and
-//! within that the time to notice the death, to spawn the new process and
-//! for it to start up. What the pause has beyond that is the data path
+//! within that the time to notice the death, to reclaim what it held, and
+//! from the fork to serving (and, inside that, until the launcher saw the
+//! exec succeed). What the pause has beyond that is the data path
 //! getting going again (the first packets, and for TCP the timer).
 //!
 //! Not a timed test: it prints numbers. Needs root and the release
@@ -172,8 +173,8 @@ fn main() {
     std::thread::sleep(Duration::from_millis(500));
     println!(
         "recovery time over {kills} kills per layer: the longest pause in 1-byte round trips \
-         around each SIGKILL; and the launcher's view, SIGKILL to serving (noticed / spawned / \
-         started up, medians):"
+         around each SIGKILL; and the launcher's view, SIGKILL to serving (medians of: \
+         noticed / reclaimed / fork to serving / of that, until the exec was seen):"
     );
     const LAYERS: [&str; 7] = [
         "driverd0", "netdevd", "filterd", "ipd", "udpd", "sockd", "tcpd",
@@ -184,8 +185,8 @@ fn main() {
     let fast_ok = !tcp_fast.lock().unwrap().is_empty();
     let mut fast: Vec<f64> = Vec::new();
     let mut fast_lost = 0usize;
-    // [total, detect, spawn, startup] per kill, in ms.
-    let mut launcher: Vec<Vec<[f64; 4]>> = vec![Vec::new(); LAYERS.len()];
+    // [total, detect, reclaim, startup, exec] per kill, in ms.
+    let mut launcher: Vec<Vec<[f64; 5]>> = vec![Vec::new(); LAYERS.len()];
     // Round robin, though `strata kill` deaths do not count towards the
     // launcher's crash-loop back-off any more: each layer gets the same
     // rest between its kills.
@@ -220,7 +221,13 @@ fn main() {
             }
             if r != prev {
                 let g = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-                launcher[i].push([g("total"), g("detect"), g("spawn"), g("startup")]);
+                launcher[i].push([
+                    g("total"),
+                    g("detect"),
+                    g("reclaim"),
+                    g("startup"),
+                    g("exec"),
+                ]);
             }
             std::thread::sleep(Duration::from_millis(300));
         }
@@ -229,7 +236,7 @@ fn main() {
         let (med, worst) = median_worst(&mut times[i]);
         let col = |c: usize| -> Vec<f64> { launcher[i].iter().map(|r| r[c]).collect() };
         let (lmed, lworst) = median_worst(&mut col(0));
-        let parts: Vec<String> = (1..4)
+        let parts: Vec<String> = (1..5)
             .map(|c| format!("{:.1}", median_worst(&mut col(c)).0))
             .collect();
         println!(

@@ -86,8 +86,9 @@ pub fn status(sh: &Shared) -> Value {
                 "last_exit": l.last_exit,
                 "last_recovery_ms": l.last_recovery.map(|r| json!({
                     "detect": r.detect_ns.map(|d| d as f64 / 1e6),
-                    "spawn": r.spawn_ns as f64 / 1e6,
+                    "reclaim": r.reclaim_ns as f64 / 1e6,
                     "startup": r.startup_ns as f64 / 1e6,
+                    "exec": r.exec_ns as f64 / 1e6,
                     "total": r.total_ns() as f64 / 1e6,
                 })),
                 "wakeups": c.kicks.load(Relaxed),

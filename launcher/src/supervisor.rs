@@ -52,18 +52,22 @@ pub struct Layer {
     pidfd: Option<OwnedFd>,
     /// [`now_ns`] when we sent our `kill`, if the coming death is that.
     kill_ns: u64,
-    /// A restart under way: when the death was noticed and the new
-    /// instance spawned ([`now_ns`]), and since when it died (0: unknown).
+    /// A restart under way, until the new instance serves.
     pending: Option<Pending>,
     /// How long the last restart took.
     pub last_recovery: Option<Recovery>,
 }
 
+/// [`now_ns`] stamps of a restart under way (0: not yet).
 #[derive(Clone, Copy)]
 struct Pending {
+    /// Our SIGKILL, for a `strata kill`.
     killed_ns: u64,
     noticed_ns: u64,
-    spawned_ns: u64,
+    /// Just before the fork.
+    fork_ns: u64,
+    /// When `spawn` returned, which is once the exec succeeded.
+    exec_ns: u64,
 }
 
 /// Where the time from a death to the new instance serving went.
@@ -71,18 +75,20 @@ struct Pending {
 pub struct Recovery {
     /// From our SIGKILL to noticing the death (`strata kill` only).
     pub detect_ns: Option<u64>,
-    /// From noticing the death to the new process running (reclaim,
-    /// back-off, fork and exec).
-    pub spawn_ns: u64,
-    /// From exec to the new instance declaring itself serving (mapping
-    /// the fabric, loading the configuration, restoring state).
+    /// From noticing the death to the fork: reclaim, and any back-off.
+    pub reclaim_ns: u64,
+    /// From the fork to the new instance declaring itself serving: the
+    /// exec, mapping the fabric, loading the configuration, restoring.
     pub startup_ns: u64,
+    /// Of that, from the fork until the launcher saw the exec succeed
+    /// (which may be after the layer was already serving).
+    pub exec_ns: u64,
 }
 
 impl Recovery {
     /// Noticed (or, for our own kill, killed) to serving.
     pub fn total_ns(&self) -> u64 {
-        self.detect_ns.unwrap_or(0) + self.spawn_ns + self.startup_ns
+        self.detect_ns.unwrap_or(0) + self.reclaim_ns + self.startup_ns
     }
 }
 
@@ -230,7 +236,13 @@ impl Supervisor {
         let ctl = f.ctl(l.id);
         ctl.ready_ns.store(0, Relaxed);
         ctl.state.store(state::STARTING, Release);
-        let child = cmd.spawn().map_err(|e| {
+        let fork_ns = now_ns();
+        let spawned = cmd.spawn();
+        if let Some(p) = &mut l.pending {
+            p.fork_ns = fork_ns;
+            p.exec_ns = now_ns();
+        }
+        let child = spawned.map_err(|e| {
             let hint = if e.kind() == std::io::ErrorKind::NotFound {
                 " (build every layer with `cargo build --release --workspace --bins`)"
             } else {
@@ -333,30 +345,8 @@ impl Supervisor {
                     l.last_beat_change = now;
                 }
             }
+            Self::note_ready(f, &mut self.layers[k]);
             let l = &mut self.layers[k];
-            if let Some(p) = l.pending {
-                let ready = ctl.ready_ns.load(Relaxed);
-                if ready != 0 && ctl.state.load(Acquire) == state::RUNNING {
-                    let r = Recovery {
-                        detect_ns: (p.killed_ns != 0)
-                            .then(|| p.noticed_ns.saturating_sub(p.killed_ns)),
-                        spawn_ns: p.spawned_ns.saturating_sub(p.noticed_ns),
-                        startup_ns: ready.saturating_sub(p.spawned_ns),
-                    };
-                    l.pending = None;
-                    l.last_recovery = Some(r);
-                    log(&format!(
-                        "{id} serving again {:.1} ms after {}{} (spawn {:.1} ms, start-up {:.1} ms)",
-                        ms(r.total_ns()),
-                        if r.detect_ns.is_some() { "our kill" } else { "its death was noticed" },
-                        r.detect_ns
-                            .map(|d| format!(", noticed in {:.1} ms", ms(d)))
-                            .unwrap_or_default(),
-                        ms(r.spawn_ns),
-                        ms(r.startup_ns)
-                    ));
-                }
-            }
             if l.watch_until.is_some_and(|t| now >= t) {
                 l.watch_until = None;
                 f.watch_inputs(id, None);
@@ -372,8 +362,46 @@ impl Supervisor {
         }
     }
 
+    /// Logs and keeps the timing of a restart whose instance serves.
+    /// Called at every tick, and at a death, since an instance can serve
+    /// and die between two ticks (deliberate kills in a row).
+    fn note_ready(f: &Fabric, l: &mut Layer) {
+        let Some(p) = l.pending else { return };
+        let ready = f.ctl(l.id).ready_ns.load(Relaxed);
+        if ready == 0 || p.fork_ns == 0 {
+            return;
+        }
+        let r = Recovery {
+            detect_ns: (p.killed_ns != 0).then(|| p.noticed_ns.saturating_sub(p.killed_ns)),
+            reclaim_ns: p.fork_ns.saturating_sub(p.noticed_ns),
+            startup_ns: ready.saturating_sub(p.fork_ns),
+            exec_ns: p.exec_ns.saturating_sub(p.fork_ns),
+        };
+        l.pending = None;
+        l.last_recovery = Some(r);
+        log(&format!(
+            "{} serving again {:.1} ms after {}{} (reclaim {:.1} ms, fork to serving {:.1} ms \
+             of which {:.1} ms until the exec was seen)",
+            l.id,
+            ms(r.total_ns()),
+            if r.detect_ns.is_some() {
+                "our kill"
+            } else {
+                "its death was noticed"
+            },
+            r.detect_ns
+                .map(|d| format!(", noticed in {:.1} ms", ms(d)))
+                .unwrap_or_default(),
+            ms(r.reclaim_ns),
+            ms(r.startup_ns),
+            ms(r.exec_ns)
+        ));
+    }
+
     fn on_death(&mut self, f: &Fabric, k: usize, how: String, now: Instant) {
         let noticed_ns = now_ns();
+        // The dead instance may have served since the last tick.
+        Self::note_ready(f, &mut self.layers[k]);
         let l = &mut self.layers[k];
         let pid = l.child.take().map(|c| c.id()).unwrap_or(0);
         l.pidfd = None;
@@ -428,7 +456,8 @@ impl Supervisor {
         l.pending = Some(Pending {
             killed_ns: if by_request { killed_ns } else { 0 },
             noticed_ns,
-            spawned_ns: 0,
+            fork_ns: 0,
+            exec_ns: 0,
         });
         l.restart_at = Some(now + delay);
         if delay.is_zero() {
@@ -486,9 +515,6 @@ impl Supervisor {
         match self.spawn(f, k) {
             Ok(()) => {
                 let l = &mut self.layers[k];
-                if let Some(p) = &mut l.pending {
-                    p.spawned_ns = now_ns();
-                }
                 l.restarts += 1;
                 f.ctl(id).restarts.fetch_add(1, Relaxed);
                 log(&format!("{id} restarted (pid {})", l.pid().unwrap_or(0)));
