@@ -394,7 +394,9 @@ fn child_consumer() {
     let mut cons = f.consumer(D0, ND).unwrap();
     let mut out = [Handle::default(); 8];
     let mut held = Vec::new();
-    loop {
+    let parent = std::os::unix::process::parent_id();
+    // Ends by itself should the test process die without killing it.
+    while std::os::unix::process::parent_id() == parent {
         let k = cons.pop(&mut out);
         for h in &out[..k] {
             // Keep some, free the rest: the kill finds both kinds.
@@ -408,15 +410,28 @@ fn child_consumer() {
     }
 }
 
+/// A child killed when the test ends, also when an assertion fails
+/// first: the consumer loops forever on its own.
+struct Reaped(std::process::Child);
+
+impl Drop for Reaped {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn kill_consumer_mid_stream_then_reclaim_restores_the_pool() {
     let n = name();
     let f = Fabric::create(&n, small()).unwrap();
-    let mut child = Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", "child_consumer", "--ignored", "--nocapture"])
-        .env("STRATA_TEST_FABRIC", &n)
-        .spawn()
-        .unwrap();
+    let mut child = Reaped(
+        Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "child_consumer", "--ignored", "--nocapture"])
+            .env("STRATA_TEST_FABRIC", &n)
+            .spawn()
+            .unwrap(),
+    );
     let mut prod = f.producer(D0, ND).unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     let mut sent = 0u64;
@@ -431,8 +446,8 @@ fn kill_consumer_mid_stream_then_reclaim_restores_the_pool() {
     }
     assert!(sent > 1000, "the consumer moved traffic ({sent})");
     assert!(f.ctl(ND).heartbeat.load(Ordering::Relaxed) > 0);
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
     let (s, l) = f.free_counts();
     assert!(s + l < 68, "the dead consumer held buffers");
     f.reclaim(ND);
