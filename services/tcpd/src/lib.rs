@@ -545,9 +545,10 @@ impl<'a> TcpCore<'a> {
         Some(i)
     }
 
-    /// Forgets block `idx` (whose working copy is `c`): frees its queued
-    /// buffers, removes it from every table, settles its listener's
-    /// counts, bumps its generation.
+    /// Forgets block `idx` (whose working copy is `c`): gives up its
+    /// queue entries (their buffers are freed once the event commits),
+    /// removes it from every table, settles its listener's counts, bumps
+    /// its generation.
     fn release(&mut self, idx: usize, c: &mut ConnBlock) {
         for which in 0..4 {
             let mut l = match which {
