@@ -219,12 +219,16 @@ fn print_status(v: &Value) {
     );
     println!();
     println!(
-        "{:<10} {:>8} {:<9} {:>9} {:>8} {:>9} {:>11}  last exit",
-        "LAYER", "PID", "STATE", "UPTIME", "RESTARTS", "RECLAIMED", "QUARANTINED"
+        "{:<10} {:>8} {:<9} {:>9} {:>8} {:>9} {:>11} {:>9}  last exit",
+        "LAYER", "PID", "STATE", "UPTIME", "RESTARTS", "RECLAIMED", "QUARANTINED", "RECOVERY"
     );
     for l in v["layers"].as_array().into_iter().flatten() {
+        // The last restart: from the death to the new instance serving.
+        let recovery = l["last_recovery_ms"]["total"]
+            .as_f64()
+            .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1}ms"));
         println!(
-            "{:<10} {:>8} {:<9} {:>8.1}s {:>8} {:>9} {:>11}  {}",
+            "{:<10} {:>8} {:<9} {:>8.1}s {:>8} {:>9} {:>11} {:>9}  {}",
             s(&l["layer"]),
             s(&l["pid"]),
             s(&l["state"]),
@@ -232,6 +236,7 @@ fn print_status(v: &Value) {
             s(&l["restarts"]),
             s(&l["reclaimed_buffers"]),
             s(&l["quarantined_inputs"]),
+            recovery,
             s(&l["last_exit"])
         );
     }
