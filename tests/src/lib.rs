@@ -368,14 +368,41 @@ impl Stack {
 
     /// Restarts recorded for a layer.
     pub fn restarts(&self, layer: &str) -> u64 {
-        let st = self.json("status");
-        st["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["layer"] == layer)
-            .map(|l| l["restarts"].as_u64().unwrap())
-            .unwrap_or_else(|| panic!("no layer {layer}"))
+        self.layer_status(layer)["restarts"].as_u64().unwrap()
+    }
+
+    /// A layer's row of `strata status --json`.
+    pub fn layer_status(&self, layer: &str) -> Value {
+        layer_of(&self.json("status"), layer).clone()
+    }
+
+    /// The pid of a layer's running instance.
+    pub fn layer_pid(&self, layer: &str) -> i32 {
+        let pid = self.layer_status(layer)["pid"].as_i64().unwrap() as i32;
+        assert!(pid > 0, "{layer} has no pid");
+        pid
+    }
+
+    /// `strata kill LAYER`; returns the layer's restart count before it,
+    /// for [`wait_restarted`](Self::wait_restarted).
+    pub fn kill_layer(&self, layer: &str) -> u64 {
+        let before = self.restarts(layer);
+        let o = self.strata(&["kill", layer]);
+        assert!(
+            o.status.success(),
+            "kill {layer}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        before
+    }
+
+    /// Waits for a layer's restart count to pass `before`.
+    pub fn wait_restarted(&self, layer: &str, before: u64) {
+        self.wait_for(
+            &format!("{layer} restarted"),
+            Duration::from_secs(10),
+            || self.restarts(layer) > before,
+        );
     }
 
     /// Waits until `f` holds, polling, or panics after `timeout`.
@@ -520,4 +547,132 @@ pub fn random_file(path: &std::path::Path, len: u64) -> String {
         .expect("head");
     assert!(ok.success());
     sha256_file(path)
+}
+
+/// A layer's row in a `strata status --json` answer.
+pub fn layer_of<'a>(status: &'a Value, layer: &str) -> &'a Value {
+    status["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["layer"] == layer)
+        .unwrap_or_else(|| panic!("no layer {layer}"))
+}
+
+/// Runs `f` on a thread; its result, or a panic after `timeout` (a call
+/// that hangs fails the test instead of hanging it).
+pub fn bounded<T: Send + 'static>(
+    what: &str,
+    timeout: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Waiter<T> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(f());
+    });
+    Waiter {
+        what: what.to_string(),
+        timeout,
+        rx,
+    }
+}
+
+/// The result of a [`bounded`] call, to come.
+pub struct Waiter<T> {
+    what: String,
+    timeout: Duration,
+    rx: std::sync::mpsc::Receiver<T>,
+}
+
+impl<T> Waiter<T> {
+    /// The result; panics with `st`'s log if it takes too long.
+    pub fn join(self, st: &Stack) -> T {
+        match self.rx.recv_timeout(self.timeout) {
+            Ok(v) => v,
+            Err(_) => panic!(
+                "{} did not finish within {:?}\nlog:\n{}\nSS:\n{}\nSTATS:\n{}",
+                self.what,
+                self.timeout,
+                st.log_text(),
+                String::from_utf8_lossy(&st.strata(&["ss", "-i"]).stdout),
+                String::from_utf8_lossy(&st.strata(&["stats"]).stdout)
+            ),
+        }
+    }
+}
+
+/// A kernel echo server on [`HOST_IP`]:`port` for `n` connections, one
+/// thread each; returned once it listens (within `ready`).
+pub fn kernel_echo_server(ns: &Netns, port: u16, n: usize, ready: Duration) -> Bg {
+    let mut bg = ns.spawn(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket,threading\n\
+             l=socket.socket()\n\
+             l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
+             l.bind(('{HOST_IP}',{port}))\n\
+             l.listen(64)\n\
+             print('listening',flush=True)\n\
+             def echo(c):\n    \
+                 while True:\n        \
+                     d=c.recv(65536)\n        \
+                     if not d: break\n        \
+                     c.sendall(d)\n    \
+                 c.close()\n\
+             ts=[]\n\
+             for _ in range({n}):\n    \
+                 c,_=l.accept()\n    \
+                 t=threading.Thread(target=echo,args=(c,))\n    \
+                 t.start()\n    \
+                 ts.append(t)\n\
+             for t in ts: t.join()\n\
+             print('done',flush=True)"
+        ),
+    ]);
+    wait_line(&mut bg, "listening", ready);
+    bg
+}
+
+/// Connects from the stack to a [`kernel_echo_server`], sends `data`,
+/// shuts down writing and reads the echo to the end.
+pub fn connect_and_echo(
+    b: libsock::Builder,
+    port: u16,
+    data: std::sync::Arc<Vec<u8>>,
+) -> std::io::Result<Vec<u8>> {
+    use std::io::{Read, Write};
+    let s = b.tcp_connect(format!("{HOST_IP}:{port}"))?;
+    let r = s.try_clone()?;
+    let reader = std::thread::spawn(move || {
+        let mut back = Vec::new();
+        (&r).read_to_end(&mut back).map(|_| back)
+    });
+    (&s).write_all(&data)?;
+    s.shutdown(libsock::Shutdown::Write)?;
+    reader.join().unwrap()
+}
+
+/// The application side of an echo through the stack: everything to end
+/// of stream, sent back, then shutdown; returns the bytes echoed.
+pub fn echo_to_eof(mut s: libsock::TcpStream) -> std::io::Result<usize> {
+    use std::io::{Read, Write};
+    let mut data = Vec::new();
+    s.read_to_end(&mut data)?;
+    s.write_all(&data)?;
+    s.shutdown(libsock::Shutdown::Write)?;
+    Ok(data.len())
+}
+
+/// `len` pseudo-random bytes from `seed` (xorshift32).
+pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
 }

@@ -4,7 +4,7 @@
 //! sending the poison.
 
 use std::time::Duration;
-use strata_tests::{ping, spawn_app, wait_line, Netns, Stack, STACK_IP};
+use strata_tests::{layer_of, ping, spawn_app, wait_line, Netns, Stack, STACK_IP};
 
 /// What the poison datagram carries; ipd aborts on any input holding it.
 const PATTERN: &[u8] = b"STRATA-POISON-7f3a";
@@ -47,15 +47,6 @@ print("echoed", ok)
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn layer<'a>(status: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
-    status["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == name)
-        .unwrap_or_else(|| panic!("no layer {name}"))
 }
 
 /// The default test stack, with `extra` configuration and the fault hook
@@ -132,15 +123,15 @@ fn a_packet_of_death_is_quarantined_after_two_deaths_and_the_stack_carries_on() 
 
     // strata status, JSON and text.
     let status = st.json("status");
-    let ipd = layer(&status, "ipd");
+    let ipd = layer_of(&status, "ipd");
     assert_eq!(ipd["restarts"], 2);
     assert_eq!(ipd["quarantined_inputs"], 1);
     assert!(ipd["reclaimed_buffers"].as_u64().unwrap() >= 2, "{ipd}");
     let drops = ipd["quarantine_drops"].as_u64().unwrap();
     assert!(drops >= 5, "copies dropped: {drops}");
     for other in ["netdevd", "filterd", "udpd"] {
-        assert_eq!(layer(&status, other)["restarts"], 0, "{other}");
-        assert_eq!(layer(&status, other)["quarantined_inputs"], 0, "{other}");
+        assert_eq!(layer_of(&status, other)["restarts"], 0, "{other}");
+        assert_eq!(layer_of(&status, other)["quarantined_inputs"], 0, "{other}");
     }
     let q = status["quarantine"].as_array().unwrap();
     assert_eq!(q.len(), 1, "{status}");
@@ -211,7 +202,7 @@ fn a_layer_that_hangs_twice_on_an_input_has_it_quarantined() {
     assert_eq!(st.restarts("udpd"), 2, "log:\n{log}");
     assert_eq!(log.matches("missed its heartbeat").count(), 2, "{log}");
     let status = st.json("status");
-    let udpd = layer(&status, "udpd");
+    let udpd = layer_of(&status, "udpd");
     assert_eq!(udpd["quarantined_inputs"], 1, "{udpd}");
     // udpd's input is the IPv4 datagram: header, UDP header, payload.
     assert_eq!(
@@ -239,14 +230,13 @@ fn deaths_between_identical_inputs_quarantine_nothing() {
             let o = st.strata(&["kill", "udpd"]);
             assert!(o.status.success());
         } else {
-            let pid = layer(&st.json("status"), "udpd")["pid"].as_i64().unwrap();
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            unsafe { libc::kill(st.layer_pid("udpd"), libc::SIGKILL) };
         }
         st.wait_for("udpd back", Duration::from_secs(5), || {
             st.restarts("udpd") == k
         });
     }
     let status = st.json("status");
-    assert_eq!(layer(&status, "udpd")["quarantined_inputs"], 0);
+    assert_eq!(layer_of(&status, "udpd")["quarantined_inputs"], 0);
     assert!(!st.log_text().contains("died twice"));
 }

@@ -77,16 +77,8 @@ fn kill_ipd_during_ping() {
 fn a_hung_layer_is_killed_and_restarted() {
     let ns = Netns::new();
     let st = Stack::up_with(&ns, "\n[limits]\nheartbeat_timeout_ms = 500\n");
-    let status = st.json("status");
-    let pid = status["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == "filterd")
-        .and_then(|l| l["pid"].as_u64())
-        .unwrap();
     // SIGSTOP: alive but silent, like a layer stuck in a loop.
-    unsafe { libc::kill(pid as i32, libc::SIGSTOP) };
+    unsafe { libc::kill(st.layer_pid("filterd"), libc::SIGSTOP) };
     st.wait_for("filterd restarted", Duration::from_secs(5), || {
         st.restarts("filterd") == 1
     });
@@ -124,17 +116,6 @@ fn stop_leaves_nothing_behind() {
     );
 }
 
-/// The launcher's record of `layer` in `strata status`.
-fn layer_status(st: &Stack, layer: &str) -> serde_json::Value {
-    st.json("status")["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == layer)
-        .cloned()
-        .unwrap()
-}
-
 /// Kills `layer` `times` times, each once the previous instance serves,
 /// by `strata kill` or by a SIGKILL of our own that the launcher did not
 /// ask for.
@@ -144,14 +125,13 @@ fn kill_repeatedly(st: &Stack, layer: &str, times: u64, by_request: bool) {
             let o = st.strata(&["kill", layer]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         } else {
-            let pid = layer_status(st, layer)["pid"].as_i64().unwrap();
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            unsafe { libc::kill(st.layer_pid(layer), libc::SIGKILL) };
         }
         st.wait_for(
             "the restarted layer serving",
             Duration::from_secs(5),
             || {
-                let l = layer_status(st, layer);
+                let l = st.layer_status(layer);
                 l["restarts"] == n && l["state"] == "running"
             },
         );
@@ -169,7 +149,7 @@ fn deliberate_kills_are_no_crash_loop_and_each_restart_is_timed() {
     });
     let log = st.log_text();
     assert!(!log.contains("crash loop back-off"), "{log}");
-    let r = &layer_status(&st, "ipd")["last_recovery_ms"];
+    let r = &st.layer_status("ipd")["last_recovery_ms"];
     let total = r["total"].as_f64().unwrap();
     assert!(r["detect"].as_f64().is_some(), "{r}");
     assert!(total > 0.0 && total < 1000.0, "{r}");
@@ -188,5 +168,5 @@ fn deaths_the_launcher_did_not_ask_for_still_back_off() {
         "{log}"
     );
     // Not a kill of ours: no time from a SIGKILL to its notice.
-    assert!(layer_status(&st, "udpd")["last_recovery_ms"]["detect"].is_null());
+    assert!(st.layer_status("udpd")["last_recovery_ms"]["detect"].is_null());
 }

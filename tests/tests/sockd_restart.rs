@@ -12,63 +12,10 @@ use std::process::Stdio;
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use strata_tests::{sha256_file, unique, Bg, Netns, Stack, HOST_IP, STACK_IP};
-
-/// `strata kill sockd`; returns the restart count before it.
-fn kill_sockd(st: &Stack) -> u64 {
-    let before = st.restarts("sockd");
-    let o = st.strata(&["kill", "sockd"]);
-    assert!(
-        o.status.success(),
-        "kill sockd: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    before
-}
-
-fn wait_restarted(st: &Stack, before: u64) {
-    st.wait_for("sockd restarted", Duration::from_secs(10), || {
-        st.restarts("sockd") > before
-    });
-}
-
-/// Runs `f` on a thread; its result, or a panic after `timeout` (a
-/// call that hangs fails the test instead of hanging it).
-fn bounded<T: Send + 'static>(
-    what: &str,
-    timeout: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Waiter<T> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    Waiter {
-        what: what.to_string(),
-        timeout,
-        rx,
-    }
-}
-
-struct Waiter<T> {
-    what: String,
-    timeout: Duration,
-    rx: mpsc::Receiver<T>,
-}
-
-impl<T> Waiter<T> {
-    fn join(self, st: &Stack) -> T {
-        match self.rx.recv_timeout(self.timeout) {
-            Ok(v) => v,
-            Err(_) => panic!(
-                "{} did not finish within {:?}\nlog:\n{}",
-                self.what,
-                self.timeout,
-                st.log_text()
-            ),
-        }
-    }
-}
+use strata_tests::{
+    bounded, connect_and_echo, echo_to_eof, kernel_echo_server, pattern, sha256_file, unique, Bg,
+    Netns, Stack, HOST_IP, STACK_IP,
+};
 
 /// Kernel TCP client: connects to `port` on the stack, sends `file`,
 /// shuts down its write side, and prints `connected` once connected and
@@ -89,16 +36,6 @@ fn kernel_client(ns: &Netns, port: u16, file: &std::path::Path) -> Bg {
             file.display()
         ),
     ])
-}
-
-/// The application side of [`kernel_client`]: everything to end of
-/// stream, sent back, then close.
-fn echo_to_eof(mut s: libsock::TcpStream) -> std::io::Result<usize> {
-    let mut data = Vec::new();
-    s.read_to_end(&mut data)?;
-    s.write_all(&data)?;
-    s.shutdown(libsock::Shutdown::Write)?;
-    Ok(data.len())
 }
 
 fn client_sha(c: Bg, st: &Stack) -> String {
@@ -153,10 +90,10 @@ fn a_blocked_accept_takes_connections_made_during_and_after_a_sockd_restart() {
     let wb = bounded("accept on 7102", Duration::from_secs(40), accept(lb));
     // Both threads are in accept, asleep on their eventfds.
     std::thread::sleep(Duration::from_millis(300));
-    let before = kill_sockd(&st);
+    let before = st.kill_layer("sockd");
     // The handshake completes in tcpd while sockd is down or starting.
     let ca = kernel_client(&ns, 7101, &fa);
-    wait_restarted(&st, before);
+    st.wait_restarted("sockd", before);
     let cb = kernel_client(&ns, 7102, &fb);
     assert_eq!(client_sha(ca, &st), sha_a);
     assert_eq!(client_sha(cb, &st), sha_b);
@@ -186,8 +123,8 @@ fn connections_waiting_in_the_accept_queue_survive_a_sockd_restart() {
     }
     // Established and announced to sockd, not accepted.
     std::thread::sleep(Duration::from_millis(200));
-    let before = kill_sockd(&st);
-    wait_restarted(&st, before);
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
     let w = bounded("three accepts", Duration::from_secs(40), move || {
         let mut n = Vec::new();
         for _ in 0..3 {
@@ -206,74 +143,11 @@ fn connections_waiting_in_the_accept_queue_survive_a_sockd_restart() {
     assert_eq!(w.join(&st).expect("accepts"), vec![200_000; 3]);
 }
 
-/// A kernel echo server on HOST_IP:`port` for `n` connections, one
-/// thread each.
-fn kernel_echo_server(ns: &Netns, port: u16, n: usize) -> Bg {
-    let mut bg = ns.spawn(&[
-        "python3",
-        "-c",
-        &format!(
-            "import socket,threading,sys\n\
-             l=socket.socket()\n\
-             l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-             l.bind(('{HOST_IP}',{port}))\n\
-             l.listen(64)\n\
-             print('listening',flush=True)\n\
-             def echo(c):\n    \
-                 while True:\n        \
-                     d=c.recv(65536)\n        \
-                     if not d: break\n        \
-                     c.sendall(d)\n    \
-                 c.close()\n\
-             ts=[]\n\
-             for _ in range({n}):\n    \
-                 c,_=l.accept()\n    \
-                 t=threading.Thread(target=echo,args=(c,))\n    \
-                 t.start()\n    \
-                 ts.append(t)\n\
-             for t in ts: t.join()\n\
-             print('done',flush=True)"
-        ),
-    ]);
-    strata_tests::wait_line(&mut bg, "listening", Duration::from_secs(5));
-    bg
-}
-
-/// Connects from the stack to the kernel echo server, sends `data`,
-/// shuts down writing and reads the echo to the end.
-fn connect_and_echo(
-    b: libsock::Builder,
-    port: u16,
-    data: Arc<Vec<u8>>,
-) -> std::io::Result<Vec<u8>> {
-    let s = b.tcp_connect(format!("{HOST_IP}:{port}"))?;
-    let r = s.try_clone()?;
-    let reader = std::thread::spawn(move || {
-        let mut back = Vec::new();
-        (&r).read_to_end(&mut back).map(|_| back)
-    });
-    (&s).write_all(&data)?;
-    s.shutdown(libsock::Shutdown::Write)?;
-    reader.join().unwrap()
-}
-
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_connect_in_progress_completes_across_a_sockd_restart() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
-    let server = kernel_echo_server(&ns, 7104, 1);
+    let server = kernel_echo_server(&ns, 7104, 1, Duration::from_secs(5));
     // The SYN waits a second in strata0's qdisc: sockd dies while the
     // handshake is in progress and the application blocks in connect.
     let o = st.strata(&["qdisc", "strata0", "delay", "1500"]);
@@ -287,8 +161,8 @@ fn a_connect_in_progress_completes_across_a_sockd_restart() {
         connect_and_echo(b, 7104, d)
     });
     std::thread::sleep(Duration::from_millis(300));
-    let before = kill_sockd(&st);
-    wait_restarted(&st, before);
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
     assert!(
         t0.elapsed() < Duration::from_millis(1500),
         "sockd came back after the handshake: the test did not test"
@@ -308,7 +182,7 @@ fn connects_made_all_around_a_sockd_restart_succeed() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     const N: usize = 24;
-    let server = kernel_echo_server(&ns, 7105, N);
+    let server = kernel_echo_server(&ns, 7105, N, Duration::from_secs(5));
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let mut ws = Vec::new();
     let t0 = Instant::now();
@@ -327,8 +201,8 @@ fn connects_made_all_around_a_sockd_restart_succeed() {
         ));
     }
     std::thread::sleep(Duration::from_millis(600).saturating_sub(t0.elapsed()));
-    let before = kill_sockd(&st);
-    wait_restarted(&st, before);
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
     for (i, (d, w)) in ws.into_iter().enumerate() {
         let back = w
             .join(&st)
@@ -356,8 +230,8 @@ fn a_blocked_udp_recv_from_receives_after_a_sockd_restart() {
         std::io::Result::Ok((buf[..n].to_vec(), peer))
     });
     std::thread::sleep(Duration::from_millis(300));
-    let before = kill_sockd(&st);
-    wait_restarted(&st, before);
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
     // A datagram that reaches a socket nobody has re-attached yet is
     // lost, as one in flight may be: the kernel side sends until answered.
     let out = ns.run_ok(&[
@@ -485,8 +359,8 @@ fn an_event_loop_on_readiness_fds_carries_on_after_a_sockd_restart() {
         strata_tests::wait_line(&mut c1, "one", Duration::from_secs(10)),
         "one"
     );
-    let before = kill_sockd(&st);
-    wait_restarted(&st, before);
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
     c1.child.stdin.as_mut().unwrap().write_all(b"go\n").unwrap();
     assert_eq!(
         strata_tests::wait_line(&mut c1, "two", Duration::from_secs(15)),
@@ -510,22 +384,12 @@ fn an_event_loop_on_readiness_fds_carries_on_after_a_sockd_restart() {
     assert_eq!(accepted.expect("event loop without an error"), 2);
 }
 
-fn layer_pid(st: &Stack, layer: &str) -> i32 {
-    st.json("status")["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == layer)
-        .and_then(|l| l["pid"].as_i64())
-        .unwrap() as i32
-}
-
 #[test]
 fn accepts_and_connects_whose_news_died_with_sockd_complete() {
     let ns = Netns::new();
     // sockd is held stopped for a while: no heartbeat kill meanwhile.
     let st = Stack::up_with(&ns, "\n[limits]\nheartbeat_timeout_ms = 20000\n");
-    let server = kernel_echo_server(&ns, 7108, 1);
+    let server = kernel_echo_server(&ns, 7108, 1, Duration::from_secs(5));
     let files = Files::new();
     let (f, sha) = files.random("lost.bin", 300_000);
     let stack = libsock::Stack::connect(&st.instance).unwrap();
@@ -545,12 +409,12 @@ fn accepts_and_connects_whose_news_died_with_sockd_complete() {
     std::thread::sleep(Duration::from_millis(100));
     // Stopped, sockd leaves tcpd's CONNECTED and ACCEPTABLE in its ring;
     // killed, it loses them: the ring is reset for its successor.
-    let pid = layer_pid(&st, "sockd");
+    let pid = st.layer_pid("sockd");
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let client = kernel_client(&ns, 7109, &f);
     std::thread::sleep(Duration::from_millis(1500));
-    let before = kill_sockd(&st);
-    wait_restarted(&st, before);
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
     let o = st.strata(&["qdisc", "strata0", "clear"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(client_sha(client, &st), sha);
@@ -576,7 +440,7 @@ fn an_accept_whose_attach_was_lost_is_attached_by_the_restarted_sockd() {
     // tcpd stopped: the ATTACH of the accept below waits in its ring, and
     // tcpd never speaks of the new socket. Killed, tcpd loses the ring,
     // ATTACH included; the connection stays in its accept queue.
-    let tcpd = layer_pid(&st, "tcpd");
+    let tcpd = st.layer_pid("tcpd");
     unsafe { libc::kill(tcpd, libc::SIGSTOP) };
     let (tx, rx) = mpsc::channel();
     let w = bounded("accept", Duration::from_secs(40), move || {
@@ -593,8 +457,8 @@ fn an_accept_whose_attach_was_lost_is_attached_by_the_restarted_sockd() {
     });
     // The restarted sockd knows the socket was accepted and never
     // confirmed: it sends the ATTACH again.
-    let before = kill_sockd(&st);
-    wait_restarted(&st, before);
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
     assert_eq!(client_sha(client, &st), sha);
     assert_eq!(w.join(&st).expect("echo without an error"), 300_000);
 }

@@ -15,109 +15,25 @@ use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use strata_tests::{Bg, Netns, Stack, HOST_IP, STACK_IP};
+use strata_tests::{
+    bounded, connect_and_echo, echo_to_eof, kernel_echo_server, pattern, Bg, Netns, Stack, HOST_IP,
+    STACK_IP,
+};
 
 const PATIENT: &str = "\n[limits]\nheartbeat_timeout_ms = 20000\n";
 
-/// Runs `f` on a thread; its result, or a panic after `timeout` (a call
-/// that hangs fails the test instead of hanging it).
-fn bounded<T: Send + 'static>(
-    what: &str,
-    timeout: Duration,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Waiter<T> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(f());
-    });
-    Waiter {
-        what: what.to_string(),
-        timeout,
-        rx,
-    }
-}
-
-struct Waiter<T> {
-    what: String,
-    timeout: Duration,
-    rx: mpsc::Receiver<T>,
-}
-
-impl<T> Waiter<T> {
-    fn join(self, st: &Stack) -> T {
-        match self.rx.recv_timeout(self.timeout) {
-            Ok(v) => v,
-            Err(_) => panic!(
-                "{} did not finish within {:?}\nlog:\n{}",
-                self.what,
-                self.timeout,
-                st.log_text()
-            ),
-        }
-    }
-}
-
-fn layer_pid(st: &Stack, layer: &str) -> i32 {
-    st.json("status")["layers"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|l| l["layer"] == layer)
-        .and_then(|l| l["pid"].as_i64())
-        .unwrap() as i32
-}
-
 /// SIGSTOP our own stack's tcpd: what sockd sends now stays in its ring.
 fn stop_tcpd(st: &Stack) {
-    let pid = layer_pid(st, "tcpd");
-    assert!(pid > 0, "tcpd has no pid");
-    assert_eq!(unsafe { libc::kill(pid, libc::SIGSTOP) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(st.layer_pid("tcpd"), libc::SIGSTOP) },
+        0
+    );
 }
 
 /// `strata kill tcpd` and wait for its successor.
 fn kill_tcpd(st: &Stack) {
-    let before = st.restarts("tcpd");
-    let o = st.strata(&["kill", "tcpd"]);
-    assert!(
-        o.status.success(),
-        "kill tcpd: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    st.wait_for("tcpd restarted", Duration::from_secs(10), || {
-        st.restarts("tcpd") > before
-    });
-}
-
-/// A kernel echo server on HOST_IP:`port` for `n` connections.
-fn kernel_echo_server(ns: &Netns, port: u16, n: usize) -> Bg {
-    let mut bg = ns.spawn(&[
-        "python3",
-        "-c",
-        &format!(
-            "import socket,threading\n\
-             l=socket.socket()\n\
-             l.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\n\
-             l.bind(('{HOST_IP}',{port}))\n\
-             l.listen(64)\n\
-             print('listening',flush=True)\n\
-             def echo(c):\n    \
-                 while True:\n        \
-                     d=c.recv(65536)\n        \
-                     if not d: break\n        \
-                     c.sendall(d)\n    \
-                 c.close()\n\
-             ts=[]\n\
-             for _ in range({n}):\n    \
-                 c,_=l.accept()\n    \
-                 t=threading.Thread(target=echo,args=(c,))\n    \
-                 t.start()\n    \
-                 ts.append(t)\n\
-             for t in ts: t.join()\n\
-             print('done',flush=True)"
-        ),
-    ]);
-    strata_tests::wait_line(&mut bg, "listening", Duration::from_secs(15));
-    bg
+    let before = st.kill_layer("tcpd");
+    st.wait_restarted("tcpd", before);
 }
 
 /// A kernel server on HOST_IP:`port` that takes `n` connections and
@@ -200,51 +116,11 @@ fn client_result(c: Bg, st: &Stack) -> String {
         .to_string()
 }
 
-/// The application side of [`kernel_client`]: everything to end of
-/// stream, sent back, then close.
-fn echo_to_eof(mut s: libsock::TcpStream) -> std::io::Result<usize> {
-    let mut data = Vec::new();
-    s.read_to_end(&mut data)?;
-    s.write_all(&data)?;
-    s.shutdown(libsock::Shutdown::Write)?;
-    Ok(data.len())
-}
-
-/// Connects from the stack to the kernel echo server, sends `data`,
-/// shuts down writing and reads the echo to the end.
-fn connect_and_echo(
-    b: libsock::Builder,
-    port: u16,
-    data: Arc<Vec<u8>>,
-) -> std::io::Result<Vec<u8>> {
-    let s = b.tcp_connect(format!("{HOST_IP}:{port}"))?;
-    let r = s.try_clone()?;
-    let reader = std::thread::spawn(move || {
-        let mut back = Vec::new();
-        (&r).read_to_end(&mut back).map(|_| back)
-    });
-    (&s).write_all(&data)?;
-    s.shutdown(libsock::Shutdown::Write)?;
-    reader.join().unwrap()
-}
-
-fn pattern(len: usize, seed: u32) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(2_654_435_761).max(1);
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            x as u8
-        })
-        .collect()
-}
-
 #[test]
 fn a_connect_sent_to_a_stopped_tcpd_completes_after_its_kill() {
     let ns = Netns::new();
     let st = Stack::up_with(&ns, PATIENT);
-    let server = kernel_echo_server(&ns, 7201, 1);
+    let server = kernel_echo_server(&ns, 7201, 1, Duration::from_secs(15));
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let data = Arc::new(pattern(400_000, 3));
     stop_tcpd(&st);
@@ -375,7 +251,7 @@ fn connects_and_accepts_made_all_around_a_tcpd_kill_succeed() {
     let st = Stack::up(&ns);
     const N: usize = 16;
     const M: usize = 8;
-    let server = kernel_echo_server(&ns, 7204, N);
+    let server = kernel_echo_server(&ns, 7204, N, Duration::from_secs(15));
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let l = stack.builder().tcp_bind("0.0.0.0:7205").unwrap();
     let wa = bounded("accepts", Duration::from_secs(50), move || {
