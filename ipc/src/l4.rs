@@ -78,7 +78,9 @@ pub mod op {
     /// waits for an ATTACH (and counts against the backlog until then).
     pub const ACCEPTABLE: u32 = 105;
     /// Notification: the peer sent FIN: after the data already delivered,
-    /// `sock` reads end-of-file.
+    /// `sock` reads end-of-file. `value` (low 32 bits, wrapping): the
+    /// stream offset where the data ends; a sockd that has less asks
+    /// again (RESYNC) and shows the end only when tcpd repeats it.
     pub const EOF: u32 = 106;
     /// Notification: `value` (low 32 bits, wrapping) bytes of `sock`'s
     /// data left tcpd's send buffer in total (acknowledged, or discarded

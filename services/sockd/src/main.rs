@@ -922,7 +922,13 @@ impl<'a> Sockd<'a> {
             }
             op::EOF => {
                 if let Some(s) = self.socks.get_mut(&m.sock) {
-                    if s.rx_hold.is_empty() {
+                    // The stream ends at `value`: bytes before it that we
+                    // lack (delivered to a sockd that died) come first;
+                    // tcpd says EOF again after delivering them anew.
+                    let missing = (m.value as u32).wrapping_sub(s.rx_next as u32) as i32 > 0;
+                    if missing {
+                        s.resync = true;
+                    } else if s.rx_hold.is_empty() {
                         if let Some(mem) = &s.mem {
                             s.wake(mem.set_state(sstate::EOF));
                         }

@@ -882,7 +882,11 @@ impl TcpCore<'_> {
             self.deliver(pool, c, out);
             let _ = before;
             if c.has(cf::FIN_RCVD) && c.rcv_q.is_empty() && !c.has(cf::EOF_SENT) {
-                let m = conn_msg(op::EOF, sock, c);
+                let mut m = conn_msg(op::EOF, sock, c);
+                // Where the stream ends (the FIN takes the last sequence
+                // number), so that a sockd missing bytes before it asks
+                // for them instead of showing the end early.
+                m.value = u64::from(c.rcv_nxt.wrapping_sub(c.irs.wrapping_add(2)));
                 if !self.notify(pool, &m, out) {
                     return;
                 }
@@ -917,7 +921,10 @@ impl TcpCore<'_> {
             }
             c.pend &= !pend::ERROR;
         }
-        if c.pend & pend::CLOSED != 0 && (c.rcv_q.is_empty() || hard || c.has(cf::ORPHAN)) {
+        // Not before sockd confirmed every byte it was handed: a sockd that
+        // died with some would ask for them again, of a socket forgotten.
+        let delivered = c.rcv_q.is_empty() && c.dlv_q.is_empty();
+        if c.pend & pend::CLOSED != 0 && (delivered || hard || c.has(cf::ORPHAN)) {
             if !self.notify(pool, &conn_msg(op::CLOSED, sock, c), out) {
                 return;
             }

@@ -27,11 +27,22 @@ fn active_close_through_fin_wait_and_time_wait() {
     h.peer(ACK | PSH, PISS + 1, iss + 2, b"late");
     assert_eq!(h.data_for(2), b"late");
     assert_eq!(h.expect(ACK).ack(), PISS + 5);
-    // The peer's FIN: TIME-WAIT, ACKed at once, EOF then CLOSED.
+    // The peer's FIN: TIME-WAIT, ACKed at once, EOF; CLOSED once sockd
+    // confirms the delivered bytes in the application's ring (a sockd
+    // that died with them asks for them again).
     h.peer(FIN | ACK, PISS + 5, iss + 2, &[]);
     let a = h.expect(ACK);
     assert_eq!(a.ack(), PISS + 6);
     h.expect_up(op::EOF);
+    h.no_ctl_up();
+    let r = h.ctl(L4Ctl {
+        op: op::READ_CREDIT,
+        sock: 2,
+        value: 4 << 32,
+        flags: strata_ipc::l4::ctl_flags::WRITTEN,
+        ..L4Ctl::default()
+    });
+    assert!(r.is_none());
     h.expect_up(op::CLOSED);
     assert_eq!(h.conn().state, State::TimeWait);
     // A retransmitted FIN is ACKed again and restarts 2·MSL.
