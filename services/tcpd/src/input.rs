@@ -48,8 +48,8 @@ impl Seg {
 enum Cookie {
     /// A connection, established from the cookie.
     Valid(usize),
-    /// A valid cookie, but no room (accept queue or table full).
-    Overflow,
+    /// A valid cookie, but the connection table is full.
+    NoRoom,
     /// Not a cookie of ours.
     Invalid,
 }
@@ -221,8 +221,7 @@ impl TcpCore<'_> {
             if self.cfg.syn_cookies && recent {
                 return match self.cookie_ack(l, seg) {
                     Cookie::Valid(i) => self.conn_input(pool, i, h, seg, out),
-                    // Linux drops the ACK when the accept queue is full.
-                    Cookie::Overflow => pool.free(&h),
+                    Cookie::NoRoom => pool.free(&h),
                     Cookie::Invalid => self.reset_for(pool, h, seg, Stat::SynCookiesBad, out),
                 };
             }
@@ -249,10 +248,9 @@ impl TcpCore<'_> {
             return;
         }
         let Some(i) = self.alloc_block() else {
-            if self.cfg.syn_cookies {
-                self.conns[l].overflow_ts = self.now.max(1);
-                return self.send_cookie(pool, seg, out);
-            }
+            // No cookie: its ACK would find no block either, and the
+            // peer's later segments would then fail the cookie check and
+            // be reset. Dropped, the SYN is retried by the peer.
             self.stats.inc(Stat::ConnLimit);
             return;
         };
@@ -454,14 +452,16 @@ impl TcpCore<'_> {
         let Some(mi) = isn::check_cookie(self.cfg.secret, &t, iss, irs, self.now) else {
             return Cookie::Invalid;
         };
-        let lb = self.conns[l];
-        if lb.acc_q > lb.backlog {
-            self.stats.inc(Stat::ListenOverflows);
-            return Cookie::Overflow;
-        }
+        // A full accept queue does not turn the ACK away here: the
+        // connection is made in SYN-RECEIVED like any embryo, and its ACK
+        // processing waits for room there (dropped, counted as an
+        // overflow, retried by the peer or elicited by our SYN-ACK
+        // retransmission). Dropping it here instead would forget the
+        // handshake, and the peer's next segment, whose sequence number no
+        // longer matches the cookie, would be answered with a reset.
         let Some(i) = self.alloc_block() else {
             self.stats.inc(Stat::ConnLimit);
-            return Cookie::Overflow;
+            return Cookie::NoRoom;
         };
         self.stats.inc(Stat::SynCookiesOk);
         let mut c = self.begin(i);

@@ -203,3 +203,84 @@ fn sockd_aborts_an_unaccepted_connection_by_its_id() {
     h.expect_up(op::ACCEPTABLE);
     h.segs.clear();
 }
+
+/// The cause of the resets a burst of 500 kernel clients saw: a cookie's
+/// ACK arriving while the accept queue was full was dropped with nothing
+/// remembered, so the client's next data segment (its sequence number past
+/// the one the cookie encodes) failed the cookie check and was reset.
+/// Linux resets nobody because an accept queue is full; neither may tcpd.
+#[test]
+fn a_cookie_ack_meeting_a_full_accept_queue_waits_and_is_never_reset() {
+    let mut cfg = config();
+    cfg.max_syn_backlog = 1;
+    let mut h = H::with(cfg);
+    h.listen(1, LPORT, 1);
+    // One embryo fills the SYN queue; the next SYN gets a cookie.
+    syn_from(&mut h, 1, TcpOptions::default());
+    let sa1 = h.expect(SYN | ACK);
+    syn_from(&mut h, 2, TcpOptions::default());
+    let cookie = h.expect(SYN | ACK);
+    assert_eq!(h.core.stats().get(Stat::SynCookiesSent), 1);
+    // Two handshakes complete: the accept queue (backlog 1 holds two, as
+    // on Linux) is full.
+    h.pport = 1;
+    h.peer(ACK, PISS + 1, sa1.seq() + 1, &[]);
+    syn_from(&mut h, 3, TcpOptions::default());
+    let sa3 = h.expect(SYN | ACK);
+    h.peer(ACK, PISS + 1, sa3.seq() + 1, &[]);
+    let first = h.expect_up(op::ACCEPTABLE);
+    let third = h.expect_up(op::ACCEPTABLE);
+    // The cookie's ACK with data, then more data: both dropped, no reset.
+    h.pport = 2;
+    h.peer(ACK, PISS + 1, cookie.seq() + 1, b"abc");
+    h.peer(ACK, PISS + 4, cookie.seq() + 1, b"def");
+    h.expect_none();
+    assert_eq!(h.core.stats().get(Stat::SynCookiesBad), 0);
+    assert_eq!(h.core.stats().get(Stat::OutRsts), 0);
+    assert_eq!(h.core.stats().get(Stat::ListenOverflows), 2);
+    h.no_ctl_up();
+    // A client waiting for us to speak first is asked again: the SYN-ACK
+    // is retransmitted from the connection the cookie made.
+    h.advance(1_100);
+    let again = h.expect(SYN | ACK);
+    assert_eq!((again.seq(), again.ack()), (cookie.seq(), PISS + 1));
+    h.expect_none();
+    // The application accepts; the client's retransmission gets in.
+    for (sock, a) in [(10, first), (11, third)] {
+        h.ctl(L4Ctl {
+            op: op::ATTACH,
+            sock,
+            value: a.value,
+            ..L4Ctl::default()
+        });
+    }
+    h.peer(ACK, PISS + 1, cookie.seq() + 1, b"abcdef");
+    let a = h.expect_up(op::ACCEPTABLE);
+    assert_eq!(a.remote_port, 2);
+    h.ctl(L4Ctl {
+        op: op::ATTACH,
+        sock: 12,
+        value: a.value,
+        ..L4Ctl::default()
+    });
+    assert_eq!(h.data_for(12), b"abcdef");
+    assert_eq!(h.state_of(12), Some(State::Established));
+    assert_eq!(h.core.stats().get(Stat::OutRsts), 0);
+    h.finish();
+}
+
+/// With the connection table full a SYN is dropped (the peer retries),
+/// not answered with a cookie whose ACK would find no room and whose
+/// later segments would be reset.
+#[test]
+fn a_full_connection_table_drops_syns_rather_than_sending_cookies() {
+    let mut h = H::with_storage(config(), 2, 256);
+    h.listen(1, LPORT, 8);
+    syn_from(&mut h, 1, TcpOptions::default());
+    h.expect(SYN | ACK);
+    syn_from(&mut h, 2, TcpOptions::default());
+    h.expect_none();
+    assert_eq!(h.core.stats().get(Stat::ConnLimit), 1);
+    assert_eq!(h.core.stats().get(Stat::SynCookiesSent), 0);
+    h.finish();
+}
