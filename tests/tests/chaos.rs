@@ -1,17 +1,23 @@
-//! The chaos test of the recovery contract (DESIGN.md §3): concurrent TCP
-//! transfers both ways between kernel peers and a libsock application
-//! (some through NAT) and a UDP echo stream, while a random layer is
-//! SIGKILLed every 200–500 ms for the whole run. Every byte must arrive
-//! intact, no application may see an error, every kill must show as a
-//! restart in the launcher's log, and the pool must come back to where it
-//! was.
+//! The chaos test of the recovery contract (docs/ARCHITECTURE.md,
+//! "Recovery"): concurrent TCP transfers both ways between kernel peers
+//! and a libsock application (some through NAT) and a UDP echo stream,
+//! while a random layer is SIGKILLed every 200–500 ms. Every byte must
+//! arrive intact, no application may see an error, every kill must show
+//! as a restart in the launcher's log, and the pool must come back to
+//! where it was.
 //!
-//! `STRATA_CHAOS_BYTES` sets the bytes per transfer (default 50 MB),
-//! `STRATA_CHAOS_STREAMS` the transfers per direction (default 8),
-//! `STRATA_CHAOS_SECS` the time limit (default 600), and
-//! `STRATA_CHAOS_SEED` the kill schedule (printed on every run).
-//! `STRATA_CHAOS_SOAK=1` is the long variant: 4 GB per transfer and an
-//! hour's limit, some thousands of kills.
+//! The kill schedule, not the transfers, sets the test's length: every
+//! transfer streams seeded pseudo-random bytes until each layer has been
+//! killed at least twice and at least `STRATA_CHAOS_KILLS` kills (default
+//! 20) have happened, then ends its stream and both ends compare byte
+//! counts and sha256. A faster stack moves more bytes in the same run; it
+//! cannot outrun the schedule.
+//!
+//! `STRATA_CHAOS_STREAMS` sets the transfers per direction (default 8),
+//! `STRATA_CHAOS_SECS` the time limit (default 600: a stall fails the
+//! test instead of hanging it), and `STRATA_CHAOS_SEED` the kill schedule
+//! (printed on every run). `STRATA_CHAOS_SOAK=1` is the long variant:
+//! 2,000 kills and an hour's limit.
 
 use sha2::{Digest, Sha256};
 use std::io::{Read, Write};
@@ -21,24 +27,25 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack, HOST_IP, STACK_IP};
 
-/// Kernel-side sender: connects, sends N seeded pseudo-random bytes,
-/// half-closes, waits for the peer to close, prints the bytes' sha256.
+/// Kernel-side sender: connects, sends seeded pseudo-random bytes until
+/// the stop file exists, half-closes, waits for the peer to close, prints
+/// the bytes' count and sha256.
 const SENDER: &str = r#"
-import socket, sys, random, hashlib
-host, port, n, seed = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
+import socket, sys, random, hashlib, os
+host, port, seed, stop = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 r = random.Random(seed)
 h = hashlib.sha256()
 s = socket.create_connection((host, port), timeout=300)
-left = n
-while left:
-    b = r.randbytes(min(left, 1 << 16))
+n = 0
+while not os.path.exists(stop):
+    b = r.randbytes(1 << 16)
     s.sendall(b)
     h.update(b)
-    left -= len(b)
+    n += len(b)
 s.shutdown(socket.SHUT_WR)
 while s.recv(1 << 16):
     pass
-print(h.hexdigest(), flush=True)
+print(n, h.hexdigest(), flush=True)
 "#;
 
 /// Kernel-side receiver: accepts one connection, reads to EOF, closes,
@@ -113,13 +120,51 @@ const LAYERS: [&str; 7] = [
     "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
 ];
 
+/// Kills `LAYERS` in rounds of seven in a random order, one every
+/// 200–500 ms, until every layer has been killed at least twice and at
+/// least `min_kills` kills have succeeded (or `give_up` is set); returns
+/// the layers killed, in order.
+fn kill_schedule(
+    instance: &str,
+    seed: u64,
+    min_kills: usize,
+    give_up: &AtomicBool,
+) -> Vec<&'static str> {
+    let mut rng = Rng(seed);
+    let mut kills = Vec::new();
+    let mut round = Vec::new();
+    let enough = |kills: &Vec<&str>| {
+        kills.len() >= min_kills
+            && LAYERS
+                .iter()
+                .all(|l| kills.iter().filter(|k| *k == l).count() >= 2)
+    };
+    while !enough(&kills) && !give_up.load(Relaxed) {
+        // The pause between kills is part of the scenario (how often
+        // layers die), not a wait for anything.
+        std::thread::sleep(Duration::from_millis(200 + rng.next() % 301));
+        if round.is_empty() {
+            round = LAYERS.to_vec();
+            for k in (1..round.len()).rev() {
+                round.swap(k, (rng.next() % (k as u64 + 1)) as usize);
+            }
+        }
+        let layer = round.pop().unwrap();
+        let o = std::process::Command::new(strata_tests::bin("strata"))
+            .args(["--instance", instance, "kill", layer])
+            .output()
+            .unwrap();
+        if o.status.success() {
+            kills.push(layer);
+        }
+    }
+    kills
+}
+
 #[test]
 fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
     let soak = std::env::var_os("STRATA_CHAOS_SOAK").is_some_and(|v| v != "0");
-    let bytes = env_or(
-        "STRATA_CHAOS_BYTES",
-        if soak { 4_000_000_000 } else { 50_000_000 },
-    );
+    let min_kills = env_or("STRATA_CHAOS_KILLS", if soak { 2000 } else { 20 }) as usize;
     let limit_secs = env_or("STRATA_CHAOS_SECS", if soak { 3600 } else { 600 });
     let streams = env_or("STRATA_CHAOS_STREAMS", 8) as usize;
     let seed = env_or(
@@ -129,7 +174,7 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
             .unwrap()
             .as_nanos() as u64,
     ) | 1;
-    eprintln!("chaos: {streams}+{streams} transfers of {bytes} bytes, seed {seed}");
+    eprintln!("chaos: {streams}+{streams} transfers until {min_kills} kills, seed {seed}");
 
     let ns = Netns::new();
     let st = Stack::up(&ns);
@@ -139,12 +184,18 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
     wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
     let baseline = st.pool_in_use();
 
+    // The transfers stream until this file exists (kernel side) and this
+    // flag is set (libsock side).
+    let stop_file = StopFile(std::env::temp_dir().join(format!("{}.chaos-stop", st.instance)));
+    let _ = std::fs::remove_file(&stop_file.0);
+    let stop = Arc::new(AtomicBool::new(false));
+
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let errors: Arc<Mutex<Vec<String>>> = Arc::default();
 
     // kernel -> libsock: a listener taking `streams` connections.
     let listener = stack.builder().tcp_bind("0.0.0.0:9000").unwrap();
-    let received: Arc<Mutex<Vec<(u64, String)>>> = Arc::default();
+    let received: Arc<Mutex<Vec<String>>> = Arc::default();
     let acceptor = {
         let errors = errors.clone();
         let received = received.clone();
@@ -184,12 +235,13 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
                     received
                         .lock()
                         .unwrap()
-                        .push((n, format!("{:x}", h.finalize())));
+                        .push(format!("{n} {:x}", h.finalize()));
                 }));
             }
             workers
         })
     };
+    let stop_arg = stop_file.0.to_str().unwrap().to_string();
     let mut senders: Vec<Bg> = (0..streams)
         .map(|i| {
             let port = if i % 2 == 0 { "9000" } else { "9080" };
@@ -199,8 +251,8 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
                 SENDER,
                 STACK_IP,
                 port,
-                &bytes.to_string(),
                 &(1000 + i).to_string(),
+                &stop_arg,
             ])
         })
         .collect();
@@ -224,6 +276,7 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         .map(|i| {
             let stack = stack.clone();
             let errors = errors.clone();
+            let stop = stop.clone();
             std::thread::spawn(move || {
                 let fail = |what: String| {
                     errors.lock().unwrap().push(what);
@@ -243,18 +296,16 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
                 let mut rng = Rng(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1));
                 let mut h = Sha256::new();
                 let mut buf = vec![0u8; 1 << 16];
-                let mut left = bytes;
-                while left > 0 {
-                    let k = left.min(buf.len() as u64) as usize;
-                    for c in buf[..k].chunks_mut(8) {
-                        let w = rng.next().to_le_bytes();
-                        c.copy_from_slice(&w[..c.len()]);
+                let mut n = 0u64;
+                while !stop.load(Relaxed) {
+                    for c in buf.chunks_mut(8) {
+                        c.copy_from_slice(&rng.next().to_le_bytes());
                     }
-                    if let Err(e) = s.write_all(&buf[..k]) {
-                        return fail(format!("write {i} with {left} left: {e}"));
+                    if let Err(e) = s.write_all(&buf) {
+                        return fail(format!("write {i} after {n}: {e}"));
                     }
-                    h.update(&buf[..k]);
-                    left -= k as u64;
+                    h.update(&buf);
+                    n += buf.len() as u64;
                 }
                 if let Err(e) = s.shutdown(Shutdown::Write) {
                     return fail(format!("shutdown {i}: {e}"));
@@ -267,49 +318,26 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
                         Err(e) => return fail(format!("read {i} after sending: {e}")),
                     }
                 }
-                Some(format!("{:x}", h.finalize()))
+                Some(format!("{n} {:x}", h.finalize()))
             })
         })
         .collect();
     let secs_arg = limit_secs.to_string();
     let udp = ns.spawn(&["python3", "-c", UDP_STREAM, STACK_IP, &secs_arg]);
 
-    // The chaos driver.
-    let done = Arc::new(AtomicBool::new(false));
+    // The chaos driver: the transfers run until it is done.
+    let t = Instant::now();
+    let give_up = Arc::new(AtomicBool::new(false));
     let chaos = {
-        let done = done.clone();
-        let instance = st.instance.clone();
+        let (instance, stop, give_up) = (st.instance.clone(), stop.clone(), give_up.clone());
+        let stop_file = stop_file.0.clone();
         std::thread::spawn(move || {
-            let mut rng = Rng(seed);
-            let mut kills = Vec::new();
-            // Every layer once per round of seven, in a random order, so
-            // that a short run still kills each of them.
-            let mut round = Vec::new();
-            while !done.load(Relaxed) {
-                std::thread::sleep(Duration::from_millis(200 + rng.next() % 301));
-                if done.load(Relaxed) {
-                    break;
-                }
-                if round.is_empty() {
-                    round = LAYERS.to_vec();
-                    for k in (1..round.len()).rev() {
-                        round.swap(k, (rng.next() % (k as u64 + 1)) as usize);
-                    }
-                }
-                let layer = round.pop().unwrap();
-                let o = std::process::Command::new(strata_tests::bin("strata"))
-                    .args(["--instance", &instance, "kill", layer])
-                    .output()
-                    .unwrap();
-                if o.status.success() {
-                    kills.push(layer);
-                }
-            }
+            let kills = kill_schedule(&instance, seed, min_kills, &give_up);
+            std::fs::write(&stop_file, b"").expect("stop file");
+            stop.store(true, Relaxed);
             kills
         })
     };
-
-    let t = Instant::now();
     let deadline = Duration::from_secs(limit_secs);
     let mut sender_sums = Vec::new();
     for s in senders.drain(..) {
@@ -317,6 +345,9 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         let out = s.wait_output(left).unwrap_or_else(|| "timeout".into());
         sender_sums.push(out.trim().to_string());
     }
+    // A sender that timed out ends the schedule, so the rest can end too.
+    give_up.store(true, Relaxed);
+    let kills = chaos.join().unwrap();
     let sent_sums: Vec<Option<String>> = sent.into_iter().map(|h| h.join().unwrap()).collect();
     let mut receiver_sums = Vec::new();
     for r in receivers.drain(..) {
@@ -330,37 +361,43 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         w.join().unwrap();
     }
     let secs = t.elapsed().as_secs_f64();
-    done.store(true, Relaxed);
-    let kills = chaos.join().unwrap();
+    let moved: u64 = sender_sums
+        .iter()
+        .chain(&receiver_sums)
+        .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
     eprintln!(
-        "chaos: {} kills in {secs:.1} s: {:?}",
+        "chaos: {} kills in {secs:.1} s, {} MB moved: {:?}",
         kills.len(),
+        moved / 1_000_000,
         LAYERS.map(|l| (l, kills.iter().filter(|k| **k == l).count()))
     );
 
     let errors = errors.lock().unwrap().clone();
     assert!(errors.is_empty(), "applications saw errors: {errors:?}");
-    // kernel -> libsock: the same multiset of hashes, every one whole.
-    let mut got: Vec<String> = received
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(n, h)| {
-            assert_eq!(*n, bytes, "a stream arrived short");
-            h.clone()
-        })
-        .collect();
+    // kernel -> libsock: the same multiset of (count, hash), every stream
+    // whole.
+    let mut got = received.lock().unwrap().clone();
     got.sort();
     sender_sums.sort();
     assert_eq!(got, sender_sums, "kernel -> libsock streams differ");
     // libsock -> kernel.
     for (i, (s, r)) in sent_sums.iter().zip(&receiver_sums).enumerate() {
-        let want = format!("{bytes} {}", s.as_deref().unwrap_or("?"));
-        assert_eq!(r, &want, "libsock -> kernel stream {i}");
+        assert_eq!(
+            Some(r),
+            s.as_ref(),
+            "libsock -> kernel stream {i} (receiver, sender)"
+        );
     }
-    // Each layer was killed at least once while the transfers ran.
+    // Every layer was killed at least twice while the transfers ran.
+    assert!(
+        kills.len() >= min_kills,
+        "only {} kills: {kills:?}",
+        kills.len()
+    );
     for l in LAYERS {
-        assert!(kills.contains(&l), "{l} was never killed: {kills:?}");
+        let k = kills.iter().filter(|k| **k == l).count();
+        assert!(k >= 2, "{l} was killed {k} times: {kills:?}");
     }
     // The UDP echo kept answering and the echo server never failed.
     unsafe { libc::kill(udp.child.id() as i32, libc::SIGTERM) };
@@ -396,4 +433,13 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         0,
         "tcpd keeps nothing once every connection is closed"
     );
+}
+
+/// The stop file, removed when the test ends however it ends.
+struct StopFile(std::path::PathBuf);
+
+impl Drop for StopFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
