@@ -82,10 +82,11 @@ pub mod op {
     /// stream offset where the data ends; a sockd that has less asks
     /// again (RESYNC) and shows the end only when tcpd repeats it.
     pub const EOF: u32 = 106;
-    /// Notification: `value` (low 32 bits, wrapping) bytes of `sock`'s
-    /// data left tcpd's send buffer in total (acknowledged, or discarded
-    /// with the connection): sockd may have a send buffer's worth beyond
-    /// that with tcpd. Absolute, like READ_CREDIT.
+    /// Notification: `value` is a [`SendCredit`](super::SendCredit):
+    /// how much of `sock`'s data left tcpd's send buffer in total
+    /// (acknowledged, or discarded with the connection), so that sockd
+    /// may have a send buffer's worth beyond that with tcpd, and how much
+    /// tcpd took from sockd. Absolute, like READ_CREDIT.
     pub const SEND_CREDIT: u32 = 107;
     /// Notification: tcpd forgot `sock` (closed both ways, or reset);
     /// sockd may release the socket once the application closed it.
@@ -125,6 +126,68 @@ pub mod ctl_flags {
     /// late); the first may have taken effect, and then this one
     /// answers OK rather than EINVAL, EALREADY or EISCONN.
     pub const REPEAT: u32 = 16;
+}
+
+/// What READ_CREDIT's `value` carries: two stream offsets (wrapping
+/// byte counts since the connection began), absolute so that a lost or
+/// repeated message does no harm.
+///
+/// `read` (low half) is what the application has read, from which tcpd's
+/// receive credit follows (the ring holds the socket's receive size);
+/// `written` (high half, meaningful with [`ctl_flags::WRITTEN`]) is what
+/// sockd has written into the application's ring, which tcpd then no
+/// longer needs to keep for redelivery.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadCredit {
+    /// Stream bytes the application has read.
+    pub read: u32,
+    /// Stream bytes sockd has written into the application's ring.
+    pub written: u32,
+}
+
+impl ReadCredit {
+    /// The `value` of a READ_CREDIT message.
+    pub fn pack(self) -> u64 {
+        u64::from(self.read) | u64::from(self.written) << 32
+    }
+
+    /// The two offsets of a READ_CREDIT `value`.
+    pub fn unpack(value: u64) -> ReadCredit {
+        ReadCredit {
+            read: value as u32,
+            written: (value >> 32) as u32,
+        }
+    }
+}
+
+/// What SEND_CREDIT's `value` carries: two stream offsets (wrapping byte
+/// counts since the connection began), absolute like [`ReadCredit`].
+///
+/// `freed` (low half) is what has left tcpd's send buffer (acknowledged
+/// by the peer, or discarded), from which sockd's send credit follows;
+/// `taken` (high half) is what tcpd has taken from sockd, so sockd may
+/// free the application's ring up to there.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendCredit {
+    /// Stream bytes that left tcpd's send buffer.
+    pub freed: u32,
+    /// Stream bytes tcpd took from sockd.
+    pub taken: u32,
+}
+
+impl SendCredit {
+    /// The `value` of a SEND_CREDIT message.
+    pub fn pack(self) -> u64 {
+        u64::from(self.freed) | u64::from(self.taken) << 32
+    }
+
+    /// The two offsets of a SEND_CREDIT `value`.
+    pub fn unpack(value: u64) -> SendCredit {
+        SendCredit {
+            freed: value as u32,
+            taken: (value >> 32) as u32,
+        }
+    }
 }
 
 /// One control message. Addresses and ports in host byte order.
@@ -258,6 +321,22 @@ impl L4Ctl {
 mod tests {
     use super::*;
     use crate::HeapPool;
+
+    #[test]
+    fn credit_pairs_pack_low_and_high_halves() {
+        let r = ReadCredit {
+            read: 0xdead_beef,
+            written: 7,
+        };
+        assert_eq!(r.pack(), 7 << 32 | 0xdead_beef);
+        assert_eq!(ReadCredit::unpack(r.pack()), r);
+        let s = SendCredit {
+            freed: 1,
+            taken: u32::MAX,
+        };
+        assert_eq!(s.pack(), u64::from(u32::MAX) << 32 | 1);
+        assert_eq!(SendCredit::unpack(s.pack()), s);
+    }
 
     #[test]
     fn ctl_round_trips_through_a_buffer() {

@@ -21,7 +21,9 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
-use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendMeta, SEND_META_LEN};
+use strata_ipc::l4::{
+    ctl_flags, op, tcp_opt, L4Ctl, ReadCredit, SendCredit, SendMeta, SEND_META_LEN,
+};
 use strata_ipc::sockring::{kick, state as sstate, wait, SockMem, HDR_LEN};
 use strata_ipc::socktable::{sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
@@ -948,10 +950,10 @@ impl<'a> Sockd<'a> {
                         self.table.update(s.slot, s.rec);
                     }
                     if let Some(mem) = &s.mem {
-                        // Absolute: bytes tcpd took from us (high half)
-                        // and bytes that left its send buffer (low half).
-                        let freed = m.value as u32;
-                        let taken32 = (m.value >> 32) as u32;
+                        let SendCredit {
+                            freed,
+                            taken: taken32,
+                        } = SendCredit::unpack(m.value);
                         let consumed = mem.tx_consumed();
                         // Where tcpd is, between what the ring still
                         // holds and what the application wrote (it can be
@@ -1148,7 +1150,11 @@ impl<'a> Sockd<'a> {
                         s.reannounce = Some((now, Vec::new()));
                     }
                 }
-                let v = (consumed & 0xffff_ffff) | (written & 0xffff_ffff) << 32;
+                let v = ReadCredit {
+                    read: consumed as u32,
+                    written: written as u32,
+                }
+                .pack();
                 ctl.push((op::READ_CREDIT, id, v, flags));
                 s.rx_seen = consumed;
                 s.wr_seen = written;

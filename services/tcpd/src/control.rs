@@ -1,7 +1,7 @@
 //! Requests from sockd: BIND, LISTEN, CONNECT, ATTACH, SHUTDOWN, CLOSE,
 //! ABORT, READ_CREDIT, SETOPT, and stream payload to send.
 
-use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl};
+use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, ReadCredit};
 use strata_ipc::{Buffers, Handle};
 
 use crate::block::{cf, ef, pend, st, ConnBlock, NIL};
@@ -529,10 +529,10 @@ impl TcpCore<'_> {
         // application has read of the stream, from which the credit
         // follows (the ring holds `socket_rx_bytes`), and what sockd has
         // written into the ring, which tcpd no longer needs to keep.
-        let read = m.value as u32;
+        let ReadCredit { read, written } = ReadCredit::unpack(m.value);
         if c.synchronized() {
             let written = if m.flags & ctl_flags::WRITTEN != 0 {
-                (m.value >> 32) as u32
+                written
             } else {
                 read
             };

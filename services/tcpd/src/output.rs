@@ -3,7 +3,7 @@
 //! persist), ACK and window policy, RTT/RTO arithmetic, and what goes up
 //! to sockd (payload within the receive credit, notifications in order).
 
-use strata_ipc::l4::{op, L4Ctl};
+use strata_ipc::l4::{op, L4Ctl, SendCredit};
 use strata_ipc::{Buffers, Handle};
 use strata_proto::ethernet::ethertype;
 use strata_proto::ipv4::{protocol, Ipv4Header};
@@ -899,10 +899,12 @@ impl TcpCore<'_> {
         // sockd frees the application's ring only as far as tcpd took.
         let taken = c.tx_taken.wrapping_sub(c.tx_taken_told) >= threshold / 2;
         if due || taken || c.has(cf::SYNC_ASKED) {
-            // Absolute: bytes that left the send buffer in total (low
-            // half) and bytes taken from sockd (high half).
             let mut m = conn_msg(op::SEND_CREDIT, sock, c);
-            m.value = u64::from(c.tx_freed) | u64::from(c.tx_taken) << 32;
+            m.value = SendCredit {
+                freed: c.tx_freed,
+                taken: c.tx_taken,
+            }
+            .pack();
             if c.has(cf::SYNC_ASKED) {
                 m.flags = strata_ipc::l4::ctl_flags::SYNC;
             }

@@ -14,7 +14,7 @@ use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use strata_ipc::l4::ctl_flags;
+use strata_ipc::l4::{ctl_flags, ReadCredit, SendCredit};
 use strata_ipc::BufError;
 
 use super::bulk::{cfg_for, Wire};
@@ -413,11 +413,10 @@ impl Net {
                     op::CONNECTED => s.connected = true,
                     op::ACCEPTABLE => attach.push(m.value),
                     op::SEND_CREDIT => {
-                        // Absolute: what left tcpd's send buffer (low
-                        // half) and what it took (high half). The streams
-                        // here stay below 4 GiB.
-                        let freed = u64::from(m.value as u32);
-                        let taken = m.value >> 32;
+                        // The streams here stay below 4 GiB.
+                        let credit = SendCredit::unpack(m.value);
+                        let freed = u64::from(credit.freed);
+                        let taken = u64::from(credit.taken);
                         s.taken = s.taken.max(taken);
                         if m.flags & ctl_flags::SYNC != 0 && taken < s.sync_sent {
                             // The answer to a SYNC covers what went
@@ -489,7 +488,11 @@ impl Net {
                 op: op::READ_CREDIT,
                 sock: s.sock,
                 flags: fl,
-                value: got | got << 32,
+                value: ReadCredit {
+                    read: got as u32,
+                    written: got as u32,
+                }
+                .pack(),
                 ..L4Ctl::default()
             };
             let h = m.to_handle(&mut self.pool).unwrap();

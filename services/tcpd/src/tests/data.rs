@@ -38,7 +38,13 @@ fn send_is_cut_into_mss_segments_within_cwnd() {
         .retain(|u| !matches!(u, Up::Ctl(m) if m.op == op::SEND_CREDIT));
     h.peer(ACK, PISS + 1, iss + 1 + 12_000, &[]);
     let c = h.expect_up(op::SEND_CREDIT);
-    assert_eq!((c.value as u32, (c.value >> 32) as u32), (12_000, 12_000));
+    assert_eq!(
+        SendCredit::unpack(c.value),
+        SendCredit {
+            freed: 12_000,
+            taken: 12_000
+        }
+    );
     assert_eq!(h.conn().send_q, 0);
     assert_eq!(h.conn().cwnd, 12_000 + 10_000);
     h.finish();
@@ -306,7 +312,11 @@ fn queued_buffers_are_reported_for_pinning() {
     let m = L4Ctl {
         op: op::READ_CREDIT,
         sock: 2,
-        value: 3 << 32,
+        value: ReadCredit {
+            read: 0,
+            written: 3,
+        }
+        .pack(),
         flags: strata_ipc::l4::ctl_flags::WRITTEN,
         ..L4Ctl::default()
     };

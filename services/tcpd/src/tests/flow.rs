@@ -118,7 +118,13 @@ fn send_credit_returns_acknowledged_bytes() {
     {
         t = h.expect_up(op::SEND_CREDIT).value;
     }
-    assert_eq!((t as u32, (t >> 32) as u32), (0, 6000));
+    assert_eq!(
+        SendCredit::unpack(t),
+        SendCredit {
+            freed: 0,
+            taken: 6000
+        }
+    );
     // 1500 acknowledged: below a quarter of 8000? No: 1500 < 2000, and
     // the queue is not empty, so nothing yet.
     h.peer(ACK, PISS + 1, iss + 1501, &[]);
@@ -148,8 +154,9 @@ fn payload_for_unknown_or_shut_sockets_is_dropped_and_counted() {
     h.segs.clear();
     h.send(2, b"after shutdown");
     let c = h.expect_up(op::SEND_CREDIT);
-    assert_eq!(c.value as u32, 14, "the credit comes back");
-    assert_eq!((c.value >> 32) as u32, 14, "and the bytes count as taken");
+    let credit = SendCredit::unpack(c.value);
+    assert_eq!(credit.freed, 14, "the credit comes back");
+    assert_eq!(credit.taken, 14, "and the bytes count as taken");
     assert_eq!(h.core.stats().get(Stat::UnknownSock), 1);
     assert_eq!(h.core.stats().get(Stat::SockDataDropped), 1);
     h.expect_none();

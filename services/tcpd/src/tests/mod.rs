@@ -20,7 +20,7 @@ use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
 use strata_ipc::handle::flags;
-use strata_ipc::l4::{op, tcp_opt, L4Ctl};
+use strata_ipc::l4::{op, tcp_opt, L4Ctl, ReadCredit, SendCredit};
 use strata_ipc::{Buffers, Handle, HeapPool};
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::tcp::{TcpFlags, TcpHeader, TcpOptions};

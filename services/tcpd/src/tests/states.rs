@@ -38,7 +38,11 @@ fn active_close_through_fin_wait_and_time_wait() {
     let r = h.ctl(L4Ctl {
         op: op::READ_CREDIT,
         sock: 2,
-        value: 4 << 32,
+        value: ReadCredit {
+            read: 0,
+            written: 4,
+        }
+        .pack(),
         flags: strata_ipc::l4::ctl_flags::WRITTEN,
         ..L4Ctl::default()
     });
