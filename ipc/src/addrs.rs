@@ -6,7 +6,9 @@
 
 use std::net::Ipv4Addr;
 
-/// The network mask of a prefix length (0..=32).
+/// The network mask of a prefix length, as a host-order integer; lengths
+/// past 32 count as 32 rather than panicking. The one definition every
+/// layer and the launcher use.
 pub fn mask(prefix: u8) -> u32 {
     if prefix == 0 {
         0

@@ -328,14 +328,7 @@ impl Cidr {
     }
 }
 
-/// The netmask of a prefix length, as a host-order integer; lengths past 32
-/// count as 32 rather than panicking.
-fn mask(prefix: u8) -> u32 {
-    match prefix {
-        0 => 0,
-        p => u32::MAX << (32 - u32::from(p.min(32))),
-    }
-}
+use strata_ipc::addrs::mask;
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

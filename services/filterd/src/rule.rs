@@ -169,14 +169,7 @@ impl AddrMatch {
     }
 }
 
-/// The netmask of a prefix length (saturating at 32).
-pub fn prefix_mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    }
-}
+pub use strata_ipc::addrs::mask as prefix_mask;
 
 /// `-p`: an IP protocol number.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]

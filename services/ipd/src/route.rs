@@ -9,19 +9,7 @@ use strata_proto::MacAddr;
 
 use crate::config::{ConfigError, IfaceConfig, RouteConfig};
 
-/// The network mask of a prefix length (0..=32).
-pub(crate) fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix.min(32)))
-    }
-}
-
-/// 224.0.0.0/4.
-pub(crate) fn is_multicast(a: u32) -> bool {
-    a >> 28 == 0xe
-}
+pub(crate) use strata_ipc::addrs::{is_multicast, mask};
 
 /// A source address no host may send from (RFC 1122 3.2.1.3, RFC 1812
 /// 5.3.7): "this network" 0/8, loopback 127/8, multicast 224/4 and the
