@@ -676,3 +676,194 @@ pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
         })
         .collect()
 }
+
+/// Waits until `f` holds, polling every 20 ms, or panics after `timeout`
+/// (for conditions outside a [`Stack`], whose log [`Stack::wait_for`]
+/// would print).
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !f() {
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits until a TCP socket listens on `port` in `ns` (the kernel's `ss`
+/// lists it), for peers such as socat that do not say when they listen.
+pub fn wait_tcp_listening(ns: &Netns, port: u16, timeout: Duration) {
+    let sport = format!(":{port}");
+    wait_until(&format!("a listener on port {port}"), timeout, || {
+        ns.run_ok(&["ss", "-Htln", "sport", "=", &sport])
+            .contains(&sport)
+    });
+}
+
+/// The calling thread's id (for [`blocked_in_poll`]).
+pub fn gettid() -> i32 {
+    unsafe { libc::gettid() }
+}
+
+/// True while thread `tid` of this process sleeps in poll(2): a blocking
+/// libsock call (accept, recv, connect) waiting on its socket's eventfd
+/// for sockd's kick.
+pub fn blocked_in_poll(tid: i32) -> bool {
+    let Ok(s) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+        return false;
+    };
+    let Some(nr) = s
+        .split_whitespace()
+        .next()
+        .and_then(|w| w.parse::<i64>().ok())
+    else {
+        return false;
+    };
+    #[cfg(target_arch = "x86_64")]
+    if nr == libc::SYS_poll {
+        return true;
+    }
+    nr == libc::SYS_ppoll
+}
+
+impl Stack {
+    /// Handles waiting in the ring from layer `from` to layer `to`
+    /// (`strata status`), e.g. requests sockd sent a stopped tcpd.
+    pub fn ring_len(&self, from: &str, to: &str) -> u64 {
+        self.json("status")["rings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["from"] == from && r["to"] == to)
+            .unwrap_or_else(|| panic!("no ring {from} -> {to}"))["len"]
+            .as_u64()
+            .unwrap()
+    }
+
+    /// The rows of `strata ss --json`.
+    pub fn sockets(&self) -> Vec<Value> {
+        self.json("ss")["sockets"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// A background process's stdout, collected line by line as it comes,
+/// for a peer that keeps running while the test watches it (a ping, a
+/// client in a loop).
+pub struct Lines {
+    all: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    eof: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Lines {
+    /// The lines so far.
+    pub fn snapshot(&self) -> Vec<String> {
+        self.all.lock().unwrap().clone()
+    }
+
+    /// The lines so far, joined.
+    pub fn text(&self) -> String {
+        self.snapshot().join("\n")
+    }
+
+    /// Waits for the end of the output (the process closed its stdout),
+    /// up to `timeout`; the whole text.
+    pub fn wait_eof(&self, timeout: Duration) -> String {
+        wait_until("the end of the output", timeout, || {
+            self.eof.load(Ordering::Acquire)
+        });
+        self.text()
+    }
+}
+
+impl Bg {
+    /// Starts collecting its stdout (not with [`wait_line`] as well).
+    pub fn collect_lines(&mut self) -> Lines {
+        let out = self
+            .child
+            .stdout
+            .take()
+            .expect("stdout piped, not read yet");
+        let all = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let eof = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (a, e) = (all.clone(), eof.clone());
+        std::thread::spawn(move || {
+            for l in BufReader::new(out).lines().map_while(Result::ok) {
+                a.lock().unwrap().push(l);
+            }
+            e.store(true, Ordering::Release);
+        });
+        Lines { all, eof }
+    }
+}
+
+/// The sequence numbers of the echo replies in `ping`'s output lines
+/// (duplicates left out).
+pub fn ping_reply_seqs(lines: &[String]) -> Vec<u32> {
+    lines
+        .iter()
+        .filter(|l| l.contains("bytes from") && !l.contains("DUP"))
+        .filter_map(|l| {
+            let rest = &l[l.find("icmp_seq=")? + 9..];
+            let n: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
+            n.parse().ok()
+        })
+        .collect()
+}
+
+/// As [`ping`], for a run whose every request should be answered: the
+/// same arguments, but ping runs without `-c` until the replies to
+/// sequence numbers 1..=N are all in (however late each comes, up to a
+/// deadline that is a bound for a hang), rather than giving the last
+/// reply only ping's own linger of two round trips, which a busy machine
+/// can miss. `sent` is N and `seqs` the answered numbers up to N; the
+/// extra requests sent meanwhile are not counted.
+pub fn ping_all(ns: &Netns, args: &[&str]) -> PingResult {
+    let mut a = vec!["ping"];
+    let mut n: u32 = 0;
+    let mut interval = 1.0;
+    let mut it = args.iter();
+    while let Some(&w) = it.next() {
+        match w {
+            "-c" => n = it.next().and_then(|v| v.parse().ok()).expect("-c N"),
+            "-W" | "-w" => {
+                it.next();
+            }
+            "-i" => {
+                let v = it.next().expect("-i INTERVAL");
+                interval = v.parse().expect("-i INTERVAL");
+                a.extend(["-i", v]);
+            }
+            _ => a.push(w),
+        }
+    }
+    assert!(n > 0, "ping_all needs -c N");
+    let mut bg = ns.spawn(&a);
+    let lines = bg.collect_lines();
+    let deadline = Instant::now() + Duration::from_secs_f64(f64::from(n) * interval + 20.0);
+    let answered = |l: &Lines| {
+        let mut s: Vec<u32> = ping_reply_seqs(&l.snapshot())
+            .into_iter()
+            .filter(|&q| (1..=n).contains(&q))
+            .collect();
+        s.sort_unstable();
+        s.dedup();
+        s
+    };
+    while answered(&lines).len() < n as usize && Instant::now() < deadline && bg.alive() {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    drop(bg);
+    let text = lines.wait_eof(Duration::from_secs(10));
+    let seqs = answered(&lines);
+    let corrupted = text.contains("wrong data byte") || text.contains("wrong byte");
+    PingResult {
+        sent: n,
+        received: seqs.len() as u32,
+        seqs,
+        corrupted,
+        text,
+    }
+}

@@ -85,7 +85,7 @@ fn start_httpd(st: &Stack, root: &str) -> Bg {
             "20",
         ],
     );
-    wait_line(&mut httpd, "httpd: serving", Duration::from_secs(5));
+    wait_line(&mut httpd, "httpd: serving", Duration::from_secs(15));
     httpd
 }
 
@@ -325,18 +325,27 @@ fn curl_reuses_one_connection_for_two_requests() {
 }
 
 /// Sends each raw request on a connection of its own and prints the
-/// status line of every response until the server closes (or 3 s pass).
+/// status line of every response until the server closes, or stays
+/// quiet for 5 s after a status line came (`open`; 20 s without one: a
+/// bound for a hang). The quiet time runs from the last byte, so a slow
+/// answer is waited for, and a close that follows it is seen.
 const RAW: &str = r#"
 import re, socket, sys, time
 host, port = sys.argv[1], int(sys.argv[2])
 for req in sys.argv[3:]:
-    s = socket.create_connection((host, port), timeout=5)
+    s = socket.create_connection((host, port), timeout=20)
     s.settimeout(0.2)
     s.sendall(req.encode("latin-1").decode("unicode_escape").encode("latin-1"))
     data = b""
     closed = False
-    end = time.time() + 3
-    while time.time() < end:
+    start = last = time.time()
+    while True:
+        now = time.time()
+        if re.search(rb"HTTP/1\.1 \d{3} ", data):
+            if now - last > 5:
+                break
+        elif now - start > 20:
+            break
         try:
             b = s.recv(65536)
         except socket.timeout:
@@ -348,6 +357,7 @@ for req in sys.argv[3:]:
             closed = True
             break
         data += b
+        last = time.time()
     lines = re.findall(rb"HTTP/1\.1 \d{3} [^\r]*", data)
     print(" | ".join(l.decode() for l in lines), "closed" if closed else "open", len(data))
     s.close()

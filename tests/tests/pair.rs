@@ -20,12 +20,13 @@ fn two_instances_exchange_udp_over_a_pair_link() {
     let a = Stack::up_config(&ns, &side("a", "10.88.0.1", "02:00:00:00:88:01"));
     let b = Stack::up_config(&ns, &side("b", "10.88.0.2", "02:00:00:00:88:02"));
     let mut echo = spawn_app(&b, "echo", &["--udp", "0.0.0.0:7"]);
-    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(15));
 
     let stack = libsock::Stack::connect(&a.instance).unwrap();
     let sock = stack.builder().udp_bind("0.0.0.0:0").unwrap();
     sock.connect("10.88.0.2:7").unwrap();
-    sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut buf = vec![0u8; 70000];
     for size in [1usize, 1000, 1472, 3000, 30000] {
         let payload: Vec<u8> = (0..size).map(|k| (k * 7) as u8).collect();

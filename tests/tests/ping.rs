@@ -1,14 +1,14 @@
 //! The kernel resolves the stack with ARP and pings it through a TAP
 //! device, every layer in its own process.
 
-use strata_tests::{ping, Netns, Stack, STACK_IP};
+use strata_tests::{ping_all, Netns, Stack, STACK_IP};
 
 #[test]
 fn two_hundred_fast_pings_are_answered_with_intact_payloads() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     // A fixed pattern lets ping check every reply's payload byte by byte.
-    let r = ping(
+    let r = ping_all(
         &ns,
         &["-c", "200", "-i", "0.01", "-W", "1", "-p", "a5c3", STACK_IP],
     );
@@ -29,7 +29,7 @@ fn large_pings_are_fragmented_and_reassembled_both_ways() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     for size in ["1472", "4000", "20000"] {
-        let r = ping(
+        let r = ping_all(
             &ns,
             &[
                 "-c", "3", "-i", "0.2", "-W", "2", "-s", size, "-p", "5a", STACK_IP,
@@ -71,7 +71,7 @@ fn the_stack_announces_itself_with_gratuitous_arp() {
     let st = Stack::up(&ns);
     st.wait_for(
         "kernel learns the stack's MAC",
-        std::time::Duration::from_secs(3),
+        std::time::Duration::from_secs(10),
         || {
             let neigh = ns.run_ok(&["ip", "neigh", "show", "dev", "strata0"]);
             neigh.contains(STACK_IP) && neigh.contains("02:53:54:00:00:01")

@@ -9,7 +9,8 @@ fn download_while_killing(layers: &[&str]) {
     let st = Stack::up(&ns);
     let dir = std::env::temp_dir().join(unique("strata-rec"));
     std::fs::create_dir_all(&dir).unwrap();
-    let want = strata_tests::random_file(&dir.join("big.bin"), 50_000_000);
+    let len: u64 = 50_000_000;
+    let want = strata_tests::random_file(&dir.join("big.bin"), len);
     let mut httpd = spawn_app(
         &st,
         "httpd",
@@ -22,17 +23,33 @@ fn download_while_killing(layers: &[&str]) {
             "30",
         ],
     );
-    wait_line(&mut httpd, "httpd: serving", Duration::from_secs(5));
+    wait_line(&mut httpd, "httpd: serving", Duration::from_secs(15));
     let o = st.strata(&["qdisc", "strata0", "egress", "rate", "40mbit"]);
     assert!(o.status.success());
+    let got = dir.join("got.bin");
     let mut curl = ns.spawn(&[
         "bash",
         "-c",
-        &format!("curl -sS --fail --max-time 60 http://{STACK_IP}:8080/big.bin | sha256sum"),
+        &format!(
+            "curl -sS --fail --max-time 300 -o {} http://{STACK_IP}:8080/big.bin && sha256sum {0}",
+            got.display()
+        ),
     ]);
+    // Kill k once the download holds k+1 shares of the file's first half
+    // (what curl wrote so far): every kill lands mid-transfer however
+    // fast or slow the machine, the rate limit keeping the second half
+    // from being over in an instant.
+    let shares = layers.len() as u64 + 1;
     for (k, layer) in layers.iter().enumerate() {
-        std::thread::sleep(Duration::from_millis(700));
-        assert!(curl.alive(), "ended before kill {k}");
+        let mark = (k as u64 + 1) * len / (2 * shares);
+        st.wait_for(
+            &format!("{mark} bytes downloaded before kill {k}"),
+            Duration::from_secs(60),
+            || {
+                assert!(curl.alive(), "ended before kill {k}");
+                std::fs::metadata(&got).map_or(0, |m| m.len()) >= mark
+            },
+        );
         let before = st.restarts(layer);
         let o = st.strata(&["kill", layer]);
         assert!(o.status.success());
@@ -41,7 +58,7 @@ fn download_while_killing(layers: &[&str]) {
         });
     }
     let out = curl
-        .wait_output(Duration::from_secs(70))
+        .wait_output(Duration::from_secs(330))
         .expect("curl finished");
     eprintln!("{}", st.log_text());
     assert_eq!(out.split_whitespace().next(), Some(want.as_str()), "{out}");

@@ -13,9 +13,27 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_tests::{
-    bounded, connect_and_echo, echo_to_eof, kernel_echo_server, pattern, sha256_file, unique, Bg,
-    Netns, Stack, HOST_IP, STACK_IP,
+    blocked_in_poll, bounded, connect_and_echo, echo_to_eof, gettid, kernel_echo_server, pattern,
+    sha256_file, unique, Bg, Netns, Stack, HOST_IP, STACK_IP,
 };
+
+/// tcpd's states of the TCP connections (`strata ss`), with each row's
+/// local address.
+fn tcp_states(st: &Stack) -> Vec<(String, String)> {
+    st.sockets()
+        .iter()
+        .filter_map(|x| {
+            let state = x["tcp"]["state"].as_str()?;
+            Some((state.to_string(), x["local"].as_str()?.to_string()))
+        })
+        .collect()
+}
+
+/// Waits until thread `tid` (one of ours, in a libsock call) sleeps in
+/// poll(2) on its socket's eventfd.
+fn wait_blocked(st: &Stack, what: &str, tid: i32) {
+    st.wait_for(what, Duration::from_secs(20), || blocked_in_poll(tid));
+}
 
 /// Kernel TCP client: connects to `port` on the stack, sends `file`,
 /// shuts down its write side, and prints `connected` once connected and
@@ -80,16 +98,27 @@ fn a_blocked_accept_takes_connections_made_during_and_after_a_sockd_restart() {
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let la = stack.builder().tcp_bind("0.0.0.0:7101").unwrap();
     let lb = stack.builder().tcp_bind("0.0.0.0:7102").unwrap();
-    let accept = |l: libsock::TcpListener| {
+    let (tx, rx) = mpsc::channel();
+    let accept = |l: libsock::TcpListener, tx: mpsc::Sender<i32>| {
         move || -> std::io::Result<(usize, SocketAddr)> {
+            let _ = tx.send(gettid());
             let (s, peer) = l.accept()?;
             Ok((echo_to_eof(s)?, peer))
         }
     };
-    let wa = bounded("accept on 7101", Duration::from_secs(40), accept(la));
-    let wb = bounded("accept on 7102", Duration::from_secs(40), accept(lb));
+    let wa = bounded(
+        "accept on 7101",
+        Duration::from_secs(40),
+        accept(la, tx.clone()),
+    );
+    let wb = bounded("accept on 7102", Duration::from_secs(40), accept(lb, tx));
     // Both threads are in accept, asleep on their eventfds.
-    std::thread::sleep(Duration::from_millis(300));
+    for _ in 0..2 {
+        let tid = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("thread started");
+        wait_blocked(&st, "a thread blocked in accept", tid);
+    }
     let before = st.kill_layer("sockd");
     // The handshake completes in tcpd while sockd is down or starting.
     let ca = kernel_client(&ns, 7101, &fa);
@@ -121,8 +150,26 @@ fn connections_waiting_in_the_accept_queue_survive_a_sockd_restart() {
     for (c, _) in &mut clients {
         strata_tests::wait_line(c, "connected", Duration::from_secs(10));
     }
-    // Established and announced to sockd, not accepted.
-    std::thread::sleep(Duration::from_millis(200));
+    // Established and announced to sockd, not accepted: all three in
+    // tcpd's table, and then nothing left in tcpd's ring to sockd (tcpd
+    // sends ACCEPTABLE in the turn that establishes a connection, and
+    // nothing else for a connection nobody accepted).
+    st.wait_for(
+        "three connections established",
+        Duration::from_secs(20),
+        || {
+            tcp_states(&st)
+                .iter()
+                .filter(|(state, local)| state == "ESTAB" && local.ends_with(":7103"))
+                .count()
+                == 3
+        },
+    );
+    st.wait_for(
+        "the ACCEPTABLEs taken by sockd",
+        Duration::from_secs(20),
+        || st.ring_len("tcpd", "sockd") == 0,
+    );
     let before = st.kill_layer("sockd");
     st.wait_restarted("sockd", before);
     let w = bounded("three accepts", Duration::from_secs(40), move || {
@@ -147,25 +194,34 @@ fn connections_waiting_in_the_accept_queue_survive_a_sockd_restart() {
 fn a_connect_in_progress_completes_across_a_sockd_restart() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
-    let server = kernel_echo_server(&ns, 7104, 1, Duration::from_secs(5));
-    // The SYN waits a second in strata0's qdisc: sockd dies while the
-    // handshake is in progress and the application blocks in connect.
-    let o = st.strata(&["qdisc", "strata0", "delay", "1500"]);
+    let server = kernel_echo_server(&ns, 7104, 1, Duration::from_secs(15));
+    // ARP on both sides first: the qdisc below drops ARP as well.
+    let r = strata_tests::ping(&ns, &["-c", "1", "-W", "10", STACK_IP]);
+    assert_eq!(r.received, 1, "{}", r.text);
+    // The SYN is lost in strata0's qdisc (and so are its retransmissions)
+    // until the qdisc is cleared: sockd dies while the handshake is in
+    // progress and the application blocks in connect, however long the
+    // restart takes.
+    let o = st.strata(&["qdisc", "strata0", "loss", "100%"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let data = Arc::new(pattern(500_000, 7));
     let b = stack.builder();
     let d = data.clone();
-    let t0 = Instant::now();
-    let w = bounded("connect", Duration::from_secs(40), move || {
+    let w = bounded("connect", Duration::from_secs(60), move || {
         connect_and_echo(b, 7104, d)
     });
-    std::thread::sleep(Duration::from_millis(300));
+    let syn_sent = || tcp_states(&st).iter().any(|(state, _)| state == "SYN-SENT");
+    st.wait_for(
+        "the connect in progress",
+        Duration::from_secs(20),
+        &syn_sent,
+    );
     let before = st.kill_layer("sockd");
     st.wait_restarted("sockd", before);
     assert!(
-        t0.elapsed() < Duration::from_millis(1500),
-        "sockd came back after the handshake: the test did not test"
+        syn_sent(),
+        "the handshake was over before sockd came back: the test did not test"
     );
     let o = st.strata(&["qdisc", "strata0", "clear"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -182,7 +238,7 @@ fn connects_made_all_around_a_sockd_restart_succeed() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     const N: usize = 24;
-    let server = kernel_echo_server(&ns, 7105, N, Duration::from_secs(5));
+    let server = kernel_echo_server(&ns, 7105, N, Duration::from_secs(15));
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let mut ws = Vec::new();
     let t0 = Instant::now();
@@ -190,7 +246,9 @@ fn connects_made_all_around_a_sockd_restart_succeed() {
         let b = stack.builder();
         let d = Arc::new(pattern(20_000 + i * 1000, i as u32 + 1));
         // Spread over 1.2 s; sockd dies at 0.6 s: socket, connect and
-        // close requests meet it dying, restarting, and back.
+        // close requests meet it dying, restarting, and back. The times
+        // only spread the connections around the kill: every one must
+        // succeed wherever it falls, so no speed can change the verdict.
         let at = Duration::from_millis(50 * i as u64);
         ws.push((
             d.clone(),
@@ -221,7 +279,9 @@ fn a_blocked_udp_recv_from_receives_after_a_sockd_restart() {
     let st = Stack::up(&ns);
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let sock = stack.builder().udp_bind("0.0.0.0:7106").unwrap();
-    let w = bounded("recv_from", Duration::from_secs(30), move || {
+    let (tx, rx) = mpsc::channel();
+    let w = bounded("recv_from", Duration::from_secs(60), move || {
+        let _ = tx.send(gettid());
         let mut buf = [0u8; 2048];
         let (n, peer) = sock.recv_from(&mut buf)?;
         let mut reply = b"echo:".to_vec();
@@ -229,11 +289,15 @@ fn a_blocked_udp_recv_from_receives_after_a_sockd_restart() {
         sock.send_to(&reply, peer)?;
         std::io::Result::Ok((buf[..n].to_vec(), peer))
     });
-    std::thread::sleep(Duration::from_millis(300));
+    let tid = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("thread started");
+    wait_blocked(&st, "the thread blocked in recv_from", tid);
     let before = st.kill_layer("sockd");
     st.wait_restarted("sockd", before);
     // A datagram that reaches a socket nobody has re-attached yet is
-    // lost, as one in flight may be: the kernel side sends until answered.
+    // lost, as one in flight may be: the kernel side sends until answered
+    // (for up to 30 s: a bound for a hang).
     let out = ns.run_ok(&[
         "python3",
         "-c",
@@ -241,7 +305,8 @@ fn a_blocked_udp_recv_from_receives_after_a_sockd_restart() {
             "import socket,time\n\
              s=socket.socket(2,2)\n\
              s.settimeout(0.2)\n\
-             for _ in range(50):\n    \
+             end=time.time()+30\n\
+             while time.time()<end:\n    \
                  s.sendto(b'hello after restart',('{STACK_IP}',7106))\n    \
                  try:\n        \
                      print(s.recv(100).decode()); break\n    \
@@ -389,7 +454,7 @@ fn accepts_and_connects_whose_news_died_with_sockd_complete() {
     let ns = Netns::new();
     // sockd is held stopped for a while: no heartbeat kill meanwhile.
     let st = Stack::up_with(&ns, "\n[limits]\nheartbeat_timeout_ms = 20000\n");
-    let server = kernel_echo_server(&ns, 7108, 1, Duration::from_secs(5));
+    let server = kernel_echo_server(&ns, 7108, 1, Duration::from_secs(15));
     let files = Files::new();
     let (f, sha) = files.random("lost.bin", 300_000);
     let stack = libsock::Stack::connect(&st.instance).unwrap();
@@ -406,13 +471,29 @@ fn accepts_and_connects_whose_news_died_with_sockd_complete() {
     let wc = bounded("connect", Duration::from_secs(40), move || {
         connect_and_echo(b, 7108, d)
     });
-    std::thread::sleep(Duration::from_millis(100));
+    // The connect reached tcpd (its SYN waits in the qdisc).
+    st.wait_for("the connect in tcpd", Duration::from_secs(20), || {
+        tcp_states(&st).iter().any(|(state, _)| state == "SYN-SENT")
+    });
     // Stopped, sockd leaves tcpd's CONNECTED and ACCEPTABLE in its ring;
     // killed, it loses them: the ring is reset for its successor.
     let pid = st.layer_pid("sockd");
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let client = kernel_client(&ns, 7109, &f);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Both handshakes over in tcpd: CONNECTED and ACCEPTABLE were sent
+    // (in the same turn) to the stopped sockd.
+    st.wait_for(
+        "both connections established",
+        Duration::from_secs(20),
+        || {
+            let t = tcp_states(&st);
+            let estab = |incoming: bool| {
+                t.iter()
+                    .any(|(state, local)| state == "ESTAB" && local.ends_with(":7109") == incoming)
+            };
+            estab(true) && estab(false)
+        },
+    );
     let before = st.kill_layer("sockd");
     st.wait_restarted("sockd", before);
     let o = st.strata(&["qdisc", "strata0", "clear"]);
@@ -442,6 +523,7 @@ fn an_accept_whose_attach_was_lost_is_attached_by_the_restarted_sockd() {
     // ATTACH included; the connection stays in its accept queue.
     let tcpd = st.layer_pid("tcpd");
     unsafe { libc::kill(tcpd, libc::SIGSTOP) };
+    let queued = st.ring_len("sockd", "tcpd");
     let (tx, rx) = mpsc::channel();
     let w = bounded("accept", Duration::from_secs(40), move || {
         let (s, _) = l.accept()?;
@@ -449,7 +531,11 @@ fn an_accept_whose_attach_was_lost_is_attached_by_the_restarted_sockd() {
         echo_to_eof(s)
     });
     rx.recv_timeout(Duration::from_secs(10)).expect("accepted");
-    std::thread::sleep(Duration::from_millis(100));
+    // sockd answers the accept, then puts the ATTACH in the stopped
+    // tcpd's ring.
+    st.wait_for("the ATTACH in tcpd's ring", Duration::from_secs(20), || {
+        st.ring_len("sockd", "tcpd") > queued
+    });
     let before = st.restarts("tcpd");
     assert!(st.strata(&["kill", "tcpd"]).status.success());
     st.wait_for("tcpd restarted", Duration::from_secs(10), || {

@@ -30,6 +30,14 @@ fn stop_tcpd(st: &Stack) {
     );
 }
 
+/// Waits until sockd's ring to the stopped tcpd holds more than `queued`
+/// (`more` requests sent since).
+fn wait_queued(st: &Stack, what: &str, queued: u64, more: u64) {
+    st.wait_for(what, Duration::from_secs(20), || {
+        st.ring_len("sockd", "tcpd") >= queued + more
+    });
+}
+
 /// `strata kill tcpd` and wait for its successor.
 fn kill_tcpd(st: &Stack) {
     let before = st.kill_layer("tcpd");
@@ -124,13 +132,16 @@ fn a_connect_sent_to_a_stopped_tcpd_completes_after_its_kill() {
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let data = Arc::new(pattern(400_000, 3));
     stop_tcpd(&st);
+    let queued = st.ring_len("sockd", "tcpd");
     let (b, d) = (stack.builder(), data.clone());
     let w = bounded("connect", Duration::from_secs(40), move || {
         connect_and_echo(b, 7201, d)
     });
     // The CONNECT waits in the stopped tcpd's ring, and dies with it;
     // longer than sockd's 3 s request timeout, which must not count
-    // while tcpd is hung.
+    // while tcpd is hung. The sleep is that scenario's length, counted
+    // from the request's arrival: a slow machine only lengthens it.
+    wait_queued(&st, "the CONNECT in tcpd's ring", queued, 1);
     std::thread::sleep(Duration::from_millis(3500));
     kill_tcpd(&st);
     let back = w.join(&st).expect("connect and echo without an error");
@@ -148,6 +159,7 @@ fn a_listen_and_accept_made_while_tcpd_is_stopped_take_connections() {
     let st = Stack::up_with(&ns, PATIENT);
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     stop_tcpd(&st);
+    let queued = st.ring_len("sockd", "tcpd");
     let b = stack.builder();
     // BIND (then LISTEN) wait in the stopped tcpd's ring.
     let w = bounded("bind, listen, accept", Duration::from_secs(40), move || {
@@ -159,7 +171,7 @@ fn a_listen_and_accept_made_while_tcpd_is_stopped_take_connections() {
         }
         std::io::Result::Ok(n)
     });
-    std::thread::sleep(Duration::from_millis(400));
+    wait_queued(&st, "the BIND in tcpd's ring", queued, 1);
     kill_tcpd(&st);
     let c1 = kernel_client(&ns, 7202, 150_000, 1);
     let c2 = kernel_client(&ns, 7202, 170_000, 2);
@@ -178,9 +190,26 @@ fn an_accept_made_while_tcpd_is_stopped_gets_its_connection_attached() {
     let l = stack.builder().tcp_bind("0.0.0.0:7206").unwrap();
     let mut c = kernel_client(&ns, 7206, 200_000, 9);
     strata_tests::wait_line(&mut c, "connected", Duration::from_secs(10));
-    // Established and announced to sockd (ACCEPTABLE), not accepted.
-    std::thread::sleep(Duration::from_millis(300));
+    // Established and announced to sockd (ACCEPTABLE), not accepted: in
+    // tcpd's table, and then nothing left in tcpd's ring to sockd (tcpd
+    // sends ACCEPTABLE in the turn that establishes the connection, and
+    // nothing else for a connection nobody accepted).
+    st.wait_for(
+        "the connection established",
+        Duration::from_secs(20),
+        || {
+            st.sockets().iter().any(|x| {
+                x["tcp"]["state"] == "ESTAB" && x["local"].as_str().unwrap_or("").ends_with(":7206")
+            })
+        },
+    );
+    st.wait_for(
+        "the ACCEPTABLE taken by sockd",
+        Duration::from_secs(20),
+        || st.ring_len("tcpd", "sockd") == 0,
+    );
     stop_tcpd(&st);
+    let queued = st.ring_len("sockd", "tcpd");
     // The accept is answered from sockd's queue; its ATTACH waits in the
     // stopped tcpd's ring and dies with it: tcpd would never hand this
     // socket its data.
@@ -192,7 +221,7 @@ fn an_accept_made_while_tcpd_is_stopped_gets_its_connection_attached() {
     });
     rx.recv_timeout(Duration::from_secs(10))
         .expect("accept answered while tcpd is stopped");
-    std::thread::sleep(Duration::from_millis(300));
+    wait_queued(&st, "the ATTACH in tcpd's ring", queued, 1);
     kill_tcpd(&st);
     assert_eq!(client_result(c, &st), "back 200000 True");
     assert_eq!(w.join(&st).expect("accept and echo"), 200_000);
@@ -214,19 +243,42 @@ fn a_shutdown_and_a_close_sent_to_a_stopped_tcpd_reach_the_peer_as_fin() {
         .unwrap();
     (&a).write_all(&pattern(30_000, 5)).unwrap();
     b.write_all(&pattern(40_000, 6)).unwrap();
-    // tcpd took it all (and said so) before it stops.
-    std::thread::sleep(Duration::from_millis(500));
-    stop_tcpd(&st);
-    let t0 = Instant::now();
-    a.shutdown(libsock::Shutdown::Write).unwrap();
-    drop(b);
-    assert!(
-        t0.elapsed() < Duration::from_secs(2),
-        "shutdown and close returned only after {:?}",
-        t0.elapsed()
+    // tcpd took it all (and said so) before it stops: sent, acknowledged
+    // by the peer, and tcpd's word of it taken by sockd.
+    st.wait_for(
+        "all data sent and acknowledged",
+        Duration::from_secs(20),
+        || {
+            let socks = st.sockets();
+            let ours: Vec<_> = socks
+                .iter()
+                .filter(|x| x["peer"] == format!("{HOST_IP}:7203").as_str())
+                .collect();
+            st.counter("tcpd", "out_data_bytes") >= 70_000
+                && ours.len() == 2
+                && ours.iter().all(|x| x["tcp"]["unacked"] == 0)
+        },
     );
+    st.wait_for(
+        "tcpd's word taken by sockd",
+        Duration::from_secs(20),
+        || st.ring_len("tcpd", "sockd") == 0,
+    );
+    stop_tcpd(&st);
+    let queued = st.ring_len("sockd", "tcpd");
+    // Neither call waits for the stopped tcpd: both return while it is
+    // stopped (one that waited would hang until the kill, which comes only
+    // after) and nothing sockd asked tcpd timed out.
+    let w = bounded("shutdown and close", Duration::from_secs(20), move || {
+        a.shutdown(libsock::Shutdown::Write).map(|_| {
+            drop(b);
+            a
+        })
+    });
+    let a = w.join(&st).expect("shutdown");
+    assert_eq!(st.counter("sockd", "ctl_timeouts"), 0);
     // SHUTDOWN and CLOSE wait in the stopped tcpd's ring.
-    std::thread::sleep(Duration::from_millis(400));
+    wait_queued(&st, "SHUTDOWN and CLOSE in tcpd's ring", queued, 2);
     kill_tcpd(&st);
     let out = server
         .wait_output(Duration::from_secs(20))
@@ -272,7 +324,9 @@ fn connects_and_accepts_made_all_around_a_tcpd_kill_succeed() {
         let b = stack.builder();
         let d = Arc::new(pattern(20_000 + i * 1000, i as u32 + 1));
         // Spread over 1.2 s; tcpd dies at 0.6 s: socket, connect, data
-        // and close meet it dying, restarting, and back.
+        // and close meet it dying, restarting, and back. The times only
+        // spread the connections around the kill: every one must succeed
+        // wherever it falls, so no speed can change the verdict.
         let at = Duration::from_millis(75 * i as u64);
         ws.push((
             d.clone(),
