@@ -1,5 +1,5 @@
 //! State arenas: per-layer bytes in the fabric that outlive the layer's
-//! process, holding index-based plain data (DESIGN.md §2).
+//! process, holding index-based plain data (docs/DESIGN.md, "Fabric").
 
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering::*};

@@ -55,7 +55,8 @@ pub fn shm_name(instance: &str) -> String {
 
 /// A mapping of the fabric. Cheap to share by reference between threads;
 /// every mutable part of the region is atomic or owned by protocol
-/// (a buffer belongs to one layer at a time, a ring index to one side).
+/// (a buffer's bytes by the layers holding references on it, which agree
+/// who writes what; a ring index by one side).
 pub struct Fabric {
     shm: Shmem,
     base: *mut u8,
@@ -363,7 +364,8 @@ impl Fabric {
         }
     }
 
-    /// Allocates a buffer for `len` bytes after the headroom, owned by `me`.
+    /// Allocates a buffer for `len` bytes after the headroom, with one
+    /// reference held by `me`.
     pub fn alloc(&self, me: LayerId, len: usize) -> Option<Handle> {
         let need = len.checked_add(HEADROOM as usize)?;
         let i = if need <= SMALL_BUF {
@@ -493,7 +495,8 @@ impl Fabric {
         Ok(())
     }
 
-    /// Hands a buffer to layer `to` (its owner field says so).
+    /// Records layer `to` in the buffer's owner field (the layer that last
+    /// took it); the references stay as they are.
     pub fn set_owner_of(&self, h: &Handle, to: LayerId) {
         if h.buf < self.n_bufs() {
             self.bufhdr(h.buf).owner.store(to.0 as u32, Release);
@@ -519,6 +522,17 @@ impl Fabric {
                 let b = self.bufhdr(i);
                 b.holders.load(Relaxed) != 0 && b.flags.load(Relaxed) & FLAG_PINNED != 0
             })
+            .count() as u32
+    }
+
+    /// Buffers some layer holds a reference on (a scan of the headers, so
+    /// it does not depend on the free lists' counts). Without a layer
+    /// inside `alloc` or a last free, the pool's size less this is what
+    /// the free lists should count; a difference that stays is a buffer
+    /// lost by a layer killed inside one of those.
+    pub fn held_count(&self) -> u32 {
+        (0..self.n_bufs())
+            .filter(|&i| self.bufhdr(i).holders.load(Relaxed) != 0)
             .count() as u32
     }
 
@@ -1117,8 +1131,8 @@ impl Buffers for Pool<'_> {
     }
     fn raw_mut(&mut self, h: &Handle) -> Result<&mut [u8], BufError> {
         self.f.check(h)?;
-        // SAFETY: a live buffer belongs to exactly one layer at a time; the
-        // caller is that layer (it holds the handle).
+        // SAFETY: the caller holds a reference (the handle); layers that
+        // share a buffer agree by protocol who writes which bytes.
         Ok(unsafe { std::slice::from_raw_parts_mut(self.f.buf_ptr(h.buf), self.f.buf_cap(h.buf)) })
     }
     fn data(&self, h: &Handle) -> Result<&[u8], BufError> {

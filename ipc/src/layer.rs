@@ -101,8 +101,8 @@ impl fmt::Display for LayerId {
     }
 }
 
-/// The edges of the layer graph (DESIGN.md §1), as (producer, consumer)
-/// pairs: one ring per direction per edge.
+/// The edges of the layer graph (docs/DESIGN.md, "Layers"), as
+/// (producer, consumer) pairs: one ring per direction per edge.
 pub fn topology(n_ifaces: u8) -> Vec<(LayerId, LayerId)> {
     let mut v = Vec::new();
     for i in 0..n_ifaces {

@@ -1,14 +1,19 @@
-//! The strata fabric (DESIGN.md §2): one named shared-memory region per
-//! stack instance holding the packet pool, the rings between layers, the
-//! per-layer control blocks and the state arenas.
+//! The strata fabric (docs/DESIGN.md, "Fabric"): one named shared-memory
+//! region per stack instance holding the packet pool, the rings between
+//! layers, the per-layer control blocks and the state arenas.
 //!
-//! Ownership protocol, which reclaim relies on:
-//! - a buffer's header names the layer that holds it;
-//! - a producer keeps ownership of what it pushed until the consumer pops
-//!   it; the consumer claims each buffer before it releases the slot;
-//! - when a layer dies, the launcher frees what it owned (except pinned
-//!   buffers and what it had already published) and empties the rings it
-//!   consumed, see [`Fabric::reclaim`].
+//! Reference protocol, which reclaim relies on:
+//! - a buffer's header counts the references each layer holds on it, four
+//!   bits per layer in one word ([`layout::BufHdr::holders`]); several
+//!   layers may share a buffer, and the last release frees it;
+//! - a handle in a ring is a reference still charged to the producer; the
+//!   consumer's pop moves it to itself in one atomic step, then advances
+//!   the ring's `claimed` index, before it releases the slot;
+//! - when a layer dies, the launcher empties the rings it consumed and
+//!   releases every reference it held except those still unclaimed in the
+//!   rings it produced, see [`Fabric::reclaim`]; a layer that keeps
+//!   buffers in its arena (tcpd) settles its own references at restart
+//!   instead, see [`Fabric::reconcile`].
 
 pub mod addrs;
 pub mod arena;

@@ -51,7 +51,8 @@ fn pool_json(f: &Fabric) -> Value {
     json!({
         "small_total": p.small_bufs, "small_free": fs,
         "large_total": p.large_bufs, "large_free": fl,
-        "in_use": (p.small_bufs - fs) + (p.large_bufs - fl),
+        "in_use": p.small_bufs.saturating_sub(fs) + p.large_bufs.saturating_sub(fl),
+        "held": f.held_count(),
         "in_use_by_owner": by_owner,
         "pinned": f.pinned_count(),
         "stale_refused": stale, "double_free_refused": dbl,

@@ -1,6 +1,6 @@
 //! Connection tracking: a fixed-capacity table of plain-data entries that
 //! can live in filterd's arena, so a restarted filterd keeps every
-//! connection and NAT binding (DESIGN.md §3).
+//! connection and NAT binding (docs/DESIGN.md, "Recovery").
 //!
 //! Each entry holds the tuple of its original direction and of its reply
 //! direction (they differ once NAT has bound the connection), the TCP

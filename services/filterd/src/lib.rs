@@ -1,4 +1,5 @@
-//! The pure core of filterd, strata's netfilter layer (DESIGN.md §1, §5):
+//! The pure core of filterd, strata's netfilter layer (docs/DESIGN.md,
+//! "Layers" and "Code shape"):
 //! the filter and nat tables with iptables-like rules ([`rule`],
 //! [`tables`]), their compiled and indexed form ([`ruleset`]), connection
 //! tracking in a plain-data table that can live in the fabric

@@ -3,11 +3,12 @@
 //! fragmentation and, when enabled, forwarding (RFC 791, 792, 826, 815,
 //! 1122, 1812).
 //!
-//! The core is pure (DESIGN.md §5): no I/O, no clock, no globals, no
-//! threads. The process shell (`main.rs`) pops handles from its rings and
-//! calls [`IpCore::input`] (frames from netdevd) and [`IpCore::output`]
-//! (datagrams from tcpd/udpd), then pushes what the core left in
-//! [`Outputs`]: `tx` down to netdevd, `up` to tcpd/udpd by `l4proto`.
+//! The core is pure (docs/DESIGN.md, "Code shape"): no I/O, no clock, no
+//! globals, no threads. The process shell (`main.rs`) pops handles from
+//! its rings and calls [`IpCore::input`] (frames from netdevd) and
+//! [`IpCore::output`] (datagrams from tcpd/udpd), then pushes what the
+//! core left in [`Outputs`]: `tx` down to netdevd, `up` to tcpd/udpd by
+//! `l4proto`.
 //! Time is the `now` argument (monotonic nanoseconds); [`IpCore::poll`]
 //! runs the timers and says when it next needs to run.
 //!

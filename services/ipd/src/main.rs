@@ -80,7 +80,8 @@ fn main() {
     if !saved.is_empty() {
         svc.log(&format!("restored {} neighbours", saved.len()));
     }
-    // udpd is attached; TCP gets protocol unreachable until tcpd exists.
+    // Both transports are attached; a protocol without one gets protocol
+    // unreachable.
     core.set_upper(protocol::TCP, true);
     core.set_upper(protocol::UDP, true);
 

@@ -1,8 +1,9 @@
-//! The state tcpd keeps across a restart (DESIGN.md §2–3): a fixed array
-//! of connection blocks and a fixed slab of queue entries, both plain
-//! `#[repr(C)]` integers, linked by index, with no pointers, so that the
-//! shell can place them in tcpd's fabric arena and a restarted tcpd finds
-//! every connection, its queues and its timer deadlines where they were.
+//! The state tcpd keeps across a restart (docs/DESIGN.md, "Fabric" and
+//! "Recovery"): a fixed array of connection blocks and a fixed slab of
+//! queue entries, both plain `#[repr(C)]` integers, linked by index, with
+//! no pointers, so that the shell can place them in tcpd's fabric arena
+//! and a restarted tcpd finds every connection, its queues and its timer
+//! deadlines where they were.
 //!
 //! The core reads and writes these through the `&mut [T]` slices of a
 //! [`Storage`]; tests pass vectors. Lookup tables, the timer heap and the

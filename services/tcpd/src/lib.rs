@@ -7,9 +7,9 @@
 //! delayed ACKs, Nagle, zero-window probing, keep-alive, and credit-based
 //! flow control with sockd.
 //!
-//! The core is pure (DESIGN.md §5): no I/O, no clock, no randomness, no
-//! globals. The process shell pops handles from its rings and calls
-//! [`TcpCore::from_ip`] (segments and ICMP errors from ipd),
+//! The core is pure (docs/DESIGN.md, "Code shape"): no I/O, no clock, no
+//! randomness, no globals. The process shell pops handles from its rings
+//! and calls [`TcpCore::from_ip`] (segments and ICMP errors from ipd),
 //! [`TcpCore::from_sock`] (control requests and stream payload from
 //! sockd) and, when [`TcpCore::next_deadline`] has passed,
 //! [`TcpCore::poll`] (timers), always with the current monotonic time;
