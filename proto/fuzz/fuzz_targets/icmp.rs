@@ -1,11 +1,34 @@
 //! Fuzzes the ICMP parser, and checks that re-emitting what it accepts
-//! reproduces the message.
+//! reproduces the message; fuzzes the parser of the datagram an ICMP error
+//! quotes, and the error builder that quotes one.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strata_proto::icmp::IcmpHeader;
+use strata_proto::icmp::{error_quote_len, IcmpHeader, QuotedDatagram};
 
 fuzz_target!(|data: &[u8]| {
+    // The data as the quote of an ICMP error, and as the message's data
+    // after its header.
+    for quote in [data, data.get(IcmpHeader::LEN..).unwrap_or(&[])] {
+        if let Ok(q) = QuotedDatagram::parse(quote) {
+            let hl = usize::from(q.header_len);
+            assert!(hl >= 20 && hl <= 60, "header length {hl}");
+            assert!(quote.len() >= hl + 8, "quote shorter than header + 8");
+            assert_eq!(&q.transport[..], &quote[hl..hl + 8]);
+            assert_eq!(quote[0] >> 4, 4);
+        }
+    }
+    // An error quoting the data parses back and quotes what it should.
+    {
+        let mut buf = [0u8; 2048];
+        let n = IcmpHeader::error(data.first().copied().unwrap_or(3), 0)
+            .emit_error(data, &mut buf)
+            .expect("an error fits into 2048 bytes");
+        let quote = error_quote_len(data.len());
+        assert_eq!(n, IcmpHeader::LEN + quote);
+        assert!(IcmpHeader::parse(&buf[..n]).is_ok());
+        assert_eq!(&buf[IcmpHeader::LEN..n], &data[..quote]);
+    }
     if let Ok(h) = IcmpHeader::parse(data) {
         if data.len() <= 2048 {
             let mut buf = [0u8; 2048];

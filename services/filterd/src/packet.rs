@@ -2,6 +2,8 @@
 //! what conntrack needs. The bytes come off the wire before ipd has seen
 //! them, so every read is bounds-checked and nothing here panics.
 
+use strata_proto::icmp::QuotedDatagram;
+
 /// No interface (the handle's `NO_IFACE`).
 pub const NO_IF: u8 = 0xff;
 
@@ -84,10 +86,9 @@ pub struct PacketInfo {
     pub inner: Option<Inner>,
 }
 
-/// ICMP types that carry an embedded datagram.
-pub fn icmp_is_error(ty: u8) -> bool {
-    matches!(ty, 3 | 4 | 5 | 11 | 12)
-}
+/// ICMP types that are errors and so carry an embedded datagram (and are
+/// never answered with an error): strata-proto's one definition.
+pub use strata_proto::icmp::is_error as icmp_is_error;
 
 /// ICMP query types conntrack tracks, as (request, reply).
 pub const ICMP_QUERIES: [(u8, u8); 3] = [(8, 0), (13, 14), (15, 16)];
@@ -216,32 +217,24 @@ impl PacketInfo {
 }
 
 /// The embedded datagram of an ICMP error: its IP header and the first 8
-/// bytes after it (all RFC 792 promises).
+/// bytes after it (all RFC 792 promises), as [`QuotedDatagram::parse`]
+/// reads them (only the first fragment of the embedded datagram has
+/// ports).
 fn parse_inner(icmp: &[u8], base: usize) -> Option<Inner> {
-    let ip = icmp.get(8..)?;
-    let vihl = *ip.first()?;
-    let ihl = usize::from(vihl & 0xf) * 4;
-    if vihl >> 4 != 4 || ihl < 20 || ip.len() < ihl + 8 {
-        return None;
-    }
-    // Only the first fragment of the embedded datagram has ports.
-    if be16(ip, 6)? & 0x1fff != 0 {
-        return None;
-    }
-    let proto = ip[9];
-    let (sport, dport) = l4_ports(proto, &ip[ihl..])?;
-    if proto == 1 && icmp_is_error(ip[ihl]) {
+    let q = QuotedDatagram::parse(icmp.get(8..)?).ok()?;
+    let (sport, dport) = l4_ports(q.protocol, &q.transport)?;
+    if q.protocol == 1 && icmp_is_error(q.transport[0]) {
         // An error about an error is never sent (RFC 1122 3.2.2).
         return None;
     }
     Some(Inner {
-        src: be32(ip, 12)?,
-        dst: be32(ip, 16)?,
-        proto,
+        src: u32::from(q.src),
+        dst: u32::from(q.dst),
+        proto: q.protocol,
         sport,
         dport,
         off: u16::try_from(base).ok()?,
-        ihl: ihl as u8,
+        ihl: q.header_len,
     })
 }
 

@@ -9,22 +9,21 @@
 //! swapped they make the answer look received from that next hop, which
 //! is how it is handed up to ipd.
 
-use strata_proto::icmp::IcmpHeader;
+use strata_proto::icmp::{self, IcmpHeader};
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::tcp::{TcpFlags, TcpHeader, TcpOptions};
 
 use crate::rule::RejectWith;
 
 const ETH: usize = 14;
-/// Linux quotes as much of the rejected datagram as keeps the ICMP error
-/// within 576 bytes (RFC 1812 §4.3.2.3).
-const ICMP_MAX: usize = 576;
 
 /// Writes the answer to the Ethernet frame `frame` (IPv4 at byte 14) into
 /// `out`; returns its length, or `None` when no answer may be sent: the
-/// rejected packet is an ICMP error or a RST (no answer to an answer), a
-/// fragment other than the first, not from a unicast source, malformed,
-/// or a RST was asked for a packet that is not TCP.
+/// rejected packet is an ICMP message other than a query or a RST (no
+/// answer to an answer), a fragment other than the first, not from a
+/// unicast source, malformed, or a RST was asked for a packet that is not
+/// TCP. The ICMP error quotes as much of the datagram as Linux does
+/// ([`IcmpHeader::emit_error`]).
 pub fn build(frame: &[u8], with: RejectWith, out: &mut [u8]) -> Option<usize> {
     let ip = frame.get(ETH..)?;
     let h = Ipv4Header::parse(ip).ok()?;
@@ -38,9 +37,9 @@ pub fn build(frame: &[u8], with: RejectWith, out: &mut [u8]) -> Option<usize> {
     }
     let payload = ip.get(hl..total)?;
     if h.protocol == protocol::ICMP {
-        // Errors (and unknown types) get no error back; queries may.
-        let t = *payload.first()?;
-        if !matches!(t, 0 | 8 | 13 | 14 | 15 | 16 | 17 | 18) {
+        // Errors (and, as in Linux, unknown types) get no error back;
+        // queries may.
+        if !icmp::is_query(*payload.first()?) {
             return None;
         }
     }
@@ -59,8 +58,8 @@ pub fn build(frame: &[u8], with: RejectWith, out: &mut [u8]) -> Option<usize> {
         dst: h.src,
     };
     let body = out.get_mut(ETH + 20..)?;
-    let len = match with {
-        RejectWith::TcpReset => {
+    let len = match with.icmp_code() {
+        None => {
             if h.protocol != protocol::TCP {
                 return None;
             }
@@ -97,19 +96,9 @@ pub fn build(frame: &[u8], with: RejectWith, out: &mut [u8]) -> Option<usize> {
             reply.protocol = protocol::TCP;
             20
         }
-        _ => {
-            let code = match with {
-                RejectWith::NetUnreachable => 0,
-                RejectWith::HostUnreachable => 1,
-                RejectWith::AdminProhibited => 13,
-                _ => 3,
-            };
-            let quote = total.min(ICMP_MAX - 20 - 8);
-            let msg = body.get_mut(..8 + quote)?;
-            msg[8..].copy_from_slice(ip.get(..quote)?);
-            IcmpHeader::dest_unreachable(code, 0).emit(msg).ok()?;
-            8 + quote
-        }
+        Some(code) => IcmpHeader::dest_unreachable(code, 0)
+            .emit_error(ip.get(..total)?, body)
+            .ok()?,
     };
     reply.total_len = (20 + len) as u16;
     reply.emit(out.get_mut(ETH..ETH + 20)?).ok()?;

@@ -13,6 +13,7 @@
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;
+use strata_proto::icmp::unreach_code;
 
 /// Longest chain name (as in iptables: 28 characters plus a NUL there).
 pub const MAX_CHAIN_NAME: usize = 28;
@@ -340,13 +341,14 @@ impl RejectWith {
             .map_or("", |(n, _)| n)
     }
 
-    /// ICMP (type 3) code, or `None` for a TCP reset.
+    /// ICMP destination unreachable (type 3) code, or `None` for a TCP
+    /// reset.
     pub fn icmp_code(self) -> Option<u8> {
         match self {
-            RejectWith::NetUnreachable => Some(0),
-            RejectWith::HostUnreachable => Some(1),
-            RejectWith::PortUnreachable => Some(3),
-            RejectWith::AdminProhibited => Some(13),
+            RejectWith::NetUnreachable => Some(unreach_code::NET),
+            RejectWith::HostUnreachable => Some(unreach_code::HOST),
+            RejectWith::PortUnreachable => Some(unreach_code::PORT),
+            RejectWith::AdminProhibited => Some(unreach_code::ADMIN_PROHIBITED),
             RejectWith::TcpReset => None,
         }
     }

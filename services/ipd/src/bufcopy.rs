@@ -3,9 +3,10 @@
 //!
 //! The trait lends one buffer at a time, so a copy between two buffers goes
 //! through a small bounce buffer on the stack that stays in L1. The only
-//! callers are the two copies ipd accepts (reassembly and fragmentation)
-//! and the quote of an ICMP error; a `Buffers` method lending two buffers at
-//! once would remove the bounce.
+//! callers are the two copies ipd accepts (reassembly and fragmentation);
+//! the quote of an ICMP error, at most 548 bytes, is copied to the stack
+//! and written with `IcmpHeader::emit_error` instead. A `Buffers` method
+//! lending two buffers at once would remove the bounce.
 
 use strata_ipc::{BufError, Buffers, Handle};
 

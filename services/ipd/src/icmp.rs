@@ -4,30 +4,21 @@
 
 use strata_ipc::{Buffers, Handle};
 use strata_proto::checksum::update_u16;
-use strata_proto::icmp::{icmp_type, IcmpError, IcmpHeader};
+use strata_proto::icmp::{
+    self, error_quote_len, icmp_type, IcmpError, IcmpHeader, QuotedDatagram, ERROR_QUOTE_MAX,
+};
 use strata_proto::ipv4::{protocol, Ipv4Header};
 
-use crate::bufcopy::copy_between;
 use crate::route::{is_martian, is_multicast};
 use crate::stats::Stat;
 use crate::{IpCore, Outputs};
 
-/// Largest ICMP error datagram: RFC 1812 §4.3.2.3 lets the quote grow up
-/// to 576 bytes in all, which is what Linux sends.
-const ICMP_ERROR_MAX: usize = 576;
 /// IPv4 + ICMP headers of an error we send.
 const ERR_HDRS: usize = Ipv4Header::MIN_LEN + IcmpHeader::LEN;
 /// TTL of datagrams ipd originates (Linux `ip_default_ttl`).
 pub(crate) const DEFAULT_TTL: u8 = 64;
 /// Precedence "internetwork control" for ICMP errors (RFC 1812 §4.3.2.5).
 const TOS_INTERNETCONTROL: u8 = 0xc0;
-
-/// ICMP types that are error messages, to which no error may answer
-/// (RFC 1122 §3.2.2: destination unreachable, source quench, redirect,
-/// time exceeded, parameter problem).
-fn is_error_type(t: u8) -> bool {
-    matches!(t, 3 | 4 | 5 | 11 | 12)
-}
 
 /// The counter of a received ICMP error of type `t`.
 fn error_stat(t: u8) -> Stat {
@@ -39,19 +30,12 @@ fn error_stat(t: u8) -> Stat {
 }
 
 /// The transport protocol (TCP or UDP) of `quote`, the datagram an ICMP
-/// error carries after its 8-byte header, if the quote holds a whole IPv4
-/// header of an unfragmented datagram or a first fragment and at least the
-/// 8 bytes after it (the ports).
+/// error carries after its 8-byte header, if [`QuotedDatagram::parse`]
+/// reads it (a whole IPv4 header of an unfragmented datagram or a first
+/// fragment and at least the 8 bytes after it, the ports).
 pub(crate) fn quoted_protocol(quote: &[u8]) -> Option<u8> {
-    let v = *quote.first()?;
-    let hl = usize::from(v & 0x0f) * 4;
-    if v >> 4 != 4 || hl < Ipv4Header::MIN_LEN || quote.len() < hl + 8 {
-        return None;
-    }
-    if u16::from_be_bytes([quote[6], quote[7]]) & 0x1fff != 0 {
-        return None;
-    }
-    matches!(quote[9], protocol::TCP | protocol::UDP).then_some(quote[9])
+    let p = QuotedDatagram::parse(quote).ok()?.protocol;
+    matches!(p, protocol::TCP | protocol::UDP).then_some(p)
 }
 
 impl IpCore {
@@ -98,7 +82,7 @@ impl IpCore {
             icmp_type::ECHO_REPLY => Stat::IcmpInEchoReplies,
             // Errors no upper layer takes (see `error_for_upper`) are only
             // counted.
-            t if is_error_type(t) => error_stat(t),
+            t if icmp::is_error(t) => error_stat(t),
             _ => Stat::IcmpInOther,
         };
         self.drop(pool, &h, counter);
@@ -106,15 +90,12 @@ impl IpCore {
 
     /// The protocol (TCP or UDP) of the datagram quoted by ICMP error `h`
     /// of type `t`, when that protocol's layer is attached and should be
-    /// told: destination unreachable, time exceeded and parameter problem
-    /// (RFC 1122 §3.2.2.1, 3.2.2.4, 3.2.2.5), quoting a whole IPv4 header
-    /// of a first fragment plus the 8 bytes that hold the ports, as Linux
+    /// told ([`icmp::reaches_transport`]: destination unreachable, time
+    /// exceeded and parameter problem), quoting a whole IPv4 header of a
+    /// first fragment plus the 8 bytes that hold the ports, as Linux
     /// requires before it looks for a socket.
     fn error_for_upper<B: Buffers>(&self, pool: &B, h: &Handle, t: u8) -> Option<u8> {
-        if !matches!(
-            t,
-            icmp_type::DEST_UNREACHABLE | icmp_type::TIME_EXCEEDED | icmp_type::PARAMETER_PROBLEM
-        ) {
+        if !icmp::reaches_transport(t) {
             return None;
         }
         let d = pool.data(h).ok()?;
@@ -189,12 +170,7 @@ impl IpCore {
         code: u8,
         out: &mut Outputs,
     ) {
-        let msg = IcmpHeader {
-            icmp_type,
-            code,
-            checksum: 0,
-            rest: [0; 4],
-        };
+        let msg = IcmpHeader::error(icmp_type, code);
         self.icmp_error(now, pool, original, msg, false, out);
     }
 
@@ -226,7 +202,7 @@ impl IpCore {
         let about_error = ip[9] == protocol::ICMP
             && match ip.get(hl) {
                 None => true,
-                Some(&t) => is_error_type(t),
+                Some(&t) => icmp::is_error(t),
             };
         if frag_off != 0
             || about_error
@@ -242,7 +218,12 @@ impl IpCore {
             return self.stats.inc(Stat::IcmpOutRatelimited);
         }
         let tos = (ip[1] & 0x1e) | TOS_INTERNETCONTROL;
-        let quote = ip.len().min(ICMP_ERROR_MAX - ERR_HDRS);
+        // The part of the datagram the error quotes, held on the stack
+        // while the error's buffer is allocated (the pool lends one buffer
+        // at a time).
+        let quote = error_quote_len(ip.len());
+        let mut quoted = [0u8; ERROR_QUOTE_MAX];
+        quoted[..quote].copy_from_slice(&ip[..quote]);
         // Answer from the address the datagram was sent to when it is ours;
         // otherwise routing fills in the outgoing interface's address.
         let from = if self.net.is_local(dst) { dst } else { 0 };
@@ -250,19 +231,6 @@ impl IpCore {
             return self.stats.inc(Stat::PoolExhausted);
         };
         e.data_len = (ERR_HDRS + quote) as u32;
-        let from_at = orig.data_off as usize + orig.l3_off as usize;
-        if copy_between(
-            pool,
-            orig,
-            from_at,
-            &e,
-            e.data_off as usize + ERR_HDRS,
-            quote,
-        )
-        .is_err()
-        {
-            return self.drop(pool, &e, Stat::BadWindow);
-        }
         let hdr = Ipv4Header {
             header_len: 20,
             tos,
@@ -279,7 +247,7 @@ impl IpCore {
         };
         let ok = pool
             .data_mut(&e)
-            .map(|d| hdr.emit(d).is_ok() && msg.emit(&mut d[20..]).is_ok());
+            .map(|d| hdr.emit(d).is_ok() && msg.emit_error(&quoted[..quote], &mut d[20..]).is_ok());
         if ok != Ok(true) {
             return self.drop(pool, &e, Stat::BadWindow);
         }

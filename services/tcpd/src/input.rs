@@ -7,7 +7,7 @@
 
 use strata_ipc::handle::csum;
 use strata_ipc::{Buffers, Handle};
-use strata_proto::icmp::{icmp_type, unreach_code, IcmpHeader};
+use strata_proto::icmp::{self, icmp_type, unreach_code, IcmpHeader, QuotedDatagram, SocketError};
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::tcp::{TcpError, TcpFlags, TcpHeader, TcpOptions, MAX_WINDOW_SCALE};
 
@@ -1421,9 +1421,9 @@ impl TcpCore<'_> {
     // ---- ICMP ----
 
     /// An ICMP error quoting one of our segments (RFC 5927 checks): hard
-    /// errors fail a connection that is still opening, soft ones are
-    /// remembered for a connect that times out; fragmentation needed
-    /// lowers the MSS.
+    /// errors ([`icmp::socket_error`], Linux's table) fail a connection
+    /// that is still opening, soft ones are remembered for a connect that
+    /// times out; fragmentation needed lowers the MSS.
     pub(crate) fn icmp_input<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
         self.stats.inc(Stat::IcmpIn);
         let parsed = match pool.data(&h) {
@@ -1464,7 +1464,7 @@ impl TcpCore<'_> {
             } else {
                 self.stats.inc(Stat::IcmpIgnored);
             }
-        } else if let Some((errno, hard)) = icmp_errno(q.icmp_type, q.code) {
+        } else if let Some(SocketError { errno, hard }) = icmp::socket_error(q.icmp_type, q.code) {
             if c.state == st::SYN_SENT && hard {
                 self.stats.inc(Stat::IcmpReported);
                 self.terminate(&mut c, errno);
@@ -1498,52 +1498,22 @@ fn parse_icmp(d: &[u8]) -> Option<Quoted> {
     }
     let msg = &d[usize::from(ip.header_len)..usize::from(ip.total_len)];
     let icmp = IcmpHeader::parse(msg).ok()?;
-    if !icmp.is_error() {
+    // Source quench and redirect are not the transport's business.
+    if !icmp::reaches_transport(icmp.icmp_type) {
         return None;
     }
-    let q = &msg[IcmpHeader::LEN..];
-    let v = *q.first()?;
-    let qhl = usize::from(v & 0x0f) * 4;
-    if v >> 4 != 4 || qhl < Ipv4Header::MIN_LEN || q.len() < qhl + 8 {
+    let q = QuotedDatagram::parse(&msg[IcmpHeader::LEN..]).ok()?;
+    if q.protocol != protocol::TCP {
         return None;
     }
-    if q[9] != protocol::TCP || u16::from_be_bytes([q[6], q[7]]) & 0x1fff != 0 {
-        return None;
-    }
-    let be32 = |i: usize| u32::from_be_bytes([q[i], q[i + 1], q[i + 2], q[i + 3]]);
-    let be16 = |i: usize| u16::from_be_bytes([q[i], q[i + 1]]);
     Some(Quoted {
         icmp_type: icmp.icmp_type,
         code: icmp.code,
         mtu: icmp.next_hop_mtu(),
-        local: be32(12),
-        remote: be32(16),
-        lport: be16(qhl),
-        rport: be16(qhl + 2),
-        seq: be32(qhl + 4),
-    })
-}
-
-/// The errno an ICMP error means for a connection, and whether Linux
-/// calls it hard (`icmp_err_convert[].fatal`).
-fn icmp_errno(t: u8, code: u8) -> Option<(i32, bool)> {
-    use libc::*;
-    Some(match t {
-        icmp_type::DEST_UNREACHABLE => match code {
-            unreach_code::NET => (ENETUNREACH, false),
-            unreach_code::HOST => (EHOSTUNREACH, false),
-            unreach_code::PROTOCOL => (ENOPROTOOPT, true),
-            unreach_code::PORT => (ECONNREFUSED, true),
-            5 => (EOPNOTSUPP, false),
-            6 | 9 => (ENETUNREACH, true),
-            7 => (EHOSTDOWN, true),
-            8 => (ENONET, true),
-            10 | 13..=15 => (EHOSTUNREACH, true),
-            11 => (ENETUNREACH, false),
-            _ => (EHOSTUNREACH, false),
-        },
-        icmp_type::TIME_EXCEEDED => (EHOSTUNREACH, false),
-        icmp_type::PARAMETER_PROBLEM => (EPROTO, true),
-        _ => return None,
+        local: u32::from(q.src),
+        remote: u32::from(q.dst),
+        lport: q.src_port(),
+        rport: q.dst_port(),
+        seq: q.tcp_seq(),
     })
 }

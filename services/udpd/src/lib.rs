@@ -5,9 +5,9 @@
 //! unreachable for closed ports (sent by ipd), and ICMP errors surfaced to
 //! connected sockets.
 //!
-//! The core is pure (DESIGN.md §5): no I/O, no clock, no globals. The
-//! process shell (`main.rs`) pops handles from its rings and calls
-//! [`UdpCore::from_ip`] (datagrams and ICMP errors from ipd) and
+//! The core is pure (docs/DESIGN.md, "Code shape"): no I/O, no clock, no
+//! globals. The process shell (`main.rs`) pops handles from its rings and
+//! calls [`UdpCore::from_ip`] (datagrams and ICMP errors from ipd) and
 //! [`UdpCore::from_sock`] (control requests and payloads from sockd), then
 //! pushes what the core left in [`Outputs`]: `to_ip` to ipd, `to_sock` to
 //! sockd.
@@ -41,7 +41,7 @@ use strata_ipc::handle::{csum, flags};
 use strata_ipc::l4::{ctl_flags, op, L4Ctl, SendMeta, L4CTL_LEN, SEND_META_LEN};
 use strata_ipc::{BufError, Buffers, Handle};
 use strata_proto::ethernet::ethertype;
-use strata_proto::icmp::{icmp_type, unreach_code, IcmpHeader};
+use strata_proto::icmp::{self, IcmpHeader, QuotedDatagram, SocketError};
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::udp::{UdpError, UdpHeader};
 
@@ -751,56 +751,23 @@ fn parse_icmp(d: &[u8]) -> Result<IcmpErr, Stat> {
     }
     let msg = &d[usize::from(ip.header_len)..usize::from(ip.total_len)];
     let icmp = IcmpHeader::parse(msg).map_err(|_| Stat::IcmpMalformed)?;
-    let (errno, hard) = icmp_errno(icmp.icmp_type, icmp.code).ok_or(Stat::IcmpIgnoredType)?;
-    let q = &msg[IcmpHeader::LEN..];
-    let v = *q.first().ok_or(Stat::IcmpMalformed)?;
-    let qhl = usize::from(v & 0x0f) * 4;
-    if v >> 4 != 4 || qhl < Ipv4Header::MIN_LEN || q.len() < qhl + UdpHeader::LEN {
+    // The errno, and whether Linux calls it hard (reported to a connected
+    // socket even without `IP_RECVERR`); types that carry nothing for a
+    // socket are ignored. Fragmentation needed comes out soft (`EMSGSIZE`):
+    // udpd never sets DF, which is Linux's `IP_PMTUDISC_DONT`, under which
+    // Linux ignores it.
+    let SocketError { errno, hard } =
+        icmp::socket_error(icmp.icmp_type, icmp.code).ok_or(Stat::IcmpIgnoredType)?;
+    let q = QuotedDatagram::parse(&msg[IcmpHeader::LEN..]).map_err(|_| Stat::IcmpMalformed)?;
+    if q.protocol != protocol::UDP {
         return Err(Stat::IcmpMalformed);
     }
-    if q[9] != protocol::UDP || u16::from_be_bytes([q[6], q[7]]) & 0x1fff != 0 {
-        return Err(Stat::IcmpMalformed);
-    }
-    let be32 = |i: usize| u32::from_be_bytes([q[i], q[i + 1], q[i + 2], q[i + 3]]);
-    let be16 = |i: usize| u16::from_be_bytes([q[i], q[i + 1]]);
     Ok(IcmpErr {
         errno,
         hard,
-        local: be32(12),
-        remote: be32(16),
-        lport: be16(qhl),
-        rport: be16(qhl + 2),
-    })
-}
-
-/// The errno an ICMP error means for a socket, and whether Linux calls it
-/// hard (`icmp_err_convert[].fatal`, reported to a connected socket even
-/// without `IP_RECVERR`). `None` for types that carry nothing for a socket.
-///
-/// Fragmentation needed counts as soft: udpd never sets DF, which is
-/// Linux's `IP_PMTUDISC_DONT`, under which Linux ignores it.
-fn icmp_errno(t: u8, code: u8) -> Option<(i32, bool)> {
-    use libc::*;
-    Some(match t {
-        icmp_type::DEST_UNREACHABLE => match code {
-            unreach_code::NET => (ENETUNREACH, false),
-            unreach_code::HOST => (EHOSTUNREACH, false),
-            unreach_code::PROTOCOL => (ENOPROTOOPT, true),
-            unreach_code::PORT => (ECONNREFUSED, true),
-            unreach_code::FRAG_NEEDED => (EMSGSIZE, false),
-            5 => (EOPNOTSUPP, false),
-            6 => (ENETUNREACH, true),
-            7 => (EHOSTDOWN, true),
-            8 => (ENONET, true),
-            9 => (ENETUNREACH, true),
-            10 => (EHOSTUNREACH, true),
-            11 => (ENETUNREACH, false),
-            12 => (EHOSTUNREACH, false),
-            13..=15 => (EHOSTUNREACH, true),
-            _ => (EHOSTUNREACH, false),
-        },
-        icmp_type::TIME_EXCEEDED => (EHOSTUNREACH, false),
-        icmp_type::PARAMETER_PROBLEM => (EPROTO, true),
-        _ => return None,
+        local: u32::from(q.src),
+        remote: u32::from(q.dst),
+        lport: q.src_port(),
+        rport: q.dst_port(),
     })
 }
