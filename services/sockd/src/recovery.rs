@@ -1,0 +1,170 @@
+//! Recovery: request timeouts that wait while tcpd is hung, noticing a
+//! new tcpd instance and sending it again what it lost, and the queue
+//! lengths kept in the socket table for `strata ss`.
+
+use super::*;
+
+impl Sockd<'_> {
+    pub(crate) fn expire(&mut self, now: Instant) {
+        let ctl = self.svc.fabric.ctl(LayerId::TCPD);
+        let beat = ctl.heartbeat.load(Relaxed);
+        if beat != self.tcpd_beat.0 {
+            self.tcpd_beat = (beat, now);
+        }
+        // A hung tcpd (no heartbeat) is as good as dead: the launcher
+        // kills it in a while, and its successor gets the request again.
+        let tcpd_up =
+            ctl.pid.load(Acquire) != 0 && now.duration_since(self.tcpd_beat.1) < TCPD_STALL;
+        let mut again = Vec::new();
+        for p in self.pending.values_mut() {
+            if p.kind != Kind::Tcp {
+                continue;
+            }
+            if !tcpd_up {
+                // tcpd's restart, not tcpd, is what the request waits for.
+                p.deadline = now + CTL_TIMEOUT;
+            } else if !p.resent && now.duration_since(p.sent) > RESEND_AFTER {
+                p.resent = true;
+                p.sent = now;
+                again.push(p.msg);
+            }
+        }
+        for m in again {
+            self.send_ctl(
+                Kind::Tcp,
+                L4Ctl {
+                    flags: m.flags | ctl_flags::REPEAT,
+                    ..m
+                },
+            );
+        }
+        let again: Vec<(u32, u32)> = self
+            .closes
+            .iter()
+            .filter(|(_, e)| now.duration_since(e.2) > RESEND_AFTER)
+            .map(|(&id, e)| (id, e.0))
+            .collect();
+        for (id, o) in again {
+            self.tcp_ctl(o, id, 0, 0);
+        }
+        self.closes
+            .retain(|_, e| now.duration_since(e.1) < CLOSE_CONFIRM_WINDOW);
+        let late: Vec<u32> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.deadline <= now)
+            .map(|(&r, _)| r)
+            .collect();
+        for r in late {
+            if let Some(p) = self.pending.remove(&r) {
+                self.count(c::CTL_TIMEOUTS, 1);
+                self.respond(p.session, &errno_resp(libc::ETIMEDOUT), &[]);
+            }
+        }
+        let gone: Vec<u32> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| {
+                s.detached_since
+                    .is_some_and(|t| now.duration_since(t) > REATTACH_GRACE)
+            })
+            .map(|(&id, _)| id)
+            .collect();
+        for id in gone {
+            self.count(c::ABANDONED, 1);
+            self.close_sock(id);
+        }
+    }
+
+    /// Checked every turn (two atomic loads): a new tcpd instance lost
+    /// what sat in its input ring and what it had not pushed to us, so
+    /// every request still unanswered goes again, and every TCP socket
+    /// has tcpd restate what we may have missed.
+    pub(crate) fn watch_tcpd(&mut self) {
+        let ctl = self.svc.fabric.ctl(LayerId::TCPD);
+        let pid = ctl.pid.load(Acquire);
+        if pid == 0 {
+            return;
+        }
+        let now_seen = (pid, ctl.started_ms.load(Relaxed));
+        if now_seen == self.tcpd_seen {
+            return;
+        }
+        let first = self.tcpd_seen.0 == 0;
+        self.tcpd_seen = now_seen;
+        if !first {
+            self.tcpd_restarted();
+        }
+    }
+
+    pub(crate) fn tcpd_restarted(&mut self) {
+        let now = Instant::now();
+        self.svc
+            .log("tcpd restarted: sending unanswered requests again");
+        self.count(c::TCPD_RESTARTS, 1);
+        // Repeats first: an ATTACH and what a request set up must be in
+        // place before the RESYNCs (pushed by the next `pump_tcp`).
+        let mut again: Vec<(u32, L4Ctl)> = self
+            .pending
+            .iter()
+            .filter(|(_, p)| p.kind == Kind::Tcp)
+            .map(|(&r, p)| (r, p.msg))
+            .collect();
+        again.sort_by_key(|(r, _)| *r);
+        for (r, m) in again {
+            if let Some(p) = self.pending.get_mut(&r) {
+                p.resent = true;
+                p.sent = now;
+                p.deadline = now + CTL_TIMEOUT;
+            }
+            self.send_ctl(
+                Kind::Tcp,
+                L4Ctl {
+                    flags: m.flags | ctl_flags::REPEAT,
+                    ..m
+                },
+            );
+        }
+        let closes: Vec<(u32, u32)> = self.closes.iter().map(|(&id, e)| (id, e.0)).collect();
+        for (id, o) in closes {
+            self.tcp_ctl(o, id, 0, 0);
+        }
+        let mut ctl: Vec<(u32, u32, u64, u32)> = Vec::new();
+        for (&id, s) in self.socks.iter_mut() {
+            if s.kind != Kind::Tcp || s.mem.is_none() {
+                continue;
+            }
+            if let Some(conn) = s.rec.accepted_conn() {
+                // Its ATTACH may have died in tcpd's ring (tcpd ignores a
+                // repeat); what the listener hears again of it is ours.
+                self.claimed.insert(conn);
+                ctl.push((op::ATTACH, id, conn, 0));
+            }
+            for (name, v) in s.opts.set_ones() {
+                ctl.push((op::SETOPT, id, v, name));
+            }
+            if s.shut_sent.read {
+                ctl.push((op::SHUTDOWN, id, 0, 0));
+            }
+            if s.shut_sent.write {
+                ctl.push((op::SHUTDOWN, id, 1, 0));
+            }
+            if s.rec.state != sock_state::OPEN {
+                s.resync = true;
+            }
+        }
+        for (o, id, v, fl) in ctl {
+            self.tcp_ctl(o, id, v, fl);
+        }
+    }
+
+    pub(crate) fn snapshot_queues(&mut self) {
+        for s in self.socks.values_mut() {
+            if let Some(m) = &s.mem {
+                s.rec.recv_q = m.rx_queued().min(u32::MAX as u64) as u32;
+                s.rec.send_q = m.tx_queued().min(u32::MAX as u64) as u32;
+                self.table.update(s.slot, s.rec);
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+//! The socket table and requests to the transports: counters, replies to
+//! sessions, control messages to udpd and tcpd (remembered until answered),
+//! and closing sockets and sessions.
+
+use super::*;
+
+impl Sockd<'_> {
+    pub(crate) fn count(&self, i: usize, v: u64) {
+        self.svc.fabric.count(self.svc.me, i, v);
+    }
+
+    pub(crate) fn respond(&mut self, sid: u64, r: &Response, fds: &[RawFd]) {
+        let failed = match self.sessions.get(&sid) {
+            Some(s) => wire::send(&s.fd, &r.encode(), fds).is_err(),
+            None => false,
+        };
+        if failed {
+            self.close_session(sid);
+        }
+    }
+
+    pub(crate) fn sync_rec(&self, id: u32) {
+        if let Some(s) = self.socks.get(&id) {
+            self.table.update(s.slot, s.rec);
+        }
+    }
+
+    pub(crate) fn send_ctl(&mut self, kind: Kind, m: L4Ctl) -> bool {
+        if kind == Kind::Tcp && m.sock != 0 && matches!(m.op, op::CLOSE | op::ABORT) {
+            let now = Instant::now();
+            let e = self.closes.entry(m.sock).or_insert((m.op, now, now));
+            e.2 = now;
+        }
+        let mut pool = self.svc.fabric.pool(self.svc.me);
+        match m.to_handle(&mut pool) {
+            Some(h) => {
+                match kind {
+                    Kind::Udp => self.to_udp.push(h),
+                    Kind::Tcp => self.to_tcp.push(h),
+                }
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn tcp_ctl(&mut self, op: u32, sock: u32, value: u64, flags: u32) {
+        self.send_ctl(
+            Kind::Tcp,
+            L4Ctl {
+                op,
+                sock,
+                value,
+                flags,
+                ..Default::default()
+            },
+        );
+    }
+
+    pub(crate) fn request_transport(&mut self, sid: u64, id: u32, mut m: L4Ctl) {
+        self.next_req = self.next_req.wrapping_add(1).max(1);
+        m.req = self.next_req;
+        m.sock = id;
+        let kind = self.socks.get(&id).map_or(Kind::Udp, |s| s.kind);
+        if !self.send_ctl(kind, m) {
+            self.respond(sid, &errno_resp(libc::ENOBUFS), &[]);
+            return;
+        }
+        let now = Instant::now();
+        self.pending.insert(
+            m.req,
+            Pending {
+                session: sid,
+                sock: id,
+                op: m.op,
+                deadline: now + CTL_TIMEOUT,
+                msg: m,
+                kind,
+                sent: now,
+                resent: false,
+            },
+        );
+    }
+
+    pub(crate) fn close_sock(&mut self, id: u32) {
+        if let Some(s) = self.socks.remove(&id) {
+            if let Some(conn) = s.rec.accepted_conn() {
+                self.claimed.remove(&conn);
+            }
+            self.table.remove(s.slot);
+            if let Some(m) = &s.mem {
+                m.set_state(sstate::CLOSED);
+            }
+            if s.rec.state != sock_state::OPEN || s.kind == Kind::Tcp {
+                self.send_ctl(
+                    s.kind,
+                    L4Ctl {
+                        op: op::CLOSE,
+                        sock: id,
+                        ..Default::default()
+                    },
+                );
+            }
+            for (h, _) in &s.rx_hold {
+                self.svc.fabric.free(h);
+            }
+            self.count(c::SOCKETS_CLOSED, 1);
+        }
+    }
+
+    pub(crate) fn close_session(&mut self, sid: u64) {
+        if self.sessions.remove(&sid).is_none() {
+            return;
+        }
+        let ids: Vec<u32> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.session == Some(sid))
+            .map(|(&id, _)| id)
+            .collect();
+        for id in ids {
+            self.app_close(id);
+        }
+        self.pending.retain(|_, p| p.session != sid);
+        self.count(c::SESSIONS_CLOSED, 1);
+    }
+
+    /// The application closed `id` (or its process ended). UDP: gone at
+    /// once. TCP, as Linux: unread data means RST; otherwise what the
+    /// application queued is still sent, then FIN.
+    pub(crate) fn app_close(&mut self, id: u32) {
+        let Some(s) = self.socks.get_mut(&id) else {
+            return;
+        };
+        let udp_queued =
+            s.kind == Kind::Udp && !s.broken && s.mem.as_ref().is_some_and(|m| m.tx_queued() > 0);
+        if udp_queued {
+            // Datagrams sent before the close still go, as on Linux (a
+            // reply sent just before closing, typically): `pump_tx`
+            // closes the socket once they have.
+            s.closing = true;
+            s.session = None;
+            return;
+        }
+        if s.kind == Kind::Udp || s.rec.state != sock_state::CONNECTED {
+            self.close_sock(id);
+            return;
+        }
+        let unread = !s.rx_hold.is_empty() || s.mem.as_ref().is_some_and(|m| m.rx_queued() > 0);
+        if unread {
+            self.tcp_ctl(op::ABORT, id, 0, 0);
+            if let Some(s) = self.socks.remove(&id) {
+                self.table.remove(s.slot);
+                for (h, _) in &s.rx_hold {
+                    self.svc.fabric.free(h);
+                }
+                self.count(c::SOCKETS_CLOSED, 1);
+            }
+            return;
+        }
+        s.closing = true;
+        s.session = None;
+    }
+}

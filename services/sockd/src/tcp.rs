@@ -1,0 +1,210 @@
+//! The TCP data path: stream bytes from tcpd into the application's ring
+//! (by stream offset, so a repeat or a gap after a restart is seen), and
+//! queued bytes to tcpd within its send credit, with the read credit,
+//! shutdowns and closes that go with them.
+
+use super::*;
+
+impl Sockd<'_> {
+    /// TCP data from tcpd: into the application's ring, or held until it
+    /// has room (tcpd's credits keep this short).
+    pub(crate) fn deliver_tcp(&mut self, h: Handle) {
+        let verdict = match self.socks.get_mut(&h.sock) {
+            Some(s) if s.mem.is_some() && !s.closing => {
+                // By stream offset: a repeat (tcpd delivers again after a
+                // restart) is skipped, a gap (what tcpd sent before was
+                // lost) is asked for again.
+                let ahead = h.stream_off.wrapping_sub(s.rx_next as u32) as i32;
+                let have = (s.rx_next as u32).wrapping_sub(h.stream_off);
+                if ahead > 0 {
+                    s.resync = true;
+                    Some(c::RX_GAPS)
+                } else if have >= h.data_len {
+                    Some(c::RX_REPEATS)
+                } else {
+                    s.rx_next += u64::from(h.data_len - have);
+                    s.rx_hold.push_back((h, have as usize));
+                    None
+                }
+            }
+            _ => Some(c::RX_DROP_NO_SOCKET),
+        };
+        if let Some(k) = verdict {
+            self.count(k, 1);
+            self.svc.fabric.free(&h);
+        }
+    }
+
+    /// Per TCP socket, each turn: held data into the ring, read credit to
+    /// tcpd, queued bytes to tcpd within its send credit, and closes and
+    /// shutdowns once the send ring is empty. Returns buffers moved and
+    /// whether something waits.
+    pub(crate) fn pump_tcp(&mut self, room: usize) -> (usize, bool) {
+        let f = &self.svc.fabric;
+        let me = self.svc.me;
+        let mut pool = f.pool(me);
+        let mut moved = 0;
+        let mut waiting = false;
+        let mut ctl: Vec<(u32, u32, u64, u32)> = Vec::new();
+        let now = Instant::now();
+        let mut closed: Vec<u32> = Vec::new();
+        for (&id, s) in self.socks.iter_mut() {
+            if s.kind != Kind::Tcp {
+                continue;
+            }
+            let Some(mem) = &s.mem else { continue };
+            // Received data into the ring.
+            while let Some(&(h, done)) = s.rx_hold.front() {
+                let Ok(d) = pool.data(&h) else {
+                    s.rx_hold.pop_front();
+                    continue;
+                };
+                let (n, wake) = mem.deliver_stream(&d[done.min(d.len())..]);
+                if n > 0 {
+                    f.count(me, c::RX_COPY_BYTES, n as u64);
+                }
+                s.wake(wake);
+                if done + n >= d.len() {
+                    s.rx_hold.pop_front();
+                    pool.free(&h);
+                    moved += 1;
+                } else {
+                    s.rx_hold.front_mut().unwrap().1 = done + n;
+                    waiting = true;
+                    break;
+                }
+            }
+            if s.rx_hold.is_empty() && s.eof_pending {
+                s.eof_pending = false;
+                s.wake(mem.set_state(sstate::EOF));
+            }
+            // Read credit: what the application consumed in total, when it
+            // changed, and now and then unasked with a request for the
+            // send state, so that nothing lost in a restart stays lost.
+            let consumed = mem.rx_consumed();
+            let written = mem.rx_written();
+            if s.reannounce
+                .as_ref()
+                .is_some_and(|(t, _)| now.duration_since(*t) > REANNOUNCE_WINDOW)
+            {
+                s.reannounce = None;
+            }
+            let sync = now >= s.sync_at || s.resync;
+            if consumed != s.rx_seen || written != s.wr_seen || sync {
+                let mut flags = ctl_flags::WRITTEN;
+                if sync {
+                    flags |= ctl_flags::SYNC;
+                    s.sync_at = now + SYNC_EVERY;
+                    s.sync_sent = s.tx_sent;
+                }
+                if s.resync {
+                    flags |= ctl_flags::RESYNC;
+                    s.resync = false;
+                    if s.rec.state == sock_state::LISTEN {
+                        s.reannounce = Some((now, Vec::new()));
+                    }
+                }
+                let v = ReadCredit {
+                    read: consumed as u32,
+                    written: written as u32,
+                }
+                .pack();
+                ctl.push((op::READ_CREDIT, id, v, flags));
+                s.rx_seen = consumed;
+                s.wr_seen = written;
+            }
+            // Queued bytes to tcpd.
+            if s.broken || s.rec.state != sock_state::CONNECTED {
+                continue;
+            }
+            loop {
+                let (a, b) = match mem.send_slices() {
+                    Ok(v) => v,
+                    Err(_) => {
+                        s.broken = true;
+                        mem.set_error(libc::EIO);
+                        f.count(me, c::BAD_RINGS, 1);
+                        break;
+                    }
+                };
+                // The ring holds from what tcpd took; send from tx_sent.
+                let queued = a.len() + b.len();
+                let skip = (s.tx_sent.saturating_sub(mem.tx_consumed()) as usize).min(queued);
+                let avail = queued - skip;
+                if avail == 0 {
+                    if mem.request_kick_after(s.tx_sent) {
+                        continue;
+                    }
+                    if queued > 0 {
+                        // Sent, not yet taken: a close or shutdown waits
+                        // for tcpd to say it took it, which a SYNC asks
+                        // at once.
+                        if s.closing || s.shut_wr {
+                            s.sync_at = now;
+                            waiting = true;
+                        }
+                        break;
+                    }
+                    if s.closing {
+                        ctl.push((op::CLOSE, id, 0, 0));
+                        closed.push(id);
+                    } else if s.shut_wr {
+                        s.shut_wr = false;
+                        s.shut_sent.write = true;
+                        ctl.push((op::SHUTDOWN, id, 1, 0));
+                    }
+                    break;
+                }
+                if self.to_tcp.len() + ctl.len() >= room || s.credit == 0 {
+                    waiting = true;
+                    break;
+                }
+                let n = avail.min(s.mss as usize).min(s.credit as usize);
+                // Leave a quarter of the pool to the receive path: if
+                // queued sends could take every buffer, no ACK could be
+                // received to free them again.
+                if f.free_counts().0 < f.params().small_bufs / 4 {
+                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    waiting = true;
+                    break;
+                }
+                let Some(mut h) = pool.alloc(n) else {
+                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    waiting = true;
+                    break;
+                };
+                h.data_len = n as u32;
+                h.sock = id;
+                h.l4proto = 6;
+                if let Ok(d) = pool.data_mut(&h) {
+                    // The one copy on the way out, from `skip` on.
+                    let (a2, b2) = if skip < a.len() {
+                        (&a[skip..], b)
+                    } else {
+                        (&b[skip - a.len()..], &b[..0])
+                    };
+                    let k = a2.len().min(n);
+                    d[..k].copy_from_slice(&a2[..k]);
+                    d[k..].copy_from_slice(&b2[..n - k]);
+                }
+                f.count(me, c::TX_COPY_BYTES, n as u64);
+                h.stream_off = s.tx_sent as u32;
+                s.tx_sent += n as u64;
+                s.credit -= n as u64;
+                self.to_tcp.push(h);
+                moved += 1;
+            }
+        }
+        for (o, id, v, fl) in ctl {
+            self.tcp_ctl(o, id, v, fl);
+        }
+        for id in closed {
+            // tcpd finishes the connection alone; the slot is free now.
+            if let Some(s) = self.socks.remove(&id) {
+                self.table.remove(s.slot);
+                self.count(c::SOCKETS_CLOSED, 1);
+            }
+        }
+        (moved, waiting)
+    }
+}

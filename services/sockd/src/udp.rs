@@ -1,0 +1,149 @@
+//! The UDP data path: datagrams from udpd into the application's ring,
+//! and datagrams the application queued into pool buffers for udpd (the
+//! one copy each way).
+
+use super::*;
+
+impl Sockd<'_> {
+    /// A datagram from udpd: copy its payload into the application's ring.
+    pub(crate) fn deliver(&mut self, h: &Handle) {
+        let f = &self.svc.fabric;
+        let pool = f.pool(self.svc.me);
+        let Some(s) = self.socks.get_mut(&h.sock) else {
+            self.count(c::RX_DROP_NO_SOCKET, 1);
+            return;
+        };
+        let (Some(mem), Ok(d)) = (&s.mem, pool.data(h)) else {
+            // Detached (sockd restarted, the application not back yet):
+            // the datagram is lost, as one in flight may be.
+            self.count(c::RX_DROP_NO_SOCKET, 1);
+            return;
+        };
+        let l4 = h.l4_off as usize;
+        if d.len() < 20 || d.len() < l4 + 8 {
+            self.count(c::RX_DROP_NO_SOCKET, 1);
+            return;
+        }
+        let src = std::net::Ipv4Addr::new(d[12], d[13], d[14], d[15]);
+        let sport = u16::from_be_bytes([d[l4], d[l4 + 1]]);
+        let payload = &d[l4 + 8..];
+        let (ok, wake) = mem.deliver_dgram(std::net::SocketAddrV4::new(src, sport), payload);
+        let me = self.svc.me;
+        if ok {
+            f.count(me, c::RX_DGRAMS, 1);
+            f.count(me, c::RX_COPY_BYTES, payload.len() as u64);
+        } else {
+            s.rec.drops = s.rec.drops.wrapping_add(1);
+            f.count(me, c::RX_DROP_APP_SLOW, 1);
+        }
+        s.wake(wake);
+    }
+
+    /// Moves what applications queued for sending into pool buffers for
+    /// udpd, as far as the ring to udpd has room. Returns datagrams moved
+    /// and whether something is still waiting.
+    pub(crate) fn pump_tx(&mut self, room: usize) -> (usize, bool) {
+        let f = &self.svc.fabric;
+        let me = self.svc.me;
+        let mut pool = f.pool(me);
+        let mut moved = 0;
+        let mut waiting = false;
+        let mut broken = Vec::new();
+        let mut closed = Vec::new();
+        for (&id, s) in self.socks.iter_mut() {
+            let Some(mem) = &s.mem else { continue };
+            if s.kind != Kind::Udp {
+                continue;
+            }
+            if s.broken {
+                if s.closing {
+                    closed.push(id);
+                }
+                continue;
+            }
+            loop {
+                if self.to_udp.len() >= room {
+                    waiting = true;
+                    break;
+                }
+                let rec = match mem.peek_send() {
+                    Ok(Some(r)) => r,
+                    Ok(None) => {
+                        if mem.request_kick() {
+                            continue;
+                        }
+                        break;
+                    }
+                    Err(_) => {
+                        broken.push(id);
+                        break;
+                    }
+                };
+                let payload = mem.record_bytes(true, &rec);
+                let to_peer = rec.addr.ip().is_unspecified();
+                if payload.len() > MAX_UDP {
+                    f.count(me, c::TX_DROP_TOO_BIG, 1);
+                    mem.consume_send(&rec);
+                    continue;
+                }
+                if to_peer && s.rec.state != sock_state::CONNECTED {
+                    f.count(me, c::TX_DROP_NO_DEST, 1);
+                    mem.set_error(libc::EDESTADDRREQ);
+                    mem.consume_send(&rec);
+                    continue;
+                }
+                let reserve = f.params().small_bufs / 4;
+                if f.free_counts().0 < reserve && payload.len() + SEND_META_LEN < 1800 {
+                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    waiting = true;
+                    break;
+                }
+                let Some(mut h) = pool.alloc(payload.len() + SEND_META_LEN) else {
+                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    waiting = true;
+                    break;
+                };
+                let meta = SendMeta {
+                    addr: if to_peer {
+                        0
+                    } else {
+                        u32::from(*rec.addr.ip())
+                    },
+                    port: if to_peer { 0 } else { rec.addr.port() },
+                    reserved: 0,
+                };
+                h.data_off = HEADROOM;
+                h.data_len = (SEND_META_LEN + payload.len()) as u32;
+                h.sock = id;
+                h.l4proto = 17;
+                if let Ok(d) = pool.data_mut(&h) {
+                    d[..SEND_META_LEN].copy_from_slice(&meta.to_bytes());
+                    // The one copy on the way out.
+                    d[SEND_META_LEN..].copy_from_slice(payload);
+                }
+                f.count(me, c::TX_DGRAMS, 1);
+                f.count(me, c::TX_COPY_BYTES, payload.len() as u64);
+                s.wake(mem.consume_send(&rec));
+                self.to_udp.push(h);
+                moved += 1;
+            }
+            if s.closing && mem.tx_queued() == 0 {
+                closed.push(id);
+            }
+        }
+        for id in closed {
+            // After its datagrams in `to_udp`, so udpd sends them first.
+            self.close_sock(id);
+        }
+        for id in broken {
+            self.count(c::BAD_RINGS, 1);
+            if let Some(s) = self.socks.get_mut(&id) {
+                s.broken = true;
+                if let Some(m) = &s.mem {
+                    m.set_error(libc::EIO);
+                }
+            }
+        }
+        (moved, waiting)
+    }
+}
