@@ -10,6 +10,8 @@
 //! sockd's arena, so a restarted sockd keeps every socket and waits for
 //! its application to re-attach.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 mod notify;
 mod recovery;
 mod session;
@@ -122,7 +124,6 @@ struct Session {
 
 struct Sock {
     slot: usize,
-    kind: Kind,
     session: Option<u64>,
     mem: Option<SockMem>,
     efd: Option<OwnedFd>,
@@ -130,57 +131,94 @@ struct Sock {
     detached_since: Option<Instant>,
     /// A bad record was seen: the application broke its own ring.
     broken: bool,
-    /// TCP: bytes tcpd will still take (its send credit).
-    credit: u64,
-    /// TCP: the application's receive-ring consumer index last reported
-    /// to tcpd as read credit.
-    rx_seen: u64,
-    /// TCP: when to next tell tcpd the receive state unasked and ask for
-    /// its send state (credits lost when a layer died come back so).
-    sync_at: Instant,
-    /// TCP: the receive ring's producer index last reported to tcpd.
-    wr_seen: u64,
-    /// TCP: stream offset of the next byte expected from tcpd (what is in
-    /// the ring plus what `rx_hold` holds): earlier bytes are ones we
-    /// have, later ones mean something was lost.
-    rx_next: u64,
-    /// TCP: ask tcpd to deliver again from what the ring has (after our
-    /// restart, or a gap).
-    resync: bool,
-    /// TCP: stream offset of the next byte to hand tcpd. The ring keeps
-    /// everything from what tcpd confirmed taking, so that what a dying
-    /// tcpd lost can be sent again.
-    tx_sent: u64,
-    /// TCP: `tx_sent` when the last SYNC went out: tcpd's answer must
-    /// account for all of it, or the rest was lost.
-    sync_sent: u64,
-    /// TCP listener: established connections waiting for accept
-    /// (tcpd's id, local, peer).
-    accept_q: VecDeque<(u64, Addr, Addr)>,
-    /// TCP listener: since the RESYNC that asks tcpd to announce its
-    /// accept queue again (our copy died with the last sockd), the
-    /// connections accepted meanwhile, whose repeated ACCEPTABLE must not
-    /// queue them twice.
-    reannounce: Option<(Instant, Vec<u64>)>,
     /// Taken back from a sockd that died: a request the application
     /// repeats may already have reached the transport.
     reattached: bool,
-    /// TCP: received data not yet in the ring (handle, bytes written).
-    rx_hold: VecDeque<(Handle, usize)>,
-    /// TCP: the peer's FIN, to show once `rx_hold` is empty.
-    eof_pending: bool,
     /// The application closed it; once the send ring is drained, tcpd
     /// gets CLOSE (TCP) or it is closed (UDP).
     closing: bool,
-    /// TCP: a write shutdown waits for the send ring to drain.
+    /// What only one protocol keeps.
+    proto: Proto,
+}
+
+/// A socket's protocol, with what only that protocol keeps.
+enum Proto {
+    /// UDP: datagrams go straight between the rings and udpd.
+    Udp,
+    /// TCP: a stream with credits, offsets and a listener's queue.
+    Tcp(TcpSock),
+}
+
+/// What sockd keeps of a TCP socket beyond the common fields.
+struct TcpSock {
+    /// Bytes tcpd will still take (its send credit).
+    credit: u64,
+    /// The application's receive-ring consumer index last reported to
+    /// tcpd as read credit.
+    rx_seen: u64,
+    /// When to next tell tcpd the receive state unasked and ask for its
+    /// send state (credits lost when a layer died come back so).
+    sync_at: Instant,
+    /// The receive ring's producer index last reported to tcpd.
+    wr_seen: u64,
+    /// Stream offset of the next byte expected from tcpd (what is in the
+    /// ring plus what `rx_hold` holds): earlier bytes are ones we have,
+    /// later ones mean something was lost.
+    rx_next: u64,
+    /// Ask tcpd to deliver again from what the ring has (after our
+    /// restart, or a gap).
+    resync: bool,
+    /// Stream offset of the next byte to hand tcpd. The ring keeps
+    /// everything from what tcpd confirmed taking, so that what a dying
+    /// tcpd lost can be sent again.
+    tx_sent: u64,
+    /// `tx_sent` when the last SYNC went out: tcpd's answer must account
+    /// for all of it, or the rest was lost.
+    sync_sent: u64,
+    /// Listener: established connections waiting for accept (tcpd's id,
+    /// local, peer).
+    accept_q: VecDeque<(u64, Addr, Addr)>,
+    /// Listener: since the RESYNC that asks tcpd to announce its accept
+    /// queue again (our copy died with the last sockd), the connections
+    /// accepted meanwhile, whose repeated ACCEPTABLE must not queue them
+    /// twice.
+    reannounce: Option<(Instant, Vec<u64>)>,
+    /// Received data not yet in the ring (handle, bytes written).
+    rx_hold: VecDeque<(Handle, usize)>,
+    /// The peer's FIN, to show once `rx_hold` is empty.
+    eof_pending: bool,
+    /// A write shutdown waits for the send ring to drain.
     shut_wr: bool,
-    /// TCP: segment size, to cut the stream into one-segment buffers.
+    /// Segment size, to cut the stream into one-segment buffers.
     mss: u32,
-    /// TCP: the SHUTDOWNs sent, sent again to a restarted tcpd (a repeat
-    /// is harmless).
+    /// The SHUTDOWNs sent, sent again to a restarted tcpd (a repeat is
+    /// harmless).
     shut_sent: ShutSent,
-    /// TCP: the options set, likewise.
+    /// The options set, likewise.
     opts: TcpOpts,
+}
+
+impl TcpSock {
+    fn new(credit: u64) -> TcpSock {
+        TcpSock {
+            credit,
+            rx_seen: 0,
+            sync_at: Instant::now(),
+            wr_seen: 0,
+            rx_next: 0,
+            resync: false,
+            tx_sent: 0,
+            sync_sent: 0,
+            accept_q: VecDeque::new(),
+            reannounce: None,
+            rx_hold: VecDeque::new(),
+            eof_pending: false,
+            shut_wr: false,
+            mss: 1448,
+            shut_sent: ShutSent::default(),
+            opts: TcpOpts::default(),
+        }
+    }
 }
 
 /// The SHUTDOWN requests a TCP socket sent tcpd.
@@ -223,43 +261,55 @@ impl TcpOpts {
 }
 
 impl Sock {
+    /// A socket of `kind`; a TCP one starts with send credit `credit`.
     fn new(slot: usize, kind: Kind, rec: SockRec, credit: u64) -> Sock {
         Sock {
             slot,
-            kind,
             session: None,
             mem: None,
             efd: None,
             rec,
             detached_since: None,
             broken: false,
-            credit,
-            rx_seen: 0,
-            sync_at: Instant::now(),
-            wr_seen: 0,
-            rx_next: 0,
-            resync: false,
-            tx_sent: 0,
-            sync_sent: 0,
-            accept_q: VecDeque::new(),
-            reannounce: None,
             reattached: false,
-            rx_hold: VecDeque::new(),
-            eof_pending: false,
             closing: false,
-            shut_wr: false,
-            mss: 1448,
-            shut_sent: ShutSent::default(),
-            opts: TcpOpts::default(),
+            proto: match kind {
+                Kind::Udp => Proto::Udp,
+                Kind::Tcp => Proto::Tcp(TcpSock::new(credit)),
+            },
         }
     }
 
-    fn wake(&self, yes: bool) {
-        if yes {
-            if let Some(e) = &self.efd {
-                kick(e);
-            }
+    fn kind(&self) -> Kind {
+        match self.proto {
+            Proto::Udp => Kind::Udp,
+            Proto::Tcp(_) => Kind::Tcp,
         }
+    }
+
+    fn tcp(&self) -> Option<&TcpSock> {
+        match &self.proto {
+            Proto::Tcp(t) => Some(t),
+            Proto::Udp => None,
+        }
+    }
+
+    fn tcp_mut(&mut self) -> Option<&mut TcpSock> {
+        match &mut self.proto {
+            Proto::Tcp(t) => Some(t),
+            Proto::Udp => None,
+        }
+    }
+
+    /// Received TCP data held back from the ring (none for UDP).
+    fn rx_hold(&self) -> impl Iterator<Item = &Handle> {
+        self.tcp()
+            .into_iter()
+            .flat_map(|t| t.rx_hold.iter().map(|(h, _)| h))
+    }
+
+    fn wake(&self, yes: bool) {
+        wake(&self.efd, yes);
     }
 }
 
@@ -307,6 +357,13 @@ struct Sockd<'a> {
     tcpd_seen: (u32, u64),
     /// tcpd's heartbeat last seen, and when it last changed.
     tcpd_beat: (u64, Instant),
+}
+
+/// Kicks a socket's readiness eventfd, if `yes` and it has one.
+fn wake(efd: &Option<OwnedFd>, yes: bool) {
+    if let (true, Some(e)) = (yes, efd) {
+        kick(e);
+    }
 }
 
 fn errno_resp(e: i32) -> Response {

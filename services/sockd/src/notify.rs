@@ -22,12 +22,12 @@ impl Sockd<'_> {
                     && self
                         .socks
                         .get(&p.sock)
-                        .is_some_and(|s| s.kind == Kind::Tcp && (s.reattached || p.resent));
+                        .is_some_and(|s| s.kind() == Kind::Tcp && (s.reattached || p.resent));
                 if p.resent && p.kind == Kind::Tcp {
                     // What tcpd announced after the first reply may have
                     // died with it (CONNECTED, ACCEPTABLE): restated.
-                    if let Some(s) = self.socks.get_mut(&p.sock) {
-                        s.resync = true;
+                    if let Some(t) = self.socks.get_mut(&p.sock).and_then(Sock::tcp_mut) {
+                        t.resync = true;
                     }
                 }
                 if repeated_connect {
@@ -42,7 +42,7 @@ impl Sockd<'_> {
                         s.rec.local_port = m.local_port;
                         if p.op == op::LISTEN {
                             s.rec.state = sock_state::LISTEN;
-                        } else if p.op == op::CONNECT && s.kind == Kind::Tcp {
+                        } else if p.op == op::CONNECT && s.kind() == Kind::Tcp {
                             // In progress: CONNECTED or an error follows
                             // (or came already, for a repeated connect).
                             s.rec.peer_ip = m.remote_addr;
@@ -86,7 +86,7 @@ impl Sockd<'_> {
                 if let Some(s) = self.socks.get(&m.sock) {
                     if let Some(mem) = &s.mem {
                         let mut wake = mem.set_error(m.errno);
-                        if s.kind == Kind::Tcp {
+                        if s.kind() == Kind::Tcp {
                             wake |= mem.set_state(sstate::RESET);
                         }
                         s.wake(wake);
@@ -101,8 +101,8 @@ impl Sockd<'_> {
                     s.rec.peer_ip = m.remote_addr;
                     s.rec.peer_port = m.remote_port;
                     s.rec.state = sock_state::CONNECTED;
-                    if m.value > 0 {
-                        s.mss = m.value.min(65000) as u32;
+                    if let (true, Some(t)) = (m.value > 0, s.tcp_mut()) {
+                        t.mss = m.value.min(65000) as u32;
                     }
                     if let Some(mem) = &s.mem {
                         s.wake(mem.set_state(sstate::CONNECTED));
@@ -111,30 +111,37 @@ impl Sockd<'_> {
                 self.sync_rec(m.sock);
             }
             op::ACCEPTABLE => {
+                let claimed = self.claimed.contains(&m.value);
                 match self.socks.get_mut(&m.sock) {
-                    // Announced again (see `reannounce`): queued or
-                    // accepted already.
-                    Some(s)
-                        if s.rec.state == sock_state::LISTEN
-                            && (s.accept_q.iter().any(|q| q.0 == m.value)
-                                || self.claimed.contains(&m.value)
-                                || s.reannounce
-                                    .as_ref()
-                                    .is_some_and(|(_, t)| t.contains(&m.value))) => {}
-                    Some(s) if s.rec.state == sock_state::LISTEN => {
-                        s.accept_q.push_back((
-                            m.value,
-                            Addr {
-                                ip: m.local_addr,
-                                port: m.local_port,
-                            },
-                            Addr {
-                                ip: m.remote_addr,
-                                port: m.remote_port,
-                            },
-                        ));
-                        if let Some(mem) = &s.mem {
-                            s.wake(mem.notify(wait::RX));
+                    Some(Sock {
+                        rec,
+                        mem,
+                        efd,
+                        proto: Proto::Tcp(t),
+                        ..
+                    }) if rec.state == sock_state::LISTEN => {
+                        // Announced again (see `reannounce`): queued or
+                        // accepted already.
+                        let repeat = claimed
+                            || t.accept_q.iter().any(|q| q.0 == m.value)
+                            || t.reannounce
+                                .as_ref()
+                                .is_some_and(|(_, taken)| taken.contains(&m.value));
+                        if !repeat {
+                            t.accept_q.push_back((
+                                m.value,
+                                Addr {
+                                    ip: m.local_addr,
+                                    port: m.local_port,
+                                },
+                                Addr {
+                                    ip: m.remote_addr,
+                                    port: m.remote_port,
+                                },
+                            ));
+                            if let Some(mem) = mem {
+                                wake(efd, mem.notify(wait::RX));
+                            }
                         }
                     }
                     // The listener is gone: so is the connection.
@@ -142,19 +149,25 @@ impl Sockd<'_> {
                 }
             }
             op::EOF => {
-                if let Some(s) = self.socks.get_mut(&m.sock) {
+                if let Some(Sock {
+                    mem,
+                    efd,
+                    proto: Proto::Tcp(t),
+                    ..
+                }) = self.socks.get_mut(&m.sock)
+                {
                     // The stream ends at `value`: bytes before it that we
                     // lack (delivered to a sockd that died) come first;
                     // tcpd says EOF again after delivering them anew.
-                    let missing = (m.value as u32).wrapping_sub(s.rx_next as u32) as i32 > 0;
+                    let missing = (m.value as u32).wrapping_sub(t.rx_next as u32) as i32 > 0;
                     if missing {
-                        s.resync = true;
-                    } else if s.rx_hold.is_empty() {
-                        if let Some(mem) = &s.mem {
-                            s.wake(mem.set_state(sstate::EOF));
+                        t.resync = true;
+                    } else if t.rx_hold.is_empty() {
+                        if let Some(mem) = mem {
+                            wake(efd, mem.set_state(sstate::EOF));
                         }
                     } else {
-                        s.eof_pending = true;
+                        t.eof_pending = true;
                     }
                 }
             }
@@ -168,7 +181,13 @@ impl Sockd<'_> {
                         self.claimed.remove(&conn);
                         self.table.update(s.slot, s.rec);
                     }
-                    if let Some(mem) = &s.mem {
+                    if let Sock {
+                        mem: Some(mem),
+                        efd,
+                        proto: Proto::Tcp(t),
+                        ..
+                    } = s
+                    {
                         let SendCredit {
                             freed,
                             taken: taken32,
@@ -181,22 +200,21 @@ impl Sockd<'_> {
                         if ahead <= mem.tx_queued() {
                             let taken = consumed + ahead;
                             if ahead > 0 {
-                                let wake = mem.consume_send_bytes(ahead as usize);
-                                s.wake(wake);
+                                wake(efd, mem.consume_send_bytes(ahead as usize));
                             }
-                            if s.tx_sent < taken {
-                                s.tx_sent = taken;
+                            if t.tx_sent < taken {
+                                t.tx_sent = taken;
                             }
                             // The answer to a SYNC covers everything sent
                             // before it: what tcpd lacks was lost.
-                            if m.flags & ctl_flags::SYNC != 0 && taken < s.sync_sent {
-                                s.tx_sent = taken;
+                            if m.flags & ctl_flags::SYNC != 0 && taken < t.sync_sent {
+                                t.tx_sent = taken;
                                 resent = true;
                             }
                         }
-                        let held = u64::from((s.tx_sent as u32).wrapping_sub(freed));
+                        let held = u64::from((t.tx_sent as u32).wrapping_sub(freed));
                         if held <= cap {
-                            s.credit = cap - held;
+                            t.credit = cap - held;
                         }
                     }
                 }
@@ -218,8 +236,9 @@ impl Sockd<'_> {
                 // would wait forever, so the end is shown here.
                 if let Some(s) = self.socks.get(&m.sock) {
                     let listening = s.rec.state == sock_state::LISTEN;
+                    let eof_pending = s.tcp().is_some_and(|t| t.eof_pending);
                     if let (Some(mem), false, false, Kind::Tcp) =
-                        (&s.mem, listening, s.eof_pending, s.kind)
+                        (&s.mem, listening, eof_pending, s.kind())
                     {
                         let st = mem.hdr().state.load(Acquire);
                         if st & (sstate::EOF | sstate::RESET) == 0 {

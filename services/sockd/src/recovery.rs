@@ -131,26 +131,32 @@ impl Sockd<'_> {
         }
         let mut ctl: Vec<(u32, u32, u64, u32)> = Vec::new();
         for (&id, s) in self.socks.iter_mut() {
-            if s.kind != Kind::Tcp || s.mem.is_none() {
+            let Sock {
+                mem: Some(_),
+                rec,
+                proto: Proto::Tcp(t),
+                ..
+            } = s
+            else {
                 continue;
-            }
-            if let Some(conn) = s.rec.accepted_conn() {
+            };
+            if let Some(conn) = rec.accepted_conn() {
                 // Its ATTACH may have died in tcpd's ring (tcpd ignores a
                 // repeat); what the listener hears again of it is ours.
                 self.claimed.insert(conn);
                 ctl.push((op::ATTACH, id, conn, 0));
             }
-            for (name, v) in s.opts.set_ones() {
+            for (name, v) in t.opts.set_ones() {
                 ctl.push((op::SETOPT, id, v, name));
             }
-            if s.shut_sent.read {
+            if t.shut_sent.read {
                 ctl.push((op::SHUTDOWN, id, 0, 0));
             }
-            if s.shut_sent.write {
+            if t.shut_sent.write {
                 ctl.push((op::SHUTDOWN, id, 1, 0));
             }
-            if s.rec.state != sock_state::OPEN {
-                s.resync = true;
+            if rec.state != sock_state::OPEN {
+                t.resync = true;
             }
         }
         for (o, id, v, fl) in ctl {

@@ -11,6 +11,8 @@ impl Sockd<'_> {
                 listener.as_raw_fd(),
                 SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
             ) {
+                // SAFETY: accept4 just returned this descriptor; nothing
+                // else owns it.
                 Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
                 Err(_) => return,
             };
@@ -127,7 +129,7 @@ impl Sockd<'_> {
                     return;
                 }
             },
-            Request::SetOption { id, opt } => match (self.own(sid, id).map(|s| s.kind), opt) {
+            Request::SetOption { id, opt } => match (self.own(sid, id).map(Sock::kind), opt) {
                 (None, _) => errno_resp(libc::EBADF),
                 (Some(_), SockOpt::ReuseAddr(on)) => {
                     if let Some(s) = self.socks.get_mut(&id) {
@@ -148,8 +150,8 @@ impl Sockd<'_> {
                         SockOpt::Congestion(a) => (tcp_opt::CONGESTION, a as u64),
                         SockOpt::ReuseAddr(_) => unreachable!("handled above"),
                     };
-                    if let Some(s) = self.socks.get_mut(&id) {
-                        s.opts.set(name, v);
+                    if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
+                        t.opts.set(name, v);
                     }
                     self.tcp_ctl(op::SETOPT, id, v, name);
                     Response::Ok
@@ -177,7 +179,7 @@ impl Sockd<'_> {
                 }
             }
             Request::Listen { id, backlog } => {
-                match self.own(sid, id).map(|s| (s.kind, s.rec.state)) {
+                match self.own(sid, id).map(|s| (s.kind(), s.rec.state)) {
                     None => errno_resp(libc::EBADF),
                     Some((Kind::Udp, _)) => errno_resp(libc::EOPNOTSUPP),
                     Some((_, sock_state::LISTEN)) => Response::Ok,
@@ -200,19 +202,19 @@ impl Sockd<'_> {
                 self.respond(sid, &r, &[]);
                 return;
             }
-            Request::Shutdown { id, how } => match self.own(sid, id).map(|s| s.kind) {
+            Request::Shutdown { id, how } => match self.own(sid, id).map(Sock::kind) {
                 None => errno_resp(libc::EBADF),
                 Some(Kind::Udp) => errno_resp(libc::EOPNOTSUPP),
                 Some(Kind::Tcp) => {
                     if matches!(how, How::Read | How::Both) {
-                        if let Some(s) = self.socks.get_mut(&id) {
-                            s.shut_sent.read = true;
+                        if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
+                            t.shut_sent.read = true;
                         }
                         self.tcp_ctl(op::SHUTDOWN, id, 0, 0);
                     }
                     if matches!(how, How::Write | How::Both) {
-                        if let Some(s) = self.socks.get_mut(&id) {
-                            s.shut_wr = true;
+                        if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
+                            t.shut_wr = true;
                         }
                     }
                     Response::Ok
@@ -236,18 +238,20 @@ impl Sockd<'_> {
                             // What tcpd delivered to the sockd that died
                             // is gone: it delivers again from what the
                             // ring has, and says what credit we have.
-                            s.rx_next = mem.rx_written();
-                            s.tx_sent = mem.tx_consumed();
-                            s.sync_sent = s.tx_sent;
-                            s.rx_seen = u64::MAX;
-                            s.resync = true;
-                            s.sync_at = Instant::now();
+                            if let Some(t) = s.tcp_mut() {
+                                t.rx_next = mem.rx_written();
+                                t.tx_sent = mem.tx_consumed();
+                                t.sync_sent = t.tx_sent;
+                                t.rx_seen = u64::MAX;
+                                t.resync = true;
+                                t.sync_at = Instant::now();
+                            }
                             s.mem = Some(mem);
                             s.efd = Some(efd);
                             s.session = Some(sid);
                             s.detached_since = None;
                             s.reattached = true;
-                            let conn = s.rec.accepted_conn().filter(|_| s.kind == Kind::Tcp);
+                            let conn = s.rec.accepted_conn().filter(|_| s.kind() == Kind::Tcp);
                             self.count(c::REATTACHED, 1);
                             if let Some(conn) = conn {
                                 // Accepted just before the last sockd
@@ -256,7 +260,7 @@ impl Sockd<'_> {
                                 // ignores a repeat; what it announced
                                 // again is this socket's.
                                 self.claimed.insert(conn);
-                                for l in self.socks.values_mut() {
+                                for l in self.socks.values_mut().filter_map(Sock::tcp_mut) {
                                     l.accept_q.retain(|q| q.0 != conn);
                                 }
                                 self.tcp_ctl(op::ATTACH, id, conn, 0);
@@ -274,9 +278,10 @@ impl Sockd<'_> {
         let Some(l) = self.own(sid, id) else {
             return errno_resp(libc::EBADF);
         };
-        if l.kind != Kind::Tcp || l.rec.state != sock_state::LISTEN {
+        let listening = l.rec.state == sock_state::LISTEN;
+        let Some(l) = l.tcp().filter(|_| listening) else {
             return errno_resp(libc::EINVAL);
-        }
+        };
         if l.accept_q.is_empty() {
             return errno_resp(libc::EAGAIN);
         }
@@ -288,8 +293,12 @@ impl Sockd<'_> {
         let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
             return errno_resp(libc::EINVAL);
         };
-        let l = self.socks.get_mut(&id).unwrap();
-        let (conn, local, peer) = l.accept_q.pop_front().unwrap();
+        let Some(l) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) else {
+            return errno_resp(libc::EINVAL);
+        };
+        let Some((conn, local, peer)) = l.accept_q.pop_front() else {
+            return errno_resp(libc::EAGAIN);
+        };
         if let Some((_, taken)) = &mut l.reannounce {
             taken.push(conn);
         }

@@ -61,7 +61,7 @@ impl Sockd<'_> {
         self.next_req = self.next_req.wrapping_add(1).max(1);
         m.req = self.next_req;
         m.sock = id;
-        let kind = self.socks.get(&id).map_or(Kind::Udp, |s| s.kind);
+        let kind = self.socks.get(&id).map_or(Kind::Udp, Sock::kind);
         if !self.send_ctl(kind, m) {
             self.respond(sid, &errno_resp(libc::ENOBUFS), &[]);
             return;
@@ -91,9 +91,9 @@ impl Sockd<'_> {
             if let Some(m) = &s.mem {
                 m.set_state(sstate::CLOSED);
             }
-            if s.rec.state != sock_state::OPEN || s.kind == Kind::Tcp {
+            if s.rec.state != sock_state::OPEN || s.kind() == Kind::Tcp {
                 self.send_ctl(
-                    s.kind,
+                    s.kind(),
                     L4Ctl {
                         op: op::CLOSE,
                         sock: id,
@@ -101,7 +101,7 @@ impl Sockd<'_> {
                     },
                 );
             }
-            for (h, _) in &s.rx_hold {
+            for h in s.rx_hold() {
                 self.svc.fabric.free(h);
             }
             self.count(c::SOCKETS_CLOSED, 1);
@@ -133,7 +133,7 @@ impl Sockd<'_> {
             return;
         };
         let udp_queued =
-            s.kind == Kind::Udp && !s.broken && s.mem.as_ref().is_some_and(|m| m.tx_queued() > 0);
+            s.kind() == Kind::Udp && !s.broken && s.mem.as_ref().is_some_and(|m| m.tx_queued() > 0);
         if udp_queued {
             // Datagrams sent before the close still go, as on Linux (a
             // reply sent just before closing, typically): `pump_tx`
@@ -142,16 +142,17 @@ impl Sockd<'_> {
             s.session = None;
             return;
         }
-        if s.kind == Kind::Udp || s.rec.state != sock_state::CONNECTED {
+        if s.kind() == Kind::Udp || s.rec.state != sock_state::CONNECTED {
             self.close_sock(id);
             return;
         }
-        let unread = !s.rx_hold.is_empty() || s.mem.as_ref().is_some_and(|m| m.rx_queued() > 0);
+        let unread =
+            s.rx_hold().next().is_some() || s.mem.as_ref().is_some_and(|m| m.rx_queued() > 0);
         if unread {
             self.tcp_ctl(op::ABORT, id, 0, 0);
             if let Some(s) = self.socks.remove(&id) {
                 self.table.remove(s.slot);
-                for (h, _) in &s.rx_hold {
+                for h in s.rx_hold() {
                     self.svc.fabric.free(h);
                 }
                 self.count(c::SOCKETS_CLOSED, 1);

@@ -10,20 +10,25 @@ impl Sockd<'_> {
     /// has room (tcpd's credits keep this short).
     pub(crate) fn deliver_tcp(&mut self, h: Handle) {
         let verdict = match self.socks.get_mut(&h.sock) {
-            Some(s) if s.mem.is_some() && !s.closing => {
+            Some(Sock {
+                mem: Some(_),
+                closing: false,
+                proto: Proto::Tcp(t),
+                ..
+            }) => {
                 // By stream offset: a repeat (tcpd delivers again after a
                 // restart) is skipped, a gap (what tcpd sent before was
                 // lost) is asked for again.
-                let ahead = h.stream_off.wrapping_sub(s.rx_next as u32) as i32;
-                let have = (s.rx_next as u32).wrapping_sub(h.stream_off);
+                let ahead = h.stream_off.wrapping_sub(t.rx_next as u32) as i32;
+                let have = (t.rx_next as u32).wrapping_sub(h.stream_off);
                 if ahead > 0 {
-                    s.resync = true;
+                    t.resync = true;
                     Some(c::RX_GAPS)
                 } else if have >= h.data_len {
                     Some(c::RX_REPEATS)
                 } else {
-                    s.rx_next += u64::from(h.data_len - have);
-                    s.rx_hold.push_back((h, have as usize));
+                    t.rx_next += u64::from(h.data_len - have);
+                    t.rx_hold.push_back((h, have as usize));
                     None
                 }
             }
@@ -49,59 +54,67 @@ impl Sockd<'_> {
         let now = Instant::now();
         let mut closed: Vec<u32> = Vec::new();
         for (&id, s) in self.socks.iter_mut() {
-            if s.kind != Kind::Tcp {
+            let Sock {
+                mem: Some(mem),
+                efd,
+                rec,
+                broken,
+                closing,
+                proto: Proto::Tcp(t),
+                ..
+            } = s
+            else {
                 continue;
-            }
-            let Some(mem) = &s.mem else { continue };
+            };
             // Received data into the ring.
-            while let Some(&(h, done)) = s.rx_hold.front() {
+            while let Some(&(h, done)) = t.rx_hold.front() {
                 let Ok(d) = pool.data(&h) else {
-                    s.rx_hold.pop_front();
+                    t.rx_hold.pop_front();
                     continue;
                 };
-                let (n, wake) = mem.deliver_stream(&d[done.min(d.len())..]);
+                let (n, kick_app) = mem.deliver_stream(&d[done.min(d.len())..]);
                 if n > 0 {
                     f.count(me, c::RX_COPY_BYTES, n as u64);
                 }
-                s.wake(wake);
+                wake(efd, kick_app);
                 if done + n >= d.len() {
-                    s.rx_hold.pop_front();
+                    t.rx_hold.pop_front();
                     pool.free(&h);
                     moved += 1;
                 } else {
-                    s.rx_hold.front_mut().unwrap().1 = done + n;
+                    t.rx_hold.front_mut().unwrap().1 = done + n;
                     waiting = true;
                     break;
                 }
             }
-            if s.rx_hold.is_empty() && s.eof_pending {
-                s.eof_pending = false;
-                s.wake(mem.set_state(sstate::EOF));
+            if t.rx_hold.is_empty() && t.eof_pending {
+                t.eof_pending = false;
+                wake(efd, mem.set_state(sstate::EOF));
             }
             // Read credit: what the application consumed in total, when it
             // changed, and now and then unasked with a request for the
             // send state, so that nothing lost in a restart stays lost.
             let consumed = mem.rx_consumed();
             let written = mem.rx_written();
-            if s.reannounce
+            if t.reannounce
                 .as_ref()
                 .is_some_and(|(t, _)| now.duration_since(*t) > REANNOUNCE_WINDOW)
             {
-                s.reannounce = None;
+                t.reannounce = None;
             }
-            let sync = now >= s.sync_at || s.resync;
-            if consumed != s.rx_seen || written != s.wr_seen || sync {
+            let sync = now >= t.sync_at || t.resync;
+            if consumed != t.rx_seen || written != t.wr_seen || sync {
                 let mut flags = ctl_flags::WRITTEN;
                 if sync {
                     flags |= ctl_flags::SYNC;
-                    s.sync_at = now + SYNC_EVERY;
-                    s.sync_sent = s.tx_sent;
+                    t.sync_at = now + SYNC_EVERY;
+                    t.sync_sent = t.tx_sent;
                 }
-                if s.resync {
+                if t.resync {
                     flags |= ctl_flags::RESYNC;
-                    s.resync = false;
-                    if s.rec.state == sock_state::LISTEN {
-                        s.reannounce = Some((now, Vec::new()));
+                    t.resync = false;
+                    if rec.state == sock_state::LISTEN {
+                        t.reannounce = Some((now, Vec::new()));
                     }
                 }
                 let v = ReadCredit {
@@ -110,18 +123,18 @@ impl Sockd<'_> {
                 }
                 .pack();
                 ctl.push((op::READ_CREDIT, id, v, flags));
-                s.rx_seen = consumed;
-                s.wr_seen = written;
+                t.rx_seen = consumed;
+                t.wr_seen = written;
             }
             // Queued bytes to tcpd.
-            if s.broken || s.rec.state != sock_state::CONNECTED {
+            if *broken || rec.state != sock_state::CONNECTED {
                 continue;
             }
             loop {
                 let (a, b) = match mem.send_slices() {
                     Ok(v) => v,
                     Err(_) => {
-                        s.broken = true;
+                        *broken = true;
                         mem.set_error(libc::EIO);
                         f.count(me, c::BAD_RINGS, 1);
                         break;
@@ -129,37 +142,37 @@ impl Sockd<'_> {
                 };
                 // The ring holds from what tcpd took; send from tx_sent.
                 let queued = a.len() + b.len();
-                let skip = (s.tx_sent.saturating_sub(mem.tx_consumed()) as usize).min(queued);
+                let skip = (t.tx_sent.saturating_sub(mem.tx_consumed()) as usize).min(queued);
                 let avail = queued - skip;
                 if avail == 0 {
-                    if mem.request_kick_after(s.tx_sent) {
+                    if mem.request_kick_after(t.tx_sent) {
                         continue;
                     }
                     if queued > 0 {
                         // Sent, not yet taken: a close or shutdown waits
                         // for tcpd to say it took it, which a SYNC asks
                         // at once.
-                        if s.closing || s.shut_wr {
-                            s.sync_at = now;
+                        if *closing || t.shut_wr {
+                            t.sync_at = now;
                             waiting = true;
                         }
                         break;
                     }
-                    if s.closing {
+                    if *closing {
                         ctl.push((op::CLOSE, id, 0, 0));
                         closed.push(id);
-                    } else if s.shut_wr {
-                        s.shut_wr = false;
-                        s.shut_sent.write = true;
+                    } else if t.shut_wr {
+                        t.shut_wr = false;
+                        t.shut_sent.write = true;
                         ctl.push((op::SHUTDOWN, id, 1, 0));
                     }
                     break;
                 }
-                if self.to_tcp.len() + ctl.len() >= room || s.credit == 0 {
+                if self.to_tcp.len() + ctl.len() >= room || t.credit == 0 {
                     waiting = true;
                     break;
                 }
-                let n = avail.min(s.mss as usize).min(s.credit as usize);
+                let n = avail.min(t.mss as usize).min(t.credit as usize);
                 // Leave a quarter of the pool to the receive path: if
                 // queued sends could take every buffer, no ACK could be
                 // received to free them again.
@@ -188,9 +201,9 @@ impl Sockd<'_> {
                     d[k..].copy_from_slice(&b2[..n - k]);
                 }
                 f.count(me, c::TX_COPY_BYTES, n as u64);
-                h.stream_off = s.tx_sent as u32;
-                s.tx_sent += n as u64;
-                s.credit -= n as u64;
+                h.stream_off = t.tx_sent as u32;
+                t.tx_sent += n as u64;
+                t.credit -= n as u64;
                 self.to_tcp.push(h);
                 moved += 1;
             }

@@ -52,7 +52,7 @@ impl Sockd<'_> {
         let mut closed = Vec::new();
         for (&id, s) in self.socks.iter_mut() {
             let Some(mem) = &s.mem else { continue };
-            if s.kind != Kind::Udp {
+            if s.kind() != Kind::Udp {
                 continue;
             }
             if s.broken {

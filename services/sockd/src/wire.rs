@@ -40,6 +40,9 @@ pub fn recv(fd: &OwnedFd) -> std::io::Result<Recv> {
         for c in cmsgs {
             if let ControlMessageOwned::ScmRights(v) = c {
                 for f in v {
+                    // SAFETY: the kernel installed each SCM_RIGHTS
+                    // descriptor in this process for this message only;
+                    // nothing else owns it.
                     fds.push(unsafe { OwnedFd::from_raw_fd(f) });
                 }
             }
