@@ -56,8 +56,10 @@ use strata_ipc::Handle;
 /// No index (end of a list, no parent, no cursor).
 pub const NIL: u32 = u32::MAX;
 
-/// Connection states (RFC 9293 §3.3.2), as stored in [`ConnBlock::state`].
-pub mod st {
+/// The stored encoding of [`State`] in [`ConnBlock::state`] (plain
+/// integers, for the arena): read through [`ConnBlock::slot`] and
+/// [`ConnBlock::state`], written only by [`ConnBlock::set_state`].
+mod st {
     /// The block is free.
     pub const FREE: u32 = 0;
     /// A socket that is bound (or about to connect) but has no connection.
@@ -84,7 +86,8 @@ pub mod st {
     pub const TIME_WAIT: u32 = 11;
 }
 
-/// A connection state, for listings and tests.
+/// A connection state (RFC 9293 §3.3.2), plus CLOSED for a socket that
+/// has no connection (yet, or any more).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum State {
     /// Bound or fresh socket without a connection.
@@ -128,6 +131,153 @@ impl State {
             st::TIME_WAIT => State::TimeWait,
             _ => return None,
         })
+    }
+
+    /// The stored value of the state (never [`st::FREE`]).
+    fn raw(self) -> u32 {
+        match self {
+            State::Closed => st::CLOSED,
+            State::Listen => st::LISTEN,
+            State::SynSent => st::SYN_SENT,
+            State::SynReceived => st::SYN_RECEIVED,
+            State::Established => st::ESTABLISHED,
+            State::FinWait1 => st::FIN_WAIT_1,
+            State::FinWait2 => st::FIN_WAIT_2,
+            State::CloseWait => st::CLOSE_WAIT,
+            State::Closing => st::CLOSING,
+            State::LastAck => st::LAST_ACK,
+            State::TimeWait => st::TIME_WAIT,
+        }
+    }
+
+    /// Whether the connection is synchronized: both SYNs sent and
+    /// acknowledged (RFC 9293 §3.5.2, the third group of reset
+    /// generation; §3.10.7.4 processes segments alike from here on).
+    pub fn is_synchronized(self) -> bool {
+        match self {
+            State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => true,
+            // §3.5.2: the non-synchronized states (and a socket with no
+            // connection).
+            State::Closed | State::Listen | State::SynSent | State::SynReceived => false,
+        }
+    }
+
+    /// Whether the peer's SYN is in: RCV.NXT is defined, and what we send
+    /// carries ACK (RFC 9293 §3.10.7.4; the reset of §3.10.5 ABORT).
+    pub fn has_peer_syn(self) -> bool {
+        match self {
+            // §3.10.7.2: a SYN to LISTEN makes a child in SYN-RECEIVED;
+            // §3.10.7.3: so does a bare SYN in SYN-SENT (simultaneous
+            // open).
+            State::SynReceived => true,
+            State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => true,
+            // Nothing received from a peer yet.
+            State::Closed | State::Listen | State::SynSent => false,
+        }
+    }
+
+    /// Whether the block is a connection, with a peer: SYN-SENT onward
+    /// (RFC 9293 §3.3.2; CLOSED and LISTEN have no remote end).
+    pub fn has_peer(self) -> bool {
+        match self {
+            State::Closed | State::Listen => false,
+            State::SynSent
+            | State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => true,
+        }
+    }
+
+    /// Whether payload from the application is taken (RFC 9293 §3.10.2
+    /// SEND): queued until the handshake ends, or sent.
+    pub fn accepts_send(self) -> bool {
+        match self {
+            // §3.10.2: "queue the data for transmission after entering
+            // ESTABLISHED".
+            State::SynSent | State::SynReceived => true,
+            // §3.10.2: "segmentize the buffer and send it".
+            State::Established | State::CloseWait => true,
+            // §3.10.2: "connection closing" (our FIN is out), or no
+            // connection at all.
+            State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait
+            | State::Closed
+            | State::Listen => false,
+        }
+    }
+
+    /// Whether new data may still go out: synchronized, and our side not
+    /// closed (RFC 9293 §3.10.2: ESTABLISHED and CLOSE-WAIT send).
+    pub fn sends_new_data(self) -> bool {
+        match self {
+            State::Established | State::CloseWait => true,
+            // §3.10.4 CLOSE: our FIN is queued or sent, nothing follows it.
+            State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => false,
+            // Not synchronized: data waits for the handshake.
+            State::Closed | State::Listen | State::SynSent | State::SynReceived => false,
+        }
+    }
+
+    /// Whether our FIN is sent (or due after the data) and not yet
+    /// acknowledged (RFC 9293 §3.10.4 CLOSE; §3.10.7.4, fifth step).
+    pub fn fin_unacked(self) -> bool {
+        match self {
+            State::FinWait1 | State::Closing | State::LastAck => true,
+            // §3.10.7.4: FIN-WAIT-2 and TIME-WAIT follow the ACK of our
+            // FIN.
+            State::FinWait2 | State::TimeWait => false,
+            // Our side is open (a FIN queued in SYN-SENT or SYN-RECEIVED
+            // waits for ESTABLISHED, §3.10.4).
+            State::Closed
+            | State::Listen
+            | State::SynSent
+            | State::SynReceived
+            | State::Established
+            | State::CloseWait => false,
+        }
+    }
+
+    /// Whether keep-alive probes run (RFC 1122 §4.2.3.6) when the option
+    /// is on: in the states where the peer may go silent with nothing of
+    /// ours in flight to notice it (as Linux's `tcp_keepalive_timer`).
+    pub fn keeps_alive(self) -> bool {
+        match self {
+            State::Established | State::CloseWait | State::FinWait2 => true,
+            // The handshake, FIN and TIME-WAIT timers watch these; CLOSED
+            // and LISTEN have no peer.
+            State::SynSent
+            | State::SynReceived
+            | State::FinWait1
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait
+            | State::Closed
+            | State::Listen => false,
+        }
     }
 
     /// The name `ss` uses (`ESTAB`, `SYN-SENT`...).
@@ -307,7 +457,9 @@ pub struct ConnBlock {
     pub overflow_ts: u64,
 
     // ---- identity ----
-    /// One of [`st`].
+    /// The state, stored as a plain integer (0: free block): read with
+    /// [`slot`](Self::slot) or [`state`](Self::state), write with
+    /// [`set_state`](Self::set_state).
     pub state: u32,
     /// [`cf`] bits.
     pub flags: u32,
@@ -503,15 +655,57 @@ const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 120 * 4);
 #[allow(unsafe_code)]
 unsafe impl Pod for ConnBlock {}
 
+/// What a block's stored state word holds: the arena is plain integers,
+/// so a block may hold anything after a crash or a stray write; restore
+/// resets a block whose state is [`Slot::Garbage`], so the core's events
+/// only ever see [`Slot::Live`] blocks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Slot {
+    /// The block is free.
+    Free,
+    /// A socket, listener or connection in this state.
+    Live(State),
+    /// No state at all: this stored value.
+    Garbage(u32),
+}
+
 impl ConnBlock {
-    /// Whether the block is in use.
+    /// Whether the block is in use (anything but [`Slot::Free`]).
     pub fn in_use(&self) -> bool {
         self.state != st::FREE
     }
 
-    /// The state, if valid.
-    pub fn state(&self) -> Option<State> {
-        State::from_raw(self.state)
+    /// What the stored state says, garbage included.
+    pub fn slot(&self) -> Slot {
+        match State::from_raw(self.state) {
+            Some(s) => Slot::Live(s),
+            None if self.state == st::FREE => Slot::Free,
+            None => Slot::Garbage(self.state),
+        }
+    }
+
+    /// The state of a block in use. The core runs events only on such
+    /// blocks, whose state is always valid: restore resets the others,
+    /// and [`set_state`](Self::set_state) writes only states. Code that
+    /// looks at any block (a scan of the table, restore, a listing from
+    /// outside) uses [`slot`](Self::slot).
+    ///
+    /// # Panics
+    /// If the block is free or holds garbage: a broken invariant (tcpd
+    /// then restarts, and restore deals with the block).
+    #[track_caller]
+    pub fn state(&self) -> State {
+        match self.slot() {
+            Slot::Live(s) => s,
+            Slot::Free | Slot::Garbage(_) => {
+                panic!("block {} has no state: {:?}", self.index, self.slot())
+            }
+        }
+    }
+
+    /// Moves the block to state `s`.
+    pub fn set_state(&mut self, s: State) {
+        self.state = s.raw();
     }
 
     /// Whether a flag is set.
@@ -523,11 +717,6 @@ impl ConnBlock {
     /// The connection id sockd sees (generation and index).
     pub fn id(&self, idx: usize) -> u64 {
         u64::from(self.gen) << 32 | idx as u64
-    }
-
-    /// Whether the state is synchronized (RFC 9293: ESTABLISHED onward).
-    pub fn synchronized(&self) -> bool {
-        self.state >= st::ESTABLISHED
     }
 }
 
@@ -713,6 +902,17 @@ pub struct StorageHeader {
 
 const _: () = assert!(std::mem::size_of::<StorageHeader>() == 64);
 
+/// What [`Storage::from_raw`] relies on for alignment: every part's type
+/// needs at most the 64 bytes its offset is rounded to, and the undo
+/// records, which follow the journal directly, stay aligned after it.
+const LAYOUT_ALIGNED: bool = std::mem::align_of::<StorageHeader>() <= 64
+    && std::mem::align_of::<ConnBlock>() <= 64
+    && std::mem::align_of::<Journal>() <= 64
+    && std::mem::align_of::<SegEntry>() <= 64
+    && std::mem::size_of::<Journal>().is_multiple_of(std::mem::align_of::<UndoRec>())
+    && std::mem::align_of::<UndoRec>() <= 64;
+const _: () = assert!(LAYOUT_ALIGNED);
+
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
 /// Layout version of [`ConnBlock`] and [`SegEntry`].
@@ -768,15 +968,25 @@ impl<'a> Storage<'a> {
         let j_off = Storage::journal_off(n_conns);
         let u_off = j_off + std::mem::size_of::<Journal>();
         let segs_off = Storage::segs_off(n_conns, n_segs);
-        // SAFETY: the caller hands us the region; the parts are disjoint,
-        // aligned (64 for the header, journal and entries, 8 for blocks,
-        // 4 for undo records) and inside it (`bytes_for` <= len); every
-        // bit pattern is valid for these types.
-        let hdr = &mut *(p as *mut StorageHeader);
-        let conns = std::slice::from_raw_parts_mut(p.add(64) as *mut ConnBlock, n_conns);
-        let journal = &mut *(p.add(j_off) as *mut Journal);
-        let undo = std::slice::from_raw_parts_mut(p.add(u_off) as *mut UndoRec, n_segs);
-        let segs = std::slice::from_raw_parts_mut(p.add(segs_off) as *mut SegEntry, n_segs);
+        let at = |off: usize| p.wrapping_add(off);
+        // SAFETY: the caller gives us `p..p+len`, mapped, writable and
+        // used by nothing else for 'a. The five parts are disjoint and
+        // inside it (in this order; the last ends at `bytes_for(n_conns,
+        // n_segs)`, at most `len` by the loop above). Each is aligned for
+        // its type: `p` is 64-aligned (checked), the header, the journal
+        // and the entries start at multiples of 64, the blocks at 64, the
+        // undo records right after the journal (see the assertions on
+        // `LAYOUT_ALIGNED`). All five types are plain integers, so
+        // whatever bytes the region holds are valid values.
+        let (hdr, conns, journal, undo, segs) = unsafe {
+            (
+                &mut *at(0).cast::<StorageHeader>(),
+                std::slice::from_raw_parts_mut(at(64).cast::<ConnBlock>(), n_conns),
+                &mut *at(j_off).cast::<Journal>(),
+                std::slice::from_raw_parts_mut(at(u_off).cast::<UndoRec>(), n_segs),
+                std::slice::from_raw_parts_mut(at(segs_off).cast::<SegEntry>(), n_segs),
+            )
+        };
         let fresh = hdr.magic != STORAGE_MAGIC
             || hdr.version != STORAGE_VERSION
             || hdr.n_conns as usize != n_conns
@@ -812,25 +1022,93 @@ mod tests {
     fn raw_layout_round_trips() {
         let n = Storage::bytes_for(3, 5);
         let mut mem = vec![0u64; n / 8 + 16];
-        let base = mem.as_mut_ptr() as usize;
-        let p = (base.div_ceil(64) * 64) as *mut u8;
+        let p = mem.as_mut_ptr().cast::<u8>();
+        let p = p.wrapping_add((p as usize).next_multiple_of(64) - p as usize);
         #[allow(unsafe_code)]
-        let (h, s, fresh) = unsafe { Storage::from_raw(p, n, 3).unwrap() };
+        let lay = |len: usize| {
+            // SAFETY: `p..p+n` lies inside `mem` (its 16 spare words
+            // cover the alignment), which outlives every use below; each
+            // layout's references are last used before the next one is
+            // made, so none aliases another in use.
+            unsafe { Storage::from_raw(p, len, 3).unwrap() }
+        };
+        let (h, s, fresh) = lay(n);
         assert!(fresh);
         assert_eq!((s.conns.len(), s.segs.len(), s.undo.len()), (3, 5, 5));
         s.journal.n = 2;
         h.secret = [4, 5];
         s.conns[2].gen = 9;
-        #[allow(unsafe_code)]
-        let (h, s, fresh) = unsafe { Storage::from_raw(p, n, 3).unwrap() };
+        let (h, s, fresh) = lay(n);
         assert!(!fresh);
         assert_eq!(h.secret, [4, 5]);
         assert_eq!(s.conns[2].gen, 9);
         assert_eq!(s.journal.n, 2);
         // One byte short: an entry fewer.
-        #[allow(unsafe_code)]
-        let (_, s, fresh) = unsafe { Storage::from_raw(p, n - 1, 3).unwrap() };
+        let (_, s, fresh) = lay(n - 1);
         assert!(fresh);
         assert_eq!(s.segs.len(), 4);
+    }
+
+    const ALL: [State; 11] = [
+        State::Closed,
+        State::Listen,
+        State::SynSent,
+        State::SynReceived,
+        State::Established,
+        State::FinWait1,
+        State::FinWait2,
+        State::CloseWait,
+        State::Closing,
+        State::LastAck,
+        State::TimeWait,
+    ];
+
+    #[test]
+    fn states_round_trip_through_their_stored_values() {
+        for s in ALL {
+            let mut c = ConnBlock::default();
+            assert_eq!(c.slot(), Slot::Free);
+            c.set_state(s);
+            assert!(c.in_use());
+            assert_eq!((c.slot(), c.state()), (Slot::Live(s), s));
+            assert_eq!(State::from_raw(c.state), Some(s));
+        }
+        let c = ConnBlock {
+            state: 12,
+            ..ConnBlock::default()
+        };
+        assert!(c.in_use());
+        assert_eq!(c.slot(), Slot::Garbage(12));
+    }
+
+    #[test]
+    #[should_panic(expected = "has no state")]
+    fn a_free_block_has_no_state() {
+        ConnBlock::default().state();
+    }
+
+    /// The predicates keep the meaning of the ordering comparisons on the
+    /// stored values they replaced.
+    #[test]
+    fn predicates_follow_the_stored_order() {
+        for s in ALL {
+            let v = s.raw();
+            assert_eq!(s.has_peer(), v >= st::SYN_SENT, "{s:?}");
+            assert_eq!(s.has_peer_syn(), v >= st::SYN_RECEIVED, "{s:?}");
+            assert_eq!(s.is_synchronized(), v >= st::ESTABLISHED, "{s:?}");
+            let sends = [st::ESTABLISHED, st::CLOSE_WAIT];
+            assert_eq!(s.sends_new_data(), sends.contains(&v), "{s:?}");
+            let takes = [
+                st::SYN_SENT,
+                st::SYN_RECEIVED,
+                st::ESTABLISHED,
+                st::CLOSE_WAIT,
+            ];
+            assert_eq!(s.accepts_send(), takes.contains(&v), "{s:?}");
+            let fin = [st::FIN_WAIT_1, st::CLOSING, st::LAST_ACK];
+            assert_eq!(s.fin_unacked(), fin.contains(&v), "{s:?}");
+            let ka = [st::ESTABLISHED, st::CLOSE_WAIT, st::FIN_WAIT_2];
+            assert_eq!(s.keeps_alive(), ka.contains(&v), "{s:?}");
+        }
     }
 }

@@ -4,7 +4,7 @@
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, ReadCredit};
 use strata_ipc::{Buffers, Handle};
 
-use crate::block::{cf, ef, pend, st, ConnBlock, NIL};
+use crate::block::{cf, ef, pend, ConnBlock, Slot, State, NIL};
 use crate::output::reply;
 use crate::{cc, conn_msg, isn, Outputs, Stat, TcpCore, Tuple, MAX_BACKLOG};
 
@@ -66,7 +66,7 @@ impl TcpCore<'_> {
                 && c.has(cf::BOUND)
                 && c.local_port == u32::from(port)
                 && (c.local_addr == 0 || addr == 0 || c.local_addr == addr)
-                && !(reuse && c.has(cf::REUSEADDR) && c.state != st::LISTEN)
+                && !(reuse && c.has(cf::REUSEADDR) && c.slot() != Slot::Live(State::Listen))
         })
     }
 
@@ -180,9 +180,11 @@ impl TcpCore<'_> {
         let i = self.sock_block(m)?;
         let mut c = self.begin(i);
         let r = (|| {
-            match c.state {
-                st::LISTEN => {}
-                st::CLOSED => {
+            match c.state() {
+                // Listening already: only the backlog changes (as Linux).
+                State::Listen => {}
+                // RFC 9293 §3.10.1 OPEN, passive: CLOSED to LISTEN.
+                State::Closed => {
                     if !c.has(cf::BOUND) {
                         let p = self.ephemeral_port().ok_or(libc::EADDRINUSE)?;
                         self.take_port(&mut c, p);
@@ -195,11 +197,20 @@ impl TcpCore<'_> {
                         self.stats.inc(Stat::AddrInUse);
                         return Err(libc::EADDRINUSE);
                     }
-                    c.state = st::LISTEN;
+                    c.set_state(State::Listen);
                     self.listeners
                         .insert((c.local_addr, c.local_port as u16), i as u32);
                 }
-                _ => {
+                // A connection cannot listen (`listen(2)`: EINVAL).
+                State::SynSent
+                | State::SynReceived
+                | State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
+                | State::Closing
+                | State::LastAck
+                | State::TimeWait => {
                     self.stats.inc(Stat::BadState);
                     return Err(libc::EINVAL);
                 }
@@ -232,7 +243,7 @@ impl TcpCore<'_> {
                 // The first one took effect before its reply was lost: in
                 // progress or done, CONNECTED (restated on RESYNC) says.
                 let c = &self.conns[i as usize];
-                if c.state >= st::SYN_SENT
+                if c.state().has_peer()
                     && c.remote_addr == m.remote_addr
                     && c.remote_port == u32::from(m.remote_port)
                 {
@@ -243,7 +254,7 @@ impl TcpCore<'_> {
         let i = self.sock_block(m)?;
         let mut c = self.begin(i);
         let r = self.connect_block(i, &mut c, m);
-        if r.is_err() && c.state == st::CLOSED && !c.has(cf::BOUND) {
+        if r.is_err() && c.state() == State::Closed && !c.has(cf::BOUND) {
             // Nothing to keep of a socket that never got anywhere.
             c.flags |= cf::DEAD;
             if self.by_sock.get(&m.sock) == Some(&(i as u32)) {
@@ -256,17 +267,27 @@ impl TcpCore<'_> {
     }
 
     fn connect_block(&mut self, i: usize, c: &mut ConnBlock, m: &L4Ctl) -> Result<(), i32> {
-        match c.state {
-            st::CLOSED => {}
-            st::SYN_SENT | st::SYN_RECEIVED => {
+        match c.state() {
+            // RFC 9293 §3.10.1 OPEN, active: CLOSED to SYN-SENT.
+            State::Closed => {}
+            // `connect(2)`: the handshake is under way,
+            State::SynSent | State::SynReceived => {
                 self.stats.inc(Stat::BadState);
                 return Err(libc::EALREADY);
             }
-            st::LISTEN => {
+            // a listener does not connect,
+            State::Listen => {
                 self.stats.inc(Stat::BadState);
                 return Err(libc::EINVAL);
             }
-            _ => {
+            // and a connection is made once.
+            State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => {
                 self.stats.inc(Stat::BadState);
                 return Err(libc::EISCONN);
             }
@@ -316,7 +337,7 @@ impl TcpCore<'_> {
         c.ts_offset = isn::ts_offset(self.cfg.secret, src, t.lp, t.ra, t.rp);
         let iss = isn::isn(self.cfg.secret, self.now, src, t.lp, t.ra, t.rp);
         self.set_iss(c, iss);
-        c.state = st::SYN_SENT;
+        c.set_state(State::SynSent);
         c.last_rx = self.now;
         self.by_tuple.insert(t, i as u32);
         self.stats.inc(Stat::ActiveOpens);
@@ -404,17 +425,31 @@ impl TcpCore<'_> {
 
     /// Queues our FIN after the data (RFC 9293 CLOSE for one direction).
     fn shut_write(&mut self, c: &mut ConnBlock) {
-        match c.state {
-            st::SYN_SENT | st::SYN_RECEIVED => c.flags |= cf::FIN_QUEUED,
-            st::ESTABLISHED => {
+        match c.state() {
+            // RFC 9293 §3.10.4 CLOSE in SYN-RECEIVED: "queue for
+            // processing after entering ESTABLISHED state" (which then is
+            // FIN-WAIT-1); SYN-SENT alike, shutdown(2) keeping the
+            // connection.
+            State::SynSent | State::SynReceived => c.flags |= cf::FIN_QUEUED,
+            // "form a FIN segment ... enter FIN-WAIT-1 state",
+            State::Established => {
                 c.flags |= cf::FIN_QUEUED;
-                c.state = st::FIN_WAIT_1;
+                c.set_state(State::FinWait1);
             }
-            st::CLOSE_WAIT => {
+            // "... enter LAST-ACK state".
+            State::CloseWait => {
                 c.flags |= cf::FIN_QUEUED;
-                c.state = st::LAST_ACK;
+                c.set_state(State::LastAck);
             }
-            _ => {}
+            // "error: connection closing" (our FIN is out already), or
+            // no connection to shut.
+            State::FinWait1
+            | State::FinWait2
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait
+            | State::Closed
+            | State::Listen => {}
         }
     }
 
@@ -424,7 +459,7 @@ impl TcpCore<'_> {
         if m.value != 1 {
             c.flags |= cf::RD_SHUT;
         }
-        if c.state == st::LISTEN && m.value != 1 {
+        if c.state() == State::Listen && m.value != 1 {
             // Linux: shutting a listener's read side stops listening.
             self.stop_listening(pool, i, &mut c, out);
         } else if m.value != 0 {
@@ -453,10 +488,11 @@ impl TcpCore<'_> {
                 continue;
             }
             let mut ch = self.begin(i);
-            if ch.state != st::SYN_RECEIVED && !ch.has(cf::DEAD) {
+            let embryo = ch.state() == State::SynReceived;
+            if !embryo && !ch.has(cf::DEAD) {
                 self.send_rst(pool, &mut ch, out);
             }
-            if ch.state == st::SYN_RECEIVED {
+            if embryo {
                 c.syn_q = c.syn_q.saturating_sub(1);
             }
             if ch.has(cf::IN_ACCEPTQ) {
@@ -468,7 +504,7 @@ impl TcpCore<'_> {
             self.terminate(&mut ch, 0);
             self.end(pool, i, ch, out);
         }
-        c.state = st::CLOSED;
+        c.set_state(State::Closed);
         c.syn_q = 0;
         c.acc_q = 0;
     }
@@ -482,31 +518,42 @@ impl TcpCore<'_> {
             return;
         };
         let mut c = self.begin(i);
-        match c.state {
-            st::CLOSED | st::SYN_SENT => self.terminate(&mut c, 0),
-            st::LISTEN => {
+        match c.state() {
+            // RFC 9293 §3.10.4 CLOSE: no connection yet, the TCB goes.
+            State::Closed | State::SynSent => self.terminate(&mut c, 0),
+            // LISTEN: the same, with the children (§3.10.4; Linux
+            // `inet_csk_listen_stop`).
+            State::Listen => {
                 self.stop_listening(pool, i, &mut c, out);
                 self.terminate(&mut c, 0);
             }
-            _ => {
+            // The peer's SYN is in: the FIN follows the data (§3.10.4),
+            // or ABORT (§3.10.5) resets.
+            state @ (State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait) => {
                 let unread = !c.rcv_q.is_empty();
-                let live = !matches!(c.state, st::TIME_WAIT);
+                let live = state != State::TimeWait;
                 if live && (abort || unread) && !c.has(cf::DEAD) {
-                    // Linux: close with unread data, or SO_LINGER 0, resets.
+                    // Linux: close with unread data, or SO_LINGER 0, resets
+                    // (RFC 9293 §3.10.5 ABORT).
                     self.stats.inc(Stat::Aborted);
-                    if c.state >= st::SYN_RECEIVED {
-                        self.send_rst(pool, &mut c, out);
-                    }
+                    self.send_rst(pool, &mut c, out);
                     self.discard_rcv(&mut c);
                     self.terminate(&mut c, 0);
-                } else if c.state == st::TIME_WAIT || c.has(cf::DEAD) {
+                } else if state == State::TimeWait || c.has(cf::DEAD) {
                     c.pend |= pend::CLOSED;
                     c.flags |= cf::ORPHAN;
                 } else {
                     self.shut_write(&mut c);
                     c.flags |= cf::ORPHAN | cf::RD_SHUT;
                     c.pend |= pend::CLOSED;
-                    if c.state == st::FIN_WAIT_2 {
+                    if c.state() == State::FinWait2 {
                         c.t_state = self.now + self.cfg.fin_timeout_ms * 1_000_000;
                     }
                 }
@@ -530,7 +577,7 @@ impl TcpCore<'_> {
         // follows (the ring holds `socket_rx_bytes`), and what sockd has
         // written into the ring, which tcpd no longer needs to keep.
         let ReadCredit { read, written } = ReadCredit::unpack(m.value);
-        if c.synchronized() {
+        if c.state().is_synchronized() {
             let written = if m.flags & ctl_flags::WRITTEN != 0 {
                 written
             } else {
@@ -546,7 +593,7 @@ impl TcpCore<'_> {
                 }
             }
         }
-        if m.flags & ctl_flags::RESYNC != 0 && c.state == st::LISTEN {
+        if m.flags & ctl_flags::RESYNC != 0 && c.state() == State::Listen {
             self.reannounce_accept_queue(pool, i, &c, out);
         }
         let fin = u32::from(c.has(cf::FIN_RCVD));
@@ -558,11 +605,12 @@ impl TcpCore<'_> {
             .wrapping_sub(c.rcv_q.bytes);
         let unread = delivered.wrapping_sub(read);
         let cap = self.cfg.socket_rx_bytes;
-        if c.synchronized() && unread <= cap {
+        let synchronized = c.state().is_synchronized();
+        if synchronized && unread <= cap {
             c.rx_credit = cap - unread;
             c.rcv_read = read;
             self.rcvbuf_adjust(&mut c);
-        } else if c.synchronized() {
+        } else if synchronized {
             self.stats.inc(Stat::CtlMalformed);
         }
         if m.flags & ctl_flags::SYNC != 0 {
@@ -659,10 +707,7 @@ impl TcpCore<'_> {
         h.data_off += have;
         h.data_len -= have;
         c.tx_taken = c.tx_taken.wrapping_add(h.data_len);
-        let open = matches!(
-            c.state,
-            st::SYN_SENT | st::SYN_RECEIVED | st::ESTABLISHED | st::CLOSE_WAIT
-        ) && !c.has(cf::FIN_QUEUED | cf::DEAD);
+        let open = c.state().accepts_send() && !c.has(cf::FIN_QUEUED | cf::DEAD);
         if !open || h.data_len == 0 {
             self.drop(pool, &h, Stat::SockDataDropped);
             // The credit comes back: the bytes left the send buffer.

@@ -11,7 +11,7 @@ use strata_proto::icmp::{self, icmp_type, unreach_code, IcmpHeader, QuotedDatagr
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::tcp::{TcpError, TcpFlags, TcpHeader, TcpOptions, MAX_WINDOW_SCALE};
 
-use crate::block::{cf, ef, pend, rec, st, ConnBlock, List, NIL};
+use crate::block::{cf, ef, pend, rec, ConnBlock, List, State, NIL};
 use crate::output::{rto_ns, rtt_sample};
 use crate::{isn, sack, seq, Outputs, Stat, TcpCore, Tuple, DEFAULT_MSS};
 
@@ -136,7 +136,7 @@ impl TcpCore<'_> {
             let i = i as usize;
             let c = &self.conns[i];
             let tw_reuse = l.is_some()
-                && c.state == st::TIME_WAIT
+                && c.state() == State::TimeWait
                 && seg.has(TcpFlags::SYN)
                 && !seg
                     .fl
@@ -270,7 +270,7 @@ impl TcpCore<'_> {
             }
         }
         self.set_iss(&mut c, iss);
-        c.state = st::SYN_RECEIVED;
+        c.set_state(State::SynReceived);
         c.t_rtx = 0;
         self.conns[l].syn_q += 1;
         self.by_tuple.insert(Tuple::of(&c), i as u32);
@@ -490,7 +490,7 @@ impl TcpCore<'_> {
         c.snd_nxt = iss.wrapping_add(1);
         c.snd_max = c.snd_nxt;
         c.flags |= cf::COOKIE;
-        c.state = st::SYN_RECEIVED;
+        c.set_state(State::SynReceived);
         self.conns[l].syn_q += 1;
         self.by_tuple.insert(Tuple::of(&c), i as u32);
         *self.port_use.entry(c.local_port as u16).or_insert(0) += 1;
@@ -511,13 +511,24 @@ impl TcpCore<'_> {
         out: &mut Outputs,
     ) {
         let mut c = self.begin(idx);
-        let kept = match c.state {
-            st::SYN_SENT => {
+        let kept = match c.state() {
+            // RFC 9293 §3.10.7.3.
+            State::SynSent => {
                 self.syn_sent_input(pool, &mut c, seg, out);
                 false
             }
-            st::SYN_RECEIVED..=st::TIME_WAIT => self.sync_input(pool, idx, &mut c, h, seg, out),
-            _ => false,
+            // §3.10.7.4: SYN-RECEIVED and the synchronized states.
+            State::SynReceived
+            | State::Established
+            | State::FinWait1
+            | State::FinWait2
+            | State::CloseWait
+            | State::Closing
+            | State::LastAck
+            | State::TimeWait => self.sync_input(pool, idx, &mut c, h, seg, out),
+            // No connection (§3.10.7.1, §3.10.7.2 are the demultiplexer's):
+            // the tuple table holds no such block; dropped.
+            State::Closed | State::Listen => false,
         };
         if !kept {
             pool.free(&h);
@@ -591,7 +602,7 @@ impl TcpCore<'_> {
             c.flags |= cf::ACK_NOW;
         } else {
             // Simultaneous open: answer with SYN-ACK from the same ISN.
-            c.state = st::SYN_RECEIVED;
+            c.set_state(State::SynReceived);
             c.snd_nxt = c.iss;
             c.t_rtx = 0;
         }
@@ -600,11 +611,11 @@ impl TcpCore<'_> {
     /// The connection is established (RFC 9293: ESTABLISHED, or FIN-WAIT-1
     /// when the application shut down writing meanwhile).
     fn establish(&mut self, c: &mut ConnBlock) {
-        c.state = if c.has(cf::FIN_QUEUED) {
-            st::FIN_WAIT_1
+        c.set_state(if c.has(cf::FIN_QUEUED) {
+            State::FinWait1
         } else {
-            st::ESTABLISHED
-        };
+            State::Established
+        });
         c.flags |= cf::WAS_ESTABLISHED;
         c.quickacks = 16;
         c.rcvq_seq = c.rcv_read;
@@ -639,7 +650,7 @@ impl TcpCore<'_> {
         out: &mut Outputs,
     ) -> bool {
         let rst = seg.has(TcpFlags::RST);
-        if c.state == st::SYN_RECEIVED
+        if c.state() == State::SynReceived
             && seg.fl.0 & (TcpFlags::SYN | TcpFlags::ACK | TcpFlags::RST).0 == TcpFlags::SYN.0
             && seg.seq == c.irs
         {
@@ -675,7 +686,7 @@ impl TcpCore<'_> {
         };
         // A zero window still takes ACKs at RCV.NXT (§3.10.7.4 note).
         let zero_wnd_ack = !acceptable && wnd == 0 && s == nxt;
-        if c.state == st::TIME_WAIT && seg.has(TcpFlags::FIN) && e == nxt {
+        if c.state() == State::TimeWait && seg.has(TcpFlags::FIN) && e == nxt {
             acceptable = true;
         }
         if !acceptable && !zero_wnd_ack {
@@ -697,16 +708,25 @@ impl TcpCore<'_> {
                 return false;
             }
             self.stats.inc(Stat::RstAccepted);
-            let errno = match c.state {
-                st::SYN_RECEIVED if c.has(cf::PASSIVE) => 0,
-                st::SYN_RECEIVED => libc::ECONNREFUSED,
-                st::CLOSE_WAIT => libc::EPIPE,
-                st::TIME_WAIT | st::CLOSING | st::LAST_ACK => 0,
-                _ => libc::ECONNRESET,
+            let state = c.state();
+            let errno = match state {
+                // §3.10.7.4: a passive open goes back to LISTEN (the
+                // child goes, its listener stays); an active one is
+                // refused.
+                State::SynReceived if c.has(cf::PASSIVE) => 0,
+                State::SynReceived => libc::ECONNREFUSED,
+                // "connection reset" (Linux: EPIPE once the peer's FIN is
+                // in).
+                State::CloseWait => libc::EPIPE,
+                State::Established | State::FinWait1 | State::FinWait2 => libc::ECONNRESET,
+                // Closing anyway: no error.
+                State::TimeWait | State::Closing | State::LastAck => 0,
+                // Not here (conn_input sends these elsewhere).
+                State::Closed | State::Listen | State::SynSent => libc::ECONNRESET,
             };
             if errno == libc::ECONNREFUSED {
                 self.stats.inc(Stat::ConnRefused);
-            } else if c.state != st::SYN_RECEIVED && c.state != st::TIME_WAIT {
+            } else if state != State::SynReceived && state != State::TimeWait {
                 self.stats.inc(Stat::ResetByPeer);
             }
             self.discard_rcv(c);
@@ -732,7 +752,7 @@ impl TcpCore<'_> {
         if !seg.has(TcpFlags::ACK) {
             return false;
         }
-        if c.state == st::SYN_RECEIVED {
+        if c.state() == State::SynReceived {
             if !(seq::lt(c.snd_una, seg.ack) && seq::le(seg.ack, c.snd_max)) {
                 self.stats.inc(Stat::NoConnReset);
                 self.xmit_bare(
@@ -795,25 +815,36 @@ impl TcpCore<'_> {
             return false;
         }
         let fin_acked = c.has(cf::FIN_QUEUED) && seq::gt(c.snd_una, c.snd_end);
-        match c.state {
-            st::FIN_WAIT_1 if fin_acked => {
-                c.state = st::FIN_WAIT_2;
+        match c.state() {
+            // §3.10.7.4, fifth step: "if the FIN segment is now
+            // acknowledged, then enter FIN-WAIT-2".
+            State::FinWait1 if fin_acked => {
+                c.set_state(State::FinWait2);
                 if c.has(cf::ORPHAN) {
                     c.t_state = self.now + self.cfg.fin_timeout_ms * 1_000_000;
                 }
             }
-            st::CLOSING if fin_acked => {
+            // "if the ACK acknowledges our FIN, then enter the TIME-WAIT
+            // state".
+            State::Closing if fin_acked => {
                 self.enter_time_wait(c);
             }
-            st::LAST_ACK if fin_acked => {
+            // "If our FIN is now acknowledged, delete the TCB".
+            State::LastAck if fin_acked => {
                 self.terminate(c, 0);
                 return false;
             }
-            _ => {}
+            // Our FIN still unacknowledged,
+            State::FinWait1 | State::Closing | State::LastAck => {}
+            // or none sent, or acknowledged before.
+            State::Established | State::CloseWait | State::FinWait2 | State::TimeWait => {}
+            // Left above (established, or handled elsewhere).
+            State::Closed | State::Listen | State::SynSent | State::SynReceived => {}
         }
         // Seventh: text, and eighth: FIN.
-        match c.state {
-            st::ESTABLISHED | st::FIN_WAIT_1 | st::FIN_WAIT_2 => {
+        match c.state() {
+            // §3.10.7.4, seventh step: the receive side is open.
+            State::Established | State::FinWait1 | State::FinWait2 => {
                 if zero_wnd_ack && seg.len > 0 {
                     self.stats.inc(Stat::BeyondWindow);
                     c.flags |= cf::ACK_NOW;
@@ -835,20 +866,25 @@ impl TcpCore<'_> {
                 }
                 false
             }
-            st::CLOSE_WAIT | st::CLOSING | st::LAST_ACK => {
+            // Seventh step: text after the peer's FIN "should not occur"
+            // and is ignored; a repeated FIN is acknowledged again.
+            State::CloseWait | State::Closing | State::LastAck => {
                 if seg.has(TcpFlags::FIN) || seg.len > 0 {
                     c.flags |= cf::ACK_NOW;
                 }
                 false
             }
-            st::TIME_WAIT => {
+            // Eighth step: "Remain in the TIME-WAIT state. Restart the
+            // 2 MSL time-wait timeout".
+            State::TimeWait => {
                 if seg.has(TcpFlags::FIN) {
                     c.flags |= cf::ACK_NOW;
                     c.t_state = self.now + 2 * self.cfg.msl_ms * 1_000_000;
                 }
                 false
             }
-            _ => false,
+            // Left above (established, or handled elsewhere).
+            State::Closed | State::Listen | State::SynSent | State::SynReceived => false,
         }
     }
 
@@ -1380,18 +1416,28 @@ impl TcpCore<'_> {
             self.slab.discard(i);
         }
         let fin_acked = c.has(cf::FIN_QUEUED) && seq::gt(c.snd_una, c.snd_end);
-        match c.state {
-            st::SYN_RECEIVED | st::ESTABLISHED => c.state = st::CLOSE_WAIT,
-            st::FIN_WAIT_1 if fin_acked => self.enter_time_wait(c),
-            st::FIN_WAIT_1 => c.state = st::CLOSING,
-            st::FIN_WAIT_2 => self.enter_time_wait(c),
-            _ => {}
+        match c.state() {
+            // RFC 9293 §3.10.7.4, eighth step: "Enter the CLOSE-WAIT
+            // state".
+            State::SynReceived | State::Established => c.set_state(State::CloseWait),
+            // "If our FIN has been ACKed ... enter TIME-WAIT ...;
+            // otherwise, enter the CLOSING state".
+            State::FinWait1 if fin_acked => self.enter_time_wait(c),
+            State::FinWait1 => c.set_state(State::Closing),
+            // "Enter the TIME-WAIT state".
+            State::FinWait2 => self.enter_time_wait(c),
+            // "Remain in the CLOSE-WAIT / CLOSING / LAST-ACK state"
+            // (TIME-WAIT's restart is sync_input's).
+            State::CloseWait | State::Closing | State::LastAck | State::TimeWait => {}
+            // "Do not process the FIN if the state is CLOSED, LISTEN, or
+            // SYN-SENT" (they never get here).
+            State::Closed | State::Listen | State::SynSent => {}
         }
     }
 
     /// TIME-WAIT for 2·MSL; the socket is told CLOSED (after its data).
     pub(crate) fn enter_time_wait(&mut self, c: &mut ConnBlock) {
-        c.state = st::TIME_WAIT;
+        c.set_state(State::TimeWait);
         c.t_state = self.now + 2 * self.cfg.msl_ms * 1_000_000;
         c.t_rtx = 0;
         c.t_keepalive = 0;
@@ -1448,7 +1494,7 @@ impl TcpCore<'_> {
         let i = i as usize;
         let cb = &self.conns[i];
         // The quoted sequence number must be in flight.
-        if !seq::within(q.seq, cb.snd_una, cb.snd_max.wrapping_add(1)) || cb.state < st::SYN_SENT {
+        if !seq::within(q.seq, cb.snd_una, cb.snd_max.wrapping_add(1)) || !cb.state().has_peer() {
             self.stats.inc(Stat::IcmpIgnored);
             return;
         }
@@ -1465,7 +1511,7 @@ impl TcpCore<'_> {
                 self.stats.inc(Stat::IcmpIgnored);
             }
         } else if let Some(SocketError { errno, hard }) = icmp::socket_error(q.icmp_type, q.code) {
-            if c.state == st::SYN_SENT && hard {
+            if c.state() == State::SynSent && hard {
                 self.stats.inc(Stat::IcmpReported);
                 self.terminate(&mut c, errno);
             } else {

@@ -32,6 +32,8 @@
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
+#![deny(unsafe_op_in_unsafe_fn)]
+#![deny(clippy::undocumented_unsafe_blocks)]
 
 pub mod block;
 pub mod cc;
@@ -57,12 +59,12 @@ use strata_ipc::l4::{L4Ctl, L4CTL_LEN};
 use strata_ipc::{handle::flags, BufError, Buffers, Handle};
 use strata_proto::ipv4::protocol;
 
-pub use block::{ConnBlock, SegEntry, State, Storage, StorageHeader, NIL};
+pub use block::{ConnBlock, SegEntry, Slot, State, Storage, StorageHeader, NIL};
 pub use cc::{CcAlgo, CongestionControl};
 pub use config::{ConfigError, IfaceAddrs, RouteInfo, TcpConfig, DEFAULT_EPHEMERAL};
 pub use stats::{Stat, Stats};
 
-use block::{cf, pend, st};
+use block::{cf, pend};
 use config::Net;
 use queue::Slab;
 
@@ -160,9 +162,13 @@ pub struct ConnInfo {
     pub cc: &'static str,
 }
 
-/// What `strata ss` shows of block `i`; `None` for a free block.
+/// What `strata ss` shows of block `i`; `None` for a free block (or one
+/// caught holding garbage).
 fn conn_info(i: usize, c: &ConnBlock, cfg: &TcpConfig) -> Option<ConnInfo> {
-    let state = c.state()?;
+    let state = match c.slot() {
+        Slot::Live(s) => s,
+        Slot::Free | Slot::Garbage(_) => return None,
+    };
     Some(ConnInfo {
         id: c.id(i),
         sock: c.sock,
@@ -170,7 +176,7 @@ fn conn_info(i: usize, c: &ConnBlock, cfg: &TcpConfig) -> Option<ConnInfo> {
         local: (c.local_addr, c.local_port as u16),
         remote: (c.remote_addr, c.remote_port as u16),
         send_q: c.snd_q.bytes,
-        recv_q: if c.state == st::LISTEN {
+        recv_q: if state == State::Listen {
             c.acc_q
         } else {
             c.rcv_q.bytes
@@ -202,10 +208,10 @@ pub unsafe fn snapshot(p: *const u8, len: usize) -> Vec<ConnInfo> {
     if p.is_null() || len < 64 || !(p as usize).is_multiple_of(64) {
         return Vec::new();
     }
-    // SAFETY: the caller vouches for the mapping; the header is 64 bytes
-    // at a 64-byte aligned address, the blocks follow it inside `len`
-    // (checked), and both are plain integers.
-    let hdr = std::ptr::read_volatile(p as *const StorageHeader);
+    // SAFETY: the caller vouches that `p..p+len` is mapped and readable;
+    // the header is its first 64 bytes (`len` >= 64), at a 64-byte aligned
+    // address (checked), and plain integers: any bytes are a value.
+    let hdr = unsafe { std::ptr::read_volatile(p.cast::<StorageHeader>()) };
     if hdr.magic != block::STORAGE_MAGIC || hdr.version != block::STORAGE_VERSION {
         return Vec::new();
     }
@@ -214,9 +220,17 @@ pub unsafe fn snapshot(p: *const u8, len: usize) -> Vec<ConnInfo> {
         return Vec::new();
     }
     let cfg = TcpConfig::default();
-    let base = p.add(64) as *const ConnBlock;
+    let base = p.wrapping_add(64).cast::<ConnBlock>();
     (0..n)
-        .filter_map(|i| conn_info(i, &std::ptr::read_volatile(base.add(i)), &cfg))
+        .filter_map(|i| {
+            // SAFETY: block `i` < `n` lies inside `p..p+len` (the blocks
+            // end before `bytes_for(n, 0)` <= `len`, checked), aligned (64
+            // plus a multiple of its size, itself a multiple of 8), and a
+            // ConnBlock is plain integers: any bytes, even a block caught
+            // mid-update, are a value.
+            let c = unsafe { std::ptr::read_volatile(base.wrapping_add(i)) };
+            conn_info(i, &c, &cfg)
+        })
         .collect()
 }
 
@@ -532,8 +546,7 @@ impl<'a> TcpCore<'a> {
         }
         let i = self.free_conns.pop()? as usize;
         let gen = self.conns[i].gen;
-        self.conns[i] = ConnBlock {
-            state: st::CLOSED,
+        let mut c = ConnBlock {
             gen,
             index: i as u32,
             parent: NIL,
@@ -542,6 +555,8 @@ impl<'a> TcpCore<'a> {
             rto_us: (self.cfg.rto_initial_ms * 1000) as u32,
             ..ConnBlock::default()
         };
+        c.set_state(State::Closed);
+        self.conns[i] = c;
         Some(i)
     }
 
@@ -550,6 +565,7 @@ impl<'a> TcpCore<'a> {
     /// removes it from every table, settles its listener's counts, bumps
     /// its generation.
     fn release(&mut self, idx: usize, c: &mut ConnBlock) {
+        let state = c.state();
         for which in 0..4 {
             let mut l = match which {
                 0 => c.snd_q,
@@ -569,7 +585,7 @@ impl<'a> TcpCore<'a> {
                 self.by_tuple.remove(&t);
             }
         }
-        if c.state == st::LISTEN {
+        if state == State::Listen {
             let k = (c.local_addr, c.local_port as u16);
             if self.listeners.get(&k) == Some(&(idx as u32)) {
                 self.listeners.remove(&k);
@@ -589,14 +605,14 @@ impl<'a> TcpCore<'a> {
         }
         if let Some(l) = self.parent_of(c) {
             let lb = &mut self.conns[l];
-            if c.state == st::SYN_RECEIVED {
+            if state == State::SynReceived {
                 lb.syn_q = lb.syn_q.saturating_sub(1);
             }
             if c.has(cf::IN_ACCEPTQ) {
                 lb.acc_q = lb.acc_q.saturating_sub(1);
             }
         }
-        if c.state >= st::SYN_SENT {
+        if state.has_peer() {
             self.stats.inc(Stat::ConnClosed);
         }
         *c = ConnBlock {
@@ -613,7 +629,9 @@ impl<'a> TcpCore<'a> {
     fn parent_of(&self, c: &ConnBlock) -> Option<usize> {
         let p = c.parent as usize;
         let l = self.conns.get(p)?;
-        (c.parent != NIL && l.gen == c.parent_gen && l.state == st::LISTEN).then_some(p)
+        // `l` may be any block, free or reused since.
+        let listening = l.slot() == Slot::Live(State::Listen);
+        (c.parent != NIL && l.gen == c.parent_gen && listening).then_some(p)
     }
 
     /// Ends a connection: it is freed once its notifications are out.

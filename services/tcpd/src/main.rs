@@ -3,6 +3,8 @@
 //! tcpd takes them back), and moves segments between ipd, the core and
 //! sockd.
 
+#![deny(clippy::undocumented_unsafe_blocks)]
+
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Release;
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
@@ -15,7 +17,9 @@ fn random_secret() -> [u64; 2] {
     let mut b = [0u8; 16];
     // getrandom(2) never blocks once the pool is initialised; fall back to
     // the clock only if it fails.
-    let n = unsafe { libc::getrandom(b.as_mut_ptr() as *mut libc::c_void, 16, 0) };
+    // SAFETY: `b` is 16 writable bytes, and getrandom(2) writes at most
+    // the 16 it is asked for.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast::<libc::c_void>(), b.len(), 0) };
     if n != 16 {
         let t = now_ns() ^ ((std::process::id() as u64) << 32);
         return [
@@ -38,6 +42,12 @@ fn main() {
     let base: Vec<u64> = (0..names.len()).map(|i| f.counter(me, i)).collect();
 
     let (p, len) = f.arena_bytes(me);
+    // SAFETY: `p..p+len` is tcpd's own arena in the fabric, which `svc`
+    // keeps mapped and writable for as long as `main` runs (it never
+    // returns). Nothing else in this process touches it, and no other
+    // process writes it: the launcher starts the next tcpd only once this
+    // one is dead, and only copies blocks out of it for `strata ss` (see
+    // `strata_tcpd::snapshot`).
     let Some((hdr, storage, fresh)) = (unsafe { Storage::from_raw(p, len, MAX_CONNS) }) else {
         service::die(
             "tcpd",

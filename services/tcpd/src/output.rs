@@ -9,7 +9,7 @@ use strata_proto::ethernet::ethertype;
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::tcp::{TcpFlags, TcpHeader, TcpOptions};
 
-use crate::block::{cf, ef, pend, rec, st, ConnBlock, NIL};
+use crate::block::{cf, ef, pend, rec, ConnBlock, State, NIL};
 use crate::config::TcpConfig;
 use crate::{cc, conn_msg, sack, seq, Outputs, Stat, TcpCore, DEFAULT_TTL};
 
@@ -135,7 +135,7 @@ impl TcpCore<'_> {
     pub(crate) fn window_update_due(&self, c: &ConnBlock) -> bool {
         let cur = Self::rcv_wnd(c);
         let free = self.rcv_space(c);
-        c.synchronized()
+        c.state().is_synchronized()
             && !c.has(cf::FIN_RCVD)
             && cur.saturating_mul(2) <= Self::rcvbuf(c).min(self.cfg.socket_rx_bytes)
             && free >= cur.saturating_mul(2)
@@ -516,9 +516,12 @@ impl TcpCore<'_> {
         out: &mut Outputs,
     ) {
         let before = out.to_ip.len();
-        match c.state {
-            st::SYN_SENT | st::SYN_RECEIVED if c.snd_nxt == c.iss => {
-                let fl = if c.state == st::SYN_SENT {
+        let state = c.state();
+        match state {
+            // RFC 9293 §3.10.1 OPEN (active: SYN), §3.10.7.2 (passive:
+            // SYN-ACK); `snd_nxt` back at the ISN means (re)send it.
+            State::SynSent | State::SynReceived if c.snd_nxt == c.iss => {
+                let fl = if state == State::SynSent {
                     TcpFlags::SYN
                 } else {
                     TcpFlags::SYN | TcpFlags::ACK
@@ -534,13 +537,23 @@ impl TcpCore<'_> {
                     c.snd_max = seq::max(c.snd_max, c.snd_nxt);
                 }
             }
-            st::ESTABLISHED | st::CLOSE_WAIT | st::FIN_WAIT_1 | st::CLOSING | st::LAST_ACK => {
+            // Our SYN is out: data waits for ESTABLISHED (§3.10.2).
+            State::SynSent | State::SynReceived => {}
+            // §3.10.2 SEND, §3.10.4 CLOSE: data, then our FIN, while the
+            // send side is open or its FIN unacknowledged.
+            State::Established
+            | State::CloseWait
+            | State::FinWait1
+            | State::Closing
+            | State::LastAck => {
                 self.send_data(pool, c, out);
             }
-            _ => {}
+            // Everything of ours is acknowledged (FIN-WAIT-2, TIME-WAIT),
+            // or there is no connection.
+            State::FinWait2 | State::TimeWait | State::Closed | State::Listen => {}
         }
         let sent_ack = out.to_ip.len() > before;
-        if c.has(cf::ACK_NOW) && !sent_ack && c.state >= st::SYN_RECEIVED {
+        if c.has(cf::ACK_NOW) && !sent_ack && c.state().has_peer_syn() {
             let s = c.snd_nxt;
             if !self.xmit(pool, c, s, TcpFlags::ACK, 0, out) {
                 // Retry soon.
@@ -566,7 +579,7 @@ impl TcpCore<'_> {
             || c.recovery != rec::NONE
             || c.snd_una == c.snd_max
             || c.srtt_us == 0
-            || !matches!(c.state, st::ESTABLISHED | st::CLOSE_WAIT)
+            || !c.state().sends_new_data()
         {
             return;
         }
@@ -684,7 +697,7 @@ impl TcpCore<'_> {
         } else {
             0
         };
-        let fin_state = matches!(c.state, st::FIN_WAIT_1 | st::CLOSING | st::LAST_ACK);
+        let fin_state = c.state().fin_unacked();
         if avail == 0 {
             if c.has(cf::FIN_QUEUED) && fin_state && c.snd_nxt == c.snd_end {
                 let rtx = seq::lt(c.snd_nxt, c.snd_max);
@@ -811,7 +824,7 @@ impl TcpCore<'_> {
     }
 
     /// A RST for connection `c`: `<SEQ=SND.NXT><CTL=RST>` (RFC 9293
-    /// §3.10.4 ABORT), with ACK when synchronized.
+    /// §3.10.5 ABORT), with ACK once the peer's SYN is in.
     pub(crate) fn send_rst<B: Buffers>(
         &mut self,
         pool: &mut B,
@@ -819,7 +832,7 @@ impl TcpCore<'_> {
         out: &mut Outputs,
     ) {
         let s = c.snd_max;
-        let fl = if c.state >= st::SYN_RECEIVED {
+        let fl = if c.state().has_peer_syn() {
             TcpFlags::RST | TcpFlags::ACK
         } else {
             TcpFlags::RST
@@ -1069,9 +1082,7 @@ impl TcpCore<'_> {
 
     /// Arms (or stops) the keep-alive timer as the flags and state say.
     pub(crate) fn arm_keepalive(&self, c: &mut ConnBlock) {
-        let on = c.has(cf::KEEPALIVE)
-            && !c.has(cf::DEAD)
-            && matches!(c.state, st::ESTABLISHED | st::CLOSE_WAIT | st::FIN_WAIT_2);
+        let on = c.has(cf::KEEPALIVE) && !c.has(cf::DEAD) && c.state().keeps_alive();
         if !on {
             c.t_keepalive = 0;
         } else if c.t_keepalive == 0 {

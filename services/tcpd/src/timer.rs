@@ -12,7 +12,7 @@ use std::cmp::Reverse;
 
 use strata_ipc::Buffers;
 
-use crate::block::{cf, rec, st, ConnBlock, List, SegEntry, Storage, NIL, SACK_RANGES};
+use crate::block::{cf, rec, ConnBlock, List, SegEntry, Slot, State, Storage, NIL, SACK_RANGES};
 use crate::config::{ConfigError, TcpConfig};
 use crate::output::rto_ns;
 use crate::queue::Slab;
@@ -65,13 +65,27 @@ impl TcpCore<'_> {
         let due = |t: u64| t != 0 && t <= now;
         if due(c.t_state) {
             c.t_state = 0;
-            match c.state {
-                st::TIME_WAIT => {
+            match c.state() {
+                // RFC 9293 §3.10.8: "If the time-wait timeout expires on
+                // a connection, delete the TCB".
+                State::TimeWait => {
                     self.stats.inc(Stat::TimeWaitExpired);
                     self.terminate(&mut c, 0);
                 }
-                st::FIN_WAIT_2 if c.has(cf::ORPHAN) => self.terminate(&mut c, 0),
-                _ => {}
+                // An orphan's FIN-WAIT-2 does not wait for ever (Linux
+                // `tcp_fin_timeout`; RFC 9293 leaves it open).
+                State::FinWait2 if c.has(cf::ORPHAN) => self.terminate(&mut c, 0),
+                // The timer is stale (the state moved on since).
+                State::FinWait2
+                | State::Closed
+                | State::Listen
+                | State::SynSent
+                | State::SynReceived
+                | State::Established
+                | State::FinWait1
+                | State::CloseWait
+                | State::Closing
+                | State::LastAck => {}
             }
         }
         if !c.has(cf::DEAD) && due(c.t_rtx) {
@@ -80,7 +94,7 @@ impl TcpCore<'_> {
         }
         if !c.has(cf::DEAD) && due(c.t_delack) {
             c.t_delack = 0;
-            if c.state >= st::SYN_RECEIVED && (c.rcv_nxt != c.last_ack_sent || c.has(cf::ACK_NOW)) {
+            if c.state().has_peer_syn() && (c.rcv_nxt != c.last_ack_sent || c.has(cf::ACK_NOW)) {
                 self.stats.inc(Stat::DelayedAcks);
                 c.flags |= cf::ACK_NOW;
             }
@@ -94,16 +108,20 @@ impl TcpCore<'_> {
     /// The retransmission timer: SYN and SYN-ACK retries, zero-window
     /// probes, and the RTO proper (RFC 6298 §5.4–5.7, RFC 5681 §3.1).
     fn rtx_timer<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
-        match c.state {
-            st::SYN_SENT | st::SYN_RECEIVED => {
+        let state = c.state();
+        match state {
+            // RFC 9293 §3.8.1: the SYN or SYN-ACK again, backed off;
+            // given up after the retries (RFC 1122 §4.2.3.5, R2 for a
+            // SYN).
+            State::SynSent | State::SynReceived => {
                 c.retries += 1;
-                let max = if c.state == st::SYN_SENT {
+                let max = if state == State::SynSent {
                     self.cfg.syn_retries
                 } else {
                     self.cfg.synack_retries
                 };
                 if c.retries > max {
-                    if c.state == st::SYN_RECEIVED && c.has(cf::PASSIVE) {
+                    if state == State::SynReceived && c.has(cf::PASSIVE) {
                         self.stats.inc(Stat::SynAckTimeouts);
                         self.terminate(c, 0);
                     } else {
@@ -124,7 +142,13 @@ impl TcpCore<'_> {
                 c.snd_nxt = c.iss;
                 c.t_rtx = self.now + rto_ns(c, &self.cfg);
             }
-            st::ESTABLISHED | st::CLOSE_WAIT | st::FIN_WAIT_1 | st::CLOSING | st::LAST_ACK => {
+            // Data or our FIN outstanding (RFC 6298 §5.4–5.7), or the
+            // persist timer (RFC 9293 §3.8.6.1).
+            State::Established
+            | State::CloseWait
+            | State::FinWait1
+            | State::Closing
+            | State::LastAck => {
                 if c.snd_una == c.snd_max {
                     // Nothing in flight: the persist timer.
                     let waiting = seq_lt(c.snd_nxt, c.snd_end);
@@ -206,7 +230,8 @@ impl TcpCore<'_> {
                 c.backoff = (c.backoff + 1).min(16);
                 c.t_rtx = self.now + rto_ns(c, &self.cfg);
             }
-            _ => {}
+            // Nothing of ours unacknowledged: a stale timer.
+            State::FinWait2 | State::TimeWait | State::Closed | State::Listen => {}
         }
     }
 
@@ -215,8 +240,7 @@ impl TcpCore<'_> {
     /// number without an answer.
     fn keepalive_timer<B: Buffers>(&mut self, pool: &mut B, c: &mut ConnBlock, out: &mut Outputs) {
         c.t_keepalive = 0;
-        let eligible = c.has(cf::KEEPALIVE)
-            && matches!(c.state, st::ESTABLISHED | st::CLOSE_WAIT | st::FIN_WAIT_2);
+        let eligible = c.has(cf::KEEPALIVE) && c.state().keeps_alive();
         if !eligible {
             return;
         }
@@ -299,10 +323,13 @@ pub(crate) fn restore<'a, B: Buffers>(
     let mut seen = vec![false; segs.len()];
     let mut bad = vec![false; n];
     for (i, c) in conns.iter_mut().enumerate() {
-        if !c.in_use() {
-            continue;
-        }
-        if c.state == st::CLOSED && c.sock == 0 && c.dirty == 0 {
+        let state = match c.slot() {
+            Slot::Free => continue,
+            Slot::Live(s) => Some(s),
+            // Nothing to trust: reset below.
+            Slot::Garbage(_) => None,
+        };
+        if state == Some(State::Closed) && c.sock == 0 && c.dirty == 0 {
             // Taken by an event that did not finish (a child for a SYN):
             // nothing names it.
             *c = ConnBlock {
@@ -311,7 +338,7 @@ pub(crate) fn restore<'a, B: Buffers>(
             };
             continue;
         }
-        let valid = c.state().is_some()
+        let valid = state.is_some()
             && c.dirty == 0
             && c.index == i as u32
             && (c.sack_cnt as usize) <= SACK_RANGES
@@ -348,7 +375,22 @@ pub(crate) fn restore<'a, B: Buffers>(
         c.ooo_q = List::default();
         c.dlv_q = List::default();
         core.stats.inc(Stat::RestoreReset);
-        if c.state >= st::SYN_RECEIVED && c.state <= st::LAST_ACK && c.remote_addr != 0 {
+        // A peer that may still be talking to us hears the reset (RFC
+        // 9293 §3.5.2); garbage names no peer to trust.
+        let peer_waits = match c.slot() {
+            Slot::Live(
+                State::SynReceived
+                | State::Established
+                | State::FinWait1
+                | State::FinWait2
+                | State::CloseWait
+                | State::Closing
+                | State::LastAck,
+            ) => true,
+            Slot::Live(State::TimeWait | State::Closed | State::Listen | State::SynSent) => false,
+            Slot::Free | Slot::Garbage(_) => false,
+        };
+        if peer_waits && c.remote_addr != 0 {
             c.snd_mss = c.snd_mss.max(48);
             core.send_rst(pool, &mut c, out);
         }
@@ -378,10 +420,12 @@ pub(crate) fn restore<'a, B: Buffers>(
         }
         kept += 1;
         core.stats.inc(Stat::Restored);
-        if c.remote_addr != 0 && c.state >= st::SYN_SENT {
+        // Every block in use is valid from here on.
+        let state = c.state();
+        if c.remote_addr != 0 && state.has_peer() {
             core.by_tuple.insert(Tuple::of(&c), i as u32);
         }
-        if c.state == st::LISTEN {
+        if state == State::Listen {
             core.listeners
                 .insert((c.local_addr, c.local_port as u16), i as u32);
         }
@@ -399,7 +443,7 @@ pub(crate) fn restore<'a, B: Buffers>(
     // Listener counts from their children.
     for i in 0..n {
         let c = core.conns[i];
-        if c.state == st::LISTEN {
+        if c.slot() == Slot::Live(State::Listen) {
             core.conns[i].syn_q = 0;
             core.conns[i].acc_q = 0;
         }
@@ -410,7 +454,7 @@ pub(crate) fn restore<'a, B: Buffers>(
             continue;
         }
         if let Some(l) = core.parent_of(&c) {
-            if c.state == st::SYN_RECEIVED {
+            if c.state() == State::SynReceived {
                 core.conns[l].syn_q += 1;
             }
             if c.has(cf::IN_ACCEPTQ) {
@@ -429,7 +473,7 @@ pub(crate) fn restore<'a, B: Buffers>(
     // it goes again, EOF too; sockd skips what it has by stream offset.
     for i in 0..n {
         let c = core.conns[i];
-        if c.synchronized() && c.sock != 0 && !c.has(cf::IN_ACCEPTQ) {
+        if c.in_use() && c.state().is_synchronized() && c.sock != 0 && !c.has(cf::IN_ACCEPTQ) {
             core.deliver_again(pool, &c, out);
         }
     }

@@ -729,7 +729,7 @@ fn snapshot(h: &H) -> BTreeMap<usize, Vec<String>> {
     let mut m = BTreeMap::new();
     for (i, c) in conns.iter().enumerate().filter(|(_, c)| c.in_use()) {
         let mut c = *c;
-        if c.state == crate::block::st::LISTEN {
+        if c.slot() == crate::block::Slot::Live(crate::State::Listen) {
             (c.syn_q, c.acc_q) = (0, 0);
         }
         let mut v = vec![format!("{c:?}")];
@@ -915,21 +915,18 @@ fn a_kill_while_a_listener_closes_leaves_each_child_before_or_after() {
 
 #[test]
 fn a_nested_commit_never_lands_on_the_outer_block() {
-    use crate::block::{st, Journal, UndoRec};
+    use crate::block::{Journal, UndoRec};
     use crate::queue::{recover, Slab};
     quiet_kills();
     let dbg = |c: &ConnBlock| format!("{c:?}");
     for k in 1.. {
         let mut conns = vec![ConnBlock::default(); 2];
-        conns[0] = ConnBlock {
-            state: st::LISTEN,
-            ..ConnBlock::default()
-        };
+        conns[0].set_state(crate::State::Listen);
         conns[1] = ConnBlock {
-            state: st::ESTABLISHED,
             index: 1,
             ..ConnBlock::default()
         };
+        conns[1].set_state(crate::State::Established);
         let (mut segs, mut undo) = (vec![SegEntry::default(); 4], vec![UndoRec::default(); 4]);
         let mut jn = Journal::default();
         let before = conns.clone();

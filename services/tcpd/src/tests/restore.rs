@@ -133,3 +133,32 @@ fn unlinked_entries_are_reclaimed_at_restore() {
     assert_eq!(h.core.entries_in_use(), 1, "the send queue's entry only");
     h.finish();
 }
+
+#[test]
+fn a_block_whose_state_is_garbage_is_reset_without_a_rst() {
+    let mut h = H::new();
+    h.listen(1, LPORT, 4);
+    h.accept(2, o());
+    h.segs.clear();
+    let placeholder = TcpCore::new(h.cfg.clone(), storage(1, 1)).unwrap();
+    let old = std::mem::replace(&mut h.core, placeholder);
+    let st = old.into_storage();
+    let c = st
+        .conns
+        .iter_mut()
+        .find(|c| c.in_use() && c.sock == 2)
+        .unwrap();
+    c.state = 99;
+    assert_eq!(c.slot(), crate::Slot::Garbage(99));
+    let (core, kept) = TcpCore::restore(h.cfg.clone(), st, h.now, &mut h.pool, &mut h.out).unwrap();
+    h.core = core;
+    h.collect();
+    assert_eq!(kept, 1, "the listener");
+    // Garbage names no peer to trust: sockd alone hears of it.
+    h.expect_none();
+    assert_eq!(h.expect_up(op::SOCK_ERROR).errno, libc::ECONNRESET);
+    assert_eq!(h.expect_up(op::CLOSED).sock, 2);
+    assert_eq!(h.core.stats().get(Stat::RestoreReset), 1);
+    assert_eq!(h.core.connection_of(2), None);
+    h.finish();
+}
