@@ -146,7 +146,7 @@ enum Proto {
     /// UDP: datagrams go straight between the rings and udpd.
     Udp,
     /// TCP: a stream with credits, offsets and a listener's queue.
-    Tcp(TcpSock),
+    Tcp(Box<TcpSock>),
 }
 
 /// What sockd keeps of a TCP socket beyond the common fields.
@@ -275,7 +275,7 @@ impl Sock {
             closing: false,
             proto: match kind {
                 Kind::Udp => Proto::Udp,
-                Kind::Tcp => Proto::Tcp(TcpSock::new(credit)),
+                Kind::Tcp => Proto::Tcp(Box::new(TcpSock::new(credit))),
             },
         }
     }
