@@ -1,10 +1,14 @@
-//! The stack's own addresses and routes as the transport layers need
-//! them: which addresses are ours, which are subnet broadcasts, and which
-//! source address and MTU a packet to a destination gets. (ipd has its
-//! full routing table; udpd and tcpd only choose sources, as Linux's
-//! `inet_select_addr` does for a socket that is bound to any address.)
+//! The stack's own addresses and routes as the transport layers and
+//! filterd need them: which addresses are ours, which are subnet
+//! broadcasts, and which source address, output interface and MTU a packet
+//! to a destination gets. (udpd and tcpd choose sources as Linux's
+//! `inet_select_addr` does for a socket that is bound to any address.) The
+//! routes are a [`RouteTable`], the same table and lookup ipd forwards by.
 
 use std::net::Ipv4Addr;
+
+use crate::route::{Route, RouteEntry, RouteTable};
+use crate::runtime::ConfigError;
 
 /// The network mask of a prefix length, as a host-order integer; lengths
 /// past 32 count as 32 rather than panicking. The one definition every
@@ -25,24 +29,15 @@ pub fn is_multicast(a: u32) -> bool {
 #[derive(Clone, Copy, Debug)]
 struct Addr {
     addr: u32,
-    mask: u32,
-    prefix: u8,
     /// The subnet's directed broadcast (none for /31 and /32, RFC 3021).
     bcast: Option<u32>,
     /// Position of the interface.
     iface: usize,
 }
 
-#[derive(Clone, Copy, Debug)]
-struct Route {
-    dest: u32,
-    mask: u32,
-    prefix: u8,
-    /// Where it leaves: position of the interface, if known.
-    iface: Option<usize>,
-}
-
-/// Addresses and routes, built once at start.
+/// Addresses and routes, built once at start: add every interface, then
+/// every route, then call [`AddrTable::finish`]. Interfaces are numbered
+/// by position, the slots of its [`RouteTable`].
 #[derive(Clone, Debug, Default)]
 pub struct AddrTable {
     addrs: Vec<Addr>,
@@ -51,66 +46,57 @@ pub struct AddrTable {
     /// Primary address of each interface (0 when it has none).
     primary: Vec<u32>,
     mtu: Vec<u16>,
-    /// Longest prefix first, once [`AddrTable::finish`] ran.
-    routes: Vec<Route>,
+    /// Connected routes (one per address) and configured ones, the same
+    /// table and lookup ipd forwards by.
+    routes: RouteTable,
 }
 
 impl AddrTable {
     /// Adds an interface (handle index `index`) with its addresses; the
-    /// first address is its primary one. Err(prefix) for a prefix above 32.
-    pub fn add_iface(&mut self, index: u8, addrs: &[(Ipv4Addr, u8)], mtu: u16) -> Result<(), u8> {
+    /// first address is its primary one. [`ConfigError::BadPrefix`] for a
+    /// prefix above 32.
+    pub fn add_iface(
+        &mut self,
+        index: u8,
+        addrs: &[(Ipv4Addr, u8)],
+        mtu: u16,
+    ) -> Result<(), ConfigError> {
         let pos = self.primary.len();
         self.index.push(index);
         self.primary
             .push(addrs.first().map_or(0, |(a, _)| u32::from(*a)));
         self.mtu.push(mtu);
         for &(a, p) in addrs {
-            if p > 32 {
-                return Err(p);
-            }
             let addr = u32::from(a);
-            let m = mask(p);
+            self.routes
+                .add_connected(addr, p, pos)
+                .map_err(|_| ConfigError::BadPrefix(p))?;
             self.addrs.push(Addr {
                 addr,
-                mask: m,
-                prefix: p,
-                bcast: (p <= 30).then_some(addr | !m),
+                bcast: (p <= 30).then_some(addr | !mask(p)),
                 iface: pos,
             });
         }
         Ok(())
     }
 
-    /// Adds a route, after every interface. Err(prefix) for a prefix
-    /// above 32.
-    pub fn add_route(
-        &mut self,
-        dest: Ipv4Addr,
-        prefix: u8,
-        gateway: Option<Ipv4Addr>,
-        iface: Option<u8>,
-    ) -> Result<(), u8> {
-        if prefix > 32 {
-            return Err(prefix);
-        }
-        let iface = match (iface, gateway) {
-            (Some(ix), _) => self.index.iter().position(|&i| i == ix),
-            (None, Some(gw)) => self.subnet_of(u32::from(gw)).map(|a| a.iface),
-            (None, None) => None,
-        };
-        let m = mask(prefix);
-        self.routes.push(Route {
-            dest: u32::from(dest) & m,
-            mask: m,
-            prefix,
-            iface,
-        });
-        Ok(())
+    /// Adds a configured route, after every interface. Its interface is
+    /// resolved as ipd resolves it ([`RouteTable::resolve`]); one that
+    /// cannot be (ipd would refuse the configuration) matches and leads
+    /// nowhere. [`ConfigError::BadPrefix`] for a prefix above 32.
+    pub fn add_route(&mut self, route: &Route) -> Result<(), ConfigError> {
+        let slot = self
+            .routes
+            .resolve(route, |ix| self.index.iter().position(|&i| i == ix))
+            .ok();
+        self.routes
+            .add(route, slot)
+            .map_err(|_| ConfigError::BadPrefix(route.prefix))
     }
 
     /// Orders the routes for lookups; call once after adding them.
     pub fn finish(&mut self) {
-        self.routes.sort_by_key(|r| std::cmp::Reverse(r.prefix));
+        self.routes.finish();
     }
 
     /// Whether `a` is one of our (unicast) addresses.
@@ -123,47 +109,35 @@ impl AddrTable {
         self.addrs.iter().any(|x| x.bcast == Some(a))
     }
 
-    /// Our address whose subnet holds `a`, the longest prefix winning.
-    fn subnet_of(&self, a: u32) -> Option<&Addr> {
-        self.addrs
-            .iter()
-            .filter(|x| x.prefix > 0 && (a & x.mask) == (x.addr & x.mask))
-            // `max_by_key` keeps the last of equals: reversed, the first
-            // (the primary) of several addresses on one subnet wins.
-            .rev()
-            .max_by_key(|x| x.prefix)
+    /// The route a packet to `dst` takes: the longest-prefix match over
+    /// connected and configured routes ([`RouteTable::lookup`]).
+    pub fn route(&self, dst: u32) -> Option<&RouteEntry> {
+        self.routes.lookup(dst)
     }
 
-    fn route_iface(&self, dst: u32) -> Option<usize> {
-        self.routes
-            .iter()
-            .find(|r| dst & r.mask == r.dest)
-            .and_then(|r| r.iface)
-    }
-
-    /// The interface (position) a packet to `dst` leaves through.
+    /// The interface (position) a packet to `dst` leaves through: the one
+    /// holding `dst` if it is ours, else the route's.
     fn iface_for(&self, dst: u32) -> Option<usize> {
         if let Some(a) = self.addrs.iter().find(|x| x.addr == dst) {
             return Some(a.iface);
         }
-        if let Some(a) = self.subnet_of(dst) {
-            return Some(a.iface);
-        }
-        self.route_iface(dst)
+        self.route(dst).and_then(|r| r.slot)
     }
 
     /// The source address for a packet to `dst`: `dst` itself if it is
-    /// ours; else ours whose subnet holds `dst`; else the primary address
-    /// of the interface the longest matching route leaves through; else
-    /// the first address we have; 0 when we have none.
+    /// ours; else, if the route to `dst` is a connected one, our address
+    /// that implies it; else the primary address of the interface the
+    /// route leaves through; else the first address we have; 0 when we
+    /// have none.
     pub fn source_for(&self, dst: u32) -> u32 {
         if self.is_local(dst) {
             return dst;
         }
-        if let Some(a) = self.subnet_of(dst) {
-            return a.addr;
-        }
-        let via = self.route_iface(dst).map_or(0, |i| self.primary[i]);
+        let via = match self.route(dst) {
+            Some(RouteEntry { local: Some(a), .. }) => *a,
+            Some(r) => r.slot.map_or(0, |i| self.primary[i]),
+            None => 0,
+        };
         if via != 0 {
             return via;
         }
@@ -191,5 +165,93 @@ impl AddrTable {
             .and_then(|i| self.mtu.get(i).copied())
             .unwrap_or(1500);
         m.max(576)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> u32 {
+        u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    fn route(d: &str, p: u8, gw: Option<&str>, iface: Option<u8>) -> Route {
+        Route {
+            dest: d.parse().unwrap(),
+            prefix: p,
+            gateway: gw.map(|g| g.parse().unwrap()),
+            iface,
+        }
+    }
+
+    fn table(routes: &[Route]) -> AddrTable {
+        let mut t = AddrTable::default();
+        t.add_iface(3, &[("10.0.0.1".parse().unwrap(), 16)], 1500)
+            .unwrap();
+        t.add_iface(
+            5,
+            &[
+                ("192.168.1.1".parse().unwrap(), 24),
+                ("192.168.2.1".parse().unwrap(), 24),
+            ],
+            9000,
+        )
+        .unwrap();
+        for r in routes {
+            t.add_route(r).unwrap();
+        }
+        t.finish();
+        t
+    }
+
+    #[test]
+    fn source_interface_and_mtu_follow_the_route_ipd_takes() {
+        let t = table(&[
+            route("0.0.0.0", 0, Some("10.0.0.254"), None),
+            // More specific than the connected 10.0/16, through the other
+            // interface: ipd sends there, so the source is from there.
+            route("10.0.7.0", 24, Some("192.168.2.254"), None),
+        ]);
+        assert_eq!(t.source_for(ip("10.0.7.9")), ip("192.168.1.1"));
+        assert_eq!(t.out_iface(ip("10.0.7.9")), Some(5));
+        assert_eq!(t.mtu_for(ip("10.0.7.9")), 9000);
+        assert_eq!(t.source_for(ip("10.0.8.9")), ip("10.0.0.1"));
+        assert_eq!(t.out_iface(ip("10.0.8.9")), Some(3));
+        // A connected route gives the address that implies it.
+        assert_eq!(t.source_for(ip("192.168.2.7")), ip("192.168.2.1"));
+        assert_eq!(t.source_for(ip("8.8.8.8")), ip("10.0.0.1"));
+        assert_eq!(t.out_iface(ip("8.8.8.8")), Some(3));
+        // Our own address: itself, on its interface.
+        assert_eq!(t.source_for(ip("192.168.2.1")), ip("192.168.2.1"));
+        assert_eq!(t.out_iface(ip("192.168.2.1")), Some(5));
+        assert_eq!(t.primary_of(5), ip("192.168.1.1"));
+        assert_eq!(t.primary_of(4), 0);
+    }
+
+    #[test]
+    fn without_a_route_the_first_address() {
+        let t = table(&[]);
+        assert_eq!(t.source_for(ip("8.8.8.8")), ip("10.0.0.1"));
+        assert_eq!(t.out_iface(ip("8.8.8.8")), None);
+        assert_eq!(t.mtu_for(ip("8.8.8.8")), 1500);
+        // A route whose gateway no subnet holds leads nowhere.
+        let t = table(&[route("0.0.0.0", 0, Some("172.16.0.1"), None)]);
+        assert_eq!(t.out_iface(ip("8.8.8.8")), None);
+        assert_eq!(t.source_for(ip("8.8.8.8")), ip("10.0.0.1"));
+        assert_eq!(AddrTable::default().source_for(ip("8.8.8.8")), 0);
+    }
+
+    #[test]
+    fn bad_prefixes_are_refused() {
+        let mut t = AddrTable::default();
+        assert_eq!(
+            t.add_iface(1, &[("10.0.0.1".parse().unwrap(), 33)], 1500),
+            Err(ConfigError::BadPrefix(33))
+        );
+        assert_eq!(
+            t.add_route(&route("0.0.0.0", 40, None, Some(1))),
+            Err(ConfigError::BadPrefix(40))
+        );
     }
 }

@@ -3,8 +3,11 @@
 //! before any layer starts, and read again by every (re)started layer.
 
 use serde::{Deserialize, Serialize};
+use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+
+use crate::route::Route;
 
 /// Root of the runtime directories.
 pub const RUN_ROOT: &str = "/run/strata";
@@ -41,19 +44,6 @@ pub struct IfaceRt {
     pub addrs: Vec<(Ipv4Addr, u8)>,
 }
 
-/// One configured route.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct RouteRt {
-    /// Destination network.
-    pub dest: Ipv4Addr,
-    /// Prefix length.
-    pub prefix: u8,
-    /// Gateway, if not directly connected.
-    pub gateway: Option<Ipv4Addr>,
-    /// Output interface, if fixed.
-    pub iface: Option<u8>,
-}
-
 /// The whole runtime configuration.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct StackConfig {
@@ -62,7 +52,7 @@ pub struct StackConfig {
     /// Interfaces, by index.
     pub ifaces: Vec<IfaceRt>,
     /// Configured routes (connected routes are implied by addresses).
-    pub routes: Vec<RouteRt>,
+    pub routes: Vec<Route>,
     /// Egress queue limit per interface, in packets.
     pub qdisc_limit: u32,
     /// First and last port of the ephemeral range (Linux's default
@@ -97,3 +87,41 @@ impl StackConfig {
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
     }
 }
+
+/// Why a transport layer's (tcpd's or udpd's) configuration, or the
+/// storage given with it, is unusable. One type for both: they check the
+/// same things (ephemeral range, the address table's prefixes, their own
+/// capacity), each variant's doc says which layer reports it. ipd's
+/// (`strata_ipd::ConfigError`) and the launcher's differ: ipd checks the
+/// interfaces, addresses and routes it forwards by, the launcher names the
+/// field of the TOML file at fault.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigError {
+    /// The ephemeral range is empty, reversed or starts at port 0.
+    BadEphemeralRange(u16, u16),
+    /// A prefix length above 32 (an address's or a route's).
+    BadPrefix(u8),
+    /// tcpd: a socket buffer size of 0.
+    BadBufferSize,
+    /// tcpd: no connection block (storage or `max_conns` is 0).
+    NoConns,
+    /// tcpd: no queue entry in the storage.
+    NoQueueEntries,
+    /// udpd: `max_bindings` is 0.
+    NoBindings,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::BadEphemeralRange(a, b) => write!(f, "bad ephemeral port range {a}-{b}"),
+            ConfigError::BadPrefix(p) => write!(f, "prefix length {p} above 32"),
+            ConfigError::BadBufferSize => f.write_str("socket buffer size 0"),
+            ConfigError::NoConns => f.write_str("no room for any connection"),
+            ConfigError::NoQueueEntries => f.write_str("no room for any queue entry"),
+            ConfigError::NoBindings => f.write_str("max_bindings is 0"),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}

@@ -163,7 +163,9 @@ impl fmt::Display for Side {
     }
 }
 
-/// A static route.
+/// A static route as the file writes it (`[[route]]`): the interface by
+/// name, so that the configuration serialises back to the same TOML.
+/// [`Route::resolve`] turns it into the route the layers read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Route {
     /// The destination prefix, without host bits; `to = "default"` is
@@ -178,6 +180,24 @@ pub struct Route {
     /// one whose connected prefix holds `via`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
+}
+
+impl Route {
+    /// The route as the layers read it ([`strata_ipc::route::Route`], the
+    /// stack's one route type): `dev` named by its interface index, the
+    /// position of the interface of that name in `interfaces`.
+    pub fn resolve(&self, interfaces: &[Interface]) -> strata_ipc::route::Route {
+        strata_ipc::route::Route {
+            dest: self.to.network(),
+            prefix: self.to.prefix,
+            gateway: self.via,
+            iface: self
+                .dev
+                .as_ref()
+                .and_then(|d| interfaces.iter().position(|i| &i.name == d))
+                .map(|i| i as u8),
+        }
+    }
 }
 
 /// Sizes of the shared fabric and of the launcher's supervision.

@@ -50,7 +50,7 @@ impl Plan {
     /// Resolves a validated configuration.
     pub fn from_config(c: &crate::config::Config) -> Plan {
         use crate::config::{Device, Side};
-        use strata_ipc::runtime::{IfaceRt, RouteRt};
+        use strata_ipc::runtime::IfaceRt;
         let ifaces: Vec<IfaceRt> = c
             .interfaces
             .iter()
@@ -86,20 +86,7 @@ impl Plan {
                 },
             })
             .collect();
-        let routes = c
-            .routes
-            .iter()
-            .map(|r| RouteRt {
-                dest: r.to.network(),
-                prefix: r.to.prefix,
-                gateway: r.via,
-                iface: r
-                    .dev
-                    .as_ref()
-                    .and_then(|d| c.interfaces.iter().position(|i| &i.name == d))
-                    .map(|i| i as u8),
-            })
-            .collect();
+        let routes = c.routes.iter().map(|r| r.resolve(&c.interfaces)).collect();
         Plan {
             instance: c.instance.clone(),
             params: Params {

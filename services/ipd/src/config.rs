@@ -2,6 +2,7 @@
 
 use std::net::Ipv4Addr;
 
+use strata_ipc::route::RouteError;
 use strata_proto::MacAddr;
 
 /// The whole configuration of the IPv4 core.
@@ -30,19 +31,10 @@ pub struct IfaceConfig {
     pub mtu: u16,
 }
 
-/// One configured route.
-#[derive(Clone, Debug)]
-pub struct RouteConfig {
-    /// Destination network (host bits are ignored).
-    pub dest: Ipv4Addr,
-    /// Prefix length, 0 for the default route.
-    pub prefix: u8,
-    /// Next-hop router, or `None` for a destination reached directly.
-    pub gateway: Option<Ipv4Addr>,
-    /// Interface to send on; when `None` it is the one whose connected
-    /// subnet holds the gateway (a direct route must name it).
-    pub iface: Option<u8>,
-}
+/// One configured route: the stack's one route type, which the launcher
+/// writes into the runtime configuration and every layer reads, under the
+/// name ipd's API has always used.
+pub use strata_ipc::route::Route as RouteConfig;
 
 /// Table sizes, timers and rate limits. The defaults follow Linux's where
 /// Linux has an equivalent knob (named in each field's doc).
@@ -161,3 +153,14 @@ impl core::fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+impl From<RouteError> for ConfigError {
+    fn from(e: RouteError) -> ConfigError {
+        match e {
+            RouteError::BadPrefix(p) => ConfigError::BadPrefix(p),
+            RouteError::UnknownIface(i) => ConfigError::UnknownIface(i),
+            RouteError::DirectRouteNeedsIface(d, p) => ConfigError::DirectRouteNeedsIface(d, p),
+            RouteError::GatewayUnreachable(g) => ConfigError::GatewayUnreachable(g),
+        }
+    }
+}

@@ -8,8 +8,7 @@ use strata_ipc::arena::Pod;
 use strata_ipc::handle::flags::ICMP_PORT_UNREACH;
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_ipd::{
-    upper_protocol, IfaceConfig, IpConfig, IpCore, IpLimits, NeighRecord, Outputs, RouteConfig,
-    Stat,
+    upper_protocol, IfaceConfig, IpConfig, IpCore, IpLimits, NeighRecord, Outputs, Stat,
 };
 use strata_proto::icmp::{icmp_type, unreach_code};
 use strata_proto::ipv4::protocol;
@@ -40,17 +39,7 @@ fn config(svc: &Service) -> IpConfig {
                 mtu: i.mtu,
             })
             .collect(),
-        routes: svc
-            .config
-            .routes
-            .iter()
-            .map(|r| RouteConfig {
-                dest: r.dest,
-                prefix: r.prefix,
-                gateway: r.gateway,
-                iface: r.iface,
-            })
-            .collect(),
+        routes: svc.config.routes.clone(),
         limits: IpLimits {
             forwarding: svc.config.forwarding,
             ..Default::default()

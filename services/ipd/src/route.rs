@@ -1,9 +1,12 @@
-//! Interfaces, their addresses, and the routing table (longest-prefix match
-//! over connected and configured routes).
+//! Interfaces, their addresses, and the routing table: a
+//! [`RouteTable`], the stack's one longest-prefix match over connected and
+//! configured routes (its rules are in [`strata_ipc::route`]), the same
+//! filterd and the transports look routes up in.
 //!
 //! Addresses are `u32` in host order throughout the core: that is what
 //! [`Handle::nexthop`](strata_ipc::Handle) carries and what masks need.
 
+use strata_ipc::route::RouteTable;
 use strata_ipc::{HEADROOM, LARGE_BUF};
 use strata_proto::MacAddr;
 
@@ -56,17 +59,6 @@ impl Iface {
     }
 }
 
-/// A route after configuration: interface resolved to a slot.
-#[derive(Clone, Copy, Debug)]
-struct Route {
-    dest: u32,
-    mask: u32,
-    prefix: u8,
-    /// 0 for a directly reached destination.
-    gateway: u32,
-    slot: usize,
-}
-
 /// Where routing sends a datagram.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RouteHit {
@@ -83,9 +75,8 @@ pub(crate) struct Net {
     /// Slot of each interface index, 255 when unknown; a table rather than
     /// a search because it is consulted for every packet.
     slot_of: [u8; 256],
-    /// Sorted by prefix length, longest first, so the first match is the
-    /// longest; among equal prefixes connected routes come first.
-    routes: Vec<Route>,
+    /// Connected and configured routes, every one resolved to a slot.
+    routes: RouteTable,
 }
 
 /// Largest MTU whose frames still fit a large pool buffer.
@@ -97,7 +88,7 @@ impl Net {
         let mut net = Net {
             ifaces: Vec::with_capacity(ifaces.len()),
             slot_of: [u8::MAX; 256],
-            routes: Vec::new(),
+            routes: RouteTable::default(),
         };
         if ifaces.len() > 254 {
             return Err(ConfigError::BadLimit("ifaces"));
@@ -127,13 +118,7 @@ impl Net {
                     mask: m,
                     bcast: (p < 31).then_some(addr | !m),
                 });
-                net.routes.push(Route {
-                    dest: addr & m,
-                    mask: m,
-                    prefix: p,
-                    gateway: 0,
-                    slot: net.ifaces.len(),
-                });
+                net.routes.add_connected(addr, p, net.ifaces.len())?;
             }
             net.slot_of[ic.index as usize] = net.ifaces.len() as u8;
             net.ifaces.push(Iface {
@@ -143,36 +128,16 @@ impl Net {
                 mtu: ic.mtu,
             });
         }
-        // Resolve gateways against connected routes only (a gateway reached
-        // through another gateway is not a neighbour).
-        let connected = net.routes.len();
+        // Every interface first: a route's gateway resolves against
+        // connected routes only.
         for rc in routes {
             if rc.prefix > 32 {
                 return Err(ConfigError::BadPrefix(rc.prefix));
             }
-            let m = mask(rc.prefix);
-            let gateway = rc.gateway.map(u32::from).unwrap_or(0);
-            let slot = match (rc.iface, rc.gateway) {
-                (Some(i), _) => net.slot(i).ok_or(ConfigError::UnknownIface(i))?,
-                (None, Some(g)) => net.routes[..connected]
-                    .iter()
-                    .filter(|r| gateway & r.mask == r.dest)
-                    .max_by_key(|r| r.prefix)
-                    .map(|r| r.slot)
-                    .ok_or(ConfigError::GatewayUnreachable(g))?,
-                (None, None) => return Err(ConfigError::DirectRouteNeedsIface(rc.dest, rc.prefix)),
-            };
-            net.routes.push(Route {
-                dest: u32::from(rc.dest) & m,
-                mask: m,
-                prefix: rc.prefix,
-                gateway,
-                slot,
-            });
+            let slot = net.routes.resolve(rc, |i| net.slot(i))?;
+            net.routes.add(rc, Some(slot))?;
         }
-        // Stable sort keeps connected routes ahead of configured ones of the
-        // same length.
-        net.routes.sort_by_key(|r| core::cmp::Reverse(r.prefix));
+        net.routes.finish();
         Ok(net)
     }
 
@@ -185,16 +150,16 @@ impl Net {
         }
     }
 
-    /// Longest-prefix match. A linear scan of a sorted list: tables here
-    /// hold a handful of routes, where a scan beats a trie.
+    /// Where a datagram to `dst` goes: the longest-prefix match
+    /// ([`RouteTable::lookup`]).
     pub fn lookup(&self, dst: u32) -> Option<RouteHit> {
-        self.routes
-            .iter()
-            .find(|r| dst & r.mask == r.dest)
-            .map(|r| RouteHit {
-                slot: r.slot,
-                nexthop: if r.gateway != 0 { r.gateway } else { dst },
-            })
+        let r = self.routes.lookup(dst)?;
+        Some(RouteHit {
+            // Every route of ipd's table has its slot (`new` refuses one
+            // that does not resolve).
+            slot: r.slot?,
+            nexthop: r.nexthop(dst),
+        })
     }
 
     /// The slot of the interface holding address `a`, if `a` is ours.
@@ -309,6 +274,42 @@ mod tests {
         assert!(!net.is_bcast(ip("10.0.1.255")));
         assert_eq!(net.slot(2), Some(1));
         assert_eq!(net.slot(3), None);
+    }
+
+    #[test]
+    fn filterd_and_the_transports_see_the_routes_ipd_forwards_by() {
+        let ifaces = [
+            iface(1, &[("10.0.0.1", 16), ("10.1.0.1", 24)]),
+            iface(2, &[("192.168.5.2", 24)]),
+            iface(4, &[("172.31.0.1", 32)]),
+        ];
+        let routes = [
+            route("0.0.0.0", 0, Some("10.0.0.254"), None),
+            route("10.0.9.0", 24, Some("192.168.5.1"), None),
+            route("100.64.0.0", 10, None, Some(4)),
+            route("10.1.0.0", 24, Some("192.168.5.9"), None),
+        ];
+        let net = Net::new(&ifaces, &routes).unwrap();
+        let mut t = strata_ipc::addrs::AddrTable::default();
+        for i in &ifaces {
+            t.add_iface(i.index, &i.addrs, i.mtu).unwrap();
+        }
+        for r in &routes {
+            t.add_route(r).unwrap();
+        }
+        t.finish();
+        for d in [
+            "10.0.9.1",
+            "10.0.8.1",
+            "10.1.0.7",
+            "192.168.5.77",
+            "100.65.0.1",
+            "8.8.8.8",
+            "172.31.0.2",
+        ] {
+            let hit = net.lookup(ip(d)).unwrap();
+            assert_eq!(t.out_iface(ip(d)), Some(net.ifaces[hit.slot].index), "{d}");
+        }
     }
 
     #[test]

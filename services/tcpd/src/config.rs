@@ -7,7 +7,6 @@
 //! [`L4Ctl`](strata_ipc::l4::L4Ctl). Times are in milliseconds here and in
 //! nanoseconds inside the core.
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use strata_ipc::runtime::StackConfig;
@@ -150,47 +149,13 @@ pub struct IfaceAddrs {
     pub addrs: Vec<(Ipv4Addr, u8)>,
 }
 
-/// One configured route.
-#[derive(Clone, Debug)]
-pub struct RouteInfo {
-    /// Destination network.
-    pub dest: Ipv4Addr,
-    /// Prefix length.
-    pub prefix: u8,
-    /// Gateway, if not directly connected.
-    pub gateway: Option<Ipv4Addr>,
-    /// Output interface, if fixed.
-    pub iface: Option<u8>,
-}
+/// One configured route: the stack's one route type (the launcher writes
+/// it, every layer reads it), under the name tcpd's API has used.
+pub use strata_ipc::route::Route as RouteInfo;
 
-/// Why a configuration (or the storage given with it) is unusable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The ephemeral range is empty, reversed or starts at port 0.
-    BadEphemeralRange(u16, u16),
-    /// No connection block (storage or `max_conns` is 0).
-    NoConns,
-    /// No queue entry in the storage.
-    NoQueueEntries,
-    /// A prefix length above 32.
-    BadPrefix(u8),
-    /// A socket buffer size of 0.
-    BadBufferSize,
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::BadEphemeralRange(a, b) => write!(f, "bad ephemeral port range {a}-{b}"),
-            ConfigError::NoConns => f.write_str("no room for any connection"),
-            ConfigError::NoQueueEntries => f.write_str("no room for any queue entry"),
-            ConfigError::BadPrefix(p) => write!(f, "prefix length {p} above 32"),
-            ConfigError::BadBufferSize => f.write_str("socket buffer size 0"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// Why a configuration (or the storage given with it) is unusable: the
+/// error type tcpd and udpd share.
+pub use strata_ipc::runtime::ConfigError;
 
 impl TcpConfig {
     /// The configuration of a running stack (the shell's case): its
@@ -207,16 +172,7 @@ impl TcpConfig {
                     addrs: i.addrs.clone(),
                 })
                 .collect(),
-            routes: cfg
-                .routes
-                .iter()
-                .map(|r| RouteInfo {
-                    dest: r.dest,
-                    prefix: r.prefix,
-                    gateway: r.gateway,
-                    iface: r.iface,
-                })
-                .collect(),
+            routes: cfg.routes.clone(),
             ephemeral_ports: cfg.ephemeral_ports,
             socket_rx_bytes: cfg.socket_rx_bytes,
             socket_tx_bytes: cfg.socket_tx_bytes,
@@ -237,12 +193,10 @@ impl Net {
     pub fn new(cfg: &TcpConfig) -> Result<Net, ConfigError> {
         let mut t = AddrTable::default();
         for ifc in &cfg.ifaces {
-            t.add_iface(ifc.index, &ifc.addrs, ifc.mtu)
-                .map_err(ConfigError::BadPrefix)?;
+            t.add_iface(ifc.index, &ifc.addrs, ifc.mtu)?;
         }
         for r in &cfg.routes {
-            t.add_route(r.dest, r.prefix, r.gateway, r.iface)
-                .map_err(ConfigError::BadPrefix)?;
+            t.add_route(r)?;
         }
         t.finish();
         Ok(Net { t })

@@ -6,7 +6,6 @@
 //! Addresses are `u32` in host order throughout the core, as in
 //! [`L4Ctl`](strata_ipc::l4::L4Ctl).
 
-use std::fmt;
 use std::net::Ipv4Addr;
 
 use strata_ipc::runtime::StackConfig;
@@ -61,41 +60,12 @@ pub struct IfaceAddrs {
     pub addrs: Vec<(Ipv4Addr, u8)>,
 }
 
-/// One configured route.
-#[derive(Clone, Debug)]
-pub struct RouteInfo {
-    /// Destination network.
-    pub dest: Ipv4Addr,
-    /// Prefix length.
-    pub prefix: u8,
-    /// Gateway, if not directly connected.
-    pub gateway: Option<Ipv4Addr>,
-    /// Output interface, if fixed.
-    pub iface: Option<u8>,
-}
+/// One configured route: the stack's one route type (the launcher writes
+/// it, every layer reads it), under the name udpd's API has used.
+pub use strata_ipc::route::Route as RouteInfo;
 
-/// Why a configuration is unusable.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConfigError {
-    /// The ephemeral range is empty, reversed or starts at port 0.
-    BadEphemeralRange(u16, u16),
-    /// `max_bindings` is 0.
-    NoBindings,
-    /// A prefix length above 32.
-    BadPrefix(u8),
-}
-
-impl fmt::Display for ConfigError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            ConfigError::BadEphemeralRange(a, b) => write!(f, "bad ephemeral port range {a}-{b}"),
-            ConfigError::NoBindings => f.write_str("max_bindings is 0"),
-            ConfigError::BadPrefix(p) => write!(f, "prefix length {p} above 32"),
-        }
-    }
-}
-
-impl std::error::Error for ConfigError {}
+/// Why a configuration is unusable: the error type tcpd and udpd share.
+pub use strata_ipc::runtime::ConfigError;
 
 impl UdpConfig {
     /// The configuration of a running stack (the shell's case): its
@@ -110,16 +80,7 @@ impl UdpConfig {
                     addrs: i.addrs.clone(),
                 })
                 .collect(),
-            routes: cfg
-                .routes
-                .iter()
-                .map(|r| RouteInfo {
-                    dest: r.dest,
-                    prefix: r.prefix,
-                    gateway: r.gateway,
-                    iface: r.iface,
-                })
-                .collect(),
+            routes: cfg.routes.clone(),
             ephemeral_ports: cfg.ephemeral_ports,
             ..UdpConfig::default()
         }
@@ -140,12 +101,10 @@ impl Net {
         let mut t = AddrTable::default();
         for ifc in &cfg.ifaces {
             // udpd never fragments: the MTU is ipd's business.
-            t.add_iface(ifc.index, &ifc.addrs, 1500)
-                .map_err(ConfigError::BadPrefix)?;
+            t.add_iface(ifc.index, &ifc.addrs, 1500)?;
         }
         for r in &cfg.routes {
-            t.add_route(r.dest, r.prefix, r.gateway, r.iface)
-                .map_err(ConfigError::BadPrefix)?;
+            t.add_route(r)?;
         }
         t.finish();
         Ok(Net { t })

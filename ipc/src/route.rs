@@ -1,0 +1,406 @@
+//! The one model of routes every layer uses: [`Route`], a configured route
+//! as the launcher writes it into the runtime configuration and as ipd,
+//! tcpd, udpd and filterd read it, and [`RouteTable`], the longest-prefix
+//! match over connected and configured routes. ipd forwards by it,
+//! [`AddrTable`](crate::addrs::AddrTable) chooses source addresses and
+//! output interfaces by it (tcpd, udpd) and filterd takes its FORWARD
+//! decision's output interface from it, so they all agree on where a
+//! packet goes.
+//!
+//! Lookup rules ([`RouteTable::lookup`]):
+//! 1. the longest matching prefix wins;
+//! 2. among equal prefixes a connected route (implied by one of our
+//!    addresses) comes before a configured one;
+//! 3. among connected routes of equal prefix, the one added first (the
+//!    first interface, and on it the first address: the primary) wins;
+//!    among configured ones, the first in configuration order.
+//!
+//! The first matching entry is the answer even if it leads nowhere (a
+//! configured route whose interface could not be resolved): a shorter
+//! prefix is not tried.
+//!
+//! Addresses are `u32` in host order in the table, as in
+//! [`Handle::nexthop`](crate::Handle).
+
+use std::cmp::Reverse;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::addrs::mask;
+
+/// One configured route (connected routes are implied by the interfaces'
+/// addresses and are not written as routes).
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
+pub struct Route {
+    /// Destination network (host bits are ignored).
+    pub dest: Ipv4Addr,
+    /// Prefix length, 0 for the default route.
+    pub prefix: u8,
+    /// Next-hop router, or `None` for a destination reached directly.
+    pub gateway: Option<Ipv4Addr>,
+    /// Interface (index) to send on; when `None` it is the one whose
+    /// connected subnet holds the gateway (a direct route must name it).
+    pub iface: Option<u8>,
+}
+
+/// Why a route cannot be added or resolved.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// A prefix length above 32.
+    BadPrefix(u8),
+    /// The route names an interface that is not configured.
+    UnknownIface(u8),
+    /// A route without a gateway must name its interface (destination,
+    /// prefix).
+    DirectRouteNeedsIface(Ipv4Addr, u8),
+    /// No connected subnet holds this gateway, so no interface reaches it.
+    GatewayUnreachable(Ipv4Addr),
+}
+
+impl fmt::Display for RouteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RouteError::BadPrefix(p) => write!(f, "prefix length {p} above 32"),
+            RouteError::UnknownIface(i) => write!(f, "route names unknown interface {i}"),
+            RouteError::DirectRouteNeedsIface(d, p) => {
+                write!(f, "route {d}/{p} has no gateway and no interface")
+            }
+            RouteError::GatewayUnreachable(g) => {
+                write!(f, "gateway {g} is on no connected subnet")
+            }
+        }
+    }
+}
+
+impl std::error::Error for RouteError {}
+
+/// A route in a [`RouteTable`]: masked, its interface resolved to a slot
+/// (the interface's position in the order the table's owner numbers them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    /// Destination network, host bits cleared.
+    pub dest: u32,
+    /// Network mask of `prefix`.
+    pub mask: u32,
+    /// Prefix length.
+    pub prefix: u8,
+    /// Next-hop router, 0 for a destination reached directly.
+    pub gateway: u32,
+    /// Slot of the interface it leaves through; `None` only for a
+    /// configured route whose interface could not be resolved.
+    pub slot: Option<usize>,
+    /// For a connected route, the address of ours that implies it; `None`
+    /// for a configured route.
+    pub local: Option<u32>,
+}
+
+impl RouteEntry {
+    /// Whether `dst` lies in this route's destination network.
+    #[inline]
+    pub fn matches(&self, dst: u32) -> bool {
+        dst & self.mask == self.dest
+    }
+
+    /// Whether this route is implied by one of our addresses.
+    #[inline]
+    pub fn is_connected(&self) -> bool {
+        self.local.is_some()
+    }
+
+    /// The neighbour a packet to `dst` is handed to: the gateway, or `dst`
+    /// itself for a directly reached destination.
+    #[inline]
+    pub fn nexthop(&self, dst: u32) -> u32 {
+        if self.gateway != 0 {
+            self.gateway
+        } else {
+            dst
+        }
+    }
+}
+
+/// Connected and configured routes with one longest-prefix match (the
+/// rules are in the [module documentation](self)). Built once at start:
+/// add the connected routes of every address, then the configured routes,
+/// then call [`RouteTable::finish`]. A linear scan of a sorted list:
+/// tables here hold a handful of routes, where a scan beats a trie.
+#[derive(Clone, Debug, Default)]
+pub struct RouteTable {
+    /// Once [`RouteTable::finish`] ran: longest prefix first, connected
+    /// before configured among equals, otherwise in the order added.
+    entries: Vec<RouteEntry>,
+}
+
+impl RouteTable {
+    /// Adds the connected route implied by our address `addr/prefix` on
+    /// interface `slot`.
+    pub fn add_connected(&mut self, addr: u32, prefix: u8, slot: usize) -> Result<(), RouteError> {
+        if prefix > 32 {
+            return Err(RouteError::BadPrefix(prefix));
+        }
+        let m = mask(prefix);
+        self.entries.push(RouteEntry {
+            dest: addr & m,
+            mask: m,
+            prefix,
+            gateway: 0,
+            slot: Some(slot),
+            local: Some(addr),
+        });
+        Ok(())
+    }
+
+    /// The interface slot configured `route` leaves through: the slot of
+    /// the interface it names (`slot_of` maps an interface index to its
+    /// slot), else that of the connected route holding its gateway (by the
+    /// lookup rules, connected routes only: a gateway reached through
+    /// another gateway is not a neighbour). Call after every connected
+    /// route was added.
+    pub fn resolve(
+        &self,
+        route: &Route,
+        slot_of: impl Fn(u8) -> Option<usize>,
+    ) -> Result<usize, RouteError> {
+        match (route.iface, route.gateway) {
+            (Some(i), _) => slot_of(i).ok_or(RouteError::UnknownIface(i)),
+            (None, Some(g)) => self
+                .connected(u32::from(g))
+                .and_then(|e| e.slot)
+                .ok_or(RouteError::GatewayUnreachable(g)),
+            (None, None) => Err(RouteError::DirectRouteNeedsIface(route.dest, route.prefix)),
+        }
+    }
+
+    /// Adds configured `route` leaving through interface `slot` (`None`:
+    /// unresolved, see [`RouteTable::resolve`]; the route then matches but
+    /// leads nowhere).
+    pub fn add(&mut self, route: &Route, slot: Option<usize>) -> Result<(), RouteError> {
+        if route.prefix > 32 {
+            return Err(RouteError::BadPrefix(route.prefix));
+        }
+        let m = mask(route.prefix);
+        self.entries.push(RouteEntry {
+            dest: u32::from(route.dest) & m,
+            mask: m,
+            prefix: route.prefix,
+            gateway: route.gateway.map_or(0, u32::from),
+            slot,
+            local: None,
+        });
+        Ok(())
+    }
+
+    /// Orders the routes for [`RouteTable::lookup`]; call once after adding
+    /// them all.
+    pub fn finish(&mut self) {
+        // Stable: among equal keys the order added stands.
+        self.entries
+            .sort_by_key(|e| (Reverse(e.prefix), !e.is_connected()));
+    }
+
+    /// The longest-prefix match for `dst`, by the rules in the
+    /// [module documentation](self); `None` when no route matches.
+    #[inline]
+    pub fn lookup(&self, dst: u32) -> Option<&RouteEntry> {
+        self.entries.iter().find(|e| e.matches(dst))
+    }
+
+    /// The longest-prefix match for `dst` among connected routes only: our
+    /// address whose subnet holds `dst`. Same rules as
+    /// [`RouteTable::lookup`], whether or not [`RouteTable::finish`] ran.
+    pub fn connected(&self, dst: u32) -> Option<&RouteEntry> {
+        self.entries
+            .iter()
+            .filter(|e| e.is_connected() && e.matches(dst))
+            // `max_by_key` keeps the last of equals: reversed, the first
+            // added wins.
+            .rev()
+            .max_by_key(|e| e.prefix)
+    }
+
+    /// Every route, in lookup order once [`RouteTable::finish`] ran.
+    pub fn entries(&self) -> &[RouteEntry] {
+        &self.entries
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ip(s: &str) -> u32 {
+        u32::from(s.parse::<Ipv4Addr>().unwrap())
+    }
+
+    fn route(d: &str, p: u8, gw: Option<&str>, iface: Option<u8>) -> Route {
+        Route {
+            dest: d.parse().unwrap(),
+            prefix: p,
+            gateway: gw.map(|g| g.parse().unwrap()),
+            iface,
+        }
+    }
+
+    /// Interfaces 10 (slot 0) and 20 (slot 1), then `routes`, resolved.
+    fn table(addrs: &[(&str, u8, usize)], routes: &[Route]) -> RouteTable {
+        let mut t = RouteTable::default();
+        for &(a, p, slot) in addrs {
+            t.add_connected(ip(a), p, slot).unwrap();
+        }
+        let slot_of = |i: u8| [10, 20].iter().position(|&x| x == i);
+        for r in routes {
+            let slot = t.resolve(r, slot_of).unwrap();
+            t.add(r, Some(slot)).unwrap();
+        }
+        t.finish();
+        t
+    }
+
+    /// (slot, nexthop) of the match for `dst`.
+    fn hop(t: &RouteTable, dst: &str) -> Option<(usize, u32)> {
+        t.lookup(ip(dst))
+            .map(|e| (e.slot.unwrap(), e.nexthop(ip(dst))))
+    }
+
+    #[test]
+    fn longest_prefix_wins() {
+        let t = table(
+            &[("10.0.0.1", 16, 0), ("192.168.1.1", 24, 1)],
+            &[
+                route("172.16.0.0", 12, Some("10.0.0.254"), None),
+                route("172.16.9.0", 24, Some("192.168.1.254"), None),
+                // More specific than the connected 10.0/16: it wins.
+                route("10.0.5.0", 24, Some("192.168.1.9"), None),
+            ],
+        );
+        assert_eq!(hop(&t, "172.16.1.1"), Some((0, ip("10.0.0.254"))));
+        assert_eq!(hop(&t, "172.16.9.1"), Some((1, ip("192.168.1.254"))));
+        assert_eq!(hop(&t, "10.0.5.7"), Some((1, ip("192.168.1.9"))));
+        assert_eq!(hop(&t, "10.0.6.7"), Some((0, ip("10.0.6.7"))));
+        let e = t.lookup(ip("10.0.6.7")).unwrap();
+        assert!(e.is_connected() && e.local == Some(ip("10.0.0.1")));
+    }
+
+    #[test]
+    fn default_route_catches_the_rest() {
+        let t = table(
+            &[("10.0.0.1", 24, 0)],
+            &[route("0.0.0.0", 0, Some("10.0.0.254"), None)],
+        );
+        assert_eq!(hop(&t, "8.8.8.8"), Some((0, ip("10.0.0.254"))));
+        assert_eq!(hop(&t, "10.0.0.9"), Some((0, ip("10.0.0.9"))));
+        // Host bits of a destination are ignored.
+        let t = table(
+            &[("10.0.0.1", 24, 0)],
+            &[route("1.2.3.4", 0, Some("10.0.0.254"), None)],
+        );
+        assert_eq!(hop(&t, "8.8.8.8"), Some((0, ip("10.0.0.254"))));
+    }
+
+    #[test]
+    fn ties_go_to_connected_then_to_the_first_added() {
+        // A configured route of the connected prefix's length, added
+        // first, still loses to the connected one.
+        let mut t = RouteTable::default();
+        t.add(&route("10.0.0.0", 24, Some("192.168.1.254"), None), Some(1))
+            .unwrap();
+        t.add_connected(ip("10.0.0.1"), 24, 0).unwrap();
+        t.finish();
+        assert_eq!(hop(&t, "10.0.0.9"), Some((0, ip("10.0.0.9"))));
+
+        // Two interfaces on one subnet: the first interface's, and on it
+        // the first (primary) address's route wins.
+        let t = table(
+            &[
+                ("10.0.0.1", 24, 0),
+                ("10.0.0.2", 24, 0),
+                ("10.0.0.3", 24, 1),
+            ],
+            &[],
+        );
+        assert_eq!(
+            t.lookup(ip("10.0.0.9")).unwrap().local,
+            Some(ip("10.0.0.1"))
+        );
+        assert_eq!(
+            t.connected(ip("10.0.0.9")).unwrap().local,
+            Some(ip("10.0.0.1"))
+        );
+
+        // Two configured routes of one prefix: the first configured.
+        let t = table(
+            &[("10.0.0.1", 24, 0), ("192.168.1.1", 24, 1)],
+            &[
+                route("0.0.0.0", 0, Some("192.168.1.254"), None),
+                route("0.0.0.0", 0, Some("10.0.0.254"), None),
+            ],
+        );
+        assert_eq!(hop(&t, "8.8.8.8"), Some((1, ip("192.168.1.254"))));
+    }
+
+    #[test]
+    fn no_route() {
+        let t = table(&[("10.0.0.1", 24, 0)], &[]);
+        assert!(t.lookup(ip("8.8.8.8")).is_none());
+        assert!(RouteTable::default().lookup(ip("8.8.8.8")).is_none());
+        // The first match stands even when it leads nowhere.
+        let mut t = table(&[("10.0.0.1", 24, 0)], &[]);
+        t.add(&route("0.0.0.0", 0, Some("10.0.0.254"), None), Some(0))
+            .unwrap();
+        t.add(&route("8.0.0.0", 8, Some("10.9.9.9"), None), None)
+            .unwrap();
+        t.finish();
+        assert_eq!(t.lookup(ip("8.8.8.8")).unwrap().slot, None);
+    }
+
+    #[test]
+    fn resolution() {
+        let mut t = RouteTable::default();
+        t.add_connected(ip("10.0.0.1"), 16, 0).unwrap();
+        t.add_connected(ip("10.0.1.1"), 24, 1).unwrap();
+        let slot_of = |i: u8| [10, 20].iter().position(|&x| x == i);
+        // The longest connected prefix holding the gateway.
+        let r = route("0.0.0.0", 0, Some("10.0.1.254"), None);
+        assert_eq!(t.resolve(&r, slot_of), Ok(1));
+        let r = route("0.0.0.0", 0, Some("10.0.2.254"), None);
+        assert_eq!(t.resolve(&r, slot_of), Ok(0));
+        // A named interface wins over the gateway's subnet.
+        let r = route("0.0.0.0", 0, Some("10.0.1.254"), Some(10));
+        assert_eq!(t.resolve(&r, slot_of), Ok(0));
+        let r = route("1.0.0.0", 8, None, Some(20));
+        assert_eq!(t.resolve(&r, slot_of), Ok(1));
+        // Configured routes never resolve a gateway.
+        t.add(&route("10.9.0.0", 16, Some("10.0.0.9"), None), Some(0))
+            .unwrap();
+        let r = route("0.0.0.0", 0, Some("10.9.0.1"), None);
+        assert_eq!(
+            t.resolve(&r, slot_of),
+            Err(RouteError::GatewayUnreachable("10.9.0.1".parse().unwrap()))
+        );
+        let r = route("1.0.0.0", 8, None, Some(7));
+        assert_eq!(t.resolve(&r, slot_of), Err(RouteError::UnknownIface(7)));
+        let r = route("1.0.0.0", 8, None, None);
+        assert!(matches!(
+            t.resolve(&r, slot_of),
+            Err(RouteError::DirectRouteNeedsIface(_, 8))
+        ));
+        assert_eq!(
+            t.add(&route("1.0.0.0", 33, None, None), None),
+            Err(RouteError::BadPrefix(33))
+        );
+        assert_eq!(t.add_connected(1, 40, 0), Err(RouteError::BadPrefix(40)));
+    }
+
+    #[test]
+    fn route_reads_as_the_runtime_configuration_writes_it() {
+        let r = route("10.1.0.0", 16, Some("10.0.0.1"), Some(2));
+        let json = serde_json::to_string(&r).unwrap();
+        assert_eq!(
+            json,
+            r#"{"dest":"10.1.0.0","prefix":16,"gateway":"10.0.0.1","iface":2}"#
+        );
+        assert_eq!(serde_json::from_str::<Route>(&json).unwrap(), r);
+    }
+}
