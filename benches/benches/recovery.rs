@@ -149,6 +149,7 @@ fn median_worst(v: &mut [f64]) -> (f64, f64) {
 }
 
 fn main() {
+    // SAFETY: geteuid takes nothing and cannot fail.
     if !bin_dir().join("strata").exists() || unsafe { libc::geteuid() } != 0 {
         println!(
             "recovery bench: needs root and `cargo build --release --workspace --bins`; skipped"

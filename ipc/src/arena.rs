@@ -1,6 +1,7 @@
 //! State arenas: per-layer bytes in the fabric that outlive the layer's
 //! process, holding index-based plain data (docs/DESIGN.md, "Fabric").
 
+use crate::raw::{Region, Shared};
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU32, Ordering::*};
 
@@ -13,10 +14,6 @@ use std::sync::atomic::{AtomicU32, Ordering::*};
 /// integers, with no padding-sensitive invariants.
 pub unsafe trait Pod: Copy + 'static {}
 
-unsafe impl Pod for u8 {}
-unsafe impl Pod for u32 {}
-unsafe impl Pod for u64 {}
-
 #[repr(C)]
 struct RecHdr {
     /// Which copy (0 or 1) is current.
@@ -26,6 +23,9 @@ struct RecHdr {
     magic: AtomicU32,
 }
 
+// SAFETY: repr(C), atomics only.
+unsafe impl Shared for RecHdr {}
+
 const REC_MAGIC: u32 = 0x5245_4331;
 const HDR: usize = 64;
 
@@ -34,33 +34,43 @@ const HDR: usize = 64;
 /// the previous table intact and a restarted layer always loads a whole
 /// one.
 pub struct Records<'a, T: Pod> {
-    p: *mut u8,
+    r: Region<'a>,
     cap: usize,
     _m: PhantomData<&'a T>,
 }
 
 impl<'a, T: Pod> Records<'a, T> {
     /// # Safety
-    /// `p..p+n` must be mapped for `'a` and used only as this table.
+    /// `p..p+n` must be mapped, readable and writable, for `'a`, aligned
+    /// for `T`, and used only as this table.
     pub unsafe fn new(p: *mut u8, n: usize) -> Self {
+        // SAFETY: the caller's contract is `Region::new`'s.
+        Records::over(unsafe { Region::new(p, n) })
+    }
+
+    /// The table over an arena.
+    pub(crate) fn over(r: Region<'a>) -> Self {
         let sz = std::mem::size_of::<T>().max(1);
-        let cap = n.saturating_sub(HDR) / 2 / sz;
+        let cap = r.len().saturating_sub(HDR) / 2 / sz;
         Records {
-            p,
+            r,
             cap,
             _m: PhantomData,
         }
     }
 
-    fn hdr(&self) -> &RecHdr {
-        unsafe { &*(self.p as *const RecHdr) }
+    /// The header; `None` when the arena cannot even hold it (an arena
+    /// of zero bytes): such a table stays empty.
+    fn hdr(&self) -> Option<&RecHdr> {
+        (self.r.len() >= HDR).then(|| self.r.get(0))
     }
 
-    fn copy_ptr(&self, which: usize) -> *mut T {
+    /// Byte offset of record `i` of copy `which`.
+    fn rec_off(&self, which: usize, i: usize) -> usize {
         let sz = std::mem::size_of::<T>();
         let a = std::mem::align_of::<T>().max(1);
         let start = HDR.div_ceil(a) * a;
-        unsafe { self.p.add(start + which * self.cap * sz) as *mut T }
+        start + (which * self.cap + i) * sz
     }
 
     /// Records the table can hold.
@@ -70,7 +80,9 @@ impl<'a, T: Pod> Records<'a, T> {
 
     /// The current table (empty if never stored).
     pub fn load(&self) -> Vec<T> {
-        let h = self.hdr();
+        let Some(h) = self.hdr() else {
+            return Vec::new();
+        };
         if h.magic.load(Acquire) != REC_MAGIC {
             return Vec::new();
         }
@@ -78,7 +90,7 @@ impl<'a, T: Pod> Records<'a, T> {
         let n = (h.len[cur].load(Acquire) as usize).min(self.cap);
         let mut v = Vec::with_capacity(n);
         for i in 0..n {
-            v.push(unsafe { self.copy_ptr(cur).add(i).read_volatile() });
+            v.push(self.r.load(self.rec_off(cur, i)));
         }
         v
     }
@@ -86,7 +98,9 @@ impl<'a, T: Pod> Records<'a, T> {
     /// Replaces the table with `recs` (truncated to the capacity).
     /// Returns how many were stored.
     pub fn store(&self, recs: &[T]) -> usize {
-        let h = self.hdr();
+        let Some(h) = self.hdr() else {
+            return 0;
+        };
         let cur = if h.magic.load(Acquire) == REC_MAGIC {
             (h.current.load(Acquire) & 1) as usize
         } else {
@@ -95,7 +109,7 @@ impl<'a, T: Pod> Records<'a, T> {
         let next = cur ^ 1;
         let n = recs.len().min(self.cap);
         for (i, r) in recs[..n].iter().enumerate() {
-            unsafe { self.copy_ptr(next).add(i).write_volatile(*r) };
+            self.r.store(self.rec_off(next, i), *r);
         }
         h.len[next].store(n as u32, Release);
         h.magic.store(REC_MAGIC, Release);
@@ -111,6 +125,7 @@ mod tests {
     #[test]
     fn store_flips_and_load_sees_latest() {
         let mut mem = vec![0u64; 1024];
+        // SAFETY: the vector outlives the table and is used only by it.
         let r: Records<u64> = unsafe { Records::new(mem.as_mut_ptr() as *mut u8, 8192) };
         assert!(r.load().is_empty());
         r.store(&[1, 2, 3]);
@@ -126,12 +141,13 @@ mod tests {
     #[test]
     fn half_written_copy_is_not_seen() {
         let mut mem = vec![0u64; 1024];
+        // SAFETY: the vector outlives the table and is used only by it.
         let r: Records<u64> = unsafe { Records::new(mem.as_mut_ptr() as *mut u8, 8192) };
         r.store(&[7, 8]);
         // A writer that dies before the flip has written only the other copy.
-        let cur = r.hdr().current.load(Relaxed) as usize;
-        unsafe { r.copy_ptr(cur ^ 1).write(99) };
-        r.hdr().len[cur ^ 1].store(1, Relaxed);
+        let cur = r.hdr().unwrap().current.load(Relaxed) as usize;
+        r.r.store(r.rec_off(cur ^ 1, 0), 99u64);
+        r.hdr().unwrap().len[cur ^ 1].store(1, Relaxed);
         assert_eq!(r.load(), vec![7, 8]);
     }
 }

@@ -5,11 +5,12 @@ use crate::bufs::{window, BufError, Buffers, HEADROOM, LARGE_BUF, SMALL_BUF};
 use crate::handle::Handle;
 use crate::layer::{topology, LayerId, MAX_IFACES, MAX_LAYERS};
 use crate::layout::*;
+use crate::raw::Region;
 use shared_memory::{Shmem, ShmemConf, ShmemError};
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{fence, AtomicU64, Ordering::*};
+use std::sync::atomic::{fence, Ordering::*};
 
 /// Environment variable through which the launcher tells a layer which
 /// inherited fd is whose eventfd: a comma-separated list indexed by layer
@@ -59,7 +60,16 @@ pub fn shm_name(instance: &str) -> String {
 /// who writes what; a ring index by one side).
 pub struct Fabric {
     shm: Shmem,
-    base: *mut u8,
+    /// The whole mapping, and below the arrays in it. `'static` stands for
+    /// "as long as this value": `shm` keeps the region mapped, and every
+    /// accessor hands out references borrowed from `&self` only.
+    region: Region<'static>,
+    ctls: &'static [LayerCtl],
+    ifaces: &'static [IfaceBlock],
+    bufhdrs: &'static [BufHdr],
+    descs: &'static [RingDesc],
+    /// Every ring's slots, ring after ring.
+    slots: Region<'static>,
     off: Offsets,
     params: Params,
     n_rings: u32,
@@ -70,9 +80,12 @@ pub struct Fabric {
     me: LayerId,
 }
 
-// SAFETY: the region is process-shared memory; all concurrent access goes
-// through atomics or through the ownership protocol documented above.
+// SAFETY: `Shmem` is only the mapping's owner (it is not Send because it
+// holds a raw pointer); every mutable part of the region is atomic or
+// owned by protocol (see above), whichever thread or process touches it.
 unsafe impl Send for Fabric {}
+// SAFETY: as for Send: shared access from several threads is what the
+// atomics and the protocol are for.
 unsafe impl Sync for Fabric {}
 
 impl Fabric {
@@ -108,21 +121,28 @@ impl Fabric {
                 ShmemError::MappingIdExists => FabricError::Exists(name.clone()),
                 e => FabricError::Os(e.to_string()),
             })?;
-        let base = shm.as_ptr();
-        let f = Fabric {
-            shm,
-            base,
-            off,
-            params,
-            n_rings,
-            ring_ends: ends.clone(),
-            wake: [-1; MAX_LAYERS],
-            me: LayerId::LAUNCHER,
-        };
+        if shm.len() < off.total as usize {
+            return Err(FabricError::Os("mapping smaller than asked".into()));
+        }
+        let f = Fabric::over(shm, off, params, ends.clone());
         // A new POSIX shm object reads as zeros, which is a valid empty
         // state for every atomic; only non-zero fields need setting.
-        unsafe {
-            let h = &mut *(base as *mut Header);
+        // SAFETY: nobody else uses these plain fields yet: this process
+        // holds no other reference to them, and a layer that maps the
+        // region reads them only after the magic, published below.
+        let (h, descs) = unsafe {
+            (
+                f.region.get_mut::<Header>(0),
+                (0..ends.len())
+                    .map(|i| {
+                        f.region.get_mut::<RingDesc>(
+                            off.ringdesc as usize + i * std::mem::size_of::<RingDesc>(),
+                        )
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        };
+        {
             h.version = VERSION;
             h.n_rings = n_rings;
             h.params = params;
@@ -134,8 +154,7 @@ impl Fabric {
             h.arena_off = off.arena;
             h.small_off = off.small;
             h.large_off = off.large;
-            for (i, &(p, c)) in ends.iter().enumerate() {
-                let d = &mut *(base.add(off.ringdesc as usize) as *mut RingDesc).add(i);
+            for (i, (&(p, c), d)) in ends.iter().zip(descs).enumerate() {
                 d.producer = p.0 as u32;
                 d.consumer = c.0 as u32;
                 d.size = params.ring_size;
@@ -154,7 +173,7 @@ impl Fabric {
         // Publish the magic last: a layer that maps a half-built region
         // sees no magic and refuses it.
         fence(Release);
-        unsafe { (*(base as *const AtomicU64)).store(MAGIC, Release) };
+        f.header().magic.store(MAGIC, Release);
         Ok(f)
     }
 
@@ -165,12 +184,13 @@ impl Fabric {
             ShmemError::MapOpenFailed(_) => FabricError::NotFound(name.clone()),
             e => FabricError::Os(e.to_string()),
         })?;
-        let base = shm.as_ptr();
         if shm.len() < std::mem::size_of::<Header>() {
             return Err(FabricError::BadLayout("region too small".into()));
         }
-        let h = unsafe { &*(base as *const Header) };
-        if unsafe { (*(base as *const AtomicU64)).load(Acquire) } != MAGIC {
+        // SAFETY: `shm` maps these bytes until it is dropped, after `h`'s
+        // last use below, and nothing else in this process has them.
+        let h = unsafe { Region::new(shm.as_ptr(), shm.len()) }.get::<Header>(0);
+        if h.magic.load(Acquire) != MAGIC {
             return Err(FabricError::BadLayout("bad magic".into()));
         }
         if h.version != VERSION {
@@ -188,16 +208,35 @@ impl Fabric {
         {
             return Err(FabricError::BadLayout("layout mismatch".into()));
         }
-        Ok(Fabric {
+        Ok(Fabric::over(shm, off, params, ends))
+    }
+
+    /// The mapping `shm`, which holds at least `off.total` bytes, viewed
+    /// through the layout `off`.
+    fn over(shm: Shmem, off: Offsets, params: Params, ends: Vec<(LayerId, LayerId)>) -> Fabric {
+        // SAFETY: `shm` keeps the bytes mapped, readable and writable, and
+        // moves into the returned value with every view made here; the
+        // views' `'static` never escapes it (see the field's comment).
+        let region: Region<'static> = unsafe { Region::new(shm.as_ptr(), shm.len()) };
+        let at = |o: u64| o as usize;
+        let n_bufs = (params.small_bufs + params.large_bufs) as usize;
+        let n_rings = ends.len();
+        let slot_bytes = n_rings * params.ring_size as usize * std::mem::size_of::<Handle>();
+        Fabric {
+            ctls: region.slice(at(off.ctl), MAX_LAYERS),
+            ifaces: region.slice(at(off.iface), MAX_IFACES),
+            bufhdrs: region.slice(at(off.bufhdr), n_bufs),
+            descs: region.slice(at(off.ringdesc), n_rings),
+            slots: region.sub(at(off.slots), slot_bytes),
+            region,
             shm,
-            base,
             off,
             params,
-            n_rings: ends.len() as u32,
+            n_rings: n_rings as u32,
             ring_ends: ends,
             wake: [-1; MAX_LAYERS],
             me: LayerId::LAUNCHER,
-        })
+        }
     }
 
     /// Removes a region left behind by an instance that was killed before
@@ -238,36 +277,36 @@ impl Fabric {
         self.off.total
     }
 
+    #[inline]
     fn header(&self) -> &Header {
-        unsafe { &*(self.base as *const Header) }
+        self.region.get(0)
     }
 
     /// A layer's control block.
+    #[inline]
     pub fn ctl(&self, l: LayerId) -> &LayerCtl {
-        assert!((l.0 as usize) < MAX_LAYERS);
-        unsafe { &*(self.base.add(self.off.ctl as usize) as *const LayerCtl).add(l.0 as usize) }
+        &self.ctls[l.0 as usize]
     }
 
     /// An interface's block.
+    #[inline]
     pub fn iface(&self, i: u8) -> &IfaceBlock {
-        assert!((i as usize) < MAX_IFACES);
-        unsafe { &*(self.base.add(self.off.iface as usize) as *const IfaceBlock).add(i as usize) }
+        &self.ifaces[i as usize]
     }
 
     /// Records an interface's name, MAC and MTU (launcher).
     pub fn set_iface_info(&self, i: u8, name: &str, mac: [u8; 6], mtu: u32) {
         assert!((i as usize) < MAX_IFACES);
-        // Written through a pointer from the mapping itself, not from a
-        // shared reference: these fields are plain bytes, not atomics.
-        let b =
-            unsafe { (self.base.add(self.off.iface as usize) as *mut IfaceBlock).add(i as usize) };
-        unsafe {
-            let n = name.as_bytes();
-            let k = n.len().min(15);
-            (*b).name = [0; 16];
-            (&mut (*b).name)[..k].copy_from_slice(&n[..k]);
-            (&mut (*b).mac)[..6].copy_from_slice(&mac);
-        }
+        // Plain bytes, not atomics: written through the region, not
+        // through a shared reference.
+        let b = self.off.iface as usize + i as usize * std::mem::size_of::<IfaceBlock>();
+        let name_at = b + std::mem::offset_of!(IfaceBlock, name);
+        let n = name.as_bytes();
+        let k = n.len().min(15);
+        self.region.fill(name_at, 16, 0);
+        self.region.copy_in(name_at, &n[..k]);
+        self.region
+            .copy_in(b + std::mem::offset_of!(IfaceBlock, mac), &mac);
         self.iface(i).mtu.store(mtu, Relaxed);
     }
 
@@ -287,13 +326,14 @@ impl Fabric {
     // ---------------------------------------------------------------- pool
 
     /// Number of buffers of both classes.
+    #[inline]
     pub fn n_bufs(&self) -> u32 {
-        self.params.small_bufs + self.params.large_bufs
+        self.bufhdrs.len() as u32
     }
 
+    #[inline]
     fn bufhdr(&self, i: u32) -> &BufHdr {
-        debug_assert!(i < self.n_bufs());
-        unsafe { &*(self.base.add(self.off.bufhdr as usize) as *const BufHdr).add(i as usize) }
+        &self.bufhdrs[i as usize]
     }
 
     fn class(&self, i: u32) -> usize {
@@ -309,16 +349,13 @@ impl Fabric {
         }
     }
 
-    fn buf_ptr(&self, i: u32) -> *mut u8 {
-        unsafe {
-            if i < self.params.small_bufs {
-                self.base
-                    .add(self.off.small as usize + i as usize * SMALL_BUF)
-            } else {
-                self.base.add(
-                    self.off.large as usize + (i - self.params.small_bufs) as usize * LARGE_BUF,
-                )
-            }
+    /// Where buffer `i`'s bytes start in the region.
+    #[inline]
+    fn buf_off(&self, i: u32) -> usize {
+        if i < self.params.small_bufs {
+            self.off.small as usize + i as usize * SMALL_BUF
+        } else {
+            self.off.large as usize + (i - self.params.small_bufs) as usize * LARGE_BUF
         }
     }
 
@@ -565,15 +602,28 @@ impl Fabric {
 
     // --------------------------------------------------------------- rings
 
+    #[inline]
     fn ring_desc(&self, r: usize) -> &RingDesc {
-        assert!(r < self.n_rings as usize);
-        unsafe { &*(self.base.add(self.off.ringdesc as usize) as *const RingDesc).add(r) }
+        &self.descs[r]
     }
 
-    fn slot(&self, d: &RingDesc, idx: u32) -> *mut Handle {
-        unsafe {
-            (self.base.add(d.slots_off as usize) as *mut Handle).add((idx & (d.size - 1)) as usize)
-        }
+    /// Byte offset in `slots` of ring `r`'s slot for index `idx`.
+    #[inline]
+    fn slot_off(&self, r: usize, idx: u32) -> usize {
+        let size = self.params.ring_size;
+        (r * size as usize + (idx & (size - 1)) as usize) * std::mem::size_of::<Handle>()
+    }
+
+    /// The handle in ring `r`'s slot `idx` (the ring's protocol keeps the
+    /// producer off a slot between its publication and its consumption).
+    #[inline]
+    fn slot(&self, r: usize, idx: u32) -> Handle {
+        self.slots.read(self.slot_off(r, idx))
+    }
+
+    #[inline]
+    fn set_slot(&self, r: usize, idx: u32, h: Handle) {
+        self.slots.write(self.slot_off(r, idx), h)
     }
 
     /// The ring from `from` to `to`, if the topology has one.
@@ -605,6 +655,7 @@ impl Fabric {
         let r = self.ring_index(from, to)?;
         Some(Producer {
             f: self,
+            r,
             d: self.ring_desc(r),
             to,
         })
@@ -615,6 +666,7 @@ impl Fabric {
         let r = self.ring_index(from, to)?;
         Some(Consumer {
             f: self,
+            r,
             d: self.ring_desc(r),
             me: to,
             from,
@@ -655,6 +707,8 @@ impl Fabric {
             if fd >= 0 {
                 c.kicks.fetch_add(1, Relaxed);
                 let one: u64 = 1;
+                // SAFETY: the kernel reads 8 bytes from a live local; a
+                // stale or closed fd makes the call fail, not misbehave.
                 unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
             }
         }
@@ -710,10 +764,13 @@ impl Fabric {
                 revents: 0,
             };
         }
+        // SAFETY: `fds` is a live, writable slice of exactly that many
+        // pollfds for the whole call.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         c.sleeping.store(0, Relaxed);
         if fds.first().is_some_and(|f| f.revents & libc::POLLIN != 0) {
             let mut v: u64 = 0;
+            // SAFETY: the kernel writes at most 8 bytes into a live local.
             unsafe { libc::read(wfd, &mut v as *mut u64 as *mut libc::c_void, 8) };
         }
     }
@@ -730,15 +787,18 @@ impl Fabric {
     /// kept with their values so a restart continues counting).
     pub fn register_counters(&self, me: LayerId, names: &[&str]) {
         assert!((me.0 as usize) < MAX_LAYERS);
-        let c =
-            unsafe { (self.base.add(self.off.ctl as usize) as *mut LayerCtl).add(me.0 as usize) };
+        // Plain bytes, not atomics: written through the region, not
+        // through a shared reference.
+        let names_at = self.off.ctl as usize
+            + me.0 as usize * std::mem::size_of::<LayerCtl>()
+            + std::mem::offset_of!(LayerCtl, names);
         let n = names.len().min(LAYER_COUNTERS);
         for (i, name) in names.iter().take(n).enumerate() {
             let mut buf = [0u8; COUNTER_NAME_LEN];
             let b = name.as_bytes();
             let k = b.len().min(COUNTER_NAME_LEN);
             buf[..k].copy_from_slice(&b[..k]);
-            unsafe { (*c).names[i] = buf };
+            self.region.copy_in(names_at + i * COUNTER_NAME_LEN, &buf);
         }
         self.ctl(me).n_counters.store(n as u32, Release);
     }
@@ -784,30 +844,31 @@ impl Fabric {
 
     /// `l`'s arena: raw bytes that outlive the layer's process.
     pub fn arena_bytes(&self, l: LayerId) -> (*mut u8, usize) {
+        let a = self.arena(l);
+        (a.ptr(0), a.len())
+    }
+
+    /// `l`'s arena.
+    pub(crate) fn arena(&self, l: LayerId) -> Region<'_> {
         let n = self.params.arena_bytes as usize;
         // tcpd's and filterd's larger arenas follow all the uniform ones.
         let tcpd = self.params.tcpd_arena_bytes as usize;
-        if l == LayerId::TCPD {
-            let off = self.off.arena as usize + MAX_LAYERS * n;
-            return (unsafe { self.base.add(off) }, tcpd);
-        }
-        if l == LayerId::FILTERD {
-            let off = self.off.arena as usize + MAX_LAYERS * n + tcpd;
-            return (
-                unsafe { self.base.add(off) },
+        let (off, len) = if l == LayerId::TCPD {
+            (self.off.arena as usize + MAX_LAYERS * n, tcpd)
+        } else if l == LayerId::FILTERD {
+            (
+                self.off.arena as usize + MAX_LAYERS * n + tcpd,
                 self.params.filterd_arena_bytes as usize,
-            );
-        }
-        (
-            unsafe { self.base.add(self.off.arena as usize + l.0 as usize * n) },
-            n,
-        )
+            )
+        } else {
+            (self.off.arena as usize + l.0 as usize * n, n)
+        };
+        self.region.sub(off, len)
     }
 
     /// `l`'s arena as a crash-consistent table of records.
     pub fn records<T: crate::arena::Pod>(&self, l: LayerId) -> crate::arena::Records<'_, T> {
-        let (p, n) = self.arena_bytes(l);
-        unsafe { crate::arena::Records::new(p, n) }
+        crate::arena::Records::over(self.arena(l))
     }
 
     // ------------------------------------------------------------- reclaim
@@ -841,7 +902,7 @@ impl Fabric {
                 .wrapping_sub(head)
                 .min(len);
             for k in claimed..len {
-                let h = unsafe { *self.slot(d, head.wrapping_add(k)) };
+                let h = self.slot(r, head.wrapping_add(k));
                 if self.check(&h).is_ok() && self.release(h.buf, p, 1) {
                     released += 1;
                 }
@@ -914,7 +975,7 @@ impl Fabric {
             let tail = d.tail.load(Acquire);
             let len = tail.wrapping_sub(from).min(d.size);
             for k in 0..len {
-                let h = unsafe { *self.slot(d, from.wrapping_add(k)) };
+                let h = self.slot(r, from.wrapping_add(k));
                 if self.check(&h).is_ok() {
                     v[h.buf as usize] += 1;
                 }
@@ -984,6 +1045,7 @@ pub fn format_wake_env(fds: &[RawFd; MAX_LAYERS]) -> String {
 /// The producing end of a ring.
 pub struct Producer<'a> {
     f: &'a Fabric,
+    r: usize,
     d: &'a RingDesc,
     to: LayerId,
 }
@@ -1009,7 +1071,7 @@ impl Producer<'_> {
         }
         let tail = self.d.tail.load(Relaxed);
         for (k, h) in hs[..n].iter().enumerate() {
-            unsafe { self.f.slot(self.d, tail.wrapping_add(k as u32)).write(*h) };
+            self.f.set_slot(self.r, tail.wrapping_add(k as u32), *h);
         }
         self.d.tail.store(tail.wrapping_add(n as u32), Release);
         self.f.kick(self.to);
@@ -1033,6 +1095,7 @@ impl Producer<'_> {
 /// The consuming end of a ring.
 pub struct Consumer<'a> {
     f: &'a Fabric,
+    r: usize,
     d: &'a RingDesc,
     me: LayerId,
     from: LayerId,
@@ -1067,7 +1130,7 @@ impl Consumer<'_> {
         let n = (avail as usize).min(out.len());
         let mut good = 0;
         for k in 0..n {
-            let h = unsafe { self.f.slot(self.d, head.wrapping_add(k as u32)).read() };
+            let h = self.f.slot(self.r, head.wrapping_add(k as u32));
             if self.f.check(&h).is_err() {
                 self.f.header().stale_refused.fetch_add(1, Relaxed);
                 self.d
@@ -1127,13 +1190,26 @@ impl Buffers for Pool<'_> {
     }
     fn raw(&self, h: &Handle) -> Result<&[u8], BufError> {
         self.f.check(h)?;
-        Ok(unsafe { std::slice::from_raw_parts(self.f.buf_ptr(h.buf), self.f.buf_cap(h.buf)) })
+        // SAFETY: the handle is a live reference on the buffer (checked),
+        // so the pool will not hand it out again while the slice lives;
+        // the layers that share a buffer agree by protocol who writes
+        // which bytes, and this process writes it only through `raw_mut`,
+        // which needs `&mut self` and so cannot overlap this borrow.
+        Ok(unsafe {
+            self.f
+                .region
+                .bytes(self.f.buf_off(h.buf), self.f.buf_cap(h.buf))
+        })
     }
     fn raw_mut(&mut self, h: &Handle) -> Result<&mut [u8], BufError> {
         self.f.check(h)?;
-        // SAFETY: the caller holds a reference (the handle); layers that
-        // share a buffer agree by protocol who writes which bytes.
-        Ok(unsafe { std::slice::from_raw_parts_mut(self.f.buf_ptr(h.buf), self.f.buf_cap(h.buf)) })
+        // SAFETY: as in `raw`; `&mut self` keeps every other slice this
+        // view handed out dead while this one lives.
+        Ok(unsafe {
+            self.f
+                .region
+                .bytes_mut(self.f.buf_off(h.buf), self.f.buf_cap(h.buf))
+        })
     }
     fn data(&self, h: &Handle) -> Result<&[u8], BufError> {
         let raw = self.raw(h)?;
@@ -1144,6 +1220,7 @@ impl Buffers for Pool<'_> {
 
 /// An eventfd for a layer (launcher): non-blocking, inherited by children.
 pub fn new_eventfd() -> io::Result<RawFd> {
+    // SAFETY: no pointers; the call only creates a descriptor.
     let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
@@ -1155,6 +1232,11 @@ impl Fabric {
     /// sockd's socket table (in sockd's arena).
     pub fn sock_table(&self) -> crate::socktable::SockTable {
         let (p, n) = self.arena_bytes(LayerId::SOCKD);
+        // SAFETY: sockd's arena is mapped for as long as this fabric and
+        // holds only this table. The table carries no lifetime (sockd
+        // keeps it beside its fabric), so its users keep the fabric
+        // alive as long as the table: sockd and the launcher map the
+        // fabric for the life of the process.
         unsafe { crate::socktable::SockTable::new(p, n) }
     }
 }

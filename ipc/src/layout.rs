@@ -60,7 +60,8 @@ impl Default for Params {
 /// The region's first bytes.
 #[repr(C)]
 pub struct Header {
-    pub magic: u64,
+    /// [`MAGIC`], stored last when the region is created.
+    pub magic: AtomicU64,
     pub version: u32,
     pub n_rings: u32,
     pub params: Params,

@@ -14,6 +14,7 @@
 
 use crate::fabric::Fabric;
 use crate::layer::{LayerId, MAX_IFACES};
+use crate::raw::{Region, Shared};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
@@ -205,6 +206,9 @@ struct Slot {
     words: [AtomicU64; WORDS],
 }
 
+// SAFETY: repr(C), atomics only.
+unsafe impl Shared for Slot {}
+
 const _: () = assert!(std::mem::size_of::<Slot>() == 64);
 const _: () = assert!(MAX_IFACES * 2 * std::mem::size_of::<Slot>() <= AREA_BYTES);
 
@@ -221,9 +225,15 @@ impl<'a> QdiscTable<'a> {
     /// `p..p+n` must be mapped for `'a`, aligned to 64 bytes, and used only
     /// as this table.
     pub unsafe fn new(p: *mut u8, n: usize) -> QdiscTable<'a> {
-        let k = (n.min(AREA_BYTES) / std::mem::size_of::<Slot>()).min(MAX_IFACES * 2);
+        // SAFETY: the caller's contract is `Region::new`'s.
+        QdiscTable::over(unsafe { Region::new(p, n) })
+    }
+
+    /// The table over an arena.
+    pub(crate) fn over(r: Region<'a>) -> QdiscTable<'a> {
+        let k = (r.len().min(AREA_BYTES) / std::mem::size_of::<Slot>()).min(MAX_IFACES * 2);
         QdiscTable {
-            slots: std::slice::from_raw_parts(p as *const Slot, k),
+            slots: r.slice(0, k),
         }
     }
 
@@ -296,10 +306,8 @@ impl<'a> QdiscTable<'a> {
 impl Fabric {
     /// The qdisc settings table, in netdevd's arena (see [`qdisc_cfg`](self)).
     pub fn qdisc_settings(&self) -> QdiscTable<'_> {
-        let (p, n) = self.arena_bytes(LayerId::NETDEVD);
-        // SAFETY: the arena is mapped as long as the fabric and starts on
-        // a page boundary; netdevd reserves its first AREA_BYTES for this.
-        unsafe { QdiscTable::new(p, n) }
+        // netdevd reserves its arena's first AREA_BYTES for this.
+        QdiscTable::over(self.arena(LayerId::NETDEVD))
     }
 }
 
@@ -311,6 +319,8 @@ mod tests {
         // Vec<u64> is 8-aligned; Slot wants 64: over-allocate and align.
         let p = mem.as_mut_ptr() as usize;
         let a = p.div_ceil(64) * 64;
+        // SAFETY: inside the borrowed vector, which outlives the table and
+        // is used only by it; aligned to 64 above.
         unsafe { QdiscTable::new(a as *mut u8, mem.len() * 8 - (a - p)) }
     }
 

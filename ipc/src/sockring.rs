@@ -10,9 +10,12 @@
 //! ring writes a wrap marker and continues at the start. Stream sockets
 //! (TCP) carry plain bytes.
 
+use crate::raw::{Mapping, Region, Shared};
+use nix::fcntl::{fcntl, FcntlArg, SealFlag};
+use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering::*};
 
 /// "SOCKRING".
@@ -95,6 +98,11 @@ pub struct SockHdr {
 
 const _: () = assert!(std::mem::size_of::<SockHdr>() <= HDR_LEN);
 
+// SAFETY: repr(C); atomics, and padding nobody writes. The application
+// may store anything in the atomics: every value is read once and checked
+// (capacities only at attach, indices against our own capacities).
+unsafe impl Shared for SockHdr {}
+
 /// A received or queued datagram's place in a ring.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
@@ -120,39 +128,19 @@ pub enum RingError {
 
 /// One socket's shared memory, mapped.
 pub struct SockMem {
-    ptr: *mut u8,
-    len: usize,
+    map: Mapping,
     tx_cap: usize,
     rx_cap: usize,
 }
 
-// SAFETY: all shared state is atomics, or bytes guarded by the ring
-// indices; each side writes only its own areas.
+// SAFETY: the mapping is only an address range; all shared state in it
+// is atomics, or ring bytes guarded by the indices (each side writes only
+// the free part of the ring it produces and reads only the part the
+// other side published), whichever thread holds the value.
 unsafe impl Send for SockMem {}
+// SAFETY: as for Send: `&SockMem` gives out only atomics, copies, and
+// slices of published ring bytes, which no one in this process writes.
 unsafe impl Sync for SockMem {}
-
-impl Drop for SockMem {
-    fn drop(&mut self) {
-        unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.len) };
-    }
-}
-
-fn map(fd: &OwnedFd, len: usize) -> io::Result<*mut u8> {
-    let p = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            len,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_SHARED,
-            fd.as_raw_fd(),
-            0,
-        )
-    };
-    if p == libc::MAP_FAILED {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(p as *mut u8)
-}
 
 fn pad8(n: usize) -> usize {
     (n + 7) & !7
@@ -167,27 +155,15 @@ impl SockMem {
         let tx = tx_cap.clamp(MIN_RING, MAX_RING).next_power_of_two() as usize;
         let rx = rx_cap.clamp(MIN_RING, MAX_RING).next_power_of_two() as usize;
         let len = HDR_LEN + tx + rx;
-        let fd = unsafe {
-            libc::memfd_create(
-                c"strata-sock".as_ptr(),
-                libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let seals = libc::F_SEAL_SHRINK | libc::F_SEAL_GROW | libc::F_SEAL_SEAL;
-        if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, seals) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let ptr = map(&fd, len)?;
+        let fd = memfd_create(
+            c"strata-sock",
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )?;
+        nix::unistd::ftruncate(&fd, len as libc::off_t)?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
         let m = SockMem {
-            ptr,
-            len,
+            map: Mapping::shared(&fd, len)?,
             tx_cap: tx,
             rx_cap: rx,
         };
@@ -205,22 +181,17 @@ impl SockMem {
     /// `max_len` bytes.
     pub fn attach(fd: &OwnedFd, max_len: usize) -> io::Result<SockMem> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
-        let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+        let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap_or(-1);
         if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
             return Err(bad("socket memory is not a memfd sealed against shrinking"));
         }
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        if unsafe { libc::fstat(fd.as_raw_fd(), &mut st) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
+        let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
         let len = st.st_size as usize;
         if len < HDR_LEN + 2 * MIN_RING as usize || len > max_len {
             return Err(bad("socket memory has a bad size"));
         }
-        let ptr = map(fd, len)?;
         let mut m = SockMem {
-            ptr,
-            len,
+            map: Mapping::shared(fd, len)?,
             tx_cap: 0,
             rx_cap: 0,
         };
@@ -246,7 +217,7 @@ impl SockMem {
 
     /// The header.
     pub fn hdr(&self) -> &SockHdr {
-        unsafe { &*(self.ptr as *const SockHdr) }
+        self.map.region().get(0)
     }
 
     /// Bytes of the tx ring.
@@ -264,11 +235,14 @@ impl SockMem {
         self.tx_cap - 2 * REC_HDR
     }
 
-    fn area(&self, tx: bool) -> (*mut u8, usize) {
+    /// A ring's bytes and their number (our own capacity, checked at
+    /// attach, never the header's).
+    fn area(&self, tx: bool) -> (Region<'_>, usize) {
+        let r = self.map.region();
         if tx {
-            (unsafe { self.ptr.add(HDR_LEN) }, self.tx_cap)
+            (r.sub(HDR_LEN, self.tx_cap), self.tx_cap)
         } else {
-            (unsafe { self.ptr.add(HDR_LEN + self.tx_cap) }, self.rx_cap)
+            (r.sub(HDR_LEN + self.tx_cap, self.rx_cap), self.rx_cap)
         }
     }
 
@@ -297,18 +271,19 @@ impl SockMem {
         if (waste + need) as u64 > free {
             return false;
         }
-        unsafe {
-            let mut p = pos;
-            if waste > 0 {
-                (base.add(p) as *mut u32).write_unaligned(WRAP);
-                p = 0;
-            }
-            let r = base.add(p);
-            (r as *mut u32).write_unaligned(payload.len() as u32);
-            (r.add(4) as *mut u32).write_unaligned(u32::from(*addr.ip()));
-            (r.add(8) as *mut u16).write_unaligned(addr.port());
-            std::ptr::copy_nonoverlapping(payload.as_ptr(), r.add(REC_HDR), payload.len());
+        let mut p = pos;
+        if waste > 0 {
+            // Records are 8-byte multiples, so a sane index leaves at
+            // least 8 bytes here; an index the other side corrupted may
+            // leave fewer, and only those are written (its reader then
+            // finds no whole record header and refuses the ring).
+            base.copy_in(p, &WRAP.to_ne_bytes()[..waste.min(4)]);
+            p = 0;
         }
+        base.store(p, payload.len() as u32);
+        base.store(p + 4, u32::from(*addr.ip()));
+        base.store(p + 8, addr.port());
+        base.copy_in(p + REC_HDR, payload);
         tail.store(t + (waste + need) as u64, Release);
         true
     }
@@ -329,23 +304,29 @@ impl SockMem {
         }
         let mut pos = (h % cap as u64) as usize;
         let mut waste = 0u64;
-        let mut len = unsafe { (base.add(pos) as *const u32).read_unaligned() };
+        // `pos` may be the last byte: a record header that does not fit
+        // before the end is refused below, but its first word is read
+        // here, so read what fits (a short read cannot be WRAP).
+        let mut len = if pos + 4 <= cap {
+            base.load::<u32>(pos)
+        } else {
+            0
+        };
         if len == WRAP {
             waste = (cap - pos) as u64;
             pos = 0;
             if avail <= waste {
                 return Err(RingError::BadRecord);
             }
-            len = unsafe { (base as *const u32).read_unaligned() };
+            len = base.load::<u32>(0);
         }
         let len = len as usize;
         let span = REC_HDR + pad8(len);
         if pos + span > cap || waste + span as u64 > avail {
             return Err(RingError::BadRecord);
         }
-        let r = unsafe { base.add(pos) };
-        let ip = unsafe { (r.add(4) as *const u32).read_unaligned() };
-        let port = unsafe { (r.add(8) as *const u16).read_unaligned() };
+        let ip = base.load::<u32>(pos + 4);
+        let port = base.load::<u16>(pos + 8);
         Ok(Some(Record {
             addr: SocketAddrV4::new(Ipv4Addr::from(ip), port),
             off: pos + REC_HDR,
@@ -362,7 +343,11 @@ impl SockMem {
         let (base, cap) = self.area(tx);
         let off = r.off.min(cap);
         let len = r.len.min(cap - off);
-        unsafe { std::slice::from_raw_parts(base.add(off), len) }
+        // SAFETY: the record was published to us and not yet consumed, so
+        // nothing in this process writes it (our writes go to the rings
+        // we produce, and to their free part only); the other process may
+        // scribble on it, which changes plain bytes, never their bounds.
+        unsafe { base.bytes(off, len) }
     }
 
     fn consume(&self, tx: bool, span: u64) {
@@ -508,10 +493,8 @@ impl SockMem {
         }
         let pos = (t % cap as u64) as usize;
         let first = n.min(cap - pos);
-        unsafe {
-            std::ptr::copy_nonoverlapping(data.as_ptr(), base.add(pos), first);
-            std::ptr::copy_nonoverlapping(data.as_ptr().add(first), base, n - first);
-        }
+        base.copy_in(pos, &data[..first]);
+        base.copy_in(0, &data[first..n]);
         tail.store(t + n as u64, Release);
         n
     }
@@ -529,12 +512,12 @@ impl SockMem {
         let avail = avail as usize;
         let pos = (h % cap as u64) as usize;
         let first = avail.min(cap - pos);
-        unsafe {
-            Ok((
-                std::slice::from_raw_parts(base.add(pos), first),
-                std::slice::from_raw_parts(base, avail - first),
-            ))
-        }
+        // SAFETY: these bytes were published to us (up to the producer
+        // index, bounded by the ring's size above) and not yet consumed,
+        // so nothing in this process writes them while the slices live;
+        // the other process may scribble on them, which changes plain
+        // bytes, never their bounds.
+        unsafe { Ok((base.bytes(pos, first), base.bytes(0, avail - first))) }
     }
 
     /// Application: queue stream bytes for sending; returns how many fit.
@@ -603,6 +586,8 @@ impl SockMem {
 /// Writes 1 to an eventfd (a kick).
 pub fn kick(fd: &impl AsRawFd) {
     let one: u64 = 1;
+    // SAFETY: the kernel reads 8 bytes from a live local; a stale or
+    // closed fd makes the call fail, not misbehave.
     unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
 }
 
@@ -657,7 +642,7 @@ mod tests {
         app.hdr().tx_tail.store(1 << 40, Relaxed);
         assert_eq!(srv.peek_send(), Err(RingError::BadIndex));
         app.hdr().tx_tail.store(64, Relaxed);
-        unsafe { (app.ptr.add(HDR_LEN) as *mut u32).write_unaligned(100_000) };
+        app.map.region().store(HDR_LEN, 100_000u32);
         assert_eq!(srv.peek_send(), Err(RingError::BadRecord));
         // A header that later claims other sizes does not change ours.
         app.hdr().tx_cap.store(1 << 30, Relaxed);
@@ -666,9 +651,8 @@ mod tests {
 
     #[test]
     fn unsealed_or_odd_memory_is_refused() {
-        let fd = unsafe { libc::memfd_create(c"x".as_ptr(), libc::MFD_CLOEXEC) };
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        unsafe { libc::ftruncate(fd.as_raw_fd(), 1 << 16) };
+        let fd = memfd_create(c"x", MemFdCreateFlag::MFD_CLOEXEC).unwrap();
+        nix::unistd::ftruncate(&fd, 1 << 16).unwrap();
         assert!(SockMem::attach(&fd, 1 << 20).is_err());
         let (_app, fd) = SockMem::create(4096, 4096).unwrap();
         assert!(SockMem::attach(&fd, 1024).is_err(), "over the size limit");

@@ -8,6 +8,7 @@
 //! restarted after a crash mid-update) sees a slot either unused or with
 //! consistent identity fields; counters in it may lag.
 
+use crate::raw::Region;
 use std::sync::atomic::{AtomicU32, Ordering::*};
 
 /// "SOCKTBL1".
@@ -94,23 +95,30 @@ impl SockRec {
 
 /// The table over a layer's arena bytes.
 pub struct SockTable {
-    p: *mut u8,
+    /// `'static` stands for the table's own lifetime (see `new`).
+    r: Region<'static>,
     cap: usize,
 }
 
-// SAFETY: shared memory; one writer (sockd), readers tolerate lag.
+// SAFETY: the table is an address range; what is shared through it is
+// atomics (`state`) and volatile copies of plain records, with one writer
+// (sockd) and readers that tolerate lag.
 unsafe impl Send for SockTable {}
 
 impl SockTable {
     /// # Safety
-    /// `p..p+n` must be mapped for the table's lifetime and used only as
-    /// this table (sockd's arena).
+    /// `p..p+n` must be mapped, readable and writable, for the table's
+    /// lifetime, aligned to 4 bytes, and used only as this table (sockd's
+    /// arena).
     pub unsafe fn new(p: *mut u8, n: usize) -> SockTable {
+        // SAFETY: the caller's contract is `Region::new`'s, for as long
+        // as the table lives.
+        let r = unsafe { Region::new(p, n) };
         let cap = (n.saturating_sub(HDR) / std::mem::size_of::<SockRec>()).min(65535);
-        let t = SockTable { p, cap };
-        let m = &*(p as *const AtomicU32);
+        let t = SockTable { r, cap };
+        let m = r.get::<AtomicU32>(0);
         if m.load(Acquire) != MAGIC {
-            std::ptr::write_bytes(p, 0, n);
+            r.fill(0, n, 0);
             m.store(MAGIC, Release);
         }
         t
@@ -121,12 +129,13 @@ impl SockTable {
         self.cap
     }
 
-    fn slot(&self, i: usize) -> *mut SockRec {
-        unsafe { (self.p.add(HDR) as *mut SockRec).add(i) }
+    fn slot_off(&self, i: usize) -> usize {
+        HDR + i * std::mem::size_of::<SockRec>()
     }
 
     fn state(&self, i: usize) -> &AtomicU32 {
-        unsafe { &*(self.slot(i) as *const AtomicU32) }
+        self.r
+            .get(self.slot_off(i) + std::mem::offset_of!(SockRec, state))
     }
 
     /// A copy of slot `i`.
@@ -134,7 +143,7 @@ impl SockTable {
         if i >= self.cap {
             return None;
         }
-        let r = unsafe { self.slot(i).read_volatile() };
+        let r: SockRec = self.r.load(self.slot_off(i));
         (r.state != sock_state::FREE).then_some(r)
     }
 
@@ -154,12 +163,12 @@ impl SockTable {
     /// returned).
     pub fn insert(&self, mut rec: SockRec) -> Option<u32> {
         let i = (0..self.cap).find(|&i| self.state(i).load(Acquire) == sock_state::FREE)?;
-        let prev = unsafe { self.slot(i).read_volatile() };
+        let prev: SockRec = self.r.load(self.slot_off(i));
         let gen = (prev.id >> 16).wrapping_add(1) & 0x7fff;
         rec.id = (i as u32 + 1) | (gen << 16);
         let state = rec.state.max(sock_state::OPEN);
         rec.state = sock_state::FREE;
-        unsafe { self.slot(i).write_volatile(rec) };
+        self.r.store(self.slot_off(i), rec);
         self.state(i).store(state, Release);
         Some(rec.id)
     }
@@ -170,7 +179,7 @@ impl SockTable {
             let state = rec.state;
             let mut r = rec;
             r.state = self.state(i).load(Relaxed);
-            unsafe { self.slot(i).write_volatile(r) };
+            self.r.store(self.slot_off(i), r);
             self.state(i).store(state, Release);
         }
     }
@@ -190,6 +199,7 @@ mod tests {
     #[test]
     fn insert_find_update_remove() {
         let mut mem = vec![0u64; 4096];
+        // SAFETY: the vector outlives the table and is used only by it.
         let t = unsafe { SockTable::new(mem.as_mut_ptr() as *mut u8, 32768) };
         let id = t
             .insert(SockRec {
@@ -229,9 +239,12 @@ mod tests {
     fn table_survives_a_second_mapping() {
         let mut mem = vec![0u64; 4096];
         let p = mem.as_mut_ptr() as *mut u8;
+        // SAFETY: the vector outlives both tables, which are the only
+        // users of it and are used one after the other.
         let id = unsafe { SockTable::new(p, 32768) }
             .insert(SockRec::default())
             .unwrap();
+        // SAFETY: as above.
         let t = unsafe { SockTable::new(p, 32768) };
         assert!(t.find(id).is_some());
     }

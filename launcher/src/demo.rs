@@ -16,6 +16,9 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         if let Some(mut c) = self.launcher.take() {
+            // SAFETY: kill takes no pointers; the pid is our own child, not
+            // yet reaped (we still hold its Child), so it cannot name another
+            // process.
             unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             let deadline = Instant::now() + Duration::from_secs(5);
             while Instant::now() < deadline {
@@ -87,6 +90,7 @@ fn strata(instance: &str, args: &[&str]) -> Result<String, String> {
 
 /// Runs the demo.
 pub fn run() -> Result<(), String> {
+    // SAFETY: geteuid takes nothing and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err("the demo needs root (it creates a network namespace and a TAP device)".into());
     }

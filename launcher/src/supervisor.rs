@@ -96,6 +96,8 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: a plain system call; the fd it returns (close-on-exec, as
     // pidfd_open always makes them) is ours alone.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    // SAFETY: pidfd_open returned this fd (checked non-negative) and nothing
+    // else owns it.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
@@ -220,6 +222,10 @@ impl Supervisor {
         if let Some(fd) = dev {
             cmd.env(DEVICE_FD_ENV, fd.to_string());
         }
+        // SAFETY: the closure runs in the child between fork and exec, and
+        // calls only async-signal-safe functions (prctl, setpgid, fcntl)
+        // on plain values: no allocation, no lock. Clearing close-on-exec
+        // on the device fd is what hands it to the layer.
         unsafe {
             cmd.pre_exec(move || {
                 // Die with the launcher, whatever kills it; and stay out of
@@ -341,6 +347,9 @@ impl Supervisor {
                         c.id(),
                         self.heartbeat_timeout
                     ));
+                    // SAFETY: kill takes no pointers; the pid is our child,
+                    // not yet reaped (we hold its Child), so it cannot name
+                    // another process.
                     unsafe { libc::kill(c.id() as i32, libc::SIGKILL) };
                     l.last_beat_change = now;
                 }
@@ -554,6 +563,8 @@ impl Supervisor {
         let pid = l.pid().ok_or_else(|| format!("{id} is not running"))?;
         l.killed_by_request = true;
         l.kill_ns = now_ns();
+        // SAFETY: kill takes no pointers; the pid is our running child, not
+        // yet reaped, so it cannot name another process.
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         log(&format!("{id} (pid {pid}) killed by request"));
         Ok(pid)
@@ -563,6 +574,8 @@ impl Supervisor {
     pub fn stop_all(&mut self, f: &Fabric) {
         for l in self.layers.iter().rev() {
             if let Some(c) = &l.child {
+                // SAFETY: kill takes no pointers; the pid is our child, not
+                // yet reaped (we hold its Child).
                 unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
             }
         }

@@ -133,6 +133,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
     };
     let plan = Plan::from_config(&cfg);
     let inst = plan.instance.clone();
+    // SAFETY: geteuid takes nothing and cannot fail.
     if unsafe { libc::geteuid() } != 0 {
         return Err("strata up needs root (TAP devices, /run/strata)".into());
     }

@@ -85,10 +85,13 @@ fn nanos_timeout(n: u64) -> Option<Duration> {
 pub(crate) fn prepare(tx: usize, rx: usize) -> io::Result<(SockMem, Arc<Attach>)> {
     let clamp = |n: usize| n.clamp(sockring::MIN_RING as usize, sockring::MAX_RING as usize) as u32;
     let (mem, memfd) = SockMem::create(clamp(tx), clamp(rx))?;
+    // SAFETY: no pointers; the call only creates a descriptor.
     let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
     if efd < 0 {
         return Err(io::Error::last_os_error());
     }
+    // SAFETY: eventfd just returned this descriptor (checked non-negative),
+    // and nothing else owns it.
     let efd = unsafe { OwnedFd::from_raw_fd(efd) };
     Ok((
         mem,
@@ -112,6 +115,7 @@ fn poll_readable(fd: RawFd, timeout: Option<Duration>) {
         events: libc::POLLIN,
         revents: 0,
     };
+    // SAFETY: pfd is a live local, and the count says one.
     unsafe { libc::poll(&mut pfd, 1, ms) };
 }
 
@@ -333,6 +337,7 @@ impl Core {
     /// event loop sees it).
     fn drain(&self) {
         let mut v = 0u64;
+        // SAFETY: the kernel writes at most 8 bytes into a live local.
         unsafe {
             libc::read(
                 self.attach.efd.as_raw_fd(),
@@ -411,8 +416,10 @@ mod tests {
         assert_eq!(mem.rx_cap(), sockring::MIN_RING as usize, "clamped up");
         // What sockd will check.
         assert!(SockMem::attach(&a.memfd, 1 << 30).is_ok());
+        // SAFETY: F_GETFL takes no pointer; the fd is open for the call.
         let fl = unsafe { libc::fcntl(a.efd.as_raw_fd(), libc::F_GETFL) };
         assert_ne!(fl & libc::O_NONBLOCK, 0);
+        // SAFETY: F_GETFD takes no pointer; the fd is open for the call.
         let fd = unsafe { libc::fcntl(a.efd.as_raw_fd(), libc::F_GETFD) };
         assert_ne!(fd & libc::FD_CLOEXEC, 0);
     }

@@ -182,6 +182,9 @@ fn exchange(
         if let Ok(cmsgs) = msg.cmsgs() {
             for c in cmsgs {
                 if let ControlMessageOwned::ScmRights(v) = c {
+                    // SAFETY: SCM_RIGHTS fds are new descriptors the kernel
+                    // installed in this process for this message; nothing else
+                    // owns them, and each is wrapped once.
                     got.extend(v.into_iter().map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }));
                 }
             }
@@ -356,6 +359,7 @@ impl Session {
                 events: libc::POLLRDHUP,
                 revents: 0,
             };
+            // SAFETY: pfd is a live local, and the count says one.
             let r = unsafe { libc::poll(&mut pfd, 1, -1) };
             if r < 0 {
                 if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {

@@ -421,6 +421,8 @@ impl Stack {
         let Some(mut c) = self.child.take() else {
             return true;
         };
+        // SAFETY: kill takes no pointers; the pid is our child, not yet reaped
+        // (we hold its Child), so it cannot name another process.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
@@ -702,6 +704,7 @@ pub fn wait_tcp_listening(ns: &Netns, port: u16, timeout: Duration) {
 
 /// The calling thread's id (for [`blocked_in_poll`]).
 pub fn gettid() -> i32 {
+    // SAFETY: gettid takes nothing and cannot fail.
     unsafe { libc::gettid() }
 }
 

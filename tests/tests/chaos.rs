@@ -400,6 +400,8 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         assert!(k >= 2, "{l} was killed {k} times: {kills:?}");
     }
     // The UDP echo kept answering and the echo server never failed.
+    // SAFETY: kill takes no pointers; the pid is a process this test started
+    // and has not reaped, so it names no other process.
     unsafe { libc::kill(udp.child.id() as i32, libc::SIGTERM) };
     let out = udp
         .wait_output(Duration::from_secs(10))

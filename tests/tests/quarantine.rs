@@ -226,6 +226,8 @@ fn deaths_between_identical_inputs_quarantine_nothing() {
             let o = st.strata(&["kill", "udpd"]);
             assert!(o.status.success());
         } else {
+            // SAFETY: kill takes no pointers; the pid is a layer of the stack
+            // this test started, read from its fabric while the layer runs.
             unsafe { libc::kill(st.layer_pid("udpd"), libc::SIGKILL) };
         }
         st.wait_for("udpd back", Duration::from_secs(10), || {

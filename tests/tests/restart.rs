@@ -115,6 +115,8 @@ fn a_hung_layer_is_killed_and_restarted() {
     // it: only the stopped one does.
     let st = Stack::up_with(&ns, "\n[limits]\nheartbeat_timeout_ms = 2000\n");
     // SIGSTOP: alive but silent, like a layer stuck in a loop.
+    // SAFETY: kill takes no pointers; the pid is a layer of the stack this
+    // test started, read from its fabric while the layer runs.
     unsafe { libc::kill(st.layer_pid("filterd"), libc::SIGSTOP) };
     st.wait_for("filterd restarted", Duration::from_secs(20), || {
         st.restarts("filterd") == 1
@@ -139,6 +141,8 @@ fn stop_leaves_nothing_behind() {
     assert!(st.stop(), "launcher exited cleanly");
     for pid in pids {
         assert_eq!(
+            // SAFETY: kill with signal 0 takes no pointers and only probes
+            // whether the pid exists.
             unsafe { libc::kill(pid, 0) },
             -1,
             "layer pid {pid} still alive"
@@ -162,6 +166,8 @@ fn kill_repeatedly(st: &Stack, layer: &str, times: u64, by_request: bool) {
             let o = st.strata(&["kill", layer]);
             assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
         } else {
+            // SAFETY: kill takes no pointers; the pid is a layer of the stack
+            // this test started, read from its fabric while the layer runs.
             unsafe { libc::kill(st.layer_pid(layer), libc::SIGKILL) };
         }
         st.wait_for(

@@ -329,6 +329,8 @@ fn poll_fds(fds: &[i32], ms: i32) -> i32 {
             revents: 0,
         })
         .collect();
+    // SAFETY: p is a live, writable vector of exactly p.len() pollfds for the
+    // whole call.
     unsafe { libc::poll(p.as_mut_ptr(), p.len() as libc::nfds_t, ms) }
 }
 
@@ -342,6 +344,7 @@ fn an_event_loop_on_readiness_fds_carries_on_after_a_sockd_restart() {
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
     // Wakes the loop for the end of the test.
+    // SAFETY: no pointers; the call only creates a descriptor.
     let stop_fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC) };
     assert!(stop_fd >= 0);
     // A line-echo server in one thread that moves only when poll(2) says
@@ -443,8 +446,11 @@ fn an_event_loop_on_readiness_fds_carries_on_after_a_sockd_restart() {
     ]);
     assert_eq!(out.trim(), "three");
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // SAFETY: the kernel reads 8 bytes from a live temporary array.
     unsafe { libc::write(stop_fd, 1u64.to_ne_bytes().as_ptr().cast(), 8) };
     let accepted = w.join(&st);
+    // SAFETY: stop_fd is our eventfd, closed once, here, after the loop that
+    // used it has been joined.
     unsafe { libc::close(stop_fd) };
     assert_eq!(accepted.expect("event loop without an error"), 2);
 }
@@ -478,6 +484,8 @@ fn accepts_and_connects_whose_news_died_with_sockd_complete() {
     // Stopped, sockd leaves tcpd's CONNECTED and ACCEPTABLE in its ring;
     // killed, it loses them: the ring is reset for its successor.
     let pid = st.layer_pid("sockd");
+    // SAFETY: kill takes no pointers; the pid is a layer of the stack this
+    // test started, read from its fabric while the layer runs.
     unsafe { libc::kill(pid, libc::SIGSTOP) };
     let client = kernel_client(&ns, 7109, &f);
     // Both handshakes over in tcpd: CONNECTED and ACCEPTABLE were sent
@@ -522,6 +530,8 @@ fn an_accept_whose_attach_was_lost_is_attached_by_the_restarted_sockd() {
     // tcpd never speaks of the new socket. Killed, tcpd loses the ring,
     // ATTACH included; the connection stays in its accept queue.
     let tcpd = st.layer_pid("tcpd");
+    // SAFETY: kill takes no pointers; the pid is a layer of the stack this
+    // test started, read from its fabric while the layer runs.
     unsafe { libc::kill(tcpd, libc::SIGSTOP) };
     let queued = st.ring_len("sockd", "tcpd");
     let (tx, rx) = mpsc::channel();

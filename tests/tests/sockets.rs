@@ -131,6 +131,9 @@ impl RawClient {
         for c in m.cmsgs().unwrap() {
             if let ControlMessageOwned::ScmRights(v) = c {
                 for f in v {
+                    // SAFETY: SCM_RIGHTS fds are new descriptors the kernel
+                    // installed in this process for this message; nothing else
+                    // owns them, and each is wrapped once.
                     drop(unsafe { OwnedFd::from_raw_fd(f) });
                 }
             }
@@ -141,6 +144,8 @@ impl RawClient {
 
     fn udp_socket(&self) -> (u32, SockMem, OwnedFd, OwnedFd) {
         let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
+        // SAFETY: eventfd returns a new descriptor nobody else owns (a
+        // failure, -1, makes from_raw_fd panic, not misbehave).
         let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
         match self.call(
             &Request::Socket { kind: Kind::Udp },
@@ -177,6 +182,8 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
     );
     // Not its process: it cannot take the socket over either.
     let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
+    // SAFETY: eventfd returns a new descriptor nobody else owns (a failure,
+    // -1, makes from_raw_fd panic, not misbehave).
     let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
     assert_eq!(
         evil.call(
@@ -193,7 +200,10 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
             errno: libc::EINVAL
         }
     );
+    // SAFETY: memfd_create returns a new descriptor nobody else owns (a
+    // failure, -1, makes from_raw_fd panic); the name is a C string literal.
     let raw = unsafe { OwnedFd::from_raw_fd(libc::memfd_create(c"x".as_ptr(), 0)) };
+    // SAFETY: ftruncate takes no pointers; the fd is open for the call.
     unsafe { libc::ftruncate(raw.as_raw_fd(), 1 << 16) };
     assert_eq!(
         evil.call(

@@ -25,6 +25,8 @@ const PATIENT: &str = "\n[limits]\nheartbeat_timeout_ms = 20000\n";
 /// SIGSTOP our own stack's tcpd: what sockd sends now stays in its ring.
 fn stop_tcpd(st: &Stack) {
     assert_eq!(
+        // SAFETY: kill takes no pointers; the pid is a layer of the stack this
+        // test started, read from its fabric while the layer runs.
         unsafe { libc::kill(st.layer_pid("tcpd"), libc::SIGSTOP) },
         0
     );

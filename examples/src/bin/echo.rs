@@ -1,6 +1,8 @@
 //! An echo server on libsock: every UDP datagram it receives goes back to
 //! its sender unchanged, and every TCP connection gets its bytes back.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use std::io::ErrorKind;
 use std::process::ExitCode;

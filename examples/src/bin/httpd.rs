@@ -1,6 +1,8 @@
 //! A static-file HTTP/1.1 server on libsock: GET and HEAD, keep-alive,
 //! large files streamed in 256 KiB writes, a thread per connection.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read, Write};

@@ -1,6 +1,8 @@
 //! Throughput and latency of TCP on libsock: a sink and a source for bulk
 //! transfers, and a 1-byte request/response pair for round-trip latency.
 
+#![forbid(unsafe_code)]
+
 use clap::{Parser, Subcommand};
 use std::io::{self, ErrorKind, Read, Write};
 use std::net::Shutdown;

@@ -635,6 +635,10 @@ impl<'a> Conntrack<'a> {
         // SAFETY: the caller hands us the region; header and entries are
         // disjoint, aligned and inside it; every bit pattern is valid.
         let hdr = unsafe { &mut *(p as *mut CtHeader) };
+        // SAFETY: the cap entries after the 64-byte header fit in len
+        // (computed above), start 8-aligned, do not overlap the header, and
+        // are ours for 'a by the caller's contract; every bit pattern is a
+        // valid CtEntry.
         let entries = unsafe { std::slice::from_raw_parts_mut(p.add(64) as *mut CtEntry, cap) };
         let fresh = hdr.magic != HEADER_MAGIC
             || hdr.version != LAYOUT_VERSION
@@ -1427,6 +1431,8 @@ mod tests {
         let mut mem = vec![0u64; len / 8];
         let p = mem.as_mut_ptr() as *mut u8;
         #[allow(unsafe_code)]
+        // SAFETY: the vector outlives the table and nothing else touches it
+        // meanwhile.
         let (mut ct, fresh) = unsafe { Conntrack::from_raw(p, len, [3, 4], 0).unwrap() };
         assert!(fresh);
         let id = handshake(&mut ct);
@@ -1436,10 +1442,14 @@ mod tests {
         drop(ct);
         // A writer died inside an update of `u`; `g` got garbage.
         #[allow(unsafe_code)]
+        // SAFETY: the table was dropped above; the vector holds 8 entries
+        // after the header.
         let entries = unsafe { std::slice::from_raw_parts_mut(p.add(64) as *mut CtEntry, 8) };
         entries[u as usize].update |= 1;
         entries[g as usize].tcp_state = 200;
         #[allow(unsafe_code)]
+        // SAFETY: as above: the vector outlives the table, which is its only
+        // user.
         let (mut ct, fresh) = unsafe { Conntrack::from_raw(p, len, [9, 9], 10).unwrap() };
         assert!(!fresh);
         assert_eq!((ct.len(), ct.stats.restored, ct.stats.discarded), (1, 1, 2));
@@ -1472,6 +1482,8 @@ mod tests {
                 *b = x as u8;
             }
             #[allow(unsafe_code)]
+            // SAFETY: e is a whole CtEntry of 120 bytes, and every bit pattern
+            // is a valid CtEntry (plain integers).
             unsafe {
                 std::ptr::copy_nonoverlapping(bytes.as_ptr(), e as *mut CtEntry as *mut u8, 120)
             };

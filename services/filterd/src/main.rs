@@ -315,7 +315,9 @@ fn main() {
             ct.stats.discarded
         ));
     }
-    // The counters are atomics in the mapping, which outlives `main`.
+    // SAFETY: the counters are atomics in the mapping, which `svc` keeps
+    // until the process ends (`main` does not return while they are in
+    // use, and nothing unmaps the fabric before): `'static` holds.
     let counters: &'static [AtomicU64] =
         unsafe { std::slice::from_raw_parts(shm.counters().as_ptr(), shm.counters().len()) };
 
@@ -326,10 +328,7 @@ fn main() {
         }
     }
     for r in &svc.config.routes {
-        if addrs
-            .add_route(r.dest, r.prefix, r.gateway, r.iface)
-            .is_err()
-        {
+        if addrs.add_route(r).is_err() {
             service::die("filterd", "bad route prefix");
         }
     }

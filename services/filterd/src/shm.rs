@@ -216,6 +216,8 @@ mod tests {
     #[test]
     fn a_published_rule_set_is_read_whole_and_counters_reset() {
         let (mut mem, len) = region();
+        // SAFETY: the vector outlives both views and is used only through
+        // them.
         let s = unsafe { Shm::new(mem.as_mut_ptr() as *mut u8, len) }.unwrap();
         assert_eq!(s.generation(), 0);
         s.publish(b"first").unwrap();
@@ -227,6 +229,7 @@ mod tests {
         assert_eq!(s.counters()[6].load(Relaxed), 0);
         assert!(s.publish(&vec![b' '; RULES_MAX + 1]).is_err());
         // Mapping it again keeps what is there.
+        // SAFETY: as above.
         let s2 = unsafe { Shm::new(mem.as_mut_ptr() as *mut u8, len) }.unwrap();
         assert_eq!(s2.generation(), 2);
         let n = s2.request_flush();

@@ -9,6 +9,8 @@
 //! up at the start of its next turn. Egress always runs through the
 //! qdisc; ingress only while faults are set for it.
 
+#![forbid(unsafe_code)]
+
 mod fault;
 mod qdisc;
 
