@@ -2,6 +2,7 @@
 //! the packet pool, rings, wake-ups, counters, arenas and reclaim.
 
 use crate::bufs::{window, BufError, Buffers, HEADROOM, LARGE_BUF, SMALL_BUF};
+use crate::freelist;
 use crate::handle::Handle;
 use crate::layer::{topology, LayerId, MAX_IFACES, MAX_LAYERS};
 use crate::layout::*;
@@ -105,7 +106,7 @@ impl Fabric {
             )));
         }
         if params.small_bufs + params.large_bufs == 0
-            || params.small_bufs as u64 + params.large_bufs as u64 >= NIL as u64
+            || params.small_bufs as u64 + params.large_bufs as u64 >= freelist::MAX_BUFFERS as u64
         {
             return Err(FabricError::BadParams("buffer counts".into()));
         }
@@ -162,8 +163,8 @@ impl Fabric {
                     + i as u64 * params.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
             }
         }
-        f.header().free_head[0].store(NIL as u64, Relaxed);
-        f.header().free_head[1].store(NIL as u64, Relaxed);
+        f.header().free_head[0].store(freelist::empty(), Relaxed);
+        f.header().free_head[1].store(freelist::empty(), Relaxed);
         for i in (0..f.n_bufs()).rev() {
             let b = f.bufhdr(i);
             b.owner.store(OWNER_FREE, Relaxed);
@@ -360,45 +361,20 @@ impl Fabric {
     }
 
     fn push_free(&self, i: u32) {
-        let c = self.class(i);
-        let head = &self.header().free_head[c];
-        let mut cur = head.load(Acquire);
-        loop {
-            self.bufhdr(i).next.store(cur as u32, Relaxed);
-            // The tag in the high half changes on every update, so a head
-            // that was popped and pushed back in between (ABA) fails the CAS.
-            let new = ((cur >> 32).wrapping_add(1) << 32) | i as u64;
-            match head.compare_exchange_weak(cur, new, AcqRel, Acquire) {
-                Ok(_) => break,
-                Err(v) => cur = v,
-            }
-        }
-        self.header().free_count[c].fetch_add(1, Relaxed);
+        let list = &self.header().free_head[self.class(i)];
+        freelist::push(list, i, &self.bufhdr(i).next);
     }
 
+    /// Pops a buffer of class `c`, naming each candidate in this
+    /// process's [`LayerCtl::pool_op`] before taking it.
     fn pop_free(&self, c: usize) -> Option<u32> {
-        let head = &self.header().free_head[c];
-        let mut cur = head.load(Acquire);
-        loop {
-            let i = cur as u32;
-            if i == NIL {
-                return None;
-            }
-            if i >= self.n_bufs() {
-                // Only a corrupted head can get here; refuse rather than
-                // follow it.
-                return None;
-            }
-            let next = self.bufhdr(i).next.load(Relaxed);
-            let new = ((cur >> 32).wrapping_add(1) << 32) | next as u64;
-            match head.compare_exchange_weak(cur, new, AcqRel, Acquire) {
-                Ok(_) => {
-                    self.header().free_count[c].fetch_sub(1, Relaxed);
-                    return Some(i);
-                }
-                Err(v) => cur = v,
-            }
-        }
+        let op = &self.ctl(self.me).pool_op;
+        freelist::pop(
+            &self.header().free_head[c],
+            self.n_bufs(),
+            |i| op.store(u64::from(i) + 1, Relaxed),
+            |i| &self.bufhdr(i).next,
+        )
     }
 
     /// Allocates a buffer for `len` bytes after the headroom, with one
@@ -406,16 +382,23 @@ impl Fabric {
     pub fn alloc(&self, me: LayerId, len: usize) -> Option<Handle> {
         let need = len.checked_add(HEADROOM as usize)?;
         let i = if need <= SMALL_BUF {
-            self.pop_free(0).or_else(|| self.pop_free(1))?
+            self.pop_free(0).or_else(|| self.pop_free(1))
         } else if need <= LARGE_BUF {
-            self.pop_free(1)?
+            self.pop_free(1)
         } else {
+            return None;
+        };
+        let op = &self.ctl(self.me).pool_op;
+        let Some(i) = i else {
+            op.store(0, Release);
             return None;
         };
         let b = self.bufhdr(i);
         b.flags.store(0, Relaxed);
         b.owner.store(me.0 as u32, Relaxed);
         b.holders.store(holder_one(me.0), Release);
+        // Held now: no longer in a window a kill could strand it in.
+        op.store(0, Release);
         Some(Handle::new(i, b.gen.load(Relaxed), HEADROOM))
     }
 
@@ -457,10 +440,14 @@ impl Fabric {
         }
         let b = self.bufhdr(i);
         let one = holder_one(who.0);
+        // From the last reference gone to the buffer back on its list, a
+        // kill would strand it: named while it is in that window.
+        let op = &self.ctl(self.me).pool_op;
+        op.store(u64::from(i) + 1, Relaxed);
         let r = b.holders.fetch_update(AcqRel, Acquire, |h| {
             (holder_count(h, who.0) >= n).then(|| h - n * one)
         });
-        match r {
+        let ok = match r {
             Err(_) => {
                 self.header().double_free.fetch_add(1, Relaxed);
                 false
@@ -471,7 +458,9 @@ impl Fabric {
                 }
                 true
             }
-        }
+        };
+        op.store(0, Release);
+        ok
     }
 
     /// Puts buffer `i`, whose last reference is gone, back on its free list.
@@ -549,7 +538,10 @@ impl Fabric {
     /// Buffers on the free lists, (small, large).
     pub fn free_counts(&self) -> (u32, u32) {
         let h = self.header();
-        (h.free_count[0].load(Relaxed), h.free_count[1].load(Relaxed))
+        (
+            freelist::head(&h.free_head[0]).count,
+            freelist::head(&h.free_head[1]).count,
+        )
     }
 
     /// Live buffers marked pinned (state a layer keeps in its arena).
@@ -917,26 +909,65 @@ impl Fabric {
         } else {
             Vec::new()
         };
-        for i in 0..n as u32 {
-            let b = self.bufhdr(i);
-            if b.holders.load(Acquire) == 0
-                && b.owner
-                    .compare_exchange(dead.0 as u32, OWNER_FREE, AcqRel, Acquire)
-                    .is_ok()
-            {
-                // Died inside `alloc` (taken off the free list, no
-                // reference yet) or inside the last `release` (none left,
-                // not yet back on the list): finish the free. A live
-                // layer freeing a buffer whose owner field still names
-                // the dead one races here; the owner field decides.
-                self.put_back(i);
-                released += 1;
-            } else if own {
+        if own {
+            for i in 0..n as u32 {
                 released += self.release_excess(i, dead, transit[i as usize]);
             }
         }
+        released += self.recover_stranded(dead);
         self.ctl(dead).reclaimed.fetch_add(released, Relaxed);
         released
+    }
+
+    /// Puts back on their free lists the buffers `dead` stranded: taken
+    /// off a list inside `alloc` before it held them, or let go inside a
+    /// last free before they were pushed back. With both lists held still
+    /// ([`freelist::lock`]), such a buffer is on no list, held by nobody,
+    /// and not named as being moved by any live layer. Returns how many.
+    fn recover_stranded(&self, dead: LayerId) -> u64 {
+        let n = self.n_bufs();
+        let h = self.header();
+        let locked = [
+            freelist::lock(&h.free_head[0]),
+            freelist::lock(&h.free_head[1]),
+        ];
+        let mut listed = vec![false; n as usize];
+        for head in locked {
+            freelist::walk(
+                head,
+                n,
+                |i| &self.bufhdr(i).next,
+                |i| listed[i as usize] = true,
+            );
+        }
+        let mut found: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+        for i in 0..n {
+            let b = self.bufhdr(i);
+            if listed[i as usize] || b.holders.load(Acquire) != 0 {
+                continue;
+            }
+            // A live layer in the middle of moving it finishes that
+            // itself (its push or pop waits for the lists). Read before
+            // the holders again: a layer that finished clears its
+            // `pool_op` after it records its reference.
+            let moving = (0..MAX_LAYERS as u8).any(|l| {
+                l != dead.0
+                    && l != self.me.0
+                    && self.ctl(LayerId(l)).pool_op.load(Acquire) == u64::from(i) + 1
+            });
+            if moving || b.holders.load(Acquire) != 0 {
+                continue;
+            }
+            b.owner.store(OWNER_FREE, Relaxed);
+            b.gen.fetch_add(1, Release);
+            b.flags.store(0, Relaxed);
+            found[self.class(i)].push(i);
+        }
+        for c in [1, 0] {
+            freelist::unlock(&h.free_head[c], &found[c], |i| &self.bufhdr(i).next);
+        }
+        self.ctl(dead).pool_op.store(0, Release);
+        (found[0].len() + found[1].len()) as u64
     }
 
     /// For a restarted layer that keeps buffers in its arena (tcpd): drops
@@ -990,11 +1021,13 @@ impl Fabric {
         let b = self.bufhdr(i);
         let one = holder_one(who.0);
         let mut n = 0;
+        let op = &self.ctl(self.me).pool_op;
+        op.store(u64::from(i) + 1, Relaxed);
         let r = b.holders.fetch_update(AcqRel, Acquire, |h| {
             n = holder_count(h, who.0).saturating_sub(u64::from(keep));
             (n > 0).then(|| h - n * one)
         });
-        match r {
+        let released = match r {
             Ok(prev) => {
                 if prev == n * one {
                     self.finish_free(i);
@@ -1002,7 +1035,9 @@ impl Fabric {
                 n
             }
             Err(_) => 0,
-        }
+        };
+        op.store(0, Release);
+        released
     }
 }
 

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 96;
@@ -73,10 +73,9 @@ pub struct Header {
     pub arena_off: u64,
     pub small_off: u64,
     pub large_off: u64,
-    /// Free-list heads (tag << 32 | index), one per size class.
+    /// Free-list heads, one per size class: top index, count, lock bit
+    /// and tag in one word ([`crate::freelist`]).
     pub free_head: [AtomicU64; 2],
-    /// Buffers on each free list.
-    pub free_count: [AtomicU32; 2],
     /// Frees and accesses with a stale or bad handle, caught and refused.
     pub stale_refused: AtomicU64,
     /// Frees of a buffer whose count was already zero, caught and refused.
@@ -136,7 +135,10 @@ pub struct LayerCtl {
     /// serving (0: not yet): the launcher times restarts with it, to the
     /// nanosecond, without watching the state word closely.
     pub ready_ns: AtomicU64,
-    pub _pad0: [u64; 1],
+    /// The buffer this layer is moving off or onto a free list, plus one
+    /// (0: none): set before the step that could strand it, cleared after
+    /// ([`crate::freelist`] says why).
+    pub pool_op: AtomicU64,
     /// Non-zero while the layer sleeps (or is about to): producers kick it.
     pub sleeping: AtomicU32,
     /// One of [`state`].

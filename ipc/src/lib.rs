@@ -30,6 +30,7 @@ pub use fabric::{Consumer, Fabric, FabricError, Pool, Producer, WAKE_ENV};
 pub use handle::Handle;
 pub use layer::{LayerId, MAX_IFACES, MAX_LAYERS};
 pub use layout::{ifc, Params, IFACE_COUNTER_NAMES};
+pub mod freelist;
 pub mod qdisc_cfg;
 pub mod quarantine;
 mod raw;
