@@ -30,25 +30,41 @@ fn stream_read(c: &Core, buf: &mut [u8], peek: bool) -> io::Result<usize> {
     }
     c.block_on(wait::RX, c.read_timeout(), would_block, || {
         c.check()?;
-        let n = {
-            let _rx = lock(&c.rx_lock);
-            c.mem.read_stream(buf, peek)
-        };
-        if n > 0 {
-            return Ok(Some(n));
-        }
-        let st = c.state();
-        if st & state::RESET != 0 {
-            return Err(io::Error::from_raw_os_error(libc::ECONNRESET));
-        }
-        if st & state::EOF != 0 {
-            return Ok(Some(0));
-        }
-        if st & state::CONNECTED == 0 {
-            return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
-        }
-        Ok(None)
+        take_stream(
+            || {
+                let _rx = lock(&c.rx_lock);
+                c.mem.read_stream(buf, peek)
+            },
+            || c.state(),
+        )
     })
+}
+
+/// One attempt of a stream read: `Some(n)` bytes read (0: the end), or
+/// `None` to wait. `read` copies from the ring, `state` loads the
+/// socket's state word.
+fn take_stream(
+    mut read: impl FnMut() -> usize,
+    state: impl Fn() -> u32,
+) -> io::Result<Option<usize>> {
+    let n = read();
+    if n > 0 {
+        return Ok(Some(n));
+    }
+    let st = state();
+    if st & state::RESET != 0 {
+        return Err(io::Error::from_raw_os_error(libc::ECONNRESET));
+    }
+    if st & state::EOF != 0 {
+        // sockd shows the end only after the last bytes are in the ring,
+        // but they may have arrived between the read above and this look
+        // at the state: read again, and only an empty ring is the end.
+        return Ok(Some(read()));
+    }
+    if st & state::CONNECTED == 0 {
+        return Err(io::Error::from_raw_os_error(libc::ENOTCONN));
+    }
+    Ok(None)
 }
 
 /// Writes stream bytes into the socket's send ring: as much as fits now,
@@ -733,6 +749,45 @@ impl fmt::Debug for TcpStream {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::cell::Cell;
+
+    /// The last bytes and the end-of-file arrive between the read that
+    /// found the ring empty and the look at the state: the bytes are read,
+    /// not lost behind an early end (an application that then closed saw
+    /// its connection reset for the unread bytes).
+    #[test]
+    fn bytes_that_arrive_with_the_end_are_read_before_it() {
+        let ring = Cell::new(0usize);
+        let st = Cell::new(state::CONNECTED);
+        let reads = Cell::new(0);
+        let read = || {
+            reads.set(reads.get() + 1);
+            if reads.get() == 1 {
+                // sockd, between this read and the state load: the last
+                // 5 bytes into the ring, then the end.
+                ring.set(5);
+                st.set(state::CONNECTED | state::EOF);
+                0
+            } else {
+                ring.replace(0)
+            }
+        };
+        assert_eq!(take_stream(read, || st.get()).unwrap(), Some(5));
+        // Once the ring is empty, the end.
+        assert_eq!(
+            take_stream(|| ring.replace(0), || st.get()).unwrap(),
+            Some(0)
+        );
+    }
+
+    #[test]
+    fn an_empty_ring_waits_and_a_reset_fails() {
+        assert_eq!(take_stream(|| 0, || state::CONNECTED).unwrap(), None);
+        let e = take_stream(|| 0, || state::RESET).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ECONNRESET));
+        let e = take_stream(|| 0, || 0).unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN));
+    }
 
     #[test]
     fn connect_timeout_error_is_timed_out() {
