@@ -521,14 +521,6 @@ impl Fabric {
         Ok(())
     }
 
-    /// Records layer `to` in the buffer's owner field (the layer that last
-    /// took it); the references stay as they are.
-    pub fn set_owner_of(&self, h: &Handle, to: LayerId) {
-        if h.buf < self.n_bufs() {
-            self.bufhdr(h.buf).owner.store(to.0 as u32, Release);
-        }
-    }
-
     /// The layer recorded as owning buffer `i` (None when free).
     pub fn owner_of(&self, i: u32) -> Option<LayerId> {
         let o = self.bufhdr(i).owner.load(Acquire);

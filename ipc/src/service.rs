@@ -85,31 +85,3 @@ pub fn die(layer: &str, msg: &str) -> ! {
     std::process::exit(1)
 }
 
-/// The loop of a layer whose protocol has not been written yet: it takes
-/// part in supervision (heartbeat, restarts) and frees whatever reaches it
-/// from `inputs`, counting it, so nothing piles up in its rings.
-pub fn run_placeholder(svc: &Service, inputs: &[LayerId]) -> ! {
-    let f = &svc.fabric;
-    let me = svc.me;
-    f.register_counters(me, &["dropped_no_protocol"]);
-    let mut rings: Vec<_> = inputs.iter().filter_map(|&l| f.consumer(l, me)).collect();
-    let mut batch = [crate::Handle::default(); BUDGET];
-    svc.ready();
-    loop {
-        f.beat(me);
-        let mut moved = 0;
-        for r in rings.iter_mut() {
-            let n = r.pop(&mut batch);
-            for h in &batch[..n] {
-                f.free(h);
-            }
-            f.count(me, 0, n as u64);
-            moved += n;
-        }
-        if moved == 0 {
-            f.sleep(me, &mut [], IDLE_TICK_MS, || {
-                rings.iter().all(|r| r.is_empty())
-            });
-        }
-    }
-}
