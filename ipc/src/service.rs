@@ -84,4 +84,3 @@ pub fn die(layer: &str, msg: &str) -> ! {
     eprintln!("{layer}: {msg}");
     std::process::exit(1)
 }
-
