@@ -68,28 +68,51 @@ pub struct SockRec {
     pub send_q: u32,
     /// Datagrams dropped because the application fell behind.
     pub drops: u32,
-    /// SO_REUSEADDR etc. (bit 0).
+    /// Socket options kept with the record ([`rec_flags`]).
     pub flags: u32,
-    /// Reserved; `[0..3]` hold the accepted connection's tcpd id until
-    /// tcpd shows it attached the socket (see [`SockRec::accepted_conn`]).
-    pub reserved: [u32; 4],
+    /// tcpd's id of the connection this socket was accepted for, low and
+    /// high halves (see [`SockRec::accepted_conn`]).
+    pub accepted: [u32; 2],
+    /// 1 while [`accepted`](SockRec::accepted) holds an id.
+    pub accepted_set: u32,
+    /// Unused, zero (keeps the record at 64 bytes).
+    pub _pad: u32,
+}
+
+/// Bits of [`SockRec::flags`].
+pub mod rec_flags {
+    /// SO_REUSEADDR.
+    pub const REUSEADDR: u32 = 1;
 }
 
 impl SockRec {
+    /// Whether SO_REUSEADDR is set.
+    pub fn reuse_addr(&self) -> bool {
+        self.flags & rec_flags::REUSEADDR != 0
+    }
+
+    /// Sets or clears SO_REUSEADDR.
+    pub fn set_reuse_addr(&mut self, on: bool) {
+        if on {
+            self.flags |= rec_flags::REUSEADDR;
+        } else {
+            self.flags &= !rec_flags::REUSEADDR;
+        }
+    }
+
     /// tcpd's id of the connection this socket was accepted for, while
     /// sockd is not yet sure tcpd attached it: a restarted sockd sends
     /// the ATTACH again.
     pub fn accepted_conn(&self) -> Option<u64> {
-        (self.reserved[2] != 0)
-            .then(|| u64::from(self.reserved[0]) | u64::from(self.reserved[1]) << 32)
+        (self.accepted_set != 0)
+            .then(|| u64::from(self.accepted[0]) | u64::from(self.accepted[1]) << 32)
     }
 
     /// Sets or clears [`accepted_conn`](SockRec::accepted_conn).
     pub fn set_accepted_conn(&mut self, conn: Option<u64>) {
         let v = conn.unwrap_or(0);
-        self.reserved[0] = v as u32;
-        self.reserved[1] = (v >> 32) as u32;
-        self.reserved[2] = u32::from(conn.is_some());
+        self.accepted = [v as u32, (v >> 32) as u32];
+        self.accepted_set = u32::from(conn.is_some());
     }
 }
 

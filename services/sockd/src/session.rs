@@ -96,7 +96,7 @@ impl Sockd<'_> {
                 }
                 Some(s) if s.rec.state != sock_state::OPEN => errno_resp(libc::EINVAL),
                 Some(s) => {
-                    let reuse = s.rec.flags & 1 != 0;
+                    let reuse = s.rec.reuse_addr();
                     self.request_transport(
                         sid,
                         id,
@@ -114,7 +114,7 @@ impl Sockd<'_> {
             Request::Connect { id, addr } => match self.own(sid, id) {
                 None => errno_resp(libc::EBADF),
                 Some(s) => {
-                    let reuse = s.rec.flags & 1 != 0;
+                    let reuse = s.rec.reuse_addr();
                     self.request_transport(
                         sid,
                         id,
@@ -133,11 +133,7 @@ impl Sockd<'_> {
                 (None, _) => errno_resp(libc::EBADF),
                 (Some(_), SockOpt::ReuseAddr(on)) => {
                     if let Some(s) = self.socks.get_mut(&id) {
-                        if on {
-                            s.rec.flags |= 1;
-                        } else {
-                            s.rec.flags &= !1;
-                        }
+                        s.rec.set_reuse_addr(on);
                     }
                     self.sync_rec(id);
                     Response::Ok
