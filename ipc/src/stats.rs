@@ -42,8 +42,13 @@ macro_rules! layer_stats {
             }
         }
 
-        // Every counter must fit a layer's block in the fabric.
+        // Every counter must fit a layer's block in the fabric, under a
+        // name `strata stats` can show and tell apart.
         const _: () = assert!(Stat::COUNT <= $crate::layout::LAYER_COUNTERS);
+        const _: () = assert!(
+            $crate::stats::counter_names_ok(&[ $( $name, )* ]),
+            "counter names must be unique snake_case of at most COUNTER_NAME_LEN bytes"
+        );
 
         #[doc = concat!($layer, "'s counters.")]
         #[derive(Clone, Debug)]
@@ -91,4 +96,62 @@ macro_rules! layer_stats {
             }
         }
     };
+}
+
+/// Whether counter names are fit for the fabric: each at most
+/// [`COUNTER_NAME_LEN`](crate::layout::COUNTER_NAME_LEN) bytes of
+/// `snake_case` (lowercase ASCII, digits, `_`), no two alike.
+/// [`layer_stats!`] checks its names with it at compile time.
+pub const fn counter_names_ok(names: &[&str]) -> bool {
+    let mut i = 0;
+    while i < names.len() {
+        let a = names[i].as_bytes();
+        if a.is_empty() || a.len() > crate::layout::COUNTER_NAME_LEN {
+            return false;
+        }
+        let mut k = 0;
+        while k < a.len() {
+            let c = a[k];
+            if !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_') {
+                return false;
+            }
+            k += 1;
+        }
+        let mut j = 0;
+        while j < i {
+            let b = names[j].as_bytes();
+            if a.len() == b.len() {
+                let mut k = 0;
+                while k < a.len() && a[k] == b[k] {
+                    k += 1;
+                }
+                if k == a.len() {
+                    return false;
+                }
+            }
+            j += 1;
+        }
+        i += 1;
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::counter_names_ok;
+
+    #[test]
+    fn counter_names_must_be_short_unique_snake_case() {
+        assert!(counter_names_ok(&[
+            "in_segs",
+            "out_rsts",
+            "ipv4_bad_checksum2"
+        ]));
+        assert!(!counter_names_ok(&["in_segs", "in_segs"]), "duplicate");
+        assert!(!counter_names_ok(&["InSegs"]), "not snake case");
+        assert!(!counter_names_ok(&["in-segs"]), "not snake case");
+        assert!(!counter_names_ok(&[""]), "empty");
+        assert!(!counter_names_ok(&["a_name_that_is_longer_than_32_bytes"]));
+        assert!(counter_names_ok(&["a_name_of_exactly_thirty_two_byt"]));
+    }
 }

@@ -194,21 +194,3 @@ strata_ipc::layer_stats! { "ipd";
     /// transport layer whose TCP or UDP datagram they quote.
     IcmpErrDelivered => "icmp_err_delivered",
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_unique_snake_case_and_indexed() {
-        let mut seen = std::collections::HashSet::new();
-        for (i, s) in Stat::ALL.iter().enumerate() {
-            assert_eq!(*s as usize, i);
-            let n = s.name();
-            assert!(seen.insert(n), "duplicate {n}");
-            assert!(n
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'));
-        }
-    }
-}

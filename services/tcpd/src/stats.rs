@@ -203,22 +203,3 @@ strata_ipc::layer_stats! { "tcpd";
     /// inconsistent.
     RestoreReset => "restore_reset",
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_are_unique_snake_case_indexed_and_fit_the_fabric() {
-        let mut seen = std::collections::HashSet::new();
-        for (i, s) in Stat::ALL.iter().enumerate() {
-            assert_eq!(*s as usize, i);
-            let n = s.name();
-            assert!(seen.insert(n), "duplicate {n}");
-            assert!(n.len() <= 32, "{n} longer than a fabric counter name");
-            assert!(n
-                .bytes()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'_'));
-        }
-    }
-}
