@@ -96,14 +96,22 @@ pub fn head(list: &AtomicU64) -> Head {
     Head::decode(list.load(Acquire))
 }
 
-/// Waits while the launcher holds the list (it does so for one walk).
+/// Waits while the launcher holds the list (it does so for one walk):
+/// spinning a little, then yielding, so that on a small machine the
+/// launcher gets the core it needs to finish.
 fn unlocked(list: &AtomicU64) -> u64 {
+    let mut spins = 0u32;
     loop {
         let w = list.load(Acquire);
         if w & LOCK == 0 {
             return w;
         }
-        std::hint::spin_loop();
+        spins += 1;
+        if spins < 64 {
+            std::hint::spin_loop();
+        } else {
+            std::thread::yield_now();
+        }
     }
 }
 
