@@ -131,7 +131,32 @@ fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
     .iter()
     .map(|k| format!("{k}={}", tcpd[k]))
     .collect();
-    eprintln!("tcpd: {}\nclients: {}", seen.join(" "), out.trim());
+    // Where the stack dropped packets on the way (the retransmissions
+    // and backed-off timers a busy machine causes start there).
+    let drops: Vec<String> = stats["layers"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .flat_map(|(layer, counters)| {
+            counters
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(move |(k, v)| {
+                    let v = v.as_u64()?;
+                    let dropish = ["drop", "full", "exhausted", "overflow", "rto", "retrans"]
+                        .iter()
+                        .any(|w| k.contains(w));
+                    (dropish && v > 0).then(|| format!("{layer}.{k}={v}"))
+                })
+        })
+        .collect();
+    eprintln!(
+        "tcpd: {}\nclients: {}\ndrops: {}",
+        seen.join(" "),
+        out.trim(),
+        drops.join(" ")
+    );
     assert!(
         out.starts_with("ok 500 "),
         "{out}\ntcpd: {}",

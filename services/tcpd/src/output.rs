@@ -189,6 +189,19 @@ impl TcpCore<'_> {
             }
             if c.has(cf::SACK_OK) && fl.contains(TcpFlags::ACK) && !c.ooo_q.is_empty() {
                 self.fill_sack(c, &mut opts);
+                // A data segment was cut to `snd_mss`, which leaves room
+                // for the timestamp option only (`set_mss`): SACK blocks
+                // beyond what the payload leaves free wait for a segment
+                // with room (a pure ACK), or the datagram would exceed the
+                // path's MTU and ipd would drop it (RFC 2018 §3 lets a
+                // segment carry fewer blocks than there are).
+                if len > 0 {
+                    let ts = if c.has(cf::TS_OK) { 12 } else { 0 };
+                    let room = TcpHeader::MIN_LEN + ts + c.snd_mss.saturating_sub(len) as usize;
+                    while opts.sack_count > 0 && TcpHeader::header_len_for(&opts) > room {
+                        opts.sack_count -= 1;
+                    }
+                }
             }
         }
         let thl = TcpHeader::header_len_for(&opts);

@@ -133,6 +133,41 @@ fn in_order_data_goes_up_and_delayed_acks_follow_linux() {
     h.finish();
 }
 
+/// Data sent while out-of-order data is queued: SACK blocks never make
+/// a full-sized segment larger than the MSS allows (ipd drops a datagram
+/// over the MTU); a shorter segment carries the blocks it has room for.
+#[test]
+fn sack_blocks_never_push_a_data_segment_past_the_mss() {
+    let mut h = H::new();
+    h.listen(1, LPORT, 4);
+    let o = TcpOptions {
+        mss: Some(1000),
+        sack_permitted: true,
+        ..TcpOptions::default()
+    };
+    let iss = h.accept(2, o);
+    let base = PISS + 1;
+    // Two holes: two SACK blocks queued.
+    h.peer(ACK, base + 1000, iss + 1, &pattern(1000, 1));
+    h.peer(ACK, base + 3000, iss + 1, &pattern(1000, 3));
+    h.segs.clear();
+    h.nodelay(2);
+    h.send(2, &pattern(1500, 9));
+    let full = h.expect(ACK);
+    assert_eq!(full.len(), 1000);
+    assert!(
+        full.tcp.header_len as usize + 1000 <= TcpHeader::MIN_LEN + 1000,
+        "a full segment carries no SACK block: {:?}",
+        full.opts.sack()
+    );
+    // 500 bytes leave room for the most recent block and more.
+    let part = h.expect(ACK);
+    assert_eq!(part.len(), 500);
+    assert_eq!(part.opts.sack()[0], (base + 3000, base + 4000));
+    assert!(part.tcp.header_len as usize + 500 <= TcpHeader::MIN_LEN + 1000);
+    h.finish();
+}
+
 #[test]
 fn out_of_order_data_is_queued_sacked_and_delivered_in_order() {
     let mut h = H::new();
