@@ -12,8 +12,6 @@ use strata_tcpd::{Outputs, Stat, Storage, TcpConfig, TcpCore};
 
 /// Connection blocks in the arena; the rest of it holds queue entries.
 const MAX_CONNS: usize = 1024;
-/// Segments that may wait for room in ipd's ring.
-const IP_BACKLOG: usize = 4096;
 
 fn random_secret() -> [u64; 2] {
     let mut b = [0u8; 16];
@@ -101,12 +99,6 @@ fn main() {
     // What sockd must get is bounded by the credits it gave, so it is
     // never dropped: it waits here for room.
     let mut sock_backlog: VecDeque<Handle> = VecDeque::with_capacity(4096);
-    // Segments wait here for room in ipd's ring instead of being dropped:
-    // on a busy machine every full ring would otherwise be a loss, and
-    // the retransmission timers it backs off stretch a transfer by
-    // seconds. Bounded; past it a segment is dropped and counted, and TCP
-    // sends it again.
-    let mut ip_backlog: VecDeque<Handle> = VecDeque::with_capacity(IP_BACKLOG);
     let mut batch = [Handle::default(); BUDGET];
 
     svc.ready();
@@ -124,9 +116,7 @@ fn main() {
         }
         work += n;
         if sock_backlog.len() < 2048 {
-            let room = (to_ip.space() as usize)
-                .saturating_sub(ip_backlog.len())
-                .min(BUDGET);
+            let room = (to_ip.space() as usize).min(BUDGET);
             let n = from_sock.pop(&mut batch[..room]);
             for h in &batch[..n] {
                 if !f.take_input(me, h) {
@@ -146,23 +136,22 @@ fn main() {
         for h in &out.unpin {
             let _ = f.set_pinned(h, false);
         }
-        work += push_backlog(&mut to_ip, &mut ip_backlog);
-        let k = if ip_backlog.is_empty() {
-            to_ip.push(&out.to_ip)
-        } else {
-            0
-        };
+        let k = to_ip.push(&out.to_ip);
         for h in &out.to_ip[k..] {
-            if ip_backlog.len() < IP_BACKLOG {
-                ip_backlog.push_back(*h);
-            } else {
-                // TCP retransmits what is lost here.
-                core.ring_full(&mut pool, h);
-            }
+            // TCP retransmits what is lost here.
+            core.ring_full(&mut pool, h);
         }
         sock_backlog.extend(out.to_sock.iter().copied());
         out.clear();
-        work += push_backlog(&mut to_sock, &mut sock_backlog);
+        while !sock_backlog.is_empty() {
+            let (a, _) = sock_backlog.as_slices();
+            let k = to_sock.push(&a[..a.len().min(BUDGET)]);
+            if k == 0 {
+                break;
+            }
+            sock_backlog.drain(..k);
+            work += k;
+        }
 
         if work > 0 {
             for (i, v) in core.stats().as_array().iter().enumerate() {
@@ -176,10 +165,7 @@ fn main() {
                     .min(d.saturating_sub(now).div_ceil(1_000_000) as i32)
                     .max(1);
             }
-            if !sock_backlog.is_empty()
-                || !ip_backlog.is_empty()
-                || (!from_sock.is_empty() && to_ip.space() == 0)
-            {
+            if !sock_backlog.is_empty() || (!from_sock.is_empty() && to_ip.space() == 0) {
                 tick = 1;
             }
             f.sleep(me, &mut [], tick, || {
@@ -187,20 +173,4 @@ fn main() {
             });
         }
     }
-}
-
-/// Pushes what waits in `backlog` into `ring`, in order, as far as it has
-/// room; returns how many went.
-fn push_backlog(ring: &mut strata_ipc::Producer<'_>, backlog: &mut VecDeque<Handle>) -> usize {
-    let mut moved = 0;
-    while !backlog.is_empty() {
-        let (a, _) = backlog.as_slices();
-        let k = ring.push(&a[..a.len().min(BUDGET)]);
-        if k == 0 {
-            break;
-        }
-        backlog.drain(..k);
-        moved += k;
-    }
-    moved
 }
