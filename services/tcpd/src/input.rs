@@ -222,7 +222,14 @@ impl TcpCore<'_> {
                 return match self.cookie_ack(l, seg) {
                     Cookie::Valid(i) => self.conn_input(pool, i, h, seg, out),
                     Cookie::NoRoom => pool.free(&h),
-                    Cookie::Invalid => self.reset_for(pool, h, seg, Stat::SynCookiesBad, out),
+                    // Not a reset, while cookies are out: it may be a
+                    // later segment of a cookie connection whose first
+                    // one (the only one a cookie checks) was lost on the
+                    // way. Unanswered, the peer sends that first segment
+                    // again when its timer runs out, and it makes the
+                    // connection; a reset would end it (the SYN queue's
+                    // overflow, a local shortage, would have cost it).
+                    Cookie::Invalid => self.drop(pool, &h, Stat::SynCookiesBad),
                 };
             }
             return self.reset_for(pool, h, seg, Stat::NoConnReset, out);

@@ -37,7 +37,10 @@ strata_ipc::layer_stats! { "tcpd";
     SynCookiesSent => "syn_cookies_sent",
     /// Connections established from a valid SYN cookie.
     SynCookiesOk => "syn_cookies_ok",
-    /// ACKs to a listener whose cookie did not check (answered with RST).
+    /// ACKs to a listener, while it sends cookies, whose cookie did not
+    /// check: dropped, not reset (a cookie connection's later segment
+    /// whose first was lost; the peer's retransmission of that one makes
+    /// the connection).
     SynCookiesBad => "syn_cookies_bad",
     /// SYNs dropped because the SYN queue was full and cookies are off,
     /// or the accept queue was full (Linux `ListenDrops`).
