@@ -171,19 +171,7 @@ impl AddrTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn ip(s: &str) -> u32 {
-        u32::from(s.parse::<Ipv4Addr>().unwrap())
-    }
-
-    fn route(d: &str, p: u8, gw: Option<&str>, iface: Option<u8>) -> Route {
-        Route {
-            dest: d.parse().unwrap(),
-            prefix: p,
-            gateway: gw.map(|g| g.parse().unwrap()),
-            iface,
-        }
-    }
+    use crate::route::test_util::{ip, route};
 
     fn table(routes: &[Route]) -> AddrTable {
         let mut t = AddrTable::default();

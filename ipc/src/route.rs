@@ -226,15 +226,19 @@ impl RouteTable {
     }
 }
 
+/// Short ways to write addresses and routes in tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_util {
+    use super::Route;
+    use std::net::Ipv4Addr;
 
-    fn ip(s: &str) -> u32 {
+    /// A dotted-quad address as a host-order `u32`.
+    pub fn ip(s: &str) -> u32 {
         u32::from(s.parse::<Ipv4Addr>().unwrap())
     }
 
-    fn route(d: &str, p: u8, gw: Option<&str>, iface: Option<u8>) -> Route {
+    /// A route to `d`/`p` via `gw` on `iface`.
+    pub fn route(d: &str, p: u8, gw: Option<&str>, iface: Option<u8>) -> Route {
         Route {
             dest: d.parse().unwrap(),
             prefix: p,
@@ -242,6 +246,12 @@ mod tests {
             iface,
         }
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_util::{ip, route};
+    use super::*;
 
     /// Interfaces 10 (slot 0) and 20 (slot 1), then `routes`, resolved.
     fn table(addrs: &[(&str, u8, usize)], routes: &[Route]) -> RouteTable {

@@ -2,31 +2,16 @@
 
 use std::os::fd::RawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-use strata_ipc::layout::Params;
 use strata_ipc::{BufError, Buffers, Fabric, FabricError, Handle, LayerId, MAX_LAYERS};
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
+mod common;
+
+use common::{small, Reaped};
 
 fn name() -> String {
-    format!(
-        "test-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    )
-}
-
-fn small() -> Params {
-    Params {
-        small_bufs: 64,
-        large_bufs: 4,
-        ring_size: 16,
-        n_ifaces: 1,
-        arena_bytes: 8192,
-        tcpd_arena_bytes: 0,
-        filterd_arena_bytes: 0,
-    }
+    common::name("test")
 }
 
 const D0: LayerId = LayerId::driver(0);
@@ -407,17 +392,6 @@ fn child_consumer() {
             }
         }
         f.beat(ND);
-    }
-}
-
-/// A child killed when the test ends, also when an assertion fails
-/// first: the consumer loops forever on its own.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 

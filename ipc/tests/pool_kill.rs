@@ -4,29 +4,17 @@
 //! buffer it holds to that reclaim. The child does nothing but allocate
 //! and free, so most kills land inside the pool's own code.
 
-use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
-use strata_ipc::layout::Params;
-use strata_ipc::{Buffers, Fabric, LayerId};
+mod common;
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
+use common::{name, small as params, Reaped};
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use strata_ipc::{Buffers, Fabric, LayerId};
 
 const D0: LayerId = LayerId::driver(0);
 /// The layer that stays alive beside the one killed.
 const ND: LayerId = LayerId::NETDEVD;
-
-fn params() -> Params {
-    Params {
-        small_bufs: 64,
-        large_bufs: 4,
-        ring_size: 16,
-        n_ifaces: 1,
-        arena_bytes: 8192,
-        tcpd_arena_bytes: 0,
-        filterd_arena_bytes: 0,
-    }
-}
 
 /// The child half: allocates and frees for ever (one buffer, or a few
 /// held a while so both lists move), beating once a round.
@@ -88,23 +76,9 @@ fn child_bystander() {
     }
 }
 
-/// A child killed when the test ends, also when an assertion fails first.
-struct Reaped(std::process::Child);
-
-impl Drop for Reaped {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn kills_inside_alloc_and_free_lose_nothing() {
-    let n = format!(
-        "test-poolkill-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
+    let n = name("test-poolkill");
     let f = Fabric::create(&n, params()).unwrap();
     let total = (params().small_bufs, params().large_bufs);
     let mut x = u64::from(std::process::id()) | 1;

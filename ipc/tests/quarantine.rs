@@ -1,34 +1,16 @@
 //! Poison-input quarantine on real shared memory: what the launcher finds
 //! after a death, and what a layer drops once an input is quarantined.
 
-use std::sync::atomic::{AtomicU32, Ordering};
-use strata_ipc::layout::{Params, QUARANTINE_SLOTS};
+mod common;
+
+use strata_ipc::layout::QUARANTINE_SLOTS;
 use strata_ipc::quarantine::{
     hex_dump, input_hash, parse_crash_env, CrashHook, DeadInput, DUMP_MAX,
 };
 use strata_ipc::{Buffers, Fabric, Handle, LayerId};
 
-static SEQ: AtomicU32 = AtomicU32::new(0);
-
 fn fabric() -> Fabric {
-    let name = format!(
-        "qtest-{}-{}",
-        std::process::id(),
-        SEQ.fetch_add(1, Ordering::Relaxed)
-    );
-    Fabric::create(
-        &name,
-        Params {
-            small_bufs: 64,
-            large_bufs: 4,
-            ring_size: 16,
-            n_ifaces: 1,
-            arena_bytes: 8192,
-            tcpd_arena_bytes: 0,
-            filterd_arena_bytes: 0,
-        },
-    )
-    .unwrap()
+    Fabric::create(&common::name("qtest"), common::small()).unwrap()
 }
 
 const L: LayerId = LayerId::IPD;
