@@ -104,10 +104,13 @@ asyncio.run(main())
 #[test]
 fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
     let ns = Netns::new();
-    // Room for 500 connections' worth of queues.
+    // Room for 500 connections' worth of queues: buffers, and rings that
+    // hold their bursts (with the default 1,024 slots tcpd drops
+    // thousands of segments on a full ring to ipd, and the timers those
+    // losses back off make the run minutes long on a busy machine).
     let st = Stack::up_with(
         &ns,
-        "\n[limits]\nsmall_buffers = 65536\nlarge_buffers = 256\n",
+        "\n[limits]\nsmall_buffers = 65536\nlarge_buffers = 256\nring_size = 8192\n",
     );
     let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
