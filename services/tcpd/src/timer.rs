@@ -229,6 +229,15 @@ impl TcpCore<'_> {
                 c.flags |= cf::RTX_DONE;
                 c.backoff = (c.backoff + 1).min(16);
                 c.t_rtx = self.now + rto_ns(c, &self.cfg);
+                if c.snd_wnd == 0 {
+                    // The peer's window closed with data of ours
+                    // outstanding: nothing the timeout would resend fits
+                    // it, so ask for the window instead (RFC 9293
+                    // §3.8.6.1; Linux sends the head as the probe). The
+                    // window update that reopened it may have been lost.
+                    self.stats.inc(Stat::WindowProbes);
+                    self.send_probe(pool, c, out);
+                }
             }
             // Nothing of ours unacknowledged: a stale timer.
             State::FinWait2 | State::TimeWait | State::Closed | State::Listen => {}

@@ -353,3 +353,30 @@ fn a_lost_retransmission_is_sent_again_without_a_timeout() {
     assert_eq!(h.core.stats().get(Stat::RtoExpired), 0);
     h.segs.clear();
 }
+
+/// Data outstanding when the peer's window closes, and the update that
+/// reopens it lost: the retransmission timer asks for the window with a
+/// probe (it has nothing that fits a zero window to resend), and the
+/// peer's answer lets the data go again.
+#[test]
+fn a_timeout_into_a_zero_window_probes_for_it() {
+    let (mut h, iss) = H::established(opts(true));
+    let v = flight(&mut h, iss, 3);
+    // The first segment is acknowledged with a zero window.
+    h.pwin = 0;
+    h.peer(ACK, PISS + 1, v[1], &[]);
+    h.expect_none();
+    // The timeout: a probe (after the tail loss probe's one segment,
+    // which the zero window drops), not silence.
+    h.advance(1_500);
+    let sent: Vec<(u32, u32)> = h.segs.drain(..).map(|s| (s.seq(), s.len())).collect();
+    assert!(
+        sent.contains(&(v[1] - 1, 0)),
+        "a zero-window probe: {sent:?}"
+    );
+    // The window reopens: the rest is sent again.
+    h.pwin = 65535;
+    h.peer(ACK, PISS + 1, v[1], &[]);
+    assert_eq!(h.expect(ACK).seq(), v[1]);
+    h.finish();
+}
