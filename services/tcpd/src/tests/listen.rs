@@ -10,6 +10,18 @@ fn syn_from(h: &mut H, port: u16, opts: TcpOptions) {
     h.peer_opts(SYN, PISS, 0, &[], opts);
 }
 
+/// A listener on port 80 with room for `backlog` and a SYN queue of one,
+/// already filled by an embryo from peer port 1: the next SYN gets a
+/// cookie.
+fn listener_sending_cookies(backlog: u64) -> H {
+    let mut cfg = config();
+    cfg.max_syn_backlog = 1;
+    let mut h = H::with(cfg);
+    h.listen(1, LPORT, backlog);
+    syn_from(&mut h, 1, TcpOptions::default());
+    h
+}
+
 #[test]
 fn accept_queue_honours_the_backlog() {
     let mut h = H::new();
@@ -114,11 +126,7 @@ fn syn_flood_falls_back_to_cookies_and_a_real_client_still_connects() {
 
 #[test]
 fn cookie_without_timestamps_offers_no_options() {
-    let mut cfg = config();
-    cfg.max_syn_backlog = 1;
-    let mut h = H::with(cfg);
-    h.listen(1, LPORT, 8);
-    syn_from(&mut h, 1, TcpOptions::default());
+    let mut h = listener_sending_cookies(8);
     h.expect(SYN | ACK);
     syn_from(
         &mut h,
@@ -293,11 +301,7 @@ fn a_full_connection_table_drops_syns_rather_than_sending_cookies() {
 /// retransmission of the first one makes the connection.
 #[test]
 fn a_cookie_connection_survives_the_loss_of_its_first_segment() {
-    let mut cfg = config();
-    cfg.max_syn_backlog = 1;
-    let mut h = H::with(cfg);
-    h.listen(1, LPORT, 8);
-    syn_from(&mut h, 1, TcpOptions::default());
+    let mut h = listener_sending_cookies(8);
     h.expect(SYN | ACK);
     syn_from(&mut h, 2, TcpOptions::default());
     let cookie = h.expect(SYN | ACK);
