@@ -29,13 +29,12 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
-use strata_ipc::l4::{
-    ctl_flags, op, tcp_opt, L4Ctl, ReadCredit, SendCredit, SendMeta, SEND_META_LEN,
-};
+use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_META_LEN};
 use strata_ipc::sockring::{kick, state as sstate, wait, SockMem, HDR_LEN};
 use strata_ipc::socktable::{sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, SOCKET_FILE, VERSION};
+use strata_sockd::stream::{Arrival, Stream};
 use wire::Recv;
 
 /// Largest socket memory we map for one socket.
@@ -45,9 +44,6 @@ const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a socket found in the table after a restart waits for its
 /// application to re-attach before it is closed.
 const REATTACH_GRACE: Duration = Duration::from_secs(10);
-/// How often sockd restates each TCP socket's receive state to tcpd and
-/// asks for its send state.
-const SYNC_EVERY: Duration = Duration::from_millis(200);
 /// How long after asking tcpd to announce a listener's accept queue
 /// again its repeats may still arrive (tcpd answers at once; this is
 /// slack for a loaded machine).
@@ -151,30 +147,8 @@ enum Proto {
 
 /// What sockd keeps of a TCP socket beyond the common fields.
 struct TcpSock {
-    /// Bytes tcpd will still take (its send credit).
-    credit: u64,
-    /// The application's receive-ring consumer index last reported to
-    /// tcpd as read credit.
-    rx_seen: u64,
-    /// When to next tell tcpd the receive state unasked and ask for its
-    /// send state (credits lost when a layer died come back so).
-    sync_at: Instant,
-    /// The receive ring's producer index last reported to tcpd.
-    wr_seen: u64,
-    /// Stream offset of the next byte expected from tcpd (what is in the
-    /// ring plus what `rx_hold` holds): earlier bytes are ones we have,
-    /// later ones mean something was lost.
-    rx_next: u64,
-    /// Ask tcpd to deliver again from what the ring has (after our
-    /// restart, or a gap).
-    resync: bool,
-    /// Stream offset of the next byte to hand tcpd. The ring keeps
-    /// everything from what tcpd confirmed taking, so that what a dying
-    /// tcpd lost can be sent again.
-    tx_sent: u64,
-    /// `tx_sent` when the last SYNC went out: tcpd's answer must account
-    /// for all of it, or the rest was lost.
-    sync_sent: u64,
+    /// The stream's offsets and credits in both directions.
+    stream: Stream,
     /// Listener: established connections waiting for accept (tcpd's id,
     /// local, peer).
     accept_q: VecDeque<(u64, Addr, Addr)>,
@@ -199,16 +173,9 @@ struct TcpSock {
 }
 
 impl TcpSock {
-    fn new(credit: u64) -> TcpSock {
+    fn new(cap: u64, credit: u64) -> TcpSock {
         TcpSock {
-            credit,
-            rx_seen: 0,
-            sync_at: Instant::now(),
-            wr_seen: 0,
-            rx_next: 0,
-            resync: false,
-            tx_sent: 0,
-            sync_sent: 0,
+            stream: Stream::new(cap, credit, Instant::now()),
             accept_q: VecDeque::new(),
             reannounce: None,
             rx_hold: VecDeque::new(),
@@ -261,8 +228,9 @@ impl TcpOpts {
 }
 
 impl Sock {
-    /// A socket of `kind`; a TCP one starts with send credit `credit`.
-    fn new(slot: usize, kind: Kind, rec: SockRec, credit: u64) -> Sock {
+    /// A socket of `kind`; a TCP one's tcpd holds up to `cap` bytes, of
+    /// which `credit` are known to be free.
+    fn new(slot: usize, kind: Kind, rec: SockRec, cap: u64, credit: u64) -> Sock {
         Sock {
             slot,
             session: None,
@@ -275,7 +243,7 @@ impl Sock {
             closing: false,
             proto: match kind {
                 Kind::Udp => Proto::Udp,
-                Kind::Tcp => Proto::Tcp(Box::new(TcpSock::new(credit))),
+                Kind::Tcp => Proto::Tcp(Box::new(TcpSock::new(cap, credit))),
             },
         }
     }
@@ -423,7 +391,7 @@ fn main() {
     for (slot, rec) in &found {
         let kind = if rec.proto == 6 { Kind::Tcp } else { Kind::Udp };
         // The send credit is unknown until tcpd says (the first pump asks).
-        let mut sk = Sock::new(*slot, kind, *rec, 0);
+        let mut sk = Sock::new(*slot, kind, *rec, d.tcp_credit, 0);
         sk.detached_since = Some(now);
         d.socks.insert(rec.id, sk);
     }

@@ -7,71 +7,7 @@ use super::*;
 impl Sockd<'_> {
     pub(crate) fn on_ctl(&mut self, m: L4Ctl) {
         match m.op {
-            op::OK | op::ERROR => {
-                // A reply to the sockd that died can carry a request
-                // number we use again: it must also name the socket.
-                if !matches!(self.pending.get(&m.req), Some(p) if p.sock == m.sock) {
-                    return;
-                }
-                let Some(p) = self.pending.remove(&m.req) else {
-                    return;
-                };
-                let repeated_connect = m.op == op::ERROR
-                    && p.op == op::CONNECT
-                    && (m.errno == libc::EALREADY || m.errno == libc::EISCONN)
-                    && self
-                        .socks
-                        .get(&p.sock)
-                        .is_some_and(|s| s.kind() == Kind::Tcp && (s.reattached || p.resent));
-                if p.resent && p.kind == Kind::Tcp {
-                    // What tcpd announced after the first reply may have
-                    // died with it (CONNECTED, ACCEPTABLE): restated.
-                    if let Some(t) = self.socks.get_mut(&p.sock).and_then(Sock::tcp_mut) {
-                        t.resync = true;
-                    }
-                }
-                if repeated_connect {
-                    // libsock sent the connect again after our restart,
-                    // but the first one reached tcpd: it is in progress
-                    // or done, and CONNECTED (repeated after the RESYNC
-                    // of the re-attach) says when.
-                    self.respond(p.session, &Response::Ok, &[]);
-                } else if m.op == op::OK {
-                    if let Some(s) = self.socks.get_mut(&p.sock) {
-                        s.rec.local_ip = m.local_addr;
-                        s.rec.local_port = m.local_port;
-                        if p.op == op::LISTEN {
-                            s.rec.state = sock_state::LISTEN;
-                        } else if p.op == op::CONNECT && s.kind() == Kind::Tcp {
-                            // In progress: CONNECTED or an error follows
-                            // (or came already, for a repeated connect).
-                            s.rec.peer_ip = m.remote_addr;
-                            s.rec.peer_port = m.remote_port;
-                            if s.rec.state != sock_state::CONNECTED {
-                                s.rec.state = sock_state::BOUND;
-                            }
-                        } else if p.op == op::CONNECT {
-                            s.rec.peer_ip = m.remote_addr;
-                            s.rec.peer_port = m.remote_port;
-                            s.rec.state = if m.remote_addr != 0 {
-                                sock_state::CONNECTED
-                            } else if m.local_port == 0 {
-                                // Disconnecting dissolved an automatic
-                                // binding, as on Linux.
-                                sock_state::OPEN
-                            } else {
-                                sock_state::BOUND
-                            };
-                        } else {
-                            s.rec.state = sock_state::BOUND;
-                        }
-                    }
-                    self.sync_rec(p.sock);
-                    self.respond(p.session, &Response::Ok, &[]);
-                } else {
-                    self.respond(p.session, &errno_resp(m.errno), &[]);
-                }
-            }
+            op::OK | op::ERROR => self.on_reply(m),
             op::BOUND => {
                 if let Some(s) = self.socks.get_mut(&m.sock) {
                     s.rec.local_ip = m.local_addr;
@@ -110,118 +46,9 @@ impl Sockd<'_> {
                 }
                 self.sync_rec(m.sock);
             }
-            op::ACCEPTABLE => {
-                let claimed = self.claimed.contains(&m.value);
-                match self.socks.get_mut(&m.sock) {
-                    Some(Sock {
-                        rec,
-                        mem,
-                        efd,
-                        proto: Proto::Tcp(t),
-                        ..
-                    }) if rec.state == sock_state::LISTEN => {
-                        // Announced again (see `reannounce`): queued or
-                        // accepted already.
-                        let repeat = claimed
-                            || t.accept_q.iter().any(|q| q.0 == m.value)
-                            || t.reannounce
-                                .as_ref()
-                                .is_some_and(|(_, taken)| taken.contains(&m.value));
-                        if !repeat {
-                            t.accept_q.push_back((
-                                m.value,
-                                Addr {
-                                    ip: m.local_addr,
-                                    port: m.local_port,
-                                },
-                                Addr {
-                                    ip: m.remote_addr,
-                                    port: m.remote_port,
-                                },
-                            ));
-                            if let Some(mem) = mem {
-                                wake(efd, mem.notify(wait::RX));
-                            }
-                        }
-                    }
-                    // The listener is gone: so is the connection.
-                    _ => self.tcp_ctl(op::ABORT, 0, m.value, 0),
-                }
-            }
-            op::EOF => {
-                if let Some(Sock {
-                    mem,
-                    efd,
-                    proto: Proto::Tcp(t),
-                    ..
-                }) = self.socks.get_mut(&m.sock)
-                {
-                    // The stream ends at `value`: bytes before it that we
-                    // lack (delivered to a sockd that died) come first;
-                    // tcpd says EOF again after delivering them anew.
-                    let missing = (m.value as u32).wrapping_sub(t.rx_next as u32) as i32 > 0;
-                    if missing {
-                        t.resync = true;
-                    } else if t.rx_hold.is_empty() {
-                        if let Some(mem) = mem {
-                            wake(efd, mem.set_state(sstate::EOF));
-                        }
-                    } else {
-                        t.eof_pending = true;
-                    }
-                }
-            }
-            op::SEND_CREDIT => {
-                let cap = self.tcp_credit;
-                let mut resent = false;
-                if let Some(s) = self.socks.get_mut(&m.sock) {
-                    if let Some(conn) = s.rec.accepted_conn() {
-                        // tcpd speaks of this socket: it attached it.
-                        s.rec.set_accepted_conn(None);
-                        self.claimed.remove(&conn);
-                        self.table.update(s.slot, s.rec);
-                    }
-                    if let Sock {
-                        mem: Some(mem),
-                        efd,
-                        proto: Proto::Tcp(t),
-                        ..
-                    } = s
-                    {
-                        let SendCredit {
-                            freed,
-                            taken: taken32,
-                        } = SendCredit::unpack(m.value);
-                        let consumed = mem.tx_consumed();
-                        // Where tcpd is, between what the ring still
-                        // holds and what the application wrote (it can be
-                        // past `tx_sent` after our own restart).
-                        let ahead = u64::from(taken32.wrapping_sub(consumed as u32));
-                        if ahead <= mem.tx_queued() {
-                            let taken = consumed + ahead;
-                            if ahead > 0 {
-                                wake(efd, mem.consume_send_bytes(ahead as usize));
-                            }
-                            if t.tx_sent < taken {
-                                t.tx_sent = taken;
-                            }
-                            // The answer to a SYNC covers everything sent
-                            // before it: what tcpd lacks was lost.
-                            if m.flags & ctl_flags::SYNC != 0 && taken < t.sync_sent {
-                                t.tx_sent = taken;
-                                resent = true;
-                            }
-                        }
-                        let held = u64::from((t.tx_sent as u32).wrapping_sub(freed));
-                        if held <= cap {
-                            t.credit = cap - held;
-                        }
-                    }
-                }
-                if resent {
-                    self.count(c::TX_RESENDS, 1);
-                }
-            }
+            op::ACCEPTABLE => self.on_acceptable(m),
+            op::EOF => self.on_eof(m),
+            op::SEND_CREDIT => self.on_send_credit(m),
             op::CLOSED if self.socks.get(&m.sock).is_some_and(|s| s.closing) => {
                 self.closes.remove(&m.sock);
                 if let Some(s) = self.socks.remove(&m.sock) {
@@ -253,6 +80,171 @@ impl Sockd<'_> {
                 }
             }
             _ => {}
+        }
+    }
+
+    /// A reply to a request sockd made on behalf of an application (matched by request number and socket).
+    fn on_reply(&mut self, m: L4Ctl) {
+        // A reply to the sockd that died can carry a request
+        // number we use again: it must also name the socket.
+        if !matches!(self.pending.get(&m.req), Some(p) if p.sock == m.sock) {
+            return;
+        }
+        let Some(p) = self.pending.remove(&m.req) else {
+            return;
+        };
+        let repeated_connect = m.op == op::ERROR
+            && p.op == op::CONNECT
+            && (m.errno == libc::EALREADY || m.errno == libc::EISCONN)
+            && self
+                .socks
+                .get(&p.sock)
+                .is_some_and(|s| s.kind() == Kind::Tcp && (s.reattached || p.resent));
+        if p.resent && p.kind == Kind::Tcp {
+            // What tcpd announced after the first reply may have
+            // died with it (CONNECTED, ACCEPTABLE): restated.
+            if let Some(t) = self.socks.get_mut(&p.sock).and_then(Sock::tcp_mut) {
+                t.stream.request_resync();
+            }
+        }
+        if repeated_connect {
+            // libsock sent the connect again after our restart,
+            // but the first one reached tcpd: it is in progress
+            // or done, and CONNECTED (repeated after the RESYNC
+            // of the re-attach) says when.
+            self.respond(p.session, &Response::Ok, &[]);
+        } else if m.op == op::OK {
+            if let Some(s) = self.socks.get_mut(&p.sock) {
+                s.rec.local_ip = m.local_addr;
+                s.rec.local_port = m.local_port;
+                if p.op == op::LISTEN {
+                    s.rec.state = sock_state::LISTEN;
+                } else if p.op == op::CONNECT && s.kind() == Kind::Tcp {
+                    // In progress: CONNECTED or an error follows
+                    // (or came already, for a repeated connect).
+                    s.rec.peer_ip = m.remote_addr;
+                    s.rec.peer_port = m.remote_port;
+                    if s.rec.state != sock_state::CONNECTED {
+                        s.rec.state = sock_state::BOUND;
+                    }
+                } else if p.op == op::CONNECT {
+                    s.rec.peer_ip = m.remote_addr;
+                    s.rec.peer_port = m.remote_port;
+                    s.rec.state = if m.remote_addr != 0 {
+                        sock_state::CONNECTED
+                    } else if m.local_port == 0 {
+                        // Disconnecting dissolved an automatic
+                        // binding, as on Linux.
+                        sock_state::OPEN
+                    } else {
+                        sock_state::BOUND
+                    };
+                } else {
+                    s.rec.state = sock_state::BOUND;
+                }
+            }
+            self.sync_rec(p.sock);
+            self.respond(p.session, &Response::Ok, &[]);
+        } else {
+            self.respond(p.session, &errno_resp(m.errno), &[]);
+        }
+    }
+
+    /// tcpd has an established connection for a listener: queued for accept, unless it is a repeat.
+    fn on_acceptable(&mut self, m: L4Ctl) {
+        let claimed = self.claimed.contains(&m.value);
+        match self.socks.get_mut(&m.sock) {
+            Some(Sock {
+                rec,
+                mem,
+                efd,
+                proto: Proto::Tcp(t),
+                ..
+            }) if rec.state == sock_state::LISTEN => {
+                // Announced again (see `reannounce`): queued or
+                // accepted already.
+                let repeat = claimed
+                    || t.accept_q.iter().any(|q| q.0 == m.value)
+                    || t.reannounce
+                        .as_ref()
+                        .is_some_and(|(_, taken)| taken.contains(&m.value));
+                if !repeat {
+                    t.accept_q.push_back((
+                        m.value,
+                        Addr {
+                            ip: m.local_addr,
+                            port: m.local_port,
+                        },
+                        Addr {
+                            ip: m.remote_addr,
+                            port: m.remote_port,
+                        },
+                    ));
+                    if let Some(mem) = mem {
+                        wake(efd, mem.notify(wait::RX));
+                    }
+                }
+            }
+            // The listener is gone: so is the connection.
+            _ => self.tcp_ctl(op::ABORT, 0, m.value, 0),
+        }
+    }
+
+    /// The peer ended the stream.
+    fn on_eof(&mut self, m: L4Ctl) {
+        if let Some(Sock {
+            mem,
+            efd,
+            proto: Proto::Tcp(t),
+            ..
+        }) = self.socks.get_mut(&m.sock)
+        {
+            // The stream ends at `value`. Bytes before it that we
+            // lack (delivered to a sockd that died) are asked for
+            // again; tcpd says EOF again after delivering them.
+            if t.stream.eof(m.value as u32) {
+                if t.rx_hold.is_empty() {
+                    if let Some(mem) = mem {
+                        wake(efd, mem.set_state(sstate::EOF));
+                    }
+                } else {
+                    t.eof_pending = true;
+                }
+            }
+        }
+    }
+
+    /// tcpd's send state: what it took and what left its buffer.
+    fn on_send_credit(&mut self, m: L4Ctl) {
+        let mut resent = false;
+        if let Some(s) = self.socks.get_mut(&m.sock) {
+            if let Some(conn) = s.rec.accepted_conn() {
+                // tcpd speaks of this socket: it attached it.
+                s.rec.set_accepted_conn(None);
+                self.claimed.remove(&conn);
+                self.table.update(s.slot, s.rec);
+            }
+            if let Sock {
+                mem: Some(mem),
+                efd,
+                proto: Proto::Tcp(t),
+                ..
+            } = s
+            {
+                let got = t.stream.send_credit(
+                    SendCredit::unpack(m.value),
+                    m.flags & ctl_flags::SYNC != 0,
+                    mem.tx_consumed(),
+                    mem.tx_queued(),
+                );
+                if got.consume > 0 {
+                    wake(efd, mem.consume_send_bytes(got.consume as usize));
+                }
+                resent = got.resent;
+            }
+        }
+        if resent {
+            self.count(c::TX_RESENDS, 1);
         }
     }
 }

@@ -156,7 +156,7 @@ impl Sockd<'_> {
                 ctl.push((op::SHUTDOWN, id, 1, 0));
             }
             if rec.state != sock_state::OPEN {
-                t.resync = true;
+                t.stream.request_resync();
             }
         }
         for (o, id, v, fl) in ctl {

@@ -37,237 +37,257 @@ impl Sockd<'_> {
         self.socks.get(&id).filter(|s| s.session == Some(sid))
     }
 
+    /// One request from session `sid`, answered now or (for a request
+    /// the transport must answer) when its reply comes.
     pub(crate) fn handle(&mut self, sid: u64, req: Request, mut fds: Vec<OwnedFd>) {
-        let r = match req {
+        let answer = match req {
             Request::Hello { version } => {
-                if version != VERSION {
-                    errno_resp(libc::EPROTO)
-                } else {
+                if version == VERSION {
                     let wake = self.wake_fd;
                     self.respond(sid, &Response::Welcome { session: sid }, &[wake]);
                     return;
                 }
+                Some(errno_resp(libc::EPROTO))
             }
-            Request::Socket { kind } => {
-                if fds.len() != 2 {
-                    errno_resp(libc::EINVAL)
-                } else {
-                    let efd = fds.pop().unwrap();
-                    let memfd = fds.pop().unwrap();
-                    match SockMem::attach(&memfd, MAX_SOCK_MEM) {
-                        Err(_) => errno_resp(libc::EINVAL),
-                        Ok(mem) => {
-                            let s = &self.sessions[&sid];
-                            let rec = SockRec {
-                                state: sock_state::OPEN,
-                                proto: if kind == Kind::Tcp { 6 } else { 17 },
-                                pid: s.pid,
-                                uid: s.uid,
-                                ..Default::default()
-                            };
-                            match self.table.insert(rec) {
-                                None => errno_resp(libc::EMFILE),
-                                Some(id) => {
-                                    let slot = self.table.find(id).unwrap_or(0);
-                                    let rec = self.table.get(slot).unwrap_or(rec);
-                                    let mut sk = Sock::new(slot, kind, rec, self.tcp_credit);
-                                    sk.session = Some(sid);
-                                    sk.mem = Some(mem);
-                                    sk.efd = Some(efd);
-                                    self.socks.insert(id, sk);
-                                    self.count(c::SOCKETS_OPENED, 1);
-                                    Response::Created { id }
-                                }
-                            }
-                        }
-                    }
-                }
-            }
-            Request::Bind { id, addr } => match self.own(sid, id) {
-                None => errno_resp(libc::EBADF),
-                // A bind repeated by libsock after a sockd restart, which
-                // had already taken effect.
-                Some(s)
-                    if s.rec.state != sock_state::OPEN
-                        && (addr.ip == 0 || addr.ip == s.rec.local_ip)
-                        && addr.port == s.rec.local_port =>
-                {
-                    Response::Ok
-                }
-                Some(s) if s.rec.state != sock_state::OPEN => errno_resp(libc::EINVAL),
-                Some(s) => {
-                    let reuse = s.rec.reuse_addr();
-                    self.request_transport(
-                        sid,
-                        id,
-                        L4Ctl {
-                            op: op::BIND,
-                            local_addr: addr.ip,
-                            local_port: addr.port,
-                            flags: if reuse { ctl_flags::REUSEADDR } else { 0 },
-                            ..Default::default()
-                        },
-                    );
-                    return;
-                }
-            },
-            Request::Connect { id, addr } => match self.own(sid, id) {
-                None => errno_resp(libc::EBADF),
-                Some(s) => {
-                    let reuse = s.rec.reuse_addr();
-                    self.request_transport(
-                        sid,
-                        id,
-                        L4Ctl {
-                            op: op::CONNECT,
-                            remote_addr: addr.ip,
-                            remote_port: addr.port,
-                            flags: if reuse { ctl_flags::REUSEADDR } else { 0 },
-                            ..Default::default()
-                        },
-                    );
-                    return;
-                }
-            },
-            Request::SetOption { id, opt } => match (self.own(sid, id).map(Sock::kind), opt) {
-                (None, _) => errno_resp(libc::EBADF),
-                (Some(_), SockOpt::ReuseAddr(on)) => {
-                    if let Some(s) = self.socks.get_mut(&id) {
-                        s.rec.set_reuse_addr(on);
-                    }
-                    self.sync_rec(id);
-                    Response::Ok
-                }
-                (Some(Kind::Udp), _) => errno_resp(libc::ENOPROTOOPT),
-                (Some(Kind::Tcp), opt) => {
-                    let (name, v) = match opt {
-                        SockOpt::NoDelay(on) => (tcp_opt::NODELAY, on as u64),
-                        SockOpt::KeepAlive(on) => (tcp_opt::KEEPALIVE, on as u64),
-                        SockOpt::Congestion(a) => (tcp_opt::CONGESTION, a as u64),
-                        SockOpt::ReuseAddr(_) => unreachable!("handled above"),
-                    };
-                    if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
-                        t.opts.set(name, v);
-                    }
-                    self.tcp_ctl(op::SETOPT, id, v, name);
-                    Response::Ok
-                }
-            },
-            Request::Names { id } => match self.own(sid, id) {
-                None => errno_resp(libc::EBADF),
-                Some(s) => Response::Names {
-                    local: Addr {
-                        ip: s.rec.local_ip,
-                        port: s.rec.local_port,
-                    },
-                    peer: (s.rec.state == sock_state::CONNECTED).then_some(Addr {
-                        ip: s.rec.peer_ip,
-                        port: s.rec.peer_port,
-                    }),
-                },
-            },
-            Request::Close { id } => {
-                if self.own(sid, id).is_none() {
-                    errno_resp(libc::EBADF)
-                } else {
-                    self.app_close(id);
-                    Response::Ok
-                }
-            }
-            Request::Listen { id, backlog } => {
-                match self.own(sid, id).map(|s| (s.kind(), s.rec.state)) {
-                    None => errno_resp(libc::EBADF),
-                    Some((Kind::Udp, _)) => errno_resp(libc::EOPNOTSUPP),
-                    Some((_, sock_state::LISTEN)) => Response::Ok,
-                    Some(_) => {
-                        self.request_transport(
-                            sid,
-                            id,
-                            L4Ctl {
-                                op: op::LISTEN,
-                                value: backlog.clamp(1, 4096) as u64,
-                                ..Default::default()
-                            },
-                        );
-                        return;
-                    }
-                }
-            }
-            Request::Accept { id } => {
-                let r = self.accept(sid, id, &mut fds);
-                self.respond(sid, &r, &[]);
-                return;
-            }
-            Request::Shutdown { id, how } => match self.own(sid, id).map(Sock::kind) {
-                None => errno_resp(libc::EBADF),
-                Some(Kind::Udp) => errno_resp(libc::EOPNOTSUPP),
-                Some(Kind::Tcp) => {
-                    if matches!(how, How::Read | How::Both) {
-                        if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
-                            t.shut_sent.read = true;
-                        }
-                        self.tcp_ctl(op::SHUTDOWN, id, 0, 0);
-                    }
-                    if matches!(how, How::Write | How::Both) {
-                        if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
-                            t.shut_wr = true;
-                        }
-                    }
-                    Response::Ok
-                }
-            },
-            Request::Reattach { id } => {
-                let pid = self.sessions[&sid].pid;
-                let ok = self
-                    .socks
-                    .get(&id)
-                    .is_some_and(|s| s.session.is_none() && s.rec.pid == pid);
-                if !ok || fds.len() != 2 {
-                    errno_resp(libc::EBADF)
-                } else {
-                    let efd = fds.pop().unwrap();
-                    let memfd = fds.pop().unwrap();
-                    match SockMem::attach(&memfd, MAX_SOCK_MEM) {
-                        Err(_) => errno_resp(libc::EINVAL),
-                        Ok(mem) => {
-                            let s = self.socks.get_mut(&id).unwrap();
-                            // What tcpd delivered to the sockd that died
-                            // is gone: it delivers again from what the
-                            // ring has, and says what credit we have.
-                            if let Some(t) = s.tcp_mut() {
-                                t.rx_next = mem.rx_written();
-                                t.tx_sent = mem.tx_consumed();
-                                t.sync_sent = t.tx_sent;
-                                t.rx_seen = u64::MAX;
-                                t.resync = true;
-                                t.sync_at = Instant::now();
-                            }
-                            s.mem = Some(mem);
-                            s.efd = Some(efd);
-                            s.session = Some(sid);
-                            s.detached_since = None;
-                            s.reattached = true;
-                            let conn = s.rec.accepted_conn().filter(|_| s.kind() == Kind::Tcp);
-                            self.count(c::REATTACHED, 1);
-                            if let Some(conn) = conn {
-                                // Accepted just before the last sockd
-                                // died, maybe after it answered and
-                                // before its ATTACH reached tcpd, which
-                                // ignores a repeat; what it announced
-                                // again is this socket's.
-                                self.claimed.insert(conn);
-                                for l in self.socks.values_mut().filter_map(Sock::tcp_mut) {
-                                    l.accept_q.retain(|q| q.0 != conn);
-                                }
-                                self.tcp_ctl(op::ATTACH, id, conn, 0);
-                            }
-                            Response::Ok
-                        }
-                    }
-                }
-            }
+            Request::Socket { kind } => Some(self.socket(sid, kind, &mut fds)),
+            Request::Bind { id, addr } => self.bind(sid, id, addr),
+            Request::Connect { id, addr } => self.connect(sid, id, addr),
+            Request::SetOption { id, opt } => Some(self.set_option(sid, id, opt)),
+            Request::Names { id } => Some(self.names(sid, id)),
+            Request::Close { id } => Some(if self.own(sid, id).is_none() {
+                errno_resp(libc::EBADF)
+            } else {
+                self.app_close(id);
+                Response::Ok
+            }),
+            Request::Listen { id, backlog } => self.listen(sid, id, backlog),
+            Request::Accept { id } => Some(self.accept(sid, id, &mut fds)),
+            Request::Shutdown { id, how } => Some(self.shutdown(sid, id, how)),
+            Request::Reattach { id } => Some(self.reattach(sid, id, &mut fds)),
         };
-        self.respond(sid, &r, &[]);
+        if let Some(r) = answer {
+            self.respond(sid, &r, &[]);
+        }
+    }
+
+    /// A new socket on the memory and eventfd the application sent.
+    fn socket(&mut self, sid: u64, kind: Kind, fds: &mut Vec<OwnedFd>) -> Response {
+        if fds.len() != 2 {
+            return errno_resp(libc::EINVAL);
+        }
+        let efd = fds.pop().unwrap();
+        let memfd = fds.pop().unwrap();
+        let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
+            return errno_resp(libc::EINVAL);
+        };
+        let s = &self.sessions[&sid];
+        let rec = SockRec {
+            state: sock_state::OPEN,
+            proto: if kind == Kind::Tcp { 6 } else { 17 },
+            pid: s.pid,
+            uid: s.uid,
+            ..Default::default()
+        };
+        let Some(id) = self.table.insert(rec) else {
+            return errno_resp(libc::EMFILE);
+        };
+        let slot = self.table.find(id).unwrap_or(0);
+        let rec = self.table.get(slot).unwrap_or(rec);
+        let cap = self.tcp_credit;
+        let mut sk = Sock::new(slot, kind, rec, cap, cap);
+        sk.session = Some(sid);
+        sk.mem = Some(mem);
+        sk.efd = Some(efd);
+        self.socks.insert(id, sk);
+        self.count(c::SOCKETS_OPENED, 1);
+        Response::Created { id }
+    }
+
+    /// The transport binds; its reply answers (None).
+    fn bind(&mut self, sid: u64, id: u32, addr: Addr) -> Option<Response> {
+        let Some(s) = self.own(sid, id) else {
+            return Some(errno_resp(libc::EBADF));
+        };
+        match s {
+            // A bind repeated by libsock after a sockd restart, which had
+            // already taken effect.
+            s if s.rec.state != sock_state::OPEN
+                && (addr.ip == 0 || addr.ip == s.rec.local_ip)
+                && addr.port == s.rec.local_port =>
+            {
+                Some(Response::Ok)
+            }
+            s if s.rec.state != sock_state::OPEN => Some(errno_resp(libc::EINVAL)),
+            s => {
+                let reuse = s.rec.reuse_addr();
+                self.request_transport(
+                    sid,
+                    id,
+                    L4Ctl {
+                        op: op::BIND,
+                        local_addr: addr.ip,
+                        local_port: addr.port,
+                        flags: if reuse { ctl_flags::REUSEADDR } else { 0 },
+                        ..Default::default()
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// The transport connects (or, for UDP, sets the peer); its reply
+    /// answers (None).
+    fn connect(&mut self, sid: u64, id: u32, addr: Addr) -> Option<Response> {
+        let reuse = self.own(sid, id).map(|s| s.rec.reuse_addr());
+        let Some(reuse) = reuse else {
+            return Some(errno_resp(libc::EBADF));
+        };
+        self.request_transport(
+            sid,
+            id,
+            L4Ctl {
+                op: op::CONNECT,
+                remote_addr: addr.ip,
+                remote_port: addr.port,
+                flags: if reuse { ctl_flags::REUSEADDR } else { 0 },
+                ..Default::default()
+            },
+        );
+        None
+    }
+
+    fn set_option(&mut self, sid: u64, id: u32, opt: SockOpt) -> Response {
+        match (self.own(sid, id).map(Sock::kind), opt) {
+            (None, _) => errno_resp(libc::EBADF),
+            (Some(_), SockOpt::ReuseAddr(on)) => {
+                if let Some(s) = self.socks.get_mut(&id) {
+                    s.rec.set_reuse_addr(on);
+                }
+                self.sync_rec(id);
+                Response::Ok
+            }
+            (Some(Kind::Udp), _) => errno_resp(libc::ENOPROTOOPT),
+            (Some(Kind::Tcp), opt) => {
+                let (name, v) = match opt {
+                    SockOpt::NoDelay(on) => (tcp_opt::NODELAY, on as u64),
+                    SockOpt::KeepAlive(on) => (tcp_opt::KEEPALIVE, on as u64),
+                    SockOpt::Congestion(a) => (tcp_opt::CONGESTION, a as u64),
+                    SockOpt::ReuseAddr(_) => unreachable!("handled above"),
+                };
+                if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
+                    t.opts.set(name, v);
+                }
+                self.tcp_ctl(op::SETOPT, id, v, name);
+                Response::Ok
+            }
+        }
+    }
+
+    fn names(&self, sid: u64, id: u32) -> Response {
+        let Some(s) = self.own(sid, id) else {
+            return errno_resp(libc::EBADF);
+        };
+        Response::Names {
+            local: Addr {
+                ip: s.rec.local_ip,
+                port: s.rec.local_port,
+            },
+            peer: (s.rec.state == sock_state::CONNECTED).then_some(Addr {
+                ip: s.rec.peer_ip,
+                port: s.rec.peer_port,
+            }),
+        }
+    }
+
+    /// tcpd listens; its reply answers (None).
+    fn listen(&mut self, sid: u64, id: u32, backlog: u32) -> Option<Response> {
+        match self.own(sid, id).map(|s| (s.kind(), s.rec.state)) {
+            None => Some(errno_resp(libc::EBADF)),
+            Some((Kind::Udp, _)) => Some(errno_resp(libc::EOPNOTSUPP)),
+            Some((_, sock_state::LISTEN)) => Some(Response::Ok),
+            Some(_) => {
+                self.request_transport(
+                    sid,
+                    id,
+                    L4Ctl {
+                        op: op::LISTEN,
+                        value: backlog.clamp(1, 4096) as u64,
+                        ..Default::default()
+                    },
+                );
+                None
+            }
+        }
+    }
+
+    /// A read shutdown goes to tcpd now; a write shutdown once the send
+    /// ring has drained (`pump_tcp`).
+    fn shutdown(&mut self, sid: u64, id: u32, how: How) -> Response {
+        match self.own(sid, id).map(Sock::kind) {
+            None => errno_resp(libc::EBADF),
+            Some(Kind::Udp) => errno_resp(libc::EOPNOTSUPP),
+            Some(Kind::Tcp) => {
+                if matches!(how, How::Read | How::Both) {
+                    if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
+                        t.shut_sent.read = true;
+                    }
+                    self.tcp_ctl(op::SHUTDOWN, id, 0, 0);
+                }
+                if matches!(how, How::Write | How::Both) {
+                    if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
+                        t.shut_wr = true;
+                    }
+                }
+                Response::Ok
+            }
+        }
+    }
+
+    /// An application takes back a socket it had before this sockd
+    /// started, with new memory and eventfd (its old ones died with the
+    /// last sockd's mappings).
+    fn reattach(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
+        let pid = self.sessions[&sid].pid;
+        let ok = self
+            .socks
+            .get(&id)
+            .is_some_and(|s| s.session.is_none() && s.rec.pid == pid);
+        if !ok || fds.len() != 2 {
+            return errno_resp(libc::EBADF);
+        }
+        let efd = fds.pop().unwrap();
+        let memfd = fds.pop().unwrap();
+        let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
+            return errno_resp(libc::EINVAL);
+        };
+        let Some(s) = self.socks.get_mut(&id) else {
+            return errno_resp(libc::EBADF);
+        };
+        // What tcpd delivered to the sockd that died is gone: it delivers
+        // again from what the ring has, and says what credit we have.
+        if let Some(t) = s.tcp_mut() {
+            t.stream
+                .reattach(Instant::now(), mem.rx_written(), mem.tx_consumed());
+        }
+        s.mem = Some(mem);
+        s.efd = Some(efd);
+        s.session = Some(sid);
+        s.detached_since = None;
+        s.reattached = true;
+        let conn = s.rec.accepted_conn().filter(|_| s.kind() == Kind::Tcp);
+        self.count(c::REATTACHED, 1);
+        if let Some(conn) = conn {
+            // Accepted just before the last sockd died, maybe after it
+            // answered and before its ATTACH reached tcpd, which ignores a
+            // repeat; what it announced again is this socket's.
+            self.claimed.insert(conn);
+            for l in self.socks.values_mut().filter_map(Sock::tcp_mut) {
+                l.accept_q.retain(|q| q.0 != conn);
+            }
+            self.tcp_ctl(op::ATTACH, id, conn, 0);
+        }
+        Response::Ok
     }
 
     pub(crate) fn accept(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
@@ -323,6 +343,7 @@ impl Sockd<'_> {
             slot,
             Kind::Tcp,
             SockRec { id: new_id, ..rec },
+            self.tcp_credit,
             self.tcp_credit,
         );
         sk.session = Some(sid);

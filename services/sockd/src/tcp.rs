@@ -4,6 +4,7 @@
 //! shutdowns and closes that go with them.
 
 use super::*;
+use strata_sockd::stream::Unsent;
 
 impl Sockd<'_> {
     /// TCP data from tcpd: into the application's ring, or held until it
@@ -19,17 +20,13 @@ impl Sockd<'_> {
                 // By stream offset: a repeat (tcpd delivers again after a
                 // restart) is skipped, a gap (what tcpd sent before was
                 // lost) is asked for again.
-                let ahead = h.stream_off.wrapping_sub(t.rx_next as u32) as i32;
-                let have = (t.rx_next as u32).wrapping_sub(h.stream_off);
-                if ahead > 0 {
-                    t.resync = true;
-                    Some(c::RX_GAPS)
-                } else if have >= h.data_len {
-                    Some(c::RX_REPEATS)
-                } else {
-                    t.rx_next += u64::from(h.data_len - have);
-                    t.rx_hold.push_back((h, have as usize));
-                    None
+                match t.stream.arrival(h.stream_off, h.data_len) {
+                    Arrival::Gap => Some(c::RX_GAPS),
+                    Arrival::Repeat => Some(c::RX_REPEATS),
+                    Arrival::Take { skip } => {
+                        t.rx_hold.push_back((h, skip));
+                        None
+                    }
                 }
             }
             _ => Some(c::RX_DROP_NO_SOCKET),
@@ -102,29 +99,11 @@ impl Sockd<'_> {
             {
                 t.reannounce = None;
             }
-            let sync = now >= t.sync_at || t.resync;
-            if consumed != t.rx_seen || written != t.wr_seen || sync {
-                let mut flags = ctl_flags::WRITTEN;
-                if sync {
-                    flags |= ctl_flags::SYNC;
-                    t.sync_at = now + SYNC_EVERY;
-                    t.sync_sent = t.tx_sent;
+            if let Some(m) = t.stream.read_credit(now, consumed, written) {
+                if m.resync() && rec.state == sock_state::LISTEN {
+                    t.reannounce = Some((now, Vec::new()));
                 }
-                if t.resync {
-                    flags |= ctl_flags::RESYNC;
-                    t.resync = false;
-                    if rec.state == sock_state::LISTEN {
-                        t.reannounce = Some((now, Vec::new()));
-                    }
-                }
-                let v = ReadCredit {
-                    read: consumed as u32,
-                    written: written as u32,
-                }
-                .pack();
-                ctl.push((op::READ_CREDIT, id, v, flags));
-                t.rx_seen = consumed;
-                t.wr_seen = written;
+                ctl.push((op::READ_CREDIT, id, m.credit.pack(), m.flags));
             }
             // Queued bytes to tcpd.
             if *broken || rec.state != sock_state::CONNECTED {
@@ -140,12 +119,12 @@ impl Sockd<'_> {
                         break;
                     }
                 };
-                // The ring holds from what tcpd took; send from tx_sent.
-                let queued = a.len() + b.len();
-                let skip = (t.tx_sent.saturating_sub(mem.tx_consumed()) as usize).min(queued);
-                let avail = queued - skip;
+                // The ring holds from what tcpd took; send from what it
+                // was not handed yet.
+                let Unsent { skip, avail } = t.stream.unsent(mem.tx_consumed(), a.len() + b.len());
+                let queued = skip + avail;
                 if avail == 0 {
-                    if mem.request_kick_after(t.tx_sent) {
+                    if mem.request_kick_after(t.stream.tx_sent()) {
                         continue;
                     }
                     if queued > 0 {
@@ -153,7 +132,7 @@ impl Sockd<'_> {
                         // for tcpd to say it took it, which a SYNC asks
                         // at once.
                         if *closing || t.shut_wr {
-                            t.sync_at = now;
+                            t.stream.sync_now(now);
                             waiting = true;
                         }
                         break;
@@ -168,11 +147,11 @@ impl Sockd<'_> {
                     }
                     break;
                 }
-                if self.to_tcp.len() + ctl.len() >= room || t.credit == 0 {
+                let n = t.stream.chunk(avail, t.mss as usize);
+                if self.to_tcp.len() + ctl.len() >= room || n == 0 {
                     waiting = true;
                     break;
                 }
-                let n = avail.min(t.mss as usize).min(t.credit as usize);
                 // Leave a quarter of the pool to the receive path: if
                 // queued sends could take every buffer, no ACK could be
                 // received to free them again.
@@ -201,9 +180,7 @@ impl Sockd<'_> {
                     d[k..].copy_from_slice(&b2[..n - k]);
                 }
                 f.count(me, c::TX_COPY_BYTES, n as u64);
-                h.stream_off = t.tx_sent as u32;
-                t.tx_sent += n as u64;
-                t.credit -= n as u64;
+                h.stream_off = t.stream.sent(n);
                 self.to_tcp.push(h);
                 moved += 1;
             }

@@ -1,6 +1,7 @@
 //! Crash injection: two cores back to back over a lossy wire, each with
-//! sockd played by the test as the real one behaves (stream offsets,
-//! absolute credits, a SYNC every 200 ms, RESYNC on a gap), and either
+//! a sockd made of the real one's stream core (`strata_sockd::stream`:
+//! stream offsets, absolute credits, a SYNC every 200 ms, RESYNC on a
+//! gap) and an application that writes everything at once, and either
 //! core killed at thousands of points chosen by a seeded generator: at
 //! any step that leaves something in its arena ([`point`], which the core
 //! calls at each of them in test builds) or at any pool call. A kill
@@ -13,9 +14,11 @@
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::time::{Duration, Instant};
 
-use strata_ipc::l4::{ctl_flags, ReadCredit, SendCredit};
+use strata_ipc::l4::{ctl_flags, SendCredit};
 use strata_ipc::BufError;
+use strata_sockd::stream::{Arrival, Stream};
 
 use super::bulk::{cfg_for, Wire};
 use super::*;
@@ -124,8 +127,8 @@ impl Buffers for Tracked<'_> {
     }
 }
 
+/// tcpd's send buffer (`socket_tx_bytes` of [`cfg_for`]).
 const CAP: u64 = 256 * 1024;
-const SYNC_EVERY: u64 = 200 * MS;
 
 /// Where a side's storage is, to take it back from a core killed while
 /// restoring (which had it moved in).
@@ -172,29 +175,22 @@ struct Side {
     refs: Refs,
     sock: u32,
     connected: bool,
-    // The sending application and sockd's view of tcpd.
+    /// sockd's stream state.
+    stream: Stream,
+    /// The sending application's bytes, all written into the send ring
+    /// at once.
     data: Vec<u8>,
-    /// Stream offset of the next byte to hand to tcpd (rewound when tcpd
-    /// says it lacks bytes).
-    sent: u64,
-    /// `sent` when the last SYNC went.
-    sync_sent: u64,
-    /// What tcpd took (SEND_CREDIT).
+    /// The send ring's read index: bytes tcpd said it took.
     taken: u64,
-    credit: u64,
     shut: bool,
-    // The receiving application.
+    /// The receiving application's bytes (it reads everything at once).
     recv: Vec<u8>,
-    /// READ_CREDIT last sent for this many bytes.
-    told: u64,
-    sync_at: u64,
-    resync: bool,
     eof: bool,
     closed: bool,
 }
 
 impl Side {
-    fn new(addr: Ipv4Addr, seed: u32, data: Vec<u8>) -> Side {
+    fn new(addr: Ipv4Addr, seed: u32, data: Vec<u8>, clock: Instant) -> Side {
         let cfg = cfg_for(addr, seed);
         let mut st = storage(16, 2048);
         let raw = Raw::of(&mut st);
@@ -206,16 +202,11 @@ impl Side {
             refs: Refs::default(),
             sock: 0,
             connected: false,
+            stream: Stream::new(CAP, CAP, clock),
             data,
-            sent: 0,
-            sync_sent: 0,
             taken: 0,
-            credit: CAP,
             shut: false,
             recv: Vec::new(),
-            told: 0,
-            sync_at: 0,
-            resync: false,
             eof: false,
             closed: false,
         }
@@ -237,6 +228,8 @@ struct Tally {
 struct Net {
     pool: HeapPool,
     now: u64,
+    /// The instant `now` counts from, for the stream core's clock.
+    clock: Instant,
     sides: [Side; 2],
     wire: Wire,
     rng: u64,
@@ -252,6 +245,11 @@ enum Call {
 }
 
 impl Net {
+    /// `now` on the stream core's clock.
+    fn instant(&self) -> Instant {
+        self.clock + Duration::from_nanos(self.now)
+    }
+
     fn rand(&mut self) -> u64 {
         let mut x = self.rng;
         x ^= x << 13;
@@ -413,35 +411,26 @@ impl Net {
                     op::CONNECTED => s.connected = true,
                     op::ACCEPTABLE => attach.push(m.value),
                     op::SEND_CREDIT => {
-                        // The streams here stay below 4 GiB.
+                        let queued = s.data.len() as u64 - s.taken;
+                        let sync = m.flags & ctl_flags::SYNC != 0;
                         let credit = SendCredit::unpack(m.value);
-                        let freed = u64::from(credit.freed);
-                        let taken = u64::from(credit.taken);
-                        s.taken = s.taken.max(taken);
-                        if m.flags & ctl_flags::SYNC != 0 && taken < s.sync_sent {
-                            // The answer to a SYNC covers what went
-                            // before it: tcpd lost the rest.
-                            s.sent = taken;
-                            s.taken = taken;
+                        let got = s.stream.send_credit(credit, sync, s.taken, queued);
+                        s.taken += got.consume;
+                        if got.resent {
                             self.tally.resends += 1;
                         }
-                        s.credit = CAP.saturating_sub(s.sent.saturating_sub(freed));
                     }
-                    op::EOF => s.eof = true,
+                    op::EOF => s.eof |= s.stream.eof(m.value as u32),
                     op::CLOSED => s.closed = true,
                     op::OK => {}
                     o => panic!("the application would see op {o}: {m:?}"),
                 }
             } else {
                 // By stream offset: repeats skipped, a gap asked again.
-                let have = s.recv.len() as u64;
-                let off = u64::from(h.stream_off);
                 let d = self.pool.data(&h).unwrap();
-                if off > have {
-                    s.resync = true;
-                } else if off + d.len() as u64 > have {
+                if let Arrival::Take { skip } = s.stream.arrival(h.stream_off, d.len() as u32) {
                     assert!(!s.eof, "data after EOF");
-                    s.recv.extend_from_slice(&d[(have - off) as usize..]);
+                    s.recv.extend_from_slice(&d[skip..]);
                 }
             }
             self.pool.free(&h);
@@ -465,34 +454,18 @@ impl Net {
     /// once), a SYNC now and then, payload as the credit allows, and the
     /// write side shut once tcpd took every byte.
     fn app(&mut self, w: usize, step: u64) {
-        let now = self.now;
+        let now = self.instant();
         let s = &mut self.sides[w];
         if !s.connected || s.sock == 0 {
             return;
         }
         let got = s.recv.len() as u64;
-        let sync = now >= s.sync_at || s.resync;
-        if got != s.told || sync {
-            let mut fl = ctl_flags::WRITTEN;
-            if sync {
-                fl |= ctl_flags::SYNC;
-                s.sync_at = now + SYNC_EVERY;
-                s.sync_sent = s.sent;
-            }
-            if s.resync {
-                fl |= ctl_flags::RESYNC;
-                s.resync = false;
-            }
-            s.told = got;
+        if let Some(m) = s.stream.read_credit(now, got, got) {
             let m = L4Ctl {
                 op: op::READ_CREDIT,
                 sock: s.sock,
-                flags: fl,
-                value: ReadCredit {
-                    read: got as u32,
-                    written: got as u32,
-                }
-                .pack(),
+                flags: m.flags,
+                value: m.credit.pack(),
                 ..L4Ctl::default()
             };
             let h = m.to_handle(&mut self.pool).unwrap();
@@ -500,29 +473,29 @@ impl Net {
         }
         for k in 0..64 {
             let s = &mut self.sides[w];
-            let off = s.sent as usize;
-            if off >= s.data.len() || s.credit == 0 {
-                break;
-            }
+            let unsent = s.stream.unsent(s.taken, s.data.len() - s.taken as usize);
+            let off = s.taken as usize + unsent.skip;
+            // Buffers of odd sizes, unlike sockd's one segment each.
             let want = match (off / 1448 + step as usize + k) % 4 {
                 0 => 1448,
                 1 => 700,
                 2 => 1800,
                 _ => 9000,
             };
-            let n = want.min(s.data.len() - off).min(s.credit as usize);
+            let n = s.stream.chunk(unsent.avail, want);
+            if n == 0 {
+                break;
+            }
             let Some(mut h) = self.pool.alloc(n) else {
                 break;
             };
             h.data_len = n as u32;
             h.sock = s.sock;
-            h.stream_off = off as u32;
+            h.stream_off = s.stream.sent(n);
             self.pool
                 .data_mut(&h)
                 .unwrap()
                 .copy_from_slice(&s.data[off..off + n]);
-            s.sent += n as u64;
-            s.credit -= n as u64;
             self.call(w, Call::Sock(h));
         }
         let s = &mut self.sides[w];
@@ -570,7 +543,8 @@ impl Net {
                 t = t.min(d);
             }
             if s.connected {
-                t = t.min(s.sync_at);
+                let due = s.stream.sync_due().saturating_duration_since(self.clock);
+                t = t.min(due.as_nanos() as u64);
             }
         }
         t.max(self.now + 10_000)
@@ -587,12 +561,26 @@ fn parse_out_bytes(d: &[u8]) -> TcpFlags {
 /// killed in `kill_pm` per mille of its calls while data flows.
 fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64) -> Net {
     quiet_kills();
+    let now = 1_000_000_000;
+    let clock = Instant::now();
+    let start = clock + Duration::from_nanos(now);
     let mut net = Net {
         pool: HeapPool::new(16384, 256),
-        now: 1_000_000_000,
+        now,
+        clock,
         sides: [
-            Side::new(Ipv4Addr::new(10, 0, 0, 1), 11, pattern(a_bytes, 0x5a)),
-            Side::new(Ipv4Addr::new(10, 0, 0, 2), 22, pattern(b_bytes, 0xa5)),
+            Side::new(
+                Ipv4Addr::new(10, 0, 0, 1),
+                11,
+                pattern(a_bytes, 0x5a),
+                start,
+            ),
+            Side::new(
+                Ipv4Addr::new(10, 0, 0, 2),
+                22,
+                pattern(b_bytes, 0xa5),
+                start,
+            ),
         ],
         wire: Wire {
             rng: seed | 1,

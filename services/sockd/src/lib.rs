@@ -1,0 +1,14 @@
+//! sockd's pure core: the decisions the socket server makes that do not
+//! need its sessions, shared memory or rings, kept here so that they are
+//! unit-tested and so that tcpd's crash test drives tcpd with the same
+//! code the real sockd runs.
+//!
+//! - [`stream`]: one TCP socket's stream offsets and credits between
+//!   sockd and tcpd, and how they recover from a restart of either.
+//!
+//! The binary (`main.rs` and its modules) is the shell: sessions with
+//! libsock, the applications' rings, the service loop.
+
+#![forbid(unsafe_code)]
+
+pub mod stream;
