@@ -687,7 +687,14 @@ impl TcpCore<'_> {
         let edge = nxt.wrapping_add(wnd);
         let mut acceptable = match (slen, wnd) {
             (0, 0) => s == nxt,
-            (0, _) => seq::within(s, nxt, edge),
+            // Up to and including the right edge: a peer that filled our
+            // window sends its ACKs with SEG.SEQ = RCV.NXT + RCV.WND.
+            // RFC 9293's `<` would drop them, and with them the
+            // acknowledgement of our data, for as long as the hole at
+            // RCV.NXT stays open; if the peer likewise cannot hear our
+            // ACKs, neither side moves again. Linux (`tcp_sequence`) and
+            // smoltcp accept the edge.
+            (0, _) => seq::le(nxt, s) && seq::le(s, edge),
             (_, 0) => false,
             _ => seq::within(s, nxt, edge) || seq::within(e.wrapping_sub(1), nxt, edge),
         };

@@ -567,7 +567,11 @@ impl TcpCore<'_> {
         }
         let sent_ack = out.to_ip.len() > before;
         if c.has(cf::ACK_NOW) && !sent_ack && c.state().has_peer_syn() {
-            let s = c.snd_nxt;
+            // SND.MAX, not SND.NXT: after a timeout sends SND.NXT back to
+            // SND.UNA, a pure ACK numbered from there is an old duplicate
+            // to a peer that received more, which drops it unread
+            // (FreeBSD's `tcp_output` does the same).
+            let s = c.snd_max;
             if !self.xmit(pool, c, s, TcpFlags::ACK, 0, out) {
                 // Retry soon.
                 c.t_delack = self.now + 1_000_000;

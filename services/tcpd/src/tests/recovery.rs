@@ -380,3 +380,49 @@ fn a_timeout_into_a_zero_window_probes_for_it() {
     assert_eq!(h.expect(ACK).seq(), v[1]);
     h.finish();
 }
+
+#[test]
+fn a_pure_ack_after_a_timeout_carries_the_highest_sequence_sent() {
+    let (mut h, iss) = H::established(opts(false));
+    let s = flight(&mut h, iss, 6);
+    h.advance(200);
+    // The timeout sends SND.NXT back: the first segment again.
+    assert_eq!(h.expect(ACK).seq(), s[0]);
+    h.expect_none();
+    // An old duplicate from the peer asks for an ACK at once. Numbered
+    // from the rewound SND.NXT (s[1]), a peer that received all six
+    // segments would drop it as old, and with it our acknowledgement.
+    h.peer(ACK, PISS + 1 - 100, iss + 1, &[7; 100]);
+    let a = h.expect(ACK);
+    assert_eq!(a.len(), 0);
+    assert_eq!(a.seq(), iss + 1 + 6 * M, "SND.MAX");
+    assert_eq!(a.ack(), PISS + 1);
+    h.finish();
+}
+
+#[test]
+fn a_pure_ack_at_the_right_edge_of_a_full_window_is_taken() {
+    let (mut h, iss) = H::established(opts(true));
+    let v = flight(&mut h, iss, 2);
+    let wnd = h.conn().rcv_wnd;
+    assert!(wnd > 4 * M);
+    // The peer fills our window, all but its first segment (lost).
+    let edge = (PISS + 1).wrapping_add(wnd);
+    let mut at = PISS + 1 + M;
+    while at != edge {
+        let n = edge.wrapping_sub(at).min(M);
+        h.peer(ACK, at, iss + 1, &pattern(n as usize, 3));
+        at = at.wrapping_add(n);
+    }
+    assert_eq!(h.conn().ooo_q, wnd - M);
+    h.segs.clear();
+    // Its next ACK is numbered SND.NXT, our right edge, and acknowledges
+    // our data: taken (RFC 9293's strict `<` would drop it).
+    h.peer(ACK, edge, v[1] + M, &[]);
+    assert_eq!(h.conn().send_q, 0, "our data acknowledged");
+    assert_eq!(h.core.stats().get(Stat::OutOfWindow), 0);
+    // The hole filled, everything is delivered.
+    h.peer(ACK, PISS + 1, v[1] + M, &pattern(M as usize, 3));
+    assert_eq!(h.data_for(2).len() as u32, wnd);
+    h.finish();
+}
