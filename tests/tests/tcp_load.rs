@@ -154,11 +154,25 @@ fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
                 })
         })
         .collect();
+    // The kernel's side: frames its TAP queue dropped on their way to
+    // the stack, and its clients' retransmissions and timeouts.
+    let nstat = ns.run(&["nstat", "-asz", "TcpRetransSegs", "TcpExtTCPTimeouts"]);
+    let tap = ns.run(&["cat", "/sys/class/net/strata0/statistics/tx_dropped"]);
+    let kernel: Vec<String> = String::from_utf8_lossy(&nstat.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            Some(format!("{}={}", w.next()?, w.next()?))
+        })
+        .collect();
     eprintln!(
-        "tcpd: {}\nclients: {}\ndrops: {}",
+        "tcpd: {}\nclients: {}\ndrops: {}\nkernel: tap_tx_dropped={} {}",
         seen.join(" "),
         out.trim(),
-        drops.join(" ")
+        drops.join(" "),
+        String::from_utf8_lossy(&tap.stdout).trim(),
+        kernel.join(" ")
     );
     assert!(
         out.starts_with("ok 500 "),
