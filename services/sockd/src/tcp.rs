@@ -4,6 +4,7 @@
 //! shutdowns and closes that go with them.
 
 use super::*;
+use strata_ipc::{Fabric, Pool};
 use strata_sockd::stream::Unsent;
 
 impl Sockd<'_> {
@@ -45,11 +46,16 @@ impl Sockd<'_> {
         let f = &self.svc.fabric;
         let me = self.svc.me;
         let mut pool = f.pool(me);
-        let mut moved = 0;
-        let mut waiting = false;
-        let mut ctl: Vec<(u32, u32, u64, u32)> = Vec::new();
-        let now = Instant::now();
-        let mut closed: Vec<u32> = Vec::new();
+        let mut turn = Turn {
+            f,
+            me,
+            now: Instant::now(),
+            room,
+            moved: 0,
+            waiting: false,
+            ctl: Vec::new(),
+            closed: Vec::new(),
+        };
         for (&id, s) in self.socks.iter_mut() {
             let Sock {
                 mem: Some(mem),
@@ -63,132 +69,41 @@ impl Sockd<'_> {
             else {
                 continue;
             };
-            // Received data into the ring.
-            while let Some(&(h, done)) = t.rx_hold.front() {
-                let Ok(d) = pool.data(&h) else {
-                    t.rx_hold.pop_front();
-                    continue;
-                };
-                let (n, kick_app) = mem.deliver_stream(&d[done.min(d.len())..]);
-                if n > 0 {
-                    f.count(me, c::RX_COPY_BYTES, n as u64);
-                }
-                wake(efd, kick_app);
-                if done + n >= d.len() {
-                    t.rx_hold.pop_front();
-                    pool.free(&h);
-                    moved += 1;
-                } else {
-                    t.rx_hold.front_mut().unwrap().1 = done + n;
-                    waiting = true;
-                    break;
-                }
-            }
-            if t.rx_hold.is_empty() && t.eof_pending {
-                t.eof_pending = false;
-                wake(efd, mem.set_state(sstate::EOF));
-            }
+            turn.fill_ring(&mut pool, mem, efd, t);
             // Read credit: what the application consumed in total, when it
             // changed, and now and then unasked with a request for the
             // send state, so that nothing lost in a restart stays lost.
-            let consumed = mem.rx_consumed();
-            let written = mem.rx_written();
+            let now = turn.now;
             if t.reannounce
                 .as_ref()
                 .is_some_and(|(t, _)| now.duration_since(*t) > REANNOUNCE_WINDOW)
             {
                 t.reannounce = None;
             }
-            if let Some(m) = t.stream.read_credit(now, consumed, written) {
+            if let Some(m) = t
+                .stream
+                .read_credit(now, mem.rx_consumed(), mem.rx_written())
+            {
                 if m.resync() && rec.state == sock_state::LISTEN {
                     t.reannounce = Some((now, Vec::new()));
                 }
-                ctl.push((op::READ_CREDIT, id, m.credit.pack(), m.flags));
+                turn.ctl
+                    .push((op::READ_CREDIT, id, m.credit.pack(), m.flags));
             }
-            // Queued bytes to tcpd.
             if *broken || rec.state != sock_state::CONNECTED {
                 continue;
             }
-            loop {
-                let (a, b) = match mem.send_slices() {
-                    Ok(v) => v,
-                    Err(_) => {
-                        *broken = true;
-                        mem.set_error(libc::EIO);
-                        f.count(me, c::BAD_RINGS, 1);
-                        break;
-                    }
-                };
-                // The ring holds from what tcpd took; send from what it
-                // was not handed yet.
-                let Unsent { skip, avail } = t.stream.unsent(mem.tx_consumed(), a.len() + b.len());
-                let queued = skip + avail;
-                if avail == 0 {
-                    if mem.request_kick_after(t.stream.tx_sent()) {
-                        continue;
-                    }
-                    if queued > 0 {
-                        // Sent, not yet taken: a close or shutdown waits
-                        // for tcpd to say it took it, which a SYNC asks
-                        // at once.
-                        if *closing || t.shut_wr {
-                            t.stream.sync_now(now);
-                            waiting = true;
-                        }
-                        break;
-                    }
-                    if *closing {
-                        ctl.push((op::CLOSE, id, 0, 0));
-                        closed.push(id);
-                    } else if t.shut_wr {
-                        t.shut_wr = false;
-                        t.shut_sent.write = true;
-                        ctl.push((op::SHUTDOWN, id, 1, 0));
-                    }
-                    break;
-                }
-                let n = t.stream.chunk(avail, t.mss as usize);
-                if self.to_tcp.len() + ctl.len() >= room || n == 0 {
-                    waiting = true;
-                    break;
-                }
-                // Leave a quarter of the pool to the receive path: if
-                // queued sends could take every buffer, no ACK could be
-                // received to free them again.
-                if f.free_counts().0 < f.params().small_bufs / 4 {
-                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
-                    waiting = true;
-                    break;
-                }
-                let Some(mut h) = pool.alloc(n) else {
-                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
-                    waiting = true;
-                    break;
-                };
-                h.data_len = n as u32;
-                h.sock = id;
-                h.l4proto = 6;
-                if let Ok(d) = pool.data_mut(&h) {
-                    // The one copy on the way out, from `skip` on.
-                    let (a2, b2) = if skip < a.len() {
-                        (&a[skip..], b)
-                    } else {
-                        (&b[skip - a.len()..], &b[..0])
-                    };
-                    let k = a2.len().min(n);
-                    d[..k].copy_from_slice(&a2[..k]);
-                    d[k..].copy_from_slice(&b2[..n - k]);
-                }
-                f.count(me, c::TX_COPY_BYTES, n as u64);
-                h.stream_off = t.stream.sent(n);
-                self.to_tcp.push(h);
-                moved += 1;
+            if turn.send_queued(&mut pool, id, mem, t, *closing, &mut self.to_tcp) == Err(BadRing) {
+                *broken = true;
+                mem.set_error(libc::EIO);
+                f.count(me, c::BAD_RINGS, 1);
             }
         }
-        for (o, id, v, fl) in ctl {
+        let (moved, waiting) = (turn.moved, turn.waiting);
+        for (o, id, v, fl) in std::mem::take(&mut turn.ctl) {
             self.tcp_ctl(o, id, v, fl);
         }
-        for id in closed {
+        for id in std::mem::take(&mut turn.closed) {
             // tcpd finishes the connection alone; the slot is free now.
             if let Some(s) = self.socks.remove(&id) {
                 self.table.remove(s.slot);
@@ -196,5 +111,137 @@ impl Sockd<'_> {
             }
         }
         (moved, waiting)
+    }
+}
+
+/// The application broke its send ring.
+#[derive(Debug, PartialEq, Eq)]
+struct BadRing;
+
+/// One turn of `pump_tcp` over the TCP sockets: what it needs and what
+/// it produced.
+struct Turn<'f> {
+    f: &'f Fabric,
+    me: LayerId,
+    now: Instant,
+    /// Room in the ring to tcpd.
+    room: usize,
+    /// Buffers moved.
+    moved: usize,
+    /// Something waits for room, buffers or tcpd.
+    waiting: bool,
+    /// Control messages for tcpd: (op, socket, value, flags).
+    ctl: Vec<(u32, u32, u64, u32)>,
+    /// Sockets closed for good (their CLOSE is in `ctl`).
+    closed: Vec<u32>,
+}
+
+impl Turn<'_> {
+    /// Received data held back into the application's ring, as far as it
+    /// has room, and the end of the stream once all of it is there.
+    fn fill_ring(
+        &mut self,
+        pool: &mut Pool,
+        mem: &SockMem,
+        efd: &Option<OwnedFd>,
+        t: &mut TcpSock,
+    ) {
+        while let Some(&(h, done)) = t.rx_hold.front() {
+            let Ok(d) = pool.data(&h) else {
+                t.rx_hold.pop_front();
+                continue;
+            };
+            let (n, kick_app) = mem.deliver_stream(&d[done.min(d.len())..]);
+            if n > 0 {
+                self.f.count(self.me, c::RX_COPY_BYTES, n as u64);
+            }
+            wake(efd, kick_app);
+            if done + n >= d.len() {
+                t.rx_hold.pop_front();
+                pool.free(&h);
+                self.moved += 1;
+            } else {
+                t.rx_hold.front_mut().unwrap().1 = done + n;
+                self.waiting = true;
+                break;
+            }
+        }
+        if t.rx_hold.is_empty() && t.eof_pending {
+            t.eof_pending = false;
+            wake(efd, mem.set_state(sstate::EOF));
+        }
+    }
+
+    /// Bytes the application queued, to tcpd within its send credit in
+    /// one-segment buffers (the one copy on the way out); once the ring
+    /// is empty and tcpd took everything, the CLOSE or write SHUTDOWN
+    /// that waited for it.
+    fn send_queued(
+        &mut self,
+        pool: &mut Pool,
+        id: u32,
+        mem: &SockMem,
+        t: &mut TcpSock,
+        closing: bool,
+        to_tcp: &mut Vec<Handle>,
+    ) -> Result<(), BadRing> {
+        loop {
+            let (a, b) = mem.send_slices().map_err(|_| BadRing)?;
+            // The ring holds from what tcpd took; send from what it was
+            // not handed yet.
+            let Unsent { skip, avail } = t.stream.unsent(mem.tx_consumed(), a.len() + b.len());
+            if avail == 0 {
+                if mem.request_kick_after(t.stream.tx_sent()) {
+                    continue;
+                }
+                if skip > 0 {
+                    // Sent, not yet taken: a close or shutdown waits for
+                    // tcpd to say it took it, which a SYNC asks at once.
+                    if closing || t.shut_wr {
+                        t.stream.sync_now(self.now);
+                        self.waiting = true;
+                    }
+                } else if closing {
+                    self.ctl.push((op::CLOSE, id, 0, 0));
+                    self.closed.push(id);
+                } else if t.shut_wr {
+                    t.shut_wr = false;
+                    t.shut_sent.write = true;
+                    self.ctl.push((op::SHUTDOWN, id, 1, 0));
+                }
+                return Ok(());
+            }
+            let n = t.stream.chunk(avail, t.mss as usize);
+            if to_tcp.len() + self.ctl.len() >= self.room || n == 0 {
+                self.waiting = true;
+                return Ok(());
+            }
+            // Leave a quarter of the pool to the receive path: if queued
+            // sends could take every buffer, no ACK could be received to
+            // free them again.
+            let low = self.f.free_counts().0 < self.f.params().small_bufs / 4;
+            let Some(mut h) = (!low).then(|| pool.alloc(n)).flatten() else {
+                self.f.count(self.me, c::TX_WAIT_NO_BUFFER, 1);
+                self.waiting = true;
+                return Ok(());
+            };
+            h.data_len = n as u32;
+            h.sock = id;
+            h.l4proto = 6;
+            if let Ok(d) = pool.data_mut(&h) {
+                let (a2, b2) = if skip < a.len() {
+                    (&a[skip..], b)
+                } else {
+                    (&b[skip - a.len()..], &b[..0])
+                };
+                let k = a2.len().min(n);
+                d[..k].copy_from_slice(&a2[..k]);
+                d[k..].copy_from_slice(&b2[..n - k]);
+            }
+            self.f.count(self.me, c::TX_COPY_BYTES, n as u64);
+            h.stream_off = t.stream.sent(n);
+            to_tcp.push(h);
+            self.moved += 1;
+        }
     }
 }
