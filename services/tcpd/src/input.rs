@@ -6,7 +6,7 @@
 //! and FIN. ICMP errors quoting our segments too.
 
 use strata_ipc::handle::csum;
-use strata_ipc::{Buffers, Handle};
+use strata_ipc::{Buffers, Handle, SMALL_BUF};
 use strata_proto::icmp::{self, icmp_type, unreach_code, IcmpHeader, QuotedDatagram, SocketError};
 use strata_proto::ipv4::{protocol, Ipv4Header};
 use strata_proto::tcp::{TcpError, TcpFlags, TcpHeader, TcpOptions, MAX_WINDOW_SCALE};
@@ -876,7 +876,7 @@ impl TcpCore<'_> {
                         self.terminate(c, 0);
                         return false;
                     }
-                    return self.data_input(idx, c, h, seg, out);
+                    return self.data_input(pool, idx, c, h, seg, out);
                 }
                 false
             }
@@ -1202,8 +1202,9 @@ impl TcpCore<'_> {
     /// Payload (and FIN) of an acceptable segment in ESTABLISHED or
     /// FIN-WAIT-1/2: in order into the receive queue (draining the
     /// out-of-order queue behind it), else into the out-of-order queue.
-    fn data_input(
+    fn data_input<B: Buffers>(
         &mut self,
+        pool: &mut B,
         idx: usize,
         c: &mut ConnBlock,
         h: Handle,
@@ -1298,8 +1299,63 @@ impl TcpCore<'_> {
                 self.stats.inc(Stat::MemLimit);
                 return false;
             }
+            let truesize = pool.raw(&hh).map_or(0, |r| r.len() as u64);
+            let short = self.pool_short[usize::from(truesize > SMALL_BUF as u64)];
+            if short || !self.ooo_make_room(pool, c, s, truesize) {
+                self.stats.inc(Stat::OooDropped);
+                return false;
+            }
             self.stats.inc(Stat::OooSegs);
             self.ooo_insert(idx, c, hh, s, fin, out)
+        }
+    }
+
+    /// What a connection's out-of-order queue may hold, in whole buffers
+    /// (truesize, as Linux charges `sk_rcvbuf`): four times its receive
+    /// buffer. A full window of 536-byte segments (the MSS of a peer that
+    /// names none) in 2 KiB buffers stays under it; a peer sending one
+    /// byte per hole gets a few dozen buffers per 64 KiB, not the pool.
+    fn ooo_cap(&self, c: &ConnBlock) -> u64 {
+        4 * u64::from(Self::rcvbuf(c).min(self.cfg.socket_rx_bytes))
+    }
+
+    /// Makes room for a segment at `s` holding a buffer of `truesize` in
+    /// the out-of-order queue: if the queue would exceed its cap, gives up
+    /// entries from its far end, as long as they lie beyond `s` (data
+    /// nearer the next expected byte is worth more; `tcp_prune_ofo_queue`
+    /// does the same). False if there is no room for it.
+    fn ooo_make_room<B: Buffers>(
+        &mut self,
+        pool: &B,
+        c: &mut ConnBlock,
+        s: u32,
+        truesize: u64,
+    ) -> bool {
+        let cap = self.ooo_cap(c);
+        loop {
+            // The queue's truesize and its last entry (and the one before).
+            let (mut held, mut prev, mut last) = (0u64, NIL, NIL);
+            let mut cur = c.ooo_q.head;
+            let mut steps = 0;
+            while cur != NIL && steps <= self.slab.e.len() {
+                steps += 1;
+                let x = self.slab.get(cur);
+                held += pool.raw(&x.h).map_or(0, |r| r.len() as u64);
+                prev = last;
+                last = cur;
+                cur = x.next;
+            }
+            if held + truesize <= cap {
+                return true;
+            }
+            if last == NIL || !seq::gt(self.slab.get(last).seq, s) {
+                return false;
+            }
+            let x = *self.slab.get(last);
+            self.slab.unlink_after(&mut c.ooo_q, prev);
+            self.queued_bytes = self.queued_bytes.saturating_sub(u64::from(x.len()));
+            self.slab.discard(last);
+            self.stats.inc(Stat::OooPruned);
         }
     }
 

@@ -284,11 +284,23 @@ pub struct TcpCore<'a> {
     ident: u16,
     /// Payload bytes in all queues.
     queued_bytes: u64,
+    /// The pool's small and large buffers are short (the shell says, each
+    /// batch): out-of-order data in that class is not kept, so that a
+    /// peer's holes cannot take the buffers every other connection needs.
+    pool_short: [bool; 2],
     /// Challenge ACK rate limit: (second, count).
     challenge: (u64, u32),
 }
 
 impl<'a> TcpCore<'a> {
+    /// Whether the pool is short of small and of large buffers, as the
+    /// shell sees it: while a class is, out-of-order segments in it are
+    /// dropped rather than kept (the peer sends them again), leaving the
+    /// buffers to in-order data and to every other layer.
+    pub fn set_pool_short(&mut self, small: bool, large: bool) {
+        self.pool_short = [small, large];
+    }
+
     /// A core for `cfg` over `storage`, which it clears. Allocates every
     /// table.
     pub fn new(cfg: TcpConfig, storage: Storage<'a>) -> Result<Self, ConfigError> {
@@ -349,6 +361,7 @@ impl<'a> TcpCore<'a> {
             rng,
             ident: (rng >> 16) as u16,
             queued_bytes: 0,
+            pool_short: [false; 2],
             challenge: (0, 0),
             cfg,
             conns,

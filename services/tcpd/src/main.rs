@@ -108,6 +108,14 @@ fn main() {
         let mut work = 0;
 
         let n = from_ip.pop(&mut batch);
+        if n > 0 {
+            // Out-of-order data may hold buffers only while half the
+            // pool is free: the rest stays for in-order data, sockd's
+            // sends (which stop at a quarter) and every other layer.
+            let (small, large) = f.free_counts();
+            let p = f.params();
+            core.set_pool_short(small < p.small_bufs / 2, large < p.large_bufs / 2);
+        }
         for h in &batch[..n] {
             if !f.take_input(me, h) {
                 continue;

@@ -55,7 +55,7 @@ impl TcpCore<'_> {
 
     /// The connection's receive buffer (a block from before auto-tuning
     /// existed has 0: no cap beyond the credit).
-    fn rcvbuf(c: &ConnBlock) -> u32 {
+    pub(crate) fn rcvbuf(c: &ConnBlock) -> u32 {
         if c.rcvbuf == 0 {
             u32::MAX
         } else {

@@ -78,6 +78,12 @@ strata_ipc::layer_stats! { "tcpd";
     InDataBytes => "in_data_bytes",
     /// Segments queued out of order.
     OooSegs => "ooo_segs",
+    /// Out-of-order segments not kept: the connection's share of buffers
+    /// for them was used up, or the pool was short.
+    OooDropped => "ooo_dropped",
+    /// Out-of-order segments given up to make room for one nearer the
+    /// stream's next byte (Linux `OfoPruned`).
+    OooPruned => "ooo_pruned",
     /// Segments whose data was entirely a duplicate.
     DupData => "dup_data",
     /// Segments whose data (or part of it) lay beyond the receive window.

@@ -8,6 +8,7 @@ pub mod crash;
 mod data;
 mod flow;
 mod handshake;
+mod limits;
 mod listen;
 mod prop;
 mod recovery;

@@ -1,0 +1,79 @@
+//! What a hostile peer can make tcpd hold: out-of-order data is charged
+//! in whole buffers against four times the connection's receive buffer,
+//! pruned from the far end for data nearer the hole, and not kept at all
+//! while the pool is short.
+
+use super::*;
+use crate::Stat;
+use strata_ipc::SMALL_BUF;
+
+/// The out-of-order cap of a fresh connection of the test config, in
+/// small buffers: four times the 64 KiB receive buffer.
+const CAP_BUFS: u64 = 4 * 65536 / SMALL_BUF as u64;
+
+#[test]
+fn one_byte_holes_hold_a_bounded_number_of_buffers() {
+    let (mut h, iss) = H::established(TcpOptions::default());
+    let data = pattern(48_000, 9);
+    let base = h.pool.in_use() as u64;
+    // A byte every 16: 3,000 segments, each of which would keep a buffer.
+    for off in (1..data.len()).step_by(16) {
+        h.peer(ACK, PISS + 1 + off as u32, iss + 1, &data[off..off + 1]);
+        h.segs.clear();
+    }
+    let held = h.pool.in_use() as u64 - base;
+    assert!(held <= CAP_BUFS, "{held} buffers held");
+    assert!(
+        held >= CAP_BUFS - 2,
+        "the cap is used, not undercut: {held}"
+    );
+    assert!(h.core.stats().get(Stat::OooDropped) >= 3_000 - CAP_BUFS);
+    // The connection still works: the peer sends everything in order.
+    for off in (0..data.len()).step_by(500) {
+        h.peer(ACK, PISS + 1 + off as u32, iss + 1, &data[off..off + 500]);
+    }
+    assert_eq!(h.data_for(2), data);
+    assert_eq!(h.conn().ooo_q, 0);
+    h.finish();
+}
+
+#[test]
+fn data_nearer_the_hole_displaces_the_farthest() {
+    let (mut h, iss) = H::established(TcpOptions::default());
+    let data = pattern(60_000, 4);
+    // Far out: more one-byte segments than the cap holds.
+    for k in 0..CAP_BUFS as usize + 8 {
+        let off = 20_000 + 100 * k;
+        h.peer(ACK, PISS + 1 + off as u32, iss + 1, &data[off..off + 1]);
+    }
+    let kept = h.conn().ooo_q;
+    assert_eq!(u64::from(kept), CAP_BUFS);
+    assert_eq!(h.core.stats().get(Stat::OooPruned), 0);
+    // A segment just past the hole: the farthest one goes for it.
+    h.peer(ACK, PISS + 1 + 10, iss + 1, &data[10..11]);
+    assert_eq!(h.core.stats().get(Stat::OooPruned), 1);
+    assert_eq!(h.conn().ooo_q, kept);
+    // The hole filled: byte 10 was kept, so 11 bytes go up at once.
+    h.peer(ACK, PISS + 1, iss + 1, &data[..10]);
+    assert_eq!(h.data_for(2), data[..11]);
+    h.finish();
+}
+
+#[test]
+fn a_short_pool_keeps_no_out_of_order_data_but_takes_in_order_data() {
+    let (mut h, iss) = H::established(TcpOptions::default());
+    h.core.set_pool_short(true, false);
+    let data = pattern(1_000, 2);
+    h.peer(ACK, PISS + 1 + 500, iss + 1, &data[500..]);
+    assert_eq!(h.conn().ooo_q, 0);
+    assert_eq!(h.core.stats().get(Stat::OooDropped), 1);
+    // Still acknowledged at once (the duplicate ACK the peer's fast
+    // retransmit needs).
+    assert_eq!(h.expect(ACK).ack(), PISS + 1);
+    h.peer(ACK, PISS + 1, iss + 1, &data[..500]);
+    assert_eq!(h.data_for(2), data[..500]);
+    h.core.set_pool_short(false, false);
+    h.peer(ACK, PISS + 1 + 500, iss + 1, &data[500..]);
+    assert_eq!(h.data_for(2), data[500..]);
+    h.finish();
+}
