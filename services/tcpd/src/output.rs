@@ -803,9 +803,13 @@ impl TcpCore<'_> {
         out: &mut Outputs,
     ) -> u32 {
         let s = c.snd_una;
-        let avail = c.snd_end.wrapping_sub(s);
-        if seq::lt(s, c.snd_end) {
-            let len = avail.min(c.snd_mss.max(1));
+        // Only what was sent: the head may hold more than went out (a
+        // send the peer's window cut short), and bytes past SND.MAX would
+        // ignore that window and draw ACKs beyond SND.MAX, which the ACK
+        // check refuses, every one of them, from then on.
+        let sent_end = seq::min(c.snd_max, c.snd_end);
+        if seq::lt(s, sent_end) {
+            let len = sent_end.wrapping_sub(s).min(c.snd_mss.max(1));
             let mut fl = TcpFlags::ACK;
             let end = s.wrapping_add(len);
             let fin = c.has(cf::FIN_QUEUED) && end == c.snd_end && seq::gt(c.snd_max, c.snd_end);

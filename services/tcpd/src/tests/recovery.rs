@@ -426,3 +426,30 @@ fn a_pure_ack_at_the_right_edge_of_a_full_window_is_taken() {
     assert_eq!(h.data_for(2).len() as u32, wnd);
     h.finish();
 }
+
+#[test]
+fn a_fast_retransmit_resends_only_what_was_sent() {
+    let (mut h, iss) = H::established(opts(false));
+    // The peer's window lets 700 of a 1,000-byte send go.
+    h.pwin = 700;
+    h.peer(ACK, PISS + 1, iss + 1, &[]);
+    h.nodelay(2);
+    h.send(2, &pattern(1000, 1));
+    assert_eq!(h.expect(ACK).len(), 700);
+    h.expect_none();
+    // Three duplicate ACKs: the head again, but only the 700 bytes sent.
+    // Sending the rest here would ignore the peer's window and go past
+    // SND.MAX, and the peer's ACK of it would be refused as acknowledging
+    // unsent data: no ACK of the peer's would ever be taken again.
+    for _ in 0..3 {
+        h.peer(ACK, PISS + 1, iss + 1, &[]);
+    }
+    let r = h.expect(ACK);
+    assert_eq!((r.seq(), r.len()), (iss + 1, 700));
+    h.pwin = 65535;
+    h.peer(ACK, PISS + 1, iss + 1 + 700, &[]);
+    assert_eq!(h.core.stats().get(Stat::AckInvalid), 0);
+    let s = h.expect(ACK);
+    assert_eq!((s.seq(), s.len()), (iss + 1 + 700, 300));
+    h.finish();
+}
