@@ -463,10 +463,8 @@ pub struct ConnBlock {
     pub state: u32,
     /// [`cf`] bits.
     pub flags: u32,
-    /// Non-zero: restore must not trust the block and resets the
-    /// connection. tcpd no longer sets it (events are journaled, see the
-    /// module documentation); it marks a block known bad.
-    pub dirty: u32,
+    /// Reserved; zero.
+    pub reserved1: u32,
     /// Generation: bumped when the block is freed, part of the
     /// connection id.
     pub gen: u32,

@@ -375,7 +375,7 @@ impl<'a> TcpCore<'a> {
     /// links (the interrupted event's) are freed with their buffers;
     /// what each connection delivered to sockd unconfirmed is delivered
     /// again (the dead core's last outputs may never have left it). Only
-    /// a block found inconsistent (or marked dirty) is reset: its peer
+    /// a block found inconsistent is reset: its peer
     /// gets a RST, sockd a SOCK_ERROR (ECONNRESET) and CLOSED, its
     /// buffers go back to `pool`. Returns the core and how many
     /// connections it kept.

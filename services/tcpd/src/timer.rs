@@ -338,7 +338,7 @@ pub(crate) fn restore<'a, B: Buffers>(
             // Nothing to trust: reset below.
             Slot::Garbage(_) => None,
         };
-        if state == Some(State::Closed) && c.sock == 0 && c.dirty == 0 {
+        if state == Some(State::Closed) && c.sock == 0 {
             // Taken by an event that did not finish (a child for a SYN):
             // nothing names it.
             *c = ConnBlock {
@@ -348,7 +348,6 @@ pub(crate) fn restore<'a, B: Buffers>(
             continue;
         }
         let valid = state.is_some()
-            && c.dirty == 0
             && c.index == i as u32
             && (c.sack_cnt as usize) <= SACK_RANGES
             && [c.snd_q, c.rcv_q, c.ooo_q, c.dlv_q]

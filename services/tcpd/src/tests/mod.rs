@@ -563,20 +563,20 @@ impl H {
     }
 
     /// Simulates a restart of tcpd: the core is dropped, a new one
-    /// restores from the same storage (and pool). `dirty` marks the block
-    /// of that socket as one restore must not trust. Returns how many
-    /// blocks were kept.
-    pub fn restart(&mut self, dirty: Option<u32>) -> usize {
+    /// restores from the same storage (and pool). `corrupt` breaks the
+    /// block of that socket (its self-index), which restore must then not
+    /// trust. Returns how many blocks were kept.
+    pub fn restart(&mut self, corrupt: Option<u32>) -> usize {
         let placeholder = TcpCore::new(self.cfg.clone(), storage(1, 1)).unwrap();
         let old = std::mem::replace(&mut self.core, placeholder);
         let st = old.into_storage();
-        if let Some(sock) = dirty {
+        if let Some(sock) = corrupt {
             let c = st
                 .conns
                 .iter_mut()
                 .find(|c| c.in_use() && c.sock == sock)
                 .unwrap();
-            c.dirty = 1;
+            c.index = u32::MAX;
         }
         let (core, kept) = TcpCore::restore(
             self.cfg.clone(),

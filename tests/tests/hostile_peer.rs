@@ -1,0 +1,129 @@
+//! A remote peer cannot take the packet pool: tens of thousands of
+//! one-byte out-of-order segments spread over many connections leave
+//! tcpd holding a bounded share of it, and a well-behaved client still
+//! gets its data through and its pings answered, with no layer restarted.
+
+use std::time::Duration;
+
+use strata_tests::{ping_all, spawn_app, wait_line, Netns, Stack, STACK_IP};
+
+/// Opens N connections to port 7 from the kernel, freezes each (TCP_REPAIR:
+/// the kernel then sends nothing on it, and closes it silently), reads its
+/// sequence numbers, and sends PER one-byte segments per connection, one
+/// byte after each hole, from a raw socket. At most 128 go unanswered at a
+/// time (strata answers each with an ACK), so a busy machine loses none to
+/// queues; a second without an answer moves on. Prints "sent N", then
+/// keeps the connections open until it is killed.
+const FLOOD: &str = r#"
+import select, signal, socket, struct, sys
+N, PER = int(sys.argv[1]), int(sys.argv[2])
+TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ, RECV_Q, SEND_Q = 19, 20, 21, 1, 2
+SRC, DST = socket.inet_aton("10.77.0.1"), socket.inet_aton("10.77.0.2")
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+def seg(sport, seq, ack):
+    tcp = struct.pack("!HHIIBBHHH", sport, 7, seq, ack, 5 << 4, 0x10, 64, 0, 0) + b"x"
+    c = csum(SRC + DST + struct.pack("!BBH", 0, 6, len(tcp)) + tcp)
+    tcp = tcp[:16] + struct.pack("!H", c) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0x4000, 64, 6, 0, SRC, DST)
+    return ip[:10] + struct.pack("!H", csum(ip)) + ip[12:] + tcp
+conns = []
+for _ in range(N):
+    c = socket.create_connection(("10.77.0.2", 7), timeout=30)
+    c.setsockopt(socket.SOL_TCP, TCP_REPAIR, 1)
+    c.setsockopt(socket.SOL_TCP, TCP_REPAIR_QUEUE, SEND_Q)
+    snd = c.getsockopt(socket.SOL_TCP, TCP_QUEUE_SEQ) & 0xffffffff
+    c.setsockopt(socket.SOL_TCP, TCP_REPAIR_QUEUE, RECV_Q)
+    rcv = c.getsockopt(socket.SOL_TCP, TCP_QUEUE_SEQ) & 0xffffffff
+    conns.append((c, c.getsockname()[1], snd, rcv))
+ports = {p for _, p, _, _ in conns}
+tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+rx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+rx.setblocking(False)
+plan = [(p, (snd + 1 + 2 * k) & 0xffffffff, rcv) for k in range(PER) for _, p, snd, rcv in conns]
+sent = answered = 0
+while sent < len(plan):
+    while sent < len(plan) and sent - answered < 128:
+        tx.sendto(seg(*plan[sent]), ("10.77.0.2", 0))
+        sent += 1
+    if not select.select([rx], [], [], 1.0)[0]:
+        answered = sent
+        continue
+    while True:
+        try:
+            d = rx.recv(65535)
+        except BlockingIOError:
+            break
+        ihl = (d[0] & 15) * 4
+        sport, dport = struct.unpack("!HH", d[ihl:ihl + 4])
+        if sport == 7 and dport in ports:
+            answered += 1
+print("sent", sent, flush=True)
+signal.pause()
+"#;
+
+/// Echoes 10 MB through port 7 from the kernel and compares.
+const GOOD_CLIENT: &str = r#"
+import os, socket, threading
+data = os.urandom(10_000_000)
+s = socket.create_connection(("10.77.0.2", 7), timeout=120)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+got = bytearray()
+while True:
+    b = s.recv(1 << 20)
+    if not b:
+        break
+    got += b
+t.join()
+print("ok" if got == data else "differs: %d of %d bytes" % (len(got), len(data)))
+"#;
+
+#[test]
+fn one_byte_holes_on_many_connections_leave_the_pool_to_everyone_else() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    let small = st.json("status")["pool"]["small_total"].as_u64().unwrap();
+
+    // 32 connections × 1,500 holes: 48,000 segments, each of which would
+    // keep a buffer of its own, twelve times the pool.
+    let mut flood = ns.spawn(&["python3", "-c", FLOOD, "32", "1500"]);
+    let line = wait_line(&mut flood, "sent", Duration::from_secs(300));
+    eprintln!("flood: {line}");
+    let pool = st.json("status")["pool"].clone();
+    let tcpd_held = pool["in_use_by_owner"]["tcpd"].as_u64().unwrap_or(0);
+    let (ooo, dropped, pruned) = (
+        st.counter("tcpd", "ooo_segs"),
+        st.counter("tcpd", "ooo_dropped"),
+        st.counter("tcpd", "ooo_pruned"),
+    );
+    eprintln!("pool: {pool}\ntcpd: ooo_segs={ooo} ooo_dropped={dropped} ooo_pruned={pruned}");
+    assert!(ooo > 0, "nothing was queued out of order");
+    assert!(dropped > 0, "nothing was refused");
+    // tcpd keeps out-of-order data only while half the pool is free.
+    assert!(
+        tcpd_held <= small / 2 + 64,
+        "tcpd holds {tcpd_held} of {small} buffers"
+    );
+
+    // With the attackers' connections still open and their holes held,
+    // everyone else is served.
+    let out = ns.run_ok(&["python3", "-c", GOOD_CLIENT]);
+    assert_eq!(out.trim(), "ok");
+    let r = ping_all(&ns, &["-c", "3", "-i", "0.2", "-W", "2", STACK_IP]);
+    assert_eq!(r.received, 3, "{}", r.text);
+    for layer in [
+        "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
+    ] {
+        assert_eq!(st.restarts(layer), 0, "{layer} restarted");
+    }
+    drop(flood);
+}
