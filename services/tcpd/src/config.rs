@@ -47,6 +47,11 @@ pub struct TcpConfig {
     /// Most payload bytes held in queues (send, receive, out of order)
     /// across all connections.
     pub max_queued_bytes: u64,
+    /// Most out-of-order segments kept across all connections, each
+    /// holding a pool buffer however small it is. tcpd's shell sets a
+    /// quarter of the pool, so that peers leaving holes cannot take the
+    /// buffers in-order data, sends and the other layers need.
+    pub max_ooo_segs: u64,
     /// Upper bound of a listener's SYN queue (Linux `tcp_max_syn_backlog`);
     /// the queue also never exceeds the listen backlog.
     pub max_syn_backlog: u32,
@@ -112,6 +117,7 @@ impl Default for TcpConfig {
             seed: 1,
             max_conns: 16384,
             max_queued_bytes: 1 << 30,
+            max_ooo_segs: u64::MAX,
             max_syn_backlog: 4096,
             syn_cookies: true,
             msl_ms: 30_000,

@@ -1300,7 +1300,8 @@ impl TcpCore<'_> {
                 return false;
             }
             let truesize = pool.raw(&hh).map_or(0, |r| r.len() as u64);
-            let short = self.pool_short[usize::from(truesize > SMALL_BUF as u64)];
+            let short = self.pool_short[usize::from(truesize > SMALL_BUF as u64)]
+                || self.ooo_segs >= self.cfg.max_ooo_segs;
             if short || !self.ooo_make_room(pool, c, s, truesize) {
                 self.stats.inc(Stat::OooDropped);
                 return false;

@@ -284,19 +284,21 @@ pub struct TcpCore<'a> {
     ident: u16,
     /// Payload bytes in all queues.
     queued_bytes: u64,
-    /// The pool's small and large buffers are short (the shell says, each
-    /// batch): out-of-order data in that class is not kept, so that a
-    /// peer's holes cannot take the buffers every other connection needs.
+    /// Out-of-order segments across all connections (kept up to date by
+    /// `commit_block`, recounted by restore).
+    ooo_segs: u64,
+    /// The pool's small and large buffers are nearly gone (the shell
+    /// says, each batch): out-of-order data in that class is not kept.
     pool_short: [bool; 2],
     /// Challenge ACK rate limit: (second, count).
     challenge: (u64, u32),
 }
 
 impl<'a> TcpCore<'a> {
-    /// Whether the pool is short of small and of large buffers, as the
+    /// Whether the pool's small and large buffers are nearly gone, as the
     /// shell sees it: while a class is, out-of-order segments in it are
     /// dropped rather than kept (the peer sends them again), leaving the
-    /// buffers to in-order data and to every other layer.
+    /// last buffers to in-order data and to every other layer.
     pub fn set_pool_short(&mut self, small: bool, large: bool) {
         self.pool_short = [small, large];
     }
@@ -361,6 +363,7 @@ impl<'a> TcpCore<'a> {
             rng,
             ident: (rng >> 16) as u16,
             queued_bytes: 0,
+            ooo_segs: 0,
             pool_short: [false; 2],
             challenge: (0, 0),
             cfg,
@@ -525,7 +528,9 @@ impl<'a> TcpCore<'a> {
         debug_assert_eq!(self.events.last(), Some(&(idx as u32)), "events nest");
         self.events.pop();
         let outer = self.events.last().map(|&o| o as usize);
+        let before = u64::from(self.conns[idx].ooo_q.count);
         self.slab.commit(&mut self.conns[idx], &c, outer);
+        self.ooo_segs = (self.ooo_segs + u64::from(c.ooo_q.count)).saturating_sub(before);
     }
 
     /// Finishes an event on block `idx`: sends what can be sent, tells

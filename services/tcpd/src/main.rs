@@ -57,6 +57,8 @@ fn main() {
     let mut cfg = TcpConfig::from_stack(&svc.config);
     cfg.max_conns = MAX_CONNS;
     cfg.seed = (now_ns() as u32) ^ std::process::id();
+    let params = f.params();
+    cfg.max_ooo_segs = u64::from(params.small_bufs + params.large_bufs) / 4;
     let mut pool = f.pool(me);
     let mut out = Outputs::with_capacity(8 * BUDGET);
     let now = now_ns();
@@ -109,12 +111,13 @@ fn main() {
 
         let n = from_ip.pop(&mut batch);
         if n > 0 {
-            // Out-of-order data may hold buffers only while half the
-            // pool is free: the rest stays for in-order data, sockd's
-            // sends (which stop at a quarter) and every other layer.
+            // Out-of-order data is limited to a quarter of the pool
+            // (`max_ooo_segs`); and when the pool is nearly gone, whoever
+            // holds it, none is kept: the last buffers are in-order
+            // data's and the other layers'.
             let (small, large) = f.free_counts();
             let p = f.params();
-            core.set_pool_short(small < p.small_bufs / 2, large < p.large_bufs / 2);
+            core.set_pool_short(small < p.small_bufs / 8, large < p.large_bufs / 8);
         }
         for h in &batch[..n] {
             if !f.take_input(me, h) {

@@ -447,6 +447,7 @@ pub(crate) fn restore<'a, B: Buffers>(
             + u64::from(c.rcv_q.bytes)
             + u64::from(c.ooo_q.bytes)
             + u64::from(c.dlv_q.bytes);
+        core.ooo_segs += u64::from(c.ooo_q.count);
     }
     // Listener counts from their children.
     for i in 0..n {

@@ -77,3 +77,34 @@ fn a_short_pool_keeps_no_out_of_order_data_but_takes_in_order_data() {
     assert_eq!(h.data_for(2), data[500..]);
     h.finish();
 }
+
+#[test]
+fn out_of_order_data_across_connections_stays_under_its_share_of_the_pool() {
+    let mut h = H::with(TcpConfig {
+        max_ooo_segs: 10,
+        ..config()
+    });
+    h.listen(1, LPORT, 16);
+    let iss = h.accept(2, TcpOptions::default());
+    let data = pattern(100, 6);
+    for k in 0..12u32 {
+        let off = 2 * k as usize + 1;
+        h.peer(ACK, PISS + 1 + off as u32, iss + 1, &data[off..off + 1]);
+    }
+    // Ten kept (give or take the segment in flight when the count is
+    // read), the rest dropped.
+    let kept = h.conn().ooo_q;
+    assert!((10..=11).contains(&kept), "{kept} kept");
+    assert_eq!(h.core.stats().get(Stat::OooDropped), 12 - u64::from(kept));
+    // A restarted tcpd counts what its arena holds: still no room.
+    h.restart(None);
+    h.peer(ACK, PISS + 1 + 25, iss + 1, &data[25..26]);
+    assert_eq!(h.conn().ooo_q, kept);
+    // The holes filled, they are delivered, and the share is free again.
+    h.peer(ACK, PISS + 1, iss + 1, &data[..30]);
+    assert_eq!(h.conn().ooo_q, 0);
+    h.segs.clear();
+    h.peer(ACK, PISS + 1 + 40, iss + 1, &data[40..41]);
+    assert_eq!(h.conn().ooo_q, 1, "room again");
+    h.finish();
+}
