@@ -69,6 +69,15 @@ pub struct StackConfig {
     /// `net.ipv4.ip_forward`). Off by default.
     #[serde(default)]
     pub forwarding: bool,
+    /// The first port any local user may bind (Linux
+    /// `net.ipv4.ip_unprivileged_port_start`); below it sockd asks for uid
+    /// 0 or CAP_NET_BIND_SERVICE.
+    #[serde(default = "default_unprivileged_port_start")]
+    pub unprivileged_port_start: u16,
+}
+
+fn default_unprivileged_port_start() -> u16 {
+    1024
 }
 
 fn default_ephemeral() -> (u16, u16) {

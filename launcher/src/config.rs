@@ -93,12 +93,26 @@ pub struct Filter {
 }
 
 /// How the stack treats IPv4.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Ip {
     /// Forward datagrams not addressed to the stack from one interface to
     /// another (router mode; Linux `net.ipv4.ip_forward`). Default false:
     /// such datagrams are dropped.
     pub forwarding: bool,
+    /// The first port any local user may bind; binding a lower one needs
+    /// uid 0 or CAP_NET_BIND_SERVICE, as on Linux
+    /// (`net.ipv4.ip_unprivileged_port_start`). Default 1024; 0 lets
+    /// everyone bind every port.
+    pub unprivileged_port_start: u16,
+}
+
+impl Default for Ip {
+    fn default() -> Self {
+        Ip {
+            forwarding: false,
+            unprivileged_port_start: 1024,
+        }
+    }
 }
 
 /// One network interface of the stack.
@@ -892,6 +906,7 @@ struct RawFilter {
 #[serde(deny_unknown_fields)]
 struct RawIp {
     forwarding: Option<bool>,
+    unprivileged_port_start: Option<i64>,
 }
 
 #[derive(Deserialize)]
@@ -953,6 +968,10 @@ impl RawConfig {
             routes,
             ip: Ip {
                 forwarding: self.ip.forwarding.unwrap_or(false),
+                unprivileged_port_start: match self.ip.unprivileged_port_start {
+                    None => Ip::default().unprivileged_port_start,
+                    Some(v) => check_range("ip.unprivileged_port_start", v, &(0..=65_535))? as u16,
+                },
             },
             limits: self.limits.resolve()?,
             filter: Filter {
@@ -1294,6 +1313,15 @@ mod tests {
             let e = error_of(&text);
             assert!(e.contains("unknown field"), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn unprivileged_ports_start_at_1024_unless_set() {
+        assert_eq!(parse(IFACE).unwrap().ip.unprivileged_port_start, 1024);
+        let c = parse(&format!("{IFACE}[ip]\nunprivileged_port_start = 0\n")).unwrap();
+        assert_eq!(c.ip.unprivileged_port_start, 0);
+        let e = error_of(&format!("{IFACE}[ip]\nunprivileged_port_start = 65536\n"));
+        assert!(e.contains("ip.unprivileged_port_start"), "{e}");
     }
 
     #[test]

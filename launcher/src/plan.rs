@@ -108,6 +108,7 @@ impl Plan {
                 socket_rx_bytes: c.limits.socket_buffer_bytes,
                 socket_tx_bytes: c.limits.socket_buffer_bytes,
                 forwarding: c.ip.forwarding,
+                unprivileged_port_start: c.ip.unprivileged_port_start,
             },
             devices,
             heartbeat_timeout: Duration::from_millis(c.limits.heartbeat_timeout_ms as u64),

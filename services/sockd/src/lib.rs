@@ -5,10 +5,12 @@
 //!
 //! - [`stream`]: one TCP socket's stream offsets and credits between
 //!   sockd and tcpd, and how they recover from a restart of either.
+//! - [`auth`]: who may bind which port.
 //!
 //! The binary (`main.rs` and its modules) is the shell: sessions with
 //! libsock, the applications' rings, the service loop.
 
 #![forbid(unsafe_code)]
 
+pub mod auth;
 pub mod stream;

@@ -116,6 +116,9 @@ struct Session {
     fd: OwnedFd,
     pid: u32,
     uid: u32,
+    /// The process may bind ports below the unprivileged start (root, or
+    /// CAP_NET_BIND_SERVICE when the session opened).
+    low_ports: bool,
 }
 
 struct Sock {
@@ -314,6 +317,8 @@ struct Sockd<'a> {
     to_tcp: Vec<Handle>,
     /// tcpd's initial send credit per connection.
     tcp_credit: u64,
+    /// Ports below this need [`Session::low_ports`].
+    unprivileged_port_start: u16,
     wake_fd: RawFd,
     /// CLOSE and ABORT sent to tcpd for sockets we have forgotten, until
     /// tcpd confirms with CLOSED: sent again if it restarted meanwhile.
@@ -380,6 +385,7 @@ fn main() {
         to_udp: Vec::with_capacity(BUDGET * 4),
         to_tcp: Vec::with_capacity(BUDGET * 4),
         tcp_credit: svc.config.socket_tx_bytes as u64,
+        unprivileged_port_start: svc.config.unprivileged_port_start,
         wake_fd: f.wake_fd(me),
         closes: HashMap::new(),
         tcpd_seen: (0, 0),

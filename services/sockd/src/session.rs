@@ -3,6 +3,7 @@
 //! accepted TCP connection to the application.
 
 use super::*;
+use strata_sockd::auth;
 
 impl Sockd<'_> {
     pub(crate) fn accept_sessions(&mut self, listener: &OwnedFd) {
@@ -19,6 +20,8 @@ impl Sockd<'_> {
             let Ok(cred) = getsockopt(&fd, sockopt::PeerCredentials) else {
                 continue;
             };
+            let status = std::fs::read_to_string(format!("/proc/{}/status", cred.pid())).ok();
+            let caps = status.as_deref().and_then(auth::effective_caps);
             self.next_session += 1;
             self.sessions.insert(
                 self.next_session,
@@ -26,6 +29,7 @@ impl Sockd<'_> {
                     fd,
                     pid: cred.pid() as u32,
                     uid: cred.uid(),
+                    low_ports: auth::may_bind_low(cred.uid(), caps),
                 },
             );
             self.count(c::SESSIONS_OPENED, 1);
@@ -118,6 +122,16 @@ impl Sockd<'_> {
                 Some(Response::Ok)
             }
             s if s.rec.state != sock_state::OPEN => Some(errno_resp(libc::EINVAL)),
+            // Ports below the unprivileged start are root's (Linux:
+            // EACCES without CAP_NET_BIND_SERVICE).
+            _ if !auth::may_bind(
+                addr.port,
+                self.unprivileged_port_start,
+                self.sessions[&sid].low_ports,
+            ) =>
+            {
+                Some(errno_resp(libc::EACCES))
+            }
             s => {
                 let reuse = s.rec.reuse_addr();
                 self.request_transport(
@@ -248,11 +262,13 @@ impl Sockd<'_> {
     /// started, with new memory and eventfd (its old ones died with the
     /// last sockd's mappings).
     fn reattach(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
-        let pid = self.sessions[&sid].pid;
+        // The same process (pid) of the same user: a pid reused by
+        // another user's process gets nothing.
+        let (pid, uid) = (self.sessions[&sid].pid, self.sessions[&sid].uid);
         let ok = self
             .socks
             .get(&id)
-            .is_some_and(|s| s.session.is_none() && s.rec.pid == pid);
+            .is_some_and(|s| s.session.is_none() && s.rec.pid == pid && s.rec.uid == uid);
         if !ok || fds.len() != 2 {
             return errno_resp(libc::EBADF);
         }

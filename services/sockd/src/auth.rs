@@ -1,0 +1,58 @@
+//! Who may do what: the checks sockd makes of the process behind a
+//! session, as Linux makes them of the caller of `bind`.
+
+/// Linux's capability number for binding ports below the unprivileged
+/// start.
+const CAP_NET_BIND_SERVICE: u32 = 10;
+
+/// The effective capability set in the text of `/proc/PID/status`
+/// (`CapEff:` in hex), if it is there.
+pub fn effective_caps(status: &str) -> Option<u64> {
+    let v = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?;
+    u64::from_str_radix(v.trim(), 16).ok()
+}
+
+/// Whether a process of `uid` with effective capabilities `caps` may
+/// bind low ports: root, or CAP_NET_BIND_SERVICE.
+pub fn may_bind_low(uid: u32, caps: Option<u64>) -> bool {
+    uid == 0 || caps.is_some_and(|c| c & (1 << CAP_NET_BIND_SERVICE) != 0)
+}
+
+/// Whether binding `port` is allowed with ports below `unprivileged_start`
+/// reserved to processes that [`may_bind_low`]. Port 0 (any) always is.
+pub fn may_bind(port: u16, unprivileged_start: u16, low_ok: bool) -> bool {
+    port == 0 || port >= unprivileged_start || low_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STATUS: &str = "Name:\tcat\nUid:\t1000\t1000\t1000\t1000\n\
+                          CapInh:\t0000000000000000\nCapPrm:\t0000000000000000\n\
+                          CapEff:\t0000000000000400\nCapBnd:\t000001ffffffffff\n";
+
+    #[test]
+    fn the_effective_set_is_read_from_proc_status() {
+        assert_eq!(effective_caps(STATUS), Some(0x400));
+        assert_eq!(effective_caps("Name:\tx\n"), None);
+        assert_eq!(effective_caps("CapEff:\tzz\n"), None);
+    }
+
+    #[test]
+    fn low_ports_need_root_or_cap_net_bind_service() {
+        assert!(may_bind_low(0, None));
+        assert!(may_bind_low(1000, effective_caps(STATUS)));
+        assert!(!may_bind_low(1000, Some(0x3ff)));
+        assert!(!may_bind_low(1000, None));
+    }
+
+    #[test]
+    fn only_ports_below_the_start_are_reserved() {
+        assert!(may_bind(0, 1024, false), "any port");
+        assert!(may_bind(1024, 1024, false));
+        assert!(!may_bind(80, 1024, false));
+        assert!(may_bind(80, 1024, true));
+        assert!(may_bind(80, 0, false), "start 0: no reserved ports");
+    }
+}

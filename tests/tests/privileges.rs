@@ -1,0 +1,56 @@
+//! What sockd lets a local user do: ports below 1024 are root's (or a
+//! process with CAP_NET_BIND_SERVICE's), as on Linux.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use strata_tests::{bin, spawn_app, wait_line, Bg, Netns, Stack};
+
+/// Runs examples/echo as user and group 65534 (nobody) with `args`;
+/// `bounded`: for at most 20 s.
+fn echo_as_nobody(st: &Stack, args: &[&str], bounded: bool) -> Command {
+    let mut c = Command::new(if bounded { "timeout" } else { "setpriv" });
+    if bounded {
+        c.args(["20", "setpriv"]);
+    }
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(bin("echo"))
+        .args(args)
+        .env("STRATA_INSTANCE", &st.instance);
+    c
+}
+
+#[test]
+fn ports_below_1024_are_refused_to_other_users_with_eacces() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    // TCP port 80 and UDP port 53: refused, and said so.
+    for args in [
+        ["--tcp", "0.0.0.0:80", "--udp", "0.0.0.0:5353"],
+        ["--tcp", "0.0.0.0:8080", "--udp", "0.0.0.0:53"],
+    ] {
+        // Refused, it exits at once; served, it would run on (until the
+        // `timeout` this wraps it in).
+        let out = echo_as_nobody(&st, &args, true)
+            .stdout(Stdio::null())
+            .output()
+            .expect("setpriv (util-linux)");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?}: {err}");
+        assert!(err.contains("Permission denied"), "{args:?}: {err}");
+    }
+    // Ports from 1024 on: served to anyone.
+    let child = echo_as_nobody(
+        &st,
+        &["--tcp", "0.0.0.0:8080", "--udp", "0.0.0.0:5353"],
+        false,
+    )
+    .stdout(Stdio::piped())
+    .spawn()
+    .expect("setpriv (util-linux)");
+    let mut nobody = Bg::new(child);
+    wait_line(&mut nobody, "serving UDP", Duration::from_secs(10));
+    // And root still binds port 80.
+    let mut root = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:80", "--udp", "0.0.0.0:53"]);
+    wait_line(&mut root, "serving UDP", Duration::from_secs(10));
+}
