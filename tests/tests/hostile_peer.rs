@@ -1,7 +1,8 @@
 //! A remote peer cannot take the packet pool: tens of thousands of
-//! one-byte out-of-order segments spread over many connections leave
-//! tcpd holding a bounded share of it, and a well-behaved client still
-//! gets its data through and its pings answered, with no layer restarted.
+//! one-byte out-of-order segments spread over many connections, or
+//! fragments from a thousand spoofed sources that never complete, leave
+//! a bounded share of it held, and a well-behaved client still gets its
+//! data through and its pings answered, with no layer restarted.
 
 use std::time::Duration;
 
@@ -126,4 +127,66 @@ fn one_byte_holes_on_many_connections_leave_the_pool_to_everyone_else() {
         assert_eq!(st.restarts(layer), 0, "{layer} restarted");
     }
     drop(flood);
+}
+
+/// First fragments (more to come, never sent) of 1,000 datagrams from
+/// 1,000 spoofed sources, as raw frames on the kernel side of the TAP.
+const FRAGMENTS: &str = r#"
+import socket, struct
+def csum(b):
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("strata0", 0))
+eth = bytes.fromhex("025354000001") + s.getsockname()[4] + b"\x08\x00"
+payload = b"\x08\x00\x00\x00" + bytes(1004)
+for i in range(1000):
+    src = socket.inet_aton("198.51.%d.%d" % (100 + i // 250, 1 + i % 250))
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), i, 0x2000, 64, 1, 0,
+                     src, socket.inet_aton("10.77.0.2"))
+    s.send(eth + ip[:10] + struct.pack("!H", csum(ip)) + ip[12:] + payload)
+print("sent 1000")
+"#;
+
+#[test]
+fn fragments_from_a_thousand_spoofed_sources_leave_the_large_buffers_to_everyone_else() {
+    let ns = Netns::new();
+    // Few large buffers, as a small configuration has: reassembly, which
+    // pins one per datagram, must still leave most of them.
+    let st = Stack::up_with(&ns, "[limits]\nlarge_buffers = 16\n");
+    let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    let out = ns.run_ok(&["python3", "-c", FRAGMENTS]);
+    assert_eq!(out.trim(), "sent 1000");
+    // Every fragment is taken in or refused by a limit before we look.
+    st.wait_for("ipd to see the fragments", Duration::from_secs(30), || {
+        st.counter("ipd", "rx_frames") >= 1000
+    });
+    let pool = st.json("status")["pool"].clone();
+    eprintln!(
+        "pool: {pool}\nipd: {}",
+        ["frag_table_full", "frag_mem_limit", "frag_timeout"]
+            .map(|k| format!("{k}={}", st.counter("ipd", k)))
+            .join(" ")
+    );
+    let (free, total) = (
+        pool["large_free"].as_u64().unwrap(),
+        pool["large_total"].as_u64().unwrap(),
+    );
+    assert!(
+        free >= total - total / 4,
+        "{free} of {total} large buffers free"
+    );
+    assert!(
+        st.counter("ipd", "frag_table_full") > 0,
+        "no limit was reached"
+    );
+    // The partial datagrams are still held (30 s): everyone else is
+    // served meanwhile (except for reassembly, whose table they fill, as
+    // they would fill Linux's memory for it).
+    let out = ns.run_ok(&["python3", "-c", GOOD_CLIENT]);
+    assert_eq!(out.trim(), "ok");
+    let r = ping_all(&ns, &["-c", "3", "-i", "0.2", "-W", "2", STACK_IP]);
+    assert_eq!(r.received, 3, "{}", r.text);
 }

@@ -42,6 +42,11 @@ fn config(svc: &Service) -> IpConfig {
         routes: svc.config.routes.clone(),
         limits: IpLimits {
             forwarding: svc.config.forwarding,
+            // Each reassembly pins a large buffer until it completes or
+            // times out: at most a quarter of them, so that fragments
+            // from spoofed sources never take the class.
+            max_reassemblies: (svc.fabric.params().large_bufs as usize / 4)
+                .clamp(1, IpLimits::default().max_reassemblies),
             ..Default::default()
         },
     }
