@@ -190,3 +190,41 @@ fn fragments_from_a_thousand_spoofed_sources_leave_the_large_buffers_to_everyone
     let r = ping_all(&ns, &["-c", "3", "-i", "0.2", "-W", "2", STACK_IP]);
     assert_eq!(r.received, 3, "{}", r.text);
 }
+
+/// Connects to port 7 with the smallest MSS Linux lets a socket ask for
+/// (88) and a 4 KiB receive buffer, sends 200 KB and then never reads:
+/// the echo piles up in the stack, cut for a tiny segment size.
+const TINY_MSS: &str = r#"
+import signal, socket
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_MAXSEG, 88)
+s.connect(("10.77.0.2", 7))
+s.sendall(bytes(200_000))
+print("sent", flush=True)
+signal.pause()
+"#;
+
+#[test]
+fn a_peer_with_a_tiny_mss_that_stops_reading_costs_hundreds_of_buffers_not_thousands() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    let mut peer = ns.spawn(&["python3", "-c", TINY_MSS]);
+    wait_line(&mut peer, "sent", Duration::from_secs(60));
+    // Most of the echo has gone from the application to tcpd, which
+    // cannot send it: the peer's window is closed.
+    st.wait_for("the echo to reach tcpd", Duration::from_secs(60), || {
+        st.counter("sockd", "tx_copy_bytes") >= 150_000
+    });
+    let pool = st.json("status")["pool"].clone();
+    eprintln!("pool: {pool}");
+    // sockd cuts the stream into one buffer per 76-byte segment, but
+    // tcpd packs what it cannot send yet into the spare room of its last
+    // queued buffer: 150 KB held costs ~150 buffers, not ~2,000.
+    let in_use = pool["in_use"].as_u64().unwrap();
+    assert!(in_use < 1000, "{in_use} buffers in use");
+    let r = ping_all(&ns, &["-c", "3", "-i", "0.2", "-W", "2", STACK_IP]);
+    assert_eq!(r.received, 3, "{}", r.text);
+}
