@@ -583,12 +583,74 @@ impl SockMem {
     }
 }
 
-/// Writes 1 to an eventfd (a kick).
+/// A wake-up channel: a connected pair of Unix datagram sockets, both
+/// non-blocking, returned as (the end to wait on, the end to kick).
+///
+/// The side that waits polls its end for readability and [`drain`]s it;
+/// the other side [`kick`]s its end. Kicks are sent with `MSG_DONTWAIT`,
+/// a flag of the call and not of the file, so that the waiting side,
+/// which may be a hostile client holding a copy of either end, cannot
+/// make a kick block (it could clear `O_NONBLOCK` on a shared eventfd, or
+/// fill its counter, and hang whoever writes it).
+pub fn wake_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
+    let (a, b) = socketpair(
+        AddressFamily::Unix,
+        SockType::Datagram,
+        None,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(io::Error::from)?;
+    Ok((a, b))
+}
+
+/// Whether `fd` is what [`wake_pair`] makes: a Unix datagram socket. A
+/// kick never blocks on anything else either (it fails), but a client
+/// that hands over something else gets a clear error instead.
+pub fn is_wake_end(fd: &impl AsRawFd) -> bool {
+    let int_opt = |name: libc::c_int| {
+        let mut v: libc::c_int = 0;
+        let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: the kernel writes at most `len` bytes into the live
+        // local `v` and updates the live local `len`.
+        let r = unsafe {
+            libc::getsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                name,
+                &mut v as *mut libc::c_int as *mut libc::c_void,
+                &mut len,
+            )
+        };
+        (r == 0).then_some(v)
+    };
+    int_opt(libc::SO_DOMAIN) == Some(libc::AF_UNIX)
+        && int_opt(libc::SO_TYPE) == Some(libc::SOCK_DGRAM)
+}
+
+/// Kicks the other end of a [`wake_pair`]: one byte, never blocking. A
+/// full queue means a kick is pending already; a descriptor that is not
+/// such a socket makes the call fail, nothing else.
 pub fn kick(fd: &impl AsRawFd) {
-    let one: u64 = 1;
-    // SAFETY: the kernel reads 8 bytes from a live local; a stale or
-    // closed fd makes the call fail, not misbehave.
-    unsafe { libc::write(fd.as_raw_fd(), &one as *const u64 as *const libc::c_void, 8) };
+    use nix::sys::socket::{send, MsgFlags};
+    let _ = send(
+        fd.as_raw_fd(),
+        &[1],
+        MsgFlags::MSG_DONTWAIT | MsgFlags::MSG_NOSIGNAL,
+    );
+}
+
+/// Empties the waiting end of a [`wake_pair`] (at most a bounded number
+/// of kicks per call: a peer that kicks without pause cannot keep the
+/// caller here).
+pub fn drain(fd: &impl AsRawFd) {
+    use nix::sys::socket::{recv, MsgFlags};
+    let mut b = [0u8; 16];
+    for _ in 0..256 {
+        if recv(fd.as_raw_fd(), &mut b, MsgFlags::MSG_DONTWAIT).is_err() {
+            break;
+        }
+    }
 }
 
 #[cfg(test)]
@@ -656,6 +718,36 @@ mod tests {
         assert!(SockMem::attach(&fd, 1 << 20).is_err());
         let (_app, fd) = SockMem::create(4096, 4096).unwrap();
         assert!(SockMem::attach(&fd, 1024).is_err(), "over the size limit");
+    }
+
+    #[test]
+    fn a_wake_pair_wakes_and_a_kick_never_blocks() {
+        let (w, k) = wake_pair().unwrap();
+        assert!(is_wake_end(&w) && is_wake_end(&k));
+        let readable = |fd: &OwnedFd| {
+            let mut p = libc::pollfd {
+                fd: fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one live pollfd, no timeout.
+            unsafe { libc::poll(&mut p, 1, 0) == 1 }
+        };
+        assert!(!readable(&w));
+        kick(&k);
+        assert!(readable(&w));
+        drain(&w);
+        assert!(!readable(&w));
+        // Nobody drains: the queue fills and kicks go on returning.
+        for _ in 0..10_000 {
+            kick(&k);
+        }
+        assert!(readable(&w));
+        // A pipe is not a wake end, and kicking it returns at once.
+        let (r, wr) = nix::unistd::pipe().unwrap();
+        assert!(!is_wake_end(&wr));
+        kick(&wr);
+        drop(r);
     }
 
     #[test]

@@ -1,19 +1,19 @@
 //! What every socket type shares: its id at sockd, its shared memory and
-//! eventfd, the client-side options (non-blocking mode, timeouts), the
+//! wake pair, the client-side options (non-blocking mode, timeouts), the
 //! pending-error and state checks, and the one place where a thread
 //! blocks (`block_on`).
 //!
 //! Blocking: a thread that has to wait announces what it waits for in
 //! the shared memory (`announce_wait`), looks once more, and sleeps on
-//! the socket's eventfd, which sockd kicks when it makes the awaited
+//! its end of the socket's wake pair, which sockd kicks when it makes the awaited
 //! condition true. Several threads may wait on one socket (one receives
-//! while another sends); only one of them polls the eventfd at a time
+//! while another sends); only one of them polls the wake end at a time
 //! and wakes the others through a condition variable after every
 //! wake-up, so that no thread drains a kick meant for another.
 
 use std::io;
 use std::net::SocketAddrV4;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
@@ -26,7 +26,7 @@ use crate::session::{expect_ok, lock, unexpected, Attach, Session};
 /// Ring size used unless a [`crate::Builder`] says otherwise.
 pub(crate) const DEFAULT_RING: usize = 256 << 10;
 
-/// Who polls the eventfd, and a counter of wake-ups.
+/// Who polls the wake end, and a counter of wake-ups.
 struct Waits {
     polling: bool,
     epoch: u64,
@@ -43,7 +43,7 @@ pub(crate) struct Core {
     read_timeout: AtomicU64,
     /// Nanoseconds; 0: none.
     write_timeout: AtomicU64,
-    /// The eventfd was handed out as a readiness fd (`wait::ALWAYS`).
+    /// The wake end was handed out as a readiness fd (`wait::ALWAYS`).
     always: AtomicBool,
     /// Bytes a non-blocking send found no room for (0: none), so that a
     /// drained readiness fd is re-armed once that room exists.
@@ -81,23 +81,17 @@ fn nanos_timeout(n: u64) -> Option<Duration> {
     (n != 0).then(|| Duration::from_nanos(n))
 }
 
-/// Creates a socket's shared memory and eventfd.
+/// Creates a socket's shared memory and wake pair.
 pub(crate) fn prepare(tx: usize, rx: usize) -> io::Result<(SockMem, Arc<Attach>)> {
     let clamp = |n: usize| n.clamp(sockring::MIN_RING as usize, sockring::MAX_RING as usize) as u32;
     let (mem, memfd) = SockMem::create(clamp(tx), clamp(rx))?;
-    // SAFETY: no pointers; the call only creates a descriptor.
-    let efd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
-    if efd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: eventfd just returned this descriptor (checked non-negative),
-    // and nothing else owns it.
-    let efd = unsafe { OwnedFd::from_raw_fd(efd) };
+    let (wait, kick) = sockring::wake_pair()?;
     Ok((
         mem,
         Arc::new(Attach {
             memfd,
-            efd,
+            wait,
+            kick,
             lost: AtomicI32::new(0),
         }),
     ))
@@ -254,7 +248,7 @@ impl Core {
     }
 
     /// Runs `attempt` until it gives a value, in between waiting for the
-    /// `bits` condition ([`wait::RX`] or [`wait::TX`]) on the eventfd, up
+    /// `bits` condition ([`wait::RX`] or [`wait::TX`]) on the wake end, up
     /// to `timeout` (then `on_timeout`). In non-blocking mode a failed
     /// attempt is `WouldBlock`. `attempt` does its own checks (see
     /// [`Core::check`]).
@@ -307,7 +301,7 @@ impl Core {
         }
     }
 
-    /// Sleeps until the eventfd is kicked (or another thread of ours saw
+    /// Sleeps until the wake end is kicked (or another thread of ours saw
     /// a kick since `epoch`), at most `remaining`.
     fn sleep(&self, epoch: u64, remaining: Option<Duration>) {
         let mut w = lock(&self.waits);
@@ -324,7 +318,7 @@ impl Core {
         }
         w.polling = true;
         drop(w);
-        poll_readable(self.attach.efd.as_raw_fd(), remaining);
+        poll_readable(self.attach.wait.as_raw_fd(), remaining);
         self.drain();
         let mut w = lock(&self.waits);
         w.polling = false;
@@ -332,21 +326,13 @@ impl Core {
         self.woken.notify_all();
     }
 
-    /// Empties the eventfd; as a readiness fd, kicks it again if the
+    /// Empties the wake end; as a readiness fd, kicks it again if the
     /// socket is still ready for something (so that a level-triggered
     /// event loop sees it).
     fn drain(&self) {
-        let mut v = 0u64;
-        // SAFETY: the kernel writes at most 8 bytes into a live local.
-        unsafe {
-            libc::read(
-                self.attach.efd.as_raw_fd(),
-                &mut v as *mut u64 as *mut libc::c_void,
-                8,
-            )
-        };
+        sockring::drain(&self.attach.wait);
         if self.always.load(Relaxed) && self.ready() {
-            sockring::kick(&self.attach.efd);
+            sockring::kick(&self.attach.kick);
         }
     }
 
@@ -367,15 +353,15 @@ impl Core {
             || self.session.is_dead()
     }
 
-    /// The eventfd, as a readiness fd: from the first call on, sockd
+    /// The wake end, as a readiness fd: from the first call on, sockd
     /// kicks it on every change (`wait::ALWAYS`, sticky).
     pub(crate) fn readiness_fd(&self) -> RawFd {
         if !self.always.swap(true, AcqRel) {
             self.mem.announce_wait(wait::ALWAYS);
             // Make the event loop look once, whatever happened before.
-            sockring::kick(&self.attach.efd);
+            sockring::kick(&self.attach.kick);
         }
-        self.attach.efd.as_raw_fd()
+        self.attach.wait.as_raw_fd()
     }
 }
 
@@ -410,17 +396,20 @@ mod tests {
     }
 
     #[test]
-    fn prepared_memory_is_sealed_and_eventfd_nonblocking() {
+    fn prepared_memory_is_sealed_and_the_wake_pair_nonblocking() {
         let (mem, a) = prepare(DEFAULT_RING, 1).unwrap();
         assert_eq!(mem.tx_cap(), DEFAULT_RING);
         assert_eq!(mem.rx_cap(), sockring::MIN_RING as usize, "clamped up");
         // What sockd will check.
         assert!(SockMem::attach(&a.memfd, 1 << 30).is_ok());
-        // SAFETY: F_GETFL takes no pointer; the fd is open for the call.
-        let fl = unsafe { libc::fcntl(a.efd.as_raw_fd(), libc::F_GETFL) };
-        assert_ne!(fl & libc::O_NONBLOCK, 0);
-        // SAFETY: F_GETFD takes no pointer; the fd is open for the call.
-        let fd = unsafe { libc::fcntl(a.efd.as_raw_fd(), libc::F_GETFD) };
-        assert_ne!(fd & libc::FD_CLOEXEC, 0);
+        assert!(sockring::is_wake_end(&a.kick));
+        for end in [&a.wait, &a.kick] {
+            // SAFETY: F_GETFL takes no pointer; the fd is open for the call.
+            let fl = unsafe { libc::fcntl(end.as_raw_fd(), libc::F_GETFL) };
+            assert_ne!(fl & libc::O_NONBLOCK, 0);
+            // SAFETY: F_GETFD takes no pointer; the fd is open for the call.
+            let fd = unsafe { libc::fcntl(end.as_raw_fd(), libc::F_GETFD) };
+            assert_ne!(fd & libc::FD_CLOEXEC, 0);
+        }
     }
 }

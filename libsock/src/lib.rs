@@ -41,7 +41,7 @@
 //! Socket calls to sockd (bind, connect, names, options, close) are
 //! answered at once. Waiting — for a datagram, for room in a full send
 //! ring, for a connection to accept or complete — happens on the socket's
-//! own shared memory and eventfd, so one busy socket never holds up
+//! own shared memory and wake-up socket pair, so one busy socket never holds up
 //! another, and many threads may use one socket at once. Read and write
 //! timeouts and non-blocking mode are kept by libsock and behave as in
 //! `std` on Linux: a timed-out or would-block call fails with
@@ -50,7 +50,8 @@
 //! # Readiness for event loops
 //!
 //! Every socket implements [`AsRawFd`](std::os::fd::AsRawFd) (and
-//! `AsFd`): the fd is the socket's eventfd. Register it for readability
+//! `AsFd`): the fd is the end of the socket's wake-up socket pair that
+//! libsock waits on. Register it for readability
 //! with epoll, mio or poll(2), put the socket in non-blocking mode, and
 //! when it fires call the socket until `WouldBlock`. It fires on any
 //! change (data, room to send, a pending error, a stack that went away);
@@ -66,7 +67,7 @@
 //! lost session (a background thread, `libsock-watch`, waits for it to
 //! hang up; a request that fails notices too), reconnects (after 1 ms,
 //! then doubling the pause up to every 50 ms), re-attaches every socket
-//! of the process (handing sockd the same shared memory and eventfd
+//! of the process (handing sockd the same shared memory and wake end
 //! again), and carries on: interrupted socket
 //! calls are sent again, blocked receives, sends, accepts and connects
 //! keep waiting (connections that were waiting in the accept queue, or

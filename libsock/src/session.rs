@@ -46,12 +46,16 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What the session keeps of each live socket, to re-attach it after a
-/// sockd restart: the two fds sockd was given at creation.
+/// sockd restart: the two fds sockd was given at creation, and the end
+/// of the wake-up pair the application waits on.
 pub(crate) struct Attach {
     /// The socket's shared memory (sealed memfd).
     pub(crate) memfd: OwnedFd,
-    /// The application's eventfd, which sockd kicks.
-    pub(crate) efd: OwnedFd,
+    /// The end of the socket's wake pair (`sockring::wake_pair`) the
+    /// application polls: readable when kicked.
+    pub(crate) wait: OwnedFd,
+    /// The other end, which sockd (and the application itself) kicks.
+    pub(crate) kick: OwnedFd,
     /// Non-zero (an errno from sockd) once a restarted sockd refused to
     /// take the socket back.
     pub(crate) lost: AtomicI32,
@@ -59,7 +63,7 @@ pub(crate) struct Attach {
 
 impl Attach {
     fn fds(&self) -> [RawFd; 2] {
-        [self.memfd.as_raw_fd(), self.efd.as_raw_fd()]
+        [self.memfd.as_raw_fd(), self.kick.as_raw_fd()]
     }
 }
 
@@ -88,7 +92,8 @@ pub(crate) struct Session {
     state: Mutex<State>,
     /// Signalled when a link is installed (the watcher waits for one).
     linked: Condvar,
-    /// sockd's eventfd, kicked when a socket's memory asks for it.
+    /// This session's end of its wake pair toward sockd, kicked when a
+    /// socket's memory asks for it.
     server_kick: RwLock<Option<Arc<OwnedFd>>>,
     /// Mirror of `state.dead.is_some()` for the data path.
     dead: AtomicBool,
@@ -243,21 +248,17 @@ fn connect_raw(path: &Path, instance: &str) -> Result<(Link, Arc<OwnedFd>), Fail
     let hello = Request::Hello {
         version: wire::VERSION,
     };
-    let (resp, mut fds) = exchange(&sock, &hello, &[])?;
+    // sockd waits on one end of the session's wake pair; we kick the
+    // other.
+    let (server_wait, kick) = strata_ipc::sockring::wake_pair().map_err(Fail::Other)?;
+    let (resp, _) = exchange(&sock, &hello, &[server_wait.as_raw_fd()])?;
     let other = |e| Err(Fail::Other(e));
     match resp {
-        Response::Welcome { .. } if !fds.is_empty() => {
-            let kick = Arc::new(fds.swap_remove(0));
-            Ok((
-                Link {
-                    sock: Arc::new(sock),
-                },
-                kick,
-            ))
-        }
-        Response::Welcome { .. } => other(io::Error::new(
-            io::ErrorKind::InvalidData,
-            "sockd's welcome carried no eventfd",
+        Response::Welcome { .. } => Ok((
+            Link {
+                sock: Arc::new(sock),
+            },
+            Arc::new(kick),
         )),
         Response::Error { errno } => {
             let e = io::Error::from_raw_os_error(errno);
@@ -405,7 +406,7 @@ impl Session {
         }
     }
 
-    /// Kicks sockd's eventfd (a socket's memory asked for it).
+    /// Kicks sockd (a socket's memory asked for it).
     pub(crate) fn kick_server(&self) {
         let k = self.server_kick.read().unwrap_or_else(|e| e.into_inner());
         if let Some(fd) = k.as_ref() {
@@ -426,7 +427,7 @@ impl Session {
     /// looks again (at a session that recovered, or died).
     fn kick_all(st: &State) {
         for a in st.sockets.values() {
-            strata_ipc::sockring::kick(&a.efd);
+            strata_ipc::sockring::kick(&a.kick);
         }
     }
 
@@ -443,7 +444,7 @@ impl Session {
                 Err(Fail::Other(e)) => e.raw_os_error().unwrap_or(libc::EIO),
             };
             a.lost.store(errno.max(1), Ordering::Release);
-            strata_ipc::sockring::kick(&a.efd);
+            strata_ipc::sockring::kick(&a.kick);
             lost.push(id);
         }
         for id in lost {
@@ -540,7 +541,7 @@ impl Session {
         self.transact_locked(&mut st, req, &[]).map(|(r, _)| r)
     }
 
-    /// Creates a socket of `kind` with the given memory and eventfd, and
+    /// Creates a socket of `kind` with the given memory and wake pair, and
     /// registers it for re-attachment (in the same critical section, so
     /// that no recovery can miss it).
     pub(crate) fn create(&self, kind: Kind, a: &Arc<Attach>) -> io::Result<u32> {

@@ -151,7 +151,7 @@ pub struct TcpListener {
     core: Arc<Core>,
     /// Ring sizes for accepted streams.
     rings: (usize, usize),
-    /// Memory and eventfd made for an accept that found no connection,
+    /// Memory and wake pair made for an accept that found no connection,
     /// kept for the next one.
     spare: Mutex<Option<(SockMem, Arc<Attach>)>>,
 }
@@ -321,7 +321,7 @@ impl AsRawFd for TcpListener {
 /// ```
 impl AsFd for TcpListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the eventfd lives as long as the core `self` holds.
+        // SAFETY: the wake end lives as long as the core `self` holds.
         unsafe { BorrowedFd::borrow_raw(self.core.readiness_fd()) }
     }
 }
@@ -732,7 +732,7 @@ impl AsRawFd for TcpStream {
 /// ```
 impl AsFd for TcpStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the eventfd lives as long as the core `self` holds.
+        // SAFETY: the wake end lives as long as the core `self` holds.
         unsafe { BorrowedFd::borrow_raw(self.core.readiness_fd()) }
     }
 }

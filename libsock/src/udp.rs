@@ -443,7 +443,7 @@ impl AsRawFd for UdpSocket {
 /// ```
 impl AsFd for UdpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
-        // SAFETY: the eventfd lives as long as the socket's core, which
+        // SAFETY: the wake end lives as long as the socket's core, which
         // `self` keeps alive for the borrow.
         unsafe { BorrowedFd::borrow_raw(self.core.readiness_fd()) }
     }

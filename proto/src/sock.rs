@@ -6,8 +6,13 @@
 //!
 //! Every request is answered at once; operations that wait (a blocking
 //! receive, an accept, a TCP connect) wait on the socket's shared memory
-//! and eventfd, not on this channel, so one busy socket never holds up the
-//! others of the same process.
+//! and wake pair, not on this channel, so one busy socket never holds up
+//! the others of the same process.
+//!
+//! Wake-ups go both ways over Unix datagram socket pairs the application
+//! creates (`strata_ipc::sockring::wake_pair`), kicked with
+//! `MSG_DONTWAIT`: sockd never writes an fd whose blocking a client
+//! controls, and no client holds an fd the layers share.
 
 // rkyv's derive generates archived twins of these types without docs.
 #![allow(missing_docs)]
@@ -17,7 +22,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// Version of this protocol, exchanged in [`Request::Hello`].
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Largest encoded message.
 pub const MAX_MSG: usize = 1024;
 /// Name of the socket file in the instance's runtime directory.
@@ -88,16 +93,18 @@ pub enum How {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum Request {
-    /// First message of a session. Response: [`Response::Welcome`], with
-    /// sockd's eventfd attached (kick it when a socket's shared memory
-    /// asks for it).
+    /// First message of a session. Attach one fd: the end of the
+    /// session's wake pair sockd waits on (the application kicks the other
+    /// end when a socket's shared memory asks for it). Response:
+    /// [`Response::Welcome`].
     Hello {
         /// [`VERSION`].
         version: u32,
     },
     /// A new socket. Attach two fds: the socket's shared memory (a sealed
-    /// memfd, see `strata_ipc::sockring`) and the eventfd sockd kicks to
-    /// wake the application. Response: [`Response::Created`].
+    /// memfd, see `strata_ipc::sockring`) and the end of the socket's
+    /// wake pair sockd kicks to wake the application (which waits on the
+    /// other). Response: [`Response::Created`].
     Socket {
         /// Socket type.
         kind: Kind,
@@ -156,7 +163,7 @@ pub enum Request {
         id: u32,
     },
     /// After sockd restarted: take this existing socket back, with its
-    /// memory and eventfd attached again. Response: `Ok` or an error if
+    /// memory and wake end attached again. Response: `Ok` or an error if
     /// the socket is gone.
     Reattach {
         /// Socket.

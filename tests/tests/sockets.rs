@@ -9,7 +9,7 @@ use std::io::{IoSlice, IoSliceMut, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::process::Stdio;
 use std::time::Duration;
-use strata_ipc::sockring::SockMem;
+use strata_ipc::sockring::{wait, wake_pair, SockMem};
 use strata_proto::sock::{Kind, Request, Response, VERSION};
 use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack, STACK_IP};
 
@@ -82,6 +82,8 @@ fn a_reader_that_falls_behind_loses_datagrams_and_they_are_counted() {
 /// could.
 struct RawClient {
     fd: OwnedFd,
+    /// The end of the session's wake pair it would kick sockd with.
+    _kick: OwnedFd,
 }
 
 impl RawClient {
@@ -95,9 +97,10 @@ impl RawClient {
         )
         .unwrap();
         connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
-        let c = RawClient { fd };
+        let (wait, kick) = wake_pair().unwrap();
+        let c = RawClient { fd, _kick: kick };
         assert!(matches!(
-            c.call(&Request::Hello { version: VERSION }, &[]),
+            c.call(&Request::Hello { version: VERSION }, &[wait.as_raw_fd()]),
             Response::Welcome { .. }
         ));
         c
@@ -142,16 +145,16 @@ impl RawClient {
         Response::decode(&buf[..n]).unwrap()
     }
 
-    fn udp_socket(&self) -> (u32, SockMem, OwnedFd, OwnedFd) {
+    /// A UDP socket: its id, memory, memfd and wake pair (the end to wait
+    /// on, the end sockd kicks).
+    fn udp_socket(&self) -> (u32, SockMem, OwnedFd, (OwnedFd, OwnedFd)) {
         let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
-        // SAFETY: eventfd returns a new descriptor nobody else owns (a
-        // failure, -1, makes from_raw_fd panic, not misbehave).
-        let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+        let (wait, kick) = wake_pair().unwrap();
         match self.call(
             &Request::Socket { kind: Kind::Udp },
-            &[memfd.as_raw_fd(), efd.as_raw_fd()],
+            &[memfd.as_raw_fd(), kick.as_raw_fd()],
         ) {
-            Response::Created { id } => (id, mem, memfd, efd),
+            Response::Created { id } => (id, mem, memfd, (wait, kick)),
             r => panic!("{r:?}"),
         }
     }
@@ -182,13 +185,11 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
     );
     // Not its process: it cannot take the socket over either.
     let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
-    // SAFETY: eventfd returns a new descriptor nobody else owns (a failure,
-    // -1, makes from_raw_fd panic, not misbehave).
-    let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+    let (_wait, kick) = wake_pair().unwrap();
     assert_eq!(
         evil.call(
             &Request::Reattach { id: victim },
-            &[memfd.as_raw_fd(), efd.as_raw_fd()]
+            &[memfd.as_raw_fd(), kick.as_raw_fd()]
         ),
         ebadf
     );
@@ -205,15 +206,33 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
     let raw = unsafe { OwnedFd::from_raw_fd(libc::memfd_create(c"x".as_ptr(), 0)) };
     // SAFETY: ftruncate takes no pointers; the fd is open for the call.
     unsafe { libc::ftruncate(raw.as_raw_fd(), 1 << 16) };
+    let einval = Response::Error {
+        errno: libc::EINVAL,
+    };
     assert_eq!(
         evil.call(
             &Request::Socket { kind: Kind::Udp },
-            &[raw.as_raw_fd(), efd.as_raw_fd()]
+            &[raw.as_raw_fd(), kick.as_raw_fd()]
         ),
-        Response::Error {
-            errno: libc::EINVAL
-        }
+        einval
     );
+    // Anything but a wake pair's end to be kicked through (a pipe, an
+    // eventfd: fds whose blocking the client controls) is refused.
+    let (pr, pw) = nix::unistd::pipe().unwrap();
+    // SAFETY: eventfd returns a new descriptor nobody else owns (a failure,
+    // -1, makes from_raw_fd panic, not misbehave).
+    let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
+    for bad in [&pw, &efd] {
+        let (_mem, memfd) = SockMem::create(4096, 4096).unwrap();
+        assert_eq!(
+            evil.call(
+                &Request::Socket { kind: Kind::Udp },
+                &[memfd.as_raw_fd(), bad.as_raw_fd()]
+            ),
+            einval
+        );
+    }
+    drop(pr);
     // A socket of its own whose ring it corrupts: sockd refuses the ring
     // and carries on.
     let (id, mem, _m, _e) = evil.udp_socket();
@@ -239,6 +258,70 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
     });
     assert!(st.counter("sockd", "bad_requests") >= 1);
     // The echo server never noticed.
+    let r = ns.run_ok(&[
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(2,2)\ns.settimeout(10)\ns.sendto(b'still here',('10.77.0.2',7))\nprint(s.recv(100).decode())",
+    ]);
+    assert_eq!(r.trim(), "still here");
+    for l in st.json("status")["layers"].as_array().unwrap() {
+        assert_eq!(l["restarts"], 0, "{l}");
+    }
+}
+
+#[test]
+fn a_client_that_never_drains_its_wake_pair_cannot_block_sockd() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(15));
+    let evil = RawClient::connect(&st.instance);
+    let (id, mem, _memfd, (_wait, kick)) = evil.udp_socket();
+    // The client fills the queue of the end it should wait on (and never
+    // reads it), makes the end sockd kicks blocking (the flag belongs to
+    // the file both processes share), and asks for a kick on every
+    // change: a kick that honoured the file's flag would hang sockd.
+    while nix::sys::socket::send(kick.as_raw_fd(), &[1], MsgFlags::MSG_DONTWAIT).is_ok() {}
+    // SAFETY: F_SETFL takes no pointer; the fd is open for the call.
+    unsafe { libc::fcntl(kick.as_raw_fd(), libc::F_SETFL, 0) };
+    mem.announce_wait(wait::ALWAYS);
+    assert_eq!(
+        evil.call(
+            &Request::Bind {
+                id,
+                addr: strata_proto::sock::Addr { ip: 0, port: 6000 }
+            },
+            &[]
+        ),
+        Response::Ok
+    );
+    // The kernel resolves the stack's address first (it would drop what
+    // overflows its queue for an unresolved neighbour).
+    let r = strata_tests::ping(&ns, &["-c", "1", "-W", "10", STACK_IP]);
+    assert_eq!(r.received, 1);
+    // 2,000 datagrams, in bursts of 100 that each wait for sockd to have
+    // taken the one before (into the ring, or dropped as the client never
+    // reads), so that none is lost below sockd however slow the machine.
+    // sockd tries to kick the client for each: taking them all, it never
+    // blocked.
+    let mut sender = Bg::new(
+        ns.cmd("python3")
+            .args(["-c", SENDER])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_line(&mut sender, "ready", Duration::from_secs(15));
+    for k in 1..=20 {
+        let stdin = sender.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"100\n").unwrap();
+        stdin.flush().unwrap();
+        wait_line(&mut sender, "sent", Duration::from_secs(15));
+        st.wait_for("sockd to take the burst", Duration::from_secs(20), || {
+            st.counter("sockd", "rx_datagrams") + st.counter("sockd", "rx_drop_app_slow") >= 100 * k
+        });
+    }
     let r = ns.run_ok(&[
         "python3",
         "-c",

@@ -30,7 +30,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_META_LEN};
-use strata_ipc::sockring::{kick, state as sstate, wait, SockMem, HDR_LEN};
+use strata_ipc::sockring::{self, kick, state as sstate, wait, SockMem, HDR_LEN};
 use strata_ipc::socktable::{sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, SOCKET_FILE, VERSION};
@@ -114,6 +114,9 @@ mod c {
 
 struct Session {
     fd: OwnedFd,
+    /// The end of the session's wake pair sockd waits on (the
+    /// application kicks the other), once Hello brought it.
+    wake: Option<OwnedFd>,
     pid: u32,
     uid: u32,
     /// The process may bind ports below the unprivileged start (root, or
@@ -125,7 +128,8 @@ struct Sock {
     slot: usize,
     session: Option<u64>,
     mem: Option<SockMem>,
-    efd: Option<OwnedFd>,
+    /// The end of the socket's wake pair sockd kicks (never blocking).
+    kick_end: Option<OwnedFd>,
     rec: SockRec,
     detached_since: Option<Instant>,
     /// A bad record was seen: the application broke its own ring.
@@ -238,7 +242,7 @@ impl Sock {
             slot,
             session: None,
             mem: None,
-            efd: None,
+            kick_end: None,
             rec,
             detached_since: None,
             broken: false,
@@ -280,7 +284,7 @@ impl Sock {
     }
 
     fn wake(&self, yes: bool) {
-        wake(&self.efd, yes);
+        wake(&self.kick_end, yes);
     }
 }
 
@@ -319,7 +323,6 @@ struct Sockd<'a> {
     tcp_credit: u64,
     /// Ports below this need [`Session::low_ports`].
     unprivileged_port_start: u16,
-    wake_fd: RawFd,
     /// CLOSE and ABORT sent to tcpd for sockets we have forgotten, until
     /// tcpd confirms with CLOSED: sent again if it restarted meanwhile.
     /// (op, first sent, last sent.)
@@ -332,9 +335,9 @@ struct Sockd<'a> {
     tcpd_beat: (u64, Instant),
 }
 
-/// Kicks a socket's readiness eventfd, if `yes` and it has one.
-fn wake(efd: &Option<OwnedFd>, yes: bool) {
-    if let (true, Some(e)) = (yes, efd) {
+/// Kicks a socket's wake pair, if `yes` and it has one.
+fn wake(kick_end: &Option<OwnedFd>, yes: bool) {
+    if let (true, Some(e)) = (yes, kick_end) {
         kick(e);
     }
 }
@@ -386,7 +389,6 @@ fn main() {
         to_tcp: Vec::with_capacity(BUDGET * 4),
         tcp_credit: svc.config.socket_tx_bytes as u64,
         unprivileged_port_start: svc.config.unprivileged_port_start,
-        wake_fd: f.wake_fd(me),
         closes: HashMap::new(),
         tcpd_seen: (0, 0),
         tcpd_beat: (0, Instant::now()),
@@ -497,6 +499,15 @@ fn main() {
                     revents: 0,
                 });
             }
+            // Applications' kicks, each session on its own wake pair.
+            let kicks = pfds.len();
+            for w in d.sessions.values().filter_map(|s| s.wake.as_ref()) {
+                pfds.push(libc::pollfd {
+                    fd: w.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                });
+            }
             let tick = if tx_waiting || !d.to_udp.is_empty() || !d.to_tcp.is_empty() {
                 1
             } else {
@@ -505,6 +516,9 @@ fn main() {
             f.sleep_on(me, &mut pfds, tick, || {
                 from_udp.is_empty() && from_tcp.is_empty()
             });
+            for p in pfds[kicks..].iter().filter(|p| p.revents != 0) {
+                sockring::drain(&p.fd);
+            }
         }
     }
 }

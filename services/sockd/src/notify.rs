@@ -157,7 +157,7 @@ impl Sockd<'_> {
             Some(Sock {
                 rec,
                 mem,
-                efd,
+                kick_end,
                 proto: Proto::Tcp(t),
                 ..
             }) if rec.state == sock_state::LISTEN => {
@@ -181,7 +181,7 @@ impl Sockd<'_> {
                         },
                     ));
                     if let Some(mem) = mem {
-                        wake(efd, mem.notify(wait::RX));
+                        wake(kick_end, mem.notify(wait::RX));
                     }
                 }
             }
@@ -194,7 +194,7 @@ impl Sockd<'_> {
     fn on_eof(&mut self, m: L4Ctl) {
         if let Some(Sock {
             mem,
-            efd,
+            kick_end,
             proto: Proto::Tcp(t),
             ..
         }) = self.socks.get_mut(&m.sock)
@@ -205,7 +205,7 @@ impl Sockd<'_> {
             if t.stream.eof(m.value as u32) {
                 if t.rx_hold.is_empty() {
                     if let Some(mem) = mem {
-                        wake(efd, mem.set_state(sstate::EOF));
+                        wake(kick_end, mem.set_state(sstate::EOF));
                     }
                 } else {
                     t.eof_pending = true;
@@ -226,7 +226,7 @@ impl Sockd<'_> {
             }
             if let Sock {
                 mem: Some(mem),
-                efd,
+                kick_end,
                 proto: Proto::Tcp(t),
                 ..
             } = s
@@ -238,7 +238,7 @@ impl Sockd<'_> {
                     mem.tx_queued(),
                 );
                 if got.consume > 0 {
-                    wake(efd, mem.consume_send_bytes(got.consume as usize));
+                    wake(kick_end, mem.consume_send_bytes(got.consume as usize));
                 }
                 resent = got.resent;
             }

@@ -27,6 +27,7 @@ impl Sockd<'_> {
                 self.next_session,
                 Session {
                     fd,
+                    wake: None,
                     pid: cred.pid() as u32,
                     uid: cred.uid(),
                     low_ports: auth::may_bind_low(cred.uid(), caps),
@@ -45,14 +46,7 @@ impl Sockd<'_> {
     /// the transport must answer) when its reply comes.
     pub(crate) fn handle(&mut self, sid: u64, req: Request, mut fds: Vec<OwnedFd>) {
         let answer = match req {
-            Request::Hello { version } => {
-                if version == VERSION {
-                    let wake = self.wake_fd;
-                    self.respond(sid, &Response::Welcome { session: sid }, &[wake]);
-                    return;
-                }
-                Some(errno_resp(libc::EPROTO))
-            }
+            Request::Hello { version } => Some(self.hello(sid, version, &mut fds)),
             Request::Socket { kind } => Some(self.socket(sid, kind, &mut fds)),
             Request::Bind { id, addr } => self.bind(sid, id, addr),
             Request::Connect { id, addr } => self.connect(sid, id, addr),
@@ -74,13 +68,34 @@ impl Sockd<'_> {
         }
     }
 
-    /// A new socket on the memory and eventfd the application sent.
+    /// The session's first message: the protocol version, and the end of
+    /// its wake pair sockd waits on.
+    fn hello(&mut self, sid: u64, version: u32, fds: &mut Vec<OwnedFd>) -> Response {
+        if version != VERSION {
+            return errno_resp(libc::EPROTO);
+        }
+        match fds.pop() {
+            Some(w) if fds.is_empty() && sockring::is_wake_end(&w) => {
+                if let Some(s) = self.sessions.get_mut(&sid) {
+                    s.wake = Some(w);
+                }
+                Response::Welcome { session: sid }
+            }
+            _ => errno_resp(libc::EINVAL),
+        }
+    }
+
+    /// A new socket on the memory and wake end the application sent.
     fn socket(&mut self, sid: u64, kind: Kind, fds: &mut Vec<OwnedFd>) -> Response {
         if fds.len() != 2 {
             return errno_resp(libc::EINVAL);
         }
-        let efd = fds.pop().unwrap();
+        let kick_end = fds.pop().unwrap();
         let memfd = fds.pop().unwrap();
+        if !sockring::is_wake_end(&kick_end) {
+            // sockd kicks only a wake pair's end, which never blocks it.
+            return errno_resp(libc::EINVAL);
+        }
         let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
             return errno_resp(libc::EINVAL);
         };
@@ -101,7 +116,7 @@ impl Sockd<'_> {
         let mut sk = Sock::new(slot, kind, rec, cap, cap);
         sk.session = Some(sid);
         sk.mem = Some(mem);
-        sk.efd = Some(efd);
+        sk.kick_end = Some(kick_end);
         self.socks.insert(id, sk);
         self.count(c::SOCKETS_OPENED, 1);
         Response::Created { id }
@@ -259,8 +274,8 @@ impl Sockd<'_> {
     }
 
     /// An application takes back a socket it had before this sockd
-    /// started, with new memory and eventfd (its old ones died with the
-    /// last sockd's mappings).
+    /// started, with its memory and wake end again (the last sockd's
+    /// copies died with it).
     fn reattach(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
         // The same process (pid) of the same user: a pid reused by
         // another user's process gets nothing.
@@ -272,8 +287,12 @@ impl Sockd<'_> {
         if !ok || fds.len() != 2 {
             return errno_resp(libc::EBADF);
         }
-        let efd = fds.pop().unwrap();
+        let kick_end = fds.pop().unwrap();
         let memfd = fds.pop().unwrap();
+        if !sockring::is_wake_end(&kick_end) {
+            // sockd kicks only a wake pair's end, which never blocks it.
+            return errno_resp(libc::EINVAL);
+        }
         let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
             return errno_resp(libc::EINVAL);
         };
@@ -287,7 +306,7 @@ impl Sockd<'_> {
                 .reattach(Instant::now(), mem.rx_written(), mem.tx_consumed());
         }
         s.mem = Some(mem);
-        s.efd = Some(efd);
+        s.kick_end = Some(kick_end);
         s.session = Some(sid);
         s.detached_since = None;
         s.reattached = true;
@@ -320,8 +339,12 @@ impl Sockd<'_> {
         if fds.len() != 2 {
             return errno_resp(libc::EINVAL);
         }
-        let efd = fds.pop().unwrap();
+        let kick_end = fds.pop().unwrap();
         let memfd = fds.pop().unwrap();
+        if !sockring::is_wake_end(&kick_end) {
+            // sockd kicks only a wake pair's end, which never blocks it.
+            return errno_resp(libc::EINVAL);
+        }
         let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
             return errno_resp(libc::EINVAL);
         };
@@ -364,7 +387,7 @@ impl Sockd<'_> {
         );
         sk.session = Some(sid);
         sk.mem = Some(mem);
-        sk.efd = Some(efd);
+        sk.kick_end = Some(kick_end);
         self.socks.insert(new_id, sk);
         self.tcp_ctl(op::ATTACH, new_id, conn, 0);
         self.count(c::SOCKETS_OPENED, 1);

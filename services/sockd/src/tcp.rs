@@ -59,7 +59,7 @@ impl Sockd<'_> {
         for (&id, s) in self.socks.iter_mut() {
             let Sock {
                 mem: Some(mem),
-                efd,
+                kick_end,
                 rec,
                 broken,
                 closing,
@@ -69,7 +69,7 @@ impl Sockd<'_> {
             else {
                 continue;
             };
-            turn.fill_ring(&mut pool, mem, efd, t);
+            turn.fill_ring(&mut pool, mem, kick_end, t);
             // Read credit: what the application consumed in total, when it
             // changed, and now and then unasked with a request for the
             // send state, so that nothing lost in a restart stays lost.
@@ -143,7 +143,7 @@ impl Turn<'_> {
         &mut self,
         pool: &mut Pool,
         mem: &SockMem,
-        efd: &Option<OwnedFd>,
+        kick_end: &Option<OwnedFd>,
         t: &mut TcpSock,
     ) {
         while let Some(&(h, done)) = t.rx_hold.front() {
@@ -155,7 +155,7 @@ impl Turn<'_> {
             if n > 0 {
                 self.f.count(self.me, c::RX_COPY_BYTES, n as u64);
             }
-            wake(efd, kick_app);
+            wake(kick_end, kick_app);
             if done + n >= d.len() {
                 t.rx_hold.pop_front();
                 pool.free(&h);
@@ -168,7 +168,7 @@ impl Turn<'_> {
         }
         if t.rx_hold.is_empty() && t.eof_pending {
             t.eof_pending = false;
-            wake(efd, mem.set_state(sstate::EOF));
+            wake(kick_end, mem.set_state(sstate::EOF));
         }
     }
 
