@@ -25,6 +25,29 @@ for line in sys.stdin:
     print("sent", flush=True)
 "#;
 
+/// Sends `bursts` bursts of 100 datagrams through [`SENDER`], each once
+/// `taken(k)` has returned for the one before (it waits for the stack to
+/// take burst `k`), so that nothing below the socket overflows however
+/// slow the machine.
+fn send_in_bursts(ns: &Netns, bursts: u64, mut taken: impl FnMut(u64)) {
+    let mut sender = Bg::new(
+        ns.cmd("python3")
+            .args(["-c", SENDER])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_line(&mut sender, "ready", Duration::from_secs(15));
+    for k in 1..=bursts {
+        let stdin = sender.child.stdin.as_mut().unwrap();
+        stdin.write_all(b"100\n").unwrap();
+        stdin.flush().unwrap();
+        wait_line(&mut sender, "sent", Duration::from_secs(15));
+        taken(k);
+    }
+}
+
 #[test]
 fn a_reader_that_falls_behind_loses_datagrams_and_they_are_counted() {
     let ns = Netns::new();
@@ -36,24 +59,11 @@ fn a_reader_that_falls_behind_loses_datagrams_and_they_are_counted() {
     // 2000 datagrams of 1000 bytes: far more than the 256 KiB receive ring.
     // In bursts of 100, each once the stack has taken the one before, so
     // that nothing below the socket overflows however slow the machine.
-    let mut sender = Bg::new(
-        ns.cmd("python3")
-            .args(["-c", SENDER])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    wait_line(&mut sender, "ready", Duration::from_secs(15));
-    for k in 1..=20 {
-        let stdin = sender.child.stdin.as_mut().unwrap();
-        stdin.write_all(b"100\n").unwrap();
-        stdin.flush().unwrap();
-        wait_line(&mut sender, "sent", Duration::from_secs(15));
+    send_in_bursts(&ns, 20, |k| {
         st.wait_for("the burst through udpd", Duration::from_secs(20), || {
             st.counter("udpd", "delivered") >= 100 * k
-        });
-    }
+        })
+    });
     // sockd put each in the ring or dropped it.
     st.wait_for(
         "every datagram through sockd",
@@ -304,24 +314,11 @@ fn a_client_that_never_drains_its_wake_pair_cannot_block_sockd() {
     // reads), so that none is lost below sockd however slow the machine.
     // sockd tries to kick the client for each: taking them all, it never
     // blocked.
-    let mut sender = Bg::new(
-        ns.cmd("python3")
-            .args(["-c", SENDER])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    wait_line(&mut sender, "ready", Duration::from_secs(15));
-    for k in 1..=20 {
-        let stdin = sender.child.stdin.as_mut().unwrap();
-        stdin.write_all(b"100\n").unwrap();
-        stdin.flush().unwrap();
-        wait_line(&mut sender, "sent", Duration::from_secs(15));
+    send_in_bursts(&ns, 20, |k| {
         st.wait_for("sockd to take the burst", Duration::from_secs(20), || {
             st.counter("sockd", "rx_datagrams") + st.counter("sockd", "rx_drop_app_slow") >= 100 * k
-        });
-    }
+        })
+    });
     let r = ns.run_ok(&[
         "python3",
         "-c",

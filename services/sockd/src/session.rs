@@ -87,17 +87,9 @@ impl Sockd<'_> {
 
     /// A new socket on the memory and wake end the application sent.
     fn socket(&mut self, sid: u64, kind: Kind, fds: &mut Vec<OwnedFd>) -> Response {
-        if fds.len() != 2 {
-            return errno_resp(libc::EINVAL);
-        }
-        let kick_end = fds.pop().unwrap();
-        let memfd = fds.pop().unwrap();
-        if !sockring::is_wake_end(&kick_end) {
-            // sockd kicks only a wake pair's end, which never blocks it.
-            return errno_resp(libc::EINVAL);
-        }
-        let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
-            return errno_resp(libc::EINVAL);
+        let (mem, kick_end) = match socket_fds(fds) {
+            Ok(v) => v,
+            Err(r) => return r,
         };
         let s = &self.sessions[&sid];
         let rec = SockRec {
@@ -287,14 +279,9 @@ impl Sockd<'_> {
         if !ok || fds.len() != 2 {
             return errno_resp(libc::EBADF);
         }
-        let kick_end = fds.pop().unwrap();
-        let memfd = fds.pop().unwrap();
-        if !sockring::is_wake_end(&kick_end) {
-            // sockd kicks only a wake pair's end, which never blocks it.
-            return errno_resp(libc::EINVAL);
-        }
-        let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
-            return errno_resp(libc::EINVAL);
+        let (mem, kick_end) = match socket_fds(fds) {
+            Ok(v) => v,
+            Err(r) => return r,
         };
         let Some(s) = self.socks.get_mut(&id) else {
             return errno_resp(libc::EBADF);
@@ -336,17 +323,9 @@ impl Sockd<'_> {
         if l.accept_q.is_empty() {
             return errno_resp(libc::EAGAIN);
         }
-        if fds.len() != 2 {
-            return errno_resp(libc::EINVAL);
-        }
-        let kick_end = fds.pop().unwrap();
-        let memfd = fds.pop().unwrap();
-        if !sockring::is_wake_end(&kick_end) {
-            // sockd kicks only a wake pair's end, which never blocks it.
-            return errno_resp(libc::EINVAL);
-        }
-        let Ok(mem) = SockMem::attach(&memfd, MAX_SOCK_MEM) else {
-            return errno_resp(libc::EINVAL);
+        let (mem, kick_end) = match socket_fds(fds) {
+            Ok(v) => v,
+            Err(r) => return r,
         };
         let Some(l) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) else {
             return errno_resp(libc::EINVAL);
@@ -429,4 +408,20 @@ impl Sockd<'_> {
         }
         n
     }
+}
+
+/// A socket's two fds as a request brings them: its memory, checked and
+/// mapped, and the end of its wake pair sockd kicks (anything else there,
+/// a pipe or an eventfd whose blocking the client controls, is refused).
+fn socket_fds(fds: &mut Vec<OwnedFd>) -> Result<(SockMem, OwnedFd), Response> {
+    if fds.len() != 2 {
+        return Err(errno_resp(libc::EINVAL));
+    }
+    let kick_end = fds.pop().unwrap();
+    let memfd = fds.pop().unwrap();
+    if !sockring::is_wake_end(&kick_end) {
+        return Err(errno_resp(libc::EINVAL));
+    }
+    let mem = SockMem::attach(&memfd, MAX_SOCK_MEM).map_err(|_| errno_resp(libc::EINVAL))?;
+    Ok((mem, kick_end))
 }
