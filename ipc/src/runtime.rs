@@ -74,6 +74,20 @@ pub struct StackConfig {
     /// 0 or CAP_NET_BIND_SERVICE.
     #[serde(default = "default_unprivileged_port_start")]
     pub unprivileged_port_start: u16,
+    /// Sockets one process may hold at sockd.
+    #[serde(default = "default_sockets_per_process")]
+    pub sockets_per_process: u32,
+    /// Sockets all processes of one user may hold together.
+    #[serde(default = "default_sockets_per_user")]
+    pub sockets_per_user: u32,
+}
+
+fn default_sockets_per_process() -> u32 {
+    4096
+}
+
+fn default_sockets_per_user() -> u32 {
+    16384
 }
 
 fn default_unprivileged_port_start() -> u16 {

@@ -57,6 +57,7 @@ const RING_SIZE: RangeInclusive<i64> = 64..=65_536;
 const QDISC_LIMIT: RangeInclusive<i64> = 1..=65_536;
 const HEARTBEAT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
 const SOCKET_BUFFER_BYTES: RangeInclusive<i64> = 4096..=16_777_216;
+const SOCKETS_LIMIT: RangeInclusive<i64> = 1..=1_048_576;
 const EPHEMERAL_PORT: RangeInclusive<i64> = 1024..=65_535;
 const RESTART_BACKOFF_MAX_MS: RangeInclusive<i64> = 100..=600_000;
 
@@ -241,6 +242,12 @@ pub struct Limits {
     /// Last port of the ephemeral range, 1024..=65535, not below the
     /// first. Default 60999 (Linux's `ip_local_port_range`).
     pub ephemeral_port_last: u32,
+    /// Sockets (accepted connections included) one process may hold at
+    /// sockd, 1..=1048576; more fail with EMFILE. Default 4096.
+    pub sockets_per_process: u32,
+    /// Sockets all processes of one user may hold together, 1..=1048576;
+    /// more fail with EMFILE. Default 16384.
+    pub sockets_per_user: u32,
 }
 
 impl Default for Limits {
@@ -255,6 +262,8 @@ impl Default for Limits {
             socket_buffer_bytes: 262_144,
             ephemeral_port_first: 32768,
             ephemeral_port_last: 60999,
+            sockets_per_process: 4096,
+            sockets_per_user: 16384,
         }
     }
 }
@@ -760,6 +769,12 @@ impl Limits {
                 self.ephemeral_port_last,
                 EPHEMERAL_PORT,
             ),
+            (
+                "sockets_per_process",
+                self.sockets_per_process,
+                SOCKETS_LIMIT,
+            ),
+            ("sockets_per_user", self.sockets_per_user, SOCKETS_LIMIT),
         ];
         for (name, value, range) in fields {
             check_range(&format!("limits.{name}"), i64::from(value), &range)?;
@@ -944,6 +959,8 @@ struct RawLimits {
     socket_buffer_bytes: Option<i64>,
     ephemeral_port_first: Option<i64>,
     ephemeral_port_last: Option<i64>,
+    sockets_per_process: Option<i64>,
+    sockets_per_user: Option<i64>,
 }
 
 impl RawConfig {
@@ -1151,6 +1168,18 @@ impl RawLimits {
                 self.ephemeral_port_last,
                 d.ephemeral_port_last,
                 EPHEMERAL_PORT,
+            )?,
+            sockets_per_process: limit(
+                "sockets_per_process",
+                self.sockets_per_process,
+                d.sockets_per_process,
+                SOCKETS_LIMIT,
+            )?,
+            sockets_per_user: limit(
+                "sockets_per_user",
+                self.sockets_per_user,
+                d.sockets_per_user,
+                SOCKETS_LIMIT,
             )?,
         })
     }

@@ -109,6 +109,8 @@ impl Plan {
                 socket_tx_bytes: c.limits.socket_buffer_bytes,
                 forwarding: c.ip.forwarding,
                 unprivileged_port_start: c.ip.unprivileged_port_start,
+                sockets_per_process: c.limits.sockets_per_process,
+                sockets_per_user: c.limits.sockets_per_user,
             },
             devices,
             heartbeat_timeout: Duration::from_millis(c.limits.heartbeat_timeout_ms as u64),

@@ -344,3 +344,60 @@ fn ss_lists_sockets_with_their_process() {
     assert!(line.contains(&format!("pid={}", echo.child.id())), "{line}");
     assert!(line.contains("\"echo\""), "{line}");
 }
+
+#[test]
+fn sockets_per_process_and_per_user_are_limited_with_emfile() {
+    let ns = Netns::new();
+    let st = Stack::up_with(
+        &ns,
+        "[limits]\nsockets_per_process = 8\nsockets_per_user = 12\n",
+    );
+    let emfile = Response::Error {
+        errno: libc::EMFILE,
+    };
+    let open = |c: &RawClient| {
+        let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
+        let (_wait, kick) = wake_pair().unwrap();
+        let r = c.call(
+            &Request::Socket { kind: Kind::Udp },
+            &[memfd.as_raw_fd(), kick.as_raw_fd()],
+        );
+        drop(mem);
+        r
+    };
+    // One session (this process) up to its limit, then refused.
+    let a = RawClient::connect(&st.instance);
+    let mut ids = Vec::new();
+    for _ in 0..8 {
+        match open(&a) {
+            Response::Created { id } => ids.push(id),
+            r => panic!("{r:?}"),
+        }
+    }
+    assert_eq!(open(&a), emfile);
+    // Another session of the same process counts with it.
+    let b = RawClient::connect(&st.instance);
+    assert_eq!(open(&b), emfile);
+    // A closed socket makes room again.
+    assert_eq!(a.call(&Request::Close { id: ids[0] }, &[]), Response::Ok);
+    assert!(matches!(open(&b), Response::Created { .. }));
+    // Another process of the same user: up to the user's 12.
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(15));
+    assert!(st.counter("sockd", "socket_limit") >= 2);
+    let sockets = st.sockets().len();
+    assert_eq!(sockets, 9, "8 of this process and echo's");
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let child = spawn_app(&st, "echo", &["--udp", "0.0.0.0:0"]);
+        others.push(child);
+    }
+    for o in &mut others {
+        wait_line(o, "serving UDP", Duration::from_secs(15));
+    }
+    let refused = spawn_app(&st, "echo", &["--udp", "0.0.0.0:0"]);
+    let out = refused
+        .wait_output(Duration::from_secs(15))
+        .expect("echo over the user's limit exits");
+    assert!(!out.contains("serving"), "{out}");
+}

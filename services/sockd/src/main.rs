@@ -85,7 +85,8 @@ mod c {
     pub const RX_GAPS: usize = 20;
     pub const TX_RESENDS: usize = 21;
     pub const TCPD_RESTARTS: usize = 22;
-    pub const NAMES: [&str; 23] = [
+    pub const SOCKET_LIMIT: usize = 23;
+    pub const NAMES: [&str; 24] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -109,6 +110,7 @@ mod c {
         "rx_tcp_gaps",
         "tx_tcp_resends",
         "tcpd_restarts_seen",
+        "socket_limit",
     ];
 }
 
@@ -323,6 +325,9 @@ struct Sockd<'a> {
     tcp_credit: u64,
     /// Ports below this need [`Session::low_ports`].
     unprivileged_port_start: u16,
+    /// Sockets one process, and all processes of one user, may hold.
+    sockets_per_process: u32,
+    sockets_per_user: u32,
     /// CLOSE and ABORT sent to tcpd for sockets we have forgotten, until
     /// tcpd confirms with CLOSED: sent again if it restarted meanwhile.
     /// (op, first sent, last sent.)
@@ -389,6 +394,8 @@ fn main() {
         to_tcp: Vec::with_capacity(BUDGET * 4),
         tcp_credit: svc.config.socket_tx_bytes as u64,
         unprivileged_port_start: svc.config.unprivileged_port_start,
+        sockets_per_process: svc.config.sockets_per_process,
+        sockets_per_user: svc.config.sockets_per_user,
         closes: HashMap::new(),
         tcpd_seen: (0, 0),
         tcpd_beat: (0, Instant::now()),

@@ -85,12 +85,32 @@ impl Sockd<'_> {
         }
     }
 
+    /// EMFILE once the session's process, or all processes of its user,
+    /// hold as many sockets as `[limits]` allows (sockets waiting to be
+    /// re-attached count for their process and user too).
+    fn socket_limits(&self, sid: u64) -> Result<(), Response> {
+        let s = &self.sessions[&sid];
+        let (mut process, mut user) = (0u32, 0u32);
+        for k in self.socks.values() {
+            process += u32::from(k.rec.pid == s.pid);
+            user += u32::from(k.rec.uid == s.uid);
+        }
+        if process >= self.sockets_per_process || user >= self.sockets_per_user {
+            self.count(c::SOCKET_LIMIT, 1);
+            return Err(errno_resp(libc::EMFILE));
+        }
+        Ok(())
+    }
+
     /// A new socket on the memory and wake end the application sent.
     fn socket(&mut self, sid: u64, kind: Kind, fds: &mut Vec<OwnedFd>) -> Response {
         let (mem, kick_end) = match socket_fds(fds) {
             Ok(v) => v,
             Err(r) => return r,
         };
+        if let Err(r) = self.socket_limits(sid) {
+            return r;
+        }
         let s = &self.sessions[&sid];
         let rec = SockRec {
             state: sock_state::OPEN,
@@ -327,6 +347,10 @@ impl Sockd<'_> {
             Ok(v) => v,
             Err(r) => return r,
         };
+        // Over a limit, the connection stays queued, as on Linux.
+        if let Err(r) = self.socket_limits(sid) {
+            return r;
+        }
         let Some(l) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) else {
             return errno_resp(libc::EINVAL);
         };
