@@ -401,3 +401,55 @@ fn sockets_per_process_and_per_user_are_limited_with_emfile() {
         .expect("echo over the user's limit exits");
     assert!(!out.contains("serving"), "{out}");
 }
+
+#[test]
+fn out_of_descriptors_sockd_pauses_accepting_and_serves_the_waiting_session_later() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let pid = st.layer_pid("sockd");
+    let nofile = |soft: &str| {
+        let o = std::process::Command::new("prlimit")
+            .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+            .output()
+            .expect("prlimit (util-linux)");
+        assert!(o.status.success(), "{o:?}");
+    };
+    // No descriptor to spare: sockd cannot accept the next session.
+    let open = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count();
+    nofile(&open.to_string());
+    let path = strata_ipc::runtime::run_dir(&st.instance).join(strata_proto::sock::SOCKET_FILE);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_CLOEXEC,
+        None,
+    )
+    .unwrap();
+    connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+    st.wait_for("sockd to be refused", Duration::from_secs(20), || {
+        st.counter("sockd", "accept_refused") >= 1
+    });
+    // It pauses instead of spinning on a listener that stays readable:
+    // about ten tries a second, where a spin makes tens of thousands.
+    let (t, before) = (
+        std::time::Instant::now(),
+        st.counter("sockd", "accept_refused"),
+    );
+    st.wait_for("more tries", Duration::from_secs(20), || {
+        st.counter("sockd", "accept_refused") >= before + 5
+    });
+    let tries = st.counter("sockd", "accept_refused") - before;
+    let rate = tries as f64 / t.elapsed().as_secs_f64();
+    assert!(rate < 100.0, "{tries} tries in {:?}", t.elapsed());
+    // Room again: the session that waited in the backlog is served.
+    nofile("1024");
+    let (wait, kick) = wake_pair().unwrap();
+    let c = RawClient { fd, _kick: kick };
+    assert!(matches!(
+        c.call(&Request::Hello { version: VERSION }, &[wait.as_raw_fd()]),
+        Response::Welcome { .. }
+    ));
+    assert_eq!(st.restarts("sockd"), 0);
+}

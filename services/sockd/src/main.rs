@@ -20,6 +20,7 @@ mod tcp;
 mod udp;
 mod wire;
 
+use nix::errno::Errno;
 use nix::sys::socket::{
     accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
     UnixAddr,
@@ -58,6 +59,9 @@ const CLOSE_CONFIRM_WINDOW: Duration = Duration::from_secs(30);
 /// tcpd's heartbeat standing still this long: its requests' timeouts
 /// wait (tcpd beats at least every 100 ms when idle).
 const TCPD_STALL: Duration = Duration::from_millis(500);
+/// How long sockd takes no new session after the system refused one
+/// (out of descriptors): the connection waits in the listen backlog.
+const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Largest UDP payload (65535 - 20 - 8).
 const MAX_UDP: usize = 65507;
 
@@ -86,7 +90,8 @@ mod c {
     pub const TX_RESENDS: usize = 21;
     pub const TCPD_RESTARTS: usize = 22;
     pub const SOCKET_LIMIT: usize = 23;
-    pub const NAMES: [&str; 24] = [
+    pub const ACCEPT_REFUSED: usize = 24;
+    pub const NAMES: [&str; 25] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -111,6 +116,7 @@ mod c {
         "tx_tcp_resends",
         "tcpd_restarts_seen",
         "socket_limit",
+        "accept_refused",
     ];
 }
 
@@ -328,6 +334,9 @@ struct Sockd<'a> {
     /// Sockets one process, and all processes of one user, may hold.
     sockets_per_process: u32,
     sockets_per_user: u32,
+    /// No new sessions until then: the system refused the last one
+    /// (EMFILE and the like).
+    accept_paused_until: Option<Instant>,
     /// CLOSE and ABORT sent to tcpd for sockets we have forgotten, until
     /// tcpd confirms with CLOSED: sent again if it restarted meanwhile.
     /// (op, first sent, last sent.)
@@ -396,6 +405,7 @@ fn main() {
         unprivileged_port_start: svc.config.unprivileged_port_start,
         sockets_per_process: svc.config.sockets_per_process,
         sockets_per_user: svc.config.sockets_per_user,
+        accept_paused_until: None,
         closes: HashMap::new(),
         tcpd_seen: (0, 0),
         tcpd_beat: (0, Instant::now()),
@@ -495,7 +505,12 @@ fn main() {
                 revents: 0,
             });
             pfds.push(libc::pollfd {
-                fd: listener.as_raw_fd(),
+                // Paused, the listener stays readable: the tick retries.
+                fd: if d.accepting() {
+                    listener.as_raw_fd()
+                } else {
+                    -1
+                },
                 events: libc::POLLIN,
                 revents: 0,
             });

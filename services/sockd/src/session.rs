@@ -7,6 +7,10 @@ use strata_sockd::auth;
 
 impl Sockd<'_> {
     pub(crate) fn accept_sessions(&mut self, listener: &OwnedFd) {
+        if !self.accepting() {
+            return;
+        }
+        self.accept_paused_until = None;
         loop {
             let fd = match accept4(
                 listener.as_raw_fd(),
@@ -15,6 +19,14 @@ impl Sockd<'_> {
                 // SAFETY: accept4 just returned this descriptor; nothing
                 // else owns it.
                 Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+                Err(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
+                    // Out of descriptors or memory: the connection waits
+                    // in the backlog. Look again after a pause rather
+                    // than spin on a listener that stays readable.
+                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                    self.count(c::ACCEPT_REFUSED, 1);
+                    return;
+                }
                 Err(_) => return,
             };
             let Ok(cred) = getsockopt(&fd, sockopt::PeerCredentials) else {
@@ -35,6 +47,12 @@ impl Sockd<'_> {
             );
             self.count(c::SESSIONS_OPENED, 1);
         }
+    }
+
+    /// Whether to take new sessions now (not while paused after the
+    /// system refused one).
+    pub(crate) fn accepting(&self) -> bool {
+        self.accept_paused_until.is_none_or(|t| Instant::now() >= t)
     }
 
     /// The socket `id` if it belongs to session `sid`.
