@@ -80,6 +80,32 @@ pub struct Config {
     pub limits: Limits,
     /// Packet filter and NAT rules (`[filter]`).
     pub filter: Filter,
+    /// Who may reach sockd's socket (`[sockd]`).
+    pub sockd: Sockd,
+}
+
+/// Who may reach sockd's socket, `/run/strata/<instance>/sockd.sock`
+/// (applications open sockets through it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Sockd {
+    /// The socket file's permission bits, 0..=0o777. Default 0o666: any
+    /// local user may open sockets (sockd then checks each request:
+    /// ports below `[ip] unprivileged_port_start`, per-user limits).
+    pub socket_mode: u32,
+    /// The socket file's group (a name or a number in the file; kept as
+    /// the number), so that with a mode such as 0o660 only its members
+    /// may use the stack. Default: root's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub socket_group: Option<u32>,
+}
+
+impl Default for Sockd {
+    fn default() -> Self {
+        Sockd {
+            socket_mode: 0o666,
+            socket_group: None,
+        }
+    }
 }
 
 /// Packet filter and NAT rules applied when the stack starts.
@@ -293,6 +319,7 @@ impl Default for Config {
             ip: Ip::default(),
             limits: Limits::default(),
             filter: Filter::default(),
+            sockd: Sockd::default(),
         }
     }
 }
@@ -908,6 +935,50 @@ struct RawConfig {
     limits: RawLimits,
     #[serde(default)]
     filter: RawFilter,
+    #[serde(default)]
+    sockd: RawSockd,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSockd {
+    socket_mode: Option<i64>,
+    socket_group: Option<RawGroup>,
+}
+
+/// A group by name or by number.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum RawGroup {
+    Id(i64),
+    Name(String),
+}
+
+impl RawSockd {
+    fn resolve(self) -> Result<Sockd, ConfigError> {
+        let socket_group = match self.socket_group {
+            None => None,
+            Some(RawGroup::Id(g)) => {
+                Some(check_range("sockd.socket_group", g, &(0..=u32::MAX as i64))? as u32)
+            }
+            Some(RawGroup::Name(n)) => match nix::unistd::Group::from_name(&n) {
+                Ok(Some(g)) => Some(g.gid.as_raw()),
+                _ => {
+                    return Err(invalid(
+                        "sockd.socket_group".to_owned(),
+                        format!("{n:?} is not a group on this machine"),
+                    ))
+                }
+            },
+        };
+        Ok(Sockd {
+            socket_mode: match self.socket_mode {
+                None => Sockd::default().socket_mode,
+                Some(m) => check_range("sockd.socket_mode", m, &(0..=0o777))? as u32,
+            },
+            socket_group,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -994,6 +1065,7 @@ impl RawConfig {
             filter: Filter {
                 rules: self.filter.rules,
             },
+            sockd: self.sockd.resolve()?,
         })
     }
 }
@@ -1342,6 +1414,28 @@ mod tests {
             let e = error_of(&text);
             assert!(e.contains("unknown field"), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn sockd_socket_mode_and_group() {
+        let d = parse(IFACE).unwrap().sockd;
+        assert_eq!((d.socket_mode, d.socket_group), (0o666, None));
+        let c = parse(&format!(
+            "{IFACE}[sockd]\nsocket_mode = 0o660\nsocket_group = \"root\"\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            (c.sockd.socket_mode, c.sockd.socket_group),
+            (0o660, Some(0))
+        );
+        let c = parse(&format!("{IFACE}[sockd]\nsocket_group = 4242\n")).unwrap();
+        assert_eq!(c.sockd.socket_group, Some(4242));
+        let e = error_of(&format!(
+            "{IFACE}[sockd]\nsocket_group = \"no-such-group-here\"\n"
+        ));
+        assert!(e.contains("sockd.socket_group"), "{e}");
+        let e = error_of(&format!("{IFACE}[sockd]\nsocket_mode = 0o1777\n"));
+        assert!(e.contains("sockd.socket_mode"), "{e}");
     }
 
     #[test]

@@ -111,6 +111,8 @@ impl Plan {
                 unprivileged_port_start: c.ip.unprivileged_port_start,
                 sockets_per_process: c.limits.sockets_per_process,
                 sockets_per_user: c.limits.sockets_per_user,
+                socket_mode: c.sockd.socket_mode,
+                socket_group: c.sockd.socket_group,
             },
             devices,
             heartbeat_timeout: Duration::from_millis(c.limits.heartbeat_timeout_ms as u64),

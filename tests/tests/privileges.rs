@@ -1,5 +1,6 @@
 //! What sockd lets a local user do: ports below 1024 are root's (or a
-//! process with CAP_NET_BIND_SERVICE's), as on Linux.
+//! process with CAP_NET_BIND_SERVICE's), as on Linux; and with `[sockd]
+//! socket_mode` and `socket_group`, only a group may reach sockd at all.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -52,5 +53,21 @@ fn ports_below_1024_are_refused_to_other_users_with_eacces() {
     wait_line(&mut nobody, "serving UDP", Duration::from_secs(10));
     // And root still binds port 80.
     let mut root = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:80", "--udp", "0.0.0.0:53"]);
+    wait_line(&mut root, "serving UDP", Duration::from_secs(10));
+}
+
+#[test]
+fn a_socket_mode_without_other_users_keeps_them_out() {
+    let ns = Netns::new();
+    let st = Stack::up_with(&ns, "[sockd]\nsocket_mode = 0o660\nsocket_group = 0\n");
+    let out = echo_as_nobody(&st, &["--udp", "0.0.0.0:5353"], true)
+        .stdout(Stdio::null())
+        .output()
+        .expect("setpriv (util-linux)");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("Permission denied"), "{err}");
+    // Root, of group 0, still gets in.
+    let mut root = spawn_app(&st, "echo", &["--udp", "0.0.0.0:5353"]);
     wait_line(&mut root, "serving UDP", Duration::from_secs(10));
 }

@@ -360,8 +360,8 @@ fn errno_resp(e: i32) -> Response {
     Response::Error { errno: e }
 }
 
-fn listen_socket(instance: &str) -> std::io::Result<OwnedFd> {
-    let path = strata_ipc::runtime::run_dir(instance).join(SOCKET_FILE);
+fn listen_socket(cfg: &strata_ipc::runtime::StackConfig) -> std::io::Result<OwnedFd> {
+    let path = strata_ipc::runtime::run_dir(&cfg.instance).join(SOCKET_FILE);
     let _ = std::fs::remove_file(&path);
     let fd = socket(
         AddressFamily::Unix,
@@ -370,9 +370,16 @@ fn listen_socket(instance: &str) -> std::io::Result<OwnedFd> {
         None,
     )?;
     bind(fd.as_raw_fd(), &UnixAddr::new(&path)?)?;
-    // Any local user may open sockets; SO_PEERCRED tells sockd who it is.
+    // Who may open sockets: by default any local user (SO_PEERCRED tells
+    // sockd who each is); `[sockd]` narrows it to a group.
     use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666))?;
+    if let Some(g) = cfg.socket_group {
+        std::os::unix::fs::chown(&path, None, Some(g))?;
+    }
+    std::fs::set_permissions(
+        &path,
+        std::fs::Permissions::from_mode(cfg.socket_mode & 0o777),
+    )?;
     listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))?;
     Ok(fd)
 }
@@ -382,7 +389,7 @@ fn main() {
     let f = &svc.fabric;
     let me = svc.me;
     f.register_counters(me, &c::NAMES);
-    let listener = listen_socket(&svc.config.instance)
+    let listener = listen_socket(&svc.config)
         .unwrap_or_else(|e| service::die("sockd", &format!("listen: {e}")));
     let mut d = Sockd {
         svc: &svc,
