@@ -75,8 +75,10 @@ pub struct SockRec {
     pub accepted: [u32; 2],
     /// 1 while [`accepted`](SockRec::accepted) holds an id.
     pub accepted_set: u32,
-    /// Unused, zero (keeps the record at 64 bytes).
-    pub _pad: u32,
+    /// The owning process's start time (low 32 bits of `starttime` in
+    /// `/proc/PID/stat`, clock ticks since boot; 0: unknown). With the
+    /// pid it names the process, which a reused pid does not.
+    pub start_time: u32,
 }
 
 /// Bits of [`SockRec::flags`].

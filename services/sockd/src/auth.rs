@@ -24,6 +24,36 @@ pub fn may_bind(port: u16, unprivileged_start: u16, low_ok: bool) -> bool {
     port == 0 || port >= unprivileged_start || low_ok
 }
 
+/// A process's start time from the text of `/proc/PID/stat`: field 22,
+/// `starttime`, in clock ticks since boot, low 32 bits (the command name
+/// before it may hold spaces and parentheses, so fields count from the
+/// last `)`).
+pub fn start_time(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    // Fields from the third (state) on; starttime is the 22nd.
+    let t: u64 = rest.split_whitespace().nth(22 - 3)?.parse().ok()?;
+    Some(t as u32)
+}
+
+/// Who a socket belongs to, and who asks for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Owner {
+    pub pid: u32,
+    pub uid: u32,
+    /// [`start_time`]; 0: unknown.
+    pub start_time: u32,
+}
+
+/// Whether `asker` may re-attach a socket `owner` created: the same
+/// process (pid and start time, so that a reused pid does not pass) of
+/// the same user. A socket recorded without a start time (by an older
+/// sockd) goes by pid and user.
+pub fn may_reattach(owner: Owner, asker: Owner) -> bool {
+    owner.pid == asker.pid
+        && owner.uid == asker.uid
+        && (owner.start_time == 0 || owner.start_time == asker.start_time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -54,5 +84,41 @@ mod tests {
         assert!(!may_bind(80, 1024, false));
         assert!(may_bind(80, 1024, true));
         assert!(may_bind(80, 0, false), "start 0: no reserved ports");
+    }
+
+    #[test]
+    fn start_time_is_field_22_whatever_the_command_name() {
+        let stat = "4242 (a (weird) name) S 1 4242 4242 0 -1 4194560 100 0 0 0 \
+                    1 2 0 0 20 0 1 0 987654321 12345678 300";
+        assert_eq!(start_time(stat), Some(987_654_321));
+        assert_eq!(start_time("4242 (x) S 1"), None);
+        assert_eq!(start_time("no parenthesis"), None);
+    }
+
+    #[test]
+    fn a_reused_pid_or_another_user_cannot_reattach() {
+        let owner = Owner {
+            pid: 100,
+            uid: 1000,
+            start_time: 5000,
+        };
+        assert!(may_reattach(owner, owner));
+        assert!(
+            !may_reattach(
+                owner,
+                Owner {
+                    start_time: 9000,
+                    ..owner
+                }
+            ),
+            "pid reused"
+        );
+        assert!(!may_reattach(owner, Owner { uid: 0, ..owner }));
+        assert!(!may_reattach(owner, Owner { pid: 101, ..owner }));
+        let old = Owner {
+            start_time: 0,
+            ..owner
+        };
+        assert!(may_reattach(old, owner), "recorded before start times");
     }
 }

@@ -127,9 +127,22 @@ struct Session {
     wake: Option<OwnedFd>,
     pid: u32,
     uid: u32,
+    /// The process's start time (`auth::start_time`; 0: unknown).
+    start_time: u32,
     /// The process may bind ports below the unprivileged start (root, or
     /// CAP_NET_BIND_SERVICE when the session opened).
     low_ports: bool,
+}
+
+impl Session {
+    /// The process behind the session, as socket records name owners.
+    fn owner(&self) -> strata_sockd::auth::Owner {
+        strata_sockd::auth::Owner {
+            pid: self.pid,
+            uid: self.uid,
+            start_time: self.start_time,
+        }
+    }
 }
 
 struct Sock {

@@ -32,8 +32,12 @@ impl Sockd<'_> {
             let Ok(cred) = getsockopt(&fd, sockopt::PeerCredentials) else {
                 continue;
             };
-            let status = std::fs::read_to_string(format!("/proc/{}/status", cred.pid())).ok();
-            let caps = status.as_deref().and_then(auth::effective_caps);
+            let proc = |f: &str| std::fs::read_to_string(format!("/proc/{}/{f}", cred.pid())).ok();
+            let caps = proc("status").as_deref().and_then(auth::effective_caps);
+            let start_time = proc("stat")
+                .as_deref()
+                .and_then(auth::start_time)
+                .unwrap_or(0);
             self.next_session += 1;
             self.sessions.insert(
                 self.next_session,
@@ -42,6 +46,7 @@ impl Sockd<'_> {
                     wake: None,
                     pid: cred.pid() as u32,
                     uid: cred.uid(),
+                    start_time,
                     low_ports: auth::may_bind_low(cred.uid(), caps),
                 },
             );
@@ -135,6 +140,7 @@ impl Sockd<'_> {
             proto: if kind == Kind::Tcp { 6 } else { 17 },
             pid: s.pid,
             uid: s.uid,
+            start_time: s.start_time,
             ..Default::default()
         };
         let Some(id) = self.table.insert(rec) else {
@@ -307,13 +313,17 @@ impl Sockd<'_> {
     /// started, with its memory and wake end again (the last sockd's
     /// copies died with it).
     fn reattach(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
-        // The same process (pid) of the same user: a pid reused by
-        // another user's process gets nothing.
-        let (pid, uid) = (self.sessions[&sid].pid, self.sessions[&sid].uid);
-        let ok = self
-            .socks
-            .get(&id)
-            .is_some_and(|s| s.session.is_none() && s.rec.pid == pid && s.rec.uid == uid);
+        // The same process (pid and start time: a reused pid is another
+        // process) of the same user.
+        let asker = self.sessions[&sid].owner();
+        let ok = self.socks.get(&id).is_some_and(|s| {
+            let owner = auth::Owner {
+                pid: s.rec.pid,
+                uid: s.rec.uid,
+                start_time: s.rec.start_time,
+            };
+            s.session.is_none() && auth::may_reattach(owner, asker)
+        });
         if !ok || fds.len() != 2 {
             return errno_resp(libc::EBADF);
         }
@@ -384,6 +394,7 @@ impl Sockd<'_> {
             proto: 6,
             pid: sess.pid,
             uid: sess.uid,
+            start_time: sess.start_time,
             local_ip: local.ip,
             local_port: local.port,
             peer_ip: peer.ip,
