@@ -101,6 +101,10 @@ pub mod tcp_opt {
     pub const KEEPALIVE: u32 = 2;
     /// TCP_CONGESTION (value 0 CUBIC, 1 NewReno).
     pub const CONGESTION: u32 = 3;
+    /// The bytes of the socket's receive ring (what SO_RCVBUF sets on
+    /// Linux), which bounds what tcpd delivers unread: sockd says it when
+    /// the application's ring is not the configured size.
+    pub const RCVBUF: u32 = 4;
 }
 
 /// Request flags.

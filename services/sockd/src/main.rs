@@ -230,6 +230,8 @@ struct TcpOpts {
     nodelay: Option<u64>,
     keepalive: Option<u64>,
     congestion: Option<u64>,
+    /// The receive ring's size, when not the configured one.
+    rcvbuf: Option<u64>,
 }
 
 impl TcpOpts {
@@ -239,6 +241,7 @@ impl TcpOpts {
             tcp_opt::NODELAY => self.nodelay = Some(v),
             tcp_opt::KEEPALIVE => self.keepalive = Some(v),
             tcp_opt::CONGESTION => self.congestion = Some(v),
+            tcp_opt::RCVBUF => self.rcvbuf = Some(v),
             _ => {}
         }
     }
@@ -249,6 +252,7 @@ impl TcpOpts {
             (tcp_opt::NODELAY, self.nodelay),
             (tcp_opt::KEEPALIVE, self.keepalive),
             (tcp_opt::CONGESTION, self.congestion),
+            (tcp_opt::RCVBUF, self.rcvbuf),
         ]
         .into_iter()
         .filter_map(|(n, v)| Some((n, v?)))
@@ -342,6 +346,8 @@ struct Sockd<'a> {
     to_tcp: Vec<Handle>,
     /// tcpd's initial send credit per connection.
     tcp_credit: u64,
+    /// The receive ring tcpd assumes unless told (`socket_rx_bytes`).
+    rx_ring: u64,
     /// Ports below this need [`Session::low_ports`].
     unprivileged_port_start: u16,
     /// Sockets one process, and all processes of one user, may hold.
@@ -422,6 +428,7 @@ fn main() {
         to_udp: Vec::with_capacity(BUDGET * 4),
         to_tcp: Vec::with_capacity(BUDGET * 4),
         tcp_credit: svc.config.socket_tx_bytes as u64,
+        rx_ring: u64::from(svc.config.socket_rx_bytes),
         unprivileged_port_start: svc.config.unprivileged_port_start,
         sockets_per_process: svc.config.sockets_per_process,
         sockets_per_user: svc.config.sockets_per_user,

@@ -154,6 +154,7 @@ impl Sockd<'_> {
         sk.mem = Some(mem);
         sk.kick_end = Some(kick_end);
         self.socks.insert(id, sk);
+        self.note_ring(id);
         self.count(c::SOCKETS_OPENED, 1);
         Response::Created { id }
     }
@@ -219,7 +220,35 @@ impl Sockd<'_> {
                 ..Default::default()
             },
         );
+        // tcpd knows the socket from the CONNECT on.
+        self.tell_ring(id);
         None
+    }
+
+    /// Records a TCP socket's receive ring as an option to tell tcpd (and
+    /// restate to a restarted one) when it is not the configured size,
+    /// which tcpd assumes: it bounds what tcpd delivers unread, and so
+    /// what sockd holds for a ring that is full.
+    pub(crate) fn note_ring(&mut self, id: u32) {
+        let default = self.rx_ring;
+        if let Some(s) = self.socks.get_mut(&id) {
+            let cap = s.mem.as_ref().map(|m| m.rx_cap() as u64);
+            if let (Some(cap), Some(t)) = (cap.filter(|&c| c != default), s.tcp_mut()) {
+                t.opts.set(tcp_opt::RCVBUF, cap);
+            }
+        }
+    }
+
+    /// Sends tcpd the socket's receive ring, if it is not the default.
+    fn tell_ring(&mut self, id: u32) {
+        let ring = self
+            .socks
+            .get(&id)
+            .and_then(Sock::tcp)
+            .and_then(|t| t.opts.rcvbuf);
+        if let Some(v) = ring {
+            self.tcp_ctl(op::SETOPT, id, v, tcp_opt::RCVBUF);
+        }
     }
 
     fn set_option(&mut self, sid: u64, id: u32, opt: SockOpt) -> Response {
@@ -347,6 +376,9 @@ impl Sockd<'_> {
         s.reattached = true;
         let conn = s.rec.accepted_conn().filter(|_| s.kind() == Kind::Tcp);
         self.count(c::REATTACHED, 1);
+        // (The option died with the last sockd; tcpd still has it, and a
+        // restarted tcpd gets it restated.)
+        self.note_ring(id);
         if let Some(conn) = conn {
             // Accepted just before the last sockd died, maybe after it
             // answered and before its ATTACH reached tcpd, which ignores a
@@ -356,6 +388,7 @@ impl Sockd<'_> {
                 l.accept_q.retain(|q| q.0 != conn);
             }
             self.tcp_ctl(op::ATTACH, id, conn, 0);
+            self.tell_ring(id);
         }
         Response::Ok
     }
@@ -421,7 +454,9 @@ impl Sockd<'_> {
         sk.mem = Some(mem);
         sk.kick_end = Some(kick_end);
         self.socks.insert(new_id, sk);
+        self.note_ring(new_id);
         self.tcp_ctl(op::ATTACH, new_id, conn, 0);
+        self.tell_ring(new_id);
         self.count(c::SOCKETS_OPENED, 1);
         Response::Accepted {
             id: new_id,

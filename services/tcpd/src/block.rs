@@ -463,8 +463,9 @@ pub struct ConnBlock {
     pub state: u32,
     /// [`cf`] bits.
     pub flags: u32,
-    /// Reserved; zero.
-    pub reserved1: u32,
+    /// Bytes of the socket's receive ring as sockd said (SETOPT RCVBUF);
+    /// 0: the configured `socket_rx_bytes`.
+    pub rx_ring: u32,
     /// Generation: bumped when the block is freed, part of the
     /// connection id.
     pub gen: u32,

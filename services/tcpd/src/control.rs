@@ -8,6 +8,9 @@ use crate::block::{cf, ef, pend, ConnBlock, Slot, State, NIL};
 use crate::output::reply;
 use crate::{cc, conn_msg, isn, Outputs, Stat, TcpCore, Tuple, MAX_BACKLOG};
 
+/// The smallest receive ring sockd accepts from an application.
+const MIN_RX_RING: u32 = strata_ipc::sockring::MIN_RING;
+
 impl TcpCore<'_> {
     pub(crate) fn control<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
         let m = match L4Ctl::from_handle(pool, &h) {
@@ -574,7 +577,7 @@ impl TcpCore<'_> {
         let mut c = self.begin(i);
         // Absolute, so a lost or repeated message does no harm: what the
         // application has read of the stream, from which the credit
-        // follows (the ring holds `socket_rx_bytes`), and what sockd has
+        // follows (the ring holds `rx_ring`), and what sockd has
         // written into the ring, which tcpd no longer needs to keep.
         let ReadCredit { read, written } = ReadCredit::unpack(m.value);
         if c.state().is_synchronized() {
@@ -604,7 +607,7 @@ impl TcpCore<'_> {
             .wrapping_sub(fin)
             .wrapping_sub(c.rcv_q.bytes);
         let unread = delivered.wrapping_sub(read);
-        let cap = self.cfg.socket_rx_bytes;
+        let cap = self.rx_ring(&c);
         let synchronized = c.state().is_synchronized();
         if synchronized && unread <= cap {
             c.rx_credit = cap - unread;
@@ -670,6 +673,19 @@ impl TcpCore<'_> {
                         c.cc_epoch = 0;
                         c.cwnd_cnt = 0;
                     }
+                }
+            }
+            // The socket's receive ring: what is unread stays unread, the
+            // credit and the buffer shrink (or grow) to the ring. A
+            // repeat changes nothing.
+            tcp_opt::RCVBUF => {
+                let ring = (m.value.min(u64::from(u32::MAX)) as u32)
+                    .clamp(MIN_RX_RING, self.cfg.socket_rx_bytes);
+                let unread = self.rx_ring(&c).saturating_sub(c.rx_credit);
+                c.rx_ring = ring;
+                c.rx_credit = ring.saturating_sub(unread);
+                if c.rcvbuf == 0 || c.rcvbuf > ring {
+                    c.rcvbuf = ring;
                 }
             }
             _ => self.stats.inc(Stat::CtlUnknownOp),

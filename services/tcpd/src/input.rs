@@ -1317,7 +1317,7 @@ impl TcpCore<'_> {
     /// names none) in 2 KiB buffers stays under it; a peer sending one
     /// byte per hole gets a few dozen buffers per 64 KiB, not the pool.
     fn ooo_cap(&self, c: &ConnBlock) -> u64 {
-        4 * u64::from(Self::rcvbuf(c).min(self.cfg.socket_rx_bytes))
+        4 * u64::from(Self::rcvbuf(c).min(self.rx_ring(c)))
     }
 
     /// Makes room for a segment at `s` holding a buffer of `truesize` in

@@ -48,9 +48,17 @@ impl TcpCore<'_> {
     pub(crate) fn rcv_space(&self, c: &ConnBlock) -> u32 {
         // Credit sockd has not returned is data waiting in the socket's
         // ring: it fills the (auto-tuned) buffer as much as tcpd's queue.
-        let unread = self.cfg.socket_rx_bytes.saturating_sub(c.rx_credit);
+        let unread = self.rx_ring(c).saturating_sub(c.rx_credit);
         let cap = Self::rcvbuf(c).saturating_sub(unread);
         c.rx_credit.min(cap).saturating_sub(c.rcv_q.bytes)
+    }
+
+    /// The socket's receive ring: what tcpd may have delivered unread.
+    pub(crate) fn rx_ring(&self, c: &ConnBlock) -> u32 {
+        match c.rx_ring {
+            0 => self.cfg.socket_rx_bytes,
+            n => n.min(self.cfg.socket_rx_bytes),
+        }
     }
 
     /// The connection's receive buffer (a block from before auto-tuning
@@ -77,7 +85,7 @@ impl TcpCore<'_> {
     /// trip until the socket's ring bounds it, while a slow or idle reader
     /// keeps a small one and with it few of tcpd's buffers.
     pub(crate) fn rcvbuf_adjust(&mut self, c: &mut ConnBlock) {
-        let max = self.cfg.socket_rx_bytes;
+        let max = self.rx_ring(c);
         if c.rcvbuf == 0 || c.rcvbuf >= max || c.has(cf::FIN_RCVD) {
             return;
         }
@@ -137,7 +145,7 @@ impl TcpCore<'_> {
         let free = self.rcv_space(c);
         c.state().is_synchronized()
             && !c.has(cf::FIN_RCVD)
-            && cur.saturating_mul(2) <= Self::rcvbuf(c).min(self.cfg.socket_rx_bytes)
+            && cur.saturating_mul(2) <= Self::rcvbuf(c).min(self.rx_ring(c))
             && free >= cur.saturating_mul(2)
             && free - cur >= c.our_mss.max(1)
     }

@@ -108,3 +108,24 @@ fn out_of_order_data_across_connections_stays_under_its_share_of_the_pool() {
     assert_eq!(h.conn().ooo_q, 1, "room again");
     h.finish();
 }
+
+#[test]
+fn a_small_receive_ring_bounds_what_is_delivered_and_then_the_window() {
+    let (mut h, iss) = H::established(TcpOptions::default());
+    h.setopt(2, tcp_opt::RCVBUF, 4096);
+    let data = pattern(80_000, 8);
+    // The peer sends all it may: the window offered before (64 KiB) is
+    // honoured (its edge never moves back), beyond it the segments are
+    // dropped and come again later.
+    for off in (0..data.len()).step_by(500) {
+        h.peer(ACK, PISS + 1 + off as u32, iss + 1, &data[off..off + 500]);
+    }
+    // sockd gets no more than the ring holds (the rest waits in tcpd)...
+    let got = h.data_for(2);
+    assert!(got.len() <= 4096, "{} bytes delivered unread", got.len());
+    assert_eq!(got, data[..got.len()]);
+    // ...and once the old edge is reached, the window is the ring's.
+    let last = h.segs.back().expect("ACKs").tcp.window;
+    assert!(u32::from(last) <= 4096, "window {last}");
+    h.finish();
+}
