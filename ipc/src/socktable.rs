@@ -85,6 +85,13 @@ pub struct SockRec {
 pub mod rec_flags {
     /// SO_REUSEADDR.
     pub const REUSEADDR: u32 = 1;
+    /// TCP: the application shut its read side (kept so that a restarted
+    /// sockd tells tcpd again).
+    pub const SHUT_RD: u32 = 2;
+    /// TCP: the application shut its write side; tcpd gets SHUTDOWN once
+    /// the send ring has drained (kept so that a sockd that dies before
+    /// then does not lose it).
+    pub const SHUT_WR: u32 = 4;
 }
 
 impl SockRec {

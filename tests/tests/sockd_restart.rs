@@ -558,3 +558,38 @@ fn an_accept_whose_attach_was_lost_is_attached_by_the_restarted_sockd() {
     assert_eq!(client_sha(client, &st), sha);
     assert_eq!(w.join(&st).expect("echo without an error"), 300_000);
 }
+
+#[test]
+fn a_write_shutdown_pending_when_sockd_dies_still_reaches_the_peer() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let server = kernel_echo_server(&ns, 7111, 1, Duration::from_secs(15));
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let s = stack
+        .builder()
+        .tcp_connect(format!("{HOST_IP}:7111"))
+        .unwrap();
+    let data = pattern(50_000, 7);
+    // tcpd stopped: it takes none of the data, so the write shutdown,
+    // answered at once, waits in sockd for the send ring to drain.
+    let tcpd = st.layer_pid("tcpd");
+    // SAFETY: kill takes no pointers; the pid is a layer of the stack this
+    // test started, read from its fabric while the layer runs.
+    unsafe { libc::kill(tcpd, libc::SIGSTOP) };
+    (&s).write_all(&data).unwrap();
+    s.shutdown(libsock::Shutdown::Write).unwrap();
+    // sockd dies with it; the restarted one must still send it.
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
+    // SAFETY: as above.
+    unsafe { libc::kill(tcpd, libc::SIGCONT) };
+    let w = bounded("the echo to its end", Duration::from_secs(40), move || {
+        let mut back = Vec::new();
+        (&s).read_to_end(&mut back).map(|_| back)
+    });
+    assert!(w.join(&st).expect("echo") == data, "echo differs");
+    assert!(server
+        .wait_output(Duration::from_secs(10))
+        .unwrap()
+        .contains("done"));
+}

@@ -32,7 +32,7 @@ use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_META_LEN};
 use strata_ipc::sockring::{self, kick, state as sstate, wait, SockMem, HDR_LEN};
-use strata_ipc::socktable::{sock_state, SockRec, SockTable};
+use strata_ipc::socktable::{rec_flags, sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, SOCKET_FILE, VERSION};
 use strata_sockd::stream::{Arrival, Stream};
@@ -445,6 +445,16 @@ fn main() {
         // The send credit is unknown until tcpd says (the first pump asks).
         let mut sk = Sock::new(*slot, kind, *rec, d.tcp_credit, 0);
         sk.detached_since = Some(now);
+        if let Some(t) = sk.tcp_mut() {
+            // What the application shut before the last sockd died: the
+            // write side goes to tcpd once the send ring has drained, the
+            // read side now (tcpd takes a repeat as done).
+            t.shut_wr = rec.flags & rec_flags::SHUT_WR != 0;
+            t.shut_sent.read = rec.flags & rec_flags::SHUT_RD != 0;
+            if t.shut_sent.read {
+                d.tcp_ctl(op::SHUTDOWN, rec.id, 0, 0);
+            }
+        }
         d.socks.insert(rec.id, sk);
     }
     if !found.is_empty() {

@@ -322,16 +322,24 @@ impl Sockd<'_> {
             None => errno_resp(libc::EBADF),
             Some(Kind::Udp) => errno_resp(libc::EOPNOTSUPP),
             Some(Kind::Tcp) => {
-                if matches!(how, How::Read | How::Both) {
-                    if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
-                        t.shut_sent.read = true;
+                let (read, write) = (
+                    matches!(how, How::Read | How::Both),
+                    matches!(how, How::Write | How::Both),
+                );
+                if let Some(s) = self.socks.get_mut(&id) {
+                    // In the socket table too: the answer below is final
+                    // for the application, and a sockd that dies before
+                    // tcpd heard must not lose it.
+                    s.rec.flags |= if read { rec_flags::SHUT_RD } else { 0 }
+                        | if write { rec_flags::SHUT_WR } else { 0 };
+                    if let Some(t) = s.tcp_mut() {
+                        t.shut_sent.read |= read;
+                        t.shut_wr |= write;
                     }
-                    self.tcp_ctl(op::SHUTDOWN, id, 0, 0);
                 }
-                if matches!(how, How::Write | How::Both) {
-                    if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
-                        t.shut_wr = true;
-                    }
+                self.sync_rec(id);
+                if read {
+                    self.tcp_ctl(op::SHUTDOWN, id, 0, 0);
                 }
                 Response::Ok
             }
