@@ -330,8 +330,12 @@ impl Sockd<'_> {
                     // In the socket table too: the answer below is final
                     // for the application, and a sockd that dies before
                     // tcpd heard must not lose it.
-                    s.rec.flags |= if read { rec_flags::SHUT_RD } else { 0 }
-                        | if write { rec_flags::SHUT_WR } else { 0 };
+                    if read {
+                        s.rec.flags |= rec_flags::SHUT_RD;
+                    }
+                    if write {
+                        s.rec.flags |= rec_flags::SHUT_WR;
+                    }
                     if let Some(t) = s.tcp_mut() {
                         t.shut_sent.read |= read;
                         t.shut_wr |= write;
