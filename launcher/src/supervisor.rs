@@ -228,6 +228,12 @@ impl Supervisor {
         // on the device fd is what hands it to the layer.
         unsafe {
             cmd.pre_exec(move || {
+                // No exec of the layer, or of anything it runs, gains
+                // privileges (setuid, file capabilities): the first step of
+                // confining the layers, which handle untrusted input.
+                if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
                 // Die with the launcher, whatever kills it; and stay out of
                 // the terminal's process group so that Ctrl-C reaches only
                 // the launcher, which then stops the layers in order.

@@ -71,3 +71,21 @@ fn a_socket_mode_without_other_users_keeps_them_out() {
     let mut root = spawn_app(&st, "echo", &["--udp", "0.0.0.0:5353"]);
     wait_line(&mut root, "serving UDP", Duration::from_secs(10));
 }
+
+#[test]
+fn every_layer_runs_with_no_new_privileges() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    for layer in [
+        "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
+    ] {
+        let pid = st.layer_pid(layer);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
+            "{layer}: {status}"
+        );
+    }
+}
