@@ -53,17 +53,40 @@ impl Service {
         Ok(Service { fabric, me, config })
     }
 
-    /// Tells the launcher the layer is serving.
+    /// Confines the layer (`confine`: from here on, a forbidden system
+    /// call kills it) and tells the launcher it is serving.
     pub fn ready(&self) {
+        if let Err(e) = crate::confine::install() {
+            die(self.me.name(), &format!("seccomp: {e}"));
+        }
         let ctl = self.fabric.ctl(self.me);
         ctl.ready_ns.store(now_ns(), Relaxed);
         ctl.state.store(state::RUNNING, Release);
         self.fabric.beat(self.me);
+        forbidden_call_test_hook(self.me);
     }
 
     /// Prints a line to the launcher's log (our stderr is its log).
     pub fn log(&self, msg: &str) {
         eprintln!("{}[{}]: {msg}", self.me.label(), std::process::id());
+    }
+}
+
+/// Tests only: with `STRATA_TEST_FORBIDDEN_CALL=<layer label>`, that
+/// layer makes a forbidden system call when it receives SIGUSR1, to show
+/// what follows (it dies of SIGSYS, the call logged, and is restarted).
+pub const FORBIDDEN_CALL_ENV: &str = "STRATA_TEST_FORBIDDEN_CALL";
+
+fn forbidden_call_test_hook(me: LayerId) {
+    extern "C" fn on_usr1(_: libc::c_int) {
+        // SAFETY: ptrace(PTRACE_TRACEME) takes no pointers; the filter
+        // traps it before it does anything.
+        unsafe { libc::syscall(libc::SYS_ptrace, libc::PTRACE_TRACEME, 0, 0, 0) };
+    }
+    if std::env::var(FORBIDDEN_CALL_ENV).is_ok_and(|v| v == me.label()) {
+        // SAFETY: the handler is an extern "C" fn(c_int), as signal()
+        // expects, and makes one raw system call.
+        unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };
     }
 }
 

@@ -139,6 +139,9 @@ fn signal_name(s: i32) -> &'static str {
         libc::SIGABRT => "SIGABRT",
         libc::SIGBUS => "SIGBUS",
         libc::SIGINT => "SIGINT",
+        libc::SIGSYS => "SIGSYS: a forbidden system call",
+        libc::SIGILL => "SIGILL",
+        libc::SIGFPE => "SIGFPE",
         _ => "?",
     }
 }

@@ -89,3 +89,51 @@ fn every_layer_runs_with_no_new_privileges() {
         );
     }
 }
+
+#[test]
+fn every_layer_is_confined_and_a_forbidden_call_is_logged_and_restarted() {
+    let ns = Netns::new();
+    let st = Stack::up_config_env(
+        &ns,
+        &format!(
+            "[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\naddresses = [\"{}/24\"]\n\
+             host_addresses = [\"{}/24\"]\n",
+            strata_tests::STACK_IP,
+            strata_tests::HOST_IP
+        ),
+        &[(strata_ipc::service::FORBIDDEN_CALL_ENV, "udpd")],
+    );
+    // The test hook: SIGUSR1 makes udpd call ptrace, which the filter
+    // forbids. It dies of SIGSYS and is restarted like a crashed layer.
+    // SAFETY: kill takes no pointers; the pid is a layer of this test's
+    // stack, read from its fabric while the layer runs.
+    unsafe { libc::kill(st.layer_pid("udpd"), libc::SIGUSR1) };
+    st.wait_for("udpd restarted", Duration::from_secs(20), || {
+        st.restarts("udpd") >= 1
+    });
+    let log = st.log_text();
+    assert!(
+        log.contains(&format!("forbidden system call {}", libc::SYS_ptrace)),
+        "{log}"
+    );
+    assert!(log.contains("SIGSYS"), "{log}");
+    // Every layer runs under the filter (Seccomp: 2), the new udpd too.
+    st.wait_for("udpd serving", Duration::from_secs(20), || {
+        st.layer_status("udpd")["state"] == "running"
+    });
+    for layer in [
+        "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
+    ] {
+        let pid = st.layer_pid(layer);
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        assert!(
+            status
+                .lines()
+                .any(|l| l.split_whitespace().eq(["Seccomp:", "2"])),
+            "{layer}: {status}"
+        );
+    }
+    // And the stack works.
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
+}
