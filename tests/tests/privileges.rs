@@ -1,6 +1,9 @@
-//! What sockd lets a local user do: ports below 1024 are root's (or a
-//! process with CAP_NET_BIND_SERVICE's), as on Linux; and with `[sockd]
-//! socket_mode` and `socket_group`, only a group may reach sockd at all.
+//! Privileges. What sockd lets a local user do: ports below 1024 are
+//! root's (or a process with CAP_NET_BIND_SERVICE's), as on Linux; and
+//! with `[sockd] socket_mode` and `socket_group`, only a group may reach
+//! sockd at all. And what the layers may do: every one runs with
+//! no_new_privs and under the seccomp filter, and a forbidden call is
+//! logged and the layer restarted.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
