@@ -162,6 +162,22 @@ impl Netns {
     }
 }
 
+/// Every layer of a stack with one interface, as `strata status` names
+/// them.
+pub const LAYERS: [&str; 7] = [
+    "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
+];
+
+/// The configuration [`Stack::up`] uses: one TAP, the stack at
+/// [`STACK_IP`]/24 and the kernel side at [`HOST_IP`]/24, then `extra`.
+pub fn tap_config(extra: &str) -> String {
+    format!(
+        "[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
+         mac = \"02:53:54:00:00:01\"\naddresses = [\"{STACK_IP}/24\"]\n\
+         host_addresses = [\"{HOST_IP}/24\"]\n{extra}"
+    )
+}
+
 /// Starts a workspace binary (an example) against `stack`'s instance, in
 /// the host namespace (applications reach the stack through sockd's Unix
 /// socket, not through a network namespace).
@@ -239,14 +255,7 @@ impl Stack {
 
     /// As [`Stack::up`], with extra TOML appended to the configuration.
     pub fn up_with(ns: &Netns, extra: &str) -> Stack {
-        Self::up_config(
-            ns,
-            &format!(
-                "[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
-                 mac = \"02:53:54:00:00:01\"\naddresses = [\"{STACK_IP}/24\"]\n\
-                 host_addresses = [\"{HOST_IP}/24\"]\n{extra}"
-            ),
-        )
+        Self::up_config(ns, &tap_config(extra))
     }
 
     /// Starts strata in `ns` with `body` as its configuration (the

@@ -25,7 +25,7 @@ use std::net::Shutdown;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack, HOST_IP, STACK_IP};
+use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack, HOST_IP, LAYERS, STACK_IP};
 
 /// Kernel-side sender: connects, sends seeded pseudo-random bytes until
 /// the stop file exists, half-closes, waits for the peer to close, prints
@@ -115,10 +115,6 @@ impl Rng {
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
 }
-
-const LAYERS: [&str; 7] = [
-    "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
-];
 
 /// Kills `LAYERS` in rounds of seven in a random order, one every
 /// 200–500 ms, until every layer has been killed at least twice and at

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use strata_tests::{ping_all, spawn_app, wait_line, Netns, Stack, STACK_IP};
+use strata_tests::{ping_all, spawn_app, wait_line, Netns, Stack, LAYERS, STACK_IP};
 
 /// Opens N connections to port 7 from the kernel, freezes each (TCP_REPAIR:
 /// the kernel then sends nothing on it, and closes it silently), reads its
@@ -121,9 +121,7 @@ fn one_byte_holes_on_many_connections_leave_the_pool_to_everyone_else() {
     assert_eq!(out.trim(), "ok");
     let r = ping_all(&ns, &["-c", "3", "-i", "0.2", "-W", "2", STACK_IP]);
     assert_eq!(r.received, 3, "{}", r.text);
-    for layer in [
-        "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
-    ] {
+    for layer in LAYERS {
         assert_eq!(st.restarts(layer), 0, "{layer} restarted");
     }
     drop(flood);

@@ -8,7 +8,7 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use strata_tests::{bin, spawn_app, wait_line, Bg, Netns, Stack};
+use strata_tests::{bin, spawn_app, tap_config, wait_line, Bg, Netns, Stack, LAYERS};
 
 /// Runs examples/echo as user and group 65534 (nobody) with `args`;
 /// `bounded`: for at most 20 s.
@@ -75,22 +75,25 @@ fn a_socket_mode_without_other_users_keeps_them_out() {
     wait_line(&mut root, "serving UDP", Duration::from_secs(10));
 }
 
-#[test]
-fn every_layer_runs_with_no_new_privileges() {
-    let ns = Netns::new();
-    let st = Stack::up(&ns);
-    for layer in [
-        "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
-    ] {
+/// Asserts that every layer's `/proc/PID/status` has `field` `value`.
+fn every_layer_shows(st: &Stack, field: &str, value: &str) {
+    for layer in LAYERS {
         let pid = st.layer_pid(layer);
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
         assert!(
             status
                 .lines()
-                .any(|l| l.split_whitespace().eq(["NoNewPrivs:", "1"])),
+                .any(|l| l.split_whitespace().eq([field, value])),
             "{layer}: {status}"
         );
     }
+}
+
+#[test]
+fn every_layer_runs_with_no_new_privileges() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    every_layer_shows(&st, "NoNewPrivs:", "1");
 }
 
 #[test]
@@ -98,12 +101,7 @@ fn every_layer_is_confined_and_a_forbidden_call_is_logged_and_restarted() {
     let ns = Netns::new();
     let st = Stack::up_config_env(
         &ns,
-        &format!(
-            "[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\naddresses = [\"{}/24\"]\n\
-             host_addresses = [\"{}/24\"]\n",
-            strata_tests::STACK_IP,
-            strata_tests::HOST_IP
-        ),
+        &tap_config(""),
         &[(strata_ipc::service::FORBIDDEN_CALL_ENV, "udpd")],
     );
     // The test hook: SIGUSR1 makes udpd call ptrace, which the filter
@@ -124,18 +122,7 @@ fn every_layer_is_confined_and_a_forbidden_call_is_logged_and_restarted() {
     st.wait_for("udpd serving", Duration::from_secs(20), || {
         st.layer_status("udpd")["state"] == "running"
     });
-    for layer in [
-        "driverd0", "netdevd", "filterd", "ipd", "tcpd", "udpd", "sockd",
-    ] {
-        let pid = st.layer_pid(layer);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert!(
-            status
-                .lines()
-                .any(|l| l.split_whitespace().eq(["Seccomp:", "2"])),
-            "{layer}: {status}"
-        );
-    }
+    every_layer_shows(&st, "Seccomp:", "2");
     // And the stack works.
     let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(10));

@@ -138,14 +138,11 @@ fn in_order_data_goes_up_and_delayed_acks_follow_linux() {
 /// over the MTU); a shorter segment carries the blocks it has room for.
 #[test]
 fn sack_blocks_never_push_a_data_segment_past_the_mss() {
-    let mut h = H::new();
-    h.listen(1, LPORT, 4);
-    let o = TcpOptions {
+    let (mut h, iss) = H::established(TcpOptions {
         mss: Some(1000),
         sack_permitted: true,
         ..TcpOptions::default()
-    };
-    let iss = h.accept(2, o);
+    });
     let base = PISS + 1;
     // Two holes: two SACK blocks queued.
     h.peer(ACK, base + 1000, iss + 1, &pattern(1000, 1));
