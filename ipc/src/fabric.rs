@@ -240,6 +240,16 @@ impl Fabric {
         }
     }
 
+    /// Lets group `gid` (the layers', which run as their own users) map
+    /// the region, and nobody else but root: mode 0660, group `gid`.
+    pub fn grant_group(&self, gid: u32) -> io::Result<()> {
+        use std::os::unix::fs::PermissionsExt;
+        let path =
+            std::path::Path::new("/dev/shm").join(self.shm.get_os_id().trim_start_matches('/'));
+        std::os::unix::fs::chown(&path, None, Some(gid))?;
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o660))
+    }
+
     /// Removes a region left behind by an instance that was killed before
     /// it could clean up. Returns true if one was removed.
     pub fn remove_stale(instance: &str) -> bool {

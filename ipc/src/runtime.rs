@@ -80,16 +80,6 @@ pub struct StackConfig {
     /// Sockets all processes of one user may hold together.
     #[serde(default = "default_sockets_per_user")]
     pub sockets_per_user: u32,
-    /// Permission bits of sockd's socket file.
-    #[serde(default = "default_socket_mode")]
-    pub socket_mode: u32,
-    /// Group of sockd's socket file (None: as created).
-    #[serde(default)]
-    pub socket_group: Option<u32>,
-}
-
-fn default_socket_mode() -> u32 {
-    0o666
 }
 
 fn default_sockets_per_process() -> u32 {

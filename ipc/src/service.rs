@@ -6,6 +6,7 @@ use crate::fabric::Fabric;
 use crate::layer::LayerId;
 use crate::layout::state;
 use crate::runtime::StackConfig;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::*;
 
 /// Environment variable naming the instance.
@@ -14,6 +15,27 @@ pub const INSTANCE_ENV: &str = "STRATA_INSTANCE";
 pub const LAYER_ENV: &str = "STRATA_LAYER";
 /// Environment variable with the inherited device fd (driverd only).
 pub const DEVICE_FD_ENV: &str = "STRATA_DEVICE_FD";
+/// Environment variable with the inherited listening socket, bound to
+/// `/run/strata/<instance>/sockd.sock` by the launcher (sockd only): the
+/// layer needs no right to the runtime directory, and the socket outlives
+/// a restart of sockd, so applications connecting meanwhile wait in its
+/// backlog.
+pub const LISTEN_FD_ENV: &str = "STRATA_LISTEN_FD";
+
+/// The fd the launcher handed over in the environment variable `var`.
+pub fn inherited_fd(var: &str) -> Result<OwnedFd, String> {
+    let fd: RawFd = std::env::var(var)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| format!("{var} not set: layers are started by `strata up`"))?;
+    // SAFETY: F_GETFD takes no pointer; it only asks whether `fd` is open.
+    if fd < 0 || unsafe { libc::fcntl(fd, libc::F_GETFD) } < 0 {
+        return Err(format!("{var}: fd {fd} is not open"));
+    }
+    // SAFETY: the fd is open (checked above) and was handed to this
+    // process for it alone to use: nothing else here owns or closes it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
 
 /// Most handles a layer moves per ring per turn of its loop (a NAPI-style
 /// budget: large enough to amortise a wake-up, small enough that one busy

@@ -59,6 +59,7 @@ const HEARTBEAT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
 const SOCKET_BUFFER_BYTES: RangeInclusive<i64> = 4096..=16_777_216;
 const SOCKETS_LIMIT: RangeInclusive<i64> = 1..=1_048_576;
 const EPHEMERAL_PORT: RangeInclusive<i64> = 1024..=65_535;
+const LAYER_UID_BASE: RangeInclusive<i64> = 1000..=2_147_483_000;
 const RESTART_BACKOFF_MAX_MS: RangeInclusive<i64> = 100..=600_000;
 
 /// The whole configuration of one stack instance.
@@ -82,6 +83,35 @@ pub struct Config {
     pub filter: Filter,
     /// Who may reach sockd's socket (`[sockd]`).
     pub sockd: Sockd,
+    /// Who the layers run as (`[security]`).
+    pub security: Security,
+}
+
+/// Who the layers run as. Each layer handles untrusted bytes, so each runs
+/// as its own unprivileged user, in one group that may map the shared
+/// region, with no capabilities: taking a layer over gains neither root
+/// nor another layer's identity.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Security {
+    /// The first id of the layers' block: the group is `layer_uid_base`,
+    /// layer k (`strata ps` numbers them) runs as user `layer_uid_base + 1
+    /// + k`. 1000..=2147483000, or 0 to keep every layer root (debugging
+    /// only). Default 76000: above the ids systems give their users and
+    /// below 100000, where subordinate id ranges (`/etc/subuid`) usually
+    /// begin. `strata up` refuses a block that `/etc/passwd` or
+    /// `/etc/group` names.
+    pub layer_uid_base: u32,
+}
+
+/// The default [`Security::layer_uid_base`].
+pub const DEFAULT_LAYER_UID_BASE: u32 = 76_000;
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            layer_uid_base: DEFAULT_LAYER_UID_BASE,
+        }
+    }
 }
 
 /// Who may reach sockd's socket, `/run/strata/<instance>/sockd.sock`
@@ -320,6 +350,7 @@ impl Default for Config {
             limits: Limits::default(),
             filter: Filter::default(),
             sockd: Sockd::default(),
+            security: Security::default(),
         }
     }
 }
@@ -659,7 +690,12 @@ impl Config {
             }
         }
         self.validate_routes(&stack_addrs)?;
-        self.limits.validate()
+        self.limits.validate()?;
+        let base = self.security.layer_uid_base;
+        if base != 0 {
+            check_range("security.layer_uid_base", i64::from(base), &LAYER_UID_BASE)?;
+        }
+        Ok(())
     }
 
     fn validate_routes(&self, stack_addrs: &HashMap<Ipv4Addr, String>) -> Result<(), ConfigError> {
@@ -937,6 +973,14 @@ struct RawConfig {
     filter: RawFilter,
     #[serde(default)]
     sockd: RawSockd,
+    #[serde(default)]
+    security: RawSecurity,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawSecurity {
+    layer_uid_base: Option<i64>,
 }
 
 #[derive(Deserialize, Default)]
@@ -1066,6 +1110,13 @@ impl RawConfig {
                 rules: self.filter.rules,
             },
             sockd: self.sockd.resolve()?,
+            security: Security {
+                layer_uid_base: match self.security.layer_uid_base {
+                    None => DEFAULT_LAYER_UID_BASE,
+                    Some(0) => 0,
+                    Some(v) => check_range("security.layer_uid_base", v, &LAYER_UID_BASE)? as u32,
+                },
+            },
         })
     }
 }

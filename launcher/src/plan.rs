@@ -44,6 +44,12 @@ pub struct Plan {
     pub backoff_max: Duration,
     /// `strata filter` command lines applied at start, in order.
     pub filter_rules: Vec<String>,
+    /// Permission bits of sockd's socket file.
+    pub socket_mode: u32,
+    /// Group of sockd's socket file (None: root's).
+    pub socket_group: Option<u32>,
+    /// The layers' id block (`[security]`; 0: the layers stay root).
+    pub layer_uid_base: u32,
 }
 
 impl Plan {
@@ -111,13 +117,14 @@ impl Plan {
                 unprivileged_port_start: c.ip.unprivileged_port_start,
                 sockets_per_process: c.limits.sockets_per_process,
                 sockets_per_user: c.limits.sockets_per_user,
-                socket_mode: c.sockd.socket_mode,
-                socket_group: c.sockd.socket_group,
             },
             devices,
             heartbeat_timeout: Duration::from_millis(c.limits.heartbeat_timeout_ms as u64),
             backoff_max: Duration::from_millis(c.limits.restart_backoff_max_ms as u64),
             filter_rules: c.filter.rules.clone(),
+            socket_mode: c.sockd.socket_mode,
+            socket_group: c.sockd.socket_group,
+            layer_uid_base: c.security.layer_uid_base,
         }
     }
 }

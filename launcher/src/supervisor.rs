@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use strata_ipc::fabric::format_wake_env;
 use strata_ipc::layout::state;
 use strata_ipc::quarantine::{hex_dump, DeadInput};
-use strata_ipc::service::{DEVICE_FD_ENV, INSTANCE_ENV, LAYER_ENV};
+use strata_ipc::service::{DEVICE_FD_ENV, INSTANCE_ENV, LAYER_ENV, LISTEN_FD_ENV};
 use strata_ipc::{now_ns, Fabric, LayerId, MAX_LAYERS, WAKE_ENV};
 
 /// Deaths within this window count towards a crash loop.
@@ -36,7 +36,11 @@ pub struct Layer {
     pub restart_at: Option<Instant>,
     last_beat: u64,
     last_beat_change: Instant,
-    device_fd: Option<RawFd>,
+    /// An fd the layer inherits, and the variable that names it: the
+    /// device (driverd), the listening socket (sockd).
+    inherit: Option<(&'static str, RawFd)>,
+    /// Who the layer runs as.
+    ids: Ids,
     /// How the previous instance ended.
     pub last_exit: Option<String>,
     /// The input the last death (not by request) was on, if it held one.
@@ -121,6 +125,69 @@ pub struct Supervisor {
     wake_env: String,
     heartbeat_timeout: Duration,
     backoff_max: Duration,
+    /// The highest capability number this kernel knows.
+    cap_last: u32,
+}
+
+/// The user and group a layer runs as; uid 0 (`[security] layer_uid_base
+/// = 0`) leaves it root.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ids {
+    pub uid: u32,
+    pub gid: u32,
+}
+
+impl Ids {
+    /// Layer `id`'s user in the block starting at `base`: the group is
+    /// `base`, the user `base + 1 + id`.
+    pub fn of(base: u32, id: LayerId) -> Ids {
+        if base == 0 {
+            Ids { uid: 0, gid: 0 }
+        } else {
+            Ids {
+                uid: base + 1 + u32::from(id.0),
+                gid: base,
+            }
+        }
+    }
+}
+
+/// The highest capability number the running kernel knows (what the
+/// bounding set must be emptied up to).
+fn cap_last_cap() -> u32 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(63)
+}
+
+/// In the child, before exec: empties the capability bounding set and
+/// becomes `ids` for good (real, effective and saved ids, one group).
+/// Leaving uid 0 clears the permitted, effective and ambient sets too
+/// (no SECBIT_KEEP_CAPS), so the layer holds no capability and, with
+/// no_new_privs, can never regain one.
+///
+/// # Safety
+/// Only between fork and exec: it makes raw system calls on plain values.
+unsafe fn drop_privileges(ids: Ids, cap_last: u32) -> std::io::Result<()> {
+    let err = std::io::Error::last_os_error;
+    // SAFETY: prctl, setgroups, setresgid and setresuid take plain values
+    // and a pointer to one live local (the group list).
+    unsafe {
+        for cap in 0..=cap_last {
+            if libc::prctl(libc::PR_CAPBSET_DROP, cap as libc::c_ulong, 0, 0, 0) != 0 {
+                return Err(err());
+            }
+        }
+        let groups = [ids.gid];
+        if libc::setgroups(1, groups.as_ptr()) != 0
+            || libc::setresgid(ids.gid, ids.gid, ids.gid) != 0
+            || libc::setresuid(ids.uid, ids.uid, ids.uid) != 0
+        {
+            return Err(err());
+        }
+    }
+    Ok(())
 }
 
 fn describe(st: ExitStatus) -> String {
@@ -174,11 +241,16 @@ pub fn log(msg: &str) {
 
 impl Supervisor {
     /// A supervisor for `plan`'s layers; `device_fds` by interface index,
-    /// `wake_fds` by layer id.
-    pub fn new(plan: &Plan, device_fds: &[RawFd], wake_fds: &[RawFd; MAX_LAYERS]) -> Supervisor {
+    /// `wake_fds` by layer id, `listen_fd` sockd's listening socket.
+    pub fn new(
+        plan: &Plan,
+        device_fds: &[RawFd],
+        listen_fd: RawFd,
+        wake_fds: &[RawFd; MAX_LAYERS],
+    ) -> Supervisor {
         let mut layers = Vec::new();
         let now = Instant::now();
-        let mk = |id: LayerId, device_fd| Layer {
+        let mk = |id: LayerId, inherit| Layer {
             id,
             child: None,
             started: now,
@@ -187,7 +259,8 @@ impl Supervisor {
             restart_at: None,
             last_beat: 0,
             last_beat_change: now,
-            device_fd,
+            inherit,
+            ids: Ids::of(plan.layer_uid_base, id),
             last_exit: None,
             last_input: None,
             watch_until: None,
@@ -198,10 +271,11 @@ impl Supervisor {
             last_recovery: None,
         };
         for (i, &fd) in device_fds.iter().enumerate() {
-            layers.push(mk(LayerId::driver(i as u8), Some(fd)));
+            layers.push(mk(LayerId::driver(i as u8), Some((DEVICE_FD_ENV, fd))));
         }
         for id in LayerId::SERVICES {
-            layers.push(mk(id, None));
+            let inherit = (id == LayerId::SOCKD).then_some((LISTEN_FD_ENV, listen_fd));
+            layers.push(mk(id, inherit));
         }
         Supervisor {
             layers,
@@ -210,6 +284,7 @@ impl Supervisor {
             wake_env: format_wake_env(wake_fds),
             heartbeat_timeout: plan.heartbeat_timeout,
             backoff_max: plan.backoff_max,
+            cap_last: cap_last_cap(),
         }
     }
 
@@ -221,28 +296,32 @@ impl Supervisor {
             .env(LAYER_ENV, l.id.label())
             .env(WAKE_ENV, &self.wake_env)
             .stdin(Stdio::null());
-        let dev = l.device_fd;
-        if let Some(fd) = dev {
-            cmd.env(DEVICE_FD_ENV, fd.to_string());
+        let inherit = l.inherit.map(|(_, fd)| fd);
+        if let Some((var, fd)) = l.inherit {
+            cmd.env(var, fd.to_string());
         }
+        let (ids, cap_last) = (l.ids, self.cap_last);
         // SAFETY: the closure runs in the child between fork and exec, and
-        // calls only async-signal-safe functions (prctl, setpgid, fcntl)
-        // on plain values: no allocation, no lock. Clearing close-on-exec
-        // on the device fd is what hands it to the layer.
+        // calls only async-signal-safe functions (prctl, setgroups, set*id,
+        // setpgid, fcntl) on plain values: no allocation, no lock.
+        // Clearing close-on-exec on the inherited fd is what hands it over.
         unsafe {
             cmd.pre_exec(move || {
                 // No exec of the layer, or of anything it runs, gains
-                // privileges (setuid, file capabilities): the first step of
-                // confining the layers, which handle untrusted input.
+                // privileges (setuid, file capabilities).
                 if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                // Die with the launcher, whatever kills it; and stay out of
-                // the terminal's process group so that Ctrl-C reaches only
-                // the launcher, which then stops the layers in order.
+                if ids.uid != 0 {
+                    drop_privileges(ids, cap_last)?;
+                }
+                // Die with the launcher, whatever kills it (set after the
+                // ids change, which clears it); and stay out of the
+                // terminal's process group so that Ctrl-C reaches only the
+                // launcher, which then stops the layers in order.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 libc::setpgid(0, 0);
-                if let Some(fd) = dev {
+                if let Some(fd) = inherit {
                     libc::fcntl(fd, libc::F_SETFD, 0);
                 }
                 Ok(())

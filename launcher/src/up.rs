@@ -12,10 +12,71 @@ use std::time::{Duration, Instant};
 use strata_ipc::runtime::{control_socket, run_dir, stack_file};
 use strata_ipc::{Fabric, MAX_LAYERS};
 
-/// Devices and eventfds the launcher holds for the instance's lifetime.
+/// Devices, eventfds and sockd's listening socket: the launcher holds
+/// them for the instance's lifetime and hands them to each (re)started
+/// layer.
 struct Held {
     devices: Vec<OwnedFd>,
     _wake: Vec<OwnedFd>,
+    listener: OwnedFd,
+}
+
+/// Refuses a layer id block that this machine's users or groups already
+/// name: a layer must share its ids with no one.
+fn check_layer_ids(base: u32) -> Result<(), String> {
+    if base == 0 {
+        return Ok(());
+    }
+    let block = base..=base + MAX_LAYERS as u32;
+    for file in ["/etc/passwd", "/etc/group"] {
+        let Ok(text) = std::fs::read_to_string(file) else {
+            continue;
+        };
+        for line in text.lines() {
+            let mut f = line.split(':');
+            let (name, id) = (f.next(), f.nth(1).and_then(|v| v.parse::<u32>().ok()));
+            if let (Some(name), Some(id)) = (name, id) {
+                if block.contains(&id) {
+                    return Err(format!(
+                        "[security] layer_uid_base = {base}: id {id} is {name:?} in {file}; \
+                         the layers need {}..={} to themselves",
+                        block.start(),
+                        block.end()
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// sockd's listening socket, `/run/strata/<instance>/sockd.sock`, with the
+/// configured mode and group. The launcher binds it, so that sockd needs
+/// no right to the runtime directory and the socket outlives sockd's
+/// restarts.
+fn sockd_listener(plan: &Plan) -> std::io::Result<OwnedFd> {
+    use nix::sys::socket::{bind, listen, socket, AddressFamily, Backlog, SockFlag, SockType};
+    use std::os::unix::fs::PermissionsExt;
+    let path = run_dir(&plan.instance).join(strata_proto::sock::SOCKET_FILE);
+    let _ = std::fs::remove_file(&path);
+    let fd = socket(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        None,
+    )?;
+    bind(fd.as_raw_fd(), &nix::sys::socket::UnixAddr::new(&path)?)?;
+    // Who may open sockets: by default any local user (SO_PEERCRED tells
+    // sockd who each is); `[sockd]` narrows it to a group.
+    if let Some(g) = plan.socket_group {
+        std::os::unix::fs::chown(&path, None, Some(g))?;
+    }
+    std::fs::set_permissions(
+        &path,
+        std::fs::Permissions::from_mode(plan.socket_mode & 0o777),
+    )?;
+    listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))?;
+    Ok(fd)
 }
 
 fn open_devices(plan: &Plan) -> Result<Vec<OwnedFd>, String> {
@@ -137,6 +198,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("strata up needs root (TAP devices, /run/strata)".into());
     }
+    check_layer_ids(plan.layer_uid_base)?;
     clear_leftovers(&inst)?;
 
     // Stop requests are taken from here on, so that a Ctrl-C during
@@ -150,14 +212,25 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
 
     let devices = open_devices(&plan)?;
     let (wake_owned, wake_fds) = make_wakeups()?;
+    let dir = run_dir(&inst);
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let listener = sockd_listener(&plan).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&dir);
+        format!("sockd's socket: {e}")
+    })?;
     let held = Held {
         devices,
         _wake: wake_owned,
+        listener,
     };
     let fabric = Fabric::create(&inst, plan.params).map_err(|e| e.to_string())?;
-    let dir = run_dir(&inst);
     let result = (|| {
-        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        if plan.layer_uid_base != 0 {
+            // Only the layers' group (and root) may map the region.
+            fabric
+                .grant_group(plan.layer_uid_base)
+                .map_err(|e| format!("shared memory: {e}"))?;
+        }
         let text = serde_json::to_string_pretty(&plan.stack).map_err(|e| e.to_string())?;
         std::fs::write(stack_file(&inst), text).map_err(|e| format!("stack.json: {e}"))?;
         for ifc in &plan.stack.ifaces {
@@ -166,7 +239,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
         // The rule set is in filterd's arena before filterd starts.
         let filter = crate::filter::FilterState::new(&fabric, &plan.filter_rules)?;
         let dev_fds: Vec<RawFd> = held.devices.iter().map(|d| d.as_raw_fd()).collect();
-        let mut sup = Supervisor::new(&plan, &dev_fds, &wake_fds);
+        let mut sup = Supervisor::new(&plan, &dev_fds, held.listener.as_raw_fd(), &wake_fds);
         let fabric = Arc::new(fabric);
         sup.start_all(&fabric, Duration::from_secs(10))?;
         let shared = Arc::new(Shared {

@@ -3,6 +3,9 @@
 //! peer. Everything here tears itself down on drop, also when a test
 //! fails.
 
+mod raw_client;
+pub use raw_client::{connect_sockd, RawClient};
+
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::path::PathBuf;

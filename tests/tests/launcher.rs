@@ -21,6 +21,16 @@ fn bad_configuration_is_refused_naming_the_field_and_nothing_is_left() {
             "route[0].dev",
         ),
         ("[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[limits]\nring_size = 100\n", "limits.ring_size"),
+        (
+            "[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[security]\nlayer_uid_base = 5\n",
+            "security.layer_uid_base",
+        ),
+        // The block 65530..=65546 holds nobody's 65534: the layers must
+        // share their ids with no one.
+        (
+            "[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[security]\nlayer_uid_base = 65530\n",
+            "id 65534",
+        ),
     ];
     for (body, field) in cases {
         let path = std::env::temp_dir().join(format!("{inst}.toml"));

@@ -1,14 +1,19 @@
 //! Privileges. What sockd lets a local user do: ports below 1024 are
 //! root's (or a process with CAP_NET_BIND_SERVICE's), as on Linux; and
 //! with `[sockd] socket_mode` and `socket_group`, only a group may reach
-//! sockd at all. And what the layers may do: every one runs with
-//! no_new_privs and under the seccomp filter, and a forbidden call is
-//! logged and the layer restarted.
+//! sockd at all. And what the layers may do: every one runs as its own
+//! unprivileged user, with no capabilities, with no_new_privs and under
+//! the seccomp filter, and a forbidden call is logged and the layer
+//! restarted.
 
+use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-
-use strata_tests::{bin, spawn_app, tap_config, wait_line, Bg, Netns, Stack, LAYERS};
+use strata_ipc::sockring::{wake_pair, SockMem};
+use strata_proto::sock::{Addr, Request, Response};
+use strata_tests::{bin, spawn_app, tap_config, wait_line, Bg, Netns, RawClient, Stack, LAYERS};
 
 /// Runs examples/echo as user and group 65534 (nobody) with `args`;
 /// `bounded`: for at most 20 s.
@@ -89,11 +94,52 @@ fn every_layer_shows(st: &Stack, field: &str, value: &str) {
     }
 }
 
+/// The value of `field` in `pid`'s `/proc/PID/status`.
+fn status_field(pid: i32, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field));
+    line.unwrap_or_else(|| panic!("no {field} in {status}"))[field.len()..]
+        .trim()
+        .to_string()
+}
+
 #[test]
-fn every_layer_runs_with_no_new_privileges() {
+fn every_layer_runs_as_its_own_user_without_capabilities_or_new_privileges() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     every_layer_shows(&st, "NoNewPrivs:", "1");
+    let mut uids = std::collections::HashSet::new();
+    for layer in LAYERS {
+        let pid = st.layer_pid(layer);
+        // Real, effective, saved and filesystem ids: one user, not root,
+        // of the layers' group and no other.
+        let ids: Vec<u32> = status_field(pid, "Uid:")
+            .split_whitespace()
+            .map(|v| v.parse().unwrap())
+            .collect();
+        assert_eq!(ids.len(), 4);
+        assert!(
+            ids.iter().all(|&u| u == ids[0] && u != 0),
+            "{layer}: {ids:?}"
+        );
+        assert!(uids.insert(ids[0]), "{layer} shares uid {}", ids[0]);
+        let gid = status_field(pid, "Gid:");
+        assert!(
+            gid.split_whitespace().all(|g| g == "76000"),
+            "{layer}: {gid}"
+        );
+        assert_eq!(status_field(pid, "Groups:"), "76000", "{layer}");
+        for set in ["CapInh:", "CapPrm:", "CapEff:", "CapBnd:", "CapAmb:"] {
+            assert_eq!(status_field(pid, set), "0000000000000000", "{layer} {set}");
+        }
+    }
+    // The shared region is the layers' group's and root's alone.
+    let meta = std::fs::metadata(format!("/dev/shm/strata-{}", st.instance)).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!((meta.mode() & 0o777, meta.gid()), (0o660, 76000));
+    // And the stack serves.
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
 }
 
 #[test]
@@ -126,4 +172,166 @@ fn every_layer_is_confined_and_a_forbidden_call_is_logged_and_restarted() {
     // And the stack works.
     let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
+}
+
+/// Connects to sockd as `uid`, from a python child that hands the
+/// connection back over its stdin (a Unix socket) and then exits or, with
+/// `stay`, lives until its stdin closes. The connection's SO_PEERCRED and
+/// SO_PEERPIDFD name that child. Returns the connection, the child, and
+/// our end of its stdin.
+fn connect_as(st: &Stack, uid: u32, stay: bool) -> (OwnedFd, Bg, UnixStream) {
+    const HAND_OVER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+s.connect(sys.argv[1])
+back = socket.socket(fileno=0)
+socket.send_fds(back, [b"x"], [s.fileno()])
+if sys.argv[2] == "stay":
+    back.recv(1)
+"#;
+    let (ours, theirs) = UnixStream::pair().unwrap();
+    let path = strata_ipc::runtime::run_dir(&st.instance).join(strata_proto::sock::SOCKET_FILE);
+    let child = Command::new("setpriv")
+        .args([
+            &format!("--reuid={uid}"),
+            &format!("--regid={uid}"),
+            "--clear-groups",
+            // The system's python, which any user may run (a python
+            // under root's home may be out of reach).
+            "/usr/bin/python3",
+            "-c",
+            HAND_OVER,
+        ])
+        .arg(&path)
+        .arg(if stay { "stay" } else { "go" })
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux), /usr/bin/python3");
+    let mut buf = [0u8; 1];
+    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+    let mut cmsg = nix::cmsg_space!([RawFd; 1]);
+    let m = recvmsg::<()>(
+        ours.as_raw_fd(),
+        &mut iov,
+        Some(&mut cmsg),
+        MsgFlags::empty(),
+    )
+    .expect("the connection handed over");
+    let fd = m
+        .cmsgs()
+        .unwrap()
+        .find_map(|c| match c {
+            ControlMessageOwned::ScmRights(v) => v.first().copied(),
+            _ => None,
+        })
+        .expect("an fd with the message");
+    // SAFETY: SCM_RIGHTS installed this descriptor in this process for
+    // this message; nothing else owns it.
+    (unsafe { OwnedFd::from_raw_fd(fd) }, Bg::new(child), ours)
+}
+
+/// Sends `sig` to `pid`.
+fn signal(pid: i32, sig: libc::c_int) {
+    // SAFETY: kill takes no pointers.
+    assert_eq!(unsafe { libc::kill(pid, sig) }, 0, "kill {pid} {sig}");
+}
+
+/// Starts `sleep` as root with pid `pid` (just freed), through the pid
+/// namespace's `ns_last_pid`; retries while other processes take it first.
+fn sleep_with_pid(pid: u32) -> Bg {
+    for _ in 0..200 {
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string())
+            .expect("ns_last_pid is writable (root with CAP_SYS_ADMIN)");
+        let child = Command::new("sleep").arg("60").spawn().unwrap();
+        if child.id() == pid {
+            return Bg::new(child);
+        }
+        drop(Bg::new(child));
+    }
+    panic!("pid {pid} never came back");
+}
+
+#[test]
+fn a_client_gone_before_sockd_looked_is_not_credited_with_the_next_owner_of_its_pid() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    // sockd is stopped while a client of user nobody connects and exits,
+    // and a root process takes its pid: /proc/PID now shows root and its
+    // capabilities. A pid alone would credit them to the session (port 80
+    // for nobody); the session's pidfd says its process is gone.
+    let sockd = st.layer_pid("sockd");
+    signal(sockd, libc::SIGSTOP);
+    let (fd, mut client, _stdin) = connect_as(&st, 65534, false);
+    let gone = client.child.id();
+    assert!(client.child.wait().unwrap().success());
+    let _imposter = sleep_with_pid(gone);
+    signal(sockd, libc::SIGCONT);
+    assert!(
+        RawClient::hello(fd).is_none(),
+        "a session for a process that is gone"
+    );
+    assert!(st.counter("sockd", "sessions_unidentified") >= 1);
+    // Clients that stay are served as before.
+    let (fd, _client, _stdin) = connect_as(&st, 65534, true);
+    let c = RawClient::hello(fd).expect("a session");
+    let (id, _mem, _memfd, _pair) = c.udp_socket();
+    let bind = |port| Request::Bind {
+        id,
+        addr: Addr { ip: 0, port },
+    };
+    let eacces = Response::Error {
+        errno: libc::EACCES,
+    };
+    assert_eq!(c.call(&bind(80), &[]), eacces);
+    assert_eq!(c.call(&bind(8080), &[]), Response::Ok);
+}
+
+#[test]
+fn neither_another_user_nor_another_process_reattaches_a_socket_left_behind() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
+    let id = st.json("ss")["sockets"][0]["id"].as_u64().unwrap() as u32;
+    // The echo server is stopped, so it cannot re-attach when sockd
+    // restarts: its socket waits for it, detached.
+    let echo_pid = echo.child.id() as i32;
+    signal(echo_pid, libc::SIGSTOP);
+    signal(st.layer_pid("sockd"), libc::SIGKILL);
+    st.wait_for("sockd restarted", Duration::from_secs(20), || {
+        st.restarts("sockd") >= 1 && st.layer_status("sockd")["state"] == "running"
+    });
+    let reattach = |c: &RawClient| {
+        let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
+        let (_wait, kick) = wake_pair().unwrap();
+        let r = c.call(
+            &Request::Reattach { id },
+            &[memfd.as_raw_fd(), kick.as_raw_fd()],
+        );
+        drop(mem);
+        r
+    };
+    let ebadf = Response::Error { errno: libc::EBADF };
+    // Another user: refused.
+    let (fd, _nobody, _stdin) = connect_as(&st, 65534, true);
+    let nobody = RawClient::hello(fd).expect("a session");
+    assert_eq!(reattach(&nobody), ebadf);
+    // Another process of the same user (this test, root): refused too.
+    let root = RawClient::connect(&st.instance);
+    assert_eq!(reattach(&root), ebadf);
+    assert_eq!(st.counter("sockd", "reattached"), 0);
+    // Its owner, resumed, takes it back and serves on it.
+    signal(echo_pid, libc::SIGCONT);
+    st.wait_for(
+        "the echo server re-attached",
+        Duration::from_secs(20),
+        || st.counter("sockd", "reattached") >= 1,
+    );
+    let out = ns.run_ok(&[
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(2,2)\ns.settimeout(10)\ns.sendto(b'mine',('10.77.0.2',7))\nprint(s.recv(100).decode())",
+    ]);
+    assert_eq!(out.trim(), "mine");
 }

@@ -1,17 +1,14 @@
 //! The socket boundary under stress and abuse: a slow reader, a hostile
 //! client, and `strata ss`.
 
-use nix::sys::socket::{
-    connect, recvmsg, sendmsg, socket, AddressFamily, ControlMessage, ControlMessageOwned,
-    MsgFlags, SockFlag, SockType, UnixAddr,
-};
-use std::io::{IoSlice, IoSliceMut, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use nix::sys::socket::MsgFlags;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
 use std::time::Duration;
 use strata_ipc::sockring::{wait, wake_pair, SockMem};
-use strata_proto::sock::{Kind, Request, Response, VERSION};
-use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack, STACK_IP};
+use strata_proto::sock::{Kind, Request, Response};
+use strata_tests::{spawn_app, wait_line, Bg, Netns, RawClient, Stack, STACK_IP};
 
 /// Kernel-side sender of 1000-byte datagrams to port 6000 on the stack:
 /// for each number N read on stdin, N of them at once, then `sent`.
@@ -100,88 +97,6 @@ fn a_reader_that_falls_behind_loses_datagrams_and_they_are_counted() {
     // Every datagram is accounted for: received, or dropped and counted.
     assert_eq!(got + dropped, st.counter("udpd", "delivered"));
     assert_eq!(st.counter("udpd", "delivered"), 2000);
-}
-
-/// A client speaking the socket protocol by hand, as a hostile program
-/// could.
-struct RawClient {
-    fd: OwnedFd,
-    /// The end of the session's wake pair it would kick sockd with.
-    _kick: OwnedFd,
-}
-
-impl RawClient {
-    fn connect(instance: &str) -> RawClient {
-        let path = strata_ipc::runtime::run_dir(instance).join(strata_proto::sock::SOCKET_FILE);
-        let fd = socket(
-            AddressFamily::Unix,
-            SockType::SeqPacket,
-            SockFlag::SOCK_CLOEXEC,
-            None,
-        )
-        .unwrap();
-        connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
-        let (wait, kick) = wake_pair().unwrap();
-        let c = RawClient { fd, _kick: kick };
-        assert!(matches!(
-            c.call(&Request::Hello { version: VERSION }, &[wait.as_raw_fd()]),
-            Response::Welcome { .. }
-        ));
-        c
-    }
-
-    fn call(&self, r: &Request, fds: &[RawFd]) -> Response {
-        self.call_bytes(&r.encode(), fds)
-    }
-
-    fn call_bytes(&self, b: &[u8], fds: &[RawFd]) -> Response {
-        let cm = [ControlMessage::ScmRights(fds)];
-        let cms: &[ControlMessage] = if fds.is_empty() { &[] } else { &cm };
-        sendmsg::<()>(
-            self.fd.as_raw_fd(),
-            &[IoSlice::new(b)],
-            cms,
-            MsgFlags::empty(),
-            None,
-        )
-        .unwrap();
-        let mut buf = [0u8; 2048];
-        let mut iov = [IoSliceMut::new(&mut buf)];
-        let mut cmsg = nix::cmsg_space!([RawFd; 4]);
-        let m = recvmsg::<()>(
-            self.fd.as_raw_fd(),
-            &mut iov,
-            Some(&mut cmsg),
-            MsgFlags::empty(),
-        )
-        .unwrap();
-        for c in m.cmsgs().unwrap() {
-            if let ControlMessageOwned::ScmRights(v) = c {
-                for f in v {
-                    // SAFETY: SCM_RIGHTS fds are new descriptors the kernel
-                    // installed in this process for this message; nothing else
-                    // owns them, and each is wrapped once.
-                    drop(unsafe { OwnedFd::from_raw_fd(f) });
-                }
-            }
-        }
-        let n = m.bytes;
-        Response::decode(&buf[..n]).unwrap()
-    }
-
-    /// A UDP socket: its id, memory, memfd and wake pair (the end to wait
-    /// on, the end sockd kicks).
-    fn udp_socket(&self) -> (u32, SockMem, OwnedFd, (OwnedFd, OwnedFd)) {
-        let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
-        let (wait, kick) = wake_pair().unwrap();
-        match self.call(
-            &Request::Socket { kind: Kind::Udp },
-            &[memfd.as_raw_fd(), kick.as_raw_fd()],
-        ) {
-            Response::Created { id } => (id, mem, memfd, (wait, kick)),
-            r => panic!("{r:?}"),
-        }
-    }
 }
 
 #[test]
@@ -407,9 +322,25 @@ fn out_of_descriptors_sockd_pauses_accepting_and_serves_the_waiting_session_late
     let ns = Netns::new();
     let st = Stack::up(&ns);
     let pid = st.layer_pid("sockd");
+    // As sockd's own user: changing another user's limits needs
+    // CAP_SYS_RESOURCE, which a test's root may lack.
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let id = |field: &str| {
+        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
+        line.split_whitespace().nth(1).unwrap().to_string()
+    };
+    let (uid, gid) = (id("Uid:"), id("Gid:"));
     let nofile = |soft: &str| {
-        let o = std::process::Command::new("prlimit")
-            .args(["--pid", &pid.to_string(), &format!("--nofile={soft}:")])
+        let o = std::process::Command::new("setpriv")
+            .args([
+                &format!("--reuid={uid}"),
+                &format!("--regid={gid}"),
+                "--clear-groups",
+                "prlimit",
+                "--pid",
+                &pid.to_string(),
+                &format!("--nofile={soft}:"),
+            ])
             .output()
             .expect("prlimit (util-linux)");
         assert!(o.status.success(), "{o:?}");
@@ -419,15 +350,7 @@ fn out_of_descriptors_sockd_pauses_accepting_and_serves_the_waiting_session_late
         .unwrap()
         .count();
     nofile(&open.to_string());
-    let path = strata_ipc::runtime::run_dir(&st.instance).join(strata_proto::sock::SOCKET_FILE);
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_CLOEXEC,
-        None,
-    )
-    .unwrap();
-    connect(fd.as_raw_fd(), &UnixAddr::new(&path).unwrap()).unwrap();
+    let fd = strata_tests::connect_sockd(&st.instance);
     st.wait_for("sockd to be refused", Duration::from_secs(20), || {
         st.counter("sockd", "accept_refused") >= 1
     });
@@ -445,11 +368,6 @@ fn out_of_descriptors_sockd_pauses_accepting_and_serves_the_waiting_session_late
     assert!(rate < 100.0, "{tries} tries in {:?}", t.elapsed());
     // Room again: the session that waited in the backlog is served.
     nofile("1024");
-    let (wait, kick) = wake_pair().unwrap();
-    let c = RawClient { fd, _kick: kick };
-    assert!(matches!(
-        c.call(&Request::Hello { version: VERSION }, &[wait.as_raw_fd()]),
-        Response::Welcome { .. }
-    ));
+    assert!(RawClient::hello(fd).is_some(), "the waiting session served");
     assert_eq!(st.restarts("sockd"), 0);
 }

@@ -6,7 +6,7 @@
 //! copy of its fd, so our death does not take the interface down.
 
 use std::collections::VecDeque;
-use std::os::fd::RawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 use strata_drivers::Driver;
 use strata_ipc::service::{self, DEVICE_FD_ENV};
 use strata_ipc::{ifc, now_ns, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
@@ -38,10 +38,9 @@ fn main() {
         .ifaces
         .get(iface as usize)
         .unwrap_or_else(|| service::die("driverd", "no such interface in the configuration"));
-    let fd: RawFd = std::env::var(DEVICE_FD_ENV)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| service::die("driverd", &format!("{DEVICE_FD_ENV} not set")));
+    let fd: RawFd = service::inherited_fd(DEVICE_FD_ENV)
+        .unwrap_or_else(|e| service::die("driverd", &e))
+        .into_raw_fd();
     let mut dev = open_device(&cfg.driver, fd)
         .unwrap_or_else(|e| service::die("driverd", &format!("device fd {fd}: {e}")));
     f.register_counters(

@@ -21,20 +21,18 @@ mod udp;
 mod wire;
 
 use nix::errno::Errno;
-use nix::sys::socket::{
-    accept4, bind, getsockopt, listen, socket, sockopt, AddressFamily, Backlog, SockFlag, SockType,
-    UnixAddr,
-};
+use nix::sys::socket::{accept4, getsockopt, sockopt, SockFlag};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_META_LEN};
+use strata_ipc::service::LISTEN_FD_ENV;
 use strata_ipc::sockring::{self, kick, state as sstate, wait, SockMem, HDR_LEN};
 use strata_ipc::socktable::{rec_flags, sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
-use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, SOCKET_FILE, VERSION};
+use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, VERSION};
 use strata_sockd::stream::{Arrival, Stream};
 use wire::Recv;
 
@@ -91,7 +89,8 @@ mod c {
     pub const TCPD_RESTARTS: usize = 22;
     pub const SOCKET_LIMIT: usize = 23;
     pub const ACCEPT_REFUSED: usize = 24;
-    pub const NAMES: [&str; 25] = [
+    pub const SESSIONS_UNIDENTIFIED: usize = 25;
+    pub const NAMES: [&str; 26] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -117,6 +116,7 @@ mod c {
         "tcpd_restarts_seen",
         "socket_limit",
         "accept_refused",
+        "sessions_unidentified",
     ];
 }
 
@@ -379,37 +379,13 @@ fn errno_resp(e: i32) -> Response {
     Response::Error { errno: e }
 }
 
-fn listen_socket(cfg: &strata_ipc::runtime::StackConfig) -> std::io::Result<OwnedFd> {
-    let path = strata_ipc::runtime::run_dir(&cfg.instance).join(SOCKET_FILE);
-    let _ = std::fs::remove_file(&path);
-    let fd = socket(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-        None,
-    )?;
-    bind(fd.as_raw_fd(), &UnixAddr::new(&path)?)?;
-    // Who may open sockets: by default any local user (SO_PEERCRED tells
-    // sockd who each is); `[sockd]` narrows it to a group.
-    use std::os::unix::fs::PermissionsExt;
-    if let Some(g) = cfg.socket_group {
-        std::os::unix::fs::chown(&path, None, Some(g))?;
-    }
-    std::fs::set_permissions(
-        &path,
-        std::fs::Permissions::from_mode(cfg.socket_mode & 0o777),
-    )?;
-    listen(&fd, Backlog::new(128).unwrap_or(Backlog::MAXCONN))?;
-    Ok(fd)
-}
-
 fn main() {
     let svc = Service::start("sockd").unwrap_or_else(|e| service::die("sockd", &e));
     let f = &svc.fabric;
     let me = svc.me;
     f.register_counters(me, &c::NAMES);
-    let listener = listen_socket(&svc.config)
-        .unwrap_or_else(|e| service::die("sockd", &format!("listen: {e}")));
+    let listener =
+        service::inherited_fd(LISTEN_FD_ENV).unwrap_or_else(|e| service::die("sockd", &e));
     let mut d = Sockd {
         svc: &svc,
         table: f.sock_table(),

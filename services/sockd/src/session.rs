@@ -5,6 +5,86 @@
 use super::*;
 use strata_sockd::auth;
 
+/// What sockd learns of a session's process when it connects.
+struct Peer {
+    /// Its effective capabilities (`CapEff`), if readable.
+    caps: Option<u64>,
+    /// Its start time ([`auth::start_time`]; 0: unknown).
+    start_time: u32,
+}
+
+/// `SO_PEERPIDFD` (Linux 6.5): a pidfd of the process that connected.
+const SO_PEERPIDFD: libc::c_int = 77;
+
+/// Reads the capabilities and start time of the process that connected
+/// on `fd`, whose pid SO_PEERCRED says is `pid`, from `/proc/PID`.
+///
+/// A pid alone names whichever process has it now: the one that
+/// connected may have exited and its pid gone to another, whose
+/// capabilities and start time sockd would then credit to this session.
+/// So sockd holds the peer's pidfd (SO_PEERPIDFD) across the reads and
+/// asks it afterwards whether that process still exists (a signal 0):
+/// if it does, its pid was not reused, and what was read is its own.
+/// None: it is gone. Kernels before 6.5 have no SO_PEERPIDFD; there the
+/// pid is trusted as read.
+fn identify(fd: &OwnedFd, pid: i32) -> Option<Peer> {
+    let pidfd = match peer_pidfd(fd) {
+        Ok(p) => p,
+        // ESRCH: it has exited already.
+        Err(_) => return None,
+    };
+    let proc = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).ok();
+    let peer = Peer {
+        caps: proc("status").as_deref().and_then(auth::effective_caps),
+        start_time: proc("stat")
+            .as_deref()
+            .and_then(auth::start_time)
+            .unwrap_or(0),
+    };
+    let Some(p) = pidfd else {
+        return Some(peer);
+    };
+    // SAFETY: pidfd_send_signal takes the pidfd, a signal number (0: only
+    // check) and a null siginfo; no memory is passed.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            p.as_raw_fd(),
+            0,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    // EPERM (another user's process, which sockd may not signal) also
+    // says it exists; ESRCH says it is gone.
+    (r == 0 || Errno::last() == Errno::EPERM).then_some(peer)
+}
+
+/// The pidfd of the peer of `fd`: None where the kernel has no
+/// SO_PEERPIDFD, an error if the peer has exited (ESRCH).
+fn peer_pidfd(fd: &OwnedFd) -> Result<Option<OwnedFd>, Errno> {
+    let mut pidfd: libc::c_int = -1;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: the kernel writes at most `len` bytes into `pidfd`, a live
+    // local of that size, and the new length into `len`.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_SOCKET,
+            SO_PEERPIDFD,
+            (&mut pidfd as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    match (r, Errno::last()) {
+        // SAFETY: on success the kernel made `pidfd` a new descriptor for
+        // this process alone.
+        (0, _) if pidfd >= 0 => Ok(Some(unsafe { OwnedFd::from_raw_fd(pidfd) })),
+        (0, _) | (_, Errno::ENOPROTOOPT) => Ok(None),
+        (_, e) => Err(e),
+    }
+}
+
 impl Sockd<'_> {
     pub(crate) fn accept_sessions(&mut self, listener: &OwnedFd) {
         if !self.accepting() {
@@ -32,12 +112,12 @@ impl Sockd<'_> {
             let Ok(cred) = getsockopt(&fd, sockopt::PeerCredentials) else {
                 continue;
             };
-            let proc = |f: &str| std::fs::read_to_string(format!("/proc/{}/{f}", cred.pid())).ok();
-            let caps = proc("status").as_deref().and_then(auth::effective_caps);
-            let start_time = proc("stat")
-                .as_deref()
-                .and_then(auth::start_time)
-                .unwrap_or(0);
+            let Some(Peer { caps, start_time }) = identify(&fd, cred.pid()) else {
+                // Gone before we could tell who it was: its pid may be
+                // another process's already. It gets no session.
+                self.count(c::SESSIONS_UNIDENTIFIED, 1);
+                continue;
+            };
             self.next_session += 1;
             self.sessions.insert(
                 self.next_session,
