@@ -80,6 +80,14 @@ pub struct StackConfig {
     /// Sockets all processes of one user may hold together.
     #[serde(default = "default_sockets_per_user")]
     pub sockets_per_user: u32,
+    /// Bytes all TCP sockets of one user may have at tcpd, sent and not
+    /// yet acknowledged (pool buffers).
+    #[serde(default = "default_send_bytes_per_user")]
+    pub send_bytes_per_user: u64,
+}
+
+fn default_send_bytes_per_user() -> u64 {
+    2 << 20
 }
 
 fn default_sockets_per_process() -> u32 {

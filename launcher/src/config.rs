@@ -59,6 +59,7 @@ const HEARTBEAT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
 const SOCKET_BUFFER_BYTES: RangeInclusive<i64> = 4096..=16_777_216;
 const SOCKETS_LIMIT: RangeInclusive<i64> = 1..=1_048_576;
 const EPHEMERAL_PORT: RangeInclusive<i64> = 1024..=65_535;
+const SEND_BYTES_PER_USER: RangeInclusive<i64> = 65_536..=1 << 40;
 const LAYER_UID_BASE: RangeInclusive<i64> = 1000..=2_147_483_000;
 const RESTART_BACKOFF_MAX_MS: RangeInclusive<i64> = 100..=600_000;
 
@@ -304,6 +305,20 @@ pub struct Limits {
     /// Sockets all processes of one user may hold together, 1..=1048576;
     /// more fail with EMFILE. Default 16384.
     pub sockets_per_user: u32,
+    /// Bytes all TCP sockets of one user may have sent and not yet had
+    /// acknowledged (held in the pool), 65536..=1099511627776; past it
+    /// that user's sends wait. Default: a quarter of the small buffers'
+    /// bytes (2 MiB with 4096 buffers), so that others keep the rest.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send_bytes_per_user: Option<u64>,
+}
+
+impl Limits {
+    /// [`Limits::send_bytes_per_user`], the default resolved.
+    pub fn send_bytes_per_user(&self) -> u64 {
+        self.send_bytes_per_user
+            .unwrap_or(u64::from(self.small_buffers) * strata_ipc::SMALL_BUF as u64 / 4)
+    }
 }
 
 impl Default for Limits {
@@ -320,6 +335,7 @@ impl Default for Limits {
             ephemeral_port_last: 60999,
             sockets_per_process: 4096,
             sockets_per_user: 16384,
+            send_bytes_per_user: None,
         }
     }
 }
@@ -851,6 +867,9 @@ impl Limits {
                 ),
             ));
         }
+        if let Some(v) = self.send_bytes_per_user {
+            check_range("limits.send_bytes_per_user", v as i64, &SEND_BYTES_PER_USER)?;
+        }
         if !self.ring_size.is_power_of_two() {
             return Err(invalid(
                 "limits.ring_size",
@@ -1076,6 +1095,7 @@ struct RawLimits {
     ephemeral_port_last: Option<i64>,
     sockets_per_process: Option<i64>,
     sockets_per_user: Option<i64>,
+    send_bytes_per_user: Option<i64>,
 }
 
 impl RawConfig {
@@ -1304,6 +1324,12 @@ impl RawLimits {
                 d.sockets_per_user,
                 SOCKETS_LIMIT,
             )?,
+            send_bytes_per_user: match self.send_bytes_per_user {
+                None => None,
+                Some(v) => {
+                    Some(check_range("limits.send_bytes_per_user", v, &SEND_BYTES_PER_USER)? as u64)
+                }
+            },
         })
     }
 }

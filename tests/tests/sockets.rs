@@ -371,3 +371,86 @@ fn out_of_descriptors_sockd_pauses_accepting_and_serves_the_waiting_session_late
     assert!(RawClient::hello(fd).is_some(), "the waiting session served");
     assert_eq!(st.restarts("sockd"), 0);
 }
+
+/// A kernel server on 10.77.0.1:9100 that takes connections with a small
+/// receive buffer and never reads them.
+const SINK: &str = r#"
+import socket
+srv = socket.socket()
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+srv.bind(("10.77.0.1", 9100))
+srv.listen(64)
+print("listening", flush=True)
+conns = []
+while True:
+    conns.append(srv.accept()[0])
+"#;
+
+/// Sends 10 MB to port 7007 on the stack and reads the echo back.
+const ECHO_10MB: &str = r#"
+import os, socket, threading
+data = os.urandom(10_000_000)
+s = socket.create_connection(("10.77.0.2", 7007), timeout=120)
+t = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
+t.start()
+got = bytearray()
+while True:
+    b = s.recv(1 << 20)
+    if not b:
+        break
+    got += b
+t.join()
+print("ok" if got == data else f"bad echo: {len(got)} bytes")
+"#;
+
+#[test]
+fn one_users_sockets_hold_no_more_than_their_share_of_the_pool() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut sink = ns.spawn(&["python3", "-c", SINK]);
+    wait_line(&mut sink, "listening", Duration::from_secs(15));
+    // This test (root) fills 24 send rings of 256 KiB towards peers that
+    // never read: 6 MiB it would have tcpd hold, three quarters of the
+    // pool. Its share is a quarter (2 MiB).
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let conns: Vec<libsock::TcpStream> = (0..24)
+        .map(|_| stack.builder().tcp_connect("10.77.0.1:9100").unwrap())
+        .collect();
+    for c in &conns {
+        c.set_nonblocking(true).unwrap();
+        let mut c = c;
+        loop {
+            match c.write(&[0u8; 65536]) {
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) => panic!("{e}"),
+            }
+        }
+    }
+    st.wait_for(
+        "the user's share to run out",
+        Duration::from_secs(30),
+        || st.counter("sockd", "tx_wait_user_limit") > 0,
+    );
+    let pool = st.json("status")["pool"].clone();
+    eprintln!("pool: {pool}");
+    // 2 MiB in segments of up to 1448 bytes: ~1450 buffers, not ~3000.
+    let in_use = pool["in_use"].as_u64().unwrap();
+    assert!(in_use < 2000, "{in_use} buffers in use");
+    // Another user sends and receives 10 MB meanwhile.
+    let child = std::process::Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--"])
+        .arg(strata_tests::bin("echo"))
+        .args(["--tcp", "0.0.0.0:7007", "--udp", "0.0.0.0:7007"])
+        .env("STRATA_INSTANCE", &st.instance)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux)");
+    let mut echo = Bg::new(child);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
+    let out = ns.run_ok(&["python3", "-c", ECHO_10MB]);
+    assert_eq!(out.trim(), "ok");
+    assert_eq!(st.restarts("sockd") + st.restarts("tcpd"), 0);
+    drop(conns);
+}

@@ -6,6 +6,7 @@
 //! - [`stream`]: one TCP socket's stream offsets and credits between
 //!   sockd and tcpd, and how they recover from a restart of either.
 //! - [`auth`]: who may bind which port.
+//! - [`charge`]: what each user's sockets hold at tcpd, against a limit.
 //!
 //! The binary (`main.rs` and its modules) is the shell: sessions with
 //! libsock, the applications' rings, the service loop.
@@ -13,4 +14,5 @@
 #![forbid(unsafe_code)]
 
 pub mod auth;
+pub mod charge;
 pub mod stream;

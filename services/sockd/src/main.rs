@@ -33,6 +33,7 @@ use strata_ipc::sockring::{self, kick, state as sstate, wait, SockMem, HDR_LEN};
 use strata_ipc::socktable::{rec_flags, sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, VERSION};
+use strata_sockd::charge::Charges;
 use strata_sockd::stream::{Arrival, Stream};
 use wire::Recv;
 
@@ -90,7 +91,8 @@ mod c {
     pub const SOCKET_LIMIT: usize = 23;
     pub const ACCEPT_REFUSED: usize = 24;
     pub const SESSIONS_UNIDENTIFIED: usize = 25;
-    pub const NAMES: [&str; 26] = [
+    pub const TX_WAIT_USER_LIMIT: usize = 26;
+    pub const NAMES: [&str; 27] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -117,6 +119,7 @@ mod c {
         "socket_limit",
         "accept_refused",
         "sessions_unidentified",
+        "tx_wait_user_limit",
     ];
 }
 
@@ -198,6 +201,8 @@ struct TcpSock {
     shut_sent: ShutSent,
     /// The options set, likewise.
     opts: TcpOpts,
+    /// What its user is charged for it ([`Charges`]).
+    charged: u64,
 }
 
 impl TcpSock {
@@ -212,6 +217,7 @@ impl TcpSock {
             mss: 1448,
             shut_sent: ShutSent::default(),
             opts: TcpOpts::default(),
+            charged: 0,
         }
     }
 }
@@ -353,6 +359,8 @@ struct Sockd<'a> {
     /// Sockets one process, and all processes of one user, may hold.
     sockets_per_process: u32,
     sockets_per_user: u32,
+    /// What each user's TCP sockets hold at tcpd.
+    charges: Charges,
     /// No new sessions until then: the system refused the last one
     /// (EMFILE and the like).
     accept_paused_until: Option<Instant>,
@@ -408,6 +416,7 @@ fn main() {
         unprivileged_port_start: svc.config.unprivileged_port_start,
         sockets_per_process: svc.config.sockets_per_process,
         sockets_per_user: svc.config.sockets_per_user,
+        charges: Charges::new(svc.config.send_bytes_per_user),
         accept_paused_until: None,
         closes: HashMap::new(),
         tcpd_seen: (0, 0),

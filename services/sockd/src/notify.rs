@@ -51,10 +51,7 @@ impl Sockd<'_> {
             op::SEND_CREDIT => self.on_send_credit(m),
             op::CLOSED if self.socks.get(&m.sock).is_some_and(|s| s.closing) => {
                 self.closes.remove(&m.sock);
-                if let Some(s) = self.socks.remove(&m.sock) {
-                    self.table.remove(s.slot);
-                    self.count(c::SOCKETS_CLOSED, 1);
-                }
+                self.drop_sock(m.sock);
             }
             op::CLOSED => {
                 self.closes.remove(&m.sock);
@@ -241,6 +238,8 @@ impl Sockd<'_> {
                     wake(kick_end, mem.consume_send_bytes(got.consume as usize));
                 }
                 resent = got.resent;
+                self.charges
+                    .settle(s.rec.uid, &mut t.charged, t.stream.held());
             }
         }
         if resent {

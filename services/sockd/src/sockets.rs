@@ -82,12 +82,28 @@ impl Sockd<'_> {
         );
     }
 
+    /// Forgets socket `id`: its slot, its held data, its user's charge.
+    /// Returns it for what else its end needs.
+    pub(crate) fn drop_sock(&mut self, id: u32) -> Option<Sock> {
+        let mut s = self.socks.remove(&id)?;
+        self.table.remove(s.slot);
+        for h in s.rx_hold() {
+            self.svc.fabric.free(h);
+        }
+        let uid = s.rec.uid;
+        if let Some(t) = s.tcp_mut() {
+            t.rx_hold.clear();
+            self.charges.settle(uid, &mut t.charged, 0);
+        }
+        self.count(c::SOCKETS_CLOSED, 1);
+        Some(s)
+    }
+
     pub(crate) fn close_sock(&mut self, id: u32) {
-        if let Some(s) = self.socks.remove(&id) {
+        if let Some(s) = self.drop_sock(id) {
             if let Some(conn) = s.rec.accepted_conn() {
                 self.claimed.remove(&conn);
             }
-            self.table.remove(s.slot);
             if let Some(m) = &s.mem {
                 m.set_state(sstate::CLOSED);
             }
@@ -101,10 +117,6 @@ impl Sockd<'_> {
                     },
                 );
             }
-            for h in s.rx_hold() {
-                self.svc.fabric.free(h);
-            }
-            self.count(c::SOCKETS_CLOSED, 1);
         }
     }
 
@@ -150,13 +162,7 @@ impl Sockd<'_> {
             s.rx_hold().next().is_some() || s.mem.as_ref().is_some_and(|m| m.rx_queued() > 0);
         if unread {
             self.tcp_ctl(op::ABORT, id, 0, 0);
-            if let Some(s) = self.socks.remove(&id) {
-                self.table.remove(s.slot);
-                for h in s.rx_hold() {
-                    self.svc.fabric.free(h);
-                }
-                self.count(c::SOCKETS_CLOSED, 1);
-            }
+            self.drop_sock(id);
             return;
         }
         s.closing = true;

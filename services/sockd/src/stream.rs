@@ -151,6 +151,13 @@ impl Stream {
         self.credit
     }
 
+    /// Bytes tcpd holds of this stream, taken and not yet acknowledged
+    /// (what its credit lacks): pool buffers, charged to the socket's
+    /// user ([`crate::charge`]).
+    pub fn held(&self) -> u64 {
+        self.cap - self.credit
+    }
+
     /// Offset of the next byte to hand tcpd.
     pub fn tx_sent(&self) -> u64 {
         self.tx_sent
@@ -394,6 +401,7 @@ mod tests {
             sent += n;
         }
         assert_eq!(sent as u64, CAP, "never more than tcpd holds");
+        assert_eq!(s.held(), CAP);
         assert_eq!(s.unsent(0, 100_000).skip, sent);
         // tcpd took everything and freed 10,000 bytes (acknowledged).
         let c = s.send_credit(
@@ -408,6 +416,7 @@ mod tests {
         assert_eq!(c.consume, sent as u64);
         assert!(!c.resent);
         assert_eq!(s.credit(), 10_000);
+        assert_eq!(s.held(), CAP - 10_000);
         // The ring let the taken bytes go: nothing before tx_sent is left.
         assert_eq!(s.unsent(sent as u64, 100_000 - sent).skip, 0);
     }

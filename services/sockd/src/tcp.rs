@@ -55,6 +55,7 @@ impl Sockd<'_> {
             waiting: false,
             ctl: Vec::new(),
             closed: Vec::new(),
+            charges: &mut self.charges,
         };
         for (&id, s) in self.socks.iter_mut() {
             let Sock {
@@ -93,22 +94,28 @@ impl Sockd<'_> {
             if *broken || rec.state != sock_state::CONNECTED {
                 continue;
             }
-            if turn.send_queued(&mut pool, id, mem, t, *closing, &mut self.to_tcp) == Err(BadRing) {
+            let uid = rec.uid;
+            if turn.send_queued(&mut pool, (id, uid), mem, t, *closing, &mut self.to_tcp)
+                == Err(BadRing)
+            {
                 *broken = true;
                 mem.set_error(libc::EIO);
                 f.count(me, c::BAD_RINGS, 1);
             }
         }
-        let (moved, waiting) = (turn.moved, turn.waiting);
-        for (o, id, v, fl) in std::mem::take(&mut turn.ctl) {
+        let Turn {
+            moved,
+            waiting,
+            ctl,
+            closed,
+            ..
+        } = turn;
+        for (o, id, v, fl) in ctl {
             self.tcp_ctl(o, id, v, fl);
         }
-        for id in std::mem::take(&mut turn.closed) {
+        for id in closed {
             // tcpd finishes the connection alone; the slot is free now.
-            if let Some(s) = self.socks.remove(&id) {
-                self.table.remove(s.slot);
-                self.count(c::SOCKETS_CLOSED, 1);
-            }
+            self.drop_sock(id);
         }
         (moved, waiting)
     }
@@ -134,6 +141,8 @@ struct Turn<'f> {
     ctl: Vec<(u32, u32, u64, u32)>,
     /// Sockets closed for good (their CLOSE is in `ctl`).
     closed: Vec<u32>,
+    /// What each user's sockets hold at tcpd.
+    charges: &'f mut Charges,
 }
 
 impl Turn<'_> {
@@ -179,7 +188,7 @@ impl Turn<'_> {
     fn send_queued(
         &mut self,
         pool: &mut Pool,
-        id: u32,
+        (id, uid): (u32, u32),
         mem: &SockMem,
         t: &mut TcpSock,
         closing: bool,
@@ -216,6 +225,13 @@ impl Turn<'_> {
                 self.waiting = true;
                 return Ok(());
             }
+            // The user's sockets hold their share of the pool already:
+            // this one waits for their peers' acknowledgements.
+            if !self.charges.allows(uid, n as u64) {
+                self.f.count(self.me, c::TX_WAIT_USER_LIMIT, 1);
+                self.waiting = true;
+                return Ok(());
+            }
             // Leave a quarter of the pool to the receive path: if queued
             // sends could take every buffer, no ACK could be received to
             // free them again.
@@ -240,6 +256,7 @@ impl Turn<'_> {
             }
             self.f.count(self.me, c::TX_COPY_BYTES, n as u64);
             h.stream_off = t.stream.sent(n);
+            self.charges.settle(uid, &mut t.charged, t.stream.held());
             to_tcp.push(h);
             self.moved += 1;
         }
