@@ -155,6 +155,8 @@ impl Fabric {
             h.arena_off = off.arena;
             h.small_off = off.small;
             h.large_off = off.large;
+            h.launch_off = off.launch;
+            h.pool_off = off.pool;
             for (i, (&(p, c), d)) in ends.iter().zip(descs).enumerate() {
                 d.producer = p.0 as u32;
                 d.consumer = c.0 as u32;
@@ -163,8 +165,8 @@ impl Fabric {
                     + i as u64 * params.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
             }
         }
-        f.header().free_head[0].store(freelist::empty(), Relaxed);
-        f.header().free_head[1].store(freelist::empty(), Relaxed);
+        f.pool_ctl().free_head[0].store(freelist::empty(), Relaxed);
+        f.pool_ctl().free_head[1].store(freelist::empty(), Relaxed);
         for i in (0..f.n_bufs()).rev() {
             let b = f.bufhdr(i);
             b.owner.store(OWNER_FREE, Relaxed);
@@ -293,6 +295,40 @@ impl Fabric {
         self.region.get(0)
     }
 
+    /// The pool's free lists and error counts.
+    #[inline]
+    fn pool_ctl(&self) -> &PoolCtl {
+        self.region.get(self.off.pool as usize)
+    }
+
+    /// What the launcher writes of `l`'s control (read-only to layers).
+    #[inline]
+    pub fn launch(&self, l: LayerId) -> &LaunchCtl {
+        self.region
+            .get(self.off.launch as usize + l.0 as usize * std::mem::size_of::<LaunchCtl>())
+    }
+
+    /// Leaves writable in this process only what layer `me` writes: the
+    /// header and the launcher's control pages, and every other layer's
+    /// arena, become read-only. A layer calls it once, before it serves
+    /// (its seccomp filter then refuses `mprotect`, so it stays so).
+    pub fn protect_for(&self, me: LayerId) -> io::Result<()> {
+        self.region.protect_read(0, self.off.pool as usize)?;
+        let mut others: Vec<LayerId> = (0..MAX_LAYERS as u8).map(LayerId).collect();
+        others.retain(|&l| l != me);
+        for l in others {
+            let a = self.arena(l);
+            let start = a.ptr(0) as usize - self.region.ptr(0) as usize;
+            // Whole pages only: a page shared with our own arena stays.
+            let first = start.div_ceil(4096) * 4096;
+            let end = (start + a.len()) / 4096 * 4096;
+            if end > first {
+                self.region.protect_read(first, end - first)?;
+            }
+        }
+        Ok(())
+    }
+
     /// A layer's control block.
     #[inline]
     pub fn ctl(&self, l: LayerId) -> &LayerCtl {
@@ -371,7 +407,7 @@ impl Fabric {
     }
 
     fn push_free(&self, i: u32) {
-        let list = &self.header().free_head[self.class(i)];
+        let list = &self.pool_ctl().free_head[self.class(i)];
         freelist::push(list, i, &self.bufhdr(i).next);
     }
 
@@ -380,7 +416,7 @@ impl Fabric {
     fn pop_free(&self, c: usize) -> Option<u32> {
         let op = &self.ctl(self.me).pool_op;
         freelist::pop(
-            &self.header().free_head[c],
+            &self.pool_ctl().free_head[c],
             self.n_bufs(),
             |i| op.store(u64::from(i) + 1, Relaxed),
             |i| &self.bufhdr(i).next,
@@ -435,7 +471,7 @@ impl Fabric {
     /// [`free`](Self::free) of a reference held by `me`.
     pub fn free_as(&self, me: LayerId, h: &Handle) {
         if self.check(h).is_err() {
-            self.header().stale_refused.fetch_add(1, Relaxed);
+            self.pool_ctl().stale_refused.fetch_add(1, Relaxed);
             return;
         }
         self.release(h.buf, me, 1);
@@ -459,7 +495,7 @@ impl Fabric {
         });
         let ok = match r {
             Err(_) => {
-                self.header().double_free.fetch_add(1, Relaxed);
+                self.pool_ctl().double_free.fetch_add(1, Relaxed);
                 false
             }
             Ok(prev) => {
@@ -539,7 +575,7 @@ impl Fabric {
 
     /// Buffers on the free lists, (small, large).
     pub fn free_counts(&self) -> (u32, u32) {
-        let h = self.header();
+        let h = self.pool_ctl();
         (
             freelist::head(&h.free_head[0]).count,
             freelist::head(&h.free_head[1]).count,
@@ -585,7 +621,7 @@ impl Fabric {
 
     /// Stale or bad handles refused, and double frees refused.
     pub fn pool_errors(&self) -> (u64, u64) {
-        let h = self.header();
+        let h = self.pool_ctl();
         (h.stale_refused.load(Relaxed), h.double_free.load(Relaxed))
     }
 
@@ -928,7 +964,7 @@ impl Fabric {
     /// and not named as being moved by any live layer. Returns how many.
     fn recover_stranded(&self, dead: LayerId) -> u64 {
         let n = self.n_bufs();
-        let h = self.header();
+        let h = self.pool_ctl();
         let locked = [
             freelist::lock(&h.free_head[0]),
             freelist::lock(&h.free_head[1]),
@@ -1169,7 +1205,7 @@ impl Consumer<'_> {
         for k in 0..n {
             let h = self.f.slot(self.r, head.wrapping_add(k as u32));
             if self.f.check(&h).is_err() {
-                self.f.header().stale_refused.fetch_add(1, Relaxed);
+                self.f.pool_ctl().stale_refused.fetch_add(1, Relaxed);
                 self.d
                     .claimed
                     .store(head.wrapping_add(k as u32 + 1), Release);
@@ -1188,7 +1224,7 @@ impl Consumer<'_> {
                 .store(head.wrapping_add(k as u32 + 1), Release);
             if moved.is_err() {
                 // The producer pushed a reference it did not hold.
-                self.f.header().double_free.fetch_add(1, Relaxed);
+                self.f.pool_ctl().double_free.fetch_add(1, Relaxed);
                 continue;
             }
             b.owner.store(self.me.0 as u32, Relaxed);

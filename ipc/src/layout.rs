@@ -1,6 +1,13 @@
 //! The fixed layout of the shared region. Everything in it is plain data
 //! and atomics at offsets computed from [`Params`], so every process that
 //! maps the region by name finds the same structures at the same places.
+//!
+//! The region opens with what only the launcher writes: the [`Header`]
+//! (the layout, fixed at creation) and one [`LaunchCtl`] per layer (its
+//! quarantine table, restarts, start time), on pages of their own that
+//! every layer maps read-only ([`crate::Fabric::protect_for`]), so that a
+//! layer taken over cannot rewrite the layout or quarantine another
+//! layer's inputs. Everything after them is written by the layers.
 
 use crate::handle::Handle;
 use crate::layer::{MAX_IFACES, MAX_LAYERS};
@@ -10,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 96;
@@ -73,6 +80,33 @@ pub struct Header {
     pub arena_off: u64,
     pub small_off: u64,
     pub large_off: u64,
+    pub launch_off: u64,
+    pub pool_off: u64,
+}
+
+/// What the launcher alone writes of a layer's control: on the region's
+/// read-only pages (see the module's description).
+#[repr(C, align(64))]
+pub struct LaunchCtl {
+    /// Quarantine entries in use `<< 32 |` (watched input length + 1, 0:
+    /// none). Zero, the usual case, lets [`crate::Fabric::take_input`]
+    /// skip every check.
+    pub quarantine_ctl: AtomicU64,
+    /// Inputs quarantined for this layer, ever.
+    pub quarantined: AtomicU64,
+    /// Unix time (ms) of the current instance's start.
+    pub started_ms: AtomicU64,
+    /// Restarts by the launcher.
+    pub restarts: AtomicU32,
+    pub _pad: u32,
+    /// Inputs quarantined for this layer ([`crate::quarantine`]); the
+    /// first `quarantine_ctl >> 32` are in use, filled round-robin.
+    pub quarantine: [QuarantineSlot; QUARANTINE_SLOTS],
+}
+
+/// The packet pool's shared state: written by every layer.
+#[repr(C, align(64))]
+pub struct PoolCtl {
     /// Free-list heads, one per size class: top index, count, lock bit
     /// and tag in one word ([`crate::freelist`]).
     pub free_head: [AtomicU64; 2],
@@ -127,10 +161,6 @@ pub struct LayerCtl {
     /// That input's hash, computed as it was taken, while the launcher
     /// watches for inputs of its length (0: not computed).
     pub input_hash: AtomicU64,
-    /// Written by the launcher: quarantine entries in use `<< 32 |`
-    /// (watched input length + 1, 0: none). Zero, the usual case, lets
-    /// [`crate::Fabric::take_input`] skip every check.
-    pub quarantine_ctl: AtomicU64,
     /// [`crate::now_ns`] when the current instance declared itself
     /// serving (0: not yet): the launcher times restarts with it, to the
     /// nanosecond, without watching the state word closely.
@@ -145,10 +175,7 @@ pub struct LayerCtl {
     pub state: AtomicU32,
     /// Current pid (0 when none).
     pub pid: AtomicU32,
-    /// Restarts by the launcher.
-    pub restarts: AtomicU32,
-    /// Unix time (ms) of the current instance's start.
-    pub started_ms: AtomicU64,
+    pub _pad: u32,
     /// Buffers reclaimed from dead instances of this layer.
     pub reclaimed: AtomicU64,
     /// Wake-ups sent to this layer (eventfd writes).
@@ -160,11 +187,9 @@ pub struct LayerCtl {
     pub self_reclaim: AtomicU32,
     pub counters: [AtomicU64; LAYER_COUNTERS],
     pub names: [[u8; COUNTER_NAME_LEN]; LAYER_COUNTERS],
-    /// Inputs quarantined for this layer ([`crate::quarantine`]); the
-    /// first `quarantine_ctl >> 32` are in use, filled round-robin.
-    pub quarantine: [QuarantineSlot; QUARANTINE_SLOTS],
-    /// Inputs the launcher quarantined for this layer, ever.
-    pub quarantined: AtomicU64,
+    /// Copies of each quarantined input ([`LaunchCtl::quarantine`], by
+    /// slot) dropped since it was quarantined.
+    pub quarantine_hits: [AtomicU64; QUARANTINE_SLOTS],
     /// Copies of quarantined inputs the layer dropped.
     pub quarantine_drops: AtomicU64,
 }
@@ -181,8 +206,6 @@ pub struct QuarantineSlot {
     /// Its length, or `u32::MAX` while the slot is being written.
     pub len: AtomicU32,
     pub _pad: u32,
-    /// Copies dropped since.
-    pub hits: AtomicU64,
 }
 
 /// Per-interface block: its name and L2 counters.
@@ -306,6 +329,10 @@ pub(crate) fn align(x: u64, a: u64) -> u64 {
 /// Where each part of the region lives.
 #[derive(Clone, Copy, Debug)]
 pub struct Offsets {
+    /// The [`LaunchCtl`]s, after the header's page.
+    pub launch: u64,
+    /// The [`PoolCtl`]: the first byte layers write (a page boundary).
+    pub pool: u64,
     pub ctl: u64,
     pub iface: u64,
     pub bufhdr: u64,
@@ -321,7 +348,12 @@ impl Offsets {
     /// Computes the layout for `p` with `n_rings` rings.
     pub fn compute(p: &Params, n_rings: u32) -> Offsets {
         let n_bufs = (p.small_bufs + p.large_bufs) as u64;
-        let ctl = align(std::mem::size_of::<Header>() as u64, 4096);
+        let launch = align(std::mem::size_of::<Header>() as u64, 4096);
+        let pool = align(
+            launch + (MAX_LAYERS * std::mem::size_of::<LaunchCtl>()) as u64,
+            4096,
+        );
+        let ctl = align(pool + std::mem::size_of::<PoolCtl>() as u64, 64);
         let iface = align(
             ctl + (MAX_LAYERS * std::mem::size_of::<LayerCtl>()) as u64,
             64,
@@ -347,6 +379,8 @@ impl Offsets {
         let large = align(small + p.small_bufs as u64 * crate::SMALL_BUF as u64, 4096);
         let total = align(large + p.large_bufs as u64 * crate::LARGE_BUF as u64, 4096);
         Offsets {
+            launch,
+            pool,
             ctl,
             iface,
             bufhdr,

@@ -212,7 +212,7 @@ impl Fabric {
         c.input_ip.store(ip_mark(h), Relaxed);
         // Acquire: pairs with `quarantine`'s release, so the slots it
         // wrote are visible once the count is.
-        let q = c.quarantine_ctl.load(Acquire);
+        let q = self.launch(me).quarantine_ctl.load(Acquire);
         if q == 0 && !hook_may_fire() {
             return true;
         }
@@ -230,13 +230,13 @@ impl Fabric {
         let mut hash = None;
         let ip = ip_at(ip_mark(h));
         let n = ((q >> 32) as usize).min(QUARANTINE_SLOTS);
-        for s in &c.quarantine[..n] {
+        for (k, s) in self.launch(me).quarantine[..n].iter().enumerate() {
             if s.len.load(Relaxed) != h.data_len {
                 continue;
             }
             let x = *hash.get_or_insert_with(|| input_hash(data, ip));
             if s.hash.load(Relaxed) == x {
-                s.hits.fetch_add(1, Relaxed);
+                c.quarantine_hits[k].fetch_add(1, Relaxed);
                 c.quarantine_drops.fetch_add(1, Relaxed);
                 self.pool(me).free(h);
                 return false;
@@ -280,7 +280,7 @@ impl Fabric {
         let span = c.input_span.swap(0, Relaxed);
         let ip = ip_at(c.input_ip.swap(0, Relaxed));
         let taken = c.input_hash.swap(0, Relaxed);
-        let q = c.quarantine_ctl.load(Relaxed);
+        let q = self.launch(dead).quarantine_ctl.load(Relaxed);
         if rec == 0 {
             return None;
         }
@@ -312,7 +312,7 @@ impl Fabric {
     /// stops that), so the hash of a suspect input is known from before
     /// any logic touched it (launcher only).
     pub fn watch_inputs(&self, l: LayerId, len: Option<u32>) {
-        let c = self.ctl(l);
+        let c = self.launch(l);
         let q = c.quarantine_ctl.load(Relaxed);
         let w = len.map_or(0, |n| n.saturating_add(1) as u64);
         c.quarantine_ctl.store((q & !0xffff_ffff) | w, Release);
@@ -321,7 +321,7 @@ impl Fabric {
     /// Quarantines inputs of `len` bytes with hash `hash` for `l`
     /// (launcher only). Returns false if they already were.
     pub fn quarantine(&self, l: LayerId, len: u32, hash: u64) -> bool {
-        let c = self.ctl(l);
+        let c = self.launch(l);
         let q = c.quarantine_ctl.load(Relaxed);
         let n = ((q >> 32) as usize).min(QUARANTINE_SLOTS);
         if c.quarantine[..n]
@@ -331,11 +331,12 @@ impl Fabric {
             return false;
         }
         let total = c.quarantined.load(Relaxed);
-        let s = &c.quarantine[(total % QUARANTINE_SLOTS as u64) as usize];
+        let k = (total % QUARANTINE_SLOTS as u64) as usize;
+        let s = &c.quarantine[k];
         // A layer reading the slot meanwhile matches no input's length.
         s.len.store(u32::MAX, Release);
         s.hash.store(hash, Release);
-        s.hits.store(0, Relaxed);
+        self.ctl(l).quarantine_hits[k].store(0, Relaxed);
         s.len.store(len, Release);
         c.quarantined.store(total + 1, Relaxed);
         let n = (n + 1).min(QUARANTINE_SLOTS) as u64;
@@ -346,7 +347,7 @@ impl Fabric {
 
     /// `l`'s quarantine entries, oldest first.
     pub fn quarantine_entries(&self, l: LayerId) -> Vec<QuarantineEntry> {
-        let c = self.ctl(l);
+        let (c, hits) = (self.launch(l), &self.ctl(l).quarantine_hits);
         let n = ((c.quarantine_ctl.load(Acquire) >> 32) as usize).min(QUARANTINE_SLOTS);
         let total = c.quarantined.load(Relaxed) as usize;
         // Once the table wrapped, the oldest entry is the next to go.
@@ -356,21 +357,20 @@ impl Fabric {
             0
         };
         (0..n)
-            .map(|k| &c.quarantine[(first + k) % QUARANTINE_SLOTS])
-            .map(|s| QuarantineEntry {
-                len: s.len.load(Acquire),
-                hash: s.hash.load(Acquire),
-                hits: s.hits.load(Relaxed),
+            .map(|k| (first + k) % QUARANTINE_SLOTS)
+            .map(|k| QuarantineEntry {
+                len: c.quarantine[k].len.load(Acquire),
+                hash: c.quarantine[k].hash.load(Acquire),
+                hits: hits[k].load(Relaxed),
             })
             .collect()
     }
 
     /// Inputs quarantined for `l` ever, and copies of them `l` dropped.
     pub fn quarantine_counts(&self, l: LayerId) -> (u64, u64) {
-        let c = self.ctl(l);
         (
-            c.quarantined.load(Relaxed),
-            c.quarantine_drops.load(Relaxed),
+            self.launch(l).quarantined.load(Relaxed),
+            self.ctl(l).quarantine_drops.load(Relaxed),
         )
     }
 }

@@ -29,7 +29,7 @@
 
 use crate::arena::Pod;
 use crate::handle::Handle;
-use crate::layout::{BufHdr, Header, IfaceBlock, LayerCtl, RingDesc};
+use crate::layout::{BufHdr, Header, IfaceBlock, LaunchCtl, LayerCtl, PoolCtl, RingDesc};
 use crate::socktable::SockRec;
 use std::io;
 use std::marker::PhantomData;
@@ -68,6 +68,10 @@ unsafe impl Shared for LayerCtl {}
 unsafe impl Shared for IfaceBlock {}
 // SAFETY: repr(C); atomics and padding.
 unsafe impl Shared for BufHdr {}
+// SAFETY: repr(C); atomics, arrays of atomics and padding.
+unsafe impl Shared for LaunchCtl {}
+// SAFETY: repr(C); atomics.
+unsafe impl Shared for PoolCtl {}
 // SAFETY: repr(C); atomics, and endpoints, size and slot offset written
 // by `Fabric::create` through `get_mut` before the magic is published.
 unsafe impl Shared for RingDesc {}
@@ -151,6 +155,24 @@ impl<'a> Region<'a> {
     fn array<T>(&self, off: usize, n: usize) -> *mut T {
         let bytes = n.checked_mul(size_of::<T>()).expect("array size overflows");
         self.at(off, bytes, align_of::<T>()) as *mut T
+    }
+
+    /// Makes the `n` bytes at `off` read-only in this process (both page
+    /// aligned). A write through the region there faults from now on: the
+    /// caller keeps to what it may write.
+    pub(crate) fn protect_read(&self, off: usize, n: usize) -> io::Result<()> {
+        let p = self.at(off, n, 4096);
+        if n % 4096 != 0 {
+            return Err(io::Error::from(io::ErrorKind::InvalidInput));
+        }
+        // SAFETY: `at` checked that the range lies inside the mapping and
+        // starts on a page; mprotect changes only its protection, and no
+        // `&mut` into it is alive (the fabric hands out only shared
+        // references to atomics and write-once fields).
+        if unsafe { libc::mprotect(p.cast(), n, libc::PROT_READ) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
     }
 
     /// The `n` bytes at `off`, as a region of their own.

@@ -67,6 +67,9 @@ impl Service {
             return Err(format!("{expect} started as {label}"));
         }
         let mut fabric = Fabric::open(&instance).map_err(|e| e.to_string())?;
+        fabric
+            .protect_for(me)
+            .map_err(|e| format!("read-only view of the region: {e}"))?;
         fabric.set_me(me);
         fabric.wakeups_from_env().map_err(|e| e.to_string())?;
         let config = StackConfig::load(&instance)?;

@@ -71,7 +71,7 @@ pub fn status(sh: &Shared) -> Value {
             let c = f.ctl(l.id);
             let st = c.state.load(Acquire);
             let up_ms = if l.pid().is_some() {
-                now.saturating_sub(c.started_ms.load(Relaxed))
+                now.saturating_sub(f.launch(l.id).started_ms.load(Relaxed))
             } else {
                 0
             };

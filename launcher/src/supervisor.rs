@@ -349,7 +349,7 @@ impl Supervisor {
         // Opened after the fork, which is safe: the child cannot be reaped
         // before we wait for it, so its pid is not reused meanwhile.
         l.pidfd = pidfd_open(child.id());
-        ctl.started_ms.store(
+        f.launch(l.id).started_ms.store(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .unwrap_or_default()
@@ -613,7 +613,7 @@ impl Supervisor {
             Ok(()) => {
                 let l = &mut self.layers[k];
                 l.restarts += 1;
-                f.ctl(id).restarts.fetch_add(1, Relaxed);
+                f.launch(id).restarts.fetch_add(1, Relaxed);
                 log(&format!("{id} restarted (pid {})", l.pid().unwrap_or(0)));
             }
             Err(e) => {

@@ -143,6 +143,35 @@ fn every_layer_runs_as_its_own_user_without_capabilities_or_new_privileges() {
 }
 
 #[test]
+fn every_layer_maps_the_launchers_pages_and_other_layers_arenas_read_only() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let region = format!("/dev/shm/strata-{}", st.instance);
+    for layer in LAYERS {
+        let pid = st.layer_pid(layer);
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+        // "start-end perms offset dev inode path", for the region only.
+        let parts: Vec<(&str, u64)> = maps
+            .lines()
+            .filter(|l| l.ends_with(&region))
+            .map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                (f[1], u64::from_str_radix(f[2], 16).unwrap())
+            })
+            .collect();
+        let first = parts.iter().find(|p| p.1 == 0);
+        assert_eq!(first.map(|p| p.0), Some("r--s"), "{layer}: {parts:?}");
+        let writable = parts.iter().filter(|p| p.0 == "rw-s").count();
+        let read_only = parts.iter().filter(|p| p.0 == "r--s").count();
+        // The launcher's pages, then the others' arenas around its own.
+        assert!(writable >= 1 && read_only >= 2, "{layer}: {parts:?}");
+    }
+    // And the stack serves.
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
+}
+
+#[test]
 fn every_layer_is_confined_and_a_forbidden_call_is_logged_and_restarted() {
     let ns = Netns::new();
     let st = Stack::up_config_env(

@@ -86,7 +86,13 @@ impl Sockd<'_> {
         if pid == 0 {
             return;
         }
-        let now_seen = (pid, ctl.started_ms.load(Relaxed));
+        let started = self
+            .svc
+            .fabric
+            .launch(LayerId::TCPD)
+            .started_ms
+            .load(Relaxed);
+        let now_seen = (pid, started);
         if now_seen == self.tcpd_seen {
             return;
         }
