@@ -162,7 +162,7 @@ impl<'a> Region<'a> {
     /// caller keeps to what it may write.
     pub(crate) fn protect_read(&self, off: usize, n: usize) -> io::Result<()> {
         let p = self.at(off, n, 4096);
-        if n % 4096 != 0 {
+        if !n.is_multiple_of(4096) {
             return Err(io::Error::from(io::ErrorKind::InvalidInput));
         }
         // SAFETY: `at` checked that the range lies inside the mapping and
