@@ -81,7 +81,7 @@ impl Service {
     /// Confines the layer (`confine`: from here on, a forbidden system
     /// call kills it) and tells the launcher it is serving.
     pub fn ready(&self) {
-        if let Err(e) = crate::confine::install() {
+        if let Err(e) = crate::confine::install(self.me) {
             die(self.me.name(), &format!("seccomp: {e}"));
         }
         let ctl = self.fabric.ctl(self.me);

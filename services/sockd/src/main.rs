@@ -37,6 +37,9 @@ use strata_sockd::charge::Charges;
 use strata_sockd::stream::{Arrival, Stream};
 use wire::Recv;
 
+/// Most connections kept waiting for a descriptor to identify them.
+const MAX_UNIDENTIFIED: usize = 16;
+
 /// Largest socket memory we map for one socket.
 const MAX_SOCK_MEM: usize = HDR_LEN + 2 * (16 << 20);
 /// How long a transport has to answer a bind or connect.
@@ -361,6 +364,9 @@ struct Sockd<'a> {
     sockets_per_user: u32,
     /// What each user's TCP sockets hold at tcpd.
     charges: Charges,
+    /// Connections accepted while no descriptor was left to identify
+    /// them (their pidfd), waiting for the next try.
+    unidentified: Vec<OwnedFd>,
     /// No new sessions until then: the system refused the last one
     /// (EMFILE and the like).
     accept_paused_until: Option<Instant>,
@@ -417,6 +423,7 @@ fn main() {
         sockets_per_process: svc.config.sockets_per_process,
         sockets_per_user: svc.config.sockets_per_user,
         charges: Charges::new(svc.config.send_bytes_per_user),
+        unidentified: Vec::new(),
         accept_paused_until: None,
         closes: HashMap::new(),
         tcpd_seen: (0, 0),

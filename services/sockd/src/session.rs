@@ -26,12 +26,13 @@ const SO_PEERPIDFD: libc::c_int = 77;
 /// asks it afterwards whether that process still exists (a signal 0):
 /// if it does, its pid was not reused, and what was read is its own.
 /// None: it is gone. Kernels before 6.5 have no SO_PEERPIDFD; there the
-/// pid is trusted as read.
-fn identify(fd: &OwnedFd, pid: i32) -> Option<Peer> {
+/// pid is trusted as read. An error: no descriptor or memory for the
+/// pidfd now.
+fn identify(fd: &OwnedFd, pid: i32) -> Result<Option<Peer>, Errno> {
     let pidfd = match peer_pidfd(fd) {
         Ok(p) => p,
-        // ESRCH: it has exited already.
-        Err(_) => return None,
+        Err(Errno::ESRCH) => return Ok(None),
+        Err(e) => return Err(e),
     };
     let proc = |f: &str| std::fs::read_to_string(format!("/proc/{pid}/{f}")).ok();
     let peer = Peer {
@@ -42,7 +43,7 @@ fn identify(fd: &OwnedFd, pid: i32) -> Option<Peer> {
             .unwrap_or(0),
     };
     let Some(p) = pidfd else {
-        return Some(peer);
+        return Ok(Some(peer));
     };
     // SAFETY: pidfd_send_signal takes the pidfd, a signal number (0: only
     // check) and a null siginfo; no memory is passed.
@@ -57,7 +58,7 @@ fn identify(fd: &OwnedFd, pid: i32) -> Option<Peer> {
     };
     // EPERM (another user's process, which sockd may not signal) also
     // says it exists; ESRCH says it is gone.
-    (r == 0 || Errno::last() == Errno::EPERM).then_some(peer)
+    Ok((r == 0 || Errno::last() == Errno::EPERM).then_some(peer))
 }
 
 /// The pidfd of the peer of `fd`: None where the kernel has no
@@ -91,6 +92,12 @@ impl Sockd<'_> {
             return;
         }
         self.accept_paused_until = None;
+        // Accepted while no descriptor was left for their pidfd: first.
+        for fd in std::mem::take(&mut self.unidentified) {
+            if !self.open_session(fd) {
+                return;
+            }
+        }
         loop {
             let fd = match accept4(
                 listener.as_raw_fd(),
@@ -109,29 +116,53 @@ impl Sockd<'_> {
                 }
                 Err(_) => return,
             };
-            let Ok(cred) = getsockopt(&fd, sockopt::PeerCredentials) else {
-                continue;
-            };
-            let Some(Peer { caps, start_time }) = identify(&fd, cred.pid()) else {
+            if !self.open_session(fd) {
+                return;
+            }
+        }
+    }
+
+    /// Opens a session on a connection just accepted, once sockd knows
+    /// who is behind it. False if out of descriptors for that: the
+    /// connection waits in `unidentified` and accepting pauses.
+    fn open_session(&mut self, fd: OwnedFd) -> bool {
+        let Ok(cred) = getsockopt(&fd, sockopt::PeerCredentials) else {
+            return true;
+        };
+        let (caps, start_time) = match identify(&fd, cred.pid()) {
+            Ok(Some(Peer { caps, start_time })) => (caps, start_time),
+            Ok(None) => {
                 // Gone before we could tell who it was: its pid may be
                 // another process's already. It gets no session.
                 self.count(c::SESSIONS_UNIDENTIFIED, 1);
-                continue;
-            };
-            self.next_session += 1;
-            self.sessions.insert(
-                self.next_session,
-                Session {
-                    fd,
-                    wake: None,
-                    pid: cred.pid() as u32,
-                    uid: cred.uid(),
-                    start_time,
-                    low_ports: auth::may_bind_low(cred.uid(), caps),
-                },
-            );
-            self.count(c::SESSIONS_OPENED, 1);
-        }
+                return true;
+            }
+            Err(_) => {
+                // No descriptor for its pidfd: as when accept4 finds
+                // none, look again after a pause. Bounded: accepting
+                // stops meanwhile.
+                if self.unidentified.len() < MAX_UNIDENTIFIED {
+                    self.unidentified.push(fd);
+                }
+                self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                self.count(c::ACCEPT_REFUSED, 1);
+                return false;
+            }
+        };
+        self.next_session += 1;
+        self.sessions.insert(
+            self.next_session,
+            Session {
+                fd,
+                wake: None,
+                pid: cred.pid() as u32,
+                uid: cred.uid(),
+                start_time,
+                low_ports: auth::may_bind_low(cred.uid(), caps),
+            },
+        );
+        self.count(c::SESSIONS_OPENED, 1);
+        true
     }
 
     /// Whether to take new sessions now (not while paused after the
