@@ -80,10 +80,18 @@ pub struct StackConfig {
     /// Sockets all processes of one user may hold together.
     #[serde(default = "default_sockets_per_user")]
     pub sockets_per_user: u32,
+    /// Sessions (connections to sockd) all processes of one user may
+    /// hold together: each costs sockd a descriptor.
+    #[serde(default = "default_sessions_per_user")]
+    pub sessions_per_user: u32,
     /// Bytes all TCP sockets of one user may have at tcpd, sent and not
     /// yet acknowledged (pool buffers).
     #[serde(default = "default_send_bytes_per_user")]
     pub send_bytes_per_user: u64,
+}
+
+fn default_sessions_per_user() -> u32 {
+    1024
 }
 
 fn default_send_bytes_per_user() -> u64 {

@@ -305,6 +305,10 @@ pub struct Limits {
     /// Sockets all processes of one user may hold together, 1..=1048576;
     /// more fail with EMFILE. Default 16384.
     pub sockets_per_user: u32,
+    /// Sessions (libsock's connections to sockd, one per `Stack`) all
+    /// processes of one user may hold together, 1..=1048576; more are
+    /// closed at once. Default 1024.
+    pub sessions_per_user: u32,
     /// Bytes all TCP sockets of one user may have sent and not yet had
     /// acknowledged (held in the pool), 65536..=1099511627776; past it
     /// that user's sends wait. Default: a quarter of the small buffers'
@@ -335,6 +339,7 @@ impl Default for Limits {
             ephemeral_port_last: 60999,
             sockets_per_process: 4096,
             sockets_per_user: 16384,
+            sessions_per_user: 1024,
             send_bytes_per_user: None,
         }
     }
@@ -854,6 +859,7 @@ impl Limits {
                 SOCKETS_LIMIT,
             ),
             ("sockets_per_user", self.sockets_per_user, SOCKETS_LIMIT),
+            ("sessions_per_user", self.sessions_per_user, SOCKETS_LIMIT),
         ];
         for (name, value, range) in fields {
             check_range(&format!("limits.{name}"), i64::from(value), &range)?;
@@ -1095,6 +1101,7 @@ struct RawLimits {
     ephemeral_port_last: Option<i64>,
     sockets_per_process: Option<i64>,
     sockets_per_user: Option<i64>,
+    sessions_per_user: Option<i64>,
     send_bytes_per_user: Option<i64>,
 }
 
@@ -1322,6 +1329,12 @@ impl RawLimits {
                 "sockets_per_user",
                 self.sockets_per_user,
                 d.sockets_per_user,
+                SOCKETS_LIMIT,
+            )?,
+            sessions_per_user: limit(
+                "sessions_per_user",
+                self.sessions_per_user,
+                d.sessions_per_user,
                 SOCKETS_LIMIT,
             )?,
             send_bytes_per_user: match self.send_bytes_per_user {

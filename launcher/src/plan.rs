@@ -117,6 +117,7 @@ impl Plan {
                 unprivileged_port_start: c.ip.unprivileged_port_start,
                 sockets_per_process: c.limits.sockets_per_process,
                 sockets_per_user: c.limits.sockets_per_user,
+                sessions_per_user: c.limits.sessions_per_user,
                 send_bytes_per_user: c.limits.send_bytes_per_user(),
             },
             devices,

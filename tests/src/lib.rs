@@ -3,6 +3,28 @@
 //! peer. Everything here tears itself down on drop, also when a test
 //! fails.
 
+/// A well-behaved kernel-side client: echoes 10 MB through the port on
+/// the stack given as its argument (`python3 -c ECHO_10MB PORT`), sending
+/// and receiving at once, and prints `ok` if every byte came back.
+pub const ECHO_10MB: &str = r#"
+import os, socket, sys, threading
+data = os.urandom(10_000_000)
+s = socket.create_connection(("10.77.0.2", int(sys.argv[1])), timeout=120)
+def send():
+    s.sendall(data)
+    s.shutdown(socket.SHUT_WR)
+t = threading.Thread(target=send)
+t.start()
+got = bytearray()
+while True:
+    b = s.recv(1 << 20)
+    if not b:
+        break
+    got += b
+t.join()
+print("ok" if got == data else "differs: %d of %d bytes" % (len(got), len(data)))
+"#;
+
 mod raw_client;
 pub use raw_client::{connect_sockd, RawClient};
 

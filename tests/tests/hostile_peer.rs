@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use strata_tests::{ping_all, spawn_app, wait_line, Netns, Stack, LAYERS, STACK_IP};
+use strata_tests::{ping_all, spawn_app, wait_line, Netns, Stack, ECHO_10MB, LAYERS, STACK_IP};
 
 /// Opens N connections to port 7 from the kernel, freezes each (TCP_REPAIR:
 /// the kernel then sends nothing on it, and closes it silently), reads its
@@ -66,26 +66,6 @@ print("sent", sent, flush=True)
 signal.pause()
 "#;
 
-/// Echoes 10 MB through port 7 from the kernel and compares.
-const GOOD_CLIENT: &str = r#"
-import os, socket, threading
-data = os.urandom(10_000_000)
-s = socket.create_connection(("10.77.0.2", 7), timeout=120)
-def send():
-    s.sendall(data)
-    s.shutdown(socket.SHUT_WR)
-t = threading.Thread(target=send)
-t.start()
-got = bytearray()
-while True:
-    b = s.recv(1 << 20)
-    if not b:
-        break
-    got += b
-t.join()
-print("ok" if got == data else "differs: %d of %d bytes" % (len(got), len(data)))
-"#;
-
 #[test]
 fn one_byte_holes_on_many_connections_leave_the_pool_to_everyone_else() {
     let ns = Netns::new();
@@ -117,7 +97,7 @@ fn one_byte_holes_on_many_connections_leave_the_pool_to_everyone_else() {
 
     // With the attackers' connections still open and their holes held,
     // everyone else is served.
-    let out = ns.run_ok(&["python3", "-c", GOOD_CLIENT]);
+    let out = ns.run_ok(&["python3", "-c", ECHO_10MB, "7"]);
     assert_eq!(out.trim(), "ok");
     let r = ping_all(&ns, &["-c", "3", "-i", "0.2", "-W", "2", STACK_IP]);
     assert_eq!(r.received, 3, "{}", r.text);
@@ -183,7 +163,7 @@ fn fragments_from_a_thousand_spoofed_sources_leave_the_large_buffers_to_everyone
     // The partial datagrams are still held (30 s): everyone else is
     // served meanwhile (except for reassembly, whose table they fill, as
     // they would fill Linux's memory for it).
-    let out = ns.run_ok(&["python3", "-c", GOOD_CLIENT]);
+    let out = ns.run_ok(&["python3", "-c", ECHO_10MB, "7"]);
     assert_eq!(out.trim(), "ok");
     let r = ping_all(&ns, &["-c", "3", "-i", "0.2", "-W", "2", STACK_IP]);
     assert_eq!(r.received, 3, "{}", r.text);

@@ -364,3 +364,24 @@ fn neither_another_user_nor_another_process_reattaches_a_socket_left_behind() {
     ]);
     assert_eq!(out.trim(), "mine");
 }
+
+#[test]
+fn one_user_cannot_take_every_session() {
+    let ns = Netns::new();
+    let st = Stack::up_with(&ns, "[limits]\nsessions_per_user = 3\n");
+    // This test's user (root): three sessions, and the fourth is closed.
+    let mut mine: Vec<RawClient> = (0..3).map(|_| RawClient::connect(&st.instance)).collect();
+    let fourth = strata_tests::connect_sockd(&st.instance);
+    assert!(RawClient::hello(fourth).is_none(), "a fourth session");
+    assert_eq!(st.counter("sockd", "session_limit"), 1);
+    // Another user is not affected.
+    let (fd, _nobody, _stdin) = connect_as(&st, 65534, true);
+    assert!(RawClient::hello(fd).is_some(), "another user's session");
+    // Once one of ours ends, there is room again.
+    mine.pop();
+    st.wait_for("the session closed", Duration::from_secs(20), || {
+        st.counter("sockd", "sessions_closed") >= 1
+    });
+    assert!(RawClient::hello(strata_tests::connect_sockd(&st.instance)).is_some());
+    assert_eq!(st.restarts("sockd"), 0);
+}

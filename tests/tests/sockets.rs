@@ -8,7 +8,7 @@ use std::process::Stdio;
 use std::time::Duration;
 use strata_ipc::sockring::{wait, wake_pair, SockMem};
 use strata_proto::sock::{Kind, Request, Response};
-use strata_tests::{spawn_app, wait_line, Bg, Netns, RawClient, Stack, STACK_IP};
+use strata_tests::{spawn_app, wait_line, Bg, Netns, RawClient, Stack, ECHO_10MB, STACK_IP};
 
 /// Kernel-side sender of 1000-byte datagrams to port 6000 on the stack:
 /// for each number N read on stdin, N of them at once, then `sent`.
@@ -387,23 +387,6 @@ while True:
     conns.append(srv.accept()[0])
 "#;
 
-/// Sends 10 MB to port 7007 on the stack and reads the echo back.
-const ECHO_10MB: &str = r#"
-import os, socket, threading
-data = os.urandom(10_000_000)
-s = socket.create_connection(("10.77.0.2", 7007), timeout=120)
-t = threading.Thread(target=lambda: (s.sendall(data), s.shutdown(socket.SHUT_WR)))
-t.start()
-got = bytearray()
-while True:
-    b = s.recv(1 << 20)
-    if not b:
-        break
-    got += b
-t.join()
-print("ok" if got == data else f"bad echo: {len(got)} bytes")
-"#;
-
 #[test]
 fn one_users_sockets_hold_no_more_than_their_share_of_the_pool() {
     let ns = Netns::new();
@@ -449,7 +432,7 @@ fn one_users_sockets_hold_no_more_than_their_share_of_the_pool() {
         .expect("setpriv (util-linux)");
     let mut echo = Bg::new(child);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
-    let out = ns.run_ok(&["python3", "-c", ECHO_10MB]);
+    let out = ns.run_ok(&["python3", "-c", ECHO_10MB, "7007"]);
     assert_eq!(out.trim(), "ok");
     assert_eq!(st.restarts("sockd") + st.restarts("tcpd"), 0);
     drop(conns);

@@ -95,7 +95,8 @@ mod c {
     pub const ACCEPT_REFUSED: usize = 24;
     pub const SESSIONS_UNIDENTIFIED: usize = 25;
     pub const TX_WAIT_USER_LIMIT: usize = 26;
-    pub const NAMES: [&str; 27] = [
+    pub const SESSION_LIMIT: usize = 27;
+    pub const NAMES: [&str; 28] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -123,6 +124,7 @@ mod c {
         "accept_refused",
         "sessions_unidentified",
         "tx_wait_user_limit",
+        "session_limit",
     ];
 }
 
@@ -362,6 +364,8 @@ struct Sockd<'a> {
     /// Sockets one process, and all processes of one user, may hold.
     sockets_per_process: u32,
     sockets_per_user: u32,
+    /// Sessions all processes of one user may hold.
+    sessions_per_user: u32,
     /// What each user's TCP sockets hold at tcpd.
     charges: Charges,
     /// Connections accepted while no descriptor was left to identify
@@ -393,7 +397,26 @@ fn errno_resp(e: i32) -> Response {
     Response::Error { errno: e }
 }
 
+/// sockd holds a descriptor per session and per socket: it takes every
+/// descriptor the process may have (the soft limit raised to the hard
+/// one; distributions often start it at 1024).
+fn raise_fd_limit() {
+    let mut l = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write one rlimit, a live
+    // local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut l) == 0 && l.rlim_cur < l.rlim_max {
+            l.rlim_cur = l.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &l);
+        }
+    }
+}
+
 fn main() {
+    raise_fd_limit();
     let svc = Service::start("sockd").unwrap_or_else(|e| service::die("sockd", &e));
     let f = &svc.fabric;
     let me = svc.me;
@@ -422,6 +445,7 @@ fn main() {
         unprivileged_port_start: svc.config.unprivileged_port_start,
         sockets_per_process: svc.config.sockets_per_process,
         sockets_per_user: svc.config.sockets_per_user,
+        sessions_per_user: svc.config.sessions_per_user,
         charges: Charges::new(svc.config.send_bytes_per_user),
         unidentified: Vec::new(),
         accept_paused_until: None,

@@ -129,6 +129,13 @@ impl Sockd<'_> {
         let Ok(cred) = getsockopt(&fd, sockopt::PeerCredentials) else {
             return true;
         };
+        // Each session is a descriptor of sockd's: one user may not take
+        // them all.
+        let of_user = self.sessions.values().filter(|s| s.uid == cred.uid());
+        if of_user.count() >= self.sessions_per_user as usize {
+            self.count(c::SESSION_LIMIT, 1);
+            return true;
+        }
         let (caps, start_time) = match identify(&fd, cred.pid()) {
             Ok(Some(Peer { caps, start_time })) => (caps, start_time),
             Ok(None) => {
