@@ -223,7 +223,10 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
         _wake: wake_owned,
         listener,
     };
-    let fabric = Fabric::create(&inst, plan.params).map_err(|e| e.to_string())?;
+    let fabric = Fabric::create(&inst, plan.params).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&dir);
+        e.to_string()
+    })?;
     let result = (|| {
         if plan.layer_uid_base != 0 {
             // Only the layers' group (and root) may map the region.
