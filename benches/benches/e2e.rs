@@ -24,7 +24,7 @@ use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-use strata_tests::{bin_dir, spawn_app, Bg, Netns, Stack, HOST_IP, STACK_IP};
+use strata_tests::{bin, bin_dir, Bg, Netns, Stack, HOST_IP, STACK_IP};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -253,6 +253,26 @@ fn rr_libsock_client(ns: &Netns, st: &Stack, count: u64) -> (f64, f64) {
     (value_after(&line, "median"), value_after(&line, "p99"))
 }
 
+/// Starts examples/`name` against `st`, on the CPUs STRATA_BENCH_APP_CPUS
+/// names (`taskset -c`), if any.
+fn spawn_app(st: &Stack, name: &str, args: &[&str]) -> Bg {
+    let mut c = match std::env::var("STRATA_BENCH_APP_CPUS") {
+        Ok(cpus) => {
+            let mut c = std::process::Command::new("taskset");
+            c.args(["-c", &cpus]).arg(bin(name));
+            c
+        }
+        Err(_) => std::process::Command::new(bin(name)),
+    };
+    let child = c
+        .args(args)
+        .env("STRATA_INSTANCE", &st.instance)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
+    Bg::new(child)
+}
+
 fn main() {
     // `cargo bench` passes --bench (and filters); nothing to choose here.
     // SAFETY: geteuid has no preconditions.
@@ -268,11 +288,33 @@ fn main() {
     let runs = env_u64("STRATA_BENCH_RUNS", 3).max(1);
     let rr = env_u64("STRATA_BENCH_RR", 20_000).max(1);
 
+    // The layers' placement ([cpu] policy): the launcher's default unless
+    // STRATA_BENCH_CPU names one.
+    let cpu = std::env::var("STRATA_BENCH_CPU").ok();
+    let extra = cpu
+        .as_deref()
+        .map_or_else(String::new, |p| format!("[cpu]\npolicy = \"{p}\"\n"));
     let ns = Netns::new();
-    let st = Stack::up(&ns);
+    let st = Stack::up_with(&ns, &extra);
+    let placed: Vec<String> = st.json("status")["layers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|l| {
+            format!(
+                "{}:{}",
+                l["layer"].as_str().unwrap_or("?"),
+                l["cpus"].as_str().unwrap_or("any")
+            )
+        })
+        .collect();
     println!(
         "e2e: strata TCP over TAP against the Linux kernel \
-         (binaries in {dir}; {bytes} bytes per transfer, {runs} runs; {rr} round trips)"
+         (binaries in {dir}; {bytes} bytes per transfer, {runs} runs; {rr} round trips)\n\
+         placement {}: {}; applications on CPUs {}",
+        cpu.as_deref().unwrap_or("default"),
+        placed.join(" "),
+        std::env::var("STRATA_BENCH_APP_CPUS").unwrap_or_else(|_| "any".into())
     );
     let show = |what: &str, v: Vec<f64>| {
         let runs = v

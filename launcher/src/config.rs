@@ -26,7 +26,7 @@
 //! what it serialises to (the launcher prints it as JSON) is exactly what the
 //! stack runs with, and serialised as TOML it reads back the same.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::io;
 use std::net::Ipv4Addr;
@@ -35,6 +35,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize, Serializer};
+
+use crate::cpu::{CpuList, Policy};
 
 /// Interfaces one instance can drive; the fabric has a fixed number of
 /// driver slots (strata_ipc::MAX_IFACES).
@@ -86,6 +88,35 @@ pub struct Config {
     pub sockd: Sockd,
     /// Who the layers run as (`[security]`).
     pub security: Security,
+    /// Where the layers run (`[cpu]`).
+    pub cpu: Cpu,
+}
+
+/// Where the layers run (see `cpu.rs` for why it matters).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cpu {
+    /// "compact" (default: every layer on the first CPU of `cpus`, where
+    /// a round trip was measured fastest on a 2-core VM), "spread" (layers
+    /// in turn over `cpus`) or "none" (no affinity).
+    pub policy: Policy,
+    /// The CPUs the layers may use, as `taskset -c` takes them ("0-3,6").
+    /// Default: every CPU `strata up` may use. `strata up` refuses a CPU
+    /// it may not use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<CpuList>,
+    /// A CPU list per layer (`[cpu.layer]`, by label: `tcpd`,
+    /// `driverd0`...), which the policy then leaves alone.
+    pub layer: BTreeMap<String, CpuList>,
+}
+
+impl Default for Cpu {
+    fn default() -> Self {
+        Cpu {
+            policy: Policy::Compact,
+            cpus: None,
+            layer: BTreeMap::new(),
+        }
+    }
 }
 
 /// Who the layers run as. Each layer handles untrusted bytes, so each runs
@@ -372,6 +403,7 @@ impl Default for Config {
             filter: Filter::default(),
             sockd: Sockd::default(),
             security: Security::default(),
+            cpu: Cpu::default(),
         }
     }
 }
@@ -1000,6 +1032,48 @@ struct RawConfig {
     sockd: RawSockd,
     #[serde(default)]
     security: RawSecurity,
+    #[serde(default)]
+    cpu: RawCpu,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawCpu {
+    policy: Option<String>,
+    cpus: Option<String>,
+    #[serde(default)]
+    layer: BTreeMap<String, String>,
+}
+
+impl RawCpu {
+    fn resolve(self) -> Result<Cpu, ConfigError> {
+        let policy = match self.policy.as_deref() {
+            None => Cpu::default().policy,
+            Some(p) => Policy::parse(p).ok_or_else(|| {
+                invalid("cpu.policy", format!("{p:?}: one of compact, spread, none"))
+            })?,
+        };
+        let cpus = match self.cpus {
+            None => None,
+            Some(s) => Some(CpuList::parse(&s).map_err(|e| invalid("cpu.cpus", e))?),
+        };
+        let mut layer = BTreeMap::new();
+        for (name, s) in self.layer {
+            let field = format!("cpu.layer.{name}");
+            if strata_ipc::LayerId::from_label(&name)
+                .is_none_or(|l| l == strata_ipc::LayerId::LAUNCHER)
+            {
+                return Err(invalid(field, format!("{name:?} is not a layer (netdevd, filterd, ipd, tcpd, udpd, sockd, driverd0...)")));
+            }
+            let l = CpuList::parse(&s).map_err(|e| invalid(field, e))?;
+            layer.insert(name, l);
+        }
+        Ok(Cpu {
+            policy,
+            cpus,
+            layer,
+        })
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -1137,6 +1211,7 @@ impl RawConfig {
                 rules: self.filter.rules,
             },
             sockd: self.sockd.resolve()?,
+            cpu: self.cpu.resolve()?,
             security: Security {
                 layer_uid_base: match self.security.layer_uid_base {
                     None => DEFAULT_LAYER_UID_BASE,

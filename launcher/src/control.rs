@@ -93,6 +93,7 @@ pub fn status(sh: &Shared) -> Value {
                     "total": r.total_ns() as f64 / 1e6,
                 })),
                 "wakeups": c.kicks.load(Relaxed),
+                "cpus": l.cpus.as_ref().map(|c| c.to_string()),
             })
         })
         .collect();

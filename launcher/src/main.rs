@@ -3,6 +3,7 @@
 
 mod config;
 mod control;
+mod cpu;
 mod demo;
 mod filter;
 mod plan;
@@ -219,8 +220,16 @@ fn print_status(v: &Value) {
     );
     println!();
     println!(
-        "{:<10} {:>8} {:<9} {:>9} {:>8} {:>9} {:>11} {:>9}  last exit",
-        "LAYER", "PID", "STATE", "UPTIME", "RESTARTS", "RECLAIMED", "QUARANTINED", "RECOVERY"
+        "{:<10} {:>8} {:<9} {:>9} {:>5} {:>8} {:>9} {:>11} {:>9}  last exit",
+        "LAYER",
+        "PID",
+        "STATE",
+        "UPTIME",
+        "CPUS",
+        "RESTARTS",
+        "RECLAIMED",
+        "QUARANTINED",
+        "RECOVERY"
     );
     for l in v["layers"].as_array().into_iter().flatten() {
         // The last restart: from the death to the new instance serving.
@@ -228,11 +237,12 @@ fn print_status(v: &Value) {
             .as_f64()
             .map_or_else(|| "-".to_string(), |ms| format!("{ms:.1}ms"));
         println!(
-            "{:<10} {:>8} {:<9} {:>8.1}s {:>8} {:>9} {:>11} {:>9}  {}",
+            "{:<10} {:>8} {:<9} {:>8.1}s {:>5} {:>8} {:>9} {:>11} {:>9}  {}",
             s(&l["layer"]),
             s(&l["pid"]),
             s(&l["state"]),
             l["uptime_s"].as_f64().unwrap_or(0.0),
+            l["cpus"].as_str().unwrap_or("any"),
             s(&l["restarts"]),
             s(&l["reclaimed_buffers"]),
             s(&l["quarantined_inputs"]),

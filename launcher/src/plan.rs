@@ -50,6 +50,8 @@ pub struct Plan {
     pub socket_group: Option<u32>,
     /// The layers' id block (`[security]`; 0: the layers stay root).
     pub layer_uid_base: u32,
+    /// Where the layers run.
+    pub cpu: crate::config::Cpu,
 }
 
 impl Plan {
@@ -127,6 +129,7 @@ impl Plan {
             socket_mode: c.sockd.socket_mode,
             socket_group: c.sockd.socket_group,
             layer_uid_base: c.security.layer_uid_base,
+            cpu: c.cpu.clone(),
         }
     }
 }

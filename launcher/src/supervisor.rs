@@ -1,5 +1,6 @@
 //! Starting, watching and restarting the layer processes.
 
+use crate::cpu::CpuList;
 use crate::plan::Plan;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -41,6 +42,8 @@ pub struct Layer {
     inherit: Option<(&'static str, RawFd)>,
     /// Who the layer runs as.
     ids: Ids,
+    /// Where it runs (None: wherever the kernel puts it).
+    pub cpus: Option<CpuList>,
     /// How the previous instance ended.
     pub last_exit: Option<String>,
     /// The input the last death (not by request) was on, if it held one.
@@ -261,6 +264,7 @@ impl Supervisor {
             last_beat_change: now,
             inherit,
             ids: Ids::of(plan.layer_uid_base, id),
+            cpus: None,
             last_exit: None,
             last_input: None,
             watch_until: None,
@@ -286,6 +290,20 @@ impl Supervisor {
             backoff_max: plan.backoff_max,
             cap_last: cap_last_cap(),
         }
+        .placed(&plan.cpu)
+    }
+
+    /// Gives each layer its CPUs: its own list if `[cpu.layer]` has one,
+    /// else the policy's choice for its place in the start order.
+    fn placed(mut self, cpu: &crate::config::Cpu) -> Supervisor {
+        let set = cpu.cpus.clone().unwrap_or_else(CpuList::allowed);
+        for (k, l) in self.layers.iter_mut().enumerate() {
+            l.cpus = match cpu.layer.get(&l.id.label()) {
+                Some(own) => Some(own.clone()),
+                None => crate::cpu::place(cpu.policy, &set, k),
+            };
+        }
+        self
     }
 
     fn spawn(&mut self, f: &Fabric, k: usize) -> std::io::Result<()> {
@@ -301,6 +319,7 @@ impl Supervisor {
             cmd.env(var, fd.to_string());
         }
         let (ids, cap_last) = (l.ids, self.cap_last);
+        let cpus = l.cpus.as_ref().map(CpuList::to_set);
         // SAFETY: the closure runs in the child between fork and exec, and
         // calls only async-signal-safe functions (prctl, setgroups, set*id,
         // setpgid, fcntl) on plain values: no allocation, no lock.
@@ -311,6 +330,12 @@ impl Supervisor {
                 // privileges (setuid, file capabilities).
                 if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                if let Some(set) = &cpus {
+                    let size = std::mem::size_of::<libc::cpu_set_t>();
+                    if libc::sched_setaffinity(0, size, set) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 if ids.uid != 0 {
                     drop_privileges(ids, cap_last)?;

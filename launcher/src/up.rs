@@ -50,6 +50,25 @@ fn check_layer_ids(base: u32) -> Result<(), String> {
     Ok(())
 }
 
+/// Refuses CPUs `strata up` may not run on itself (the layers could not
+/// either).
+fn check_cpus(cpu: &crate::config::Cpu) -> Result<(), String> {
+    let allowed = crate::cpu::CpuList::allowed();
+    let lists = cpu
+        .cpus
+        .iter()
+        .map(|l| ("cpu.cpus".to_string(), l))
+        .chain(cpu.layer.iter().map(|(n, l)| (format!("cpu.layer.{n}"), l)));
+    for (field, list) in lists {
+        if let Some(c) = list.0.iter().find(|c| !allowed.0.contains(c)) {
+            return Err(format!(
+                "{field}: CPU {c} is not one this process may use ({allowed})"
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// sockd's listening socket, `/run/strata/<instance>/sockd.sock`, with the
 /// configured mode and group. The launcher binds it, so that sockd needs
 /// no right to the runtime directory and the socket outlives sockd's
@@ -199,6 +218,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
         return Err("strata up needs root (TAP devices, /run/strata)".into());
     }
     check_layer_ids(plan.layer_uid_base)?;
+    check_cpus(&plan.cpu)?;
     clear_leftovers(&inst)?;
 
     // Stop requests are taken from here on, so that a Ctrl-C during

@@ -25,6 +25,19 @@ fn bad_configuration_is_refused_naming_the_field_and_nothing_is_left() {
             "[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[security]\nlayer_uid_base = 5\n",
             "security.layer_uid_base",
         ),
+        (
+            "[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[cpu]\npolicy = \"fast\"\n",
+            "cpu.policy",
+        ),
+        (
+            "[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[cpu.layer]\nfoo = \"0\"\n",
+            "cpu.layer.foo",
+        ),
+        // A CPU this machine does not let the launcher use.
+        (
+            "[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[cpu]\ncpus = \"1023\"\n",
+            "cpu.cpus",
+        ),
         // The block 65530..=65546 holds nobody's 65534: the layers must
         // share their ids with no one.
         (
