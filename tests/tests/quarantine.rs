@@ -148,11 +148,11 @@ fn a_packet_of_death_is_quarantined_after_two_deaths_and_the_stack_carries_on() 
         .find(|l| l.starts_with("ipd "))
         .unwrap_or_else(|| panic!("{text}"));
     let cols: Vec<&str> = row.split_whitespace().collect();
-    // LAYER PID STATE UPTIME RESTARTS RECLAIMED QUARANTINED RECOVERY ...
-    assert_eq!(cols[4], "2", "{row}");
-    assert_eq!(cols[6], "1", "{row}");
+    // LAYER PID STATE UPTIME CPUS RESTARTS RECLAIMED QUARANTINED RECOVERY ...
+    assert_eq!(cols[5], "2", "{row}");
+    assert_eq!(cols[7], "1", "{row}");
     assert!(
-        cols[7].ends_with("ms") && cols[7].trim_end_matches("ms").parse::<f64>().is_ok(),
+        cols[8].ends_with("ms") && cols[8].trim_end_matches("ms").parse::<f64>().is_ok(),
         "the last restart's time: {row}"
     );
     assert!(
