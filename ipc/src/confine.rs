@@ -67,7 +67,12 @@ fn extra(me: LayerId) -> &'static [i64] {
     }
     if me == LayerId::SOCKD {
         return &[
-            // Sessions: accept, credentials, requests with fds.
+            // Sessions: which are ready, accept, credentials, requests
+            // with fds.
+            #[cfg(target_arch = "x86_64")]
+            libc::SYS_epoll_wait,
+            libc::SYS_epoll_pwait,
+            libc::SYS_epoll_ctl,
             libc::SYS_accept4,
             libc::SYS_getsockopt,
             libc::SYS_recvfrom,

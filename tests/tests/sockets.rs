@@ -437,3 +437,25 @@ fn one_users_sockets_hold_no_more_than_their_share_of_the_pool() {
     assert_eq!(st.restarts("sockd") + st.restarts("tcpd"), 0);
     drop(conns);
 }
+
+#[test]
+fn sockd_reads_only_the_sessions_and_listener_that_are_ready() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    // Idle sessions beside a busy one: none of them costs a read that
+    // finds nothing (sockd asks epoll which are ready, and reads once per
+    // readiness).
+    let _idle: Vec<RawClient> = (0..3).map(|_| RawClient::connect(&st.instance)).collect();
+    let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7", "--tcp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
+    let out = ns.run_ok(&[
+        "python3",
+        "-c",
+        "import socket\ns=socket.socket(2,2)\ns.settimeout(10)\nfor i in range(2000):\n    s.sendto(b'%d' % i,('10.77.0.2',7))\n    assert s.recv(100) == b'%d' % i\nprint('ok')",
+    ]);
+    assert_eq!(out.trim(), "ok");
+    let out = ns.run_ok(&["python3", "-c", ECHO_10MB, "7"]);
+    assert_eq!(out.trim(), "ok");
+    assert!(st.counter("sockd", "sessions_opened") >= 4);
+    assert_eq!(st.counter("sockd", "empty_reads"), 0);
+}

@@ -13,6 +13,7 @@
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod notify;
+mod ready;
 mod recovery;
 mod session;
 mod sockets;
@@ -96,7 +97,8 @@ mod c {
     pub const SESSIONS_UNIDENTIFIED: usize = 25;
     pub const TX_WAIT_USER_LIMIT: usize = 26;
     pub const SESSION_LIMIT: usize = 27;
-    pub const NAMES: [&str; 28] = [
+    pub const EMPTY_READS: usize = 28;
+    pub const NAMES: [&str; 29] = [
         "sessions_opened",
         "sessions_closed",
         "sockets_opened",
@@ -125,6 +127,7 @@ mod c {
         "sessions_unidentified",
         "tx_wait_user_limit",
         "session_limit",
+        "empty_reads",
     ];
 }
 
@@ -374,6 +377,10 @@ struct Sockd<'a> {
     /// No new sessions until then: the system refused the last one
     /// (EMFILE and the like).
     accept_paused_until: Option<Instant>,
+    /// Which of the listener, the sessions and their wake pairs have
+    /// something to read (`ready::Ready`): only those are read, so an idle
+    /// session costs no system call per turn.
+    ready: ready::Ready,
     /// CLOSE and ABORT sent to tcpd for sockets we have forgotten, until
     /// tcpd confirms with CLOSED: sent again if it restarted meanwhile.
     /// (op, first sent, last sent.)
@@ -449,6 +456,8 @@ fn main() {
         charges: Charges::new(svc.config.send_bytes_per_user),
         unidentified: Vec::new(),
         accept_paused_until: None,
+        ready: ready::Ready::new()
+            .unwrap_or_else(|e| service::die("sockd", &format!("epoll: {e}"))),
         closes: HashMap::new(),
         tcpd_seen: (0, 0),
         tcpd_beat: (0, Instant::now()),
@@ -490,6 +499,7 @@ fn main() {
     loop {
         f.beat(me);
         let now = Instant::now();
+        d.poll_ready();
         d.accept_sessions(&listener);
         d.watch_tcpd();
         let mut work = d.serve_sessions();
@@ -557,32 +567,12 @@ fn main() {
                 events: 0,
                 revents: 0,
             });
+            // Everything a client may make readable, in one fd.
             pfds.push(libc::pollfd {
-                // Paused, the listener stays readable: the tick retries.
-                fd: if d.accepting() {
-                    listener.as_raw_fd()
-                } else {
-                    -1
-                },
+                fd: d.ready.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
             });
-            for s in d.sessions.values() {
-                pfds.push(libc::pollfd {
-                    fd: s.fd.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
-            // Applications' kicks, each session on its own wake pair.
-            let kicks = pfds.len();
-            for w in d.sessions.values().filter_map(|s| s.wake.as_ref()) {
-                pfds.push(libc::pollfd {
-                    fd: w.as_raw_fd(),
-                    events: libc::POLLIN,
-                    revents: 0,
-                });
-            }
             let tick = if tx_waiting || !d.to_udp.is_empty() || !d.to_tcp.is_empty() {
                 1
             } else {
@@ -591,9 +581,6 @@ fn main() {
             f.sleep_on(me, &mut pfds, tick, || {
                 from_udp.is_empty() && from_tcp.is_empty()
             });
-            for p in pfds[kicks..].iter().filter(|p| p.revents != 0) {
-                sockring::drain(&p.fd);
-            }
         }
     }
 }

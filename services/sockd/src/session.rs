@@ -88,7 +88,9 @@ fn peer_pidfd(fd: &OwnedFd) -> Result<Option<OwnedFd>, Errno> {
 
 impl Sockd<'_> {
     pub(crate) fn accept_sessions(&mut self, listener: &OwnedFd) {
-        if !self.accepting() {
+        let accepting = self.accepting();
+        self.ready.listen(listener, accepting);
+        if !accepting {
             return;
         }
         self.accept_paused_until = None;
@@ -98,28 +100,32 @@ impl Sockd<'_> {
                 return;
             }
         }
-        loop {
-            let fd = match accept4(
-                listener.as_raw_fd(),
-                SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
-            ) {
-                // SAFETY: accept4 just returned this descriptor; nothing
-                // else owns it.
-                Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-                Err(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
-                    // Out of descriptors or memory: the connection waits
-                    // in the backlog. Look again after a pause rather
-                    // than spin on a listener that stays readable.
-                    self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-                    self.count(c::ACCEPT_REFUSED, 1);
-                    return;
-                }
-                Err(_) => return,
-            };
-            if !self.open_session(fd) {
+        if !std::mem::take(&mut self.ready.listener) {
+            return;
+        }
+        // One connection per turn, as the readiness promised; another
+        // keeps the listener ready for the next.
+        let fd = match accept4(
+            listener.as_raw_fd(),
+            SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
+        ) {
+            // SAFETY: accept4 just returned this descriptor; nothing
+            // else owns it.
+            Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+            Err(Errno::EMFILE | Errno::ENFILE | Errno::ENOBUFS | Errno::ENOMEM) => {
+                // Out of descriptors or memory: the connection waits
+                // in the backlog. Look again after a pause rather
+                // than spin on a listener that stays readable.
+                self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+                self.count(c::ACCEPT_REFUSED, 1);
                 return;
             }
-        }
+            Err(_) => {
+                self.count(c::EMPTY_READS, 1);
+                return;
+            }
+        };
+        self.open_session(fd);
     }
 
     /// Opens a session on a connection just accepted, once sockd knows
@@ -157,6 +163,7 @@ impl Sockd<'_> {
             }
         };
         self.next_session += 1;
+        self.ready.watch(&fd, self.next_session, false);
         self.sessions.insert(
             self.next_session,
             Session {
@@ -218,6 +225,7 @@ impl Sockd<'_> {
         match fds.pop() {
             Some(w) if fds.is_empty() && sockring::is_wake_end(&w) => {
                 if let Some(s) = self.sessions.get_mut(&sid) {
+                    self.ready.watch(&w, sid, true);
                     s.wake = Some(w);
                 }
                 Response::Welcome { session: sid }
@@ -595,30 +603,28 @@ impl Sockd<'_> {
         }
     }
 
+    /// Requests from the sessions with something to read.
     pub(crate) fn serve_sessions(&mut self) -> usize {
-        let ids: Vec<u64> = self.sessions.keys().copied().collect();
+        let ids = std::mem::take(&mut self.ready.sessions);
         let mut n = 0;
         for sid in ids {
-            // A few requests per session per turn keeps one chatty client
-            // from starving the data path.
-            for _ in 0..16 {
-                let Some(s) = self.sessions.get(&sid) else {
-                    break;
-                };
-                match wire::recv(&s.fd) {
-                    Ok(Recv::Empty) => break,
-                    Ok(Recv::Closed) | Err(_) => {
-                        self.close_session(sid);
-                        break;
-                    }
-                    Ok(Recv::Msg(bytes, fds)) => {
-                        n += 1;
-                        match Request::decode(&bytes) {
-                            Ok(req) => self.handle(sid, req, fds),
-                            Err(_) => {
-                                self.count(c::BAD_REQUESTS, 1);
-                                self.respond(sid, &errno_resp(libc::EINVAL), &[]);
-                            }
+            // One request per ready session per turn: a chatty client
+            // cannot starve the data path, and no read is made that the
+            // readiness did not promise (another request keeps the
+            // session ready for the next turn).
+            let Some(s) = self.sessions.get(&sid) else {
+                continue;
+            };
+            match wire::recv(&s.fd) {
+                Ok(Recv::Empty) => self.count(c::EMPTY_READS, 1),
+                Ok(Recv::Closed) | Err(_) => self.close_session(sid),
+                Ok(Recv::Msg(bytes, fds)) => {
+                    n += 1;
+                    match Request::decode(&bytes) {
+                        Ok(req) => self.handle(sid, req, fds),
+                        Err(_) => {
+                            self.count(c::BAD_REQUESTS, 1);
+                            self.respond(sid, &errno_resp(libc::EINVAL), &[]);
                         }
                     }
                 }

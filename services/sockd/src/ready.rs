@@ -1,0 +1,107 @@
+//! What clients made readable: the listener, each session's socket and
+//! each session's wake pair, in one epoll set. A turn asks it once
+//! (`epoll_wait` without waiting) and then reads only what is ready, where
+//! it used to try `accept4` and a `recvmsg` per session every turn, each
+//! failing with EAGAIN when nothing came; sleeping, sockd polls the set's
+//! one fd beside its eventfd.
+
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
+
+use super::*;
+
+/// The listener's tag; a session's socket is tagged `sid << 1`, its wake
+/// pair `sid << 1 | 1`.
+const LISTENER: u64 = u64::MAX;
+
+/// Most events taken per turn; more stay ready for the next.
+const EVENTS: usize = 64;
+
+/// The epoll set and what its last look found.
+pub(crate) struct Ready {
+    epoll: Epoll,
+    /// The listener is in the set (not while accepting pauses: it stays
+    /// readable, and sockd would not sleep).
+    listening: bool,
+    /// The listener had a connection waiting.
+    pub(crate) listener: bool,
+    /// Sessions with a message (or a hang-up) waiting.
+    pub(crate) sessions: Vec<u64>,
+}
+
+impl Ready {
+    pub(crate) fn new() -> nix::Result<Ready> {
+        Ok(Ready {
+            epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+            listening: false,
+            listener: false,
+            sessions: Vec::new(),
+        })
+    }
+
+    /// Watches session `sid`'s socket (`wake`: its wake pair's end).
+    pub(crate) fn watch(&self, fd: impl AsFd, sid: u64, wake: bool) {
+        let tag = sid << 1 | u64::from(wake);
+        // A failure (out of memory) leaves the session unheard; its
+        // client then times out, as with a sockd that cannot serve it.
+        let _ = self
+            .epoll
+            .add(fd, EpollEvent::new(EpollFlags::EPOLLIN, tag));
+    }
+
+    /// Watches the listener, or stops (`on`).
+    pub(crate) fn listen(&mut self, listener: &OwnedFd, on: bool) {
+        if on == self.listening {
+            return;
+        }
+        let done = if on {
+            self.epoll
+                .add(listener, EpollEvent::new(EpollFlags::EPOLLIN, LISTENER))
+        } else {
+            self.epoll.delete(listener)
+        };
+        if done.is_ok() {
+            self.listening = on;
+        }
+        // Whatever waits in the backlog shows at the next look.
+        self.listener = false;
+    }
+
+    /// What is ready now, without waiting; wake pairs that were kicked
+    /// are drained here (`wake_of` finds a session's end).
+    pub(crate) fn look(&mut self, wake_of: impl Fn(u64) -> Option<RawFd>) {
+        let mut ev = [EpollEvent::empty(); EVENTS];
+        let n = self.epoll.wait(&mut ev, 0u8).unwrap_or(0);
+        self.sessions.clear();
+        for e in &ev[..n] {
+            match e.data() {
+                LISTENER => self.listener = true,
+                tag if tag & 1 == 1 => {
+                    if let Some(fd) = wake_of(tag >> 1) {
+                        sockring::drain(&fd);
+                    }
+                }
+                tag => self.sessions.push(tag >> 1),
+            }
+        }
+    }
+}
+
+impl AsRawFd for Ready {
+    fn as_raw_fd(&self) -> RawFd {
+        self.epoll.0.as_raw_fd()
+    }
+}
+
+impl Sockd<'_> {
+    /// Looks at what clients made readable (once per turn).
+    pub(crate) fn poll_ready(&mut self) {
+        let sessions = &self.sessions;
+        self.ready.look(|sid| {
+            sessions
+                .get(&sid)
+                .and_then(|s| s.wake.as_ref())
+                .map(|w| w.as_raw_fd())
+        });
+    }
+}
