@@ -25,6 +25,29 @@ t.join()
 print("ok" if got == data else "differs: %d of %d bytes" % (len(got), len(data)))
 "#;
 
+/// A kernel-side UDP client: sends the numbers 0 to N-1 (its argument,
+/// `python3 -c UDP_ECHO_ROUNDS N`) one at a time to port 7 on the stack,
+/// checks each echo, and prints `ok`.
+pub const UDP_ECHO_ROUNDS: &str = r#"
+import socket, sys
+s = socket.socket(2, 2)
+s.settimeout(10)
+for i in range(int(sys.argv[1])):
+    s.sendto(b'%d' % i, ('10.77.0.2', 7))
+    assert s.recv(100) == b'%d' % i
+print('ok')
+"#;
+
+/// The value of `field` (e.g. `Uid:`) in `/proc/PID/status` of `pid`
+/// ("self" for this process), trimmed.
+pub fn status_field(pid: impl std::fmt::Display, field: &str) -> String {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with(field));
+    line.unwrap_or_else(|| panic!("no {field} in {status}"))[field.len()..]
+        .trim()
+        .to_string()
+}
+
 mod raw_client;
 pub use raw_client::{connect_sockd, RawClient};
 

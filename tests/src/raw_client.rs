@@ -96,6 +96,14 @@ impl RawClient {
         (n > 0).then(|| Response::decode(&buf[..n]).unwrap())
     }
 
+    /// `r` (a socket or a re-attach) with a new socket's two fds: 4 KiB
+    /// of sealed memory and a wake pair's end, closed after the answer.
+    pub fn call_with_socket_fds(&self, r: &Request) -> Response {
+        let (_mem, memfd) = SockMem::create(4096, 4096).unwrap();
+        let (_wait, kick) = wake_pair().unwrap();
+        self.call(r, &[memfd.as_raw_fd(), kick.as_raw_fd()])
+    }
+
     /// A UDP socket: its id, memory, memfd and wake pair (the end to wait
     /// on, the end sockd kicks).
     pub fn udp_socket(&self) -> (u32, SockMem, OwnedFd, (OwnedFd, OwnedFd)) {

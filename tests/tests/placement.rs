@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use strata_tests::{spawn_app, wait_line, Netns, Stack, ECHO_10MB, LAYERS};
+use strata_tests::{
+    spawn_app, status_field, wait_line, Netns, Stack, ECHO_10MB, LAYERS, UDP_ECHO_ROUNDS,
+};
 
 /// The CPUs in a list as `/proc/PID/status` writes it ("0-3,6").
 fn expand(list: &str) -> Vec<u32> {
@@ -20,12 +22,7 @@ fn expand(list: &str) -> Vec<u32> {
 
 /// `Cpus_allowed_list` of process `pid` ("self" for this one).
 fn cpus_of(pid: &str) -> Vec<u32> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status
-        .lines()
-        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap();
-    expand(line)
+    expand(&status_field(pid, "Cpus_allowed_list:"))
 }
 
 /// Starts a stack with `cpu` as its `[cpu]` section, checks that layer k
@@ -44,11 +41,7 @@ fn placed_and_serving(cpu: &str, expect: impl Fn(usize, &str) -> Vec<u32>) {
     assert_eq!(status["layers"].as_array().unwrap().len(), LAYERS.len());
     let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
-    let udp = ns.run_ok(&[
-        "python3",
-        "-c",
-        "import socket\ns=socket.socket(2,2)\ns.settimeout(10)\nfor i in range(100):\n    s.sendto(b'%d' % i,('10.77.0.2',7))\n    assert s.recv(100) == b'%d' % i\nprint('ok')",
-    ]);
+    let udp = ns.run_ok(&["python3", "-c", UDP_ECHO_ROUNDS, "100"]);
     assert_eq!(udp.trim(), "ok");
     let tcp = ns.run_ok(&["python3", "-c", ECHO_10MB, "7"]);
     assert_eq!(tcp.trim(), "ok");

@@ -11,9 +11,10 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
-use strata_ipc::sockring::{wake_pair, SockMem};
 use strata_proto::sock::{Addr, Request, Response};
-use strata_tests::{bin, spawn_app, tap_config, wait_line, Bg, Netns, RawClient, Stack, LAYERS};
+use strata_tests::{
+    bin, spawn_app, status_field, tap_config, wait_line, Bg, Netns, RawClient, Stack, LAYERS,
+};
 
 /// Runs examples/echo as user and group 65534 (nobody) with `args`;
 /// `bounded`: for at most 20 s.
@@ -83,24 +84,9 @@ fn a_socket_mode_without_other_users_keeps_them_out() {
 /// Asserts that every layer's `/proc/PID/status` has `field` `value`.
 fn every_layer_shows(st: &Stack, field: &str, value: &str) {
     for layer in LAYERS {
-        let pid = st.layer_pid(layer);
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-        assert!(
-            status
-                .lines()
-                .any(|l| l.split_whitespace().eq([field, value])),
-            "{layer}: {status}"
-        );
+        let got = status_field(st.layer_pid(layer), field);
+        assert_eq!(got, value, "{layer}: {field}");
     }
-}
-
-/// The value of `field` in `pid`'s `/proc/PID/status`.
-fn status_field(pid: i32, field: &str) -> String {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with(field));
-    line.unwrap_or_else(|| panic!("no {field} in {status}"))[field.len()..]
-        .trim()
-        .to_string()
 }
 
 #[test]
@@ -331,16 +317,7 @@ fn neither_another_user_nor_another_process_reattaches_a_socket_left_behind() {
     st.wait_for("sockd restarted", Duration::from_secs(20), || {
         st.restarts("sockd") >= 1 && st.layer_status("sockd")["state"] == "running"
     });
-    let reattach = |c: &RawClient| {
-        let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
-        let (_wait, kick) = wake_pair().unwrap();
-        let r = c.call(
-            &Request::Reattach { id },
-            &[memfd.as_raw_fd(), kick.as_raw_fd()],
-        );
-        drop(mem);
-        r
-    };
+    let reattach = |c: &RawClient| c.call_with_socket_fds(&Request::Reattach { id });
     let ebadf = Response::Error { errno: libc::EBADF };
     // Another user: refused.
     let (fd, _nobody, _stdin) = connect_as(&st, 65534, true);

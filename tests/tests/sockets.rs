@@ -8,7 +8,9 @@ use std::process::Stdio;
 use std::time::Duration;
 use strata_ipc::sockring::{wait, wake_pair, SockMem};
 use strata_proto::sock::{Kind, Request, Response};
-use strata_tests::{spawn_app, wait_line, Bg, Netns, RawClient, Stack, ECHO_10MB, STACK_IP};
+use strata_tests::{
+    spawn_app, wait_line, Bg, Netns, RawClient, Stack, ECHO_10MB, STACK_IP, UDP_ECHO_ROUNDS,
+};
 
 /// Kernel-side sender of 1000-byte datagrams to port 6000 on the stack:
 /// for each number N read on stdin, N of them at once, then `sent`.
@@ -123,16 +125,11 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
         ebadf
     );
     // Not its process: it cannot take the socket over either.
-    let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
     let (_wait, kick) = wake_pair().unwrap();
     assert_eq!(
-        evil.call(
-            &Request::Reattach { id: victim },
-            &[memfd.as_raw_fd(), kick.as_raw_fd()]
-        ),
+        evil.call_with_socket_fds(&Request::Reattach { id: victim }),
         ebadf
     );
-    drop(mem);
     // Garbage and unsealed memory are refused.
     assert_eq!(
         evil.call_bytes(&[0xff; 37], &[]),
@@ -270,16 +267,7 @@ fn sockets_per_process_and_per_user_are_limited_with_emfile() {
     let emfile = Response::Error {
         errno: libc::EMFILE,
     };
-    let open = |c: &RawClient| {
-        let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
-        let (_wait, kick) = wake_pair().unwrap();
-        let r = c.call(
-            &Request::Socket { kind: Kind::Udp },
-            &[memfd.as_raw_fd(), kick.as_raw_fd()],
-        );
-        drop(mem);
-        r
-    };
+    let open = |c: &RawClient| c.call_with_socket_fds(&Request::Socket { kind: Kind::Udp });
     // One session (this process) up to its limit, then refused.
     let a = RawClient::connect(&st.instance);
     let mut ids = Vec::new();
@@ -324,10 +312,9 @@ fn out_of_descriptors_sockd_pauses_accepting_and_serves_the_waiting_session_late
     let pid = st.layer_pid("sockd");
     // As sockd's own user: changing another user's limits needs
     // CAP_SYS_RESOURCE, which a test's root may lack.
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let id = |field: &str| {
-        let line = status.lines().find(|l| l.starts_with(field)).unwrap();
-        line.split_whitespace().nth(1).unwrap().to_string()
+        let v = strata_tests::status_field(pid, field);
+        v.split_whitespace().next().unwrap().to_string()
     };
     let (uid, gid) = (id("Uid:"), id("Gid:"));
     let nofile = |soft: &str| {
@@ -448,11 +435,7 @@ fn sockd_reads_only_the_sessions_and_listener_that_are_ready() {
     let _idle: Vec<RawClient> = (0..3).map(|_| RawClient::connect(&st.instance)).collect();
     let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7", "--tcp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(10));
-    let out = ns.run_ok(&[
-        "python3",
-        "-c",
-        "import socket\ns=socket.socket(2,2)\ns.settimeout(10)\nfor i in range(2000):\n    s.sendto(b'%d' % i,('10.77.0.2',7))\n    assert s.recv(100) == b'%d' % i\nprint('ok')",
-    ]);
+    let out = ns.run_ok(&["python3", "-c", UDP_ECHO_ROUNDS, "2000"]);
     assert_eq!(out.trim(), "ok");
     let out = ns.run_ok(&["python3", "-c", ECHO_10MB, "7"]);
     assert_eq!(out.trim(), "ok");
