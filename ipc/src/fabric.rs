@@ -769,7 +769,7 @@ impl Fabric {
 
     /// As [`Fabric::sleep`], for any number of fds: `fds[0]` is set to this
     /// layer's eventfd, the rest are the caller's.
-    pub fn sleep_on(
+    fn sleep_on(
         &self,
         me: LayerId,
         fds: &mut [libc::pollfd],

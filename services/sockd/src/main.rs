@@ -493,7 +493,6 @@ fn main() {
     let mut from_tcp = f.consumer(LayerId::TCPD, me).expect("ring tcpd->sockd");
     let mut to_tcp = f.producer(me, LayerId::TCPD).expect("ring sockd->tcpd");
     let mut batch = [Handle::default(); BUDGET];
-    let mut pfds: Vec<libc::pollfd> = Vec::new();
     let mut last_snapshot = Instant::now();
     svc.ready();
     loop {
@@ -561,24 +560,18 @@ fn main() {
         }
 
         if work == 0 {
-            pfds.clear();
-            pfds.push(libc::pollfd {
-                fd: -1,
-                events: 0,
-                revents: 0,
-            });
             // Everything a client may make readable, in one fd.
-            pfds.push(libc::pollfd {
+            let mut pfd = [libc::pollfd {
                 fd: d.ready.as_raw_fd(),
                 events: libc::POLLIN,
                 revents: 0,
-            });
+            }];
             let tick = if tx_waiting || !d.to_udp.is_empty() || !d.to_tcp.is_empty() {
                 1
             } else {
                 service::IDLE_TICK_MS
             };
-            f.sleep_on(me, &mut pfds, tick, || {
+            f.sleep(me, &mut pfd, tick, || {
                 from_udp.is_empty() && from_tcp.is_empty()
             });
         }

@@ -116,8 +116,7 @@ impl Sockd<'_> {
                 // Out of descriptors or memory: the connection waits
                 // in the backlog. Look again after a pause rather
                 // than spin on a listener that stays readable.
-                self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-                self.count(c::ACCEPT_REFUSED, 1);
+                self.pause_accepting();
                 return;
             }
             Err(_) => {
@@ -157,8 +156,7 @@ impl Sockd<'_> {
                 if self.unidentified.len() < MAX_UNIDENTIFIED {
                     self.unidentified.push(fd);
                 }
-                self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-                self.count(c::ACCEPT_REFUSED, 1);
+                self.pause_accepting();
                 return false;
             }
         };
@@ -183,6 +181,13 @@ impl Sockd<'_> {
     /// system refused one).
     pub(crate) fn accepting(&self) -> bool {
         self.accept_paused_until.is_none_or(|t| Instant::now() >= t)
+    }
+
+    /// The system refused a descriptor for a new session: no accepting
+    /// for [`ACCEPT_PAUSE`] (`accept_refused`).
+    fn pause_accepting(&mut self) {
+        self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
+        self.count(c::ACCEPT_REFUSED, 1);
     }
 
     /// The socket `id` if it belongs to session `sid`.
