@@ -725,37 +725,44 @@ impl Fabric {
     }
 
     /// Wakes `l` if it sleeps. Producers call this after publishing; a
-    /// layer that is awake is not disturbed (no system call).
+    /// layer that is awake is not disturbed (no system call), and of
+    /// several producers waking the same sleeper only the first writes
+    /// its eventfd: it takes the sleeping flag down as it does. Returns
+    /// true when it wrote.
     #[inline]
-    pub fn kick(&self, l: LayerId) {
+    pub fn kick(&self, l: LayerId) -> bool {
         // Pairs with the fence in `sleep`: either the consumer sees our
         // tail, or we see its sleeping flag.
         fence(SeqCst);
         let c = self.ctl(l);
-        if c.sleeping.load(SeqCst) != 0 {
-            let fd = self.wake[l.0 as usize];
-            if fd >= 0 {
-                c.kicks.fetch_add(1, Relaxed);
-                let one: u64 = 1;
-                // SAFETY: the kernel reads 8 bytes from a live local; a
-                // stale or closed fd makes the call fail, not misbehave.
-                unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
-            }
+        if c.sleeping.load(Relaxed) == 0 || c.sleeping.swap(0, SeqCst) == 0 {
+            return false;
         }
+        let fd = self.wake[l.0 as usize];
+        if fd < 0 {
+            return false;
+        }
+        c.kicks.fetch_add(1, Relaxed);
+        let one: u64 = 1;
+        // SAFETY: the kernel reads 8 bytes from a live local; a stale or
+        // closed fd makes the call fail, not misbehave.
+        unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+        true
     }
 
     /// Sleeps until kicked, until one of `extra` is ready, or until
     /// `timeout_ms` passes (-1: no timeout). `idle` is checked after the
     /// sleeping flag is raised, so work published meanwhile is never
     /// missed: if it returns false the call returns at once. The `revents`
-    /// of each fd in `extra` (at most 8) are filled in.
+    /// of each fd in `extra` (at most 8) are filled in. Returns `None`
+    /// when it did not sleep, else whether a kick ended the sleep.
     pub fn sleep(
         &self,
         me: LayerId,
         extra: &mut [libc::pollfd],
         timeout_ms: i32,
         idle: impl FnOnce() -> bool,
-    ) {
+    ) -> Option<bool> {
         let mut fds = [libc::pollfd {
             fd: -1,
             events: 0,
@@ -763,8 +770,9 @@ impl Fabric {
         }; 9];
         let n = extra.len().min(8);
         fds[1..1 + n].copy_from_slice(&extra[..n]);
-        self.sleep_on(me, &mut fds[..n + 1], timeout_ms, idle);
+        let slept = self.sleep_on(me, &mut fds[..n + 1], timeout_ms, idle);
         extra[..n].copy_from_slice(&fds[1..1 + n]);
+        slept
     }
 
     /// As [`Fabric::sleep`], for any number of fds: `fds[0]` is set to this
@@ -775,7 +783,7 @@ impl Fabric {
         fds: &mut [libc::pollfd],
         timeout_ms: i32,
         idle: impl FnOnce() -> bool,
-    ) {
+    ) -> Option<bool> {
         for f in fds.iter_mut() {
             f.revents = 0;
         }
@@ -784,7 +792,7 @@ impl Fabric {
         fence(SeqCst);
         if !idle() {
             c.sleeping.store(0, Relaxed);
-            return;
+            return None;
         }
         let wfd = self.wake[me.0 as usize];
         if let Some(f0) = fds.first_mut() {
@@ -798,11 +806,13 @@ impl Fabric {
         // pollfds for the whole call.
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, timeout_ms) };
         c.sleeping.store(0, Relaxed);
-        if fds.first().is_some_and(|f| f.revents & libc::POLLIN != 0) {
+        let kicked = fds.first().is_some_and(|f| f.revents & libc::POLLIN != 0);
+        if kicked {
             let mut v: u64 = 0;
             // SAFETY: the kernel writes at most 8 bytes into a live local.
             unsafe { libc::read(wfd, &mut v as *mut u64 as *mut libc::c_void, 8) };
         }
+        Some(kicked)
     }
 
     /// Marks a turn of `me`'s loop (the launcher's hang detector watches it).
@@ -1138,6 +1148,16 @@ impl Producer<'_> {
     /// and wakes the consumer if it sleeps. Returns how many were taken;
     /// the rest stay the caller's.
     pub fn push(&mut self, hs: &[Handle]) -> usize {
+        let n = self.publish(hs);
+        if n > 0 {
+            self.f.kick(self.to);
+        }
+        n
+    }
+
+    /// As [`Producer::push`] without waking the consumer: the caller
+    /// wakes it once ([`Fabric::kick`]) after all it publishes in a turn.
+    pub fn publish(&mut self, hs: &[Handle]) -> usize {
         let n = (self.space() as usize).min(hs.len());
         if n == 0 {
             return 0;
@@ -1147,7 +1167,6 @@ impl Producer<'_> {
             self.f.set_slot(self.r, tail.wrapping_add(k as u32), *h);
         }
         self.d.tail.store(tail.wrapping_add(n as u32), Release);
-        self.f.kick(self.to);
         n
     }
 
@@ -1244,9 +1263,9 @@ pub struct Pool<'a> {
     me: LayerId,
 }
 
-impl Pool<'_> {
+impl<'a> Pool<'a> {
     /// The fabric behind this view.
-    pub fn fabric(&self) -> &Fabric {
+    pub fn fabric(&self) -> &'a Fabric {
         self.f
     }
 }

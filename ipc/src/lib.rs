@@ -37,6 +37,7 @@ pub mod quarantine;
 mod raw;
 pub mod route;
 pub mod runtime;
+pub mod serve;
 pub mod service;
 pub mod sockring;
 pub mod socktable;

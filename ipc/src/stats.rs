@@ -94,6 +94,12 @@ macro_rules! layer_stats {
                 let c = &mut self.counters[s as usize];
                 *c = c.wrapping_add(n);
             }
+
+            /// Sets a counter (for counts kept elsewhere, and levels).
+            #[inline]
+            pub fn set(&mut self, s: Stat, v: u64) {
+                self.counters[s as usize] = v;
+            }
         }
     };
 }

@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use strata_ipc::layout::state;
+use strata_ipc::serve::Economy;
 use strata_ipc::{Fabric, LayerId, IFACE_COUNTER_NAMES};
 
 /// Shared between the supervision loop and the control thread.
@@ -134,7 +135,19 @@ pub fn stats(sh: &Shared) -> Value {
     let mut layers = serde_json::Map::new();
     for l in &sup.layers {
         let mut m = serde_json::Map::new();
-        for (k, v) in f.counters(l.id) {
+        let counters = f.counters(l.id);
+        if let Some(e) = Economy::from_counters(&counters) {
+            let two = |x: f64| (x * 100.0).round() / 100.0;
+            m.insert(
+                "packets_per_wakeup".into(),
+                json!(two(e.packets_per_wakeup())),
+            );
+            m.insert(
+                "syscalls_per_packet".into(),
+                json!(two(e.syscalls_per_packet())),
+            );
+        }
+        for (k, v) in counters {
             m.insert(k, json!(v));
         }
         // Every layer's shell drops quarantined inputs; the count is kept

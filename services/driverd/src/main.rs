@@ -1,6 +1,8 @@
 //! driverd: moves frames between one device and the pool, in batches
 //! (NAPI-style: read up to a budget, hand the batch up in one ring update,
-//! then sleep on device readiness and the eventfd).
+//! then sleep on device readiness and the eventfd; an empty device is not
+//! read again until poll says it is readable or the loop has been busy
+//! for a few turns).
 //!
 //! The launcher opened the device and holds it; we work on an inherited
 //! copy of its fd, so our death does not take the interface down.
@@ -8,14 +10,25 @@
 use std::collections::VecDeque;
 use std::os::fd::{IntoRawFd, RawFd};
 use strata_drivers::Driver;
+use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::{self, DEVICE_FD_ENV};
-use strata_ipc::{ifc, now_ns, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
+use strata_ipc::{ifc, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 
-const C_RX: usize = 0;
-const C_TX: usize = 1;
-const C_RX_NOBUF: usize = 2;
-const C_TX_ERR: usize = 3;
-const C_RX_ERR: usize = 4;
+strata_ipc::layer_stats! { "driverd";
+    /// Frames read from the device.
+    RxFrames => "rx_frames",
+    /// Frames written to the device.
+    TxFrames => "tx_frames",
+    /// Reads not made for want of a pool buffer (the frame waits in the
+    /// device).
+    RxNoBuffer => "rx_no_buffer",
+    /// Frames the device refused with an error.
+    TxError => "tx_error",
+    /// Reads that failed (oversized frame, device error).
+    RxError => "rx_error",
+    /// Reads that found the device empty.
+    RxEmptyReads => "rx_empty_reads",
+}
 
 fn open_device(kind: &str, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
     // SAFETY: the launcher passed us this fd for exactly this purpose, and
@@ -28,11 +41,175 @@ fn open_device(kind: &str, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
     }
 }
 
+/// Busy turns (no wait, so no poll of the device) after which an empty
+/// device is read again: frames can arrive while the loop transmits.
+const REARM_AFTER_TURNS: u32 = 2;
+
+/// The loop's one input (from netdevd) and one output (to it).
+const TO_NETDEV: usize = 0;
+
+/// driverd's side of the service loop.
+struct Shell<'a> {
+    dev: Box<dyn Driver>,
+    iface: u8,
+    max_frame: usize,
+    /// Frames the device would not take yet; bounded by one ring's worth.
+    pending: VecDeque<Handle>,
+    /// The device may have frames: set when poll says it is readable,
+    /// while reads fill their budget, and when the loop has been busy for
+    /// a few turns without polling; cleared by a read that finds it
+    /// empty. So a busy loop does not ask an empty device each turn.
+    rx_armed: bool,
+    /// Turns since the loop last waited (and so polled the device).
+    awake_turns: u32,
+    /// The device refused a frame: wait for it to be writable.
+    dev_full: bool,
+    /// netdevd's ring was full when we last looked.
+    up_full: bool,
+    stats: Stats,
+    f: &'a strata_ipc::Fabric,
+}
+
+impl Shell<'_> {
+    /// Reads frames into pool buffers, as many as netdevd's ring can take
+    /// (a slow stack leaves them in the device queue rather than losing
+    /// them here). Returns how many.
+    fn receive(&mut self, cx: &mut Cx) -> usize {
+        let room = cx.room(TO_NETDEV).min(BUDGET);
+        let mut n = 0;
+        while n < room {
+            let Some(mut h) = cx.pool.alloc(self.max_frame) else {
+                self.stats.inc(Stat::RxNoBuffer);
+                self.f.iface_add(self.iface, ifc::RX_DROP_NO_BUFFER, 1);
+                break;
+            };
+            cx.syscalls(1);
+            let raw = cx.pool.raw_mut(&h).expect("fresh buffer");
+            match self.dev.recv(&mut raw[HEADROOM as usize..]) {
+                Ok(Some(len)) => {
+                    h.data_len = len as u32;
+                    h.iif = self.iface;
+                    h.tstamp = cx.now;
+                    cx.send(TO_NETDEV, h);
+                    n += 1;
+                }
+                Ok(None) => {
+                    cx.pool.free(&h);
+                    self.stats.inc(Stat::RxEmptyReads);
+                    self.rx_armed = false;
+                    break;
+                }
+                Err(_) => {
+                    cx.pool.free(&h);
+                    self.stats.inc(Stat::RxError);
+                    self.f.iface_add(self.iface, ifc::RX_ERROR, 1);
+                    self.rx_armed = false;
+                    break;
+                }
+            }
+        }
+        self.stats.add(Stat::RxFrames, n as u64);
+        n
+    }
+
+    /// Writes what waits for the device, oldest first, until it refuses.
+    /// Returns how many frames left.
+    fn transmit(&mut self, cx: &mut Cx) -> usize {
+        let mut sent = 0;
+        self.dev_full = false;
+        while let Some(h) = self.pending.front().copied() {
+            cx.syscalls(1);
+            let res = match cx.pool.data(&h) {
+                Ok(d) => self.dev.send(d),
+                Err(_) => Ok(true),
+            };
+            match res {
+                Ok(true) => {
+                    self.pending.pop_front();
+                    cx.pool.free(&h);
+                    sent += 1;
+                }
+                Ok(false) => {
+                    self.dev_full = true;
+                    break;
+                }
+                Err(_) => {
+                    self.pending.pop_front();
+                    cx.pool.free(&h);
+                    self.stats.inc(Stat::TxError);
+                    self.f.iface_add(self.iface, ifc::TX_DROP_DEVICE, 1);
+                }
+            }
+        }
+        self.stats.add(Stat::TxFrames, sent as u64);
+        sent
+    }
+}
+
+impl Layer for Shell<'_> {
+    fn begin(&mut self, cx: &mut Cx) -> usize {
+        self.awake_turns += 1;
+        if self.awake_turns > REARM_AFTER_TURNS {
+            self.awake_turns = 0;
+            self.rx_armed = true;
+        }
+        self.up_full = cx.room(TO_NETDEV) == 0;
+        if self.rx_armed && !self.up_full {
+            self.receive(cx)
+        } else {
+            0
+        }
+    }
+
+    fn admit(&self, _input: usize, _cx: &Cx) -> usize {
+        self.pending.capacity() - self.pending.len()
+    }
+
+    fn input(&mut self, _input: usize, h: Handle, _cx: &mut Cx) {
+        self.pending.push_back(h);
+    }
+
+    fn end(&mut self, cx: &mut Cx) -> usize {
+        self.transmit(cx)
+    }
+
+    fn held(&self) -> bool {
+        // A full ring means we could not take frames anyway: nap rather
+        // than let a readable device wake us just to spin.
+        self.up_full
+    }
+
+    fn wait_fds(&self, fds: &mut [libc::pollfd; MAX_WAIT_FDS]) -> usize {
+        fds[0] = libc::pollfd {
+            fd: self.dev.as_raw_fd(),
+            events: if self.up_full { 0 } else { libc::POLLIN }
+                | if self.dev_full { libc::POLLOUT } else { 0 },
+            revents: 0,
+        };
+        1
+    }
+
+    fn woke(&mut self, fds: &[libc::pollfd]) {
+        self.awake_turns = 0;
+        if fds.first().is_some_and(|p| p.revents & libc::POLLIN != 0) {
+            self.rx_armed = true;
+        }
+        // A wait that ended for any other reason (a kick, the tick) after
+        // a full ring: netdevd may have made room.
+        if self.up_full {
+            self.rx_armed = true;
+        }
+    }
+
+    fn counters(&self) -> &[u64] {
+        self.stats.as_array()
+    }
+}
+
 fn main() {
     let svc = Service::start("driverd").unwrap_or_else(|e| service::die("driverd", &e));
     let f = &svc.fabric;
-    let me = svc.me;
-    let iface = me.iface().expect("driverd has an interface");
+    let iface = svc.me.iface().expect("driverd has an interface");
     let cfg = svc
         .config
         .ifaces
@@ -41,125 +218,27 @@ fn main() {
     let fd: RawFd = service::inherited_fd(DEVICE_FD_ENV)
         .unwrap_or_else(|e| service::die("driverd", &e))
         .into_raw_fd();
-    let mut dev = open_device(&cfg.driver, fd)
+    let dev = open_device(&cfg.driver, fd)
         .unwrap_or_else(|e| service::die("driverd", &format!("device fd {fd}: {e}")));
-    f.register_counters(
-        me,
-        &[
-            "rx_frames",
-            "tx_frames",
-            "rx_no_buffer",
-            "tx_error",
-            "rx_error",
-        ],
+    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+    let lp = Loop::new(
+        &svc,
+        &names,
+        &[],
+        &[LayerId::NETDEVD],
+        &[(LayerId::NETDEVD, Overflow::Keep)],
     );
-    let mut up = f
-        .producer(me, LayerId::NETDEVD)
-        .expect("ring driverd->netdevd");
-    let mut down = f
-        .consumer(LayerId::NETDEVD, me)
-        .expect("ring netdevd->driverd");
-    let mut pool = f.pool(me);
-    let max_frame = cfg.mtu as usize + 14 + 4;
-    let mut batch = [Handle::default(); BUDGET];
-    // Frames the device would not take yet; bounded by one ring's worth.
-    let mut pending: VecDeque<Handle> = VecDeque::with_capacity(f.params().ring_size as usize);
-    svc.ready();
-    loop {
-        f.beat(me);
-        // Receive: only as many frames as the ring can take, so that a
-        // slow stack leaves frames in the device queue rather than losing
-        // them here.
-        let room = (up.space() as usize).min(BUDGET);
-        let mut n = 0;
-        let mut dev_empty = false;
-        while n < room {
-            let Some(mut h) = f.alloc(me, max_frame) else {
-                f.count(me, C_RX_NOBUF, 1);
-                f.iface_add(iface, ifc::RX_DROP_NO_BUFFER, 1);
-                break;
-            };
-            let raw = pool.raw_mut(&h).expect("fresh buffer");
-            let start = HEADROOM as usize;
-            match dev.recv(&mut raw[start..]) {
-                Ok(Some(len)) => {
-                    h.data_len = len as u32;
-                    h.iif = iface;
-                    h.tstamp = now_ns();
-                    batch[n] = h;
-                    n += 1;
-                }
-                Ok(None) => {
-                    pool.free(&h);
-                    dev_empty = true;
-                    break;
-                }
-                Err(_) => {
-                    pool.free(&h);
-                    f.count(me, C_RX_ERR, 1);
-                    f.iface_add(iface, ifc::RX_ERROR, 1);
-                    dev_empty = true;
-                    break;
-                }
-            }
-        }
-        if n > 0 {
-            up.push(&batch[..n]);
-            f.count(me, C_RX, n as u64);
-        }
-
-        // Transmit: what the device refused earlier goes first.
-        let mut sent = 0;
-        let room = pending.capacity() - pending.len();
-        let m = down.pop(&mut batch[..room.min(BUDGET)]);
-        pending.extend(batch[..m].iter().copied());
-        let mut dev_full = false;
-        while let Some(h) = pending.front().copied() {
-            if !f.take_input(me, &h) {
-                pending.pop_front();
-                continue;
-            }
-            let res = match pool.data(&h) {
-                Ok(d) => dev.send(d),
-                Err(_) => Ok(true),
-            };
-            match res {
-                Ok(true) => {
-                    pending.pop_front();
-                    pool.free(&h);
-                    sent += 1;
-                }
-                Ok(false) => {
-                    dev_full = true;
-                    break;
-                }
-                Err(_) => {
-                    pending.pop_front();
-                    pool.free(&h);
-                    f.count(me, C_TX_ERR, 1);
-                    f.iface_add(iface, ifc::TX_DROP_DEVICE, 1);
-                }
-            }
-        }
-        if sent > 0 {
-            f.count(me, C_TX, sent as u64);
-        }
-
-        if (dev_empty || n == 0) && m == 0 && sent == 0 {
-            let mut pfd = [libc::pollfd {
-                fd: dev.as_raw_fd(),
-                // A full ring means we could not take frames anyway: do
-                // not let a readable device wake us just to spin.
-                events: if up.space() > 0 { libc::POLLIN } else { 0 }
-                    | if dev_full { libc::POLLOUT } else { 0 },
-                revents: 0,
-            }];
-            let tick = if up.space() == 0 {
-                1
-            } else {
-                service::IDLE_TICK_MS
-            };
-            f.sleep(me, &mut pfd, tick, || down.is_empty());
-        }
-    }
+    let mut shell = Shell {
+        dev,
+        iface,
+        max_frame: cfg.mtu as usize + 14 + 4,
+        pending: VecDeque::with_capacity(f.params().ring_size as usize),
+        rx_armed: true,
+        awake_turns: 0,
+        dev_full: false,
+        up_full: false,
+        stats: Stats::default(),
+        f,
+    };
+    lp.run(&mut shell)
 }

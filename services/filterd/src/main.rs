@@ -18,39 +18,61 @@ use strata_filterd::tables::Tables;
 use strata_filterd::{reject, CtRef, Decision, Filter, Meta};
 use strata_ipc::addrs::{is_multicast, AddrTable};
 use strata_ipc::handle::{flags, NO_IFACE};
-use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service, BUDGET};
+use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
+use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service};
 
-const IN_UP: usize = 0;
-const IN_DOWN: usize = 1;
-/// The one gauge among the counters: entries in the conntrack table.
-const CT_ENTRIES: usize = 21;
-const STAT_NAMES: [&str; 25] = [
-    "ingress_packets",
-    "egress_packets",
-    "fast_path",
-    "inspected",
-    "dropped_rule",
-    "dropped_policy",
-    "rejected",
-    "reject_unanswered",
-    "malformed",
-    "nat_failed",
-    "rules_examined",
-    "log_lines",
-    "log_suppressed",
-    "ct_created",
-    "ct_early_drops",
-    "ct_full",
-    "ct_invalid",
-    "ct_expired",
-    "ct_restored",
-    "ct_discarded",
-    "ct_clashes",
-    "ct_entries",
-    "rule_sets_loaded",
-    "rule_sets_refused",
-    "no_buffer",
-];
+strata_ipc::layer_stats! { "filterd";
+    /// Frames taken from netdevd.
+    IngressPackets => "ingress_packets",
+    /// Frames taken from ipd.
+    EgressPackets => "egress_packets",
+    /// Packets passed without a look (no rules, no conntrack).
+    FastPath => "fast_path",
+    /// Packets looked at.
+    Inspected => "inspected",
+    /// Dropped by a DROP rule.
+    DroppedRule => "dropped_rule",
+    /// Dropped by a chain's policy.
+    DroppedPolicy => "dropped_policy",
+    /// Refused by a REJECT rule.
+    Rejected => "rejected",
+    /// Rejected without an answer (none can be built for the packet).
+    RejectUnanswered => "reject_unanswered",
+    /// Bad IPv4 headers.
+    Malformed => "malformed",
+    /// NAT failures.
+    NatFailed => "nat_failed",
+    /// Rules looked at.
+    RulesExamined => "rules_examined",
+    /// LOG lines written.
+    LogLines => "log_lines",
+    /// LOG lines held back by the rate limit.
+    LogSuppressed => "log_suppressed",
+    /// Connections tracked.
+    CtCreated => "ct_created",
+    /// Unreplied entries dropped to make room.
+    CtEarlyDrops => "ct_early_drops",
+    /// New connections refused for lack of room.
+    CtFull => "ct_full",
+    /// Packets found INVALID.
+    CtInvalid => "ct_invalid",
+    /// Tracked connections that timed out.
+    CtExpired => "ct_expired",
+    /// Entries kept by restore.
+    CtRestored => "ct_restored",
+    /// Entries discarded by restore (half-written, corrupt, duplicate).
+    CtDiscarded => "ct_discarded",
+    /// New connections whose reply tuple clashed with another entry.
+    CtClashes => "ct_clashes",
+    /// Entries in the conntrack table now (a level, not a total).
+    CtEntries => "ct_entries",
+    /// Rule sets put in force.
+    RuleSetsLoaded => "rule_sets_loaded",
+    /// Rule sets refused.
+    RuleSetsRefused => "rule_sets_refused",
+    /// REJECT answers not sent for want of a buffer.
+    NoBuffer => "no_buffer",
+}
 
 const ETH: usize = 14;
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
@@ -83,10 +105,10 @@ struct Shell<'a> {
     addrs: AddrTable,
     names: Vec<String>,
     rules_gen: u64,
-    loaded: u64,
-    refused: u64,
-    unanswered: u64,
-    no_buffer: u64,
+    stats: Stats,
+    /// REJECT answers, for the ring the packet came from.
+    back: Vec<Handle>,
+    last_expire: u64,
 }
 
 impl Shell<'_> {
@@ -108,11 +130,11 @@ impl Shell<'_> {
         match set {
             Ok(set) => {
                 self.filter.set_rules(set, &names);
-                self.loaded += 1;
+                self.stats.inc(Stat::RuleSetsLoaded);
                 self.svc.log(&format!("rule set {gen} in force"));
             }
             Err(e) => {
-                self.refused += 1;
+                self.stats.inc(Stat::RuleSetsRefused);
                 self.svc.log(&format!("rule set {gen} refused: {e}"));
             }
         }
@@ -218,11 +240,11 @@ impl Shell<'_> {
             Err(_) => None,
         };
         let Some(n) = n else {
-            self.unanswered += 1;
+            self.stats.inc(Stat::RejectUnanswered);
             return;
         };
         let Some(mut r) = pool.alloc(n) else {
-            self.no_buffer += 1;
+            self.stats.inc(Stat::NoBuffer);
             return;
         };
         r.data_len = n as u32;
@@ -230,7 +252,7 @@ impl Shell<'_> {
             Ok(d) => d.copy_from_slice(&buf[..n]),
             Err(_) => {
                 pool.free(&r);
-                self.no_buffer += 1;
+                self.stats.inc(Stat::NoBuffer);
                 return;
             }
         }
@@ -249,47 +271,108 @@ impl Shell<'_> {
         back.push(r);
     }
 
-    fn publish_counters(&self, base: &[u64]) {
-        let f = &self.svc.fabric;
+    /// Copies the filter's and conntrack's counts into the layer's
+    /// counters.
+    fn gather_counters(&mut self) {
         let s = &self.filter.stats;
         let c = &self.filter.conntrack().stats;
-        let v = [
-            0,
-            0,
-            s.fast_path,
-            s.inspected,
-            s.dropped_rule,
-            s.dropped_policy,
-            s.rejected,
-            self.unanswered,
-            s.malformed,
-            s.nat_failed,
-            s.rules_examined,
-            s.logs,
-            s.logs_suppressed,
-            c.created,
-            c.early_drops,
-            c.full,
-            c.invalid,
-            c.expired,
-            c.restored,
-            c.discarded,
-            c.clashes,
-            0,
-            self.loaded,
-            self.refused,
-            self.no_buffer,
-        ];
-        debug_assert_eq!(STAT_NAMES[CT_ENTRIES], "ct_entries");
-        for (i, x) in v.iter().enumerate().skip(2) {
-            f.set_counter(self.svc.me, i, base[i] + x);
+        for (stat, v) in [
+            (Stat::FastPath, s.fast_path),
+            (Stat::Inspected, s.inspected),
+            (Stat::DroppedRule, s.dropped_rule),
+            (Stat::DroppedPolicy, s.dropped_policy),
+            (Stat::Rejected, s.rejected),
+            (Stat::Malformed, s.malformed),
+            (Stat::NatFailed, s.nat_failed),
+            (Stat::RulesExamined, s.rules_examined),
+            (Stat::LogLines, s.logs),
+            (Stat::LogSuppressed, s.logs_suppressed),
+            (Stat::CtCreated, c.created),
+            (Stat::CtEarlyDrops, c.early_drops),
+            (Stat::CtFull, c.full),
+            (Stat::CtInvalid, c.invalid),
+            (Stat::CtExpired, c.expired),
+            (Stat::CtRestored, c.restored),
+            (Stat::CtDiscarded, c.discarded),
+            (Stat::CtClashes, c.clashes),
+            (Stat::CtEntries, self.filter.conntrack().len() as u64),
+        ] {
+            self.stats.set(stat, v);
         }
-        // A gauge, not a count.
-        f.set_counter(
-            self.svc.me,
-            CT_ENTRIES,
-            self.filter.conntrack().len() as u64,
-        );
+    }
+}
+
+// Inputs and outputs of the loop, in the order given to it.
+const FROM_DEV: usize = 0;
+const FROM_IP: usize = 1;
+const TO_IP: usize = 0;
+const TO_DEV: usize = 1;
+
+/// How often idle conntrack entries are expired, in ms.
+const EXPIRE_EVERY_MS: u64 = 1000;
+
+impl Layer for Shell<'_> {
+    fn begin(&mut self, _cx: &mut Cx) -> usize {
+        self.load_rules();
+        if let Some(req) = self.shm.flush_pending() {
+            self.filter.conntrack_mut().flush();
+            self.shm.flush_done(req);
+            self.svc.log("conntrack table flushed");
+        }
+        0
+    }
+
+    fn admit(&self, _input: usize, cx: &Cx) -> usize {
+        // A packet goes on, or is answered back: take only what both
+        // rings can hold (back-pressure instead of drops in the stack).
+        cx.room(TO_IP).min(cx.room(TO_DEV))
+    }
+
+    fn input(&mut self, input: usize, mut h: Handle, cx: &mut Cx) {
+        let ingress = input == FROM_DEV;
+        let (on, back) = if ingress {
+            self.stats.inc(Stat::IngressPackets);
+            (TO_IP, TO_DEV)
+        } else {
+            debug_assert_eq!(input, FROM_IP);
+            self.stats.inc(Stat::EgressPackets);
+            (TO_DEV, TO_IP)
+        };
+        let mut answers = std::mem::take(&mut self.back);
+        if self.packet(
+            &mut cx.pool,
+            &mut h,
+            ingress,
+            cx.now / 1_000_000,
+            &mut answers,
+        ) {
+            cx.send(on, h);
+        }
+        cx.send_all(back, answers.drain(..));
+        self.back = answers;
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        Some((self.last_expire + EXPIRE_EVERY_MS) * 1_000_000)
+    }
+
+    fn poll(&mut self, cx: &mut Cx) {
+        let now = cx.now / 1_000_000;
+        self.last_expire = now;
+        self.filter.expire(now, 4096);
+    }
+
+    fn end(&mut self, _cx: &mut Cx) -> usize {
+        for line in self.filter.logs() {
+            self.svc.log(line);
+        }
+        self.filter.clear_logs();
+        self.gather_counters();
+        0
+    }
+
+    fn counters(&self) -> &[u64] {
+        self.stats.as_array()
     }
 }
 
@@ -297,8 +380,6 @@ fn main() {
     let svc = Service::start("filterd").unwrap_or_else(|e| service::die("filterd", &e));
     let f = &svc.fabric;
     let me = svc.me;
-    f.register_counters(me, &STAT_NAMES);
-    let base: Vec<u64> = (0..STAT_NAMES.len()).map(|i| f.counter(me, i)).collect();
 
     let (p, n) = f.arena_bytes(me);
     // SAFETY: the fabric maps filterd's arena for the process's lifetime.
@@ -343,98 +424,22 @@ fn main() {
         addrs,
         names,
         rules_gen: 0,
-        loaded: 0,
-        refused: 0,
-        unanswered: 0,
-        no_buffer: 0,
+        stats: Stats::default(),
+        back: Vec::with_capacity(4),
+        last_expire: now_ms(),
     };
     sh.load_rules();
 
-    let mut pool = f.pool(me);
-    let mut from_dev = f
-        .consumer(LayerId::NETDEVD, me)
-        .expect("ring netdevd->filterd");
-    let mut to_ip = f.producer(me, LayerId::IPD).expect("ring filterd->ipd");
-    let mut from_ip = f.consumer(LayerId::IPD, me).expect("ring ipd->filterd");
-    let mut to_dev = f
-        .producer(me, LayerId::NETDEVD)
-        .expect("ring filterd->netdevd");
-    let mut batch = [Handle::default(); BUDGET];
-    let mut pass: Vec<Handle> = Vec::with_capacity(BUDGET);
-    let mut back: Vec<Handle> = Vec::with_capacity(BUDGET);
-    let mut last_expire = 0u64;
-    let mut last_publish = 0u64;
-    svc.ready();
-    loop {
-        f.beat(me);
-        sh.load_rules();
-        if let Some(req) = sh.shm.flush_pending() {
-            sh.filter.conntrack_mut().flush();
-            sh.shm.flush_done(req);
-            svc.log("conntrack table flushed");
-        }
-        let now = now_ms();
-        // Take only what both rings a batch may feed can hold:
-        // back-pressure instead of drops inside the stack.
-        let room = (to_ip.space() as usize)
-            .min(to_dev.space() as usize)
-            .min(BUDGET);
-        let n = from_dev.pop(&mut batch[..room]);
-        for h in &mut batch[..n] {
-            if !f.take_input(me, h) {
-                continue;
-            }
-            if sh.packet(&mut pool, h, true, now, &mut back) {
-                pass.push(*h);
-            }
-        }
-        if n > 0 {
-            to_ip.push(&pass);
-            to_dev.push(&back);
-            pass.clear();
-            back.clear();
-            f.count(me, IN_UP, n as u64);
-        }
-        let room = (to_ip.space() as usize)
-            .min(to_dev.space() as usize)
-            .min(BUDGET);
-        let m = from_ip.pop(&mut batch[..room]);
-        for h in &mut batch[..m] {
-            if !f.take_input(me, h) {
-                continue;
-            }
-            if sh.packet(&mut pool, h, false, now, &mut back) {
-                pass.push(*h);
-            }
-        }
-        if m > 0 {
-            to_dev.push(&pass);
-            to_ip.push(&back);
-            pass.clear();
-            back.clear();
-            f.count(me, IN_DOWN, m as u64);
-        }
-        for line in sh.filter.logs() {
-            svc.log(line);
-        }
-        sh.filter.clear_logs();
-        if now >= last_expire + 1000 {
-            last_expire = now;
-            sh.filter.expire(now, 4096);
-        }
-        if n + m > 0 || now >= last_publish + 200 {
-            last_publish = now;
-            sh.publish_counters(&base);
-        }
-        if n == 0 && m == 0 {
-            // Consumers do not kick producers when they free slots, so a
-            // layer held up by a full ring naps briefly instead.
-            let blocked = (!from_dev.is_empty() || !from_ip.is_empty())
-                && (to_ip.space() == 0 || to_dev.space() == 0);
-            let tick = if blocked { 1 } else { service::IDLE_TICK_MS };
-            f.sleep(me, &mut [], tick, || {
-                from_dev.is_empty() && from_ip.is_empty()
-            });
-        }
-    }
+    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+    let lp = Loop::new(
+        &svc,
+        &names,
+        &[Stat::CtEntries as usize],
+        &[LayerId::NETDEVD, LayerId::IPD],
+        &[
+            (LayerId::IPD, Overflow::Keep),
+            (LayerId::NETDEVD, Overflow::Keep),
+        ],
+    );
+    lp.run(&mut sh)
 }

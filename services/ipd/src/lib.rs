@@ -253,6 +253,13 @@ impl IpCore {
         self.upper[protocol as usize] = attached;
     }
 
+    /// Drops a datagram for the upper layers that their ring had no room
+    /// for, and counts it.
+    pub fn upper_ring_full<B: Buffers>(&mut self, pool: &mut B, h: &Handle) {
+        pool.free(h);
+        self.stats.inc(Stat::UpperRingFull);
+    }
+
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats

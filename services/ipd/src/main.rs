@@ -3,10 +3,10 @@
 //! The neighbour cache is copied into ipd's arena whenever it changes, so
 //! a restarted ipd resolves nothing anew.
 
-use std::collections::VecDeque;
-use strata_ipc::arena::Pod;
+use strata_ipc::arena::{Pod, Records};
 use strata_ipc::handle::flags::ICMP_PORT_UNREACH;
-use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
+use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
+use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service, BUDGET};
 use strata_ipd::{
     upper_protocol, IfaceConfig, IpConfig, IpCore, IpLimits, NeighRecord, Outputs, Stat,
 };
@@ -23,7 +23,7 @@ struct Rec(NeighRecord);
 unsafe impl Pod for Rec {}
 
 /// Frames waiting for room in the ring to filterd. Past this many, ipd
-/// stops taking input until filterd catches up.
+/// takes no input until filterd catches up.
 const TXQ_HIGH: usize = 1024;
 
 fn config(svc: &Service) -> IpConfig {
@@ -52,22 +52,111 @@ fn config(svc: &Service) -> IpConfig {
     }
 }
 
+// Inputs and outputs of the loop, in the order given to it.
+const FROM_FILTER: usize = 0;
+const FROM_TCP: usize = 1;
+const FROM_UDP: usize = 2;
+const TO_FILTER: usize = 0;
+const TO_TCP: usize = 1;
+const TO_UDP: usize = 2;
+
+/// ipd's side of the service loop.
+struct Shell<'a> {
+    core: IpCore,
+    out: Outputs,
+    arena: Records<'a, Rec>,
+    arena_buf: Vec<Rec>,
+}
+
+impl Shell<'_> {
+    /// Hands what the core emitted to the loop: frames to filterd wait
+    /// for room (ipd takes no input while many do), datagrams for a
+    /// transport whose ring is full are dropped and counted.
+    fn hand_over(&mut self, cx: &mut Cx) {
+        cx.send_all(TO_FILTER, self.out.tx.drain(..));
+        for h in self.out.up.drain(..) {
+            let to = match upper_protocol(&cx.pool, &h) {
+                protocol::TCP => TO_TCP,
+                _ => TO_UDP,
+            };
+            cx.send(to, h);
+        }
+    }
+
+    /// Copies the neighbour cache into the arena if it changed.
+    fn save(&mut self) {
+        if self.core.neighbours_changed() {
+            self.arena_buf.clear();
+            self.arena_buf.extend(self.core.neighbours().map(Rec));
+            self.arena.store(&self.arena_buf);
+        }
+    }
+}
+
+impl Layer for Shell<'_> {
+    fn admit(&self, _input: usize, cx: &Cx) -> usize {
+        if cx.queued(TO_FILTER) < TXQ_HIGH {
+            BUDGET
+        } else {
+            0
+        }
+    }
+
+    fn input(&mut self, input: usize, h: Handle, cx: &mut Cx) {
+        let now = cx.now;
+        match input {
+            FROM_FILTER => self.core.input(now, &mut cx.pool, h, &mut self.out),
+            FROM_UDP if h.flags & ICMP_PORT_UNREACH != 0 => {
+                // A datagram udpd found no socket for: answer it with
+                // port unreachable, never send it.
+                self.core.send_icmp_error(
+                    now,
+                    &mut cx.pool,
+                    &h,
+                    icmp_type::DEST_UNREACHABLE,
+                    unreach_code::PORT,
+                    &mut self.out,
+                );
+                cx.pool.free(&h);
+            }
+            FROM_TCP | FROM_UDP => self.core.output(now, &mut cx.pool, h, &mut self.out),
+            _ => unreachable!("ipd has three inputs"),
+        }
+        self.hand_over(cx);
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        self.core.next_deadline()
+    }
+
+    fn poll(&mut self, cx: &mut Cx) {
+        self.core.poll(cx.now, &mut cx.pool, &mut self.out);
+        self.hand_over(cx);
+    }
+
+    fn end(&mut self, _cx: &mut Cx) -> usize {
+        self.save();
+        0
+    }
+
+    fn refused(&mut self, _output: usize, h: Handle, cx: &mut Cx) {
+        self.core.upper_ring_full(&mut cx.pool, &h);
+    }
+
+    fn counters(&self) -> &[u64] {
+        self.core.stats().as_array()
+    }
+}
+
 fn main() {
     let svc = Service::start("ipd").unwrap_or_else(|e| service::die("ipd", &e));
     let f = &svc.fabric;
-    let me = svc.me;
     let mut core = IpCore::new(config(&svc))
         .unwrap_or_else(|e| service::die("ipd", &format!("configuration: {e}")));
     if svc.config.forwarding {
         svc.log("forwarding IPv4 between interfaces");
     }
-    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
-    f.register_counters(me, &names);
-    // Counters live in the fabric and keep counting across restarts; the
-    // core starts from zero, so publish base + core.
-    let base: Vec<u64> = (0..names.len()).map(|i| f.counter(me, i)).collect();
-
-    let arena = f.records::<Rec>(me);
+    let arena = f.records::<Rec>(svc.me);
     let saved: Vec<NeighRecord> = arena.load().into_iter().map(|r| r.0).collect();
     let now = now_ns();
     core.restore_neighbours(now, &saved);
@@ -79,106 +168,26 @@ fn main() {
     core.set_upper(protocol::TCP, true);
     core.set_upper(protocol::UDP, true);
 
-    let mut from_filter = f.consumer(LayerId::FILTERD, me).expect("ring filterd->ipd");
-    let mut to_filter = f.producer(me, LayerId::FILTERD).expect("ring ipd->filterd");
-    let mut to_tcp = f.producer(me, LayerId::TCPD).expect("ring ipd->tcpd");
-    let mut to_udp = f.producer(me, LayerId::UDPD).expect("ring ipd->udpd");
-    let mut from_tcp = f.consumer(LayerId::TCPD, me).expect("ring tcpd->ipd");
-    let mut from_udp = f.consumer(LayerId::UDPD, me).expect("ring udpd->ipd");
-    let mut pool = f.pool(me);
-    let mut out = Outputs::with_capacity(4096);
-    let mut txq: VecDeque<Handle> = VecDeque::with_capacity(4096);
-    let mut batch = [Handle::default(); BUDGET];
-    let mut arena_buf: Vec<Rec> = Vec::with_capacity(arena.capacity());
-
-    core.start(now, &mut pool, &mut out);
-    svc.ready();
-    loop {
-        f.beat(me);
-        let now = now_ns();
-        let mut work = 0;
-
-        if txq.len() < TXQ_HIGH {
-            let n = from_filter.pop(&mut batch);
-            for h in &batch[..n] {
-                if !f.take_input(me, h) {
-                    continue;
-                }
-                core.input(now, &mut pool, *h, &mut out);
-            }
-            work += n;
-            for (ring, udp) in [(&mut from_tcp, false), (&mut from_udp, true)] {
-                let n = ring.pop(&mut batch);
-                for h in &batch[..n] {
-                    if !f.take_input(me, h) {
-                        continue;
-                    }
-                    if udp && h.flags & ICMP_PORT_UNREACH != 0 {
-                        // A datagram udpd found no socket for: answer it
-                        // with port unreachable, never send it.
-                        core.send_icmp_error(
-                            now,
-                            &mut pool,
-                            h,
-                            icmp_type::DEST_UNREACHABLE,
-                            unreach_code::PORT,
-                            &mut out,
-                        );
-                        f.free(h);
-                    } else {
-                        core.output(now, &mut pool, *h, &mut out);
-                    }
-                }
-                work += n;
-            }
-        }
-        if core.next_deadline().is_some_and(|d| d <= now) {
-            core.poll(now, &mut pool, &mut out);
-        }
-
-        txq.extend(out.tx.drain(..));
-        for h in out.up.drain(..) {
-            let ring = match upper_protocol(&pool, &h) {
-                protocol::TCP => &mut to_tcp,
-                _ => &mut to_udp,
-            };
-            if ring.push(&[h]) == 0 {
-                f.free(&h);
-            }
-        }
-        while !txq.is_empty() {
-            let (a, _) = txq.as_slices();
-            let k = to_filter.push(&a[..a.len().min(BUDGET)]);
-            if k == 0 {
-                break;
-            }
-            txq.drain(..k);
-            work += k;
-        }
-
-        if work > 0 {
-            for (i, v) in core.stats().as_array().iter().enumerate() {
-                f.set_counter(me, i, base[i] + v);
-            }
-        }
-        if core.neighbours_changed() {
-            arena_buf.clear();
-            arena_buf.extend(core.neighbours().map(Rec));
-            arena.store(&arena_buf);
-        }
-
-        if work == 0 {
-            let mut tick = service::IDLE_TICK_MS;
-            if let Some(d) = core.next_deadline() {
-                let ms = d.saturating_sub(now).div_ceil(1_000_000);
-                tick = tick.min(ms as i32).max(1);
-            }
-            if !txq.is_empty() {
-                tick = 1;
-            }
-            f.sleep(me, &mut [], tick, || {
-                from_filter.is_empty() && from_tcp.is_empty() && from_udp.is_empty()
-            });
-        }
-    }
+    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+    let mut lp = Loop::new(
+        &svc,
+        &names,
+        &[],
+        &[LayerId::FILTERD, LayerId::TCPD, LayerId::UDPD],
+        &[
+            (LayerId::FILTERD, Overflow::Keep),
+            (LayerId::TCPD, Overflow::Refuse),
+            (LayerId::UDPD, Overflow::Refuse),
+        ],
+    );
+    let mut shell = Shell {
+        core,
+        out: Outputs::with_capacity(4096),
+        arena_buf: Vec::with_capacity(arena.capacity()),
+        arena,
+    };
+    let cx = lp.cx();
+    shell.core.start(now, &mut cx.pool, &mut shell.out);
+    shell.hand_over(cx);
+    lp.run(&mut shell)
 }

@@ -193,4 +193,7 @@ strata_ipc::layer_stats! { "ipd";
     /// Received ICMP errors (also counted by type above) handed up to the
     /// transport layer whose TCP or UDP datagram they quote.
     IcmpErrDelivered => "icmp_err_delivered",
+    /// Datagrams for tcpd or udpd dropped because that layer's ring was
+    /// full.
+    UpperRingFull => "upper_ring_full",
 }

@@ -14,51 +14,65 @@
 mod fault;
 mod qdisc;
 
-use qdisc::{Qdisc, Stats};
-use strata_ipc::qdisc_cfg::Direction;
-use strata_ipc::{ifc, now_ns, service, Buffers, Handle, LayerId, Service, BUDGET};
+use qdisc::{Qdisc, Stats as QdiscStats};
+use std::sync::atomic::Ordering::Relaxed;
+use strata_ipc::qdisc_cfg::{Direction, QdiscTable};
+use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
+use strata_ipc::{ifc, service, Buffers, Handle, LayerId, Service, BUDGET};
 
 const ETH_HLEN: u32 = 14;
 
-// Layer counters (per-interface ones live in the interface blocks).
-const C_UP: usize = 0;
-const C_DOWN: usize = 1;
-const C_BAD_OIF: usize = 2;
-const C_STALE: usize = 3;
-/// First of the egress fault counters (see [`fault_counts`]).
-const C_EGRESS_FAULTS: usize = 4;
-/// First of the ingress fault counters.
-const C_INGRESS_FAULTS: usize = C_EGRESS_FAULTS + FAULT_COUNTERS;
-const C_INGRESS_DROP_QDISC: usize = C_INGRESS_FAULTS + FAULT_COUNTERS;
-const C_QDISC_RELOADS: usize = C_INGRESS_DROP_QDISC + 1;
+// The layer's counters (per-interface ones live in the interface blocks).
+strata_ipc::layer_stats! { "netdevd";
+    /// Frames passed up to filterd.
+    UpPackets => "up_packets",
+    /// Frames taken from filterd for the wire.
+    DownPackets => "down_packets",
+    /// Outgoing frames for an interface that does not exist.
+    DropBadOif => "drop_bad_oif",
+    /// Frames whose buffer was no longer valid.
+    DropStale => "drop_stale",
+    /// Egress faults: frames lost.
+    FaultLoss => "fault_loss",
+    /// Egress faults: frames duplicated.
+    FaultDuplicate => "fault_duplicate",
+    /// Egress faults: duplicates not made for want of a buffer.
+    FaultDupNoBuffer => "fault_dup_no_buffer",
+    /// Egress faults: frames reordered.
+    FaultReorder => "fault_reorder",
+    /// Egress faults: frames delayed.
+    FaultDelayed => "fault_delayed",
+    /// Egress: frames dropped because the delay queue was full.
+    DelayQueueFull => "delay_queue_full",
+    /// Egress: times the rate limit held a frame back.
+    RateLimitedWaits => "rate_limited_waits",
+    /// Ingress faults: frames lost.
+    IngressFaultLoss => "ingress_fault_loss",
+    /// Ingress faults: frames duplicated.
+    IngressFaultDuplicate => "ingress_fault_duplicate",
+    /// Ingress faults: duplicates not made for want of a buffer.
+    IngressFaultDupNoBuffer => "ingress_fault_dup_no_buffer",
+    /// Ingress faults: frames reordered.
+    IngressFaultReorder => "ingress_fault_reorder",
+    /// Ingress faults: frames delayed.
+    IngressFaultDelayed => "ingress_fault_delayed",
+    /// Ingress: frames dropped because the delay queue was full.
+    IngressDelayQueueFull => "ingress_delay_queue_full",
+    /// Ingress: times the rate limit held a frame back.
+    IngressRateLimitedWaits => "ingress_rate_limited_waits",
+    /// Ingress: frames dropped by a full ingress queue.
+    IngressDropQdisc => "ingress_drop_qdisc",
+    /// Qdisc settings taken in from `strata qdisc`.
+    QdiscReloads => "qdisc_reloads",
+}
 
+/// The first fault counter of each direction, in [`fault_counts`] order.
+const EGRESS_FAULTS: Stat = Stat::FaultLoss;
+const INGRESS_FAULTS: Stat = Stat::IngressFaultLoss;
 const FAULT_COUNTERS: usize = 7;
 
-const COUNTER_NAMES: [&str; C_QDISC_RELOADS + 1] = [
-    "up_packets",
-    "down_packets",
-    "drop_bad_oif",
-    "drop_stale",
-    "fault_loss",
-    "fault_duplicate",
-    "fault_dup_no_buffer",
-    "fault_reorder",
-    "fault_delayed",
-    "delay_queue_full",
-    "rate_limited_waits",
-    "ingress_fault_loss",
-    "ingress_fault_duplicate",
-    "ingress_fault_dup_no_buffer",
-    "ingress_fault_reorder",
-    "ingress_fault_delayed",
-    "ingress_delay_queue_full",
-    "ingress_rate_limited_waits",
-    "ingress_drop_qdisc",
-    "qdisc_reloads",
-];
-
 /// The fault counts of one direction, in counter order.
-fn fault_counts(s: &Stats) -> [u64; FAULT_COUNTERS] {
+fn fault_counts(s: &QdiscStats) -> [u64; FAULT_COUNTERS] {
     [
         s.loss,
         s.duplicate,
@@ -70,79 +84,59 @@ fn fault_counts(s: &Stats) -> [u64; FAULT_COUNTERS] {
     ]
 }
 
-/// Milliseconds from `now` to `wake`, rounded up (poll's resolution is a
-/// millisecond, and waking early would only mean sleeping again), at most
-/// the idle tick.
-fn ms_until(wake: u64, now: u64) -> i32 {
-    wake.saturating_sub(now)
-        .div_ceil(1_000_000)
-        .min(service::IDLE_TICK_MS as u64) as i32
+/// netdevd's side of the service loop. Inputs: each driverd's ring (by
+/// interface index), then filterd's; outputs: filterd, then each
+/// driverd.
+struct Shell<'a> {
+    svc: &'a Service,
+    settings: QdiscTable<'a>,
+    seen: Vec<[u64; 2]>,
+    macs: Vec<[u8; 6]>,
+    max_frame: Vec<u32>,
+    egress: Vec<Qdisc>,
+    ingress: Vec<Qdisc>,
+    stats: Stats,
+    /// When a qdisc next releases something on its own.
+    wake: Option<u64>,
+    /// A qdisc holds frames a full ring will not take.
+    held: bool,
 }
 
-fn main() {
-    let svc = Service::start("netdevd").unwrap_or_else(|e| service::die("netdevd", &e));
-    let f = &svc.fabric;
-    let me = svc.me;
-    f.register_counters(me, &COUNTER_NAMES);
-    let n_if = svc.config.ifaces.len();
-    let macs: Vec<[u8; 6]> = svc.config.ifaces.iter().map(|i| i.mac).collect();
-    let max_frame: Vec<u32> = svc
-        .config
-        .ifaces
-        .iter()
-        // Room for one VLAN tag, as Linux allows on a plain interface.
-        .map(|i| i.mtu as u32 + ETH_HLEN + 4)
-        .collect();
-    let mut rx: Vec<_> = (0..n_if as u8)
-        .map(|i| f.consumer(LayerId::driver(i), me).expect("driver ring"))
-        .collect();
-    let mut tx: Vec<_> = (0..n_if as u8)
-        .map(|i| f.producer(me, LayerId::driver(i)).expect("driver ring"))
-        .collect();
-    let mut up = f
-        .producer(me, LayerId::FILTERD)
-        .expect("ring netdevd->filterd");
-    let mut down = f
-        .consumer(LayerId::FILTERD, me)
-        .expect("ring filterd->netdevd");
-    let limit = svc.config.qdisc_limit as usize;
-    let mut egress: Vec<Qdisc> = (0..n_if).map(|i| Qdisc::new(limit, 2 * i as u64)).collect();
-    let mut ingress: Vec<Qdisc> = (0..n_if)
-        .map(|i| Qdisc::new(limit, 2 * i as u64 + 1))
-        .collect();
-    // Settings live in the fabric; generation 0 is "never set" (all off),
-    // which is what a new qdisc starts with.
-    let settings = f.qdisc_settings();
-    let mut seen = vec![[0u64; 2]; n_if];
-    let mut pool = f.pool(me);
-    let mut batch = [Handle::default(); BUDGET];
-    let mut pass = [Handle::default(); BUDGET];
-    svc.ready();
-    loop {
-        f.beat(me);
-        let mut moved = 0;
+/// Output 0 goes up to filterd; output 1 + i to driverd i.
+const TO_FILTER: usize = 0;
 
-        // Settings changed by `strata qdisc` (or set before a restart).
-        let mut now = 0;
-        for (i, seen) in seen.iter_mut().enumerate() {
+impl Shell<'_> {
+    fn n_if(&self) -> usize {
+        self.macs.len()
+    }
+
+    fn filter_input(&self) -> usize {
+        self.n_if()
+    }
+
+    /// Settings changed by `strata qdisc` (or set before a restart).
+    fn reload(&mut self, now: u64) -> usize {
+        let f = &self.svc.fabric;
+        let mut n = 0;
+        for i in 0..self.n_if() {
             for d in Direction::ALL {
-                let g = settings.generation(i as u8, d);
-                if g == seen[d.index()] {
+                let g = self.settings.generation(i as u8, d);
+                if g == self.seen[i][d.index()] {
                     continue;
                 }
                 // None: a change is being written; take it next turn.
-                let Some((s, g)) = settings.load(i as u8, d) else {
+                let Some((s, g)) = self.settings.load(i as u8, d) else {
                     continue;
                 };
-                now = now_ns();
                 let q = match d {
-                    Direction::Egress => &mut egress[i],
-                    Direction::Ingress => &mut ingress[i],
+                    Direction::Egress => &mut self.egress[i],
+                    Direction::Ingress => &mut self.ingress[i],
                 };
                 q.configure(&s, now);
-                seen[d.index()] = g;
-                f.count(me, C_QDISC_RELOADS, 1);
-                svc.log(&format!(
+                self.seen[i][d.index()] = g;
+                self.stats.inc(Stat::QdiscReloads);
+                n += 1;
+                self.svc.log(&format!(
                     "qdisc {} {}: {}",
                     f.iface_name(i as u8),
                     d.name(),
@@ -150,160 +144,208 @@ fn main() {
                 ));
             }
         }
-        // The clock is read only when some qdisc does more than pfifo.
-        let timed = egress.iter().chain(&ingress).any(|q| !q.is_plain());
-        if timed {
-            now = now_ns();
-        }
+        n
+    }
 
-        // Ingress: every interface gets a budget in turn.
-        for (i, ring) in rx.iter_mut().enumerate() {
-            let room = (up.space() as usize).min(BUDGET);
-            let n = ring.pop(&mut batch[..room]);
-            moved += n;
-            let faults = !ingress[i].is_plain();
-            let mut k = 0;
-            for h in &mut batch[..n] {
-                if !f.take_input(me, h) {
-                    continue;
-                }
-                let iif = i as u8;
-                let Ok(d) = pool.data(h) else {
-                    f.count(me, C_STALE, 1);
-                    continue;
-                };
-                f.iface_add(iif, ifc::RX_PACKETS, 1);
-                f.iface_add(iif, ifc::RX_BYTES, d.len() as u64);
-                if d.len() < ETH_HLEN as usize {
-                    f.iface_add(iif, ifc::RX_DROP_RUNT, 1);
-                    pool.free(h);
-                    continue;
-                }
-                if d.len() as u32 > max_frame[i] {
-                    f.iface_add(iif, ifc::RX_DROP_OVERSIZE, 1);
-                    pool.free(h);
-                    continue;
-                }
-                let dst = &d[..6];
-                if dst[0] & 1 != 0 {
-                    if dst == [0xff; 6] {
-                        f.iface_add(iif, ifc::RX_BROADCAST, 1);
-                    } else {
-                        f.iface_add(iif, ifc::RX_MULTICAST, 1);
-                    }
-                } else if dst != macs[i] {
-                    f.iface_add(iif, ifc::RX_DROP_NOT_FOR_US, 1);
-                    pool.free(h);
-                    continue;
-                }
-                h.ethertype = u16::from_be_bytes([d[12], d[13]]);
-                h.iif = iif;
-                h.l2_off = 0;
-                h.l3_off = ETH_HLEN as u16;
-                if faults {
-                    ingress[i].enqueue(*h, now, &mut pool);
-                } else {
-                    pass[k] = *h;
-                    k += 1;
-                }
-            }
-            if k > 0 {
-                up.push(&pass[..k]);
-                f.count(me, C_UP, k as u64);
-            }
+    /// A frame from driverd `i`: checked, counted and passed up (through
+    /// the ingress qdisc while it has faults set).
+    fn frame_in(&mut self, i: usize, mut h: Handle, cx: &mut Cx) {
+        let f = cx.pool.fabric();
+        let iif = i as u8;
+        let Ok(d) = cx.pool.data(&h) else {
+            self.stats.inc(Stat::DropStale);
+            return;
+        };
+        f.iface_add(iif, ifc::RX_PACKETS, 1);
+        f.iface_add(iif, ifc::RX_BYTES, d.len() as u64);
+        if d.len() < ETH_HLEN as usize {
+            f.iface_add(iif, ifc::RX_DROP_RUNT, 1);
+            cx.pool.free(&h);
+            return;
         }
-        // ...and out of the ingress fault stages, where set.
-        for q in ingress.iter_mut().filter(|q| !q.is_plain()) {
-            let room = (up.space() as usize).min(BUDGET);
-            let mut k = 0;
-            while k < room {
-                let Some(h) = q.dequeue(now, &mut pool) else {
-                    break;
-                };
-                pass[k] = h;
-                k += 1;
-            }
-            if k > 0 {
-                up.push(&pass[..k]);
-                f.count(me, C_UP, k as u64);
-                moved += k;
-            }
-            let st = q.take_stats();
-            if st != Stats::default() {
-                for (c, v) in fault_counts(&st).into_iter().enumerate() {
-                    f.count(me, C_INGRESS_FAULTS + c, v);
-                }
-                f.count(me, C_INGRESS_DROP_QDISC, st.queue_full);
-            }
+        if d.len() as u32 > self.max_frame[i] {
+            f.iface_add(iif, ifc::RX_DROP_OVERSIZE, 1);
+            cx.pool.free(&h);
+            return;
         }
+        let dst = &d[..6];
+        if dst[0] & 1 != 0 {
+            if dst == [0xff; 6] {
+                f.iface_add(iif, ifc::RX_BROADCAST, 1);
+            } else {
+                f.iface_add(iif, ifc::RX_MULTICAST, 1);
+            }
+        } else if dst != self.macs[i] {
+            f.iface_add(iif, ifc::RX_DROP_NOT_FOR_US, 1);
+            cx.pool.free(&h);
+            return;
+        }
+        h.ethertype = u16::from_be_bytes([d[12], d[13]]);
+        h.iif = iif;
+        h.l2_off = 0;
+        h.l3_off = ETH_HLEN as u16;
+        if self.ingress[i].is_plain() {
+            cx.send(TO_FILTER, h);
+            self.stats.inc(Stat::UpPackets);
+        } else {
+            self.ingress[i].enqueue(h, cx.now, &mut cx.pool);
+        }
+    }
 
-        // Egress: into the qdiscs...
-        let n = down.pop(&mut batch);
-        moved += n;
-        for h in &batch[..n] {
-            if !f.take_input(me, h) {
-                continue;
+    /// A frame from filterd, into its interface's egress qdisc.
+    fn frame_out(&mut self, h: Handle, cx: &mut Cx) {
+        self.stats.inc(Stat::DownPackets);
+        match self.egress.get_mut(h.oif as usize) {
+            Some(q) => q.enqueue(h, cx.now, &mut cx.pool),
+            None => {
+                self.stats.inc(Stat::DropBadOif);
+                cx.pool.free(&h);
             }
-            let Some(q) = egress.get_mut(h.oif as usize) else {
-                f.count(me, C_BAD_OIF, 1);
-                pool.free(h);
-                continue;
-            };
-            q.enqueue(*h, now, &mut pool);
         }
-        f.count(me, C_DOWN, n as u64);
-        // ...and out of them as each driver's ring has room.
-        for (i, q) in egress.iter_mut().enumerate() {
-            let room = (tx[i].space() as usize).min(BUDGET);
+    }
+
+    /// Adds a qdisc's fault counts, from `first` on.
+    fn count_faults(&mut self, q: &QdiscStats, first: Stat) {
+        for (c, v) in fault_counts(q).into_iter().enumerate() {
+            self.stats.add(Stat::ALL[first as usize + c], v);
+        }
+    }
+
+    /// Out of the qdiscs as far as each ring has room: egress to the
+    /// drivers, ingress (where faults are set) to filterd.
+    fn drain_qdiscs(&mut self, cx: &mut Cx) {
+        let f = cx.pool.fabric();
+        for i in 0..self.n_if() {
+            let to = 1 + i;
             let mut k = 0;
-            while k < room {
-                let Some(h) = q.dequeue(now, &mut pool) else {
+            while cx.room(to) > 0 {
+                let Some(h) = self.egress[i].dequeue(cx.now, &mut cx.pool) else {
                     break;
                 };
                 f.iface_add(i as u8, ifc::TX_BYTES, h.data_len as u64);
-                pass[k] = h;
+                cx.send(to, h);
                 k += 1;
             }
-            if k > 0 {
-                tx[i].push(&pass[..k]);
-                f.iface_add(i as u8, ifc::TX_PACKETS, k as u64);
-                moved += k;
-            }
-            let st = q.take_stats();
-            if st != Stats::default() {
-                for (c, v) in fault_counts(&st).into_iter().enumerate() {
-                    f.count(me, C_EGRESS_FAULTS + c, v);
-                }
+            f.iface_add(i as u8, ifc::TX_PACKETS, k);
+            let st = self.egress[i].take_stats();
+            if st != QdiscStats::default() {
+                self.count_faults(&st, EGRESS_FAULTS);
                 f.iface_add(i as u8, ifc::TX_DROP_QDISC, st.queue_full);
             }
             f.iface(i as u8).counters[ifc::QDISC_BACKLOG]
-                .store(q.backlog() as u64, std::sync::atomic::Ordering::Relaxed);
+                .store(self.egress[i].backlog() as u64, Relaxed);
         }
-
-        if moved == 0 {
-            // Sleep until kicked, but no longer than the earliest time a
-            // qdisc releases something, and only a millisecond while a
-            // full driver (or filterd) ring holds a backlog back.
-            let mut tick = service::IDLE_TICK_MS;
-            for (i, q) in egress.iter().enumerate() {
-                if !q.is_empty() && tx[i].space() == 0 {
-                    tick = tick.min(1);
-                }
-                if let Some(w) = q.next_wake(now) {
-                    tick = tick.min(ms_until(w, now));
-                }
+        for i in 0..self.n_if() {
+            if self.ingress[i].is_plain() && self.ingress[i].is_empty() {
+                continue;
             }
-            for q in &ingress {
-                if !q.is_empty() && up.space() == 0 {
-                    tick = tick.min(1);
-                }
-                if let Some(w) = q.next_wake(now) {
-                    tick = tick.min(ms_until(w, now));
-                }
+            while cx.room(TO_FILTER) > 0 {
+                let Some(h) = self.ingress[i].dequeue(cx.now, &mut cx.pool) else {
+                    break;
+                };
+                cx.send(TO_FILTER, h);
+                self.stats.inc(Stat::UpPackets);
             }
-            f.sleep(me, &mut [], tick, || {
-                down.is_empty() && rx.iter().all(|r| r.is_empty())
-            });
+            let st = self.ingress[i].take_stats();
+            if st != QdiscStats::default() {
+                self.count_faults(&st, INGRESS_FAULTS);
+                self.stats.add(Stat::IngressDropQdisc, st.queue_full);
+            }
         }
     }
+
+    /// When to run again without input, and whether a full ring holds a
+    /// qdisc's frames back.
+    fn plan(&mut self, cx: &Cx) {
+        let mut wake: Option<u64> = None;
+        let mut held = false;
+        let qs = self.egress.iter().enumerate().map(|(i, q)| (q, 1 + i));
+        let qs = qs.chain(self.ingress.iter().map(|q| (q, TO_FILTER)));
+        for (q, to) in qs {
+            held |= !q.is_empty() && cx.room(to) == 0;
+            if let Some(w) = q.next_wake(cx.now) {
+                wake = Some(wake.map_or(w, |x| x.min(w)));
+            }
+        }
+        self.wake = wake;
+        self.held = held;
+    }
+}
+
+impl Layer for Shell<'_> {
+    fn begin(&mut self, cx: &mut Cx) -> usize {
+        self.reload(cx.now)
+    }
+
+    fn admit(&self, input: usize, cx: &Cx) -> usize {
+        if input < self.n_if() {
+            // Every interface gets a budget in turn, as filterd's ring
+            // has room.
+            cx.room(TO_FILTER)
+        } else {
+            BUDGET
+        }
+    }
+
+    fn input(&mut self, input: usize, h: Handle, cx: &mut Cx) {
+        if input == self.filter_input() {
+            self.frame_out(h, cx);
+        } else {
+            self.frame_in(input, h, cx);
+        }
+    }
+
+    fn end(&mut self, cx: &mut Cx) -> usize {
+        self.drain_qdiscs(cx);
+        self.plan(cx);
+        0
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        self.wake
+    }
+
+    fn held(&self) -> bool {
+        self.held
+    }
+
+    fn counters(&self) -> &[u64] {
+        self.stats.as_array()
+    }
+}
+
+fn main() {
+    let svc = Service::start("netdevd").unwrap_or_else(|e| service::die("netdevd", &e));
+    let f = &svc.fabric;
+    let n_if = svc.config.ifaces.len();
+    let limit = svc.config.qdisc_limit as usize;
+    let mut inputs: Vec<LayerId> = (0..n_if as u8).map(LayerId::driver).collect();
+    inputs.push(LayerId::FILTERD);
+    let mut outputs = vec![(LayerId::FILTERD, Overflow::Keep)];
+    outputs.extend((0..n_if as u8).map(|i| (LayerId::driver(i), Overflow::Keep)));
+    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+    let lp = Loop::new(&svc, &names, &[], &inputs, &outputs);
+    let mut shell = Shell {
+        svc: &svc,
+        // Settings live in the fabric; generation 0 is "never set" (all
+        // off), which is what a new qdisc starts with.
+        settings: f.qdisc_settings(),
+        seen: vec![[0u64; 2]; n_if],
+        macs: svc.config.ifaces.iter().map(|i| i.mac).collect(),
+        // Room for one VLAN tag, as Linux allows on a plain interface.
+        max_frame: svc
+            .config
+            .ifaces
+            .iter()
+            .map(|i| i.mtu as u32 + ETH_HLEN + 4)
+            .collect(),
+        egress: (0..n_if).map(|i| Qdisc::new(limit, 2 * i as u64)).collect(),
+        ingress: (0..n_if)
+            .map(|i| Qdisc::new(limit, 2 * i as u64 + 1))
+            .collect(),
+        stats: Stats::default(),
+        wake: None,
+        held: false,
+    };
+    lp.run(&mut shell)
 }

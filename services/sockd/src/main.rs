@@ -29,6 +29,7 @@ use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_META_LEN};
+use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::LISTEN_FD_ENV;
 use strata_ipc::sockring::{self, kick, state as sstate, wait, SockMem, HDR_LEN};
 use strata_ipc::socktable::{rec_flags, sock_state, SockRec, SockTable};
@@ -68,67 +69,67 @@ const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
 /// Largest UDP payload (65535 - 20 - 8).
 const MAX_UDP: usize = 65507;
 
-mod c {
-    pub const SESSIONS_OPENED: usize = 0;
-    pub const SESSIONS_CLOSED: usize = 1;
-    pub const SOCKETS_OPENED: usize = 2;
-    pub const SOCKETS_CLOSED: usize = 3;
-    pub const TX_DGRAMS: usize = 4;
-    pub const TX_COPY_BYTES: usize = 5;
-    pub const RX_DGRAMS: usize = 6;
-    pub const RX_COPY_BYTES: usize = 7;
-    pub const RX_DROP_APP_SLOW: usize = 8;
-    pub const RX_DROP_NO_SOCKET: usize = 9;
-    pub const TX_WAIT_NO_BUFFER: usize = 10;
-    pub const BAD_REQUESTS: usize = 11;
-    pub const BAD_RINGS: usize = 12;
-    pub const CTL_TIMEOUTS: usize = 13;
-    pub const REATTACHED: usize = 14;
-    pub const ABANDONED: usize = 15;
-    pub const TX_DROP_TOO_BIG: usize = 16;
-    pub const TX_DROP_NO_DEST: usize = 17;
-    pub const SOCK_ERRORS: usize = 18;
-    pub const RX_REPEATS: usize = 19;
-    pub const RX_GAPS: usize = 20;
-    pub const TX_RESENDS: usize = 21;
-    pub const TCPD_RESTARTS: usize = 22;
-    pub const SOCKET_LIMIT: usize = 23;
-    pub const ACCEPT_REFUSED: usize = 24;
-    pub const SESSIONS_UNIDENTIFIED: usize = 25;
-    pub const TX_WAIT_USER_LIMIT: usize = 26;
-    pub const SESSION_LIMIT: usize = 27;
-    pub const EMPTY_READS: usize = 28;
-    pub const NAMES: [&str; 29] = [
-        "sessions_opened",
-        "sessions_closed",
-        "sockets_opened",
-        "sockets_closed",
-        "tx_datagrams",
-        "tx_copy_bytes",
-        "rx_datagrams",
-        "rx_copy_bytes",
-        "rx_drop_app_slow",
-        "rx_drop_no_socket",
-        "tx_wait_no_buffer",
-        "bad_requests",
-        "bad_rings",
-        "ctl_timeouts",
-        "reattached",
-        "abandoned",
-        "tx_drop_too_big",
-        "tx_drop_no_destination",
-        "socket_errors",
-        "rx_tcp_repeats",
-        "rx_tcp_gaps",
-        "tx_tcp_resends",
-        "tcpd_restarts_seen",
-        "socket_limit",
-        "accept_refused",
-        "sessions_unidentified",
-        "tx_wait_user_limit",
-        "session_limit",
-        "empty_reads",
-    ];
+strata_ipc::layer_stats! { "sockd";
+    /// Client connections (sessions) accepted.
+    SessionsOpened => "sessions_opened",
+    /// Sessions ended.
+    SessionsClosed => "sessions_closed",
+    /// Sockets created (and accepted connections).
+    SocketsOpened => "sockets_opened",
+    /// Sockets removed.
+    SocketsClosed => "sockets_closed",
+    /// UDP datagrams sent to udpd.
+    TxDgrams => "tx_datagrams",
+    /// Payload bytes copied from applications' send rings.
+    TxCopyBytes => "tx_copy_bytes",
+    /// UDP datagrams copied into applications' receive rings.
+    RxDgrams => "rx_datagrams",
+    /// Payload bytes copied into applications' receive rings.
+    RxCopyBytes => "rx_copy_bytes",
+    /// UDP datagrams dropped: the application's ring was full.
+    RxDropAppSlow => "rx_drop_app_slow",
+    /// Data for a socket sockd does not have (or has detached).
+    RxDropNoSocket => "rx_drop_no_socket",
+    /// Sends that waited for a pool buffer.
+    TxWaitNoBuffer => "tx_wait_no_buffer",
+    /// Requests that could not be decoded.
+    BadRequests => "bad_requests",
+    /// Socket rings found corrupt (the socket gets EIO).
+    BadRings => "bad_rings",
+    /// Requests tcpd or udpd did not answer in time.
+    CtlTimeouts => "ctl_timeouts",
+    /// Sockets taken back by their application after a restart.
+    Reattached => "reattached",
+    /// Sockets whose application did not come back.
+    Abandoned => "abandoned",
+    /// UDP datagrams larger than the largest buffer.
+    TxDropTooBig => "tx_drop_too_big",
+    /// UDP datagrams with no destination (unconnected, no address).
+    TxDropNoDest => "tx_drop_no_destination",
+    /// Errors reported to sockets (ICMP, resets).
+    SockErrors => "socket_errors",
+    /// TCP data tcpd sent again that the application already has.
+    RxRepeats => "rx_tcp_repeats",
+    /// TCP data after a gap (what tcpd sent before was lost), asked for
+    /// again.
+    RxGaps => "rx_tcp_gaps",
+    /// TCP data sent to tcpd again after a restart.
+    TxResends => "tx_tcp_resends",
+    /// Restarts of tcpd that sockd recovered from.
+    TcpdRestarts => "tcpd_restarts_seen",
+    /// Sockets refused by a per-process or per-user limit.
+    SocketLimit => "socket_limit",
+    /// Times the system refused a descriptor for a new session
+    /// (accepting then pauses).
+    AcceptRefused => "accept_refused",
+    /// Connections refused: the client could not be identified.
+    SessionsUnidentified => "sessions_unidentified",
+    /// Sends that waited on the user's limit of unacknowledged bytes.
+    TxWaitUserLimit => "tx_wait_user_limit",
+    /// Connections refused by the per-user session limit.
+    SessionLimit => "session_limit",
+    /// Reads of a ready session or the listener that found nothing.
+    EmptyReads => "empty_reads",
 }
 
 struct Session {
@@ -391,6 +392,7 @@ struct Sockd<'a> {
     tcpd_seen: (u32, u64),
     /// tcpd's heartbeat last seen, and when it last changed.
     tcpd_beat: (u64, Instant),
+    stats: Stats,
 }
 
 /// Kicks a socket's wake pair, if `yes` and it has one.
@@ -426,8 +428,6 @@ fn main() {
     raise_fd_limit();
     let svc = Service::start("sockd").unwrap_or_else(|e| service::die("sockd", &e));
     let f = &svc.fabric;
-    let me = svc.me;
-    f.register_counters(me, &c::NAMES);
     let listener =
         service::inherited_fd(LISTEN_FD_ENV).unwrap_or_else(|e| service::die("sockd", &e));
     let mut d = Sockd {
@@ -461,6 +461,7 @@ fn main() {
         closes: HashMap::new(),
         tcpd_seen: (0, 0),
         tcpd_beat: (0, Instant::now()),
+        stats: Stats::default(),
     };
     // Sockets from before a restart wait for their applications.
     let now = Instant::now();
@@ -488,92 +489,101 @@ fn main() {
             found.len()
         ));
     }
-    let mut from_udp = f.consumer(LayerId::UDPD, me).expect("ring udpd->sockd");
-    let mut to_udp = f.producer(me, LayerId::UDPD).expect("ring sockd->udpd");
-    let mut from_tcp = f.consumer(LayerId::TCPD, me).expect("ring tcpd->sockd");
-    let mut to_tcp = f.producer(me, LayerId::TCPD).expect("ring sockd->tcpd");
-    let mut batch = [Handle::default(); BUDGET];
-    let mut last_snapshot = Instant::now();
-    svc.ready();
-    loop {
-        f.beat(me);
-        let now = Instant::now();
+    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+    let lp = Loop::new(
+        &svc,
+        &names,
+        &[],
+        &[LayerId::UDPD, LayerId::TCPD],
+        &[
+            (LayerId::UDPD, Overflow::Keep),
+            (LayerId::TCPD, Overflow::Keep),
+        ],
+    );
+    let mut shell = Shell {
+        d,
+        listener,
+        last_snapshot: Instant::now(),
+        tx_waiting: false,
+    };
+    lp.run(&mut shell)
+}
+
+// Inputs and outputs of the loop, in the order given to it.
+const FROM_UDP: usize = 0;
+const FROM_TCP: usize = 1;
+const TO_UDP: usize = 0;
+const TO_TCP: usize = 1;
+
+/// sockd's side of the service loop.
+struct Shell<'a> {
+    d: Sockd<'a>,
+    /// The listening socket the launcher bound and passed.
+    listener: OwnedFd,
+    last_snapshot: Instant,
+    /// Applications' data waits for room or credit.
+    tx_waiting: bool,
+}
+
+impl Layer for Shell<'_> {
+    fn begin(&mut self, _cx: &mut Cx) -> usize {
+        let d = &mut self.d;
         d.poll_ready();
-        d.accept_sessions(&listener);
+        d.accept_sessions(&self.listener);
         d.watch_tcpd();
-        let mut work = d.serve_sessions();
+        d.serve_sessions()
+    }
 
-        let n = from_udp.pop(&mut batch);
-        for h in &batch[..n] {
-            if !f.take_input(me, h) {
-                continue;
+    fn input(&mut self, input: usize, h: Handle, cx: &mut Cx) {
+        if h.flags & flags::CTRL != 0 {
+            if let Ok(Some(m)) = L4Ctl::from_handle(&cx.pool, &h) {
+                self.d.on_ctl(m);
             }
-            if h.flags & flags::CTRL != 0 {
-                let pool = f.pool(me);
-                if let Ok(Some(m)) = L4Ctl::from_handle(&pool, h) {
-                    d.on_ctl(m);
-                }
-            } else {
-                d.deliver(h);
-            }
-            f.free(h);
+            cx.pool.free(&h);
+            return;
         }
-        work += n;
-        let n = from_tcp.pop(&mut batch);
-        for h in &batch[..n] {
-            if !f.take_input(me, h) {
-                continue;
+        match input {
+            FROM_UDP => {
+                self.d.deliver(&h);
+                cx.pool.free(&h);
             }
-            if h.flags & flags::CTRL != 0 {
-                let pool = f.pool(me);
-                if let Ok(Some(m)) = L4Ctl::from_handle(&pool, h) {
-                    d.on_ctl(m);
-                }
-                f.free(h);
-            } else {
-                d.deliver_tcp(*h);
-            }
+            FROM_TCP => self.d.deliver_tcp(h),
+            _ => unreachable!("sockd has two inputs"),
         }
-        work += n;
+    }
 
-        let room = (to_udp.space() as usize).min(BUDGET * 4);
-        let (moved, tx_waiting) = d.pump_tx(room);
-        work += moved;
-        if !d.to_udp.is_empty() {
-            let k = to_udp.push(&d.to_udp);
-            // What did not fit (control messages beyond the room) goes
-            // next turn; keep order.
-            d.to_udp.drain(..k);
-        }
-        let room = (to_tcp.space() as usize).min(BUDGET * 4);
-        let (moved, tcp_waiting) = d.pump_tcp(room);
-        work += moved;
-        if !d.to_tcp.is_empty() {
-            let k = to_tcp.push(&d.to_tcp);
-            d.to_tcp.drain(..k);
-        }
-        let tx_waiting = tx_waiting || tcp_waiting;
+    fn end(&mut self, cx: &mut Cx) -> usize {
+        // Applications' data into pool buffers, as far as each ring has
+        // room (and what requests produced this turn).
+        let d = &mut self.d;
+        let (moved, udp_waiting) = d.pump_tx(cx.room(TO_UDP).min(BUDGET * 4));
+        cx.send_all(TO_UDP, d.to_udp.drain(..));
+        let (moved_tcp, tcp_waiting) = d.pump_tcp(cx.room(TO_TCP).min(BUDGET * 4));
+        cx.send_all(TO_TCP, d.to_tcp.drain(..));
+        self.tx_waiting = udp_waiting || tcp_waiting;
+        let now = Instant::now();
         d.expire(now);
-        if now.duration_since(last_snapshot) > Duration::from_millis(100) {
+        if now.duration_since(self.last_snapshot) > Duration::from_millis(100) {
             d.snapshot_queues();
-            last_snapshot = now;
+            self.last_snapshot = now;
         }
+        moved + moved_tcp
+    }
 
-        if work == 0 {
-            // Everything a client may make readable, in one fd.
-            let mut pfd = [libc::pollfd {
-                fd: d.ready.as_raw_fd(),
-                events: libc::POLLIN,
-                revents: 0,
-            }];
-            let tick = if tx_waiting || !d.to_udp.is_empty() || !d.to_tcp.is_empty() {
-                1
-            } else {
-                service::IDLE_TICK_MS
-            };
-            f.sleep(me, &mut pfd, tick, || {
-                from_udp.is_empty() && from_tcp.is_empty()
-            });
-        }
+    fn held(&self) -> bool {
+        self.tx_waiting
+    }
+
+    fn wait_fds(&self, fds: &mut [libc::pollfd; MAX_WAIT_FDS]) -> usize {
+        fds[0] = libc::pollfd {
+            fd: self.d.ready.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        1
+    }
+
+    fn counters(&self) -> &[u64] {
+        self.d.stats.as_array()
     }
 }

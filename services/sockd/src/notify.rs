@@ -27,7 +27,7 @@ impl Sockd<'_> {
                         }
                         s.wake(wake);
                     }
-                    self.count(c::SOCK_ERRORS, 1);
+                    self.stats.add(Stat::SockErrors, 1);
                 }
             }
             op::CONNECTED => {
@@ -243,7 +243,7 @@ impl Sockd<'_> {
             }
         }
         if resent {
-            self.count(c::TX_RESENDS, 1);
+            self.stats.add(Stat::TxResends, 1);
         }
     }
 }

@@ -57,7 +57,7 @@ impl Sockd<'_> {
             .collect();
         for r in late {
             if let Some(p) = self.pending.remove(&r) {
-                self.count(c::CTL_TIMEOUTS, 1);
+                self.stats.add(Stat::CtlTimeouts, 1);
                 self.respond(p.session, &errno_resp(libc::ETIMEDOUT), &[]);
             }
         }
@@ -71,7 +71,7 @@ impl Sockd<'_> {
             .map(|(&id, _)| id)
             .collect();
         for id in gone {
-            self.count(c::ABANDONED, 1);
+            self.stats.add(Stat::Abandoned, 1);
             self.close_sock(id);
         }
     }
@@ -107,7 +107,7 @@ impl Sockd<'_> {
         let now = Instant::now();
         self.svc
             .log("tcpd restarted: sending unanswered requests again");
-        self.count(c::TCPD_RESTARTS, 1);
+        self.stats.add(Stat::TcpdRestarts, 1);
         // Repeats first: an ATTACH and what a request set up must be in
         // place before the RESYNCs (pushed by the next `pump_tcp`).
         let mut again: Vec<(u32, L4Ctl)> = self

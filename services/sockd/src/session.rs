@@ -120,7 +120,7 @@ impl Sockd<'_> {
                 return;
             }
             Err(_) => {
-                self.count(c::EMPTY_READS, 1);
+                self.stats.add(Stat::EmptyReads, 1);
                 return;
             }
         };
@@ -138,7 +138,7 @@ impl Sockd<'_> {
         // them all.
         let of_user = self.sessions.values().filter(|s| s.uid == cred.uid());
         if of_user.count() >= self.sessions_per_user as usize {
-            self.count(c::SESSION_LIMIT, 1);
+            self.stats.add(Stat::SessionLimit, 1);
             return true;
         }
         let (caps, start_time) = match identify(&fd, cred.pid()) {
@@ -146,7 +146,7 @@ impl Sockd<'_> {
             Ok(None) => {
                 // Gone before we could tell who it was: its pid may be
                 // another process's already. It gets no session.
-                self.count(c::SESSIONS_UNIDENTIFIED, 1);
+                self.stats.add(Stat::SessionsUnidentified, 1);
                 return true;
             }
             Err(_) => {
@@ -173,7 +173,7 @@ impl Sockd<'_> {
                 low_ports: auth::may_bind_low(cred.uid(), caps),
             },
         );
-        self.count(c::SESSIONS_OPENED, 1);
+        self.stats.add(Stat::SessionsOpened, 1);
         true
     }
 
@@ -187,7 +187,7 @@ impl Sockd<'_> {
     /// for [`ACCEPT_PAUSE`] (`accept_refused`).
     fn pause_accepting(&mut self) {
         self.accept_paused_until = Some(Instant::now() + ACCEPT_PAUSE);
-        self.count(c::ACCEPT_REFUSED, 1);
+        self.stats.add(Stat::AcceptRefused, 1);
     }
 
     /// The socket `id` if it belongs to session `sid`.
@@ -242,7 +242,7 @@ impl Sockd<'_> {
     /// EMFILE once the session's process, or all processes of its user,
     /// hold as many sockets as `[limits]` allows (sockets waiting to be
     /// re-attached count for their process and user too).
-    fn socket_limits(&self, sid: u64) -> Result<(), Response> {
+    fn socket_limits(&mut self, sid: u64) -> Result<(), Response> {
         let s = &self.sessions[&sid];
         let (mut process, mut user) = (0u32, 0u32);
         for k in self.socks.values() {
@@ -250,7 +250,7 @@ impl Sockd<'_> {
             user += u32::from(k.rec.uid == s.uid);
         }
         if process >= self.sockets_per_process || user >= self.sockets_per_user {
-            self.count(c::SOCKET_LIMIT, 1);
+            self.stats.add(Stat::SocketLimit, 1);
             return Err(errno_resp(libc::EMFILE));
         }
         Ok(())
@@ -286,7 +286,7 @@ impl Sockd<'_> {
         sk.kick_end = Some(kick_end);
         self.socks.insert(id, sk);
         self.note_ring(id);
-        self.count(c::SOCKETS_OPENED, 1);
+        self.stats.add(Stat::SocketsOpened, 1);
         Response::Created { id }
     }
 
@@ -518,7 +518,7 @@ impl Sockd<'_> {
         s.detached_since = None;
         s.reattached = true;
         let conn = s.rec.accepted_conn().filter(|_| s.kind() == Kind::Tcp);
-        self.count(c::REATTACHED, 1);
+        self.stats.add(Stat::Reattached, 1);
         // (The option died with the last sockd; tcpd still has it, and a
         // restarted tcpd gets it restated.)
         self.note_ring(id);
@@ -600,7 +600,7 @@ impl Sockd<'_> {
         self.note_ring(new_id);
         self.tcp_ctl(op::ATTACH, new_id, conn, 0);
         self.tell_ring(new_id);
-        self.count(c::SOCKETS_OPENED, 1);
+        self.stats.add(Stat::SocketsOpened, 1);
         Response::Accepted {
             id: new_id,
             peer,
@@ -621,14 +621,14 @@ impl Sockd<'_> {
                 continue;
             };
             match wire::recv(&s.fd) {
-                Ok(Recv::Empty) => self.count(c::EMPTY_READS, 1),
+                Ok(Recv::Empty) => self.stats.add(Stat::EmptyReads, 1),
                 Ok(Recv::Closed) | Err(_) => self.close_session(sid),
                 Ok(Recv::Msg(bytes, fds)) => {
                     n += 1;
                     match Request::decode(&bytes) {
                         Ok(req) => self.handle(sid, req, fds),
                         Err(_) => {
-                            self.count(c::BAD_REQUESTS, 1);
+                            self.stats.add(Stat::BadRequests, 1);
                             self.respond(sid, &errno_resp(libc::EINVAL), &[]);
                         }
                     }

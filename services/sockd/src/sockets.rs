@@ -5,10 +5,6 @@
 use super::*;
 
 impl Sockd<'_> {
-    pub(crate) fn count(&self, i: usize, v: u64) {
-        self.svc.fabric.count(self.svc.me, i, v);
-    }
-
     pub(crate) fn respond(&mut self, sid: u64, r: &Response, fds: &[RawFd]) {
         let failed = match self.sessions.get(&sid) {
             Some(s) => wire::send(&s.fd, &r.encode(), fds).is_err(),
@@ -95,7 +91,7 @@ impl Sockd<'_> {
             t.rx_hold.clear();
             self.charges.settle(uid, &mut t.charged, 0);
         }
-        self.count(c::SOCKETS_CLOSED, 1);
+        self.stats.add(Stat::SocketsClosed, 1);
         Some(s)
     }
 
@@ -134,7 +130,7 @@ impl Sockd<'_> {
             self.app_close(id);
         }
         self.pending.retain(|_, p| p.session != sid);
-        self.count(c::SESSIONS_CLOSED, 1);
+        self.stats.add(Stat::SessionsClosed, 1);
     }
 
     /// The application closed `id` (or its process ended). UDP: gone at

@@ -22,18 +22,18 @@ impl Sockd<'_> {
                 // restart) is skipped, a gap (what tcpd sent before was
                 // lost) is asked for again.
                 match t.stream.arrival(h.stream_off, h.data_len) {
-                    Arrival::Gap => Some(c::RX_GAPS),
-                    Arrival::Repeat => Some(c::RX_REPEATS),
+                    Arrival::Gap => Some(Stat::RxGaps),
+                    Arrival::Repeat => Some(Stat::RxRepeats),
                     Arrival::Take { skip } => {
                         t.rx_hold.push_back((h, skip));
                         None
                     }
                 }
             }
-            _ => Some(c::RX_DROP_NO_SOCKET),
+            _ => Some(Stat::RxDropNoSocket),
         };
         if let Some(k) = verdict {
-            self.count(k, 1);
+            self.stats.inc(k);
             self.svc.fabric.free(&h);
         }
     }
@@ -48,7 +48,6 @@ impl Sockd<'_> {
         let mut pool = f.pool(me);
         let mut turn = Turn {
             f,
-            me,
             now: Instant::now(),
             room,
             moved: 0,
@@ -56,6 +55,7 @@ impl Sockd<'_> {
             ctl: Vec::new(),
             closed: Vec::new(),
             charges: &mut self.charges,
+            stats: &mut self.stats,
         };
         for (&id, s) in self.socks.iter_mut() {
             let Sock {
@@ -100,7 +100,7 @@ impl Sockd<'_> {
             {
                 *broken = true;
                 mem.set_error(libc::EIO);
-                f.count(me, c::BAD_RINGS, 1);
+                turn.stats.inc(Stat::BadRings);
             }
         }
         let Turn {
@@ -129,7 +129,6 @@ struct BadRing;
 /// it produced.
 struct Turn<'f> {
     f: &'f Fabric,
-    me: LayerId,
     now: Instant,
     /// Room in the ring to tcpd.
     room: usize,
@@ -143,6 +142,8 @@ struct Turn<'f> {
     closed: Vec<u32>,
     /// What each user's sockets hold at tcpd.
     charges: &'f mut Charges,
+    /// sockd's counters.
+    stats: &'f mut Stats,
 }
 
 impl Turn<'_> {
@@ -162,7 +163,7 @@ impl Turn<'_> {
             };
             let (n, kick_app) = mem.deliver_stream(&d[done.min(d.len())..]);
             if n > 0 {
-                self.f.count(self.me, c::RX_COPY_BYTES, n as u64);
+                self.stats.add(Stat::RxCopyBytes, n as u64);
             }
             wake(kick_end, kick_app);
             if done + n >= d.len() {
@@ -228,7 +229,7 @@ impl Turn<'_> {
             // The user's sockets hold their share of the pool already:
             // this one waits for their peers' acknowledgements.
             if !self.charges.allows(uid, n as u64) {
-                self.f.count(self.me, c::TX_WAIT_USER_LIMIT, 1);
+                self.stats.add(Stat::TxWaitUserLimit, 1);
                 self.waiting = true;
                 return Ok(());
             }
@@ -237,7 +238,7 @@ impl Turn<'_> {
             // free them again.
             let low = self.f.free_counts().0 < self.f.params().small_bufs / 4;
             let Some(mut h) = (!low).then(|| pool.alloc(n)).flatten() else {
-                self.f.count(self.me, c::TX_WAIT_NO_BUFFER, 1);
+                self.stats.add(Stat::TxWaitNoBuffer, 1);
                 self.waiting = true;
                 return Ok(());
             };
@@ -254,7 +255,7 @@ impl Turn<'_> {
                 d[..k].copy_from_slice(&a2[..k]);
                 d[k..].copy_from_slice(&b2[..n - k]);
             }
-            self.f.count(self.me, c::TX_COPY_BYTES, n as u64);
+            self.stats.add(Stat::TxCopyBytes, n as u64);
             h.stream_off = t.stream.sent(n);
             self.charges.settle(uid, &mut t.charged, t.stream.held());
             to_tcp.push(h);

@@ -10,31 +10,30 @@ impl Sockd<'_> {
         let f = &self.svc.fabric;
         let pool = f.pool(self.svc.me);
         let Some(s) = self.socks.get_mut(&h.sock) else {
-            self.count(c::RX_DROP_NO_SOCKET, 1);
+            self.stats.add(Stat::RxDropNoSocket, 1);
             return;
         };
         let (Some(mem), Ok(d)) = (&s.mem, pool.data(h)) else {
             // Detached (sockd restarted, the application not back yet):
             // the datagram is lost, as one in flight may be.
-            self.count(c::RX_DROP_NO_SOCKET, 1);
+            self.stats.add(Stat::RxDropNoSocket, 1);
             return;
         };
         let l4 = h.l4_off as usize;
         if d.len() < 20 || d.len() < l4 + 8 {
-            self.count(c::RX_DROP_NO_SOCKET, 1);
+            self.stats.add(Stat::RxDropNoSocket, 1);
             return;
         }
         let src = std::net::Ipv4Addr::new(d[12], d[13], d[14], d[15]);
         let sport = u16::from_be_bytes([d[l4], d[l4 + 1]]);
         let payload = &d[l4 + 8..];
         let (ok, wake) = mem.deliver_dgram(std::net::SocketAddrV4::new(src, sport), payload);
-        let me = self.svc.me;
         if ok {
-            f.count(me, c::RX_DGRAMS, 1);
-            f.count(me, c::RX_COPY_BYTES, payload.len() as u64);
+            self.stats.add(Stat::RxDgrams, 1);
+            self.stats.add(Stat::RxCopyBytes, payload.len() as u64);
         } else {
             s.rec.drops = s.rec.drops.wrapping_add(1);
-            f.count(me, c::RX_DROP_APP_SLOW, 1);
+            self.stats.add(Stat::RxDropAppSlow, 1);
         }
         s.wake(wake);
     }
@@ -82,24 +81,24 @@ impl Sockd<'_> {
                 let payload = mem.record_bytes(true, &rec);
                 let to_peer = rec.addr.ip().is_unspecified();
                 if payload.len() > MAX_UDP {
-                    f.count(me, c::TX_DROP_TOO_BIG, 1);
+                    self.stats.add(Stat::TxDropTooBig, 1);
                     mem.consume_send(&rec);
                     continue;
                 }
                 if to_peer && s.rec.state != sock_state::CONNECTED {
-                    f.count(me, c::TX_DROP_NO_DEST, 1);
+                    self.stats.add(Stat::TxDropNoDest, 1);
                     mem.set_error(libc::EDESTADDRREQ);
                     mem.consume_send(&rec);
                     continue;
                 }
                 let reserve = f.params().small_bufs / 4;
                 if f.free_counts().0 < reserve && payload.len() + SEND_META_LEN < 1800 {
-                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    self.stats.add(Stat::TxWaitNoBuffer, 1);
                     waiting = true;
                     break;
                 }
                 let Some(mut h) = pool.alloc(payload.len() + SEND_META_LEN) else {
-                    f.count(me, c::TX_WAIT_NO_BUFFER, 1);
+                    self.stats.add(Stat::TxWaitNoBuffer, 1);
                     waiting = true;
                     break;
                 };
@@ -121,8 +120,8 @@ impl Sockd<'_> {
                     // The one copy on the way out.
                     d[SEND_META_LEN..].copy_from_slice(payload);
                 }
-                f.count(me, c::TX_DGRAMS, 1);
-                f.count(me, c::TX_COPY_BYTES, payload.len() as u64);
+                self.stats.add(Stat::TxDgrams, 1);
+                self.stats.add(Stat::TxCopyBytes, payload.len() as u64);
                 s.wake(mem.consume_send(&rec));
                 self.to_udp.push(h);
                 moved += 1;
@@ -136,7 +135,7 @@ impl Sockd<'_> {
             self.close_sock(id);
         }
         for id in broken {
-            self.count(c::BAD_RINGS, 1);
+            self.stats.add(Stat::BadRings, 1);
             if let Some(s) = self.socks.get_mut(&id) {
                 s.broken = true;
                 if let Some(m) = &s.mem {

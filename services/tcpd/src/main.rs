@@ -5,8 +5,9 @@
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::atomic::Ordering::Release;
+use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_tcpd::{Outputs, Stat, Storage, TcpConfig, TcpCore};
 
@@ -37,9 +38,6 @@ fn main() {
     let svc = Service::start("tcpd").unwrap_or_else(|e| service::die("tcpd", &e));
     let f = &svc.fabric;
     let me = svc.me;
-    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
-    f.register_counters(me, &names);
-    let base: Vec<u64> = (0..names.len()).map(|i| f.counter(me, i)).collect();
 
     let (p, len) = f.arena_bytes(me);
     // SAFETY: `p..p+len` is tcpd's own arena in the fabric, which `svc`
@@ -62,7 +60,7 @@ fn main() {
     let mut pool = f.pool(me);
     let mut out = Outputs::with_capacity(8 * BUDGET);
     let now = now_ns();
-    let mut core = if fresh || hdr.secret == [0, 0] {
+    let core = if fresh || hdr.secret == [0, 0] {
         hdr.secret = random_secret();
         cfg.secret = hdr.secret;
         TcpCore::new(cfg, storage)
@@ -94,94 +92,103 @@ fn main() {
     }
     drop(keep);
 
-    let mut from_ip = f.consumer(LayerId::IPD, me).expect("ring ipd->tcpd");
-    let mut to_ip = f.producer(me, LayerId::IPD).expect("ring tcpd->ipd");
-    let mut from_sock = f.consumer(LayerId::SOCKD, me).expect("ring sockd->tcpd");
-    let mut to_sock = f.producer(me, LayerId::SOCKD).expect("ring tcpd->sockd");
-    // What sockd must get is bounded by the credits it gave, so it is
-    // never dropped: it waits here for room.
-    let mut sock_backlog: VecDeque<Handle> = VecDeque::with_capacity(4096);
-    let mut batch = [Handle::default(); BUDGET];
+    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+    let mut lp = Loop::new(
+        &svc,
+        &names,
+        &[],
+        &[LayerId::IPD, LayerId::SOCKD],
+        &[
+            (LayerId::IPD, Overflow::Refuse),
+            (LayerId::SOCKD, Overflow::Keep),
+        ],
+    );
+    let mut shell = Shell { core, out };
+    shell.hand_over(lp.cx());
+    lp.run(&mut shell)
+}
 
-    svc.ready();
-    loop {
-        f.beat(me);
-        let now = now_ns();
-        let mut work = 0;
+// Inputs and outputs of the loop, in the order given to it.
+const FROM_IP: usize = 0;
+const FROM_SOCK: usize = 1;
+const TO_IP: usize = 0;
+const TO_SOCK: usize = 1;
 
-        let n = from_ip.pop(&mut batch);
-        if n > 0 {
-            // Out-of-order data is limited to a quarter of the pool
-            // (`max_ooo_segs`); and when the pool is nearly gone, whoever
-            // holds it, none is kept: the last buffers are in-order
-            // data's and the other layers'.
-            let (small, large) = f.free_counts();
-            let p = f.params();
-            core.set_pool_short(small < p.small_bufs / 8, large < p.large_bufs / 8);
-        }
-        for h in &batch[..n] {
-            if !f.take_input(me, h) {
-                continue;
-            }
-            core.from_ip(now, &mut pool, *h, &mut out);
-        }
-        work += n;
-        if sock_backlog.len() < 2048 {
-            let room = (to_ip.space() as usize).min(BUDGET);
-            let n = from_sock.pop(&mut batch[..room]);
-            for h in &batch[..n] {
-                if !f.take_input(me, h) {
-                    continue;
-                }
-                core.from_sock(now, &mut pool, *h, &mut out);
-            }
-            work += n;
-        }
-        if core.next_deadline().is_some_and(|d| d <= now) {
-            core.poll(now, &mut pool, &mut out);
-        }
+/// What sockd's ring may owe before tcpd takes no more from sockd.
+const SOCK_BACKLOG_HIGH: usize = 2048;
 
-        for h in &out.pin {
+/// tcpd's side of the service loop.
+struct Shell<'a> {
+    core: TcpCore<'a>,
+    out: Outputs,
+}
+
+impl Shell<'_> {
+    /// Applies the core's pins and hands its segments to the loop. What
+    /// sockd must get is bounded by the credits it gave, so it is never
+    /// dropped: it waits in the loop for room ([`Overflow::Keep`]).
+    fn hand_over(&mut self, cx: &mut Cx) {
+        let f = cx.pool.fabric();
+        for h in &self.out.pin {
             let _ = f.set_pinned(h, true);
         }
-        for h in &out.unpin {
+        for h in &self.out.unpin {
             let _ = f.set_pinned(h, false);
         }
-        let k = to_ip.push(&out.to_ip);
-        for h in &out.to_ip[k..] {
-            // TCP retransmits what is lost here.
-            core.ring_full(&mut pool, h);
-        }
-        sock_backlog.extend(out.to_sock.iter().copied());
-        out.clear();
-        while !sock_backlog.is_empty() {
-            let (a, _) = sock_backlog.as_slices();
-            let k = to_sock.push(&a[..a.len().min(BUDGET)]);
-            if k == 0 {
-                break;
-            }
-            sock_backlog.drain(..k);
-            work += k;
-        }
+        cx.send_all(TO_IP, self.out.to_ip.iter().copied());
+        cx.send_all(TO_SOCK, self.out.to_sock.iter().copied());
+        self.out.clear();
+    }
+}
 
-        if work > 0 {
-            for (i, v) in core.stats().as_array().iter().enumerate() {
-                f.set_counter(me, i, base[i] + v);
-            }
+impl Layer for Shell<'_> {
+    fn begin(&mut self, cx: &mut Cx) -> usize {
+        // Out-of-order data is limited to a quarter of the pool
+        // (`max_ooo_segs`); and when the pool is nearly gone, whoever
+        // holds it, none is kept: the last buffers are in-order data's
+        // and the other layers'.
+        let f = cx.pool.fabric();
+        let (small, large) = f.free_counts();
+        let p = f.params();
+        self.core
+            .set_pool_short(small < p.small_bufs / 8, large < p.large_bufs / 8);
+        0
+    }
+
+    fn admit(&self, input: usize, cx: &Cx) -> usize {
+        match input {
+            FROM_IP => BUDGET,
+            // Each request may yield a segment for ipd: take only what
+            // its ring can hold, and nothing while sockd owes much.
+            FROM_SOCK if cx.queued(TO_SOCK) < SOCK_BACKLOG_HIGH => cx.room(TO_IP),
+            _ => 0,
         }
-        if work == 0 {
-            let mut tick = service::IDLE_TICK_MS;
-            if let Some(d) = core.next_deadline() {
-                tick = tick
-                    .min(d.saturating_sub(now).div_ceil(1_000_000) as i32)
-                    .max(1);
-            }
-            if !sock_backlog.is_empty() || (!from_sock.is_empty() && to_ip.space() == 0) {
-                tick = 1;
-            }
-            f.sleep(me, &mut [], tick, || {
-                from_ip.is_empty() && from_sock.is_empty()
-            });
+    }
+
+    fn input(&mut self, input: usize, h: Handle, cx: &mut Cx) {
+        match input {
+            FROM_IP => self.core.from_ip(cx.now, &mut cx.pool, h, &mut self.out),
+            FROM_SOCK => self.core.from_sock(cx.now, &mut cx.pool, h, &mut self.out),
+            _ => unreachable!("tcpd has two inputs"),
         }
+        self.hand_over(cx);
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        self.core.next_deadline()
+    }
+
+    fn poll(&mut self, cx: &mut Cx) {
+        self.core.poll(cx.now, &mut cx.pool, &mut self.out);
+        self.hand_over(cx);
+    }
+
+    fn refused(&mut self, _output: usize, h: Handle, cx: &mut Cx) {
+        // TCP retransmits what is lost here.
+        self.core.ring_full(&mut cx.pool, &h);
+    }
+
+    fn counters(&self) -> &[u64] {
+        self.core.stats().as_array()
     }
 }

@@ -4,9 +4,9 @@
 //! udpd's arena whenever it changes, so a restarted udpd keeps every
 //! binding.
 
-use std::collections::VecDeque;
-use strata_ipc::arena::Pod;
+use strata_ipc::arena::{Pod, Records};
 use strata_ipc::handle::flags::CTRL;
+use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_udpd::{Binding, Outputs, Ring, Stat, UdpConfig, UdpCore};
 
@@ -25,117 +25,119 @@ unsafe impl Pod for Rec {}
 /// dropped and counted.
 const CTL_BACKLOG_MAX: usize = 4096;
 
+// Inputs and outputs of the loop, in the order given to it.
+const FROM_SOCK: usize = 0;
+const FROM_IP: usize = 1;
+const TO_IP: usize = 0;
+const TO_SOCK: usize = 1;
+
+/// udpd's side of the service loop.
+struct Shell<'a> {
+    core: UdpCore,
+    out: Outputs,
+    arena: Records<'a, Rec>,
+    arena_buf: Vec<Rec>,
+}
+
+impl Shell<'_> {
+    /// Hands what the core emitted to the loop. Control messages for
+    /// sockd wait for room (up to [`CTL_BACKLOG_MAX`]); datagrams that do
+    /// not fit are dropped and counted, so a slow sockd never holds up
+    /// ipd.
+    fn hand_over(&mut self, cx: &mut Cx) {
+        cx.send_all(TO_IP, self.out.to_ip.drain(..));
+        for h in self.out.to_sock.drain(..) {
+            let fits = if h.flags & CTRL != 0 {
+                cx.queued(TO_SOCK) < CTL_BACKLOG_MAX
+            } else {
+                cx.room(TO_SOCK) > 0
+            };
+            if fits {
+                cx.send(TO_SOCK, h);
+            } else {
+                self.core.ring_full(&mut cx.pool, &h, Ring::Sock);
+            }
+        }
+    }
+
+    /// Copies the binding table into the arena if it changed.
+    fn save(&mut self) {
+        if self.core.take_changed() {
+            self.arena_buf.clear();
+            self.arena_buf.extend(self.core.bindings().map(Rec));
+            self.arena.store(&self.arena_buf);
+        }
+    }
+}
+
+impl Layer for Shell<'_> {
+    fn admit(&self, input: usize, cx: &Cx) -> usize {
+        match input {
+            // Each request yields at most one datagram for ipd and one
+            // message for sockd: take only what ipd's ring can hold
+            // (back-pressure on senders), and nothing while replies wait.
+            FROM_SOCK if cx.queued(TO_SOCK) > 0 => 0,
+            FROM_SOCK => cx.room(TO_IP),
+            // From ipd always.
+            FROM_IP => BUDGET,
+            _ => 0,
+        }
+    }
+
+    fn input(&mut self, input: usize, h: Handle, cx: &mut Cx) {
+        match input {
+            FROM_SOCK => self.core.from_sock(&mut cx.pool, h, &mut self.out),
+            FROM_IP => self.core.from_ip(&mut cx.pool, h, &mut self.out),
+            _ => unreachable!("udpd has two inputs"),
+        }
+        self.hand_over(cx);
+    }
+
+    fn end(&mut self, _cx: &mut Cx) -> usize {
+        self.save();
+        0
+    }
+
+    fn refused(&mut self, _output: usize, h: Handle, cx: &mut Cx) {
+        self.core.ring_full(&mut cx.pool, &h, Ring::Ip);
+    }
+
+    fn counters(&self) -> &[u64] {
+        self.core.stats().as_array()
+    }
+}
+
 fn main() {
     let svc = Service::start("udpd").unwrap_or_else(|e| service::die("udpd", &e));
     let f = &svc.fabric;
-    let me = svc.me;
-    let arena = f.records::<Rec>(me);
+    let arena = f.records::<Rec>(svc.me);
     let mut cfg = UdpConfig::from_stack(&svc.config);
     cfg.max_bindings = cfg.max_bindings.min(arena.capacity());
     cfg.seed = (now_ns() as u32) ^ std::process::id().rotate_left(16);
     let mut core =
         UdpCore::new(cfg).unwrap_or_else(|e| service::die("udpd", &format!("configuration: {e}")));
-    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
-    f.register_counters(me, &names);
-    // Counters live in the fabric and keep counting across restarts; the
-    // core starts from zero, so publish base + core.
-    let base: Vec<u64> = (0..names.len()).map(|i| f.counter(me, i)).collect();
-
     let saved: Vec<Binding> = arena.load().into_iter().map(|r| r.0).collect();
     let restored = core.restore(&saved);
     if !saved.is_empty() {
         svc.log(&format!("restored {restored} of {} bindings", saved.len()));
     }
-    let mut arena_buf: Vec<Rec> = Vec::with_capacity(arena.capacity());
-    if core.take_changed() {
-        arena_buf.extend(core.bindings().map(Rec));
-        arena.store(&arena_buf);
-    }
-
-    let mut from_ip = f.consumer(LayerId::IPD, me).expect("ring ipd->udpd");
-    let mut to_ip = f.producer(me, LayerId::IPD).expect("ring udpd->ipd");
-    let mut from_sock = f.consumer(LayerId::SOCKD, me).expect("ring sockd->udpd");
-    let mut to_sock = f.producer(me, LayerId::SOCKD).expect("ring udpd->sockd");
-    let mut pool = f.pool(me);
-    let mut out = Outputs::with_capacity(4 * BUDGET);
-    let mut backlog: VecDeque<Handle> = VecDeque::with_capacity(CTL_BACKLOG_MAX);
-    let mut batch = [Handle::default(); BUDGET];
-
-    svc.ready();
-    loop {
-        f.beat(me);
-        let mut work = 0;
-
-        // Replies that waited for room go first, in order.
-        while let Some(&h) = backlog.front() {
-            if to_sock.push(&[h]) == 0 {
-                break;
-            }
-            backlog.pop_front();
-            work += 1;
-        }
-        // From sockd: each handle yields at most one datagram for ipd and
-        // one message for sockd, so take only what ipd's ring can hold
-        // (back-pressure on senders), and nothing while replies wait.
-        if backlog.is_empty() {
-            let room = (to_ip.space() as usize).min(BUDGET);
-            let n = from_sock.pop(&mut batch[..room]);
-            for h in &batch[..n] {
-                if !f.take_input(me, h) {
-                    continue;
-                }
-                core.from_sock(&mut pool, *h, &mut out);
-            }
-            work += n;
-        }
-        // From ipd: always, so a slow sockd never holds up ipd; what does
-        // not fit upwards is dropped and counted.
-        let n = from_ip.pop(&mut batch);
-        for h in &batch[..n] {
-            if !f.take_input(me, h) {
-                continue;
-            }
-            core.from_ip(&mut pool, *h, &mut out);
-        }
-        work += n;
-
-        let k = to_ip.push(&out.to_ip);
-        for h in &out.to_ip[k..] {
-            core.ring_full(&mut pool, h, Ring::Ip);
-        }
-        let k = if backlog.is_empty() {
-            to_sock.push(&out.to_sock)
-        } else {
-            0
-        };
-        for h in &out.to_sock[k..] {
-            if h.flags & CTRL != 0 && backlog.len() < CTL_BACKLOG_MAX {
-                backlog.push_back(*h);
-            } else {
-                core.ring_full(&mut pool, h, Ring::Sock);
-            }
-        }
-        out.clear();
-
-        if work > 0 {
-            for (i, v) in core.stats().as_array().iter().enumerate() {
-                f.set_counter(me, i, base[i] + v);
-            }
-        }
-        if core.take_changed() {
-            arena_buf.clear();
-            arena_buf.extend(core.bindings().map(Rec));
-            arena.store(&arena_buf);
-        }
-
-        if work == 0 {
-            // Consumers do not kick producers when they free slots, so a
-            // layer held up by a full ring naps briefly instead.
-            let blocked = !backlog.is_empty() || (!from_sock.is_empty() && to_ip.space() == 0);
-            let tick = if blocked { 1 } else { service::IDLE_TICK_MS };
-            f.sleep(me, &mut [], tick, || {
-                from_ip.is_empty() && (blocked || from_sock.is_empty())
-            });
-        }
-    }
+    let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
+    let lp = Loop::new(
+        &svc,
+        &names,
+        &[],
+        &[LayerId::SOCKD, LayerId::IPD],
+        &[
+            (LayerId::IPD, Overflow::Refuse),
+            (LayerId::SOCKD, Overflow::Keep),
+        ],
+    );
+    let mut shell = Shell {
+        core,
+        out: Outputs::with_capacity(4 * BUDGET),
+        arena_buf: Vec::with_capacity(arena.capacity()),
+        arena,
+    };
+    shell.save();
+    lp.run(&mut shell)
 }

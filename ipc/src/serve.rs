@@ -1,0 +1,462 @@
+//! The service loop every layer runs (docs/ARCHITECTURE.md, "The service
+//! loop"). A layer's shell implements [`Layer`]: it says what to do with
+//! one input, what else it has to do in a turn, and when its core next
+//! needs to run; the loop owns the rest:
+//!
+//! - popping each input ring in batches of at most [`BUDGET`], as far as
+//!   the layer admits (its back-pressure);
+//! - queueing what the layer sends per output, pushing each queue in one
+//!   ring update at the end of the turn, and waking each consumer at
+//!   most once per turn, after all of its handles are published;
+//! - what a full ring cannot take: kept in order for the next turn
+//!   ([`Overflow::Keep`]) or handed back to the layer
+//!   ([`Overflow::Refuse`]);
+//! - the heartbeat, the core's timer, publishing the layer's counters
+//!   (one [`crate::layer_stats!`] array per layer, continued across
+//!   restarts) and its own economy counters ([`Economy`]);
+//! - sleeping: on the layer's eventfd and the fds it names, until the
+//!   core's deadline, for a millisecond while held up by a full ring, or
+//!   for the idle tick.
+
+use crate::bufs::Buffers;
+use crate::fabric::{Consumer, Fabric, Pool, Producer};
+use crate::handle::Handle;
+use crate::layer::LayerId;
+use crate::service::{now_ns, Service, BUDGET, IDLE_TICK_MS};
+use std::collections::VecDeque;
+
+/// What happens to handles an output ring has no room for at the end of
+/// a turn.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Overflow {
+    /// They wait, in order, for the next turn. For outputs whose volume
+    /// the layer bounds itself (credit, or admitting no more input while
+    /// [`Cx::queued`] is high).
+    Keep,
+    /// They go back to the layer ([`Layer::refused`]), which drops and
+    /// counts them or sends them again later (TCP retransmits).
+    Refuse,
+}
+
+/// Most fds a layer waits on beside its eventfd.
+pub const MAX_WAIT_FDS: usize = 8;
+
+/// A layer's side of the loop. Inputs and outputs are numbered in the
+/// order given to [`Loop::new`].
+pub trait Layer {
+    /// Work besides the input rings, first in each turn: a device, client
+    /// sessions, changed settings. Returns how much was done (0: none).
+    fn begin(&mut self, _cx: &mut Cx) -> usize {
+        0
+    }
+
+    /// Most handles to take from `input` in this turn (capped at
+    /// [`BUDGET`]); 0 leaves the ring alone, and the loop naps briefly
+    /// rather than sleeping while it holds anything.
+    fn admit(&self, _input: usize, _cx: &Cx) -> usize {
+        BUDGET
+    }
+
+    /// One handle from `input`, already taken in (quarantine checked).
+    fn input(&mut self, input: usize, h: Handle, cx: &mut Cx);
+
+    /// When the core next needs to run with no input (on the
+    /// [`now_ns`] clock).
+    fn deadline(&self) -> Option<u64> {
+        None
+    }
+
+    /// The deadline has passed.
+    fn poll(&mut self, _cx: &mut Cx) {}
+
+    /// Last in each turn, before the outputs are pushed: hand over what
+    /// was produced outside [`Layer::input`], save state. Returns how much
+    /// was done.
+    fn end(&mut self, _cx: &mut Cx) -> usize {
+        0
+    }
+
+    /// A handle output `output` could not take ([`Overflow::Refuse`]).
+    fn refused(&mut self, _output: usize, h: Handle, cx: &mut Cx) {
+        cx.pool.free(&h);
+    }
+
+    /// Whether the layer must run again soon although no input is
+    /// waiting (held up by something the loop cannot see): the loop then
+    /// wakes within a millisecond.
+    fn held(&self) -> bool {
+        false
+    }
+
+    /// Fds to wait on besides the eventfd, written into `fds`; returns
+    /// how many.
+    fn wait_fds(&self, _fds: &mut [libc::pollfd; MAX_WAIT_FDS]) -> usize {
+        0
+    }
+
+    /// What the wait found on those fds (also after a timeout: `revents`
+    /// are then 0).
+    fn woke(&mut self, _fds: &[libc::pollfd]) {}
+
+    /// The layer's counters, in the order of the names given to
+    /// [`Loop::new`].
+    fn counters(&self) -> &[u64];
+}
+
+/// What a turn gives the layer: the clock, the pool, the outputs.
+pub struct Cx<'f> {
+    /// The time at the start of the turn ([`now_ns`]).
+    pub now: u64,
+    /// The pool, as this layer.
+    pub pool: Pool<'f>,
+    outs: Vec<Out<'f>>,
+    syscalls: u64,
+}
+
+struct Out<'f> {
+    ring: Producer<'f>,
+    queue: VecDeque<Handle>,
+    overflow: Overflow,
+}
+
+impl Cx<'_> {
+    /// Sends `h` to output `o` (pushed at the end of the turn).
+    #[inline]
+    pub fn send(&mut self, o: usize, h: Handle) {
+        self.outs[o].queue.push_back(h);
+    }
+
+    /// Sends every handle of `hs` to output `o`, in order.
+    pub fn send_all(&mut self, o: usize, hs: impl IntoIterator<Item = Handle>) {
+        self.outs[o].queue.extend(hs);
+    }
+
+    /// Handles waiting for output `o`.
+    pub fn queued(&self, o: usize) -> usize {
+        self.outs[o].queue.len()
+    }
+
+    /// Slots output `o`'s ring has free beyond what waits for it: what the
+    /// layer can still send there this turn without overflowing.
+    pub fn room(&self, o: usize) -> usize {
+        let out = &self.outs[o];
+        (out.ring.space() as usize).saturating_sub(out.queue.len())
+    }
+
+    /// Counts `n` system calls the layer made itself (device reads and
+    /// writes, session messages), for the economy counters.
+    #[inline]
+    pub fn syscalls(&mut self, n: u64) {
+        self.syscalls += n;
+    }
+
+    /// Pushes what waits for each output with one ring update per output
+    /// and no wake-up; returns the outputs whose consumer must be woken,
+    /// and how many handles went out. What stays is refused or kept.
+    fn flush(&mut self, layer: &mut impl Layer, woken: &mut Vec<usize>) -> usize {
+        let mut moved = 0;
+        for o in 0..self.outs.len() {
+            let out = &mut self.outs[o];
+            let mut pushed = 0;
+            while !out.queue.is_empty() {
+                let (a, _) = out.queue.as_slices();
+                let k = out.ring.publish(a);
+                if k == 0 {
+                    break;
+                }
+                out.queue.drain(..k);
+                pushed += k;
+            }
+            if pushed > 0 {
+                woken.push(o);
+                moved += pushed;
+            }
+            if out.overflow == Overflow::Refuse {
+                while let Some(h) = self.outs[o].queue.pop_front() {
+                    layer.refused(o, h, self);
+                }
+            }
+        }
+        moved
+    }
+
+    /// True when some output keeps handles its ring has no room for.
+    fn blocked(&self) -> bool {
+        self.outs.iter().any(|o| !o.queue.is_empty())
+    }
+}
+
+/// How a layer spends its wake-ups, published after its own counters.
+/// Packets per wake-up is `handles_in / wakeups`, system calls per packet
+/// `syscalls / handles_in` (`strata stats` shows both).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Economy {
+    /// Turns of the loop.
+    pub turns: u64,
+    /// Waits that ended (the layer slept and ran again).
+    pub wakeups: u64,
+    /// Waits that ended without any fd ready: the timer or the idle tick.
+    pub timeouts: u64,
+    /// Handles taken from input rings.
+    pub handles_in: u64,
+    /// Handles pushed to output rings.
+    pub handles_out: u64,
+    /// Eventfd writes to wake a consumer.
+    pub kicks_sent: u64,
+    /// System calls: the loop's (poll, eventfd read and write) and those
+    /// the layer counts ([`Cx::syscalls`]).
+    pub syscalls: u64,
+}
+
+/// The economy counters' names, as `strata stats` shows them.
+pub const ECONOMY_NAMES: [&str; 7] = [
+    "loop_turns",
+    "loop_wakeups",
+    "loop_timeouts",
+    "loop_handles_in",
+    "loop_handles_out",
+    "loop_kicks_sent",
+    "loop_syscalls",
+];
+
+impl Economy {
+    /// Reads the economy back from a layer's published counters (`None`
+    /// if the layer does not run the loop).
+    pub fn from_counters(counters: &[(String, u64)]) -> Option<Economy> {
+        let get = |name: &str| counters.iter().find(|(k, _)| k == name).map(|(_, v)| *v);
+        Some(Economy {
+            turns: get(ECONOMY_NAMES[0])?,
+            wakeups: get(ECONOMY_NAMES[1])?,
+            timeouts: get(ECONOMY_NAMES[2])?,
+            handles_in: get(ECONOMY_NAMES[3])?,
+            handles_out: get(ECONOMY_NAMES[4])?,
+            kicks_sent: get(ECONOMY_NAMES[5])?,
+            syscalls: get(ECONOMY_NAMES[6])?,
+        })
+    }
+
+    /// Handles taken in per wake-up (0 before the first).
+    pub fn packets_per_wakeup(&self) -> f64 {
+        ratio(self.handles_in, self.wakeups)
+    }
+
+    /// System calls per handle taken in (0 before the first).
+    pub fn syscalls_per_packet(&self) -> f64 {
+        ratio(self.syscalls, self.handles_in)
+    }
+
+    fn as_array(&self) -> [u64; 7] {
+        [
+            self.turns,
+            self.wakeups,
+            self.timeouts,
+            self.handles_in,
+            self.handles_out,
+            self.kicks_sent,
+            self.syscalls,
+        ]
+    }
+}
+
+fn ratio(a: u64, b: u64) -> f64 {
+    if b == 0 {
+        0.0
+    } else {
+        a as f64 / b as f64
+    }
+}
+
+/// A layer's loop: its rings, outputs, counters and economy.
+pub struct Loop<'f> {
+    svc: &'f Service,
+    inputs: Vec<Consumer<'f>>,
+    outputs: Vec<LayerId>,
+    cx: Cx<'f>,
+    /// Counter values of earlier instances, so counting continues.
+    base: Vec<u64>,
+    /// Counters that are levels, not totals: published as they are.
+    gauges: &'static [usize],
+    n_layer: usize,
+    econ: Economy,
+}
+
+impl<'f> Loop<'f> {
+    /// A loop for `svc` reading `inputs` (from those layers, in the order
+    /// served) and sending to `outputs` (each with its overflow rule).
+    /// `names` are the layer's counters (`gauges`: the indexes of those
+    /// that are levels); the loop's economy counters follow them.
+    pub fn new(
+        svc: &'f Service,
+        names: &[&str],
+        gauges: &'static [usize],
+        inputs: &[LayerId],
+        outputs: &[(LayerId, Overflow)],
+    ) -> Loop<'f> {
+        let f: &'f Fabric = &svc.fabric;
+        let me = svc.me;
+        let mut all: Vec<&str> = names.to_vec();
+        all.extend(ECONOMY_NAMES);
+        f.register_counters(me, &all);
+        let base = (0..all.len()).map(|i| f.counter(me, i)).collect();
+        let no_ring = |from: LayerId, to: LayerId| -> ! {
+            crate::service::die(&me.label(), &format!("no ring {from}->{to} in the fabric"))
+        };
+        assert!(inputs.len() <= 32, "at most 32 inputs");
+        let inputs = inputs
+            .iter()
+            .map(|&from| f.consumer(from, me).unwrap_or_else(|| no_ring(from, me)))
+            .collect();
+        let outs = outputs
+            .iter()
+            .map(|&(to, overflow)| Out {
+                ring: f.producer(me, to).unwrap_or_else(|| no_ring(me, to)),
+                queue: VecDeque::with_capacity(f.params().ring_size as usize),
+                overflow,
+            })
+            .collect();
+        Loop {
+            svc,
+            inputs,
+            outputs: outputs.iter().map(|&(to, _)| to).collect(),
+            cx: Cx {
+                now: now_ns(),
+                pool: f.pool(me),
+                outs,
+                syscalls: 0,
+            },
+            base,
+            gauges,
+            n_layer: names.len(),
+            econ: Economy::default(),
+        }
+    }
+
+    /// The turn context, for what a layer sends before the loop runs (a
+    /// restored core's first segments).
+    pub fn cx(&mut self) -> &mut Cx<'f> {
+        &mut self.cx
+    }
+
+    /// Declares the layer serving ([`Service::ready`]) and runs it.
+    pub fn run(mut self, layer: &mut impl Layer) -> ! {
+        self.svc.ready();
+        let mut batch = [Handle::default(); BUDGET];
+        let mut woken = Vec::with_capacity(self.outputs.len());
+        loop {
+            let work = self.turn(layer, &mut batch, &mut woken);
+            self.publish(layer);
+            if work == 0 {
+                self.wait(layer);
+            }
+        }
+    }
+
+    /// One turn: the layer's own work, every input, the timer, the
+    /// outputs. Returns how much was done.
+    fn turn(
+        &mut self,
+        layer: &mut impl Layer,
+        batch: &mut [Handle; BUDGET],
+        woken: &mut Vec<usize>,
+    ) -> usize {
+        let f = &self.svc.fabric;
+        let me = self.svc.me;
+        f.beat(me);
+        self.econ.turns += 1;
+        let cx = &mut self.cx;
+        cx.now = now_ns();
+        let mut work = layer.begin(cx);
+        for (i, ring) in self.inputs.iter_mut().enumerate() {
+            let room = layer.admit(i, cx).min(BUDGET);
+            if room == 0 {
+                continue;
+            }
+            let n = ring.pop(&mut batch[..room]);
+            for h in &batch[..n] {
+                if f.take_input(me, h) {
+                    layer.input(i, *h, cx);
+                }
+            }
+            work += n;
+            self.econ.handles_in += n as u64;
+        }
+        // What the timer produces is counted when it is pushed.
+        if layer.deadline().is_some_and(|d| d <= cx.now) {
+            layer.poll(cx);
+        }
+        work += layer.end(cx);
+        let moved = cx.flush(layer, woken);
+        self.econ.handles_out += moved as u64;
+        for o in woken.drain(..) {
+            if f.kick(self.outputs[o]) {
+                self.econ.kicks_sent += 1;
+            }
+        }
+        work + moved
+    }
+
+    /// Copies the layer's counters and the economy into the fabric.
+    fn publish(&mut self, layer: &impl Layer) {
+        let f = &self.svc.fabric;
+        let me = self.svc.me;
+        self.econ.syscalls += std::mem::take(&mut self.cx.syscalls);
+        let econ = self.econ.as_array();
+        let values = layer.counters().iter().take(self.n_layer).chain(&econ);
+        for (i, v) in values.enumerate() {
+            let v = if self.gauges.contains(&i) {
+                *v
+            } else {
+                self.base[i].wrapping_add(*v)
+            };
+            f.set_counter(me, i, v);
+        }
+    }
+
+    /// Sleeps until there is work, the core's deadline, or the idle tick.
+    fn wait(&mut self, layer: &mut impl Layer) {
+        let cx = &self.cx;
+        // Bit i: input i is admitted (no allocation on this path).
+        let admitted = (0..self.inputs.len())
+            .filter(|&i| layer.admit(i, cx) > 0)
+            .fold(0u32, |m, i| m | 1 << i);
+        let admits = |i: usize| admitted & (1 << i) != 0;
+        let held_back = self
+            .inputs
+            .iter()
+            .enumerate()
+            .any(|(i, r)| !admits(i) && !r.is_empty());
+        let mut tick = IDLE_TICK_MS;
+        if let Some(d) = layer.deadline() {
+            let ms = d.saturating_sub(cx.now).div_ceil(1_000_000);
+            tick = tick.min(ms as i32).max(1);
+        }
+        // Consumers do not wake producers when they free slots, so a
+        // layer held up by a full ring naps instead.
+        if held_back || cx.blocked() || layer.held() {
+            tick = 1;
+        }
+        let mut fds = [libc::pollfd {
+            fd: -1,
+            events: 0,
+            revents: 0,
+        }; MAX_WAIT_FDS];
+        let n = layer.wait_fds(&mut fds);
+        let inputs = &self.inputs;
+        let slept = self.svc.fabric.sleep(self.svc.me, &mut fds[..n], tick, || {
+            inputs
+                .iter()
+                .enumerate()
+                .all(|(i, r)| !admits(i) || r.is_empty())
+        });
+        if let Some(kicked) = slept {
+            self.econ.wakeups += 1;
+            // poll, and the eventfd read when it was the wake-up.
+            self.econ.syscalls += 1 + u64::from(kicked);
+            let ready = fds[..n].iter().any(|p| p.revents != 0);
+            if !kicked && !ready {
+                self.econ.timeouts += 1;
+            }
+        }
+        layer.woke(&fds[..n]);
+    }
+}
