@@ -6,14 +6,17 @@
 //! - popping each input ring in batches of at most [`BUDGET`], as far as
 //!   the layer admits (its back-pressure);
 //! - queueing what the layer sends per output, pushing each queue in one
-//!   ring update at the end of the turn, and waking each consumer at
-//!   most once per turn, after all of its handles are published;
+//!   ring update at the end of the turn, and waking each consumer that
+//!   got something once, after all of it is published (a consumer that
+//!   sleeps is woken once however many producers publish to it: the
+//!   first kick takes its sleeping flag down);
 //! - what a full ring cannot take: kept in order for the next turn
 //!   ([`Overflow::Keep`]) or handed back to the layer
 //!   ([`Overflow::Refuse`]);
 //! - the heartbeat, the core's timer, publishing the layer's counters
 //!   (one [`crate::layer_stats!`] array per layer, continued across
-//!   restarts) and its own economy counters ([`Economy`]);
+//!   restarts) and its own economy counters ([`Economy`]) before every
+//!   wait and every millisecond while busy;
 //! - sleeping: on the layer's eventfd and the fds it names, until the
 //!   core's deadline, for a millisecond while held up by a full ring, or
 //!   for the idle tick.
@@ -37,6 +40,9 @@ pub enum Overflow {
     /// counts them or sends them again later (TCP retransmits).
     Refuse,
 }
+
+/// How stale a busy layer's published counters may get, in ns.
+const PUBLISH_BUSY_NS: u64 = 1_000_000;
 
 /// Most fds a layer waits on beside its eventfd.
 pub const MAX_WAIT_FDS: usize = 8;
@@ -111,6 +117,7 @@ pub struct Cx<'f> {
     pub pool: Pool<'f>,
     outs: Vec<Out<'f>>,
     syscalls: u64,
+    received: u64,
 }
 
 struct Out<'f> {
@@ -150,9 +157,17 @@ impl Cx<'_> {
         self.syscalls += n;
     }
 
+    /// Counts `n` packets the layer took in from outside its rings (a
+    /// device), as handles taken in.
+    #[inline]
+    pub fn received(&mut self, n: u64) {
+        self.received += n;
+    }
+
     /// Pushes what waits for each output with one ring update per output
-    /// and no wake-up; returns the outputs whose consumer must be woken,
-    /// and how many handles went out. What stays is refused or kept.
+    /// and no wake-up; notes in `woken` the outputs whose consumer must be
+    /// woken and returns how many handles went out. What stays is refused
+    /// or kept.
     fn flush(&mut self, layer: &mut impl Layer, woken: &mut Vec<usize>) -> usize {
         let mut moved = 0;
         for o in 0..self.outs.len() {
@@ -197,7 +212,7 @@ pub struct Economy {
     pub wakeups: u64,
     /// Waits that ended without any fd ready: the timer or the idle tick.
     pub timeouts: u64,
-    /// Handles taken from input rings.
+    /// Handles taken from input rings (and packets from a device).
     pub handles_in: u64,
     /// Handles pushed to output rings.
     pub handles_out: u64,
@@ -323,6 +338,7 @@ impl<'f> Loop<'f> {
                 pool: f.pool(me),
                 outs,
                 syscalls: 0,
+                received: 0,
             },
             base,
             gauges,
@@ -342,9 +358,15 @@ impl<'f> Loop<'f> {
         self.svc.ready();
         let mut batch = [Handle::default(); BUDGET];
         let mut woken = Vec::with_capacity(self.outputs.len());
+        let mut published = 0;
         loop {
             let work = self.turn(layer, &mut batch, &mut woken);
-            self.publish(layer);
+            // Before every wait, so what a layer counted is there once it
+            // sleeps; while it keeps busy, now and then.
+            if work == 0 || self.cx.now >= published + PUBLISH_BUSY_NS {
+                self.publish(layer);
+                published = self.cx.now;
+            }
             if work == 0 {
                 self.wait(layer);
             }
@@ -352,7 +374,8 @@ impl<'f> Loop<'f> {
     }
 
     /// One turn: the layer's own work, every input, the timer, the
-    /// outputs. Returns how much was done.
+    /// layer's end of turn, then the outputs. Returns how much was done
+    /// (0: nothing, so the loop may sleep).
     fn turn(
         &mut self,
         layer: &mut impl Layer,
@@ -363,36 +386,50 @@ impl<'f> Loop<'f> {
         let me = self.svc.me;
         f.beat(me);
         self.econ.turns += 1;
-        let cx = &mut self.cx;
-        cx.now = now_ns();
-        let mut work = layer.begin(cx);
-        for (i, ring) in self.inputs.iter_mut().enumerate() {
-            let room = layer.admit(i, cx).min(BUDGET);
+        self.cx.now = now_ns();
+        let mut work = layer.begin(&mut self.cx);
+        for i in 0..self.inputs.len() {
+            let room = layer.admit(i, &self.cx).min(BUDGET);
             if room == 0 {
                 continue;
             }
-            let n = ring.pop(&mut batch[..room]);
+            let n = self.inputs[i].pop(&mut batch[..room]);
             for h in &batch[..n] {
                 if f.take_input(me, h) {
-                    layer.input(i, *h, cx);
+                    layer.input(i, *h, &mut self.cx);
                 }
             }
             work += n;
             self.econ.handles_in += n as u64;
         }
-        // What the timer produces is counted when it is pushed.
-        if layer.deadline().is_some_and(|d| d <= cx.now) {
-            layer.poll(cx);
+        // The timer's work needs no second turn: what it sent goes out
+        // below.
+        if layer.deadline().is_some_and(|d| d <= self.cx.now) {
+            layer.poll(&mut self.cx);
         }
-        work += layer.end(cx);
-        let moved = cx.flush(layer, woken);
+        work += layer.end(&mut self.cx);
+        let moved = self.flush(layer, woken);
+        // Pushing is work worth another turn only while some output still
+        // holds handles back: more may fit now that the consumer runs.
+        if self.cx.blocked() {
+            work += moved;
+        }
+        work
+    }
+
+    /// Pushes what the layer sent and wakes each consumer that got
+    /// something (a kick costs nothing unless it sleeps). Returns how many
+    /// handles went out.
+    fn flush(&mut self, layer: &mut impl Layer, woken: &mut Vec<usize>) -> usize {
+        let moved = self.cx.flush(layer, woken);
         self.econ.handles_out += moved as u64;
         for o in woken.drain(..) {
-            if f.kick(self.outputs[o]) {
+            if self.svc.fabric.kick(self.outputs[o]) {
                 self.econ.kicks_sent += 1;
+                self.econ.syscalls += 1;
             }
         }
-        work + moved
+        moved
     }
 
     /// Copies the layer's counters and the economy into the fabric.
@@ -400,6 +437,7 @@ impl<'f> Loop<'f> {
         let f = &self.svc.fabric;
         let me = self.svc.me;
         self.econ.syscalls += std::mem::take(&mut self.cx.syscalls);
+        self.econ.handles_in += std::mem::take(&mut self.cx.received);
         let econ = self.econ.as_array();
         let values = layer.counters().iter().take(self.n_layer).chain(&econ);
         for (i, v) in values.enumerate() {

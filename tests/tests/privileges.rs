@@ -286,7 +286,11 @@ fn a_client_gone_before_sockd_looked_is_not_credited_with_the_next_owner_of_its_
         RawClient::hello(fd).is_none(),
         "a session for a process that is gone"
     );
-    assert!(st.counter("sockd", "sessions_unidentified") >= 1);
+    st.wait_for(
+        "sockd to count the session",
+        Duration::from_secs(10),
+        || st.counter("sockd", "sessions_unidentified") >= 1,
+    );
     // Clients that stay are served as before.
     let (fd, _client, _stdin) = connect_as(&st, 65534, true);
     let c = RawClient::hello(fd).expect("a session");
@@ -350,6 +354,11 @@ fn one_user_cannot_take_every_session() {
     let mut mine: Vec<RawClient> = (0..3).map(|_| RawClient::connect(&st.instance)).collect();
     let fourth = strata_tests::connect_sockd(&st.instance);
     assert!(RawClient::hello(fourth).is_none(), "a fourth session");
+    st.wait_for(
+        "sockd to count the refusal",
+        Duration::from_secs(10),
+        || st.counter("sockd", "session_limit") >= 1,
+    );
     assert_eq!(st.counter("sockd", "session_limit"), 1);
     // Another user is not affected.
     let (fd, _nobody, _stdin) = connect_as(&st, 65534, true);

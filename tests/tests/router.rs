@@ -167,6 +167,9 @@ fn what_cannot_be_forwarded_is_reported_with_the_icmp_errors_linux_sends() {
         "{}",
         p.text
     );
+    r.st.wait_for("ipd to count the failure", Duration::from_secs(10), || {
+        r.st.counter("ipd", "fwd_neigh_failed") >= 1
+    });
     assert_eq!(r.st.counter("ipd", "fwd_neigh_failed"), 1);
 }
 

@@ -1,8 +1,8 @@
 //! driverd: moves frames between one device and the pool, in batches
 //! (NAPI-style: read up to a budget, hand the batch up in one ring update,
 //! then sleep on device readiness and the eventfd; an empty device is not
-//! read again until poll says it is readable or the loop has been busy
-//! for a few turns).
+//! read again until poll says it is readable, frames went out, or the
+//! loop has been busy for a few turns).
 //!
 //! The launcher opened the device and holds it; we work on an inherited
 //! copy of its fd, so our death does not take the interface down.
@@ -56,9 +56,10 @@ struct Shell<'a> {
     /// Frames the device would not take yet; bounded by one ring's worth.
     pending: VecDeque<Handle>,
     /// The device may have frames: set when poll says it is readable,
-    /// while reads fill their budget, and when the loop has been busy for
-    /// a few turns without polling; cleared by a read that finds it
-    /// empty. So a busy loop does not ask an empty device each turn.
+    /// while reads fill their budget, after frames went out, and when the
+    /// loop has been busy for a few turns without polling; cleared by a
+    /// read that finds it empty. So a busy loop does not ask an empty
+    /// device each turn.
     rx_armed: bool,
     /// Turns since the loop last waited (and so polled the device).
     awake_turns: u32,
@@ -109,6 +110,7 @@ impl Shell<'_> {
             }
         }
         self.stats.add(Stat::RxFrames, n as u64);
+        cx.received(n as u64);
         n
     }
 
@@ -170,7 +172,14 @@ impl Layer for Shell<'_> {
     }
 
     fn end(&mut self, cx: &mut Cx) -> usize {
-        self.transmit(cx)
+        let sent = self.transmit(cx);
+        if sent > 0 {
+            // The kernel handles a frame written to a TAP in the writer's
+            // system call, and a peer on this CPU often answers before we
+            // would sleep: read again next turn rather than poll first.
+            self.rx_armed = true;
+        }
+        sent
     }
 
     fn held(&self) -> bool {

@@ -71,6 +71,7 @@ impl Ready {
     /// are drained here (`wake_of` finds a session's end).
     pub(crate) fn look(&mut self, wake_of: impl Fn(u64) -> Option<RawFd>) {
         let mut ev = [EpollEvent::empty(); EVENTS];
+        crate::syscall();
         let n = self.epoll.wait(&mut ev, 0u8).unwrap_or(0);
         self.sessions.clear();
         for e in &ev[..n] {
@@ -78,6 +79,7 @@ impl Ready {
                 LISTENER => self.listener = true,
                 tag if tag & 1 == 1 => {
                     if let Some(fd) = wake_of(tag >> 1) {
+                        crate::syscall();
                         sockring::drain(&fd);
                     }
                 }

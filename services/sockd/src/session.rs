@@ -105,6 +105,7 @@ impl Sockd<'_> {
         }
         // One connection per turn, as the readiness promised; another
         // keeps the listener ready for the next.
+        crate::syscall();
         let fd = match accept4(
             listener.as_raw_fd(),
             SockFlag::SOCK_NONBLOCK | SockFlag::SOCK_CLOEXEC,
@@ -620,6 +621,7 @@ impl Sockd<'_> {
             let Some(s) = self.sessions.get(&sid) else {
                 continue;
             };
+            crate::syscall();
             match wire::recv(&s.fd) {
                 Ok(Recv::Empty) => self.stats.add(Stat::EmptyReads, 1),
                 Ok(Recv::Closed) | Err(_) => self.close_session(sid),

@@ -7,7 +7,10 @@ use super::*;
 impl Sockd<'_> {
     pub(crate) fn respond(&mut self, sid: u64, r: &Response, fds: &[RawFd]) {
         let failed = match self.sessions.get(&sid) {
-            Some(s) => wire::send(&s.fd, &r.encode(), fds).is_err(),
+            Some(s) => {
+                crate::syscall();
+                wire::send(&s.fd, &r.encode(), fds).is_err()
+            }
             None => false,
         };
         if failed {
