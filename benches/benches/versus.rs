@@ -1,0 +1,659 @@
+//! Versus: the same work against three TCP/IP stacks, side by side.
+//!
+//! - **kernel**: the Linux kernel against itself, a client namespace and a
+//!   server namespace joined by a veth pair (MTU 1500, but with veth's
+//!   default segmentation offload a TCP segment of up to 64 KB crosses
+//!   it whole, where the TAP stacks get 1500-byte frames);
+//! - **smoltcp**: smoltcp in a thread of this process on a TAP device in a
+//!   namespace of its own, the kernel as the peer on the other side of the
+//!   TAP (see `versus/smol.rs`);
+//! - **strata**: a strata instance over a TAP with the kernel as the peer,
+//!   as the integration tests and the `e2e` bench run it, with the example
+//!   programs `perf` (sink, source, rr, rr-server) and `echo` (UDP).
+//!
+//! In each, the stack is [`STACK_IP`] and the kernel peer [`HOST_IP`]
+//! (threads of this process that entered the peer's namespace). The work:
+//! bulk TCP into the stack (kernel sender → the stack's sink) and out of
+//! it (the stack's source → a kernel sink), in Gbit/s, both timed by the
+//! kernel peer; 1-byte TCP request/response round trips both ways
+//! (kernel client → the stack's server, and the stack's client → a kernel
+//! server), p50 and p99 in µs, each timed by its client; UDP echo of
+//! 64-byte datagrams, kernel client → the stack's echo server, 32 in
+//! flight, echoes received per second.
+//!
+//! The three are set up once, then run round by round, interleaved (round
+//! 1 of kernel, smoltcp, strata, then round 2, ...), since the machine is
+//! noisy; the table shows the median of the rounds and the ratios
+//! strata/smoltcp and strata/kernel. `-- --json` prints one JSON object
+//! instead (with every round). Progress goes to stderr.
+//!
+//! Knobs: `STRATA_BENCH_RUNS` (rounds, default 3), `STRATA_BENCH_BYTES`
+//! (bytes per bulk transfer, default 500M; k, M, G allowed),
+//! `STRATA_BENCH_RR` (round trips, default 20000, after 1000 unmeasured),
+//! `STRATA_BENCH_UDP_SECS` (seconds of UDP per round, default 2); for
+//! strata's placement, as in `e2e`, `STRATA_BENCH_CPU` (a `[cpu] policy`;
+//! default the launcher's) and `STRATA_BENCH_APP_CPUS` (`taskset -c` for
+//! the example programs; default 0); and `STRATA_BENCH_THREAD_CPUS` for
+//! the bench's own threads (the kernel's sockets on both sides, and
+//! smoltcp's thread; default 0). `any` leaves either to the scheduler.
+//!
+//! On a virtual machine, waking a thread on an idle vCPU costs far more
+//! than waking one on the running vCPU (see docs/ARCHITECTURE.md,
+//! "Placement"), so where the scheduler happens to put the two ends of a
+//! round trip can change its time tenfold from one round to the next (5
+//! against 60 µs for the kernel on the 2-core development VM); the table
+//! lists every round under the medians. By default everything (strata's
+//! layers by its `compact` policy) runs on CPU 0, which gives the same
+//! answer round after round.
+//!
+//! Needs root, `ip`, /dev/net/tun and the release binaries (`cargo build
+//! --release --workspace --bins`); without them it says what is missing
+//! and exits successfully. Namespaces, devices and processes are
+//! removed on the way out, also after a panic (the guards' drops; the TAP
+//! and veth devices go with their namespaces).
+
+mod common;
+#[path = "versus/smol.rs"]
+mod smol;
+
+use common::{env_u64, expect, host_addr, lines, number_before, quantile, spawn_app, stack_addr};
+use common::{value_after, UdpRate};
+use serde_json::{json, Value};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+use strata_tests::{Bg, Netns, Stack, HOST_IP, STACK_IP};
+
+/// The stack's sink.
+const SINK_PORT: u16 = 5001;
+/// The kernel peer's sink, for the stack's source.
+const PEER_SINK_PORT: u16 = 5002;
+/// The stack's rr server.
+const RR_PORT: u16 = 5003;
+/// The kernel peer's rr server, for the stack's rr client.
+const PEER_RR_PORT: u16 = 5004;
+/// The stack's UDP echo server.
+const ECHO_PORT: u16 = 7;
+/// Unmeasured round trips before the measured ones.
+const RR_WARMUP: u64 = 1000;
+/// UDP datagrams in flight.
+const UDP_WINDOW: usize = 32;
+/// UDP payload bytes.
+const UDP_SIZE: usize = 64;
+/// The stacks, in the table's order.
+const STACKS: [&str; 3] = ["kernel", "smoltcp", "strata"];
+
+/// The knobs.
+struct Config {
+    runs: u64,
+    bytes: u64,
+    rr: u64,
+    udp_secs: f64,
+    json: bool,
+}
+
+impl Config {
+    /// The knobs from the environment and the arguments (`--json`; the
+    /// rest, such as cargo's `--bench`, ignored).
+    fn get() -> Config {
+        let secs = std::env::var("STRATA_BENCH_UDP_SECS").ok();
+        Config {
+            runs: env_u64("STRATA_BENCH_RUNS", 3).max(1),
+            bytes: env_u64("STRATA_BENCH_BYTES", 500_000_000).max(1),
+            rr: env_u64("STRATA_BENCH_RR", 20_000).max(1),
+            udp_secs: secs
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(2.0_f64)
+                .max(0.1),
+            json: std::env::args().any(|a| a == "--json"),
+        }
+    }
+
+    /// How long a bulk transfer may take (as slow as 80 Mbit/s).
+    fn bulk_timeout(&self) -> Duration {
+        Duration::from_secs(30 + self.bytes / 10_000_000)
+    }
+
+    /// How long the round trips may take (as slow as 2 ms each).
+    fn rr_timeout(&self) -> Duration {
+        Duration::from_secs(30 + (self.rr + RR_WARMUP) / 500)
+    }
+}
+
+/// A stack under test, its servers up at [`STACK_IP`]: a sink on
+/// [`SINK_PORT`], an rr server on [`RR_PORT`], a UDP echo on
+/// [`ECHO_PORT`].
+trait Target {
+    /// The kernel peer's namespace, where [`HOST_IP`] is.
+    fn peer_ns(&self) -> &str;
+    /// Bytes the stack's sink read on the connection that ended last.
+    fn sink_total(&mut self, timeout: Duration) -> u64;
+    /// The stack sends `bytes` to [`HOST_IP`]:[`PEER_SINK_PORT`] and
+    /// closes; returns once that is done.
+    fn source(&mut self, bytes: u64, timeout: Duration);
+    /// The stack's client makes `warmup` and then `count` round trips of
+    /// 1 byte with [`HOST_IP`]:[`PEER_RR_PORT`]; the measured ones' p50
+    /// and p99 in µs.
+    fn rr_client(&mut self, count: u64, warmup: u64, timeout: Duration) -> (f64, f64);
+}
+
+/// The kernel against itself over a veth pair.
+struct Kernel {
+    sink: Receiver<(u64, Duration)>,
+    peer: Netns,
+    stack: Netns,
+}
+
+impl Kernel {
+    /// Two namespaces joined by a veth pair, the server side's servers up.
+    fn start() -> Kernel {
+        let peer = Netns::new();
+        let stack = Netns::new();
+        let (vpeer, vstack) = ("vpeer", "vstack");
+        let add = format!(
+            "ip link add {vpeer} type veth peer name {vstack} netns {}",
+            stack.name
+        );
+        peer.run_ok(&add.split(' ').collect::<Vec<_>>());
+        for (ns, dev, ip) in [(&peer, vpeer, HOST_IP), (&stack, vstack, STACK_IP)] {
+            ns.run_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", dev]);
+            ns.run_ok(&["ip", "link", "set", dev, "mtu", "1500", "up"]);
+        }
+        let sink = common::sink_server(&stack.name, stack_addr(SINK_PORT));
+        common::rr_server(&stack.name, stack_addr(RR_PORT));
+        common::udp_echo_server(&stack.name, stack_addr(ECHO_PORT));
+        Kernel { sink, peer, stack }
+    }
+}
+
+impl Target for Kernel {
+    fn peer_ns(&self) -> &str {
+        &self.peer.name
+    }
+
+    fn sink_total(&mut self, timeout: Duration) -> u64 {
+        let (total, _) = self
+            .sink
+            .recv_timeout(timeout)
+            .expect("the kernel sink's count");
+        total
+    }
+
+    fn source(&mut self, bytes: u64, _timeout: Duration) {
+        common::send_bulk(&self.stack.name, host_addr(PEER_SINK_PORT), bytes)
+            .join()
+            .expect("kernel source");
+    }
+
+    fn rr_client(&mut self, count: u64, warmup: u64, _timeout: Duration) -> (f64, f64) {
+        let us = common::rr_client(&self.stack.name, host_addr(PEER_RR_PORT), count, warmup)
+            .join()
+            .expect("kernel rr client");
+        (quantile(&us, 0.5), quantile(&us, 0.99))
+    }
+}
+
+/// smoltcp on a TAP. Fields drop in order: the thread stops (and its TAP
+/// goes) before the namespace is deleted.
+struct Smoltcp {
+    smol: smol::Smol,
+    ns: Netns,
+}
+
+impl Target for Smoltcp {
+    fn peer_ns(&self) -> &str {
+        &self.ns.name
+    }
+
+    fn sink_total(&mut self, timeout: Duration) -> u64 {
+        self.smol.sink_total(timeout)
+    }
+
+    fn source(&mut self, bytes: u64, timeout: Duration) {
+        self.smol.source(bytes, timeout);
+    }
+
+    fn rr_client(&mut self, count: u64, warmup: u64, timeout: Duration) -> (f64, f64) {
+        let us = self.smol.rr(count, warmup, timeout);
+        (quantile(&us, 0.5), quantile(&us, 0.99))
+    }
+}
+
+/// strata on a TAP with `perf sink`, `perf rr-server` and `echo` up.
+/// Fields drop in order: the applications, then the stack, then the
+/// namespace.
+struct Strata {
+    sink_out: Receiver<String>,
+    _apps: Vec<Bg>,
+    st: Stack,
+    ns: Netns,
+}
+
+impl Strata {
+    /// A strata instance with the servers up; `extra` is added to its
+    /// configuration (the placement).
+    fn start(extra: &str) -> Strata {
+        let ns = Netns::new();
+        let st = Stack::up_with(&ns, extra);
+        let at = |port: u16| format!("0.0.0.0:{port}");
+        let mut sink = spawn_app(&st, "perf", &["sink", "--listen", &at(SINK_PORT)]);
+        let sink_out = lines(&mut sink);
+        expect(&sink_out, "sink listening", Duration::from_secs(5));
+        let mut rr = spawn_app(&st, "perf", &["rr-server", "--listen", &at(RR_PORT)]);
+        expect(
+            &lines(&mut rr),
+            "rr-server listening",
+            Duration::from_secs(5),
+        );
+        let mut echo = spawn_app(&st, "echo", &["--udp", &at(ECHO_PORT)]);
+        expect(&lines(&mut echo), "serving UDP", Duration::from_secs(5));
+        Strata {
+            sink_out,
+            _apps: vec![sink, rr, echo],
+            st,
+            ns,
+        }
+    }
+}
+
+impl Target for Strata {
+    fn peer_ns(&self) -> &str {
+        &self.ns.name
+    }
+
+    fn sink_total(&mut self, timeout: Duration) -> u64 {
+        let line = expect(&self.sink_out, "sink:", timeout);
+        number_before(&line, "bytes") as u64
+    }
+
+    fn source(&mut self, bytes: u64, timeout: Duration) {
+        let to = host_addr(PEER_SINK_PORT).to_string();
+        let args = ["source", "--connect", &to, "--bytes", &bytes.to_string()];
+        let mut src = spawn_app(&self.st, "perf", &args);
+        expect(&lines(&mut src), "source:", timeout);
+    }
+
+    fn rr_client(&mut self, count: u64, warmup: u64, timeout: Duration) -> (f64, f64) {
+        let to = host_addr(PEER_RR_PORT).to_string();
+        let (count, warmup) = (count.to_string(), warmup.to_string());
+        let args = [
+            "rr",
+            "--connect",
+            &to,
+            "--count",
+            &count,
+            "--warmup",
+            &warmup,
+        ];
+        let mut rr = spawn_app(&self.st, "perf", &args);
+        let line = expect(&lines(&mut rr), "rr:", timeout);
+        (value_after(&line, "median"), value_after(&line, "p99"))
+    }
+}
+
+/// What one round measured on one stack.
+#[derive(Clone, Copy, Debug)]
+struct Figures {
+    bulk_in: f64,
+    bulk_out: f64,
+    rr_in: (f64, f64),
+    rr_out: (f64, f64),
+    udp: UdpRate,
+}
+
+/// A row of the table: one figure.
+struct Row {
+    key: &'static str,
+    label: &'static str,
+    unit: &'static str,
+    get: fn(&Figures) -> f64,
+}
+
+/// The rows, in the table's order.
+const ROWS: [Row; 7] = [
+    Row {
+        key: "bulk_in_gbits",
+        label: "bulk TCP kernel -> stack",
+        unit: "Gbit/s",
+        get: |f| f.bulk_in,
+    },
+    Row {
+        key: "bulk_out_gbits",
+        label: "bulk TCP stack -> kernel",
+        unit: "Gbit/s",
+        get: |f| f.bulk_out,
+    },
+    Row {
+        key: "rr_in_p50_us",
+        label: "1-byte RR kernel -> stack p50",
+        unit: "us",
+        get: |f| f.rr_in.0,
+    },
+    Row {
+        key: "rr_in_p99_us",
+        label: "1-byte RR kernel -> stack p99",
+        unit: "us",
+        get: |f| f.rr_in.1,
+    },
+    Row {
+        key: "rr_out_p50_us",
+        label: "1-byte RR stack -> kernel p50",
+        unit: "us",
+        get: |f| f.rr_out.0,
+    },
+    Row {
+        key: "rr_out_p99_us",
+        label: "1-byte RR stack -> kernel p99",
+        unit: "us",
+        get: |f| f.rr_out.1,
+    },
+    Row {
+        key: "udp_echo_pps",
+        label: "UDP 64-byte echo, 32 in flight",
+        unit: "pkt/s",
+        get: |f| f.udp.pps,
+    },
+];
+
+/// One round of every workload on `t`; `peer_sink` is the kernel sink in
+/// `t`'s peer namespace.
+fn round(t: &mut dyn Target, peer_sink: &Receiver<(u64, Duration)>, c: &Config) -> Figures {
+    let ns = t.peer_ns().to_string();
+    let d = common::send_bulk(&ns, stack_addr(SINK_PORT), c.bytes)
+        .join()
+        .expect("kernel sender");
+    let got = t.sink_total(c.bulk_timeout());
+    assert_eq!(got, c.bytes, "the stack's sink got a different amount");
+    let bulk_in = common::gbits(c.bytes, d);
+
+    t.source(c.bytes, c.bulk_timeout());
+    let (got, d) = peer_sink
+        .recv_timeout(c.bulk_timeout())
+        .expect("the kernel sink's count");
+    assert_eq!(got, c.bytes, "the kernel sink got a different amount");
+    let bulk_out = common::gbits(got, d);
+
+    let us = common::rr_client(&ns, stack_addr(RR_PORT), c.rr, RR_WARMUP)
+        .join()
+        .expect("kernel rr client");
+    let rr_in = (quantile(&us, 0.5), quantile(&us, 0.99));
+    let rr_out = t.rr_client(c.rr, RR_WARMUP, c.rr_timeout());
+
+    let flood = common::udp_flood(&ns, stack_addr(ECHO_PORT), c.udp_secs, UDP_WINDOW, UDP_SIZE);
+    let udp = flood.join().expect("kernel UDP client");
+    Figures {
+        bulk_in,
+        bulk_out,
+        rr_in,
+        rr_out,
+        udp,
+    }
+}
+
+/// A stack with the kernel peer's servers up in its peer namespace, and
+/// the rounds run on it so far.
+struct Column {
+    name: &'static str,
+    target: Box<dyn Target>,
+    peer_sink: Receiver<(u64, Duration)>,
+    rounds: Vec<Figures>,
+}
+
+impl Column {
+    /// Starts the kernel peer's sink and rr server beside `target`.
+    fn new(name: &'static str, target: Box<dyn Target>) -> Column {
+        let peer_sink = common::sink_server(target.peer_ns(), host_addr(PEER_SINK_PORT));
+        common::rr_server(target.peer_ns(), host_addr(PEER_RR_PORT));
+        Column {
+            name,
+            target,
+            peer_sink,
+            rounds: Vec::new(),
+        }
+    }
+
+    /// The median over the rounds of `row`'s figure.
+    fn median(&self, row: &Row) -> f64 {
+        median(self.rounds.iter().map(row.get).collect())
+    }
+}
+
+/// The median of non-empty `v` (the mean of the middle two if even).
+fn median(v: Vec<f64>) -> f64 {
+    let v = common::sorted(v);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// The machine: CPU model, CPUs, kernel, date (UTC).
+struct Machine {
+    cpu: String,
+    cpus: usize,
+    kernel: String,
+    date: String,
+}
+
+impl Machine {
+    /// This machine, from /proc and `date`.
+    fn get() -> Machine {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = info
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or("unknown CPU".into(), |(_, m)| m.trim().to_string());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or("?".into(), |k| format!("Linux {}", k.trim()));
+        let date = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map_or("?".into(), |o| {
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            });
+        Machine {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel,
+            date,
+        }
+    }
+}
+
+/// Where things ran: strata's placement policy, where its layers went,
+/// the example programs' CPUs, and the bench's own threads' CPUs.
+struct Placement {
+    policy: String,
+    layers: String,
+    apps: String,
+    threads: String,
+}
+
+fn main() {
+    let bins = ["strata", "perf", "echo", "sockd", "tcpd", "udpd"];
+    let Some(dir) = common::preflight("versus", &bins) else {
+        return;
+    };
+    one_cpu_unless_told();
+    let c = Config::get();
+    let (policy, extra) = common::cpu_policy();
+    eprintln!("versus: setting up the kernel, smoltcp and strata (binaries in {dir})");
+    let kernel = Kernel::start();
+    let ns = Netns::new();
+    let smol = smol::Smol::start(&ns, "smol0");
+    let smoltcp = Smoltcp { smol, ns };
+    let strata = Strata::start(&extra);
+    let placement = Placement {
+        policy,
+        layers: common::placement(&strata.st),
+        apps: cpus_env("STRATA_BENCH_APP_CPUS"),
+        threads: cpus_env("STRATA_BENCH_THREAD_CPUS"),
+    };
+    let targets: [Box<dyn Target>; 3] = [Box::new(kernel), Box::new(smoltcp), Box::new(strata)];
+    let mut cols: Vec<Column> = STACKS
+        .iter()
+        .zip(targets)
+        .map(|(&name, t)| Column::new(name, t))
+        .collect();
+    for r in 1..=c.runs {
+        for col in &mut cols {
+            eprintln!("versus: round {r}/{}: {}", c.runs, col.name);
+            let f = round(col.target.as_mut(), &col.peer_sink, &c);
+            col.rounds.push(f);
+        }
+    }
+    let m = Machine::get();
+    if c.json {
+        println!("{:#}", to_json(&cols, &c, &m, &placement));
+    } else {
+        print_table(&cols, &c, &m, &placement);
+    }
+}
+
+/// The CPU list in environment variable `name`, or "any".
+/// Puts the bench's threads and the example programs on CPU 0 unless
+/// `STRATA_BENCH_THREAD_CPUS` or `STRATA_BENCH_APP_CPUS` say otherwise
+/// (`any`: wherever the scheduler likes). With strata's default
+/// placement (`compact`: every layer on the first CPU) all three stacks
+/// then run on one CPU with their peers, the one placement that gives
+/// the same answer round after round; left to the scheduler, a round
+/// trip takes 5 or 60 µs depending on whether the two ends happen to
+/// share a vCPU.
+fn one_cpu_unless_told() {
+    for var in ["STRATA_BENCH_THREAD_CPUS", "STRATA_BENCH_APP_CPUS"] {
+        match std::env::var(var).as_deref() {
+            Err(_) => std::env::set_var(var, "0"),
+            Ok("any") => std::env::remove_var(var),
+            Ok(_) => {}
+        }
+    }
+}
+
+fn cpus_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| "any".into())
+}
+
+/// Column `name`'s median of `row`.
+fn median_of(cols: &[Column], name: &str, row: &Row) -> f64 {
+    let col = cols.iter().find(|c| c.name == name);
+    col.map_or(f64::NAN, |c| c.median(row))
+}
+
+/// The table.
+fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
+    println!(
+        "versus: the same work against three TCP/IP stacks, median of {} rounds (interleaved)",
+        c.runs
+    );
+    println!(
+        "  machine  {}, {} CPUs, {}, {}",
+        m.cpu, m.cpus, m.kernel, m.date
+    );
+    println!("  kernel   client and server namespaces joined by a veth pair (MTU 1500, TSO)");
+    println!("  smoltcp  smoltcp 0.12 in a thread, on a TAP (MTU 1500), the kernel as peer");
+    println!(
+        "  strata   on a TAP (MTU 1500), the kernel as peer; placement {}: {}; apps on CPUs {}",
+        p.policy, p.layers, p.apps
+    );
+    println!(
+        "  threads  the bench's own (kernel sockets, smoltcp) on CPUs {}",
+        p.threads
+    );
+    println!(
+        "  work     {} bytes per bulk transfer; {} round trips after {RR_WARMUP}; \
+         UDP {} s, {UDP_SIZE}-byte datagrams, {UDP_WINDOW} in flight\n",
+        c.bytes, c.rr, c.udp_secs
+    );
+    println!(
+        "  {:<31} {:>6}  {:>10} {:>10} {:>10}  {:>14} {:>13}",
+        "figure", "unit", "kernel", "smoltcp", "strata", "strata/smoltcp", "strata/kernel"
+    );
+    for row in &ROWS {
+        let [k, s, t] = STACKS.map(|n| median_of(cols, n, row));
+        println!(
+            "  {:<31} {:>6}  {:>10} {:>10} {:>10}  {:>14.3} {:>13.3}",
+            row.label,
+            row.unit,
+            fmt(k),
+            fmt(s),
+            fmt(t),
+            t / s,
+            t / k
+        );
+    }
+    println!("  (a ratio above 1: strata's figure is higher; for the us rows, slower)\n");
+    println!("  every round, in order: kernel | smoltcp | strata");
+    for row in &ROWS {
+        let rounds: Vec<String> = cols
+            .iter()
+            .map(|col| {
+                let v: Vec<String> = col.rounds.iter().map(|f| fmt((row.get)(f))).collect();
+                v.join(" ")
+            })
+            .collect();
+        println!("  {:<31} {}", row.label, rounds.join(" | "));
+    }
+    for col in cols {
+        let lost: u64 = col.rounds.iter().map(|f| f.udp.refills).sum();
+        if lost > 0 {
+            println!(
+                "  note: {}: {lost} times no UDP echo came for {:?}; the window was sent anew",
+                col.name,
+                common::UDP_LOSS_WAIT
+            );
+        }
+    }
+}
+
+/// A figure with about four significant digits.
+fn fmt(v: f64) -> String {
+    if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The JSON object: machine, knobs, placement, and per figure each
+/// stack's median and rounds and the ratios.
+fn to_json(cols: &[Column], c: &Config, m: &Machine, p: &Placement) -> Value {
+    let mut figures = serde_json::Map::new();
+    for row in &ROWS {
+        let mut f = serde_json::Map::new();
+        f.insert("unit".into(), json!(row.unit));
+        for col in cols {
+            let rounds: Vec<f64> = col.rounds.iter().map(row.get).collect();
+            f.insert(
+                col.name.into(),
+                json!({ "median": col.median(row), "rounds": rounds }),
+            );
+        }
+        let [k, s, t] = STACKS.map(|n| median_of(cols, n, row));
+        f.insert("strata/smoltcp".into(), json!(t / s));
+        f.insert("strata/kernel".into(), json!(t / k));
+        figures.insert(row.key.into(), Value::Object(f));
+    }
+    let refills: serde_json::Map<String, Value> = cols
+        .iter()
+        .map(|col| {
+            let r: Vec<u64> = col.rounds.iter().map(|f| f.udp.refills).collect();
+            (col.name.to_string(), json!(r))
+        })
+        .collect();
+    json!({
+        "bench": "versus",
+        "machine": { "cpu": m.cpu, "cpus": m.cpus, "kernel": m.kernel, "date": m.date },
+        "config": {
+            "rounds": c.runs, "bytes": c.bytes, "rr": c.rr, "rr_warmup": RR_WARMUP,
+            "udp_secs": c.udp_secs, "udp_window": UDP_WINDOW, "udp_size": UDP_SIZE,
+        },
+        "strata_placement": { "policy": p.policy, "layers": p.layers, "app_cpus": p.apps },
+        "bench_thread_cpus": p.threads,
+        "figures": figures,
+        "udp_window_refills": refills,
+    })
+}
