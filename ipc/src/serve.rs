@@ -210,8 +210,13 @@ pub struct Economy {
     pub turns: u64,
     /// Waits that ended (the layer slept and ran again).
     pub wakeups: u64,
-    /// Waits that ended without any fd ready: the timer or the idle tick.
+    /// Waits the core's timer ended ([`Layer::deadline`]).
     pub timeouts: u64,
+    /// Waits the idle tick ended: nothing to do for 100 ms.
+    pub idle_ticks: u64,
+    /// Waits of a millisecond, while held up by a full ring (or by what
+    /// [`Layer::held`] says), that ended without any fd ready.
+    pub naps: u64,
     /// Handles taken from input rings (and packets from a device).
     pub handles_in: u64,
     /// Handles pushed to output rings.
@@ -224,10 +229,12 @@ pub struct Economy {
 }
 
 /// The economy counters' names, as `strata stats` shows them.
-pub const ECONOMY_NAMES: [&str; 7] = [
+pub const ECONOMY_NAMES: [&str; 9] = [
     "loop_turns",
     "loop_wakeups",
     "loop_timeouts",
+    "loop_idle_ticks",
+    "loop_naps",
     "loop_handles_in",
     "loop_handles_out",
     "loop_kicks_sent",
@@ -243,10 +250,12 @@ impl Economy {
             turns: get(ECONOMY_NAMES[0])?,
             wakeups: get(ECONOMY_NAMES[1])?,
             timeouts: get(ECONOMY_NAMES[2])?,
-            handles_in: get(ECONOMY_NAMES[3])?,
-            handles_out: get(ECONOMY_NAMES[4])?,
-            kicks_sent: get(ECONOMY_NAMES[5])?,
-            syscalls: get(ECONOMY_NAMES[6])?,
+            idle_ticks: get(ECONOMY_NAMES[3])?,
+            naps: get(ECONOMY_NAMES[4])?,
+            handles_in: get(ECONOMY_NAMES[5])?,
+            handles_out: get(ECONOMY_NAMES[6])?,
+            kicks_sent: get(ECONOMY_NAMES[7])?,
+            syscalls: get(ECONOMY_NAMES[8])?,
         })
     }
 
@@ -260,11 +269,13 @@ impl Economy {
         ratio(self.syscalls, self.handles_in)
     }
 
-    fn as_array(&self) -> [u64; 7] {
+    fn as_array(&self) -> [u64; 9] {
         [
             self.turns,
             self.wakeups,
             self.timeouts,
+            self.idle_ticks,
+            self.naps,
             self.handles_in,
             self.handles_out,
             self.kicks_sent,
@@ -468,9 +479,11 @@ impl<'f> Loop<'f> {
             let ms = d.saturating_sub(cx.now).div_ceil(1_000_000);
             tick = tick.min(ms as i32).max(1);
         }
+        let idle = tick == IDLE_TICK_MS;
         // Consumers do not wake producers when they free slots, so a
         // layer held up by a full ring naps instead.
-        if held_back || cx.blocked() || layer.held() {
+        let nap = held_back || cx.blocked() || layer.held();
+        if nap {
             tick = 1;
         }
         let mut fds = [libc::pollfd {
@@ -492,7 +505,13 @@ impl<'f> Loop<'f> {
             self.econ.syscalls += 1 + u64::from(kicked);
             let ready = fds[..n].iter().any(|p| p.revents != 0);
             if !kicked && !ready {
-                self.econ.timeouts += 1;
+                if nap {
+                    self.econ.naps += 1;
+                } else if idle {
+                    self.econ.idle_ticks += 1;
+                } else {
+                    self.econ.timeouts += 1;
+                }
             }
         }
         layer.woke(&fds[..n]);

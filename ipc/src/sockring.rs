@@ -94,6 +94,9 @@ pub struct SockHdr {
     pub state: AtomicU32,
     /// Datagrams dropped because the rx ring was full.
     pub rx_drops: AtomicU64,
+    /// Non-zero when sockd wants a kick after the application's next
+    /// read (tcpd's window waits on it).
+    pub server_wait_rx: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<SockHdr>() <= HDR_LEN);
@@ -382,6 +385,14 @@ impl SockMem {
         self.hdr().server_wait.load(SeqCst) != 0 && self.hdr().server_wait.swap(0, SeqCst) != 0
     }
 
+    /// Application: kick needed after a read? Returns true if sockd asked
+    /// to be woken when the application reads (and clears the request).
+    pub fn server_wants_read_kick(&self) -> bool {
+        fence(SeqCst);
+        let w = &self.hdr().server_wait_rx;
+        w.load(SeqCst) != 0 && w.swap(0, SeqCst) != 0
+    }
+
     /// Application: announce what we are about to sleep for; the caller
     /// re-checks its condition afterwards, then sleeps on its eventfd.
     pub fn announce_wait(&self, bits: u32) {
@@ -450,6 +461,15 @@ impl SockMem {
         self.hdr().server_wait.store(1, SeqCst);
         fence(SeqCst);
         self.hdr().tx_tail.load(Acquire) != sent
+    }
+
+    /// sockd: ask for a kick after the application's next read; returns
+    /// true if it read past `read` (its read index as sockd last saw it)
+    /// meanwhile, and may not have seen the request.
+    pub fn request_read_kick(&self, read: u64) -> bool {
+        self.hdr().server_wait_rx.store(1, SeqCst);
+        fence(SeqCst);
+        self.hdr().rx_head.load(Acquire) != read
     }
 
     /// sockd: set the socket error the application sees next.

@@ -247,6 +247,14 @@ impl Core {
         }
     }
 
+    /// After reading stream bytes: kick sockd if it asked for it (tcpd's
+    /// window waits on what was read).
+    pub(crate) fn read_done(&self) {
+        if self.mem.server_wants_read_kick() {
+            self.session.kick_server();
+        }
+    }
+
     /// Runs `attempt` until it gives a value, in between waiting for the
     /// `bits` condition ([`wait::RX`] or [`wait::TX`]) on the wake end, up
     /// to `timeout` (then `on_timeout`). In non-blocking mode a failed

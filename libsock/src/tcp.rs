@@ -28,7 +28,7 @@ fn stream_read(c: &Core, buf: &mut [u8], peek: bool) -> io::Result<usize> {
         c.check()?;
         return Ok(0);
     }
-    c.block_on(wait::RX, c.read_timeout(), would_block, || {
+    let n = c.block_on(wait::RX, c.read_timeout(), would_block, || {
         c.check()?;
         take_stream(
             || {
@@ -37,7 +37,11 @@ fn stream_read(c: &Core, buf: &mut [u8], peek: bool) -> io::Result<usize> {
             },
             || c.state(),
         )
-    })
+    })?;
+    if !peek && n > 0 {
+        c.read_done();
+    }
+    Ok(n)
 }
 
 /// One attempt of a stream read: `Some(n)` bytes read (0: the end), or

@@ -393,6 +393,8 @@ struct Sockd<'a> {
     /// tcpd's heartbeat last seen, and when it last changed.
     tcpd_beat: (u64, Instant),
     stats: Stats,
+    /// When the earliest READ_CREDIT waiting for company goes anyway.
+    credit_due: Option<Instant>,
 }
 
 /// Kicks a socket's wake pair, if `yes` and it has one.
@@ -474,6 +476,7 @@ fn main() {
         tcpd_seen: (0, 0),
         tcpd_beat: (0, Instant::now()),
         stats: Stats::default(),
+        credit_due: None,
     };
     // Sockets from before a restart wait for their applications.
     let now = Instant::now();
@@ -581,6 +584,12 @@ impl Layer for Shell<'_> {
         }
         cx.syscalls(SYSCALLS.swap(0, Relaxed));
         moved + moved_tcp
+    }
+
+    fn deadline(&self) -> Option<u64> {
+        let due = self.d.credit_due?;
+        let left = due.saturating_duration_since(Instant::now());
+        Some(strata_ipc::now_ns() + left.as_nanos() as u64)
     }
 
     fn held(&self) -> bool {

@@ -36,6 +36,16 @@ use strata_ipc::l4::{ctl_flags, ReadCredit, SendCredit};
 /// asks for its send state (credits lost when a layer died come back so).
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 
+/// How long a READ_CREDIT that does not matter yet waits for a message
+/// to tcpd to go with (so that it costs tcpd no wake-up of its own).
+pub const CREDIT_DELAY: Duration = Duration::from_millis(2);
+
+/// Unread bytes (as tcpd knows them) past which the application's reads
+/// matter to tcpd even in a large ring: tcpd's own receive buffer starts
+/// at 64 KiB and grows with use, so its window may close long before the
+/// ring is half full.
+pub const READ_NEWS_BYTES: u64 = 32 << 10;
+
 /// What to do with a delivery from tcpd.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Arrival {
@@ -103,6 +113,8 @@ pub struct Stream {
     /// Ask tcpd to deliver again from `rx_next` and restate what it
     /// announced.
     resync: bool,
+    /// Since when a READ_CREDIT waits for company.
+    deferred_since: Option<Instant>,
 }
 
 impl Stream {
@@ -119,6 +131,7 @@ impl Stream {
             wr_seen: 0,
             sync_at: now,
             resync: false,
+            deferred_since: None,
         }
     }
 
@@ -267,6 +280,49 @@ impl Stream {
         })
     }
 
+    /// As [`Stream::read_credit`], but a READ_CREDIT that does not matter
+    /// yet waits (up to [`CREDIT_DELAY`]) for something else going to
+    /// tcpd (`riding`: this socket sends tcpd data or a request now). It
+    /// matters when the read does ([`Stream::read_matters`]), or when
+    /// tcpd holds a quarter of the `rx_cap`-byte ring (at most
+    /// [`READ_NEWS_BYTES`]) of delivered bytes it has not heard were
+    /// written; a SYNC or RESYNC goes at once.
+    pub fn read_credit_due(
+        &mut self,
+        now: Instant,
+        read: u64,
+        written: u64,
+        rx_cap: u64,
+        riding: bool,
+    ) -> Option<ReadCreditMsg> {
+        let changed = read != self.rx_seen || written != self.wr_seen;
+        let late = self.deferred_since.is_some_and(|t| now >= t + CREDIT_DELAY);
+        let matters = self.read_matters(written, rx_cap)
+            || written.saturating_sub(self.wr_seen) >= (rx_cap / 4).min(READ_NEWS_BYTES);
+        let due = self.resync || now >= self.sync_at || (changed && (riding || matters || late));
+        if !due {
+            if changed && self.deferred_since.is_none() {
+                self.deferred_since = Some(now);
+            }
+            return None;
+        }
+        self.deferred_since = None;
+        self.read_credit(now, read, written)
+    }
+
+    /// When a READ_CREDIT that waits for company goes anyway.
+    pub fn credit_due_at(&self) -> Option<Instant> {
+        self.deferred_since.map(|t| t + CREDIT_DELAY)
+    }
+
+    /// Whether the application's next read matters to tcpd (it believes
+    /// more than half of the `rx_cap`-byte ring, or [`READ_NEWS_BYTES`],
+    /// unread, from `written` and the read index it last heard): then
+    /// sockd asks the application to wake it when it reads.
+    pub fn read_matters(&self, written: u64, rx_cap: u64) -> bool {
+        written.saturating_sub(self.rx_seen) > (rx_cap / 2).min(READ_NEWS_BYTES)
+    }
+
     /// The part of a send ring holding `queued` bytes from read index
     /// `consumed` that tcpd has not been handed.
     pub fn unsent(&self, consumed: u64, queued: usize) -> Unsent {
@@ -381,6 +437,56 @@ mod tests {
         assert_eq!(s.read_credit(t0 + SYNC_EVERY / 2, 10, 30), None);
         let m = s.read_credit(t0 + SYNC_EVERY, 10, 30).unwrap();
         assert_eq!(m.flags, ctl_flags::WRITTEN | ctl_flags::SYNC);
+    }
+
+    #[test]
+    fn a_read_credit_that_does_not_matter_waits_for_company_or_its_delay() {
+        const RING: u64 = 65536;
+        let (mut s, t0) = stream();
+        let _ = s.read_credit(t0, 0, 0).unwrap(); // the first SYNC
+                                                  // One byte written and read: tcpd's window is all but open.
+        assert_eq!(s.read_credit_due(t0, 1, 1, RING, false), None);
+        assert_eq!(s.credit_due_at(), Some(t0 + CREDIT_DELAY));
+        // It goes with data sent to tcpd...
+        let m = s.read_credit_due(t0, 1, 1, RING, true).unwrap();
+        assert_eq!(
+            m.credit,
+            ReadCredit {
+                read: 1,
+                written: 1
+            }
+        );
+        assert_eq!(s.credit_due_at(), None);
+        // ...or alone once it has waited CREDIT_DELAY.
+        assert_eq!(s.read_credit_due(t0, 2, 2, RING, false), None);
+        let later = t0 + CREDIT_DELAY;
+        assert_eq!(
+            s.read_credit_due(later - CREDIT_DELAY / 2, 2, 2, RING, false),
+            None
+        );
+        assert!(s.read_credit_due(later, 2, 2, RING, false).is_some());
+        // Nothing changed: nothing waits.
+        assert_eq!(s.read_credit_due(later, 2, 2, RING, false), None);
+        assert_eq!(s.credit_due_at(), None);
+    }
+
+    #[test]
+    fn a_read_credit_goes_at_once_when_tcpd_believes_the_ring_half_full() {
+        const RING: u64 = 65536;
+        let (mut s, t0) = stream();
+        let _ = s.read_credit(t0, 0, 0).unwrap();
+        // A quarter ring written and unconfirmed: tcpd may free it.
+        assert!(s.read_credit_due(t0, 0, RING / 4, RING, false).is_some());
+        // More than half the ring unread as tcpd knows it: the next read
+        // is news, and goes at once.
+        assert_eq!(s.read_credit_due(t0, 0, RING / 4 + 10, RING, false), None);
+        let _ = s.read_credit_due(t0, 0, 3 * RING / 4, RING, false).unwrap();
+        assert!(s.read_matters(3 * RING / 4, RING));
+        let m = s
+            .read_credit_due(t0, RING / 2, 3 * RING / 4, RING, false)
+            .unwrap();
+        assert_eq!(m.credit.read, (RING / 2) as u32);
+        assert!(!s.read_matters(3 * RING / 4, RING));
     }
 
     #[test]

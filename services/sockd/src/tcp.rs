@@ -56,6 +56,7 @@ impl Sockd<'_> {
             closed: Vec::new(),
             charges: &mut self.charges,
             stats: &mut self.stats,
+            credit_due: None,
         };
         for (&id, s) in self.socks.iter_mut() {
             let Sock {
@@ -71,9 +72,6 @@ impl Sockd<'_> {
                 continue;
             };
             turn.fill_ring(&mut pool, mem, kick_end, t);
-            // Read credit: what the application consumed in total, when it
-            // changed, and now and then unasked with a request for the
-            // send state, so that nothing lost in a restart stays lost.
             let now = turn.now;
             if t.reannounce
                 .as_ref()
@@ -81,26 +79,41 @@ impl Sockd<'_> {
             {
                 t.reannounce = None;
             }
-            if let Some(m) = t
-                .stream
-                .read_credit(now, mem.rx_consumed(), mem.rx_written())
-            {
+            let moved_before = turn.moved;
+            if !*broken && rec.state == sock_state::CONNECTED {
+                let uid = rec.uid;
+                if turn.send_queued(&mut pool, (id, uid), mem, t, *closing, &mut self.to_tcp)
+                    == Err(BadRing)
+                {
+                    *broken = true;
+                    mem.set_error(libc::EIO);
+                    turn.stats.inc(Stat::BadRings);
+                }
+            }
+            // Read credit: what the application consumed in total and
+            // what sockd wrote, when it changed and matters to tcpd or can
+            // go with data sent now; and now and then unasked with a
+            // request for the send state, so that nothing lost in a
+            // restart stays lost.
+            let (read, written) = (mem.rx_consumed(), mem.rx_written());
+            let rx_cap = mem.rx_cap() as u64;
+            let riding = turn.moved > moved_before;
+            if let Some(m) = t.stream.read_credit_due(now, read, written, rx_cap, riding) {
                 if m.resync() && rec.state == sock_state::LISTEN {
                     t.reannounce = Some((now, Vec::new()));
                 }
                 turn.ctl
                     .push((op::READ_CREDIT, id, m.credit.pack(), m.flags));
             }
-            if *broken || rec.state != sock_state::CONNECTED {
-                continue;
+            // While tcpd believes the ring more than half full, the
+            // application's next read is news: ask it for a kick. A read
+            // that came before the request may have missed it: look again
+            // soon.
+            if t.stream.read_matters(written, rx_cap) && mem.request_read_kick(read) {
+                turn.waiting = true;
             }
-            let uid = rec.uid;
-            if turn.send_queued(&mut pool, (id, uid), mem, t, *closing, &mut self.to_tcp)
-                == Err(BadRing)
-            {
-                *broken = true;
-                mem.set_error(libc::EIO);
-                turn.stats.inc(Stat::BadRings);
+            if let Some(at) = t.stream.credit_due_at() {
+                turn.credit_due = Some(turn.credit_due.map_or(at, |d| d.min(at)));
             }
         }
         let Turn {
@@ -108,8 +121,10 @@ impl Sockd<'_> {
             waiting,
             ctl,
             closed,
+            credit_due,
             ..
         } = turn;
+        self.credit_due = credit_due;
         for (o, id, v, fl) in ctl {
             self.tcp_ctl(o, id, v, fl);
         }
@@ -144,6 +159,8 @@ struct Turn<'f> {
     charges: &'f mut Charges,
     /// sockd's counters.
     stats: &'f mut Stats,
+    /// When the earliest READ_CREDIT that waits for company goes anyway.
+    credit_due: Option<Instant>,
 }
 
 impl Turn<'_> {
@@ -161,6 +178,7 @@ impl Turn<'_> {
                 t.rx_hold.pop_front();
                 continue;
             };
+            let read = mem.rx_consumed();
             let (n, kick_app) = mem.deliver_stream(&d[done.min(d.len())..]);
             if n > 0 {
                 self.stats.add(Stat::RxCopyBytes, n as u64);
@@ -172,7 +190,12 @@ impl Turn<'_> {
                 self.moved += 1;
             } else {
                 t.rx_hold.front_mut().unwrap().1 = done + n;
-                self.waiting = true;
+                // The ring is full: the application's next read wakes
+                // us (a read just before the request may have missed
+                // it: look again soon).
+                if mem.request_read_kick(read) {
+                    self.waiting = true;
+                }
                 break;
             }
         }

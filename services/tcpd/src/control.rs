@@ -613,6 +613,12 @@ impl TcpCore<'_> {
             c.rx_credit = cap - unread;
             c.rcv_read = read;
             self.rcvbuf_adjust(&mut c);
+            // The application's read may reopen a window the peer saw
+            // shrink or close: tell it now rather than at its next probe
+            // (Linux `tcp_cleanup_rbuf`).
+            if self.window_update_due(&c) {
+                c.flags |= cf::ACK_NOW;
+            }
         } else if synchronized {
             self.stats.inc(Stat::CtlMalformed);
         }
