@@ -79,7 +79,26 @@ pub struct Fabric {
     /// The layer this process is: whose references `free` and `add_ref`
     /// change (the launcher unless [`Fabric::set_me`] says otherwise).
     me: LayerId,
+    /// Sleep on a futex when there is no fd to watch ([`Fabric::sleep`]).
+    futex_wait: bool,
 }
+
+/// How a [`Fabric::sleep`] went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Slept {
+    /// A kick ended it (else an fd, or the time).
+    pub kicked: bool,
+    /// System calls it made (the wait, and the eventfd read after a kick
+    /// when it polled).
+    pub syscalls: u32,
+}
+
+/// [`LayerCtl::sleeping`]: the layer sleeps in poll on its eventfd (and
+/// other fds); a kick writes the eventfd.
+const SLEEP_POLL: u32 = 1;
+/// [`LayerCtl::sleeping`]: the layer sleeps in a futex wait on the flag
+/// itself; a kick wakes the futex.
+const SLEEP_FUTEX: u32 = 2;
 
 // SAFETY: `Shmem` is only the mapping's owner (it is not Send because it
 // holds a raw pointer); every mutable part of the region is atomic or
@@ -239,6 +258,7 @@ impl Fabric {
             ring_ends: ends,
             wake: [-1; MAX_LAYERS],
             me: LayerId::LAUNCHER,
+            futex_wait: false,
         }
     }
 
@@ -719,35 +739,62 @@ impl Fabric {
         Ok(())
     }
 
+    /// Whether [`Fabric::sleep`] waits on a futex when it has no fd to
+    /// watch (else poll on the eventfd).
+    pub fn set_futex_wait(&mut self, on: bool) {
+        self.futex_wait = on;
+    }
+
     /// This layer's eventfd.
     pub fn wake_fd(&self, l: LayerId) -> RawFd {
         self.wake[l.0 as usize]
     }
 
-    /// Wakes `l` if it sleeps. Producers call this after publishing; a
-    /// layer that is awake is not disturbed (no system call), and of
-    /// several producers waking the same sleeper only the first writes
-    /// its eventfd: it takes the sleeping flag down as it does. Returns
-    /// true when it wrote.
+    /// Wakes `l` if it sleeps (writes its eventfd, or wakes its futex).
+    /// Producers call this after publishing; a layer that is awake is not
+    /// disturbed (no system call), and of several producers waking the
+    /// same sleeper only the first makes the call: it takes the sleeping
+    /// flag down as it does. Returns true when it made it.
     #[inline]
     pub fn kick(&self, l: LayerId) -> bool {
         // Pairs with the fence in `sleep`: either the consumer sees our
         // tail, or we see its sleeping flag.
         fence(SeqCst);
         let c = self.ctl(l);
-        if c.sleeping.load(Relaxed) == 0 || c.sleeping.swap(0, SeqCst) == 0 {
+        if c.sleeping.load(Relaxed) == 0 {
             return false;
         }
-        let fd = self.wake[l.0 as usize];
-        if fd < 0 {
-            return false;
+        match c.sleeping.swap(0, SeqCst) {
+            SLEEP_FUTEX => {
+                c.kicks.fetch_add(1, Relaxed);
+                // SAFETY: FUTEX_WAKE on a live, aligned u32 of the shared
+                // region (shared, so not the private variant); it writes
+                // nothing.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_futex,
+                        c.sleeping.as_ptr(),
+                        libc::FUTEX_WAKE,
+                        1,
+                        std::ptr::null::<libc::timespec>(),
+                    )
+                };
+                true
+            }
+            SLEEP_POLL => {
+                let fd = self.wake[l.0 as usize];
+                if fd < 0 {
+                    return false;
+                }
+                c.kicks.fetch_add(1, Relaxed);
+                let one: u64 = 1;
+                // SAFETY: the kernel reads 8 bytes from a live local; a
+                // stale or closed fd makes the call fail, not misbehave.
+                unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
+                true
+            }
+            _ => false,
         }
-        c.kicks.fetch_add(1, Relaxed);
-        let one: u64 = 1;
-        // SAFETY: the kernel reads 8 bytes from a live local; a stale or
-        // closed fd makes the call fail, not misbehave.
-        unsafe { libc::write(fd, &one as *const u64 as *const libc::c_void, 8) };
-        true
     }
 
     /// Sleeps until kicked, until one of `extra` is ready, or until
@@ -755,14 +802,17 @@ impl Fabric {
     /// sleeping flag is raised, so work published meanwhile is never
     /// missed: if it returns false the call returns at once. The `revents`
     /// of each fd in `extra` (at most 8) are filled in. Returns `None`
-    /// when it did not sleep, else whether a kick ended the sleep.
+    /// when it did not sleep, else how the sleep went.
     pub fn sleep(
         &self,
         me: LayerId,
         extra: &mut [libc::pollfd],
         timeout_ms: i32,
         idle: impl FnOnce() -> bool,
-    ) -> Option<bool> {
+    ) -> Option<Slept> {
+        if extra.is_empty() && self.futex_wait {
+            return self.sleep_futex(me, timeout_ms, idle);
+        }
         let mut fds = [libc::pollfd {
             fd: -1,
             events: 0,
@@ -775,6 +825,48 @@ impl Fabric {
         slept
     }
 
+    /// As [`Fabric::sleep`] with no fds to watch: a futex wait on the
+    /// sleeping flag itself, which a kick clears and wakes, in one system
+    /// call each side (a poll on the eventfd takes a poll and a read).
+    fn sleep_futex(
+        &self,
+        me: LayerId,
+        timeout_ms: i32,
+        idle: impl FnOnce() -> bool,
+    ) -> Option<Slept> {
+        let c = self.ctl(me);
+        c.sleeping.store(SLEEP_FUTEX, SeqCst);
+        fence(SeqCst);
+        if !idle() {
+            c.sleeping.store(0, Relaxed);
+            return None;
+        }
+        let ts = libc::timespec {
+            tv_sec: (timeout_ms / 1000) as libc::time_t,
+            tv_nsec: (timeout_ms % 1000) as libc::c_long * 1_000_000,
+        };
+        // SAFETY: FUTEX_WAIT on a live, aligned u32 of the shared region,
+        // with a timeout read from a live local; it sleeps only while the
+        // flag still says SLEEP_FUTEX, so a kick before the call is not
+        // lost.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                c.sleeping.as_ptr(),
+                libc::FUTEX_WAIT,
+                SLEEP_FUTEX,
+                &ts as *const libc::timespec,
+            )
+        };
+        // A kicker takes the flag down before it wakes us: still up means
+        // the time ran out.
+        let kicked = c.sleeping.swap(0, Relaxed) == 0;
+        Some(Slept {
+            kicked,
+            syscalls: 1,
+        })
+    }
+
     /// As [`Fabric::sleep`], for any number of fds: `fds[0]` is set to this
     /// layer's eventfd, the rest are the caller's.
     fn sleep_on(
@@ -783,12 +875,12 @@ impl Fabric {
         fds: &mut [libc::pollfd],
         timeout_ms: i32,
         idle: impl FnOnce() -> bool,
-    ) -> Option<bool> {
+    ) -> Option<Slept> {
         for f in fds.iter_mut() {
             f.revents = 0;
         }
         let c = self.ctl(me);
-        c.sleeping.store(1, SeqCst);
+        c.sleeping.store(SLEEP_POLL, SeqCst);
         fence(SeqCst);
         if !idle() {
             c.sleeping.store(0, Relaxed);
@@ -812,7 +904,10 @@ impl Fabric {
             // SAFETY: the kernel writes at most 8 bytes into a live local.
             unsafe { libc::read(wfd, &mut v as *mut u64 as *mut libc::c_void, 8) };
         }
-        Some(kicked)
+        Some(Slept {
+            kicked,
+            syscalls: 1 + u32::from(kicked),
+        })
     }
 
     /// Marks a turn of `me`'s loop (the launcher's hang detector watches it).

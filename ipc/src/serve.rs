@@ -22,7 +22,7 @@
 //!   for the idle tick.
 
 use crate::bufs::Buffers;
-use crate::fabric::{Consumer, Fabric, Pool, Producer};
+use crate::fabric::{Consumer, Fabric, Pool, Producer, Slept};
 use crate::handle::Handle;
 use crate::layer::LayerId;
 use crate::service::{now_ns, Service, BUDGET, IDLE_TICK_MS};
@@ -499,10 +499,9 @@ impl<'f> Loop<'f> {
                 .enumerate()
                 .all(|(i, r)| !admits(i) || r.is_empty())
         });
-        if let Some(kicked) = slept {
+        if let Some(Slept { kicked, syscalls }) = slept {
             self.econ.wakeups += 1;
-            // poll, and the eventfd read when it was the wake-up.
-            self.econ.syscalls += 1 + u64::from(kicked);
+            self.econ.syscalls += u64::from(syscalls);
             let ready = fds[..n].iter().any(|p| p.revents != 0);
             if !kicked && !ready {
                 if nap {

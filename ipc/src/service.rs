@@ -22,6 +22,12 @@ pub const DEVICE_FD_ENV: &str = "STRATA_DEVICE_FD";
 /// backlog.
 pub const LISTEN_FD_ENV: &str = "STRATA_LISTEN_FD";
 
+/// Environment variable that, set to `poll`, makes layers with no fd to
+/// watch sleep in poll on their eventfd rather than in a futex wait (the
+/// default): for measuring one against the other (docs/ARCHITECTURE.md,
+/// "Waiting").
+pub const WAIT_ENV: &str = "STRATA_WAIT";
+
 /// The fd the launcher handed over in the environment variable `var`.
 pub fn inherited_fd(var: &str) -> Result<OwnedFd, String> {
     let fd: RawFd = std::env::var(var)
@@ -72,6 +78,7 @@ impl Service {
             .map_err(|e| format!("read-only view of the region: {e}"))?;
         fabric.set_me(me);
         fabric.wakeups_from_env().map_err(|e| e.to_string())?;
+        fabric.set_futex_wait(std::env::var(WAIT_ENV).map_or(true, |v| v != "poll"));
         let config = StackConfig::load(&instance)?;
         let ctl = fabric.ctl(me);
         ctl.pid.store(std::process::id(), Relaxed);

@@ -109,8 +109,9 @@ fn round_trips_cost_each_layer_one_wake_up_and_a_few_system_calls_per_packet() {
         );
     }
     // The layers between the rings make no system call of their own: one
-    // poll per wake-up, and per handle at most the eventfd read of the
-    // wake-up it came with and one kick of the next layer.
+    // wait per wake-up, and per handle at most the eventfd read of the
+    // wake-up it came with (when the layer polls) and one kick of the
+    // next layer.
     for layer in ["netdevd", "filterd", "ipd", "tcpd"] {
         let allowed = d(layer, "loop_wakeups") + 2 * d(layer, "loop_handles_in");
         assert!(
@@ -140,7 +141,7 @@ fn round_trips_cost_each_layer_one_wake_up_and_a_few_system_calls_per_packet() {
 
     // Idle, the stack only ticks: once the connection's last segments
     // are through (a first tick), nothing reads an empty device, and a
-    // tick costs one poll. Whatever else happens meanwhile (an ARP
+    // tick costs one wait. Whatever else happens meanwhile (an ARP
     // refresh) must be paid for by packets: at most three system calls
     // each (for driverd: the read, the read that finds the device empty,
     // the kick; for the others: the eventfd read and kicks).
@@ -164,7 +165,7 @@ fn round_trips_cost_each_layer_one_wake_up_and_a_few_system_calls_per_packet() {
         let extra = d(layer, "loop_syscalls") - d(layer, "loop_wakeups");
         assert!(
             extra <= 3 * d(layer, "loop_handles_in"),
-            "{layer}: {extra} system calls beyond one poll per wake-up while idle, for {} packets",
+            "{layer}: {extra} system calls beyond one wait per wake-up while idle, for {} packets",
             d(layer, "loop_handles_in")
         );
     }
