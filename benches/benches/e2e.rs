@@ -23,11 +23,11 @@
 mod common;
 
 use common::{
-    env_u64, expect, host_addr, lines, number_before, quantile, send_bulk, sorted, spawn_app,
-    stack_addr, value_after,
+    env_u64, host_addr, number_before, quantile, send_bulk, sorted, spawn_app, stack_addr,
+    value_after,
 };
 use std::time::Duration;
-use strata_tests::{Netns, Stack, HOST_IP};
+use strata_tests::{wait_line, Netns, Stack, HOST_IP};
 
 /// Unmeasured round trips before the measured ones.
 const RR_WARMUP: u64 = 1000;
@@ -36,14 +36,13 @@ const RR_WARMUP: u64 = 1000;
 /// closes, and waits for the sink to close (everything delivered).
 fn bulk_to_libsock(ns: &Netns, st: &Stack, bytes: u64, runs: u64) -> Vec<f64> {
     let mut sink = spawn_app(st, "perf", &["sink", "--listen", "0.0.0.0:5001"]);
-    let out = lines(&mut sink);
-    expect(&out, "sink listening", Duration::from_secs(5));
+    wait_line(&mut sink, "sink listening", Duration::from_secs(5));
     let mut res = Vec::new();
     for _ in 0..runs {
         let d = send_bulk(&ns.name, stack_addr(5001), bytes)
             .join()
             .expect("kernel sender");
-        let line = expect(&out, "sink:", Duration::from_secs(30));
+        let line = wait_line(&mut sink, "sink:", Duration::from_secs(30));
         assert!(
             line.contains(&format!(": {bytes} bytes")),
             "sink got a different amount: {line}"
@@ -70,8 +69,7 @@ fn bulk_from_libsock(ns: &Netns, st: &Stack, bytes: u64, runs: u64) -> Vec<f64> 
                 &bytes.to_string(),
             ],
         );
-        let out = lines(&mut src);
-        let line = expect(&out, "source:", Duration::from_secs(300));
+        let line = wait_line(&mut src, "source:", Duration::from_secs(300));
         let (total, _) = rx.recv_timeout(Duration::from_secs(10)).unwrap();
         assert_eq!(total, bytes, "the kernel received a different amount");
         // perf source's own clock: from its first write until the kernel
@@ -84,8 +82,7 @@ fn bulk_from_libsock(ns: &Netns, st: &Stack, bytes: u64, runs: u64) -> Vec<f64> 
 /// Round trips of 1 byte, kernel client → `perf rr-server`.
 fn rr_kernel_client(ns: &Netns, st: &Stack, count: u64) -> (f64, f64) {
     let mut srv = spawn_app(st, "perf", &["rr-server", "--listen", "0.0.0.0:5003"]);
-    let out = lines(&mut srv);
-    expect(&out, "rr-server listening", Duration::from_secs(5));
+    wait_line(&mut srv, "rr-server listening", Duration::from_secs(5));
     let us = common::rr_client(&ns.name, stack_addr(5003), count, RR_WARMUP)
         .join()
         .expect("kernel rr client");
@@ -108,8 +105,7 @@ fn rr_libsock_client(ns: &Netns, st: &Stack, count: u64) -> (f64, f64) {
             &RR_WARMUP.to_string(),
         ],
     );
-    let out = lines(&mut rr);
-    let line = expect(&out, "rr:", Duration::from_secs(120));
+    let line = wait_line(&mut rr, "rr:", Duration::from_secs(120));
     (value_after(&line, "median"), value_after(&line, "p99"))
 }
 

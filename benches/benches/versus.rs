@@ -56,12 +56,12 @@ mod common;
 #[path = "versus/smol.rs"]
 mod smol;
 
-use common::{env_u64, expect, host_addr, lines, number_before, quantile, spawn_app, stack_addr};
+use common::{env_u64, host_addr, number_before, quantile, spawn_app, stack_addr};
 use common::{value_after, UdpRate};
 use serde_json::{json, Value};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
-use strata_tests::{Bg, Netns, Stack, HOST_IP, STACK_IP};
+use strata_tests::{wait_line, Bg, Netns, Stack, HOST_IP, STACK_IP};
 
 /// The stack's sink.
 const SINK_PORT: u16 = 5001;
@@ -222,7 +222,7 @@ impl Target for Smoltcp {
 /// Fields drop in order: the applications, then the stack, then the
 /// namespace.
 struct Strata {
-    sink_out: Receiver<String>,
+    sink: Bg,
     _apps: Vec<Bg>,
     st: Stack,
     ns: Netns,
@@ -236,19 +236,14 @@ impl Strata {
         let st = Stack::up_with(&ns, extra);
         let at = |port: u16| format!("0.0.0.0:{port}");
         let mut sink = spawn_app(&st, "perf", &["sink", "--listen", &at(SINK_PORT)]);
-        let sink_out = lines(&mut sink);
-        expect(&sink_out, "sink listening", Duration::from_secs(5));
+        wait_line(&mut sink, "sink listening", Duration::from_secs(5));
         let mut rr = spawn_app(&st, "perf", &["rr-server", "--listen", &at(RR_PORT)]);
-        expect(
-            &lines(&mut rr),
-            "rr-server listening",
-            Duration::from_secs(5),
-        );
+        wait_line(&mut rr, "rr-server listening", Duration::from_secs(5));
         let mut echo = spawn_app(&st, "echo", &["--udp", &at(ECHO_PORT)]);
-        expect(&lines(&mut echo), "serving UDP", Duration::from_secs(5));
+        wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
         Strata {
-            sink_out,
-            _apps: vec![sink, rr, echo],
+            sink,
+            _apps: vec![rr, echo],
             st,
             ns,
         }
@@ -261,7 +256,7 @@ impl Target for Strata {
     }
 
     fn sink_total(&mut self, timeout: Duration) -> u64 {
-        let line = expect(&self.sink_out, "sink:", timeout);
+        let line = wait_line(&mut self.sink, "sink:", timeout);
         number_before(&line, "bytes") as u64
     }
 
@@ -269,7 +264,7 @@ impl Target for Strata {
         let to = host_addr(PEER_SINK_PORT).to_string();
         let args = ["source", "--connect", &to, "--bytes", &bytes.to_string()];
         let mut src = spawn_app(&self.st, "perf", &args);
-        expect(&lines(&mut src), "source:", timeout);
+        wait_line(&mut src, "source:", timeout);
     }
 
     fn rr_client(&mut self, count: u64, warmup: u64, timeout: Duration) -> (f64, f64) {
@@ -285,7 +280,7 @@ impl Target for Strata {
             &warmup,
         ];
         let mut rr = spawn_app(&self.st, "perf", &args);
-        let line = expect(&lines(&mut rr), "rr:", timeout);
+        let line = wait_line(&mut rr, "rr:", timeout);
         (value_after(&line, "median"), value_after(&line, "p99"))
     }
 }

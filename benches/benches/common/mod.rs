@@ -12,7 +12,7 @@
 #![allow(dead_code)]
 
 use std::fs::File;
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver};
@@ -105,31 +105,6 @@ fn pin_thread(cpus: &str) {
         "sched_setaffinity({cpus}): {}",
         std::io::Error::last_os_error()
     );
-}
-
-/// Every stdout line of a background app, as it comes.
-pub fn lines(bg: &mut Bg) -> Receiver<String> {
-    let out = bg.child.stdout.take().expect("stdout piped");
-    let (tx, rx) = channel();
-    std::thread::spawn(move || {
-        for l in BufReader::new(out).lines().map_while(Result::ok) {
-            let _ = tx.send(l);
-        }
-    });
-    rx
-}
-
-/// The next line containing `what`.
-pub fn expect(rx: &Receiver<String>, what: &str, timeout: Duration) -> String {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(l) if l.contains(what) => return l,
-            Ok(_) => {}
-            Err(_) => panic!("no line containing {what:?} within {timeout:?}"),
-        }
-    }
 }
 
 /// `bytes` in `d`, in Gbit/s.
