@@ -842,20 +842,26 @@ impl Fabric {
             return None;
         }
         let ts = libc::timespec {
-            tv_sec: (timeout_ms / 1000) as libc::time_t,
-            tv_nsec: (timeout_ms % 1000) as libc::c_long * 1_000_000,
+            tv_sec: (timeout_ms.max(0) / 1000) as libc::time_t,
+            tv_nsec: (timeout_ms.max(0) % 1000) as libc::c_long * 1_000_000,
+        };
+        // A negative timeout is none, as for poll.
+        let timeout: *const libc::timespec = if timeout_ms < 0 {
+            std::ptr::null()
+        } else {
+            &ts
         };
         // SAFETY: FUTEX_WAIT on a live, aligned u32 of the shared region,
-        // with a timeout read from a live local; it sleeps only while the
-        // flag still says SLEEP_FUTEX, so a kick before the call is not
-        // lost.
+        // with no timeout or one read from a live local; it sleeps only
+        // while the flag still says SLEEP_FUTEX, so a kick before the call
+        // is not lost.
         unsafe {
             libc::syscall(
                 libc::SYS_futex,
                 c.sleeping.as_ptr(),
                 libc::FUTEX_WAIT,
                 SLEEP_FUTEX,
-                &ts as *const libc::timespec,
+                timeout,
             )
         };
         // A kicker takes the flag down before it wakes us: still up means

@@ -305,12 +305,23 @@ fn bad_params_are_refused() {
     ));
 }
 
-#[test]
-fn sleeping_consumer_is_woken_by_a_push_and_an_awake_one_is_not_kicked() {
+/// Whether thread `tid` of this process sleeps in the kernel (state S).
+fn asleep(tid: i32) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat")).unwrap();
+    // The state follows the command name's closing parenthesis.
+    stat.rsplit_once(") ")
+        .is_some_and(|(_, rest)| rest.starts_with('S'))
+}
+
+/// A consumer sleeping (in a futex wait, or in poll on its eventfd) is
+/// woken by a push, once however many producers push; an awake one costs
+/// its producer no system call.
+fn woken_by_a_push(futex: bool) {
     let mut f = Fabric::create(&name(), small()).unwrap();
     let mut fds: [RawFd; MAX_LAYERS] = [-1; MAX_LAYERS];
     fds[ND.0 as usize] = strata_ipc::fabric::new_eventfd().unwrap();
     f.set_wakeups(fds);
+    f.set_futex_wait(futex);
     let h = f.alloc(D0, 10).unwrap();
     f.producer(D0, ND).unwrap().push(&[h]);
     assert_eq!(
@@ -320,26 +331,43 @@ fn sleeping_consumer_is_woken_by_a_push_and_an_awake_one_is_not_kicked() {
     );
     let mut out = [Handle::default(); 1];
     f.consumer(D0, ND).unwrap().pop(&mut out);
+    let h2 = f.alloc(LayerId::FILTERD, 10).unwrap();
     std::thread::scope(|s| {
         let fr = &f;
+        let (tx, rx) = std::sync::mpsc::channel();
         let t = s.spawn(move || {
-            let start = Instant::now();
             let cons = fr.consumer(D0, ND).unwrap();
-            fr.sleep(ND, &mut [], 5000, || cons.is_empty());
-            start.elapsed()
+            let cons1 = fr.consumer(LayerId::FILTERD, ND).unwrap();
+            // SAFETY: gettid takes no arguments.
+            tx.send(unsafe { libc::gettid() }).unwrap();
+            fr.sleep(ND, &mut [], 60_000, || cons.is_empty() && cons1.is_empty())
         });
-        while f.ctl(ND).sleeping.load(Ordering::SeqCst) == 0 {
+        // Push only once the sleeper sleeps in the kernel.
+        let tid = rx.recv().unwrap();
+        while !asleep(tid) {
             std::thread::yield_now();
         }
-        std::thread::sleep(Duration::from_millis(20));
         f.producer(D0, ND).unwrap().push(&[out[0]]);
-        let slept = t.join().unwrap();
-        assert!(
-            slept < Duration::from_secs(4),
-            "woken by the kick, not the timeout"
-        );
+        f.producer(LayerId::FILTERD, ND).unwrap().push(&[h2]);
+        let slept = t.join().unwrap().expect("it slept");
+        assert!(slept.kicked, "woken by the kick, not the timeout");
+        assert_eq!(slept.syscalls, if futex { 1 } else { 2 });
     });
-    assert_eq!(f.ctl(ND).kicks.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        f.ctl(ND).kicks.load(Ordering::Relaxed),
+        1,
+        "one kick for two pushes"
+    );
+}
+
+#[test]
+fn sleeping_consumer_is_woken_by_a_push_and_an_awake_one_is_not_kicked() {
+    woken_by_a_push(false);
+}
+
+#[test]
+fn a_consumer_in_a_futex_wait_is_woken_by_a_push() {
+    woken_by_a_push(true);
 }
 
 #[test]
