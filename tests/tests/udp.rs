@@ -346,3 +346,41 @@ fn killing_udpd_and_sockd_keeps_an_echo_exchange_going() {
     assert_eq!((r.bad, r.lost), (0, 0));
     assert_eq!(st.counter("sockd", "reattached"), 1);
 }
+
+/// A bind and a connect that udpd never answered, because it died with
+/// them in its ring, are sent again to its successor: the application
+/// sees a pause, not ETIMEDOUT. (udpd is stopped first, so the requests
+/// are surely in its ring when it is killed; the heartbeat timeout is
+/// raised so the launcher does not kill the stopped udpd itself.)
+#[test]
+fn a_bind_and_a_connect_lost_with_a_dying_udpd_are_sent_again() {
+    let ns = Netns::new();
+    let st = Stack::up_with(&ns, "\n[limits]\nheartbeat_timeout_ms = 20000\n");
+    let mut server = ns.spawn(&["python3", "-c", SERVER, HOST_IP]);
+    wait_line(&mut server, "listening", Duration::from_secs(15));
+    let instance = st.instance.clone();
+    let queued = st.ring_len("sockd", "udpd");
+    let udpd = st.layer_pid("udpd");
+    // SAFETY: kill takes no pointers; the pid is a layer of the stack
+    // this test started.
+    let stopped = unsafe { libc::kill(udpd, libc::SIGSTOP) };
+    assert_eq!(stopped, 0);
+    let app = std::thread::spawn(move || {
+        let stack = libsock::Stack::connect(&instance).unwrap();
+        let sock = stack.builder().udp_bind("0.0.0.0:0")?;
+        sock.connect(host(9000))?;
+        sock.set_read_timeout(Some(Duration::from_secs(10)))?;
+        sock.send(b"after the restart")?;
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf)?;
+        Ok::<Vec<u8>, std::io::Error>(buf[..n].to_vec())
+    });
+    st.wait_for("the bind in udpd's ring", Duration::from_secs(20), || {
+        st.ring_len("sockd", "udpd") > queued
+    });
+    let before = st.kill_layer("udpd");
+    st.wait_restarted("udpd", before);
+    let got = app.join().unwrap().expect("bind, connect and echo");
+    assert_eq!(got, b"after the restart");
+    assert_eq!(st.counter("sockd", "ctl_timeouts"), 0);
+}

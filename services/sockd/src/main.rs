@@ -60,9 +60,9 @@ const RESEND_AFTER: Duration = Duration::from_secs(1);
 /// How long sockd keeps sending a CLOSE or ABORT again until tcpd
 /// confirms it with CLOSED.
 const CLOSE_CONFIRM_WINDOW: Duration = Duration::from_secs(30);
-/// tcpd's heartbeat standing still this long: its requests' timeouts
-/// wait (tcpd beats at least every 100 ms when idle).
-const TCPD_STALL: Duration = Duration::from_millis(500);
+/// A transport's (tcpd's, udpd's) heartbeat standing still this long: its
+/// requests' timeouts wait (layers beat at least every 100 ms when idle).
+const TRANSPORT_STALL: Duration = Duration::from_millis(500);
 /// How long sockd takes no new session after the system refused one
 /// (out of descriptors): the connection waits in the listen backlog.
 const ACCEPT_PAUSE: Duration = Duration::from_millis(100);
@@ -392,6 +392,8 @@ struct Sockd<'a> {
     tcpd_seen: (u32, u64),
     /// tcpd's heartbeat last seen, and when it last changed.
     tcpd_beat: (u64, Instant),
+    /// udpd's heartbeat last seen, and when it last changed.
+    udpd_beat: (u64, Instant),
     stats: Stats,
     /// When the earliest READ_CREDIT waiting for company goes anyway.
     credit_due: Option<Instant>,
@@ -475,6 +477,7 @@ fn main() {
         closes: HashMap::new(),
         tcpd_seen: (0, 0),
         tcpd_beat: (0, Instant::now()),
+        udpd_beat: (0, Instant::now()),
         stats: Stats::default(),
         credit_due: None,
     };

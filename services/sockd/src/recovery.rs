@@ -1,37 +1,37 @@
-//! Recovery: request timeouts that wait while tcpd is hung, noticing a
-//! new tcpd instance and sending it again what it lost, and the queue
+//! Recovery: request timeouts that wait while a transport (tcpd, udpd) is
+//! hung or restarting, and requests sent again once it is back; noticing
+//! a new tcpd instance and sending it again what it lost; and the queue
 //! lengths kept in the socket table for `strata ss`.
 
 use super::*;
 
 impl Sockd<'_> {
     pub(crate) fn expire(&mut self, now: Instant) {
-        let ctl = self.svc.fabric.ctl(LayerId::TCPD);
-        let beat = ctl.heartbeat.load(Relaxed);
-        if beat != self.tcpd_beat.0 {
-            self.tcpd_beat = (beat, now);
-        }
-        // A hung tcpd (no heartbeat) is as good as dead: the launcher
-        // kills it in a while, and its successor gets the request again.
-        let tcpd_up =
-            ctl.pid.load(Acquire) != 0 && now.duration_since(self.tcpd_beat.1) < TCPD_STALL;
+        let up = [
+            (Kind::Tcp, self.transport_up(Kind::Tcp, now)),
+            (Kind::Udp, self.transport_up(Kind::Udp, now)),
+        ];
         let mut again = Vec::new();
         for p in self.pending.values_mut() {
-            if p.kind != Kind::Tcp {
+            let Some(&(_, up)) = up.iter().find(|(k, _)| *k == p.kind) else {
                 continue;
-            }
-            if !tcpd_up {
-                // tcpd's restart, not tcpd, is what the request waits for.
+            };
+            if !up {
+                // The transport's restart, not the transport, is what the
+                // request waits for.
                 p.deadline = now + CTL_TIMEOUT;
             } else if !p.resent && now.duration_since(p.sent) > RESEND_AFTER {
+                // Lost with a transport that died (reclaim empties the
+                // rings it consumed) or in its last moments: the repeat
+                // is harmless if the first took effect.
                 p.resent = true;
                 p.sent = now;
-                again.push(p.msg);
+                again.push((p.kind, p.msg));
             }
         }
-        for m in again {
+        for (kind, m) in again {
             self.send_ctl(
-                Kind::Tcp,
+                kind,
                 L4Ctl {
                     flags: m.flags | ctl_flags::REPEAT,
                     ..m
@@ -74,6 +74,22 @@ impl Sockd<'_> {
             self.stats.add(Stat::Abandoned, 1);
             self.close_sock(id);
         }
+    }
+
+    /// Whether `kind`'s transport layer runs and beats: a hung one (no
+    /// heartbeat) is as good as dead, as the launcher kills it in a while
+    /// and its successor gets the request again.
+    fn transport_up(&mut self, kind: Kind, now: Instant) -> bool {
+        let (layer, beat) = match kind {
+            Kind::Tcp => (LayerId::TCPD, &mut self.tcpd_beat),
+            Kind::Udp => (LayerId::UDPD, &mut self.udpd_beat),
+        };
+        let ctl = self.svc.fabric.ctl(layer);
+        let b = ctl.heartbeat.load(Relaxed);
+        if b != beat.0 {
+            *beat = (b, now);
+        }
+        ctl.pid.load(Acquire) != 0 && now.duration_since(beat.1) < TRANSPORT_STALL
     }
 
     /// Checked every turn (two atomic loads): a new tcpd instance lost

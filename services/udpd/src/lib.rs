@@ -390,6 +390,17 @@ impl UdpCore {
 
     /// `bind()`: Linux `inet_bind` + `udp_v4_get_port`.
     fn bind(&mut self, m: &L4Ctl) -> Result<(), i32> {
+        if m.flags & ctl_flags::REPEAT != 0 {
+            if let Some(b) = self.table.get(m.sock) {
+                // sockd sent it again: the first took effect before the
+                // reply was lost (with a udpd that died).
+                if (m.local_port == 0 || b.local_port == m.local_port)
+                    && (m.local_addr == 0 || b.local_addr == m.local_addr)
+                {
+                    return Ok(());
+                }
+            }
+        }
         if self.table.get(m.sock).is_some() {
             self.stats.inc(Stat::BindInvalid);
             return Err(libc::EINVAL);

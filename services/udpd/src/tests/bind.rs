@@ -281,3 +281,27 @@ fn bindings_survive_export_and_restore() {
     assert!(r.core.binding(6).unwrap().seq > saved.iter().map(|b| b.seq).max().unwrap());
     r.finish();
 }
+
+#[test]
+fn a_repeated_bind_finds_the_first_in_force_and_a_second_bind_is_refused() {
+    let mut r = Rig::new();
+    let bind = |port: u16, flags: u32| L4Ctl {
+        op: op::BIND,
+        sock: 1,
+        local_port: port,
+        flags,
+        ..Default::default()
+    };
+    // An ephemeral bind whose reply was lost: sockd sends it again.
+    let first = r.request(bind(0, 0)).unwrap();
+    let again = r.request(bind(0, ctl_flags::REPEAT)).unwrap();
+    assert_eq!(again.local_port, first.local_port);
+    assert_eq!(r.core.bindings().count(), 1);
+    // A repeat naming another port is not the same request.
+    assert_eq!(
+        r.request(bind(first.local_port.wrapping_add(1), ctl_flags::REPEAT)),
+        Err(libc::EINVAL)
+    );
+    // Nor is a second bind() of a bound socket.
+    assert_eq!(r.request(bind(0, 0)), Err(libc::EINVAL));
+}
