@@ -7,6 +7,7 @@
 //!   sockd and tcpd, and how they recover from a restart of either.
 //! - [`auth`]: who may bind which port.
 //! - [`charge`]: what each user's sockets hold at tcpd, against a limit.
+//! - [`tally`]: how many sockets and sessions each process and user holds.
 //!
 //! The binary (`main.rs` and its modules) is the shell: sessions with
 //! libsock, the applications' rings, the service loop.
@@ -16,3 +17,4 @@
 pub mod auth;
 pub mod charge;
 pub mod stream;
+pub mod tally;

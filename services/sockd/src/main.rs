@@ -37,6 +37,7 @@ use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, VERSION};
 use strata_sockd::charge::Charges;
 use strata_sockd::stream::{Arrival, Stream};
+use strata_sockd::tally::Tally;
 use wire::Recv;
 
 /// Most connections kept waiting for a descriptor to identify them.
@@ -397,6 +398,11 @@ struct Sockd<'a> {
     stats: Stats,
     /// When the earliest READ_CREDIT waiting for company goes anyway.
     credit_due: Option<Instant>,
+    /// Sockets per process and per user, and sessions per user, for the
+    /// limits.
+    socks_of_pid: Tally,
+    socks_of_uid: Tally,
+    sessions_of_uid: Tally,
 }
 
 /// Kicks a socket's wake pair, if `yes` and it has one.
@@ -480,6 +486,9 @@ fn main() {
         udpd_beat: (0, Instant::now()),
         stats: Stats::default(),
         credit_due: None,
+        socks_of_pid: Tally::default(),
+        socks_of_uid: Tally::default(),
+        sessions_of_uid: Tally::default(),
     };
     // Sockets from before a restart wait for their applications.
     let now = Instant::now();
@@ -499,7 +508,7 @@ fn main() {
                 d.tcp_ctl(op::SHUTDOWN, rec.id, 0, 0);
             }
         }
-        d.socks.insert(rec.id, sk);
+        d.insert_sock(rec.id, sk);
     }
     if !found.is_empty() {
         svc.log(&format!(

@@ -137,8 +137,7 @@ impl Sockd<'_> {
         };
         // Each session is a descriptor of sockd's: one user may not take
         // them all.
-        let of_user = self.sessions.values().filter(|s| s.uid == cred.uid());
-        if of_user.count() >= self.sessions_per_user as usize {
+        if self.sessions_of_uid.of(cred.uid()) >= self.sessions_per_user {
             self.stats.add(Stat::SessionLimit, 1);
             return true;
         }
@@ -163,6 +162,7 @@ impl Sockd<'_> {
         };
         self.next_session += 1;
         self.ready.watch(&fd, self.next_session, false);
+        self.sessions_of_uid.add(cred.uid());
         self.sessions.insert(
             self.next_session,
             Session {
@@ -245,12 +245,9 @@ impl Sockd<'_> {
     /// re-attached count for their process and user too).
     fn socket_limits(&mut self, sid: u64) -> Result<(), Response> {
         let s = &self.sessions[&sid];
-        let (mut process, mut user) = (0u32, 0u32);
-        for k in self.socks.values() {
-            process += u32::from(k.rec.pid == s.pid);
-            user += u32::from(k.rec.uid == s.uid);
-        }
-        if process >= self.sockets_per_process || user >= self.sockets_per_user {
+        if self.socks_of_pid.of(s.pid) >= self.sockets_per_process
+            || self.socks_of_uid.of(s.uid) >= self.sockets_per_user
+        {
             self.stats.add(Stat::SocketLimit, 1);
             return Err(errno_resp(libc::EMFILE));
         }
@@ -285,7 +282,7 @@ impl Sockd<'_> {
         sk.session = Some(sid);
         sk.mem = Some(mem);
         sk.kick_end = Some(kick_end);
-        self.socks.insert(id, sk);
+        self.insert_sock(id, sk);
         self.note_ring(id);
         self.stats.add(Stat::SocketsOpened, 1);
         Response::Created { id }
@@ -597,7 +594,7 @@ impl Sockd<'_> {
         sk.session = Some(sid);
         sk.mem = Some(mem);
         sk.kick_end = Some(kick_end);
-        self.socks.insert(new_id, sk);
+        self.insert_sock(new_id, sk);
         self.note_ring(new_id);
         self.tcp_ctl(op::ATTACH, new_id, conn, 0);
         self.tell_ring(new_id);

@@ -81,10 +81,22 @@ impl Sockd<'_> {
         );
     }
 
-    /// Forgets socket `id`: its slot, its held data, its user's charge.
-    /// Returns it for what else its end needs.
+    /// Takes socket `id` in, counted for its process and user.
+    pub(crate) fn insert_sock(&mut self, id: u32, s: Sock) {
+        self.socks_of_pid.add(s.rec.pid);
+        self.socks_of_uid.add(s.rec.uid);
+        if let Some(old) = self.socks.insert(id, s) {
+            self.socks_of_pid.remove(old.rec.pid);
+            self.socks_of_uid.remove(old.rec.uid);
+        }
+    }
+
+    /// Forgets socket `id`: its slot, its held data, its user's charge,
+    /// its count. Returns it for what else its end needs.
     pub(crate) fn drop_sock(&mut self, id: u32) -> Option<Sock> {
         let mut s = self.socks.remove(&id)?;
+        self.socks_of_pid.remove(s.rec.pid);
+        self.socks_of_uid.remove(s.rec.uid);
         self.table.remove(s.slot);
         for h in s.rx_hold() {
             self.svc.fabric.free(h);
@@ -120,9 +132,11 @@ impl Sockd<'_> {
     }
 
     pub(crate) fn close_session(&mut self, sid: u64) {
-        if self.sessions.remove(&sid).is_none() {
+        let Some(s) = self.sessions.remove(&sid) else {
             return;
-        }
+        };
+        self.sessions_of_uid.remove(s.uid);
+        drop(s);
         let ids: Vec<u32> = self
             .socks
             .iter()
