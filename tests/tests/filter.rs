@@ -416,3 +416,43 @@ fn httpd(st: &Stack, dir: &std::path::Path) -> Bg {
     wait_line(&mut h, "httpd: serving", Duration::from_secs(15));
     h
 }
+
+/// Sends `n` UDP datagrams from the kernel side to `dst`:5353, out of
+/// strata0's address (so a multicast group goes out over the TAP).
+fn send_mdns(ns: &Netns, dst: &str, n: u32) {
+    ns.run_ok(&[
+        "python3",
+        "-c",
+        "import socket,sys\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.IPPROTO_IP,socket.IP_MULTICAST_IF,socket.inet_aton(sys.argv[2]))\n\
+         [s.sendto(b'query',(sys.argv[1],5353)) for _ in range(int(sys.argv[3]))]",
+        dst,
+        HOST_IP,
+        &n.to_string(),
+    ]);
+}
+
+#[test]
+fn multicast_that_ipd_drops_meets_no_input_or_forward_rule() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    st.filter("add INPUT -p udp --dport 5353 -j ACCEPT");
+    st.filter("add FORWARD -p udp --dport 5353 -j ACCEPT");
+    // Three datagrams to an mDNS group nobody joined: ipd drops them as
+    // not for us, and no INPUT or FORWARD rule saw them (as on Linux,
+    // where routing drops them first).
+    let before = st.counter("ipd", "not_for_us");
+    send_mdns(&ns, "224.0.0.251", 3);
+    st.wait_for("ipd to drop the datagrams", Duration::from_secs(20), || {
+        st.counter("ipd", "not_for_us") >= before + 3
+    });
+    assert_eq!(rule_counts(&listing(&st, "INPUT"), 1).0, 0, "INPUT");
+    assert_eq!(rule_counts(&listing(&st, "FORWARD"), 1).0, 0, "FORWARD");
+    // The same rule counts a datagram for the stack's own address.
+    send_mdns(&ns, STACK_IP, 1);
+    st.wait_for(
+        "the INPUT rule to count it",
+        Duration::from_secs(20),
+        || rule_counts(&listing(&st, "INPUT"), 1).0 == 1,
+    );
+}

@@ -191,13 +191,14 @@ impl Shell<'_> {
                 break;
             }
         }
-        if ingress && matches!(decision, Decision::Accept { .. }) {
-            // The routing decision, after PREROUTING's DNAT.
-            let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-            let local = self.addrs.is_local(dst)
-                || self.addrs.is_subnet_broadcast(dst)
-                || dst == u32::MAX
-                || is_multicast(dst);
+        // The routing decision, after PREROUTING's DNAT. ipd neither
+        // delivers nor forwards multicast (it joins no group): as on
+        // Linux, where routing drops a group nobody joined, such a
+        // datagram meets no INPUT or FORWARD rule.
+        let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
+        if ingress && matches!(decision, Decision::Accept { .. }) && !is_multicast(dst) {
+            let local =
+                self.addrs.is_local(dst) || self.addrs.is_subnet_broadcast(dst) || dst == u32::MAX;
             let hook = if local {
                 Hook::Input
             } else {
