@@ -835,10 +835,7 @@ impl Fabric {
         idle: impl FnOnce() -> bool,
     ) -> Option<Slept> {
         let c = self.ctl(me);
-        c.sleeping.store(SLEEP_FUTEX, SeqCst);
-        fence(SeqCst);
-        if !idle() {
-            c.sleeping.store(0, Relaxed);
+        if !Self::raise_sleeping(c, SLEEP_FUTEX, idle) {
             return None;
         }
         let ts = libc::timespec {
@@ -873,6 +870,20 @@ impl Fabric {
         })
     }
 
+    /// Raises `c`'s sleeping flag (saying `how` to wake it), then asks
+    /// `idle`: work published meanwhile is seen, or the publisher sees the
+    /// flag (the fence pairs with the one in `kick`). False, with the flag
+    /// down again, when there is work.
+    fn raise_sleeping(c: &LayerCtl, how: u32, idle: impl FnOnce() -> bool) -> bool {
+        c.sleeping.store(how, SeqCst);
+        fence(SeqCst);
+        if idle() {
+            return true;
+        }
+        c.sleeping.store(0, Relaxed);
+        false
+    }
+
     /// As [`Fabric::sleep`], for any number of fds: `fds[0]` is set to this
     /// layer's eventfd, the rest are the caller's.
     fn sleep_on(
@@ -886,10 +897,7 @@ impl Fabric {
             f.revents = 0;
         }
         let c = self.ctl(me);
-        c.sleeping.store(SLEEP_POLL, SeqCst);
-        fence(SeqCst);
-        if !idle() {
-            c.sleeping.store(0, Relaxed);
+        if !Self::raise_sleeping(c, SLEEP_POLL, idle) {
             return None;
         }
         let wfd = self.wake[me.0 as usize];
@@ -1251,13 +1259,20 @@ impl Producer<'_> {
     pub fn push(&mut self, hs: &[Handle]) -> usize {
         let n = self.publish(hs);
         if n > 0 {
-            self.f.kick(self.to);
+            self.wake();
         }
         n
     }
 
+    /// Wakes the consumer if it sleeps ([`Fabric::kick`]); true when that
+    /// took a system call.
+    pub fn wake(&self) -> bool {
+        self.f.kick(self.to)
+    }
+
     /// As [`Producer::push`] without waking the consumer: the caller
-    /// wakes it once ([`Fabric::kick`]) after all it publishes in a turn.
+    /// wakes it once ([`Producer::wake`]) after all it publishes in a
+    /// turn.
     pub fn publish(&mut self, hs: &[Handle]) -> usize {
         let n = (self.space() as usize).min(hs.len());
         if n == 0 {

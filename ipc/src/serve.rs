@@ -164,12 +164,12 @@ impl Cx<'_> {
         self.received += n;
     }
 
-    /// Pushes what waits for each output with one ring update per output
-    /// and no wake-up; notes in `woken` the outputs whose consumer must be
-    /// woken and returns how many handles went out. What stays is refused
-    /// or kept.
-    fn flush(&mut self, layer: &mut impl Layer, woken: &mut Vec<usize>) -> usize {
-        let mut moved = 0;
+    /// Pushes what waits for each output with one ring update per output,
+    /// then wakes that output's consumer (a kick costs nothing unless it
+    /// sleeps). What stays is refused or kept. Returns how many handles
+    /// went out and how many kicks were sent.
+    fn flush(&mut self, layer: &mut impl Layer) -> (usize, u64) {
+        let (mut moved, mut kicks) = (0, 0);
         for o in 0..self.outs.len() {
             let out = &mut self.outs[o];
             let mut pushed = 0;
@@ -183,8 +183,8 @@ impl Cx<'_> {
                 pushed += k;
             }
             if pushed > 0 {
-                woken.push(o);
                 moved += pushed;
+                kicks += u64::from(out.ring.wake());
             }
             if out.overflow == Overflow::Refuse {
                 while let Some(h) = self.outs[o].queue.pop_front() {
@@ -192,7 +192,7 @@ impl Cx<'_> {
                 }
             }
         }
-        moved
+        (moved, kicks)
     }
 
     /// True when some output keeps handles its ring has no room for.
@@ -296,7 +296,6 @@ fn ratio(a: u64, b: u64) -> f64 {
 pub struct Loop<'f> {
     svc: &'f Service,
     inputs: Vec<Consumer<'f>>,
-    outputs: Vec<LayerId>,
     cx: Cx<'f>,
     /// Counter values of earlier instances, so counting continues.
     base: Vec<u64>,
@@ -343,7 +342,6 @@ impl<'f> Loop<'f> {
         Loop {
             svc,
             inputs,
-            outputs: outputs.iter().map(|&(to, _)| to).collect(),
             cx: Cx {
                 now: now_ns(),
                 pool: f.pool(me),
@@ -368,10 +366,9 @@ impl<'f> Loop<'f> {
     pub fn run(mut self, layer: &mut impl Layer) -> ! {
         self.svc.ready();
         let mut batch = [Handle::default(); BUDGET];
-        let mut woken = Vec::with_capacity(self.outputs.len());
         let mut published = 0;
         loop {
-            let work = self.turn(layer, &mut batch, &mut woken);
+            let work = self.turn(layer, &mut batch);
             // Before every wait, so what a layer counted is there once it
             // sleeps; while it keeps busy, now and then.
             if work == 0 || self.cx.now >= published + PUBLISH_BUSY_NS {
@@ -387,12 +384,7 @@ impl<'f> Loop<'f> {
     /// One turn: the layer's own work, every input, the timer, the
     /// layer's end of turn, then the outputs. Returns how much was done
     /// (0: nothing, so the loop may sleep).
-    fn turn(
-        &mut self,
-        layer: &mut impl Layer,
-        batch: &mut [Handle; BUDGET],
-        woken: &mut Vec<usize>,
-    ) -> usize {
+    fn turn(&mut self, layer: &mut impl Layer, batch: &mut [Handle; BUDGET]) -> usize {
         let f = &self.svc.fabric;
         let me = self.svc.me;
         f.beat(me);
@@ -419,28 +411,16 @@ impl<'f> Loop<'f> {
             layer.poll(&mut self.cx);
         }
         work += layer.end(&mut self.cx);
-        let moved = self.flush(layer, woken);
+        let (moved, kicks) = self.cx.flush(layer);
+        self.econ.handles_out += moved as u64;
+        self.econ.kicks_sent += kicks;
+        self.econ.syscalls += kicks;
         // Pushing is work worth another turn only while some output still
         // holds handles back: more may fit now that the consumer runs.
         if self.cx.blocked() {
             work += moved;
         }
         work
-    }
-
-    /// Pushes what the layer sent and wakes each consumer that got
-    /// something (a kick costs nothing unless it sleeps). Returns how many
-    /// handles went out.
-    fn flush(&mut self, layer: &mut impl Layer, woken: &mut Vec<usize>) -> usize {
-        let moved = self.cx.flush(layer, woken);
-        self.econ.handles_out += moved as u64;
-        for o in woken.drain(..) {
-            if self.svc.fabric.kick(self.outputs[o]) {
-                self.econ.kicks_sent += 1;
-                self.econ.syscalls += 1;
-            }
-        }
-        moved
     }
 
     /// Copies the layer's counters and the economy into the fabric.
