@@ -95,9 +95,9 @@ impl<'a, T: Pod> Records<'a, T> {
         v
     }
 
-    /// Replaces the table with `recs` (truncated to the capacity).
-    /// Returns how many were stored.
-    pub fn store(&self, recs: &[T]) -> usize {
+    /// Replaces the table with `recs` (truncated to the capacity), written
+    /// straight into the spare copy. Returns how many were stored.
+    pub fn store(&self, recs: impl IntoIterator<Item = T>) -> usize {
         let Some(h) = self.hdr() else {
             return 0;
         };
@@ -107,9 +107,10 @@ impl<'a, T: Pod> Records<'a, T> {
             1
         };
         let next = cur ^ 1;
-        let n = recs.len().min(self.cap);
-        for (i, r) in recs[..n].iter().enumerate() {
-            self.r.store(self.rec_off(next, i), *r);
+        let mut n = 0;
+        for r in recs.into_iter().take(self.cap) {
+            self.r.store(self.rec_off(next, n), r);
+            n += 1;
         }
         h.len[next].store(n as u32, Release);
         h.magic.store(REC_MAGIC, Release);
@@ -128,13 +129,13 @@ mod tests {
         // SAFETY: the vector outlives the table and is used only by it.
         let r: Records<u64> = unsafe { Records::new(mem.as_mut_ptr() as *mut u8, 8192) };
         assert!(r.load().is_empty());
-        r.store(&[1, 2, 3]);
+        r.store([1, 2, 3]);
         assert_eq!(r.load(), vec![1, 2, 3]);
-        r.store(&[4]);
+        r.store([4]);
         assert_eq!(r.load(), vec![4]);
         let cap = r.capacity();
         let big: Vec<u64> = (0..cap as u64 + 10).collect();
-        assert_eq!(r.store(&big), cap);
+        assert_eq!(r.store(big.iter().copied()), cap);
         assert_eq!(r.load().len(), cap);
     }
 
@@ -143,7 +144,7 @@ mod tests {
         let mut mem = vec![0u64; 1024];
         // SAFETY: the vector outlives the table and is used only by it.
         let r: Records<u64> = unsafe { Records::new(mem.as_mut_ptr() as *mut u8, 8192) };
-        r.store(&[7, 8]);
+        r.store([7, 8]);
         // A writer that dies before the flip has written only the other copy.
         let cur = r.hdr().unwrap().current.load(Relaxed) as usize;
         r.r.store(r.rec_off(cur ^ 1, 0), 99u64);

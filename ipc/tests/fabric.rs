@@ -388,7 +388,7 @@ fn arena_records_outlive_the_mapping_that_wrote_them() {
     let f = Fabric::create(&n, small()).unwrap();
     {
         let g = Fabric::open(&n).unwrap();
-        g.records::<u64>(LayerId::IPD).store(&[1, 2, 3]);
+        g.records::<u64>(LayerId::IPD).store([1, 2, 3]);
     }
     let g = Fabric::open(&n).unwrap();
     assert_eq!(g.records::<u64>(LayerId::IPD).load(), vec![1, 2, 3]);

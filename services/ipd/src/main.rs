@@ -65,7 +65,6 @@ struct Shell<'a> {
     core: IpCore,
     out: Outputs,
     arena: Records<'a, Rec>,
-    arena_buf: Vec<Rec>,
 }
 
 impl Shell<'_> {
@@ -86,9 +85,7 @@ impl Shell<'_> {
     /// Copies the neighbour cache into the arena if it changed.
     fn save(&mut self) {
         if self.core.neighbours_changed() {
-            self.arena_buf.clear();
-            self.arena_buf.extend(self.core.neighbours().map(Rec));
-            self.arena.store(&self.arena_buf);
+            self.arena.store(self.core.neighbours().map(Rec));
         }
     }
 }
@@ -183,7 +180,6 @@ fn main() {
     let mut shell = Shell {
         core,
         out: Outputs::with_capacity(4096),
-        arena_buf: Vec::with_capacity(arena.capacity()),
         arena,
     };
     let cx = lp.cx();

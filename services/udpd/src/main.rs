@@ -36,7 +36,6 @@ struct Shell<'a> {
     core: UdpCore,
     out: Outputs,
     arena: Records<'a, Rec>,
-    arena_buf: Vec<Rec>,
 }
 
 impl Shell<'_> {
@@ -63,9 +62,7 @@ impl Shell<'_> {
     /// Copies the binding table into the arena if it changed.
     fn save(&mut self) {
         if self.core.take_changed() {
-            self.arena_buf.clear();
-            self.arena_buf.extend(self.core.bindings().map(Rec));
-            self.arena.store(&self.arena_buf);
+            self.arena.store(self.core.bindings().map(Rec));
         }
     }
 }
@@ -135,7 +132,6 @@ fn main() {
     let mut shell = Shell {
         core,
         out: Outputs::with_capacity(4 * BUDGET),
-        arena_buf: Vec::with_capacity(arena.capacity()),
         arena,
     };
     shell.save();
