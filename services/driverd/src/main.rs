@@ -49,7 +49,7 @@ const REARM_AFTER_TURNS: u32 = 2;
 const TO_NETDEV: usize = 0;
 
 /// driverd's side of the service loop.
-struct Shell<'a> {
+struct Shell {
     dev: Box<dyn Driver>,
     iface: u8,
     max_frame: usize,
@@ -68,10 +68,9 @@ struct Shell<'a> {
     /// netdevd's ring was full when we last looked.
     up_full: bool,
     stats: Stats,
-    f: &'a strata_ipc::Fabric,
 }
 
-impl Shell<'_> {
+impl Shell {
     /// Reads frames into pool buffers, as many as netdevd's ring can take
     /// (a slow stack leaves them in the device queue rather than losing
     /// them here). Returns how many.
@@ -81,7 +80,9 @@ impl Shell<'_> {
         while n < room {
             let Some(mut h) = cx.pool.alloc(self.max_frame) else {
                 self.stats.inc(Stat::RxNoBuffer);
-                self.f.iface_add(self.iface, ifc::RX_DROP_NO_BUFFER, 1);
+                cx.pool
+                    .fabric()
+                    .iface_add(self.iface, ifc::RX_DROP_NO_BUFFER, 1);
                 break;
             };
             cx.syscalls(1);
@@ -103,7 +104,7 @@ impl Shell<'_> {
                 Err(_) => {
                     cx.pool.free(&h);
                     self.stats.inc(Stat::RxError);
-                    self.f.iface_add(self.iface, ifc::RX_ERROR, 1);
+                    cx.pool.fabric().iface_add(self.iface, ifc::RX_ERROR, 1);
                     self.rx_armed = false;
                     break;
                 }
@@ -139,7 +140,9 @@ impl Shell<'_> {
                     self.pending.pop_front();
                     cx.pool.free(&h);
                     self.stats.inc(Stat::TxError);
-                    self.f.iface_add(self.iface, ifc::TX_DROP_DEVICE, 1);
+                    cx.pool
+                        .fabric()
+                        .iface_add(self.iface, ifc::TX_DROP_DEVICE, 1);
                 }
             }
         }
@@ -148,7 +151,7 @@ impl Shell<'_> {
     }
 }
 
-impl Layer for Shell<'_> {
+impl Layer for Shell {
     fn begin(&mut self, cx: &mut Cx) -> usize {
         self.awake_turns += 1;
         if self.awake_turns > REARM_AFTER_TURNS {
@@ -247,7 +250,6 @@ fn main() {
         dev_full: false,
         up_full: false,
         stats: Stats::default(),
-        f,
     };
     lp.run(&mut shell)
 }

@@ -226,7 +226,9 @@ impl Shell<'_> {
                 cx.send(to, h);
                 k += 1;
             }
-            f.iface_add(i as u8, ifc::TX_PACKETS, k);
+            if k > 0 {
+                f.iface_add(i as u8, ifc::TX_PACKETS, k);
+            }
             let st = self.egress[i].take_stats();
             if st != QdiscStats::default() {
                 self.count_faults(&st, EGRESS_FAULTS);
