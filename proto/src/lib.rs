@@ -1,5 +1,6 @@
 //! strata wire formats: Ethernet II, ARP, IPv4, ICMPv4, UDP and TCP headers,
-//! and the Internet checksum.
+//! the virtio-net offload header, and the Internet checksum (with the
+//! software fallbacks for offloads: checksum completion and TCP GSO).
 //!
 //! Every layer of the stack parses packets with this crate, so its parsers
 //! are written for **untrusted input**:
@@ -30,6 +31,7 @@ pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
 pub mod ipv4;
+pub mod offload;
 pub mod sock;
 pub mod tcp;
 pub mod udp;

@@ -561,6 +561,26 @@ impl TcpHeader {
         put16(seg, 16, c.finish());
         Ok(hl)
     }
+
+    /// As [`emit`](Self::emit), but leaves the checksum *partial*: the
+    /// field holds the pseudo-header sum, for the device or the driver to
+    /// complete (see [`crate::offload`]). The payload is not read.
+    pub fn emit_partial(
+        &self,
+        opts: &TcpOptions,
+        seg: &mut [u8],
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+    ) -> Result<usize, EmitError> {
+        let len = u16::try_from(seg.len()).map_err(|_| EmitError::TooLong)?;
+        let hl = self.emit_header(opts, seg)?;
+        put16(
+            seg,
+            16,
+            pseudo_header_v4(src, dst, protocol::TCP, len).sum(),
+        );
+        Ok(hl)
+    }
 }
 
 #[cfg(test)]
@@ -588,6 +608,21 @@ mod tests {
             timestamp: Some((123_456, 0)),
             ..TcpOptions::default()
         }
+    }
+
+    #[test]
+    fn a_completed_partial_checksum_is_the_full_one() {
+        let payload = [7u8; 33];
+        let mut full = vec![0u8; 20 + payload.len()];
+        full[20..].copy_from_slice(&payload);
+        let mut partial = full.clone();
+        let h = TcpHeader::parse(&SYN).unwrap().0;
+        let o = TcpOptions::default();
+        h.emit(&o, &mut full, SRC, DST).unwrap();
+        h.emit_partial(&o, &mut partial, SRC, DST).unwrap();
+        assert!(!TcpHeader::verify_checksum(&partial, SRC, DST));
+        crate::offload::complete_checksum(&mut partial, 0, 16).unwrap();
+        assert_eq!(partial, full);
     }
 
     #[test]
