@@ -30,7 +30,7 @@
 //! as the launcher keeps the socket open throughout.
 
 use std::fmt;
-use std::io;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::linux::net::SocketAddrExt;
 use std::os::unix::net::{SocketAddr, UnixDatagram};
@@ -38,7 +38,7 @@ use std::os::unix::net::{SocketAddr, UnixDatagram};
 use nix::errno::Errno;
 use nix::sys::socket::{self, sockopt, MsgFlags};
 
-use crate::{truncated, Driver};
+use crate::{truncated, Driver, Offload, MAX_PARTS};
 
 /// What every pair end's abstract socket name starts with.
 pub const NAME_PREFIX: &str = "strata-pair-";
@@ -223,12 +223,19 @@ impl Pair {
 }
 
 impl Driver for Pair {
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
+    fn recv_split(
+        &mut self,
+        head: &mut [u8],
+        tail: &mut [u8],
+    ) -> io::Result<Option<(usize, Offload)>> {
+        let len = head.len() + tail.len();
+        let mut iov = [IoSliceMut::new(head), IoSliceMut::new(tail)];
         // Bounded: each pending socket error is reported only once.
         for _ in 0..4 {
-            match socket::recv(self.sock.as_raw_fd(), buf, MsgFlags::MSG_TRUNC) {
-                Ok(n) if n > buf.len() => return Err(truncated(buf.len())),
-                Ok(n) => {
+            match socket::recvmsg::<()>(self.sock.as_raw_fd(), &mut iov, None, MsgFlags::MSG_TRUNC)
+            {
+                Ok(m) if m.bytes > len => return Err(truncated(len)),
+                Ok(m) => {
                     // The other end is up: attach to it now rather than at
                     // our first send, to lift the small unconnected queue
                     // limit from its sends to us.
@@ -236,7 +243,7 @@ impl Driver for Pair {
                     if !self.connected {
                         let _ = self.connect_peer();
                     }
-                    return Ok(Some(n));
+                    return Ok(Some((m.bytes, Offload::default())));
                 }
                 Err(Errno::EAGAIN) => return Ok(None),
                 // ECONNRESET: frames from the other end were discarded when
@@ -248,27 +255,42 @@ impl Driver for Pair {
         Ok(None)
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+    fn send_parts(&mut self, parts: &[&[u8]], _off: &Offload) -> io::Result<bool> {
+        if parts.len() > MAX_PARTS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a frame in more parts than a send takes",
+            ));
+        }
+        let mut iov = [IoSlice::new(&[]); MAX_PARTS];
+        for (slot, part) in iov.iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
         // At most two tries: the second follows a re-attach to a new socket
         // at the other end.
         for _ in 0..2 {
             if !self.connected && !self.connect_peer()? {
                 return Ok(true); // nobody at the other end: lost
             }
-            match self.sock.send(frame) {
+            let sent = socket::sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &iov[..parts.len()],
+                &[],
+                MsgFlags::empty(),
+                None,
+            );
+            match sent {
                 Ok(_) => return Ok(true),
-                Err(e) => match e.raw_os_error() {
-                    Some(libc::EAGAIN) => return Ok(false),
-                    // The socket we were attached to has gone (the kernel
-                    // has detached us), or a stale error was pending.
-                    Some(libc::ECONNREFUSED | libc::ENOTCONN | libc::ECONNRESET | libc::EINTR) => {
-                        self.connected = false;
-                    }
-                    // The other end is attached to our predecessor; see the
-                    // module docs. Lost, as on a wire.
-                    Some(libc::EPERM) => return Ok(true),
-                    _ => return Err(e),
-                },
+                Err(Errno::EAGAIN) => return Ok(false),
+                // The socket we were attached to has gone (the kernel
+                // has detached us), or a stale error was pending.
+                Err(Errno::ECONNREFUSED | Errno::ENOTCONN | Errno::ECONNRESET | Errno::EINTR) => {
+                    self.connected = false;
+                }
+                // The other end is attached to our predecessor; see the
+                // module docs. Lost, as on a wire.
+                Err(Errno::EPERM) => return Ok(true),
+                Err(e) => return Err(e.into()),
             }
         }
         Ok(true)

@@ -1,7 +1,13 @@
 //! A Linux TAP device, and the helpers that configure its kernel side.
 //!
 //! The TAP is opened with `IFF_TAP | IFF_NO_PI`: every read and write is one
-//! bare Ethernet frame. It is not made persistent, so the interface vanishes
+//! Ethernet frame. With offloads (`IFF_VNET_HDR`, the default for the
+//! stack's TAPs) a 10-byte virtio-net header goes in front of each frame,
+//! and the kernel is told (TUNSETOFFLOAD) that we take partial checksums
+//! and TCP/IPv4 super-segments of up to 64 KiB: it then hands us its TCP
+//! data in super-segments, unsegmented and with no checksum computed, and
+//! takes ours the same way. Without offloads every frame is a plain one
+//! whose checksums are complete. It is not made persistent, so the interface vanishes
 //! when the last fd on it closes — a stack that dies leaves nothing behind,
 //! while the launcher's own fd keeps the interface (and the addresses the
 //! kernel side was given) alive across driverd restarts.
@@ -12,7 +18,7 @@
 //! of the calling thread.
 
 use std::fs::{File, OpenOptions};
-use std::io::{self, IoSliceMut};
+use std::io::{self, IoSlice, IoSliceMut};
 use std::mem;
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
@@ -25,7 +31,13 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use crate::{truncated, Driver};
+use strata_proto::offload::{gso_type, vnet_flags, VnetHdr, VNET_HDR_LEN};
+
+use crate::{truncated, Csum, Driver, Offload, Offloads, MAX_PARTS};
+
+/// What [`Tap::create`] asks of the kernel with offloads: partial
+/// checksums and TCP/IPv4 segmentation, both ways (TUN_F_CSUM, TUN_F_TSO4).
+const TUN_OFFLOADS: libc::c_uint = 0x01 | 0x02;
 
 /// The longest interface name the kernel accepts (IFNAMSIZ less the NUL).
 pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
@@ -38,6 +50,8 @@ pub const MAX_NAME_LEN: usize = libc::IFNAMSIZ - 1;
 pub struct Tap {
     file: File,
     name: String,
+    /// Frames carry a virtio-net header (and the device has offloads on).
+    vnet: bool,
 }
 
 impl Tap {
@@ -45,10 +59,13 @@ impl Tap {
     /// lets the kernel choose) in the calling thread's network namespace.
     ///
     /// Needs CAP_NET_ADMIN. The interface starts down and unconfigured; the
-    /// kernel-chosen name is [`Tap::name`].
-    pub fn create(name: &str) -> io::Result<Tap> {
+    /// kernel-chosen name is [`Tap::name`]. With `offloads` frames carry a
+    /// virtio-net header and the kernel exchanges partial checksums and
+    /// TCP super-segments with us (see the module documentation).
+    pub fn create(name: &str, offloads: bool) -> io::Result<Tap> {
         let mut req = ifreq(name)?;
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI) as libc::c_short;
+        let vnet = if offloads { libc::IFF_VNET_HDR } else { 0 };
+        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | vnet) as libc::c_short;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -59,14 +76,27 @@ impl Tap {
         let rc = unsafe { libc::ioctl(file.as_raw_fd(), libc::TUNSETIFF as _, &mut req) };
         Errno::result(rc)?;
         let name = name_of(&req)?;
-        Ok(Tap { file, name })
+        if offloads {
+            let fd = file.as_raw_fd();
+            let size = VNET_HDR_LEN as libc::c_int;
+            // SAFETY: TUNSETVNETHDRSZ reads one int, which outlives the call.
+            Errno::result(unsafe { libc::ioctl(fd, libc::TUNSETVNETHDRSZ as _, &size) })?;
+            // SAFETY: TUNSETOFFLOAD takes its argument by value.
+            Errno::result(unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD as _, TUN_OFFLOADS) })?;
+        }
+        Ok(Tap {
+            file,
+            name,
+            vnet: offloads,
+        })
     }
 
     /// Takes over an fd that already refers to a TAP device, e.g. the copy
     /// driverd inherits from the launcher.
     ///
     /// Checks that the fd is a TAP opened the way [`Tap::create`] opens one
-    /// (frames without packet info or virtio-net header), and makes it
+    /// (frames without packet info; a virtio-net header means offloads are
+    /// on, as [`Tap::create`] set them), and makes it
     /// non-blocking — a flag shared with every copy of the fd, which is
     /// harmless since only driverd does I/O on it.
     pub fn from_fd(fd: OwnedFd) -> io::Result<Tap> {
@@ -89,19 +119,23 @@ impl Tap {
         // SAFETY: TUNGETIFF fills in the flags member of the union.
         let flags = libc::c_int::from(unsafe { req.ifr_ifru.ifru_flags });
         let wanted = libc::IFF_TAP | libc::IFF_NO_PI;
-        if flags & (wanted | libc::IFF_TUN | libc::IFF_VNET_HDR) != wanted {
+        if flags & (wanted | libc::IFF_TUN) != wanted {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
-                format!("fd {} is a TUN/TAP device not opened as TAP with IFF_NO_PI only (flags {flags:#x})", file.as_raw_fd()),
+                format!(
+                    "fd {} is a TUN/TAP device not opened as TAP with IFF_NO_PI (flags {flags:#x})",
+                    file.as_raw_fd()
+                ),
             ));
         }
+        let vnet = flags & libc::IFF_VNET_HDR != 0;
         let name = name_of(&req)?;
         let status = OFlag::from_bits_retain(fcntl(file.as_raw_fd(), FcntlArg::F_GETFL)?);
         fcntl(
             file.as_raw_fd(),
             FcntlArg::F_SETFL(status | OFlag::O_NONBLOCK),
         )?;
-        Ok(Tap { file, name })
+        Ok(Tap { file, name, vnet })
     }
 
     /// Takes over a raw fd number, e.g. one named on driverd's command line;
@@ -123,17 +157,36 @@ impl Tap {
 }
 
 impl Driver for Tap {
-    fn recv(&mut self, buf: &mut [u8]) -> io::Result<Option<usize>> {
-        // The tun driver silently cuts a frame to fit the buffer, so one
-        // spare byte tells a frame that filled the buffer exactly from one
-        // that did not fit.
+    fn recv_split(
+        &mut self,
+        head: &mut [u8],
+        tail: &mut [u8],
+    ) -> io::Result<Option<(usize, Offload)>> {
+        // The tun driver silently cuts a frame to fit the buffers, so one
+        // spare byte tells a frame that filled them exactly from one that
+        // did not fit.
         let mut spare = [0u8; 1];
+        let mut vh = [0u8; VNET_HDR_LEN];
+        let len = head.len() + tail.len();
+        let pre = if self.vnet { VNET_HDR_LEN } else { 0 };
         loop {
-            let len = buf.len();
-            let mut iov = [IoSliceMut::new(buf), IoSliceMut::new(&mut spare)];
+            let mut iov = [
+                IoSliceMut::new(&mut vh[..pre]),
+                IoSliceMut::new(head),
+                IoSliceMut::new(tail),
+                IoSliceMut::new(&mut spare),
+            ];
             match nix::sys::uio::readv(&self.file, &mut iov) {
-                Ok(n) if n > len => return Err(truncated(len)),
-                Ok(n) => return Ok(Some(n)),
+                Ok(n) if n < pre => return Err(truncated(0)),
+                Ok(n) if n - pre > len => return Err(truncated(len)),
+                Ok(n) => {
+                    let off = if self.vnet {
+                        offload_of(&VnetHdr::parse(&vh).map_err(bad_vnet)?)?
+                    } else {
+                        Offload::default()
+                    };
+                    return Ok(Some((n - pre, off)));
+                }
                 Err(Errno::EAGAIN) => return Ok(None),
                 Err(Errno::EINTR) => continue,
                 Err(e) => return Err(e.into()),
@@ -141,9 +194,22 @@ impl Driver for Tap {
         }
     }
 
-    fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
+    fn send_parts(&mut self, parts: &[&[u8]], off: &Offload) -> io::Result<bool> {
+        if parts.len() > MAX_PARTS {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "a frame in more parts than a send takes",
+            ));
+        }
+        let vh = vnet_of(off).to_bytes();
+        let pre = if self.vnet { VNET_HDR_LEN } else { 0 };
+        let mut iov = [IoSlice::new(&[]); MAX_PARTS + 1];
+        iov[0] = IoSlice::new(&vh[..pre]);
+        for (slot, part) in iov[1..].iter_mut().zip(parts) {
+            *slot = IoSlice::new(part);
+        }
         loop {
-            match nix::unistd::write(&self.file, frame) {
+            match nix::sys::uio::writev(&self.file, &iov[..=parts.len()]) {
                 Ok(_) => return Ok(true),
                 Err(Errno::EAGAIN) => return Ok(false),
                 // The kernel side is down: like a frame sent on an unplugged
@@ -155,9 +221,66 @@ impl Driver for Tap {
         }
     }
 
+    fn offloads(&self) -> Offloads {
+        Offloads {
+            csum: self.vnet,
+            tso4: self.vnet,
+        }
+    }
+
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
+}
+
+/// The offload state a virtio-net header from the kernel describes.
+fn offload_of(h: &VnetHdr) -> io::Result<Offload> {
+    let csum = if h.flags & vnet_flags::NEEDS_CSUM != 0 {
+        Csum::Partial {
+            start: h.csum_start,
+            offset: h.csum_offset,
+        }
+    } else if h.flags & vnet_flags::DATA_VALID != 0 {
+        Csum::Verified
+    } else {
+        Csum::Unknown
+    };
+    let tcp4_mss = match h.gso_type & !gso_type::ECN {
+        gso_type::NONE => 0,
+        gso_type::TCPV4 if h.gso_size > 0 => h.gso_size,
+        t => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a super-frame of GSO type {t} and size {}, which we did not ask for",
+                    h.gso_size
+                ),
+            ))
+        }
+    };
+    Ok(Offload { csum, tcp4_mss })
+}
+
+/// The virtio-net header that asks the kernel for `off`.
+fn vnet_of(off: &Offload) -> VnetHdr {
+    let mut h = VnetHdr::default();
+    if let Csum::Partial { start, offset } = off.csum {
+        h.flags = vnet_flags::NEEDS_CSUM;
+        h.csum_start = start;
+        h.csum_offset = offset;
+    }
+    if off.tcp4_mss > 0 {
+        h.gso_type = gso_type::TCPV4;
+        h.gso_size = off.tcp4_mss;
+    }
+    h
+}
+
+fn bad_vnet(e: strata_proto::offload::OffloadError) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("virtio-net header: {e}"),
+    )
 }
 
 impl AsFd for Tap {

@@ -141,7 +141,7 @@ fn tap_carries_frames_to_and_from_the_kernel() {
     let ns = Netns::new("frames");
     let name = "strata-t0";
     ns.run(|| {
-        let mut tap = Tap::create(name).unwrap();
+        let mut tap = Tap::create(name, false).unwrap();
         assert_eq!(tap.name(), name);
 
         // A frame sent while the kernel side is down is lost, not an error.
@@ -227,7 +227,7 @@ fn tap_survives_handover_by_fd_and_vanishes_with_the_last_fd() {
     let ns = Netns::new("handover");
     let name = "strata-t1";
     ns.run(|| {
-        let tap = Tap::create(name).unwrap();
+        let tap = Tap::create(name, false).unwrap();
         let launcher_copy: OwnedFd = tap.as_fd().try_clone_to_owned().unwrap();
         drop(tap);
         let mut driverd = Tap::from_fd(launcher_copy.try_clone().unwrap()).unwrap();
@@ -243,7 +243,7 @@ fn tap_survives_handover_by_fd_and_vanishes_with_the_last_fd() {
             .success());
 
         // Kernel-chosen names work too.
-        let chosen = Tap::create("").unwrap();
+        let chosen = Tap::create("", false).unwrap();
         assert!(chosen.name().starts_with("tap"), "{}", chosen.name());
 
         drop(launcher_copy);
@@ -256,7 +256,7 @@ fn tap_survives_handover_by_fd_and_vanishes_with_the_last_fd() {
 
 #[test]
 fn bad_names_and_fds_are_refused_without_creating_anything() {
-    let err = Tap::create("sixteen-chars-xx").unwrap_err();
+    let err = Tap::create("sixteen-chars-xx", false).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::InvalidInput);
     let dev_null = OwnedFd::from(File::open("/dev/null").unwrap());
     assert!(Tap::from_fd(dev_null).is_err());

@@ -63,7 +63,7 @@ const COMMON: &[i64] = &[
 fn extra(me: LayerId) -> &'static [i64] {
     if me.iface().is_some() {
         // driverd: a pair link's socket reconnects to its other end.
-        return &[libc::SYS_connect, libc::SYS_recvfrom, libc::SYS_sendto];
+        return &[libc::SYS_connect, libc::SYS_recvmsg, libc::SYS_sendmsg];
     }
     if me == LayerId::SOCKD {
         return &[

@@ -54,7 +54,7 @@ const MAX_IFNAME_LEN: usize = 15;
 
 const MTU: RangeInclusive<i64> = 68..=9000;
 const SMALL_BUFFERS: RangeInclusive<i64> = 256..=262_144;
-const LARGE_BUFFERS: RangeInclusive<i64> = 0..=4096;
+const LARGE_BUFFERS: RangeInclusive<i64> = 0..=16_384;
 const RING_SIZE: RangeInclusive<i64> = 64..=65_536;
 const QDISC_LIMIT: RangeInclusive<i64> = 1..=65_536;
 const HEARTBEAT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
@@ -227,6 +227,11 @@ pub struct Interface {
     /// TAP only: addresses the launcher gives the kernel's side of the
     /// interface (at most 16). Default none.
     pub host_addresses: Vec<Cidr>,
+    /// Device offloads: for a TAP, frames carry a virtio-net header, and
+    /// the kernel and the stack exchange TCP super-segments of up to 64 KiB
+    /// with checksums left partial. Default true for a TAP; the pair
+    /// driver has none (false).
+    pub offloads: bool,
 }
 
 /// The kind of device behind an interface, with what only that kind needs.
@@ -308,8 +313,10 @@ impl Route {
 pub struct Limits {
     /// Small (2 KiB) packet buffers in the pool, 256..=262144. Default 4096.
     pub small_buffers: u32,
-    /// Large (64 KiB + headroom) packet buffers for super-packets,
-    /// 0..=4096. Default 64.
+    /// Large (64 KiB + headroom) packet buffers for super-packets (TCP
+    /// super-segments sent and received, frames longer than a small buffer,
+    /// reassembly), 0..=16384. Default 1024: 64 MiB of shared memory,
+    /// touched only as it is used.
     pub large_buffers: u32,
     /// Slots in each ring between layers: a power of two, 64..=65536.
     /// Default 1024.
@@ -360,7 +367,7 @@ impl Default for Limits {
     fn default() -> Limits {
         Limits {
             small_buffers: 4096,
-            large_buffers: 64,
+            large_buffers: 1024,
             ring_size: 1024,
             qdisc_limit: 1000,
             heartbeat_timeout_ms: 3000,
@@ -396,6 +403,7 @@ impl Default for Config {
                     addr: Ipv4Addr::new(10, 77, 0, 1),
                     prefix: 24,
                 }],
+                offloads: true,
             }],
             routes: Vec::new(),
             ip: Ip::default(),
@@ -1151,6 +1159,7 @@ struct RawInterface {
     mtu: Option<i64>,
     #[serde(default)]
     host_addresses: Vec<String>,
+    offloads: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -1282,6 +1291,13 @@ impl RawInterface {
             Some(mtu) => check_range(&at("mtu"), mtu, &MTU)?,
             None => 1500,
         };
+        let offloads = match (self.offloads, &device) {
+            (Some(true), Device::Pair { .. }) => {
+                return Err(invalid(at("offloads"), "the pair driver has no offloads"))
+            }
+            (Some(on), _) => on,
+            (None, device) => *device == Device::Tap,
+        };
         Ok(Interface {
             name: self.name,
             device,
@@ -1290,6 +1306,7 @@ impl RawInterface {
             mtu: u16::try_from(mtu)
                 .map_err(|_| invalid(at("mtu"), format!("{mtu} is not an MTU")))?,
             host_addresses: parse_cidrs(&at("host_addresses"), &self.host_addresses)?,
+            offloads,
         })
     }
 }
@@ -1832,11 +1849,11 @@ mod tests {
             ),
             (
                 limits("large_buffers = -1\n"),
-                "limits.large_buffers: -1 is out of range 0..=4096",
+                "limits.large_buffers: -1 is out of range 0..=16384",
             ),
             (
-                limits("large_buffers = 4097\n"),
-                "limits.large_buffers: 4097 is out of range 0..=4096",
+                limits("large_buffers = 16385\n"),
+                "limits.large_buffers: 16385 is out of range 0..=16384",
             ),
             (
                 limits("ring_size = 32\n"),

@@ -17,6 +17,8 @@ pub enum DeviceSpec {
         mtu: u16,
         /// Addresses to give the kernel side.
         host_addrs: Vec<(Ipv4Addr, u8)>,
+        /// Open with a virtio-net header and offloads on.
+        offloads: bool,
     },
     /// One side of an in-memory link to another instance.
     Pair {
@@ -87,6 +89,7 @@ impl Plan {
                         .iter()
                         .map(|a| (a.addr, a.prefix))
                         .collect(),
+                    offloads: ifc.offloads,
                 },
                 Device::Pair { link, side } => DeviceSpec::Pair {
                     link: link.clone(),

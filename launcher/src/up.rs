@@ -106,8 +106,9 @@ fn open_devices(plan: &Plan) -> Result<Vec<OwnedFd>, String> {
                 name,
                 mtu,
                 host_addrs,
+                offloads,
             } => {
-                let tap = strata_drivers::Tap::create(name)
+                let tap = strata_drivers::Tap::create(name, *offloads)
                     .map_err(|e| format!("interface[{i}]: cannot create TAP {name:?}: {e}"))?;
                 let kname = tap.name().to_string();
                 strata_drivers::tap::set_mtu(&kname, *mtu as u32)
