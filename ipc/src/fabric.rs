@@ -1384,6 +1384,33 @@ impl<'a> Pool<'a> {
     pub fn fabric(&self) -> &'a Fabric {
         self.f
     }
+
+    /// Two different buffers, whole and writable at once (a device read
+    /// that may run on from one into the other). `BadIndex` when both
+    /// handles name the same buffer.
+    pub fn raw_pair_mut(
+        &mut self,
+        a: &Handle,
+        b: &Handle,
+    ) -> Result<(&mut [u8], &mut [u8]), BufError> {
+        if a.buf == b.buf {
+            return Err(BufError::BadIndex);
+        }
+        self.f.check(a)?;
+        self.f.check(b)?;
+        // SAFETY: as in `raw_mut`, for each; two different buffers never
+        // overlap in the region.
+        Ok(unsafe {
+            (
+                self.f
+                    .region
+                    .bytes_mut(self.f.buf_off(a.buf), self.f.buf_cap(a.buf)),
+                self.f
+                    .region
+                    .bytes_mut(self.f.buf_off(b.buf), self.f.buf_cap(b.buf)),
+            )
+        })
+    }
 }
 
 impl Buffers for Pool<'_> {

@@ -10,6 +10,40 @@ pub mod csum {
     pub const PARTIAL: u8 = 2;
 }
 
+/// Values of [`Handle::gso_type`]: what kind of super-packet the handle
+/// holds. A super-packet is one datagram carrying the payload of several
+/// segments, `gso_size` bytes each (the last one the rest); no layer
+/// fragments it, and the driver cuts it into segments in software where
+/// its device cannot (see `strata_proto::offload`).
+pub mod gso {
+    /// An ordinary packet.
+    pub const NONE: u8 = 0;
+    /// TCP over IPv4.
+    pub const TCPV4: u8 = 1;
+
+    /// The longest IPv4 datagram `ip` (the datagram `h` holds, from its
+    /// IPv4 header) puts on the wire: itself, or for a TCP super-segment,
+    /// its headers and one segment, since the driver (or its device) cuts
+    /// it into those. This is what the MTU bounds; a super-segment is never
+    /// fragmented.
+    pub fn wire_len(h: &super::Handle, ip: &[u8]) -> usize {
+        if h.gso_type != TCPV4 || h.gso_size == 0 {
+            return ip.len();
+        }
+        let hl = usize::from(ip.first().map_or(0, |b| b & 0x0f)) * 4;
+        let thl = usize::from(ip.get(hl + 12).map_or(0, |b| b >> 4)) * 4;
+        ip.len().min(hl + thl + usize::from(h.gso_size))
+    }
+
+    /// The most payload one TCP super-segment of `mss`-byte segments
+    /// carries: whole segments within IPv4's 16-bit total length, less the
+    /// largest IPv4 and TCP headers (at least one segment).
+    pub fn tcp_max_payload(mss: u32) -> u32 {
+        let most = 65535 - 60 - 60;
+        (most - most % mss.max(1)).max(mss)
+    }
+}
+
 /// Bits of [`Handle::flags`].
 pub mod flags {
     /// The buffer holds a control message ([`crate::l4::L4Ctl`]) rather
@@ -62,9 +96,9 @@ pub struct Handle {
     pub l4proto: u8,
     /// Checksum state, one of [`csum`].
     pub csum: u8,
-    /// GSO segment size (0 when not a super-packet).
+    /// Payload bytes per segment of a super-packet (0 when not one).
     pub gso_size: u16,
-    /// GSO type (0: none).
+    /// Kind of super-packet, one of [`gso`].
     pub gso_type: u8,
     /// Free-form flags for the layer that owns the handle.
     pub flags: u8,

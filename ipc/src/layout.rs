@@ -54,7 +54,7 @@ impl Default for Params {
     fn default() -> Self {
         Params {
             small_bufs: 4096,
-            large_bufs: 64,
+            large_bufs: 1024,
             ring_size: 1024,
             n_ifaces: 1,
             arena_bytes: 1 << 20,

@@ -6,13 +6,28 @@
 //!
 //! The launcher opened the device and holds it; we work on an inherited
 //! copy of its fd, so our death does not take the interface down.
+//!
+//! Offloads. A device with offloads (a TAP with a virtio-net header)
+//! hands us TCP super-segments of up to 64 KiB: each frame is read into a
+//! small buffer and, when longer, runs on into a large one kept spare for
+//! it, so short frames cost no large buffer. Its checksum state and
+//! segment size become the handle's `csum` and `gso_*`. On the way out a
+//! handle's partial checksum and super-segment go to such a device as they
+//! are; for a device without offloads driverd does the work in software
+//! here, at the last hop, as Linux does in `validate_xmit_skb`: it
+//! completes the checksum, or cuts the super-segment into MSS-sized frames
+//! written straight from the buffer with their own headers (software GSO).
 
 use std::collections::VecDeque;
+use std::io;
 use std::os::fd::{IntoRawFd, RawFd};
-use strata_drivers::Driver;
+use strata_drivers::{Csum, Driver, Offload, Offloads};
+use strata_ipc::fabric::Pool;
+use strata_ipc::handle::{csum, gso};
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::{self, DEVICE_FD_ENV};
-use strata_ipc::{ifc, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
+use strata_ipc::{ifc, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM, LARGE_BUF, SMALL_BUF};
+use strata_proto::offload::{complete_checksum, segment_tcp4, Ipv4Frame};
 
 strata_ipc::layer_stats! { "driverd";
     /// Frames read from the device.
@@ -28,6 +43,28 @@ strata_ipc::layer_stats! { "driverd";
     RxError => "rx_error",
     /// Reads that found the device empty.
     RxEmptyReads => "rx_empty_reads",
+    /// TCP super-segments read from the device.
+    RxSuperFrames => "rx_super_frames",
+    /// Segments those super-segments stood for.
+    RxSuperSegments => "rx_super_segments",
+    /// Frames whose transport checksum the device verified, or left
+    /// partial (sent by the kernel itself): no software check is needed.
+    RxCsumOffloaded => "rx_csum_offloaded",
+    /// TCP super-segments written to the device whole.
+    TxSuperFrames => "tx_super_frames",
+    /// Segments those super-segments stood for.
+    TxSuperSegments => "tx_super_segments",
+    /// Frames written with a partial checksum for the device to complete.
+    TxCsumOffloaded => "tx_csum_offloaded",
+    /// Super-segments cut into segments here (software GSO).
+    GsoSoftFrames => "gso_soft_frames",
+    /// Segments written by software GSO.
+    GsoSoftSegments => "gso_soft_segments",
+    /// Partial checksums completed here in software.
+    CsumSoft => "csum_soft",
+    /// Frames dropped because their offload request made no sense (a
+    /// partial checksum or super-segment that is not TCP or UDP over IPv4).
+    TxOffloadError => "tx_offload_error",
 }
 
 fn open_device(kind: &str, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
@@ -48,11 +85,24 @@ const REARM_AFTER_TURNS: u32 = 2;
 /// The loop's one input (from netdevd) and one output (to it).
 const TO_NETDEV: usize = 0;
 
+/// Bytes of a small buffer after the headroom: a frame read goes there
+/// first.
+const HEAD_CAP: usize = SMALL_BUF - HEADROOM as usize;
+
 /// driverd's side of the service loop.
 struct Shell {
     dev: Box<dyn Driver>,
+    /// What the device offloads.
+    offloads: Offloads,
     iface: u8,
+    /// The longest frame the device may deliver.
     max_frame: usize,
+    /// A large buffer kept for the next frame longer than a small one
+    /// (only when `max_frame` exceeds [`HEAD_CAP`]).
+    spare: Option<Handle>,
+    /// Segments of the oldest pending super-segment already written by
+    /// software GSO, when the device refused the next one.
+    gso_done: usize,
     /// Frames the device would not take yet; bounded by one ring's worth.
     pending: VecDeque<Handle>,
     /// The device may have frames: set when poll says it is readable,
@@ -78,7 +128,7 @@ impl Shell {
         let room = cx.room(TO_NETDEV).min(BUDGET);
         let mut n = 0;
         while n < room {
-            let Some(mut h) = cx.pool.alloc(self.max_frame) else {
+            let Some(h) = self.buffers(&mut cx.pool) else {
                 self.stats.inc(Stat::RxNoBuffer);
                 cx.pool
                     .fabric()
@@ -86,23 +136,20 @@ impl Shell {
                 break;
             };
             cx.syscalls(1);
-            let raw = cx.pool.raw_mut(&h).expect("fresh buffer");
-            match self.dev.recv(&mut raw[HEADROOM as usize..]) {
-                Ok(Some(len)) => {
-                    h.data_len = len as u32;
+            match self.read_frame(&mut cx.pool, h) {
+                Ok(Some((mut h, off))) => {
                     h.iif = self.iface;
                     h.tstamp = cx.now;
+                    self.note_offload(&mut h, &cx.pool, &off);
                     cx.send(TO_NETDEV, h);
                     n += 1;
                 }
                 Ok(None) => {
-                    cx.pool.free(&h);
                     self.stats.inc(Stat::RxEmptyReads);
                     self.rx_armed = false;
                     break;
                 }
                 Err(_) => {
-                    cx.pool.free(&h);
                     self.stats.inc(Stat::RxError);
                     cx.pool.fabric().iface_add(self.iface, ifc::RX_ERROR, 1);
                     self.rx_armed = false;
@@ -115,20 +162,95 @@ impl Shell {
         n
     }
 
+    /// A buffer to read the next frame into, with the spare large buffer
+    /// ready when frames may be long; None when the pool has none.
+    fn buffers(&mut self, pool: &mut Pool) -> Option<Handle> {
+        if self.max_frame <= HEAD_CAP {
+            return pool.alloc(self.max_frame);
+        }
+        if self.spare.is_none() {
+            self.spare = Some(pool.alloc(LARGE_BUF - HEADROOM as usize)?);
+        }
+        pool.alloc(HEAD_CAP)
+    }
+
+    /// Reads one frame into `h` (a small buffer), running on into the
+    /// spare large buffer when it is longer; the frame's handle (the large
+    /// buffer, its first bytes copied from the small one, when the frame
+    /// was long) and offload state. Frees what it does not hand back.
+    fn read_frame(&mut self, pool: &mut Pool, h: Handle) -> io::Result<Option<(Handle, Offload)>> {
+        let start = HEADROOM as usize;
+        let got = match self.spare {
+            Some(big) => match pool.raw_pair_mut(&h, &big) {
+                Ok((head, tail)) => self.dev.recv_split(
+                    &mut head[start..start + HEAD_CAP],
+                    &mut tail[start + HEAD_CAP..],
+                ),
+                Err(_) => Err(io::ErrorKind::InvalidInput.into()),
+            },
+            None => match pool.raw_mut(&h) {
+                Ok(raw) => self.dev.recv_split(&mut raw[start..], &mut []),
+                Err(_) => Err(io::ErrorKind::InvalidInput.into()),
+            },
+        };
+        let (len, off) = match got {
+            Ok(Some(x)) => x,
+            other => {
+                pool.free(&h);
+                return other.map(|_| None);
+            }
+        };
+        let mut out = h;
+        if len > HEAD_CAP {
+            // The frame ran on into the spare: move its start there too.
+            let big = self
+                .spare
+                .take()
+                .expect("a long frame was read into the spare");
+            if let Ok((head, tail)) = pool.raw_pair_mut(&h, &big) {
+                tail[start..start + HEAD_CAP].copy_from_slice(&head[start..start + HEAD_CAP]);
+            }
+            pool.free(&h);
+            out = big;
+        }
+        out.data_len = len as u32;
+        Ok(Some((out, off)))
+    }
+
+    /// Carries a received frame's offload state into its handle, and
+    /// counts it.
+    fn note_offload(&mut self, h: &mut Handle, pool: &Pool, off: &Offload) {
+        match off.csum {
+            Csum::Unknown => {}
+            Csum::Verified => h.csum = csum::VERIFIED,
+            Csum::Partial { .. } => h.csum = csum::PARTIAL,
+        }
+        if h.csum != csum::NONE {
+            self.stats.inc(Stat::RxCsumOffloaded);
+        }
+        if off.tcp4_mss > 0 {
+            h.gso_type = gso::TCPV4;
+            h.gso_size = off.tcp4_mss;
+            self.stats.inc(Stat::RxSuperFrames);
+            let segs = pool.data(h).map_or(1, |d| tcp_segments(d, off.tcp4_mss));
+            self.stats.add(Stat::RxSuperSegments, segs as u64);
+        }
+    }
+
     /// Writes what waits for the device, oldest first, until it refuses.
     /// Returns how many frames left.
     fn transmit(&mut self, cx: &mut Cx) -> usize {
         let mut sent = 0;
         self.dev_full = false;
         while let Some(h) = self.pending.front().copied() {
-            cx.syscalls(1);
             let res = match cx.pool.data(&h) {
-                Ok(d) => self.dev.send(d),
+                Ok(_) => self.send_one(cx, &h),
                 Err(_) => Ok(true),
             };
             match res {
                 Ok(true) => {
                     self.pending.pop_front();
+                    self.gso_done = 0;
                     cx.pool.free(&h);
                     sent += 1;
                 }
@@ -138,6 +260,7 @@ impl Shell {
                 }
                 Err(_) => {
                     self.pending.pop_front();
+                    self.gso_done = 0;
                     cx.pool.free(&h);
                     self.stats.inc(Stat::TxError);
                     cx.pool
@@ -149,6 +272,106 @@ impl Shell {
         self.stats.add(Stat::TxFrames, sent as u64);
         sent
     }
+
+    /// Writes one handle's frame, doing in software what it asks of the
+    /// device and the device cannot do; Ok(false) when the device would
+    /// block (a super-segment cut in software resumes where it stopped).
+    fn send_one(&mut self, cx: &mut Cx, h: &Handle) -> io::Result<bool> {
+        let super_seg = h.gso_type == gso::TCPV4 && h.gso_size > 0;
+        if !super_seg && h.csum != csum::PARTIAL {
+            cx.syscalls(1);
+            let frame = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
+            return self.dev.send(frame);
+        }
+        let Some((f, csum_at)) = cx
+            .pool
+            .data(h)
+            .ok()
+            .and_then(|d| Ipv4Frame::parse(d).ok())
+            .and_then(|f| Some((f, f.csum_offset()?)))
+        else {
+            self.stats.inc(Stat::TxOffloadError);
+            return Ok(true);
+        };
+        let frame_len = h.data_len as usize;
+        let one_segment = cx
+            .pool
+            .data(h)
+            .is_ok_and(|d| tcp_segments(d, h.gso_size.max(1)) <= 1);
+        if super_seg && !one_segment && !(self.offloads.tso4 && self.offloads.csum) {
+            return self.send_gso_soft(cx, h);
+        }
+        let off = if self.offloads.csum {
+            self.stats.inc(Stat::TxCsumOffloaded);
+            Offload {
+                csum: Csum::Partial {
+                    start: f.l4 as u16,
+                    offset: csum_at as u16,
+                },
+                tcp4_mss: if super_seg { h.gso_size } else { 0 },
+            }
+        } else {
+            let d = cx
+                .pool
+                .data_mut(h)
+                .map_err(|_| io::ErrorKind::InvalidInput)?;
+            if complete_checksum(&mut d[..f.end], f.l4, csum_at).is_err() {
+                self.stats.inc(Stat::TxOffloadError);
+                return Ok(true);
+            }
+            self.stats.inc(Stat::CsumSoft);
+            Offload::default()
+        };
+        if off.tcp4_mss > 0 {
+            self.stats.inc(Stat::TxSuperFrames);
+            let frame = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
+            let segs = tcp_segments(&frame[..frame_len], h.gso_size);
+            self.stats.add(Stat::TxSuperSegments, segs as u64);
+        }
+        cx.syscalls(1);
+        let frame = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
+        self.dev.send_parts(&[frame], &off)
+    }
+
+    /// Software GSO: writes the super-segment `h` as MSS-sized frames, each
+    /// its headers and then its slice of the payload, from the first one
+    /// not yet written.
+    fn send_gso_soft(&mut self, cx: &mut Cx, h: &Handle) -> io::Result<bool> {
+        let frame = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let Ok(segs) = segment_tcp4(frame, h.gso_size) else {
+            self.stats.inc(Stat::TxOffloadError);
+            return Ok(true);
+        };
+        if self.gso_done == 0 {
+            self.stats.inc(Stat::GsoSoftFrames);
+        }
+        let mut writes = 0;
+        let mut res = Ok(true);
+        for seg in segs.skip(self.gso_done) {
+            writes += 1;
+            match self
+                .dev
+                .send_parts(&[seg.headers(), seg.payload], &Offload::default())
+            {
+                Ok(true) => {
+                    self.gso_done += 1;
+                    self.stats.inc(Stat::GsoSoftSegments);
+                }
+                other => {
+                    res = other;
+                    break;
+                }
+            }
+        }
+        cx.syscalls(writes);
+        res
+    }
+}
+
+/// How many segments of `mss` payload bytes the TCP/IPv4 frame `d` stands
+/// for (1 when it is not one).
+fn tcp_segments(d: &[u8], mss: u16) -> usize {
+    segment_tcp4(d, mss).map_or(1, |s| s.remaining())
 }
 
 impl Layer for Shell {
@@ -240,10 +463,19 @@ fn main() {
         &[LayerId::NETDEVD],
         &[(LayerId::NETDEVD, Overflow::Keep)],
     );
+    let offloads = dev.offloads();
+    let max_frame = if offloads.tso4 {
+        14 + 65535
+    } else {
+        cfg.mtu as usize + 14 + 4
+    };
     let mut shell = Shell {
         dev,
+        offloads,
         iface,
-        max_frame: cfg.mtu as usize + 14 + 4,
+        max_frame,
+        spare: None,
+        gso_done: 0,
         pending: VecDeque::with_capacity(f.params().ring_size as usize),
         rx_armed: true,
         awake_turns: 0,
