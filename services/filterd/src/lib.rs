@@ -141,6 +141,9 @@ pub struct Meta {
     pub in_addr: u32,
     /// Address MASQUERADE uses: the outgoing interface's (0 unknown).
     pub out_addr: u32,
+    /// The transport checksum is partial (left to the device; see
+    /// `strata_proto::offload`): NAT adjusts it as such.
+    pub partial_csum: bool,
 }
 
 impl Default for Meta {
@@ -152,6 +155,7 @@ impl Default for Meta {
             ct: CtRef::NONE,
             in_addr: 0,
             out_addr: 0,
+            partial_csum: false,
         }
     }
 }
@@ -465,7 +469,7 @@ impl<'a> Filter<'a> {
                             }
                         }
                     }
-                    if nat::translate(pkt, &self.ct, id, cref.dir(), hook) {
+                    if nat::translate(pkt, &self.ct, id, cref.dir(), hook, meta.partial_csum) {
                         changed = true;
                         match PacketInfo::parse(pkt, meta.in_if, meta.out_if) {
                             Some(i) => info = i,

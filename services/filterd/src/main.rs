@@ -164,6 +164,7 @@ impl Shell<'_> {
         let mut meta = Meta {
             mark: h.mark,
             ct: CtRef(h.ct_id),
+            partial_csum: h.csum == strata_ipc::handle::csum::PARTIAL,
             ..Meta::default()
         };
         let hooks: &[Hook] = if ingress {

@@ -188,10 +188,28 @@ fn l4_csum(proto: u8) -> Option<(usize, bool)> {
     }
 }
 
+/// Adjusts a *partial* transport checksum (the uncomplemented
+/// pseudo-header sum a device completes, see `strata_proto::offload`) for
+/// a changed address: only the pseudo-header part is in the field.
+fn fix32_partial(b: &mut [u8], at: usize, old: u32, new: u32) {
+    if let Some(c) = rd16(b, at) {
+        wr16(b, at, !update_u32(!c, old, new));
+    }
+}
+
 /// Rewrites `pkt` (an IPv4 datagram of connection `id`, direction `dir`)
 /// for `hook`. Returns whether any byte changed. Malformed input is left
-/// as it is.
-pub fn translate(pkt: &mut [u8], ct: &Conntrack, id: u32, dir: u8, hook: Hook) -> bool {
+/// as it is. `partial`: the transport checksum is partial, so a port
+/// change leaves it alone (the device sums the ports) and an address
+/// change updates the pseudo-header sum it holds.
+pub fn translate(
+    pkt: &mut [u8],
+    ct: &Conntrack,
+    id: u32,
+    dir: u8,
+    hook: Hook,
+    partial: bool,
+) -> bool {
     let Some(manip) = Manip::at(hook) else {
         return false;
     };
@@ -227,8 +245,10 @@ pub fn translate(pkt: &mut [u8], ct: &Conntrack, id: u32, dir: u8, hook: Hook) -
         wr32(pkt, aoff, addr);
         fix32(pkt, 10, false, old, addr);
         if !later_frag {
-            if let Some((c, udp)) = l4_csum(proto) {
-                fix32(pkt, ihl + c, udp, old, addr);
+            match l4_csum(proto) {
+                Some((c, _)) if partial => fix32_partial(pkt, ihl + c, old, addr),
+                Some((c, udp)) => fix32(pkt, ihl + c, udp, old, addr),
+                None => {}
             }
         }
         changed = true;
@@ -243,7 +263,9 @@ pub fn translate(pkt: &mut [u8], ct: &Conntrack, id: u32, dir: u8, hook: Hook) -
             if pkt.len() >= ihl + c + 2 {
                 if let Some(old) = rd16(pkt, poff).filter(|&o| o != port) {
                     wr16(pkt, poff, port);
-                    fix16(pkt, ihl + c, udp, old, port);
+                    if !partial {
+                        fix16(pkt, ihl + c, udp, old, port);
+                    }
                     changed = true;
                 }
             }
@@ -413,20 +435,58 @@ pub(crate) mod tests {
             0,
         )
         .unwrap();
-        assert!(translate(&mut syn, &ct, t.id, 0, Hook::Prerouting));
+        assert!(translate(&mut syn, &ct, t.id, 0, Hook::Prerouting, false));
         let i = info(&syn);
         assert_eq!((i.dst, i.dport, i.src, i.sport), (a(S), 8080, a(C), 40000));
         assert!(checksums_ok(&syn));
         // Nothing to do at the source hook for this direction.
-        assert!(!translate(&mut syn, &ct, t.id, 0, Hook::Postrouting));
+        assert!(!translate(&mut syn, &ct, t.id, 0, Hook::Postrouting, false));
         let mut reply = build::tcp(S, 8080, C, 40000, 0x12, 9, 2, 1000, &[]);
         let r = ct.track(&info(&reply), 1);
         assert_eq!((r.id, r.dir), (t.id, 1));
-        assert!(!translate(&mut reply, &ct, r.id, 1, Hook::Prerouting));
-        assert!(translate(&mut reply, &ct, r.id, 1, Hook::Postrouting));
+        assert!(!translate(
+            &mut reply,
+            &ct,
+            r.id,
+            1,
+            Hook::Prerouting,
+            false
+        ));
+        assert!(translate(
+            &mut reply,
+            &ct,
+            r.id,
+            1,
+            Hook::Postrouting,
+            false
+        ));
         let i = info(&reply);
         assert_eq!((i.src, i.sport), (a(V), 80));
         assert!(checksums_ok(&reply));
+    }
+
+    /// NAT on a segment whose checksum is left partial (offload): once
+    /// the device completes it, it is the checksum of the new packet.
+    #[test]
+    fn dnat_keeps_a_partial_checksum_partial() {
+        use strata_proto::checksum::pseudo_header_v4;
+        let mut ct = Conntrack::new(16, [1, 2]);
+        let mut syn = build::tcp(C, 40000, V, 80, 0x02, 1, 0, 1000, b"hello");
+        // Make its checksum partial: the pseudo-header sum only.
+        let tcp_len = (syn.len() - 20) as u16;
+        let pseudo = pseudo_header_v4(C.into(), V.into(), 6, tcp_len).sum();
+        syn[36..38].copy_from_slice(&pseudo.to_be_bytes());
+        let t = ct.track(&info(&syn), 0);
+        let dnat = NatAction::Dnat {
+            addr: a(S),
+            ports: Some((8080, 8080)),
+        };
+        setup(&mut ct, t.id, dnat, 0, 0).unwrap();
+        assert!(translate(&mut syn, &ct, t.id, 0, Hook::Prerouting, true));
+        let want = pseudo_header_v4(C.into(), S.into(), 6, tcp_len).sum();
+        assert_eq!(syn[36..38], want.to_be_bytes());
+        strata_proto::offload::complete_checksum(&mut syn, 20, 16).unwrap();
+        assert!(checksums_ok(&syn));
     }
 
     #[test]
@@ -445,7 +505,7 @@ pub(crate) mod tests {
             0,
         )
         .unwrap();
-        assert!(translate(&mut p1, &ct, t1.id, 0, Hook::Postrouting));
+        assert!(translate(&mut p1, &ct, t1.id, 0, Hook::Postrouting, false));
         assert_eq!((info(&p1).src, info(&p1).sport), (a(N), 5000));
         assert!(checksums_ok(&p1));
         // A second client with the same port must get another one.
@@ -461,7 +521,7 @@ pub(crate) mod tests {
             a(N),
         )
         .unwrap();
-        translate(&mut p2, &ct, t2.id, 0, Hook::Postrouting);
+        translate(&mut p2, &ct, t2.id, 0, Hook::Postrouting, false);
         let i2 = info(&p2);
         assert_eq!(i2.src, a(N));
         assert!(i2.sport >= 1024 && i2.sport != 5000);
@@ -471,7 +531,7 @@ pub(crate) mod tests {
         let mut back = build::udp(S, 53, N, i2.sport, b"a2");
         let r = ct.track(&info(&back), 1);
         assert_eq!((r.id, r.dir), (t2.id, 1));
-        assert!(translate(&mut back, &ct, r.id, 1, Hook::Prerouting));
+        assert!(translate(&mut back, &ct, r.id, 1, Hook::Prerouting, false));
         let ib = info(&back);
         assert_eq!((ib.dst, ib.dport), (a(c2), 5000));
         assert!(checksums_ok(&back));
@@ -500,14 +560,21 @@ pub(crate) mod tests {
             0,
         )
         .unwrap();
-        assert!(translate(&mut req, &ct, t.id, 0, Hook::Postrouting));
+        assert!(translate(&mut req, &ct, t.id, 0, Hook::Postrouting, false));
         let i = info(&req);
         assert_eq!((i.src, i.sport), (a(N), 500));
         assert!(checksums_ok(&req));
         let mut rep = build::icmp_echo(S, N, 0, 500, 1);
         let r = ct.track(&info(&rep), 1);
         assert_eq!(r.id, t.id);
-        assert!(translate(&mut rep, &ct, r.id, r.dir, Hook::Prerouting));
+        assert!(translate(
+            &mut rep,
+            &ct,
+            r.id,
+            r.dir,
+            Hook::Prerouting,
+            false
+        ));
         let i = info(&rep);
         assert_eq!((i.dst, i.dport), (a(C), 99));
         assert!(checksums_ok(&rep));
@@ -526,14 +593,21 @@ pub(crate) mod tests {
             0,
         )
         .unwrap();
-        translate(&mut u, &ct, tu.id, 0, Hook::Postrouting);
+        translate(&mut u, &ct, tu.id, 0, Hook::Postrouting, false);
         let mut err = build::icmp_error(S, N, 3, 3, &u);
         let r = ct.track(&info(&err), 3);
         assert_eq!(
             (r.id, r.dir, r.state),
             (tu.id, 1, crate::ruleset::CtState::Related)
         );
-        assert!(translate(&mut err, &ct, r.id, r.dir, Hook::Prerouting));
+        assert!(translate(
+            &mut err,
+            &ct,
+            r.id,
+            r.dir,
+            Hook::Prerouting,
+            false
+        ));
         let i = info(&err);
         assert_eq!(i.dst, a(C));
         let inner = i.inner.unwrap();

@@ -11,6 +11,7 @@
 //! filter (Linux's compiled-in default, `rp_filter=0`, has none either).
 
 use strata_ipc::handle::flags::FORWARDED;
+use strata_ipc::handle::gso::wire_len;
 use strata_ipc::{Buffers, Handle};
 use strata_proto::icmp::{time_exceeded_code, unreach_code, IcmpHeader};
 use strata_proto::ipv4::{decrement_ttl, option_kind, options, Ipv4Header};
@@ -78,7 +79,15 @@ impl IpCore {
             let iface = &self.net.ifaces[r.slot];
             (iface.mtu, iface.index)
         };
-        if hdr.total_len > mtu && hdr.dont_frag {
+        // A super-segment goes out as its segments (`wire_len`), never
+        // fragmented: one whose segments exceed the MTU is refused whatever
+        // its DF bit (Linux would fragment each segment; TCP sets DF).
+        let wire = match pool.data(&h) {
+            Ok(d) => wire_len(&h, d.get(ETH_LEN..).unwrap_or(&[])),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let super_seg = wire < usize::from(hdr.total_len);
+        if wire > usize::from(mtu) && (hdr.dont_frag || super_seg) {
             let msg = IcmpHeader::dest_unreachable(unreach_code::FRAG_NEEDED, mtu);
             self.icmp_error(now, pool, &h, msg, false, out);
             return self.drop(pool, &h, Stat::FwdFragNeeded);

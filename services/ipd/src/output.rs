@@ -1,7 +1,7 @@
 //! The way out: routing, source address selection, next-hop resolution,
 //! fragmentation and the Ethernet header.
 
-use strata_ipc::handle::{csum, flags::FORWARDED};
+use strata_ipc::handle::{csum, flags::FORWARDED, gso};
 use strata_ipc::{Buffers, Handle};
 use strata_proto::checksum::update_u32;
 use strata_proto::ethernet::{ethertype, EthernetHeader};
@@ -19,13 +19,15 @@ use crate::{IpCore, Outputs, ETH_LEN};
 struct OutHdr {
     hl: usize,
     total: usize,
+    /// The longest datagram this one puts on the wire ([`gso::wire_len`]).
+    wire: usize,
     df: bool,
     src: u32,
     dst: u32,
     frag: bool,
 }
 
-fn read_hdr(d: &[u8]) -> Option<OutHdr> {
+fn read_hdr(h: &Handle, d: &[u8]) -> Option<OutHdr> {
     let hl = usize::from(*d.first()? & 0x0f) * 4;
     if d.len() < 20 || hl < 20 || d.len() < hl {
         return None;
@@ -34,6 +36,7 @@ fn read_hdr(d: &[u8]) -> Option<OutHdr> {
     Some(OutHdr {
         hl,
         total: d.len(),
+        wire: gso::wire_len(h, d),
         df: ff & 0x4000 != 0,
         src: u32::from_be_bytes([d[12], d[13], d[14], d[15]]),
         dst: u32::from_be_bytes([d[16], d[17], d[18], d[19]]),
@@ -58,7 +61,7 @@ impl IpCore {
         out: &mut Outputs,
     ) {
         let hdr = match pool.data(&h) {
-            Ok(d) => read_hdr(d),
+            Ok(d) => read_hdr(&h, d),
             Err(e) => return self.bad_handle(pool, &h, e),
         };
         let Some(hdr) = hdr else {
@@ -113,7 +116,7 @@ impl IpCore {
                 self.fill_source(pool, &h, &hdr, src);
             }
         }
-        if hdr.total > mtu && hdr.df {
+        if hdr.wire > mtu && (hdr.df || hdr.wire < hdr.total) {
             // Locally originated: the sender finds out through path MTU
             // discovery's own timeouts (a forwarded packet gets ICMP
             // fragmentation needed in `forward`).
@@ -200,7 +203,9 @@ impl IpCore {
         mac: MacAddr,
         out: &mut Outputs,
     ) {
-        if h.data_len as usize > self.net.ifaces[slot].mtu as usize {
+        // A super-segment was checked against the MTU segment by segment
+        // (`wire_len`) on its way here.
+        if h.data_len as usize > self.net.ifaces[slot].mtu as usize && h.gso_type == gso::NONE {
             return self.fragment(pool, h, slot, mac, out);
         }
         if self.push_eth(pool, h, slot, mac, out) {
@@ -267,7 +272,7 @@ impl IpCore {
     ) {
         let mut hdr = [0u8; 60];
         let (hl, total, ff) = match pool.data(&h) {
-            Ok(d) => match read_hdr(d) {
+            Ok(d) => match read_hdr(&h, d) {
                 Some(x) => {
                     hdr[..x.hl].copy_from_slice(&d[..x.hl]);
                     (x.hl, x.total, u16::from_be_bytes([d[6], d[7]]))

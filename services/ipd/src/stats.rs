@@ -122,7 +122,8 @@ strata_ipc::layer_stats! { "ipd";
     OutMalformed => "out_malformed",
     /// No route to the destination.
     NoRoute => "no_route",
-    /// Datagram larger than the MTU with Don't Fragment set.
+    /// Datagram larger than the MTU with Don't Fragment set, or a
+    /// super-segment whose segments are (it cannot be fragmented).
     DfTooBig => "df_too_big",
     /// Datagrams fragmented on output.
     FragOutDatagrams => "frag_out_datagrams",

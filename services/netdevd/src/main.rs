@@ -16,6 +16,7 @@ mod qdisc;
 
 use qdisc::{Qdisc, Stats as QdiscStats};
 use std::sync::atomic::Ordering::Relaxed;
+use strata_ipc::handle::gso;
 use strata_ipc::qdisc_cfg::{Direction, QdiscTable};
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{ifc, service, Buffers, Handle, LayerId, Service, BUDGET};
@@ -163,7 +164,9 @@ impl Shell<'_> {
             cx.pool.free(&h);
             return;
         }
-        if d.len() as u32 > self.max_frame[i] {
+        // A super-segment is as long as its longest segment.
+        let wire = ETH_HLEN as usize + gso::wire_len(&h, &d[ETH_HLEN as usize..]);
+        if wire as u32 > self.max_frame[i] {
             f.iface_add(iif, ifc::RX_DROP_OVERSIZE, 1);
             cx.pool.free(&h);
             return;
