@@ -4,7 +4,8 @@
 //! shutdowns and closes that go with them.
 
 use super::*;
-use strata_ipc::{Fabric, Pool};
+use strata_ipc::handle::gso;
+use strata_ipc::{Fabric, Pool, HEADROOM, SMALL_BUF};
 use strata_sockd::stream::Unsent;
 
 impl Sockd<'_> {
@@ -244,7 +245,18 @@ impl Turn<'_> {
                 }
                 return Ok(());
             }
-            let n = t.stream.chunk(avail, t.mss as usize);
+            // Super-segment-sized buffers (tcpd sends each whole, TSO)
+            // while a quarter of the large ones is free, then one-segment
+            // ones.
+            let (small_free, large_free) = self.f.free_counts();
+            let params = self.f.params();
+            let large_ok = large_free > params.large_bufs / 4;
+            let most = if large_ok {
+                gso::tcp_max_payload(t.mss)
+            } else {
+                t.mss
+            };
+            let n = t.stream.chunk(avail, most as usize);
             if to_tcp.len() + self.ctl.len() >= self.room || n == 0 {
                 self.waiting = true;
                 return Ok(());
@@ -259,7 +271,11 @@ impl Turn<'_> {
             // Leave a quarter of the pool to the receive path: if queued
             // sends could take every buffer, no ACK could be received to
             // free them again.
-            let low = self.f.free_counts().0 < self.f.params().small_bufs / 4;
+            let low = if n > SMALL_BUF - HEADROOM as usize {
+                !large_ok
+            } else {
+                small_free < params.small_bufs / 4
+            };
             let Some(mut h) = (!low).then(|| pool.alloc(n)).flatten() else {
                 self.stats.add(Stat::TxWaitNoBuffer, 1);
                 self.waiting = true;

@@ -102,6 +102,10 @@ pub struct TcpConfig {
     pub sack: bool,
     /// Send tail loss probes (RFC 8985 §7; Linux `tcp_early_retrans`).
     pub tail_loss_probe: bool,
+    /// Send new data in super-segments of up to 64 KiB (TSO), each cut
+    /// into MSS-sized segments by the device or, without offloads, by
+    /// driverd; retransmissions stay one MSS each.
+    pub tso: bool,
 }
 
 impl Default for TcpConfig {
@@ -139,6 +143,7 @@ impl Default for TcpConfig {
             timestamps: true,
             sack: true,
             tail_loss_probe: true,
+            tso: true,
         }
     }
 }

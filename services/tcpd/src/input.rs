@@ -100,6 +100,9 @@ impl TcpCore<'_> {
     pub(crate) fn tcp_input<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
         self.stats.inc(Stat::InSegs);
         let trusted = h.csum == csum::PARTIAL || h.csum == csum::VERIFIED;
+        if trusted {
+            self.stats.inc(Stat::CsumTrusted);
+        }
         let parsed = match pool.data(&h) {
             Ok(d) => parse_segment(d, trusted),
             Err(e) => return self.bad_handle(pool, &h, e),
@@ -1279,9 +1282,13 @@ impl TcpCore<'_> {
                 c.flags |= cf::ACK_NOW;
             } else {
                 // Delayed ACK: every second full segment, at once in
-                // quick-ACK mode, else within the delayed-ACK timeout.
-                if len >= c.our_mss.saturating_sub(64).min(c.snd_mss) {
-                    c.segs_unacked += 1;
+                // quick-ACK mode, else within the delayed-ACK timeout. A
+                // super-segment counts as the segments it carries, so one
+                // of two or more is acknowledged at once, as Linux
+                // acknowledges a GRO packet.
+                let full = c.our_mss.saturating_sub(64).min(c.snd_mss).max(1);
+                if len >= full {
+                    c.segs_unacked += len / full;
                 }
                 if c.segs_unacked >= 2 || c.quickacks > 0 {
                     c.flags |= cf::ACK_NOW;

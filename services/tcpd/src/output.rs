@@ -3,6 +3,7 @@
 //! persist), ACK and window policy, RTT/RTO arithmetic, and what goes up
 //! to sockd (payload within the receive credit, notifications in order).
 
+use strata_ipc::handle::{csum, gso};
 use strata_ipc::l4::{op, L4Ctl, SendCredit};
 use strata_ipc::{Buffers, Handle};
 use strata_proto::ethernet::ethertype;
@@ -251,20 +252,26 @@ impl TcpCore<'_> {
             checksum: 0,
             urgent: 0,
         };
-        if self.emit_headers(pool, &h, c.local_addr, c.remote_addr, &tcp, &opts) {
+        if self.emit_headers(pool, &h, c.local_addr, c.remote_addr, &tcp, &opts, true) {
             self.stats.inc(Stat::OutSegs);
             if fl.contains(TcpFlags::RST) {
                 self.stats.inc(Stat::OutRsts);
             }
-            out.to_ip.push(finish_handle(h));
+            let mut o = finish_handle(h);
+            o.csum = csum::PARTIAL;
+            if len > c.snd_mss {
+                o.gso_type = gso::TCPV4;
+                o.gso_size = c.snd_mss as u16;
+                self.stats.inc(Stat::OutSuperSegs);
+            }
+            out.to_ip.push(o);
             if len > 0 {
                 // Whatever is SACKed above the fence was sent after this
-                // segment: the evidence that it was lost.
-                let fence = seq::max(c.snd_nxt, seqno.wrapping_add(len));
+                // segment (of a super-segment, its first): the evidence
+                // that it was lost.
+                let fence = self.fence(c, seqno, seqno.wrapping_add(len));
                 let us = (self.now / 1000) as u32;
-                if let Some(i) = self.find_entry(c, seqno) {
-                    self.slab.set_sent(i, fence, us);
-                }
+                self.mark_sent(c, seqno, len, us);
                 if seqno == c.snd_una {
                     c.rtx_fence = fence;
                     c.rtx_fence_us = us;
@@ -281,8 +288,9 @@ impl TcpCore<'_> {
 
     /// A buffer holding `hdrs` bytes of room and then `len` payload bytes
     /// from the send queue at `seqno`: the queued buffer itself, shared,
-    /// when the segment is exactly one of sockd's buffers sent for the
-    /// first time and its headroom suffices; else a fresh copy.
+    /// when the segment starts one of sockd's buffers and ends inside it,
+    /// is sent for the first time, and its headroom suffices; else a fresh
+    /// copy.
     fn segment_buffer<B: Buffers>(
         &mut self,
         pool: &mut B,
@@ -296,7 +304,7 @@ impl TcpCore<'_> {
             if let Some(e) = self.find_entry(c, seqno) {
                 let x = *self.slab.get(e);
                 if x.seq == seqno
-                    && x.len() == len
+                    && len <= x.len()
                     && x.h.data_off >= hdrs + L2_ROOM
                     && pool.add_ref(&x.h).is_ok()
                 {
@@ -338,6 +346,31 @@ impl TcpCore<'_> {
         Some(h)
     }
 
+    /// The fence of the segment sent at `start` as part of a send ending
+    /// at `end`: data SACKed above it was sent later. The segments of a
+    /// super-segment leave in sequence order, so each one's fence is its
+    /// own end (as RACK breaks a tie of send times by sequence, RFC 8985
+    /// §6.1); a retransmission's is SND.NXT, all new data being later.
+    fn fence(&self, c: &ConnBlock, start: u32, end: u32) -> u32 {
+        let seg_end = seq::min(end, start.wrapping_add(c.snd_mss.max(1)));
+        seq::max(c.snd_nxt, seg_end)
+    }
+
+    /// Marks the send-queue entries holding bytes of the `len` bytes sent
+    /// from `seqno` whose first byte was among them (and the one holding
+    /// `seqno`) as sent now, each with its fence.
+    fn mark_sent(&mut self, c: &mut ConnBlock, seqno: u32, len: u32, us: u32) {
+        let end = seqno.wrapping_add(len);
+        let mut e = self.find_entry(c, seqno);
+        while let Some(i) = e {
+            let start = seq::max(self.slab.get(i).seq, seqno);
+            let fence = self.fence(c, start, end);
+            self.slab.set_sent(i, fence, us);
+            let next = self.slab.get(i).next;
+            e = (next != NIL && seq::lt(self.slab.get(next).seq, end)).then_some(next);
+        }
+    }
+
     /// The send-queue entry holding sequence number `s`, starting from the
     /// cursor when it is still one of `c`'s send entries at or before `s`.
     pub(crate) fn find_entry(&mut self, c: &mut ConnBlock, s: u32) -> Option<u32> {
@@ -367,8 +400,10 @@ impl TcpCore<'_> {
         None
     }
 
-    /// Writes the IPv4 and TCP headers (checksums final) at the start of
-    /// `h`'s data window, whose payload is in place.
+    /// Writes the IPv4 and TCP headers at the start of `h`'s data window,
+    /// whose payload is in place; the TCP checksum final, or with
+    /// `partial` left for the device or driverd to complete.
+    #[allow(clippy::too_many_arguments)]
     fn emit_headers<B: Buffers>(
         &mut self,
         pool: &mut B,
@@ -377,6 +412,7 @@ impl TcpCore<'_> {
         dst: u32,
         tcp: &TcpHeader,
         opts: &TcpOptions,
+        partial: bool,
     ) -> bool {
         self.ident = self.ident.wrapping_add(1);
         let ip = Ipv4Header {
@@ -396,10 +432,17 @@ impl TcpCore<'_> {
         let Ok(d) = pool.data_mut(h) else {
             return false;
         };
-        ip.emit(d).is_ok()
-            && tcp
-                .emit(opts, &mut d[IP_HL..], src.into(), dst.into())
-                .is_ok()
+        if d.len() < IP_HL {
+            return false;
+        }
+        let (iph, seg) = d.split_at_mut(IP_HL);
+        ip.emit(iph).is_ok()
+            && if partial {
+                tcp.emit_partial(opts, seg, src.into(), dst.into())
+            } else {
+                tcp.emit(opts, seg, src.into(), dst.into())
+            }
+            .is_ok()
     }
 
     /// A segment with no connection (RST, or a SYN cookie's SYN-ACK) from
@@ -434,7 +477,7 @@ impl TcpCore<'_> {
             checksum: 0,
             urgent: 0,
         };
-        if self.emit_headers(pool, &h, src, dst, &tcp, opts) {
+        if self.emit_headers(pool, &h, src, dst, &tcp, opts, false) {
             let h = finish_handle(h);
             self.stats.inc(Stat::OutSegs);
             if fl.contains(TcpFlags::RST) {
@@ -736,7 +779,29 @@ impl TcpCore<'_> {
             }
             return false;
         }
-        let mut len = avail.min(mss).min(usable);
+        let rtx = seq::lt(c.snd_nxt, c.snd_max);
+        // New data goes in super-segments where the windows allow more than
+        // one segment (TSO), unless the caller (SACK recovery, a probe)
+        // checked room for one only.
+        // While we hold out-of-order data, segments go one by one, so
+        // that a runt has room for SACK blocks (which every segment of a
+        // super-segment would otherwise carry, or none).
+        let sacking = c.has(cf::SACK_OK) && !c.ooo_q.is_empty();
+        let most = if self.cfg.tso && !rtx && !cwnd_checked && !sacking {
+            gso::tcp_max_payload(mss)
+        } else {
+            mss
+        };
+        let mut len = avail.min(most).min(usable);
+        if len > mss && len < avail {
+            // Whole segments; the runt waits for more data, as Nagle and
+            // SWS avoidance would have it.
+            len -= len % mss;
+        } else if len > mss && len % mss != 0 && self.nagle_holds(c) {
+            // All that is queued, but Nagle holds its runt tail back
+            // (Linux's `tcp_mss_split_point`).
+            len -= len % mss;
+        }
         if c.has(cf::SACK_OK) && seq::lt(c.snd_nxt, c.snd_max) {
             // Stop at the next SACKed range.
             if let Some((l, _)) = sack::ranges(c).find(|&(l, _)| seq::gt(l, c.snd_nxt)) {
@@ -751,7 +816,6 @@ impl TcpCore<'_> {
             }
             return false;
         }
-        let rtx = seq::lt(c.snd_nxt, c.snd_max);
         if len < mss && !rtx {
             let all = len == avail;
             // Sender SWS avoidance (RFC 9293 §3.8.6.2.1): a window-limited
@@ -760,10 +824,7 @@ impl TcpCore<'_> {
             if !all && in_flight > 0 && len < c.max_snd_wnd / 2 {
                 return false;
             }
-            // Nagle (RFC 1122 §4.2.3.4) with Minshall's refinement, as
-            // Linux: one runt unacknowledged at most.
-            if all && seq::gt(c.snd_sml, c.snd_una) && !c.has(cf::NODELAY) && !c.has(cf::FIN_QUEUED)
-            {
+            if all && self.nagle_holds(c) {
                 return false;
             }
         }
@@ -791,7 +852,7 @@ impl TcpCore<'_> {
             }
         }
         c.flags &= !cf::PERSIST;
-        if len < mss {
+        if len % mss != 0 {
             c.snd_sml = end;
         }
         c.snd_nxt = end.wrapping_add(u32::from(with_fin));
@@ -800,6 +861,12 @@ impl TcpCore<'_> {
             c.t_rtx = self.now + rto_ns(c, &self.cfg);
         }
         true
+    }
+
+    /// Nagle (RFC 1122 §4.2.3.4) with Minshall's refinement, as Linux: one
+    /// runt unacknowledged at most; true when a runt must wait.
+    fn nagle_holds(&self, c: &ConnBlock) -> bool {
+        seq::gt(c.snd_sml, c.snd_una) && !c.has(cf::NODELAY) && !c.has(cf::FIN_QUEUED)
     }
 
     /// Retransmits one segment from `snd_una` (fast retransmit, NewReno

@@ -8,6 +8,9 @@ strata_ipc::layer_stats! { "tcpd";
     InSegs => "in_segs",
     /// Segments with a wrong TCP checksum (Linux `InCsumErrors`).
     BadChecksum => "bad_checksum",
+    /// Segments whose checksum the device verified or left partial (the
+    /// kernel sent them): not checked in software.
+    CsumTrusted => "csum_trusted",
     /// Segments shorter than their TCP header, or with a data offset below 5.
     TcpTruncated => "tcp_truncated",
     /// Segments with malformed TCP options.
@@ -96,6 +99,8 @@ strata_ipc::layer_stats! { "tcpd";
     // ---- sending ----
     /// Segments sent to ipd.
     OutSegs => "out_segs",
+    /// Super-segments sent (each counted once in `out_segs`).
+    OutSuperSegs => "out_super_segs",
     /// Payload bytes sent for the first time.
     OutDataBytes => "out_data_bytes",
     /// Resets sent.

@@ -135,9 +135,10 @@ impl Net {
         side.out.pin.clear();
         side.out.unpin.clear();
         for h in side.out.to_ip.drain(..) {
-            let bytes = self.pool.data(&h).unwrap().to_vec();
+            for bytes in on_the_wire(&self.pool, &h) {
+                self.wire.put(self.now, to_b, bytes);
+            }
             self.pool.free(&h);
-            self.wire.put(self.now, to_b, bytes);
         }
         let mut attach = Vec::new();
         for h in std::mem::take(&mut side.out.to_sock) {

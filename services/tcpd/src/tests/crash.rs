@@ -384,9 +384,9 @@ impl Net {
         let mut attach = Vec::new();
         for h in std::mem::take(&mut s.out.to_ip) {
             s.refs.give(&h);
-            let bytes = self.pool.data(&h).unwrap().to_vec();
+            let wire = on_the_wire(&self.pool, &h);
             self.pool.free(&h);
-            let seg = parse_out_bytes(&bytes);
+            let seg = parse_out_bytes(&wire[0]);
             // (Once a side is closed, late duplicates from the wire get
             // their RST as they should.)
             if seg.contains(RST) && !closing {
@@ -401,7 +401,9 @@ impl Net {
                     s.core.connections().collect::<Vec<_>>()
                 );
             }
-            self.wire.put(self.now, to_b, bytes);
+            for bytes in wire {
+                self.wire.put(self.now, to_b, bytes);
+            }
         }
         for h in std::mem::take(&mut s.out.to_sock) {
             s.refs.give(&h);

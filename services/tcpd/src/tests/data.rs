@@ -31,6 +31,11 @@ fn send_is_cut_into_mss_segments_within_cwnd() {
         got.extend(h.expect(ACK).payload);
     }
     assert_eq!(got, data);
+    // Each flight left as one super-segment (TSO), cut into segments on
+    // the wire, both straight from the queued buffer (the acknowledged
+    // part was trimmed off its front), without a copy.
+    assert_eq!(h.core.stats().get(Stat::OutSuperSegs), 2);
+    assert_eq!(h.core.stats().get(Stat::TxCopyBytes), 0);
     let last = h.segs.back();
     assert!(last.is_none());
     // (What was taken was told already.)

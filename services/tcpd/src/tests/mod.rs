@@ -20,10 +20,11 @@ mod timers;
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
-use strata_ipc::handle::flags;
+use strata_ipc::handle::{csum, flags, gso};
 use strata_ipc::l4::{op, tcp_opt, L4Ctl, ReadCredit, SendCredit};
 use strata_ipc::{Buffers, Handle, HeapPool};
 use strata_proto::ipv4::{protocol, Ipv4Header};
+use strata_proto::offload::{complete_checksum, segment_tcp4};
 use strata_proto::tcp::{TcpFlags, TcpHeader, TcpOptions};
 
 use crate::block::{ConnBlock, SegEntry, Storage, UndoRec};
@@ -107,11 +108,49 @@ pub enum Up {
     Data { sock: u32, bytes: Vec<u8> },
 }
 
-/// Parses a datagram tcpd sent, checking what ipd relies on.
-pub fn parse_out(pool: &HeapPool, h: &Handle) -> Seg {
+/// What a device without offloads puts on the wire for datagram `h`
+/// from tcpd, as driverd does: a super-segment cut into its segments,
+/// each with its checksum completed (software GSO), or the datagram with
+/// a partial checksum completed. IPv4 datagrams.
+pub fn on_the_wire(pool: &HeapPool, h: &Handle) -> Vec<Vec<u8>> {
+    let d = pool.data(h).expect("reachable");
+    let mut frame = vec![0u8; 14];
+    frame[12] = 0x08;
+    frame.extend_from_slice(d);
+    if h.gso_type == gso::TCPV4 && h.gso_size > 0 {
+        assert_eq!(
+            h.csum,
+            csum::PARTIAL,
+            "a super-segment's checksum is partial"
+        );
+        return segment_tcp4(&frame, h.gso_size)
+            .expect("a valid super-segment")
+            .map(|s| {
+                let mut v = s.headers()[14..].to_vec();
+                v.extend_from_slice(s.payload);
+                v
+            })
+            .collect();
+    }
+    if h.csum == csum::PARTIAL {
+        complete_checksum(&mut frame, 14 + 20, 16).expect("room for the checksum");
+    }
+    vec![frame.split_off(14)]
+}
+
+/// Parses a datagram tcpd sent, checking what ipd relies on; a
+/// super-segment becomes the segments a device would send.
+pub fn parse_out(pool: &HeapPool, h: &Handle) -> Vec<Seg> {
     assert_eq!(h.l4proto, protocol::TCP);
     assert_eq!(h.l4_off, 20);
-    let d = pool.data(h).expect("reachable");
+    let whole = usize::from(Ipv4Header::parse(pool.data(h).unwrap()).unwrap().total_len);
+    assert_eq!(whole, h.data_len as usize);
+    on_the_wire(pool, h).iter().map(|d| parse_seg(d)).collect()
+}
+
+/// Parses one IPv4 datagram carrying a TCP segment, checking it is
+/// complete and final.
+pub fn parse_seg(d: &[u8]) -> Seg {
     let ip = Ipv4Header::parse(d).expect("valid IPv4");
     assert_eq!(usize::from(ip.total_len), d.len());
     assert_eq!(ip.protocol, protocol::TCP);
@@ -267,7 +306,7 @@ impl H {
         for h in std::mem::take(&mut self.out.to_ip) {
             let s = parse_out(&self.pool, &h);
             self.pool.free(&h);
-            self.segs.push_back(s);
+            self.segs.extend(s);
         }
         for h in std::mem::take(&mut self.out.to_sock) {
             if h.flags & flags::CTRL != 0 {
