@@ -152,8 +152,9 @@ fn fragments_from_a_thousand_spoofed_sources_leave_the_large_buffers_to_everyone
         pool["large_free"].as_u64().unwrap(),
         pool["large_total"].as_u64().unwrap(),
     );
+    // (Less the one driverd keeps ready for the next long frame.)
     assert!(
-        free >= total - total / 4,
+        free >= total - total / 4 - 1,
         "{free} of {total} large buffers free"
     );
     assert!(
