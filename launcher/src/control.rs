@@ -136,8 +136,18 @@ pub fn stats(sh: &Shared) -> Value {
     for l in &sup.layers {
         let mut m = serde_json::Map::new();
         let counters = f.counters(l.id);
+        let two = |x: f64| (x * 100.0).round() / 100.0;
+        // driverd: how many segments a super-segment stood for, each way.
+        for dir in ["rx", "tx"] {
+            let get = |name: String| counters.iter().find(|(k, _)| *k == name).map(|(_, v)| *v);
+            let frames = get(format!("{dir}_super_frames"));
+            let segs = get(format!("{dir}_super_segments"));
+            if let (Some(n), Some(s)) = (frames, segs) {
+                let per = if n == 0 { 0.0 } else { s as f64 / n as f64 };
+                m.insert(format!("{dir}_segments_per_super_frame"), json!(two(per)));
+            }
+        }
         if let Some(e) = Economy::from_counters(&counters) {
-            let two = |x: f64| (x * 100.0).round() / 100.0;
             m.insert(
                 "packets_per_wakeup".into(),
                 json!(two(e.packets_per_wakeup())),

@@ -73,7 +73,9 @@ enum Cmd {
     /// IFACE [ingress|egress|both] clear, or [IFACE] show. Setting replaces
     /// the whole configuration of the direction (egress unless named).
     /// RATE: 100mbit, 1gbit, 500kbit...; times in ms unless given (2.5ms,
-    /// 500us, 1s).
+    /// 500us, 1s). Faults act per packet as the stack holds it: a TCP
+    /// super-segment (up to 64 KiB, with offloads) is lost, duplicated
+    /// or delayed whole, as netem does with a GSO packet.
     #[command(verbatim_doc_comment)]
     Qdisc {
         /// The interface (as in the configuration), or `show` for all.

@@ -110,7 +110,7 @@ fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
     // losses back off make the run minutes long on a busy machine).
     let st = Stack::up_with(
         &ns,
-        "\n[limits]\nsmall_buffers = 65536\nlarge_buffers = 256\nring_size = 8192\n",
+        "\n[limits]\nsmall_buffers = 65536\nlarge_buffers = 1024\nring_size = 8192\n",
     );
     let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
@@ -147,9 +147,18 @@ fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
                 .flatten()
                 .filter_map(move |(k, v)| {
                     let v = v.as_u64()?;
-                    let dropish = ["drop", "full", "exhausted", "overflow", "rto", "retrans"]
-                        .iter()
-                        .any(|w| k.contains(w));
+                    let dropish = [
+                        "drop",
+                        "full",
+                        "exhausted",
+                        "overflow",
+                        "rto",
+                        "retrans",
+                        "too_long",
+                        "no_buffer",
+                    ]
+                    .iter()
+                    .any(|w| k.contains(w));
                     (dropish && v > 0).then(|| format!("{layer}.{k}={v}"))
                 })
         })

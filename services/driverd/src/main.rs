@@ -41,6 +41,9 @@ strata_ipc::layer_stats! { "driverd";
     TxError => "tx_error",
     /// Reads that failed (oversized frame, device error).
     RxError => "rx_error",
+    /// Frames longer than a small buffer lost because the pool had no
+    /// large one to read them into.
+    RxTooLong => "rx_too_long",
     /// Reads that found the device empty.
     RxEmptyReads => "rx_empty_reads",
     /// TCP super-segments read from the device.
@@ -127,7 +130,10 @@ impl Shell {
     fn receive(&mut self, cx: &mut Cx) -> usize {
         let room = cx.room(TO_NETDEV).min(BUDGET);
         let mut n = 0;
-        while n < room {
+        // Reads, counting the frames lost as too long: bounded too.
+        let mut reads = 0;
+        while n < room && reads < BUDGET {
+            reads += 1;
             let Some(h) = self.buffers(&mut cx.pool) else {
                 self.stats.inc(Stat::RxNoBuffer);
                 cx.pool
@@ -149,6 +155,12 @@ impl Shell {
                     self.rx_armed = false;
                     break;
                 }
+                Err(e) if e.kind() == io::ErrorKind::InvalidData && self.spare.is_none() => {
+                    // Too long for a small buffer, and no large one: the
+                    // frame is gone; read on.
+                    self.stats.inc(Stat::RxTooLong);
+                    cx.pool.fabric().iface_add(self.iface, ifc::RX_ERROR, 1);
+                }
                 Err(_) => {
                     self.stats.inc(Stat::RxError);
                     cx.pool.fabric().iface_add(self.iface, ifc::RX_ERROR, 1);
@@ -163,13 +175,18 @@ impl Shell {
     }
 
     /// A buffer to read the next frame into, with the spare large buffer
-    /// ready when frames may be long; None when the pool has none.
+    /// ready when frames may be long and the pool has one; None when the
+    /// pool has no small buffer.
+    ///
+    /// Without a large buffer, frames are still read: a long one is then
+    /// lost (counted as `rx_too_long`), as on a NIC out of big receive
+    /// buffers, but ACKs and short frames, which free buffers, go on.
     fn buffers(&mut self, pool: &mut Pool) -> Option<Handle> {
         if self.max_frame <= HEAD_CAP {
             return pool.alloc(self.max_frame);
         }
         if self.spare.is_none() {
-            self.spare = Some(pool.alloc(LARGE_BUF - HEADROOM as usize)?);
+            self.spare = pool.alloc(LARGE_BUF - HEADROOM as usize);
         }
         pool.alloc(HEAD_CAP)
     }

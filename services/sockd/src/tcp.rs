@@ -246,11 +246,12 @@ impl Turn<'_> {
                 return Ok(());
             }
             // Super-segment-sized buffers (tcpd sends each whole, TSO)
-            // while a quarter of the large ones is free, then one-segment
-            // ones.
+            // while half the large ones are free, then one-segment ones:
+            // the other half is the receive path's, where a super-segment
+            // with no large buffer to land in is lost.
             let (small_free, large_free) = self.f.free_counts();
             let params = self.f.params();
-            let large_ok = large_free > params.large_bufs / 4;
+            let large_ok = large_free > params.large_bufs / 2;
             let most = if large_ok {
                 gso::tcp_max_payload(t.mss)
             } else {
