@@ -42,6 +42,40 @@ pub trait Buffers {
     /// The whole buffer (all of its capacity), writable.
     fn raw_mut(&mut self, h: &Handle) -> Result<&mut [u8], BufError>;
 
+    /// Copies `len` bytes at raw offset `src_at` of `src`'s buffer to raw
+    /// offset `dst_at` of `dst`'s (offsets from the buffer's start, not
+    /// the data window; the two may be one buffer). Checks both ranges
+    /// first, so nothing is written on error.
+    fn copy_raw(
+        &mut self,
+        src: &Handle,
+        src_at: usize,
+        dst: &Handle,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), BufError> {
+        let src_end = src_at.checked_add(len).ok_or(BufError::BadWindow)?;
+        let dst_end = dst_at.checked_add(len).ok_or(BufError::BadWindow)?;
+        if self.raw(src)?.len() < src_end || self.raw(dst)?.len() < dst_end {
+            return Err(BufError::BadWindow);
+        }
+        if src.buf == dst.buf {
+            self.raw_mut(dst)?.copy_within(src_at..src_end, dst_at);
+            return Ok(());
+        }
+        // Through a bounce buffer that stays in L1: the trait lends one
+        // buffer at a time (the shared pool lends two, and overrides this).
+        let mut bounce = [0u8; 1024];
+        let mut done = 0;
+        while done < len {
+            let n = (len - done).min(bounce.len());
+            bounce[..n].copy_from_slice(&self.raw(src)?[src_at + done..src_at + done + n]);
+            self.raw_mut(dst)?[dst_at + done..dst_at + done + n].copy_from_slice(&bounce[..n]);
+            done += n;
+        }
+        Ok(())
+    }
+
     /// The handle's data window.
     fn data(&self, h: &Handle) -> Result<&[u8], BufError> {
         let raw = self.raw(h)?;
@@ -171,6 +205,27 @@ impl Buffers for HeapPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_across_and_within_buffers() {
+        let mut p = HeapPool::new(2, 1);
+        let a = p.alloc(3000).unwrap();
+        let b = p.alloc(100).unwrap();
+        for (i, x) in p.raw_mut(&a).unwrap().iter_mut().enumerate() {
+            *x = i as u8;
+        }
+        p.copy_raw(&a, 10, &b, 5, 2000).unwrap();
+        assert_eq!(p.raw(&b).unwrap()[5..2005], p.raw(&a).unwrap()[10..2010]);
+        p.copy_raw(&a, 0, &a, 1, 4).unwrap();
+        assert_eq!(p.raw(&a).unwrap()[..5], [0, 0, 1, 2, 3]);
+        assert_eq!(p.copy_raw(&a, 0, &b, 2000, 100), Err(BufError::BadWindow));
+        assert_eq!(
+            p.copy_raw(&a, usize::MAX, &b, 0, 1),
+            Err(BufError::BadWindow)
+        );
+        p.free(&a);
+        p.free(&b);
+    }
 
     #[test]
     fn stale_handle_is_refused_after_free() {

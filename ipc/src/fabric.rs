@@ -1451,6 +1451,31 @@ impl Buffers for Pool<'_> {
         let (s, e) = window(h, raw.len())?;
         Ok(&raw[s..e])
     }
+    fn copy_raw(
+        &mut self,
+        src: &Handle,
+        src_at: usize,
+        dst: &Handle,
+        dst_at: usize,
+        len: usize,
+    ) -> Result<(), BufError> {
+        let src_end = src_at.checked_add(len).ok_or(BufError::BadWindow)?;
+        let dst_end = dst_at.checked_add(len).ok_or(BufError::BadWindow)?;
+        if src.buf == dst.buf {
+            let b = self.raw_mut(dst)?;
+            if b.len() < src_end.max(dst_end) {
+                return Err(BufError::BadWindow);
+            }
+            b.copy_within(src_at..src_end, dst_at);
+            return Ok(());
+        }
+        let (s, d) = self.raw_pair_mut(src, dst)?;
+        if s.len() < src_end || d.len() < dst_end {
+            return Err(BufError::BadWindow);
+        }
+        d[dst_at..dst_end].copy_from_slice(&s[src_at..src_end]);
+        Ok(())
+    }
 }
 
 /// An eventfd for a layer (launcher): non-blocking, inherited by children.

@@ -63,11 +63,16 @@ fn two_hundred_megabytes_each_way_in_plain_frames_with_offloads_off() {
     assert_eq!(drv(&st, "tx_super_frames"), 0);
     assert_eq!(drv(&st, "tx_csum_offloaded"), 0);
     // tcpd still sends super-segments: driverd cuts them (software GSO)
-    // and completes every checksum; tcpd checks every one it receives.
+    // and completes every checksum.
     assert!(drv(&st, "gso_soft_frames") > 0, "no software GSO");
     assert!(drv(&st, "gso_soft_segments") > 2 * drv(&st, "gso_soft_frames"));
     assert!(drv(&st, "csum_soft") > 0);
-    assert_eq!(st.counter("tcpd", "csum_trusted"), 0);
+    // And merges the kernel's segments back into super-segments (GRO),
+    // whose checksums it checked: tcpd checks none of those again.
+    assert!(drv(&st, "gro_super_frames") > 0, "no software GRO");
+    assert!(drv(&st, "gro_segments") > 2 * drv(&st, "gro_super_frames"));
+    assert_eq!(drv(&st, "gro_bad_checksum"), 0);
+    assert!(st.counter("tcpd", "csum_trusted") > 0);
 }
 
 #[test]
@@ -118,7 +123,7 @@ fn pair_side(side: &str, ip: &str, mac: &str) -> String {
 }
 
 #[test]
-fn the_pair_driver_carries_fifty_megabytes_through_software_gso() {
+fn the_pair_driver_carries_fifty_megabytes_through_software_gso_and_gro() {
     let ns = Netns::new();
     let a = Stack::up_config(&ns, &pair_side("a", "10.89.0.1", "02:00:00:00:89:01"));
     let b = Stack::up_config(&ns, &pair_side("b", "10.89.0.2", "02:00:00:00:89:02"));
@@ -143,6 +148,7 @@ fn the_pair_driver_carries_fifty_megabytes_through_software_gso() {
     assert!(back == *data, "the echo differs from what was sent");
     for st in [&a, &b] {
         assert!(drv(st, "gso_soft_frames") > 0, "no software GSO");
+        assert!(drv(st, "gro_super_frames") > 0, "no software GRO");
         assert!(drv(st, "csum_soft") > 0);
         assert_eq!(drv(st, "tx_super_frames"), 0);
     }

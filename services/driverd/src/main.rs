@@ -18,6 +18,8 @@
 //! completes the checksum, or cuts the super-segment into MSS-sized frames
 //! written straight from the buffer with their own headers (software GSO).
 
+mod gro;
+
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{IntoRawFd, RawFd};
@@ -68,6 +70,15 @@ strata_ipc::layer_stats! { "driverd";
     /// Frames dropped because their offload request made no sense (a
     /// partial checksum or super-segment that is not TCP or UDP over IPv4).
     TxOffloadError => "tx_offload_error",
+    /// Super-segments made by software GRO (devices without offloads).
+    GroSuperFrames => "gro_super_frames",
+    /// Segments merged into them.
+    GroSegments => "gro_segments",
+    /// Segments GRO found with a wrong checksum (passed on unmerged, for
+    /// tcpd to count and drop).
+    GroBadChecksum => "gro_bad_checksum",
+    /// Flows GRO cut short for want of a large buffer.
+    GroNoBuffer => "gro_no_buffer",
 }
 
 fn open_device(kind: &str, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
@@ -106,6 +117,10 @@ struct Shell {
     /// Segments of the oldest pending super-segment already written by
     /// software GSO, when the device refused the next one.
     gso_done: usize,
+    /// Software GRO, for a device that gives no super-segments.
+    gro: Option<gro::Gro>,
+    /// Frames read this turn, on their way to netdevd.
+    batch: Vec<Handle>,
     /// Frames the device would not take yet; bounded by one ring's worth.
     pending: VecDeque<Handle>,
     /// The device may have frames: set when poll says it is readable,
@@ -147,7 +162,10 @@ impl Shell {
                     h.iif = self.iface;
                     h.tstamp = cx.now;
                     self.note_offload(&mut h, &cx.pool, &off);
-                    cx.send(TO_NETDEV, h);
+                    match &mut self.gro {
+                        Some(g) => g.receive(&mut cx.pool, h, &mut self.batch),
+                        None => self.batch.push(h),
+                    }
                     n += 1;
                 }
                 Ok(None) => {
@@ -168,6 +186,16 @@ impl Shell {
                     break;
                 }
             }
+        }
+        if let Some(g) = &mut self.gro {
+            g.flush(&mut cx.pool, &mut self.batch);
+            self.stats.set(Stat::GroSuperFrames, g.stats.super_frames);
+            self.stats.set(Stat::GroSegments, g.stats.segments);
+            self.stats.set(Stat::GroBadChecksum, g.stats.bad_checksum);
+            self.stats.set(Stat::GroNoBuffer, g.stats.no_buffer);
+        }
+        for h in self.batch.drain(..) {
+            cx.send(TO_NETDEV, h);
         }
         self.stats.add(Stat::RxFrames, n as u64);
         cx.received(n as u64);
@@ -493,6 +521,9 @@ fn main() {
         max_frame,
         spare: None,
         gso_done: 0,
+        // The device gives no super-segments: make them.
+        gro: (!offloads.tso4).then(gro::Gro::default),
+        batch: Vec::with_capacity(BUDGET),
         pending: VecDeque::with_capacity(f.params().ring_size as usize),
         rx_armed: true,
         awake_turns: 0,

@@ -26,7 +26,6 @@
 #![forbid(unsafe_code)]
 
 mod arp;
-mod bufcopy;
 pub mod config;
 mod forward;
 mod icmp;

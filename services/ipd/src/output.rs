@@ -8,7 +8,6 @@ use strata_proto::ethernet::{ethertype, EthernetHeader};
 use strata_proto::ipv4::{fill_checksum, protocol};
 use strata_proto::MacAddr;
 
-use crate::bufcopy::copy_between;
 use crate::neigh::Resolve;
 use crate::route::is_multicast;
 use crate::stats::Stat;
@@ -303,7 +302,7 @@ impl IpCore {
             };
             f.data_len = (hl + n) as u32;
             let src_at = h.data_off as usize + hl + off;
-            let copied = copy_between(pool, &h, src_at, &f, f.data_off as usize + hl, n);
+            let copied = pool.copy_raw(&h, src_at, &f, f.data_off as usize + hl, n);
             let wrote = copied.is_ok()
                 && pool.data_mut(&f).is_ok_and(|d| {
                     d[..hl].copy_from_slice(&hdr[..hl]);

@@ -31,7 +31,6 @@ use strata_ipc::{Buffers, Handle};
 use strata_proto::checksum;
 use strata_proto::ethernet::ethertype;
 
-use crate::bufcopy::copy_between;
 use crate::config::IpLimits;
 use crate::stats::Stat;
 
@@ -243,12 +242,18 @@ impl Reassembly {
         let base = s.buf.data_off as usize + HDR_SPACE;
         let buf = s.buf;
         let payload_at = f.ip_at + f.hl;
-        if copy_between(pool, frag, payload_at, &buf, base + f.offset, f.payload_len).is_err() {
+        if pool
+            .copy_raw(frag, payload_at, &buf, base + f.offset, f.payload_len)
+            .is_err()
+        {
             self.kill(pool, i);
             return Err(Stat::BadWindow);
         }
         if f.offset == 0 {
-            if copy_between(pool, frag, f.ip_at, &buf, base - f.hl, f.hl).is_err() {
+            if pool
+                .copy_raw(frag, f.ip_at, &buf, base - f.hl, f.hl)
+                .is_err()
+            {
                 self.kill(pool, i);
                 return Err(Stat::BadWindow);
             }

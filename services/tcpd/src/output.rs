@@ -327,7 +327,16 @@ impl TcpCore<'_> {
                 let x = *self.slab.get(i);
                 let off = s.wrapping_sub(x.seq);
                 let n = x.len().saturating_sub(off).min(left);
-                let ok = n > 0 && copy_between(pool, &x.h, off as usize, &h, at, n as usize);
+                let ok = n > 0
+                    && pool
+                        .copy_raw(
+                            &x.h,
+                            x.h.data_off as usize + off as usize,
+                            &h,
+                            h.data_off as usize + at,
+                            n as usize,
+                        )
+                        .is_ok();
                 if !ok {
                     pool.free(&h);
                     return None;
@@ -521,37 +530,6 @@ impl TcpCore<'_> {
             }
         }
     }
-}
-
-/// Copies `n` bytes from `src`'s data window at `soff` to `dst`'s at
-/// `doff` (two buffers of one pool, through a bounce buffer).
-fn copy_between<B: Buffers>(
-    pool: &mut B,
-    src: &Handle,
-    soff: usize,
-    dst: &Handle,
-    doff: usize,
-    n: usize,
-) -> bool {
-    let mut tmp = [0u8; 2048];
-    let mut done = 0;
-    while done < n {
-        let k = (n - done).min(tmp.len());
-        match pool.data(src) {
-            Ok(d) if soff + done + k <= d.len() => {
-                tmp[..k].copy_from_slice(&d[soff + done..soff + done + k])
-            }
-            _ => return false,
-        }
-        match pool.data_mut(dst) {
-            Ok(d) if doff + done + k <= d.len() => {
-                d[doff + done..doff + done + k].copy_from_slice(&tmp[..k])
-            }
-            _ => return false,
-        }
-        done += k;
-    }
-    true
 }
 
 /// Sets the fields ipd expects on a datagram from tcpd.
