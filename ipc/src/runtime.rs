@@ -115,7 +115,7 @@ fn default_ephemeral() -> (u16, u16) {
 }
 
 fn default_sock_ring() -> u32 {
-    256 * 1024
+    4 << 20
 }
 
 impl StackConfig {

@@ -329,8 +329,10 @@ pub struct Limits {
     /// The longest wait (ms) before restarting a layer that keeps crashing,
     /// 100..=600000. Default 5000.
     pub restart_backoff_max_ms: u32,
-    /// Bytes of each socket's receive and send rings (what SO_RCVBUF and
-    /// SO_SNDBUF bound on Linux), 4096..=16777216. Default 262144.
+    /// The most bytes of each socket's receive and send rings (what
+    /// SO_RCVBUF and SO_SNDBUF bound on Linux), 4096..=16777216. Default
+    /// 4194304 (libsock asks for 4 MiB to receive on TCP, 256 KiB
+    /// otherwise).
     pub socket_buffer_bytes: u32,
     /// First port of the ephemeral range, 1024..=65535. Default 32768.
     pub ephemeral_port_first: u32,
@@ -372,7 +374,7 @@ impl Default for Limits {
             qdisc_limit: 1000,
             heartbeat_timeout_ms: 3000,
             restart_backoff_max_ms: 5000,
-            socket_buffer_bytes: 262_144,
+            socket_buffer_bytes: 4 << 20,
             ephemeral_port_first: 32768,
             ephemeral_port_last: 60999,
             sockets_per_process: 4096,

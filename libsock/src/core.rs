@@ -26,6 +26,14 @@ use crate::session::{expect_ok, lock, unexpected, Attach, Session};
 /// Ring size used unless a [`crate::Builder`] says otherwise.
 pub(crate) const DEFAULT_RING: usize = 256 << 10;
 
+/// A TCP socket's receive ring unless a [`crate::Builder`] says otherwise:
+/// the window a sender needs to keep several 64 KiB super-segments in
+/// flight (Linux lets its receive buffer grow to 6 MiB). tcpd's
+/// auto-tuning offers a reader that falls behind a small window, so the
+/// ring fills (and its pages are touched) only as far as the reader keeps
+/// up.
+pub(crate) const DEFAULT_TCP_RX_RING: usize = 4 << 20;
+
 /// Who polls the wake end, and a counter of wake-ups.
 struct Waits {
     polling: bool,

@@ -9,7 +9,7 @@ use std::time::Duration;
 use strata_proto::sock::{Kind, Request, SockOpt};
 
 use crate::addr::{each_addr, ipv6_unsupported, to_v4, to_wire};
-use crate::core::{Core, DEFAULT_RING};
+use crate::core::{Core, DEFAULT_RING, DEFAULT_TCP_RX_RING};
 use crate::session::{env_instance, Session};
 use crate::tcp::{connect_one, TcpListener, TcpStream};
 use crate::udp::UdpSocket;
@@ -127,8 +127,9 @@ enum Which {
 pub struct Builder {
     which: Which,
     reuse_address: Option<bool>,
-    tx_ring: usize,
-    rx_ring: usize,
+    /// Ring sizes asked for; None: the defaults of the socket's kind.
+    tx_ring: Option<usize>,
+    rx_ring: Option<usize>,
     backlog: u32,
 }
 
@@ -141,7 +142,8 @@ impl Default for Builder {
 impl Builder {
     /// Defaults: the stack from the environment, no `SO_REUSEADDR` for
     /// UDP (std's listeners set it, so TCP listeners do too), a backlog
-    /// of [`DEFAULT_BACKLOG`], rings of 256 KiB each way.
+    /// of [`DEFAULT_BACKLOG`], rings of 256 KiB each way but 4 MiB to
+    /// receive on TCP.
     ///
     /// ```no_run
     /// let sock = libsock::Builder::new().udp_bind("0.0.0.0:0")?;
@@ -151,8 +153,8 @@ impl Builder {
         Builder {
             which: Which::Env,
             reuse_address: None,
-            tx_ring: DEFAULT_RING,
-            rx_ring: DEFAULT_RING,
+            tx_ring: None,
+            rx_ring: None,
             backlog: DEFAULT_BACKLOG,
         }
     }
@@ -206,9 +208,22 @@ impl Builder {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn ring_sizes(mut self, tx: usize, rx: usize) -> Builder {
-        self.tx_ring = tx;
-        self.rx_ring = rx;
+        self.tx_ring = Some(tx);
+        self.rx_ring = Some(rx);
         self
+    }
+
+    /// The send and receive ring sizes for a socket of `kind`: those
+    /// asked for, else 256 KiB each, but 4 MiB to receive on TCP.
+    pub(crate) fn rings(&self, kind: Kind) -> (usize, usize) {
+        let rx = match kind {
+            Kind::Tcp => DEFAULT_TCP_RX_RING,
+            _ => DEFAULT_RING,
+        };
+        (
+            self.tx_ring.unwrap_or(DEFAULT_RING),
+            self.rx_ring.unwrap_or(rx),
+        )
     }
 
     /// The listen backlog of [`Builder::tcp_bind`].
@@ -233,7 +248,8 @@ impl Builder {
     /// Creates a socket with the builder's rings, and `SO_REUSEADDR` if
     /// asked for (or by default when `reuse_default`).
     pub(crate) fn open(&self, kind: Kind, reuse_default: bool) -> io::Result<Arc<Core>> {
-        self.open_sized(kind, reuse_default, self.tx_ring, self.rx_ring)
+        let (tx, rx) = self.rings(kind);
+        self.open_sized(kind, reuse_default, tx, rx)
     }
 
     fn open_sized(
@@ -305,7 +321,7 @@ impl Builder {
                 id: core.id,
                 backlog: self.backlog,
             })?;
-            Ok(TcpListener::from_core(core, (self.tx_ring, self.rx_ring)))
+            Ok(TcpListener::from_core(core, self.rings(Kind::Tcp)))
         })
     }
 
