@@ -42,6 +42,10 @@ pub trait Buffers {
     /// The whole buffer (all of its capacity), writable.
     fn raw_mut(&mut self, h: &Handle) -> Result<&mut [u8], BufError>;
 
+    /// Two different buffers, whole and writable at once. `BadIndex`
+    /// when both handles name the same buffer.
+    fn raw_pair_mut(&mut self, a: &Handle, b: &Handle) -> Result<(&mut [u8], &mut [u8]), BufError>;
+
     /// Copies `len` bytes at raw offset `src_at` of `src`'s buffer to raw
     /// offset `dst_at` of `dst`'s (offsets from the buffer's start, not
     /// the data window; the two may be one buffer). Checks both ranges
@@ -56,23 +60,20 @@ pub trait Buffers {
     ) -> Result<(), BufError> {
         let src_end = src_at.checked_add(len).ok_or(BufError::BadWindow)?;
         let dst_end = dst_at.checked_add(len).ok_or(BufError::BadWindow)?;
-        if self.raw(src)?.len() < src_end || self.raw(dst)?.len() < dst_end {
-            return Err(BufError::BadWindow);
-        }
         if src.buf == dst.buf {
-            self.raw_mut(dst)?.copy_within(src_at..src_end, dst_at);
+            self.raw(src)?;
+            let b = self.raw_mut(dst)?;
+            if b.len() < src_end.max(dst_end) {
+                return Err(BufError::BadWindow);
+            }
+            b.copy_within(src_at..src_end, dst_at);
             return Ok(());
         }
-        // Through a bounce buffer that stays in L1: the trait lends one
-        // buffer at a time (the shared pool lends two, and overrides this).
-        let mut bounce = [0u8; 1024];
-        let mut done = 0;
-        while done < len {
-            let n = (len - done).min(bounce.len());
-            bounce[..n].copy_from_slice(&self.raw(src)?[src_at + done..src_at + done + n]);
-            self.raw_mut(dst)?[dst_at + done..dst_at + done + n].copy_from_slice(&bounce[..n]);
-            done += n;
+        let (s, d) = self.raw_pair_mut(src, dst)?;
+        if s.len() < src_end || d.len() < dst_end {
+            return Err(BufError::BadWindow);
         }
+        d[dst_at..dst_end].copy_from_slice(&s[src_at..src_end]);
         Ok(())
     }
 
@@ -199,6 +200,16 @@ impl Buffers for HeapPool {
     fn raw_mut(&mut self, h: &Handle) -> Result<&mut [u8], BufError> {
         let i = self.check(h)?;
         Ok(&mut self.bufs[i])
+    }
+
+    fn raw_pair_mut(&mut self, a: &Handle, b: &Handle) -> Result<(&mut [u8], &mut [u8]), BufError> {
+        let (i, j) = (self.check(a)?, self.check(b)?);
+        if i == j {
+            return Err(BufError::BadIndex);
+        }
+        let (lo, hi) = self.bufs.split_at_mut(i.max(j));
+        let (x, y) = (&mut lo[i.min(j)], &mut hi[0]);
+        Ok(if i < j { (x, y) } else { (y, x) })
     }
 }
 

@@ -1384,33 +1384,6 @@ impl<'a> Pool<'a> {
     pub fn fabric(&self) -> &'a Fabric {
         self.f
     }
-
-    /// Two different buffers, whole and writable at once (a device read
-    /// that may run on from one into the other). `BadIndex` when both
-    /// handles name the same buffer.
-    pub fn raw_pair_mut(
-        &mut self,
-        a: &Handle,
-        b: &Handle,
-    ) -> Result<(&mut [u8], &mut [u8]), BufError> {
-        if a.buf == b.buf {
-            return Err(BufError::BadIndex);
-        }
-        self.f.check(a)?;
-        self.f.check(b)?;
-        // SAFETY: as in `raw_mut`, for each; two different buffers never
-        // overlap in the region.
-        Ok(unsafe {
-            (
-                self.f
-                    .region
-                    .bytes_mut(self.f.buf_off(a.buf), self.f.buf_cap(a.buf)),
-                self.f
-                    .region
-                    .bytes_mut(self.f.buf_off(b.buf), self.f.buf_cap(b.buf)),
-            )
-        })
-    }
 }
 
 impl Buffers for Pool<'_> {
@@ -1451,30 +1424,24 @@ impl Buffers for Pool<'_> {
         let (s, e) = window(h, raw.len())?;
         Ok(&raw[s..e])
     }
-    fn copy_raw(
-        &mut self,
-        src: &Handle,
-        src_at: usize,
-        dst: &Handle,
-        dst_at: usize,
-        len: usize,
-    ) -> Result<(), BufError> {
-        let src_end = src_at.checked_add(len).ok_or(BufError::BadWindow)?;
-        let dst_end = dst_at.checked_add(len).ok_or(BufError::BadWindow)?;
-        if src.buf == dst.buf {
-            let b = self.raw_mut(dst)?;
-            if b.len() < src_end.max(dst_end) {
-                return Err(BufError::BadWindow);
-            }
-            b.copy_within(src_at..src_end, dst_at);
-            return Ok(());
+    fn raw_pair_mut(&mut self, a: &Handle, b: &Handle) -> Result<(&mut [u8], &mut [u8]), BufError> {
+        if a.buf == b.buf {
+            return Err(BufError::BadIndex);
         }
-        let (s, d) = self.raw_pair_mut(src, dst)?;
-        if s.len() < src_end || d.len() < dst_end {
-            return Err(BufError::BadWindow);
-        }
-        d[dst_at..dst_end].copy_from_slice(&s[src_at..src_end]);
-        Ok(())
+        self.f.check(a)?;
+        self.f.check(b)?;
+        // SAFETY: as in `raw_mut`, for each; two different buffers never
+        // overlap in the region.
+        Ok(unsafe {
+            (
+                self.f
+                    .region
+                    .bytes_mut(self.f.buf_off(a.buf), self.f.buf_cap(a.buf)),
+                self.f
+                    .region
+                    .bytes_mut(self.f.buf_off(b.buf), self.f.buf_cap(b.buf)),
+            )
+        })
     }
 }
 

@@ -30,7 +30,7 @@ use core::fmt;
 use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};
 use std::net::Ipv4Addr;
 
-use crate::checksum::pseudo_header_v4;
+use crate::checksum::{pseudo_header_v4, Checksum};
 use crate::ipv4::protocol;
 use crate::{be16, be32, put16, put32, EmitError};
 
@@ -550,13 +550,10 @@ impl TcpHeader {
         src: Ipv4Addr,
         dst: Ipv4Addr,
     ) -> Result<usize, EmitError> {
-        let len = u16::try_from(seg.len()).map_err(|_| EmitError::TooLong)?;
-        let hdr = TcpHeader {
-            checksum: 0,
-            ..*self
-        };
-        let hl = hdr.emit_header(opts, seg)?;
-        let mut c = pseudo_header_v4(src, dst, protocol::TCP, len);
+        // The partial checksum, completed: the field holds the
+        // pseudo-header sum, so summing the segment covers both.
+        let hl = self.emit_partial(opts, seg, src, dst)?;
+        let mut c = Checksum::new();
         c.add_bytes(seg);
         put16(seg, 16, c.finish());
         Ok(hl)

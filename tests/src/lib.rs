@@ -226,6 +226,17 @@ pub fn tap_config(extra: &str) -> String {
     )
 }
 
+/// The configuration of one end (`side` "a" or "b") of pair link `link`:
+/// interface `p<side>` with address `ip`/24 and MAC `mac`. The link name
+/// gets the test process's id, so that concurrent tests never share one.
+pub fn pair_config(link: &str, side: &str, ip: &str, mac: &str) -> String {
+    format!(
+        "[[interface]]\nname = \"p{side}\"\ndriver = \"pair\"\nlink = \"{link}{}\"\nside = \"{side}\"\n\
+         mac = \"{mac}\"\naddresses = [\"{ip}/24\"]\n",
+        std::process::id()
+    )
+}
+
 /// Starts a workspace binary (an example) against `stack`'s instance, in
 /// the host namespace (applications reach the stack through sockd's Unix
 /// socket, not through a network namespace).

@@ -5,7 +5,9 @@
 
 use std::sync::Arc;
 use std::time::Duration;
-use strata_tests::{connect_and_echo, echo_to_eof, kernel_echo_server, pattern, Netns, Stack};
+use strata_tests::{
+    connect_and_echo, echo_to_eof, kernel_echo_server, pair_config, pattern, Netns, Stack,
+};
 
 /// Sends `len` bytes from the stack to a kernel echo server on `port` and
 /// checks that the same bytes come back.
@@ -114,19 +116,17 @@ fn mtu_9000_on_the_tap_carries_jumbo_frames_both_ways() {
     }
 }
 
-fn pair_side(side: &str, ip: &str, mac: &str) -> String {
-    format!(
-        "[[interface]]\nname = \"p{side}\"\ndriver = \"pair\"\nlink = \"o{}\"\nside = \"{side}\"\n\
-         mac = \"{mac}\"\naddresses = [\"{ip}/24\"]\n",
-        std::process::id()
-    )
-}
-
 #[test]
 fn the_pair_driver_carries_fifty_megabytes_through_software_gso_and_gro() {
     let ns = Netns::new();
-    let a = Stack::up_config(&ns, &pair_side("a", "10.89.0.1", "02:00:00:00:89:01"));
-    let b = Stack::up_config(&ns, &pair_side("b", "10.89.0.2", "02:00:00:00:89:02"));
+    let a = Stack::up_config(
+        &ns,
+        &pair_config("o", "a", "10.89.0.1", "02:00:00:00:89:01"),
+    );
+    let b = Stack::up_config(
+        &ns,
+        &pair_config("o", "b", "10.89.0.2", "02:00:00:00:89:02"),
+    );
     let lb = libsock::Stack::connect(&b.instance).unwrap();
     let listener = lb.builder().tcp_bind("0.0.0.0:7005").unwrap();
     let server = std::thread::spawn(move || echo_to_eof(listener.accept().unwrap().0));

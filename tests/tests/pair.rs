@@ -2,14 +2,10 @@
 //! driver: no kernel stack in the path at all.
 
 use std::time::Duration;
-use strata_tests::{spawn_app, wait_line, Netns, Stack};
+use strata_tests::{pair_config, spawn_app, wait_line, Netns, Stack};
 
 fn side(side: &str, ip: &str, mac: &str) -> String {
-    format!(
-        "[[interface]]\nname = \"p{side}\"\ndriver = \"pair\"\nlink = \"l{}\"\nside = \"{side}\"\n\
-         mac = \"{mac}\"\naddresses = [\"{ip}/24\"]\n",
-        std::process::id()
-    )
+    pair_config("l", side, ip, mac)
 }
 
 #[test]

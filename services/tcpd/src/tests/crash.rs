@@ -125,6 +125,10 @@ impl Buffers for Tracked<'_> {
     fn raw_mut(&mut self, h: &Handle) -> Result<&mut [u8], BufError> {
         self.pool.raw_mut(h)
     }
+
+    fn raw_pair_mut(&mut self, a: &Handle, b: &Handle) -> Result<(&mut [u8], &mut [u8]), BufError> {
+        self.pool.raw_pair_mut(a, b)
+    }
 }
 
 /// tcpd's send buffer (`socket_tx_bytes` of [`cfg_for`]).
