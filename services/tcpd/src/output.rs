@@ -806,19 +806,24 @@ impl TcpCore<'_> {
                 return false;
             }
         }
-        let end = c.snd_nxt.wrapping_add(len);
-        let with_fin = c.has(cf::FIN_QUEUED) && fin_state && end == c.snd_end;
-        let mut fl = TcpFlags::ACK;
-        if end == c.snd_end {
-            fl |= TcpFlags::PSH;
-        }
-        if with_fin {
-            fl |= TcpFlags::FIN;
-        }
         let s = c.snd_nxt;
-        if !self.xmit(pool, c, s, fl, len, out) {
+        let mut sent = self.xmit(pool, c, s, Self::data_flags(c, len), len, out);
+        if !sent && len > mss {
+            // No large buffer for a super-segment: one segment, in a
+            // small one.
+            len = mss;
+            sent = self.xmit(pool, c, s, Self::data_flags(c, len), len, out);
+        }
+        if !sent {
+            // Out of buffers. With nothing in flight no timer would bring
+            // us back once buffers are free: try again shortly.
+            if c.t_rtx == 0 && (c.t_delack == 0 || c.t_delack > self.now + 1_000_000) {
+                c.t_delack = self.now + 1_000_000;
+            }
             return false;
         }
+        let end = c.snd_nxt.wrapping_add(len);
+        let with_fin = Self::data_flags(c, len).contains(TcpFlags::FIN);
         if rtx {
             self.stats.inc(Stat::RetransSegs);
             c.flags |= cf::RTX_DONE;
@@ -839,6 +844,21 @@ impl TcpCore<'_> {
             c.t_rtx = self.now + rto_ns(c, &self.cfg);
         }
         true
+    }
+
+    /// The flags of `len` bytes of data sent from SND.NXT: ACK; PSH when
+    /// they empty the send queue; FIN too when the close waits behind
+    /// them.
+    fn data_flags(c: &ConnBlock, len: u32) -> TcpFlags {
+        let end = c.snd_nxt.wrapping_add(len);
+        let mut fl = TcpFlags::ACK;
+        if end == c.snd_end {
+            fl |= TcpFlags::PSH;
+            if c.has(cf::FIN_QUEUED) && c.state().fin_unacked() {
+                fl |= TcpFlags::FIN;
+            }
+        }
+        fl
     }
 
     /// Nagle (RFC 1122 §4.2.3.4) with Minshall's refinement, as Linux: one

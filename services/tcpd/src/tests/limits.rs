@@ -129,3 +129,39 @@ fn a_small_receive_ring_bounds_what_is_delivered_and_then_the_window() {
     assert!(u32::from(last) <= 4096, "window {last}");
     h.finish();
 }
+
+#[test]
+fn without_a_large_buffer_queued_writes_go_out_one_segment_each() {
+    let (mut h, iss) = H::established(TcpOptions {
+        mss: Some(1000),
+        ..TcpOptions::default()
+    });
+    // The peer's window is shut while ten one-segment writes queue up.
+    h.pwin = 0;
+    h.peer(ACK, PISS + 1, iss + 1, &[]);
+    let data = pattern(10_000, 4);
+    for k in 0..10 {
+        h.send(2, &data[k * 1000..(k + 1) * 1000]);
+    }
+    h.segs.clear();
+    // Every large buffer taken: the super-segment that would copy the ten
+    // together has nowhere to go.
+    let mut hog = Vec::new();
+    while let Some(b) = h.pool.alloc(SMALL_BUF * 2) {
+        hog.push(b);
+    }
+    h.pwin = 65535;
+    h.peer(ACK, PISS + 1, iss + 1, &[]);
+    let mut got = Vec::new();
+    while let Some(s) = h.segs.pop_front() {
+        if s.len() > 0 {
+            assert_eq!(s.len(), 1000);
+            got.extend(s.payload);
+        }
+    }
+    assert_eq!(got, data, "each write went alone, sharing its buffer");
+    assert!(h.core.stats().get(Stat::PoolExhausted) > 0);
+    for b in hog {
+        h.pool.free(&b);
+    }
+}
