@@ -478,7 +478,12 @@ impl Stack {
         let deadline = Instant::now() + timeout;
         while !f() {
             if Instant::now() > deadline {
-                panic!("timed out waiting for {what}\nlog:\n{}", self.log_text());
+                panic!(
+                    "timed out waiting for {what}\nlog:\n{}\nss -i:\n{}\nstats:\n{}",
+                    self.log_text(),
+                    String::from_utf8_lossy(&self.strata(&["ss", "-i"]).stdout),
+                    String::from_utf8_lossy(&self.strata(&["stats"]).stdout)
+                );
             }
             std::thread::sleep(Duration::from_millis(50));
         }

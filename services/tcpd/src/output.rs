@@ -760,10 +760,9 @@ impl TcpCore<'_> {
         let rtx = seq::lt(c.snd_nxt, c.snd_max);
         // New data goes in super-segments where the windows allow more than
         // one segment (TSO), unless the caller (SACK recovery, a probe)
-        // checked room for one only.
-        // While we hold out-of-order data, segments go one by one, so
-        // that a runt has room for SACK blocks (which every segment of a
-        // super-segment would otherwise carry, or none).
+        // checked room for one only, or we hold out-of-order data: then a
+        // runt needs room for SACK blocks, which every segment of a
+        // super-segment would carry, or none.
         let sacking = c.has(cf::SACK_OK) && !c.ooo_q.is_empty();
         let most = if self.cfg.tso && !rtx && !cwnd_checked && !sacking {
             gso::tcp_max_payload(mss)
