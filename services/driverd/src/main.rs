@@ -246,17 +246,17 @@ impl Shell {
             }
         };
         let mut out = h;
+        // A long frame ran on into the spare: move its start there too.
+        // (Without a spare it fit `h`, a large buffer the pool gave for
+        // want of small ones.)
         if len > HEAD_CAP {
-            // The frame ran on into the spare: move its start there too.
-            let big = self
-                .spare
-                .take()
-                .expect("a long frame was read into the spare");
-            if let Ok((head, tail)) = pool.raw_pair_mut(&h, &big) {
-                tail[start..start + HEAD_CAP].copy_from_slice(&head[start..start + HEAD_CAP]);
+            if let Some(big) = self.spare.take() {
+                if let Ok((head, tail)) = pool.raw_pair_mut(&h, &big) {
+                    tail[start..start + HEAD_CAP].copy_from_slice(&head[start..start + HEAD_CAP]);
+                }
+                pool.free(&h);
+                out = big;
             }
-            pool.free(&h);
-            out = big;
         }
         out.data_len = len as u32;
         Ok(Some((out, off)))
