@@ -328,22 +328,22 @@ impl Shell {
             let frame = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
             return self.dev.send(frame);
         }
-        let Some((f, csum_at)) = cx
-            .pool
-            .data(h)
+        let d = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let Some((f, csum_at)) = Ipv4Frame::parse(d)
             .ok()
-            .and_then(|d| Ipv4Frame::parse(d).ok())
             .and_then(|f| Some((f, f.csum_offset()?)))
         else {
             self.stats.inc(Stat::TxOffloadError);
             return Ok(true);
         };
-        let frame_len = h.data_len as usize;
-        let one_segment = cx
-            .pool
-            .data(h)
-            .is_ok_and(|d| tcp_segments(d, h.gso_size.max(1)) <= 1);
-        if super_seg && !one_segment && !(self.offloads.tso4 && self.offloads.csum) {
+        // The segments it stands for (parsed once: counted and, without
+        // TSO, cut).
+        let segs = if super_seg {
+            tcp_segments(d, h.gso_size)
+        } else {
+            1
+        };
+        if segs > 1 && !(self.offloads.tso4 && self.offloads.csum) {
             return self.send_gso_soft(cx, h);
         }
         let off = if self.offloads.csum {
@@ -369,8 +369,6 @@ impl Shell {
         };
         if off.tcp4_mss > 0 {
             self.stats.inc(Stat::TxSuperFrames);
-            let frame = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
-            let segs = tcp_segments(&frame[..frame_len], h.gso_size);
             self.stats.add(Stat::TxSuperSegments, segs as u64);
         }
         cx.syscalls(1);

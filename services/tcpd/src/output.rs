@@ -806,12 +806,14 @@ impl TcpCore<'_> {
             }
         }
         let s = c.snd_nxt;
-        let mut sent = self.xmit(pool, c, s, Self::data_flags(c, len), len, out);
+        let mut fl = Self::data_flags(c, len);
+        let mut sent = self.xmit(pool, c, s, fl, len, out);
         if !sent && len > mss {
             // No large buffer for a super-segment: one segment, in a
             // small one.
             len = mss;
-            sent = self.xmit(pool, c, s, Self::data_flags(c, len), len, out);
+            fl = Self::data_flags(c, len);
+            sent = self.xmit(pool, c, s, fl, len, out);
         }
         if !sent {
             // Out of buffers. With nothing in flight no timer would bring
@@ -822,7 +824,7 @@ impl TcpCore<'_> {
             return false;
         }
         let end = c.snd_nxt.wrapping_add(len);
-        let with_fin = Self::data_flags(c, len).contains(TcpFlags::FIN);
+        let with_fin = fl.contains(TcpFlags::FIN);
         if rtx {
             self.stats.inc(Stat::RetransSegs);
             c.flags |= cf::RTX_DONE;
