@@ -77,6 +77,7 @@ fn extra(me: LayerId) -> &'static [i64] {
             libc::SYS_getsockopt,
             libc::SYS_recvfrom,
             libc::SYS_recvmsg,
+            libc::SYS_recvmmsg,
             libc::SYS_sendto,
             libc::SYS_sendmsg,
             libc::SYS_fcntl,

@@ -38,6 +38,9 @@ pub(crate) const DEFAULT_TCP_RX_RING: usize = 4 << 20;
 struct Waits {
     polling: bool,
     epoch: u64,
+    /// Threads in `woken.wait`: the poller notifies only when there are
+    /// any (a notify is a system call even with nobody to wake).
+    sleepers: u32,
 }
 
 /// The client side of one socket.
@@ -156,6 +159,7 @@ impl Core {
             waits: Mutex::new(Waits {
                 polling: false,
                 epoch: 0,
+                sleepers: 0,
             }),
             woken: Condvar::new(),
             peer: Mutex::new(None),
@@ -326,10 +330,15 @@ impl Core {
         }
         if w.polling {
             // Another thread polls; it wakes us after every kick.
-            match remaining {
-                Some(d) => drop(self.woken.wait_timeout(w, d)),
-                None => drop(self.woken.wait(w)),
-            }
+            w.sleepers += 1;
+            let mut w = match remaining {
+                Some(d) => self
+                    .woken
+                    .wait_timeout(w, d)
+                    .map_or_else(|e| e.into_inner().0, |(w, _)| w),
+                None => self.woken.wait(w).unwrap_or_else(|e| e.into_inner()),
+            };
+            w.sleepers -= 1;
             return;
         }
         w.polling = true;
@@ -339,7 +348,9 @@ impl Core {
         let mut w = lock(&self.waits);
         w.polling = false;
         w.epoch = w.epoch.wrapping_add(1);
-        self.woken.notify_all();
+        if w.sleepers > 0 {
+            self.woken.notify_all();
+        }
     }
 
     /// Empties the wake end; as a readiness fd, kicks it again if the
