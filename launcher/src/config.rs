@@ -36,7 +36,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize, Serializer};
 
-use crate::cpu::{CpuList, Policy};
+use crate::cpu::{CpuList, Policy, Scheduling};
 
 /// Interfaces one instance can drive; the fabric has a fixed number of
 /// driver slots (strata_ipc::MAX_IFACES).
@@ -107,6 +107,9 @@ pub struct Cpu {
     /// A CPU list per layer (`[cpu.layer]`, by label: `tcpd`,
     /// `driverd0`...), which the policy then leaves alone.
     pub layer: BTreeMap<String, CpuList>,
+    /// "batch" (default: SCHED_BATCH, a layer woken by another waits for
+    /// the waker to sleep instead of preempting it) or "normal".
+    pub scheduling: Scheduling,
 }
 
 impl Default for Cpu {
@@ -115,6 +118,7 @@ impl Default for Cpu {
             policy: Policy::Compact,
             cpus: None,
             layer: BTreeMap::new(),
+            scheduling: Scheduling::Batch,
         }
     }
 }
@@ -1051,6 +1055,7 @@ struct RawConfig {
 struct RawCpu {
     policy: Option<String>,
     cpus: Option<String>,
+    scheduling: Option<String>,
     #[serde(default)]
     layer: BTreeMap<String, String>,
 }
@@ -1067,6 +1072,11 @@ impl RawCpu {
             None => None,
             Some(s) => Some(CpuList::parse(&s).map_err(|e| invalid("cpu.cpus", e))?),
         };
+        let scheduling = match self.scheduling.as_deref() {
+            None => Cpu::default().scheduling,
+            Some(s) => Scheduling::parse(s)
+                .ok_or_else(|| invalid("cpu.scheduling", format!("{s:?}: one of batch, normal")))?,
+        };
         let mut layer = BTreeMap::new();
         for (name, s) in self.layer {
             let field = format!("cpu.layer.{name}");
@@ -1082,6 +1092,7 @@ impl RawCpu {
             policy,
             cpus,
             layer,
+            scheduling,
         })
     }
 }

@@ -24,6 +24,29 @@ pub enum Policy {
     None,
 }
 
+/// The scheduling class the layers run in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduling {
+    /// SCHED_BATCH: a layer woken by another does not preempt it; it runs
+    /// when the waker sleeps, so on a shared CPU a packet climbs the
+    /// layers in one pass (docs/ARCHITECTURE.md, "Waiting").
+    Batch,
+    /// SCHED_OTHER: every wake-up may preempt the waker.
+    Normal,
+}
+
+impl Scheduling {
+    /// The class named `s`.
+    pub fn parse(s: &str) -> Option<Scheduling> {
+        match s {
+            "batch" => Some(Scheduling::Batch),
+            "normal" => Some(Scheduling::Normal),
+            _ => None,
+        }
+    }
+}
+
 impl Policy {
     /// The policy named `s`.
     pub fn parse(s: &str) -> Option<Policy> {

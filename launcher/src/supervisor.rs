@@ -1,6 +1,6 @@
 //! Starting, watching and restarting the layer processes.
 
-use crate::cpu::CpuList;
+use crate::cpu::{CpuList, Scheduling};
 use crate::plan::Plan;
 use std::collections::VecDeque;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -130,6 +130,8 @@ pub struct Supervisor {
     backoff_max: Duration,
     /// The highest capability number this kernel knows.
     cap_last: u32,
+    /// The layers run as SCHED_BATCH (`[cpu] scheduling`).
+    batch: bool,
 }
 
 /// The user and group a layer runs as; uid 0 (`[security] layer_uid_base
@@ -289,6 +291,7 @@ impl Supervisor {
             heartbeat_timeout: plan.heartbeat_timeout,
             backoff_max: plan.backoff_max,
             cap_last: cap_last_cap(),
+            batch: plan.cpu.scheduling == Scheduling::Batch,
         }
         .placed(&plan.cpu)
     }
@@ -320,9 +323,11 @@ impl Supervisor {
         }
         let (ids, cap_last) = (l.ids, self.cap_last);
         let cpus = l.cpus.as_ref().map(CpuList::to_set);
+        let batch = self.batch;
         // SAFETY: the closure runs in the child between fork and exec, and
-        // calls only async-signal-safe functions (prctl, setgroups, set*id,
-        // setpgid, fcntl) on plain values: no allocation, no lock.
+        // calls only async-signal-safe functions (prctl, sched_*,
+        // setgroups, set*id, setpgid, fcntl) on plain values: no
+        // allocation, no lock.
         // Clearing close-on-exec on the inherited fd is what hands it over.
         unsafe {
             cmd.pre_exec(move || {
@@ -336,6 +341,12 @@ impl Supervisor {
                     if libc::sched_setaffinity(0, size, set) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
+                }
+                // No preemption on wake-up (docs/ARCHITECTURE.md,
+                // "Waiting"); any user may choose it.
+                let normal = libc::sched_param { sched_priority: 0 };
+                if batch && libc::sched_setscheduler(0, libc::SCHED_BATCH, &normal) != 0 {
+                    return Err(std::io::Error::last_os_error());
                 }
                 if ids.uid != 0 {
                     drop_privileges(ids, cap_last)?;

@@ -30,6 +30,10 @@ fn bad_configuration_is_refused_naming_the_field_and_nothing_is_left() {
             "cpu.policy",
         ),
         (
+            "[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[cpu]\nscheduling = \"fifo\"\n",
+            "cpu.scheduling",
+        ),
+        (
             "[[interface]]\nname = \"strata0\"\naddresses = [\"10.1.0.2/24\"]\n[cpu.layer]\nfoo = \"0\"\n",
             "cpu.layer.foo",
         ),

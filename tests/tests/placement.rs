@@ -1,5 +1,6 @@
-//! CPU placement (`[cpu]`): each layer runs where its policy puts it, as
-//! the kernel reports it in `/proc/PID/status` and `strata status` shows
+//! CPU placement (`[cpu]`): each layer runs where its policy puts it, in
+//! the scheduling class asked for (SCHED_BATCH by default), as the kernel
+//! reports it in `/proc/PID/status` and `stat` and `strata status` shows
 //! it, and the stack serves TCP and UDP under every policy.
 
 use std::time::Duration;
@@ -25,9 +26,26 @@ fn cpus_of(pid: &str) -> Vec<u32> {
     expand(&status_field(pid, "Cpus_allowed_list:"))
 }
 
+/// SCHED_OTHER and SCHED_BATCH, as `/proc/PID/stat` gives the policy.
+const SCHED_OTHER: u32 = 0;
+const SCHED_BATCH: u32 = 3;
+
+/// The scheduling policy of process `pid` (field 41 of its stat line).
+fn policy_of(pid: &str) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields after the command name, which ends at the last ')'.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    rest.split_whitespace()
+        .nth(41 - 3)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
 /// Starts a stack with `cpu` as its `[cpu]` section, checks that layer k
-/// (in start order) runs on `expect(k)`, and that TCP and UDP echo work.
-fn placed_and_serving(cpu: &str, expect: impl Fn(usize, &str) -> Vec<u32>) {
+/// (in start order) runs on `expect(k)` in scheduling policy `policy`,
+/// and that TCP and UDP echo work.
+fn placed_and_serving(cpu: &str, policy: u32, expect: impl Fn(usize, &str) -> Vec<u32>) {
     let ns = Netns::new();
     let st = Stack::up_with(&ns, cpu);
     let status = st.json("status");
@@ -35,6 +53,7 @@ fn placed_and_serving(cpu: &str, expect: impl Fn(usize, &str) -> Vec<u32>) {
         let name = l["layer"].as_str().unwrap();
         let want = expect(k, name);
         assert_eq!(cpus_of(&l["pid"].to_string()), want, "{name} under {cpu}");
+        assert_eq!(policy_of(&l["pid"].to_string()), policy, "{name}'s policy");
         let shown = expand(l["cpus"].as_str().expect("cpus shown"));
         assert_eq!(shown, want, "{name}: strata status");
     }
@@ -56,14 +75,14 @@ fn compact_puts_every_layer_on_the_first_cpu_and_a_layer_of_its_own_elsewhere() 
     let (first, last) = (cpus[0], cpus[cpus.len() - 1]);
     placed_and_serving(
         &format!("[cpu]\npolicy = \"compact\"\n[cpu.layer]\ntcpd = \"{last}\"\n"),
+        SCHED_BATCH,
         |_, name| vec![if name == "tcpd" { last } else { first }],
     );
 }
 
 #[test]
-fn spread_places_the_layers_in_turn() {
+fn spread_places_the_layers_in_turn_and_normal_scheduling_is_kept() {
     let cpus = cpus_of("self");
-    placed_and_serving("[cpu]\npolicy = \"spread\"\n", |k, _| {
-        vec![cpus[k % cpus.len()]]
-    });
+    let cpu = "[cpu]\npolicy = \"spread\"\nscheduling = \"normal\"\n";
+    placed_and_serving(cpu, SCHED_OTHER, |k, _| vec![cpus[k % cpus.len()]]);
 }
