@@ -11,7 +11,7 @@ use shared_memory::{Shmem, ShmemConf, ShmemError};
 use std::fmt;
 use std::io;
 use std::os::fd::RawFd;
-use std::sync::atomic::{fence, Ordering::*};
+use std::sync::atomic::{fence, AtomicU32, Ordering::*};
 
 /// Environment variable through which the launcher tells a layer which
 /// inherited fd is whose eventfd: a comma-separated list indexed by layer
@@ -179,6 +179,7 @@ impl Fabric {
             for (i, (&(p, c), d)) in ends.iter().zip(descs).enumerate() {
                 d.producer = p.0 as u32;
                 d.consumer = c.0 as u32;
+                d.serving = AtomicU32::new(c.0 as u32);
                 d.size = params.ring_size;
                 d.slots_off = off.slots
                     + i as u64 * params.ring_size as u64 * std::mem::size_of::<Handle>() as u64;
@@ -681,13 +682,15 @@ impl Fabric {
         self.ring_ends.iter().position(|&e| e == (from, to))
     }
 
-    /// All rings: (producer, consumer, size, occupancy).
-    pub fn rings(&self) -> Vec<(LayerId, LayerId, u32, u32)> {
+    /// All rings: (producer, consumer, who takes from it now, size,
+    /// occupancy).
+    pub fn rings(&self) -> Vec<(LayerId, LayerId, LayerId, u32, u32)> {
         (0..self.n_rings as usize)
             .map(|r| {
                 let d = self.ring_desc(r);
                 let len = d.tail.load(Acquire).wrapping_sub(d.head.load(Acquire));
-                (self.ring_ends[r].0, self.ring_ends[r].1, d.size, len)
+                let (p, c) = self.ring_ends[r];
+                (p, c, self.serving(r), d.size, len)
             })
             .collect()
     }
@@ -707,7 +710,6 @@ impl Fabric {
             f: self,
             r,
             d: self.ring_desc(r),
-            to,
         })
     }
 
@@ -720,6 +722,111 @@ impl Fabric {
             d: self.ring_desc(r),
             me: to,
             from,
+        })
+    }
+
+    // ------------------------------------------------------- standing aside
+
+    /// The layer taking from ring `r` now ([`RingDesc::serving`]).
+    pub(crate) fn serving(&self, r: usize) -> LayerId {
+        LayerId(self.ring_desc(r).serving.load(SeqCst) as u8)
+    }
+
+    /// Where `l` is: one of [`aside`].
+    pub fn aside(&self, l: LayerId) -> u32 {
+        self.ctl(l).aside.load(SeqCst)
+    }
+
+    /// The two rings into `l`, each with the neighbour that takes it while
+    /// `l` stands aside (the producer of the other one). None unless `l`
+    /// has exactly two neighbours.
+    fn aside_rings(&self, l: LayerId) -> Option<[(usize, LayerId); 2]> {
+        let mut into = (0..self.n_rings as usize).filter(|&r| self.ring_ends[r].1 == l);
+        let (a, b) = (into.next()?, into.next()?);
+        if into.next().is_some() {
+            return None;
+        }
+        Some([(a, self.ring_ends[b].0), (b, self.ring_ends[a].0)])
+    }
+
+    /// `me` stands aside: each of its two neighbours takes the ring the
+    /// other fills towards `me`, so traffic passes between them without
+    /// `me`'s hop (docs/ARCHITECTURE.md, "Standing aside"). Call only
+    /// while `me` holds nothing on its way to them. What waits in its
+    /// input rings stays in order: a neighbour takes `me`'s ring to it
+    /// before the one it takes through. False, with nothing changed,
+    /// unless `me` has exactly two neighbours.
+    pub fn step_aside(&self, me: LayerId) -> bool {
+        let Some(rings) = self.aside_rings(me) else {
+            return false;
+        };
+        let c = self.ctl(me);
+        c.aside_acks.store(0, SeqCst);
+        for (r, by) in rings {
+            self.ring_desc(r).serving.store(u32::from(by.0), SeqCst);
+        }
+        c.aside.store(aside::ASIDE, SeqCst);
+        for (_, by) in rings {
+            self.kick(by);
+        }
+        true
+    }
+
+    /// `me`, aside, comes back: its neighbours stop taking its rings
+    /// ([`Fabric::ack_return`]), then [`Fabric::try_return`] gives them
+    /// back to it.
+    pub fn begin_return(&self, me: LayerId) {
+        self.ctl(me).aside.store(aside::RETURNING, SeqCst);
+        for (_, by) in self.aside_rings(me).into_iter().flatten() {
+            self.kick(by);
+        }
+    }
+
+    /// `by` has stopped taking `owner`'s rings (it saw `owner`
+    /// returning); wakes `owner` the first time it says so.
+    pub fn ack_return(&self, owner: LayerId, by: LayerId) {
+        let bit = 1u32 << by.0;
+        if self.ctl(owner).aside_acks.fetch_or(bit, SeqCst) & bit == 0 {
+            self.kick(owner);
+        }
+    }
+
+    /// True when `me` is in the path: it never left, or it was returning
+    /// and both neighbours have let go of its rings (which are then its
+    /// own again).
+    pub fn try_return(&self, me: LayerId) -> bool {
+        let c = self.ctl(me);
+        match c.aside.load(SeqCst) {
+            aside::IN => return true,
+            aside::ASIDE => return false,
+            _ => {}
+        }
+        let Some(rings) = self.aside_rings(me) else {
+            c.aside.store(aside::IN, SeqCst);
+            return true;
+        };
+        let want = rings.iter().fold(0u32, |m, (_, by)| m | 1 << by.0);
+        if c.aside_acks.load(SeqCst) & want != want {
+            return false;
+        }
+        for (r, _) in rings {
+            self.ring_desc(r).serving.store(u32::from(me.0), SeqCst);
+        }
+        c.aside.store(aside::IN, SeqCst);
+        true
+    }
+
+    /// The ring `me` takes from while its neighbour `via` stands aside:
+    /// the one into `via` from `via`'s other neighbour.
+    pub fn consumer_through(&self, via: LayerId, me: LayerId) -> Option<Consumer<'_>> {
+        let rings = self.aside_rings(via)?;
+        let &(r, _) = rings.iter().find(|&&(_, by)| by == me)?;
+        Some(Consumer {
+            f: self,
+            r,
+            d: self.ring_desc(r),
+            me,
+            from: self.ring_ends[r].0,
         })
     }
 
@@ -1035,8 +1142,10 @@ impl Fabric {
         let mut released = 0;
         for r in 0..self.n_rings as usize {
             let d = self.ring_desc(r);
-            let (p, c) = self.ring_ends[r];
-            if c != dead {
+            // By who takes from it now: a neighbour standing in for a
+            // layer that is aside.
+            let p = self.ring_ends[r].0;
+            if self.serving(r) != dead {
                 continue;
             }
             // The dead consumer holds what it claimed; what lies beyond
@@ -1239,7 +1348,6 @@ pub struct Producer<'a> {
     f: &'a Fabric,
     r: usize,
     d: &'a RingDesc,
-    to: LayerId,
 }
 
 impl Producer<'_> {
@@ -1267,7 +1375,11 @@ impl Producer<'_> {
     /// Wakes the consumer if it sleeps ([`Fabric::kick`]); true when that
     /// took a system call.
     pub fn wake(&self) -> bool {
-        self.f.kick(self.to)
+        // Whoever takes from the ring now: `to`, or the layer on its
+        // other side while `to` stands aside. Read after the fence that
+        // orders our tail before it ([`Fabric::serving`]).
+        fence(SeqCst);
+        self.f.kick(self.f.serving(self.r))
     }
 
     /// As [`Producer::push`] without waking the consumer: the caller

@@ -66,6 +66,13 @@ impl LayerId {
         }
     }
 
+    /// Whether the layer may stand aside ([`crate::Fabric::step_aside`]):
+    /// filterd, whose work is nothing while there are no rules and no
+    /// tracked connections.
+    pub fn can_stand_aside(self) -> bool {
+        self == LayerId::FILTERD
+    }
+
     /// The name with the interface index for drivers, e.g. `driverd0`.
     pub fn label(self) -> String {
         match self.iface() {

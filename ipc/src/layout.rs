@@ -20,7 +20,7 @@ pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 pub const VERSION: u32 = 6;
 
 /// Counters per layer control block.
-pub const LAYER_COUNTERS: usize = 96;
+pub const LAYER_COUNTERS: usize = 128;
 /// Longest counter name, in bytes.
 pub const COUNTER_NAME_LEN: usize = 32;
 /// Counters per interface.
@@ -116,6 +116,17 @@ pub struct PoolCtl {
     pub double_free: AtomicU64,
 }
 
+/// Where a layer that may stand aside ([`LayerCtl::aside`]) is.
+pub mod aside {
+    /// In the path: it takes its input rings.
+    pub const IN: u32 = 0;
+    /// Aside: each neighbour takes the other's ring into it.
+    pub const ASIDE: u32 = 1;
+    /// Coming back: the neighbours stop taking its rings and say so in
+    /// [`super::LayerCtl::aside_acks`]; then it is in again.
+    pub const RETURNING: u32 = 2;
+}
+
 /// Lifecycle state of a layer, as the launcher records it.
 pub mod state {
     /// Slot unused.
@@ -175,7 +186,9 @@ pub struct LayerCtl {
     pub state: AtomicU32,
     /// Current pid (0 when none).
     pub pid: AtomicU32,
-    pub _pad: u32,
+    /// One of [`aside`]: whether the layer's neighbours pass its traffic
+    /// to each other directly ([`crate::Fabric::step_aside`]).
+    pub aside: AtomicU32,
     /// Buffers reclaimed from dead instances of this layer.
     pub reclaimed: AtomicU64,
     /// Wake-ups sent to this layer (eventfd writes).
@@ -185,6 +198,10 @@ pub struct LayerCtl {
     /// Non-zero when the layer settles its own buffer references at
     /// restart ([`crate::Fabric::reconcile`]) and reclaim must leave them.
     pub self_reclaim: AtomicU32,
+    /// While the layer returns from aside: the neighbours (one bit per
+    /// layer id) that have stopped taking its input rings.
+    pub aside_acks: AtomicU32,
+    pub _pad: u32,
     pub counters: [AtomicU64; LAYER_COUNTERS],
     pub names: [[u8; COUNTER_NAME_LEN]; LAYER_COUNTERS],
     /// Copies of each quarantined input ([`LaunchCtl::quarantine`], by
@@ -303,7 +320,10 @@ pub struct RingDesc {
     pub producer: u32,
     pub consumer: u32,
     pub size: u32,
-    pub _pad0: u32,
+    /// The layer that takes from the ring now: `consumer`, or while it
+    /// stands aside the neighbour on its other side. Producers wake it,
+    /// and reclaim after a death goes by it.
+    pub serving: AtomicU32,
     /// Byte offset of the slots from the start of the region.
     pub slots_off: u64,
     pub _pad1: [u64; 5],

@@ -25,6 +25,7 @@ use crate::bufs::Buffers;
 use crate::fabric::{Consumer, Fabric, Pool, Producer, Slept};
 use crate::handle::Handle;
 use crate::layer::LayerId;
+use crate::layout::aside;
 use crate::service::{now_ns, Service, BUDGET, IDLE_TICK_MS};
 use std::collections::VecDeque;
 
@@ -91,6 +92,14 @@ pub trait Layer {
     /// waiting (held up by something the loop cannot see): the loop then
     /// wakes within a millisecond.
     fn held(&self) -> bool {
+        false
+    }
+
+    /// Whether the layer has nothing to do with what passes through it
+    /// now (a filter with no rules): then it stands aside, and its two
+    /// neighbours pass their traffic to each other directly until it
+    /// says otherwise ([`Fabric::step_aside`]). Asked after every turn.
+    fn passive(&self) -> bool {
         false
     }
 
@@ -226,10 +235,15 @@ pub struct Economy {
     /// System calls: the loop's (poll, eventfd read and write) and those
     /// the layer counts ([`Cx::syscalls`]).
     pub syscalls: u64,
+    /// Handles taken from the ring into a neighbour that stands aside
+    /// (also counted in `handles_in`).
+    pub through: u64,
+    /// Times this layer stood aside ([`Layer::passive`]).
+    pub asides: u64,
 }
 
 /// The economy counters' names, as `strata stats` shows them.
-pub const ECONOMY_NAMES: [&str; 9] = [
+pub const ECONOMY_NAMES: [&str; 11] = [
     "loop_turns",
     "loop_wakeups",
     "loop_timeouts",
@@ -239,6 +253,8 @@ pub const ECONOMY_NAMES: [&str; 9] = [
     "loop_handles_out",
     "loop_kicks_sent",
     "loop_syscalls",
+    "loop_through",
+    "loop_asides",
 ];
 
 impl Economy {
@@ -256,6 +272,8 @@ impl Economy {
             handles_out: get(ECONOMY_NAMES[6])?,
             kicks_sent: get(ECONOMY_NAMES[7])?,
             syscalls: get(ECONOMY_NAMES[8])?,
+            through: get(ECONOMY_NAMES[9])?,
+            asides: get(ECONOMY_NAMES[10])?,
         })
     }
 
@@ -269,7 +287,7 @@ impl Economy {
         ratio(self.syscalls, self.handles_in)
     }
 
-    fn as_array(&self) -> [u64; 9] {
+    fn as_array(&self) -> [u64; 11] {
         [
             self.turns,
             self.wakeups,
@@ -280,6 +298,8 @@ impl Economy {
             self.handles_out,
             self.kicks_sent,
             self.syscalls,
+            self.through,
+            self.asides,
         ]
     }
 }
@@ -292,10 +312,30 @@ fn ratio(a: u64, b: u64) -> f64 {
     }
 }
 
+/// One input: the ring from a neighbour and, if that neighbour can stand
+/// aside, the ring into it from its other side, which this layer takes
+/// while it is aside (after the neighbour's own ring is empty, so that
+/// order holds).
+struct Input<'f> {
+    ring: Consumer<'f>,
+    through: Option<(LayerId, Consumer<'f>)>,
+}
+
+impl Input<'_> {
+    /// Whether the input has nothing for this layer now.
+    fn is_empty(&self, f: &Fabric) -> bool {
+        self.ring.is_empty()
+            && match &self.through {
+                Some((via, r)) => f.aside(*via) != aside::ASIDE || r.is_empty(),
+                None => true,
+            }
+    }
+}
+
 /// A layer's loop: its rings, outputs, counters and economy.
 pub struct Loop<'f> {
     svc: &'f Service,
-    inputs: Vec<Consumer<'f>>,
+    inputs: Vec<Input<'f>>,
     cx: Cx<'f>,
     /// Counter values of earlier instances, so counting continues.
     base: Vec<u64>,
@@ -329,7 +369,13 @@ impl<'f> Loop<'f> {
         assert!(inputs.len() <= 32, "at most 32 inputs");
         let inputs = inputs
             .iter()
-            .map(|&from| f.consumer(from, me).unwrap_or_else(|| no_ring(from, me)))
+            .map(|&from| Input {
+                ring: f.consumer(from, me).unwrap_or_else(|| no_ring(from, me)),
+                through: from
+                    .can_stand_aside()
+                    .then(|| f.consumer_through(from, me).map(|c| (from, c)))
+                    .flatten(),
+            })
             .collect();
         let outs = outputs
             .iter()
@@ -391,12 +437,26 @@ impl<'f> Loop<'f> {
         self.econ.turns += 1;
         self.cx.now = now_ns();
         let mut work = layer.begin(&mut self.cx);
+        // Aside, the rings into this layer are its neighbours' to take.
+        let in_path = f.try_return(me);
         for i in 0..self.inputs.len() {
             let room = layer.admit(i, &self.cx).min(BUDGET);
-            if room == 0 {
+            if room == 0 || !in_path {
                 continue;
             }
-            let n = self.inputs[i].pop(&mut batch[..room]);
+            let input = &mut self.inputs[i];
+            let mut n = input.ring.pop(&mut batch[..room]);
+            if let Some((via, through)) = &mut input.through {
+                match f.aside(*via) {
+                    aside::ASIDE if input.ring.is_empty() && n < room => {
+                        let k = through.pop(&mut batch[n..room]);
+                        self.econ.through += k as u64;
+                        n += k;
+                    }
+                    aside::RETURNING => f.ack_return(*via, me),
+                    _ => {}
+                }
+            }
             for h in &batch[..n] {
                 if f.take_input(me, h) {
                     layer.input(i, *h, &mut self.cx);
@@ -415,12 +475,34 @@ impl<'f> Loop<'f> {
         self.econ.handles_out += moved as u64;
         self.econ.kicks_sent += kicks;
         self.econ.syscalls += kicks;
+        self.stand_aside_or_return(layer);
         // Pushing is work worth another turn only while some output still
         // holds handles back: more may fit now that the consumer runs.
         if self.cx.blocked() {
             work += moved;
         }
         work
+    }
+
+    /// After a turn: a passive layer that holds nothing for its
+    /// neighbours stands aside; one that no longer is passive comes back
+    /// (in the path again once both neighbours have let go of its rings).
+    fn stand_aside_or_return(&mut self, layer: &impl Layer) {
+        let f = &self.svc.fabric;
+        let me = self.svc.me;
+        let passive = layer.passive();
+        match f.aside(me) {
+            aside::IN if passive && !self.cx.blocked() && f.step_aside(me) => {
+                self.econ.asides += 1;
+                self.svc
+                    .log("stands aside: its neighbours pass traffic directly");
+            }
+            aside::ASIDE if !passive => {
+                f.begin_return(me);
+                self.svc.log("returns to the path");
+            }
+            _ => {}
+        }
     }
 
     /// Copies the layer's counters and the economy into the fabric.
@@ -444,16 +526,21 @@ impl<'f> Loop<'f> {
     /// Sleeps until there is work, the core's deadline, or the idle tick.
     fn wait(&mut self, layer: &mut impl Layer) {
         let cx = &self.cx;
+        let f = &self.svc.fabric;
+        // Aside (or on the way back), the input rings are not this
+        // layer's to wait for: the kick that completes a return wakes it.
+        let in_path = f.aside(self.svc.me) == aside::IN;
         // Bit i: input i is admitted (no allocation on this path).
         let admitted = (0..self.inputs.len())
-            .filter(|&i| layer.admit(i, cx) > 0)
+            .filter(|&i| in_path && layer.admit(i, cx) > 0)
             .fold(0u32, |m, i| m | 1 << i);
         let admits = |i: usize| admitted & (1 << i) != 0;
-        let held_back = self
-            .inputs
-            .iter()
-            .enumerate()
-            .any(|(i, r)| !admits(i) && !r.is_empty());
+        let held_back = in_path
+            && self
+                .inputs
+                .iter()
+                .enumerate()
+                .any(|(i, r)| !admits(i) && !r.is_empty(f));
         let mut tick = IDLE_TICK_MS;
         if let Some(d) = layer.deadline() {
             let ms = d.saturating_sub(cx.now).div_ceil(1_000_000);
@@ -462,7 +549,10 @@ impl<'f> Loop<'f> {
         let idle = tick == IDLE_TICK_MS;
         // Consumers do not wake producers when they free slots, so a
         // layer held up by a full ring naps instead.
-        let nap = held_back || cx.blocked() || layer.held();
+        // On the way back from aside, the neighbours' acknowledgements
+        // are looked for every millisecond.
+        let returning = f.aside(self.svc.me) == aside::RETURNING;
+        let nap = held_back || cx.blocked() || layer.held() || returning;
         if nap {
             tick = 1;
         }
@@ -473,11 +563,11 @@ impl<'f> Loop<'f> {
         }; MAX_WAIT_FDS];
         let n = layer.wait_fds(&mut fds);
         let inputs = &self.inputs;
-        let slept = self.svc.fabric.sleep(self.svc.me, &mut fds[..n], tick, || {
+        let slept = f.sleep(self.svc.me, &mut fds[..n], tick, || {
             inputs
                 .iter()
                 .enumerate()
-                .all(|(i, r)| !admits(i) || r.is_empty())
+                .all(|(i, r)| !admits(i) || r.is_empty(f))
         });
         if let Some(Slept { kicked, syscalls }) = slept {
             self.econ.wakeups += 1;

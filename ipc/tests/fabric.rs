@@ -456,3 +456,74 @@ fn kill_consumer_mid_stream_then_reclaim_restores_the_pool() {
     assert_eq!(f.free_counts(), (64, 4), "reclaim returned every buffer");
     assert!(f.consumer(D0, ND).unwrap().is_empty());
 }
+
+const FD: LayerId = LayerId::FILTERD;
+const IPD: LayerId = LayerId::IPD;
+
+/// filterd stands aside: ipd takes the ring netdevd fills towards filterd
+/// (after filterd's own ring to ipd, so order holds), each reference
+/// moving from netdevd to ipd; a dead filterd's reclaim leaves the rings
+/// it does not take alone, a dead ipd's empties the one it took; and
+/// filterd is back only once both neighbours have let go.
+#[test]
+fn a_layer_aside_has_its_rings_taken_by_its_neighbours_and_returns_when_they_let_go() {
+    use strata_ipc::layout::aside;
+    let f = Fabric::create(&name(), small()).unwrap();
+    let mut up = f.producer(ND, FD).unwrap();
+    let mut fd_in = f.consumer(ND, FD).unwrap();
+    let mut fd_out = f.producer(FD, IPD).unwrap();
+    let mut through = f.consumer_through(FD, IPD).unwrap();
+    assert!(f.consumer_through(FD, TCPD).is_none(), "not a neighbour");
+    assert!(f.consumer_through(IPD, FD).is_none(), "ipd has more sides");
+
+    // filterd passed one on before it stood aside; one more waits.
+    let first = f.alloc(ND, 10).unwrap();
+    up.push(&[first]);
+    let mut out = [Handle::default(); 4];
+    assert_eq!(fd_in.pop(&mut out), 1);
+    fd_out.push(&out[..1]);
+    let second = f.alloc(ND, 10).unwrap();
+    up.push(&[second]);
+    assert_eq!(f.aside(FD), aside::IN);
+    assert!(f.step_aside(FD));
+    assert_eq!(f.aside(FD), aside::ASIDE);
+    assert!(!f.step_aside(IPD), "only a layer with two neighbours");
+
+    // A dead filterd loses nothing that waits for its neighbours.
+    f.reclaim(FD);
+    assert_eq!(through.len(), 1);
+    let mut from_fd = f.consumer(FD, IPD).unwrap();
+    assert_eq!(from_fd.pop(&mut out), 1, "filterd's own ring first");
+    assert_eq!(out[0].buf, first.buf);
+    assert_eq!(
+        through.pop(&mut out),
+        1,
+        "then the one it stands aside from"
+    );
+    assert_eq!(out[0].buf, second.buf);
+    assert_eq!(f.refs_of(second.buf, IPD), 1, "the reference moved to ipd");
+    assert_eq!(f.refs_of(second.buf, ND), 0);
+    f.free_as(IPD, &first);
+    f.free_as(IPD, &second);
+
+    // A dead ipd: what waited in the ring it took is released.
+    let lost = f.alloc(ND, 10).unwrap();
+    up.push(&[lost]);
+    f.reclaim(IPD);
+    assert!(through.is_empty());
+    assert!(f.check(&lost).is_err());
+
+    // Back: not before both neighbours say they let go.
+    f.begin_return(FD);
+    assert!(!f.try_return(FD));
+    f.ack_return(FD, IPD);
+    assert!(!f.try_return(FD), "netdevd has not let go");
+    f.ack_return(FD, ND);
+    assert!(f.try_return(FD));
+    assert_eq!(f.aside(FD), aside::IN);
+    let again = f.alloc(ND, 10).unwrap();
+    up.push(&[again]);
+    assert_eq!(fd_in.pop(&mut out), 1, "filterd takes its ring again");
+    f.free_as(FD, &again);
+    assert_eq!(f.free_counts(), (64, 4));
+}

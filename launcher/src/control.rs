@@ -10,7 +10,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use strata_ipc::layout::state;
+use strata_ipc::layout::{aside, state};
 use strata_ipc::serve::Economy;
 use strata_ipc::{Fabric, LayerId, IFACE_COUNTER_NAMES};
 
@@ -80,6 +80,11 @@ pub fn status(sh: &Shared) -> Value {
                 "layer": l.id.label(),
                 "pid": l.pid(),
                 "state": state::name(st),
+                "aside": match f.aside(l.id) {
+                    aside::ASIDE => "aside",
+                    aside::RETURNING => "returning",
+                    _ => "in",
+                },
                 "uptime_s": up_ms as f64 / 1000.0,
                 "restarts": l.restarts,
                 "reclaimed_buffers": c.reclaimed.load(Relaxed),
@@ -101,7 +106,9 @@ pub fn status(sh: &Shared) -> Value {
     let rings: Vec<Value> = f
         .rings()
         .into_iter()
-        .map(|(p, c, size, len)| json!({"from": p.label(), "to": c.label(), "size": size, "len": len}))
+        .map(|(p, c, by, size, len)| {
+            json!({"from": p.label(), "to": c.label(), "taken_by": by.label(), "size": size, "len": len})
+        })
         .collect();
     let quarantine: Vec<Value> = sup
         .layers
@@ -292,7 +299,7 @@ fn handle(sh: &Shared, req: &Value) -> Value {
                 })
                 .unwrap_or_default();
             let mut fs = sh.filter.lock().unwrap();
-            match fs.command(&words) {
+            match fs.command(&sh.fabric, &words) {
                 Ok(v) => {
                     if v.get("text").is_none() {
                         log(&format!("filter: {}", words.join(" ")));
@@ -306,7 +313,7 @@ fn handle(sh: &Shared, req: &Value) -> Value {
             let fs = sh.filter.lock().unwrap();
             let r = match req.get("action").and_then(|a| a.as_str()) {
                 Some("list") | None => fs.conntrack_list(),
-                Some("flush") => fs.conntrack_flush(),
+                Some("flush") => fs.conntrack_flush(&sh.fabric),
                 Some(a) => Err(format!("unknown conntrack action {a:?} (list, flush)")),
             };
             match r {

@@ -14,6 +14,10 @@ use strata_filterd::shm::Shm;
 use strata_filterd::tables::Tables;
 use strata_ipc::{now_ns, Fabric, LayerId};
 
+/// How long `strata filter` and `strata conntrack flush` wait for
+/// filterd (which may be restarting).
+const FILTERD_WAIT: Duration = Duration::from_secs(3);
+
 /// The rules in force and the arena they are published in.
 pub struct FilterState {
     tables: Tables,
@@ -103,8 +107,10 @@ impl FilterState {
     }
 
     /// `strata filter WORDS...`: a listing, or a change published as one
-    /// new rule set (filterd swaps whole sets between packets).
-    pub fn command(&mut self, words: &[String]) -> Result<Value, String> {
+    /// new rule set (filterd swaps whole sets between packets), which is
+    /// in force for every packet after this returns: filterd has loaded
+    /// it and, if it stood aside, is back in the path.
+    pub fn command(&mut self, fabric: &Fabric, words: &[String]) -> Result<Value, String> {
         match self.change(words)? {
             Command::List { table, chain } => {
                 let text = self
@@ -114,9 +120,34 @@ impl FilterState {
             }
             _ => {
                 self.publish()?;
-                Ok(json!({ "generation": self.shm.generation() }))
+                let gen = self.shm.generation();
+                fabric.kick(LayerId::FILTERD);
+                self.wait_for_filterd(fabric, || self.shm.in_force() >= gen)
+                    .map_err(|e| {
+                        format!(
+                            "rule set {gen} published, but {e}: it takes effect once filterd runs"
+                        )
+                    })?;
+                Ok(json!({ "generation": gen }))
             }
         }
+    }
+
+    /// Waits (kicking filterd now and then, as it may sleep aside) until
+    /// `done`; Err after [`FILTERD_WAIT`].
+    fn wait_for_filterd(&self, fabric: &Fabric, done: impl Fn() -> bool) -> Result<(), String> {
+        let t = Instant::now();
+        while !done() {
+            if t.elapsed() > FILTERD_WAIT {
+                return Err(format!(
+                    "filterd did not answer within {} s (is it running?)",
+                    FILTERD_WAIT.as_secs()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            fabric.kick(LayerId::FILTERD);
+        }
+        Ok(())
     }
 
     /// `strata conntrack list`: the table as filterd left it, read from a
@@ -147,15 +178,10 @@ impl FilterState {
 
     /// `strata conntrack flush`: filterd empties its table; waits until
     /// it has (it must be running).
-    pub fn conntrack_flush(&self) -> Result<Value, String> {
+    pub fn conntrack_flush(&self, fabric: &Fabric) -> Result<Value, String> {
         let req = self.shm.request_flush();
-        let t = Instant::now();
-        while !self.shm.flushed(req) {
-            if t.elapsed() > Duration::from_secs(3) {
-                return Err("filterd did not flush within 3 s (is it running?)".into());
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
+        fabric.kick(LayerId::FILTERD);
+        self.wait_for_filterd(fabric, || self.shm.flushed(req))?;
         Ok(json!({}))
     }
 }

@@ -242,7 +242,11 @@ fn print_status(v: &Value) {
             "{:<10} {:>8} {:<9} {:>8.1}s {:>5} {:>8} {:>9} {:>11} {:>9}  {}",
             s(&l["layer"]),
             s(&l["pid"]),
-            s(&l["state"]),
+            // A running layer that stands aside says so.
+            match (l["state"].as_str(), l["aside"].as_str()) {
+                (Some("running"), Some(a @ ("aside" | "returning"))) => a.to_string(),
+                _ => s(&l["state"]),
+            },
             l["uptime_s"].as_f64().unwrap_or(0.0),
             l["cpus"].as_str().unwrap_or("any"),
             s(&l["restarts"]),
@@ -270,13 +274,20 @@ fn print_status(v: &Value) {
         }
         println!();
     }
-    println!("{:<22} {:>6} {:>6}", "RING", "USED", "SIZE");
+    println!("{:<22} {:>6} {:>6}  TAKEN BY", "RING", "USED", "SIZE");
     for r in v["rings"].as_array().into_iter().flatten() {
+        // Who takes from it, when not its consumer (which stands aside).
+        let by = if r["taken_by"] != r["to"] {
+            s(&r["taken_by"])
+        } else {
+            String::new()
+        };
         println!(
-            "{:<22} {:>6} {:>6}",
+            "{:<22} {:>6} {:>6}  {}",
             format!("{} -> {}", s(&r["from"]), s(&r["to"])),
             s(&r["len"]),
-            s(&r["size"])
+            s(&r["size"]),
+            by
         );
     }
     println!();

@@ -411,6 +411,16 @@ impl<'a> Filter<'a> {
         }
     }
 
+    /// Whether every packet would pass untouched and unrecorded: no hook
+    /// has rules, nothing needs connection tracking and no connection is
+    /// tracked (its entries, NAT bindings among them, must go on seeing
+    /// packets). filterd then stands aside.
+    pub fn passive(&self) -> bool {
+        !self.rules.needs_conntrack()
+            && self.ct.is_empty()
+            && !Hook::ALL.iter().any(|&h| self.rules.hook_active(h))
+    }
+
     /// Runs `hook` on an IPv4 datagram (non-IP frames never come here).
     /// `meta.ct` and `meta.mark` are updated for the next hook of the same
     /// packet; `pkt` may be rewritten by NAT.

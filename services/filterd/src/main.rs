@@ -18,6 +18,7 @@ use strata_filterd::tables::Tables;
 use strata_filterd::{reject, CtRef, Decision, Filter, Meta};
 use strata_ipc::addrs::{is_multicast, AddrTable};
 use strata_ipc::handle::{flags, NO_IFACE};
+use strata_ipc::layout::aside;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service};
 
@@ -370,7 +371,19 @@ impl Layer for Shell<'_> {
         }
         self.filter.clear_logs();
         self.gather_counters();
+        // A set that touches packets is in force once filterd is back in
+        // their path (`strata filter` waits for this).
+        let me = self.svc.me;
+        if self.shm.in_force() != self.rules_gen
+            && (self.filter.passive() || self.svc.fabric.aside(me) == aside::IN)
+        {
+            self.shm.set_in_force(self.rules_gen);
+        }
         0
+    }
+
+    fn passive(&self) -> bool {
+        self.filter.passive()
     }
 
     fn counters(&self) -> &[u64] {

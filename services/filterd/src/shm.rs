@@ -44,6 +44,9 @@ struct Header {
     /// Conntrack flushes asked for and done.
     flush_req: AtomicU64,
     flush_done: AtomicU64,
+    /// The generation filterd has in force: loaded, and filterd in the
+    /// path of every packet unless the set leaves them all alone.
+    in_force: AtomicU64,
 }
 
 /// filterd's arena.
@@ -173,6 +176,16 @@ impl Shm {
         }
         std::sync::atomic::fence(Acquire);
         (h.seq[slot].load(Acquire) == s1 && h.gen.load(Acquire) == gen).then_some((gen, v))
+    }
+
+    /// The generation filterd has in force ([`Shm::set_in_force`]).
+    pub fn in_force(&self) -> u64 {
+        self.hdr().in_force.load(Acquire)
+    }
+
+    /// filterd: generation `gen` is in force.
+    pub fn set_in_force(&self, gen: u64) {
+        self.hdr().in_force.store(gen, Release);
     }
 
     /// Asks filterd to flush the connection table; returns the request
