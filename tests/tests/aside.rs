@@ -143,17 +143,26 @@ fn filterd_stands_aside_without_rules_and_comes_back_for_them_mid_transfer() {
         assert_in(&st);
     });
     next(&st, &|| {
-        let now = hops(&st);
-        assert!(now.0 > seen.0, "filterd took the phase's packets: {now:?}");
+        // Counters are published before a layer sleeps, so they are
+        // waited for rather than read once.
+        st.wait_for("filterd to take the phase's packets", PATIENCE, || {
+            hops(&st).0 > seen.0
+        });
+        let asides = st.counter("filterd", "loop_asides");
         st.filter("flush INPUT");
         assert_aside(&st);
+        // filterd published its count of handles with the one of asides.
+        st.wait_for("filterd's counters after it stood aside", PATIENCE, || {
+            st.counter("filterd", "loop_asides") > asides
+        });
     });
     seen = hops(&st);
     // Aside, filterd takes nothing; its neighbours take its rings.
     next(&st, &|| {
-        let now = hops(&st);
-        assert_eq!(now.0, seen.0, "filterd took packets while aside");
-        assert!(now.1 > seen.1, "no handle went through: {now:?}");
+        st.wait_for("handles through filterd's rings", PATIENCE, || {
+            hops(&st).1 > seen.1
+        });
+        assert_eq!(hops(&st).0, seen.0, "filterd took packets while aside");
         let before = st.kill_layer("filterd");
         st.wait_restarted("filterd", before);
         assert_aside(&st);
