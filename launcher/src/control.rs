@@ -184,7 +184,11 @@ pub fn stats(sh: &Shared) -> Value {
             json!({"index": i, "name": f.iface_name(i), "counters": m})
         })
         .collect();
-    json!({"instance": sh.instance, "layers": layers, "interfaces": ifaces, "pool": pool_json(f)})
+    let netstat: serde_json::Map<String, Value> = crate::netstat::from_layers(&layers)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    json!({"instance": sh.instance, "layers": layers, "interfaces": ifaces, "netstat": netstat, "pool": pool_json(f)})
 }
 
 /// tcpd's view of a connection: its state machine, windows and timers.

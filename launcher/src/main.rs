@@ -6,6 +6,8 @@ mod control;
 mod cpu;
 mod demo;
 mod filter;
+mod metrics;
+mod netstat;
 mod plan;
 mod qdisc;
 mod supervisor;
@@ -107,6 +109,18 @@ enum Cmd {
         #[arg(default_value = "list")]
         action: String,
     },
+    /// The counters in the OpenMetrics text format Prometheus scrapes:
+    /// printed once, or served over HTTP with `--listen` (on the host's
+    /// own network; `curl http://ADDR/metrics`). Standard counters under
+    /// their Linux names (strata_netstat_TcpActiveOpens_total...), every
+    /// layer's and interface's counters, rings, pool, restarts and
+    /// recovery times.
+    Metrics {
+        /// Serve on this address and port until killed (e.g.
+        /// 127.0.0.1:9477) instead of printing once.
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Stop a running instance.
     Down,
     /// Build a private network namespace with a TAP device, start the stack
@@ -157,6 +171,8 @@ fn main() -> ExitCode {
                 },
             )
         }
+        Cmd::Metrics { listen: None } => metrics::scrape(&cli.instance).map(|t| print!("{t}")),
+        Cmd::Metrics { listen: Some(addr) } => metrics::serve(&cli.instance, &addr),
         Cmd::Down => control::request(&cli.instance, json!({"cmd": "stop"})).map(|_| ()),
         Cmd::Demo => demo::run(),
     };
@@ -386,6 +402,13 @@ fn print_stats(v: &Value) {
         for (name, c) in layers {
             println!("{name}");
             print_counters(c);
+        }
+    }
+    // In the standard's order, not sorted as the map would be.
+    if let Some(layers) = v["layers"].as_object() {
+        println!("standard counters (Linux names, as nstat shows them)");
+        for (name, n) in netstat::from_layers(layers) {
+            println!("    {name:<28} {n}");
         }
     }
     print_pool(&v["pool"]);
