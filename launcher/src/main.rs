@@ -11,6 +11,7 @@ mod netstat;
 mod plan;
 mod qdisc;
 mod supervisor;
+mod top;
 mod up;
 
 use clap::{Parser, Subcommand};
@@ -121,6 +122,19 @@ enum Cmd {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// A live view, refreshed every interval: per interface packets and
+    /// bits per second; per layer state, CPU, handles in and out per
+    /// second, wake-ups per second, packets per wake-up and restarts;
+    /// ring occupancy and pool use. q (or Esc) quits. `--once` prints one
+    /// view after one interval (`--json` for scripts).
+    Top {
+        /// Print one view and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes (and the span of the rates).
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
     /// Stop a running instance.
     Down,
     /// Build a private network namespace with a TAP device, start the stack
@@ -173,6 +187,14 @@ fn main() -> ExitCode {
         }
         Cmd::Metrics { listen: None } => metrics::scrape(&cli.instance).map(|t| print!("{t}")),
         Cmd::Metrics { listen: Some(addr) } => metrics::serve(&cli.instance, &addr),
+        Cmd::Top { once, interval } => match std::time::Duration::try_from_secs_f64(interval) {
+            Ok(d) if d >= std::time::Duration::from_millis(100) => {
+                top::run(&cli.instance, once, cli.json, d)
+            }
+            _ => Err(format!(
+                "top: --interval {interval}: at least 0.1 (seconds)"
+            )),
+        },
         Cmd::Down => control::request(&cli.instance, json!({"cmd": "stop"})).map(|_| ()),
         Cmd::Demo => demo::run(),
     };
