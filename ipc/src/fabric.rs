@@ -725,6 +725,30 @@ impl Fabric {
         })
     }
 
+    // ------------------------------------------------------------ capture
+
+    /// What the capture client asks for ([`crate::capture`]).
+    pub fn capture_ctl(&self) -> &crate::capture::CaptureCtl {
+        self.region.get(self.off.capture_ctl as usize)
+    }
+
+    /// Layer `l`'s capture ring.
+    pub fn capture_ring(&self, l: LayerId) -> crate::capture::CaptureRing<'_> {
+        let n = crate::capture::CAPTURE_RING_BYTES;
+        let at = self.off.capture as usize + l.0 as usize * n;
+        let hdr_len = std::mem::size_of::<crate::capture::CaptureRingHdr>();
+        crate::capture::CaptureRing {
+            hdr: self.region.get(at),
+            data: self.region.sub(at + hdr_len, n - hdr_len),
+        }
+    }
+
+    /// The ring index of each ring, for capture masks: (producer,
+    /// consumer) of ring `r`.
+    pub fn ring_ends(&self) -> &[(LayerId, LayerId)] {
+        &self.ring_ends
+    }
+
     // ------------------------------------------------------- standing aside
 
     /// The layer taking from ring `r` now ([`RingDesc::serving`]).
@@ -1372,6 +1396,11 @@ impl Producer<'_> {
         n
     }
 
+    /// The ring's index in the fabric.
+    pub fn index(&self) -> usize {
+        self.r
+    }
+
     /// Wakes the consumer if it sleeps ([`Fabric::kick`]); true when that
     /// took a system call.
     pub fn wake(&self) -> bool {
@@ -1495,6 +1524,11 @@ impl<'a> Pool<'a> {
     /// The fabric behind this view.
     pub fn fabric(&self) -> &'a Fabric {
         self.f
+    }
+
+    /// The layer this view is for.
+    pub fn me(&self) -> LayerId {
+        self.me
     }
 }
 

@@ -351,6 +351,9 @@ pub(crate) fn align(x: u64, a: u64) -> u64 {
 pub struct Offsets {
     /// The [`LaunchCtl`]s, after the header's page.
     pub launch: u64,
+    /// The [`crate::capture::CaptureCtl`], in the launcher's pages too
+    /// (layers only read it).
+    pub capture_ctl: u64,
     /// The [`PoolCtl`]: the first byte layers write (a page boundary).
     pub pool: u64,
     pub ctl: u64,
@@ -361,6 +364,8 @@ pub struct Offsets {
     pub arena: u64,
     pub small: u64,
     pub large: u64,
+    /// One capture ring per layer ([`crate::capture::CAPTURE_RING_BYTES`]).
+    pub capture: u64,
     pub total: u64,
 }
 
@@ -369,8 +374,12 @@ impl Offsets {
     pub fn compute(p: &Params, n_rings: u32) -> Offsets {
         let n_bufs = (p.small_bufs + p.large_bufs) as u64;
         let launch = align(std::mem::size_of::<Header>() as u64, 4096);
-        let pool = align(
+        let capture_ctl = align(
             launch + (MAX_LAYERS * std::mem::size_of::<LaunchCtl>()) as u64,
+            64,
+        );
+        let pool = align(
+            capture_ctl + std::mem::size_of::<crate::capture::CaptureCtl>() as u64,
             4096,
         );
         let ctl = align(pool + std::mem::size_of::<PoolCtl>() as u64, 64);
@@ -397,9 +406,11 @@ impl Offsets {
             4096,
         );
         let large = align(small + p.small_bufs as u64 * crate::SMALL_BUF as u64, 4096);
-        let total = align(large + p.large_bufs as u64 * crate::LARGE_BUF as u64, 4096);
+        let capture = align(large + p.large_bufs as u64 * crate::LARGE_BUF as u64, 4096);
+        let total = capture + (MAX_LAYERS * crate::capture::CAPTURE_RING_BYTES) as u64;
         Offsets {
             launch,
+            capture_ctl,
             pool,
             ctl,
             iface,
@@ -409,6 +420,7 @@ impl Offsets {
             arena,
             small,
             large,
+            capture,
             total,
         }
     }

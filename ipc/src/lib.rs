@@ -18,6 +18,7 @@
 pub mod addrs;
 pub mod arena;
 pub mod bufs;
+pub mod capture;
 pub mod confine;
 pub mod fabric;
 pub mod handle;

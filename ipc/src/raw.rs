@@ -50,6 +50,12 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 /// their contracts).
 pub(crate) unsafe trait Shared {}
 
+// SAFETY: atomics only (and padding words nobody writes): any bits are
+// valid, and every write is an atomic store.
+unsafe impl Shared for crate::capture::CaptureCtl {}
+// SAFETY: as for `CaptureCtl`.
+unsafe impl Shared for crate::capture::CaptureRingHdr {}
+
 // SAFETY: a single atomic: any bits are a valid value, and every write
 // from any process is an atomic store.
 unsafe impl Shared for AtomicU32 {}

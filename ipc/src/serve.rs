@@ -22,12 +22,14 @@
 //!   for the idle tick.
 
 use crate::bufs::Buffers;
+use crate::capture::Capturer;
 use crate::fabric::{Consumer, Fabric, Pool, Producer, Slept};
 use crate::handle::Handle;
 use crate::layer::LayerId;
 use crate::layout::aside;
 use crate::service::{now_ns, Service, BUDGET, IDLE_TICK_MS};
 use std::collections::VecDeque;
+use std::sync::atomic::Ordering::Relaxed;
 
 /// What happens to handles an output ring has no room for at the end of
 /// a turn.
@@ -127,6 +129,8 @@ pub struct Cx<'f> {
     outs: Vec<Out<'f>>,
     syscalls: u64,
     received: u64,
+    /// The capture program in force, if a capture watches our outputs.
+    capture: Capturer,
 }
 
 struct Out<'f> {
@@ -179,11 +183,33 @@ impl Cx<'_> {
     /// went out and how many kicks were sent.
     fn flush(&mut self, layer: &mut impl Layer) -> (usize, u64) {
         let (mut moved, mut kicks) = (0, 0);
+        let f = self.pool.fabric();
+        // One load when nobody captures.
+        let watched = f.capture_ctl().rings.load(Relaxed);
         for o in 0..self.outs.len() {
             let out = &mut self.outs[o];
+            let mut budget = usize::MAX;
+            let r = out.ring.index();
+            if watched & (1u64 << (r & 63)) != 0 {
+                if let Some((program, snaplen)) = self.capture.refresh(f.capture_ctl()) {
+                    // Exactly what is published below, copied before the
+                    // consumer may touch it.
+                    budget = out.queue.len().min(out.ring.space() as usize);
+                    let ring = f.capture_ring(self.pool.me());
+                    let now = now_ns();
+                    for h in out.queue.iter().take(budget) {
+                        if let Ok(frame) = self.pool.data(h) {
+                            if program.matches(frame) {
+                                ring.put(now, r as u32, frame, snaplen);
+                            }
+                        }
+                    }
+                }
+            }
             let mut pushed = 0;
-            while !out.queue.is_empty() {
+            while !out.queue.is_empty() && pushed < budget {
                 let (a, _) = out.queue.as_slices();
+                let a = &a[..a.len().min(budget - pushed)];
                 let k = out.ring.publish(a);
                 if k == 0 {
                     break;
@@ -394,6 +420,7 @@ impl<'f> Loop<'f> {
                 outs,
                 syscalls: 0,
                 received: 0,
+                capture: Capturer::default(),
             },
             base,
             gauges,

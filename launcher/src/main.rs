@@ -1,6 +1,7 @@
 //! `strata`: starts a stack instance and supervises its layers, and is the
 //! command-line client of a running one.
 
+mod capture;
 mod config;
 mod control;
 mod cpu;
@@ -122,6 +123,37 @@ enum Cmd {
         #[arg(long)]
         listen: Option<String>,
     },
+    /// Capture packets at a point of the stack as pcapng (or pcap) for
+    /// tcpdump and Wireshark: `strata capture -w - | tcpdump -r -`.
+    /// The point is the wire side of an interface (default) or the rings
+    /// into or out of a layer (`--at filterd-in`, `--at ipd-out`; driverd,
+    /// netdevd, filterd and ipd). The filter is a tcpdump expression:
+    /// host, net, port, src, dst, ip, tcp, udp, icmp, arp, and, or, not,
+    /// parentheses. A capture that falls behind loses packets from the
+    /// capture (counted at the end), never from the stack. Ctrl-C ends it.
+    Capture {
+        /// The interface (as in the configuration; default: the first).
+        #[arg(short = 'i', long = "interface")]
+        iface: Option<String>,
+        /// Where to capture: wire, or LAYER-in / LAYER-out; repeatable.
+        #[arg(long)]
+        at: Vec<String>,
+        /// The file to write, `-` for stdout (not a terminal).
+        #[arg(short = 'w', long, default_value = "-")]
+        write: String,
+        /// Stop after this many packets.
+        #[arg(short = 'c', long)]
+        count: Option<u64>,
+        /// Bytes kept of each packet (super-frames are up to 64 KiB).
+        #[arg(short = 's', long, default_value_t = strata_ipc::capture::MAX_SNAPLEN)]
+        snaplen: u32,
+        /// pcapng (default: one interface per ring captured) or pcap.
+        #[arg(long, default_value = "pcapng")]
+        format: String,
+        /// The filter expression.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        expr: Vec<String>,
+    },
     /// A live view, refreshed every interval: per interface packets and
     /// bits per second; per layer state, CPU, handles in and out per
     /// second, wake-ups per second, packets per wake-up and restarts;
@@ -187,6 +219,29 @@ fn main() -> ExitCode {
         }
         Cmd::Metrics { listen: None } => metrics::scrape(&cli.instance).map(|t| print!("{t}")),
         Cmd::Metrics { listen: Some(addr) } => metrics::serve(&cli.instance, &addr),
+        Cmd::Capture {
+            iface,
+            at,
+            write,
+            count,
+            snaplen,
+            format,
+            expr,
+        } => match format.as_str() {
+            "pcapng" | "pcap" => capture::run(
+                &cli.instance,
+                &capture::Args {
+                    iface,
+                    at,
+                    write,
+                    count,
+                    snaplen,
+                    pcap: format == "pcap",
+                    expr,
+                },
+            ),
+            f => Err(format!("capture: --format {f}: pcapng or pcap")),
+        },
         Cmd::Top { once, interval } => match std::time::Duration::try_from_secs_f64(interval) {
             Ok(d) if d >= std::time::Duration::from_millis(100) => {
                 top::run(&cli.instance, once, cli.json, d)

@@ -1,0 +1,577 @@
+//! `strata capture`: packets at a point of the stack, written as pcapng
+//! (or pcap) for tcpdump and Wireshark. The client maps the instance's
+//! fabric, writes a filter program, a snap length and the rings to watch
+//! ([`strata_ipc::capture`]), and drains the layers' capture rings until
+//! it has its count, is interrupted, or its reader goes away; then it
+//! turns the capture off and says what it captured and what the capture
+//! rings lost (as tcpdump does). The stack never waits for it.
+
+use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
+use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::{DataLink, TsResolution};
+use std::borrow::Cow;
+use std::io::{IsTerminal, Write};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering::*};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use strata_ipc::capture::{publish, Dir, Op, Program, Proto, MAX_SNAPLEN};
+use strata_ipc::{now_ns, Fabric, LayerId, MAX_LAYERS};
+
+/// What `strata capture` was asked.
+pub struct Args {
+    pub iface: Option<String>,
+    pub at: Vec<String>,
+    pub write: String,
+    pub count: Option<u64>,
+    pub snaplen: u32,
+    pub pcap: bool,
+    pub expr: Vec<String>,
+}
+
+// ------------------------------------------------------------ expression
+
+/// Compiles a tcpdump-style expression: primitives `host A`, `net A/N`
+/// (or `net A mask M`), `port N`, each optionally after `src` or `dst`
+/// and a protocol (`tcp port 80`), the protocols `ip tcp udp icmp arp`,
+/// combined with `and`/`&&`, `or`/`||`, `not`/`!` and parentheses.
+/// `and` and `or` bind equally and from the left, as in pcap-filter(7).
+/// The empty expression matches everything.
+pub fn compile(words: &[String]) -> Result<Program, String> {
+    // Parentheses may touch their neighbours ("(port 80)").
+    let mut toks = Vec::new();
+    for w in words {
+        let mut cur = String::new();
+        for ch in w.chars() {
+            if ch == '(' || ch == ')' {
+                if !cur.is_empty() {
+                    toks.push(std::mem::take(&mut cur));
+                }
+                toks.push(ch.to_string());
+            } else if ch.is_whitespace() {
+                if !cur.is_empty() {
+                    toks.push(std::mem::take(&mut cur));
+                }
+            } else {
+                cur.push(ch);
+            }
+        }
+        if !cur.is_empty() {
+            toks.push(cur);
+        }
+    }
+    if toks.is_empty() {
+        return Program::new(vec![Op::True]).map_err(|e| format!("{e:?}"));
+    }
+    let mut p = Parser {
+        toks: &toks,
+        i: 0,
+        ops: Vec::new(),
+    };
+    p.expr()?;
+    if let Some(t) = p.toks.get(p.i) {
+        return Err(format!("unexpected {t:?} in the filter"));
+    }
+    Program::new(p.ops).map_err(|e| match e {
+        strata_ipc::capture::ProgramError::TooLong => "the filter is too long".to_string(),
+        e => format!("the filter does not make sense ({e:?})"),
+    })
+}
+
+struct Parser<'a> {
+    toks: &'a [String],
+    i: usize,
+    ops: Vec<Op>,
+}
+
+impl Parser<'_> {
+    fn peek(&self) -> Option<&str> {
+        self.toks.get(self.i).map(String::as_str)
+    }
+
+    fn next(&mut self, what: &str) -> Result<&str, String> {
+        let t = self
+            .toks
+            .get(self.i)
+            .ok_or_else(|| format!("the filter ends where {what} was expected"))?;
+        self.i += 1;
+        Ok(t)
+    }
+
+    fn expr(&mut self) -> Result<(), String> {
+        self.unary()?;
+        loop {
+            let op = match self.peek() {
+                Some("and" | "&&") => Op::And,
+                Some("or" | "||") => Op::Or,
+                _ => return Ok(()),
+            };
+            self.i += 1;
+            self.unary()?;
+            self.ops.push(op);
+        }
+    }
+
+    fn unary(&mut self) -> Result<(), String> {
+        match self.peek() {
+            Some("not" | "!") => {
+                self.i += 1;
+                self.unary()?;
+                self.ops.push(Op::Not);
+                Ok(())
+            }
+            Some("(") => {
+                self.i += 1;
+                self.expr()?;
+                match self.next("')'")? {
+                    ")" => Ok(()),
+                    t => Err(format!("expected ')' in the filter, found {t:?}")),
+                }
+            }
+            _ => self.primitive(),
+        }
+    }
+
+    /// `[proto] [src|dst] (host A | net N | port P)`, or a protocol.
+    fn primitive(&mut self) -> Result<(), String> {
+        let proto = match self.peek() {
+            Some("ip") => Some(Proto::Ip),
+            Some("tcp") => Some(Proto::Tcp),
+            Some("udp") => Some(Proto::Udp),
+            Some("icmp") => Some(Proto::Icmp),
+            Some("arp") => Some(Proto::Arp),
+            _ => None,
+        };
+        if proto.is_some() {
+            self.i += 1;
+        }
+        let dir = match self.peek() {
+            Some("src") => Some(Dir::Src),
+            Some("dst") => Some(Dir::Dst),
+            _ => None,
+        };
+        if dir.is_some() {
+            self.i += 1;
+        }
+        let d = dir.unwrap_or(Dir::Either);
+        let term = match self.peek() {
+            Some("host") => {
+                self.i += 1;
+                Some(Op::Host(d, addr(self.next("an address")?)?))
+            }
+            Some("net") => {
+                self.i += 1;
+                let n = self.next("a network")?.to_string();
+                let (a, m) = if self.peek() == Some("mask") {
+                    self.i += 1;
+                    (addr(&n)?, addr(self.next("a mask")?)?)
+                } else {
+                    net(&n)?
+                };
+                Some(Op::Net(d, a, m))
+            }
+            Some("port") => {
+                self.i += 1;
+                let t = self.next("a port")?;
+                let p = t
+                    .parse::<u16>()
+                    .map_err(|_| format!("{t:?} is not a port (0-65535)"))?;
+                Some(Op::Port(d, p))
+            }
+            _ if dir.is_some() => {
+                return Err(format!(
+                    "{} must be followed by host, net or port",
+                    if d == Dir::Src { "src" } else { "dst" }
+                ))
+            }
+            _ => None,
+        };
+        match (proto, term) {
+            (Some(p), Some(t)) => {
+                self.ops.push(Op::Proto(p));
+                self.ops.push(t);
+                self.ops.push(Op::And);
+            }
+            (Some(p), None) => self.ops.push(Op::Proto(p)),
+            (None, Some(t)) => self.ops.push(t),
+            (None, None) => {
+                return Err(match self.peek() {
+                    Some(t) => format!(
+                        "{t:?} is not understood in a filter (host, net, port, src, dst, ip, tcp, udp, icmp, arp, and, or, not)"
+                    ),
+                    None => "the filter ends where a primitive was expected".into(),
+                })
+            }
+        }
+        Ok(())
+    }
+}
+
+fn addr(s: &str) -> Result<u32, String> {
+    s.parse::<Ipv4Addr>()
+        .map(u32::from)
+        .map_err(|_| format!("{s:?} is not an IPv4 address"))
+}
+
+/// `A/N`, or a bare address (a /32).
+fn net(s: &str) -> Result<(u32, u32), String> {
+    let (a, n) = match s.split_once('/') {
+        Some((a, n)) => (
+            a,
+            n.parse::<u32>()
+                .ok()
+                .filter(|&n| n <= 32)
+                .ok_or_else(|| format!("{s:?}: a prefix length is 0-32"))?,
+        ),
+        None => (s, 32),
+    };
+    let mask = if n == 0 { 0 } else { u32::MAX << (32 - n) };
+    Ok((addr(a)?, mask))
+}
+
+// ---------------------------------------------------------------- points
+
+/// The layers whose rings carry Ethernet frames (below the transports).
+fn ethernet_level(l: LayerId) -> bool {
+    l.iface().is_some() || [LayerId::NETDEVD, LayerId::FILTERD, LayerId::IPD].contains(&l)
+}
+
+/// The rings a capture point names, as (index, label): `wire` (of
+/// `iface`: what driverd read and what it is given to write),
+/// `LAYER-in` (every ring into the layer) or `LAYER-out` (out of it).
+pub fn rings_of(f: &Fabric, point: &str, iface: u8) -> Result<Vec<(usize, String)>, String> {
+    let ends = f.ring_ends();
+    let label = |r: usize| format!("{}->{}", ends[r].0.label(), ends[r].1.label());
+    let pick = |keep: &dyn Fn(LayerId, LayerId) -> bool| -> Vec<(usize, String)> {
+        (0..ends.len())
+            .filter(|&r| {
+                keep(ends[r].0, ends[r].1) && ethernet_level(ends[r].0) && ethernet_level(ends[r].1)
+            })
+            .map(|r| (r, label(r)))
+            .collect()
+    };
+    let drv = LayerId::driver(iface);
+    let rings = if point == "wire" {
+        pick(&|p, c| p == drv || c == drv)
+    } else {
+        let (name, dir) = point
+            .rsplit_once('-')
+            .filter(|(_, d)| *d == "in" || *d == "out")
+            .ok_or_else(|| {
+                format!("--at {point:?}: wire, or LAYER-in / LAYER-out (e.g. filterd-in, ipd-out)")
+            })?;
+        let l = LayerId::from_label(name)
+            .filter(|l| *l != LayerId::LAUNCHER)
+            .ok_or_else(|| format!("--at {point:?}: {name:?} is not a layer"))?;
+        if !ethernet_level(l) {
+            return Err(format!(
+                "--at {point:?}: capture works on the rings that carry Ethernet frames (driverd, netdevd, filterd, ipd); above ipd they carry bare datagrams"
+            ));
+        }
+        if dir == "in" {
+            pick(&|_, c| c == l)
+        } else {
+            pick(&|p, _| p == l)
+        }
+    };
+    if rings.is_empty() {
+        return Err(format!("--at {point:?}: no such ring in this instance"));
+    }
+    Ok(rings)
+}
+
+// ---------------------------------------------------------------- output
+
+/// The output, shared between the pcap writer and the loop that flushes
+/// it after every batch (the pcap writer gives no access to its writer).
+#[derive(Clone)]
+struct Sink(std::rc::Rc<std::cell::RefCell<Box<dyn Write>>>);
+
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().write(b)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.borrow_mut().flush()
+    }
+}
+
+/// pcapng with one interface per ring, or pcap.
+enum Out<W: Write> {
+    Ng(PcapNgWriter<W>, Vec<usize>),
+    Pcap(PcapWriter<W>),
+}
+
+impl<W: Write> Out<W> {
+    fn new(w: W, pcap: bool, rings: &[(usize, String)], snaplen: u32) -> Result<Out<W>, String> {
+        let e = |e: pcap_file::PcapError| format!("writing the capture: {e}");
+        if pcap {
+            let h = PcapHeader {
+                snaplen,
+                datalink: DataLink::ETHERNET,
+                ts_resolution: TsResolution::NanoSecond,
+                ..PcapHeader::default()
+            };
+            return Ok(Out::Pcap(PcapWriter::with_header(w, h).map_err(e)?));
+        }
+        let mut ng = PcapNgWriter::new(w).map_err(e)?;
+        for (_, name) in rings {
+            ng.write_pcapng_block(InterfaceDescriptionBlock {
+                linktype: DataLink::ETHERNET,
+                snaplen,
+                options: vec![
+                    InterfaceDescriptionOption::IfName(Cow::Owned(name.clone())),
+                    InterfaceDescriptionOption::IfTsResol(9),
+                ],
+            })
+            .map_err(e)?;
+        }
+        Ok(Out::Ng(ng, rings.iter().map(|r| r.0).collect()))
+    }
+
+    fn write(
+        &mut self,
+        ts: Duration,
+        ring: usize,
+        orig_len: u32,
+        data: &[u8],
+    ) -> std::io::Result<()> {
+        let io = |e: pcap_file::PcapError| match e {
+            pcap_file::PcapError::IoError(e) => e,
+            e => std::io::Error::other(e.to_string()),
+        };
+        match self {
+            Out::Pcap(w) => w
+                .write_packet(&PcapPacket::new(ts, orig_len, data))
+                .map(|_| ())
+                .map_err(io),
+            Out::Ng(w, ids) => {
+                let id = ids.iter().position(|&r| r == ring).unwrap_or(0) as u32;
+                w.write_pcapng_block(EnhancedPacketBlock {
+                    interface_id: id,
+                    timestamp: ts,
+                    original_len: orig_len,
+                    data: Cow::Borrowed(data),
+                    options: vec![],
+                })
+                .map(|_| ())
+                .map_err(io)
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------ run
+
+/// `strata capture`.
+pub fn run(instance: &str, a: &Args) -> Result<(), String> {
+    let program = compile(&a.expr)?;
+    if a.snaplen == 0 || a.snaplen > MAX_SNAPLEN {
+        return Err(format!("-s {}: 1 to {MAX_SNAPLEN} bytes", a.snaplen));
+    }
+    let to_stdout = a.write == "-";
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err("the capture is binary pcap data: give -w FILE, or pipe it (strata capture ... | tcpdump -r -)".into());
+    }
+    // A clear error when no launcher runs, before touching its memory.
+    crate::control::request(instance, serde_json::json!({"cmd": "status"}))?;
+    let f = Fabric::open(instance).map_err(|e| format!("the instance's memory: {e}"))?;
+    let iface = match &a.iface {
+        None => 0,
+        Some(n) => (0..f.params().n_ifaces as u8)
+            .find(|&i| f.iface_name(i) == *n)
+            .ok_or_else(|| format!("-i {n}: no such interface"))?,
+    };
+    let mut rings: Vec<(usize, String)> = Vec::new();
+    let points = if a.at.is_empty() {
+        vec!["wire".to_string()]
+    } else {
+        a.at.clone()
+    };
+    for p in &points {
+        for r in rings_of(&f, p, iface)? {
+            if !rings.iter().any(|x| x.0 == r.0) {
+                rings.push(r);
+            }
+        }
+    }
+    let mask = rings.iter().fold(0u64, |m, r| m | 1 << (r.0 & 63));
+    let ctl = f.capture_ctl();
+    let me = std::process::id();
+    let owner = ctl.owner.load(SeqCst);
+    if owner != 0 && owner != me && std::path::Path::new(&format!("/proc/{owner}")).exists() {
+        return Err(format!(
+            "another capture (pid {owner}) is running on this instance"
+        ));
+    }
+    if ctl
+        .owner
+        .compare_exchange(owner, me, SeqCst, SeqCst)
+        .is_err()
+    {
+        return Err("another capture started at the same moment".into());
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let s = stop.clone();
+    // Ctrl-C or SIGTERM ends the capture cleanly (a handler may be set
+    // only once per process; a second is not our case).
+    let _ = ctrlc::set_handler(move || s.store(true, SeqCst));
+
+    let lost_before: u64 = (0..MAX_LAYERS as u8)
+        .map(|l| f.capture_ring(LayerId(l)).drops())
+        .sum();
+    // Records already waiting were for an earlier capture.
+    for l in 0..MAX_LAYERS as u8 {
+        let _ = f.capture_ring(LayerId(l)).take();
+    }
+    publish(ctl, &program, a.snaplen, mask);
+    let names: Vec<&str> = rings.iter().map(|r| r.1.as_str()).collect();
+    eprintln!(
+        "capturing on {}, snapshot length {} bytes",
+        names.join(", "),
+        a.snaplen
+    );
+    let res = pump(&f, a, &rings, &stop);
+    ctl.rings.store(0, SeqCst);
+    ctl.owner.store(0, SeqCst);
+    let lost: u64 = (0..MAX_LAYERS as u8)
+        .map(|l| f.capture_ring(LayerId(l)).drops())
+        .sum::<u64>()
+        .saturating_sub(lost_before);
+    let (n, corrupt) = res?;
+    eprintln!("{n} packets captured");
+    eprintln!("{lost} packets dropped by strata (capture buffer full)");
+    if corrupt > 0 {
+        eprintln!("{corrupt} bytes of capture records skipped as corrupt");
+    }
+    Ok(())
+}
+
+/// Drains the capture rings into the output until done; (packets
+/// written, corrupt bytes).
+fn pump(
+    f: &Fabric,
+    a: &Args,
+    rings: &[(usize, String)],
+    stop: &AtomicBool,
+) -> Result<(u64, u64), String> {
+    // Wall-clock time of the monotonic clock's zero.
+    let epoch = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .saturating_sub(Duration::from_nanos(now_ns()));
+    let w: Box<dyn Write> = if a.write == "-" {
+        Box::new(std::io::BufWriter::new(std::io::stdout().lock()))
+    } else {
+        Box::new(std::io::BufWriter::new(
+            std::fs::File::create(&a.write).map_err(|e| format!("-w {}: {e}", a.write))?,
+        ))
+    };
+    let mut sink = Sink(std::rc::Rc::new(std::cell::RefCell::new(w)));
+    let mut out = Out::new(sink.clone(), a.pcap, rings, a.snaplen)?;
+    sink.flush()
+        .map_err(|e| format!("writing the capture: {e}"))?;
+    let (mut n, mut corrupt) = (0u64, 0u64);
+    let done = |n: u64| a.count.is_some_and(|c| n >= c);
+    loop {
+        let finishing = stop.load(SeqCst);
+        let mut batch = Vec::new();
+        for l in 0..MAX_LAYERS as u8 {
+            let (recs, bad) = f.capture_ring(LayerId(l)).take();
+            corrupt += bad;
+            batch.extend(recs);
+        }
+        batch.sort_by_key(|r| r.ts_ns);
+        for r in &batch {
+            if done(n) {
+                break;
+            }
+            let wrote = out.write(
+                epoch + Duration::from_nanos(r.ts_ns),
+                r.ring as usize,
+                r.orig_len,
+                &r.data,
+            );
+            if let Err(e) = wrote {
+                // The reader went away (tcpdump quit): the end, not an error.
+                if e.kind() == std::io::ErrorKind::BrokenPipe {
+                    return Ok((n, corrupt));
+                }
+                return Err(format!("writing the capture: {e}"));
+            }
+            n += 1;
+        }
+        if !batch.is_empty() {
+            match sink.flush() {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => return Ok((n, corrupt)),
+                Err(e) => return Err(format!("writing the capture: {e}")),
+                Ok(()) => {}
+            }
+        }
+        if done(n) || finishing {
+            return Ok((n, corrupt));
+        }
+        if batch.is_empty() {
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(s: &str) -> Result<Vec<Op>, String> {
+        let words: Vec<String> = s.split(' ').map(str::to_string).collect();
+        compile(&words).map(|p| p.ops().to_vec())
+    }
+
+    #[test]
+    fn tcpdump_expressions_compile_to_postfix() {
+        let h = u32::from(Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(
+            c("tcp port 80 and not src host 10.0.0.1").unwrap(),
+            [
+                Op::Proto(Proto::Tcp),
+                Op::Port(Dir::Either, 80),
+                Op::And,
+                Op::Host(Dir::Src, h),
+                Op::Not,
+                Op::And
+            ]
+        );
+        assert_eq!(
+            c("(udp or icmp) && dst net 10.0.0.0/8").unwrap(),
+            [
+                Op::Proto(Proto::Udp),
+                Op::Proto(Proto::Icmp),
+                Op::Or,
+                Op::Net(Dir::Dst, 0x0a00_0000, 0xff00_0000),
+                Op::And
+            ]
+        );
+        assert_eq!(
+            c("net 10.0.0.0 mask 255.255.0.0").unwrap()[0],
+            Op::Net(Dir::Either, 0x0a00_0000, 0xffff_0000)
+        );
+        assert_eq!(compile(&[]).unwrap().ops(), [Op::True]);
+        for bad in [
+            "port",
+            "port 70000",
+            "host 10.0.0",
+            "src",
+            "tcp and",
+            "(tcp",
+            "tcp )",
+            "bogus",
+            "net 10.0.0.0/33",
+        ] {
+            let e = c(bad).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+    }
+}
