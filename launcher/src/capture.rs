@@ -30,7 +30,30 @@ pub struct Args {
     pub count: Option<u64>,
     pub snaplen: u32,
     pub pcap: bool,
+    /// Cut TCP super-segments into the segments the wire carries.
+    pub segment: bool,
     pub expr: Vec<String>,
+}
+
+/// The segments a TCP super-segment `frame` (whole, Ethernet) leaves the
+/// stack as on a link of `mtu`; None for anything else (written as is).
+fn wire_segments(frame: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
+    use strata_proto::offload::{segment_tcp4, Ipv4Frame};
+    if frame.len() <= mtu + 14 {
+        return None;
+    }
+    let f = Ipv4Frame::parse(frame).ok()?;
+    let thl = usize::from(*frame.get(f.l4 + 12)? >> 4) * 4;
+    let mss = mtu.checked_sub(f.l4 - f.l3 + thl).filter(|&m| m > 0)?;
+    let segs = segment_tcp4(frame, u16::try_from(mss).ok()?).ok()?;
+    Some(
+        segs.map(|s| {
+            let mut v = s.headers().to_vec();
+            v.extend_from_slice(s.payload);
+            v
+        })
+        .collect(),
+    )
 }
 
 // ------------------------------------------------------------ expression
@@ -435,7 +458,8 @@ pub fn run(instance: &str, a: &Args) -> Result<(), String> {
         names.join(", "),
         a.snaplen
     );
-    let res = pump(&f, a, &rings, &stop);
+    let mtu = f.iface(iface).mtu.load(Relaxed) as usize;
+    let res = pump(&f, a, &rings, mtu, &stop);
     ctl.rings.store(0, SeqCst);
     ctl.owner.store(0, SeqCst);
     let lost: u64 = (0..MAX_LAYERS as u8)
@@ -457,6 +481,7 @@ fn pump(
     f: &Fabric,
     a: &Args,
     rings: &[(usize, String)],
+    mtu: usize,
     stop: &AtomicBool,
 ) -> Result<(u64, u64), String> {
     // Wall-clock time of the monotonic clock's zero.
@@ -487,23 +512,33 @@ fn pump(
         }
         batch.sort_by_key(|r| r.ts_ns);
         for r in &batch {
-            if done(n) {
-                break;
-            }
-            let wrote = out.write(
-                epoch + Duration::from_nanos(r.ts_ns),
-                r.ring as usize,
-                r.orig_len,
-                &r.data,
-            );
-            if let Err(e) = wrote {
-                // The reader went away (tcpdump quit): the end, not an error.
-                if e.kind() == std::io::ErrorKind::BrokenPipe {
-                    return Ok((n, corrupt));
+            // Only a whole super-segment can be cut.
+            let whole = r.data.len() == r.orig_len as usize;
+            let cut = (a.segment && whole)
+                .then(|| wire_segments(&r.data, mtu))
+                .flatten();
+            let frames = match &cut {
+                Some(segs) => segs
+                    .iter()
+                    .map(|s| (s.len() as u32, s.as_slice()))
+                    .collect(),
+                None => vec![(r.orig_len, r.data.as_slice())],
+            };
+            for (orig_len, data) in frames {
+                if done(n) {
+                    break;
                 }
-                return Err(format!("writing the capture: {e}"));
+                let ts = epoch + Duration::from_nanos(r.ts_ns);
+                if let Err(e) = out.write(ts, r.ring as usize, orig_len, data) {
+                    // The reader went away (tcpdump quit): the end, not
+                    // an error.
+                    if e.kind() == std::io::ErrorKind::BrokenPipe {
+                        return Ok((n, corrupt));
+                    }
+                    return Err(format!("writing the capture: {e}"));
+                }
+                n += 1;
             }
-            n += 1;
         }
         if !batch.is_empty() {
             match sink.flush() {
@@ -528,6 +563,27 @@ mod tests {
     fn c(s: &str) -> Result<Vec<Op>, String> {
         let words: Vec<String> = s.split(' ').map(str::to_string).collect();
         compile(&words).map(|p| p.ops().to_vec())
+    }
+
+    #[test]
+    fn a_super_segment_is_cut_to_the_mtu_and_other_frames_are_left_alone() {
+        // Ethernet, IPv4 (20), TCP (20): 3,000 bytes of payload.
+        let payload = 3000;
+        let mut f = vec![0u8; 14 + 40 + payload];
+        f[12..14].copy_from_slice(&[0x08, 0x00]);
+        f[14] = 0x45;
+        f[16..18].copy_from_slice(&((40 + payload) as u16).to_be_bytes());
+        f[14 + 8] = 64;
+        f[14 + 9] = 6;
+        f[14 + 12..14 + 16].copy_from_slice(&[10, 0, 0, 1]);
+        f[14 + 16..14 + 20].copy_from_slice(&[10, 0, 0, 2]);
+        f[34 + 12] = 5 << 4;
+        let segs = wire_segments(&f, 1500).expect("cut");
+        assert_eq!(segs.len(), 3, "1460 + 1460 + 80");
+        assert!(segs.iter().all(|s| s.len() <= 1514));
+        let total: usize = segs.iter().map(|s| s.len() - 54).sum();
+        assert_eq!(total, payload);
+        assert!(wire_segments(&f[..1000], 1500).is_none(), "fits the MTU");
     }
 
     #[test]

@@ -150,6 +150,10 @@ enum Cmd {
         /// pcapng (default: one interface per ring captured) or pcap.
         #[arg(long, default_value = "pcapng")]
         format: String,
+        /// Write each TCP super-segment as the MTU-sized segments it
+        /// leaves or entered the stack as (default: whole, as held).
+        #[arg(long)]
+        segment: bool,
         /// The filter expression.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         expr: Vec<String>,
@@ -226,6 +230,7 @@ fn main() -> ExitCode {
             count,
             snaplen,
             format,
+            segment,
             expr,
         } => match format.as_str() {
             "pcapng" | "pcap" => capture::run(
@@ -237,6 +242,7 @@ fn main() -> ExitCode {
                     count,
                     snaplen,
                     pcap: format == "pcap",
+                    segment,
                     expr,
                 },
             ),

@@ -202,3 +202,42 @@ fn a_capture_whose_reader_stops_loses_packets_from_the_capture_not_the_stack() {
     assert!(lost > 0, "{said}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn segment_writes_super_segments_as_the_segments_the_wire_carries() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    // Small enough that every record fits the capture rings whatever the
+    // client's pace (a few 64 KiB super-segments).
+    let len = 200_000;
+    let (dir, sha) = served(len);
+    let _h = httpd(&st, &dir);
+    let url = format!("http://{STACK_IP}:8080/big.bin");
+    // The TCP payload lengths tcpdump shows of the server's packets.
+    let lengths = |segment: &str| -> Vec<u64> {
+        let file = dir.join(format!("seg{segment}.pcapng"));
+        let args = format!("{segment} -w {} tcp src port 8080", file.display());
+        let c = capture(&ns, &st, &args);
+        assert_eq!(download(&ns, &url, &dir.join("got.bin")), sha);
+        interrupt(c);
+        tcpdump(&file)
+            .iter()
+            .filter_map(|l| {
+                let n = l.rsplit("length ").next()?;
+                n[..n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len())]
+                    .parse::<u64>()
+                    .ok()
+            })
+            .collect()
+    };
+    let held = lengths("");
+    assert!(held.iter().any(|&n| n > 1460), "super-segments: {held:?}");
+    let cut = lengths("--segment");
+    let total: u64 = cut.iter().sum();
+    assert!(total >= len, "{total} bytes of payload captured");
+    assert!(
+        cut.iter().all(|&n| n <= 1460),
+        "every segment fits a 1500-byte MTU: {cut:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
