@@ -102,6 +102,9 @@ pub struct LaunchCtl {
     /// Inputs quarantined for this layer ([`crate::quarantine`]); the
     /// first `quarantine_ctl >> 32` are in use, filled round-robin.
     pub quarantine: [QuarantineSlot; QUARANTINE_SLOTS],
+    /// Flushes asked of the layer (ipd: its neighbour cache); it answers
+    /// in [`LayerCtl::flush_done`].
+    pub flush_req: AtomicU64,
 }
 
 /// The packet pool's shared state: written by every layer.
@@ -202,6 +205,8 @@ pub struct LayerCtl {
     /// layer id) that have stopped taking its input rings.
     pub aside_acks: AtomicU32,
     pub _pad: u32,
+    /// The last of [`LaunchCtl::flush_req`] the layer carried out.
+    pub flush_done: AtomicU64,
     pub counters: [AtomicU64; LAYER_COUNTERS],
     pub names: [[u8; COUNTER_NAME_LEN]; LAYER_COUNTERS],
     /// Copies of each quarantined input ([`LaunchCtl::quarantine`], by

@@ -90,6 +90,8 @@ unsafe impl Pod for u16 {}
 unsafe impl Pod for u32 {}
 // SAFETY: as for u8.
 unsafe impl Pod for u64 {}
+// SAFETY: bytes: every bit pattern is a value.
+unsafe impl<const N: usize> Pod for [u8; N] {}
 // SAFETY: repr(C), integers only; its padding carries no meaning, and a
 // forged handle is refused by `Fabric::check` before it is followed.
 unsafe impl Pod for Handle {}

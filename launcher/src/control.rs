@@ -313,6 +313,19 @@ fn handle(sh: &Shared, req: &Value) -> Value {
                 Err(e) => json!({"ok": false, "error": e}),
             }
         }
+        Some("neigh") => match req.get("action").and_then(|a| a.as_str()) {
+            Some("show") | None => json!({"ok": true, "data": neigh_show(&sh.fabric)}),
+            Some("flush") => match neigh_flush(&sh.fabric) {
+                Ok(()) => {
+                    log("neigh: flushed");
+                    json!({"ok": true, "data": {}})
+                }
+                Err(e) => json!({"ok": false, "error": e}),
+            },
+            Some(a) => {
+                json!({"ok": false, "error": format!("unknown neigh action {a:?} (show, flush)")})
+            }
+        },
         Some("conntrack") => {
             let fs = sh.filter.lock().unwrap();
             let r = match req.get("action").and_then(|a| a.as_str()) {
@@ -398,4 +411,46 @@ pub fn request(instance: &str, req: Value) -> Result<Value, String> {
             .unwrap_or("request failed")
             .to_string())
     }
+}
+
+/// `strata neigh show`: ipd's neighbour cache as it last saved it to its
+/// arena (ipd is neither stopped nor asked).
+fn neigh_show(f: &Fabric) -> Value {
+    use strata_ipd::{neigh_state, NeighRecord};
+    let now = strata_ipc::now_ns();
+    let entries: Vec<Value> = f
+        .records::<[u8; 32]>(LayerId::IPD)
+        .load()
+        .iter()
+        .map(NeighRecord::from_bytes)
+        .map(|r| {
+            let mac = r.mac.map(|b| format!("{b:02x}")).join(":");
+            json!({
+                "ip": std::net::Ipv4Addr::from(r.ip).to_string(),
+                "dev": f.iface_name(r.iface),
+                "lladdr": mac,
+                "state": match r.state {
+                    neigh_state::REACHABLE => "REACHABLE",
+                    neigh_state::PROBE => "PROBE",
+                    _ => "STALE",
+                },
+                "confirmed_s_ago": now.saturating_sub(r.updated_ns) as f64 / 1e9,
+            })
+        })
+        .collect();
+    json!({ "entries": entries })
+}
+
+/// `strata neigh flush`: ipd forgets every neighbour; waits until it has.
+fn neigh_flush(f: &Fabric) -> Result<(), String> {
+    let req = f.launch(LayerId::IPD).flush_req.fetch_add(1, SeqCst) + 1;
+    let t = std::time::Instant::now();
+    while f.ctl(LayerId::IPD).flush_done.load(Acquire) < req {
+        f.kick(LayerId::IPD);
+        if t.elapsed() > Duration::from_secs(3) {
+            return Err("ipd did not flush within 3 s (is it running?)".into());
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    Ok(())
 }

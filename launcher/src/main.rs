@@ -171,6 +171,13 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// The neighbour (ARP) cache, like `ip neigh`: `show` it, or
+    /// `flush` it (the stack then resolves every neighbour anew).
+    Neigh {
+        /// show or flush.
+        #[arg(default_value = "show")]
+        action: String,
+    },
     /// Stop a running instance.
     Down,
     /// Build a private network namespace with a TAP device, start the stack
@@ -256,6 +263,27 @@ fn main() -> ExitCode {
                 "top: --interval {interval}: at least 0.1 (seconds)"
             )),
         },
+        Cmd::Neigh { action } => {
+            control::request(&cli.instance, json!({"cmd": "neigh", "action": action})).map(|v| {
+                if cli.json {
+                    println!("{v}");
+                }
+                for e in v["entries"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|_| !cli.json)
+                {
+                    println!(
+                        "{} dev {} lladdr {} {}",
+                        s(&e["ip"]),
+                        s(&e["dev"]),
+                        s(&e["lladdr"]),
+                        s(&e["state"])
+                    );
+                }
+            })
+        }
         Cmd::Down => control::request(&cli.instance, json!({"cmd": "stop"})).map(|_| ()),
         Cmd::Demo => demo::run(),
     };

@@ -295,6 +295,14 @@ impl IpCore {
         }
     }
 
+    /// Forgets every neighbour (`strata neigh flush`): the next packet to
+    /// each is resolved anew. Packets waiting for resolution are freed.
+    pub fn flush_neighbours<B: Buffers>(&mut self, pool: &mut B) {
+        for h in self.neigh.flush() {
+            pool.free(&h);
+        }
+    }
+
     /// Whether the exportable neighbour set changed (an entry appeared,
     /// went, or changed MAC) since the last call; the shell rewrites its
     /// arena copy when it did.

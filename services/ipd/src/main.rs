@@ -3,7 +3,8 @@
 //! The neighbour cache is copied into ipd's arena whenever it changes, so
 //! a restarted ipd resolves nothing anew.
 
-use strata_ipc::arena::{Pod, Records};
+use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
+use strata_ipc::arena::Records;
 use strata_ipc::handle::flags::ICMP_PORT_UNREACH;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service, BUDGET};
@@ -13,14 +14,6 @@ use strata_ipd::{
 use strata_proto::icmp::{icmp_type, unreach_code};
 use strata_proto::ipv4::protocol;
 use strata_proto::MacAddr;
-
-/// The arena's record type: a neighbour as the core exports it.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct Rec(NeighRecord);
-// SAFETY: NeighRecord is repr(C), integers and byte arrays only, and any
-// bit pattern is a value the core's restore validates.
-unsafe impl Pod for Rec {}
 
 /// Frames waiting for room in the ring to filterd. Past this many, ipd
 /// takes no input until filterd catches up.
@@ -64,7 +57,7 @@ const TO_UDP: usize = 2;
 struct Shell<'a> {
     core: IpCore,
     out: Outputs,
-    arena: Records<'a, Rec>,
+    arena: Records<'a, [u8; 32]>,
 }
 
 impl Shell<'_> {
@@ -85,12 +78,27 @@ impl Shell<'_> {
     /// Copies the neighbour cache into the arena if it changed.
     fn save(&mut self) {
         if self.core.neighbours_changed() {
-            self.arena.store(self.core.neighbours().map(Rec));
+            self.arena
+                .store(self.core.neighbours().map(|r| r.to_bytes()));
         }
     }
 }
 
 impl Layer for Shell<'_> {
+    /// `strata neigh flush`, if asked since the last one.
+    fn begin(&mut self, cx: &mut Cx) -> usize {
+        let f = cx.pool.fabric();
+        let me = cx.pool.me();
+        let asked = f.launch(me).flush_req.load(Acquire);
+        if asked == f.ctl(me).flush_done.load(Relaxed) {
+            return 0;
+        }
+        self.core.flush_neighbours(&mut cx.pool);
+        self.save();
+        f.ctl(me).flush_done.store(asked, Release);
+        1
+    }
+
     fn admit(&self, _input: usize, cx: &Cx) -> usize {
         if cx.queued(TO_FILTER) < TXQ_HIGH {
             BUDGET
@@ -153,8 +161,8 @@ fn main() {
     if svc.config.forwarding {
         svc.log("forwarding IPv4 between interfaces");
     }
-    let arena = f.records::<Rec>(svc.me);
-    let saved: Vec<NeighRecord> = arena.load().into_iter().map(|r| r.0).collect();
+    let arena = f.records::<[u8; 32]>(svc.me);
+    let saved: Vec<NeighRecord> = arena.load().iter().map(NeighRecord::from_bytes).collect();
     let now = now_ns();
     core.restore_neighbours(now, &saved);
     if !saved.is_empty() {

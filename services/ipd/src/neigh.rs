@@ -52,6 +52,36 @@ pub struct NeighRecord {
 
 const _: () = assert!(core::mem::size_of::<NeighRecord>() == 32);
 
+impl NeighRecord {
+    /// The record as ipd's arena holds it (little-endian fields, in
+    /// declaration order).
+    pub fn to_bytes(&self) -> [u8; 32] {
+        let mut b = [0u8; 32];
+        b[0..8].copy_from_slice(&self.updated_ns.to_le_bytes());
+        b[8..12].copy_from_slice(&self.ip.to_le_bytes());
+        b[12..18].copy_from_slice(&self.mac);
+        b[18] = self.iface;
+        b[19] = self.state;
+        b[20..28].copy_from_slice(&self.reserved);
+        b
+    }
+
+    /// A record read back from the arena (any bytes make some record;
+    /// its users validate it).
+    pub fn from_bytes(b: &[u8; 32]) -> NeighRecord {
+        let mut r = NeighRecord {
+            updated_ns: u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
+            ip: u32::from_le_bytes(b[8..12].try_into().unwrap_or_default()),
+            iface: b[18],
+            state: b[19],
+            ..NeighRecord::default()
+        };
+        r.mac.copy_from_slice(&b[12..18]);
+        r.reserved.copy_from_slice(&b[20..28]);
+        r
+    }
+}
+
 /// No entry / no queue slot.
 const NIL: u16 = u16::MAX;
 
@@ -651,6 +681,28 @@ impl Neighbours {
         true
     }
 
+    /// Forgets every neighbour (`ip neigh flush`); returns the packets
+    /// that were waiting for one, for the caller to free.
+    pub fn flush(&mut self) -> Vec<Handle> {
+        let mut waiting = Vec::new();
+        for i in 0..self.entries.len() {
+            while let Some(h) = self.dequeue(i) {
+                waiting.push(h);
+            }
+        }
+        let cap = self.entries.len();
+        for (i, e) in self.entries.iter_mut().enumerate() {
+            *e = FREE_ENTRY;
+            e.hnext = if i + 1 < cap { (i + 1) as u16 } else { NIL };
+        }
+        self.buckets.fill(NIL);
+        self.free = if cap > 0 { 0 } else { NIL };
+        self.used = 0;
+        self.wake = u64::MAX;
+        self.changed = true;
+        waiting
+    }
+
     /// Whether a valid entry appeared, vanished or changed MAC since the
     /// last call.
     pub fn take_changed(&mut self) -> bool {
@@ -683,6 +735,29 @@ mod tests {
             .map(|i| (i, t.tick(i, now)))
             .filter(|(_, k)| *k != Tick::Idle)
             .collect()
+    }
+
+    #[test]
+    fn flush_forgets_everything_and_hands_back_what_waited() {
+        let mut t = table(4);
+        let Resolve::Pending { idx, .. } = t.resolve(0, 0, 7) else {
+            panic!()
+        };
+        assert_eq!(t.enqueue(idx, h(1)), None);
+        assert_eq!(t.enqueue(idx, h(2)), None);
+        t.learn(10, 0, 9, MAC, Learn::Seen, true);
+        t.take_changed();
+        let waiting = t.flush();
+        assert_eq!(waiting, [h(1), h(2)]);
+        assert!(t.take_changed());
+        assert_eq!((t.len(), t.queued()), (0, 0));
+        assert_eq!(t.find(0, 7), None);
+        assert_eq!(t.records().count(), 0);
+        // Usable again, to its capacity.
+        for ip in 0..4 {
+            assert!(matches!(t.resolve(20, 0, ip), Resolve::Pending { .. }));
+        }
+        assert_eq!(t.len(), 4);
     }
 
     #[test]
