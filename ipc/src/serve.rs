@@ -467,21 +467,24 @@ impl<'f> Loop<'f> {
         // Aside, the rings into this layer are its neighbours' to take.
         let in_path = f.try_return(me);
         for i in 0..self.inputs.len() {
+            // A neighbour coming back is let go of first, whatever this
+            // layer admits: held up, it must not hold the neighbour up.
+            let via = self.inputs[i].through.as_ref().map(|t| t.0);
+            let via_state = via.map(|v| f.aside(v));
+            if let (Some(v), Some(aside::RETURNING)) = (via, via_state) {
+                f.ack_return(v, me);
+            }
             let room = layer.admit(i, &self.cx).min(BUDGET);
             if room == 0 || !in_path {
                 continue;
             }
             let input = &mut self.inputs[i];
             let mut n = input.ring.pop(&mut batch[..room]);
-            if let Some((via, through)) = &mut input.through {
-                match f.aside(*via) {
-                    aside::ASIDE if input.ring.is_empty() && n < room => {
-                        let k = through.pop(&mut batch[n..room]);
-                        self.econ.through += k as u64;
-                        n += k;
-                    }
-                    aside::RETURNING => f.ack_return(*via, me),
-                    _ => {}
+            if let Some((_, through)) = &mut input.through {
+                if via_state == Some(aside::ASIDE) && input.ring.is_empty() && n < room {
+                    let k = through.pop(&mut batch[n..room]);
+                    self.econ.through += k as u64;
+                    n += k;
                 }
             }
             for h in &batch[..n] {

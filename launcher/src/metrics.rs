@@ -43,14 +43,21 @@ pub fn scrape(instance: &str) -> Result<String, String> {
     render(&stats, &status)
 }
 
+/// A new metric family registered in `reg`.
+fn family<F>(reg: &mut Registry, name: &str, help: &str) -> F
+where
+    F: Default + Clone + prometheus_client::metrics::TypedMetric,
+    F: prometheus_client::encoding::EncodeMetric + Send + Sync + std::fmt::Debug + 'static,
+{
+    let f = F::default();
+    reg.register(name, help, f.clone());
+    f
+}
+
 /// Renders `strata stats` and `strata status` answers.
 pub fn render(stats: &Value, status: &Value) -> Result<String, String> {
     let mut reg = Registry::with_prefix("strata");
-    let mut add_counter = |name: &str, help: &str| {
-        let f = Counters::default();
-        reg.register(name, help, f.clone());
-        f
-    };
+    let mut add_counter = |name: &str, help: &str| family::<Counters>(&mut reg, name, help);
     let layer_events = add_counter("layer_events", "A layer's own counter");
     let restarts = add_counter("layer_restarts", "Restarts of a layer");
     let reclaimed = add_counter(
@@ -71,11 +78,7 @@ pub fn render(stats: &Value, status: &Value) -> Result<String, String> {
             );
         }
     }
-    let mut add_gauge = |name: &str, help: &str| {
-        let f = Gauges::default();
-        reg.register(name, help, f.clone());
-        f
-    };
+    let mut add_gauge = |name: &str, help: &str| family::<Gauges>(&mut reg, name, help);
     let layer_level = add_gauge("layer_level", "A layer's counter that is a level");
     let up = add_gauge("layer_up", "1 while a layer's instance serves");
     let recovery = add_gauge(

@@ -63,6 +63,19 @@ fn tcpdump(file: &Path) -> Vec<String> {
         .collect()
 }
 
+/// The "length N" (TCP payload bytes) of each tcpdump line that has one.
+fn lengths(lines: &[String]) -> Vec<u64> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let n = l.rsplit("length ").next()?;
+            n[..n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len())]
+                .parse::<u64>()
+                .ok()
+        })
+        .collect()
+}
+
 /// curl downloads `url` inside `ns` into `to`; its sha256.
 fn download(ns: &Netns, url: &str, to: &Path) -> String {
     let out = ns.run_ok(&[
@@ -118,16 +131,12 @@ fn a_capture_during_a_download_holds_its_handshake_data_and_fin() {
     }
     // The data: the lengths of what the server sent add up to the file
     // (super-frames are captured whole, cut to the snap length).
-    let payload: u64 = lines
+    let from_server: Vec<String> = lines
         .iter()
         .filter(|l| l.contains(&format!("{STACK_IP}.8080 >")))
-        .filter_map(|l| {
-            let n = l.rsplit("length ").next()?;
-            n[..n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len())]
-                .parse::<u64>()
-                .ok()
-        })
-        .sum();
+        .cloned()
+        .collect();
+    let payload: u64 = lengths(&from_server).iter().sum();
     assert!(payload >= 2_000_000, "{payload} bytes of the server's data");
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -214,25 +223,17 @@ fn segment_writes_super_segments_as_the_segments_the_wire_carries() {
     let _h = httpd(&st, &dir);
     let url = format!("http://{STACK_IP}:8080/big.bin");
     // The TCP payload lengths tcpdump shows of the server's packets.
-    let lengths = |segment: &str| -> Vec<u64> {
+    let captured = |segment: &str| -> Vec<u64> {
         let file = dir.join(format!("seg{segment}.pcapng"));
         let args = format!("{segment} -w {} tcp src port 8080", file.display());
         let c = capture(&ns, &st, &args);
         assert_eq!(download(&ns, &url, &dir.join("got.bin")), sha);
         interrupt(c);
-        tcpdump(&file)
-            .iter()
-            .filter_map(|l| {
-                let n = l.rsplit("length ").next()?;
-                n[..n.find(|c: char| !c.is_ascii_digit()).unwrap_or(n.len())]
-                    .parse::<u64>()
-                    .ok()
-            })
-            .collect()
+        lengths(&tcpdump(&file))
     };
-    let held = lengths("");
+    let held = captured("");
     assert!(held.iter().any(|&n| n > 1460), "super-segments: {held:?}");
-    let cut = lengths("--segment");
+    let cut = captured("--segment");
     let total: u64 = cut.iter().sum();
     assert!(total >= len, "{total} bytes of payload captured");
     assert!(

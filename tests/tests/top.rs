@@ -4,7 +4,7 @@
 
 use std::process::Command;
 use std::time::Duration;
-use strata_tests::{bin, unique, wait_until, Netns, Stack, LAYERS, STACK_IP};
+use strata_tests::{bin, layer_of, unique, wait_until, Netns, Stack, LAYERS, STACK_IP};
 
 /// A tmux server of the test's own (its socket named after the test),
 /// killed when dropped.
@@ -44,15 +44,7 @@ fn top_shows_traffic_per_layer_and_the_live_view_fits_80_by_24() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert!(pinger.alive(), "the pings lasted through the sample");
-    let layer = |name: &str| {
-        v["layers"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|l| l["layer"] == name)
-            .unwrap_or_else(|| panic!("no {name} in {v}"))
-            .clone()
-    };
+    let layer = |name: &str| layer_of(&v, name).clone();
     for name in ["driverd0", "netdevd", "ipd"] {
         let l = layer(name);
         assert!(l["in_per_s"].as_f64().unwrap() > 0.0, "{name}: {l}");
