@@ -1055,6 +1055,38 @@ impl Fabric {
         })
     }
 
+    /// As [`Fabric::sleep`] for a layer that watches its fds through an
+    /// epoll set `epfd` holding its own eventfd (added edge-triggered, so
+    /// a kick needs no read to be cleared): one `epoll_wait` sleeps,
+    /// wakes and says what is ready, written into `events`. Returns how
+    /// the sleep went and how many events there are.
+    pub fn sleep_epoll(
+        &self,
+        me: LayerId,
+        epfd: RawFd,
+        events: &mut [libc::epoll_event],
+        timeout_ms: i32,
+        idle: impl FnOnce() -> bool,
+    ) -> Option<(Slept, usize)> {
+        let c = self.ctl(me);
+        if !Self::raise_sleeping(c, SLEEP_POLL, idle) {
+            return None;
+        }
+        let max = events.len().min(i32::MAX as usize) as i32;
+        // SAFETY: `events` is a live, writable slice of at least `max`
+        // epoll_events for the whole call.
+        let n = unsafe { libc::epoll_wait(epfd, events.as_mut_ptr(), max, timeout_ms) };
+        // A kicker takes the flag down before it writes the eventfd.
+        let kicked = c.sleeping.swap(0, Relaxed) == 0;
+        Some((
+            Slept {
+                kicked,
+                syscalls: 1,
+            },
+            n.max(0) as usize,
+        ))
+    }
+
     /// Marks a turn of `me`'s loop (the launcher's hang detector watches it).
     #[inline]
     pub fn beat(&self, me: LayerId) {

@@ -50,6 +50,9 @@ const PUBLISH_BUSY_NS: u64 = 1_000_000;
 /// Most fds a layer waits on beside its eventfd.
 pub const MAX_WAIT_FDS: usize = 8;
 
+/// Most events one `epoll_wait` of [`Layer::epoll_fd`] returns.
+pub const EPOLL_EVENTS: usize = 64;
+
 /// A layer's side of the loop. Inputs and outputs are numbered in the
 /// order given to [`Loop::new`].
 pub trait Layer {
@@ -114,6 +117,17 @@ pub trait Layer {
     /// What the wait found on those fds (also after a timeout: `revents`
     /// are then 0).
     fn woke(&mut self, _fds: &[libc::pollfd]) {}
+
+    /// An epoll set to sleep in instead of polling [`Layer::wait_fds`]:
+    /// it must hold the layer's eventfd, edge-triggered (sockd, whose
+    /// set holds every client's fd: one `epoll_wait` then sleeps and says
+    /// what is ready).
+    fn epoll_fd(&self) -> Option<std::os::fd::RawFd> {
+        None
+    }
+
+    /// What that `epoll_wait` found (none after a timeout).
+    fn woke_epoll(&mut self, _events: &[libc::epoll_event]) {}
 
     /// The layer's counters, in the order of the names given to
     /// [`Loop::new`].
@@ -576,15 +590,31 @@ impl<'f> Loop<'f> {
             let ms = d.saturating_sub(cx.now).div_ceil(1_000_000);
             tick = tick.min(ms as i32).max(1);
         }
-        let idle = tick == IDLE_TICK_MS;
+        let idle_tick = tick == IDLE_TICK_MS;
         // Consumers do not wake producers when they free slots, so a
-        // layer held up by a full ring naps instead.
-        // On the way back from aside, the neighbours' acknowledgements
-        // are looked for every millisecond.
+        // layer held up by a full ring naps instead. On the way back from
+        // aside, the neighbours' acknowledgements are looked for every
+        // millisecond.
         let returning = f.aside(self.svc.me) == aside::RETURNING;
         let nap = held_back || cx.blocked() || layer.held() || returning;
         if nap {
             tick = 1;
+        }
+        let inputs = &self.inputs;
+        let nothing_waits = || {
+            inputs
+                .iter()
+                .enumerate()
+                .all(|(i, r)| !admits(i) || r.is_empty(f))
+        };
+        let me = self.svc.me;
+        if let Some(epfd) = layer.epoll_fd() {
+            let mut events = [libc::epoll_event { events: 0, u64: 0 }; EPOLL_EVENTS];
+            if let Some((slept, n)) = f.sleep_epoll(me, epfd, &mut events, tick, nothing_waits) {
+                self.count_sleep(slept, n > 0, nap, idle_tick);
+                layer.woke_epoll(&events[..n]);
+            }
+            return;
         }
         let mut fds = [libc::pollfd {
             fd: -1,
@@ -592,27 +622,26 @@ impl<'f> Loop<'f> {
             revents: 0,
         }; MAX_WAIT_FDS];
         let n = layer.wait_fds(&mut fds);
-        let inputs = &self.inputs;
-        let slept = f.sleep(self.svc.me, &mut fds[..n], tick, || {
-            inputs
-                .iter()
-                .enumerate()
-                .all(|(i, r)| !admits(i) || r.is_empty(f))
-        });
-        if let Some(Slept { kicked, syscalls }) = slept {
-            self.econ.wakeups += 1;
-            self.econ.syscalls += u64::from(syscalls);
+        if let Some(slept) = f.sleep(me, &mut fds[..n], tick, nothing_waits) {
             let ready = fds[..n].iter().any(|p| p.revents != 0);
-            if !kicked && !ready {
-                if nap {
-                    self.econ.naps += 1;
-                } else if idle {
-                    self.econ.idle_ticks += 1;
-                } else {
-                    self.econ.timeouts += 1;
-                }
-            }
+            self.count_sleep(slept, ready, nap, idle_tick);
         }
         layer.woke(&fds[..n]);
+    }
+
+    /// Counts a sleep that ended: a wake-up, and if neither a kick nor an
+    /// fd ended it, what kind of timeout did.
+    fn count_sleep(&mut self, slept: Slept, ready: bool, nap: bool, idle_tick: bool) {
+        self.econ.wakeups += 1;
+        self.econ.syscalls += u64::from(slept.syscalls);
+        if !slept.kicked && !ready {
+            if nap {
+                self.econ.naps += 1;
+            } else if idle_tick {
+                self.econ.idle_ticks += 1;
+            } else {
+                self.econ.timeouts += 1;
+            }
+        }
     }
 }

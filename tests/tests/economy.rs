@@ -133,6 +133,14 @@ fn round_trips_cost_each_layer_one_wake_up_and_a_few_system_calls_per_packet() {
             d(layer, "loop_handles_in")
         );
     }
+    // sockd sleeps in its epoll set, which holds its eventfd: a wake-up
+    // is one epoll_wait, and per round trip it drains the application's
+    // kick, kicks it, wakes tcpd and looks at its set (5 calls measured).
+    assert!(
+        d("sockd", "loop_syscalls") <= 6 * ROUND_TRIPS,
+        "sockd: {} system calls for {ROUND_TRIPS} round trips",
+        d("sockd", "loop_syscalls")
+    );
     // driverd reads the TAP only after poll said it is readable (the
     // read that ends that batch may find it empty) or after writing to it
     // (the peer may have answered inside the write): at most one empty

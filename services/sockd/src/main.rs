@@ -527,11 +527,16 @@ fn main() {
             (LayerId::TCPD, Overflow::Keep),
         ],
     );
+    // sockd sleeps in its epoll set, which then holds its eventfd too;
+    // without one (no eventfd given) it polls the set's fd as before.
+    let wake = svc.fabric.wake_fd(svc.me);
+    let epoll_sleep = wake >= 0 && d.ready.watch_eventfd(wake).is_ok();
     let mut shell = Shell {
         d,
         listener,
         last_snapshot: Instant::now(),
         tx_waiting: false,
+        epoll_sleep,
     };
     lp.run(&mut shell)
 }
@@ -550,6 +555,8 @@ struct Shell<'a> {
     last_snapshot: Instant,
     /// Applications' data waits for room or credit.
     tx_waiting: bool,
+    /// sockd sleeps in its epoll set ([`Layer::epoll_fd`]).
+    epoll_sleep: bool,
 }
 
 impl Layer for Shell<'_> {
@@ -606,6 +613,14 @@ impl Layer for Shell<'_> {
 
     fn held(&self) -> bool {
         self.tx_waiting
+    }
+
+    fn epoll_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.epoll_sleep.then(|| self.d.ready.as_raw_fd())
+    }
+
+    fn woke_epoll(&mut self, events: &[libc::epoll_event]) {
+        self.d.ready.woke(events);
     }
 
     fn wait_fds(&self, fds: &mut [libc::pollfd; MAX_WAIT_FDS]) -> usize {

@@ -2,8 +2,9 @@
 //! each session's wake pair, in one epoll set. A turn asks it once
 //! (`epoll_wait` without waiting) and then reads only what is ready, where
 //! it used to try `accept4` and a `recvmsg` per session every turn, each
-//! failing with EAGAIN when nothing came; sleeping, sockd polls the set's
-//! one fd beside its eventfd.
+//! failing with EAGAIN when nothing came. sockd sleeps in the same set,
+//! which holds its eventfd too (edge-triggered: a kick wakes it and needs
+//! no read), and the events that woke it are the next turn's look.
 
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
@@ -17,6 +18,9 @@ const LISTENER: u64 = u64::MAX;
 /// Most events taken per turn; more stay ready for the next.
 const EVENTS: usize = 64;
 
+/// sockd's own eventfd's tag.
+const EVENTFD: u64 = u64::MAX - 1;
+
 /// The epoll set and what its last look found.
 pub(crate) struct Ready {
     epoll: Epoll,
@@ -27,6 +31,11 @@ pub(crate) struct Ready {
     pub(crate) listener: bool,
     /// Sessions with a message (or a hang-up) waiting.
     pub(crate) sessions: Vec<u64>,
+    /// What the sleep's `epoll_wait` found, for the next look to use
+    /// instead of asking again.
+    woke: Vec<u64>,
+    /// Whether `woke` holds a sleep's answer not yet looked at.
+    fresh: bool,
 }
 
 impl Ready {
@@ -36,7 +45,28 @@ impl Ready {
             listening: false,
             listener: false,
             sessions: Vec::new(),
+            woke: Vec::with_capacity(EVENTS),
+            fresh: false,
         })
+    }
+
+    /// Adds sockd's eventfd `fd` to the set, edge-triggered, so that
+    /// sockd sleeps in it ([`strata_ipc::serve::Layer::epoll_fd`]).
+    pub(crate) fn watch_eventfd(&self, fd: RawFd) -> nix::Result<()> {
+        // SAFETY: the fd is the fabric's eventfd for sockd, open for the
+        // process's lifetime; borrowed only for this call.
+        let fd = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        self.epoll.add(
+            fd,
+            EpollEvent::new(EpollFlags::EPOLLIN | EpollFlags::EPOLLET, EVENTFD),
+        )
+    }
+
+    /// Keeps what the sleep's `epoll_wait` found for the next look.
+    pub(crate) fn woke(&mut self, events: &[libc::epoll_event]) {
+        self.woke.clear();
+        self.woke.extend(events.iter().map(|e| e.u64));
+        self.fresh = true;
     }
 
     /// Watches session `sid`'s socket (`wake`: its wake pair's end).
@@ -70,12 +100,24 @@ impl Ready {
     /// What is ready now, without waiting; wake pairs that were kicked
     /// are drained here (`wake_of` finds a session's end).
     pub(crate) fn look(&mut self, wake_of: impl Fn(u64) -> Option<RawFd>) {
-        let mut ev = [EpollEvent::empty(); EVENTS];
-        crate::syscall();
-        let n = self.epoll.wait(&mut ev, 0u8).unwrap_or(0);
+        let mut tags = [0u64; EVENTS];
+        let n = if std::mem::take(&mut self.fresh) {
+            let n = self.woke.len().min(EVENTS);
+            tags[..n].copy_from_slice(&self.woke[..n]);
+            n
+        } else {
+            let mut ev = [EpollEvent::empty(); EVENTS];
+            crate::syscall();
+            let n = self.epoll.wait(&mut ev, 0u8).unwrap_or(0);
+            for (t, e) in tags.iter_mut().zip(&ev[..n]) {
+                *t = e.data();
+            }
+            n
+        };
         self.sessions.clear();
-        for e in &ev[..n] {
-            match e.data() {
+        for &tag in &tags[..n] {
+            match tag {
+                EVENTFD => {}
                 LISTENER => self.listener = true,
                 tag if tag & 1 == 1 => {
                     if let Some(fd) = wake_of(tag >> 1) {
