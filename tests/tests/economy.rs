@@ -135,9 +135,10 @@ fn round_trips_cost_each_layer_one_wake_up_and_a_few_system_calls_per_packet() {
     }
     // sockd sleeps in its epoll set, which holds its eventfd: a wake-up
     // is one epoll_wait, and per round trip it drains the application's
-    // kick, kicks it, wakes tcpd and looks at its set (5 calls measured).
+    // kick, kicks it, wakes tcpd and looks at its set (6.3 calls
+    // measured; polling beside the eventfd cost two more per wake-up).
     assert!(
-        d("sockd", "loop_syscalls") <= 6 * ROUND_TRIPS,
+        d("sockd", "loop_syscalls") <= 7 * ROUND_TRIPS,
         "sockd: {} system calls for {ROUND_TRIPS} round trips",
         d("sockd", "loop_syscalls")
     );
