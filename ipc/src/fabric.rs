@@ -391,6 +391,16 @@ impl Fabric {
         self.iface(i).counters[counter].fetch_add(v, Relaxed);
     }
 
+    /// Whether interface `i` is up (the default).
+    pub fn iface_up(&self, i: u8) -> bool {
+        self.iface(i).down.load(Acquire) == 0
+    }
+
+    /// Sets interface `i` up or down (the launcher, `strata link set`).
+    pub fn set_iface_up(&self, i: u8, up: bool) {
+        self.iface(i).down.store(u32::from(!up), Release);
+    }
+
     // ---------------------------------------------------------------- pool
 
     /// Number of buffers of both classes.

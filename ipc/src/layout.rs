@@ -236,7 +236,9 @@ pub struct IfaceBlock {
     pub name: [u8; 16],
     pub mac: [u8; 8],
     pub mtu: AtomicU32,
-    pub _pad: u32,
+    /// Non-zero while the interface is down (`strata link set IF down`):
+    /// netdevd drops what it would take in from it or send out on it.
+    pub down: AtomicU32,
     pub counters: [AtomicU64; IFACE_COUNTERS],
 }
 
@@ -257,7 +259,7 @@ pub const IFACE_COUNTER_NAMES: [&str; IFACE_COUNTERS] = [
     "qdisc_backlog",
     "tx_error",
     "rx_error",
-    "reserved",
+    "drop_link_down",
 ];
 
 /// Index of an interface counter by name (see [`IFACE_COUNTER_NAMES`]).
@@ -277,6 +279,7 @@ pub mod ifc {
     pub const QDISC_BACKLOG: usize = 12;
     pub const TX_ERROR: usize = 13;
     pub const RX_ERROR: usize = 14;
+    pub const DROP_LINK_DOWN: usize = 15;
 }
 
 /// Owner value of a buffer on a free list.

@@ -177,9 +177,7 @@ pub fn stats(sh: &Shared) -> Value {
             let b = f.iface(i);
             let mut m = serde_json::Map::new();
             for (k, name) in IFACE_COUNTER_NAMES.iter().enumerate() {
-                if *name != "reserved" {
-                    m.insert(name.to_string(), json!(b.counters[k].load(Relaxed)));
-                }
+                m.insert(name.to_string(), json!(b.counters[k].load(Relaxed)));
             }
             json!({"index": i, "name": f.iface_name(i), "counters": m})
         })
@@ -313,6 +311,7 @@ fn handle(sh: &Shared, req: &Value) -> Value {
                 Err(e) => json!({"ok": false, "error": e}),
             }
         }
+        Some("link") => link(sh, req),
         Some("neigh") => match req.get("action").and_then(|a| a.as_str()) {
             Some("show") | None => json!({"ok": true, "data": neigh_show(&sh.fabric)}),
             Some("flush") => match neigh_flush(&sh.fabric) {
@@ -453,4 +452,52 @@ fn neigh_flush(f: &Fabric) -> Result<(), String> {
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
+}
+
+/// `strata link show` and `strata link set IFACE up|down`.
+fn link(sh: &Shared, req: &Value) -> Value {
+    let f = &sh.fabric;
+    let n = f.params().n_ifaces as u8;
+    let ifaces = |f: &Fabric| -> Value {
+        let v: Vec<Value> = (0..n)
+            .map(|i| {
+                let b = f.iface(i);
+                json!({
+                    "index": i,
+                    "name": f.iface_name(i),
+                    "mac": b.mac[..6].iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"),
+                    "mtu": b.mtu.load(Relaxed),
+                    "state": if f.iface_up(i) { "UP" } else { "DOWN" },
+                })
+            })
+            .collect();
+        json!({ "links": v })
+    };
+    match req.get("action").and_then(|a| a.as_str()) {
+        Some("show") | None => json!({"ok": true, "data": ifaces(f)}),
+        Some("set") => {
+            let name = req
+                .get("iface")
+                .and_then(|x| x.as_str())
+                .unwrap_or_default();
+            let Some(i) = (0..n).find(|&i| f.iface_name(i) == name) else {
+                return json!({"ok": false, "error": format!("no interface {name:?}")});
+            };
+            let up = match req.get("state").and_then(|x| x.as_str()) {
+                Some("up") => true,
+                Some("down") => false,
+                Some(s) if s.starts_with("mtu") => {
+                    return json!({"ok": false, "error": "changing the MTU of a running instance is not supported yet: set `mtu` in the configuration"})
+                }
+                other => {
+                    let what = other.unwrap_or("nothing");
+                    return json!({"ok": false, "error": format!("link set {name}: {what:?}: up or down")});
+                }
+            };
+            f.set_iface_up(i, up);
+            log(&format!("link: {name} {}", if up { "up" } else { "down" }));
+            json!({"ok": true, "data": ifaces(f)})
+        }
+        Some(a) => json!({"ok": false, "error": format!("unknown link action {a:?} (show, set)")}),
+    }
 }

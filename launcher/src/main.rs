@@ -171,6 +171,16 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
+    /// Interfaces, like `ip link`: `show` them (index, name, MAC, MTU,
+    /// UP or DOWN), or `set IFACE up|down` (down: the stack takes in and
+    /// sends out nothing on it; kept across any layer's restart).
+    Link {
+        /// show, or set.
+        #[arg(default_value = "show")]
+        action: String,
+        /// set: the interface, then up or down.
+        args: Vec<String>,
+    },
     /// The neighbour (ARP) cache, like `ip neigh`: `show` it, or
     /// `flush` it (the stack then resolves every neighbour anew).
     Neigh {
@@ -263,6 +273,33 @@ fn main() -> ExitCode {
                 "top: --interval {interval}: at least 0.1 (seconds)"
             )),
         },
+        Cmd::Link { action, args } => {
+            let req = match (action.as_str(), args.as_slice()) {
+                ("show", []) => Ok(json!({"cmd": "link", "action": "show"})),
+                ("set", [iface, state @ ..]) if !state.is_empty() => {
+                    let state = state.join(" ");
+                    Ok(json!({"cmd": "link", "action": "set", "iface": iface, "state": state}))
+                }
+                _ => Err("link: show, or set IFACE up|down".to_string()),
+            };
+            req.and_then(|r| control::request(&cli.instance, r))
+                .map(|v| {
+                    if cli.json {
+                        println!("{v}");
+                        return;
+                    }
+                    for l in v["links"].as_array().into_iter().flatten() {
+                        println!(
+                            "{}: {} state {} mtu {} link/ether {}",
+                            s(&l["index"]),
+                            s(&l["name"]),
+                            s(&l["state"]),
+                            s(&l["mtu"]),
+                            s(&l["mac"])
+                        );
+                    }
+                })
+        }
         Cmd::Neigh { action } => {
             control::request(&cli.instance, json!({"cmd": "neigh", "action": action})).map(|v| {
                 if cli.json {

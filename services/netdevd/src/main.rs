@@ -153,6 +153,11 @@ impl Shell<'_> {
     fn frame_in(&mut self, i: usize, mut h: Handle, cx: &mut Cx) {
         let f = cx.pool.fabric();
         let iif = i as u8;
+        if !f.iface_up(iif) {
+            f.iface_add(iif, ifc::DROP_LINK_DOWN, 1);
+            cx.pool.free(&h);
+            return;
+        }
         let Ok(d) = cx.pool.data(&h) else {
             self.stats.inc(Stat::DropStale);
             return;
@@ -198,6 +203,12 @@ impl Shell<'_> {
     /// A frame from filterd, into its interface's egress qdisc.
     fn frame_out(&mut self, h: Handle, cx: &mut Cx) {
         self.stats.inc(Stat::DownPackets);
+        let f = cx.pool.fabric();
+        if (h.oif as usize) < self.n_if() && !f.iface_up(h.oif) {
+            f.iface_add(h.oif, ifc::DROP_LINK_DOWN, 1);
+            cx.pool.free(&h);
+            return;
+        }
         match self.egress.get_mut(h.oif as usize) {
             Some(q) => q.enqueue(h, cx.now, &mut cx.pool),
             None => {
