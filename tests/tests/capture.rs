@@ -50,10 +50,12 @@ fn interrupt(c: Bg) -> String {
     c.wait_output(PATIENCE).expect("the capture ended")
 }
 
-/// `tcpdump -nr FILE`, one line per packet.
+/// `tcpdump -nr -` on FILE (given as its standard input, which no
+/// AppArmor profile of tcpdump's restricts), one line per packet.
 fn tcpdump(file: &Path) -> Vec<String> {
     let o = std::process::Command::new("tcpdump")
-        .args(["-nr", file.to_str().unwrap()])
+        .args(["-nr", "-"])
+        .stdin(std::fs::File::open(file).expect("the capture file"))
         .output()
         .expect("tcpdump installed");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
