@@ -596,11 +596,7 @@ impl TcpCore<'_> {
         }
         let sent_ack = out.to_ip.len() > before;
         if c.has(cf::ACK_NOW) && !sent_ack && c.state().has_peer_syn() {
-            // SND.MAX, not SND.NXT: after a timeout sends SND.NXT back to
-            // SND.UNA, a pure ACK numbered from there is an old duplicate
-            // to a peer that received more, which drops it unread
-            // (FreeBSD's `tcp_output` does the same).
-            let s = c.snd_max;
+            let s = acceptable_seq(c);
             if !self.xmit(pool, c, s, TcpFlags::ACK, 0, out) {
                 // Retry soon.
                 c.t_delack = self.now + 1_000_000;
@@ -926,13 +922,32 @@ impl TcpCore<'_> {
         c: &mut ConnBlock,
         out: &mut Outputs,
     ) {
-        let s = c.snd_max;
+        let s = acceptable_seq(c);
         let fl = if c.state().has_peer_syn() {
             TcpFlags::RST | TcpFlags::ACK
         } else {
             TcpFlags::RST
         };
         self.xmit(pool, c, s, fl, 0, out);
+    }
+}
+
+/// The sequence number of a segment without data (a pure ACK, a RST).
+///
+/// SND.MAX, not SND.NXT: after a timeout sends SND.NXT back to SND.UNA, a
+/// segment numbered from there is an old duplicate to a peer that
+/// received more, which drops it unread (FreeBSD's `tcp_output`). But not
+/// beyond the right edge of the peer's window either: a peer that
+/// dropped what we sent (its buffer pruned) and shrank its window to
+/// zero takes a zero-length segment only at RCV.NXT (RFC 9293 §3.10.7.4)
+/// and would drop every ACK of ours, its data then unacknowledged for
+/// good. There the edge is used, as Linux's `tcp_acceptable_seq` does.
+pub(crate) fn acceptable_seq(c: &ConnBlock) -> u32 {
+    let edge = c.snd_una.wrapping_add(c.snd_wnd);
+    if seq::le(c.snd_max, edge) {
+        c.snd_max
+    } else {
+        edge
     }
 }
 

@@ -400,6 +400,26 @@ fn a_pure_ack_after_a_timeout_carries_the_highest_sequence_sent() {
     h.finish();
 }
 
+/// A peer that dropped what we sent (its tiny buffer pruned) and closed
+/// its window takes a zero-length segment only at its RCV.NXT: our ACKs
+/// of its data are numbered at its window's edge, not SND.MAX, or it
+/// would drop every one and stop sending (a stall seen against Linux).
+#[test]
+fn a_pure_ack_to_a_peer_that_dropped_our_data_is_numbered_at_its_window_edge() {
+    let (mut h, iss) = H::established(opts(false));
+    flight(&mut h, iss, 3);
+    h.pwin = 0;
+    h.peer(ACK, PISS + 1, iss + 1, &[]);
+    h.segs.clear();
+    // Two full segments of its data: acknowledged at once.
+    h.peer(ACK, PISS + 1, iss + 1, &pattern(2 * M as usize, 5));
+    let a = h.expect(ACK);
+    assert_eq!(a.len(), 0);
+    assert_eq!(a.ack(), PISS + 1 + 2 * M);
+    assert_eq!(a.seq(), iss + 1, "the edge of a zero window: SND.UNA");
+    h.finish();
+}
+
 #[test]
 fn a_pure_ack_at_the_right_edge_of_a_full_window_is_taken() {
     let (mut h, iss) = H::established(opts(true));
