@@ -23,6 +23,9 @@ pub const MAX_OPS: usize = 64;
 pub const MAX_DEPTH: usize = 16;
 /// Default and largest snap length (a whole super-frame).
 pub const MAX_SNAPLEN: u32 = 262_144;
+/// [`CaptureCtl::owner`] while the launcher ends a capture whose client
+/// died.
+pub const CAPTURE_CLEARING: u32 = u32::MAX;
 
 /// What the client asks of the layers, in the launcher's pages.
 #[repr(C, align(64))]

@@ -426,6 +426,9 @@ pub fn run(instance: &str, a: &Args) -> Result<(), String> {
     let ctl = f.capture_ctl();
     let me = std::process::id();
     let owner = ctl.owner.load(SeqCst);
+    if owner == strata_ipc::capture::CAPTURE_CLEARING {
+        return Err("the launcher is ending a capture whose client died: try again".into());
+    }
     if owner != 0 && owner != me && std::path::Path::new(&format!("/proc/{owner}")).exists() {
         return Err(format!(
             "another capture (pid {owner}) is running on this instance"

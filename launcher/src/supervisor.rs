@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::Ordering::*;
 use std::time::{Duration, Instant};
+use strata_ipc::capture::CAPTURE_CLEARING;
 use strata_ipc::fabric::format_wake_env;
 use strata_ipc::layout::state;
 use strata_ipc::quarantine::{hex_dump, DeadInput};
@@ -439,9 +440,11 @@ impl Supervisor {
         }
     }
 
-    /// One round of supervision: reap the dead, catch the hung, restart.
+    /// One round of supervision: reap the dead, catch the hung, restart;
+    /// and end a capture whose client died without ending it.
     pub fn tick(&mut self, f: &Fabric) {
         let now = Instant::now();
+        end_orphan_capture(f);
         for k in 0..self.layers.len() {
             let id = self.layers[k].id;
             let ctl = f.ctl(id);
@@ -723,5 +726,29 @@ impl Supervisor {
             f.ctl(l.id).state.store(state::STOPPED, Release);
             f.ctl(l.id).pid.store(0, Release);
         }
+    }
+}
+
+/// A capture whose client is gone (SIGKILL) would keep the layers
+/// evaluating its filter for nobody: the launcher takes it down. It holds
+/// the capture meanwhile ([`CAPTURE_CLEARING`]), so that a new client
+/// cannot start one that the clearing would end.
+fn end_orphan_capture(f: &Fabric) {
+    let ctl = f.capture_ctl();
+    let owner = ctl.owner.load(Acquire);
+    if owner == 0 || owner == CAPTURE_CLEARING {
+        return;
+    }
+    if !std::path::Path::new(&format!("/proc/{owner}")).exists()
+        && ctl
+            .owner
+            .compare_exchange(owner, CAPTURE_CLEARING, AcqRel, Acquire)
+            .is_ok()
+    {
+        ctl.rings.store(0, Release);
+        ctl.owner.store(0, Release);
+        log(&format!(
+            "capture by pid {owner} ended without stopping: turned off"
+        ));
     }
 }

@@ -244,3 +244,26 @@ fn segment_writes_super_segments_as_the_segments_the_wire_carries() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_capture_whose_client_is_killed_is_ended_by_the_launcher() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let file = std::env::temp_dir().join(format!("{}.pcapng", unique("strata-cap")));
+    let args = format!("-w {}", file.display());
+    let c = capture(&ns, &st, &args);
+    // A second capture is refused while the first runs.
+    let o = st.strata(&["capture", "-w", file.to_str().unwrap()]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("another capture"));
+    drop(c); // SIGKILL: the client cannot turn its capture off
+    st.wait_for("the launcher to end the orphan capture", PATIENCE, || {
+        st.log_text().contains("ended without stopping")
+    });
+    // A new capture starts and sees traffic.
+    let c = capture(&ns, &st, &format!("{args} -c 1 icmp"));
+    assert_eq!(strata_tests::ping(&ns, &["-c", "1", STACK_IP]).received, 1);
+    let said = c.wait_output(PATIENCE).expect("the capture ended at its count");
+    assert!(said.contains("1 packets captured"), "{said}");
+    let _ = std::fs::remove_file(&file);
+}
