@@ -417,11 +417,14 @@ pub fn request(instance: &str, req: Value) -> Result<Value, String> {
 fn neigh_show(f: &Fabric) -> Value {
     use strata_ipd::{neigh_state, NeighRecord};
     let now = strata_ipc::now_ns();
+    let n_ifaces = f.params().n_ifaces;
+    // ipd wrote these: a record naming no interface of ours is left out.
     let entries: Vec<Value> = f
         .records::<[u8; 32]>(LayerId::IPD)
         .load()
         .iter()
         .map(NeighRecord::from_bytes)
+        .filter(|r| u32::from(r.iface) < n_ifaces)
         .map(|r| {
             let mac = r.mac.map(|b| format!("{b:02x}")).join(":");
             json!({

@@ -263,7 +263,9 @@ fn a_capture_whose_client_is_killed_is_ended_by_the_launcher() {
     // A new capture starts and sees traffic.
     let c = capture(&ns, &st, &format!("{args} -c 1 icmp"));
     assert_eq!(strata_tests::ping(&ns, &["-c", "1", STACK_IP]).received, 1);
-    let said = c.wait_output(PATIENCE).expect("the capture ended at its count");
+    let said = c
+        .wait_output(PATIENCE)
+        .expect("the capture ended at its count");
     assert!(said.contains("1 packets captured"), "{said}");
     let _ = std::fs::remove_file(&file);
 }
