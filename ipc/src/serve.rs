@@ -103,7 +103,8 @@ pub trait Layer {
     /// Whether the layer has nothing to do with what passes through it
     /// now (a filter with no rules): then it stands aside, and its two
     /// neighbours pass their traffic to each other directly until it
-    /// says otherwise ([`Fabric::step_aside`]). Asked after every turn.
+    /// says otherwise ([`Fabric::step_aside`]). Asked after every turn
+    /// of a layer that may stand aside ([`LayerId::can_stand_aside`]).
     fn passive(&self) -> bool {
         false
     }
@@ -479,7 +480,7 @@ impl<'f> Loop<'f> {
         self.cx.now = now_ns();
         let mut work = layer.begin(&mut self.cx);
         // Aside, the rings into this layer are its neighbours' to take.
-        let in_path = f.try_return(me);
+        let in_path = !me.can_stand_aside() || f.try_return(me);
         for i in 0..self.inputs.len() {
             // A neighbour coming back is let go of first, whatever this
             // layer admits: held up, it must not hold the neighbour up.
@@ -534,6 +535,9 @@ impl<'f> Loop<'f> {
     fn stand_aside_or_return(&mut self, layer: &impl Layer) {
         let f = &self.svc.fabric;
         let me = self.svc.me;
+        if !me.can_stand_aside() {
+            return;
+        }
         let passive = layer.passive();
         match f.aside(me) {
             aside::IN if passive && !self.cx.blocked() && f.step_aside(me) => {
@@ -573,7 +577,12 @@ impl<'f> Loop<'f> {
         let f = &self.svc.fabric;
         // Aside (or on the way back), the input rings are not this
         // layer's to wait for: the kick that completes a return wakes it.
-        let in_path = f.aside(self.svc.me) == aside::IN;
+        let path = if self.svc.me.can_stand_aside() {
+            f.aside(self.svc.me)
+        } else {
+            aside::IN
+        };
+        let in_path = path == aside::IN;
         // Bit i: input i is admitted (no allocation on this path).
         let admitted = (0..self.inputs.len())
             .filter(|&i| in_path && layer.admit(i, cx) > 0)
@@ -595,7 +604,7 @@ impl<'f> Loop<'f> {
         // layer held up by a full ring naps instead. On the way back from
         // aside, the neighbours' acknowledgements are looked for every
         // millisecond.
-        let returning = f.aside(self.svc.me) == aside::RETURNING;
+        let returning = path == aside::RETURNING;
         let nap = held_back || cx.blocked() || layer.held() || returning;
         if nap {
             tick = 1;
