@@ -753,12 +753,6 @@ impl Fabric {
         }
     }
 
-    /// The ring index of each ring, for capture masks: (producer,
-    /// consumer) of ring `r`.
-    pub fn ring_ends(&self) -> &[(LayerId, LayerId)] {
-        &self.ring_ends
-    }
-
     // ------------------------------------------------------- standing aside
 
     /// The layer taking from ring `r` now ([`RingDesc::serving`]).

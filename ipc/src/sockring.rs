@@ -664,7 +664,7 @@ pub fn kick(fd: &impl AsRawFd) {
 const DRAIN_BATCH: usize = 32;
 
 /// Empties the waiting end of a [`wake_pair`]: one `recvmmsg` takes up to
-/// [`DRAIN_BATCH`] kicks, so the usual single pending kick costs one call
+/// `DRAIN_BATCH` kicks, so the usual single pending kick costs one call
 /// and no call that is known to fail (a fuller queue takes another call,
 /// at most a bounded number: a peer that kicks without pause cannot keep
 /// the caller here).

@@ -267,7 +267,8 @@ fn ethernet_level(l: LayerId) -> bool {
 /// `iface`: what driverd read and what it is given to write),
 /// `LAYER-in` (every ring into the layer) or `LAYER-out` (out of it).
 pub fn rings_of(f: &Fabric, point: &str, iface: u8) -> Result<Vec<(usize, String)>, String> {
-    let ends = f.ring_ends();
+    // Ring r's producer and consumer, at index r.
+    let ends: Vec<(LayerId, LayerId)> = f.rings().into_iter().map(|(p, c, ..)| (p, c)).collect();
     let label = |r: usize| format!("{}->{}", ends[r].0.label(), ends[r].1.label());
     let pick = |keep: &dyn Fn(LayerId, LayerId) -> bool| -> Vec<(usize, String)> {
         (0..ends.len())
