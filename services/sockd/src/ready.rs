@@ -31,11 +31,11 @@ pub(crate) struct Ready {
     pub(crate) listener: bool,
     /// Sessions with a message (or a hang-up) waiting.
     pub(crate) sessions: Vec<u64>,
-    /// What the sleep's `epoll_wait` found, for the next look to use
+    /// The tags of what the last `epoll_wait` found.
+    tags: [u64; EVENTS],
+    /// How many of `tags` a sleep found, until the next look takes them
     /// instead of asking again.
-    woke: Vec<u64>,
-    /// Whether `woke` holds a sleep's answer not yet looked at.
-    fresh: bool,
+    woke: Option<usize>,
 }
 
 impl Ready {
@@ -45,8 +45,8 @@ impl Ready {
             listening: false,
             listener: false,
             sessions: Vec::new(),
-            woke: Vec::with_capacity(EVENTS),
-            fresh: false,
+            tags: [0; EVENTS],
+            woke: None,
         })
     }
 
@@ -64,9 +64,11 @@ impl Ready {
 
     /// Keeps what the sleep's `epoll_wait` found for the next look.
     pub(crate) fn woke(&mut self, events: &[libc::epoll_event]) {
-        self.woke.clear();
-        self.woke.extend(events.iter().map(|e| e.u64));
-        self.fresh = true;
+        let n = events.len().min(EVENTS);
+        for (t, e) in self.tags.iter_mut().zip(&events[..n]) {
+            *t = e.u64;
+        }
+        self.woke = Some(n);
     }
 
     /// Watches session `sid`'s socket (`wake`: its wake pair's end).
@@ -100,22 +102,21 @@ impl Ready {
     /// What is ready now, without waiting; wake pairs that were kicked
     /// are drained here (`wake_of` finds a session's end).
     pub(crate) fn look(&mut self, wake_of: impl Fn(u64) -> Option<RawFd>) {
-        let mut tags = [0u64; EVENTS];
-        let n = if std::mem::take(&mut self.fresh) {
-            let n = self.woke.len().min(EVENTS);
-            tags[..n].copy_from_slice(&self.woke[..n]);
-            n
-        } else {
-            let mut ev = [EpollEvent::empty(); EVENTS];
-            crate::syscall();
-            let n = self.epoll.wait(&mut ev, 0u8).unwrap_or(0);
-            for (t, e) in tags.iter_mut().zip(&ev[..n]) {
-                *t = e.data();
+        let n = match self.woke.take() {
+            Some(n) => n,
+            None => {
+                let mut ev = [EpollEvent::empty(); EVENTS];
+                crate::syscall();
+                let n = self.epoll.wait(&mut ev, 0u8).unwrap_or(0);
+                for (t, e) in self.tags.iter_mut().zip(&ev[..n]) {
+                    *t = e.data();
+                }
+                n
             }
-            n
         };
         self.sessions.clear();
-        for &tag in &tags[..n] {
+        for i in 0..n {
+            let tag = self.tags[i];
             match tag {
                 EVENTFD => {}
                 LISTENER => self.listener = true,
