@@ -412,6 +412,17 @@ pub fn request(instance: &str, req: Value) -> Result<Value, String> {
     }
 }
 
+/// The state shown for a layer's row of the `status` answer: its
+/// lifecycle state, except that a running layer standing aside (or on
+/// its way back) says so.
+pub fn shown_state(l: &Value) -> &str {
+    match (l["state"].as_str(), l["aside"].as_str()) {
+        (Some("running"), Some(a @ ("aside" | "returning"))) => a,
+        (Some(st), _) => st,
+        _ => "-",
+    }
+}
+
 /// `strata neigh show`: ipd's neighbour cache as it last saved it to its
 /// arena (ipd is neither stopped nor asked).
 fn neigh_show(f: &Fabric) -> Value {
@@ -446,11 +457,26 @@ fn neigh_show(f: &Fabric) -> Value {
 /// `strata neigh flush`: ipd forgets every neighbour; waits until it has.
 fn neigh_flush(f: &Fabric) -> Result<(), String> {
     let req = f.launch(LayerId::IPD).flush_req.fetch_add(1, SeqCst) + 1;
-    let t = std::time::Instant::now();
-    while f.ctl(LayerId::IPD).flush_done.load(Acquire) < req {
-        f.kick(LayerId::IPD);
-        if t.elapsed() > Duration::from_secs(3) {
-            return Err("ipd did not flush within 3 s (is it running?)".into());
+    wait_for_layer(f, LayerId::IPD, || {
+        f.ctl(LayerId::IPD).flush_done.load(Acquire) >= req
+    })
+}
+
+/// How long the launcher waits for a layer to carry out what it asked
+/// (the layer may be restarting meanwhile).
+const LAYER_WAIT: Duration = Duration::from_secs(3);
+
+/// Waits until `done`, kicking layer `l` (which may be asleep, or aside)
+/// every 2 ms; Err after [`LAYER_WAIT`].
+pub fn wait_for_layer(f: &Fabric, l: LayerId, done: impl Fn() -> bool) -> Result<(), String> {
+    let t = Instant::now();
+    while !done() {
+        f.kick(l);
+        if t.elapsed() > LAYER_WAIT {
+            return Err(format!(
+                "{l} did not answer within {} s (is it running?)",
+                LAYER_WAIT.as_secs()
+            ));
         }
         std::thread::sleep(Duration::from_millis(2));
     }

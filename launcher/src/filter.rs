@@ -6,17 +6,13 @@
 //! keeps in the same arena.
 
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
+
 use strata_filterd::conntrack::Conntrack;
 use strata_filterd::rule::{parse_command, Command};
 use strata_filterd::ruleset::RuleSet;
 use strata_filterd::shm::Shm;
 use strata_filterd::tables::Tables;
 use strata_ipc::{now_ns, Fabric, LayerId};
-
-/// How long `strata filter` and `strata conntrack flush` wait for
-/// filterd (which may be restarting).
-const FILTERD_WAIT: Duration = Duration::from_secs(3);
 
 /// The rules in force and the arena they are published in.
 pub struct FilterState {
@@ -121,33 +117,15 @@ impl FilterState {
             _ => {
                 self.publish()?;
                 let gen = self.shm.generation();
-                fabric.kick(LayerId::FILTERD);
-                self.wait_for_filterd(fabric, || self.shm.in_force() >= gen)
-                    .map_err(|e| {
-                        format!(
-                            "rule set {gen} published, but {e}: it takes effect once filterd runs"
-                        )
-                    })?;
+                crate::control::wait_for_layer(fabric, LayerId::FILTERD, || {
+                    self.shm.in_force() >= gen
+                })
+                .map_err(|e| {
+                    format!("rule set {gen} published, but {e}: it takes effect once filterd runs")
+                })?;
                 Ok(json!({ "generation": gen }))
             }
         }
-    }
-
-    /// Waits (kicking filterd now and then, as it may sleep aside) until
-    /// `done`; Err after [`FILTERD_WAIT`].
-    fn wait_for_filterd(&self, fabric: &Fabric, done: impl Fn() -> bool) -> Result<(), String> {
-        let t = Instant::now();
-        while !done() {
-            if t.elapsed() > FILTERD_WAIT {
-                return Err(format!(
-                    "filterd did not answer within {} s (is it running?)",
-                    FILTERD_WAIT.as_secs()
-                ));
-            }
-            std::thread::sleep(Duration::from_millis(2));
-            fabric.kick(LayerId::FILTERD);
-        }
-        Ok(())
     }
 
     /// `strata conntrack list`: the table as filterd left it, read from a
@@ -180,8 +158,7 @@ impl FilterState {
     /// it has (it must be running).
     pub fn conntrack_flush(&self, fabric: &Fabric) -> Result<Value, String> {
         let req = self.shm.request_flush();
-        fabric.kick(LayerId::FILTERD);
-        self.wait_for_filterd(fabric, || self.shm.flushed(req))?;
+        crate::control::wait_for_layer(fabric, LayerId::FILTERD, || self.shm.flushed(req))?;
         Ok(json!({}))
     }
 }

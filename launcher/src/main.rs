@@ -406,11 +406,7 @@ fn print_status(v: &Value) {
             "{:<10} {:>8} {:<9} {:>8.1}s {:>5} {:>8} {:>9} {:>11} {:>9}  {}",
             s(&l["layer"]),
             s(&l["pid"]),
-            // A running layer that stands aside says so.
-            match (l["state"].as_str(), l["aside"].as_str()) {
-                (Some("running"), Some(a @ ("aside" | "returning"))) => a.to_string(),
-                _ => s(&l["state"]),
-            },
+            control::shown_state(l),
             l["uptime_s"].as_f64().unwrap_or(0.0),
             l["cpus"].as_str().unwrap_or("any"),
             s(&l["restarts"]),

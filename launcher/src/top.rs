@@ -86,14 +86,9 @@ fn rates(a: &Sample, b: &Sample) -> Value {
                 _ => 0.0,
             };
             let wakeups = d("loop_wakeups");
-            let state = match (l["state"].as_str(), l["aside"].as_str()) {
-                (Some("running"), Some("aside")) => "aside",
-                (Some(s), _) => s,
-                _ => "?",
-            };
             json!({
                 "layer": name,
-                "state": state,
+                "state": crate::control::shown_state(l),
                 "cpu_percent": cpu_pct,
                 "in_per_s": d("loop_handles_in") as f64 / dt,
                 "out_per_s": d("loop_handles_out") as f64 / dt,
