@@ -52,6 +52,20 @@ pub struct AddrTable {
 }
 
 impl AddrTable {
+    /// The table of a running stack's configuration: every interface
+    /// with its addresses and MTU, then every route.
+    pub fn from_stack(cfg: &crate::runtime::StackConfig) -> Result<AddrTable, ConfigError> {
+        let mut t = AddrTable::default();
+        for i in &cfg.ifaces {
+            t.add_iface(i.index, &i.addrs, i.mtu)?;
+        }
+        for r in &cfg.routes {
+            t.add_route(r)?;
+        }
+        t.finish();
+        Ok(t)
+    }
+
     /// Adds an interface (handle index `index`) with its addresses; the
     /// first address is its primary one. [`ConfigError::BadPrefix`] for a
     /// prefix above 32.

@@ -735,6 +735,14 @@ impl Fabric {
         })
     }
 
+    // ------------------------------------------------------ configuration
+
+    /// The configuration region ([`crate::runtime::ConfigCtl`]): the
+    /// launcher publishes there, the layers read.
+    pub fn config(&self) -> &crate::runtime::ConfigCtl {
+        self.region.get(self.off.config as usize)
+    }
+
     // ------------------------------------------------------------ capture
 
     /// What the capture client asks for ([`crate::capture`]).

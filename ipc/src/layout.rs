@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 7;
+pub const VERSION: u32 = 8;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 128;
@@ -105,6 +105,9 @@ pub struct LaunchCtl {
     /// Flushes asked of the layer (ipd: its neighbour cache); it answers
     /// in [`LayerCtl::flush_done`].
     pub flush_req: AtomicU64,
+    /// What the flush asked in `flush_req` covers (ipd: one neighbour's
+    /// IPv4 address, or 0 for all); written before `flush_req` is bumped.
+    pub flush_what: AtomicU64,
 }
 
 /// The packet pool's shared state: written by every layer.
@@ -207,6 +210,9 @@ pub struct LayerCtl {
     pub _pad: u32,
     /// The last of [`LaunchCtl::flush_req`] the layer carried out.
     pub flush_done: AtomicU64,
+    /// The generation of the configuration region
+    /// ([`crate::runtime::ConfigCtl`]) the layer runs with.
+    pub config_gen: AtomicU64,
     pub counters: [AtomicU64; LAYER_COUNTERS],
     pub names: [[u8; COUNTER_NAME_LEN]; LAYER_COUNTERS],
     /// Copies of each quarantined input ([`LaunchCtl::quarantine`], by
@@ -362,6 +368,8 @@ pub struct Offsets {
     /// The [`crate::capture::CaptureCtl`], in the launcher's pages too
     /// (layers only read it).
     pub capture_ctl: u64,
+    /// The [`crate::runtime::ConfigCtl`], in the launcher's pages too.
+    pub config: u64,
     /// The [`PoolCtl`]: the first byte layers write (a page boundary).
     pub pool: u64,
     pub ctl: u64,
@@ -386,8 +394,12 @@ impl Offsets {
             launch + (MAX_LAYERS * std::mem::size_of::<LaunchCtl>()) as u64,
             64,
         );
-        let pool = align(
+        let config = align(
             capture_ctl + std::mem::size_of::<crate::capture::CaptureCtl>() as u64,
+            64,
+        );
+        let pool = align(
+            config + std::mem::size_of::<crate::runtime::ConfigCtl>() as u64,
             4096,
         );
         let ctl = align(pool + std::mem::size_of::<PoolCtl>() as u64, 64);
@@ -419,6 +431,7 @@ impl Offsets {
         Offsets {
             launch,
             capture_ctl,
+            config,
             pool,
             ctl,
             iface,

@@ -55,6 +55,8 @@ pub(crate) unsafe trait Shared {}
 unsafe impl Shared for crate::capture::CaptureCtl {}
 // SAFETY: as for `CaptureCtl`.
 unsafe impl Shared for crate::capture::CaptureRingHdr {}
+// SAFETY: repr(C); atomics and an array of atomics only.
+unsafe impl Shared for crate::runtime::ConfigCtl {}
 
 // SAFETY: a single atomic: any bits are a valid value, and every write
 // from any process is an atomic store.

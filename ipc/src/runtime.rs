@@ -1,25 +1,26 @@
 //! The configuration the launcher hands to the layers: the resolved stack
-//! description, written as JSON into the instance's runtime directory
-//! before any layer starts, and read again by every (re)started layer.
+//! description, published as JSON in the fabric's configuration region
+//! ([`ConfigCtl`], on the launcher's pages, read-only to the layers)
+//! before any layer starts. Every (re)started layer reads it there, and a
+//! running layer reads it again whenever its generation changes: that is
+//! how `strata addr`, `route`, `neigh add|del` and `link set mtu` take
+//! effect without a restart, and why a restarted layer sees what they
+//! changed.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
+use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
 use crate::route::Route;
 
 /// Root of the runtime directories.
 pub const RUN_ROOT: &str = "/run/strata";
 
-/// The runtime directory of an instance (control socket, stack.json).
+/// The runtime directory of an instance (control and sockd sockets).
 pub fn run_dir(instance: &str) -> PathBuf {
     PathBuf::from(RUN_ROOT).join(instance)
-}
-
-/// Path of the runtime configuration of an instance.
-pub fn stack_file(instance: &str) -> PathBuf {
-    run_dir(instance).join("stack.json")
 }
 
 /// Path of the launcher's control socket.
@@ -88,6 +89,21 @@ pub struct StackConfig {
     /// yet acknowledged (pool buffers).
     #[serde(default = "default_send_bytes_per_user")]
     pub send_bytes_per_user: u64,
+    /// Permanent neighbours (`strata neigh add`): ipd never ages, probes,
+    /// relearns or flushes them.
+    #[serde(default)]
+    pub neighbours: Vec<StaticNeigh>,
+}
+
+/// A permanent neighbour entry.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StaticNeigh {
+    /// The neighbour's address.
+    pub ip: Ipv4Addr,
+    /// Its MAC address.
+    pub mac: [u8; 6],
+    /// Interface index.
+    pub iface: u8,
 }
 
 fn default_sessions_per_user() -> u32 {
@@ -118,12 +134,110 @@ fn default_sock_ring() -> u32 {
     4 << 20
 }
 
-impl StackConfig {
-    /// Reads the runtime configuration of `instance`.
-    pub fn load(instance: &str) -> Result<StackConfig, String> {
-        let p = stack_file(instance);
-        let text = std::fs::read_to_string(&p).map_err(|e| format!("{}: {e}", p.display()))?;
-        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", p.display()))
+/// Bytes of JSON the configuration region holds: room for every
+/// interface with its 16 addresses, 256 routes and as many permanent
+/// neighbours, several times over.
+pub const CONFIG_BYTES: usize = 96 * 1024;
+
+/// The configuration region: the [`StackConfig`] as JSON under a sequence
+/// lock. Only the launcher writes it (one writer, under its own lock);
+/// the layers copy it out and keep the copy only if the generation read
+/// before and after is the same even number.
+#[repr(C, align(64))]
+pub struct ConfigCtl {
+    /// Odd while the launcher writes; 0 before the first configuration.
+    /// Each change adds 2.
+    pub gen: AtomicU64,
+    /// Bytes of JSON in `words`.
+    pub len: AtomicU64,
+    /// The JSON, eight bytes per word (little-endian).
+    pub words: [AtomicU64; CONFIG_BYTES / 8],
+}
+
+/// Why a configuration could not be published or read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublishError {
+    /// The JSON is longer than [`CONFIG_BYTES`].
+    TooLarge(usize),
+}
+
+impl fmt::Display for PublishError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PublishError::TooLarge(n) => write!(
+                f,
+                "the configuration takes {n} bytes, more than the {CONFIG_BYTES} the fabric holds"
+            ),
+        }
+    }
+}
+
+impl ConfigCtl {
+    /// The generation now (Acquire: a reader that sees it sees the bytes
+    /// written before it).
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.gen.load(Acquire)
+    }
+
+    /// Publishes `cfg` (the launcher, the only writer); returns its
+    /// generation.
+    pub fn publish(&self, cfg: &StackConfig) -> Result<u64, PublishError> {
+        let json = serde_json::to_vec(cfg).expect("a StackConfig serialises");
+        if json.len() > CONFIG_BYTES {
+            return Err(PublishError::TooLarge(json.len()));
+        }
+        let g = self.gen.load(Relaxed);
+        self.gen.store(g | 1, Relaxed);
+        fence(Release);
+        self.len.store(json.len() as u64, Relaxed);
+        for (w, chunk) in self.words.iter().zip(json.chunks(8)) {
+            let mut b = [0u8; 8];
+            b[..chunk.len()].copy_from_slice(chunk);
+            w.store(u64::from_le_bytes(b), Relaxed);
+        }
+        let next = (g | 1) + 1;
+        self.gen.store(next, Release);
+        Ok(next)
+    }
+
+    /// One consistent copy of the configuration with its generation, or
+    /// None while the launcher is writing (try again) or before it first
+    /// did. A copy that does not parse is an error (the launcher wrote
+    /// it, so it means binaries of different builds).
+    pub fn read(&self) -> Option<Result<(u64, StackConfig), String>> {
+        let g = self.gen.load(Acquire);
+        if g == 0 || g & 1 == 1 {
+            return None;
+        }
+        let len = (self.len.load(Relaxed) as usize).min(CONFIG_BYTES);
+        let mut bytes = Vec::with_capacity(len.next_multiple_of(8));
+        for w in &self.words[..len.div_ceil(8)] {
+            bytes.extend_from_slice(&w.load(Relaxed).to_le_bytes());
+        }
+        bytes.truncate(len);
+        fence(Acquire);
+        if self.gen.load(Relaxed) != g {
+            return None;
+        }
+        Some(
+            serde_json::from_slice(&bytes)
+                .map(|c| (g, c))
+                .map_err(|e| format!("the fabric's configuration: {e}")),
+        )
+    }
+
+    /// [`ConfigCtl::read`], waiting out a write in progress (the launcher
+    /// holds it for microseconds); Err if there is no configuration.
+    pub fn read_settled(&self) -> Result<(u64, StackConfig), String> {
+        for _ in 0..100_000 {
+            match self.read() {
+                Some(r) => return r,
+                None if self.gen.load(Relaxed) == 0 => break,
+                None => std::thread::yield_now(),
+            }
+        }
+        Err("the fabric holds no configuration (layers are started by `strata up`)".into())
     }
 }
 
@@ -164,3 +278,95 @@ impl fmt::Display for ConfigError {
 }
 
 impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn region() -> Box<ConfigCtl> {
+        Box::new(ConfigCtl {
+            gen: AtomicU64::new(0),
+            len: AtomicU64::new(0),
+            words: std::array::from_fn(|_| AtomicU64::new(0)),
+        })
+    }
+
+    fn config(routes: usize) -> StackConfig {
+        let mut c: StackConfig = serde_json::from_str(
+            r#"{"instance":"t","ifaces":[{"index":0,"name":"tap0","driver":"tap",
+                "mac":[2,0,0,0,0,1],"mtu":1500,"addrs":[["10.0.0.2",24]]}],
+                "routes":[],"qdisc_limit":1000}"#,
+        )
+        .unwrap();
+        c.routes = (0..routes)
+            .map(|i| Route {
+                dest: Ipv4Addr::from(0x0a00_0000 | (i as u32) << 8),
+                prefix: 24,
+                gateway: Some(Ipv4Addr::new(10, 0, 0, 1)),
+                iface: None,
+            })
+            .collect();
+        c
+    }
+
+    #[test]
+    fn nothing_is_read_before_the_first_publication() {
+        let r = region();
+        assert!(r.read().is_none());
+        assert!(r.read_settled().is_err());
+    }
+
+    #[test]
+    fn what_is_published_is_read_back_with_its_generation() {
+        let r = region();
+        let a = config(0);
+        let g1 = r.publish(&a).unwrap();
+        assert_eq!(r.read().unwrap().unwrap(), (g1, a));
+        // A shorter configuration after a longer one: the length counts.
+        let long = config(200);
+        let g2 = r.publish(&long).unwrap();
+        let short = config(1);
+        let g3 = r.publish(&short).unwrap();
+        assert!(g1 < g2 && g2 < g3 && g3.is_multiple_of(2));
+        assert_eq!(r.read_settled().unwrap(), (g3, short));
+    }
+
+    #[test]
+    fn a_write_in_progress_is_not_read() {
+        let r = region();
+        r.publish(&config(0)).unwrap();
+        r.gen.fetch_add(1, SeqCst);
+        assert!(r.read().is_none());
+    }
+
+    #[test]
+    fn the_largest_configuration_fits_and_a_larger_one_is_refused() {
+        let r = region();
+        // 8 interfaces of 16 addresses, 256 routes, 256 neighbours.
+        let mut c = config(256);
+        let ifc = c.ifaces[0].clone();
+        c.ifaces = (0..8)
+            .map(|i| IfaceRt {
+                index: i,
+                addrs: (0..16)
+                    .map(|k| (Ipv4Addr::new(10, i, k, 200), 24))
+                    .collect(),
+                name: "a-long-name-15c".into(),
+                ..ifc.clone()
+            })
+            .collect();
+        c.neighbours = (0..256)
+            .map(|i| StaticNeigh {
+                ip: Ipv4Addr::new(192, 168, 100, i as u8),
+                mac: [0xfe; 6],
+                iface: 7,
+            })
+            .collect();
+        let g = r.publish(&c).unwrap();
+        assert_eq!(r.read().unwrap().unwrap(), (g, c.clone()));
+        c.routes.extend(config(2000).routes);
+        assert!(matches!(r.publish(&c), Err(PublishError::TooLarge(_))));
+        // The refused one left the published one alone.
+        assert_eq!(r.read().unwrap().unwrap().0, g);
+    }
+}

@@ -27,9 +27,10 @@ use crate::fabric::{Consumer, Fabric, Pool, Producer, Slept};
 use crate::handle::Handle;
 use crate::layer::LayerId;
 use crate::layout::aside;
+use crate::runtime::StackConfig;
 use crate::service::{now_ns, Service, BUDGET, IDLE_TICK_MS};
 use std::collections::VecDeque;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::Ordering::{Relaxed, Release};
 
 /// What happens to handles an output ring has no room for at the end of
 /// a turn.
@@ -129,6 +130,13 @@ pub trait Layer {
 
     /// What that `epoll_wait` found (none after a timeout).
     fn woke_epoll(&mut self, _events: &[libc::epoll_event]) {}
+
+    /// The launcher published a new configuration (`strata addr`,
+    /// `route`, `neigh add|del`, `link set mtu`): take what concerns the
+    /// layer from it. Only addresses, routes, MTUs and permanent
+    /// neighbours change at run time; the rest is as the layer started.
+    /// Called at the start of a turn, before [`Layer::begin`].
+    fn reconfigure(&mut self, _cfg: &StackConfig, _cx: &mut Cx) {}
 
     /// The layer's counters, in the order of the names given to
     /// [`Loop::new`].
@@ -384,6 +392,8 @@ pub struct Loop<'f> {
     gauges: &'static [usize],
     n_layer: usize,
     econ: Economy,
+    /// The generation of the configuration the layer runs with.
+    config_gen: u64,
 }
 
 impl<'f> Loop<'f> {
@@ -441,6 +451,7 @@ impl<'f> Loop<'f> {
             gauges,
             n_layer: names.len(),
             econ: Economy::default(),
+            config_gen: svc.config_gen,
         }
     }
 
@@ -478,7 +489,11 @@ impl<'f> Loop<'f> {
         f.beat(me);
         self.econ.turns += 1;
         self.cx.now = now_ns();
-        let mut work = layer.begin(&mut self.cx);
+        let mut work = 0;
+        if f.config().generation() != self.config_gen {
+            work += self.reconfigure(layer);
+        }
+        work += layer.begin(&mut self.cx);
         // Aside, the rings into this layer are its neighbours' to take.
         let in_path = !me.can_stand_aside() || f.try_return(me);
         for i in 0..self.inputs.len() {
@@ -527,6 +542,30 @@ impl<'f> Loop<'f> {
             work += moved;
         }
         work
+    }
+
+    /// Hands a newly published configuration to the layer and says it
+    /// runs with it ([`LayerCtl::config_gen`], which the launcher waits
+    /// for). Returns 1 when it did; 0 while the launcher is still
+    /// writing (the next turn tries again; the launcher kicks meanwhile).
+    fn reconfigure(&mut self, layer: &mut impl Layer) -> usize {
+        let f = &self.svc.fabric;
+        match f.config().read() {
+            None => 0,
+            Some(Ok((g, cfg))) => {
+                layer.reconfigure(&cfg, &mut self.cx);
+                self.config_gen = g;
+                f.ctl(self.svc.me).config_gen.store(g, Release);
+                1
+            }
+            Some(Err(e)) => {
+                // Not acknowledged: the launcher reports that this layer
+                // did not take it. Not retried until the next change.
+                self.config_gen = f.config().generation();
+                self.svc.log(&format!("new configuration refused: {e}"));
+                0
+            }
+        }
     }
 
     /// After a turn: a passive layer that holds nothing for its

@@ -57,8 +57,10 @@ pub struct Service {
     pub fabric: Fabric,
     /// Who we are.
     pub me: LayerId,
-    /// The stack's configuration.
+    /// The stack's configuration, as it was when the layer started.
     pub config: StackConfig,
+    /// Its generation ([`crate::runtime::ConfigCtl`]).
+    pub config_gen: u64,
 }
 
 impl Service {
@@ -79,10 +81,16 @@ impl Service {
         fabric.set_me(me);
         fabric.wakeups_from_env().map_err(|e| e.to_string())?;
         fabric.set_futex_wait(std::env::var(WAIT_ENV).map_or(true, |v| v != "poll"));
-        let config = StackConfig::load(&instance)?;
+        let (config_gen, config) = fabric.config().read_settled()?;
         let ctl = fabric.ctl(me);
         ctl.pid.store(std::process::id(), Relaxed);
-        Ok(Service { fabric, me, config })
+        ctl.config_gen.store(config_gen, Release);
+        Ok(Service {
+            fabric,
+            me,
+            config,
+            config_gen,
+        })
     }
 
     /// Confines the layer (`confine`: from here on, a forbidden system

@@ -42,9 +42,11 @@ use crate::cpu::{CpuList, Policy, Scheduling};
 /// driver slots (strata_ipc::MAX_IFACES).
 const MAX_INTERFACES: usize = 8;
 /// Stack or host addresses per interface.
-const MAX_ADDRESSES: usize = 16;
+pub const MAX_ADDRESSES: usize = 16;
 /// Configured routes per instance.
-const MAX_ROUTES: usize = 256;
+pub const MAX_ROUTES: usize = 256;
+/// Permanent neighbours per instance.
+pub const MAX_NEIGHBOURS: usize = 256;
 /// Longest instance and pair link name; the instance name becomes part of
 /// paths and shared-memory names.
 const MAX_INSTANCE_LEN: usize = 32;
@@ -52,7 +54,7 @@ const MAX_LINK_LEN: usize = 64;
 /// Longest interface name: the kernel's limit for a TAP's name.
 const MAX_IFNAME_LEN: usize = 15;
 
-const MTU: RangeInclusive<i64> = 68..=9000;
+pub const MTU: RangeInclusive<i64> = 68..=9000;
 const SMALL_BUFFERS: RangeInclusive<i64> = 256..=262_144;
 const LARGE_BUFFERS: RangeInclusive<i64> = 0..=16_384;
 const RING_SIZE: RangeInclusive<i64> = 64..=65_536;
@@ -78,6 +80,10 @@ pub struct Config {
     /// (`[[route]]` tables): at most 256, one per destination.
     #[serde(rename = "route")]
     pub routes: Vec<Route>,
+    /// Permanent neighbours (`[[neighbour]]` tables): at most 256, one per
+    /// address and interface.
+    #[serde(rename = "neighbour")]
+    pub neighbours: Vec<Neighbour>,
     /// How the stack treats IPv4 (`[ip]`).
     pub ip: Ip,
     /// Pool, ring and supervision sizes (`[limits]`).
@@ -275,6 +281,19 @@ impl fmt::Display for Side {
     }
 }
 
+/// A permanent neighbour (`[[neighbour]]`, `strata neigh add`): the stack
+/// sends to `ip` on `dev` with this MAC without asking, and never ages,
+/// probes, relearns or flushes it (Linux's `nud permanent`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Neighbour {
+    /// The neighbour's address: unicast, not the stack's own.
+    pub ip: Ipv4Addr,
+    /// Its MAC address: unicast.
+    pub mac: MacAddr,
+    /// The interface it is on, by name.
+    pub dev: String,
+}
+
 /// A static route as the file writes it (`[[route]]`): the interface by
 /// name, so that the configuration serialises back to the same TOML.
 /// [`Route::resolve`] turns it into the route the layers read.
@@ -412,6 +431,7 @@ impl Default for Config {
                 offloads: true,
             }],
             routes: Vec::new(),
+            neighbours: Vec::new(),
             ip: Ip::default(),
             limits: Limits::default(),
             filter: Filter::default(),
@@ -491,7 +511,8 @@ impl Cidr {
         u32::from(ip) & mask(self.prefix) == u32::from(self.network())
     }
 
-    fn broadcast(self) -> Ipv4Addr {
+    /// The prefix's last address.
+    pub fn broadcast(self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) | !mask(self.prefix))
     }
 }
@@ -621,6 +642,17 @@ impl std::error::Error for ConfigError {
             ConfigError::Read { source, .. } => Some(source),
             ConfigError::Syntax { source, .. } => Some(source.as_ref()),
             ConfigError::Invalid { .. } => None,
+        }
+    }
+}
+
+impl ConfigError {
+    /// What is wrong, without the file and field it was found at (for a
+    /// change made at run time, where there is no file).
+    pub fn problem(&self) -> String {
+        match self {
+            ConfigError::Invalid { problem, .. } => problem.clone(),
+            e => e.to_string(),
         }
     }
 }
@@ -757,6 +789,7 @@ impl Config {
             }
         }
         self.validate_routes(&stack_addrs)?;
+        self.validate_neighbours(&stack_addrs)?;
         self.limits.validate()?;
         let base = self.security.layer_uid_base;
         if base != 0 {
@@ -861,6 +894,58 @@ impl Config {
                     ));
                 }
                 _ => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Config {
+    fn validate_neighbours(
+        &self,
+        stack_addrs: &HashMap<Ipv4Addr, String>,
+    ) -> Result<(), ConfigError> {
+        if self.neighbours.len() > MAX_NEIGHBOURS {
+            return Err(invalid(
+                "neighbour",
+                format!(
+                    "{} permanent neighbours; at most {MAX_NEIGHBOURS} are supported",
+                    self.neighbours.len()
+                ),
+            ));
+        }
+        let mut seen = HashMap::new();
+        for (j, n) in self.neighbours.iter().enumerate() {
+            let at = |key: &str| format!("neighbour[{j}].{key}");
+            if !is_unicast(n.ip) {
+                return Err(invalid(
+                    at("ip"),
+                    format!("{} is not a unicast address", n.ip),
+                ));
+            }
+            if let Some(owner) = stack_addrs.get(&n.ip) {
+                return Err(invalid(
+                    at("ip"),
+                    format!("{} is the stack's own address ({owner})", n.ip),
+                ));
+            }
+            if n.mac.0 == [0; 6] || n.mac.is_multicast() {
+                return Err(invalid(
+                    at("mac"),
+                    format!("{} is not a unicast MAC address", n.mac),
+                ));
+            }
+            if !self.interfaces.iter().any(|i| i.name == n.dev) {
+                return Err(invalid(
+                    at("dev"),
+                    format!("no interface named {:?}", n.dev),
+                ));
+            }
+            if let Some(k) = seen.insert((n.ip, n.dev.as_str()), j) {
+                return Err(invalid(
+                    at("ip"),
+                    format!("neighbour[{k}] is already {} on {}", n.ip, n.dev),
+                ));
             }
         }
         Ok(())
@@ -1037,6 +1122,8 @@ struct RawConfig {
     #[serde(default)]
     route: Vec<RawRoute>,
     #[serde(default)]
+    neighbour: Vec<RawNeighbour>,
+    #[serde(default)]
     ip: RawIp,
     #[serde(default)]
     limits: RawLimits,
@@ -1183,6 +1270,31 @@ struct RawRoute {
     dev: Option<String>,
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNeighbour {
+    ip: String,
+    mac: String,
+    dev: String,
+}
+
+impl RawNeighbour {
+    fn resolve(self, j: usize) -> Result<Neighbour, ConfigError> {
+        let at = |key: &str| format!("neighbour[{j}].{key}");
+        Ok(Neighbour {
+            ip: self
+                .ip
+                .parse()
+                .map_err(|_| invalid(at("ip"), format!("{:?} is not an IPv4 address", self.ip)))?,
+            mac: self
+                .mac
+                .parse()
+                .map_err(|e: BadValue| invalid(at("mac"), e.0))?,
+            dev: self.dev,
+        })
+    }
+}
+
 #[derive(Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawLimits {
@@ -1217,10 +1329,17 @@ impl RawConfig {
             .enumerate()
             .map(|(j, raw)| raw.resolve(j))
             .collect::<Result<_, _>>()?;
+        let neighbours = self
+            .neighbour
+            .into_iter()
+            .enumerate()
+            .map(|(j, raw)| raw.resolve(j))
+            .collect::<Result<_, _>>()?;
         Ok(Config {
             instance: self.instance.unwrap_or_else(|| "default".to_owned()),
             interfaces,
             routes,
+            neighbours,
             ip: Ip {
                 forwarding: self.ip.forwarding.unwrap_or(false),
                 unprivileged_port_start: match self.ip.unprivileged_port_start {
@@ -1846,6 +1965,76 @@ mod tests {
         ))
         .unwrap();
         parse(&route("to = \"10.0.0.0/8\"\nvia = \"10.77.0.254\"\n")).unwrap();
+    }
+
+    #[test]
+    fn neighbours_and_their_errors() {
+        let n = |ip: &str, mac: &str, dev: &str| {
+            format!("[[neighbour]]\nip = \"{ip}\"\nmac = \"{mac}\"\ndev = \"{dev}\"\n")
+        };
+        let c = parse(&format!(
+            "{IFACE}{}",
+            n("10.77.0.1", "02:00:00:00:00:09", "strata0")
+        ))
+        .unwrap();
+        assert_eq!(
+            c.neighbours,
+            vec![Neighbour {
+                ip: Ipv4Addr::new(10, 77, 0, 1),
+                mac: MacAddr([2, 0, 0, 0, 0, 9]),
+                dev: "strata0".into()
+            }]
+        );
+        let stack = crate::plan::Plan::from_config(&c).stack;
+        assert_eq!(stack.neighbours[0].iface, 0);
+        let many: String = (0..257)
+            .map(|i| {
+                n(
+                    &format!("10.{}.{}.1", i / 256, i % 256),
+                    "02:00:00:00:00:09",
+                    "strata0",
+                )
+            })
+            .collect();
+        let ok_mac = "02:00:00:00:00:09";
+        expect_errors(&[
+            (
+                format!("{IFACE}{}", n("10.77.0", ok_mac, "strata0")),
+                "neighbour[0].ip: \"10.77.0\" is not an IPv4 address",
+            ),
+            (
+                format!("{IFACE}{}", n("224.0.0.5", ok_mac, "strata0")),
+                "neighbour[0].ip: 224.0.0.5 is not a unicast address",
+            ),
+            (
+                format!("{IFACE}{}", n("10.77.0.2", ok_mac, "strata0")),
+                "neighbour[0].ip: 10.77.0.2 is the stack's own address (interface[0].addresses[0])",
+            ),
+            (
+                format!("{IFACE}{}", n("10.77.0.1", "01:00:5e:00:00:01", "strata0")),
+                "neighbour[0].mac: 01:00:5e:00:00:01 is not a unicast MAC address",
+            ),
+            (
+                format!("{IFACE}{}", n("10.77.0.1", "00:00:00:00:00:00", "strata0")),
+                "neighbour[0].mac: 00:00:00:00:00:00 is not a unicast MAC address",
+            ),
+            (
+                format!("{IFACE}{}", n("10.77.0.1", ok_mac, "eth9")),
+                "neighbour[0].dev: no interface named \"eth9\"",
+            ),
+            (
+                format!(
+                    "{IFACE}{}{}",
+                    n("10.77.0.1", ok_mac, "strata0"),
+                    n("10.77.0.1", "02:00:00:00:00:0a", "strata0")
+                ),
+                "neighbour[1].ip: neighbour[0] is already 10.77.0.1 on strata0",
+            ),
+            (
+                format!("{IFACE}{many}"),
+                "neighbour: 257 permanent neighbours; at most 256 are supported",
+            ),
+        ]);
     }
 
     #[test]

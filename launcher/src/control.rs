@@ -28,6 +28,9 @@ pub struct Shared {
     pub stop: Arc<AtomicBool>,
     /// The filter rules and filterd's arena.
     pub filter: Mutex<crate::filter::FilterState>,
+    /// The configuration in force: as `up` read it, with what `strata
+    /// addr`, `route`, `neigh` and `link` changed since.
+    pub config: Mutex<crate::config::Config>,
 }
 
 fn now_ms() -> u64 {
@@ -311,20 +314,7 @@ fn handle(sh: &Shared, req: &Value) -> Value {
                 Err(e) => json!({"ok": false, "error": e}),
             }
         }
-        Some("link") => link(sh, req),
-        Some("neigh") => match req.get("action").and_then(|a| a.as_str()) {
-            Some("show") | None => json!({"ok": true, "data": neigh_show(&sh.fabric)}),
-            Some("flush") => match neigh_flush(&sh.fabric) {
-                Ok(()) => {
-                    log("neigh: flushed");
-                    json!({"ok": true, "data": {}})
-                }
-                Err(e) => json!({"ok": false, "error": e}),
-            },
-            Some(a) => {
-                json!({"ok": false, "error": format!("unknown neigh action {a:?} (show, flush)")})
-            }
-        },
+        Some("addr" | "route" | "neigh" | "link") => crate::netconf::handle(sh, req),
         Some("conntrack") => {
             let fs = sh.filter.lock().unwrap();
             let r = match req.get("action").and_then(|a| a.as_str()) {
@@ -423,45 +413,6 @@ pub fn shown_state(l: &Value) -> &str {
     }
 }
 
-/// `strata neigh show`: ipd's neighbour cache as it last saved it to its
-/// arena (ipd is neither stopped nor asked).
-fn neigh_show(f: &Fabric) -> Value {
-    use strata_ipd::{neigh_state, NeighRecord};
-    let now = strata_ipc::now_ns();
-    let n_ifaces = f.params().n_ifaces;
-    // ipd wrote these: a record naming no interface of ours is left out.
-    let entries: Vec<Value> = f
-        .records::<[u8; 32]>(LayerId::IPD)
-        .load()
-        .iter()
-        .map(NeighRecord::from_bytes)
-        .filter(|r| u32::from(r.iface) < n_ifaces)
-        .map(|r| {
-            let mac = r.mac.map(|b| format!("{b:02x}")).join(":");
-            json!({
-                "ip": std::net::Ipv4Addr::from(r.ip).to_string(),
-                "dev": f.iface_name(r.iface),
-                "lladdr": mac,
-                "state": match r.state {
-                    neigh_state::REACHABLE => "REACHABLE",
-                    neigh_state::PROBE => "PROBE",
-                    _ => "STALE",
-                },
-                "confirmed_s_ago": now.saturating_sub(r.updated_ns) as f64 / 1e9,
-            })
-        })
-        .collect();
-    json!({ "entries": entries })
-}
-
-/// `strata neigh flush`: ipd forgets every neighbour; waits until it has.
-fn neigh_flush(f: &Fabric) -> Result<(), String> {
-    let req = f.launch(LayerId::IPD).flush_req.fetch_add(1, SeqCst) + 1;
-    wait_for_layer(f, LayerId::IPD, || {
-        f.ctl(LayerId::IPD).flush_done.load(Acquire) >= req
-    })
-}
-
 /// How long the launcher waits for a layer to carry out what it asked
 /// (the layer may be restarting meanwhile).
 const LAYER_WAIT: Duration = Duration::from_secs(3);
@@ -481,52 +432,4 @@ pub fn wait_for_layer(f: &Fabric, l: LayerId, done: impl Fn() -> bool) -> Result
         std::thread::sleep(Duration::from_millis(2));
     }
     Ok(())
-}
-
-/// `strata link show` and `strata link set IFACE up|down`.
-fn link(sh: &Shared, req: &Value) -> Value {
-    let f = &sh.fabric;
-    let n = f.params().n_ifaces as u8;
-    let ifaces = |f: &Fabric| -> Value {
-        let v: Vec<Value> = (0..n)
-            .map(|i| {
-                let b = f.iface(i);
-                json!({
-                    "index": i,
-                    "name": f.iface_name(i),
-                    "mac": b.mac[..6].iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(":"),
-                    "mtu": b.mtu.load(Relaxed),
-                    "state": if f.iface_up(i) { "UP" } else { "DOWN" },
-                })
-            })
-            .collect();
-        json!({ "links": v })
-    };
-    match req.get("action").and_then(|a| a.as_str()) {
-        Some("show") | None => json!({"ok": true, "data": ifaces(f)}),
-        Some("set") => {
-            let name = req
-                .get("iface")
-                .and_then(|x| x.as_str())
-                .unwrap_or_default();
-            let Some(i) = (0..n).find(|&i| f.iface_name(i) == name) else {
-                return json!({"ok": false, "error": format!("no interface {name:?}")});
-            };
-            let up = match req.get("state").and_then(|x| x.as_str()) {
-                Some("up") => true,
-                Some("down") => false,
-                Some(s) if s.starts_with("mtu") => {
-                    return json!({"ok": false, "error": "changing the MTU of a running instance is not supported yet: set `mtu` in the configuration"})
-                }
-                other => {
-                    let what = other.unwrap_or("nothing");
-                    return json!({"ok": false, "error": format!("link set {name}: {what:?}: up or down")});
-                }
-            };
-            f.set_iface_up(i, up);
-            log(&format!("link: {name} {}", if up { "up" } else { "down" }));
-            json!({"ok": true, "data": ifaces(f)})
-        }
-        Some(a) => json!({"ok": false, "error": format!("unknown link action {a:?} (show, set)")}),
-    }
 }

@@ -8,6 +8,7 @@ mod cpu;
 mod demo;
 mod filter;
 mod metrics;
+mod netconf;
 mod netstat;
 mod plan;
 mod qdisc;
@@ -171,28 +172,59 @@ enum Cmd {
         #[arg(long, default_value_t = 1.0)]
         interval: f64,
     },
-    /// Interfaces, like `ip link`: `show` them (index, name, MAC, MTU,
-    /// UP or DOWN), or `set IFACE up|down` (down: the stack takes in and
-    /// sends out nothing on it; kept across any layer's restart).
-    Link {
-        /// show, or set.
-        #[arg(default_value = "show")]
-        action: String,
-        /// set: the interface, then up or down.
-        args: Vec<String>,
+    /// The stack's addresses, like `ip addr`: `show [dev IFACE]`,
+    /// `add A.B.C.D/N dev IFACE`, `del A.B.C.D[/N] dev IFACE` (`dev` may be
+    /// left out when there is one interface). Takes effect at once and is
+    /// kept across any layer's restart.
+    Addr {
+        /// show (default), add or del, then its arguments.
+        words: Vec<String>,
     },
-    /// The neighbour (ARP) cache, like `ip neigh`: `show` it, or
-    /// `flush` it (the stack then resolves every neighbour anew).
+    /// Routes, like `ip route`: `show` the connected and added ones, `add
+    /// DEST [via GATEWAY] [dev IFACE]`, `del DEST` (DEST: default,
+    /// A.B.C.D/N or A.B.C.D). Takes effect at once and is kept across any
+    /// layer's restart.
+    Route {
+        /// show (default), add or del, then its arguments.
+        words: Vec<String>,
+    },
+    /// The neighbour (ARP) cache, like `ip neigh`: `show` it; `add
+    /// A.B.C.D lladdr MAC dev IFACE` a permanent entry (never aged,
+    /// probed, relearnt or flushed); `del A.B.C.D dev IFACE` an entry;
+    /// `flush` every learnt one (the stack then resolves them anew).
     Neigh {
-        /// show or flush.
-        #[arg(default_value = "show")]
-        action: String,
+        /// show (default), add, del or flush, then its arguments.
+        words: Vec<String>,
+    },
+    /// Interfaces, like `ip link`: `show` them (index, name, state, MTU,
+    /// MAC), `set IFACE up|down` (down: the stack takes in and sends out
+    /// nothing on it) or `set IFACE mtu N` (68..=9000). Kept across any
+    /// layer's restart.
+    Link {
+        /// show (default) or set, then its arguments.
+        words: Vec<String>,
     },
     /// Stop a running instance.
     Down,
     /// Build a private network namespace with a TAP device, start the stack
     /// in it, ping it, kill a layer, show it coming back, and clean up.
     Demo,
+}
+
+/// `strata addr|route|neigh|link WORDS`: the launcher answers with what
+/// to print (`text`), or the data itself with `--json`.
+fn ip_style(instance: &str, cmd: &str, words: Vec<String>, as_json: bool) -> Result<(), String> {
+    let mut v = control::request(instance, json!({"cmd": cmd, "words": words}))?;
+    let text = v
+        .as_object_mut()
+        .and_then(|o| o.remove("text"))
+        .unwrap_or_default();
+    if as_json {
+        println!("{v}");
+    } else {
+        print!("{}", text.as_str().unwrap_or_default());
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -273,54 +305,10 @@ fn main() -> ExitCode {
                 "top: --interval {interval}: at least 0.1 (seconds)"
             )),
         },
-        Cmd::Link { action, args } => {
-            let req = match (action.as_str(), args.as_slice()) {
-                ("show", []) => Ok(json!({"cmd": "link", "action": "show"})),
-                ("set", [iface, state @ ..]) if !state.is_empty() => {
-                    let state = state.join(" ");
-                    Ok(json!({"cmd": "link", "action": "set", "iface": iface, "state": state}))
-                }
-                _ => Err("link: show, or set IFACE up|down".to_string()),
-            };
-            req.and_then(|r| control::request(&cli.instance, r))
-                .map(|v| {
-                    if cli.json {
-                        println!("{v}");
-                        return;
-                    }
-                    for l in v["links"].as_array().into_iter().flatten() {
-                        println!(
-                            "{}: {} state {} mtu {} link/ether {}",
-                            s(&l["index"]),
-                            s(&l["name"]),
-                            s(&l["state"]),
-                            s(&l["mtu"]),
-                            s(&l["mac"])
-                        );
-                    }
-                })
-        }
-        Cmd::Neigh { action } => {
-            control::request(&cli.instance, json!({"cmd": "neigh", "action": action})).map(|v| {
-                if cli.json {
-                    println!("{v}");
-                }
-                for e in v["entries"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|_| !cli.json)
-                {
-                    println!(
-                        "{} dev {} lladdr {} {}",
-                        s(&e["ip"]),
-                        s(&e["dev"]),
-                        s(&e["lladdr"]),
-                        s(&e["state"])
-                    );
-                }
-            })
-        }
+        Cmd::Addr { words } => ip_style(&cli.instance, "addr", words, cli.json),
+        Cmd::Route { words } => ip_style(&cli.instance, "route", words, cli.json),
+        Cmd::Neigh { words } => ip_style(&cli.instance, "neigh", words, cli.json),
+        Cmd::Link { words } => ip_style(&cli.instance, "link", words, cli.json),
         Cmd::Down => control::request(&cli.instance, json!({"cmd": "stop"})).map(|_| ()),
         Cmd::Demo => demo::run(),
     };

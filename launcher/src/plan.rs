@@ -124,6 +124,17 @@ impl Plan {
                 sockets_per_user: c.limits.sockets_per_user,
                 sessions_per_user: c.limits.sessions_per_user,
                 send_bytes_per_user: c.limits.send_bytes_per_user(),
+                neighbours: c
+                    .neighbours
+                    .iter()
+                    .filter_map(|n| {
+                        Some(strata_ipc::runtime::StaticNeigh {
+                            ip: n.ip,
+                            mac: n.mac.0,
+                            iface: c.interfaces.iter().position(|i| i.name == n.dev)? as u8,
+                        })
+                    })
+                    .collect(),
             },
             devices,
             heartbeat_timeout: Duration::from_millis(c.limits.heartbeat_timeout_ms as u64),

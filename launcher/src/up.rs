@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use strata_ipc::runtime::{control_socket, run_dir, stack_file};
+use strata_ipc::runtime::{control_socket, run_dir};
 use strata_ipc::{Fabric, MAX_LAYERS};
 
 /// Devices, eventfds and sockd's listening socket: the launcher holds
@@ -255,8 +255,10 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
                 .grant_group(plan.layer_uid_base)
                 .map_err(|e| format!("shared memory: {e}"))?;
         }
-        let text = serde_json::to_string_pretty(&plan.stack).map_err(|e| e.to_string())?;
-        std::fs::write(stack_file(&inst), text).map_err(|e| format!("stack.json: {e}"))?;
+        fabric
+            .config()
+            .publish(&plan.stack)
+            .map_err(|e| e.to_string())?;
         for ifc in &plan.stack.ifaces {
             fabric.set_iface_info(ifc.index, &ifc.name, ifc.mac, ifc.mtu as u32);
         }
@@ -273,6 +275,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
             started: Instant::now(),
             stop: stop.clone(),
             filter: Mutex::new(filter),
+            config: Mutex::new(cfg.clone()),
         });
         if let Err(e) = control::serve(shared.clone(), &control_socket(&inst)) {
             shared.sup.lock().unwrap().stop_all(&fabric);

@@ -58,11 +58,17 @@ fn link_down_stops_traffic_across_a_netdevd_restart_and_up_restores_it() {
 
     for (args, says) in [
         (
-            vec!["link", "set", "strata0", "mtu", "9000"],
-            "not supported yet",
+            vec!["link", "set", "strata0", "mtu", "9001"],
+            "\"9001\" is not an MTU (68..=9000)",
         ),
-        (vec!["link", "set", "nope", "up"], "no interface \"nope\""),
-        (vec!["link", "set", "strata0", "sideways"], "up or down"),
+        (
+            vec!["link", "set", "nope", "up"],
+            "no interface named \"nope\"",
+        ),
+        (
+            vec!["link", "set", "strata0", "sideways"],
+            "up, down or mtu N",
+        ),
         (vec!["link", "set"], "set IFACE up|down"),
     ] {
         let o = st.strata(&args);

@@ -26,6 +26,7 @@ use std::os::fd::{IntoRawFd, RawFd};
 use strata_drivers::{Csum, Driver, Offload, Offloads};
 use strata_ipc::fabric::Pool;
 use strata_ipc::handle::{csum, gso};
+use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::{self, DEVICE_FD_ENV};
 use strata_ipc::{ifc, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM, LARGE_BUF, SMALL_BUF};
@@ -102,6 +103,17 @@ const TO_NETDEV: usize = 0;
 /// Bytes of a small buffer after the headroom: a frame read goes there
 /// first.
 const HEAD_CAP: usize = SMALL_BUF - HEADROOM as usize;
+
+/// The longest frame a device may deliver: a 64 KiB super-segment when
+/// it segments TCP itself, else an MTU-sized frame with room for one VLAN
+/// tag.
+fn max_frame(offloads: Offloads, mtu: u16) -> usize {
+    if offloads.tso4 {
+        14 + 65535
+    } else {
+        usize::from(mtu) + 14 + 4
+    }
+}
 
 /// driverd's side of the service loop.
 struct Shell {
@@ -479,6 +491,20 @@ impl Layer for Shell {
         }
     }
 
+    /// A new MTU (`strata link set IFACE mtu N`): frames are read up to
+    /// it; the spare large buffer goes back once none can need it.
+    fn reconfigure(&mut self, cfg: &StackConfig, cx: &mut Cx) {
+        let Some(ifc) = cfg.ifaces.get(usize::from(self.iface)) else {
+            return;
+        };
+        self.max_frame = max_frame(self.offloads, ifc.mtu);
+        if self.max_frame <= HEAD_CAP {
+            if let Some(h) = self.spare.take() {
+                cx.pool.free(&h);
+            }
+        }
+    }
+
     fn counters(&self) -> &[u64] {
         self.stats.as_array()
     }
@@ -507,11 +533,7 @@ fn main() {
         &[(LayerId::NETDEVD, Overflow::Keep)],
     );
     let offloads = dev.offloads();
-    let max_frame = if offloads.tso4 {
-        14 + 65535
-    } else {
-        cfg.mtu as usize + 14 + 4
-    };
+    let max_frame = max_frame(offloads, cfg.mtu);
     let mut shell = Shell {
         dev,
         offloads,

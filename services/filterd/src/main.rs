@@ -19,6 +19,7 @@ use strata_filterd::{reject, CtRef, Decision, Filter, Meta};
 use strata_ipc::addrs::{is_multicast, AddrTable};
 use strata_ipc::handle::{flags, NO_IFACE};
 use strata_ipc::layout::aside;
+use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service};
 
@@ -386,6 +387,15 @@ impl Layer for Shell<'_> {
         self.filter.passive()
     }
 
+    /// New addresses and routes: which packets are local, and where the
+    /// FORWARD chain's packets leave, follow them.
+    fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
+        match AddrTable::from_stack(cfg) {
+            Ok(t) => self.addrs = t,
+            Err(e) => self.svc.log(&format!("new addresses not taken: {e}")),
+        }
+    }
+
     fn counters(&self) -> &[u64] {
         self.stats.as_array()
     }
@@ -417,18 +427,8 @@ fn main() {
     let counters: &'static [AtomicU64] =
         unsafe { std::slice::from_raw_parts(shm.counters().as_ptr(), shm.counters().len()) };
 
-    let mut addrs = AddrTable::default();
-    for i in &svc.config.ifaces {
-        if addrs.add_iface(i.index, &i.addrs, i.mtu).is_err() {
-            service::die("filterd", "bad interface address prefix");
-        }
-    }
-    for r in &svc.config.routes {
-        if addrs.add_route(r).is_err() {
-            service::die("filterd", "bad route prefix");
-        }
-    }
-    addrs.finish();
+    let addrs = AddrTable::from_stack(&svc.config)
+        .unwrap_or_else(|e| service::die("filterd", &format!("configuration: {e}")));
     let names: Vec<String> = (0..f.params().n_ifaces as u8)
         .map(|i| f.iface_name(i))
         .collect();

@@ -12,6 +12,8 @@ pub struct IpConfig {
     pub ifaces: Vec<IfaceConfig>,
     /// Routes beyond the connected ones (which come from the addresses).
     pub routes: Vec<RouteConfig>,
+    /// Permanent neighbours (`strata neigh add`).
+    pub neighbours: Vec<StaticNeigh>,
     /// Table sizes, timers and rate limits.
     pub limits: IpLimits,
 }
@@ -35,6 +37,9 @@ pub struct IfaceConfig {
 /// writes into the runtime configuration and every layer reads, under the
 /// name ipd's API has always used.
 pub use strata_ipc::route::Route as RouteConfig;
+
+/// A permanent neighbour: the runtime configuration's type.
+pub use strata_ipc::runtime::StaticNeigh;
 
 /// Table sizes, timers and rate limits. The defaults follow Linux's where
 /// Linux has an equivalent knob (named in each field's doc).
@@ -130,6 +135,9 @@ pub enum ConfigError {
     /// A limit is zero (or, for `max_reassemblies`, the neighbour table or
     /// the queue, too large to index).
     BadLimit(&'static str),
+    /// A configuration given at run time has other interfaces (indexes or
+    /// MACs) than the one ipd started with.
+    IfacesChanged,
 }
 
 impl core::fmt::Display for ConfigError {
@@ -148,6 +156,9 @@ impl core::fmt::Display for ConfigError {
                 write!(f, "gateway {g} is on no connected subnet")
             }
             ConfigError::BadLimit(n) => write!(f, "limit {n} out of range"),
+            ConfigError::IfacesChanged => {
+                write!(f, "the interfaces differ from those ipd started with")
+            }
         }
     }
 }

@@ -42,7 +42,7 @@ use strata_ipc::{BufError, Buffers, Handle};
 use strata_proto::ethernet::{ethertype, EthernetHeader};
 use strata_proto::ipv4::{protocol, Ipv4Error, Ipv4Header};
 
-pub use config::{ConfigError, IfaceConfig, IpConfig, IpLimits, RouteConfig};
+pub use config::{ConfigError, IfaceConfig, IpConfig, IpLimits, RouteConfig, StaticNeigh};
 pub use neigh::{neigh_state, NeighRecord};
 pub use stats::{Stat, Stats};
 
@@ -124,7 +124,7 @@ impl IpCore {
             return Err(ConfigError::BadLimit("arp_retrans_ns/arp_tries"));
         }
         let net = Net::new(&cfg.ifaces, &cfg.routes)?;
-        Ok(IpCore {
+        let mut core = IpCore {
             net,
             neigh: Neighbours::new(l),
             reasm: Reassembly::new(l),
@@ -135,7 +135,66 @@ impl IpCore {
             icmp_last: 0,
             unreachable: Vec::with_capacity(l.unres_total),
             limits: cfg.limits,
-        })
+        };
+        core.set_permanent(0, &cfg.neighbours);
+        Ok(core)
+    }
+
+    /// Takes a new configuration of the same interfaces at run time
+    /// (`strata addr`, `route`, `neigh add|del`, `link set mtu`):
+    /// addresses, routes, MTUs and permanent neighbours. Learnt neighbours,
+    /// reassemblies and counters carry on. Packets that were waiting for a
+    /// neighbour that is now permanent are sent. A configuration ipd
+    /// cannot use leaves the old one in force.
+    pub fn reconfigure<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        cfg: &IpConfig,
+        out: &mut Outputs,
+    ) -> Result<(), ConfigError> {
+        let net = Net::new(&cfg.ifaces, &cfg.routes)?;
+        let same_ifaces = net.ifaces.len() == self.net.ifaces.len()
+            && net
+                .ifaces
+                .iter()
+                .zip(&self.net.ifaces)
+                .all(|(a, b)| a.index == b.index && a.mac == b.mac);
+        if !same_ifaces {
+            return Err(ConfigError::IfacesChanged);
+        }
+        self.net = net;
+        for (idx, slot) in self.set_permanent(now, &cfg.neighbours) {
+            self.flush_neighbour(pool, idx, slot, out);
+        }
+        Ok(())
+    }
+
+    /// Makes the permanent neighbours those of `list` (the ones on an
+    /// unknown interface or with an address ipd would never resolve are
+    /// left out, as [`restore_neighbours`](Self::restore_neighbours)
+    /// leaves such records out). Returns the entries, with their
+    /// interface slots, whose queued packets can go now.
+    fn set_permanent(&mut self, now: u64, list: &[StaticNeigh]) -> Vec<(usize, usize)> {
+        let want: Vec<(usize, u32, strata_proto::MacAddr)> = list
+            .iter()
+            .filter_map(|n| {
+                let slot = self.net.slot(n.iface)?;
+                let ip = u32::from(n.ip);
+                let mac = strata_proto::MacAddr(n.mac);
+                let usable = !is_martian(ip)
+                    && !self.net.is_local(ip)
+                    && !self.net.is_bcast(ip)
+                    && !mac.is_multicast()
+                    && mac != strata_proto::MacAddr::ZERO;
+                usable.then_some((slot, ip, mac))
+            })
+            .collect();
+        let (ready, _) = self.neigh.set_permanent(now, &want);
+        ready
+            .into_iter()
+            .filter_map(|i| Some((i, self.neigh.slot_of(i)?)))
+            .collect()
     }
 
     /// Announces every address with a gratuitous ARP request (RFC 5227
@@ -295,10 +354,12 @@ impl IpCore {
         }
     }
 
-    /// Forgets every neighbour (`strata neigh flush`): the next packet to
-    /// each is resolved anew. Packets waiting for resolution are freed.
-    pub fn flush_neighbours<B: Buffers>(&mut self, pool: &mut B) {
-        for h in self.neigh.flush() {
+    /// Forgets every learnt neighbour, or the one with address `only`
+    /// (`strata neigh flush`, `neigh del`): the next packet to each is
+    /// resolved anew. Permanent neighbours stay. Packets waiting for
+    /// resolution of a forgotten one are freed.
+    pub fn flush_neighbours<B: Buffers>(&mut self, pool: &mut B, only: Option<u32>) {
+        for h in self.neigh.flush(only) {
             pool.free(&h);
         }
     }

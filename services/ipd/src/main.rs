@@ -6,6 +6,7 @@
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use strata_ipc::arena::Records;
 use strata_ipc::handle::flags::ICMP_PORT_UNREACH;
+use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service, BUDGET};
 use strata_ipd::{
@@ -19,10 +20,11 @@ use strata_proto::MacAddr;
 /// takes no input until filterd catches up.
 const TXQ_HIGH: usize = 1024;
 
-fn config(svc: &Service) -> IpConfig {
+/// ipd's configuration from the stack's (`large_bufs`: the pool's large
+/// buffers, which bound reassembly).
+fn config(stack: &StackConfig, large_bufs: u32) -> IpConfig {
     IpConfig {
-        ifaces: svc
-            .config
+        ifaces: stack
             .ifaces
             .iter()
             .map(|i| IfaceConfig {
@@ -32,13 +34,14 @@ fn config(svc: &Service) -> IpConfig {
                 mtu: i.mtu,
             })
             .collect(),
-        routes: svc.config.routes.clone(),
+        routes: stack.routes.clone(),
+        neighbours: stack.neighbours.clone(),
         limits: IpLimits {
-            forwarding: svc.config.forwarding,
+            forwarding: stack.forwarding,
             // Each reassembly pins a large buffer until it completes or
             // times out: at most a quarter of them, so that fragments
             // from spoofed sources never take the class.
-            max_reassemblies: (svc.fabric.params().large_bufs as usize / 4)
+            max_reassemblies: (large_bufs as usize / 4)
                 .clamp(1, IpLimits::default().max_reassemblies),
             ..Default::default()
         },
@@ -93,7 +96,10 @@ impl Layer for Shell<'_> {
         if asked == f.ctl(me).flush_done.load(Relaxed) {
             return 0;
         }
-        self.core.flush_neighbours(&mut cx.pool);
+        // One address (`strata neigh del`), or 0 for all.
+        let only = f.launch(me).flush_what.load(Relaxed) as u32;
+        self.core
+            .flush_neighbours(&mut cx.pool, (only != 0).then_some(only));
         self.save();
         f.ctl(me).flush_done.store(asked, Release);
         1
@@ -148,6 +154,18 @@ impl Layer for Shell<'_> {
         self.core.upper_ring_full(&mut cx.pool, &h);
     }
 
+    fn reconfigure(&mut self, cfg: &StackConfig, cx: &mut Cx) {
+        let large = cx.pool.fabric().params().large_bufs;
+        let r = self
+            .core
+            .reconfigure(cx.now, &mut cx.pool, &config(cfg, large), &mut self.out);
+        if let Err(e) = r {
+            eprintln!("ipd: new configuration not taken: {e}");
+        }
+        self.hand_over(cx);
+        self.save();
+    }
+
     fn counters(&self) -> &[u64] {
         self.core.stats().as_array()
     }
@@ -156,7 +174,7 @@ impl Layer for Shell<'_> {
 fn main() {
     let svc = Service::start("ipd").unwrap_or_else(|e| service::die("ipd", &e));
     let f = &svc.fabric;
-    let mut core = IpCore::new(config(&svc))
+    let mut core = IpCore::new(config(&svc.config, f.params().large_bufs))
         .unwrap_or_else(|e| service::die("ipd", &format!("configuration: {e}")));
     if svc.config.forwarding {
         svc.log("forwarding IPv4 between interfaces");

@@ -27,6 +27,10 @@ pub mod neigh_state {
     pub const PROBE: u8 = 4;
     /// Resolution failed (never exported).
     pub const FAILED: u8 = 5;
+    /// Configured (`strata neigh add`): never aged, probed, relearnt or
+    /// flushed. Exported for `strata neigh show`; a restarted ipd takes
+    /// permanent entries from the configuration, not from the arena.
+    pub const PERMANENT: u8 = 6;
 }
 
 /// One neighbour as exported for the fabric's arena: plain data without
@@ -93,12 +97,16 @@ enum State {
     Stale,
     Probe,
     Failed,
+    Permanent,
 }
 
 impl State {
     /// Whether the MAC can be used to send.
     fn valid(self) -> bool {
-        matches!(self, State::Reachable | State::Stale | State::Probe)
+        matches!(
+            self,
+            State::Reachable | State::Stale | State::Probe | State::Permanent
+        )
     }
 }
 
@@ -364,7 +372,7 @@ impl Neighbours {
             e.state = State::Stale;
         }
         match e.state {
-            State::Reachable | State::Probe => Resolve::Mac(e.mac),
+            State::Reachable | State::Probe | State::Permanent => Resolve::Mac(e.mac),
             State::Stale => {
                 // Linux waits in DELAY for an upper layer to confirm the
                 // path first; nothing above ipd confirms yet, so probe now.
@@ -431,6 +439,11 @@ impl Neighbours {
             None => return Learned::Unknown,
         };
         let e = &mut self.entries[i];
+        if e.state == State::Permanent {
+            // Configured: what the network says does not change it (Linux
+            // leaves NUD_PERMANENT entries to the administrator too).
+            return Learned::Entry(i);
+        }
         let new_state = if !e.state.valid() || e.mac != mac {
             self.changed = true;
             e.mac = mac;
@@ -455,6 +468,12 @@ impl Neighbours {
         Learned::Entry(i)
     }
 
+    /// The interface slot of entry `i`, if it is in use.
+    pub fn slot_of(&self, i: usize) -> Option<usize> {
+        let e = self.entries.get(i)?;
+        (e.state != State::Free).then_some(e.slot as usize)
+    }
+
     /// The MAC of entry `i`, if it is usable.
     pub fn mac(&self, i: usize) -> Option<MacAddr> {
         let e = self.entries.get(i)?;
@@ -469,7 +488,7 @@ impl Neighbours {
             (self.reachable_ns, self.gc_ns, self.retrans_ns, self.tries);
         let e = &mut self.entries[i];
         let (tick, deadline) = match e.state {
-            State::Free => return Tick::Idle,
+            State::Free | State::Permanent => return Tick::Idle,
             State::Incomplete | State::Probe if now >= e.timer_ns => {
                 if e.probes < tries {
                     e.probes += 1;
@@ -638,6 +657,7 @@ impl Neighbours {
                 state: match e.state {
                     State::Reachable => neigh_state::REACHABLE,
                     State::Probe => neigh_state::PROBE,
+                    State::Permanent => neigh_state::PERMANENT,
                     _ => neigh_state::STALE,
                 },
                 reserved: [0; 8],
@@ -681,26 +701,74 @@ impl Neighbours {
         true
     }
 
-    /// Forgets every neighbour (`ip neigh flush`); returns the packets
-    /// that were waiting for one, for the caller to free.
-    pub fn flush(&mut self) -> Vec<Handle> {
+    /// Forgets every learnt neighbour (`ip neigh flush`), or only those
+    /// with address `only`; permanent entries stay. Returns the packets
+    /// that were waiting for a forgotten one, for the caller to free.
+    pub fn flush(&mut self, only: Option<u32>) -> Vec<Handle> {
         let mut waiting = Vec::new();
         for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if matches!(e.state, State::Free | State::Permanent) || only.is_some_and(|a| a != e.ip)
+            {
+                continue;
+            }
             while let Some(h) = self.dequeue(i) {
                 waiting.push(h);
             }
+            self.remove(i);
         }
-        let cap = self.entries.len();
-        for (i, e) in self.entries.iter_mut().enumerate() {
-            *e = FREE_ENTRY;
-            e.hnext = if i + 1 < cap { (i + 1) as u16 } else { NIL };
-        }
-        self.buckets.fill(NIL);
-        self.free = if cap > 0 { 0 } else { NIL };
-        self.used = 0;
-        self.wake = u64::MAX;
         self.changed = true;
         waiting
+    }
+
+    /// Makes the permanent entries exactly `want` (interface slot, address,
+    /// MAC): each becomes or stays PERMANENT with its MAC, whatever was
+    /// learnt for it, and a permanent entry not in `want` is removed.
+    /// Returns the entries whose MAC became known, whose queued packets
+    /// can go now. `want` is bounded by the configuration (256); an entry
+    /// the full table has no room for is skipped, and false is returned
+    /// with the rest.
+    pub fn set_permanent(
+        &mut self,
+        now: u64,
+        want: &[(usize, u32, MacAddr)],
+    ) -> (Vec<usize>, bool) {
+        let mut ready = Vec::new();
+        let mut all = true;
+        for i in 0..self.entries.len() {
+            let e = &self.entries[i];
+            if e.state == State::Permanent
+                && !want
+                    .iter()
+                    .any(|&(slot, ip, _)| slot == e.slot as usize && ip == e.ip)
+            {
+                self.remove(i);
+            }
+        }
+        for &(slot, ip, mac) in want {
+            let i = match self.find(slot, ip) {
+                Some(i) => i,
+                None => match self.create(slot, ip, State::Permanent, now) {
+                    Some(i) => i,
+                    None => {
+                        all = false;
+                        continue;
+                    }
+                },
+            };
+            let e = &mut self.entries[i];
+            if e.state != State::Permanent || e.mac != mac {
+                self.changed = true;
+            }
+            e.state = State::Permanent;
+            e.mac = mac;
+            e.confirmed_ns = now;
+            e.probes = 0;
+            if e.q_len > 0 {
+                ready.push(i);
+            }
+        }
+        (ready, all)
     }
 
     /// Whether a valid entry appeared, vanished or changed MAC since the
@@ -747,7 +815,7 @@ mod tests {
         assert_eq!(t.enqueue(idx, h(2)), None);
         t.learn(10, 0, 9, MAC, Learn::Seen, true);
         t.take_changed();
-        let waiting = t.flush();
+        let waiting = t.flush(None);
         assert_eq!(waiting, [h(1), h(2)]);
         assert!(t.take_changed());
         assert_eq!((t.len(), t.queued()), (0, 0));

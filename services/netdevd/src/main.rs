@@ -18,6 +18,7 @@ use qdisc::{Qdisc, Stats as QdiscStats};
 use std::sync::atomic::Ordering::Relaxed;
 use strata_ipc::handle::gso;
 use strata_ipc::qdisc_cfg::{Direction, QdiscTable};
+use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{ifc, service, Buffers, Handle, LayerId, Service, BUDGET};
 
@@ -288,6 +289,15 @@ impl Shell<'_> {
     }
 }
 
+/// The longest frame taken in on each interface: its MTU, with room for
+/// one VLAN tag, as Linux allows on a plain interface.
+fn max_frames(cfg: &StackConfig) -> Vec<u32> {
+    cfg.ifaces
+        .iter()
+        .map(|i| u32::from(i.mtu) + ETH_HLEN + 4)
+        .collect()
+}
+
 impl Layer for Shell<'_> {
     fn begin(&mut self, cx: &mut Cx) -> usize {
         self.reload(cx.now)
@@ -325,6 +335,12 @@ impl Layer for Shell<'_> {
         self.held
     }
 
+    /// A new MTU (`strata link set IFACE mtu N`): longer frames are
+    /// dropped from now on.
+    fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
+        self.max_frame = max_frames(cfg);
+    }
+
     fn counters(&self) -> &[u64] {
         self.stats.as_array()
     }
@@ -348,13 +364,7 @@ fn main() {
         settings: f.qdisc_settings(),
         seen: vec![[0u64; 2]; n_if],
         macs: svc.config.ifaces.iter().map(|i| i.mac).collect(),
-        // Room for one VLAN tag, as Linux allows on a plain interface.
-        max_frame: svc
-            .config
-            .ifaces
-            .iter()
-            .map(|i| i.mtu as u32 + ETH_HLEN + 4)
-            .collect(),
+        max_frame: max_frames(&svc.config),
         egress: (0..n_if).map(|i| Qdisc::new(limit, 2 * i as u64)).collect(),
         ingress: (0..n_if)
             .map(|i| Qdisc::new(limit, 2 * i as u64 + 1))

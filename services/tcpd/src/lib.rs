@@ -303,6 +303,17 @@ impl<'a> TcpCore<'a> {
         self.pool_short = [small, large];
     }
 
+    /// Takes the interfaces' addresses, MTUs and the routes of `cfg` at
+    /// run time (`strata addr`, `route`, `link set mtu`): new connections
+    /// choose sources and MSS by them. Established connections keep their
+    /// addresses, as on Linux. On error the old ones stay in force.
+    pub fn set_addresses(&mut self, cfg: &TcpConfig) -> Result<(), ConfigError> {
+        self.net = Net::new(cfg)?;
+        self.cfg.ifaces.clone_from(&cfg.ifaces);
+        self.cfg.routes.clone_from(&cfg.routes);
+        Ok(())
+    }
+
     /// A core for `cfg` over `storage`, which it clears. Allocates every
     /// table.
     pub fn new(cfg: TcpConfig, storage: Storage<'a>) -> Result<Self, ConfigError> {

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Release;
+use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_tcpd::{Outputs, Stat, Storage, TcpConfig, TcpCore};
@@ -188,6 +189,12 @@ impl Layer for Shell<'_> {
     fn refused(&mut self, _output: usize, h: Handle, cx: &mut Cx) {
         // TCP retransmits what is lost here.
         self.core.ring_full(&mut cx.pool, &h);
+    }
+
+    fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
+        if let Err(e) = self.core.set_addresses(&TcpConfig::from_stack(cfg)) {
+            eprintln!("tcpd: new addresses not taken: {e}");
+        }
     }
 
     fn counters(&self) -> &[u64] {

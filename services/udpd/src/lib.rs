@@ -172,6 +172,15 @@ impl UdpCore {
         })
     }
 
+    /// Takes the interfaces' addresses and the routes of `cfg` at run
+    /// time (`strata addr`, `route`): binds, sources and broadcasts are
+    /// judged by them from now on; existing bindings stay. On error the
+    /// old ones stay in force.
+    pub fn set_addresses(&mut self, cfg: &UdpConfig) -> Result<(), ConfigError> {
+        self.net = Net::new(cfg)?;
+        Ok(())
+    }
+
     /// Takes a handle from ipd: a UDP datagram (`l4proto` UDP) or an ICMP
     /// error quoting one (`l4proto` ICMP); data window = the whole IPv4
     /// datagram. The core owns `h` from here.

@@ -6,6 +6,7 @@
 
 use strata_ipc::arena::{Pod, Records};
 use strata_ipc::handle::flags::CTRL;
+use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_udpd::{Binding, Outputs, Ring, Stat, UdpConfig, UdpCore};
@@ -97,6 +98,12 @@ impl Layer for Shell<'_> {
 
     fn refused(&mut self, _output: usize, h: Handle, cx: &mut Cx) {
         self.core.ring_full(&mut cx.pool, &h, Ring::Ip);
+    }
+
+    fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
+        if let Err(e) = self.core.set_addresses(&UdpConfig::from_stack(cfg)) {
+            eprintln!("udpd: new addresses not taken: {e}");
+        }
     }
 
     fn counters(&self) -> &[u64] {

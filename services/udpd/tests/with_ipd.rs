@@ -48,6 +48,7 @@ impl Stack {
                 mtu: 1500,
             }],
             routes: vec![],
+            neighbours: vec![],
             limits: Default::default(),
         })
         .unwrap();

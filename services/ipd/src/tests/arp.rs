@@ -304,3 +304,112 @@ fn neighbour_table_full_drops_and_counts() {
     assert_eq!(r.tx().len(), 2);
     r.finish();
 }
+
+fn permanent(ip: Ipv4Addr, mac: MacAddr) -> strata_ipc::runtime::StaticNeigh {
+    strata_ipc::runtime::StaticNeigh {
+        ip,
+        mac: mac.0,
+        iface: IFACE,
+    }
+}
+
+#[test]
+fn a_permanent_neighbour_is_used_without_asking_and_never_relearnt_aged_or_flushed() {
+    let mut cfg = config();
+    cfg.neighbours = vec![permanent(PEER_IP, PEER_MAC)];
+    let mut r = Rig::with(cfg);
+    r.output(&udp_to(PEER_IP, 1));
+    let tx = r.tx();
+    assert_eq!(tx.len(), 1, "no ARP request: {tx:?}");
+    assert_eq!(tx[0].eth().dst, PEER_MAC);
+    // Another MAC claimed by the network does not replace it.
+    r.learn(PEER_IP, GW_MAC);
+    r.advance(1000 * S);
+    r.core.flush_neighbours(&mut r.pool, None);
+    r.output(&udp_to(PEER_IP, 2));
+    let tx = r.tx();
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].eth().dst, PEER_MAC);
+    let recs: Vec<_> = r.core.neighbours().collect();
+    assert_eq!(recs.len(), 1);
+    assert_eq!(recs[0].state, neigh_state::PERMANENT);
+    // Exported records of permanent entries are not restored as learnt
+    // ones: the configuration brings them back.
+    let mut fresh = Rig::new();
+    fresh.core.restore_neighbours(fresh.now, &recs);
+    assert_eq!(fresh.core.neighbours().count(), 0);
+    fresh.finish();
+    r.finish();
+}
+
+#[test]
+fn flushing_one_address_forgets_only_that_learnt_neighbour() {
+    let mut r = Rig::new();
+    r.learn(PEER_IP, PEER_MAC);
+    r.learn(GW_IP, GW_MAC);
+    r.core
+        .flush_neighbours(&mut r.pool, Some(u32::from(PEER_IP)));
+    let left: Vec<_> = r.core.neighbours().map(|n| n.ip).collect();
+    assert_eq!(left, [u32::from(GW_IP)]);
+    r.finish();
+}
+
+#[test]
+fn reconfiguring_installs_and_removes_permanent_neighbours_and_sends_what_waited() {
+    let mut r = Rig::new();
+    // A packet waits for resolution...
+    r.output(&udp_to(PEER_IP, 1));
+    assert_eq!(r.tx()[0].arp().target_ip, PEER_IP);
+    // ...and goes once the neighbour is made permanent.
+    let mut cfg = config();
+    cfg.neighbours = vec![permanent(PEER_IP, PEER_MAC)];
+    r.core
+        .reconfigure(r.now, &mut r.pool, &cfg, &mut r.out)
+        .unwrap();
+    let tx = r.tx();
+    assert_eq!(tx.len(), 1);
+    assert_eq!(tx[0].eth().dst, PEER_MAC);
+    assert_eq!(tx[0].ip(), &udp_to(PEER_IP, 1)[..]);
+    // Taken out of the configuration, it is resolved again.
+    r.core
+        .reconfigure(r.now, &mut r.pool, &config(), &mut r.out)
+        .unwrap();
+    assert_eq!(r.core.neighbours().count(), 0);
+    r.output(&udp_to(PEER_IP, 2));
+    assert_eq!(r.tx()[0].arp().target_ip, PEER_IP);
+    r.finish();
+}
+
+#[test]
+fn reconfiguring_changes_addresses_and_routes_but_not_interfaces() {
+    let mut r = Rig::new();
+    let new_ip = Ipv4Addr::new(10, 0, 0, 9);
+    let mut cfg = config();
+    cfg.ifaces[0].addrs.push((new_ip, 24));
+    cfg.routes.clear();
+    r.core
+        .reconfigure(r.now, &mut r.pool, &cfg, &mut r.out)
+        .unwrap();
+    // The new address answers ARP; the default route is gone.
+    r.input(&arp_frame(
+        MacAddr::BROADCAST,
+        &ArpPacket::request(PEER_MAC, PEER_IP, new_ip),
+    ));
+    assert_eq!(r.tx()[0].arp().sender_ip, new_ip);
+    r.output(&udp_to(Ipv4Addr::new(8, 8, 8, 8), 1));
+    assert!(r.tx().is_empty());
+    assert_eq!(r.stat(Stat::NoRoute), 1);
+    // Other interfaces are refused, and the old configuration stays.
+    let mut other = cfg.clone();
+    other.ifaces[0].index = IFACE + 1;
+    assert_eq!(
+        r.core.reconfigure(r.now, &mut r.pool, &other, &mut r.out),
+        Err(crate::ConfigError::IfacesChanged)
+    );
+    r.input(&arp_frame(
+        MacAddr::BROADCAST,
+        &ArpPacket::request(PEER_MAC, PEER_IP, new_ip),
+    ));
+    assert_eq!(r.tx().len(), 1);
+    r.finish();
+}

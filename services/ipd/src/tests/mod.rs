@@ -46,6 +46,7 @@ pub fn config() -> IpConfig {
             gateway: Some(GW_IP),
             iface: None,
         }],
+        neighbours: vec![],
         limits: IpLimits::default(),
     }
 }
