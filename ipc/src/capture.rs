@@ -12,8 +12,37 @@
 //! accepts it only once it has checked it ([`Program::decode`]), so a
 //! bad program captures nothing rather than misbehaving.
 
+use crate::layer::LayerId;
 use crate::raw::Region;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
+
+/// What the handles on a ring hold, which decides whether and how it can
+/// be captured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carries {
+    /// Ethernet frames: every ring between driverd, netdevd, filterd and
+    /// ipd.
+    Ethernet,
+    /// Bare IPv4 datagrams: the rings between ipd and the transports.
+    Ipv4,
+    /// Socket calls and stream data: the rings between the transports
+    /// and sockd, which hold no packets.
+    Messages,
+}
+
+impl Carries {
+    /// What the ring from `from` to `to` carries.
+    pub fn ring(from: LayerId, to: LayerId) -> Carries {
+        let transport = |l: LayerId| l == LayerId::TCPD || l == LayerId::UDPD;
+        if from == LayerId::SOCKD || to == LayerId::SOCKD {
+            Carries::Messages
+        } else if transport(from) || transport(to) {
+            Carries::Ipv4
+        } else {
+            Carries::Ethernet
+        }
+    }
+}
 
 /// Bytes of each layer's capture ring, its header included.
 pub const CAPTURE_RING_BYTES: usize = 1 << 20;
@@ -317,9 +346,14 @@ impl Program {
         &self.ops
     }
 
-    /// Whether the Ethernet frame `frame` matches.
-    pub fn matches(&self, frame: &[u8]) -> bool {
-        let p = Parsed::of(frame);
+    /// Whether `packet`, an Ethernet frame or a bare IPv4 datagram as
+    /// `carries` says, matches (socket messages never do).
+    pub fn matches(&self, packet: &[u8], carries: Carries) -> bool {
+        let p = match carries {
+            Carries::Ethernet => Parsed::of(packet, true),
+            Carries::Ipv4 => Parsed::of(packet, false),
+            Carries::Messages => return false,
+        };
         let mut stack = [false; MAX_DEPTH];
         let mut n = 0;
         for op in &self.ops {
@@ -363,15 +397,20 @@ struct Parsed {
 }
 
 impl Parsed {
-    fn of(f: &[u8]) -> Parsed {
+    /// What `f` holds: an Ethernet frame, or (`ethernet` false) an IPv4
+    /// datagram from its first byte.
+    fn of(f: &[u8], ethernet: bool) -> Parsed {
         let be16 = |i: usize| f.get(i..i + 2).map(|b| u16::from_be_bytes([b[0], b[1]]));
         let be32 = |i: usize| {
             f.get(i..i + 4)
                 .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
         };
-        let mut l2 = 14;
-        let mut ethertype = be16(12);
-        if ethertype == Some(0x8100) {
+        let (mut l2, mut ethertype) = if ethernet {
+            (14, be16(12))
+        } else {
+            (0, Some(0x0800))
+        };
+        if ethernet && ethertype == Some(0x8100) {
             l2 = 18;
             ethertype = be16(16);
         }
@@ -499,6 +538,27 @@ pub fn publish(ctl: &CaptureCtl, program: &Program, snaplen: u32, rings: u64) {
 mod tests {
     use super::*;
 
+    /// Whether `p` matches the frame of [`frame`]; the same datagram
+    /// without its Ethernet header must get the same verdict.
+    fn m(p: &Program, proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> bool {
+        let f = frame(proto, src, dst, sport, dport);
+        let e = p.matches(&f, Carries::Ethernet);
+        assert_eq!(e, p.matches(&f[14..], Carries::Ipv4), "bare datagram");
+        assert!(!p.matches(&f, Carries::Messages));
+        e
+    }
+
+    #[test]
+    fn rings_carry_frames_below_ipd_datagrams_above_and_messages_to_sockd() {
+        use LayerId as L;
+        assert_eq!(Carries::ring(L::driver(0), L::NETDEVD), Carries::Ethernet);
+        assert_eq!(Carries::ring(L::FILTERD, L::IPD), Carries::Ethernet);
+        assert_eq!(Carries::ring(L::IPD, L::TCPD), Carries::Ipv4);
+        assert_eq!(Carries::ring(L::UDPD, L::IPD), Carries::Ipv4);
+        assert_eq!(Carries::ring(L::TCPD, L::SOCKD), Carries::Messages);
+        assert_eq!(Carries::ring(L::SOCKD, L::UDPD), Carries::Messages);
+    }
+
     fn frame(proto: u8, src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
         let mut f = vec![0u8; 14 + 20 + 8];
         f[12..14].copy_from_slice(&[0x08, 0x00]);
@@ -533,17 +593,18 @@ mod tests {
         .unwrap();
         let words: Vec<[u32; 3]> = p.ops().iter().map(|o| o.encode()).collect();
         assert_eq!(Program::decode(&words).unwrap(), p);
-        assert!(p.matches(&frame(6, [10, 0, 0, 1], [10, 0, 0, 2], 1234, 80)));
-        assert!(!p.matches(&frame(6, [10, 0, 0, 1], [10, 0, 0, 2], 1234, 81)));
-        assert!(p.matches(&frame(6, [10, 0, 0, 3], [10, 0, 0, 2], 1234, 81)));
-        assert!(!p.matches(&frame(17, [10, 0, 0, 3], [10, 0, 0, 2], 1234, 80)));
+        assert!(m(&p, 6, [10, 0, 0, 1], [10, 0, 0, 2], 1234, 80));
+        assert!(!m(&p, 6, [10, 0, 0, 1], [10, 0, 0, 2], 1234, 81));
+        assert!(m(&p, 6, [10, 0, 0, 3], [10, 0, 0, 2], 1234, 81));
+        assert!(!m(&p, 17, [10, 0, 0, 3], [10, 0, 0, 2], 1234, 80));
         let net = Program::new(vec![Net(Dir::Dst, ip([10, 0, 0, 0]), 0xffff_ff00)]).unwrap();
-        assert!(net.matches(&frame(1, [1, 1, 1, 1], [10, 0, 0, 9], 0, 0)));
-        assert!(!net.matches(&frame(1, [10, 0, 0, 9], [1, 1, 1, 1], 0, 0)));
+        assert!(m(&net, 1, [1, 1, 1, 1], [10, 0, 0, 9], 0, 0));
+        assert!(!m(&net, 1, [10, 0, 0, 9], [1, 1, 1, 1], 0, 0));
         // Short or foreign frames match no address term, and never panic.
         for n in 0..40 {
             let f = frame(6, [10, 0, 0, 1], [10, 0, 0, 2], 1, 80);
-            let _ = p.matches(&f[..n]);
+            let _ = p.matches(&f[..n], Carries::Ethernet);
+            let _ = p.matches(&f[14..n.max(14)], Carries::Ipv4);
         }
     }
 
@@ -594,7 +655,8 @@ mod tests {
             frame in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
         ) {
             if let Ok(p) = Program::decode(&words) {
-                let _ = p.matches(&frame);
+                let _ = p.matches(&frame, Carries::Ethernet);
+                let _ = p.matches(&frame, Carries::Ipv4);
                 let again: Vec<[u32; 3]> = p.ops().iter().map(|o| o.encode()).collect();
                 proptest::prop_assert_eq!(Program::decode(&again), Ok(p));
             }

@@ -22,7 +22,7 @@
 //!   for the idle tick.
 
 use crate::bufs::Buffers;
-use crate::capture::Capturer;
+use crate::capture::{Capturer, Carries};
 use crate::fabric::{Consumer, Fabric, Pool, Producer, Slept};
 use crate::handle::Handle;
 use crate::layer::LayerId;
@@ -160,6 +160,8 @@ struct Out<'f> {
     ring: Producer<'f>,
     queue: VecDeque<Handle>,
     overflow: Overflow,
+    /// What the ring holds, for a capture's filter.
+    carries: Carries,
 }
 
 impl Cx<'_> {
@@ -213,7 +215,7 @@ impl Cx<'_> {
             let out = &mut self.outs[o];
             let mut budget = usize::MAX;
             let r = out.ring.index();
-            if watched & (1u64 << (r & 63)) != 0 {
+            if watched & (1u64 << (r & 63)) != 0 && out.carries != Carries::Messages {
                 if let Some((program, snaplen)) = self.capture.refresh(f.capture_ctl()) {
                     // Exactly what is published below, copied before the
                     // consumer may touch it.
@@ -222,7 +224,7 @@ impl Cx<'_> {
                     let now = now_ns();
                     for h in out.queue.iter().take(budget) {
                         if let Ok(frame) = self.pool.data(h) {
-                            if program.matches(frame) {
+                            if program.matches(frame, out.carries) {
                                 ring.put(now, r as u32, frame, snaplen);
                             }
                         }
@@ -434,6 +436,7 @@ impl<'f> Loop<'f> {
                 ring: f.producer(me, to).unwrap_or_else(|| no_ring(me, to)),
                 queue: VecDeque::with_capacity(f.params().ring_size as usize),
                 overflow,
+                carries: Carries::ring(me, to),
             })
             .collect();
         Loop {

@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 use std::sync::atomic::{AtomicBool, Ordering::*};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-use strata_ipc::capture::{publish, Dir, Op, Program, Proto, MAX_SNAPLEN};
+use strata_ipc::capture::{publish, Carries, Dir, Op, Program, Proto, MAX_SNAPLEN};
 use strata_ipc::{now_ns, Fabric, LayerId, MAX_LAYERS};
 
 /// What `strata capture` was asked.
@@ -35,10 +35,22 @@ pub struct Args {
     pub expr: Vec<String>,
 }
 
-/// The segments a TCP super-segment `frame` (whole, Ethernet) leaves the
-/// stack as on a link of `mtu`; None for anything else (written as is).
-fn wire_segments(frame: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
+/// The segments a TCP super-segment `packet` (whole: an Ethernet frame or
+/// a bare datagram, as `carries` says) leaves the stack as on a link of
+/// `mtu`, in the same form; None for anything else (written as is).
+fn wire_segments(packet: &[u8], carries: Carries, mtu: usize) -> Option<Vec<Vec<u8>>> {
     use strata_proto::offload::{segment_tcp4, Ipv4Frame};
+    let framed;
+    let frame = match carries {
+        Carries::Ethernet => packet,
+        // Cut as a frame with a blank Ethernet header, which comes off
+        // again below.
+        Carries::Ipv4 => {
+            framed = [&[0u8; 12][..], &[0x08, 0x00], packet].concat();
+            &framed
+        }
+        Carries::Messages => return None,
+    };
     if frame.len() <= mtu + 14 {
         return None;
     }
@@ -46,9 +58,10 @@ fn wire_segments(frame: &[u8], mtu: usize) -> Option<Vec<Vec<u8>>> {
     let thl = usize::from(*frame.get(f.l4 + 12)? >> 4) * 4;
     let mss = mtu.checked_sub(f.l4 - f.l3 + thl).filter(|&m| m > 0)?;
     let segs = segment_tcp4(frame, u16::try_from(mss).ok()?).ok()?;
+    let skip = if carries == Carries::Ipv4 { 14 } else { 0 };
     Some(
         segs.map(|s| {
-            let mut v = s.headers().to_vec();
+            let mut v = s.headers()[skip..].to_vec();
             v.extend_from_slice(s.payload);
             v
         })
@@ -258,24 +271,34 @@ fn net(s: &str) -> Result<(u32, u32), String> {
 
 // ---------------------------------------------------------------- points
 
-/// The layers whose rings carry Ethernet frames (below the transports).
-fn ethernet_level(l: LayerId) -> bool {
-    l.iface().is_some() || [LayerId::NETDEVD, LayerId::FILTERD, LayerId::IPD].contains(&l)
+/// A ring a capture watches.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watched {
+    /// Its index in the fabric.
+    pub ring: usize,
+    /// `producer->consumer`, the pcapng interface's name.
+    pub name: String,
+    /// Frames or datagrams (never socket messages).
+    pub carries: Carries,
 }
 
-/// The rings a capture point names, as (index, label): `wire` (of
-/// `iface`: what driverd read and what it is given to write),
-/// `LAYER-in` (every ring into the layer) or `LAYER-out` (out of it).
-pub fn rings_of(f: &Fabric, point: &str, iface: u8) -> Result<Vec<(usize, String)>, String> {
+/// The rings a capture point names: `wire` (of `iface`: what driverd
+/// read and what it is given to write), `LAYER-in` (every ring into the
+/// layer that holds packets) or `LAYER-out` (out of it).
+pub fn rings_of(f: &Fabric, point: &str, iface: u8) -> Result<Vec<Watched>, String> {
     // Ring r's producer and consumer, at index r.
     let ends: Vec<(LayerId, LayerId)> = f.rings().into_iter().map(|(p, c, ..)| (p, c)).collect();
-    let label = |r: usize| format!("{}->{}", ends[r].0.label(), ends[r].1.label());
-    let pick = |keep: &dyn Fn(LayerId, LayerId) -> bool| -> Vec<(usize, String)> {
+    let pick = |keep: &dyn Fn(LayerId, LayerId) -> bool| -> Vec<Watched> {
         (0..ends.len())
-            .filter(|&r| {
-                keep(ends[r].0, ends[r].1) && ethernet_level(ends[r].0) && ethernet_level(ends[r].1)
+            .filter_map(|r| {
+                let (p, c) = ends[r];
+                let carries = Carries::ring(p, c);
+                (keep(p, c) && carries != Carries::Messages).then(|| Watched {
+                    ring: r,
+                    name: format!("{}->{}", p.label(), c.label()),
+                    carries,
+                })
             })
-            .map(|r| (r, label(r)))
             .collect()
     };
     let drv = LayerId::driver(iface);
@@ -291,9 +314,10 @@ pub fn rings_of(f: &Fabric, point: &str, iface: u8) -> Result<Vec<(usize, String
         let l = LayerId::from_label(name)
             .filter(|l| *l != LayerId::LAUNCHER)
             .ok_or_else(|| format!("--at {point:?}: {name:?} is not a layer"))?;
-        if !ethernet_level(l) {
+        if l == LayerId::SOCKD {
             return Err(format!(
-                "--at {point:?}: capture works on the rings that carry Ethernet frames (driverd, netdevd, filterd, ipd); above ipd they carry bare datagrams"
+                "--at {point:?}: sockd's rings carry socket calls and stream data, not packets; \
+                 tcpd-in, tcpd-out, udpd-in and udpd-out see the transports' datagrams"
             ));
         }
         if dir == "in" {
@@ -306,6 +330,14 @@ pub fn rings_of(f: &Fabric, point: &str, iface: u8) -> Result<Vec<(usize, String
         return Err(format!("--at {point:?}: no such ring in this instance"));
     }
     Ok(rings)
+}
+
+/// The pcap link type of what a ring carries.
+fn linktype(c: Carries) -> DataLink {
+    match c {
+        Carries::Ipv4 => DataLink::IPV4,
+        _ => DataLink::ETHERNET,
+    }
 }
 
 // ---------------------------------------------------------------- output
@@ -331,30 +363,32 @@ enum Out<W: Write> {
 }
 
 impl<W: Write> Out<W> {
-    fn new(w: W, pcap: bool, rings: &[(usize, String)], snaplen: u32) -> Result<Out<W>, String> {
+    fn new(w: W, pcap: bool, rings: &[Watched], snaplen: u32) -> Result<Out<W>, String> {
         let e = |e: pcap_file::PcapError| format!("writing the capture: {e}");
         if pcap {
+            // One kind for all ([`run`] refuses a mix).
+            let kind = rings.first().map_or(Carries::Ethernet, |r| r.carries);
             let h = PcapHeader {
                 snaplen,
-                datalink: DataLink::ETHERNET,
+                datalink: linktype(kind),
                 ts_resolution: TsResolution::NanoSecond,
                 ..PcapHeader::default()
             };
             return Ok(Out::Pcap(PcapWriter::with_header(w, h).map_err(e)?));
         }
         let mut ng = PcapNgWriter::new(w).map_err(e)?;
-        for (_, name) in rings {
+        for r in rings {
             ng.write_pcapng_block(InterfaceDescriptionBlock {
-                linktype: DataLink::ETHERNET,
+                linktype: linktype(r.carries),
                 snaplen,
                 options: vec![
-                    InterfaceDescriptionOption::IfName(Cow::Owned(name.clone())),
+                    InterfaceDescriptionOption::IfName(Cow::Owned(r.name.clone())),
                     InterfaceDescriptionOption::IfTsResol(9),
                 ],
             })
             .map_err(e)?;
         }
-        Ok(Out::Ng(ng, rings.iter().map(|r| r.0).collect()))
+        Ok(Out::Ng(ng, rings.iter().map(|r| r.ring).collect()))
     }
 
     fn write(
@@ -410,7 +444,7 @@ pub fn run(instance: &str, a: &Args) -> Result<(), String> {
             .find(|&i| f.iface_name(i) == *n)
             .ok_or_else(|| format!("-i {n}: no such interface"))?,
     };
-    let mut rings: Vec<(usize, String)> = Vec::new();
+    let mut rings: Vec<Watched> = Vec::new();
     let points = if a.at.is_empty() {
         vec!["wire".to_string()]
     } else {
@@ -418,12 +452,15 @@ pub fn run(instance: &str, a: &Args) -> Result<(), String> {
     };
     for p in &points {
         for r in rings_of(&f, p, iface)? {
-            if !rings.iter().any(|x| x.0 == r.0) {
+            if !rings.iter().any(|x| x.ring == r.ring) {
                 rings.push(r);
             }
         }
     }
-    let mask = rings.iter().fold(0u64, |m, r| m | 1 << (r.0 & 63));
+    if a.pcap && rings.iter().any(|r| r.carries != rings[0].carries) {
+        return Err("--format pcap holds one link type, and these rings carry both Ethernet frames and bare datagrams: use pcapng (the default), or points of one kind".into());
+    }
+    let mask = rings.iter().fold(0u64, |m, r| m | 1 << (r.ring & 63));
     let ctl = f.capture_ctl();
     let me = std::process::id();
     let owner = ctl.owner.load(SeqCst);
@@ -456,7 +493,7 @@ pub fn run(instance: &str, a: &Args) -> Result<(), String> {
         let _ = f.capture_ring(LayerId(l)).take();
     }
     publish(ctl, &program, a.snaplen, mask);
-    let names: Vec<&str> = rings.iter().map(|r| r.1.as_str()).collect();
+    let names: Vec<&str> = rings.iter().map(|r| r.name.as_str()).collect();
     eprintln!(
         "capturing on {}, snapshot length {} bytes",
         names.join(", "),
@@ -484,7 +521,7 @@ pub fn run(instance: &str, a: &Args) -> Result<(), String> {
 fn pump(
     f: &Fabric,
     a: &Args,
-    rings: &[(usize, String)],
+    rings: &[Watched],
     mtu: usize,
     stop: &AtomicBool,
 ) -> Result<(u64, u64), String> {
@@ -518,8 +555,12 @@ fn pump(
         for r in &batch {
             // Only a whole super-segment can be cut.
             let whole = r.data.len() == r.orig_len as usize;
+            let carries = rings
+                .iter()
+                .find(|w| w.ring == r.ring as usize)
+                .map_or(Carries::Ethernet, |w| w.carries);
             let cut = (a.segment && whole)
-                .then(|| wire_segments(&r.data, mtu))
+                .then(|| wire_segments(&r.data, carries, mtu))
                 .flatten();
             let frames = match &cut {
                 Some(segs) => segs
@@ -582,12 +623,21 @@ mod tests {
         f[14 + 12..14 + 16].copy_from_slice(&[10, 0, 0, 1]);
         f[14 + 16..14 + 20].copy_from_slice(&[10, 0, 0, 2]);
         f[34 + 12] = 5 << 4;
-        let segs = wire_segments(&f, 1500).expect("cut");
+        let segs = wire_segments(&f, Carries::Ethernet, 1500).expect("cut");
         assert_eq!(segs.len(), 3, "1460 + 1460 + 80");
         assert!(segs.iter().all(|s| s.len() <= 1514));
         let total: usize = segs.iter().map(|s| s.len() - 54).sum();
         assert_eq!(total, payload);
-        assert!(wire_segments(&f[..1000], 1500).is_none(), "fits the MTU");
+        assert!(
+            wire_segments(&f[..1000], Carries::Ethernet, 1500).is_none(),
+            "fits the MTU"
+        );
+        // The same datagram without its Ethernet header (a ring above
+        // ipd): the same segments, without theirs.
+        let bare = wire_segments(&f[14..], Carries::Ipv4, 1500).expect("cut");
+        let want: Vec<Vec<u8>> = segs.iter().map(|s| s[14..].to_vec()).collect();
+        assert_eq!(bare, want);
+        assert!(wire_segments(&f, Carries::Messages, 1500).is_none());
     }
 
     #[test]

@@ -1,8 +1,9 @@
 //! `strata capture` against tcpdump: a capture during a curl download
 //! holds that connection's handshake, data and FIN and nothing its
 //! filter leaves out; DNAT is seen on the wire before it and after
-//! filterd; a capture whose reader stops loses packets from the capture,
-//! counted, while the download goes on unharmed.
+//! filterd; the rings between ipd and tcpd hold bare datagrams, which
+//! tcpdump reads too; a capture whose reader stops loses packets from the
+//! capture, counted, while the download goes on unharmed.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -242,6 +243,62 @@ fn segment_writes_super_segments_as_the_segments_the_wire_carries() {
         cut.iter().all(|&n| n <= 1460),
         "every segment fits a 1500-byte MTU: {cut:?}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_rings_above_ipd_are_captured_as_bare_datagrams() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let len = 200_000;
+    let (dir, sha) = served(len);
+    let _h = httpd(&st, &dir);
+    let file = dir.join("tcpd.pcapng");
+    let args = format!(
+        "--at tcpd-in --at tcpd-out --segment -w {} tcp port 8080",
+        file.display()
+    );
+    let c = capture(&ns, &st, &args);
+    let url = format!("http://{STACK_IP}:8080/big.bin");
+    assert_eq!(download(&ns, &url, &dir.join("got.bin")), sha);
+    interrupt(c);
+    let lines = tcpdump(&file);
+    let has = |f: &str| lines.iter().any(|l| l.contains(f));
+    assert!(
+        has(&format!("> {STACK_IP}.8080: Flags [S],")),
+        "the SYN into tcpd:\n{}",
+        lines.join("\n")
+    );
+    assert!(has(&format!("IP {STACK_IP}.8080 > ")), "tcpd's answers");
+    let from_server: Vec<String> = lines
+        .iter()
+        .filter(|l| l.contains(&format!("{STACK_IP}.8080 >")))
+        .cloned()
+        .collect();
+    let sizes = lengths(&from_server);
+    assert!(sizes.iter().sum::<u64>() >= len, "{sizes:?}");
+    assert!(
+        sizes.iter().all(|&n| n <= 1460),
+        "cut to the MTU: {sizes:?}"
+    );
+
+    for (args, says) in [
+        (
+            vec!["--at", "sockd-in"],
+            "socket calls and stream data, not packets",
+        ),
+        (
+            vec!["--at", "tcpd-in", "--at", "wire", "--format", "pcap"],
+            "holds one link type",
+        ),
+    ] {
+        let mut a = vec!["capture", "-w", "/dev/null"];
+        a.extend(args.iter().copied());
+        let o = st.strata(&a);
+        assert!(!o.status.success(), "{a:?} accepted");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains(says), "{a:?}: {err}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 
