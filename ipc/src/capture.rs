@@ -12,37 +12,9 @@
 //! accepts it only once it has checked it ([`Program::decode`]), so a
 //! bad program captures nothing rather than misbehaving.
 
-use crate::layer::LayerId;
+pub use crate::layer::Carries;
 use crate::raw::Region;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
-
-/// What the handles on a ring hold, which decides whether and how it can
-/// be captured.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Carries {
-    /// Ethernet frames: every ring between driverd, netdevd, filterd and
-    /// ipd.
-    Ethernet,
-    /// Bare IPv4 datagrams: the rings between ipd and the transports.
-    Ipv4,
-    /// Socket calls and stream data: the rings between the transports
-    /// and sockd, which hold no packets.
-    Messages,
-}
-
-impl Carries {
-    /// What the ring from `from` to `to` carries.
-    pub fn ring(from: LayerId, to: LayerId) -> Carries {
-        let transport = |l: LayerId| l == LayerId::TCPD || l == LayerId::UDPD;
-        if from == LayerId::SOCKD || to == LayerId::SOCKD {
-            Carries::Messages
-        } else if transport(from) || transport(to) {
-            Carries::Ipv4
-        } else {
-            Carries::Ethernet
-        }
-    }
-}
 
 /// Bytes of each layer's capture ring, its header included.
 pub const CAPTURE_RING_BYTES: usize = 1 << 20;
@@ -550,7 +522,7 @@ mod tests {
 
     #[test]
     fn rings_carry_frames_below_ipd_datagrams_above_and_messages_to_sockd() {
-        use LayerId as L;
+        use crate::layer::LayerId as L;
         assert_eq!(Carries::ring(L::driver(0), L::NETDEVD), Carries::Ethernet);
         assert_eq!(Carries::ring(L::FILTERD, L::IPD), Carries::Ethernet);
         assert_eq!(Carries::ring(L::IPD, L::TCPD), Carries::Ipv4);

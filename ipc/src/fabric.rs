@@ -4,7 +4,7 @@
 use crate::bufs::{window, BufError, Buffers, HEADROOM, LARGE_BUF, SMALL_BUF};
 use crate::freelist;
 use crate::handle::Handle;
-use crate::layer::{topology, LayerId, MAX_IFACES, MAX_LAYERS};
+use crate::layer::{topology, Carries, LayerId, MAX_IFACES, MAX_LAYERS};
 use crate::layout::*;
 use crate::raw::Region;
 use shared_memory::{Shmem, ShmemConf, ShmemError};
@@ -726,13 +726,7 @@ impl Fabric {
     /// The consuming end of the ring `from` → `to` (only `to` may hold it).
     pub fn consumer(&self, from: LayerId, to: LayerId) -> Option<Consumer<'_>> {
         let r = self.ring_index(from, to)?;
-        Some(Consumer {
-            f: self,
-            r,
-            d: self.ring_desc(r),
-            me: to,
-            from,
-        })
+        Some(Consumer::new(self, r, to))
     }
 
     // ------------------------------------------------------ configuration
@@ -857,13 +851,7 @@ impl Fabric {
     pub fn consumer_through(&self, via: LayerId, me: LayerId) -> Option<Consumer<'_>> {
         let rings = self.aside_rings(via)?;
         let &(r, _) = rings.iter().find(|&&(_, by)| by == me)?;
-        Some(Consumer {
-            f: self,
-            r,
-            d: self.ring_desc(r),
-            me,
-            from: self.ring_ends[r].0,
-        })
+        Some(Consumer::new(self, r, me))
     }
 
     // ------------------------------------------------------------ wake-ups
@@ -1198,10 +1186,19 @@ impl Fabric {
     // ------------------------------------------------------------- reclaim
 
     /// Takes back what a dead instance of `dead` held (launcher, before
-    /// the restart): everything queued in the rings it consumed (those
-    /// rings are then empty), and every reference it held except those
-    /// on their way to another layer in the rings it produced. A layer
-    /// that settles its own references at restart
+    /// the restart), ring by ring of those it was taking from:
+    /// - what it had taken and not finished from a ring whose handles are
+    ///   replayed ([`Carries::replayed`]) stays its own, for its next
+    ///   instance to take again; from any other ring it is released (the
+    ///   head moves past it);
+    /// - what waits untaken stays queued for the next instance on a ring
+    ///   of packets; on a ring of socket messages it is released (the
+    ///   ring is then empty: sockd and the transports restate what they
+    ///   lost to each other, "Restarts between sockd and tcpd").
+    ///
+    /// Then every reference it held is released except those on their
+    /// way to another layer in the rings it produced and those kept for
+    /// replay. A layer that settles its own references at restart
     /// ([`LayerCtl::self_reclaim`], tcpd) keeps its references here; its
     /// next instance calls [`reconcile`](Self::reconcile). Returns
     /// references released.
@@ -1212,40 +1209,45 @@ impl Fabric {
             let d = self.ring_desc(r);
             // By who takes from it now: a neighbour standing in for a
             // layer that is aside.
-            let p = self.ring_ends[r].0;
+            let (p, c) = self.ring_ends[r];
             if self.serving(r) != dead {
                 continue;
             }
-            // The dead consumer holds what it claimed; what lies beyond
-            // is still the producer's.
             let head = d.head.load(Acquire);
             let tail = d.tail.load(Acquire);
             let len = tail.wrapping_sub(head).min(d.size);
+            // The dead consumer holds what it claimed; what lies beyond
+            // is still the producer's.
             let claimed = d
                 .claimed
                 .load(Acquire)
                 .max_wrapping(head)
                 .wrapping_sub(head)
                 .min(len);
-            for k in claimed..len {
-                let h = self.slot(r, head.wrapping_add(k));
-                if self.check(&h).is_ok() && self.release(h.buf, p, 1) {
-                    released += 1;
-                }
+            if c == dead && Carries::replayed(p, c) {
+                continue;
             }
-            let end = head.wrapping_add(len);
+            let keep_queued = Carries::ring(p, c) != Carries::Messages;
+            let end = if keep_queued {
+                claimed
+            } else {
+                for k in claimed..len {
+                    let h = self.slot(r, head.wrapping_add(k));
+                    if self.check(&h).is_ok() && self.release(h.buf, p, 1) {
+                        released += 1;
+                    }
+                }
+                len
+            };
+            let end = head.wrapping_add(end);
             d.claimed.store(end, Release);
             d.head.store(end, Release);
         }
         let own = self.ctl(dead).self_reclaim.load(Acquire) == 0;
-        let transit = if own {
-            self.in_transit(dead)
-        } else {
-            Vec::new()
-        };
         if own {
+            let keep = self.kept_at_death(dead, |_, _| 0);
             for i in 0..n as u32 {
-                released += self.release_excess(i, dead, transit[i as usize]);
+                released += self.release_excess(i, dead, keep[i as usize]);
             }
         }
         released += self.recover_stranded(dead);
@@ -1310,19 +1312,64 @@ impl Fabric {
     /// rings it produces — the references its dead instance held on its
     /// heap or mid-event. Call before producing anything. Returns
     /// references released (also added to the layer's reclaimed count).
-    pub fn reconcile(&self, me: LayerId, mut keep: impl FnMut(u32, u32) -> u32) -> u64 {
-        let transit = self.in_transit(me);
+    pub fn reconcile(&self, me: LayerId, keep: impl FnMut(u32, u32) -> u32) -> u64 {
+        let kept = self.kept_at_death(me, keep);
         let mut released = 0;
         for i in 0..self.n_bufs() {
             let b = self.bufhdr(i);
             if holder_count(b.holders.load(Acquire), me.0) == 0 {
                 continue;
             }
-            let k = keep(i, b.gen.load(Acquire));
-            released += self.release_excess(i, me, transit[i as usize] + k);
+            released += self.release_excess(i, me, kept[i as usize]);
         }
         self.ctl(me).reclaimed.fetch_add(released, Relaxed);
         released
+    }
+
+    /// The references of a dead `l` that outlive it, by buffer: those in
+    /// the rings it produces, unclaimed ([`in_transit`](Self::in_transit)),
+    /// those its restored state holds (`state(buffer, generation)`: tcpd's
+    /// arena; 0 elsewhere), and those it had taken from a replayed ring
+    /// ([`Carries::replayed`]) and not finished.
+    ///
+    /// A taken handle whose reference the dead layer no longer held apart
+    /// from those was finished: its reference went into the state or on to
+    /// the next layer (or was freed) before the death, between the event's
+    /// end and the slot's release. The head moves past such handles, so
+    /// they are not replayed; the layer takes its inputs in order, so they
+    /// can only come first.
+    fn kept_at_death(&self, l: LayerId, mut state: impl FnMut(u32, u32) -> u32) -> Vec<u32> {
+        let mut v = self.in_transit(l);
+        for (i, k) in v.iter_mut().enumerate() {
+            let b = self.bufhdr(i as u32);
+            if holder_count(b.holders.load(Acquire), l.0) > 0 {
+                *k += state(i as u32, b.gen.load(Acquire));
+            }
+        }
+        for r in 0..self.n_rings as usize {
+            let (p, c) = self.ring_ends[r];
+            if c != l || !Carries::replayed(p, c) {
+                continue;
+            }
+            let d = self.ring_desc(r);
+            let head = d.head.load(Acquire);
+            let taken = d.claimed.load(Acquire).wrapping_sub(head).min(d.size);
+            let mut unfinished = false;
+            for k in 0..taken {
+                let at = head.wrapping_add(k);
+                let h = self.slot(r, at);
+                let held = self.check(&h).is_ok()
+                    && holder_count(self.bufhdr(h.buf).holders.load(Acquire), l.0)
+                        > u64::from(v[h.buf as usize]);
+                if held {
+                    v[h.buf as usize] += 1;
+                    unfinished = true;
+                } else if !unfinished {
+                    d.head.store(at.wrapping_add(1), Release);
+                }
+            }
+        }
+        v
     }
 
     /// How often each buffer sits, unclaimed, in the rings `l` produces.
@@ -1492,15 +1539,63 @@ pub struct Consumer<'a> {
     d: &'a RingDesc,
     me: LayerId,
     from: LayerId,
+    /// While `next` is before `replay_end`: the slots from the head to
+    /// `replay_end` were taken by a dead instance of this layer and not
+    /// finished; their references are ours already, and they are taken
+    /// again once ([`Carries::replayed`] rings only: elsewhere reclaim
+    /// moved the head past them). None once done.
+    replay_end: Option<u32>,
+    /// The next slot to take while replaying (after that, the ring's
+    /// `claimed`, which a neighbour standing in may have moved).
+    next: u32,
+    /// Of the last [`take`](Self::take): the slot after each handle given.
+    after: Vec<u32>,
+    /// Handles taken again after a restart.
+    replayed: u64,
+    /// Slots were taken since the last release. A consumer that took
+    /// nothing leaves the head alone: a neighbour standing in for an
+    /// aside layer (or the layer itself, back in the path) may be taking
+    /// from the same ring.
+    unreleased: bool,
+}
+
+impl<'a> Consumer<'a> {
+    fn new(f: &'a Fabric, r: usize, me: LayerId) -> Consumer<'a> {
+        let d = f.ring_desc(r);
+        let head = d.head.load(Acquire);
+        let claimed = d.claimed.load(Acquire);
+        let ahead = claimed.wrapping_sub(head);
+        Consumer {
+            f,
+            r,
+            d,
+            me,
+            from: f.ring_ends[r].0,
+            replay_end: (ahead > 0 && ahead <= d.size).then_some(claimed),
+            next: head,
+            after: Vec::with_capacity(crate::BUDGET),
+            replayed: 0,
+            unreleased: false,
+        }
+    }
 }
 
 impl Consumer<'_> {
-    /// Handles waiting.
+    /// The next slot to take.
+    fn next_slot(&self) -> u32 {
+        match self.replay_end {
+            Some(_) => self.next,
+            None => self.d.claimed.load(Relaxed),
+        }
+    }
+
+    /// Handles waiting to be taken.
     pub fn len(&self) -> u32 {
         self.d
             .tail
             .load(Acquire)
-            .wrapping_sub(self.d.head.load(Relaxed))
+            .wrapping_sub(self.next_slot())
+            .min(self.d.size)
     }
 
     /// True when nothing waits.
@@ -1508,53 +1603,103 @@ impl Consumer<'_> {
         self.len() == 0
     }
 
-    /// Takes up to `out.len()` handles, claims their buffers for this
-    /// layer, and frees their slots with one index update. Handles whose
-    /// buffer is stale or out of range are dropped and counted, never
-    /// passed on. Returns how many valid handles were written to `out`.
+    /// [`take`](Self::take) and [`release`](Self::release) in one: the
+    /// slots are free for the producer at once.
     pub fn pop(&mut self, out: &mut [Handle]) -> usize {
-        let head = self.d.head.load(Relaxed);
+        let n = self.take(out);
+        self.release();
+        n
+    }
+
+    /// Takes up to `out.len()` handles and claims their buffers for this
+    /// layer; their slots stay the layer's until it releases them
+    /// ([`release`](Self::release), [`release_through`](Self::release_through)),
+    /// so that a layer that dies before it has, on a ring whose handles
+    /// are replayed ([`Carries::replayed`]), finds them again when it
+    /// restarts. Those come first, taken without moving a reference (the
+    /// dead instance's are ours). Handles whose buffer is stale or out of
+    /// range are dropped and counted, never passed on. Returns how many
+    /// valid handles were written to `out`.
+    pub fn take(&mut self, out: &mut [Handle]) -> usize {
+        let next = self.next_slot();
         let avail = self
             .d
             .tail
             .load(Acquire)
-            .wrapping_sub(head)
+            .wrapping_sub(next)
             .min(self.d.size);
         let n = (avail as usize).min(out.len());
+        self.after.clear();
+        self.unreleased |= n > 0;
         let mut good = 0;
         for k in 0..n {
-            let h = self.f.slot(self.r, head.wrapping_add(k as u32));
-            if self.f.check(&h).is_err() {
-                self.f.pool_ctl().stale_refused.fetch_add(1, Relaxed);
-                self.d
-                    .claimed
-                    .store(head.wrapping_add(k as u32 + 1), Release);
+            let at = next.wrapping_add(k as u32);
+            let h = self.f.slot(self.r, at);
+            let replay = self.replay_end.is_some();
+            self.next = at.wrapping_add(1);
+            if self.replay_end == Some(self.next) {
+                self.replay_end = None;
+            }
+            let taken = if self.f.check(&h).is_err() {
+                if !replay {
+                    self.f.pool_ctl().stale_refused.fetch_add(1, Relaxed);
+                }
+                false
+            } else if replay {
+                // The dead instance's reference, if it still held one.
+                holder_count(self.f.bufhdr(h.buf).holders.load(Acquire), self.me.0) > 0
+            } else {
+                // The reference moves from producer to consumer in one
+                // step, then `claimed` says so: reclaim of either side,
+                // at any point, knows whose it is.
+                let moved = self
+                    .f
+                    .bufhdr(h.buf)
+                    .holders
+                    .fetch_update(AcqRel, Acquire, |x| {
+                        (holder_count(x, self.from.0) > 0
+                            && holder_count(x, self.me.0) < HOLDER_MAX)
+                            .then(|| x - holder_one(self.from.0) + holder_one(self.me.0))
+                    });
+                if moved.is_err() {
+                    // The producer pushed a reference it did not hold.
+                    self.f.pool_ctl().double_free.fetch_add(1, Relaxed);
+                }
+                moved.is_ok()
+            };
+            if !replay {
+                self.d.claimed.store(at.wrapping_add(1), Release);
+            }
+            if !taken {
                 continue;
             }
-            // The reference moves from producer to consumer in one step,
-            // then `claimed` says so: reclaim of either side, at any
-            // point, knows whose it is.
-            let b = self.f.bufhdr(h.buf);
-            let moved = b.holders.fetch_update(AcqRel, Acquire, |x| {
-                (holder_count(x, self.from.0) > 0 && holder_count(x, self.me.0) < HOLDER_MAX)
-                    .then(|| x - holder_one(self.from.0) + holder_one(self.me.0))
-            });
-            self.d
-                .claimed
-                .store(head.wrapping_add(k as u32 + 1), Release);
-            if moved.is_err() {
-                // The producer pushed a reference it did not hold.
-                self.f.pool_ctl().double_free.fetch_add(1, Relaxed);
-                continue;
-            }
-            b.owner.store(self.me.0 as u32, Relaxed);
+            self.replayed += u64::from(replay);
+            self.f.bufhdr(h.buf).owner.store(self.me.0 as u32, Relaxed);
             out[good] = h;
+            self.after.push(at.wrapping_add(1));
             good += 1;
         }
-        if n > 0 {
-            self.d.head.store(head.wrapping_add(n as u32), Release);
-        }
         good
+    }
+
+    /// Gives back every slot taken so far: the producer may reuse them.
+    pub fn release(&mut self) {
+        if std::mem::take(&mut self.unreleased) {
+            self.d.head.store(self.next_slot(), Release);
+        }
+    }
+
+    /// Gives back the slots up to and including that of the `i`th handle
+    /// of the last [`take`](Self::take) (the layer is done with it).
+    pub fn release_through(&mut self, i: usize) {
+        if let Some(&at) = self.after.get(i) {
+            self.d.head.store(at, Release);
+        }
+    }
+
+    /// Handles taken again after a restart, so far.
+    pub fn replayed(&self) -> u64 {
+        self.replayed
     }
 }
 

@@ -108,6 +108,49 @@ impl fmt::Display for LayerId {
     }
 }
 
+/// What the handles on a ring hold: it decides whether and how a ring can
+/// be captured, and whether what a dead consumer took from it is replayed
+/// ([`Carries::replayed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Carries {
+    /// Ethernet frames: every ring between driverd, netdevd, filterd and
+    /// ipd.
+    Ethernet,
+    /// Bare IPv4 datagrams: the rings between ipd and the transports.
+    Ipv4,
+    /// Socket calls and stream data: the rings between the transports
+    /// and sockd, which hold no packets.
+    Messages,
+}
+
+impl Carries {
+    /// What the ring from `from` to `to` carries.
+    pub fn ring(from: LayerId, to: LayerId) -> Carries {
+        let transport = |l: LayerId| l == LayerId::TCPD || l == LayerId::UDPD;
+        if from == LayerId::SOCKD || to == LayerId::SOCKD {
+            Carries::Messages
+        } else if transport(from) || transport(to) {
+            Carries::Ipv4
+        } else {
+            Carries::Ethernet
+        }
+    }
+
+    /// Whether the handles a consumer had taken from the ring `from` →
+    /// `to` and not finished when it died go to its next instance
+    /// (docs/ARCHITECTURE.md, "Replay"): only the datagrams ipd hands
+    /// tcpd and udpd, which those layers only read (the ICMP errors they
+    /// turn into notifications in place excepted: those are dropped on
+    /// replay, [`crate::serve::Layer::replayable`]). Elsewhere a packet
+    /// may be half-changed (ipd's echo answered in place and TTL,
+    /// filterd's NAT, driverd's checksums) or a message whose second
+    /// delivery would repeat its effect (sockd's rings); what such a
+    /// consumer took is dropped as it always was.
+    pub fn replayed(from: LayerId, to: LayerId) -> bool {
+        from == LayerId::IPD && (to == LayerId::TCPD || to == LayerId::UDPD)
+    }
+}
+
 /// The edges of the layer graph (docs/DESIGN.md, "Layers"), as
 /// (producer, consumer) pairs: one ring per direction per edge.
 pub fn topology(n_ifaces: u8) -> Vec<(LayerId, LayerId)> {

@@ -28,7 +28,9 @@
 //! when it takes an input whose bytes contain the pattern, e.g.
 //! `STRATA_CRASH_ON=ipd:504f49534f4e` ("POISON"); with
 //! `<layer>:hang:<hex bytes>` it hangs instead (stops beating its
-//! heartbeat, for the launcher to kill). The variable is read once;
+//! heartbeat, for the launcher to kill); with `<layer>:once:...` only the
+//! layer's first instance fails (the input is then no poison: its
+//! replay is what such a test shows). The variable is read once;
 //! unset, it costs one relaxed load per input.
 
 use crate::bufs::Buffers;
@@ -140,14 +142,22 @@ pub struct CrashHook {
     pub layer: LayerId,
     /// Hang rather than abort.
     pub hang: bool,
+    /// Only the first instance of the layer fails (one that was never
+    /// restarted): for showing what its next instance does with the
+    /// input, which is then no poison.
+    pub once: bool,
     /// The bytes that make it fail.
     pub pattern: Vec<u8>,
 }
 
-/// Parses [`CRASH_ENV`]: `<layer label>:[hang:]<hex bytes>`.
+/// Parses [`CRASH_ENV`]: `<layer label>:[once:][hang:]<hex bytes>`.
 pub fn parse_crash_env(v: &str) -> Option<CrashHook> {
     let (layer, rest) = v.split_once(':')?;
     let layer = LayerId::from_label(layer.trim())?;
+    let (once, rest) = match rest.trim().strip_prefix("once:") {
+        Some(r) => (true, r),
+        None => (false, rest),
+    };
     let (hang, hex) = match rest.trim().strip_prefix("hang:") {
         Some(h) => (true, h),
         None => (false, rest),
@@ -163,6 +173,7 @@ pub fn parse_crash_env(v: &str) -> Option<CrashHook> {
     Some(CrashHook {
         layer,
         hang,
+        once,
         pattern: bytes,
     })
 }
@@ -173,8 +184,9 @@ fn hook_may_fire() -> bool {
 }
 
 /// The hook's verdict on an input: `Some(hang)` when it is to fail.
+/// `restarted`: this instance is not the layer's first.
 #[cold]
-fn hook_fires(me: LayerId, data: &[u8]) -> Option<bool> {
+fn hook_fires(me: LayerId, data: &[u8], restarted: bool) -> Option<bool> {
     let hook = HOOK.get_or_init(|| {
         let v = std::env::var(CRASH_ENV).ok()?;
         let h = parse_crash_env(&v);
@@ -184,7 +196,7 @@ fn hook_fires(me: LayerId, data: &[u8]) -> Option<bool> {
         h
     });
     match hook {
-        Some(h) if h.layer == me => {
+        Some(h) if h.layer == me && !(h.once && restarted) => {
             HOOK_STATE.store(2, Relaxed);
             data.windows(h.pattern.len())
                 .any(|w| w == h.pattern.as_slice())
@@ -252,7 +264,8 @@ impl Fabric {
             c.input_hash.store(v, Relaxed);
         }
         if hook_may_fire() {
-            if let Some(hang) = hook_fires(me, data) {
+            let restarted = self.launch(me).restarts.load(Relaxed) > 0;
+            if let Some(hang) = hook_fires(me, data, restarted) {
                 eprintln!(
                     "{}[{}]: {CRASH_ENV}: input of {} bytes matches: {}",
                     me.label(),

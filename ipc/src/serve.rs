@@ -131,6 +131,25 @@ pub trait Layer {
     /// What that `epoll_wait` found (none after a timeout).
     fn woke_epoll(&mut self, _events: &[libc::epoll_event]) {}
 
+    /// Whether a handle a dead instance had taken and not finished may be
+    /// handed to this one again ([`crate::layer::Carries::replayed`]
+    /// rings only): false for one the layer may have changed in place
+    /// before it died, which is then dropped (counted as
+    /// `loop_replay_dropped`).
+    fn replayable(&self, _h: &Handle) -> bool {
+        true
+    }
+
+    /// Whether each input's effect is made durable by [`Layer::input`]
+    /// itself (tcpd journals every event in its arena): the loop then
+    /// gives the input's slot back as soon as `input` returns, so that a
+    /// restart replays only what was not finished. Otherwise slots go back
+    /// at the end of the turn, once what the inputs produced is in the
+    /// output rings.
+    fn commits_each_input(&self) -> bool {
+        false
+    }
+
     /// The launcher published a new configuration (`strata addr`,
     /// `route`, `neigh add|del`, `link set mtu`): take what concerns the
     /// layer from it. Only addresses, routes, MTUs and permanent
@@ -291,10 +310,15 @@ pub struct Economy {
     pub through: u64,
     /// Times this layer stood aside ([`Layer::passive`]).
     pub asides: u64,
+    /// Handles a dead instance had taken and not finished, taken again.
+    pub replayed: u64,
+    /// Of those, the ones the layer could not take again
+    /// ([`Layer::replayable`]), dropped.
+    pub replay_dropped: u64,
 }
 
 /// The economy counters' names, as `strata stats` shows them.
-pub const ECONOMY_NAMES: [&str; 11] = [
+pub const ECONOMY_NAMES: [&str; 13] = [
     "loop_turns",
     "loop_wakeups",
     "loop_timeouts",
@@ -306,6 +330,8 @@ pub const ECONOMY_NAMES: [&str; 11] = [
     "loop_syscalls",
     "loop_through",
     "loop_asides",
+    "loop_replayed",
+    "loop_replay_dropped",
 ];
 
 impl Economy {
@@ -325,6 +351,8 @@ impl Economy {
             syscalls: get(ECONOMY_NAMES[8])?,
             through: get(ECONOMY_NAMES[9])?,
             asides: get(ECONOMY_NAMES[10])?,
+            replayed: get(ECONOMY_NAMES[11]).unwrap_or(0),
+            replay_dropped: get(ECONOMY_NAMES[12]).unwrap_or(0),
         })
     }
 
@@ -338,7 +366,7 @@ impl Economy {
         ratio(self.syscalls, self.handles_in)
     }
 
-    fn as_array(&self) -> [u64; 11] {
+    fn as_array(&self) -> [u64; 13] {
         [
             self.turns,
             self.wakeups,
@@ -351,6 +379,8 @@ impl Economy {
             self.syscalls,
             self.through,
             self.asides,
+            self.replayed,
+            self.replay_dropped,
         ]
     }
 }
@@ -512,17 +542,31 @@ impl<'f> Loop<'f> {
                 continue;
             }
             let input = &mut self.inputs[i];
-            let mut n = input.ring.pop(&mut batch[..room]);
+            let before = input.ring.replayed();
+            let mut n = input.ring.take(&mut batch[..room]);
+            let from_ring = n;
+            let replays = (input.ring.replayed() - before) as usize;
             if let Some((_, through)) = &mut input.through {
                 if via_state == Some(aside::ASIDE) && input.ring.is_empty() && n < room {
-                    let k = through.pop(&mut batch[n..room]);
+                    let k = through.take(&mut batch[n..room]);
                     self.econ.through += k as u64;
                     n += k;
                 }
             }
-            for h in &batch[..n] {
-                if f.take_input(me, h) {
+            self.econ.replayed += replays as u64;
+            let each = layer.commits_each_input();
+            for (j, h) in batch[..n].iter().enumerate() {
+                if j < replays && !layer.replayable(h) {
+                    self.econ.replay_dropped += 1;
+                    self.cx.pool.free(h);
+                } else if f.take_input(me, h) {
                     layer.input(i, *h, &mut self.cx);
+                }
+                if each {
+                    match &mut input.through {
+                        Some((_, t)) if j >= from_ring => t.release_through(j - from_ring),
+                        _ => input.ring.release_through(j),
+                    }
                 }
             }
             work += n;
@@ -535,6 +579,14 @@ impl<'f> Loop<'f> {
         }
         work += layer.end(&mut self.cx);
         let (moved, kicks) = self.cx.flush(layer);
+        // What the inputs produced is in the output rings (or held by the
+        // layer): their slots go back.
+        for input in &mut self.inputs {
+            input.ring.release();
+            if let Some((_, t)) = &mut input.through {
+                t.release();
+            }
+        }
         self.econ.handles_out += moved as u64;
         self.econ.kicks_sent += kicks;
         self.econ.syscalls += kicks;

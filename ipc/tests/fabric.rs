@@ -116,7 +116,7 @@ fn stale_handle_in_a_ring_is_dropped_by_the_consumer() {
 }
 
 #[test]
-fn reclaim_of_a_dead_consumer_frees_its_buffers_and_its_rings() {
+fn reclaim_of_a_dead_consumer_frees_what_it_took_and_leaves_what_waits() {
     let f = Fabric::create(&name(), small()).unwrap();
     let mut prod = f.producer(D0, ND).unwrap();
     let mut cons = f.consumer(D0, ND).unwrap();
@@ -131,12 +131,66 @@ fn reclaim_of_a_dead_consumer_frees_its_buffers_and_its_rings() {
     let pinned = f.alloc(ND, 10).unwrap();
     f.set_pinned(&pinned, true).unwrap();
     let freed = f.reclaim(ND);
-    assert_eq!(freed, 12);
-    assert!(cons.is_empty());
+    assert_eq!(freed, 6);
     assert!(f.check(&own).is_err());
     assert!(f.check(&pinned).is_err());
+    assert_eq!(f.ctl(ND).reclaimed.load(Ordering::Relaxed), 6);
+    // The six that waited are the next instance's to take.
+    let mut next = f.consumer(D0, ND).unwrap();
+    let mut rest = [Handle::default(); 8];
+    assert_eq!(next.pop(&mut rest), 6);
+    assert_eq!(rest[0].buf, hs[4].buf);
+    for h in &rest[..6] {
+        f.free_as(ND, h);
+    }
     assert_eq!(f.free_counts(), (64, 4));
-    assert_eq!(f.ctl(ND).reclaimed.load(Ordering::Relaxed), 12);
+    assert_eq!(f.pool_errors(), (0, 0));
+}
+
+/// What ipd hands tcpd and tcpd had taken but not finished when it died
+/// is tcpd's next instance's to take again, without moving a reference
+/// twice; what waited behind it follows. From sockd's ring nothing is
+/// replayed: what tcpd took from it is gone, what waited is released.
+#[test]
+fn a_dead_transport_takes_again_what_it_had_taken_from_ipd() {
+    let f = Fabric::create(&name(), small()).unwrap();
+    f.ctl(TCPD).self_reclaim.store(1, Ordering::Relaxed);
+    let mut from_ip = f.producer(IPD, TCPD).unwrap();
+    let mut from_sock = f.producer(SOCKD, TCPD).unwrap();
+    let segs: Vec<Handle> = (0..5).map(|_| f.alloc(IPD, 10).unwrap()).collect();
+    assert_eq!(from_ip.push(&segs), 5);
+    let reqs: Vec<Handle> = (0..3).map(|_| f.alloc(SOCKD, 10).unwrap()).collect();
+    assert_eq!(from_sock.push(&reqs), 3);
+    let mut tcpd = f.consumer(IPD, TCPD).unwrap();
+    let mut tcpd_sock = f.consumer(SOCKD, TCPD).unwrap();
+    let mut out = [Handle::default(); 3];
+    // Took three, finished the first, died in the second.
+    assert_eq!(tcpd.take(&mut out), 3);
+    tcpd.release_through(0);
+    f.free_as(TCPD, &out[0]);
+    assert_eq!(tcpd_sock.take(&mut out[..1]), 1);
+    assert_eq!(
+        f.reclaim(TCPD),
+        2,
+        "the requests that waited (sockd's); tcpd settles its own"
+    );
+    // The restart: the arena holds none of them.
+    assert_eq!(f.reconcile(TCPD, |_, _| 0), 1, "only the request it took");
+    let mut again = f.consumer(IPD, TCPD).unwrap();
+    let mut got = [Handle::default(); 8];
+    assert_eq!(again.take(&mut got), 4);
+    assert_eq!(again.replayed(), 2, "the two it had not finished");
+    let bufs: Vec<u32> = got[..4].iter().map(|h| h.buf).collect();
+    let want: Vec<u32> = segs[1..].iter().map(|h| h.buf).collect();
+    assert_eq!(bufs, want, "in order, each once");
+    again.release();
+    for h in &got[..4] {
+        assert_eq!(f.refs_of(h.buf, TCPD), 1);
+        f.free_as(TCPD, h);
+    }
+    assert!(f.consumer(SOCKD, TCPD).unwrap().is_empty());
+    assert_eq!(f.free_counts(), (64, 4));
+    assert_eq!(f.pool_errors(), (0, 0));
 }
 
 #[test]
@@ -230,6 +284,36 @@ fn reconcile_keeps_arena_references_and_those_in_flight() {
     assert_eq!(f.ctl(TCPD).reclaimed.load(Ordering::Relaxed), 2);
 }
 
+/// tcpd finished its first input (the segment went into its queue, in
+/// the arena) and died before giving the slot back: that one is not
+/// replayed, the next is.
+#[test]
+fn a_finished_input_whose_slot_was_not_given_back_is_not_replayed() {
+    let f = Fabric::create(&name(), small()).unwrap();
+    f.ctl(TCPD).self_reclaim.store(1, Ordering::Relaxed);
+    let mut from_ip = f.producer(IPD, TCPD).unwrap();
+    let segs: Vec<Handle> = (0..2).map(|_| f.alloc(IPD, 10).unwrap()).collect();
+    assert_eq!(from_ip.push(&segs), 2);
+    let mut tcpd = f.consumer(IPD, TCPD).unwrap();
+    let mut out = [Handle::default(); 2];
+    assert_eq!(tcpd.take(&mut out), 2);
+    f.reclaim(TCPD);
+    let queued = segs[0];
+    let kept = f.reconcile(TCPD, |buf, gen| {
+        u32::from(buf == queued.buf && gen == queued.gen)
+    });
+    assert_eq!(kept, 0);
+    let mut again = f.consumer(IPD, TCPD).unwrap();
+    let mut got = [Handle::default(); 2];
+    assert_eq!(again.take(&mut got), 1);
+    assert_eq!((got[0].buf, again.replayed()), (segs[1].buf, 1));
+    again.release();
+    f.free_as(TCPD, &got[0]);
+    f.free_as(TCPD, &queued);
+    assert_eq!(f.free_counts(), (64, 4));
+    assert_eq!(f.pool_errors(), (0, 0));
+}
+
 /// A consumer killed inside a pop, after moving some references and
 /// before publishing its new head: reclaim charges each slot to the side
 /// that holds it.
@@ -245,10 +329,15 @@ fn reclaim_splits_a_pop_cut_short_between_consumer_and_producer() {
     assert_eq!(cons.pop(&mut out), 2);
     let r = f.ring_index(D0, ND).unwrap();
     f.rewind_head_for_test(r, 2);
-    assert_eq!(f.reclaim(ND), 4);
+    assert_eq!(f.reclaim(ND), 2, "the two it claimed");
+    let mut next = f.consumer(D0, ND).unwrap();
+    let mut rest = [Handle::default(); 4];
+    assert_eq!(next.pop(&mut rest), 2, "the two still the producer's");
+    for h in &rest[..2] {
+        f.free_as(ND, h);
+    }
     assert_eq!(f.free_counts(), (64, 4));
     assert_eq!(f.pool_errors(), (0, 0));
-    assert!(f.consumer(D0, ND).unwrap().is_empty());
 }
 
 #[test]
@@ -463,8 +552,9 @@ const IPD: LayerId = LayerId::IPD;
 /// filterd stands aside: ipd takes the ring netdevd fills towards filterd
 /// (after filterd's own ring to ipd, so order holds), each reference
 /// moving from netdevd to ipd; a dead filterd's reclaim leaves the rings
-/// it does not take alone, a dead ipd's empties the one it took; and
-/// filterd is back only once both neighbours have let go.
+/// it does not take alone, a dead ipd's leaves what waits in the one it
+/// took for the next ipd; and filterd is back only once both neighbours
+/// have let go.
 #[test]
 fn a_layer_aside_has_its_rings_taken_by_its_neighbours_and_returns_when_they_let_go() {
     use strata_ipc::layout::aside;
@@ -506,12 +596,14 @@ fn a_layer_aside_has_its_rings_taken_by_its_neighbours_and_returns_when_they_let
     f.free_as(IPD, &first);
     f.free_as(IPD, &second);
 
-    // A dead ipd: what waited in the ring it took is released.
-    let lost = f.alloc(ND, 10).unwrap();
-    up.push(&[lost]);
+    // A dead ipd: what waited in the ring it took waits for the next.
+    let waiting = f.alloc(ND, 10).unwrap();
+    up.push(&[waiting]);
     f.reclaim(IPD);
-    assert!(through.is_empty());
-    assert!(f.check(&lost).is_err());
+    let mut through = f.consumer_through(FD, IPD).unwrap();
+    assert_eq!(through.pop(&mut out), 1);
+    assert_eq!(out[0].buf, waiting.buf);
+    f.free_as(IPD, &waiting);
 
     // Back: not before both neighbours say they let go.
     f.begin_return(FD);

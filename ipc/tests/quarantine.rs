@@ -227,6 +227,7 @@ fn the_fault_hook_names_a_layer_and_a_pattern() {
         Some(CrashHook {
             layer,
             hang,
+            once: false,
             pattern: pattern.to_vec(),
         })
     };
@@ -241,6 +242,15 @@ fn the_fault_hook_names_a_layer_and_a_pattern() {
     assert_eq!(
         parse_crash_env("udpd:hang:00ff"),
         hook(LayerId::UDPD, true, &[0, 0xff])
+    );
+    assert_eq!(
+        parse_crash_env("tcpd:once:00ff"),
+        Some(CrashHook {
+            layer: LayerId::TCPD,
+            hang: false,
+            once: true,
+            pattern: vec![0, 0xff],
+        })
     );
     assert_eq!(parse_crash_env("ipd:5"), None);
     assert_eq!(parse_crash_env("ipd:zz"), None);

@@ -191,6 +191,18 @@ impl Layer for Shell<'_> {
         self.core.ring_full(&mut cx.pool, &h);
     }
 
+    /// An ICMP error may have been turned into a notification for sockd
+    /// in its own buffer before a death: not taken again. Segments and
+    /// datagrams are only read, never changed, so they are.
+    fn replayable(&self, h: &Handle) -> bool {
+        h.l4proto != strata_proto::ipv4::protocol::ICMP
+    }
+
+    /// Every event is journaled in the arena before `input` returns.
+    fn commits_each_input(&self) -> bool {
+        true
+    }
+
     fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
         if let Err(e) = self.core.set_addresses(&TcpConfig::from_stack(cfg)) {
             eprintln!("tcpd: new addresses not taken: {e}");

@@ -100,6 +100,13 @@ impl Layer for Shell<'_> {
         self.core.ring_full(&mut cx.pool, &h, Ring::Ip);
     }
 
+    /// An ICMP error may have been turned into a notification for sockd
+    /// in its own buffer before a death: not taken again. Segments and
+    /// datagrams are only read, never changed, so they are.
+    fn replayable(&self, h: &Handle) -> bool {
+        h.l4proto != strata_proto::ipv4::protocol::ICMP
+    }
+
     fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
         if let Err(e) = self.core.set_addresses(&UdpConfig::from_stack(cfg)) {
             eprintln!("udpd: new addresses not taken: {e}");
