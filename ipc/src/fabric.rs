@@ -1571,7 +1571,14 @@ impl<'a> Consumer<'a> {
             d,
             me,
             from: f.ring_ends[r].0,
-            replay_end: (ahead > 0 && ahead <= d.size).then_some(claimed),
+            // Only a replayed ring's own consumer takes again; on any other
+            // ring a gap between head and claimed is a live neighbour's
+            // (one standing in for a layer aside) or was dropped by reclaim.
+            replay_end: (Carries::replayed(f.ring_ends[r].0, me)
+                && f.ring_ends[r].1 == me
+                && ahead > 0
+                && ahead <= d.size)
+                .then_some(claimed),
             next: head,
             after: Vec::with_capacity(crate::BUDGET),
             replayed: 0,
