@@ -18,7 +18,7 @@
 //! assert!(verify(&hdr));
 //! ```
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// A running one's complement sum, for checksums over data that is not
 /// contiguous (a pseudo-header, then a header, then a payload).
@@ -162,6 +162,22 @@ pub fn pseudo_header_v4(src: Ipv4Addr, dst: Ipv4Addr, protocol: u8, len: u16) ->
     c
 }
 
+/// A [`Checksum`] primed with the IPv6 pseudo-header used by upper-layer
+/// checksums over IPv6 (RFC 8200 §8.1): source, destination, `len` (the
+/// upper-layer packet length, header plus data) as 32 bits, three zero
+/// bytes, and `next_header`, the upper-layer protocol (58 for ICMPv6).
+///
+/// `dst` is the final destination: with a routing header it is the last
+/// address of that header, not the one in the IPv6 header.
+pub fn pseudo_header_v6(src: Ipv6Addr, dst: Ipv6Addr, next_header: u8, len: u32) -> Checksum {
+    let mut c = Checksum::new();
+    c.add_bytes(&src.octets());
+    c.add_bytes(&dst.octets());
+    c.add_u32(len);
+    c.add_u32(u32::from(next_header));
+    c
+}
+
 /// Updates checksum `old_csum` for a 16-bit field of the covered data that
 /// changed from `old` to `new`, without summing the data again
 /// (RFC 1624, eqn. 3: `HC' = ~(~HC + ~m + m')`).
@@ -267,6 +283,18 @@ mod tests {
             c.finish(),
             checksum(&[10, 0, 0, 1, 10, 0, 0, 2, 0, 17, 0, 8])
         );
+    }
+
+    #[test]
+    fn pseudo_header_ipv6() {
+        let src: Ipv6Addr = "fe80::1".parse().unwrap();
+        let dst: Ipv6Addr = "ff02::1:ff00:2".parse().unwrap();
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&src.octets());
+        bytes.extend_from_slice(&dst.octets());
+        bytes.extend_from_slice(&[0, 1, 0, 32, 0, 0, 0, 58]);
+        let c = pseudo_header_v6(src, dst, 58, 0x0001_0020);
+        assert_eq!(c.finish(), checksum(&bytes));
     }
 
     #[test]

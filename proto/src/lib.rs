@@ -1,4 +1,5 @@
-//! strata wire formats: Ethernet II, ARP, IPv4, ICMPv4, UDP and TCP headers,
+//! strata wire formats: Ethernet II, ARP, IPv4, ICMPv4, IPv6 with its
+//! extension headers, ICMPv6 and neighbour discovery, UDP and TCP headers,
 //! the virtio-net offload header, and the Internet checksum (with the
 //! software fallbacks for offloads: checksum completion and TCP GSO).
 //!
@@ -30,7 +31,10 @@ pub mod arp;
 pub mod checksum;
 pub mod ethernet;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
+pub mod ipv6;
+pub mod ndp;
 pub mod offload;
 pub mod sock;
 pub mod tcp;
