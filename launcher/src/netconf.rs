@@ -156,6 +156,16 @@ fn addr(sh: &Shared, w: &[&str]) -> Result<Value, String> {
                         cidr.addr, owner.name
                     ));
                 }
+                if let Some(owner) = c
+                    .interfaces
+                    .iter()
+                    .find(|i| i.host_addresses.iter().any(|x| x.addr == cidr.addr))
+                {
+                    return Err(format!(
+                        "{} is the kernel side's address on {}",
+                        cidr.addr, owner.name
+                    ));
+                }
                 let i = iface_of(c, &dev)?;
                 let ifc = &mut c.interfaces[i];
                 if ifc.addresses.len() >= MAX_ADDRESSES {

@@ -244,6 +244,10 @@ fn the_mtu_changes_at_run_time_and_bad_changes_are_refused_with_a_reason() {
             "expected A.B.C.D/N",
         ),
         (
+            vec!["addr", "add", "10.77.0.1/24"],
+            "10.77.0.1 is the kernel side's address on strata0",
+        ),
+        (
             vec!["addr", "add", "10.77.0.9/24", "dev", "eth7"],
             "no interface named \"eth7\"",
         ),
