@@ -60,6 +60,12 @@
 //! blocking calls on the same socket. See
 //! [`UdpSocket`'s `AsRawFd`](UdpSocket#impl-AsRawFd-for-UdpSocket).
 //!
+//! # Async Rust
+//!
+//! With the `tokio` feature, [`tokio`](crate::tokio) has `TcpListener`,
+//! `TcpStream` and `UdpSocket` for tokio, built on the readiness fd
+//! through tokio's reactor.
+//!
 //! # When sockd restarts
 //!
 //! strata's launcher restarts any layer that dies, sockd included, and
@@ -89,6 +95,8 @@ mod core;
 mod session;
 mod stack;
 mod tcp;
+#[cfg(feature = "tokio")]
+pub mod tokio;
 mod udp;
 
 pub use stack::{Builder, Stack, DEFAULT_BACKLOG};

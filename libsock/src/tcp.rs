@@ -107,13 +107,11 @@ fn connect_timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
 }
 
-/// Connects one socket to `a`, waiting up to `timeout` for the handshake.
-pub(crate) fn connect_one(
-    b: &Builder,
-    a: SocketAddrV4,
-    timeout: Option<Duration>,
-) -> io::Result<TcpStream> {
+/// Opens a socket and asks sockd to connect it to `a`, without waiting
+/// for the handshake; in non-blocking mode when `nonblocking`.
+fn connect_begin(b: &Builder, a: SocketAddrV4, nonblocking: bool) -> io::Result<Arc<Core>> {
     let core = b.open(Kind::Tcp, false)?;
+    core.set_nonblocking(nonblocking);
     match core.request(&Request::Connect {
         id: core.id,
         addr: to_wire(a),
@@ -122,7 +120,12 @@ pub(crate) fn connect_one(
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
         Err(e) => return Err(e),
     }
-    let c = &*core;
+    Ok(core)
+}
+
+/// Waits up to `timeout` (not at all in non-blocking mode: `WouldBlock`)
+/// for the handshake `connect_begin` started.
+fn connect_wait(c: &Core, timeout: Option<Duration>) -> io::Result<()> {
     c.block_on(wait::TX, timeout, connect_timed_out, || {
         c.check()?;
         let s = c.state();
@@ -133,8 +136,28 @@ pub(crate) fn connect_one(
         } else {
             Ok(None)
         }
-    })?;
+    })
+}
+
+/// Connects one socket to `a`, waiting up to `timeout` for the handshake.
+pub(crate) fn connect_one(
+    b: &Builder,
+    a: SocketAddrV4,
+    timeout: Option<Duration>,
+) -> io::Result<TcpStream> {
+    let core = connect_begin(b, a, false)?;
+    connect_wait(&core, timeout)?;
     Ok(TcpStream { core })
+}
+
+/// Starts connecting one socket to `a` and returns it at once, in
+/// non-blocking mode: its readiness fd fires when the handshake ends, and
+/// [`TcpStream::connect_finished`] says how.
+#[cfg(feature = "tokio")]
+pub(crate) fn connect_nonblocking(b: &Builder, a: SocketAddrV4) -> io::Result<TcpStream> {
+    Ok(TcpStream {
+        core: connect_begin(b, a, true)?,
+    })
 }
 
 /// A TCP listening socket on a strata stack, with the API of
@@ -402,6 +425,17 @@ impl TcpStream {
     /// ```
     pub fn connect_timeout(addr: &SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
         Builder::new().tcp_connect_timeout(addr, timeout)
+    }
+
+    /// For a stream from [`connect_nonblocking`]: Ok(true) once connected,
+    /// Ok(false) while the handshake goes on, the error if it failed.
+    #[cfg(feature = "tokio")]
+    pub(crate) fn connect_finished(&self) -> io::Result<bool> {
+        match connect_wait(&self.core, None) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     /// A [`Builder`] (another stack, ring sizes).
