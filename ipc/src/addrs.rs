@@ -26,6 +26,18 @@ pub fn is_multicast(a: u32) -> bool {
     a >> 28 == 0xe
 }
 
+/// 127.0.0.0/8: the stack's loopback addresses, which ipd delivers back
+/// up without a device, as Linux's `lo` does.
+pub fn is_loopback(a: u32) -> bool {
+    a >> 24 == 127
+}
+
+/// The loopback source address (what Linux's `lo` has).
+pub const LOOPBACK: u32 = 0x7f00_0001;
+
+/// The loopback MTU: the largest IPv4 datagram (Linux's `lo` has 65536).
+pub const LOOPBACK_MTU: u16 = 65_535;
+
 #[derive(Clone, Copy, Debug)]
 struct Addr {
     addr: u32,
@@ -113,9 +125,10 @@ impl AddrTable {
         self.routes.finish();
     }
 
-    /// Whether `a` is one of our (unicast) addresses.
+    /// Whether `a` is one of our (unicast) addresses: a configured one,
+    /// or a loopback address.
     pub fn is_local(&self, a: u32) -> bool {
-        a != 0 && self.addrs.iter().any(|x| x.addr == a)
+        a != 0 && (is_loopback(a) || self.addrs.iter().any(|x| x.addr == a))
     }
 
     /// Whether `a` is the directed broadcast of one of our subnets.
@@ -138,12 +151,15 @@ impl AddrTable {
         self.route(dst).and_then(|r| r.slot)
     }
 
-    /// The source address for a packet to `dst`: `dst` itself if it is
-    /// ours; else, if the route to `dst` is a connected one, our address
+    /// The source address for a packet to `dst`: 127.0.0.1 to a loopback
+    /// address; `dst` itself if it is ours; else, if the route to `dst` is a connected one, our address
     /// that implies it; else the primary address of the interface the
     /// route leaves through; else the first address we have; 0 when we
     /// have none.
     pub fn source_for(&self, dst: u32) -> u32 {
+        if is_loopback(dst) {
+            return LOOPBACK;
+        }
         if self.is_local(dst) {
             return dst;
         }
@@ -172,8 +188,12 @@ impl AddrTable {
             .map_or(0, |i| self.primary[i])
     }
 
-    /// The MTU towards `dst` (1500 when unknown), at least 576.
+    /// The MTU towards `dst` (1500 when unknown), at least 576;
+    /// [`LOOPBACK_MTU`] to a loopback address.
     pub fn mtu_for(&self, dst: u32) -> u16 {
+        if is_loopback(dst) {
+            return LOOPBACK_MTU;
+        }
         let m = self
             .iface_for(dst)
             .and_then(|i| self.mtu.get(i).copied())
@@ -205,6 +225,18 @@ mod tests {
         }
         t.finish();
         t
+    }
+
+    #[test]
+    fn the_loopback_network_is_ours_from_127_0_0_1_at_the_largest_mtu() {
+        let t = table(&[]);
+        for a in ["127.0.0.1", "127.9.8.7"] {
+            assert!(t.is_local(ip(a)), "{a}");
+            assert_eq!(t.source_for(ip(a)), LOOPBACK);
+            assert_eq!(t.mtu_for(ip(a)), LOOPBACK_MTU);
+        }
+        assert!(!t.is_local(ip("128.0.0.1")));
+        assert!(!t.is_local(0));
     }
 
     #[test]

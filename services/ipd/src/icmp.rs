@@ -2,6 +2,7 @@
 //! handed to the transport layer whose datagram they quote), and sending
 //! errors with RFC 1122's restrictions and a rate limit.
 
+use strata_ipc::addrs::is_loopback;
 use strata_ipc::{Buffers, Handle};
 use strata_proto::checksum::update_u16;
 use strata_proto::icmp::{
@@ -209,7 +210,9 @@ impl IpCore {
             || l2_bcast
             || is_multicast(dst)
             || self.net.is_bcast(dst)
-            || is_martian(src)
+            // 127/8 between loopback addresses can only be the stack's own
+            // traffic (input drops it from a wire): answered.
+            || (is_martian(src) && !(is_loopback(src) && is_loopback(dst)))
             || self.net.is_bcast(src)
         {
             return self.stats.inc(Stat::IcmpOutSuppressed);
@@ -226,7 +229,11 @@ impl IpCore {
         quoted[..quote].copy_from_slice(&ip[..quote]);
         // Answer from the address the datagram was sent to when it is ours;
         // otherwise routing fills in the outgoing interface's address.
-        let from = if self.net.is_local(dst) { dst } else { 0 };
+        let from = if self.net.is_local(dst) || is_loopback(dst) {
+            dst
+        } else {
+            0
+        };
         let Some(mut e) = pool.alloc(ERR_HDRS + quote) else {
             return self.stats.inc(Stat::PoolExhausted);
         };

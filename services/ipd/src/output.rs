@@ -1,7 +1,8 @@
 //! The way out: routing, source address selection, next-hop resolution,
 //! fragmentation and the Ethernet header.
 
-use strata_ipc::handle::{csum, flags::FORWARDED, gso};
+use strata_ipc::addrs::{is_loopback, LOOPBACK};
+use strata_ipc::handle::{csum, flags::FORWARDED, gso, NO_IFACE};
 use strata_ipc::{Buffers, Handle};
 use strata_proto::checksum::update_u32;
 use strata_proto::ethernet::{ethertype, EthernetHeader};
@@ -78,8 +79,18 @@ impl IpCore {
             self.stats.inc(Stat::Loopback);
             return self.local_deliver(now, pool, h, false, false, out);
         }
-        let top = dst >> 24;
-        if top == 0 || top == 127 {
+        if is_loopback(dst) {
+            // The loopback network: back up as well, from 127.0.0.1 unless
+            // the sender chose, on no interface.
+            if hdr.src == 0 {
+                self.fill_source(pool, &h, &hdr, LOOPBACK);
+            }
+            h.iif = NO_IFACE;
+            h.oif = NO_IFACE;
+            self.stats.inc(Stat::Loopback);
+            return self.local_deliver(now, pool, h, false, false, out);
+        }
+        if dst >> 24 == 0 {
             return self.drop(pool, &h, Stat::NoRoute);
         }
         // Where it goes, and the MAC when routing alone decides it.

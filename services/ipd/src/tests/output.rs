@@ -71,9 +71,31 @@ fn no_route_without_a_default() {
     cfg.routes.clear();
     let mut r = Rig::with(cfg);
     r.output(&udp_to(Ipv4Addr::new(8, 8, 8, 8)));
-    r.output(&udp_to(Ipv4Addr::new(127, 0, 0, 1)));
+    r.output(&udp_to(Ipv4Addr::new(0, 1, 2, 3)));
     assert_eq!(r.stat(Stat::NoRoute), 2);
     assert!(r.tx().is_empty());
+    r.finish();
+}
+
+#[test]
+fn the_loopback_network_comes_back_up_from_127_0_0_1_without_a_device() {
+    let mut cfg = config();
+    cfg.routes.clear();
+    let mut r = Rig::with(cfg);
+    r.core.set_upper(protocol::UDP, true);
+    let mut d = udp_to(Ipv4Addr::new(127, 0, 0, 9));
+    d[12..16].fill(0);
+    strata_proto::ipv4::fill_checksum(&mut d[..20]);
+    r.output(&d);
+    assert!(r.tx().is_empty(), "nothing on a device");
+    let up = r.up();
+    assert_eq!(up.len(), 1);
+    let hdr = Ipv4Header::parse(&up[0].1).unwrap();
+    assert_eq!(hdr.src, Ipv4Addr::LOCALHOST);
+    assert_eq!(hdr.dst, Ipv4Addr::new(127, 0, 0, 9));
+    assert_eq!(up[0].0.iif, strata_ipc::handle::NO_IFACE);
+    assert_eq!(r.stat(Stat::Loopback), 1);
+    assert_eq!(r.stat(Stat::NoRoute), 0);
     r.finish();
 }
 
