@@ -105,7 +105,7 @@ fn iface_of(c: &Config, name: &str) -> Result<usize, String> {
         .ok_or_else(|| {
             let names: Vec<&str> = c.interfaces.iter().map(|i| i.name.as_str()).collect();
             format!(
-                "no interface named {name:?} (there is {})",
+                "no interface named {name:?} (interfaces: {})",
                 names.join(", ")
             )
         })
