@@ -9,7 +9,6 @@ use strata_proto::icmp::{unreach_code, IcmpHeader};
 use strata_proto::MacAddr;
 
 use crate::neigh::{Learn, Learned};
-use crate::route::is_martian;
 use crate::stats::Stat;
 use crate::{IpCore, Outputs, ETH_LEN};
 
@@ -55,7 +54,7 @@ impl IpCore {
             }
             return self.drop(pool, &h, Stat::ArpInvalidSender);
         }
-        if bad_mac || is_martian(sip) || self.net.is_local(sip) || self.net.is_bcast(sip) {
+        if !self.usable_neighbour(sip, p.sender_mac) {
             return self.drop(pool, &h, Stat::ArpInvalidSender);
         }
         // RFC 826 merge: update a known sender whatever the ARP says;

@@ -180,18 +180,12 @@ impl IpCore {
             .iter()
             .filter_map(|n| {
                 let slot = self.net.slot(n.iface)?;
-                let ip = u32::from(n.ip);
-                let mac = strata_proto::MacAddr(n.mac);
-                let usable = !is_martian(ip)
-                    && !self.net.is_local(ip)
-                    && !self.net.is_bcast(ip)
-                    && !mac.is_multicast()
-                    && mac != strata_proto::MacAddr::ZERO;
-                usable.then_some((slot, ip, mac))
+                let (ip, mac) = (u32::from(n.ip), strata_proto::MacAddr(n.mac));
+                self.usable_neighbour(ip, mac).then_some((slot, ip, mac))
             })
             .collect();
-        let (ready, _) = self.neigh.set_permanent(now, &want);
-        ready
+        self.neigh
+            .set_permanent(now, &want)
             .into_iter()
             .filter_map(|i| Some((i, self.neigh.slot_of(i)?)))
             .collect()
@@ -341,17 +335,21 @@ impl IpCore {
             let Some(slot) = self.net.slot(r.iface) else {
                 continue;
             };
-            let mac = strata_proto::MacAddr(r.mac);
-            if is_martian(r.ip)
-                || self.net.is_local(r.ip)
-                || self.net.is_bcast(r.ip)
-                || mac.is_multicast()
-                || mac == strata_proto::MacAddr::ZERO
-            {
-                continue;
+            if self.usable_neighbour(r.ip, strata_proto::MacAddr(r.mac)) {
+                self.neigh.restore(now, slot, r);
             }
-            self.neigh.restore(now, slot, r);
         }
+    }
+
+    /// Whether `ip` at `mac` can be a neighbour at all: a unicast host
+    /// address that is not ours, with a unicast MAC (what a restored or
+    /// configured entry must be, and a sender ARP teaches).
+    pub(crate) fn usable_neighbour(&self, ip: u32, mac: strata_proto::MacAddr) -> bool {
+        !is_martian(ip)
+            && !self.net.is_local(ip)
+            && !self.net.is_bcast(ip)
+            && !mac.is_multicast()
+            && mac != strata_proto::MacAddr::ZERO
     }
 
     /// Forgets every learnt neighbour, or the one with address `only`

@@ -726,15 +726,9 @@ impl Neighbours {
     /// learnt for it, and a permanent entry not in `want` is removed.
     /// Returns the entries whose MAC became known, whose queued packets
     /// can go now. `want` is bounded by the configuration (256); an entry
-    /// the full table has no room for is skipped, and false is returned
-    /// with the rest.
-    pub fn set_permanent(
-        &mut self,
-        now: u64,
-        want: &[(usize, u32, MacAddr)],
-    ) -> (Vec<usize>, bool) {
+    /// the full table has no room for is skipped.
+    pub fn set_permanent(&mut self, now: u64, want: &[(usize, u32, MacAddr)]) -> Vec<usize> {
         let mut ready = Vec::new();
-        let mut all = true;
         for i in 0..self.entries.len() {
             let e = &self.entries[i];
             if e.state == State::Permanent
@@ -750,10 +744,7 @@ impl Neighbours {
                 Some(i) => i,
                 None => match self.create(slot, ip, State::Permanent, now) {
                     Some(i) => i,
-                    None => {
-                        all = false;
-                        continue;
-                    }
+                    None => continue,
                 },
             };
             let e = &mut self.entries[i];
@@ -768,7 +759,7 @@ impl Neighbours {
                 ready.push(i);
             }
         }
-        (ready, all)
+        ready
     }
 
     /// Whether a valid entry appeared, vanished or changed MAC since the
