@@ -64,18 +64,27 @@ pub struct AddrTable {
 }
 
 impl AddrTable {
-    /// The table of a running stack's configuration: every interface
-    /// with its addresses and MTU, then every route.
-    pub fn from_stack(cfg: &crate::runtime::StackConfig) -> Result<AddrTable, ConfigError> {
+    /// The table of `ifaces` (handle index, addresses with the primary
+    /// first, MTU), in order, and `routes`, ready for lookups.
+    pub fn build<'a>(
+        ifaces: impl IntoIterator<Item = (u8, &'a [(Ipv4Addr, u8)], u16)>,
+        routes: &[Route],
+    ) -> Result<AddrTable, ConfigError> {
         let mut t = AddrTable::default();
-        for i in &cfg.ifaces {
-            t.add_iface(i.index, &i.addrs, i.mtu)?;
+        for (index, addrs, mtu) in ifaces {
+            t.add_iface(index, addrs, mtu)?;
         }
-        for r in &cfg.routes {
+        for r in routes {
             t.add_route(r)?;
         }
         t.finish();
         Ok(t)
+    }
+
+    /// The table of a running stack's configuration.
+    pub fn from_stack(cfg: &crate::runtime::StackConfig) -> Result<AddrTable, ConfigError> {
+        let ifaces = cfg.ifaces.iter().map(|i| (i.index, &i.addrs[..], i.mtu));
+        AddrTable::build(ifaces, &cfg.routes)
     }
 
     /// Adds an interface (handle index `index`) with its addresses; the

@@ -290,14 +290,11 @@ mod tests {
             route("10.1.0.0", 24, Some("192.168.5.9"), None),
         ];
         let net = Net::new(&ifaces, &routes).unwrap();
-        let mut t = strata_ipc::addrs::AddrTable::default();
-        for i in &ifaces {
-            t.add_iface(i.index, &i.addrs, i.mtu).unwrap();
-        }
-        for r in &routes {
-            t.add_route(r).unwrap();
-        }
-        t.finish();
+        let t = strata_ipc::addrs::AddrTable::build(
+            ifaces.iter().map(|i| (i.index, &i.addrs[..], i.mtu)),
+            &routes,
+        )
+        .unwrap();
         for d in [
             "10.0.9.1",
             "10.0.8.1",

@@ -202,15 +202,10 @@ pub(crate) struct Net {
 
 impl Net {
     pub fn new(cfg: &TcpConfig) -> Result<Net, ConfigError> {
-        let mut t = AddrTable::default();
-        for ifc in &cfg.ifaces {
-            t.add_iface(ifc.index, &ifc.addrs, ifc.mtu)?;
-        }
-        for r in &cfg.routes {
-            t.add_route(r)?;
-        }
-        t.finish();
-        Ok(Net { t })
+        let ifaces = cfg.ifaces.iter().map(|i| (i.index, &i.addrs[..], i.mtu));
+        Ok(Net {
+            t: AddrTable::build(ifaces, &cfg.routes)?,
+        })
     }
 
     /// Whether `a` is one of our (unicast) addresses.

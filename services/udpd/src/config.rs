@@ -98,16 +98,11 @@ pub(crate) struct Net {
 
 impl Net {
     pub fn new(cfg: &UdpConfig) -> Result<Net, ConfigError> {
-        let mut t = AddrTable::default();
-        for ifc in &cfg.ifaces {
-            // udpd never fragments: the MTU is ipd's business.
-            t.add_iface(ifc.index, &ifc.addrs, 1500)?;
-        }
-        for r in &cfg.routes {
-            t.add_route(r)?;
-        }
-        t.finish();
-        Ok(Net { t })
+        // udpd never fragments: the MTU is ipd's business.
+        let ifaces = cfg.ifaces.iter().map(|i| (i.index, &i.addrs[..], 1500));
+        Ok(Net {
+            t: AddrTable::build(ifaces, &cfg.routes)?,
+        })
     }
 
     /// Whether `a` is one of our (unicast) addresses.
