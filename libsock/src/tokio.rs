@@ -59,22 +59,17 @@ fn attempt<T>(r: io::Result<T>) -> io::Result<Option<T>> {
     }
 }
 
-/// Waits (on `fd`) until `op` stops blocking: it tries first, and after
-/// each wake-up clears the readiness before it tries again, so that a
-/// change after the attempt is never missed.
+/// Waits (on `fd`) until `op` stops blocking ([`poll_until_ready`]).
 async fn until_ready<F: AsRawFd, T>(
     fd: &AsyncFd<F>,
     mut op: impl FnMut() -> io::Result<T>,
 ) -> io::Result<T> {
-    loop {
-        if let Some(v) = attempt(op())? {
-            return Ok(v);
-        }
-        fd.readable().await?.clear_ready();
-    }
+    std::future::poll_fn(|cx| poll_until_ready(fd, cx, &mut op)).await
 }
 
-/// [`until_ready`] for a poll function.
+/// Polls `op` until it stops blocking: it tries first, and after each
+/// wake-up clears the readiness before it tries again, so that a change
+/// after the attempt is never missed.
 fn poll_until_ready<F: AsRawFd, T>(
     fd: &AsyncFd<F>,
     cx: &mut Context<'_>,
