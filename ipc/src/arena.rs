@@ -21,6 +21,10 @@ struct RecHdr {
     /// Record counts of the two copies.
     len: [AtomicU32; 2],
     magic: AtomicU32,
+    /// The format each copy was written in (the writer's
+    /// [`crate::service::ArenaFormat`]): flipping `current` switches the
+    /// records and their format at once.
+    format: [AtomicU32; 2],
 }
 
 // SAFETY: repr(C), atomics only.
@@ -32,30 +36,47 @@ const HDR: usize = 64;
 /// A table of records stored twice: a writer fills the copy that is not
 /// current and then flips the index, so a writer killed half-way leaves
 /// the previous table intact and a restarted layer always loads a whole
-/// one.
+/// one. Each copy is stamped with the format of its records, so that a
+/// binary whose records changed can tell its predecessor's table and read
+/// it with the old record type.
 pub struct Records<'a, T: Pod> {
     r: Region<'a>,
     cap: usize,
+    /// The format of `T`: what `store` stamps and `load` accepts.
+    format: u32,
     _m: PhantomData<&'a T>,
 }
 
 impl<'a, T: Pod> Records<'a, T> {
+    /// The table in `p..p+n`, of records of format `format`.
+    ///
     /// # Safety
     /// `p..p+n` must be mapped, readable and writable, for `'a`, aligned
     /// for `T`, and used only as this table.
-    pub unsafe fn new(p: *mut u8, n: usize) -> Self {
+    pub unsafe fn new(p: *mut u8, n: usize, format: u32) -> Self {
         // SAFETY: the caller's contract is `Region::new`'s.
-        Records::over(unsafe { Region::new(p, n) })
+        Records::over(unsafe { Region::new(p, n) }, format)
     }
 
     /// The table over an arena.
-    pub(crate) fn over(r: Region<'a>) -> Self {
+    pub(crate) fn over(r: Region<'a>, format: u32) -> Self {
         let sz = std::mem::size_of::<T>().max(1);
         let cap = r.len().saturating_sub(HDR) / 2 / sz;
         Records {
             r,
             cap,
+            format,
             _m: PhantomData,
+        }
+    }
+
+    /// The format of the current table (0: none was ever stored).
+    pub fn stored_format(&self) -> u32 {
+        match self.hdr() {
+            Some(h) if h.magic.load(Acquire) == REC_MAGIC => {
+                h.format[(h.current.load(Acquire) & 1) as usize].load(Acquire)
+            }
+            _ => 0,
         }
     }
 
@@ -78,12 +99,13 @@ impl<'a, T: Pod> Records<'a, T> {
         self.cap
     }
 
-    /// The current table (empty if never stored).
+    /// The current table (empty if never stored, or stored in another
+    /// format than this table's).
     pub fn load(&self) -> Vec<T> {
         let Some(h) = self.hdr() else {
             return Vec::new();
         };
-        if h.magic.load(Acquire) != REC_MAGIC {
+        if self.stored_format() != self.format {
             return Vec::new();
         }
         let cur = (h.current.load(Acquire) & 1) as usize;
@@ -113,6 +135,7 @@ impl<'a, T: Pod> Records<'a, T> {
             n += 1;
         }
         h.len[next].store(n as u32, Release);
+        h.format[next].store(self.format, Release);
         h.magic.store(REC_MAGIC, Release);
         h.current.store(next as u32, Release);
         n
@@ -127,8 +150,9 @@ mod tests {
     fn store_flips_and_load_sees_latest() {
         let mut mem = vec![0u64; 1024];
         // SAFETY: the vector outlives the table and is used only by it.
-        let r: Records<u64> = unsafe { Records::new(mem.as_mut_ptr() as *mut u8, 8192) };
+        let r: Records<u64> = unsafe { Records::new(mem.as_mut_ptr() as *mut u8, 8192, 1) };
         assert!(r.load().is_empty());
+        assert_eq!(r.stored_format(), 0);
         r.store([1, 2, 3]);
         assert_eq!(r.load(), vec![1, 2, 3]);
         r.store([4]);
@@ -140,10 +164,28 @@ mod tests {
     }
 
     #[test]
+    fn a_table_of_another_format_is_told_and_read_with_its_own_type() {
+        let mut mem = vec![0u64; 1024];
+        let p = mem.as_mut_ptr() as *mut u8;
+        // SAFETY: the vector outlives both views; they are used one after
+        // the other, as a layer and its successor would.
+        let (old, new): (Records<u32>, Records<u64>) =
+            unsafe { (Records::new(p, 8192, 1), Records::new(p, 8192, 2)) };
+        old.store([5, 6]);
+        assert_eq!(new.stored_format(), 1);
+        assert!(new.load().is_empty(), "format 1 is not read as format 2");
+        assert_eq!(old.load(), vec![5, 6]);
+        new.store([9]);
+        assert_eq!(old.stored_format(), 2);
+        assert!(old.load().is_empty());
+        assert_eq!(new.load(), vec![9]);
+    }
+
+    #[test]
     fn half_written_copy_is_not_seen() {
         let mut mem = vec![0u64; 1024];
         // SAFETY: the vector outlives the table and is used only by it.
-        let r: Records<u64> = unsafe { Records::new(mem.as_mut_ptr() as *mut u8, 8192) };
+        let r: Records<u64> = unsafe { Records::new(mem.as_mut_ptr() as *mut u8, 8192, 1) };
         r.store([7, 8]);
         // A writer that dies before the flip has written only the other copy.
         let cur = r.hdr().unwrap().current.load(Relaxed) as usize;

@@ -1178,9 +1178,14 @@ impl Fabric {
         self.region.sub(off, len)
     }
 
-    /// `l`'s arena as a crash-consistent table of records.
-    pub fn records<T: crate::arena::Pod>(&self, l: LayerId) -> crate::arena::Records<'_, T> {
-        crate::arena::Records::over(self.arena(l))
+    /// `l`'s arena as a crash-consistent table of records of format
+    /// `format` ([`crate::arena::Records`]).
+    pub fn records<T: crate::arena::Pod>(
+        &self,
+        l: LayerId,
+        format: u32,
+    ) -> crate::arena::Records<'_, T> {
+        crate::arena::Records::over(self.arena(l), format)
     }
 
     // ------------------------------------------------------------- reclaim

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 8;
+pub const VERSION: u32 = 9;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 128;
@@ -57,7 +57,7 @@ impl Default for Params {
             large_bufs: 1024,
             ring_size: 1024,
             n_ifaces: 1,
-            arena_bytes: 1 << 20,
+            arena_bytes: 2 << 20,
             tcpd_arena_bytes: 10 << 20,
             filterd_arena_bytes: 8 << 20,
         }
@@ -108,6 +108,10 @@ pub struct LaunchCtl {
     /// What the flush asked in `flush_req` covers (ipd: one neighbour's
     /// IPv4 address, or 0 for all); written before `flush_req` is bumped.
     pub flush_what: AtomicU64,
+    /// Bumped to ask the running instance to stop at an event boundary,
+    /// holding nothing its successor could not find, so that another
+    /// binary takes over (`strata upgrade`, [`crate::serve::Loop`]).
+    pub upgrade_req: AtomicU64,
 }
 
 /// The packet pool's shared state: written by every layer.
@@ -207,7 +211,10 @@ pub struct LayerCtl {
     /// While the layer returns from aside: the neighbours (one bit per
     /// layer id) that have stopped taking its input rings.
     pub aside_acks: AtomicU32,
-    pub _pad: u32,
+    /// The format of what the layer keeps in its arena, as its running
+    /// instance declared it ([`crate::service::ArenaFormat`]; 0: none
+    /// yet). The launcher checks an upgrade's binary against it.
+    pub arena_format: AtomicU32,
     /// The last of [`LaunchCtl::flush_req`] the layer carried out.
     pub flush_done: AtomicU64,
     /// The generation of the configuration region

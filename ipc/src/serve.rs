@@ -48,6 +48,11 @@ pub enum Overflow {
 /// How stale a busy layer's published counters may get, in ns.
 const PUBLISH_BUSY_NS: u64 = 1_000_000;
 
+/// Longest a layer asked to hand over waits for what it
+/// [holds](Layer::holds) to leave, in ns; then it hands over anyway, and
+/// the launcher's reclaim frees those handles, as after a death.
+pub const HANDOVER_GRACE_NS: u64 = 1_000_000_000;
+
 /// Most fds a layer waits on beside its eventfd.
 pub const MAX_WAIT_FDS: usize = 8;
 
@@ -156,6 +161,14 @@ pub trait Layer {
     /// neighbours change at run time; the rest is as the layer started.
     /// Called at the start of a turn, before [`Layer::begin`].
     fn reconfigure(&mut self, _cfg: &StackConfig, _cx: &mut Cx) {}
+
+    /// Handles the layer keeps in its own memory rather than in a ring or
+    /// its arena (a qdisc's backlog, packets waiting for a neighbour):
+    /// what its successor could not find. Asked to hand over, the loop
+    /// waits (at most [`HANDOVER_GRACE_NS`]) until there are none.
+    fn holds(&self) -> usize {
+        0
+    }
 
     /// The layer's counters, in the order of the names given to
     /// [`Loop::new`].
@@ -277,6 +290,11 @@ impl Cx<'_> {
     /// True when some output keeps handles its ring has no room for.
     fn blocked(&self) -> bool {
         self.outs.iter().any(|o| !o.queue.is_empty())
+    }
+
+    /// Handles kept for all outputs together.
+    fn queued_total(&self) -> usize {
+        self.outs.iter().map(|o| o.queue.len()).sum()
     }
 }
 
@@ -426,6 +444,9 @@ pub struct Loop<'f> {
     econ: Economy,
     /// The generation of the configuration the layer runs with.
     config_gen: u64,
+    /// When the launcher's request to hand over was seen (`strata
+    /// upgrade`).
+    handover_asked: Option<u64>,
 }
 
 impl<'f> Loop<'f> {
@@ -485,6 +506,7 @@ impl<'f> Loop<'f> {
             n_layer: names.len(),
             econ: Economy::default(),
             config_gen: svc.config_gen,
+            handover_asked: None,
         }
     }
 
@@ -501,6 +523,7 @@ impl<'f> Loop<'f> {
         let mut published = 0;
         loop {
             let work = self.turn(layer, &mut batch);
+            self.hand_over_if_asked(layer);
             // Before every wait, so what a layer counted is there once it
             // sleeps; while it keeps busy, now and then.
             if work == 0 || self.cx.now >= published + PUBLISH_BUSY_NS {
@@ -597,6 +620,43 @@ impl<'f> Loop<'f> {
             work += moved;
         }
         work
+    }
+
+    /// Between two turns, the event boundary: if the launcher asked this
+    /// instance to make way for another binary, and nothing is left that
+    /// its successor could not find (output queues pushed, nothing
+    /// [held](Layer::holds)), publishes the counters and exits. What the
+    /// inputs rings hold stays there for the successor, which restores
+    /// from the arena as after a restart.
+    fn hand_over_if_asked(&mut self, layer: &impl Layer) {
+        let f = &self.svc.fabric;
+        let me = self.svc.me;
+        let asked = match self.handover_asked {
+            Some(t) => t,
+            None if f.launch(me).upgrade_req.load(Relaxed) != self.svc.upgrade_req => {
+                self.handover_asked = Some(self.cx.now);
+                self.cx.now
+            }
+            None => return,
+        };
+        let left = layer.holds() + self.cx.queued_total();
+        let waited = self.cx.now.saturating_sub(asked);
+        if left > 0 && waited < HANDOVER_GRACE_NS {
+            return;
+        }
+        self.publish(layer);
+        if left > 0 {
+            self.svc.log(&format!(
+                "hands over with {left} handles still held after {} ms: they are freed",
+                waited / 1_000_000
+            ));
+        } else {
+            self.svc.log(&format!(
+                "hands over to its successor ({:.1} ms after the request)",
+                waited as f64 / 1e6
+            ));
+        }
+        std::process::exit(0)
     }
 
     /// Hands a newly published configuration to the layer and says it
@@ -699,7 +759,8 @@ impl<'f> Loop<'f> {
         // aside, the neighbours' acknowledgements are looked for every
         // millisecond.
         let returning = path == aside::RETURNING;
-        let nap = held_back || cx.blocked() || layer.held() || returning;
+        let handing_over = self.handover_asked.is_some();
+        let nap = held_back || cx.blocked() || layer.held() || returning || handing_over;
         if nap {
             tick = 1;
         }

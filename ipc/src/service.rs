@@ -51,6 +51,48 @@ pub const BUDGET: usize = 64;
 /// Longest a layer sleeps without beating its heartbeat, in ms.
 pub const IDLE_TICK_MS: i32 = 100;
 
+/// The formats of a layer's arena a binary knows: the one it writes, and
+/// the oldest it can still read (every format from that one to the one it
+/// writes). A restarted or upgraded instance finds its predecessor's
+/// arena; a layer that changes what it keeps there bumps `writes` and
+/// keeps reading the previous format, so that `strata upgrade` can move
+/// a running stack to the new binary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ArenaFormat {
+    pub writes: u32,
+    pub reads_from: u32,
+}
+
+impl ArenaFormat {
+    /// A layer whose arena has had one format.
+    pub const FIRST: ArenaFormat = ArenaFormat {
+        writes: 1,
+        reads_from: 1,
+    };
+
+    /// Whether an arena last declared `found` (0: nothing yet) can be
+    /// read.
+    pub fn reads(&self, found: u32) -> bool {
+        found == 0 || (self.reads_from..=self.writes).contains(&found)
+    }
+}
+
+/// The argument with which a layer binary, instead of running, prints
+/// what it is as one line of JSON ([`Probe`]) and exits: the launcher asks
+/// it of a binary before an upgrade.
+pub const PROBE_ARG: &str = "--strata-probe";
+
+/// What a layer binary says it is when run with [`PROBE_ARG`].
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Probe {
+    /// The layer's name (`tcpd`; `driverd` for every driver instance).
+    pub layer: String,
+    /// The fabric layout it maps ([`crate::layout::VERSION`]).
+    pub layout: u32,
+    pub arena_writes: u32,
+    pub arena_reads_from: u32,
+}
+
 /// A running layer's context.
 pub struct Service {
     /// The mapped fabric, with this layer's eventfds set.
@@ -61,12 +103,29 @@ pub struct Service {
     pub config: StackConfig,
     /// Its generation ([`crate::runtime::ConfigCtl`]).
     pub config_gen: u64,
+    /// The arena formats this binary knows.
+    pub arena: ArenaFormat,
+    /// [`crate::layout::LaunchCtl::upgrade_req`] as the instance started:
+    /// a change asks it to hand over.
+    pub upgrade_req: u64,
 }
 
 impl Service {
-    /// Sets up a layer process from what the launcher passed it. Errors are
-    /// messages for the launcher's log.
-    pub fn start(expect: &str) -> Result<Service, String> {
+    /// Sets up a layer process from what the launcher passed it: layer
+    /// `expect`, keeping its arena in `arena`'s format. Errors are
+    /// messages for the launcher's log. Run with [`PROBE_ARG`], prints
+    /// the binary's [`Probe`] and exits instead.
+    pub fn start(expect: &'static str, arena: ArenaFormat) -> Result<Service, String> {
+        if std::env::args().nth(1).as_deref() == Some(PROBE_ARG) {
+            let p = Probe {
+                layer: expect.to_string(),
+                layout: crate::layout::VERSION,
+                arena_writes: arena.writes,
+                arena_reads_from: arena.reads_from,
+            };
+            println!("{}", serde_json::to_string(&p).unwrap_or_default());
+            std::process::exit(0);
+        }
         let instance = std::env::var(INSTANCE_ENV)
             .map_err(|_| format!("{INSTANCE_ENV} not set: layers are started by `strata up`"))?;
         let label = std::env::var(LAYER_ENV).map_err(|_| format!("{LAYER_ENV} not set"))?;
@@ -83,13 +142,25 @@ impl Service {
         fabric.set_futex_wait(std::env::var(WAIT_ENV).map_or(true, |v| v != "poll"));
         let (config_gen, config) = fabric.config().read_settled()?;
         let ctl = fabric.ctl(me);
+        // The launcher checks an upgrade's binary before it starts it; this
+        // guards against a binary put in place of the layer's by hand.
+        let found = ctl.arena_format.load(Acquire);
+        if !arena.reads(found) {
+            return Err(format!(
+                "its arena holds format {found}, and this binary reads formats {} to {}",
+                arena.reads_from, arena.writes
+            ));
+        }
         ctl.pid.store(std::process::id(), Relaxed);
         ctl.config_gen.store(config_gen, Release);
+        let upgrade_req = fabric.launch(me).upgrade_req.load(Acquire);
         Ok(Service {
             fabric,
             me,
             config,
             config_gen,
+            arena,
+            upgrade_req,
         })
     }
 
@@ -100,6 +171,9 @@ impl Service {
             die(self.me.name(), &format!("seccomp: {e}"));
         }
         let ctl = self.fabric.ctl(self.me);
+        // Restored by now, and what it saves from here on is in its own
+        // format.
+        ctl.arena_format.store(self.arena.writes, Release);
         ctl.ready_ns.store(now_ns(), Relaxed);
         ctl.state.store(state::RUNNING, Release);
         self.fabric.beat(self.me);

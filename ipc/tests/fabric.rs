@@ -477,11 +477,11 @@ fn arena_records_outlive_the_mapping_that_wrote_them() {
     let f = Fabric::create(&n, small()).unwrap();
     {
         let g = Fabric::open(&n).unwrap();
-        g.records::<u64>(LayerId::IPD).store([1, 2, 3]);
+        g.records::<u64>(LayerId::IPD, 1).store([1, 2, 3]);
     }
     let g = Fabric::open(&n).unwrap();
-    assert_eq!(g.records::<u64>(LayerId::IPD).load(), vec![1, 2, 3]);
-    assert!(f.records::<u64>(LayerId::TCPD).load().is_empty());
+    assert_eq!(g.records::<u64>(LayerId::IPD, 1).load(), vec![1, 2, 3]);
+    assert!(f.records::<u64>(LayerId::TCPD, 1).load().is_empty());
 }
 
 /// The consumer half of the two-process test; runs only when the parent

@@ -292,6 +292,7 @@ fn handle(sh: &Shared, req: &Value) -> Value {
                 },
             }
         }
+        Some("upgrade") => crate::upgrade::handle(sh, req),
         Some("qdisc") => crate::qdisc::handle(&sh.fabric, req),
         Some("filter") => {
             let words: Vec<String> = req
@@ -377,6 +378,11 @@ pub fn serve(sh: Arc<Shared>, path: &Path) -> std::io::Result<()> {
 
 /// Sends one request to a running instance.
 pub fn request(instance: &str, req: Value) -> Result<Value, String> {
+    request_waiting(instance, req, Duration::from_secs(10))
+}
+
+/// Sends one request and waits at most `wait` for the answer.
+pub fn request_waiting(instance: &str, req: Value, wait: Duration) -> Result<Value, String> {
     let path = strata_ipc::runtime::control_socket(instance);
     let mut s = UnixStream::connect(&path).map_err(|e| {
         format!(
@@ -384,7 +390,7 @@ pub fn request(instance: &str, req: Value) -> Result<Value, String> {
             path.display()
         )
     })?;
-    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    s.set_read_timeout(Some(wait)).ok();
     writeln!(s, "{req}").map_err(|e| e.to_string())?;
     let mut line = String::new();
     BufReader::new(s)

@@ -15,6 +15,7 @@ mod qdisc;
 mod supervisor;
 mod top;
 mod up;
+mod upgrade;
 
 use clap::{Parser, Subcommand};
 use serde_json::{json, Value};
@@ -69,6 +70,21 @@ enum Cmd {
     Kill {
         /// driverdN, netdevd, filterd, ipd, tcpd, udpd or sockd.
         layer: String,
+    },
+    /// Replace a running layer with a new binary, losing no connection,
+    /// socket, binding, rule or buffer: the running instance hands over
+    /// at an event boundary and the new binary takes over its arena and
+    /// rings. A binary that is another layer, maps another fabric layout
+    /// or cannot read the layer's arena format is refused, and the
+    /// running instance goes on.
+    Upgrade {
+        /// driverdN, netdevd, filterd, ipd, tcpd, udpd, sockd, or `all`
+        /// (one after the other, in start order).
+        layer: String,
+        /// The new binary (for `all`: the directory holding them).
+        /// Default: the path the layer runs from, rebuilt in place.
+        #[arg(long)]
+        binary: Option<PathBuf>,
     },
     /// Inject network faults or limit the rate on an interface, at run
     /// time (netdevd applies them; they survive its restart).
@@ -247,6 +263,7 @@ fn main() -> ExitCode {
                 }
             })
         }
+        Cmd::Upgrade { layer, binary } => upgrade_cmd(&cli.instance, &layer, binary, cli.json),
         Cmd::Qdisc { iface, words } => return qdisc_cmd(&cli.instance, &iface, &words, cli.json),
         Cmd::Filter { words } => {
             control::request(&cli.instance, json!({"cmd": "filter", "words": words})).map(|v| {
@@ -345,6 +362,68 @@ fn qdisc_cmd(instance: &str, iface: &str, words: &[String], as_json: bool) -> Ex
             ExitCode::FAILURE
         }
     }
+}
+
+/// `strata upgrade`: one request per layer, each answered once the new
+/// instance serves.
+fn upgrade_cmd(
+    instance: &str,
+    layer: &str,
+    binary: Option<PathBuf>,
+    as_json: bool,
+) -> Result<(), String> {
+    let binary = binary
+        .map(|b| std::fs::canonicalize(&b).map_err(|e| format!("{}: {e}", b.display())))
+        .transpose()?;
+    let layers: Vec<String> = if layer == "all" {
+        if binary.as_ref().is_some_and(|b| !b.is_dir()) {
+            return Err("with `all`, --binary names the directory of the layer binaries".into());
+        }
+        let st = control::request(instance, json!({"cmd": "status"}))?;
+        st["layers"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|l| l["layer"].as_str().map(String::from))
+                    .collect()
+            })
+            .unwrap_or_default()
+    } else {
+        vec![layer.to_string()]
+    };
+    for name in layers {
+        let path = match (&binary, layer == "all") {
+            (Some(dir), true) => {
+                let id = strata_ipc::LayerId::from_label(&name).ok_or("unknown layer")?;
+                Some(dir.join(id.name()))
+            }
+            (b, _) => b.clone(),
+        };
+        let mut req = json!({"cmd": "upgrade", "layer": name});
+        if let Some(p) = path {
+            req["binary"] = json!(p.display().to_string());
+        }
+        // The launcher answers once the new instance serves, or says why
+        // not within its own bounds (probe, grace, start-up).
+        let v = control::request_waiting(instance, req, std::time::Duration::from_secs(30))
+            .map_err(|e| format!("{name}: {e}"))?;
+        if as_json {
+            println!("{v}");
+        } else {
+            println!(
+                "upgraded {} (pid {} -> {}, arena format {} -> {}): handed over in {:.1} ms, \
+                 then serving again in {:.1} ms",
+                s(&v["layer"]),
+                s(&v["pid_before"]),
+                s(&v["pid"]),
+                s(&v["arena_format_before"]),
+                s(&v["arena_format"]),
+                v["handover_ms"].as_f64().unwrap_or(0.0),
+                v["pause_ms"].as_f64().unwrap_or(0.0)
+            );
+        }
+    }
+    Ok(())
 }
 
 fn query(instance: &str, cmd: &str, as_json: bool, show: impl Fn(&Value)) -> Result<(), String> {

@@ -485,8 +485,8 @@ fn neigh_show(f: &Fabric) -> Value {
     let n_ifaces = f.params().n_ifaces;
     let mut text = String::new();
     // ipd wrote these: a record naming no interface of ours is left out.
-    let entries: Vec<Value> = f
-        .records::<[u8; 32]>(LayerId::IPD)
+    let table = f.records::<[u8; 32]>(LayerId::IPD, strata_ipd::ARENA_FORMAT.writes);
+    let entries: Vec<Value> = table
         .load()
         .iter()
         .map(NeighRecord::from_bytes)
@@ -511,6 +511,13 @@ fn neigh_show(f: &Fabric) -> Value {
             })
         })
         .collect();
+    let stored = table.stored_format();
+    if stored != 0 && stored != strata_ipd::ARENA_FORMAT.writes {
+        text = format!(
+            "ipd (upgraded) keeps its neighbours in arena format {stored}, which this launcher \
+             does not read: restart the instance with the launcher built beside that ipd\n"
+        );
+    }
     json!({ "entries": entries, "text": text })
 }
 

@@ -64,6 +64,24 @@ pub struct Layer {
     pending: Option<Pending>,
     /// How long the last restart took.
     pub last_recovery: Option<Recovery>,
+    /// The binary the layer runs: its name in the binaries' directory
+    /// until `strata upgrade` names another.
+    pub binary: PathBuf,
+    /// An upgrade under way, until its instance serves.
+    upgrade: Option<Upgrade>,
+    /// Upgrades finished (done or failed), and how the last one went.
+    pub upgrades: u64,
+    pub last_upgrade: Option<Result<Recovery, String>>,
+}
+
+/// An upgrade under way (`strata upgrade`).
+struct Upgrade {
+    /// What to go back to if the new binary dies before it serves.
+    previous: PathBuf,
+    /// [`now_ns`] when the old instance was asked to hand over.
+    asked_ns: u64,
+    /// The old instance has exited and the new one is starting.
+    handed_over: bool,
 }
 
 /// [`now_ns`] stamps of a restart under way (0: not yet).
@@ -125,7 +143,6 @@ pub struct Supervisor {
     /// The layers, in start order.
     pub layers: Vec<Layer>,
     instance: String,
-    bin_dir: PathBuf,
     wake_env: String,
     heartbeat_timeout: Duration,
     backoff_max: Duration,
@@ -256,6 +273,7 @@ impl Supervisor {
     ) -> Supervisor {
         let mut layers = Vec::new();
         let now = Instant::now();
+        let dir = bin_dir();
         let mk = |id: LayerId, inherit| Layer {
             id,
             child: None,
@@ -276,6 +294,10 @@ impl Supervisor {
             kill_ns: 0,
             pending: None,
             last_recovery: None,
+            binary: dir.join(id.name()),
+            upgrade: None,
+            upgrades: 0,
+            last_upgrade: None,
         };
         for (i, &fd) in device_fds.iter().enumerate() {
             layers.push(mk(LayerId::driver(i as u8), Some((DEVICE_FD_ENV, fd))));
@@ -287,7 +309,6 @@ impl Supervisor {
         Supervisor {
             layers,
             instance: plan.instance.clone(),
-            bin_dir: bin_dir(),
             wake_env: format_wake_env(wake_fds),
             heartbeat_timeout: plan.heartbeat_timeout,
             backoff_max: plan.backoff_max,
@@ -312,7 +333,7 @@ impl Supervisor {
 
     fn spawn(&mut self, f: &Fabric, k: usize) -> std::io::Result<()> {
         let l = &mut self.layers[k];
-        let bin = self.bin_dir.join(l.id.name());
+        let bin = l.binary.clone();
         let mut cmd = Command::new(&bin);
         cmd.env(INSTANCE_ENV, &self.instance)
             .env(LAYER_ENV, l.id.label())
@@ -450,12 +471,12 @@ impl Supervisor {
             let ctl = f.ctl(id);
             // Dead?
             let exited = match self.layers[k].child.as_mut().map(|c| c.try_wait()) {
-                Some(Ok(Some(st))) => Some(describe(st)),
-                Some(Err(e)) => Some(format!("wait failed: {e}")),
+                Some(Ok(Some(st))) => Some((describe(st), st.success())),
+                Some(Err(e)) => Some((format!("wait failed: {e}"), false)),
                 _ => None,
             };
-            if let Some(how) = exited {
-                self.on_death(f, k, how, now);
+            if let Some((how, clean)) = exited {
+                self.on_death(f, k, how, clean, now);
                 continue;
             }
             // Hung? A running layer beats at least every IDLE_TICK_MS.
@@ -515,6 +536,21 @@ impl Supervisor {
         };
         l.pending = None;
         l.last_recovery = Some(r);
+        if l.upgrade.take().is_some() {
+            l.upgrades += 1;
+            l.last_upgrade = Some(Ok(r));
+            log(&format!(
+                "{} upgraded to {}: handed over in {:.1} ms, then serving again {:.1} ms after \
+                 the old instance exited (reclaim {:.1} ms, fork to serving {:.1} ms)",
+                l.id,
+                l.binary.display(),
+                ms(r.detect_ns.unwrap_or(0)),
+                ms(r.reclaim_ns + r.startup_ns),
+                ms(r.reclaim_ns),
+                ms(r.startup_ns)
+            ));
+            return;
+        }
         log(&format!(
             "{} serving again {:.1} ms after {}{} (reclaim {:.1} ms, fork to serving {:.1} ms \
              of which {:.1} ms until the exec was seen)",
@@ -534,7 +570,9 @@ impl Supervisor {
         ));
     }
 
-    fn on_death(&mut self, f: &Fabric, k: usize, how: String, now: Instant) {
+    /// An instance ended (`clean`: it exited with status 0, as one that
+    /// hands over does): reclaim what it held and start the next.
+    fn on_death(&mut self, f: &Fabric, k: usize, how: String, clean: bool, now: Instant) {
         let noticed_ns = now_ns();
         // The dead instance may have served since the last tick.
         Self::note_ready(f, &mut self.layers[k]);
@@ -545,9 +583,35 @@ impl Supervisor {
         let ctl = f.ctl(id);
         ctl.state.store(state::DEAD, Release);
         ctl.pid.store(0, Release);
+        let mut by_request = std::mem::take(&mut l.killed_by_request);
+        let mut killed_ns = std::mem::take(&mut l.kill_ns);
+        match &mut l.upgrade {
+            // The new binary's instance died before serving: back to the
+            // binary that ran before.
+            Some(u) if u.handed_over => {
+                let back = std::mem::replace(&mut l.binary, u.previous.clone());
+                let msg = format!(
+                    "{} (pid {pid}) died before serving: {how}; running {} again",
+                    back.display(),
+                    l.binary.display()
+                );
+                log(&format!("{id}: upgrade failed: {msg}"));
+                l.upgrade = None;
+                l.upgrades += 1;
+                l.last_upgrade = Some(Err(msg));
+            }
+            // The old instance made way (or died meanwhile): the new
+            // binary starts.
+            Some(u) => {
+                u.handed_over = true;
+                if clean {
+                    by_request = true;
+                    killed_ns = u.asked_ns;
+                }
+            }
+            None => {}
+        }
         // Before reclaim frees it: the input it died on, if it held one.
-        let by_request = std::mem::take(&mut l.killed_by_request);
-        let killed_ns = std::mem::take(&mut l.kill_ns);
         let verdict = match f.dead_input(id) {
             Some(inp) if !by_request => Self::judge_input(f, l, inp, &how, now),
             _ => None,
@@ -576,15 +640,23 @@ impl Supervisor {
         } else {
             Duration::ZERO
         };
-        log(&format!(
-            "{id} (pid {pid}) died after {:.1}s: {how}; reclaimed {freed} buffers; restarting{}",
-            lived.as_secs_f64(),
-            if delay.is_zero() {
-                String::new()
-            } else {
-                format!(" in {} ms (crash loop back-off)", delay.as_millis())
-            }
-        ));
+        if clean && l.upgrade.is_some() {
+            log(&format!(
+                "{id} (pid {pid}) handed over; reclaimed {freed} buffers; starting {}",
+                l.binary.display()
+            ));
+        } else {
+            log(&format!(
+                "{id} (pid {pid}) died after {:.1}s: {how}; reclaimed {freed} buffers; \
+                 restarting{}",
+                lived.as_secs_f64(),
+                if delay.is_zero() {
+                    String::new()
+                } else {
+                    format!(" in {} ms (crash loop back-off)", delay.as_millis())
+                }
+            ));
+        }
         if let Some(v) = verdict {
             log(&v);
         }
@@ -695,6 +767,58 @@ impl Supervisor {
         unsafe { libc::kill(pid as i32, libc::SIGKILL) };
         log(&format!("{id} (pid {pid}) killed by request"));
         Ok(pid)
+    }
+
+    /// Layer `id`, if this instance has it.
+    pub fn layer(&self, id: LayerId) -> Option<&Layer> {
+        self.layers.iter().find(|l| l.id == id)
+    }
+
+    /// What an upgrade of `id` starts from: the binary it runs, the user
+    /// it runs as, and its running instance's pid.
+    pub fn upgrade_target(&self, id: LayerId) -> Result<(PathBuf, Ids, u32), String> {
+        let l = self
+            .layer(id)
+            .ok_or_else(|| format!("this instance has no layer {id}"))?;
+        let pid = l.pid().ok_or_else(|| format!("{id} is not running"))?;
+        Ok((l.binary.clone(), l.ids, pid))
+    }
+
+    /// Asks layer `id`'s running instance to hand over at its next event
+    /// boundary, and has `binary` (checked by the caller) start in its
+    /// place once it has: the launcher's half of `strata upgrade`. Returns
+    /// the number [`Layer::upgrades`] reaches when this one is done.
+    pub fn begin_upgrade(
+        &mut self,
+        f: &Fabric,
+        id: LayerId,
+        binary: PathBuf,
+    ) -> Result<u64, String> {
+        let l = self
+            .layers
+            .iter_mut()
+            .find(|l| l.id == id)
+            .ok_or_else(|| format!("this instance has no layer {id}"))?;
+        if l.upgrade.is_some() {
+            return Err(format!("{id} is already being upgraded"));
+        }
+        if l.pid().is_none() || l.pending.is_some() {
+            return Err(format!("{id} is restarting: try again once it serves"));
+        }
+        let previous = std::mem::replace(&mut l.binary, binary);
+        l.upgrade = Some(Upgrade {
+            previous,
+            asked_ns: now_ns(),
+            handed_over: false,
+        });
+        f.launch(id).upgrade_req.fetch_add(1, SeqCst);
+        f.kick(id);
+        log(&format!(
+            "{id} (pid {}) asked to hand over to {}",
+            l.pid().unwrap_or(0),
+            l.binary.display()
+        ));
+        Ok(l.upgrades + 1)
     }
 
     /// Stops every layer: SIGTERM top-down, then SIGKILL what lingers.

@@ -244,10 +244,14 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
         _wake: wake_owned,
         listener,
     };
-    let fabric = Fabric::create(&inst, plan.params).map_err(|e| {
+    let mut fabric = Fabric::create(&inst, plan.params).map_err(|e| {
         let _ = std::fs::remove_dir_all(&dir);
         e.to_string()
     })?;
+    // So that the launcher's own kicks (an upgrade, a flush, a new
+    // configuration) wake a layer asleep in poll, not only one on its
+    // futex.
+    fabric.set_wakeups(wake_fds);
     let result = (|| {
         if plan.layer_uid_base != 0 {
             // Only the layers' group (and root) may map the region.

@@ -28,7 +28,7 @@ use strata_ipc::fabric::Pool;
 use strata_ipc::handle::{csum, gso};
 use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
-use strata_ipc::service::{self, DEVICE_FD_ENV};
+use strata_ipc::service::{self, ArenaFormat, DEVICE_FD_ENV};
 use strata_ipc::{ifc, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM, LARGE_BUF, SMALL_BUF};
 use strata_proto::offload::{complete_checksum, segment_tcp4, Ipv4Frame};
 
@@ -511,7 +511,8 @@ impl Layer for Shell {
 }
 
 fn main() {
-    let svc = Service::start("driverd").unwrap_or_else(|e| service::die("driverd", &e));
+    let svc = Service::start("driverd", ArenaFormat::FIRST)
+        .unwrap_or_else(|e| service::die("driverd", &e));
     let f = &svc.fabric;
     let iface = svc.me.iface().expect("driverd has an interface");
     let cfg = svc

@@ -21,6 +21,7 @@ use strata_ipc::handle::{flags, NO_IFACE};
 use strata_ipc::layout::aside;
 use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
+use strata_ipc::service::ArenaFormat;
 use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service};
 
 strata_ipc::layer_stats! { "filterd";
@@ -402,7 +403,8 @@ impl Layer for Shell<'_> {
 }
 
 fn main() {
-    let svc = Service::start("filterd").unwrap_or_else(|e| service::die("filterd", &e));
+    let svc = Service::start("filterd", ArenaFormat::FIRST)
+        .unwrap_or_else(|e| service::die("filterd", &e));
     let f = &svc.fabric;
     let me = svc.me;
 

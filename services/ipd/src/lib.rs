@@ -44,6 +44,11 @@ use strata_proto::ipv4::{protocol, Ipv4Error, Ipv4Header};
 
 pub use config::{ConfigError, IfaceConfig, IpConfig, IpLimits, RouteConfig, StaticNeigh};
 pub use neigh::{neigh_state, NeighRecord};
+
+/// The format of ipd's arena: a table of [`NeighRecord`]s
+/// ([`strata_ipc::Records`]), which the launcher reads too (`strata neigh
+/// show`).
+pub const ARENA_FORMAT: strata_ipc::service::ArenaFormat = strata_ipc::service::ArenaFormat::FIRST;
 pub use stats::{Stat, Stats};
 
 use neigh::Neighbours;
@@ -315,6 +320,11 @@ impl IpCore {
     /// The counters.
     pub fn stats(&self) -> &Stats {
         &self.stats
+    }
+
+    /// Packets waiting for a neighbour to be resolved.
+    pub fn waiting_for_neighbours(&self) -> usize {
+        self.neigh.queued()
     }
 
     /// The usable neighbour entries, for the shell to persist in the

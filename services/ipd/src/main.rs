@@ -166,20 +166,27 @@ impl Layer for Shell<'_> {
         self.save();
     }
 
+    /// Packets waiting for a neighbour's address: an upgrade waits for
+    /// their resolution (or the grace's end).
+    fn holds(&self) -> usize {
+        self.core.waiting_for_neighbours()
+    }
+
     fn counters(&self) -> &[u64] {
         self.core.stats().as_array()
     }
 }
 
 fn main() {
-    let svc = Service::start("ipd").unwrap_or_else(|e| service::die("ipd", &e));
+    let svc =
+        Service::start("ipd", strata_ipd::ARENA_FORMAT).unwrap_or_else(|e| service::die("ipd", &e));
     let f = &svc.fabric;
     let mut core = IpCore::new(config(&svc.config, f.params().large_bufs))
         .unwrap_or_else(|e| service::die("ipd", &format!("configuration: {e}")));
     if svc.config.forwarding {
         svc.log("forwarding IPv4 between interfaces");
     }
-    let arena = f.records::<[u8; 32]>(svc.me);
+    let arena = f.records::<[u8; 32]>(svc.me, strata_ipd::ARENA_FORMAT.writes);
     let saved: Vec<NeighRecord> = arena.load().iter().map(NeighRecord::from_bytes).collect();
     let now = now_ns();
     core.restore_neighbours(now, &saved);

@@ -638,7 +638,6 @@ impl Neighbours {
     }
 
     /// Packets waiting for resolution, all neighbours together.
-    #[cfg(test)]
     pub fn queued(&self) -> usize {
         self.q_used
     }

@@ -20,6 +20,7 @@ use strata_ipc::handle::gso;
 use strata_ipc::qdisc_cfg::{Direction, QdiscTable};
 use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
+use strata_ipc::service::ArenaFormat;
 use strata_ipc::{ifc, service, Buffers, Handle, LayerId, Service, BUDGET};
 
 const ETH_HLEN: u32 = 14;
@@ -335,6 +336,15 @@ impl Layer for Shell<'_> {
         self.held
     }
 
+    /// What the qdiscs hold: a successor would not find it.
+    fn holds(&self) -> usize {
+        self.egress
+            .iter()
+            .chain(&self.ingress)
+            .map(Qdisc::backlog)
+            .sum()
+    }
+
     /// A new MTU (`strata link set IFACE mtu N`): longer frames are
     /// dropped from now on.
     fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
@@ -347,7 +357,8 @@ impl Layer for Shell<'_> {
 }
 
 fn main() {
-    let svc = Service::start("netdevd").unwrap_or_else(|e| service::die("netdevd", &e));
+    let svc = Service::start("netdevd", ArenaFormat::FIRST)
+        .unwrap_or_else(|e| service::die("netdevd", &e));
     let f = &svc.fabric;
     let n_if = svc.config.ifaces.len();
     let limit = svc.config.qdisc_limit as usize;

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_META_LEN};
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
-use strata_ipc::service::LISTEN_FD_ENV;
+use strata_ipc::service::{ArenaFormat, LISTEN_FD_ENV};
 use strata_ipc::sockring::{self, kick, state as sstate, wait, SockMem, HDR_LEN};
 use strata_ipc::socktable::{rec_flags, sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
@@ -448,7 +448,8 @@ fn raise_fd_limit() {
 
 fn main() {
     raise_fd_limit();
-    let svc = Service::start("sockd").unwrap_or_else(|e| service::die("sockd", &e));
+    let svc =
+        Service::start("sockd", ArenaFormat::FIRST).unwrap_or_else(|e| service::die("sockd", &e));
     let f = &svc.fabric;
     let listener =
         service::inherited_fd(LISTEN_FD_ENV).unwrap_or_else(|e| service::die("sockd", &e));

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::sync::atomic::Ordering::Release;
 use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
+use strata_ipc::service::ArenaFormat;
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_tcpd::{Outputs, Stat, Storage, TcpConfig, TcpCore};
 
@@ -36,7 +37,8 @@ fn random_secret() -> [u64; 2] {
 }
 
 fn main() {
-    let svc = Service::start("tcpd").unwrap_or_else(|e| service::die("tcpd", &e));
+    let svc =
+        Service::start("tcpd", ArenaFormat::FIRST).unwrap_or_else(|e| service::die("tcpd", &e));
     let f = &svc.fabric;
     let me = svc.me;
 

@@ -4,21 +4,13 @@
 //! udpd's arena whenever it changes, so a restarted udpd keeps every
 //! binding.
 
-use strata_ipc::arena::{Pod, Records};
+mod arena;
+
 use strata_ipc::handle::flags::CTRL;
 use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
-use strata_udpd::{Binding, Outputs, Ring, Stat, UdpConfig, UdpCore};
-
-/// The arena's record type: a binding as the core exports it.
-#[repr(transparent)]
-#[derive(Clone, Copy)]
-struct Rec(Binding);
-// SAFETY: Binding is repr(C), made of u32 and u16 fields with no padding
-// (4+4+4+2+2+4+4 bytes), and any bit pattern is a value the core's restore
-// validates.
-unsafe impl Pod for Rec {}
+use strata_udpd::{Outputs, Ring, Stat, UdpConfig, UdpCore};
 
 /// Control messages for sockd waiting for room in its ring. Replies are
 /// never dropped: while any wait, udpd takes no new requests. Only ICMP
@@ -36,7 +28,7 @@ const TO_SOCK: usize = 1;
 struct Shell<'a> {
     core: UdpCore,
     out: Outputs,
-    arena: Records<'a, Rec>,
+    arena: arena::Table<'a>,
 }
 
 impl Shell<'_> {
@@ -63,7 +55,7 @@ impl Shell<'_> {
     /// Copies the binding table into the arena if it changed.
     fn save(&mut self) {
         if self.core.take_changed() {
-            self.arena.store(self.core.bindings().map(Rec));
+            self.arena.store(self.core.bindings());
         }
     }
 }
@@ -119,18 +111,27 @@ impl Layer for Shell<'_> {
 }
 
 fn main() {
-    let svc = Service::start("udpd").unwrap_or_else(|e| service::die("udpd", &e));
+    let svc = Service::start("udpd", arena::FORMAT).unwrap_or_else(|e| service::die("udpd", &e));
     let f = &svc.fabric;
-    let arena = f.records::<Rec>(svc.me);
+    let arena = arena::Table::of(f);
     let mut cfg = UdpConfig::from_stack(&svc.config);
     cfg.max_bindings = cfg.max_bindings.min(arena.capacity());
     cfg.seed = (now_ns() as u32) ^ std::process::id().rotate_left(16);
     let mut core =
         UdpCore::new(cfg).unwrap_or_else(|e| service::die("udpd", &format!("configuration: {e}")));
-    let saved: Vec<Binding> = arena.load().into_iter().map(|r| r.0).collect();
-    let restored = core.restore(&saved);
-    if !saved.is_empty() {
-        svc.log(&format!("restored {restored} of {} bindings", saved.len()));
+    let saved = arena.load();
+    let restored = core.restore(&saved.bindings);
+    if saved.format != 0 {
+        svc.log(&format!(
+            "restored {restored} of {} bindings from arena format {}{}",
+            saved.bindings.len(),
+            saved.format,
+            if saved.skipped > 0 {
+                format!(" ({} IPv6 bindings left out)", saved.skipped)
+            } else {
+                String::new()
+            }
+        ));
     }
     let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
     let lp = Loop::new(
@@ -148,6 +149,10 @@ fn main() {
         out: Outputs::with_capacity(4 * BUDGET),
         arena,
     };
+    // A table of the previous format is rewritten in this one at once.
+    if saved.format != arena::FORMAT.writes {
+        shell.arena.store(shell.core.bindings());
+    }
     shell.save();
     lp.run(&mut shell)
 }
