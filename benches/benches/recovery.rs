@@ -1,5 +1,7 @@
 //! Recovery time per layer: from `strata kill LAYER` (SIGKILL) to the
-//! stack moving packets again, median and worst over many kills.
+//! stack moving packets again, median and worst over many kills; and the
+//! same for `strata upgrade LAYER` (to the same binary): the pause while
+//! one instance hands over to the next.
 //!
 //! A kernel-side prober in a private namespace keeps 1-byte round trips
 //! going against examples/echo on the stack: UDP (through driverd,
@@ -18,8 +20,9 @@
 //!
 //! Not a timed test: it prints numbers. Needs root and the release
 //! binaries (`cargo build --release --workspace --bins`); without them it
-//! says so and exits successfully. `STRATA_BENCH_KILLS` sets the kills
-//! per layer (default 20: about a minute and a half in all).
+//! says so and exits successfully. `STRATA_BENCH_KILLS` sets the kills,
+//! and as many upgrades, per layer (default 20: about three minutes in
+//! all).
 
 use std::fs::File;
 use std::io::{Read, Write};
@@ -182,6 +185,10 @@ fn main() {
     ];
     let mut times: Vec<Vec<f64>> = vec![Vec::new(); LAYERS.len()];
     let mut lost = [0usize; LAYERS.len()];
+    // The same for upgrades, and the launcher's handover and pause.
+    let mut up_times: Vec<Vec<f64>> = vec![Vec::new(); LAYERS.len()];
+    let mut up_lost = [0usize; LAYERS.len()];
+    let mut up_launcher: Vec<Vec<[f64; 2]>> = vec![Vec::new(); LAYERS.len()];
     // tcpd's kills seen by the connection with a 5 ms minimum RTO.
     let fast_ok = !tcp_fast.lock().unwrap().is_empty();
     let mut fast: Vec<f64> = Vec::new();
@@ -231,8 +238,28 @@ fn main() {
                 ]);
             }
             std::thread::sleep(Duration::from_millis(300));
+            // An upgrade: answered once the new instance serves.
+            let t = Instant::now();
+            let o = st.strata(&["--json", "upgrade", layer]);
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+            let settled = Instant::now();
+            match outage(log, t, settled, Duration::from_secs(10)) {
+                Some(d) => up_times[i].push(d.as_secs_f64() * 1e3),
+                None => up_lost[i] += 1,
+            }
+            let g = |k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+            up_launcher[i].push([g("handover_ms"), g("pause_ms")]);
+            std::thread::sleep(Duration::from_millis(300));
         }
     }
+    let never = |n: usize| {
+        if n > 0 {
+            format!("   ({n} never recovered within 10 s)")
+        } else {
+            String::new()
+        }
+    };
     for (i, layer) in LAYERS.iter().enumerate() {
         let (med, worst) = median_worst(&mut times[i]);
         let col = |c: usize| -> Vec<f64> { launcher[i].iter().map(|r| r[c]).collect() };
@@ -245,22 +272,32 @@ fn main() {
              launcher median {lmed:5.1} ms  worst {lworst:5.1} ms  ({}){}",
             if *layer == "tcpd" { "tcp" } else { "udp" },
             parts.join(" / "),
-            if lost[i] > 0 {
-                format!("   ({} never recovered within 10 s)", lost[i])
-            } else {
-                String::new()
-            }
+            never(lost[i])
+        );
+    }
+    println!(
+        "upgrade to the same binary, {kills} per layer: the longest pause in the same round \
+         trips; and the launcher's view (medians of: request to the old instance's exit / \
+         that exit to the new one serving):"
+    );
+    for (i, layer) in LAYERS.iter().enumerate() {
+        let (med, worst) = median_worst(&mut up_times[i]);
+        let col = |c: usize| -> Vec<f64> { up_launcher[i].iter().map(|r| r[c]).collect() };
+        println!(
+            "  {layer:<9} ({})  pause median {med:6.1} ms  worst {worst:6.1} ms   \
+             launcher {:.1} / {:.1} ms{}",
+            if *layer == "tcpd" { "tcp" } else { "udp" },
+            median_worst(&mut col(0)).0,
+            median_worst(&mut col(1)).0,
+            never(up_lost[i])
         );
     }
     if fast_ok {
         let (med, worst) = median_worst(&mut fast);
         println!(
-            "  tcpd      (tcp, kernel rto_min 5 ms)  pause median {med:6.1} ms  worst {worst:6.1} ms{}",
-            if fast_lost > 0 {
-                format!("   ({fast_lost} never recovered within 10 s)")
-            } else {
-                String::new()
-            }
+            "  tcpd      (tcp, kernel rto_min 5 ms, kills)  pause median {med:6.1} ms  \
+             worst {worst:6.1} ms{}",
+            never(fast_lost)
         );
     } else {
         println!("  (no TCP_RTO_MIN_US in this kernel: no tcpd row with a 5 ms minimum RTO)");

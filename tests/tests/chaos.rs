@@ -1,16 +1,17 @@
 //! The chaos test of the recovery contract (docs/DESIGN.md,
 //! "Recovery"): concurrent TCP transfers both ways between kernel peers
 //! and a libsock application (some through NAT) and a UDP echo stream,
-//! while a random layer is SIGKILLed every 200–500 ms. Every byte must
-//! arrive intact, no application may see an error, every kill must show
-//! as a restart in the launcher's log, and the pool must come back to
-//! where it was.
+//! while a random layer is SIGKILLed every 200–500 ms, and every third
+//! round of the schedule upgrades instead (`strata upgrade`, to the same
+//! binary). Every byte must arrive intact, no application may see an
+//! error, every kill and upgrade must show as a restart in the launcher's
+//! log, and the pool must come back to where it was.
 //!
-//! The kill schedule, not the transfers, sets the test's length: every
+//! The schedule, not the transfers, sets the test's length: every
 //! transfer streams seeded pseudo-random bytes until each layer has been
-//! killed at least twice and at least `STRATA_CHAOS_KILLS` kills (default
-//! 20) have happened, then ends its stream and both ends compare byte
-//! counts and sha256. A faster stack moves more bytes in the same run; it
+//! killed at least twice and upgraded at least once, and at least
+//! `STRATA_CHAOS_KILLS` kills (default 20) have happened, then ends its
+//! stream and both ends compare byte counts and sha256. A faster stack moves more bytes in the same run; it
 //! cannot outrun the schedule.
 //!
 //! `STRATA_CHAOS_STREAMS` sets the transfers per direction (default 8),
@@ -116,27 +117,39 @@ impl Rng {
     }
 }
 
+/// What the schedule did to a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Blow {
+    Kill,
+    Upgrade,
+}
+
 /// Kills `LAYERS` in rounds of seven in a random order, one every
-/// 200–500 ms, until every layer has been killed at least twice and at
+/// 200–500 ms (every third round upgrades them instead), until every
+/// layer has been killed at least twice and upgraded at least once and at
 /// least `min_kills` kills have succeeded (or `give_up` is set); returns
-/// the layers killed, in order.
+/// what was done to which layer, in order.
 fn kill_schedule(
     instance: &str,
     seed: u64,
     min_kills: usize,
     give_up: &AtomicBool,
-) -> Vec<&'static str> {
+) -> Vec<(&'static str, Blow)> {
     let mut rng = Rng(seed);
-    let mut kills = Vec::new();
+    let mut done: Vec<(&'static str, Blow)> = Vec::new();
     let mut round = Vec::new();
-    let enough = |kills: &Vec<&str>| {
-        kills.len() >= min_kills
+    let mut rounds = 0;
+    let count = |done: &Vec<(&str, Blow)>, l: &str, b: Blow| {
+        done.iter().filter(|d| d.0 == l && d.1 == b).count()
+    };
+    let enough = |done: &Vec<(&str, Blow)>| {
+        done.iter().filter(|d| d.1 == Blow::Kill).count() >= min_kills
             && LAYERS
                 .iter()
-                .all(|l| kills.iter().filter(|k| *k == l).count() >= 2)
+                .all(|l| count(done, l, Blow::Kill) >= 2 && count(done, l, Blow::Upgrade) >= 1)
     };
-    while !enough(&kills) && !give_up.load(Relaxed) {
-        // The pause between kills is part of the scenario (how often
+    while !enough(&done) && !give_up.load(Relaxed) {
+        // The pause between blows is part of the scenario (how often
         // layers die), not a wait for anything.
         std::thread::sleep(Duration::from_millis(200 + rng.next() % 301));
         if round.is_empty() {
@@ -144,17 +157,27 @@ fn kill_schedule(
             for k in (1..round.len()).rev() {
                 round.swap(k, (rng.next() % (k as u64 + 1)) as usize);
             }
+            rounds += 1;
         }
         let layer = round.pop().unwrap();
+        let blow = if rounds % 3 == 0 {
+            Blow::Upgrade
+        } else {
+            Blow::Kill
+        };
+        let verb = match blow {
+            Blow::Kill => "kill",
+            Blow::Upgrade => "upgrade",
+        };
         let o = std::process::Command::new(strata_tests::bin("strata"))
-            .args(["--instance", instance, "kill", layer])
+            .args(["--instance", instance, verb, layer])
             .output()
             .unwrap();
         if o.status.success() {
-            kills.push(layer);
+            done.push((layer, blow));
         }
     }
-    kills
+    done
 }
 
 #[test]
@@ -362,11 +385,13 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
         .chain(&receiver_sums)
         .filter_map(|l| l.split_whitespace().next()?.parse::<u64>().ok())
         .sum();
+    let count = |l: &str, b: Blow| kills.iter().filter(|k| k.0 == l && k.1 == b).count();
+    let n_kills = kills.iter().filter(|k| k.1 == Blow::Kill).count();
     eprintln!(
-        "chaos: {} kills in {secs:.1} s, {} MB moved: {:?}",
-        kills.len(),
+        "chaos: {n_kills} kills and {} upgrades in {secs:.1} s, {} MB moved: {:?}",
+        kills.len() - n_kills,
         moved / 1_000_000,
-        LAYERS.map(|l| (l, kills.iter().filter(|k| **k == l).count()))
+        LAYERS.map(|l| (l, count(l, Blow::Kill), count(l, Blow::Upgrade)))
     );
 
     let errors = errors.lock().unwrap().clone();
@@ -385,15 +410,12 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
             "libsock -> kernel stream {i} (receiver, sender)"
         );
     }
-    // Every layer was killed at least twice while the transfers ran.
-    assert!(
-        kills.len() >= min_kills,
-        "only {} kills: {kills:?}",
-        kills.len()
-    );
+    // Every layer was killed at least twice and upgraded at least once
+    // while the transfers ran.
+    assert!(n_kills >= min_kills, "only {n_kills} kills: {kills:?}");
     for l in LAYERS {
-        let k = kills.iter().filter(|k| **k == l).count();
-        assert!(k >= 2, "{l} was killed {k} times: {kills:?}");
+        let (k, u) = (count(l, Blow::Kill), count(l, Blow::Upgrade));
+        assert!(k >= 2 && u >= 1, "{l}: {k} kills, {u} upgrades: {kills:?}");
     }
     // The UDP echo kept answering and the echo server never failed.
     // SAFETY: kill takes no pointers; the pid is a process this test started
@@ -409,12 +431,14 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
     let out = ns.run_ok(&["python3", "-c", UDP_STREAM, STACK_IP, "1"]);
     let v: Vec<u64> = out.split_whitespace().map(|x| x.parse().unwrap()).collect();
     assert!(v[1] > 0, "no UDP echo after the chaos: {out}");
-    // Every kill is a restart in the log.
+    // Every kill and every upgrade is a restart in the log.
     let log = st.log_text();
     for l in LAYERS {
-        let k = kills.iter().filter(|x| **x == l).count();
+        let k = count(l, Blow::Kill) + count(l, Blow::Upgrade);
         let r = log.matches(&format!("{l} restarted")).count();
-        assert!(r >= k, "{l}: {k} kills, {r} restarts logged");
+        assert!(r >= k, "{l}: {k} kills and upgrades, {r} restarts logged");
+        let u = log.matches(&format!("{l} upgraded to")).count();
+        assert!(u >= count(l, Blow::Upgrade), "{l}: {u} upgrades logged");
     }
     // No buffer leaked: connections still closing may hold some for a
     // while; what stays is a leak, shown with who holds what.
