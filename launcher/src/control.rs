@@ -90,6 +90,8 @@ pub fn status(sh: &Shared) -> Value {
                 },
                 "uptime_s": up_ms as f64 / 1000.0,
                 "restarts": l.restarts,
+                "upgrades": l.upgrades,
+                "binary": l.binary.display().to_string(),
                 "reclaimed_buffers": c.reclaimed.load(Relaxed),
                 "quarantined_inputs": f.quarantine_counts(l.id).0,
                 "quarantine_drops": f.quarantine_counts(l.id).1,
