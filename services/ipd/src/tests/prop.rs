@@ -167,7 +167,9 @@ fn run(events: &[Event], upper: bool, forwarding: bool) {
     cfg.limits.unres_total = 8;
     cfg.limits.neigh_capacity = 4;
     let mut r = Rig::with(cfg);
-    r.pool = strata_ipc::HeapPool::new(128, 8);
+    // Room for what the limits let ipd hold at once (4 reassemblies and 8
+    // queued datagrams, each in a large buffer) and the input on its way.
+    r.pool = strata_ipc::HeapPool::new(128, 16);
     r.core.set_upper(protocol::UDP, upper);
     r.core.start(r.now, &mut r.pool, &mut r.out);
     for e in events {
