@@ -182,3 +182,51 @@ fn check(f: &Fabric, id: LayerId, binary: &Path, probe: &Probe) -> Result<u32, S
     }
     Ok(found)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::Ordering::Relaxed;
+    use strata_ipc::layout::Params;
+
+    fn probe(layer: &str, layout: u32, writes: u32, reads_from: u32) -> Probe {
+        Probe {
+            layer: layer.into(),
+            layout,
+            arena_writes: writes,
+            arena_reads_from: reads_from,
+        }
+    }
+
+    #[test]
+    fn a_binary_is_taken_only_if_it_is_the_layer_maps_the_layout_and_reads_the_arena() {
+        let params = Params {
+            small_bufs: 16,
+            large_bufs: 2,
+            ring_size: 16,
+            n_ifaces: 1,
+            arena_bytes: 8192,
+            tcpd_arena_bytes: 0,
+            filterd_arena_bytes: 0,
+        };
+        let f = Fabric::create(&format!("upgrade-check-{}", std::process::id()), params)
+            .expect("a fabric (needs /dev/shm)");
+        let b = Path::new("/opt/new/udpd");
+        let v = layout::VERSION;
+        let udpd = LayerId::UDPD;
+        // Nothing declared yet: any format is readable.
+        assert_eq!(check(&f, udpd, b, &probe("udpd", v, 2, 1)), Ok(0));
+        f.ctl(udpd).arena_format.store(1, Relaxed);
+        assert_eq!(check(&f, udpd, b, &probe("udpd", v, 2, 1)), Ok(1));
+        assert_eq!(check(&f, udpd, b, &probe("udpd", v, 1, 1)), Ok(1));
+        let refused = |p: Probe, why: &str| {
+            let e = check(&f, udpd, b, &p).expect_err("refused");
+            assert!(e.contains(why), "{e}");
+        };
+        refused(probe("ipd", v, 1, 1), "is ipd, not udpd");
+        refused(probe("udpd", v + 1, 1, 1), "maps fabric layout");
+        refused(probe("udpd", v, 3, 2), "in formats 2 to 3");
+        f.ctl(udpd).arena_format.store(2, Relaxed);
+        refused(probe("udpd", v, 1, 1), "keeps it in format 2");
+    }
+}
