@@ -5,7 +5,8 @@
 //!   and udpd from a build of its previous arena format (1) to this one
 //!   (2), whose UDP binding made before still answers after;
 //! - a binary that is another layer, is no layer, or cannot read the
-//!   arena's format is refused, and the running instance goes on;
+//!   arena's format is refused, and the running instance goes on; `all`
+//!   upgrades every layer;
 //! - three SIGKILLs of tcpd during a 1-byte request/response loop make
 //!   the kernel peer (default RTO) retransmit nothing: what tcpd held
 //!   when it died is replayed to its next instance.
@@ -272,6 +273,15 @@ fn a_binary_that_cannot_take_over_is_refused_and_the_layer_runs_on() {
     assert_eq!(st.layer_pid("udpd"), pid, "the running udpd was left alone");
     assert_eq!(st.restarts("udpd"), 0);
     assert_eq!(udp_echo(&ns, "still"), "still");
+    // `all`: every layer, one after the other; the binding survives.
+    let o = st.strata(&["upgrade", "all"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let said = String::from_utf8_lossy(&o.stdout);
+    for layer in LAYERS {
+        assert!(said.contains(&format!("upgraded {layer} ")), "{layer}: {said}");
+    }
+    assert_ne!(st.layer_pid("udpd"), pid);
+    assert_eq!(udp_echo(&ns, "again"), "again");
 }
 
 /// Kernel-side client: 1-byte requests and their echoes on one
