@@ -94,6 +94,34 @@ pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
 }
 
+/// A temporary directory of the test's own, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    /// A new empty directory named after `prefix`.
+    pub fn new(prefix: &str) -> TempDir {
+        let d = std::env::temp_dir().join(unique(prefix));
+        std::fs::create_dir_all(&d).expect("create a temporary directory");
+        TempDir(d)
+    }
+
+    /// Its path.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+
+    /// Its path as a string (temporary directories are UTF-8).
+    pub fn path_str(&self) -> &str {
+        self.0.to_str().expect("a UTF-8 temporary path")
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 /// A network namespace of the test's own, deleted on drop.
 pub struct Netns {
     /// Its name.

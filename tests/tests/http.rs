@@ -5,10 +5,10 @@
 //! The bulk transfers move `STRATA_HTTP_BYTES` bytes (default 200 MB).
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
-use strata_tests::{spawn_app, unique, wait_line, Bg, Netns, Stack, HOST_IP, STACK_IP};
+use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack, TempDir, HOST_IP, STACK_IP};
 
 /// Bytes of the big file each download test moves.
 fn big_bytes() -> u64 {
@@ -16,29 +16,6 @@ fn big_bytes() -> u64 {
         .ok()
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(200_000_000)
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let d = std::env::temp_dir().join(unique("strata-http"));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-    fn path(&self) -> &Path {
-        &self.0
-    }
-    fn path_str(&self) -> &str {
-        self.0.to_str().unwrap()
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// Byte `i` of the test files: a hash of `i / 8`, so that no shift,
@@ -134,7 +111,7 @@ fn curl_downloads_a_big_file_from_httpd_intact_under_faults() {
 
 fn curl_download(faults: bool) {
     let len = big_bytes();
-    let dir = TempDir::new();
+    let dir = TempDir::new("strata-http");
     let file = dir.path().join("big.bin");
     make_file(&file, len);
     let want = strata_tests::sha256_file(&file);
@@ -201,7 +178,7 @@ fn a_libsock_client_downloads_a_big_file_from_python_http_server_intact_under_fa
 
 fn libsock_download(faults: bool) {
     let len = big_bytes();
-    let dir = TempDir::new();
+    let dir = TempDir::new("strata-http");
     make_file(&dir.path().join("big.bin"), len);
 
     let ns = Netns::new();
@@ -291,7 +268,7 @@ fn libsock_download(faults: bool) {
 
 #[test]
 fn curl_reuses_one_connection_for_two_requests() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("strata-http");
     std::fs::write(dir.path().join("a.txt"), "first\n").unwrap();
     std::fs::write(dir.path().join("b.txt"), "second\n").unwrap();
     let ns = Netns::new();
@@ -365,7 +342,7 @@ for req in sys.argv[3:]:
 
 #[test]
 fn httpd_answers_bad_requests_with_errors_and_stays_up() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("strata-http");
     std::fs::write(dir.path().join("a.txt"), "first\n").unwrap();
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     std::fs::write(dir.path().join("sub").join("index.html"), "<p>hi</p>\n").unwrap();

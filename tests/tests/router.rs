@@ -11,9 +11,8 @@
 //! moves strata1's kernel side into B, where it gets its address. The
 //! launcher's TAP file descriptor is unaffected by the move.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
-use strata_tests::{ping, ping_all, unique, wait_line, Netns, Stack};
+use strata_tests::{ping, ping_all, wait_line, Netns, Stack, TempDir};
 
 const A_IP: &str = "10.78.1.2";
 const B_IP: &str = "10.78.2.2";
@@ -55,27 +54,6 @@ impl Router {
         b.run_ok(&["ip", "link", "set", "strata1", "up"]);
         b.run_ok(&["ip", "route", "add", "default", "via", STRATA_B]);
         Router { st, a, b }
-    }
-}
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let d = std::env::temp_dir().join(unique("strata-router"));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-
-    fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -176,7 +154,7 @@ fn what_cannot_be_forwarded_is_reported_with_the_icmp_errors_linux_sends() {
 #[test]
 fn tcp_transfers_both_ways_arrive_intact() {
     let r = Router::up(true);
-    let dir = TempDir::new();
+    let dir = TempDir::new("strata-router");
     const LEN: usize = 4 << 20;
     download(&r, &dir, LEN, 0x5eed);
 
@@ -258,7 +236,7 @@ fn download(r: &Router, dir: &TempDir, len: usize, seed: u64) {
 fn masquerade_carries_a_fifty_megabyte_download_in_super_segments() {
     let r = Router::up(true);
     r.st.filter("-t nat -A POSTROUTING -o strata1 -j MASQUERADE");
-    let dir = TempDir::new();
+    let dir = TempDir::new("strata-router");
     download(&r, &dir, 50 << 20, 0xda7a);
     // B's kernel sent super-segments (to strata's address, NAT undid
     // that), and they went on to A whole; no checksum was computed in

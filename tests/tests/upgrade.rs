@@ -17,26 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 use strata_tests::{
-    bin, bin_dir, random_file, sha256_file, spawn_app, tap_config, unique, wait_line, wait_until,
-    Bg, Netns, Stack, LAYERS, STACK_IP,
+    bin, bin_dir, random_file, sha256_file, spawn_app, tap_config, wait_line, wait_until, Bg,
+    Netns, Stack, TempDir, LAYERS, STACK_IP,
 };
-
-/// A temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let d = std::env::temp_dir().join(unique("strata-upgrade"));
-        std::fs::create_dir_all(&d).unwrap();
-        TempDir(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// udpd built with the `arena-v1` feature: the udpd of the previous arena
 /// format, in a target directory of its own beside the workspace's (built
@@ -68,7 +51,7 @@ fn udpd_of_format_1() -> PathBuf {
 /// A directory of the layer binaries the launcher runs (`STRATA_BIN_DIR`):
 /// the workspace's, except udpd, which is `udpd`.
 fn bin_dir_with_udpd(udpd: &Path) -> TempDir {
-    let d = TempDir::new();
+    let d = TempDir::new("strata-upgrade");
     for name in ["driverd", "netdevd", "filterd", "ipd", "tcpd", "sockd"] {
         std::os::unix::fs::symlink(bin(name), d.0.join(name)).unwrap();
     }
@@ -164,7 +147,7 @@ fn a_download_goes_on_identical_while_every_layer_is_upgraded_in_turn() {
         &tap_config(""),
         &[("STRATA_BIN_DIR", dir.0.to_str().unwrap())],
     );
-    let root = TempDir::new();
+    let root = TempDir::new("strata-upgrade");
     let len = bytes();
     let sum = random_file(&root.0.join("big"), len);
     let mut httpd = spawn_app(
@@ -278,7 +261,10 @@ fn a_binary_that_cannot_take_over_is_refused_and_the_layer_runs_on() {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let said = String::from_utf8_lossy(&o.stdout);
     for layer in LAYERS {
-        assert!(said.contains(&format!("upgraded {layer} ")), "{layer}: {said}");
+        assert!(
+            said.contains(&format!("upgraded {layer} ")),
+            "{layer}: {said}"
+        );
     }
     assert_ne!(st.layer_pid("udpd"), pid);
     assert_eq!(udp_echo(&ns, "again"), "again");
@@ -316,7 +302,7 @@ fn tcpd_killed_three_times_mid_conversation_makes_the_kernel_retransmit_nothing(
     let st = Stack::up(&ns);
     let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving TCP", Duration::from_secs(15));
-    let dir = TempDir::new();
+    let dir = TempDir::new("strata-upgrade");
     let (count, stop) = (dir.0.join("count"), dir.0.join("stop"));
     let done = || {
         std::fs::read_to_string(&count)
