@@ -336,6 +336,27 @@ impl Builder {
         each_addr(addr, |a| connect_one(self, a, None))
     }
 
+    /// Starts a TCP connection to `addr` and returns the stream at once,
+    /// in non-blocking mode, as `connect(2)` on a non-blocking socket does
+    /// (`EINPROGRESS`): its readiness fd fires when the handshake ends,
+    /// and [`TcpStream::connect_finished`] says how it ended. Errors known
+    /// at once (no such stack, an IPv6 address, an unreachable network)
+    /// are returned here.
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsRawFd;
+    ///
+    /// let addr = "10.77.0.1:80".parse().unwrap();
+    /// let stream = libsock::TcpStream::builder().tcp_connect_nonblocking(&addr)?;
+    /// let fd = stream.as_raw_fd(); // wait for it to be readable, then:
+    /// while !stream.connect_finished()? { /* wait on fd again */ }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn tcp_connect_nonblocking(&self, addr: &SocketAddr) -> io::Result<TcpStream> {
+        let a = to_v4(*addr).ok_or_else(ipv6_unsupported)?;
+        crate::tcp::connect_nonblocking(self, a)
+    }
+
     /// A TCP connection to `addr`, giving up after `timeout` (`TimedOut`).
     /// A zero timeout is an error, as in std.
     ///

@@ -153,7 +153,6 @@ pub(crate) fn connect_one(
 /// Starts connecting one socket to `a` and returns it at once, in
 /// non-blocking mode: its readiness fd fires when the handshake ends, and
 /// [`TcpStream::connect_finished`] says how.
-#[cfg(feature = "tokio")]
 pub(crate) fn connect_nonblocking(b: &Builder, a: SocketAddrV4) -> io::Result<TcpStream> {
     Ok(TcpStream {
         core: connect_begin(b, a, true)?,
@@ -427,10 +426,28 @@ impl TcpStream {
         Builder::new().tcp_connect_timeout(addr, timeout)
     }
 
-    /// For a stream from [`connect_nonblocking`]: Ok(true) once connected,
-    /// Ok(false) while the handshake goes on, the error if it failed.
-    #[cfg(feature = "tokio")]
-    pub(crate) fn connect_finished(&self) -> io::Result<bool> {
+    /// How the handshake of a stream from
+    /// [`Builder::tcp_connect_nonblocking`] went: `Ok(true)` once
+    /// connected, `Ok(false)` while it goes on, the error
+    /// (`ConnectionRefused`, `TimedOut`, ...) if it failed, as `SO_ERROR`
+    /// reports it after a non-blocking `connect(2)`. The error is
+    /// reported once.
+    ///
+    /// In non-blocking mode (the mode such a stream starts in) it never
+    /// waits, and an `Ok(false)` clears the readiness fd as a
+    /// `WouldBlock` does; in blocking mode it waits for the end of the
+    /// handshake. A stream that connected long ago says `Ok(true)`.
+    ///
+    /// ```no_run
+    /// let addr = "10.77.0.1:80".parse().unwrap();
+    /// let stream = libsock::TcpStream::builder().tcp_connect_nonblocking(&addr)?;
+    /// // ... when its readiness fd fires:
+    /// if stream.connect_finished()? {
+    ///     println!("connected to {}", stream.peer_addr()?);
+    /// }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn connect_finished(&self) -> io::Result<bool> {
         match connect_wait(&self.core, None) {
             Ok(()) => Ok(true),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -847,6 +864,18 @@ mod tests {
         let e = b
             .tcp_connect_timeout(&v4, Duration::from_secs(1))
             .unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[test]
+    fn nonblocking_connect_refuses_ipv6_before_touching_any_stack() {
+        let b = Builder::new().instance("libsock-test-no-such-instance");
+        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
+        let e = b.tcp_connect_nonblocking(&v6).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
+        // An IPv4-mapped address is IPv4, and reaches for the stack.
+        let mapped: SocketAddr = "[::ffff:10.0.0.1]:80".parse().unwrap();
+        let e = b.tcp_connect_nonblocking(&mapped).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 }

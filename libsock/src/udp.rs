@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use strata_ipc::sockring::{wait, REC_HDR};
-use strata_proto::sock::Request;
+use strata_proto::sock::{Request, SockOpt};
 
 use crate::addr::{each_addr, from_wire, resolve_one, to_wire};
 use crate::core::{would_block, Core};
@@ -258,6 +258,46 @@ impl UdpSocket {
             })?;
             *lock(&self.core.peer) = (!a.ip().is_unspecified()).then_some(a);
             Ok(())
+        })
+    }
+
+    /// Binds a socket that is not bound yet (one from
+    /// [`Builder::udp_unbound`]) to `addr` (the first address that
+    /// works), as `bind(2)` binds a socket made by `socket(2)`. Port 0
+    /// picks a free port. A socket that is bound already (also by its
+    /// first send) fails with `EINVAL`, as on Linux; a port in use with
+    /// `AddrInUse`.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::builder().udp_unbound()?;
+    /// sock.bind_to("0.0.0.0:5353")?;
+    /// assert_eq!(sock.local_addr()?.port(), 5353);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bind_to<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        each_addr(addr, |a| {
+            self.core.request(&Request::Bind {
+                id: self.core.id,
+                addr: to_wire(a),
+            })
+        })
+    }
+
+    /// `SO_REUSEADDR`, for a socket not bound yet: it takes effect at
+    /// [`bind_to`](UdpSocket::bind_to) (or at the bind of the first
+    /// send), as `setsockopt(2)` before `bind(2)` does.
+    /// [`Builder::reuse_address`] sets it for a socket as it is made.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::builder().udp_unbound()?;
+    /// sock.set_reuse_address(true)?;
+    /// sock.bind_to("0.0.0.0:5353")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_reuse_address(&self, on: bool) -> io::Result<()> {
+        self.core.request(&Request::SetOption {
+            id: self.core.id,
+            opt: SockOpt::ReuseAddr(on),
         })
     }
 

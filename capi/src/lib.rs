@@ -1,0 +1,744 @@
+//! strata-capi (`libstrata`): BSD sockets on a strata stack, for C.
+//!
+//! A C ABI over [`libsock`]: `strata_socket`, `strata_bind`,
+//! `strata_connect`, `strata_send`, ... have the signatures of their BSD
+//! namesakes and behave like them, so that a C program uses strata by
+//! calling `strata_*` where it called the kernel (no `LD_PRELOAD`).
+//! `include/strata.h` declares them; build.rs generates it with cbindgen
+//! from the functions below and their doc comments.
+//!
+//! Install:
+//!
+//! ```text
+//! cargo build --release -p strata-capi && install -Dm644 capi/include/strata.h /usr/local/include/strata.h && install -Dm755 target/release/libstrata.so /usr/local/lib/libstrata.so && ldconfig
+//! ```
+//!
+//! then `cc prog.c -lstrata` and run with `STRATA_INSTANCE=<instance>`
+//! (or call `strata_set_instance`). `libstrata.a` links statically.
+//!
+//! # Sockets are fds
+//!
+//! Each socket is a real fd of the process, in one process-wide table
+//! (fd → socket) that the calls look up. The number is reserved at
+//! `strata_socket` and stays the same for the socket's life: while a TCP
+//! socket is pending it is an eventfd, and once libsock's object exists
+//! the object's readiness fd is `dup3`'d onto it (a UDP socket has its
+//! object, and its readiness fd, from the start; an accepted one too).
+//! `strata_close` closes the number and drops the object. Close strata
+//! fds with `strata_close`, not `close(2)`: the table would keep the
+//! socket until the number is reused by another strata socket.
+//!
+//! The table's lock is held only to find a socket, never during a call:
+//! a blocking `strata_recv` on one socket never holds up another
+//! thread's calls, on that socket or another.
+//!
+//! # The state machine
+//!
+//! libsock makes TCP sockets already listening (a `TcpListener`) or
+//! connecting (a `TcpStream`); a BSD socket exists before either. So:
+//!
+//! * TCP `socket()` → *pending*: options and the `bind()` address are
+//!   kept. `bind()` checks the address only; the port is taken by
+//!   `listen()`, which may then fail with `EADDRINUSE` or `EACCES`.
+//! * *pending* → `listen()` → *listening* (libsock `tcp_bind` with the
+//!   kept `SO_REUSEADDR`, buffer sizes and the backlog).
+//! * *pending* → `connect()` → *connecting* (`tcp_connect_nonblocking`):
+//!   a non-blocking socket returns `EINPROGRESS`, and `SO_ERROR`, or any
+//!   call, later finds the outcome; a blocking one waits. → *connected*,
+//!   or on failure, as on Linux, with the error reported once: back to
+//!   *pending* when `connect()` reported it; when another call did,
+//!   *failed* (reads as ended, sends `EPIPE`) until a `connect()` answers
+//!   `ECONNABORTED` and makes it *pending*. A *pending* socket may
+//!   connect anew.
+//! * UDP `socket()` → an unbound libsock `UdpSocket`; `bind()` binds it,
+//!   the first `sendto()` binds it to a free port, `connect()` sets its
+//!   peer.
+//!
+//! # Errors
+//!
+//! Every call returns -1 and sets `errno` on failure, to the errno Linux
+//! gives for the same call in the same situation (libsock reports
+//! Linux's errnos; checks made here follow the order of Linux's). On
+//! success `errno` is left as it was. A fd that is not open is `EBADF`,
+//! an open fd that is no strata socket `ENOTSOCK`. Null pointers are
+//! `EFAULT`, bad lengths `EINVAL`. When the stack named by the instance
+//! is not running, `strata_socket` fails with `ENOENT` (no sockd socket)
+//! or `ECONNREFUSED` (nothing listens on it). Nothing panics across the
+//! boundary: every call runs under `catch_unwind` (an unexpected panic
+//! would be `EIO`), and the code paths avoid panicking to begin with
+//! (the release profile aborts on panic).
+//!
+//! # Readiness
+//!
+//! `poll`/`epoll`/`select` on a strata fd report it readable (`POLLIN`)
+//! when anything about the socket changed: data arrived, room to send
+//! appeared, a connection is waiting or completed, an error is pending,
+//! the stack went away. It does not say which, and `POLLOUT` is always
+//! set. So the fd is edge-like: put the socket in non-blocking mode, wait
+//! for `POLLIN`, then make the calls (receive, send, accept, `SO_ERROR`
+//! after a connect) until they fail with `EAGAIN`; a call that fails with
+//! `EAGAIN` clears the readiness. Never read the fd yourself. An epoll
+//! registration made while a TCP socket is pending follows the
+//! placeholder, not the socket: register after `listen`/`connect`.
+//!
+//! # Not supported (yet)
+//!
+//! IPv6 (`AF_INET6` is `EAFNOSUPPORT`), raw sockets, socket options
+//! other than those of `strata_setsockopt`, `MSG_OOB`/`MSG_TRUNC` and
+//! other flags (`EOPNOTSUPP`), a `bind()` to a specific address before a
+//! TCP `connect()` (`EOPNOTSUPP`), `shutdown()` of a listener's receive
+//! side or of a connected UDP socket (`EOPNOTSUPP`), timeouts on
+//! `accept`, `dup(2)` of strata fds, `fork(2)` with sockets open.
+#![deny(missing_docs)]
+#![deny(unsafe_op_in_unsafe_fn)]
+
+mod errno;
+mod gate;
+mod opts;
+mod sa;
+mod socket;
+mod table;
+
+use std::ffi::CStr;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+use libc::{c_char, c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
+
+use crate::errno::Res;
+use crate::opts::{OptIn, OptOut};
+
+/// Linux's cap on the bytes of one read or write (`MAX_RW_COUNT`).
+const MAX_RW: usize = 0x7fff_f000;
+
+/// Runs one call: its value, or `fail` with errno set. errno is left
+/// alone on success; a panic is caught and is `EIO`.
+fn call<T: Copy>(fail: T, f: impl FnOnce() -> Res<T>) -> T {
+    let saved = errno::get();
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(v)) => {
+            errno::set(saved);
+            v
+        }
+        Ok(Err(e)) => {
+            errno::set(e);
+            fail
+        }
+        Err(_) => {
+            errno::set(libc::EIO);
+            fail
+        }
+    }
+}
+
+/// `n` as a `ssize_t` (never more than [`MAX_RW`]).
+fn ssize(n: usize) -> ssize_t {
+    n.min(MAX_RW) as ssize_t
+}
+
+/// The bytes at `ptr`, `len` of them (capped as Linux caps).
+///
+/// # Safety
+///
+/// `ptr`, unless null, points to `len` readable bytes that nothing
+/// writes during the call.
+unsafe fn bytes_in<'a>(ptr: *const c_void, len: size_t) -> Res<&'a [u8]> {
+    let len = len.min(MAX_RW);
+    if len == 0 {
+        return Ok(&[]);
+    }
+    if ptr.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: `ptr` is not null and points to `len` readable bytes (the
+    // caller's promise); C memory counts as initialised bytes.
+    Ok(unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), len) })
+}
+
+/// The buffer at `ptr`, `len` bytes (capped as Linux caps).
+///
+/// # Safety
+///
+/// `ptr`, unless null, points to `len` writable bytes that nothing else
+/// touches during the call.
+unsafe fn bytes_out<'a>(ptr: *mut c_void, len: size_t) -> Res<&'a mut [u8]> {
+    let len = len.min(MAX_RW);
+    if len == 0 {
+        return Ok(&mut []);
+    }
+    if ptr.is_null() {
+        return Err(libc::EFAULT);
+    }
+    // SAFETY: `ptr` is not null and points to `len` writable bytes that
+    // only this call uses (the caller's promise); C memory counts as
+    // initialised bytes.
+    Ok(unsafe { std::slice::from_raw_parts_mut(ptr.cast::<u8>(), len) })
+}
+
+/// Linux's answer to a send on a broken connection: SIGPIPE to the
+/// thread, unless `MSG_NOSIGNAL`.
+fn sigpipe(r: Res<usize>, flags: c_int) -> Res<usize> {
+    if r == Err(libc::EPIPE) && flags & libc::MSG_NOSIGNAL == 0 {
+        // SAFETY: raise takes a signal number; what SIGPIPE does is the
+        // application's choice, as with the kernel's.
+        unsafe { libc::raise(libc::SIGPIPE) };
+    }
+    r
+}
+
+/// Creates a socket, like `socket(2)`: `AF_INET` with `SOCK_STREAM`
+/// (protocol 0 or `IPPROTO_TCP`) or `SOCK_DGRAM` (0 or `IPPROTO_UDP`);
+/// `type` may carry `SOCK_NONBLOCK` and `SOCK_CLOEXEC`. Returns the new
+/// socket's fd, a real fd of the process (pollable, see the readiness
+/// contract above), or -1 with errno: `EAFNOSUPPORT` for any other
+/// family (`AF_INET6` too, for now), `EPROTONOSUPPORT` for another
+/// protocol, `ESOCKTNOSUPPORT` for another type, `EINVAL` for unknown
+/// flags; `ENOENT` or `ECONNREFUSED` when the stack is not running.
+///
+/// The socket is made on the instance named by `strata_set_instance`,
+/// else by the environment variable `STRATA_INSTANCE`, else "default".
+#[no_mangle]
+pub extern "C" fn strata_socket(domain: c_int, r#type: c_int, protocol: c_int) -> c_int {
+    call(-1, || socket::open(domain, r#type, protocol))
+}
+
+/// Binds a socket to a local address, like `bind(2)`: `addr` is a
+/// `struct sockaddr_in` of `len` bytes (`AF_INET`; `AF_UNSPEC` with
+/// `INADDR_ANY` too, as Linux allows). Port 0 picks a free port.
+///
+/// UDP binds at once (`EADDRINUSE` when the port is taken, `EINVAL` when
+/// the socket is bound already). TCP keeps the address for `listen`,
+/// which takes the port (and fails with `EADDRINUSE` if it cannot);
+/// `EINVAL` if bound already.
+///
+/// # Safety
+///
+/// `addr`, unless null, points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn strata_bind(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    call(-1, || {
+        let s = table::get(fd)?;
+        // SAFETY: `addr` has `len` readable bytes (the caller's promise).
+        let given = unsafe { sa::read(addr, len) }?;
+        let a = given.v4.ok_or(libc::EINVAL)?;
+        let any_unspec = given.family == libc::AF_UNSPEC && a.ip().is_unspecified();
+        if given.family != libc::AF_INET && !any_unspec {
+            return Err(libc::EAFNOSUPPORT);
+        }
+        s.bind(a).map(|()| 0)
+    })
+}
+
+/// Makes a TCP socket listen, like `listen(2)`, with the address `bind`
+/// gave (else any address, a free port) and the options set so far.
+/// `backlog` is capped at 4096 (negative: 4096), as Linux caps it. Again
+/// on a listening socket: 0, the backlog unchanged. `EOPNOTSUPP` on UDP,
+/// `EINVAL` on a connected socket.
+#[no_mangle]
+pub extern "C" fn strata_listen(fd: c_int, backlog: c_int) -> c_int {
+    call(-1, || table::get(fd)?.listen(backlog).map(|()| 0))
+}
+
+/// Accepts a connection, like `accept(2)`: `strata_accept4` with no
+/// flags.
+///
+/// # Safety
+///
+/// As `strata_accept4`.
+#[no_mangle]
+pub unsafe extern "C" fn strata_accept(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
+    // SAFETY: forwarded from the caller.
+    unsafe { strata_accept4(fd, addr, len, 0) }
+}
+
+/// Accepts a connection, like `accept4(2)`: waits for one (non-blocking
+/// socket: `EAGAIN` when none waits) and returns its new socket's fd,
+/// with `SOCK_NONBLOCK` and `SOCK_CLOEXEC` from `flags` (other flags:
+/// `EINVAL`). Like Linux's, the new socket takes the listener's
+/// `SO_KEEPALIVE`, `TCP_NODELAY`, timeouts and buffer sizes, not its
+/// `O_NONBLOCK`. If `addr` is not null the peer's address is written
+/// there as `getpeername` writes it. `EINVAL` if the socket does not
+/// listen, `EOPNOTSUPP` on UDP.
+///
+/// # Safety
+///
+/// `addr`, unless null, points to `*len` writable bytes, and then `len`
+/// to a readable and writable `socklen_t`.
+#[no_mangle]
+pub unsafe extern "C" fn strata_accept4(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+    flags: c_int,
+) -> c_int {
+    call(-1, || {
+        let s = table::get(fd)?;
+        if !addr.is_null() {
+            // Checked before a connection is taken, not after.
+            // SAFETY: `len` is readable (the caller's promise).
+            unsafe { sa::check_out(addr, len, true) }?;
+        }
+        let (nfd, peer) = s.accept(flags)?;
+        if !addr.is_null() {
+            // SAFETY: `addr` has `*len` writable bytes, `len` is
+            // writable (the caller's promise).
+            unsafe { sa::write(Some(peer), addr, len) }?;
+        }
+        Ok(nfd)
+    })
+}
+
+/// Connects a socket, like `connect(2)`: `addr` is a `struct
+/// sockaddr_in` of `len` bytes.
+///
+/// TCP: a blocking socket waits for the handshake (0, or
+/// `ECONNREFUSED`, `ETIMEDOUT`, `ENETUNREACH`...). A non-blocking one
+/// returns -1 with `EINPROGRESS` at once; its fd turns readable when the
+/// handshake ends, and `strata_getsockopt(SO_ERROR)` then says how (0:
+/// connected). Called again meanwhile: `EALREADY`, or 0 once connected;
+/// later `EISCONN`. After a failure the socket is unconnected again and
+/// may connect anew. A TCP socket bound to a specific address first is
+/// `EOPNOTSUPP` (libsock connects from the address the stack picks);
+/// `AF_UNSPEC` (disconnect) is not supported on TCP (`EAFNOSUPPORT`).
+///
+/// UDP: sets the peer for `strata_send`/`strata_recv`; `AF_UNSPEC`
+/// dissolves the association.
+///
+/// # Safety
+///
+/// `addr`, unless null, points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn strata_connect(fd: c_int, addr: *const sockaddr, len: socklen_t) -> c_int {
+    call(-1, || {
+        let s = table::get(fd)?;
+        // SAFETY: `addr` has `len` readable bytes (the caller's promise).
+        let given = unsafe { sa::read(addr, len) }?;
+        if s.udp {
+            if given.family == libc::AF_UNSPEC {
+                return s.connect_udp(None).map(|()| 0);
+            }
+            return s.connect_udp(Some(given.inet(false)?)).map(|()| 0);
+        }
+        s.connect_tcp(given.inet(false)?).map(|()| 0)
+    })
+}
+
+/// Sends, like `send(2)`: `strata_sendto` without an address.
+///
+/// # Safety
+///
+/// As `strata_sendto`.
+#[no_mangle]
+pub unsafe extern "C" fn strata_send(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: forwarded from the caller.
+    unsafe { strata_sendto(fd, buf, len, flags, std::ptr::null(), 0) }
+}
+
+/// Sends, like `sendto(2)`. TCP: queues bytes of `buf` (a blocking
+/// socket waits until all `len` are queued, as Linux does; a
+/// non-blocking one queues what fits, `EAGAIN` if nothing does); the
+/// address is ignored. On an unconnected socket `EPIPE`, while a
+/// non-blocking one connects `EAGAIN`. UDP: sends one datagram to `addr`
+/// (a `struct sockaddr_in` of `addrlen` bytes), or with a null `addr` to
+/// the connected peer (`EDESTADDRREQ` if none); `EMSGSIZE` over 65507
+/// bytes.
+///
+/// Flags: `MSG_DONTWAIT` (see below), `MSG_NOSIGNAL`, and `MSG_MORE`
+/// (TCP; sent at once) or `MSG_CONFIRM` (UDP; a hint); others are
+/// `EOPNOTSUPP`. `EPIPE` raises `SIGPIPE` in the calling thread unless
+/// `MSG_NOSIGNAL`, as Linux does.
+///
+/// `MSG_DONTWAIT` on a blocking socket: libsock's mode is per socket, so
+/// the call switches it for itself; while another thread is inside a
+/// blocking call on the same socket that cannot be done safely, and the
+/// call fails with `EAGAIN`.
+///
+/// # Safety
+///
+/// `buf`, unless null, points to `len` readable bytes; `addr`, unless
+/// null, to `addrlen` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn strata_sendto(
+    fd: c_int,
+    buf: *const c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *const sockaddr,
+    addrlen: socklen_t,
+) -> ssize_t {
+    call(-1, || {
+        let s = table::get(fd)?;
+        // SAFETY: `buf` has `len` readable bytes (the caller's promise).
+        let data = unsafe { bytes_in(buf, len) }?;
+        let to = if addr.is_null() {
+            None
+        } else if s.udp {
+            // SAFETY: `addr` has `addrlen` readable bytes (the caller's
+            // promise).
+            let given = unsafe { sa::read(addr, addrlen) }?;
+            // Linux takes AF_UNSPEC for AF_INET here.
+            Some(given.inet(true)?)
+        } else {
+            // TCP ignores the address; Linux only checks its length.
+            sa::check_len(addrlen)?;
+            None
+        };
+        sigpipe(s.send(data, flags, to), flags).map(ssize)
+    })
+}
+
+/// Receives, like `recv(2)`: `strata_recvfrom` without an address.
+///
+/// # Safety
+///
+/// As `strata_recvfrom`.
+#[no_mangle]
+pub unsafe extern "C" fn strata_recv(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+) -> ssize_t {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        strata_recvfrom(
+            fd,
+            buf,
+            len,
+            flags,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// Receives, like `recvfrom(2)`. TCP: up to `len` bytes (0 at the end of
+/// the stream); waits while there are none (non-blocking: `EAGAIN`;
+/// `SO_RCVTIMEO` elapsed: `EAGAIN`); `ENOTCONN` when not connected. UDP:
+/// one datagram, cut to `len` (the rest is lost, as on Linux), and its
+/// sender. If `addr` is not null the sender's address is written there
+/// (TCP: none, `*addrlen` = 0).
+///
+/// Flags: `MSG_DONTWAIT` (as for `strata_sendto`), `MSG_PEEK` (leave the
+/// data queued), `MSG_WAITALL` (TCP, blocking: wait for `len` bytes, the
+/// end, or an error), `MSG_NOSIGNAL` and `MSG_CMSG_CLOEXEC` (no effect);
+/// others are `EOPNOTSUPP`.
+///
+/// # Safety
+///
+/// `buf`, unless null, points to `len` writable bytes; `addr`, unless
+/// null, to `*addrlen` writable bytes, and then `addrlen` to a readable
+/// and writable `socklen_t`.
+#[no_mangle]
+pub unsafe extern "C" fn strata_recvfrom(
+    fd: c_int,
+    buf: *mut c_void,
+    len: size_t,
+    flags: c_int,
+    addr: *mut sockaddr,
+    addrlen: *mut socklen_t,
+) -> ssize_t {
+    call(-1, || {
+        let s = table::get(fd)?;
+        // SAFETY: `buf` has `len` writable bytes (the caller's promise).
+        let data = unsafe { bytes_out(buf, len) }?;
+        if !addr.is_null() {
+            // SAFETY: `addrlen` is readable (the caller's promise).
+            unsafe { sa::check_out(addr, addrlen, true) }?;
+        }
+        let (n, from) = s.recv(data, flags)?;
+        if !addr.is_null() {
+            // SAFETY: `addr` has `*addrlen` writable bytes, `addrlen` is
+            // writable (the caller's promise).
+            unsafe { sa::write(from, addr, addrlen) }?;
+        }
+        Ok(ssize(n))
+    })
+}
+
+/// Reads, like `read(2)` on a socket: `strata_recv` with no flags.
+///
+/// # Safety
+///
+/// `buf`, unless null, points to `count` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn strata_read(fd: c_int, buf: *mut c_void, count: size_t) -> ssize_t {
+    // SAFETY: forwarded from the caller.
+    unsafe {
+        strata_recvfrom(
+            fd,
+            buf,
+            count,
+            0,
+            std::ptr::null_mut(),
+            std::ptr::null_mut(),
+        )
+    }
+}
+
+/// Writes, like `write(2)` on a socket: `strata_send` with no flags
+/// (so `EPIPE` raises `SIGPIPE`).
+///
+/// # Safety
+///
+/// `buf`, unless null, points to `count` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn strata_write(fd: c_int, buf: *const c_void, count: size_t) -> ssize_t {
+    // SAFETY: forwarded from the caller.
+    unsafe { strata_sendto(fd, buf, count, 0, std::ptr::null(), 0) }
+}
+
+/// Shuts down part of a connection, like `shutdown(2)`: `SHUT_RD`,
+/// `SHUT_WR` (a FIN after what is queued) or `SHUT_RDWR`; another `how`
+/// is `EINVAL`. `ENOTCONN` on a socket not connected. On a listener
+/// `SHUT_WR` does nothing (as on Linux) and the others are
+/// `EOPNOTSUPP`, as on a connected UDP socket (libsock cannot do them).
+#[no_mangle]
+pub extern "C" fn strata_shutdown(fd: c_int, how: c_int) -> c_int {
+    call(-1, || table::get(fd)?.shutdown(how).map(|()| 0))
+}
+
+/// Closes a strata socket, like `close(2)`: the fd is closed and the
+/// socket with it (a TCP connection ends with a FIN after what is
+/// queued). A call another thread is blocked in keeps the socket until
+/// it returns, as on Linux. `EBADF`/`ENOTSOCK` for a fd that is not a
+/// strata socket (which is then left alone).
+#[no_mangle]
+pub extern "C" fn strata_close(fd: c_int) -> c_int {
+    call(-1, || socket::close(fd).map(|()| 0))
+}
+
+/// The socket's local address, like `getsockname(2)`: written to `addr`
+/// cut to `*len` bytes, with `*len` set to its full size (`struct
+/// sockaddr_in`). `0.0.0.0:0` while unbound; a TCP socket's `bind()`
+/// address before it listens.
+///
+/// # Safety
+///
+/// `addr` points to `*len` writable bytes and `len` to a readable and
+/// writable `socklen_t` (null pointers are `EFAULT`).
+#[no_mangle]
+pub unsafe extern "C" fn strata_getsockname(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
+    call(-1, || {
+        let s = table::get(fd)?;
+        // SAFETY: `len` is readable (the caller's promise).
+        unsafe { sa::check_out(addr, len, true) }?;
+        let a = s.local_addr()?;
+        // SAFETY: as promised by the caller.
+        unsafe { sa::write(Some(a), addr, len) }.map(|()| 0)
+    })
+}
+
+/// The peer's address, like `getpeername(2)` (written as by
+/// `strata_getsockname`); `ENOTCONN` when not connected.
+///
+/// # Safety
+///
+/// As `strata_getsockname`.
+#[no_mangle]
+pub unsafe extern "C" fn strata_getpeername(
+    fd: c_int,
+    addr: *mut sockaddr,
+    len: *mut socklen_t,
+) -> c_int {
+    call(-1, || {
+        let s = table::get(fd)?;
+        // SAFETY: `len` is readable (the caller's promise).
+        unsafe { sa::check_out(addr, len, true) }?;
+        let a = s.peer_addr()?;
+        // SAFETY: as promised by the caller.
+        unsafe { sa::write(Some(a), addr, len) }.map(|()| 0)
+    })
+}
+
+/// Sets an option, like `setsockopt(2)`. Values are `int`s (0 off, else
+/// on) unless said otherwise; a shorter `len` is `EINVAL`, a null `val`
+/// `EFAULT`. Options:
+///
+/// * `SOL_SOCKET`/`SO_REUSEADDR`: takes effect at the bind (TCP: at
+///   `listen`); on Linux too it matters only then.
+/// * `SOL_SOCKET`/`SO_KEEPALIVE`: TCP keepalive probes (Linux's timing).
+///   Kept for a TCP socket not yet connected, and passed by a listener
+///   to the connections it accepts; on UDP it has no effect, as on Linux.
+/// * `SOL_SOCKET`/`SO_RCVBUF`, `SO_SNDBUF`: the sizes of the socket's
+///   receive and send rings (rounded up to a power of two, 4 KiB to 64
+///   MiB). Rings are made with the socket and never resized: they take
+///   effect on a TCP socket before `listen`/`connect` (a listener's go
+///   to the connections it accepts); on any other socket the call
+///   succeeds and changes nothing, as Linux succeeds when it keeps a
+///   size within its limits. `strata_getsockopt` reports the size in
+///   effect.
+/// * `SOL_SOCKET`/`SO_RCVTIMEO`, `SO_SNDTIMEO` (a `struct timeval`; zero:
+///   none): how long a receive or send may block (then `EAGAIN`);
+///   `EDOM` for microseconds out of range. A listener passes them to the
+///   connections it accepts; its own `accept` does not time out.
+/// * `IPPROTO_TCP`/`TCP_NODELAY`: no Nagle delay. Kept until connected,
+///   passed to accepted connections.
+///
+/// Any other option, and `SO_ERROR`/`SO_TYPE` (read-only), are
+/// `ENOPROTOOPT`.
+///
+/// # Safety
+///
+/// `val`, unless null, points to `len` readable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn strata_setsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *const c_void,
+    len: socklen_t,
+) -> c_int {
+    call(-1, || {
+        let s = table::get(fd)?;
+        // SAFETY: `val` has `len` readable bytes (the caller's promise).
+        let v = unsafe { OptIn::new(val, len) };
+        opts::set(&s, level, name, &v).map(|()| 0)
+    })
+}
+
+/// Reads an option, like `getsockopt(2)`: the value is written to `val`
+/// cut to `*len` bytes, and `*len` set to the bytes written (Linux's
+/// rule for options). The options of `strata_setsockopt`, and:
+///
+/// * `SOL_SOCKET`/`SO_ERROR`: the pending error, taken (0: none). After
+///   a non-blocking `connect`: 0 while the handshake goes on, then its
+///   outcome (0: connected), reported once.
+/// * `SOL_SOCKET`/`SO_TYPE`, `SO_DOMAIN`, `SO_PROTOCOL`,
+///   `SO_ACCEPTCONN`.
+///
+/// Others are `ENOPROTOOPT`; a null `len` is `EFAULT`, a negative one
+/// `EINVAL`.
+///
+/// # Safety
+///
+/// `len`, unless null, points to a readable and writable `socklen_t`,
+/// and `val`, unless null, to `*len` writable bytes.
+#[no_mangle]
+pub unsafe extern "C" fn strata_getsockopt(
+    fd: c_int,
+    level: c_int,
+    name: c_int,
+    val: *mut c_void,
+    len: *mut socklen_t,
+) -> c_int {
+    call(-1, || {
+        let s = table::get(fd)?;
+        // SAFETY: as promised by the caller.
+        let out = unsafe { OptOut::new(val, len) };
+        opts::get(&s, level, name, &out).map(|()| 0)
+    })
+}
+
+/// File control, like `fcntl(2)`, for the commands sockets need:
+/// `F_GETFL` (`O_RDWR`, with `O_NONBLOCK` in non-blocking mode),
+/// `F_SETFL` (`O_NONBLOCK` of `arg` sets the mode; other status flags
+/// are ignored, as Linux ignores those it cannot change, except
+/// `O_ASYNC`, which is `EINVAL`: strata sends no `SIGIO`), `F_GETFD` and
+/// `F_SETFD` (close-on-exec, of the fd itself). Other commands are
+/// `EINVAL`.
+#[no_mangle]
+pub extern "C" fn strata_fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
+    call(-1, || {
+        let s = table::get(fd)?;
+        match cmd {
+            libc::F_GETFL => Ok(libc::O_RDWR
+                | if s.gate.nonblocking() {
+                    libc::O_NONBLOCK
+                } else {
+                    0
+                }),
+            libc::F_SETFL => {
+                if arg & libc::O_ASYNC != 0 {
+                    return Err(libc::EINVAL);
+                }
+                s.set_nonblocking(arg & libc::O_NONBLOCK != 0);
+                Ok(0)
+            }
+            libc::F_GETFD | libc::F_SETFD => {
+                // SAFETY: F_GETFD/F_SETFD take an int; `fd` is the
+                // socket's own number.
+                let r = unsafe { libc::fcntl(fd, cmd, arg) };
+                if r < 0 {
+                    Err(errno::last())
+                } else {
+                    Ok(r)
+                }
+            }
+            _ => Err(libc::EINVAL),
+        }
+    })
+}
+
+/// 1 if `fd` is a strata socket (made by `strata_socket` or
+/// `strata_accept` and not closed), else 0. Never fails.
+#[no_mangle]
+pub extern "C" fn strata_is_socket(fd: c_int) -> c_int {
+    call(0, || Ok(table::contains(fd) as c_int))
+}
+
+/// Names the strata instance (stack) that sockets made from now on use,
+/// instead of `STRATA_INSTANCE` (or "default"). Sockets made before
+/// stay on theirs. 0, or -1 with `EINVAL` for a null, empty or non-UTF-8
+/// name or one with a `/`.
+///
+/// # Safety
+///
+/// `name`, unless null, points to a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn strata_set_instance(name: *const c_char) -> c_int {
+    call(-1, || {
+        if name.is_null() {
+            return Err(libc::EINVAL);
+        }
+        // SAFETY: `name` is a NUL-terminated string (the caller's
+        // promise), read only during the call.
+        let name = unsafe { CStr::from_ptr(name) };
+        let name = name.to_str().map_err(|_| libc::EINVAL)?;
+        socket::set_instance(name).map(|()| 0)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calls_on_fds_that_are_no_strata_sockets_fail_like_linux() {
+        let e = |r: c_int| (r, errno::get());
+        assert_eq!(e(strata_listen(-1, 1)), (-1, libc::EBADF));
+        // stdin is open but is no strata socket.
+        assert_eq!(e(strata_listen(0, 1)), (-1, libc::ENOTSOCK));
+        assert_eq!(e(strata_close(0)), (-1, libc::ENOTSOCK));
+        assert_eq!(strata_is_socket(0), 0);
+        assert_eq!(strata_is_socket(-5), 0);
+    }
+
+    #[test]
+    fn errno_is_left_alone_on_success() {
+        errno::set(libc::EINTR);
+        assert_eq!(strata_is_socket(0), 0);
+        assert_eq!(errno::get(), libc::EINTR);
+    }
+
+    #[test]
+    fn ipv6_and_null_instance_names_are_refused() {
+        assert_eq!(strata_socket(libc::AF_INET6, libc::SOCK_STREAM, 0), -1);
+        assert_eq!(errno::get(), libc::EAFNOSUPPORT);
+        // SAFETY: a null name is refused before it is read.
+        assert_eq!(unsafe { strata_set_instance(std::ptr::null()) }, -1);
+        assert_eq!(errno::get(), libc::EINVAL);
+    }
+}

@@ -1,0 +1,299 @@
+//! `setsockopt(2)` and `getsockopt(2)`.
+
+use std::mem::size_of;
+use std::time::Duration;
+
+use libc::{c_int, c_void, socklen_t, timeval};
+
+use crate::errno::{self, Res};
+use crate::socket::{ring_bytes, Socket, State};
+
+/// An option value the application gave: `len` bytes at `ptr`.
+pub(crate) struct OptIn {
+    ptr: *const c_void,
+    len: usize,
+}
+
+impl OptIn {
+    /// # Safety
+    ///
+    /// `ptr`, unless null, points to `len` readable bytes.
+    pub(crate) unsafe fn new(ptr: *const c_void, len: socklen_t) -> OptIn {
+        OptIn {
+            ptr,
+            len: len as usize,
+        }
+    }
+
+    /// A value of type `T`: `EINVAL` when `len` is too short for it,
+    /// `EFAULT` for a null pointer (Linux checks in that order).
+    fn read<T: Copy>(&self) -> Res<T> {
+        if self.len < size_of::<T>() {
+            return Err(libc::EINVAL);
+        }
+        if self.ptr.is_null() {
+            return Err(libc::EFAULT);
+        }
+        // SAFETY: `ptr` points to `len` >= size_of::<T>() readable bytes
+        // (the promise of `new`); any bit pattern is a valid `T` for the
+        // plain C types read here (int, struct timeval).
+        Ok(unsafe { std::ptr::read_unaligned(self.ptr.cast::<T>()) })
+    }
+
+    fn int(&self) -> Res<c_int> {
+        self.read::<c_int>()
+    }
+
+    fn flag(&self) -> Res<bool> {
+        self.int().map(|v| v != 0)
+    }
+
+    /// A `struct timeval` timeout: None for zero (no timeout), `EDOM`
+    /// for microseconds out of range, as Linux says.
+    fn timeout(&self) -> Res<Option<Duration>> {
+        let tv = self.read::<timeval>()?;
+        if !(0..1_000_000).contains(&tv.tv_usec) {
+            return Err(libc::EDOM);
+        }
+        if tv.tv_sec == 0 && tv.tv_usec == 0 {
+            return Ok(None);
+        }
+        if tv.tv_sec < 0 {
+            // Linux: a negative timeout does not wait at all.
+            return Ok(Some(Duration::from_nanos(1)));
+        }
+        Ok(Some(
+            Duration::from_secs(tv.tv_sec as u64) + Duration::from_micros(tv.tv_usec as u64),
+        ))
+    }
+}
+
+/// Where to put an option's value: at most `*len` bytes at `ptr`.
+pub(crate) struct OptOut {
+    ptr: *mut c_void,
+    len: *mut socklen_t,
+}
+
+impl OptOut {
+    /// # Safety
+    ///
+    /// `len`, unless null, points to a readable and writable
+    /// `socklen_t`; `ptr`, unless null, to `*len` writable bytes.
+    pub(crate) unsafe fn new(ptr: *mut c_void, len: *mut socklen_t) -> OptOut {
+        OptOut { ptr, len }
+    }
+
+    /// `*len`: `EFAULT` when `len` is null, `EINVAL` when negative.
+    pub(crate) fn room(&self) -> Res<usize> {
+        if self.len.is_null() {
+            return Err(libc::EFAULT);
+        }
+        // SAFETY: `len` is not null and readable (the promise of `new`).
+        let n = unsafe { std::ptr::read_unaligned(self.len) };
+        if (n as c_int) < 0 {
+            return Err(libc::EINVAL);
+        }
+        Ok(n as usize)
+    }
+
+    /// Writes `v` as Linux does: `min(*len, size_of::<T>())` bytes, and
+    /// that count to `*len`.
+    fn write<T: Copy>(&self, v: T) -> Res<()> {
+        let n = self.room()?.min(size_of::<T>());
+        if n > 0 && self.ptr.is_null() {
+            return Err(libc::EFAULT);
+        }
+        // SAFETY: `v` is a live local of size_of::<T>() >= n bytes, and
+        // `ptr` has room for `*len` >= n bytes (the promise of `new`).
+        unsafe {
+            std::ptr::copy_nonoverlapping((&v as *const T).cast::<u8>(), self.ptr.cast::<u8>(), n)
+        };
+        // SAFETY: `len` is not null (checked by `room`) and writable.
+        unsafe { std::ptr::write_unaligned(self.len, n as socklen_t) };
+        Ok(())
+    }
+
+    fn int(&self, v: c_int) -> Res<()> {
+        self.write(v)
+    }
+
+    fn timeout(&self, t: Option<Duration>) -> Res<()> {
+        let t = t.unwrap_or_default();
+        self.write(timeval {
+            tv_sec: t.as_secs() as libc::time_t,
+            tv_usec: t.subsec_micros() as libc::suseconds_t,
+        })
+    }
+}
+
+/// `setsockopt(2)`.
+pub(crate) fn set(s: &Socket, level: c_int, name: c_int, val: &OptIn) -> Res<()> {
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => {
+            let on = val.flag()?;
+            let mut g = s.lock();
+            if let State::Udp(u) = &g.state {
+                u.set_reuse_address(on).map_err(errno::io)?;
+            }
+            // TCP: taken by listen(); on Linux too it matters only at
+            // bind time.
+            g.opts.reuse_addr = on;
+            Ok(())
+        }
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
+            let on = val.flag()?;
+            let mut g = s.lock();
+            if let State::Connecting(t) | State::Connected(t) = &g.state {
+                t.set_keepalive(on).map_err(errno::io)?;
+            }
+            // Else kept: for the connection to come, or those a listener
+            // accepts (UDP: no effect, as on Linux).
+            g.opts.keepalive = on;
+            Ok(())
+        }
+        (libc::SOL_SOCKET, libc::SO_RCVBUF | libc::SO_SNDBUF) => {
+            // Negative sizes are huge ones to Linux (then capped).
+            let n = val.int()? as u32 as usize;
+            let mut g = s.lock();
+            // The rings are made with the socket's libsock object and
+            // never change size: a TCP socket not yet listening or
+            // connected takes the size; any other keeps its rings, as
+            // Linux keeps within its limits, and getsockopt says what
+            // is in effect.
+            if matches!(g.state, State::Pending) {
+                if name == libc::SO_RCVBUF {
+                    g.opts.rcvbuf = ring_bytes(n);
+                } else {
+                    g.opts.sndbuf = ring_bytes(n);
+                }
+            }
+            Ok(())
+        }
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO | libc::SO_SNDTIMEO) => {
+            let t = val.timeout()?;
+            let mut g = s.lock();
+            let read = name == libc::SO_RCVTIMEO;
+            let r = match &g.state {
+                State::Connecting(c) | State::Connected(c) if read => c.set_read_timeout(t),
+                State::Connecting(c) | State::Connected(c) => c.set_write_timeout(t),
+                State::Udp(u) if read => u.set_read_timeout(t),
+                State::Udp(u) => u.set_write_timeout(t),
+                // Kept for the connection to come (a listener passes it
+                // to the streams it accepts; its accept waits without).
+                _ => Ok(()),
+            };
+            r.map_err(errno::io)?;
+            if read {
+                g.opts.rcvtimeo = t;
+            } else {
+                g.opts.sndtimeo = t;
+            }
+            Ok(())
+        }
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) if !s.udp => {
+            let on = val.flag()?;
+            let mut g = s.lock();
+            if let State::Connecting(t) | State::Connected(t) = &g.state {
+                t.set_nodelay(on).map_err(errno::io)?;
+            }
+            g.opts.nodelay = on;
+            Ok(())
+        }
+        _ => Err(libc::ENOPROTOOPT),
+    }
+}
+
+/// `getsockopt(2)`.
+pub(crate) fn get(s: &Socket, level: c_int, name: c_int, out: &OptOut) -> Res<()> {
+    // Linux checks the length before it looks at the option.
+    out.room()?;
+    let opts = || s.lock().opts.clone();
+    match (level, name) {
+        (libc::SOL_SOCKET, libc::SO_ERROR) => out.int(s.take_error()?),
+        (libc::SOL_SOCKET, libc::SO_TYPE) => out.int(if s.udp {
+            libc::SOCK_DGRAM
+        } else {
+            libc::SOCK_STREAM
+        }),
+        (libc::SOL_SOCKET, libc::SO_DOMAIN) => out.int(libc::AF_INET),
+        (libc::SOL_SOCKET, libc::SO_PROTOCOL) => out.int(if s.udp {
+            libc::IPPROTO_UDP
+        } else {
+            libc::IPPROTO_TCP
+        }),
+        (libc::SOL_SOCKET, libc::SO_ACCEPTCONN) => {
+            out.int(matches!(s.state(), State::Listening(_)) as c_int)
+        }
+        (libc::SOL_SOCKET, libc::SO_REUSEADDR) => out.int(opts().reuse_addr as c_int),
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => out.int(opts().keepalive as c_int),
+        (libc::SOL_SOCKET, libc::SO_RCVBUF) => out.int(opts().rcvbuf as c_int),
+        (libc::SOL_SOCKET, libc::SO_SNDBUF) => out.int(opts().sndbuf as c_int),
+        (libc::SOL_SOCKET, libc::SO_RCVTIMEO) => out.timeout(opts().rcvtimeo),
+        (libc::SOL_SOCKET, libc::SO_SNDTIMEO) => out.timeout(opts().sndtimeo),
+        (libc::IPPROTO_TCP, libc::TCP_NODELAY) if !s.udp => out.int(opts().nodelay as c_int),
+        // Linux: an option it does not know at a level the socket has,
+        // or a level it has not (the IP layer answers those).
+        (libc::SOL_SOCKET | libc::SOL_IP, _) => Err(libc::ENOPROTOOPT),
+        (libc::IPPROTO_TCP, _) if !s.udp => Err(libc::ENOPROTOOPT),
+        (libc::IPPROTO_UDP, _) if s.udp => Err(libc::ENOPROTOOPT),
+        _ => Err(libc::EOPNOTSUPP),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn values_in_are_checked_like_linux() {
+        let v: c_int = 7;
+        // SAFETY: `v` is a live int; lengths up to its size are read.
+        let ok = unsafe { OptIn::new((&v as *const c_int).cast(), 4) };
+        assert_eq!(ok.int(), Ok(7));
+        // SAFETY: as above; nothing is read at a short length.
+        let short = unsafe { OptIn::new((&v as *const c_int).cast(), 3) };
+        assert_eq!(short.int(), Err(libc::EINVAL));
+        // SAFETY: a null pointer is never read.
+        let null = unsafe { OptIn::new(std::ptr::null(), 4) };
+        assert_eq!(null.int(), Err(libc::EFAULT));
+        let tv = timeval {
+            tv_sec: 1,
+            tv_usec: 1_000_000,
+        };
+        let len = size_of::<timeval>() as socklen_t;
+        // SAFETY: `tv` is a live timeval of `len` bytes.
+        let bad = unsafe { OptIn::new((&tv as *const timeval).cast(), len) };
+        assert_eq!(bad.timeout(), Err(libc::EDOM));
+        let tv = timeval {
+            tv_sec: 2,
+            tv_usec: 500_000,
+        };
+        // SAFETY: as above.
+        let good = unsafe { OptIn::new((&tv as *const timeval).cast(), len) };
+        assert_eq!(good.timeout(), Ok(Some(Duration::from_millis(2500))));
+    }
+
+    #[test]
+    fn values_out_are_cut_to_the_room_given() {
+        let mut buf = [0xffu8; 16];
+        let mut len: socklen_t = 2;
+        // SAFETY: `buf` has 8 >= `len` writable bytes; `len` is live.
+        let out = unsafe { OptOut::new(buf.as_mut_ptr().cast(), &mut len) };
+        out.int(0x0102_0304).unwrap();
+        assert_eq!(len, 2);
+        assert_eq!(&buf[..2], &0x0102_0304i32.to_ne_bytes()[..2]);
+        assert_eq!(buf[2], 0xff);
+        let mut len: socklen_t = 16;
+        // SAFETY: as above, with room for 16 bytes; an int takes 4.
+        let out = unsafe { OptOut::new(buf.as_mut_ptr().cast(), &mut len) };
+        out.int(5).unwrap();
+        assert_eq!(len, 4);
+        let mut neg: socklen_t = (-1i32) as socklen_t;
+        // SAFETY: the negative length is refused before any write.
+        let out = unsafe { OptOut::new(buf.as_mut_ptr().cast(), &mut neg) };
+        assert_eq!(out.int(5), Err(libc::EINVAL));
+        // SAFETY: null pointers are refused before any access.
+        let out = unsafe { OptOut::new(buf.as_mut_ptr().cast(), std::ptr::null_mut()) };
+        assert_eq!(out.int(5), Err(libc::EFAULT));
+    }
+}
