@@ -10,7 +10,7 @@
 //! every connection and NAT binding.
 
 use std::sync::atomic::AtomicU64;
-use strata_filterd::conntrack::Conntrack;
+use strata_filterd::conntrack::{self, Conntrack};
 use strata_filterd::rule::Hook;
 use strata_filterd::ruleset::RuleSet;
 use strata_filterd::shm::Shm;
@@ -403,8 +403,13 @@ impl Layer for Shell<'_> {
 }
 
 fn main() {
-    let svc = Service::start("filterd", ArenaFormat::FIRST)
-        .unwrap_or_else(|e| service::die("filterd", &e));
+    // The arena's format is that of the connection-tracking table (the
+    // rule set in front of it is the launcher's, part of the layout).
+    let format = ArenaFormat {
+        writes: conntrack::LAYOUT_VERSION,
+        reads_from: conntrack::LAYOUT_VERSION,
+    };
+    let svc = Service::start("filterd", format).unwrap_or_else(|e| service::die("filterd", &e));
     let f = &svc.fabric;
     let me = svc.me;
 

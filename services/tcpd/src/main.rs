@@ -11,6 +11,7 @@ use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::service::ArenaFormat;
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
+use strata_tcpd::block::STORAGE_VERSION;
 use strata_tcpd::{Outputs, Stat, Storage, TcpConfig, TcpCore};
 
 /// Connection blocks in the arena; the rest of it holds queue entries.
@@ -37,8 +38,13 @@ fn random_secret() -> [u64; 2] {
 }
 
 fn main() {
-    let svc =
-        Service::start("tcpd", ArenaFormat::FIRST).unwrap_or_else(|e| service::die("tcpd", &e));
+    // The arena's format is that of its connection storage: a tcpd of
+    // another storage version would find no connection there.
+    let format = ArenaFormat {
+        writes: STORAGE_VERSION,
+        reads_from: STORAGE_VERSION,
+    };
+    let svc = Service::start("tcpd", format).unwrap_or_else(|e| service::die("tcpd", &e));
     let f = &svc.fabric;
     let me = svc.me;
 
