@@ -626,7 +626,7 @@ impl<'f> Loop<'f> {
     /// instance to make way for another binary, and nothing is left that
     /// its successor could not find (output queues pushed, nothing
     /// [held](Layer::holds)), publishes the counters and exits. What the
-    /// inputs rings hold stays there for the successor, which restores
+    /// input rings hold stays there for the successor, which restores
     /// from the arena as after a restart.
     fn hand_over_if_asked(&mut self, layer: &impl Layer) {
         let f = &self.svc.fabric;

@@ -29,6 +29,9 @@ struct Shell<'a> {
     core: UdpCore,
     out: Outputs,
     arena: arena::Table<'a>,
+    /// The arena must be written although the bindings did not change
+    /// (it holds another format).
+    dirty: bool,
 }
 
 impl Shell<'_> {
@@ -54,7 +57,7 @@ impl Shell<'_> {
 
     /// Copies the binding table into the arena if it changed.
     fn save(&mut self) {
-        if self.core.take_changed() {
+        if self.core.take_changed() || std::mem::take(&mut self.dirty) {
             self.arena.store(self.core.bindings());
         }
     }
@@ -148,11 +151,12 @@ fn main() {
         core,
         out: Outputs::with_capacity(4 * BUDGET),
         arena,
+        dirty: false,
     };
-    // A table of the previous format is rewritten in this one at once.
-    if saved.format != arena::FORMAT.writes {
-        shell.arena.store(shell.core.bindings());
-    }
-    shell.save();
+    // The table is written back (in this build's format, if it was in
+    // another) at the end of the first turn, once this instance serves:
+    // should it die before, the binary that ran before it can still read
+    // the table it left (an upgrade that fails goes back to that binary).
+    shell.dirty = saved.format != arena::FORMAT.writes;
     lp.run(&mut shell)
 }
