@@ -326,6 +326,16 @@ int strata_fcntl(int fd, int cmd, int arg);
 int strata_is_socket(int fd);
 
 /**
+ * What `poll(2)` would report for strata socket `fd` now: `POLLIN`
+ * (data, the end of the stream, a pending error, a connection that may
+ * wait), `POLLOUT` (connected with room to send), `POLLERR`, `POLLHUP`,
+ * `POLLRDHUP`, computed from the socket's shared memory, without
+ * waiting; or -1 with errno `EBADF`/`ENOTSOCK`. Unlike polling the fd
+ * itself (which says only "something changed"), this says what.
+ */
+int strata_poll_events(int fd);
+
+/**
  * Names the strata instance (stack) that sockets made from now on use,
  * instead of `STRATA_INSTANCE` (or "default"). Sockets made before
  * stay on theirs. 0, or -1 with `EINVAL` for a null, empty or non-UTF-8

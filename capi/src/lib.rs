@@ -93,6 +93,7 @@
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod errno;
+mod fork;
 mod gate;
 mod opts;
 mod sa;
@@ -686,7 +687,88 @@ pub extern "C" fn strata_fcntl(fd: c_int, cmd: c_int, arg: c_int) -> c_int {
 /// `strata_accept` and not closed), else 0. Never fails.
 #[no_mangle]
 pub extern "C" fn strata_is_socket(fd: c_int) -> c_int {
-    call(0, || Ok(table::contains(fd) as c_int))
+    table::is_socket(fd) as c_int
+}
+
+/// What `poll(2)` would report for strata socket `fd` now: `POLLIN`
+/// (data, the end of the stream, a pending error, a connection that may
+/// wait), `POLLOUT` (connected with room to send), `POLLERR`, `POLLHUP`,
+/// `POLLRDHUP`, computed from the socket's shared memory, without
+/// waiting; or -1 with errno `EBADF`/`ENOTSOCK`. Unlike polling the fd
+/// itself (which says only "something changed"), this says what.
+#[no_mangle]
+pub extern "C" fn strata_poll_events(fd: c_int) -> c_int {
+    call(-1, || Ok(c_int::from(table::get(fd)?.poll_events(false))))
+}
+
+/// What an `LD_PRELOAD` shim over these calls needs beside them (the
+/// `strata-preload` crate): the lock-free fd check, readiness, dups of
+/// sockets, and fork.
+pub mod shim {
+    use std::os::fd::RawFd;
+
+    use libc::c_int;
+
+    use crate::{socket, table};
+
+    /// Whether `fd` is a strata socket: one atomic load (a bitmap by fd
+    /// number), no lock, no allocation.
+    #[inline]
+    pub fn is_socket(fd: RawFd) -> bool {
+        table::is_socket(fd)
+    }
+
+    /// The `poll(2)` bits of strata socket `fd` now (see
+    /// [`strata_poll_events`](crate::strata_poll_events)); `POLLNVAL` if
+    /// it is none. With `drain`, the kicks waiting on its readiness fd
+    /// are taken first (not a listener's), so that a caller that then
+    /// waits for the fd to turn readable wakes on the next change only.
+    pub fn poll_events(fd: RawFd, drain: bool) -> i16 {
+        match table::get(fd) {
+            Ok(s) => s.poll_events(drain),
+            Err(_) => libc::POLLNVAL,
+        }
+    }
+
+    /// Whether strata socket `fd` listens (its readiness fd then only
+    /// says "a connection may wait", and is cleared by an `accept` that
+    /// finds none).
+    pub fn is_listener(fd: RawFd) -> bool {
+        table::get(fd).is_ok_and(|s| matches!(s.state(), socket::State::Listening(_)))
+    }
+
+    /// Bytes a read of strata socket `fd` would return (`FIONREAD`), or
+    /// the errno.
+    pub fn nread(fd: RawFd) -> Result<usize, c_int> {
+        table::get(fd)?.nread()
+    }
+
+    /// Makes another number for strata socket `fd`: `make` (`dup`,
+    /// `dup3`, `fcntl(F_DUPFD)` of libc on `fd`) makes it, and it then
+    /// names the same socket; the socket ends with its last number.
+    pub fn dup(fd: RawFd, make: impl FnOnce() -> Result<RawFd, c_int>) -> Result<RawFd, c_int> {
+        socket::dup(fd, make)
+    }
+
+    /// Takes number `fd` out of the table without closing it (another
+    /// file is about to replace it, by `dup2`); the socket ends if it was
+    /// its last number.
+    pub fn release_number(fd: RawFd) -> Result<(), c_int> {
+        socket::release(fd, false)
+    }
+
+    /// Before `fork(2)`: the child will hold every socket too. A socket
+    /// is closed at sockd only when the last process holding it closes
+    /// it; sockd requests of parent and child are serialised.
+    pub fn before_fork() {
+        crate::fork::prepare();
+    }
+
+    /// Before `execve(2)`: lets go of the close-on-exec sockets that a
+    /// fork shares (see [`before_fork`]), which the exec closes.
+    pub fn before_exec() {
+        crate::fork::before_exec();
+    }
 }
 
 /// Names the strata instance (stack) that sockets made from now on use,

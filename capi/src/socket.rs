@@ -16,6 +16,7 @@
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, RawFd};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -148,6 +149,9 @@ pub(crate) struct Inner {
     pub(crate) opts: Opts,
     /// TCP: the address `bind` gave, used by `listen`.
     pub(crate) bound: Option<SocketAddrV4>,
+    /// Every fd number of the socket: its own, and dups of it
+    /// ([`dup`]); the socket ends with the last.
+    pub(crate) numbers: Vec<RawFd>,
 }
 
 /// A strata socket: the entry of the fd table.
@@ -163,6 +167,9 @@ pub(crate) struct Socket {
     stack: Stack,
     inner: Mutex<Inner>,
     pub(crate) gate: Gate,
+    /// Non-zero once the socket was inherited by a forked process: its
+    /// key in the count of processes that hold it ([`crate::fork`]).
+    pub(crate) fork_key: AtomicU64,
 }
 
 /// `fd` duplicated onto the lowest free number, close-on-exec if asked.
@@ -263,26 +270,63 @@ pub(crate) fn open(domain: c_int, ty: c_int, protocol: c_int) -> Res<RawFd> {
             state,
             opts,
             bound: None,
+            numbers: vec![fd],
         }),
         gate: Gate::new(nonblocking),
+        fork_key: AtomicU64::new(0),
     }));
     Ok(fd)
 }
 
 /// `close(2)` of a strata socket.
 pub(crate) fn close(fd: RawFd) -> Res<()> {
+    release(fd, true)
+}
+
+/// Takes number `fd` out of the table, closing it if `close_number`
+/// (else the caller is about to put another file behind it, with
+/// `dup2`). The socket ends with its last number, unless a forked
+/// process still holds it ([`crate::fork`]).
+pub(crate) fn release(fd: RawFd, close_number: bool) -> Res<()> {
     let s = table::remove(fd)?;
     let (old, r) = {
         let mut g = s.lock();
-        let old = std::mem::replace(&mut g.state, State::Closed);
+        g.numbers.retain(|&n| n != fd);
         // Under the lock: no dup3 onto the number can race the close.
-        (old, close_fd(fd))
+        let r = if close_number { close_fd(fd) } else { Ok(()) };
+        if !g.numbers.is_empty() {
+            return r;
+        }
+        (std::mem::replace(&mut g.state, State::Closed), r)
     };
+    let key = s.fork_key.load(Ordering::Acquire);
+    if key != 0 && !crate::fork::last_holder(key) {
+        // Another process still uses the socket: this one lets go of
+        // its object without closing it at sockd.
+        std::mem::forget(old);
+        return r;
+    }
     // Outside the lock: dropping the object closes it at sockd (unless a
     // call in another thread still holds it, as Linux keeps a socket a
     // blocked call uses).
     drop(old);
     r
+}
+
+/// `dup(2)`, `dup3(2)`, `fcntl(F_DUPFD)` of a strata socket: `make`
+/// makes the new number (a dup of the socket's current file, so that it
+/// polls like the old one), which then names the same socket.
+pub(crate) fn dup(fd: RawFd, make: impl FnOnce() -> Res<RawFd>) -> Res<RawFd> {
+    let s = table::get(fd)?;
+    let mut g = s.lock();
+    if matches!(g.state, State::Closed) {
+        return Err(libc::EBADF);
+    }
+    let n = make()?;
+    g.numbers.push(n);
+    drop(g);
+    table::insert_at(n, s);
+    Ok(n)
 }
 
 impl Socket {
@@ -302,21 +346,24 @@ impl Socket {
         if matches!(g.state, State::Closed) {
             return Err(libc::EBADF);
         }
-        // SAFETY: F_GETFD takes no argument.
-        let fdfl = unsafe { libc::fcntl(self.fd, libc::F_GETFD) };
-        if fdfl < 0 {
-            return Err(errno::last());
-        }
-        let fl = if fdfl & libc::FD_CLOEXEC != 0 {
-            libc::O_CLOEXEC
-        } else {
-            0
-        };
-        // SAFETY: both fds are open; dup3 atomically makes `self.fd`
-        // (ours, the socket's number) another fd of the readiness fd's
-        // file, closing what it was.
-        if unsafe { libc::dup3(obj.readiness_fd(), self.fd, fl) } < 0 {
-            return Err(errno::last());
+        let ready = obj.readiness_fd();
+        for &n in &g.numbers {
+            // SAFETY: F_GETFD takes no argument.
+            let fdfl = unsafe { libc::fcntl(n, libc::F_GETFD) };
+            if fdfl < 0 {
+                return Err(errno::last());
+            }
+            let fl = if fdfl & libc::FD_CLOEXEC != 0 {
+                libc::O_CLOEXEC
+            } else {
+                0
+            };
+            // SAFETY: both fds are open; dup3 atomically makes `n` (ours,
+            // one of the socket's numbers) another fd of the readiness
+            // fd's file, closing what it was.
+            if unsafe { libc::dup3(ready, n, fl) } < 0 {
+                return Err(errno::last());
+            }
         }
         Ok(())
     }
@@ -333,16 +380,18 @@ impl Socket {
         if tmp < 0 {
             return;
         }
-        // SAFETY: F_GETFD takes no argument.
-        let fdfl = unsafe { libc::fcntl(self.fd, libc::F_GETFD) };
-        let fl = if fdfl >= 0 && fdfl & libc::FD_CLOEXEC == 0 {
-            0
-        } else {
-            libc::O_CLOEXEC
-        };
-        // SAFETY: both fds are open; `self.fd` is ours (see `install`).
-        // On failure the number keeps what it had, which is harmless.
-        unsafe { libc::dup3(tmp, self.fd, fl) };
+        for &n in &g.numbers {
+            // SAFETY: F_GETFD takes no argument.
+            let fdfl = unsafe { libc::fcntl(n, libc::F_GETFD) };
+            let fl = if fdfl >= 0 && fdfl & libc::FD_CLOEXEC == 0 {
+                0
+            } else {
+                libc::O_CLOEXEC
+            };
+            // SAFETY: both fds are open; `n` is ours (see `install`). On
+            // failure the number keeps what it had, which is harmless.
+            unsafe { libc::dup3(tmp, n, fl) };
+        }
         // `tmp` served its purpose; the number holds the eventfd now.
         let _ = close_fd(tmp);
     }
@@ -435,8 +484,10 @@ impl Socket {
                 state: State::Connected(Arc::new(stream)),
                 opts,
                 bound: None,
+                numbers: vec![fd],
             }),
             gate: Gate::new(nonblocking),
+            fork_key: AtomicU64::new(0),
         }));
         Ok((fd, v4(peer)))
     }
@@ -712,6 +763,70 @@ impl Socket {
         }
     }
 
+    /// What `poll(2)` would report for the socket (`POLLIN`, `POLLOUT`,
+    /// `POLLERR`, `POLLHUP`, `POLLRDHUP` bits), computed from the socket's
+    /// shared memory (a listener: one `poll` of its readiness fd). With
+    /// `drain`, the kicks waiting on the readiness fd are taken first
+    /// (not a listener's: they are its only sign of a connection), so
+    /// that a caller that then waits for the fd to turn readable wakes
+    /// on the next change only.
+    pub(crate) fn poll_events(&self, drain: bool) -> i16 {
+        let state = self.state();
+        let drain_fd = || {
+            if drain {
+                strata_ipc::sockring::drain(&self.fd_ref());
+            }
+        };
+        let r = match &state {
+            // An unconnected TCP socket: Linux says POLLOUT | POLLHUP.
+            State::Pending => return libc::POLLOUT | libc::POLLHUP,
+            State::Failed(_) => {
+                return libc::POLLIN | libc::POLLOUT | libc::POLLHUP | libc::POLLRDHUP
+            }
+            State::Closed => return libc::POLLNVAL,
+            State::Listening(l) => l.readiness(),
+            State::Connecting(t) | State::Connected(t) => {
+                drain_fd();
+                t.readiness()
+            }
+            State::Udp(u) => {
+                drain_fd();
+                u.readiness()
+            }
+        };
+        let mut ev = 0;
+        for (on, bit) in [
+            (r.readable, libc::POLLIN),
+            (r.writable, libc::POLLOUT),
+            (r.error, libc::POLLERR),
+            (r.hangup, libc::POLLHUP),
+            (r.read_closed, libc::POLLRDHUP),
+        ] {
+            if on {
+                ev |= bit;
+            }
+        }
+        ev
+    }
+
+    /// The socket's number, borrowed for a call that takes an `AsRawFd`.
+    fn fd_ref(&self) -> RawFdRef {
+        RawFdRef(self.lock().numbers.first().copied().unwrap_or(self.fd))
+    }
+
+    /// Bytes a read would return now (`FIONREAD`; UDP: the next
+    /// datagram's).
+    pub(crate) fn nread(&self) -> Res<usize> {
+        match self.state() {
+            State::Connected(t) | State::Connecting(t) | State::Failed(t) => {
+                Ok(t.bytes_available())
+            }
+            State::Udp(u) => Ok(u.next_datagram_len()),
+            State::Listening(_) | State::Pending => Err(libc::EINVAL),
+            State::Closed => Err(libc::EBADF),
+        }
+    }
+
     /// `fcntl(F_SETFL)`'s `O_NONBLOCK`.
     pub(crate) fn set_nonblocking(&self, on: bool) {
         // The object cannot change meanwhile: making one takes the lock.
@@ -724,6 +839,15 @@ impl Socket {
         };
         self.gate.set_nonblocking(on, obj.as_ref());
         drop(g);
+    }
+}
+
+/// An fd number for calls that take an `AsRawFd`.
+struct RawFdRef(RawFd);
+
+impl AsRawFd for RawFdRef {
+    fn as_raw_fd(&self) -> RawFd {
+        self.0
     }
 }
 

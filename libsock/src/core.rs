@@ -108,6 +108,46 @@ pub(crate) fn prepare(tx: usize, rx: usize) -> io::Result<(SockMem, Arc<Attach>)
     ))
 }
 
+/// What calls on a socket could do now without waiting, as `poll(2)`
+/// would report it: see [`TcpStream::readiness`](crate::TcpStream::readiness),
+/// [`TcpListener::readiness`](crate::TcpListener::readiness) and
+/// [`UdpSocket::readiness`](crate::UdpSocket::readiness).
+///
+/// ```no_run
+/// let s = libsock::TcpStream::connect("10.77.0.1:80")?;
+/// let r = s.readiness();
+/// if r.readable { /* a read returns data, the end, or an error */ }
+/// # Ok::<(), std::io::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Readiness {
+    /// A receive (or accept) would not wait: data, the end of the
+    /// stream, a pending error, a connection to accept (`POLLIN`).
+    pub readable: bool,
+    /// A send would not wait: connected with room in the send ring, or
+    /// failed (`POLLOUT`).
+    pub writable: bool,
+    /// An error is pending or the connection was reset (`POLLERR`).
+    pub error: bool,
+    /// The connection is over: reset, or closed by the stack
+    /// (`POLLHUP`).
+    pub hangup: bool,
+    /// The peer will send no more (`POLLRDHUP`).
+    pub read_closed: bool,
+}
+
+impl Readiness {
+    /// Every bit: what a socket whose stack went away reports, so that
+    /// the next call finds the error.
+    const GONE: Readiness = Readiness {
+        readable: true,
+        writable: true,
+        error: true,
+        hangup: true,
+        read_closed: true,
+    };
+}
+
 /// Waits up to `timeout` for `fd` to become readable.
 fn poll_readable(fd: RawFd, timeout: Option<Duration>) {
     let ms = match timeout {
@@ -378,6 +418,57 @@ impl Core {
             || h.state.load(Relaxed) & (state::CLOSED | state::RESET) != 0
             || self.attach.lost.load(Relaxed) != 0
             || self.session.is_dead()
+    }
+
+    /// The socket's readiness from its shared memory, without a system
+    /// call: a stream (`stream`) or a datagram socket.
+    pub(crate) fn readiness(&self, stream: bool) -> Readiness {
+        if self.attach.lost.load(Relaxed) != 0 || self.session.is_dead() {
+            return Readiness::GONE;
+        }
+        let h = self.mem.hdr();
+        let err = h.error.load(Acquire) != 0;
+        let st = self.state();
+        let rx = self.mem.rx_queued() != 0;
+        let queued = self.mem.tx_queued() as usize;
+        let free = self.mem.tx_cap().saturating_sub(queued);
+        if !stream {
+            // Room for a datagram of a typical size (a record may waste
+            // up to its own size at the ring's end).
+            let room = queued == 0 || free >= 2 * (1500 + sockring::REC_HDR);
+            return Readiness {
+                readable: rx || err,
+                writable: room || err,
+                error: err,
+                hangup: false,
+                read_closed: false,
+            };
+        }
+        let ended = st & (state::EOF | state::RESET | state::CLOSED) != 0;
+        let broken = st & (state::RESET | state::CLOSED) != 0;
+        let connected = st & state::CONNECTED != 0;
+        // As Linux: writable when at least a third of what is queued
+        // would fit again (always with an empty ring).
+        let room = free > 0 && (queued == 0 || free * 2 >= queued);
+        Readiness {
+            readable: rx || ended || err,
+            writable: (connected && room) || broken || err,
+            error: err || st & state::RESET != 0,
+            hangup: broken,
+            read_closed: ended,
+        }
+    }
+
+    /// Whether the wake end has a kick waiting (a listener's "a
+    /// connection may wait"): one `poll` with no timeout.
+    pub(crate) fn kicked(&self) -> bool {
+        let mut pfd = libc::pollfd {
+            fd: self.attach.wait.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: pfd is a live local, and the count says one.
+        unsafe { libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLIN != 0 }
     }
 
     /// The wake end, as a readiness fd: from the first call on, sockd

@@ -99,6 +99,8 @@ mod tcp;
 pub mod tokio;
 mod udp;
 
+pub use crate::core::Readiness;
+pub use session::prepare_fork;
 pub use stack::{Builder, Stack, DEFAULT_BACKLOG};
 pub use tcp::{Incoming, TcpListener, TcpStream};
 pub use udp::{UdpSocket, MAX_UDP_PAYLOAD};

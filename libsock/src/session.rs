@@ -147,6 +147,81 @@ fn is_lost(e: Errno) -> bool {
     matches!(e, Errno::EPIPE | Errno::ECONNRESET | Errno::ENOTCONN)
 }
 
+/// The lock of requests shared with forked processes (see
+/// [`prepare_fork`]): a memfd that this process and its children hold.
+static FORK_LOCK: OnceLock<Option<OwnedFd>> = OnceLock::new();
+
+/// Prepares the process's sessions for a `fork(2)` after which the child
+/// keeps using the parent's sockets (call it just before the fork, e.g.
+/// from a `pthread_atfork` prepare handler).
+///
+/// A child shares the parent's session with sockd (its Unix socket),
+/// and sockd lets only the process that made a socket re-attach it, so
+/// the child's requests about its inherited sockets (shutdown, close,
+/// names, options) go over that same socket. From the first call on,
+/// every request/response exchange of this process and of the children
+/// forked after holds a POSIX record lock on a memfd they share (record
+/// locks are per process, so they exclude each other), and the
+/// exchanges of the processes never interleave. The data path (rings,
+/// wake-ups) needs no lock: it is shared memory, as before.
+///
+/// ```no_run
+/// libsock::prepare_fork();
+/// // fork(2) here; parent and child may both use the sockets.
+/// ```
+pub fn prepare_fork() {
+    FORK_LOCK.get_or_init(|| {
+        // SAFETY: memfd_create takes a NUL-terminated name and flags, and
+        // makes a new fd, which is wrapped once.
+        let fd = unsafe { libc::memfd_create(c"libsock-fork-lock".as_ptr(), libc::MFD_CLOEXEC) };
+        // SAFETY: `fd`, when not negative, is new and ours alone.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    });
+}
+
+/// Holds the fork lock (if [`prepare_fork`] made one) while alive.
+struct ForkLock(Option<RawFd>);
+
+impl ForkLock {
+    fn take() -> ForkLock {
+        let Some(Some(fd)) = FORK_LOCK.get() else {
+            return ForkLock(None);
+        };
+        let fd = fd.as_raw_fd();
+        if Self::set(fd, libc::F_WRLCK) {
+            ForkLock(Some(fd))
+        } else {
+            ForkLock(None)
+        }
+    }
+
+    fn set(fd: RawFd, ty: i32) -> bool {
+        // SAFETY: an all-zero flock is valid; the fields set say "the
+        // whole file".
+        let mut fl: libc::flock = unsafe { std::mem::zeroed() };
+        fl.l_type = ty as libc::c_short;
+        fl.l_whence = libc::SEEK_SET as libc::c_short;
+        loop {
+            // SAFETY: F_SETLKW takes a pointer to a live flock.
+            let r = unsafe { libc::fcntl(fd, libc::F_SETLKW, &fl) };
+            if r == 0 {
+                return true;
+            }
+            if io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+                return false;
+            }
+        }
+    }
+}
+
+impl Drop for ForkLock {
+    fn drop(&mut self) {
+        if let Some(fd) = self.0 {
+            Self::set(fd, libc::F_UNLCK);
+        }
+    }
+}
+
 /// Sends `req` with `fds` attached and reads the one response, with the
 /// fds that came with it.
 fn exchange(
@@ -154,6 +229,7 @@ fn exchange(
     req: &Request,
     fds: &[RawFd],
 ) -> Result<(Response, Vec<OwnedFd>), Fail> {
+    let _forked = ForkLock::take();
     let bytes = req.encode();
     let iov = [IoSlice::new(&bytes)];
     let cmsg = [ControlMessage::ScmRights(fds)];

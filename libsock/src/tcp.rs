@@ -17,7 +17,7 @@ use strata_ipc::sockring::{state, wait, SockMem};
 use strata_proto::sock::{How, Kind, Request, SockOpt};
 
 use crate::addr::{from_wire, to_wire};
-use crate::core::{prepare, would_block, Core};
+use crate::core::{prepare, would_block, Core, Readiness};
 use crate::session::{lock, Attach};
 use crate::stack::Builder;
 
@@ -302,6 +302,25 @@ impl TcpListener {
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.core.set_nonblocking(nonblocking);
         Ok(())
+    }
+
+    /// Whether an `accept` would not wait, without waiting (as
+    /// `poll(2)` reports a listener): `readable` when a connection may be
+    /// waiting (the readiness fd was kicked since a non-blocking `accept`
+    /// last found none; one `poll` with no timeout) or an error is
+    /// pending. A listener sockd knows no accept queue length of, so a
+    /// `readable` listener may still answer `WouldBlock` once.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// if listener.readiness().readable { /* accept */ }
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn readiness(&self) -> Readiness {
+        let mut r = self.core.readiness(false);
+        r.writable = false;
+        r.readable = r.error || r.hangup || self.core.kicked();
+        r
     }
 
     /// Takes the pending socket error (`SO_ERROR`), reported once.
@@ -671,6 +690,34 @@ impl TcpStream {
     pub fn set_nonblocking(&self, nonblocking: bool) -> io::Result<()> {
         self.core.set_nonblocking(nonblocking);
         Ok(())
+    }
+
+    /// What calls could do now without waiting, computed from the
+    /// socket's shared memory (no system call), as `poll(2)` reports a
+    /// TCP socket: `readable` with data, at the end of the stream or with
+    /// a pending error; `writable` once connected with room in the send
+    /// ring, or failed; `error` with a pending error or after a reset;
+    /// `hangup` once reset or closed by the stack. While a non-blocking
+    /// connect goes on: nothing.
+    ///
+    /// ```no_run
+    /// let s = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// assert!(s.readiness().writable);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn readiness(&self) -> Readiness {
+        self.core.readiness(true)
+    }
+
+    /// Bytes received and not read yet (`FIONREAD`).
+    ///
+    /// ```no_run
+    /// let s = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// let n = s.bytes_available();
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn bytes_available(&self) -> usize {
+        self.core.mem.rx_queued() as usize
     }
 
     /// Takes the pending socket error (`SO_ERROR`), reported once.

@@ -12,7 +12,7 @@ use strata_ipc::sockring::{wait, REC_HDR};
 use strata_proto::sock::{Request, SockOpt};
 
 use crate::addr::{each_addr, from_wire, resolve_one, to_wire};
-use crate::core::{would_block, Core};
+use crate::core::{would_block, Core, Readiness};
 use crate::session::lock;
 use crate::stack::Builder;
 
@@ -391,6 +391,30 @@ impl UdpSocket {
     /// ```
     pub fn dropped_datagrams(&self) -> u64 {
         self.core.mem.hdr().rx_drops.load(Ordering::Relaxed)
+    }
+
+    /// What calls could do now without waiting (no system call), as
+    /// `poll(2)` reports a UDP socket: `readable` with a datagram queued
+    /// or an error pending, `writable` with room for a datagram in the
+    /// send ring.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::bind("0.0.0.0:0")?;
+    /// assert!(sock.readiness().writable);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn readiness(&self) -> Readiness {
+        self.core.readiness(false)
+    }
+
+    /// Bytes of the next datagram waiting (0: none), as `FIONREAD`
+    /// reports for a UDP socket.
+    pub fn next_datagram_len(&self) -> usize {
+        let c = &*self.core;
+        let _rx = lock(&c.rx_lock);
+        c.mem
+            .peek_recv()
+            .map_or(0, |r| c.mem.record_bytes(false, &r).len())
     }
 
     fn recv_inner(&self, buf: &mut [u8], peek: bool) -> io::Result<(usize, SocketAddr)> {

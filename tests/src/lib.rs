@@ -53,7 +53,7 @@ pub use raw_client::{connect_sockd, RawClient};
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
@@ -92,6 +92,48 @@ pub fn bin_dir() -> PathBuf {
 /// Path of a workspace binary.
 pub fn bin(name: &str) -> PathBuf {
     bin_dir().join(name)
+}
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/..")
+        .to_path_buf()
+}
+
+/// A library the workspace builds (`file`, e.g. `libstrata.so`, of
+/// package `package`): in the test binary's `deps/`, where `cargo test
+/// --workspace` builds it, or beside it in `target/<profile>/`; built with
+/// `$CARGO` if neither has it (a test run of this package alone does not
+/// build other members).
+pub fn workspace_lib(package: &str, file: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("target/<profile>/deps");
+    let profile = deps.parent().expect("target/<profile>");
+    for d in [deps, profile] {
+        if d.join(file).exists() {
+            return d.join(file);
+        }
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut c = Command::new(cargo);
+    c.args(["build", "--offline", "-p", package, "--manifest-path"])
+        .arg(workspace_root().join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(profile.parent().expect("target/"));
+    if profile.file_name().is_some_and(|n| n == "release") {
+        c.arg("--release");
+    }
+    let out = c.output().expect("cargo");
+    assert!(
+        out.status.success(),
+        "building {package}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let built = profile.join(file);
+    assert!(built.exists(), "no {built:?} after building {package}");
+    built
 }
 
 /// A temporary directory of the test's own, removed on drop.

@@ -8,68 +8,28 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use strata_tests::{kernel_echo_server, wait_line, Bg, Netns, Stack, TempDir, HOST_IP, STACK_IP};
+use strata_tests::{
+    kernel_echo_server, wait_line, workspace_lib, workspace_root, Bg, Netns, Stack, TempDir,
+    HOST_IP, STACK_IP,
+};
 
 /// A bound for a hang, never reached by a working stack.
 const PATIENCE: Duration = Duration::from_secs(120);
 
-/// The workspace's root.
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("tests/..")
-        .to_path_buf()
-}
-
-/// The directory of the `libstrata.so` of this build: the test binary's
-/// `deps/`, where `cargo test --workspace` builds it (and `cargo build`
-/// too, before it copies it to `target/<profile>/`). Built if it is
-/// missing (a test run of this package alone does not build other
-/// members).
-fn libstrata_dir() -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("target/<profile>/deps");
-    let profile = deps.parent().expect("target/<profile>");
-    for d in [deps, profile] {
-        if d.join("libstrata.so").exists() {
-            return d.to_path_buf();
-        }
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut c = Command::new(cargo);
-    c.args(["build", "--offline", "-p", "strata-capi", "--manifest-path"])
-        .arg(root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(profile.parent().expect("target/"));
-    if profile.file_name().is_some_and(|n| n == "release") {
-        c.arg("--release");
-    }
-    let out = c.output().expect("cargo");
-    assert!(
-        out.status.success(),
-        "building libstrata: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        profile.join("libstrata.so").exists(),
-        "no libstrata.so in {profile:?}"
-    );
-    profile.to_path_buf()
-}
-
 /// `tests/c/strata_echo.c` compiled into `dir`, linked with libstrata.
 fn compile(dir: &TempDir) -> PathBuf {
-    let lib = libstrata_dir();
+    let so = workspace_lib("strata-capi", "libstrata.so");
+    let lib = so.parent().expect("the library's directory");
     let exe = dir.path().join("strata_echo");
     let out = Command::new("cc")
         .args(["-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-pthread"])
         .arg("-I")
-        .arg(root().join("capi/include"))
-        .arg(root().join("tests/c/strata_echo.c"))
+        .arg(workspace_root().join("capi/include"))
+        .arg(workspace_root().join("tests/c/strata_echo.c"))
         .arg("-o")
         .arg(&exe)
         .arg("-L")
-        .arg(&lib)
+        .arg(lib)
         .arg(format!("-Wl,-rpath,{}", lib.display()))
         .arg("-lstrata")
         .output()

@@ -1,0 +1,451 @@
+//! The LD_PRELOAD shim (`preload/`, `libstrata_preload.so`): unmodified
+//! programs (the system's curl, socat, python3) run on the stack with
+//! `LD_PRELOAD` and `STRATA_INSTANCE`, against kernel peers in the test's
+//! namespace.
+//!
+//! The bulk transfers move `STRATA_PRELOAD_BYTES` bytes (default 100 MB).
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use strata_tests::{
+    kernel_echo_server, random_file, sha256_file, wait_line, wait_tcp_listening, wait_until,
+    workspace_lib, Bg, Netns, Stack, TempDir, HOST_IP, STACK_IP,
+};
+
+/// A bound for a hang, never reached by a working stack.
+const PATIENCE: Duration = Duration::from_secs(180);
+
+fn big_bytes() -> u64 {
+    std::env::var("STRATA_PRELOAD_BYTES")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(100_000_000)
+}
+
+/// `libstrata_preload.so` of this build (`STRATA_PRELOAD_SO` names
+/// another).
+fn preload_so() -> PathBuf {
+    std::env::var_os("STRATA_PRELOAD_SO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_lib("strata-preload", "libstrata_preload.so"))
+}
+
+/// The real python3 executable (not a pyenv shim script), so that the
+/// shim is loaded into python itself.
+fn python() -> String {
+    let o = Command::new("python3")
+        .args(["-c", "import sys; print(sys.executable)"])
+        .output()
+        .expect("python3 installed");
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// `prog args` under the shim on `st` (in the host namespace: the
+/// process reaches the stack through sockd's socket), stdout piped.
+fn shimmed(st: &Stack, prog: &str, args: &[&str]) -> Command {
+    let mut c = Command::new(prog);
+    c.args(args)
+        .env("LD_PRELOAD", preload_so())
+        .env("STRATA_INSTANCE", &st.instance)
+        .env("PYTHONUNBUFFERED", "1")
+        .stdout(Stdio::piped());
+    c
+}
+
+fn spawn_shimmed(st: &Stack, prog: &str, args: &[&str]) -> Bg {
+    Bg::new(shimmed(st, prog, args).spawn().expect("spawn"))
+}
+
+/// Runs to the end (bounded), asserting success; its stdout.
+fn finish(bg: Bg, what: &str) -> String {
+    let pid = bg.child.id();
+    let mut bg = bg;
+    let st = loop {
+        match bg.child.try_wait() {
+            Ok(Some(s)) => break s,
+            Ok(None) => {}
+            Err(e) => panic!("{what}: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(
+            std::time::Instant::now() < started(pid) + PATIENCE,
+            "{what} did not finish"
+        );
+    };
+    let out = bg.wait_output(Duration::from_secs(10)).unwrap_or_default();
+    assert!(st.success(), "{what} failed ({st}): {out}");
+    out
+}
+
+/// When the bounded wait for `pid` started (first call).
+fn started(pid: u32) -> std::time::Instant {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    static T: OnceLock<Mutex<HashMap<u32, std::time::Instant>>> = OnceLock::new();
+    *T.get_or_init(Default::default)
+        .lock()
+        .unwrap()
+        .entry(pid)
+        .or_insert_with(std::time::Instant::now)
+}
+
+/// Waits until `strata ss` lists a socket on local port `port`.
+fn wait_strata_port(st: &Stack, port: u16) {
+    let suffix = format!(":{port}");
+    wait_until(&format!("a strata socket on port {port}"), PATIENCE, || {
+        st.sockets()
+            .iter()
+            .any(|r| r["local"].as_str().is_some_and(|l| l.ends_with(&suffix)))
+    });
+}
+
+#[test]
+fn curl_under_the_shim_downloads_from_a_kernel_http_server() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let dir = TempDir::new("strata-preload");
+    let sum = random_file(&dir.path().join("big"), big_bytes());
+    let mut server = ns.spawn(&[
+        "python3",
+        "-u",
+        "-m",
+        "http.server",
+        "8000",
+        "--bind",
+        HOST_IP,
+        "--directory",
+        dir.path_str(),
+    ]);
+    wait_line(&mut server, "Serving HTTP", PATIENCE);
+    let out = dir.path().join("got");
+    let url = format!("http://{HOST_IP}:8000/big");
+    let curl = spawn_shimmed(
+        &st,
+        "curl",
+        &["-sS", "--fail", "-o", out.to_str().unwrap(), &url],
+    );
+    finish(curl, "curl under the shim");
+    assert_eq!(sha256_file(&out), sum);
+    // The name resolver still works under the shim (glibc's own calls).
+    let r = finish(
+        spawn_shimmed(
+            &st,
+            &python(),
+            &[
+                "-c",
+                "import socket; print(socket.getaddrinfo('localhost', 80)[0][4][0])",
+            ],
+        ),
+        "getaddrinfo under the shim",
+    );
+    assert!(r.contains("127.0.0.1") || r.contains("::1"), "{r}");
+}
+
+#[test]
+fn python_http_server_under_the_shim_serves_a_kernel_curl() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let dir = TempDir::new("strata-preload");
+    let sum = random_file(&dir.path().join("big"), big_bytes());
+    let mut server = spawn_shimmed(
+        &st,
+        &python(),
+        &[
+            "-m",
+            "http.server",
+            "8001",
+            "--bind",
+            "0.0.0.0",
+            "--directory",
+            dir.path_str(),
+        ],
+    );
+    wait_line(&mut server, "Serving HTTP", PATIENCE);
+    let out = dir.path().join("got");
+    ns.run_ok(&[
+        "curl",
+        "-sS",
+        "--fail",
+        "-m",
+        "170",
+        "-o",
+        out.to_str().unwrap(),
+        &format!("http://{STACK_IP}:8001/big"),
+    ]);
+    assert_eq!(sha256_file(&out), sum);
+}
+
+#[test]
+fn socat_under_the_shim_moves_tcp_both_ways() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let dir = TempDir::new("strata-preload");
+    let src = dir.path().join("src");
+    let sum = random_file(&src, 10_000_000);
+    // The shim listens, the kernel sends.
+    let got1 = dir.path().join("got1");
+    let listener = spawn_shimmed(
+        &st,
+        "socat",
+        &[
+            "-u",
+            "TCP-LISTEN:7401,reuseaddr",
+            &format!("CREATE:{}", got1.display()),
+        ],
+    );
+    wait_strata_port(&st, 7401);
+    ns.run_ok(&[
+        "socat",
+        "-u",
+        &format!("OPEN:{}", src.display()),
+        &format!("TCP:{STACK_IP}:7401"),
+    ]);
+    finish(listener, "socat TCP-LISTEN under the shim");
+    assert_eq!(sha256_file(&got1), sum);
+    // The kernel listens, the shim sends.
+    let got2 = dir.path().join("got2");
+    let kernel = ns.spawn(&[
+        "socat",
+        "-u",
+        "TCP-LISTEN:7402,reuseaddr",
+        &format!("CREATE:{}", got2.display()),
+    ]);
+    wait_tcp_listening(&ns, 7402, PATIENCE);
+    finish(
+        spawn_shimmed(
+            &st,
+            "socat",
+            &[
+                "-u",
+                &format!("OPEN:{}", src.display()),
+                &format!("TCP:{HOST_IP}:7402"),
+            ],
+        ),
+        "socat TCP under the shim",
+    );
+    finish(kernel, "kernel socat");
+    assert_eq!(sha256_file(&got2), sum);
+}
+
+#[test]
+fn socat_under_the_shim_moves_udp_both_ways() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let dir = TempDir::new("strata-preload");
+    let msg = dir.path().join("msg");
+    std::fs::write(&msg, "hello through strata\n").unwrap();
+    // The shim receives, the kernel sends (again until it arrives: UDP).
+    let got1 = dir.path().join("got1");
+    let _rx = spawn_shimmed(
+        &st,
+        "socat",
+        &["-u", "UDP-RECV:7403", &format!("CREATE:{}", got1.display())],
+    );
+    wait_strata_port(&st, 7403);
+    wait_until("the datagram in the shim's socat", PATIENCE, || {
+        ns.run_ok(&[
+            "socat",
+            "-u",
+            &format!("OPEN:{}", msg.display()),
+            &format!("UDP-SENDTO:{STACK_IP}:7403"),
+        ]);
+        std::fs::read_to_string(&got1).is_ok_and(|s| s.contains("hello through strata"))
+    });
+    // The kernel receives, the shim sends.
+    let got2 = dir.path().join("got2");
+    let _krx = ns.spawn(&[
+        "socat",
+        "-u",
+        "UDP-RECV:7404",
+        &format!("CREATE:{}", got2.display()),
+    ]);
+    wait_until("the kernel's UDP socket", PATIENCE, || {
+        ns.run_ok(&["ss", "-Huln", "sport", "=", ":7404"])
+            .contains(":7404")
+    });
+    wait_until("the datagram in the kernel's socat", PATIENCE, || {
+        finish(
+            spawn_shimmed(
+                &st,
+                "socat",
+                &[
+                    "-u",
+                    &format!("OPEN:{}", msg.display()),
+                    &format!("UDP-SENDTO:{HOST_IP}:7404"),
+                ],
+            ),
+            "socat UDP-SENDTO under the shim",
+        );
+        std::fs::read_to_string(&got2).is_ok_and(|s| s.contains("hello through strata"))
+    });
+}
+
+/// A pipe and a strata TCP socket in one epoll set: both seen.
+const EPOLL_MIX: &str = r#"
+import os, select, socket, sys
+r, w = os.pipe()
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+s.setblocking(False)
+ep = select.epoll()
+ep.register(r, select.EPOLLIN)
+ep.register(s.fileno(), select.EPOLLIN)
+os.write(w, b"x")
+s.send(b"ping")
+seen = set()
+got = b""
+while seen != {"pipe", "sock"}:
+    for fd, ev in ep.poll(30):
+        if fd == r:
+            os.read(r, 1)
+            seen.add("pipe")
+            ep.unregister(r)
+        elif fd == s.fileno():
+            try:
+                got += s.recv(100)
+            except BlockingIOError:
+                continue
+            if got == b"ping":
+                seen.add("sock")
+    else:
+        pass
+print("both", sorted(seen), got, flush=True)
+"#;
+
+#[test]
+fn epoll_sees_a_kernel_pipe_and_a_strata_socket_in_one_set() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let _echo = kernel_echo_server(&ns, 7405, 1, PATIENCE);
+    let out = finish(
+        spawn_shimmed(&st, &python(), &["-c", EPOLL_MIX, HOST_IP, "7405"]),
+        "the epoll program",
+    );
+    assert!(out.contains("both ['pipe', 'sock'] b'ping'"), "{out}");
+}
+
+const ASYNCIO_ECHO: &str = r#"
+import asyncio
+async def echo(r, w):
+    while True:
+        d = await r.read(65536)
+        if not d:
+            break
+        w.write(d)
+        await w.drain()
+    w.close()
+async def main():
+    srv = await asyncio.start_server(echo, "0.0.0.0", 7406)
+    print("listening", flush=True)
+    async with srv:
+        await srv.serve_forever()
+asyncio.run(main())
+"#;
+
+const KERNEL_CLIENTS: &str = r#"
+import socket, sys, threading
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+ok = []
+def one(i):
+    s = socket.create_connection((host, port), timeout=120)
+    msg = (b"client %d " % i) * 100
+    s.sendall(msg)
+    s.shutdown(socket.SHUT_WR)
+    got = b""
+    while True:
+        d = s.recv(65536)
+        if not d:
+            break
+        got += d
+    s.close()
+    if got == msg:
+        ok.append(i)
+ts = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+for t in ts: t.start()
+for t in ts: t.join()
+print("ok", len(ok), flush=True)
+"#;
+
+#[test]
+fn an_asyncio_echo_server_under_the_shim_answers_200_kernel_clients() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut server = spawn_shimmed(&st, &python(), &["-c", ASYNCIO_ECHO]);
+    wait_line(&mut server, "listening", PATIENCE);
+    let out = ns.run_ok(&["python3", "-c", KERNEL_CLIENTS, STACK_IP, "7406", "200"]);
+    assert!(out.contains("ok 200"), "{out}");
+    assert!(server.alive(), "the server died");
+}
+
+/// A forking server: the parent accepts, a child per connection answers
+/// and exits, the parent closes its copy and accepts the next.
+const FORKING: &str = r#"
+import os, socket
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind(("0.0.0.0", 7407))
+l.listen(16)
+print("listening", os.getpid(), flush=True)
+for _ in range(3):
+    c, _ = l.accept()
+    pid = os.fork()
+    if pid == 0:
+        l.close()
+        c.sendall(b"hello from child %d\n" % os.getpid())
+        c.shutdown(socket.SHUT_WR)
+        c.close()
+        os._exit(0)
+    c.close()
+    os.waitpid(pid, 0)
+print("served", flush=True)
+"#;
+
+#[test]
+fn a_forking_server_under_the_shim_answers_from_its_children() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut server = spawn_shimmed(&st, &python(), &["-c", FORKING]);
+    let line = wait_line(&mut server, "listening", PATIENCE);
+    let parent = line.split_whitespace().nth(1).unwrap().to_string();
+    for _ in 0..3 {
+        let out = ns.run_ok(&[
+            "python3",
+            "-c",
+            "import socket,sys\n\
+             s=socket.create_connection((sys.argv[1],7407),timeout=60)\n\
+             d=b''\n\
+             while True:\n    x=s.recv(100)\n    if not x: break\n    d+=x\n\
+             print(d.decode().strip())",
+            STACK_IP,
+        ]);
+        assert!(out.starts_with("hello from child "), "{out}");
+        assert!(!out.contains(&parent), "the parent answered: {out}");
+    }
+    wait_line(&mut server, "served", PATIENCE);
+}
+
+#[test]
+fn strata_ss_shows_the_preloaded_process_with_its_pid() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut server = spawn_shimmed(
+        &st,
+        &python(),
+        &[
+            "-c",
+            "import socket,time\n\
+             l=socket.socket(); l.bind(('0.0.0.0',7408)); l.listen(4)\n\
+             print('listening',flush=True)\n\
+             time.sleep(600)",
+        ],
+    );
+    wait_line(&mut server, "listening", PATIENCE);
+    let pid = server.child.id();
+    let rows = st.sockets();
+    let row = rows
+        .iter()
+        .find(|r| r["local"].as_str().is_some_and(|l| l.ends_with(":7408")))
+        .unwrap_or_else(|| panic!("no socket on 7408: {rows:?}"));
+    assert_eq!(row["pid"].as_u64(), Some(u64::from(pid)), "{row}");
+}
