@@ -449,3 +449,65 @@ fn strata_ss_shows_the_preloaded_process_with_its_pid() {
         .unwrap_or_else(|| panic!("no socket on 7408: {rows:?}"));
     assert_eq!(row["pid"].as_u64(), Some(u64::from(pid)), "{row}");
 }
+
+/// The calls the other tests do not make, on one strata connection to a
+/// kernel echo server: select, writev/readv, FIONREAD, dup2 (and the
+/// socket going on after the dup is closed), sendfile from a file, and
+/// exec, across which the (close-on-exec) socket does not survive.
+const MORE_CALLS: &str = r#"
+import fcntl, os, select, socket, struct, sys, tempfile, termios
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+s.settimeout(None)
+def recv_exactly(n, fd=None):
+    got = b""
+    while len(got) < n:
+        d = os.read(fd, n - len(got)) if fd is not None else s.recv(n - len(got))
+        if not d:
+            sys.exit("FAIL: end of stream")
+        got += d
+    return got
+r, w, _ = select.select([s], [s], [], 30)
+assert r == [] and w == [s], ("select", r, w)
+assert os.writev(s.fileno(), [b"ab", b"cd"]) == 4
+r, _, _ = select.select([s], [], [], 60)
+assert r == [s], ("select readable", r)
+def fionread():
+    return struct.unpack("i", fcntl.ioctl(s.fileno(), termios.FIONREAD, b"\0\0\0\0"))[0]
+while fionread() < 4:
+    select.select([s], [], [], 60)
+print("fionread", fionread(), flush=True)
+a, b = bytearray(3), bytearray(1)
+assert os.readv(s.fileno(), [a, b]) == 4 and bytes(a + b) == b"abcd"
+assert os.dup2(s.fileno(), 100) == 100
+os.write(100, b"dup")
+assert recv_exactly(3, fd=100) == b"dup"
+os.close(100)
+s.sendall(b"after")
+assert recv_exactly(5) == b"after"
+data = os.urandom(100000)
+with tempfile.TemporaryFile() as f:
+    f.write(data)
+    f.flush()
+    f.seek(0)
+    assert s.sendfile(f) == len(data)
+assert recv_exactly(len(data)) == data
+print("calls ok", flush=True)
+os.execv(sys.executable, [sys.executable, "-c",
+    "import os, sys\n"
+    "try:\n    os.fstat(int(sys.argv[1])); print('open after exec')\n"
+    "except OSError:\n    print('closed after exec')\n", str(s.fileno())])
+"#;
+
+#[test]
+fn select_readv_writev_fionread_dup2_sendfile_and_exec_under_the_shim() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let _echo = kernel_echo_server(&ns, 7406, 1, PATIENCE);
+    let out = finish(
+        spawn_shimmed(&st, &python(), &["-c", MORE_CALLS, HOST_IP, "7406"]),
+        "the calls program",
+    );
+    assert!(out.contains("fionread 4"), "{out}");
+    assert!(out.contains("calls ok"), "{out}");
+    assert!(out.contains("closed after exec"), "{out}");
+}
