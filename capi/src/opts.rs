@@ -44,6 +44,19 @@ impl OptIn {
         self.read::<c_int>()
     }
 
+    /// A name of at most `max` bytes, ended by a NUL or by `len` (as
+    /// Linux reads `TCP_CONGESTION`).
+    fn name(&self, max: usize) -> Res<Vec<u8>> {
+        if self.ptr.is_null() && self.len > 0 {
+            return Err(libc::EFAULT);
+        }
+        let n = self.len.min(max);
+        // SAFETY: `ptr` points to `len` >= n readable bytes (the promise
+        // of `new`); n is 0 when it is null.
+        let bytes = unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), n) };
+        Ok(bytes.split(|&b| b == 0).next().unwrap_or_default().to_vec())
+    }
+
     fn flag(&self) -> Res<bool> {
         self.int().map(|v| v != 0)
     }
@@ -117,12 +130,35 @@ impl OptOut {
         self.write(v)
     }
 
+    /// A name, NUL-padded to `size` bytes and cut to the room given.
+    fn name(&self, name: &str, size: usize) -> Res<()> {
+        let mut b = [0u8; TCP_CA_NAME_MAX];
+        let n = name.len().min(size).min(TCP_CA_NAME_MAX);
+        b[..n].copy_from_slice(&name.as_bytes()[..n]);
+        self.write(b)
+    }
+
     fn timeout(&self, t: Option<Duration>) -> Res<()> {
         let t = t.unwrap_or_default();
         self.write(timeval {
             tv_sec: t.as_secs() as libc::time_t,
             tv_usec: t.subsec_micros() as libc::suseconds_t,
         })
+    }
+}
+
+/// Longest congestion control name Linux takes and gives
+/// (`TCP_CA_NAME_MAX`).
+const TCP_CA_NAME_MAX: usize = 16;
+
+/// `TCP_CONGESTION` names strata has (tcpd's CUBIC and NewReno, under
+/// Linux's module names).
+fn congestion(name: &[u8]) -> Res<&'static str> {
+    match name {
+        b"cubic" => Ok("cubic"),
+        b"reno" => Ok("reno"),
+        // Linux: no such algorithm (module) to load.
+        _ => Err(libc::ENOENT),
     }
 }
 
@@ -199,6 +235,17 @@ pub(crate) fn set(s: &Socket, level: c_int, name: c_int, val: &OptIn) -> Res<()>
             g.opts.nodelay = on;
             Ok(())
         }
+        (libc::IPPROTO_TCP, libc::TCP_CONGESTION) if !s.udp => {
+            let cc = congestion(&val.name(TCP_CA_NAME_MAX)?)?;
+            let mut g = s.lock();
+            if let State::Connecting(t) | State::Connected(t) = &g.state {
+                t.set_congestion(cc).map_err(errno::io)?;
+            }
+            // Else kept for the connection to come, or those a listener
+            // accepts.
+            g.opts.congestion = Some(cc);
+            Ok(())
+        }
         _ => Err(libc::ENOPROTOOPT),
     }
 }
@@ -231,6 +278,9 @@ pub(crate) fn get(s: &Socket, level: c_int, name: c_int, out: &OptOut) -> Res<()
         (libc::SOL_SOCKET, libc::SO_RCVTIMEO) => out.timeout(opts().rcvtimeo),
         (libc::SOL_SOCKET, libc::SO_SNDTIMEO) => out.timeout(opts().sndtimeo),
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) if !s.udp => out.int(opts().nodelay as c_int),
+        (libc::IPPROTO_TCP, libc::TCP_CONGESTION) if !s.udp => {
+            out.name(opts().congestion.unwrap_or("cubic"), TCP_CA_NAME_MAX)
+        }
         // Linux: an option it does not know at a level the socket has,
         // or a level it has not (the IP layer answers those).
         (libc::SOL_SOCKET | libc::SOL_IP, _) => Err(libc::ENOPROTOOPT),
@@ -271,6 +321,28 @@ mod tests {
         // SAFETY: as above.
         let good = unsafe { OptIn::new((&tv as *const timeval).cast(), len) };
         assert_eq!(good.timeout(), Ok(Some(Duration::from_millis(2500))));
+    }
+
+    #[test]
+    fn congestion_names_are_read_to_the_nul_and_unknown_ones_refused() {
+        let v = *b"reno\0garbage";
+        // SAFETY: `v` is a live array of its length.
+        let given = unsafe { OptIn::new(v.as_ptr().cast(), v.len() as socklen_t) };
+        assert_eq!(
+            congestion(&given.name(TCP_CA_NAME_MAX).unwrap()),
+            Ok("reno")
+        );
+        let c = *b"cubic";
+        // SAFETY: `c` is a live array of 5 bytes ("cubic" without a NUL).
+        let cut = unsafe { OptIn::new(c.as_ptr().cast(), 5) };
+        assert_eq!(congestion(&cut.name(TCP_CA_NAME_MAX).unwrap()), Ok("cubic"));
+        assert_eq!(congestion(b"bbr"), Err(libc::ENOENT));
+        let mut buf = [0xffu8; 16];
+        let mut len: socklen_t = 16;
+        // SAFETY: `buf` has `len` writable bytes; `len` is live.
+        let out = unsafe { OptOut::new(buf.as_mut_ptr().cast(), &mut len) };
+        out.name("cubic", TCP_CA_NAME_MAX).unwrap();
+        assert_eq!((len, &buf[..6]), (16, &b"cubic\0"[..]));
     }
 
     #[test]

@@ -106,6 +106,8 @@ pub(crate) struct Opts {
     pub(crate) rcvbuf: usize,
     pub(crate) rcvtimeo: Option<Duration>,
     pub(crate) sndtimeo: Option<Duration>,
+    /// `TCP_CONGESTION` as set (None: the stack's default, CUBIC).
+    pub(crate) congestion: Option<&'static str>,
 }
 
 impl Opts {
@@ -123,6 +125,7 @@ impl Opts {
             rcvbuf: ring_bytes(rx),
             rcvtimeo: None,
             sndtimeo: None,
+            congestion: None,
         }
     }
 
@@ -135,6 +138,9 @@ impl Opts {
         }
         if self.keepalive {
             s.set_keepalive(true).map_err(errno::io)?;
+        }
+        if let Some(cc) = self.congestion {
+            s.set_congestion(cc).map_err(errno::io)?;
         }
         s.set_read_timeout(self.rcvtimeo).map_err(errno::io)?;
         s.set_write_timeout(self.sndtimeo).map_err(errno::io)?;

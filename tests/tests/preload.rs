@@ -452,8 +452,9 @@ fn strata_ss_shows_the_preloaded_process_with_its_pid() {
 
 /// The calls the other tests do not make, on one strata connection to a
 /// kernel echo server: select, writev/readv, FIONREAD, dup2 (and the
-/// socket going on after the dup is closed), sendfile from a file, and
-/// exec, across which the (close-on-exec) socket does not survive.
+/// socket going on after the dup is closed), sendfile from a file,
+/// TCP_CONGESTION, and exec, across which the (close-on-exec) socket does
+/// not survive.
 const MORE_CALLS: &str = r#"
 import fcntl, os, select, socket, struct, sys, tempfile, termios
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
@@ -491,6 +492,16 @@ with tempfile.TemporaryFile() as f:
     f.seek(0)
     assert s.sendfile(f) == len(data)
 assert recv_exactly(len(data)) == data
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"reno")
+cc = s.getsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, 16).rstrip(b"\0")
+assert cc == b"reno", cc
+try:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_CONGESTION, b"no-such-cc")
+    sys.exit("FAIL: an unknown congestion control was taken")
+except OSError as e:
+    assert e.errno == 2, e
+s.sendall(b"reno")
+assert recv_exactly(4) == b"reno"
 print("calls ok", flush=True)
 os.execv(sys.executable, [sys.executable, "-c",
     "import os, sys\n"
@@ -499,7 +510,7 @@ os.execv(sys.executable, [sys.executable, "-c",
 "#;
 
 #[test]
-fn select_readv_writev_fionread_dup2_sendfile_and_exec_under_the_shim() {
+fn select_readv_writev_fionread_dup2_sendfile_congestion_and_exec_under_the_shim() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     let _echo = kernel_echo_server(&ns, 7406, 1, PATIENCE);
