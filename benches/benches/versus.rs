@@ -9,7 +9,11 @@
 //!   TAP (see `versus/smol.rs`);
 //! - **strata**: a strata instance over a TAP with the kernel as the peer,
 //!   as the integration tests and the `e2e` bench run it, with the example
-//!   programs `perf` (sink, source, rr, rr-server) and `echo` (UDP).
+//!   programs `perf` (sink, source, rr, rr-server) and `echo` (UDP);
+//! - **strata+shim**: the same, with `perf --std` (the standard library's
+//!   sockets) under the `LD_PRELOAD` shim instead of libsock: what an
+//!   unmodified program pays for the shim (no UDP row: `echo` has no
+//!   `std` mode).
 //!
 //! In each, the stack is [`STACK_IP`] and the kernel peer [`HOST_IP`]
 //! (threads of this process that entered the peer's namespace). The work:
@@ -57,7 +61,7 @@ mod common;
 mod smol;
 
 use common::{env_u64, host_addr, number_before, quantile, spawn_app, stack_addr};
-use common::{value_after, UdpRate};
+use common::{spawn_app_env, value_after, UdpRate};
 use serde_json::{json, Value};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
@@ -80,7 +84,7 @@ const UDP_WINDOW: usize = 32;
 /// UDP payload bytes.
 const UDP_SIZE: usize = 64;
 /// The stacks, in the table's order.
-const STACKS: [&str; 3] = ["kernel", "smoltcp", "strata"];
+const STACKS: [&str; 4] = ["kernel", "smoltcp", "strata", "strata+shim"];
 
 /// The knobs.
 struct Config {
@@ -134,6 +138,10 @@ trait Target {
     /// 1 byte with [`HOST_IP`]:[`PEER_RR_PORT`]; the measured ones' p50
     /// and p99 in µs.
     fn rr_client(&mut self, count: u64, warmup: u64, timeout: Duration) -> (f64, f64);
+    /// Whether a UDP echo server is up.
+    fn udp(&self) -> bool {
+        true
+    }
 }
 
 /// The kernel against itself over a veth pair.
@@ -226,26 +234,48 @@ struct Strata {
     _apps: Vec<Bg>,
     st: Stack,
     ns: Netns,
+    /// The shim's library, when `perf` runs under it.
+    shim: Option<String>,
 }
 
 impl Strata {
     /// A strata instance with the servers up; `extra` is added to its
-    /// configuration (the placement).
-    fn start(extra: &str) -> Strata {
+    /// configuration (the placement); with `shim`, `perf` uses the
+    /// standard library's sockets under that `LD_PRELOAD` library.
+    fn start(extra: &str, shim: Option<String>) -> Strata {
         let ns = Netns::new();
         let st = Stack::up_with(&ns, extra);
         let at = |port: u16| format!("0.0.0.0:{port}");
-        let mut sink = spawn_app(&st, "perf", &["sink", "--listen", &at(SINK_PORT)]);
+        let mut sink = perf(&st, &shim, &["sink", "--listen", &at(SINK_PORT)]);
         wait_line(&mut sink, "sink listening", Duration::from_secs(5));
-        let mut rr = spawn_app(&st, "perf", &["rr-server", "--listen", &at(RR_PORT)]);
+        let mut rr = perf(&st, &shim, &["rr-server", "--listen", &at(RR_PORT)]);
         wait_line(&mut rr, "rr-server listening", Duration::from_secs(5));
-        let mut echo = spawn_app(&st, "echo", &["--udp", &at(ECHO_PORT)]);
-        wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+        let mut apps = vec![rr];
+        if shim.is_none() {
+            let mut echo = spawn_app(&st, "echo", &["--udp", &at(ECHO_PORT)]);
+            wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+            apps.push(echo);
+        }
         Strata {
             sink,
-            _apps: vec![rr, echo],
+            _apps: apps,
             st,
             ns,
+            shim,
+        }
+    }
+}
+
+/// `perf` with `args` on `st`: on libsock, or with `--std` under the
+/// `shim` library.
+fn perf(st: &Stack, shim: &Option<String>, args: &[&str]) -> Bg {
+    match shim {
+        None => spawn_app(st, "perf", args),
+        Some(so) => {
+            let args: Vec<&str> = std::iter::once("--std")
+                .chain(args.iter().copied())
+                .collect();
+            spawn_app_env(st, "perf", &args, &[("LD_PRELOAD", so)])
         }
     }
 }
@@ -263,7 +293,7 @@ impl Target for Strata {
     fn source(&mut self, bytes: u64, timeout: Duration) {
         let to = host_addr(PEER_SINK_PORT).to_string();
         let args = ["source", "--connect", &to, "--bytes", &bytes.to_string()];
-        let mut src = spawn_app(&self.st, "perf", &args);
+        let mut src = perf(&self.st, &self.shim, &args);
         wait_line(&mut src, "source:", timeout);
     }
 
@@ -279,9 +309,13 @@ impl Target for Strata {
             "--warmup",
             &warmup,
         ];
-        let mut rr = spawn_app(&self.st, "perf", &args);
+        let mut rr = perf(&self.st, &self.shim, &args);
         let line = wait_line(&mut rr, "rr:", timeout);
         (value_after(&line, "median"), value_after(&line, "p99"))
+    }
+
+    fn udp(&self) -> bool {
+        self.shim.is_none()
     }
 }
 
@@ -373,8 +407,15 @@ fn round(t: &mut dyn Target, peer_sink: &Receiver<(u64, Duration)>, c: &Config) 
     let rr_in = (quantile(&us, 0.5), quantile(&us, 0.99));
     let rr_out = t.rr_client(c.rr, RR_WARMUP, c.rr_timeout());
 
-    let flood = common::udp_flood(&ns, stack_addr(ECHO_PORT), c.udp_secs, UDP_WINDOW, UDP_SIZE);
-    let udp = flood.join().expect("kernel UDP client");
+    let udp = if t.udp() {
+        let flood = common::udp_flood(&ns, stack_addr(ECHO_PORT), c.udp_secs, UDP_WINDOW, UDP_SIZE);
+        flood.join().expect("kernel UDP client")
+    } else {
+        UdpRate {
+            pps: f64::NAN,
+            refills: 0,
+        }
+    };
     Figures {
         bulk_in,
         bulk_out,
@@ -474,19 +515,26 @@ fn main() {
     one_cpu_unless_told();
     let c = Config::get();
     let (policy, extra) = common::cpu_policy();
-    eprintln!("versus: setting up the kernel, smoltcp and strata (binaries in {dir})");
+    eprintln!("versus: setting up the kernel, smoltcp and strata, with and without the shim (binaries in {dir})");
     let kernel = Kernel::start();
     let ns = Netns::new();
     let smol = smol::Smol::start(&ns, "smol0");
     let smoltcp = Smoltcp { smol, ns };
-    let strata = Strata::start(&extra);
+    let strata = Strata::start(&extra, None);
+    let so = strata_tests::workspace_lib("strata-preload", "libstrata_preload.so");
+    let shimmed = Strata::start(&extra, Some(so.display().to_string()));
     let placement = Placement {
         policy,
         layers: common::placement(&strata.st),
         apps: cpus_env("STRATA_BENCH_APP_CPUS"),
         threads: cpus_env("STRATA_BENCH_THREAD_CPUS"),
     };
-    let targets: [Box<dyn Target>; 3] = [Box::new(kernel), Box::new(smoltcp), Box::new(strata)];
+    let targets: [Box<dyn Target>; 4] = [
+        Box::new(kernel),
+        Box::new(smoltcp),
+        Box::new(strata),
+        Box::new(shimmed),
+    ];
     let mut cols: Vec<Column> = STACKS
         .iter()
         .zip(targets)
@@ -539,7 +587,8 @@ fn median_of(cols: &[Column], name: &str, row: &Row) -> f64 {
 /// The table.
 fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
     println!(
-        "versus: the same work against three TCP/IP stacks, median of {} rounds (interleaved)",
+        "versus: the same work against three TCP/IP stacks (strata also under the LD_PRELOAD \
+         shim), median of {} rounds (interleaved)",
         c.runs
     );
     println!(
@@ -552,6 +601,7 @@ fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
         "  strata   on a TAP (MTU 1500), the kernel as peer; placement {}: {}; apps on CPUs {}",
         p.policy, p.layers, p.apps
     );
+    println!("  +shim    the same strata, `perf --std` (std::net) under libstrata_preload.so");
     println!(
         "  threads  the bench's own (kernel sockets, smoltcp) on CPUs {}",
         p.threads
@@ -562,24 +612,34 @@ fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
         c.bytes, c.rr, c.udp_secs
     );
     println!(
-        "  {:<31} {:>6}  {:>10} {:>10} {:>10}  {:>14} {:>13}",
-        "figure", "unit", "kernel", "smoltcp", "strata", "strata/smoltcp", "strata/kernel"
+        "  {:<31} {:>6}  {:>10} {:>10} {:>10} {:>11}  {:>14} {:>13} {:>11}",
+        "figure",
+        "unit",
+        "kernel",
+        "smoltcp",
+        "strata",
+        "strata+shim",
+        "strata/smoltcp",
+        "strata/kernel",
+        "shim/strata"
     );
     for row in &ROWS {
-        let [k, s, t] = STACKS.map(|n| median_of(cols, n, row));
+        let [k, s, t, sh] = STACKS.map(|n| median_of(cols, n, row));
         println!(
-            "  {:<31} {:>6}  {:>10} {:>10} {:>10}  {:>14.3} {:>13.3}",
+            "  {:<31} {:>6}  {:>10} {:>10} {:>10} {:>11}  {:>14.3} {:>13.3} {:>11}",
             row.label,
             row.unit,
             fmt(k),
             fmt(s),
             fmt(t),
+            fmt(sh),
             t / s,
-            t / k
+            t / k,
+            fmt_ratio(sh / t)
         );
     }
     println!("  (a ratio above 1: strata's figure is higher; for the us rows, slower)\n");
-    println!("  every round, in order: kernel | smoltcp | strata");
+    println!("  every round, in order: kernel | smoltcp | strata | strata+shim");
     for row in &ROWS {
         let rounds: Vec<String> = cols
             .iter()
@@ -602,9 +662,20 @@ fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
     }
 }
 
-/// A figure with about four significant digits.
+/// A ratio, or `-` where a figure is missing.
+fn fmt_ratio(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else {
+        format!("{v:.3}")
+    }
+}
+
+/// A figure with about four significant digits (`-`: not measured).
 fn fmt(v: f64) -> String {
-    if v >= 1000.0 {
+    if v.is_nan() {
+        "-".into()
+    } else if v >= 1000.0 {
         format!("{v:.0}")
     } else if v >= 100.0 {
         format!("{v:.1}")
@@ -627,9 +698,10 @@ fn to_json(cols: &[Column], c: &Config, m: &Machine, p: &Placement) -> Value {
                 json!({ "median": col.median(row), "rounds": rounds }),
             );
         }
-        let [k, s, t] = STACKS.map(|n| median_of(cols, n, row));
+        let [k, s, t, sh] = STACKS.map(|n| median_of(cols, n, row));
         f.insert("strata/smoltcp".into(), json!(t / s));
         f.insert("strata/kernel".into(), json!(t / k));
+        f.insert("shim/strata".into(), json!(sh / t));
         figures.insert(row.key.into(), Value::Object(f));
     }
     let refills: serde_json::Map<String, Value> = cols

@@ -146,6 +146,11 @@ pub fn number_before(line: &str, unit: &str) -> f64 {
 /// Starts examples/`name` against `st`, on the CPUs STRATA_BENCH_APP_CPUS
 /// names (`taskset -c`), if any.
 pub fn spawn_app(st: &Stack, name: &str, args: &[&str]) -> Bg {
+    spawn_app_env(st, name, args, &[])
+}
+
+/// As [`spawn_app`], with `env` added to the program's environment.
+pub fn spawn_app_env(st: &Stack, name: &str, args: &[&str], env: &[(&str, &str)]) -> Bg {
     let mut c = match std::env::var("STRATA_BENCH_APP_CPUS") {
         Ok(cpus) => {
             let mut c = std::process::Command::new("taskset");
@@ -157,6 +162,7 @@ pub fn spawn_app(st: &Stack, name: &str, args: &[&str]) -> Bg {
     let child = c
         .args(args)
         .env("STRATA_INSTANCE", &st.instance)
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("{name}: {e}"));

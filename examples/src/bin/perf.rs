@@ -9,7 +9,7 @@ use std::net::Shutdown;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use libsock::{Builder, TcpStream};
+use libsock::Builder;
 
 /// TCP performance on the strata stack. `sink` and `source` measure bulk
 /// throughput (Gbit/s), `rr` and `rr-server` the round-trip time of
@@ -24,8 +24,81 @@ struct Args {
     /// Bytes of each socket's send and receive rings (default: libsock's).
     #[arg(long, global = true, value_parser = parse_size)]
     ring: Option<u64>,
+    /// Use the standard library's sockets (the kernel's, or strata's
+    /// under the LD_PRELOAD shim) instead of libsock: the same work, to
+    /// measure what the shim costs.
+    #[arg(long, global = true)]
+    std: bool,
     #[command(subcommand)]
     cmd: Cmd,
+}
+
+/// Where the sockets come from: libsock, or `std::net`.
+enum Net {
+    Strata(Builder),
+    Std,
+}
+
+/// What the work needs of a connection, from either API.
+trait Conn: Read + Write + Send + 'static {
+    fn peer(&self) -> String;
+    fn close(&self, how: Shutdown) -> io::Result<()>;
+    fn nodelay(&self) -> io::Result<()>;
+    fn read_timeout(&self, t: Duration) -> io::Result<()>;
+}
+
+macro_rules! conn_for {
+    ($t:ty) => {
+        impl Conn for $t {
+            fn peer(&self) -> String {
+                self.peer_addr().map(|a| a.to_string()).unwrap_or_default()
+            }
+            fn close(&self, how: Shutdown) -> io::Result<()> {
+                self.shutdown(how)
+            }
+            fn nodelay(&self) -> io::Result<()> {
+                self.set_nodelay(true)
+            }
+            fn read_timeout(&self, t: Duration) -> io::Result<()> {
+                self.set_read_timeout(Some(t))
+            }
+        }
+    };
+}
+conn_for!(libsock::TcpStream);
+conn_for!(std::net::TcpStream);
+
+/// A listener of either API: its address, and its connections.
+type Accepting = (String, Box<dyn Iterator<Item = io::Result<Box<dyn Conn>>>>);
+
+impl Net {
+    fn listen(&self, addr: &str) -> io::Result<Accepting> {
+        Ok(match self {
+            Net::Strata(b) => {
+                let l = b.tcp_bind(addr)?;
+                let at = l.local_addr()?.to_string();
+                let conns = std::iter::from_fn(move || {
+                    Some(l.accept().map(|(s, _)| Box::new(s) as Box<dyn Conn>))
+                });
+                (at, Box::new(conns))
+            }
+            Net::Std => {
+                let l = std::net::TcpListener::bind(addr)?;
+                let at = l.local_addr()?.to_string();
+                let conns = std::iter::from_fn(move || {
+                    Some(l.accept().map(|(s, _)| Box::new(s) as Box<dyn Conn>))
+                });
+                (at, Box::new(conns))
+            }
+        })
+    }
+
+    fn connect(&self, addr: &str) -> io::Result<Box<dyn Conn>> {
+        Ok(match self {
+            Net::Strata(b) => Box::new(b.tcp_connect(addr)?),
+            Net::Std => Box::new(std::net::TcpStream::connect(addr)?),
+        })
+    }
 }
 
 #[derive(Subcommand)]
@@ -119,6 +192,7 @@ fn main() -> ExitCode {
         let r = r.min(1 << 30) as usize;
         b = b.ring_sizes(r, r);
     }
+    let b = if args.std { Net::Std } else { Net::Strata(b) };
     let r = match args.cmd {
         Cmd::Sink { listen, count } => sink(&b, &listen, count),
         Cmd::Source {
@@ -146,15 +220,14 @@ fn context(what: String) -> impl FnOnce(io::Error) -> io::Error {
     move |e| io::Error::new(e.kind(), format!("{what}: {e}"))
 }
 
-fn sink(b: &Builder, listen: &str, count: u64) -> io::Result<()> {
-    let l = b
-        .tcp_bind(listen)
+fn sink(b: &Net, listen: &str, count: u64) -> io::Result<()> {
+    let (addr, incoming) = b
+        .listen(listen)
         .map_err(context(format!("listen on {listen}")))?;
-    let addr = l.local_addr()?;
     say(&format!("perf: sink listening on {addr}"));
     let mut threads = Vec::new();
     let mut n = 0;
-    for s in l.incoming() {
+    for s in incoming {
         let s = s.map_err(context("accept".into()))?;
         threads.push(std::thread::spawn(move || drain(s)));
         n += 1;
@@ -169,8 +242,8 @@ fn sink(b: &Builder, listen: &str, count: u64) -> io::Result<()> {
 }
 
 /// Reads one connection to its end and reports it.
-fn drain(mut s: TcpStream) {
-    let peer = s.peer_addr().map(|a| a.to_string()).unwrap_or_default();
+fn drain(mut s: Box<dyn Conn>) {
+    let peer = s.peer();
     let mut buf = vec![0u8; 256 << 10];
     let mut total = 0u64;
     let mut start = None;
@@ -187,7 +260,7 @@ fn drain(mut s: TcpStream) {
         }
     };
     let d = start.map_or(Duration::ZERO, |t| t.elapsed());
-    let _ = s.shutdown(Shutdown::Both);
+    let _ = s.close(Shutdown::Both);
     let how = match r {
         Ok(()) => String::new(),
         Err(e) => format!(" (ended by error: {e})"),
@@ -199,9 +272,9 @@ fn drain(mut s: TcpStream) {
     ));
 }
 
-fn source(b: &Builder, connect: &str, bytes: u64, chunk: usize) -> io::Result<()> {
+fn source(b: &Net, connect: &str, bytes: u64, chunk: usize) -> io::Result<()> {
     let mut s = b
-        .tcp_connect(connect)
+        .connect(connect)
         .map_err(context(format!("connect to {connect}")))?;
     // Not all zeros, so that a broken path cannot look right by chance.
     let buf: Vec<u8> = (0..chunk).map(|i| (i * 7 + i / 251) as u8).collect();
@@ -214,7 +287,7 @@ fn source(b: &Builder, connect: &str, bytes: u64, chunk: usize) -> io::Result<()
         left -= n as u64;
     }
     let written = start.elapsed();
-    s.shutdown(Shutdown::Write)?;
+    s.close(Shutdown::Write)?;
     // The peer closes once it has read everything.
     let mut rest = [0u8; 4096];
     loop {
@@ -241,12 +314,12 @@ fn quantile(v: &[f64], q: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-fn rr(b: &Builder, connect: &str, count: u64, warmup: u64) -> io::Result<()> {
+fn rr(b: &Net, connect: &str, count: u64, warmup: u64) -> io::Result<()> {
     let mut s = b
-        .tcp_connect(connect)
+        .connect(connect)
         .map_err(context(format!("connect to {connect}")))?;
-    s.set_nodelay(true)?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    s.nodelay()?;
+    s.read_timeout(Duration::from_secs(10))?;
     let mut one = [0u8; 1];
     let mut us = Vec::with_capacity(count as usize);
     for i in 0..warmup + count {
@@ -258,7 +331,7 @@ fn rr(b: &Builder, connect: &str, count: u64, warmup: u64) -> io::Result<()> {
             us.push(t.elapsed().as_secs_f64() * 1e6);
         }
     }
-    let _ = s.shutdown(Shutdown::Write);
+    let _ = s.close(Shutdown::Write);
     us.sort_by(f64::total_cmp);
     let mean = us.iter().sum::<f64>() / us.len() as f64;
     say(&format!(
@@ -271,15 +344,15 @@ fn rr(b: &Builder, connect: &str, count: u64, warmup: u64) -> io::Result<()> {
     Ok(())
 }
 
-fn rr_server(b: &Builder, listen: &str) -> io::Result<()> {
-    let l = b
-        .tcp_bind(listen)
+fn rr_server(b: &Net, listen: &str) -> io::Result<()> {
+    let (addr, incoming) = b
+        .listen(listen)
         .map_err(context(format!("listen on {listen}")))?;
-    say(&format!("perf: rr-server listening on {}", l.local_addr()?));
-    for s in l.incoming() {
+    say(&format!("perf: rr-server listening on {addr}"));
+    for s in incoming {
         let mut s = s.map_err(context("accept".into()))?;
         std::thread::spawn(move || {
-            let _ = s.set_nodelay(true);
+            let _ = s.nodelay();
             let mut buf = [0u8; 4096];
             loop {
                 match s.read(&mut buf) {
