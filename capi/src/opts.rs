@@ -235,6 +235,41 @@ pub(crate) fn set(s: &Socket, level: c_int, name: c_int, val: &OptIn) -> Res<()>
             g.opts.nodelay = on;
             Ok(())
         }
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE | libc::TCP_KEEPINTVL | libc::TCP_KEEPCNT)
+            if !s.udp =>
+        {
+            let v = val.int()?;
+            // Linux's bounds (MAX_TCP_KEEPIDLE, MAX_TCP_KEEPINTVL,
+            // MAX_TCP_KEEPCNT).
+            let max = if name == libc::TCP_KEEPCNT {
+                127
+            } else {
+                32767
+            };
+            if !(1..=max).contains(&v) {
+                return Err(libc::EINVAL);
+            }
+            let v = v as u32;
+            let secs = |on: bool| on.then(|| Duration::from_secs(u64::from(v)));
+            let mut g = s.lock();
+            if let State::Connecting(t) | State::Connected(t) = &g.state {
+                let cnt = (name == libc::TCP_KEEPCNT).then_some(v);
+                t.set_keepalive_timing(
+                    secs(name == libc::TCP_KEEPIDLE),
+                    secs(name == libc::TCP_KEEPINTVL),
+                    cnt,
+                )
+                .map_err(errno::io)?;
+            }
+            // Else kept for the connection to come, or those a listener
+            // accepts.
+            match name {
+                libc::TCP_KEEPIDLE => g.opts.keepidle = Some(v),
+                libc::TCP_KEEPINTVL => g.opts.keepintvl = Some(v),
+                _ => g.opts.keepcnt = Some(v),
+            }
+            Ok(())
+        }
         (libc::IPPROTO_TCP, libc::TCP_CONGESTION) if !s.udp => {
             let cc = congestion(&val.name(TCP_CA_NAME_MAX)?)?;
             let mut g = s.lock();
@@ -280,6 +315,17 @@ pub(crate) fn get(s: &Socket, level: c_int, name: c_int, out: &OptOut) -> Res<()
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) if !s.udp => out.int(opts().nodelay as c_int),
         (libc::IPPROTO_TCP, libc::TCP_CONGESTION) if !s.udp => {
             out.name(opts().congestion.unwrap_or("cubic"), TCP_CA_NAME_MAX)
+        }
+        // Unset: the stack's defaults, which are Linux's (tcpd's
+        // `keepalive_*` settings).
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE) if !s.udp => {
+            out.int(opts().keepidle.unwrap_or(7200) as c_int)
+        }
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL) if !s.udp => {
+            out.int(opts().keepintvl.unwrap_or(75) as c_int)
+        }
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) if !s.udp => {
+            out.int(opts().keepcnt.unwrap_or(9) as c_int)
         }
         // Linux: an option it does not know at a level the socket has,
         // or a level it has not (the IP layer answers those).

@@ -108,6 +108,11 @@ pub(crate) struct Opts {
     pub(crate) sndtimeo: Option<Duration>,
     /// `TCP_CONGESTION` as set (None: the stack's default, CUBIC).
     pub(crate) congestion: Option<&'static str>,
+    /// `TCP_KEEPIDLE`, `TCP_KEEPINTVL` (seconds) and `TCP_KEEPCNT` as set
+    /// (None: the stack's defaults).
+    pub(crate) keepidle: Option<u32>,
+    pub(crate) keepintvl: Option<u32>,
+    pub(crate) keepcnt: Option<u32>,
 }
 
 impl Opts {
@@ -126,6 +131,9 @@ impl Opts {
             rcvtimeo: None,
             sndtimeo: None,
             congestion: None,
+            keepidle: None,
+            keepintvl: None,
+            keepcnt: None,
         }
     }
 
@@ -141,6 +149,11 @@ impl Opts {
         }
         if let Some(cc) = self.congestion {
             s.set_congestion(cc).map_err(errno::io)?;
+        }
+        let secs = |v: Option<u32>| v.map(|s| Duration::from_secs(u64::from(s)));
+        if self.keepidle.is_some() || self.keepintvl.is_some() || self.keepcnt.is_some() {
+            s.set_keepalive_timing(secs(self.keepidle), secs(self.keepintvl), self.keepcnt)
+                .map_err(errno::io)?;
         }
         s.set_read_timeout(self.rcvtimeo).map_err(errno::io)?;
         s.set_write_timeout(self.sndtimeo).map_err(errno::io)?;

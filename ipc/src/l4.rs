@@ -105,6 +105,12 @@ pub mod tcp_opt {
     /// Linux), which bounds what tcpd delivers unread: sockd says it when
     /// the application's ring is not the configured size.
     pub const RCVBUF: u32 = 4;
+    /// TCP_KEEPIDLE, seconds (0: the configured default).
+    pub const KEEPIDLE: u32 = 5;
+    /// TCP_KEEPINTVL, seconds (0: the configured default).
+    pub const KEEPINTVL: u32 = 6;
+    /// TCP_KEEPCNT (0: the configured default).
+    pub const KEEPCNT: u32 = 7;
 }
 
 /// Request flags.

@@ -653,6 +653,63 @@ impl TcpStream {
         })
     }
 
+    /// `TCP_KEEPIDLE`, `TCP_KEEPINTVL` and `TCP_KEEPCNT`: with
+    /// keep-alive on ([`set_keepalive`](TcpStream::set_keepalive)), the
+    /// first probe after `idle` without a segment received, then one
+    /// every `interval`, and the connection fails with `TimedOut` after
+    /// `probes` unanswered. Each is rounded to whole seconds and must be
+    /// within Linux's bounds (1 to 32767 s, 1 to 127 probes), else
+    /// `InvalidInput`; None leaves that one as it is.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.set_keepalive(true)?;
+    /// stream.set_keepalive_timing(Some(Duration::from_secs(60)), Some(Duration::from_secs(10)), Some(5))?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_keepalive_timing(
+        &self,
+        idle: Option<Duration>,
+        interval: Option<Duration>,
+        probes: Option<u32>,
+    ) -> io::Result<()> {
+        let secs = |d: Duration, what: &str| -> io::Result<u32> {
+            let s = d.as_secs();
+            if (1..=32767).contains(&s) {
+                Ok(s as u32)
+            } else {
+                Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("{what} must be 1 to 32767 s"),
+                ))
+            }
+        };
+        let mut opts = Vec::new();
+        if let Some(d) = idle {
+            opts.push(SockOpt::KeepIdle(secs(d, "the keep-alive idle time")?));
+        }
+        if let Some(d) = interval {
+            opts.push(SockOpt::KeepIntvl(secs(d, "the keep-alive interval")?));
+        }
+        if let Some(n) = probes {
+            if !(1..=127).contains(&n) {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "the keep-alive probe count must be 1 to 127",
+                ));
+            }
+            opts.push(SockOpt::KeepCnt(n));
+        }
+        for opt in opts {
+            self.core.request(&Request::SetOption {
+                id: self.core.id,
+                opt,
+            })?;
+        }
+        Ok(())
+    }
+
     /// `SO_KEEPALIVE`: probe an idle connection (Linux's timing: first
     /// probe after 2 hours, then every 75 s, 9 probes).
     ///

@@ -75,6 +75,12 @@ pub enum SockOpt {
     KeepAlive(bool),
     /// TCP_CONGESTION: 0 CUBIC, 1 NewReno.
     Congestion(u8),
+    /// TCP_KEEPIDLE, seconds (1 to 32767, as Linux takes).
+    KeepIdle(u32),
+    /// TCP_KEEPINTVL, seconds (1 to 32767).
+    KeepIntvl(u32),
+    /// TCP_KEEPCNT (1 to 127).
+    KeepCnt(u32),
 }
 
 /// How to shut a connection down.

@@ -522,3 +522,44 @@ fn select_readv_writev_fionread_dup2_sendfile_congestion_and_exec_under_the_shim
     assert!(out.contains("calls ok"), "{out}");
     assert!(out.contains("closed after exec"), "{out}");
 }
+
+/// Keep-alive with the socket's own timing: 1 s idle, 1 s between
+/// probes, 2 probes. Once the test makes the stack's side lose every
+/// frame, the unanswered probes end the connection with ETIMEDOUT.
+const KEEPALIVE: &str = r#"
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+s.settimeout(None)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+for opt, v in ((socket.TCP_KEEPIDLE, 1), (socket.TCP_KEEPINTVL, 1), (socket.TCP_KEEPCNT, 2)):
+    s.setsockopt(socket.IPPROTO_TCP, opt, v)
+got = [s.getsockopt(socket.IPPROTO_TCP, o) for o in
+       (socket.TCP_KEEPIDLE, socket.TCP_KEEPINTVL, socket.TCP_KEEPCNT)]
+try:
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 128)
+    sys.exit("FAIL: TCP_KEEPCNT 128 was taken")
+except OSError as e:
+    assert e.errno == 22, e
+print("armed", got, flush=True)
+try:
+    d = s.recv(10)
+    print("FAIL: recv returned", d, flush=True)
+except OSError as e:
+    print("ended", e.errno, flush=True)
+"#;
+
+#[test]
+fn keepalive_timing_set_on_the_socket_ends_a_dead_connection() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let _echo = kernel_echo_server(&ns, 7407, 1, PATIENCE);
+    let mut bg = spawn_shimmed(&st, &python(), &["-c", KEEPALIVE, HOST_IP, "7407"]);
+    let armed = wait_line(&mut bg, "armed", PATIENCE);
+    assert!(armed.contains("[1, 1, 2]"), "{armed}");
+    // Every frame the stack sends is lost from now on: the probes too.
+    let o = st.strata(&["qdisc", "strata0", "loss", "100%"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = finish(bg, "the keep-alive program");
+    assert!(out.contains("ended 110"), "{out}\nlog:\n{}", st.log_text());
+    assert!(st.counter("tcpd", "keepalive_probes") >= 2);
+}

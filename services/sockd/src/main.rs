@@ -248,6 +248,9 @@ struct TcpOpts {
     congestion: Option<u64>,
     /// The receive ring's size, when not the configured one.
     rcvbuf: Option<u64>,
+    keepidle: Option<u64>,
+    keepintvl: Option<u64>,
+    keepcnt: Option<u64>,
 }
 
 impl TcpOpts {
@@ -258,6 +261,9 @@ impl TcpOpts {
             tcp_opt::KEEPALIVE => self.keepalive = Some(v),
             tcp_opt::CONGESTION => self.congestion = Some(v),
             tcp_opt::RCVBUF => self.rcvbuf = Some(v),
+            tcp_opt::KEEPIDLE => self.keepidle = Some(v),
+            tcp_opt::KEEPINTVL => self.keepintvl = Some(v),
+            tcp_opt::KEEPCNT => self.keepcnt = Some(v),
             _ => {}
         }
     }
@@ -269,6 +275,9 @@ impl TcpOpts {
             (tcp_opt::KEEPALIVE, self.keepalive),
             (tcp_opt::CONGESTION, self.congestion),
             (tcp_opt::RCVBUF, self.rcvbuf),
+            (tcp_opt::KEEPIDLE, self.keepidle),
+            (tcp_opt::KEEPINTVL, self.keepintvl),
+            (tcp_opt::KEEPCNT, self.keepcnt),
         ]
         .into_iter()
         .filter_map(|(n, v)| Some((n, v?)))

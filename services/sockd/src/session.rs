@@ -396,6 +396,9 @@ impl Sockd<'_> {
                     SockOpt::NoDelay(on) => (tcp_opt::NODELAY, on as u64),
                     SockOpt::KeepAlive(on) => (tcp_opt::KEEPALIVE, on as u64),
                     SockOpt::Congestion(a) => (tcp_opt::CONGESTION, a as u64),
+                    SockOpt::KeepIdle(s) => (tcp_opt::KEEPIDLE, u64::from(s)),
+                    SockOpt::KeepIntvl(s) => (tcp_opt::KEEPINTVL, u64::from(s)),
+                    SockOpt::KeepCnt(n) => (tcp_opt::KEEPCNT, u64::from(n)),
                     SockOpt::ReuseAddr(_) => unreachable!("handled above"),
                 };
                 if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {

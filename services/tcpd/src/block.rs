@@ -627,8 +627,14 @@ pub struct ConnBlock {
     pub tx_taken: u32,
     /// `tx_taken` as SEND_CREDIT last reported it.
     pub tx_taken_told: u32,
+    /// TCP_KEEPIDLE in seconds (0: the configured default).
+    pub ka_idle_s: u32,
+    /// TCP_KEEPINTVL in seconds (0: the configured default).
+    pub ka_intvl_s: u32,
+    /// TCP_KEEPCNT (0: the configured default).
+    pub ka_cnt: u32,
     /// Reserved; zero.
-    pub reserved: u32,
+    pub reserved: [u32; 2],
 
     // ---- queues ----
     /// Data from sockd: unacknowledged (sent or not), in order.
@@ -646,7 +652,7 @@ pub struct ConnBlock {
     pub sacked: [[u32; 2]; SACK_RANGES],
 }
 
-const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 120 * 4);
+const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 124 * 4);
 
 // SAFETY: repr(C), only u32/u64 fields and arrays of them, laid out with
 // no padding (checked by the size assertion above); any bit pattern is a
@@ -915,7 +921,7 @@ const _: () = assert!(LAYOUT_ALIGNED);
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
 /// Layout version of [`ConnBlock`] and [`SegEntry`].
-pub const STORAGE_VERSION: u32 = 6;
+pub const STORAGE_VERSION: u32 = 7;
 
 impl<'a> Storage<'a> {
     /// Offset of the journal (after the header and the blocks).

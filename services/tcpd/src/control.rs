@@ -672,6 +672,15 @@ impl TcpCore<'_> {
                 set(&mut c, cf::KEEPALIVE);
                 c.t_keepalive = 0;
             }
+            // Linux's bounds are sockd's to check; a new idle time
+            // re-arms the timer from the last segment received, as
+            // Linux's tcp_sock_set_keepidle does.
+            tcp_opt::KEEPIDLE => {
+                c.ka_idle_s = m.value.min(u64::from(u32::MAX)) as u32;
+                c.t_keepalive = 0;
+            }
+            tcp_opt::KEEPINTVL => c.ka_intvl_s = m.value.min(u64::from(u32::MAX)) as u32,
+            tcp_opt::KEEPCNT => c.ka_cnt = m.value.min(u64::from(u32::MAX)) as u32,
             tcp_opt::CONGESTION => {
                 if let Some(a) = cc::CcAlgo::from_raw(m.value) {
                     if a as u32 != c.cc_algo {

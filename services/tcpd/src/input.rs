@@ -297,6 +297,7 @@ impl TcpCore<'_> {
             | cf::PASSIVE
             | (lb.flags & (cf::REUSEADDR | cf::NODELAY | cf::KEEPALIVE | cf::PORT_LOCK));
         c.cc_algo = lb.cc_algo;
+        (c.ka_idle_s, c.ka_intvl_s, c.ka_cnt) = (lb.ka_idle_s, lb.ka_intvl_s, lb.ka_cnt);
         c.local_addr = seg.dst;
         c.local_port = u32::from(seg.dport);
         c.remote_addr = seg.src;

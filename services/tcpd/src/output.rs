@@ -1196,9 +1196,32 @@ impl TcpCore<'_> {
         if !on {
             c.t_keepalive = 0;
         } else if c.t_keepalive == 0 {
-            let idle = self.cfg.keepalive_idle_ms * 1_000_000;
+            let idle = self.keepalive(c).0;
             c.t_keepalive = c.last_rx.max(1).saturating_add(idle).max(self.now + 1);
         }
+    }
+
+    /// `c`'s keep-alive idle time and probe interval (ns) and probe count:
+    /// its own (TCP_KEEPIDLE, TCP_KEEPINTVL, TCP_KEEPCNT) where set, else
+    /// the configured ones.
+    pub(crate) fn keepalive(&self, c: &ConnBlock) -> (u64, u64, u32) {
+        let own = |s: u32, ms: u64| {
+            if s == 0 {
+                ms * 1_000_000
+            } else {
+                u64::from(s) * 1_000_000_000
+            }
+        };
+        let cnt = if c.ka_cnt == 0 {
+            self.cfg.keepalive_probes
+        } else {
+            c.ka_cnt
+        };
+        (
+            own(c.ka_idle_s, self.cfg.keepalive_idle_ms),
+            own(c.ka_intvl_s, self.cfg.keepalive_intvl_ms),
+            cnt,
+        )
     }
 
     /// The congestion control of `c`.

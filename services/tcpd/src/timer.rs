@@ -253,8 +253,7 @@ impl TcpCore<'_> {
         if !eligible {
             return;
         }
-        let idle_ns = self.cfg.keepalive_idle_ms * 1_000_000;
-        let intvl_ns = self.cfg.keepalive_intvl_ms * 1_000_000;
+        let (idle_ns, intvl_ns, probes) = self.keepalive(c);
         let idle = self.now.saturating_sub(c.last_rx);
         if c.ka_probes == 0 && idle < idle_ns {
             c.t_keepalive = c.last_rx + idle_ns;
@@ -266,7 +265,7 @@ impl TcpCore<'_> {
             c.t_keepalive = self.now + idle_ns;
             return;
         }
-        if c.ka_probes >= self.cfg.keepalive_probes {
+        if c.ka_probes >= probes {
             self.stats.inc(Stat::ConnTimeouts);
             self.send_rst(pool, c, out);
             self.discard_rcv(c);
