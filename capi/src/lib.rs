@@ -587,6 +587,17 @@ pub unsafe extern "C" fn strata_getpeername(
 ///   connections it accepts; its own `accept` does not time out.
 /// * `IPPROTO_TCP`/`TCP_NODELAY`: no Nagle delay. Kept until connected,
 ///   passed to accepted connections.
+/// * `IPPROTO_TCP`/`TCP_CONGESTION`: `"cubic"` (the default) or `"reno"`;
+///   other names are `ENOENT`, as Linux says of an algorithm it has not
+///   loaded.
+/// * `IPPROTO_TCP`/`TCP_KEEPIDLE`, `TCP_KEEPINTVL` (seconds, 1 to
+///   32767) and `TCP_KEEPCNT` (1 to 127): this connection's keep-alive
+///   timing; unset, the stack's (Linux's: 7200, 75, 9).
+/// * `SOL_SOCKET`/`SO_LINGER` (a `struct linger`): on with a zero time,
+///   closing resets the connection (RST) and drops what was not sent;
+///   with another time, or off, closing is graceful, and never waits.
+///   These four are kept until connected and passed to accepted
+///   connections.
 ///
 /// Any other option, and `SO_ERROR`/`SO_TYPE` (read-only), are
 /// `ENOPROTOOPT`.

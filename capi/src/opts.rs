@@ -270,6 +270,20 @@ pub(crate) fn set(s: &Socket, level: c_int, name: c_int, val: &OptIn) -> Res<()>
             }
             Ok(())
         }
+        (libc::SOL_SOCKET, libc::SO_LINGER) => {
+            let l = val.read::<libc::linger>()?;
+            let linger = (l.l_onoff != 0, l.l_linger.max(0) as u32);
+            let mut g = s.lock();
+            // A zero time resets the connection at close; any other
+            // closes gracefully without close waiting (see the header).
+            // UDP: taken, no effect, as on Linux.
+            if let State::Connecting(t) | State::Connected(t) = &g.state {
+                let d = linger.0.then(|| Duration::from_secs(u64::from(linger.1)));
+                t.set_linger(d).map_err(errno::io)?;
+            }
+            g.opts.linger = linger;
+            Ok(())
+        }
         (libc::IPPROTO_TCP, libc::TCP_CONGESTION) if !s.udp => {
             let cc = congestion(&val.name(TCP_CA_NAME_MAX)?)?;
             let mut g = s.lock();
@@ -315,6 +329,13 @@ pub(crate) fn get(s: &Socket, level: c_int, name: c_int, out: &OptOut) -> Res<()
         (libc::IPPROTO_TCP, libc::TCP_NODELAY) if !s.udp => out.int(opts().nodelay as c_int),
         (libc::IPPROTO_TCP, libc::TCP_CONGESTION) if !s.udp => {
             out.name(opts().congestion.unwrap_or("cubic"), TCP_CA_NAME_MAX)
+        }
+        (libc::SOL_SOCKET, libc::SO_LINGER) => {
+            let (on, secs) = opts().linger;
+            out.write(libc::linger {
+                l_onoff: on as c_int,
+                l_linger: secs.min(c_int::MAX as u32) as c_int,
+            })
         }
         // Unset: the stack's defaults, which are Linux's (tcpd's
         // `keepalive_*` settings).

@@ -113,6 +113,8 @@ pub(crate) struct Opts {
     pub(crate) keepidle: Option<u32>,
     pub(crate) keepintvl: Option<u32>,
     pub(crate) keepcnt: Option<u32>,
+    /// `SO_LINGER` as set: `l_onoff` and `l_linger`.
+    pub(crate) linger: (bool, u32),
 }
 
 impl Opts {
@@ -134,6 +136,7 @@ impl Opts {
             keepidle: None,
             keepintvl: None,
             keepcnt: None,
+            linger: (false, 0),
         }
     }
 
@@ -149,6 +152,10 @@ impl Opts {
         }
         if let Some(cc) = self.congestion {
             s.set_congestion(cc).map_err(errno::io)?;
+        }
+        if self.linger.0 {
+            s.set_linger(Some(Duration::from_secs(u64::from(self.linger.1))))
+                .map_err(errno::io)?;
         }
         let secs = |v: Option<u32>| v.map(|s| Duration::from_secs(u64::from(s)));
         if self.keepidle.is_some() || self.keepintvl.is_some() || self.keepcnt.is_some() {

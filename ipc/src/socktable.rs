@@ -92,6 +92,8 @@ pub mod rec_flags {
     /// the send ring has drained (kept so that a sockd that dies before
     /// then does not lose it).
     pub const SHUT_WR: u32 = 4;
+    /// TCP: SO_LINGER with a zero timeout: close resets the connection.
+    pub const LINGER_ABORT: u32 = 8;
 }
 
 impl SockRec {
@@ -107,6 +109,20 @@ impl SockRec {
         } else {
             self.flags &= !rec_flags::REUSEADDR;
         }
+    }
+
+    /// Sets or clears [`rec_flags::LINGER_ABORT`].
+    pub fn set_linger_abort(&mut self, on: bool) {
+        if on {
+            self.flags |= rec_flags::LINGER_ABORT;
+        } else {
+            self.flags &= !rec_flags::LINGER_ABORT;
+        }
+    }
+
+    /// Whether close resets the connection (SO_LINGER, zero timeout).
+    pub fn linger_abort(&self) -> bool {
+        self.flags & rec_flags::LINGER_ABORT != 0
     }
 
     /// tcpd's id of the connection this socket was accepted for, while

@@ -653,6 +653,28 @@ impl TcpStream {
         })
     }
 
+    /// `SO_LINGER`: `Some(Duration::ZERO)` makes dropping the stream
+    /// reset the connection (RST), discarding what was not yet sent, as
+    /// Linux does with a zero linger time; `None` (the default) closes
+    /// gracefully, sending what is queued and then FIN. A non-zero time
+    /// is taken as `None` is: dropping never waits for the data to go.
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// stream.set_linger(Some(Duration::ZERO))?; // drop sends RST
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_linger(&self, linger: Option<Duration>) -> io::Result<()> {
+        self.core.request(&Request::SetOption {
+            id: self.core.id,
+            opt: SockOpt::Linger {
+                on: linger.is_some(),
+                secs: linger.map_or(0, |d| d.as_secs().min(u64::from(u32::MAX)) as u32),
+            },
+        })
+    }
+
     /// `TCP_KEEPIDLE`, `TCP_KEEPINTVL` and `TCP_KEEPCNT`: with
     /// keep-alive on ([`set_keepalive`](TcpStream::set_keepalive)), the
     /// first probe after `idle` without a segment received, then one

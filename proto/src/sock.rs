@@ -81,6 +81,15 @@ pub enum SockOpt {
     KeepIntvl(u32),
     /// TCP_KEEPCNT (1 to 127).
     KeepCnt(u32),
+    /// SO_LINGER: on with a zero timeout, close resets the connection
+    /// (RST) instead of sending what is queued; a non-zero timeout, or
+    /// off, closes gracefully.
+    Linger {
+        /// `l_onoff`.
+        on: bool,
+        /// `l_linger`, seconds.
+        secs: u32,
+    },
 }
 
 /// How to shut a connection down.

@@ -563,3 +563,54 @@ fn keepalive_timing_set_on_the_socket_ends_a_dead_connection() {
     assert!(out.contains("ended 110"), "{out}\nlog:\n{}", st.log_text());
     assert!(st.counter("tcpd", "keepalive_probes") >= 2);
 }
+
+/// Kernel side: accepts two connections, one after the other, and says
+/// how each ended as the kernel saw it: "eof" (FIN) or "reset" (RST).
+const HOW_ENDED: &str = r#"
+import socket, sys
+l = socket.socket()
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], int(sys.argv[2])))
+l.listen(4)
+print("listening", flush=True)
+for n in (1, 2):
+    c, _ = l.accept()
+    c.settimeout(60)
+    try:
+        while c.recv(65536):
+            pass
+        print(n, "eof", flush=True)
+    except ConnectionResetError:
+        print(n, "reset", flush=True)
+"#;
+
+/// Under the shim: one connection closed as usual, then one with
+/// SO_LINGER and a zero time (what it sent may be dropped, as on Linux).
+const LINGER: &str = r#"
+import socket, struct, sys
+for linger in (None, (1, 0)):
+    s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=60)
+    if linger:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", *linger))
+        got = struct.unpack("ii", s.getsockopt(socket.SOL_SOCKET, socket.SO_LINGER, 8))
+        assert got == linger, got
+    s.sendall(b"hello")
+    s.close()
+print("closed both", flush=True)
+"#;
+
+#[test]
+fn so_linger_with_a_zero_time_resets_at_close_and_plain_close_sends_fin() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut kernel = ns.spawn(&["python3", "-c", HOW_ENDED, HOST_IP, "7408"]);
+    wait_line(&mut kernel, "listening", PATIENCE);
+    let out = finish(
+        spawn_shimmed(&st, &python(), &["-c", LINGER, HOST_IP, "7408"]),
+        "the linger program",
+    );
+    assert!(out.contains("closed both"), "{out}");
+    let seen = kernel.wait_output(PATIENCE).expect("the kernel side ends");
+    assert!(seen.contains("1 eof"), "{seen}");
+    assert!(seen.contains("2 reset"), "{seen}");
+}

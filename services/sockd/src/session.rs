@@ -390,6 +390,14 @@ impl Sockd<'_> {
                 self.sync_rec(id);
                 Response::Ok
             }
+            (Some(kind), SockOpt::Linger { on, secs }) => {
+                // UDP: taken with no effect, as on Linux.
+                if let Some(s) = self.socks.get_mut(&id) {
+                    s.rec.set_linger_abort(kind == Kind::Tcp && on && secs == 0);
+                }
+                self.sync_rec(id);
+                Response::Ok
+            }
             (Some(Kind::Udp), _) => errno_resp(libc::ENOPROTOOPT),
             (Some(Kind::Tcp), opt) => {
                 let (name, v) = match opt {
@@ -399,7 +407,9 @@ impl Sockd<'_> {
                     SockOpt::KeepIdle(s) => (tcp_opt::KEEPIDLE, u64::from(s)),
                     SockOpt::KeepIntvl(s) => (tcp_opt::KEEPINTVL, u64::from(s)),
                     SockOpt::KeepCnt(n) => (tcp_opt::KEEPCNT, u64::from(n)),
-                    SockOpt::ReuseAddr(_) => unreachable!("handled above"),
+                    SockOpt::ReuseAddr(_) | SockOpt::Linger { .. } => {
+                        unreachable!("handled above")
+                    }
                 };
                 if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
                     t.opts.set(name, v);

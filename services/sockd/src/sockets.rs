@@ -151,8 +151,9 @@ impl Sockd<'_> {
     }
 
     /// The application closed `id` (or its process ended). UDP: gone at
-    /// once. TCP, as Linux: unread data means RST; otherwise what the
-    /// application queued is still sent, then FIN.
+    /// once. TCP, as Linux: unread data, or SO_LINGER with a zero
+    /// timeout, means RST; otherwise what the application queued is still
+    /// sent, then FIN.
     pub(crate) fn app_close(&mut self, id: u32) {
         let Some(s) = self.socks.get_mut(&id) else {
             return;
@@ -173,7 +174,8 @@ impl Sockd<'_> {
         }
         let unread =
             s.rx_hold().next().is_some() || s.mem.as_ref().is_some_and(|m| m.rx_queued() > 0);
-        if unread {
+        // SO_LINGER with a zero timeout: RST, what is queued dropped.
+        if unread || s.rec.linger_abort() {
             self.tcp_ctl(op::ABORT, id, 0, 0);
             self.drop_sock(id);
             return;
