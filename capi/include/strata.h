@@ -260,6 +260,9 @@ int strata_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
  *
  * * `SOL_SOCKET`/`SO_REUSEADDR`: takes effect at the bind (TCP: at
  *   `listen`); on Linux too it matters only then.
+ * * `SOL_SOCKET`/`SO_REUSEPORT`: the same; sockets of one user that
+ *   all set it share an address and port, and the stack spreads the
+ *   peers over them (by address and port), as Linux does.
  * * `SOL_SOCKET`/`SO_KEEPALIVE`: TCP keepalive probes (Linux's timing).
  *   Kept for a TCP socket not yet connected, and passed by a listener
  *   to the connections it accepts; on UDP it has no effect, as on Linux.

@@ -176,6 +176,16 @@ pub(crate) fn set(s: &Socket, level: c_int, name: c_int, val: &OptIn) -> Res<()>
             g.opts.reuse_addr = on;
             Ok(())
         }
+        (libc::SOL_SOCKET, libc::SO_REUSEPORT) => {
+            let on = val.flag()?;
+            let mut g = s.lock();
+            if let State::Udp(u) = &g.state {
+                u.set_reuse_port(on).map_err(errno::io)?;
+            }
+            // TCP: taken by listen(), as SO_REUSEADDR.
+            g.opts.reuse_port = on;
+            Ok(())
+        }
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => {
             let on = val.flag()?;
             let mut g = s.lock();
@@ -321,6 +331,7 @@ pub(crate) fn get(s: &Socket, level: c_int, name: c_int, out: &OptOut) -> Res<()
             out.int(matches!(s.state(), State::Listening(_)) as c_int)
         }
         (libc::SOL_SOCKET, libc::SO_REUSEADDR) => out.int(opts().reuse_addr as c_int),
+        (libc::SOL_SOCKET, libc::SO_REUSEPORT) => out.int(opts().reuse_port as c_int),
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE) => out.int(opts().keepalive as c_int),
         (libc::SOL_SOCKET, libc::SO_RCVBUF) => out.int(opts().rcvbuf as c_int),
         (libc::SOL_SOCKET, libc::SO_SNDBUF) => out.int(opts().sndbuf as c_int),

@@ -99,6 +99,7 @@ pub(crate) enum State {
 #[derive(Clone, Debug)]
 pub(crate) struct Opts {
     pub(crate) reuse_addr: bool,
+    pub(crate) reuse_port: bool,
     pub(crate) keepalive: bool,
     pub(crate) nodelay: bool,
     /// Ring bytes (`SO_SNDBUF`, `SO_RCVBUF`) in effect, or to be made.
@@ -126,6 +127,7 @@ impl Opts {
         };
         Opts {
             reuse_addr: false,
+            reuse_port: false,
             keepalive: false,
             nodelay: false,
             sndbuf: ring_bytes(tx),
@@ -465,6 +467,7 @@ impl Socket {
             .stack
             .builder()
             .reuse_address(g.opts.reuse_addr)
+            .reuse_port(g.opts.reuse_port)
             .ring_sizes(g.opts.sndbuf, g.opts.rcvbuf)
             .backlog(backlog)
             .tcp_bind(g.bound.unwrap_or(ANY))
@@ -791,9 +794,8 @@ impl Socket {
 
     /// What `poll(2)` would report for the socket (`POLLIN`, `POLLOUT`,
     /// `POLLERR`, `POLLHUP`, `POLLRDHUP` bits), computed from the socket's
-    /// shared memory (a listener: one `poll` of its readiness fd). With
-    /// `drain`, the kicks waiting on the readiness fd are taken first
-    /// (not a listener's: they are its only sign of a connection), so
+    /// shared memory (a listener: its count of waiting connections). With
+    /// `drain`, the kicks waiting on the readiness fd are taken first, so
     /// that a caller that then waits for the fd to turn readable wakes
     /// on the next change only.
     pub(crate) fn poll_events(&self, drain: bool) -> i16 {
@@ -810,7 +812,15 @@ impl Socket {
                 return libc::POLLIN | libc::POLLOUT | libc::POLLHUP | libc::POLLRDHUP
             }
             State::Closed => return libc::POLLNVAL,
-            State::Listening(l) => l.readiness(),
+            State::Listening(l) => {
+                // A counted accept queue is the listener's readiness, and
+                // its kicks can be taken as a stream's are; otherwise the
+                // kick is the only sign of a connection.
+                if l.pending_accepts().is_some() {
+                    drain_fd();
+                }
+                l.readiness()
+            }
             State::Connecting(t) | State::Connected(t) => {
                 drain_fd();
                 t.readiness()

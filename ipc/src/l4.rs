@@ -136,6 +136,20 @@ pub mod ctl_flags {
     /// late); the first may have taken effect, and then this one
     /// answers OK rather than EINVAL, EALREADY or EISCONN.
     pub const REPEAT: u32 = 16;
+    /// BIND, CONNECT: SO_REUSEPORT was set on the socket (sockd has
+    /// checked that every socket sharing the port is its user's).
+    pub const REUSEPORT: u32 = 32;
+}
+
+/// Which of `n` sockets sharing a port with SO_REUSEPORT takes what
+/// comes from `addr:port`: a function of the peer only, so that every
+/// segment of a connection (and every datagram of a flow) picks the same
+/// one while the group stays as it is.
+pub fn reuseport_pick(addr: u32, port: u16, n: usize) -> usize {
+    let key = u64::from(addr) << 16 | u64::from(port);
+    // Fibonacci hashing: the high half mixes every bit of the key.
+    let h = key.wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (h % n.max(1) as u64) as usize
 }
 
 /// What READ_CREDIT's `value` carries: two stream offsets (wrapping

@@ -56,6 +56,10 @@ pub mod state {
     /// the socket came from accept). Set once; libsock's blocking connect
     /// waits for it (or for a pending error, or for [`RESET`]).
     pub const CONNECTED: u32 = 8;
+    /// A listener whose [`SockHdr::accept_ready`] sockd keeps (a sockd
+    /// that does not leaves the application to treat a kick as "a
+    /// connection may wait").
+    pub const ACCEPTS_COUNTED: u32 = 16;
 }
 
 /// The header at the start of the shared memory.
@@ -97,6 +101,9 @@ pub struct SockHdr {
     /// Non-zero when sockd wants a kick after the application's next
     /// read (tcpd's window waits on it).
     pub server_wait_rx: AtomicU32,
+    /// A listener: the connections waiting for `accept` (sockd writes
+    /// it, with [`state::ACCEPTS_COUNTED`]).
+    pub accept_ready: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<SockHdr>() <= HDR_LEN);
@@ -482,6 +489,23 @@ impl SockMem {
     pub fn set_state(&self, bits: u32) -> bool {
         self.hdr().state.fetch_or(bits, Release);
         self.take_wait(wait::RX | wait::TX)
+    }
+
+    /// sockd: a listener's connections waiting for `accept` (a new one
+    /// is then announced with [`notify`](SockMem::notify)).
+    pub fn set_accept_ready(&self, n: usize) {
+        let h = self.hdr();
+        h.accept_ready
+            .store(u32::try_from(n).unwrap_or(u32::MAX), Release);
+        h.state.fetch_or(state::ACCEPTS_COUNTED, Release);
+    }
+
+    /// A listener's connections waiting for `accept`, if sockd counts
+    /// them.
+    pub fn accept_ready(&self) -> Option<u32> {
+        let h = self.hdr();
+        let counted = h.state.load(Acquire) & state::ACCEPTS_COUNTED != 0;
+        counted.then(|| h.accept_ready.load(Acquire))
     }
 
     /// True (and the bits cleared) if the application waits for any of

@@ -94,35 +94,28 @@ pub mod rec_flags {
     pub const SHUT_WR: u32 = 4;
     /// TCP: SO_LINGER with a zero timeout: close resets the connection.
     pub const LINGER_ABORT: u32 = 8;
+    /// SO_REUSEPORT.
+    pub const REUSEPORT: u32 = 16;
 }
 
 impl SockRec {
+    /// Whether the [`rec_flags`] bit `flag` is set.
+    pub fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+
+    /// Sets or clears the [`rec_flags`] bit `flag`.
+    pub fn set_flag(&mut self, flag: u32, on: bool) {
+        if on {
+            self.flags |= flag;
+        } else {
+            self.flags &= !flag;
+        }
+    }
+
     /// Whether SO_REUSEADDR is set.
     pub fn reuse_addr(&self) -> bool {
-        self.flags & rec_flags::REUSEADDR != 0
-    }
-
-    /// Sets or clears SO_REUSEADDR.
-    pub fn set_reuse_addr(&mut self, on: bool) {
-        if on {
-            self.flags |= rec_flags::REUSEADDR;
-        } else {
-            self.flags &= !rec_flags::REUSEADDR;
-        }
-    }
-
-    /// Sets or clears [`rec_flags::LINGER_ABORT`].
-    pub fn set_linger_abort(&mut self, on: bool) {
-        if on {
-            self.flags |= rec_flags::LINGER_ABORT;
-        } else {
-            self.flags &= !rec_flags::LINGER_ABORT;
-        }
-    }
-
-    /// Whether close resets the connection (SO_LINGER, zero timeout).
-    pub fn linger_abort(&self) -> bool {
-        self.flags & rec_flags::LINGER_ABORT != 0
+        self.has(rec_flags::REUSEADDR)
     }
 
     /// tcpd's id of the connection this socket was accepted for, while

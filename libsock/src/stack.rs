@@ -127,6 +127,7 @@ enum Which {
 pub struct Builder {
     which: Which,
     reuse_address: Option<bool>,
+    reuse_port: bool,
     /// Ring sizes asked for; None: the defaults of the socket's kind.
     tx_ring: Option<usize>,
     rx_ring: Option<usize>,
@@ -153,6 +154,7 @@ impl Builder {
         Builder {
             which: Which::Env,
             reuse_address: None,
+            reuse_port: false,
             tx_ring: None,
             rx_ring: None,
             backlog: DEFAULT_BACKLOG,
@@ -193,6 +195,23 @@ impl Builder {
     /// ```
     pub fn reuse_address(mut self, on: bool) -> Builder {
         self.reuse_address = Some(on);
+        self
+    }
+
+    /// `SO_REUSEPORT`, set before the socket is bound: listeners (or UDP
+    /// sockets) of one user that all set it share an address and port,
+    /// and the stack spreads the peers over them by address and port,
+    /// as Linux does. Another user's socket cannot join them.
+    ///
+    /// ```no_run
+    /// // One listener per worker thread on one port.
+    /// let workers: Vec<_> = (0..4)
+    ///     .map(|_| libsock::TcpListener::builder().reuse_port(true).tcp_bind("0.0.0.0:8080"))
+    ///     .collect::<Result<_, _>>()?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn reuse_port(mut self, on: bool) -> Builder {
+        self.reuse_port = on;
         self
     }
 
@@ -264,6 +283,12 @@ impl Builder {
             core.request(&Request::SetOption {
                 id: core.id,
                 opt: SockOpt::ReuseAddr(true),
+            })?;
+        }
+        if self.reuse_port {
+            core.request(&Request::SetOption {
+                id: core.id,
+                opt: SockOpt::ReusePort(true),
             })?;
         }
         Ok(core)

@@ -305,11 +305,12 @@ impl TcpListener {
     }
 
     /// Whether an `accept` would not wait, without waiting (as
-    /// `poll(2)` reports a listener): `readable` when a connection may be
-    /// waiting (the readiness fd was kicked since a non-blocking `accept`
-    /// last found none; one `poll` with no timeout) or an error is
-    /// pending. A listener sockd knows no accept queue length of, so a
-    /// `readable` listener may still answer `WouldBlock` once.
+    /// `poll(2)` reports a listener): `readable` when a connection waits
+    /// ([`pending_accepts`](TcpListener::pending_accepts)) or an error
+    /// is pending. From a stack that does not count them, `readable`
+    /// means the readiness fd was kicked since a non-blocking `accept`
+    /// last found none (one `poll` with no timeout), and an `accept` may
+    /// then still answer `WouldBlock` once.
     ///
     /// ```no_run
     /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
@@ -319,8 +320,25 @@ impl TcpListener {
     pub fn readiness(&self) -> Readiness {
         let mut r = self.core.readiness(false);
         r.writable = false;
-        r.readable = r.error || r.hangup || self.core.kicked();
+        let waiting = match self.pending_accepts() {
+            Some(n) => n > 0,
+            None => self.core.kicked(),
+        };
+        r.readable = r.error || r.hangup || waiting;
         r
+    }
+
+    /// Connections waiting for `accept`, as the stack counts them in the
+    /// listener's shared memory (no request to sockd); `None` from a
+    /// stack that does not count them.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// println!("{:?} waiting", listener.pending_accepts());
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn pending_accepts(&self) -> Option<usize> {
+        self.core.mem.accept_ready().map(|n| n as usize)
     }
 
     /// Takes the pending socket error (`SO_ERROR`), reported once.

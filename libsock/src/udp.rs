@@ -301,6 +301,25 @@ impl UdpSocket {
         })
     }
 
+    /// `SO_REUSEPORT`, for a socket not bound yet: sockets of one user
+    /// that all set it may bind the same address and port, and the stack
+    /// gives each peer's datagrams to one of them (chosen by the peer's
+    /// address and port). [`Builder::reuse_port`] sets it as the socket
+    /// is made.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::builder().udp_unbound()?;
+    /// sock.set_reuse_port(true)?;
+    /// sock.bind_to("0.0.0.0:5353")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_reuse_port(&self, on: bool) -> io::Result<()> {
+        self.core.request(&Request::SetOption {
+            id: self.core.id,
+            opt: SockOpt::ReusePort(on),
+        })
+    }
+
     /// Sends `buf` to the connected peer; `EDESTADDRREQ` if there is
     /// none. Otherwise as [`send_to`](UdpSocket::send_to).
     ///

@@ -57,10 +57,10 @@
 //! something is ready or the deadline passes (the remaining time is kept;
 //! `EINTR` is returned as libc returns it). Before it looks at a strata
 //! fd it takes the kicks waiting on it, so that the wait wakes on the
-//! next change only. A listener's readiness is its kick ("a connection
-//! may wait"), which an `accept` that finds none clears: a listener can
-//! be reported readable once without a connection (a non-blocking accept
-//! then says `EAGAIN`, a blocking one waits for the next connection).
+//! next change only. A listener is readable while connections wait for
+//! `accept`, which sockd counts in its shared memory, so that a program
+//! that polls several listeners and accepts from the readable one in
+//! blocking mode (a `SO_REUSEPORT` group) never blocks.
 //! `select`/`pselect` are `poll` on the same fds (readable: `POLLIN`,
 //! `POLLHUP`, `POLLERR`; writable: `POLLOUT`, `POLLERR`).
 //!

@@ -90,6 +90,10 @@ pub enum SockOpt {
         /// `l_linger`, seconds.
         secs: u32,
     },
+    /// SO_REUSEPORT: sockets of one user may bind the same address and
+    /// port; the stack spreads connections (TCP) or datagrams (UDP) over
+    /// them by the peer's address and port.
+    ReusePort(bool),
 }
 
 /// How to shut a connection down.

@@ -5,7 +5,7 @@
 //!
 //! The bulk transfers move `STRATA_PRELOAD_BYTES` bytes (default 100 MB).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -613,4 +613,113 @@ fn so_linger_with_a_zero_time_resets_at_close_and_plain_close_sends_fin() {
     let seen = kernel.wait_output(PATIENCE).expect("the kernel side ends");
     assert!(seen.contains("1 eof"), "{seen}");
     assert!(seen.contains("2 reset"), "{seen}");
+}
+
+/// Under the shim: two TCP listeners and two UDP sockets share port
+/// 7409 with SO_REUSEPORT; a third socket without it is refused. Each
+/// answers a peer with its number (0, 1: TCP; 2, 3: UDP).
+const REUSEPORT: &str = r#"
+import errno, select, socket, sys
+def shared(kind):
+    s = socket.socket(socket.AF_INET, kind)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    assert s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+    s.bind(("0.0.0.0", 7409))
+    return s
+socks = [shared(k) for k in [socket.SOCK_STREAM] * 2 + [socket.SOCK_DGRAM] * 2]
+for l in socks[:2]:
+    l.listen(64)
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    x = socket.socket(socket.AF_INET, kind)
+    try:
+        # TCP: the bind may be refused at listen, where the stack binds.
+        x.bind(("0.0.0.0", 7409))
+        if kind == socket.SOCK_STREAM:
+            x.listen(1)
+        sys.exit("a socket without SO_REUSEPORT joined the port")
+    except OSError as e:
+        assert e.errno == errno.EADDRINUSE, e
+    x.close()
+print("listening", flush=True)
+while True:
+    for s in select.select(socks, [], [])[0]:
+        n = b"%d" % socks.index(s)
+        if s.type == socket.SOCK_STREAM:
+            c, _ = s.accept()
+            c.sendall(n)
+            c.close()
+        else:
+            _, peer = s.recvfrom(100)
+            s.sendto(n, peer)
+"#;
+
+/// Kernel side: new TCP connections, then UDP datagrams from new source
+/// ports, until every one of the four sockets has answered (bounded).
+const REUSEPORT_PEERS: &str = r#"
+import socket, sys
+seen = set()
+for i in range(400):
+    if {0, 1} <= seen:
+        break
+    s = socket.create_connection((sys.argv[1], 7409), timeout=60)
+    seen.add(int(s.recv(10)))
+    s.close()
+for i in range(400):
+    if {2, 3} <= seen:
+        break
+    u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    u.settimeout(60)
+    u.sendto(b"?", (sys.argv[1], 7409))
+    seen.add(int(u.recvfrom(10)[0]))
+    u.close()
+print("answered by", sorted(seen), flush=True)
+"#;
+
+/// As another user (nobody), under the shim: joining the port with
+/// SO_REUSEPORT is refused, TCP and UDP.
+const REUSEPORT_INTRUDER: &str = r#"
+import errno, socket
+for kind in (socket.SOCK_STREAM, socket.SOCK_DGRAM):
+    x = socket.socket(socket.AF_INET, kind)
+    x.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        x.bind(("0.0.0.0", 7409))
+        if kind == socket.SOCK_STREAM:
+            x.listen(1)
+        print("joined", kind, flush=True)
+    except OSError as e:
+        print("refused", errno.errorcode[e.errno], flush=True)
+"#;
+
+#[test]
+fn so_reuseport_spreads_peers_over_one_users_sockets_and_keeps_others_out() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut server = spawn_shimmed(&st, &python(), &["-c", REUSEPORT]);
+    wait_line(&mut server, "listening", PATIENCE);
+    let out = ns.run_ok(&["python3", "-c", REUSEPORT_PEERS, STACK_IP]);
+    assert!(out.contains("answered by [0, 1, 2, 3]"), "{out}");
+    // The system's python, which user nobody can run (a pyenv one may
+    // live under /root).
+    let sys_python = "/usr/bin/python3";
+    assert!(
+        Path::new(sys_python).exists(),
+        "{sys_python} is missing (apt-get install python3)"
+    );
+    let mut intruder = shimmed(&st, "setpriv", &[]);
+    intruder.args([
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--",
+        sys_python,
+        "-c",
+        REUSEPORT_INTRUDER,
+    ]);
+    let out = finish(
+        Bg::new(intruder.spawn().expect("setpriv (util-linux)")),
+        "the other user's program",
+    );
+    assert_eq!(out.matches("refused EADDRINUSE").count(), 2, "{out}");
+    assert!(server.alive(), "the server died");
 }

@@ -336,6 +336,16 @@ impl Sock {
     fn wake(&self, yes: bool) {
         wake(&self.kick_end, yes);
     }
+
+    /// A listener: writes how many connections wait for `accept` into
+    /// its memory, where the application reads its readiness.
+    fn publish_accepts(&self) {
+        if let (Some(t), Some(mem)) = (self.tcp(), &self.mem) {
+            if self.rec.state == sock_state::LISTEN {
+                mem.set_accept_ready(t.accept_q.len());
+            }
+        }
+    }
 }
 
 struct Pending {

@@ -116,6 +116,8 @@ impl Sockd<'_> {
                 s.rec.local_port = m.local_port;
                 if p.op == op::LISTEN {
                     s.rec.state = sock_state::LISTEN;
+                    // From now on its readiness is the count.
+                    s.publish_accepts();
                 } else if p.op == op::CONNECT && s.kind() == Kind::Tcp {
                     // In progress: CONNECTED or an error follows
                     // (or came already, for a repeated connect).
@@ -178,6 +180,7 @@ impl Sockd<'_> {
                         },
                     ));
                     if let Some(mem) = mem {
+                        mem.set_accept_ready(t.accept_q.len());
                         wake(kick_end, mem.notify(wait::RX));
                     }
                 }

@@ -313,8 +313,16 @@ impl Sockd<'_> {
             {
                 Some(errno_resp(libc::EACCES))
             }
+            // SO_REUSEPORT shares a port only among one user's sockets
+            // (Linux: the same effective uid), or another user could take
+            // a share of a server's connections.
+            s if s.rec.has(rec_flags::REUSEPORT)
+                && self.reuseport_held_by_another(s.kind(), addr.port, s.rec.uid) =>
+            {
+                Some(errno_resp(libc::EADDRINUSE))
+            }
             s => {
-                let reuse = s.rec.reuse_addr();
+                let flags = reuse_flags(&s.rec);
                 self.request_transport(
                     sid,
                     id,
@@ -322,7 +330,7 @@ impl Sockd<'_> {
                         op: op::BIND,
                         local_addr: addr.ip,
                         local_port: addr.port,
-                        flags: if reuse { ctl_flags::REUSEADDR } else { 0 },
+                        flags,
                         ..Default::default()
                     },
                 );
@@ -331,11 +339,28 @@ impl Sockd<'_> {
         }
     }
 
+    /// Whether a socket of a user other than `uid` holds `port` (or is
+    /// being bound to it) with SO_REUSEPORT.
+    fn reuseport_held_by_another(&self, kind: Kind, port: u16, uid: u32) -> bool {
+        if port == 0 {
+            return false;
+        }
+        let other = |s: &Sock| s.kind() == kind && s.rec.uid != uid;
+        self.socks
+            .values()
+            .any(|s| other(s) && s.rec.has(rec_flags::REUSEPORT) && s.rec.local_port == port)
+            || self.pending.values().any(|p| {
+                p.op == op::BIND
+                    && p.msg.local_port == port
+                    && p.msg.flags & ctl_flags::REUSEPORT != 0
+                    && self.socks.get(&p.sock).is_some_and(other)
+            })
+    }
+
     /// The transport connects (or, for UDP, sets the peer); its reply
     /// answers (None).
     fn connect(&mut self, sid: u64, id: u32, addr: Addr) -> Option<Response> {
-        let reuse = self.own(sid, id).map(|s| s.rec.reuse_addr());
-        let Some(reuse) = reuse else {
+        let Some(flags) = self.own(sid, id).map(|s| reuse_flags(&s.rec)) else {
             return Some(errno_resp(libc::EBADF));
         };
         self.request_transport(
@@ -345,7 +370,7 @@ impl Sockd<'_> {
                 op: op::CONNECT,
                 remote_addr: addr.ip,
                 remote_port: addr.port,
-                flags: if reuse { ctl_flags::REUSEADDR } else { 0 },
+                flags,
                 ..Default::default()
             },
         );
@@ -383,17 +408,24 @@ impl Sockd<'_> {
     fn set_option(&mut self, sid: u64, id: u32, opt: SockOpt) -> Response {
         match (self.own(sid, id).map(Sock::kind), opt) {
             (None, _) => errno_resp(libc::EBADF),
-            (Some(_), SockOpt::ReuseAddr(on)) => {
+            (
+                Some(kind),
+                opt @ (SockOpt::ReuseAddr(_) | SockOpt::ReusePort(_) | SockOpt::Linger { .. }),
+            ) => {
+                // Kept in the socket's record; they take effect at bind
+                // and close.
+                let (flag, on) = match opt {
+                    SockOpt::ReuseAddr(on) => (rec_flags::REUSEADDR, on),
+                    SockOpt::ReusePort(on) => (rec_flags::REUSEPORT, on),
+                    // UDP: taken with no effect, as on Linux.
+                    SockOpt::Linger { on, secs } => (
+                        rec_flags::LINGER_ABORT,
+                        kind == Kind::Tcp && on && secs == 0,
+                    ),
+                    _ => unreachable!("matched above"),
+                };
                 if let Some(s) = self.socks.get_mut(&id) {
-                    s.rec.set_reuse_addr(on);
-                }
-                self.sync_rec(id);
-                Response::Ok
-            }
-            (Some(kind), SockOpt::Linger { on, secs }) => {
-                // UDP: taken with no effect, as on Linux.
-                if let Some(s) = self.socks.get_mut(&id) {
-                    s.rec.set_linger_abort(kind == Kind::Tcp && on && secs == 0);
+                    s.rec.set_flag(flag, on);
                 }
                 self.sync_rec(id);
                 Response::Ok
@@ -407,7 +439,7 @@ impl Sockd<'_> {
                     SockOpt::KeepIdle(s) => (tcp_opt::KEEPIDLE, u64::from(s)),
                     SockOpt::KeepIntvl(s) => (tcp_opt::KEEPINTVL, u64::from(s)),
                     SockOpt::KeepCnt(n) => (tcp_opt::KEEPCNT, u64::from(n)),
-                    SockOpt::ReuseAddr(_) | SockOpt::Linger { .. } => {
+                    SockOpt::ReuseAddr(_) | SockOpt::ReusePort(_) | SockOpt::Linger { .. } => {
                         unreachable!("handled above")
                     }
                 };
@@ -528,6 +560,9 @@ impl Sockd<'_> {
         s.session = Some(sid);
         s.detached_since = None;
         s.reattached = true;
+        // What the last sockd counted died with its queue (tcpd announces
+        // the connections again).
+        s.publish_accepts();
         let conn = s.rec.accepted_conn().filter(|_| s.kind() == Kind::Tcp);
         self.stats.add(Stat::Reattached, 1);
         // (The option died with the last sockd; tcpd still has it, and a
@@ -538,8 +573,11 @@ impl Sockd<'_> {
             // answered and before its ATTACH reached tcpd, which ignores a
             // repeat; what it announced again is this socket's.
             self.claimed.insert(conn);
-            for l in self.socks.values_mut().filter_map(Sock::tcp_mut) {
-                l.accept_q.retain(|q| q.0 != conn);
+            for l in self.socks.values_mut() {
+                if let Some(t) = l.tcp_mut() {
+                    t.accept_q.retain(|q| q.0 != conn);
+                }
+                l.publish_accepts();
             }
             self.tcp_ctl(op::ATTACH, id, conn, 0);
             self.tell_ring(id);
@@ -571,6 +609,12 @@ impl Sockd<'_> {
         };
         let Some((conn, local, peer)) = l.accept_q.pop_front() else {
             return errno_resp(libc::EAGAIN);
+        };
+        if let Some(l) = self.socks.get(&id) {
+            l.publish_accepts();
+        }
+        let Some(l) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) else {
+            return errno_resp(libc::EINVAL);
         };
         if let Some((_, taken)) = &mut l.reannounce {
             taken.push(conn);
@@ -665,4 +709,17 @@ fn socket_fds(fds: &mut Vec<OwnedFd>) -> Result<(SockMem, OwnedFd), Response> {
     }
     let mem = SockMem::attach(&memfd, MAX_SOCK_MEM).map_err(|_| errno_resp(libc::EINVAL))?;
     Ok((mem, kick_end))
+}
+
+/// The BIND and CONNECT flags for a socket's SO_REUSEADDR and
+/// SO_REUSEPORT.
+fn reuse_flags(rec: &SockRec) -> u32 {
+    let mut f = 0;
+    if rec.has(rec_flags::REUSEADDR) {
+        f |= ctl_flags::REUSEADDR;
+    }
+    if rec.has(rec_flags::REUSEPORT) {
+        f |= ctl_flags::REUSEPORT;
+    }
+    f
 }

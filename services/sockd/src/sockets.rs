@@ -175,7 +175,7 @@ impl Sockd<'_> {
         let unread =
             s.rx_hold().next().is_some() || s.mem.as_ref().is_some_and(|m| m.rx_queued() > 0);
         // SO_LINGER with a zero timeout: RST, what is queued dropped.
-        if unread || s.rec.linger_abort() {
+        if unread || s.rec.has(rec_flags::LINGER_ABORT) {
             self.tcp_ctl(op::ABORT, id, 0, 0);
             self.drop_sock(id);
             return;

@@ -360,6 +360,10 @@ pub mod cf {
     pub const TLP_SENT: u32 = 1 << 26;
     /// sockd asked for the send state: SEND_CREDIT goes out at once.
     pub const SYNC_ASKED: u32 = 1 << 27;
+    /// SO_REUSEPORT: shares its port with other such sockets (sockd
+    /// checked they are one user's); listeners of one address and port
+    /// split the connections.
+    pub const REUSEPORT: u32 = 1 << 28;
 }
 
 /// Bits of [`ConnBlock::pend`]: notifications for sockd still to send

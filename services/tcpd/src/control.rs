@@ -56,20 +56,24 @@ impl TcpCore<'_> {
         self.write_ctl(pool, &h, &r, out);
     }
 
-    /// Whether binding `addr:port` would conflict with a block other than
-    /// `except` (Linux `inet_csk_bind_conflict`: overlapping addresses
-    /// conflict unless both sides set SO_REUSEADDR and neither listens).
-    fn bind_conflict(&self, addr: u32, port: u16, reuse: bool, except: usize) -> bool {
+    /// Whether binding `addr:port` with the [`cf`] reuse bits `reuse`
+    /// would conflict with a block other than `except` (Linux
+    /// `inet_csk_bind_conflict`: overlapping addresses conflict unless
+    /// both sides set SO_REUSEADDR and neither listens, or both set
+    /// SO_REUSEPORT, which sockd allows only among one user's sockets).
+    fn bind_conflict(&self, addr: u32, port: u16, reuse: u32, except: usize) -> bool {
         if !self.port_use.contains_key(&port) {
             return false;
         }
+        let both = |c: &ConnBlock, f: u32| reuse & f != 0 && c.has(f);
         self.conns.iter().enumerate().any(|(i, c)| {
             i != except
                 && c.in_use()
                 && c.has(cf::BOUND)
                 && c.local_port == u32::from(port)
                 && (c.local_addr == 0 || addr == 0 || c.local_addr == addr)
-                && !(reuse && c.has(cf::REUSEADDR) && c.slot() != Slot::Live(State::Listen))
+                && !(both(c, cf::REUSEADDR) && c.slot() != Slot::Live(State::Listen))
+                && !both(c, cf::REUSEPORT)
         })
     }
 
@@ -111,7 +115,7 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::AddrNotAvail);
             return Err(libc::EADDRNOTAVAIL);
         }
-        let reuse = m.flags & ctl_flags::REUSEADDR != 0;
+        let reuse = reuse_bits(m.flags);
         let port = if m.local_port != 0 {
             if self.bind_conflict(m.local_addr, m.local_port, reuse, usize::MAX) {
                 self.stats.inc(Stat::AddrInUse);
@@ -134,9 +138,7 @@ impl TcpCore<'_> {
         let mut c = self.begin(i);
         c.sock = m.sock;
         c.local_addr = m.local_addr;
-        if reuse {
-            c.flags |= cf::REUSEADDR;
-        }
+        c.flags |= reuse;
         if m.local_port != 0 {
             c.flags |= cf::PORT_LOCK;
         }
@@ -165,9 +167,7 @@ impl TcpCore<'_> {
         };
         let mut c = self.begin(i);
         c.sock = m.sock;
-        if m.flags & ctl_flags::REUSEADDR != 0 {
-            c.flags |= cf::REUSEADDR;
-        }
+        c.flags |= reuse_bits(m.flags);
         self.commit_block(i, c);
         self.by_sock.insert(m.sock, i as u32);
         Ok(i)
@@ -194,15 +194,14 @@ impl TcpCore<'_> {
                     } else if self.bind_conflict(
                         c.local_addr,
                         c.local_port as u16,
-                        c.has(cf::REUSEADDR),
+                        c.flags & (cf::REUSEADDR | cf::REUSEPORT),
                         i,
                     ) {
                         self.stats.inc(Stat::AddrInUse);
                         return Err(libc::EADDRINUSE);
                     }
                     c.set_state(State::Listen);
-                    self.listeners
-                        .insert((c.local_addr, c.local_port as u16), i as u32);
+                    self.add_listener((c.local_addr, c.local_port as u16), i);
                 }
                 // A connection cannot listen (`listen(2)`: EINVAL).
                 State::SynSent
@@ -480,10 +479,7 @@ impl TcpCore<'_> {
         c: &mut ConnBlock,
         out: &mut Outputs,
     ) {
-        let k = (c.local_addr, c.local_port as u16);
-        if self.listeners.get(&k) == Some(&(l as u32)) {
-            self.listeners.remove(&k);
-        }
+        self.remove_listener((c.local_addr, c.local_port as u16), l);
         let gen = c.gen;
         for i in 0..self.conns.len() {
             let x = &self.conns[i];
@@ -810,4 +806,16 @@ impl TcpCore<'_> {
         self.slab.grow(&mut c.snd_q, t, len as u32);
         true
     }
+}
+
+/// The [`cf`] bits for the reuse options of a BIND, CONNECT or LISTEN.
+fn reuse_bits(flags: u32) -> u32 {
+    let mut bits = 0;
+    if flags & ctl_flags::REUSEADDR != 0 {
+        bits |= cf::REUSEADDR;
+    }
+    if flags & ctl_flags::REUSEPORT != 0 {
+        bits |= cf::REUSEPORT;
+    }
+    bits
 }

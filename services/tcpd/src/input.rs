@@ -129,11 +129,7 @@ impl TcpCore<'_> {
             ra: seg.src,
             rp: seg.sport,
         };
-        let l = self
-            .listeners
-            .get(&(seg.dst, seg.dport))
-            .or_else(|| self.listeners.get(&(0, seg.dport)))
-            .copied();
+        let l = self.listener_for(&t);
         let mut isn_floor = None;
         if let Some(&i) = self.by_tuple.get(&t) {
             let i = i as usize;
@@ -295,7 +291,8 @@ impl TcpCore<'_> {
         c.parent_gen = lb.gen;
         c.flags = cf::BOUND
             | cf::PASSIVE
-            | (lb.flags & (cf::REUSEADDR | cf::NODELAY | cf::KEEPALIVE | cf::PORT_LOCK));
+            | (lb.flags
+                & (cf::REUSEADDR | cf::REUSEPORT | cf::NODELAY | cf::KEEPALIVE | cf::PORT_LOCK));
         c.cc_algo = lb.cc_algo;
         (c.ka_idle_s, c.ka_intvl_s, c.ka_cnt) = (lb.ka_idle_s, lb.ka_intvl_s, lb.ka_cnt);
         c.local_addr = seg.dst;

@@ -265,7 +265,9 @@ pub struct TcpCore<'a> {
     free_conns: Vec<u32>,
     max_conns: usize,
     by_tuple: HashMap<Tuple, u32>,
-    listeners: HashMap<(u32, u16), u32>,
+    /// Listening blocks by local address and port: one, or a
+    /// SO_REUSEPORT group in block order.
+    listeners: HashMap<(u32, u16), Vec<u32>>,
     by_sock: HashMap<u32, u32>,
     /// Blocks holding each local port.
     port_use: HashMap<u16, u32>,
@@ -615,10 +617,7 @@ impl<'a> TcpCore<'a> {
             }
         }
         if state == State::Listen {
-            let k = (c.local_addr, c.local_port as u16);
-            if self.listeners.get(&k) == Some(&(idx as u32)) {
-                self.listeners.remove(&k);
-            }
+            self.remove_listener((c.local_addr, c.local_port as u16), idx);
         }
         if c.sock != 0 && self.by_sock.get(&c.sock) == Some(&(idx as u32)) {
             self.by_sock.remove(&c.sock);
@@ -652,6 +651,38 @@ impl<'a> TcpCore<'a> {
         if let Some(s) = self.sched.get_mut(idx) {
             *s = u64::MAX;
         }
+    }
+
+    /// Adds listening block `i` to the listeners of `k`, in block order
+    /// (the same order after a restart, so a tuple picks the same one).
+    fn add_listener(&mut self, k: (u32, u16), i: usize) {
+        let group = self.listeners.entry(k).or_default();
+        if let Err(at) = group.binary_search(&(i as u32)) {
+            group.insert(at, i as u32);
+        }
+    }
+
+    /// Removes block `i` from the listeners of `k`.
+    fn remove_listener(&mut self, k: (u32, u16), i: usize) {
+        if let Some(group) = self.listeners.get_mut(&k) {
+            group.retain(|&x| x != i as u32);
+            if group.is_empty() {
+                self.listeners.remove(&k);
+            }
+        }
+    }
+
+    /// The listener a segment for `t` goes to: one bound to its address,
+    /// else one bound to any address; within a SO_REUSEPORT group, one
+    /// chosen by the peer's address and port, so that every segment of a
+    /// handshake reaches the same one (as Linux's reuseport hash).
+    fn listener_for(&self, t: &Tuple) -> Option<u32> {
+        let group = self
+            .listeners
+            .get(&(t.la, t.lp))
+            .or_else(|| self.listeners.get(&(0, t.lp)))?;
+        let pick = strata_ipc::l4::reuseport_pick(t.ra, t.rp, group.len());
+        group.get(pick).copied()
     }
 
     /// The live listener of a passive connection.

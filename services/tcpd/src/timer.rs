@@ -433,8 +433,7 @@ pub(crate) fn restore<'a, B: Buffers>(
             core.by_tuple.insert(Tuple::of(&c), i as u32);
         }
         if state == State::Listen {
-            core.listeners
-                .insert((c.local_addr, c.local_port as u16), i as u32);
+            core.add_listener((c.local_addr, c.local_port as u16), i);
         }
         if c.sock != 0 {
             core.by_sock.insert(c.sock, i as u32);

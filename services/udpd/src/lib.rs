@@ -418,7 +418,7 @@ impl UdpCore {
             self.stats.inc(Stat::BindAddrNotAvail);
             return Err(libc::EADDRNOTAVAIL);
         }
-        let reuse = m.flags & ctl_flags::REUSEADDR != 0;
+        let reuse = reuse_bits(m.flags);
         let port = if m.local_port != 0 {
             if self.table.conflicts(m.local_addr, m.local_port, reuse) {
                 self.stats.inc(Stat::BindAddrInUse);
@@ -434,10 +434,7 @@ impl UdpCore {
                 }
             }
         };
-        let mut fl = 0;
-        if reuse {
-            fl |= bflags::REUSEADDR;
-        }
+        let mut fl = reuse;
         if m.local_port != 0 {
             fl |= bflags::PORT_LOCK;
         }
@@ -481,17 +478,12 @@ impl UdpCore {
                 self.stats.inc(Stat::ConnectNoPort);
                 return Err(libc::EAGAIN);
             };
-            // An autobound socket keeps its SO_REUSEADDR for later binds
-            // of the port by others.
-            let fl = if m.flags & ctl_flags::REUSEADDR != 0 {
-                bflags::REUSEADDR
-            } else {
-                0
-            };
+            // An autobound socket keeps its reuse options for later
+            // binds of the port by others.
             self.insert(Binding {
                 sock: m.sock,
                 local_port: port,
-                flags: fl,
+                flags: reuse_bits(m.flags),
                 ..Binding::default()
             })?;
         }
@@ -706,10 +698,25 @@ fn state_msg(op: u32, sock: u32, b: Option<&Binding>) -> L4Ctl {
         m.remote_addr = b.remote_addr;
         m.remote_port = b.remote_port;
         if b.flags & bflags::REUSEADDR != 0 {
-            m.flags = ctl_flags::REUSEADDR;
+            m.flags |= ctl_flags::REUSEADDR;
+        }
+        if b.flags & bflags::REUSEPORT != 0 {
+            m.flags |= ctl_flags::REUSEPORT;
         }
     }
     m
+}
+
+/// The [`bflags`] for the reuse options of a BIND or CONNECT.
+fn reuse_bits(flags: u32) -> u32 {
+    let mut bits = 0;
+    if flags & ctl_flags::REUSEADDR != 0 {
+        bits |= bflags::REUSEADDR;
+    }
+    if flags & ctl_flags::REUSEPORT != 0 {
+        bits |= bflags::REUSEPORT;
+    }
+    bits
 }
 
 /// The counter for a UDP header error.

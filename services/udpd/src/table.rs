@@ -22,8 +22,11 @@ pub mod bflags {
     /// The port was chosen by an explicit bind with a non-zero port (Linux
     /// `SOCK_BINDPORT_LOCK`): a disconnect keeps it.
     pub const PORT_LOCK: u32 = 4;
+    /// SO_REUSEPORT was set when the socket bound (sockd checked that
+    /// every socket sharing the port is its user's).
+    pub const REUSEPORT: u32 = 8;
     /// Every defined bit.
-    pub const ALL: u32 = REUSEADDR | ADDR_LOCK | PORT_LOCK;
+    pub const ALL: u32 = REUSEADDR | ADDR_LOCK | PORT_LOCK | REUSEPORT;
 }
 
 /// One bound socket: what udpd keeps per socket, and the record it stores
@@ -155,31 +158,44 @@ impl Table {
     /// with an existing binding: Linux's rule for UDP is that two bindings
     /// of one port conflict when their addresses overlap (equal, or either
     /// is any) unless both set SO_REUSEADDR.
-    pub fn conflicts(&self, addr: u32, port: u16, reuse: bool) -> bool {
+    pub fn conflicts(&self, addr: u32, port: u16, reuse: u32) -> bool {
         self.on_port(port).any(|b| {
             let overlap = b.local_addr == addr || b.local_addr == 0 || addr == 0;
-            overlap && !(reuse && b.flags & bflags::REUSEADDR != 0)
+            let both = |f: u32| reuse & f != 0 && b.flags & f != 0;
+            overlap && !both(bflags::REUSEADDR) && !both(bflags::REUSEPORT)
         })
     }
 
     /// The best match for a datagram from `src:sport` to `dst:dport`
-    /// (highest score; among equals the newest binding).
+    /// (highest score; among equals the newest binding, unless it is one
+    /// of a SO_REUSEPORT group: then the group's member the peer picks).
     pub fn lookup(&self, dst: u32, dport: u16, src: u32, sport: u16) -> Option<&Binding> {
+        let shares = |b: &Binding| b.flags & bflags::REUSEPORT != 0;
         let mut best: Option<(&Binding, u8)> = None;
+        // SO_REUSEPORT bindings scoring as the best so far.
+        let mut group = 0;
         for b in self.on_port(dport) {
             let Some(s) = b.score(dst, src, sport) else {
                 continue;
             };
-            // Strictly better only: the first (newest) of equals stays.
-            let better = match best {
-                None => true,
-                Some((_, bs)) => s > bs,
-            };
-            if better {
-                best = Some((b, s));
+            match best {
+                // The first (newest) of equals stays.
+                Some((_, bs)) if s < bs => {}
+                Some((_, bs)) if s == bs => group += usize::from(shares(b)),
+                _ => {
+                    best = Some((b, s));
+                    group = usize::from(shares(b));
+                }
             }
         }
-        best.map(|(b, _)| b)
+        let (first, score) = best?;
+        if group < 2 || !shares(first) {
+            return Some(first);
+        }
+        let pick = strata_ipc::l4::reuseport_pick(src, sport, group);
+        self.on_port(dport)
+            .filter(|b| shares(b) && b.score(dst, src, sport) == Some(score))
+            .nth(pick)
     }
 
     /// Adds `b` (whose `sock` must not be bound) at the head of its port's
@@ -307,5 +323,29 @@ mod tests {
         assert_eq!(t.len(), 7);
         t.insert(b(20, 0, 1, 0), false).unwrap();
         assert_eq!(t.insert(b(21, 0, 2, 0), false), Err(TableError::Full));
+    }
+
+    #[test]
+    fn reuseport_bindings_share_a_port_and_split_the_peers() {
+        let mut t = Table::new(8);
+        let rp = bflags::REUSEPORT;
+        t.insert(b(1, 0, 53, rp), false).unwrap();
+        assert!(!t.conflicts(0, 53, rp), "both share");
+        assert!(
+            t.conflicts(0, 53, 0),
+            "without the option the port is taken"
+        );
+        assert!(t.conflicts(0, 53, bflags::REUSEADDR));
+        t.insert(b(2, 0, 53, rp), false).unwrap();
+        t.insert(b(3, 0, 53, rp), false).unwrap();
+        let mut got = [0; 4];
+        for sport in 1000..1300 {
+            let s = t.lookup(7, 53, 9, sport).unwrap().sock;
+            got[s as usize] += 1;
+            // A flow always picks the same one.
+            assert_eq!(t.lookup(7, 53, 9, sport).unwrap().sock, s);
+        }
+        assert!(got[1..].iter().all(|&n| n > 50), "{got:?}");
+        // A more specific binding still wins over the group.
     }
 }

@@ -324,3 +324,65 @@ fn a_cookie_connection_survives_the_loss_of_its_first_segment() {
     assert_eq!(h.core.stats().get(Stat::OutRsts), 0);
     h.finish();
 }
+
+/// Binds and listens `sock` on the listening port with SO_REUSEPORT.
+fn listen_reuseport(h: &mut H, sock: u32) -> L4Ctl {
+    let bind = h
+        .ctl(L4Ctl {
+            op: op::BIND,
+            sock,
+            local_port: LPORT,
+            flags: strata_ipc::l4::ctl_flags::REUSEPORT,
+            ..L4Ctl::default()
+        })
+        .unwrap();
+    if bind.op != op::OK {
+        return bind;
+    }
+    h.ctl(L4Ctl {
+        op: op::LISTEN,
+        sock,
+        value: 128,
+        ..L4Ctl::default()
+    })
+    .unwrap()
+}
+
+/// Handshakes from peer ports `ports`; the listener each was announced on.
+fn listeners_of(h: &mut H, ports: std::ops::Range<u16>) -> Vec<u32> {
+    let mut to = Vec::new();
+    for p in ports {
+        syn_from(h, p, TcpOptions::default());
+        let isn = h.expect(SYN | ACK).seq();
+        h.peer(ACK, PISS + 1, isn + 1, &[]);
+        to.push(h.expect_up(op::ACCEPTABLE).sock);
+    }
+    to
+}
+
+#[test]
+fn reuseport_listeners_split_connections_and_others_are_refused() {
+    let mut h = H::new();
+    assert_eq!(listen_reuseport(&mut h, 1).op, op::OK);
+    assert_eq!(listen_reuseport(&mut h, 2).op, op::OK);
+    // Without SO_REUSEPORT the port is taken.
+    let r = h.bind(3, LPORT);
+    assert_eq!((r.op, r.errno), (op::ERROR, libc::EADDRINUSE));
+    let to = listeners_of(&mut h, 3000..3040);
+    let (a, b) = (
+        to.iter().filter(|&&s| s == 1).count(),
+        to.iter().filter(|&&s| s == 2).count(),
+    );
+    assert_eq!(a + b, 40);
+    assert!(a > 4 && b > 4, "split {a}/{b}");
+    // Closing one (its waiting connections are reset, as on Linux)
+    // leaves the other to take every connection.
+    h.req(op::CLOSE, 1, 0);
+    h.expect_up(op::CLOSED);
+    h.segs.clear();
+    h.ups.clear();
+    // The other takes every connection now (its children stay).
+    let to = listeners_of(&mut h, 4000..4010);
+    assert!(to.iter().all(|&s| s == 2), "{to:?}");
+    h.finish();
+}
