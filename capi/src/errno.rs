@@ -65,6 +65,24 @@ pub(crate) fn last() -> Errno {
         .unwrap_or(libc::EIO)
 }
 
+/// Whether a blocking call a signal handler interrupted fails with
+/// `EINTR` (libsock's interrupt policy). Linux restarts the call when the
+/// handler that ran has `SA_RESTART`; which handler ran is not known
+/// here, so: `EINTR` unless every handler the process has installed
+/// restarts calls.
+pub(crate) fn signal_interrupts() -> bool {
+    (1..=libc::SIGRTMAX()).any(|sig| {
+        // SAFETY: an all-zero sigaction is a valid value to overwrite.
+        let mut old: libc::sigaction = unsafe { std::mem::zeroed() };
+        // SAFETY: a null new action only reads the current one into
+        // `old`, a live local.
+        let ok = unsafe { libc::sigaction(sig, std::ptr::null(), &mut old) } == 0;
+        ok && old.sa_sigaction != libc::SIG_DFL
+            && old.sa_sigaction != libc::SIG_IGN
+            && old.sa_flags & libc::SA_RESTART == 0
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

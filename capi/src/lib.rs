@@ -32,6 +32,11 @@
 //! a blocking `strata_recv` on one socket never holds up another
 //! thread's calls, on that socket or another.
 //!
+//! A signal handler that interrupts a blocking call makes it fail with
+//! `EINTR` (nothing transferred; a connect goes on, as on Linux) unless
+//! every handler the process has installed has `SA_RESTART`: Linux
+//! decides by the handler that ran, which a call here cannot know.
+//!
 //! # The state machine
 //!
 //! libsock makes TCP sockets already listening (a `TcpListener`) or

@@ -57,6 +57,7 @@ pub(crate) fn set_instance(name: &str) -> Res<()> {
 }
 
 fn stack() -> Res<Stack> {
+    libsock::set_interrupt_policy(errno::signal_interrupts);
     let named = lock(&INSTANCE).clone();
     match named {
         Some(n) => Stack::connect(&n),
@@ -607,6 +608,9 @@ impl Socket {
                 }
                 Ok(done)
             }
+            // A signal ended the wait: the handshake goes on (Linux: a
+            // later connect says EALREADY, then EISCONN).
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => Err(libc::EINTR),
             Err(e) => {
                 if current {
                     g.state = if by_connect {

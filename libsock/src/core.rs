@@ -15,7 +15,7 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use strata_ipc::sockring::{self, state, wait, SockMem};
@@ -148,8 +148,29 @@ impl Readiness {
     };
 }
 
-/// Waits up to `timeout` for `fd` to become readable.
-fn poll_readable(fd: RawFd, timeout: Option<Duration>) {
+/// Asked when a signal interrupts a blocking call's wait (see
+/// [`set_interrupt_policy`]).
+static INTERRUPT_POLICY: OnceLock<fn() -> bool> = OnceLock::new();
+
+/// Makes a blocking call (`accept`, `read`, `write`, `connect`,
+/// `recv_from`, ...) whose wait a signal handler interrupted return an
+/// error of kind [`Interrupted`](io::ErrorKind::Interrupted) when
+/// `policy` (called then, in that thread) says so, as `accept(2)` or
+/// `recv(2)` return `EINTR`; nothing was transferred. Without a policy
+/// (the default) blocking calls wait on across signals. Set once per
+/// process; later calls are ignored. libstrata sets one that follows
+/// the process's handlers' `SA_RESTART`.
+///
+/// ```no_run
+/// libsock::set_interrupt_policy(|| true); // every signal interrupts
+/// ```
+pub fn set_interrupt_policy(policy: fn() -> bool) {
+    let _ = INTERRUPT_POLICY.set(policy);
+}
+
+/// Waits up to `timeout` for `fd` to become readable; true if a signal
+/// handler interrupted the wait.
+fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> bool {
     let ms = match timeout {
         None => -1,
         // Round up: a sub-millisecond remainder must not spin.
@@ -161,7 +182,8 @@ fn poll_readable(fd: RawFd, timeout: Option<Duration>) {
         revents: 0,
     };
     // SAFETY: pfd is a live local, and the count says one.
-    unsafe { libc::poll(&mut pfd, 1, ms) };
+    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
 }
 
 impl Core {
@@ -356,17 +378,20 @@ impl Core {
                     Some(d - now)
                 }
             };
-            self.sleep(epoch, remaining);
+            if self.sleep(epoch, remaining) && INTERRUPT_POLICY.get().is_some_and(|p| p()) {
+                return Err(io::ErrorKind::Interrupted.into());
+            }
             announced = None;
         }
     }
 
     /// Sleeps until the wake end is kicked (or another thread of ours saw
-    /// a kick since `epoch`), at most `remaining`.
-    fn sleep(&self, epoch: u64, remaining: Option<Duration>) {
+    /// a kick since `epoch`), at most `remaining`; true if a signal
+    /// handler interrupted the sleep.
+    fn sleep(&self, epoch: u64, remaining: Option<Duration>) -> bool {
         let mut w = lock(&self.waits);
         if w.epoch != epoch {
-            return;
+            return false;
         }
         if w.polling {
             // Another thread polls; it wakes us after every kick.
@@ -379,11 +404,11 @@ impl Core {
                 None => self.woken.wait(w).unwrap_or_else(|e| e.into_inner()),
             };
             w.sleepers -= 1;
-            return;
+            return false;
         }
         w.polling = true;
         drop(w);
-        poll_readable(self.attach.wait.as_raw_fd(), remaining);
+        let interrupted = poll_readable(self.attach.wait.as_raw_fd(), remaining);
         self.drain();
         let mut w = lock(&self.waits);
         w.polling = false;
@@ -391,6 +416,7 @@ impl Core {
         if w.sleepers > 0 {
             self.woken.notify_all();
         }
+        interrupted
     }
 
     /// Empties the wake end; as a readiness fd, kicks it again if the

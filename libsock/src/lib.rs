@@ -99,7 +99,7 @@ mod tcp;
 pub mod tokio;
 mod udp;
 
-pub use crate::core::Readiness;
+pub use crate::core::{set_interrupt_policy, Readiness};
 pub use session::prepare_fork;
 pub use stack::{Builder, Stack, DEFAULT_BACKLOG};
 pub use tcp::{Incoming, TcpListener, TcpStream};

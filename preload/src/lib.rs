@@ -114,9 +114,8 @@
 //! not seen. IPv6 sockets stay the kernel's. `recvmmsg`/`sendmmsg`,
 //! `splice`, `SIGIO`, `MSG_OOB` are not supported on strata sockets;
 //! ancillary data (`sendmsg` with control messages) is `EOPNOTSUPP`, and
-//! `recvmsg` returns none. A blocking call on a strata socket is not
-//! interrupted by a signal (`EINTR`). Everything else of capi's limits
-//! holds (socket options, IPv4 only).
+//! `recvmsg` returns none. Everything else of capi's limits holds
+//! (socket options, IPv4 only, signals).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod epoll;

@@ -855,7 +855,18 @@ pub fn gettid() -> i32 {
 /// libsock call (accept, recv, connect) waiting on its socket's eventfd
 /// for sockd's kick.
 pub fn blocked_in_poll(tid: i32) -> bool {
-    let Ok(s) = std::fs::read_to_string(format!("/proc/self/task/{tid}/syscall")) else {
+    in_poll(&format!("/proc/self/task/{tid}/syscall"))
+}
+
+/// True while the main thread of process `pid` sleeps in poll(2) (a
+/// program under the shim blocked in a call on a strata socket).
+pub fn process_blocked_in_poll(pid: u32) -> bool {
+    in_poll(&format!("/proc/{pid}/syscall"))
+}
+
+/// Whether the `/proc/.../syscall` file at `path` names poll or ppoll.
+fn in_poll(path: &str) -> bool {
+    let Ok(s) = std::fs::read_to_string(path) else {
         return false;
     };
     let Some(nr) = s

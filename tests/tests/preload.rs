@@ -10,8 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use strata_tests::{
-    kernel_echo_server, random_file, sha256_file, wait_line, wait_tcp_listening, wait_until,
-    workspace_lib, Bg, Netns, Stack, TempDir, HOST_IP, STACK_IP,
+    kernel_echo_server, process_blocked_in_poll, random_file, sha256_file, wait_line,
+    wait_tcp_listening, wait_until, workspace_lib, Bg, Netns, Stack, TempDir, HOST_IP, STACK_IP,
 };
 
 /// A bound for a hang, never reached by a working stack.
@@ -722,4 +722,61 @@ fn so_reuseport_spreads_peers_over_one_users_sockets_and_keeps_others_out() {
     );
     assert_eq!(out.matches("refused EADDRINUSE").count(), 2, "{out}");
     assert!(server.alive(), "the server died");
+}
+
+/// Under the shim: blocked in `accept`, a signal whose handler returns
+/// runs it at once (the call goes on, as Python retries after EINTR);
+/// blocked in `recv`, a handler that raises ends the call.
+const SIGNALS: &str = r#"
+import signal, socket, sys
+class Stop(Exception):
+    pass
+def stop(*_):
+    raise Stop()
+signal.signal(signal.SIGUSR1, stop)
+signal.signal(signal.SIGUSR2, lambda *_: print("handler ran", flush=True))
+l = socket.socket()
+l.bind(("0.0.0.0", 7410))
+l.listen(4)
+print("listening", flush=True)
+c, _ = l.accept()
+print("accepted", flush=True)
+try:
+    c.recv(10)
+    print("recv returned", flush=True)
+except Stop:
+    print("recv interrupted", flush=True)
+"#;
+
+#[test]
+fn a_signal_interrupts_a_blocking_call_on_a_strata_socket() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut prog = spawn_shimmed(&st, &python(), &["-c", SIGNALS]);
+    let pid = prog.child.id();
+    wait_line(&mut prog, "listening", PATIENCE);
+    let signal = |sig| {
+        st.wait_for("the program blocked in poll", PATIENCE, || {
+            process_blocked_in_poll(pid)
+        });
+        // SAFETY: kill takes a pid (our child's) and a signal number.
+        assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);
+    };
+    signal(libc::SIGUSR2);
+    // Printed by the handler, before any connection came.
+    wait_line(&mut prog, "handler ran", PATIENCE);
+    let mut client = ns.spawn(&[
+        "python3",
+        "-c",
+        "import socket,sys\n\
+         s=socket.create_connection((sys.argv[1],7410),timeout=60)\n\
+         print('connected',flush=True)\n\
+         s.recv(1)",
+        STACK_IP,
+    ]);
+    wait_line(&mut client, "connected", PATIENCE);
+    wait_line(&mut prog, "accepted", PATIENCE);
+    signal(libc::SIGUSR1);
+    let out = finish(prog, "the signalled program");
+    assert!(out.contains("recv interrupted"), "{out}");
 }
