@@ -156,9 +156,10 @@ static FORK_LOCK: OnceLock<Option<OwnedFd>> = OnceLock::new();
 /// from a `pthread_atfork` prepare handler).
 ///
 /// A child shares the parent's session with sockd (its Unix socket),
-/// and sockd lets only the process that made a socket re-attach it, so
-/// the child's requests about its inherited sockets (shutdown, close,
-/// names, options) go over that same socket. From the first call on,
+/// so the child's requests about its inherited sockets (shutdown,
+/// close, names, options) go over that same socket. (After a restart of
+/// sockd each process re-attaches on a session of its own; sockd lets a
+/// process forked from a socket's creator take it back too.) From the first call on,
 /// every request/response exchange of this process and of the children
 /// forked after holds a POSIX record lock on a memfd they share (record
 /// locks are per process, so they exclude each other), and the
@@ -655,16 +656,18 @@ impl Session {
         }
     }
 
-    /// Closes socket `id` (on drop): forgets it and tells sockd, if
-    /// there is a link; failures are ignored (a sockd that restarts
-    /// meanwhile drops sockets nobody re-attaches).
+    /// Closes socket `id` (on drop): tells sockd and forgets it. A link
+    /// sockd's restart broke since the last request (a forked process,
+    /// which has no watcher thread, notices only now) is recovered first,
+    /// taking the socket back with the others, so that the Close comes
+    /// from a session that holds it; with the stack gone for good, it is
+    /// only forgotten.
     pub(crate) fn close(&self, id: u32) {
         let mut st = lock(&self.state);
-        st.sockets.remove(&id);
-        if let Some(l) = &st.link {
-            let sock = l.sock.clone();
-            let _ = exchange(&sock, &Request::Close { id }, &[]);
+        if st.sockets.contains_key(&id) && st.dead.is_none() {
+            let _ = self.transact_locked(&mut st, &Request::Close { id }, &[]);
         }
+        st.sockets.remove(&id);
     }
 }
 

@@ -93,9 +93,10 @@
 //! across processes (`libsock::prepare_fork`): the child keeps its
 //! sockets and uses them (the data path is shared memory, inherited); a
 //! socket is closed at sockd when the last process holding it closes it.
-//! sockd lets only the process that made a socket re-attach it, so the
-//! child cannot take its sockets over after a sockd restart (they then
-//! fail in the child). A process that exits without closing a shared
+//! After a restart of sockd each process re-attaches on a session of its
+//! own: sockd lets the process that made a socket, and processes of the
+//! same user forked from it, take it back, and a socket two sessions
+//! hold lives until both let go. A process that exits without closing a shared
 //! socket leaves it open until every process sharing the session with
 //! sockd exits. The fork must not happen while another thread is inside
 //! a strata call (its locks would stay held in the child).

@@ -5,6 +5,7 @@
 //!
 //! The bulk transfers move `STRATA_PRELOAD_BYTES` bytes (default 100 MB).
 
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -779,4 +780,80 @@ fn a_signal_interrupts_a_blocking_call_on_a_strata_socket() {
     signal(libc::SIGUSR1);
     let out = finish(prog, "the signalled program");
     assert!(out.contains("recv interrupted"), "{out}");
+}
+
+/// Under the shim: the parent accepts and forks; the child answers the
+/// connection only after the test said "go" on stdin (sockd restarted
+/// meanwhile), then reads the peer's reply.
+const FORK_ACROSS_RESTART: &str = r#"
+import os, socket, sys
+l = socket.socket()
+l.bind(("0.0.0.0", 7411))
+l.listen(4)
+print("listening", flush=True)
+c, _ = l.accept()
+pid = os.fork()
+if pid == 0:
+    l.close()
+    print("child ready", flush=True)
+    sys.stdin.readline()
+    c.sendall(b"from the child\n")
+    got = b""
+    while not got.endswith(b"\n"):
+        d = c.recv(100)
+        if not d:
+            break
+        got += d
+    print("child got", got.decode().strip(), flush=True)
+    c.close()
+    os._exit(0)
+c.close()
+_, status = os.waitpid(pid, 0)
+print("child exited", status, flush=True)
+# Alive until told: the child's close alone must end the connection.
+sys.stdin.readline()
+"#;
+
+#[test]
+fn a_forked_child_keeps_its_socket_across_a_sockd_restart() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut cmd = shimmed(&st, &python(), &["-c", FORK_ACROSS_RESTART]);
+    let mut server = Bg::new(cmd.stdin(Stdio::piped()).spawn().expect("spawn"));
+    wait_line(&mut server, "listening", PATIENCE);
+    let client = ns.spawn(&[
+        "python3",
+        "-c",
+        "import socket,sys\n\
+         s=socket.create_connection((sys.argv[1],7411),timeout=120)\n\
+         f=s.makefile('rb')\n\
+         line=f.readline()\n\
+         s.sendall(b'ack\\n')\n\
+         print('got', line.decode().strip(), flush=True)\n\
+         print('then', f.read().decode(), 'eof', flush=True)",
+        STACK_IP,
+    ]);
+    wait_line(&mut server, "child ready", PATIENCE);
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
+    let mut stdin = server.child.stdin.take().expect("stdin");
+    stdin.write_all(b"go\n").expect("write to the program");
+    stdin.flush().expect("flush");
+    let line = wait_line(&mut server, "child got", PATIENCE);
+    assert!(
+        line.contains("child got ack"),
+        "{line}\nlog:\n{}",
+        st.log_text()
+    );
+    wait_line(&mut server, "child exited 0", PATIENCE);
+    // The parent still runs (and holds its session): the end the client
+    // sees is the child's close.
+    let seen = client
+        .wait_output(PATIENCE)
+        .expect("the kernel client ends");
+    assert!(seen.contains("got from the child"), "{seen}");
+    assert!(seen.contains("then  eof"), "{seen}");
+    stdin.write_all(b"done\n").expect("write to the program");
+    drop(stdin);
+    finish(server, "the forking program");
 }

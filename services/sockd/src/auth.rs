@@ -35,6 +35,13 @@ pub fn start_time(stat: &str) -> Option<u32> {
     Some(t as u32)
 }
 
+/// A process's parent from the text of `/proc/PID/stat` (field 4,
+/// `ppid`; counted from the last `)` as in [`start_time`]).
+pub fn parent(stat: &str) -> Option<u32> {
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(4 - 3)?.parse().ok()
+}
+
 /// Who a socket belongs to, and who asks for it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Owner {
@@ -52,6 +59,18 @@ pub fn may_reattach(owner: Owner, asker: Owner) -> bool {
     owner.pid == asker.pid
         && owner.uid == asker.uid
         && (owner.start_time == 0 || owner.start_time == asker.start_time)
+}
+
+/// Whether `asker`, whose ancestors (parent first) are `ancestors`, may
+/// share a socket `owner` made: a process of the same user forked from
+/// the owner (directly or not) inherited the socket's memory with it, as
+/// a child inherits a kernel socket. Used after a restart of sockd, when
+/// each process of a forking server re-attaches on its own session.
+pub fn may_share(owner: Owner, asker: Owner, ancestors: &[Owner]) -> bool {
+    owner.uid == asker.uid
+        && ancestors.iter().any(|a| {
+            a.pid == owner.pid && (owner.start_time == 0 || a.start_time == owner.start_time)
+        })
 }
 
 #[cfg(test)]
@@ -93,6 +112,43 @@ mod tests {
         assert_eq!(start_time(stat), Some(987_654_321));
         assert_eq!(start_time("4242 (x) S 1"), None);
         assert_eq!(start_time("no parenthesis"), None);
+    }
+
+    #[test]
+    fn parent_is_field_4_whatever_the_command_name() {
+        let stat = "4242 (a (weird) name) S 17 4242 4242 0 -1";
+        assert_eq!(parent(stat), Some(17));
+        assert_eq!(parent("4242 (x) S"), None);
+    }
+
+    #[test]
+    fn only_a_descendant_of_the_owner_of_the_same_user_shares() {
+        let owner = Owner {
+            pid: 100,
+            uid: 1000,
+            start_time: 5000,
+        };
+        let child = Owner {
+            pid: 200,
+            uid: 1000,
+            start_time: 6000,
+        };
+        let init = Owner {
+            pid: 1,
+            uid: 0,
+            start_time: 1,
+        };
+        assert!(may_share(owner, child, &[owner, init]));
+        let grandchild = Owner { pid: 300, ..child };
+        assert!(may_share(owner, grandchild, &[child, owner, init]));
+        // Another line, a reused pid, another user.
+        assert!(!may_share(owner, child, &[init]));
+        let reused = Owner {
+            start_time: 9000,
+            ..owner
+        };
+        assert!(!may_share(owner, child, &[reused, init]));
+        assert!(!may_share(owner, Owner { uid: 0, ..child }, &[owner, init]));
     }
 
     #[test]

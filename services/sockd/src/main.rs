@@ -161,6 +161,11 @@ impl Session {
 struct Sock {
     slot: usize,
     session: Option<u64>,
+    /// Other sessions that took the socket back after a restart of
+    /// sockd: processes forked from its owner, which share it (before the
+    /// restart they shared the owner's session). The socket outlives a
+    /// session while another holds it.
+    sharers: Vec<u64>,
     mem: Option<SockMem>,
     /// The end of the socket's wake pair sockd kicks (never blocking).
     kick_end: Option<OwnedFd>,
@@ -291,6 +296,7 @@ impl Sock {
         Sock {
             slot,
             session: None,
+            sharers: Vec::new(),
             mem: None,
             kick_end: None,
             rec,

@@ -191,9 +191,12 @@ impl Sockd<'_> {
         self.stats.add(Stat::AcceptRefused, 1);
     }
 
-    /// The socket `id` if it belongs to session `sid`.
+    /// The socket `id` if it belongs to session `sid` (or session `sid`
+    /// shares it, see [`Sock::sharers`]).
     pub(crate) fn own(&self, sid: u64, id: u32) -> Option<&Sock> {
-        self.socks.get(&id).filter(|s| s.session == Some(sid))
+        self.socks
+            .get(&id)
+            .filter(|s| s.session == Some(sid) || s.sharers.contains(&sid))
     }
 
     /// One request from session `sid`, answered now or (for a request
@@ -528,19 +531,36 @@ impl Sockd<'_> {
     /// started, with its memory and wake end again (the last sockd's
     /// copies died with it).
     fn reattach(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
-        // The same process (pid and start time: a reused pid is another
-        // process) of the same user.
         let asker = self.sessions[&sid].owner();
-        let ok = self.socks.get(&id).is_some_and(|s| {
-            let owner = auth::Owner {
-                pid: s.rec.pid,
-                uid: s.rec.uid,
-                start_time: s.rec.start_time,
-            };
-            s.session.is_none() && auth::may_reattach(owner, asker)
-        });
-        if !ok || fds.len() != 2 {
+        let Some(s) = self.socks.get(&id) else {
             return errno_resp(libc::EBADF);
+        };
+        let owner = auth::Owner {
+            pid: s.rec.pid,
+            uid: s.rec.uid,
+            start_time: s.rec.start_time,
+        };
+        // The same process (pid and start time: a reused pid is another
+        // process) of the same user; or, of the same user, one forked
+        // from it, which inherited the socket (each process of a forking
+        // server re-attaches on its own session).
+        let allowed = fds.len() == 2
+            && !s.closing
+            && (auth::may_reattach(owner, asker)
+                || auth::may_share(owner, asker, &ancestors(asker.pid)));
+        if !allowed {
+            return errno_resp(libc::EBADF);
+        }
+        if s.session.is_some() {
+            // Taken back already (its memory and wake end are the ones
+            // this process inherited): shared from now on.
+            if s.session != Some(sid) && !s.sharers.contains(&sid) {
+                if let Some(s) = self.socks.get_mut(&id) {
+                    s.sharers.push(sid);
+                }
+                self.stats.add(Stat::Reattached, 1);
+            }
+            return Response::Ok;
         }
         let (mem, kick_end) = match socket_fds(fds) {
             Ok(v) => v,
@@ -722,4 +742,22 @@ fn reuse_flags(rec: &SockRec) -> u32 {
         f |= ctl_flags::REUSEPORT;
     }
     f
+}
+
+/// The ancestors of process `pid`, parent first, as `/proc` says now
+/// (at most 64; their `uid` is not read, 0).
+fn ancestors(pid: u32) -> Vec<auth::Owner> {
+    let stat = |p: u32| std::fs::read_to_string(format!("/proc/{p}/stat")).ok();
+    let mut out = Vec::new();
+    let mut at = stat(pid).as_deref().and_then(auth::parent);
+    while let Some(p) = at.filter(|&p| p != 0 && out.len() < 64) {
+        let Some(st) = stat(p) else { break };
+        out.push(auth::Owner {
+            pid: p,
+            uid: 0,
+            start_time: auth::start_time(&st).unwrap_or(0),
+        });
+        at = auth::parent(&st).filter(|_| p != 1);
+    }
+    out
 }

@@ -137,12 +137,17 @@ impl Sockd<'_> {
         };
         self.sessions_of_uid.remove(s.uid);
         drop(s);
-        let ids: Vec<u32> = self
-            .socks
-            .iter()
-            .filter(|(_, s)| s.session == Some(sid))
-            .map(|(&id, _)| id)
-            .collect();
+        let mut ids = Vec::new();
+        for (&id, s) in &mut self.socks {
+            s.sharers.retain(|&x| x != sid);
+            if s.session == Some(sid) {
+                // Another process that shares it holds it on.
+                s.session = s.sharers.pop();
+                if s.session.is_none() {
+                    ids.push(id);
+                }
+            }
+        }
         for id in ids {
             self.app_close(id);
         }
@@ -166,6 +171,7 @@ impl Sockd<'_> {
             // closes the socket once they have.
             s.closing = true;
             s.session = None;
+            s.sharers.clear();
             return;
         }
         if s.kind() == Kind::Udp || s.rec.state != sock_state::CONNECTED {
@@ -182,5 +188,6 @@ impl Sockd<'_> {
         }
         s.closing = true;
         s.session = None;
+        s.sharers.clear();
     }
 }
