@@ -13,6 +13,8 @@
 //!   holds the helpers the launcher uses to configure the kernel side.
 //! - [`pair::Pair`]: a virtual wire between two strata instances on the same
 //!   host, for tests that need no kernel peer.
+//! - [`xdp::Xdp`]: an existing interface (a veth end, a NIC) through an
+//!   AF_XDP socket, with the XDP program that steers its frames there.
 //!
 //! A backend is opened by the launcher, which keeps its fd for the life of
 //! the stack so that a crashed driverd loses only the frames in flight: the
@@ -26,6 +28,7 @@ use std::os::fd::RawFd;
 
 pub mod pair;
 pub mod tap;
+pub mod xdp;
 
 pub use pair::{Pair, Side};
 pub use tap::Tap;
@@ -87,6 +90,13 @@ pub trait Driver: Send {
     /// Sends one frame without offloads; see [`Driver::send_parts`].
     fn send(&mut self, frame: &[u8]) -> io::Result<bool> {
         self.send_parts(&[frame], &Offload::default())
+    }
+
+    /// Hands the frames [`Driver::send_parts`] queued to the device, for a
+    /// device that queues them (AF_XDP); called after each batch. Nothing
+    /// by default.
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
     }
 
     /// The fd to poll for readability (and writability when send returned

@@ -62,8 +62,17 @@ const COMMON: &[i64] = &[
 /// Calls one layer makes beyond [`COMMON`].
 fn extra(me: LayerId) -> &'static [i64] {
     if me.iface().is_some() {
-        // driverd: a pair link's socket reconnects to its other end.
-        return &[libc::SYS_connect, libc::SYS_recvmsg, libc::SYS_sendmsg];
+        // driverd: a pair link's socket reconnects to its other end; an
+        // AF_XDP socket's rings are found (getsockopt) and the kernel
+        // woken for them (zero-length sendto and recvfrom).
+        return &[
+            libc::SYS_connect,
+            libc::SYS_recvmsg,
+            libc::SYS_sendmsg,
+            libc::SYS_getsockopt,
+            libc::SYS_sendto,
+            libc::SYS_recvfrom,
+        ];
     }
     if me == LayerId::SOCKD {
         return &[
@@ -113,10 +122,11 @@ fn program(me: LayerId) -> Result<BpfProgram, String> {
         .collect();
     let rule = |c: Vec<SeccompCondition>| SeccompRule::new(c).map_err(|e| e.to_string());
     // mmap(addr, len, prot, flags, ...): never executable; anonymous only,
-    // but for sockd, which maps its clients' socket memory.
+    // but for sockd, which maps its clients' socket memory, and driverd,
+    // an AF_XDP socket's rings and UMEM.
     let no_exec = arg_masked(2, libc::PROT_EXEC as u64, 0);
     let anon = libc::MAP_ANONYMOUS as u64;
-    let mmap = if me == LayerId::SOCKD {
+    let mmap = if me == LayerId::SOCKD || me.iface().is_some() {
         vec![no_exec]
     } else {
         vec![no_exec, arg_masked(3, anon, anon)]

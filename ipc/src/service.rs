@@ -15,6 +15,10 @@ pub const INSTANCE_ENV: &str = "STRATA_INSTANCE";
 pub const LAYER_ENV: &str = "STRATA_LAYER";
 /// Environment variable with the inherited device fd (driverd only).
 pub const DEVICE_FD_ENV: &str = "STRATA_DEVICE_FD";
+
+/// The environment variable naming a driverd's second inherited fd, for
+/// a device that has one: an AF_XDP interface's UMEM.
+pub const DEVICE_MEM_FD_ENV: &str = "STRATA_DEVICE_MEM_FD";
 /// Environment variable with the inherited listening socket, bound to
 /// `/run/strata/<instance>/sockd.sock` by the launcher (sockd only): the
 /// layer needs no right to the runtime directory, and the socket outlives

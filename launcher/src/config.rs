@@ -260,6 +260,14 @@ pub enum Device {
         /// Which end this is.
         side: Side,
     },
+    /// An existing interface of the launcher's network namespace (a veth
+    /// end, a NIC), driven through an AF_XDP socket: an XDP program the
+    /// launcher attaches steers the interface's frames to the stack.
+    #[serde(rename = "af_xdp")]
+    AfXdp {
+        /// The kernel's name of the interface.
+        device: String,
+    },
 }
 
 /// Which end of a pair link an interface is.
@@ -1253,6 +1261,7 @@ struct RawInterface {
     driver: Option<String>,
     link: Option<String>,
     side: Option<String>,
+    device: Option<String>,
     mac: Option<String>,
     #[serde(default)]
     addresses: Vec<String>,
@@ -1406,13 +1415,35 @@ impl RawInterface {
                 };
                 Device::Pair { link, side }
             }
+            "af_xdp" => {
+                if self.link.is_some() || self.side.is_some() {
+                    return Err(invalid(
+                        at("link"),
+                        "only a pair interface has a link and a side (this one's driver is af_xdp)",
+                    ));
+                }
+                let device = self.device.clone().ok_or_else(|| {
+                    invalid(
+                        at("device"),
+                        "an af_xdp interface needs the kernel interface it drives (device = \"eth1\")",
+                    )
+                })?;
+                check_name(&at("device"), &device, 15)?;
+                Device::AfXdp { device }
+            }
             other => {
                 return Err(invalid(
                     at("driver"),
-                    format!("{other:?} is not a driver (expected \"tap\" or \"pair\")"),
+                    format!("{other:?} is not a driver (expected \"tap\", \"pair\" or \"af_xdp\")"),
                 ));
             }
         };
+        if self.device.is_some() && !matches!(device, Device::AfXdp { .. }) {
+            return Err(invalid(
+                at("device"),
+                "only an af_xdp interface names a kernel device",
+            ));
+        }
         let mac = match self.mac {
             Some(text) => text
                 .parse()
@@ -1426,6 +1457,9 @@ impl RawInterface {
         let offloads = match (self.offloads, &device) {
             (Some(true), Device::Pair { .. }) => {
                 return Err(invalid(at("offloads"), "the pair driver has no offloads"))
+            }
+            (Some(true), Device::AfXdp { .. }) => {
+                return Err(invalid(at("offloads"), "the af_xdp driver has no offloads"))
             }
             (Some(on), _) => on,
             (None, device) => *device == Device::Tap,
@@ -1798,7 +1832,7 @@ mod tests {
             ("[[interface]]\nname = \"eth/0\"\n".into(), "interface[0].name: \"eth/0\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
             ("[[interface]]\nname = \"sixteen-chars-xx\"\n".into(), "interface[0].name: \"sixteen-chars-xx\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
             (format!("{IFACE}[[interface]]\nname = \"strata0\"\n"), "interface[1].name: \"strata0\" is already the name of interface[0]"),
-            (iface("driver = \"vfio\"\n"), "interface[0].driver: \"vfio\" is not a driver (expected \"tap\" or \"pair\")"),
+            (iface("driver = \"vfio\"\n"), "interface[0].driver: \"vfio\" is not a driver (expected \"tap\", \"pair\" or \"af_xdp\")"),
             (iface("link = \"l1\"\n"), "interface[0].link: only a pair interface has a link (this one's driver is tap)"),
             (iface("driver = \"tap\"\nside = \"a\"\n"), "interface[0].side: only a pair interface has a side (this one's driver is tap)"),
             (iface("driver = \"pair\"\nside = \"a\"\n"), "interface[0].link: a pair interface needs the name of its link"),
@@ -1810,6 +1844,24 @@ mod tests {
                  [[interface]]\nname = \"p1\"\ndriver = \"pair\"\nlink = \"l1\"\nside = \"a\"\n".into(),
                 "interface[1].side: interface[0] is already side \"a\" of link \"l1\"",
             ),
+        ]);
+    }
+
+    #[test]
+    fn af_xdp_drives_a_named_kernel_interface() {
+        let c = parse(&iface("driver = \"af_xdp\"\ndevice = \"veth1\"\n")).unwrap();
+        assert_eq!(
+            c.interfaces[0].device,
+            Device::AfXdp {
+                device: "veth1".into()
+            }
+        );
+        assert!(!c.interfaces[0].offloads);
+        expect_errors(&[
+            (iface("driver = \"af_xdp\"\n"), "interface[0].device: an af_xdp interface needs the kernel interface it drives (device = \"eth1\")"),
+            (iface("device = \"veth1\"\n"), "interface[0].device: only an af_xdp interface names a kernel device"),
+            (iface("driver = \"af_xdp\"\ndevice = \"veth1\"\noffloads = true\n"), "interface[0].offloads: the af_xdp driver has no offloads"),
+            (iface("driver = \"af_xdp\"\ndevice = \"a/b\"\n"), "interface[0].device: \"a/b\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
         ]);
     }
 

@@ -31,6 +31,9 @@ pub struct Shared {
     /// The configuration in force: as `up` read it, with what `strata
     /// addr`, `route`, `neigh` and `link` changed since.
     pub config: Mutex<crate::config::Config>,
+    /// What each interface's device is, as the launcher opened it (an
+    /// AF_XDP socket's copy or zero-copy mode).
+    pub devices: Vec<String>,
 }
 
 fn now_ms() -> u64 {
@@ -129,10 +132,17 @@ pub fn status(sh: &Shared) -> Value {
             })
         })
         .collect();
+    let ifaces: Vec<Value> = sh
+        .devices
+        .iter()
+        .enumerate()
+        .map(|(i, d)| json!({"index": i, "name": f.iface_name(i as u8), "device": d}))
+        .collect();
     json!({
         "instance": sh.instance,
         "launcher_pid": std::process::id(),
         "uptime_s": sh.started.elapsed().as_secs_f64(),
+        "interfaces": ifaces,
         "layers": layers,
         "rings": rings,
         "quarantine": quarantine,

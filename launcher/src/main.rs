@@ -451,6 +451,9 @@ fn print_status(v: &Value) {
         s(&v["launcher_pid"]),
         v["uptime_s"].as_f64().unwrap_or(0.0)
     );
+    for i in v["interfaces"].as_array().into_iter().flatten() {
+        println!("interface {}: {}", s(&i["name"]), s(&i["device"]));
+    }
     println!();
     println!(
         "{:<10} {:>8} {:<9} {:>9} {:>5} {:>8} {:>9} {:>11} {:>9}  last exit",

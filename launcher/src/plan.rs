@@ -27,6 +27,12 @@ pub enum DeviceSpec {
         /// true for side "a".
         side_a: bool,
     },
+    /// An existing interface of the launcher's network namespace, driven
+    /// through an AF_XDP socket.
+    AfXdp {
+        /// The kernel's name of the interface.
+        device: String,
+    },
 }
 
 /// Everything `up` needs.
@@ -71,6 +77,7 @@ impl Plan {
                 driver: match ifc.device {
                     Device::Tap => "tap".into(),
                     Device::Pair { .. } => "pair".into(),
+                    Device::AfXdp { .. } => "af_xdp".into(),
                 },
                 mac: ifc.mac.0,
                 mtu: ifc.mtu,
@@ -94,6 +101,9 @@ impl Plan {
                 Device::Pair { link, side } => DeviceSpec::Pair {
                     link: link.clone(),
                     side_a: *side == Side::A,
+                },
+                Device::AfXdp { device } => DeviceSpec::AfXdp {
+                    device: device.clone(),
                 },
             })
             .collect();

@@ -13,7 +13,9 @@ use strata_ipc::capture::CAPTURE_CLEARING;
 use strata_ipc::fabric::format_wake_env;
 use strata_ipc::layout::state;
 use strata_ipc::quarantine::{hex_dump, DeadInput};
-use strata_ipc::service::{DEVICE_FD_ENV, INSTANCE_ENV, LAYER_ENV, LISTEN_FD_ENV};
+use strata_ipc::service::{
+    DEVICE_FD_ENV, DEVICE_MEM_FD_ENV, INSTANCE_ENV, LAYER_ENV, LISTEN_FD_ENV,
+};
 use strata_ipc::{now_ns, Fabric, LayerId, MAX_LAYERS, WAKE_ENV};
 
 /// Deaths within this window count towards a crash loop.
@@ -40,7 +42,7 @@ pub struct Layer {
     last_beat_change: Instant,
     /// An fd the layer inherits, and the variable that names it: the
     /// device (driverd), the listening socket (sockd).
-    inherit: Option<(&'static str, RawFd)>,
+    inherit: [Option<(&'static str, RawFd)>; 2],
     /// Who the layer runs as.
     ids: Ids,
     /// Where it runs (None: wherever the kernel puts it).
@@ -267,7 +269,7 @@ impl Supervisor {
     /// `wake_fds` by layer id, `listen_fd` sockd's listening socket.
     pub fn new(
         plan: &Plan,
-        device_fds: &[RawFd],
+        device_fds: &[(RawFd, Option<RawFd>)],
         listen_fd: RawFd,
         wake_fds: &[RawFd; MAX_LAYERS],
     ) -> Supervisor {
@@ -299,12 +301,16 @@ impl Supervisor {
             upgrades: 0,
             last_upgrade: None,
         };
-        for (i, &fd) in device_fds.iter().enumerate() {
-            layers.push(mk(LayerId::driver(i as u8), Some((DEVICE_FD_ENV, fd))));
+        for (i, &(fd, mem)) in device_fds.iter().enumerate() {
+            let inherit = [
+                Some((DEVICE_FD_ENV, fd)),
+                mem.map(|m| (DEVICE_MEM_FD_ENV, m)),
+            ];
+            layers.push(mk(LayerId::driver(i as u8), inherit));
         }
         for id in LayerId::SERVICES {
             let inherit = (id == LayerId::SOCKD).then_some((LISTEN_FD_ENV, listen_fd));
-            layers.push(mk(id, inherit));
+            layers.push(mk(id, [inherit, None]));
         }
         Supervisor {
             layers,
@@ -339,8 +345,8 @@ impl Supervisor {
             .env(LAYER_ENV, l.id.label())
             .env(WAKE_ENV, &self.wake_env)
             .stdin(Stdio::null());
-        let inherit = l.inherit.map(|(_, fd)| fd);
-        if let Some((var, fd)) = l.inherit {
+        let inherit = l.inherit.map(|i| i.map(|(_, fd)| fd));
+        for (var, fd) in l.inherit.into_iter().flatten() {
             cmd.env(var, fd.to_string());
         }
         let (ids, cap_last) = (l.ids, self.cap_last);
@@ -379,7 +385,7 @@ impl Supervisor {
                 // launcher, which then stops the layers in order.
                 libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
                 libc::setpgid(0, 0);
-                if let Some(fd) = inherit {
+                for fd in inherit.into_iter().flatten() {
                     libc::fcntl(fd, libc::F_SETFD, 0);
                 }
                 Ok(())

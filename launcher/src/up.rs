@@ -15,8 +15,35 @@ use strata_ipc::{Fabric, MAX_LAYERS};
 /// Devices, eventfds and sockd's listening socket: the launcher holds
 /// them for the instance's lifetime and hands them to each (re)started
 /// layer.
+/// A device the launcher holds for the life of the stack.
+enum HeldDevice {
+    /// A TAP or pair end ("tap" or "pair"): one fd.
+    Fd(OwnedFd, &'static str),
+    /// An AF_XDP interface: its socket and UMEM, and the XDP program
+    /// (detached when this goes).
+    Xdp(strata_drivers::xdp::XdpAttach),
+}
+
+impl HeldDevice {
+    /// What `strata status` says of the device.
+    fn describe(&self) -> String {
+        match self {
+            HeldDevice::Fd(_, kind) => (*kind).into(),
+            HeldDevice::Xdp(x) => format!("af_xdp, {} mode, queue 0", x.mode()),
+        }
+    }
+
+    /// The fds driverd inherits: the device, and its memory if it has one.
+    fn fds(&self) -> (RawFd, Option<RawFd>) {
+        match self {
+            HeldDevice::Fd(fd, _) => (fd.as_raw_fd(), None),
+            HeldDevice::Xdp(x) => (x.socket_fd(), Some(x.umem_fd())),
+        }
+    }
+}
+
 struct Held {
-    devices: Vec<OwnedFd>,
+    devices: Vec<HeldDevice>,
     _wake: Vec<OwnedFd>,
     listener: OwnedFd,
 }
@@ -98,10 +125,16 @@ fn sockd_listener(plan: &Plan) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
-fn open_devices(plan: &Plan) -> Result<Vec<OwnedFd>, String> {
+fn open_devices(plan: &Plan) -> Result<Vec<HeldDevice>, String> {
     let mut out = Vec::new();
     for (i, d) in plan.devices.iter().enumerate() {
         let fd: OwnedFd = match d {
+            DeviceSpec::AfXdp { device } => {
+                let x = strata_drivers::xdp::XdpAttach::open(device)
+                    .map_err(|e| format!("interface[{i}]: AF_XDP on {device:?}: {e}"))?;
+                out.push(HeldDevice::Xdp(x));
+                continue;
+            }
             DeviceSpec::Tap {
                 name,
                 mtu,
@@ -133,7 +166,12 @@ fn open_devices(plan: &Plan) -> Result<Vec<OwnedFd>, String> {
                     .into()
             }
         };
-        out.push(fd);
+        let kind = if matches!(d, DeviceSpec::Tap { .. }) {
+            "tap"
+        } else {
+            "pair"
+        };
+        out.push(HeldDevice::Fd(fd, kind));
     }
     Ok(out)
 }
@@ -268,7 +306,8 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
         }
         // The rule set is in filterd's arena before filterd starts.
         let filter = crate::filter::FilterState::new(&fabric, &plan.filter_rules)?;
-        let dev_fds: Vec<RawFd> = held.devices.iter().map(|d| d.as_raw_fd()).collect();
+        let dev_fds: Vec<(RawFd, Option<RawFd>)> =
+            held.devices.iter().map(HeldDevice::fds).collect();
         let mut sup = Supervisor::new(&plan, &dev_fds, held.listener.as_raw_fd(), &wake_fds);
         let fabric = Arc::new(fabric);
         sup.start_all(&fabric, Duration::from_secs(10))?;
@@ -280,6 +319,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
             stop: stop.clone(),
             filter: Mutex::new(filter),
             config: Mutex::new(cfg.clone()),
+            devices: held.devices.iter().map(HeldDevice::describe).collect(),
         });
         if let Err(e) = control::serve(shared.clone(), &control_socket(&inst)) {
             shared.sup.lock().unwrap().stop_all(&fabric);

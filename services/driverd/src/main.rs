@@ -22,13 +22,13 @@ mod gro;
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{IntoRawFd, RawFd};
+use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use strata_drivers::{Csum, Driver, Offload, Offloads};
 use strata_ipc::fabric::Pool;
 use strata_ipc::handle::{csum, gso};
 use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
-use strata_ipc::service::{self, ArenaFormat, DEVICE_FD_ENV};
+use strata_ipc::service::{self, ArenaFormat, DEVICE_FD_ENV, DEVICE_MEM_FD_ENV};
 use strata_ipc::{ifc, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM, LARGE_BUF, SMALL_BUF};
 use strata_proto::offload::{complete_checksum, segment_tcp4, Ipv4Frame};
 
@@ -83,8 +83,15 @@ strata_ipc::layer_stats! { "driverd";
 }
 
 fn open_device(kind: &str, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
-    // SAFETY: the launcher passed us this fd for exactly this purpose, and
-    // nothing else in this process uses it.
+    if kind == "af_xdp" {
+        let umem = service::inherited_fd(DEVICE_MEM_FD_ENV)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
+        // SAFETY: the launcher passed us this fd for exactly this purpose,
+        // and nothing else in this process uses it.
+        let xsk = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        return Ok(Box::new(strata_drivers::xdp::Xdp::from_fds(xsk, umem)?));
+    }
+    // SAFETY: as above.
     unsafe {
         Ok(match kind {
             "pair" => Box::new(strata_drivers::pair::Pair::from_raw_fd(fd)?),
@@ -324,6 +331,11 @@ impl Shell {
                         .fabric()
                         .iface_add(self.iface, ifc::TX_DROP_DEVICE, 1);
                 }
+            }
+        }
+        if sent > 0 {
+            if let Err(_e) = self.dev.flush() {
+                self.stats.inc(Stat::TxError);
             }
         }
         self.stats.add(Stat::TxFrames, sent as u64);
