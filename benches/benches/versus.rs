@@ -13,7 +13,11 @@
 //! - **strata+shim**: the same, with `perf --std` (the standard library's
 //!   sockets) under the `LD_PRELOAD` shim instead of libsock: what an
 //!   unmodified program pays for the shim (no UDP row: `echo` has no
-//!   `std` mode).
+//!   `std` mode);
+//! - **strata/xdp**: strata driving one end of a veth pair through
+//!   AF_XDP (copy mode), the kernel as the peer in another namespace at
+//!   the other end (skipped, `-`, where the kernel makes no AF_XDP
+//!   socket).
 //!
 //! In each, the stack is [`STACK_IP`] and the kernel peer [`HOST_IP`]
 //! (threads of this process that entered the peer's namespace). The work:
@@ -65,7 +69,9 @@ use common::{spawn_app_env, value_after, UdpRate};
 use serde_json::{json, Value};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
-use strata_tests::{wait_line, Bg, Netns, Stack, HOST_IP, STACK_IP};
+use strata_tests::{
+    af_xdp_available, af_xdp_config, af_xdp_veth, wait_line, Bg, Netns, Stack, HOST_IP, STACK_IP,
+};
 
 /// The stack's sink.
 const SINK_PORT: u16 = 5001;
@@ -84,7 +90,7 @@ const UDP_WINDOW: usize = 32;
 /// UDP payload bytes.
 const UDP_SIZE: usize = 64;
 /// The stacks, in the table's order.
-const STACKS: [&str; 4] = ["kernel", "smoltcp", "strata", "strata+shim"];
+const STACKS: [&str; 5] = ["kernel", "smoltcp", "strata", "strata+shim", "strata/xdp"];
 
 /// The knobs.
 struct Config {
@@ -234,6 +240,8 @@ struct Strata {
     _apps: Vec<Bg>,
     st: Stack,
     ns: Netns,
+    /// The kernel peer's namespace when it is not the stack's (AF_XDP).
+    peer: Option<Netns>,
     /// The shim's library, when `perf` runs under it.
     shim: Option<String>,
 }
@@ -245,6 +253,20 @@ impl Strata {
     fn start(extra: &str, shim: Option<String>) -> Strata {
         let ns = Netns::new();
         let st = Stack::up_with(&ns, extra);
+        Self::serve(st, ns, None, shim)
+    }
+
+    /// A strata instance on one end of a veth pair, by AF_XDP, the
+    /// kernel peer at the other end in a namespace of its own.
+    fn start_xdp(extra: &str) -> Strata {
+        let (ns, peer) = (Netns::new(), Netns::new());
+        af_xdp_veth(&ns, &peer);
+        let st = Stack::up_config(&ns, &af_xdp_config(extra));
+        Self::serve(st, ns, Some(peer), None)
+    }
+
+    /// Starts the servers on `st`.
+    fn serve(st: Stack, ns: Netns, peer: Option<Netns>, shim: Option<String>) -> Strata {
         let at = |port: u16| format!("0.0.0.0:{port}");
         let mut sink = perf(&st, &shim, &["sink", "--listen", &at(SINK_PORT)]);
         wait_line(&mut sink, "sink listening", Duration::from_secs(5));
@@ -261,6 +283,7 @@ impl Strata {
             _apps: apps,
             st,
             ns,
+            peer,
             shim,
         }
     }
@@ -282,7 +305,7 @@ fn perf(st: &Stack, shim: &Option<String>, args: &[&str]) -> Bg {
 
 impl Target for Strata {
     fn peer_ns(&self) -> &str {
-        &self.ns.name
+        &self.peer.as_ref().unwrap_or(&self.ns).name
     }
 
     fn sink_total(&mut self, timeout: Duration) -> u64 {
@@ -523,18 +546,25 @@ fn main() {
     let strata = Strata::start(&extra, None);
     let so = strata_tests::workspace_lib("strata-preload", "libstrata_preload.so");
     let shimmed = Strata::start(&extra, Some(so.display().to_string()));
+    let xdp = af_xdp_available().then(|| Strata::start_xdp(&extra));
+    if xdp.is_none() {
+        eprintln!("versus: this kernel makes no AF_XDP socket: no strata/xdp figures");
+    }
     let placement = Placement {
         policy,
         layers: common::placement(&strata.st),
         apps: cpus_env("STRATA_BENCH_APP_CPUS"),
         threads: cpus_env("STRATA_BENCH_THREAD_CPUS"),
     };
-    let targets: [Box<dyn Target>; 4] = [
+    let mut targets: Vec<Box<dyn Target>> = vec![
         Box::new(kernel),
         Box::new(smoltcp),
         Box::new(strata),
         Box::new(shimmed),
     ];
+    if let Some(x) = xdp {
+        targets.push(Box::new(x));
+    }
     let mut cols: Vec<Column> = STACKS
         .iter()
         .zip(targets)
@@ -602,6 +632,7 @@ fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
         p.policy, p.layers, p.apps
     );
     println!("  +shim    the same strata, `perf --std` (std::net) under libstrata_preload.so");
+    println!("  /xdp     strata on a veth end by AF_XDP (copy mode), the kernel at the other end");
     println!(
         "  threads  the bench's own (kernel sockets, smoltcp) on CPUs {}",
         p.threads
@@ -612,34 +643,41 @@ fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
         c.bytes, c.rr, c.udp_secs
     );
     println!(
-        "  {:<31} {:>6}  {:>10} {:>10} {:>10} {:>11}  {:>14} {:>13} {:>11}",
+        "  {:<31} {:>6}  {:>10} {:>10} {:>10} {:>11} {:>10}  {:>14} {:>13} {:>11} {:>10}",
         "figure",
         "unit",
         "kernel",
         "smoltcp",
         "strata",
         "strata+shim",
+        "strata/xdp",
         "strata/smoltcp",
         "strata/kernel",
-        "shim/strata"
+        "shim/strata",
+        "xdp/strata"
     );
     for row in &ROWS {
-        let [k, s, t, sh] = STACKS.map(|n| median_of(cols, n, row));
+        let [k, s, t, sh, x] = STACKS.map(|n| median_of(cols, n, row));
         println!(
-            "  {:<31} {:>6}  {:>10} {:>10} {:>10} {:>11}  {:>14.3} {:>13.3} {:>11}",
+            "  {:<31} {:>6}  {:>10} {:>10} {:>10} {:>11} {:>10}  {:>14.3} {:>13.3} {:>11} {:>10}",
             row.label,
             row.unit,
             fmt(k),
             fmt(s),
             fmt(t),
             fmt(sh),
+            fmt(x),
             t / s,
             t / k,
-            fmt_ratio(sh / t)
+            fmt_ratio(sh / t),
+            fmt_ratio(x / t)
         );
     }
     println!("  (a ratio above 1: strata's figure is higher; for the us rows, slower)\n");
-    println!("  every round, in order: kernel | smoltcp | strata | strata+shim");
+    println!(
+        "  every round, in order: {}",
+        STACKS[..cols.len()].join(" | ")
+    );
     for row in &ROWS {
         let rounds: Vec<String> = cols
             .iter()
@@ -698,10 +736,11 @@ fn to_json(cols: &[Column], c: &Config, m: &Machine, p: &Placement) -> Value {
                 json!({ "median": col.median(row), "rounds": rounds }),
             );
         }
-        let [k, s, t, sh] = STACKS.map(|n| median_of(cols, n, row));
+        let [k, s, t, sh, x] = STACKS.map(|n| median_of(cols, n, row));
         f.insert("strata/smoltcp".into(), json!(t / s));
         f.insert("strata/kernel".into(), json!(t / k));
         f.insert("shim/strata".into(), json!(sh / t));
+        f.insert("xdp/strata".into(), json!(x / t));
         figures.insert(row.key.into(), Value::Object(f));
     }
     let refills: serde_json::Map<String, Value> = cols

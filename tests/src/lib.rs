@@ -296,6 +296,66 @@ pub fn tap_config(extra: &str) -> String {
     )
 }
 
+/// Whether this kernel makes AF_XDP sockets (CONFIG_XDP_SOCKETS).
+pub fn af_xdp_available() -> bool {
+    // SAFETY: socket(2) with constants; the fd, if any, is closed here.
+    let fd = unsafe { libc::socket(44, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd >= 0 {
+        // SAFETY: our own fd, closed once.
+        unsafe { libc::close(fd) };
+    }
+    fd >= 0
+}
+
+/// A veth pair for the AF_XDP driver, one queue each way (the stack
+/// serves queue 0): `xs0` in `stack`'s namespace, up and without an
+/// address (the stack drives it), `xk0` in `peer`'s with [`HOST_IP`]/24.
+/// Both go with their namespaces. The kernel leaves the transport
+/// checksum of what it sends over a veth to be completed, and XDP hands
+/// the frame over as it is, so the peer computes its checksums (`ethtool
+/// -K xk0 tx off`; a NIC's frames come complete).
+pub fn af_xdp_veth(stack: &Netns, peer: &Netns) {
+    stack.run_ok(&[
+        "ip",
+        "link",
+        "add",
+        "xs0",
+        "numtxqueues",
+        "1",
+        "numrxqueues",
+        "1",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "xk0",
+        "numtxqueues",
+        "1",
+        "numrxqueues",
+        "1",
+        "netns",
+        &peer.name,
+    ]);
+    stack.run_ok(&["ip", "link", "set", "xs0", "up"]);
+    peer.run_ok(&["ip", "addr", "add", &format!("{HOST_IP}/24"), "dev", "xk0"]);
+    peer.run_ok(&["ip", "link", "set", "xk0", "up"]);
+    let o = peer
+        .cmd("ethtool")
+        .args(["-K", "xk0", "tx", "off"])
+        .output()
+        .expect("ethtool is missing (apt-get install ethtool)");
+    assert!(o.status.success(), "ethtool -K xk0 tx off: {o:?}");
+}
+
+/// The configuration of a stack on [`af_xdp_veth`]'s `xs0` at
+/// [`STACK_IP`]/24, then `extra`.
+pub fn af_xdp_config(extra: &str) -> String {
+    format!(
+        "[[interface]]\nname = \"x0\"\ndriver = \"af_xdp\"\ndevice = \"xs0\"\n\
+         mac = \"02:53:54:00:00:07\"\naddresses = [\"{STACK_IP}/24\"]\n{extra}"
+    )
+}
+
 /// The configuration of one end (`side` "a" or "b") of pair link `link`:
 /// interface `p<side>` with address `ip`/24 and MAC `mac`. The link name
 /// gets the test process's id, so that concurrent tests never share one.
