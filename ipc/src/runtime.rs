@@ -81,6 +81,10 @@ pub struct StackConfig {
     /// Sockets all processes of one user may hold together.
     #[serde(default = "default_sockets_per_user")]
     pub sockets_per_user: u32,
+    /// TCP connections (and listeners and bound sockets) tcpd holds at
+    /// once: its connection blocks.
+    #[serde(default = "default_tcp_connections")]
+    pub tcp_connections: u32,
     /// Sessions (connections to sockd) all processes of one user may
     /// hold together: each costs sockd a descriptor.
     #[serde(default = "default_sessions_per_user")]
@@ -119,6 +123,10 @@ fn default_sockets_per_process() -> u32 {
 }
 
 fn default_sockets_per_user() -> u32 {
+    16384
+}
+
+fn default_tcp_connections() -> u32 {
     16384
 }
 

@@ -62,6 +62,7 @@ const QDISC_LIMIT: RangeInclusive<i64> = 1..=65_536;
 const HEARTBEAT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
 const SOCKET_BUFFER_BYTES: RangeInclusive<i64> = 4096..=16_777_216;
 const SOCKETS_LIMIT: RangeInclusive<i64> = 1..=1_048_576;
+const TCP_CONNECTIONS: RangeInclusive<i64> = 64..=1_048_576;
 const EPHEMERAL_PORT: RangeInclusive<i64> = 1024..=65_535;
 const SEND_BYTES_PER_USER: RangeInclusive<i64> = 65_536..=1 << 40;
 const LAYER_UID_BASE: RangeInclusive<i64> = 1000..=2_147_483_000;
@@ -380,6 +381,12 @@ pub struct Limits {
     /// processes of one user may hold together, 1..=1048576; more are
     /// closed at once. Default 1024.
     pub sessions_per_user: u32,
+    /// TCP connections tcpd holds at once (listeners, bound sockets and
+    /// connections in TIME-WAIT included), 64..=1048576; past it a
+    /// connect or bind fails with ENOBUFS and a SYN is dropped. Each
+    /// costs tcpd's arena 600 bytes of shared memory, touched only as it
+    /// is used. Default 16384.
+    pub tcp_connections: u32,
     /// Bytes all TCP sockets of one user may have sent and not yet had
     /// acknowledged (held in the pool), 65536..=1099511627776; past it
     /// that user's sends wait. Default: a quarter of the small buffers'
@@ -411,6 +418,7 @@ impl Default for Limits {
             sockets_per_process: 4096,
             sockets_per_user: 16384,
             sessions_per_user: 1024,
+            tcp_connections: 16384,
             send_bytes_per_user: None,
         }
     }
@@ -999,6 +1007,7 @@ impl Limits {
             ),
             ("sockets_per_user", self.sockets_per_user, SOCKETS_LIMIT),
             ("sessions_per_user", self.sessions_per_user, SOCKETS_LIMIT),
+            ("tcp_connections", self.tcp_connections, TCP_CONNECTIONS),
         ];
         for (name, value, range) in fields {
             check_range(&format!("limits.{name}"), i64::from(value), &range)?;
@@ -1319,6 +1328,7 @@ struct RawLimits {
     sockets_per_process: Option<i64>,
     sockets_per_user: Option<i64>,
     sessions_per_user: Option<i64>,
+    tcp_connections: Option<i64>,
     send_bytes_per_user: Option<i64>,
 }
 
@@ -1594,6 +1604,12 @@ impl RawLimits {
                 self.sessions_per_user,
                 d.sessions_per_user,
                 SOCKETS_LIMIT,
+            )?,
+            tcp_connections: limit(
+                "tcp_connections",
+                self.tcp_connections,
+                d.tcp_connections,
+                TCP_CONNECTIONS,
             )?,
             send_bytes_per_user: match self.send_bytes_per_user {
                 None => None,

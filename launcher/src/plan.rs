@@ -115,6 +115,9 @@ impl Plan {
                 large_bufs: c.limits.large_buffers,
                 ring_size: c.limits.ring_size,
                 n_ifaces: c.interfaces.len() as u32,
+                tcpd_arena_bytes: strata_tcpd::Storage::arena_bytes(
+                    c.limits.tcp_connections as usize,
+                ) as u32,
                 ..Params::default()
             },
             stack: StackConfig {
@@ -132,6 +135,7 @@ impl Plan {
                 unprivileged_port_start: c.ip.unprivileged_port_start,
                 sockets_per_process: c.limits.sockets_per_process,
                 sockets_per_user: c.limits.sockets_per_user,
+                tcp_connections: c.limits.tcp_connections,
                 sessions_per_user: c.limits.sessions_per_user,
                 send_bytes_per_user: c.limits.send_bytes_per_user(),
                 neighbours: c

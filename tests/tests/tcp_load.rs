@@ -189,3 +189,50 @@ fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
         seen.join(" ")
     );
 }
+
+/// Kernel side: opens `n` connections to the echo server and holds them
+/// all, then on each sends 10 KB and reads it back, then closes them all;
+/// prints how many echoed identically.
+const HOLD_MANY: &str = r#"
+import socket, sys
+n = int(sys.argv[1])
+conns = [socket.create_connection(("10.77.0.2", 7), timeout=120) for _ in range(n)]
+print("open", len(conns), flush=True)
+ok = 0
+for i, s in enumerate(conns):
+    msg = (b"%08d" % i) * 1280
+    s.sendall(msg)
+    got = b""
+    while len(got) < len(msg):
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    ok += got == msg
+for s in conns:
+    s.close()
+print("ok", ok, flush=True)
+"#;
+
+#[test]
+fn three_thousand_connections_held_at_once_each_echo_ten_kilobytes() {
+    // Past the 1,024 connections tcpd once held; the default limit is
+    // `[limits] tcp_connections` = 16384.
+    let n = 3000;
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
+    wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
+    let out = ns.run_ok(&["python3", "-c", HOLD_MANY, &n.to_string()]);
+    assert!(out.contains(&format!("open {n}")), "{out}");
+    assert!(out.contains(&format!("ok {n}")), "{out}");
+    assert_eq!(st.counter("tcpd", "conn_limit"), 0);
+    // Every connection ends cleanly: none is left but in TIME-WAIT.
+    st.wait_for("the connections closed", Duration::from_secs(60), || {
+        st.sockets()
+            .iter()
+            .filter(|x| x["tcp"]["state"].as_str().is_some_and(|s| s != "TIME-WAIT"))
+            .count()
+            <= 2
+    });
+}

@@ -940,6 +940,16 @@ impl<'a> Storage<'a> {
         (j + n_segs * std::mem::size_of::<UndoRec>()).div_ceil(64) * 64
     }
 
+    /// Bytes of arena to give a tcpd of `n_conns` connections: their
+    /// blocks and the journal, and 10 MiB of queue entries (which follow
+    /// the pool's buffers, not the connections: an idle connection holds
+    /// none).
+    /// (Whole pages, so that what follows in the fabric stays aligned.)
+    pub fn arena_bytes(n_conns: usize) -> usize {
+        (Self::journal_off(n_conns) + std::mem::size_of::<Journal>() + (10 << 20)).div_ceil(4096)
+            * 4096
+    }
+
     /// Bytes of arena [`Storage::from_raw`] needs for `n_conns` blocks and
     /// `n_segs` queue entries.
     pub fn bytes_for(n_conns: usize, n_segs: usize) -> usize {

@@ -14,9 +14,6 @@ use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
 use strata_tcpd::block::STORAGE_VERSION;
 use strata_tcpd::{Outputs, Stat, Storage, TcpConfig, TcpCore};
 
-/// Connection blocks in the arena; the rest of it holds queue entries.
-const MAX_CONNS: usize = 1024;
-
 fn random_secret() -> [u64; 2] {
     let mut b = [0u8; 16];
     // getrandom(2) never blocks once the pool is initialised; fall back to
@@ -49,20 +46,21 @@ fn main() {
     let me = svc.me;
 
     let (p, len) = f.arena_bytes(me);
+    let n_conns = svc.config.tcp_connections as usize;
     // SAFETY: `p..p+len` is tcpd's own arena in the fabric, which `svc`
     // keeps mapped and writable for as long as `main` runs (it never
     // returns). Nothing else in this process touches it, and no other
     // process writes it: the launcher starts the next tcpd only once this
     // one is dead, and only copies blocks out of it for `strata ss` (see
     // `strata_tcpd::snapshot`).
-    let Some((hdr, storage, fresh)) = (unsafe { Storage::from_raw(p, len, MAX_CONNS) }) else {
+    let Some((hdr, storage, fresh)) = (unsafe { Storage::from_raw(p, len, n_conns) }) else {
         service::die(
             "tcpd",
-            &format!("arena of {len} bytes cannot hold {MAX_CONNS} connections"),
+            &format!("arena of {len} bytes cannot hold {n_conns} connections"),
         );
     };
     let mut cfg = TcpConfig::from_stack(&svc.config);
-    cfg.max_conns = MAX_CONNS;
+    cfg.max_conns = n_conns;
     cfg.seed = (now_ns() as u32) ^ std::process::id();
     let params = f.params();
     // A quarter of the small buffers' count, whatever class holds each
