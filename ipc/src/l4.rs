@@ -141,6 +141,20 @@ pub mod ctl_flags {
     pub const REUSEPORT: u32 = 32;
 }
 
+/// The reuse options in a BIND's or CONNECT's [`ctl_flags`], as a
+/// transport's own bits: `addr` for SO_REUSEADDR, `port` for
+/// SO_REUSEPORT.
+pub fn reuse_options(flags: u32, addr: u32, port: u32) -> u32 {
+    let mut bits = 0;
+    if flags & ctl_flags::REUSEADDR != 0 {
+        bits |= addr;
+    }
+    if flags & ctl_flags::REUSEPORT != 0 {
+        bits |= port;
+    }
+    bits
+}
+
 /// Which of `n` sockets sharing a port with SO_REUSEPORT takes what
 /// comes from `addr:port`: a function of the peer only, so that every
 /// segment of a connection (and every datagram of a flow) picks the same

@@ -810,12 +810,5 @@ impl TcpCore<'_> {
 
 /// The [`cf`] bits for the reuse options of a BIND, CONNECT or LISTEN.
 fn reuse_bits(flags: u32) -> u32 {
-    let mut bits = 0;
-    if flags & ctl_flags::REUSEADDR != 0 {
-        bits |= cf::REUSEADDR;
-    }
-    if flags & ctl_flags::REUSEPORT != 0 {
-        bits |= cf::REUSEPORT;
-    }
-    bits
+    strata_ipc::l4::reuse_options(flags, cf::REUSEADDR, cf::REUSEPORT)
 }

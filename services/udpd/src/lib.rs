@@ -709,14 +709,7 @@ fn state_msg(op: u32, sock: u32, b: Option<&Binding>) -> L4Ctl {
 
 /// The [`bflags`] for the reuse options of a BIND or CONNECT.
 fn reuse_bits(flags: u32) -> u32 {
-    let mut bits = 0;
-    if flags & ctl_flags::REUSEADDR != 0 {
-        bits |= bflags::REUSEADDR;
-    }
-    if flags & ctl_flags::REUSEPORT != 0 {
-        bits |= bflags::REUSEPORT;
-    }
-    bits
+    strata_ipc::l4::reuse_options(flags, bflags::REUSEADDR, bflags::REUSEPORT)
 }
 
 /// The counter for a UDP header error.
