@@ -132,6 +132,36 @@ pub fn status(sh: &Shared) -> Value {
             })
         })
         .collect();
+    // What one idle established TCP connection costs the stack, shared
+    // memory and sockd's record (its data rings aside).
+    let sockd_bytes = f
+        .counters(LayerId::SOCKD)
+        .into_iter()
+        .find(|(k, _)| k == "tcp_socket_state_bytes")
+        .map_or(0, |(_, v)| v);
+    let parts = [
+        (
+            "tcpd_block",
+            std::mem::size_of::<strata_tcpd::ConnBlock>() as u64,
+        ),
+        (
+            "socket_table_row",
+            std::mem::size_of::<strata_ipc::socktable::SockRec>() as u64,
+        ),
+        ("sockd_record", sockd_bytes),
+        (
+            "conntrack_entry",
+            std::mem::size_of::<strata_filterd::conntrack::CtEntry>() as u64,
+        ),
+    ];
+    let mut per_conn: serde_json::Map<String, Value> = parts
+        .iter()
+        .map(|(k, v)| (k.to_string(), json!(v)))
+        .collect();
+    per_conn.insert(
+        "total".into(),
+        json!(parts.iter().map(|p| p.1).sum::<u64>()),
+    );
     let ifaces: Vec<Value> = sh
         .devices
         .iter()
@@ -143,6 +173,7 @@ pub fn status(sh: &Shared) -> Value {
         "launcher_pid": std::process::id(),
         "uptime_s": sh.started.elapsed().as_secs_f64(),
         "interfaces": ifaces,
+        "bytes_per_tcp_connection": per_conn,
         "layers": layers,
         "rings": rings,
         "quarantine": quarantine,

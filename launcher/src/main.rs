@@ -454,6 +454,15 @@ fn print_status(v: &Value) {
     for i in v["interfaces"].as_array().into_iter().flatten() {
         println!("interface {}: {}", s(&i["name"]), s(&i["device"]));
     }
+    let c = &v["bytes_per_tcp_connection"];
+    println!(
+        "an idle TCP connection: {} bytes (tcpd block {}, socket table row {}, sockd record {}, conntrack entry {}), its data rings aside",
+        s(&c["total"]),
+        s(&c["tcpd_block"]),
+        s(&c["socket_table_row"]),
+        s(&c["sockd_record"]),
+        s(&c["conntrack_entry"])
+    );
     println!();
     println!(
         "{:<10} {:>8} {:<9} {:>9} {:>5} {:>8} {:>9} {:>11} {:>9}  last exit",

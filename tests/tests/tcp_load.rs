@@ -1,7 +1,9 @@
 //! TCP under load: a SYN flood, and hundreds of concurrent connections.
 
+use std::io::Write;
+use std::process::Stdio;
 use std::time::Duration;
-use strata_tests::{spawn_app, wait_line, Netns, Stack};
+use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack};
 
 /// Floods port 7 with SYNs from spoofed, unreachable sources (raw frames
 /// on the kernel side of the TAP) for `secs` seconds.
@@ -191,8 +193,8 @@ fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
 }
 
 /// Kernel side: opens `n` connections to the echo server and holds them
-/// all, then on each sends 10 KB and reads it back, then closes them all;
-/// prints how many echoed identically.
+/// all, then on each sends 10 KB and reads it back, prints how many
+/// echoed identically, and closes them all once told on stdin.
 const HOLD_MANY: &str = r#"
 import socket, sys
 n = int(sys.argv[1])
@@ -209,9 +211,11 @@ for i, s in enumerate(conns):
             break
         got += b
     ok += got == msg
+print("ok", ok, flush=True)
+sys.stdin.readline()
 for s in conns:
     s.close()
-print("ok", ok, flush=True)
+print("closed", flush=True)
 "#;
 
 #[test]
@@ -223,11 +227,43 @@ fn three_thousand_connections_held_at_once_each_echo_ten_kilobytes() {
     let st = Stack::up(&ns);
     let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
-    let out = ns.run_ok(&["python3", "-c", HOLD_MANY, &n.to_string()]);
-    assert!(out.contains(&format!("open {n}")), "{out}");
-    assert!(out.contains(&format!("ok {n}")), "{out}");
+    let mut client = Bg::new(
+        ns.cmd("python3")
+            .args(["-c", HOLD_MANY, &n.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("python3"),
+    );
+    wait_line(&mut client, &format!("open {n}"), Duration::from_secs(300));
+    let line = wait_line(&mut client, "ok ", Duration::from_secs(300));
+    assert_eq!(line, format!("ok {n}"));
+    // All held and idle: they hold no pool buffers (a few are the stack's
+    // own, whatever the connections).
+    st.wait_for(
+        "idle connections holding no buffers",
+        Duration::from_secs(30),
+        || st.pool_in_use() < 64,
+    );
     assert_eq!(st.counter("tcpd", "conn_limit"), 0);
+    // What one idle connection costs, as `strata status` says: its parts
+    // add up, and stay within the 4 KiB an idle connection may cost.
+    let c = st.json("status")["bytes_per_tcp_connection"].clone();
+    let part = |k: &str| c[k].as_u64().unwrap_or_else(|| panic!("{k} in {c}"));
+    let parts = [
+        "tcpd_block",
+        "socket_table_row",
+        "sockd_record",
+        "conntrack_entry",
+    ];
+    assert!(parts.iter().all(|k| part(k) > 0), "{c}");
+    assert_eq!(part("total"), parts.iter().map(|k| part(k)).sum::<u64>());
+    assert!(part("total") <= 4096, "{c}");
     // Every connection ends cleanly: none is left but in TIME-WAIT.
+    let mut stdin = client.child.stdin.take().expect("stdin");
+    stdin.write_all(b"close\n").expect("tell the client");
+    drop(stdin);
+    wait_line(&mut client, "closed", Duration::from_secs(300));
     st.wait_for("the connections closed", Duration::from_secs(60), || {
         st.sockets()
             .iter()

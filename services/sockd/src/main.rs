@@ -77,6 +77,9 @@ strata_ipc::layer_stats! { "sockd";
     SessionsClosed => "sessions_closed",
     /// Sockets created (and accepted connections).
     SocketsOpened => "sockets_opened",
+    /// Bytes of sockd's own record of one TCP socket (a level: its heap
+    /// state, the socket's rings and memory aside).
+    TcpSocketStateBytes => "tcp_socket_state_bytes",
     /// Sockets removed.
     SocketsClosed => "sockets_closed",
     /// UDP datagrams sent to udpd.
@@ -516,6 +519,10 @@ fn main() {
         socks_of_uid: Tally::default(),
         sessions_of_uid: Tally::default(),
     };
+    // A socket's entry in the map (key, record, control byte) and its TCP
+    // part.
+    let per_socket = std::mem::size_of::<(u32, Sock)>() + 1 + std::mem::size_of::<TcpSock>();
+    d.stats.set(Stat::TcpSocketStateBytes, per_socket as u64);
     // Sockets from before a restart wait for their applications.
     let now = Instant::now();
     let found: Vec<(usize, SockRec)> = d.table.iter().collect();
