@@ -225,7 +225,20 @@ fn three_thousand_connections_held_at_once_each_echo_ten_kilobytes() {
     let n = 3000;
     let ns = Netns::new();
     let st = Stack::up(&ns);
-    let mut echo = spawn_app(&st, "echo", &["--tcp", "0.0.0.0:7", "--udp", "0.0.0.0:7"]);
+    // A backlog above `n`: however far behind the server's accepts fall
+    // (a loaded machine), no handshake meets a full accept queue.
+    let mut echo = spawn_app(
+        &st,
+        "echo",
+        &[
+            "--tcp",
+            "0.0.0.0:7",
+            "--udp",
+            "0.0.0.0:7",
+            "--backlog",
+            "4096",
+        ],
+    );
     wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
     let mut client = Bg::new(
         ns.cmd("python3")

@@ -27,6 +27,10 @@ struct Args {
     /// Set SO_REUSEADDR before binding.
     #[arg(long)]
     reuse_address: bool,
+    /// The TCP listen backlog (connections established and not yet
+    /// accepted; at most 4096).
+    #[arg(long, default_value_t = libsock::DEFAULT_BACKLOG)]
+    backlog: u32,
 }
 
 fn main() -> ExitCode {
@@ -35,7 +39,10 @@ fn main() -> ExitCode {
         std::env::set_var("STRATA_INSTANCE", i);
     }
     if let Some(addr) = args.tcp.clone() {
-        match libsock::TcpListener::bind(addr.as_str()) {
+        match libsock::TcpListener::builder()
+            .backlog(args.backlog)
+            .tcp_bind(addr.as_str())
+        {
             Ok(l) => {
                 println!("echo: serving TCP on {addr}");
                 std::thread::spawn(move || serve_tcp(l));
