@@ -726,14 +726,17 @@ impl Supervisor {
 
     fn restart(&mut self, f: &Fabric, k: usize) {
         let id = self.layers[k].id;
+        // Counted in the fabric before the new instance runs, so that it
+        // knows from its first input that it is not the first.
+        f.launch(id).restarts.fetch_add(1, Relaxed);
         match self.spawn(f, k) {
             Ok(()) => {
                 let l = &mut self.layers[k];
                 l.restarts += 1;
-                f.launch(id).restarts.fetch_add(1, Relaxed);
                 log(&format!("{id} restarted (pid {})", l.pid().unwrap_or(0)));
             }
             Err(e) => {
+                f.launch(id).restarts.fetch_sub(1, Relaxed);
                 log(&format!("{id}: restart failed: {e}; retrying"));
                 self.layers[k].restart_at = Some(Instant::now() + self.backoff_max);
             }
