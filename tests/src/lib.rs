@@ -191,6 +191,24 @@ impl Netns {
         c
     }
 
+    /// The kernel's `python3 -m http.server` in the namespace, serving
+    /// `dir` on `ip:port`, once it says it serves (within `ready`).
+    pub fn http_server(&self, ip: &str, port: u16, dir: &std::path::Path, ready: Duration) -> Bg {
+        let mut server = self.spawn(&[
+            "python3",
+            "-u",
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            ip,
+            "--directory",
+            dir.to_str().expect("a UTF-8 path"),
+        ]);
+        wait_line(&mut server, "Serving HTTP", ready);
+        server
+    }
+
     /// Runs `args` inside the namespace and returns its output.
     pub fn run(&self, args: &[&str]) -> Output {
         self.cmd(args[0])

@@ -6,7 +6,6 @@
 
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack, TempDir, HOST_IP, STACK_IP};
 
@@ -186,24 +185,7 @@ fn libsock_download(faults: bool) {
     if faults {
         st.inject_faults();
     }
-    let child = ns
-        .cmd("python3")
-        .args([
-            "-u",
-            "-m",
-            "http.server",
-            "8000",
-            "--bind",
-            HOST_IP,
-            "--directory",
-            dir.path_str(),
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("python3");
-    let mut server = Bg::new(child);
-    wait_line(&mut server, "Serving HTTP", Duration::from_secs(10));
+    let _server = ns.http_server(HOST_IP, 8000, dir.path(), Duration::from_secs(10));
 
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let t = Instant::now();

@@ -108,18 +108,7 @@ fn curl_under_the_shim_downloads_from_a_kernel_http_server() {
     let st = Stack::up(&ns);
     let dir = TempDir::new("strata-preload");
     let sum = random_file(&dir.path().join("big"), big_bytes());
-    let mut server = ns.spawn(&[
-        "python3",
-        "-u",
-        "-m",
-        "http.server",
-        "8000",
-        "--bind",
-        HOST_IP,
-        "--directory",
-        dir.path_str(),
-    ]);
-    wait_line(&mut server, "Serving HTTP", PATIENCE);
+    let _server = ns.http_server(HOST_IP, 8000, dir.path(), PATIENCE);
     let out = dir.path().join("got");
     let url = format!("http://{HOST_IP}:8000/big");
     let curl = spawn_shimmed(

@@ -206,18 +206,8 @@ fn tcp_transfers_both_ways_arrive_intact() {
 fn download(r: &Router, dir: &TempDir, len: usize, seed: u64) {
     let served = pattern(len, seed);
     std::fs::write(dir.path().join("big.bin"), &served).unwrap();
-    let mut server = r.b.spawn(&[
-        "python3",
-        "-u",
-        "-m",
-        "http.server",
-        "8080",
-        "--bind",
-        B_IP,
-        "--directory",
-        dir.path().to_str().unwrap(),
-    ]);
-    wait_line(&mut server, "Serving HTTP", Duration::from_secs(10));
+    let _server =
+        r.b.http_server(B_IP, 8080, dir.path(), Duration::from_secs(10));
     let got = dir.path().join("got.bin");
     r.a.run_ok(&[
         "curl",
