@@ -148,6 +148,9 @@ struct Session {
     /// The process may bind ports below the unprivileged start (root, or
     /// CAP_NET_BIND_SERVICE when the session opened).
     low_ports: bool,
+    /// The process's ancestors (`/proc`), read at its first re-attach of
+    /// a socket it did not make, then kept for its others.
+    ancestors: Option<Vec<strata_sockd::auth::Owner>>,
 }
 
 impl Session {

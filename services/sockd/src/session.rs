@@ -172,6 +172,7 @@ impl Sockd<'_> {
                 uid: cred.uid(),
                 start_time,
                 low_ports: auth::may_bind_low(cred.uid(), caps),
+                ancestors: None,
             },
         );
         self.stats.add(Stat::SessionsOpened, 1);
@@ -531,7 +532,10 @@ impl Sockd<'_> {
     /// started, with its memory and wake end again (the last sockd's
     /// copies died with it).
     fn reattach(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
-        let asker = self.sessions[&sid].owner();
+        let Some(sess) = self.sessions.get_mut(&sid) else {
+            return errno_resp(libc::EBADF);
+        };
+        let asker = sess.owner();
         let Some(s) = self.socks.get(&id) else {
             return errno_resp(libc::EBADF);
         };
@@ -547,7 +551,11 @@ impl Sockd<'_> {
         let allowed = fds.len() == 2
             && !s.closing
             && (auth::may_reattach(owner, asker)
-                || auth::may_share(owner, asker, &ancestors(asker.pid)));
+                || auth::may_share(
+                    owner,
+                    asker,
+                    sess.ancestors.get_or_insert_with(|| ancestors(asker.pid)),
+                ));
         if !allowed {
             return errno_resp(libc::EBADF);
         }
