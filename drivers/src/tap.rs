@@ -12,7 +12,8 @@
 //! while the launcher's own fd keeps the interface (and the addresses the
 //! kernel side was given) alive across driverd restarts.
 //!
-//! The helpers ([`set_up`], [`set_mtu`], [`add_host_addr`], [`host_mac`])
+//! The helpers ([`set_up`], [`set_mtu`], [`add_host_addr`],
+//! [`add_host_addr6`], [`host_mac`])
 //! configure the kernel's side of an interface by ioctl and rtnetlink, so the
 //! launcher needs no external `ip` command. They act in the network namespace
 //! of the calling thread.
@@ -20,7 +21,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, IoSlice, IoSliceMut};
 use std::mem;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::OpenOptionsExt;
 
@@ -362,14 +363,40 @@ pub fn host_mac(name: &str) -> io::Result<[u8; 6]> {
 /// address would silently evict the first. Adding an address the interface
 /// already has succeeds.
 pub fn add_host_addr(name: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<()> {
-    if prefix_len > 32 {
+    check_prefix(prefix_len, 32)?;
+    let index = nix::net::if_::if_nametoindex(name)?;
+    rtnetlink_request(&new_addr_request(index, addr, prefix_len))
+}
+
+/// Adds the IPv6 address `addr/prefix_len` to the interface `name`, with the
+/// prefix route the kernel derives from it, by rtnetlink as
+/// [`add_host_addr`] does.
+///
+/// Duplicate address detection is off for it (IFA_F_NODAD): the caller
+/// makes sure the address is not the stack's, and detection would only
+/// keep the address unusable for a second or more. Adding an address the
+/// interface already has succeeds.
+pub fn add_host_addr6(name: &str, addr: Ipv6Addr, prefix_len: u8) -> io::Result<()> {
+    check_prefix(prefix_len, 128)?;
+    let index = nix::net::if_::if_nametoindex(name)?;
+    rtnetlink_request(&new_addr6_request(index, addr, prefix_len))
+}
+
+/// Refuses a prefix length above `max`.
+fn check_prefix(prefix_len: u8, max: u8) -> io::Result<()> {
+    if prefix_len > max {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("prefix length {prefix_len} is out of range 0..=32"),
+            format!("prefix length {prefix_len} is out of range 0..={max}"),
         ));
     }
-    let index = nix::net::if_::if_nametoindex(name)?;
-    let request = new_addr_request(index, addr, prefix_len);
+    Ok(())
+}
+
+/// Sends one rtnetlink request (asking for an acknowledgement, with
+/// sequence number [`NL_SEQ`]) on a fresh socket and waits for the kernel's
+/// answer.
+fn rtnetlink_request(request: &[u8]) -> io::Result<()> {
     let sock = socket::socket(
         AddressFamily::Netlink,
         SockType::Raw,
@@ -381,7 +408,7 @@ pub fn add_host_addr(name: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<(
     socket::setsockopt(&sock, socket::sockopt::ReceiveTimeout, &TimeVal::new(5, 0))?;
     socket::sendto(
         sock.as_raw_fd(),
-        &request,
+        request,
         &NetlinkAddr::new(0, 0),
         MsgFlags::empty(),
     )?;
@@ -398,6 +425,10 @@ pub fn add_host_addr(name: &str, addr: Ipv4Addr, prefix_len: u8) -> io::Result<(
 /// means no other answer can be waiting on it.
 const NL_SEQ: u32 = 1;
 
+/// `ifa_flags` bit: no duplicate address detection for this IPv6 address
+/// (`IFA_F_NODAD` of linux/if_addr.h).
+const IFA_F_NODAD: u8 = 0x02;
+
 /// Builds RTM_NEWADDR for `addr/prefix_len` on interface `index`: nlmsghdr,
 /// ifaddrmsg, then IFA_LOCAL, IFA_ADDRESS and (below /31) IFA_BROADCAST.
 fn new_addr_request(index: u32, addr: Ipv4Addr, prefix_len: u8) -> Vec<u8> {
@@ -405,11 +436,55 @@ fn new_addr_request(index: u32, addr: Ipv4Addr, prefix_len: u8) -> Vec<u8> {
         .checked_shl(32 - u32::from(prefix_len))
         .unwrap_or(0);
     let broadcast = Ipv4Addr::from(u32::from(addr) | !mask);
-    let mut attrs = vec![(libc::IFA_LOCAL, addr), (libc::IFA_ADDRESS, addr)];
+    let mut attrs = vec![
+        (libc::IFA_LOCAL, addr.octets()),
+        (libc::IFA_ADDRESS, addr.octets()),
+    ];
     if prefix_len < 31 {
-        attrs.push((libc::IFA_BROADCAST, broadcast));
+        attrs.push((libc::IFA_BROADCAST, broadcast.octets()));
     }
-    let len = 16 + 8 + 8 * attrs.len();
+    let ifa = IfAddrMsg {
+        family: libc::AF_INET as u8,
+        prefix_len,
+        flags: 0,
+        index,
+    };
+    addr_request(&ifa, &attrs)
+}
+
+/// Builds RTM_NEWADDR for the IPv6 `addr/prefix_len` on interface `index`,
+/// without duplicate address detection: nlmsghdr, ifaddrmsg, then
+/// IFA_LOCAL and IFA_ADDRESS.
+fn new_addr6_request(index: u32, addr: Ipv6Addr, prefix_len: u8) -> Vec<u8> {
+    let ifa = IfAddrMsg {
+        family: libc::AF_INET6 as u8,
+        prefix_len,
+        flags: IFA_F_NODAD,
+        index,
+    };
+    let attrs = [
+        (libc::IFA_LOCAL, addr.octets()),
+        (libc::IFA_ADDRESS, addr.octets()),
+    ];
+    addr_request(&ifa, &attrs)
+}
+
+/// The fields of an ifaddrmsg that differ between requests (the scope is
+/// always universe).
+struct IfAddrMsg {
+    family: u8,
+    prefix_len: u8,
+    flags: u8,
+    index: u32,
+}
+
+/// Builds an RTM_NEWADDR request (create or replace, acknowledged) of
+/// `ifa` with address attributes `attrs`, each an IFA_* type and an
+/// address of 4 or 16 bytes (so that every attribute stays 4-byte
+/// aligned).
+fn addr_request<const N: usize>(ifa: &IfAddrMsg, attrs: &[(u16, [u8; N])]) -> Vec<u8> {
+    const RTA_HDR: usize = 4;
+    let len = 16 + 8 + (RTA_HDR + N) * attrs.len();
     let flags = libc::NLM_F_REQUEST | libc::NLM_F_ACK | libc::NLM_F_CREATE | libc::NLM_F_REPLACE;
     let mut msg = Vec::with_capacity(len);
     // nlmsghdr
@@ -419,16 +494,16 @@ fn new_addr_request(index: u32, addr: Ipv4Addr, prefix_len: u8) -> Vec<u8> {
     msg.extend_from_slice(&NL_SEQ.to_ne_bytes());
     msg.extend_from_slice(&0u32.to_ne_bytes());
     // ifaddrmsg
-    msg.push(libc::AF_INET as u8);
-    msg.push(prefix_len);
-    msg.push(0); // ifa_flags
+    msg.push(ifa.family);
+    msg.push(ifa.prefix_len);
+    msg.push(ifa.flags);
     msg.push(libc::RT_SCOPE_UNIVERSE);
-    msg.extend_from_slice(&index.to_ne_bytes());
-    // rtattrs: 4-byte header plus an IPv4 address, already 4-byte aligned
+    msg.extend_from_slice(&ifa.index.to_ne_bytes());
+    // rtattrs: a 4-byte header, then the address
     for (kind, value) in attrs {
-        msg.extend_from_slice(&8u16.to_ne_bytes());
+        msg.extend_from_slice(&((RTA_HDR + N) as u16).to_ne_bytes());
         msg.extend_from_slice(&kind.to_ne_bytes());
-        msg.extend_from_slice(&value.octets());
+        msg.extend_from_slice(value);
     }
     msg
 }
@@ -535,6 +610,45 @@ mod tests {
             40
         );
         assert_eq!(new_addr_request(7, Ipv4Addr::new(10, 0, 0, 1), 0).len(), 48);
+    }
+
+    #[test]
+    fn new_addr6_request_layout() {
+        let addr: Ipv6Addr = "fd00:77::1".parse().unwrap();
+        let msg = new_addr6_request(7, addr, 64);
+        assert_eq!(msg.len(), 16 + 8 + 2 * 20);
+        assert_eq!(u32::from_ne_bytes(msg[0..4].try_into().unwrap()), 64);
+        assert_eq!(
+            u16::from_ne_bytes(msg[4..6].try_into().unwrap()),
+            libc::RTM_NEWADDR
+        );
+        assert_eq!(
+            &msg[16..20],
+            &[
+                libc::AF_INET6 as u8,
+                64,
+                IFA_F_NODAD,
+                libc::RT_SCOPE_UNIVERSE
+            ]
+        );
+        assert_eq!(u32::from_ne_bytes(msg[20..24].try_into().unwrap()), 7);
+        for (at, kind) in [(24, libc::IFA_LOCAL), (44, libc::IFA_ADDRESS)] {
+            assert_eq!(u16::from_ne_bytes(msg[at..at + 2].try_into().unwrap()), 20);
+            assert_eq!(
+                u16::from_ne_bytes(msg[at + 2..at + 4].try_into().unwrap()),
+                kind
+            );
+            assert_eq!(&msg[at + 4..at + 20], &addr.octets());
+        }
+    }
+
+    #[test]
+    fn prefix_lengths_are_checked_per_family() {
+        assert!(check_prefix(32, 32).is_ok());
+        assert!(check_prefix(128, 128).is_ok());
+        let e = check_prefix(33, 32).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(add_host_addr6("strata-none", Ipv6Addr::LOCALHOST, 129).is_err());
     }
 
     fn ack(seq: u32, code: i32) -> Vec<u8> {

@@ -17,10 +17,10 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 9;
+pub const VERSION: u32 = 10;
 
 /// Counters per layer control block.
-pub const LAYER_COUNTERS: usize = 128;
+pub const LAYER_COUNTERS: usize = 256;
 /// Longest counter name, in bytes.
 pub const COUNTER_NAME_LEN: usize = 32;
 /// Counters per interface.

@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::PathBuf;
 use std::sync::atomic::{fence, AtomicU64, Ordering::*};
 
@@ -41,8 +41,12 @@ pub struct IfaceRt {
     pub mac: [u8; 6],
     /// MTU (IP bytes, without the Ethernet header).
     pub mtu: u16,
-    /// The stack's addresses, with prefix lengths.
+    /// The stack's IPv4 addresses, with prefix lengths.
     pub addrs: Vec<(Ipv4Addr, u8)>,
+    /// The stack's configured IPv6 addresses, with prefix lengths (the
+    /// link-local address ipd makes from the MAC is not among them).
+    #[serde(default)]
+    pub addrs6: Vec<(Ipv6Addr, u8)>,
 }
 
 /// The whole runtime configuration.
@@ -143,7 +147,7 @@ fn default_sock_ring() -> u32 {
 }
 
 /// Bytes of JSON the configuration region holds: room for every
-/// interface with its 16 addresses, 256 routes and as many permanent
+/// interface with its 16 addresses of each family, 256 routes and as many permanent
 /// neighbours, several times over.
 pub const CONFIG_BYTES: usize = 96 * 1024;
 
@@ -350,7 +354,8 @@ mod tests {
     #[test]
     fn the_largest_configuration_fits_and_a_larger_one_is_refused() {
         let r = region();
-        // 8 interfaces of 16 addresses, 256 routes, 256 neighbours.
+        // 8 interfaces of 16 addresses of each family (IPv6 ones of the
+        // longest text form), 256 routes, 256 neighbours.
         let mut c = config(256);
         let ifc = c.ifaces[0].clone();
         c.ifaces = (0..8)
@@ -358,6 +363,13 @@ mod tests {
                 index: i,
                 addrs: (0..16)
                     .map(|k| (Ipv4Addr::new(10, i, k, 200), 24))
+                    .collect(),
+                addrs6: (0..16u8)
+                    .map(|k| {
+                        let low = u128::from(k) << 4 | u128::from(i);
+                        let a = 0xfd00_abcd_ef01_2345_6789_abcd_ef10_f000_u128 | low;
+                        (Ipv6Addr::from(a), 128)
+                    })
                     .collect(),
                 name: "a-long-name-15c".into(),
                 ..ifc.clone()

@@ -6,13 +6,21 @@
 //! [[interface]]
 //! name = "strata0"
 //! driver = "tap"
-//! addresses = ["10.77.0.2/24"]
-//! host_addresses = ["10.77.0.1/24"]
+//! addresses = ["10.77.0.2/24", "fd00:77::2/64"]
+//! host_addresses = ["10.77.0.1/24", "fd00:77::1/64"]
 //!
 //! [[route]]
 //! to = "default"
 //! via = "10.77.0.1"
 //! ```
+//!
+//! An interface's `addresses` and `host_addresses` mix IPv4 (`A.B.C.D/N`)
+//! and IPv6 (`X:X::X/N`) addresses; read, they are split by family
+//! ([`Interface::addresses`], [`Interface::addresses6`]), and written back
+//! IPv4 first. Errors number an address by its place in the list as
+//! written; those found after reading (an address used twice) by its
+//! place in that IPv4-first order. An interface's IPv6 link-local address
+//! is not configured: the stack makes it from the MAC.
 //!
 //! `launcher/strata.example.toml` shows and explains every key. Reading is
 //! two steps: the file is deserialised into plain strings and numbers
@@ -28,8 +36,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+use std::hash::Hash;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -41,7 +50,7 @@ use crate::cpu::{CpuList, Policy, Scheduling};
 /// Interfaces one instance can drive; the fabric has a fixed number of
 /// driver slots (strata_ipc::MAX_IFACES).
 const MAX_INTERFACES: usize = 8;
-/// Stack or host addresses per interface.
+/// Stack or host addresses per interface, of each family.
 pub const MAX_ADDRESSES: usize = 16;
 /// Configured routes per instance.
 pub const MAX_ROUTES: usize = 256;
@@ -215,8 +224,11 @@ impl Default for Ip {
     }
 }
 
-/// One network interface of the stack.
+/// One network interface of the stack. It serialises as the file writes
+/// it: each family's addresses in one list, `addresses` and
+/// `host_addresses`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(into = "InterfaceFile")]
 pub struct Interface {
     /// The interface's name, unique in the instance: 1 to 15 of
     /// `a-z A-Z 0-9 _ -`. For a TAP it is also the kernel-side interface
@@ -233,16 +245,89 @@ pub struct Interface {
     /// The stack's IPv4 addresses with their prefix lengths (at most 16);
     /// each implies a connected route. Unique in the instance.
     pub addresses: Vec<Cidr>,
+    /// The stack's IPv6 addresses with their prefix lengths (at most 16,
+    /// written in `addresses` among the IPv4 ones): global or unique-local
+    /// unicast ones, each implying a connected prefix. Unique in the
+    /// instance. The link-local address is made from the MAC, not listed.
+    pub addresses6: Vec<Cidr6>,
     /// The interface MTU in bytes, 68..=9000. Default 1500.
     pub mtu: u16,
-    /// TAP only: addresses the launcher gives the kernel's side of the
-    /// interface (at most 16). Default none.
+    /// TAP only: IPv4 addresses the launcher gives the kernel's side of
+    /// the interface (at most 16). Default none.
     pub host_addresses: Vec<Cidr>,
+    /// TAP only: IPv6 addresses the launcher gives the kernel's side
+    /// (at most 16, written in `host_addresses` among the IPv4 ones), with
+    /// duplicate address detection off: the launcher has checked that they
+    /// are not the stack's. Default none.
+    pub host_addresses6: Vec<Cidr6>,
     /// Device offloads: for a TAP, frames carry a virtio-net header, and
     /// the kernel and the stack exchange TCP super-segments of up to 64 KiB
     /// with checksums left partial. Default true for a TAP; the pair
     /// driver has none (false).
     pub offloads: bool,
+}
+
+impl Interface {
+    /// The stack's addresses of both families, IPv4 first.
+    pub fn all_addresses(&self) -> impl Iterator<Item = IpCidr> + '_ {
+        let v4 = self.addresses.iter().copied().map(IpCidr::V4);
+        v4.chain(self.addresses6.iter().copied().map(IpCidr::V6))
+    }
+
+    /// The kernel side's addresses of both families, IPv4 first.
+    pub fn all_host_addresses(&self) -> impl Iterator<Item = IpCidr> + '_ {
+        let v4 = self.host_addresses.iter().copied().map(IpCidr::V4);
+        v4.chain(self.host_addresses6.iter().copied().map(IpCidr::V6))
+    }
+
+    /// How many stack addresses of `a`'s family the interface has.
+    pub fn count_like(&self, a: IpCidr) -> usize {
+        match a {
+            IpCidr::V4(_) => self.addresses.len(),
+            IpCidr::V6(_) => self.addresses6.len(),
+        }
+    }
+
+    /// Adds a stack address to the list of its family.
+    pub fn push_address(&mut self, a: IpCidr) {
+        match a {
+            IpCidr::V4(c) => self.addresses.push(c),
+            IpCidr::V6(c) => self.addresses6.push(c),
+        }
+    }
+
+    /// Removes the stack address `ip`, if the interface has it.
+    pub fn remove_address(&mut self, ip: IpAddr) {
+        self.addresses.retain(|a| IpAddr::V4(a.addr) != ip);
+        self.addresses6.retain(|a| IpAddr::V6(a.addr) != ip);
+    }
+}
+
+/// An [`Interface`] as the file writes it, both families in one list.
+#[derive(Serialize)]
+struct InterfaceFile {
+    name: String,
+    #[serde(flatten)]
+    device: Device,
+    mac: MacAddr,
+    addresses: Vec<IpCidr>,
+    mtu: u16,
+    host_addresses: Vec<IpCidr>,
+    offloads: bool,
+}
+
+impl From<Interface> for InterfaceFile {
+    fn from(i: Interface) -> InterfaceFile {
+        InterfaceFile {
+            addresses: i.all_addresses().collect(),
+            host_addresses: i.all_host_addresses().collect(),
+            name: i.name,
+            device: i.device,
+            mac: i.mac,
+            mtu: i.mtu,
+            offloads: i.offloads,
+        }
+    }
 }
 
 /// The kind of device behind an interface, with what only that kind needs.
@@ -439,11 +524,13 @@ impl Default for Config {
                     addr: Ipv4Addr::new(10, 77, 0, 2),
                     prefix: 24,
                 }],
+                addresses6: Vec::new(),
                 mtu: 1500,
                 host_addresses: vec![Cidr {
                     addr: Ipv4Addr::new(10, 77, 0, 1),
                     prefix: 24,
                 }],
+                host_addresses6: Vec::new(),
                 offloads: true,
             }],
             routes: Vec::new(),
@@ -554,15 +641,21 @@ impl FromStr for Cidr {
         let addr = addr
             .parse()
             .map_err(|_| BadValue(format!("{addr:?} is not an IPv4 address")))?;
-        if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(BadValue(format!("{prefix:?} is not a prefix length")));
-        }
-        match prefix.parse::<u8>() {
-            Ok(prefix) if prefix <= 32 => Ok(Cidr { addr, prefix }),
-            _ => Err(BadValue(format!(
-                "prefix length {prefix} is out of range 0..=32"
-            ))),
-        }
+        let prefix = parse_prefix(prefix, 32)?;
+        Ok(Cidr { addr, prefix })
+    }
+}
+
+/// A prefix length written in decimal, 0..=`max`.
+fn parse_prefix(text: &str, max: u8) -> Result<u8, BadValue> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(BadValue(format!("{text:?} is not a prefix length")));
+    }
+    match text.parse::<u8>() {
+        Ok(prefix) if prefix <= max => Ok(prefix),
+        _ => Err(BadValue(format!(
+            "prefix length {text} is out of range 0..={max}"
+        ))),
     }
 }
 
@@ -572,7 +665,148 @@ impl Serialize for Cidr {
     }
 }
 
-/// Why a string is not a valid [`MacAddr`] or [`Cidr`].
+/// An IPv6 address with a prefix length, written `X:X::X/N`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Cidr6 {
+    /// The address.
+    pub addr: Ipv6Addr,
+    /// The prefix length, 0..=128.
+    pub prefix: u8,
+}
+
+impl Cidr6 {
+    /// The prefix's first address (the address with its host bits
+    /// cleared).
+    pub fn network(self) -> Ipv6Addr {
+        Ipv6Addr::from(u128::from(self.addr) & mask6(self.prefix))
+    }
+
+    /// Whether `ip` lies inside the prefix.
+    pub fn contains(self, ip: Ipv6Addr) -> bool {
+        u128::from(ip) & mask6(self.prefix) == u128::from(self.network())
+    }
+}
+
+/// The netmask of an IPv6 prefix length (all ones above 128).
+fn mask6(prefix: u8) -> u128 {
+    match prefix {
+        0 => 0,
+        p if p >= 128 => u128::MAX,
+        p => u128::MAX << (128 - u32::from(p)),
+    }
+}
+
+impl fmt::Display for Cidr6 {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+impl FromStr for Cidr6 {
+    type Err = BadValue;
+
+    /// Parses `X:X::X/N`; the prefix length is required.
+    fn from_str(s: &str) -> Result<Cidr6, BadValue> {
+        let Some((addr, prefix)) = s.split_once('/') else {
+            return Err(BadValue(format!(
+                "{s:?} is not an address with a prefix length (expected X:X::X/N like fd00:77::2/64)"
+            )));
+        };
+        let addr = addr
+            .parse()
+            .map_err(|_| BadValue(format!("{addr:?} is not an IPv6 address")))?;
+        let prefix = parse_prefix(prefix, 128)?;
+        Ok(Cidr6 { addr, prefix })
+    }
+}
+
+impl Serialize for Cidr6 {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// An address of either family with its prefix length, as an interface's
+/// `addresses` and `host_addresses` (and `strata addr`) take them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum IpCidr {
+    /// An IPv4 one.
+    V4(Cidr),
+    /// An IPv6 one.
+    V6(Cidr6),
+}
+
+impl IpCidr {
+    /// The address.
+    pub fn ip(self) -> IpAddr {
+        match self {
+            IpCidr::V4(c) => IpAddr::V4(c.addr),
+            IpCidr::V6(c) => IpAddr::V6(c.addr),
+        }
+    }
+
+    /// "IPv4" or "IPv6".
+    pub fn family(self) -> &'static str {
+        match self {
+            IpCidr::V4(_) => Cidr::FAMILY,
+            IpCidr::V6(_) => Cidr6::FAMILY,
+        }
+    }
+
+    /// The prefix length.
+    pub fn prefix(self) -> u8 {
+        match self {
+            IpCidr::V4(c) => c.prefix,
+            IpCidr::V6(c) => c.prefix,
+        }
+    }
+
+    /// Checks that an interface (the stack's or the kernel's side) may
+    /// have this address; `field` names it in the error.
+    pub fn check(self, field: &str) -> Result<(), ConfigError> {
+        match self {
+            IpCidr::V4(c) => c.check(field),
+            IpCidr::V6(c) => c.check(field),
+        }
+    }
+}
+
+impl fmt::Display for IpCidr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            IpCidr::V4(c) => c.fmt(f),
+            IpCidr::V6(c) => c.fmt(f),
+        }
+    }
+}
+
+impl FromStr for IpCidr {
+    type Err = BadValue;
+
+    /// Parses `A.B.C.D/N` or `X:X::X/N` (an address with a `:` is IPv6).
+    fn from_str(s: &str) -> Result<IpCidr, BadValue> {
+        if !s.contains('/') {
+            return Err(BadValue(format!(
+                "{s:?} is not an IPv4 or IPv6 address with a prefix length \
+                 (expected like 10.77.0.2/24 or fd00:77::2/64)"
+            )));
+        }
+        if s.contains(':') {
+            s.parse().map(IpCidr::V6)
+        } else {
+            s.parse().map(IpCidr::V4)
+        }
+    }
+}
+
+impl Serialize for IpCidr {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+/// Why a string is not a valid [`MacAddr`], [`Cidr`], [`Cidr6`] or
+/// [`IpCidr`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct BadValue(String);
 
@@ -725,6 +959,7 @@ impl Config {
         let mut macs = HashMap::new();
         let mut ends = HashMap::new();
         let mut stack_addrs: HashMap<Ipv4Addr, String> = HashMap::new();
+        let mut stack6: HashMap<Ipv6Addr, String> = HashMap::new();
         for (i, ifc) in self.interfaces.iter().enumerate() {
             let at = |key: &str| format!("interface[{i}].{key}");
             check_name(&at("name"), &ifc.name, MAX_IFNAME_LEN)?;
@@ -765,44 +1000,35 @@ impl Config {
                 ));
             }
             check_range(&at("mtu"), i64::from(ifc.mtu), &MTU)?;
-            check_count(&at("addresses"), ifc.addresses.len())?;
-            for (k, cidr) in ifc.addresses.iter().enumerate() {
-                let field = format!("interface[{i}].addresses[{k}]");
-                check_host_address(&field, *cidr)?;
-                if let Some(first) = stack_addrs.get(&cidr.addr) {
-                    return Err(invalid(field, format!("{} is already {first}", cidr.addr)));
-                }
-                stack_addrs.insert(cidr.addr, field);
-            }
+            // IPv6 addresses are numbered after the IPv4 ones, as the
+            // interface serialises them.
+            let field = at("addresses");
+            claim(&mut stack_addrs, None, &field, 0, &ifc.addresses)?;
+            let first6 = ifc.addresses.len();
+            claim(&mut stack6, None, &field, first6, &ifc.addresses6)?;
         }
         // Host addresses after all stack addresses, so a clash with one on a
         // later interface is caught too.
-        let mut host_addrs: HashMap<Ipv4Addr, String> = HashMap::new();
+        let (mut host_addrs, mut host6) = (HashMap::new(), HashMap::new());
         for (i, ifc) in self.interfaces.iter().enumerate() {
-            if !ifc.host_addresses.is_empty() && ifc.device != Device::Tap {
+            let field = format!("interface[{i}].host_addresses");
+            let any = !ifc.host_addresses.is_empty() || !ifc.host_addresses6.is_empty();
+            if any && ifc.device != Device::Tap {
                 return Err(invalid(
-                    format!("interface[{i}].host_addresses"),
+                    field,
                     "only a tap interface has a kernel side to give addresses to",
                 ));
             }
-            check_count(
-                &format!("interface[{i}].host_addresses"),
-                ifc.host_addresses.len(),
+            let stack = Some(&stack_addrs);
+            claim(&mut host_addrs, stack, &field, 0, &ifc.host_addresses)?;
+            let first6 = ifc.host_addresses.len();
+            claim(
+                &mut host6,
+                Some(&stack6),
+                &field,
+                first6,
+                &ifc.host_addresses6,
             )?;
-            for (k, cidr) in ifc.host_addresses.iter().enumerate() {
-                let field = format!("interface[{i}].host_addresses[{k}]");
-                check_host_address(&field, *cidr)?;
-                if let Some(owner) = stack_addrs.get(&cidr.addr) {
-                    return Err(invalid(
-                        field,
-                        format!("{} is the stack's own address ({owner})", cidr.addr),
-                    ));
-                }
-                if let Some(first) = host_addrs.get(&cidr.addr) {
-                    return Err(invalid(field, format!("{} is already {first}", cidr.addr)));
-                }
-                host_addrs.insert(cidr.addr, field);
-            }
         }
         self.validate_routes(&stack_addrs)?;
         self.validate_neighbours(&stack_addrs)?;
@@ -1071,12 +1297,76 @@ fn check_range(field: &str, value: i64, range: &RangeInclusive<i64>) -> Result<i
     }
 }
 
-fn check_count(field: &str, count: usize) -> Result<(), ConfigError> {
-    if count > MAX_ADDRESSES {
+/// An address with a prefix length of one family, as validation sees it.
+trait Prefixed: Copy {
+    /// The address alone.
+    type Addr: Copy + Eq + Hash + fmt::Display;
+    /// "IPv4" or "IPv6".
+    const FAMILY: &'static str;
+    /// The address.
+    fn ip(self) -> Self::Addr;
+    /// Checks that an interface may have this address.
+    fn check(self, field: &str) -> Result<(), ConfigError>;
+}
+
+impl Prefixed for Cidr {
+    type Addr = Ipv4Addr;
+    const FAMILY: &'static str = "IPv4";
+    fn ip(self) -> Ipv4Addr {
+        self.addr
+    }
+    fn check(self, field: &str) -> Result<(), ConfigError> {
+        check_host_address(field, self)
+    }
+}
+
+impl Prefixed for Cidr6 {
+    type Addr = Ipv6Addr;
+    const FAMILY: &'static str = "IPv6";
+    fn ip(self) -> Ipv6Addr {
+        self.addr
+    }
+    fn check(self, field: &str) -> Result<(), ConfigError> {
+        check_address6(field, self)
+    }
+}
+
+/// Checks the addresses `list` of one family, which the file lists in
+/// `field` from position `first` on, and records each in `claimed` (the
+/// field that claimed each address first), refusing one already there or
+/// in `stack` (the stack's own addresses, when `list` is the kernel
+/// side's).
+fn claim<C: Prefixed>(
+    claimed: &mut HashMap<C::Addr, String>,
+    stack: Option<&HashMap<C::Addr, String>>,
+    field: &str,
+    first: usize,
+    list: &[C],
+) -> Result<(), ConfigError> {
+    if list.len() > MAX_ADDRESSES {
         return Err(invalid(
             field,
-            format!("{count} addresses; at most {MAX_ADDRESSES} are supported"),
+            format!(
+                "{} {} addresses; at most {MAX_ADDRESSES} are supported",
+                list.len(),
+                C::FAMILY
+            ),
         ));
+    }
+    for (k, cidr) in list.iter().enumerate() {
+        let at = format!("{field}[{}]", first + k);
+        cidr.check(&at)?;
+        let ip = cidr.ip();
+        if let Some(owner) = stack.and_then(|s| s.get(&ip)) {
+            return Err(invalid(
+                at,
+                format!("{ip} is the stack's own address ({owner})"),
+            ));
+        }
+        if let Some(first) = claimed.get(&ip) {
+            return Err(invalid(at, format!("{ip} is already {first}")));
+        }
+        claimed.insert(ip, at);
     }
     Ok(())
 }
@@ -1124,6 +1414,57 @@ fn check_host_address(field: &str, cidr: Cidr) -> Result<(), ConfigError> {
                 format!("{} is the broadcast address of {net}", cidr.addr),
             ));
         }
+    }
+    Ok(())
+}
+
+/// fe80::/10, the link-local unicast prefix (RFC 4291 §2.5.6).
+const LINK_LOCAL: Cidr6 = Cidr6 {
+    addr: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+    prefix: 10,
+};
+
+/// ::/8, which holds the unspecified and loopback addresses and other
+/// reserved ones (RFC 4291 §2.4).
+const RESERVED6: Cidr6 = Cidr6 {
+    addr: Ipv6Addr::UNSPECIFIED,
+    prefix: 8,
+};
+
+/// Checks an IPv6 address an interface (the stack's or the kernel's side)
+/// is to have: a global or unique-local unicast one.
+fn check_address6(field: &str, cidr: Cidr6) -> Result<(), ConfigError> {
+    let a = cidr.addr;
+    let refuse = |problem: String| Err(invalid(field, problem));
+    if cidr.prefix > 128 {
+        return refuse(format!(
+            "prefix length {} is out of range 0..=128",
+            cidr.prefix
+        ));
+    }
+    if cidr.prefix == 0 {
+        return refuse("prefix length 0 would put every address on this link".into());
+    }
+    if let Some(v4) = a.to_ipv4_mapped() {
+        return refuse(format!(
+            "{a} is an IPv4-mapped address; give the IPv4 address as such (like {v4}/24)"
+        ));
+    }
+    if LINK_LOCAL.contains(a) {
+        return refuse(format!(
+            "{a} is a link-local address; link-local addresses are made from the MAC automatically"
+        ));
+    }
+    if RESERVED6.contains(a) || a.is_multicast() {
+        return refuse(format!("{a} is not a unicast address"));
+    }
+    // /127 and /128 have no subnet-router anycast address (RFC 6164).
+    if cidr.prefix <= 126 && a == cidr.network() {
+        return refuse(format!(
+            "{a} is the subnet-router anycast address of {}/{}",
+            cidr.network(),
+            cidr.prefix
+        ));
     }
     Ok(())
 }
@@ -1474,28 +1815,39 @@ impl RawInterface {
             (Some(on), _) => on,
             (None, device) => *device == Device::Tap,
         };
+        let (addresses, addresses6) = parse_cidrs(&at("addresses"), &self.addresses)?;
+        let (host_addresses, host_addresses6) =
+            parse_cidrs(&at("host_addresses"), &self.host_addresses)?;
         Ok(Interface {
             name: self.name,
             device,
             mac,
-            addresses: parse_cidrs(&at("addresses"), &self.addresses)?,
+            addresses,
+            addresses6,
             mtu: u16::try_from(mtu)
                 .map_err(|_| invalid(at("mtu"), format!("{mtu} is not an MTU")))?,
-            host_addresses: parse_cidrs(&at("host_addresses"), &self.host_addresses)?,
+            host_addresses,
+            host_addresses6,
             offloads,
         })
     }
 }
 
-fn parse_cidrs(field: &str, texts: &[String]) -> Result<Vec<Cidr>, ConfigError> {
-    texts
-        .iter()
-        .enumerate()
-        .map(|(k, text)| {
-            text.parse()
-                .map_err(|e: BadValue| invalid(format!("{field}[{k}]"), e.0))
-        })
-        .collect()
+/// Parses a list of addresses of both families and splits it by family.
+/// Each is checked here, where its place in the list as written is known
+/// ([`Config::validate`] numbers them IPv4 first).
+fn parse_cidrs(field: &str, texts: &[String]) -> Result<(Vec<Cidr>, Vec<Cidr6>), ConfigError> {
+    let (mut v4, mut v6) = (Vec::new(), Vec::new());
+    for (k, text) in texts.iter().enumerate() {
+        let at = format!("{field}[{k}]");
+        let cidr: IpCidr = text.parse().map_err(|e: BadValue| invalid(&at, e.0))?;
+        cidr.check(&at)?;
+        match cidr {
+            IpCidr::V4(c) => v4.push(c),
+            IpCidr::V6(c) => v6.push(c),
+        }
+    }
+    Ok((v4, v6))
 }
 
 impl RawRoute {
@@ -1912,7 +2264,7 @@ mod tests {
     #[test]
     fn address_errors() {
         expect_errors(&[
-            (iface("addresses = [\"10.0.0.1\"]\n"), "interface[0].addresses[0]: \"10.0.0.1\" is not an address with a prefix length (expected A.B.C.D/N like 10.77.0.2/24)"),
+            (iface("addresses = [\"10.0.0.1\"]\n"), "interface[0].addresses[0]: \"10.0.0.1\" is not an IPv4 or IPv6 address with a prefix length (expected like 10.77.0.2/24 or fd00:77::2/64)"),
             (iface("addresses = [\"10.0.0/8\"]\n"), "interface[0].addresses[0]: \"10.0.0\" is not an IPv4 address"),
             (iface("addresses = [\"10.0.0.1/24\", \"10.0.1.1/33\"]\n"), "interface[0].addresses[1]: prefix length 33 is out of range 0..=32"),
             (iface("addresses = [\"10.0.0.1/300\"]\n"), "interface[0].addresses[0]: prefix length 300 is out of range 0..=32"),
@@ -1932,11 +2284,108 @@ mod tests {
             ),
             (
                 iface(&format!("addresses = [{}]\n", (1..=17).map(|i| format!("\"10.0.0.{i}/24\"")).collect::<Vec<_>>().join(", "))),
-                "interface[0].addresses: 17 addresses; at most 16 are supported",
+                "interface[0].addresses: 17 IPv4 addresses; at most 16 are supported",
             ),
         ]);
         // /31 and /32 have no network or broadcast address to refuse.
         parse(&iface("addresses = [\"10.0.0.0/31\", \"10.0.0.255/32\"]\n")).unwrap();
+    }
+
+    #[test]
+    fn ipv6_addresses_mix_with_ipv4_ones() {
+        let c = parse(&iface(
+            "addresses = [\"fd00:77::2/64\", \"10.77.0.2/24\", \"2001:db8::1/128\"]\n\
+             host_addresses = [\"fd00:77::1/64\", \"10.77.0.1/24\"]\n",
+        ))
+        .unwrap();
+        let i = &c.interfaces[0];
+        assert_eq!(i.addresses, ["10.77.0.2/24".parse().unwrap()]);
+        assert_eq!(
+            i.addresses6,
+            [
+                "fd00:77::2/64".parse().unwrap(),
+                "2001:db8::1/128".parse().unwrap()
+            ]
+        );
+        assert_eq!(i.host_addresses, ["10.77.0.1/24".parse().unwrap()]);
+        assert_eq!(i.host_addresses6, ["fd00:77::1/64".parse().unwrap()]);
+        // Written back IPv4 first, in one list per side, and read the same.
+        let text = toml::to_string(&c).unwrap();
+        assert!(
+            text.contains(r#"addresses = ["10.77.0.2/24", "fd00:77::2/64", "2001:db8::1/128"]"#),
+            "{text}"
+        );
+        assert_eq!(parse(&text).unwrap(), c, "{text}");
+        let stack = crate::plan::Plan::from_config(&c).stack;
+        assert_eq!(
+            stack.ifaces[0].addrs6[1],
+            ("2001:db8::1".parse().unwrap(), 128)
+        );
+        // 16 of each family fit.
+        let many = |f: &dyn Fn(usize) -> String| {
+            (1..=16)
+                .map(|k| format!("\"{}\"", f(k)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let v4 = many(&|k| format!("10.0.0.{k}/24"));
+        let v6 = many(&|k| format!("fd00::{k}/64"));
+        parse(&iface(&format!("addresses = [{v4}, {v6}]\n"))).unwrap();
+    }
+
+    #[test]
+    fn ipv6_address_errors() {
+        let seventeen: Vec<String> = (1..=17).map(|k| format!("\"fd00::{k:x}/64\"")).collect();
+        let seventeen = seventeen.join(", ");
+        expect_errors(&[
+            (iface("addresses = [\"fd00::1\"]\n"), "interface[0].addresses[0]: \"fd00::1\" is not an IPv4 or IPv6 address with a prefix length (expected like 10.77.0.2/24 or fd00:77::2/64)"),
+            (iface("addresses = [\"fd00:::1/64\"]\n"), "interface[0].addresses[0]: \"fd00:::1\" is not an IPv6 address"),
+            (iface("addresses = [\"fd00::1/129\"]\n"), "interface[0].addresses[0]: prefix length 129 is out of range 0..=128"),
+            (iface("addresses = [\"fd00::1/x\"]\n"), "interface[0].addresses[0]: \"x\" is not a prefix length"),
+            (iface("addresses = [\"fd00::1/0\"]\n"), "interface[0].addresses[0]: prefix length 0 would put every address on this link"),
+            (iface("addresses = [\"::/64\"]\n"), "interface[0].addresses[0]: :: is not a unicast address"),
+            (iface("addresses = [\"::1/128\"]\n"), "interface[0].addresses[0]: ::1 is not a unicast address"),
+            (iface("addresses = [\"ff02::1/64\"]\n"), "interface[0].addresses[0]: ff02::1 is not a unicast address"),
+            (iface("addresses = [\"::ffff:10.0.0.2/120\"]\n"), "interface[0].addresses[0]: ::ffff:10.0.0.2 is an IPv4-mapped address; give the IPv4 address as such (like 10.0.0.2/24)"),
+            (iface("addresses = [\"fe80::1/64\"]\n"), "interface[0].addresses[0]: fe80::1 is a link-local address; link-local addresses are made from the MAC automatically"),
+            (iface("addresses = [\"febf::1/64\"]\n"), "interface[0].addresses[0]: febf::1 is a link-local address; link-local addresses are made from the MAC automatically"),
+            (iface("addresses = [\"fd00:77::/64\"]\n"), "interface[0].addresses[0]: fd00:77:: is the subnet-router anycast address of fd00:77::/64"),
+            // Numbered as written, whatever the family before.
+            (iface("addresses = [\"10.0.0.2/24\", \"fe80::1/64\"]\n"), "interface[0].addresses[1]: fe80::1 is a link-local address; link-local addresses are made from the MAC automatically"),
+            (iface("addresses = [\"fd00::1/64\", \"10.0.0.0/24\"]\n"), "interface[0].addresses[1]: 10.0.0.0 is the network address of 10.0.0.0/24"),
+            // Found after reading: numbered IPv4 first.
+            (iface("addresses = [\"fd00::1/64\", \"10.0.0.2/24\", \"fd00::1/48\"]\n"), "interface[0].addresses[2]: fd00::1 is already interface[0].addresses[1]"),
+            (
+                format!("{IFACE}[[interface]]\nname = \"s1\"\naddresses = [\"fd00::1/64\"]\n[[interface]]\nname = \"s2\"\naddresses = [\"fd00::1/64\"]\n"),
+                "interface[2].addresses[0]: fd00::1 is already interface[1].addresses[0]",
+            ),
+            (iface(&format!("addresses = [{seventeen}]\n")), "interface[0].addresses: 17 IPv6 addresses; at most 16 are supported"),
+        ]);
+        // /127 and /128 have no subnet-router anycast address.
+        parse(&iface("addresses = [\"fd00::/127\", \"fd00:1::/128\"]\n")).unwrap();
+    }
+
+    #[test]
+    fn ipv6_host_address_errors() {
+        expect_errors(&[
+            (
+                iface("driver = \"pair\"\nlink = \"l\"\nside = \"a\"\nhost_addresses = [\"fd00::1/64\"]\n"),
+                "interface[0].host_addresses: only a tap interface has a kernel side to give addresses to",
+            ),
+            (format!("{IFACE}host_addresses = [\"fe80::1/64\"]\n"), "interface[0].host_addresses[0]: fe80::1 is a link-local address; link-local addresses are made from the MAC automatically"),
+            (
+                iface("addresses = [\"fd00::2/64\"]\nhost_addresses = [\"10.0.0.1/24\", \"fd00::2/64\"]\n"),
+                "interface[0].host_addresses[1]: fd00::2 is the stack's own address (interface[0].addresses[0])",
+            ),
+            (
+                "[[interface]]\nname = \"a\"\nhost_addresses = [\"fd00::2/64\"]\n[[interface]]\nname = \"b\"\naddresses = [\"10.0.0.2/24\", \"fd00::2/64\"]\n".to_owned(),
+                "interface[0].host_addresses[0]: fd00::2 is the stack's own address (interface[1].addresses[1])",
+            ),
+            (
+                format!("{IFACE}host_addresses = [\"fd00::1/64\"]\n[[interface]]\nname = \"b\"\nhost_addresses = [\"fd00::1/64\"]\n"),
+                "interface[1].host_addresses[0]: fd00::1 is already interface[0].host_addresses[0]",
+            ),
+        ]);
     }
 
     #[test]
@@ -1969,7 +2418,7 @@ mod tests {
                 iface("driver = \"pair\"\nlink = \"l\"\nside = \"a\"\nhost_addresses = [\"10.0.0.1/24\"]\n"),
                 "interface[0].host_addresses: only a tap interface has a kernel side to give addresses to",
             ),
-            (format!("{IFACE}host_addresses = [\"10.77.0.1\"]\n"), "interface[0].host_addresses[0]: \"10.77.0.1\" is not an address with a prefix length (expected A.B.C.D/N like 10.77.0.2/24)"),
+            (format!("{IFACE}host_addresses = [\"10.77.0.1\"]\n"), "interface[0].host_addresses[0]: \"10.77.0.1\" is not an IPv4 or IPv6 address with a prefix length (expected like 10.77.0.2/24 or fd00:77::2/64)"),
             (format!("{IFACE}host_addresses = [\"10.77.0.255/24\"]\n"), "interface[0].host_addresses[0]: 10.77.0.255 is the broadcast address of 10.77.0.0/24"),
             (format!("{IFACE}host_addresses = [\"10.77.0.2/24\"]\n"), "interface[0].host_addresses[0]: 10.77.0.2 is the stack's own address (interface[0].addresses[0])"),
             (
@@ -1982,7 +2431,7 @@ mod tests {
             ),
             (
                 format!("{IFACE}host_addresses = [{}]\n", (1..=17).map(|i| format!("\"10.1.0.{i}/24\"")).collect::<Vec<_>>().join(", ")),
-                "interface[0].host_addresses: 17 addresses; at most 16 are supported",
+                "interface[0].host_addresses: 17 IPv4 addresses; at most 16 are supported",
             ),
         ]);
         // An empty list is fine on a pair (it is what a pair serialises to).
@@ -2183,6 +2632,15 @@ mod tests {
             c.validate().unwrap_err().to_string(),
             "route[0].to: prefix length 99 is out of range 0..=32"
         );
+        let mut c = Config::default();
+        c.interfaces[0].addresses6.push(Cidr6 {
+            addr: "fd00::2".parse().unwrap(),
+            prefix: 200,
+        });
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "interface[0].addresses[1]: prefix length 200 is out of range 0..=128"
+        );
         let c = Config {
             instance: "has space".into(),
             ..Config::default()
@@ -2209,6 +2667,21 @@ mod tests {
             prefix: 200,
         };
         assert_eq!(odd.network(), odd.addr);
+        let c: Cidr6 = "fd00:77:1:2::5/62".parse().unwrap();
+        assert_eq!(c.to_string(), "fd00:77:1:2::5/62");
+        assert_eq!(c.network(), "fd00:77:1::".parse::<Ipv6Addr>().unwrap());
+        assert!(c.contains("fd00:77:1:3:ffff::".parse().unwrap()));
+        assert!(!c.contains("fd00:77:1:4::".parse().unwrap()));
+        for (prefix, net) in [(0, "::"), (128, "fd00:77:1:2::5"), (200, "fd00:77:1:2::5")] {
+            let c = Cidr6 { prefix, ..c };
+            assert_eq!(c.network(), net.parse::<Ipv6Addr>().unwrap(), "/{prefix}");
+        }
+        assert!("fd00::1".parse::<Cidr6>().is_err());
+        assert!("10.0.0.1/8".parse::<Cidr6>().is_err());
+        let any: IpCidr = "fd00::1/64".parse().unwrap();
+        assert_eq!((any.ip().to_string(), any.prefix()), ("fd00::1".into(), 64));
+        assert_eq!(any.to_string(), "fd00::1/64");
+        assert!(matches!("10.0.0.1/8".parse::<IpCidr>(), Ok(IpCidr::V4(_))));
         let m: MacAddr = "02:AB:cd:00:00:01".parse().unwrap();
         assert_eq!(m.to_string(), "02:ab:cd:00:00:01");
         assert!("".parse::<MacAddr>().is_err());

@@ -189,9 +189,10 @@ enum Cmd {
         interval: f64,
     },
     /// The stack's addresses, like `ip addr`: `show [dev IFACE]`,
-    /// `add A.B.C.D/N dev IFACE`, `del A.B.C.D[/N] dev IFACE` (`dev` may be
-    /// left out when there is one interface). Takes effect at once and is
-    /// kept across any layer's restart.
+    /// `add ADDR/N dev IFACE`, `del ADDR[/N] dev IFACE` with an IPv4 or
+    /// IPv6 ADDR (`dev` may be left out when there is one interface). Takes
+    /// effect at once and is kept across any layer's restart; a new IPv6
+    /// address is used once duplicate address detection passes.
     Addr {
         /// show (default), add or del, then its arguments.
         words: Vec<String>,

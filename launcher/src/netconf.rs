@@ -15,24 +15,32 @@
 //!
 //! Each answer carries `text`, what the command prints without `--json`,
 //! in the form `ip` prints.
+//!
+//! Addresses are of both families; routes and permanent neighbours are
+//! IPv4 only for now (IPv6 neighbours are learnt by ipd, and the only
+//! IPv6 routes are the connected ones).
 
-use crate::config::{Cidr, Config, MacAddr, Neighbour, Route, MAX_ADDRESSES, MTU};
+use crate::config::{
+    BadValue, Cidr, Cidr6, Config, Interface, IpCidr, MacAddr, Neighbour, Route, MAX_ADDRESSES, MTU,
+};
 use crate::control::{wait_for_layer, Shared};
 use crate::plan::Plan;
 use crate::supervisor::log;
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::Ordering::*;
 use strata_ipc::layout::state;
 use strata_ipc::{Fabric, LayerId};
+use strata_ipd::{neigh_state, NeighRecord};
 
-const ADDR_USAGE: &str =
-    "addr: show [dev IFACE], add A.B.C.D/N dev IFACE, or del A.B.C.D[/N] dev IFACE";
-const ROUTE_USAGE: &str =
-    "route: show, add DEST [via GATEWAY] [dev IFACE], or del DEST (DEST: default, A.B.C.D/N or A.B.C.D)";
-const NEIGH_USAGE: &str =
-    "neigh: show, flush, add A.B.C.D lladdr MAC dev IFACE, or del A.B.C.D dev IFACE";
+const ADDR_USAGE: &str = "addr: show [dev IFACE], add ADDR/N dev IFACE, or del ADDR[/N] dev IFACE \
+     (ADDR: IPv4 like 10.77.0.2 or IPv6 like fd00:77::2)";
+const ROUTE_USAGE: &str = "route: show, add DEST [via GATEWAY] [dev IFACE], or del DEST \
+     (DEST: default, A.B.C.D/N or A.B.C.D; IPv6 routes are not supported yet)";
+const NEIGH_USAGE: &str = "neigh: show, flush, add A.B.C.D lladdr MAC dev IFACE, \
+     or del A.B.C.D dev IFACE (IPv6 neighbours are only learnt, for now)";
 const LINK_USAGE: &str = "link: show, or set IFACE up|down|mtu N";
 
 /// Answers a control request `{"cmd": "addr"|"route"|"neigh"|"link",
@@ -128,8 +136,18 @@ fn parse_ip(s: &str) -> Result<Ipv4Addr, String> {
 }
 
 fn parse_cidr(s: &str) -> Result<Cidr, String> {
+    s.parse().map_err(|e: BadValue| e.to_string())
+}
+
+/// `ADDR` or `ADDR/N`, of either family.
+fn parse_addr(s: &str) -> Result<(IpAddr, Option<u8>), String> {
+    if s.contains('/') {
+        let c: IpCidr = s.parse().map_err(|e: BadValue| e.to_string())?;
+        return Ok((c.ip(), Some(c.prefix())));
+    }
     s.parse()
-        .map_err(|e: crate::config::BadValue| e.to_string())
+        .map(|ip| (ip, None))
+        .map_err(|_| format!("{s:?} is not an IPv4 or IPv6 address"))
 }
 
 // ------------------------------------------------------------------ addr
@@ -143,61 +161,18 @@ fn addr(sh: &Shared, w: &[&str]) -> Result<Value, String> {
             Ok(addr_show(sh, &cfg, Some(i)))
         }
         ["add", a, rest @ ..] => {
-            let cidr = parse_cidr(a).map_err(|e| format!("addr add: {e}"))?;
+            let cidr: IpCidr = a.parse().map_err(|e: BadValue| format!("addr add: {e}"))?;
             let dev = dev_arg(&cfg, rest, ADDR_USAGE)?;
             change(sh, &format!("addr add {cidr} dev {dev}"), |c| {
-                if let Some(owner) = c
-                    .interfaces
-                    .iter()
-                    .find(|i| i.addresses.iter().any(|x| x.addr == cidr.addr))
-                {
-                    return Err(format!(
-                        "{} is already an address of {}",
-                        cidr.addr, owner.name
-                    ));
-                }
-                if let Some(owner) = c
-                    .interfaces
-                    .iter()
-                    .find(|i| i.host_addresses.iter().any(|x| x.addr == cidr.addr))
-                {
-                    return Err(format!(
-                        "{} is the kernel side's address on {}",
-                        cidr.addr, owner.name
-                    ));
-                }
-                let i = iface_of(c, &dev)?;
-                let ifc = &mut c.interfaces[i];
-                if ifc.addresses.len() >= MAX_ADDRESSES {
-                    return Err(format!(
-                        "{dev} has {MAX_ADDRESSES} addresses, the most an interface may have"
-                    ));
-                }
-                ifc.addresses.push(cidr);
-                Ok(())
+                add_address(c, &dev, cidr)
             })?;
             Ok(json!({}))
         }
         ["del", a, rest @ ..] => {
-            let (ip, prefix) = match a.split_once('/') {
-                Some(_) => parse_cidr(a).map(|c| (c.addr, Some(c.prefix))),
-                None => parse_ip(a).map(|ip| (ip, None)),
-            }
-            .map_err(|e| format!("addr del: {e}"))?;
+            let (ip, prefix) = parse_addr(a).map_err(|e| format!("addr del: {e}"))?;
             let dev = dev_arg(&cfg, rest, ADDR_USAGE)?;
             change(sh, &format!("addr del {a} dev {dev}"), |c| {
-                let i = iface_of(c, &dev)?;
-                let ifc = &mut c.interfaces[i];
-                let k = ifc
-                    .addresses
-                    .iter()
-                    .position(|x| x.addr == ip)
-                    .ok_or_else(|| format!("{ip} is not an address of {dev}"))?;
-                let gone = ifc.addresses[k];
-                if prefix.is_some_and(|p| p != gone.prefix) {
-                    return Err(format!("the address on {dev} is {gone}, not {a}"));
-                }
-                ifc.addresses.remove(k);
+                let gone = del_address(c, &dev, ip, prefix)?;
                 if let Some(r) = c.routes.iter().find(|r| !gateway_reachable(c, r)) {
                     return Err(format!(
                         "the route {} needs {gone} to reach its gateway: delete the route first",
@@ -212,10 +187,62 @@ fn addr(sh: &Shared, w: &[&str]) -> Result<Value, String> {
     }
 }
 
-/// `ip addr`'s view: per interface its state, MTU, MAC and addresses
-/// (the first one primary).
+/// Adds `cidr` to the stack's addresses on `dev`, refusing one that the
+/// stack or a kernel side already has; [`change`] then checks it as a
+/// file's address is checked.
+fn add_address(c: &mut Config, dev: &str, cidr: IpCidr) -> Result<(), String> {
+    let ip = cidr.ip();
+    let owner = |i: &&Interface| i.all_addresses().any(|x| x.ip() == ip);
+    if let Some(owner) = c.interfaces.iter().find(owner) {
+        return Err(format!("{ip} is already an address of {}", owner.name));
+    }
+    let host = |i: &&Interface| i.all_host_addresses().any(|x| x.ip() == ip);
+    if let Some(owner) = c.interfaces.iter().find(host) {
+        return Err(format!(
+            "{ip} is the kernel side's address on {}",
+            owner.name
+        ));
+    }
+    let i = iface_of(c, dev)?;
+    let ifc = &mut c.interfaces[i];
+    if ifc.count_like(cidr) >= MAX_ADDRESSES {
+        return Err(format!(
+            "{dev} has {MAX_ADDRESSES} {} addresses, the most an interface may have",
+            cidr.family()
+        ));
+    }
+    ifc.push_address(cidr);
+    Ok(())
+}
+
+/// Removes the stack's address `ip` from `dev` (if `prefix` is given,
+/// only with that prefix length); returns it.
+fn del_address(
+    c: &mut Config,
+    dev: &str,
+    ip: IpAddr,
+    prefix: Option<u8>,
+) -> Result<IpCidr, String> {
+    let i = iface_of(c, dev)?;
+    let ifc = &mut c.interfaces[i];
+    let gone = ifc
+        .all_addresses()
+        .find(|a| a.ip() == ip)
+        .ok_or_else(|| format!("{ip} is not an address of {dev}"))?;
+    if let Some(p) = prefix.filter(|&p| p != gone.prefix()) {
+        return Err(format!("the address on {dev} is {gone}, not {ip}/{p}"));
+    }
+    ifc.remove_address(ip);
+    Ok(gone)
+}
+
+/// `ip addr`'s view: per interface its state, MTU, MAC and addresses:
+/// IPv4 (the first one primary), then IPv6 (the configured ones, then the
+/// link-local one), each IPv6 one with the state of ipd's duplicate
+/// address detection.
 fn addr_show(sh: &Shared, c: &Config, only: Option<usize>) -> Value {
     let f = &sh.fabric;
+    let dad = dad_states(f);
     let mut text = String::new();
     let mut ifaces = Vec::new();
     for (i, ifc) in c.interfaces.iter().enumerate() {
@@ -231,23 +258,8 @@ fn addr_show(sh: &Shared, c: &Config, only: Option<usize>) -> Value {
             ifc.mtu,
             ifc.mac
         );
-        let mut info = Vec::new();
-        for (k, a) in ifc.addresses.iter().enumerate() {
-            let brd = (a.prefix <= 30).then(|| a.broadcast());
-            let _ = writeln!(
-                text,
-                "    inet {a}{}{}",
-                brd.map(|b| format!(" brd {b}")).unwrap_or_default(),
-                if k > 0 { " secondary" } else { "" }
-            );
-            info.push(json!({
-                "family": "inet",
-                "local": a.addr.to_string(),
-                "prefixlen": a.prefix,
-                "broadcast": brd.map(|b| b.to_string()),
-                "secondary": k > 0,
-            }));
-        }
+        let mut info = inet_info(ifc, &mut text);
+        info.extend(inet6_info(ifc, i as u8, &dad, &mut text));
         ifaces.push(json!({
             "ifindex": i,
             "ifname": ifc.name,
@@ -258,6 +270,74 @@ fn addr_show(sh: &Shared, c: &Config, only: Option<usize>) -> Value {
         }));
     }
     json!({"interfaces": ifaces, "text": text})
+}
+
+/// An interface's IPv4 addresses for [`addr_show`], as JSON; their lines
+/// go to `text`.
+fn inet_info(ifc: &Interface, text: &mut String) -> Vec<Value> {
+    let mut info = Vec::new();
+    for (k, a) in ifc.addresses.iter().enumerate() {
+        let brd = (a.prefix <= 30).then(|| a.broadcast());
+        let _ = writeln!(
+            text,
+            "    inet {a}{}{}",
+            brd.map(|b| format!(" brd {b}")).unwrap_or_default(),
+            if k > 0 { " secondary" } else { "" }
+        );
+        info.push(json!({
+            "family": "inet",
+            "local": a.addr.to_string(),
+            "prefixlen": a.prefix,
+            "broadcast": brd.map(|b| b.to_string()),
+            "secondary": k > 0,
+        }));
+    }
+    info
+}
+
+/// An interface's IPv6 addresses for [`addr_show`] (interface `index`),
+/// as JSON: the configured ones, then the link-local one ipd makes from
+/// the MAC. One whose duplicate address detection runs is `tentative`,
+/// one found in use by another node also `dadfailed`, as Linux marks them.
+/// Their lines go to `text`.
+fn inet6_info(
+    ifc: &Interface,
+    index: u8,
+    dad: &HashMap<(u8, Ipv6Addr), u8>,
+    text: &mut String,
+) -> Vec<Value> {
+    let link_local = Cidr6 {
+        addr: strata_proto::ndp::link_local_from_mac(strata_proto::MacAddr(ifc.mac.0)),
+        prefix: 64,
+    };
+    let global = ifc.addresses6.iter().map(|a| (*a, "global"));
+    global
+        .chain([(link_local, "link")])
+        .map(|(a, scope)| {
+            let state = dad.get(&(index, a.addr)).copied();
+            let dadfailed = state == Some(neigh_state::ADDR_DUPLICATE);
+            let tentative = dadfailed || state == Some(neigh_state::ADDR_TENTATIVE);
+            let flags = match (dadfailed, tentative) {
+                (true, _) => " dadfailed tentative",
+                (false, true) => " tentative",
+                _ => "",
+            };
+            let _ = writeln!(text, "    inet6 {a} scope {scope}{flags}");
+            let mut v = json!({
+                "family": "inet6",
+                "local": a.addr.to_string(),
+                "prefixlen": a.prefix,
+                "scope": scope,
+            });
+            if tentative {
+                v["tentative"] = json!(true);
+            }
+            if dadfailed {
+                v["dadfailed"] = json!(true);
+            }
+            v
+        })
+        .collect()
 }
 
 // ----------------------------------------------------------------- route
@@ -292,8 +372,18 @@ fn route_text(r: &Route) -> String {
     t
 }
 
+/// Refuses an IPv6 destination or gateway: `strata route` takes IPv4
+/// ones only, for now.
+fn ipv4_only(s: &str) -> Result<(), String> {
+    if s.contains(':') {
+        return Err("IPv6 routes are not supported yet".into());
+    }
+    Ok(())
+}
+
 /// DEST: `default`, `A.B.C.D/N` or `A.B.C.D` (a host, /32).
 fn parse_dest(s: &str) -> Result<Cidr, String> {
+    ipv4_only(s)?;
     match s {
         "default" => Ok(Cidr {
             addr: Ipv4Addr::UNSPECIFIED,
@@ -318,7 +408,10 @@ fn route(sh: &Shared, w: &[&str]) -> Result<Value, String> {
             let mut opts = rest.chunks(2);
             for o in opts.by_ref() {
                 match o {
-                    ["via", g] => r.via = Some(parse_ip(g).map_err(|e| format!("route add: {e}"))?),
+                    ["via", g] => {
+                        let via = ipv4_only(g).and_then(|()| parse_ip(g));
+                        r.via = Some(via.map_err(|e| format!("route add: {e}"))?);
+                    }
                     ["dev", i] => {
                         r.dev = Some(cfg.interfaces[iface_of(&cfg, i)?].name.clone());
                     }
@@ -367,9 +460,16 @@ fn route(sh: &Shared, w: &[&str]) -> Result<Value, String> {
     }
 }
 
-/// `ip route`'s view: the connected routes each address implies, then the
-/// configured ones; the default route first.
+/// `ip route`'s view: the IPv4 routes, then the connected IPv6 ones.
 fn route_show(c: &Config) -> Value {
+    let routes: Vec<(Value, String)> = routes4(c).into_iter().chain(connected6(c)).collect();
+    let text: String = routes.iter().map(|(_, t)| format!("{t}\n")).collect();
+    json!({"routes": routes.into_iter().map(|(v, _)| v).collect::<Vec<_>>(), "text": text})
+}
+
+/// The IPv4 routes as JSON and text: the connected routes each address
+/// implies, then the configured ones; the default route first.
+fn routes4(c: &Config) -> Vec<(Value, String)> {
     let mut routes: Vec<(Cidr, Value, String)> = Vec::new();
     for ifc in &c.interfaces {
         for a in &ifc.addresses {
@@ -416,8 +516,38 @@ fn route_show(c: &Config) -> Value {
         routes.push((r.to, v, text));
     }
     routes.sort_by_key(|(to, _, _)| (to.prefix != 0, u32::from(to.addr), to.prefix));
-    let text: String = routes.iter().map(|(_, _, t)| format!("{t}\n")).collect();
-    json!({"routes": routes.into_iter().map(|(_, v, _)| v).collect::<Vec<_>>(), "text": text})
+    routes.into_iter().map(|(_, v, t)| (v, t)).collect()
+}
+
+/// The connected IPv6 routes as JSON and text: per interface, the prefix
+/// of each address and the link-local fe80::/64; by prefix.
+fn connected6(c: &Config) -> Vec<(Value, String)> {
+    let link_local = Cidr6 {
+        addr: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+        prefix: 64,
+    };
+    let mut routes: Vec<(Cidr6, &str)> = Vec::new();
+    for ifc in &c.interfaces {
+        for a in ifc.addresses6.iter().chain([&link_local]) {
+            let to = Cidr6 {
+                addr: a.network(),
+                prefix: a.prefix,
+            };
+            // One connected route per prefix and interface.
+            if !routes.contains(&(to, ifc.name.as_str())) {
+                routes.push((to, ifc.name.as_str()));
+            }
+        }
+    }
+    routes.sort_by_key(|(to, _)| (u128::from(to.addr), to.prefix));
+    routes
+        .into_iter()
+        .map(|(to, dev)| {
+            let v = json!({"dst": to.to_string(), "dev": dev, "protocol": "kernel",
+                           "scope": "link"});
+            (v, format!("{to} dev {dev} proto kernel scope link"))
+        })
+        .collect()
 }
 
 // ----------------------------------------------------------------- neigh
@@ -432,10 +562,10 @@ fn neigh(sh: &Shared, w: &[&str]) -> Result<Value, String> {
             Ok(json!({}))
         }
         ["add", ip, "lladdr", mac, rest @ ..] => {
-            let ip = parse_ip(ip).map_err(|e| format!("neigh add: {e}"))?;
+            let ip = parse_neigh_ip(ip, "added").map_err(|e| format!("neigh add: {e}"))?;
             let mac: MacAddr = mac
                 .parse()
-                .map_err(|e: crate::config::BadValue| format!("neigh add: {e}"))?;
+                .map_err(|e: BadValue| format!("neigh add: {e}"))?;
             let dev = dev_arg(&cfg, rest, NEIGH_USAGE)?;
             change(sh, &format!("neigh add {ip} lladdr {mac} dev {dev}"), |c| {
                 if let Some(old) = c.neighbours.iter().find(|n| n.ip == ip && n.dev == dev) {
@@ -450,7 +580,7 @@ fn neigh(sh: &Shared, w: &[&str]) -> Result<Value, String> {
             Ok(json!({}))
         }
         ["del", ip, rest @ ..] => {
-            let ip = parse_ip(ip).map_err(|e| format!("neigh del: {e}"))?;
+            let ip = parse_neigh_ip(ip, "deleted").map_err(|e| format!("neigh del: {e}"))?;
             let dev = dev_arg(&cfg, rest, NEIGH_USAGE)?;
             let what = format!("neigh del {ip} dev {dev}");
             if cfg.neighbours.iter().any(|n| n.ip == ip && n.dev == dev) {
@@ -477,29 +607,96 @@ fn neigh(sh: &Shared, w: &[&str]) -> Result<Value, String> {
     }
 }
 
-/// ipd's neighbour cache as it last saved it to its arena (ipd is neither
-/// stopped nor asked), permanent entries included.
-fn neigh_show(f: &Fabric) -> Value {
-    use strata_ipd::{neigh_state, NeighRecord};
-    let now = strata_ipc::now_ns();
+/// The address of a neighbour to be `done` ("added", "deleted") by hand:
+/// IPv4 only, for now.
+fn parse_neigh_ip(s: &str, done: &str) -> Result<Ipv4Addr, String> {
+    if s.parse::<Ipv6Addr>().is_ok() {
+        return Err(format!("IPv6 neighbours cannot be {done} by hand yet"));
+    }
+    parse_ip(s)
+}
+
+/// ipd's records as it last saved them to its arena (ipd is neither
+/// stopped nor asked), of interfaces of ours: its neighbours (permanent
+/// ones included) and the detection states of its own IPv6 addresses.
+/// Err(format) if ipd (upgraded) keeps them in a format this launcher
+/// does not read.
+fn ipd_records(f: &Fabric) -> Result<Vec<NeighRecord>, u32> {
+    let format = strata_ipd::ARENA_FORMAT;
+    let stored = f
+        .records::<[u8; 32]>(LayerId::IPD, format.writes)
+        .stored_format();
+    if stored == 0 {
+        return Ok(Vec::new());
+    }
+    if !format.reads(stored) {
+        return Err(stored);
+    }
     let n_ifaces = f.params().n_ifaces;
-    let mut text = String::new();
-    // ipd wrote these: a record naming no interface of ours is left out.
-    let table = f.records::<[u8; 32]>(LayerId::IPD, strata_ipd::ARENA_FORMAT.writes);
-    let entries: Vec<Value> = table
+    let table = f.records::<[u8; 32]>(LayerId::IPD, stored);
+    Ok(table
         .load()
         .iter()
-        .map(NeighRecord::from_bytes)
+        .map(|b| NeighRecord::from_bytes(b, stored))
         .filter(|r| u32::from(r.iface) < n_ifaces)
+        .collect())
+}
+
+/// Whether a record of ipd's is not a neighbour but one of its own IPv6
+/// addresses, under or after duplicate address detection.
+fn is_own_address(r: &NeighRecord) -> bool {
+    matches!(
+        r.state,
+        neigh_state::ADDR_TENTATIVE | neigh_state::ADDR_DUPLICATE | neigh_state::ADDR_PREFERRED
+    )
+}
+
+/// The duplicate address detection state (ADDR_TENTATIVE,
+/// ADDR_DUPLICATE or ADDR_PREFERRED) of ipd's own IPv6 addresses, by
+/// interface index and address; an address without one (ipd has not
+/// saved since it was added) is shown as usable.
+fn dad_states(f: &Fabric) -> HashMap<(u8, Ipv6Addr), u8> {
+    ipd_records(f)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| is_own_address(r))
+        .filter_map(|r| Some(((r.iface, r.ip.as_v6()?), r.state)))
+        .collect()
+}
+
+/// What `ip neigh` calls a neighbour state.
+fn state_name(state: u8) -> &'static str {
+    match state {
+        neigh_state::REACHABLE => "REACHABLE",
+        neigh_state::DELAY => "DELAY",
+        neigh_state::PROBE => "PROBE",
+        neigh_state::PERMANENT => "PERMANENT",
+        _ => "STALE",
+    }
+}
+
+/// ipd's neighbour cache of both families as it last saved it to its
+/// arena, permanent entries included.
+fn neigh_show(f: &Fabric) -> Value {
+    let records = match ipd_records(f) {
+        Ok(r) => r,
+        Err(stored) => {
+            let text = format!(
+                "ipd (upgraded) keeps its neighbours in arena format {stored}, which this launcher \
+                 does not read: restart the instance with the launcher built beside that ipd\n"
+            );
+            return json!({ "entries": [], "text": text });
+        }
+    };
+    let now = strata_ipc::now_ns();
+    let mut text = String::new();
+    let entries: Vec<Value> = records
+        .iter()
+        .filter(|r| !is_own_address(r))
         .map(|r| {
             let mac = MacAddr(r.mac).to_string();
-            let state = match r.state {
-                neigh_state::REACHABLE => "REACHABLE",
-                neigh_state::PROBE => "PROBE",
-                neigh_state::PERMANENT => "PERMANENT",
-                _ => "STALE",
-            };
-            let ip = Ipv4Addr::from(r.ip);
+            let state = state_name(r.state);
+            let ip = r.ip.to_ip();
             let dev = f.iface_name(r.iface);
             let _ = writeln!(text, "{ip} dev {dev} lladdr {mac} {state}");
             json!({
@@ -511,13 +708,6 @@ fn neigh_show(f: &Fabric) -> Value {
             })
         })
         .collect();
-    let stored = table.stored_format();
-    if stored != 0 && stored != strata_ipd::ARENA_FORMAT.writes {
-        text = format!(
-            "ipd (upgraded) keeps its neighbours in arena format {stored}, which this launcher \
-             does not read: restart the instance with the launcher built beside that ipd\n"
-        );
-    }
     json!({ "entries": entries, "text": text })
 }
 
@@ -598,4 +788,195 @@ fn link_show(f: &Fabric, c: &Config) -> Value {
         })
         .collect();
     json!({ "links": links, "text": text })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v6(s: &str) -> Ipv6Addr {
+        s.parse().unwrap()
+    }
+
+    fn dual_stack() -> Config {
+        crate::config::parse(
+            "[[interface]]\nname = \"strata0\"\nmac = \"02:53:54:00:00:01\"\n\
+             addresses = [\"10.77.0.2/24\", \"fd00:77::2/64\"]\n\
+             host_addresses = [\"10.77.0.1/24\", \"fd00:77::1/64\"]\n\
+             [[interface]]\nname = \"p0\"\ndriver = \"pair\"\nlink = \"l\"\nside = \"a\"\n\
+             addresses = [\"fd00:88::2/64\", \"fd00:77::9/64\"]\n",
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn addresses_of_either_family_are_added_and_deleted() {
+        let mut c = dual_stack();
+        add_address(&mut c, "strata0", "fd00:99::2/48".parse().unwrap()).unwrap();
+        add_address(&mut c, "strata0", "10.99.0.2/16".parse().unwrap()).unwrap();
+        c.validate().unwrap();
+        let ifc = &c.interfaces[0];
+        assert_eq!(ifc.addresses6[1].to_string(), "fd00:99::2/48");
+        assert_eq!(ifc.addresses[1].to_string(), "10.99.0.2/16");
+        let err = |c: &mut Config, a: &str| add_address(c, "strata0", a.parse().unwrap());
+        assert_eq!(
+            err(&mut c, "fd00:88::2/64").unwrap_err(),
+            "fd00:88::2 is already an address of p0"
+        );
+        assert_eq!(
+            err(&mut c, "fd00:77::1/64").unwrap_err(),
+            "fd00:77::1 is the kernel side's address on strata0"
+        );
+        // What is not caught here, validation (run by `change`) refuses
+        // as it refuses a file.
+        err(&mut c, "fe80::1/64").unwrap();
+        assert_eq!(
+            c.validate().unwrap_err().problem(),
+            "fe80::1 is a link-local address; link-local addresses are made from the MAC automatically"
+        );
+        let mut c = dual_stack();
+        for k in 1..=15 {
+            err(&mut c, &format!("fd00:66::{k:x}/64")).unwrap();
+        }
+        assert_eq!(
+            err(&mut c, "fd00:77::ff/64").unwrap_err(),
+            "strata0 has 16 IPv6 addresses, the most an interface may have"
+        );
+
+        let mut c = dual_stack();
+        let ip = IpAddr::V6(v6("fd00:77::2"));
+        assert_eq!(
+            del_address(&mut c, "strata0", ip, Some(48)).unwrap_err(),
+            "the address on strata0 is fd00:77::2/64, not fd00:77::2/48"
+        );
+        let gone = del_address(&mut c, "strata0", ip, Some(64)).unwrap();
+        assert_eq!(gone.to_string(), "fd00:77::2/64");
+        assert!(c.interfaces[0].addresses6.is_empty());
+        assert_eq!(c.interfaces[0].addresses.len(), 1);
+        assert_eq!(
+            del_address(&mut c, "strata0", ip, None).unwrap_err(),
+            "fd00:77::2 is not an address of strata0"
+        );
+    }
+
+    #[test]
+    fn address_words_parse() {
+        assert_eq!(
+            parse_addr("fd00::1/64").unwrap(),
+            (IpAddr::V6(v6("fd00::1")), Some(64))
+        );
+        assert_eq!(
+            parse_addr("fd00::1").unwrap(),
+            (IpAddr::V6(v6("fd00::1")), None)
+        );
+        assert_eq!(
+            parse_addr("10.0.0.1").unwrap(),
+            (IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)), None)
+        );
+        assert_eq!(
+            parse_addr("fd00::g").unwrap_err(),
+            "\"fd00::g\" is not an IPv4 or IPv6 address"
+        );
+        assert_eq!(
+            parse_addr("fd00::1/129").unwrap_err(),
+            "prefix length 129 is out of range 0..=128"
+        );
+        assert_eq!(
+            "fd00::1".parse::<IpCidr>().unwrap_err().to_string(),
+            "\"fd00::1\" is not an IPv4 or IPv6 address with a prefix length \
+             (expected like 10.77.0.2/24 or fd00:77::2/64)"
+        );
+    }
+
+    #[test]
+    fn ipv6_addresses_show_with_their_detection_state() {
+        let c = dual_stack();
+        let ll = v6("fe80::53:54ff:fe00:1");
+        let dad = HashMap::from([
+            ((0, v6("fd00:77::2")), neigh_state::ADDR_TENTATIVE),
+            ((0, ll), neigh_state::ADDR_DUPLICATE),
+            // Another interface's state is not this one's.
+            ((1, v6("fd00:77::2")), neigh_state::ADDR_DUPLICATE),
+        ]);
+        let mut text = String::new();
+        let info = inet6_info(&c.interfaces[0], 0, &dad, &mut text);
+        assert_eq!(
+            text,
+            "    inet6 fd00:77::2/64 scope global tentative\n    \
+             inet6 fe80::53:54ff:fe00:1/64 scope link dadfailed tentative\n"
+        );
+        assert_eq!(
+            info,
+            [
+                json!({"family": "inet6", "local": "fd00:77::2", "prefixlen": 64,
+                       "scope": "global", "tentative": true}),
+                json!({"family": "inet6", "local": ll.to_string(), "prefixlen": 64,
+                       "scope": "link", "tentative": true, "dadfailed": true}),
+            ]
+        );
+        let mut text = String::new();
+        let info = inet6_info(&c.interfaces[1], 1, &HashMap::new(), &mut text);
+        assert_eq!(info.len(), 3);
+        assert!(info.iter().all(|v| v.get("tentative").is_none()));
+        assert!(
+            text.starts_with("    inet6 fd00:88::2/64 scope global\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn connected_ipv6_prefixes_are_routes() {
+        let v = route_show(&dual_stack());
+        assert_eq!(
+            v["text"],
+            "10.77.0.0/24 dev strata0 proto kernel scope link src 10.77.0.2\n\
+             fd00:77::/64 dev strata0 proto kernel scope link\n\
+             fd00:77::/64 dev p0 proto kernel scope link\n\
+             fd00:88::/64 dev p0 proto kernel scope link\n\
+             fe80::/64 dev strata0 proto kernel scope link\n\
+             fe80::/64 dev p0 proto kernel scope link\n"
+        );
+        assert_eq!(
+            v["routes"][1],
+            json!({"dst": "fd00:77::/64", "dev": "strata0", "protocol": "kernel",
+                   "scope": "link"})
+        );
+    }
+
+    #[test]
+    fn ipv6_routes_and_neighbours_are_refused_clearly() {
+        let no_routes = "IPv6 routes are not supported yet";
+        assert_eq!(parse_dest("fd00::/64").unwrap_err(), no_routes);
+        assert_eq!(parse_dest("fd00::1").unwrap_err(), no_routes);
+        assert_eq!(ipv4_only("fe80::1").unwrap_err(), no_routes);
+        assert!(parse_dest("default").is_ok());
+        assert_eq!(
+            parse_neigh_ip("fd00::1", "added").unwrap_err(),
+            "IPv6 neighbours cannot be added by hand yet"
+        );
+        assert_eq!(
+            parse_neigh_ip("10.0.0.1", "added").unwrap(),
+            Ipv4Addr::new(10, 0, 0, 1)
+        );
+        assert_eq!(
+            parse_neigh_ip("10.0.0", "deleted").unwrap_err(),
+            "\"10.0.0\" is not an IPv4 address"
+        );
+    }
+
+    #[test]
+    fn neighbour_state_names() {
+        assert_eq!(state_name(neigh_state::DELAY), "DELAY");
+        assert_eq!(state_name(neigh_state::REACHABLE), "REACHABLE");
+        assert_eq!(state_name(neigh_state::STALE), "STALE");
+        let own = NeighRecord {
+            state: neigh_state::ADDR_TENTATIVE,
+            ..NeighRecord::default()
+        };
+        assert!(is_own_address(&own));
+        assert!(!is_own_address(&NeighRecord {
+            state: neigh_state::DELAY,
+            ..own
+        }));
+    }
 }

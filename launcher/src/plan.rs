@@ -1,7 +1,7 @@
 //! What `strata up` will build: the configuration resolved into fabric
 //! sizes, the layers' runtime configuration and the devices to open.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::time::Duration;
 use strata_ipc::runtime::StackConfig;
 use strata_ipc::Params;
@@ -15,8 +15,10 @@ pub enum DeviceSpec {
         name: String,
         /// MTU to set on the kernel side.
         mtu: u16,
-        /// Addresses to give the kernel side.
+        /// IPv4 addresses to give the kernel side.
         host_addrs: Vec<(Ipv4Addr, u8)>,
+        /// IPv6 addresses to give the kernel side.
+        host_addrs6: Vec<(Ipv6Addr, u8)>,
         /// Open with a virtio-net header and offloads on.
         offloads: bool,
     },
@@ -82,6 +84,7 @@ impl Plan {
                 mac: ifc.mac.0,
                 mtu: ifc.mtu,
                 addrs: ifc.addresses.iter().map(|a| (a.addr, a.prefix)).collect(),
+                addrs6: ifc.addresses6.iter().map(|a| (a.addr, a.prefix)).collect(),
             })
             .collect();
         let devices = c
@@ -93,6 +96,11 @@ impl Plan {
                     mtu: ifc.mtu,
                     host_addrs: ifc
                         .host_addresses
+                        .iter()
+                        .map(|a| (a.addr, a.prefix))
+                        .collect(),
+                    host_addrs6: ifc
+                        .host_addresses6
                         .iter()
                         .map(|a| (a.addr, a.prefix))
                         .collect(),
@@ -177,6 +185,28 @@ mod tests {
         let json = serde_json::to_string(&stack).unwrap();
         let back: StackConfig = serde_json::from_str(&json).unwrap();
         assert!(back.forwarding);
+    }
+
+    #[test]
+    fn ipv6_addresses_reach_the_layers_and_the_tap() {
+        let c = crate::config::parse(
+            "[[interface]]\nname = \"t0\"\naddresses = [\"10.1.0.2/24\", \"fd00:1::2/64\"]\n\
+             host_addresses = [\"fd00:1::1/64\"]\n",
+        )
+        .unwrap();
+        let plan = Plan::from_config(&c);
+        let fd = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(plan.stack.ifaces[0].addrs6, [(fd("fd00:1::2"), 64)]);
+        let DeviceSpec::Tap {
+            host_addrs,
+            host_addrs6,
+            ..
+        } = &plan.devices[0]
+        else {
+            panic!("{:?}", plan.devices[0]);
+        };
+        assert!(host_addrs.is_empty());
+        assert_eq!(host_addrs6, &[(fd("fd00:1::1"), 64)]);
     }
 
     #[test]

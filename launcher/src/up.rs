@@ -3,7 +3,7 @@
 use crate::control::{self, Shared};
 use crate::plan::{DeviceSpec, Plan};
 use crate::supervisor::{log, Supervisor};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering::*};
@@ -125,6 +125,35 @@ fn sockd_listener(plan: &Plan) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Creates the TAP `name` of interface `i` and configures its kernel
+/// side: MTU, addresses of both families, up.
+fn open_tap(
+    i: usize,
+    name: &str,
+    mtu: u16,
+    host_addrs: &[(Ipv4Addr, u8)],
+    host_addrs6: &[(Ipv6Addr, u8)],
+    offloads: bool,
+) -> Result<OwnedFd, String> {
+    let tap = strata_drivers::Tap::create(name, offloads)
+        .map_err(|e| format!("interface[{i}]: cannot create TAP {name:?}: {e}"))?;
+    let kname = tap.name().to_string();
+    strata_drivers::tap::set_mtu(&kname, u32::from(mtu))
+        .map_err(|e| format!("interface[{i}]: MTU {mtu} on {kname}: {e}"))?;
+    let failed = |a: &dyn std::fmt::Display, p: &u8, e: std::io::Error| {
+        format!("interface[{i}]: host address {a}/{p} on {kname}: {e}")
+    };
+    for (a, p) in host_addrs {
+        strata_drivers::tap::add_host_addr(&kname, *a, *p).map_err(|e| failed(a, p, e))?;
+    }
+    for (a, p) in host_addrs6 {
+        strata_drivers::tap::add_host_addr6(&kname, *a, *p).map_err(|e| failed(a, p, e))?;
+    }
+    strata_drivers::tap::set_up(&kname)
+        .map_err(|e| format!("interface[{i}]: bringing {kname} up: {e}"))?;
+    Ok(tap.into())
+}
+
 fn open_devices(plan: &Plan) -> Result<Vec<HeldDevice>, String> {
     let mut out = Vec::new();
     for (i, d) in plan.devices.iter().enumerate() {
@@ -139,22 +168,9 @@ fn open_devices(plan: &Plan) -> Result<Vec<HeldDevice>, String> {
                 name,
                 mtu,
                 host_addrs,
+                host_addrs6,
                 offloads,
-            } => {
-                let tap = strata_drivers::Tap::create(name, *offloads)
-                    .map_err(|e| format!("interface[{i}]: cannot create TAP {name:?}: {e}"))?;
-                let kname = tap.name().to_string();
-                strata_drivers::tap::set_mtu(&kname, *mtu as u32)
-                    .map_err(|e| format!("interface[{i}]: MTU {mtu} on {kname}: {e}"))?;
-                for (a, p) in host_addrs {
-                    strata_drivers::tap::add_host_addr(&kname, *a, *p).map_err(|e| {
-                        format!("interface[{i}]: host address {a}/{p} on {kname}: {e}")
-                    })?;
-                }
-                strata_drivers::tap::set_up(&kname)
-                    .map_err(|e| format!("interface[{i}]: bringing {kname} up: {e}"))?;
-                tap.into()
-            }
+            } => open_tap(i, name, *mtu, host_addrs, host_addrs6, *offloads)?,
             DeviceSpec::Pair { link, side_a } => {
                 let side = if *side_a {
                     strata_drivers::Side::A
@@ -207,11 +223,12 @@ fn clear_leftovers(instance: &str) -> Result<(), String> {
     Ok(())
 }
 
-fn fmt_addrs(a: &[(Ipv4Addr, u8)]) -> String {
-    a.iter()
-        .map(|(a, p)| format!("{a}/{p}"))
-        .collect::<Vec<_>>()
-        .join(",")
+/// An interface's addresses, IPv4 then IPv6, as the ready message lists
+/// them: `10.77.0.2/24,fd00:77::2/64`.
+fn fmt_addrs(v4: &[(Ipv4Addr, u8)], v6: &[(Ipv6Addr, u8)]) -> String {
+    let v4 = v4.iter().map(|(a, p)| format!("{a}/{p}"));
+    let v6 = v6.iter().map(|(a, p)| format!("{a}/{p}"));
+    v4.chain(v6).collect::<Vec<_>>().join(",")
 }
 
 /// How often the supervision loop checks heartbeats (and, without pidfds,
@@ -329,7 +346,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
             .stack
             .ifaces
             .iter()
-            .map(|i| format!("{} {}", i.name, fmt_addrs(&i.addrs)))
+            .map(|i| format!("{} {}", i.name, fmt_addrs(&i.addrs, &i.addrs6)))
             .collect();
         println!(
             "strata: ready: instance {inst}, {} layers, {}, pid {}",
@@ -373,4 +390,18 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
         log("stopped; nothing left behind");
     }
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_ready_message_lists_both_families() {
+        let v4 = [(Ipv4Addr::new(10, 77, 0, 2), 24)];
+        let v6 = [("fd00:77::2".parse().unwrap(), 64)];
+        assert_eq!(fmt_addrs(&v4, &v6), "10.77.0.2/24,fd00:77::2/64");
+        assert_eq!(fmt_addrs(&[], &v6), "fd00:77::2/64");
+        assert_eq!(fmt_addrs(&v4, &[]), "10.77.0.2/24");
+    }
 }

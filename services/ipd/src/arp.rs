@@ -8,7 +8,7 @@ use strata_proto::ethernet::{ethertype, EthernetHeader};
 use strata_proto::icmp::{unreach_code, IcmpHeader};
 use strata_proto::MacAddr;
 
-use crate::neigh::{Learn, Learned};
+use crate::neigh::{Learn, Learned, NeighAddr};
 use crate::stats::Stat;
 use crate::{IpCore, Outputs, ETH_LEN};
 
@@ -64,7 +64,8 @@ impl IpCore {
         } else {
             Learn::Seen
         };
-        match self.neigh.learn(now, slot, sip, p.sender_mac, how, for_us) {
+        let key = NeighAddr::v4(sip);
+        match self.neigh.learn(now, slot, key, p.sender_mac, how, for_us) {
             Learned::Entry(idx) => self.flush_neighbour(pool, idx, slot, out),
             Learned::Full => self.stats.inc(Stat::NeighTableFull),
             Learned::Unknown => {}
@@ -146,10 +147,29 @@ impl IpCore {
         out.tx.push(h);
     }
 
+    /// Asks for the MAC of neighbour `target` on interface slot `slot`:
+    /// an ARP request or, for IPv6, a neighbour solicitation
+    /// ([`solicit6`](Self::solicit6)); to everyone, or to `unicast` when
+    /// re-confirming a known MAC.
+    pub(crate) fn solicit<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        slot: usize,
+        target: NeighAddr,
+        unicast: Option<MacAddr>,
+        out: &mut Outputs,
+    ) {
+        match (target.as_v4(), target.as_v6()) {
+            (Some(v4), _) => self.arp_solicit(pool, slot, v4, unicast, out),
+            (_, Some(v6)) => self.solicit6(pool, slot, v6, unicast, out),
+            _ => {}
+        }
+    }
+
     /// Sends an ARP request for neighbour `target`, from our address on
     /// the same subnet (so the neighbour can answer and learn us), else
     /// the interface's first.
-    pub(crate) fn solicit<B: Buffers>(
+    fn arp_solicit<B: Buffers>(
         &mut self,
         pool: &mut B,
         slot: usize,

@@ -1,6 +1,6 @@
 //! What ipd is told at start: interfaces, addresses, routes and limits.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use strata_ipc::route::RouteError;
 use strata_proto::MacAddr;
@@ -31,6 +31,10 @@ pub struct IfaceConfig {
     pub addrs: Vec<(Ipv4Addr, u8)>,
     /// Largest IPv4 datagram sent on it without fragmenting (68..=65535).
     pub mtu: u16,
+    /// Our configured IPv6 addresses on it, each with its prefix length
+    /// (the prefix is on-link). The link-local address made from `mac` is
+    /// always there besides them.
+    pub addrs6: Vec<(Ipv6Addr, u8)>,
 }
 
 /// One configured route: the stack's one route type, which the launcher
@@ -64,6 +68,10 @@ pub struct IpLimits {
     /// An unused STALE or a FAILED neighbour is removed after this long
     /// (Linux `gc_stale_time`, 60 s).
     pub neigh_gc_ns: u64,
+    /// How long a STALE IPv6 neighbour that is used waits in DELAY for a
+    /// confirmation before it is probed (RFC 4861 §10
+    /// `DELAY_FIRST_PROBE_TIME`, 5 s; Linux `delay_first_probe_time`).
+    pub delay_first_probe_ns: u64,
     /// A partial datagram is dropped this long after its first fragment
     /// (Linux `ipfrag_time`, 30 s).
     pub frag_timeout_ns: u64,
@@ -101,6 +109,7 @@ impl Default for IpLimits {
             arp_retrans_ns: S,
             arp_tries: 3,
             neigh_gc_ns: 60 * S,
+            delay_first_probe_ns: 5 * S,
             frag_timeout_ns: 30 * S,
             frag_mem_total: 4 << 20,
             frag_mem_per_src: 512 << 10,
@@ -121,8 +130,12 @@ pub enum ConfigError {
     DuplicateIface(u8),
     /// An MTU outside 68..=max, where max lets a frame fit a large buffer.
     BadMtu(u8, u16),
-    /// A prefix length above 32.
+    /// A prefix length above 32 (128 for IPv6).
     BadPrefix(u8),
+    /// An IPv6 address that cannot be configured: not global or unique-local
+    /// unicast (unspecified, loopback, multicast, IPv4-mapped or
+    /// link-local, which comes from the MAC).
+    BadAddress6(Ipv6Addr),
     /// An address that cannot be a host's (0.0.0.0, loopback, multicast,
     /// class E).
     BadAddress(Ipv4Addr),
@@ -148,6 +161,7 @@ impl core::fmt::Display for ConfigError {
             ConfigError::BadMtu(i, m) => write!(f, "interface {i}: MTU {m} out of range"),
             ConfigError::BadPrefix(p) => write!(f, "prefix length {p} above 32"),
             ConfigError::BadAddress(a) => write!(f, "{a} cannot be a host address"),
+            ConfigError::BadAddress6(a) => write!(f, "{a} cannot be configured as an address"),
             ConfigError::UnknownIface(i) => write!(f, "route names unknown interface {i}"),
             ConfigError::DirectRouteNeedsIface(d, p) => {
                 write!(f, "route {d}/{p} has no gateway and no interface")

@@ -16,6 +16,7 @@ use strata_ipc::{Buffers, Handle};
 use strata_proto::icmp::{time_exceeded_code, unreach_code, IcmpHeader};
 use strata_proto::ipv4::{decrement_ttl, option_kind, options, Ipv4Header};
 
+use crate::neigh::NeighAddr;
 use crate::route::is_martian;
 use crate::stats::Stat;
 use crate::{IpCore, Outputs, ETH_LEN};
@@ -111,7 +112,7 @@ impl IpCore {
         h.oif = oif;
         h.nexthop = r.nexthop;
         self.stats.inc(Stat::Forwarded);
-        self.send_to_neighbour(now, pool, h, r.slot, r.nexthop, out);
+        self.send_to_neighbour(now, pool, h, r.slot, NeighAddr::v4(r.nexthop), out);
     }
 }
 

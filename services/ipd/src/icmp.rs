@@ -272,7 +272,7 @@ impl IpCore {
     /// Token bucket for ICMP errors (Linux `icmp_msgs_per_sec` and
     /// `icmp_msgs_burst`): one token per `1 s / rate`, at most `burst`
     /// saved up. A rate of 0 turns the limit off.
-    fn icmp_allow(&mut self, now: u64) -> bool {
+    pub(crate) fn icmp_allow(&mut self, now: u64) -> bool {
         let rate = u64::from(self.limits.icmp_rate_per_sec);
         if rate == 0 {
             return true;

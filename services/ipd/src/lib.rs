@@ -29,6 +29,8 @@ mod arp;
 pub mod config;
 mod forward;
 mod icmp;
+mod ip6;
+mod nd;
 mod neigh;
 mod output;
 mod reasm;
@@ -43,12 +45,18 @@ use strata_proto::ethernet::{ethertype, EthernetHeader};
 use strata_proto::ipv4::{protocol, Ipv4Error, Ipv4Header};
 
 pub use config::{ConfigError, IfaceConfig, IpConfig, IpLimits, RouteConfig, StaticNeigh};
-pub use neigh::{neigh_state, NeighRecord};
+pub use neigh::{neigh_state, NeighAddr, NeighRecord};
 
 /// The format of ipd's arena: a table of [`NeighRecord`]s
 /// ([`strata_ipc::Records`]), which the launcher reads too (`strata neigh
-/// show`).
-pub const ARENA_FORMAT: strata_ipc::service::ArenaFormat = strata_ipc::service::ArenaFormat::FIRST;
+/// show`, `strata addr show`).
+///
+/// Format 2 holds 16-byte addresses (IPv6, and IPv4 mapped into IPv6);
+/// format 1, which it reads, held IPv4 ones only.
+pub const ARENA_FORMAT: strata_ipc::service::ArenaFormat = strata_ipc::service::ArenaFormat {
+    writes: 2,
+    reads_from: 1,
+};
 pub use stats::{Stat, Stats};
 
 use neigh::Neighbours;
@@ -113,6 +121,15 @@ pub struct IpCore {
     /// after them (sending touches the table the timers are walking).
     /// Allocated once with room for every queue slot.
     unreachable: Vec<Handle>,
+    /// The IPv6 side of each interface, by slot as `net.ifaces`.
+    v6: Vec<ip6::Iface6>,
+    /// Whether an own IPv6 address changed detection state since the
+    /// arena copy was last taken.
+    addrs6_changed: bool,
+    /// Own IPv6 addresses found duplicate, not yet reported by the shell.
+    duplicates: Vec<(u8, std::net::Ipv6Addr)>,
+    /// [`start`](Self::start) ran: new IPv6 addresses are tried at once.
+    started: bool,
 }
 
 impl IpCore {
@@ -129,6 +146,7 @@ impl IpCore {
             return Err(ConfigError::BadLimit("arp_retrans_ns/arp_tries"));
         }
         let net = Net::new(&cfg.ifaces, &cfg.routes)?;
+        let v6 = ifaces6(&cfg.ifaces)?;
         let mut core = IpCore {
             net,
             neigh: Neighbours::new(l),
@@ -140,6 +158,10 @@ impl IpCore {
             icmp_last: 0,
             unreachable: Vec::with_capacity(l.unres_total),
             limits: cfg.limits,
+            v6,
+            addrs6_changed: false,
+            duplicates: Vec::new(),
+            started: false,
         };
         core.set_permanent(0, &cfg.neighbours);
         Ok(core)
@@ -159,6 +181,7 @@ impl IpCore {
         out: &mut Outputs,
     ) -> Result<(), ConfigError> {
         let net = Net::new(&cfg.ifaces, &cfg.routes)?;
+        let mut v6 = ifaces6(&cfg.ifaces)?;
         let same_ifaces = net.ifaces.len() == self.net.ifaces.len()
             && net
                 .ifaces
@@ -169,8 +192,15 @@ impl IpCore {
             return Err(ConfigError::IfacesChanged);
         }
         self.net = net;
+        IpCore::carry_dad(&self.v6, &mut v6);
+        self.v6 = v6;
+        self.addrs6_changed = true;
         for (idx, slot) in self.set_permanent(now, &cfg.neighbours) {
             self.flush_neighbour(pool, idx, slot, out);
+        }
+        // New IPv6 addresses are tried before they are used.
+        if self.started {
+            self.dad_start(now, pool, out);
         }
         Ok(())
     }
@@ -181,12 +211,13 @@ impl IpCore {
     /// leaves such records out). Returns the entries, with their
     /// interface slots, whose queued packets can go now.
     fn set_permanent(&mut self, now: u64, list: &[StaticNeigh]) -> Vec<(usize, usize)> {
-        let want: Vec<(usize, u32, strata_proto::MacAddr)> = list
+        let want: Vec<(usize, NeighAddr, strata_proto::MacAddr)> = list
             .iter()
             .filter_map(|n| {
                 let slot = self.net.slot(n.iface)?;
                 let (ip, mac) = (u32::from(n.ip), strata_proto::MacAddr(n.mac));
-                self.usable_neighbour(ip, mac).then_some((slot, ip, mac))
+                self.usable_neighbour(ip, mac)
+                    .then_some((slot, NeighAddr::v4(ip), mac))
             })
             .collect();
         self.neigh
@@ -196,17 +227,21 @@ impl IpCore {
             .collect()
     }
 
-    /// Announces every address with a gratuitous ARP request (RFC 5227
-    /// announcement: sender and target IP both ours), so neighbours that
-    /// cached an old MAC for it update. Call once when the layer starts.
+    /// Announces every IPv4 address with a gratuitous ARP request (RFC
+    /// 5227 announcement: sender and target IP both ours), so neighbours
+    /// that cached an old MAC for it update, and starts duplicate address
+    /// detection on every IPv6 address that has not passed it (all of
+    /// them, unless a previous instance's records were restored). Call
+    /// once when the layer starts.
     pub fn start<B: Buffers>(&mut self, now: u64, pool: &mut B, out: &mut Outputs) {
-        let _ = now;
         for slot in 0..self.net.ifaces.len() {
             for a in 0..self.net.ifaces[slot].addrs.len() {
                 let ip = self.net.ifaces[slot].addrs[a].addr;
                 self.send_arp_request(pool, slot, ip, ip, None, out);
             }
         }
+        self.started = true;
+        self.dad_start(now, pool, out);
     }
 
     /// Takes an Ethernet frame from netdevd (data window = whole frame,
@@ -233,6 +268,7 @@ impl IpCore {
         match eth.ethertype {
             ethertype::ARP => self.arp_input(now, pool, h, slot, out),
             ethertype::IPV4 => self.ip_input(now, pool, h, eth.dst.is_multicast(), out),
+            ethertype::IPV6 => self.ip6_input(now, pool, h, slot, out),
             _ => self.drop(pool, &h, Stat::UnknownEthertype),
         }
     }
@@ -274,6 +310,7 @@ impl IpCore {
         if self.neigh.due(now) {
             self.neigh_timers(now, pool, out);
         }
+        self.dad_poll(now);
         while let Some(e) = self.reasm.expire(now) {
             self.stats.inc(Stat::FragTimeout);
             if let Some(q) = e.quote {
@@ -296,10 +333,14 @@ impl IpCore {
     /// When [`poll`](Self::poll) next has work, if ever. Input and output
     /// can bring this closer (a new ARP resolution, a first fragment).
     pub fn next_deadline(&self) -> Option<u64> {
-        match (self.neigh.next_wake(), self.reasm.next_wake()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [
+            self.neigh.next_wake(),
+            self.reasm.next_wake(),
+            self.dad_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     /// Says whether an upper layer is attached for IP protocol `protocol`.
@@ -327,13 +368,19 @@ impl IpCore {
         self.neigh.queued()
     }
 
-    /// The usable neighbour entries, for the shell to persist in the
-    /// fabric's arena.
+    /// The usable neighbour entries.
     pub fn neighbours(&self) -> impl Iterator<Item = NeighRecord> + '_ {
         self.neigh.records().filter_map(|mut r| {
             r.iface = self.net.ifaces.get(r.iface as usize)?.index;
             Some(r)
         })
+    }
+
+    /// What the shell persists in the fabric's arena: the usable
+    /// neighbours, then the duplicate address detection state of each of
+    /// our IPv6 addresses.
+    pub fn records(&self) -> impl Iterator<Item = NeighRecord> + '_ {
+        self.neighbours().chain(self.address_records())
     }
 
     /// Re-creates neighbours exported by a previous instance. Records for
@@ -345,7 +392,17 @@ impl IpCore {
             let Some(slot) = self.net.slot(r.iface) else {
                 continue;
             };
-            if self.usable_neighbour(r.ip, strata_proto::MacAddr(r.mac)) {
+            if r.state >= neigh_state::ADDR_TENTATIVE {
+                self.restore_address(slot, r);
+                continue;
+            }
+            let mac = strata_proto::MacAddr(r.mac);
+            let usable = match (r.ip.as_v4(), r.ip.as_v6()) {
+                (Some(v4), _) => self.usable_neighbour(v4, mac),
+                (_, Some(v6)) => self.usable_neighbour6(slot, v6, mac),
+                _ => false,
+            };
+            if usable {
                 self.neigh.restore(now, slot, r);
             }
         }
@@ -367,16 +424,17 @@ impl IpCore {
     /// resolved anew. Permanent neighbours stay. Packets waiting for
     /// resolution of a forgotten one are freed.
     pub fn flush_neighbours<B: Buffers>(&mut self, pool: &mut B, only: Option<u32>) {
-        for h in self.neigh.flush(only) {
+        for h in self.neigh.flush(only.map(NeighAddr::v4)) {
             pool.free(&h);
         }
     }
 
-    /// Whether the exportable neighbour set changed (an entry appeared,
-    /// went, or changed MAC) since the last call; the shell rewrites its
-    /// arena copy when it did.
+    /// Whether what [`records`](Self::records) returns changed (a
+    /// neighbour appeared, went, or changed MAC or state; an own IPv6
+    /// address changed detection state) since the last call; the shell
+    /// rewrites its arena copy when it did.
     pub fn neighbours_changed(&mut self) -> bool {
-        self.neigh.take_changed()
+        self.neigh.take_changed() | core::mem::take(&mut self.addrs6_changed)
     }
 
     // ---- input path ----
@@ -510,6 +568,18 @@ impl IpCore {
         self.ident = self.ident.wrapping_add(1);
         self.ident
     }
+}
+
+/// The IPv6 side of interfaces `ifaces`, or why their IPv6 addresses
+/// cannot be used.
+fn ifaces6(ifaces: &[IfaceConfig]) -> Result<Vec<ip6::Iface6>, ConfigError> {
+    ifaces
+        .iter()
+        .map(|i| {
+            ip6::check_config(i)?;
+            Ok(ip6::Iface6::new(i.mac, &i.addrs6))
+        })
+        .collect()
 }
 
 /// The upper layer's protocol (TCP or UDP) for a handle the core left in

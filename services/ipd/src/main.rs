@@ -10,7 +10,8 @@ use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::{now_ns, service, Buffers, Handle, LayerId, Service, BUDGET};
 use strata_ipd::{
-    upper_protocol, IfaceConfig, IpConfig, IpCore, IpLimits, NeighRecord, Outputs, Stat,
+    neigh_state, upper_protocol, IfaceConfig, IpConfig, IpCore, IpLimits, NeighRecord, Outputs,
+    Stat,
 };
 use strata_proto::icmp::{icmp_type, unreach_code};
 use strata_proto::ipv4::protocol;
@@ -32,6 +33,7 @@ fn config(stack: &StackConfig, large_bufs: u32) -> IpConfig {
                 mac: MacAddr(i.mac),
                 addrs: i.addrs.clone(),
                 mtu: i.mtu,
+                addrs6: i.addrs6.clone(),
             })
             .collect(),
         routes: stack.routes.clone(),
@@ -81,8 +83,7 @@ impl Shell<'_> {
     /// Copies the neighbour cache into the arena if it changed.
     fn save(&mut self) {
         if self.core.neighbours_changed() {
-            self.arena
-                .store(self.core.neighbours().map(|r| r.to_bytes()));
+            self.arena.store(self.core.records().map(|r| r.to_bytes()));
         }
     }
 }
@@ -146,6 +147,12 @@ impl Layer for Shell<'_> {
     }
 
     fn end(&mut self, _cx: &mut Cx) -> usize {
+        for (iface, addr) in self.core.take_duplicates() {
+            eprintln!(
+                "ipd: {addr} on interface {iface} is already used by another node on the link \
+                 (duplicate address detection, RFC 4862): not using it"
+            );
+        }
         self.save();
         0
     }
@@ -187,11 +194,23 @@ fn main() {
         svc.log("forwarding IPv4 between interfaces");
     }
     let arena = f.records::<[u8; 32]>(svc.me, strata_ipd::ARENA_FORMAT.writes);
-    let saved: Vec<NeighRecord> = arena.load().iter().map(NeighRecord::from_bytes).collect();
+    // What the previous instance left, in the format it wrote (Service
+    // has checked that this binary reads it).
+    let stored = arena.stored_format();
+    let saved: Vec<NeighRecord> = f
+        .records::<[u8; 32]>(svc.me, stored)
+        .load()
+        .iter()
+        .map(|b| NeighRecord::from_bytes(b, stored))
+        .collect();
     let now = now_ns();
     core.restore_neighbours(now, &saved);
     if !saved.is_empty() {
-        svc.log(&format!("restored {} neighbours", saved.len()));
+        let n = saved
+            .iter()
+            .filter(|r| r.state < neigh_state::ADDR_TENTATIVE)
+            .count();
+        svc.log(&format!("restored {n} neighbours"));
     }
     // Both transports are attached; a protocol without one gets protocol
     // unreachable.

@@ -1,14 +1,25 @@
-//! The neighbour (ARP) cache: a fixed-capacity table with the RFC 1122
-//! 2.3.2 / Linux NUD state machine, and the bounded queue of packets that
-//! wait for a neighbour to resolve.
+//! The neighbour cache of both families: a fixed-capacity table with the
+//! Linux NUD state machine (RFC 1122 §2.3.2 for ARP, RFC 4861 §7.3 for
+//! IPv6 neighbour discovery), and the bounded queue of packets that wait
+//! for a neighbour to resolve.
+//!
+//! One table serves IPv4 and IPv6: an entry's key is a [`NeighAddr`],
+//! an IPv6 address or an IPv4 one mapped into IPv6. The families differ
+//! in one transition: a STALE IPv6 neighbour that is used goes to DELAY
+//! and is probed only if nothing confirms it within
+//! `delay_first_probe_ns` (RFC 4861 §7.3.3), while an IPv4 one is probed
+//! at once, as before.
 //!
 //! This module only keeps state and says what to do ([`Resolve`], [`Tick`]);
-//! the core builds and sends the ARP frames and frees dropped packets, so
-//! the state machine can be read (and tested) apart from packet handling.
+//! the core builds and sends the ARP or neighbour discovery messages and
+//! frees dropped packets, so the state machine can be read (and tested)
+//! apart from packet handling.
 //!
 //! Everything is allocated in [`Neighbours::new`]: entries, the hash index
 //! and the queue slots. Entry and queue links are `u16` indices, not
 //! pointers, so the table is plain data.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use strata_ipc::Handle;
 use strata_proto::MacAddr;
@@ -31,58 +42,135 @@ pub mod neigh_state {
     /// flushed. Exported for `strata neigh show`; a restarted ipd takes
     /// permanent entries from the configuration, not from the arena.
     pub const PERMANENT: u8 = 6;
+    /// IPv6 only: STALE and used; probed unless confirmed within
+    /// `delay_first_probe_ns` (RFC 4861 §7.3.3).
+    pub const DELAY: u8 = 7;
+    /// Not a neighbour: one of ipd's own IPv6 addresses whose duplicate
+    /// address detection is running (RFC 4862 §5.4); the record's `mac`
+    /// is zero. An own address without a record is in use.
+    pub const ADDR_TENTATIVE: u8 = 8;
+    /// Not a neighbour: one of ipd's own IPv6 addresses that another node
+    /// on the link holds (RFC 4862 §5.4.5); ipd does not use it.
+    pub const ADDR_DUPLICATE: u8 = 9;
+    /// Not a neighbour: one of ipd's own IPv6 addresses that passed
+    /// duplicate address detection and is in use.
+    pub const ADDR_PREFERRED: u8 = 10;
 }
 
-/// One neighbour as exported for the fabric's arena: plain data without
-/// pointers or implicit padding, so the shell can store it as bytes and a
-/// restarted ipd can read it back with
-/// [`IpCore::restore_neighbours`](crate::IpCore::restore_neighbours).
-#[repr(C)]
+/// A neighbour's address: an IPv6 address, or an IPv4 address as the
+/// IPv4-mapped IPv6 address `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2), which
+/// no IPv6 neighbour can have. So one table and one record format hold
+/// both families.
+#[repr(transparent)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NeighAddr(pub u128);
+
+impl NeighAddr {
+    const V4_MAPPED: u128 = 0xffff << 32;
+
+    /// The key of IPv4 address `ip` (host order).
+    pub const fn v4(ip: u32) -> NeighAddr {
+        NeighAddr(Self::V4_MAPPED | ip as u128)
+    }
+
+    /// The key of an IPv6 address.
+    pub fn v6(ip: Ipv6Addr) -> NeighAddr {
+        NeighAddr(u128::from(ip))
+    }
+
+    /// The IPv4 address (host order), if this is one.
+    pub fn as_v4(self) -> Option<u32> {
+        (self.0 >> 32 == Self::V4_MAPPED >> 32).then_some(self.0 as u32)
+    }
+
+    /// The IPv6 address, if this is not an IPv4 one.
+    pub fn as_v6(self) -> Option<Ipv6Addr> {
+        self.as_v4().is_none().then(|| Ipv6Addr::from(self.0))
+    }
+
+    /// The address as std has it.
+    pub fn to_ip(self) -> IpAddr {
+        match self.as_v4() {
+            Some(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
+            None => IpAddr::V6(Ipv6Addr::from(self.0)),
+        }
+    }
+
+    /// A 32-bit mix of the address, for the hash index.
+    fn fold(self) -> u32 {
+        let x = self.0 ^ (self.0 >> 64);
+        (x as u64 ^ (x as u64 >> 32)) as u32
+    }
+}
+
+impl From<IpAddr> for NeighAddr {
+    fn from(ip: IpAddr) -> NeighAddr {
+        match ip {
+            IpAddr::V4(a) => NeighAddr::v4(u32::from(a)),
+            IpAddr::V6(a) => NeighAddr::v6(a),
+        }
+    }
+}
+
+/// One neighbour as exported for the fabric's arena, so that a restarted
+/// ipd can read it back with
+/// [`IpCore::restore_neighbours`](crate::IpCore::restore_neighbours) and
+/// the launcher can show it. In the arena it is 32 bytes
+/// ([`to_bytes`](Self::to_bytes)).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct NeighRecord {
     /// When the MAC was last learned or confirmed (monotonic ns).
     pub updated_ns: u64,
-    /// The neighbour's IPv4 address, host order.
-    pub ip: u32,
+    /// The neighbour's address.
+    pub ip: NeighAddr,
     /// Its MAC address.
     pub mac: [u8; 6],
     /// Interface index (as in [`Handle::iif`]).
     pub iface: u8,
     /// One of [`neigh_state`].
     pub state: u8,
-    /// Zero; keeps the layout explicit.
-    pub reserved: [u8; 8],
 }
 
-const _: () = assert!(core::mem::size_of::<NeighRecord>() == 32);
-
 impl NeighRecord {
-    /// The record as ipd's arena holds it (little-endian fields, in
-    /// declaration order).
+    /// The record as ipd's arena holds it in format 2: `updated_ns`
+    /// little-endian (8 bytes), the address as 16 bytes in network order,
+    /// the MAC (6), the interface index and the state.
     pub fn to_bytes(&self) -> [u8; 32] {
         let mut b = [0u8; 32];
         b[0..8].copy_from_slice(&self.updated_ns.to_le_bytes());
-        b[8..12].copy_from_slice(&self.ip.to_le_bytes());
-        b[12..18].copy_from_slice(&self.mac);
-        b[18] = self.iface;
-        b[19] = self.state;
-        b[20..28].copy_from_slice(&self.reserved);
+        b[8..24].copy_from_slice(&self.ip.0.to_be_bytes());
+        b[24..30].copy_from_slice(&self.mac);
+        b[30] = self.iface;
+        b[31] = self.state;
         b
     }
 
-    /// A record read back from the arena (any bytes make some record;
-    /// its users validate it).
-    pub fn from_bytes(b: &[u8; 32]) -> NeighRecord {
-        let mut r = NeighRecord {
-            updated_ns: u64::from_le_bytes(b[0..8].try_into().unwrap_or_default()),
-            ip: u32::from_le_bytes(b[8..12].try_into().unwrap_or_default()),
-            iface: b[18],
-            state: b[19],
-            ..NeighRecord::default()
-        };
-        r.mac.copy_from_slice(&b[12..18]);
-        r.reserved.copy_from_slice(&b[20..28]);
-        r
+    /// A record read back from an arena of `format` (2, or 1 as an IPv4-only
+    /// ipd wrote it: the IPv4 address little-endian at 8, the MAC at 12,
+    /// the interface and state at 18 and 19). Any bytes make some record;
+    /// its users validate it.
+    pub fn from_bytes(b: &[u8; 32], format: u32) -> NeighRecord {
+        let updated_ns = u64::from_le_bytes(b[0..8].try_into().unwrap_or_default());
+        let mut mac = [0u8; 6];
+        if format == 1 {
+            mac.copy_from_slice(&b[12..18]);
+            let v4 = u32::from_le_bytes(b[8..12].try_into().unwrap_or_default());
+            return NeighRecord {
+                updated_ns,
+                ip: NeighAddr::v4(v4),
+                mac,
+                iface: b[18],
+                state: b[19],
+            };
+        }
+        mac.copy_from_slice(&b[24..30]);
+        NeighRecord {
+            updated_ns,
+            ip: NeighAddr(u128::from_be_bytes(b[8..24].try_into().unwrap_or_default())),
+            mac,
+            iface: b[30],
+            state: b[31],
+        }
     }
 }
 
@@ -95,6 +183,7 @@ enum State {
     Incomplete,
     Reachable,
     Stale,
+    Delay,
     Probe,
     Failed,
     Permanent,
@@ -105,7 +194,7 @@ impl State {
     fn valid(self) -> bool {
         matches!(
             self,
-            State::Reachable | State::Stale | State::Probe | State::Permanent
+            State::Reachable | State::Stale | State::Delay | State::Probe | State::Permanent
         )
     }
 }
@@ -113,7 +202,7 @@ impl State {
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     state: State,
-    ip: u32,
+    ip: NeighAddr,
     slot: u8,
     mac: MacAddr,
     /// Last confirmation or learning of the MAC.
@@ -133,7 +222,7 @@ struct Entry {
 
 const FREE_ENTRY: Entry = Entry {
     state: State::Free,
-    ip: 0,
+    ip: NeighAddr(0),
     slot: 0,
     mac: MacAddr::ZERO,
     confirmed_ns: 0,
@@ -175,11 +264,12 @@ pub(crate) enum Resolve {
 pub(crate) enum Tick {
     /// Nothing due.
     Idle,
-    /// Send an ARP request for `ip` on interface slot `slot`: broadcast when
-    /// `mac` is `None`, unicast to `mac` when probing.
+    /// Ask for `ip`'s MAC on interface slot `slot` (an ARP request or a
+    /// neighbour solicitation): to everyone (broadcast, or the solicited-node
+    /// group) when `mac` is `None`, unicast to `mac` when probing.
     Solicit {
         slot: usize,
-        ip: u32,
+        ip: NeighAddr,
         mac: Option<MacAddr>,
     },
     /// Resolution failed: the core must drain and drop the entry's queue.
@@ -223,6 +313,7 @@ pub(crate) struct Neighbours {
     retrans_ns: u64,
     tries: u8,
     gc_ns: u64,
+    delay_ns: u64,
     /// Earliest time an entry needs [`tick`](Self::tick); may be early.
     wake: u64,
     changed: bool,
@@ -261,13 +352,14 @@ impl Neighbours {
             retrans_ns: l.arp_retrans_ns,
             tries: l.arp_tries.max(1),
             gc_ns: l.neigh_gc_ns,
+            delay_ns: l.delay_first_probe_ns,
             wake: u64::MAX,
             changed: false,
         }
     }
 
-    fn bucket(&self, slot: u8, ip: u32) -> usize {
-        let k = ip ^ (u32::from(slot) << 24).rotate_left(7);
+    fn bucket(&self, slot: u8, ip: NeighAddr) -> usize {
+        let k = ip.fold() ^ (u32::from(slot) << 24).rotate_left(7);
         let h = k.wrapping_mul(0x9e37_79b1);
         if self.bits == 0 {
             0
@@ -277,7 +369,7 @@ impl Neighbours {
     }
 
     /// The entry for `ip` on interface slot `slot`.
-    pub fn find(&self, slot: usize, ip: u32) -> Option<usize> {
+    pub fn find(&self, slot: usize, ip: NeighAddr) -> Option<usize> {
         let slot = slot as u8;
         let mut i = self.buckets[self.bucket(slot, ip)];
         while i != NIL {
@@ -292,7 +384,7 @@ impl Neighbours {
 
     /// A fresh entry in state `state`, evicting the least recently used
     /// STALE or FAILED entry when the table is full.
-    fn create(&mut self, slot: usize, ip: u32, state: State, now: u64) -> Option<usize> {
+    fn create(&mut self, slot: usize, ip: NeighAddr, state: State, now: u64) -> Option<usize> {
         if self.free == NIL {
             let victim = self
                 .entries
@@ -355,7 +447,7 @@ impl Neighbours {
     }
 
     /// What sending a packet to `ip` on interface slot `slot` needs now.
-    pub fn resolve(&mut self, now: u64, slot: usize, ip: u32) -> Resolve {
+    pub fn resolve(&mut self, now: u64, slot: usize, ip: NeighAddr) -> Resolve {
         let Some(i) = self.find(slot, ip) else {
             return match self.create(slot, ip, State::Incomplete, now) {
                 Some(idx) => {
@@ -370,14 +462,29 @@ impl Neighbours {
         e.used_ns = now;
         if e.state == State::Reachable && now >= e.confirmed_ns.saturating_add(reachable_ns) {
             e.state = State::Stale;
+            self.changed = true;
         }
         match e.state {
-            State::Reachable | State::Probe | State::Permanent => Resolve::Mac(e.mac),
+            State::Reachable | State::Delay | State::Probe | State::Permanent => {
+                Resolve::Mac(e.mac)
+            }
+            State::Stale if e.ip.as_v6().is_some() => {
+                // RFC 4861 §7.3.3: send, and give an upper layer (or an
+                // advertisement) `delay_ns` to confirm before probing.
+                let t = now.saturating_add(self.delay_ns);
+                e.state = State::Delay;
+                self.changed = true;
+                e.timer_ns = t;
+                let mac = e.mac;
+                self.wake_at(t);
+                Resolve::Mac(mac)
+            }
             State::Stale => {
-                // Linux waits in DELAY for an upper layer to confirm the
-                // path first; nothing above ipd confirms yet, so probe now.
+                // ARP: nothing above ipd confirms a path, so probe now
+                // rather than wait in DELAY as Linux does.
                 let mac = e.mac;
                 e.state = State::Probe;
+                self.changed = true;
                 self.start_solicit(i, now);
                 Resolve::MacProbe(mac)
             }
@@ -411,7 +518,7 @@ impl Neighbours {
         &mut self,
         now: u64,
         slot: usize,
-        ip: u32,
+        ip: NeighAddr,
         mac: MacAddr,
         how: Learn,
         create: bool,
@@ -458,8 +565,11 @@ impl Neighbours {
         if new_state == State::Reachable || e.state != new_state {
             e.confirmed_ns = now;
         }
+        let moved = e.state != new_state;
         e.state = new_state;
         e.probes = 0;
+        // `strata neigh show` shows states: a new one is worth a save.
+        self.changed |= moved;
         let t = now.saturating_add(match new_state {
             State::Reachable => self.reachable_ns,
             _ => self.gc_ns,
@@ -512,10 +622,26 @@ impl Neighbours {
                 }
             }
             State::Incomplete | State::Probe => (Tick::Idle, e.timer_ns),
+            State::Delay if now >= e.timer_ns => {
+                // RFC 4861 §7.3.3: unconfirmed after the delay, probe with
+                // a unicast solicitation.
+                e.state = State::Probe;
+                self.changed = true;
+                e.probes = 1;
+                e.timer_ns = now.saturating_add(retrans_ns);
+                let solicit = Tick::Solicit {
+                    slot: e.slot as usize,
+                    ip: e.ip,
+                    mac: Some(e.mac),
+                };
+                (solicit, e.timer_ns)
+            }
+            State::Delay => (Tick::Idle, e.timer_ns),
             State::Reachable => {
                 let end = e.confirmed_ns.saturating_add(reachable_ns);
                 if now >= end {
                     e.state = State::Stale;
+                    self.changed = true;
                     (Tick::Idle, e.used_ns.saturating_add(gc_ns).max(now))
                 } else {
                     (Tick::Idle, end)
@@ -655,11 +781,11 @@ impl Neighbours {
                 iface: e.slot,
                 state: match e.state {
                     State::Reachable => neigh_state::REACHABLE,
+                    State::Delay => neigh_state::DELAY,
                     State::Probe => neigh_state::PROBE,
                     State::Permanent => neigh_state::PERMANENT,
                     _ => neigh_state::STALE,
                 },
-                reserved: [0; 8],
             })
     }
 
@@ -670,7 +796,7 @@ impl Neighbours {
     pub fn restore(&mut self, now: u64, slot: usize, rec: &NeighRecord) -> bool {
         if !matches!(
             rec.state,
-            neigh_state::REACHABLE | neigh_state::STALE | neigh_state::PROBE
+            neigh_state::REACHABLE | neigh_state::STALE | neigh_state::DELAY | neigh_state::PROBE
         ) || self.find(slot, rec.ip).is_some()
         {
             return false;
@@ -703,7 +829,7 @@ impl Neighbours {
     /// Forgets every learnt neighbour (`ip neigh flush`), or only those
     /// with address `only`; permanent entries stay. Returns the packets
     /// that were waiting for a forgotten one, for the caller to free.
-    pub fn flush(&mut self, only: Option<u32>) -> Vec<Handle> {
+    pub fn flush(&mut self, only: Option<NeighAddr>) -> Vec<Handle> {
         let mut waiting = Vec::new();
         for i in 0..self.entries.len() {
             let e = &self.entries[i];
@@ -726,7 +852,7 @@ impl Neighbours {
     /// Returns the entries whose MAC became known, whose queued packets
     /// can go now. `want` is bounded by the configuration (256); an entry
     /// the full table has no room for is skipped.
-    pub fn set_permanent(&mut self, now: u64, want: &[(usize, u32, MacAddr)]) -> Vec<usize> {
+    pub fn set_permanent(&mut self, now: u64, want: &[(usize, NeighAddr, MacAddr)]) -> Vec<usize> {
         let mut ready = Vec::new();
         for i in 0..self.entries.len() {
             let e = &self.entries[i];
@@ -761,8 +887,8 @@ impl Neighbours {
         ready
     }
 
-    /// Whether a valid entry appeared, vanished or changed MAC since the
-    /// last call.
+    /// Whether a valid entry appeared, vanished, or changed MAC or state
+    /// since the last call.
     pub fn take_changed(&mut self) -> bool {
         core::mem::take(&mut self.changed)
     }
@@ -783,6 +909,10 @@ mod tests {
         })
     }
 
+    fn v4(n: u32) -> NeighAddr {
+        NeighAddr::v4(n)
+    }
+
     fn h(n: u32) -> Handle {
         Handle::new(n, 1, 0)
     }
@@ -798,22 +928,22 @@ mod tests {
     #[test]
     fn flush_forgets_everything_and_hands_back_what_waited() {
         let mut t = table(4);
-        let Resolve::Pending { idx, .. } = t.resolve(0, 0, 7) else {
+        let Resolve::Pending { idx, .. } = t.resolve(0, 0, v4(7)) else {
             panic!()
         };
         assert_eq!(t.enqueue(idx, h(1)), None);
         assert_eq!(t.enqueue(idx, h(2)), None);
-        t.learn(10, 0, 9, MAC, Learn::Seen, true);
+        t.learn(10, 0, v4(9), MAC, Learn::Seen, true);
         t.take_changed();
         let waiting = t.flush(None);
         assert_eq!(waiting, [h(1), h(2)]);
         assert!(t.take_changed());
         assert_eq!((t.len(), t.queued()), (0, 0));
-        assert_eq!(t.find(0, 7), None);
+        assert_eq!(t.find(0, v4(7)), None);
         assert_eq!(t.records().count(), 0);
         // Usable again, to its capacity.
         for ip in 0..4 {
-            assert!(matches!(t.resolve(20, 0, ip), Resolve::Pending { .. }));
+            assert!(matches!(t.resolve(20, 0, v4(ip)), Resolve::Pending { .. }));
         }
         assert_eq!(t.len(), 4);
     }
@@ -821,11 +951,11 @@ mod tests {
     #[test]
     fn incomplete_retries_then_fails() {
         let mut t = table(4);
-        let Resolve::Pending { idx, solicit: true } = t.resolve(0, 0, 7) else {
+        let Resolve::Pending { idx, solicit: true } = t.resolve(0, 0, v4(7)) else {
             panic!()
         };
         assert_eq!(
-            t.resolve(1, 0, 7),
+            t.resolve(1, 0, v4(7)),
             Resolve::Pending {
                 idx,
                 solicit: false
@@ -835,7 +965,7 @@ mod tests {
         assert!(tick_all(&mut t, S - 1).is_empty());
         let solicit = Tick::Solicit {
             slot: 0,
-            ip: 7,
+            ip: v4(7),
             mac: None,
         };
         assert_eq!(tick_all(&mut t, S), vec![(idx, solicit)]);
@@ -843,7 +973,7 @@ mod tests {
         assert_eq!(tick_all(&mut t, 3 * S), vec![(idx, Tick::Failed)]);
         // A new packet restarts resolution.
         assert_eq!(
-            t.resolve(4 * S, 0, 7),
+            t.resolve(4 * S, 0, v4(7)),
             Resolve::Pending { idx, solicit: true }
         );
     }
@@ -851,23 +981,23 @@ mod tests {
     #[test]
     fn reply_resolves_then_ages_to_stale_probe_and_gc() {
         let mut t = table(4);
-        let Resolve::Pending { idx, .. } = t.resolve(0, 0, 7) else {
+        let Resolve::Pending { idx, .. } = t.resolve(0, 0, v4(7)) else {
             panic!()
         };
         assert!(!t.take_changed());
         assert_eq!(
-            t.learn(10, 0, 7, MAC, Learn::Confirmed, false),
+            t.learn(10, 0, v4(7), MAC, Learn::Confirmed, false),
             Learned::Entry(idx)
         );
         assert!(t.take_changed());
-        assert_eq!(t.resolve(20, 0, 7), Resolve::Mac(MAC));
+        assert_eq!(t.resolve(20, 0, v4(7)), Resolve::Mac(MAC));
         tick_all(&mut t, 31 * S);
         assert_eq!(t.records().next().unwrap().state, neigh_state::STALE);
-        assert_eq!(t.resolve(31 * S, 0, 7), Resolve::MacProbe(MAC));
-        assert_eq!(t.resolve(31 * S, 0, 7), Resolve::Mac(MAC));
+        assert_eq!(t.resolve(31 * S, 0, v4(7)), Resolve::MacProbe(MAC));
+        assert_eq!(t.resolve(31 * S, 0, v4(7)), Resolve::Mac(MAC));
         let probe = Tick::Solicit {
             slot: 0,
-            ip: 7,
+            ip: v4(7),
             mac: Some(MAC),
         };
         assert_eq!(tick_all(&mut t, 32 * S), vec![(idx, probe)]);
@@ -882,16 +1012,19 @@ mod tests {
     #[test]
     fn learning_creates_only_when_asked_and_stale_is_collected() {
         let mut t = table(4);
-        assert_eq!(t.learn(0, 0, 7, MAC, Learn::Seen, false), Learned::Unknown);
+        assert_eq!(
+            t.learn(0, 0, v4(7), MAC, Learn::Seen, false),
+            Learned::Unknown
+        );
         assert!(matches!(
-            t.learn(0, 0, 7, MAC, Learn::Seen, true),
+            t.learn(0, 0, v4(7), MAC, Learn::Seen, true),
             Learned::Entry(_)
         ));
         assert_eq!(t.records().next().unwrap().state, neigh_state::STALE);
         // Seen again, same MAC: unchanged; a confirmation makes it REACHABLE.
-        t.learn(S, 0, 7, MAC, Learn::Seen, false);
+        t.learn(S, 0, v4(7), MAC, Learn::Seen, false);
         assert_eq!(t.records().next().unwrap().updated_ns, 0);
-        t.learn(2 * S, 0, 7, MAC, Learn::Confirmed, false);
+        t.learn(2 * S, 0, v4(7), MAC, Learn::Confirmed, false);
         assert_eq!(t.records().next().unwrap().state, neigh_state::REACHABLE);
         tick_all(&mut t, 32 * S);
         assert_eq!(t.len(), 1);
@@ -903,39 +1036,39 @@ mod tests {
     fn full_table_evicts_oldest_stale_only() {
         let mut t = table(2);
         assert!(matches!(
-            t.learn(0, 0, 1, MAC, Learn::Seen, true),
+            t.learn(0, 0, v4(1), MAC, Learn::Seen, true),
             Learned::Entry(_)
         ));
         assert!(matches!(
-            t.learn(5, 0, 2, MAC, Learn::Seen, true),
+            t.learn(5, 0, v4(2), MAC, Learn::Seen, true),
             Learned::Entry(_)
         ));
-        assert!(matches!(t.resolve(10, 0, 3), Resolve::Pending { .. }));
-        assert!(t.find(0, 1).is_none());
-        assert!(t.find(0, 2).is_some());
+        assert!(matches!(t.resolve(10, 0, v4(3)), Resolve::Pending { .. }));
+        assert!(t.find(0, v4(1)).is_none());
+        assert!(t.find(0, v4(2)).is_some());
         assert!(matches!(
-            t.learn(11, 0, 4, MAC, Learn::Confirmed, true),
+            t.learn(11, 0, v4(4), MAC, Learn::Confirmed, true),
             Learned::Entry(_)
         ));
         // Now one INCOMPLETE and one REACHABLE: nothing to evict.
-        assert_eq!(t.resolve(12, 0, 5), Resolve::Full);
-        assert_eq!(t.learn(12, 0, 6, MAC, Learn::Seen, true), Learned::Full);
+        assert_eq!(t.resolve(12, 0, v4(5)), Resolve::Full);
+        assert_eq!(t.learn(12, 0, v4(6), MAC, Learn::Seen, true), Learned::Full);
     }
 
     #[test]
     fn queue_bounds_per_neighbour_and_total() {
         let mut t = table(8);
-        let Resolve::Pending { idx: a, .. } = t.resolve(0, 0, 1) else {
+        let Resolve::Pending { idx: a, .. } = t.resolve(0, 0, v4(1)) else {
             panic!()
         };
         for n in 0..3 {
             assert_eq!(t.enqueue(a, h(n)), None);
         }
         assert_eq!(t.enqueue(a, h(3)), Some(h(0)));
-        let Resolve::Pending { idx: b, .. } = t.resolve(0, 0, 2) else {
+        let Resolve::Pending { idx: b, .. } = t.resolve(0, 0, v4(2)) else {
             panic!()
         };
-        let Resolve::Pending { idx: c, .. } = t.resolve(0, 0, 3) else {
+        let Resolve::Pending { idx: c, .. } = t.resolve(0, 0, v4(3)) else {
             panic!()
         };
         assert_eq!(t.enqueue(b, h(10)), None);
@@ -957,8 +1090,8 @@ mod tests {
     #[test]
     fn export_and_restore() {
         let mut t = table(4);
-        t.learn(100, 0, 1, MAC, Learn::Confirmed, true);
-        t.learn(100, 1, 2, MAC, Learn::Seen, true);
+        t.learn(100, 0, v4(1), MAC, Learn::Confirmed, true);
+        t.learn(100, 1, v4(2), MAC, Learn::Seen, true);
         let recs: Vec<_> = t.records().collect();
         assert_eq!(recs.len(), 2);
         let mut u = table(4);
@@ -966,12 +1099,12 @@ mod tests {
             assert!(u.restore(200, r.iface as usize, r));
             assert!(!u.restore(200, r.iface as usize, r));
         }
-        assert_eq!(u.resolve(300, 0, 1), Resolve::Mac(MAC));
-        assert_eq!(u.resolve(300, 1, 2), Resolve::MacProbe(MAC));
+        assert_eq!(u.resolve(300, 0, v4(1)), Resolve::Mac(MAC));
+        assert_eq!(u.resolve(300, 1, v4(2)), Resolve::MacProbe(MAC));
         // Restored long after: comes back STALE.
         let mut v = table(4);
         assert!(v.restore(40 * S, 0, &recs[0]));
-        assert_eq!(v.resolve(40 * S, 0, 1), Resolve::MacProbe(MAC));
+        assert_eq!(v.resolve(40 * S, 0, v4(1)), Resolve::MacProbe(MAC));
         let bad = NeighRecord {
             state: neigh_state::INCOMPLETE,
             ..recs[0]

@@ -9,7 +9,7 @@ use strata_proto::ethernet::{ethertype, EthernetHeader};
 use strata_proto::ipv4::{fill_checksum, protocol};
 use strata_proto::MacAddr;
 
-use crate::neigh::Resolve;
+use crate::neigh::{NeighAddr, Resolve};
 use crate::route::is_multicast;
 use crate::stats::Stat;
 use crate::{IpCore, Outputs, ETH_LEN};
@@ -137,18 +137,19 @@ impl IpCore {
         if let Some(mac) = l2 {
             return self.transmit(pool, h, slot, mac, out);
         }
-        self.send_to_neighbour(now, pool, h, slot, nexthop, out);
+        self.send_to_neighbour(now, pool, h, slot, NeighAddr::v4(nexthop), out);
     }
 
-    /// Sends datagram `h` to neighbour `nexthop` on interface slot `slot`:
-    /// at once when its MAC is known, else queued while ARP resolves it.
+    /// Sends datagram `h` (IPv4 or IPv6) to neighbour `nexthop` on
+    /// interface slot `slot`: at once when its MAC is known, else queued
+    /// while ARP or neighbour discovery resolves it.
     pub(crate) fn send_to_neighbour<B: Buffers>(
         &mut self,
         now: u64,
         pool: &mut B,
         h: Handle,
         slot: usize,
-        nexthop: u32,
+        nexthop: NeighAddr,
         out: &mut Outputs,
     ) {
         match self.neigh.resolve(now, slot, nexthop) {
@@ -216,6 +217,11 @@ impl IpCore {
         // A super-segment was checked against the MTU segment by segment
         // (`wire_len`) on its way here.
         if h.data_len as usize > self.net.ifaces[slot].mtu as usize && h.gso_type == gso::NONE {
+            if h.ethertype == ethertype::IPV6 {
+                // IPv6 datagrams are cut at their source, before they get
+                // here (RFC 8200 §4.5), never on the way.
+                return self.drop(pool, &h, Stat::Ip6TooBig);
+            }
             return self.fragment(pool, h, slot, mac, out);
         }
         if self.push_eth(pool, h, slot, mac, out) {
@@ -234,10 +240,11 @@ impl IpCore {
         out: &mut Outputs,
     ) -> bool {
         let iface = &self.net.ifaces[slot];
+        let v6 = h.ethertype == ethertype::IPV6;
         let eth = EthernetHeader {
             dst: mac,
             src: iface.mac,
-            ethertype: ethertype::IPV4,
+            ethertype: if v6 { ethertype::IPV6 } else { ethertype::IPV4 },
         };
         h.oif = iface.index;
         if !h.push_front(ETH_LEN as u32) {
@@ -246,8 +253,10 @@ impl IpCore {
         }
         let ok = match pool.data_mut(&h) {
             Ok(d) => {
-                let hl = d.get(ETH_LEN).map_or(20, |b| usize::from(b & 0x0f) * 4);
-                h.l4_off = (ETH_LEN + hl) as u16;
+                if !v6 {
+                    let hl = d.get(ETH_LEN).map_or(20, |b| usize::from(b & 0x0f) * 4);
+                    h.l4_off = (ETH_LEN + hl) as u16;
+                }
                 eth.emit(d).is_ok()
             }
             Err(_) => false,
@@ -258,7 +267,7 @@ impl IpCore {
         }
         h.l2_off = 0;
         h.l3_off = ETH_LEN as u16;
-        h.ethertype = ethertype::IPV4;
+        h.ethertype = eth.ethertype;
         out.tx.push(h);
         true
     }

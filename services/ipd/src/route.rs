@@ -197,6 +197,7 @@ mod tests {
                 .map(|(a, p)| (a.parse().unwrap(), *p))
                 .collect(),
             mtu: 1500,
+            addrs6: vec![],
         }
     }
 

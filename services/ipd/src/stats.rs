@@ -197,4 +197,121 @@ strata_ipc::layer_stats! { "ipd";
     /// Datagrams for tcpd or udpd dropped because that layer's ring was
     /// full.
     UpperRingFull => "upper_ring_full",
+
+    /// IPv6 packets received (header parsed successfully).
+    RxIpv6 => "rx_ipv6",
+    /// IPv6 packet shorter than its 40-byte header.
+    Ipv6Truncated => "ipv6_truncated",
+    /// IPv6 version field not 6.
+    Ipv6BadVersion => "ipv6_bad_version",
+    /// IPv6 jumbogram (RFC 2675), not supported.
+    Ipv6Jumbogram => "ipv6_jumbogram",
+    /// IPv6 payload length larger than the frame.
+    Ipv6PayloadLenExceedsFrame => "ipv6_payload_len_exceeds_frame",
+    /// IPv6 source that can never be a sender (multicast, or one of ours
+    /// from outside).
+    Ip6MartianSource => "ip6_martian_source",
+    /// IPv6 destination neither one of our addresses nor a group we are
+    /// in (no IPv6 forwarding yet).
+    Ip6NotForUs => "ip6_not_for_us",
+    /// IPv6 packet to one of our addresses still under duplicate address
+    /// detection, which takes nothing but neighbour discovery (RFC 4862
+    /// §5.4).
+    Ip6ToTentative => "ip6_to_tentative",
+    /// Extension headers end in No Next Header: nothing to deliver.
+    Ip6NoNextHeader => "ip6_no_next_header",
+    /// An IPv6 extension header runs past the payload.
+    Ip6ExtHeaderTruncated => "ip6_ext_header_truncated",
+    /// Malformed IPv6 options.
+    Ip6BadOptions => "ip6_bad_options",
+    /// Unrecognized IPv6 option whose type says to discard silently.
+    Ip6UnknownOption => "ip6_unknown_option",
+    /// More IPv6 extension headers than ipd walks.
+    Ip6TooManyExtHeaders => "ip6_too_many_ext_headers",
+    /// IPv6 packets answered with a parameter problem (or dropped where
+    /// one may not be sent).
+    Ip6ParamProblem => "ip6_param_problem",
+    /// IPv6 fragments: reassembly is not implemented yet.
+    Ip6Fragment => "ip6_fragment",
+    /// TCP or UDP over IPv6: no transport takes it yet (answered with
+    /// ICMPv6 port unreachable).
+    Ip6UpperUnsupported => "ip6_upper_unsupported",
+    /// No interface reaches this IPv6 destination.
+    Ip6NoRoute => "ip6_no_route",
+    /// IPv6 datagram larger than the interface's MTU.
+    Ip6TooBig => "ip6_too_big",
+    /// IPv6 packets ipd sent (neighbour discovery, MLD, echo replies and
+    /// errors).
+    Ip6OutPackets => "ip6_out_packets",
+    /// ICMPv6 message shorter than its header.
+    Icmp6Truncated => "icmp6_truncated",
+    /// ICMPv6 checksum wrong.
+    Icmp6BadChecksum => "icmp6_bad_checksum",
+    /// ICMPv6 echo requests received.
+    Icmp6InEchoRequests => "icmp6_in_echo_requests",
+    /// ICMPv6 echo replies sent.
+    Icmp6OutEchoReplies => "icmp6_out_echo_replies",
+    /// ICMPv6 errors received.
+    Icmp6InErrors => "icmp6_in_errors",
+    /// ICMPv6 errors sent.
+    Icmp6OutErrors => "icmp6_out_errors",
+    /// ICMPv6 errors not sent because of the rate limit.
+    Icmp6OutRatelimited => "icmp6_out_ratelimited",
+    /// ICMPv6 errors not sent because RFC 4443 §2.4 (e) forbids it.
+    Icmp6OutSuppressed => "icmp6_out_suppressed",
+    /// ICMPv6 messages of other types (router discovery, redirects,
+    /// multicast listener discovery, echo replies) received and ignored.
+    Icmp6InOther => "icmp6_in_other",
+    /// Neighbour solicitations received.
+    NdRxSolicits => "nd_rx_solicits",
+    /// Neighbour advertisements received.
+    NdRxAdverts => "nd_rx_adverts",
+    /// Neighbour solicitations sent (resolution, probes and duplicate
+    /// address detection).
+    NdTxSolicits => "nd_tx_solicits",
+    /// Neighbour advertisements sent.
+    NdTxAdverts => "nd_tx_adverts",
+    /// Neighbour discovery messages about nobody we know or ask about.
+    NdNotForUs => "nd_not_for_us",
+    /// Neighbour discovery message with an unusable source link-layer
+    /// address or source address.
+    NdInvalidSender => "nd_invalid_sender",
+    /// Another node defends one of our addresses: an advertisement for an
+    /// address we use, from someone else.
+    NdAddrConflict => "nd_addr_conflict",
+    /// Own addresses found duplicate by duplicate address detection and
+    /// not used (RFC 4862 §5.4.5).
+    DadDuplicate => "dad_duplicate",
+    /// MLDv2 reports sent (RFC 3810), announcing the groups ipd listens to.
+    MldTxReports => "mld_tx_reports",
+    /// ND message of the wrong ICMPv6 type for its parser.
+    NdpBadType => "ndp_bad_type",
+    /// ND message shorter than its fixed part.
+    NdpTruncated => "ndp_truncated",
+    /// ND message with an IPv6 hop limit other than 255.
+    NdpBadHopLimit => "ndp_bad_hop_limit",
+    /// ND message with a code other than 0.
+    NdpBadCode => "ndp_bad_code",
+    /// ND option running past the message.
+    NdpOptionTruncated => "ndp_option_truncated",
+    /// ND option of length 0.
+    NdpZeroOptionLength => "ndp_zero_option_length",
+    /// ND link-layer address option of the wrong length.
+    NdpBadLinkAddrLen => "ndp_bad_link_addr_len",
+    /// ND prefix or MTU option of the wrong length.
+    NdpBadOptionLength => "ndp_bad_option_length",
+    /// Router advertisement or redirect not from a link-local source.
+    NdpSourceNotLinkLocal => "ndp_source_not_link_local",
+    /// Solicitation from :: carrying a source link-layer address.
+    NdpLinkAddrFromUnspecified => "ndp_link_addr_from_unspecified",
+    /// Solicitation from :: not sent to a solicited-node address.
+    NdpDadNotToSolicitedNode => "ndp_dad_not_to_solicited_node",
+    /// Solicitation or advertisement for a multicast target.
+    NdpMulticastTarget => "ndp_multicast_target",
+    /// Advertisement to a multicast address with the S flag.
+    NdpSolicitedToMulticast => "ndp_solicited_to_multicast",
+    /// Redirect for a multicast destination.
+    NdpMulticastDestination => "ndp_multicast_destination",
+    /// Redirect whose target is neither link-local nor its destination.
+    NdpBadRedirectTarget => "ndp_bad_redirect_target",
 }

@@ -46,6 +46,7 @@ impl Stack {
                 mac: OUR_MAC,
                 addrs: vec![(OUR_IP, 24)],
                 mtu: 1500,
+                addrs6: vec![],
             }],
             routes: vec![],
             neighbours: vec![],

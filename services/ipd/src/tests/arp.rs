@@ -32,7 +32,7 @@ fn request_for_our_address_gets_an_exact_reply_in_the_same_buffer() {
     // The asker was learned (STALE: a request confirms no path).
     let n: Vec<_> = r.core.neighbours().collect();
     assert_eq!(n.len(), 1);
-    assert_eq!(n[0].ip, u32::from(PEER_IP));
+    assert_eq!(n[0].ip, crate::NeighAddr::v4(u32::from(PEER_IP)));
     assert_eq!(n[0].mac, PEER_MAC.0);
     assert_eq!(n[0].iface, IFACE);
     assert_eq!(n[0].state, neigh_state::STALE);
@@ -125,10 +125,16 @@ fn gratuitous_arp_for_every_address_at_start() {
         mac: MacAddr([0x02, 0, 0, 0, 4, 4]),
         addrs: vec![(Ipv4Addr::new(172, 16, 0, 1), 16)],
         mtu: 9000,
+        addrs6: vec![],
     });
     let mut r = Rig::with(cfg);
     r.core.start(r.now, &mut r.pool, &mut r.out);
-    let tx = r.tx();
+    // IPv6 duplicate address detection starts too (tests/ip6.rs).
+    let tx: Vec<Tx> = r
+        .tx()
+        .into_iter()
+        .filter(|t| t.eth().ethertype == ethertype::ARP)
+        .collect();
     assert_eq!(tx.len(), 3);
     for (t, (mac, ip, oif)) in tx.iter().zip([
         (OUR_MAC, OUR_IP, IFACE),
@@ -286,7 +292,7 @@ fn neighbours_survive_export_and_restore() {
     let mut bad = recs[0];
     bad.iface = 9;
     let mut bcast = recs[0];
-    bcast.ip = u32::from(Ipv4Addr::new(10, 0, 0, 255));
+    bcast.ip = crate::NeighAddr::v4(u32::from(Ipv4Addr::new(10, 0, 0, 255)));
     let mut r2 = Rig::new();
     r2.core.restore_neighbours(r2.now, &[bad, bcast]);
     assert_eq!(r2.core.neighbours().count(), 0);
@@ -350,7 +356,7 @@ fn flushing_one_address_forgets_only_that_learnt_neighbour() {
     r.core
         .flush_neighbours(&mut r.pool, Some(u32::from(PEER_IP)));
     let left: Vec<_> = r.core.neighbours().map(|n| n.ip).collect();
-    assert_eq!(left, [u32::from(GW_IP)]);
+    assert_eq!(left, [crate::NeighAddr::v4(u32::from(GW_IP))]);
     r.finish();
 }
 

@@ -24,6 +24,7 @@ fn router_config() -> IpConfig {
         mac: IF2_MAC,
         addrs: vec![(IF2_IP, 24)],
         mtu: IF2_MTU,
+        addrs6: vec![],
     });
     cfg.limits.forwarding = true;
     cfg

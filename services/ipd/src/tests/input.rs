@@ -30,7 +30,7 @@ fn each_input_drop_reason_is_counted() {
     drops(&mut r, &[0u8; 10], Stat::EthTruncated);
     drops(
         &mut r,
-        &eth(OUR_MAC, PEER_MAC, 0x86dd, &[0; 40]),
+        &eth(OUR_MAC, PEER_MAC, 0x88cc, &[0; 40]),
         Stat::UnknownEthertype,
     );
     drops(

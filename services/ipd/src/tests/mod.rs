@@ -7,6 +7,7 @@ mod forward;
 mod frag;
 mod icmp;
 mod input;
+mod ip6;
 mod output;
 mod prop;
 
@@ -39,6 +40,7 @@ pub fn config() -> IpConfig {
             mac: OUR_MAC,
             addrs: vec![(OUR_IP, 24)],
             mtu: 1500,
+            addrs6: vec![],
         }],
         routes: vec![RouteConfig {
             dest: Ipv4Addr::UNSPECIFIED,

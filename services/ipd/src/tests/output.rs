@@ -19,6 +19,7 @@ fn longest_prefix_match_and_default_gateway() {
         mac: MacAddr([0x02, 0, 0, 0, 2, 1]),
         addrs: vec![(Ipv4Addr::new(192, 168, 1, 1), 24)],
         mtu: 1500,
+        addrs6: vec![],
     });
     cfg.routes.push(RouteConfig {
         dest: Ipv4Addr::new(172, 16, 0, 0),

@@ -240,6 +240,10 @@ fn run(events: &[Event], upper: bool, forwarding: bool) {
                 ethertype::ARP => {
                     t.arp();
                 }
+                ethertype::IPV6 => {
+                    let h = strata_proto::ipv6::Ipv6Header::parse(&t.bytes[14..]).unwrap();
+                    assert_eq!(40 + h.payload_len as usize, t.bytes.len() - 14);
+                }
                 _ => {
                     let h = t.ip_hdr();
                     assert!(t.ip().len() <= 1500);

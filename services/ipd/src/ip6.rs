@@ -1,0 +1,603 @@
+//! IPv6 in ipd (RFC 8200, 4443, 4291): the interfaces' own addresses,
+//! the input checks and local delivery, ICMPv6 echo and errors, and the
+//! sending of what ipd itself originates. Neighbour discovery, duplicate
+//! address detection and MLD are in `nd.rs`; the neighbour cache is the
+//! one IPv4 uses (`neigh.rs`).
+//!
+//! What is not here yet: reassembly and fragmentation, routes beyond the
+//! on-link prefixes, forwarding, and TCP and UDP over IPv6 (answered with
+//! port unreachable, counted as `ip6_upper_unsupported`).
+
+use std::net::Ipv6Addr;
+
+use strata_ipc::{Buffers, Handle};
+use strata_proto::ethernet::ethertype;
+use strata_proto::icmpv6::{icmpv6_type, unreach_code, Icmpv6Error, Icmpv6Header, ERROR_MAX_LEN};
+use strata_proto::ipv6::{next_header, walk, DiscardReason, Disposition, Ipv6Error, Ipv6Header};
+use strata_proto::ndp::{
+    is_link_local, link_local_from_mac, multicast_mac, solicited_node, ALL_NODES,
+};
+use strata_proto::MacAddr;
+
+use crate::config::{ConfigError, IfaceConfig};
+use crate::neigh::NeighAddr;
+use crate::stats::Stat;
+use crate::{IpCore, Outputs, ETH_LEN};
+
+/// Hop limit of the packets ipd originates (Linux `hop_limit`, 64).
+const HOP_LIMIT: u8 = 64;
+
+/// Where one of our IPv6 addresses stands in duplicate address detection
+/// (RFC 4862 §5.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dad {
+    /// Configured; detection has not started (the core has not started,
+    /// or the address came with a new configuration).
+    New,
+    /// Detection runs: a solicitation went out, and the address is used
+    /// unless someone claims it by `until` (RFC 4862 §5.4.3, §5.4.4).
+    Tentative {
+        /// When the address becomes preferred.
+        until: u64,
+    },
+    /// Unique on the link: in use.
+    Preferred,
+    /// Another node holds it: never used (RFC 4862 §5.4.5).
+    Duplicate,
+}
+
+/// One of our IPv6 addresses.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Addr6 {
+    pub addr: Ipv6Addr,
+    /// On-link prefix length (64 for the link-local address).
+    pub prefix: u8,
+    pub dad: Dad,
+}
+
+impl Addr6 {
+    /// Whether `dst` is on the link this address's prefix names.
+    fn covers(&self, dst: Ipv6Addr) -> bool {
+        let p = u32::from(self.prefix.min(128));
+        let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+        u128::from(self.addr) & mask == u128::from(dst) & mask
+    }
+}
+
+/// The IPv6 side of one interface: its addresses, the link-local one
+/// (made from the MAC) first.
+#[derive(Clone, Debug)]
+pub(crate) struct Iface6 {
+    pub addrs: Vec<Addr6>,
+}
+
+/// What an IPv6 destination is to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Local6 {
+    /// One of our addresses in use, or a group we listen to.
+    Ours,
+    /// One of our addresses under duplicate address detection.
+    Tentative,
+    /// Someone else's.
+    NotOurs,
+}
+
+impl Iface6 {
+    /// The addresses of an interface with `mac` configured with `addrs`;
+    /// detection has yet to run on all of them.
+    pub fn new(mac: MacAddr, addrs: &[(Ipv6Addr, u8)]) -> Iface6 {
+        let ll = Addr6 {
+            addr: link_local_from_mac(mac),
+            prefix: 64,
+            dad: Dad::New,
+        };
+        let configured = addrs.iter().map(|&(addr, prefix)| Addr6 {
+            addr,
+            prefix,
+            dad: Dad::New,
+        });
+        Iface6 {
+            addrs: core::iter::once(ll).chain(configured).collect(),
+        }
+    }
+
+    /// The address entry for `a`.
+    pub fn find(&self, a: Ipv6Addr) -> Option<&Addr6> {
+        self.addrs.iter().find(|x| x.addr == a)
+    }
+
+    /// The address entry for `a`, to change.
+    pub fn find_mut(&mut self, a: Ipv6Addr) -> Option<&mut Addr6> {
+        self.addrs.iter_mut().find(|x| x.addr == a)
+    }
+
+    /// What `dst` is to this interface: a preferred address of ours or a
+    /// group we are in (all-nodes, and the solicited-node group of every
+    /// address not found duplicate, tentative ones included: RFC 4862
+    /// §5.4.2), a tentative address, or neither.
+    pub fn classify(&self, dst: Ipv6Addr) -> Local6 {
+        if dst.is_multicast() {
+            let listens = dst == ALL_NODES
+                || self
+                    .addrs
+                    .iter()
+                    .any(|a| a.dad != Dad::Duplicate && solicited_node(a.addr) == dst);
+            return if listens {
+                Local6::Ours
+            } else {
+                Local6::NotOurs
+            };
+        }
+        match self.find(dst).map(|a| a.dad) {
+            Some(Dad::Preferred) => Local6::Ours,
+            Some(Dad::New | Dad::Tentative { .. }) => Local6::Tentative,
+            Some(Dad::Duplicate) | None => Local6::NotOurs,
+        }
+    }
+
+    /// The source for a packet to `dst` through this interface (RFC 6724
+    /// §5, in short): a preferred address whose prefix holds `dst`, else
+    /// for a link-local or multicast destination the link-local address,
+    /// else any preferred global one, else the link-local one. `None`
+    /// while nothing is preferred.
+    pub fn source_for(&self, dst: Ipv6Addr) -> Option<Ipv6Addr> {
+        let usable = |a: &&Addr6| a.dad == Dad::Preferred;
+        let mut preferred = self.addrs.iter().filter(usable);
+        let ll = self.addrs.first().filter(usable).map(|a| a.addr);
+        if let Some(a) = self
+            .addrs
+            .iter()
+            .skip(1)
+            .filter(usable)
+            .find(|a| a.covers(dst))
+        {
+            return Some(a.addr);
+        }
+        if is_link_local(dst) || dst.is_multicast() {
+            return ll;
+        }
+        preferred
+            .find(|a| !is_link_local(a.addr))
+            .map(|a| a.addr)
+            .or(ll)
+    }
+
+    /// Whether a configured prefix of this interface holds `dst` (so it
+    /// is a neighbour here).
+    pub fn on_link(&self, dst: Ipv6Addr) -> bool {
+        is_link_local(dst) || self.addrs.iter().skip(1).any(|a| a.covers(dst))
+    }
+}
+
+/// Checks the IPv6 addresses of an interface's configuration.
+pub(crate) fn check_config(i: &IfaceConfig) -> Result<(), ConfigError> {
+    for &(a, p) in &i.addrs6 {
+        if p > 128 {
+            return Err(ConfigError::BadPrefix(p));
+        }
+        if a.is_unspecified()
+            || a.is_loopback()
+            || a.is_multicast()
+            || a.to_ipv4_mapped().is_some()
+            || is_link_local(a)
+        {
+            return Err(ConfigError::BadAddress6(a));
+        }
+    }
+    Ok(())
+}
+
+impl IpCore {
+    /// Takes an IPv6 frame from interface slot `slot` (RFC 8200 §4: the
+    /// checks and the walk of the extension headers of a packet for us).
+    pub(crate) fn ip6_input<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        mut h: Handle,
+        slot: usize,
+        out: &mut Outputs,
+    ) {
+        let hdr = match pool.data(&h) {
+            Ok(d) => Ipv6Header::parse(d.get(ETH_LEN..).unwrap_or(&[])),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let hdr = match hdr {
+            Ok(hdr) => hdr,
+            Err(e) => return self.drop(pool, &h, ipv6_stat(e)),
+        };
+        self.stats.inc(Stat::RxIpv6);
+        // Drop Ethernet padding: the packet ends where its length says.
+        h.data_len = (ETH_LEN + Ipv6Header::LEN + usize::from(hdr.payload_len)) as u32;
+        if hdr.src.is_multicast() {
+            return self.drop(pool, &h, Stat::Ip6MartianSource);
+        }
+        match self.local6(slot, hdr.dst) {
+            Local6::Ours => {}
+            Local6::Tentative => {
+                // RFC 4862 §5.4: only the solicitations and advertisements
+                // of detection itself, which go to multicast groups.
+                return self.drop(pool, &h, Stat::Ip6ToTentative);
+            }
+            Local6::NotOurs => return self.drop(pool, &h, Stat::Ip6NotForUs),
+        }
+        let upper = [next_header::ICMPV6, next_header::TCP, next_header::UDP];
+        let walked = match pool.data(&h) {
+            Ok(d) => walk(&hdr, hdr.payload(&d[ETH_LEN..]), &upper),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        match walked {
+            Disposition::Upper {
+                protocol: next_header::ICMPV6,
+                offset,
+                ..
+            } => {
+                let at = ETH_LEN + Ipv6Header::LEN + offset;
+                self.icmp6_input(now, pool, h, slot, &hdr, at, out);
+            }
+            Disposition::Upper { .. } => {
+                // TCP or UDP: no transport takes IPv6 yet.
+                self.stats.inc(Stat::Ip6UpperUnsupported);
+                let msg = Icmpv6Header::dest_unreachable(unreach_code::PORT);
+                self.icmp6_error(now, pool, &h, slot, msg, false, out);
+                pool.free(&h);
+            }
+            Disposition::Fragment { .. } => self.drop(pool, &h, Stat::Ip6Fragment),
+            Disposition::Discard(why) => self.drop(pool, &h, discard_stat(why)),
+            Disposition::ParamProblem { code, pointer } => {
+                self.stats.inc(Stat::Ip6ParamProblem);
+                let msg = Icmpv6Header::parameter_problem(code, pointer);
+                let to_multicast_ok = code == strata_proto::icmpv6::param_problem_code::OPTION;
+                self.icmp6_error(now, pool, &h, slot, msg, to_multicast_ok, out);
+                pool.free(&h);
+            }
+        }
+    }
+
+    /// What `dst` is to us, arriving on slot `slot`: link-local and
+    /// multicast addresses are the interface's own; a global address of
+    /// any interface is ours (the weak host model, as Linux).
+    pub(crate) fn local6(&self, slot: usize, dst: Ipv6Addr) -> Local6 {
+        let here = self.v6[slot].classify(dst);
+        if here != Local6::NotOurs || dst.is_multicast() || is_link_local(dst) {
+            return here;
+        }
+        self.v6
+            .iter()
+            .map(|i| i.classify(dst))
+            .find(|c| *c != Local6::NotOurs)
+            .unwrap_or(Local6::NotOurs)
+    }
+
+    /// Whether `a` is one of our IPv6 addresses, tentative or in use (one
+    /// found duplicate is the other node's, a neighbour like any).
+    pub(crate) fn is_own6(&self, a: Ipv6Addr) -> bool {
+        self.v6
+            .iter()
+            .any(|i| i.find(a).is_some_and(|x| x.dad != Dad::Duplicate))
+    }
+
+    /// An ICMPv6 message for us at `at` in frame `h` (RFC 4443 §2.4).
+    #[allow(clippy::too_many_arguments)]
+    fn icmp6_input<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        h: Handle,
+        slot: usize,
+        hdr: &Ipv6Header,
+        at: usize,
+        out: &mut Outputs,
+    ) {
+        let end = h.data_len as usize;
+        let parsed = match pool.data(&h) {
+            Ok(d) => Icmpv6Header::parse(d.get(at..end).unwrap_or(&[]), hdr.src, hdr.dst),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let msg = match parsed {
+            Ok(m) => m,
+            Err(e) => return self.drop(pool, &h, icmpv6_stat(e)),
+        };
+        match msg.icmp_type {
+            icmpv6_type::ECHO_REQUEST => self.echo6_reply(now, pool, h, slot, hdr, at, out),
+            icmpv6_type::NEIGHBOR_SOLICITATION => {
+                self.nd_solicit_input(now, pool, h, slot, hdr, at, out)
+            }
+            icmpv6_type::NEIGHBOR_ADVERTISEMENT => {
+                self.nd_advert_input(now, pool, h, slot, hdr, at, out)
+            }
+            t if strata_proto::icmpv6::is_error(t) => self.drop(pool, &h, Stat::Icmp6InErrors),
+            _ => self.drop(pool, &h, Stat::Icmp6InOther),
+        }
+    }
+
+    /// Answers an echo request in its own buffer (RFC 4443 §4.2): the
+    /// reply's IPv6 header is written right before the ICMPv6 message,
+    /// over the request's header and extension headers. A request to a
+    /// group is answered from the address the interface would use to
+    /// reach the requester (RFC 4443 §2.2), as Linux does.
+    #[allow(clippy::too_many_arguments)]
+    fn echo6_reply<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        mut h: Handle,
+        slot: usize,
+        hdr: &Ipv6Header,
+        at: usize,
+        out: &mut Outputs,
+    ) {
+        self.stats.inc(Stat::Icmp6InEchoRequests);
+        let src = if hdr.dst.is_multicast() {
+            self.v6[slot].source_for(hdr.src)
+        } else {
+            Some(hdr.dst)
+        };
+        let Some(src) = src else {
+            return self.drop(pool, &h, Stat::Ip6NoRoute);
+        };
+        let start = at - Ipv6Header::LEN;
+        h.pull_front(start as u32);
+        let reply = Ipv6Header {
+            traffic_class: hdr.traffic_class,
+            flow_label: 0,
+            payload_len: (h.data_len as usize - Ipv6Header::LEN) as u16,
+            next_header: next_header::ICMPV6,
+            hop_limit: HOP_LIMIT,
+            src,
+            dst: hdr.src,
+        };
+        let ok = pool.data_mut(&h).map(|d| {
+            let msg = &mut d[Ipv6Header::LEN..];
+            msg[0] = icmpv6_type::ECHO_REPLY;
+            msg[1] = 0;
+            reply.emit(d).is_ok()
+                && strata_proto::icmpv6::fill_checksum(&mut d[Ipv6Header::LEN..], src, hdr.src)
+                    .is_ok()
+        });
+        match ok {
+            Ok(true) => {}
+            Ok(false) => return self.drop(pool, &h, Stat::BadWindow),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        }
+        self.stats.inc(Stat::Icmp6OutEchoReplies);
+        self.send6(now, pool, h, slot, out);
+    }
+
+    /// Sends ICMPv6 error `msg` about frame `orig` (from its Ethernet
+    /// header), which came in on `slot`, unless RFC 4443 §2.4 (e) forbids
+    /// it: not about an error or a redirect, not to or from what is not
+    /// one unicast host, except that a packet too big or a parameter
+    /// problem about an option may answer a packet to a group
+    /// (`to_multicast_ok`). Within the rate limit (§2.4 (f)).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn icmp6_error<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        orig: &Handle,
+        slot: usize,
+        msg: Icmpv6Header,
+        to_multicast_ok: bool,
+        out: &mut Outputs,
+    ) {
+        let Ok(d) = pool.data(orig) else {
+            return self.stats.inc(Stat::Icmp6OutSuppressed);
+        };
+        let pkt = d.get(ETH_LEN..).unwrap_or(&[]);
+        let Ok(hdr) = Ipv6Header::parse(pkt) else {
+            return self.stats.inc(Stat::Icmp6OutSuppressed);
+        };
+        // An ICMPv6 message right behind the header that is an error or a
+        // redirect (or too short to tell) is never answered.
+        let about_error = hdr.next_header == next_header::ICMPV6
+            && pkt
+                .get(Ipv6Header::LEN)
+                .is_none_or(|&t| strata_proto::icmpv6::is_error(t) || t == icmpv6_type::REDIRECT);
+        if about_error
+            || hdr.src.is_unspecified()
+            || hdr.src.is_multicast()
+            || (hdr.dst.is_multicast() && !to_multicast_ok)
+        {
+            return self.stats.inc(Stat::Icmp6OutSuppressed);
+        }
+        if !self.icmp_allow(now) {
+            return self.stats.inc(Stat::Icmp6OutRatelimited);
+        }
+        let from = if hdr.dst.is_multicast() || self.local6(slot, hdr.dst) != Local6::Ours {
+            self.v6[slot].source_for(hdr.src)
+        } else {
+            Some(hdr.dst)
+        };
+        let Some(from) = from else {
+            return self.stats.inc(Stat::Icmp6OutSuppressed);
+        };
+        // The quote, held on the stack while the error's buffer is
+        // allocated.
+        let quote_len = strata_proto::icmpv6::error_quote_len(pkt.len());
+        let mut quote = [0u8; ERROR_MAX_LEN];
+        quote[..quote_len].copy_from_slice(&pkt[..quote_len]);
+        let len = Icmpv6Header::LEN + quote_len;
+        let e = self.build6(pool, from, hdr.src, HOP_LIMIT, len, |m, s, d| {
+            msg.emit_error(&quote[..quote_len], m, s, d)
+        });
+        if let Some(e) = e {
+            self.stats.inc(Stat::Icmp6OutErrors);
+            self.send6(now, pool, e, slot, out);
+        }
+    }
+
+    /// A fresh buffer holding an IPv6 header from `src` to `dst` and an
+    /// ICMPv6 message of `len` bytes that `write` fills in (given the
+    /// message's bytes and the addresses, for the checksum); `None`,
+    /// counted, when the pool is empty or `write` fails.
+    pub(crate) fn build6<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+        hop_limit: u8,
+        len: usize,
+        write: impl FnOnce(&mut [u8], Ipv6Addr, Ipv6Addr) -> Result<usize, strata_proto::EmitError>,
+    ) -> Option<Handle> {
+        let Some(mut h) = pool.alloc(Ipv6Header::LEN + len) else {
+            self.stats.inc(Stat::PoolExhausted);
+            return None;
+        };
+        h.data_len = (Ipv6Header::LEN + len) as u32;
+        let hdr = Ipv6Header {
+            traffic_class: 0,
+            flow_label: 0,
+            payload_len: len as u16,
+            next_header: next_header::ICMPV6,
+            hop_limit,
+            src,
+            dst,
+        };
+        let ok = pool
+            .data_mut(&h)
+            .map(|d| hdr.emit(d).is_ok() && write(&mut d[Ipv6Header::LEN..], src, dst).is_ok());
+        if ok != Ok(true) {
+            self.drop(pool, &h, Stat::BadWindow);
+            return None;
+        }
+        Some(h)
+    }
+
+    /// Sends IPv6 packet `h` (data window = the packet) that ipd made, on
+    /// interface slot `slot` when its destination is a group or
+    /// link-local (or ours there), else on the interface whose prefix
+    /// holds it; the next hop is the destination itself (no IPv6 routes
+    /// yet).
+    pub(crate) fn send6<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        mut h: Handle,
+        slot: usize,
+        out: &mut Outputs,
+    ) {
+        let dst = match pool.data(&h) {
+            Ok(d) if d.len() >= Ipv6Header::LEN => {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&d[24..40]);
+                Ipv6Addr::from(a)
+            }
+            Ok(_) => return self.drop(pool, &h, Stat::BadWindow),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        h.ethertype = ethertype::IPV6;
+        h.l2_off = 0;
+        h.l3_off = 0;
+        h.l4_off = Ipv6Header::LEN as u16;
+        h.l4proto = next_header::ICMPV6;
+        h.flags &= !strata_ipc::handle::flags::FORWARDED;
+        self.stats.inc(Stat::Ip6OutPackets);
+        if dst.is_multicast() {
+            return self.transmit(pool, h, slot, multicast_mac(dst), out);
+        }
+        let slot = if is_link_local(dst) || self.v6[slot].on_link(dst) {
+            Some(slot)
+        } else {
+            self.v6.iter().position(|i| i.on_link(dst))
+        };
+        let Some(slot) = slot else {
+            return self.drop(pool, &h, Stat::Ip6NoRoute);
+        };
+        self.send_to_neighbour(now, pool, h, slot, NeighAddr::v6(dst), out);
+    }
+
+    /// Whether `ip` at `mac` can be an IPv6 neighbour on `slot`: a unicast
+    /// address that is not ours, with a unicast MAC.
+    pub(crate) fn usable_neighbour6(&self, slot: usize, ip: Ipv6Addr, mac: MacAddr) -> bool {
+        let _ = slot;
+        !ip.is_unspecified()
+            && !ip.is_multicast()
+            && !ip.is_loopback()
+            && ip.to_ipv4_mapped().is_none()
+            && !self.is_own6(ip)
+            && !mac.is_multicast()
+            && mac != MacAddr::ZERO
+    }
+}
+
+/// The counter for an IPv6 parse error.
+fn ipv6_stat(e: Ipv6Error) -> Stat {
+    match e {
+        Ipv6Error::Truncated => Stat::Ipv6Truncated,
+        Ipv6Error::BadVersion => Stat::Ipv6BadVersion,
+        Ipv6Error::Jumbogram => Stat::Ipv6Jumbogram,
+        Ipv6Error::PayloadLenExceedsFrame => Stat::Ipv6PayloadLenExceedsFrame,
+    }
+}
+
+/// The counter for a silent discard decided by the extension-header walk.
+fn discard_stat(r: DiscardReason) -> Stat {
+    match r {
+        DiscardReason::NoNextHeader => Stat::Ip6NoNextHeader,
+        DiscardReason::Truncated => Stat::Ip6ExtHeaderTruncated,
+        DiscardReason::BadOptions => Stat::Ip6BadOptions,
+        DiscardReason::UnknownOption => Stat::Ip6UnknownOption,
+        DiscardReason::TooManyHeaders => Stat::Ip6TooManyExtHeaders,
+    }
+}
+
+/// The counter for an ICMPv6 parse error.
+fn icmpv6_stat(e: Icmpv6Error) -> Stat {
+    match e {
+        Icmpv6Error::Truncated => Stat::Icmp6Truncated,
+        Icmpv6Error::BadChecksum => Stat::Icmp6BadChecksum,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ipv6_error_and_discard_has_a_counter_named_after_it() {
+        for e in [
+            Ipv6Error::Truncated,
+            Ipv6Error::BadVersion,
+            Ipv6Error::Jumbogram,
+            Ipv6Error::PayloadLenExceedsFrame,
+        ] {
+            assert_eq!(ipv6_stat(e).name(), format!("ipv6_{}", e.reason()));
+        }
+        for r in [
+            DiscardReason::NoNextHeader,
+            DiscardReason::Truncated,
+            DiscardReason::BadOptions,
+            DiscardReason::UnknownOption,
+            DiscardReason::TooManyHeaders,
+        ] {
+            assert_eq!(discard_stat(r).name(), format!("ip6_{}", r.reason()));
+        }
+        for e in [Icmpv6Error::Truncated, Icmpv6Error::BadChecksum] {
+            assert_eq!(icmpv6_stat(e).name(), format!("icmp6_{}", e.reason()));
+        }
+    }
+
+    #[test]
+    fn source_selection_prefers_the_matching_prefix_and_waits_for_dad() {
+        let mac = MacAddr([2, 0, 0, 0, 0, 1]);
+        let g: Ipv6Addr = "fd00:1::2".parse().unwrap();
+        let mut i = Iface6::new(mac, &[(g, 64)]);
+        let peer: Ipv6Addr = "fd00:1::9".parse().unwrap();
+        assert_eq!(i.source_for(peer), None, "nothing preferred yet");
+        assert_eq!(i.classify(g), Local6::Tentative);
+        assert_eq!(i.classify(solicited_node(g)), Local6::Ours);
+        for a in &mut i.addrs {
+            a.dad = Dad::Preferred;
+        }
+        assert_eq!(i.source_for(peer), Some(g));
+        let ll = link_local_from_mac(mac);
+        assert_eq!(i.source_for("fe80::9".parse().unwrap()), Some(ll));
+        assert_eq!(i.source_for("2001:db8::1".parse().unwrap()), Some(g));
+        assert!(i.on_link(peer) && !i.on_link("fd00:2::1".parse().unwrap()));
+        i.addrs[1].dad = Dad::Duplicate;
+        assert_eq!(i.classify(g), Local6::NotOurs);
+        assert_eq!(i.classify(solicited_node(g)), Local6::NotOurs);
+        assert_eq!(i.source_for(peer), Some(ll));
+    }
+}

@@ -1,0 +1,480 @@
+//! Neighbour discovery (RFC 4861 §7) on top of the neighbour table,
+//! duplicate address detection (RFC 4862 §5.4) of every address, and the
+//! MLDv2 reports (RFC 3810) that announce the groups ipd listens to.
+
+use std::net::Ipv6Addr;
+
+use strata_ipc::{Buffers, Handle};
+use strata_proto::ipv6::Ipv6Header;
+use strata_proto::mld::{self, record_type, ALL_MLDV2_ROUTERS, HOP_BY_HOP_ROUTER_ALERT};
+use strata_proto::ndp::{
+    self, multicast_mac, solicited_node, NdpError, NdpOption, NeighborAdvertisement,
+    NeighborSolicitation, ALL_NODES,
+};
+use strata_proto::MacAddr;
+
+use crate::ip6::{Addr6, Dad, Iface6};
+use crate::neigh::{neigh_state, Learn, Learned, NeighAddr, NeighRecord};
+use crate::stats::Stat;
+use crate::{IpCore, Outputs};
+
+/// Length of a solicitation or advertisement with one link-layer address
+/// option.
+const ND_LEN: usize = NeighborSolicitation::LEN + 8;
+
+impl IpCore {
+    /// A neighbour solicitation at `at` in frame `h` (RFC 4861 §7.2.3,
+    /// RFC 4862 §5.4.3).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn nd_solicit_input<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        h: Handle,
+        slot: usize,
+        hdr: &Ipv6Header,
+        at: usize,
+        out: &mut Outputs,
+    ) {
+        let end = h.data_len as usize;
+        let parsed = match pool.data(&h) {
+            Ok(d) => NeighborSolicitation::parse(d.get(at..end).unwrap_or(&[]), hdr)
+                .map(|ns| (ns.target, ns.source_link_addr())),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        pool.free(&h);
+        let (target, sender_mac) = match parsed {
+            Ok(x) => x,
+            Err(e) => return self.stats.inc(ndp_stat(e)),
+        };
+        self.stats.inc(Stat::NdRxSolicits);
+        let Some(addr) = self.v6[slot].find(target).copied() else {
+            return self.stats.inc(Stat::NdNotForUs);
+        };
+        let dad_probe = hdr.src.is_unspecified();
+        match addr.dad {
+            Dad::New | Dad::Tentative { .. } if dad_probe => {
+                // Someone else is trying the same address at the same time
+                // (RFC 4862 §5.4.3): neither may have it.
+                return self.dad_failed(slot, target);
+            }
+            // A tentative address is not answered for (RFC 4862 §5.4.3).
+            Dad::New | Dad::Tentative { .. } | Dad::Duplicate => {
+                return self.stats.inc(Stat::NdNotForUs);
+            }
+            Dad::Preferred => {}
+        }
+        if dad_probe {
+            // Defend the address: tell everyone (RFC 4861 §7.2.4).
+            return self.send_advert(now, pool, slot, target, ALL_NODES, false, out);
+        }
+        if let Some(mac) = sender_mac {
+            // RFC 4861 §7.2.3: the sender's address is cached, STALE when
+            // new or changed.
+            if !self.usable_neighbour6(slot, hdr.src, mac) {
+                return self.stats.inc(Stat::NdInvalidSender);
+            }
+            let key = NeighAddr::v6(hdr.src);
+            match self.neigh.learn(now, slot, key, mac, Learn::Seen, true) {
+                Learned::Entry(idx) => self.flush_neighbour(pool, idx, slot, out),
+                Learned::Full => self.stats.inc(Stat::NeighTableFull),
+                Learned::Unknown => {}
+            }
+        }
+        self.send_advert(now, pool, slot, target, hdr.src, true, out);
+    }
+
+    /// A neighbour advertisement at `at` in frame `h` (RFC 4861 §7.2.5,
+    /// RFC 4862 §5.4.4).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn nd_advert_input<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        h: Handle,
+        slot: usize,
+        hdr: &Ipv6Header,
+        at: usize,
+        out: &mut Outputs,
+    ) {
+        let end = h.data_len as usize;
+        let parsed = match pool.data(&h) {
+            Ok(d) => NeighborAdvertisement::parse(d.get(at..end).unwrap_or(&[]), hdr).map(|na| {
+                (
+                    na.target,
+                    na.target_link_addr(),
+                    na.solicited,
+                    na.override_flag,
+                )
+            }),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        pool.free(&h);
+        let (target, mac, solicited, override_flag) = match parsed {
+            Ok(x) => x,
+            Err(e) => return self.stats.inc(ndp_stat(e)),
+        };
+        self.stats.inc(Stat::NdRxAdverts);
+        match self.v6[slot].find(target).map(|a| a.dad) {
+            // RFC 4862 §5.4.4: someone holds the address we try.
+            Some(Dad::New | Dad::Tentative { .. }) => return self.dad_failed(slot, target),
+            Some(Dad::Preferred) => return self.stats.inc(Stat::NdAddrConflict),
+            // The address is the other node's: a neighbour like any.
+            Some(Dad::Duplicate) | None => {}
+        }
+        let key = NeighAddr::v6(target);
+        let Some(idx) = self.neigh.find(slot, key) else {
+            // Unsolicited news of a stranger is not cached (RFC 4861
+            // §7.2.5).
+            return self.stats.inc(Stat::NdNotForUs);
+        };
+        let known = self.neigh.mac(idx);
+        let Some(mac) = mac.or(known) else {
+            // Nothing to learn from: no address, and none cached.
+            return self.stats.inc(Stat::NdInvalidSender);
+        };
+        if !self.usable_neighbour6(slot, target, mac) {
+            return self.stats.inc(Stat::NdInvalidSender);
+        }
+        if known.is_some_and(|k| k != mac) && !override_flag {
+            // RFC 4861 §7.2.5: without O, an advertisement does not
+            // replace a cached address.
+            return;
+        }
+        let how = if solicited {
+            Learn::Confirmed
+        } else {
+            Learn::Seen
+        };
+        if let Learned::Entry(idx) = self.neigh.learn(now, slot, key, mac, how, false) {
+            self.flush_neighbour(pool, idx, slot, out);
+        }
+    }
+
+    /// Sends a neighbour solicitation for `target` on `slot` (RFC 4861
+    /// §7.2.2): to its solicited-node group, or unicast to `unicast` when
+    /// re-confirming. Nothing goes while the interface has no usable
+    /// source address (detection still runs on all of them).
+    pub(crate) fn solicit6<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        slot: usize,
+        target: Ipv6Addr,
+        unicast: Option<MacAddr>,
+        out: &mut Outputs,
+    ) {
+        let Some(src) = self.v6[slot].source_for(target) else {
+            return;
+        };
+        let dst = if unicast.is_some() {
+            target
+        } else {
+            solicited_node(target)
+        };
+        let mac = self.net.ifaces[slot].mac;
+        let Some(h) = self.build6(pool, src, dst, ndp::HOP_LIMIT, ND_LEN, |m, s, d| {
+            let mut opt = [0u8; 8];
+            NdpOption::SourceLinkAddr(mac).emit(&mut opt)?;
+            NeighborSolicitation {
+                target,
+                options: &opt,
+            }
+            .emit(m, s, d)
+        }) else {
+            return;
+        };
+        self.stats.inc(Stat::NdTxSolicits);
+        self.send_nd(pool, h, slot, unicast.unwrap_or(multicast_mac(dst)), out);
+    }
+
+    /// Sends an advertisement of our address `target` on `slot` to `dst`
+    /// (RFC 4861 §7.2.4): solicited and unicast in answer to a
+    /// solicitation, else to all nodes; always with our link-layer address
+    /// and the override flag.
+    #[allow(clippy::too_many_arguments)]
+    fn send_advert<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        slot: usize,
+        target: Ipv6Addr,
+        dst: Ipv6Addr,
+        solicited: bool,
+        out: &mut Outputs,
+    ) {
+        let mac = self.net.ifaces[slot].mac;
+        let router = self.limits.forwarding;
+        let Some(h) = self.build6(pool, target, dst, ndp::HOP_LIMIT, ND_LEN, |m, s, d| {
+            let mut opt = [0u8; 8];
+            NdpOption::TargetLinkAddr(mac).emit(&mut opt)?;
+            let na = NeighborAdvertisement {
+                router,
+                solicited,
+                override_flag: true,
+                target,
+                options: &opt,
+            };
+            na.emit(m, s, d)
+        }) else {
+            return;
+        };
+        self.stats.inc(Stat::NdTxAdverts);
+        self.send6(now, pool, h, slot, out);
+    }
+
+    /// Emits neighbour discovery packet `h` (an IPv6 packet) to `mac`.
+    fn send_nd<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        mut h: Handle,
+        slot: usize,
+        mac: MacAddr,
+        out: &mut Outputs,
+    ) {
+        h.ethertype = strata_proto::ethernet::ethertype::IPV6;
+        h.l3_off = 0;
+        h.l4_off = Ipv6Header::LEN as u16;
+        h.l4proto = strata_proto::ipv6::next_header::ICMPV6;
+        self.stats.inc(Stat::Ip6OutPackets);
+        self.transmit(pool, h, slot, mac, out);
+    }
+
+    /// Starts duplicate address detection on every address that has not
+    /// had it (RFC 4862 §5.4.2): announces the groups with an MLDv2
+    /// report, then solicits each tentative address from `::`. The
+    /// addresses are used `dad_ns` later unless someone claims them.
+    pub(crate) fn dad_start<B: Buffers>(&mut self, now: u64, pool: &mut B, out: &mut Outputs) {
+        let until = now.saturating_add(self.limits.arp_retrans_ns);
+        for slot in 0..self.v6.len() {
+            let fresh: Vec<Ipv6Addr> = self.v6[slot]
+                .addrs
+                .iter()
+                .filter(|a| a.dad == Dad::New)
+                .map(|a| a.addr)
+                .collect();
+            if fresh.is_empty() {
+                continue;
+            }
+            self.mld_report(pool, slot, out);
+            for a in fresh {
+                if let Some(x) = self.v6[slot].find_mut(a) {
+                    x.dad = Dad::Tentative { until };
+                }
+                self.addrs6_changed = true;
+                self.dad_solicit(pool, slot, a, out);
+            }
+        }
+    }
+
+    /// The duplicate address detection probe for `target`: a solicitation
+    /// from `::` to its solicited-node group, without a link-layer
+    /// address (RFC 4862 §5.4.2).
+    fn dad_solicit<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        slot: usize,
+        target: Ipv6Addr,
+        out: &mut Outputs,
+    ) {
+        let dst = solicited_node(target);
+        let src = Ipv6Addr::UNSPECIFIED;
+        let len = NeighborSolicitation::LEN;
+        let Some(h) = self.build6(pool, src, dst, ndp::HOP_LIMIT, len, |m, s, d| {
+            NeighborSolicitation {
+                target,
+                options: &[],
+            }
+            .emit(m, s, d)
+        }) else {
+            return;
+        };
+        self.stats.inc(Stat::NdTxSolicits);
+        self.send_nd(pool, h, slot, multicast_mac(dst), out);
+    }
+
+    /// Another node holds our address `addr` on `slot`: it is never used
+    /// (RFC 4862 §5.4.5); the shell reports it.
+    fn dad_failed(&mut self, slot: usize, addr: Ipv6Addr) {
+        if let Some(a) = self.v6[slot].find_mut(addr) {
+            if a.dad != Dad::Duplicate {
+                a.dad = Dad::Duplicate;
+                self.stats.inc(Stat::DadDuplicate);
+                self.addrs6_changed = true;
+                self.duplicates.push((self.net.ifaces[slot].index, addr));
+            }
+        }
+    }
+
+    /// Ends detection for the addresses whose time is up: they are
+    /// preferred now. Returns the earliest end still to come.
+    pub(crate) fn dad_poll(&mut self, now: u64) -> Option<u64> {
+        let mut next: Option<u64> = None;
+        for a in self.v6.iter_mut().flat_map(|i| i.addrs.iter_mut()) {
+            if let Dad::Tentative { until } = a.dad {
+                if now >= until {
+                    a.dad = Dad::Preferred;
+                    self.addrs6_changed = true;
+                } else {
+                    next = Some(next.map_or(until, |n| n.min(until)));
+                }
+            }
+        }
+        next
+    }
+
+    /// The earliest end of a running detection.
+    pub(crate) fn dad_deadline(&self) -> Option<u64> {
+        self.v6
+            .iter()
+            .flat_map(|i| i.addrs.iter())
+            .filter_map(|a| match a.dad {
+                Dad::Tentative { until } => Some(until),
+                _ => None,
+            })
+            .min()
+    }
+
+    /// Sends an MLDv2 report joining the solicited-node group of every
+    /// address on `slot` not found duplicate (RFC 3810 §6.1, RFC 4862
+    /// §5.4.2), from the link-local address or, while it is tentative,
+    /// from `::` (RFC 3810 §5.2.13).
+    fn mld_report<B: Buffers>(&mut self, pool: &mut B, slot: usize, out: &mut Outputs) {
+        let iface = &self.v6[slot];
+        let mut groups: Vec<(u8, Ipv6Addr)> = Vec::with_capacity(iface.addrs.len());
+        for a in iface.addrs.iter().filter(|a| a.dad != Dad::Duplicate) {
+            let g = (record_type::CHANGE_TO_EXCLUDE, solicited_node(a.addr));
+            if !groups.contains(&g) {
+                groups.push(g);
+            }
+        }
+        let ll = &iface.addrs[0];
+        let src = if ll.dad == Dad::Preferred {
+            ll.addr
+        } else {
+            Ipv6Addr::UNSPECIFIED
+        };
+        let dst = ALL_MLDV2_ROUTERS;
+        let hbh = HOP_BY_HOP_ROUTER_ALERT.len();
+        let len = hbh + mld::report_len(groups.len());
+        let Some(h) = self.build6(pool, src, dst, mld::HOP_LIMIT, len, |m, s, d| {
+            m[..hbh].copy_from_slice(&HOP_BY_HOP_ROUTER_ALERT);
+            mld::emit_report(&mut m[hbh..], &groups, s, d).map(|n| n + hbh)
+        }) else {
+            return;
+        };
+        // The Hop-by-Hop header comes first.
+        if let Ok(d) = pool.data_mut(&h) {
+            d[6] = strata_proto::ipv6::next_header::HOP_BY_HOP;
+        }
+        self.stats.inc(Stat::MldTxReports);
+        self.send_nd(pool, h, slot, multicast_mac(dst), out);
+    }
+
+    /// Records of our IPv6 addresses' detection state for the arena:
+    /// `ADDR_TENTATIVE`, `ADDR_DUPLICATE` or `ADDR_PREFERRED`, so that a
+    /// restarted ipd neither repeats a detection that ended nor uses an
+    /// address found duplicate, and the launcher can show the state.
+    pub(crate) fn address_records(&self) -> impl Iterator<Item = NeighRecord> + '_ {
+        self.v6.iter().enumerate().flat_map(move |(slot, i)| {
+            let index = self.net.ifaces[slot].index;
+            i.addrs.iter().map(move |a| NeighRecord {
+                updated_ns: 0,
+                ip: NeighAddr::v6(a.addr),
+                mac: [0; 6],
+                iface: index,
+                state: match a.dad {
+                    Dad::New | Dad::Tentative { .. } => neigh_state::ADDR_TENTATIVE,
+                    Dad::Duplicate => neigh_state::ADDR_DUPLICATE,
+                    Dad::Preferred => neigh_state::ADDR_PREFERRED,
+                },
+            })
+        })
+    }
+
+    /// Takes back what a previous instance recorded of address `r` on
+    /// `slot`: an ended detection stays ended; one that was running runs
+    /// again at [`start`](Self::start). Returns false for a record that is
+    /// not about one of our addresses.
+    pub(crate) fn restore_address(&mut self, slot: usize, r: &NeighRecord) -> bool {
+        let Some(ip) = r.ip.as_v6() else {
+            return false;
+        };
+        let dad = match r.state {
+            neigh_state::ADDR_PREFERRED => Dad::Preferred,
+            neigh_state::ADDR_DUPLICATE => Dad::Duplicate,
+            neigh_state::ADDR_TENTATIVE => Dad::New,
+            _ => return false,
+        };
+        if let Some(a) = self.v6[slot].find_mut(ip) {
+            a.dad = dad;
+        }
+        true
+    }
+
+    /// The IPv6 side of interfaces `new`, keeping the detection state of
+    /// the addresses `old` had too.
+    pub(crate) fn carry_dad(old: &[Iface6], new: &mut [Iface6]) {
+        for (o, n) in old.iter().zip(new.iter_mut()) {
+            for a in n.addrs.iter_mut() {
+                if let Some(Addr6 { dad, .. }) = o.find(a.addr) {
+                    a.dad = *dad;
+                }
+            }
+        }
+    }
+
+    /// Our IPv6 addresses found duplicate since the last call, with their
+    /// interface index, for the shell to report.
+    pub fn take_duplicates(&mut self) -> Vec<(u8, Ipv6Addr)> {
+        core::mem::take(&mut self.duplicates)
+    }
+}
+
+/// The counter for a neighbour discovery parse error.
+pub(crate) fn ndp_stat(e: NdpError) -> Stat {
+    match e {
+        NdpError::BadType => Stat::NdpBadType,
+        NdpError::Truncated => Stat::NdpTruncated,
+        NdpError::BadHopLimit => Stat::NdpBadHopLimit,
+        NdpError::BadCode => Stat::NdpBadCode,
+        NdpError::OptionTruncated => Stat::NdpOptionTruncated,
+        NdpError::ZeroOptionLength => Stat::NdpZeroOptionLength,
+        NdpError::BadLinkAddrLen => Stat::NdpBadLinkAddrLen,
+        NdpError::BadOptionLength => Stat::NdpBadOptionLength,
+        NdpError::SourceNotLinkLocal => Stat::NdpSourceNotLinkLocal,
+        NdpError::LinkAddrFromUnspecified => Stat::NdpLinkAddrFromUnspecified,
+        NdpError::DadNotToSolicitedNode => Stat::NdpDadNotToSolicitedNode,
+        NdpError::MulticastTarget => Stat::NdpMulticastTarget,
+        NdpError::SolicitedToMulticast => Stat::NdpSolicitedToMulticast,
+        NdpError::MulticastDestination => Stat::NdpMulticastDestination,
+        NdpError::BadRedirectTarget => Stat::NdpBadRedirectTarget,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_ndp_error_has_a_counter_named_after_it() {
+        for e in [
+            NdpError::BadType,
+            NdpError::Truncated,
+            NdpError::BadHopLimit,
+            NdpError::BadCode,
+            NdpError::OptionTruncated,
+            NdpError::ZeroOptionLength,
+            NdpError::BadLinkAddrLen,
+            NdpError::BadOptionLength,
+            NdpError::SourceNotLinkLocal,
+            NdpError::LinkAddrFromUnspecified,
+            NdpError::DadNotToSolicitedNode,
+            NdpError::MulticastTarget,
+            NdpError::SolicitedToMulticast,
+            NdpError::MulticastDestination,
+            NdpError::BadRedirectTarget,
+        ] {
+            assert_eq!(ndp_stat(e).name(), format!("ndp_{}", e.reason()));
+        }
+    }
+}

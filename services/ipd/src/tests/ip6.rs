@@ -1,0 +1,431 @@
+//! IPv6: duplicate address detection, neighbour discovery both ways,
+//! echo, and malformed packets counted by reason.
+
+use std::net::Ipv6Addr;
+
+use strata_proto::ethernet::{ethertype, EthernetHeader};
+use strata_proto::icmpv6::{icmpv6_type, Icmpv6Header};
+use strata_proto::ipv6::{next_header, Ipv6Header};
+use strata_proto::ndp::{
+    link_local_from_mac, multicast_mac, solicited_node, NdpOption, NeighborAdvertisement,
+    NeighborSolicitation, ALL_NODES,
+};
+use strata_proto::MacAddr;
+
+use super::*;
+use crate::neigh::neigh_state;
+
+const OUR_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 2);
+const PEER_IP6: Ipv6Addr = Ipv6Addr::new(0xfd00, 0x77, 0, 0, 0, 0, 0, 1);
+
+fn rig6() -> Rig {
+    let mut cfg = config();
+    cfg.ifaces[0].addrs6 = vec![(OUR_IP6, 64)];
+    Rig::with(cfg)
+}
+
+/// An IPv6 frame from the peer carrying ICMPv6 message `msg` (checksum
+/// filled here) from `src` to `dst` with hop limit `hops`.
+fn icmp6_frame(dst_mac: MacAddr, src: Ipv6Addr, dst: Ipv6Addr, hops: u8, msg: &[u8]) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40 + msg.len()];
+    EthernetHeader {
+        dst: dst_mac,
+        src: PEER_MAC,
+        ethertype: ethertype::IPV6,
+    }
+    .emit(&mut f)
+    .unwrap();
+    Ipv6Header {
+        traffic_class: 0,
+        flow_label: 0,
+        payload_len: msg.len() as u16,
+        next_header: next_header::ICMPV6,
+        hop_limit: hops,
+        src,
+        dst,
+    }
+    .emit(&mut f[14..])
+    .unwrap();
+    f[54..].copy_from_slice(msg);
+    strata_proto::icmpv6::fill_checksum(&mut f[54..], src, dst).unwrap();
+    f
+}
+
+fn ns_msg(target: Ipv6Addr, sender: Option<MacAddr>) -> Vec<u8> {
+    let mut opt = [0u8; 8];
+    let opts: &[u8] = match sender {
+        Some(m) => {
+            NdpOption::SourceLinkAddr(m).emit(&mut opt).unwrap();
+            &opt
+        }
+        None => &[],
+    };
+    let mut m = vec![0u8; 24 + opts.len()];
+    NeighborSolicitation {
+        target,
+        options: opts,
+    }
+    .emit(&mut m, Ipv6Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)
+    .unwrap();
+    m
+}
+
+fn na_msg(target: Ipv6Addr, solicited: bool, mac: MacAddr) -> Vec<u8> {
+    let mut opt = [0u8; 8];
+    NdpOption::TargetLinkAddr(mac).emit(&mut opt).unwrap();
+    let mut m = vec![0u8; 32];
+    NeighborAdvertisement {
+        router: false,
+        solicited,
+        override_flag: true,
+        target,
+        options: &opt,
+    }
+    .emit(&mut m, Ipv6Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)
+    .unwrap();
+    m
+}
+
+/// The IPv6 packets among `tx`: (Ethernet destination, IPv6 header,
+/// ICMPv6 message after any extension header).
+fn v6(tx: &[Tx]) -> Vec<(MacAddr, Ipv6Header, Vec<u8>)> {
+    tx.iter()
+        .filter(|t| t.eth().ethertype == ethertype::IPV6)
+        .map(|t| {
+            let hdr = Ipv6Header::parse(&t.bytes[14..]).unwrap();
+            let at = if hdr.next_header == next_header::HOP_BY_HOP {
+                62
+            } else {
+                54
+            };
+            (t.eth().dst, hdr, t.bytes[at..].to_vec())
+        })
+        .collect()
+}
+
+/// Starts the core and lets detection end with nobody objecting.
+fn started() -> Rig {
+    let mut r = rig6();
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    r.tx();
+    r.advance(S);
+    r.tx();
+    r
+}
+
+#[test]
+fn start_reports_groups_then_probes_every_address_and_uses_them_after_a_second() {
+    let mut r = rig6();
+    let ll = link_local_from_mac(OUR_MAC);
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    let sent = v6(&r.tx());
+    // An MLDv2 report to ff02::16 naming both solicited-node groups, then
+    // a solicitation from :: for each address.
+    assert_eq!(sent.len(), 3, "{sent:?}");
+    let (mac, hdr, msg) = &sent[0];
+    assert_eq!(hdr.dst, strata_proto::mld::ALL_MLDV2_ROUTERS);
+    assert_eq!(*mac, multicast_mac(hdr.dst));
+    assert_eq!((hdr.hop_limit, msg[0]), (1, strata_proto::mld::REPORT_TYPE));
+    assert_eq!(&msg[12..28], &solicited_node(ll).octets());
+    assert_eq!(&msg[32..48], &solicited_node(OUR_IP6).octets());
+    for ((_, hdr, msg), target) in sent[1..].iter().zip([ll, OUR_IP6]) {
+        assert!(hdr.src.is_unspecified());
+        assert_eq!(hdr.dst, solicited_node(target));
+        let ns = NeighborSolicitation::parse(msg, hdr).unwrap();
+        assert_eq!((ns.target, ns.options.len()), (target, 0));
+    }
+    // Tentative: an echo to it is not answered.
+    let echo = echo_req(OUR_IP6);
+    r.input(&icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo));
+    assert_eq!(r.stat(Stat::Ip6ToTentative), 1);
+    let states = |r: &Rig| -> Vec<u8> { r.core.records().map(|n| n.state).collect() };
+    assert_eq!(states(&r), [neigh_state::ADDR_TENTATIVE; 2]);
+    assert_eq!(r.core.next_deadline(), Some(r.now + S));
+    r.advance(S);
+    assert_eq!(states(&r), [neigh_state::ADDR_PREFERRED; 2]);
+    assert!(r.tx().is_empty());
+    r.finish();
+}
+
+fn echo_req(_to: Ipv6Addr) -> Vec<u8> {
+    let mut m = vec![0u8; 8 + 56];
+    m[0] = icmpv6_type::ECHO_REQUEST;
+    m[4..8].copy_from_slice(&[0x12, 0x34, 0, 7]);
+    for (i, b) in m[8..].iter_mut().enumerate() {
+        *b = i as u8;
+    }
+    m
+}
+
+#[test]
+fn a_solicitation_is_answered_and_the_sender_cached_then_echo_goes_straight_back() {
+    let mut r = started();
+    let ns = ns_msg(OUR_IP6, Some(PEER_MAC));
+    let f = icmp6_frame(
+        multicast_mac(solicited_node(OUR_IP6)),
+        PEER_IP6,
+        solicited_node(OUR_IP6),
+        255,
+        &ns,
+    );
+    r.input(&f);
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    let (mac, hdr, msg) = &sent[0];
+    assert_eq!(
+        (*mac, hdr.src, hdr.dst, hdr.hop_limit),
+        (PEER_MAC, OUR_IP6, PEER_IP6, 255)
+    );
+    let na = NeighborAdvertisement::parse(msg, hdr).unwrap();
+    assert!(na.solicited && na.override_flag && !na.router);
+    assert_eq!((na.target, na.target_link_addr()), (OUR_IP6, Some(OUR_MAC)));
+    let peer = r
+        .core
+        .neighbours()
+        .find(|n| n.ip.as_v6() == Some(PEER_IP6))
+        .unwrap();
+    // Learnt STALE, then used for the advertisement: DELAY (RFC 4861
+    // §7.3.3).
+    assert_eq!((peer.state, peer.mac), (neigh_state::DELAY, PEER_MAC.0));
+    // An echo request is answered to the cached MAC, with the same data.
+    let echo = echo_req(OUR_IP6);
+    r.input(&icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo));
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    let (mac, hdr, msg) = &sent[0];
+    assert_eq!((*mac, hdr.src, hdr.dst), (PEER_MAC, OUR_IP6, PEER_IP6));
+    Icmpv6Header::parse(msg, hdr.src, hdr.dst).expect("checksum");
+    assert_eq!(msg[0], icmpv6_type::ECHO_REPLY);
+    assert_eq!(&msg[4..], &echo[4..]);
+    assert_eq!(r.stat(Stat::Icmp6OutEchoReplies), 1);
+    // The entry was STALE and used: DELAY, then a unicast probe 5 s later,
+    // which a solicited advertisement answers: REACHABLE.
+    let state = |r: &Rig| {
+        r.core
+            .neighbours()
+            .find(|n| n.ip.as_v6() == Some(PEER_IP6))
+            .map(|n| n.state)
+    };
+    assert_eq!(state(&r), Some(neigh_state::DELAY));
+    r.advance(5 * S);
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    let (mac, hdr, msg) = &sent[0];
+    assert_eq!((*mac, hdr.dst), (PEER_MAC, PEER_IP6));
+    assert_eq!(
+        NeighborSolicitation::parse(msg, hdr).unwrap().target,
+        PEER_IP6
+    );
+    r.input(&icmp6_frame(
+        OUR_MAC,
+        PEER_IP6,
+        OUR_IP6,
+        255,
+        &na_msg(PEER_IP6, true, PEER_MAC),
+    ));
+    assert_eq!(state(&r), Some(neigh_state::REACHABLE));
+    r.finish();
+}
+
+#[test]
+fn resolving_a_peer_solicits_its_group_and_the_answer_releases_the_queue() {
+    let mut r = started();
+    // An echo from an unknown peer: its reply waits for resolution.
+    let echo = echo_req(OUR_IP6);
+    let mut f = icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo);
+    // From a MAC-less sender point of view: no neighbour entry yet.
+    f[6..12].copy_from_slice(&PEER_MAC.0);
+    r.input(&f);
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    let (mac, hdr, msg) = &sent[0];
+    assert_eq!(hdr.dst, solicited_node(PEER_IP6));
+    assert_eq!(*mac, multicast_mac(hdr.dst));
+    let ns = NeighborSolicitation::parse(msg, hdr).unwrap();
+    assert_eq!(
+        (ns.target, ns.source_link_addr()),
+        (PEER_IP6, Some(OUR_MAC))
+    );
+    assert_eq!(r.core.waiting_for_neighbours(), 1);
+    r.input(&icmp6_frame(
+        OUR_MAC,
+        PEER_IP6,
+        OUR_IP6,
+        255,
+        &na_msg(PEER_IP6, true, PEER_MAC),
+    ));
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].0, sent[0].2[0]),
+        (PEER_MAC, icmpv6_type::ECHO_REPLY)
+    );
+    r.finish();
+}
+
+#[test]
+fn an_advertisement_for_a_tentative_address_makes_it_duplicate_and_unused() {
+    let mut r = rig6();
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    r.tx();
+    // The peer holds our global address.
+    let na = na_msg(OUR_IP6, false, PEER_MAC);
+    r.input(&icmp6_frame(
+        multicast_mac(ALL_NODES),
+        OUR_IP6,
+        ALL_NODES,
+        255,
+        &na,
+    ));
+    assert_eq!(r.stat(Stat::DadDuplicate), 1);
+    assert_eq!(r.core.take_duplicates(), [(IFACE, OUR_IP6)]);
+    r.advance(S);
+    let states: Vec<(Option<Ipv6Addr>, u8)> =
+        r.core.records().map(|n| (n.ip.as_v6(), n.state)).collect();
+    assert!(states.contains(&(Some(OUR_IP6), neigh_state::ADDR_DUPLICATE)));
+    // Solicitations for it go unanswered; echo to it is not ours.
+    let ns = ns_msg(OUR_IP6, Some(PEER_MAC));
+    let g = solicited_node(OUR_IP6);
+    r.input(&icmp6_frame(multicast_mac(g), PEER_IP6, g, 255, &ns));
+    r.input(&icmp6_frame(
+        OUR_MAC,
+        PEER_IP6,
+        OUR_IP6,
+        64,
+        &echo_req(OUR_IP6),
+    ));
+    assert!(v6(&r.tx()).is_empty());
+    assert_eq!(r.stat(Stat::Ip6NotForUs), 2);
+    r.finish();
+}
+
+#[test]
+fn a_simultaneous_probe_for_a_tentative_address_is_a_duplicate_too() {
+    let mut r = rig6();
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    r.tx();
+    let g = solicited_node(OUR_IP6);
+    let f = icmp6_frame(
+        multicast_mac(g),
+        Ipv6Addr::UNSPECIFIED,
+        g,
+        255,
+        &ns_msg(OUR_IP6, None),
+    );
+    r.input(&f);
+    assert_eq!(r.stat(Stat::DadDuplicate), 1);
+    r.finish();
+}
+
+#[test]
+fn a_restarted_core_keeps_detection_results_and_probes_nothing_again() {
+    let r = started();
+    let recs: Vec<_> = r.core.records().collect();
+    let mut again = rig6();
+    again.core.restore_neighbours(again.now, &recs);
+    again.core.start(again.now, &mut again.pool, &mut again.out);
+    assert!(v6(&again.tx()).is_empty(), "no detection after a restart");
+    let echo = echo_req(OUR_IP6);
+    again.input(&icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo));
+    assert_eq!(again.stat(Stat::Icmp6InEchoRequests), 1);
+    again.finish();
+    r.finish();
+}
+
+#[test]
+fn malformed_packets_are_counted_by_reason_and_leak_nothing() {
+    let mut r = started();
+    let g = solicited_node(OUR_IP6);
+    // Neighbour discovery with a hop limit below 255 (it crossed a router).
+    let ns = ns_msg(OUR_IP6, Some(PEER_MAC));
+    r.input(&icmp6_frame(multicast_mac(g), PEER_IP6, g, 254, &ns));
+    assert_eq!(r.stat(Stat::NdpBadHopLimit), 1);
+    // An option of length 0.
+    let mut bad = ns.clone();
+    bad[25] = 0;
+    r.input(&icmp6_frame(multicast_mac(g), PEER_IP6, g, 255, &bad));
+    assert_eq!(r.stat(Stat::NdpZeroOptionLength), 1);
+    // A wrong checksum.
+    let mut f = icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo_req(OUR_IP6));
+    f[60] ^= 0xff;
+    r.input(&f);
+    assert_eq!(r.stat(Stat::Icmp6BadChecksum), 1);
+    // A payload length past the frame, and a truncated header.
+    let mut f = icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo_req(OUR_IP6));
+    f[18..20].copy_from_slice(&2000u16.to_be_bytes());
+    r.input(&f);
+    assert_eq!(r.stat(Stat::Ipv6PayloadLenExceedsFrame), 1);
+    r.input(&f[..40]);
+    assert_eq!(r.stat(Stat::Ipv6Truncated), 1);
+    // A chain of destination options headers longer than ipd walks.
+    let mut chain = Vec::new();
+    for _ in 0..12 {
+        chain.extend_from_slice(&[60, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let mut f = icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &chain);
+    f[20] = 60;
+    f[54..].copy_from_slice(&chain);
+    r.input(&f);
+    assert_eq!(r.stat(Stat::Ip6TooManyExtHeaders), 1);
+    // A multicast source.
+    let f = icmp6_frame(OUR_MAC, ALL_NODES, OUR_IP6, 64, &echo_req(OUR_IP6));
+    r.input(&f);
+    assert_eq!(r.stat(Stat::Ip6MartianSource), 1);
+    assert!(v6(&r.tx()).is_empty());
+    r.finish();
+}
+
+mod prop {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn addr6() -> impl Strategy<Value = Ipv6Addr> {
+        prop_oneof![
+            Just(OUR_IP6),
+            Just(PEER_IP6),
+            Just(link_local_from_mac(OUR_MAC)),
+            Just(link_local_from_mac(PEER_MAC)),
+            Just(solicited_node(OUR_IP6)),
+            Just(ALL_NODES),
+            Just(Ipv6Addr::UNSPECIFIED),
+            any::<u128>().prop_map(Ipv6Addr::from),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        /// ICMPv6 messages of every type with valid checksums and random
+        /// bodies, addresses and hop limits, with time passing between
+        /// them: no panic, no buffer kept once the timers ran out, and
+        /// everything sent is a whole IPv6 packet.
+        #[test]
+        fn arbitrary_icmpv6_never_panics_or_leaks(
+            msgs in proptest::collection::vec(
+                (128u8..=137, proptest::collection::vec(any::<u8>(), 4..120),
+                 addr6(), addr6(), prop_oneof![Just(255u8), any::<u8>()], 0u64..3),
+                1..30),
+            start in any::<bool>(),
+        ) {
+            let mut r = rig6();
+            if start {
+                r.core.start(r.now, &mut r.pool, &mut r.out);
+            }
+            for (ty, body, src, dst, hops, wait) in msgs {
+                let mut m = vec![ty, 0, 0, 0];
+                m.extend_from_slice(&body);
+                let l2 = if dst.is_multicast() { multicast_mac(dst) } else { OUR_MAC };
+                r.input(&icmp6_frame(l2, src, dst, hops, &m));
+                r.advance(wait * S);
+                for t in r.tx() {
+                    if t.eth().ethertype == ethertype::IPV6 {
+                        let h = Ipv6Header::parse(&t.bytes[14..]).unwrap();
+                        prop_assert_eq!(40 + h.payload_len as usize, t.bytes.len() - 14);
+                        prop_assert!(!h.src.is_multicast());
+                    }
+                }
+            }
+            r.finish();
+        }
+    }
+}
