@@ -6,6 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const STACK_IP: &str = "10.77.0.2";
+const STACK_IP6: &str = "fd00:77::2";
 
 struct Cleanup {
     ns: String,
@@ -47,7 +48,7 @@ fn ns_run(ns: &str, args: &[&str]) -> Result<std::process::Output, String> {
         .map_err(|e| format!("{}: {e}", args[0]))
 }
 
-fn ping(ns: &str, count: u32) -> Result<String, String> {
+fn ping(ns: &str, count: u32, dst: &str) -> Result<String, String> {
     let out = ns_run(
         ns,
         &[
@@ -58,7 +59,7 @@ fn ping(ns: &str, count: u32) -> Result<String, String> {
             "0.2",
             "-W",
             "1",
-            STACK_IP,
+            dst,
         ],
     )?;
     let text = String::from_utf8_lossy(&out.stdout).to_string();
@@ -107,7 +108,8 @@ pub fn run() -> Result<(), String> {
         &config,
         format!(
             "instance = \"{instance}\"\n\n[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
-             addresses = [\"{STACK_IP}/24\"]\nhost_addresses = [\"10.77.0.1/24\"]\n"
+             addresses = [\"{STACK_IP}/24\", \"{STACK_IP6}/64\"]\n\
+             host_addresses = [\"10.77.0.1/24\", \"fd00:77::1/64\"]\n"
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -121,7 +123,10 @@ pub fn run() -> Result<(), String> {
         return Err(format!("ip netns add {ns} failed"));
     }
 
-    step("starting strata on a TAP device strata0 inside it (stack 10.77.0.2, kernel 10.77.0.1)");
+    step(
+        "starting strata on a TAP device strata0 inside it \
+         (stack 10.77.0.2 and fd00:77::2, kernel 10.77.0.1 and fd00:77::1)",
+    );
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let mut child = Command::new("ip")
         .args(["netns", "exec", &ns])
@@ -141,7 +146,12 @@ pub fn run() -> Result<(), String> {
     }
 
     step("the kernel pings the stack (ARP first, then ICMP echo)");
-    ping(&ns, 5)?;
+    ping(&ns, 5, STACK_IP)?;
+
+    step(&format!(
+        "and over IPv6 at {STACK_IP6} (neighbour discovery first, then ICMPv6 echo)"
+    ));
+    ping(&ns, 5, STACK_IP6)?;
 
     step("status of the layers");
     print!("{}", strata(&instance, &["status"])?);
@@ -175,7 +185,7 @@ pub fn run() -> Result<(), String> {
     {
         println!("    {l}");
     }
-    ping(&ns, 3)?;
+    ping(&ns, 3, STACK_IP)?;
 
     step("stopping the stack and removing the namespace");
     drop(guard);

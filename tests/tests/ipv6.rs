@@ -1,0 +1,232 @@
+//! IPv6 against the kernel across a TAP: duplicate address detection,
+//! neighbour discovery both ways, pings to the link-local and the global
+//! address, and malformed IPv6 counted by reason.
+
+use std::time::Duration;
+
+use strata_tests::{ping_all, Netns, Stack};
+
+const STACK_IP6: &str = "fd00:77::2";
+/// The link-local address the stack makes from its MAC 02:53:54:00:00:01
+/// (RFC 4291 modified EUI-64).
+const STACK_LL: &str = "fe80::53:54ff:fe00:1";
+const HOST_IP6: &str = "fd00:77::1";
+
+/// One TAP, dual-stack on both sides.
+fn config() -> String {
+    "[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
+     mac = \"02:53:54:00:00:01\"\n\
+     addresses = [\"10.77.0.2/24\", \"fd00:77::2/64\"]\n\
+     host_addresses = [\"10.77.0.1/24\", \"fd00:77::1/64\"]\n"
+        .to_string()
+}
+
+/// Waits until the kernel side has an IPv6 link-local address that has
+/// passed its own detection, so that it can send from it.
+fn wait_kernel_ipv6(st: &Stack, ns: &Netns) {
+    st.wait_for(
+        "the kernel's link-local address to pass DAD",
+        Duration::from_secs(30),
+        || {
+            let all = ns.run_ok(&["ip", "-6", "addr", "show", "dev", "strata0"]);
+            let tentative = ns.run_ok(&["ip", "-6", "addr", "show", "dev", "strata0", "tentative"]);
+            all.contains("fe80::") && tentative.trim().is_empty()
+        },
+    );
+}
+
+/// The stack's address `addr` as `strata addr show` has it.
+fn stack_addr(st: &Stack, addr: &str) -> Option<serde_json::Value> {
+    let v = st.json("addr");
+    v["interfaces"]
+        .as_array()?
+        .iter()
+        .flat_map(|i| i["addr_info"].as_array().cloned().unwrap_or_default())
+        .find(|a| a["local"] == addr)
+}
+
+/// The stack's neighbour entry for `ip`, as `strata neigh show` has it.
+fn stack_neigh_state(st: &Stack, ip: &str) -> Option<String> {
+    let v = st.json("neigh");
+    v["entries"]
+        .as_array()?
+        .iter()
+        .find(|e| e["ip"] == ip)
+        .and_then(|e| e["state"].as_str().map(str::to_string))
+}
+
+/// Pings `dst` once a second until `done` holds (or panics after 40 s):
+/// neighbour states move on traffic and timers.
+fn ping_until(st: &Stack, ns: &Netns, dst: &str, what: &str, mut done: impl FnMut() -> bool) {
+    st.wait_for(what, Duration::from_secs(40), || {
+        if done() {
+            return true;
+        }
+        ns.run(&["ping", "-6", "-c", "1", "-W", "1", dst]);
+        done()
+    });
+}
+
+#[test]
+fn pings_to_the_link_local_and_the_global_address_and_both_neighbour_entries_become_reachable() {
+    let ns = Netns::new();
+    let st = Stack::up_config(&ns, &config());
+    wait_kernel_ipv6(&st, &ns);
+    st.wait_for(
+        "the stack's addresses to pass DAD",
+        Duration::from_secs(30),
+        || {
+            [STACK_IP6, STACK_LL]
+                .iter()
+                .all(|a| stack_addr(&st, a).is_some_and(|x| x.get("tentative").is_none()))
+        },
+    );
+    let ll = format!("{STACK_LL}%strata0");
+    for dst in [STACK_IP6, ll.as_str()] {
+        let r = ping_all(
+            &ns,
+            &[
+                "-6", "-c", "200", "-i", "0.01", "-W", "1", "-p", "a5c3", dst,
+            ],
+        );
+        assert!(
+            r.received >= 199,
+            "{dst}: only {} of {} answered:\n{}",
+            r.received,
+            r.sent,
+            r.text
+        );
+        assert!(!r.corrupted, "{dst}: corrupted reply payload:\n{}", r.text);
+    }
+    assert!(st.counter("ipd", "icmp6_out_echo_replies") >= 400);
+    // The kernel resolved the stack by solicitation; its entry is
+    // confirmed by the solicited advertisement.
+    ping_until(
+        &st,
+        &ns,
+        STACK_IP6,
+        "the kernel's entry for the stack to be REACHABLE",
+        || {
+            let n = ns.run_ok(&["ip", "-6", "neigh", "show", "dev", "strata0", STACK_IP6]);
+            n.contains("02:53:54:00:00:01") && n.contains("REACHABLE")
+        },
+    );
+    // The stack learnt the kernel from its solicitation (STALE), used it
+    // (DELAY), probed it and got the answer.
+    ping_until(
+        &st,
+        &ns,
+        STACK_IP6,
+        "the stack's entry for the kernel to be REACHABLE",
+        || stack_neigh_state(&st, HOST_IP6).as_deref() == Some("REACHABLE"),
+    );
+    for l in st.json("status")["layers"].as_array().unwrap() {
+        assert_eq!(l["restarts"], 0, "{l}");
+    }
+}
+
+#[test]
+fn an_address_the_kernel_already_holds_is_found_duplicate_and_refused() {
+    let ns = Netns::new();
+    let st = Stack::up_config(&ns, &config());
+    wait_kernel_ipv6(&st, &ns);
+    let dup = "fd00:77::5";
+    ns.run_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:77::5/64",
+        "dev",
+        "strata0",
+        "nodad",
+    ]);
+    let o = st.strata(&["addr", "add", "fd00:77::5/64", "dev", "strata0"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    st.wait_for(
+        "the duplicate to be detected",
+        Duration::from_secs(30),
+        || st.counter("ipd", "dad_duplicate") >= 1,
+    );
+    let a = stack_addr(&st, dup).expect("the address is still listed");
+    assert_eq!(a["dadfailed"], true, "{a}");
+    let log = st.log_text();
+    assert!(
+        log.contains("fd00:77::5") && log.contains("duplicate address detection"),
+        "the stack does not say why it refused the address:\n{log}"
+    );
+    // The stack's other address was never in doubt and still answers.
+    let r = ping_all(&ns, &["-6", "-c", "5", "-i", "0.1", "-W", "1", STACK_IP6]);
+    assert_eq!(r.received, 5, "{}", r.text);
+}
+
+/// Sends hand-made IPv6 frames to the stack through a raw packet socket on
+/// the kernel side of the TAP: five of each kind.
+const INJECT6: &str = r#"
+import socket, struct
+S = socket.inet_pton(socket.AF_INET6, "fd00:77::1")
+D = socket.inet_pton(socket.AF_INET6, "fd00:77::2")
+def csum(b):
+    if len(b) % 2: b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    while s >> 16: s = (s & 0xffff) + (s >> 16)
+    return (~s) & 0xffff
+def icmp6(body, src=S, dst=D):
+    m = bytearray(body)
+    m[2:4] = b"\0\0"
+    pseudo = src + dst + struct.pack("!IxxxB", len(m), 58)
+    m[2:4] = struct.pack("!H", csum(pseudo + bytes(m)))
+    return bytes(m)
+def ip6(payload, nh=58, hops=64, plen=None, src=S, dst=D):
+    plen = len(payload) if plen is None else plen
+    return struct.pack("!IHBB", 6 << 28, plen, nh, hops) + src + dst + payload
+def ns_msg(opt_len=1):
+    return icmp6(bytes([135, 0, 0, 0, 0, 0, 0, 0]) + D + bytes([1, opt_len]) + b"\x02\x53\x54\x00\x00\x09")
+echo = icmp6(bytes([128, 0, 0, 0, 0x12, 0x34, 0, 1]) + b"x" * 16)
+chain = b"".join(bytes([60, 0, 1, 4, 0, 0, 0, 0]) for _ in range(12))
+kinds = {
+    "bad_payload_length": ip6(echo, plen=400),
+    "ext_header_chain_too_long": ip6(chain, nh=60),
+    "nd_bad_hop_limit": ip6(ns_msg(), hops=254),
+    "nd_zero_option_length": ip6(ns_msg(opt_len=0), hops=255),
+    "icmp6_bad_checksum": ip6(echo[:2] + b"\x55\x55" + echo[4:]),
+    "truncated": ip6(echo)[:30],
+}
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("strata0", 0))
+src = s.getsockname()[4]
+eth = bytes.fromhex("025354000001") + src + b"\x86\xdd"
+for name, pkt in kinds.items():
+    frame = eth + pkt
+    for _ in range(5):
+        s.send(frame)
+print("sent")
+"#;
+
+#[test]
+fn malformed_ipv6_is_counted_by_reason_and_disturbs_nothing() {
+    let ns = Netns::new();
+    let st = Stack::up_config(&ns, &config());
+    wait_kernel_ipv6(&st, &ns);
+    let r = ping_all(&ns, &["-6", "-c", "2", "-i", "0.2", "-W", "1", STACK_IP6]);
+    assert_eq!(r.received, 2, "{}", r.text);
+    let out = ns.run_ok(&["python3", "-c", INJECT6]);
+    assert!(out.contains("sent"));
+    for counter in [
+        "ipv6_payload_len_exceeds_frame",
+        "ip6_too_many_ext_headers",
+        "ndp_bad_hop_limit",
+        "ndp_zero_option_length",
+        "icmp6_bad_checksum",
+        "ipv6_truncated",
+    ] {
+        st.wait_for(counter, Duration::from_secs(20), || {
+            st.counter("ipd", counter) >= 5
+        });
+    }
+    let r = ping_all(&ns, &["-6", "-c", "5", "-i", "0.1", "-W", "1", STACK_IP6]);
+    assert_eq!(r.received, 5, "{}", r.text);
+    for l in st.json("status")["layers"].as_array().unwrap() {
+        assert_eq!(l["restarts"], 0, "{l}");
+    }
+}
