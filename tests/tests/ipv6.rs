@@ -126,6 +126,26 @@ fn pings_to_the_link_local_and_the_global_address_and_both_neighbour_entries_bec
 }
 
 #[test]
+fn large_pings_are_fragmented_and_reassembled_both_ways() {
+    let ns = Netns::new();
+    let st = Stack::up_config(&ns, &config());
+    wait_kernel_ipv6(&st, &ns);
+    for size in ["1400", "4000", "20000"] {
+        let r = ping_all(
+            &ns,
+            &[
+                "-6", "-c", "3", "-i", "0.2", "-W", "2", "-s", size, "-p", "5a", STACK_IP6,
+            ],
+        );
+        assert_eq!(r.received, 3, "size {size}:\n{}", r.text);
+        assert!(!r.corrupted, "size {size}: corrupted payload:\n{}", r.text);
+    }
+    // The two larger sizes arrive in fragments and leave in fragments.
+    assert!(st.counter("ipd", "frag_reassembled") >= 6);
+    assert!(st.counter("ipd", "frag6_out_packets") >= 6);
+}
+
+#[test]
 fn an_address_the_kernel_already_holds_is_found_duplicate_and_refused() {
     let ns = Netns::new();
     let st = Stack::up_config(&ns, &config());
@@ -183,6 +203,8 @@ def ip6(payload, nh=58, hops=64, plen=None, src=S, dst=D):
 def ns_msg(opt_len=1):
     return icmp6(bytes([135, 0, 0, 0, 0, 0, 0, 0]) + D + bytes([1, opt_len]) + b"\x02\x53\x54\x00\x00\x09")
 echo = icmp6(bytes([128, 0, 0, 0, 0x12, 0x34, 0, 1]) + b"x" * 16)
+def frag(offset, more, data, ident=77):
+    return ip6(struct.pack("!BBHI", 58, 0, offset << 3 | more, ident) + data, nh=44)
 chain = b"".join(bytes([60, 0, 1, 4, 0, 0, 0, 0]) for _ in range(12))
 kinds = {
     "bad_payload_length": ip6(echo, plen=400),
@@ -192,6 +214,11 @@ kinds = {
     "icmp6_bad_checksum": ip6(echo[:2] + b"\x55\x55" + echo[4:]),
     "truncated": ip6(echo)[:30],
 }
+# Two fragments of one packet whose data overlap (RFC 5722): the second
+# starts 8 bytes before the first ends. Each pair under its own identification.
+overlaps = []
+for i in range(5):
+    overlaps += [frag(0, 1, echo + b"y" * 8, 100 + i), frag(3, 0, b"z" * 16, 100 + i)]
 s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
 s.bind(("strata0", 0))
 src = s.getsockname()[4]
@@ -200,6 +227,8 @@ for name, pkt in kinds.items():
     frame = eth + pkt
     for _ in range(5):
         s.send(frame)
+for pkt in overlaps:
+    s.send(eth + pkt)
 print("sent")
 "#;
 
@@ -219,6 +248,7 @@ fn malformed_ipv6_is_counted_by_reason_and_disturbs_nothing() {
         "ndp_zero_option_length",
         "icmp6_bad_checksum",
         "ipv6_truncated",
+        "frag_overlap",
     ] {
         st.wait_for(counter, Duration::from_secs(20), || {
             st.counter("ipd", counter) >= 5

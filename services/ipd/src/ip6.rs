@@ -13,7 +13,9 @@ use std::net::Ipv6Addr;
 use strata_ipc::{Buffers, Handle};
 use strata_proto::ethernet::ethertype;
 use strata_proto::icmpv6::{icmpv6_type, unreach_code, Icmpv6Error, Icmpv6Header, ERROR_MAX_LEN};
-use strata_proto::ipv6::{next_header, walk, DiscardReason, Disposition, Ipv6Error, Ipv6Header};
+use strata_proto::ipv6::{
+    next_header, walk, DiscardReason, Disposition, FragmentHeader, Ipv6Error, Ipv6Header,
+};
 use strata_proto::ndp::{
     is_link_local, link_local_from_mac, multicast_mac, solicited_node, ALL_NODES,
 };
@@ -21,6 +23,7 @@ use strata_proto::MacAddr;
 
 use crate::config::{ConfigError, IfaceConfig};
 use crate::neigh::NeighAddr;
+use crate::reasm::FragInfo;
 use crate::stats::Stat;
 use crate::{IpCore, Outputs, ETH_LEN};
 
@@ -207,8 +210,12 @@ impl IpCore {
             Err(e) => return self.drop(pool, &h, ipv6_stat(e)),
         };
         self.stats.inc(Stat::RxIpv6);
-        // Drop Ethernet padding: the packet ends where its length says.
-        h.data_len = (ETH_LEN + Ipv6Header::LEN + usize::from(hdr.payload_len)) as u32;
+        // From here the window is the packet: no Ethernet header, and no
+        // padding after where its length says it ends.
+        h.pull_front(ETH_LEN as u32);
+        h.data_len = (Ipv6Header::LEN + usize::from(hdr.payload_len)) as u32;
+        h.l2_off = 0;
+        h.l3_off = 0;
         if hdr.src.is_multicast() {
             return self.drop(pool, &h, Stat::Ip6MartianSource);
         }
@@ -221,9 +228,24 @@ impl IpCore {
             }
             Local6::NotOurs => return self.drop(pool, &h, Stat::Ip6NotForUs),
         }
+        self.ip6_local(now, pool, h, slot, &hdr, out);
+    }
+
+    /// Delivers packet `h` for us (window = the packet, header `hdr`) as
+    /// its extension headers say (RFC 8200 §4): to ICMPv6, to reassembly
+    /// (and, once whole, through here again), or answered with an error.
+    fn ip6_local<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        h: Handle,
+        slot: usize,
+        hdr: &Ipv6Header,
+        out: &mut Outputs,
+    ) {
         let upper = [next_header::ICMPV6, next_header::TCP, next_header::UDP];
         let walked = match pool.data(&h) {
-            Ok(d) => walk(&hdr, hdr.payload(&d[ETH_LEN..]), &upper),
+            Ok(d) => walk(hdr, hdr.payload(d), &upper),
             Err(e) => return self.bad_handle(pool, &h, e),
         };
         match walked {
@@ -232,8 +254,8 @@ impl IpCore {
                 offset,
                 ..
             } => {
-                let at = ETH_LEN + Ipv6Header::LEN + offset;
-                self.icmp6_input(now, pool, h, slot, &hdr, at, out);
+                let at = Ipv6Header::LEN + offset;
+                self.icmp6_input(now, pool, h, slot, hdr, at, out);
             }
             Disposition::Upper { .. } => {
                 // TCP or UDP: no transport takes IPv6 yet.
@@ -242,7 +264,40 @@ impl IpCore {
                 self.icmp6_error(now, pool, &h, slot, msg, false, out);
                 pool.free(&h);
             }
-            Disposition::Fragment { .. } => self.drop(pool, &h, Stat::Ip6Fragment),
+            Disposition::Fragment {
+                header,
+                header_offset,
+                data_offset,
+                next_header_at,
+            } => {
+                self.stats.inc(Stat::FragReceived);
+                let f = FragInfo {
+                    src: u128::from(hdr.src),
+                    dst: u128::from(hdr.dst),
+                    proto: 0,
+                    ident: header.ident,
+                    hl: Ipv6Header::LEN + header_offset,
+                    data_at: Ipv6Header::LEN + data_offset,
+                    v6_next: Some((next_header_at, header.next_header)),
+                    offset: header.byte_offset(),
+                    payload_len: usize::from(hdr.payload_len).saturating_sub(data_offset),
+                    more: header.more,
+                    iif: h.iif,
+                    ip_at: h.data_off as usize,
+                };
+                match self.reasm.insert(now, pool, h, &f) {
+                    Ok(Some(whole)) => {
+                        self.stats.inc(Stat::FragReassembled);
+                        let parsed = pool.data(&whole).map(Ipv6Header::parse);
+                        match parsed {
+                            Ok(Ok(hdr)) => self.ip6_local(now, pool, whole, slot, &hdr, out),
+                            _ => self.drop(pool, &whole, Stat::BadWindow),
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(s) => self.stats.inc(s),
+                }
+            }
             Disposition::Discard(why) => self.drop(pool, &h, discard_stat(why)),
             Disposition::ParamProblem { code, pointer } => {
                 self.stats.inc(Stat::Ip6ParamProblem);
@@ -364,8 +419,8 @@ impl IpCore {
         self.send6(now, pool, h, slot, out);
     }
 
-    /// Sends ICMPv6 error `msg` about frame `orig` (from its Ethernet
-    /// header), which came in on `slot`, unless RFC 4443 §2.4 (e) forbids
+    /// Sends ICMPv6 error `msg` about packet `orig` (window = the packet
+    /// from its IPv6 header), which came in on `slot`, unless RFC 4443 §2.4 (e) forbids
     /// it: not about an error or a redirect, not to or from what is not
     /// one unicast host, except that a packet too big or a parameter
     /// problem about an option may answer a packet to a group
@@ -384,9 +439,21 @@ impl IpCore {
         let Ok(d) = pool.data(orig) else {
             return self.stats.inc(Stat::Icmp6OutSuppressed);
         };
-        let pkt = d.get(ETH_LEN..).unwrap_or(&[]);
-        let Ok(hdr) = Ipv6Header::parse(pkt) else {
-            return self.stats.inc(Stat::Icmp6OutSuppressed);
+        let pkt = d;
+        // A quote may be cut short of the payload length (reassembly's
+        // time exceeded quotes what came of fragment 0).
+        let hdr = match Ipv6Header::parse(pkt) {
+            Ok(h) => h,
+            Err(Ipv6Error::PayloadLenExceedsFrame) => {
+                let mut fixed = [0u8; Ipv6Header::LEN];
+                fixed.copy_from_slice(&pkt[..Ipv6Header::LEN]);
+                fixed[4..6].fill(0);
+                match Ipv6Header::parse(&fixed) {
+                    Ok(h) => h,
+                    Err(_) => return self.stats.inc(Stat::Icmp6OutSuppressed),
+                }
+            }
+            Err(_) => return self.stats.inc(Stat::Icmp6OutSuppressed),
         };
         // An ICMPv6 message right behind the header that is an error or a
         // redirect (or too short to tell) is never answered.
@@ -505,6 +572,73 @@ impl IpCore {
             return self.drop(pool, &h, Stat::Ip6NoRoute);
         };
         self.send_to_neighbour(now, pool, h, slot, NeighAddr::v6(dst), out);
+    }
+
+    /// Cuts IPv6 packet `h` (window = the packet, one ipd made, with no
+    /// extension headers) into fragments that fit the interface's MTU, each
+    /// in a new buffer with its own copy of the header and a fragment
+    /// header (RFC 8200 §4.5), sends them to `mac` and frees `h`. Like
+    /// IPv4's fragmentation, this copies the payload, which only packets
+    /// larger than the MTU pay.
+    pub(crate) fn fragment6<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        h: Handle,
+        slot: usize,
+        mac: MacAddr,
+        out: &mut Outputs,
+    ) {
+        const UNFRAG: usize = Ipv6Header::LEN + FragmentHeader::LEN;
+        let mtu = usize::from(self.net.ifaces[slot].mtu);
+        let hdr = match pool.data(&h).map(Ipv6Header::parse) {
+            Ok(Ok(hdr)) => hdr,
+            Ok(Err(_)) => return self.drop(pool, &h, Stat::BadWindow),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let Some(room) = mtu.checked_sub(UNFRAG).filter(|r| *r >= 8) else {
+            return self.drop(pool, &h, Stat::Ip6TooBig);
+        };
+        let chunk = room & !7;
+        let total = usize::from(hdr.payload_len);
+        self.frag6_ident = self.frag6_ident.wrapping_add(1);
+        let ident = self.frag6_ident;
+        let mut off = 0;
+        while off < total {
+            let len = chunk.min(total - off);
+            let Some(mut f) = pool.alloc(UNFRAG + len) else {
+                self.stats.inc(Stat::PoolExhausted);
+                break;
+            };
+            f.data_len = (UNFRAG + len) as u32;
+            let piece = Ipv6Header {
+                payload_len: (FragmentHeader::LEN + len) as u16,
+                next_header: next_header::FRAGMENT,
+                ..hdr
+            };
+            let fh = FragmentHeader {
+                next_header: hdr.next_header,
+                offset: (off / 8) as u16,
+                more: off + len < total,
+                ident,
+            };
+            let written = pool
+                .data_mut(&f)
+                .map(|d| piece.emit(d).is_ok() && fh.emit(&mut d[Ipv6Header::LEN..]).is_ok());
+            let from = h.data_off as usize + Ipv6Header::LEN + off;
+            let copied = pool.copy_raw(&h, from, &f, f.data_off as usize + UNFRAG, len);
+            if written != Ok(true) || copied.is_err() {
+                self.drop(pool, &f, Stat::BadWindow);
+                break;
+            }
+            f.ethertype = ethertype::IPV6;
+            f.l4proto = hdr.next_header;
+            if self.push_eth(pool, f, slot, mac, out) {
+                self.stats.inc(Stat::TxFrames);
+            }
+            off += len;
+        }
+        self.stats.inc(Stat::Frag6OutPackets);
+        pool.free(&h);
     }
 
     /// Whether `ip` at `mac` can be an IPv6 neighbour on `slot`: a unicast

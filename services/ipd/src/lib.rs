@@ -130,6 +130,8 @@ pub struct IpCore {
     duplicates: Vec<(u8, std::net::Ipv6Addr)>,
     /// [`start`](Self::start) ran: new IPv6 addresses are tried at once.
     started: bool,
+    /// Identification of the last IPv6 packet ipd cut into fragments.
+    frag6_ident: u32,
 }
 
 impl IpCore {
@@ -162,6 +164,7 @@ impl IpCore {
             addrs6_changed: false,
             duplicates: Vec::new(),
             started: false,
+            frag6_ident: 0,
         };
         core.set_permanent(0, &cfg.neighbours);
         Ok(core)
@@ -313,8 +316,15 @@ impl IpCore {
         self.dad_poll(now);
         while let Some(e) = self.reasm.expire(now) {
             self.stats.inc(Stat::FragTimeout);
-            if let Some(q) = e.quote {
-                self.icmp_error(
+            match (e.quote, self.net.slot(e.iif)) {
+                (Some(q), Some(slot)) if e.v6 => {
+                    // RFC 8200 §4.5: only when fragment 0 came.
+                    let msg = strata_proto::icmpv6::Icmpv6Header::time_exceeded(
+                        strata_proto::icmpv6::time_exceeded_code::REASSEMBLY,
+                    );
+                    self.icmp6_error(now, pool, &q, slot, msg, false, out);
+                }
+                (Some(q), _) if !e.v6 => self.icmp_error(
                     now,
                     pool,
                     &q,
@@ -323,7 +333,8 @@ impl IpCore {
                     ),
                     false,
                     out,
-                );
+                ),
+                _ => {}
             }
             pool.free(&e.buf);
         }
@@ -480,11 +491,13 @@ impl IpCore {
         if hdr.is_fragment() {
             self.stats.inc(Stat::FragReceived);
             let f = FragInfo {
-                src,
-                dst,
+                src: NeighAddr::v4(src).0,
+                dst: NeighAddr::v4(dst).0,
                 proto: hdr.protocol,
-                ident: hdr.ident,
+                ident: u32::from(hdr.ident),
                 hl,
+                data_at: hl,
+                v6_next: None,
                 offset: hdr.frag_offset as usize,
                 payload_len: hdr.payload_len(),
                 more: hdr.more_frags,

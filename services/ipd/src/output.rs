@@ -218,9 +218,9 @@ impl IpCore {
         // (`wire_len`) on its way here.
         if h.data_len as usize > self.net.ifaces[slot].mtu as usize && h.gso_type == gso::NONE {
             if h.ethertype == ethertype::IPV6 {
-                // IPv6 datagrams are cut at their source, before they get
-                // here (RFC 8200 §4.5), never on the way.
-                return self.drop(pool, &h, Stat::Ip6TooBig);
+                // Only ipd's own IPv6 packets come here: they are cut at
+                // their source (RFC 8200 §4.5).
+                return self.fragment6(pool, h, slot, mac, out);
             }
             return self.fragment(pool, h, slot, mac, out);
         }
@@ -231,7 +231,7 @@ impl IpCore {
 
     /// Prepends the Ethernet header into the headroom and emits the frame
     /// (true), or drops it and counts why (false).
-    fn push_eth<B: Buffers>(
+    pub(crate) fn push_eth<B: Buffers>(
         &mut self,
         pool: &mut B,
         mut h: Handle,

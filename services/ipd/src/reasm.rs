@@ -1,5 +1,5 @@
-//! IPv4 reassembly (RFC 791 §3.2, RFC 815), into one large pool buffer per
-//! datagram.
+//! Reassembly of IPv4 datagrams (RFC 791 §3.2, RFC 815) and IPv6
+//! packets (RFC 8200 §4.5), into one large pool buffer per datagram.
 //!
 //! Each fragment's payload is copied into the datagram's buffer at its
 //! offset, and the fragment's own buffer is freed at once. This is the one
@@ -13,9 +13,16 @@
 //! length is known (it comes with fragment 0, which may arrive last):
 //!
 //! ```text
-//! | HEADROOM | 60 bytes: header space | payload offset 0 ... 65515 |
-//!                   ^ header written right-aligned here
+//! | HEADROOM | 128 bytes: header space | payload offset 0 ... |
+//!                    ^ header written right-aligned here
 //! ```
+//!
+//! For IPv6 the "header" is the unfragmentable part of fragment 0 (the
+//! IPv6 header and the extension headers before the fragment header),
+//! and the fragments of one packet are those with the same source,
+//! destination and 32-bit identification, whatever their Next Header.
+//! The reassembled packet has no fragment header: the Next Header field
+//! that named it names what followed it, and the packet is walked again.
 //!
 //! Received data is tracked as sorted, merged byte ranges (RFC 815's holes
 //! are the gaps between them). Policy follows Linux since 4.19: a fragment
@@ -34,23 +41,38 @@ use strata_proto::ethernet::ethertype;
 use crate::config::IpLimits;
 use crate::stats::Stat;
 
-/// Room kept for the header in front of payload offset 0.
-const HDR_SPACE: usize = 60;
+/// Room kept for the header in front of payload offset 0: an IPv4
+/// header, or the unfragmentable part of an IPv6 packet (longer ones are
+/// dropped as `frag_too_big`).
+const HDR_SPACE: usize = 128;
 /// Disjoint pieces a datagram may be in before it is dropped. In-order
 /// arrival keeps one; any real reordering stays far below this.
 const MAX_RANGES: usize = 64;
-/// Largest IPv4 datagram.
+/// Largest IPv4 datagram, and largest IPv6 payload.
 const MAX_DATAGRAM: usize = 65535;
+/// Length of the IPv6 header, which an IPv6 payload length leaves out.
+const IPV6_HDR: usize = 40;
 
 /// What the core tells reassembly about one fragment.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct FragInfo {
-    pub src: u32,
-    pub dst: u32,
+    /// Addresses, IPv4 ones mapped into IPv6 (as [`crate::NeighAddr`]).
+    pub src: u128,
+    pub dst: u128,
+    /// IPv4's protocol; 0 for IPv6, whose fragments are matched without
+    /// it.
     pub proto: u8,
-    pub ident: u16,
-    /// This fragment's header length.
+    pub ident: u32,
+    /// This fragment's header length: the IPv4 header, or the IPv6
+    /// unfragmentable part.
     pub hl: usize,
+    /// Where the fragment's data starts, from the start of its header
+    /// (IPv4: `hl`; IPv6: after the fragment header).
+    pub data_at: usize,
+    /// IPv6: where, from the start of the header, the Next Header field
+    /// that names the fragment header is, and what it names after
+    /// reassembly. `None` for IPv4.
+    pub v6_next: Option<(usize, u8)>,
     /// Offset of the payload in the datagram, bytes.
     pub offset: usize,
     pub payload_len: usize,
@@ -64,11 +86,15 @@ pub(crate) struct FragInfo {
 #[derive(Clone, Copy, Debug)]
 struct Slot {
     active: bool,
-    src: u32,
-    dst: u32,
+    src: u128,
+    dst: u128,
     proto: u8,
-    ident: u16,
+    ident: u32,
     iif: u8,
+    /// IPv6 only, from fragment 0: see [`FragInfo::v6_next`].
+    v6_next: Option<(usize, u8)>,
+    /// The packet is IPv6.
+    v6: bool,
     buf: Handle,
     charge: usize,
     expires: u64,
@@ -87,6 +113,8 @@ const IDLE: Slot = Slot {
     proto: 0,
     ident: 0,
     iif: 0,
+    v6_next: None,
+    v6: false,
     buf: Handle {
         buf: 0,
         gen: 0,
@@ -126,6 +154,10 @@ pub(crate) struct Expired {
     /// A view of fragment 0's header and the contiguous data after it, for
     /// the ICMP time exceeded quote; `None` when fragment 0 never came.
     pub quote: Option<Handle>,
+    /// The datagram was IPv6 (the quote is answered with ICMPv6).
+    pub v6: bool,
+    /// The interface its fragments came in on.
+    pub iif: u8,
 }
 
 /// The reassembly table.
@@ -175,7 +207,9 @@ impl Reassembly {
         let found = self.slots.iter().position(|s| {
             s.active && s.src == f.src && s.dst == f.dst && s.proto == f.proto && s.ident == f.ident
         });
-        if f.hl + end > MAX_DATAGRAM {
+        // IPv4 bounds the whole datagram, IPv6 what follows the header.
+        let fixed = if f.v6_next.is_some() { IPV6_HDR } else { 0 };
+        if f.hl + end > MAX_DATAGRAM + fixed || f.hl > HDR_SPACE {
             if let Some(i) = found {
                 self.kill(pool, i);
             }
@@ -241,7 +275,7 @@ impl Reassembly {
         }
         let base = s.buf.data_off as usize + HDR_SPACE;
         let buf = s.buf;
-        let payload_at = f.ip_at + f.hl;
+        let payload_at = f.ip_at + f.data_at;
         if pool
             .copy_raw(frag, payload_at, &buf, base + f.offset, f.payload_len)
             .is_err()
@@ -258,6 +292,7 @@ impl Reassembly {
                 return Err(Stat::BadWindow);
             }
             self.slots[i].hl0 = f.hl;
+            self.slots[i].v6_next = f.v6_next;
         }
         let s = &self.slots[i];
         match s.total {
@@ -299,6 +334,7 @@ impl Reassembly {
             proto: f.proto,
             ident: f.ident,
             iif: f.iif,
+            v6: f.v6_next.is_some(),
             buf,
             charge,
             expires: now.saturating_add(self.timeout_ns),
@@ -312,7 +348,8 @@ impl Reassembly {
         let s = self.slots[i];
         let total = s.total.unwrap_or(0);
         let len = s.hl0 + total;
-        if len > MAX_DATAGRAM {
+        let fixed = if s.v6 { IPV6_HDR } else { 0 };
+        if len > MAX_DATAGRAM + fixed {
             self.kill(pool, i);
             return Err(Stat::FragTooBig);
         }
@@ -322,14 +359,24 @@ impl Reassembly {
             return Err(Stat::StaleHandle);
         };
         let hdr = &mut raw[hstart..hstart + s.hl0];
-        hdr[2..4].copy_from_slice(&(len as u16).to_be_bytes());
-        // Offset and MF go; DF stays as fragment 0 had it.
-        hdr[6] &= 0x40;
-        hdr[7] = 0;
-        hdr[10] = 0;
-        hdr[11] = 0;
-        let c = checksum::checksum(hdr);
-        hdr[10..12].copy_from_slice(&c.to_be_bytes());
+        match s.v6_next {
+            Some((at, next)) if s.v6 => {
+                // RFC 8200 §4.5: the payload length covers what follows
+                // the fixed header, and the fragment header is gone.
+                hdr[4..6].copy_from_slice(&((len - IPV6_HDR) as u16).to_be_bytes());
+                hdr[at] = next;
+            }
+            _ => {
+                hdr[2..4].copy_from_slice(&(len as u16).to_be_bytes());
+                // Offset and MF go; DF stays as fragment 0 had it.
+                hdr[6] &= 0x40;
+                hdr[7] = 0;
+                hdr[10] = 0;
+                hdr[11] = 0;
+                let c = checksum::checksum(hdr);
+                hdr[10..12].copy_from_slice(&c.to_be_bytes());
+            }
+        }
         let mut h = s.buf;
         h.data_off = hstart as u32;
         h.data_len = len as u32;
@@ -337,7 +384,11 @@ impl Reassembly {
         h.l3_off = 0;
         h.l4_off = s.hl0 as u16;
         h.l4proto = s.proto;
-        h.ethertype = ethertype::IPV4;
+        h.ethertype = if s.v6 {
+            ethertype::IPV6
+        } else {
+            ethertype::IPV4
+        };
         h.iif = s.iif;
         self.release(i);
         Ok(h)
@@ -370,7 +421,12 @@ impl Reassembly {
             q
         });
         self.release(i);
-        Some(Expired { buf: s.buf, quote })
+        Some(Expired {
+            buf: s.buf,
+            quote,
+            v6: s.v6,
+            iif: s.iif,
+        })
     }
 
     /// When the next partial datagram times out.
@@ -430,8 +486,10 @@ mod tests {
             src: 0x0a00_0002,
             dst: 0x0a00_0001,
             proto: 17,
-            ident,
+            ident: u32::from(ident),
             hl: 20,
+            data_at: 20,
+            v6_next: None,
             offset: off,
             payload_len: len,
             more,

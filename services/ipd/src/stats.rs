@@ -231,15 +231,16 @@ strata_ipc::layer_stats! { "ipd";
     /// IPv6 packets answered with a parameter problem (or dropped where
     /// one may not be sent).
     Ip6ParamProblem => "ip6_param_problem",
-    /// IPv6 fragments: reassembly is not implemented yet.
-    Ip6Fragment => "ip6_fragment",
     /// TCP or UDP over IPv6: no transport takes it yet (answered with
     /// ICMPv6 port unreachable).
     Ip6UpperUnsupported => "ip6_upper_unsupported",
     /// No interface reaches this IPv6 destination.
     Ip6NoRoute => "ip6_no_route",
-    /// IPv6 datagram larger than the interface's MTU.
+    /// IPv6 packet larger than the interface's MTU that cannot be cut
+    /// into fragments (its unfragmentable part alone is too long).
     Ip6TooBig => "ip6_too_big",
+    /// IPv6 packets cut into fragments at their source (RFC 8200 §4.5).
+    Frag6OutPackets => "frag6_out_packets",
     /// IPv6 packets ipd sent (neighbour discovery, MLD, echo replies and
     /// errors).
     Ip6OutPackets => "ip6_out_packets",

@@ -375,6 +375,143 @@ fn malformed_packets_are_counted_by_reason_and_leak_nothing() {
     r.finish();
 }
 
+/// Cuts the IPv6 packet in `frame` (Ethernet and all) into fragments of
+/// at most `chunk` data bytes (a multiple of 8), as the kernel would send
+/// them: one frame each, `ident` shared.
+fn fragments(frame: &[u8], chunk: usize, ident: u32) -> Vec<Vec<u8>> {
+    let hdr = Ipv6Header::parse(&frame[14..]).unwrap();
+    let payload = &frame[54..];
+    let mut out = Vec::new();
+    let mut off = 0;
+    while off < payload.len() {
+        let len = chunk.min(payload.len() - off);
+        let mut f = frame[..54].to_vec();
+        Ipv6Header {
+            payload_len: (8 + len) as u16,
+            next_header: next_header::FRAGMENT,
+            ..hdr
+        }
+        .emit(&mut f[14..])
+        .unwrap();
+        let mut fh = [0u8; 8];
+        strata_proto::ipv6::FragmentHeader {
+            next_header: hdr.next_header,
+            offset: (off / 8) as u16,
+            more: off + len < payload.len(),
+            ident,
+        }
+        .emit(&mut fh)
+        .unwrap();
+        f.extend_from_slice(&fh);
+        f.extend_from_slice(&payload[off..off + len]);
+        out.push(f);
+        off += len;
+    }
+    out
+}
+
+/// Puts the fragments among `tx` back together: the whole ICMPv6 message.
+fn reassemble(tx: &[(MacAddr, Ipv6Header, Vec<u8>)]) -> Vec<u8> {
+    let mut pieces: Vec<(usize, Vec<u8>)> = tx
+        .iter()
+        .map(|(_, h, m)| {
+            assert_eq!(h.next_header, next_header::FRAGMENT);
+            let fh = strata_proto::ipv6::FragmentHeader::parse(m).unwrap();
+            (fh.byte_offset(), m[8..].to_vec())
+        })
+        .collect();
+    pieces.sort();
+    let mut whole = Vec::new();
+    for (off, data) in pieces {
+        assert_eq!(off, whole.len(), "fragments cover the packet once");
+        whole.extend_from_slice(&data);
+    }
+    whole
+}
+
+/// The peer asks for our address, so that we know its MAC.
+fn learn_peer(r: &mut Rig) {
+    let g = solicited_node(OUR_IP6);
+    let ns = ns_msg(OUR_IP6, Some(PEER_MAC));
+    r.input(&icmp6_frame(multicast_mac(g), PEER_IP6, g, 255, &ns));
+    r.tx();
+}
+
+#[test]
+fn a_fragmented_echo_is_reassembled_and_its_reply_fragmented_at_the_mtu() {
+    let mut r = started();
+    learn_peer(&mut r);
+    let mut echo = echo_req(OUR_IP6);
+    echo.resize(4000, 0);
+    for (i, b) in echo[8..].iter_mut().enumerate() {
+        *b = (i * 7) as u8;
+    }
+    let whole = icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo);
+    let mut frags = fragments(&whole, 1448, 0xabcd);
+    assert_eq!(frags.len(), 3);
+    // Out of order, and the middle one twice.
+    frags.swap(0, 2);
+    frags.insert(2, frags[1].clone());
+    for f in &frags {
+        r.input(f);
+    }
+    assert_eq!(r.stat(Stat::FragReassembled), 1);
+    assert_eq!(r.stat(Stat::FragDuplicate), 1);
+    // The reply is 4000 bytes of ICMPv6: three fragments of at most 1500.
+    let tx = r.tx();
+    assert!(tx.iter().all(|t| t.bytes.len() - 14 <= 1500));
+    let sent = v6(&tx);
+    assert_eq!(sent.len(), 3);
+    let (_, hdr, _) = &sent[0];
+    assert_eq!((hdr.src, hdr.dst), (OUR_IP6, PEER_IP6));
+    let reply = reassemble(&sent);
+    Icmpv6Header::parse(&reply, OUR_IP6, PEER_IP6).expect("checksum over the whole reply");
+    assert_eq!(reply[0], icmpv6_type::ECHO_REPLY);
+    assert_eq!(&reply[4..], &echo[4..]);
+    r.finish();
+}
+
+#[test]
+fn overlapping_fragments_drop_the_whole_packet_and_a_lone_one_times_out_with_an_error() {
+    let mut cfg = config();
+    cfg.ifaces[0].addrs6 = vec![(OUR_IP6, 64)];
+    // Short enough that the peer's entry is still in DELAY at the end.
+    cfg.limits.frag_timeout_ns = 2 * S;
+    let mut r = Rig::with(cfg);
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    r.advance(S);
+    r.tx();
+    learn_peer(&mut r);
+    let mut echo = echo_req(OUR_IP6);
+    echo.resize(3000, 1);
+    let whole = icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo);
+    let frags = fragments(&whole, 1448, 7);
+    // A second fragment that starts 8 bytes early (RFC 5722).
+    let mut overlap = frags[1].clone();
+    overlap[56..58].copy_from_slice(&((((1448 - 8) / 8) << 3 | 1) as u16).to_be_bytes());
+    r.input(&frags[0]);
+    r.input(&overlap);
+    r.input(&frags[1]);
+    r.input(&frags[2]);
+    assert_eq!(r.stat(Stat::FragOverlap), 1);
+    assert_eq!(r.stat(Stat::FragReassembled), 0);
+    assert!(v6(&r.tx()).is_empty());
+    // The remaining fragments started a new reassembly that never
+    // completes: after the timeout, time exceeded (fragment 0 was not
+    // among them, so nothing is sent). Then one with fragment 0.
+    r.advance(2 * S);
+    assert_eq!(r.stat(Stat::FragTimeout), 1);
+    let frags = fragments(&whole, 1448, 8);
+    r.input(&frags[0]);
+    r.advance(2 * S);
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    let (_, hdr, msg) = &sent[0];
+    assert_eq!(hdr.dst, PEER_IP6);
+    assert_eq!((msg[0], msg[1]), (icmpv6_type::TIME_EXCEEDED, 1));
+    r.finish();
+}
+
 mod prop {
     use super::*;
     use proptest::prelude::*;
