@@ -180,7 +180,7 @@ impl Shell {
                 Ok(Some((mut h, off))) => {
                     h.iif = self.iface;
                     h.tstamp = cx.now;
-                    self.note_offload(&mut h, &cx.pool, &off);
+                    self.note_offload(&mut h, &mut cx.pool, &off);
                     match &mut self.gro {
                         Some(g) => g.receive(&mut cx.pool, h, &mut self.batch),
                         None => self.batch.push(h),
@@ -282,12 +282,30 @@ impl Shell {
     }
 
     /// Carries a received frame's offload state into its handle, and
-    /// counts it.
-    fn note_offload(&mut self, h: &mut Handle, pool: &Pool, off: &Offload) {
+    /// counts it. A partial checksum is left to the layers above only on
+    /// IPv4, where they know where to find it again; on anything else
+    /// (IPv6) it is completed here, in software, where the device says.
+    fn note_offload(&mut self, h: &mut Handle, pool: &mut Pool, off: &Offload) {
         match off.csum {
             Csum::Unknown => {}
             Csum::Verified => h.csum = csum::VERIFIED,
-            Csum::Partial { .. } => h.csum = csum::PARTIAL,
+            Csum::Partial { start, offset } => {
+                let ipv4 = pool.data(h).is_ok_and(|d| Ipv4Frame::parse(d).is_ok());
+                if ipv4 {
+                    h.csum = csum::PARTIAL;
+                } else {
+                    let done = pool.data_mut(h).is_ok_and(|d| {
+                        complete_checksum(d, usize::from(start), usize::from(offset)).is_ok()
+                    });
+                    // Undone (the device named no checksum inside the
+                    // frame), it stays unknown: ipd or the transport
+                    // verifies it and drops the frame.
+                    if done {
+                        self.stats.inc(Stat::CsumSoft);
+                        h.csum = csum::VERIFIED;
+                    }
+                }
+            }
         }
         if h.csum != csum::NONE {
             self.stats.inc(Stat::RxCsumOffloaded);

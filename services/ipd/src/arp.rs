@@ -233,8 +233,18 @@ impl IpCore {
         // vector keeps its allocation.
         let mut failed = core::mem::take(&mut self.unreachable);
         for q in failed.drain(..) {
-            let msg = IcmpHeader::dest_unreachable(unreach_code::HOST, 0);
-            self.icmp_error(now, pool, &q, msg, false, out);
+            if q.ethertype == strata_proto::ethernet::ethertype::IPV6 {
+                // RFC 4443 §3.1: address unreachable.
+                if let Some(slot) = self.net.slot(q.iif) {
+                    let msg = strata_proto::icmpv6::Icmpv6Header::dest_unreachable(
+                        strata_proto::icmpv6::unreach_code::ADDRESS,
+                    );
+                    self.icmp6_error(now, pool, &q, slot, msg, false, out);
+                }
+            } else {
+                let msg = IcmpHeader::dest_unreachable(unreach_code::HOST, 0);
+                self.icmp_error(now, pool, &q, msg, false, out);
+            }
             self.drop(pool, &q, Stat::FwdNeighFailed);
         }
         self.unreachable = failed;

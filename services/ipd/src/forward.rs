@@ -1,8 +1,12 @@
-//! Forwarding (RFC 1812 §5.2–5.3, the way Linux does it with
-//! `net.ipv4.ip_forward=1`): a datagram not addressed to us is routed, its
-//! TTL decremented, and sent on in the very buffer it arrived in, with a
-//! new Ethernet header written over the old one. What cannot be forwarded
-//! is answered with the ICMP error Linux sends, and counted.
+//! Forwarding (RFC 1812 §5.2–5.3 for IPv4, RFC 8200 §3 and RFC 4443 for
+//! IPv6, the way Linux does it with `ip_forward=1` and
+//! `net.ipv6.conf.all.forwarding=1`): a packet not addressed to us is
+//! routed, its TTL or hop limit decremented, and sent on in the very
+//! buffer it arrived in, with a new Ethernet header written over the old
+//! one. What cannot be forwarded is answered with the ICMP error Linux
+//! sends, and counted (the same counters for both families). IPv6 is
+//! never fragmented on the way: a packet too big for the next link gets
+//! Packet Too Big.
 //!
 //! Differences from Linux, on purpose: no ICMP redirects are ever sent
 //! (Linux sends them when a packet leaves by the interface it came in on;
@@ -14,7 +18,10 @@ use strata_ipc::handle::flags::FORWARDED;
 use strata_ipc::handle::gso::wire_len;
 use strata_ipc::{Buffers, Handle};
 use strata_proto::icmp::{time_exceeded_code, unreach_code, IcmpHeader};
+use strata_proto::icmpv6::{self, Icmpv6Header};
 use strata_proto::ipv4::{decrement_ttl, option_kind, options, Ipv4Header};
+use strata_proto::ipv6::Ipv6Header;
+use strata_proto::ndp::is_link_local;
 
 use crate::neigh::NeighAddr;
 use crate::route::is_martian;
@@ -113,6 +120,77 @@ impl IpCore {
         h.nexthop = r.nexthop;
         self.stats.inc(Stat::Forwarded);
         self.send_to_neighbour(now, pool, h, r.slot, NeighAddr::v4(r.nexthop), out);
+    }
+}
+
+impl IpCore {
+    /// Forwards IPv6 packet `h` (window = the packet, header `hdr`) that
+    /// came in on `slot` and is for none of our addresses or groups;
+    /// `l2_multicast` says it came as a link-layer multicast. In Linux's
+    /// order (`ip6_forward`): scope, hop limit, route, MTU.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn forward6<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        mut h: Handle,
+        slot: usize,
+        hdr: &Ipv6Header,
+        l2_multicast: bool,
+        out: &mut Outputs,
+    ) {
+        if l2_multicast {
+            return self.drop(pool, &h, Stat::FwdL2Broadcast);
+        }
+        // No multicast routing; nothing unspecified, loopback or
+        // link-local leaves its link (RFC 4291 §2.5.6).
+        if hdr.dst.is_multicast()
+            || hdr.dst.is_unspecified()
+            || hdr.dst.is_loopback()
+            || is_link_local(hdr.dst)
+            || hdr.src.is_unspecified()
+        {
+            return self.drop(pool, &h, Stat::FwdMartianDest);
+        }
+        if is_link_local(hdr.src) {
+            // RFC 4443 §3.1: beyond the scope of the source address.
+            let msg = Icmpv6Header::dest_unreachable(icmpv6::unreach_code::BEYOND_SCOPE);
+            self.icmp6_error(now, pool, &h, slot, msg, false, out);
+            return self.drop(pool, &h, Stat::FwdMartianDest);
+        }
+        if hdr.hop_limit <= 1 {
+            let msg = Icmpv6Header::time_exceeded(icmpv6::time_exceeded_code::HOP_LIMIT);
+            self.icmp6_error(now, pool, &h, slot, msg, false, out);
+            return self.drop(pool, &h, Stat::FwdTtlExceeded);
+        }
+        let Some(to) = self.route6(hdr.dst) else {
+            let msg = Icmpv6Header::dest_unreachable(icmpv6::unreach_code::NO_ROUTE);
+            self.icmp6_error(now, pool, &h, slot, msg, false, out);
+            return self.drop(pool, &h, Stat::FwdNoRoute);
+        };
+        let (mtu, oif) = {
+            let iface = &self.net.ifaces[to];
+            (iface.mtu, iface.index)
+        };
+        if h.data_len as usize > usize::from(mtu) {
+            // RFC 8200 §5: no fragmentation on the way.
+            let msg = Icmpv6Header::packet_too_big(u32::from(mtu));
+            self.icmp6_error(now, pool, &h, slot, msg, true, out);
+            return self.drop(pool, &h, Stat::FwdFragNeeded);
+        }
+        match pool.data_mut(&h) {
+            Ok(d) if d.len() >= Ipv6Header::LEN => d[7] = hdr.hop_limit - 1,
+            Ok(_) => return self.drop(pool, &h, Stat::BadWindow),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        }
+        h.ethertype = strata_proto::ethernet::ethertype::IPV6;
+        h.l4proto = hdr.next_header;
+        h.l4_off = Ipv6Header::LEN as u16;
+        h.flags |= FORWARDED;
+        h.oif = oif;
+        h.nexthop = 0;
+        self.stats.inc(Stat::Forwarded);
+        self.send_to_neighbour(now, pool, h, to, NeighAddr::v6(hdr.dst), out);
     }
 }
 

@@ -165,6 +165,17 @@ impl Iface6 {
             .or(ll)
     }
 
+    /// The longest configured prefix of this interface that holds `dst`,
+    /// if one does.
+    pub fn prefix_for(&self, dst: Ipv6Addr) -> Option<u8> {
+        self.addrs
+            .iter()
+            .skip(1)
+            .filter(|a| a.covers(dst))
+            .map(|a| a.prefix)
+            .max()
+    }
+
     /// Whether a configured prefix of this interface holds `dst` (so it
     /// is a neighbour here).
     pub fn on_link(&self, dst: Ipv6Addr) -> bool {
@@ -199,6 +210,7 @@ impl IpCore {
         pool: &mut B,
         mut h: Handle,
         slot: usize,
+        l2_multicast: bool,
         out: &mut Outputs,
     ) {
         let hdr = match pool.data(&h) {
@@ -225,6 +237,9 @@ impl IpCore {
                 // RFC 4862 §5.4: only the solicitations and advertisements
                 // of detection itself, which go to multicast groups.
                 return self.drop(pool, &h, Stat::Ip6ToTentative);
+            }
+            Local6::NotOurs if self.limits.forwarding => {
+                return self.forward6(now, pool, h, slot, &hdr, l2_multicast, out);
             }
             Local6::NotOurs => return self.drop(pool, &h, Stat::Ip6NotForUs),
         }
@@ -566,7 +581,7 @@ impl IpCore {
         let slot = if is_link_local(dst) || self.v6[slot].on_link(dst) {
             Some(slot)
         } else {
-            self.v6.iter().position(|i| i.on_link(dst))
+            self.route6(dst)
         };
         let Some(slot) = slot else {
             return self.drop(pool, &h, Stat::Ip6NoRoute);
@@ -639,6 +654,17 @@ impl IpCore {
         }
         self.stats.inc(Stat::Frag6OutPackets);
         pool.free(&h);
+    }
+
+    /// The interface slot whose on-link prefix holds `dst` most
+    /// specifically (IPv6 has no routes beyond the on-link prefixes yet).
+    pub(crate) fn route6(&self, dst: Ipv6Addr) -> Option<usize> {
+        self.v6
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, i)| Some((i.prefix_for(dst)?, slot)))
+            .max()
+            .map(|(_, slot)| slot)
     }
 
     /// Whether `ip` at `mac` can be an IPv6 neighbour on `slot`: a unicast

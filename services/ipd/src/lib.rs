@@ -271,7 +271,7 @@ impl IpCore {
         match eth.ethertype {
             ethertype::ARP => self.arp_input(now, pool, h, slot, out),
             ethertype::IPV4 => self.ip_input(now, pool, h, eth.dst.is_multicast(), out),
-            ethertype::IPV6 => self.ip6_input(now, pool, h, slot, out),
+            ethertype::IPV6 => self.ip6_input(now, pool, h, slot, eth.dst.is_multicast(), out),
             _ => self.drop(pool, &h, Stat::UnknownEthertype),
         }
     }

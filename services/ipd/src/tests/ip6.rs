@@ -512,6 +512,85 @@ fn overlapping_fragments_drop_the_whole_packet_and_a_lone_one_times_out_with_an_
     r.finish();
 }
 
+#[test]
+fn a_router_forwards_with_one_hop_spent_and_answers_what_it_cannot_forward() {
+    let mut cfg = config();
+    cfg.limits.forwarding = true;
+    cfg.ifaces[0].addrs6 = vec![(OUR_IP6, 64)];
+    let far_mac = MacAddr([2, 0, 0, 0, 9, 9]);
+    cfg.ifaces.push(IfaceConfig {
+        index: 2,
+        mac: MacAddr([2, 0, 0, 0, 0, 0x22]),
+        addrs: vec![],
+        mtu: 1280,
+        addrs6: vec![("fd00:88::1".parse().unwrap(), 64)],
+    });
+    let mut r = Rig::with(cfg);
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    r.advance(S);
+    r.tx();
+    learn_peer(&mut r);
+    let far: Ipv6Addr = "fd00:88::9".parse().unwrap();
+    // To a host behind interface 2: resolved there, then sent on with
+    // the hop limit one lower.
+    r.input(&icmp6_frame(OUR_MAC, PEER_IP6, far, 9, &echo_req(far)));
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].1.dst, solicited_node(far));
+    let ns = NeighborSolicitation::parse(&sent[0].2, &sent[0].1).unwrap();
+    assert_eq!(ns.target, far);
+    let mut na = icmp6_frame(
+        MacAddr([2, 0, 0, 0, 0, 0x22]),
+        far,
+        "fd00:88::1".parse().unwrap(),
+        255,
+        &na_msg(far, true, far_mac),
+    );
+    na[6..12].copy_from_slice(&far_mac.0);
+    let mut h = r.buf(&na);
+    h.iif = 2;
+    r.core.input(r.now, &mut r.pool, h, &mut r.out);
+    let tx = r.tx();
+    let sent = v6(&tx);
+    assert_eq!(sent.len(), 1);
+    assert_eq!(
+        (sent[0].0, sent[0].1.hop_limit, sent[0].1.src),
+        (far_mac, 8, PEER_IP6)
+    );
+    assert_eq!(tx[0].h.oif, 2);
+    assert_eq!(r.stat(Stat::Forwarded), 1);
+    // Hop limit 1: time exceeded. Too big for the 1280 link: packet too
+    // big with that MTU. No prefix holds it: no route.
+    r.input(&icmp6_frame(OUR_MAC, PEER_IP6, far, 1, &echo_req(far)));
+    let mut big = echo_req(far);
+    big.resize(1300, 0);
+    r.input(&icmp6_frame(OUR_MAC, PEER_IP6, far, 64, &big));
+    let nowhere: Ipv6Addr = "fd00:99::1".parse().unwrap();
+    r.input(&icmp6_frame(
+        OUR_MAC,
+        PEER_IP6,
+        nowhere,
+        64,
+        &echo_req(nowhere),
+    ));
+    let errs: Vec<(u8, u8, u32)> = v6(&r.tx())
+        .iter()
+        .map(|(_, h, m)| {
+            assert_eq!(h.dst, PEER_IP6);
+            (m[0], m[1], u32::from_be_bytes([m[4], m[5], m[6], m[7]]))
+        })
+        .collect();
+    assert_eq!(
+        errs,
+        [
+            (icmpv6_type::TIME_EXCEEDED, 0, 0),
+            (icmpv6_type::PACKET_TOO_BIG, 0, 1280),
+            (icmpv6_type::DEST_UNREACHABLE, 0, 0),
+        ]
+    );
+    r.finish();
+}
+
 mod prop {
     use super::*;
     use proptest::prelude::*;
