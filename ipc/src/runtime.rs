@@ -47,6 +47,10 @@ pub struct IfaceRt {
     /// link-local address ipd makes from the MAC is not among them).
     #[serde(default)]
     pub addrs6: Vec<(Ipv6Addr, u8)>,
+    /// Make IPv6 addresses from the prefixes routers advertise on this
+    /// link (SLAAC, RFC 4862; Linux `autoconf`).
+    #[serde(default)]
+    pub autoconf: bool,
 }
 
 /// The whole runtime configuration.

@@ -250,6 +250,12 @@ pub struct Interface {
     /// unicast ones, each implying a connected prefix. Unique in the
     /// instance. The link-local address is made from the MAC, not listed.
     pub addresses6: Vec<Cidr6>,
+    /// Make IPv6 addresses from the prefixes routers advertise on this
+    /// link (SLAAC, RFC 4862), as Linux's `autoconf`; default false.
+    /// Router advertisements are heeded (default routers, on-link
+    /// prefixes, MTU) unless `[ip] forwarding` is on, as Linux's
+    /// `accept_ra` does; so `autoconf` with forwarding on is refused.
+    pub autoconf: bool,
     /// The interface MTU in bytes, 68..=9000. Default 1500.
     pub mtu: u16,
     /// TAP only: IPv4 addresses the launcher gives the kernel's side of
@@ -311,6 +317,7 @@ struct InterfaceFile {
     device: Device,
     mac: MacAddr,
     addresses: Vec<IpCidr>,
+    autoconf: bool,
     mtu: u16,
     host_addresses: Vec<IpCidr>,
     offloads: bool,
@@ -324,6 +331,7 @@ impl From<Interface> for InterfaceFile {
             name: i.name,
             device: i.device,
             mac: i.mac,
+            autoconf: i.autoconf,
             mtu: i.mtu,
             offloads: i.offloads,
         }
@@ -525,6 +533,7 @@ impl Default for Config {
                     prefix: 24,
                 }],
                 addresses6: Vec::new(),
+                autoconf: false,
                 mtu: 1500,
                 host_addresses: vec![Cidr {
                     addr: Ipv4Addr::new(10, 77, 0, 1),
@@ -1000,6 +1009,12 @@ impl Config {
                 ));
             }
             check_range(&at("mtu"), i64::from(ifc.mtu), &MTU)?;
+            if ifc.autoconf && self.ip.forwarding {
+                return Err(invalid(
+                    at("autoconf"),
+                    "autoconf is for hosts: a router (`[ip] forwarding = true`) ignores router advertisements, as Linux does",
+                ));
+            }
             // IPv6 addresses are numbered after the IPv4 ones, as the
             // interface serialises them.
             let field = at("addresses");
@@ -1615,6 +1630,7 @@ struct RawInterface {
     mac: Option<String>,
     #[serde(default)]
     addresses: Vec<String>,
+    autoconf: Option<bool>,
     mtu: Option<i64>,
     #[serde(default)]
     host_addresses: Vec<String>,
@@ -1824,6 +1840,7 @@ impl RawInterface {
             mac,
             addresses,
             addresses6,
+            autoconf: self.autoconf.unwrap_or(false),
             mtu: u16::try_from(mtu)
                 .map_err(|_| invalid(at("mtu"), format!("{mtu} is not an MTU")))?,
             host_addresses,
@@ -2178,6 +2195,47 @@ mod tests {
                 "{bad}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn autoconf_is_off_unless_asked_for_and_not_on_a_router() {
+        let c = parse(IFACE).unwrap();
+        assert!(!c.interfaces[0].autoconf);
+        assert!(!Config::default().interfaces[0].autoconf);
+        let off = parse(&iface("autoconf = false\n")).unwrap();
+        assert!(!off.interfaces[0].autoconf);
+        let on = parse(&format!(
+            "{IFACE}autoconf = true\n[[interface]]\nname = \"s1\"\n"
+        ))
+        .unwrap();
+        assert!(on.interfaces[0].autoconf);
+        assert!(!on.interfaces[1].autoconf);
+        on.validate().unwrap();
+        let text = toml::to_string(&on).unwrap();
+        assert!(text.contains("autoconf = true"), "{text}");
+        assert_eq!(parse(&text).unwrap(), on, "{text}");
+        // A router may have it off, said or not.
+        let router = parse(&format!(
+            "{IFACE}autoconf = false\n[ip]\nforwarding = true\n"
+        ))
+        .unwrap();
+        assert!(router.ip.forwarding && !router.interfaces[0].autoconf);
+        expect_errors(&[
+            (
+                format!("{IFACE}autoconf = true\n[ip]\nforwarding = true\n"),
+                "interface[0].autoconf: autoconf is for hosts: a router (`[ip] forwarding = true`) ignores router advertisements, as Linux does",
+            ),
+            (
+                format!("{IFACE}[[interface]]\nname = \"s1\"\nautoconf = true\n[ip]\nforwarding = true\n"),
+                "interface[1].autoconf: autoconf is for hosts: a router (`[ip] forwarding = true`) ignores router advertisements, as Linux does",
+            ),
+        ]);
+        // The same check for a configuration changed in code.
+        let mut c = router;
+        c.interfaces[0].autoconf = true;
+        assert!(c.validate().is_err());
+        let e = error_of(&iface("autoconf = \"yes\"\n"));
+        assert!(e.contains("invalid type") && e.contains("boolean"), "{e}");
     }
 
     #[test]

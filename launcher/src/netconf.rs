@@ -243,6 +243,7 @@ fn del_address(
 fn addr_show(sh: &Shared, c: &Config, only: Option<usize>) -> Value {
     let f = &sh.fabric;
     let dad = dad_states(f);
+    let auto = auto_addresses(f);
     let mut text = String::new();
     let mut ifaces = Vec::new();
     for (i, ifc) in c.interfaces.iter().enumerate() {
@@ -259,7 +260,12 @@ fn addr_show(sh: &Shared, c: &Config, only: Option<usize>) -> Value {
             ifc.mac
         );
         let mut info = inet_info(ifc, &mut text);
-        info.extend(inet6_info(ifc, i as u8, &dad, &mut text));
+        let mine: Vec<Cidr6> = auto
+            .iter()
+            .filter(|(k, _)| usize::from(*k) == i)
+            .map(|(_, a)| *a)
+            .collect();
+        info.extend(inet6_info(ifc, i as u8, &mine, &dad, &mut text));
         ifaces.push(json!({
             "ifindex": i,
             "ifname": ifc.name,
@@ -303,6 +309,7 @@ fn inet_info(ifc: &Interface, text: &mut String) -> Vec<Value> {
 fn inet6_info(
     ifc: &Interface,
     index: u8,
+    auto: &[Cidr6],
     dad: &HashMap<(u8, Ipv6Addr), u8>,
     text: &mut String,
 ) -> Vec<Value> {
@@ -311,7 +318,9 @@ fn inet6_info(
         prefix: 64,
     };
     let global = ifc.addresses6.iter().map(|a| (*a, "global"));
+    let dynamic = auto.iter().map(|a| (*a, "global dynamic"));
     global
+        .chain(dynamic)
         .chain([(link_local, "link")])
         .map(|(a, scope)| {
             let state = dad.get(&(index, a.addr)).copied();
@@ -327,8 +336,11 @@ fn inet6_info(
                 "family": "inet6",
                 "local": a.addr.to_string(),
                 "prefixlen": a.prefix,
-                "scope": scope,
+                "scope": scope.trim_end_matches(" dynamic"),
             });
+            if scope.ends_with("dynamic") {
+                v["dynamic"] = json!(true);
+            }
             if tentative {
                 v["tentative"] = json!(true);
             }
@@ -397,7 +409,7 @@ fn parse_dest(s: &str) -> Result<Cidr, String> {
 fn route(sh: &Shared, w: &[&str]) -> Result<Value, String> {
     let cfg = sh.config.lock().unwrap().clone();
     match w {
-        [] | ["show"] => Ok(route_show(&cfg)),
+        [] | ["show"] => Ok(route_show(&cfg, learnt6(&sh.fabric))),
         ["add", d, rest @ ..] => {
             let to = parse_dest(d).map_err(|e| format!("route add: {e}"))?;
             let mut r = Route {
@@ -461,8 +473,12 @@ fn route(sh: &Shared, w: &[&str]) -> Result<Value, String> {
 }
 
 /// `ip route`'s view: the IPv4 routes, then the connected IPv6 ones.
-fn route_show(c: &Config) -> Value {
-    let routes: Vec<(Value, String)> = routes4(c).into_iter().chain(connected6(c)).collect();
+fn route_show(c: &Config, learnt6: Vec<(Value, String)>) -> Value {
+    let routes: Vec<(Value, String)> = routes4(c)
+        .into_iter()
+        .chain(connected6(c))
+        .chain(learnt6)
+        .collect();
     let text: String = routes.iter().map(|(_, t)| format!("{t}\n")).collect();
     json!({"routes": routes.into_iter().map(|(v, _)| v).collect::<Vec<_>>(), "text": text})
 }
@@ -664,6 +680,58 @@ fn dad_states(f: &Fabric) -> HashMap<(u8, Ipv6Addr), u8> {
         .collect()
 }
 
+/// ipd's IPv6 addresses made from advertised prefixes (SLAAC), by
+/// interface index: address and prefix length.
+fn auto_addresses(f: &Fabric) -> Vec<(u8, Cidr6)> {
+    ipd_records(f)
+        .unwrap_or_default()
+        .iter()
+        .filter(|r| is_own_address(r) && r.mac[0] == 1)
+        .filter_map(|r| {
+            let addr = r.ip.as_v6()?;
+            Some((
+                r.iface,
+                Cidr6 {
+                    addr,
+                    prefix: r.mac[1].min(128),
+                },
+            ))
+        })
+        .collect()
+}
+
+/// What router advertisements taught ipd, as routes (JSON and text):
+/// default routers and on-link prefixes, `proto ra` as Linux shows them.
+fn learnt6(f: &Fabric) -> Vec<(Value, String)> {
+    ipd_records(f)
+        .unwrap_or_default()
+        .iter()
+        .filter_map(|r| {
+            let ip = r.ip.as_v6()?;
+            let dev = f.iface_name(r.iface);
+            match r.state {
+                neigh_state::ROUTER => Some((
+                    json!({"dst": "default", "gateway": ip.to_string(), "dev": dev,
+                           "protocol": "ra"}),
+                    format!("default via {ip} dev {dev} proto ra"),
+                )),
+                neigh_state::PREFIX => {
+                    let to = Cidr6 {
+                        addr: ip,
+                        prefix: r.mac[0].min(128),
+                    };
+                    Some((
+                        json!({"dst": to.to_string(), "dev": dev, "protocol": "ra",
+                               "scope": "link"}),
+                        format!("{to} dev {dev} proto ra scope link"),
+                    ))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
 /// What `ip neigh` calls a neighbour state.
 fn state_name(state: u8) -> &'static str {
     match state {
@@ -692,7 +760,7 @@ fn neigh_show(f: &Fabric) -> Value {
     let mut text = String::new();
     let entries: Vec<Value> = records
         .iter()
-        .filter(|r| !is_own_address(r))
+        .filter(|r| r.state < neigh_state::ADDR_TENTATIVE)
         .map(|r| {
             let mac = MacAddr(r.mac).to_string();
             let state = state_name(r.state);
@@ -899,7 +967,7 @@ mod tests {
             ((1, v6("fd00:77::2")), neigh_state::ADDR_DUPLICATE),
         ]);
         let mut text = String::new();
-        let info = inet6_info(&c.interfaces[0], 0, &dad, &mut text);
+        let info = inet6_info(&c.interfaces[0], 0, &[], &dad, &mut text);
         assert_eq!(
             text,
             "    inet6 fd00:77::2/64 scope global tentative\n    \
@@ -915,7 +983,7 @@ mod tests {
             ]
         );
         let mut text = String::new();
-        let info = inet6_info(&c.interfaces[1], 1, &HashMap::new(), &mut text);
+        let info = inet6_info(&c.interfaces[1], 1, &[], &HashMap::new(), &mut text);
         assert_eq!(info.len(), 3);
         assert!(info.iter().all(|v| v.get("tentative").is_none()));
         assert!(
@@ -926,7 +994,7 @@ mod tests {
 
     #[test]
     fn connected_ipv6_prefixes_are_routes() {
-        let v = route_show(&dual_stack());
+        let v = route_show(&dual_stack(), Vec::new());
         assert_eq!(
             v["text"],
             "10.77.0.0/24 dev strata0 proto kernel scope link src 10.77.0.2\n\

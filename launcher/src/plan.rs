@@ -85,6 +85,7 @@ impl Plan {
                 mtu: ifc.mtu,
                 addrs: ifc.addresses.iter().map(|a| (a.addr, a.prefix)).collect(),
                 addrs6: ifc.addresses6.iter().map(|a| (a.addr, a.prefix)).collect(),
+                autoconf: ifc.autoconf,
             })
             .collect();
         let devices = c

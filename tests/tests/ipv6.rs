@@ -145,6 +145,104 @@ fn large_pings_are_fragmented_and_reassembled_both_ways() {
     assert!(st.counter("ipd", "frag6_out_packets") >= 6);
 }
 
+/// radvd's configuration: the kernel side advertises itself as the
+/// default router and fd00:aa::/64 as on-link and autonomous.
+const RADVD_CONF: &str = "interface strata0 {
+    AdvSendAdvert on;
+    MinRtrAdvInterval 3;
+    MaxRtrAdvInterval 10;
+    prefix fd00:aa::/64 { AdvOnLink on; AdvAutonomous on; };
+};
+";
+
+#[test]
+fn a_router_advertisement_gives_an_address_and_a_default_router() {
+    let ns = Netns::new();
+    let st = Stack::up_config(&ns, &(config() + "autoconf = true\n"));
+    wait_kernel_ipv6(&st, &ns);
+    // The kernel side becomes a router with radvd, the usual daemon.
+    ns.run_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    ns.run_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:aa::1/64",
+        "dev",
+        "strata0",
+        "nodad",
+    ]);
+    let dir = strata_tests::TempDir::new("strata-radvd");
+    let conf = dir.path().join("radvd.conf");
+    std::fs::write(&conf, RADVD_CONF).unwrap();
+    let pid = dir.path().join("radvd.pid");
+    let _radvd = ns.spawn(&[
+        "radvd",
+        "--nodaemon",
+        "--logmethod",
+        "stderr",
+        "--config",
+        conf.to_str().unwrap(),
+        "--pidfile",
+        pid.to_str().unwrap(),
+    ]);
+    // The address made from the prefix and the MAC 02:53:54:00:00:01.
+    let slaac = "fd00:aa::53:54ff:fe00:1";
+    st.wait_for(
+        "an address from the advertised prefix",
+        Duration::from_secs(60),
+        || stack_addr(&st, slaac).is_some_and(|a| a.get("tentative").is_none()),
+    );
+    assert_eq!(stack_addr(&st, slaac).unwrap()["dynamic"], true);
+    let r = ping_all(&ns, &["-6", "-c", "5", "-i", "0.1", "-W", "1", slaac]);
+    assert_eq!(r.received, 5, "{}", r.text);
+    // The default router: an address the stack has no prefix for is
+    // answered through the kernel's link-local address.
+    ns.run_ok(&["ip", "-6", "addr", "add", "fd00:bb::1/128", "dev", "lo"]);
+    let r = ping_all(
+        &ns,
+        &[
+            "-6",
+            "-c",
+            "5",
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            "-I",
+            "fd00:bb::1",
+            slaac,
+        ],
+    );
+    assert_eq!(r.received, 5, "{}", r.text);
+    let routes = st.json("route")["routes"].clone();
+    let learnt = |dst: &str| {
+        routes
+            .as_array()
+            .is_some_and(|v| v.iter().any(|r| r["dst"] == dst && r["protocol"] == "ra"))
+    };
+    assert!(learnt("default") && learnt("fd00:aa::/64"), "{routes}");
+    // A restarted ipd keeps what it learnt.
+    let before = st.kill_layer("ipd");
+    st.wait_restarted("ipd", before);
+    let r = ping_all(
+        &ns,
+        &[
+            "-6",
+            "-c",
+            "5",
+            "-i",
+            "0.1",
+            "-W",
+            "1",
+            "-I",
+            "fd00:bb::1",
+            slaac,
+        ],
+    );
+    assert_eq!(r.received, 5, "{}", r.text);
+}
+
 #[test]
 fn an_address_the_kernel_already_holds_is_found_duplicate_and_refused() {
     let ns = Netns::new();

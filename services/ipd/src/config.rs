@@ -35,6 +35,9 @@ pub struct IfaceConfig {
     /// (the prefix is on-link). The link-local address made from `mac` is
     /// always there besides them.
     pub addrs6: Vec<(Ipv6Addr, u8)>,
+    /// Make IPv6 addresses from the prefixes routers advertise (SLAAC,
+    /// RFC 4862 §5.5); only when not forwarding.
+    pub autoconf: bool,
 }
 
 /// One configured route: the stack's one route type, which the launcher

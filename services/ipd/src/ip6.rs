@@ -56,22 +56,57 @@ pub(crate) struct Addr6 {
     /// On-link prefix length (64 for the link-local address).
     pub prefix: u8,
     pub dad: Dad,
+    /// Made from a router's advertised prefix (SLAAC), not configured.
+    pub auto: bool,
+    /// When an autoconfigured address's valid lifetime ends (`u64::MAX`:
+    /// never); configured addresses never end.
+    pub expires: u64,
 }
 
 impl Addr6 {
+    /// A configured address, detection yet to run.
+    pub fn configured(addr: Ipv6Addr, prefix: u8) -> Addr6 {
+        Addr6 {
+            addr,
+            prefix,
+            dad: Dad::New,
+            auto: false,
+            expires: u64::MAX,
+        }
+    }
+
     /// Whether `dst` is on the link this address's prefix names.
     fn covers(&self, dst: Ipv6Addr) -> bool {
-        let p = u32::from(self.prefix.min(128));
-        let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-        u128::from(self.addr) & mask == u128::from(dst) & mask
+        covers(self.addr, self.prefix, dst)
     }
 }
 
+/// Whether `dst` is in `prefix/len`.
+pub(crate) fn covers(prefix: Ipv6Addr, len: u8, dst: Ipv6Addr) -> bool {
+    let p = u32::from(len.min(128));
+    let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
+    u128::from(prefix) & mask == u128::from(dst) & mask
+}
+
 /// The IPv6 side of one interface: its addresses, the link-local one
-/// (made from the MAC) first.
+/// (made from the MAC) first, and what router discovery learnt on its
+/// link (`ra.rs`).
 #[derive(Clone, Debug)]
 pub(crate) struct Iface6 {
     pub addrs: Vec<Addr6>,
+    /// Make addresses from advertised prefixes (SLAAC).
+    pub autoconf: bool,
+    /// Default routers: address and when its lifetime ends (RFC 4861
+    /// §6.3.4's Default Router List).
+    pub routers: Vec<(Ipv6Addr, u64)>,
+    /// Advertised on-link prefixes: prefix, length, end of validity (the
+    /// Prefix List).
+    pub prefixes: Vec<(Ipv6Addr, u8, u64)>,
+    /// The link MTU a router advertised, when lower than the interface's.
+    pub mtu: Option<u16>,
+    /// Router solicitations sent since the start, and when the next is due.
+    pub rs_sent: u8,
+    pub rs_next: Option<u64>,
 }
 
 /// What an IPv6 destination is to an interface.
@@ -88,19 +123,19 @@ pub(crate) enum Local6 {
 impl Iface6 {
     /// The addresses of an interface with `mac` configured with `addrs`;
     /// detection has yet to run on all of them.
-    pub fn new(mac: MacAddr, addrs: &[(Ipv6Addr, u8)]) -> Iface6 {
-        let ll = Addr6 {
-            addr: link_local_from_mac(mac),
-            prefix: 64,
-            dad: Dad::New,
-        };
-        let configured = addrs.iter().map(|&(addr, prefix)| Addr6 {
-            addr,
-            prefix,
-            dad: Dad::New,
-        });
+    pub fn new(mac: MacAddr, addrs: &[(Ipv6Addr, u8)], autoconf: bool) -> Iface6 {
+        let ll = Addr6::configured(link_local_from_mac(mac), 64);
+        let configured = addrs
+            .iter()
+            .map(|&(addr, prefix)| Addr6::configured(addr, prefix));
         Iface6 {
             addrs: core::iter::once(ll).chain(configured).collect(),
+            autoconf,
+            routers: Vec::new(),
+            prefixes: Vec::new(),
+            mtu: None,
+            rs_sent: 0,
+            rs_next: None,
         }
     }
 
@@ -168,18 +203,24 @@ impl Iface6 {
     /// The longest configured prefix of this interface that holds `dst`,
     /// if one does.
     pub fn prefix_for(&self, dst: Ipv6Addr) -> Option<u8> {
+        let advertised = self
+            .prefixes
+            .iter()
+            .filter(|&&(p, len, _)| covers(p, len, dst))
+            .map(|&(_, len, _)| len);
         self.addrs
             .iter()
             .skip(1)
             .filter(|a| a.covers(dst))
             .map(|a| a.prefix)
+            .chain(advertised)
             .max()
     }
 
     /// Whether a configured prefix of this interface holds `dst` (so it
     /// is a neighbour here).
     pub fn on_link(&self, dst: Ipv6Addr) -> bool {
-        is_link_local(dst) || self.addrs.iter().skip(1).any(|a| a.covers(dst))
+        is_link_local(dst) || self.prefix_for(dst).is_some()
     }
 }
 
@@ -376,6 +417,7 @@ impl IpCore {
             icmpv6_type::NEIGHBOR_ADVERTISEMENT => {
                 self.nd_advert_input(now, pool, h, slot, hdr, at, out)
             }
+            icmpv6_type::ROUTER_ADVERTISEMENT => self.ra_input(now, pool, h, slot, hdr, at, out),
             t if strata_proto::icmpv6::is_error(t) => self.drop(pool, &h, Stat::Icmp6InErrors),
             _ => self.drop(pool, &h, Stat::Icmp6InOther),
         }
@@ -578,15 +620,17 @@ impl IpCore {
         if dst.is_multicast() {
             return self.transmit(pool, h, slot, multicast_mac(dst), out);
         }
-        let slot = if is_link_local(dst) || self.v6[slot].on_link(dst) {
-            Some(slot)
+        let hop = if is_link_local(dst) || self.v6[slot].on_link(dst) {
+            Some((slot, dst))
         } else {
             self.route6(dst)
+                .map(|s| (s, dst))
+                .or_else(|| self.default_router())
         };
-        let Some(slot) = slot else {
+        let Some((slot, next)) = hop else {
             return self.drop(pool, &h, Stat::Ip6NoRoute);
         };
-        self.send_to_neighbour(now, pool, h, slot, NeighAddr::v6(dst), out);
+        self.send_to_neighbour(now, pool, h, slot, NeighAddr::v6(next), out);
     }
 
     /// Cuts IPv6 packet `h` (window = the packet, one ipd made, with no
@@ -604,7 +648,7 @@ impl IpCore {
         out: &mut Outputs,
     ) {
         const UNFRAG: usize = Ipv6Header::LEN + FragmentHeader::LEN;
-        let mtu = usize::from(self.net.ifaces[slot].mtu);
+        let mtu = usize::from(self.mtu6(slot));
         let hdr = match pool.data(&h).map(Ipv6Header::parse) {
             Ok(Ok(hdr)) => hdr,
             Ok(Err(_)) => return self.drop(pool, &h, Stat::BadWindow),
@@ -654,6 +698,13 @@ impl IpCore {
         }
         self.stats.inc(Stat::Frag6OutPackets);
         pool.free(&h);
+    }
+
+    /// The IPv6 MTU of interface slot `slot`: the interface's, or the
+    /// lower one a router advertised for the link.
+    pub(crate) fn mtu6(&self, slot: usize) -> u16 {
+        let link = self.net.ifaces[slot].mtu;
+        self.v6[slot].mtu.map_or(link, |m| m.min(link))
     }
 
     /// The interface slot whose on-link prefix holds `dst` most
@@ -742,7 +793,7 @@ mod tests {
     fn source_selection_prefers_the_matching_prefix_and_waits_for_dad() {
         let mac = MacAddr([2, 0, 0, 0, 0, 1]);
         let g: Ipv6Addr = "fd00:1::2".parse().unwrap();
-        let mut i = Iface6::new(mac, &[(g, 64)]);
+        let mut i = Iface6::new(mac, &[(g, 64)], false);
         let peer: Ipv6Addr = "fd00:1::9".parse().unwrap();
         assert_eq!(i.source_for(peer), None, "nothing preferred yet");
         assert_eq!(i.classify(g), Local6::Tentative);

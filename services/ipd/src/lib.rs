@@ -33,6 +33,7 @@ mod ip6;
 mod nd;
 mod neigh;
 mod output;
+mod ra;
 mod reasm;
 mod route;
 pub mod stats;
@@ -245,6 +246,7 @@ impl IpCore {
         }
         self.started = true;
         self.dad_start(now, pool, out);
+        self.rs_start(now);
     }
 
     /// Takes an Ethernet frame from netdevd (data window = whole frame,
@@ -314,6 +316,7 @@ impl IpCore {
             self.neigh_timers(now, pool, out);
         }
         self.dad_poll(now);
+        self.ra_poll(now, pool, out);
         while let Some(e) = self.reasm.expire(now) {
             self.stats.inc(Stat::FragTimeout);
             match (e.quote, self.net.slot(e.iif)) {
@@ -348,6 +351,7 @@ impl IpCore {
             self.neigh.next_wake(),
             self.reasm.next_wake(),
             self.dad_deadline(),
+            self.ra_deadline(),
         ]
         .into_iter()
         .flatten()
@@ -391,7 +395,9 @@ impl IpCore {
     /// neighbours, then the duplicate address detection state of each of
     /// our IPv6 addresses.
     pub fn records(&self) -> impl Iterator<Item = NeighRecord> + '_ {
-        self.neighbours().chain(self.address_records())
+        self.neighbours()
+            .chain(self.address_records())
+            .chain(self.discovery_records())
     }
 
     /// Re-creates neighbours exported by a previous instance. Records for
@@ -404,7 +410,9 @@ impl IpCore {
                 continue;
             };
             if r.state >= neigh_state::ADDR_TENTATIVE {
-                self.restore_address(slot, r);
+                if !self.restore_discovery(slot, r) {
+                    self.restore_address(slot, r);
+                }
                 continue;
             }
             let mac = strata_proto::MacAddr(r.mac);
@@ -590,7 +598,7 @@ fn ifaces6(ifaces: &[IfaceConfig]) -> Result<Vec<ip6::Iface6>, ConfigError> {
         .iter()
         .map(|i| {
             ip6::check_config(i)?;
-            Ok(ip6::Iface6::new(i.mac, &i.addrs6))
+            Ok(ip6::Iface6::new(i.mac, &i.addrs6, i.autoconf))
         })
         .collect()
 }

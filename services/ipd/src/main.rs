@@ -34,6 +34,7 @@ fn config(stack: &StackConfig, large_bufs: u32) -> IpConfig {
                 addrs: i.addrs.clone(),
                 mtu: i.mtu,
                 addrs6: i.addrs6.clone(),
+                autoconf: i.autoconf,
             })
             .collect(),
         routes: stack.routes.clone(),

@@ -223,7 +223,7 @@ impl IpCore {
     }
 
     /// Emits neighbour discovery packet `h` (an IPv6 packet) to `mac`.
-    fn send_nd<B: Buffers>(
+    pub(crate) fn send_nd<B: Buffers>(
         &mut self,
         pool: &mut B,
         mut h: Handle,
@@ -378,9 +378,9 @@ impl IpCore {
         self.v6.iter().enumerate().flat_map(move |(slot, i)| {
             let index = self.net.ifaces[slot].index;
             i.addrs.iter().map(move |a| NeighRecord {
-                updated_ns: 0,
+                updated_ns: if a.auto { a.expires } else { 0 },
                 ip: NeighAddr::v6(a.addr),
-                mac: [0; 6],
+                mac: [u8::from(a.auto), a.prefix, 0, 0, 0, 0],
                 iface: index,
                 state: match a.dad {
                     Dad::New | Dad::Tentative { .. } => neigh_state::ADDR_TENTATIVE,
@@ -407,12 +407,23 @@ impl IpCore {
         };
         if let Some(a) = self.v6[slot].find_mut(ip) {
             a.dad = dad;
+        } else if r.mac[0] == 1 && self.v6[slot].autoconf {
+            // An autoconfigured address: it lives until its lifetime ends.
+            self.v6[slot].addrs.push(Addr6 {
+                addr: ip,
+                prefix: r.mac[1].min(128),
+                dad,
+                auto: true,
+                expires: r.updated_ns,
+            });
         }
         true
     }
 
-    /// The IPv6 side of interfaces `new`, keeping the detection state of
-    /// the addresses `old` had too.
+    /// The IPv6 side of interfaces `new`, keeping what `old` had learnt:
+    /// the detection state of the addresses both have, autoconfigured
+    /// addresses (while `new` still autoconfigures), routers, prefixes, the
+    /// advertised MTU and router solicitation.
     pub(crate) fn carry_dad(old: &[Iface6], new: &mut [Iface6]) {
         for (o, n) in old.iter().zip(new.iter_mut()) {
             for a in n.addrs.iter_mut() {
@@ -420,6 +431,20 @@ impl IpCore {
                     a.dad = *dad;
                 }
             }
+            if n.autoconf {
+                let auto: Vec<Addr6> = o
+                    .addrs
+                    .iter()
+                    .filter(|a| a.auto && n.find(a.addr).is_none())
+                    .copied()
+                    .collect();
+                n.addrs.extend(auto);
+            }
+            n.routers = o.routers.clone();
+            n.prefixes = o.prefixes.clone();
+            n.mtu = o.mtu;
+            n.rs_sent = o.rs_sent;
+            n.rs_next = o.rs_next;
         }
     }
 

@@ -46,8 +46,10 @@ pub mod neigh_state {
     /// `delay_first_probe_ns` (RFC 4861 §7.3.3).
     pub const DELAY: u8 = 7;
     /// Not a neighbour: one of ipd's own IPv6 addresses whose duplicate
-    /// address detection is running (RFC 4862 §5.4); the record's `mac`
-    /// is zero. An own address without a record is in use.
+    /// address detection is running (RFC 4862 §5.4). For these three
+    /// states `mac[0]` is 1 for an address made from an advertised prefix
+    /// (its prefix length in `mac[1]`, the end of its valid lifetime in
+    /// `updated_ns`), 0 for a configured one.
     pub const ADDR_TENTATIVE: u8 = 8;
     /// Not a neighbour: one of ipd's own IPv6 addresses that another node
     /// on the link holds (RFC 4862 §5.4.5); ipd does not use it.
@@ -55,6 +57,12 @@ pub mod neigh_state {
     /// Not a neighbour: one of ipd's own IPv6 addresses that passed
     /// duplicate address detection and is in use.
     pub const ADDR_PREFERRED: u8 = 10;
+    /// Not a neighbour: a default router a router advertisement named;
+    /// `updated_ns` is when its lifetime ends.
+    pub const ROUTER: u8 = 11;
+    /// Not a neighbour: an on-link prefix a router advertisement named;
+    /// the length is in `mac[0]`, the end of its validity in `updated_ns`.
+    pub const PREFIX: u8 = 12;
 }
 
 /// A neighbour's address: an IPv6 address, or an IPv4 address as the

@@ -216,8 +216,14 @@ impl IpCore {
     ) {
         // A super-segment was checked against the MTU segment by segment
         // (`wire_len`) on its way here.
-        if h.data_len as usize > self.net.ifaces[slot].mtu as usize && h.gso_type == gso::NONE {
-            if h.ethertype == ethertype::IPV6 {
+        let v6 = h.ethertype == ethertype::IPV6;
+        let mtu = if v6 {
+            self.mtu6(slot)
+        } else {
+            self.net.ifaces[slot].mtu
+        };
+        if h.data_len as usize > usize::from(mtu) && h.gso_type == gso::NONE {
+            if v6 {
                 // Only ipd's own IPv6 packets come here: they are cut at
                 // their source (RFC 8200 §4.5).
                 return self.fragment6(pool, h, slot, mac, out);

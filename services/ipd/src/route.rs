@@ -198,6 +198,7 @@ mod tests {
                 .collect(),
             mtu: 1500,
             addrs6: vec![],
+            autoconf: false,
         }
     }
 

@@ -285,6 +285,17 @@ strata_ipc::layer_stats! { "ipd";
     DadDuplicate => "dad_duplicate",
     /// MLDv2 reports sent (RFC 3810), announcing the groups ipd listens to.
     MldTxReports => "mld_tx_reports",
+    /// Router solicitations sent.
+    NdTxRouterSolicits => "nd_tx_router_solicits",
+    /// Router advertisements received (valid ones).
+    NdRxRouterAdverts => "nd_rx_router_adverts",
+    /// Router advertisements ignored because ipd is a router itself.
+    NdRaIgnored => "nd_ra_ignored",
+    /// A router, prefix or address a router advertised was not taken: its
+    /// list is full.
+    NdListFull => "nd_list_full",
+    /// Addresses made from advertised prefixes (SLAAC).
+    SlaacAddresses => "slaac_addresses",
     /// ND message of the wrong ICMPv6 type for its parser.
     NdpBadType => "ndp_bad_type",
     /// ND message shorter than its fixed part.

@@ -47,6 +47,7 @@ impl Stack {
                 addrs: vec![(OUR_IP, 24)],
                 mtu: 1500,
                 addrs6: vec![],
+                autoconf: false,
             }],
             routes: vec![],
             neighbours: vec![],

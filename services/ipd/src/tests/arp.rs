@@ -126,6 +126,7 @@ fn gratuitous_arp_for_every_address_at_start() {
         addrs: vec![(Ipv4Addr::new(172, 16, 0, 1), 16)],
         mtu: 9000,
         addrs6: vec![],
+        autoconf: false,
     });
     let mut r = Rig::with(cfg);
     r.core.start(r.now, &mut r.pool, &mut r.out);

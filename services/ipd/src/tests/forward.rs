@@ -25,6 +25,7 @@ fn router_config() -> IpConfig {
         addrs: vec![(IF2_IP, 24)],
         mtu: IF2_MTU,
         addrs6: vec![],
+        autoconf: false,
     });
     cfg.limits.forwarding = true;
     cfg

@@ -86,9 +86,19 @@ fn na_msg(target: Ipv6Addr, solicited: bool, mac: MacAddr) -> Vec<u8> {
     m
 }
 
-/// The IPv6 packets among `tx`: (Ethernet destination, IPv6 header,
-/// ICMPv6 message after any extension header).
+/// The IPv6 packets among `tx` but router solicitations (which a host
+/// sends at start until a router answers; [`all_v6`] has them too):
+/// (Ethernet destination, IPv6 header, ICMPv6 message after any
+/// extension header).
 fn v6(tx: &[Tx]) -> Vec<(MacAddr, Ipv6Header, Vec<u8>)> {
+    all_v6(tx)
+        .into_iter()
+        .filter(|(_, _, m)| m[0] != icmpv6_type::ROUTER_SOLICITATION)
+        .collect()
+}
+
+/// Every IPv6 packet among `tx`, as [`v6`] has them.
+fn all_v6(tx: &[Tx]) -> Vec<(MacAddr, Ipv6Header, Vec<u8>)> {
     tx.iter()
         .filter(|t| t.eth().ethertype == ethertype::IPV6)
         .map(|t| {
@@ -143,7 +153,7 @@ fn start_reports_groups_then_probes_every_address_and_uses_them_after_a_second()
     assert_eq!(r.core.next_deadline(), Some(r.now + S));
     r.advance(S);
     assert_eq!(states(&r), [neigh_state::ADDR_PREFERRED; 2]);
-    assert!(r.tx().is_empty());
+    assert!(v6(&r.tx()).is_empty());
     r.finish();
 }
 
@@ -524,6 +534,7 @@ fn a_router_forwards_with_one_hop_spent_and_answers_what_it_cannot_forward() {
         addrs: vec![],
         mtu: 1280,
         addrs6: vec![("fd00:88::1".parse().unwrap(), 64)],
+        autoconf: false,
     });
     let mut r = Rig::with(cfg);
     r.core.start(r.now, &mut r.pool, &mut r.out);
@@ -588,6 +599,156 @@ fn a_router_forwards_with_one_hop_spent_and_answers_what_it_cannot_forward() {
             (icmpv6_type::DEST_UNREACHABLE, 0, 0),
         ]
     );
+    r.finish();
+}
+
+const ROUTER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+const ROUTER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+
+/// A router advertisement frame from [`ROUTER_LL`] with its link-layer
+/// address and, if given, one prefix (on-link and autonomous).
+fn ra_frame(lifetime: u16, prefix: Option<(Ipv6Addr, u32)>) -> Vec<u8> {
+    let mut opts = vec![0u8; 8];
+    NdpOption::SourceLinkAddr(ROUTER_MAC)
+        .emit(&mut opts)
+        .unwrap();
+    if let Some((p, valid)) = prefix {
+        let mut o = [0u8; 32];
+        NdpOption::PrefixInfo(strata_proto::ndp::PrefixInfo {
+            prefix_len: 64,
+            on_link: true,
+            autonomous: true,
+            valid_lifetime: valid,
+            preferred_lifetime: valid / 2,
+            prefix: p,
+        })
+        .emit(&mut o)
+        .unwrap();
+        opts.extend_from_slice(&o);
+    }
+    let mut m = vec![0u8; 16 + opts.len()];
+    strata_proto::ndp::RouterAdvertisement {
+        cur_hop_limit: 64,
+        managed: false,
+        other: false,
+        router_lifetime: lifetime,
+        reachable_time: 0,
+        retrans_timer: 0,
+        options: &opts,
+    }
+    .emit(&mut m, Ipv6Addr::UNSPECIFIED, Ipv6Addr::UNSPECIFIED)
+    .unwrap();
+    let mut f = icmp6_frame(multicast_mac(ALL_NODES), ROUTER_LL, ALL_NODES, 255, &m);
+    f[6..12].copy_from_slice(&ROUTER_MAC.0);
+    f
+}
+
+#[test]
+fn a_host_solicits_routers_three_times_until_one_advertises() {
+    let mut r = rig6();
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    r.tx();
+    let rs = |r: &mut Rig| -> Vec<Ipv6Header> {
+        all_v6(&r.tx())
+            .into_iter()
+            .filter(|(_, _, m)| m[0] == icmpv6_type::ROUTER_SOLICITATION)
+            .map(|(mac, h, m)| {
+                assert_eq!(mac, multicast_mac(strata_proto::ndp::ALL_ROUTERS));
+                let rs = strata_proto::ndp::RouterSolicitation::parse(&m, &h).unwrap();
+                assert_eq!(rs.source_link_addr(), Some(OUR_MAC));
+                h
+            })
+            .collect()
+    };
+    // The first once the link-local address passed detection.
+    r.advance(S);
+    let first = rs(&mut r);
+    assert_eq!(first.len(), 1);
+    assert_eq!(first[0].src, link_local_from_mac(OUR_MAC));
+    r.advance(4 * S);
+    assert_eq!(rs(&mut r).len(), 1);
+    r.input(&ra_frame(1800, None));
+    r.advance(4 * S);
+    assert!(rs(&mut r).is_empty(), "a router answered");
+    assert_eq!(r.stat(Stat::NdTxRouterSolicits), 2);
+    r.finish();
+}
+
+#[test]
+fn an_advertised_prefix_gives_an_address_and_off_link_replies_go_through_the_router() {
+    let mut cfg = config();
+    cfg.ifaces[0].autoconf = true;
+    let mut r = Rig::with(cfg);
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    r.advance(S);
+    r.tx();
+    let prefix: Ipv6Addr = "fd00:aa::".parse().unwrap();
+    let slaac: Ipv6Addr = "fd00:aa::ff:fe00:1".parse().unwrap();
+    r.input(&ra_frame(1800, Some((prefix, 3600))));
+    assert_eq!(r.stat(Stat::SlaacAddresses), 1);
+    // Tried first: a probe from :: for the new address.
+    let sent = v6(&r.tx());
+    let probe = sent
+        .iter()
+        .find(|(_, h, _)| h.src.is_unspecified() && h.dst == solicited_node(slaac));
+    assert!(probe.is_some(), "{sent:?}");
+    r.advance(S);
+    r.tx();
+    // An echo from off the link: answered through the router, whose MAC
+    // the advertisement taught.
+    let far: Ipv6Addr = "2001:db8::5".parse().unwrap();
+    let mut f = icmp6_frame(OUR_MAC, far, slaac, 60, &echo_req(slaac));
+    f[6..12].copy_from_slice(&ROUTER_MAC.0);
+    r.input(&f);
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(
+        (sent[0].0, sent[0].1.src, sent[0].1.dst),
+        (ROUTER_MAC, slaac, far)
+    );
+    let kinds: Vec<u8> = r.core.records().map(|n| n.state).collect();
+    assert!(kinds.contains(&neigh_state::ROUTER) && kinds.contains(&neigh_state::PREFIX));
+    // A restarted core keeps router, prefix and address.
+    let recs: Vec<_> = r.core.records().collect();
+    let mut cfg = config();
+    cfg.ifaces[0].autoconf = true;
+    let mut again = Rig::with(cfg);
+    again.now = r.now;
+    again.core.restore_neighbours(again.now, &recs);
+    again.core.start(again.now, &mut again.pool, &mut again.out);
+    again.tx();
+    let mut f = icmp6_frame(OUR_MAC, far, slaac, 60, &echo_req(slaac));
+    f[6..12].copy_from_slice(&ROUTER_MAC.0);
+    again.input(&f);
+    let sent = v6(&again.tx());
+    assert_eq!(sent.len(), 1, "{sent:?}");
+    assert_eq!(sent[0].0, ROUTER_MAC);
+    again.finish();
+    // The router leaves: off-link destinations have no way out.
+    r.input(&ra_frame(0, None));
+    let mut f = icmp6_frame(OUR_MAC, far, slaac, 60, &echo_req(slaac));
+    f[6..12].copy_from_slice(&ROUTER_MAC.0);
+    r.input(&f);
+    assert!(v6(&r.tx()).is_empty());
+    assert_eq!(r.stat(Stat::Ip6NoRoute), 1);
+    // The address ends with its valid lifetime.
+    r.advance(3600 * S);
+    assert!(!r.core.records().any(|n| n.ip.as_v6() == Some(slaac)));
+    r.finish();
+}
+
+#[test]
+fn a_router_ignores_advertisements() {
+    let mut cfg = config();
+    cfg.ifaces[0].autoconf = false;
+    cfg.limits.forwarding = true;
+    let mut r = Rig::with(cfg);
+    r.core.start(r.now, &mut r.pool, &mut r.out);
+    r.advance(5 * S);
+    assert_eq!(r.stat(Stat::NdTxRouterSolicits), 0);
+    r.input(&ra_frame(1800, Some(("fd00:aa::".parse().unwrap(), 3600))));
+    assert_eq!(r.stat(Stat::NdRaIgnored), 1);
+    assert!(!r.core.records().any(|n| n.state == neigh_state::ROUTER));
     r.finish();
 }
 

@@ -41,6 +41,7 @@ pub fn config() -> IpConfig {
             addrs: vec![(OUR_IP, 24)],
             mtu: 1500,
             addrs6: vec![],
+            autoconf: false,
         }],
         routes: vec![RouteConfig {
             dest: Ipv4Addr::UNSPECIFIED,

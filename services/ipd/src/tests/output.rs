@@ -20,6 +20,7 @@ fn longest_prefix_match_and_default_gateway() {
         addrs: vec![(Ipv4Addr::new(192, 168, 1, 1), 24)],
         mtu: 1500,
         addrs6: vec![],
+        autoconf: false,
     });
     cfg.routes.push(RouteConfig {
         dest: Ipv4Addr::new(172, 16, 0, 0),
