@@ -31,19 +31,24 @@ use serde::{Deserialize, Serialize};
 use crate::addrs::mask;
 
 /// One configured route (connected routes are implied by the interfaces'
-/// addresses and are not written as routes).
+/// addresses and are not written as routes): an IPv4 one, or with
+/// `A = Ipv6Addr` ([`Route6`]) an IPv6 one, which ipd alone routes by.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq, Hash)]
-pub struct Route {
+pub struct Route<A = Ipv4Addr> {
     /// Destination network (host bits are ignored).
-    pub dest: Ipv4Addr,
+    pub dest: A,
     /// Prefix length, 0 for the default route.
     pub prefix: u8,
-    /// Next-hop router, or `None` for a destination reached directly.
-    pub gateway: Option<Ipv4Addr>,
+    /// Next-hop router, or `None` for a destination reached directly. An
+    /// IPv6 gateway may be link-local, with the interface named.
+    pub gateway: Option<A>,
     /// Interface (index) to send on; when `None` it is the one whose
     /// connected subnet holds the gateway (a direct route must name it).
     pub iface: Option<u8>,
 }
+
+/// A configured IPv6 route.
+pub type Route6 = Route<std::net::Ipv6Addr>;
 
 /// Why a route cannot be added or resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -62,6 +62,10 @@ pub struct StackConfig {
     pub ifaces: Vec<IfaceRt>,
     /// Configured routes (connected routes are implied by addresses).
     pub routes: Vec<Route>,
+    /// Configured IPv6 routes (on-link prefixes are implied by the
+    /// addresses and learnt from routers).
+    #[serde(default)]
+    pub routes6: Vec<crate::route::Route6>,
     /// Egress queue limit per interface, in packets.
     pub qdisc_limit: u32,
     /// First and last port of the ephemeral range (Linux's default

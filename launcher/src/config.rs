@@ -22,6 +22,11 @@
 //! place in that IPv4-first order. An interface's IPv6 link-local address
 //! is not configured: the stack makes it from the MAC.
 //!
+//! `[[route]]` tables are of either family, by their destination:
+//! `to = "default"` is IPv4's default route, `to = "::/0"` IPv6's, and a
+//! route's `via` is of its destination's family ([`IpRoute`]); an IPv6
+//! one may be link-local, with `dev`. Routes are numbered as written.
+//!
 //! `launcher/strata.example.toml` shows and explains every key. Reading is
 //! two steps: the file is deserialised into plain strings and numbers
 //! (unknown keys are refused, and TOML's own errors keep their line and
@@ -87,9 +92,10 @@ pub struct Config {
     #[serde(rename = "interface")]
     pub interfaces: Vec<Interface>,
     /// Routes beyond the connected ones each interface address implies
-    /// (`[[route]]` tables): at most 256, one per destination.
+    /// (`[[route]]` tables), of both families in the order written: at
+    /// most 256 of both families together, one per destination.
     #[serde(rename = "route")]
-    pub routes: Vec<Route>,
+    pub routes: Vec<IpRoute>,
     /// Permanent neighbours (`[[neighbour]]` tables): at most 256, one per
     /// address and interface.
     #[serde(rename = "neighbour")]
@@ -398,31 +404,45 @@ pub struct Neighbour {
 
 /// A static route as the file writes it (`[[route]]`): the interface by
 /// name, so that the configuration serialises back to the same TOML.
-/// [`Route::resolve`] turns it into the route the layers read.
+/// [`Route::resolve`] turns it into the route the layers read. `Route` is
+/// an IPv4 one; [`Route6`] (`Route<Cidr6>`) an IPv6 one.
+///
+/// IPv4: `via` is a unicast address inside a connected prefix of `dev`
+/// (of some interface, without `dev`).
+///
+/// IPv6: `via` is a unicast address, global (or unique-local) or
+/// link-local. A link-local one needs `dev`, the link it is on. A global
+/// one without `dev` must lie in the prefix of one of the interfaces'
+/// IPv6 addresses, whose interface the route then leaves by; with `dev`
+/// it is taken to be on that link (a prefix routers advertise there may
+/// hold it), as `ip -6 route ... via GW dev IF` takes it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Route {
+pub struct Route<C: Prefixed = Cidr> {
     /// The destination prefix, without host bits; `to = "default"` is
-    /// 0.0.0.0/0.
-    pub to: Cidr,
-    /// The gateway: a unicast address inside a connected prefix of some
-    /// interface (of `dev`, if given). None for a destination directly on
-    /// the link `dev`.
+    /// 0.0.0.0/0, the IPv6 default route is written `to = "::/0"`.
+    pub to: C,
+    /// The gateway, of the destination's family. None for a destination
+    /// directly on the link `dev`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub via: Option<Ipv4Addr>,
+    pub via: Option<C::Addr>,
     /// The interface to send on, by name. Without it the interface is the
     /// one whose connected prefix holds `via`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dev: Option<String>,
 }
 
-impl Route {
+/// A static IPv6 route (`[[route]]` with an IPv6 destination).
+pub type Route6 = Route<Cidr6>;
+
+impl<C: Prefixed> Route<C> {
     /// The route as the layers read it ([`strata_ipc::route::Route`], the
-    /// stack's one route type): `dev` named by its interface index, the
-    /// position of the interface of that name in `interfaces`.
-    pub fn resolve(&self, interfaces: &[Interface]) -> strata_ipc::route::Route {
+    /// stack's one route type, or its IPv6 form
+    /// [`strata_ipc::route::Route6`]): `dev` named by its interface index,
+    /// the position of the interface of that name in `interfaces`.
+    pub fn resolve(&self, interfaces: &[Interface]) -> strata_ipc::route::Route<C::Addr> {
         strata_ipc::route::Route {
             dest: self.to.network(),
-            prefix: self.to.prefix,
+            prefix: self.to.prefix(),
             gateway: self.via,
             iface: self
                 .dev
@@ -430,6 +450,105 @@ impl Route {
                 .and_then(|d| interfaces.iter().position(|i| &i.name == d))
                 .map(|i| i as u8),
         }
+    }
+}
+
+/// A static route of either family, as `[[route]]` tables (and `strata
+/// route add`) give them; it serialises as the route it holds.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum IpRoute {
+    /// An IPv4 one.
+    V4(Route),
+    /// An IPv6 one.
+    V6(Route6),
+}
+
+impl IpRoute {
+    /// A route to `to` via `via` on `dev`, refusing a gateway of the other
+    /// family than the destination's; the error is about `via`.
+    pub fn new(to: IpCidr, via: Option<IpAddr>, dev: Option<String>) -> Result<IpRoute, String> {
+        Ok(match (to, via) {
+            (IpCidr::V4(to), None) => IpRoute::V4(Route { to, via: None, dev }),
+            (IpCidr::V4(to), Some(IpAddr::V4(v))) => IpRoute::V4(Route {
+                to,
+                via: Some(v),
+                dev,
+            }),
+            (IpCidr::V6(to), None) => IpRoute::V6(Route { to, via: None, dev }),
+            (IpCidr::V6(to), Some(IpAddr::V6(v))) => IpRoute::V6(Route {
+                to,
+                via: Some(v),
+                dev,
+            }),
+            (IpCidr::V4(to), Some(v)) => {
+                let hint = if to.prefix == 0 {
+                    " (the IPv6 default route is ::/0)"
+                } else {
+                    ""
+                };
+                return Err(format!(
+                    "{v} is an IPv6 address, but the destination {} is IPv4{hint}",
+                    dest_name(IpCidr::V4(to))
+                ));
+            }
+            (IpCidr::V6(to), Some(v)) => {
+                return Err(format!(
+                    "{v} is an IPv4 address, but the destination {} is IPv6",
+                    dest_name(IpCidr::V6(to))
+                ));
+            }
+        })
+    }
+
+    /// The destination.
+    pub fn to(&self) -> IpCidr {
+        match self {
+            IpRoute::V4(r) => IpCidr::V4(r.to),
+            IpRoute::V6(r) => IpCidr::V6(r.to),
+        }
+    }
+
+    /// The gateway, if any.
+    pub fn via(&self) -> Option<IpAddr> {
+        match self {
+            IpRoute::V4(r) => r.via.map(IpAddr::V4),
+            IpRoute::V6(r) => r.via.map(IpAddr::V6),
+        }
+    }
+
+    /// The interface named, if any.
+    pub fn dev(&self) -> Option<&str> {
+        match self {
+            IpRoute::V4(r) => r.dev.as_deref(),
+            IpRoute::V6(r) => r.dev.as_deref(),
+        }
+    }
+
+    /// The IPv4 route, if it is one.
+    pub fn v4(&self) -> Option<&Route> {
+        match self {
+            IpRoute::V4(r) => Some(r),
+            IpRoute::V6(_) => None,
+        }
+    }
+
+    /// The IPv6 route, if it is one.
+    pub fn v6(&self) -> Option<&Route6> {
+        match self {
+            IpRoute::V6(r) => Some(r),
+            IpRoute::V4(_) => None,
+        }
+    }
+}
+
+/// A destination as `strata route` takes it back: `default` for IPv4's
+/// default route, otherwise the prefix (`::/0` for IPv6's).
+pub fn dest_name(to: IpCidr) -> String {
+    match to {
+        IpCidr::V4(c) if c.prefix == 0 => "default".into(),
+        IpCidr::V4(c) => format!("{}/{}", c.network(), c.prefix),
+        IpCidr::V6(c) => format!("{}/{}", c.network(), c.prefix),
     }
 }
 
@@ -770,6 +889,23 @@ impl IpCidr {
         }
     }
 
+    /// The prefix's first address.
+    pub fn network(self) -> IpAddr {
+        match self {
+            IpCidr::V4(c) => IpAddr::V4(c.network()),
+            IpCidr::V6(c) => IpAddr::V6(c.network()),
+        }
+    }
+
+    /// Whether `ip` (of either family) lies inside the prefix.
+    pub fn contains(self, ip: IpAddr) -> bool {
+        match (self, ip) {
+            (IpCidr::V4(c), IpAddr::V4(ip)) => c.contains(ip),
+            (IpCidr::V6(c), IpAddr::V6(ip)) => c.contains(ip),
+            _ => false,
+        }
+    }
+
     /// Checks that an interface (the stack's or the kernel's side) may
     /// have this address; `field` names it in the error.
     pub fn check(self, field: &str) -> Result<(), ConfigError> {
@@ -1045,7 +1181,7 @@ impl Config {
                 &ifc.host_addresses6,
             )?;
         }
-        self.validate_routes(&stack_addrs)?;
+        self.validate_routes(&stack_addrs, &stack6)?;
         self.validate_neighbours(&stack_addrs)?;
         self.limits.validate()?;
         let base = self.security.layer_uid_base;
@@ -1055,7 +1191,12 @@ impl Config {
         Ok(())
     }
 
-    fn validate_routes(&self, stack_addrs: &HashMap<Ipv4Addr, String>) -> Result<(), ConfigError> {
+    fn validate_routes(
+        &self,
+        stack_addrs: &HashMap<Ipv4Addr, String>,
+        stack6: &HashMap<Ipv6Addr, String>,
+    ) -> Result<(), ConfigError> {
+        // One limit for both families together.
         if self.routes.len() > MAX_ROUTES {
             return Err(invalid(
                 "route",
@@ -1065,95 +1206,84 @@ impl Config {
                 ),
             ));
         }
-        let mut destinations = HashMap::new();
+        let (mut destinations, mut destinations6) = (HashMap::new(), HashMap::new());
         for (j, route) in self.routes.iter().enumerate() {
-            let at = |key: &str| format!("route[{j}].{key}");
-            let to = route.to;
-            if to.prefix > 32 {
-                return Err(invalid(
-                    at("to"),
-                    format!("prefix length {} is out of range 0..=32", to.prefix),
-                ));
-            }
-            if to.network() != to.addr {
-                return Err(invalid(
-                    at("to"),
-                    format!(
-                        "{to} has host bits set (did you mean {}/{}?)",
-                        to.network(),
-                        to.prefix
-                    ),
-                ));
-            }
-            if let Some(k) = destinations.insert(to, j) {
-                return Err(invalid(
-                    at("to"),
-                    format!("route[{k}] already leads to {to}"),
-                ));
-            }
-            let dev = match &route.dev {
-                Some(name) => Some(
-                    self.interfaces
-                        .iter()
-                        .find(|ifc| ifc.name == *name)
-                        .ok_or_else(|| {
-                            invalid(at("dev"), format!("no interface named {name:?}"))
-                        })?,
-                ),
-                None => None,
-            };
-            let Some(via) = route.via else {
-                if dev.is_none() {
-                    return Err(invalid(
-                        format!("route[{j}]"),
-                        "needs via (a gateway), dev (an interface) or both",
-                    ));
-                }
-                continue;
-            };
-            if !is_unicast(via) {
-                return Err(invalid(
-                    at("via"),
-                    format!("{via} is not a unicast address"),
-                ));
-            }
-            if let Some(owner) = stack_addrs.get(&via) {
-                return Err(invalid(
-                    at("via"),
-                    format!("{via} is the stack's own address ({owner})"),
-                ));
-            }
-            let reachable = |ifc: &Interface| ifc.addresses.iter().any(|a| a.contains(via));
-            match dev {
-                Some(ifc) if !reachable(ifc) => {
-                    let prefixes: Vec<String> = ifc
-                        .addresses
-                        .iter()
-                        .map(|a| format!("{}/{}", a.network(), a.prefix))
-                        .collect();
-                    let prefixes = if prefixes.is_empty() {
-                        "it has no addresses".to_owned()
-                    } else {
-                        prefixes.join(", ")
-                    };
-                    return Err(invalid(
-                        at("via"),
-                        format!(
-                            "{via} is not in a connected prefix of interface {:?} ({prefixes})",
-                            ifc.name
-                        ),
-                    ));
-                }
-                None if !self.interfaces.iter().any(reachable) => {
-                    return Err(invalid(
-                        at("via"),
-                        format!("{via} is not in the connected prefix of any interface"),
-                    ));
-                }
-                _ => {}
+            match route {
+                IpRoute::V4(r) => self.validate_route(j, r, &mut destinations, stack_addrs)?,
+                IpRoute::V6(r) => self.validate_route(j, r, &mut destinations6, stack6)?,
             }
         }
         Ok(())
+    }
+
+    /// Checks route `j`, recording its destination in `destinations` (of
+    /// its family); `stack` holds the stack's addresses of its family.
+    fn validate_route<C: Prefixed>(
+        &self,
+        j: usize,
+        route: &Route<C>,
+        destinations: &mut HashMap<C, usize>,
+        stack: &HashMap<C::Addr, String>,
+    ) -> Result<(), ConfigError> {
+        let at = |key: &str| format!("route[{j}].{key}");
+        let to = route.to;
+        if to.prefix() > C::MAX_PREFIX {
+            return Err(invalid(
+                at("to"),
+                format!(
+                    "prefix length {} is out of range 0..={}",
+                    to.prefix(),
+                    C::MAX_PREFIX
+                ),
+            ));
+        }
+        if to.network() != to.ip() {
+            return Err(invalid(
+                at("to"),
+                format!(
+                    "{to} has host bits set (did you mean {}/{}?)",
+                    to.network(),
+                    to.prefix()
+                ),
+            ));
+        }
+        if let Some(k) = destinations.insert(to, j) {
+            return Err(invalid(
+                at("to"),
+                format!("route[{k}] already leads to {to}"),
+            ));
+        }
+        let dev = match &route.dev {
+            Some(name) => Some(
+                self.interfaces
+                    .iter()
+                    .find(|ifc| ifc.name == *name)
+                    .ok_or_else(|| invalid(at("dev"), format!("no interface named {name:?}")))?,
+            ),
+            None => None,
+        };
+        let Some(via) = route.via else {
+            if dev.is_none() {
+                return Err(invalid(
+                    format!("route[{j}]"),
+                    "needs via (a gateway), dev (an interface) or both",
+                ));
+            }
+            return Ok(());
+        };
+        if !C::is_unicast(via) {
+            return Err(invalid(
+                at("via"),
+                format!("{via} is not a unicast address"),
+            ));
+        }
+        if let Some(owner) = stack.get(&via) {
+            return Err(invalid(
+                at("via"),
+                format!("{via} is the stack's own address ({owner})"),
+            ));
+        }
+        C::check_gateway(self, &at("via"), via, dev)
     }
 }
 
@@ -1312,38 +1442,172 @@ fn check_range(field: &str, value: i64, range: &RangeInclusive<i64>) -> Result<i
     }
 }
 
-/// An address with a prefix length of one family, as validation sees it.
-trait Prefixed: Copy {
+/// An address with a prefix length of one family ([`Cidr`], [`Cidr6`]),
+/// as validation and [`Route`] see it.
+pub trait Prefixed: Copy + Eq + Hash + fmt::Display + fmt::Debug + Serialize {
     /// The address alone.
-    type Addr: Copy + Eq + Hash + fmt::Display;
+    type Addr: Copy + Eq + Hash + fmt::Display + fmt::Debug + Serialize;
     /// "IPv4" or "IPv6".
     const FAMILY: &'static str;
+    /// The longest prefix length.
+    const MAX_PREFIX: u8;
     /// The address.
     fn ip(self) -> Self::Addr;
+    /// The prefix length.
+    fn prefix(self) -> u8;
+    /// The prefix's first address.
+    fn network(self) -> Self::Addr;
     /// Checks that an interface may have this address.
     fn check(self, field: &str) -> Result<(), ConfigError>;
+    /// Whether a route's gateway may be `ip`.
+    fn is_unicast(ip: Self::Addr) -> bool;
+    /// Checks, in `config`, the gateway `via` of route `at` (`route[j]`)
+    /// sending on `dev` (if named), beyond being unicast and not one of
+    /// the stack's configured addresses.
+    fn check_gateway(
+        config: &Config,
+        at: &str,
+        via: Self::Addr,
+        dev: Option<&Interface>,
+    ) -> Result<(), ConfigError>;
 }
 
 impl Prefixed for Cidr {
     type Addr = Ipv4Addr;
     const FAMILY: &'static str = "IPv4";
+    const MAX_PREFIX: u8 = 32;
     fn ip(self) -> Ipv4Addr {
         self.addr
     }
+    fn prefix(self) -> u8 {
+        self.prefix
+    }
+    fn network(self) -> Ipv4Addr {
+        Cidr::network(self)
+    }
     fn check(self, field: &str) -> Result<(), ConfigError> {
         check_host_address(field, self)
+    }
+    fn is_unicast(ip: Ipv4Addr) -> bool {
+        is_unicast(ip)
+    }
+    /// Inside a connected prefix of `dev`, or of any interface.
+    fn check_gateway(
+        config: &Config,
+        at: &str,
+        via: Ipv4Addr,
+        dev: Option<&Interface>,
+    ) -> Result<(), ConfigError> {
+        let reachable = |ifc: &Interface| ifc.addresses.iter().any(|a| a.contains(via));
+        match dev {
+            Some(ifc) if !reachable(ifc) => {
+                let prefixes: Vec<String> = ifc
+                    .addresses
+                    .iter()
+                    .map(|a| format!("{}/{}", a.network(), a.prefix))
+                    .collect();
+                let prefixes = if prefixes.is_empty() {
+                    "it has no addresses".to_owned()
+                } else {
+                    prefixes.join(", ")
+                };
+                Err(invalid(
+                    at,
+                    format!(
+                        "{via} is not in a connected prefix of interface {:?} ({prefixes})",
+                        ifc.name
+                    ),
+                ))
+            }
+            None if !config.interfaces.iter().any(reachable) => Err(invalid(
+                at,
+                format!("{via} is not in the connected prefix of any interface"),
+            )),
+            _ => Ok(()),
+        }
     }
 }
 
 impl Prefixed for Cidr6 {
     type Addr = Ipv6Addr;
     const FAMILY: &'static str = "IPv6";
+    const MAX_PREFIX: u8 = 128;
     fn ip(self) -> Ipv6Addr {
         self.addr
+    }
+    fn prefix(self) -> u8 {
+        self.prefix
+    }
+    fn network(self) -> Ipv6Addr {
+        Cidr6::network(self)
     }
     fn check(self, field: &str) -> Result<(), ConfigError> {
         check_address6(field, self)
     }
+    /// Not multicast, nor in ::/8 (unspecified, loopback, IPv4-mapped).
+    fn is_unicast(ip: Ipv6Addr) -> bool {
+        !RESERVED6.contains(ip) && !ip.is_multicast()
+    }
+    /// Not the stack's link-local address; a link-local gateway needs
+    /// `dev`; a global one without `dev` lies in the prefix of an IPv6
+    /// address of some interface.
+    fn check_gateway(
+        config: &Config,
+        at: &str,
+        via: Ipv6Addr,
+        dev: Option<&Interface>,
+    ) -> Result<(), ConfigError> {
+        if let Some(ifc) = config.interfaces.iter().find(|i| link_local_of(i) == via) {
+            return Err(invalid(
+                at,
+                format!(
+                    "{via} is the stack's own link-local address on {:?}",
+                    ifc.name
+                ),
+            ));
+        }
+        if dev.is_some() {
+            return Ok(());
+        }
+        if LINK_LOCAL.contains(via) {
+            return Err(invalid(
+                at,
+                format!(
+                    "{via} is a link-local address, on every link: name the interface it is on with dev"
+                ),
+            ));
+        }
+        let reachable = |ifc: &Interface| ifc.addresses6.iter().any(|a| a.contains(via));
+        if config.interfaces.iter().any(reachable) {
+            return Ok(());
+        }
+        let prefixes: Vec<String> = config
+            .interfaces
+            .iter()
+            .flat_map(|i| {
+                i.addresses6
+                    .iter()
+                    .map(move |a| format!("{}/{} on {}", a.network(), a.prefix, i.name))
+            })
+            .collect();
+        let prefixes = if prefixes.is_empty() {
+            "there are none".to_owned()
+        } else {
+            prefixes.join(", ")
+        };
+        Err(invalid(
+            at,
+            format!(
+                "{via} is in no prefix of the interfaces' IPv6 addresses ({prefixes}): \
+                 name the interface it is on with dev, or give one an address in its prefix"
+            ),
+        ))
+    }
+}
+
+/// The link-local address the stack makes from an interface's MAC.
+pub fn link_local_of(ifc: &Interface) -> Ipv6Addr {
+    strata_proto::ndp::link_local_from_mac(strata_proto::MacAddr(ifc.mac.0))
 }
 
 /// Checks the addresses `list` of one family, which the file lists in
@@ -1868,33 +2132,34 @@ fn parse_cidrs(field: &str, texts: &[String]) -> Result<(Vec<Cidr>, Vec<Cidr6>),
 }
 
 impl RawRoute {
-    fn resolve(self, j: usize) -> Result<Route, ConfigError> {
+    fn resolve(self, j: usize) -> Result<IpRoute, ConfigError> {
         let at = |key: &str| format!("route[{j}].{key}");
         let to = match self.to.as_str() {
-            "default" => Cidr {
+            "default" => IpCidr::V4(Cidr {
                 addr: Ipv4Addr::UNSPECIFIED,
                 prefix: 0,
-            },
+            }),
             text if !text.contains('/') => {
                 return Err(invalid(
                     at("to"),
-                    format!("{text:?} is not a destination (expected \"default\" or A.B.C.D/N)"),
+                    format!(
+                        "{text:?} is not a destination (expected \"default\", A.B.C.D/N, \
+                         \"::/0\" or X:X::X/N)"
+                    ),
                 ));
             }
             text => text.parse().map_err(|e: BadValue| invalid(at("to"), e.0))?,
         };
         let via = match self.via {
-            Some(text) => Some(
-                text.parse()
-                    .map_err(|_| invalid(at("via"), format!("{text:?} is not an IPv4 address")))?,
-            ),
+            Some(text) => Some(text.parse::<IpAddr>().map_err(|_| {
+                invalid(
+                    at("via"),
+                    format!("{text:?} is not an {} address", to.family()),
+                )
+            })?),
             None => None,
         };
-        Ok(Route {
-            to,
-            via,
-            dev: self.dev,
-        })
+        IpRoute::new(to, via, self.dev).map_err(|e| invalid(at("via"), e))
     }
 }
 
@@ -2058,14 +2323,15 @@ mod tests {
         let c = parse(include_str!("../strata.example.toml")).unwrap();
         assert_eq!(c.interfaces[0].name, "strata0");
         assert_eq!(c.routes.len(), 1);
+        let r = c.routes[0].v4().unwrap();
         assert_eq!(
-            c.routes[0].to,
+            r.to,
             Cidr {
                 addr: Ipv4Addr::UNSPECIFIED,
                 prefix: 0
             }
         );
-        assert_eq!(c.routes[0].via, Some(Ipv4Addr::new(10, 77, 0, 1)));
+        assert_eq!(r.via, Some(Ipv4Addr::new(10, 77, 0, 1)));
         assert_eq!(c.ip, Ip::default());
         assert_eq!(c.limits, Limits::default());
     }
@@ -2099,8 +2365,8 @@ mod tests {
         assert_eq!(c.interfaces[1].mtu, 9000);
         assert_eq!(c.interfaces[2].mac.to_string(), "02:53:54:00:00:03");
         assert!(c.interfaces[2].addresses.is_empty());
-        assert_eq!(c.routes[0].dev, None);
-        assert_eq!(c.routes[1].via, None);
+        assert_eq!(c.routes[0].dev(), None);
+        assert_eq!(c.routes[1].via(), None);
         assert_eq!(c.limits.ring_size, 64);
         assert_eq!(c.limits.large_buffers, 0);
         assert_eq!(c.limits.small_buffers, 4096);
@@ -2511,7 +2777,7 @@ mod tests {
             })
             .collect();
         expect_errors(&[
-            (route("to = \"everywhere\"\nvia = \"10.77.0.1\"\n"), "route[0].to: \"everywhere\" is not a destination (expected \"default\" or A.B.C.D/N)"),
+            (route("to = \"everywhere\"\nvia = \"10.77.0.1\"\n"), "route[0].to: \"everywhere\" is not a destination (expected \"default\", A.B.C.D/N, \"::/0\" or X:X::X/N)"),
             (route("to = \"10.0.0.5/24\"\nvia = \"10.77.0.1\"\n"), "route[0].to: 10.0.0.5/24 has host bits set (did you mean 10.0.0.0/24?)"),
             (route("to = \"10.0.0.0/40\"\nvia = \"10.77.0.1\"\n"), "route[0].to: prefix length 40 is out of range 0..=32"),
             (
@@ -2540,6 +2806,146 @@ mod tests {
         ))
         .unwrap();
         parse(&route("to = \"10.0.0.0/8\"\nvia = \"10.77.0.254\"\n")).unwrap();
+    }
+
+    /// Two interfaces with IPv6 prefixes, then `routes`.
+    fn routes6(routes: &str) -> String {
+        format!(
+            "[[interface]]\nname = \"strata0\"\naddresses = [\"10.77.0.2/24\", \"fd00:77::2/64\"]\n\
+             [[interface]]\nname = \"s1\"\naddresses = [\"fd00:88::2/64\"]\n{routes}"
+        )
+    }
+
+    #[test]
+    fn ipv6_routes_parse_resolve_and_serialise_back() {
+        let c = parse(&routes6(
+            "[[route]]\nto = \"fd00:99::/64\"\nvia = \"fd00:77::1\"\n\
+             [[route]]\nto = \"default\"\nvia = \"10.77.0.1\"\n\
+             [[route]]\nto = \"::/0\"\nvia = \"fe80::1\"\ndev = \"s1\"\n\
+             [[route]]\nto = \"fd00:98::/48\"\ndev = \"strata0\"\n\
+             [[route]]\nto = \"fd00:97::/64\"\nvia = \"fd00:aa::1\"\ndev = \"s1\"\n\
+             [[route]]\nto = \"fd00:96::1/128\"\nvia = \"fd00:88::9\"\n",
+        ))
+        .unwrap();
+        let v6 = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        // In the order written, of both families.
+        assert_eq!(
+            c.routes[0],
+            IpRoute::V6(Route {
+                to: "fd00:99::/64".parse().unwrap(),
+                via: Some(v6("fd00:77::1")),
+                dev: None,
+            })
+        );
+        assert!(c.routes[1].v4().is_some() && c.routes[1].v6().is_none());
+        let default6 = c.routes[2].v6().unwrap();
+        assert_eq!(default6.to.to_string(), "::/0");
+        assert_eq!(
+            default6.resolve(&c.interfaces),
+            strata_ipc::route::Route6 {
+                dest: Ipv6Addr::UNSPECIFIED,
+                prefix: 0,
+                gateway: Some(v6("fe80::1")),
+                iface: Some(1),
+            }
+        );
+        assert_eq!(c.routes[3].via(), None);
+        assert_eq!(c.routes[3].dev(), Some("strata0"));
+        assert_eq!(c.routes[5].to().to_string(), "fd00:96::1/128");
+        // Written back as written, and read back the same.
+        let text = toml::to_string(&c).unwrap();
+        assert!(
+            text.contains("[[route]]\nto = \"::/0\"\nvia = \"fe80::1\"\ndev = \"s1\"\n"),
+            "{text}"
+        );
+        assert_eq!(parse(&text).unwrap(), c, "{text}");
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(
+            json["route"][0],
+            serde_json::json!({"to": "fd00:99::/64", "via": "fd00:77::1"})
+        );
+    }
+
+    #[test]
+    fn ipv6_route_errors() {
+        let r = |body: &str| routes6(&format!("[[route]]\n{body}"));
+        let many: String = (0..200)
+            .map(|i| format!("[[route]]\nto = \"10.{i}.0.0/16\"\ndev = \"strata0\"\n"))
+            .chain((0..57).map(|i| format!("[[route]]\nto = \"fd00:{i:x}::/32\"\ndev = \"s1\"\n")))
+            .collect();
+        expect_errors(&[
+            (r("to = \"fd00:99::\"\nvia = \"fd00:77::1\"\n"), "route[0].to: \"fd00:99::\" is not a destination (expected \"default\", A.B.C.D/N, \"::/0\" or X:X::X/N)"),
+            (r("to = \"fd00:99::/129\"\nvia = \"fd00:77::1\"\n"), "route[0].to: prefix length 129 is out of range 0..=128"),
+            (r("to = \"fd00:99::g/64\"\nvia = \"fd00:77::1\"\n"), "route[0].to: \"fd00:99::g\" is not an IPv6 address"),
+            (r("to = \"fd00:99::5/64\"\nvia = \"fd00:77::1\"\n"), "route[0].to: fd00:99::5/64 has host bits set (did you mean fd00:99::/64?)"),
+            (r("to = \"::1/0\"\nvia = \"fd00:77::1\"\n"), "route[0].to: ::1/0 has host bits set (did you mean ::/0?)"),
+            (
+                r("to = \"::/0\"\nvia = \"fd00:77::1\"\n[[route]]\nto = \"default\"\nvia = \"10.77.0.1\"\n[[route]]\nto = \"::/0\"\nvia = \"fd00:88::1\"\n"),
+                "route[2].to: route[0] already leads to ::/0",
+            ),
+            (r("to = \"fd00:99::/64\"\nvia = \"10.77.0.1\"\n"), "route[0].via: 10.77.0.1 is an IPv4 address, but the destination fd00:99::/64 is IPv6"),
+            (r("to = \"10.99.0.0/16\"\nvia = \"fd00:77::1\"\n"), "route[0].via: fd00:77::1 is an IPv6 address, but the destination 10.99.0.0/16 is IPv4"),
+            (r("to = \"default\"\nvia = \"fe80::1\"\ndev = \"s1\"\n"), "route[0].via: fe80::1 is an IPv6 address, but the destination default is IPv4 (the IPv6 default route is ::/0)"),
+            (r("to = \"::/0\"\nvia = \"fd00:77::zz\"\n"), "route[0].via: \"fd00:77::zz\" is not an IPv6 address"),
+            (r("to = \"::/0\"\n"), "route[0]: needs via (a gateway), dev (an interface) or both"),
+            (r("to = \"::/0\"\ndev = \"eth9\"\n"), "route[0].dev: no interface named \"eth9\""),
+            (r("to = \"::/0\"\nvia = \"fe80::1\"\n"), "route[0].via: fe80::1 is a link-local address, on every link: name the interface it is on with dev"),
+            (
+                r("to = \"::/0\"\nvia = \"fd00:99::1\"\n"),
+                "route[0].via: fd00:99::1 is in no prefix of the interfaces' IPv6 addresses (fd00:77::/64 on strata0, fd00:88::/64 on s1): name the interface it is on with dev, or give one an address in its prefix",
+            ),
+            (
+                route("to = \"::/0\"\nvia = \"fd00:77::1\"\n"),
+                "route[0].via: fd00:77::1 is in no prefix of the interfaces' IPv6 addresses (there are none): name the interface it is on with dev, or give one an address in its prefix",
+            ),
+            (r("to = \"::/0\"\nvia = \"fd00:88::2\"\n"), "route[0].via: fd00:88::2 is the stack's own address (interface[1].addresses[0])"),
+            (r("to = \"::/0\"\nvia = \"fd00:77::2\"\ndev = \"s1\"\n"), "route[0].via: fd00:77::2 is the stack's own address (interface[0].addresses[1])"),
+            (r("to = \"::/0\"\nvia = \"fe80::53:54ff:fe00:2\"\ndev = \"strata0\"\n"), "route[0].via: fe80::53:54ff:fe00:2 is the stack's own link-local address on \"s1\""),
+            (r("to = \"::/0\"\nvia = \"ff02::2\"\ndev = \"strata0\"\n"), "route[0].via: ff02::2 is not a unicast address"),
+            (r("to = \"::/0\"\nvia = \"::\"\ndev = \"strata0\"\n"), "route[0].via: :: is not a unicast address"),
+            (r("to = \"::/0\"\nvia = \"::1\"\ndev = \"strata0\"\n"), "route[0].via: ::1 is not a unicast address"),
+            (r("to = \"::/0\"\nvia = \"::ffff:10.77.0.1\"\ndev = \"strata0\"\n"), "route[0].via: ::ffff:10.77.0.1 is not a unicast address"),
+            (routes6(&many), "route: 257 routes configured; at most 256 are supported"),
+        ]);
+        // 256 of both families together are fine.
+        let many: String = (0..200)
+            .map(|i| format!("[[route]]\nto = \"10.{i}.0.0/16\"\ndev = \"strata0\"\n"))
+            .chain((0..56).map(|i| format!("[[route]]\nto = \"fd00:{i:x}::/32\"\ndev = \"s1\"\n")))
+            .collect();
+        assert_eq!(parse(&routes6(&many)).unwrap().routes.len(), 256);
+        // The same destination in both families is two routes.
+        parse(&r(
+            "to = \"default\"\nvia = \"10.77.0.1\"\n[[route]]\nto = \"::/0\"\nvia = \"fd00:77::1\"\n",
+        ))
+        .unwrap();
+        // A link-local gateway with its interface, one not ours.
+        parse(&r(
+            "to = \"::/0\"\nvia = \"fe80::53:54ff:fe00:9\"\ndev = \"strata0\"\n",
+        ))
+        .unwrap();
+        // The same checks for a configuration changed in code.
+        let mut c = parse(&routes6("")).unwrap();
+        c.routes.push(
+            IpRoute::new(
+                "fd00:99::/64".parse().unwrap(),
+                Some("fe80::1".parse().unwrap()),
+                None,
+            )
+            .unwrap(),
+        );
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "route[0].via: fe80::1 is a link-local address, on every link: name the interface it is on with dev"
+        );
+        assert_eq!(
+            IpRoute::new(
+                "fd00:99::/64".parse().unwrap(),
+                Some("10.0.0.1".parse().unwrap()),
+                None
+            )
+            .unwrap_err(),
+            "10.0.0.1 is an IPv4 address, but the destination fd00:99::/64 is IPv6"
+        );
     }
 
     #[test]
@@ -2678,17 +3084,30 @@ mod tests {
             "interface[0].mtu: 65535 is out of range 68..=9000"
         );
         let mut c = Config::default();
-        c.routes.push(Route {
+        c.routes.push(IpRoute::V4(Route {
             to: Cidr {
                 addr: Ipv4Addr::UNSPECIFIED,
                 prefix: 99,
             },
             via: None,
             dev: Some("strata0".into()),
-        });
+        }));
         assert_eq!(
             c.validate().unwrap_err().to_string(),
             "route[0].to: prefix length 99 is out of range 0..=32"
+        );
+        let mut c = Config::default();
+        c.routes.push(IpRoute::V6(Route {
+            to: Cidr6 {
+                addr: Ipv6Addr::UNSPECIFIED,
+                prefix: 129,
+            },
+            via: None,
+            dev: Some("strata0".into()),
+        }));
+        assert_eq!(
+            c.validate().unwrap_err().to_string(),
+            "route[0].to: prefix length 129 is out of range 0..=128"
         );
         let mut c = Config::default();
         c.interfaces[0].addresses6.push(Cidr6 {

@@ -197,10 +197,11 @@ enum Cmd {
         /// show (default), add or del, then its arguments.
         words: Vec<String>,
     },
-    /// Routes, like `ip route`: `show` the connected and added ones, `add
-    /// DEST [via GATEWAY] [dev IFACE]`, `del DEST` (DEST: default,
-    /// A.B.C.D/N or A.B.C.D). Takes effect at once and is kept across any
-    /// layer's restart.
+    /// Routes of both families, like `ip route`: `show` the connected,
+    /// added and learnt ones, `add DEST [via GATEWAY] [dev IFACE]`, `del
+    /// DEST` (DEST: default, A.B.C.D/N or A.B.C.D for IPv4; ::/0, X:X::X/N
+    /// or X:X::X for IPv6; a link-local GATEWAY needs dev). Takes effect at
+    /// once and is kept across any layer's restart.
     Route {
         /// show (default), add or del, then its arguments.
         words: Vec<String>,

@@ -16,12 +16,13 @@
 //! Each answer carries `text`, what the command prints without `--json`,
 //! in the form `ip` prints.
 //!
-//! Addresses are of both families; routes and permanent neighbours are
-//! IPv4 only for now (IPv6 neighbours are learnt by ipd, and the only
-//! IPv6 routes are the connected ones).
+//! Addresses and routes are of both families (`default` is IPv4's
+//! default route, `::/0` IPv6's); permanent neighbours are IPv4 only for
+//! now (IPv6 neighbours are learnt by ipd).
 
 use crate::config::{
-    BadValue, Cidr, Cidr6, Config, Interface, IpCidr, MacAddr, Neighbour, Route, MAX_ADDRESSES, MTU,
+    dest_name, BadValue, Cidr, Cidr6, Config, Interface, IpCidr, IpRoute, MacAddr, Neighbour,
+    MAX_ADDRESSES, MTU,
 };
 use crate::control::{wait_for_layer, Shared};
 use crate::plan::Plan;
@@ -38,7 +39,8 @@ use strata_ipd::{neigh_state, NeighRecord};
 const ADDR_USAGE: &str = "addr: show [dev IFACE], add ADDR/N dev IFACE, or del ADDR[/N] dev IFACE \
      (ADDR: IPv4 like 10.77.0.2 or IPv6 like fd00:77::2)";
 const ROUTE_USAGE: &str = "route: show, add DEST [via GATEWAY] [dev IFACE], or del DEST \
-     (DEST: default, A.B.C.D/N or A.B.C.D; IPv6 routes are not supported yet)";
+     (DEST: default, A.B.C.D/N or A.B.C.D for IPv4; ::/0, X:X::X/N or X:X::X for IPv6; \
+     GATEWAY of DEST's family, a link-local one like fe80::1 with dev)";
 const NEIGH_USAGE: &str = "neigh: show, flush, add A.B.C.D lladdr MAC dev IFACE, \
      or del A.B.C.D dev IFACE (IPv6 neighbours are only learnt, for now)";
 const LINK_USAGE: &str = "link: show, or set IFACE up|down|mtu N";
@@ -135,10 +137,6 @@ fn parse_ip(s: &str) -> Result<Ipv4Addr, String> {
         .map_err(|_| format!("{s:?} is not an IPv4 address"))
 }
 
-fn parse_cidr(s: &str) -> Result<Cidr, String> {
-    s.parse().map_err(|e: BadValue| e.to_string())
-}
-
 /// `ADDR` or `ADDR/N`, of either family.
 fn parse_addr(s: &str) -> Result<(IpAddr, Option<u8>), String> {
     if s.contains('/') {
@@ -172,14 +170,7 @@ fn addr(sh: &Shared, w: &[&str]) -> Result<Value, String> {
             let (ip, prefix) = parse_addr(a).map_err(|e| format!("addr del: {e}"))?;
             let dev = dev_arg(&cfg, rest, ADDR_USAGE)?;
             change(sh, &format!("addr del {a} dev {dev}"), |c| {
-                let gone = del_address(c, &dev, ip, prefix)?;
-                if let Some(r) = c.routes.iter().find(|r| !gateway_reachable(c, r)) {
-                    return Err(format!(
-                        "the route {} needs {gone} to reach its gateway: delete the route first",
-                        route_text(r)
-                    ));
-                }
-                Ok(())
+                del_address_unused(c, &dev, ip, prefix)
             })?;
             Ok(json!({}))
         }
@@ -234,6 +225,24 @@ fn del_address(
     }
     ifc.remove_address(ip);
     Ok(gone)
+}
+
+/// [`del_address`], refused if a route needs the address to reach its
+/// gateway.
+fn del_address_unused(
+    c: &mut Config,
+    dev: &str,
+    ip: IpAddr,
+    prefix: Option<u8>,
+) -> Result<(), String> {
+    let gone = del_address(c, dev, ip, prefix)?;
+    if let Some(r) = c.routes.iter().find(|r| !gateway_reachable(c, r)) {
+        return Err(format!(
+            "the route {} needs {gone} to reach its gateway: delete the route first",
+            route_text(r)
+        ));
+    }
+    Ok(())
 }
 
 /// `ip addr`'s view: per interface its state, MTU, MAC and addresses:
@@ -354,56 +363,92 @@ fn inet6_info(
 
 // ----------------------------------------------------------------- route
 
-/// Whether route `r`'s gateway (if any) lies in a connected prefix of its
-/// interface, or of any interface when it names none.
-fn gateway_reachable(c: &Config, r: &Route) -> bool {
-    let Some(via) = r.via else { return true };
-    c.interfaces
-        .iter()
-        .filter(|i| r.dev.as_ref().is_none_or(|d| *d == i.name))
-        .any(|i| i.addresses.iter().any(|a| a.contains(via)))
-}
-
-fn dest_text(to: Cidr) -> String {
-    if to.prefix == 0 {
-        "default".into()
-    } else {
-        format!("{}/{}", to.network(), to.prefix)
+/// Whether route `r`'s gateway (if any) is reachable as validation wants
+/// it: an IPv4 one in a connected prefix of its interface, or of any
+/// interface when it names none; an IPv6 one without an interface in the
+/// prefix of an IPv6 address of some interface (with one, it is taken to
+/// be on that link).
+fn gateway_reachable(c: &Config, r: &IpRoute) -> bool {
+    match r {
+        IpRoute::V4(r) => {
+            let Some(via) = r.via else { return true };
+            c.interfaces
+                .iter()
+                .filter(|i| r.dev.as_ref().is_none_or(|d| *d == i.name))
+                .any(|i| i.addresses.iter().any(|a| a.contains(via)))
+        }
+        IpRoute::V6(r) => {
+            let Some(via) = r.via.filter(|_| r.dev.is_none()) else {
+                return true;
+            };
+            c.interfaces
+                .iter()
+                .any(|i| i.addresses6.iter().any(|a| a.contains(via)))
+        }
     }
 }
 
-/// A configured route as `ip route` prints it.
-fn route_text(r: &Route) -> String {
-    let mut t = dest_text(r.to);
-    if let Some(v) = r.via {
+/// A destination as `ip route` shows it: `default` for either family's
+/// default route.
+fn dest_text(to: IpCidr) -> String {
+    match to {
+        IpCidr::V6(c) if c.prefix == 0 => "default".into(),
+        to => dest_name(to),
+    }
+}
+
+/// A configured route as `strata route` takes it (the IPv6 default route
+/// as `::/0`).
+fn route_text(r: &IpRoute) -> String {
+    let mut t = dest_name(r.to());
+    if let Some(v) = r.via() {
         let _ = write!(t, " via {v}");
     }
-    if let Some(d) = &r.dev {
+    if let Some(d) = r.dev() {
         let _ = write!(t, " dev {d}");
     }
     t
 }
 
-/// Refuses an IPv6 destination or gateway: `strata route` takes IPv4
-/// ones only, for now.
-fn ipv4_only(s: &str) -> Result<(), String> {
-    if s.contains(':') {
-        return Err("IPv6 routes are not supported yet".into());
-    }
-    Ok(())
-}
-
-/// DEST: `default`, `A.B.C.D/N` or `A.B.C.D` (a host, /32).
-fn parse_dest(s: &str) -> Result<Cidr, String> {
-    ipv4_only(s)?;
+/// DEST: `default` (IPv4's), `A.B.C.D/N`, `X:X::X/N` (`::/0`: IPv6's
+/// default), or a host's address, `A.B.C.D` (/32) or `X:X::X` (/128).
+fn parse_dest(s: &str) -> Result<IpCidr, String> {
     match s {
-        "default" => Ok(Cidr {
+        "default" => Ok(IpCidr::V4(Cidr {
             addr: Ipv4Addr::UNSPECIFIED,
             prefix: 0,
-        }),
-        s if s.contains('/') => parse_cidr(s),
-        s => parse_ip(s).map(|addr| Cidr { addr, prefix: 32 }),
+        })),
+        s if s.contains('/') => s.parse().map_err(|e: BadValue| e.to_string()),
+        s => match s.parse::<IpAddr>() {
+            Ok(IpAddr::V4(addr)) => Ok(IpCidr::V4(Cidr { addr, prefix: 32 })),
+            Ok(IpAddr::V6(addr)) => Ok(IpCidr::V6(Cidr6 { addr, prefix: 128 })),
+            Err(_) => Err(format!(
+                "{s:?} is not a destination (default, ::/0, a prefix like 10.0.0.0/8 or \
+                 fd00::/64, or an address)"
+            )),
+        },
     }
+}
+
+/// The route `route add DEST rest...` asks for, the interface named
+/// checked.
+fn parse_route(c: &Config, dest: &str, rest: &[&str]) -> Result<IpRoute, String> {
+    let add = |e: String| format!("route add: {e}");
+    let to = parse_dest(dest).map_err(add)?;
+    let (mut via, mut dev) = (None, None);
+    for o in rest.chunks(2) {
+        match o {
+            ["via", g] => {
+                let g = g
+                    .parse::<IpAddr>()
+                    .map_err(|_| add(format!("{g:?} is not an {} address", to.family())))?;
+                via = Some(g);
+            }
+            ["dev", i] => dev = Some(c.interfaces[iface_of(c, i)?].name.clone()),
+            _ => return Err(ROUTE_USAGE.to_string()),
+        }
+    }
+    IpRoute::new(to, via, dev).map_err(add)
 }
 
 fn route(sh: &Shared, w: &[&str]) -> Result<Value, String> {
@@ -411,60 +456,15 @@ fn route(sh: &Shared, w: &[&str]) -> Result<Value, String> {
     match w {
         [] | ["show"] => Ok(route_show(&cfg, learnt6(&sh.fabric))),
         ["add", d, rest @ ..] => {
-            let to = parse_dest(d).map_err(|e| format!("route add: {e}"))?;
-            let mut r = Route {
-                to,
-                via: None,
-                dev: None,
-            };
-            let mut opts = rest.chunks(2);
-            for o in opts.by_ref() {
-                match o {
-                    ["via", g] => {
-                        let via = ipv4_only(g).and_then(|()| parse_ip(g));
-                        r.via = Some(via.map_err(|e| format!("route add: {e}"))?);
-                    }
-                    ["dev", i] => {
-                        r.dev = Some(cfg.interfaces[iface_of(&cfg, i)?].name.clone());
-                    }
-                    _ => return Err(ROUTE_USAGE.to_string()),
-                }
-            }
+            let r = parse_route(&cfg, d, rest)?;
             let what = format!("route add {}", route_text(&r));
-            change(sh, &what, |c| {
-                if let Some(old) = c.routes.iter().find(|x| x.to == r.to) {
-                    return Err(format!(
-                        "a route to {} already exists ({}): delete it first",
-                        dest_text(r.to),
-                        route_text(old)
-                    ));
-                }
-                c.routes.push(r);
-                Ok(())
-            })?;
+            change(sh, &what, |c| add_route(c, r))?;
             Ok(json!({}))
         }
         ["del", d] => {
             let to = parse_dest(d).map_err(|e| format!("route del: {e}"))?;
-            change(sh, &format!("route del {}", dest_text(to)), |c| {
-                if let Some(k) = c.routes.iter().position(|x| x.to == to) {
-                    c.routes.remove(k);
-                    return Ok(());
-                }
-                for ifc in &c.interfaces {
-                    if let Some(a) = ifc
-                        .addresses
-                        .iter()
-                        .find(|a| a.prefix == to.prefix && a.network() == to.addr)
-                    {
-                        return Err(format!(
-                            "{} is the connected route of {a} on {}: delete the address instead",
-                            dest_text(to),
-                            ifc.name
-                        ));
-                    }
-                }
-                Err(format!("no route to {} was added", dest_text(to)))
+            change(sh, &format!("route del {}", dest_name(to)), |c| {
+                del_route(c, to)
             })?;
             Ok(json!({}))
         }
@@ -472,15 +472,87 @@ fn route(sh: &Shared, w: &[&str]) -> Result<Value, String> {
     }
 }
 
-/// `ip route`'s view: the IPv4 routes, then the connected IPv6 ones.
+/// Adds route `r`, refusing a second one to its destination; [`change`]
+/// then checks it as a file's route is checked.
+fn add_route(c: &mut Config, r: IpRoute) -> Result<(), String> {
+    if let Some(old) = c.routes.iter().find(|x| x.to() == r.to()) {
+        return Err(format!(
+            "a route to {} already exists ({}): delete it first",
+            dest_name(r.to()),
+            route_text(old)
+        ));
+    }
+    c.routes.push(r);
+    Ok(())
+}
+
+/// Removes the configured route to `to`; a connected one is refused.
+fn del_route(c: &mut Config, to: IpCidr) -> Result<(), String> {
+    if let Some(k) = c.routes.iter().position(|x| x.to() == to) {
+        c.routes.remove(k);
+        return Ok(());
+    }
+    for ifc in &c.interfaces {
+        let connected = ifc
+            .all_addresses()
+            .find(|a| a.prefix() == to.prefix() && a.network() == to.ip());
+        if let Some(a) = connected {
+            return Err(format!(
+                "{} is the connected route of {a} on {}: delete the address instead",
+                dest_name(to),
+                ifc.name
+            ));
+        }
+    }
+    if to == IpCidr::V6(LINK_LOCAL_PREFIX) {
+        return Err("fe80::/64 is every IPv6 interface's link-local route: it stays".into());
+    }
+    Err(format!("no route to {} was added", dest_name(to)))
+}
+
+/// fe80::/64, the link-local prefix every IPv6 interface has.
+const LINK_LOCAL_PREFIX: Cidr6 = Cidr6 {
+    addr: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
+    prefix: 64,
+};
+
+/// `ip route`'s view: the IPv4 routes, then the IPv6 ones (connected
+/// and configured, then those router advertisements taught ipd).
 fn route_show(c: &Config, learnt6: Vec<(Value, String)>) -> Value {
     let routes: Vec<(Value, String)> = routes4(c)
         .into_iter()
-        .chain(connected6(c))
+        .chain(routes6(c))
         .chain(learnt6)
         .collect();
     let text: String = routes.iter().map(|(_, t)| format!("{t}\n")).collect();
     json!({"routes": routes.into_iter().map(|(v, _)| v).collect::<Vec<_>>(), "text": text})
+}
+
+/// A configured route as JSON and text, `dev` the interface it leaves by:
+/// the one named, else the one whose connected prefix holds its gateway.
+fn static_route(c: &Config, r: &IpRoute) -> (Value, String) {
+    let dev = r.dev().map(str::to_owned).or_else(|| {
+        let via = r.via()?;
+        c.interfaces
+            .iter()
+            .find(|i| i.all_addresses().any(|a| a.contains(via)))
+            .map(|i| i.name.clone())
+    });
+    let mut v = json!({"dst": dest_text(r.to()), "dev": dev, "protocol": "static"});
+    if let Some(g) = r.via() {
+        v["gateway"] = json!(g.to_string());
+    }
+    let mut text = dest_text(r.to());
+    if let Some(g) = r.via() {
+        let _ = write!(text, " via {g}");
+    }
+    if let Some(d) = &dev {
+        let _ = write!(text, " dev {d}");
+    }
+    if r.v6().is_some() {
+        text.push_str(" proto static");
+    }
+    (v, text)
 }
 
 /// The IPv4 routes as JSON and text: the connected routes each address
@@ -502,68 +574,60 @@ fn routes4(c: &Config) -> Vec<(Value, String)> {
             }
             let text = format!(
                 "{} dev {} proto kernel scope link src {}",
-                dest_text(to),
+                dest_text(IpCidr::V4(to)),
                 ifc.name,
                 a.addr
             );
-            let v = json!({"dst": dest_text(to), "dev": ifc.name, "protocol": "kernel",
-                           "scope": "link", "prefsrc": a.addr.to_string()});
+            let v = json!({"dst": dest_text(IpCidr::V4(to)), "dev": ifc.name,
+                           "protocol": "kernel", "scope": "link",
+                           "prefsrc": a.addr.to_string()});
             routes.push((to, v, text));
         }
     }
     for r in &c.routes {
-        // The interface a route without `dev` leaves by: the one whose
-        // connected prefix holds its gateway.
-        let dev = r.dev.clone().or_else(|| {
-            let via = r.via?;
-            c.interfaces
-                .iter()
-                .find(|i| i.addresses.iter().any(|a| a.contains(via)))
-                .map(|i| i.name.clone())
-        });
-        let mut v = json!({"dst": dest_text(r.to), "dev": dev, "protocol": "static"});
-        if let Some(g) = r.via {
-            v["gateway"] = json!(g.to_string());
+        if let IpRoute::V4(route) = r {
+            let (v, text) = static_route(c, r);
+            routes.push((route.to, v, text));
         }
-        let text = route_text(&Route {
-            dev: dev.clone(),
-            ..r.clone()
-        });
-        routes.push((r.to, v, text));
     }
     routes.sort_by_key(|(to, _, _)| (to.prefix != 0, u32::from(to.addr), to.prefix));
     routes.into_iter().map(|(_, v, t)| (v, t)).collect()
 }
 
-/// The connected IPv6 routes as JSON and text: per interface, the prefix
-/// of each address and the link-local fe80::/64; by prefix.
-fn connected6(c: &Config) -> Vec<(Value, String)> {
-    let link_local = Cidr6 {
-        addr: Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0),
-        prefix: 64,
-    };
-    let mut routes: Vec<(Cidr6, &str)> = Vec::new();
+/// The IPv6 routes as JSON and text: per interface, the prefix of each
+/// address and the link-local fe80::/64, and the configured routes; the
+/// default route first, then by prefix.
+fn routes6(c: &Config) -> Vec<(Value, String)> {
+    let mut connected: Vec<(Cidr6, &str)> = Vec::new();
     for ifc in &c.interfaces {
-        for a in ifc.addresses6.iter().chain([&link_local]) {
+        for a in ifc.addresses6.iter().chain([&LINK_LOCAL_PREFIX]) {
             let to = Cidr6 {
                 addr: a.network(),
                 prefix: a.prefix,
             };
             // One connected route per prefix and interface.
-            if !routes.contains(&(to, ifc.name.as_str())) {
-                routes.push((to, ifc.name.as_str()));
+            if !connected.contains(&(to, ifc.name.as_str())) {
+                connected.push((to, ifc.name.as_str()));
             }
         }
     }
-    routes.sort_by_key(|(to, _)| (u128::from(to.addr), to.prefix));
-    routes
+    let mut routes: Vec<(Cidr6, Value, String)> = connected
         .into_iter()
         .map(|(to, dev)| {
             let v = json!({"dst": to.to_string(), "dev": dev, "protocol": "kernel",
                            "scope": "link"});
-            (v, format!("{to} dev {dev} proto kernel scope link"))
+            (to, v, format!("{to} dev {dev} proto kernel scope link"))
         })
-        .collect()
+        .collect();
+    for r in &c.routes {
+        if let IpRoute::V6(route) = r {
+            let (v, text) = static_route(c, r);
+            routes.push((route.to, v, text));
+        }
+    }
+    // Stable: a connected route before a configured one of its prefix.
+    routes.sort_by_key(|(to, _, _)| (to.prefix != 0, u128::from(to.addr), to.prefix));
+    routes.into_iter().map(|(_, v, t)| (v, t)).collect()
 }
 
 // ----------------------------------------------------------------- neigh
@@ -1012,12 +1076,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_routes_and_neighbours_are_refused_clearly() {
-        let no_routes = "IPv6 routes are not supported yet";
-        assert_eq!(parse_dest("fd00::/64").unwrap_err(), no_routes);
-        assert_eq!(parse_dest("fd00::1").unwrap_err(), no_routes);
-        assert_eq!(ipv4_only("fe80::1").unwrap_err(), no_routes);
-        assert!(parse_dest("default").is_ok());
+    fn ipv6_neighbours_are_refused_clearly() {
         assert_eq!(
             parse_neigh_ip("fd00::1", "added").unwrap_err(),
             "IPv6 neighbours cannot be added by hand yet"
@@ -1030,6 +1089,155 @@ mod tests {
             parse_neigh_ip("10.0.0", "deleted").unwrap_err(),
             "\"10.0.0\" is not an IPv4 address"
         );
+    }
+
+    #[test]
+    fn route_words_parse_for_either_family() {
+        let dest = |s: &str| parse_dest(s).map(|c| c.to_string());
+        assert_eq!(dest("default").unwrap(), "0.0.0.0/0");
+        assert_eq!(dest("::/0").unwrap(), "::/0");
+        assert_eq!(dest("fd00:99::/64").unwrap(), "fd00:99::/64");
+        assert_eq!(dest("fd00:99::1").unwrap(), "fd00:99::1/128");
+        assert_eq!(dest("10.9.0.1").unwrap(), "10.9.0.1/32");
+        assert_eq!(
+            dest("fd00::/129").unwrap_err(),
+            "prefix length 129 is out of range 0..=128"
+        );
+        assert_eq!(
+            dest("fd00::g").unwrap_err(),
+            "\"fd00::g\" is not a destination (default, ::/0, a prefix like 10.0.0.0/8 or \
+             fd00::/64, or an address)"
+        );
+        let c = dual_stack();
+        let r = |w: &[&str]| parse_route(&c, w[0], &w[1..]);
+        let ok = r(&["fd00:99::/64", "via", "fd00:77::1", "dev", "strata0"]).unwrap();
+        assert_eq!(route_text(&ok), "fd00:99::/64 via fd00:77::1 dev strata0");
+        let default6 = r(&["::/0", "via", "fe80::1", "dev", "p0"]).unwrap();
+        assert_eq!(route_text(&default6), "::/0 via fe80::1 dev p0");
+        assert_eq!(dest_text(default6.to()), "default");
+        assert_eq!(
+            r(&["fd00:99::/64", "via", "10.77.0.1"]).unwrap_err(),
+            "route add: 10.77.0.1 is an IPv4 address, but the destination fd00:99::/64 is IPv6"
+        );
+        assert_eq!(
+            r(&["default", "via", "fe80::1", "dev", "p0"]).unwrap_err(),
+            "route add: fe80::1 is an IPv6 address, but the destination default is IPv4 \
+             (the IPv6 default route is ::/0)"
+        );
+        assert_eq!(
+            r(&["::/0", "via", "fd00:77::zz"]).unwrap_err(),
+            "route add: \"fd00:77::zz\" is not an IPv6 address"
+        );
+        assert_eq!(
+            r(&["10.9.0.0/16", "via", "10.77.0"]).unwrap_err(),
+            "route add: \"10.77.0\" is not an IPv4 address"
+        );
+        assert_eq!(
+            r(&["::/0", "via", "fe80::1", "dev", "eth9"]).unwrap_err(),
+            "no interface named \"eth9\" (interfaces: strata0, p0)"
+        );
+        assert_eq!(r(&["::/0", "gw", "fe80::1"]).unwrap_err(), ROUTE_USAGE);
+    }
+
+    #[test]
+    fn ipv6_routes_are_added_shown_and_deleted() {
+        let mut c = dual_stack();
+        let add = |c: &mut Config, w: &[&str]| {
+            let r = parse_route(c, w[0], &w[1..])?;
+            add_route(c, r)?;
+            c.validate().map_err(|e| e.problem())
+        };
+        add(&mut c, &["fd00:99::/64", "via", "fd00:77::1"]).unwrap();
+        add(&mut c, &["::/0", "via", "fe80::1", "dev", "p0"]).unwrap();
+        add(&mut c, &["default", "via", "10.77.0.1"]).unwrap();
+        add(&mut c, &["fd00:98::/48", "dev", "p0"]).unwrap();
+        add(&mut c, &["fd00:97::/64", "via", "fd00:88::1", "dev", "p0"]).unwrap();
+        assert_eq!(
+            add(&mut c, &["::/0", "via", "fd00:77::1"]).unwrap_err(),
+            "a route to ::/0 already exists (::/0 via fe80::1 dev p0): delete it first"
+        );
+        let v = route_show(&c, Vec::new());
+        assert_eq!(
+            v["text"],
+            "default via 10.77.0.1 dev strata0\n\
+             10.77.0.0/24 dev strata0 proto kernel scope link src 10.77.0.2\n\
+             default via fe80::1 dev p0 proto static\n\
+             fd00:77::/64 dev strata0 proto kernel scope link\n\
+             fd00:77::/64 dev p0 proto kernel scope link\n\
+             fd00:88::/64 dev p0 proto kernel scope link\n\
+             fd00:97::/64 via fd00:88::1 dev p0 proto static\n\
+             fd00:98::/48 dev p0 proto static\n\
+             fd00:99::/64 via fd00:77::1 dev strata0 proto static\n\
+             fe80::/64 dev strata0 proto kernel scope link\n\
+             fe80::/64 dev p0 proto kernel scope link\n"
+        );
+        let routes = v["routes"].as_array().unwrap();
+        assert_eq!(
+            routes[2],
+            json!({"dst": "default", "gateway": "fe80::1", "dev": "p0", "protocol": "static"})
+        );
+        assert_eq!(
+            routes[8],
+            json!({"dst": "fd00:99::/64", "gateway": "fd00:77::1", "dev": "strata0",
+                   "protocol": "static"})
+        );
+        assert_eq!(
+            routes[7],
+            json!({"dst": "fd00:98::/48", "dev": "p0", "protocol": "static"})
+        );
+
+        // The address a gateway needs goes only after the route; a
+        // gateway with its interface named needs none.
+        let fd = |s: &str| IpAddr::V6(v6(s));
+        let mut c2 = c.clone();
+        // strata0's fd00:77::2 still holds the gateway.
+        del_address_unused(&mut c2, "p0", fd("fd00:77::9"), None).unwrap();
+        assert_eq!(
+            del_address_unused(&mut c2, "strata0", fd("fd00:77::2"), None).unwrap_err(),
+            "the route fd00:99::/64 via fd00:77::1 needs fd00:77::2/64 to reach its gateway: \
+             delete the route first"
+        );
+        let mut c2 = c.clone();
+        del_address_unused(&mut c2, "p0", fd("fd00:88::2"), None).unwrap();
+        c2.validate().unwrap();
+
+        // Deleting: `default` is IPv4's, `::/0` IPv6's.
+        del_route(&mut c, parse_dest("::/0").unwrap()).unwrap();
+        assert_eq!(
+            del_route(&mut c, parse_dest("::/0").unwrap()).unwrap_err(),
+            "no route to ::/0 was added"
+        );
+        assert!(c.routes.iter().any(|r| r.to().to_string() == "0.0.0.0/0"));
+        del_route(&mut c, parse_dest("fd00:99::/64").unwrap()).unwrap();
+        del_address_unused(&mut c, "strata0", fd("fd00:77::2"), None).unwrap();
+        assert_eq!(
+            del_route(&mut c, parse_dest("fd00:88::/64").unwrap()).unwrap_err(),
+            "fd00:88::/64 is the connected route of fd00:88::2/64 on p0: delete the address instead"
+        );
+        assert_eq!(
+            del_route(&mut c, parse_dest("fe80::/64").unwrap()).unwrap_err(),
+            "fe80::/64 is every IPv6 interface's link-local route: it stays"
+        );
+        assert_eq!(
+            del_route(&mut c, parse_dest("10.77.0.0/24").unwrap()).unwrap_err(),
+            "10.77.0.0/24 is the connected route of 10.77.0.2/24 on strata0: delete the address instead"
+        );
+        c.validate().unwrap();
+    }
+
+    #[test]
+    fn an_ipv4_gateway_address_goes_only_after_its_route() {
+        let mut c = dual_stack();
+        let r = parse_route(&c, "10.98.0.0/24", &["via", "10.77.0.1"]).unwrap();
+        add_route(&mut c, r).unwrap();
+        let ip = IpAddr::V4(Ipv4Addr::new(10, 77, 0, 2));
+        assert_eq!(
+            del_address_unused(&mut c.clone(), "strata0", ip, None).unwrap_err(),
+            "the route 10.98.0.0/24 via 10.77.0.1 needs 10.77.0.2/24 to reach its gateway: \
+             delete the route first"
+        );
+        del_route(&mut c, parse_dest("10.98.0.0/24").unwrap()).unwrap();
+        del_address_unused(&mut c, "strata0", ip, None).unwrap();
     }
 
     #[test]

@@ -116,7 +116,18 @@ impl Plan {
                 },
             })
             .collect();
-        let routes = c.routes.iter().map(|r| r.resolve(&c.interfaces)).collect();
+        let routes = c
+            .routes
+            .iter()
+            .filter_map(|r| r.v4())
+            .map(|r| r.resolve(&c.interfaces))
+            .collect();
+        let routes6 = c
+            .routes
+            .iter()
+            .filter_map(|r| r.v6())
+            .map(|r| r.resolve(&c.interfaces))
+            .collect();
         Plan {
             instance: c.instance.clone(),
             params: Params {
@@ -133,6 +144,7 @@ impl Plan {
                 instance: c.instance.clone(),
                 ifaces,
                 routes,
+                routes6,
                 qdisc_limit: c.limits.qdisc_limit,
                 ephemeral_ports: (
                     c.limits.ephemeral_port_first as u16,
@@ -208,6 +220,62 @@ mod tests {
         };
         assert!(host_addrs.is_empty());
         assert_eq!(host_addrs6, &[(fd("fd00:1::1"), 64)]);
+    }
+
+    #[test]
+    fn routes_of_each_family_reach_the_layers_with_their_interface_index() {
+        let c = crate::config::parse(
+            "[[interface]]\nname = \"t0\"\naddresses = [\"10.1.0.2/24\", \"fd00:1::2/64\"]\n\
+             [[interface]]\nname = \"t1\"\naddresses = [\"fd00:2::2/64\"]\n\
+             [[route]]\nto = \"::/0\"\nvia = \"fe80::1\"\ndev = \"t1\"\n\
+             [[route]]\nto = \"default\"\nvia = \"10.1.0.1\"\n\
+             [[route]]\nto = \"fd00:99::/64\"\nvia = \"fd00:1::1\"\n\
+             [[route]]\nto = \"fd00:98::/48\"\ndev = \"t0\"\n",
+        )
+        .unwrap();
+        let stack = Plan::from_config(&c).stack;
+        let fd = |s: &str| s.parse::<Ipv6Addr>().unwrap();
+        assert_eq!(
+            stack.routes,
+            [strata_ipc::route::Route {
+                dest: Ipv4Addr::UNSPECIFIED,
+                prefix: 0,
+                gateway: Some(Ipv4Addr::new(10, 1, 0, 1)),
+                iface: None,
+            }]
+        );
+        assert_eq!(
+            stack.routes6,
+            [
+                strata_ipc::route::Route6 {
+                    dest: Ipv6Addr::UNSPECIFIED,
+                    prefix: 0,
+                    gateway: Some(fd("fe80::1")),
+                    iface: Some(1),
+                },
+                strata_ipc::route::Route6 {
+                    dest: fd("fd00:99::"),
+                    prefix: 64,
+                    gateway: Some(fd("fd00:1::1")),
+                    iface: None,
+                },
+                strata_ipc::route::Route6 {
+                    dest: fd("fd00:98::"),
+                    prefix: 48,
+                    gateway: None,
+                    iface: Some(0),
+                },
+            ]
+        );
+        // What ipd reads back from stack.json.
+        let json = serde_json::to_string(&stack).unwrap();
+        let back: StackConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back.routes6, stack.routes6);
+        // A stack.json written before IPv6 routes reads as having none.
+        let mut v = serde_json::to_value(&stack).unwrap();
+        v.as_object_mut().unwrap().remove("routes6");
+        let back: StackConfig = serde_json::from_value(v).unwrap();
+        assert!(back.routes6.is_empty());
     }
 
     #[test]

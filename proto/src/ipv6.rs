@@ -196,6 +196,23 @@ impl Ipv6Header {
     /// payload is [`payload`](Self::payload)`(b)`. Address checks (a
     /// multicast source, RFC 4291 §2.7) are the caller's business.
     pub fn parse(b: &[u8]) -> Result<Self, Ipv6Error> {
+        let hdr = Self::parse_fixed(b)?;
+        if Self::LEN + usize::from(hdr.payload_len) > b.len() {
+            return Err(Ipv6Error::PayloadLenExceedsFrame);
+        }
+        Ok(hdr)
+    }
+
+    /// Parses the header of a packet quoted in an ICMPv6 error (RFC 4443
+    /// §2.4 (c)), which is usually cut short of its payload length: the
+    /// checks of [`parse`](Self::parse) but that one. The payload length
+    /// is reported as the header says.
+    pub fn parse_quoted(b: &[u8]) -> Result<Self, Ipv6Error> {
+        Self::parse_fixed(b)
+    }
+
+    /// The checks of [`parse`](Self::parse) but the payload length's.
+    fn parse_fixed(b: &[u8]) -> Result<Self, Ipv6Error> {
         let h = b.get(..Self::LEN).ok_or(Ipv6Error::Truncated)?;
         if h[0] >> 4 != 6 {
             return Err(Ipv6Error::BadVersion);
@@ -204,9 +221,6 @@ impl Ipv6Header {
         let next_header = h[6];
         if payload_len == 0 && next_header == next_header::HOP_BY_HOP {
             return Err(Ipv6Error::Jumbogram);
-        }
-        if Self::LEN + usize::from(payload_len) > b.len() {
-            return Err(Ipv6Error::PayloadLenExceedsFrame);
         }
         let word = be32(h, 0);
         Ok(Ipv6Header {

@@ -244,6 +244,63 @@ fn a_router_advertisement_gives_an_address_and_a_default_router() {
 }
 
 #[test]
+fn packet_too_big_from_a_router_on_the_way_lowers_the_path_mtu() {
+    // The kernel side is a router to a second namespace, over a link of
+    // IPv6's minimum MTU; the stack's default route points at it.
+    let ns = Netns::new();
+    let far = Netns::new();
+    let cfg = config() + "[[route]]\nto = \"::/0\"\nvia = \"fd00:77::1\"\n";
+    let st = Stack::up_config(&ns, &cfg);
+    wait_kernel_ipv6(&st, &ns);
+    ns.run_ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    ns.run_ok(&[
+        "ip", "link", "add", "v0", "mtu", "1280", "type", "veth", "peer", "name", "v1",
+    ]);
+    ns.run_ok(&["ip", "link", "set", "v1", "netns", &far.name]);
+    ns.run_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:cc::1/64",
+        "dev",
+        "v0",
+        "nodad",
+    ]);
+    ns.run_ok(&["ip", "link", "set", "v0", "up"]);
+    far.run_ok(&["ip", "link", "set", "v1", "mtu", "1280"]);
+    far.run_ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:cc::2/64",
+        "dev",
+        "v1",
+        "nodad",
+    ]);
+    far.run_ok(&["ip", "link", "set", "v1", "up"]);
+    far.run_ok(&["ip", "-6", "route", "add", "default", "via", "fd00:cc::1"]);
+    st.wait_for(
+        "the far host reaching the stack",
+        Duration::from_secs(30),
+        || strata_tests::ping(&far, &["-6", "-c", "1", "-W", "1", STACK_IP6]).received == 1,
+    );
+    // 1448-byte replies do not fit the far link: the kernel router says
+    // so, and the next replies leave in fragments that do.
+    let r = strata_tests::ping(
+        &far,
+        &[
+            "-6", "-c", "6", "-i", "0.3", "-W", "2", "-s", "1400", "-p", "5a", STACK_IP6,
+        ],
+    );
+    assert!(r.received >= 4, "{}", r.text);
+    assert!(!r.corrupted, "{}", r.text);
+    assert!(st.counter("ipd", "pmtu6_learnt") >= 1);
+    assert!(st.counter("ipd", "frag6_out_packets") >= 4);
+}
+
+#[test]
 fn an_address_the_kernel_already_holds_is_found_duplicate_and_refused() {
     let ns = Netns::new();
     let st = Stack::up_config(&ns, &config());

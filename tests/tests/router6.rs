@@ -7,6 +7,9 @@
 //!  strata0 fd00:78:1::2/64 ── fd00:78:1::1 [ipd] fd00:78:2::1 ── strata1 fd00:78:2::2/64
 //!                                  MTU 1500            MTU 1280
 //! ```
+//!
+//! strata also routes fd00:78:3::/64 via host B, which holds an address of
+//! it on its loopback.
 
 use std::time::Duration;
 use strata_tests::{ping, ping_all, Netns, Stack, TempDir};
@@ -15,6 +18,10 @@ const A_IP: &str = "fd00:78:1::2";
 const B_IP: &str = "fd00:78:2::2";
 const STRATA_A: &str = "fd00:78:1::1";
 const STRATA_B: &str = "fd00:78:2::1";
+/// A network behind host B, which strata reaches by a configured route.
+const BEHIND_B: &str = "fd00:78:3::";
+/// An address there (on B's loopback).
+const BEHIND_B_HOST: &str = "fd00:78:3::1";
 /// The MTU of B's link, IPv6's minimum.
 const B_MTU: u16 = 1280;
 
@@ -37,6 +44,7 @@ impl Router {
                  host_addresses = [\"{A_IP}/64\"]\n\
                  [[interface]]\nname = \"strata1\"\naddresses = [\"{STRATA_B}/64\"]\n\
                  mtu = {B_MTU}\n\
+                 [[route]]\nto = \"{BEHIND_B}/64\"\nvia = \"{B_IP}\"\n\
                  [ip]\nforwarding = true\n"
             ),
         );
@@ -55,6 +63,15 @@ impl Router {
         ]);
         b.run_ok(&["ip", "link", "set", "strata1", "up"]);
         b.run_ok(&["ip", "-6", "route", "add", "default", "via", STRATA_B]);
+        b.run_ok(&[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{BEHIND_B_HOST}/128"),
+            "dev",
+            "lo",
+        ]);
         let r = Router { st, a, b };
         // Both sides reach strata before anything goes through it: its
         // addresses passed detection, and the hosts' routes are in place.
@@ -93,7 +110,13 @@ fn hosts_ping_each_other_through_strata_with_one_hop_spent() {
         // Linux answers with hop limit 64; one router on the way back.
         assert!(p.text.contains("ttl=63"), "to {to}:\n{}", p.text);
     }
-    assert!(r.st.counter("ipd", "forwarded") >= 16);
+    // Behind B, by the configured route via B.
+    let p = ping_all(
+        &r.a,
+        &["-6", "-c", "3", "-i", "0.2", "-W", "2", BEHIND_B_HOST],
+    );
+    assert_eq!(p.received, 3, "{}", p.text);
+    assert!(r.st.counter("ipd", "forwarded") >= 22);
 }
 
 #[test]

@@ -12,6 +12,8 @@ pub struct IpConfig {
     pub ifaces: Vec<IfaceConfig>,
     /// Routes beyond the connected ones (which come from the addresses).
     pub routes: Vec<RouteConfig>,
+    /// IPv6 routes beyond the on-link prefixes.
+    pub routes6: Vec<strata_ipc::route::Route6>,
     /// Permanent neighbours (`strata neigh add`).
     pub neighbours: Vec<StaticNeigh>,
     /// Table sizes, timers and rate limits.

@@ -163,7 +163,7 @@ impl IpCore {
             self.icmp6_error(now, pool, &h, slot, msg, false, out);
             return self.drop(pool, &h, Stat::FwdTtlExceeded);
         }
-        let Some(to) = self.route6(hdr.dst) else {
+        let Some((to, next)) = self.route6(hdr.dst) else {
             let msg = Icmpv6Header::dest_unreachable(icmpv6::unreach_code::NO_ROUTE);
             self.icmp6_error(now, pool, &h, slot, msg, false, out);
             return self.drop(pool, &h, Stat::FwdNoRoute);
@@ -190,7 +190,7 @@ impl IpCore {
         h.oif = oif;
         h.nexthop = 0;
         self.stats.inc(Stat::Forwarded);
-        self.send_to_neighbour(now, pool, h, to, NeighAddr::v6(hdr.dst), out);
+        self.send_to_neighbour(now, pool, h, to, NeighAddr::v6(next), out);
     }
 }
 

@@ -29,6 +29,13 @@ use crate::{IpCore, Outputs, ETH_LEN};
 
 /// Hop limit of the packets ipd originates (Linux `hop_limit`, 64).
 const HOP_LIMIT: u8 = 64;
+/// IPv6's minimum link MTU (RFC 8200 §5).
+const MIN_MTU: usize = strata_proto::ipv6::MIN_MTU;
+/// How long a path MTU learnt from Packet Too Big holds (RFC 8201 §5.3
+/// asks at least five minutes; Linux's `mtu_expires` is ten).
+const PMTU_TIMEOUT_NS: u64 = 600 * 1_000_000_000;
+/// Destinations whose path MTU is remembered; the oldest goes first.
+const PMTU_ENTRIES: usize = 64;
 
 /// Where one of our IPv6 addresses stands in duplicate address detection
 /// (RFC 4862 §5.4).
@@ -222,6 +229,45 @@ impl Iface6 {
     pub fn on_link(&self, dst: Ipv6Addr) -> bool {
         is_link_local(dst) || self.prefix_for(dst).is_some()
     }
+}
+
+/// A configured IPv6 route, its interface resolved to a slot.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Route6Entry {
+    pub dest: Ipv6Addr,
+    pub prefix: u8,
+    pub gateway: Option<Ipv6Addr>,
+    /// `None` when neither the route nor its gateway names an interface
+    /// we have.
+    pub slot: Option<usize>,
+}
+
+/// The configured IPv6 routes of `cfg`, resolved against interfaces
+/// `v6` (by slot, as `slot_of` maps interface indexes): a route without
+/// an interface leaves by the one whose address prefix holds its gateway.
+pub(crate) fn routes6(
+    cfg: &[strata_ipc::route::Route6],
+    v6: &[Iface6],
+    slot_of: impl Fn(u8) -> Option<usize>,
+) -> Result<Vec<Route6Entry>, ConfigError> {
+    cfg.iter()
+        .map(|r| {
+            if r.prefix > 128 {
+                return Err(ConfigError::BadPrefix(r.prefix));
+            }
+            let slot = match (r.iface, r.gateway) {
+                (Some(i), _) => slot_of(i),
+                (None, Some(g)) => v6.iter().position(|i| i.on_link(g) && !is_link_local(g)),
+                (None, None) => None,
+            };
+            Ok(Route6Entry {
+                dest: r.dest,
+                prefix: r.prefix,
+                gateway: r.gateway,
+                slot,
+            })
+        })
+        .collect()
 }
 
 /// Checks the IPv6 addresses of an interface's configuration.
@@ -418,6 +464,14 @@ impl IpCore {
                 self.nd_advert_input(now, pool, h, slot, hdr, at, out)
             }
             icmpv6_type::ROUTER_ADVERTISEMENT => self.ra_input(now, pool, h, slot, hdr, at, out),
+            icmpv6_type::PACKET_TOO_BIG => {
+                self.stats.inc(Stat::Icmp6InErrors);
+                if let Ok(d) = pool.data(&h) {
+                    let quoted = d.get(at + Icmpv6Header::LEN..).unwrap_or(&[]);
+                    self.learn_pmtu6(now, quoted, msg.mtu());
+                }
+                pool.free(&h);
+            }
             t if strata_proto::icmpv6::is_error(t) => self.drop(pool, &h, Stat::Icmp6InErrors),
             _ => self.drop(pool, &h, Stat::Icmp6InOther),
         }
@@ -497,20 +551,10 @@ impl IpCore {
             return self.stats.inc(Stat::Icmp6OutSuppressed);
         };
         let pkt = d;
-        // A quote may be cut short of the payload length (reassembly's
-        // time exceeded quotes what came of fragment 0).
-        let hdr = match Ipv6Header::parse(pkt) {
-            Ok(h) => h,
-            Err(Ipv6Error::PayloadLenExceedsFrame) => {
-                let mut fixed = [0u8; Ipv6Header::LEN];
-                fixed.copy_from_slice(&pkt[..Ipv6Header::LEN]);
-                fixed[4..6].fill(0);
-                match Ipv6Header::parse(&fixed) {
-                    Ok(h) => h,
-                    Err(_) => return self.stats.inc(Stat::Icmp6OutSuppressed),
-                }
-            }
-            Err(_) => return self.stats.inc(Stat::Icmp6OutSuppressed),
+        // What is quoted may be cut short of its payload length
+        // (reassembly's time exceeded quotes what came of fragment 0).
+        let Ok(hdr) = Ipv6Header::parse_quoted(pkt) else {
+            return self.stats.inc(Stat::Icmp6OutSuppressed);
         };
         // An ICMPv6 message right behind the header that is an error or a
         // redirect (or too short to tell) is never answered.
@@ -624,13 +668,51 @@ impl IpCore {
             Some((slot, dst))
         } else {
             self.route6(dst)
-                .map(|s| (s, dst))
-                .or_else(|| self.default_router())
         };
         let Some((slot, next)) = hop else {
             return self.drop(pool, &h, Stat::Ip6NoRoute);
         };
         self.send_to_neighbour(now, pool, h, slot, NeighAddr::v6(next), out);
+    }
+
+    /// The MTU for IPv6 packet `h` leaving by `slot`: the link's
+    /// ([`mtu6`](Self::mtu6)), or less for a destination a Packet Too Big
+    /// told of (RFC 8201), within the last ten minutes.
+    pub(crate) fn path_mtu6<B: Buffers>(&self, pool: &B, h: &Handle, slot: usize) -> u16 {
+        let link = self.mtu6(slot);
+        if h.data_len as usize <= MIN_MTU || self.pmtu6.is_empty() {
+            return link;
+        }
+        let Some(dst) = pool.data(h).ok().and_then(|d| d.get(24..40)) else {
+            return link;
+        };
+        let dst = u128::from_be_bytes(dst.try_into().unwrap_or_default());
+        self.pmtu6
+            .iter()
+            .find(|p| u128::from(p.0) == dst && p.2 > self.pmtu6_now)
+            .map_or(link, |p| p.1.min(link))
+    }
+
+    /// Takes a Packet Too Big about a packet of ours (RFC 8201 §4): the
+    /// path to the quoted destination carries at most `mtu` bytes (never
+    /// taken below IPv6's minimum, 1280), for ten minutes.
+    pub(crate) fn learn_pmtu6(&mut self, now: u64, quoted: &[u8], mtu: u32) {
+        let Ok(q) = Ipv6Header::parse_quoted(quoted) else {
+            return;
+        };
+        if !self.is_own6(q.src) {
+            // Not about a packet we sent.
+            return;
+        }
+        let mtu = mtu.clamp(MIN_MTU as u32, u32::from(u16::MAX)) as u16;
+        let end = now.saturating_add(PMTU_TIMEOUT_NS);
+        self.pmtu6.retain(|p| p.2 > now && p.0 != q.dst);
+        if self.pmtu6.len() >= PMTU_ENTRIES {
+            self.pmtu6.remove(0);
+        }
+        self.pmtu6.push((q.dst, mtu, end));
+        self.pmtu6_now = now;
+        self.stats.inc(Stat::Pmtu6Learnt);
     }
 
     /// Cuts IPv6 packet `h` (window = the packet, one ipd made, with no
@@ -639,16 +721,18 @@ impl IpCore {
     /// header (RFC 8200 §4.5), sends them to `mac` and frees `h`. Like
     /// IPv4's fragmentation, this copies the payload, which only packets
     /// larger than the MTU pay.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn fragment6<B: Buffers>(
         &mut self,
         pool: &mut B,
         h: Handle,
         slot: usize,
         mac: MacAddr,
+        mtu: u16,
         out: &mut Outputs,
     ) {
         const UNFRAG: usize = Ipv6Header::LEN + FragmentHeader::LEN;
-        let mtu = usize::from(self.mtu6(slot));
+        let mtu = usize::from(mtu);
         let hdr = match pool.data(&h).map(Ipv6Header::parse) {
             Ok(Ok(hdr)) => hdr,
             Ok(Err(_)) => return self.drop(pool, &h, Stat::BadWindow),
@@ -707,15 +791,31 @@ impl IpCore {
         self.v6[slot].mtu.map_or(link, |m| m.min(link))
     }
 
-    /// The interface slot whose on-link prefix holds `dst` most
-    /// specifically (IPv6 has no routes beyond the on-link prefixes yet).
-    pub(crate) fn route6(&self, dst: Ipv6Addr) -> Option<usize> {
-        self.v6
+    /// Where a packet to `dst` goes: the interface slot and the neighbour
+    /// to hand it to. The longest prefix wins among the on-link ones (of
+    /// our addresses and advertised: the neighbour is `dst`) and the
+    /// configured routes (the gateway, or `dst` for a direct route); at
+    /// equal length on-link comes first. Nothing matching, a default
+    /// router learnt from advertisements. A configured route whose
+    /// interface could not be found leads nowhere.
+    pub(crate) fn route6(&self, dst: Ipv6Addr) -> Option<(usize, Ipv6Addr)> {
+        let on_link = self
+            .v6
             .iter()
             .enumerate()
             .filter_map(|(slot, i)| Some((i.prefix_for(dst)?, slot)))
-            .max()
-            .map(|(_, slot)| slot)
+            .max_by_key(|&(len, slot)| (len, core::cmp::Reverse(slot)));
+        let configured = self
+            .routes6
+            .iter()
+            .filter(|r| covers(r.dest, r.prefix, dst))
+            .max_by_key(|r| r.prefix);
+        match (on_link, configured) {
+            (Some((len, slot)), c) if c.is_none_or(|c| c.prefix <= len) => Some((slot, dst)),
+            (_, Some(c)) => Some((c.slot?, c.gateway.unwrap_or(dst))),
+            (None, None) => self.default_router(),
+            (Some(_), None) => None,
+        }
     }
 
     /// Whether `ip` at `mac` can be an IPv6 neighbour on `slot`: a unicast

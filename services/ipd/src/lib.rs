@@ -133,6 +133,13 @@ pub struct IpCore {
     started: bool,
     /// Identification of the last IPv6 packet ipd cut into fragments.
     frag6_ident: u32,
+    /// Configured IPv6 routes.
+    routes6: Vec<ip6::Route6Entry>,
+    /// Path MTUs learnt from Packet Too Big: destination, MTU, when it
+    /// ends (a destination cache of RFC 4861 §5.1, for this alone).
+    pmtu6: Vec<(std::net::Ipv6Addr, u16, u64)>,
+    /// The time of the last input or poll, against which path MTUs expire.
+    pmtu6_now: u64,
 }
 
 impl IpCore {
@@ -150,6 +157,7 @@ impl IpCore {
         }
         let net = Net::new(&cfg.ifaces, &cfg.routes)?;
         let v6 = ifaces6(&cfg.ifaces)?;
+        let routes6 = ip6::routes6(&cfg.routes6, &v6, |i| net.slot(i))?;
         let mut core = IpCore {
             net,
             neigh: Neighbours::new(l),
@@ -166,6 +174,9 @@ impl IpCore {
             duplicates: Vec::new(),
             started: false,
             frag6_ident: 0,
+            routes6,
+            pmtu6: Vec::new(),
+            pmtu6_now: 0,
         };
         core.set_permanent(0, &cfg.neighbours);
         Ok(core)
@@ -195,8 +206,9 @@ impl IpCore {
         if !same_ifaces {
             return Err(ConfigError::IfacesChanged);
         }
-        self.net = net;
         IpCore::carry_dad(&self.v6, &mut v6);
+        self.routes6 = ip6::routes6(&cfg.routes6, &v6, |i| net.slot(i))?;
+        self.net = net;
         self.v6 = v6;
         self.addrs6_changed = true;
         for (idx, slot) in self.set_permanent(now, &cfg.neighbours) {
@@ -316,6 +328,7 @@ impl IpCore {
             self.neigh_timers(now, pool, out);
         }
         self.dad_poll(now);
+        self.pmtu6_now = now;
         self.ra_poll(now, pool, out);
         while let Some(e) = self.reasm.expire(now) {
             self.stats.inc(Stat::FragTimeout);

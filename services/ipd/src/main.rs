@@ -38,6 +38,7 @@ fn config(stack: &StackConfig, large_bufs: u32) -> IpConfig {
             })
             .collect(),
         routes: stack.routes.clone(),
+        routes6: stack.routes6.clone(),
         neighbours: stack.neighbours.clone(),
         limits: IpLimits {
             forwarding: stack.forwarding,

@@ -218,7 +218,7 @@ impl IpCore {
         // (`wire_len`) on its way here.
         let v6 = h.ethertype == ethertype::IPV6;
         let mtu = if v6 {
-            self.mtu6(slot)
+            self.path_mtu6(pool, &h, slot)
         } else {
             self.net.ifaces[slot].mtu
         };
@@ -226,7 +226,7 @@ impl IpCore {
             if v6 {
                 // Only ipd's own IPv6 packets come here: they are cut at
                 // their source (RFC 8200 §4.5).
-                return self.fragment6(pool, h, slot, mac, out);
+                return self.fragment6(pool, h, slot, mac, mtu, out);
             }
             return self.fragment(pool, h, slot, mac, out);
         }

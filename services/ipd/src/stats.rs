@@ -296,6 +296,8 @@ strata_ipc::layer_stats! { "ipd";
     NdListFull => "nd_list_full",
     /// Addresses made from advertised prefixes (SLAAC).
     SlaacAddresses => "slaac_addresses",
+    /// Path MTUs learnt from Packet Too Big about packets of ours.
+    Pmtu6Learnt => "pmtu6_learnt",
     /// ND message of the wrong ICMPv6 type for its parser.
     NdpBadType => "ndp_bad_type",
     /// ND message shorter than its fixed part.

@@ -50,6 +50,7 @@ impl Stack {
                 autoconf: false,
             }],
             routes: vec![],
+            routes6: vec![],
             neighbours: vec![],
             limits: Default::default(),
         })

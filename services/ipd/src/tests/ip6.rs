@@ -536,6 +536,13 @@ fn a_router_forwards_with_one_hop_spent_and_answers_what_it_cannot_forward() {
         addrs6: vec![("fd00:88::1".parse().unwrap(), 64)],
         autoconf: false,
     });
+    // A network behind the far host.
+    cfg.routes6 = vec![strata_ipc::route::Route6 {
+        dest: "fd00:77:3::".parse().unwrap(),
+        prefix: 64,
+        gateway: Some("fd00:88::9".parse().unwrap()),
+        iface: None,
+    }];
     let mut r = Rig::with(cfg);
     r.core.start(r.now, &mut r.pool, &mut r.out);
     r.advance(S);
@@ -570,6 +577,18 @@ fn a_router_forwards_with_one_hop_spent_and_answers_what_it_cannot_forward() {
     );
     assert_eq!(tx[0].h.oif, 2);
     assert_eq!(r.stat(Stat::Forwarded), 1);
+    // Behind it, by the configured route: to the gateway's MAC.
+    let behind: Ipv6Addr = "fd00:77:3::1".parse().unwrap();
+    r.input(&icmp6_frame(
+        OUR_MAC,
+        PEER_IP6,
+        behind,
+        9,
+        &echo_req(behind),
+    ));
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].0, sent[0].1.dst), (far_mac, behind));
     // Hop limit 1: time exceeded. Too big for the 1280 link: packet too
     // big with that MTU. No prefix holds it: no route.
     r.input(&icmp6_frame(OUR_MAC, PEER_IP6, far, 1, &echo_req(far)));
@@ -599,6 +618,39 @@ fn a_router_forwards_with_one_hop_spent_and_answers_what_it_cannot_forward() {
             (icmpv6_type::DEST_UNREACHABLE, 0, 0),
         ]
     );
+    r.finish();
+}
+
+#[test]
+fn packet_too_big_about_our_packet_lowers_that_path_only() {
+    let mut r = started();
+    learn_peer(&mut r);
+    let mut echo = echo_req(OUR_IP6);
+    echo.resize(1400, 3);
+    let big = icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &echo);
+    r.input(&big);
+    assert_eq!(v6(&r.tx()).len(), 1, "1448 bytes fit the link's 1500");
+    // A router on the way says 1280: the quote is of our reply.
+    let mut ptb = vec![icmpv6_type::PACKET_TOO_BIG, 0, 0, 0, 0, 0, 0x05, 0x00];
+    let mut quoted = big[14..14 + 600].to_vec();
+    quoted[8..24].copy_from_slice(&OUR_IP6.octets());
+    quoted[24..40].copy_from_slice(&PEER_IP6.octets());
+    ptb.extend_from_slice(&quoted);
+    let from: Ipv6Addr = "fd00:77::fe".parse().unwrap();
+    r.input(&icmp6_frame(OUR_MAC, from, OUR_IP6, 64, &ptb));
+    assert_eq!(r.stat(Stat::Pmtu6Learnt), 1);
+    r.input(&big);
+    let tx = r.tx();
+    let sent = v6(&tx);
+    assert_eq!(sent.len(), 2, "fragmented to the path's 1280");
+    assert!(tx.iter().all(|t| t.bytes.len() - 14 <= 1280));
+    assert_eq!(&reassemble(&sent)[4..], &echo[4..]);
+    // One about a packet that was not ours is not taken.
+    quoted[8..24].copy_from_slice(&from.octets());
+    let mut other = ptb[..8].to_vec();
+    other.extend_from_slice(&quoted);
+    r.input(&icmp6_frame(OUR_MAC, from, OUR_IP6, 64, &other));
+    assert_eq!(r.stat(Stat::Pmtu6Learnt), 1);
     r.finish();
 }
 

@@ -49,6 +49,7 @@ pub fn config() -> IpConfig {
             gateway: Some(GW_IP),
             iface: None,
         }],
+        routes6: vec![],
         neighbours: vec![],
         limits: IpLimits::default(),
     }
