@@ -21,8 +21,10 @@
 //! |   ... further records (M in all)
 //! ```
 //!
-//! Only what a host that joins groups without source filters sends is
-//! here: records without sources.
+//! Only what a host that joins groups without source filters needs is
+//! here: reports with records without sources, and [`Query::parse`] for
+//! the queries routers send to learn who still listens (RFC 3810 §5.1;
+//! an MLDv1 query, RFC 2710 §3, reads as one without sources).
 
 use std::net::Ipv6Addr;
 
@@ -32,6 +34,120 @@ use crate::{put16, EmitError};
 
 /// ICMPv6 type of an MLDv2 report (RFC 3810 §5.2).
 pub const REPORT_TYPE: u8 = 143;
+
+/// ICMPv6 type of a multicast listener query, of either version (RFC 3810
+/// §5.1, RFC 2710 §3.6).
+pub const QUERY_TYPE: u8 = 130;
+
+/// Why a query could not be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MldError {
+    /// The ICMPv6 type is not a query's.
+    BadType,
+    /// Shorter than an MLDv1 query (24 bytes), or an MLDv2 one shorter
+    /// than its sources.
+    Truncated,
+    /// Not sent from a link-local address (RFC 3810 §5.1.14).
+    SourceNotLinkLocal,
+    /// The IPv6 hop limit is not 1 (RFC 3810 §5).
+    BadHopLimit,
+    /// The multicast address field is neither `::` nor a multicast
+    /// address.
+    BadGroup,
+}
+
+impl MldError {
+    /// A short `snake_case` name for the error, usable as a drop-counter name.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            MldError::BadType => "bad_type",
+            MldError::Truncated => "truncated",
+            MldError::SourceNotLinkLocal => "source_not_link_local",
+            MldError::BadHopLimit => "bad_hop_limit",
+            MldError::BadGroup => "bad_group",
+        }
+    }
+}
+
+/// A multicast listener query (RFC 3810 §5.1):
+///
+/// ```text
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |  Type = 130   |      Code     |           Checksum            |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |    Maximum Response Code      |           Reserved            |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |                Multicast Address (16 bytes)                   |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// | Resv  |S| QRV |     QQIC      |     Number of Sources (N)     |
+/// +-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+-+
+/// |   Source addresses (16 bytes each) ...
+/// ```
+///
+/// An MLDv1 query ends after the multicast address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Query {
+    /// The longest a listener may wait before answering, in milliseconds
+    /// (the Maximum Response Code decoded, RFC 3810 §5.1.3).
+    pub max_response_ms: u32,
+    /// The group asked about; `::` for a general query.
+    pub group: Ipv6Addr,
+    /// Sources a group-and-source-specific query names.
+    pub sources: u16,
+}
+
+impl Query {
+    /// Parses the query `msg` (the whole ICMPv6 message, checksum already
+    /// verified) that came with IPv6 source `src` and hop limit
+    /// `hop_limit`.
+    pub fn parse(msg: &[u8], src: Ipv6Addr, hop_limit: u8) -> Result<Query, MldError> {
+        if msg.first() != Some(&QUERY_TYPE) {
+            return Err(MldError::BadType);
+        }
+        if msg.len() < 24 {
+            return Err(MldError::Truncated);
+        }
+        if src.segments()[0] & 0xffc0 != 0xfe80 {
+            return Err(MldError::SourceNotLinkLocal);
+        }
+        if hop_limit != HOP_LIMIT {
+            return Err(MldError::BadHopLimit);
+        }
+        let mut g = [0u8; 16];
+        g.copy_from_slice(&msg[8..24]);
+        let group = Ipv6Addr::from(g);
+        if !group.is_unspecified() && !group.is_multicast() {
+            return Err(MldError::BadGroup);
+        }
+        let code = u16::from_be_bytes([msg[4], msg[5]]);
+        let sources = if msg.len() >= 28 {
+            let n = u16::from_be_bytes([msg[26], msg[27]]);
+            if msg.len() < 28 + 16 * usize::from(n) {
+                return Err(MldError::Truncated);
+            }
+            n
+        } else {
+            0
+        };
+        Ok(Query {
+            max_response_ms: max_response_ms(code),
+            group,
+            sources,
+        })
+    }
+}
+
+/// Decodes a Maximum Response Code (RFC 3810 §5.1.3): below 32768 it is
+/// the delay in milliseconds, above a mantissa and exponent.
+pub fn max_response_ms(code: u16) -> u32 {
+    if code < 0x8000 {
+        u32::from(code)
+    } else {
+        let mant = u32::from(code & 0x0fff);
+        let exp = u32::from((code >> 12) & 0x7);
+        (mant | 0x1000) << (exp + 3)
+    }
+}
 
 /// The group every MLDv2-capable router listens to (RFC 3810 §5.2.14).
 pub const ALL_MLDV2_ROUTERS: Ipv6Addr = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 0, 0, 0x16);
@@ -153,6 +269,38 @@ mod tests {
         assert_eq!(msg[8], record_type::CHANGE_TO_EXCLUDE);
         assert_eq!(&msg[12..28], &groups[0].1.octets());
         assert_eq!(&msg[32..48], &groups[1].1.octets());
+    }
+
+    #[test]
+    fn queries_of_both_versions_parse_and_bad_ones_are_refused() {
+        let mut v2 = vec![QUERY_TYPE, 0, 0, 0, 0x27, 0x10, 0, 0];
+        v2.extend_from_slice(&[0; 16]);
+        v2.extend_from_slice(&[2, 125, 0, 0]);
+        let q = Query::parse(&v2, LL, 1).unwrap();
+        assert_eq!(
+            (q.max_response_ms, q.group, q.sources),
+            (10_000, Ipv6Addr::UNSPECIFIED, 0)
+        );
+        // MLDv1, specific to a group.
+        let mut v1 = v2[..24].to_vec();
+        let g = Ipv6Addr::new(0xff02, 0, 0, 0, 0, 1, 0xff00, 1);
+        v1[8..24].copy_from_slice(&g.octets());
+        assert_eq!(Query::parse(&v1, LL, 1).unwrap().group, g);
+        assert_eq!(Query::parse(&v1[..20], LL, 1), Err(MldError::Truncated));
+        assert_eq!(Query::parse(&v1, LL, 2), Err(MldError::BadHopLimit));
+        let global = Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1);
+        assert_eq!(
+            Query::parse(&v1, global, 1),
+            Err(MldError::SourceNotLinkLocal)
+        );
+        let mut bad = v1.clone();
+        bad[8..24].copy_from_slice(&global.octets());
+        assert_eq!(Query::parse(&bad, LL, 1), Err(MldError::BadGroup));
+        // Three sources announced, none there.
+        let mut short = v2.clone();
+        short[27] = 3;
+        assert_eq!(Query::parse(&short, LL, 1), Err(MldError::Truncated));
+        assert_eq!(max_response_ms(0x8000), 0x1000 << 3);
     }
 
     #[test]

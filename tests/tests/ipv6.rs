@@ -300,6 +300,51 @@ fn packet_too_big_from_a_router_on_the_way_lowers_the_path_mtu() {
     assert!(st.counter("ipd", "frag6_out_packets") >= 4);
 }
 
+/// Sends an MLDv2 general query (maximum response delay 1 s) from the
+/// kernel side's link-local address to all nodes, as a multicast router
+/// would.
+const MLD_QUERY: &str = r#"
+import socket, struct
+s = socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_ICMPV6)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_HOPS, 1)
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_MULTICAST_IF, socket.if_nametoindex("strata0"))
+q = struct.pack("!BBHHH16sBBH", 130, 0, 0, 1000, 0, bytes(16), 2, 125, 0)
+s.sendto(q, ("ff02::1", 0, 0, socket.if_nametoindex("strata0")))
+print("sent")
+"#;
+
+#[test]
+fn a_multicast_router_query_is_answered_with_a_report() {
+    let ns = Netns::new();
+    let st = Stack::up_config(&ns, &config());
+    wait_kernel_ipv6(&st, &ns);
+    // The stack's reports, not the kernel's own: from its link-local
+    // address (the one it sent at start came from ::, before that address
+    // passed detection).
+    let mut dump = ns.spawn(&[
+        "tcpdump", "-i", "strata0", "-n", "-l", "-v", "ip6", "and", "dst", "ff02::16", "and",
+        "src", STACK_LL,
+    ]);
+    let lines = dump.collect_lines();
+    let mut tries = 0;
+    st.wait_for(
+        "a listener report after a query",
+        Duration::from_secs(60),
+        || {
+            // tcpdump may not listen yet: ask again every second or so.
+            if tries % 20 == 0 {
+                ns.run_ok(&["python3", "-c", MLD_QUERY]);
+            }
+            tries += 1;
+            lines
+                .snapshot()
+                .iter()
+                .any(|l| l.contains("multicast listener report v2"))
+        },
+    );
+    assert!(st.counter("ipd", "mld_rx_queries") >= 1);
+}
+
 #[test]
 fn an_address_the_kernel_already_holds_is_found_duplicate_and_refused() {
     let ns = Netns::new();

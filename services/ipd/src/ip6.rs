@@ -114,6 +114,8 @@ pub(crate) struct Iface6 {
     /// Router solicitations sent since the start, and when the next is due.
     pub rs_sent: u8,
     pub rs_next: Option<u64>,
+    /// When the report answering a router's query is due.
+    pub mld_due: Option<u64>,
 }
 
 /// What an IPv6 destination is to an interface.
@@ -143,6 +145,7 @@ impl Iface6 {
             mtu: None,
             rs_sent: 0,
             rs_next: None,
+            mld_due: None,
         }
     }
 
@@ -464,6 +467,7 @@ impl IpCore {
                 self.nd_advert_input(now, pool, h, slot, hdr, at, out)
             }
             icmpv6_type::ROUTER_ADVERTISEMENT => self.ra_input(now, pool, h, slot, hdr, at, out),
+            strata_proto::mld::QUERY_TYPE => self.mld_query_input(now, pool, h, slot, hdr, at),
             icmpv6_type::PACKET_TOO_BIG => {
                 self.stats.inc(Stat::Icmp6InErrors);
                 if let Ok(d) = pool.data(&h) {

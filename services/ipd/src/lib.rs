@@ -330,6 +330,7 @@ impl IpCore {
         self.dad_poll(now);
         self.pmtu6_now = now;
         self.ra_poll(now, pool, out);
+        self.mld_poll(now, pool, out);
         while let Some(e) = self.reasm.expire(now) {
             self.stats.inc(Stat::FragTimeout);
             match (e.quote, self.net.slot(e.iif)) {

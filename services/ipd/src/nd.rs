@@ -6,7 +6,9 @@ use std::net::Ipv6Addr;
 
 use strata_ipc::{Buffers, Handle};
 use strata_proto::ipv6::Ipv6Header;
-use strata_proto::mld::{self, record_type, ALL_MLDV2_ROUTERS, HOP_BY_HOP_ROUTER_ALERT};
+use strata_proto::mld::{
+    self, record_type, MldError, Query, ALL_MLDV2_ROUTERS, HOP_BY_HOP_ROUTER_ALERT,
+};
 use strata_proto::ndp::{
     self, multicast_mac, solicited_node, NdpError, NdpOption, NeighborAdvertisement,
     NeighborSolicitation, ALL_NODES,
@@ -334,6 +336,56 @@ impl IpCore {
             .min()
     }
 
+    /// A multicast listener query at `at` in packet `h` (RFC 3810 §6.2):
+    /// when it asks about every group or one of ours, a report is due
+    /// within its maximum response delay, at a point of it our MAC picks,
+    /// so that the hosts on a link do not all answer at once (a pure core
+    /// draws no random numbers). A query of MLDv1 is answered with an
+    /// MLDv2 report too (no version 1 compatibility mode).
+    pub(crate) fn mld_query_input<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        h: Handle,
+        slot: usize,
+        hdr: &Ipv6Header,
+        at: usize,
+    ) {
+        let end = h.data_len as usize;
+        let parsed = match pool.data(&h) {
+            Ok(d) => Query::parse(d.get(at..end).unwrap_or(&[]), hdr.src, hdr.hop_limit),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        pool.free(&h);
+        let q = match parsed {
+            Ok(q) => q,
+            Err(e) => return self.stats.inc(mld_stat(e)),
+        };
+        self.stats.inc(Stat::MldRxQueries);
+        let i = &self.v6[slot];
+        let ours = q.group.is_unspecified()
+            || i.addrs
+                .iter()
+                .any(|a| a.dad != Dad::Duplicate && solicited_node(a.addr) == q.group);
+        if !ours {
+            return;
+        }
+        let spread = u64::from(self.net.ifaces[slot].mac.0[5]);
+        let due = now.saturating_add(u64::from(q.max_response_ms) * 1_000_000 * spread / 256);
+        let i = &mut self.v6[slot];
+        i.mld_due = Some(i.mld_due.map_or(due, |d| d.min(due)));
+    }
+
+    /// Sends the reports that queries made due.
+    pub(crate) fn mld_poll<B: Buffers>(&mut self, now: u64, pool: &mut B, out: &mut Outputs) {
+        for slot in 0..self.v6.len() {
+            if self.v6[slot].mld_due.is_some_and(|t| t <= now) {
+                self.v6[slot].mld_due = None;
+                self.mld_report(pool, slot, out);
+            }
+        }
+    }
+
     /// Sends an MLDv2 report joining the solicited-node group of every
     /// address on `slot` not found duplicate (RFC 3810 §6.1, RFC 4862
     /// §5.4.2), from the link-local address or, while it is tentative,
@@ -455,6 +507,17 @@ impl IpCore {
     }
 }
 
+/// The counter for an MLD query parse error.
+fn mld_stat(e: MldError) -> Stat {
+    match e {
+        MldError::BadType => Stat::MldBadType,
+        MldError::Truncated => Stat::MldTruncated,
+        MldError::SourceNotLinkLocal => Stat::MldSourceNotLinkLocal,
+        MldError::BadHopLimit => Stat::MldBadHopLimit,
+        MldError::BadGroup => Stat::MldBadGroup,
+    }
+}
+
 /// The counter for a neighbour discovery parse error.
 pub(crate) fn ndp_stat(e: NdpError) -> Stat {
     match e {
@@ -500,6 +563,15 @@ mod tests {
             NdpError::BadRedirectTarget,
         ] {
             assert_eq!(ndp_stat(e).name(), format!("ndp_{}", e.reason()));
+        }
+        for e in [
+            MldError::BadType,
+            MldError::Truncated,
+            MldError::SourceNotLinkLocal,
+            MldError::BadHopLimit,
+            MldError::BadGroup,
+        ] {
+            assert_eq!(mld_stat(e).name(), format!("mld_{}", e.reason()));
         }
     }
 }

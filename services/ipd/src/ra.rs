@@ -102,7 +102,7 @@ impl IpCore {
                     .map(|r| r.1)
                     .chain(i.prefixes.iter().map(|p| p.2))
                     .chain(i.addrs.iter().map(|a| a.expires));
-                lifetimes.chain(i.rs_next)
+                lifetimes.chain(i.rs_next).chain(i.mld_due)
             })
             .filter(|&t| t != u64::MAX)
             .min()

@@ -298,6 +298,18 @@ strata_ipc::layer_stats! { "ipd";
     SlaacAddresses => "slaac_addresses",
     /// Path MTUs learnt from Packet Too Big about packets of ours.
     Pmtu6Learnt => "pmtu6_learnt",
+    /// Multicast listener queries received (valid ones, either version).
+    MldRxQueries => "mld_rx_queries",
+    /// MLD query of the wrong ICMPv6 type for its parser.
+    MldBadType => "mld_bad_type",
+    /// MLD query too short for its version or its sources.
+    MldTruncated => "mld_truncated",
+    /// MLD query not from a link-local address.
+    MldSourceNotLinkLocal => "mld_source_not_link_local",
+    /// MLD query with a hop limit other than 1.
+    MldBadHopLimit => "mld_bad_hop_limit",
+    /// MLD query about an address that is not a group.
+    MldBadGroup => "mld_bad_group",
     /// ND message of the wrong ICMPv6 type for its parser.
     NdpBadType => "ndp_bad_type",
     /// ND message shorter than its fixed part.

@@ -654,6 +654,44 @@ fn packet_too_big_about_our_packet_lowers_that_path_only() {
     r.finish();
 }
 
+#[test]
+fn a_general_query_is_answered_within_its_delay_and_one_for_others_is_not() {
+    let mut r = started();
+    let query = |group: Ipv6Addr| {
+        let mut m = vec![strata_proto::mld::QUERY_TYPE, 0, 0, 0, 0x27, 0x10, 0, 0];
+        m.extend_from_slice(&group.octets());
+        m.extend_from_slice(&[2, 125, 0, 0]);
+        icmp6_frame(multicast_mac(ALL_NODES), ROUTER_LL, ALL_NODES, 1, &m)
+    };
+    let reports = |r: &mut Rig| {
+        v6(&r.tx())
+            .iter()
+            .filter(|(_, h, m)| {
+                h.dst == strata_proto::mld::ALL_MLDV2_ROUTERS
+                    && m[0] == strata_proto::mld::REPORT_TYPE
+            })
+            .count()
+    };
+    r.input(&query(Ipv6Addr::UNSPECIFIED));
+    assert_eq!(r.stat(Stat::MldRxQueries), 1);
+    // Within the 10 s the query allows, not at once.
+    let due = r.core.next_deadline().unwrap();
+    assert!(due <= r.now + 10 * S);
+    r.advance(10 * S);
+    assert_eq!(reports(&mut r), 1);
+    r.input(&query("ff02::1:ff99:9999".parse().unwrap()));
+    r.advance(10 * S);
+    assert_eq!(reports(&mut r), 0);
+    // From a global address: not a query (RFC 3810 §5.1.14).
+    let mut bad = query(Ipv6Addr::UNSPECIFIED);
+    bad[22..38].copy_from_slice(&PEER_IP6.octets());
+    let m = bad[54..].to_vec();
+    let bad = icmp6_frame(multicast_mac(ALL_NODES), PEER_IP6, ALL_NODES, 1, &m);
+    r.input(&bad);
+    assert_eq!(r.stat(Stat::MldSourceNotLinkLocal), 1);
+    r.finish();
+}
+
 const ROUTER_LL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
 const ROUTER_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
 
