@@ -887,6 +887,42 @@ pub fn echo_to_eof(mut s: libsock::TcpStream) -> std::io::Result<usize> {
     Ok(data.len())
 }
 
+/// Uploads `data` from namespace `from` to a socat listener in `to` (`listen`
+/// its socat address, e.g. `TCP-LISTEN:9000,bind=10.0.0.2,reuseaddr`;
+/// `connect` the client's, e.g. `TCP:10.0.0.2:9000`; `port` the one it
+/// listens on) and panics unless the listener wrote exactly `data`.
+/// Files live in `dir`.
+pub fn socat_upload(
+    st: &Stack,
+    from: &Netns,
+    to: &Netns,
+    (listen, port, connect): (&str, u16, &str),
+    data: &[u8],
+    dir: &std::path::Path,
+) {
+    let src = dir.join("up.bin");
+    std::fs::write(&src, data).unwrap();
+    let dst = dir.join("uploaded.bin");
+    let listener = to.spawn(&["socat", "-u", listen, &format!("CREATE:{}", dst.display())]);
+    st.wait_for("socat listening", Duration::from_secs(20), || {
+        to.run_ok(&["ss", "-Htln", "sport", "=", &format!(":{port}")])
+            .contains(&port.to_string())
+    });
+    from.run_ok(&[
+        "timeout",
+        "60",
+        "socat",
+        "-u",
+        &format!("OPEN:{}", src.display()),
+        connect,
+    ]);
+    assert!(
+        listener.wait_output(Duration::from_secs(10)).is_some(),
+        "the listener did not see the end of the upload"
+    );
+    assert!(std::fs::read(&dst).unwrap() == data, "upload corrupted");
+}
+
 /// `len` pseudo-random bytes from `seed` (xorshift32).
 pub fn pattern(len: usize, seed: u32) -> Vec<u8> {
     let mut x = seed.wrapping_mul(2_654_435_761).max(1);

@@ -12,7 +12,7 @@
 //! launcher's TAP file descriptor is unaffected by the move.
 
 use std::time::Duration;
-use strata_tests::{ping, ping_all, wait_line, Netns, Stack, TempDir};
+use strata_tests::{pattern, ping, ping_all, socat_upload, wait_line, Netns, Stack, TempDir};
 
 const A_IP: &str = "10.78.1.2";
 const B_IP: &str = "10.78.2.2";
@@ -55,19 +55,6 @@ impl Router {
         b.run_ok(&["ip", "route", "add", "default", "via", STRATA_B]);
         Router { st, a, b }
     }
-}
-
-/// `len` bytes no shift, repeat or loss can reproduce: an xorshift stream.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -159,33 +146,17 @@ fn tcp_transfers_both_ways_arrive_intact() {
     download(&r, &dir, LEN, 0x5eed);
 
     // A uploads to a socat listener in B.
+    let listen = format!("TCP-LISTEN:9000,bind={B_IP},reuseaddr");
+    let connect = format!("TCP:{B_IP}:9000");
     let sent = pattern(LEN, 0xfeed);
-    let src = dir.path().join("up.bin");
-    std::fs::write(&src, &sent).unwrap();
-    let dst = dir.path().join("uploaded.bin");
-    let listener = r.b.spawn(&[
-        "socat",
-        "-u",
-        &format!("TCP-LISTEN:9000,bind={B_IP},reuseaddr"),
-        &format!("CREATE:{}", dst.display()),
-    ]);
-    r.st.wait_for("socat listening in B", Duration::from_secs(20), || {
-        r.b.run_ok(&["ss", "-Htln", "sport", "=", ":9000"])
-            .contains("9000")
-    });
-    r.a.run_ok(&[
-        "timeout",
-        "60",
-        "socat",
-        "-u",
-        &format!("OPEN:{}", src.display()),
-        &format!("TCP:{B_IP}:9000"),
-    ]);
-    assert!(
-        listener.wait_output(Duration::from_secs(10)).is_some(),
-        "the listener did not see the end of the upload"
+    socat_upload(
+        &r.st,
+        &r.a,
+        &r.b,
+        (&listen, 9000, &connect),
+        &sent,
+        dir.path(),
     );
-    assert!(std::fs::read(&dst).unwrap() == sent, "upload corrupted");
 
     // Every byte crossed strata as forwarded datagrams (super-segments
     // among them), none of them to or from a socket of its own: each file
@@ -203,7 +174,7 @@ fn tcp_transfers_both_ways_arrive_intact() {
 
 /// B serves `len` bytes of `pattern(len, seed)` over HTTP and A downloads
 /// them with curl; panics unless they arrive intact.
-fn download(r: &Router, dir: &TempDir, len: usize, seed: u64) {
+fn download(r: &Router, dir: &TempDir, len: usize, seed: u32) {
     let served = pattern(len, seed);
     std::fs::write(dir.path().join("big.bin"), &served).unwrap();
     let _server =

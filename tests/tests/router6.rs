@@ -12,7 +12,7 @@
 //! it on its loopback.
 
 use std::time::Duration;
-use strata_tests::{ping, ping_all, Netns, Stack, TempDir};
+use strata_tests::{pattern, ping, ping_all, socat_upload, Netns, Stack, TempDir};
 
 const A_IP: &str = "fd00:78:1::2";
 const B_IP: &str = "fd00:78:2::2";
@@ -82,19 +82,6 @@ impl Router {
         }
         r
     }
-}
-
-/// `len` bytes no shift, repeat or loss can reproduce: an xorshift stream.
-fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[test]
@@ -200,33 +187,17 @@ fn tcp_transfers_of_four_megabytes_both_ways_arrive_intact() {
     assert!(std::fs::read(&got).unwrap() == served, "download corrupted");
 
     // A uploads to a socat listener in B.
+    let listen = format!("TCP6-LISTEN:9000,bind=[{B_IP}],reuseaddr");
+    let connect = format!("TCP6:[{B_IP}]:9000");
     let sent = pattern(LEN, 0xfeed);
-    let src = dir.path().join("up.bin");
-    std::fs::write(&src, &sent).unwrap();
-    let dst = dir.path().join("uploaded.bin");
-    let listener = r.b.spawn(&[
-        "socat",
-        "-u",
-        &format!("TCP6-LISTEN:9000,bind=[{B_IP}],reuseaddr"),
-        &format!("CREATE:{}", dst.display()),
-    ]);
-    r.st.wait_for("socat listening in B", Duration::from_secs(20), || {
-        r.b.run_ok(&["ss", "-Htln", "sport", "=", ":9000"])
-            .contains("9000")
-    });
-    r.a.run_ok(&[
-        "timeout",
-        "60",
-        "socat",
-        "-u",
-        &format!("OPEN:{}", src.display()),
-        &format!("TCP6:[{B_IP}]:9000"),
-    ]);
-    assert!(
-        listener.wait_output(Duration::from_secs(10)).is_some(),
-        "the listener did not see the end of the upload"
+    socat_upload(
+        &r.st,
+        &r.a,
+        &r.b,
+        (&listen, 9000, &connect),
+        &sent,
+        dir.path(),
     );
-    assert!(std::fs::read(&dst).unwrap() == sent, "upload corrupted");
     assert!(r.st.counter("ipd", "forwarded") > 2 * (LEN as u64) / 1500);
     assert_eq!(r.st.counter("ipd", "delivered"), 0);
 }

@@ -599,6 +599,39 @@ impl IpCore {
         }
     }
 
+    /// Reads the ICMPv6 message at `at` in packet `h` with `parse`, then
+    /// frees `h`. `None` (counted) when the handle's bytes cannot be
+    /// reached.
+    pub(crate) fn take_message<B: Buffers, T>(
+        &mut self,
+        pool: &mut B,
+        h: Handle,
+        at: usize,
+        parse: impl FnOnce(&[u8]) -> T,
+    ) -> Option<T> {
+        let end = h.data_len as usize;
+        let parsed = match pool.data(&h) {
+            Ok(d) => parse(d.get(at..end).unwrap_or(&[])),
+            Err(e) => {
+                self.bad_handle(pool, &h, e);
+                return None;
+            }
+        };
+        pool.free(&h);
+        Some(parsed)
+    }
+
+    /// Marks `h` (window = an IPv6 packet with its ICMPv6 message right
+    /// after the header) as one ipd originates, for the way out.
+    pub(crate) fn own6(h: &mut Handle) {
+        h.ethertype = ethertype::IPV6;
+        h.l2_off = 0;
+        h.l3_off = 0;
+        h.l4_off = Ipv6Header::LEN as u16;
+        h.l4proto = next_header::ICMPV6;
+        h.flags &= !strata_ipc::handle::flags::FORWARDED;
+    }
+
     /// A fresh buffer holding an IPv6 header from `src` to `dst` and an
     /// ICMPv6 message of `len` bytes that `write` fills in (given the
     /// message's bytes and the addresses, for the checksum); `None`,
@@ -658,12 +691,7 @@ impl IpCore {
             Ok(_) => return self.drop(pool, &h, Stat::BadWindow),
             Err(e) => return self.bad_handle(pool, &h, e),
         };
-        h.ethertype = ethertype::IPV6;
-        h.l2_off = 0;
-        h.l3_off = 0;
-        h.l4_off = Ipv6Header::LEN as u16;
-        h.l4proto = next_header::ICMPV6;
-        h.flags &= !strata_ipc::handle::flags::FORWARDED;
+        IpCore::own6(&mut h);
         self.stats.inc(Stat::Ip6OutPackets);
         if dst.is_multicast() {
             return self.transmit(pool, h, slot, multicast_mac(dst), out);
@@ -822,10 +850,9 @@ impl IpCore {
         }
     }
 
-    /// Whether `ip` at `mac` can be an IPv6 neighbour on `slot`: a unicast
-    /// address that is not ours, with a unicast MAC.
-    pub(crate) fn usable_neighbour6(&self, slot: usize, ip: Ipv6Addr, mac: MacAddr) -> bool {
-        let _ = slot;
+    /// Whether `ip` at `mac` can be an IPv6 neighbour: a unicast address
+    /// that is not ours, with a unicast MAC.
+    pub(crate) fn usable_neighbour6(&self, ip: Ipv6Addr, mac: MacAddr) -> bool {
         !ip.is_unspecified()
             && !ip.is_multicast()
             && !ip.is_loopback()

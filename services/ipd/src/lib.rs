@@ -432,7 +432,7 @@ impl IpCore {
             let mac = strata_proto::MacAddr(r.mac);
             let usable = match (r.ip.as_v4(), r.ip.as_v6()) {
                 (Some(v4), _) => self.usable_neighbour(v4, mac),
-                (_, Some(v6)) => self.usable_neighbour6(slot, v6, mac),
+                (_, Some(v6)) => self.usable_neighbour6(v6, mac),
                 _ => false,
             };
             if usable {

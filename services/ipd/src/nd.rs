@@ -38,13 +38,10 @@ impl IpCore {
         at: usize,
         out: &mut Outputs,
     ) {
-        let end = h.data_len as usize;
-        let parsed = match pool.data(&h) {
-            Ok(d) => NeighborSolicitation::parse(d.get(at..end).unwrap_or(&[]), hdr)
-                .map(|ns| (ns.target, ns.source_link_addr())),
-            Err(e) => return self.bad_handle(pool, &h, e),
-        };
-        pool.free(&h);
+        let parsed = self.take_message(pool, h, at, |m| {
+            NeighborSolicitation::parse(m, hdr).map(|ns| (ns.target, ns.source_link_addr()))
+        });
+        let Some(parsed) = parsed else { return };
         let (target, sender_mac) = match parsed {
             Ok(x) => x,
             Err(e) => return self.stats.inc(ndp_stat(e)),
@@ -73,7 +70,7 @@ impl IpCore {
         if let Some(mac) = sender_mac {
             // RFC 4861 §7.2.3: the sender's address is cached, STALE when
             // new or changed.
-            if !self.usable_neighbour6(slot, hdr.src, mac) {
+            if !self.usable_neighbour6(hdr.src, mac) {
                 return self.stats.inc(Stat::NdInvalidSender);
             }
             let key = NeighAddr::v6(hdr.src);
@@ -99,19 +96,13 @@ impl IpCore {
         at: usize,
         out: &mut Outputs,
     ) {
-        let end = h.data_len as usize;
-        let parsed = match pool.data(&h) {
-            Ok(d) => NeighborAdvertisement::parse(d.get(at..end).unwrap_or(&[]), hdr).map(|na| {
-                (
-                    na.target,
-                    na.target_link_addr(),
-                    na.solicited,
-                    na.override_flag,
-                )
-            }),
-            Err(e) => return self.bad_handle(pool, &h, e),
-        };
-        pool.free(&h);
+        let parsed = self.take_message(pool, h, at, |m| {
+            NeighborAdvertisement::parse(m, hdr).map(|na| {
+                let mac = na.target_link_addr();
+                (na.target, mac, na.solicited, na.override_flag)
+            })
+        });
+        let Some(parsed) = parsed else { return };
         let (target, mac, solicited, override_flag) = match parsed {
             Ok(x) => x,
             Err(e) => return self.stats.inc(ndp_stat(e)),
@@ -135,7 +126,7 @@ impl IpCore {
             // Nothing to learn from: no address, and none cached.
             return self.stats.inc(Stat::NdInvalidSender);
         };
-        if !self.usable_neighbour6(slot, target, mac) {
+        if !self.usable_neighbour6(target, mac) {
             return self.stats.inc(Stat::NdInvalidSender);
         }
         if known.is_some_and(|k| k != mac) && !override_flag {
@@ -233,10 +224,7 @@ impl IpCore {
         mac: MacAddr,
         out: &mut Outputs,
     ) {
-        h.ethertype = strata_proto::ethernet::ethertype::IPV6;
-        h.l3_off = 0;
-        h.l4_off = Ipv6Header::LEN as u16;
-        h.l4proto = strata_proto::ipv6::next_header::ICMPV6;
+        IpCore::own6(&mut h);
         self.stats.inc(Stat::Ip6OutPackets);
         self.transmit(pool, h, slot, mac, out);
     }
@@ -351,12 +339,8 @@ impl IpCore {
         hdr: &Ipv6Header,
         at: usize,
     ) {
-        let end = h.data_len as usize;
-        let parsed = match pool.data(&h) {
-            Ok(d) => Query::parse(d.get(at..end).unwrap_or(&[]), hdr.src, hdr.hop_limit),
-            Err(e) => return self.bad_handle(pool, &h, e),
-        };
-        pool.free(&h);
+        let parsed = self.take_message(pool, h, at, |m| Query::parse(m, hdr.src, hdr.hop_limit));
+        let Some(parsed) = parsed else { return };
         let q = match parsed {
             Ok(q) => q,
             Err(e) => return self.stats.inc(mld_stat(e)),

@@ -149,18 +149,16 @@ impl IpCore {
         at: usize,
         out: &mut Outputs,
     ) {
-        let end = h.data_len as usize;
         let mut prefixes = [None; MAX_PREFIXES];
-        let parsed = match pool.data(&h) {
-            Ok(d) => RouterAdvertisement::parse(d.get(at..end).unwrap_or(&[]), hdr).map(|ra| {
+        let parsed = self.take_message(pool, h, at, |m| {
+            RouterAdvertisement::parse(m, hdr).map(|ra| {
                 for (p, slot) in ra.prefixes().zip(prefixes.iter_mut()) {
                     *slot = Some(p);
                 }
                 (ra.router_lifetime, ra.source_link_addr(), ra.mtu())
-            }),
-            Err(e) => return self.bad_handle(pool, &h, e),
-        };
-        pool.free(&h);
+            })
+        });
+        let Some(parsed) = parsed else { return };
         let (lifetime, mac, mtu) = match parsed {
             Ok(x) => x,
             Err(e) => return self.stats.inc(ndp_stat(e)),
@@ -171,7 +169,7 @@ impl IpCore {
             return self.stats.inc(Stat::NdRaIgnored);
         }
         if let Some(mac) = mac {
-            if self.usable_neighbour6(slot, hdr.src, mac) {
+            if self.usable_neighbour6(hdr.src, mac) {
                 let key = NeighAddr::v6(hdr.src);
                 if let Learned::Entry(idx) =
                     self.neigh.learn(now, slot, key, mac, Learn::Seen, true)
