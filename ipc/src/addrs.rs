@@ -21,6 +21,39 @@ pub fn mask(prefix: u8) -> u32 {
     }
 }
 
+/// IPv4 address `v4` (host order) mapped into IPv6's `::ffff:0:0/96`
+/// (RFC 4291 §2.5.5.2), as one 128-bit value: the form in which the
+/// socket path carries addresses of either family. `mapped(0)`,
+/// `::ffff:0.0.0.0`, is IPv4's "any"; `0`, `::`, is IPv6's.
+pub const fn mapped(v4: u32) -> u128 {
+    0xffff << 32 | v4 as u128
+}
+
+/// The IPv4 address (host order) `a` maps, if it is a mapped one.
+pub const fn unmapped(a: u128) -> Option<u32> {
+    if a >> 32 == 0xffff {
+        Some(a as u32)
+    } else {
+        None
+    }
+}
+
+/// A 128-bit address as std has it: IPv4 for a mapped one.
+pub fn to_ip(a: u128) -> std::net::IpAddr {
+    match unmapped(a) {
+        Some(v4) => Ipv4Addr::from(v4).into(),
+        None => std::net::Ipv6Addr::from(a).into(),
+    }
+}
+
+/// An address of either family as one 128-bit value (see [`mapped`]).
+pub fn from_ip(ip: std::net::IpAddr) -> u128 {
+    match ip {
+        std::net::IpAddr::V4(a) => mapped(u32::from(a)),
+        std::net::IpAddr::V6(a) => u128::from(a),
+    }
+}
+
 /// 224.0.0.0/4.
 pub fn is_multicast(a: u32) -> bool {
     a >> 28 == 0xe

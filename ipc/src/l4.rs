@@ -228,7 +228,9 @@ impl SendCredit {
     }
 }
 
-/// One control message. Addresses and ports in host byte order.
+/// One control message. Ports in host byte order; addresses as 128-bit
+/// values, IPv4 ones mapped ([`crate::addrs::mapped`]), so that
+/// `mapped(0)` is IPv4's "any" and 0 IPv6's.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct L4Ctl {
@@ -241,9 +243,9 @@ pub struct L4Ctl {
     /// Error number (libc errno) for [`op::ERROR`] and [`op::SOCK_ERROR`].
     pub errno: i32,
     /// Local address.
-    pub local_addr: u32,
-    /// Remote address.
-    pub remote_addr: u32,
+    pub local_addr: u128,
+    /// Remote address (0 in a CONNECT: disconnect).
+    pub remote_addr: u128,
     /// Local port.
     pub local_port: u16,
     /// Remote port.
@@ -258,39 +260,52 @@ pub struct L4Ctl {
 unsafe impl Pod for L4Ctl {}
 
 /// Bytes of an [`L4Ctl`] on the wire.
-pub const L4CTL_LEN: usize = std::mem::size_of::<L4Ctl>();
+pub const L4CTL_LEN: usize = 64;
 
-/// Destination of a datagram sent with `send_to`, in front of the payload
-/// on sockd → transport hops. Zero address: use the connected peer.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct SendMeta {
-    /// Destination address (host order), 0 for the connected peer.
-    pub addr: u32,
-    /// Destination port (host order).
-    pub port: u16,
-    /// Reserved; zero.
-    pub reserved: u16,
+impl L4Ctl {
+    /// The local address as IPv4 (host order), if it is one; what a
+    /// transport that speaks IPv4 only refuses otherwise.
+    pub fn local_v4(&self) -> Option<u32> {
+        crate::addrs::unmapped(self.local_addr)
+    }
+
+    /// The remote address as IPv4 (host order), if it is one.
+    pub fn remote_v4(&self) -> Option<u32> {
+        crate::addrs::unmapped(self.remote_addr)
+    }
 }
 
-/// Bytes of a [`SendMeta`].
-pub const SEND_META_LEN: usize = 8;
+/// Destination of a datagram sent with `send_to`, in front of the payload
+/// on sockd → transport hops. Address 0 (`::`) or IPv4's 0.0.0.0, never
+/// destinations: use the connected peer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SendMeta {
+    /// Destination address (IPv4 mapped), 0 for the connected peer.
+    pub addr: u128,
+    /// Destination port (host order).
+    pub port: u16,
+}
+
+/// Bytes of a [`SendMeta`]: the address, the port, and padding that
+/// keeps the payload 8-byte aligned.
+pub const SEND_META_LEN: usize = 24;
 
 impl SendMeta {
-    /// Encodes into 8 bytes.
-    pub fn to_bytes(&self) -> [u8; 8] {
-        let mut b = [0u8; 8];
-        b[..4].copy_from_slice(&self.addr.to_be_bytes());
-        b[4..6].copy_from_slice(&self.port.to_be_bytes());
+    /// Encodes into [`SEND_META_LEN`] bytes (network order).
+    pub fn to_bytes(&self) -> [u8; SEND_META_LEN] {
+        let mut b = [0u8; SEND_META_LEN];
+        b[..16].copy_from_slice(&self.addr.to_be_bytes());
+        b[16..18].copy_from_slice(&self.port.to_be_bytes());
         b
     }
 
-    /// Decodes 8 bytes.
-    pub fn from_bytes(b: &[u8; 8]) -> SendMeta {
+    /// Decodes [`SEND_META_LEN`] bytes.
+    pub fn from_bytes(b: &[u8; SEND_META_LEN]) -> SendMeta {
+        let mut a = [0u8; 16];
+        a.copy_from_slice(&b[..16]);
         SendMeta {
-            addr: u32::from_be_bytes([b[0], b[1], b[2], b[3]]),
-            port: u16::from_be_bytes([b[4], b[5]]),
-            reserved: 0,
+            addr: u128::from_be_bytes(a),
+            port: u16::from_be_bytes([b[16], b[17]]),
         }
     }
 }
@@ -303,12 +318,12 @@ impl L4Ctl {
         b[4..8].copy_from_slice(&self.sock.to_le_bytes());
         b[8..12].copy_from_slice(&self.req.to_le_bytes());
         b[12..16].copy_from_slice(&self.errno.to_le_bytes());
-        b[16..20].copy_from_slice(&self.local_addr.to_le_bytes());
-        b[20..24].copy_from_slice(&self.remote_addr.to_le_bytes());
-        b[24..26].copy_from_slice(&self.local_port.to_le_bytes());
-        b[26..28].copy_from_slice(&self.remote_port.to_le_bytes());
-        b[28..32].copy_from_slice(&self.flags.to_le_bytes());
-        b[32..40].copy_from_slice(&self.value.to_le_bytes());
+        b[16..32].copy_from_slice(&self.local_addr.to_le_bytes());
+        b[32..48].copy_from_slice(&self.remote_addr.to_le_bytes());
+        b[48..50].copy_from_slice(&self.local_port.to_le_bytes());
+        b[50..52].copy_from_slice(&self.remote_port.to_le_bytes());
+        b[52..56].copy_from_slice(&self.flags.to_le_bytes());
+        b[56..64].copy_from_slice(&self.value.to_le_bytes());
         b
     }
 
@@ -319,17 +334,24 @@ impl L4Ctl {
         }
         let u32_at = |i: usize| u32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
         let u16_at = |i: usize| u16::from_le_bytes([b[i], b[i + 1]]);
+        let u128_at = |i: usize| {
+            let mut a = [0u8; 16];
+            a.copy_from_slice(&b[i..i + 16]);
+            u128::from_le_bytes(a)
+        };
+        let mut value = [0u8; 8];
+        value.copy_from_slice(&b[56..64]);
         Some(L4Ctl {
             op: u32_at(0),
             sock: u32_at(4),
             req: u32_at(8),
             errno: u32_at(12) as i32,
-            local_addr: u32_at(16),
-            remote_addr: u32_at(20),
-            local_port: u16_at(24),
-            remote_port: u16_at(26),
-            flags: u32_at(28),
-            value: u64::from_le_bytes([b[32], b[33], b[34], b[35], b[36], b[37], b[38], b[39]]),
+            local_addr: u128_at(16),
+            remote_addr: u128_at(32),
+            local_port: u16_at(48),
+            remote_port: u16_at(50),
+            flags: u32_at(52),
+            value: u64::from_le_bytes(value),
         })
     }
 
@@ -384,8 +406,8 @@ mod tests {
             sock: 7,
             req: 9,
             errno: -3,
-            local_addr: 0x0a4d0002,
-            remote_addr: 1,
+            local_addr: crate::addrs::mapped(0x0a4d0002),
+            remote_addr: u128::from(std::net::Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1)),
             local_port: 5353,
             remote_port: 53,
             flags: ctl_flags::REUSEADDR,
@@ -394,17 +416,16 @@ mod tests {
         let h = m.to_handle(&mut p).unwrap();
         assert_eq!(h.flags & flags::CTRL, flags::CTRL);
         assert_eq!(L4Ctl::from_handle(&p, &h).unwrap(), Some(m));
+        assert_eq!((m.local_v4(), m.remote_v4()), (Some(0x0a4d0002), None));
         assert_eq!(L4Ctl::from_bytes(&[0; 5]), None);
         p.free(&h);
     }
 
     #[test]
     fn send_meta_round_trips() {
-        let m = SendMeta {
-            addr: 0x0a000001,
-            port: 4242,
-            reserved: 0,
-        };
-        assert_eq!(SendMeta::from_bytes(&m.to_bytes()), m);
+        for addr in [crate::addrs::mapped(0x0a000001), u128::MAX, 0] {
+            let m = SendMeta { addr, port: 4242 };
+            assert_eq!(SendMeta::from_bytes(&m.to_bytes()), m);
+        }
     }
 }

@@ -332,7 +332,7 @@ impl Sockd<'_> {
                     id,
                     L4Ctl {
                         op: op::BIND,
-                        local_addr: addr.ip,
+                        local_addr: strata_ipc::addrs::mapped(addr.ip),
                         local_port: addr.port,
                         flags,
                         ..Default::default()
@@ -372,7 +372,7 @@ impl Sockd<'_> {
             id,
             L4Ctl {
                 op: op::CONNECT,
-                remote_addr: addr.ip,
+                remote_addr: strata_ipc::addrs::mapped(addr.ip),
                 remote_port: addr.port,
                 flags,
                 ..Default::default()

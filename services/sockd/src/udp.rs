@@ -106,10 +106,9 @@ impl Sockd<'_> {
                     addr: if to_peer {
                         0
                     } else {
-                        u32::from(*rec.addr.ip())
+                        strata_ipc::addrs::mapped(u32::from(*rec.addr.ip()))
                     },
                     port: if to_peer { 0 } else { rec.addr.port() },
-                    reserved: 0,
                 };
                 h.data_off = HEADROOM;
                 h.data_len = (SEND_META_LEN + payload.len()) as u32;

@@ -95,13 +95,15 @@ impl TcpCore<'_> {
 
     /// `bind()`.
     fn bind(&mut self, m: &L4Ctl) -> Result<(), i32> {
+        // IPv4 only, so far: sockd sends nothing else.
+        let local = m.local_v4().ok_or(libc::EAFNOSUPPORT)?;
         if m.flags & ctl_flags::REPEAT != 0 {
             if let Some(&i) = self.by_sock.get(&m.sock) {
                 // The first one took effect before its reply was lost.
                 let c = &self.conns[i as usize];
                 if c.has(cf::BOUND)
                     && (m.local_port == 0 || c.local_port == u32::from(m.local_port))
-                    && (m.local_addr == 0 || c.local_addr == m.local_addr)
+                    && (local == 0 || c.local_addr == local)
                 {
                     return Ok(());
                 }
@@ -111,13 +113,13 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::BadState);
             return Err(libc::EINVAL);
         }
-        if m.local_addr != 0 && !self.net.is_local(m.local_addr) {
+        if local != 0 && !self.net.is_local(local) {
             self.stats.inc(Stat::AddrNotAvail);
             return Err(libc::EADDRNOTAVAIL);
         }
         let reuse = reuse_bits(m.flags);
         let port = if m.local_port != 0 {
-            if self.bind_conflict(m.local_addr, m.local_port, reuse, usize::MAX) {
+            if self.bind_conflict(local, m.local_port, reuse, usize::MAX) {
                 self.stats.inc(Stat::AddrInUse);
                 return Err(libc::EADDRINUSE);
             }
@@ -137,12 +139,12 @@ impl TcpCore<'_> {
         };
         let mut c = self.begin(i);
         c.sock = m.sock;
-        c.local_addr = m.local_addr;
+        c.local_addr = local;
         c.flags |= reuse;
         if m.local_port != 0 {
             c.flags |= cf::PORT_LOCK;
         }
-        if m.local_addr != 0 {
+        if local != 0 {
             c.flags |= cf::ADDR_LOCK;
         }
         self.take_port(&mut c, port);
@@ -232,9 +234,10 @@ impl TcpCore<'_> {
         m: &L4Ctl,
         out: &mut Outputs,
     ) -> Result<(), i32> {
-        if m.remote_port == 0 || self.net.is_bad_peer(m.remote_addr) {
+        let remote = m.remote_v4().ok_or(libc::EAFNOSUPPORT)?;
+        if m.remote_port == 0 || self.net.is_bad_peer(remote) {
             self.stats.inc(Stat::BadState);
-            return Err(if m.remote_addr == 0 {
+            return Err(if remote == 0 {
                 libc::ENETUNREACH
             } else {
                 libc::ECONNREFUSED
@@ -246,7 +249,7 @@ impl TcpCore<'_> {
                 // progress or done, CONNECTED (restated on RESYNC) says.
                 let c = &self.conns[i as usize];
                 if c.state().has_peer()
-                    && c.remote_addr == m.remote_addr
+                    && c.remote_addr == remote
                     && c.remote_port == u32::from(m.remote_port)
                 {
                     return Ok(());
@@ -269,6 +272,7 @@ impl TcpCore<'_> {
     }
 
     fn connect_block(&mut self, i: usize, c: &mut ConnBlock, m: &L4Ctl) -> Result<(), i32> {
+        let remote = m.remote_v4().ok_or(libc::EAFNOSUPPORT)?;
         match c.state() {
             // RFC 9293 §3.10.1 OPEN, active: CLOSED to SYN-SENT.
             State::Closed => {}
@@ -297,7 +301,7 @@ impl TcpCore<'_> {
         let src = if c.local_addr != 0 {
             c.local_addr
         } else {
-            self.net.source_for(m.remote_addr)
+            self.net.source_for(remote)
         };
         if src == 0 {
             self.stats.inc(Stat::AddrNotAvail);
@@ -313,7 +317,7 @@ impl TcpCore<'_> {
         let t = Tuple {
             la: src,
             lp: c.local_port as u16,
-            ra: m.remote_addr,
+            ra: remote,
             rp: m.remote_port,
         };
         if self.by_tuple.contains_key(&t) {
@@ -321,11 +325,11 @@ impl TcpCore<'_> {
             return Err(libc::EADDRNOTAVAIL);
         }
         c.local_addr = src;
-        c.remote_addr = m.remote_addr;
+        c.remote_addr = remote;
         c.remote_port = u32::from(m.remote_port);
         c.rx_credit = self.cfg.socket_rx_bytes;
         c.rcvbuf = self.initial_rcvbuf();
-        c.our_mss = u32::from(self.net.mtu_for(m.remote_addr))
+        c.our_mss = u32::from(self.net.mtu_for(remote))
             .saturating_sub(40)
             .max(64);
         c.peer_mss = c.our_mss;

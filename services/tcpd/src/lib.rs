@@ -790,9 +790,9 @@ fn conn_msg(op: u32, sock: u32, c: &ConnBlock) -> L4Ctl {
     L4Ctl {
         op,
         sock,
-        local_addr: c.local_addr,
+        local_addr: strata_ipc::addrs::mapped(c.local_addr),
         local_port: c.local_port as u16,
-        remote_addr: c.remote_addr,
+        remote_addr: strata_ipc::addrs::mapped(c.remote_addr),
         remote_port: c.remote_port as u16,
         ..L4Ctl::default()
     }

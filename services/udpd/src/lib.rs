@@ -37,6 +37,7 @@ mod table;
 #[cfg(test)]
 mod tests;
 
+use strata_ipc::addrs::{mapped, unmapped};
 use strata_ipc::handle::{csum, flags};
 use strata_ipc::l4::{ctl_flags, op, L4Ctl, SendMeta, L4CTL_LEN, SEND_META_LEN};
 use strata_ipc::{BufError, Buffers, Handle};
@@ -399,12 +400,14 @@ impl UdpCore {
 
     /// `bind()`: Linux `inet_bind` + `udp_v4_get_port`.
     fn bind(&mut self, m: &L4Ctl) -> Result<(), i32> {
+        // IPv4 only, so far: sockd sends nothing else.
+        let local = m.local_v4().ok_or(libc::EAFNOSUPPORT)?;
         if m.flags & ctl_flags::REPEAT != 0 {
             if let Some(b) = self.table.get(m.sock) {
                 // sockd sent it again: the first took effect before the
                 // reply was lost (with a udpd that died).
                 if (m.local_port == 0 || b.local_port == m.local_port)
-                    && (m.local_addr == 0 || b.local_addr == m.local_addr)
+                    && (local == 0 || b.local_addr == local)
                 {
                     return Ok(());
                 }
@@ -414,13 +417,13 @@ impl UdpCore {
             self.stats.inc(Stat::BindInvalid);
             return Err(libc::EINVAL);
         }
-        if !self.net.bindable(m.local_addr) {
+        if !self.net.bindable(local) {
             self.stats.inc(Stat::BindAddrNotAvail);
             return Err(libc::EADDRNOTAVAIL);
         }
         let reuse = reuse_bits(m.flags);
         let port = if m.local_port != 0 {
-            if self.table.conflicts(m.local_addr, m.local_port, reuse) {
+            if self.table.conflicts(local, m.local_port, reuse) {
                 self.stats.inc(Stat::BindAddrInUse);
                 return Err(libc::EADDRINUSE);
             }
@@ -438,12 +441,12 @@ impl UdpCore {
         if m.local_port != 0 {
             fl |= bflags::PORT_LOCK;
         }
-        if m.local_addr != 0 {
+        if local != 0 {
             fl |= bflags::ADDR_LOCK;
         }
         let b = Binding {
             sock: m.sock,
-            local_addr: m.local_addr,
+            local_addr: local,
             local_port: port,
             flags: fl,
             ..Binding::default()
@@ -457,7 +460,8 @@ impl UdpCore {
     /// `ip4_datagram_connect` (local address from the route), or
     /// `__udp_disconnect` for a zero address.
     fn connect(&mut self, m: &L4Ctl) -> Result<(), i32> {
-        if m.remote_addr == 0 {
+        let remote = m.remote_v4().ok_or(libc::EAFNOSUPPORT)?;
+        if remote == 0 {
             self.stats.inc(Stat::Disconnects);
             let Some(b) = self.table.get_mut(m.sock) else {
                 return Ok(());
@@ -487,12 +491,12 @@ impl UdpCore {
                 ..Binding::default()
             })?;
         }
-        let src = self.net.source_for(m.remote_addr);
+        let src = self.net.source_for(remote);
         if let Some(b) = self.table.get_mut(m.sock) {
             if b.local_addr == 0 {
                 b.local_addr = src;
             }
-            b.remote_addr = m.remote_addr;
+            b.remote_addr = remote;
             b.remote_port = m.remote_port;
         }
         self.changed = true;
@@ -548,10 +552,17 @@ impl UdpCore {
             return self.drop(pool, &h, Stat::OutTooBig);
         }
         let bound = self.table.get(h.sock).copied();
-        let (dst, dport) = match (meta.addr, bound) {
-            (0, Some(b)) if b.connected() => (b.remote_addr, b.remote_port),
-            (0, _) => return self.drop(pool, &h, Stat::OutNoDestination),
-            (a, _) => (a, meta.port),
+        // `::` and `0.0.0.0` both name the connected peer; IPv6 ones are
+        // not sent yet.
+        let to = if meta.addr == 0 {
+            Some(0)
+        } else {
+            unmapped(meta.addr)
+        };
+        let (dst, dport) = match (to, bound) {
+            (Some(0), Some(b)) if b.connected() => (b.remote_addr, b.remote_port),
+            (Some(0) | None, _) => return self.drop(pool, &h, Stat::OutNoDestination),
+            (Some(a), _) => (a, meta.port),
         };
         if dport == 0 {
             return self.drop(pool, &h, Stat::OutBadPort);
@@ -693,9 +704,9 @@ fn state_msg(op: u32, sock: u32, b: Option<&Binding>) -> L4Ctl {
         ..L4Ctl::default()
     };
     if let Some(b) = b {
-        m.local_addr = b.local_addr;
+        m.local_addr = mapped(b.local_addr);
         m.local_port = b.local_port;
-        m.remote_addr = b.remote_addr;
+        m.remote_addr = mapped(b.remote_addr);
         m.remote_port = b.remote_port;
         if b.flags & bflags::REUSEADDR != 0 {
             m.flags |= ctl_flags::REUSEADDR;

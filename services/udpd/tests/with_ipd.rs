@@ -6,8 +6,9 @@
 
 use std::net::Ipv4Addr;
 
+use strata_ipc::addrs::mapped;
 use strata_ipc::handle::flags;
-use strata_ipc::l4::{op, L4Ctl, SendMeta};
+use strata_ipc::l4::{op, L4Ctl, SendMeta, SEND_META_LEN};
 use strata_ipc::{Buffers, Handle, HeapPool};
 use strata_ipd::{upper_protocol, IfaceConfig, IpConfig, IpCore};
 use strata_proto::arp::{ArpPacket, OP_REPLY};
@@ -167,13 +168,12 @@ impl Stack {
         let mut h = self.pool.alloc(payload.len()).unwrap();
         h.data_len = payload.len() as u32;
         self.pool.data_mut(&h).unwrap().copy_from_slice(payload);
-        assert!(h.push_front(8));
+        assert!(h.push_front(SEND_META_LEN as u32));
         let meta = SendMeta {
-            addr: u32::from(dst),
+            addr: mapped(u32::from(dst)),
             port,
-            reserved: 0,
         };
-        self.pool.data_mut(&h).unwrap()[..8].copy_from_slice(&meta.to_bytes());
+        self.pool.data_mut(&h).unwrap()[..SEND_META_LEN].copy_from_slice(&meta.to_bytes());
         h.sock = sock;
         self.udp.from_sock(&mut self.pool, h, &mut self.udp_out);
         self.pump();
@@ -214,7 +214,7 @@ fn bind(sock: u32, addr: Ipv4Addr, port: u16) -> L4Ctl {
     L4Ctl {
         op: op::BIND,
         sock,
-        local_addr: u32::from(addr),
+        local_addr: mapped(u32::from(addr)),
         local_port: port,
         ..Default::default()
     }
@@ -224,7 +224,7 @@ fn connect(sock: u32, addr: Ipv4Addr, port: u16) -> L4Ctl {
     L4Ctl {
         op: op::CONNECT,
         sock,
-        remote_addr: u32::from(addr),
+        remote_addr: mapped(u32::from(addr)),
         remote_port: port,
         ..Default::default()
     }
@@ -249,7 +249,7 @@ fn loopback_between_two_sockets_and_port_unreachable_back_to_the_sender() {
     let a = s.request(bind(1, OUR_IP, 5000));
     assert_eq!(a.op, op::OK);
     let b = s.request(connect(2, OUR_IP, 5000));
-    assert_eq!((b.op, b.local_addr), (op::OK, u32::from(OUR_IP)));
+    assert_eq!((b.op, b.local_addr), (op::OK, mapped(u32::from(OUR_IP))));
 
     s.send(2, Ipv4Addr::UNSPECIFIED, 0, b"ping");
     let got = s.take_data();

@@ -328,6 +328,7 @@ fn transfer(
         L4Ctl {
             op: op::BIND,
             sock: 1,
+            local_addr: mapped(0),
             local_port: 80,
             ..L4Ctl::default()
         },
@@ -347,7 +348,8 @@ fn transfer(
     let h = L4Ctl {
         op: op::CONNECT,
         sock: 5,
-        remote_addr: u(B_ADDR),
+        local_addr: mapped(0),
+        remote_addr: mapped(u(B_ADDR)),
         remote_port: 80,
         ..L4Ctl::default()
     }

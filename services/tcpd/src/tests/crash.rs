@@ -606,6 +606,7 @@ fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64) -> Net {
         L4Ctl {
             op: op::BIND,
             sock: 1,
+            local_addr: mapped(0),
             local_port: 80,
             ..L4Ctl::default()
         },
@@ -623,7 +624,8 @@ fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64) -> Net {
     let h = L4Ctl {
         op: op::CONNECT,
         sock: 5,
-        remote_addr: u32::from(Ipv4Addr::new(10, 0, 0, 2)),
+        local_addr: mapped(0),
+        remote_addr: mapped(u32::from(Ipv4Addr::new(10, 0, 0, 2))),
         remote_port: 80,
         ..L4Ctl::default()
     }

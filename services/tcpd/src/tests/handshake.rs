@@ -32,7 +32,7 @@ fn passive_open_negotiates_options() {
         },
     );
     let a = h.expect_up(op::ACCEPTABLE);
-    assert_eq!(a.local_addr, u(LOCAL));
+    assert_eq!(a.local_addr, mapped(u(LOCAL)));
     assert_eq!(a.local_port, LPORT);
     h.ctl(L4Ctl {
         op: op::ATTACH,
@@ -55,7 +55,7 @@ fn active_open_and_established() {
     let mut h = H::new();
     let r = h.connect(5, PEER, 443);
     assert_eq!(r.op, op::OK);
-    assert_eq!(r.local_addr, u(LOCAL), "source chosen at once");
+    assert_eq!(r.local_addr, mapped(u(LOCAL)), "source chosen at once");
     assert!((50000..=50099).contains(&r.local_port));
     let syn = h.expect(SYN);
     assert_eq!(syn.opts.mss, Some(1460));
@@ -268,7 +268,7 @@ fn bind_rules() {
     let r = h.ctl(L4Ctl {
         op: op::BIND,
         sock: 3,
-        local_addr: u(Ipv4Addr::new(10, 0, 0, 99)),
+        local_addr: mapped(u(Ipv4Addr::new(10, 0, 0, 99))),
         local_port: 90,
         ..L4Ctl::default()
     });
@@ -280,6 +280,7 @@ fn bind_rules() {
     let reuse = |sock| L4Ctl {
         op: op::BIND,
         sock,
+        local_addr: mapped(0),
         local_port: 8080,
         flags: strata_ipc::l4::ctl_flags::REUSEADDR,
         ..L4Ctl::default()

@@ -331,6 +331,7 @@ fn listen_reuseport(h: &mut H, sock: u32) -> L4Ctl {
         .ctl(L4Ctl {
             op: op::BIND,
             sock,
+            local_addr: mapped(0),
             local_port: LPORT,
             flags: strata_ipc::l4::ctl_flags::REUSEPORT,
             ..L4Ctl::default()

@@ -20,6 +20,7 @@ mod timers;
 use std::collections::VecDeque;
 use std::net::Ipv4Addr;
 
+pub use strata_ipc::addrs::mapped;
 use strata_ipc::handle::{csum, flags, gso};
 use strata_ipc::l4::{op, tcp_opt, L4Ctl, ReadCredit, SendCredit};
 use strata_ipc::{Buffers, Handle, HeapPool};
@@ -366,6 +367,7 @@ impl H {
         self.ctl(L4Ctl {
             op: op::BIND,
             sock,
+            local_addr: mapped(0),
             local_port: port,
             ..L4Ctl::default()
         })
@@ -389,7 +391,8 @@ impl H {
         self.ctl(L4Ctl {
             op: op::CONNECT,
             sock,
-            remote_addr: u(addr),
+            local_addr: mapped(0),
+            remote_addr: mapped(u(addr)),
             remote_port: port,
             ..L4Ctl::default()
         })
@@ -565,7 +568,10 @@ impl H {
         self.peer(ACK, PISS + 1, iss + 1, &[]);
         let a = self.expect_up(op::ACCEPTABLE);
         assert_eq!(a.sock, 1);
-        assert_eq!((a.remote_addr, a.remote_port), (u(PEER), self.pport));
+        assert_eq!(
+            (a.remote_addr, a.remote_port),
+            (mapped(u(PEER)), self.pport)
+        );
         self.ctl(L4Ctl {
             op: op::ATTACH,
             sock,
@@ -597,7 +603,7 @@ impl H {
         let a = self.expect(ACK);
         assert_eq!(a.ack(), PISS + 1);
         let c = self.expect_up(op::CONNECTED);
-        assert_eq!((c.remote_addr, c.remote_port), (u(PEER), 443));
+        assert_eq!((c.remote_addr, c.remote_port), (mapped(u(PEER)), 443));
         (syn.seq(), syn.tcp.src_port)
     }
 

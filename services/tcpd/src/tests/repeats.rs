@@ -19,6 +19,7 @@ fn a_repeated_bind_listen_and_connect_answer_ok() {
     let bind = L4Ctl {
         op: op::BIND,
         sock: 1,
+        local_addr: mapped(0),
         local_port: LPORT,
         ..L4Ctl::default()
     };
@@ -36,7 +37,8 @@ fn a_repeated_bind_listen_and_connect_answer_ok() {
     let connect = L4Ctl {
         op: op::CONNECT,
         sock: 5,
-        remote_addr: u(PEER),
+        local_addr: mapped(0),
+        remote_addr: mapped(u(PEER)),
         remote_port: 443,
         ..L4Ctl::default()
     };

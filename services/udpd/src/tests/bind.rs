@@ -132,29 +132,29 @@ fn connect_binds_and_picks_the_local_address() {
     let c = r.connect(1, PEER_B, 53).unwrap();
     assert_eq!(
         (c.local_addr, c.remote_addr, c.remote_port),
-        (u(B1), u(PEER_B), 53)
+        (m(B1), m(PEER_B), 53)
     );
     assert!((50000..=50099).contains(&c.local_port));
     // Off-subnet peers go by the route: the default gateway's interface.
     let c = r.connect(2, FAR, 53).unwrap();
-    assert_eq!(c.local_addr, u(A1));
+    assert_eq!(c.local_addr, m(A1));
     // A peer that is one of our own addresses: that address.
     let c = r.connect(3, A2, 53).unwrap();
-    assert_eq!(c.local_addr, u(A2));
+    assert_eq!(c.local_addr, m(A2));
     // Bound to any with an explicit port: the port stays, the address is
     // chosen.
     r.bind(4, Ipv4Addr::UNSPECIFIED, 7000, false).unwrap();
     let c = r.connect(4, PEER, 9).unwrap();
-    assert_eq!((c.local_addr, c.local_port), (u(A1), 7000));
+    assert_eq!((c.local_addr, c.local_port), (m(A1), 7000));
     // Bound to a specific address: kept, even if another would be closer.
     r.bind(5, A2, 7001, false).unwrap();
     let c = r.connect(5, PEER_B, 9).unwrap();
-    assert_eq!((c.local_addr, c.local_port), (u(A2), 7001));
+    assert_eq!((c.local_addr, c.local_port), (m(A2), 7001));
     // Connecting again changes the peer, not the local address.
     let c = r.connect(4, PEER_B, 10).unwrap();
     assert_eq!(
         (c.local_addr, c.remote_addr, c.remote_port),
-        (u(A1), u(PEER_B), 10)
+        (m(A1), m(PEER_B), 10)
     );
     assert_eq!(r.stat(Stat::Connects), 6);
     // SO_REUSEADDR on a socket that connect binds is kept: another socket
@@ -163,7 +163,8 @@ fn connect_binds_and_picks_the_local_address() {
         .request(L4Ctl {
             op: op::CONNECT,
             sock: 6,
-            remote_addr: u(PEER),
+            local_addr: mapped(0),
+            remote_addr: m(PEER),
             remote_port: 1,
             flags: ctl_flags::REUSEADDR,
             ..Default::default()
@@ -190,11 +191,14 @@ fn disconnect_undoes_what_connect_chose_and_keeps_what_bind_chose() {
     r.bind(2, unspec, 6001, false).unwrap();
     r.connect(2, PEER, 53).unwrap();
     let d = r.connect(2, unspec, 0).unwrap();
-    assert_eq!((d.local_addr, d.local_port, d.remote_port), (0, 6001, 0));
+    assert_eq!(
+        (d.local_addr, d.local_port, d.remote_port),
+        (m(unspec), 6001, 0)
+    );
     // Explicit address and port: both stay.
     r.connect(1, PEER, 53).unwrap();
     let d = r.connect(1, unspec, 0).unwrap();
-    assert_eq!((d.local_addr, d.local_port), (u(A1), 6000));
+    assert_eq!((d.local_addr, d.local_port), (m(A1), 6000));
     // Disconnecting an unbound socket is fine.
     assert!(r.connect(9, unspec, 0).is_ok());
     assert_eq!(r.stat(Stat::Disconnects), 4);
@@ -208,7 +212,7 @@ fn first_send_binds_implicitly_and_tells_sockd() {
     let notes = r.take_ctl();
     assert_eq!(notes.len(), 1);
     let n = notes[0];
-    assert_eq!((n.op, n.sock, n.local_addr), (op::BOUND, 1, 0));
+    assert_eq!((n.op, n.sock, n.local_addr), (op::BOUND, 1, mapped(0)));
     assert!((50000..=50099).contains(&n.local_port));
     let sent = r.take_ip();
     assert_eq!(sent.len(), 1);
@@ -288,6 +292,7 @@ fn a_repeated_bind_finds_the_first_in_force_and_a_second_bind_is_refused() {
     let bind = |port: u16, flags: u32| L4Ctl {
         op: op::BIND,
         sock: 1,
+        local_addr: mapped(0),
         local_port: port,
         flags,
         ..Default::default()

@@ -218,7 +218,7 @@ fn error_about(local: u32, lport: u16, ty: u8, code: u8) -> Vec<u8> {
 fn port_unreachable_for_a_connected_socket_becomes_econnrefused() {
     let mut r = Rig::new();
     let c = r.connect(1, PEER, 53).unwrap();
-    let e = error_about(c.local_addr, c.local_port, 3, unreach_code::PORT);
+    let e = error_about(v4(c.local_addr), c.local_port, 3, unreach_code::PORT);
     r.rx_with(&e, protocol::ICMP, csum::NONE);
     let notes = r.take_ctl();
     assert_eq!(notes.len(), 1);
@@ -228,12 +228,17 @@ fn port_unreachable_for_a_connected_socket_becomes_econnrefused() {
         (op::SOCK_ERROR, 1, libc::ECONNREFUSED)
     );
     assert_eq!((n.local_addr, n.local_port), (c.local_addr, c.local_port));
-    assert_eq!((n.remote_addr, n.remote_port), (u(PEER), 53));
+    assert_eq!((n.remote_addr, n.remote_port), (m(PEER), 53));
     assert_eq!(r.stat(Stat::IcmpReported), 1);
     // Protocol unreachable and parameter problem are hard errors too.
-    let e = error_about(c.local_addr, c.local_port, 3, unreach_code::PROTOCOL);
+    let e = error_about(v4(c.local_addr), c.local_port, 3, unreach_code::PROTOCOL);
     r.rx_with(&e, protocol::ICMP, csum::NONE);
-    let e = error_about(c.local_addr, c.local_port, icmp_type::PARAMETER_PROBLEM, 0);
+    let e = error_about(
+        v4(c.local_addr),
+        c.local_port,
+        icmp_type::PARAMETER_PROBLEM,
+        0,
+    );
     r.rx_with(&e, protocol::ICMP, csum::NONE);
     let errs: Vec<i32> = r.take_ctl().iter().map(|m| m.errno).collect();
     assert_eq!(errs, [libc::ENOPROTOOPT, libc::EPROTO]);
@@ -254,7 +259,7 @@ fn icmp_errors_that_reach_no_connected_socket_are_ignored() {
     assert_eq!(r.stat(Stat::IcmpNoSocket), 1);
     // A connected socket, but another peer port in the quote.
     let c = r.connect(2, PEER, 54).unwrap();
-    let e = error_about(c.local_addr, c.local_port, 3, unreach_code::PORT);
+    let e = error_about(v4(c.local_addr), c.local_port, 3, unreach_code::PORT);
     r.rx_with(&e, protocol::ICMP, csum::NONE);
     assert_eq!(r.stat(Stat::IcmpNoSocket), 2);
     // Soft errors for a connected socket: ignored by default, as Linux.
@@ -265,13 +270,13 @@ fn icmp_errors_that_reach_no_connected_socket_are_ignored() {
         (3, unreach_code::FRAG_NEEDED),
         (icmp_type::TIME_EXCEEDED, 0),
     ] {
-        let e = error_about(c.local_addr, c.local_port, ty, code);
+        let e = error_about(v4(c.local_addr), c.local_port, ty, code);
         r.rx_with(&e, protocol::ICMP, csum::NONE);
     }
     assert_eq!(r.stat(Stat::IcmpSoftIgnored), 4);
     // Malformed: a quote too short for the ports, not UDP, bad checksum,
     // and a type that carries nothing for a socket.
-    let good = error_about(c.local_addr, c.local_port, 3, 3);
+    let good = error_about(v4(c.local_addr), c.local_port, 3, 3);
     let mut short = good[..20 + 8 + 27].to_vec();
     short[2..4].copy_from_slice(&55u16.to_be_bytes());
     short[10..12].fill(0);
@@ -284,7 +289,7 @@ fn icmp_errors_that_reach_no_connected_socket_are_ignored() {
     short[22..24].copy_from_slice(&sum.to_be_bytes());
     r.rx_with(&short, protocol::ICMP, csum::NONE);
     let quoted_tcp = {
-        let mut q = Dg::new(Ipv4Addr::from(c.local_addr), c.local_port, PEER, 53).build(b"");
+        let mut q = Dg::new(Ipv4Addr::from(v4(c.local_addr)), c.local_port, PEER, 53).build(b"");
         q[9] = protocol::TCP;
         icmp_error(PEER, A1, 3, 3, &q)
     };
@@ -313,7 +318,7 @@ fn soft_errors_are_reported_when_configured() {
         (3, unreach_code::FRAG_NEEDED),
         (icmp_type::TIME_EXCEEDED, 0),
     ] {
-        let e = error_about(c.local_addr, c.local_port, ty, code);
+        let e = error_about(v4(c.local_addr), c.local_port, ty, code);
         r.rx_with(&e, protocol::ICMP, csum::NONE);
     }
     let errs: Vec<i32> = r.take_ctl().iter().map(|m| m.errno).collect();

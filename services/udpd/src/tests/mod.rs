@@ -9,8 +9,9 @@ mod prop;
 
 use std::net::Ipv4Addr;
 
+pub use strata_ipc::addrs::mapped;
 use strata_ipc::handle::{csum, flags};
-use strata_ipc::l4::{ctl_flags, op, L4Ctl, SendMeta};
+use strata_ipc::l4::{ctl_flags, op, L4Ctl, SendMeta, SEND_META_LEN};
 use strata_ipc::{Buffers, Handle, HeapPool};
 use strata_proto::icmp::IcmpHeader;
 use strata_proto::ipv4::{protocol, Ipv4Header};
@@ -28,6 +29,16 @@ pub const BCAST: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 255);
 
 pub fn u(a: Ipv4Addr) -> u32 {
     u32::from(a)
+}
+
+/// `a` as control messages carry it.
+pub fn m(a: Ipv4Addr) -> u128 {
+    strata_ipc::addrs::mapped(u32::from(a))
+}
+
+/// The IPv4 address a control message carries.
+pub fn v4(a: u128) -> u32 {
+    strata_ipc::addrs::unmapped(a).expect("an IPv4 address")
 }
 
 /// Interface 1: 10.0.0.1/24 and 10.0.0.9/24; interface 2: 192.168.1.1/24;
@@ -239,19 +250,20 @@ impl Rig {
         let r = self.request(L4Ctl {
             op: op::BIND,
             sock,
-            local_addr: u(addr),
+            local_addr: m(addr),
             local_port: port,
             flags: if reuse { ctl_flags::REUSEADDR } else { 0 },
             ..Default::default()
         })?;
-        Ok((r.local_addr, r.local_port))
+        Ok((v4(r.local_addr), r.local_port))
     }
 
     pub fn connect(&mut self, sock: u32, addr: Ipv4Addr, port: u16) -> Result<L4Ctl, i32> {
         self.request(L4Ctl {
             op: op::CONNECT,
             sock,
-            remote_addr: u(addr),
+            local_addr: mapped(0),
+            remote_addr: m(addr),
             remote_port: port,
             ..Default::default()
         })
@@ -302,15 +314,14 @@ impl Rig {
     /// Sends `payload` from `sock` to `dst` (0.0.0.0:0 = connected peer).
     pub fn send(&mut self, sock: u32, dst: Ipv4Addr, port: u16, payload: &[u8]) -> Handle {
         let meta = SendMeta {
-            addr: u(dst),
+            addr: if dst.is_unspecified() { 0 } else { m(dst) },
             port,
-            reserved: 0,
         };
         let mut h = self.pool.alloc(payload.len()).unwrap();
         h.data_len = payload.len() as u32;
         self.pool.data_mut(&h).unwrap().copy_from_slice(payload);
-        assert!(h.push_front(8));
-        self.pool.data_mut(&h).unwrap()[..8].copy_from_slice(&meta.to_bytes());
+        assert!(h.push_front(SEND_META_LEN as u32));
+        self.pool.data_mut(&h).unwrap()[..SEND_META_LEN].copy_from_slice(&meta.to_bytes());
         h.sock = sock;
         self.core.from_sock(&mut self.pool, h, &mut self.out);
         h

@@ -42,14 +42,13 @@ fn largest_datagram_leaves_whole_with_correct_headers() {
     assert!(verify(&d[..20]));
     // One byte more does not fit an IPv4 datagram.
     let big = vec![0u8; crate::MAX_PAYLOAD + 1];
-    let mut h = r.pool.alloc(big.len() + 8).unwrap();
-    h.data_len = big.len() as u32 + 8;
+    let mut h = r.pool.alloc(big.len() + SEND_META_LEN).unwrap();
+    h.data_len = (big.len() + SEND_META_LEN) as u32;
     h.sock = 1;
-    r.pool.data_mut(&h).unwrap()[..8].copy_from_slice(
+    r.pool.data_mut(&h).unwrap()[..SEND_META_LEN].copy_from_slice(
         &SendMeta {
-            addr: u(PEER),
+            addr: m(PEER),
             port: 9,
-            reserved: 0,
         }
         .to_bytes(),
     );
@@ -90,14 +89,14 @@ fn connected_sends_and_destination_rules() {
     h.sock = 2;
     r.core.from_sock(&mut r.pool, h, &mut r.out);
     let mut h = r.pool.alloc(100).unwrap();
-    h.data_off = 4;
-    h.data_len = 20;
+    // Less than IPv4 and UDP headers' room once the meta is gone.
+    h.data_off = 0;
+    h.data_len = SEND_META_LEN as u32 + 12;
     h.sock = 2;
-    r.pool.data_mut(&h).unwrap()[..8].copy_from_slice(
+    r.pool.data_mut(&h).unwrap()[..SEND_META_LEN].copy_from_slice(
         &SendMeta {
-            addr: u(PEER),
+            addr: m(PEER),
             port: 9,
-            reserved: 0,
         }
         .to_bytes(),
     );

@@ -79,9 +79,9 @@ fn input() -> impl Strategy<Value = In> {
             |(op, sock, la, lp, ra, rp, flags)| In::Ctl(L4Ctl {
                 op,
                 sock,
-                local_addr: la,
+                local_addr: strata_ipc::addrs::mapped(la),
                 local_port: lp,
-                remote_addr: ra,
+                remote_addr: strata_ipc::addrs::mapped(ra),
                 remote_port: rp,
                 flags,
                 ..Default::default()
