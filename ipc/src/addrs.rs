@@ -38,6 +38,12 @@ pub const fn unmapped(a: u128) -> Option<u32> {
     }
 }
 
+/// Whether 128-bit address `a` is "any" of either family (`::` or
+/// `::ffff:0.0.0.0`).
+pub const fn is_any(a: u128) -> bool {
+    a == 0 || a == mapped(0)
+}
+
 /// A 128-bit address as std has it: IPv4 for a mapped one.
 pub fn to_ip(a: u128) -> std::net::IpAddr {
     match unmapped(a) {

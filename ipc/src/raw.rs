@@ -97,8 +97,8 @@ unsafe impl<const N: usize> Pod for [u8; N] {}
 // SAFETY: repr(C), integers only; its padding carries no meaning, and a
 // forged handle is refused by `Fabric::check` before it is followed.
 unsafe impl Pod for Handle {}
-// SAFETY: repr(C), u32 and u16 fields in an order that leaves no padding;
-// every field is range-checked where it is used.
+// SAFETY: repr(C), u32, u16 and byte-array fields in an order that leaves
+// no padding; every field is range-checked where it is used.
 unsafe impl Pod for SockRec {}
 
 /// Unaligned, for [`Region::load`] and [`Region::store`].

@@ -4,9 +4,9 @@
 //! sockd with SCM_RIGHTS; it never sees the packet pool. sockd treats
 //! every index and length it reads here as hostile.
 //!
-//! Datagram sockets carry records: a 16-byte record header (payload
-//! length, peer address, peer port) followed by the payload, padded to 8
-//! bytes. A record never wraps; a producer that reaches the end of the
+//! Datagram sockets carry records: a 24-byte record header (payload
+//! length, peer port, peer address of either family as 16 bytes, IPv4
+//! mapped) followed by the payload, padded to 8 bytes. A record never wraps; a producer that reaches the end of the
 //! ring writes a wrap marker and continues at the start. Stream sockets
 //! (TCP) carry plain bytes.
 
@@ -14,18 +14,18 @@ use crate::raw::{Mapping, Region, Shared};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
 use nix::sys::memfd::{memfd_create, MemFdCreateFlag};
 use std::io;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering::*};
 
 /// "SOCKRING".
 pub const MAGIC: u64 = 0x534f_434b_5249_4e47;
 /// Layout version.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Bytes of the header; the tx area follows, then the rx area.
 pub const HDR_LEN: usize = 512;
 /// Record header length.
-pub const REC_HDR: usize = 16;
+pub const REC_HDR: usize = 24;
 /// Record length value marking "continue at the start of the ring".
 const WRAP: u32 = u32::MAX;
 /// Smallest and largest ring.
@@ -117,7 +117,7 @@ unsafe impl Shared for SockHdr {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Record {
     /// Peer (source on rx, destination on tx; 0.0.0.0:0 = connected peer).
-    pub addr: SocketAddrV4,
+    pub addr: SocketAddr,
     /// Offset of the payload in the ring area.
     pub off: usize,
     /// Payload bytes.
@@ -266,7 +266,7 @@ impl SockMem {
     }
 
     /// Writes a datagram record; false when the ring has no room now.
-    fn push_dgram(&self, tx: bool, addr: SocketAddrV4, payload: &[u8]) -> bool {
+    fn push_dgram(&self, tx: bool, addr: SocketAddr, payload: &[u8]) -> bool {
         let (base, cap) = self.area(tx);
         let (head, tail) = self.indices(tx);
         let need = REC_HDR + pad8(payload.len());
@@ -291,8 +291,12 @@ impl SockMem {
             p = 0;
         }
         base.store(p, payload.len() as u32);
-        base.store(p + 4, u32::from(*addr.ip()));
-        base.store(p + 8, addr.port());
+        base.store(p + 4, addr.port());
+        let ip = match addr.ip() {
+            IpAddr::V4(a) => a.to_ipv6_mapped(),
+            IpAddr::V6(a) => a,
+        };
+        base.store(p + 8, ip.octets());
         base.copy_in(p + REC_HDR, payload);
         tail.store(t + (waste + need) as u64, Release);
         true
@@ -335,10 +339,11 @@ impl SockMem {
         if pos + span > cap || waste + span as u64 > avail {
             return Err(RingError::BadRecord);
         }
-        let ip = base.load::<u32>(pos + 4);
-        let port = base.load::<u16>(pos + 8);
+        let port = base.load::<u16>(pos + 4);
+        let ip = Ipv6Addr::from(base.load::<[u8; 16]>(pos + 8));
+        let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
         Ok(Some(Record {
-            addr: SocketAddrV4::new(Ipv4Addr::from(ip), port),
+            addr: SocketAddr::new(ip, port),
             off: pos + REC_HDR,
             len,
             span: waste + span as u64,
@@ -369,7 +374,7 @@ impl SockMem {
 
     /// Application: queue a datagram for sending (`0.0.0.0:0`: to the
     /// connected peer). False when the ring is full now.
-    pub fn send_dgram(&self, to: SocketAddrV4, payload: &[u8]) -> bool {
+    pub fn send_dgram(&self, to: SocketAddr, payload: &[u8]) -> bool {
         self.push_dgram(true, to, payload)
     }
 
@@ -447,7 +452,7 @@ impl SockMem {
 
     /// sockd: deliver a datagram; false (and a counted drop) when the
     /// application's ring is full. Returns (delivered, wake the app).
-    pub fn deliver_dgram(&self, from: SocketAddrV4, payload: &[u8]) -> (bool, bool) {
+    pub fn deliver_dgram(&self, from: SocketAddr, payload: &[u8]) -> (bool, bool) {
         if !self.push_dgram(false, from, payload) {
             self.hdr().rx_drops.fetch_add(1, Relaxed);
             return (false, false);
@@ -725,8 +730,8 @@ pub fn drain(fd: &impl AsRawFd) {
 mod tests {
     use super::*;
 
-    fn a(ip: [u8; 4], port: u16) -> SocketAddrV4 {
-        SocketAddrV4::new(Ipv4Addr::from(ip), port)
+    fn a(ip: [u8; 4], port: u16) -> SocketAddr {
+        SocketAddr::new(std::net::Ipv4Addr::from(ip).into(), port)
     }
 
     #[test]
@@ -854,7 +859,7 @@ mod burst {
     fn a_burst_of_small_datagrams_reads_back_in_order() {
         let (app, fd) = SockMem::create(256 << 10, 256 << 10).unwrap();
         let srv = SockMem::attach(&fd, 1 << 20).unwrap();
-        let from = SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 1), 9);
+        let from = SocketAddr::new(std::net::Ipv4Addr::new(10, 0, 0, 1).into(), 9);
         for i in 0..20 {
             assert!(srv.deliver_dgram(from, format!("to-A {i}").as_bytes()).0);
         }

@@ -54,10 +54,11 @@ pub struct SockRec {
     pub pid: u32,
     /// Owning user.
     pub uid: u32,
-    /// Local address and port (host order).
-    pub local_ip: u32,
-    /// Peer address (host order), 0 if none.
-    pub peer_ip: u32,
+    /// Local address: 16 bytes in network order, IPv4 ones mapped
+    /// ([`crate::addrs::mapped`]); see [`SockRec::local`].
+    pub local_ip: [u8; 16],
+    /// Peer address, likewise; `::ffff:0.0.0.0` or `::` if none.
+    pub peer_ip: [u8; 16],
     /// Local port.
     pub local_port: u16,
     /// Peer port.
@@ -99,6 +100,26 @@ pub mod rec_flags {
 }
 
 impl SockRec {
+    /// The local address as a 128-bit value (IPv4 mapped).
+    pub fn local(&self) -> u128 {
+        u128::from_be_bytes(self.local_ip)
+    }
+
+    /// The peer's address as a 128-bit value (IPv4 mapped).
+    pub fn peer(&self) -> u128 {
+        u128::from_be_bytes(self.peer_ip)
+    }
+
+    /// Sets the local address (a 128-bit value, IPv4 mapped).
+    pub fn set_local(&mut self, a: u128) {
+        self.local_ip = a.to_be_bytes();
+    }
+
+    /// Sets the peer's address (a 128-bit value, IPv4 mapped).
+    pub fn set_peer(&mut self, a: u128) {
+        self.peer_ip = a.to_be_bytes();
+    }
+
     /// Whether the [`rec_flags`] bit `flag` is set.
     pub fn has(&self, flag: u32) -> bool {
         self.flags & flag != 0

@@ -260,7 +260,10 @@ fn tcp_json(c: &strata_tcpd::ConnInfo) -> Value {
 /// closed but still sending, waiting in an accept queue) listed too.
 pub fn sockets(sh: &Shared) -> Value {
     let t = sh.fabric.sock_table();
-    let ip = |a: u32| std::net::Ipv4Addr::from(a).to_string();
+    // `1.2.3.4:80`, or `[fd00::1]:80` for IPv6, as `ss` writes them.
+    let sock_addr = |a: u128, port: u16| {
+        std::net::SocketAddr::new(strata_ipc::addrs::to_ip(a), port).to_string()
+    };
     let (p, n) = sh.fabric.arena_bytes(LayerId::TCPD);
     // SAFETY: the fabric maps tcpd's arena for as long as it lives; the
     // snapshot only reads it.
@@ -280,8 +283,15 @@ pub fn sockets(sh: &Shared) -> Value {
                 "id": r.id,
                 "proto": if r.proto == 6 { "tcp" } else { "udp" },
                 "state": strata_ipc::socktable::sock_state::name(r.state),
-                "local": format!("{}:{}", ip(r.local_ip), r.local_port),
-                "peer": if r.peer_ip == 0 && r.peer_port == 0 { "0.0.0.0:*".to_string() } else { format!("{}:{}", ip(r.peer_ip), r.peer_port) },
+                "local": sock_addr(r.local(), r.local_port),
+                "peer": if strata_ipc::addrs::is_any(r.peer()) && r.peer_port == 0 {
+                    match strata_ipc::addrs::unmapped(r.local()) {
+                        Some(_) => "0.0.0.0:*".to_string(),
+                        None => "[::]:*".to_string(),
+                    }
+                } else {
+                    sock_addr(r.peer(), r.peer_port)
+                },
                 "recv_q": r.recv_q,
                 "send_q": r.send_q,
                 "drops": r.drops,
@@ -295,7 +305,8 @@ pub fn sockets(sh: &Shared) -> Value {
             })
         })
         .collect();
-    let addr = |(a, p): (u32, u16)| format!("{}:{}", ip(a), p);
+    // tcpd's connections are IPv4 so far.
+    let addr = |(a, p): (u32, u16)| sock_addr(strata_ipc::addrs::mapped(a), p);
     let unowned = |c: &&strata_tcpd::ConnInfo| {
         (c.sock == 0 && c.state != strata_tcpd::State::Closed) || by_sock.contains_key(&c.sock)
     };

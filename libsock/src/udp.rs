@@ -450,7 +450,7 @@ impl UdpSocket {
             if !peek {
                 c.mem.consume_recv(&r);
             }
-            Ok(Some((n, SocketAddr::V4(r.addr))))
+            Ok(Some((n, r.addr)))
         })
     }
 
@@ -462,7 +462,7 @@ impl UdpSocket {
             c.check()?;
             let queued = {
                 let _tx = lock(&c.tx_lock);
-                c.mem.send_dgram(to, buf)
+                c.mem.send_dgram(SocketAddr::V4(to), buf)
             };
             if queued {
                 c.set_tx_need(0);

@@ -22,34 +22,68 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// Version of this protocol, exchanged in [`Request::Hello`].
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Largest encoded message.
 pub const MAX_MSG: usize = 1024;
 /// Name of the socket file in the instance's runtime directory.
 pub const SOCKET_FILE: &str = "sockd.sock";
 
-/// An IPv4 socket address (host byte order).
+/// A socket address of either family: the address as one 128-bit value
+/// (an IPv6 address's bits; an IPv4 address mapped into `::ffff:0:0/96`,
+/// so that `::ffff:0.0.0.0` is IPv4's "any" and `::` IPv6's) and the
+/// port.
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[rkyv(derive(Debug))]
 pub struct Addr {
     /// Address.
-    pub ip: u32,
+    pub ip: u128,
     /// Port.
     pub port: u16,
 }
 
-impl From<std::net::SocketAddrV4> for Addr {
-    fn from(a: std::net::SocketAddrV4) -> Self {
+/// The IPv4-mapped prefix's bits above the IPv4 address.
+const V4_MAPPED: u128 = 0xffff << 32;
+
+impl Addr {
+    /// IPv4 address `ip` (host order) and `port`.
+    pub fn v4(ip: u32, port: u16) -> Addr {
         Addr {
-            ip: u32::from(*a.ip()),
-            port: a.port(),
+            ip: V4_MAPPED | u128::from(ip),
+            port,
+        }
+    }
+
+    /// The IPv4 address (host order), if this is one.
+    pub fn ipv4(&self) -> Option<u32> {
+        (self.ip >> 32 == V4_MAPPED >> 32).then_some(self.ip as u32)
+    }
+}
+
+impl From<std::net::SocketAddr> for Addr {
+    fn from(a: std::net::SocketAddr) -> Self {
+        match a {
+            std::net::SocketAddr::V4(a) => Addr::from(a),
+            std::net::SocketAddr::V6(a) => Addr {
+                ip: u128::from(*a.ip()),
+                port: a.port(),
+            },
         }
     }
 }
 
-impl From<Addr> for std::net::SocketAddrV4 {
+impl From<std::net::SocketAddrV4> for Addr {
+    fn from(a: std::net::SocketAddrV4) -> Self {
+        Addr::v4(u32::from(*a.ip()), a.port())
+    }
+}
+
+impl From<Addr> for std::net::SocketAddr {
+    /// An IPv4-mapped address comes back as IPv4.
     fn from(a: Addr) -> Self {
-        std::net::SocketAddrV4::new(a.ip.into(), a.port)
+        match a.ipv4() {
+            Some(v4) => std::net::SocketAddr::new(std::net::Ipv4Addr::from(v4).into(), a.port),
+            None => std::net::SocketAddr::new(std::net::Ipv6Addr::from(a.ip).into(), a.port),
+        }
     }
 }
 
@@ -295,10 +329,7 @@ mod tests {
             Request::Socket { kind: Kind::Udp },
             Request::Bind {
                 id: 3,
-                addr: Addr {
-                    ip: 0x0a4d0002,
-                    port: 53,
-                },
+                addr: Addr::v4(0x0a4d0002, 53),
             },
             Request::SetOption {
                 id: 1,
@@ -315,7 +346,10 @@ mod tests {
         let resps = [
             Response::Ok,
             Response::Names {
-                local: Addr { ip: 1, port: 2 },
+                local: Addr {
+                    ip: u128::from(std::net::Ipv6Addr::LOCALHOST),
+                    port: 2,
+                },
                 peer: None,
             },
             Response::Error { errno: 98 },

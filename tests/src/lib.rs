@@ -103,19 +103,14 @@ pub fn workspace_root() -> PathBuf {
 }
 
 /// A library the workspace builds (`file`, e.g. `libstrata.so`, of
-/// package `package`): in the test binary's `deps/`, where `cargo test
-/// --workspace` builds it, or beside it in `target/<profile>/`; built with
-/// `$CARGO` if neither has it (a test run of this package alone does not
-/// build other members).
+/// package `package`), built now with `$CARGO` into `target/<profile>/`
+/// (at once when it is up to date). Always asked of cargo rather than
+/// found: `cargo test --workspace` does not rebuild a package's cdylib,
+/// so a copy lying in `target/` may be stale.
 pub fn workspace_lib(package: &str, file: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     let deps = exe.parent().expect("target/<profile>/deps");
     let profile = deps.parent().expect("target/<profile>");
-    for d in [deps, profile] {
-        if d.join(file).exists() {
-            return d.join(file);
-        }
-    }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut c = Command::new(cargo);
     c.args(["build", "--offline", "-p", package, "--manifest-path"])

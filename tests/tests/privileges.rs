@@ -297,7 +297,7 @@ fn a_client_gone_before_sockd_looked_is_not_credited_with_the_next_owner_of_its_
     let (id, _mem, _memfd, _pair) = c.udp_socket();
     let bind = |port| Request::Bind {
         id,
-        addr: Addr { ip: 0, port },
+        addr: Addr::v4(0, port),
     };
     let eacces = Response::Error {
         errno: libc::EACCES,

@@ -176,10 +176,7 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
         evil.call(
             &Request::Connect {
                 id,
-                addr: strata_proto::sock::Addr {
-                    ip: 0x0a4d0001,
-                    port: 9
-                }
+                addr: strata_proto::sock::Addr::v4(0x0a4d0001, 9)
             },
             &[]
         ),
@@ -217,7 +214,7 @@ fn a_client_that_never_drains_its_wake_pair_cannot_block_sockd() {
         evil.call(
             &Request::Bind {
                 id,
-                addr: strata_proto::sock::Addr { ip: 0, port: 6000 }
+                addr: strata_proto::sock::Addr::v4(0, 6000)
             },
             &[]
         ),

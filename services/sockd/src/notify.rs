@@ -5,17 +5,12 @@
 use super::*;
 
 impl Sockd<'_> {
-    pub(crate) fn on_ctl(&mut self, mut m: L4Ctl) {
-        // The transports speak IPv4 so far: what they name is mapped.
-        // From here the addresses are IPv4 ones, host order, in the low
-        // bits (0: none).
-        m.local_addr = u128::from(strata_ipc::addrs::unmapped(m.local_addr).unwrap_or(0));
-        m.remote_addr = u128::from(strata_ipc::addrs::unmapped(m.remote_addr).unwrap_or(0));
+    pub(crate) fn on_ctl(&mut self, m: L4Ctl) {
         match m.op {
             op::OK | op::ERROR => self.on_reply(m),
             op::BOUND => {
                 if let Some(s) = self.socks.get_mut(&m.sock) {
-                    s.rec.local_ip = m.local_addr as u32;
+                    s.rec.set_local(m.local_addr);
                     s.rec.local_port = m.local_port;
                     if s.rec.state == sock_state::OPEN {
                         s.rec.state = sock_state::BOUND;
@@ -37,9 +32,9 @@ impl Sockd<'_> {
             }
             op::CONNECTED => {
                 if let Some(s) = self.socks.get_mut(&m.sock) {
-                    s.rec.local_ip = m.local_addr as u32;
+                    s.rec.set_local(m.local_addr);
                     s.rec.local_port = m.local_port;
-                    s.rec.peer_ip = m.remote_addr as u32;
+                    s.rec.set_peer(m.remote_addr);
                     s.rec.peer_port = m.remote_port;
                     s.rec.state = sock_state::CONNECTED;
                     if let (true, Some(t)) = (m.value > 0, s.tcp_mut()) {
@@ -117,7 +112,7 @@ impl Sockd<'_> {
             self.respond(p.session, &Response::Ok, &[]);
         } else if m.op == op::OK {
             if let Some(s) = self.socks.get_mut(&p.sock) {
-                s.rec.local_ip = m.local_addr as u32;
+                s.rec.set_local(m.local_addr);
                 s.rec.local_port = m.local_port;
                 if p.op == op::LISTEN {
                     s.rec.state = sock_state::LISTEN;
@@ -126,15 +121,15 @@ impl Sockd<'_> {
                 } else if p.op == op::CONNECT && s.kind() == Kind::Tcp {
                     // In progress: CONNECTED or an error follows
                     // (or came already, for a repeated connect).
-                    s.rec.peer_ip = m.remote_addr as u32;
+                    s.rec.set_peer(m.remote_addr);
                     s.rec.peer_port = m.remote_port;
                     if s.rec.state != sock_state::CONNECTED {
                         s.rec.state = sock_state::BOUND;
                     }
                 } else if p.op == op::CONNECT {
-                    s.rec.peer_ip = m.remote_addr as u32;
+                    s.rec.set_peer(m.remote_addr);
                     s.rec.peer_port = m.remote_port;
-                    s.rec.state = if m.remote_addr != 0 {
+                    s.rec.state = if !strata_ipc::addrs::is_any(m.remote_addr) {
                         sock_state::CONNECTED
                     } else if m.local_port == 0 {
                         // Disconnecting dissolved an automatic
@@ -176,11 +171,11 @@ impl Sockd<'_> {
                     t.accept_q.push_back((
                         m.value,
                         Addr {
-                            ip: m.local_addr as u32,
+                            ip: m.local_addr,
                             port: m.local_port,
                         },
                         Addr {
-                            ip: m.remote_addr as u32,
+                            ip: m.remote_addr,
                             port: m.remote_port,
                         },
                     ));

@@ -301,7 +301,7 @@ impl Sockd<'_> {
             // A bind repeated by libsock after a sockd restart, which had
             // already taken effect.
             s if s.rec.state != sock_state::OPEN
-                && (addr.ip == 0 || addr.ip == s.rec.local_ip)
+                && (strata_ipc::addrs::is_any(addr.ip) || addr.ip == s.rec.local())
                 && addr.port == s.rec.local_port =>
             {
                 Some(Response::Ok)
@@ -332,7 +332,7 @@ impl Sockd<'_> {
                     id,
                     L4Ctl {
                         op: op::BIND,
-                        local_addr: strata_ipc::addrs::mapped(addr.ip),
+                        local_addr: addr.ip,
                         local_port: addr.port,
                         flags,
                         ..Default::default()
@@ -372,7 +372,7 @@ impl Sockd<'_> {
             id,
             L4Ctl {
                 op: op::CONNECT,
-                remote_addr: strata_ipc::addrs::mapped(addr.ip),
+                remote_addr: addr.ip,
                 remote_port: addr.port,
                 flags,
                 ..Default::default()
@@ -462,11 +462,11 @@ impl Sockd<'_> {
         };
         Response::Names {
             local: Addr {
-                ip: s.rec.local_ip,
+                ip: s.rec.local(),
                 port: s.rec.local_port,
             },
             peer: (s.rec.state == sock_state::CONNECTED).then_some(Addr {
-                ip: s.rec.peer_ip,
+                ip: s.rec.peer(),
                 port: s.rec.peer_port,
             }),
         }
@@ -654,9 +654,9 @@ impl Sockd<'_> {
             pid: sess.pid,
             uid: sess.uid,
             start_time: sess.start_time,
-            local_ip: local.ip,
+            local_ip: local.ip.to_be_bytes(),
             local_port: local.port,
-            peer_ip: peer.ip,
+            peer_ip: peer.ip.to_be_bytes(),
             peer_port: peer.port,
             ..Default::default()
         };

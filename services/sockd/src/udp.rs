@@ -27,7 +27,7 @@ impl Sockd<'_> {
         let src = std::net::Ipv4Addr::new(d[12], d[13], d[14], d[15]);
         let sport = u16::from_be_bytes([d[l4], d[l4 + 1]]);
         let payload = &d[l4 + 8..];
-        let (ok, wake) = mem.deliver_dgram(std::net::SocketAddrV4::new(src, sport), payload);
+        let (ok, wake) = mem.deliver_dgram(std::net::SocketAddr::new(src.into(), sport), payload);
         if ok {
             self.stats.add(Stat::RxDgrams, 1);
             self.stats.add(Stat::RxCopyBytes, payload.len() as u64);
@@ -106,7 +106,7 @@ impl Sockd<'_> {
                     addr: if to_peer {
                         0
                     } else {
-                        strata_ipc::addrs::mapped(u32::from(*rec.addr.ip()))
+                        strata_ipc::addrs::from_ip(rec.addr.ip())
                     },
                     port: if to_peer { 0 } else { rec.addr.port() },
                 };
