@@ -709,7 +709,8 @@ impl IpCore {
 
     /// The MTU for IPv6 packet `h` leaving by `slot`: the link's
     /// ([`mtu6`](Self::mtu6)), or less for a destination a Packet Too Big
-    /// told of (RFC 8201), within the last ten minutes.
+    /// told of (RFC 8201) in the last ten minutes ([`poll`](Self::poll)
+    /// forgets older ones).
     pub(crate) fn path_mtu6<B: Buffers>(&self, pool: &B, h: &Handle, slot: usize) -> u16 {
         let link = self.mtu6(slot);
         if h.data_len as usize <= MIN_MTU || self.pmtu6.is_empty() {
@@ -721,7 +722,7 @@ impl IpCore {
         let dst = u128::from_be_bytes(dst.try_into().unwrap_or_default());
         self.pmtu6
             .iter()
-            .find(|p| u128::from(p.0) == dst && p.2 > self.pmtu6_now)
+            .find(|p| u128::from(p.0) == dst)
             .map_or(link, |p| p.1.min(link))
     }
 
@@ -743,7 +744,6 @@ impl IpCore {
             self.pmtu6.remove(0);
         }
         self.pmtu6.push((q.dst, mtu, end));
-        self.pmtu6_now = now;
         self.stats.inc(Stat::Pmtu6Learnt);
     }
 

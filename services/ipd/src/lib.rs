@@ -138,8 +138,6 @@ pub struct IpCore {
     /// Path MTUs learnt from Packet Too Big: destination, MTU, when it
     /// ends (a destination cache of RFC 4861 §5.1, for this alone).
     pmtu6: Vec<(std::net::Ipv6Addr, u16, u64)>,
-    /// The time of the last input or poll, against which path MTUs expire.
-    pmtu6_now: u64,
 }
 
 impl IpCore {
@@ -176,7 +174,6 @@ impl IpCore {
             frag6_ident: 0,
             routes6,
             pmtu6: Vec::new(),
-            pmtu6_now: 0,
         };
         core.set_permanent(0, &cfg.neighbours);
         Ok(core)
@@ -328,7 +325,7 @@ impl IpCore {
             self.neigh_timers(now, pool, out);
         }
         self.dad_poll(now);
-        self.pmtu6_now = now;
+        self.pmtu6.retain(|p| p.2 > now);
         self.ra_poll(now, pool, out);
         self.mld_poll(now, pool, out);
         while let Some(e) = self.reasm.expire(now) {
@@ -366,6 +363,7 @@ impl IpCore {
             self.reasm.next_wake(),
             self.dad_deadline(),
             self.ra_deadline(),
+            self.pmtu6.iter().map(|p| p.2).min(),
         ]
         .into_iter()
         .flatten()

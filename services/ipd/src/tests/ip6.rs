@@ -651,6 +651,12 @@ fn packet_too_big_about_our_packet_lowers_that_path_only() {
     other.extend_from_slice(&quoted);
     r.input(&icmp6_frame(OUR_MAC, from, OUR_IP6, 64, &other));
     assert_eq!(r.stat(Stat::Pmtu6Learnt), 1);
+    // Ten minutes on, the path is the link's again.
+    r.advance(600 * S);
+    r.tx();
+    learn_peer(&mut r);
+    r.input(&big);
+    assert_eq!(v6(&r.tx()).len(), 1, "whole again");
     r.finish();
 }
 
