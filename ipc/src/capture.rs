@@ -196,6 +196,10 @@ pub enum Proto {
     Udp,
     Icmp,
     Arp,
+    /// IPv6.
+    Ip6,
+    /// ICMPv6 right after the IPv6 header.
+    Icmp6,
 }
 
 /// One instruction of a [`Program`]: a term pushes whether the frame
@@ -257,6 +261,8 @@ impl Op {
             2 => Proto::Udp,
             3 => Proto::Icmp,
             4 => Proto::Arp,
+            5 => Proto::Ip6,
+            6 => Proto::Icmp6,
             _ => return None,
         };
         Some(match w[0] & 0xff {
@@ -362,6 +368,10 @@ impl Program {
 struct Parsed {
     arp: bool,
     ipv4: bool,
+    /// IPv6; `proto` is then the fixed header's Next Header (a protocol
+    /// behind extension headers is not looked for, as libpcap's `ip6
+    /// proto` does not).
+    ipv6: bool,
     proto: u8,
     src: u32,
     dst: u32,
@@ -412,6 +422,18 @@ impl Parsed {
                     }
                 }
             }
+            Some(0x86dd) => {
+                let (Some(&v), Some(&next)) = (f.get(l2), f.get(l2 + 6)) else {
+                    return p;
+                };
+                p.ipv6 = v >> 4 == 6;
+                p.proto = next;
+                if p.ipv6 && (next == 6 || next == 17) {
+                    if let (Some(s), Some(d)) = (be16(l2 + 40), be16(l2 + 42)) {
+                        p.ports = Some((s, d));
+                    }
+                }
+            }
             _ => {}
         }
         p
@@ -420,10 +442,12 @@ impl Parsed {
     fn is(&self, x: Proto) -> bool {
         match x {
             Proto::Ip => self.ipv4,
-            Proto::Tcp => self.ipv4 && self.proto == 6,
-            Proto::Udp => self.ipv4 && self.proto == 17,
+            Proto::Tcp => (self.ipv4 || self.ipv6) && self.proto == 6,
+            Proto::Udp => (self.ipv4 || self.ipv6) && self.proto == 17,
             Proto::Icmp => self.ipv4 && self.proto == 1,
             Proto::Arp => self.arp,
+            Proto::Ip6 => self.ipv6,
+            Proto::Icmp6 => self.ipv6 && self.proto == 58,
         }
     }
 
@@ -581,6 +605,32 @@ mod tests {
     }
 
     #[test]
+    fn ip6_icmp6_and_the_transports_over_ipv6_match() {
+        use Op::*;
+        // An IPv6 frame: ICMPv6, or TCP to port 80 (fixed header only).
+        let v6 = |next: u8| {
+            let mut f = vec![0u8; 14 + 40 + 8];
+            f[12..14].copy_from_slice(&[0x86, 0xdd]);
+            f[14] = 0x60;
+            f[14 + 6] = next;
+            f[56..58].copy_from_slice(&80u16.to_be_bytes());
+            f
+        };
+        let prog = |ops: Vec<Op>| Program::new(ops).unwrap();
+        let is = |p: &Program, f: &[u8]| p.matches(f, Carries::Ethernet);
+        let ip6 = prog(vec![Proto(super::Proto::Ip6)]);
+        let icmp6 = prog(vec![Proto(super::Proto::Icmp6)]);
+        let tcp80 = prog(vec![Proto(super::Proto::Tcp), Port(Dir::Dst, 80), And]);
+        let ip = prog(vec![Proto(super::Proto::Ip)]);
+        assert!(is(&ip6, &v6(58)) && is(&icmp6, &v6(58)) && !is(&tcp80, &v6(58)));
+        assert!(is(&tcp80, &v6(6)) && !is(&icmp6, &v6(6)) && !is(&ip, &v6(6)));
+        let v4 = frame(1, [10, 0, 0, 1], [10, 0, 0, 2], 0, 0);
+        assert!(!is(&ip6, &v4) && !is(&icmp6, &v4));
+        let words: Vec<[u32; 3]> = icmp6.ops().iter().map(|o| o.encode()).collect();
+        assert_eq!(Program::decode(&words).unwrap(), icmp6);
+    }
+
+    #[test]
     fn a_ring_keeps_records_in_order_drops_when_full_and_survives_garbage() {
         let mut mem = vec![0u64; 512];
         let hdr = CaptureRingHdr {
@@ -623,7 +673,7 @@ mod tests {
         /// block are refused or make a program that evaluates any frame.
         #[test]
         fn any_program_is_refused_or_evaluates_any_frame(
-            words in proptest::collection::vec(proptest::array::uniform3(0u32..0x0005_0300), 0..70),
+            words in proptest::collection::vec(proptest::array::uniform3(0u32..0x0007_0300), 0..70),
             frame in proptest::collection::vec(proptest::num::u8::ANY, 0..80),
         ) {
             if let Ok(p) = Program::decode(&words) {

@@ -180,6 +180,8 @@ impl Parser<'_> {
             Some("udp") => Some(Proto::Udp),
             Some("icmp") => Some(Proto::Icmp),
             Some("arp") => Some(Proto::Arp),
+            Some("ip6") => Some(Proto::Ip6),
+            Some("icmp6") => Some(Proto::Icmp6),
             _ => None,
         };
         if proto.is_some() {
@@ -237,7 +239,7 @@ impl Parser<'_> {
             (None, None) => {
                 return Err(match self.peek() {
                     Some(t) => format!(
-                        "{t:?} is not understood in a filter (host, net, port, src, dst, ip, tcp, udp, icmp, arp, and, or, not)"
+                        "{t:?} is not understood in a filter (host, net, port, src, dst, ip, ip6, tcp, udp, icmp, icmp6, arp, and, or, not)"
                     ),
                     None => "the filter ends where a primitive was expected".into(),
                 })

@@ -145,8 +145,8 @@ enum Cmd {
     /// The point is the wire side of an interface (default) or the rings
     /// into or out of a layer (`--at filterd-in`, `--at ipd-out`; driverd,
     /// netdevd, filterd and ipd). The filter is a tcpdump expression:
-    /// host, net, port, src, dst, ip, tcp, udp, icmp, arp, and, or, not,
-    /// parentheses. A capture that falls behind loses packets from the
+    /// host, net, port, src, dst, ip, ip6, tcp, udp, icmp, icmp6, arp,
+    /// and, or, not, parentheses (host and net take IPv4 addresses). A capture that falls behind loses packets from the
     /// capture (counted at the end), never from the stack. Ctrl-C ends it.
     Capture {
         /// The interface (as in the configuration; default: the first).

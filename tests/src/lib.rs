@@ -309,6 +309,22 @@ pub fn tap_config(extra: &str) -> String {
     )
 }
 
+/// The stack's IPv6 address in [`tap_config6`].
+pub const STACK_IP6: &str = "fd00:77::2";
+/// The kernel side's IPv6 address in [`tap_config6`].
+pub const HOST_IP6: &str = "fd00:77::1";
+
+/// [`tap_config`] with both families: the stack also at
+/// [`STACK_IP6`]/64 and the kernel side at [`HOST_IP6`]/64, then `extra`.
+pub fn tap_config6(extra: &str) -> String {
+    format!(
+        "[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
+         mac = \"02:53:54:00:00:01\"\n\
+         addresses = [\"{STACK_IP}/24\", \"{STACK_IP6}/64\"]\n\
+         host_addresses = [\"{HOST_IP}/24\", \"{HOST_IP6}/64\"]\n{extra}"
+    )
+}
+
 /// Whether this kernel makes AF_XDP sockets (CONFIG_XDP_SOCKETS).
 pub fn af_xdp_available() -> bool {
     // SAFETY: socket(2) with constants; the fd, if any, is closed here.

@@ -7,7 +7,9 @@
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
-use strata_tests::{bin, random_file, spawn_app, unique, wait_line, Bg, Netns, Stack, STACK_IP};
+use strata_tests::{
+    bin, random_file, spawn_app, unique, wait_line, Bg, Netns, Stack, STACK_IP, STACK_IP6,
+};
 
 /// A bound for a hang, never reached by a working stack.
 const PATIENCE: Duration = Duration::from_secs(60);
@@ -325,4 +327,31 @@ fn a_capture_whose_client_is_killed_is_ended_by_the_launcher() {
         .expect("the capture ended at its count");
     assert!(said.contains("1 packets captured"), "{said}");
     let _ = std::fs::remove_file(&file);
+}
+
+#[test]
+fn an_icmp6_filter_keeps_the_ipv6_pings_and_leaves_ipv4_out() {
+    let ns = Netns::new();
+    let st = Stack::up_config(&ns, &strata_tests::tap_config6(""));
+    st.wait_for("the stack's IPv6 address", Duration::from_secs(30), || {
+        strata_tests::ping(&ns, &["-6", "-c", "1", "-W", "1", STACK_IP6]).received == 1
+    });
+    let dir = strata_tests::TempDir::new("strata-capture6");
+    let file = dir.path().join("cap.pcapng");
+    let c = capture(&ns, &st, &format!("-w {} icmp6", file.display()));
+    let r = strata_tests::ping(&ns, &["-c", "3", "-i", "0.2", STACK_IP]);
+    assert_eq!(r.received, 3, "{}", r.text);
+    let r = strata_tests::ping(&ns, &["-6", "-c", "3", "-i", "0.2", STACK_IP6]);
+    assert_eq!(r.received, 3, "{}", r.text);
+    let said = interrupt(c);
+    assert!(said.contains("packets captured"), "{said}");
+    let lines = tcpdump(&file);
+    let echoes = |what: &str| lines.iter().filter(|l| l.contains(what)).count();
+    assert!(echoes("ICMP6, echo request") >= 3, "{}", lines.join("\n"));
+    assert!(echoes("ICMP6, echo reply") >= 3, "{}", lines.join("\n"));
+    assert!(
+        lines.iter().all(|l| l.contains("IP6")),
+        "{}",
+        lines.join("\n")
+    );
 }

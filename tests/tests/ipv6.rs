@@ -4,21 +4,15 @@
 
 use std::time::Duration;
 
-use strata_tests::{ping_all, Netns, Stack};
+use strata_tests::{ping_all, tap_config6, Netns, Stack, HOST_IP6, STACK_IP6};
 
-const STACK_IP6: &str = "fd00:77::2";
 /// The link-local address the stack makes from its MAC 02:53:54:00:00:01
 /// (RFC 4291 modified EUI-64).
 const STACK_LL: &str = "fe80::53:54ff:fe00:1";
-const HOST_IP6: &str = "fd00:77::1";
 
 /// One TAP, dual-stack on both sides.
 fn config() -> String {
-    "[[interface]]\nname = \"strata0\"\ndriver = \"tap\"\n\
-     mac = \"02:53:54:00:00:01\"\n\
-     addresses = [\"10.77.0.2/24\", \"fd00:77::2/64\"]\n\
-     host_addresses = [\"10.77.0.1/24\", \"fd00:77::1/64\"]\n"
-        .to_string()
+    tap_config6("")
 }
 
 /// Waits until the kernel side has an IPv6 link-local address that has
