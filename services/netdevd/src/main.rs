@@ -67,6 +67,9 @@ strata_ipc::layer_stats! { "netdevd";
     IngressDropQdisc => "ingress_drop_qdisc",
     /// Qdisc settings taken in from `strata qdisc`.
     QdiscReloads => "qdisc_reloads",
+    /// IPv6 multicast frames for a group none of the stack's addresses is
+    /// in (other hosts' solicited-node groups, MLD reports to routers).
+    DropOtherGroup => "drop_other_group",
 }
 
 /// The first fault counter of each direction, in [`fault_counts`] order.
@@ -95,6 +98,8 @@ struct Shell<'a> {
     settings: QdiscTable<'a>,
     seen: Vec<[u64; 2]>,
     macs: Vec<[u8; 6]>,
+    /// Per interface, the IPv6 multicast MACs it takes ([`groups6`]).
+    groups6: Vec<Vec<[u8; 6]>>,
     max_frame: Vec<u32>,
     egress: Vec<Qdisc>,
     ingress: Vec<Qdisc>,
@@ -184,6 +189,11 @@ impl Shell<'_> {
                 f.iface_add(iif, ifc::RX_BROADCAST, 1);
             } else {
                 f.iface_add(iif, ifc::RX_MULTICAST, 1);
+            }
+            if dst[..2] == [0x33, 0x33] && !self.groups6[i].iter().any(|g| g[..] == *dst) {
+                self.stats.inc(Stat::DropOtherGroup);
+                cx.pool.free(&h);
+                return;
             }
         } else if dst != self.macs[i] {
             f.iface_add(iif, ifc::RX_DROP_NOT_FOR_US, 1);
@@ -349,11 +359,39 @@ impl Layer for Shell<'_> {
     /// dropped from now on.
     fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
         self.max_frame = max_frames(cfg);
+        self.groups6 = groups6(cfg);
     }
 
     fn counters(&self) -> &[u64] {
         self.stats.as_array()
     }
+}
+
+/// Per interface, the IPv6 multicast MACs (`33:33:…`, RFC 2464 §7) it
+/// takes: all-nodes, all-routers on a router, and the solicited-node
+/// group of the link-local address (which every address ipd makes from
+/// the MAC shares) and of each configured address; ipd joins these.
+/// IPv4 multicast is not filtered here.
+fn groups6(cfg: &StackConfig) -> Vec<Vec<[u8; 6]>> {
+    use strata_proto::ndp::{
+        link_local_from_mac, multicast_mac, solicited_node, ALL_NODES, ALL_ROUTERS,
+    };
+    cfg.ifaces
+        .iter()
+        .map(|i| {
+            let ll = link_local_from_mac(strata_proto::MacAddr(i.mac));
+            let mut g = vec![multicast_mac(ALL_NODES), multicast_mac(solicited_node(ll))];
+            if cfg.forwarding {
+                g.push(multicast_mac(ALL_ROUTERS));
+            }
+            g.extend(
+                i.addrs6
+                    .iter()
+                    .map(|&(a, _)| multicast_mac(solicited_node(a))),
+            );
+            g.into_iter().map(|m| m.0).collect()
+        })
+        .collect()
 }
 
 fn main() {
@@ -375,6 +413,7 @@ fn main() {
         settings: f.qdisc_settings(),
         seen: vec![[0u64; 2]; n_if],
         macs: svc.config.ifaces.iter().map(|i| i.mac).collect(),
+        groups6: groups6(&svc.config),
         max_frame: max_frames(&svc.config),
         egress: (0..n_if).map(|i| Qdisc::new(limit, 2 * i as u64)).collect(),
         ingress: (0..n_if)
@@ -385,4 +424,29 @@ fn main() {
         held: false,
     };
     lp.run(&mut shell)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_interface_takes_all_nodes_and_its_own_solicited_node_groups_only() {
+        let mut cfg: StackConfig = serde_json::from_str(
+            r#"{"instance":"t","ifaces":[{"index":0,"name":"tap0","driver":"tap",
+                "mac":[2,83,84,0,0,1],"mtu":1500,"addrs":[],
+                "addrs6":[["fd00:77::2",64]]}],"routes":[],"qdisc_limit":1000}"#,
+        )
+        .unwrap();
+        let g = &groups6(&cfg)[0];
+        // ff02::1, ff02::1:ff00:1 (the link-local's), ff02::1:ff00:2.
+        assert!(g.contains(&[0x33, 0x33, 0, 0, 0, 1]));
+        assert!(g.contains(&[0x33, 0x33, 0xff, 0, 0, 1]));
+        assert!(g.contains(&[0x33, 0x33, 0xff, 0, 0, 2]));
+        // Not MLDv2 routers' ff02::16, nor all-routers on a host.
+        assert!(!g.contains(&[0x33, 0x33, 0, 0, 0, 0x16]));
+        assert!(!g.contains(&[0x33, 0x33, 0, 0, 0, 2]));
+        cfg.forwarding = true;
+        assert!(groups6(&cfg)[0].contains(&[0x33, 0x33, 0, 0, 0, 2]));
+    }
 }
