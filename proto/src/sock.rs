@@ -41,21 +41,21 @@ pub struct Addr {
     pub port: u16,
 }
 
-/// The IPv4-mapped prefix's bits above the IPv4 address.
-const V4_MAPPED: u128 = 0xffff << 32;
-
 impl Addr {
     /// IPv4 address `ip` (host order) and `port`.
     pub fn v4(ip: u32, port: u16) -> Addr {
+        let mapped = std::net::Ipv4Addr::from(ip).to_ipv6_mapped();
         Addr {
-            ip: V4_MAPPED | u128::from(ip),
+            ip: u128::from(mapped),
             port,
         }
     }
 
     /// The IPv4 address (host order), if this is one.
     pub fn ipv4(&self) -> Option<u32> {
-        (self.ip >> 32 == V4_MAPPED >> 32).then_some(self.ip as u32)
+        std::net::Ipv6Addr::from(self.ip)
+            .to_ipv4_mapped()
+            .map(u32::from)
     }
 }
 

@@ -19,7 +19,7 @@
 //! and the queue slots. Entry and queue links are `u16` indices, not
 //! pointers, so the table is plain data.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 
 use strata_ipc::Handle;
 use strata_proto::MacAddr;
@@ -66,19 +66,17 @@ pub mod neigh_state {
 }
 
 /// A neighbour's address: an IPv6 address, or an IPv4 address as the
-/// IPv4-mapped IPv6 address `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2), which
-/// no IPv6 neighbour can have. So one table and one record format hold
-/// both families.
+/// IPv4-mapped IPv6 address `::ffff:a.b.c.d` (RFC 4291 §2.5.5.2,
+/// [`strata_ipc::addrs::mapped`]), which no IPv6 neighbour can have. So
+/// one table and one record format hold both families.
 #[repr(transparent)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct NeighAddr(pub u128);
 
 impl NeighAddr {
-    const V4_MAPPED: u128 = 0xffff << 32;
-
     /// The key of IPv4 address `ip` (host order).
     pub const fn v4(ip: u32) -> NeighAddr {
-        NeighAddr(Self::V4_MAPPED | ip as u128)
+        NeighAddr(strata_ipc::addrs::mapped(ip))
     }
 
     /// The key of an IPv6 address.
@@ -88,7 +86,7 @@ impl NeighAddr {
 
     /// The IPv4 address (host order), if this is one.
     pub fn as_v4(self) -> Option<u32> {
-        (self.0 >> 32 == Self::V4_MAPPED >> 32).then_some(self.0 as u32)
+        strata_ipc::addrs::unmapped(self.0)
     }
 
     /// The IPv6 address, if this is not an IPv4 one.
@@ -98,10 +96,7 @@ impl NeighAddr {
 
     /// The address as std has it.
     pub fn to_ip(self) -> IpAddr {
-        match self.as_v4() {
-            Some(v4) => IpAddr::V4(Ipv4Addr::from(v4)),
-            None => IpAddr::V6(Ipv6Addr::from(self.0)),
-        }
+        strata_ipc::addrs::to_ip(self.0)
     }
 
     /// A 32-bit mix of the address, for the hash index.
@@ -113,10 +108,7 @@ impl NeighAddr {
 
 impl From<IpAddr> for NeighAddr {
     fn from(ip: IpAddr) -> NeighAddr {
-        match ip {
-            IpAddr::V4(a) => NeighAddr::v4(u32::from(a)),
-            IpAddr::V6(a) => NeighAddr::v6(a),
-        }
+        NeighAddr(strata_ipc::addrs::from_ip(ip))
     }
 }
 
