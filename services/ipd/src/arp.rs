@@ -65,11 +65,7 @@ impl IpCore {
             Learn::Seen
         };
         let key = NeighAddr::v4(sip);
-        match self.neigh.learn(now, slot, key, p.sender_mac, how, for_us) {
-            Learned::Entry(idx) => self.flush_neighbour(pool, idx, slot, out),
-            Learned::Full => self.stats.inc(Stat::NeighTableFull),
-            Learned::Unknown => {}
-        }
+        self.learn_neighbour(now, pool, slot, key, p.sender_mac, how, for_us, out);
         if for_us && p.op == OP_REQUEST {
             self.arp_reply(pool, h, slot, &p, out);
         } else if for_us {
@@ -186,6 +182,28 @@ impl IpCore {
             .map(|a| a.addr)
             .unwrap_or(0);
         self.send_arp_request(pool, slot, sender, target, unicast, out);
+    }
+
+    /// Records what a packet from neighbour `ip` on `slot` says of its MAC
+    /// ([`Neighbours::learn`](crate::neigh::Neighbours::learn)), sends what
+    /// waited for it, and counts a table too full to take it.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn learn_neighbour<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        slot: usize,
+        ip: NeighAddr,
+        mac: MacAddr,
+        how: Learn,
+        create: bool,
+        out: &mut Outputs,
+    ) {
+        match self.neigh.learn(now, slot, ip, mac, how, create) {
+            Learned::Entry(idx) => self.flush_neighbour(pool, idx, slot, out),
+            Learned::Full => self.stats.inc(Stat::NeighTableFull),
+            Learned::Unknown => {}
+        }
     }
 
     /// Sends everything queued on neighbour entry `idx` now that its MAC is

@@ -1,12 +1,13 @@
 //! IPv6 in ipd (RFC 8200, 4443, 4291): the interfaces' own addresses,
-//! the input checks and local delivery, ICMPv6 echo and errors, and the
-//! sending of what ipd itself originates. Neighbour discovery, duplicate
-//! address detection and MLD are in `nd.rs`; the neighbour cache is the
-//! one IPv4 uses (`neigh.rs`).
+//! the input checks and local delivery (reassembly included), ICMPv6
+//! echo and errors, routing, path MTU, and the sending (and cutting into
+//! fragments) of what ipd itself originates. Neighbour discovery,
+//! duplicate address detection and MLD are in `nd.rs`, router discovery
+//! in `ra.rs`, forwarding in `forward.rs`; the neighbour cache is the one
+//! IPv4 uses (`neigh.rs`).
 //!
-//! What is not here yet: reassembly and fragmentation, routes beyond the
-//! on-link prefixes, forwarding, and TCP and UDP over IPv6 (answered with
-//! port unreachable, counted as `ip6_upper_unsupported`).
+//! What is not here yet: TCP and UDP over IPv6 (answered with port
+//! unreachable, counted as `ip6_upper_unsupported`).
 
 use std::net::Ipv6Addr;
 
@@ -159,17 +160,22 @@ impl Iface6 {
         self.addrs.iter_mut().find(|x| x.addr == a)
     }
 
+    /// The solicited-node groups this interface is in: one for every
+    /// address not found duplicate, tentative ones included (RFC 4862
+    /// §5.4.2); addresses that share one name it more than once.
+    pub fn groups(&self) -> impl Iterator<Item = Ipv6Addr> + '_ {
+        self.addrs
+            .iter()
+            .filter(|a| a.dad != Dad::Duplicate)
+            .map(|a| solicited_node(a.addr))
+    }
+
     /// What `dst` is to this interface: a preferred address of ours or a
-    /// group we are in (all-nodes, and the solicited-node group of every
-    /// address not found duplicate, tentative ones included: RFC 4862
-    /// §5.4.2), a tentative address, or neither.
+    /// group we are in (all-nodes and [`groups`](Self::groups)), a
+    /// tentative address, or neither.
     pub fn classify(&self, dst: Ipv6Addr) -> Local6 {
         if dst.is_multicast() {
-            let listens = dst == ALL_NODES
-                || self
-                    .addrs
-                    .iter()
-                    .any(|a| a.dad != Dad::Duplicate && solicited_node(a.addr) == dst);
+            let listens = dst == ALL_NODES || self.groups().any(|g| g == dst);
             return if listens {
                 Local6::Ours
             } else {
@@ -210,8 +216,8 @@ impl Iface6 {
             .or(ll)
     }
 
-    /// The longest configured prefix of this interface that holds `dst`,
-    /// if one does.
+    /// The longest on-link prefix of this interface (of its addresses or
+    /// advertised by a router) that holds `dst`, if one does.
     pub fn prefix_for(&self, dst: Ipv6Addr) -> Option<u8> {
         let advertised = self
             .prefixes
@@ -227,8 +233,8 @@ impl Iface6 {
             .max()
     }
 
-    /// Whether a configured prefix of this interface holds `dst` (so it
-    /// is a neighbour here).
+    /// Whether `dst` is link-local or in an on-link prefix of this
+    /// interface (so it is a neighbour here).
     pub fn on_link(&self, dst: Ipv6Addr) -> bool {
         is_link_local(dst) || self.prefix_for(dst).is_some()
     }
@@ -535,8 +541,8 @@ impl IpCore {
     }
 
     /// Sends ICMPv6 error `msg` about packet `orig` (window = the packet
-    /// from its IPv6 header), which came in on `slot`, unless RFC 4443 §2.4 (e) forbids
-    /// it: not about an error or a redirect, not to or from what is not
+    /// from its IPv6 header), which came in on `slot`, unless RFC 4443
+    /// §2.4 (e) forbids it: not about an error or a redirect, not to or from what is not
     /// one unicast host, except that a packet too big or a parameter
     /// problem about an option may answer a packet to a group
     /// (`to_multicast_ok`). Within the rate limit (§2.4 (f)).
@@ -551,10 +557,9 @@ impl IpCore {
         to_multicast_ok: bool,
         out: &mut Outputs,
     ) {
-        let Ok(d) = pool.data(orig) else {
+        let Ok(pkt) = pool.data(orig) else {
             return self.stats.inc(Stat::Icmp6OutSuppressed);
         };
-        let pkt = d;
         // What is quoted may be cut short of its payload length
         // (reassembly's time exceeded quotes what came of fragment 0).
         let Ok(hdr) = Ipv6Header::parse_quoted(pkt) else {
@@ -669,11 +674,9 @@ impl IpCore {
         Some(h)
     }
 
-    /// Sends IPv6 packet `h` (data window = the packet) that ipd made, on
-    /// interface slot `slot` when its destination is a group or
-    /// link-local (or ours there), else on the interface whose prefix
-    /// holds it; the next hop is the destination itself (no IPv6 routes
-    /// yet).
+    /// Sends IPv6 packet `h` (data window = the packet) that ipd made: on
+    /// interface slot `slot` when its destination is a group or on that
+    /// link, else where [`route6`](Self::route6) says.
     pub(crate) fn send6<B: Buffers>(
         &mut self,
         now: u64,
@@ -682,13 +685,9 @@ impl IpCore {
         slot: usize,
         out: &mut Outputs,
     ) {
-        let dst = match pool.data(&h) {
-            Ok(d) if d.len() >= Ipv6Header::LEN => {
-                let mut a = [0u8; 16];
-                a.copy_from_slice(&d[24..40]);
-                Ipv6Addr::from(a)
-            }
-            Ok(_) => return self.drop(pool, &h, Stat::BadWindow),
+        let dst = match pool.data(&h).map(dst6) {
+            Ok(Some(dst)) => dst,
+            Ok(None) => return self.drop(pool, &h, Stat::BadWindow),
             Err(e) => return self.bad_handle(pool, &h, e),
         };
         IpCore::own6(&mut h);
@@ -716,13 +715,12 @@ impl IpCore {
         if h.data_len as usize <= MIN_MTU || self.pmtu6.is_empty() {
             return link;
         }
-        let Some(dst) = pool.data(h).ok().and_then(|d| d.get(24..40)) else {
+        let Some(dst) = pool.data(h).ok().and_then(dst6) else {
             return link;
         };
-        let dst = u128::from_be_bytes(dst.try_into().unwrap_or_default());
         self.pmtu6
             .iter()
-            .find(|p| u128::from(p.0) == dst)
+            .find(|p| p.0 == dst)
             .map_or(link, |p| p.1.min(link))
     }
 
@@ -845,8 +843,7 @@ impl IpCore {
         match (on_link, configured) {
             (Some((len, slot)), c) if c.is_none_or(|c| c.prefix <= len) => Some((slot, dst)),
             (_, Some(c)) => Some((c.slot?, c.gateway.unwrap_or(dst))),
-            (None, None) => self.default_router(),
-            (Some(_), None) => None,
+            _ => self.default_router(),
         }
     }
 
@@ -861,6 +858,13 @@ impl IpCore {
             && !mac.is_multicast()
             && mac != MacAddr::ZERO
     }
+}
+
+/// The destination of the IPv6 packet at the start of `d`, if `d` holds
+/// its header.
+fn dst6(d: &[u8]) -> Option<Ipv6Addr> {
+    let a: [u8; 16] = d.get(24..40)?.try_into().ok()?;
+    Some(Ipv6Addr::from(a))
 }
 
 /// The counter for an IPv6 parse error.

@@ -1,7 +1,9 @@
-//! The protocol core of ipd, strata's IPv4 layer: validation, local
+//! The protocol core of ipd, strata's IP layer: for IPv4 validation, local
 //! delivery, ICMP, ARP and the neighbour cache, routing, reassembly,
 //! fragmentation and, when enabled, forwarding (RFC 791, 792, 826, 815,
-//! 1122, 1812).
+//! 1122, 1812); for IPv6 the same (RFC 8200, 4443) with neighbour
+//! discovery, address autoconfiguration and MLD (`ip6.rs`, `nd.rs`,
+//! `ra.rs`).
 //!
 //! The core is pure (docs/DESIGN.md, "Code shape"): no I/O, no clock, no
 //! globals, no threads. The process shell (`main.rs`) pops handles from
@@ -203,7 +205,7 @@ impl IpCore {
         if !same_ifaces {
             return Err(ConfigError::IfacesChanged);
         }
-        IpCore::carry_dad(&self.v6, &mut v6);
+        IpCore::carry_learnt(&self.v6, &mut v6);
         self.routes6 = ip6::routes6(&cfg.routes6, &v6, |i| net.slot(i))?;
         self.net = net;
         self.v6 = v6;
@@ -361,7 +363,7 @@ impl IpCore {
         [
             self.neigh.next_wake(),
             self.reasm.next_wake(),
-            self.dad_deadline(),
+            self.nd_deadline(),
             self.ra_deadline(),
             self.pmtu6.iter().map(|p| p.2).min(),
         ]

@@ -16,7 +16,7 @@ use strata_proto::ndp::{
 use strata_proto::MacAddr;
 
 use crate::ip6::{Addr6, Dad, Iface6};
-use crate::neigh::{neigh_state, Learn, Learned, NeighAddr, NeighRecord};
+use crate::neigh::{neigh_state, Learn, NeighAddr, NeighRecord};
 use crate::stats::Stat;
 use crate::{IpCore, Outputs};
 
@@ -74,11 +74,7 @@ impl IpCore {
                 return self.stats.inc(Stat::NdInvalidSender);
             }
             let key = NeighAddr::v6(hdr.src);
-            match self.neigh.learn(now, slot, key, mac, Learn::Seen, true) {
-                Learned::Entry(idx) => self.flush_neighbour(pool, idx, slot, out),
-                Learned::Full => self.stats.inc(Stat::NeighTableFull),
-                Learned::Unknown => {}
-            }
+            self.learn_neighbour(now, pool, slot, key, mac, Learn::Seen, true, out);
         }
         self.send_advert(now, pool, slot, target, hdr.src, true, out);
     }
@@ -139,9 +135,7 @@ impl IpCore {
         } else {
             Learn::Seen
         };
-        if let Learned::Entry(idx) = self.neigh.learn(now, slot, key, mac, how, false) {
-            self.flush_neighbour(pool, idx, slot, out);
-        }
+        self.learn_neighbour(now, pool, slot, key, mac, how, false, out);
     }
 
     /// Sends a neighbour solicitation for `target` on `slot` (RFC 4861
@@ -232,7 +226,8 @@ impl IpCore {
     /// Starts duplicate address detection on every address that has not
     /// had it (RFC 4862 §5.4.2): announces the groups with an MLDv2
     /// report, then solicits each tentative address from `::`. The
-    /// addresses are used `dad_ns` later unless someone claims them.
+    /// addresses are used one retransmission time (`arp_retrans_ns`)
+    /// later unless someone claims them.
     pub(crate) fn dad_start<B: Buffers>(&mut self, now: u64, pool: &mut B, out: &mut Outputs) {
         let until = now.saturating_add(self.limits.arp_retrans_ns);
         for slot in 0..self.v6.len() {
@@ -296,31 +291,29 @@ impl IpCore {
     }
 
     /// Ends detection for the addresses whose time is up: they are
-    /// preferred now. Returns the earliest end still to come.
-    pub(crate) fn dad_poll(&mut self, now: u64) -> Option<u64> {
-        let mut next: Option<u64> = None;
+    /// preferred now ([`nd_deadline`](Self::nd_deadline) says when the
+    /// next is).
+    pub(crate) fn dad_poll(&mut self, now: u64) {
         for a in self.v6.iter_mut().flat_map(|i| i.addrs.iter_mut()) {
-            if let Dad::Tentative { until } = a.dad {
-                if now >= until {
-                    a.dad = Dad::Preferred;
-                    self.addrs6_changed = true;
-                } else {
-                    next = Some(next.map_or(until, |n| n.min(until)));
-                }
+            if matches!(a.dad, Dad::Tentative { until } if now >= until) {
+                a.dad = Dad::Preferred;
+                self.addrs6_changed = true;
             }
         }
-        next
     }
 
-    /// The earliest end of a running detection.
-    pub(crate) fn dad_deadline(&self) -> Option<u64> {
-        self.v6
+    /// The earliest end of a running detection, or report due.
+    pub(crate) fn nd_deadline(&self) -> Option<u64> {
+        let detections = self
+            .v6
             .iter()
             .flat_map(|i| i.addrs.iter())
             .filter_map(|a| match a.dad {
                 Dad::Tentative { until } => Some(until),
                 _ => None,
-            })
+            });
+        detections
+            .chain(self.v6.iter().filter_map(|i| i.mld_due))
             .min()
     }
 
@@ -346,11 +339,7 @@ impl IpCore {
             Err(e) => return self.stats.inc(mld_stat(e)),
         };
         self.stats.inc(Stat::MldRxQueries);
-        let i = &self.v6[slot];
-        let ours = q.group.is_unspecified()
-            || i.addrs
-                .iter()
-                .any(|a| a.dad != Dad::Duplicate && solicited_node(a.addr) == q.group);
+        let ours = q.group.is_unspecified() || self.v6[slot].groups().any(|g| g == q.group);
         if !ours {
             return;
         }
@@ -370,15 +359,14 @@ impl IpCore {
         }
     }
 
-    /// Sends an MLDv2 report joining the solicited-node group of every
-    /// address on `slot` not found duplicate (RFC 3810 §6.1, RFC 4862
-    /// §5.4.2), from the link-local address or, while it is tentative,
+    /// Sends an MLDv2 report joining the groups of `slot`
+    /// ([`Iface6::groups`]; RFC 3810 §6.1, RFC 4862 §5.4.2), from the link-local address or, while it is tentative,
     /// from `::` (RFC 3810 §5.2.13).
     fn mld_report<B: Buffers>(&mut self, pool: &mut B, slot: usize, out: &mut Outputs) {
         let iface = &self.v6[slot];
         let mut groups: Vec<(u8, Ipv6Addr)> = Vec::with_capacity(iface.addrs.len());
-        for a in iface.addrs.iter().filter(|a| a.dad != Dad::Duplicate) {
-            let g = (record_type::CHANGE_TO_EXCLUDE, solicited_node(a.addr));
+        for g in iface.groups() {
+            let g = (record_type::CHANGE_TO_EXCLUDE, g);
             if !groups.contains(&g) {
                 groups.push(g);
             }
@@ -460,7 +448,7 @@ impl IpCore {
     /// the detection state of the addresses both have, autoconfigured
     /// addresses (while `new` still autoconfigures), routers, prefixes, the
     /// advertised MTU and router solicitation.
-    pub(crate) fn carry_dad(old: &[Iface6], new: &mut [Iface6]) {
+    pub(crate) fn carry_learnt(old: &[Iface6], new: &mut [Iface6]) {
         for (o, n) in old.iter().zip(new.iter_mut()) {
             for a in n.addrs.iter_mut() {
                 if let Some(Addr6 { dad, .. }) = o.find(a.addr) {

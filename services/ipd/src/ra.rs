@@ -18,7 +18,7 @@ use strata_proto::ndp::{
 
 use crate::ip6::{Addr6, Dad};
 use crate::nd::ndp_stat;
-use crate::neigh::{neigh_state, Learn, Learned, NeighAddr, NeighRecord};
+use crate::neigh::{neigh_state, Learn, NeighAddr, NeighRecord};
 use crate::stats::Stat;
 use crate::{IpCore, Outputs};
 
@@ -102,7 +102,7 @@ impl IpCore {
                     .map(|r| r.1)
                     .chain(i.prefixes.iter().map(|p| p.2))
                     .chain(i.addrs.iter().map(|a| a.expires));
-                lifetimes.chain(i.rs_next).chain(i.mld_due)
+                lifetimes.chain(i.rs_next)
             })
             .filter(|&t| t != u64::MAX)
             .min()
@@ -168,15 +168,9 @@ impl IpCore {
             // A router does not take advice from other routers.
             return self.stats.inc(Stat::NdRaIgnored);
         }
-        if let Some(mac) = mac {
-            if self.usable_neighbour6(hdr.src, mac) {
-                let key = NeighAddr::v6(hdr.src);
-                if let Learned::Entry(idx) =
-                    self.neigh.learn(now, slot, key, mac, Learn::Seen, true)
-                {
-                    self.flush_neighbour(pool, idx, slot, out);
-                }
-            }
+        if let Some(mac) = mac.filter(|&m| self.usable_neighbour6(hdr.src, m)) {
+            let key = NeighAddr::v6(hdr.src);
+            self.learn_neighbour(now, pool, slot, key, mac, Learn::Seen, true, out);
         }
         self.learn_router(now, slot, hdr.src, lifetime);
         if let Some(m) = mtu {
