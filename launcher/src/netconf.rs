@@ -251,8 +251,11 @@ fn del_address_unused(
 /// address detection.
 fn addr_show(sh: &Shared, c: &Config, only: Option<usize>) -> Value {
     let f = &sh.fabric;
-    let dad = dad_states(f);
-    let auto = auto_addresses(f);
+    // ipd's records, read once: the state of its own addresses, and the
+    // ones it made from advertised prefixes.
+    let records = ipd_records(f).unwrap_or_default();
+    let dad = dad_states(&records);
+    let auto = auto_addresses(&records);
     let mut text = String::new();
     let mut ifaces = Vec::new();
     for (i, ifc) in c.interfaces.iter().enumerate() {
@@ -735,9 +738,8 @@ fn is_own_address(r: &NeighRecord) -> bool {
 /// ADDR_DUPLICATE or ADDR_PREFERRED) of ipd's own IPv6 addresses, by
 /// interface index and address; an address without one (ipd has not
 /// saved since it was added) is shown as usable.
-fn dad_states(f: &Fabric) -> HashMap<(u8, Ipv6Addr), u8> {
-    ipd_records(f)
-        .unwrap_or_default()
+fn dad_states(records: &[NeighRecord]) -> HashMap<(u8, Ipv6Addr), u8> {
+    records
         .iter()
         .filter(|r| is_own_address(r))
         .filter_map(|r| Some(((r.iface, r.ip.as_v6()?), r.state)))
@@ -746,9 +748,8 @@ fn dad_states(f: &Fabric) -> HashMap<(u8, Ipv6Addr), u8> {
 
 /// ipd's IPv6 addresses made from advertised prefixes (SLAAC), by
 /// interface index: address and prefix length.
-fn auto_addresses(f: &Fabric) -> Vec<(u8, Cidr6)> {
-    ipd_records(f)
-        .unwrap_or_default()
+fn auto_addresses(records: &[NeighRecord]) -> Vec<(u8, Cidr6)> {
+    records
         .iter()
         .filter(|r| is_own_address(r) && r.mac[0] == 1)
         .filter_map(|r| {

@@ -323,6 +323,18 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn addresses_of_both_families_convert_and_ipv4_comes_back_as_ipv4() {
+        use std::net::SocketAddr;
+        for s in ["10.77.0.2:53", "0.0.0.0:0", "[fd00::1]:8080", "[::]:7"] {
+            let a: SocketAddr = s.parse().unwrap();
+            assert_eq!(SocketAddr::from(Addr::from(a)), a, "{s}");
+        }
+        assert_eq!(Addr::v4(0x0a4d0002, 53).ipv4(), Some(0x0a4d0002));
+        let v6: SocketAddr = "[fd00::1]:1".parse().unwrap();
+        assert_eq!(Addr::from(v6).ipv4(), None);
+    }
+
+    #[test]
     fn requests_and_responses_round_trip() {
         let reqs = [
             Request::Hello { version: VERSION },
