@@ -47,6 +47,11 @@ const MAX_UNIDENTIFIED: usize = 16;
 const MAX_SOCK_MEM: usize = HDR_LEN + 2 * (16 << 20);
 /// How long a transport has to answer a bind or connect.
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// Control messages that may wait for pool buffers before more are
+/// dropped (and counted): far more than sockets make while buffers are
+/// short, since no read credit or data is made while any waits.
+const CTL_WAIT_MAX: usize = 1 << 16;
 /// How long a socket found in the table after a restart waits for its
 /// application to re-attach before it is closed.
 const REATTACH_GRACE: Duration = Duration::from_secs(10);
@@ -96,6 +101,10 @@ strata_ipc::layer_stats! { "sockd";
     RxDropNoSocket => "rx_drop_no_socket",
     /// Sends that waited for a pool buffer.
     TxWaitNoBuffer => "tx_wait_no_buffer",
+    /// Control messages to tcpd or udpd that waited for a pool buffer.
+    CtlWaitNoBuffer => "ctl_wait_no_buffer",
+    /// Control messages dropped: [`CTL_WAIT_MAX`] already waited.
+    CtlDropped => "ctl_dropped",
     /// Requests that could not be decoded.
     BadRequests => "bad_requests",
     /// Socket rings found corrupt (the socket gets EIO).
@@ -391,6 +400,11 @@ struct Sockd<'a> {
     to_udp: Vec<Handle>,
     /// The same for tcpd.
     to_tcp: Vec<Handle>,
+    /// Control messages that found no pool buffer, oldest first: they go
+    /// before any other message or data once buffers free, so none is
+    /// lost (a lost ATTACH would leave an accepted connection's data in
+    /// tcpd for good) and none overtakes another.
+    ctl_wait: VecDeque<(Kind, L4Ctl)>,
     /// tcpd's initial send credit per connection.
     tcp_credit: u64,
     /// The receive ring tcpd assumes unless told (`socket_rx_bytes`).
@@ -501,6 +515,7 @@ fn main() {
             }),
         to_udp: Vec::with_capacity(BUDGET * 4),
         to_tcp: Vec::with_capacity(BUDGET * 4),
+        ctl_wait: VecDeque::new(),
         tcp_credit: svc.config.socket_tx_bytes as u64,
         rx_ring: u64::from(svc.config.socket_rx_bytes),
         unprivileged_port_start: svc.config.unprivileged_port_start,
@@ -626,11 +641,22 @@ impl Layer for Shell<'_> {
         // Applications' data into pool buffers, as far as each ring has
         // room (and what requests produced this turn).
         let d = &mut self.d;
-        let (moved, udp_waiting) = d.pump_tx(cx.room(TO_UDP).min(BUDGET * 4));
+        // Control messages that waited for buffers first; while any still
+        // waits, no data and no read credit compete for the buffers.
+        let ctl_waiting = !d.send_waiting_ctl();
+        let room = |o| {
+            if ctl_waiting {
+                0
+            } else {
+                cx.room(o).min(BUDGET * 4)
+            }
+        };
+        let (udp_room, tcp_room) = (room(TO_UDP), room(TO_TCP));
+        let (moved, udp_waiting) = d.pump_tx(udp_room);
         cx.send_all(TO_UDP, d.to_udp.drain(..));
-        let (moved_tcp, tcp_waiting) = d.pump_tcp(cx.room(TO_TCP).min(BUDGET * 4));
+        let (moved_tcp, tcp_waiting) = d.pump_tcp(tcp_room);
         cx.send_all(TO_TCP, d.to_tcp.drain(..));
-        self.tx_waiting = udp_waiting || tcp_waiting;
+        self.tx_waiting = udp_waiting || tcp_waiting || ctl_waiting;
         let now = Instant::now();
         d.expire(now);
         if now.duration_since(self.last_snapshot) > Duration::from_millis(100) {

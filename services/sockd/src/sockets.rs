@@ -30,17 +30,42 @@ impl Sockd<'_> {
             let e = self.closes.entry(m.sock).or_insert((m.op, now, now));
             e.2 = now;
         }
-        let mut pool = self.svc.fabric.pool(self.svc.me);
-        match m.to_handle(&mut pool) {
-            Some(h) => {
-                match kind {
-                    Kind::Udp => self.to_udp.push(h),
-                    Kind::Tcp => self.to_tcp.push(h),
-                }
-                true
-            }
-            None => false,
+        if self.ctl_wait.is_empty() && self.push_ctl(kind, &m) {
+            return true;
         }
+        if self.ctl_wait.len() >= CTL_WAIT_MAX {
+            self.stats.inc(Stat::CtlDropped);
+            return false;
+        }
+        self.stats.inc(Stat::CtlWaitNoBuffer);
+        self.ctl_wait.push_back((kind, m));
+        true
+    }
+
+    /// `m` into a pool buffer, queued for its transport; false when no
+    /// buffer is free.
+    fn push_ctl(&mut self, kind: Kind, m: &L4Ctl) -> bool {
+        let mut pool = self.svc.fabric.pool(self.svc.me);
+        let Some(h) = m.to_handle(&mut pool) else {
+            return false;
+        };
+        match kind {
+            Kind::Udp => self.to_udp.push(h),
+            Kind::Tcp => self.to_tcp.push(h),
+        }
+        true
+    }
+
+    /// Sends the control messages that waited for buffers, in order, as
+    /// far as buffers go; true when none waits any more.
+    pub(crate) fn send_waiting_ctl(&mut self) -> bool {
+        while let Some((kind, m)) = self.ctl_wait.front().copied() {
+            if !self.push_ctl(kind, &m) {
+                return false;
+            }
+            self.ctl_wait.pop_front();
+        }
+        true
     }
 
     pub(crate) fn tcp_ctl(&mut self, op: u32, sock: u32, value: u64, flags: u32) {

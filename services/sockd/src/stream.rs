@@ -22,7 +22,12 @@
 //! - **Sync.** Every [`SYNC_EVERY`] (or at once after a gap) the
 //!   READ_CREDIT carries SYNC, and tcpd answers with its send state. That
 //!   answer covers every byte sent before it: if tcpd took less, the rest
-//!   was lost and `tx_sent` goes back to what it took.
+//!   was lost and `tx_sent` goes back to what it took. A stream with
+//!   nothing in flight either way has nothing a lost message could hold
+//!   up, so its SYNC comes half as often each time it finds it so, down
+//!   to one every [`SYNC_IDLE`]: ten thousand idle connections cost tcpd
+//!   a few thousand messages a second rather than fifty thousand. Any
+//!   traffic brings the cadence back at once.
 //!
 //! The type is pure: the shell passes in the ring's indices and the
 //! clock, and carries out what it returns. tcpd's crash test drives it
@@ -35,6 +40,9 @@ use strata_ipc::l4::{ctl_flags, ReadCredit, SendCredit};
 /// How often sockd restates a socket's receive state to tcpd unasked and
 /// asks for its send state (credits lost when a layer died come back so).
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
+
+/// The longest a quiet stream goes between SYNCs (see the module docs).
+pub const SYNC_IDLE: Duration = Duration::from_millis(6400);
 
 /// How long a READ_CREDIT that does not matter yet waits for a message
 /// to tcpd to go with (so that it costs tcpd no wake-up of its own).
@@ -110,6 +118,10 @@ pub struct Stream {
     wr_seen: u64,
     /// When the next SYNC is due.
     sync_at: Instant,
+    /// The gap before it: [`SYNC_EVERY`], doubling while quiet.
+    sync_every: Duration,
+    /// When the last SYNC went.
+    synced: Instant,
     /// Ask tcpd to deliver again from `rx_next` and restate what it
     /// announced.
     resync: bool,
@@ -130,6 +142,8 @@ impl Stream {
             rx_seen: 0,
             wr_seen: 0,
             sync_at: now,
+            sync_every: SYNC_EVERY,
+            synced: now,
             resync: false,
             deferred_since: None,
         }
@@ -145,6 +159,7 @@ impl Stream {
         self.sync_sent = consumed;
         self.rx_seen = u64::MAX;
         self.resync = true;
+        self.busy();
         self.sync_at = now;
     }
 
@@ -156,7 +171,26 @@ impl Stream {
 
     /// Asks for tcpd's send state with the next READ_CREDIT.
     pub fn sync_now(&mut self, now: Instant) {
+        self.busy();
         self.sync_at = now;
+    }
+
+    /// Traffic: SYNCs come at the full cadence again.
+    fn busy(&mut self) {
+        self.sync_every = SYNC_EVERY;
+        self.sync_at = self.sync_at.min(self.synced + SYNC_EVERY);
+    }
+
+    /// Nothing in flight either way since the last SYNC: the application
+    /// read what was written (`read`, `written`) and we last said so,
+    /// nothing was sent since, and tcpd holds nothing of ours.
+    fn quiet(&self, read: u64, written: u64) -> bool {
+        !self.resync
+            && read == written
+            && read == self.rx_seen
+            && written == self.wr_seen
+            && self.tx_sent == self.sync_sent
+            && self.credit == self.cap
     }
 
     /// Bytes tcpd will still take.
@@ -262,8 +296,16 @@ impl Stream {
         let mut flags = ctl_flags::WRITTEN;
         if sync {
             flags |= ctl_flags::SYNC;
-            self.sync_at = now + SYNC_EVERY;
+            self.sync_every = if self.quiet(read, written) {
+                (self.sync_every * 2).min(SYNC_IDLE)
+            } else {
+                SYNC_EVERY
+            };
+            self.sync_at = now + self.sync_every;
+            self.synced = now;
             self.sync_sent = self.tx_sent;
+        } else {
+            self.busy();
         }
         if self.resync {
             flags |= ctl_flags::RESYNC;
@@ -341,6 +383,7 @@ impl Stream {
 
     /// `n` bytes were handed to tcpd; returns their stream offset.
     pub fn sent(&mut self, n: usize) -> u32 {
+        self.busy();
         let off = self.tx_sent as u32;
         self.tx_sent += n as u64;
         self.credit = self.credit.saturating_sub(n as u64);
@@ -437,6 +480,42 @@ mod tests {
         assert_eq!(s.read_credit(t0 + SYNC_EVERY / 2, 10, 30), None);
         let m = s.read_credit(t0 + SYNC_EVERY, 10, 30).unwrap();
         assert_eq!(m.flags, ctl_flags::WRITTEN | ctl_flags::SYNC);
+    }
+
+    #[test]
+    fn a_quiet_stream_syncs_ever_less_often_and_traffic_restores_the_cadence() {
+        let (mut s, t0) = stream();
+        let mut t = t0;
+        let mut gaps = Vec::new();
+        for _ in 0..8 {
+            let m = s.read_credit(t, 0, 0).expect("a SYNC is due");
+            assert_ne!(m.flags & ctl_flags::SYNC, 0);
+            let next = s.sync_due();
+            assert_eq!(s.read_credit(next - Duration::from_millis(1), 0, 0), None);
+            gaps.push((next - t).as_millis());
+            t = next;
+        }
+        assert_eq!(gaps, [400, 800, 1600, 3200, 6400, 6400, 6400, 6400]);
+        // Data sent: the next SYNC is the full cadence after the last.
+        s.sent(100);
+        assert_eq!(s.sync_due(), t - Duration::from_millis(6400) + SYNC_EVERY);
+        let m = s.read_credit(s.sync_due(), 0, 0).unwrap();
+        assert_ne!(m.flags & ctl_flags::SYNC, 0);
+        // Still held by tcpd: not quiet, the cadence stays.
+        let t = s.sync_due();
+        let _ = s.read_credit(t, 0, 0).unwrap();
+        assert_eq!(s.sync_due() - t, SYNC_EVERY);
+        // A read the application made brings it back too.
+        let (mut s, t0) = stream();
+        let _ = s.read_credit(t0, 0, 0).unwrap();
+        let _ = s.read_credit(s.sync_due(), 0, 0).unwrap();
+        let t1 = s.sync_due();
+        assert_eq!(t1 - t0, Duration::from_millis(1200));
+        let _ = s
+            .read_credit(t1 - Duration::from_millis(300), 10, 10)
+            .unwrap();
+        // Due the full cadence after the last SYNC (at 400 ms): now.
+        assert_eq!(s.sync_due(), t0 + Duration::from_millis(600));
     }
 
     #[test]

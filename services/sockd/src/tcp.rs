@@ -99,7 +99,15 @@ impl Sockd<'_> {
             let (read, written) = (mem.rx_consumed(), mem.rx_written());
             let rx_cap = mem.rx_cap() as u64;
             let riding = turn.moved > moved_before;
-            if let Some(m) = t.stream.read_credit_due(now, read, written, rx_cap, riding) {
+            // As many as tcpd's ring has room for this turn (the rest
+            // stay due): ten thousand sockets' SYNCs at once would take
+            // as many pool buffers, and tcpd as many again to answer.
+            let credit_room = turn.ctl.len() + self.to_tcp.len() < turn.room;
+            turn.waiting |= !credit_room;
+            if let Some(m) = credit_room
+                .then(|| t.stream.read_credit_due(now, read, written, rx_cap, riding))
+                .flatten()
+            {
                 if m.resync() && rec.state == sock_state::LISTEN {
                     t.reannounce = Some((now, Vec::new()));
                 }
