@@ -139,6 +139,9 @@ pub mod ctl_flags {
     /// BIND, CONNECT: SO_REUSEPORT was set on the socket (sockd has
     /// checked that every socket sharing the port is its user's).
     pub const REUSEPORT: u32 = 32;
+    /// BIND, CONNECT, LISTEN: IPV6_V6ONLY is set on the IPv6 socket: a
+    /// wildcard `::` takes IPv6 only, not IPv4 as mapped addresses.
+    pub const V6ONLY: u32 = 64;
 }
 
 /// The reuse options in a BIND's or CONNECT's [`ctl_flags`], as a
