@@ -175,6 +175,38 @@ impl IpCore {
         self.icmp_error(now, pool, original, msg, false, out);
     }
 
+    /// Answers datagram `orig` (window = the datagram as it came, IPv4
+    /// or IPv6) with port unreachable: no socket took it.
+    pub fn port_unreachable<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        orig: &Handle,
+        out: &mut Outputs,
+    ) {
+        if orig.ethertype != strata_proto::ethernet::ethertype::IPV6 {
+            return self.send_icmp_error(
+                now,
+                pool,
+                orig,
+                icmp_type::DEST_UNREACHABLE,
+                icmp::unreach_code::PORT,
+                out,
+            );
+        }
+        let Some(slot) = self
+            .net
+            .slot(orig.iif)
+            .or((!self.v6.is_empty()).then_some(0))
+        else {
+            return;
+        };
+        let msg = strata_proto::icmpv6::Icmpv6Header::dest_unreachable(
+            strata_proto::icmpv6::unreach_code::PORT,
+        );
+        self.icmp6_error(now, pool, orig, slot, msg, false, out);
+    }
+
     /// [`send_icmp_error`](Self::send_icmp_error) with the whole header
     /// given (for the MTU of fragmentation needed) and whether the original
     /// came as a link-layer broadcast.

@@ -6,8 +6,10 @@
 //! in `ra.rs`, forwarding in `forward.rs`; the neighbour cache is the one
 //! IPv4 uses (`neigh.rs`).
 //!
-//! What is not here yet: TCP and UDP over IPv6 (answered with port
-//! unreachable, counted as `ip6_upper_unsupported`).
+//! TCP and UDP packets go up to their transport with the window at the
+//! IPv6 header and `l4_off` past the extension headers; ICMPv6 errors
+//! quoting one go up too. What the transports send comes back through
+//! [`IpCore::output6`], which chooses a source for a `::` one.
 
 use std::net::Ipv6Addr;
 
@@ -368,13 +370,18 @@ impl IpCore {
                 let at = Ipv6Header::LEN + offset;
                 self.icmp6_input(now, pool, h, slot, hdr, at, out);
             }
-            Disposition::Upper { .. } => {
-                // TCP or UDP: no transport takes IPv6 yet.
-                self.stats.inc(Stat::Ip6UpperUnsupported);
-                let msg = Icmpv6Header::dest_unreachable(unreach_code::PORT);
-                self.icmp6_error(now, pool, &h, slot, msg, false, out);
-                pool.free(&h);
-            }
+            Disposition::Upper {
+                protocol, offset, ..
+            } => self.transport6(
+                now,
+                pool,
+                h,
+                slot,
+                hdr,
+                protocol,
+                Ipv6Header::LEN + offset,
+                out,
+            ),
             Disposition::Fragment {
                 header,
                 header_offset,
@@ -418,6 +425,131 @@ impl IpCore {
                 pool.free(&h);
             }
         }
+    }
+
+    /// TCP or UDP packet `h` for us (window = the packet, the transport's
+    /// header at `at`) to its layer, when attached; else answered with
+    /// port unreachable as IPv4's protocol unreachable is. TCP to a group
+    /// is dropped (RFC 9293 §3.9.1 connections are unicast).
+    #[allow(clippy::too_many_arguments)]
+    fn transport6<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        mut h: Handle,
+        slot: usize,
+        hdr: &Ipv6Header,
+        protocol: u8,
+        at: usize,
+        out: &mut Outputs,
+    ) {
+        if protocol == next_header::TCP && hdr.dst.is_multicast() {
+            return self.drop(pool, &h, Stat::BroadcastNonUdp);
+        }
+        // tcpd speaks IPv4 only so far: TCP over IPv6 is refused at once
+        // rather than left to time out.
+        let unsupported = protocol == next_header::TCP;
+        if unsupported || !self.upper[usize::from(protocol)] {
+            self.stats.inc(if unsupported {
+                Stat::Ip6TcpUnsupported
+            } else {
+                Stat::UpperNotAttached
+            });
+            let msg = Icmpv6Header::dest_unreachable(unreach_code::PORT);
+            self.icmp6_error(now, pool, &h, slot, msg, false, out);
+            return pool.free(&h);
+        }
+        h.ethertype = ethertype::IPV6;
+        h.l4_off = at as u16;
+        h.l4proto = protocol;
+        self.stats.inc(Stat::Delivered);
+        self.stats.inc(Stat::Ip6Delivered);
+        out.up.push(h);
+    }
+
+    /// Takes an IPv6 packet tcpd or udpd made (window = the packet: the
+    /// 40-byte header, then the TCP or UDP header). A `::` source becomes
+    /// the address the outgoing interface would use for the destination
+    /// (RFC 6724), the transport checksum updated to match; a packet to
+    /// one of our addresses comes back up; the rest goes out as ipd's own
+    /// packets do, cut into fragments at the source when it exceeds the
+    /// path MTU (RFC 8200 §4.5). A link-local or group destination leaves
+    /// by the interface the sender chose, else the first one (sockets
+    /// carry no scope id yet).
+    pub(crate) fn output6<B: Buffers>(
+        &mut self,
+        now: u64,
+        pool: &mut B,
+        mut h: Handle,
+        out: &mut Outputs,
+    ) {
+        let hdr = match pool.data(&h) {
+            Ok(d) => Ipv6Header::parse(d),
+            Err(e) => return self.bad_handle(pool, &h, e),
+        };
+        let hdr = match hdr {
+            Ok(x) if matches!(x.next_header, next_header::TCP | next_header::UDP) => x,
+            _ => return self.drop(pool, &h, Stat::OutMalformed),
+        };
+        h.data_len = (Ipv6Header::LEN + usize::from(hdr.payload_len)) as u32;
+        h.l2_off = 0;
+        h.l3_off = 0;
+        h.l4_off = Ipv6Header::LEN as u16;
+        h.l4proto = hdr.next_header;
+        h.ethertype = ethertype::IPV6;
+        h.flags &= !strata_ipc::handle::flags::FORWARDED;
+        let dst = hdr.dst;
+        if let Some(slot) = (0..self.v6.len()).find(|&s| self.v6[s].classify(dst) == Local6::Ours) {
+            // To ourselves: back up without a device, from the address
+            // itself unless the sender chose.
+            if hdr.src.is_unspecified() {
+                fill_source6(pool, &h, dst);
+            }
+            h.iif = self.net.ifaces[slot].index;
+            h.oif = h.iif;
+            self.stats.inc(Stat::Loopback);
+            let hdr = Ipv6Header {
+                src: if hdr.src.is_unspecified() {
+                    dst
+                } else {
+                    hdr.src
+                },
+                ..hdr
+            };
+            return self.transport6(
+                now,
+                pool,
+                h,
+                slot,
+                &hdr,
+                hdr.next_header,
+                Ipv6Header::LEN,
+                out,
+            );
+        }
+        if dst.is_unspecified() || dst.is_loopback() || dst.to_ipv4_mapped().is_some() {
+            return self.drop(pool, &h, Stat::Ip6NoRoute);
+        }
+        let chosen = self.net.slot(h.oif).or((!self.v6.is_empty()).then_some(0));
+        let hop = if dst.is_multicast() || is_link_local(dst) {
+            chosen.map(|s| (s, dst))
+        } else {
+            self.route6(dst)
+        };
+        let Some((slot, next)) = hop else {
+            return self.drop(pool, &h, Stat::Ip6NoRoute);
+        };
+        if hdr.src.is_unspecified() {
+            let Some(src) = self.v6[slot].source_for(dst) else {
+                return self.drop(pool, &h, Stat::Ip6NoSource);
+            };
+            fill_source6(pool, &h, src);
+        }
+        self.stats.inc(Stat::Ip6OutPackets);
+        if dst.is_multicast() {
+            return self.transmit(pool, h, slot, multicast_mac(dst), out);
+        }
+        self.send_to_neighbour(now, pool, h, slot, NeighAddr::v6(next), out);
     }
 
     /// What `dst` is to us, arriving on slot `slot`: link-local and
@@ -474,15 +606,28 @@ impl IpCore {
             }
             icmpv6_type::ROUTER_ADVERTISEMENT => self.ra_input(now, pool, h, slot, hdr, at, out),
             strata_proto::mld::QUERY_TYPE => self.mld_query_input(now, pool, h, slot, hdr, at),
-            icmpv6_type::PACKET_TOO_BIG => {
+            t if strata_proto::icmpv6::is_error(t) => {
                 self.stats.inc(Stat::Icmp6InErrors);
-                if let Ok(d) = pool.data(&h) {
-                    let quoted = d.get(at + Icmpv6Header::LEN..).unwrap_or(&[]);
-                    self.learn_pmtu6(now, quoted, msg.mtu());
+                if t == icmpv6_type::PACKET_TOO_BIG {
+                    if let Ok(d) = pool.data(&h) {
+                        let quoted = d.get(at + Icmpv6Header::LEN..).unwrap_or(&[]);
+                        self.learn_pmtu6(now, quoted, msg.mtu());
+                    }
                 }
-                pool.free(&h);
+                // The transport that sent what is quoted hears of it
+                // (RFC 4443 §3: "notify the upper-layer process"): window
+                // = the packet, `l4_off` at the ICMPv6 header.
+                let mut h = h;
+                h.l4_off = at as u16;
+                h.l4proto = next_header::ICMPV6;
+                let p = crate::upper_protocol(pool, &h);
+                if p == next_header::UDP && self.upper[usize::from(p)] {
+                    self.stats.inc(Stat::IcmpErrDelivered);
+                    out.up.push(h);
+                } else {
+                    pool.free(&h);
+                }
             }
-            t if strata_proto::icmpv6::is_error(t) => self.drop(pool, &h, Stat::Icmp6InErrors),
             _ => self.drop(pool, &h, Stat::Icmp6InOther),
         }
     }
@@ -858,6 +1003,56 @@ impl IpCore {
             && !mac.is_multicast()
             && mac != MacAddr::ZERO
     }
+}
+
+/// The transport (TCP or UDP) of the IPv6 packet an ICMPv6 error quotes
+/// (`quote`, after the ICMPv6 header): right behind the header, or behind
+/// the fragment header of a first fragment (ours are cut at the source),
+/// with the 8 bytes that hold the ports there.
+pub(crate) fn quoted_protocol6(quote: &[u8]) -> Option<u8> {
+    let hdr = Ipv6Header::parse_quoted(quote).ok()?;
+    let (p, at) = match hdr.next_header {
+        next_header::FRAGMENT => {
+            let f = FragmentHeader::parse(quote.get(Ipv6Header::LEN..)?).ok()?;
+            (f.offset == 0).then_some((f.next_header, Ipv6Header::LEN + FragmentHeader::LEN))?
+        }
+        p => (p, Ipv6Header::LEN),
+    };
+    let tcp_or_udp = matches!(p, next_header::TCP | next_header::UDP);
+    (tcp_or_udp && quote.len() >= at + 8).then_some(p)
+}
+
+/// Writes source `src` into IPv6 packet `h` (a transport's, sent from
+/// `::`, its TCP or UDP header right after the fixed header) and updates
+/// the transport checksum, whose pseudo-header covers the source (RFC
+/// 8200 §8.1). With checksum offload (`csum::PARTIAL`) the field holds
+/// the uncomplemented pseudo-header sum and is adjusted as such; a UDP
+/// checksum never becomes 0, which IPv6 forbids.
+fn fill_source6<B: Buffers>(pool: &mut B, h: &Handle, src: Ipv6Addr) {
+    use strata_proto::checksum::update_u32;
+    let Ok(d) = pool.data_mut(h) else {
+        return;
+    };
+    d[8..24].copy_from_slice(&src.octets());
+    let udp = d[6] == next_header::UDP;
+    let at = Ipv6Header::LEN + if udp { 6 } else { 16 };
+    let Some(field) = d.get_mut(at..at + 2) else {
+        return;
+    };
+    let partial = h.csum == strata_ipc::handle::csum::PARTIAL;
+    let mut c = u16::from_be_bytes([field[0], field[1]]);
+    if partial {
+        c = !c;
+    }
+    for w in src.octets().chunks_exact(4) {
+        c = update_u32(c, 0, u32::from_be_bytes([w[0], w[1], w[2], w[3]]));
+    }
+    let c = match c {
+        _ if partial => !c,
+        0 if udp => 0xffff,
+        c => c,
+    };
+    field.copy_from_slice(&c.to_be_bytes());
 }
 
 /// The destination of the IPv6 packet at the start of `d`, if `d` holds

@@ -298,6 +298,12 @@ impl IpCore {
     /// datagram to one of our own addresses comes back in `out.up`.
     pub fn output<B: Buffers>(&mut self, now: u64, pool: &mut B, mut h: Handle, out: &mut Outputs) {
         self.stats.inc(Stat::OutRequests);
+        if pool
+            .data(&h)
+            .is_ok_and(|d| d.first().is_some_and(|b| b >> 4 == 6))
+        {
+            return self.output6(now, pool, h, out);
+        }
         let hdr = match pool.data(&h) {
             Ok(d) => Ipv4Header::parse(d),
             Err(e) => return self.bad_handle(pool, &h, e),
@@ -622,14 +628,17 @@ fn ifaces6(ifaces: &[IfaceConfig]) -> Result<Vec<ip6::Iface6>, ConfigError> {
 /// the datagram it quotes. Another value only for a handle that did not
 /// come from `out.up`.
 pub fn upper_protocol<B: Buffers>(pool: &B, h: &Handle) -> u8 {
-    if h.l4proto != protocol::ICMP {
-        return h.l4proto;
-    }
+    let quoted: fn(&[u8]) -> Option<u8> = match h.l4proto {
+        protocol::ICMP => icmp::quoted_protocol,
+        strata_proto::ipv6::next_header::ICMPV6 => ip6::quoted_protocol6,
+        p => return p,
+    };
+    // ICMP's and ICMPv6's headers are both 8 bytes before the quote.
     pool.data(h)
         .ok()
         .and_then(|d| d.get(usize::from(h.l4_off) + strata_proto::icmp::IcmpHeader::LEN..))
-        .and_then(icmp::quoted_protocol)
-        .unwrap_or(protocol::ICMP)
+        .and_then(quoted)
+        .unwrap_or(h.l4proto)
 }
 
 /// The counter for an IPv4 parse error.

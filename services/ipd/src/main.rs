@@ -13,7 +13,6 @@ use strata_ipd::{
     neigh_state, upper_protocol, IfaceConfig, IpConfig, IpCore, IpLimits, NeighRecord, Outputs,
     Stat,
 };
-use strata_proto::icmp::{icmp_type, unreach_code};
 use strata_proto::ipv4::protocol;
 use strata_proto::MacAddr;
 
@@ -123,14 +122,8 @@ impl Layer for Shell<'_> {
             FROM_UDP if h.flags & ICMP_PORT_UNREACH != 0 => {
                 // A datagram udpd found no socket for: answer it with
                 // port unreachable, never send it.
-                self.core.send_icmp_error(
-                    now,
-                    &mut cx.pool,
-                    &h,
-                    icmp_type::DEST_UNREACHABLE,
-                    unreach_code::PORT,
-                    &mut self.out,
-                );
+                self.core
+                    .port_unreachable(now, &mut cx.pool, &h, &mut self.out);
                 cx.pool.free(&h);
             }
             FROM_TCP | FROM_UDP => self.core.output(now, &mut cx.pool, h, &mut self.out),

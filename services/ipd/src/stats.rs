@@ -231,9 +231,15 @@ strata_ipc::layer_stats! { "ipd";
     /// IPv6 packets answered with a parameter problem (or dropped where
     /// one may not be sent).
     Ip6ParamProblem => "ip6_param_problem",
-    /// TCP or UDP over IPv6: no transport takes it yet (answered with
-    /// ICMPv6 port unreachable).
-    Ip6UpperUnsupported => "ip6_upper_unsupported",
+    /// TCP and UDP over IPv6 handed to tcpd or udpd (also counted in
+    /// `delivered`).
+    Ip6Delivered => "ip6_delivered",
+    /// TCP over IPv6, which tcpd does not take yet: answered with port
+    /// unreachable.
+    Ip6TcpUnsupported => "ip6_tcp_unsupported",
+    /// IPv6 packets from a transport with no usable source address for
+    /// their destination (no address, or all still tentative).
+    Ip6NoSource => "ip6_no_source",
     /// No interface reaches this IPv6 destination.
     Ip6NoRoute => "ip6_no_route",
     /// IPv6 packet larger than the interface's MTU that cannot be cut
@@ -241,8 +247,8 @@ strata_ipc::layer_stats! { "ipd";
     Ip6TooBig => "ip6_too_big",
     /// IPv6 packets cut into fragments at their source (RFC 8200 §4.5).
     Frag6OutPackets => "frag6_out_packets",
-    /// IPv6 packets ipd sent (neighbour discovery, MLD, echo replies and
-    /// errors).
+    /// IPv6 packets sent: ipd's own (neighbour discovery, MLD, echo
+    /// replies and errors) and the transports'.
     Ip6OutPackets => "ip6_out_packets",
     /// ICMPv6 message shorter than its header.
     Icmp6Truncated => "icmp6_truncated",

@@ -902,3 +902,145 @@ mod prop {
         }
     }
 }
+
+/// A UDP packet over IPv6 (no Ethernet header) from `src` to `dst`,
+/// behind `ext` (extension headers, the first byte of each its next
+/// header), checksum filled as a transport would.
+fn udp6(src: Ipv6Addr, dst: Ipv6Addr, ext: &[u8], payload: &[u8]) -> Vec<u8> {
+    let len = 8 + payload.len();
+    let mut p = vec![0u8; 40 + ext.len() + len];
+    Ipv6Header {
+        traffic_class: 0,
+        flow_label: 0,
+        payload_len: (ext.len() + len) as u16,
+        next_header: if ext.is_empty() { next_header::UDP } else { 60 },
+        hop_limit: 64,
+        src,
+        dst,
+    }
+    .emit(&mut p)
+    .unwrap();
+    p[40..40 + ext.len()].copy_from_slice(ext);
+    let u = &mut p[40 + ext.len()..];
+    u[0..2].copy_from_slice(&5000u16.to_be_bytes());
+    u[2..4].copy_from_slice(&7u16.to_be_bytes());
+    u[4..6].copy_from_slice(&(len as u16).to_be_bytes());
+    u[8..].copy_from_slice(payload);
+    let mut c = strata_proto::checksum::pseudo_header_v6(src, dst, 17, len as u32);
+    c.add_bytes(u);
+    let s = match c.finish() {
+        0 => 0xffff,
+        s => s,
+    };
+    u[6..8].copy_from_slice(&s.to_be_bytes());
+    p
+}
+
+/// Whether UDP packet `p` (IPv6, no extension headers) checksums right.
+fn udp6_checks(p: &[u8]) -> bool {
+    let h = Ipv6Header::parse(p).unwrap();
+    let mut c = strata_proto::checksum::pseudo_header_v6(h.src, h.dst, 17, p.len() as u32 - 40);
+    c.add_bytes(&p[40..]);
+    c.finish() == 0
+}
+
+fn frame6(packet: &[u8]) -> Vec<u8> {
+    eth(OUR_MAC, PEER_MAC, ethertype::IPV6, packet)
+}
+
+#[test]
+fn udp_over_ipv6_goes_up_past_extension_headers_and_errors_about_ours_follow() {
+    let mut r = started();
+    r.core.set_upper(next_header::UDP, true);
+    // Destination options with a 4-byte PadN, then UDP.
+    let opts = [next_header::UDP, 0, 1, 4, 0, 0, 0, 0];
+    let p = udp6(PEER_IP6, OUR_IP6, &opts, b"hello");
+    r.input(&frame6(&p));
+    let up = r.up();
+    assert_eq!(up.len(), 1);
+    let (h, bytes) = &up[0];
+    assert_eq!((h.ethertype, h.l3_off, h.l4_off), (ethertype::IPV6, 0, 48));
+    assert_eq!(h.l4proto, next_header::UDP);
+    assert_eq!(bytes, &p);
+    assert_eq!(r.stat(Stat::Ip6Delivered), 1);
+    // Port unreachable about a datagram we sent (a first fragment of
+    // it): to udpd, whose datagram it was.
+    let mut ours = udp6(OUR_IP6, PEER_IP6, &[], &[7; 32]);
+    ours.truncate(48);
+    let mut err = vec![1, 4, 0, 0, 0, 0, 0, 0];
+    err.extend_from_slice(&ours);
+    r.input(&icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &err));
+    assert_eq!(r.out.up.len(), 1);
+    let h = r.out.up[0];
+    assert_eq!((h.l4proto, h.l4_off), (next_header::ICMPV6, 40));
+    assert_eq!(crate::upper_protocol(&r.pool, &h), next_header::UDP);
+    r.up();
+    // An error quoting too little to name the ports stays here.
+    err.truncate(8 + 44);
+    r.input(&icmp6_frame(OUR_MAC, PEER_IP6, OUR_IP6, 64, &err));
+    assert!(r.up().is_empty());
+    r.finish();
+}
+
+#[test]
+fn tcp_over_ipv6_is_refused_at_once_while_tcpd_speaks_ipv4_only() {
+    let mut r = started();
+    learn_peer(&mut r);
+    let mut p = udp6(PEER_IP6, OUR_IP6, &[], &[0; 12]);
+    p[6] = next_header::TCP;
+    r.input(&frame6(&p));
+    assert!(r.up().is_empty());
+    assert_eq!(r.stat(Stat::Ip6TcpUnsupported), 1);
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    assert_eq!(&sent[0].2[..2], &[1, 4], "port unreachable");
+    r.finish();
+}
+
+#[test]
+fn a_transport_packet_from_unspecified_gets_our_source_and_a_checksum_that_still_verifies() {
+    let mut r = started();
+    r.core.set_upper(next_header::UDP, true);
+    learn_peer(&mut r);
+    r.output(&udp6(Ipv6Addr::UNSPECIFIED, PEER_IP6, &[], b"to the peer"));
+    let tx = r.tx();
+    assert_eq!(tx.len(), 1);
+    let p = &tx[0].bytes[14..];
+    let h = Ipv6Header::parse(p).unwrap();
+    assert_eq!((h.src, h.dst), (OUR_IP6, PEER_IP6));
+    assert!(udp6_checks(p));
+    // A link-local peer is answered from our link-local address.
+    let ll_peer = link_local_from_mac(PEER_MAC);
+    r.output(&udp6(Ipv6Addr::UNSPECIFIED, ll_peer, &[], b"x"));
+    let sent = all_v6(&r.tx());
+    assert_eq!(
+        sent.len(),
+        1,
+        "a solicitation for the peer's link-local address"
+    );
+    assert_eq!(sent[0].1.src, link_local_from_mac(OUR_MAC));
+    // Larger than the MTU: fragments at the source, which reassemble
+    // to a datagram that verifies.
+    r.output(&udp6(Ipv6Addr::UNSPECIFIED, PEER_IP6, &[], &pattern(4000)));
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 3);
+    assert!(sent.iter().all(|(_, h, _)| h.src == OUR_IP6));
+    assert_eq!(r.stat(Stat::Frag6OutPackets), 1);
+    // To our own address: straight back up, from it.
+    r.output(&udp6(Ipv6Addr::UNSPECIFIED, OUR_IP6, &[], b"self"));
+    let up = r.up();
+    assert_eq!(up.len(), 1);
+    assert_eq!(Ipv6Header::parse(&up[0].1).unwrap().src, OUR_IP6);
+    assert!(udp6_checks(&up[0].1));
+    assert_eq!(up[0].0.l4_off, 40);
+    // A datagram no socket took is answered with port unreachable.
+    r.input(&frame6(&udp6(PEER_IP6, OUR_IP6, &[], b"nobody")));
+    let h = r.out.up.pop().expect("delivered");
+    r.core.port_unreachable(r.now, &mut r.pool, &h, &mut r.out);
+    r.pool.free(&h);
+    let sent = v6(&r.tx());
+    assert_eq!(sent.len(), 1);
+    assert_eq!((sent[0].1.src, sent[0].1.dst), (OUR_IP6, PEER_IP6));
+    assert_eq!(&sent[0].2[..2], &[1, 4]);
+    r.finish();
+}
