@@ -326,8 +326,12 @@ impl IpCore {
         h.data_len = (Ipv6Header::LEN + usize::from(hdr.payload_len)) as u32;
         h.l2_off = 0;
         h.l3_off = 0;
-        if hdr.src.is_multicast() {
+        // RFC 4291 §2.5.3: `::1` never comes from a link, either way.
+        if hdr.src.is_multicast() || hdr.src.is_loopback() {
             return self.drop(pool, &h, Stat::Ip6MartianSource);
+        }
+        if hdr.dst.is_loopback() {
+            return self.drop(pool, &h, Stat::Ip6NotForUs);
         }
         match self.local6(slot, hdr.dst) {
             Local6::Ours => {}
@@ -499,33 +503,25 @@ impl IpCore {
         h.ethertype = ethertype::IPV6;
         h.flags &= !strata_ipc::handle::flags::FORWARDED;
         let dst = hdr.dst;
-        if let Some(slot) = (0..self.v6.len()).find(|&s| self.v6[s].classify(dst) == Local6::Ours) {
+        if let Some((slot, iif)) = self.loopback6(dst) {
             // To ourselves: back up without a device, from the address
             // itself unless the sender chose.
-            if hdr.src.is_unspecified() {
+            let src = if hdr.src.is_unspecified() {
                 fill_source6(pool, &h, dst);
-            }
-            h.iif = self.net.ifaces[slot].index;
-            h.oif = h.iif;
-            self.stats.inc(Stat::Loopback);
-            let hdr = Ipv6Header {
-                src: if hdr.src.is_unspecified() {
-                    dst
-                } else {
-                    hdr.src
-                },
-                ..hdr
+                dst
+            } else {
+                hdr.src
             };
-            return self.transport6(
-                now,
-                pool,
-                h,
-                slot,
-                &hdr,
-                hdr.next_header,
-                Ipv6Header::LEN,
-                out,
-            );
+            h.iif = iif;
+            h.oif = iif;
+            self.stats.inc(Stat::Loopback);
+            let hdr = Ipv6Header { src, ..hdr };
+            let l4 = hdr.next_header;
+            return self.transport6(now, pool, h, slot, &hdr, l4, Ipv6Header::LEN, out);
+        }
+        if hdr.src.is_loopback() {
+            // RFC 4291 §2.5.3: never sent outside a single node.
+            return self.drop(pool, &h, Stat::Ip6MartianSource);
         }
         if dst.is_unspecified() || dst.is_loopback() || dst.to_ipv4_mapped().is_some() {
             return self.drop(pool, &h, Stat::Ip6NoRoute);
@@ -550,6 +546,18 @@ impl IpCore {
             return self.transmit(pool, h, slot, multicast_mac(dst), out);
         }
         self.send_to_neighbour(now, pool, h, slot, NeighAddr::v6(next), out);
+    }
+
+    /// Where a packet to `dst` we send comes back up, if it is ours: the
+    /// slot of the interface holding it and that interface's index, or
+    /// for `::1` (RFC 4291 §2.5.3, the stack's loopback as Linux's `lo`)
+    /// the first slot and no interface.
+    fn loopback6(&self, dst: Ipv6Addr) -> Option<(usize, u8)> {
+        if dst.is_loopback() {
+            return Some((0, strata_ipc::handle::NO_IFACE)).filter(|_| !self.v6.is_empty());
+        }
+        let slot = (0..self.v6.len()).find(|&s| self.v6[s].classify(dst) == Local6::Ours)?;
+        Some((slot, self.net.ifaces[slot].index))
     }
 
     /// What `dst` is to us, arriving on slot `slot`: link-local and

@@ -1044,3 +1044,28 @@ fn a_transport_packet_from_unspecified_gets_our_source_and_a_checksum_that_still
     assert_eq!(&sent[0].2[..2], &[1, 4]);
     r.finish();
 }
+
+#[test]
+fn the_loopback_address_comes_straight_back_up_and_never_from_the_link() {
+    let mut r = started();
+    r.core.set_upper(next_header::UDP, true);
+    let lo = Ipv6Addr::LOCALHOST;
+    r.output(&udp6(Ipv6Addr::UNSPECIFIED, lo, &[], b"to ::1"));
+    let up = r.up();
+    assert_eq!(up.len(), 1);
+    let hdr = Ipv6Header::parse(&up[0].1).unwrap();
+    assert_eq!((hdr.src, hdr.dst), (lo, lo));
+    assert!(udp6_checks(&up[0].1));
+    assert_eq!(up[0].0.iif, strata_ipc::handle::NO_IFACE);
+    assert!(r.tx().is_empty());
+    // From ::1 to elsewhere: never leaves.
+    r.output(&udp6(lo, PEER_IP6, &[], b"leak"));
+    assert_eq!(r.stat(Stat::Ip6MartianSource), 1);
+    // From the link, either way: dropped.
+    r.input(&frame6(&udp6(lo, OUR_IP6, &[], b"x")));
+    r.input(&frame6(&udp6(PEER_IP6, lo, &[], b"x")));
+    assert_eq!(r.stat(Stat::Ip6MartianSource), 2);
+    assert_eq!(r.stat(Stat::Ip6NotForUs), 1);
+    assert!(r.up().is_empty() && r.tx().is_empty());
+    r.finish();
+}
