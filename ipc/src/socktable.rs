@@ -97,6 +97,9 @@ pub mod rec_flags {
     pub const LINGER_ABORT: u32 = 8;
     /// SO_REUSEPORT.
     pub const REUSEPORT: u32 = 16;
+    /// IPV6_V6ONLY: an IPv6 socket that takes no IPv4 (kept so that a
+    /// restarted sockd binds and connects as the application asked).
+    pub const V6ONLY: u32 = 32;
 }
 
 impl SockRec {

@@ -12,15 +12,16 @@
 //! wake-up, so that no thread drains a kick meant for another.
 
 use std::io;
-use std::net::SocketAddrV4;
+use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
 use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use strata_ipc::sockring::{self, state, wait, SockMem};
-use strata_proto::sock::{Addr, Kind, Request, Response};
+use strata_proto::sock::{Addr, Kind, Request, Response, SockOpt};
 
+use crate::addr::{self, Family, Use};
 use crate::session::{expect_ok, lock, unexpected, Attach, Session};
 
 /// Ring size used unless a [`crate::Builder`] says otherwise.
@@ -47,6 +48,14 @@ struct Waits {
 pub(crate) struct Core {
     pub(crate) session: Arc<Session>,
     pub(crate) id: u32,
+    /// IPv4 or IPv6, as `socket(2)`'s domain: which addresses the
+    /// socket takes, and how it shows the ones it reports.
+    pub(crate) family: Family,
+    /// IPV6_V6ONLY as last set (sockd has no "get option" request).
+    only_v6: AtomicBool,
+    /// An IPv6 UDP socket that may not be bound yet: its first send
+    /// binds it to `[::]:0` first ([`Core::bind_before_send`]).
+    unbound_v6: Mutex<bool>,
     pub(crate) mem: SockMem,
     attach: Arc<Attach>,
     nonblocking: AtomicBool,
@@ -66,7 +75,7 @@ pub(crate) struct Core {
     waits: Mutex<Waits>,
     woken: Condvar,
     /// UDP: the connected peer (send() needs one).
-    pub(crate) peer: Mutex<Option<SocketAddrV4>>,
+    pub(crate) peer: Mutex<Option<SocketAddr>>,
     /// TCP_NODELAY as last set (sockd has no "get option" request).
     pub(crate) nodelay: AtomicBool,
 }
@@ -187,28 +196,34 @@ fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> bool {
 }
 
 impl Core {
-    /// Creates a socket of `kind` at sockd.
+    /// Creates a socket of `kind` and `family` at sockd.
     pub(crate) fn open(
         session: Arc<Session>,
         kind: Kind,
+        family: Family,
         tx: usize,
         rx: usize,
     ) -> io::Result<Arc<Core>> {
         let (mem, attach) = prepare(tx, rx)?;
         let id = session.create(kind, &attach)?;
-        Ok(Core::from_parts(session, id, mem, attach))
+        Ok(Core::from_parts(session, id, family, mem, attach))
     }
 
-    /// Wraps a socket sockd knows as `id` (created or accepted).
+    /// Wraps a socket of `family` sockd knows as `id` (created or
+    /// accepted).
     pub(crate) fn from_parts(
         session: Arc<Session>,
         id: u32,
+        family: Family,
         mem: SockMem,
         attach: Arc<Attach>,
     ) -> Arc<Core> {
         Arc::new(Core {
             session,
             id,
+            family,
+            only_v6: AtomicBool::new(false),
+            unbound_v6: Mutex::new(false),
             mem,
             attach,
             nonblocking: AtomicBool::new(false),
@@ -234,13 +249,97 @@ impl Core {
         expect_ok(self.session.call(req)?)
     }
 
-    /// getsockname and getpeername.
+    /// getsockname and getpeername, as sockd has them.
     pub(crate) fn names(&self) -> io::Result<(Addr, Option<Addr>)> {
         match self.session.call(&Request::Names { id: self.id })? {
             Response::Names { local, peer } => Ok((local, peer)),
             Response::Error { errno } => Err(io::Error::from_raw_os_error(errno)),
             other => Err(unexpected(&other)),
         }
+    }
+
+    /// getsockname, as the socket's family shows it.
+    pub(crate) fn local_addr(&self) -> io::Result<SocketAddr> {
+        Ok(addr::from_wire(self.family, self.names()?.0))
+    }
+
+    /// getpeername, as the socket's family shows it; `NotConnected`
+    /// without a peer.
+    pub(crate) fn peer_addr(&self) -> io::Result<SocketAddr> {
+        match self.names()?.1 {
+            Some(p) => Ok(addr::from_wire(self.family, p)),
+            None => Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
+        }
+    }
+
+    /// Address `a` for a `what` call on this socket, on the wire, or the
+    /// error Linux gives when it does not fit ([`addr::to_wire`]).
+    pub(crate) fn wire(&self, what: Use, a: SocketAddr) -> io::Result<Addr> {
+        addr::to_wire(self.family, self.only_v6.load(Relaxed), what, a)
+    }
+
+    /// Sets IPV6_V6ONLY: `ENOPROTOOPT` on an IPv4 socket (as Linux: the
+    /// option is IPv6's); sockd refuses it with `EINVAL` once the socket
+    /// is bound.
+    pub(crate) fn set_only_v6(&self, on: bool) -> io::Result<()> {
+        if self.family != Family::V6 {
+            return Err(io::Error::from_raw_os_error(libc::ENOPROTOOPT));
+        }
+        self.request(&Request::SetOption {
+            id: self.id,
+            opt: SockOpt::V6Only(on),
+        })?;
+        self.only_v6.store(on, Relaxed);
+        Ok(())
+    }
+
+    /// IPV6_V6ONLY as set; `ENOPROTOOPT` on an IPv4 socket.
+    pub(crate) fn only_v6(&self) -> io::Result<bool> {
+        if self.family != Family::V6 {
+            return Err(io::Error::from_raw_os_error(libc::ENOPROTOOPT));
+        }
+        Ok(self.only_v6.load(Relaxed))
+    }
+
+    /// IPV6_V6ONLY as set, for a socket made from this one (an accepted
+    /// connection inherits it, as on Linux).
+    pub(crate) fn inherit_only_v6(&self, from: &Core) {
+        self.only_v6.store(from.only_v6.load(Relaxed), Relaxed);
+    }
+
+    /// Marks an IPv6 UDP socket as possibly unbound (made unbound, or
+    /// disconnected, which may dissolve the binding its connect made):
+    /// its next send binds it first ([`Core::bind_before_send`]). No
+    /// effect on an IPv4 socket, which udpd binds by its first send.
+    pub(crate) fn set_maybe_unbound(&self, yes: bool) {
+        if self.family == Family::V6 {
+            *lock(&self.unbound_v6) = yes;
+        }
+    }
+
+    /// Before a send: binds an IPv6 socket that is not bound yet to
+    /// `[::]:0`, as Linux binds an `AF_INET6` socket by its first send
+    /// (a free port, both families unless IPV6_V6ONLY); udpd's own
+    /// implicit bind knows neither the socket's family nor its
+    /// IPV6_V6ONLY. A no-op once bound.
+    pub(crate) fn bind_before_send(&self) -> io::Result<()> {
+        let mut unbound = lock(&self.unbound_v6);
+        if !*unbound {
+            return Ok(());
+        }
+        if self.names()?.0.port == 0 {
+            match self.request(&Request::Bind {
+                id: self.id,
+                addr: Addr { ip: 0, port: 0 },
+            }) {
+                Ok(()) => {}
+                // Bound meanwhile through another handle.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        *unbound = false;
+        Ok(())
     }
 
     pub(crate) fn set_nonblocking(&self, on: bool) {

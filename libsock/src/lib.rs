@@ -85,9 +85,41 @@
 //! and later calls fail with an error that says the stack went away. A
 //! later call that finds the stack running again reconnects.
 //!
-//! # Limits for now
+//! # IPv4 and IPv6
 //!
-//! strata speaks IPv4 only: IPv6 addresses fail with `Unsupported`.
+//! Every call that takes addresses takes both families, as std's do: a
+//! name resolving to several addresses is tried address by address, in
+//! the resolver's order, whatever their family.
+//!
+//! A socket has a family, as one made by `socket(2)` has a domain: that
+//! of the address it was bound or connected to when it was made
+//! ([`UdpSocket::bind`], [`TcpListener::bind`], [`TcpStream::connect`]:
+//! an IPv6 socket for any `SocketAddr::V6`, IPv4-mapped ones included),
+//! or the one asked for ([`Builder::udp_unbound`] is IPv4,
+//! [`Builder::udp_unbound_v6`] IPv6). Accepted streams are of their
+//! listener's family.
+//!
+//! - `0.0.0.0:p` is IPv4's wildcard; `[::]:p` is IPv6's, and takes IPv4
+//!   too (dual-stack, as Linux's default `net.ipv6.bindv6only = 0`),
+//!   so that `[::]:p` and `0.0.0.0:p` conflict on one port.
+//!   `IPV6_V6ONLY` ([`Builder::only_v6`], [`UdpSocket::set_only_v6`]
+//!   before the bind) makes an IPv6 socket take IPv6 only; an IPv4
+//!   socket may then have the same port.
+//! - Addresses a socket reports (`local_addr`, `peer_addr`, `recv_from`,
+//!   `accept`) are `SocketAddr::V4` on an IPv4 socket and
+//!   `SocketAddr::V6` on an IPv6 socket, where an IPv4 peer shows as
+//!   `::ffff:a.b.c.d`, as on a Linux dual-stack socket.
+//! - Addresses given to a socket must fit its family, with Linux's
+//!   errors: an IPv4 socket refuses IPv6 addresses with `EAFNOSUPPORT`
+//!   (IPv4-mapped ones count as the IPv4 they map, where Linux would
+//!   refuse them too); an IPv6 socket connects and sends to a
+//!   `SocketAddr::V4` as to its mapped address, but refuses it to bind
+//!   (`EINVAL`), and with `IPV6_V6ONLY` refuses IPv4 peers
+//!   (`ENETUNREACH`, or `EAFNOSUPPORT` for a `SocketAddr::V4` connect).
+//!
+//! A stack whose TCP (or UDP) layer does not take IPv6 yet refuses it
+//! with `EAFNOSUPPORT` from the bind or connect, as an error like any
+//! other.
 #![deny(missing_docs)]
 
 mod addr;
@@ -174,13 +206,34 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_is_refused_before_looking_for_the_stack() {
-        let e = UdpSocket::builder()
-            .instance(NOWHERE)
-            .udp_bind("[::]:0")
-            .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
-        assert!(e.to_string().contains("IPv4 only"), "{e}");
+    fn ipv6_reaches_for_the_stack_like_ipv4() {
+        let b = UdpSocket::builder().instance(NOWHERE);
+        for a in ["[::]:0", "[::1]:53", "[::ffff:127.0.0.1]:0"] {
+            let e = b.udp_bind(a).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{a}");
+            let e = b.tcp_bind(a).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{a}");
+        }
+        assert_eq!(
+            b.udp_unbound_v6().unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+        assert_eq!(
+            b.tcp_connect("[fd00::1]:80").unwrap_err().kind(),
+            io::ErrorKind::NotFound
+        );
+    }
+
+    #[test]
+    fn v6only_refuses_ipv4_binds_before_looking_for_the_stack() {
+        let b = UdpSocket::builder().instance(NOWHERE).only_v6(true);
+        let e = b.udp_bind("[::ffff:127.0.0.1]:0").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        let e = b.tcp_bind("[::ffff:0.0.0.0]:80").unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EINVAL));
+        // An IPv4 socket has no IPV6_V6ONLY: it is made as ever.
+        let e = b.udp_bind("0.0.0.0:0").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
     }
 
     /// Runs in a child process of the test binary, with the environment

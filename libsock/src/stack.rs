@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use strata_proto::sock::{Kind, Request, SockOpt};
 
-use crate::addr::{each_addr, ipv6_unsupported, to_v4, to_wire};
+use crate::addr::{each_addr, to_wire, Family, Use};
 use crate::core::{Core, DEFAULT_RING, DEFAULT_TCP_RX_RING};
 use crate::session::{env_instance, Session};
 use crate::tcp::{connect_one, TcpListener, TcpStream};
@@ -109,8 +109,9 @@ enum Which {
 }
 
 /// Makes sockets with the settings `std::net` has no place for: which
-/// stack, `SO_REUSEADDR` before `bind`, the listen backlog, the sizes of
-/// the socket's shared-memory rings.
+/// stack, `SO_REUSEADDR`, `SO_REUSEPORT` and `IPV6_V6ONLY` before
+/// `bind`, the listen backlog, the sizes of the socket's shared-memory
+/// rings, sockets not bound yet of either family.
 ///
 /// [`UdpSocket::builder`], [`TcpListener::builder`] and
 /// [`TcpStream::builder`] all return `Builder::new()`.
@@ -128,6 +129,8 @@ pub struct Builder {
     which: Which,
     reuse_address: Option<bool>,
     reuse_port: bool,
+    /// IPV6_V6ONLY for the IPv6 sockets made.
+    only_v6: bool,
     /// Ring sizes asked for; None: the defaults of the socket's kind.
     tx_ring: Option<usize>,
     rx_ring: Option<usize>,
@@ -155,6 +158,7 @@ impl Builder {
             which: Which::Env,
             reuse_address: None,
             reuse_port: false,
+            only_v6: false,
             tx_ring: None,
             rx_ring: None,
             backlog: DEFAULT_BACKLOG,
@@ -215,6 +219,32 @@ impl Builder {
         self
     }
 
+    /// `IPV6_V6ONLY` for the IPv6 sockets the builder makes, set before
+    /// they are bound or connected (Linux takes it only then): a
+    /// socket bound to `[::]:p` then takes IPv6 only, leaving IPv4's
+    /// `0.0.0.0:p` to another socket, and refuses IPv4 peers (see
+    /// [`UdpSocket::send_to`], [`UdpSocket::connect`]). Off by default:
+    /// IPv6 sockets are dual-stack, as with Linux's
+    /// `net.ipv6.bindv6only = 0`. IPv4 sockets, which have no such
+    /// option, are made as without it, so that a name resolving to
+    /// both families can be given.
+    ///
+    /// ```no_run
+    /// // IPv6 and IPv4 on one port, in two listeners.
+    /// let v6 = libsock::TcpListener::builder().only_v6(true).tcp_bind("[::]:8080")?;
+    /// let v4 = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn only_v6(mut self, on: bool) -> Builder {
+        self.only_v6 = on;
+        self
+    }
+
+    /// Whether a socket of `family` gets IPV6_V6ONLY.
+    pub(crate) fn v6only_for(&self, family: Family) -> bool {
+        family == Family::V6 && self.only_v6
+    }
+
     /// Bytes of the send (`tx`) and receive (`rx`) rings in the socket's
     /// shared memory: rounded up to a power of two, at least 4 KiB. They
     /// bound what can be queued (and, for UDP, the largest datagram that
@@ -264,21 +294,31 @@ impl Builder {
         }
     }
 
-    /// Creates a socket with the builder's rings, and `SO_REUSEADDR` if
-    /// asked for (or by default when `reuse_default`).
-    pub(crate) fn open(&self, kind: Kind, reuse_default: bool) -> io::Result<Arc<Core>> {
+    /// Creates a socket of `family` with the builder's rings and
+    /// options, and `SO_REUSEADDR` if asked for (or by default when
+    /// `reuse_default`).
+    pub(crate) fn open(
+        &self,
+        kind: Kind,
+        family: Family,
+        reuse_default: bool,
+    ) -> io::Result<Arc<Core>> {
         let (tx, rx) = self.rings(kind);
-        self.open_sized(kind, reuse_default, tx, rx)
+        self.open_sized(kind, family, reuse_default, tx, rx)
     }
 
     fn open_sized(
         &self,
         kind: Kind,
+        family: Family,
         reuse_default: bool,
         tx: usize,
         rx: usize,
     ) -> io::Result<Arc<Core>> {
-        let core = Core::open(self.session()?, kind, tx, rx)?;
+        let core = Core::open(self.session()?, kind, family, tx, rx)?;
+        if self.v6only_for(family) {
+            core.set_only_v6(true)?;
+        }
         if self.reuse_address.unwrap_or(reuse_default) {
             core.request(&Request::SetOption {
                 id: core.id,
@@ -295,7 +335,8 @@ impl Builder {
     }
 
     /// A UDP socket bound to `addr` (the first address that works, as
-    /// [`std::net::UdpSocket::bind`] does). Port 0 picks a free port.
+    /// [`std::net::UdpSocket::bind`] does), of that address's family.
+    /// Port 0 picks a free port.
     ///
     /// ```no_run
     /// let sock = libsock::UdpSocket::builder().udp_bind("0.0.0.0:0")?;
@@ -304,17 +345,20 @@ impl Builder {
     /// ```
     pub fn udp_bind<A: ToSocketAddrs>(&self, addr: A) -> io::Result<UdpSocket> {
         each_addr(addr, |a| {
-            let core = self.open(Kind::Udp, false)?;
+            let family = Family::of(&a);
+            let at = to_wire(family, self.v6only_for(family), Use::Bind, a)?;
+            let core = self.open(Kind::Udp, family, false)?;
             core.request(&Request::Bind {
                 id: core.id,
-                addr: to_wire(a),
+                addr: at,
             })?;
             Ok(UdpSocket::from_core(core))
         })
     }
 
-    /// A UDP socket that is not bound yet, as `socket(2)` makes one:
-    /// the first [`UdpSocket::send_to`] binds it to a free port.
+    /// An IPv4 UDP socket that is not bound yet, as
+    /// `socket(AF_INET, SOCK_DGRAM, 0)` makes one: the first
+    /// [`UdpSocket::send_to`] binds it to a free port.
     ///
     /// ```no_run
     /// let sock = libsock::UdpSocket::builder().udp_unbound()?;
@@ -323,7 +367,31 @@ impl Builder {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn udp_unbound(&self) -> io::Result<UdpSocket> {
-        Ok(UdpSocket::from_core(self.open(Kind::Udp, false)?))
+        Ok(UdpSocket::from_core(self.open(
+            Kind::Udp,
+            Family::V4,
+            false,
+        )?))
+    }
+
+    /// An IPv6 UDP socket that is not bound yet, as
+    /// `socket(AF_INET6, SOCK_DGRAM, 0)` makes one: options that must
+    /// come before the bind ([`UdpSocket::set_only_v6`],
+    /// [`UdpSocket::set_reuse_address`]) can be set, then
+    /// [`UdpSocket::bind_to`] binds it; or the first
+    /// [`UdpSocket::send_to`] binds it to `[::]:0` (a free port, both
+    /// families unless `IPV6_V6ONLY`), as Linux does.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::builder().udp_unbound_v6()?;
+    /// sock.set_only_v6(true)?;
+    /// sock.bind_to("[::]:5353")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn udp_unbound_v6(&self) -> io::Result<UdpSocket> {
+        let core = self.open(Kind::Udp, Family::V6, false)?;
+        core.set_maybe_unbound(true);
+        Ok(UdpSocket::from_core(core))
     }
 
     /// A TCP listener on `addr` (the first address that works), with the
@@ -335,12 +403,14 @@ impl Builder {
     /// ```
     pub fn tcp_bind<A: ToSocketAddrs>(&self, addr: A) -> io::Result<TcpListener> {
         each_addr(addr, |a| {
+            let family = Family::of(&a);
+            let at = to_wire(family, self.v6only_for(family), Use::Bind, a)?;
             // No data flows through a listener's own rings: smallest.
             let min = strata_ipc::sockring::MIN_RING as usize;
-            let core = self.open_sized(Kind::Tcp, true, min, min)?;
+            let core = self.open_sized(Kind::Tcp, family, true, min, min)?;
             core.request(&Request::Bind {
                 id: core.id,
-                addr: to_wire(a),
+                addr: at,
             })?;
             core.request(&Request::Listen {
                 id: core.id,
@@ -365,8 +435,8 @@ impl Builder {
     /// in non-blocking mode, as `connect(2)` on a non-blocking socket does
     /// (`EINPROGRESS`): its readiness fd fires when the handshake ends,
     /// and [`TcpStream::connect_finished`] says how it ended. Errors known
-    /// at once (no such stack, an IPv6 address, an unreachable network)
-    /// are returned here.
+    /// at once (no such stack, an address family the stack's TCP does not
+    /// take, an unreachable network) are returned here.
     ///
     /// ```no_run
     /// use std::os::fd::AsRawFd;
@@ -378,8 +448,7 @@ impl Builder {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn tcp_connect_nonblocking(&self, addr: &SocketAddr) -> io::Result<TcpStream> {
-        let a = to_v4(*addr).ok_or_else(ipv6_unsupported)?;
-        crate::tcp::connect_nonblocking(self, a)
+        crate::tcp::connect_nonblocking(self, *addr)
     }
 
     /// A TCP connection to `addr`, giving up after `timeout` (`TimedOut`).
@@ -404,7 +473,6 @@ impl Builder {
                 "cannot set a 0 duration timeout",
             ));
         }
-        let a = to_v4(*addr).ok_or_else(ipv6_unsupported)?;
-        connect_one(self, a, Some(timeout))
+        connect_one(self, *addr, Some(timeout))
     }
 }

@@ -7,7 +7,7 @@
 
 use std::fmt;
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, SocketAddr, SocketAddrV4, ToSocketAddrs};
+use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -16,7 +16,7 @@ use std::time::Duration;
 use strata_ipc::sockring::{state, wait, SockMem};
 use strata_proto::sock::{How, Kind, Request, SockOpt};
 
-use crate::addr::{from_wire, to_wire};
+use crate::addr::{self, Family, Use};
 use crate::core::{prepare, would_block, Core, Readiness};
 use crate::session::{lock, Attach};
 use crate::stack::Builder;
@@ -107,14 +107,19 @@ fn connect_timed_out() -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, "connection timed out")
 }
 
-/// Opens a socket and asks sockd to connect it to `a`, without waiting
-/// for the handshake; in non-blocking mode when `nonblocking`.
-fn connect_begin(b: &Builder, a: SocketAddrV4, nonblocking: bool) -> io::Result<Arc<Core>> {
-    let core = b.open(Kind::Tcp, false)?;
+/// Opens a socket of `a`'s family and asks sockd to connect it to `a`,
+/// without waiting for the handshake; in non-blocking mode when
+/// `nonblocking`.
+fn connect_begin(b: &Builder, a: SocketAddr, nonblocking: bool) -> io::Result<Arc<Core>> {
+    let family = Family::of(&a);
+    // Refused before a socket is made for it (IPV6_V6ONLY and a mapped
+    // peer).
+    let to = addr::to_wire(family, b.v6only_for(family), Use::Connect, a)?;
+    let core = b.open(Kind::Tcp, family, false)?;
     core.set_nonblocking(nonblocking);
     match core.request(&Request::Connect {
         id: core.id,
-        addr: to_wire(a),
+        addr: to,
     }) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => {}
@@ -142,7 +147,7 @@ fn connect_wait(c: &Core, timeout: Option<Duration>) -> io::Result<()> {
 /// Connects one socket to `a`, waiting up to `timeout` for the handshake.
 pub(crate) fn connect_one(
     b: &Builder,
-    a: SocketAddrV4,
+    a: SocketAddr,
     timeout: Option<Duration>,
 ) -> io::Result<TcpStream> {
     let core = connect_begin(b, a, false)?;
@@ -153,7 +158,7 @@ pub(crate) fn connect_one(
 /// Starts connecting one socket to `a` and returns it at once, in
 /// non-blocking mode: its readiness fd fires when the handshake ends, and
 /// [`TcpStream::connect_finished`] says how.
-pub(crate) fn connect_nonblocking(b: &Builder, a: SocketAddrV4) -> io::Result<TcpStream> {
+pub(crate) fn connect_nonblocking(b: &Builder, a: SocketAddr) -> io::Result<TcpStream> {
     Ok(TcpStream {
         core: connect_begin(b, a, true)?,
     })
@@ -191,9 +196,14 @@ impl TcpListener {
         }
     }
 
-    /// Creates a listener bound to `addr` (the first address that works)
-    /// on the stack named by `STRATA_INSTANCE`, with `SO_REUSEADDR` and a
-    /// backlog of 128, as std does. Port 0 picks a free port.
+    /// Creates a listener bound to `addr` (the first address that works,
+    /// of either family) on the stack named by `STRATA_INSTANCE`, with
+    /// `SO_REUSEADDR` and a backlog of 128, as std does. Port 0 picks a
+    /// free port. `[::]:p` listens on both families (dual-stack: IPv4
+    /// peers show as `::ffff:a.b.c.d`) unless `IPV6_V6ONLY` is set
+    /// ([`Builder::only_v6`]); `0.0.0.0:p` on IPv4 only. A stack whose
+    /// TCP does not take IPv6 yet refuses an IPv6 listener with
+    /// `EAFNOSUPPORT`.
     ///
     /// ```no_run
     /// let listener = libsock::TcpListener::bind("0.0.0.0:0")?;
@@ -204,8 +214,8 @@ impl TcpListener {
         Builder::new().tcp_bind(addr)
     }
 
-    /// A [`Builder`] (another stack, backlog, `SO_REUSEADDR`, ring
-    /// sizes of accepted streams).
+    /// A [`Builder`] (another stack, backlog, `SO_REUSEADDR`,
+    /// `IPV6_V6ONLY`, ring sizes of accepted streams).
     ///
     /// ```no_run
     /// let listener = libsock::TcpListener::builder()
@@ -226,7 +236,35 @@ impl TcpListener {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(from_wire(self.core.names()?.0))
+        self.core.local_addr()
+    }
+
+    /// `IPV6_V6ONLY`, as std's (deprecated) `set_only_v6`: the option
+    /// must be set before the bind, and a listener is bound, so this
+    /// fails as it does on Linux: `EINVAL` on an IPv6 listener,
+    /// `ENOPROTOOPT` on an IPv4 one. Set it with
+    /// [`Builder::only_v6`] instead.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::builder().only_v6(true).tcp_bind("[::]:8080")?;
+    /// assert!(listener.only_v6()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_only_v6(&self, only_v6: bool) -> io::Result<()> {
+        self.core.set_only_v6(only_v6)
+    }
+
+    /// `IPV6_V6ONLY`: whether an IPv6 listener takes IPv6 connections
+    /// only (off by default: dual-stack); `ENOPROTOOPT` on an IPv4
+    /// listener, as on Linux.
+    ///
+    /// ```no_run
+    /// let listener = libsock::TcpListener::bind("[::]:8080")?;
+    /// assert!(!listener.only_v6()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn only_v6(&self) -> io::Result<bool> {
+        self.core.only_v6()
     }
 
     /// Another handle to the same listener.
@@ -242,7 +280,9 @@ impl TcpListener {
 
     /// Takes the next connection from the accept queue, waiting for one
     /// (in non-blocking mode: `WouldBlock` when none waits). Returns the
-    /// stream and the peer's address.
+    /// stream and the peer's address (on an IPv6 listener always
+    /// `SocketAddr::V6`, an IPv4 peer as `::ffff:a.b.c.d`). The stream
+    /// is of the listener's family.
     ///
     /// ```no_run
     /// let listener = libsock::TcpListener::bind("0.0.0.0:8080")?;
@@ -263,8 +303,9 @@ impl TcpListener {
         });
         match r {
             Ok((id, peer, _local)) => {
-                let core = Core::from_parts(c.session.clone(), id, mem, attach);
-                Ok((TcpStream { core }, from_wire(peer)))
+                let core = Core::from_parts(c.session.clone(), id, c.family, mem, attach);
+                core.inherit_only_v6(c);
+                Ok((TcpStream { core }, addr::from_wire(c.family, peer)))
             }
             Err(e) => {
                 *lock(&self.spare) = Some((mem, attach));
@@ -437,9 +478,12 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
-    /// Connects to `addr` (each address in turn until one answers) from
-    /// the stack named by `STRATA_INSTANCE`, blocking until the
-    /// handshake completes or fails (`ConnectionRefused`, `TimedOut`...).
+    /// Connects to `addr` (each address in turn until one answers, of
+    /// either family) from the stack named by `STRATA_INSTANCE`,
+    /// blocking until the handshake completes or fails
+    /// (`ConnectionRefused`, `TimedOut`...). The stream is IPv6 for an
+    /// IPv6 address (an IPv4-mapped one too, as with std); a stack whose
+    /// TCP does not take IPv6 yet refuses it with `EAFNOSUPPORT`.
     ///
     /// ```no_run
     /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
@@ -450,7 +494,7 @@ impl TcpStream {
     }
 
     /// Connects to `addr`, giving up after `timeout` with `TimedOut`. A
-    /// zero timeout is `InvalidInput`, an IPv6 address `Unsupported`.
+    /// zero timeout is `InvalidInput`.
     ///
     /// ```no_run
     /// use std::time::Duration;
@@ -505,7 +549,8 @@ impl TcpStream {
         Builder::new()
     }
 
-    /// The peer's address.
+    /// The peer's address (on an IPv6 stream always `SocketAddr::V6`,
+    /// an IPv4 peer as `::ffff:a.b.c.d`).
     ///
     /// ```no_run
     /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
@@ -513,13 +558,10 @@ impl TcpStream {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match self.core.names()?.1 {
-            Some(p) => Ok(from_wire(p)),
-            None => Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
-        }
+        self.core.peer_addr()
     }
 
-    /// The local address.
+    /// The local address, of the stream's family.
     ///
     /// ```no_run
     /// let stream = libsock::TcpStream::connect("10.77.0.1:80")?;
@@ -527,7 +569,7 @@ impl TcpStream {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(from_wire(self.core.names()?.0))
+        self.core.local_addr()
     }
 
     /// Shuts down the read half, the write half (a FIN after what is
@@ -999,27 +1041,34 @@ mod tests {
         let v4: SocketAddr = "10.0.0.1:80".parse().unwrap();
         let e = b.tcp_connect_timeout(&v4, Duration::ZERO).unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        // Valid requests of either family reach for the stack, which is
+        // not there.
         let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
-        let e = b
-            .tcp_connect_timeout(&v6, Duration::from_secs(1))
-            .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
-        // A valid request reaches for the stack, which is not there.
-        let e = b
-            .tcp_connect_timeout(&v4, Duration::from_secs(1))
-            .unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        for a in [v4, v6] {
+            let e = b
+                .tcp_connect_timeout(&a, Duration::from_secs(1))
+                .unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{a}");
+        }
     }
 
     #[test]
-    fn nonblocking_connect_refuses_ipv6_before_touching_any_stack() {
+    fn nonblocking_connect_takes_ipv6_and_checks_v6only_before_touching_any_stack() {
         let b = Builder::new().instance("libsock-test-no-such-instance");
-        let v6: SocketAddr = "[2001:db8::1]:80".parse().unwrap();
-        let e = b.tcp_connect_nonblocking(&v6).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::Unsupported);
-        // An IPv4-mapped address is IPv4, and reaches for the stack.
-        let mapped: SocketAddr = "[::ffff:10.0.0.1]:80".parse().unwrap();
-        let e = b.tcp_connect_nonblocking(&mapped).unwrap_err();
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+        for a in ["[2001:db8::1]:80", "[::ffff:10.0.0.1]:80", "10.0.0.1:80"] {
+            let e = b.tcp_connect_nonblocking(&a.parse().unwrap()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{a}");
+        }
+        // IPV6_V6ONLY: no IPv4 peer for an IPv6 socket, as on Linux; an
+        // IPv4 socket has no such option and connects as ever.
+        let b = b.only_v6(true);
+        let e = b
+            .tcp_connect_nonblocking(&"[::ffff:10.0.0.1]:80".parse().unwrap())
+            .unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::ENETUNREACH));
+        for a in ["[2001:db8::1]:80", "10.0.0.1:80"] {
+            let e = b.tcp_connect_nonblocking(&a.parse().unwrap()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{a}");
+        }
     }
 }

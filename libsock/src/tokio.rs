@@ -181,7 +181,7 @@ impl TcpStream {
         }))
     }
 
-    async fn connect_one(builder: &Builder, a: std::net::SocketAddrV4) -> io::Result<TcpStream> {
+    async fn connect_one(builder: &Builder, a: SocketAddr) -> io::Result<TcpStream> {
         let s = TcpStream::from_std(crate::tcp::connect_nonblocking(builder, a)?)?;
         until_ready(&s.fd, || match s.fd.get_ref().connect_finished()? {
             true => Ok(()),

@@ -11,12 +11,13 @@ use std::time::Duration;
 use strata_ipc::sockring::{wait, REC_HDR};
 use strata_proto::sock::{Request, SockOpt};
 
-use crate::addr::{each_addr, from_wire, resolve_one, to_wire};
+use crate::addr::{each_addr, resolve_one, shown, Use};
 use crate::core::{would_block, Core, Readiness};
 use crate::session::lock;
 use crate::stack::Builder;
 
-/// Largest UDP payload over IPv4 (65535 − 20 − 8), as Linux enforces.
+/// Largest UDP payload over IPv4 (65535 − 20 − 8), as Linux enforces;
+/// libsock holds datagrams of IPv6 sockets to it too.
 pub const MAX_UDP_PAYLOAD: usize = 65_507;
 
 /// EMSGSIZE for datagrams larger than UDP allows or the ring can hold.
@@ -35,6 +36,12 @@ pub(crate) fn check_dgram_len(len: usize, ring_max: usize) -> io::Result<()> {
 /// or `WouldBlock`, only while the ring is full), receiving takes one
 /// from its receive ring (blocking while it is empty). Errors come out
 /// with the kinds and raw OS errors `std` gives on Linux.
+///
+/// A socket is IPv4 or IPv6 after the address it was bound to, as std's
+/// are (see [the crate docs](crate#ipv4-and-ipv6)): an IPv6 socket is
+/// dual-stack unless `IPV6_V6ONLY` is set
+/// ([`Builder::only_v6`](crate::Builder::only_v6)), and shows IPv4 peers
+/// as `::ffff:a.b.c.d`.
 ///
 /// The socket is closed when the value (and every
 /// [`try_clone`](UdpSocket::try_clone)) is dropped.
@@ -62,13 +69,16 @@ impl UdpSocket {
 
     /// Creates a socket bound to `addr` on the stack named by
     /// `STRATA_INSTANCE` (default `"default"`). Port 0 picks a free
-    /// port. With several addresses, the first that binds wins.
+    /// port. With several addresses (of either family), the first that
+    /// binds wins. The socket is IPv6 for an IPv6 address: `[::]:p` binds
+    /// both families (dual-stack), `0.0.0.0:p` IPv4 only.
     ///
     /// Fails at once when no such stack runs; `AddrInUse` when the port
-    /// is taken; `Unsupported` for IPv6 addresses.
+    /// is taken (`[::]:p` also by an IPv4 socket on `p`).
     ///
     /// ```no_run
-    /// let sock = libsock::UdpSocket::bind("0.0.0.0:0")?;
+    /// let v4 = libsock::UdpSocket::bind("0.0.0.0:0")?;
+    /// let both = libsock::UdpSocket::bind("[::]:0")?;
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn bind<A: ToSocketAddrs>(addr: A) -> io::Result<UdpSocket> {
@@ -76,7 +86,8 @@ impl UdpSocket {
     }
 
     /// A [`Builder`] for sockets `bind` cannot make: on another stack,
-    /// with `SO_REUSEADDR`, with other ring sizes, or unbound.
+    /// with `SO_REUSEADDR` or `IPV6_V6ONLY`, with other ring sizes, or
+    /// unbound.
     ///
     /// ```no_run
     /// let sock = libsock::UdpSocket::builder()
@@ -90,7 +101,9 @@ impl UdpSocket {
     }
 
     /// Receives one datagram: copies it into `buf` (cutting what does not
-    /// fit, as Linux does) and returns the bytes copied and the sender.
+    /// fit, as Linux does) and returns the bytes copied and the sender
+    /// (on an IPv6 socket always `SocketAddr::V6`, an IPv4 sender as
+    /// `::ffff:a.b.c.d`).
     ///
     /// Blocks while no datagram is queued, up to the read timeout (then
     /// `WouldBlock`, like std on Linux); in non-blocking mode returns
@@ -124,6 +137,14 @@ impl UdpSocket {
     /// does), and returns its length. An unbound socket is bound to a
     /// free port by the first send.
     ///
+    /// The address must fit the socket's family, as on Linux: an IPv4
+    /// socket takes IPv4 addresses (and IPv4-mapped IPv6 ones, as the
+    /// IPv4 they map), other IPv6 addresses fail with `EAFNOSUPPORT`; an
+    /// IPv6 socket takes IPv6 addresses and sends to a `SocketAddr::V4`
+    /// as to its mapped address `::ffff:a.b.c.d` (Linux takes an
+    /// `AF_INET` address there too), but with `IPV6_V6ONLY` any IPv4
+    /// destination fails with `ENETUNREACH`.
+    ///
     /// Blocks only while the send ring is full (up to the write timeout,
     /// then `WouldBlock`). Datagrams over 65507 bytes (or over what the
     /// ring can hold) fail with `EMSGSIZE`; port 0 with `EINVAL`.
@@ -131,6 +152,9 @@ impl UdpSocket {
     /// ```no_run
     /// let sock = libsock::UdpSocket::bind("0.0.0.0:0")?;
     /// sock.send_to(b"ping", "10.77.0.1:7")?;
+    /// let sock6 = libsock::UdpSocket::bind("[::]:0")?;
+    /// sock6.send_to(b"ping", "[fd00::1]:7")?;
+    /// sock6.send_to(b"ping", "10.77.0.1:7")?; // to ::ffff:10.77.0.1
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn send_to<A: ToSocketAddrs>(&self, buf: &[u8], addr: A) -> io::Result<usize> {
@@ -138,11 +162,14 @@ impl UdpSocket {
         if to.port() == 0 {
             return Err(io::Error::from_raw_os_error(libc::EINVAL));
         }
+        let to = SocketAddr::from(self.core.wire(Use::Send, to)?);
+        self.core.bind_before_send()?;
         self.send_inner(buf, to)
     }
 
     /// The address of the peer this socket is connected to; `NotConnected`
-    /// if it is not.
+    /// if it is not. On an IPv6 socket an IPv4 peer shows as
+    /// `::ffff:a.b.c.d`.
     ///
     /// ```no_run
     /// let sock = libsock::UdpSocket::bind("0.0.0.0:0")?;
@@ -151,13 +178,11 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
-        match self.core.names()?.1 {
-            Some(p) => Ok(from_wire(p)),
-            None => Err(io::Error::from_raw_os_error(libc::ENOTCONN)),
-        }
+        self.core.peer_addr()
     }
 
-    /// The local address (`0.0.0.0:0` while unbound).
+    /// The local address (`0.0.0.0:0` while unbound, `[::]:0` for an
+    /// IPv6 socket).
     ///
     /// ```no_run
     /// let sock = libsock::UdpSocket::bind("0.0.0.0:0")?;
@@ -165,7 +190,7 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
-        Ok(from_wire(self.core.names()?.0))
+        self.core.local_addr()
     }
 
     /// Another handle to the same socket (options, timeouts and
@@ -241,8 +266,15 @@ impl UdpSocket {
 
     /// Connects the socket to `addr` (the first address that works):
     /// [`send`](UdpSocket::send) goes there, and only datagrams from
-    /// there are received. Connecting to `0.0.0.0` dissolves the
-    /// association.
+    /// there are received. Connecting to `0.0.0.0` (or `::`) dissolves
+    /// the association.
+    ///
+    /// Addresses must fit the socket's family as for
+    /// [`send_to`](UdpSocket::send_to): an IPv6 socket connects to an
+    /// IPv4 address as to its mapped one, but with `IPV6_V6ONLY` fails
+    /// with `EAFNOSUPPORT` (a `SocketAddr::V4`) or `ENETUNREACH` (a
+    /// mapped one), as on Linux; an IPv4 socket fails with
+    /// `EAFNOSUPPORT` for an IPv6 address that is not IPv4-mapped.
     ///
     /// ```no_run
     /// let sock = libsock::UdpSocket::bind("0.0.0.0:0")?;
@@ -251,22 +283,31 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn connect<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        let c = &*self.core;
         each_addr(addr, |a| {
-            self.core.request(&Request::Connect {
-                id: self.core.id,
-                addr: to_wire(a),
-            })?;
-            *lock(&self.core.peer) = (!a.ip().is_unspecified()).then_some(a);
+            let w = c.wire(Use::Connect, a)?;
+            c.request(&Request::Connect { id: c.id, addr: w })?;
+            let dissolved = strata_ipc::addrs::is_any(w.ip);
+            *lock(&c.peer) = (!dissolved).then_some(a);
+            // Connected: bound. Disconnected: the binding the connect
+            // made may be gone.
+            c.set_maybe_unbound(dissolved);
             Ok(())
         })
     }
 
     /// Binds a socket that is not bound yet (one from
-    /// [`Builder::udp_unbound`]) to `addr` (the first address that
-    /// works), as `bind(2)` binds a socket made by `socket(2)`. Port 0
-    /// picks a free port. A socket that is bound already (also by its
-    /// first send) fails with `EINVAL`, as on Linux; a port in use with
-    /// `AddrInUse`.
+    /// [`Builder::udp_unbound`] or [`Builder::udp_unbound_v6`]) to
+    /// `addr` (the first address that works), as `bind(2)` binds a
+    /// socket made by `socket(2)`. Port 0 picks a free port. A socket
+    /// that is bound already (also by its first send) fails with
+    /// `EINVAL`, as on Linux; a port in use with `AddrInUse`.
+    ///
+    /// The address must be of the socket's family, as on Linux: an IPv4
+    /// socket fails with `EAFNOSUPPORT` for an IPv6 address (one that
+    /// maps IPv4 counts as that IPv4), an IPv6 socket with `EINVAL` for
+    /// a `SocketAddr::V4` (give `::ffff:a.b.c.d` to bind it to an IPv4
+    /// address, which `IPV6_V6ONLY` refuses with `EINVAL`).
     ///
     /// ```no_run
     /// let sock = libsock::UdpSocket::builder().udp_unbound()?;
@@ -275,12 +316,45 @@ impl UdpSocket {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn bind_to<A: ToSocketAddrs>(&self, addr: A) -> io::Result<()> {
+        let c = &*self.core;
         each_addr(addr, |a| {
-            self.core.request(&Request::Bind {
-                id: self.core.id,
-                addr: to_wire(a),
-            })
+            let w = c.wire(Use::Bind, a)?;
+            c.request(&Request::Bind { id: c.id, addr: w })?;
+            c.set_maybe_unbound(false);
+            Ok(())
         })
+    }
+
+    /// `IPV6_V6ONLY`, for an IPv6 socket not bound yet (one from
+    /// [`Builder::udp_unbound_v6`]): with it, a bind to `[::]:p` takes
+    /// IPv6 only (another socket may have IPv4's `0.0.0.0:p`), and
+    /// IPv4 peers are refused. It takes effect at
+    /// [`bind_to`](UdpSocket::bind_to) (or the bind of the first send).
+    /// [`Builder::only_v6`] sets it as the socket is made.
+    ///
+    /// Errors as on Linux: `EINVAL` once the socket is bound,
+    /// `ENOPROTOOPT` on an IPv4 socket (the option is IPv6's).
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::builder().udp_unbound_v6()?;
+    /// sock.set_only_v6(true)?;
+    /// sock.bind_to("[::]:5353")?;
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn set_only_v6(&self, only_v6: bool) -> io::Result<()> {
+        self.core.set_only_v6(only_v6)
+    }
+
+    /// `IPV6_V6ONLY` as set (off by default: dual-stack, as Linux's
+    /// `net.ipv6.bindv6only = 0`); `ENOPROTOOPT` on an IPv4 socket.
+    ///
+    /// ```no_run
+    /// let sock = libsock::UdpSocket::bind("[::]:0")?;
+    /// assert!(!sock.only_v6()?);
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn only_v6(&self) -> io::Result<bool> {
+        self.core.only_v6()
     }
 
     /// `SO_REUSEADDR`, for a socket not bound yet: it takes effect at
@@ -334,7 +408,7 @@ impl UdpSocket {
             return Err(io::Error::from_raw_os_error(libc::EDESTADDRREQ));
         }
         // 0.0.0.0:0 in the ring means "the connected peer".
-        self.send_inner(buf, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
+        self.send_inner(buf, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into())
     }
 
     /// Receives one datagram from the connected peer into `buf` (cut to
@@ -450,11 +524,13 @@ impl UdpSocket {
             if !peek {
                 c.mem.consume_recv(&r);
             }
-            Ok(Some((n, r.addr)))
+            Ok(Some((n, shown(c.family, r.addr))))
         })
     }
 
-    fn send_inner(&self, buf: &[u8], to: SocketAddrV4) -> io::Result<usize> {
+    /// Queues `buf` for `to` (what the ring holds: an IPv4 address for
+    /// a mapped one; `0.0.0.0:0` for the connected peer).
+    fn send_inner(&self, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
         let c = &*self.core;
         check_dgram_len(buf.len(), c.mem.max_tx_dgram())?;
         let need = REC_HDR + buf.len().next_multiple_of(8);
@@ -462,7 +538,7 @@ impl UdpSocket {
             c.check()?;
             let queued = {
                 let _tx = lock(&c.tx_lock);
-                c.mem.send_dgram(SocketAddr::V4(to), buf)
+                c.mem.send_dgram(to, buf)
             };
             if queued {
                 c.set_tx_need(0);

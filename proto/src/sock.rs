@@ -22,7 +22,7 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// Version of this protocol, exchanged in [`Request::Hello`].
-pub const VERSION: u32 = 3;
+pub const VERSION: u32 = 4;
 /// Largest encoded message.
 pub const MAX_MSG: usize = 1024;
 /// Name of the socket file in the instance's runtime directory.
@@ -128,6 +128,12 @@ pub enum SockOpt {
     /// port; the stack spreads connections (TCP) or datagrams (UDP) over
     /// them by the peer's address and port.
     ReusePort(bool),
+    /// IPV6_V6ONLY, for an IPv6 socket not bound yet (Linux: EINVAL
+    /// once it is): a wildcard `::` then takes IPv6 only, not IPv4 as
+    /// mapped addresses. Off by default (dual-stack, as Linux's
+    /// `net.ipv6.bindv6only = 0`). Kept with the socket and sent as
+    /// `ctl_flags::V6ONLY` with its BIND, CONNECT and LISTEN.
+    V6Only(bool),
 }
 
 /// How to shut a connection down.
@@ -347,6 +353,14 @@ mod tests {
                 id: 1,
                 opt: SockOpt::ReuseAddr(true),
             },
+            Request::SetOption {
+                id: 2,
+                opt: SockOpt::V6Only(true),
+            },
+            Request::Bind {
+                id: 4,
+                addr: Addr::from("[::]:8080".parse::<std::net::SocketAddr>().unwrap()),
+            },
             Request::Shutdown {
                 id: 9,
                 how: How::Write,
@@ -372,6 +386,25 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn options_round_trip(id in any::<u32>(), on in any::<bool>(), n in any::<u32>()) {
+            for opt in [
+                SockOpt::V6Only(on),
+                SockOpt::ReusePort(on),
+                SockOpt::KeepCnt(n),
+                SockOpt::Linger { on, secs: n },
+            ] {
+                let r = Request::SetOption { id, opt };
+                prop_assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+            }
+        }
+
+        #[test]
+        fn addresses_of_either_family_round_trip(ip in any::<u128>(), port in any::<u16>(), id in any::<u32>()) {
+            let r = Request::Connect { id, addr: Addr { ip, port } };
+            prop_assert_eq!(Request::decode(&r.encode()).unwrap(), r);
+        }
+
         #[test]
         fn garbage_never_panics(b in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Request::decode(&b);

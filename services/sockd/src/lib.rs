@@ -8,6 +8,8 @@
 //! - [`auth`]: who may bind which port.
 //! - [`charge`]: what each user's sockets hold at tcpd, against a limit.
 //! - [`tally`]: how many sockets and sessions each process and user holds.
+//! - [`family`]: IPv4 and IPv6 on one socket path: a delivered datagram's
+//!   source, dual-stack binding overlaps, what IPV6_V6ONLY refuses.
 //!
 //! The binary (`main.rs` and its modules) is the shell: sessions with
 //! libsock, the applications' rings, the service loop.
@@ -16,5 +18,6 @@
 
 pub mod auth;
 pub mod charge;
+pub mod family;
 pub mod stream;
 pub mod tally;

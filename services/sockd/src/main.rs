@@ -36,6 +36,7 @@ use strata_ipc::socktable::{rec_flags, sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, VERSION};
 use strata_sockd::charge::Charges;
+use strata_sockd::family::{self, REC_V6ONLY};
 use strata_sockd::stream::{Arrival, Stream};
 use strata_sockd::tally::Tally;
 use wire::Recv;
@@ -117,7 +118,8 @@ strata_ipc::layer_stats! { "sockd";
     Abandoned => "abandoned",
     /// UDP datagrams larger than the largest buffer.
     TxDropTooBig => "tx_drop_too_big",
-    /// UDP datagrams with no destination (unconnected, no address).
+    /// UDP datagrams with no destination (unconnected, no address), or
+    /// with an IPv4 one from an IPV6_V6ONLY socket.
     TxDropNoDest => "tx_drop_no_destination",
     /// Errors reported to sockets (ICMP, resets).
     SockErrors => "socket_errors",

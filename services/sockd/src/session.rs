@@ -307,6 +307,10 @@ impl Sockd<'_> {
                 Some(Response::Ok)
             }
             s if s.rec.state != sock_state::OPEN => Some(errno_resp(libc::EINVAL)),
+            // IPV6_V6ONLY and an IPv4 address (Linux: EINVAL).
+            s if family::v6only_bind(addr.ip, s.rec.has(REC_V6ONLY)).is_err() => {
+                Some(errno_resp(libc::EINVAL))
+            }
             // Ports below the unprivileged start are root's (Linux:
             // EACCES without CAP_NET_BIND_SERVICE).
             _ if !auth::may_bind(
@@ -321,12 +325,17 @@ impl Sockd<'_> {
             // (Linux: the same effective uid), or another user could take
             // a share of a server's connections.
             s if s.rec.has(rec_flags::REUSEPORT)
-                && self.reuseport_held_by_another(s.kind(), addr.port, s.rec.uid) =>
+                && self.reuseport_held_by_another(
+                    s.kind(),
+                    addr,
+                    s.rec.has(REC_V6ONLY),
+                    s.rec.uid,
+                ) =>
             {
                 Some(errno_resp(libc::EADDRINUSE))
             }
             s => {
-                let flags = reuse_flags(&s.rec);
+                let flags = option_flags(&s.rec);
                 self.request_transport(
                     sid,
                     id,
@@ -343,30 +352,44 @@ impl Sockd<'_> {
         }
     }
 
-    /// Whether a socket of a user other than `uid` holds `port` (or is
-    /// being bound to it) with SO_REUSEPORT.
-    fn reuseport_held_by_another(&self, kind: Kind, port: u16, uid: u32) -> bool {
-        if port == 0 {
+    /// Whether a socket of a user other than `uid` holds `addr`'s port
+    /// (or is being bound to it) with SO_REUSEPORT, on an address that
+    /// overlaps `addr` (with IPV6_V6ONLY `v6only`) as Linux's dual-stack
+    /// rules say ([`family::bindings_overlap`]): `[::]:p` takes IPv4's
+    /// port `p` too, unless IPV6_V6ONLY is set.
+    fn reuseport_held_by_another(&self, kind: Kind, addr: Addr, v6only: bool, uid: u32) -> bool {
+        if addr.port == 0 {
             return false;
         }
         let other = |s: &Sock| s.kind() == kind && s.rec.uid != uid;
-        self.socks
-            .values()
-            .any(|s| other(s) && s.rec.has(rec_flags::REUSEPORT) && s.rec.local_port == port)
-            || self.pending.values().any(|p| {
-                p.op == op::BIND
-                    && p.msg.local_port == port
-                    && p.msg.flags & ctl_flags::REUSEPORT != 0
-                    && self.socks.get(&p.sock).is_some_and(other)
-            })
+        let overlaps = |ip: u128, other_v6only: bool| {
+            family::bindings_overlap(addr.ip, v6only, ip, other_v6only)
+        };
+        self.socks.values().any(|s| {
+            other(s)
+                && s.rec.has(rec_flags::REUSEPORT)
+                && s.rec.local_port == addr.port
+                && overlaps(s.rec.local(), s.rec.has(REC_V6ONLY))
+        }) || self.pending.values().any(|p| {
+            p.op == op::BIND
+                && p.msg.local_port == addr.port
+                && p.msg.flags & ctl_flags::REUSEPORT != 0
+                && overlaps(p.msg.local_addr, p.msg.flags & ctl_flags::V6ONLY != 0)
+                && self.socks.get(&p.sock).is_some_and(other)
+        })
     }
 
     /// The transport connects (or, for UDP, sets the peer); its reply
     /// answers (None).
     fn connect(&mut self, sid: u64, id: u32, addr: Addr) -> Option<Response> {
-        let Some(flags) = self.own(sid, id).map(|s| reuse_flags(&s.rec)) else {
+        let Some(s) = self.own(sid, id) else {
             return Some(errno_resp(libc::EBADF));
         };
+        // IPV6_V6ONLY and an IPv4 peer (Linux: ENETUNREACH).
+        if let Err(e) = family::v6only_peer(addr.ip, s.rec.has(REC_V6ONLY)) {
+            return Some(errno_resp(e));
+        }
+        let flags = option_flags(&s.rec);
         self.request_transport(
             sid,
             id,
@@ -412,15 +435,27 @@ impl Sockd<'_> {
     fn set_option(&mut self, sid: u64, id: u32, opt: SockOpt) -> Response {
         match (self.own(sid, id).map(Sock::kind), opt) {
             (None, _) => errno_resp(libc::EBADF),
+            // IPV6_V6ONLY once bound, or while a bind is on its way
+            // (Linux: EINVAL): the binding has taken its addresses.
+            (Some(_), SockOpt::V6Only(_))
+                if self.socks.get(&id).map(|s| s.rec.state) != Some(sock_state::OPEN)
+                    || self.pending.values().any(|p| p.sock == id) =>
+            {
+                errno_resp(libc::EINVAL)
+            }
             (
                 Some(kind),
-                opt @ (SockOpt::ReuseAddr(_) | SockOpt::ReusePort(_) | SockOpt::Linger { .. }),
+                opt @ (SockOpt::ReuseAddr(_)
+                | SockOpt::ReusePort(_)
+                | SockOpt::Linger { .. }
+                | SockOpt::V6Only(_)),
             ) => {
                 // Kept in the socket's record; they take effect at bind
-                // and close.
+                // (connect, listen) and close.
                 let (flag, on) = match opt {
                     SockOpt::ReuseAddr(on) => (rec_flags::REUSEADDR, on),
                     SockOpt::ReusePort(on) => (rec_flags::REUSEPORT, on),
+                    SockOpt::V6Only(on) => (REC_V6ONLY, on),
                     // UDP: taken with no effect, as on Linux.
                     SockOpt::Linger { on, secs } => (
                         rec_flags::LINGER_ABORT,
@@ -443,9 +478,10 @@ impl Sockd<'_> {
                     SockOpt::KeepIdle(s) => (tcp_opt::KEEPIDLE, u64::from(s)),
                     SockOpt::KeepIntvl(s) => (tcp_opt::KEEPINTVL, u64::from(s)),
                     SockOpt::KeepCnt(n) => (tcp_opt::KEEPCNT, u64::from(n)),
-                    SockOpt::ReuseAddr(_) | SockOpt::ReusePort(_) | SockOpt::Linger { .. } => {
-                        unreachable!("handled above")
-                    }
+                    SockOpt::ReuseAddr(_)
+                    | SockOpt::ReusePort(_)
+                    | SockOpt::Linger { .. }
+                    | SockOpt::V6Only(_) => unreachable!("handled above"),
                 };
                 if let Some(t) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) {
                     t.opts.set(name, v);
@@ -474,17 +510,23 @@ impl Sockd<'_> {
 
     /// tcpd listens; its reply answers (None).
     fn listen(&mut self, sid: u64, id: u32, backlog: u32) -> Option<Response> {
-        match self.own(sid, id).map(|s| (s.kind(), s.rec.state)) {
+        match self
+            .own(sid, id)
+            .map(|s| (s.kind(), s.rec.state, option_flags(&s.rec)))
+        {
             None => Some(errno_resp(libc::EBADF)),
-            Some((Kind::Udp, _)) => Some(errno_resp(libc::EOPNOTSUPP)),
-            Some((_, sock_state::LISTEN)) => Some(Response::Ok),
-            Some(_) => {
+            Some((Kind::Udp, _, _)) => Some(errno_resp(libc::EOPNOTSUPP)),
+            Some((_, sock_state::LISTEN, _)) => Some(Response::Ok),
+            Some((_, _, f)) => {
                 self.request_transport(
                     sid,
                     id,
                     L4Ctl {
                         op: op::LISTEN,
                         value: backlog.clamp(1, 4096) as u64,
+                        // A listener on an address the transport chooses
+                        // (listen before bind) must know it too.
+                        flags: f & ctl_flags::V6ONLY,
                         ..Default::default()
                     },
                 );
@@ -739,15 +781,18 @@ fn socket_fds(fds: &mut Vec<OwnedFd>) -> Result<(SockMem, OwnedFd), Response> {
     Ok((mem, kick_end))
 }
 
-/// The BIND and CONNECT flags for a socket's SO_REUSEADDR and
-/// SO_REUSEPORT.
-fn reuse_flags(rec: &SockRec) -> u32 {
+/// The BIND and CONNECT flags for a socket's SO_REUSEADDR, SO_REUSEPORT
+/// and IPV6_V6ONLY (LISTEN takes the last).
+fn option_flags(rec: &SockRec) -> u32 {
     let mut f = 0;
     if rec.has(rec_flags::REUSEADDR) {
         f |= ctl_flags::REUSEADDR;
     }
     if rec.has(rec_flags::REUSEPORT) {
         f |= ctl_flags::REUSEPORT;
+    }
+    if rec.has(REC_V6ONLY) {
+        f |= ctl_flags::V6ONLY;
     }
     f
 }

@@ -19,15 +19,16 @@ impl Sockd<'_> {
             self.stats.add(Stat::RxDropNoSocket, 1);
             return;
         };
-        let l4 = h.l4_off as usize;
-        if d.len() < 20 || d.len() < l4 + 8 {
+        // The whole IPv4 or IPv6 datagram: the source from its header,
+        // the port from the UDP header.
+        let Some(src) = family::datagram_source(d, h.ethertype, h.l3_off.into(), h.l4_off.into())
+        else {
             self.stats.add(Stat::RxDropNoSocket, 1);
             return;
-        }
-        let src = std::net::Ipv4Addr::new(d[12], d[13], d[14], d[15]);
-        let sport = u16::from_be_bytes([d[l4], d[l4 + 1]]);
-        let payload = &d[l4 + 8..];
-        let (ok, wake) = mem.deliver_dgram(std::net::SocketAddr::new(src.into(), sport), payload);
+        };
+        let payload = &d[src.payload..];
+        let from = std::net::SocketAddr::new(strata_ipc::addrs::to_ip(src.addr), src.port);
+        let (ok, wake) = mem.deliver_dgram(from, payload);
         if ok {
             self.stats.add(Stat::RxDgrams, 1);
             self.stats.add(Stat::RxCopyBytes, payload.len() as u64);
@@ -91,6 +92,15 @@ impl Sockd<'_> {
                     mem.consume_send(&rec);
                     continue;
                 }
+                let to = strata_ipc::addrs::from_ip(rec.addr.ip());
+                if let (false, Err(e)) = (to_peer, family::v6only_peer(to, s.rec.has(REC_V6ONLY))) {
+                    // An IPv4 destination for an IPV6_V6ONLY socket
+                    // (libsock refuses it before it gets here).
+                    self.stats.add(Stat::TxDropNoDest, 1);
+                    mem.set_error(e);
+                    mem.consume_send(&rec);
+                    continue;
+                }
                 let reserve = f.params().small_bufs / 4;
                 if f.free_counts().0 < reserve && payload.len() + SEND_META_LEN < 1800 {
                     self.stats.add(Stat::TxWaitNoBuffer, 1);
@@ -103,11 +113,7 @@ impl Sockd<'_> {
                     break;
                 };
                 let meta = SendMeta {
-                    addr: if to_peer {
-                        0
-                    } else {
-                        strata_ipc::addrs::from_ip(rec.addr.ip())
-                    },
+                    addr: if to_peer { 0 } else { to },
                     port: if to_peer { 0 } else { rec.addr.port() },
                 };
                 h.data_off = HEADROOM;
