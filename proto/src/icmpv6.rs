@@ -20,6 +20,8 @@
 //! Error messages are the types below 128 ([`is_error`]); they quote as
 //! much of the offending packet as fits in the IPv6 minimum MTU
 //! ([`Icmpv6Header::emit_error`]) and are rate limited ([`RateLimiter`]).
+//! [`socket_error`] says what a received one means to the socket that sent
+//! the packet it quotes (Linux's errno and hard/soft split).
 //! Neighbor Discovery messages (types 133 to 137) are read and written by
 //! [`ndp`](crate::ndp).
 
@@ -27,6 +29,7 @@ use core::fmt;
 use std::net::Ipv6Addr;
 
 use crate::checksum::pseudo_header_v6;
+pub use crate::icmp::SocketError;
 use crate::ipv6::{next_header, Ipv6Header, MIN_MTU};
 use crate::{be32, put16, EmitError};
 
@@ -115,6 +118,52 @@ pub const ERROR_QUOTE_MAX: usize = ERROR_MAX_LEN - Ipv6Header::LEN - Icmpv6Heade
 /// [`ERROR_QUOTE_MAX`] (RFC 4443 §2.4 (c)).
 pub fn error_quote_len(len: usize) -> usize {
     len.min(ERROR_QUOTE_MAX)
+}
+
+/// Linux's `tab_unreach[]` (net/ipv6/icmp.c), indexed by destination
+/// unreachable code (RFC 4443 §3.1): (errno, fatal).
+const UNREACH_ERRORS: [(i32, bool); 7] = [
+    (libc::ENETUNREACH, false),  // 0 no route to destination
+    (libc::EACCES, true),        // 1 administratively prohibited
+    (libc::EHOSTUNREACH, false), // 2 beyond scope of source address
+    (libc::EHOSTUNREACH, false), // 3 address unreachable
+    (libc::ECONNREFUSED, true),  // 4 port unreachable
+    (libc::EACCES, true),        // 5 source address failed policy
+    (libc::EACCES, true),        // 6 reject route to destination
+];
+
+/// The errno an ICMPv6 error of `icmp_type`/`code` reports to the socket
+/// whose packet it quotes, and whether it is hard (Linux's `fatal`: a
+/// connected UDP socket hears of it even without `IPV6_RECVERR`); `None`
+/// for informational messages (RFC 4443 §2.1), which mean nothing to a
+/// socket.
+///
+/// This is Linux's `icmpv6_err_convert` (net/ipv6/icmp.c):
+///
+/// * destination unreachable: `tab_unreach[code]`; a code past that table
+///   (7 and up) is `EPROTO`, hard;
+/// * packet too big: `EMSGSIZE`, soft (a UDP socket doing path MTU
+///   discovery, Linux's default `IPV6_PMTUDISC_WANT`, makes it hard:
+///   `__udp6_lib_err`);
+/// * time exceeded: `EHOSTUNREACH`, soft;
+/// * parameter problem: `EPROTO`, hard;
+/// * any other error type (RFC 4443 §2.4 (b): passed up though unknown):
+///   `EPROTO`, soft.
+pub fn socket_error(icmp_type: u8, code: u8) -> Option<SocketError> {
+    if !is_error(icmp_type) {
+        return None;
+    }
+    let (errno, hard) = match icmp_type {
+        icmpv6_type::DEST_UNREACHABLE => UNREACH_ERRORS
+            .get(usize::from(code))
+            .copied()
+            .unwrap_or((libc::EPROTO, true)),
+        icmpv6_type::PACKET_TOO_BIG => (libc::EMSGSIZE, false),
+        icmpv6_type::TIME_EXCEEDED => (libc::EHOSTUNREACH, false),
+        icmpv6_type::PARAMETER_PROBLEM => (libc::EPROTO, true),
+        _ => (libc::EPROTO, false),
+    };
+    Some(SocketError { errno, hard })
 }
 
 /// Why an ICMPv6 message could not be parsed.
@@ -561,6 +610,51 @@ mod tests {
     }
 
     #[test]
+    fn socket_errors_are_linuxs_icmpv6_err_convert() {
+        use icmpv6_type::*;
+        let e = |t, c| socket_error(t, c).map(|e| (e.errno, e.hard));
+        let unreach = [
+            (unreach_code::NO_ROUTE, libc::ENETUNREACH, false),
+            (unreach_code::ADMIN_PROHIBITED, libc::EACCES, true),
+            (unreach_code::BEYOND_SCOPE, libc::EHOSTUNREACH, false),
+            (unreach_code::ADDRESS, libc::EHOSTUNREACH, false),
+            (unreach_code::PORT, libc::ECONNREFUSED, true),
+            (unreach_code::SOURCE_POLICY, libc::EACCES, true),
+            (unreach_code::REJECT_ROUTE, libc::EACCES, true),
+            (7, libc::EPROTO, true),
+            (255, libc::EPROTO, true),
+        ];
+        for (code, errno, hard) in unreach {
+            assert_eq!(
+                e(DEST_UNREACHABLE, code),
+                Some((errno, hard)),
+                "code {code}"
+            );
+        }
+        assert_eq!(e(PACKET_TOO_BIG, 0), Some((libc::EMSGSIZE, false)));
+        for code in [
+            time_exceeded_code::HOP_LIMIT,
+            time_exceeded_code::REASSEMBLY,
+        ] {
+            assert_eq!(e(TIME_EXCEEDED, code), Some((libc::EHOSTUNREACH, false)));
+        }
+        for code in 0..=3 {
+            assert_eq!(e(PARAMETER_PROBLEM, code), Some((libc::EPROTO, true)));
+        }
+        // An error type RFC 4443 does not define is still an error.
+        assert_eq!(e(100, 0), Some((libc::EPROTO, false)));
+        for t in [
+            ECHO_REQUEST,
+            ECHO_REPLY,
+            NEIGHBOR_SOLICITATION,
+            REDIRECT,
+            255,
+        ] {
+            assert_eq!(e(t, 0), None, "type {t}");
+        }
+    }
+
+    #[test]
     fn rate_limiter() {
         const MS: u64 = 1_000_000;
         // Burst of 3, then one every 100 ms.
@@ -635,6 +729,11 @@ mod tests {
                     prop_assert!(room < 8 + error_quote_len(packet.len()));
                 }
             }
+        }
+
+        #[test]
+        fn socket_error_answers_exactly_the_errors(t in any::<u8>(), c in any::<u8>()) {
+            prop_assert_eq!(socket_error(t, c).is_some(), is_error(t));
         }
 
         #[test]

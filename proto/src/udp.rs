@@ -1,4 +1,4 @@
-//! UDP (RFC 768) headers over IPv4.
+//! UDP (RFC 768) headers over IPv4 and IPv6 (RFC 8200 §8.1).
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -11,14 +11,19 @@
 //! |                          data ...
 //! ```
 //!
-//! The checksum covers an IPv4 pseudo-header, the UDP header and the data.
-//! Over IPv4 a zero checksum field means the sender computed none; a
-//! computed checksum of zero is therefore sent as `0xffff`.
+//! The checksum covers a pseudo-header of the IP layer (IPv4:
+//! [`emit`](UdpHeader::emit), [`verify_checksum`](UdpHeader::verify_checksum);
+//! IPv6: [`emit_v6`](UdpHeader::emit_v6),
+//! [`verify_checksum_v6`](UdpHeader::verify_checksum_v6)), the UDP header
+//! and the data. Over IPv4 a zero checksum field means the sender computed
+//! none; over IPv6 the checksum is mandatory and a zero field is invalid
+//! (RFC 8200 §8.1). Either way a computed checksum of zero is sent as
+//! `0xffff`.
 
 use core::fmt;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::checksum::pseudo_header_v4;
+use crate::checksum::{pseudo_header_v4, pseudo_header_v6, Checksum};
 use crate::ipv4::protocol;
 use crate::{be16, put16, EmitError};
 
@@ -127,6 +132,24 @@ impl UdpHeader {
         c.sum() == 0xffff
     }
 
+    /// Verifies the checksum of the whole datagram `d` (header and data,
+    /// exactly `length` bytes) sent over IPv6 from `src` to `dst` (the
+    /// final destination), with the IPv6 pseudo-header (RFC 8200 §8.1).
+    /// A zero checksum field is invalid over IPv6 (RFC 8200 §8.1) and
+    /// fails, as does a `d` shorter than 8 or longer than 65535 bytes (no
+    /// jumbograms, RFC 2675).
+    pub fn verify_checksum_v6(d: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        if d.len() < Self::LEN || be16(d, 6) == 0 {
+            return false;
+        }
+        let Ok(len) = u16::try_from(d.len()) else {
+            return false;
+        };
+        let mut c = pseudo_header_v6(src, dst, protocol::UDP, u32::from(len));
+        c.add_bytes(d);
+        c.sum() == 0xffff
+    }
+
     /// Writes the header at the start of `d`, the whole datagram with its
     /// data already in place after the first 8 bytes; sets the length field
     /// to `d.len()` and fills the checksum (a computed 0 is sent as
@@ -135,6 +158,31 @@ impl UdpHeader {
     /// Fails with [`EmitError::BufferTooSmall`] if `d` is shorter than 8
     /// bytes and [`EmitError::TooLong`] if it is longer than 65535.
     pub fn emit(&self, d: &mut [u8], src: Ipv4Addr, dst: Ipv4Addr) -> Result<(), EmitError> {
+        self.emit_with(d, |len| pseudo_header_v4(src, dst, protocol::UDP, len))
+    }
+
+    /// As [`emit`](Self::emit), for a datagram sent over IPv6 from `src`
+    /// to `dst` (the final destination): the checksum covers the IPv6
+    /// pseudo-header (RFC 8200 §8.1), over the addresses as given (`::`
+    /// included), and is never sent as zero (RFC 8200 §8.1: a computed 0
+    /// goes as `0xffff`).
+    ///
+    /// Fails with [`EmitError::BufferTooSmall`] if `d` is shorter than 8
+    /// bytes and [`EmitError::TooLong`] if it is longer than 65535 (no
+    /// jumbograms, RFC 2675).
+    pub fn emit_v6(&self, d: &mut [u8], src: Ipv6Addr, dst: Ipv6Addr) -> Result<(), EmitError> {
+        self.emit_with(d, |len| {
+            pseudo_header_v6(src, dst, protocol::UDP, u32::from(len))
+        })
+    }
+
+    /// Writes the header into `d` and the checksum over `pseudo(length)`
+    /// and all of `d`.
+    fn emit_with(
+        &self,
+        d: &mut [u8],
+        pseudo: impl FnOnce(u16) -> Checksum,
+    ) -> Result<(), EmitError> {
         if d.len() < Self::LEN {
             return Err(EmitError::BufferTooSmall);
         }
@@ -143,7 +191,7 @@ impl UdpHeader {
         put16(d, 2, self.dst_port);
         put16(d, 4, len);
         put16(d, 6, 0);
-        let mut c = pseudo_header_v4(src, dst, protocol::UDP, len);
+        let mut c = pseudo(len);
         c.add_bytes(d);
         let sum = match c.finish() {
             0 => 0xffff,
@@ -250,6 +298,71 @@ mod tests {
         );
     }
 
+    const SRC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+    /// The datagram of [`DGRAM`] over IPv6, 2001:db8::1 -> 2001:db8::2;
+    /// the checksum 0x5c58 was computed independently (RFC 8200 §8.1
+    /// pseudo-header: addresses, length 13 as 32 bits, next header 17).
+    const DGRAM6: [u8; 13] = [
+        0x00, 0x35, 0x04, 0x00, 0x00, 0x0d, 0x5c, 0x58, b'h', b'e', b'l', b'l', b'o',
+    ];
+
+    #[test]
+    fn known_datagram_over_ipv6() {
+        let h = UdpHeader::parse(&DGRAM6).unwrap();
+        assert!(UdpHeader::verify_checksum_v6(&DGRAM6, SRC6, DST6));
+        assert!(!UdpHeader::verify_checksum_v6(
+            &DGRAM6,
+            SRC6,
+            Ipv6Addr::LOCALHOST
+        ));
+        let mut d = DGRAM6;
+        d[..8].fill(0);
+        h.emit_v6(&mut d, SRC6, DST6).unwrap();
+        assert_eq!(d, DGRAM6);
+        // From `::`, as udpd sends when ipd chooses the source: 0x8a12,
+        // computed independently too.
+        h.emit_v6(&mut d, Ipv6Addr::UNSPECIFIED, DST6).unwrap();
+        assert_eq!(&d[6..8], &[0x8a, 0x12]);
+        assert!(UdpHeader::verify_checksum_v6(
+            &d,
+            Ipv6Addr::UNSPECIFIED,
+            DST6
+        ));
+    }
+
+    #[test]
+    fn over_ipv6_a_zero_checksum_is_invalid_and_never_sent() {
+        // RFC 8200 §8.1: the field is never zero.
+        let mut d = DGRAM6;
+        d[6..8].fill(0);
+        assert!(!UdpHeader::verify_checksum_v6(&d, SRC6, DST6));
+        // A source port that makes the computed checksum 0 sends 0xffff.
+        let base = UdpHeader::parse(&DGRAM6).unwrap();
+        let h = UdpHeader {
+            src_port: base.src_port + 0x5c58,
+            ..base
+        };
+        h.emit_v6(&mut d, SRC6, DST6).unwrap();
+        assert_eq!(&d[6..8], &[0xff, 0xff]);
+        assert!(UdpHeader::verify_checksum_v6(&d, SRC6, DST6));
+        assert!(!UdpHeader::verify_checksum_v6(&d[..7], SRC6, DST6));
+        assert_eq!(
+            h.emit_v6(&mut [0u8; 7], SRC6, DST6),
+            Err(EmitError::BufferTooSmall)
+        );
+        assert_eq!(
+            h.emit_v6(&mut vec![0u8; 65536], SRC6, DST6),
+            Err(EmitError::TooLong)
+        );
+        assert!(!UdpHeader::verify_checksum_v6(
+            &vec![1u8; 65536],
+            SRC6,
+            DST6
+        ));
+    }
+
     proptest! {
         #[test]
         fn round_trip(
@@ -272,6 +385,30 @@ mod tests {
         }
 
         #[test]
+        fn round_trip_v6(
+            sp in any::<u16>(), dp in any::<u16>(),
+            src in any::<[u8; 16]>(), dst in any::<[u8; 16]>(),
+            data in proptest::collection::vec(any::<u8>(), 0..200),
+            flip in any::<proptest::sample::Index>(),
+        ) {
+            let (src, dst) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+            let mut d = vec![0u8; 8];
+            d.extend_from_slice(&data);
+            let h = UdpHeader { src_port: sp, dst_port: dp, length: 0, checksum: 0 };
+            h.emit_v6(&mut d, src, dst).unwrap();
+            let p = UdpHeader::parse(&d).unwrap();
+            prop_assert_eq!((p.src_port, p.dst_port), (sp, dp));
+            prop_assert_eq!(usize::from(p.length), d.len());
+            prop_assert_ne!(p.checksum, 0);
+            prop_assert!(UdpHeader::verify_checksum_v6(&d, src, dst));
+            prop_assert_eq!(&d[8..], &data[..]);
+            // One bit changed anywhere is caught.
+            let k = flip.index(d.len());
+            d[k] ^= 0x10;
+            prop_assert!(!UdpHeader::verify_checksum_v6(&d, src, dst));
+        }
+
+        #[test]
         fn parse_never_panics(b in proptest::collection::vec(any::<u8>(), 0..64)) {
             if let Ok(h) = UdpHeader::parse(&b) {
                 prop_assert!(usize::from(h.length) <= b.len());
@@ -279,6 +416,7 @@ mod tests {
                     Ipv4Addr::LOCALHOST, Ipv4Addr::LOCALHOST);
             }
             let _ = UdpHeader::verify_checksum(&b, Ipv4Addr::LOCALHOST, Ipv4Addr::BROADCAST);
+            let _ = UdpHeader::verify_checksum_v6(&b, Ipv6Addr::LOCALHOST, Ipv6Addr::UNSPECIFIED);
         }
     }
 }

@@ -1,9 +1,15 @@
 //! The protocol core of udpd, strata's UDP layer (RFC 768, RFC 1122
-//! §4.1): bindings to explicit and ephemeral ports with Linux's
-//! SO_REUSEADDR rules, connected and unconnected sockets, demultiplexing
-//! with Linux's scoring, checksum verification and generation, port
-//! unreachable for closed ports (sent by ipd), and ICMP errors surfaced to
-//! connected sockets.
+//! §4.1; over IPv6 RFC 8200 §8): bindings to explicit and ephemeral ports
+//! with Linux's SO_REUSEADDR rules, connected and unconnected sockets,
+//! demultiplexing with Linux's scoring, checksum verification and
+//! generation, port unreachable for closed ports (sent by ipd), and ICMP
+//! and ICMPv6 errors surfaced to connected sockets.
+//!
+//! Both families, dual-stack as Linux (RFC 3493 §3.7): addresses are
+//! 128-bit throughout, IPv4 ones mapped ([`mapped`]); a socket bound to
+//! `::` without IPV6_V6ONLY takes IPv4 datagrams too, its peers appearing
+//! as mapped addresses. A datagram goes out over IPv4 or IPv6 by its
+//! destination's family.
 //!
 //! The core is pure (docs/DESIGN.md, "Code shape"): no I/O, no clock, no
 //! globals. The process shell (`main.rs`) pops handles from its rings and
@@ -37,13 +43,17 @@ mod table;
 #[cfg(test)]
 mod tests;
 
-use strata_ipc::addrs::{mapped, unmapped};
+use std::net::Ipv6Addr;
+
+use strata_ipc::addrs::{is_any, mapped, unmapped};
 use strata_ipc::handle::{csum, flags};
 use strata_ipc::l4::{ctl_flags, op, L4Ctl, SendMeta, L4CTL_LEN, SEND_META_LEN};
 use strata_ipc::{BufError, Buffers, Handle};
 use strata_proto::ethernet::ethertype;
 use strata_proto::icmp::{self, IcmpHeader, QuotedDatagram, SocketError};
+use strata_proto::icmpv6::{self, icmpv6_type, Icmpv6Header};
 use strata_proto::ipv4::{protocol, Ipv4Header};
+use strata_proto::ipv6::{next_header, FragmentHeader, Ipv6Header};
 use strata_proto::udp::{UdpError, UdpHeader};
 
 pub use config::{ConfigError, IfaceAddrs, RouteInfo, UdpConfig, DEFAULT_EPHEMERAL};
@@ -54,27 +64,36 @@ use config::Net;
 use table::Table;
 
 /// Largest UDP payload over IPv4: 65,535 − 20 (IPv4 header) − 8 (UDP
-/// header).
+/// header); IPv6 datagrams keep the same limit.
 pub const MAX_PAYLOAD: usize = 65507;
-/// TTL of the datagrams udpd sends (Linux `ip_default_ttl`).
+/// TTL (IPv4) and hop limit (IPv6 unicast) of the datagrams udpd sends
+/// (Linux `ip_default_ttl`, `hop_limit`).
 pub const DEFAULT_TTL: u8 = 64;
+/// Hop limit of IPv6 datagrams to a multicast address: Linux's default
+/// `IPV6_MULTICAST_HOPS`, 1, which keeps them on the link (RFC 3493
+/// §5.2).
+pub const MULTICAST_HOPS: u8 = 1;
 /// IPv4 and UDP headers of a datagram udpd sends.
 const HDRS: u32 = (Ipv4Header::MIN_LEN + UdpHeader::LEN) as u32;
+/// IPv6 and UDP headers of a datagram udpd sends (no extension headers).
+const HDRS6: u32 = (Ipv6Header::LEN + UdpHeader::LEN) as u32;
 
 /// What the core produced. The shell creates it once with
 /// [`Outputs::with_capacity`], drains both vectors after each batch and
 /// clears them, so no call allocates in steady state.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    /// For ipd: complete IPv4 datagrams to send (data window = the
-    /// datagram, `l3_off` 0, `l4_off` 20, `l4proto` UDP), and received
-    /// datagrams to answer with port unreachable (`flags` has
+    /// For ipd: complete IPv4 or IPv6 datagrams to send (data window =
+    /// the datagram, `l3_off` 0, `l4_off` 20 or 40, `ethertype` saying
+    /// which, `l4proto` UDP), and received datagrams to answer with port
+    /// unreachable (`flags` has
     /// [`ICMP_PORT_UNREACH`](strata_ipc::handle::flags::ICMP_PORT_UNREACH),
-    /// data window = the received IPv4 datagram, `l3_off` 0).
+    /// data window = the received IP datagram, `l3_off` 0).
     pub to_ip: Vec<Handle>,
-    /// For sockd: received datagrams (data window = the whole IPv4
-    /// datagram, ending where the UDP length says; `l4_off` at the UDP
-    /// header; `sock` set) and control messages (`flags` has
+    /// For sockd: received datagrams (data window = the whole IP
+    /// datagram, from its IPv4 or IPv6 header as `ethertype` says, ending
+    /// where the UDP length says; `l4_off` at the UDP header; `sock` set)
+    /// and control messages (`flags` has
     /// [`CTRL`](strata_ipc::handle::flags::CTRL): replies, [`op::BOUND`],
     /// [`op::SOCK_ERROR`]).
     pub to_sock: Vec<Handle>,
@@ -105,33 +124,63 @@ pub enum Ring {
     Sock,
 }
 
-/// A received datagram's addresses and sizes, read once.
+/// A received datagram's addresses and sizes, read once. Addresses are
+/// 128-bit, IPv4 ones mapped.
 #[derive(Clone, Copy, Debug)]
 struct Rx {
-    /// IPv4 header length.
-    hl: usize,
-    /// IPv4 total length.
+    /// Offset of the UDP header: the IPv4 header's length, or the IPv6
+    /// header's and its extension headers'.
+    l4: usize,
+    /// The whole IP datagram's length (what port unreachable quotes).
     total: usize,
     /// UDP length (header and payload).
     len: usize,
-    src: u32,
-    dst: u32,
+    src: u128,
+    dst: u128,
     sport: u16,
     dport: u16,
 }
 
-/// What an ICMP error says about one of our datagrams.
+/// What an ICMP or ICMPv6 error says about one of our datagrams.
 #[derive(Clone, Copy, Debug)]
 struct IcmpErr {
     errno: i32,
     /// Linux's `fatal` (hard error): reported without `IP_RECVERR`.
     hard: bool,
     /// Our address and port as the quoted datagram carried them.
-    local: u32,
+    local: u128,
     lport: u16,
     /// The peer's address and port.
-    remote: u32,
+    remote: u128,
     rport: u16,
+}
+
+/// Why a socket may not talk to a peer of the family it named.
+#[derive(Clone, Copy, Debug)]
+enum Mismatch {
+    /// An IPV6_V6ONLY socket and an IPv4 peer.
+    V6Only,
+    /// A peer of the other family than the socket's.
+    Family,
+}
+
+impl Mismatch {
+    /// The errno a connect answers with (Linux: `__ip6_datagram_connect`
+    /// says ENETUNREACH, `ip4_datagram_connect` EAFNOSUPPORT).
+    fn errno(self) -> i32 {
+        match self {
+            Mismatch::V6Only => libc::ENETUNREACH,
+            Mismatch::Family => libc::EAFNOSUPPORT,
+        }
+    }
+
+    /// The counter of a refusal.
+    fn stat(self) -> Stat {
+        match self {
+            Mismatch::V6Only => Stat::V6OnlyRefused,
+            Mismatch::Family => Stat::WrongFamily,
+        }
+    }
 }
 
 /// The UDP core: all of udpd's protocol state.
@@ -182,9 +231,12 @@ impl UdpCore {
         Ok(())
     }
 
-    /// Takes a handle from ipd: a UDP datagram (`l4proto` UDP) or an ICMP
-    /// error quoting one (`l4proto` ICMP); data window = the whole IPv4
-    /// datagram. The core owns `h` from here.
+    /// Takes a handle from ipd: a UDP datagram (`l4proto` UDP), an ICMP
+    /// error quoting one (`l4proto` ICMP) or an ICMPv6 error quoting one
+    /// (`l4proto` ICMPv6); data window = the whole IP datagram, from its
+    /// IPv6 header when `ethertype` says IPv6 (then `l4_off` is where ipd
+    /// found the UDP or ICMPv6 header, after any extension headers), else
+    /// from its IPv4 header. The core owns `h` from here.
     ///
     /// A valid datagram goes to the best-matching socket (every matching
     /// socket for a broadcast or multicast destination) in `out.to_sock`,
@@ -195,6 +247,7 @@ impl UdpCore {
         match h.l4proto {
             protocol::UDP => self.udp_input(pool, h, out),
             protocol::ICMP => self.icmp_input(pool, h, out),
+            next_header::ICMPV6 => self.icmp6_input(pool, h, out),
             _ => self.drop(pool, &h, Stat::WrongProtocol),
         }
     }
@@ -202,9 +255,10 @@ impl UdpCore {
     /// Takes a handle from sockd: a control request (`flags` has
     /// [`CTRL`](strata_ipc::handle::flags::CTRL)), answered in
     /// `out.to_sock` except [`op::CLOSE`]; or a payload to send, preceded
-    /// by a [`SendMeta`], which leaves as a complete IPv4 datagram in
-    /// `out.to_ip` (after an implicit bind, announced with [`op::BOUND`],
-    /// if the socket was unbound).
+    /// by a [`SendMeta`], which leaves as a complete IPv4 or IPv6
+    /// datagram (by the destination's family) in `out.to_ip` (after an
+    /// implicit bind, announced with [`op::BOUND`], if the socket was
+    /// unbound).
     pub fn from_sock<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
         if h.flags & flags::CTRL != 0 {
             self.control(pool, h, out)
@@ -253,11 +307,14 @@ impl UdpCore {
         v.sort_by_key(|b| b.seq);
         let mut n = 0;
         for mut r in v {
-            if r.remote_addr == 0 {
+            if is_any(r.remote_addr) {
+                r.remote_addr = 0;
                 r.remote_port = 0;
             }
             let ok = r.local_port != 0
                 && r.flags & !bflags::ALL == 0
+                // IPV6_V6ONLY sockets never have an IPv4 address.
+                && !(r.v6only() && unmapped(r.local_addr).is_some())
                 && self.table.get(r.sock).is_none()
                 && self.net.bindable(r.local_addr)
                 && self.table.insert(r, true).is_ok();
@@ -274,10 +331,18 @@ impl UdpCore {
 
     // ---- from ipd ----
 
+    /// A UDP datagram from ipd, over IPv6 if `h.ethertype` says so, else
+    /// over IPv4: to its socket (or every matching one for a group
+    /// address), back to ipd for port unreachable, or dropped and counted.
     fn udp_input<B: Buffers>(&mut self, pool: &mut B, mut h: Handle, out: &mut Outputs) {
+        let v6 = h.ethertype == ethertype::IPV6;
         self.stats.inc(Stat::InDatagrams);
+        if v6 {
+            self.stats.inc(Stat::InDatagrams6);
+        }
         let trusted = h.csum == csum::PARTIAL || h.csum == csum::VERIFIED;
         let parsed = match pool.data(&h) {
+            Ok(d) if v6 => parse_udp6(d, usize::from(h.l4_off), trusted),
             Ok(d) => parse_udp(d, trusted),
             Err(e) => return self.bad_handle(pool, &h, e),
         };
@@ -290,43 +355,22 @@ impl UdpCore {
         }
         h.l2_off = 0;
         h.l3_off = 0;
-        h.l4_off = rx.hl as u16;
+        h.l4_off = rx.l4 as u16;
         h.flags = 0;
         h.sock = 0;
+        h.data_len = (rx.l4 + rx.len) as u32;
         if self.net.is_group(rx.dst) {
-            self.stats.inc(Stat::InBroadcast);
-            h.data_len = (rx.hl + rx.len) as u32;
-            // Every matching socket gets the datagram (Linux
-            // `__udp4_lib_mcast_deliver`), each through its own reference
-            // to the one buffer.
-            let mut n = 0u64;
-            for b in self.table.on_port(rx.dport) {
-                if b.score(rx.dst, rx.src, rx.sport).is_none() {
-                    continue;
-                }
-                if n > 0 && pool.add_ref(&h).is_err() {
-                    break;
-                }
-                out.to_sock.push(Handle { sock: b.sock, ..h });
-                n += 1;
-            }
-            if n == 0 {
-                return self.drop(pool, &h, Stat::NoPortBroadcast);
-            }
-            for _ in 0..n {
-                self.stats.inc(Stat::Delivered);
-            }
-            return;
+            return self.deliver_group(pool, h, &rx, out);
         }
         match self.table.lookup(rx.dst, rx.dport, rx.src, rx.sport) {
             Some(b) => {
                 h.sock = b.sock;
-                h.data_len = (rx.hl + rx.len) as u32;
                 self.stats.inc(Stat::Delivered);
                 out.to_sock.push(h);
             }
             None => {
-                // ipd answers it with port unreachable, quoting it whole.
+                // ipd answers it with port unreachable (ICMP or ICMPv6),
+                // quoting it whole.
                 self.stats.inc(Stat::NoPort);
                 h.data_len = rx.total as u32;
                 h.flags = flags::ICMP_PORT_UNREACH;
@@ -335,18 +379,66 @@ impl UdpCore {
         }
     }
 
+    /// Delivers a datagram to a broadcast or multicast address `h` holds
+    /// to every matching socket (Linux `__udp4_lib_mcast_deliver`,
+    /// `__udp6_lib_mcast_deliver`), each through its own reference to the
+    /// one buffer; one that none takes is dropped without an ICMP error
+    /// (RFC 1122 §4.1.3.1, RFC 4443 §2.4 (e)).
+    fn deliver_group<B: Buffers>(&mut self, pool: &mut B, h: Handle, rx: &Rx, out: &mut Outputs) {
+        self.stats.inc(Stat::InBroadcast);
+        let mut n = 0u64;
+        for b in self.table.on_port(rx.dport) {
+            if b.score(rx.dst, rx.src, rx.sport).is_none() {
+                continue;
+            }
+            if n > 0 && pool.add_ref(&h).is_err() {
+                break;
+            }
+            out.to_sock.push(Handle { sock: b.sock, ..h });
+            n += 1;
+        }
+        if n == 0 {
+            return self.drop(pool, &h, Stat::NoPortBroadcast);
+        }
+        for _ in 0..n {
+            self.stats.inc(Stat::Delivered);
+        }
+    }
+
+    /// An ICMP error from ipd (the whole IPv4 datagram carrying it).
     fn icmp_input<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
         self.stats.inc(Stat::IcmpInErrors);
         let parsed = match pool.data(&h) {
             Ok(d) => parse_icmp(d),
             Err(e) => return self.bad_handle(pool, &h, e),
         };
-        let e = match parsed {
-            Ok(e) => e,
-            Err(s) => return self.drop(pool, &h, s),
+        match parsed {
+            Ok(e) => self.report(pool, h, &e, out),
+            Err(s) => self.drop(pool, &h, s),
+        }
+    }
+
+    /// An ICMPv6 error from ipd (the whole IPv6 datagram carrying it, the
+    /// message at `l4_off`).
+    fn icmp6_input<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
+        self.stats.inc(Stat::IcmpInErrors);
+        self.stats.inc(Stat::Icmp6InErrors);
+        let parsed = match pool.data(&h) {
+            Ok(d) => parse_icmp6(d, usize::from(h.l4_off)),
+            Err(e) => return self.bad_handle(pool, &h, e),
         };
-        // Linux `__udp4_lib_err`: the socket that sent the quoted datagram
-        // is the one a reply to it would reach.
+        match parsed {
+            Ok(e) => self.report(pool, h, &e, out),
+            Err(s) => self.drop(pool, &h, s),
+        }
+    }
+
+    /// Tells sockd of ICMP error `e`, which `h` carried, if the socket
+    /// that sent the quoted datagram is connected and the error is hard
+    /// (or soft ones are reported); else drops `h`, counting why.
+    fn report<B: Buffers>(&mut self, pool: &mut B, h: Handle, e: &IcmpErr, out: &mut Outputs) {
+        // Linux `__udp4_lib_err`, `__udp6_lib_err`: the socket that sent
+        // the quoted datagram is the one a reply to it would reach.
         let b = match self.table.lookup(e.local, e.lport, e.remote, e.rport) {
             None => return self.drop(pool, &h, Stat::IcmpNoSocket),
             Some(b) if !b.connected() => return self.drop(pool, &h, Stat::IcmpUnconnected),
@@ -398,22 +490,24 @@ impl UdpCore {
         self.write_ctl(pool, &h, &reply, out);
     }
 
-    /// `bind()`: Linux `inet_bind` + `udp_v4_get_port`.
+    /// `bind()`: Linux `inet_bind` / `__inet6_bind` + `udp_lib_get_port`.
     fn bind(&mut self, m: &L4Ctl) -> Result<(), i32> {
-        // IPv4 only, so far: sockd sends nothing else.
-        let local = m.local_v4().ok_or(libc::EAFNOSUPPORT)?;
+        let local = m.local_addr;
         if m.flags & ctl_flags::REPEAT != 0 {
             if let Some(b) = self.table.get(m.sock) {
                 // sockd sent it again: the first took effect before the
                 // reply was lost (with a udpd that died).
                 if (m.local_port == 0 || b.local_port == m.local_port)
-                    && (local == 0 || b.local_addr == local)
+                    && (is_any(local) || b.local_addr == local)
                 {
                     return Ok(());
                 }
             }
         }
-        if self.table.get(m.sock).is_some() {
+        // Bound already; or IPV6_V6ONLY and an IPv4 address, which such a
+        // socket cannot have (Linux `__inet6_bind`: EINVAL).
+        let v4_on_v6only = m.flags & ctl_flags::V6ONLY != 0 && unmapped(local).is_some();
+        if self.table.get(m.sock).is_some() || v4_on_v6only {
             self.stats.inc(Stat::BindInvalid);
             return Err(libc::EINVAL);
         }
@@ -421,9 +515,9 @@ impl UdpCore {
             self.stats.inc(Stat::BindAddrNotAvail);
             return Err(libc::EADDRNOTAVAIL);
         }
-        let reuse = reuse_bits(m.flags);
+        let mut fl = reuse_bits(m.flags) | family_bits(m.flags, local);
         let port = if m.local_port != 0 {
-            if self.table.conflicts(local, m.local_port, reuse) {
+            if self.table.conflicts(local, m.local_port, fl) {
                 self.stats.inc(Stat::BindAddrInUse);
                 return Err(libc::EADDRINUSE);
             }
@@ -437,11 +531,10 @@ impl UdpCore {
                 }
             }
         };
-        let mut fl = reuse;
         if m.local_port != 0 {
             fl |= bflags::PORT_LOCK;
         }
-        if local != 0 {
+        if !is_any(local) {
             fl |= bflags::ADDR_LOCK;
         }
         let b = Binding {
@@ -457,43 +550,41 @@ impl UdpCore {
     }
 
     /// `connect()`: Linux `inet_dgram_connect` (autobind) +
-    /// `ip4_datagram_connect` (local address from the route), or
-    /// `__udp_disconnect` for a zero address.
+    /// `ip4_datagram_connect` / `__ip6_datagram_connect` (local address
+    /// from the route; over IPv6 it stays `::`, ipd choosing the source
+    /// per datagram), or `__udp_disconnect` for an any address.
     fn connect(&mut self, m: &L4Ctl) -> Result<(), i32> {
-        let remote = m.remote_v4().ok_or(libc::EAFNOSUPPORT)?;
-        if remote == 0 {
-            self.stats.inc(Stat::Disconnects);
-            let Some(b) = self.table.get_mut(m.sock) else {
-                return Ok(());
-            };
-            b.remote_addr = 0;
-            b.remote_port = 0;
-            if b.flags & bflags::ADDR_LOCK == 0 {
-                b.local_addr = 0;
-            }
-            if b.flags & bflags::PORT_LOCK == 0 {
-                self.table.remove(m.sock);
-            }
-            self.changed = true;
-            return Ok(());
+        let remote = m.remote_addr;
+        if is_any(remote) {
+            return self.disconnect(m.sock);
         }
-        if self.table.get(m.sock).is_none() {
+        let bound = self.table.get(m.sock).copied();
+        if let Err(e) = family_check(bound.as_ref(), m.flags, remote) {
+            self.stats.inc(e.stat());
+            return Err(e.errno());
+        }
+        if bound.is_none() {
             let Some(port) = self.ephemeral_port() else {
                 self.stats.inc(Stat::ConnectNoPort);
                 return Err(libc::EAGAIN);
             };
             // An autobound socket keeps its reuse options for later
             // binds of the port by others.
+            let local = any_for(remote);
             self.insert(Binding {
                 sock: m.sock,
+                local_addr: local,
                 local_port: port,
-                flags: reuse_bits(m.flags),
+                flags: reuse_bits(m.flags) | family_bits(m.flags, local),
                 ..Binding::default()
             })?;
         }
         let src = self.net.source_for(remote);
         if let Some(b) = self.table.get_mut(m.sock) {
-            if b.local_addr == 0 {
+            // A local address connect chose before, for a peer of the
+            // other family (a dual-stack socket), is chosen again.
+            let other = unmapped(b.local_addr).is_some() != unmapped(remote).is_some();
+            if is_any(b.local_addr) || (other && b.flags & bflags::ADDR_LOCK == 0) {
                 b.local_addr = src;
             }
             b.remote_addr = remote;
@@ -501,6 +592,26 @@ impl UdpCore {
         }
         self.changed = true;
         self.stats.inc(Stat::Connects);
+        Ok(())
+    }
+
+    /// `__udp_disconnect`: forgets the peer, the local address unless
+    /// bind chose it (back to the socket's any), and the port unless bind
+    /// chose it.
+    fn disconnect(&mut self, sock: u32) -> Result<(), i32> {
+        self.stats.inc(Stat::Disconnects);
+        let Some(b) = self.table.get_mut(sock) else {
+            return Ok(());
+        };
+        b.remote_addr = 0;
+        b.remote_port = 0;
+        if b.flags & bflags::ADDR_LOCK == 0 {
+            b.local_addr = b.any();
+        }
+        if b.flags & bflags::PORT_LOCK == 0 {
+            self.table.remove(sock);
+        }
+        self.changed = true;
         Ok(())
     }
 
@@ -535,6 +646,8 @@ impl UdpCore {
 
     // ---- from sockd: data ----
 
+    /// A payload from sockd behind its [`SendMeta`]: out to ipd over the
+    /// destination's family, or dropped and counted.
     fn send<B: Buffers>(&mut self, pool: &mut B, mut h: Handle, out: &mut Outputs) {
         self.stats.inc(Stat::OutRequests);
         let meta = match pool.data(&h) {
@@ -552,39 +665,63 @@ impl UdpCore {
             return self.drop(pool, &h, Stat::OutTooBig);
         }
         let bound = self.table.get(h.sock).copied();
-        // `::` and `0.0.0.0` both name the connected peer; IPv6 ones are
-        // not sent yet.
-        let to = if meta.addr == 0 {
-            Some(0)
-        } else {
-            unmapped(meta.addr)
-        };
-        let (dst, dport) = match (to, bound) {
-            (Some(0), Some(b)) if b.connected() => (b.remote_addr, b.remote_port),
-            (Some(0) | None, _) => return self.drop(pool, &h, Stat::OutNoDestination),
-            (Some(a), _) => (a, meta.port),
+        // `::` and `0.0.0.0` both name the connected peer.
+        let (dst, dport) = match (is_any(meta.addr), bound) {
+            (true, Some(b)) if b.connected() => (b.remote_addr, b.remote_port),
+            (true, _) => return self.drop(pool, &h, Stat::OutNoDestination),
+            (false, _) => (meta.addr, meta.port),
         };
         if dport == 0 {
             return self.drop(pool, &h, Stat::OutBadPort);
         }
+        if let Err(e) = family_check(bound.as_ref(), 0, dst) {
+            return self.drop(pool, &h, e.stat());
+        }
         let b = match bound {
             Some(b) => b,
-            None => match self.implicit_bind(pool, h.sock, out) {
+            None => match self.implicit_bind(pool, h.sock, dst, out) {
                 Ok(b) => b,
                 Err(s) => return self.drop(pool, &h, s),
             },
         };
+        h.pull_front(SEND_META_LEN as u32);
+        let sent = match unmapped(dst) {
+            Some(v4) => self.emit4(pool, &mut h, &b, v4, dport),
+            None => self.emit6(pool, &mut h, &b, dst, dport),
+        };
+        match sent {
+            Ok(o) => {
+                self.stats.inc(Stat::OutDatagrams);
+                out.to_ip.push(o);
+            }
+            Err(Some(s)) => self.drop(pool, &h, s),
+            // Not ours to free (a stale handle): counted.
+            Err(None) => {}
+        }
+    }
+
+    /// Puts IPv4 and UDP headers from `b`'s port to `dst:dport` in front
+    /// of the payload `h` holds: the handle for ipd, or the counter to
+    /// drop `h` with (`None`: not ours to free, counted).
+    fn emit4<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        h: &mut Handle,
+        b: &Binding,
+        dst: u32,
+        dport: u16,
+    ) -> Result<Handle, Option<Stat>> {
         // A socket bound to one of our addresses sends from it; one bound
         // to any (or to a broadcast address) from the address routing
         // would choose, so the checksum is final here.
-        let src = if self.net.is_local(b.local_addr) {
+        let src = if unmapped(b.local_addr).is_some() && self.net.is_local(b.local_addr) {
             b.local_addr
         } else {
-            self.net.source_for(dst)
+            self.net.source_for(mapped(dst))
         };
-        h.pull_front(SEND_META_LEN as u32);
+        let src = unmapped(src).unwrap_or(0);
         if !h.push_front(HDRS) {
-            return self.drop(pool, &h, Stat::OutNoHeadroom);
+            return Err(Some(Stat::OutNoHeadroom));
         }
         self.ident = self.ident.wrapping_add(1);
         let ip = Ipv4Header {
@@ -601,49 +738,88 @@ impl UdpCore {
             src: src.into(),
             dst: dst.into(),
         };
-        let udp = UdpHeader {
-            src_port: b.local_port,
-            dst_port: dport,
-            length: 0,
-            checksum: 0,
-        };
-        let ok = match pool.data_mut(&h) {
+        let udp = udp_header(b.local_port, dport);
+        let ok = match pool.data_mut(h) {
             Ok(d) => {
                 ip.emit(d).is_ok()
                     && udp
                         .emit(&mut d[Ipv4Header::MIN_LEN..], src.into(), dst.into())
                         .is_ok()
             }
-            Err(e) => return self.bad_handle(pool, &h, e),
+            Err(e) => return Err(self.window_error(e)),
         };
         if !ok {
-            return self.drop(pool, &h, Stat::BadWindow);
+            return Err(Some(Stat::BadWindow));
         }
-        let mut o = Handle::new(h.buf, h.gen, h.data_off);
-        o.data_len = h.data_len;
-        o.l3_off = 0;
-        o.l4_off = Ipv4Header::MIN_LEN as u16;
-        o.l4proto = protocol::UDP;
-        o.ethertype = ethertype::IPV4;
-        o.tstamp = h.tstamp;
-        self.stats.inc(Stat::OutDatagrams);
-        out.to_ip.push(o);
+        Ok(outgoing(h, ethertype::IPV4, Ipv4Header::MIN_LEN))
     }
 
-    /// Binds unbound `sock` to an ephemeral port for its first send and
-    /// tells sockd with [`op::BOUND`]. The notification's buffer is taken
-    /// first, so a socket is never bound without sockd hearing of it.
+    /// As [`emit4`](Self::emit4), with IPv6 and UDP headers (no extension
+    /// headers). The source is `b`'s address if it is one of ours, else
+    /// `::`, for ipd to choose (RFC 6724) and to fix the checksum for; the
+    /// checksum covers the addresses as written (RFC 8200 §8.1).
+    fn emit6<B: Buffers>(
+        &mut self,
+        pool: &mut B,
+        h: &mut Handle,
+        b: &Binding,
+        dst: u128,
+        dport: u16,
+    ) -> Result<Handle, Option<Stat>> {
+        let src = if unmapped(b.local_addr).is_none() && self.net.is_local(b.local_addr) {
+            b.local_addr
+        } else {
+            0
+        };
+        if !h.push_front(HDRS6) {
+            return Err(Some(Stat::OutNoHeadroom));
+        }
+        let (src, dst) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+        let ip = Ipv6Header {
+            traffic_class: 0,
+            flow_label: 0,
+            payload_len: (h.data_len - Ipv6Header::LEN as u32) as u16,
+            next_header: next_header::UDP,
+            hop_limit: if dst.is_multicast() {
+                MULTICAST_HOPS
+            } else {
+                DEFAULT_TTL
+            },
+            src,
+            dst,
+        };
+        let udp = udp_header(b.local_port, dport);
+        let ok = match pool.data_mut(h) {
+            Ok(d) => ip.emit(d).is_ok() && udp.emit_v6(&mut d[Ipv6Header::LEN..], src, dst).is_ok(),
+            Err(e) => return Err(self.window_error(e)),
+        };
+        if !ok {
+            return Err(Some(Stat::BadWindow));
+        }
+        self.stats.inc(Stat::OutDatagrams6);
+        Ok(outgoing(h, ethertype::IPV6, Ipv6Header::LEN))
+    }
+
+    /// Binds unbound `sock` to an ephemeral port for its first send, to
+    /// the any address of `dst`'s family (`::`, taking IPv4 too, for an
+    /// IPv6 one, as Linux autobinds an IPv6 socket), and tells sockd with
+    /// [`op::BOUND`]. The notification's buffer is taken first, so a
+    /// socket is never bound without sockd hearing of it.
     fn implicit_bind<B: Buffers>(
         &mut self,
         pool: &mut B,
         sock: u32,
+        dst: u128,
         out: &mut Outputs,
     ) -> Result<Binding, Stat> {
         let note = pool.alloc(L4CTL_LEN).ok_or(Stat::PoolExhausted)?;
         let port = self.ephemeral_port();
+        let local = any_for(dst);
         let b = port.map(|p| Binding {
             sock,
+            local_addr: local,
             local_port: p,
+            flags: family_bits(0, local),
             ..Binding::default()
         });
         let Some(b) = b.filter(|b| self.table.insert(*b, false).is_ok()) else {
@@ -685,6 +861,18 @@ impl UdpCore {
         pool.free(h);
     }
 
+    /// The counter to drop a handle whose bytes cannot be reached with,
+    /// or `None` (counted here) when its buffer is not ours to free.
+    fn window_error(&mut self, e: BufError) -> Option<Stat> {
+        match e {
+            BufError::BadWindow => Some(Stat::BadWindow),
+            BufError::Stale | BufError::BadIndex => {
+                self.stats.inc(Stat::StaleHandle);
+                None
+            }
+        }
+    }
+
     /// A handle whose bytes cannot be reached: a stale or out-of-range one
     /// names a buffer that is not ours to free; a bad window is ours.
     fn bad_handle<B: Buffers>(&mut self, pool: &mut B, h: &Handle, e: BufError) {
@@ -696,7 +884,7 @@ impl UdpCore {
 }
 
 /// A message `op` about `sock` carrying its binding's addresses (zeros when
-/// unbound).
+/// unbound; an unconnected socket's peer is its family's any).
 fn state_msg(op: u32, sock: u32, b: Option<&Binding>) -> L4Ctl {
     let mut m = L4Ctl {
         op,
@@ -704,15 +892,22 @@ fn state_msg(op: u32, sock: u32, b: Option<&Binding>) -> L4Ctl {
         ..L4Ctl::default()
     };
     if let Some(b) = b {
-        m.local_addr = mapped(b.local_addr);
+        m.local_addr = b.local_addr;
         m.local_port = b.local_port;
-        m.remote_addr = mapped(b.remote_addr);
+        m.remote_addr = if b.connected() {
+            b.remote_addr
+        } else {
+            b.any()
+        };
         m.remote_port = b.remote_port;
         if b.flags & bflags::REUSEADDR != 0 {
             m.flags |= ctl_flags::REUSEADDR;
         }
         if b.flags & bflags::REUSEPORT != 0 {
             m.flags |= ctl_flags::REUSEPORT;
+        }
+        if b.v6only() {
+            m.flags |= ctl_flags::V6ONLY;
         }
     }
     m
@@ -721,6 +916,74 @@ fn state_msg(op: u32, sock: u32, b: Option<&Binding>) -> L4Ctl {
 /// The [`bflags`] for the reuse options of a BIND or CONNECT.
 fn reuse_bits(flags: u32) -> u32 {
     strata_ipc::l4::reuse_options(flags, bflags::REUSEADDR, bflags::REUSEPORT)
+}
+
+/// The [`bflags`] for the family of a socket that binds to `local` with
+/// request flags `flags`: IPv6 if the address is (`::` included) or the
+/// socket is IPV6_V6ONLY, which it then keeps.
+fn family_bits(flags: u32, local: u128) -> u32 {
+    let mut f = 0;
+    if flags & ctl_flags::V6ONLY != 0 {
+        f |= bflags::V6ONLY | bflags::INET6;
+    }
+    if unmapped(local).is_none() {
+        f |= bflags::INET6;
+    }
+    f
+}
+
+/// The any address of `peer`'s family, to which an unbound socket
+/// talking to `peer` is bound.
+fn any_for(peer: u128) -> u128 {
+    if unmapped(peer).is_some() {
+        mapped(0)
+    } else {
+        0
+    }
+}
+
+/// Whether the socket bound as `b` (`None`: unbound, with request flags
+/// `flags`) may talk to `peer`: an IPV6_V6ONLY socket has no IPv4 peers
+/// (RFC 3493 §5.3); an IPv4 socket no IPv6 ones; a socket bound to an
+/// address of one family no peers of the other.
+fn family_check(b: Option<&Binding>, flags: u32, peer: u128) -> Result<(), Mismatch> {
+    let v4 = unmapped(peer).is_some();
+    let v6only = flags & ctl_flags::V6ONLY != 0 || b.is_some_and(Binding::v6only);
+    if v4 && v6only {
+        return Err(Mismatch::V6Only);
+    }
+    let Some(b) = b else {
+        return Ok(());
+    };
+    let locked_v4 = unmapped(b.local_addr).is_some();
+    if (!v4 && !b.inet6()) || (b.flags & bflags::ADDR_LOCK != 0 && locked_v4 != v4) {
+        return Err(Mismatch::Family);
+    }
+    Ok(())
+}
+
+/// A UDP header from `sport` to `dport`; `emit` fills length and checksum.
+fn udp_header(sport: u16, dport: u16) -> UdpHeader {
+    UdpHeader {
+        src_port: sport,
+        dst_port: dport,
+        length: 0,
+        checksum: 0,
+    }
+}
+
+/// The handle for ipd of the datagram `h` holds (from its IP header of
+/// `ethertype`; the UDP header at `l4`): a fresh one, so nothing sockd set
+/// goes down but the timestamp.
+fn outgoing(h: &Handle, ethertype: u16, l4: usize) -> Handle {
+    let mut o = Handle::new(h.buf, h.gen, h.data_off);
+    o.data_len = h.data_len;
+    o.l3_off = 0;
+    o.l4_off = l4 as u16;
+    o.l4proto = protocol::UDP;
+    o.ethertype = ethertype;
+    o.tstamp = h.tstamp;
+    o
 }
 
 /// The counter for a UDP header error.
@@ -759,15 +1022,77 @@ fn parse_udp(d: &[u8], trusted: bool) -> Result<(Rx, Option<Stat>), Stat> {
         return Err(Stat::UdpBadChecksum);
     };
     let rx = Rx {
-        hl,
+        l4: hl,
         total,
         len,
-        src: u32::from(ip.src),
-        dst: u32::from(ip.dst),
+        src: mapped(u32::from(ip.src)),
+        dst: mapped(u32::from(ip.dst)),
         sport: udp.src_port,
         dport: udp.dst_port,
     };
     Ok((rx, note))
+}
+
+/// Validates a received datagram `d` (the whole IPv6 datagram, its UDP
+/// header at `l4`, after the extension headers ipd walked): IPv6 header,
+/// UDP header, lengths, and the checksum, which must not be zero (RFC
+/// 8200 §8.1) and is verified unless `trusted` (then the second value
+/// says so).
+fn parse_udp6(d: &[u8], l4: usize, trusted: bool) -> Result<(Rx, Option<Stat>), Stat> {
+    let ip = Ipv6Header::parse(d).map_err(|_| Stat::IpMalformed)?;
+    let total = Ipv6Header::LEN + usize::from(ip.payload_len);
+    let seg = upper6(d, &ip, l4, next_header::UDP)?;
+    let (src, dst) = addrs6(&ip)?;
+    let udp = UdpHeader::parse(seg).map_err(udp_stat)?;
+    let len = usize::from(udp.length);
+    // RFC 8200 §8.1: IPv6 receivers discard UDP packets with a zero
+    // checksum, whoever vouches for the rest (Linux checks it after any
+    // offload too).
+    let note = if udp.checksum == 0 {
+        return Err(Stat::Udp6ZeroChecksum);
+    } else if trusted {
+        Some(Stat::CsumTrusted)
+    } else if UdpHeader::verify_checksum_v6(&seg[..len], ip.src, ip.dst) {
+        None
+    } else {
+        return Err(Stat::UdpBadChecksum);
+    };
+    let rx = Rx {
+        l4,
+        total,
+        len,
+        src,
+        dst,
+        sport: udp.src_port,
+        dport: udp.dst_port,
+    };
+    Ok((rx, note))
+}
+
+/// The upper-layer part of IPv6 datagram `d` with header `ip`, from `l4`
+/// (where ipd found the `proto` header) to the end of its payload. With
+/// no extension headers the fixed header must name `proto` itself; past
+/// them, ipd's walk is trusted.
+fn upper6<'a>(d: &'a [u8], ip: &Ipv6Header, l4: usize, proto: u8) -> Result<&'a [u8], Stat> {
+    if l4 == Ipv6Header::LEN && ip.next_header != proto {
+        return Err(Stat::WrongProtocol);
+    }
+    let end = Ipv6Header::LEN + usize::from(ip.payload_len);
+    if l4 < Ipv6Header::LEN {
+        return Err(Stat::IpMalformed);
+    }
+    d.get(l4..end).ok_or(Stat::IpMalformed)
+}
+
+/// The source and destination of IPv6 header `ip` as the core keeps
+/// addresses; IPv4-mapped ones are refused: they never appear on the wire
+/// (RFC 4291 §2.5.5.2), and here they would pass for IPv4 peers.
+fn addrs6(ip: &Ipv6Header) -> Result<(u128, u128), Stat> {
+    let (src, dst) = (u128::from(ip.src), u128::from(ip.dst));
+    if unmapped(src).is_some() || unmapped(dst).is_some() {
+        return Err(Stat::Ip6MappedAddress);
+    }
+    Ok((src, dst))
 }
 
 /// Reads an ICMP error `d` (the whole IPv4 datagram) about a UDP datagram
@@ -796,9 +1121,64 @@ fn parse_icmp(d: &[u8]) -> Result<IcmpErr, Stat> {
     Ok(IcmpErr {
         errno,
         hard,
-        local: u32::from(q.src),
-        remote: u32::from(q.dst),
+        local: mapped(u32::from(q.src)),
+        remote: mapped(u32::from(q.dst)),
         lport: q.src_port(),
         rport: q.dst_port(),
     })
+}
+
+/// Reads an ICMPv6 error `d` (the whole IPv6 datagram, the ICMPv6 message
+/// at `l4`, its checksum verified by ipd) about a UDP datagram we sent.
+fn parse_icmp6(d: &[u8], l4: usize) -> Result<IcmpErr, Stat> {
+    let ip = Ipv6Header::parse(d).map_err(|_| Stat::IpMalformed)?;
+    let msg = upper6(d, &ip, l4, next_header::ICMPV6)?;
+    let (ty, code) = match msg {
+        [ty, code, _, _, _, _, _, _, ..] => (*ty, *code),
+        _ => return Err(Stat::IcmpMalformed),
+    };
+    // Linux `icmpv6_err_convert`; informational messages mean nothing.
+    let SocketError { errno, mut hard } =
+        icmpv6::socket_error(ty, code).ok_or(Stat::IcmpIgnoredType)?;
+    // `__udp6_lib_err`: packet too big is hard to a socket doing path MTU
+    // discovery, Linux's default (`IPV6_PMTUDISC_WANT`), which is what
+    // udpd's sockets get: ipd fragments them to the path MTU.
+    if ty == icmpv6_type::PACKET_TOO_BIG {
+        hard = true;
+    }
+    let (local, remote, ports) = quoted_udp6(&msg[Icmpv6Header::LEN..])?;
+    Ok(IcmpErr {
+        errno,
+        hard,
+        local,
+        remote,
+        lport: u16::from_be_bytes([ports[0], ports[1]]),
+        rport: u16::from_be_bytes([ports[2], ports[3]]),
+    })
+}
+
+/// The source, destination and first 8 bytes of the UDP header of the
+/// IPv6 packet an ICMPv6 error quotes (RFC 4443 §2.4 (c): as much as fits,
+/// usually cut short): its UDP header follows the fixed header directly,
+/// or a fragment header of a first fragment (ipd fragments large
+/// datagrams at the source, RFC 8200 §4.5). Anything else quotes no UDP
+/// header we can read.
+fn quoted_udp6(quote: &[u8]) -> Result<(u128, u128, [u8; 8]), Stat> {
+    let q = Ipv6Header::parse_quoted(quote).map_err(|_| Stat::IcmpMalformed)?;
+    let rest = quote.get(Ipv6Header::LEN..).unwrap_or(&[]);
+    let udp = match q.next_header {
+        next_header::UDP => rest,
+        next_header::FRAGMENT => {
+            let f = FragmentHeader::parse(rest).map_err(|_| Stat::IcmpMalformed)?;
+            if f.offset != 0 || f.next_header != next_header::UDP {
+                return Err(Stat::IcmpMalformed);
+            }
+            rest.get(FragmentHeader::LEN..).unwrap_or(&[])
+        }
+        _ => return Err(Stat::IcmpMalformed),
+    };
+    let mut ports = [0u8; 8];
+    ports.copy_from_slice(udp.get(..UdpHeader::LEN).ok_or(Stat::IcmpMalformed)?);
+    let (local, remote) = addrs6(&q)?;
+    Ok((local, remote, ports))
 }

@@ -95,11 +95,12 @@ impl Layer for Shell<'_> {
         self.core.ring_full(&mut cx.pool, &h, Ring::Ip);
     }
 
-    /// An ICMP error may have been turned into a notification for sockd
-    /// in its own buffer before a death: not taken again. Segments and
-    /// datagrams are only read, never changed, so they are.
+    /// An ICMP or ICMPv6 error may have been turned into a notification
+    /// for sockd in its own buffer before a death: not taken again.
+    /// Segments and datagrams are only read, never changed, so they are.
     fn replayable(&self, h: &Handle) -> bool {
         h.l4proto != strata_proto::ipv4::protocol::ICMP
+            && h.l4proto != strata_proto::ipv6::next_header::ICMPV6
     }
 
     fn reconfigure(&mut self, cfg: &StackConfig, _cx: &mut Cx) {
@@ -126,14 +127,9 @@ fn main() {
     let restored = core.restore(&saved.bindings);
     if saved.format != 0 {
         svc.log(&format!(
-            "restored {restored} of {} bindings from arena format {}{}",
+            "restored {restored} of {} bindings from arena format {}",
             saved.bindings.len(),
             saved.format,
-            if saved.skipped > 0 {
-                format!(" ({} IPv6 bindings left out)", saved.skipped)
-            } else {
-                String::new()
-            }
         ));
     }
     let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();

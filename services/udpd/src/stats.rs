@@ -6,6 +6,8 @@ strata_ipc::layer_stats! { "udpd";
     // ---- from ipd: datagrams ----
     /// UDP datagrams handed to [`from_ip`](crate::UdpCore::from_ip).
     InDatagrams => "in_datagrams",
+    /// Of those, the ones over IPv6.
+    InDatagrams6 => "in_datagrams6",
     /// Datagrams (or copies of a broadcast) handed to sockd.
     Delivered => "delivered",
     /// Datagrams received for a broadcast or multicast address.
@@ -17,22 +19,30 @@ strata_ipc::layer_stats! { "udpd";
     /// silently).
     NoPortBroadcast => "no_port_broadcast",
     /// Accepted without verification: the checksum field was zero (the
-    /// sender computed none).
+    /// sender computed none; IPv4 only).
     CsumZero => "csum_zero",
     /// Accepted without verification: the handle says the checksum was
     /// verified by the device, or is still to be filled (local loopback).
     CsumTrusted => "csum_trusted",
     /// UDP checksum wrong (Linux `InCsumErrors`).
     UdpBadChecksum => "udp_bad_checksum",
+    /// IPv6 datagrams with a zero checksum field, dropped: over IPv6 the
+    /// checksum is mandatory (RFC 8200 §8.1).
+    Udp6ZeroChecksum => "udp6_zero_checksum",
     /// Fewer bytes than a UDP header after the IPv4 header.
     UdpTruncated => "udp_truncated",
     /// UDP length field below 8.
     UdpBadLength => "udp_bad_length",
     /// UDP length field beyond the IPv4 payload.
     UdpLengthExceedsPacket => "udp_length_exceeds_packet",
-    /// The handle's bytes are not a valid IPv4 datagram (ipd never sends
-    /// those; counted rather than trusted).
+    /// The handle's bytes are not a valid IPv4 or IPv6 datagram, or its
+    /// transport offset lies outside it (ipd never sends those; counted
+    /// rather than trusted).
     IpMalformed => "ip_malformed",
+    /// IPv6 datagrams (or quotes in ICMPv6 errors) with an IPv4-mapped
+    /// source or destination, dropped: such addresses never travel in
+    /// IPv6 headers (RFC 4291 §2.5.5.2), and here they name IPv4 peers.
+    Ip6MappedAddress => "ip6_mapped_address",
     /// The datagram's protocol is not the one the handle claims, or the
     /// handle's `l4proto` is neither UDP nor ICMP.
     WrongProtocol => "wrong_protocol",
@@ -42,6 +52,8 @@ strata_ipc::layer_stats! { "udpd";
     // ---- from ipd: ICMP errors ----
     /// ICMP errors handed to [`from_ip`](crate::UdpCore::from_ip).
     IcmpInErrors => "icmp_in_errors",
+    /// Of those, the ICMPv6 ones.
+    Icmp6InErrors => "icmp6_in_errors",
     /// ICMP errors that are malformed or quote no UDP datagram.
     IcmpMalformed => "icmp_malformed",
     /// ICMP messages of a type that carries nothing for a socket.
@@ -52,7 +64,8 @@ strata_ipc::layer_stats! { "udpd";
     /// without `IP_RECVERR`).
     IcmpUnconnected => "icmp_unconnected",
     /// Soft ICMP errors (net/host unreachable, time exceeded, fragmentation
-    /// needed) for a connected socket, ignored (as Linux does without
+    /// needed; over IPv6 no route, address unreachable, beyond scope, time
+    /// exceeded) for a connected socket, ignored (as Linux does without
     /// `IP_RECVERR`).
     IcmpSoftIgnored => "icmp_soft_ignored",
     /// ICMP errors reported to sockd as [`op::SOCK_ERROR`](strata_ipc::l4::op::SOCK_ERROR).
@@ -63,12 +76,15 @@ strata_ipc::layer_stats! { "udpd";
     OutRequests => "out_requests",
     /// Datagrams sent to ipd.
     OutDatagrams => "out_datagrams",
+    /// Of those, the ones over IPv6.
+    OutDatagrams6 => "out_datagrams6",
     /// Payload without a destination: no address given and the socket is
     /// not connected.
     OutNoDestination => "out_no_destination",
     /// Destination port 0.
     OutBadPort => "out_bad_port",
-    /// Payload above 65,507 bytes (what fits one IPv4 datagram).
+    /// Payload above 65,507 bytes (what fits one IPv4 datagram; IPv6
+    /// keeps the same limit).
     OutTooBig => "out_too_big",
     /// Handle too short to hold the send metadata.
     OutMalformed => "out_malformed",
@@ -78,6 +94,14 @@ strata_ipc::layer_stats! { "udpd";
     ImplicitBinds => "implicit_binds",
     /// Sends dropped because no ephemeral port was free.
     OutNoPort => "out_no_port",
+    /// Connects refused (ENETUNREACH) and sends dropped: an IPV6_V6ONLY
+    /// socket and an IPv4 peer (Linux `__ip6_datagram_connect`,
+    /// `udpv6_sendmsg`).
+    V6OnlyRefused => "v6only_refused",
+    /// Connects refused (EAFNOSUPPORT) and sends dropped: a peer of a
+    /// family the socket cannot use (an IPv4 socket and an IPv6 peer, or
+    /// a socket bound to an address of the other family).
+    WrongFamily => "wrong_family",
 
     // ---- from sockd: control ----
     /// Control requests received.
@@ -92,7 +116,8 @@ strata_ipc::layer_stats! { "udpd";
     BindAddrInUse => "bind_addr_in_use",
     /// Binds refused: not one of the stack's addresses.
     BindAddrNotAvail => "bind_addr_not_avail",
-    /// Binds refused: the socket was bound already.
+    /// Binds refused: the socket was bound already, or an IPV6_V6ONLY
+    /// socket named an IPv4 address.
     BindInvalid => "bind_invalid",
     /// Requests refused because the binding table is full.
     TableFull => "table_full",

@@ -1,6 +1,8 @@
 //! The binding table: every bound socket, indexed by socket id and by local
 //! port, with Linux's conflict rule for binds and its scoring for
-//! demultiplexing.
+//! demultiplexing, over addresses of both families (IPv4 ones mapped,
+//! [`mapped`]): a socket bound to `::` without IPV6_V6ONLY takes IPv4
+//! datagrams too, as Linux's dual-stack sockets do (RFC 3493 §3.7).
 //!
 //! Storage is a slab allocated once at the configured capacity; each port
 //! has a chain through the slab, newest binding first (Linux adds to the
@@ -8,6 +10,8 @@
 //! last receives). Lookups walk one port's chain and never allocate.
 
 use std::collections::HashMap;
+
+use strata_ipc::addrs::{mapped, unmapped};
 
 /// End of a chain / no slot.
 const NIL: u32 = u32::MAX;
@@ -25,22 +29,32 @@ pub mod bflags {
     /// SO_REUSEPORT was set when the socket bound (sockd checked that
     /// every socket sharing the port is its user's).
     pub const REUSEPORT: u32 = 8;
+    /// IPV6_V6ONLY: bound to `::`, the socket takes IPv6 datagrams only
+    /// (RFC 3493 §5.3).
+    pub const V6ONLY: u32 = 16;
+    /// The socket is an IPv6 one (it bound or connected to an IPv6
+    /// address, or with IPV6_V6ONLY): its any address is `::`, to which
+    /// a disconnect returns it, and it may talk to IPv6 peers.
+    pub const INET6: u32 = 32;
     /// Every defined bit.
-    pub const ALL: u32 = REUSEADDR | ADDR_LOCK | PORT_LOCK | REUSEPORT;
+    pub const ALL: u32 = REUSEADDR | ADDR_LOCK | PORT_LOCK | REUSEPORT | V6ONLY | INET6;
 }
 
-/// One bound socket: what udpd keeps per socket, and the record it stores
-/// in its fabric arena (plain integers, host byte order), so a restarted
-/// udpd keeps every binding.
-#[repr(C)]
+/// One bound socket: what udpd keeps per socket, and what it stores in
+/// its fabric arena (in the arena's record format), so a restarted udpd
+/// keeps every binding.
+///
+/// Addresses are 128-bit, IPv4 ones mapped ([`mapped`]): a local address
+/// of `mapped(0)` is IPv4's any, `0` IPv6's (`::`, which takes IPv4 too
+/// unless [`bflags::V6ONLY`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Binding {
     /// sockd's socket id.
     pub sock: u32,
-    /// Local address (0: any).
-    pub local_addr: u32,
+    /// Local address (`mapped(0)` or `0`: any).
+    pub local_addr: u128,
     /// Connected peer's address (0: not connected).
-    pub remote_addr: u32,
+    pub remote_addr: u128,
     /// Local port (never 0 for a binding).
     pub local_port: u16,
     /// Connected peer's port.
@@ -58,15 +72,51 @@ impl Binding {
         self.remote_addr != 0
     }
 
-    /// Linux's `compute_score` for a datagram from `src:sport` to
-    /// `dst:<our port>`: `None` when the socket does not match, else higher
-    /// for a more specific match (a bound address, a connected peer).
-    pub(crate) fn score(&self, dst: u32, src: u32, sport: u16) -> Option<u8> {
-        let mut s = 2;
-        if self.local_addr != 0 {
-            if self.local_addr != dst {
-                return None;
-            }
+    /// Whether the socket is an IPv6 one: flagged so, or bound to an IPv6
+    /// address (`::` included).
+    pub fn inet6(&self) -> bool {
+        self.flags & bflags::INET6 != 0 || unmapped(self.local_addr).is_none()
+    }
+
+    /// Whether IPV6_V6ONLY is set.
+    pub fn v6only(&self) -> bool {
+        self.flags & bflags::V6ONLY != 0
+    }
+
+    /// The any address of the socket's family: `::` for an IPv6 socket,
+    /// `0.0.0.0` (mapped) for an IPv4 one.
+    pub fn any(&self) -> u128 {
+        if self.inet6() {
+            0
+        } else {
+            mapped(0)
+        }
+    }
+
+    /// Whether the local address is `addr`'s, or one of the any
+    /// addresses that take `addr`'s family.
+    fn takes(&self, addr: u128) -> bool {
+        let v4 = unmapped(addr).is_some();
+        match self.local_addr {
+            0 => !(v4 && self.v6only()),
+            a if a == mapped(0) => v4,
+            a => a == addr,
+        }
+    }
+
+    /// Linux's `compute_score` (`udp4_lib_lookup2`, `udp6_lib_lookup2`)
+    /// for a datagram from `src:sport` to `dst:<our port>`: `None` when
+    /// the socket does not match, else higher for a more specific match
+    /// (a bound address, a connected peer). An IPv4 datagram prefers an
+    /// IPv4 socket to an IPv6 one that takes it as mapped (Linux scores
+    /// `PF_INET` 2, `PF_INET6` 1).
+    pub(crate) fn score(&self, dst: u128, src: u128, sport: u16) -> Option<u8> {
+        if !self.takes(dst) {
+            return None;
+        }
+        let v4 = unmapped(dst).is_some();
+        let mut s = if v4 && self.inet6() { 1 } else { 2 };
+        if self.local_addr != 0 && self.local_addr != mapped(0) {
             s += 4;
         }
         if self.remote_addr != 0 {
@@ -82,6 +132,21 @@ impl Binding {
             s += 4;
         }
         Some(s)
+    }
+
+    /// Whether this binding's local address and `addr` (bound with
+    /// IPV6_V6ONLY if `v6only`) can both receive one datagram: Linux's
+    /// `inet_rcv_saddr_equal` with wildcards matching. Equal addresses
+    /// overlap; `::` overlaps every IPv6 address, and every IPv4 one
+    /// unless it is V6ONLY; `0.0.0.0` overlaps every IPv4 address.
+    fn overlaps(&self, addr: u128, v6only: bool) -> bool {
+        let wild = |a: u128, only: bool, other: u128| {
+            let other_v4 = unmapped(other).is_some();
+            (a == 0 && !(only && other_v4)) || (a == mapped(0) && other_v4)
+        };
+        self.local_addr == addr
+            || wild(self.local_addr, self.v6only(), addr)
+            || wild(addr, v6only, self.local_addr)
     }
 }
 
@@ -154,22 +219,23 @@ impl Table {
         self.heads[usize::from(port)] == NIL
     }
 
-    /// Whether binding `addr:port` (with SO_REUSEADDR if `reuse`) conflicts
-    /// with an existing binding: Linux's rule for UDP is that two bindings
-    /// of one port conflict when their addresses overlap (equal, or either
-    /// is any) unless both set SO_REUSEADDR.
-    pub fn conflicts(&self, addr: u32, port: u16, reuse: u32) -> bool {
+    /// Whether binding `addr:port` (with the reuse options and
+    /// [`bflags::V6ONLY`] in `flags`) conflicts with an existing binding:
+    /// Linux's rule for UDP is that two bindings of one port conflict when
+    /// their addresses overlap ([`Binding::overlaps`]) unless both set
+    /// SO_REUSEADDR or both SO_REUSEPORT.
+    pub fn conflicts(&self, addr: u128, port: u16, flags: u32) -> bool {
+        let v6only = flags & bflags::V6ONLY != 0;
         self.on_port(port).any(|b| {
-            let overlap = b.local_addr == addr || b.local_addr == 0 || addr == 0;
-            let both = |f: u32| reuse & f != 0 && b.flags & f != 0;
-            overlap && !both(bflags::REUSEADDR) && !both(bflags::REUSEPORT)
+            let both = |f: u32| flags & f != 0 && b.flags & f != 0;
+            b.overlaps(addr, v6only) && !both(bflags::REUSEADDR) && !both(bflags::REUSEPORT)
         })
     }
 
     /// The best match for a datagram from `src:sport` to `dst:dport`
     /// (highest score; among equals the newest binding, unless it is one
     /// of a SO_REUSEPORT group: then the group's member the peer picks).
-    pub fn lookup(&self, dst: u32, dport: u16, src: u32, sport: u16) -> Option<&Binding> {
+    pub fn lookup(&self, dst: u128, dport: u16, src: u128, sport: u16) -> Option<&Binding> {
         let shares = |b: &Binding| b.flags & bflags::REUSEPORT != 0;
         let mut best: Option<(&Binding, u8)> = None;
         // SO_REUSEPORT bindings scoring as the best so far.
@@ -192,7 +258,7 @@ impl Table {
         if group < 2 || !shares(first) {
             return Some(first);
         }
-        let pick = strata_ipc::l4::reuseport_pick(src, sport, group);
+        let pick = strata_ipc::l4::reuseport_pick(fold(src), sport, group);
         self.on_port(dport)
             .filter(|b| shares(b) && b.score(dst, src, sport) == Some(score))
             .nth(pick)
@@ -262,6 +328,12 @@ impl Table {
     }
 }
 
+/// A peer address as 32 bits for [`reuseport_pick`](strata_ipc::l4::reuseport_pick):
+/// an IPv4 one as it is, an IPv6 one its four words xored.
+fn fold(a: u128) -> u32 {
+    unmapped(a).unwrap_or((a ^ a >> 64 ^ a >> 32 ^ a >> 96) as u32)
+}
+
 /// The bindings of one port, newest first.
 pub(crate) struct PortIter<'a> {
     t: &'a Table,
@@ -288,7 +360,7 @@ mod tests {
     fn b(sock: u32, addr: u32, port: u16, flags: u32) -> Binding {
         Binding {
             sock,
-            local_addr: addr,
+            local_addr: mapped(addr),
             local_port: port,
             flags,
             ..Default::default()
@@ -330,22 +402,54 @@ mod tests {
         let mut t = Table::new(8);
         let rp = bflags::REUSEPORT;
         t.insert(b(1, 0, 53, rp), false).unwrap();
-        assert!(!t.conflicts(0, 53, rp), "both share");
+        let any = mapped(0);
+        assert!(!t.conflicts(any, 53, rp), "both share");
         assert!(
-            t.conflicts(0, 53, 0),
+            t.conflicts(any, 53, 0),
             "without the option the port is taken"
         );
-        assert!(t.conflicts(0, 53, bflags::REUSEADDR));
+        assert!(t.conflicts(any, 53, bflags::REUSEADDR));
         t.insert(b(2, 0, 53, rp), false).unwrap();
         t.insert(b(3, 0, 53, rp), false).unwrap();
         let mut got = [0; 4];
         for sport in 1000..1300 {
-            let s = t.lookup(7, 53, 9, sport).unwrap().sock;
+            let s = t.lookup(mapped(7), 53, mapped(9), sport).unwrap().sock;
             got[s as usize] += 1;
             // A flow always picks the same one.
-            assert_eq!(t.lookup(7, 53, 9, sport).unwrap().sock, s);
+            assert_eq!(t.lookup(mapped(7), 53, mapped(9), sport).unwrap().sock, s);
         }
         assert!(got[1..].iter().all(|&n| n > 50), "{got:?}");
         // A more specific binding still wins over the group.
+    }
+
+    #[test]
+    fn reuseport_splits_ipv6_peers_too_and_a_v6only_group_keeps_out_ipv4() {
+        let mut t = Table::new(8);
+        let rp = bflags::REUSEPORT | bflags::INET6 | bflags::V6ONLY;
+        for s in 1..=3 {
+            t.insert(
+                Binding {
+                    local_addr: 0,
+                    ..b(s, 0, 53, rp)
+                },
+                false,
+            )
+            .unwrap();
+        }
+        let ours = u128::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let mut got = [0; 4];
+        for i in 0..300u128 {
+            // Peers that differ only in their last 64 bits, as hosts of
+            // one prefix do.
+            let peer = ours + 0x1000 + i * 0x10001;
+            let s = t.lookup(ours, 53, peer, 4000).unwrap().sock;
+            got[s as usize] += 1;
+            assert_eq!(t.lookup(ours, 53, peer, 4000).unwrap().sock, s);
+        }
+        assert!(got[1..].iter().all(|&n| n > 50), "{got:?}");
+        assert!(t.lookup(mapped(7), 53, mapped(9), 4000).is_none());
+        // And 0.0.0.0 may join the port beside them without the option.
+        assert!(!t.conflicts(mapped(0), 53, 0));
+        assert!(t.conflicts(0, 53, 0));
     }
 }

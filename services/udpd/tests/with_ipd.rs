@@ -61,6 +61,7 @@ impl Stack {
             ifaces: vec![IfaceAddrs {
                 index: IFACE,
                 addrs: vec![(OUR_IP, 24)],
+                ..IfaceAddrs::default()
             }],
             ..UdpConfig::default()
         })

@@ -255,7 +255,7 @@ fn bindings_survive_export_and_restore() {
     });
     recs.push(crate::Binding {
         sock: 51,
-        local_addr: u(PEER),
+        local_addr: m(PEER),
         local_port: 9,
         ..Default::default()
     });
