@@ -632,6 +632,23 @@ impl Stack {
         );
     }
 
+    /// Waits until the stack holds IPv6 address `addr` and it has passed
+    /// duplicate address detection (`strata addr` shows it, not tentative).
+    pub fn wait_dad(&self, addr: &str) {
+        self.wait_for(
+            &format!("{addr} to pass duplicate address detection"),
+            Duration::from_secs(30),
+            || {
+                self.json("addr")["interfaces"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .flat_map(|i| i["addr_info"].as_array().cloned().unwrap_or_default())
+                    .any(|a| a["local"] == addr && a.get("tentative").is_none())
+            },
+        );
+    }
+
     /// Waits until `f` holds, polling, or panics after `timeout`.
     pub fn wait_for(&self, what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
         let deadline = Instant::now() + timeout;
