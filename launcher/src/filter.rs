@@ -4,6 +4,11 @@
 //! publishes it through filterd's arena, where filterd picks it up
 //! between packets. `strata conntrack` reads or flushes the table filterd
 //! keeps in the same arena.
+//!
+//! IPv6 rules (`strata filter -6 ...`, or `-6` in a configuration line)
+//! go to their own table, `filter6` in the published JSON, which IPv6
+//! packets meet as ip6tables' filter table; the parser refuses `-6 -t nat`
+//! (no IPv6 NAT). Conntrack entries of both families are listed alike.
 
 use serde_json::{json, Value};
 

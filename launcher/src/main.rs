@@ -114,6 +114,17 @@ enum Cmd {
     ///   strata filter -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 8080
     ///   strata filter -t nat -A POSTROUTING -o strata1 -j MASQUERADE
     ///   strata filter list [CHAIN]
+    /// IPv6 rules are separate, as ip6tables' are: `-6` anywhere in the
+    /// command (same chains and policies, IPv6 addresses, -p icmpv6 with
+    /// --icmpv6-type, REJECT --reject-with icmp6-port-unreachable (default),
+    /// icmp6-adm-prohibited, icmp6-addr-unreachable, icmp6-no-route or
+    /// tcp-reset; no nat table). Neighbour discovery and MLD are ICMPv6
+    /// that conntrack leaves untracked: with an IPv6 INPUT DROP policy they
+    /// pass only if a rule accepts them, so a stateful IPv6 set needs e.g.
+    ///   strata filter -6 add INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT
+    ///   strata filter -6 add INPUT -p icmpv6 -j ACCEPT
+    ///   strata filter -6 policy INPUT DROP
+    ///   strata filter -6 list
     /// Every change replaces the whole rule set at once.
     #[command(verbatim_doc_comment)]
     Filter {
@@ -121,8 +132,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
         words: Vec<String>,
     },
-    /// Connection tracking: `list` the entries (as conntrack -L) or
-    /// `flush` them.
+    /// Connection tracking: `list` the entries, IPv4 and IPv6 (as
+    /// conntrack -L), or `flush` them.
     Conntrack {
         /// list or flush.
         #[arg(default_value = "list")]

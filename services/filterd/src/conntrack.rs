@@ -15,7 +15,12 @@
 //! scaling, loose pick-up of connections already running, tracked
 //! liberally since their scale is unknown), the same timeouts. UDP lives
 //! 30 s until replied and 180 s once a stream; ICMP queries 30 s; other
-//! protocols 600 s.
+//! protocols 600 s. IPv6 flows share the table: tuples hold 16-byte
+//! addresses, IPv4 ones mapped into `::ffff:0:0/96` (RFC 4291 §2.5.5.2),
+//! so the two families never meet in a lookup. ICMPv6 echo is tracked as
+//! ICMP echo is, ICMPv6 errors (types 0–127) quoting a tracked flow are
+//! RELATED, and Neighbor Discovery and MLD messages are UNTRACKED, as in
+//! Linux's `nf_conntrack_proto_icmpv6` (they open no flow).
 //!
 //! Crash consistency: an entry is updated in place between two bumps of
 //! [`CtEntry::update`]; an odd value means a writer died mid-update, and
@@ -23,11 +28,11 @@
 //! too (state values, scales, deadlines, duplicate tuples), because a
 //! crashed writer may leave anything behind.
 
-use crate::packet::{icmp_is_error, PacketInfo, ICMP_QUERIES};
+use crate::packet::{is_icmp_error, queries, PacketInfo, ICMPV6};
 use crate::ruleset::CtState;
 use std::fmt;
-use std::net::Ipv4Addr;
 use std::sync::atomic::{compiler_fence, Ordering};
+use strata_ipc::addrs::{mapped, to_ip, unmapped};
 use strata_ipc::arena::Pod;
 
 /// No entry.
@@ -39,13 +44,14 @@ pub const ENTRY_MAGIC: u32 = 0x4354_4531;
 
 /// One direction's addresses and ports (ICMP queries: the id is the source
 /// "port" of the request and the destination "port" of the reply).
+/// Addresses are 16 bytes in network order, IPv4 ones mapped.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct Tuple {
     /// Source address.
-    pub src: u32,
+    pub src: [u8; 16],
     /// Destination address.
-    pub dst: u32,
+    pub dst: [u8; 16],
     /// Source port.
     pub sport: u16,
     /// Destination port.
@@ -53,6 +59,61 @@ pub struct Tuple {
 }
 
 impl Tuple {
+    /// An IPv4 tuple (addresses in host order).
+    pub fn v4(src: u32, dst: u32, sport: u16, dport: u16) -> Tuple {
+        Tuple::new(mapped(src), mapped(dst), sport, dport)
+    }
+
+    /// A tuple of 128-bit addresses (IPv4 mapped).
+    pub fn new(src: u128, dst: u128, sport: u16, dport: u16) -> Tuple {
+        Tuple {
+            src: src.to_be_bytes(),
+            dst: dst.to_be_bytes(),
+            sport,
+            dport,
+        }
+    }
+
+    /// The source as 128 bits.
+    pub fn saddr(&self) -> u128 {
+        u128::from_be_bytes(self.src)
+    }
+
+    /// The destination as 128 bits.
+    pub fn daddr(&self) -> u128 {
+        u128::from_be_bytes(self.dst)
+    }
+
+    /// The IPv4 source (host order; meaningless for IPv6).
+    pub fn src4(&self) -> u32 {
+        self.saddr() as u32
+    }
+
+    /// The IPv4 destination (host order; meaningless for IPv6).
+    pub fn dst4(&self) -> u32 {
+        self.daddr() as u32
+    }
+
+    /// Sets an IPv4 source.
+    pub fn set_src4(&mut self, a: u32) {
+        self.src = mapped(a).to_be_bytes();
+    }
+
+    /// Sets an IPv4 destination.
+    pub fn set_dst4(&mut self, a: u32) {
+        self.dst = mapped(a).to_be_bytes();
+    }
+
+    /// Whether both addresses are IPv6 ones (neither is mapped).
+    pub fn is_v6(&self) -> bool {
+        unmapped(self.saddr()).is_none() && unmapped(self.daddr()).is_none()
+    }
+
+    /// Whether both addresses are IPv4 (mapped) ones.
+    pub fn is_v4(&self) -> bool {
+        unmapped(self.saddr()).is_some() && unmapped(self.daddr()).is_some()
+    }
+
     /// The same flow seen from the other end.
     pub fn invert(self) -> Tuple {
         Tuple {
@@ -65,12 +126,7 @@ impl Tuple {
 
     /// The tuple of a packet.
     pub fn of(p: &PacketInfo) -> Tuple {
-        Tuple {
-            src: p.src,
-            dst: p.dst,
-            sport: p.sport,
-            dport: p.dport,
-        }
+        Tuple::new(p.saddr, p.daddr, p.sport, p.dport)
     }
 }
 
@@ -159,8 +215,9 @@ pub struct CtEntry {
     pub tcp_state: u8,
     /// [`ctf`] bits.
     pub flags: u8,
-    /// Reserved.
-    pub pad: u8,
+    /// Address family: 4 or 6 (what the tuples' addresses say; kept for
+    /// validation and listings).
+    pub family: u8,
     /// Connection mark.
     pub mark: u32,
     /// Original and reply tuples.
@@ -180,7 +237,10 @@ pub struct CtEntry {
 // SAFETY: repr(C) integers and arrays of them, no padding (checked below),
 // every bit pattern valid; restore validates the meaning.
 unsafe impl Pod for CtEntry {}
-const _: () = assert!(std::mem::size_of::<CtEntry>() == 120);
+// 16 bytes of header, two 36-byte tuples, two 16-byte TCP directions, two
+// times and four counters: no padding anywhere (the tuples end 4-aligned
+// at 88, the times start 8-aligned at 120).
+const _: () = assert!(std::mem::size_of::<CtEntry>() == 168);
 
 /// The arena header in front of the entries.
 #[repr(C)]
@@ -202,8 +262,10 @@ const _: () = assert!(std::mem::size_of::<CtHeader>() == 64);
 
 /// Marks an arena laid out by [`Conntrack::from_raw`].
 pub const HEADER_MAGIC: u64 = 0x4354_5241_434b_3031;
-/// Layout version of [`CtEntry`].
-pub const LAYOUT_VERSION: u32 = 1;
+/// Layout version of [`CtEntry`]: 2 since tuples hold 16-byte addresses
+/// (IPv6). A table of another version is laid out afresh (its
+/// connections are lost, as they would be by a reboot).
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// Timeouts in milliseconds (Linux's defaults).
 pub mod timeout {
@@ -223,7 +285,7 @@ pub mod timeout {
     pub const UDP: u64 = 30_000;
     /// UDP once a stream.
     pub const UDP_STREAM: u64 = 180_000;
-    /// ICMP queries.
+    /// ICMP and ICMPv6 queries.
     pub const ICMP: u64 = 30_000;
     /// Other protocols.
     pub const GENERIC: u64 = 600_000;
@@ -253,7 +315,21 @@ impl Track {
             created: false,
         }
     }
+
+    fn untracked() -> Track {
+        Track {
+            state: CtState::Untracked,
+            ..Track::invalid()
+        }
+    }
 }
+
+/// ICMPv6 types conntrack leaves untracked, as Linux's `noct_valid_new`
+/// (nf_conntrack_proto_icmpv6.c): MLD query, report and done (RFC 2710
+/// §3), router and neighbour solicitation and advertisement (RFC 4861
+/// §4.1–4.4), MLDv2 report (RFC 3810 §5.2). They open no flow and answer
+/// none; rules see them as UNTRACKED.
+pub const ICMPV6_UNTRACKED: [u8; 8] = [130, 131, 132, 133, 134, 135, 136, 143];
 
 /// Behaviour switches.
 #[derive(Clone, Copy, Debug)]
@@ -319,20 +395,18 @@ impl fmt::Display for CtSummary {
             6 => "tcp",
             17 => "udp",
             1 => "icmp",
+            ICMPV6 => "icmpv6",
             _ => "unknown",
         };
+        // conntrack(8)'s columns, which are the same for both families
+        // (IPv6 addresses in their RFC 5952 text form).
         write!(f, "{name:<8} {} {}", self.proto, self.secs_left)?;
         if let Some(s) = self.tcp_state {
             write!(f, " {s}")?;
         }
         let t = |f: &mut fmt::Formatter<'_>, t: &Tuple| {
-            write!(
-                f,
-                " src={} dst={}",
-                Ipv4Addr::from(t.src),
-                Ipv4Addr::from(t.dst)
-            )?;
-            if self.proto == 1 {
+            write!(f, " src={} dst={}", to_ip(t.saddr()), to_ip(t.daddr()))?;
+            if matches!(self.proto, 1 | ICMPV6) {
                 write!(f, " id={}", t.sport.max(t.dport))
             } else if matches!(self.proto, 6 | 17) {
                 write!(f, " sport={} dport={}", t.sport, t.dport)
@@ -410,6 +484,16 @@ fn before(a: u32, b: u32) -> bool {
 
 fn after(a: u32, b: u32) -> bool {
     before(b, a)
+}
+
+/// Whether entry `e`'s family byte agrees with its tuples' addresses
+/// (both of each tuple of the one family).
+fn family_ok(e: &CtEntry) -> bool {
+    match e.family {
+        4 => e.tuple.iter().all(Tuple::is_v4),
+        6 => e.tuple.iter().all(Tuple::is_v6),
+        _ => false,
+    }
 }
 
 const IV: u8 = 0xfe;
@@ -682,6 +766,7 @@ impl<'a> Conntrack<'a> {
             }
             let valid = e.magic == ENTRY_MAGIC
                 && e.update & 1 == 0
+                && family_ok(&e)
                 && (e.proto == 6 && e.tcp_state <= tcpst::CLOSE
                     || e.proto != 6 && e.tcp_state == 0)
                 && e.flags & !ctf::ALL == 0
@@ -743,8 +828,10 @@ impl<'a> Conntrack<'a> {
 
     fn hash(&self, proto: u8, t: &Tuple) -> usize {
         // A keyed multiply-xorshift mix: not cryptographic, but the key
-        // keeps outsiders from aiming many flows at one chain.
-        let a = (u64::from(t.src) << 32 | u64::from(t.dst)) ^ self.secret[0];
+        // keeps outsiders from aiming many flows at one chain. The 16-byte
+        // addresses fold into 64 bits first (an IPv4 one is its low half).
+        let fold = |a: u128| (a as u64) ^ ((a >> 64) as u64).rotate_left(23);
+        let a = (fold(t.saddr()) ^ fold(t.daddr()).rotate_left(32)) ^ self.secret[0];
         let b = (u64::from(t.sport) << 32 | u64::from(t.dport) << 16 | u64::from(proto))
             ^ self.secret[1];
         let mut h = a.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ b;
@@ -957,6 +1044,7 @@ impl<'a> Conntrack<'a> {
                 update: e.update,
                 proto: p.proto,
                 tcp_state,
+                family: if p.v6 { 6 } else { 4 },
                 tuple: [t, t.invert()],
                 td: [td0, TcpDir::default()],
                 created_ms: now_ms,
@@ -984,7 +1072,7 @@ impl<'a> Conntrack<'a> {
             6 => timeout::TCP[usize::from(tcp_state.min(tcpst::CLOSE))],
             17 if flags & ctf::ASSURED != 0 => timeout::UDP_STREAM,
             17 => timeout::UDP,
-            1 => timeout::ICMP,
+            1 | ICMPV6 => timeout::ICMP,
             _ => timeout::GENERIC,
         }
     }
@@ -1064,42 +1152,48 @@ impl<'a> Conntrack<'a> {
             return Track::invalid();
         }
         let t = Tuple::of(p);
+        let icmp = if p.v6 { ICMPV6 } else { 1 };
         match p.proto {
-            1 if icmp_is_error(p.icmp_type) => {
-                let Some(inner) = p.inner else {
-                    return Track::invalid();
-                };
-                // The quoted datagram went the other way.
-                let q = Tuple {
-                    src: inner.dst,
-                    dst: inner.src,
-                    sport: inner.dport,
-                    dport: inner.sport,
-                };
-                match self.lookup_live(inner.proto, &q, now_ms) {
-                    Some((id, dir)) => Track {
-                        id,
-                        dir,
-                        state: CtState::Related,
-                        created: false,
-                    },
-                    None => Track::invalid(),
-                }
-            }
-            1 => {
-                let request = ICMP_QUERIES.iter().any(|(q, _)| *q == p.icmp_type);
-                let reply = ICMP_QUERIES.iter().any(|(_, r)| *r == p.icmp_type);
-                match self.lookup_live(1, &t, now_ms) {
-                    Some((id, dir)) if request || reply => self.seen(id, dir, p, now_ms, None),
-                    None if request => self.create(p, t, 0, TcpDir::default(), now_ms),
-                    _ => Track::invalid(),
-                }
-            }
+            x if x == icmp && is_icmp_error(x, p.icmp_type) => self.track_related(p, now_ms),
+            ICMPV6 if p.v6 && ICMPV6_UNTRACKED.contains(&p.icmp_type) => Track::untracked(),
+            x if x == icmp => self.track_query(p, t, now_ms),
             6 => self.track_tcp(p, t, now_ms),
             _ => match self.lookup_live(p.proto, &t, now_ms) {
                 Some((id, dir)) => self.seen(id, dir, p, now_ms, None),
                 None => self.create(p, t, 0, TcpDir::default(), now_ms),
             },
+        }
+    }
+
+    /// An ICMP or ICMPv6 error: RELATED to the connection of the datagram
+    /// it quotes (which went the other way), else INVALID.
+    fn track_related(&mut self, p: &PacketInfo, now_ms: u64) -> Track {
+        let Some(inner) = p.inner else {
+            return Track::invalid();
+        };
+        let q = Tuple::new(inner.daddr, inner.saddr, inner.dport, inner.sport);
+        match self.lookup_live(inner.proto, &q, now_ms) {
+            Some((id, dir)) => Track {
+                id,
+                dir,
+                state: CtState::Related,
+                created: false,
+            },
+            None => Track::invalid(),
+        }
+    }
+
+    /// An ICMP or ICMPv6 informational message: a request opens or
+    /// refreshes a flow, a reply must match one; any other type is
+    /// INVALID.
+    fn track_query(&mut self, p: &PacketInfo, t: Tuple, now_ms: u64) -> Track {
+        let q = queries(p.proto);
+        let request = q.iter().any(|(r, _)| *r == p.icmp_type);
+        let reply = q.iter().any(|(_, r)| *r == p.icmp_type);
+        match self.lookup_live(p.proto, &t, now_ms) {
+            Some((id, dir)) if request || reply => self.seen(id, dir, p, now_ms, None),
+            None if request => self.create(p, t, 0, TcpDir::default(), now_ms),
+            _ => Track::invalid(),
         }
     }
 
@@ -1470,11 +1564,49 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_entries_survive_a_restart_and_are_checked() {
+        const A6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+        const B6: [u8; 16] = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
+        let len = Conntrack::bytes_for(8);
+        let mut mem = vec![0u64; len / 8];
+        let p = mem.as_mut_ptr() as *mut u8;
+        #[allow(unsafe_code)]
+        // SAFETY: the vector outlives the table and nothing else touches it
+        // meanwhile.
+        let (mut ct, _) = unsafe { Conntrack::from_raw(p, len, [3, 4], 0).unwrap() };
+        let q6 = build::udp6(A6, 5000, B6, 53, b"q");
+        let a6 = build::udp6(B6, 53, A6, 5000, b"a");
+        let u6 = ct.track(&info(&q6), 0).id;
+        let u4 = ct.track(&info(&build::udp(C, 5000, S, 53, b"q")), 0).id;
+        let bad = ct.track(&info(&build::udp6(A6, 1, B6, 2, b"q")), 0).id;
+        assert_ne!(u6, u4, "the families never share a tuple");
+        assert_eq!(ct.entry(u6).unwrap().family, 6);
+        drop(ct);
+        #[allow(unsafe_code)]
+        // SAFETY: the table was dropped above; the vector holds 8 entries
+        // after the header.
+        let entries = unsafe { std::slice::from_raw_parts_mut(p.add(64) as *mut CtEntry, 8) };
+        entries[bad as usize].family = 4;
+        #[allow(unsafe_code)]
+        // SAFETY: as above: the vector outlives the table, its only user.
+        let (mut ct, fresh) = unsafe { Conntrack::from_raw(p, len, [9, 9], 1).unwrap() };
+        assert!(!fresh);
+        assert_eq!((ct.len(), ct.stats.discarded), (2, 1));
+        let t = ct.track(&info(&a6), 2);
+        assert_eq!((t.id, t.dir, t.state), (u6, 1, CtState::Established));
+        let line = ct.list(2).iter().find(|e| e.id == u6).unwrap().to_string();
+        assert!(
+            line.starts_with("udp      17 30 src=2001:db8::1 dst=2001:db8::2 sport=5000 dport=53"),
+            "{line}"
+        );
+    }
+
+    #[test]
     fn restore_survives_garbage() {
         let mut ct = Conntrack::new(32, [1, 2]);
         let mut x: u64 = 0x1234_5678;
         for e in ct.store.get_mut().iter_mut() {
-            let mut bytes = [0u8; 120];
+            let mut bytes = [0u8; std::mem::size_of::<CtEntry>()];
             for b in bytes.iter_mut() {
                 x ^= x << 13;
                 x ^= x >> 7;
@@ -1482,15 +1614,20 @@ mod tests {
                 *b = x as u8;
             }
             #[allow(unsafe_code)]
-            // SAFETY: e is a whole CtEntry of 120 bytes, and every bit pattern
-            // is a valid CtEntry (plain integers).
+            // SAFETY: e is a whole CtEntry of bytes.len() bytes, and every bit
+            // pattern is a valid CtEntry (plain integers).
             unsafe {
-                std::ptr::copy_nonoverlapping(bytes.as_ptr(), e as *mut CtEntry as *mut u8, 120)
+                std::ptr::copy_nonoverlapping(
+                    bytes.as_ptr(),
+                    e as *mut CtEntry as *mut u8,
+                    bytes.len(),
+                )
             };
             if x.is_multiple_of(2) {
                 e.magic = ENTRY_MAGIC;
                 e.update = 0;
                 e.flags &= 3;
+                e.family = if x.is_multiple_of(4) { 6 } else { 4 };
                 e.tcp_state = if e.proto == 6 { e.tcp_state % 9 } else { 0 };
                 e.td[0].scale %= 15;
                 e.td[1].scale %= 15;

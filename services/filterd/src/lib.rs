@@ -32,8 +32,18 @@
 //! that result, so they follow the same NAT binding and match state
 //! rules, but never match port, ICMP type or TCP flag rules (they carry
 //! no such header). A later fragment seen before its first is INVALID.
+//!
+//! IPv6 (ip6tables' place): packets of version 6 meet the IPv6 filter
+//! table ([`Table::Filter6`]) at the same hooks and never the nat table
+//! (there is no IPv6 NAT); conntrack tracks them in the same table.
+//! Their fragments are tied together by (source, destination, fragment
+//! header identification), RFC 8200 §4.5. A later fragment matches a
+//! protocol rule by its fragment header's next header, as in ip6tables;
+//! a packet whose extension headers cannot be followed (truncated, more
+//! than `MAX_EXT_HEADERS`) matches no protocol rule at all.
 
 pub mod conntrack;
+pub mod local6;
 pub mod nat;
 pub mod packet;
 pub mod reject;
@@ -47,8 +57,8 @@ use packet::{Frag, PacketInfo, NO_IF};
 use rule::{Hook, RejectWith, Table};
 use ruleset::{Action, CtState, RuleSet, Verdict};
 use std::fmt::Write as _;
-use std::net::Ipv4Addr;
 use std::sync::atomic::AtomicU64;
+use strata_ipc::addrs::to_ip;
 
 /// The conntrack result carried with a packet from hook to hook (in the
 /// handle's `ct_id`), so that a packet is tracked once.
@@ -163,7 +173,7 @@ impl Default for Meta {
 /// Why a packet was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum DropReason {
-    /// The IPv4 header is invalid.
+    /// The IPv4 or IPv6 header (or its address) is invalid.
     Malformed,
     /// A DROP rule.
     Rule,
@@ -202,7 +212,7 @@ pub struct FilterStats {
     pub dropped_policy: u64,
     /// Rejected.
     pub rejected: u64,
-    /// Bad IPv4 headers.
+    /// Bad IPv4 or IPv6 headers.
     pub malformed: u64,
     /// NAT failures.
     pub nat_failed: u64,
@@ -287,14 +297,32 @@ impl std::fmt::Write for LineWriter<'_> {
 const FRAG_SLOTS: usize = 64;
 const FRAG_TTL_MS: u64 = 30_000;
 
+/// A first fragment's conntrack result, for its later fragments: keyed
+/// by 128-bit addresses (IPv4 mapped), the identification and, for IPv4,
+/// the protocol (RFC 791; IPv6 ties fragments by addresses and
+/// identification alone, RFC 8200 §4.5).
 #[derive(Clone, Copy, Debug, Default)]
 struct FragSlot {
-    src: u32,
-    dst: u32,
-    id: u16,
+    src: u128,
+    dst: u128,
+    id: u32,
     proto: u8,
     ct: CtRef,
     expires: u64,
+}
+
+impl FragSlot {
+    /// The slot key of packet `p`: (src, dst, id, protocol or 0 for IPv6).
+    fn key(p: &PacketInfo) -> (u128, u128, u32, u8) {
+        (p.saddr, p.daddr, p.frag_id, if p.v6 { 0 } else { p.proto })
+    }
+
+    /// Which of the slots packet `p` goes in.
+    fn index(p: &PacketInfo) -> usize {
+        let (s, d, id, proto) = FragSlot::key(p);
+        let fold = |a: u128| (a as u32) ^ ((a >> 64) as u32) ^ ((a >> 96) as u32);
+        (fold(s) ^ fold(d).rotate_left(11) ^ id << 3 ^ u32::from(proto)) as usize % FRAG_SLOTS
+    }
 }
 
 /// The filter: rules, conntrack, NAT, logging.
@@ -372,18 +400,12 @@ impl<'a> Filter<'a> {
     }
 
     fn track(&mut self, p: &PacketInfo, now_ms: u64) -> CtRef {
-        let slot = (p.src ^ p.dst.rotate_left(11) ^ u32::from(p.ip_id) << 3 ^ u32::from(p.proto))
-            as usize
-            % FRAG_SLOTS;
+        let slot = FragSlot::index(p);
+        let key = FragSlot::key(p);
         match p.frag {
             Frag::Later => {
                 let s = self.frags[slot];
-                if s.expires > now_ms
-                    && s.src == p.src
-                    && s.dst == p.dst
-                    && s.id == p.ip_id
-                    && s.proto == p.proto
-                {
+                if s.expires > now_ms && (s.src, s.dst, s.id, s.proto) == key {
                     CtRef(s.ct.0 & !REF_CREATED)
                 } else {
                     CtRef::from_track(Track {
@@ -398,10 +420,10 @@ impl<'a> Filter<'a> {
                 let r = CtRef::from_track(self.ct.track(p, now_ms));
                 if f == Frag::First {
                     self.frags[slot] = FragSlot {
-                        src: p.src,
-                        dst: p.dst,
-                        id: p.ip_id,
-                        proto: p.proto,
+                        src: key.0,
+                        dst: key.1,
+                        id: key.2,
+                        proto: key.3,
                         ct: r,
                         expires: now_ms.saturating_add(FRAG_TTL_MS),
                     };
@@ -421,12 +443,14 @@ impl<'a> Filter<'a> {
             && !Hook::ALL.iter().any(|&h| self.rules.hook_active(h))
     }
 
-    /// Runs `hook` on an IPv4 datagram (non-IP frames never come here).
-    /// `meta.ct` and `meta.mark` are updated for the next hook of the same
-    /// packet; `pkt` may be rewritten by NAT.
+    /// Runs `hook` on an IPv4 datagram or IPv6 packet (non-IP frames
+    /// never come here). `meta.ct` and `meta.mark` are updated for the
+    /// next hook of the same packet; `pkt` may be rewritten by NAT (IPv4
+    /// only).
     pub fn hook(&mut self, hook: Hook, pkt: &mut [u8], meta: &mut Meta, now_ms: u64) -> Decision {
         let ct_on = self.rules.needs_conntrack() || !self.ct.is_empty();
-        if !ct_on && !self.rules.hook_active(hook) {
+        let v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
+        if !ct_on && !self.rules.hook_active_for(hook, v6) {
             self.stats.fast_path += 1;
             return Decision::Accept {
                 changed: false,
@@ -458,6 +482,10 @@ impl<'a> Filter<'a> {
         for step in steps {
             match step {
                 Step::Nat => {
+                    // No IPv6 NAT: its nat table does not exist.
+                    if info.v6 {
+                        continue;
+                    }
                     let Some(id) = cref.id() else { continue };
                     if cref.created() && self.rules.has_rules(Table::Nat, hook) {
                         let v = self.rules.evaluate(
@@ -488,17 +516,13 @@ impl<'a> Filter<'a> {
                     }
                 }
                 Step::Filter => {
-                    if !self.rules.has_rules(Table::Filter, hook) {
+                    let table = Table::filter_for(info.v6);
+                    if !self.rules.has_rules(table, hook) {
                         continue;
                     }
-                    let v = self.rules.evaluate(
-                        Table::Filter,
-                        hook,
-                        &info,
-                        cref.state(),
-                        mark,
-                        self.counters,
-                    );
+                    let v =
+                        self.rules
+                            .evaluate(table, hook, &info, cref.state(), mark, self.counters);
                     mark = v.mark;
                     self.after_eval(&v, &info, now_ms);
                     match v.action {
@@ -562,11 +586,12 @@ impl<'a> Filter<'a> {
                 self.rules.log_prefix(i),
                 ifname(p.in_if),
                 ifname(p.out_if),
-                Ipv4Addr::from(p.src),
-                Ipv4Addr::from(p.dst),
+                to_ip(p.saddr),
+                to_ip(p.daddr),
                 p.len
             );
             let _ = match p.proto {
+                _ if p.proto_unknown => write!(w, "PROTO=?"),
                 6 | 17 if p.has_l4 => write!(
                     w,
                     "PROTO={} SPT={} DPT={}",
@@ -575,6 +600,9 @@ impl<'a> Filter<'a> {
                     p.dport
                 ),
                 1 if p.has_l4 => write!(w, "PROTO=ICMP TYPE={} CODE={}", p.icmp_type, p.icmp_code),
+                58 if p.has_l4 => {
+                    write!(w, "PROTO=ICMPv6 TYPE={} CODE={}", p.icmp_type, p.icmp_code)
+                }
                 _ => write!(w, "PROTO={}", p.proto),
             };
             if v.mark != 0 {

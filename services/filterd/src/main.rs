@@ -3,7 +3,8 @@
 //! On the way in it runs PREROUTING, then INPUT for the stack's own
 //! addresses or FORWARD (with the outgoing interface from the routing
 //! table) for the rest; on the way out OUTPUT and POSTROUTING for what the
-//! stack sends, POSTROUTING alone for what ipd forwards. Non-IPv4 frames
+//! stack sends, POSTROUTING alone for what ipd forwards. IPv4 datagrams
+//! meet IPv4's tables, IPv6 packets IPv6's filter table; other frames
 //! (ARP) pass untouched. The rule set comes from the launcher through
 //! filterd's arena ([`strata_filterd::shm`]), where the rule counters and
 //! the connection-tracking table also live, so a restarted filterd keeps
@@ -11,6 +12,7 @@
 
 use std::sync::atomic::AtomicU64;
 use strata_filterd::conntrack::{self, Conntrack};
+use strata_filterd::local6::Local6;
 use strata_filterd::rule::Hook;
 use strata_filterd::ruleset::RuleSet;
 use strata_filterd::shm::Shm;
@@ -41,7 +43,7 @@ strata_ipc::layer_stats! { "filterd";
     Rejected => "rejected",
     /// Rejected without an answer (none can be built for the packet).
     RejectUnanswered => "reject_unanswered",
-    /// Bad IPv4 headers.
+    /// Bad IPv4 or IPv6 headers.
     Malformed => "malformed",
     /// NAT failures.
     NatFailed => "nat_failed",
@@ -79,6 +81,7 @@ strata_ipc::layer_stats! { "filterd";
 
 const ETH: usize = 14;
 const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 
 fn now_ms() -> u64 {
     now_ns() / 1_000_000
@@ -106,6 +109,8 @@ struct Shell<'a> {
     filter: Filter<'a>,
     shm: Shm,
     addrs: AddrTable,
+    /// IPv6's routing decision.
+    local6: Local6,
     names: Vec<String>,
     rules_gen: u64,
     stats: Stats,
@@ -158,9 +163,11 @@ impl Shell<'_> {
             // A stale or foreign handle: nothing to free.
             return false;
         };
-        // Not IPv4, or too short to be: ipd's business (it counts the
+        // Not IP, or too short to be: ipd's business (it counts the
         // malformed).
-        if frame.len() < ETH + 20 || frame[12..14] != ETHERTYPE_IPV4 {
+        let v6 = frame.get(12..14) == Some(&ETHERTYPE_IPV6[..]);
+        let v4 = frame.get(12..14) == Some(&ETHERTYPE_IPV4[..]);
+        if !(v4 && frame.len() >= ETH + 20 || v6 && frame.len() >= ETH + 40) {
             return true;
         }
         let ip = &mut frame[ETH..];
@@ -195,12 +202,15 @@ impl Shell<'_> {
                 break;
             }
         }
+        if ingress && matches!(decision, Decision::Accept { .. }) && v6 {
+            decision = self.route6(ip, &mut meta, now);
+        }
         // The routing decision, after PREROUTING's DNAT. ipd neither
-        // delivers nor forwards multicast (it joins no group): as on
+        // delivers nor forwards IPv4 multicast (it joins no group): as on
         // Linux, where routing drops a group nobody joined, such a
         // datagram meets no INPUT or FORWARD rule.
         let dst = u32::from_be_bytes([ip[16], ip[17], ip[18], ip[19]]);
-        if ingress && matches!(decision, Decision::Accept { .. }) && !is_multicast(dst) {
+        if ingress && matches!(decision, Decision::Accept { .. }) && v4 && !is_multicast(dst) {
             let local =
                 self.addrs.is_local(dst) || self.addrs.is_subnet_broadcast(dst) || dst == u32::MAX;
             let hook = if local {
@@ -230,6 +240,22 @@ impl Shell<'_> {
         }
     }
 
+    /// INPUT or FORWARD for an IPv6 packet that passed PREROUTING, by
+    /// [`Local6`]'s routing decision (multicast included: ipd delivers
+    /// the groups it listens to, NDP's among them, and forwards none).
+    fn route6(&mut self, ip: &mut [u8], meta: &mut Meta, now: u64) -> Decision {
+        let mut d = [0u8; 16];
+        d.copy_from_slice(ip.get(24..40).unwrap_or(&[0; 16]));
+        let dst = u128::from_be_bytes(d);
+        let hook = if self.local6.is_local(dst) {
+            Hook::Input
+        } else {
+            meta.out_if = self.local6.out_iface(dst).unwrap_or(NO_IFACE);
+            Hook::Forward
+        };
+        self.filter.hook(hook, ip, meta, now)
+    }
+
     /// Sends the answer to a rejected packet back where it came from.
     fn answer<B: Buffers>(
         &mut self,
@@ -239,7 +265,7 @@ impl Shell<'_> {
         with: strata_filterd::rule::RejectWith,
         back: &mut Vec<Handle>,
     ) {
-        let mut buf = [0u8; 640];
+        let mut buf = [0u8; reject::MAX_ANSWER];
         let n = match pool.data(h) {
             Ok(frame) => reject::build(frame, with, &mut buf),
             Err(_) => None,
@@ -263,7 +289,7 @@ impl Shell<'_> {
         }
         r.l2_off = 0;
         r.l3_off = ETH as u16;
-        r.ethertype = u16::from_be_bytes(ETHERTYPE_IPV4);
+        r.ethertype = u16::from_be_bytes([buf[12], buf[13]]);
         // Back out of the interface it came in on, or up to ipd as if
         // received on the one it was leaving by.
         if ingress {
@@ -395,6 +421,7 @@ impl Layer for Shell<'_> {
             Ok(t) => self.addrs = t,
             Err(e) => self.svc.log(&format!("new addresses not taken: {e}")),
         }
+        self.local6 = Local6::from_stack(cfg);
     }
 
     fn counters(&self) -> &[u64] {
@@ -444,6 +471,7 @@ fn main() {
         filter: Filter::new(ct, counters),
         shm,
         addrs,
+        local6: Local6::from_stack(&svc.config),
         names,
         rules_gen: 0,
         stats: Stats::default(),

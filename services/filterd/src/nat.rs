@@ -45,6 +45,8 @@ pub enum NatError {
     NoPort,
     /// The entry is gone.
     NoEntry,
+    /// The connection is IPv6: IPv6 NAT is not supported.
+    Ipv6,
 }
 
 /// Most ports tried when the first choice clashes.
@@ -61,6 +63,9 @@ pub fn setup(
     out: u32,
 ) -> Result<(), NatError> {
     let e = *ct.entry(id).ok_or(NatError::NoEntry)?;
+    if e.family != 4 {
+        return Err(NatError::Ipv6);
+    }
     let proto = e.proto;
     let orig = e.tuple[0];
     let mut r = e.tuple[1];
@@ -77,11 +82,11 @@ pub fn setup(
     // source; likewise for ports.
     let cur_port = match manip {
         Manip::Dst => {
-            r.src = addr;
+            r.set_src4(addr);
             r.sport
         }
         Manip::Src => {
-            r.dst = addr;
+            r.set_dst4(addr);
             r.dport
         }
     };
@@ -117,8 +122,10 @@ pub fn setup(
     let size = u32::from(hi - lo) + 1;
     // Start at a point derived from the flow, so that connections that
     // clash spread over the range instead of all probing from `lo`.
-    let seed =
-        orig.src ^ orig.dst.rotate_left(7) ^ u32::from(orig.sport) << 16 ^ u32::from(orig.dport);
+    let seed = orig.src4()
+        ^ orig.dst4().rotate_left(7)
+        ^ u32::from(orig.sport) << 16
+        ^ u32::from(orig.dport);
     let start = seed.wrapping_mul(0x9e37_79b9) % size;
     for i in 0..size.min(MAX_TRIES) {
         let p = lo as u32 + (start + i) % size;
@@ -214,13 +221,13 @@ pub fn translate(
         return false;
     };
     let Some(e) = ct.entry(id) else { return false };
-    if e.tuple[1] == e.tuple[0].invert() {
-        return false; // not translated
+    if e.tuple[1] == e.tuple[0].invert() || e.family != 4 {
+        return false; // not translated (no IPv6 NAT)
     }
     let target = e.tuple[usize::from(dir & 1) ^ 1].invert();
     let (addr, port) = match manip {
-        Manip::Src => (target.src, target.sport),
-        Manip::Dst => (target.dst, target.dport),
+        Manip::Src => (target.src4(), target.sport),
+        Manip::Dst => (target.dst4(), target.dport),
     };
     let Some(&vihl) = pkt.first() else {
         return false;

@@ -9,11 +9,26 @@
 //!
 //! Rules are serde types so the launcher can keep them in its config file
 //! and pass them over its JSON control socket.
+//!
+//! IPv6 rules live in their own table, as ip6tables' do beside
+//! iptables': `-6` (or `--ipv6`) anywhere in a command makes it about
+//! [`Table::Filter6`], the IPv6 filter table with the same chains. Such a
+//! rule takes IPv6 addresses and prefixes only, `-p icmpv6` (also spelled
+//! `ipv6-icmp`) with `--icmpv6-type`, and REJECT with the ICMPv6 answers
+//! (`icmp6-port-unreachable` by default); IPv4 rules refuse all of those.
+//! There is no IPv6 nat table: `-6 -t nat` is refused.
+//!
+//! Neighbor Discovery (ICMPv6 types 133–137) and MLD are ICMPv6 like any
+//! other and pass a DROP policy only if a rule accepts them: conntrack
+//! leaves them UNTRACKED, so the usual stateful ruleset needs
+//! `-6 -A INPUT -p icmpv6 -j ACCEPT` (or rules per `--icmpv6-type`) for
+//! IPv6 to work at all.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use strata_proto::icmp::unreach_code;
+use strata_proto::icmpv6::unreach_code as unreach6;
 
 /// Longest chain name (as in iptables: 28 characters plus a NUL there).
 pub const MAX_CHAIN_NAME: usize = 28;
@@ -22,26 +37,51 @@ pub const MAX_IFACE_NAME: usize = 15;
 /// Longest `--log-prefix` (iptables' limit).
 pub const MAX_LOG_PREFIX: usize = 29;
 
-/// The two tables.
+/// The tables: IPv4's filter and nat, IPv6's filter.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Table {
-    /// Packet filtering (the default table).
+    /// IPv4 packet filtering (the default table).
     #[default]
     Filter,
-    /// Address translation, consulted for the first packet of a connection.
+    /// IPv4 address translation, consulted for the first packet of a
+    /// connection.
     Nat,
+    /// IPv6 packet filtering (`-6`, ip6tables' filter table).
+    Filter6,
 }
 
 impl Table {
-    /// Both tables.
-    pub const ALL: [Table; 2] = [Table::Filter, Table::Nat];
+    /// Every table.
+    pub const ALL: [Table; 3] = [Table::Filter, Table::Nat, Table::Filter6];
 
-    /// The name `-t` takes.
+    /// The name `-t` takes (with `-6` for an IPv6 table).
     pub fn name(self) -> &'static str {
         match self {
-            Table::Filter => "filter",
+            Table::Filter | Table::Filter6 => "filter",
             Table::Nat => "nat",
+        }
+    }
+
+    /// The name in messages: `filter`, `nat` or `IPv6 filter`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Table::Filter6 => "IPv6 filter",
+            t => t.name(),
+        }
+    }
+
+    /// Whether the table holds IPv6 rules.
+    pub fn is_v6(self) -> bool {
+        self == Table::Filter6
+    }
+
+    /// The filter table of packets of one family.
+    pub fn filter_for(v6: bool) -> Table {
+        if v6 {
+            Table::Filter6
+        } else {
+            Table::Filter
         }
     }
 
@@ -57,7 +97,7 @@ impl Table {
     /// The hooks this table has built-in chains for (those of Linux).
     pub fn hooks(self) -> &'static [Hook] {
         match self {
-            Table::Filter => &[Hook::Input, Hook::Forward, Hook::Output],
+            Table::Filter | Table::Filter6 => &[Hook::Input, Hook::Forward, Hook::Output],
             Table::Nat => &[
                 Hook::Prerouting,
                 Hook::Input,
@@ -151,12 +191,12 @@ pub struct IfaceMatch {
     pub neg: bool,
 }
 
-/// `-s` / `-d`: an address and prefix length.
+/// `-s` / `-d`: an address and prefix length, IPv4 or IPv6.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AddrMatch {
     /// Network address (host bits are cleared by the parser).
-    pub addr: Ipv4Addr,
-    /// Prefix length, 0..=32.
+    pub addr: IpAddr,
+    /// Prefix length, 0..=32 (IPv4) or 0..=128 (IPv6).
     pub prefix: u8,
     /// `!`.
     #[serde(default)]
@@ -164,9 +204,28 @@ pub struct AddrMatch {
 }
 
 impl AddrMatch {
-    /// The netmask of the prefix.
-    pub fn mask(&self) -> u32 {
-        prefix_mask(self.prefix)
+    /// The network and mask as 128-bit values, an IPv4 one mapped into
+    /// `::ffff:0:0/96` (the form packets are compared in, see
+    /// [`PacketInfo::saddr`](crate::packet::PacketInfo::saddr)).
+    pub fn net128(&self) -> (u128, u128) {
+        let (addr, plen) = match self.addr {
+            IpAddr::V4(a) => (
+                strata_ipc::addrs::mapped(u32::from(a)),
+                96 + self.prefix.min(32),
+            ),
+            IpAddr::V6(a) => (u128::from(a), self.prefix.min(128)),
+        };
+        let mask = mask128(plen);
+        (addr & mask, mask)
+    }
+}
+
+/// The 128-bit mask of a prefix length (0..=128).
+pub fn mask128(plen: u8) -> u128 {
+    if plen == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(plen.min(128)))
     }
 }
 
@@ -194,7 +253,8 @@ pub struct PortMatch {
     pub neg: bool,
 }
 
-/// `--icmp-type`: a type and optional code, or any.
+/// `--icmp-type` / `--icmpv6-type` (which one: the rule's `-p`): a type
+/// and optional code, or any.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct IcmpMatch {
     /// ICMP type; `None` is `any`.
@@ -311,7 +371,7 @@ pub struct MarkMatch {
 /// What a REJECT answers with.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum RejectWith {
-    /// ICMP destination unreachable, port unreachable (the default).
+    /// ICMP destination unreachable, port unreachable (IPv4's default).
     #[default]
     PortUnreachable,
     /// ICMP host unreachable.
@@ -320,18 +380,53 @@ pub enum RejectWith {
     NetUnreachable,
     /// ICMP communication administratively prohibited.
     AdminProhibited,
-    /// A TCP RST (TCP rules only).
+    /// A TCP RST (TCP rules only; either family).
     TcpReset,
+    /// ICMPv6 destination unreachable, port unreachable (IPv6's default;
+    /// RFC 4443 §3.1 code 4).
+    Icmp6PortUnreachable,
+    /// ICMPv6 no route to destination (code 0).
+    Icmp6NoRoute,
+    /// ICMPv6 communication administratively prohibited (code 1).
+    Icmp6AdmProhibited,
+    /// ICMPv6 address unreachable (code 3).
+    Icmp6AddrUnreachable,
 }
 
 impl RejectWith {
-    const NAMES: [(&'static str, RejectWith); 5] = [
+    /// `--reject-with` words, the name [`name`](Self::name) prints first;
+    /// ip6tables' short aliases after.
+    const NAMES: [(&'static str, RejectWith); 13] = [
         ("icmp-port-unreachable", RejectWith::PortUnreachable),
         ("icmp-host-unreachable", RejectWith::HostUnreachable),
         ("icmp-net-unreachable", RejectWith::NetUnreachable),
         ("icmp-admin-prohibited", RejectWith::AdminProhibited),
         ("tcp-reset", RejectWith::TcpReset),
+        ("icmp6-port-unreachable", RejectWith::Icmp6PortUnreachable),
+        ("icmp6-no-route", RejectWith::Icmp6NoRoute),
+        ("icmp6-adm-prohibited", RejectWith::Icmp6AdmProhibited),
+        ("icmp6-addr-unreachable", RejectWith::Icmp6AddrUnreachable),
+        ("port-unreach", RejectWith::Icmp6PortUnreachable),
+        ("no-route", RejectWith::Icmp6NoRoute),
+        ("adm-prohibited", RejectWith::Icmp6AdmProhibited),
+        ("addr-unreach", RejectWith::Icmp6AddrUnreachable),
     ];
+
+    /// Whether the answer is ICMPv6 (for IPv6 rules only).
+    pub fn is_icmp6(self) -> bool {
+        self.icmp6_code().is_some()
+    }
+
+    /// ICMPv6 destination unreachable (type 1) code of an ICMPv6 answer.
+    pub fn icmp6_code(self) -> Option<u8> {
+        match self {
+            RejectWith::Icmp6PortUnreachable => Some(unreach6::PORT),
+            RejectWith::Icmp6NoRoute => Some(unreach6::NO_ROUTE),
+            RejectWith::Icmp6AdmProhibited => Some(unreach6::ADMIN_PROHIBITED),
+            RejectWith::Icmp6AddrUnreachable => Some(unreach6::ADDRESS),
+            _ => None,
+        }
+    }
 
     /// The `--reject-with` word.
     pub fn name(self) -> &'static str {
@@ -341,15 +436,15 @@ impl RejectWith {
             .map_or("", |(n, _)| n)
     }
 
-    /// ICMP destination unreachable (type 3) code, or `None` for a TCP
-    /// reset.
+    /// ICMP destination unreachable (type 3) code of an ICMP (IPv4)
+    /// answer; `None` for a TCP reset or an ICMPv6 answer.
     pub fn icmp_code(self) -> Option<u8> {
         match self {
             RejectWith::NetUnreachable => Some(unreach_code::NET),
             RejectWith::HostUnreachable => Some(unreach_code::HOST),
             RejectWith::PortUnreachable => Some(unreach_code::PORT),
             RejectWith::AdminProhibited => Some(unreach_code::ADMIN_PROHIBITED),
-            RejectWith::TcpReset => None,
+            _ => None,
         }
     }
 }
@@ -654,14 +749,19 @@ fn bad(opt: usize, words: &Words, what: &str, got: &str) -> ParseError {
 /// Parses a whole `strata filter` command line (the words after
 /// `filter`): `add|insert|del|list|flush|zero|new-chain|delete-chain|policy`
 /// or their iptables letters `-A -I -D -L -F -Z -N -X -P`, with `-t TABLE`
-/// anywhere.
+/// and `-6` (IPv6's table, see the module documentation) or `-4` anywhere.
 pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
     let mut w = Words { w: words, i: 0 };
     let mut table: Option<(Table, usize)> = None;
-    // The table option may come before the command word.
-    while let Some("-t" | "--table") = w.peek() {
+    let mut spec = Spec::default();
+    // The table and family options may come before the command word.
+    while let Some(word @ ("-t" | "--table" | "-4" | "-6" | "--ipv4" | "--ipv6")) = w.peek() {
         let at = w.i;
         w.next();
+        if let Some(v6) = family_word(word) {
+            spec.set_family(&w, v6, at)?;
+            continue;
+        }
         let t = w.arg(at, "a table (filter or nat)")?;
         let t = Table::from_name(t).ok_or_else(|| bad(at, &w, "filter or nat", t))?;
         if table.is_some() {
@@ -673,7 +773,6 @@ pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
     let Some(cmd) = w.next() else {
         return Err(w.err(cmd_at, "expected a command (add, insert, del, list, flush, zero, new-chain, delete-chain, policy)"));
     };
-    let mut spec = Spec::default();
     let chain_arg = |w: &mut Words, what: &str| -> Result<(String, usize), ParseError> {
         let at = w.i;
         let c = w.arg(at.saturating_sub(1), what)?;
@@ -700,7 +799,7 @@ pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
     let cmd = match cmd {
         "add" | "-A" | "--append" => {
             let (chain, _) = chain_arg(&mut w, "a chain")?;
-            let rule = parse_rule_words(&mut w, &mut spec, table.is_none())?;
+            let rule = parse_rule_words(&mut w, &mut spec, table.is_none(), true)?;
             Command::Add {
                 table: t(table, &spec),
                 chain,
@@ -719,7 +818,7 @@ pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
                     .filter(|&p| p >= 1)
                     .ok_or_else(|| w.err(at, "expected a rule number from 1"))?;
             }
-            let rule = parse_rule_words(&mut w, &mut spec, table.is_none())?;
+            let rule = parse_rule_words(&mut w, &mut spec, table.is_none(), true)?;
             Command::Insert {
                 table: t(table, &spec),
                 chain,
@@ -740,7 +839,7 @@ pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
                         .ok_or_else(|| w.err(at, "expected a rule number from 1"))?;
                     DeleteBy::Number(n)
                 }
-                _ => DeleteBy::Spec(parse_rule_words(&mut w, &mut spec, table.is_none())?),
+                _ => DeleteBy::Spec(parse_rule_words(&mut w, &mut spec, table.is_none(), true)?),
             };
             Command::Delete {
                 table: t(table, &spec),
@@ -798,7 +897,10 @@ pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
     let mut cmd = cmd;
     while let Some(word) = w.peek() {
         let at = w.i;
-        if (word == "-t" || word == "--table") && table.is_none() && spec.table.is_none() {
+        if let Some(v6) = family_word(word) {
+            w.next();
+            spec.set_family(&w, v6, at)?;
+        } else if (word == "-t" || word == "--table") && table.is_none() && spec.table.is_none() {
             w.next();
             let tn = w.arg(at, "a table (filter or nat)")?;
             let tt = Table::from_name(tn).ok_or_else(|| bad(at, &w, "filter or nat", tn))?;
@@ -807,18 +909,99 @@ pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
             return Err(w.err(at, "unexpected word"));
         }
     }
-    let final_table = t(table, &spec);
+    let v6 = spec.family.is_some_and(|f| f.0);
+    let final_table = match t(table, &spec) {
+        Table::Nat if v6 => {
+            let at = table.or(spec.table).map_or(0, |t| t.1);
+            return Err(w.err(at, "IPv6 NAT is not supported (-6 has no nat table)"));
+        }
+        Table::Filter if v6 => Table::Filter6,
+        other => other,
+    };
     match &mut cmd {
-        Command::List { table, .. }
+        Command::Add { table, .. }
+        | Command::Insert { table, .. }
+        | Command::Delete { table, .. }
+        | Command::List { table, .. }
         | Command::Flush { table, .. }
         | Command::Zero { table, .. }
         | Command::NewChain { table, .. }
         | Command::DeleteChain { table, .. }
         | Command::Policy { table, .. } => *table = final_table,
-        _ => {}
+    }
+    if let Command::Add { rule, .. }
+    | Command::Insert { rule, .. }
+    | Command::Delete {
+        which: DeleteBy::Spec(rule),
+        ..
+    } = &mut cmd
+    {
+        check_family(rule, v6, &spec, words)?;
     }
     check_command(&cmd, words)?;
     Ok(cmd)
+}
+
+/// Fits a parsed rule to its family (`v6`: an IPv6 rule, `-6`): the
+/// family's addresses, ICMP protocol and REJECT answers only, no NAT for
+/// IPv6, and a REJECT without `--reject-with` answering with the family's
+/// port unreachable (ICMP's or ICMPv6's, as ip6tables does).
+fn check_family(r: &mut Rule, v6: bool, spec: &Spec, words: &[&str]) -> Result<(), ParseError> {
+    let w = Words { w: words, i: 0 };
+    let pos = |opts: &[&str]| words.iter().position(|x| opts.contains(x)).unwrap_or(0);
+    let fam = |v6: bool| if v6 { "an IPv6" } else { "an IPv4" };
+    for (m, opts) in [
+        (&r.src, &["-s", "--source", "--src"]),
+        (&r.dst, &["-d", "--destination", "--dst"]),
+    ] {
+        if let Some(m) = m.filter(|m| m.addr.is_ipv6() != v6) {
+            return Err(w.err(
+                pos(opts),
+                format!(
+                    "{} address in {} rule (IPv6 rules are given with -6)",
+                    fam(m.addr.is_ipv6()),
+                    fam(v6)
+                ),
+            ));
+        }
+    }
+    match r.proto.map(|p| p.proto) {
+        Some(1) if v6 => {
+            return Err(w.err(
+                pos(&["-p", "--protocol"]),
+                "IPv6 rules take -p icmpv6, not icmp",
+            ))
+        }
+        Some(ICMPV6) if !v6 => {
+            return Err(w.err(
+                pos(&["-p", "--protocol"]),
+                "-p icmpv6 needs -6 (an IPv6 rule)",
+            ))
+        }
+        _ => {}
+    }
+    match &mut r.target {
+        Some(Target::Reject(rw)) if v6 && !rw.is_icmp6() && *rw != RejectWith::TcpReset => {
+            if spec.reject_at.is_some() {
+                return Err(w.err(
+                    pos(&["--reject-with"]),
+                    "IPv6 rules answer with icmp6-port-unreachable, icmp6-adm-prohibited, icmp6-addr-unreachable, icmp6-no-route or tcp-reset",
+                ));
+            }
+            *rw = RejectWith::Icmp6PortUnreachable;
+        }
+        Some(Target::Reject(rw)) if !v6 && rw.is_icmp6() => {
+            return Err(w.err(
+                pos(&["--reject-with"]),
+                "an ICMPv6 answer needs -6 (an IPv6 rule)",
+            ));
+        }
+        Some(t) if v6 && t.is_nat() => {
+            return Err(w.err(pos(&[t.name()]), "IPv6 NAT is not supported"));
+        }
+        _ => {}
+    }
+    Ok(())
 }
 
 /// Checks that depend on the table: built-in chains of that table, and
@@ -837,7 +1020,7 @@ fn check_command(cmd: &Command, words: &[&str]) -> Result<(), ParseError> {
             let at = words.iter().position(|s| *s == chain.as_str()).unwrap_or(0);
             return Err(w.err(
                 at,
-                format!("the {} table has no {} chain", table.name(), h.name()),
+                format!("the {} table has no {} chain", table.label(), h.name()),
             ));
         }
     }
@@ -885,12 +1068,38 @@ fn check_chain_name(c: &str) -> Result<(), String> {
 pub fn parse_rule(words: &[&str]) -> Result<Rule, ParseError> {
     let mut w = Words { w: words, i: 0 };
     let mut spec = Spec::default();
-    parse_rule_words(&mut w, &mut spec, false)
+    parse_rule_words(&mut w, &mut spec, false, false)
 }
 
 #[derive(Default)]
 struct Spec {
     table: Option<(Table, usize)>,
+    /// `-4` / `-6` (true) and where.
+    family: Option<(bool, usize)>,
+    /// Where `--reject-with` was given (absent: the family's default).
+    reject_at: Option<usize>,
+}
+
+impl Spec {
+    /// Records `-4` (`v6` false) or `-6` at word `at`.
+    fn set_family(&mut self, w: &Words, v6: bool, at: usize) -> Result<(), ParseError> {
+        match self.family {
+            Some((f, _)) if f != v6 => Err(w.err(at, "-4 and -6 together")),
+            _ => {
+                self.family = Some((v6, at));
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Whether `word` is a family option: `Some(true)` for `-6`.
+fn family_word(word: &str) -> Option<bool> {
+    match word {
+        "-6" | "--ipv6" => Some(true),
+        "-4" | "--ipv4" => Some(false),
+        _ => None,
+    }
 }
 
 /// Match modules loaded with `-m`.
@@ -900,7 +1109,12 @@ mod module {
     pub const MARK: u8 = 4;
 }
 
-fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result<Rule, ParseError> {
+fn parse_rule_words(
+    w: &mut Words,
+    spec: &mut Spec,
+    allow_table: bool,
+    in_command: bool,
+) -> Result<Rule, ParseError> {
     let mut r = Rule::default();
     let mut neg: Option<usize> = None;
     let mut modules = 0u8;
@@ -933,6 +1147,10 @@ fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result
             }
         };
         match word {
+            "-4" | "--ipv4" | "-6" | "--ipv6" if in_command => {
+                no_neg(w)?;
+                spec.set_family(w, family_word(word) == Some(true), at)?;
+            }
             "-t" | "--table" if allow_table => {
                 no_neg(w)?;
                 twice(w, spec.table.is_some())?;
@@ -979,7 +1197,7 @@ fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result
                 let (addr, prefix) =
                     parse_prefix(a).ok_or_else(|| bad(at, w, "an address or address/prefix", a))?;
                 *slot = Some(AddrMatch {
-                    addr: Ipv4Addr::from(u32::from(addr) & prefix_mask(prefix)),
+                    addr: network(addr, prefix),
                     prefix,
                     neg: n,
                 });
@@ -987,8 +1205,9 @@ fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result
             "-p" | "--protocol" => {
                 twice(w, proto_at.is_some())?;
                 let p = w.arg(at, "a protocol")?;
-                let proto = parse_proto(p)
-                    .ok_or_else(|| bad(at, w, "tcp, udp, icmp, all or a protocol number", p))?;
+                let proto = parse_proto(p).ok_or_else(|| {
+                    bad(at, w, "tcp, udp, icmp, icmpv6, all or a protocol number", p)
+                })?;
                 proto_at = Some(at);
                 if proto == 0 {
                     if n {
@@ -1002,7 +1221,7 @@ fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result
                 no_neg(w)?;
                 let m = w.arg(at, "a match module")?;
                 match m {
-                    "tcp" | "udp" | "icmp" => {
+                    "tcp" | "udp" | "icmp" | "icmp6" | "icmpv6" | "ipv6-icmp" => {
                         let want = parse_proto(m).unwrap_or(0);
                         if r.proto
                             != Some(ProtoMatch {
@@ -1020,7 +1239,7 @@ fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result
                         return Err(bad(
                             at,
                             w,
-                            "a match module (tcp, udp, icmp, state, conntrack, mark)",
+                            "a match module (tcp, udp, icmp, icmp6, state, conntrack, mark)",
                             m,
                         ))
                     }
@@ -1042,18 +1261,23 @@ fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result
                     .ok_or_else(|| bad(at, w, "a port or port range", a))?;
                 *slot = Some(PortMatch { lo, hi, neg: n });
             }
-            "--icmp-type" => {
+            "--icmp-type" | "--icmpv6-type" => {
                 twice(w, r.icmp.is_some())?;
-                if r.proto
-                    != Some(ProtoMatch {
-                        proto: 1,
-                        neg: false,
-                    })
-                {
-                    return Err(w.err(at, "--icmp-type needs -p icmp before it"));
+                let (proto, p) = if word == "--icmp-type" {
+                    (1, "icmp")
+                } else {
+                    (ICMPV6, "icmpv6")
+                };
+                if r.proto != Some(ProtoMatch { proto, neg: false }) {
+                    return Err(w.err(at, format!("{word} needs -p {p} before it")));
                 }
                 let a = w.arg(at, "an ICMP type")?;
-                let (ty, code) = parse_icmp_type(a)
+                let names: &[IcmpName] = if proto == 1 {
+                    &ICMP_NAMES
+                } else {
+                    &ICMP6_NAMES
+                };
+                let (ty, code) = parse_icmp_type(a, names)
                     .ok_or_else(|| bad(at, w, "an ICMP type name, any, TYPE or TYPE/CODE", a))?;
                 r.icmp = Some(IcmpMatch { ty, code, neg: n });
             }
@@ -1175,12 +1399,13 @@ fn parse_rule_words(w: &mut Words, spec: &mut Spec, allow_table: bool) -> Result
                 let a = w.arg(at, "a value")?;
                 match (word, r.target.as_mut()) {
                     ("--reject-with", Some(Target::Reject(rw))) => {
+                        spec.reject_at = Some(at);
                         *rw = RejectWith::NAMES
                             .iter()
                             .find(|(n, _)| *n == a)
                             .map(|(_, r)| *r)
                             .ok_or_else(|| {
-                                bad(at, w, "icmp-port-unreachable, icmp-host-unreachable, icmp-net-unreachable, icmp-admin-prohibited or tcp-reset", a)
+                                bad(at, w, "icmp-port-unreachable, icmp-host-unreachable, icmp-net-unreachable, icmp-admin-prohibited, tcp-reset or (-6) icmp6-port-unreachable, icmp6-adm-prohibited, icmp6-addr-unreachable, icmp6-no-route", a)
                             })?;
                     }
                     ("--reject-with", _) => return Err(wrong(w, "REJECT")),
@@ -1364,12 +1589,29 @@ fn parse_port_range(s: &str, sep: char) -> Option<(u16, u16)> {
     }
 }
 
-/// `A.B.C.D`, `A.B.C.D/N` or `A.B.C.D/M.A.S.K` (contiguous masks only).
-fn parse_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
+/// `addr` with the host bits past `prefix` cleared.
+fn network(addr: IpAddr, prefix: u8) -> IpAddr {
+    match addr {
+        IpAddr::V4(a) => Ipv4Addr::from(u32::from(a) & prefix_mask(prefix)).into(),
+        IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) & mask128(prefix)).into(),
+    }
+}
+
+/// `A.B.C.D`, `A.B.C.D/N` or `A.B.C.D/M.A.S.K` (contiguous masks only),
+/// or an IPv6 `ADDR` or `ADDR/N` (RFC 4291 §2.3; N up to 128).
+fn parse_prefix(s: &str) -> Option<(IpAddr, u8)> {
     let (a, p) = match s.split_once('/') {
         None => (s, None),
         Some((a, p)) => (a, Some(p)),
     };
+    if a.contains(':') {
+        let addr: Ipv6Addr = a.parse().ok()?;
+        let prefix = match p {
+            None => 128,
+            Some(p) => parse_dec_u8(p).filter(|&n| n <= 128)?,
+        };
+        return Some((addr.into(), prefix));
+    }
     let addr: Ipv4Addr = a.parse().ok()?;
     let prefix = match p {
         None => 32,
@@ -1386,7 +1628,7 @@ fn parse_prefix(s: &str) -> Option<(Ipv4Addr, u8)> {
             }
         },
     };
-    Some((addr, prefix))
+    Some((addr.into(), prefix))
 }
 
 fn parse_proto(s: &str) -> Option<u8> {
@@ -1394,6 +1636,7 @@ fn parse_proto(s: &str) -> Option<u8> {
         "tcp" => Some(6),
         "udp" => Some(17),
         "icmp" => Some(1),
+        "icmpv6" | "ipv6-icmp" | "icmp6" => Some(ICMPV6),
         "all" => Some(0),
         _ => parse_dec_u8(s),
     }
@@ -1404,11 +1647,18 @@ fn proto_name(p: u8) -> Option<&'static str> {
         6 => Some("tcp"),
         17 => Some("udp"),
         1 => Some("icmp"),
+        ICMPV6 => Some("icmpv6"),
         _ => None,
     }
 }
 
-const ICMP_NAMES: [(&str, u8, Option<u8>); 16] = [
+/// IP protocol number of ICMPv6.
+const ICMPV6: u8 = 58;
+
+/// A type name, its type and code (`None`: every code).
+type IcmpName = (&'static str, u8, Option<u8>);
+
+const ICMP_NAMES: [IcmpName; 16] = [
     ("echo-reply", 0, None),
     ("destination-unreachable", 3, None),
     ("network-unreachable", 3, Some(0)),
@@ -1427,11 +1677,49 @@ const ICMP_NAMES: [(&str, u8, Option<u8>); 16] = [
     ("timestamp-reply", 14, None),
 ];
 
-fn parse_icmp_type(s: &str) -> Option<(Option<u8>, Option<u8>)> {
+/// ICMPv6 type names as ip6tables knows them (RFC 4443 §3–4, RFC 4861
+/// §4, MLD: RFC 2710 §3, RFC 3810 §5.2); the first name of a type and code
+/// is the one printed, aliases follow it.
+const ICMP6_NAMES: [IcmpName; 32] = [
+    ("destination-unreachable", 1, None),
+    ("no-route", 1, Some(0)),
+    ("communication-prohibited", 1, Some(1)),
+    ("beyond-scope", 1, Some(2)),
+    ("address-unreachable", 1, Some(3)),
+    ("port-unreachable", 1, Some(4)),
+    ("failed-policy", 1, Some(5)),
+    ("reject-route", 1, Some(6)),
+    ("packet-too-big", 2, None),
+    ("time-exceeded", 3, None),
+    ("ttl-zero-during-transit", 3, Some(0)),
+    ("ttl-zero-during-reassembly", 3, Some(1)),
+    ("parameter-problem", 4, None),
+    ("bad-header", 4, Some(0)),
+    ("unknown-header-type", 4, Some(1)),
+    ("unknown-option", 4, Some(2)),
+    ("echo-request", 128, None),
+    ("echo-reply", 129, None),
+    ("mld-listener-query", 130, None),
+    ("mld-listener-report", 131, None),
+    ("mld-listener-done", 132, None),
+    ("router-solicitation", 133, None),
+    ("router-advertisement", 134, None),
+    ("neighbour-solicitation", 135, None),
+    ("neighbour-advertisement", 136, None),
+    ("redirect", 137, None),
+    ("mld2-listener-report", 143, None),
+    ("ttl-exceeded", 3, None),
+    ("ping", 128, None),
+    ("pong", 129, None),
+    ("neighbor-solicitation", 135, None),
+    ("neighbor-advertisement", 136, None),
+];
+
+fn parse_icmp_type(s: &str, names: &[IcmpName]) -> Option<(Option<u8>, Option<u8>)> {
     if s == "any" {
         return Some((None, None));
     }
-    if let Some((_, t, c)) = ICMP_NAMES.iter().find(|(n, _, _)| *n == s) {
+    if let Some((_, t, c)) = names.iter().find(|(n, _, _)| *n == s) {
         return Some((Some(*t), *c));
     }
     match s.split_once('/') {
@@ -1509,7 +1797,7 @@ impl Rule {
             push(m.neg, "-o", m.name.clone());
         }
         let addr = |m: &AddrMatch| {
-            if m.prefix == 32 {
+            if m.prefix == if m.addr.is_ipv6() { 128 } else { 32 } {
                 m.addr.to_string()
             } else {
                 format!("{}/{}", m.addr, m.prefix)
@@ -1539,9 +1827,15 @@ impl Rule {
             push(m.neg, "--dport", ports(m));
         }
         if let Some(m) = &self.icmp {
+            let v6 = self.proto.is_some_and(|p| p.proto == ICMPV6);
+            let (opt, names): (&str, &[IcmpName]) = if v6 {
+                ("--icmpv6-type", &ICMP6_NAMES)
+            } else {
+                ("--icmp-type", &ICMP_NAMES)
+            };
             let s = match (m.ty, m.code) {
                 (None, _) => "any".to_string(),
-                (Some(t), c) => ICMP_NAMES
+                (Some(t), c) => names
                     .iter()
                     .find(|(_, nt, nc)| *nt == t && *nc == c)
                     .map(|(n, _, _)| n.to_string())
@@ -1550,7 +1844,7 @@ impl Rule {
                         Some(c) => format!("{t}/{c}"),
                     }),
             };
-            push(m.neg, "--icmp-type", s);
+            push(m.neg, opt, s);
         }
         if let Some(m) = &self.tcp_flags {
             if m.mask == tcpflag::SYN_MASK && m.comp == tcpflag::SYN {
@@ -1796,6 +2090,110 @@ mod tests {
         assert_eq!(e.word, 4);
         let e = cmd("list INPUT extra").unwrap_err();
         assert_eq!(e.word, 2);
+    }
+
+    #[test]
+    fn ipv6_rules_have_their_own_table() {
+        let Command::Add { table, rule, .. } =
+            cmd("-6 add INPUT -s 2001:db8::1/32 -p tcp --dport 22 -j ACCEPT").unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(table, Table::Filter6);
+        let src = rule.src.unwrap();
+        assert_eq!((src.addr, src.prefix), ("2001:db8::".parse().unwrap(), 32));
+        assert_eq!(
+            rule.to_string(),
+            "-s 2001:db8::/32 -p tcp --dport 22 -j ACCEPT"
+        );
+        // `-6` anywhere, long or short; `-4` is IPv4's explicit mark.
+        for c in [
+            "add INPUT -6 -p icmpv6 -j ACCEPT",
+            "--ipv6 -A INPUT -p ipv6-icmp -j ACCEPT",
+            "list -6",
+            "-6 -P INPUT DROP",
+        ] {
+            let t = match cmd(c).unwrap() {
+                Command::Add { table, .. }
+                | Command::List { table, .. }
+                | Command::Policy { table, .. } => table,
+                other => panic!("{other:?}"),
+            };
+            assert_eq!(t, Table::Filter6, "{c}");
+        }
+        assert!(matches!(
+            cmd("-4 add INPUT -s 10.0.0.1 -j DROP").unwrap(),
+            Command::Add {
+                table: Table::Filter,
+                ..
+            }
+        ));
+        assert!(cmd("-4 -6 list").is_err());
+    }
+
+    #[test]
+    fn families_do_not_mix() {
+        let e = cmd("-6 add INPUT -s 10.0.0.1 -j DROP").unwrap_err();
+        assert_eq!(e.text, "-s");
+        assert!(e.msg.contains("IPv4 address in an IPv6 rule"), "{e}");
+        let e = cmd("add INPUT -d 2001:db8::1 -j DROP").unwrap_err();
+        assert!(e.msg.contains("IPv6 address in an IPv4 rule"), "{e}");
+        assert!(cmd("-6 add INPUT -p icmp -j DROP").is_err());
+        assert!(cmd("add INPUT -p icmpv6 -j DROP").is_err());
+        assert!(cmd("-6 add INPUT -p icmpv6 --icmp-type 8 -j DROP").is_err());
+        assert!(cmd("add INPUT -j REJECT --reject-with icmp6-no-route").is_err());
+        let e = cmd("-6 add INPUT -j REJECT --reject-with icmp-host-unreachable").unwrap_err();
+        assert_eq!(e.text, "--reject-with");
+        let e = cmd("-6 -t nat -A POSTROUTING -j MASQUERADE").unwrap_err();
+        assert!(e.msg.contains("IPv6 NAT is not supported"), "{e}");
+        let e = cmd("-t nat -A PREROUTING -6 -j DNAT --to-destination 10.0.0.1").unwrap_err();
+        assert!(e.msg.contains("IPv6 NAT is not supported"), "{e}");
+        assert!(cmd("-6 list -t nat").is_err());
+        assert!(cmd("add INPUT -s 2001:db8::/129").is_err());
+    }
+
+    #[test]
+    fn ipv6_reject_and_icmpv6_types() {
+        let rule = |c: &str| match cmd(c).unwrap() {
+            Command::Add { rule, .. } => rule,
+            other => panic!("{other:?}"),
+        };
+        let r = rule("-6 add INPUT -p udp -j REJECT");
+        assert_eq!(
+            r.target,
+            Some(Target::Reject(RejectWith::Icmp6PortUnreachable))
+        );
+        for (w, want) in [
+            ("icmp6-adm-prohibited", RejectWith::Icmp6AdmProhibited),
+            ("adm-prohibited", RejectWith::Icmp6AdmProhibited),
+            ("icmp6-addr-unreachable", RejectWith::Icmp6AddrUnreachable),
+            ("icmp6-no-route", RejectWith::Icmp6NoRoute),
+            ("icmp6-port-unreachable", RejectWith::Icmp6PortUnreachable),
+        ] {
+            let r = rule(&format!("-6 add INPUT -j REJECT --reject-with {w}"));
+            assert_eq!(r.target, Some(Target::Reject(want)), "{w}");
+        }
+        let r = rule("-6 add INPUT -p tcp -j REJECT --reject-with tcp-reset");
+        assert_eq!(r.target, Some(Target::Reject(RejectWith::TcpReset)));
+        let r = rule("-6 add INPUT -p icmpv6 --icmpv6-type neighbor-solicitation -j ACCEPT");
+        assert_eq!(r.icmp.map(|m| m.ty), Some(Some(135)));
+        assert_eq!(
+            r.to_string(),
+            "-p icmpv6 --icmpv6-type neighbour-solicitation -j ACCEPT"
+        );
+        // Deleting by specification finds the rule as it was stored.
+        let mut t = crate::tables::Tables::default();
+        t.apply(&cmd("-6 add INPUT -j REJECT").unwrap()).unwrap();
+        t.apply(&cmd("-6 del INPUT -j REJECT").unwrap()).unwrap();
+        assert!(t.filter6.chain("INPUT").unwrap().rules.is_empty());
+        for s in [
+            "-s fe80::/10 ! -d ff02::1 -p icmpv6 --icmpv6-type port-unreachable -j REJECT --reject-with icmp6-adm-prohibited",
+            "-p icmpv6 ! --icmpv6-type echo-request -j DROP",
+            "-d 2001:db8::1 -p tcp --syn -j REJECT --reject-with tcp-reset",
+        ] {
+            let r = parse_rule(&words(s)).unwrap();
+            assert_eq!(r.to_string(), s);
+        }
     }
 
     #[test]

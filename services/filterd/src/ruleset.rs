@@ -14,6 +14,11 @@
 //! in use) and walks their union in rule order, so the result is exactly
 //! that of a linear scan. Evaluation allocates nothing.
 //!
+//! Addresses of both families are compared as 128-bit values (IPv4 ones
+//! mapped, so an IPv4 `/8` is a `/104`); a bucket key folds the masked
+//! address into 32 bits, which may put unrelated rules in one bucket but
+//! never leaves a matching rule out of the buckets a packet selects.
+//!
 //! Counters are not in the set: each rule has a slot, and the shell gives
 //! [`RuleSet::evaluate`] something that implements [`Counters`] (in
 //! production an `[AtomicU64]` in shared memory), so a new set can replace
@@ -21,7 +26,7 @@
 
 use crate::packet::{Frag, PacketInfo};
 use crate::rule::{
-    prefix_mask, FlagsMatch, Hook, IcmpMatch, MarkMatch, Policy, PortMatch, RejectWith, Table,
+    mask128, FlagsMatch, Hook, IcmpMatch, MarkMatch, Policy, PortMatch, RejectWith, Rule, Table,
     Target,
 };
 use crate::tables::Tables;
@@ -183,9 +188,21 @@ impl IfSel {
 
 #[derive(Clone, Copy, Debug)]
 struct AddrSel {
-    addr: u32,
-    mask: u32,
+    addr: u128,
+    mask: u128,
     neg: bool,
+}
+
+impl AddrSel {
+    /// Prefix length (the mask is contiguous).
+    fn plen(&self) -> u8 {
+        self.mask.count_ones() as u8
+    }
+}
+
+/// A 128-bit masked address folded into a bucket key's 32 bits.
+fn fold(a: u128) -> u32 {
+    (a as u32) ^ ((a >> 32) as u32) ^ ((a >> 64) as u32) ^ ((a >> 96) as u32)
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -268,7 +285,7 @@ pub struct RuleSet {
     rules: Vec<CRule>,
     chains: Vec<CChain>,
     /// Built-in chain per (table, hook).
-    hooks: [[Option<u32>; 5]; 2],
+    hooks: [[Option<u32>; 5]; 3],
     needs_ct: bool,
     has_nat: bool,
 }
@@ -319,7 +336,7 @@ impl RuleSet {
         RuleSet {
             rules: Vec::new(),
             chains: Vec::new(),
-            hooks: [[None; 5]; 2],
+            hooks: [[None; 5]; 3],
             needs_ct: false,
             has_nat: false,
         }
@@ -397,6 +414,8 @@ impl RuleSet {
                 let start = set.rules.len() as u32;
                 for e in &c.rules {
                     let r = &e.rule;
+                    check_family(table, r)
+                        .map_err(|m| format!("{}: chain {}: {m}", table.label(), c.name))?;
                     if let Some(t) = &r.target {
                         if t.is_nat() {
                             if table != Table::Nat {
@@ -460,11 +479,14 @@ impl RuleSet {
                             mask: 0,
                             neg: false,
                         },
-                        Some(m) => AddrSel {
-                            addr: u32::from(m.addr) & m.mask(),
-                            mask: m.mask(),
-                            neg: m.neg,
-                        },
+                        Some(m) => {
+                            let (addr, mask) = m.net128();
+                            AddrSel {
+                                addr,
+                                mask,
+                                neg: m.neg,
+                            }
+                        }
                     };
                     set.rules.push(CRule {
                         slot: e.slot,
@@ -515,6 +537,16 @@ impl RuleSet {
     /// Whether any table has work at `hook`.
     pub fn hook_active(&self, hook: Hook) -> bool {
         Table::ALL.iter().any(|t| self.has_rules(*t, hook))
+    }
+
+    /// Whether a table of the family (`v6`) has work at `hook`: IPv4's
+    /// filter and nat, or IPv6's filter.
+    pub fn hook_active_for(&self, hook: Hook, v6: bool) -> bool {
+        if v6 {
+            self.has_rules(Table::Filter6, hook)
+        } else {
+            self.has_rules(Table::Filter, hook) || self.has_rules(Table::Nat, hook)
+        }
     }
 
     /// Whether some rule needs connection tracking (a state match or a
@@ -673,12 +705,33 @@ fn dfs(
     Ok(())
 }
 
+/// Whether rule `r` fits `table`'s family: addresses, ICMP protocol and
+/// REJECT answers of that family, no NAT for IPv6. The parser refuses
+/// the rest already; this keeps a hand-made rule set honest too.
+fn check_family(table: Table, r: &Rule) -> Result<(), String> {
+    let v6 = table.is_v6();
+    let addr_ok = |m: &Option<crate::rule::AddrMatch>| m.is_none_or(|m| m.addr.is_ipv6() == v6);
+    if !addr_ok(&r.src) || !addr_ok(&r.dst) {
+        return Err(format!("an address of the wrong family in {r}"));
+    }
+    if r.proto.is_some_and(|p| p.proto == if v6 { 1 } else { 58 }) {
+        return Err(format!("the other family's ICMP in {r}"));
+    }
+    match &r.target {
+        Some(Target::Reject(w)) if w.is_icmp6() != v6 && *w != RejectWith::TcpReset => {
+            Err(format!("the other family's REJECT answer in {r}"))
+        }
+        Some(t) if v6 && t.is_nat() => Err("IPv6 NAT is not supported".into()),
+        _ => Ok(()),
+    }
+}
+
 /// The bucket keys a packet selects, computed once per evaluation.
 struct Keys {
     dport: Option<u64>,
-    proto: u64,
-    src: u32,
-    dst: u32,
+    proto: Option<u64>,
+    src: u128,
+    dst: u128,
 }
 
 impl Keys {
@@ -686,9 +739,9 @@ impl Keys {
         Keys {
             dport: (p.has_l4 && matches!(p.proto, 6 | 17))
                 .then(|| key(K_DPORT, p.proto, p.dport.into())),
-            proto: key(K_PROTO, p.proto, 0),
-            src: p.src,
-            dst: p.dst,
+            proto: (!p.proto_unknown).then(|| key(K_PROTO, p.proto, 0)),
+            src: p.saddr,
+            dst: p.daddr,
         }
     }
 }
@@ -710,12 +763,14 @@ impl Index {
             consider(self.bucket(d));
         }
         for &pl in &self.dst_plens {
-            consider(self.bucket(key(K_DST, pl, k.dst & prefix_mask(pl))));
+            consider(self.bucket(key(K_DST, pl, fold(k.dst & mask128(pl)))));
         }
         for &pl in &self.src_plens {
-            consider(self.bucket(key(K_SRC, pl, k.src & prefix_mask(pl))));
+            consider(self.bucket(key(K_SRC, pl, fold(k.src & mask128(pl)))));
         }
-        consider(self.bucket(k.proto));
+        if let Some(p) = k.proto {
+            consider(self.bucket(p));
+        }
         best
     }
 }
@@ -728,14 +783,14 @@ fn build_index(rules: &[CRule], start: u32, end: u32) -> Index {
     };
     // Pick the prefix lengths most used by rules not keyed by port.
     let pick = |sel: &dyn Fn(&CRule) -> AddrSel| -> Vec<u8> {
-        let mut count = [0u32; 33];
+        let mut count = [0u32; 129];
         for r in &rules[start as usize..end as usize] {
             let a = sel(r);
             if exact_port(r).is_none() && !a.neg && a.mask != 0 {
-                count[a.mask.count_ones() as usize] += 1;
+                count[usize::from(a.plen())] += 1;
             }
         }
-        let mut lens: Vec<u8> = (1..=32u8).filter(|&l| count[l as usize] > 0).collect();
+        let mut lens: Vec<u8> = (1..=128u8).filter(|&l| count[l as usize] > 0).collect();
         lens.sort_by_key(|&l| std::cmp::Reverse(count[l as usize]));
         lens.truncate(MAX_PLENS);
         lens
@@ -746,15 +801,15 @@ fn build_index(rules: &[CRule], start: u32, end: u32) -> Index {
     for i in start..end {
         let r = &rules[i as usize];
         let plen = |a: AddrSel, lens: &[u8]| {
-            let l = a.mask.count_ones() as u8;
+            let l = a.plen();
             (!a.neg && a.mask != 0 && lens.contains(&l)).then_some(l)
         };
         let k = if let Some(k) = exact_port(r) {
             Some(k)
         } else if let Some(l) = plen(r.dst, &ix.dst_plens) {
-            Some(key(K_DST, l, r.dst.addr))
+            Some(key(K_DST, l, fold(r.dst.addr)))
         } else if let Some(l) = plen(r.src, &ix.src_plens) {
-            Some(key(K_SRC, l, r.src.addr))
+            Some(key(K_SRC, l, fold(r.src.addr)))
         } else {
             match r.proto {
                 Some((p, false)) => Some(key(K_PROTO, p, 0)),
@@ -786,14 +841,16 @@ impl CRule {
         if !self.in_if.matches(p.in_if) || !self.out_if.matches(p.out_if) {
             return false;
         }
-        if ((p.src & self.src.mask) == self.src.addr) == self.src.neg {
+        if ((p.saddr & self.src.mask) == self.src.addr) == self.src.neg {
             return false;
         }
-        if ((p.dst & self.dst.mask) == self.dst.addr) == self.dst.neg {
+        if ((p.daddr & self.dst.mask) == self.dst.addr) == self.dst.neg {
             return false;
         }
+        // An IPv6 packet whose extension headers hide its protocol
+        // matches no protocol rule, negated or not.
         if let Some((proto, neg)) = self.proto {
-            if (p.proto == proto) == neg {
+            if p.proto_unknown || (p.proto == proto) == neg {
                 return false;
             }
         }
@@ -809,7 +866,7 @@ impl CRule {
             }
         }
         if let Some(m) = self.icmp {
-            if !l4 || p.proto != 1 {
+            if !l4 || !matches!(p.proto, 1 | 58) {
                 return false;
             }
             let hit =
@@ -858,6 +915,8 @@ mod tests {
             out_if: NO_IF,
             src: u32::from_be_bytes(src),
             dst: u32::from_be_bytes(dst),
+            saddr: strata_ipc::addrs::mapped(u32::from_be_bytes(src)),
+            daddr: strata_ipc::addrs::mapped(u32::from_be_bytes(dst)),
             proto,
             ihl: 20,
             len: 60,

@@ -1,5 +1,7 @@
-//! The configured rules as the launcher keeps them: both tables, their
-//! chains and rules, and for every rule the counter slot it counts into.
+//! The configured rules as the launcher keeps them: every table (IPv4's
+//! filter and nat, IPv6's filter), their chains and rules, and for every
+//! rule the counter slot it counts into. The IPv6 table is the JSON's
+//! `filter6` (absent in sets from before it: empty, ACCEPT policies).
 //! [`Tables::apply`] carries out a parsed [`Command`]; the result is then
 //! compiled into a [`RuleSet`](crate::ruleset::RuleSet) for filterd.
 //!
@@ -80,13 +82,16 @@ impl TableRules {
     }
 }
 
-/// Both tables.
+/// Every table.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Tables {
     /// The filter table.
     pub filter: TableRules,
     /// The nat table.
     pub nat: TableRules,
+    /// The IPv6 filter table (`-6`).
+    #[serde(default = "filter6_default")]
+    pub filter6: TableRules,
     /// Counter slots available (rules in all tables together).
     #[serde(default = "default_max")]
     pub max_rules: u32,
@@ -94,6 +99,10 @@ pub struct Tables {
 
 fn default_max() -> u32 {
     DEFAULT_MAX_RULES
+}
+
+fn filter6_default() -> TableRules {
+    TableRules::new(Table::Filter6)
 }
 
 impl Default for Tables {
@@ -118,6 +127,7 @@ impl Tables {
         Tables {
             filter: TableRules::new(Table::Filter),
             nat: TableRules::new(Table::Nat),
+            filter6: TableRules::new(Table::Filter6),
             max_rules,
         }
     }
@@ -127,6 +137,7 @@ impl Tables {
         match t {
             Table::Filter => &self.filter,
             Table::Nat => &self.nat,
+            Table::Filter6 => &self.filter6,
         }
     }
 
@@ -134,6 +145,7 @@ impl Tables {
         match t {
             Table::Filter => &mut self.filter,
             Table::Nat => &mut self.nat,
+            Table::Filter6 => &mut self.filter6,
         }
     }
 

@@ -337,6 +337,11 @@ fn fuzz_filter() -> Filter<'static> {
         "add INPUT -p tcp --tcp-flags SYN,ACK SYN -j LOG",
         "add INPUT -p icmp --icmp-type echo-request -j REJECT",
         "add FORWARD -m mark ! --mark 0 -j DROP",
+        "-6 add INPUT -m state --state INVALID -j DROP",
+        "-6 add INPUT -p tcp --dport 22 -j REJECT --reject-with tcp-reset",
+        "-6 add INPUT -p icmpv6 --icmpv6-type echo-request -j REJECT",
+        "-6 add INPUT -s 2001:db8::/32 -p udp --dport 53 -j ACCEPT",
+        "-6 -P FORWARD DROP",
     ])
 }
 
@@ -384,8 +389,57 @@ fn packet() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Valid-looking IPv6 packets: random protocols, extension headers
+/// (hop-by-hop, destination options, fragments) and transport bytes.
+fn packet6() -> impl Strategy<Value = Vec<u8>> {
+    (
+        prop_oneof![Just(6u8), Just(17u8), Just(58u8), any::<u8>()],
+        any::<[u8; 16]>(),
+        any::<[u8; 16]>(),
+        proptest::collection::vec(any::<u8>(), 0..80),
+        0u8..4,
+        any::<u16>(),
+    )
+        .prop_map(|(proto, s, d, l4, ext, frag)| {
+            let hdr = match ext {
+                1 => vec![proto, 0, 1, 4, 0, 0, 0, 0],
+                2 => build::frag_hdr(proto, frag & 3, frag & 4 != 0, u32::from(frag)),
+                3 => {
+                    let mut e = vec![60, 0, 1, 4, 0, 0, 0, 0];
+                    e.extend(build::frag_hdr(proto, frag & 3, frag & 4 != 0, 9));
+                    e
+                }
+                _ => Vec::new(),
+            };
+            let first = [0u8, 60, 44, 0][usize::from(ext)];
+            let first = if ext == 1 { 60 } else { first };
+            build::ip6_ext(s, d, first, &hdr, proto, &l4)
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_ipv6_packets_never_panic(pkts in proptest::collection::vec(packet6(), 1..20)) {
+        let mut f = fuzz_filter();
+        for (now, p) in pkts.iter().enumerate() {
+            run_all_hooks(&mut f, p, now as u64);
+            let mut r = p.clone();
+            let (s, d) = (r[8..24].to_vec(), r[24..40].to_vec());
+            r[8..24].copy_from_slice(&d);
+            r[24..40].copy_from_slice(&s);
+            run_all_hooks(&mut f, &r, now as u64);
+            let mut frame = vec![0u8; 12];
+            frame.extend_from_slice(&[0x86, 0xdd]);
+            frame.extend_from_slice(p);
+            let mut out = [0u8; crate::reject::MAX_ANSWER];
+            for w in [RejectWith::Icmp6PortUnreachable, RejectWith::TcpReset] {
+                let _ = crate::reject::build(&frame, w, &mut out);
+            }
+        }
+        let _ = f.conntrack().list(100);
+    }
 
     #[test]
     fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..200)) {
@@ -426,6 +480,8 @@ proptest! {
             Just("REJECT"), Just("--reject-with"), Just("tcp-reset"), Just("LOG"), Just("--log-prefix"),
             Just("mark"), Just("--mark"), Just("0x1/0xff"), Just("MASQUERADE"), Just("--to-ports"),
             Just("3"), Just(""), Just("-i"), Just("eth+"), Just("--icmp-type"), Just("3/4"),
+            Just("-6"), Just("-4"), Just("icmpv6"), Just("--icmpv6-type"), Just("2001:db8::/32"),
+            Just("icmp6-adm-prohibited"), Just("::1"),
         ],
         0..14,
     )) {
@@ -448,4 +504,297 @@ proptest! {
             prop_assert!(e.word <= w.len());
         }
     }
+}
+
+// IPv6: the filter table of ip6tables, conntrack, REJECT, NDP.
+
+const H6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+];
+const S6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb8, 0, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x05,
+];
+const OTHER6: [u8; 16] = [
+    0x20, 0x01, 0x0d, 0xb9, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x05,
+];
+
+/// Runs PREROUTING then INPUT on a packet from the WAN, as the shell does.
+fn input(f: &mut Filter, pkt: &[u8], now: u64) -> (Decision, Meta) {
+    let mut p = pkt.to_vec();
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    let d = f.hook(Hook::Prerouting, &mut p, &mut m, now);
+    if !accepted(d) {
+        return (d, m);
+    }
+    (f.hook(Hook::Input, &mut p, &mut m, now), m)
+}
+
+/// Runs OUTPUT then POSTROUTING on a packet the stack sends.
+fn output(f: &mut Filter, pkt: &[u8], now: u64) -> (Decision, Meta) {
+    let mut p = pkt.to_vec();
+    let mut m = Meta {
+        out_if: WAN,
+        ..Meta::default()
+    };
+    let d = f.hook(Hook::Output, &mut p, &mut m, now);
+    if !accepted(d) {
+        return (d, m);
+    }
+    (f.hook(Hook::Postrouting, &mut p, &mut m, now), m)
+}
+
+#[test]
+fn ipv6_matches_by_prefix_port_and_type() {
+    let mut f = filter(&[
+        "-6 add INPUT -s 2001:db8:2::/48 -p tcp --dport 22 -j ACCEPT",
+        "-6 add INPUT -p udp --dport 53 -j ACCEPT",
+        "-6 add INPUT -i wan0 -p icmpv6 --icmpv6-type echo-request -j ACCEPT",
+        "-6 add INPUT -d 2001:db8:1::10 -p tcp ! --dport 80 -j REJECT",
+        "-6 -P INPUT DROP",
+    ]);
+    let ssh = build::tcp6(S6, 4000, H6, 22, 0x02, 1, 0, &[]);
+    assert!(accepted(input(&mut f, &ssh, 0).0));
+    let ssh_other = build::tcp6(OTHER6, 4000, H6, 22, 0x02, 1, 0, &[]);
+    assert_eq!(
+        input(&mut f, &ssh_other, 0).0,
+        Decision::Reject(RejectWith::Icmp6PortUnreachable)
+    );
+    let web = build::tcp6(OTHER6, 4000, H6, 80, 0x02, 1, 0, &[]);
+    assert_eq!(input(&mut f, &web, 0).0, Decision::Drop(DropReason::Policy));
+    assert!(accepted(
+        input(&mut f, &build::udp6(OTHER6, 9, H6, 53, b"q"), 0).0
+    ));
+    assert!(accepted(
+        input(&mut f, &build::icmp6_echo(OTHER6, H6, 128, 1, 1), 0).0
+    ));
+    assert_eq!(
+        input(&mut f, &build::icmp6_echo(OTHER6, H6, 129, 1, 1), 0).0,
+        Decision::Drop(DropReason::Policy)
+    );
+    // Many rules: the index agrees.
+    let mut cmds: Vec<String> = (0..40)
+        .map(|i| format!("-6 add INPUT -s 2001:db8:{i:x}::/48 -j DROP"))
+        .collect();
+    cmds.push("-6 add INPUT -d 2001:db8:1::10/128 -j REJECT".into());
+    let refs: Vec<&str> = cmds.iter().map(String::as_str).collect();
+    let mut f = filter(&refs);
+    let v = input(&mut f, &build::udp6(OTHER6, 1, H6, 2, b""), 0).0;
+    assert_eq!(v, Decision::Reject(RejectWith::Icmp6PortUnreachable));
+    let v = input(&mut f, &build::udp6(S6, 1, H6, 2, b""), 0).0;
+    assert_eq!(v, Decision::Drop(DropReason::Rule));
+}
+
+#[test]
+fn policies_are_per_family() {
+    let mut f = filter(&["-P INPUT DROP"]);
+    assert!(accepted(
+        input(&mut f, &build::udp6(S6, 1, H6, 2, b"x"), 0).0
+    ));
+    let v4 = build::udp(SRV, 1, GW_WAN, 2, b"x");
+    assert_eq!(input(&mut f, &v4, 0).0, Decision::Drop(DropReason::Policy));
+    let mut f = filter(&["-6 -P INPUT DROP", "add INPUT -p udp -j DROP"]);
+    assert_eq!(
+        input(&mut f, &build::udp6(S6, 1, H6, 2, b"x"), 0).0,
+        Decision::Drop(DropReason::Policy)
+    );
+    assert_eq!(input(&mut f, &v4, 0).0, Decision::Drop(DropReason::Rule));
+    let tcp4 = build::tcp(SRV, 1, GW_WAN, 2, 0x02, 1, 0, 100, &[]);
+    assert!(accepted(input(&mut f, &tcp4, 0).0));
+}
+
+#[test]
+fn ipv6_stateful_tcp_and_echo() {
+    let mut f = filter(&[
+        "-6 add INPUT -m conntrack --ctstate ESTABLISHED,RELATED -j ACCEPT",
+        "-6 add INPUT -m state --state INVALID -j DROP",
+        "-6 -P INPUT DROP",
+    ]);
+    // We open a connection; the answer is ESTABLISHED.
+    let (d, m) = output(
+        &mut f,
+        &build::tcp6(H6, 40000, S6, 443, 0x02, 100, 0, &[]),
+        0,
+    );
+    assert!(accepted(d));
+    assert_eq!(m.ct.state(), CtState::New);
+    let synack = build::tcp6(S6, 443, H6, 40000, 0x12, 900, 101, &[]);
+    let (d, m) = input(&mut f, &synack, 1);
+    assert!(accepted(d));
+    assert_eq!((m.ct.state(), m.ct.dir()), (CtState::Established, 1));
+    let e = f.conntrack().entry(m.ct.id().unwrap()).unwrap();
+    assert_eq!(e.family, 6);
+    // A new connection from outside is NEW and meets the policy.
+    let syn = build::tcp6(S6, 5000, H6, 22, 0x02, 1, 0, &[]);
+    assert_eq!(input(&mut f, &syn, 2).0, Decision::Drop(DropReason::Policy));
+    assert_eq!(
+        f.conntrack().len(),
+        1,
+        "an unconfirmed entry dies with its packet"
+    );
+    // A stray SYN/ACK is INVALID.
+    let stray = build::tcp6(S6, 444, H6, 40000, 0x12, 1, 1, &[]);
+    assert_eq!(input(&mut f, &stray, 3).0, Decision::Drop(DropReason::Rule));
+
+    // Echo: request out, reply in.
+    let (d, m) = output(&mut f, &build::icmp6_echo(H6, S6, 128, 9, 1), 4);
+    assert!(accepted(d) && m.ct.state() == CtState::New);
+    let (d, m) = input(&mut f, &build::icmp6_echo(S6, H6, 129, 9, 1), 5);
+    assert!(accepted(d));
+    assert_eq!(m.ct.state(), CtState::Established);
+    let (d, _) = input(&mut f, &build::icmp6_echo(S6, H6, 129, 10, 1), 5);
+    assert_eq!(
+        d,
+        Decision::Drop(DropReason::Rule),
+        "a reply to nothing is INVALID"
+    );
+
+    // An error quoting the connection is RELATED; quoting nothing INVALID.
+    let ours = build::tcp6(H6, 40000, S6, 443, 0x10, 101, 901, b"data");
+    assert!(accepted(output(&mut f, &ours, 6).0));
+    let err = build::icmp6_error(S6, H6, 1, 4, &ours);
+    let (d, m) = input(&mut f, &err, 6);
+    assert!(accepted(d));
+    assert_eq!(m.ct.state(), CtState::Related);
+    let other = build::tcp6(H6, 40001, S6, 443, 0x10, 101, 901, b"data");
+    let err = build::icmp6_error(S6, H6, 2, 0, &other);
+    assert_eq!(input(&mut f, &err, 6).0, Decision::Drop(DropReason::Rule));
+
+    let lines: Vec<String> = f
+        .conntrack()
+        .list(6)
+        .iter()
+        .map(|e| e.to_string())
+        .collect();
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "tcp      6 432000 ESTABLISHED src=2001:db8:1::10 dst=2001:db8:2::5 sport=40000 dport=443"
+        )),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("icmpv6   58 29 src=2001:db8:1::10 dst=2001:db8:2::5 id=9")),
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn ndp_is_untracked_and_needs_a_rule() {
+    let ns = |src: [u8; 16]| {
+        let mut target = H6.to_vec();
+        target.extend_from_slice(&[1, 1, 2, 0, 0, 0, 0, 1]);
+        let mut dst = [0u8; 16];
+        dst[..2].copy_from_slice(&[0xff, 0x02]);
+        dst[11..].copy_from_slice(&[1, 0xff, 0, 0, 0x10]);
+        build::icmp6(src, dst, 135, 0, 0, &target)
+    };
+    let stateful = [
+        "-6 add INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT",
+        "-6 -P INPUT DROP",
+    ];
+    let mut f = filter(&stateful);
+    let (d, m) = input(&mut f, &ns(S6), 0);
+    assert_eq!(d, Decision::Drop(DropReason::Policy));
+    assert_eq!(m.ct.state(), CtState::Untracked);
+    assert!(f.conntrack().is_empty(), "NDP opens no flow");
+    let mut rules = stateful.to_vec();
+    rules.push("-6 add INPUT -p icmpv6 --icmpv6-type neighbour-solicitation -j ACCEPT");
+    let mut f = filter(&rules);
+    assert!(accepted(input(&mut f, &ns(S6), 0).0));
+    let mld = build::icmp6(S6, H6, 143, 0, 0, &[]);
+    assert_eq!(input(&mut f, &mld, 0).0, Decision::Drop(DropReason::Policy));
+    let mut f = filter(&[
+        "-6 add INPUT -m state --state UNTRACKED -j ACCEPT",
+        "-6 -P INPUT DROP",
+    ]);
+    assert!(accepted(input(&mut f, &mld, 0).0));
+    assert!(f.conntrack().is_empty());
+}
+
+#[test]
+fn ipv6_fragments_follow_their_first() {
+    let mut f = filter(&[
+        "-6 add INPUT -p udp --dport 53 -m state --state NEW,ESTABLISHED -j ACCEPT",
+        "-6 add INPUT -p udp -m state --state ESTABLISHED -j ACCEPT",
+        "-6 add INPUT -p udp -j LOG",
+        "-6 -P INPUT DROP",
+    ]);
+    let u = build::udp6(S6, 5000, H6, 53, &[1; 16]);
+    let first = build::ip6_ext(S6, H6, 44, &build::frag_hdr(17, 0, true, 99), 17, &u[40..]);
+    let (d, m) = input(&mut f, &first, 0);
+    assert!(accepted(d));
+    assert_eq!(m.ct.state(), CtState::New);
+    // The later fragment has no port: the rule with one does not match,
+    // but the state of its first does, by its fragment header's protocol.
+    let later = build::ip6_ext(S6, H6, 44, &build::frag_hdr(17, 3, false, 99), 99, &[2; 8]);
+    let (d, m) = input(&mut f, &later, 1);
+    assert_eq!(d, Decision::Drop(DropReason::Policy));
+    assert_eq!(m.ct.state(), CtState::New);
+    // A later fragment of an unknown packet is INVALID.
+    let stray = build::ip6_ext(S6, H6, 44, &build::frag_hdr(17, 3, false, 7), 99, &[2; 8]);
+    assert_eq!(input(&mut f, &stray, 1).1.ct.state(), CtState::Invalid);
+    // A reply makes the flow ESTABLISHED, and later fragments with it.
+    let rep = build::udp6(H6, 53, S6, 5000, b"a");
+    assert!(accepted(output(&mut f, &rep, 2).0));
+    let first = build::ip6_ext(S6, H6, 44, &build::frag_hdr(17, 0, true, 100), 17, &u[40..]);
+    assert!(accepted(input(&mut f, &first, 3).0));
+    let later = build::ip6_ext(S6, H6, 44, &build::frag_hdr(17, 3, false, 100), 99, &[2; 8]);
+    assert!(accepted(input(&mut f, &later, 4).0));
+}
+
+#[test]
+fn ipv6_hidden_protocol_matches_only_protocol_free_rules() {
+    let mut f = filter(&[
+        "-6 add INPUT -p udp -j ACCEPT",
+        "-6 add INPUT ! -p tcp -j ACCEPT",
+        "-6 add INPUT -s 2001:db8:2::/48 -j REJECT",
+    ]);
+    let mut ext = Vec::new();
+    for _ in 0..12 {
+        ext.extend([60, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let p = build::ip6_ext(S6, H6, 60, &ext, 17, &[0; 8]);
+    assert_eq!(
+        input(&mut f, &p, 0).0,
+        Decision::Reject(RejectWith::Icmp6PortUnreachable)
+    );
+}
+
+#[test]
+fn ipv6_malformed_is_counted_and_dropped() {
+    let mut f = filter(&["-6 add INPUT -j ACCEPT"]);
+    let good = build::udp6(S6, 1, H6, 2, b"xyz");
+    let mut short = good.clone();
+    short.truncate(good.len() - 2);
+    for bad in [&short[..], &good[..30], &[0x60u8][..]] {
+        let mut b = bad.to_vec();
+        assert_eq!(
+            f.hook(Hook::Input, &mut b, &mut Meta::default(), 0),
+            Decision::Drop(DropReason::Malformed)
+        );
+    }
+    let mut mapped = good.clone();
+    mapped[8..24].copy_from_slice(&[0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 10, 0, 0, 1]);
+    assert_eq!(
+        f.hook(Hook::Input, &mut mapped, &mut Meta::default(), 0),
+        Decision::Drop(DropReason::Malformed)
+    );
+    assert_eq!(f.stats.malformed, 4);
+}
+
+#[test]
+fn ipv6_log_lines() {
+    let mut f = filter(&["-6 add INPUT -p icmpv6 -j LOG --log-prefix v6:"]);
+    assert!(accepted(
+        input(&mut f, &build::icmp6_echo(S6, H6, 128, 1, 1), 0).0
+    ));
+    let l: Vec<&str> = f.logs().collect();
+    assert_eq!(
+        l,
+        ["v6:IN=wan0 OUT= SRC=2001:db8:2::5 DST=2001:db8:1::10 LEN=56 PROTO=ICMPv6 TYPE=128 CODE=0"]
+    );
 }

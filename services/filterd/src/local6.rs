@@ -1,0 +1,167 @@
+//! The routing decision filterd makes for an IPv6 packet on the way in:
+//! INPUT (for the stack) or FORWARD (through it, and out of which
+//! interface), the IPv6 counterpart of `strata_ipc::addrs::AddrTable`.
+//!
+//! ipd alone knows every IPv6 address it holds: besides the configured
+//! ones it makes a link-local address (RFC 4291 §2.5.6) and, with
+//! autoconfiguration, addresses from advertised prefixes (RFC 4862 §5.5.3),
+//! both ending in the interface identifier of the interface's MAC
+//! (RFC 4291 §2.5.1, RFC 2464 §4). So a destination is ours when it is
+//! configured, ends in one of our interface identifiers, is link-local
+//! (never forwarded, RFC 4291 §2.5.6) or multicast (the groups ipd
+//! listens to; it forwards none), and when the stack does not forward at
+//! all: then every packet ipd keeps is for it, and INPUT's rules must see
+//! them all. The outgoing interface of a forwarded packet comes from the
+//! on-link prefixes and the configured routes (routes learnt from router
+//! advertisements are ipd's alone: through them `-o` matches nothing).
+
+use std::net::Ipv6Addr;
+use strata_ipc::route::Route6;
+use strata_ipc::runtime::StackConfig;
+use strata_proto::ethernet::MacAddr;
+use strata_proto::ndp::interface_id;
+
+/// A prefix and the interface (handle index) it is reached through.
+#[derive(Clone, Copy, Debug)]
+struct Prefix {
+    net: u128,
+    plen: u8,
+    iface: u8,
+}
+
+/// Our IPv6 addresses and routes as filterd needs them.
+#[derive(Clone, Debug, Default)]
+pub struct Local6 {
+    own: Vec<u128>,
+    iids: Vec<u64>,
+    on_link: Vec<Prefix>,
+    routes: Vec<Prefix>,
+    forwarding: bool,
+}
+
+/// The 128-bit mask of a prefix length.
+fn mask(plen: u8) -> u128 {
+    crate::rule::mask128(plen)
+}
+
+impl Local6 {
+    /// An empty table; `forwarding`: whether ipd forwards.
+    pub fn new(forwarding: bool) -> Local6 {
+        Local6 {
+            forwarding,
+            ..Local6::default()
+        }
+    }
+
+    /// The table of a running stack's configuration.
+    pub fn from_stack(cfg: &StackConfig) -> Local6 {
+        let mut t = Local6::new(cfg.forwarding);
+        for i in &cfg.ifaces {
+            t.add_iface(i.index, i.mac, &i.addrs6);
+        }
+        for r in &cfg.routes6 {
+            t.add_route(r);
+        }
+        t
+    }
+
+    /// Interface `index` with MAC `mac` and configured addresses `addrs`
+    /// (their prefixes are on-link).
+    pub fn add_iface(&mut self, index: u8, mac: [u8; 6], addrs: &[(Ipv6Addr, u8)]) {
+        let iid = interface_id(MacAddr(mac));
+        self.iids.push(u64::from_be_bytes(iid));
+        for &(a, plen) in addrs {
+            let a = u128::from(a);
+            self.own.push(a);
+            self.on_link.push(Prefix {
+                net: a & mask(plen),
+                plen: plen.min(128),
+                iface: index,
+            });
+        }
+    }
+
+    /// A configured route: by its interface, else by the on-link prefix
+    /// holding its gateway.
+    pub fn add_route(&mut self, r: &Route6) {
+        let iface = r.iface.or_else(|| {
+            r.gateway
+                .and_then(|g| self.out_iface_of(u128::from(g), true))
+        });
+        if let Some(iface) = iface {
+            let plen = r.prefix.min(128);
+            self.routes.push(Prefix {
+                net: u128::from(r.dest) & mask(plen),
+                plen,
+                iface,
+            });
+        }
+    }
+
+    /// Whether a packet to `dst` is for the stack (INPUT) rather than
+    /// forwarded.
+    pub fn is_local(&self, dst: u128) -> bool {
+        let a = Ipv6Addr::from(dst);
+        !self.forwarding
+            || a.is_multicast()
+            || a.is_unicast_link_local()
+            || self.own.contains(&dst)
+            || self.iids.contains(&(dst as u64))
+    }
+
+    /// The interface a forwarded packet to `dst` leaves by (longest
+    /// prefix), if a known route covers it.
+    pub fn out_iface(&self, dst: u128) -> Option<u8> {
+        self.out_iface_of(dst, false)
+    }
+
+    /// [`out_iface`](Self::out_iface), among on-link prefixes only when
+    /// `on_link_only`.
+    fn out_iface_of(&self, dst: u128, on_link_only: bool) -> Option<u8> {
+        let routes: &[Prefix] = if on_link_only { &[] } else { &self.routes };
+        self.on_link
+            .iter()
+            .chain(routes)
+            .filter(|p| dst & mask(p.plen) == p.net)
+            // The longest prefix; among equal ones the first (on-link).
+            .fold(None, |best: Option<&Prefix>, p| match best {
+                Some(b) if b.plen >= p.plen => Some(b),
+                _ => Some(p),
+            })
+            .map(|p| p.iface)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn a(s: &str) -> u128 {
+        u128::from(s.parse::<Ipv6Addr>().unwrap())
+    }
+
+    #[test]
+    fn ours_and_forwarded() {
+        let mac = [0x02, 0, 0, 0, 0, 0x01];
+        let mut t = Local6::new(true);
+        t.add_iface(0, mac, &[("2001:db8:1::1".parse().unwrap(), 64)]);
+        t.add_iface(1, [0x02, 0, 0, 0, 0, 0x02], &[]);
+        t.add_route(&Route6 {
+            dest: "2001:db8:9::".parse().unwrap(),
+            prefix: 48,
+            gateway: Some("2001:db8:1::fe".parse().unwrap()),
+            iface: None,
+        });
+        assert!(t.is_local(a("2001:db8:1::1")));
+        assert!(t.is_local(a("ff02::1:ff00:1")));
+        assert!(t.is_local(a("fe80::1234")));
+        // A SLAAC address: an advertised prefix and our identifier.
+        assert!(t.is_local(a("2001:db8:77::ff:fe00:1")));
+        assert!(!t.is_local(a("2001:db8:1::2")));
+        assert_eq!(t.out_iface(a("2001:db8:1::2")), Some(0));
+        assert_eq!(t.out_iface(a("2001:db8:9::5")), Some(0));
+        assert_eq!(t.out_iface(a("2001:db8:5::5")), None);
+        // Without forwarding every packet ipd keeps is for the stack.
+        assert!(Local6::new(false).is_local(a("2001:db8:1::2")));
+    }
+}
