@@ -1,4 +1,4 @@
-//! TCP (RFC 9293) headers and options over IPv4.
+//! TCP (RFC 9293) headers and options, over IPv4 and IPv6.
 //!
 //! ```text
 //!  0                   1                   2                   3
@@ -25,12 +25,19 @@
 //! are parsed into a fixed-size [`TcpOptions`] (no allocation) whatever
 //! segment they arrive on; which ones to honour on which segment (MSS and
 //! window scale only on a SYN, say) is the TCP state machine's decision.
+//!
+//! The checksum covers a pseudo-header of the IP layer below: IPv4's
+//! (RFC 9293 §3.1; [`TcpHeader::emit`], [`TcpHeader::verify_checksum`])
+//! or IPv6's (RFC 8200 §8.1; [`TcpHeader::emit_v6`],
+//! [`TcpHeader::verify_checksum_v6`]). Over either, the `_partial`
+//! variants leave the field holding the pseudo-header sum for a device
+//! or driver to complete (checksum offload).
 
 use core::fmt;
 use core::ops::{BitAnd, BitAndAssign, BitOr, BitOrAssign, Not};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
-use crate::checksum::{pseudo_header_v4, Checksum};
+use crate::checksum::{pseudo_header_v4, pseudo_header_v6, Checksum};
 use crate::ipv4::protocol;
 use crate::{be16, be32, put16, put32, EmitError};
 
@@ -497,13 +504,30 @@ impl TcpHeader {
     /// payload) sent from `src` to `dst`. Returns `false` for a `seg`
     /// shorter than 20 or longer than 65535 bytes.
     pub fn verify_checksum(seg: &[u8], src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        Self::verify_with(seg, |len| pseudo_header_v4(src, dst, protocol::TCP, len))
+    }
+
+    /// Verifies the checksum of the whole segment `seg` (header and
+    /// payload) sent over IPv6 from `src` to `dst` (the final
+    /// destination), with the IPv6 pseudo-header (RFC 8200 §8.1). Returns
+    /// `false` for a `seg` shorter than 20 or longer than 65535 bytes (no
+    /// jumbograms, RFC 2675).
+    pub fn verify_checksum_v6(seg: &[u8], src: Ipv6Addr, dst: Ipv6Addr) -> bool {
+        Self::verify_with(seg, |len| {
+            pseudo_header_v6(src, dst, protocol::TCP, u32::from(len))
+        })
+    }
+
+    /// Whether `pseudo(length)` and all of `seg` sum to the checksum's
+    /// all-ones (RFC 1071).
+    fn verify_with(seg: &[u8], pseudo: impl FnOnce(u16) -> Checksum) -> bool {
         if seg.len() < Self::MIN_LEN {
             return false;
         }
         let Ok(len) = u16::try_from(seg.len()) else {
             return false;
         };
-        let mut c = pseudo_header_v4(src, dst, protocol::TCP, len);
+        let mut c = pseudo(len);
         c.add_bytes(seg);
         c.sum() == 0xffff
     }
@@ -550,12 +574,8 @@ impl TcpHeader {
         src: Ipv4Addr,
         dst: Ipv4Addr,
     ) -> Result<usize, EmitError> {
-        // The partial checksum, completed: the field holds the
-        // pseudo-header sum, so summing the segment covers both.
         let hl = self.emit_partial(opts, seg, src, dst)?;
-        let mut c = Checksum::new();
-        c.add_bytes(seg);
-        put16(seg, 16, c.finish());
+        Self::complete(seg);
         Ok(hl)
     }
 
@@ -569,14 +589,67 @@ impl TcpHeader {
         src: Ipv4Addr,
         dst: Ipv4Addr,
     ) -> Result<usize, EmitError> {
+        self.emit_partial_with(opts, seg, |len| {
+            pseudo_header_v4(src, dst, protocol::TCP, len)
+        })
+    }
+
+    /// As [`emit`](Self::emit), for a segment sent over IPv6 from `src` to
+    /// `dst` (the final destination): the checksum covers the IPv6
+    /// pseudo-header (RFC 8200 §8.1) over the addresses as given (`::`
+    /// included, for a layer below that fills in the source and updates
+    /// the checksum).
+    ///
+    /// Fails with [`EmitError::BufferTooSmall`] if `seg` is shorter than the
+    /// header and [`EmitError::TooLong`] if it is longer than 65535 bytes
+    /// (no jumbograms, RFC 2675).
+    pub fn emit_v6(
+        &self,
+        opts: &TcpOptions,
+        seg: &mut [u8],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+    ) -> Result<usize, EmitError> {
+        let hl = self.emit_partial_v6(opts, seg, src, dst)?;
+        Self::complete(seg);
+        Ok(hl)
+    }
+
+    /// As [`emit_v6`](Self::emit_v6), but leaves the checksum *partial*:
+    /// the field holds the IPv6 pseudo-header sum, for the device or the
+    /// driver to complete. The payload is not read.
+    pub fn emit_partial_v6(
+        &self,
+        opts: &TcpOptions,
+        seg: &mut [u8],
+        src: Ipv6Addr,
+        dst: Ipv6Addr,
+    ) -> Result<usize, EmitError> {
+        self.emit_partial_with(opts, seg, |len| {
+            pseudo_header_v6(src, dst, protocol::TCP, u32::from(len))
+        })
+    }
+
+    /// Writes the header into `seg` with the checksum field holding
+    /// `pseudo(seg.len())`'s sum, uncomplemented.
+    fn emit_partial_with(
+        &self,
+        opts: &TcpOptions,
+        seg: &mut [u8],
+        pseudo: impl FnOnce(u16) -> Checksum,
+    ) -> Result<usize, EmitError> {
         let len = u16::try_from(seg.len()).map_err(|_| EmitError::TooLong)?;
         let hl = self.emit_header(opts, seg)?;
-        put16(
-            seg,
-            16,
-            pseudo_header_v4(src, dst, protocol::TCP, len).sum(),
-        );
+        put16(seg, 16, pseudo(len).sum());
         Ok(hl)
+    }
+
+    /// Completes a partial checksum in place: the field holds the
+    /// pseudo-header sum, so summing the whole segment covers both.
+    fn complete(seg: &mut [u8]) {
+        let mut c = Checksum::new();
+        c.add_bytes(seg);
+        put16(seg, 16, c.finish());
     }
 }
 
@@ -652,6 +725,53 @@ mod tests {
         let mut seg = [0u8; 40];
         assert_eq!(h.emit(&o, &mut seg, SRC, DST), Ok(40));
         assert_eq!(seg, SYN);
+    }
+
+    const SRC6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+    const DST6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+    #[test]
+    fn known_syn_over_ipv6() {
+        // The SYN of `SYN` sent 2001:db8::1 -> 2001:db8::2: checksum
+        // 0x0a1c, computed independently (RFC 8200 §8.1 pseudo-header:
+        // addresses, length 40 as 32 bits, next header 6).
+        let (h, o) = TcpHeader::parse(&SYN).unwrap();
+        let mut seg = [0u8; 40];
+        assert_eq!(h.emit_v6(&o, &mut seg, SRC6, DST6), Ok(40));
+        assert_eq!(&seg[16..18], &[0x0a, 0x1c]);
+        assert_eq!(&seg[..16], &SYN[..16]);
+        assert_eq!(&seg[18..], &SYN[18..]);
+        assert!(TcpHeader::verify_checksum_v6(&seg, SRC6, DST6));
+        assert!(!TcpHeader::verify_checksum_v6(
+            &seg,
+            DST6,
+            Ipv6Addr::LOCALHOST
+        ));
+        assert!(!TcpHeader::verify_checksum_v6(&SYN, SRC6, DST6));
+        assert!(!TcpHeader::verify_checksum_v6(&seg[..19], SRC6, DST6));
+        assert_eq!(
+            h.emit_v6(&o, &mut vec![0u8; 65536], SRC6, DST6),
+            Err(EmitError::TooLong)
+        );
+        assert_eq!(
+            h.emit_partial_v6(&o, &mut [0u8; 39], SRC6, DST6),
+            Err(EmitError::BufferTooSmall)
+        );
+    }
+
+    #[test]
+    fn a_completed_partial_checksum_over_ipv6_is_the_full_one() {
+        let payload = [9u8; 21];
+        let mut full = vec![0u8; 20 + payload.len()];
+        full[20..].copy_from_slice(&payload);
+        let mut partial = full.clone();
+        let h = TcpHeader::parse(&SYN).unwrap().0;
+        let o = TcpOptions::default();
+        h.emit_v6(&o, &mut full, SRC6, DST6).unwrap();
+        h.emit_partial_v6(&o, &mut partial, SRC6, DST6).unwrap();
+        assert!(!TcpHeader::verify_checksum_v6(&partial, SRC6, DST6));
+        crate::offload::complete_checksum(&mut partial, 0, 16).unwrap();
+        assert_eq!(partial, full);
     }
 
     #[test]
@@ -860,6 +980,45 @@ mod tests {
             expect.sack_blocks[..n].copy_from_slice(&opts.sack()[..n]);
             prop_assert_eq!(po, expect);
             prop_assert_eq!(&seg[hl..], &payload[..]);
+        }
+
+        #[test]
+        fn round_trip_v6(
+            sp in any::<u16>(), dp in any::<u16>(), seq in any::<u32>(), ack in any::<u32>(),
+            flags in any::<u8>(), window in any::<u16>(),
+            opts in arb_options(),
+            src in any::<u128>(), dst in any::<u128>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..100),
+        ) {
+            let (src, dst) = (Ipv6Addr::from(src), Ipv6Addr::from(dst));
+            let h = TcpHeader { src_port: sp, dst_port: dp, seq, ack, header_len: 0,
+                flags: TcpFlags(flags), window, checksum: 0, urgent: 0 };
+            let hl = TcpHeader::header_len_for(&opts);
+            let mut seg = vec![0u8; hl];
+            seg.extend_from_slice(&payload);
+            prop_assert_eq!(h.emit_v6(&opts, &mut seg, src, dst), Ok(hl));
+            prop_assert!(TcpHeader::verify_checksum_v6(&seg, src, dst));
+            // Any other destination fails, unless it sums alike (it does
+            // not when one word changes).
+            let other = Ipv6Addr::from(u128::from(dst) ^ 1);
+            prop_assert!(!TcpHeader::verify_checksum_v6(&seg, src, other));
+            let (p, _) = TcpHeader::parse(&seg).unwrap();
+            prop_assert_eq!(p, TcpHeader { header_len: hl as u8, checksum: p.checksum, ..h });
+            prop_assert_eq!(&seg[hl..], &payload[..]);
+            // The partial form completes to the same bytes.
+            let mut partial = seg.clone();
+            partial[16..18].fill(0);
+            prop_assert_eq!(h.emit_partial_v6(&opts, &mut partial, src, dst), Ok(hl));
+            crate::offload::complete_checksum(&mut partial, 0, 16).unwrap();
+            prop_assert_eq!(partial, seg);
+        }
+
+        #[test]
+        fn verify_v6_never_panics(
+            b in proptest::collection::vec(any::<u8>(), 0..80),
+            src in any::<u128>(), dst in any::<u128>(),
+        ) {
+            let _ = TcpHeader::verify_checksum_v6(&b, Ipv6Addr::from(src), Ipv6Addr::from(dst));
         }
 
         #[test]

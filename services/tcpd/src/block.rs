@@ -364,6 +364,9 @@ pub mod cf {
     /// checked they are one user's); listeners of one address and port
     /// split the connections.
     pub const REUSEPORT: u32 = 1 << 28;
+    /// IPV6_V6ONLY: an IPv6 socket bound to `::` takes IPv6 only, not
+    /// IPv4 as mapped addresses (RFC 3493 §5.3).
+    pub const V6ONLY: u32 = 1 << 29;
 }
 
 /// Bits of [`ConnBlock::pend`]: notifications for sockd still to send
@@ -427,10 +430,20 @@ impl List {
 
 /// One connection (or socket, or listener): everything tcpd knows about
 /// it, as plain integers. Times are monotonic nanoseconds (0: timer off);
-/// sequence numbers are raw 32-bit values; addresses and ports host order.
+/// sequence numbers are raw 32-bit values; ports host order; addresses
+/// 128-bit values of either family, IPv4 ones mapped into
+/// `::ffff:0:0/96` ([`strata_ipc::addrs::mapped`]), as on the socket path.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct ConnBlock {
+    // ---- addresses (first: the 16-byte alignment they need) ----
+    /// Local address: `mapped(0)` any IPv4 address, `0` (`::`) any
+    /// address (IPv6, and IPv4 too unless [`cf::V6ONLY`]).
+    pub local_addr: u128,
+    /// Peer address (0: none). A connection's two addresses are of one
+    /// family: both mapped (IPv4) or neither (IPv6).
+    pub remote_addr: u128,
+
     // ---- timers and times (ns) ----
     /// Retransmission (or SYN, SYN-ACK, persist) timer.
     pub t_rtx: u64,
@@ -479,10 +492,6 @@ pub struct ConnBlock {
     pub parent: u32,
     /// The listener's generation when the child was made.
     pub parent_gen: u32,
-    /// Local address (0: any).
-    pub local_addr: u32,
-    /// Peer address (0: none).
-    pub remote_addr: u32,
     /// Local port (0: unbound).
     pub local_port: u32,
     /// Peer port.
@@ -637,8 +646,12 @@ pub struct ConnBlock {
     pub ka_intvl_s: u32,
     /// TCP_KEEPCNT (0: the configured default).
     pub ka_cnt: u32,
+    /// IPv6 connections: the flow label of every packet sent (RFC 6437
+    /// §3: one per flow, from a keyed hash of its addresses and ports;
+    /// never 0 for a connection, so that a path may use it).
+    pub flow_label: u32,
     /// Reserved; zero.
-    pub reserved: [u32; 2],
+    pub reserved: [u32; 1],
 
     // ---- queues ----
     /// Data from sockd: unacknowledged (sent or not), in order.
@@ -656,11 +669,15 @@ pub struct ConnBlock {
     pub sacked: [[u32; 2]; SACK_RANGES],
 }
 
-const _: () = assert!(std::mem::size_of::<ConnBlock>() == 13 * 8 + 124 * 4);
+const _: () = assert!(std::mem::size_of::<ConnBlock>() == 2 * 16 + 13 * 8 + 122 * 4);
+const _: () = assert!(std::mem::size_of::<ConnBlock>().is_multiple_of(16));
+const _: () = assert!(std::mem::offset_of!(ConnBlock, t_rtx) == 32);
 
-// SAFETY: repr(C), only u32/u64 fields and arrays of them, laid out with
-// no padding (checked by the size assertion above); any bit pattern is a
-// value (restore validates what it relies on).
+// SAFETY: repr(C), only u128/u64/u32 fields and arrays of them, the u128
+// ones first (at offsets 0 and 16), laid out with no padding (checked by
+// the assertions above: the fields' sizes add up to the struct's, a
+// multiple of its alignment); any bit pattern is a value (restore
+// validates what it relies on).
 #[allow(unsafe_code)]
 unsafe impl Pod for ConnBlock {}
 
@@ -924,8 +941,12 @@ const _: () = assert!(LAYOUT_ALIGNED);
 
 /// Marks an arena laid out by [`Storage::from_raw`].
 pub const STORAGE_MAGIC: u64 = 0x5443_5044_5354_4f52;
-/// Layout version of [`ConnBlock`] and [`SegEntry`].
-pub const STORAGE_VERSION: u32 = 7;
+/// Layout version of [`ConnBlock`] and [`SegEntry`] (8: addresses of 16
+/// bytes, for IPv6). An arena of another version is laid out afresh, and
+/// tcpd's arena format (its `ArenaFormat`) is this version, read only by
+/// a tcpd of the same one: `strata upgrade` refuses to move a running
+/// stack between versions rather than lose its connections.
+pub const STORAGE_VERSION: u32 = 8;
 
 impl<'a> Storage<'a> {
     /// Offset of the journal (after the header and the blocks).

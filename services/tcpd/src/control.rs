@@ -1,10 +1,12 @@
 //! Requests from sockd: BIND, LISTEN, CONNECT, ATTACH, SHUTDOWN, CLOSE,
 //! ABORT, READ_CREDIT, SETOPT, and stream payload to send.
 
+use strata_ipc::addrs::{is_any, unmapped};
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, ReadCredit};
 use strata_ipc::{Buffers, Handle};
 
 use crate::block::{cf, ef, pend, ConnBlock, Slot, State, NIL};
+use crate::ip::is_v4;
 use crate::output::reply;
 use crate::{cc, conn_msg, isn, Outputs, Stat, TcpCore, Tuple, MAX_BACKLOG};
 
@@ -56,22 +58,24 @@ impl TcpCore<'_> {
         self.write_ctl(pool, &h, &r, out);
     }
 
-    /// Whether binding `addr:port` with the [`cf`] reuse bits `reuse`
-    /// would conflict with a block other than `except` (Linux
-    /// `inet_csk_bind_conflict`: overlapping addresses conflict unless
-    /// both sides set SO_REUSEADDR and neither listens, or both set
-    /// SO_REUSEPORT, which sockd allows only among one user's sockets).
-    fn bind_conflict(&self, addr: u32, port: u16, reuse: u32, except: usize) -> bool {
+    /// Whether binding `addr:port` with the [`cf`] bits `bits` (reuse
+    /// options, IPV6_V6ONLY) would conflict with a block other than
+    /// `except` (Linux `inet_csk_bind_conflict`: overlapping addresses,
+    /// see [`overlap`], conflict unless both sides set SO_REUSEADDR and
+    /// neither listens, or both set SO_REUSEPORT, which sockd allows only
+    /// among one user's sockets).
+    fn bind_conflict(&self, addr: u128, port: u16, bits: u32, except: usize) -> bool {
         if !self.port_use.contains_key(&port) {
             return false;
         }
-        let both = |c: &ConnBlock, f: u32| reuse & f != 0 && c.has(f);
+        let both = |c: &ConnBlock, f: u32| bits & f != 0 && c.has(f);
+        let v6only = bits & cf::V6ONLY != 0;
         self.conns.iter().enumerate().any(|(i, c)| {
             i != except
                 && c.in_use()
                 && c.has(cf::BOUND)
                 && c.local_port == u32::from(port)
-                && (c.local_addr == 0 || addr == 0 || c.local_addr == addr)
+                && overlap((c.local_addr, c.has(cf::V6ONLY)), (addr, v6only))
                 && !(both(c, cf::REUSEADDR) && c.slot() != Slot::Live(State::Listen))
                 && !both(c, cf::REUSEPORT)
         })
@@ -93,17 +97,17 @@ impl TcpCore<'_> {
         *self.port_use.entry(port).or_insert(0) += 1;
     }
 
-    /// `bind()`.
+    /// `bind()`: an address of either family, any of IPv4's
+    /// (`0.0.0.0`) or of both (`::`, IPv6 only with IPV6_V6ONLY).
     fn bind(&mut self, m: &L4Ctl) -> Result<(), i32> {
-        // IPv4 only, so far: sockd sends nothing else.
-        let local = m.local_v4().ok_or(libc::EAFNOSUPPORT)?;
+        let local = m.local_addr;
         if m.flags & ctl_flags::REPEAT != 0 {
             if let Some(&i) = self.by_sock.get(&m.sock) {
                 // The first one took effect before its reply was lost.
                 let c = &self.conns[i as usize];
                 if c.has(cf::BOUND)
                     && (m.local_port == 0 || c.local_port == u32::from(m.local_port))
-                    && (local == 0 || c.local_addr == local)
+                    && (is_any(local) || c.local_addr == local)
                 {
                     return Ok(());
                 }
@@ -113,13 +117,19 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::BadState);
             return Err(libc::EINVAL);
         }
-        if local != 0 && !self.net.is_local(local) {
+        let bits = sock_bits(m.flags);
+        if bits & cf::V6ONLY != 0 && is_v4(local) {
+            // Linux `__inet6_bind`: a mapped address on an IPv6-only
+            // socket makes no sense.
+            self.stats.inc(Stat::BadState);
+            return Err(libc::EINVAL);
+        }
+        if !is_any(local) && !self.net.is_local(local) {
             self.stats.inc(Stat::AddrNotAvail);
             return Err(libc::EADDRNOTAVAIL);
         }
-        let reuse = reuse_bits(m.flags);
         let port = if m.local_port != 0 {
-            if self.bind_conflict(local, m.local_port, reuse, usize::MAX) {
+            if self.bind_conflict(local, m.local_port, bits, usize::MAX) {
                 self.stats.inc(Stat::AddrInUse);
                 return Err(libc::EADDRINUSE);
             }
@@ -140,11 +150,11 @@ impl TcpCore<'_> {
         let mut c = self.begin(i);
         c.sock = m.sock;
         c.local_addr = local;
-        c.flags |= reuse;
+        c.flags |= bits;
         if m.local_port != 0 {
             c.flags |= cf::PORT_LOCK;
         }
-        if local != 0 {
+        if !is_any(local) {
             c.flags |= cf::ADDR_LOCK;
         }
         self.take_port(&mut c, port);
@@ -169,7 +179,16 @@ impl TcpCore<'_> {
         };
         let mut c = self.begin(i);
         c.sock = m.sock;
-        c.flags |= reuse_bits(m.flags);
+        c.flags |= sock_bits(m.flags);
+        // Unbound: any IPv4 address if the request says `0.0.0.0`, else
+        // any address of both families, as Linux's IPv6 socket (a
+        // CONNECT names its peer's family anyway; a LISTEN before any
+        // BIND listens on `::` unless told `0.0.0.0`).
+        c.local_addr = if is_any(m.local_addr) {
+            m.local_addr
+        } else {
+            0
+        };
         self.commit_block(i, c);
         self.by_sock.insert(m.sock, i as u32);
         Ok(i)
@@ -190,13 +209,14 @@ impl TcpCore<'_> {
                 State::Listen => {}
                 // RFC 9293 §3.10.1 OPEN, passive: CLOSED to LISTEN.
                 State::Closed => {
+                    c.flags |= sock_bits(m.flags) & cf::V6ONLY;
                     if !c.has(cf::BOUND) {
                         let p = self.ephemeral_port().ok_or(libc::EADDRINUSE)?;
                         self.take_port(&mut c, p);
                     } else if self.bind_conflict(
                         c.local_addr,
                         c.local_port as u16,
-                        c.flags & (cf::REUSEADDR | cf::REUSEPORT),
+                        c.flags & (cf::REUSEADDR | cf::REUSEPORT | cf::V6ONLY),
                         i,
                     ) {
                         self.stats.inc(Stat::AddrInUse);
@@ -227,17 +247,22 @@ impl TcpCore<'_> {
     }
 
     /// `connect()`: starts the handshake; the reply says "in progress",
-    /// CONNECTED or SOCK_ERROR follows.
+    /// CONNECTED or SOCK_ERROR follows. The peer's family is the
+    /// connection's: an IPv4 (mapped) peer from a socket bound to IPv4 or
+    /// to `::` without IPV6_V6ONLY, an IPv6 one from a socket not bound
+    /// to IPv4.
     fn connect<B: Buffers>(
         &mut self,
         pool: &mut B,
         m: &L4Ctl,
         out: &mut Outputs,
     ) -> Result<(), i32> {
-        let remote = m.remote_v4().ok_or(libc::EAFNOSUPPORT)?;
+        let remote = m.remote_addr;
         if m.remote_port == 0 || self.net.is_bad_peer(remote) {
             self.stats.inc(Stat::BadState);
-            return Err(if remote == 0 {
+            // Linux: no route to "any" or to an IPv6 multicast group
+            // (`tcp_v6_connect`); an IPv4 broadcast or group refuses.
+            return Err(if is_any(remote) || !is_v4(remote) {
                 libc::ENETUNREACH
             } else {
                 libc::ECONNREFUSED
@@ -271,8 +296,22 @@ impl TcpCore<'_> {
         r
     }
 
+    /// Whether socket `c` (with the CONNECT's IPV6_V6ONLY `v6only`) may
+    /// reach a peer of `remote`'s family: Linux's `tcp_v6_connect` sends
+    /// an IPv4-mapped peer to IPv4 unless the socket is IPv6-only (the
+    /// option, or bound to an IPv6 address, `__inet6_bind`), and an IPv6
+    /// peer needs a socket not bound to IPv4.
+    fn family_check(c: &ConnBlock, remote: u128, v6only: bool) -> Result<(), i32> {
+        let bound6 = !is_any(c.local_addr) && !is_v4(c.local_addr);
+        match (is_v4(remote), is_v4(c.local_addr)) {
+            (true, _) if v6only || c.has(cf::V6ONLY) || bound6 => Err(libc::ENETUNREACH),
+            (false, true) => Err(libc::EAFNOSUPPORT),
+            _ => Ok(()),
+        }
+    }
+
     fn connect_block(&mut self, i: usize, c: &mut ConnBlock, m: &L4Ctl) -> Result<(), i32> {
-        let remote = m.remote_v4().ok_or(libc::EAFNOSUPPORT)?;
+        let remote = m.remote_addr;
         match c.state() {
             // RFC 9293 §3.10.1 OPEN, active: CLOSED to SYN-SENT.
             State::Closed => {}
@@ -298,15 +337,19 @@ impl TcpCore<'_> {
                 return Err(libc::EISCONN);
             }
         }
-        let src = if c.local_addr != 0 {
-            c.local_addr
-        } else {
+        if let Err(e) = Self::family_check(c, remote, m.flags & ctl_flags::V6ONLY != 0) {
+            self.stats.inc(Stat::BadState);
+            return Err(e);
+        }
+        let src = if is_any(c.local_addr) {
             self.net.source_for(remote)
+        } else {
+            Some(c.local_addr)
         };
-        if src == 0 {
+        let Some(src) = src else {
             self.stats.inc(Stat::AddrNotAvail);
             return Err(libc::ENETUNREACH);
-        }
+        };
         if !c.has(cf::BOUND) {
             let Some(p) = self.ephemeral_port() else {
                 self.stats.inc(Stat::AddrInUse);
@@ -324,14 +367,13 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::AddrInUse);
             return Err(libc::EADDRNOTAVAIL);
         }
+        c.flags |= sock_bits(m.flags) & cf::V6ONLY;
         c.local_addr = src;
         c.remote_addr = remote;
         c.remote_port = u32::from(m.remote_port);
         c.rx_credit = self.cfg.socket_rx_bytes;
         c.rcvbuf = self.initial_rcvbuf();
-        c.our_mss = u32::from(self.net.mtu_for(remote))
-            .saturating_sub(40)
-            .max(64);
+        c.our_mss = self.net.mss_for(remote).max(64);
         c.peer_mss = c.our_mss;
         c.rcv_wscale = if self.cfg.window_scaling {
             self.wscale_for_buffer()
@@ -341,11 +383,15 @@ impl TcpCore<'_> {
         c.flags &= !(cf::SACK_OK | cf::TS_OK | cf::WS_OK);
         self.set_mss(c);
         c.ts_offset = isn::ts_offset(self.cfg.secret, src, t.lp, t.ra, t.rp);
+        c.flow_label = isn::flow_label(self.cfg.secret, src, t.lp, t.ra, t.rp);
         let iss = isn::isn(self.cfg.secret, self.now, src, t.lp, t.ra, t.rp);
         self.set_iss(c, iss);
         c.set_state(State::SynSent);
         c.last_rx = self.now;
         self.by_tuple.insert(t, i as u32);
+        if !is_v4(remote) {
+            self.stats.inc(Stat::ActiveOpens6);
+        }
         self.stats.inc(Stat::ActiveOpens);
         Ok(())
     }
@@ -812,7 +858,54 @@ impl TcpCore<'_> {
     }
 }
 
-/// The [`cf`] bits for the reuse options of a BIND, CONNECT or LISTEN.
-fn reuse_bits(flags: u32) -> u32 {
-    strata_ipc::l4::reuse_options(flags, cf::REUSEADDR, cf::REUSEPORT)
+/// The [`cf`] bits for the socket options of a BIND, CONNECT or LISTEN:
+/// SO_REUSEADDR, SO_REUSEPORT, IPV6_V6ONLY.
+fn sock_bits(flags: u32) -> u32 {
+    let v6only = if flags & ctl_flags::V6ONLY != 0 {
+        cf::V6ONLY
+    } else {
+        0
+    };
+    strata_ipc::l4::reuse_options(flags, cf::REUSEADDR, cf::REUSEPORT) | v6only
+}
+
+/// Whether two bound sockets' addresses overlap, each with its
+/// IPV6_V6ONLY (Linux `ipv6_rcv_saddr_equal`): two IPv4 ones when either
+/// is `0.0.0.0` or they are equal; `::` and any IPv6 address; `::`
+/// without IPV6_V6ONLY and any IPv4 address; equal addresses. A specific
+/// IPv6 address never overlaps an IPv4 one.
+fn overlap((a, a_v6only): (u128, bool), (b, b_v6only): (u128, bool)) -> bool {
+    let dual = |x: u128, v6only: bool| x == 0 && !v6only;
+    match (unmapped(a), unmapped(b)) {
+        (Some(x), Some(y)) => x == 0 || y == 0 || x == y,
+        (None, None) => a == 0 || b == 0 || a == b,
+        (None, Some(_)) => dual(a, a_v6only),
+        (Some(_), None) => dual(b, b_v6only),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use strata_ipc::addrs::mapped;
+
+    #[test]
+    fn overlaps_are_linuxs() {
+        let (any4, a4, b4) = (mapped(0), mapped(0x0a00_0001), mapped(0x0a00_0002));
+        let (a6, b6) = (0xfd00 << 112 | 1, 0xfd00 << 112 | 2);
+        let o = |a, b| overlap(a, b) && overlap(b, a);
+        let n = |a, b| !overlap(a, b) && !overlap(b, a);
+        // IPv4 among themselves.
+        assert!(o((any4, false), (a4, false)) && o((a4, false), (a4, false)));
+        assert!(n((a4, false), (b4, false)));
+        // IPv6 among themselves: `::` covers all, V6ONLY or not.
+        assert!(o((0, true), (a6, false)) && o((0, true), (0, false)));
+        assert!(o((a6, true), (a6, false)) && n((a6, false), (b6, false)));
+        // Across: only a dual-stack `::`.
+        for v4 in [any4, a4] {
+            assert!(o((0, false), (v4, false)), "{v4:x}");
+            assert!(n((0, true), (v4, false)), "{v4:x}");
+            assert!(n((a6, false), (v4, false)), "{v4:x}");
+        }
+    }
 }

@@ -3,23 +3,30 @@
 //! queue, SYN cookies), SYN-SENT, and the synchronized states with the
 //! RFC 5961 checks, PAWS, ACK processing (RTT, congestion control,
 //! duplicate ACKs and loss recovery), data (in order and out of order),
-//! and FIN. ICMP errors quoting our segments too.
+//! and FIN. ICMP and ICMPv6 errors quoting our segments too.
 
+use strata_ipc::addrs::mapped;
 use strata_ipc::handle::csum;
 use strata_ipc::{Buffers, Handle, SMALL_BUF};
 use strata_proto::icmp::{self, icmp_type, unreach_code, IcmpHeader, QuotedDatagram, SocketError};
+use strata_proto::icmpv6::{self, icmpv6_type};
 use strata_proto::ipv4::{protocol, Ipv4Header};
+use strata_proto::ipv6::{next_header, Ipv6Header};
 use strata_proto::tcp::{TcpError, TcpFlags, TcpHeader, TcpOptions, MAX_WINDOW_SCALE};
 
 use crate::block::{cf, ef, pend, rec, ConnBlock, List, State, NIL};
+use crate::config::IPV6_MIN_MTU;
+use crate::ip::{self, is_v4};
 use crate::output::{rto_ns, rtt_sample};
-use crate::{isn, sack, seq, Outputs, Stat, TcpCore, Tuple, DEFAULT_MSS};
+use crate::{isn, sack, seq, Outputs, Stat, TcpCore, Tuple, DEFAULT_MSS, DEFAULT_MSS6};
 
 /// A parsed, validated segment.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct Seg {
-    pub src: u32,
-    pub dst: u32,
+    /// Source address (IPv4 mapped).
+    pub src: u128,
+    /// Destination address (IPv4 mapped).
+    pub dst: u128,
     pub sport: u16,
     pub dport: u16,
     pub seq: u32,
@@ -63,27 +70,20 @@ fn tcp_stat(e: TcpError) -> Stat {
     }
 }
 
-/// Validates datagram `d`: IPv4, TCP header and options, checksum (unless
-/// `trusted`).
-fn parse_segment(d: &[u8], trusted: bool) -> Result<Seg, Stat> {
-    let ip = Ipv4Header::parse(d).map_err(|_| Stat::IpMalformed)?;
-    if ip.protocol != protocol::TCP {
-        return Err(Stat::WrongProtocol);
-    }
-    if ip.is_fragment() {
-        return Err(Stat::IpFragment);
-    }
-    let hl = usize::from(ip.header_len);
-    let total = usize::from(ip.total_len);
-    let seg = &d[hl..total];
+/// Validates packet `d` (`h`'s data window): IPv4 or IPv6 ([`ip::parse`]),
+/// TCP header and options, checksum over the family's pseudo-header
+/// (unless `trusted`).
+fn parse_segment(d: &[u8], h: &Handle, trusted: bool) -> Result<Seg, Stat> {
+    let p = ip::parse(d, h, protocol::TCP)?;
+    let seg = d.get(p.l4..p.end).ok_or(Stat::IpMalformed)?;
     let (th, opts) = TcpHeader::parse(seg).map_err(tcp_stat)?;
-    if !trusted && !TcpHeader::verify_checksum(seg, ip.src, ip.dst) {
+    if !trusted && !ip::verify_checksum(seg, p.src, p.dst) {
         return Err(Stat::BadChecksum);
     }
     let thl = usize::from(th.header_len);
     Ok(Seg {
-        src: u32::from(ip.src),
-        dst: u32::from(ip.dst),
+        src: p.src,
+        dst: p.dst,
         sport: th.src_port,
         dport: th.dst_port,
         seq: th.seq,
@@ -91,9 +91,19 @@ fn parse_segment(d: &[u8], trusted: bool) -> Result<Seg, Stat> {
         fl: th.flags,
         wnd: th.window,
         opts,
-        off: (hl + thl) as u32,
-        len: (total - hl - thl) as u32,
+        off: (p.l4 + thl) as u32,
+        len: (seg.len() - thl) as u32,
     })
+}
+
+/// The MSS a peer of `addr`'s family is assumed to take when its SYN
+/// names none (RFC 9293 §3.7.1).
+fn default_mss(addr: u128) -> u32 {
+    if is_v4(addr) {
+        DEFAULT_MSS
+    } else {
+        DEFAULT_MSS6
+    }
 }
 
 impl TcpCore<'_> {
@@ -104,24 +114,38 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::CsumTrusted);
         }
         let parsed = match pool.data(&h) {
-            Ok(d) => parse_segment(d, trusted),
+            Ok(d) => parse_segment(d, &h, trusted),
             Err(e) => return self.bad_handle(pool, &h, e),
         };
         let seg = match parsed {
             Ok(s) => s,
             Err(s) => return self.drop(pool, &h, s),
         };
-        if self.net.is_bad_peer(seg.src)
-            || !self.net.is_local(seg.dst)
-            || seg.sport == 0
-            || seg.dport == 0
+        if !is_v4(seg.src) {
+            self.stats.inc(Stat::InSegs6);
+        }
+        if self.net.is_bad_peer(seg.src) || !self.ours(seg.dst) || seg.sport == 0 || seg.dport == 0
         {
             return self.drop(pool, &h, Stat::BadAddress);
         }
         self.segment(pool, h, seg, out);
     }
 
+    /// Whether a segment to `dst` is for us: an IPv4 address of ours; an
+    /// IPv6 unicast address (ipd delivers only what is addressed to one
+    /// of ours, and it alone knows the addresses it made itself, by
+    /// SLAAC; tcpd's configuration names the configured ones only).
+    fn ours(&self, dst: u128) -> bool {
+        if is_v4(dst) {
+            self.net.is_local(dst)
+        } else {
+            !self.net.is_bad_peer(dst)
+        }
+    }
+
     /// Demultiplexes a valid segment: connection, else listener, else RST.
+    /// The listeners are looked up only for a segment to no connection,
+    /// or a SYN that may replace a TIME-WAIT one.
     fn segment<B: Buffers>(&mut self, pool: &mut B, h: Handle, seg: Seg, out: &mut Outputs) {
         let t = Tuple {
             la: seg.dst,
@@ -129,13 +153,12 @@ impl TcpCore<'_> {
             ra: seg.src,
             rp: seg.sport,
         };
-        let l = self.listener_for(&t);
         let mut isn_floor = None;
+        let l;
         if let Some(&i) = self.by_tuple.get(&t) {
             let i = i as usize;
             let c = &self.conns[i];
-            let tw_reuse = l.is_some()
-                && c.state() == State::TimeWait
+            let tw_syn = c.state() == State::TimeWait
                 && seg.has(TcpFlags::SYN)
                 && !seg
                     .fl
@@ -144,7 +167,8 @@ impl TcpCore<'_> {
                     (true, Some((tsval, _))) => seq::gt(tsval, c.ts_recent),
                     _ => seq::gt(seg.seq, c.rcv_nxt),
                 };
-            if !tw_reuse {
+            l = if tw_syn { self.listener_for(&t) } else { None };
+            if l.is_none() {
                 return self.conn_input(pool, i, h, &seg, out);
             }
             // RFC 6191: a new incarnation may replace TIME-WAIT; its ISN
@@ -154,6 +178,8 @@ impl TcpCore<'_> {
             self.stats.inc(Stat::TimeWaitReused);
             self.terminate(&mut c, 0);
             self.end(pool, i, c, out);
+        } else {
+            l = self.listener_for(&t);
         }
         match l {
             Some(l) => self.listen_input(pool, l as usize, h, &seg, isn_floor, out),
@@ -299,6 +325,13 @@ impl TcpCore<'_> {
         c.local_port = u32::from(seg.dport);
         c.remote_addr = seg.src;
         c.remote_port = u32::from(seg.sport);
+        c.flow_label = isn::flow_label(
+            self.cfg.secret,
+            c.local_addr,
+            c.local_port as u16,
+            c.remote_addr,
+            c.remote_port as u16,
+        );
         c.irs = seg.seq;
         c.rcv_nxt = seg.seq.wrapping_add(1);
         c.rcv_adv = c.rcv_nxt;
@@ -314,9 +347,9 @@ impl TcpCore<'_> {
     /// Records the peer's SYN options (`passive`: we answer, so we offer
     /// what the peer offered and we support).
     fn negotiate(&self, c: &mut ConnBlock, o: &TcpOptions, passive: bool) {
-        let mtu_mss = u32::from(self.net.mtu_for(c.remote_addr)).saturating_sub(40);
-        c.our_mss = mtu_mss.max(64);
-        c.peer_mss = o.mss.map_or(DEFAULT_MSS, u32::from).max(64);
+        c.our_mss = self.net.mss_for(c.remote_addr).max(64);
+        let default = default_mss(c.remote_addr);
+        c.peer_mss = o.mss.map_or(default, u32::from).max(64);
         let ws = self.cfg.window_scaling && o.window_scale.is_some();
         if passive && o.window_scale.is_some() {
             c.flags |= cf::PEER_WS;
@@ -399,9 +432,10 @@ impl TcpCore<'_> {
             sport: seg.sport,
             dport: seg.dport,
         };
-        let mtu_mss = u32::from(self.net.mtu_for(seg.src)).saturating_sub(40) as u16;
-        let peer = seg.opts.mss.unwrap_or(DEFAULT_MSS as u16).min(mtu_mss);
-        let mi = isn::cookie_mss_index(peer);
+        let mtu_mss = self.net.mss_for(seg.src).min(65535) as u16;
+        let default = default_mss(seg.src) as u16;
+        let peer = seg.opts.mss.unwrap_or(default).min(mtu_mss);
+        let mi = isn::cookie_mss_index(t.mss_table(), peer);
         let iss = isn::make_cookie(self.cfg.secret, &t, seg.seq, mi, self.now);
         let mut opts = TcpOptions {
             mss: Some(mtu_mss),
@@ -474,7 +508,7 @@ impl TcpCore<'_> {
         self.stats.inc(Stat::SynCookiesOk);
         let mut c = self.begin(i);
         let mut opts = TcpOptions {
-            mss: Some(isn::COOKIE_MSS[mi as usize]),
+            mss: Some(t.mss_table()[mi as usize]),
             ..TcpOptions::default()
         };
         if let (true, Some((tsval, tsecr))) = (self.cfg.timestamps, seg.opts.timestamp) {
@@ -800,6 +834,9 @@ impl TcpCore<'_> {
                 c.flags |= cf::IN_ACCEPTQ;
                 c.pend |= pend::ACCEPTABLE;
                 self.stats.inc(Stat::PassiveOpens);
+                if !is_v4(c.remote_addr) {
+                    self.stats.inc(Stat::PassiveOpens6);
+                }
             } else {
                 c.pend |= pend::CONNECTED;
             }
@@ -1553,10 +1590,34 @@ impl TcpCore<'_> {
             Err(e) => return self.bad_handle(pool, &h, e),
         };
         pool.free(&h);
-        let Some(q) = parsed else {
-            self.stats.inc(Stat::IcmpIgnored);
-            return;
+        match parsed {
+            Some(q) => self.icmp_error(pool, &q, out),
+            None => self.stats.inc(Stat::IcmpIgnored),
+        }
+    }
+
+    /// An ICMPv6 error quoting one of our segments (RFC 4443 §2.4, the
+    /// RFC 5927 checks as for IPv4): as Linux's `tcp_v6_err`, packet too
+    /// big lowers the MSS (RFC 8201), the others are mapped by
+    /// [`icmpv6::socket_error`] (Linux's `icmpv6_err_convert`) and, hard,
+    /// fail a connection still opening, else are remembered.
+    pub(crate) fn icmp6_input<B: Buffers>(&mut self, pool: &mut B, h: Handle, out: &mut Outputs) {
+        self.stats.inc(Stat::IcmpIn);
+        self.stats.inc(Stat::Icmp6In);
+        let parsed = match pool.data(&h) {
+            Ok(d) => parse_icmp6(d, &h),
+            Err(e) => return self.bad_handle(pool, &h, e),
         };
+        pool.free(&h);
+        match parsed {
+            Some(q) => self.icmp_error(pool, &q, out),
+            None => self.stats.inc(Stat::IcmpIgnored),
+        }
+    }
+
+    /// What an ICMP or ICMPv6 error quoting a segment of ours does to
+    /// its connection.
+    fn icmp_error<B: Buffers>(&mut self, pool: &mut B, q: &Quoted, out: &mut Outputs) {
         let t = Tuple {
             la: q.local,
             lp: q.lport,
@@ -1575,40 +1636,66 @@ impl TcpCore<'_> {
             return;
         }
         let mut c = self.begin(i);
-        if q.icmp_type == icmp_type::DEST_UNREACHABLE && q.code == unreach_code::FRAG_NEEDED {
-            let mtu = u32::from(q.mtu);
-            if mtu >= 576 && mtu.saturating_sub(40) < c.our_mss {
-                c.our_mss = mtu - 40;
-                self.set_mss(&mut c);
-                self.stats.inc(Stat::IcmpPmtu);
-                // Resend what is in flight at the new size.
-                c.snd_nxt = c.snd_una;
-            } else {
-                self.stats.inc(Stat::IcmpIgnored);
+        match q.what {
+            Icmp::Pmtu(mtu) => self.lower_mss(&mut c, mtu),
+            Icmp::Error(SocketError { errno, hard }) => {
+                if c.state() == State::SynSent && hard {
+                    self.stats.inc(Stat::IcmpReported);
+                    self.terminate(&mut c, errno);
+                } else {
+                    c.soft_err = errno as u32;
+                    self.stats.inc(Stat::IcmpIgnored);
+                }
             }
-        } else if let Some(SocketError { errno, hard }) = icmp::socket_error(q.icmp_type, q.code) {
-            if c.state() == State::SynSent && hard {
-                self.stats.inc(Stat::IcmpReported);
-                self.terminate(&mut c, errno);
-            } else {
-                c.soft_err = errno as u32;
-                self.stats.inc(Stat::IcmpIgnored);
-            }
-        } else {
-            self.stats.inc(Stat::IcmpIgnored);
+            Icmp::Nothing => self.stats.inc(Stat::IcmpIgnored),
         }
         self.end(pool, i, c, out);
     }
+
+    /// A smaller path MTU (IPv4 fragmentation needed, RFC 1191; IPv6
+    /// packet too big, RFC 8201): the MSS follows it down (never below
+    /// IPv4's 576 or IPv6's 1280, RFC 8200 §5: a smaller IPv6 MTU is
+    /// taken as 1280), and what is in flight goes again at the new size.
+    fn lower_mss(&mut self, c: &mut ConnBlock, mtu: u32) {
+        let (floor, ip) = if is_v4(c.remote_addr) {
+            (576, 40)
+        } else {
+            (u32::from(IPV6_MIN_MTU), 60)
+        };
+        let mtu = if is_v4(c.remote_addr) {
+            mtu
+        } else {
+            mtu.max(floor)
+        };
+        if mtu >= floor && mtu - ip < c.our_mss {
+            c.our_mss = mtu - ip;
+            self.set_mss(c);
+            self.stats.inc(Stat::IcmpPmtu);
+            // Resend what is in flight at the new size.
+            c.snd_nxt = c.snd_una;
+        } else {
+            self.stats.inc(Stat::IcmpIgnored);
+        }
+    }
 }
 
-/// What an ICMP error quotes.
+/// What an ICMP or ICMPv6 error asks of a connection.
+#[derive(Clone, Copy, Debug)]
+enum Icmp {
+    /// The path MTU is this many bytes.
+    Pmtu(u32),
+    /// An error for the socket.
+    Error(SocketError),
+    /// Nothing for TCP.
+    Nothing,
+}
+
+/// What an ICMP error quotes, and what it asks.
 struct Quoted {
-    icmp_type: u8,
-    code: u8,
-    mtu: u16,
-    local: u32,
+    what: Icmp,
+    local: u128,
     lport: u16,
-    remote: u32,
+    remote: u128,
     rport: u16,
     seq: u32,
 }
@@ -1618,7 +1705,7 @@ fn parse_icmp(d: &[u8]) -> Option<Quoted> {
     if ip.protocol != protocol::ICMP || ip.is_fragment() {
         return None;
     }
-    let msg = &d[usize::from(ip.header_len)..usize::from(ip.total_len)];
+    let msg = d.get(usize::from(ip.header_len)..usize::from(ip.total_len))?;
     let icmp = IcmpHeader::parse(msg).ok()?;
     // Source quench and redirect are not the transport's business.
     if !icmp::reaches_transport(icmp.icmp_type) {
@@ -1628,14 +1715,57 @@ fn parse_icmp(d: &[u8]) -> Option<Quoted> {
     if q.protocol != protocol::TCP {
         return None;
     }
+    let frag =
+        icmp.icmp_type == icmp_type::DEST_UNREACHABLE && icmp.code == unreach_code::FRAG_NEEDED;
+    let what = if frag {
+        Icmp::Pmtu(u32::from(icmp.next_hop_mtu()))
+    } else {
+        icmp::socket_error(icmp.icmp_type, icmp.code).map_or(Icmp::Nothing, Icmp::Error)
+    };
     Some(Quoted {
-        icmp_type: icmp.icmp_type,
-        code: icmp.code,
-        mtu: icmp.next_hop_mtu(),
-        local: u32::from(q.src),
-        remote: u32::from(q.dst),
+        what,
+        local: mapped(u32::from(q.src)),
+        remote: mapped(u32::from(q.dst)),
         lport: q.src_port(),
         rport: q.dst_port(),
         seq: q.tcp_seq(),
+    })
+}
+
+/// The ICMPv6 error in packet `d` (`h.l4_off` at its header, its checksum
+/// checked by ipd) and the TCP segment of ours it quotes: an IPv6 header
+/// right after the 8-byte ICMPv6 header, TCP right behind it (tcpd sends
+/// no extension headers), at least the 8 bytes of ports and sequence
+/// number (RFC 4443 §2.4 (c) quotes as much as fits).
+fn parse_icmp6(d: &[u8], h: &Handle) -> Option<Quoted> {
+    let p = ip::parse(d, h, next_header::ICMPV6).ok()?;
+    let msg = d.get(p.l4..p.end)?;
+    let (&icmp_type, &code) = (msg.first()?, msg.get(1)?);
+    if !icmpv6::is_error(icmp_type) {
+        return None;
+    }
+    let quote = msg.get(8..)?;
+    let q = Ipv6Header::parse_quoted(quote).ok()?;
+    if q.next_header != next_header::TCP {
+        return None;
+    }
+    let tcp = quote.get(Ipv6Header::LEN..Ipv6Header::LEN + 8)?;
+    let (local, remote) = (u128::from(q.src), u128::from(q.dst));
+    if is_v4(local) || is_v4(remote) {
+        return None;
+    }
+    let what = if icmp_type == icmpv6_type::PACKET_TOO_BIG {
+        let m = msg.get(4..8)?;
+        Icmp::Pmtu(u32::from_be_bytes([m[0], m[1], m[2], m[3]]))
+    } else {
+        icmpv6::socket_error(icmp_type, code).map_or(Icmp::Nothing, Icmp::Error)
+    };
+    Some(Quoted {
+        what,
+        local,
+        remote,
+        lport: u16::from_be_bytes([tcp[0], tcp[1]]),
+        rport: u16::from_be_bytes([tcp[2], tcp[3]]),
+        seq: u32::from_be_bytes([tcp[4], tcp[5], tcp[6], tcp[7]]),
     })
 }

@@ -52,60 +52,101 @@ pub fn siphash(key: [u64; 2], words: &[u32]) -> u64 {
     v0 ^ v1 ^ v2 ^ v3
 }
 
+/// The 32-bit words of a 128-bit address, most significant first, for
+/// the keyed hashes (an IPv4 address is hashed in its mapped form).
+fn words(a: u128) -> [u32; 4] {
+    [
+        (a >> 96) as u32,
+        (a >> 64) as u32,
+        (a >> 32) as u32,
+        a as u32,
+    ]
+}
+
+/// SipHash-2-4 under `key` of two addresses, the ports as one word, and
+/// `extra` words.
+fn hash_tuple(key: [u64; 2], a: u128, b: u128, ports: u32, extra: &[u32]) -> u64 {
+    let mut w = [0u32; 11];
+    w[..4].copy_from_slice(&words(a));
+    w[4..8].copy_from_slice(&words(b));
+    w[8] = ports;
+    let n = 9 + extra.len().min(2);
+    w[9..n].copy_from_slice(&extra[..n - 9]);
+    siphash(key, &w[..n])
+}
+
 /// RFC 6528: ISN = M + F(localip, localport, remoteip, remoteport, secret),
 /// M a timer ticking every 4 µs.
-pub fn isn(key: [u64; 2], now_ns: u64, laddr: u32, lport: u16, raddr: u32, rport: u16) -> u32 {
+pub fn isn(key: [u64; 2], now_ns: u64, laddr: u128, lport: u16, raddr: u128, rport: u16) -> u32 {
     let m = (now_ns / 4000) as u32;
-    let f = siphash(
+    let f = hash_tuple(
         key,
-        &[laddr, raddr, u32::from(lport) << 16 | u32::from(rport)],
+        laddr,
+        raddr,
+        u32::from(lport) << 16 | u32::from(rport),
+        &[],
     ) as u32;
     m.wrapping_add(f)
 }
 
 /// Per-connection offset of the timestamp clock (RFC 7323 §7.1).
-pub fn ts_offset(key: [u64; 2], laddr: u32, lport: u16, raddr: u32, rport: u16) -> u32 {
-    siphash(
-        [key[1], key[0]],
-        &[raddr, laddr, u32::from(rport) << 16 | u32::from(lport)],
-    ) as u32
+pub fn ts_offset(key: [u64; 2], laddr: u128, lport: u16, raddr: u128, rport: u16) -> u32 {
+    let ports = u32::from(rport) << 16 | u32::from(lport);
+    hash_tuple([key[1], key[0]], raddr, laddr, ports, &[]) as u32
 }
 
-/// MSS values a SYN cookie can encode (Linux `msstab`).
+/// The IPv6 flow label of a connection (RFC 6437 §3: a keyed hash of the
+/// flow's addresses and ports, 20 bits, never 0, the same for every
+/// packet of the flow whichever side computes it here).
+pub fn flow_label(key: [u64; 2], laddr: u128, lport: u16, raddr: u128, rport: u16) -> u32 {
+    let ports = u32::from(lport) << 16 | u32::from(rport);
+    let k = [key[0].rotate_left(29), key[1] ^ 0x464c_4f57];
+    let f = hash_tuple(k, laddr, raddr, ports, &[]) as u32 & 0xf_ffff;
+    f.max(1)
+}
+
+/// MSS values a SYN cookie can encode over IPv4 (Linux `msstab`).
 pub const COOKIE_MSS: [u16; 4] = [536, 1300, 1440, 1460];
+/// MSS values a SYN cookie can encode over IPv6 (Linux's IPv6
+/// `msstab`: the minimum MTU's, then 1480, 1500 and 9000 less 60).
+pub const COOKIE_MSS6: [u16; 4] = [1220, 1420, 1440, 8940];
 const COOKIE_BITS: u32 = 24;
 const COOKIE_MASK: u32 = (1 << COOKIE_BITS) - 1;
 /// Minutes a cookie stays valid (Linux `MAX_SYNCOOKIE_AGE`).
 const COOKIE_MAX_AGE: u32 = 2;
 
 fn cookie_hash(key: [u64; 2], t: &CookieTuple, count: u32, c: u32) -> u32 {
-    siphash(
-        [
-            key[0] ^ 0x5359_4e43_4f4f_4b49,
-            key[1].rotate_left(u32::from(c == 1) * 17),
-        ],
-        &[
-            t.saddr,
-            t.daddr,
-            u32::from(t.sport) << 16 | u32::from(t.dport),
-            count,
-            c,
-        ],
-    ) as u32
+    let k = [
+        key[0] ^ 0x5359_4e43_4f4f_4b49,
+        key[1].rotate_left(u32::from(c == 1) * 17),
+    ];
+    let ports = u32::from(t.sport) << 16 | u32::from(t.dport);
+    hash_tuple(k, t.saddr, t.daddr, ports, &[count, c]) as u32
 }
 
 /// The addresses of a SYN (and of the ACK that answers our cookie), as
-/// the peer sent them.
+/// the peer sent them (mapped for IPv4).
 #[derive(Clone, Copy, Debug)]
 pub struct CookieTuple {
     /// Peer address.
-    pub saddr: u32,
+    pub saddr: u128,
     /// Our address.
-    pub daddr: u32,
+    pub daddr: u128,
     /// Peer port.
     pub sport: u16,
     /// Our port.
     pub dport: u16,
+}
+
+impl CookieTuple {
+    /// The MSS values a cookie of this tuple's family encodes.
+    pub fn mss_table(&self) -> &'static [u16; 4] {
+        if strata_ipc::addrs::unmapped(self.saddr).is_some() {
+            &COOKIE_MSS
+        } else {
+            &COOKIE_MSS6
+        }
+    }
 }
 
 /// The minute counter of the cookie clock.
@@ -113,10 +154,11 @@ pub fn cookie_count(now_ns: u64) -> u32 {
     (now_ns / 60_000_000_000) as u32
 }
 
-/// The index into [`COOKIE_MSS`] of the largest value not above `mss`.
-pub fn cookie_mss_index(mss: u16) -> u32 {
+/// The index into `table` ([`COOKIE_MSS`] or [`COOKIE_MSS6`]) of the
+/// largest value not above `mss` (the first if none is).
+pub fn cookie_mss_index(table: &[u16; 4], mss: u16) -> u32 {
     let mut i = 0;
-    for (k, &m) in COOKIE_MSS.iter().enumerate() {
+    for (k, &m) in table.iter().enumerate() {
         if m <= mss {
             i = k;
         }
@@ -152,7 +194,7 @@ pub fn check_cookie(
         return None;
     }
     let idx = c.wrapping_sub(cookie_hash(key, t, count.wrapping_sub(diff), 1)) & COOKIE_MASK;
-    ((idx as usize) < COOKIE_MSS.len()).then_some(idx)
+    ((idx as usize) < t.mss_table().len()).then_some(idx)
 }
 
 #[cfg(test)]
@@ -180,17 +222,56 @@ mod tests {
         assert_eq!(isn(k, 4000, 1, 2, 3, 4), a.wrapping_add(1));
         assert_ne!(isn(k, 0, 1, 2, 3, 5), a);
         assert_ne!(isn([1, 3], 0, 1, 2, 3, 4), a);
+        // Every word of an IPv6 address counts.
+        for bit in [1, 40, 70, 127] {
+            assert_ne!(isn(k, 0, 1 << bit | 1, 2, 3, 4), a, "bit {bit}");
+            assert_ne!(
+                ts_offset(k, 1, 2, 3 ^ 1 << bit, 4),
+                ts_offset(k, 1, 2, 3, 4)
+            );
+        }
+    }
+
+    #[test]
+    fn flow_labels_are_20_bits_nonzero_and_per_flow() {
+        let k = [5, 6];
+        let (a, b) = (0x2001_0db8 << 96 | 1, 0x2001_0db8 << 96 | 2);
+        let f = flow_label(k, a, 80, b, 40000);
+        assert!(f > 0 && f <= 0xf_ffff);
+        assert_eq!(flow_label(k, a, 80, b, 40000), f);
+        assert_ne!(flow_label(k, a, 80, b, 40001), f);
+        assert_ne!(flow_label([5, 7], a, 80, b, 40000), f);
     }
 
     #[test]
     fn cookies_round_trip_and_expire() {
         let k = [7, 9];
-        let t = CookieTuple {
-            saddr: 0x0a00_0002,
-            daddr: 0x0a00_0001,
+        let v4 = CookieTuple {
+            saddr: strata_ipc::addrs::mapped(0x0a00_0002),
+            daddr: strata_ipc::addrs::mapped(0x0a00_0001),
             sport: 40000,
             dport: 80,
         };
+        let v6 = CookieTuple {
+            saddr: 0xfd00 << 112 | 2,
+            daddr: 0xfd00 << 112 | 1,
+            ..v4
+        };
+        assert_eq!(v4.mss_table(), &COOKIE_MSS);
+        assert_eq!(v6.mss_table(), &COOKIE_MSS6);
+        for t in [v4, v6] {
+            cookies_of(k, t);
+        }
+        assert_eq!(cookie_mss_index(&COOKIE_MSS, 1460), 3);
+        assert_eq!(cookie_mss_index(&COOKIE_MSS, 1400), 1);
+        assert_eq!(cookie_mss_index(&COOKIE_MSS, 100), 0);
+        assert_eq!(cookie_mss_index(&COOKIE_MSS6, 1440), 2);
+        assert_eq!(cookie_mss_index(&COOKIE_MSS6, 9000), 3);
+        assert_eq!(cookie_mss_index(&COOKIE_MSS6, 536), 0);
+    }
+
+    /// Cookies of tuple `t` check, expire, and bind the tuple.
+    fn cookies_of(k: [u64; 2], t: CookieTuple) {
         let now = 3_600_000_000_000;
         for i in 0..4 {
             let c = make_cookie(k, &t, 12345, i, now);
@@ -201,9 +282,11 @@ mod tests {
             assert_eq!(check_cookie(k, &t, c ^ 0x0010_0000, 12345, now), None);
             let t2 = CookieTuple { sport: 40001, ..t };
             assert_eq!(check_cookie(k, &t2, c, 12345, now), None);
+            let t3 = CookieTuple {
+                saddr: t.saddr ^ 1 << 100,
+                ..t
+            };
+            assert_eq!(check_cookie(k, &t3, c, 12345, now), None);
         }
-        assert_eq!(cookie_mss_index(1460), 3);
-        assert_eq!(cookie_mss_index(1400), 1);
-        assert_eq!(cookie_mss_index(100), 0);
     }
 }

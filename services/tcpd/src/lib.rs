@@ -1,16 +1,18 @@
-//! The protocol core of tcpd, strata's TCP layer: the RFC 9293 state
-//! machine with RFC 5961 protections, RFC 6528 ISNs and SYN cookies,
-//! options (MSS, window scaling, timestamps with PAWS and RTTM, SACK),
-//! retransmission per RFC 6298, fast retransmit with NewReno (RFC 5681,
-//! 6582) or SACK-based recovery (RFC 6675), CUBIC (RFC 9438) or NewReno
-//! congestion control behind one trait ([`cc::CongestionControl`]),
-//! delayed ACKs, Nagle, zero-window probing, keep-alive, and credit-based
-//! flow control with sockd.
+//! The protocol core of tcpd, strata's TCP layer, over IPv4 and IPv6
+//! (dual-stack as Linux: an IPv6 socket bound to `::` takes IPv4 too,
+//! its peers seen as IPv4-mapped addresses, unless IPV6_V6ONLY): the
+//! RFC 9293 state machine with RFC 5961 protections, RFC 6528 ISNs and
+//! SYN cookies, options (MSS, window scaling, timestamps with PAWS and
+//! RTTM, SACK), retransmission per RFC 6298, fast retransmit with NewReno
+//! (RFC 5681, 6582) or SACK-based recovery (RFC 6675), CUBIC (RFC 9438)
+//! or NewReno congestion control behind one trait
+//! ([`cc::CongestionControl`]), delayed ACKs, Nagle, zero-window probing,
+//! keep-alive, and credit-based flow control with sockd.
 //!
 //! The core is pure (docs/DESIGN.md, "Code shape"): no I/O, no clock, no
 //! randomness, no globals. The process shell pops handles from its rings
-//! and calls [`TcpCore::from_ip`] (segments and ICMP errors from ipd),
-//! [`TcpCore::from_sock`] (control requests and stream payload from
+//! and calls [`TcpCore::from_ip`] (segments, ICMP and ICMPv6 errors from
+//! ipd), [`TcpCore::from_sock`] (control requests and stream payload from
 //! sockd) and, when [`TcpCore::next_deadline`] has passed,
 //! [`TcpCore::poll`] (timers), always with the current monotonic time;
 //! then it pushes what the core left in [`Outputs`].
@@ -29,6 +31,12 @@
 //!
 //! No heap allocation per segment: tables are sized at start; segments,
 //! ACKs and notifications use pool buffers.
+//!
+//! Addresses are 128-bit everywhere (tuples, listeners, binds, hashes),
+//! IPv4 ones mapped as on the socket path; which family a connection
+//! speaks follows from its peer's address (the private `ip` module holds
+//! what differs: parsing either header, writing either, one MSS per
+//! IPv6 packet).
 
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
@@ -45,6 +53,7 @@ pub mod stats;
 
 mod control;
 mod input;
+mod ip;
 mod output;
 mod queue;
 mod timer;
@@ -55,23 +64,30 @@ mod tests;
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
+use strata_ipc::addrs::unmapped;
 use strata_ipc::l4::{L4Ctl, L4CTL_LEN};
 use strata_ipc::{handle::flags, BufError, Buffers, Handle};
 use strata_proto::ipv4::protocol;
+use strata_proto::ipv6::next_header;
 
 pub use block::{ConnBlock, SegEntry, Slot, State, Storage, StorageHeader, NIL};
 pub use cc::{CcAlgo, CongestionControl};
-pub use config::{ConfigError, IfaceAddrs, RouteInfo, TcpConfig, DEFAULT_EPHEMERAL};
+pub use config::{ConfigError, IfaceAddrs, Route6, RouteInfo, TcpConfig, DEFAULT_EPHEMERAL};
 pub use stats::{Stat, Stats};
 
 use block::{cf, pend};
 use config::Net;
 use queue::Slab;
 
-/// TTL of the datagrams tcpd sends (Linux `ip_default_ttl`).
+/// TTL of the datagrams tcpd sends (Linux `ip_default_ttl`), and hop
+/// limit of its IPv6 packets (Linux `hop_limit`).
 pub const DEFAULT_TTL: u8 = 64;
-/// Default MSS when the peer announces none (RFC 9293 §3.7.1).
+/// Default MSS when the peer announces none, over IPv4 (RFC 9293 §3.7.1:
+/// 576 − 40).
 pub const DEFAULT_MSS: u32 = 536;
+/// Default MSS when the peer announces none, over IPv6 (RFC 9293 §3.7.1,
+/// RFC 8200 §8.3: the minimum MTU 1280 − 60).
+pub const DEFAULT_MSS6: u32 = 1220;
 /// Largest listen backlog (Linux `somaxconn`).
 pub const MAX_BACKLOG: u32 = 4096;
 
@@ -80,8 +96,9 @@ pub const MAX_BACKLOG: u32 = 4096;
 /// clears them, so no call allocates in steady state.
 #[derive(Debug, Default)]
 pub struct Outputs {
-    /// For ipd: complete IPv4 datagrams (data window = the datagram,
-    /// `l3_off` 0, `l4_off` 20, `l4proto` TCP, checksums final). The shell
+    /// For ipd: complete IPv4 datagrams or IPv6 packets (data window =
+    /// the packet, `l3_off` 0, `l4_off` 20 or 40, `l4proto` TCP, the
+    /// family's ethertype, the TCP checksum final or partial). The shell
     /// may drop these when ipd's ring is full ([`TcpCore::ring_full`]):
     /// TCP retransmits.
     pub to_ip: Vec<Handle>,
@@ -131,10 +148,18 @@ pub struct ConnInfo {
     pub sock: u32,
     /// State.
     pub state: State,
-    /// Local address and port.
+    /// Local IPv4 address (host order) and port; for an IPv6 socket the
+    /// address is 0 (see [`local_addr`](Self::local_addr)).
     pub local: (u32, u16),
-    /// Peer address and port (zeros for listeners and bound sockets).
+    /// Peer IPv4 address and port (zeros for listeners and bound
+    /// sockets); for an IPv6 peer the address is 0 (see
+    /// [`remote_addr`](Self::remote_addr)).
     pub remote: (u32, u16),
+    /// Local address of either family, IPv4 mapped (`::ffff:0.0.0.0`: any
+    /// IPv4 address; `::`: any).
+    pub local_addr: u128,
+    /// Peer address of either family, IPv4 mapped (0: none).
+    pub remote_addr: u128,
     /// Bytes in the send queue (unacknowledged and unsent).
     pub send_q: u32,
     /// Bytes received in order, not yet handed to sockd (listeners: the
@@ -173,8 +198,10 @@ fn conn_info(i: usize, c: &ConnBlock, cfg: &TcpConfig) -> Option<ConnInfo> {
         id: c.id(i),
         sock: c.sock,
         state,
-        local: (c.local_addr, c.local_port as u16),
-        remote: (c.remote_addr, c.remote_port as u16),
+        local: (unmapped(c.local_addr).unwrap_or(0), c.local_port as u16),
+        remote: (unmapped(c.remote_addr).unwrap_or(0), c.remote_port as u16),
+        local_addr: c.local_addr,
+        remote_addr: c.remote_addr,
         send_q: c.snd_q.bytes,
         recv_q: if state == State::Listen {
             c.acc_q
@@ -234,12 +261,13 @@ pub unsafe fn snapshot(p: *const u8, len: usize) -> Vec<ConnInfo> {
         .collect()
 }
 
-/// The lookup key of a connection.
+/// The lookup key of a connection: its addresses (IPv4 mapped) and
+/// ports.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub(crate) struct Tuple {
-    la: u32,
+    la: u128,
     lp: u16,
-    ra: u32,
+    ra: u128,
     rp: u16,
 }
 
@@ -265,9 +293,10 @@ pub struct TcpCore<'a> {
     free_conns: Vec<u32>,
     max_conns: usize,
     by_tuple: HashMap<Tuple, u32>,
-    /// Listening blocks by local address and port: one, or a
+    /// Listening blocks by local address (IPv4 mapped; `::` holds the
+    /// dual-stack and IPV6_V6ONLY ones alike) and port: one, or a
     /// SO_REUSEPORT group in block order.
-    listeners: HashMap<(u32, u16), Vec<u32>>,
+    listeners: HashMap<(u128, u16), Vec<u32>>,
     by_sock: HashMap<u32, u32>,
     /// Blocks holding each local port.
     port_use: HashMap<u16, u32>,
@@ -305,14 +334,15 @@ impl<'a> TcpCore<'a> {
         self.pool_short = [small, large];
     }
 
-    /// Takes the interfaces' addresses, MTUs and the routes of `cfg` at
-    /// run time (`strata addr`, `route`, `link set mtu`): new connections
-    /// choose sources and MSS by them. Established connections keep their
+    /// Takes the interfaces' addresses (both families), MTUs and the
+    /// routes of `cfg` at run time (`strata addr`, `route`, `link set
+    /// mtu`): new connections choose sources and MSS by them. Established connections keep their
     /// addresses, as on Linux. On error the old ones stay in force.
     pub fn set_addresses(&mut self, cfg: &TcpConfig) -> Result<(), ConfigError> {
         self.net = Net::new(cfg)?;
         self.cfg.ifaces.clone_from(&cfg.ifaces);
         self.cfg.routes.clone_from(&cfg.routes);
+        self.cfg.routes6.clone_from(&cfg.routes6);
         Ok(())
     }
 
@@ -418,14 +448,17 @@ impl<'a> TcpCore<'a> {
         }
     }
 
-    /// Takes a handle from ipd: a TCP segment (`l4proto` TCP) or an ICMP
-    /// error quoting one (`l4proto` ICMP); data window = the whole IPv4
-    /// datagram. The core owns `h` from here.
+    /// Takes a handle from ipd: a TCP segment (`l4proto` TCP), an ICMP
+    /// error quoting one (`l4proto` ICMP) or an ICMPv6 error quoting one
+    /// (`l4proto` ICMPv6); data window = the whole IPv4 datagram or IPv6
+    /// packet, `l4_off` at the TCP or ICMPv6 header. The core owns `h`
+    /// from here.
     pub fn from_ip<B: Buffers>(&mut self, now_ns: u64, pool: &mut B, h: Handle, out: &mut Outputs) {
         self.now = now_ns;
         match h.l4proto {
             protocol::TCP => self.tcp_input(pool, h, out),
             protocol::ICMP => self.icmp_input(pool, h, out),
+            next_header::ICMPV6 => self.icmp6_input(pool, h, out),
             _ => self.drop(pool, &h, Stat::WrongProtocol),
         }
     }
@@ -655,7 +688,7 @@ impl<'a> TcpCore<'a> {
 
     /// Adds listening block `i` to the listeners of `k`, in block order
     /// (the same order after a restart, so a tuple picks the same one).
-    fn add_listener(&mut self, k: (u32, u16), i: usize) {
+    fn add_listener(&mut self, k: (u128, u16), i: usize) {
         let group = self.listeners.entry(k).or_default();
         if let Err(at) = group.binary_search(&(i as u32)) {
             group.insert(at, i as u32);
@@ -663,7 +696,7 @@ impl<'a> TcpCore<'a> {
     }
 
     /// Removes block `i` from the listeners of `k`.
-    fn remove_listener(&mut self, k: (u32, u16), i: usize) {
+    fn remove_listener(&mut self, k: (u128, u16), i: usize) {
         if let Some(group) = self.listeners.get_mut(&k) {
             group.retain(|&x| x != i as u32);
             if group.is_empty() {
@@ -672,17 +705,42 @@ impl<'a> TcpCore<'a> {
         }
     }
 
-    /// The listener a segment for `t` goes to: one bound to its address,
-    /// else one bound to any address; within a SO_REUSEPORT group, one
-    /// chosen by the peer's address and port, so that every segment of a
-    /// handshake reaches the same one (as Linux's reuseport hash).
+    /// The listener a segment for `t` goes to, as Linux scores them: one
+    /// bound to its address; else, for IPv4, one bound to any IPv4
+    /// address (`0.0.0.0`), then one bound to `::` without IPV6_V6ONLY
+    /// (dual-stack, RFC 3493 §3.7); for IPv6 one bound to `::`. Within a
+    /// SO_REUSEPORT group, one chosen by the peer's address and port, so
+    /// that every segment of a handshake reaches the same one (as Linux's
+    /// reuseport hash). At most three lookups, no allocation.
     fn listener_for(&self, t: &Tuple) -> Option<u32> {
-        let group = self
-            .listeners
-            .get(&(t.la, t.lp))
-            .or_else(|| self.listeners.get(&(0, t.lp)))?;
-        let pick = strata_ipc::l4::reuseport_pick(t.ra, t.rp, group.len());
-        group.get(pick).copied()
+        let any = |_: &u32| true;
+        let v4 = |&i: &u32| !self.conns[i as usize].has(cf::V6ONLY);
+        if let Some(g) = self.listeners.get(&(t.la, t.lp)) {
+            return self.pick_listener(g, t, any);
+        }
+        if ip::is_v4(t.la) {
+            if let Some(g) = self.listeners.get(&(strata_ipc::addrs::mapped(0), t.lp)) {
+                return self.pick_listener(g, t, any);
+            }
+            let g = self.listeners.get(&(0, t.lp))?;
+            return self.pick_listener(g, t, v4);
+        }
+        self.pick_listener(self.listeners.get(&(0, t.lp))?, t, any)
+    }
+
+    /// The member of listener group `group` that takes `t`, among those
+    /// `ok` admits (SO_REUSEPORT: by the peer's address and port, see
+    /// [`strata_ipc::l4::reuseport_pick`]; an IPv6 peer's address folded
+    /// to 32 bits).
+    fn pick_listener(&self, group: &[u32], t: &Tuple, ok: impl Fn(&u32) -> bool) -> Option<u32> {
+        let n = group.iter().filter(|i| ok(i)).count();
+        if n == 0 {
+            return None;
+        }
+        let fold = (t.ra >> 96) as u32 ^ (t.ra >> 64) as u32 ^ (t.ra >> 32) as u32 ^ t.ra as u32;
+        let ra = unmapped(t.ra).unwrap_or(fold);
+        let pick = strata_ipc::l4::reuseport_pick(ra, t.rp, n);
+        group.iter().filter(|i| ok(i)).nth(pick).copied()
     }
 
     /// The live listener of a passive connection.
@@ -785,14 +843,16 @@ impl<'a> TcpCore<'a> {
     }
 }
 
-/// A message `op` about socket `sock` carrying `c`'s addresses.
+/// A message `op` about socket `sock` carrying `c`'s addresses (IPv4
+/// ones mapped, as they are kept: a dual-stack listener's IPv4
+/// connections are reported as sockd expects them).
 fn conn_msg(op: u32, sock: u32, c: &ConnBlock) -> L4Ctl {
     L4Ctl {
         op,
         sock,
-        local_addr: strata_ipc::addrs::mapped(c.local_addr),
+        local_addr: c.local_addr,
         local_port: c.local_port as u16,
-        remote_addr: strata_ipc::addrs::mapped(c.remote_addr),
+        remote_addr: c.remote_addr,
         remote_port: c.remote_port as u16,
         ..L4Ctl::default()
     }

@@ -36,7 +36,9 @@ fn random_secret() -> [u64; 2] {
 
 fn main() {
     // The arena's format is that of its connection storage: a tcpd of
-    // another storage version would find no connection there.
+    // another storage version would find no connection there (version 8
+    // made addresses 16 bytes; a running tcpd of version 7 is not
+    // upgraded live to this one, `strata upgrade` refuses it).
     let format = ArenaFormat {
         writes: STORAGE_VERSION,
         reads_from: STORAGE_VERSION,
@@ -197,11 +199,12 @@ impl Layer for Shell<'_> {
         self.core.ring_full(&mut cx.pool, &h);
     }
 
-    /// An ICMP error may have been turned into a notification for sockd
-    /// in its own buffer before a death: not taken again. Segments and
-    /// datagrams are only read, never changed, so they are.
+    /// An ICMP or ICMPv6 error may have been turned into a notification
+    /// for sockd in its own buffer before a death: not taken again.
+    /// Segments are only read, never changed, so they are.
     fn replayable(&self, h: &Handle) -> bool {
         h.l4proto != strata_proto::ipv4::protocol::ICMP
+            && h.l4proto != strata_proto::ipv6::next_header::ICMPV6
     }
 
     /// Every event is journaled in the arena before `input` returns.

@@ -1,21 +1,20 @@
-//! Sending: building segments (IPv4 + TCP headers, options, checksums),
+//! Sending: building segments (IP and TCP headers, options, checksums;
+//! the IP header of either family is [`ip::emit`]'s),
 //! the transmit engine (windows, Nagle, SACK-driven recovery, FIN,
 //! persist), ACK and window policy, RTT/RTO arithmetic, and what goes up
 //! to sockd (payload within the receive credit, notifications in order).
 
-use strata_ipc::handle::{csum, gso};
+use strata_ipc::handle::gso;
 use strata_ipc::l4::{op, L4Ctl, SendCredit};
 use strata_ipc::{Buffers, Handle};
-use strata_proto::ethernet::ethertype;
-use strata_proto::ipv4::{protocol, Ipv4Header};
+use strata_proto::ipv4::protocol;
 use strata_proto::tcp::{TcpFlags, TcpHeader, TcpOptions};
 
 use crate::block::{cf, ef, pend, rec, ConnBlock, State, NIL};
 use crate::config::TcpConfig;
-use crate::{cc, conn_msg, sack, seq, Outputs, Stat, TcpCore, DEFAULT_TTL};
+use crate::ip::{self, is_v4};
+use crate::{cc, conn_msg, isn, sack, seq, Outputs, Stat, TcpCore};
 
-/// IPv4 header bytes of the datagrams tcpd sends.
-const IP_HL: usize = Ipv4Header::MIN_LEN;
 /// Room ipd needs in front of a datagram for the Ethernet header.
 const L2_ROOM: u32 = 14;
 
@@ -214,7 +213,7 @@ impl TcpCore<'_> {
             }
         }
         let thl = TcpHeader::header_len_for(&opts);
-        let hdrs = (IP_HL + thl) as u32;
+        let hdrs = (ip::header_len(c.remote_addr) + thl) as u32;
         let first = seq::ge(seqno, c.snd_max);
         let h = match self.segment_buffer(pool, c, seqno, len, hdrs, first) {
             Some(h) => h,
@@ -252,14 +251,12 @@ impl TcpCore<'_> {
             checksum: 0,
             urgent: 0,
         };
-        if self.emit_headers(pool, &h, c.local_addr, c.remote_addr, &tcp, &opts, true) {
-            self.stats.inc(Stat::OutSegs);
-            if fl.contains(TcpFlags::RST) {
-                self.stats.inc(Stat::OutRsts);
-            }
-            let mut o = finish_handle(h);
-            o.csum = csum::PARTIAL;
-            if len > c.snd_mss {
+        let ends = (c.local_addr, c.remote_addr);
+        if self.emit_headers(pool, &h, ends, c.flow_label, &tcp, &opts, true) {
+            self.count_out(c.remote_addr, fl);
+            let mut o = ip::finish_handle(&h, c.remote_addr, true);
+            // Only IPv4 sends super-segments (`send_one`).
+            if len > c.snd_mss && is_v4(c.remote_addr) {
                 o.gso_type = gso::TCPV4;
                 o.gso_size = c.snd_mss as u16;
                 self.stats.inc(Stat::OutSuperSegs);
@@ -409,59 +406,56 @@ impl TcpCore<'_> {
         None
     }
 
-    /// Writes the IPv4 and TCP headers at the start of `h`'s data window,
-    /// whose payload is in place; the TCP checksum final, or with
-    /// `partial` left for the device or driverd to complete.
+    /// Writes the IP header (of the family of `src` and `dst`, which are
+    /// one; see [`ip::emit`]) and the TCP header at the start of `h`'s
+    /// data window, whose payload is in place; the TCP checksum final, or
+    /// with `partial` left for the device or driverd to complete. `flow`
+    /// is an IPv6 packet's flow label.
     #[allow(clippy::too_many_arguments)]
     fn emit_headers<B: Buffers>(
         &mut self,
         pool: &mut B,
         h: &Handle,
-        src: u32,
-        dst: u32,
+        (src, dst): (u128, u128),
+        flow: u32,
         tcp: &TcpHeader,
         opts: &TcpOptions,
         partial: bool,
     ) -> bool {
-        self.ident = self.ident.wrapping_add(1);
-        let ip = Ipv4Header {
-            header_len: IP_HL as u8,
-            tos: 0,
-            total_len: h.data_len as u16,
-            ident: self.ident,
-            dont_frag: true,
-            more_frags: false,
-            frag_offset: 0,
-            ttl: DEFAULT_TTL,
-            protocol: protocol::TCP,
-            checksum: 0,
-            src: src.into(),
-            dst: dst.into(),
-        };
-        let Ok(d) = pool.data_mut(h) else {
-            return false;
-        };
-        if d.len() < IP_HL {
-            return false;
+        if is_v4(dst) {
+            self.ident = self.ident.wrapping_add(1);
         }
-        let (iph, seg) = d.split_at_mut(IP_HL);
-        ip.emit(iph).is_ok()
-            && if partial {
-                tcp.emit_partial(opts, seg, src.into(), dst.into())
-            } else {
-                tcp.emit(opts, seg, src.into(), dst.into())
-            }
-            .is_ok()
+        let stamp = ip::Stamp {
+            ident: self.ident,
+            flow,
+        };
+        match pool.data_mut(h) {
+            Ok(d) => ip::emit(d, src, dst, stamp, tcp, opts, partial),
+            Err(_) => false,
+        }
+    }
+
+    /// Counts a segment sent to `peer` with flags `fl`.
+    fn count_out(&mut self, peer: u128, fl: TcpFlags) {
+        self.stats.inc(Stat::OutSegs);
+        if !is_v4(peer) {
+            self.stats.inc(Stat::OutSegs6);
+        }
+        if fl.contains(TcpFlags::RST) {
+            self.stats.inc(Stat::OutRsts);
+        }
     }
 
     /// A segment with no connection (RST, or a SYN cookie's SYN-ACK) from
-    /// `src:sport` to `dst:dport`.
+    /// `src:sport` to `dst:dport` (addresses of one family), its checksum
+    /// final. Over IPv6 its flow label is the one the connection of these
+    /// addresses and ports has (or would have).
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn xmit_bare<B: Buffers>(
         &mut self,
         pool: &mut B,
-        (src, sport): (u32, u16),
-        (dst, dport): (u32, u16),
+        (src, sport): (u128, u16),
+        (dst, dport): (u128, u16),
         seqno: u32,
         ack: u32,
         fl: TcpFlags,
@@ -469,12 +463,12 @@ impl TcpCore<'_> {
         opts: &TcpOptions,
         out: &mut Outputs,
     ) {
-        let thl = TcpHeader::header_len_for(opts);
-        let Some(mut h) = pool.alloc(IP_HL + thl) else {
+        let n = ip::header_len(dst) + TcpHeader::header_len_for(opts);
+        let Some(mut h) = pool.alloc(n) else {
             self.stats.inc(Stat::PoolExhausted);
             return;
         };
-        h.data_len = (IP_HL + thl) as u32;
+        h.data_len = n as u32;
         let tcp = TcpHeader {
             src_port: sport,
             dst_port: dport,
@@ -486,13 +480,14 @@ impl TcpCore<'_> {
             checksum: 0,
             urgent: 0,
         };
-        if self.emit_headers(pool, &h, src, dst, &tcp, opts, false) {
-            let h = finish_handle(h);
-            self.stats.inc(Stat::OutSegs);
-            if fl.contains(TcpFlags::RST) {
-                self.stats.inc(Stat::OutRsts);
-            }
-            out.to_ip.push(h);
+        let flow = if is_v4(dst) {
+            0
+        } else {
+            isn::flow_label(self.cfg.secret, src, sport, dst, dport)
+        };
+        if self.emit_headers(pool, &h, (src, dst), flow, &tcp, opts, false) {
+            self.count_out(dst, fl);
+            out.to_ip.push(ip::finish_handle(&h, dst, false));
         } else {
             pool.free(&h);
         }
@@ -530,17 +525,6 @@ impl TcpCore<'_> {
             }
         }
     }
-}
-
-/// Sets the fields ipd expects on a datagram from tcpd.
-fn finish_handle(h: Handle) -> Handle {
-    let mut o = Handle::new(h.buf, h.gen, h.data_off);
-    o.data_len = h.data_len;
-    o.l3_off = 0;
-    o.l4_off = IP_HL as u16;
-    o.l4proto = protocol::TCP;
-    o.ethertype = ethertype::IPV4;
-    o
 }
 
 /// The transmit engine.
@@ -758,9 +742,12 @@ impl TcpCore<'_> {
         // one segment (TSO), unless the caller (SACK recovery, a probe)
         // checked room for one only, or we hold out-of-order data: then a
         // runt needs room for SACK blocks, which every segment of a
-        // super-segment would carry, or none.
+        // super-segment would carry, or none. Over IPv4 only: the devices
+        // offer TSO for IPv4 alone, so an IPv6 connection sends one
+        // segment of at most one MSS per handle (gso NONE).
         let sacking = c.has(cf::SACK_OK) && !c.ooo_q.is_empty();
-        let most = if self.cfg.tso && !rtx && !cwnd_checked && !sacking {
+        let tso = self.cfg.tso && is_v4(c.remote_addr);
+        let most = if tso && !rtx && !cwnd_checked && !sacking {
             gso::tcp_max_payload(mss)
         } else {
             mss

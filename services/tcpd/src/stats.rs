@@ -4,8 +4,11 @@
 
 strata_ipc::layer_stats! { "tcpd";
     // ---- segments from ipd ----
-    /// TCP segments handed to [`from_ip`](crate::TcpCore::from_ip).
+    /// TCP segments handed to [`from_ip`](crate::TcpCore::from_ip), of
+    /// either family.
     InSegs => "in_segs",
+    /// Of those, segments that came over IPv6.
+    InSegs6 => "in_segs6",
     /// Segments with a wrong TCP checksum (Linux `InCsumErrors`).
     BadChecksum => "bad_checksum",
     /// Segments whose checksum the device verified or left partial (the
@@ -15,14 +18,17 @@ strata_ipc::layer_stats! { "tcpd";
     TcpTruncated => "tcp_truncated",
     /// Segments with malformed TCP options.
     TcpBadOptions => "tcp_bad_options",
-    /// Handles whose bytes are not a valid IPv4 datagram.
+    /// Handles whose bytes are not a valid IPv4 datagram or IPv6 packet
+    /// (or whose ethertype names the other family, or whose transport
+    /// offset lies outside the packet).
     IpMalformed => "ip_malformed",
     /// Datagrams whose protocol is not the one the handle claims.
     WrongProtocol => "wrong_protocol",
     /// Fragments (ipd reassembles; never expected).
     IpFragment => "ip_fragment",
     /// Segments from or to a broadcast, multicast or zero address, or to
-    /// an address that is not ours, or with a zero port.
+    /// an address that is not ours, or with a zero port; IPv6 packets
+    /// with an IPv4-mapped address (RFC 4291 §2.5.5.2).
     BadAddress => "bad_address",
     /// Segments with no connection or listener, answered with a reset
     /// (Linux `OutRsts` share, RFC 9293 §3.10.7.1).
@@ -97,8 +103,10 @@ strata_ipc::layer_stats! { "tcpd";
     RcvbufGrown => "rcvbuf_grown",
 
     // ---- sending ----
-    /// Segments sent to ipd.
+    /// Segments sent to ipd, of either family.
     OutSegs => "out_segs",
+    /// Of those, segments sent over IPv6.
+    OutSegs6 => "out_segs6",
     /// Super-segments sent (each counted once in `out_segs`).
     OutSuperSegs => "out_super_segs",
     /// Payload bytes sent for the first time.
@@ -135,8 +143,12 @@ strata_ipc::layer_stats! { "tcpd";
     // ---- connections ----
     /// Active opens (CONNECT).
     ActiveOpens => "active_opens",
+    /// Of those, to IPv6 peers.
+    ActiveOpens6 => "active_opens6",
     /// Passive opens established (Linux `PassiveOpens`).
     PassiveOpens => "passive_opens",
+    /// Of those, from IPv6 peers.
+    PassiveOpens6 => "passive_opens6",
     /// Connections reset by the peer.
     ResetByPeer => "reset_by_peer",
     /// Connects refused by a reset.
@@ -159,14 +171,18 @@ strata_ipc::layer_stats! { "tcpd";
     Established => "established",
 
     // ---- ICMP ----
-    /// ICMP errors handed to [`from_ip`](crate::TcpCore::from_ip).
+    /// ICMP and ICMPv6 errors handed to
+    /// [`from_ip`](crate::TcpCore::from_ip).
     IcmpIn => "icmp_in",
+    /// Of those, ICMPv6 errors.
+    Icmp6In => "icmp6_in",
     /// ICMP errors malformed, of an ignored type, or quoting no segment
     /// of a connection (or a sequence number outside the window).
     IcmpIgnored => "icmp_ignored",
     /// ICMP errors that failed a connection attempt.
     IcmpReported => "icmp_reported",
-    /// Fragmentation-needed errors that lowered a connection's MSS.
+    /// Fragmentation-needed errors (IPv4) and packet-too-big errors
+    /// (IPv6) that lowered a connection's MSS.
     IcmpPmtu => "icmp_pmtu",
 
     // ---- from sockd ----

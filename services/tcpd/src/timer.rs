@@ -346,7 +346,12 @@ pub(crate) fn restore<'a, B: Buffers>(
             };
             continue;
         }
+        // A connection's addresses are of one family (both IPv4-mapped
+        // or neither): what it sends could not be written otherwise.
+        let one_family = !state.is_some_and(State::has_peer)
+            || crate::ip::is_v4(c.local_addr) == crate::ip::is_v4(c.remote_addr);
         let valid = state.is_some()
+            && one_family
             && c.index == i as u32
             && (c.sack_cnt as usize) <= SACK_RANGES
             && [c.snd_q, c.rcv_q, c.ooo_q, c.dlv_q]

@@ -9,12 +9,16 @@ use crate::{CcAlgo, Stat};
 const A_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 const B_ADDR: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
 
+/// A side at `addr`/24, and at 2001:db8::`n`/64 for IPv6 where `n` is
+/// `addr`'s last byte.
 pub(super) fn cfg_for(addr: Ipv4Addr, seed: u32) -> TcpConfig {
     TcpConfig {
         ifaces: vec![IfaceAddrs {
             index: 1,
             mtu: 1500,
             addrs: vec![(addr, 24)],
+            addrs6: vec![(v6_of(addr), 64)],
+            ..IfaceAddrs::default()
         }],
         socket_rx_bytes: 256 * 1024,
         socket_tx_bytes: 256 * 1024,
@@ -22,6 +26,11 @@ pub(super) fn cfg_for(addr: Ipv4Addr, seed: u32) -> TcpConfig {
         seed,
         ..config()
     }
+}
+
+/// The IPv6 address of the side at IPv4 address `addr`.
+pub(super) fn v6_of(addr: Ipv4Addr) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(addr.octets()[3]))
 }
 
 /// One side: its core and the sockd it talks to.

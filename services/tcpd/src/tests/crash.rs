@@ -9,7 +9,7 @@
 //! would, a new core restores from the storage as left, and the transfer
 //! carries on. Every byte must arrive, once and in order, with no RST on
 //! the wire, no error for the application, no connection reset by
-//! restore, and the pool back at its baseline.
+//! restore, and the pool back at its baseline. Over IPv4 and over IPv6.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +20,7 @@ use strata_ipc::l4::{ctl_flags, SendCredit};
 use strata_ipc::BufError;
 use strata_sockd::stream::{Arrival, Stream};
 
-use super::bulk::{cfg_for, Wire};
+use super::bulk::{cfg_for, v6_of, Wire};
 use super::*;
 use crate::Stat;
 
@@ -240,6 +240,8 @@ struct Net {
     /// Kill chance per core call, per mille (0: none).
     kill_pm: u64,
     tally: Tally,
+    /// Every packet goes over IPv6 (else IPv4).
+    v6: bool,
 }
 
 enum Call {
@@ -390,6 +392,7 @@ impl Net {
             s.refs.give(&h);
             let wire = on_the_wire(&self.pool, &h);
             self.pool.free(&h);
+            assert_eq!(wire[0][0] >> 4 == 6, self.v6, "the connection's family");
             let seg = parse_out_bytes(&wire[0]);
             // (Once a side is closed, late duplicates from the wire get
             // their RST as they should.)
@@ -557,15 +560,18 @@ impl Net {
     }
 }
 
-/// The flags of a datagram's TCP header.
+/// The flags of a datagram's (or IPv6 packet's) TCP header.
 fn parse_out_bytes(d: &[u8]) -> TcpFlags {
-    let (tcp, _) = TcpHeader::parse(&d[20..]).expect("valid TCP");
+    let at = if d[0] >> 4 == 6 { 40 } else { 20 };
+    let (tcp, _) = TcpHeader::parse(&d[at..]).expect("valid TCP");
     tcp.flags
 }
 
 /// A transfer of `a_bytes` from A to B and `b_bytes` back, each core
-/// killed in `kill_pm` per mille of its calls while data flows.
-fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64) -> Net {
+/// killed in `kill_pm` per mille of its calls while data flows; over
+/// IPv6 (B listening on `::`) when `v6`, else over IPv4 (B on
+/// `0.0.0.0`).
+fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64, v6: bool) -> Net {
     quiet_kills();
     let now = 1_000_000_000;
     let clock = Instant::now();
@@ -601,12 +607,19 @@ fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64) -> Net {
         rng: seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1,
         kill_pm,
         tally: Tally::default(),
+        v6,
+    };
+    let b = Ipv4Addr::new(10, 0, 0, 2);
+    let (any, b_addr) = if v6 {
+        (0, u128::from(v6_of(b)))
+    } else {
+        (mapped(0), mapped(u32::from(b)))
     };
     for m in [
         L4Ctl {
             op: op::BIND,
             sock: 1,
-            local_addr: mapped(0),
+            local_addr: any,
             local_port: 80,
             ..L4Ctl::default()
         },
@@ -624,8 +637,8 @@ fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64) -> Net {
     let h = L4Ctl {
         op: op::CONNECT,
         sock: 5,
-        local_addr: mapped(0),
-        remote_addr: mapped(u32::from(Ipv4Addr::new(10, 0, 0, 2))),
+        local_addr: any,
+        remote_addr: b_addr,
         remote_port: 80,
         ..L4Ctl::default()
     }
@@ -688,11 +701,11 @@ fn run(a_bytes: usize, b_bytes: usize, seed: u64, kill_pm: u64) -> Net {
     net
 }
 
-#[test]
-fn killed_anywhere_tcpd_carries_every_connection_on() {
+/// [`run`] for `seeds` seeds; what they saw together.
+fn runs(seeds: std::ops::Range<u64>, v6: bool) -> Tally {
     let mut total = Tally::default();
-    for seed in 0..48u64 {
-        let net = run(384 << 10, 128 << 10, 0x5eed_0000 + seed, 150);
+    for seed in seeds {
+        let net = run(384 << 10, 128 << 10, 0x5eed_0000 + seed, 150, v6);
         let t = &net.tally;
         total.kills += t.kills;
         total.restored += t.restored;
@@ -703,6 +716,12 @@ fn killed_anywhere_tcpd_carries_every_connection_on() {
         }
     }
     eprintln!("{total:?}");
+    total
+}
+
+#[test]
+fn killed_anywhere_tcpd_carries_every_connection_on() {
+    let total = runs(0..48, false);
     assert!(total.kills >= 2000, "{total:?}");
     // Every kind of moment: between events, mid-event, mid-commit, and
     // restoring.
@@ -711,10 +730,20 @@ fn killed_anywhere_tcpd_carries_every_connection_on() {
 }
 
 #[test]
+fn killed_anywhere_tcpd_carries_every_ipv6_connection_on() {
+    let total = runs(100..116, true);
+    assert!(total.kills >= 600, "{total:?}");
+    assert!(total.by_state.iter().all(|&n| n > 15), "{total:?}");
+    assert!(total.restore_kills > 30, "{total:?}");
+}
+
+#[test]
 fn the_harness_without_kills_transfers_cleanly() {
-    let net = run(256 << 10, 64 << 10, 7, 0);
-    assert_eq!(net.tally.kills, 0);
-    assert_eq!(net.tally.resends, 0);
+    for v6 in [false, true] {
+        let net = run(256 << 10, 64 << 10, 7, 0, v6);
+        assert_eq!(net.tally.kills, 0);
+        assert_eq!(net.tally.resends, 0);
+    }
 }
 
 /// Every block in use and what its queues hold, by value, by block. A

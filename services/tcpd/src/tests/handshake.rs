@@ -18,7 +18,7 @@ fn passive_open_negotiates_options() {
     assert_eq!(sa.opts.window_scale, Some(1));
     let (tsval, ecr) = sa.opts.timestamp.unwrap();
     assert_eq!(ecr, 5000);
-    assert_eq!(u32::from(sa.ip.src), u(LOCAL));
+    assert_eq!(sa.src, IpAddr::from(LOCAL));
     assert_eq!(sa.tcp.window, 65535);
     h.pts = Some(5001);
     h.peer_opts(

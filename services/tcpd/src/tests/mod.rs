@@ -1,13 +1,15 @@
 //! The deterministic harness: scripted segments in (built with proto's
-//! `TcpHeader::emit` into [`HeapPool`] buffers), segments out (parsed
-//! back and checked), sockd's side played by the test, and a fake clock.
-//! Every scenario ends with the pool back at its baseline.
+//! `TcpHeader::emit` into [`HeapPool`] buffers, over IPv4 or IPv6),
+//! segments out (parsed back and checked), sockd's side played by the
+//! test, and a fake clock. Every scenario ends with the pool back at its
+//! baseline.
 
 mod bulk;
 pub mod crash;
 mod data;
 mod flow;
 mod handshake;
+mod ipv6;
 mod limits;
 mod listen;
 mod prop;
@@ -18,13 +20,16 @@ mod states;
 mod timers;
 
 use std::collections::VecDeque;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
+use strata_ipc::addrs::from_ip;
 pub use strata_ipc::addrs::mapped;
 use strata_ipc::handle::{csum, flags, gso};
 use strata_ipc::l4::{op, tcp_opt, L4Ctl, ReadCredit, SendCredit};
 use strata_ipc::{Buffers, Handle, HeapPool};
+use strata_proto::ethernet::ethertype;
 use strata_proto::ipv4::{protocol, Ipv4Header};
+use strata_proto::ipv6::{next_header, Ipv6Header};
 use strata_proto::offload::{complete_checksum, segment_tcp4};
 use strata_proto::tcp::{TcpFlags, TcpHeader, TcpOptions};
 
@@ -33,6 +38,12 @@ use crate::{IfaceAddrs, Outputs, State, TcpConfig, TcpCore};
 
 pub const LOCAL: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
 pub const PEER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+/// Our IPv6 address (2001:db8::1/64, on the interface of [`LOCAL`]).
+pub const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+/// The IPv6 peer, on our prefix.
+pub const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// The interface's MAC (its link-local address is fe80::ff:fe00:1).
+pub const MAC: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
 pub const LPORT: u16 = 80;
 pub const PPORT: u16 = 40000;
 /// The peer's ISN in scripts.
@@ -49,14 +60,17 @@ pub fn u(a: Ipv4Addr) -> u32 {
     u32::from(a)
 }
 
-/// One interface 10.0.0.1/24 (MTU 1500), ephemeral ports 50000-50099,
-/// 64 KiB socket buffers, short timers where tests need them.
+/// One interface 10.0.0.1/24 and 2001:db8::1/64 (MTU 1500), ephemeral
+/// ports 50000-50099, 64 KiB socket buffers, short timers where tests
+/// need them.
 pub fn config() -> TcpConfig {
     TcpConfig {
         ifaces: vec![IfaceAddrs {
             index: 1,
             mtu: 1500,
             addrs: vec![(LOCAL, 24)],
+            addrs6: vec![(LOCAL6, 64)],
+            mac: MAC,
         }],
         ephemeral_ports: (50000, 50099),
         socket_rx_bytes: 65536,
@@ -81,7 +95,10 @@ pub fn storage(conns: usize, segs: usize) -> Storage<'static> {
 /// A segment tcpd sent, parsed back.
 #[derive(Clone, Debug)]
 pub struct Seg {
-    pub ip: Ipv4Header,
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    /// The IPv6 header, for a segment sent over IPv6.
+    pub ip6: Option<Ipv6Header>,
     pub tcp: TcpHeader,
     pub opts: TcpOptions,
     pub payload: Vec<u8>,
@@ -111,13 +128,18 @@ pub enum Up {
 
 /// What a device without offloads puts on the wire for datagram `h`
 /// from tcpd, as driverd does: a super-segment cut into its segments,
-/// each with its checksum completed (software GSO), or the datagram with
-/// a partial checksum completed. IPv4 datagrams.
+/// each with its checksum completed (software GSO), or the datagram (or
+/// IPv6 packet, never a super-segment) with a partial checksum
+/// completed.
 pub fn on_the_wire(pool: &HeapPool, h: &Handle) -> Vec<Vec<u8>> {
     let d = pool.data(h).expect("reachable");
+    let v6 = h.ethertype == ethertype::IPV6;
     let mut frame = vec![0u8; 14];
-    frame[12] = 0x08;
+    frame[12..14].copy_from_slice(&h.ethertype.to_be_bytes());
     frame.extend_from_slice(d);
+    if v6 {
+        assert_eq!(h.gso_type, gso::NONE, "no IPv6 super-segments");
+    }
     if h.gso_type == gso::TCPV4 && h.gso_size > 0 {
         assert_eq!(
             h.csum,
@@ -134,7 +156,8 @@ pub fn on_the_wire(pool: &HeapPool, h: &Handle) -> Vec<Vec<u8>> {
             .collect();
     }
     if h.csum == csum::PARTIAL {
-        complete_checksum(&mut frame, 14 + 20, 16).expect("room for the checksum");
+        let l4 = 14 + usize::from(h.l4_off);
+        complete_checksum(&mut frame, l4, 16).expect("room for the checksum");
     }
     vec![frame.split_off(14)]
 }
@@ -143,15 +166,26 @@ pub fn on_the_wire(pool: &HeapPool, h: &Handle) -> Vec<Vec<u8>> {
 /// super-segment becomes the segments a device would send.
 pub fn parse_out(pool: &HeapPool, h: &Handle) -> Vec<Seg> {
     assert_eq!(h.l4proto, protocol::TCP);
-    assert_eq!(h.l4_off, 20);
-    let whole = usize::from(Ipv4Header::parse(pool.data(h).unwrap()).unwrap().total_len);
+    assert_eq!(h.l3_off, 0);
+    let d = pool.data(h).unwrap();
+    let whole = if h.ethertype == ethertype::IPV6 {
+        assert_eq!(h.l4_off, 40);
+        40 + usize::from(Ipv6Header::parse(d).unwrap().payload_len)
+    } else {
+        assert_eq!(h.ethertype, ethertype::IPV4);
+        assert_eq!(h.l4_off, 20);
+        usize::from(Ipv4Header::parse(d).unwrap().total_len)
+    };
     assert_eq!(whole, h.data_len as usize);
     on_the_wire(pool, h).iter().map(|d| parse_seg(d)).collect()
 }
 
-/// Parses one IPv4 datagram carrying a TCP segment, checking it is
-/// complete and final.
+/// Parses one IPv4 datagram or IPv6 packet carrying a TCP segment,
+/// checking it is complete and final.
 pub fn parse_seg(d: &[u8]) -> Seg {
+    if d[0] >> 4 == 6 {
+        return parse_seg6(d);
+    }
     let ip = Ipv4Header::parse(d).expect("valid IPv4");
     assert_eq!(usize::from(ip.total_len), d.len());
     assert_eq!(ip.protocol, protocol::TCP);
@@ -165,11 +199,105 @@ pub fn parse_seg(d: &[u8]) -> Seg {
     );
     let (tcp, opts) = TcpHeader::parse(seg).expect("valid TCP");
     Seg {
-        ip,
+        src: ip.src.into(),
+        dst: ip.dst.into(),
+        ip6: None,
         tcp,
         opts,
         payload: seg[usize::from(tcp.header_len)..].to_vec(),
     }
+}
+
+/// [`parse_seg`] for an IPv6 packet: a 40-byte header (version 6,
+/// traffic class 0, hop limit 64, next header TCP, no extension
+/// headers), the checksum over the IPv6 pseudo-header.
+pub fn parse_seg6(d: &[u8]) -> Seg {
+    let ip = Ipv6Header::parse(d).expect("valid IPv6");
+    assert_eq!(40 + usize::from(ip.payload_len), d.len());
+    assert_eq!(ip.next_header, next_header::TCP);
+    assert_eq!((ip.traffic_class, ip.hop_limit), (0, 64));
+    assert!(!ip.src.is_unspecified());
+    let seg = &d[40..];
+    assert!(
+        TcpHeader::verify_checksum_v6(seg, ip.src, ip.dst),
+        "TCP checksum final (IPv6 pseudo-header)"
+    );
+    let (tcp, opts) = TcpHeader::parse(seg).expect("valid TCP");
+    Seg {
+        src: ip.src.into(),
+        dst: ip.dst.into(),
+        ip6: Some(ip),
+        tcp,
+        opts,
+        payload: seg[usize::from(tcp.header_len)..].to_vec(),
+    }
+}
+
+/// Builds an IPv4 datagram or IPv6 packet (as the addresses are)
+/// carrying a TCP segment.
+#[allow(clippy::too_many_arguments)]
+pub fn build_ip(
+    src: (IpAddr, u16),
+    dst: (IpAddr, u16),
+    fl: TcpFlags,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    opts: &TcpOptions,
+    payload: &[u8],
+) -> Vec<u8> {
+    match (src.0, dst.0) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            build((s, src.1), (d, dst.1), fl, seq, ack, window, opts, payload)
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            build6((s, src.1), (d, dst.1), fl, seq, ack, window, opts, payload)
+        }
+        _ => panic!("one family"),
+    }
+}
+
+/// Builds an IPv6 packet carrying a TCP segment.
+#[allow(clippy::too_many_arguments)]
+pub fn build6(
+    src: (Ipv6Addr, u16),
+    dst: (Ipv6Addr, u16),
+    fl: TcpFlags,
+    seq: u32,
+    ack: u32,
+    window: u16,
+    opts: &TcpOptions,
+    payload: &[u8],
+) -> Vec<u8> {
+    let thl = TcpHeader::header_len_for(opts);
+    let n = 40 + thl + payload.len();
+    let mut d = vec![0u8; n];
+    Ipv6Header {
+        traffic_class: 0,
+        flow_label: 0x1234,
+        payload_len: (thl + payload.len()) as u16,
+        next_header: next_header::TCP,
+        hop_limit: 64,
+        src: src.0,
+        dst: dst.0,
+    }
+    .emit(&mut d)
+    .unwrap();
+    d[40 + thl..].copy_from_slice(payload);
+    TcpHeader {
+        src_port: src.1,
+        dst_port: dst.1,
+        seq,
+        ack,
+        header_len: 0,
+        flags: fl,
+        window,
+        checksum: 0,
+        urgent: 0,
+    }
+    .emit_v6(opts, &mut d[40..], src.0, dst.0)
+    .unwrap();
+    d
 }
 
 /// Builds an IPv4 datagram carrying a TCP segment.
@@ -220,13 +348,21 @@ pub fn build(
     d
 }
 
-/// Puts bytes into a pool buffer as a handle from ipd.
+/// Puts bytes into a pool buffer as a handle from ipd: an IPv4 datagram
+/// (`l4_off` 20, as the tests' datagrams have no options) or an IPv6
+/// packet (`l4_off` 40, no extension headers, ethertype IPv6), as its
+/// version nibble says.
 pub fn ip_handle(pool: &mut HeapPool, bytes: &[u8], proto: u8) -> Handle {
     let mut h = pool.alloc(bytes.len()).expect("pool");
     h.data_len = bytes.len() as u32;
     pool.data_mut(&h).unwrap().copy_from_slice(bytes);
     h.l3_off = 0;
-    h.l4_off = 20;
+    if bytes.first().map(|b| b >> 4) == Some(6) {
+        h.l4_off = 40;
+        h.ethertype = ethertype::IPV6;
+    } else {
+        h.l4_off = 20;
+    }
     h.l4proto = proto;
     h
 }
@@ -265,6 +401,10 @@ pub struct H {
     pub pwin: u16,
     /// Peer timestamp value of scripted segments (None: no option).
     pub pts: Option<u32>,
+    /// The peer's address in scripted segments ([`PEER`] or [`PEER6`]).
+    pub paddr: IpAddr,
+    /// Our address in scripted segments ([`LOCAL`] or [`LOCAL6`]).
+    pub laddr: IpAddr,
     pub cfg: TcpConfig,
     req: u32,
     /// Stream bytes sent per socket so far (each send's offset).
@@ -293,6 +433,8 @@ impl H {
             lport: LPORT,
             pwin: 65535,
             pts: None,
+            paddr: PEER.into(),
+            laddr: LOCAL.into(),
             cfg,
             req: 0,
             sent: Default::default(),
@@ -388,11 +530,21 @@ impl H {
     }
 
     pub fn connect(&mut self, sock: u32, addr: Ipv4Addr, port: u16) -> L4Ctl {
+        self.connect_to(sock, addr.into(), port)
+    }
+
+    /// CONNECT to an address of either family (as sockd sends it: IPv4
+    /// mapped, from `0.0.0.0`; IPv6 from `::`).
+    pub fn connect_to(&mut self, sock: u32, addr: IpAddr, port: u16) -> L4Ctl {
+        let local_addr = match addr {
+            IpAddr::V4(_) => mapped(0),
+            IpAddr::V6(_) => 0,
+        };
         self.ctl(L4Ctl {
             op: op::CONNECT,
             sock,
-            local_addr: mapped(0),
-            remote_addr: mapped(u(addr)),
+            local_addr,
+            remote_addr: from_ip(addr),
             remote_port: port,
             ..L4Ctl::default()
         })
@@ -456,9 +608,9 @@ impl H {
         payload: &[u8],
         opts: TcpOptions,
     ) {
-        let d = build(
-            (PEER, self.pport),
-            (LOCAL, self.lport),
+        let d = build_ip(
+            (self.paddr, self.pport),
+            (self.laddr, self.lport),
             fl,
             seq,
             ack,
@@ -551,7 +703,7 @@ impl H {
         let v: Vec<_> = self
             .core
             .connections()
-            .filter(|c| c.state != State::Listen && c.remote.0 != 0)
+            .filter(|c| c.state != State::Listen && c.remote_addr != 0)
             .collect();
         assert_eq!(v.len(), 1, "{v:?}");
         v[0]
@@ -570,7 +722,7 @@ impl H {
         assert_eq!(a.sock, 1);
         assert_eq!(
             (a.remote_addr, a.remote_port),
-            (mapped(u(PEER)), self.pport)
+            (from_ip(self.paddr), self.pport)
         );
         self.ctl(L4Ctl {
             op: op::ATTACH,
@@ -594,7 +746,7 @@ impl H {
     /// SYN-ACK (with `opts`), our ACK, CONNECTED. Returns (our ISN, our
     /// port).
     pub fn connected(&mut self, opts: TcpOptions) -> (u32, u16) {
-        let r = self.connect(5, PEER, 443);
+        let r = self.connect_to(5, self.paddr, 443);
         assert_eq!(r.op, op::OK);
         let syn = self.expect(SYN);
         self.lport = syn.tcp.src_port;
@@ -603,7 +755,7 @@ impl H {
         let a = self.expect(ACK);
         assert_eq!(a.ack(), PISS + 1);
         let c = self.expect_up(op::CONNECTED);
-        assert_eq!((c.remote_addr, c.remote_port), (mapped(u(PEER)), 443));
+        assert_eq!((c.remote_addr, c.remote_port), (from_ip(self.paddr), 443));
         (syn.seq(), syn.tcp.src_port)
     }
 

@@ -1,10 +1,12 @@
 //! Whatever ipd and sockd hand over, in whatever order and at whatever
-//! times, the core neither panics nor leaks: after closing every socket
-//! and running the timers out, every block and entry is free and the pool
-//! is back at its baseline.
+//! times, over IPv4 and IPv6, the core neither panics nor leaks: after
+//! closing every socket and running the timers out, every block and
+//! entry is free and the pool is back at its baseline.
 
 use super::*;
 use proptest::prelude::*;
+use strata_ipc::l4::ctl_flags::V6ONLY;
+use strata_proto::checksum::pseudo_header_v6;
 use strata_proto::icmp::IcmpHeader;
 
 #[derive(Clone, Debug)]
@@ -24,9 +26,11 @@ enum In {
         muts: Vec<(proptest::sample::Index, u8)>,
         cs: u8,
         icmp: bool,
+        /// Over IPv6, to the IPv6 connection (else IPv4, to the IPv4 one).
+        v6: bool,
     },
-    /// Raw bytes as TCP (or another protocol).
-    Raw { bytes: Vec<u8>, proto: u8 },
+    /// Raw bytes as TCP (or another protocol), the transport at `l4`.
+    Raw { bytes: Vec<u8>, proto: u8, l4: u16 },
     /// A control request.
     Ctl(L4Ctl),
     /// Payload from sockd.
@@ -94,25 +98,30 @@ fn input() -> impl Strategy<Value = In> {
             proptest::collection::vec((any::<proptest::sample::Index>(), any::<u8>()), 0..2),
             0..4u8,
             proptest::bool::weighted(0.1),
+            proptest::bool::weighted(0.3),
         )
-            .prop_map(|(fl, seq, ack, sport, dport, win, opts, payload, muts, cs, icmp)| In::Seg {
-                fl,
-                seq,
-                ack,
-                sport,
-                dport,
-                win,
-                opts,
-                payload,
-                muts,
-                cs,
-                icmp,
+            .prop_map(|(fl, seq, ack, sport, dport, win, opts, payload, muts, cs, icmp, v6)| {
+                In::Seg {
+                    fl,
+                    seq,
+                    ack,
+                    sport,
+                    dport,
+                    win,
+                    opts,
+                    payload,
+                    muts,
+                    cs,
+                    icmp,
+                    v6,
+                }
             }),
         1 => (
             proptest::collection::vec(any::<u8>(), 0..80),
-            prop_oneof![Just(protocol::TCP), Just(protocol::ICMP), any::<u8>()],
+            prop_oneof![Just(protocol::TCP), Just(protocol::ICMP), Just(58u8), any::<u8>()],
+            prop_oneof![Just(20u16), Just(40u16), 0..100u16],
         )
-            .prop_map(|(bytes, proto)| In::Raw { bytes, proto }),
+            .prop_map(|(bytes, proto, l4)| In::Raw { bytes, proto, l4 }),
         3 => (
             prop_oneof![
                 1 => 1..12u32,
@@ -122,18 +131,28 @@ fn input() -> impl Strategy<Value = In> {
             ],
             0..6u32,
             any::<u16>(),
-            0..4u32,
+            prop_oneof![0..4u32, Just(V6ONLY), Just(V6ONLY | 1)],
             any::<u64>(),
-            prop_oneof![Just(0u32), Just(u(LOCAL)), Just(u(PEER)), any::<u32>()]
+            prop_oneof![
+                Just(mapped(0)),
+                Just(0),
+                Just(mapped(u(LOCAL))),
+                Just(mapped(u(PEER))),
+                Just(u128::from(LOCAL6)),
+                Just(u128::from(PEER6)),
+                any::<u32>().prop_map(mapped),
+                any::<u128>(),
+            ]
         )
             .prop_map(|(o, sock, port, fl, value, addr)| {
                 let value = if value % 3 == 0 { value % 100_000 } else { value };
+                let local = [mapped(0), 0, mapped(u(LOCAL)), u128::from(LOCAL6)];
                 In::Ctl(L4Ctl {
                     op: o,
                     sock,
                     local_port: if o == op::BIND { port % 4 * 20 } else { 0 },
-                    local_addr: mapped(if o == op::BIND { addr % 2 * u(LOCAL) } else { 0 }),
-                    remote_addr: mapped(addr),
+                    local_addr: if o == op::BIND { local[addr as usize % 4] } else { 0 },
+                    remote_addr: addr,
                     remote_port: port,
                     flags: fl,
                     value,
@@ -154,6 +173,7 @@ fn run(inputs: Vec<In>) {
     let mut h = H::with_storage(cfg, 12, 256);
     h.listen(1, LPORT, 2);
     let iss = h.accept(2, syn_opts(9));
+    let iss6 = accept6(&mut h);
     for i in inputs {
         match i {
             In::Seg {
@@ -168,6 +188,59 @@ fn run(inputs: Vec<In>) {
                 muts,
                 cs,
                 icmp,
+                v6: true,
+            } => {
+                let ack = match ack {
+                    (true, d) => (iss6 + 1).wrapping_add(d),
+                    (false, a) => a,
+                };
+                let mut d = build6(
+                    (PEER6, sport),
+                    (LOCAL6, dport),
+                    TcpFlags(fl),
+                    seq,
+                    ack,
+                    win,
+                    &opts,
+                    &payload,
+                );
+                for (k, v) in muts {
+                    let n = d.len();
+                    d[k.index(n)] = v;
+                }
+                let (bytes, proto) = if icmp {
+                    let q = build6(
+                        (LOCAL6, dport),
+                        (PEER6, sport),
+                        TcpFlags(fl),
+                        ack,
+                        seq,
+                        win,
+                        &TcpOptions::default(),
+                        &[],
+                    );
+                    (icmp6_quoting(1 + fl % 4, fl % 8, &q), 58)
+                } else {
+                    (d, protocol::TCP)
+                };
+                let mut hd = ip_handle(&mut h.pool, &bytes, proto);
+                hd.csum = cs;
+                h.core.from_ip(h.now, &mut h.pool, hd, &mut h.out);
+                h.collect();
+            }
+            In::Seg {
+                fl,
+                seq,
+                ack,
+                sport,
+                dport,
+                win,
+                opts,
+                payload,
+                muts,
+                cs,
+                icmp,
+                v6: false,
             } => {
                 let ack = match ack {
                     (true, d) => (iss + 1).wrapping_add(d),
@@ -239,11 +312,12 @@ fn run(inputs: Vec<In>) {
                 h.core.from_ip(h.now, &mut h.pool, hd, &mut h.out);
                 h.collect();
             }
-            In::Raw { bytes, proto } => {
+            In::Raw { bytes, proto, l4 } => {
                 if let Some(mut hd) = h.pool.alloc(bytes.len()) {
                     hd.data_len = bytes.len() as u32;
                     h.pool.data_mut(&hd).unwrap().copy_from_slice(&bytes);
                     hd.l4proto = proto;
+                    hd.l4_off = l4;
                     h.core.from_ip(h.now, &mut h.pool, hd, &mut h.out);
                     h.collect();
                 }
@@ -305,6 +379,71 @@ fn run(inputs: Vec<In>) {
     assert_eq!(h.core.entries_in_use(), 0);
     assert_eq!(h.pool.in_use(), 0, "buffers leaked");
     assert_eq!(h.pool.stale_frees, 0);
+}
+
+/// An IPv6 connection as socket 3, accepted on an IPV6_V6ONLY `[::]:80`
+/// listener (socket 9, beside socket 1's IPv4 one); returns our ISN.
+fn accept6(h: &mut H) -> u32 {
+    for m in [
+        L4Ctl {
+            op: op::BIND,
+            sock: 9,
+            local_port: LPORT,
+            flags: V6ONLY,
+            ..L4Ctl::default()
+        },
+        L4Ctl {
+            op: op::LISTEN,
+            sock: 9,
+            value: 2,
+            flags: V6ONLY,
+            ..L4Ctl::default()
+        },
+    ] {
+        assert_eq!(h.ctl(m).unwrap().op, op::OK);
+    }
+    (h.paddr, h.laddr) = (PEER6.into(), LOCAL6.into());
+    h.peer_opts(SYN, PISS, 0, &[], syn_opts(9));
+    let sa = h.expect(SYN | ACK);
+    h.peer(ACK, PISS + 1, sa.seq() + 1, &[]);
+    let a = h.expect_up(op::ACCEPTABLE);
+    assert_eq!(a.sock, 9);
+    h.ctl(L4Ctl {
+        op: op::ATTACH,
+        sock: 3,
+        value: a.value,
+        ..L4Ctl::default()
+    });
+    (h.paddr, h.laddr) = (PEER.into(), LOCAL.into());
+    sa.seq()
+}
+
+/// An ICMPv6 error (`icmp_type`, `code`, MTU 1300 in the word after the
+/// checksum) from the peer to us quoting the start of packet `q`.
+fn icmp6_quoting(icmp_type: u8, code: u8, q: &[u8]) -> Vec<u8> {
+    let mut m = vec![0u8; 8 + q.len().min(48)];
+    m[0] = icmp_type;
+    m[1] = code;
+    m[4..8].copy_from_slice(&1300u32.to_be_bytes());
+    let n = m.len();
+    m[8..].copy_from_slice(&q[..n - 8]);
+    let mut c = pseudo_header_v6(PEER6, LOCAL6, 58, n as u32);
+    c.add_bytes(&m);
+    m[2..4].copy_from_slice(&c.finish().to_be_bytes());
+    let mut o = vec![0u8; 40 + n];
+    strata_proto::ipv6::Ipv6Header {
+        traffic_class: 0,
+        flow_label: 0,
+        payload_len: n as u16,
+        next_header: 58,
+        hop_limit: 64,
+        src: PEER6,
+        dst: LOCAL6,
+    }
+    .emit(&mut o)
+    .unwrap();
+    o[40..].copy_from_slice(&m);
+    o
 }
 
 proptest! {
