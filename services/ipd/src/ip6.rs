@@ -450,15 +450,8 @@ impl IpCore {
         if protocol == next_header::TCP && hdr.dst.is_multicast() {
             return self.drop(pool, &h, Stat::BroadcastNonUdp);
         }
-        // tcpd speaks IPv4 only so far: TCP over IPv6 is refused at once
-        // rather than left to time out.
-        let unsupported = protocol == next_header::TCP;
-        if unsupported || !self.upper[usize::from(protocol)] {
-            self.stats.inc(if unsupported {
-                Stat::Ip6TcpUnsupported
-            } else {
-                Stat::UpperNotAttached
-            });
+        if !self.upper[usize::from(protocol)] {
+            self.stats.inc(Stat::UpperNotAttached);
             let msg = Icmpv6Header::dest_unreachable(unreach_code::PORT);
             self.icmp6_error(now, pool, &h, slot, msg, false, out);
             return pool.free(&h);
@@ -629,7 +622,7 @@ impl IpCore {
                 h.l4_off = at as u16;
                 h.l4proto = next_header::ICMPV6;
                 let p = crate::upper_protocol(pool, &h);
-                if p == next_header::UDP && self.upper[usize::from(p)] {
+                if p != next_header::ICMPV6 && self.upper[usize::from(p)] {
                     self.stats.inc(Stat::IcmpErrDelivered);
                     out.up.push(h);
                 } else {

@@ -234,9 +234,6 @@ strata_ipc::layer_stats! { "ipd";
     /// TCP and UDP over IPv6 handed to tcpd or udpd (also counted in
     /// `delivered`).
     Ip6Delivered => "ip6_delivered",
-    /// TCP over IPv6, which tcpd does not take yet: answered with port
-    /// unreachable.
-    Ip6TcpUnsupported => "ip6_tcp_unsupported",
     /// IPv6 packets from a transport with no usable source address for
     /// their destination (no address, or all still tentative).
     Ip6NoSource => "ip6_no_source",

@@ -983,14 +983,30 @@ fn udp_over_ipv6_goes_up_past_extension_headers_and_errors_about_ours_follow() {
 }
 
 #[test]
-fn tcp_over_ipv6_is_refused_at_once_while_tcpd_speaks_ipv4_only() {
+fn tcp_over_ipv6_goes_up_and_not_to_a_group() {
     let mut r = started();
+    r.core.set_upper(next_header::TCP, true);
     learn_peer(&mut r);
     let mut p = udp6(PEER_IP6, OUR_IP6, &[], &[0; 12]);
     p[6] = next_header::TCP;
     r.input(&frame6(&p));
+    let up = r.up();
+    assert_eq!(up.len(), 1);
+    assert_eq!((up[0].0.l4proto, up[0].0.l4_off), (next_header::TCP, 40));
+    // To all-nodes: no connection is to a group.
+    let mut g = udp6(PEER_IP6, ALL_NODES, &[], &[0; 12]);
+    g[6] = next_header::TCP;
+    r.input(&eth(
+        multicast_mac(ALL_NODES),
+        PEER_MAC,
+        ethertype::IPV6,
+        &g,
+    ));
     assert!(r.up().is_empty());
-    assert_eq!(r.stat(Stat::Ip6TcpUnsupported), 1);
+    // Without tcpd attached: port unreachable.
+    r.core.set_upper(next_header::TCP, false);
+    r.input(&frame6(&p));
+    assert!(r.up().is_empty());
     let sent = v6(&r.tx());
     assert_eq!(sent.len(), 1);
     assert_eq!(&sent[0].2[..2], &[1, 4], "port unreachable");
