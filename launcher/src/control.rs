@@ -305,8 +305,7 @@ pub fn sockets(sh: &Shared) -> Value {
             })
         })
         .collect();
-    // tcpd's connections are IPv4 so far.
-    let addr = |(a, p): (u32, u16)| sock_addr(strata_ipc::addrs::mapped(a), p);
+    let addr = |(a, p): (u128, u16)| sock_addr(a, p);
     let unowned = |c: &&strata_tcpd::ConnInfo| {
         (c.sock == 0 && c.state != strata_tcpd::State::Closed) || by_sock.contains_key(&c.sock)
     };

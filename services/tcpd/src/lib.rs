@@ -148,18 +148,12 @@ pub struct ConnInfo {
     pub sock: u32,
     /// State.
     pub state: State,
-    /// Local IPv4 address (host order) and port; for an IPv6 socket the
-    /// address is 0 (see [`local_addr`](Self::local_addr)).
-    pub local: (u32, u16),
-    /// Peer IPv4 address and port (zeros for listeners and bound
-    /// sockets); for an IPv6 peer the address is 0 (see
-    /// [`remote_addr`](Self::remote_addr)).
-    pub remote: (u32, u16),
     /// Local address of either family, IPv4 mapped (`::ffff:0.0.0.0`: any
-    /// IPv4 address; `::`: any).
-    pub local_addr: u128,
-    /// Peer address of either family, IPv4 mapped (0: none).
-    pub remote_addr: u128,
+    /// IPv4 address; `::`: any), and port.
+    pub local: (u128, u16),
+    /// Peer address of either family, IPv4 mapped, and port (zeros for
+    /// listeners and bound sockets).
+    pub remote: (u128, u16),
     /// Bytes in the send queue (unacknowledged and unsent).
     pub send_q: u32,
     /// Bytes received in order, not yet handed to sockd (listeners: the
@@ -198,10 +192,8 @@ fn conn_info(i: usize, c: &ConnBlock, cfg: &TcpConfig) -> Option<ConnInfo> {
         id: c.id(i),
         sock: c.sock,
         state,
-        local: (unmapped(c.local_addr).unwrap_or(0), c.local_port as u16),
-        remote: (unmapped(c.remote_addr).unwrap_or(0), c.remote_port as u16),
-        local_addr: c.local_addr,
-        remote_addr: c.remote_addr,
+        local: (c.local_addr, c.local_port as u16),
+        remote: (c.remote_addr, c.remote_port as u16),
         send_q: c.snd_q.bytes,
         recv_q: if state == State::Listen {
             c.acc_q

@@ -703,7 +703,7 @@ impl H {
         let v: Vec<_> = self
             .core
             .connections()
-            .filter(|c| c.state != State::Listen && c.remote_addr != 0)
+            .filter(|c| c.state != State::Listen && c.remote.0 != 0)
             .collect();
         assert_eq!(v.len(), 1, "{v:?}");
         v[0]
