@@ -17,6 +17,11 @@
  * the same number at listen() or connect(): register it with epoll after
  * those calls (poll(2) and select(2) may be used at any time).
  *
+ * IPv6: AF_INET6 sockets take and give struct sockaddr_in6 (IPv4 peers
+ * of a dual-stack socket as ::ffff:a.b.c.d); they are dual-stack unless
+ * IPV6_V6ONLY is set before bind. sin6_flowinfo and sin6_scope_id are
+ * accepted and ignored, and returned as 0.
+ *
  * Build and install:
  *   cargo build --release -p strata-capi &&
  *   install -Dm644 capi/include/strata.h /usr/local/include/strata.h &&
@@ -38,14 +43,20 @@ extern "C" {
 #endif // __cplusplus
 
 /**
- * Creates a socket, like `socket(2)`: `AF_INET` with `SOCK_STREAM`
- * (protocol 0 or `IPPROTO_TCP`) or `SOCK_DGRAM` (0 or `IPPROTO_UDP`);
- * `type` may carry `SOCK_NONBLOCK` and `SOCK_CLOEXEC`. Returns the new
- * socket's fd, a real fd of the process (pollable, see the readiness
- * contract above), or -1 with errno: `EAFNOSUPPORT` for any other
- * family (`AF_INET6` too, for now), `EPROTONOSUPPORT` for another
- * protocol, `ESOCKTNOSUPPORT` for another type, `EINVAL` for unknown
- * flags; `ENOENT` or `ECONNREFUSED` when the stack is not running.
+ * Creates a socket, like `socket(2)`: `AF_INET` or `AF_INET6` with
+ * `SOCK_STREAM` (protocol 0 or `IPPROTO_TCP`) or `SOCK_DGRAM` (0 or
+ * `IPPROTO_UDP`); `type` may carry `SOCK_NONBLOCK` and `SOCK_CLOEXEC`.
+ * An `AF_INET6` socket takes and gives `struct sockaddr_in6` and is
+ * dual-stack unless `IPV6_V6ONLY` is set (IPv4 peers show as
+ * `::ffff:a.b.c.d`; `sin6_flowinfo` and `sin6_scope_id` are ignored
+ * and returned as 0). TCP over IPv6 needs a stack whose TCP takes
+ * IPv6; on one that does not, `listen` and `connect` fail with
+ * `EAFNOSUPPORT`. Returns the new socket's fd, a real fd of the
+ * process (pollable, see the readiness contract above), or -1 with
+ * errno: `EAFNOSUPPORT` for any other family, `EPROTONOSUPPORT` for
+ * another protocol, `ESOCKTNOSUPPORT` for another type, `EINVAL` for
+ * unknown flags; `ENOENT` or `ECONNREFUSED` when the stack is not
+ * running.
  *
  * The socket is made on the instance named by `strata_set_instance`,
  * else by the environment variable `STRATA_INSTANCE`, else "default".
@@ -55,7 +66,13 @@ int strata_socket(int domain, int type, int protocol);
 /**
  * Binds a socket to a local address, like `bind(2)`: `addr` is a
  * `struct sockaddr_in` of `len` bytes (`AF_INET`; `AF_UNSPEC` with
- * `INADDR_ANY` too, as Linux allows). Port 0 picks a free port.
+ * `INADDR_ANY` too, as Linux allows) on an `AF_INET` socket. On an
+ * `AF_INET6` socket it is a `struct sockaddr_in6` of at least 24 bytes
+ * (shorter: `EINVAL`) with `AF_INET6` (another family, `AF_INET`
+ * included: `EAFNOSUPPORT`); `::` takes IPv4 too unless `IPV6_V6ONLY`,
+ * `::ffff:a.b.c.d` binds an IPv4 address (`EINVAL` with
+ * `IPV6_V6ONLY`), a multicast address is `EINVAL` for TCP. Port 0
+ * picks a free port.
  *
  * UDP binds at once (`EADDRINUSE` when the port is taken, `EINVAL` when
  * the socket is bound already). TCP keeps the address for `listen`,
@@ -106,7 +123,12 @@ int strata_accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags);
 
 /**
  * Connects a socket, like `connect(2)`: `addr` is a `struct
- * sockaddr_in` of `len` bytes.
+ * sockaddr_in` of `len` bytes, on an `AF_INET6` socket a `struct
+ * sockaddr_in6` (at least 24 bytes, else `EINVAL`; an IPv4 peer as
+ * `::ffff:a.b.c.d`, `ENETUNREACH` with `IPV6_V6ONLY`). As on Linux, a
+ * UDP `AF_INET6` socket takes an `AF_INET` `sockaddr_in` too (as its
+ * mapped address; `EAFNOSUPPORT` with `IPV6_V6ONLY`), a TCP one does
+ * not (`EINVAL` for its 16 bytes, `EAFNOSUPPORT` for a longer one).
  *
  * TCP: a blocking socket waits for the handshake (0, or
  * `ECONNREFUSED`, `ETIMEDOUT`, `ENETUNREACH`...). A non-blocking one
@@ -144,7 +166,11 @@ ssize_t strata_send(int fd, const void *buf, size_t len, int flags);
  * non-blocking one connects `EAGAIN`. UDP: sends one datagram to `addr`
  * (a `struct sockaddr_in` of `addrlen` bytes), or with a null `addr` to
  * the connected peer (`EDESTADDRREQ` if none); `EMSGSIZE` over 65507
- * bytes.
+ * bytes. On an `AF_INET6` socket `addr` is a `struct sockaddr_in6` (at
+ * least 24 bytes, else `EINVAL`) or, as on Linux, an `AF_INET`
+ * `sockaddr_in` (sent over IPv4); with `IPV6_V6ONLY` IPv4 destinations
+ * are `ENETUNREACH`. `AF_UNSPEC` there means no address (the connected
+ * peer), another family `EINVAL`, as Linux's `udpv6_sendmsg` says.
  *
  * Flags: `MSG_DONTWAIT` (see below), `MSG_NOSIGNAL`, and `MSG_MORE`
  * (TCP; sent at once) or `MSG_CONFIRM` (UDP; a hint); others are
@@ -178,7 +204,10 @@ ssize_t strata_recv(int fd, void *buf, size_t len, int flags);
  * `SO_RCVTIMEO` elapsed: `EAGAIN`); `ENOTCONN` when not connected. UDP:
  * one datagram, cut to `len` (the rest is lost, as on Linux), and its
  * sender. If `addr` is not null the sender's address is written there
- * (TCP: none, `*addrlen` = 0).
+ * (TCP: none, `*addrlen` = 0): a `struct sockaddr_in`, or on an
+ * `AF_INET6` socket a `struct sockaddr_in6` (an IPv4 sender as
+ * `::ffff:a.b.c.d`), cut to `*addrlen` bytes as `strata_getsockname`
+ * cuts it.
  *
  * Flags: `MSG_DONTWAIT` (as for `strata_sendto`), `MSG_PEEK` (leave the
  * data queued), `MSG_WAITALL` (TCP, blocking: wait for `len` bytes, the
@@ -233,7 +262,9 @@ int strata_close(int fd);
 /**
  * The socket's local address, like `getsockname(2)`: written to `addr`
  * cut to `*len` bytes, with `*len` set to its full size (`struct
- * sockaddr_in`). `0.0.0.0:0` while unbound; a TCP socket's `bind()`
+ * sockaddr_in`, 16 bytes; on an `AF_INET6` socket `struct
+ * sockaddr_in6`, 28 bytes, with `sin6_flowinfo` and `sin6_scope_id`
+ * 0). `0.0.0.0:0` (`[::]:0`) while unbound; a TCP socket's `bind()`
  * address before it listens.
  *
  * # Safety
@@ -291,9 +322,21 @@ int strata_getpeername(int fd, struct sockaddr *addr, socklen_t *len);
  *   with another time, or off, closing is graceful, and never waits.
  *   These four are kept until connected and passed to accepted
  *   connections.
+ * * `IPPROTO_IPV6`/`IPV6_V6ONLY` (`AF_INET6` sockets): on, the socket
+ *   takes IPv6 only (a bind to `::` leaves IPv4's port to another
+ *   socket; IPv4 peers are refused); off (the default, as Linux's
+ *   `net.ipv6.bindv6only = 0`), dual-stack. Only before the socket is
+ *   bound, as on Linux: `EINVAL` after `bind` (TCP too, whose port
+ *   Linux takes at `bind`), `listen`, `connect` or a UDP send. A null
+ *   `val` is 0, as Linux reads it. Accepted connections keep their
+ *   listener's.
  *
  * Any other option, and `SO_ERROR`/`SO_TYPE` (read-only), are
- * `ENOPROTOOPT`.
+ * `ENOPROTOOPT`: among them the other `IPPROTO_IPV6` options
+ * (`IPV6_TCLASS`, `IPV6_RECVPKTINFO`, hop limits, multicast), which
+ * strata does not have, as it has not their IPv4 counterparts
+ * (`IP_TOS`, ...). On an `AF_INET` socket every `IPPROTO_IPV6` option
+ * is `ENOPROTOOPT`, as Linux says.
  *
  * # Safety
  *
@@ -309,11 +352,13 @@ int strata_setsockopt(int fd, int level, int name, const void *val, socklen_t le
  * * `SOL_SOCKET`/`SO_ERROR`: the pending error, taken (0: none). After
  *   a non-blocking `connect`: 0 while the handshake goes on, then its
  *   outcome (0: connected), reported once.
- * * `SOL_SOCKET`/`SO_TYPE`, `SO_DOMAIN`, `SO_PROTOCOL`,
- *   `SO_ACCEPTCONN`.
+ * * `SOL_SOCKET`/`SO_TYPE`, `SO_DOMAIN` (`AF_INET` or `AF_INET6`),
+ *   `SO_PROTOCOL`, `SO_ACCEPTCONN`.
  *
- * Others are `ENOPROTOOPT`; a null `len` is `EFAULT`, a negative one
- * `EINVAL`.
+ * Others are `ENOPROTOOPT`, except at a level the socket has not,
+ * which Linux answers with `EOPNOTSUPP` on an `AF_INET` socket
+ * (`IPPROTO_IPV6` included) and `ENOPROTOOPT` on an `AF_INET6` one. A
+ * null `len` is `EFAULT`, a negative one `EINVAL`.
  *
  * # Safety
  *

@@ -59,6 +59,25 @@
 //!   the first `sendto()` binds it to a free port, `connect()` sets its
 //!   peer.
 //!
+//! # IPv4 and IPv6
+//!
+//! `AF_INET` and `AF_INET6` sockets are made as on Linux. An `AF_INET`
+//! socket takes and gives `struct sockaddr_in`. An `AF_INET6` socket
+//! takes `struct sockaddr_in6` (at least 24 bytes, `SIN6_LEN_RFC2133`)
+//! and gives `struct sockaddr_in6` (28 bytes) everywhere an address
+//! comes back (`accept`, `recvfrom`, `getsockname`, `getpeername`). It is
+//! dual-stack unless `IPV6_V6ONLY` is set before it is bound: it
+//! reaches and is reached by IPv4 peers, which it reports as
+//! `::ffff:a.b.c.d`. As on Linux, its UDP `connect` and `sendto` take an
+//! `AF_INET` `sockaddr_in` too (`EAFNOSUPPORT`, `ENETUNREACH` with
+//! `IPV6_V6ONLY`); its `bind` and TCP `connect` want `AF_INET6`
+//! (`EINVAL` for a shorter address, `EAFNOSUPPORT` for another family).
+//! `sin6_flowinfo` and `sin6_scope_id` are accepted and ignored, and
+//! returned as 0 (no flow labels, no scoped link-local addresses).
+//! libsock decides a socket's family from its first address; a socket
+//! here keeps the domain `strata_socket` was given and makes its libsock
+//! object of that family.
+//!
 //! # Errors
 //!
 //! Every call returns -1 and sets `errno` on failure, to the errno Linux
@@ -88,7 +107,7 @@
 //!
 //! # Not supported (yet)
 //!
-//! IPv6 (`AF_INET6` is `EAFNOSUPPORT`), raw sockets, socket options
+//! Raw sockets, socket options
 //! other than those of `strata_setsockopt`, `MSG_OOB`/`MSG_TRUNC` and
 //! other flags (`EOPNOTSUPP`), a `bind()` to a specific address before a
 //! TCP `connect()` (`EOPNOTSUPP`), `shutdown()` of a listener's receive
@@ -106,6 +125,7 @@ mod socket;
 mod table;
 
 use std::ffi::CStr;
+use std::net::SocketAddr;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use libc::{c_char, c_int, c_void, size_t, sockaddr, socklen_t, ssize_t};
@@ -191,14 +211,20 @@ fn sigpipe(r: Res<usize>, flags: c_int) -> Res<usize> {
     r
 }
 
-/// Creates a socket, like `socket(2)`: `AF_INET` with `SOCK_STREAM`
-/// (protocol 0 or `IPPROTO_TCP`) or `SOCK_DGRAM` (0 or `IPPROTO_UDP`);
-/// `type` may carry `SOCK_NONBLOCK` and `SOCK_CLOEXEC`. Returns the new
-/// socket's fd, a real fd of the process (pollable, see the readiness
-/// contract above), or -1 with errno: `EAFNOSUPPORT` for any other
-/// family (`AF_INET6` too, for now), `EPROTONOSUPPORT` for another
-/// protocol, `ESOCKTNOSUPPORT` for another type, `EINVAL` for unknown
-/// flags; `ENOENT` or `ECONNREFUSED` when the stack is not running.
+/// Creates a socket, like `socket(2)`: `AF_INET` or `AF_INET6` with
+/// `SOCK_STREAM` (protocol 0 or `IPPROTO_TCP`) or `SOCK_DGRAM` (0 or
+/// `IPPROTO_UDP`); `type` may carry `SOCK_NONBLOCK` and `SOCK_CLOEXEC`.
+/// An `AF_INET6` socket takes and gives `struct sockaddr_in6` and is
+/// dual-stack unless `IPV6_V6ONLY` is set (IPv4 peers show as
+/// `::ffff:a.b.c.d`; `sin6_flowinfo` and `sin6_scope_id` are ignored
+/// and returned as 0). TCP over IPv6 needs a stack whose TCP takes
+/// IPv6; on one that does not, `listen` and `connect` fail with
+/// `EAFNOSUPPORT`. Returns the new socket's fd, a real fd of the
+/// process (pollable, see the readiness contract above), or -1 with
+/// errno: `EAFNOSUPPORT` for any other family, `EPROTONOSUPPORT` for
+/// another protocol, `ESOCKTNOSUPPORT` for another type, `EINVAL` for
+/// unknown flags; `ENOENT` or `ECONNREFUSED` when the stack is not
+/// running.
 ///
 /// The socket is made on the instance named by `strata_set_instance`,
 /// else by the environment variable `STRATA_INSTANCE`, else "default".
@@ -209,7 +235,13 @@ pub extern "C" fn strata_socket(domain: c_int, r#type: c_int, protocol: c_int) -
 
 /// Binds a socket to a local address, like `bind(2)`: `addr` is a
 /// `struct sockaddr_in` of `len` bytes (`AF_INET`; `AF_UNSPEC` with
-/// `INADDR_ANY` too, as Linux allows). Port 0 picks a free port.
+/// `INADDR_ANY` too, as Linux allows) on an `AF_INET` socket. On an
+/// `AF_INET6` socket it is a `struct sockaddr_in6` of at least 24 bytes
+/// (shorter: `EINVAL`) with `AF_INET6` (another family, `AF_INET`
+/// included: `EAFNOSUPPORT`); `::` takes IPv4 too unless `IPV6_V6ONLY`,
+/// `::ffff:a.b.c.d` binds an IPv4 address (`EINVAL` with
+/// `IPV6_V6ONLY`), a multicast address is `EINVAL` for TCP. Port 0
+/// picks a free port.
 ///
 /// UDP binds at once (`EADDRINUSE` when the port is taken, `EINVAL` when
 /// the socket is bound already). TCP keeps the address for `listen`,
@@ -225,12 +257,21 @@ pub unsafe extern "C" fn strata_bind(fd: c_int, addr: *const sockaddr, len: sock
         let s = table::get(fd)?;
         // SAFETY: `addr` has `len` readable bytes (the caller's promise).
         let given = unsafe { sa::read(addr, len) }?;
+        if s.v6 {
+            // Linux's inet6_bind_sk: EINVAL under SIN6_LEN_RFC2133 bytes
+            // (a 16-byte sockaddr_in so), then __inet6_bind:
+            // EAFNOSUPPORT for any family but AF_INET6 (AF_INET and
+            // AF_UNSPEC too; IPv4 is bound as ::ffff:a.b.c.d).
+            return s.bind(SocketAddr::V6(given.inet6()?)).map(|()| 0);
+        }
+        // Linux's inet_bind: EINVAL under a sockaddr_in, then
+        // EAFNOSUPPORT for another family, but AF_UNSPEC with INADDR_ANY.
         let a = given.v4.ok_or(libc::EINVAL)?;
         let any_unspec = given.family == libc::AF_UNSPEC && a.ip().is_unspecified();
         if given.family != libc::AF_INET && !any_unspec {
             return Err(libc::EAFNOSUPPORT);
         }
-        s.bind(a).map(|()| 0)
+        s.bind(SocketAddr::V4(a)).map(|()| 0)
     })
 }
 
@@ -298,7 +339,12 @@ pub unsafe extern "C" fn strata_accept4(
 }
 
 /// Connects a socket, like `connect(2)`: `addr` is a `struct
-/// sockaddr_in` of `len` bytes.
+/// sockaddr_in` of `len` bytes, on an `AF_INET6` socket a `struct
+/// sockaddr_in6` (at least 24 bytes, else `EINVAL`; an IPv4 peer as
+/// `::ffff:a.b.c.d`, `ENETUNREACH` with `IPV6_V6ONLY`). As on Linux, a
+/// UDP `AF_INET6` socket takes an `AF_INET` `sockaddr_in` too (as its
+/// mapped address; `EAFNOSUPPORT` with `IPV6_V6ONLY`), a TCP one does
+/// not (`EINVAL` for its 16 bytes, `EAFNOSUPPORT` for a longer one).
 ///
 /// TCP: a blocking socket waits for the handshake (0, or
 /// `ECONNREFUSED`, `ETIMEDOUT`, `ENETUNREACH`...). A non-blocking one
@@ -323,12 +369,30 @@ pub unsafe extern "C" fn strata_connect(fd: c_int, addr: *const sockaddr, len: s
         // SAFETY: `addr` has `len` readable bytes (the caller's promise).
         let given = unsafe { sa::read(addr, len) }?;
         if s.udp {
+            // Linux's inet_dgram_connect: AF_UNSPEC disconnects, on
+            // either family.
             if given.family == libc::AF_UNSPEC {
                 return s.connect_udp(None).map(|()| 0);
             }
-            return s.connect_udp(Some(given.inet(false)?)).map(|()| 0);
+            let to = if s.v6 {
+                // udpv6_pre_connect/__ip6_datagram_connect: an AF_INET
+                // address is taken on a dual-stack socket (see
+                // `Given::udp6_peer`).
+                given.udp6_peer(s.only_v6())?
+            } else {
+                SocketAddr::V4(given.inet(false)?)
+            };
+            return s.connect_udp(Some(to)).map(|()| 0);
         }
-        s.connect_tcp(given.inet(false)?).map(|()| 0)
+        let to = if s.v6 {
+            // tcp_v6_connect: EINVAL under SIN6_LEN_RFC2133 bytes, then
+            // EAFNOSUPPORT for any family but AF_INET6 (unlike UDP, an
+            // AF_INET address is refused: give ::ffff:a.b.c.d).
+            SocketAddr::V6(given.inet6()?)
+        } else {
+            SocketAddr::V4(given.inet(false)?)
+        };
+        s.connect_tcp(to).map(|()| 0)
     })
 }
 
@@ -355,7 +419,11 @@ pub unsafe extern "C" fn strata_send(
 /// non-blocking one connects `EAGAIN`. UDP: sends one datagram to `addr`
 /// (a `struct sockaddr_in` of `addrlen` bytes), or with a null `addr` to
 /// the connected peer (`EDESTADDRREQ` if none); `EMSGSIZE` over 65507
-/// bytes.
+/// bytes. On an `AF_INET6` socket `addr` is a `struct sockaddr_in6` (at
+/// least 24 bytes, else `EINVAL`) or, as on Linux, an `AF_INET`
+/// `sockaddr_in` (sent over IPv4); with `IPV6_V6ONLY` IPv4 destinations
+/// are `ENETUNREACH`. `AF_UNSPEC` there means no address (the connected
+/// peer), another family `EINVAL`, as Linux's `udpv6_sendmsg` says.
 ///
 /// Flags: `MSG_DONTWAIT` (see below), `MSG_NOSIGNAL`, and `MSG_MORE`
 /// (TCP; sent at once) or `MSG_CONFIRM` (UDP; a hint); others are
@@ -390,8 +458,13 @@ pub unsafe extern "C" fn strata_sendto(
             // SAFETY: `addr` has `addrlen` readable bytes (the caller's
             // promise).
             let given = unsafe { sa::read(addr, addrlen) }?;
-            // Linux takes AF_UNSPEC for AF_INET here.
-            Some(given.inet(true)?)
+            if s.v6 {
+                // udpv6_sendmsg's rules (see `Given::udp6_dest`).
+                given.udp6_dest(s.only_v6())?
+            } else {
+                // udp_sendmsg takes AF_UNSPEC for AF_INET here.
+                Some(SocketAddr::V4(given.inet(true)?))
+            }
         } else {
             // TCP ignores the address; Linux only checks its length.
             sa::check_len(addrlen)?;
@@ -431,7 +504,10 @@ pub unsafe extern "C" fn strata_recv(
 /// `SO_RCVTIMEO` elapsed: `EAGAIN`); `ENOTCONN` when not connected. UDP:
 /// one datagram, cut to `len` (the rest is lost, as on Linux), and its
 /// sender. If `addr` is not null the sender's address is written there
-/// (TCP: none, `*addrlen` = 0).
+/// (TCP: none, `*addrlen` = 0): a `struct sockaddr_in`, or on an
+/// `AF_INET6` socket a `struct sockaddr_in6` (an IPv4 sender as
+/// `::ffff:a.b.c.d`), cut to `*addrlen` bytes as `strata_getsockname`
+/// cuts it.
 ///
 /// Flags: `MSG_DONTWAIT` (as for `strata_sendto`), `MSG_PEEK` (leave the
 /// data queued), `MSG_WAITALL` (TCP, blocking: wait for `len` bytes, the
@@ -524,7 +600,9 @@ pub extern "C" fn strata_close(fd: c_int) -> c_int {
 
 /// The socket's local address, like `getsockname(2)`: written to `addr`
 /// cut to `*len` bytes, with `*len` set to its full size (`struct
-/// sockaddr_in`). `0.0.0.0:0` while unbound; a TCP socket's `bind()`
+/// sockaddr_in`, 16 bytes; on an `AF_INET6` socket `struct
+/// sockaddr_in6`, 28 bytes, with `sin6_flowinfo` and `sin6_scope_id`
+/// 0). `0.0.0.0:0` (`[::]:0`) while unbound; a TCP socket's `bind()`
 /// address before it listens.
 ///
 /// # Safety
@@ -606,9 +684,21 @@ pub unsafe extern "C" fn strata_getpeername(
 ///   with another time, or off, closing is graceful, and never waits.
 ///   These four are kept until connected and passed to accepted
 ///   connections.
+/// * `IPPROTO_IPV6`/`IPV6_V6ONLY` (`AF_INET6` sockets): on, the socket
+///   takes IPv6 only (a bind to `::` leaves IPv4's port to another
+///   socket; IPv4 peers are refused); off (the default, as Linux's
+///   `net.ipv6.bindv6only = 0`), dual-stack. Only before the socket is
+///   bound, as on Linux: `EINVAL` after `bind` (TCP too, whose port
+///   Linux takes at `bind`), `listen`, `connect` or a UDP send. A null
+///   `val` is 0, as Linux reads it. Accepted connections keep their
+///   listener's.
 ///
 /// Any other option, and `SO_ERROR`/`SO_TYPE` (read-only), are
-/// `ENOPROTOOPT`.
+/// `ENOPROTOOPT`: among them the other `IPPROTO_IPV6` options
+/// (`IPV6_TCLASS`, `IPV6_RECVPKTINFO`, hop limits, multicast), which
+/// strata does not have, as it has not their IPv4 counterparts
+/// (`IP_TOS`, ...). On an `AF_INET` socket every `IPPROTO_IPV6` option
+/// is `ENOPROTOOPT`, as Linux says.
 ///
 /// # Safety
 ///
@@ -636,11 +726,13 @@ pub unsafe extern "C" fn strata_setsockopt(
 /// * `SOL_SOCKET`/`SO_ERROR`: the pending error, taken (0: none). After
 ///   a non-blocking `connect`: 0 while the handshake goes on, then its
 ///   outcome (0: connected), reported once.
-/// * `SOL_SOCKET`/`SO_TYPE`, `SO_DOMAIN`, `SO_PROTOCOL`,
-///   `SO_ACCEPTCONN`.
+/// * `SOL_SOCKET`/`SO_TYPE`, `SO_DOMAIN` (`AF_INET` or `AF_INET6`),
+///   `SO_PROTOCOL`, `SO_ACCEPTCONN`.
 ///
-/// Others are `ENOPROTOOPT`; a null `len` is `EFAULT`, a negative one
-/// `EINVAL`.
+/// Others are `ENOPROTOOPT`, except at a level the socket has not,
+/// which Linux answers with `EOPNOTSUPP` on an `AF_INET` socket
+/// (`IPPROTO_IPV6` included) and `ENOPROTOOPT` on an `AF_INET6` one. A
+/// null `len` is `EFAULT`, a negative one `EINVAL`.
 ///
 /// # Safety
 ///
@@ -835,9 +927,7 @@ mod tests {
     }
 
     #[test]
-    fn ipv6_and_null_instance_names_are_refused() {
-        assert_eq!(strata_socket(libc::AF_INET6, libc::SOCK_STREAM, 0), -1);
-        assert_eq!(errno::get(), libc::EAFNOSUPPORT);
+    fn null_instance_names_are_refused() {
         // SAFETY: a null name is refused before it is read.
         assert_eq!(unsafe { strata_set_instance(std::ptr::null()) }, -1);
         assert_eq!(errno::get(), libc::EINVAL);

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use libc::{c_int, c_void, socklen_t, timeval};
 
-use crate::errno::{self, Res};
-use crate::socket::{ring_bytes, Socket, State};
+use crate::errno::{self, Errno, Res};
+use crate::socket::{ring_bytes, Inner, Socket, State};
 
 /// An option value the application gave: `len` bytes at `ptr`.
 pub(crate) struct OptIn {
@@ -59,6 +59,19 @@ impl OptIn {
 
     fn flag(&self) -> Res<bool> {
         self.int().map(|v| v != 0)
+    }
+
+    /// The flag of an `IPPROTO_IPV6` option, read as Linux's
+    /// `do_ipv6_setsockopt` reads it: a null pointer is 0 (no
+    /// `EFAULT`), a length under an int `EINVAL`.
+    fn ipv6_flag(&self) -> Res<bool> {
+        if self.len < size_of::<c_int>() {
+            return Err(libc::EINVAL);
+        }
+        if self.ptr.is_null() {
+            return Ok(false);
+        }
+        self.flag()
     }
 
     /// A `struct timeval` timeout: None for zero (no timeout), `EDOM`
@@ -294,6 +307,19 @@ pub(crate) fn set(s: &Socket, level: c_int, name: c_int, val: &OptIn) -> Res<()>
             g.opts.linger = linger;
             Ok(())
         }
+        // Linux: an AF_INET socket's IP layer (ip_setsockopt) knows no
+        // IPPROTO_IPV6 options.
+        (libc::IPPROTO_IPV6, _) if !s.v6 => Err(libc::ENOPROTOOPT),
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) => {
+            let on = val.ipv6_flag()?;
+            set_only_v6(&mut s.lock(), on)
+        }
+        // Other IPPROTO_IPV6 options (IPV6_TCLASS, IPV6_RECVPKTINFO,
+        // hop limits, multicast...) fall to ENOPROTOOPT below, as their
+        // IPv4 counterparts (IP_TOS, IP_PKTINFO, ...) do: strata has
+        // none of them, and a program that sets one is told so rather
+        // than led to believe it took effect (IPV6_TCLASS included:
+        // programs that set it, like ssh, go on when it fails).
         (libc::IPPROTO_TCP, libc::TCP_CONGESTION) if !s.udp => {
             let cc = congestion(&val.name(TCP_CA_NAME_MAX)?)?;
             let mut g = s.lock();
@@ -309,6 +335,41 @@ pub(crate) fn set(s: &Socket, level: c_int, name: c_int, val: &OptIn) -> Res<()>
     }
 }
 
+/// `IPV6_V6ONLY` set to `on` on the socket of lock `g` (an `AF_INET6`
+/// one). Linux takes it only while the socket has no port
+/// (`inet_num == 0`; else `EINVAL`): a TCP socket neither bound (a TCP
+/// `bind` takes the port at once on Linux, here at `listen`) nor
+/// listening nor connected; a UDP socket not bound (libsock says
+/// `EINVAL` once its bind, or the first send's, took a port).
+pub(crate) fn set_only_v6(g: &mut Inner, on: bool) -> Res<()> {
+    match &g.state {
+        State::Pending if g.bound.is_none() => {}
+        State::Udp(u) => u.set_only_v6(on).map_err(errno::io)?,
+        State::Closed => return Err(libc::EBADF),
+        _ => return Err(libc::EINVAL),
+    }
+    g.opts.v6only = on;
+    Ok(())
+}
+
+/// The errno of `getsockopt(2)` for an option at `level` that is none
+/// of strata's, on a socket of the kind given, as Linux answers it.
+fn unknown_get(level: c_int, udp: bool, v6: bool) -> Errno {
+    match level {
+        // An option Linux does not know at a level the socket has.
+        libc::SOL_SOCKET | libc::SOL_IP => libc::ENOPROTOOPT,
+        libc::IPPROTO_TCP if !udp => libc::ENOPROTOOPT,
+        libc::IPPROTO_UDP if udp => libc::ENOPROTOOPT,
+        // A level the socket has not: an AF_INET6 socket's
+        // ipv6_getsockopt says ENOPROTOOPT for any level but SOL_IPV6
+        // (and its unknown options); an AF_INET socket's
+        // do_ip_getsockopt says EOPNOTSUPP for any level but SOL_IP,
+        // IPPROTO_IPV6 included.
+        _ if v6 => libc::ENOPROTOOPT,
+        _ => libc::EOPNOTSUPP,
+    }
+}
+
 /// `getsockopt(2)`.
 pub(crate) fn get(s: &Socket, level: c_int, name: c_int, out: &OptOut) -> Res<()> {
     // Linux checks the length before it looks at the option.
@@ -321,7 +382,10 @@ pub(crate) fn get(s: &Socket, level: c_int, name: c_int, out: &OptOut) -> Res<()
         } else {
             libc::SOCK_STREAM
         }),
-        (libc::SOL_SOCKET, libc::SO_DOMAIN) => out.int(libc::AF_INET),
+        (libc::SOL_SOCKET, libc::SO_DOMAIN) => {
+            out.int(if s.v6 { libc::AF_INET6 } else { libc::AF_INET })
+        }
+        (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY) if s.v6 => out.int(s.only_v6() as c_int),
         (libc::SOL_SOCKET, libc::SO_PROTOCOL) => out.int(if s.udp {
             libc::IPPROTO_UDP
         } else {
@@ -359,12 +423,7 @@ pub(crate) fn get(s: &Socket, level: c_int, name: c_int, out: &OptOut) -> Res<()
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT) if !s.udp => {
             out.int(opts().keepcnt.unwrap_or(9) as c_int)
         }
-        // Linux: an option it does not know at a level the socket has,
-        // or a level it has not (the IP layer answers those).
-        (libc::SOL_SOCKET | libc::SOL_IP, _) => Err(libc::ENOPROTOOPT),
-        (libc::IPPROTO_TCP, _) if !s.udp => Err(libc::ENOPROTOOPT),
-        (libc::IPPROTO_UDP, _) if s.udp => Err(libc::ENOPROTOOPT),
-        _ => Err(libc::EOPNOTSUPP),
+        _ => Err(unknown_get(level, s.udp, s.v6)),
     }
 }
 
@@ -421,6 +480,67 @@ mod tests {
         let out = unsafe { OptOut::new(buf.as_mut_ptr().cast(), &mut len) };
         out.name("cubic", TCP_CA_NAME_MAX).unwrap();
         assert_eq!((len, &buf[..6]), (16, &b"cubic\0"[..]));
+    }
+
+    fn pending(v6only: bool, bound: Option<std::net::SocketAddr>) -> Inner {
+        let mut opts = crate::socket::Opts::new(false);
+        opts.v6only = v6only;
+        Inner {
+            state: State::Pending,
+            opts,
+            bound,
+            numbers: vec![],
+        }
+    }
+
+    #[test]
+    fn v6only_is_set_before_the_bind_only_like_linux() {
+        // Dual-stack by default.
+        assert!(!crate::socket::Opts::new(true).v6only);
+        let mut g = pending(false, None);
+        assert_eq!(set_only_v6(&mut g, true), Ok(()));
+        assert!(g.opts.v6only);
+        assert_eq!(set_only_v6(&mut g, false), Ok(()));
+        assert!(!g.opts.v6only);
+        // Bound (Linux takes a TCP port at bind): EINVAL, kept as it was.
+        let mut g = pending(true, Some("[::]:80".parse().unwrap()));
+        assert_eq!(set_only_v6(&mut g, false), Err(libc::EINVAL));
+        assert!(g.opts.v6only);
+        let mut g = pending(false, None);
+        g.state = State::Closed;
+        assert_eq!(set_only_v6(&mut g, true), Err(libc::EBADF));
+    }
+
+    #[test]
+    fn v6only_values_are_read_as_linux_reads_them() {
+        let one: c_int = 1;
+        // SAFETY: `one` is a live int of 4 bytes.
+        let v = unsafe { OptIn::new((&one as *const c_int).cast(), 4) };
+        assert_eq!(v.ipv6_flag(), Ok(true));
+        // SAFETY: nothing is read at a short length.
+        let short = unsafe { OptIn::new((&one as *const c_int).cast(), 3) };
+        assert_eq!(short.ipv6_flag(), Err(libc::EINVAL));
+        // Linux's do_ipv6_setsockopt: a null value is 0, no EFAULT.
+        // SAFETY: a null pointer is never read.
+        let null = unsafe { OptIn::new(std::ptr::null(), 4) };
+        assert_eq!(null.ipv6_flag(), Ok(false));
+    }
+
+    #[test]
+    fn unknown_options_get_linuxs_errno_for_the_family() {
+        use libc::{IPPROTO_IPV6, IPPROTO_TCP, IPPROTO_UDP, SOL_IP, SOL_SOCKET};
+        for v6 in [false, true] {
+            assert_eq!(unknown_get(SOL_SOCKET, false, v6), libc::ENOPROTOOPT);
+            assert_eq!(unknown_get(SOL_IP, true, v6), libc::ENOPROTOOPT);
+            assert_eq!(unknown_get(IPPROTO_TCP, false, v6), libc::ENOPROTOOPT);
+            assert_eq!(unknown_get(IPPROTO_UDP, true, v6), libc::ENOPROTOOPT);
+        }
+        // An AF_INET socket's IP layer: EOPNOTSUPP for another level,
+        // IPPROTO_IPV6 included; an AF_INET6 one's: ENOPROTOOPT.
+        assert_eq!(unknown_get(IPPROTO_IPV6, true, false), libc::EOPNOTSUPP);
+        assert_eq!(unknown_get(IPPROTO_UDP, false, false), libc::EOPNOTSUPP);
+        assert_eq!(unknown_get(IPPROTO_IPV6, false, true), libc::ENOPROTOOPT);
+        assert_eq!(unknown_get(IPPROTO_TCP, true, true), libc::ENOPROTOOPT);
     }
 
     #[test]

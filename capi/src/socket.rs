@@ -7,6 +7,13 @@
 //! `connect` a stream. A UDP socket is a libsock socket from the start
 //! (made unbound; `bind` binds it).
 //!
+//! libsock gives a socket the family of the address it is made with;
+//! a BSD socket has its domain from `socket()`. So the socket keeps its
+//! domain ([`Socket::v6`]) and makes its libsock object of that family:
+//! an `AF_INET6` socket's UDP object with `udp_unbound_v6`, its TCP
+//! objects from `sockaddr_in6` addresses only (an IPv4 peer as
+//! `::ffff:a.b.c.d`), with `IPV6_V6ONLY` passed to the builder.
+//!
 //! The fd number the application holds is reserved at `socket()` (an
 //! eventfd while the TCP socket is pending, else a dup of the libsock
 //! object's readiness fd); once the object exists its readiness fd is
@@ -14,7 +21,7 @@
 //! life.
 
 use std::io::{Read, Write};
-use std::net::{Ipv4Addr, Shutdown, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -117,10 +124,15 @@ pub(crate) struct Opts {
     pub(crate) keepcnt: Option<u32>,
     /// `SO_LINGER` as set: `l_onoff` and `l_linger`.
     pub(crate) linger: (bool, u32),
+    /// `IPV6_V6ONLY` (an `AF_INET6` socket's; off: dual-stack, Linux's
+    /// default `net.ipv6.bindv6only = 0`). TCP: passed to the builder
+    /// at `listen`/`connect`, and kept by accepted sockets, as Linux's
+    /// inherit it; UDP: the libsock socket's, mirrored.
+    pub(crate) v6only: bool,
 }
 
 impl Opts {
-    fn new(udp: bool) -> Opts {
+    pub(crate) fn new(udp: bool) -> Opts {
         let (tx, rx) = if udp {
             (UDP_RING, UDP_RING)
         } else {
@@ -140,6 +152,7 @@ impl Opts {
             keepintvl: None,
             keepcnt: None,
             linger: (false, 0),
+            v6only: false,
         }
     }
 
@@ -176,8 +189,9 @@ impl Opts {
 pub(crate) struct Inner {
     pub(crate) state: State,
     pub(crate) opts: Opts,
-    /// TCP: the address `bind` gave, used by `listen`.
-    pub(crate) bound: Option<SocketAddrV4>,
+    /// The address `bind` gave (TCP: used by `listen`); of the
+    /// socket's family (`SocketAddr::V6` on an `AF_INET6` socket).
+    pub(crate) bound: Option<SocketAddr>,
     /// Every fd number of the socket: its own, and dups of it
     /// ([`dup`]); the socket ends with the last.
     pub(crate) numbers: Vec<RawFd>,
@@ -193,6 +207,8 @@ pub(crate) struct Socket {
     /// The fd number the application holds.
     pub(crate) fd: RawFd,
     pub(crate) udp: bool,
+    /// `AF_INET6` (else `AF_INET`), from `socket()`.
+    pub(crate) v6: bool,
     stack: Stack,
     inner: Mutex<Inner>,
     pub(crate) gate: Gate,
@@ -231,18 +247,34 @@ fn close_fd(fd: RawFd) -> Res<()> {
     Ok(())
 }
 
-/// Only the IPv4 addresses libsock reports.
-fn v4(a: SocketAddr) -> SocketAddrV4 {
-    match a {
-        SocketAddr::V4(a) => a,
-        SocketAddr::V6(a) => SocketAddrV4::new(
+/// An address libsock reports, as a socket of the domain (`v6`:
+/// `AF_INET6`) gives it: `SocketAddr::V4` on an `AF_INET` socket,
+/// `SocketAddr::V6` on an `AF_INET6` one, an IPv4 address as
+/// `::ffff:a.b.c.d` (libsock reports them so already; this only makes
+/// sure of the family the caller writes out).
+pub(crate) fn shown(v6: bool, a: SocketAddr) -> SocketAddr {
+    match (v6, a) {
+        (false, SocketAddr::V4(_)) | (true, SocketAddr::V6(_)) => a,
+        (false, SocketAddr::V6(a)) => SocketAddrV4::new(
             a.ip().to_ipv4_mapped().unwrap_or(Ipv4Addr::UNSPECIFIED),
             a.port(),
-        ),
+        )
+        .into(),
+        (true, SocketAddr::V4(a)) => {
+            SocketAddrV6::new(a.ip().to_ipv6_mapped(), a.port(), 0, 0).into()
+        }
     }
 }
 
-const ANY: SocketAddrV4 = SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0);
+/// The wildcard address, port 0, of the domain: `0.0.0.0:0` or
+/// `[::]:0` (what an unbound socket reports, and binds to at `listen`).
+pub(crate) fn any(v6: bool) -> SocketAddr {
+    if v6 {
+        SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, 0, 0, 0).into()
+    } else {
+        SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into()
+    }
+}
 
 /// `socket(2)`: the new socket's fd.
 pub(crate) fn open(domain: c_int, ty: c_int, protocol: c_int) -> Res<RawFd> {
@@ -258,9 +290,10 @@ pub(crate) fn open(domain: c_int, ty: c_int, protocol: c_int) -> Res<RawFd> {
     if !(0..SOCK_MAX).contains(&base) {
         return Err(libc::EINVAL);
     }
-    if domain != libc::AF_INET {
+    if domain != libc::AF_INET && domain != libc::AF_INET6 {
         return Err(libc::EAFNOSUPPORT);
     }
+    let v6 = domain == libc::AF_INET6;
     if protocol < 0 {
         return Err(libc::EINVAL);
     }
@@ -275,11 +308,15 @@ pub(crate) fn open(domain: c_int, ty: c_int, protocol: c_int) -> Res<RawFd> {
     let stack = stack()?;
     let opts = Opts::new(udp);
     let (fd, state) = if udp {
-        let u = stack
-            .builder()
-            .ring_sizes(opts.sndbuf, opts.rcvbuf)
-            .udp_unbound()
-            .map_err(errno::io)?;
+        let b = stack.builder().ring_sizes(opts.sndbuf, opts.rcvbuf);
+        // An unbound socket of the domain: an IPv6 one binds to `[::]:0`
+        // at its first send (dual-stack), as Linux's autobind does.
+        let u = if v6 {
+            b.udp_unbound_v6()
+        } else {
+            b.udp_unbound()
+        }
+        .map_err(errno::io)?;
         u.set_nonblocking(nonblocking).map_err(errno::io)?;
         (dup_fd(u.as_raw_fd(), cloexec)?, State::Udp(Arc::new(u)))
     } else {
@@ -294,6 +331,7 @@ pub(crate) fn open(domain: c_int, ty: c_int, protocol: c_int) -> Res<RawFd> {
     table::insert(Arc::new(Socket {
         fd,
         udp,
+        v6,
         stack,
         inner: Mutex::new(Inner {
             state,
@@ -425,8 +463,8 @@ impl Socket {
         let _ = close_fd(tmp);
     }
 
-    /// `bind(2)`.
-    pub(crate) fn bind(&self, a: SocketAddrV4) -> Res<()> {
+    /// `bind(2)`, to an address of the socket's family.
+    pub(crate) fn bind(&self, a: SocketAddr) -> Res<()> {
         let mut g = self.lock();
         match &g.state {
             State::Udp(u) => {
@@ -442,6 +480,17 @@ impl Socket {
                 Ok(())
             }
             State::Pending if g.bound.is_none() => {
+                // Linux's __inet6_bind: a TCP socket cannot bind to a
+                // multicast address, and with IPV6_V6ONLY not to an
+                // IPv4-mapped one (EINVAL). Checked here because the
+                // address is only kept until listen().
+                if let SocketAddr::V6(a6) = a {
+                    if a6.ip().is_multicast()
+                        || (g.opts.v6only && a6.ip().to_ipv4_mapped().is_some())
+                    {
+                        return Err(libc::EINVAL);
+                    }
+                }
                 g.bound = Some(a);
                 Ok(())
             }
@@ -469,9 +518,10 @@ impl Socket {
             .builder()
             .reuse_address(g.opts.reuse_addr)
             .reuse_port(g.opts.reuse_port)
+            .only_v6(g.opts.v6only)
             .ring_sizes(g.opts.sndbuf, g.opts.rcvbuf)
             .backlog(backlog)
-            .tcp_bind(g.bound.unwrap_or(ANY))
+            .tcp_bind(g.bound.unwrap_or(any(self.v6)))
             .map_err(errno::io)?;
         let l = Arc::new(l);
         let obj = Obj::Listener(l.clone());
@@ -482,7 +532,7 @@ impl Socket {
     }
 
     /// `accept4(2)`: the new socket's fd and its peer.
-    pub(crate) fn accept(&self, flags: c_int) -> Res<(RawFd, SocketAddrV4)> {
+    pub(crate) fn accept(&self, flags: c_int) -> Res<(RawFd, SocketAddr)> {
         if flags & !(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) != 0 {
             return Err(libc::EINVAL);
         }
@@ -509,6 +559,8 @@ impl Socket {
         table::insert(Arc::new(Socket {
             fd,
             udp: false,
+            // Of its listener's family, as libsock's streams are.
+            v6: self.v6,
             stack: self.stack.clone(),
             inner: Mutex::new(Inner {
                 state: State::Connected(Arc::new(stream)),
@@ -519,21 +571,26 @@ impl Socket {
             gate: Gate::new(nonblocking),
             fork_key: AtomicU64::new(0),
         }));
-        Ok((fd, v4(peer)))
+        Ok((fd, shown(self.v6, peer)))
     }
 
     /// `connect(2)` of a UDP socket: `None` dissolves the association
     /// (`AF_UNSPEC`).
-    pub(crate) fn connect_udp(&self, to: Option<SocketAddrV4>) -> Res<()> {
+    pub(crate) fn connect_udp(&self, to: Option<SocketAddr>) -> Res<()> {
         let u = match self.state() {
             State::Udp(u) => u,
             _ => return Err(libc::EBADF),
         };
-        u.connect(to.unwrap_or(ANY)).map_err(errno::io)
+        u.connect(to.unwrap_or(any(self.v6))).map_err(errno::io)
     }
 
-    /// `connect(2)` of a TCP socket.
-    pub(crate) fn connect_tcp(&self, to: SocketAddrV4) -> Res<()> {
+    /// `IPV6_V6ONLY` as in effect (`false` on an `AF_INET` socket).
+    pub(crate) fn only_v6(&self) -> bool {
+        self.lock().opts.v6only
+    }
+
+    /// `connect(2)` of a TCP socket, to an address of its family.
+    pub(crate) fn connect_tcp(&self, to: SocketAddr) -> Res<()> {
         let mut g = self.lock();
         match &g.state {
             State::Pending => {}
@@ -558,15 +615,18 @@ impl Socket {
             State::Udp(_) => return Err(libc::EBADF),
         }
         // libsock connects from the address the stack picks: a bind to
-        // anything but the wildcard cannot be kept.
-        if g.bound.is_some_and(|b| b != ANY) {
+        // anything but the wildcard (port 0) cannot be kept.
+        if g.bound
+            .is_some_and(|b| !b.ip().is_unspecified() || b.port() != 0)
+        {
             return Err(libc::EOPNOTSUPP);
         }
         let s = self
             .stack
             .builder()
+            .only_v6(g.opts.v6only)
             .ring_sizes(g.opts.sndbuf, g.opts.rcvbuf)
-            .tcp_connect_nonblocking(&SocketAddr::V4(to))
+            .tcp_connect_nonblocking(&to)
             .map_err(errno::io)?;
         g.opts.apply_to_stream(&s)?;
         let s = Arc::new(s);
@@ -655,7 +715,7 @@ impl Socket {
 
     /// `sendto(2)` (`to` None: `send(2)`). EPIPE is returned, not
     /// signalled (the caller raises SIGPIPE).
-    pub(crate) fn send(&self, buf: &[u8], flags: c_int, to: Option<SocketAddrV4>) -> Res<usize> {
+    pub(crate) fn send(&self, buf: &[u8], flags: c_int, to: Option<SocketAddr>) -> Res<usize> {
         let dontwait = flags & libc::MSG_DONTWAIT != 0;
         if self.udp {
             // MSG_CONFIRM is a hint for neighbour discovery.
@@ -687,7 +747,7 @@ impl Socket {
     }
 
     /// `recvfrom(2)`: bytes and, for UDP, the sender.
-    pub(crate) fn recv(&self, buf: &mut [u8], flags: c_int) -> Res<(usize, Option<SocketAddrV4>)> {
+    pub(crate) fn recv(&self, buf: &mut [u8], flags: c_int) -> Res<(usize, Option<SocketAddr>)> {
         let known = libc::MSG_DONTWAIT
             | libc::MSG_PEEK
             | libc::MSG_WAITALL
@@ -709,7 +769,7 @@ impl Socket {
                 }
             });
             let (n, from) = r.map_err(|Busy| libc::EAGAIN)?.map_err(errno::io)?;
-            return Ok((n, Some(v4(from))));
+            return Ok((n, Some(shown(self.v6, from))));
         }
         let waitall = flags & libc::MSG_WAITALL != 0 && !peek;
         // A failed connection reads as ended.
@@ -751,26 +811,26 @@ impl Socket {
     }
 
     /// `getsockname(2)`.
-    pub(crate) fn local_addr(&self) -> Res<SocketAddrV4> {
+    pub(crate) fn local_addr(&self) -> Res<SocketAddr> {
         let a = match self.state() {
-            State::Pending => return Ok(self.lock().bound.unwrap_or(ANY)),
+            State::Pending => return Ok(self.lock().bound.unwrap_or(any(self.v6))),
             State::Listening(l) => l.local_addr(),
             State::Connecting(s) | State::Connected(s) | State::Failed(s) => s.local_addr(),
             State::Udp(u) => u.local_addr(),
             State::Closed => return Err(libc::EBADF),
         };
-        a.map(v4).map_err(errno::io)
+        a.map(|a| shown(self.v6, a)).map_err(errno::io)
     }
 
     /// `getpeername(2)`.
-    pub(crate) fn peer_addr(&self) -> Res<SocketAddrV4> {
+    pub(crate) fn peer_addr(&self) -> Res<SocketAddr> {
         let a = match self.state() {
             State::Connecting(s) | State::Connected(s) => s.peer_addr(),
             State::Udp(u) => u.peer_addr(),
             State::Closed => return Err(libc::EBADF),
             _ => return Err(libc::ENOTCONN),
         };
-        a.map(v4).map_err(errno::io)
+        a.map(|a| shown(self.v6, a)).map_err(errno::io)
     }
 
     /// The pending error (`SO_ERROR`), taken; 0 for none. After a
@@ -943,8 +1003,8 @@ mod tests {
     #[test]
     fn socket_refuses_what_strata_has_not_with_linuxs_errnos() {
         let e = |d, t, p| open(d, t, p).unwrap_err();
-        assert_eq!(e(libc::AF_INET6, libc::SOCK_STREAM, 0), libc::EAFNOSUPPORT);
         assert_eq!(e(libc::AF_UNIX, libc::SOCK_DGRAM, 0), libc::EAFNOSUPPORT);
+        assert_eq!(e(libc::AF_PACKET, libc::SOCK_DGRAM, 0), libc::EAFNOSUPPORT);
         assert_eq!(e(-1, libc::SOCK_DGRAM, 0), libc::EAFNOSUPPORT);
         assert_eq!(e(libc::AF_INET, libc::SOCK_STREAM | 0x100, 0), libc::EINVAL);
         assert_eq!(e(libc::AF_INET, 14, 0), libc::EINVAL);
@@ -961,6 +1021,54 @@ mod tests {
             e(libc::AF_INET, libc::SOCK_DGRAM, libc::IPPROTO_TCP),
             libc::EPROTONOSUPPORT
         );
+        // AF_INET6 passes the family check: the same checks follow.
+        assert_eq!(
+            e(libc::AF_INET6, libc::SOCK_STREAM, libc::IPPROTO_UDP),
+            libc::EPROTONOSUPPORT
+        );
+        assert_eq!(
+            e(libc::AF_INET6, libc::SOCK_SEQPACKET, 0),
+            libc::ESOCKTNOSUPPORT
+        );
+        assert_eq!(e(libc::AF_INET6, libc::SOCK_DGRAM | 0x100, 0), libc::EINVAL);
+    }
+
+    #[test]
+    fn inet6_sockets_are_made_not_refused() {
+        // Without a stack: the errno of "no stack", never EAFNOSUPPORT;
+        // with one (a stack runs here), a socket.
+        for ty in [libc::SOCK_STREAM, libc::SOCK_DGRAM] {
+            match open(libc::AF_INET6, ty | libc::SOCK_CLOEXEC, 0) {
+                Ok(fd) => {
+                    let s = table::get(fd).unwrap();
+                    assert!(s.v6);
+                    assert!(!s.only_v6(), "dual-stack by default");
+                    assert!(s.local_addr().unwrap().is_ipv6());
+                    drop(s);
+                    close(fd).unwrap();
+                }
+                Err(e) => assert!(
+                    e == libc::ENOENT || e == libc::ECONNREFUSED,
+                    "AF_INET6 type {ty}: errno {e}"
+                ),
+            }
+        }
+    }
+
+    #[test]
+    fn addresses_are_shown_in_the_sockets_family() {
+        let v4: SocketAddr = "10.77.0.1:53".parse().unwrap();
+        let mapped: SocketAddr = "[::ffff:10.77.0.1]:53".parse().unwrap();
+        let v6: SocketAddr = "[fd00::1]:53".parse().unwrap();
+        // AF_INET6: IPv4 peers as ::ffff:a.b.c.d, IPv6 ones as they are.
+        assert_eq!(shown(true, v4), mapped);
+        assert_eq!(shown(true, mapped), mapped);
+        assert_eq!(shown(true, v6), v6);
+        // AF_INET: IPv4 only.
+        assert_eq!(shown(false, v4), v4);
+        assert_eq!(shown(false, mapped), v4);
+        assert_eq!(any(false).to_string(), "0.0.0.0:0");
+        assert_eq!(any(true).to_string(), "[::]:0");
     }
 
     #[test]

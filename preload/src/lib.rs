@@ -7,10 +7,12 @@
 //!
 //! The library defines the socket functions of libc; the dynamic linker
 //! makes a dynamically linked program call them instead of libc's.
-//! `AF_INET` `SOCK_STREAM` (TCP) and `SOCK_DGRAM` (UDP) sockets become
-//! strata sockets (through strata-capi, `libstrata`'s calls, over
-//! libsock); every other fd, and every other kind of socket (`AF_UNIX`,
-//! `AF_INET6`, netlink, raw), goes to libc unchanged.
+//! `AF_INET` and `AF_INET6` `SOCK_STREAM` (TCP) and `SOCK_DGRAM` (UDP)
+//! sockets become strata sockets (through strata-capi, `libstrata`'s
+//! calls, over libsock); every other fd, and every other kind of socket
+//! (`AF_UNIX`, netlink, raw), goes to libc unchanged. An `AF_INET6`
+//! socket is one as on Linux: dual-stack unless `IPV6_V6ONLY`, IPv4
+//! peers as `::ffff:a.b.c.d` in `sockaddr_in6` (see strata-capi).
 //!
 //! # What is intercepted
 //!
@@ -43,8 +45,9 @@
 //! using `/etc/hosts` and the kernel's DNS path.
 //!
 //! When no stack runs under the instance (`STRATA_INSTANCE`, else
-//! "default"), `socket(AF_INET, ...)` fails with capi's errno (`ENOENT`
-//! or `ECONNREFUSED`) and a message on stderr, printed once.
+//! "default"), `socket(AF_INET, ...)` and `socket(AF_INET6, ...)` fail
+//! with capi's errno (`ENOENT` or `ECONNREFUSED`) and a message on
+//! stderr, printed once.
 //!
 //! # Readiness: poll, select
 //!
@@ -112,11 +115,12 @@
 //!
 //! Statically linked programs, and calls libc makes internally (stdio on
 //! an `fdopen`ed socket, `close_range`, `posix_spawn`'s fd actions) are
-//! not seen. IPv6 sockets stay the kernel's. `recvmmsg`/`sendmmsg`,
+//! not seen. `recvmmsg`/`sendmmsg`,
 //! `splice`, `SIGIO`, `MSG_OOB` are not supported on strata sockets;
 //! ancillary data (`sendmsg` with control messages) is `EOPNOTSUPP`, and
 //! `recvmsg` returns none. Everything else of capi's limits holds
-//! (socket options, IPv4 only, signals).
+//! (socket options, signals; TCP over IPv6 needs a stack whose TCP
+//! takes IPv6, else its bind/connect fail with `EAFNOSUPPORT`).
 #![deny(unsafe_op_in_unsafe_fn)]
 
 mod epoll;
@@ -187,7 +191,7 @@ fn tell_no_stack(e: c_int) {
     let why = std::io::Error::from_raw_os_error(e);
     let msg = format!(
         "strata-preload: no strata stack \"{inst}\" is running \
-         (/run/strata/{inst}/sockd.sock: {why}); AF_INET sockets fail\n"
+         (/run/strata/{inst}/sockd.sock: {why}); AF_INET and AF_INET6 sockets fail\n"
     );
     // SAFETY: a write of a live buffer to stderr.
     unsafe { real::write(2, msg.as_ptr().cast(), msg.len()) };
@@ -197,9 +201,10 @@ fn tell_no_stack(e: c_int) {
 /// Bits of `socket(2)`'s type that are the type.
 const SOCK_TYPE_MASK: c_int = 0xf;
 
-/// Whether `socket(domain, ty, protocol)` makes a socket strata has.
+/// Whether `socket(domain, ty, protocol)` makes a socket strata has:
+/// TCP or UDP over IPv4 or IPv6.
 fn strata_kind(domain: c_int, ty: c_int, protocol: c_int) -> bool {
-    domain == libc::AF_INET
+    (domain == libc::AF_INET || domain == libc::AF_INET6)
         && match ty & SOCK_TYPE_MASK {
             libc::SOCK_STREAM => protocol == 0 || protocol == libc::IPPROTO_TCP,
             libc::SOCK_DGRAM => protocol == 0 || protocol == libc::IPPROTO_UDP,

@@ -177,7 +177,7 @@ fn c_calls_fail_with_the_errnos_of_linux() {
         "send_unconnected EPIPE",
         "recv_unconnected ENOTCONN",
         "udp_send_no_peer EDESTADDRREQ",
-        "inet6 EAFNOSUPPORT",
+        "unix EAFNOSUPPORT",
         "raw ESOCKTNOSUPPORT",
         "unknown_option ENOPROTOOPT",
         "short_option EINVAL",
