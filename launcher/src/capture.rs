@@ -39,7 +39,7 @@ pub struct Args {
 /// a bare datagram, as `carries` says) leaves the stack as on a link of
 /// `mtu`, in the same form; None for anything else (written as is).
 fn wire_segments(packet: &[u8], carries: Carries, mtu: usize) -> Option<Vec<Vec<u8>>> {
-    use strata_proto::offload::{segment_tcp4, Ipv4Frame};
+    use strata_proto::offload::{segment_tcp4, IpFrame};
     let framed;
     let frame = match carries {
         Carries::Ethernet => packet,
@@ -54,7 +54,7 @@ fn wire_segments(packet: &[u8], carries: Carries, mtu: usize) -> Option<Vec<Vec<
     if frame.len() <= mtu + 14 {
         return None;
     }
-    let f = Ipv4Frame::parse(frame).ok()?;
+    let f = IpFrame::parse(frame).ok()?;
     let thl = usize::from(*frame.get(f.l4 + 12)? >> 4) * 4;
     let mss = mtu.checked_sub(f.l4 - f.l3 + thl).filter(|&m| m > 0)?;
     let segs = segment_tcp4(frame, u16::try_from(mss).ok()?).ok()?;

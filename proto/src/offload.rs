@@ -105,7 +105,8 @@ impl VnetHdr {
 pub enum OffloadError {
     /// The frame (or header) is shorter than its headers say.
     Truncated,
-    /// Not an IPv4 datagram over Ethernet.
+    /// Not an IP datagram over Ethernet (or, where only IPv4 will do,
+    /// not an IPv4 one).
     NotIpv4,
     /// A super-segment that is not TCP, or is an IPv4 fragment.
     NotTcp,
@@ -137,28 +138,38 @@ impl core::fmt::Display for OffloadError {
 
 impl std::error::Error for OffloadError {}
 
-/// Where the headers of an Ethernet frame carrying an IPv4 datagram are.
+/// Where the headers of an Ethernet frame carrying an IPv4 or IPv6
+/// datagram are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Ipv4Frame {
-    /// Offset of the IPv4 header (after the 14-byte Ethernet header).
+pub struct IpFrame {
+    /// Offset of the IP header (after the 14-byte Ethernet header).
     pub l3: usize,
     /// Offset of the transport header.
     pub l4: usize,
-    /// The IPv4 protocol number.
+    /// The IPv4 protocol number, or the next header after IPv6's fixed
+    /// header.
     pub protocol: u8,
-    /// Bytes of the frame the IPv4 total length covers, plus `l3`.
+    /// Bytes of the frame the IP length covers, plus `l3`.
     pub end: usize,
-    /// The datagram is a fragment (its transport header may be elsewhere).
+    /// The datagram is a fragment (its transport header may be elsewhere),
+    /// or, over IPv6, its transport is behind an extension header.
     pub fragment: bool,
+    /// IPv6 rather than IPv4.
+    pub v6: bool,
 }
 
-impl Ipv4Frame {
+impl IpFrame {
     /// Finds the headers of `frame`; checks only what offload work needs
-    /// (ipd validates the rest).
-    pub fn parse(frame: &[u8]) -> Result<Ipv4Frame, OffloadError> {
+    /// (ipd validates the rest). Over IPv6, a transport header right
+    /// after the fixed header is found; behind an extension header it
+    /// counts as a fragment's (the stack sends none there).
+    pub fn parse(frame: &[u8]) -> Result<IpFrame, OffloadError> {
         const L3: usize = 14;
         if frame.len() < L3 + 20 {
             return Err(OffloadError::Truncated);
+        }
+        if be16(frame, 12) == 0x86dd && frame[L3] >> 4 == 6 {
+            return Self::parse6(frame);
         }
         if be16(frame, 12) != 0x0800 || frame[L3] >> 4 != 4 {
             return Err(OffloadError::NotIpv4);
@@ -168,12 +179,35 @@ impl Ipv4Frame {
         if ihl < 20 || total < ihl || L3 + total > frame.len() {
             return Err(OffloadError::Truncated);
         }
-        Ok(Ipv4Frame {
+        Ok(IpFrame {
             l3: L3,
             l4: L3 + ihl,
             protocol: frame[L3 + 9],
             end: L3 + total,
             fragment: be16(frame, L3 + 6) & 0x3fff != 0,
+            v6: false,
+        })
+    }
+
+    /// [`parse`](Self::parse) of an IPv6 frame (RFC 8200 §3).
+    fn parse6(frame: &[u8]) -> Result<IpFrame, OffloadError> {
+        const L3: usize = 14;
+        const FIXED: usize = 40;
+        if frame.len() < L3 + FIXED {
+            return Err(OffloadError::Truncated);
+        }
+        let end = L3 + FIXED + usize::from(be16(frame, L3 + 4));
+        if end > frame.len() {
+            return Err(OffloadError::Truncated);
+        }
+        let next = frame[L3 + 6];
+        Ok(IpFrame {
+            l3: L3,
+            l4: L3 + FIXED,
+            protocol: next,
+            end,
+            fragment: !matches!(next, 6 | 17),
+            v6: true,
         })
     }
 
@@ -237,7 +271,10 @@ impl Segment<'_> {
 /// `frame`, `mss` payload bytes each (the last one the rest), with full
 /// checksums whatever the super-segment's checksum field held.
 pub fn segment_tcp4(frame: &[u8], mss: u16) -> Result<Segments<'_>, OffloadError> {
-    let f = Ipv4Frame::parse(frame)?;
+    let f = IpFrame::parse(frame)?;
+    if f.v6 {
+        return Err(OffloadError::NotIpv4);
+    }
     if f.protocol != 6 || f.fragment {
         return Err(OffloadError::NotTcp);
     }
@@ -266,7 +303,7 @@ pub fn segment_tcp4(frame: &[u8], mss: u16) -> Result<Segments<'_>, OffloadError
 #[derive(Clone, Debug)]
 pub struct Segments<'a> {
     frame: &'a [u8],
-    f: Ipv4Frame,
+    f: IpFrame,
     hdrs: usize,
     mss: usize,
     /// Offset in `frame` of the next segment's payload.
@@ -407,7 +444,7 @@ mod tests {
     fn completing_a_partial_checksum_gives_the_full_one() {
         let payload: Vec<u8> = (0..1001u32).map(|i| (i * 7) as u8).collect();
         let mut f = super_frame(&payload, TcpFlags::ACK, &TcpOptions::default());
-        let fr = Ipv4Frame::parse(&f).unwrap();
+        let fr = IpFrame::parse(&f).unwrap();
         complete_checksum(&mut f, fr.l4, 16).unwrap();
         assert!(TcpHeader::verify_checksum(&f[fr.l4..], SRC, DST));
         assert_eq!(
@@ -418,6 +455,57 @@ mod tests {
             complete_checksum(&mut f, usize::MAX, 16),
             Err(OffloadError::BadCsumRange)
         );
+    }
+
+    #[test]
+    fn an_ipv6_frame_is_found_and_its_partial_checksum_completed() {
+        use crate::ipv6::{next_header, Ipv6Header};
+        use std::net::Ipv6Addr;
+        let (src, dst) = (
+            Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 1),
+            Ipv6Addr::LOCALHOST,
+        );
+        let payload = [9u8; 333];
+        let tcp_len = 20 + payload.len();
+        let mut f = vec![0u8; 14 + 40 + tcp_len];
+        f[12..14].copy_from_slice(&[0x86, 0xdd]);
+        Ipv6Header {
+            traffic_class: 0,
+            flow_label: 0,
+            payload_len: tcp_len as u16,
+            next_header: next_header::TCP,
+            hop_limit: 64,
+            src,
+            dst,
+        }
+        .emit(&mut f[14..])
+        .unwrap();
+        f[54 + 20..].copy_from_slice(&payload);
+        let h = TcpHeader {
+            src_port: 80,
+            dst_port: 40000,
+            seq: 1,
+            ack: 2,
+            header_len: 20,
+            flags: TcpFlags::ACK,
+            window: 100,
+            checksum: 0,
+            urgent: 0,
+        };
+        h.emit_partial_v6(&TcpOptions::default(), &mut f[54..], src, dst)
+            .unwrap();
+        let fr = IpFrame::parse(&f).unwrap();
+        assert!(fr.v6 && !fr.fragment);
+        assert_eq!((fr.l4, fr.end, fr.csum_offset()), (54, f.len(), Some(16)));
+        complete_checksum(&mut f, fr.l4, 16).unwrap();
+        assert!(TcpHeader::verify_checksum_v6(&f[54..], src, dst));
+        // Not for cutting: software GSO is IPv4's.
+        assert_eq!(segment_tcp4(&f, 100).err(), Some(OffloadError::NotIpv4));
+        // Behind an extension header, no transport is named.
+        f[14 + 6] = next_header::FRAGMENT;
+        assert_eq!(IpFrame::parse(&f).unwrap().csum_offset(), None);
+        // Shorter than its payload length says.
+        assert_eq!(IpFrame::parse(&f[..100]), Err(OffloadError::Truncated));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strata_proto::offload::{complete_checksum, segment_tcp4, Ipv4Frame, VnetHdr};
+use strata_proto::offload::{complete_checksum, segment_tcp4, IpFrame, VnetHdr};
 use strata_proto::tcp::TcpHeader;
 
 fuzz_target!(|data: &[u8]| {
@@ -15,7 +15,7 @@ fuzz_target!(|data: &[u8]| {
     let mss = u16::from_be_bytes([a, b]);
     let _ = VnetHdr::parse(frame);
     if let Ok(segs) = segment_tcp4(frame, mss) {
-        let f = Ipv4Frame::parse(frame).expect("accepted frames parse");
+        let f = IpFrame::parse(frame).expect("accepted frames parse");
         let n = segs.remaining();
         let mut payload = Vec::new();
         let mut count = 0;

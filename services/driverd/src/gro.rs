@@ -17,7 +17,7 @@
 use strata_ipc::handle::{csum, gso};
 use strata_ipc::{Buffers, Handle, HEADROOM, LARGE_BUF};
 use strata_proto::checksum::{pseudo_header_v4, verify};
-use strata_proto::offload::Ipv4Frame;
+use strata_proto::offload::IpFrame;
 
 /// Flows held at once in a batch (Linux keeps 8 per NAPI bucket).
 const MAX_FLOWS: usize = 8;
@@ -248,8 +248,14 @@ fn mergeable(seg: &Seg) -> bool {
 /// The facts GRO needs about frame `d`, if it is an unfragmented TCP/IPv4
 /// segment without IPv4 options whose lengths agree with the frame.
 fn parse(d: &[u8]) -> Option<Seg> {
-    let f = Ipv4Frame::parse(d).ok()?;
-    if f.protocol != 6 || f.fragment || f.l4 != 14 + 20 || f.end != d.len() || f.l4 + 20 > f.end {
+    let f = IpFrame::parse(d).ok()?;
+    if f.v6
+        || f.protocol != 6
+        || f.fragment
+        || f.l4 != 14 + 20
+        || f.end != d.len()
+        || f.l4 + 20 > f.end
+    {
         return None;
     }
     let thl = usize::from(d[f.l4 + 12] >> 4) * 4;

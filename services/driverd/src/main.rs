@@ -30,7 +30,7 @@ use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::{self, ArenaFormat, DEVICE_FD_ENV, DEVICE_MEM_FD_ENV};
 use strata_ipc::{ifc, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM, LARGE_BUF, SMALL_BUF};
-use strata_proto::offload::{complete_checksum, segment_tcp4, Ipv4Frame};
+use strata_proto::offload::{complete_checksum, segment_tcp4, IpFrame};
 
 strata_ipc::layer_stats! { "driverd";
     /// Frames read from the device.
@@ -290,7 +290,9 @@ impl Shell {
             Csum::Unknown => {}
             Csum::Verified => h.csum = csum::VERIFIED,
             Csum::Partial { start, offset } => {
-                let ipv4 = pool.data(h).is_ok_and(|d| Ipv4Frame::parse(d).is_ok());
+                let ipv4 = pool
+                    .data(h)
+                    .is_ok_and(|d| IpFrame::parse(d).is_ok_and(|f| !f.v6));
                 if ipv4 {
                     h.csum = csum::PARTIAL;
                 } else {
@@ -371,7 +373,7 @@ impl Shell {
             return self.dev.send(frame);
         }
         let d = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
-        let Some((f, csum_at)) = Ipv4Frame::parse(d)
+        let Some((f, csum_at)) = IpFrame::parse(d)
             .ok()
             .and_then(|f| Some((f, f.csum_offset()?)))
         else {
