@@ -101,7 +101,10 @@ fn passive_open_over_ipv6_carries_data_both_ways_and_closes() {
     });
     let c = h.conn();
     assert_eq!((c.state, c.mss), (State::Established, 1440 - 12));
-    assert_eq!((c.local, c.remote), ((a6(LOCAL6), LPORT), (a6(PEER6), PPORT)));
+    assert_eq!(
+        (c.local, c.remote),
+        ((a6(LOCAL6), LPORT), (a6(PEER6), PPORT))
+    );
     // Peer to us.
     h.peer_opts(
         ACK | PSH,
