@@ -1,7 +1,7 @@
 //! The loopback network: a libsock application reaches another on the
 //! same stack at 127.0.0.1 (or any 127/8 address), over TCP and UDP, as
 //! on Linux's `lo`; nothing of it reaches the wire, and the kernel side
-//! cannot reach the stack's loopback addresses.
+//! cannot reach the stack's loopback addresses. The same over `::1`.
 
 use std::io::{Read, Write};
 use std::time::Duration;
@@ -74,4 +74,68 @@ fn applications_on_one_stack_talk_over_127_0_0_1() {
     // The kernel side cannot reach the stack's loopback network.
     ns.run_ok(&["ip", "route", "add", "127.77.0.0/16", "via", "10.77.0.2"]);
     assert_eq!(ping(&ns, &["-c", "1", "-W", "1", "127.77.0.1"]).received, 0);
+}
+
+#[test]
+fn applications_on_one_stack_talk_over_ipv6_loopback() {
+    let ns = Netns::new();
+    let st = Stack::up_config(&ns, &strata_tests::tap_config6(""));
+    st.wait_dad(strata_tests::STACK_IP6);
+    // The stack's own start-up traffic (detection, reports, three router
+    // solicitations four seconds apart) over before the wire is watched.
+    st.wait_for("the router solicitations", Duration::from_secs(30), || {
+        st.counter("ipd", "nd_tx_router_solicits") >= 3
+    });
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let tx_before = st.json("stats")["interfaces"][0]["counters"]["tx_packets"]
+        .as_u64()
+        .unwrap();
+    // TCP: a server on the IPv6 wildcard and one on ::1.
+    for (bind, to) in [("[::]:7601", "[::1]:7601"), ("[::1]:7602", "[::1]:7602")] {
+        let l = stack.builder().tcp_bind(bind).unwrap();
+        let data = pattern(4_000_000, 7601);
+        let server = std::thread::spawn(move || {
+            let (mut s, peer) = l.accept().unwrap();
+            let mut got = Vec::new();
+            s.read_to_end(&mut got).unwrap();
+            s.write_all(&got).unwrap();
+            (peer, got.len())
+        });
+        let mut c = stack.builder().tcp_connect(to).unwrap();
+        assert_eq!(c.local_addr().unwrap().ip().to_string(), "::1");
+        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+        c.write_all(&data).unwrap();
+        c.shutdown(std::net::Shutdown::Write).unwrap();
+        let mut back = Vec::new();
+        c.read_to_end(&mut back).unwrap();
+        let (peer, n) = server.join().unwrap();
+        assert_eq!(n, data.len());
+        assert!(back == data, "the echo over ::1 differs");
+        assert_eq!(peer.ip().to_string(), "::1");
+    }
+    // UDP, and a closed port refused over ::1 too.
+    let a = stack.builder().udp_bind("[::1]:7603").unwrap();
+    let b = stack.builder().udp_bind("[::]:0").unwrap();
+    a.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    b.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    b.send_to(b"over ::1", "[::1]:7603").unwrap();
+    let mut buf = [0u8; 64];
+    let (n, from) = a.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"over ::1");
+    assert_eq!(from.ip().to_string(), "::1");
+    a.send_to(b"and back", from).unwrap();
+    let (n, from) = b.recv_from(&mut buf).unwrap();
+    assert_eq!(&buf[..n], b"and back");
+    assert_eq!(from.to_string(), "[::1]:7603");
+    let c = stack.builder().udp_bind("[::]:0").unwrap();
+    c.connect("[::1]:7699").unwrap();
+    c.send(b"anyone?").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let e = c.recv(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
+    // None of it went out on the wire, and the kernel cannot reach ::1.
+    let tx_after = st.json("stats")["interfaces"][0]["counters"]["tx_packets"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(tx_after, tx_before, "loopback traffic stays in the stack");
 }

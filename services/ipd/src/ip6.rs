@@ -727,7 +727,10 @@ impl IpCore {
         if !self.icmp_allow(now) {
             return self.stats.inc(Stat::Icmp6OutRatelimited);
         }
-        let from = if hdr.dst.is_multicast() || self.local6(slot, hdr.dst) != Local6::Ours {
+        let from = if hdr.src.is_loopback() {
+            // About a packet sent to ourselves over `::1`: from it.
+            Some(Ipv6Addr::LOCALHOST)
+        } else if hdr.dst.is_multicast() || self.local6(slot, hdr.dst) != Local6::Ours {
             self.v6[slot].source_for(hdr.src)
         } else {
             Some(hdr.dst)
@@ -837,6 +840,16 @@ impl IpCore {
             Err(e) => return self.bad_handle(pool, &h, e),
         };
         IpCore::own6(&mut h);
+        if dst.is_loopback() {
+            // An answer to a packet sent over `::1` comes back up.
+            let hdr = match pool.data(&h).map(Ipv6Header::parse) {
+                Ok(Ok(hdr)) => hdr,
+                _ => return self.drop(pool, &h, Stat::BadWindow),
+            };
+            h.iif = strata_ipc::handle::NO_IFACE;
+            self.stats.inc(Stat::Loopback);
+            return self.ip6_local(now, pool, h, slot, &hdr, out);
+        }
         self.stats.inc(Stat::Ip6OutPackets);
         if dst.is_multicast() {
             return self.transmit(pool, h, slot, multicast_mac(dst), out);

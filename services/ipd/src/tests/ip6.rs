@@ -1085,3 +1085,25 @@ fn the_loopback_address_comes_straight_back_up_and_never_from_the_link() {
     assert!(r.up().is_empty() && r.tx().is_empty());
     r.finish();
 }
+
+#[test]
+fn a_datagram_to_a_closed_port_on_the_loopback_address_is_answered_there() {
+    let mut r = started();
+    r.core.set_upper(next_header::UDP, true);
+    let lo = Ipv6Addr::LOCALHOST;
+    r.output(&udp6(Ipv6Addr::UNSPECIFIED, lo, &[], b"nobody"));
+    let h = r.out.up.pop().expect("back up");
+    r.core.port_unreachable(r.now, &mut r.pool, &h, &mut r.out);
+    r.pool.free(&h);
+    // The error comes back up from ::1 to ::1, for udpd.
+    assert_eq!(r.out.up.len(), 1);
+    let e = r.out.up[0];
+    assert_eq!((e.l4proto, e.l4_off), (next_header::ICMPV6, 40));
+    assert_eq!(crate::upper_protocol(&r.pool, &e), next_header::UDP);
+    let up = r.up();
+    let hdr = Ipv6Header::parse(&up[0].1).unwrap();
+    assert_eq!((hdr.src, hdr.dst), (lo, lo));
+    assert_eq!(&up[0].1[40..42], &[1, 4]);
+    assert!(r.tx().is_empty());
+    r.finish();
+}
