@@ -6,9 +6,10 @@
 //! keeps in the same arena.
 //!
 //! IPv6 rules (`strata filter -6 ...`, or `-6` in a configuration line)
-//! go to their own table, `filter6` in the published JSON, which IPv6
-//! packets meet as ip6tables' filter table; the parser refuses `-6 -t nat`
-//! (no IPv6 NAT). Conntrack entries of both families are listed alike.
+//! go to their own tables, `filter6` and `nat6` in the published JSON,
+//! which IPv6 packets meet as ip6tables' filter and nat tables
+//! (`-6 -t nat`, NAT addresses written `ADDR` or `[ADDR]:PORT`).
+//! Conntrack entries of both families are listed alike.
 
 use serde_json::{json, Value};
 

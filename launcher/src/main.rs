@@ -118,7 +118,11 @@ enum Cmd {
     /// command (same chains and policies, IPv6 addresses, -p icmpv6 with
     /// --icmpv6-type, REJECT --reject-with icmp6-port-unreachable (default),
     /// icmp6-adm-prohibited, icmp6-addr-unreachable, icmp6-no-route or
-    /// tcp-reset; no nat table). Neighbour discovery and MLD are ICMPv6
+    /// tcp-reset), and a nat table of their own, `-6 -t nat`, whose
+    /// addresses are IPv6 ones, in brackets before a port:
+    ///   strata filter -6 -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [fd00::2]:8080
+    ///   strata filter -6 -t nat -A POSTROUTING -o strata1 -j MASQUERADE
+    /// Neighbour discovery and MLD are ICMPv6
     /// that conntrack leaves untracked: with an IPv6 INPUT DROP policy they
     /// pass only if a rule accepts them, so a stateful IPv6 set needs e.g.
     ///   strata filter -6 add INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT

@@ -34,8 +34,10 @@
 //! no such header). A later fragment seen before its first is INVALID.
 //!
 //! IPv6 (ip6tables' place): packets of version 6 meet the IPv6 filter
-//! table ([`Table::Filter6`]) at the same hooks and never the nat table
-//! (there is no IPv6 NAT); conntrack tracks them in the same table.
+//! and nat tables ([`Table::Filter6`], [`Table::Nat6`]) at the same hooks
+//! and never IPv4's; conntrack tracks them in the same table, and their
+//! NAT bindings live in it as IPv4's do (MASQUERADE and REDIRECT take
+//! [`Meta::out_addr6`] and [`Meta::in_addr6`]).
 //! Their fragments are tied together by (source, destination, fragment
 //! header identification), RFC 8200 §4.5. A later fragment matches a
 //! protocol rule by its fragment header's next header, as in ip6tables;
@@ -58,7 +60,7 @@ use rule::{Hook, RejectWith, Table};
 use ruleset::{Action, CtState, RuleSet, Verdict};
 use std::fmt::Write as _;
 use std::sync::atomic::AtomicU64;
-use strata_ipc::addrs::to_ip;
+use strata_ipc::addrs::{mapped, to_ip};
 
 /// The conntrack result carried with a packet from hook to hook (in the
 /// handle's `ct_id`), so that a packet is tracked once.
@@ -151,6 +153,14 @@ pub struct Meta {
     pub in_addr: u32,
     /// Address MASQUERADE uses: the outgoing interface's (0 unknown).
     pub out_addr: u32,
+    /// [`in_addr`](Self::in_addr) for an IPv6 packet: the incoming
+    /// interface's configured address best matching the packet's source
+    /// (0 unknown).
+    pub in_addr6: u128,
+    /// [`out_addr`](Self::out_addr) for an IPv6 packet: the outgoing
+    /// interface's configured global address best matching the packet's
+    /// destination (0 unknown).
+    pub out_addr6: u128,
     /// The transport checksum is partial (left to the device; see
     /// `strata_proto::offload`): NAT adjusts it as such.
     pub partial_csum: bool,
@@ -165,6 +175,8 @@ impl Default for Meta {
             ct: CtRef::NONE,
             in_addr: 0,
             out_addr: 0,
+            in_addr6: 0,
+            out_addr6: 0,
             partial_csum: false,
         }
     }
@@ -445,8 +457,7 @@ impl<'a> Filter<'a> {
 
     /// Runs `hook` on an IPv4 datagram or IPv6 packet (non-IP frames
     /// never come here). `meta.ct` and `meta.mark` are updated for the
-    /// next hook of the same packet; `pkt` may be rewritten by NAT (IPv4
-    /// only).
+    /// next hook of the same packet; `pkt` may be rewritten by NAT.
     pub fn hook(&mut self, hook: Hook, pkt: &mut [u8], meta: &mut Meta, now_ms: u64) -> Decision {
         let ct_on = self.rules.needs_conntrack() || !self.ct.is_empty();
         let v6 = pkt.first().is_some_and(|b| b >> 4 == 6);
@@ -482,14 +493,11 @@ impl<'a> Filter<'a> {
         for step in steps {
             match step {
                 Step::Nat => {
-                    // No IPv6 NAT: its nat table does not exist.
-                    if info.v6 {
-                        continue;
-                    }
                     let Some(id) = cref.id() else { continue };
-                    if cref.created() && self.rules.has_rules(Table::Nat, hook) {
+                    let nat_table = Table::nat_for(info.v6);
+                    if cref.created() && self.rules.has_rules(nat_table, hook) {
                         let v = self.rules.evaluate(
-                            Table::Nat,
+                            nat_table,
                             hook,
                             &info,
                             cref.state(),
@@ -499,8 +507,13 @@ impl<'a> Filter<'a> {
                         mark = v.mark;
                         self.after_eval(&v, &info, now_ms);
                         if let Action::Nat(a) = v.action {
-                            if nat::setup(&mut self.ct, id, a, meta.in_addr, meta.out_addr).is_err()
-                            {
+                            let m4 = |a: u32| if a == 0 { 0 } else { mapped(a) };
+                            let (local, out) = if info.v6 {
+                                (meta.in_addr6, meta.out_addr6)
+                            } else {
+                                (m4(meta.in_addr), m4(meta.out_addr))
+                            };
+                            if nat::setup(&mut self.ct, id, a, local, out).is_err() {
                                 self.stats.nat_failed += 1;
                                 self.ct.remove(id);
                                 return Decision::Drop(DropReason::NatFailed);

@@ -33,6 +33,8 @@ struct Prefix {
 #[derive(Clone, Debug, Default)]
 pub struct Local6 {
     own: Vec<u128>,
+    /// Configured addresses with their interface, in configuration order.
+    by_iface: Vec<(u8, u128)>,
     iids: Vec<u64>,
     on_link: Vec<Prefix>,
     routes: Vec<Prefix>,
@@ -73,6 +75,7 @@ impl Local6 {
         for &(a, plen) in addrs {
             let a = u128::from(a);
             self.own.push(a);
+            self.by_iface.push((index, a));
             self.on_link.push(Prefix {
                 net: a & mask(plen),
                 plen: plen.min(128),
@@ -96,6 +99,29 @@ impl Local6 {
                 iface,
             });
         }
+    }
+
+    /// The address NAT uses on interface `iface` towards `peer`
+    /// (MASQUERADE: the outgoing interface and the destination; REDIRECT:
+    /// the incoming interface and the source): among the interface's
+    /// configured global addresses (not link-local, not multicast) the one
+    /// sharing the longest prefix with `peer` (RFC 6724 rule 8), the first
+    /// configured among equals; 0 when the interface has none.
+    pub fn nat_addr(&self, iface: u8, peer: u128) -> u128 {
+        self.by_iface
+            .iter()
+            .filter(|&&(i, a)| {
+                let ip = Ipv6Addr::from(a);
+                i == iface && !ip.is_unicast_link_local() && !ip.is_multicast() && a != 0
+            })
+            .fold(None, |best: Option<(u32, u128)>, &(_, a)| {
+                let common = (a ^ peer).leading_zeros();
+                match best {
+                    Some((b, _)) if b >= common => best,
+                    _ => Some((common, a)),
+                }
+            })
+            .map_or(0, |(_, a)| a)
     }
 
     /// Whether a packet to `dst` is for the stack (INPUT) rather than
@@ -163,5 +189,25 @@ mod tests {
         assert_eq!(t.out_iface(a("2001:db8:5::5")), None);
         // Without forwarding every packet ipd keeps is for the stack.
         assert!(Local6::new(false).is_local(a("2001:db8:1::2")));
+    }
+
+    #[test]
+    fn nat_address_by_longest_prefix() {
+        let mut t = Local6::new(true);
+        let addrs = [
+            ("fe80::1".parse().unwrap(), 64),
+            ("2001:db8:1::1".parse().unwrap(), 64),
+            ("fd00:5::1".parse().unwrap(), 64),
+        ];
+        t.add_iface(0, [0x02, 0, 0, 0, 0, 1], &addrs);
+        t.add_iface(1, [0x02, 0, 0, 0, 0, 2], &[]);
+        assert_eq!(t.nat_addr(0, a("fd00:5:9::7")), a("fd00:5::1"));
+        assert_eq!(t.nat_addr(0, a("2001:db8:77::1")), a("2001:db8:1::1"));
+        // Nothing shares a prefix: the first configured global address.
+        assert_eq!(t.nat_addr(0, a("4000::1")), a("2001:db8:1::1"));
+        // Link-local addresses are never used, even towards link-local.
+        assert_eq!(t.nat_addr(0, a("fe80::99")), a("fd00:5::1"));
+        assert_eq!(t.nat_addr(1, a("2001:db8::1")), 0);
+        assert_eq!(t.nat_addr(7, a("2001:db8::1")), 0);
     }
 }

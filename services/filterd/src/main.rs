@@ -4,7 +4,7 @@
 //! addresses or FORWARD (with the outgoing interface from the routing
 //! table) for the rest; on the way out OUTPUT and POSTROUTING for what the
 //! stack sends, POSTROUTING alone for what ipd forwards. IPv4 datagrams
-//! meet IPv4's tables, IPv6 packets IPv6's filter table; other frames
+//! meet IPv4's tables, IPv6 packets IPv6's; other frames
 //! (ARP) pass untouched. The rule set comes from the launcher through
 //! filterd's arena ([`strata_filterd::shm`]), where the rule counters and
 //! the connection-tracking table also live, so a restarted filterd keeps
@@ -171,6 +171,18 @@ impl Shell<'_> {
             return true;
         }
         let ip = &mut frame[ETH..];
+        // IPv6 NAT's addresses: towards the source for REDIRECT, the
+        // destination for MASQUERADE.
+        let (src6, dst6) = if v6 {
+            let a = |at: usize| {
+                let mut b = [0u8; 16];
+                b.copy_from_slice(&ip[at..at + 16]);
+                u128::from_be_bytes(b)
+            };
+            (a(8), a(24))
+        } else {
+            (0, 0)
+        };
         let mut meta = Meta {
             mark: h.mark,
             ct: CtRef(h.ct_id),
@@ -180,16 +192,19 @@ impl Shell<'_> {
         let hooks: &[Hook] = if ingress {
             meta.in_if = h.iif;
             meta.in_addr = self.addrs.primary_of(h.iif);
+            meta.in_addr6 = self.local6.nat_addr(h.iif, src6);
             &[Hook::Prerouting]
         } else if h.flags & flags::FORWARDED != 0 {
             meta.in_if = h.iif;
             meta.out_if = h.oif;
             meta.out_addr = self.addrs.primary_of(h.oif);
+            meta.out_addr6 = self.local6.nat_addr(h.oif, dst6);
             &[Hook::Postrouting]
         } else {
             meta.ct = CtRef::NONE;
             meta.out_if = h.oif;
             meta.out_addr = self.addrs.primary_of(h.oif);
+            meta.out_addr6 = self.local6.nat_addr(h.oif, dst6);
             &[Hook::Output, Hook::Postrouting]
         };
         let mut decision = Decision::Accept {
@@ -251,6 +266,7 @@ impl Shell<'_> {
             Hook::Input
         } else {
             meta.out_if = self.local6.out_iface(dst).unwrap_or(NO_IFACE);
+            meta.out_addr6 = self.local6.nat_addr(meta.out_if, dst);
             Hook::Forward
         };
         self.filter.hook(hook, ip, meta, now)

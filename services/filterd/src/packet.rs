@@ -633,8 +633,12 @@ pub(crate) mod build {
             58 => 2,
             _ => return p,
         };
+        // The checksum field is summed as zero (`l4` may carry one).
+        if let Some(f) = p.get_mut(at + off..at + off + 2) {
+            f.fill(0);
+        }
         let mut c = pseudo_header_v6(src.into(), dst.into(), proto, l4.len() as u32);
-        c.add_bytes(l4);
+        c.add_bytes(&p[at..]);
         let mut v = c.finish();
         if proto == 17 && v == 0 {
             v = 0xffff;

@@ -16,7 +16,9 @@
 //! rule takes IPv6 addresses and prefixes only, `-p icmpv6` (also spelled
 //! `ipv6-icmp`) with `--icmpv6-type`, and REJECT with the ICMPv6 answers
 //! (`icmp6-port-unreachable` by default); IPv4 rules refuse all of those.
-//! There is no IPv6 nat table: `-6 -t nat` is refused.
+//! `-6 -t nat` is [`Table::Nat6`], ip6tables' nat table: the same chains
+//! and targets, with IPv6 addresses in `--to-source` and
+//! `--to-destination` (`ADDR`, or `[ADDR]:PORT[-PORT]` with ports).
 //!
 //! Neighbor Discovery (ICMPv6 types 133–137) and MLD are ICMPv6 like any
 //! other and pass a DROP policy only if a rule accepts them: conntrack
@@ -49,31 +51,48 @@ pub enum Table {
     Nat,
     /// IPv6 packet filtering (`-6`, ip6tables' filter table).
     Filter6,
+    /// IPv6 address translation (`-6 -t nat`, ip6tables' nat table).
+    Nat6,
 }
 
 impl Table {
     /// Every table.
-    pub const ALL: [Table; 3] = [Table::Filter, Table::Nat, Table::Filter6];
+    pub const ALL: [Table; 4] = [Table::Filter, Table::Nat, Table::Filter6, Table::Nat6];
 
     /// The name `-t` takes (with `-6` for an IPv6 table).
     pub fn name(self) -> &'static str {
         match self {
             Table::Filter | Table::Filter6 => "filter",
-            Table::Nat => "nat",
+            Table::Nat | Table::Nat6 => "nat",
         }
     }
 
-    /// The name in messages: `filter`, `nat` or `IPv6 filter`.
+    /// The name in messages: `filter`, `nat`, `IPv6 filter` or `IPv6 nat`.
     pub fn label(self) -> &'static str {
         match self {
             Table::Filter6 => "IPv6 filter",
+            Table::Nat6 => "IPv6 nat",
             t => t.name(),
         }
     }
 
     /// Whether the table holds IPv6 rules.
     pub fn is_v6(self) -> bool {
-        self == Table::Filter6
+        matches!(self, Table::Filter6 | Table::Nat6)
+    }
+
+    /// Whether the table is a nat table (of either family).
+    pub fn is_nat(self) -> bool {
+        matches!(self, Table::Nat | Table::Nat6)
+    }
+
+    /// The nat table of packets of one family.
+    pub fn nat_for(v6: bool) -> Table {
+        if v6 {
+            Table::Nat6
+        } else {
+            Table::Nat
+        }
     }
 
     /// The filter table of packets of one family.
@@ -98,7 +117,7 @@ impl Table {
     pub fn hooks(self) -> &'static [Hook] {
         match self {
             Table::Filter | Table::Filter6 => &[Hook::Input, Hook::Forward, Hook::Output],
-            Table::Nat => &[
+            Table::Nat | Table::Nat6 => &[
                 Hook::Prerouting,
                 Hook::Input,
                 Hook::Output,
@@ -483,15 +502,15 @@ pub enum Target {
     },
     /// Rewrite the source (nat POSTROUTING/INPUT).
     Snat {
-        /// New source address.
-        addr: Ipv4Addr,
+        /// New source address (of the rule's family).
+        addr: IpAddr,
         /// Source ports to pick from.
         ports: Option<PortRange>,
     },
     /// Rewrite the destination (nat PREROUTING/OUTPUT).
     Dnat {
-        /// New destination address.
-        addr: Ipv4Addr,
+        /// New destination address (of the rule's family).
+        addr: IpAddr,
         /// Destination ports to pick from.
         ports: Option<PortRange>,
     },
@@ -911,10 +930,7 @@ pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
     }
     let v6 = spec.family.is_some_and(|f| f.0);
     let final_table = match t(table, &spec) {
-        Table::Nat if v6 => {
-            let at = table.or(spec.table).map_or(0, |t| t.1);
-            return Err(w.err(at, "IPv6 NAT is not supported (-6 has no nat table)"));
-        }
+        Table::Nat if v6 => Table::Nat6,
         Table::Filter if v6 => Table::Filter6,
         other => other,
     };
@@ -943,8 +959,8 @@ pub fn parse_command(words: &[&str]) -> Result<Command, ParseError> {
 }
 
 /// Fits a parsed rule to its family (`v6`: an IPv6 rule, `-6`): the
-/// family's addresses, ICMP protocol and REJECT answers only, no NAT for
-/// IPv6, and a REJECT without `--reject-with` answering with the family's
+/// family's addresses (NAT targets' too), ICMP protocol and REJECT
+/// answers only, and a REJECT without `--reject-with` answering with the family's
 /// port unreachable (ICMP's or ICMPv6's, as ip6tables does).
 fn check_family(r: &mut Rule, v6: bool, spec: &Spec, words: &[&str]) -> Result<(), ParseError> {
     let w = Words { w: words, i: 0 };
@@ -996,8 +1012,15 @@ fn check_family(r: &mut Rule, v6: bool, spec: &Spec, words: &[&str]) -> Result<(
                 "an ICMPv6 answer needs -6 (an IPv6 rule)",
             ));
         }
-        Some(t) if v6 && t.is_nat() => {
-            return Err(w.err(pos(&[t.name()]), "IPv6 NAT is not supported"));
+        Some(Target::Snat { addr, .. } | Target::Dnat { addr, .. }) if addr.is_ipv6() != v6 => {
+            return Err(w.err(
+                pos(&["--to-source", "--to-destination"]),
+                format!(
+                    "{} address in {} rule (IPv6 rules are given with -6)",
+                    fam(addr.is_ipv6()),
+                    fam(v6)
+                ),
+            ));
         }
         _ => {}
     }
@@ -1034,10 +1057,10 @@ fn check_command(cmd: &Command, words: &[&str]) -> Result<(), ParseError> {
     };
     if let Some(t) = &rule.target {
         let at = words.iter().position(|s| *s == t.name()).unwrap_or(0);
-        if t.is_nat() && table != Table::Nat {
+        if t.is_nat() && !table.is_nat() {
             return Err(w.err(at, "a NAT target belongs in the nat table (-t nat)"));
         }
-        if matches!(t, Target::Drop | Target::Reject(_)) && table == Table::Nat {
+        if matches!(t, Target::Drop | Target::Reject(_)) && table.is_nat() {
             return Err(w.err(at, format!("{} is not allowed in the nat table", t.name())));
         }
     }
@@ -1366,11 +1389,11 @@ fn parse_rule_words(
                     },
                     "MARK" => Target::Mark { value: 0, mask: 0 },
                     "SNAT" => Target::Snat {
-                        addr: Ipv4Addr::UNSPECIFIED,
+                        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                         ports: None,
                     },
                     "DNAT" => Target::Dnat {
-                        addr: Ipv4Addr::UNSPECIFIED,
+                        addr: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
                         ports: None,
                     },
                     "MASQUERADE" => Target::Masquerade { ports: None },
@@ -1448,15 +1471,27 @@ fn parse_rule_words(
                     }
                     ("--set-mark", _) => return Err(wrong(w, "MARK")),
                     ("--to-source", Some(Target::Snat { addr, ports })) => {
-                        let (ad, p) = parse_nat_to(a)
-                            .ok_or_else(|| bad(at, w, "ADDRESS[:PORT[-PORT]]", a))?;
+                        let (ad, p) = parse_nat_to(a).ok_or_else(|| {
+                            bad(
+                                at,
+                                w,
+                                "ADDRESS[:PORT[-PORT]] (IPv6: ADDRESS or [ADDRESS]:PORT[-PORT])",
+                                a,
+                            )
+                        })?;
                         *addr = ad;
                         *ports = p;
                     }
                     ("--to-source", _) => return Err(wrong(w, "SNAT")),
                     ("--to-destination", Some(Target::Dnat { addr, ports })) => {
-                        let (ad, p) = parse_nat_to(a)
-                            .ok_or_else(|| bad(at, w, "ADDRESS[:PORT[-PORT]]", a))?;
+                        let (ad, p) = parse_nat_to(a).ok_or_else(|| {
+                            bad(
+                                at,
+                                w,
+                                "ADDRESS[:PORT[-PORT]] (IPv6: ADDRESS or [ADDRESS]:PORT[-PORT])",
+                                a,
+                            )
+                        })?;
                         *addr = ad;
                         *ports = p;
                     }
@@ -1756,13 +1791,25 @@ fn parse_mark(s: &str) -> Option<(u32, u32)> {
     }
 }
 
-/// `A.B.C.D[:P[-Q]]`.
-fn parse_nat_to(s: &str) -> Option<(Ipv4Addr, Option<PortRange>)> {
-    let (a, p) = match s.split_once(':') {
-        None => (s, None),
-        Some((a, p)) => (a, Some(p)),
+/// `A.B.C.D[:P[-Q]]`, or for IPv6 as ip6tables writes it `ADDR` or
+/// `[ADDR][:P[-Q]]` (the brackets set the address off from the ports).
+fn parse_nat_to(s: &str) -> Option<(IpAddr, Option<PortRange>)> {
+    let (addr, p): (IpAddr, _) = if let Some(rest) = s.strip_prefix('[') {
+        let (a, after) = rest.split_once(']')?;
+        let p = match after {
+            "" => None,
+            _ => Some(after.strip_prefix(':')?),
+        };
+        (IpAddr::V6(a.parse::<Ipv6Addr>().ok()?), p)
+    } else if s.matches(':').count() > 1 {
+        (IpAddr::V6(s.parse::<Ipv6Addr>().ok()?), None)
+    } else {
+        let (a, p) = match s.split_once(':') {
+            None => (s, None),
+            Some((a, p)) => (a, Some(p)),
+        };
+        (IpAddr::V4(a.parse::<Ipv4Addr>().ok()?), p)
     };
-    let addr: Ipv4Addr = a.parse().ok()?;
     if addr.is_unspecified() {
         return None;
     }
@@ -1887,10 +1934,16 @@ impl Rule {
         if let Some(t) = &self.target {
             v.push("-j".into());
             v.push(t.name().into());
-            let nat_to = |addr: &Ipv4Addr, ports: &Option<PortRange>| match ports {
-                None => addr.to_string(),
-                Some(p) if p.lo == p.hi => format!("{addr}:{}", p.lo),
-                Some(p) => format!("{addr}:{}-{}", p.lo, p.hi),
+            let nat_to = |addr: &IpAddr, ports: &Option<PortRange>| {
+                let a = match addr {
+                    IpAddr::V6(a) if ports.is_some() => format!("[{a}]"),
+                    a => a.to_string(),
+                };
+                match ports {
+                    None => a,
+                    Some(p) if p.lo == p.hi => format!("{a}:{}", p.lo),
+                    Some(p) => format!("{a}:{}-{}", p.lo, p.hi),
+                }
             };
             let range = |p: &PortRange| {
                 if p.lo == p.hi {
@@ -2144,12 +2197,92 @@ mod tests {
         assert!(cmd("add INPUT -j REJECT --reject-with icmp6-no-route").is_err());
         let e = cmd("-6 add INPUT -j REJECT --reject-with icmp-host-unreachable").unwrap_err();
         assert_eq!(e.text, "--reject-with");
-        let e = cmd("-6 -t nat -A POSTROUTING -j MASQUERADE").unwrap_err();
-        assert!(e.msg.contains("IPv6 NAT is not supported"), "{e}");
+        // NAT addresses are of the rule's family too.
         let e = cmd("-t nat -A PREROUTING -6 -j DNAT --to-destination 10.0.0.1").unwrap_err();
-        assert!(e.msg.contains("IPv6 NAT is not supported"), "{e}");
-        assert!(cmd("-6 list -t nat").is_err());
+        assert_eq!(e.text, "--to-destination");
+        assert!(e.msg.contains("IPv4 address in an IPv6 rule"), "{e}");
+        let e = cmd("-6 -t nat -A POSTROUTING -p udp -j SNAT --to-source 10.0.0.1:99").unwrap_err();
+        assert!(e.msg.contains("IPv4 address in an IPv6 rule"), "{e}");
+        let e = cmd("-t nat -A PREROUTING -p tcp -j DNAT --to-destination [2001:db8::1]:80")
+            .unwrap_err();
+        assert!(e.msg.contains("IPv6 address in an IPv4 rule"), "{e}");
+        assert!(cmd("-t nat -A PREROUTING -j DNAT --to-destination 2001:db8::1").is_err());
+        assert!(cmd("-6 -t nat -A PREROUTING -p icmp -j DNAT --to-destination ::1").is_err());
         assert!(cmd("add INPUT -s 2001:db8::/129").is_err());
+    }
+
+    #[test]
+    fn ipv6_nat_rules() {
+        let add = |c: &str| match cmd(c).unwrap() {
+            Command::Add { table, rule, .. } => (table, rule),
+            other => panic!("{other:?}"),
+        };
+        let v6 = |s: &str| IpAddr::V6(s.parse().unwrap());
+        let (t, r) = add(
+            "-6 -t nat -A PREROUTING -i eth0 -d 2001:db8::1 -p tcp --dport 80 \
+             -j DNAT --to-destination [fd00::2]:8080",
+        );
+        assert_eq!(t, Table::Nat6);
+        assert_eq!(
+            r.target,
+            Some(Target::Dnat {
+                addr: v6("fd00::2"),
+                ports: Some(PortRange { lo: 8080, hi: 8080 }),
+            })
+        );
+        // Written back with the brackets, and read again.
+        let words = r.to_words();
+        assert!(words.contains(&"[fd00::2]:8080".to_string()), "{words:?}");
+        let w: Vec<&str> = words.iter().map(|s| s.as_str()).collect();
+        assert_eq!(parse_rule(&w).unwrap(), r);
+        // Without a port: the bare address, or in brackets.
+        for to in ["fd00::2", "[fd00::2]"] {
+            let (_, r) = add(&format!(
+                "-t nat -A PREROUTING -6 -j DNAT --to-destination {to}"
+            ));
+            assert_eq!(
+                r.target,
+                Some(Target::Dnat {
+                    addr: v6("fd00::2"),
+                    ports: None
+                })
+            );
+            assert_eq!(r.to_words().last().unwrap(), "fd00::2");
+        }
+        let (t, r) =
+            add("-6 -t nat -A POSTROUTING -p udp -j SNAT --to-source [2001:db8::9]:1000-2000");
+        assert_eq!(t, Table::Nat6);
+        assert_eq!(
+            r.target,
+            Some(Target::Snat {
+                addr: v6("2001:db8::9"),
+                ports: Some(PortRange { lo: 1000, hi: 2000 }),
+            })
+        );
+        let (t, r) = add("-6 -t nat -A POSTROUTING -o eth1 -j MASQUERADE");
+        assert_eq!(
+            (t, r.target),
+            (Table::Nat6, Some(Target::Masquerade { ports: None }))
+        );
+        let (t, _) = add("-6 -t nat -A PREROUTING -p tcp --dport 80 -j REDIRECT --to-ports 3128");
+        assert_eq!(t, Table::Nat6);
+        let (t, _) = add("-6 -t nat -A PREROUTING -p icmpv6 --icmpv6-type echo-request -j ACCEPT");
+        assert_eq!(t, Table::Nat6);
+        // The nat table's own rules hold for IPv6's.
+        assert!(cmd("-6 -t nat -A PREROUTING -j DROP").is_err());
+        assert!(cmd("-6 -t nat -A FORWARD -j ACCEPT").is_err());
+        assert!(cmd("-6 -A INPUT -j DNAT --to-destination ::1").is_err());
+        assert!(cmd("-6 -t nat -A PREROUTING -j DNAT --to-destination [fd00::2]:80").is_err());
+        assert!(cmd("-6 -t nat -A PREROUTING -p tcp -j DNAT --to-destination [fd00::2").is_err());
+        assert!(cmd("-6 -t nat -A PREROUTING -p tcp -j DNAT --to-destination [::]:80").is_err());
+        assert!(cmd("-6 -t nat -A PREROUTING -p tcp -j DNAT --to-destination fd00::2:80").is_ok());
+        assert!(matches!(
+            cmd("-6 list -t nat").unwrap(),
+            Command::List {
+                table: Table::Nat6,
+                ..
+            }
+        ));
     }
 
     #[test]

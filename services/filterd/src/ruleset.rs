@@ -109,20 +109,29 @@ impl CtState {
     }
 }
 
-/// A NAT decision of the nat table.
+/// A rule's NAT address as 128 bits, IPv4 mapped (as conntrack keeps
+/// addresses).
+fn addr128(a: &std::net::IpAddr) -> u128 {
+    match a {
+        std::net::IpAddr::V4(a) => strata_ipc::addrs::mapped(u32::from(*a)),
+        std::net::IpAddr::V6(a) => u128::from(*a),
+    }
+}
+
+/// A NAT decision of a nat table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum NatAction {
     /// New source address and optional port range.
     Snat {
-        /// Address.
-        addr: u32,
+        /// Address (128 bits, IPv4 mapped).
+        addr: u128,
         /// Ports.
         ports: Option<(u16, u16)>,
     },
     /// New destination address and optional port range.
     Dnat {
-        /// Address.
-        addr: u32,
+        /// Address (128 bits, IPv4 mapped).
+        addr: u128,
         /// Ports.
         ports: Option<(u16, u16)>,
     },
@@ -285,7 +294,7 @@ pub struct RuleSet {
     rules: Vec<CRule>,
     chains: Vec<CChain>,
     /// Built-in chain per (table, hook).
-    hooks: [[Option<u32>; 5]; 3],
+    hooks: [[Option<u32>; 5]; Table::ALL.len()],
     needs_ct: bool,
     has_nat: bool,
 }
@@ -336,7 +345,7 @@ impl RuleSet {
         RuleSet {
             rules: Vec::new(),
             chains: Vec::new(),
-            hooks: [[None; 5]; 3],
+            hooks: [[None; 5]; Table::ALL.len()],
             needs_ct: false,
             has_nat: false,
         }
@@ -418,7 +427,7 @@ impl RuleSet {
                         .map_err(|m| format!("{}: chain {}: {m}", table.label(), c.name))?;
                     if let Some(t) = &r.target {
                         if t.is_nat() {
-                            if table != Table::Nat {
+                            if !table.is_nat() {
                                 return Err(format!("{} belongs in the nat table", t.name()));
                             }
                             for h in Hook::ALL {
@@ -432,7 +441,7 @@ impl RuleSet {
                                 }
                             }
                         }
-                        if table == Table::Nat && matches!(t, Target::Drop | Target::Reject(_)) {
+                        if table.is_nat() && matches!(t, Target::Drop | Target::Reject(_)) {
                             return Err(format!("{} is not allowed in the nat table", t.name()));
                         }
                     }
@@ -448,11 +457,11 @@ impl RuleSet {
                             mask: *mask,
                         },
                         Some(Target::Snat { addr, ports }) => CTarget::Nat(NatAction::Snat {
-                            addr: (*addr).into(),
+                            addr: addr128(addr),
                             ports: ports.map(|p| (p.lo, p.hi)),
                         }),
                         Some(Target::Dnat { addr, ports }) => CTarget::Nat(NatAction::Dnat {
-                            addr: (*addr).into(),
+                            addr: addr128(addr),
                             ports: ports.map(|p| (p.lo, p.hi)),
                         }),
                         Some(Target::Masquerade { ports }) => CTarget::Nat(NatAction::Masquerade {
@@ -539,14 +548,10 @@ impl RuleSet {
         Table::ALL.iter().any(|t| self.has_rules(*t, hook))
     }
 
-    /// Whether a table of the family (`v6`) has work at `hook`: IPv4's
-    /// filter and nat, or IPv6's filter.
+    /// Whether a table of the family (`v6`) has work at `hook`: its
+    /// filter or nat table.
     pub fn hook_active_for(&self, hook: Hook, v6: bool) -> bool {
-        if v6 {
-            self.has_rules(Table::Filter6, hook)
-        } else {
-            self.has_rules(Table::Filter, hook) || self.has_rules(Table::Nat, hook)
-        }
+        self.has_rules(Table::filter_for(v6), hook) || self.has_rules(Table::nat_for(v6), hook)
     }
 
     /// Whether some rule needs connection tracking (a state match or a
@@ -705,8 +710,8 @@ fn dfs(
     Ok(())
 }
 
-/// Whether rule `r` fits `table`'s family: addresses, ICMP protocol and
-/// REJECT answers of that family, no NAT for IPv6. The parser refuses
+/// Whether rule `r` fits `table`'s family: addresses (NAT targets' too),
+/// ICMP protocol and REJECT answers of that family. The parser refuses
 /// the rest already; this keeps a hand-made rule set honest too.
 fn check_family(table: Table, r: &Rule) -> Result<(), String> {
     let v6 = table.is_v6();
@@ -721,7 +726,9 @@ fn check_family(table: Table, r: &Rule) -> Result<(), String> {
         Some(Target::Reject(w)) if w.is_icmp6() != v6 && *w != RejectWith::TcpReset => {
             Err(format!("the other family's REJECT answer in {r}"))
         }
-        Some(t) if v6 && t.is_nat() => Err("IPv6 NAT is not supported".into()),
+        Some(Target::Snat { addr, .. } | Target::Dnat { addr, .. }) if addr.is_ipv6() != v6 => {
+            Err(format!("a NAT address of the wrong family in {r}"))
+        }
         _ => Ok(()),
     }
 }

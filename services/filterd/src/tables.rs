@@ -1,7 +1,8 @@
 //! The configured rules as the launcher keeps them: every table (IPv4's
-//! filter and nat, IPv6's filter), their chains and rules, and for every
-//! rule the counter slot it counts into. The IPv6 table is the JSON's
-//! `filter6` (absent in sets from before it: empty, ACCEPT policies).
+//! filter and nat, IPv6's filter and nat), their chains and rules, and for
+//! every rule the counter slot it counts into. The IPv6 tables are the
+//! JSON's `filter6` and `nat6` (absent in sets from before them: empty,
+//! ACCEPT policies).
 //! [`Tables::apply`] carries out a parsed [`Command`]; the result is then
 //! compiled into a [`RuleSet`](crate::ruleset::RuleSet) for filterd.
 //!
@@ -92,6 +93,9 @@ pub struct Tables {
     /// The IPv6 filter table (`-6`).
     #[serde(default = "filter6_default")]
     pub filter6: TableRules,
+    /// The IPv6 nat table (`-6 -t nat`).
+    #[serde(default = "nat6_default")]
+    pub nat6: TableRules,
     /// Counter slots available (rules in all tables together).
     #[serde(default = "default_max")]
     pub max_rules: u32,
@@ -103,6 +107,10 @@ fn default_max() -> u32 {
 
 fn filter6_default() -> TableRules {
     TableRules::new(Table::Filter6)
+}
+
+fn nat6_default() -> TableRules {
+    TableRules::new(Table::Nat6)
 }
 
 impl Default for Tables {
@@ -128,6 +136,7 @@ impl Tables {
             filter: TableRules::new(Table::Filter),
             nat: TableRules::new(Table::Nat),
             filter6: TableRules::new(Table::Filter6),
+            nat6: TableRules::new(Table::Nat6),
             max_rules,
         }
     }
@@ -138,6 +147,7 @@ impl Tables {
             Table::Filter => &self.filter,
             Table::Nat => &self.nat,
             Table::Filter6 => &self.filter6,
+            Table::Nat6 => &self.nat6,
         }
     }
 
@@ -146,6 +156,7 @@ impl Tables {
             Table::Filter => &mut self.filter,
             Table::Nat => &mut self.nat,
             Table::Filter6 => &mut self.filter6,
+            Table::Nat6 => &mut self.nat6,
         }
     }
 

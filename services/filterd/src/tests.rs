@@ -342,6 +342,11 @@ fn fuzz_filter() -> Filter<'static> {
         "-6 add INPUT -p icmpv6 --icmpv6-type echo-request -j REJECT",
         "-6 add INPUT -s 2001:db8::/32 -p udp --dport 53 -j ACCEPT",
         "-6 -P FORWARD DROP",
+        "-6 -t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination [fd00::9]:8080",
+        "-6 -t nat -A PREROUTING -p udp -j REDIRECT --to-ports 5353",
+        "-6 -t nat -A POSTROUTING -o wan0 -j MASQUERADE",
+        "-6 -t nat -A POSTROUTING -p udp -j SNAT --to-source [2001:db8::4]:1000-1001",
+        "-6 -t nat -A OUTPUT -p icmpv6 -j DNAT --to-destination fd00::1",
     ])
 }
 
@@ -361,6 +366,8 @@ fn run_all_hooks(f: &mut Filter, bytes: &[u8], now: u64) {
             out_if,
             in_addr: 0x0a00_0001,
             out_addr: 0xc633_6401,
+            in_addr6: 0xfd00 << 112 | 1,
+            out_addr6: 0x2001_0db8 << 96 | 1,
             ..Meta::default()
         };
         for &h in hooks {
@@ -797,4 +804,142 @@ fn ipv6_log_lines() {
         l,
         ["v6:IN=wan0 OUT= SRC=2001:db8:2::5 DST=2001:db8:1::10 LEN=56 PROTO=ICMPv6 TYPE=128 CODE=0"]
     );
+}
+
+fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().unwrap().octets()
+}
+
+/// IPv6 NAT through the hooks: a port forward (DNAT) to an inner host
+/// and a masqueraded client, both answered, both bindings surviving a
+/// restart of filterd.
+#[test]
+fn ipv6_dnat_and_masquerade_through_the_hooks() {
+    use crate::nat::tests::checksums6_ok;
+    let w = u128::from_be_bytes;
+    let mut f = filter(&[
+        "-6 -t nat -A PREROUTING -i wan0 -p tcp --dport 8080 -j DNAT --to-destination [fd00::20]:80",
+        "-6 -t nat -A POSTROUTING -o wan0 -j MASQUERADE",
+        "-6 -A FORWARD -m state --state ESTABLISHED,RELATED -j ACCEPT",
+        "-6 -A FORWARD -i wan0 -d fd00::20 -p tcp --dport 80 -j ACCEPT",
+        "-6 -A FORWARD -i lan0 -j ACCEPT",
+        "-6 -P FORWARD DROP",
+    ]);
+    let (gw, remote, inner, client) = (
+        v6("2001:db8:9::1"),
+        v6("2001:db8:77::5"),
+        v6("fd00::20"),
+        v6("fd00::10"),
+    );
+    // In from the WAN to the forwarded port.
+    let mut syn = build::tcp6(remote, 50000, gw, 8080, 0x02, 1, 0, &[]);
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    assert!(accepted(f.hook(Hook::Prerouting, &mut syn, &mut m, 0)));
+    let i = info(&syn);
+    assert_eq!((i.daddr, i.dport), (w(inner), 80));
+    assert!(checksums6_ok(&syn));
+    m.out_if = LAN;
+    assert!(accepted(f.hook(Hook::Forward, &mut syn, &mut m, 0)));
+    assert!(accepted(f.hook(Hook::Postrouting, &mut syn, &mut m, 0)));
+    assert_eq!(info(&syn).saddr, w(remote));
+    // The inner host answers; it leaves from the forwarded port.
+    let mut synack = build::tcp6(inner, 80, remote, 50000, 0x12, 7, 2, &[]);
+    let mut m = Meta {
+        in_if: LAN,
+        ..Meta::default()
+    };
+    assert!(accepted(f.hook(Hook::Prerouting, &mut synack, &mut m, 1)));
+    assert_eq!((m.ct.state(), m.ct.dir()), (CtState::Established, 1));
+    m.out_if = WAN;
+    m.out_addr6 = w(gw);
+    assert!(accepted(f.hook(Hook::Forward, &mut synack, &mut m, 1)));
+    assert!(accepted(f.hook(Hook::Postrouting, &mut synack, &mut m, 1)));
+    let i = info(&synack);
+    assert_eq!((i.saddr, i.sport, i.daddr), (w(gw), 8080, w(remote)));
+    assert!(checksums6_ok(&synack));
+
+    // A LAN client out through MASQUERADE.
+    let mut q = build::udp6(client, 4000, remote, 53, b"query");
+    let mut m = Meta {
+        in_if: LAN,
+        ..Meta::default()
+    };
+    assert!(accepted(f.hook(Hook::Prerouting, &mut q, &mut m, 2)));
+    m.out_if = WAN;
+    m.out_addr6 = w(gw);
+    assert!(accepted(f.hook(Hook::Forward, &mut q, &mut m, 2)));
+    assert_eq!(
+        f.hook(Hook::Postrouting, &mut q, &mut m, 2),
+        Decision::Accept {
+            changed: true,
+            mark: 0
+        }
+    );
+    assert_eq!((info(&q).saddr, info(&q).sport), (w(gw), 4000));
+    assert!(checksums6_ok(&q));
+
+    // filterd restarts: the bindings are in the shared table.
+    let ct = std::mem::replace(f.conntrack_mut(), Conntrack::new(1, [0, 0]));
+    let mut f2 = Filter::new(ct, counters());
+    let mut a = build::udp6(remote, 53, gw, 4000, b"answer");
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    assert!(accepted(f2.hook(Hook::Prerouting, &mut a, &mut m, 3)));
+    let i = info(&a);
+    assert_eq!((i.daddr, i.dport), (w(client), 4000));
+    assert!(checksums6_ok(&a));
+    let mut ack = build::tcp6(remote, 50000, gw, 8080, 0x10, 2, 8, b"GET /");
+    let mut m = Meta {
+        in_if: WAN,
+        ..Meta::default()
+    };
+    assert!(accepted(f2.hook(Hook::Prerouting, &mut ack, &mut m, 3)));
+    assert_eq!((info(&ack).daddr, info(&ack).dport), (w(inner), 80));
+    assert!(checksums6_ok(&ack));
+
+    // MASQUERADE without an IPv6 address on the way out drops the flow.
+    let mut f = filter(&["-6 -t nat -A POSTROUTING -o wan0 -j MASQUERADE"]);
+    let mut p = build::udp6(client, 4001, remote, 53, b"q");
+    let mut m = Meta {
+        in_if: LAN,
+        out_if: WAN,
+        out_addr: 0xc633_6401,
+        ..Meta::default()
+    };
+    assert!(accepted(f.hook(Hook::Prerouting, &mut p, &mut m, 0)));
+    assert_eq!(
+        f.hook(Hook::Postrouting, &mut p, &mut m, 0),
+        Decision::Drop(DropReason::NatFailed)
+    );
+}
+
+/// IPv4's nat table never sees IPv6 packets, nor IPv6's IPv4 ones.
+#[test]
+fn nat_tables_are_per_family() {
+    let mut f = filter(&[
+        "-t nat -A PREROUTING -p tcp -j DNAT --to-destination 10.0.0.9:80",
+        "-6 -t nat -A PREROUTING -p tcp -j DNAT --to-destination [fd00::9]:80",
+    ]);
+    let mut p4 = build::tcp(C, 1000, SRV, 22, 0x02, 1, 0, 1000, &[]);
+    let mut m = Meta::default();
+    assert!(accepted(f.hook(Hook::Prerouting, &mut p4, &mut m, 0)));
+    assert_eq!(info(&p4).dst, a([10, 0, 0, 9]));
+    let mut p6 = build::tcp6(
+        v6("2001:db8::1"),
+        1000,
+        v6("2001:db8::2"),
+        22,
+        0x02,
+        1,
+        0,
+        &[],
+    );
+    let mut m = Meta::default();
+    assert!(accepted(f.hook(Hook::Prerouting, &mut p6, &mut m, 0)));
+    assert_eq!(info(&p6).daddr, u128::from_be_bytes(v6("fd00::9")));
 }

@@ -32,6 +32,9 @@ fuzz_target!(|data: &[u8]| {
         "-6 add INPUT -s 2001:db8::/32 -p udp -j REJECT --reject-with icmp6-adm-prohibited",
         "-6 add FORWARD -m state --state ESTABLISHED,RELATED,UNTRACKED -j ACCEPT",
         "-6 policy FORWARD DROP",
+        "-6 -t nat -A PREROUTING -p udp --dport 53 -j DNAT --to-destination [fd00::9]:5353",
+        "-6 -t nat -A PREROUTING -p tcp -j REDIRECT --to-ports 8080",
+        "-6 -t nat -A POSTROUTING -j MASQUERADE",
     ] {
         let w: Vec<&str> = line.split(' ').collect();
         t.apply(&parse_command(&w).unwrap()).unwrap();
@@ -51,6 +54,8 @@ fuzz_target!(|data: &[u8]| {
         let mut m = Meta {
             in_if: 0,
             out_if: 0,
+            in_addr6: 0xfd00 << 112 | 1,
+            out_addr6: 0x2001_0db8 << 96 | 1,
             ..Meta::default()
         };
         let _ = f.hook(hook, &mut pkt, &mut m, i as u64);
