@@ -300,3 +300,30 @@ fn ip6tables_style_rules_reject_drop_and_a_stateful_policy() {
     ns.run_ok(&["ip", "-6", "neigh", "flush", "dev", "strata0"]);
     download(&ns, &st, 8003, 1_000_000);
 }
+
+#[test]
+fn the_ipv6_nat_table_redirects_a_port_and_conntrack_shows_the_flow() {
+    let ns = Netns::new();
+    let st = dual_stack(&ns);
+    let _e = echo6(&st, 7001);
+    assert_eq!(
+        probe(&ns, STACK_IP6, 8080, ANSWERED),
+        "refused",
+        "nothing on 8080"
+    );
+    st.filter("-6 -t nat -A PREROUTING -p tcp --dport 8080 -j REDIRECT --to-ports 7001");
+    assert_eq!(
+        probe(&ns, STACK_IP6, 8080, ANSWERED),
+        "ok",
+        "8080 reaches 7001"
+    );
+    // IPv4's nat table is another: 8080 over IPv4 is still refused.
+    assert_eq!(probe(&ns, STACK_IP, 8080, ANSWERED), "refused");
+    let o = st.strata(&["conntrack", "list"]);
+    let list = String::from_utf8_lossy(&o.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.contains(HOST_IP6) && l.contains("dport=8080") && l.contains("sport=7001")),
+        "{list}"
+    );
+}
