@@ -253,7 +253,7 @@ fn addr_show(sh: &Shared, c: &Config, only: Option<usize>) -> Value {
     let f = &sh.fabric;
     // ipd's records, read once: the state of its own addresses, and the
     // ones it made from advertised prefixes.
-    let records = ipd_records(f).unwrap_or_default();
+    let records = strata_ipd::saved_records(f).unwrap_or_default();
     let dad = dad_states(&records);
     let auto = auto_addresses(&records);
     let mut text = String::new();
@@ -699,32 +699,6 @@ fn parse_neigh_ip(s: &str, done: &str) -> Result<Ipv4Addr, String> {
     parse_ip(s)
 }
 
-/// ipd's records as it last saved them to its arena (ipd is neither
-/// stopped nor asked), of interfaces of ours: its neighbours (permanent
-/// ones included) and the detection states of its own IPv6 addresses.
-/// Err(format) if ipd (upgraded) keeps them in a format this launcher
-/// does not read.
-fn ipd_records(f: &Fabric) -> Result<Vec<NeighRecord>, u32> {
-    let format = strata_ipd::ARENA_FORMAT;
-    let stored = f
-        .records::<[u8; 32]>(LayerId::IPD, format.writes)
-        .stored_format();
-    if stored == 0 {
-        return Ok(Vec::new());
-    }
-    if !format.reads(stored) {
-        return Err(stored);
-    }
-    let n_ifaces = f.params().n_ifaces;
-    let table = f.records::<[u8; 32]>(LayerId::IPD, stored);
-    Ok(table
-        .load()
-        .iter()
-        .map(|b| NeighRecord::from_bytes(b, stored))
-        .filter(|r| u32::from(r.iface) < n_ifaces)
-        .collect())
-}
-
 /// Whether a record of ipd's is not a neighbour but one of its own IPv6
 /// addresses, under or after duplicate address detection.
 fn is_own_address(r: &NeighRecord) -> bool {
@@ -768,7 +742,7 @@ fn auto_addresses(records: &[NeighRecord]) -> Vec<(u8, Cidr6)> {
 /// What router advertisements taught ipd, as routes (JSON and text):
 /// default routers and on-link prefixes, `proto ra` as Linux shows them.
 fn learnt6(f: &Fabric) -> Vec<(Value, String)> {
-    ipd_records(f)
+    strata_ipd::saved_records(f)
         .unwrap_or_default()
         .iter()
         .filter_map(|r| {
@@ -811,7 +785,7 @@ fn state_name(state: u8) -> &'static str {
 /// ipd's neighbour cache of both families as it last saved it to its
 /// arena, permanent entries included.
 fn neigh_show(f: &Fabric) -> Value {
-    let records = match ipd_records(f) {
+    let records = match strata_ipd::saved_records(f) {
         Ok(r) => r,
         Err(stored) => {
             let text = format!(

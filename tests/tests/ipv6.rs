@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use strata_tests::{ping_all, tap_config6, Netns, Stack, HOST_IP6, STACK_IP6};
+use strata_tests::{ping_all, tap_config6, wait_line, Netns, Stack, HOST_IP6, STACK_IP6};
 
 /// The link-local address the stack makes from its MAC 02:53:54:00:00:01
 /// (RFC 4291 modified EUI-64).
@@ -149,6 +149,19 @@ const RADVD_CONF: &str = "interface strata0 {
 };
 ";
 
+/// Kernel-side TCP server: accepts one connection on [ADDR]:PORT, sends
+/// the client's address and closes.
+const WHO: &str = r#"
+import socket, sys
+l = socket.socket(socket.AF_INET6)
+l.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+l.bind((sys.argv[1], int(sys.argv[2]))); l.listen(1)
+print("listening", flush=True)
+c, a = l.accept()
+c.sendall(a[0].encode())
+c.close()
+"#;
+
 #[test]
 fn a_router_advertisement_gives_an_address_and_a_default_router() {
     let ns = Netns::new();
@@ -217,6 +230,20 @@ fn a_router_advertisement_gives_an_address_and_a_default_router() {
             .is_some_and(|v| v.iter().any(|r| r["dst"] == dst && r["protocol"] == "ra"))
     };
     assert!(learnt("default") && learnt("fd00:aa::/64"), "{routes}");
+    // TCP and UDP may use the address: a connection to a kernel server
+    // behind the default router comes from it (its prefix is the closer
+    // to fd00:bb::1), and a socket can be bound to it.
+    let mut server = ns.spawn(&["python3", "-c", WHO, "fd00:bb::1", "8500"]);
+    wait_line(&mut server, "listening", Duration::from_secs(15));
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let mut c = stack.builder().tcp_connect("[fd00:bb::1]:8500").unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut peer = String::new();
+    std::io::Read::read_to_string(&mut c, &mut peer).unwrap();
+    assert_eq!(peer, slaac);
+    assert_eq!(c.local_addr().unwrap().ip().to_string(), slaac);
+    let u = stack.builder().udp_bind(format!("[{slaac}]:0")).unwrap();
+    assert_eq!(u.local_addr().unwrap().ip().to_string(), slaac);
     // A restarted ipd keeps what it learnt.
     let before = st.kill_layer("ipd");
     st.wait_restarted("ipd", before);

@@ -623,6 +623,41 @@ fn ifaces6(ifaces: &[IfaceConfig]) -> Result<Vec<ip6::Iface6>, ConfigError> {
         .collect()
 }
 
+/// ipd's records as it last saved them to its arena (ipd is neither
+/// stopped nor asked): its neighbours and the detection states of its
+/// own IPv6 addresses, of interfaces the fabric has. Err(format) if an
+/// ipd of another version keeps them in a format this one does not read.
+pub fn saved_records(f: &strata_ipc::Fabric) -> Result<Vec<NeighRecord>, u32> {
+    let stored = f
+        .records::<[u8; 32]>(strata_ipc::LayerId::IPD, ARENA_FORMAT.writes)
+        .stored_format();
+    if stored == 0 {
+        return Ok(Vec::new());
+    }
+    if !ARENA_FORMAT.reads(stored) {
+        return Err(stored);
+    }
+    let n_ifaces = f.params().n_ifaces;
+    let table = f.records::<[u8; 32]>(strata_ipc::LayerId::IPD, stored);
+    Ok(table
+        .load()
+        .iter()
+        .map(|b| NeighRecord::from_bytes(b, stored))
+        .filter(|r| u32::from(r.iface) < n_ifaces)
+        .collect())
+}
+
+/// The usable IPv6 addresses ipd made itself from advertised prefixes
+/// (SLAAC, past detection) among `records`: interface index, address and
+/// prefix length. The transports are configured with the others.
+pub fn autoconf_addresses(records: &[NeighRecord]) -> Vec<(u8, std::net::Ipv6Addr, u8)> {
+    records
+        .iter()
+        .filter(|r| r.state == neigh_state::ADDR_PREFERRED && r.mac[0] == 1)
+        .filter_map(|r| Some((r.iface, r.ip.as_v6()?, r.mac[1].min(128))))
+        .collect()
+}
+
 /// The upper layer's protocol (TCP or UDP) for a handle the core left in
 /// [`Outputs::up`]: its `l4proto`, or for an ICMP error the protocol of
 /// the datagram it quotes. Another value only for a handle that did not

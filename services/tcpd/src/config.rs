@@ -218,7 +218,7 @@ use strata_ipc::addrs::{AddrTable, LOOPBACK_MTU};
 pub const IPV6_MIN_MTU: u16 = 1280;
 
 /// One of our IPv6 addresses.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Addr6 {
     addr: u128,
     /// Its prefix (128 for a link-local address, whose link is named by
@@ -236,8 +236,13 @@ struct Addr6 {
 pub(crate) struct Net {
     t: AddrTable,
     /// Our IPv6 addresses: each interface's configured ones, then its
-    /// link-local one.
+    /// link-local one (the first `own6`), then those ipd made from
+    /// advertised prefixes ([`Net::set_autoconf`]).
     v6: Vec<Addr6>,
+    /// How many of `v6` come from the configuration.
+    own6: usize,
+    /// Each interface's index, by position.
+    index: Vec<u8>,
     /// Each interface's MTU, by position.
     mtu6: Vec<u16>,
     /// Configured IPv6 routes and the position of the interface each
@@ -300,10 +305,35 @@ impl Net {
             .collect();
         Ok(Net {
             t: AddrTable::build(ifaces, &cfg.routes)?,
+            own6: v6.len(),
+            index: cfg.ifaces.iter().map(|i| i.index).collect(),
             v6,
             mtu6: cfg.ifaces.iter().map(|i| i.mtu).collect(),
             routes6,
         })
+    }
+
+    /// Takes the addresses ipd made from advertised prefixes (SLAAC), as
+    /// interface index, address and prefix length, in place of the ones
+    /// it had; those of unknown interfaces are left out. True when they
+    /// changed.
+    pub fn set_autoconf(&mut self, addrs: &[(u8, Ipv6Addr, u8)]) -> bool {
+        let learnt: Vec<Addr6> = addrs
+            .iter()
+            .filter_map(|&(ix, a, p)| {
+                Some(Addr6 {
+                    addr: u128::from(a),
+                    prefix: p.min(128),
+                    iface: self.index.iter().position(|&i| i == ix)?,
+                })
+            })
+            .collect();
+        if self.v6[self.own6..] == learnt[..] {
+            return false;
+        }
+        self.v6.truncate(self.own6);
+        self.v6.extend(learnt);
+        true
     }
 
     /// The interface (position) whose prefix holds `a`, the longest one.
@@ -316,8 +346,8 @@ impl Net {
 
     /// Whether `a` is one of our unicast addresses, of either family:
     /// IPv4 as [`AddrTable::is_local`] says; IPv6 `::1`, a configured
-    /// address or an interface's link-local one. (ipd also has addresses
-    /// it made itself, SLAAC's, which tcpd is not told of.)
+    /// address, an interface's link-local one, or one ipd made from an
+    /// advertised prefix ([`Net::set_autoconf`]).
     pub fn is_local(&self, a: u128) -> bool {
         match unmapped(a) {
             Some(v4) => self.t.is_local(v4),
@@ -494,6 +524,29 @@ mod tests {
             ..TcpConfig::default()
         };
         Net::new(&cfg).unwrap()
+    }
+
+    #[test]
+    fn addresses_ipd_made_from_advertisements_are_ours_and_sources_too() {
+        let mut n = dual();
+        let slaac = ip("2001:db8:77::5");
+        assert!(!n.is_local(slaac));
+        let ix = n.index[1];
+        let learnt = [
+            (ix, Ipv6Addr::from(slaac), 64),
+            (99, Ipv6Addr::from(ip("2001:db8:66::5")), 64),
+        ];
+        assert!(n.set_autoconf(&learnt));
+        assert!(!n.set_autoconf(&learnt), "the same again changes nothing");
+        assert!(n.is_local(slaac));
+        assert!(!n.is_local(ip("2001:db8:66::5")), "of no interface of ours");
+        assert_eq!(n.source_for(ip("2001:db8:77::9")), Some(slaac));
+        // On its prefix: the second interface's MTU.
+        assert_eq!(n.mtu_for(ip("2001:db8:77::9")), n.mtu6[1]);
+        // Gone from ipd: gone here.
+        assert!(n.set_autoconf(&[]));
+        assert!(!n.is_local(slaac));
+        assert!(n.is_local(ip("fd00:1::1")), "the configured ones stay");
     }
 
     #[test]

@@ -326,6 +326,14 @@ impl<'a> TcpCore<'a> {
         self.pool_short = [small, large];
     }
 
+    /// Takes the IPv6 addresses ipd made from advertised prefixes (SLAAC:
+    /// interface index, address, prefix length), which no configuration
+    /// names: new connections may be bound to them and choose them as
+    /// sources. True when they changed.
+    pub fn set_autoconf6(&mut self, addrs: &[(u8, std::net::Ipv6Addr, u8)]) -> bool {
+        self.net.set_autoconf(addrs)
+    }
+
     /// Takes the interfaces' addresses (both families), MTUs and the
     /// routes of `cfg` at run time (`strata addr`, `route`, `link set
     /// mtu`): new connections choose sources and MSS by them. Established connections keep their

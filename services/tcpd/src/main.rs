@@ -114,7 +114,13 @@ fn main() {
             (LayerId::SOCKD, Overflow::Keep),
         ],
     );
-    let mut shell = Shell { core, out };
+    let autoconf = svc.config.ifaces.iter().any(|i| i.autoconf);
+    let mut shell = Shell {
+        core,
+        out,
+        autoconf,
+        autoconf_at: 0,
+    };
     shell.hand_over(lp.cx());
     lp.run(&mut shell)
 }
@@ -125,6 +131,9 @@ const FROM_SOCK: usize = 1;
 const TO_IP: usize = 0;
 const TO_SOCK: usize = 1;
 
+/// How often, at most, tcpd reads ipd's autoconfigured addresses.
+const AUTOCONF_EVERY_NS: u64 = 1_000_000_000;
+
 /// What sockd's ring may owe before tcpd takes no more from sockd.
 const SOCK_BACKLOG_HIGH: usize = 2048;
 
@@ -132,6 +141,10 @@ const SOCK_BACKLOG_HIGH: usize = 2048;
 struct Shell<'a> {
     core: TcpCore<'a>,
     out: Outputs,
+    /// Some interface makes addresses from router advertisements.
+    autoconf: bool,
+    /// When ipd's autoconfigured addresses were last read.
+    autoconf_at: u64,
 }
 
 impl Shell<'_> {
@@ -163,6 +176,16 @@ impl Layer for Shell<'_> {
         let p = f.params();
         self.core
             .set_pool_short(small < p.small_bufs / 8, large < p.large_bufs / 8);
+        // The addresses ipd made from advertised prefixes, read from its
+        // arena at most once a second while tcpd runs anyway (never a
+        // wake-up of its own): a connection may be made from one.
+        if self.autoconf && cx.now >= self.autoconf_at + AUTOCONF_EVERY_NS {
+            self.autoconf_at = cx.now;
+            if let Ok(records) = strata_ipd::saved_records(f) {
+                self.core
+                    .set_autoconf6(&strata_ipd::autoconf_addresses(&records));
+            }
+        }
         0
     }
 

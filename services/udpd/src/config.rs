@@ -111,6 +111,8 @@ pub(crate) struct Net {
     /// Our IPv6 unicast addresses: the configured ones and each
     /// interface's link-local one.
     local6: Vec<u128>,
+    /// Those ipd made from advertised prefixes ([`Net::set_autoconf`]).
+    auto6: Vec<u128>,
 }
 
 impl Net {
@@ -120,7 +122,15 @@ impl Net {
         Ok(Net {
             t: AddrTable::build(ifaces, &cfg.routes)?,
             local6: cfg.ifaces.iter().flat_map(addrs6_of).collect(),
+            auto6: Vec::new(),
         })
+    }
+
+    /// Takes the addresses ipd made from advertised prefixes (SLAAC), in
+    /// place of the ones it had: sockets may be bound to them.
+    pub fn set_autoconf(&mut self, addrs: impl IntoIterator<Item = Ipv6Addr>) {
+        self.auto6.clear();
+        self.auto6.extend(addrs.into_iter().map(u128::from));
     }
 
     /// Whether `a` is one of our unicast addresses (of either family;
@@ -128,7 +138,11 @@ impl Net {
     pub fn is_local(&self, a: u128) -> bool {
         match unmapped(a) {
             Some(v4) => self.t.is_local(v4),
-            None => a == u128::from(Ipv6Addr::LOCALHOST) || self.local6.contains(&a),
+            None => {
+                a == u128::from(Ipv6Addr::LOCALHOST)
+                    || self.local6.contains(&a)
+                    || self.auto6.contains(&a)
+            }
         }
     }
 
@@ -248,6 +262,17 @@ mod tests {
         assert!(!n.is_local(mapped(0)) && !n.is_local(0));
         let none = Net::new(&UdpConfig::default()).unwrap();
         assert_eq!(none.source_for(ip("10.0.0.2")), mapped(0));
+    }
+
+    #[test]
+    fn addresses_ipd_made_from_advertisements_can_be_bound() {
+        let mut n = Net::new(&UdpConfig::default()).unwrap();
+        let slaac: Ipv6Addr = "2001:db8:77::5".parse().unwrap();
+        assert!(!n.bindable(u128::from(slaac)));
+        n.set_autoconf([slaac]);
+        assert!(n.bindable(u128::from(slaac)) && n.is_local(u128::from(slaac)));
+        n.set_autoconf([]);
+        assert!(!n.is_local(u128::from(slaac)));
     }
 
     #[test]

@@ -222,6 +222,12 @@ impl UdpCore {
         })
     }
 
+    /// Takes the IPv6 addresses ipd made from advertised prefixes (SLAAC),
+    /// which no configuration names: sockets may be bound to them.
+    pub fn set_autoconf6(&mut self, addrs: impl IntoIterator<Item = Ipv6Addr>) {
+        self.net.set_autoconf(addrs);
+    }
+
     /// Takes the interfaces' addresses and the routes of `cfg` at run
     /// time (`strata addr`, `route`): binds, sources and broadcasts are
     /// judged by them from now on; existing bindings stay. On error the

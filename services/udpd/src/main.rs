@@ -32,6 +32,10 @@ struct Shell<'a> {
     /// The arena must be written although the bindings did not change
     /// (it holds another format).
     dirty: bool,
+    /// Some interface makes addresses from router advertisements.
+    autoconf: bool,
+    /// When ipd's autoconfigured addresses were last read.
+    autoconf_at: u64,
 }
 
 impl Shell<'_> {
@@ -63,7 +67,25 @@ impl Shell<'_> {
     }
 }
 
+/// How often, at most, udpd reads ipd's autoconfigured addresses.
+const AUTOCONF_EVERY_NS: u64 = 1_000_000_000;
+
 impl Layer for Shell<'_> {
+    /// The addresses ipd made from advertised prefixes, read from its
+    /// arena at most once a second while udpd runs anyway (never a
+    /// wake-up of its own): a socket may be bound to one.
+    fn begin(&mut self, cx: &mut Cx) -> usize {
+        if self.autoconf && cx.now >= self.autoconf_at + AUTOCONF_EVERY_NS {
+            self.autoconf_at = cx.now;
+            if let Ok(records) = strata_ipd::saved_records(cx.pool.fabric()) {
+                let addrs = strata_ipd::autoconf_addresses(&records);
+                self.core
+                    .set_autoconf6(addrs.into_iter().map(|(_, a, _)| a));
+            }
+        }
+        0
+    }
+
     fn admit(&self, input: usize, cx: &Cx) -> usize {
         match input {
             // Each request yields at most one datagram for ipd and one
@@ -148,6 +170,8 @@ fn main() {
         out: Outputs::with_capacity(4 * BUDGET),
         arena,
         dirty: false,
+        autoconf: svc.config.ifaces.iter().any(|i| i.autoconf),
+        autoconf_at: 0,
     };
     // The table is written back (in this build's format, if it was in
     // another) at the end of the first turn, once this instance serves:
