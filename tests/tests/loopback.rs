@@ -7,41 +7,49 @@ use std::io::{Read, Write};
 use std::time::Duration;
 use strata_tests::{pattern, ping, Netns, Stack};
 
+/// A TCP server bound to `bind` and a client connecting to `to` exchange
+/// 4 MB both ways on `stack`; both ends see `lo` (the loopback address
+/// the client sends from) as the other's address.
+fn tcp_echo_over(stack: &libsock::Stack, bind: &str, to: &str, lo: &str) {
+    let l = stack.builder().tcp_bind(bind).unwrap();
+    let data = pattern(4_000_000, 7501);
+    let server = std::thread::spawn(move || {
+        let (mut s, peer) = l.accept().unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).unwrap();
+        s.write_all(&got).unwrap();
+        (peer, got.len())
+    });
+    let mut c = stack.builder().tcp_connect(to).unwrap();
+    assert_eq!(c.local_addr().unwrap().ip().to_string(), lo);
+    c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    c.write_all(&data).unwrap();
+    c.shutdown(std::net::Shutdown::Write).unwrap();
+    let mut back = Vec::new();
+    c.read_to_end(&mut back).unwrap();
+    let (peer, n) = server.join().unwrap();
+    assert_eq!(n, data.len());
+    assert!(back == data, "the echo over {lo} differs");
+    assert_eq!(peer.ip().to_string(), lo);
+}
+
+/// Packets the stack's first interface has sent.
+fn tx_packets(st: &Stack) -> u64 {
+    st.json("stats")["interfaces"][0]["counters"]["tx_packets"]
+        .as_u64()
+        .unwrap()
+}
+
 #[test]
 fn applications_on_one_stack_talk_over_127_0_0_1() {
     let ns = Netns::new();
     let st = Stack::up(&ns);
     let stack = libsock::Stack::connect(&st.instance).unwrap();
-    let tx_before = st.json("stats")["interfaces"][0]["counters"]["tx_packets"]
-        .as_u64()
-        .unwrap();
+    let tx_before = tx_packets(&st);
 
     // TCP: a server on the wildcard and one on 127.0.0.1, a client each.
-    for (bind, to) in [
-        ("0.0.0.0:7501", "127.0.0.1:7501"),
-        ("127.0.0.1:7502", "127.0.0.1:7502"),
-    ] {
-        let l = stack.builder().tcp_bind(bind).unwrap();
-        let data = pattern(4_000_000, 7501);
-        let server = std::thread::spawn(move || {
-            let (mut s, peer) = l.accept().unwrap();
-            let mut got = Vec::new();
-            s.read_to_end(&mut got).unwrap();
-            s.write_all(&got).unwrap();
-            (peer, got.len())
-        });
-        let mut c = stack.builder().tcp_connect(to).unwrap();
-        assert_eq!(c.local_addr().unwrap().ip().to_string(), "127.0.0.1");
-        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        c.write_all(&data).unwrap();
-        c.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut back = Vec::new();
-        c.read_to_end(&mut back).unwrap();
-        let (peer, n) = server.join().unwrap();
-        assert_eq!(n, data.len());
-        assert!(back == data, "the echo over loopback differs");
-        assert_eq!(peer.ip().to_string(), "127.0.0.1");
-    }
+    tcp_echo_over(&stack, "0.0.0.0:7501", "127.0.0.1:7501", "127.0.0.1");
+    tcp_echo_over(&stack, "127.0.0.1:7502", "127.0.0.1:7502", "127.0.0.1");
 
     // UDP to another loopback address; the answer comes from it.
     let a = stack.builder().udp_bind("127.0.0.5:7503").unwrap();
@@ -66,9 +74,7 @@ fn applications_on_one_stack_talk_over_127_0_0_1() {
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
 
     // None of it went out on the wire.
-    let tx_after = st.json("stats")["interfaces"][0]["counters"]["tx_packets"]
-        .as_u64()
-        .unwrap();
+    let tx_after = tx_packets(&st);
     assert_eq!(tx_after, tx_before, "loopback traffic stays in the stack");
     assert!(st.counter("ipd", "loopback") > 0);
     // The kernel side cannot reach the stack's loopback network.
@@ -87,32 +93,10 @@ fn applications_on_one_stack_talk_over_ipv6_loopback() {
         st.counter("ipd", "nd_tx_router_solicits") >= 3
     });
     let stack = libsock::Stack::connect(&st.instance).unwrap();
-    let tx_before = st.json("stats")["interfaces"][0]["counters"]["tx_packets"]
-        .as_u64()
-        .unwrap();
+    let tx_before = tx_packets(&st);
     // TCP: a server on the IPv6 wildcard and one on ::1.
-    for (bind, to) in [("[::]:7601", "[::1]:7601"), ("[::1]:7602", "[::1]:7602")] {
-        let l = stack.builder().tcp_bind(bind).unwrap();
-        let data = pattern(4_000_000, 7601);
-        let server = std::thread::spawn(move || {
-            let (mut s, peer) = l.accept().unwrap();
-            let mut got = Vec::new();
-            s.read_to_end(&mut got).unwrap();
-            s.write_all(&got).unwrap();
-            (peer, got.len())
-        });
-        let mut c = stack.builder().tcp_connect(to).unwrap();
-        assert_eq!(c.local_addr().unwrap().ip().to_string(), "::1");
-        c.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
-        c.write_all(&data).unwrap();
-        c.shutdown(std::net::Shutdown::Write).unwrap();
-        let mut back = Vec::new();
-        c.read_to_end(&mut back).unwrap();
-        let (peer, n) = server.join().unwrap();
-        assert_eq!(n, data.len());
-        assert!(back == data, "the echo over ::1 differs");
-        assert_eq!(peer.ip().to_string(), "::1");
-    }
+    tcp_echo_over(&stack, "[::]:7601", "[::1]:7601", "::1");
+    tcp_echo_over(&stack, "[::1]:7602", "[::1]:7602", "::1");
     // UDP, and a closed port refused over ::1 too.
     let a = stack.builder().udp_bind("[::1]:7603").unwrap();
     let b = stack.builder().udp_bind("[::]:0").unwrap();
@@ -134,8 +118,6 @@ fn applications_on_one_stack_talk_over_ipv6_loopback() {
     let e = c.recv(&mut buf).unwrap_err();
     assert_eq!(e.kind(), std::io::ErrorKind::ConnectionRefused, "{e}");
     // None of it went out on the wire, and the kernel cannot reach ::1.
-    let tx_after = st.json("stats")["interfaces"][0]["counters"]["tx_packets"]
-        .as_u64()
-        .unwrap();
+    let tx_after = tx_packets(&st);
     assert_eq!(tx_after, tx_before, "loopback traffic stays in the stack");
 }

@@ -71,47 +71,47 @@ fn curl_over_ipv6_and_ipv4_downloads_a_hundred_megabytes_from_one_dual_stack_htt
     let ns = Netns::new();
     let st = dual_stack(&ns);
     let dir = TempDir::new("tcp6");
-    let file = dir.path().join("big");
-    let want = random_file(&file, 100_000_000);
-    let mut httpd = spawn_app(
-        &st,
-        "httpd",
-        &[
-            "--root",
-            dir.path_str(),
-            "--listen",
-            "[::]:8080",
-            "--timeout",
-            "20",
-        ],
-    );
-    wait_line(&mut httpd, "httpd: serving", Duration::from_secs(15));
-    for (host, flag) in [
-        (format!("[{STACK_IP6}]"), "-6"),
-        (STACK_IP.to_string(), "-4"),
-    ] {
-        let out = dir.path().join("got");
-        let o = ns.run(&[
-            "curl",
-            flag,
-            "-g",
-            "-sS",
-            "--max-time",
-            "120",
-            "-o",
-            out.to_str().unwrap(),
-            &format!("http://{host}:8080/big"),
-        ]);
-        assert!(
-            o.status.success(),
-            "curl {flag}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        assert_eq!(sha256_file(&out), want, "curl {flag}: the file differs");
-        std::fs::remove_file(&out).unwrap();
-    }
+    let want = random_file(&dir.path().join("f"), 100_000_000);
+    let _httpd = httpd6(&st, dir.path_str());
+    curl(&ns, &dir, "-6", &format!("[{STACK_IP6}]"), &want);
+    curl(&ns, &dir, "-4", STACK_IP, &want);
     assert!(st.counter("tcpd", "passive_opens6") >= 1);
     assert!(st.counter("tcpd", "out_segs6") > 60_000);
+}
+
+/// examples/httpd serving `root` on `[::]:8080`.
+fn httpd6(st: &Stack, root: &str) -> strata_tests::Bg {
+    let mut httpd = spawn_app(
+        st,
+        "httpd",
+        &["--root", root, "--listen", "[::]:8080", "--timeout", "20"],
+    );
+    wait_line(&mut httpd, "httpd: serving", Duration::from_secs(15));
+    httpd
+}
+
+/// The kernel's curl (`-6` or `-4`) downloads `dir`'s file `f` from
+/// httpd at `host`; it must arrive whole (`want`: its SHA-256).
+fn curl(ns: &Netns, dir: &TempDir, flag: &str, host: &str, want: &str) {
+    let out = dir.path().join("got");
+    let o = ns.run(&[
+        "curl",
+        flag,
+        "-g",
+        "-sS",
+        "--max-time",
+        "300",
+        "-o",
+        out.to_str().unwrap(),
+        &format!("http://{host}:8080/f"),
+    ]);
+    assert!(
+        o.status.success(),
+        "curl {flag}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert_eq!(sha256_file(&out), want, "curl {flag}: the file differs");
+    std::fs::remove_file(&out).unwrap();
 }
 
 /// Kernel-side IPv6 server: accepts one connection on [ADDR]:PORT and
@@ -162,16 +162,27 @@ fn download(ns: &Netns, st: &Stack, port: u16, n: usize) {
 }
 
 #[test]
-fn a_libsock_client_downloads_over_ipv6_also_under_loss_reordering_and_duplication() {
+fn downloads_over_ipv6_both_ways_survive_loss_reordering_and_duplication() {
     let ns = Netns::new();
     let st = dual_stack(&ns);
     download(&ns, &st, 8000, 20_000_000);
     st.inject_faults();
+    // Into the stack: out-of-order and repeated segments are repaired.
     download(&ns, &st, 8001, 5_000_000);
     assert!(st.counter("netdevd", "ingress_fault_loss") > 0);
     assert!(
         st.counter("tcpd", "ooo_segs") + st.counter("tcpd", "dup_data") > 0,
         "nothing out of order or repeated"
+    );
+    // Out of it: curl -6 from httpd, repaired by retransmission.
+    let dir = TempDir::new("tcp6-faults");
+    let want = random_file(&dir.path().join("f"), 20_000_000);
+    let _httpd = httpd6(&st, dir.path_str());
+    curl(&ns, &dir, "-6", &format!("[{STACK_IP6}]"), &want);
+    assert!(st.counter("netdevd", "fault_loss") > 0);
+    assert!(
+        st.counter("tcpd", "retrans_segs") > 0,
+        "nothing retransmitted"
     );
 }
 

@@ -415,10 +415,12 @@ fn translate_icmp_error(pkt: &mut [u8], ihl: usize, manip: Manip, addr: u32, por
 // mandatory over IPv6: a zero is never left or made (a computed zero is
 // sent as 0xffff).
 
+/// The 16 bytes at `at` as one address, if `b` holds them.
 fn rd128(b: &[u8], at: usize) -> Option<u128> {
     Some(u128::from_be_bytes(b.get(at..at + 16)?.try_into().ok()?))
 }
 
+/// Writes address `v` at `at`, if `b` has room for it.
 fn wr128(b: &mut [u8], at: usize, v: u128) {
     if let Some(s) = b.get_mut(at..at + 16) {
         s.copy_from_slice(&v.to_be_bytes());
