@@ -1,12 +1,25 @@
-//! Recovery: a TCP transfer carries on while the layer that implements it
-//! is killed.
+//! Recovery: a TCP transfer, over IPv4 or IPv6, carries on while the
+//! layer that implements it is killed.
 
 use std::time::Duration;
-use strata_tests::{spawn_app, unique, wait_line, Netns, Stack, STACK_IP};
+use strata_tests::{spawn_app, tap_config6, unique, wait_line, Netns, Stack, STACK_IP, STACK_IP6};
 
-fn download_while_killing(layers: &[&str]) {
+/// curl downloads 50 MB from examples/httpd, over IPv6 when `v6`, while
+/// each of `layers` is killed in turn.
+fn download_while_killing(layers: &[&str], v6: bool) {
     let ns = Netns::new();
-    let st = Stack::up(&ns);
+    let st = if v6 {
+        let st = Stack::up_config(&ns, &tap_config6(""));
+        st.wait_dad(STACK_IP6);
+        st
+    } else {
+        Stack::up(&ns)
+    };
+    let (listen, host) = if v6 {
+        ("[::]:8080", format!("[{STACK_IP6}]"))
+    } else {
+        ("0.0.0.0:8080", STACK_IP.to_string())
+    };
     let dir = std::env::temp_dir().join(unique("strata-rec"));
     std::fs::create_dir_all(&dir).unwrap();
     let len: u64 = 50_000_000;
@@ -18,7 +31,7 @@ fn download_while_killing(layers: &[&str]) {
             "--root",
             dir.to_str().unwrap(),
             "--listen",
-            "0.0.0.0:8080",
+            listen,
             "--timeout",
             "30",
         ],
@@ -31,7 +44,7 @@ fn download_while_killing(layers: &[&str]) {
         "bash",
         "-c",
         &format!(
-            "curl -sS --fail --max-time 300 -o {} http://{STACK_IP}:8080/big.bin && sha256sum {0}",
+            "curl -g -sS --fail --max-time 300 -o {} http://{host}:8080/big.bin && sha256sum {0}",
             got.display()
         ),
     ]);
@@ -67,17 +80,30 @@ fn download_while_killing(layers: &[&str]) {
 
 #[test]
 fn kill_tcpd_during_download() {
-    download_while_killing(&["tcpd"]);
+    download_while_killing(&["tcpd"], false);
 }
 
 #[test]
 fn kill_sockd_during_download() {
-    download_while_killing(&["sockd"]);
+    download_while_killing(&["sockd"], false);
 }
 
 #[test]
 fn kill_every_layer_in_turn_during_download() {
-    download_while_killing(&[
-        "tcpd", "sockd", "ipd", "netdevd", "filterd", "driverd0", "udpd", "sockd", "tcpd",
-    ]);
+    download_while_killing(
+        &[
+            "tcpd", "sockd", "ipd", "netdevd", "filterd", "driverd0", "udpd", "sockd", "tcpd",
+        ],
+        false,
+    );
+}
+
+#[test]
+fn kill_every_layer_in_turn_during_an_ipv6_download() {
+    download_while_killing(
+        &[
+            "tcpd", "sockd", "ipd", "netdevd", "filterd", "driverd0", "tcpd",
+        ],
+        true,
+    );
 }
