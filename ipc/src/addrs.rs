@@ -21,6 +21,28 @@ pub fn mask(prefix: u8) -> u32 {
     }
 }
 
+/// The network mask of an IPv6 prefix length, as a 128-bit value;
+/// lengths past 128 count as 128. The one definition every layer and the
+/// launcher use.
+pub fn mask6(prefix: u8) -> u128 {
+    if prefix == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(prefix.min(128)))
+    }
+}
+
+/// Whether IPv6 address `a` lies in `net/prefix` (128-bit values).
+pub fn in_prefix6(net: u128, prefix: u8, a: u128) -> bool {
+    (net ^ a) & mask6(prefix) == 0
+}
+
+/// How many leading bits IPv6 addresses `a` and `b` share (RFC 6724 §2.2
+/// CommonPrefixLen, over all 128 bits).
+pub fn common_prefix6(a: u128, b: u128) -> u8 {
+    (a ^ b).leading_zeros() as u8
+}
+
 /// IPv4 address `v4` (host order) mapped into IPv6's `::ffff:0:0/96`
 /// (RFC 4291 §2.5.5.2), as one 128-bit value: the form in which the
 /// socket path carries addresses of either family. `mapped(0)`,
@@ -254,6 +276,19 @@ impl AddrTable {
 mod tests {
     use super::*;
     use crate::route::test_util::{ip, route};
+
+    #[test]
+    fn ipv6_masks_prefixes_and_common_lengths() {
+        let a = |s: &str| u128::from(s.parse::<std::net::Ipv6Addr>().unwrap());
+        assert_eq!(mask6(0), 0);
+        assert_eq!(mask6(64), u128::MAX << 64);
+        assert_eq!((mask6(128), mask6(200)), (u128::MAX, u128::MAX));
+        assert!(in_prefix6(a("fd00:1::"), 64, a("fd00:1::9")));
+        assert!(!in_prefix6(a("fd00:1::"), 64, a("fd00:2::9")));
+        assert!(in_prefix6(a("fd00:1::"), 0, a("2001:db8::1")));
+        assert_eq!(common_prefix6(a("fd00:aa::1"), a("fd00:bb::1")), 27);
+        assert_eq!(common_prefix6(a("::1"), a("::1")), 128);
+    }
 
     fn table(routes: &[Route]) -> AddrTable {
         let mut t = AddrTable::default();

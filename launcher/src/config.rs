@@ -748,7 +748,7 @@ impl Cidr {
     }
 }
 
-use strata_ipc::addrs::mask;
+use strata_ipc::addrs::{mask, mask6};
 
 impl fmt::Display for Cidr {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -812,15 +812,6 @@ impl Cidr6 {
     /// Whether `ip` lies inside the prefix.
     pub fn contains(self, ip: Ipv6Addr) -> bool {
         u128::from(ip) & mask6(self.prefix) == u128::from(self.network())
-    }
-}
-
-/// The netmask of an IPv6 prefix length (all ones above 128).
-fn mask6(prefix: u8) -> u128 {
-    match prefix {
-        0 => 0,
-        p if p >= 128 => u128::MAX,
-        p => u128::MAX << (128 - u32::from(p)),
     }
 }
 

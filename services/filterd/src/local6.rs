@@ -16,6 +16,7 @@
 //! advertisements are ipd's alone: through them `-o` matches nothing).
 
 use std::net::Ipv6Addr;
+use strata_ipc::addrs::{common_prefix6, mask6};
 use strata_ipc::route::Route6;
 use strata_ipc::runtime::StackConfig;
 use strata_proto::ethernet::MacAddr;
@@ -39,11 +40,6 @@ pub struct Local6 {
     on_link: Vec<Prefix>,
     routes: Vec<Prefix>,
     forwarding: bool,
-}
-
-/// The 128-bit mask of a prefix length.
-fn mask(plen: u8) -> u128 {
-    crate::rule::mask128(plen)
 }
 
 impl Local6 {
@@ -77,7 +73,7 @@ impl Local6 {
             self.own.push(a);
             self.by_iface.push((index, a));
             self.on_link.push(Prefix {
-                net: a & mask(plen),
+                net: a & mask6(plen),
                 plen: plen.min(128),
                 iface: index,
             });
@@ -94,7 +90,7 @@ impl Local6 {
         if let Some(iface) = iface {
             let plen = r.prefix.min(128);
             self.routes.push(Prefix {
-                net: u128::from(r.dest) & mask(plen),
+                net: u128::from(r.dest) & mask6(plen),
                 plen,
                 iface,
             });
@@ -114,8 +110,8 @@ impl Local6 {
                 let ip = Ipv6Addr::from(a);
                 i == iface && !ip.is_unicast_link_local() && !ip.is_multicast() && a != 0
             })
-            .fold(None, |best: Option<(u32, u128)>, &(_, a)| {
-                let common = (a ^ peer).leading_zeros();
+            .fold(None, |best: Option<(u8, u128)>, &(_, a)| {
+                let common = common_prefix6(a, peer);
                 match best {
                     Some((b, _)) if b >= common => best,
                     _ => Some((common, a)),
@@ -148,7 +144,7 @@ impl Local6 {
         self.on_link
             .iter()
             .chain(routes)
-            .filter(|p| dst & mask(p.plen) == p.net)
+            .filter(|p| dst & mask6(p.plen) == p.net)
             // The longest prefix; among equal ones the first (on-link).
             .fold(None, |best: Option<&Prefix>, p| match best {
                 Some(b) if b.plen >= p.plen => Some(b),

@@ -234,19 +234,12 @@ impl AddrMatch {
             ),
             IpAddr::V6(a) => (u128::from(a), self.prefix.min(128)),
         };
-        let mask = mask128(plen);
+        let mask = mask6(plen);
         (addr & mask, mask)
     }
 }
 
-/// The 128-bit mask of a prefix length (0..=128).
-pub fn mask128(plen: u8) -> u128 {
-    if plen == 0 {
-        0
-    } else {
-        u128::MAX << (128 - u32::from(plen.min(128)))
-    }
-}
+pub use strata_ipc::addrs::mask6;
 
 pub use strata_ipc::addrs::mask as prefix_mask;
 
@@ -1628,7 +1621,7 @@ fn parse_port_range(s: &str, sep: char) -> Option<(u16, u16)> {
 fn network(addr: IpAddr, prefix: u8) -> IpAddr {
     match addr {
         IpAddr::V4(a) => Ipv4Addr::from(u32::from(a) & prefix_mask(prefix)).into(),
-        IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) & mask128(prefix)).into(),
+        IpAddr::V6(a) => Ipv6Addr::from(u128::from(a) & mask6(prefix)).into(),
     }
 }
 

@@ -26,7 +26,7 @@
 
 use crate::packet::{Frag, PacketInfo};
 use crate::rule::{
-    mask128, FlagsMatch, Hook, IcmpMatch, MarkMatch, Policy, PortMatch, RejectWith, Rule, Table,
+    mask6, FlagsMatch, Hook, IcmpMatch, MarkMatch, Policy, PortMatch, RejectWith, Rule, Table,
     Target,
 };
 use crate::tables::Tables;
@@ -770,10 +770,10 @@ impl Index {
             consider(self.bucket(d));
         }
         for &pl in &self.dst_plens {
-            consider(self.bucket(key(K_DST, pl, fold(k.dst & mask128(pl)))));
+            consider(self.bucket(key(K_DST, pl, fold(k.dst & mask6(pl)))));
         }
         for &pl in &self.src_plens {
-            consider(self.bucket(key(K_SRC, pl, fold(k.src & mask128(pl)))));
+            consider(self.bucket(key(K_SRC, pl, fold(k.src & mask6(pl)))));
         }
         if let Some(p) = k.proto {
             consider(self.bucket(p));

@@ -93,9 +93,7 @@ impl Addr6 {
 
 /// Whether `dst` is in `prefix/len`.
 pub(crate) fn covers(prefix: Ipv6Addr, len: u8, dst: Ipv6Addr) -> bool {
-    let p = u32::from(len.min(128));
-    let mask = if p == 0 { 0 } else { u128::MAX << (128 - p) };
-    u128::from(prefix) & mask == u128::from(dst) & mask
+    strata_ipc::addrs::in_prefix6(u128::from(prefix), len, u128::from(dst))
 }
 
 /// The IPv6 side of one interface: its addresses, the link-local one

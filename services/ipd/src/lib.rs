@@ -648,10 +648,12 @@ pub fn saved_records(f: &strata_ipc::Fabric) -> Result<Vec<NeighRecord>, u32> {
 }
 
 /// The usable IPv6 addresses ipd made itself from advertised prefixes
-/// (SLAAC, past detection) among `records`: interface index, address and
-/// prefix length. The transports are configured with the others.
-pub fn autoconf_addresses(records: &[NeighRecord]) -> Vec<(u8, std::net::Ipv6Addr, u8)> {
-    records
+/// (SLAAC, past detection), as its saved records have them: interface
+/// index, address and prefix length (none when ipd saved none this build
+/// reads). The transports are configured with the others.
+pub fn autoconf_addresses(f: &strata_ipc::Fabric) -> Vec<(u8, std::net::Ipv6Addr, u8)> {
+    saved_records(f)
+        .unwrap_or_default()
         .iter()
         .filter(|r| r.state == neigh_state::ADDR_PREFERRED && r.mac[0] == 1)
         .filter_map(|r| Some((r.iface, r.ip.as_v6()?, r.mac[1].min(128))))

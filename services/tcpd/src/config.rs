@@ -212,7 +212,7 @@ impl TcpConfig {
     }
 }
 
-use strata_ipc::addrs::{AddrTable, LOOPBACK_MTU};
+use strata_ipc::addrs::{common_prefix6, in_prefix6, AddrTable, LOOPBACK_MTU};
 
 /// The IPv6 minimum link MTU (RFC 8200 §5): no path is assumed smaller.
 pub const IPV6_MIN_MTU: u16 = 1280;
@@ -250,20 +250,9 @@ pub(crate) struct Net {
     routes6: Vec<(Route6, Option<usize>)>,
 }
 
-/// The longest common prefix of `a` and `b`, in bits (RFC 6724 §2.2
-/// CommonPrefixLen, over all 128 bits).
-fn common_prefix(a: u128, b: u128) -> u8 {
-    (a ^ b).leading_zeros() as u8
-}
-
-/// Whether `prefix`/`len` covers `a`.
-fn covers(prefix: u128, len: u8, a: u128) -> bool {
-    len == 0 || common_prefix(prefix, a) >= len.min(128)
-}
-
 /// Whether `a` is an IPv6 link-local unicast address (`fe80::/10`).
 fn is_link_local6(a: u128) -> bool {
-    a >> 118 == 0xfe80 >> 6
+    strata_proto::ndp::is_link_local(Ipv6Addr::from(a))
 }
 
 /// `::1`.
@@ -339,7 +328,7 @@ impl Net {
     /// The interface (position) whose prefix holds `a`, the longest one.
     fn on_link(v6: &[Addr6], a: u128) -> Option<usize> {
         v6.iter()
-            .filter(|x| x.prefix < 128 && covers(x.addr, x.prefix, a))
+            .filter(|x| x.prefix < 128 && in_prefix6(x.addr, x.prefix, a))
             .max_by_key(|x| x.prefix)
             .map(|x| x.iface)
     }
@@ -383,7 +372,7 @@ impl Net {
         self.v6
             .iter()
             .filter(|x| is_link_local6(x.addr) == link)
-            .min_by_key(|x| core::cmp::Reverse(common_prefix(x.addr, dst)))
+            .min_by_key(|x| core::cmp::Reverse(common_prefix6(x.addr, dst)))
             .map(|x| x.addr)
     }
 
@@ -422,13 +411,13 @@ impl Net {
         let on_link = self
             .v6
             .iter()
-            .filter(|x| x.prefix < 128 && covers(x.addr, x.prefix, dst))
+            .filter(|x| x.prefix < 128 && in_prefix6(x.addr, x.prefix, dst))
             .max_by_key(|x| x.prefix)
             .map(|x| (x.prefix, x.iface));
         let routed = self
             .routes6
             .iter()
-            .filter(|(r, _)| covers(u128::from(r.dest), r.prefix, dst))
+            .filter(|(r, _)| in_prefix6(u128::from(r.dest), r.prefix, dst))
             .max_by_key(|(r, _)| r.prefix)
             .map(|(r, via)| (r.prefix, *via));
         // A route more specific than the on-link prefix wins, as in ipd.

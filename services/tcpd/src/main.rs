@@ -181,10 +181,7 @@ impl Layer for Shell<'_> {
         // wake-up of its own): a connection may be made from one.
         if self.autoconf && cx.now >= self.autoconf_at + AUTOCONF_EVERY_NS {
             self.autoconf_at = cx.now;
-            if let Ok(records) = strata_ipd::saved_records(f) {
-                self.core
-                    .set_autoconf6(&strata_ipd::autoconf_addresses(&records));
-            }
+            self.core.set_autoconf6(&strata_ipd::autoconf_addresses(f));
         }
         0
     }

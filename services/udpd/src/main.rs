@@ -77,11 +77,9 @@ impl Layer for Shell<'_> {
     fn begin(&mut self, cx: &mut Cx) -> usize {
         if self.autoconf && cx.now >= self.autoconf_at + AUTOCONF_EVERY_NS {
             self.autoconf_at = cx.now;
-            if let Ok(records) = strata_ipd::saved_records(cx.pool.fabric()) {
-                let addrs = strata_ipd::autoconf_addresses(&records);
-                self.core
-                    .set_autoconf6(addrs.into_iter().map(|(_, a, _)| a));
-            }
+            let addrs = strata_ipd::autoconf_addresses(cx.pool.fabric());
+            self.core
+                .set_autoconf6(addrs.into_iter().map(|(_, a, _)| a));
         }
         0
     }
