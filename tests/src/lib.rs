@@ -1166,3 +1166,88 @@ pub fn ping_all(ns: &Netns, args: &[&str]) -> PingResult {
         text,
     }
 }
+
+/// A kernel-side UDP client: sends datagrams of sizes 1..=8000 (a fixed
+/// pattern of sizes, random bytes) one at a time to HOST:PORT (over the
+/// family of HOST), waits for
+/// each to come back (up to TIMEOUT s, then counts it lost), and reports.
+/// With a count of 0 it runs until the file STOP exists, printing
+/// `exchanged N` every 100 datagrams.
+pub const UDP_ECHO_CLIENT: &str = r#"
+import socket, os, sys
+host, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
+stop = sys.argv[5] if len(sys.argv) > 5 else None
+s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(timeout)
+s.connect((host, port))
+sent = bad = lost = nbytes = 0
+i = 0
+while (n and i < n) or (stop and not os.path.exists(stop)):
+    if stop and sent % 100 == 0:
+        print("exchanged", sent, flush=True)
+    p = os.urandom(1 + (i * 7919) % 8000)
+    s.send(p)
+    sent += 1
+    nbytes += len(p)
+    while True:
+        try:
+            r = s.recv(70000)
+        except socket.timeout:
+            lost += 1
+            break
+        if r == p:
+            break
+        # A late echo of an earlier datagram (after a timeout) is not
+        # corruption; anything else is.
+        if len(r) != len(p) and len(r) == 1 + ((i - 1) * 7919) % 8000:
+            continue
+        bad += 1
+        break
+    i += 1
+print("sent", sent, "bad", bad, "lost", lost, "bytes", nbytes)
+"#;
+
+/// What [`UDP_ECHO_CLIENT`] reported.
+pub struct UdpReport {
+    /// Datagrams sent.
+    pub sent: u64,
+    /// Echoes that came back different.
+    pub bad: u64,
+    /// Echoes that never came back.
+    pub lost: u64,
+    /// Payload bytes sent.
+    pub bytes: u64,
+}
+
+/// [`UDP_ECHO_CLIENT`]'s last line, read.
+pub fn parse_udp_report(out: &str) -> UdpReport {
+    let w: Vec<&str> = out.split_whitespace().collect();
+    let num = |k: &str| -> u64 {
+        let i = w
+            .iter()
+            .position(|x| *x == k)
+            .unwrap_or_else(|| panic!("{out}"));
+        w[i + 1].parse().unwrap()
+    };
+    UdpReport {
+        sent: num("sent"),
+        bad: num("bad"),
+        lost: num("lost"),
+        bytes: num("bytes"),
+    }
+}
+
+/// Runs [`UDP_ECHO_CLIENT`] in `ns` against `host`:`port` for `n`
+/// datagrams, each given `timeout` seconds.
+pub fn udp_echo_client(ns: &Netns, host: &str, port: u16, n: u64, timeout: f64) -> UdpReport {
+    let out = ns.run_ok(&[
+        "python3",
+        "-c",
+        UDP_ECHO_CLIENT,
+        host,
+        &port.to_string(),
+        &n.to_string(),
+        &timeout.to_string(),
+    ]);
+    parse_udp_report(&out)
+}

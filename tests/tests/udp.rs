@@ -4,84 +4,10 @@
 use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
-use strata_tests::{spawn_app, wait_line, Netns, Stack, HOST_IP, STACK_IP};
-
-/// A kernel-side UDP client: sends datagrams of sizes 1..=8000 (a fixed
-/// pattern of sizes, random bytes) one at a time to HOST:PORT, waits for
-/// each to come back (up to TIMEOUT s, then counts it lost), and reports.
-/// With a count of 0 it runs until the file STOP exists, printing
-/// `exchanged N` every 100 datagrams.
-const CLIENT: &str = r#"
-import socket, os, sys
-host, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-stop = sys.argv[5] if len(sys.argv) > 5 else None
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(timeout)
-s.connect((host, port))
-sent = bad = lost = nbytes = 0
-i = 0
-while (n and i < n) or (stop and not os.path.exists(stop)):
-    if stop and sent % 100 == 0:
-        print("exchanged", sent, flush=True)
-    p = os.urandom(1 + (i * 7919) % 8000)
-    s.send(p)
-    sent += 1
-    nbytes += len(p)
-    while True:
-        try:
-            r = s.recv(70000)
-        except socket.timeout:
-            lost += 1
-            break
-        if r == p:
-            break
-        # A late echo of an earlier datagram (after a timeout) is not
-        # corruption; anything else is.
-        if len(r) != len(p) and len(r) == 1 + ((i - 1) * 7919) % 8000:
-            continue
-        bad += 1
-        break
-    i += 1
-print("sent", sent, "bad", bad, "lost", lost, "bytes", nbytes)
-"#;
-
-struct Report {
-    sent: u64,
-    bad: u64,
-    lost: u64,
-    bytes: u64,
-}
-
-fn parse(out: &str) -> Report {
-    let w: Vec<&str> = out.split_whitespace().collect();
-    let num = |k: &str| -> u64 {
-        let i = w
-            .iter()
-            .position(|x| *x == k)
-            .unwrap_or_else(|| panic!("{out}"));
-        w[i + 1].parse().unwrap()
-    };
-    Report {
-        sent: num("sent"),
-        bad: num("bad"),
-        lost: num("lost"),
-        bytes: num("bytes"),
-    }
-}
-
-/// Runs [`CLIENT`] for `n` datagrams, each given `timeout` seconds.
-fn kernel_client(ns: &Netns, port: u16, n: u64, timeout: f64) -> Report {
-    let out = ns.run_ok(&[
-        "python3",
-        "-c",
-        CLIENT,
-        STACK_IP,
-        &port.to_string(),
-        &n.to_string(),
-        &timeout.to_string(),
-    ]);
-    parse(&out)
-}
+use strata_tests::{
+    parse_udp_report, spawn_app, udp_echo_client, wait_line, Netns, Stack, HOST_IP, STACK_IP,
+    UDP_ECHO_CLIENT,
+};
 
 fn start_echo(st: &Stack, port: u16) -> strata_tests::Bg {
     let mut echo = spawn_app(st, "echo", &["--udp", &format!("0.0.0.0:{port}")]);
@@ -95,7 +21,7 @@ fn ten_thousand_kernel_datagrams_are_echoed_unchanged_with_one_copy_each_way() {
     let st = Stack::up(&ns);
     let _echo = start_echo(&st, 7);
     // 10 s per echo: a bound for a hang; an echo ends the wait at once.
-    let r = kernel_client(&ns, 7, 10_000, 10.0);
+    let r = udp_echo_client(&ns, STACK_IP, 7, 10_000, 10.0);
     assert_eq!(r.sent, 10_000);
     assert_eq!(r.bad, 0, "corrupted echoes");
     assert_eq!(r.lost, 0, "lost echoes");
@@ -300,7 +226,7 @@ fn killing_udpd_and_sockd_keeps_an_echo_exchange_going() {
     let mut client = ns.spawn(&[
         "python3",
         "-c",
-        CLIENT,
+        UDP_ECHO_CLIENT,
         STACK_IP,
         "7",
         "0",
@@ -332,7 +258,7 @@ fn killing_udpd_and_sockd_keeps_an_echo_exchange_going() {
         client.wait_output(Duration::from_secs(30)).is_some(),
         "client ended"
     );
-    let report = parse(&out.wait_eof(Duration::from_secs(10)));
+    let report = parse_udp_report(&out.wait_eof(Duration::from_secs(10)));
     let _ = std::fs::remove_file(&stop);
     assert_eq!(st.restarts("udpd"), 1);
     assert_eq!(st.restarts("sockd"), 1);
@@ -342,7 +268,7 @@ fn killing_udpd_and_sockd_keeps_an_echo_exchange_going() {
     assert!(report.lost <= 10, "lost {} of {}", report.lost, report.sent);
     assert!(report.sent >= 600, "only {} exchanged", report.sent);
     assert!(echo.alive(), "the application saw an error and exited");
-    let r = kernel_client(&ns, 7, 200, 10.0);
+    let r = udp_echo_client(&ns, STACK_IP, 7, 200, 10.0);
     assert_eq!((r.bad, r.lost), (0, 0));
     assert_eq!(st.counter("sockd", "reattached"), 1);
 }

@@ -6,64 +6,8 @@ use std::io::ErrorKind;
 use std::net::SocketAddr;
 use std::time::Duration;
 use strata_tests::{
-    spawn_app, tap_config6, wait_line, Netns, Stack, HOST_IP6, STACK_IP, STACK_IP6,
+    spawn_app, tap_config6, udp_echo_client, wait_line, Netns, Stack, HOST_IP6, STACK_IP, STACK_IP6,
 };
-
-/// A kernel-side UDP client: sends datagrams of sizes 1..=8000 (a fixed
-/// pattern of sizes, random bytes) one at a time to HOST:PORT over the
-/// family of HOST, waits up to TIMEOUT s for each to come back, and
-/// reports what it sent, what came back corrupted and what never did.
-const CLIENT: &str = r#"
-import socket, os, sys
-host, port, n, timeout = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), float(sys.argv[4])
-s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_DGRAM)
-s.settimeout(timeout)
-s.connect((host, port))
-sent = bad = lost = nbytes = 0
-for i in range(n):
-    p = os.urandom(1 + (i * 7919) % 8000)
-    s.send(p)
-    sent += 1
-    nbytes += len(p)
-    while True:
-        try:
-            r = s.recv(70000)
-        except socket.timeout:
-            lost += 1
-            break
-        if r == p:
-            break
-        # A late echo of the one before (after its timeout) is not
-        # corruption; anything else is.
-        if len(r) != len(p) and len(r) == 1 + ((i - 1) * 7919) % 8000:
-            continue
-        bad += 1
-        break
-print("sent", sent, "bad", bad, "lost", lost, "bytes", nbytes)
-"#;
-
-/// What [`CLIENT`] said: sent, bad, lost, bytes.
-fn kernel_client(ns: &Netns, host: &str, port: u16, n: u64) -> [u64; 4] {
-    // 10 s per echo: a bound for a hang; an echo ends the wait at once.
-    let out = ns.run_ok(&[
-        "python3",
-        "-c",
-        CLIENT,
-        host,
-        &port.to_string(),
-        &n.to_string(),
-        "10",
-    ]);
-    let w: Vec<&str> = out.split_whitespace().collect();
-    let num = |k: &str| -> u64 {
-        let i = w
-            .iter()
-            .position(|x| *x == k)
-            .unwrap_or_else(|| panic!("{out}"));
-        w[i + 1].parse().unwrap()
-    };
-    [num("sent"), num("bad"), num("lost"), num("bytes")]
-}
 
 /// The stack up on a dual-stack TAP with its global IPv6 address usable.
 fn dual_stack(ns: &Netns) -> Stack {
@@ -78,22 +22,23 @@ fn one_dual_stack_socket_echoes_ten_thousand_ipv6_datagrams_and_ipv4_ones_too() 
     let st = dual_stack(&ns);
     let mut echo = spawn_app(&st, "echo", &["--udp", "[::]:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(15));
-    let [sent, bad, lost, bytes] = kernel_client(&ns, STACK_IP6, 7, 10_000);
+    // 10 s per echo: a bound for a hang; an echo ends the wait at once.
+    let r = udp_echo_client(&ns, STACK_IP6, 7, 10_000, 10.0);
     assert_eq!(
-        (sent, bad, lost),
+        (r.sent, r.bad, r.lost),
         (10_000, 0, 0),
         "corrupted or lost echoes"
     );
     // One copy each way at the socket boundary.
-    assert_eq!(st.counter("sockd", "rx_copy_bytes"), bytes);
-    assert_eq!(st.counter("sockd", "tx_copy_bytes"), bytes);
+    assert_eq!(st.counter("sockd", "rx_copy_bytes"), r.bytes);
+    assert_eq!(st.counter("sockd", "tx_copy_bytes"), r.bytes);
     assert!(st.counter("udpd", "in_datagrams6") >= 10_000);
     // Datagrams past the 1500-byte MTU came and went in fragments.
     assert!(st.counter("ipd", "frag6_out_packets") > 0);
     assert!(st.counter("ipd", "frag_reassembled") > 0);
     // The same `[::]:7` socket takes IPv4, as Linux's dual-stack one does.
-    let [sent, bad, lost, _] = kernel_client(&ns, STACK_IP, 7, 1000);
-    assert_eq!((sent, bad, lost), (1000, 0, 0));
+    let r = udp_echo_client(&ns, STACK_IP, 7, 1000, 10.0);
+    assert_eq!((r.sent, r.bad, r.lost), (1000, 0, 0));
 }
 
 /// A kernel-side UDP echo server on `[HOST_IP6]:9000`.
