@@ -9,7 +9,7 @@
 //! blocking calls that arrive meanwhile wait for it (it never blocks, so
 //! that is short), and reports [`Busy`] when there are some.
 
-use std::os::fd::{AsRawFd, RawFd};
+use std::os::fd::RawFd;
 use std::sync::{Arc, Condvar, Mutex};
 
 use libsock::{TcpListener, TcpStream, UdpSocket};
@@ -38,12 +38,13 @@ impl Obj {
         };
     }
 
-    /// The object's readiness fd (libsock's; the caller dups it).
-    pub(crate) fn readiness_fd(&self) -> RawFd {
+    /// The object's readiness fd (libsock's, made on first use; the
+    /// caller dups it), or why it could not be made.
+    pub(crate) fn readiness_fd(&self) -> std::io::Result<RawFd> {
         match self {
-            Obj::Listener(l) => l.as_raw_fd(),
-            Obj::Stream(s) => s.as_raw_fd(),
-            Obj::Udp(u) => u.as_raw_fd(),
+            Obj::Listener(l) => l.readiness_fd(),
+            Obj::Stream(s) => s.readiness_fd(),
+            Obj::Udp(u) => u.readiness_fd(),
         }
     }
 }

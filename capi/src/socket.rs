@@ -318,7 +318,8 @@ pub(crate) fn open(domain: c_int, ty: c_int, protocol: c_int) -> Res<RawFd> {
         }
         .map_err(errno::io)?;
         u.set_nonblocking(nonblocking).map_err(errno::io)?;
-        (dup_fd(u.as_raw_fd(), cloexec)?, State::Udp(Arc::new(u)))
+        let ready = u.readiness_fd().map_err(errno::io)?;
+        (dup_fd(ready, cloexec)?, State::Udp(Arc::new(u)))
     } else {
         let fl = if cloexec { libc::EFD_CLOEXEC } else { 0 };
         // SAFETY: eventfd takes two ints and makes a new fd, ours.
@@ -413,7 +414,9 @@ impl Socket {
         if matches!(g.state, State::Closed) {
             return Err(libc::EBADF);
         }
-        let ready = obj.readiness_fd();
+        let ready = obj
+            .readiness_fd()
+            .map_err(|e| e.raw_os_error().unwrap_or(libc::ENOMEM))?;
         for &n in &g.numbers {
             // SAFETY: F_GETFD takes no argument.
             let fdfl = unsafe { libc::fcntl(n, libc::F_GETFD) };
@@ -555,7 +558,8 @@ impl Socket {
         let nonblocking = flags & libc::SOCK_NONBLOCK != 0;
         stream.set_nonblocking(nonblocking).map_err(errno::io)?;
         opts.apply_to_stream(&stream)?;
-        let fd = dup_fd(stream.as_raw_fd(), flags & libc::SOCK_CLOEXEC != 0)?;
+        let ready = stream.readiness_fd().map_err(errno::io)?;
+        let fd = dup_fd(ready, flags & libc::SOCK_CLOEXEC != 0)?;
         table::insert(Arc::new(Socket {
             fd,
             udp: false,

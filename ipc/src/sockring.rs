@@ -1,14 +1,22 @@
-//! The shared memory of one socket, between an application (libsock) and
-//! sockd: a header with notification flags and two byte rings, one per
-//! direction. The application creates it (a sealed memfd) and hands it to
-//! sockd with SCM_RIGHTS; it never sees the packet pool. sockd treats
-//! every index and length it reads here as hostile.
+//! The shared memory of sockets, between an application (libsock) and
+//! sockd. Each socket has a slot: a header with notification flags and
+//! two byte rings, one per direction. Slots are carved from segments,
+//! sealed memfds the application creates and hands to sockd with
+//! SCM_RIGHTS, a few per process however many sockets it holds; it never
+//! sees the packet pool. sockd treats every index and length it reads
+//! here as hostile.
+//!
+//! An application thread that waits sleeps on a futex in its socket's
+//! header, which sockd wakes when it makes the awaited condition true;
+//! only a socket whose readiness an event loop watches has a wake pair
+//! (an fd at each end).
 //!
 //! Datagram sockets carry records: a 24-byte record header (payload
 //! length, peer port, peer address of either family as 16 bytes, IPv4
-//! mapped) followed by the payload, padded to 8 bytes. A record never wraps; a producer that reaches the end of the
-//! ring writes a wrap marker and continues at the start. Stream sockets
-//! (TCP) carry plain bytes.
+//! mapped) followed by the payload, padded to 8 bytes. A record never
+//! wraps; a producer that reaches the end of the ring writes a wrap
+//! marker and continues at the start. Stream sockets (TCP) carry plain
+//! bytes.
 
 use crate::raw::{Mapping, Region, Shared};
 use nix::fcntl::{fcntl, FcntlArg, SealFlag};
@@ -17,11 +25,12 @@ use std::io;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::{fence, AtomicI32, AtomicU32, AtomicU64, Ordering::*};
+use std::sync::Arc;
 
 /// "SOCKRING".
 pub const MAGIC: u64 = 0x534f_434b_5249_4e47;
 /// Layout version.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 /// Bytes of the header; the tx area follows, then the rx area.
 pub const HDR_LEN: usize = 512;
 /// Record header length.
@@ -39,8 +48,8 @@ pub mod wait {
     pub const RX: u32 = 1;
     /// The application sleeps until the tx ring has room.
     pub const TX: u32 = 2;
-    /// The application's eventfd is registered with an event loop: kick
-    /// it on every change (the bit stays set).
+    /// The application registered a readiness fd (a wake pair) for an
+    /// event loop: kick it on every change (the bit stays set).
     pub const ALWAYS: u32 = 4;
 }
 
@@ -56,10 +65,12 @@ pub mod state {
     /// the socket came from accept). Set once; libsock's blocking connect
     /// waits for it (or for a pending error, or for [`RESET`]).
     pub const CONNECTED: u32 = 8;
-    /// A listener whose [`SockHdr::accept_ready`] sockd keeps (a sockd
-    /// that does not leaves the application to treat a kick as "a
-    /// connection may wait").
+    /// A listener whose [`SockHdr::accept_ready`] sockd keeps (set with
+    /// the first count).
     pub const ACCEPTS_COUNTED: u32 = 16;
+    /// sockd is done with the socket's slot; the application may reuse
+    /// it (after punching its pages out).
+    pub const RELEASED: u32 = 32;
 }
 
 /// The header at the start of the shared memory.
@@ -86,8 +97,8 @@ pub struct SockHdr {
     /// rx producer index (sockd writes).
     pub rx_tail: AtomicU64,
     _p4: [u64; 7],
-    /// What the application sleeps for ([`wait`] bits); sockd kicks the
-    /// application's eventfd when it makes one of them true.
+    /// What the application sleeps for ([`wait`] bits); sockd wakes the
+    /// application's sleepers when it makes one of them true.
     pub client_wait: AtomicU32,
     /// Non-zero when sockd drained the tx ring and wants a kick on the
     /// next write.
@@ -104,6 +115,12 @@ pub struct SockHdr {
     /// A listener: the connections waiting for `accept` (sockd writes
     /// it, with [`state::ACCEPTS_COUNTED`]).
     pub accept_ready: AtomicU32,
+    /// The futex word application threads sleep on: sockd bumps it (and
+    /// wakes them if [`SockHdr::sleepers`] says any sleep) when it makes
+    /// a condition they announced in `client_wait` true.
+    pub wake_seq: AtomicU32,
+    /// Application threads sleeping on `wake_seq`.
+    pub sleepers: AtomicU32,
 }
 
 const _: () = assert!(std::mem::size_of::<SockHdr>() <= HDR_LEN);
@@ -136,98 +153,284 @@ pub enum RingError {
     BadRecord,
 }
 
-/// One socket's shared memory, mapped.
-pub struct SockMem {
-    map: Mapping,
-    tx_cap: usize,
-    rx_cap: usize,
+/// Socket memory lives in **segments**: sealed memfds that a session's
+/// application creates and hands to sockd once, each carved into
+/// **slots**, one per socket (a header and its two rings). A process
+/// holding many sockets so costs a few fds and mappings on each side,
+/// not one per socket.
+///
+/// A slot starts on a [`SLOT_ALIGN`] boundary and spans
+/// [`slot_len`] bytes.
+pub const SLOT_ALIGN: usize = 4096;
+
+/// Largest segment sockd maps (address space only: the memfd's pages
+/// exist as they are touched).
+pub const MAX_SEGMENT: usize = 64 << 30;
+
+/// Bytes of a slot with rings of `tx` and `rx` bytes (powers of two,
+/// as [`SockMem::init`] rounds them).
+pub fn slot_len(tx: usize, rx: usize) -> usize {
+    (HDR_LEN + tx + rx).next_multiple_of(SLOT_ALIGN)
 }
 
-// SAFETY: the mapping is only an address range; all shared state in it
-// is atomics, or ring bytes guarded by the indices (each side writes only
-// the free part of the ring it produces and reads only the part the
-// other side published), whichever thread holds the value.
-unsafe impl Send for SockMem {}
-// SAFETY: as for Send: `&SockMem` gives out only atomics, copies, and
-// slices of published ring bytes, which no one in this process writes.
-unsafe impl Sync for SockMem {}
+/// A ring size as sockets use it: clamped to [`MIN_RING`]..=[`MAX_RING`]
+/// and rounded up to a power of two.
+pub fn ring_size(n: usize) -> usize {
+    n.clamp(MIN_RING as usize, MAX_RING as usize)
+        .next_power_of_two()
+}
 
 fn pad8(n: usize) -> usize {
     (n + 7) & !7
 }
 
-impl SockMem {
-    /// Application side: creates the memory for a socket with rings of
-    /// the given sizes (rounded up to powers of two), sealed against
-    /// resizing so that sockd can map it safely. Returns the mapping and
-    /// the fd to send to sockd.
-    pub fn create(tx_cap: u32, rx_cap: u32) -> io::Result<(SockMem, OwnedFd)> {
-        let tx = tx_cap.clamp(MIN_RING, MAX_RING).next_power_of_two() as usize;
-        let rx = rx_cap.clamp(MIN_RING, MAX_RING).next_power_of_two() as usize;
-        let len = HDR_LEN + tx + rx;
+/// A mapped segment of socket memory.
+pub struct Segment {
+    map: Mapping,
+    len: usize,
+}
+
+// SAFETY: as for SockMem: the mapping is an address range whose shared
+// state is atomics and ring bytes guarded by the indices.
+unsafe impl Send for Segment {}
+// SAFETY: as for Send.
+unsafe impl Sync for Segment {}
+
+impl Segment {
+    /// Application side: a new segment of `len` bytes (rounded up to
+    /// [`SLOT_ALIGN`]), sealed against resizing so that sockd can map it
+    /// safely. Returns the mapping and the fd to send to sockd (and to
+    /// punch out released slots with [`Segment::punch`]).
+    pub fn create(len: usize) -> io::Result<(Arc<Segment>, OwnedFd)> {
+        let len = len.max(SLOT_ALIGN).next_multiple_of(SLOT_ALIGN);
         let fd = memfd_create(
-            c"strata-sock",
+            c"strata-sockets",
             MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
         )?;
         nix::unistd::ftruncate(&fd, len as libc::off_t)?;
         let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
         fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
-        let m = SockMem {
+        let seg = Segment {
             map: Mapping::shared(&fd, len)?,
-            tx_cap: tx,
-            rx_cap: rx,
+            len,
         };
-        let h = m.hdr();
-        h.version.store(VERSION, Relaxed);
-        h.tx_cap.store(tx as u32, Relaxed);
-        h.rx_cap.store(rx as u32, Relaxed);
-        h.magic.store(MAGIC, Release);
-        Ok((m, fd))
+        Ok((Arc::new(seg), fd))
     }
 
-    /// sockd side: maps an application's memory after checking that it
-    /// cannot shrink under us (a shrink would turn our reads into SIGBUS),
-    /// that its size matches its header, and that it is at most
-    /// `max_len` bytes.
-    pub fn attach(fd: &OwnedFd, max_len: usize) -> io::Result<SockMem> {
+    /// sockd side: maps an application's segment after checking that it
+    /// cannot shrink under us (a shrink would turn our reads into
+    /// SIGBUS) and that its size is whole slots and at most `max_len`.
+    pub fn attach(fd: &OwnedFd, max_len: usize) -> io::Result<Arc<Segment>> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
         let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap_or(-1);
         if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
             return Err(bad("socket memory is not a memfd sealed against shrinking"));
         }
         let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
-        let len = st.st_size as usize;
-        if len < HDR_LEN + 2 * MIN_RING as usize || len > max_len {
+        let len = usize::try_from(st.st_size).unwrap_or(0);
+        if len < SLOT_ALIGN || !len.is_multiple_of(SLOT_ALIGN) || len > max_len {
             return Err(bad("socket memory has a bad size"));
         }
-        let mut m = SockMem {
+        Ok(Arc::new(Segment {
             map: Mapping::shared(fd, len)?,
-            tx_cap: 0,
-            rx_cap: 0,
+            len,
+        }))
+    }
+
+    /// Bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the segment has no bytes (never: one slot at least).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Application side: gives the pages of a released slot back to the
+    /// system (they read as zeros afterwards). `fd` is the segment's.
+    pub fn punch(fd: &OwnedFd, off: usize, len: usize) -> io::Result<()> {
+        let mode = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+        // SAFETY: no pointers; the fd is open for the call.
+        let r = unsafe { libc::fallocate(fd.as_raw_fd(), mode, off as i64, len as i64) };
+        if r != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+}
+
+/// One socket's shared memory: a slot of a [`Segment`].
+#[derive(Clone)]
+pub struct SockMem {
+    seg: Arc<Segment>,
+    off: usize,
+    tx_cap: usize,
+    rx_cap: usize,
+}
+
+impl SockMem {
+    /// Application side: lays out a fresh socket in the slot at `off` of
+    /// `seg`, with rings of the given sizes (as [`ring_size`] makes
+    /// them); the slot must be free (never used, or released by sockd
+    /// and punched out).
+    pub fn init(
+        seg: &Arc<Segment>,
+        off: usize,
+        tx_cap: usize,
+        rx_cap: usize,
+    ) -> io::Result<SockMem> {
+        let tx = ring_size(tx_cap);
+        let rx = ring_size(rx_cap);
+        if !off.is_multiple_of(SLOT_ALIGN)
+            || off
+                .checked_add(slot_len(tx, rx))
+                .is_none_or(|e| e > seg.len)
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket slot outside its segment",
+            ));
+        }
+        let m = SockMem {
+            seg: seg.clone(),
+            off,
+            tx_cap: tx,
+            rx_cap: rx,
         };
+        let r = seg.map.region();
+        r.fill(off, HDR_LEN, 0);
         let h = m.hdr();
+        h.version.store(VERSION, Relaxed);
+        h.tx_cap.store(tx as u32, Relaxed);
+        h.rx_cap.store(rx as u32, Relaxed);
+        h.magic.store(MAGIC, Release);
+        Ok(m)
+    }
+
+    /// Application side, for tests and single sockets: a segment holding
+    /// just one socket. Returns the memory and the segment's fd.
+    pub fn create(tx_cap: u32, rx_cap: u32) -> io::Result<(SockMem, OwnedFd)> {
+        let (tx, rx) = (ring_size(tx_cap as usize), ring_size(rx_cap as usize));
+        let (seg, fd) = Segment::create(slot_len(tx, rx))?;
+        Ok((SockMem::init(&seg, 0, tx, rx)?, fd))
+    }
+
+    /// sockd side: the socket in the slot at `off` of an application's
+    /// segment, after checking its header and that its rings lie inside
+    /// the segment. From here on the capacities are ours, whatever the
+    /// application writes into its header later.
+    pub fn attach(seg: &Arc<Segment>, off: usize) -> io::Result<SockMem> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+        if !off.is_multiple_of(SLOT_ALIGN) || off.checked_add(HDR_LEN).is_none_or(|e| e > seg.len) {
+            return Err(bad("socket slot outside its segment"));
+        }
+        let h: &SockHdr = seg.map.region().get(off);
         let tx = h.tx_cap.load(Acquire) as usize;
         let rx = h.rx_cap.load(Acquire) as usize;
         if h.magic.load(Acquire) != MAGIC
             || h.version.load(Acquire) != VERSION
             || !tx.is_power_of_two()
             || !rx.is_power_of_two()
-            || tx < MIN_RING as usize
-            || rx < MIN_RING as usize
-            || HDR_LEN + tx + rx != len
+            || !(MIN_RING as usize..=MAX_RING as usize).contains(&tx)
+            || !(MIN_RING as usize..=MAX_RING as usize).contains(&rx)
+            || off + slot_len(tx, rx) > seg.len
         {
             return Err(bad("socket memory has a bad header"));
         }
-        // From here on the capacities are ours, whatever the application
-        // writes into its header later.
-        m.tx_cap = tx;
-        m.rx_cap = rx;
-        Ok(m)
+        Ok(SockMem {
+            seg: seg.clone(),
+            off,
+            tx_cap: tx,
+            rx_cap: rx,
+        })
+    }
+
+    /// The segment the slot lies in.
+    pub fn segment(&self) -> &Arc<Segment> {
+        &self.seg
+    }
+
+    /// The slot's offset in its segment.
+    pub fn offset(&self) -> usize {
+        self.off
+    }
+
+    /// The slot's bytes.
+    pub fn slot_len(&self) -> usize {
+        slot_len(self.tx_cap, self.rx_cap)
+    }
+
+    /// sockd: it is done with this slot for good (the socket is gone);
+    /// the application may reuse it.
+    pub fn release(&self) {
+        self.hdr().state.fetch_or(state::RELEASED, Release);
+        self.wake_sleepers();
+    }
+
+    /// Application: whether sockd released the slot.
+    pub fn released(&self) -> bool {
+        self.hdr().state.load(Acquire) & state::RELEASED != 0
+    }
+
+    /// Wakes every thread of the application sleeping in
+    /// [`SockMem::sleep`] (a futex on the shared header: no fd).
+    pub fn wake_sleepers(&self) {
+        let h = self.hdr();
+        h.wake_seq.fetch_add(1, SeqCst);
+        if h.sleepers.load(SeqCst) != 0 {
+            // SAFETY: the futex word is a live, aligned u32 of a shared
+            // mapping; FUTEX_WAKE takes no other pointer.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    h.wake_seq.as_ptr(),
+                    libc::FUTEX_WAKE,
+                    i32::MAX,
+                    std::ptr::null::<libc::timespec>(),
+                )
+            };
+        }
+    }
+
+    /// Application: the wake sequence, read before the last look at the
+    /// condition a thread is about to sleep for.
+    pub fn wake_seq(&self) -> u32 {
+        self.hdr().wake_seq.load(SeqCst)
+    }
+
+    /// Application: sleeps until [`SockMem::wake_sleepers`] moves the
+    /// wake sequence past `seen` (at once if it already has), at most
+    /// `timeout`; true if a signal interrupted the sleep.
+    pub fn sleep(&self, seen: u32, timeout: Option<std::time::Duration>) -> bool {
+        let h = self.hdr();
+        h.sleepers.fetch_add(1, SeqCst);
+        let ts = timeout.map(|d| libc::timespec {
+            tv_sec: d.as_secs().min(i64::MAX as u64) as libc::time_t,
+            tv_nsec: d.subsec_nanos() as libc::c_long,
+        });
+        let tsp = ts
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: the futex word is a live, aligned u32 of a shared
+        // mapping, and `tsp` is null or points at a live local timespec.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                h.wake_seq.as_ptr(),
+                libc::FUTEX_WAIT,
+                seen,
+                tsp,
+            )
+        };
+        let interrupted = r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR);
+        h.sleepers.fetch_sub(1, SeqCst);
+        interrupted
     }
 
     /// The header.
     pub fn hdr(&self) -> &SockHdr {
-        self.map.region().get(0)
+        self.seg.map.region().get(self.off)
     }
 
     /// Bytes of the tx ring.
@@ -248,11 +451,14 @@ impl SockMem {
     /// A ring's bytes and their number (our own capacity, checked at
     /// attach, never the header's).
     fn area(&self, tx: bool) -> (Region<'_>, usize) {
-        let r = self.map.region();
+        let r = self.seg.map.region();
         if tx {
-            (r.sub(HDR_LEN, self.tx_cap), self.tx_cap)
+            (r.sub(self.off + HDR_LEN, self.tx_cap), self.tx_cap)
         } else {
-            (r.sub(HDR_LEN + self.tx_cap, self.rx_cap), self.rx_cap)
+            (
+                r.sub(self.off + HDR_LEN + self.tx_cap, self.rx_cap),
+                self.rx_cap,
+            )
         }
     }
 
@@ -406,7 +612,7 @@ impl SockMem {
     }
 
     /// Application: announce what we are about to sleep for; the caller
-    /// re-checks its condition afterwards, then sleeps on its eventfd.
+    /// reads [`SockMem::wake_seq`], re-checks its condition, then sleeps.
     pub fn announce_wait(&self, bits: u32) {
         self.hdr().client_wait.fetch_or(bits, SeqCst);
         fence(SeqCst);
@@ -513,16 +719,17 @@ impl SockMem {
         counted.then(|| h.accept_ready.load(Acquire))
     }
 
-    /// True (and the bits cleared) if the application waits for any of
-    /// `bits`: the caller then kicks its eventfd.
+    /// Wakes the application's sleepers if they wait for any of `bits`
+    /// (and clears those bits); true if its readiness fd wants a kick as
+    /// well ([`wait::ALWAYS`]), which the caller then gives.
     fn take_wait(&self, bits: u32) -> bool {
         fence(SeqCst);
         let h = self.hdr();
         let w = h.client_wait.load(SeqCst);
-        if w & wait::ALWAYS != 0 {
-            return true;
+        if w & bits != 0 && h.client_wait.fetch_and(!bits, SeqCst) & bits != 0 {
+            self.wake_sleepers();
         }
-        w & bits != 0 && h.client_wait.fetch_and(!bits, SeqCst) & bits != 0
+        w & wait::ALWAYS != 0
     }
 }
 
@@ -737,7 +944,7 @@ mod tests {
     #[test]
     fn datagrams_cross_in_order_and_wrap() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
         for round in 0..50u32 {
             let payload = vec![round as u8; 100 + (round as usize * 37) % 900];
             assert!(app.send_dgram(a([10, 0, 0, 1], 7), &payload));
@@ -757,7 +964,7 @@ mod tests {
     #[test]
     fn full_ring_refuses_and_counts() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
         let mut n = 0;
         while srv.deliver_dgram(a([1, 2, 3, 4], 5), &[0u8; 1000]).0 {
             n += 1;
@@ -773,11 +980,11 @@ mod tests {
     #[test]
     fn hostile_indices_and_lengths_are_refused() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
         app.hdr().tx_tail.store(1 << 40, Relaxed);
         assert_eq!(srv.peek_send(), Err(RingError::BadIndex));
         app.hdr().tx_tail.store(64, Relaxed);
-        app.map.region().store(HDR_LEN, 100_000u32);
+        app.seg.map.region().store(HDR_LEN, 100_000u32);
         assert_eq!(srv.peek_send(), Err(RingError::BadRecord));
         // A header that later claims other sizes does not change ours.
         app.hdr().tx_cap.store(1 << 30, Relaxed);
@@ -788,9 +995,80 @@ mod tests {
     fn unsealed_or_odd_memory_is_refused() {
         let fd = memfd_create(c"x", MemFdCreateFlag::MFD_CLOEXEC).unwrap();
         nix::unistd::ftruncate(&fd, 1 << 16).unwrap();
-        assert!(SockMem::attach(&fd, 1 << 20).is_err());
+        assert!(Segment::attach(&fd, 1 << 20).is_err());
         let (_app, fd) = SockMem::create(4096, 4096).unwrap();
-        assert!(SockMem::attach(&fd, 1024).is_err(), "over the size limit");
+        assert!(Segment::attach(&fd, 1024).is_err(), "over the size limit");
+    }
+
+    #[test]
+    fn slots_outside_their_segment_or_with_bad_headers_are_refused() {
+        let (seg, fd) = Segment::create(4 * SLOT_ALIGN).unwrap();
+        let srv = Segment::attach(&fd, 1 << 20).unwrap();
+        // Never laid out: no magic.
+        assert!(SockMem::attach(&srv, 0).is_err());
+        let app = SockMem::init(&seg, 0, 4096, 4096).unwrap();
+        assert_eq!(app.slot_len(), 3 * SLOT_ALIGN);
+        assert!(SockMem::attach(&srv, 0).is_ok());
+        assert!(SockMem::attach(&srv, 100).is_err(), "unaligned");
+        assert!(
+            SockMem::attach(&srv, 4 * SLOT_ALIGN).is_err(),
+            "past the end"
+        );
+        assert!(SockMem::init(&seg, 2 * SLOT_ALIGN, 4096, 4096).is_err());
+        // A header whose rings would run past the segment.
+        app.hdr().rx_cap.store(1 << 20, Relaxed);
+        assert!(SockMem::attach(&srv, 0).is_err());
+        app.hdr().rx_cap.store(3000, Relaxed);
+        assert!(SockMem::attach(&srv, 0).is_err(), "not a power of two");
+    }
+
+    #[test]
+    fn slots_of_one_segment_are_separate_and_a_released_one_comes_back_empty() {
+        let (seg, fd) = Segment::create(6 * SLOT_ALIGN).unwrap();
+        let srv_seg = Segment::attach(&fd, 1 << 20).unwrap();
+        let a1 = SockMem::init(&seg, 0, 4096, 4096).unwrap();
+        let a2 = SockMem::init(&seg, 3 * SLOT_ALIGN, 4096, 4096).unwrap();
+        let s1 = SockMem::attach(&srv_seg, 0).unwrap();
+        let s2 = SockMem::attach(&srv_seg, 3 * SLOT_ALIGN).unwrap();
+        assert!(s1.deliver_dgram(a([1, 1, 1, 1], 1), b"one").0);
+        assert!(s2.deliver_dgram(a([2, 2, 2, 2], 2), b"two").0);
+        let r = a1.peek_recv().unwrap();
+        assert_eq!(a1.record_bytes(false, &r), b"one");
+        let r = a2.peek_recv().unwrap();
+        assert_eq!(a2.record_bytes(false, &r), b"two");
+        assert!(!a1.released());
+        s1.release();
+        assert!(a1.released() && !a2.released());
+        Segment::punch(&fd, 0, a1.slot_len()).unwrap();
+        assert_eq!(s1.hdr().magic.load(Relaxed), 0, "punched out");
+        let again = SockMem::init(&seg, 0, 4096, 4096).unwrap();
+        assert!(again.peek_recv().is_none() && !again.released());
+        assert!(a2.peek_recv().is_some(), "the neighbour is untouched");
+    }
+
+    #[test]
+    fn a_sleeper_wakes_when_what_it_waits_for_happens() {
+        let (app, fd) = SockMem::create(4096, 4096).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        // Nothing announced: a timed sleep runs out.
+        let seen = app.wake_seq();
+        assert!(!app.sleep(seen, Some(std::time::Duration::from_millis(1))));
+        // A wake after the sequence was read makes the sleep return at
+        // once, even if it came before the sleep began.
+        app.announce_wait(wait::RX);
+        let seen = app.wake_seq();
+        assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"x"), (true, false));
+        assert_ne!(app.wake_seq(), seen);
+        assert!(!app.sleep(seen, None));
+        // A thread asleep is woken.
+        app.announce_wait(wait::RX);
+        let seen = app.wake_seq();
+        let t = std::thread::spawn(move || app.sleep(seen, None));
+        while srv.hdr().sleepers.load(SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        srv.deliver_dgram(a([1, 1, 1, 1], 1), b"y");
+        assert!(!t.join().unwrap());
     }
 
     #[test]
@@ -837,10 +1115,14 @@ mod tests {
     #[test]
     fn wait_flags_ask_for_exactly_one_kick() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
         app.announce_wait(wait::RX);
-        assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"x"), (true, true));
+        let seq = app.wake_seq();
+        assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"x"), (true, false));
+        assert_eq!(app.wake_seq(), seq.wrapping_add(1), "woken");
         assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"y"), (true, false));
+        assert_eq!(app.wake_seq(), seq.wrapping_add(1), "once");
+
         assert!(!srv.request_kick());
         assert!(app.send_dgram(a([0, 0, 0, 0], 0), b"z"));
         assert!(app.server_wants_kick());
@@ -848,6 +1130,10 @@ mod tests {
         assert!(!srv.set_error(111));
         assert_eq!(app.take_error(), Some(111));
         assert_eq!(app.take_error(), None);
+        // A readiness fd wants a kick on every change.
+        app.announce_wait(wait::ALWAYS);
+        assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"w"), (true, true));
+        assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"v"), (true, true));
     }
 }
 
@@ -858,7 +1144,7 @@ mod burst {
     #[test]
     fn a_burst_of_small_datagrams_reads_back_in_order() {
         let (app, fd) = SockMem::create(256 << 10, 256 << 10).unwrap();
-        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
         let from = SocketAddr::new(std::net::Ipv4Addr::new(10, 0, 0, 1).into(), 9);
         for i in 0..20 {
             assert!(srv.deliver_dgram(from, format!("to-A {i}").as_bytes()).0);
@@ -879,7 +1165,7 @@ mod stream {
     #[test]
     fn stream_bytes_cross_in_order_across_the_wrap() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 253) as u8).collect();
         let (mut sent, mut got) = (0, Vec::new());
         let mut buf = [0u8; 1500];
@@ -911,7 +1197,7 @@ mod stream {
     #[test]
     fn peek_does_not_consume_and_bad_indices_are_refused() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&fd, 1 << 20).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
         assert_eq!(srv.deliver_stream(b"hello").0, 5);
         let mut b = [0u8; 8];
         assert_eq!(app.read_stream(&mut b, true), 5);

@@ -4,18 +4,17 @@
 //! blocks (`block_on`).
 //!
 //! Blocking: a thread that has to wait announces what it waits for in
-//! the shared memory (`announce_wait`), looks once more, and sleeps on
-//! its end of the socket's wake pair, which sockd kicks when it makes the awaited
-//! condition true. Several threads may wait on one socket (one receives
-//! while another sends); only one of them polls the wake end at a time
-//! and wakes the others through a condition variable after every
-//! wake-up, so that no thread drains a kick meant for another.
+//! the shared memory (`announce_wait`), reads the wake sequence, looks
+//! once more, and sleeps on the sequence (a futex in the shared header),
+//! which sockd moves when it makes the awaited condition true. Several
+//! threads may wait on one socket (one receives while another sends):
+//! a wake-up wakes them all, and each looks again.
 
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering::*};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::*};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use strata_ipc::sockring::{self, state, wait, SockMem};
@@ -34,15 +33,6 @@ pub(crate) const DEFAULT_RING: usize = 256 << 10;
 /// ring fills (and its pages are touched) only as far as the reader keeps
 /// up.
 pub(crate) const DEFAULT_TCP_RX_RING: usize = 4 << 20;
-
-/// Who polls the wake end, and a counter of wake-ups.
-struct Waits {
-    polling: bool,
-    epoch: u64,
-    /// Threads in `woken.wait`: the poller notifies only when there are
-    /// any (a notify is a system call even with nobody to wake).
-    sleepers: u32,
-}
 
 /// The client side of one socket.
 pub(crate) struct Core {
@@ -63,7 +53,7 @@ pub(crate) struct Core {
     read_timeout: AtomicU64,
     /// Nanoseconds; 0: none.
     write_timeout: AtomicU64,
-    /// The wake end was handed out as a readiness fd (`wait::ALWAYS`).
+    /// A readiness fd was handed out (`wait::ALWAYS`).
     always: AtomicBool,
     /// Bytes a non-blocking send found no room for (0: none), so that a
     /// drained readiness fd is re-armed once that room exists.
@@ -72,8 +62,6 @@ pub(crate) struct Core {
     /// application take turns on each.
     pub(crate) rx_lock: Mutex<()>,
     pub(crate) tx_lock: Mutex<()>,
-    waits: Mutex<Waits>,
-    woken: Condvar,
     /// UDP: the connected peer (send() needs one).
     pub(crate) peer: Mutex<Option<SocketAddr>>,
     /// TCP_NODELAY as last set (sockd has no "get option" request).
@@ -99,22 +87,6 @@ pub(crate) fn timeout_nanos(t: Option<Duration>) -> io::Result<u64> {
 
 fn nanos_timeout(n: u64) -> Option<Duration> {
     (n != 0).then(|| Duration::from_nanos(n))
-}
-
-/// Creates a socket's shared memory and wake pair.
-pub(crate) fn prepare(tx: usize, rx: usize) -> io::Result<(SockMem, Arc<Attach>)> {
-    let clamp = |n: usize| n.clamp(sockring::MIN_RING as usize, sockring::MAX_RING as usize) as u32;
-    let (mem, memfd) = SockMem::create(clamp(tx), clamp(rx))?;
-    let (wait, kick) = sockring::wake_pair()?;
-    Ok((
-        mem,
-        Arc::new(Attach {
-            memfd,
-            wait,
-            kick,
-            lost: AtomicI32::new(0),
-        }),
-    ))
 }
 
 /// What calls on a socket could do now without waiting, as `poll(2)`
@@ -177,24 +149,6 @@ pub fn set_interrupt_policy(policy: fn() -> bool) {
     let _ = INTERRUPT_POLICY.set(policy);
 }
 
-/// Waits up to `timeout` for `fd` to become readable; true if a signal
-/// handler interrupted the wait.
-fn poll_readable(fd: RawFd, timeout: Option<Duration>) -> bool {
-    let ms = match timeout {
-        None => -1,
-        // Round up: a sub-millisecond remainder must not spin.
-        Some(d) => d.as_nanos().div_ceil(1_000_000).min(i32::MAX as u128) as i32,
-    };
-    let mut pfd = libc::pollfd {
-        fd,
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    // SAFETY: pfd is a live local, and the count says one.
-    let n = unsafe { libc::poll(&mut pfd, 1, ms) };
-    n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted
-}
-
 impl Core {
     /// Creates a socket of `kind` and `family` at sockd.
     pub(crate) fn open(
@@ -204,9 +158,8 @@ impl Core {
         tx: usize,
         rx: usize,
     ) -> io::Result<Arc<Core>> {
-        let (mem, attach) = prepare(tx, rx)?;
-        let id = session.create(kind, &attach)?;
-        Ok(Core::from_parts(session, id, family, mem, attach))
+        let (id, attach) = session.create(kind, tx, rx)?;
+        Ok(Core::from_parts(session, id, family, attach))
     }
 
     /// Wraps a socket of `family` sockd knows as `id` (created or
@@ -215,9 +168,9 @@ impl Core {
         session: Arc<Session>,
         id: u32,
         family: Family,
-        mem: SockMem,
         attach: Arc<Attach>,
     ) -> Arc<Core> {
+        let mem = attach.mem.clone();
         Arc::new(Core {
             session,
             id,
@@ -233,12 +186,6 @@ impl Core {
             tx_need: AtomicUsize::new(0),
             rx_lock: Mutex::new(()),
             tx_lock: Mutex::new(()),
-            waits: Mutex::new(Waits {
-                polling: false,
-                epoch: 0,
-                sleepers: 0,
-            }),
-            woken: Condvar::new(),
             peer: Mutex::new(None),
             nodelay: AtomicBool::new(false),
         })
@@ -429,7 +376,7 @@ impl Core {
     }
 
     /// Runs `attempt` until it gives a value, in between waiting for the
-    /// `bits` condition ([`wait::RX`] or [`wait::TX`]) on the wake end, up
+    /// `bits` condition ([`wait::RX`] or [`wait::TX`]), up
     /// to `timeout` (then `on_timeout`). In non-blocking mode a failed
     /// attempt is `WouldBlock`. `attempt` does its own checks (see
     /// [`Core::check`]).
@@ -441,7 +388,7 @@ impl Core {
         mut attempt: impl FnMut() -> io::Result<Option<T>>,
     ) -> io::Result<T> {
         let deadline = timeout.map(|t| Instant::now() + t);
-        let mut announced: Option<u64> = None;
+        let mut announced: Option<u32> = None;
         let mut drained = false;
         loop {
             if let Some(v) = attempt()? {
@@ -460,11 +407,12 @@ impl Core {
                 return Err(would_block());
             }
             self.session.check_alive()?;
-            let Some(epoch) = announced else {
-                // Announce, then look again before sleeping: whatever
-                // sockd does after the announcement kicks us.
-                announced = Some(lock(&self.waits).epoch);
+            let Some(seen) = announced else {
+                // Announce, read the sequence, then look again before
+                // sleeping: whatever sockd does after the announcement
+                // moves the sequence past what we read.
                 self.mem.announce_wait(bits);
+                announced = Some(self.mem.wake_seq());
                 continue;
             };
             let remaining = match deadline {
@@ -477,54 +425,22 @@ impl Core {
                     Some(d - now)
                 }
             };
-            if self.sleep(epoch, remaining) && INTERRUPT_POLICY.get().is_some_and(|p| p()) {
+            if self.mem.sleep(seen, remaining) && INTERRUPT_POLICY.get().is_some_and(|p| p()) {
                 return Err(io::ErrorKind::Interrupted.into());
             }
             announced = None;
         }
     }
 
-    /// Sleeps until the wake end is kicked (or another thread of ours saw
-    /// a kick since `epoch`), at most `remaining`; true if a signal
-    /// handler interrupted the sleep.
-    fn sleep(&self, epoch: u64, remaining: Option<Duration>) -> bool {
-        let mut w = lock(&self.waits);
-        if w.epoch != epoch {
-            return false;
-        }
-        if w.polling {
-            // Another thread polls; it wakes us after every kick.
-            w.sleepers += 1;
-            let mut w = match remaining {
-                Some(d) => self
-                    .woken
-                    .wait_timeout(w, d)
-                    .map_or_else(|e| e.into_inner().0, |(w, _)| w),
-                None => self.woken.wait(w).unwrap_or_else(|e| e.into_inner()),
-            };
-            w.sleepers -= 1;
-            return false;
-        }
-        w.polling = true;
-        drop(w);
-        let interrupted = poll_readable(self.attach.wait.as_raw_fd(), remaining);
-        self.drain();
-        let mut w = lock(&self.waits);
-        w.polling = false;
-        w.epoch = w.epoch.wrapping_add(1);
-        if w.sleepers > 0 {
-            self.woken.notify_all();
-        }
-        interrupted
-    }
-
-    /// Empties the wake end; as a readiness fd, kicks it again if the
-    /// socket is still ready for something (so that a level-triggered
-    /// event loop sees it).
+    /// Empties the readiness fd, and kicks it again if the socket is
+    /// still ready for something (so that a level-triggered event loop
+    /// sees it).
     fn drain(&self) {
-        sockring::drain(&self.attach.wait);
-        if self.always.load(Relaxed) && self.ready() {
-            sockring::kick(&self.attach.kick);
+        if let Some(p) = self.attach.ready.get() {
+            sockring::drain(&p.wait);
+            if self.ready() {
+                sockring::kick(&p.kick);
+            }
         }
     }
 
@@ -584,33 +500,33 @@ impl Core {
         }
     }
 
-    /// Whether the wake end has a kick waiting (a listener's "a
-    /// connection may wait"): one `poll` with no timeout.
-    pub(crate) fn kicked(&self) -> bool {
-        let mut pfd = libc::pollfd {
-            fd: self.attach.wait.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        // SAFETY: pfd is a live local, and the count says one.
-        unsafe { libc::poll(&mut pfd, 1, 0) > 0 && pfd.revents & libc::POLLIN != 0 }
-    }
-
-    /// The wake end, as a readiness fd: from the first call on, sockd
-    /// kicks it on every change (`wait::ALWAYS`, sticky).
-    pub(crate) fn readiness_fd(&self) -> RawFd {
+    /// The readiness fd: from the first call on, sockd kicks it on every
+    /// change (`wait::ALWAYS`, sticky). It is made on that call (a wake
+    /// pair, whose other end sockd holds), so a socket no event loop
+    /// watches costs no fd.
+    pub(crate) fn readiness_fd(&self) -> io::Result<RawFd> {
+        let fd = self.session.readiness(self.id, &self.attach)?;
         if !self.always.swap(true, AcqRel) {
             self.mem.announce_wait(wait::ALWAYS);
             // Make the event loop look once, whatever happened before.
-            sockring::kick(&self.attach.kick);
+            self.attach.wake();
         }
-        self.attach.wait.as_raw_fd()
+        Ok(fd)
+    }
+
+    /// [`Core::readiness_fd`] for `AsRawFd` and `AsFd`, which cannot
+    /// fail: where no fd could be made (the process ran out), an fd that
+    /// is always readable, so that an event loop keeps trying the socket
+    /// (a later call tries to make the real one again).
+    pub(crate) fn raw_readiness_fd(&self) -> RawFd {
+        self.readiness_fd()
+            .unwrap_or_else(|_| self.session.always_ready())
     }
 }
 
 impl Drop for Core {
     fn drop(&mut self) {
-        self.session.close(self.id);
+        self.session.close(self.id, &self.attach);
     }
 }
 
@@ -636,23 +552,5 @@ mod tests {
         let e = would_block();
         assert_eq!(e.kind(), io::ErrorKind::WouldBlock);
         assert_eq!(e.raw_os_error(), Some(libc::EAGAIN));
-    }
-
-    #[test]
-    fn prepared_memory_is_sealed_and_the_wake_pair_nonblocking() {
-        let (mem, a) = prepare(DEFAULT_RING, 1).unwrap();
-        assert_eq!(mem.tx_cap(), DEFAULT_RING);
-        assert_eq!(mem.rx_cap(), sockring::MIN_RING as usize, "clamped up");
-        // What sockd will check.
-        assert!(SockMem::attach(&a.memfd, 1 << 30).is_ok());
-        assert!(sockring::is_wake_end(&a.kick));
-        for end in [&a.wait, &a.kick] {
-            // SAFETY: F_GETFL takes no pointer; the fd is open for the call.
-            let fl = unsafe { libc::fcntl(end.as_raw_fd(), libc::F_GETFL) };
-            assert_ne!(fl & libc::O_NONBLOCK, 0);
-            // SAFETY: F_GETFD takes no pointer; the fd is open for the call.
-            let fd = unsafe { libc::fcntl(end.as_raw_fd(), libc::F_GETFD) };
-            assert_ne!(fd & libc::FD_CLOEXEC, 0);
-        }
     }
 }

@@ -5,7 +5,10 @@
 //! OS errors as on Linux), but the stack behind them is strata's, not the
 //! kernel's: socket calls are messages to strata's socket server, sockd,
 //! over a Unix socket, and data moves through memory shared with sockd,
-//! one pair of rings per socket.
+//! one pair of rings per socket, carved from a few shared segments per
+//! process: a socket costs no file descriptor and no mapping of its own
+//! (until an event loop asks for its readiness fd), so a process can
+//! hold a hundred thousand of them.
 //!
 //! ```no_run
 //! use libsock::UdpSocket;
@@ -125,6 +128,7 @@
 mod addr;
 mod core;
 mod session;
+mod slots;
 mod stack;
 mod tcp;
 #[cfg(feature = "tokio")]

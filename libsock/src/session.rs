@@ -25,7 +25,9 @@ use nix::sys::socket::{
 };
 use strata_proto::sock::{self as wire, Kind, Request, Response};
 
+use crate::slots::{SlotRef, Slots};
 use crate::{INSTANCE_ENV, RECONNECT_ENV};
+use strata_ipc::sockring::SockMem;
 
 /// Default time to keep trying to reach a restarted sockd.
 const DEFAULT_RECONNECT: Duration = Duration::from_secs(10);
@@ -46,24 +48,35 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 /// What the session keeps of each live socket, to re-attach it after a
-/// sockd restart: the two fds sockd was given at creation, and the end
-/// of the wake-up pair the application waits on.
+/// sockd restart: its memory and where it lies, and its readiness fd.
 pub(crate) struct Attach {
-    /// The socket's shared memory (sealed memfd).
-    pub(crate) memfd: OwnedFd,
-    /// The end of the socket's wake pair (`sockring::wake_pair`) the
-    /// application polls: readable when kicked.
-    pub(crate) wait: OwnedFd,
-    /// The other end, which sockd (and the application itself) kicks.
-    pub(crate) kick: OwnedFd,
+    /// The socket's shared memory.
+    pub(crate) mem: SockMem,
+    /// Where it lies.
+    slot: SlotRef,
+    /// The socket's readiness fd, once asked for.
+    pub(crate) ready: OnceLock<WakePair>,
     /// Non-zero (an errno from sockd) once a restarted sockd refused to
     /// take the socket back.
     pub(crate) lost: AtomicI32,
 }
 
+/// A socket's wake pair (`sockring::wake_pair`), made for an event loop.
+pub(crate) struct WakePair {
+    /// The end the application polls: readable when kicked.
+    pub(crate) wait: OwnedFd,
+    /// The other end, which sockd (and the application itself) kicks.
+    pub(crate) kick: OwnedFd,
+}
+
 impl Attach {
-    fn fds(&self) -> [RawFd; 2] {
-        [self.memfd.as_raw_fd(), self.kick.as_raw_fd()]
+    /// Wakes whatever waits on the socket in this process: sleeping
+    /// threads, and an event loop.
+    pub(crate) fn wake(&self) {
+        self.mem.wake_sleepers();
+        if let Some(p) = self.ready.get() {
+            strata_ipc::sockring::kick(&p.kick);
+        }
     }
 }
 
@@ -79,6 +92,8 @@ struct State {
     generation: u64,
     /// Live sockets by id.
     sockets: HashMap<u32, Arc<Attach>>,
+    /// Their memory.
+    slots: Slots,
     /// Why the session is down, once recovery gave up (kind, message).
     dead: Option<(io::ErrorKind, String)>,
     /// The watcher thread runs.
@@ -97,6 +112,11 @@ pub(crate) struct Session {
     server_kick: RwLock<Option<Arc<OwnedFd>>>,
     /// Mirror of `state.dead.is_some()` for the data path.
     dead: AtomicBool,
+    /// An fd that is always readable (an eventfd never drained), handed
+    /// out as a socket's readiness fd where none could be made: an event
+    /// loop then looks at the socket on every turn, and every operation
+    /// tries first, so nothing is missed.
+    always_ready: OwnedFd,
 }
 
 /// How an exchange failed.
@@ -381,6 +401,13 @@ impl Session {
         }
         let path = socket_path(instance);
         let (link, kick) = connect_link(&path, instance)?;
+        // SAFETY: no pointers; the call only makes a descriptor.
+        let fd = unsafe { libc::eventfd(1, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is new and ours alone.
+        let always_ready = unsafe { OwnedFd::from_raw_fd(fd) };
         let s = Arc::new(Session {
             instance: instance.to_string(),
             path,
@@ -388,12 +415,14 @@ impl Session {
                 link: Some(link),
                 generation: 0,
                 sockets: HashMap::new(),
+                slots: Slots::default(),
                 dead: None,
                 watching: false,
             }),
             linked: Condvar::new(),
             server_kick: RwLock::new(Some(kick)),
             dead: AtomicBool::new(false),
+            always_ready,
         });
         s.start_watcher();
         map.insert(instance.to_string(), s.clone());
@@ -504,29 +533,57 @@ impl Session {
     /// looks again (at a session that recovered, or died).
     fn kick_all(st: &State) {
         for a in st.sockets.values() {
-            strata_ipc::sockring::kick(&a.kick);
+            a.wake();
         }
     }
 
-    /// Re-attaches every live socket on a fresh link. Sockets sockd
-    /// refuses are marked lost and forgotten. Err: the link broke.
+    /// Re-attaches every live socket on a fresh link: the segments of
+    /// socket memory first, then each socket, and its readiness fd.
+    /// Sockets sockd refuses are marked lost and forgotten. Err: the link
+    /// broke.
     fn reattach_all(st: &mut State, link: &Link) -> io::Result<()> {
+        for sr in st.slots.segments() {
+            // A segment refused shows as its sockets' refusal below.
+            let req = Request::Segment { seg: sr.id };
+            if let Err(Fail::Lost(e)) = exchange(&link.sock, &req, &[sr.fd.as_raw_fd()]) {
+                return Err(e);
+            }
+        }
         let mut lost = Vec::new();
         for (&id, a) in &st.sockets {
-            let errno = match exchange(&link.sock, &Request::Reattach { id }, &a.fds()) {
-                Ok((Response::Ok, _)) => continue,
+            let req = Request::Reattach {
+                id,
+                mem: a.slot.wire(),
+            };
+            let errno = match exchange(&link.sock, &req, &[]) {
+                Ok((Response::Ok, _)) => match a.ready.get() {
+                    None => continue,
+                    Some(p) => {
+                        let req = Request::Readiness { id };
+                        match exchange(&link.sock, &req, &[p.kick.as_raw_fd()]) {
+                            Ok((Response::Ok, _)) => continue,
+                            Ok((Response::Error { errno }, _)) => errno,
+                            Ok(_) => libc::EPROTO,
+                            Err(Fail::Lost(e)) => return Err(e),
+                            Err(Fail::Other(e)) => e.raw_os_error().unwrap_or(libc::EIO),
+                        }
+                    }
+                },
                 Ok((Response::Error { errno }, _)) => errno,
                 Ok(_) => libc::EPROTO,
                 Err(Fail::Lost(e)) => return Err(e),
                 Err(Fail::Other(e)) => e.raw_os_error().unwrap_or(libc::EIO),
             };
             a.lost.store(errno.max(1), Ordering::Release);
-            strata_ipc::sockring::kick(&a.kick);
+            a.wake();
             lost.push(id);
         }
         for id in lost {
+            // Its memory is free once the application lets go of it
+            // (`close`).
             st.sockets.remove(&id);
         }
+        st.slots.sockd_restarted();
         Ok(())
     }
 
@@ -618,34 +675,72 @@ impl Session {
         self.transact_locked(&mut st, req, &[]).map(|(r, _)| r)
     }
 
-    /// Creates a socket of `kind` with the given memory and wake pair, and
-    /// registers it for re-attachment (in the same critical section, so
-    /// that no recovery can miss it).
-    pub(crate) fn create(&self, kind: Kind, a: &Arc<Attach>) -> io::Result<u32> {
+    /// Lays out memory for a socket with rings of `tx` and `rx` bytes
+    /// (registering a new segment with sockd if it takes one) and makes
+    /// `req` (a Socket or Accept request naming that memory) with it. A
+    /// socket sockd made is registered for re-attachment in the same
+    /// critical section, so that no recovery can miss it; memory sockd
+    /// did not take is free again.
+    fn with_memory(
+        &self,
+        tx: usize,
+        rx: usize,
+        req: impl Fn(wire::Slot) -> Request,
+    ) -> io::Result<(Response, Arc<Attach>)> {
         let mut st = lock(&self.state);
-        match self.transact_locked(&mut st, &Request::Socket { kind }, &a.fds())? {
-            (Response::Created { id }, _) => {
-                st.sockets.insert(id, a.clone());
-                Ok(id)
+        let (slot, mem, new) = st.slots.take(tx, rx)?;
+        if let Some(sr) = new {
+            let reg = Request::Segment { seg: sr.id };
+            expect_ok(self.transact_locked(&mut st, &reg, &[sr.fd.as_raw_fd()])?.0)?;
+            st.slots.adopt(sr, &slot);
+        }
+        let a = Arc::new(Attach {
+            mem,
+            slot,
+            ready: OnceLock::new(),
+            lost: AtomicI32::new(0),
+        });
+        let r = match self.transact_locked(&mut st, &req(a.slot.wire()), &[]) {
+            Ok((r, _)) => r,
+            Err(e) => {
+                st.slots.unused(a.slot.clone());
+                return Err(e);
             }
+        };
+        match r {
+            Response::Created { id } | Response::Accepted { id, .. } => {
+                st.sockets.insert(id, a.clone());
+            }
+            _ => st.slots.unused(a.slot.clone()),
+        }
+        Ok((r, a))
+    }
+
+    /// Creates a socket of `kind` with rings of `tx` and `rx` bytes.
+    pub(crate) fn create(
+        &self,
+        kind: Kind,
+        tx: usize,
+        rx: usize,
+    ) -> io::Result<(u32, Arc<Attach>)> {
+        match self.with_memory(tx, rx, |mem| Request::Socket { kind, mem })? {
+            (Response::Created { id }, a) => Ok((id, a)),
             (Response::Error { errno }, _) => Err(io::Error::from_raw_os_error(errno)),
             (other, _) => Err(unexpected(&other)),
         }
     }
 
-    /// One non-blocking accept on listener `id`, handing over `a` for the
-    /// new socket. `None` when no connection waits.
+    /// One non-blocking accept on listener `id`, the new socket with
+    /// rings of `tx` and `rx` bytes. `None` when no connection waits.
+    #[allow(clippy::type_complexity)]
     pub(crate) fn accept(
         &self,
         id: u32,
-        a: &Arc<Attach>,
-    ) -> io::Result<Option<(u32, wire::Addr, wire::Addr)>> {
-        let mut st = lock(&self.state);
-        match self.transact_locked(&mut st, &Request::Accept { id }, &a.fds())? {
-            (Response::Accepted { id, peer, local }, _) => {
-                st.sockets.insert(id, a.clone());
-                Ok(Some((id, peer, local)))
-            }
+        tx: usize,
+        rx: usize,
+    ) -> io::Result<Option<(u32, wire::Addr, wire::Addr, Arc<Attach>)>> {
+        match self.with_memory(tx, rx, |mem| Request::Accept { id, mem })? {
+            (Response::Accepted { id, peer, local }, a) => Ok(Some((id, peer, local, a))),
             (Response::Error { errno }, _)
                 if errno == libc::EAGAIN || errno == libc::EWOULDBLOCK =>
             {
@@ -656,18 +751,44 @@ impl Session {
         }
     }
 
-    /// Closes socket `id` (on drop): tells sockd and forgets it. A link
-    /// sockd's restart broke since the last request (a forked process,
-    /// which has no watcher thread, notices only now) is recovered first,
-    /// taking the socket back with the others, so that the Close comes
-    /// from a session that holds it; with the stack gone for good, it is
-    /// only forgotten.
-    pub(crate) fn close(&self, id: u32) {
+    /// Gives socket `id` a readiness fd: a wake pair whose one end sockd
+    /// kicks on every change. Once made, it is sent again whenever the
+    /// socket is re-attached.
+    pub(crate) fn readiness(&self, id: u32, a: &Attach) -> io::Result<RawFd> {
+        let mut st = lock(&self.state);
+        if let Some(p) = a.ready.get() {
+            return Ok(p.wait.as_raw_fd());
+        }
+        let (wait, kick) = strata_ipc::sockring::wake_pair()?;
+        let req = Request::Readiness { id };
+        expect_ok(self.transact_locked(&mut st, &req, &[kick.as_raw_fd()])?.0)?;
+        let p = a.ready.get_or_init(|| WakePair { wait, kick });
+        Ok(p.wait.as_raw_fd())
+    }
+
+    /// The fd that is always readable.
+    pub(crate) fn always_ready(&self) -> RawFd {
+        self.always_ready.as_raw_fd()
+    }
+
+    /// Closes socket `id` (on drop): tells sockd and forgets it; its
+    /// memory is reused once sockd is done with it. A link sockd's
+    /// restart broke since the last request (a forked process, which has
+    /// no watcher thread, notices only now) is recovered first, taking
+    /// the socket back with the others, so that the Close comes from a
+    /// session that holds it; with the stack gone for good, it is only
+    /// forgotten.
+    pub(crate) fn close(&self, id: u32, a: &Attach) {
         let mut st = lock(&self.state);
         if st.sockets.contains_key(&id) && st.dead.is_none() {
             let _ = self.transact_locked(&mut st, &Request::Close { id }, &[]);
         }
-        st.sockets.remove(&id);
+        if st.sockets.remove(&id).is_some() {
+            st.slots.retire(a.slot.clone(), a.mem.clone());
+        } else if a.lost.load(Ordering::Acquire) != 0 {
+            // A restarted sockd refused it: nobody else holds it.
+            st.slots.unused(a.slot.clone());
+        }
     }
 }
 

@@ -10,15 +10,15 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, ToSocketAddrs};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use strata_ipc::sockring::{state, wait, SockMem};
+use strata_ipc::sockring::{state, wait};
 use strata_proto::sock::{How, Kind, Request, SockOpt};
 
 use crate::addr::{self, Family, Use};
-use crate::core::{prepare, would_block, Core, Readiness};
-use crate::session::{lock, Attach};
+use crate::core::{would_block, Core, Readiness};
+use crate::session::lock;
 use crate::stack::Builder;
 
 /// Reads (or peeks) stream bytes from the socket's receive ring, waiting
@@ -182,18 +182,11 @@ pub struct TcpListener {
     core: Arc<Core>,
     /// Ring sizes for accepted streams.
     rings: (usize, usize),
-    /// Memory and wake pair made for an accept that found no connection,
-    /// kept for the next one.
-    spare: Mutex<Option<(SockMem, Arc<Attach>)>>,
 }
 
 impl TcpListener {
     pub(crate) fn from_core(core: Arc<Core>, rings: (usize, usize)) -> TcpListener {
-        TcpListener {
-            core,
-            rings,
-            spare: Mutex::new(None),
-        }
+        TcpListener { core, rings }
     }
 
     /// Creates a listener bound to `addr` (the first address that works,
@@ -292,26 +285,13 @@ impl TcpListener {
     /// ```
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let c = &*self.core;
-        let taken = lock(&self.spare).take();
-        let (mem, attach) = match taken {
-            Some(s) => s,
-            None => prepare(self.rings.0, self.rings.1)?,
-        };
-        let r = c.block_on(wait::RX, None, would_block, || {
+        let (id, peer, _local, attach) = c.block_on(wait::RX, None, would_block, || {
             c.check()?;
-            c.session.accept(c.id, &attach)
-        });
-        match r {
-            Ok((id, peer, _local)) => {
-                let core = Core::from_parts(c.session.clone(), id, c.family, mem, attach);
-                core.inherit_only_v6(c);
-                Ok((TcpStream { core }, addr::from_wire(c.family, peer)))
-            }
-            Err(e) => {
-                *lock(&self.spare) = Some((mem, attach));
-                Err(e)
-            }
-        }
+            c.session.accept(c.id, self.rings.0, self.rings.1)
+        })?;
+        let core = Core::from_parts(c.session.clone(), id, c.family, attach);
+        core.inherit_only_v6(c);
+        Ok((TcpStream { core }, addr::from_wire(c.family, peer)))
     }
 
     /// An iterator over incoming connections: [`accept`] in a loop
@@ -345,6 +325,20 @@ impl TcpListener {
         Ok(())
     }
 
+    /// The readiness fd an event loop watches ([`AsRawFd`] gives the same
+    /// fd, or where this fails one that is always readable): made on the first call, a wake pair
+    /// whose other end the stack kicks on every change. A socket no
+    /// event loop watches has none, and costs no fd.
+    ///
+    /// ```no_run
+    /// let s = libsock::TcpListener::bind("0.0.0.0:8080")?;
+    /// let fd = s.readiness_fd()?; // register with epoll for EPOLLIN
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn readiness_fd(&self) -> io::Result<RawFd> {
+        self.core.readiness_fd()
+    }
+
     /// Whether an `accept` would not wait, without waiting (as
     /// `poll(2)` reports a listener): `readable` when a connection waits
     /// ([`pending_accepts`](TcpListener::pending_accepts)) or an error
@@ -361,10 +355,7 @@ impl TcpListener {
     pub fn readiness(&self) -> Readiness {
         let mut r = self.core.readiness(false);
         r.writable = false;
-        let waiting = match self.pending_accepts() {
-            Some(n) => n > 0,
-            None => self.core.kicked(),
-        };
+        let waiting = self.pending_accepts().is_some_and(|n| n > 0);
         r.readable = r.error || r.hangup || waiting;
         r
     }
@@ -410,7 +401,7 @@ impl TcpListener {
 /// ```
 impl AsRawFd for TcpListener {
     fn as_raw_fd(&self) -> RawFd {
-        self.core.readiness_fd()
+        self.core.raw_readiness_fd()
     }
 }
 
@@ -426,7 +417,7 @@ impl AsRawFd for TcpListener {
 impl AsFd for TcpListener {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the wake end lives as long as the core `self` holds.
-        unsafe { BorrowedFd::borrow_raw(self.core.readiness_fd()) }
+        unsafe { BorrowedFd::borrow_raw(self.core.raw_readiness_fd()) }
     }
 }
 
@@ -831,6 +822,20 @@ impl TcpStream {
         Ok(())
     }
 
+    /// The readiness fd an event loop watches ([`AsRawFd`] gives the same
+    /// fd, or where this fails one that is always readable): made on the first call, a wake pair
+    /// whose other end the stack kicks on every change. A socket no
+    /// event loop watches has none, and costs no fd.
+    ///
+    /// ```no_run
+    /// let s = libsock::TcpStream::connect("10.77.0.1:80")?;
+    /// let fd = s.readiness_fd()?; // register with epoll for EPOLLIN
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn readiness_fd(&self) -> io::Result<RawFd> {
+        self.core.readiness_fd()
+    }
+
     /// What calls could do now without waiting, computed from the
     /// socket's shared memory (no system call), as `poll(2)` reports a
     /// TCP socket: `readable` with data, at the end of the stream or with
@@ -958,7 +963,7 @@ impl Write for &TcpStream {
 /// ```
 impl AsRawFd for TcpStream {
     fn as_raw_fd(&self) -> RawFd {
-        self.core.readiness_fd()
+        self.core.raw_readiness_fd()
     }
 }
 
@@ -974,7 +979,7 @@ impl AsRawFd for TcpStream {
 impl AsFd for TcpStream {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the wake end lives as long as the core `self` holds.
-        unsafe { BorrowedFd::borrow_raw(self.core.readiness_fd()) }
+        unsafe { BorrowedFd::borrow_raw(self.core.raw_readiness_fd()) }
     }
 }
 

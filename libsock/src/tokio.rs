@@ -83,8 +83,11 @@ fn poll_until_ready<F: AsRawFd, T>(
     }
 }
 
-/// Registers a libsock socket's readiness fd with tokio's reactor.
-fn register<T: AsRawFd>(socket: T) -> io::Result<AsyncFd<T>> {
+/// Registers a libsock socket's readiness fd with tokio's reactor;
+/// `made` is the socket's `readiness_fd()`, which makes the fd (or says
+/// why it could not).
+fn register<T: AsRawFd>(made: io::Result<std::os::fd::RawFd>, socket: T) -> io::Result<AsyncFd<T>> {
+    made?;
     // SAFETY: a libsock socket's `as_raw_fd` is the wake end of its wake
     // pair, which the socket owns and keeps open, always the same fd
     // (a restart of sockd re-attaches the same one), until it is dropped,
@@ -127,7 +130,7 @@ impl TcpListener {
     pub fn from_std(listener: crate::TcpListener) -> io::Result<TcpListener> {
         listener.set_nonblocking(true)?;
         Ok(TcpListener {
-            fd: register(listener)?,
+            fd: register(listener.readiness_fd(), listener)?,
         })
     }
 
@@ -197,7 +200,7 @@ impl TcpStream {
         stream.set_nonblocking(true)?;
         let writers = writers_fd(&stream)?;
         Ok(TcpStream {
-            fd: register(stream)?,
+            fd: register(stream.readiness_fd(), stream)?,
             writers,
         })
     }
@@ -284,7 +287,7 @@ impl UdpSocket {
         socket.set_nonblocking(true)?;
         let writers = writers_fd(&socket)?;
         Ok(UdpSocket {
-            fd: register(socket)?,
+            fd: register(socket.readiness_fd(), socket)?,
             writers,
         })
     }

@@ -486,6 +486,20 @@ impl UdpSocket {
         self.core.mem.hdr().rx_drops.load(Ordering::Relaxed)
     }
 
+    /// The readiness fd an event loop watches ([`AsRawFd`] gives the same
+    /// fd, or where this fails one that is always readable): made on the first call, a wake pair
+    /// whose other end the stack kicks on every change. A socket no
+    /// event loop watches has none, and costs no fd.
+    ///
+    /// ```no_run
+    /// let s = libsock::UdpSocket::bind("0.0.0.0:9000")?;
+    /// let fd = s.readiness_fd()?; // register with epoll for EPOLLIN
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
+    pub fn readiness_fd(&self) -> io::Result<RawFd> {
+        self.core.readiness_fd()
+    }
+
     /// What calls could do now without waiting (no system call), as
     /// `poll(2)` reports a UDP socket: `readable` with a datagram queued
     /// or an error pending, `writable` with room for a datagram in the
@@ -587,7 +601,7 @@ impl UdpSocket {
 /// ```
 impl AsRawFd for UdpSocket {
     fn as_raw_fd(&self) -> RawFd {
-        self.core.readiness_fd()
+        self.core.raw_readiness_fd()
     }
 }
 
@@ -604,7 +618,7 @@ impl AsFd for UdpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         // SAFETY: the wake end lives as long as the socket's core, which
         // `self` keeps alive for the borrow.
-        unsafe { BorrowedFd::borrow_raw(self.core.readiness_fd()) }
+        unsafe { BorrowedFd::borrow_raw(self.core.raw_readiness_fd()) }
     }
 }
 

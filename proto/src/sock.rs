@@ -5,12 +5,17 @@
 //! SCM_RIGHTS where a message says so.
 //!
 //! Every request is answered at once; operations that wait (a blocking
-//! receive, an accept, a TCP connect) wait on the socket's shared memory
-//! and wake pair, not on this channel, so one busy socket never holds up
-//! the others of the same process.
+//! receive, an accept, a TCP connect) wait on the socket's shared memory,
+//! not on this channel, so one busy socket never holds up the others of
+//! the same process.
 //!
-//! Wake-ups go both ways over Unix datagram socket pairs the application
-//! creates (`strata_ipc::sockring::wake_pair`), kicked with
+//! A socket's memory is a slot ([`Slot`]) of a segment the session
+//! registered before ([`Request::Segment`]): a socket costs no fd and no
+//! mapping of its own on either side. Threads sleep on a futex in the
+//! slot. Wake-ups that need an fd (toward sockd, once per session; toward
+//! an application's event loop, per socket that asks with
+//! [`Request::Readiness`]) go over Unix datagram socket pairs the
+//! application creates (`strata_ipc::sockring::wake_pair`), kicked with
 //! `MSG_DONTWAIT`: sockd never writes an fd whose blocking a client
 //! controls, and no client holds an fd the layers share.
 
@@ -22,11 +27,21 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// Version of this protocol, exchanged in [`Request::Hello`].
-pub const VERSION: u32 = 4;
+pub const VERSION: u32 = 5;
 /// Largest encoded message.
 pub const MAX_MSG: usize = 1024;
 /// Name of the socket file in the instance's runtime directory.
 pub const SOCKET_FILE: &str = "sockd.sock";
+
+/// Where a socket's memory lies: a slot of a registered segment.
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[rkyv(derive(Debug))]
+pub struct Slot {
+    /// The segment ([`Request::Segment`]).
+    pub seg: u64,
+    /// Byte offset of the slot in it (a multiple of 4096).
+    pub off: u64,
+}
 
 /// A socket address of either family: the address as one 128-bit value
 /// (an IPv6 address's bits; an IPv4 address mapped into `::ffff:0:0/96`,
@@ -160,13 +175,29 @@ pub enum Request {
         /// [`VERSION`].
         version: u32,
     },
-    /// A new socket. Attach two fds: the socket's shared memory (a sealed
-    /// memfd, see `strata_ipc::sockring`) and the end of the socket's
-    /// wake pair sockd kicks to wake the application (which waits on the
-    /// other). Response: [`Response::Created`].
+    /// Registers a segment of socket memory for this session's sockets.
+    /// Attach one fd: a sealed memfd (see `strata_ipc::sockring`).
+    /// Registering the same memory under the same id again (after a
+    /// fork, or a sockd restart) is `Ok`. Response: `Ok`.
+    Segment {
+        /// The application's name for it (random: processes that share
+        /// a session after a fork pick their own).
+        seg: u64,
+    },
+    /// A new socket in `mem`, laid out by the application. Response:
+    /// [`Response::Created`].
     Socket {
         /// Socket type.
         kind: Kind,
+        /// Its memory.
+        mem: Slot,
+    },
+    /// From now on kick an fd on every change of this socket, for an
+    /// event loop. Attach one fd: the end of a wake pair sockd kicks (the
+    /// application polls the other). Response: `Ok`.
+    Readiness {
+        /// Socket.
+        id: u32,
     },
     /// bind(2).
     Bind {
@@ -190,12 +221,13 @@ pub enum Request {
         /// Accept queue length.
         backlog: u32,
     },
-    /// accept(2), non-blocking. Attach the new socket's two fds (as for
-    /// [`Request::Socket`]). Response: [`Response::Accepted`] or
-    /// `Error { errno: EAGAIN }`.
+    /// accept(2), non-blocking, the new socket laid out in `mem`.
+    /// Response: [`Response::Accepted`] or `Error { errno: EAGAIN }`.
     Accept {
         /// Listening socket.
         id: u32,
+        /// The new socket's memory.
+        mem: Slot,
     },
     /// shutdown(2).
     Shutdown {
@@ -222,11 +254,14 @@ pub enum Request {
         id: u32,
     },
     /// After sockd restarted: take this existing socket back, with its
-    /// memory and wake end attached again. Response: `Ok` or an error if
-    /// the socket is gone.
+    /// memory (its segment registered again first). A readiness fd is
+    /// sent again with [`Request::Readiness`]. Response: `Ok` or an error
+    /// if the socket is gone.
     Reattach {
         /// Socket.
         id: u32,
+        /// Its memory, as before.
+        mem: Slot,
     },
 }
 
@@ -344,7 +379,23 @@ mod tests {
     fn requests_and_responses_round_trip() {
         let reqs = [
             Request::Hello { version: VERSION },
-            Request::Socket { kind: Kind::Udp },
+            Request::Socket {
+                kind: Kind::Udp,
+                mem: Slot {
+                    seg: u64::MAX,
+                    off: 1 << 40,
+                },
+            },
+            Request::Segment { seg: 7 },
+            Request::Readiness { id: 3 },
+            Request::Accept {
+                id: 9,
+                mem: Slot { seg: 1, off: 4096 },
+            },
+            Request::Reattach {
+                id: 9,
+                mem: Slot::default(),
+            },
             Request::Bind {
                 id: 3,
                 addr: Addr::v4(0x0a4d0002, 53),

@@ -49,7 +49,7 @@ pub fn status_field(pid: impl std::fmt::Display, field: &str) -> String {
 }
 
 mod raw_client;
-pub use raw_client::{connect_sockd, RawClient};
+pub use raw_client::{connect_sockd, RawClient, RAW_SEGMENT};
 
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -993,31 +993,37 @@ pub fn gettid() -> i32 {
     unsafe { libc::gettid() }
 }
 
-/// True while thread `tid` of this process sleeps in poll(2): a blocking
-/// libsock call (accept, recv, connect) waiting on its socket's eventfd
-/// for sockd's kick.
-pub fn blocked_in_poll(tid: i32) -> bool {
-    in_poll(&format!("/proc/self/task/{tid}/syscall"))
+/// True while thread `tid` of this process waits in a blocking libsock
+/// call (accept, recv, connect) for sockd to wake it: asleep on its
+/// socket's futex (or in poll(2), as a call on a readiness fd waits).
+pub fn blocked_in_wait(tid: i32) -> bool {
+    in_wait(&format!("/proc/self/task/{tid}/syscall"))
 }
 
-/// True while the main thread of process `pid` sleeps in poll(2) (a
-/// program under the shim blocked in a call on a strata socket).
-pub fn process_blocked_in_poll(pid: u32) -> bool {
-    in_poll(&format!("/proc/{pid}/syscall"))
+/// True while the main thread of process `pid` so waits (a program under
+/// the shim blocked in a call on a strata socket).
+pub fn process_blocked_in_wait(pid: u32) -> bool {
+    in_wait(&format!("/proc/{pid}/syscall"))
 }
 
-/// Whether the `/proc/.../syscall` file at `path` names poll or ppoll.
-fn in_poll(path: &str) -> bool {
+/// Whether the `/proc/.../syscall` file at `path` names poll or ppoll,
+/// or a futex wait on shared memory (`FUTEX_WAIT` without
+/// `FUTEX_PRIVATE_FLAG`, which locks within a process use): libsock's
+/// sleep on a socket.
+fn in_wait(path: &str) -> bool {
     let Ok(s) = std::fs::read_to_string(path) else {
         return false;
     };
-    let Some(nr) = s
-        .split_whitespace()
-        .next()
-        .and_then(|w| w.parse::<i64>().ok())
-    else {
+    let mut words = s.split_whitespace();
+    let Some(nr) = words.next().and_then(|w| w.parse::<i64>().ok()) else {
         return false;
     };
+    let op = words
+        .nth(1)
+        .and_then(|w| i64::from_str_radix(w.trim_start_matches("0x"), 16).ok());
+    if nr == libc::SYS_futex {
+        return op == Some(i64::from(libc::FUTEX_WAIT));
+    }
     #[cfg(target_arch = "x86_64")]
     if nr == libc::SYS_poll {
         return true;

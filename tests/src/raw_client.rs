@@ -7,8 +7,15 @@ use nix::sys::socket::{
 };
 use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use strata_ipc::sockring::{wake_pair, SockMem};
-use strata_proto::sock::{Kind, Request, Response, VERSION};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use strata_ipc::sockring::{wake_pair, Segment, SockMem};
+use strata_proto::sock::{Kind, Request, Response, Slot, VERSION};
+
+/// The name a [`RawClient`] registers its one segment under.
+pub const RAW_SEGMENT: u64 = 1;
+/// Its bytes.
+const RAW_SEGMENT_LEN: usize = 16 << 20;
 
 /// A connection to sockd of `instance`, before any request.
 pub fn connect_sockd(instance: &str) -> OwnedFd {
@@ -30,6 +37,11 @@ pub struct RawClient {
     pub fd: OwnedFd,
     /// The end of the session's wake pair it would kick sockd with.
     pub _kick: OwnedFd,
+    /// Its segment of socket memory (registered at hello) and its fd.
+    pub segment: Arc<Segment>,
+    pub segment_fd: OwnedFd,
+    /// The next unused byte of the segment.
+    used: AtomicUsize,
 }
 
 impl RawClient {
@@ -41,11 +53,37 @@ impl RawClient {
     /// Says hello on a connection to sockd; None if sockd closes it.
     pub fn hello(fd: OwnedFd) -> Option<RawClient> {
         let (wait, kick) = wake_pair().unwrap();
-        let c = RawClient { fd, _kick: kick };
+        let (segment, segment_fd) = Segment::create(RAW_SEGMENT_LEN).unwrap();
+        let c = RawClient {
+            fd,
+            _kick: kick,
+            segment,
+            segment_fd,
+            used: AtomicUsize::new(0),
+        };
         match c.try_call(&Request::Hello { version: VERSION }, &[wait.as_raw_fd()])? {
-            Response::Welcome { .. } => Some(c),
+            Response::Welcome { .. } => {}
             r => panic!("hello answered {r:?}"),
         }
+        let reg = Request::Segment { seg: RAW_SEGMENT };
+        match c.try_call(&reg, &[c.segment_fd.as_raw_fd()])? {
+            Response::Ok => Some(c),
+            r => panic!("segment answered {r:?}"),
+        }
+    }
+
+    /// A fresh socket's memory (4 KiB rings) in the client's segment.
+    pub fn new_slot(&self) -> (Slot, SockMem) {
+        let len = strata_ipc::sockring::slot_len(4096, 4096);
+        let off = self.used.fetch_add(len, Ordering::Relaxed);
+        let mem = SockMem::init(&self.segment, off, 4096, 4096).expect("room in the segment");
+        (
+            Slot {
+                seg: RAW_SEGMENT,
+                off: off as u64,
+            },
+            mem,
+        )
     }
 
     pub fn call(&self, r: &Request, fds: &[RawFd]) -> Response {
@@ -96,24 +134,33 @@ impl RawClient {
         (n > 0).then(|| Response::decode(&buf[..n]).unwrap())
     }
 
-    /// `r` (a socket or a re-attach) with a new socket's two fds: 4 KiB
-    /// of sealed memory and a wake pair's end, closed after the answer.
-    pub fn call_with_socket_fds(&self, r: &Request) -> Response {
-        let (_mem, memfd) = SockMem::create(4096, 4096).unwrap();
-        let (_wait, kick) = wake_pair().unwrap();
-        self.call(r, &[memfd.as_raw_fd(), kick.as_raw_fd()])
+    /// The request `r` makes of a fresh slot (a socket or a re-attach).
+    pub fn call_with_slot(&self, r: impl Fn(Slot) -> Request) -> Response {
+        let (slot, _mem) = self.new_slot();
+        self.call(&r(slot), &[])
     }
 
-    /// A UDP socket: its id, memory, memfd and wake pair (the end to wait
-    /// on, the end sockd kicks).
-    pub fn udp_socket(&self) -> (u32, SockMem, OwnedFd, (OwnedFd, OwnedFd)) {
-        let (mem, memfd) = SockMem::create(4096, 4096).unwrap();
-        let (wait, kick) = wake_pair().unwrap();
+    /// A UDP socket: its id and memory.
+    pub fn udp_socket(&self) -> (u32, SockMem) {
+        let (mem_at, mem) = self.new_slot();
         match self.call(
-            &Request::Socket { kind: Kind::Udp },
-            &[memfd.as_raw_fd(), kick.as_raw_fd()],
+            &Request::Socket {
+                kind: Kind::Udp,
+                mem: mem_at,
+            },
+            &[],
         ) {
-            Response::Created { id } => (id, mem, memfd, (wait, kick)),
+            Response::Created { id } => (id, mem),
+            r => panic!("{r:?}"),
+        }
+    }
+
+    /// A readiness fd for socket `id`: its wake pair (the end to wait on,
+    /// the end sockd kicks).
+    pub fn readiness(&self, id: u32) -> (OwnedFd, OwnedFd) {
+        let (wait, kick) = wake_pair().unwrap();
+        match self.call(&Request::Readiness { id }, &[kick.as_raw_fd()]) {
+            Response::Ok => (wait, kick),
             r => panic!("{r:?}"),
         }
     }

@@ -11,7 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use strata_tests::{
-    kernel_echo_server, process_blocked_in_poll, random_file, sha256_file, wait_line,
+    kernel_echo_server, process_blocked_in_wait, random_file, sha256_file, wait_line,
     wait_tcp_listening, wait_until, workspace_lib, Bg, Netns, Stack, TempDir, HOST_IP, STACK_IP,
 };
 
@@ -746,8 +746,8 @@ fn a_signal_interrupts_a_blocking_call_on_a_strata_socket() {
     let pid = prog.child.id();
     wait_line(&mut prog, "listening", PATIENCE);
     let signal = |sig| {
-        st.wait_for("the program blocked in poll", PATIENCE, || {
-            process_blocked_in_poll(pid)
+        st.wait_for("the program blocked in its call", PATIENCE, || {
+            process_blocked_in_wait(pid)
         });
         // SAFETY: kill takes a pid (our child's) and a signal number.
         assert_eq!(unsafe { libc::kill(pid as i32, sig) }, 0);

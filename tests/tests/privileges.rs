@@ -294,7 +294,7 @@ fn a_client_gone_before_sockd_looked_is_not_credited_with_the_next_owner_of_its_
     // Clients that stay are served as before.
     let (fd, _client, _stdin) = connect_as(&st, 65534, true);
     let c = RawClient::hello(fd).expect("a session");
-    let (id, _mem, _memfd, _pair) = c.udp_socket();
+    let (id, _mem) = c.udp_socket();
     let bind = |port| Request::Bind {
         id,
         addr: Addr::v4(0, port),
@@ -321,7 +321,7 @@ fn neither_another_user_nor_another_process_reattaches_a_socket_left_behind() {
     st.wait_for("sockd restarted", Duration::from_secs(20), || {
         st.restarts("sockd") >= 1 && st.layer_status("sockd")["state"] == "running"
     });
-    let reattach = |c: &RawClient| c.call_with_socket_fds(&Request::Reattach { id });
+    let reattach = |c: &RawClient| c.call_with_slot(|mem| Request::Reattach { id, mem });
     let ebadf = Response::Error { errno: libc::EBADF };
     // Another user: refused.
     let (fd, _nobody, _stdin) = connect_as(&st, 65534, true);

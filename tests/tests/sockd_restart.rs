@@ -13,7 +13,7 @@ use std::sync::mpsc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_tests::{
-    blocked_in_poll, bounded, connect_and_echo, echo_to_eof, gettid, kernel_echo_server, pattern,
+    blocked_in_wait, bounded, connect_and_echo, echo_to_eof, gettid, kernel_echo_server, pattern,
     sha256_file, unique, Bg, Netns, Stack, HOST_IP, STACK_IP,
 };
 
@@ -29,10 +29,10 @@ fn tcp_states(st: &Stack) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Waits until thread `tid` (one of ours, in a libsock call) sleeps in
-/// poll(2) on its socket's eventfd.
+/// Waits until thread `tid` (one of ours, in a libsock call) sleeps
+/// until sockd wakes it.
 fn wait_blocked(st: &Stack, what: &str, tid: i32) {
-    st.wait_for(what, Duration::from_secs(20), || blocked_in_poll(tid));
+    st.wait_for(what, Duration::from_secs(20), || blocked_in_wait(tid));
 }
 
 /// Kernel TCP client: connects to `port` on the stack, sends `file`,
@@ -112,7 +112,7 @@ fn a_blocked_accept_takes_connections_made_during_and_after_a_sockd_restart() {
         accept(la, tx.clone()),
     );
     let wb = bounded("accept on 7102", Duration::from_secs(40), accept(lb, tx));
-    // Both threads are in accept, asleep on their eventfds.
+    // Both threads are in accept, asleep until sockd wakes them.
     for _ in 0..2 {
         let tid = rx
             .recv_timeout(Duration::from_secs(10))

@@ -6,7 +6,7 @@ use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Stdio;
 use std::time::Duration;
-use strata_ipc::sockring::{wait, wake_pair, SockMem};
+use strata_ipc::sockring::{wait, wake_pair};
 use strata_proto::sock::{Kind, Request, Response};
 use strata_tests::{
     spawn_app, wait_line, Bg, Netns, RawClient, Stack, ECHO_10MB, STACK_IP, UDP_ECHO_ROUNDS,
@@ -125,9 +125,8 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
         ebadf
     );
     // Not its process: it cannot take the socket over either.
-    let (_wait, kick) = wake_pair().unwrap();
     assert_eq!(
-        evil.call_with_socket_fds(&Request::Reattach { id: victim }),
+        evil.call_with_slot(|mem| Request::Reattach { id: victim, mem }),
         ebadf
     );
     // Garbage and unsealed memory are refused.
@@ -146,32 +145,62 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
         errno: libc::EINVAL,
     };
     assert_eq!(
-        evil.call(
-            &Request::Socket { kind: Kind::Udp },
-            &[raw.as_raw_fd(), kick.as_raw_fd()]
-        ),
+        evil.call(&Request::Segment { seg: 2 }, &[raw.as_raw_fd()]),
         einval
     );
+    // Other memory under a name in use is refused; the same again is not.
+    let (_other, other_fd) = strata_ipc::sockring::Segment::create(1 << 16).unwrap();
+    let seg1 = Request::Segment {
+        seg: strata_tests::RAW_SEGMENT,
+    };
+    assert_eq!(
+        evil.call(&seg1, &[other_fd.as_raw_fd()]),
+        Response::Error {
+            errno: libc::EEXIST
+        }
+    );
+    assert_eq!(
+        evil.call(&seg1, &[evil.segment_fd.as_raw_fd()]),
+        Response::Ok
+    );
+    // Memory in no segment of its session, outside its segment, not laid
+    // out, or not on a slot boundary is refused.
+    let udp = |seg: u64, off: u64| Request::Socket {
+        kind: Kind::Udp,
+        mem: strata_proto::sock::Slot { seg, off },
+    };
+    for (seg, off) in [
+        (2, 0),
+        (strata_tests::RAW_SEGMENT, 1 << 40),
+        (strata_tests::RAW_SEGMENT, 15 << 20),
+        (strata_tests::RAW_SEGMENT, 100),
+    ] {
+        assert_eq!(evil.call(&udp(seg, off), &[]), einval, "{seg} {off}");
+    }
     // Anything but a wake pair's end to be kicked through (a pipe, an
-    // eventfd: fds whose blocking the client controls) is refused.
+    // eventfd: fds whose blocking the client controls) is refused as a
+    // readiness fd.
+    let (own, _mem) = evil.udp_socket();
     let (pr, pw) = nix::unistd::pipe().unwrap();
     // SAFETY: eventfd returns a new descriptor nobody else owns (a failure,
     // -1, makes from_raw_fd panic, not misbehave).
     let efd = unsafe { OwnedFd::from_raw_fd(libc::eventfd(0, libc::EFD_CLOEXEC)) };
     for bad in [&pw, &efd] {
-        let (_mem, memfd) = SockMem::create(4096, 4096).unwrap();
         assert_eq!(
-            evil.call(
-                &Request::Socket { kind: Kind::Udp },
-                &[memfd.as_raw_fd(), bad.as_raw_fd()]
-            ),
+            evil.call(&Request::Readiness { id: own }, &[bad.as_raw_fd()]),
             einval
         );
     }
     drop(pr);
+    // Nor can it ask for another's socket's readiness.
+    let (_w, k) = wake_pair().unwrap();
+    assert_eq!(
+        evil.call(&Request::Readiness { id: victim }, &[k.as_raw_fd()]),
+        ebadf
+    );
     // A socket of its own whose ring it corrupts: sockd refuses the ring
     // and carries on.
-    let (id, mem, _m, _e) = evil.udp_socket();
+    let (id, mem) = evil.udp_socket();
     assert!(matches!(
         evil.call(
             &Request::Connect {
@@ -201,7 +230,8 @@ fn a_client_that_never_drains_its_wake_pair_cannot_block_sockd() {
     let mut echo = spawn_app(&st, "echo", &["--udp", "0.0.0.0:7"]);
     wait_line(&mut echo, "serving UDP", Duration::from_secs(15));
     let evil = RawClient::connect(&st.instance);
-    let (id, mem, _memfd, (_wait, kick)) = evil.udp_socket();
+    let (id, mem) = evil.udp_socket();
+    let (_wait, kick) = evil.readiness(id);
     // The client fills the queue of the end it should wait on (and never
     // reads it), makes the end sockd kicks blocking (the flag belongs to
     // the file both processes share), and asks for a kick on every
@@ -264,7 +294,12 @@ fn sockets_per_process_and_per_user_are_limited_with_emfile() {
     let emfile = Response::Error {
         errno: libc::EMFILE,
     };
-    let open = |c: &RawClient| c.call_with_socket_fds(&Request::Socket { kind: Kind::Udp });
+    let open = |c: &RawClient| {
+        c.call_with_slot(|mem| Request::Socket {
+            kind: Kind::Udp,
+            mem,
+        })
+    };
     // One session (this process) up to its limit, then refused.
     let a = RawClient::connect(&st.instance);
     let mut ids = Vec::new();
@@ -438,4 +473,104 @@ fn sockd_reads_only_the_sessions_and_listener_that_are_ready() {
     assert_eq!(out.trim(), "ok");
     assert!(st.counter("sockd", "sessions_opened") >= 4);
     assert_eq!(st.counter("sockd", "empty_reads"), 0);
+}
+
+/// The file descriptors and mappings process `pid` holds ("self": this
+/// one).
+fn fds_and_maps(pid: &str) -> (usize, usize) {
+    let fds = std::fs::read_dir(format!("/proc/{pid}/fd")).map_or(0, |d| d.count());
+    let maps =
+        std::fs::read_to_string(format!("/proc/{pid}/maps")).map_or(0, |s| s.lines().count());
+    (fds, maps)
+}
+
+/// Kernel-side UDP echo on 10.77.0.1:7.
+const KERNEL_UDP_ECHO: &str = r#"
+import socket
+s = socket.socket(2, 2)
+s.bind(("10.77.0.1", 7))
+print("ready", flush=True)
+while True:
+    d, a = s.recvfrom(2048)
+    s.sendto(d, a)
+"#;
+
+/// A datagram to the kernel's echo and its answer, through `s` (sent
+/// again after each second without one; the first may wait for the
+/// neighbour to resolve).
+fn echoes(s: &libsock::UdpSocket, what: &str) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+    let mut buf = [0u8; 64];
+    (0..30).any(|_| {
+        s.send_to(what.as_bytes(), "10.77.0.1:7").unwrap();
+        matches!(s.recv_from(&mut buf), Ok((n, _)) if &buf[..n] == what.as_bytes())
+    })
+}
+
+#[test]
+fn ten_thousand_sockets_cost_their_process_and_sockd_no_fd_or_mapping_each() {
+    const N: usize = 10_000;
+    let ns = Netns::new();
+    let st = Stack::up_with(
+        &ns,
+        "[limits]\nsockets_per_process = 20000\nsockets_per_user = 20000\n",
+    );
+    let mut echo = ns.spawn(&["python3", "-c", KERNEL_UDP_ECHO]);
+    wait_line(&mut echo, "ready", Duration::from_secs(15));
+    let sockd = st.layer_pid("sockd").to_string();
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    // The session's own descriptors and first segment exist once one
+    // socket does.
+    let mut socks = vec![stack.builder().udp_bind("0.0.0.0:0").unwrap()];
+    let (me0, sd0) = (fds_and_maps("self"), fds_and_maps(&sockd));
+    while socks.len() < N {
+        socks.push(stack.builder().udp_bind("0.0.0.0:0").unwrap());
+    }
+    let (me1, sd1) = (fds_and_maps("self"), fds_and_maps(&sockd));
+    let grew =
+        |a: (usize, usize), b: (usize, usize)| (b.0.saturating_sub(a.0), b.1.saturating_sub(a.1));
+    let (me, sd) = (grew(me0, me1), grew(sd0, sd1));
+    // A few segments, each one fd and one mapping, for all of them.
+    assert!(
+        me.0 <= 16 && me.1 <= 16,
+        "this process: {me:?} more (fds, mappings)"
+    );
+    assert!(
+        sd.0 <= 16 && sd.1 <= 16,
+        "sockd: {sd:?} more (fds, mappings)"
+    );
+    assert!(st.sockets().len() >= N, "sockd lists them all");
+    // They work, a blocking receive included.
+    for i in (0..N).step_by(999).chain([N - 1]) {
+        assert!(echoes(&socks[i], &format!("socket {i}")), "socket {i}");
+    }
+    // A readiness fd (for an event loop) costs that socket an fd on
+    // each side.
+    socks[7].readiness_fd().unwrap();
+    let (me2, sd2) = (fds_and_maps("self"), fds_and_maps(&sockd));
+    assert_eq!(grew(me1, me2).0, 2, "this process: a wake pair");
+    assert_eq!(grew(sd1, sd2).0, 1, "sockd: the end it kicks");
+    assert!(echoes(&socks[7], "watched"));
+    // Closed, their memory is used again: as many new sockets take no
+    // new segment.
+    drop(socks);
+    st.wait_for("sockd to close them", Duration::from_secs(60), || {
+        st.sockets().len() < 10
+    });
+    let mut again = Vec::new();
+    while again.len() < N {
+        again.push(stack.builder().udp_bind("0.0.0.0:0").unwrap());
+    }
+    let (me3, sd3) = (fds_and_maps("self"), fds_and_maps(&sockd));
+    assert!(
+        me3.1 <= me2.1 + 2,
+        "this process mapped {} more",
+        me3.1 - me2.1
+    );
+    assert!(
+        sd3.1 <= sd2.1 + 2,
+        "sockd mapped {} more",
+        sd3.1.saturating_sub(sd2.1)
+    );
+    assert!(echoes(&again[N / 2], "again"));
 }

@@ -26,12 +26,13 @@ use nix::sys::socket::{accept4, getsockopt, sockopt, SockFlag};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use strata_ipc::handle::flags;
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_META_LEN};
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::{ArenaFormat, LISTEN_FD_ENV};
-use strata_ipc::sockring::{self, kick, state as sstate, wait, SockMem, HDR_LEN};
+use strata_ipc::sockring::{self, kick, state as sstate, wait, Segment, SockMem};
 use strata_ipc::socktable::{rec_flags, sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, VERSION};
@@ -44,8 +45,14 @@ use wire::Recv;
 /// Most connections kept waiting for a descriptor to identify them.
 const MAX_UNIDENTIFIED: usize = 16;
 
-/// Largest socket memory we map for one socket.
-const MAX_SOCK_MEM: usize = HDR_LEN + 2 * (16 << 20);
+/// Largest ring of one socket (`[limits] socket_buffer_bytes` at most).
+const MAX_RING_BYTES: usize = 16 << 20;
+/// Segments of socket memory one session may register.
+const MAX_SEGMENTS: usize = 4096;
+/// Bytes of address space the segments of one session may take (pages
+/// exist only as the application touches them): room for 100,000
+/// sockets with libsock's default rings many times over.
+const MAX_SEGMENT_BYTES: usize = 4 << 40;
 /// How long a transport has to answer a bind or connect.
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -162,6 +169,13 @@ struct Session {
     /// The process's ancestors (`/proc`), read at its first re-attach of
     /// a socket it did not make, then kept for its others.
     ancestors: Option<Vec<strata_sockd::auth::Owner>>,
+    /// The segments of socket memory the session registered, by the
+    /// application's names for them, with their files (device, inode),
+    /// to tell the same memory registered again from other memory under
+    /// a name in use.
+    segments: HashMap<u64, (Arc<Segment>, (u64, u64))>,
+    /// Their bytes.
+    segment_bytes: usize,
 }
 
 impl Session {
@@ -184,8 +198,12 @@ struct Sock {
     /// session while another holds it.
     sharers: Vec<u64>,
     mem: Option<SockMem>,
-    /// The end of the socket's wake pair sockd kicks (never blocking).
+    /// The end of the socket's wake pair sockd kicks on every change
+    /// (never blocking), once the application asked for a readiness fd.
     kick_end: Option<OwnedFd>,
+    /// Forgotten for good ([`Sockd::drop_sock`]): the application may
+    /// reuse the memory once this is dropped.
+    gone: bool,
     rec: SockRec,
     detached_since: Option<Instant>,
     /// A bad record was seen: the application broke its own ring.
@@ -316,6 +334,7 @@ impl Sock {
             sharers: Vec::new(),
             mem: None,
             kick_end: None,
+            gone: false,
             rec,
             detached_since: None,
             broken: false,
@@ -327,7 +346,20 @@ impl Sock {
             },
         }
     }
+}
 
+/// A socket forgotten for good releases its memory last of all, after
+/// whatever its end wrote there (the application may then lay out a new
+/// socket in it).
+impl Drop for Sock {
+    fn drop(&mut self) {
+        if let (true, Some(m)) = (self.gone, &self.mem) {
+            m.release();
+        }
+    }
+}
+
+impl Sock {
     fn kind(&self) -> Kind {
         match self.proto {
             Proto::Udp => Kind::Udp,

@@ -3,6 +3,7 @@
 //! accepted TCP connection to the application.
 
 use super::*;
+use strata_proto::sock::Slot;
 use strata_sockd::auth;
 
 /// What sockd learns of a session's process when it connects.
@@ -173,6 +174,8 @@ impl Sockd<'_> {
                 start_time,
                 low_ports: auth::may_bind_low(cred.uid(), caps),
                 ancestors: None,
+                segments: HashMap::new(),
+                segment_bytes: 0,
             },
         );
         self.stats.add(Stat::SessionsOpened, 1);
@@ -205,7 +208,9 @@ impl Sockd<'_> {
     pub(crate) fn handle(&mut self, sid: u64, req: Request, mut fds: Vec<OwnedFd>) {
         let answer = match req {
             Request::Hello { version } => Some(self.hello(sid, version, &mut fds)),
-            Request::Socket { kind } => Some(self.socket(sid, kind, &mut fds)),
+            Request::Segment { seg } => Some(self.segment(sid, seg, &mut fds)),
+            Request::Socket { kind, mem } => Some(self.socket(sid, kind, mem)),
+            Request::Readiness { id } => Some(self.readiness(sid, id, &mut fds)),
             Request::Bind { id, addr } => self.bind(sid, id, addr),
             Request::Connect { id, addr } => self.connect(sid, id, addr),
             Request::SetOption { id, opt } => Some(self.set_option(sid, id, opt)),
@@ -217,9 +222,9 @@ impl Sockd<'_> {
                 Response::Ok
             }),
             Request::Listen { id, backlog } => self.listen(sid, id, backlog),
-            Request::Accept { id } => Some(self.accept(sid, id, &mut fds)),
+            Request::Accept { id, mem } => Some(self.accept(sid, id, mem)),
             Request::Shutdown { id, how } => Some(self.shutdown(sid, id, how)),
-            Request::Reattach { id } => Some(self.reattach(sid, id, &mut fds)),
+            Request::Reattach { id, mem } => Some(self.reattach(sid, id, mem, &fds)),
         };
         if let Some(r) = answer {
             self.respond(sid, &r, &[]);
@@ -258,9 +263,80 @@ impl Sockd<'_> {
         Ok(())
     }
 
-    /// A new socket on the memory and wake end the application sent.
-    fn socket(&mut self, sid: u64, kind: Kind, fds: &mut Vec<OwnedFd>) -> Response {
-        let (mem, kick_end) = match socket_fds(fds) {
+    /// A segment of socket memory for the session's sockets: a sealed
+    /// memfd, mapped once. The same memory under the same name again (a
+    /// forked process, or a re-attach) changes nothing.
+    fn segment(&mut self, sid: u64, seg: u64, fds: &mut Vec<OwnedFd>) -> Response {
+        let Some(sess) = self.sessions.get_mut(&sid) else {
+            return errno_resp(libc::EBADF);
+        };
+        let (Some(fd), true) = (fds.pop(), fds.is_empty()) else {
+            return errno_resp(libc::EINVAL);
+        };
+        let Ok(st) = nix::sys::stat::fstat(fd.as_raw_fd()) else {
+            return errno_resp(libc::EINVAL);
+        };
+        let file = (st.st_dev, st.st_ino);
+        if let Some((_, known)) = sess.segments.get(&seg) {
+            return if *known == file {
+                Response::Ok
+            } else {
+                errno_resp(libc::EEXIST)
+            };
+        }
+        if sess.segments.len() >= MAX_SEGMENTS {
+            return errno_resp(libc::ENOBUFS);
+        }
+        let room = MAX_SEGMENT_BYTES - sess.segment_bytes;
+        let m = match Segment::attach(&fd, room.min(sockring::MAX_SEGMENT)) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidInput => {
+                return errno_resp(libc::EINVAL)
+            }
+            Err(e) => return errno_resp(e.raw_os_error().unwrap_or(libc::ENOMEM)),
+        };
+        sess.segment_bytes += m.len();
+        sess.segments.insert(seg, (m, file));
+        Response::Ok
+    }
+
+    /// The socket memory `mem` names in session `sid`'s segments,
+    /// checked (EINVAL for anything else).
+    fn slot(&self, sid: u64, mem: Slot) -> Result<SockMem, Response> {
+        let seg = self
+            .sessions
+            .get(&sid)
+            .and_then(|s| s.segments.get(&mem.seg))
+            .map(|(seg, _)| seg)
+            .ok_or_else(|| errno_resp(libc::EINVAL))?;
+        let off = usize::try_from(mem.off).map_err(|_| errno_resp(libc::EINVAL))?;
+        let m = SockMem::attach(seg, off).map_err(|_| errno_resp(libc::EINVAL))?;
+        if m.tx_cap() > MAX_RING_BYTES || m.rx_cap() > MAX_RING_BYTES {
+            return Err(errno_resp(libc::EINVAL));
+        }
+        Ok(m)
+    }
+
+    /// From now on, kick the fd the application sent on every change of
+    /// socket `id` (its event loop watches the other end).
+    fn readiness(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
+        if self.own(sid, id).is_none() {
+            return errno_resp(libc::EBADF);
+        }
+        match (fds.pop(), fds.is_empty()) {
+            (Some(k), true) if sockring::is_wake_end(&k) => {
+                if let Some(s) = self.socks.get_mut(&id) {
+                    s.kick_end = Some(k);
+                }
+                Response::Ok
+            }
+            _ => errno_resp(libc::EINVAL),
+        }
+    }
+
+    /// A new socket in the memory the application laid out.
+    fn socket(&mut self, sid: u64, kind: Kind, mem: Slot) -> Response {
+        let mem = match self.slot(sid, mem) {
             Ok(v) => v,
             Err(r) => return r,
         };
@@ -285,7 +361,6 @@ impl Sockd<'_> {
         let mut sk = Sock::new(slot, kind, rec, cap, cap);
         sk.session = Some(sid);
         sk.mem = Some(mem);
-        sk.kick_end = Some(kick_end);
         self.insert_sock(id, sk);
         self.note_ring(id);
         self.stats.add(Stat::SocketsOpened, 1);
@@ -571,9 +646,9 @@ impl Sockd<'_> {
     }
 
     /// An application takes back a socket it had before this sockd
-    /// started, with its memory and wake end again (the last sockd's
-    /// copies died with it).
-    fn reattach(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
+    /// started, with its memory again (the last sockd's mapping died with
+    /// it; a readiness fd comes after, with [`Request::Readiness`]).
+    fn reattach(&mut self, sid: u64, id: u32, mem: Slot, fds: &[OwnedFd]) -> Response {
         let Some(sess) = self.sessions.get_mut(&sid) else {
             return errno_resp(libc::EBADF);
         };
@@ -590,7 +665,7 @@ impl Sockd<'_> {
         // process) of the same user; or, of the same user, one forked
         // from it, which inherited the socket (each process of a forking
         // server re-attaches on its own session).
-        let allowed = fds.len() == 2
+        let allowed = fds.is_empty()
             && !s.closing
             && (auth::may_reattach(owner, asker)
                 || auth::may_share(
@@ -612,7 +687,7 @@ impl Sockd<'_> {
             }
             return Response::Ok;
         }
-        let (mem, kick_end) = match socket_fds(fds) {
+        let mem = match self.slot(sid, mem) {
             Ok(v) => v,
             Err(r) => return r,
         };
@@ -626,7 +701,6 @@ impl Sockd<'_> {
                 .reattach(Instant::now(), mem.rx_written(), mem.tx_consumed());
         }
         s.mem = Some(mem);
-        s.kick_end = Some(kick_end);
         s.session = Some(sid);
         s.detached_since = None;
         s.reattached = true;
@@ -655,7 +729,7 @@ impl Sockd<'_> {
         Response::Ok
     }
 
-    pub(crate) fn accept(&mut self, sid: u64, id: u32, fds: &mut Vec<OwnedFd>) -> Response {
+    pub(crate) fn accept(&mut self, sid: u64, id: u32, mem: Slot) -> Response {
         let Some(l) = self.own(sid, id) else {
             return errno_resp(libc::EBADF);
         };
@@ -666,7 +740,7 @@ impl Sockd<'_> {
         if l.accept_q.is_empty() {
             return errno_resp(libc::EAGAIN);
         }
-        let (mem, kick_end) = match socket_fds(fds) {
+        let mem = match self.slot(sid, mem) {
             Ok(v) => v,
             Err(r) => return r,
         };
@@ -720,7 +794,6 @@ impl Sockd<'_> {
         );
         sk.session = Some(sid);
         sk.mem = Some(mem);
-        sk.kick_end = Some(kick_end);
         self.insert_sock(new_id, sk);
         self.note_ring(new_id);
         self.tcp_ctl(op::ATTACH, new_id, conn, 0);
@@ -763,22 +836,6 @@ impl Sockd<'_> {
         }
         n
     }
-}
-
-/// A socket's two fds as a request brings them: its memory, checked and
-/// mapped, and the end of its wake pair sockd kicks (anything else there,
-/// a pipe or an eventfd whose blocking the client controls, is refused).
-fn socket_fds(fds: &mut Vec<OwnedFd>) -> Result<(SockMem, OwnedFd), Response> {
-    if fds.len() != 2 {
-        return Err(errno_resp(libc::EINVAL));
-    }
-    let kick_end = fds.pop().unwrap();
-    let memfd = fds.pop().unwrap();
-    if !sockring::is_wake_end(&kick_end) {
-        return Err(errno_resp(libc::EINVAL));
-    }
-    let mem = SockMem::attach(&memfd, MAX_SOCK_MEM).map_err(|_| errno_resp(libc::EINVAL))?;
-    Ok((mem, kick_end))
 }
 
 /// The BIND and CONNECT flags for a socket's SO_REUSEADDR, SO_REUSEPORT

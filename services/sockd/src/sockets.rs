@@ -120,6 +120,7 @@ impl Sockd<'_> {
     /// its count. Returns it for what else its end needs.
     pub(crate) fn drop_sock(&mut self, id: u32) -> Option<Sock> {
         let mut s = self.socks.remove(&id)?;
+        s.gone = true;
         self.socks_of_pid.remove(s.rec.pid);
         self.socks_of_uid.remove(s.rec.uid);
         self.table.remove(s.slot);
