@@ -1803,14 +1803,24 @@ pub fn new_eventfd() -> io::Result<RawFd> {
 }
 
 impl Fabric {
-    /// sockd's socket table (in sockd's arena).
-    pub fn sock_table(&self) -> crate::socktable::SockTable {
+    /// sockd's socket table, to write (sockd alone): the one its arena
+    /// holds, or a new one. Errs on a table this build cannot read.
+    pub fn sock_table(&self) -> Result<crate::socktable::SockTable, String> {
         let (p, n) = self.arena_bytes(LayerId::SOCKD);
-        // SAFETY: sockd's arena is mapped for as long as this fabric and
-        // holds only this table. The table carries no lifetime (sockd
-        // keeps it beside its fabric), so its users keep the fabric
-        // alive as long as the table: sockd and the launcher map the
-        // fabric for the life of the process.
-        unsafe { crate::socktable::SockTable::new(p, n) }
+        // SAFETY: sockd's arena is mapped for as long as this fabric,
+        // 4096-byte aligned (it follows whole arenas of 2 MiB), and holds
+        // only this table, which sockd alone opens to
+        // write. The table carries no lifetime (sockd keeps it beside its
+        // fabric), so its users keep the fabric alive as long as the
+        // table: sockd maps the fabric for the life of the process.
+        unsafe { crate::socktable::SockTable::open(p, n) }
+    }
+
+    /// sockd's socket table, to read (`strata ss`).
+    pub fn sock_table_view(&self) -> crate::socktable::SockTable {
+        let (p, n) = self.arena_bytes(LayerId::SOCKD);
+        // SAFETY: as for `sock_table`; the view only reads, and its user
+        // (the launcher) keeps the fabric mapped as long as the view.
+        unsafe { crate::socktable::SockTable::view(p, n) }
     }
 }
