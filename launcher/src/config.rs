@@ -594,10 +594,11 @@ pub struct Limits {
     /// (about 500 bytes for a TCP socket). Default 131072.
     pub sockets: u32,
     /// Sockets (accepted connections included) one process may hold at
-    /// sockd, 1..=1048576; more fail with EMFILE. Default 4096.
+    /// sockd, 1..=1048576; more fail with EMFILE. Each costs what
+    /// [`sockets`](Limits::sockets) says. Default 131072.
     pub sockets_per_process: u32,
     /// Sockets all processes of one user may hold together, 1..=1048576;
-    /// more fail with EMFILE. Default 16384.
+    /// more fail with EMFILE. Default 131072.
     pub sockets_per_user: u32,
     /// Sessions (libsock's connections to sockd, one per `Stack`) all
     /// processes of one user may hold together, 1..=1048576; more are
@@ -606,8 +607,8 @@ pub struct Limits {
     /// TCP connections tcpd holds at once (listeners, bound sockets and
     /// connections in TIME-WAIT included), 64..=1048576; past it a
     /// connect or bind fails with ENOBUFS and a SYN is dropped. Each
-    /// costs tcpd's arena 600 bytes of shared memory, touched only as it
-    /// is used. Default 16384.
+    /// costs tcpd's arena a 624-byte block of shared memory (78 MiB for
+    /// the default), cleared when tcpd first starts. Default 131072.
     pub tcp_connections: u32,
     /// Connections filterd tracks at once (both families, TCP, UDP and
     /// ICMP), 1024..=4194304; past it a new connection's first packet is
@@ -645,10 +646,10 @@ impl Default for Limits {
             ephemeral_port_first: 32768,
             ephemeral_port_last: 60999,
             sockets: 131_072,
-            sockets_per_process: 4096,
-            sockets_per_user: 16384,
+            sockets_per_process: 131_072,
+            sockets_per_user: 131_072,
             sessions_per_user: 1024,
-            tcp_connections: 16384,
+            tcp_connections: 131_072,
             conntrack_entries: 131_072,
             send_bytes_per_user: None,
         }

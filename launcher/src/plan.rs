@@ -284,6 +284,34 @@ mod tests {
     }
 
     #[test]
+    fn the_defaults_hold_a_hundred_thousand_tcp_connections() {
+        let c = crate::config::Config::default();
+        let l = &c.limits;
+        for n in [
+            l.sockets,
+            l.sockets_per_process,
+            l.sockets_per_user,
+            l.tcp_connections,
+            l.conntrack_entries,
+        ] {
+            assert!(n >= 100_000, "{l:?}");
+        }
+        let p = Plan::from_config(&c).params;
+        assert_eq!(
+            p.sockd_arena_bytes as usize,
+            strata_ipc::socktable::bytes_for(l.sockets as usize)
+        );
+        assert_eq!(
+            p.tcpd_arena_bytes as usize,
+            strata_tcpd::Storage::arena_bytes(l.tcp_connections as usize)
+        );
+        assert_eq!(
+            p.filterd_arena_bytes as usize,
+            strata_filterd::shm::arena_bytes(l.conntrack_entries as usize)
+        );
+    }
+
+    #[test]
     fn each_arena_holds_what_its_limit_says() {
         let mut c = crate::config::Config::default();
         c.limits.sockets = 70_001;
