@@ -129,6 +129,20 @@ impl Fabric {
         {
             return Err(FabricError::BadParams("buffer counts".into()));
         }
+        // Each arena starts where the one before it ends, and tcpd's and
+        // filterd's want 64-byte alignment (the last, sockd's, any size).
+        if [
+            params.arena_bytes,
+            params.tcpd_arena_bytes,
+            params.filterd_arena_bytes,
+        ]
+        .iter()
+        .any(|n| !n.is_multiple_of(64))
+        {
+            return Err(FabricError::BadParams(
+                "arena sizes but sockd's are multiples of 64 bytes".into(),
+            ));
+        }
         let ends = topology(params.n_ifaces as u8);
         let n_rings = ends.len() as u32;
         let off = Offsets::compute(&params, n_rings);
@@ -1163,14 +1177,18 @@ impl Fabric {
     /// `l`'s arena.
     pub(crate) fn arena(&self, l: LayerId) -> Region<'_> {
         let n = self.params.arena_bytes as usize;
-        // tcpd's and filterd's larger arenas follow all the uniform ones.
+        // tcpd's, filterd's and sockd's arenas, sized on their own,
+        // follow all the uniform ones.
         let tcpd = self.params.tcpd_arena_bytes as usize;
+        let filterd = self.params.filterd_arena_bytes as usize;
         let (off, len) = if l == LayerId::TCPD {
             (self.off.arena as usize + MAX_LAYERS * n, tcpd)
         } else if l == LayerId::FILTERD {
+            (self.off.arena as usize + MAX_LAYERS * n + tcpd, filterd)
+        } else if l == LayerId::SOCKD {
             (
-                self.off.arena as usize + MAX_LAYERS * n + tcpd,
-                self.params.filterd_arena_bytes as usize,
+                self.off.arena as usize + MAX_LAYERS * n + tcpd + filterd,
+                self.params.sockd_arena_bytes as usize,
             )
         } else {
             (self.off.arena as usize + l.0 as usize * n, n)
@@ -1803,14 +1821,24 @@ pub fn new_eventfd() -> io::Result<RawFd> {
 }
 
 impl Fabric {
-    /// sockd's socket table (in sockd's arena).
-    pub fn sock_table(&self) -> crate::socktable::SockTable {
+    /// sockd's socket table, to write (sockd alone): the one its arena
+    /// holds, or a new one. Errs on a table this build cannot read.
+    pub fn sock_table(&self) -> Result<crate::socktable::SockTable, String> {
         let (p, n) = self.arena_bytes(LayerId::SOCKD);
-        // SAFETY: sockd's arena is mapped for as long as this fabric and
-        // holds only this table. The table carries no lifetime (sockd
-        // keeps it beside its fabric), so its users keep the fabric
-        // alive as long as the table: sockd and the launcher map the
-        // fabric for the life of the process.
-        unsafe { crate::socktable::SockTable::new(p, n) }
+        // SAFETY: sockd's arena is mapped for as long as this fabric,
+        // 64-byte aligned (`create` checks the sizes of the arenas before
+        // it), and holds only this table, which sockd alone opens to
+        // write. The table carries no lifetime (sockd keeps it beside its
+        // fabric), so its users keep the fabric alive as long as the
+        // table: sockd maps the fabric for the life of the process.
+        unsafe { crate::socktable::SockTable::open(p, n) }
+    }
+
+    /// sockd's socket table, to read (`strata ss`).
+    pub fn sock_table_view(&self) -> crate::socktable::SockTable {
+        let (p, n) = self.arena_bytes(LayerId::SOCKD);
+        // SAFETY: as for `sock_table`; the view only reads, and its user
+        // (the launcher) keeps the fabric mapped as long as the view.
+        unsafe { crate::socktable::SockTable::view(p, n) }
     }
 }

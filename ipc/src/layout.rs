@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 10;
+pub const VERSION: u32 = 11;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 256;
@@ -46,8 +46,11 @@ pub struct Params {
     /// need far more than the other layers' state).
     pub tcpd_arena_bytes: u32,
     /// Bytes of filterd's arena (rule sets, rule counters and the
-    /// connection-tracking table).
+    /// connection-tracking table). A multiple of 64: sockd's follows.
     pub filterd_arena_bytes: u32,
+    /// Bytes of sockd's arena: its socket table, a row per socket
+    /// ([`crate::socktable::bytes_for`]).
+    pub sockd_arena_bytes: u32,
 }
 
 impl Default for Params {
@@ -60,6 +63,7 @@ impl Default for Params {
             arena_bytes: 2 << 20,
             tcpd_arena_bytes: 10 << 20,
             filterd_arena_bytes: 8 << 20,
+            sockd_arena_bytes: crate::socktable::bytes_for(131_072) as u32,
         }
     }
 }
@@ -429,7 +433,8 @@ impl Offsets {
             arena
                 + MAX_LAYERS as u64 * p.arena_bytes as u64
                 + p.tcpd_arena_bytes as u64
-                + p.filterd_arena_bytes as u64,
+                + p.filterd_arena_bytes as u64
+                + p.sockd_arena_bytes as u64,
             4096,
         );
         let large = align(small + p.small_bufs as u64 * crate::SMALL_BUF as u64, 4096);

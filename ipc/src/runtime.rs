@@ -131,15 +131,15 @@ fn default_send_bytes_per_user() -> u64 {
 }
 
 fn default_sockets_per_process() -> u32 {
-    4096
+    131_072
 }
 
 fn default_sockets_per_user() -> u32 {
-    16384
+    131_072
 }
 
 fn default_tcp_connections() -> u32 {
-    16384
+    131_072
 }
 
 fn default_unprivileged_port_start() -> u16 {

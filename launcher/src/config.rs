@@ -76,7 +76,10 @@ const QDISC_LIMIT: RangeInclusive<i64> = 1..=65_536;
 const HEARTBEAT_TIMEOUT_MS: RangeInclusive<i64> = 100..=60_000;
 const SOCKET_BUFFER_BYTES: RangeInclusive<i64> = 4096..=16_777_216;
 const SOCKETS_LIMIT: RangeInclusive<i64> = 1..=1_048_576;
+/// Up to the most rows sockd's socket table can have.
+const SOCKETS: RangeInclusive<i64> = 64..=strata_ipc::socktable::MAX_ROWS as i64;
 const TCP_CONNECTIONS: RangeInclusive<i64> = 64..=1_048_576;
+const CONNTRACK_ENTRIES: RangeInclusive<i64> = 1024..=4_194_304;
 const EPHEMERAL_PORT: RangeInclusive<i64> = 1024..=65_535;
 const SEND_BYTES_PER_USER: RangeInclusive<i64> = 65_536..=1 << 40;
 const LAYER_UID_BASE: RangeInclusive<i64> = 1000..=2_147_483_000;
@@ -583,11 +586,19 @@ pub struct Limits {
     /// Last port of the ephemeral range, 1024..=65535, not below the
     /// first. Default 60999 (Linux's `ip_local_port_range`).
     pub ephemeral_port_last: u32,
+    /// Sockets (UDP and TCP, listeners and accepted connections
+    /// included) sockd holds at once, for all processes together,
+    /// 64..=1048575; more fail with EMFILE. Each is a row of sockd's
+    /// socket table: 88 bytes of shared memory, touched only as it is
+    /// used (11 MiB for the default), beside sockd's own record of it
+    /// (about 500 bytes for a TCP socket). Default 131072.
+    pub sockets: u32,
     /// Sockets (accepted connections included) one process may hold at
-    /// sockd, 1..=1048576; more fail with EMFILE. Default 4096.
+    /// sockd, 1..=1048576; more fail with EMFILE. Each costs what
+    /// [`sockets`](Limits::sockets) says. Default 131072.
     pub sockets_per_process: u32,
     /// Sockets all processes of one user may hold together, 1..=1048576;
-    /// more fail with EMFILE. Default 16384.
+    /// more fail with EMFILE. Default 131072.
     pub sockets_per_user: u32,
     /// Sessions (libsock's connections to sockd, one per `Stack`) all
     /// processes of one user may hold together, 1..=1048576; more are
@@ -596,9 +607,16 @@ pub struct Limits {
     /// TCP connections tcpd holds at once (listeners, bound sockets and
     /// connections in TIME-WAIT included), 64..=1048576; past it a
     /// connect or bind fails with ENOBUFS and a SYN is dropped. Each
-    /// costs tcpd's arena 600 bytes of shared memory, touched only as it
-    /// is used. Default 16384.
+    /// costs tcpd's arena a 624-byte block of shared memory (78 MiB for
+    /// the default), cleared when tcpd first starts. Default 131072.
     pub tcp_connections: u32,
+    /// Connections filterd tracks at once (both families, TCP, UDP and
+    /// ICMP), 1024..=4194304; past it a new connection's first packet is
+    /// invalid (counted as filterd's `ct_full`) unless an expired or
+    /// never answered entry makes room. Each costs filterd's arena a
+    /// 168-byte entry of shared memory (21 MiB for the default), cleared
+    /// when filterd first starts. Default 131072.
+    pub conntrack_entries: u32,
     /// Bytes all TCP sockets of one user may have sent and not yet had
     /// acknowledged (held in the pool), 65536..=1099511627776; past it
     /// that user's sends wait. Default: a quarter of the small buffers'
@@ -627,10 +645,12 @@ impl Default for Limits {
             socket_buffer_bytes: 4 << 20,
             ephemeral_port_first: 32768,
             ephemeral_port_last: 60999,
-            sockets_per_process: 4096,
-            sockets_per_user: 16384,
+            sockets: 131_072,
+            sockets_per_process: 131_072,
+            sockets_per_user: 131_072,
             sessions_per_user: 1024,
-            tcp_connections: 16384,
+            tcp_connections: 131_072,
+            conntrack_entries: 131_072,
             send_bytes_per_user: None,
         }
     }
@@ -1362,6 +1382,7 @@ impl Limits {
                 self.ephemeral_port_last,
                 EPHEMERAL_PORT,
             ),
+            ("sockets", self.sockets, SOCKETS),
             (
                 "sockets_per_process",
                 self.sockets_per_process,
@@ -1370,6 +1391,11 @@ impl Limits {
             ("sockets_per_user", self.sockets_per_user, SOCKETS_LIMIT),
             ("sessions_per_user", self.sessions_per_user, SOCKETS_LIMIT),
             ("tcp_connections", self.tcp_connections, TCP_CONNECTIONS),
+            (
+                "conntrack_entries",
+                self.conntrack_entries,
+                CONNTRACK_ENTRIES,
+            ),
         ];
         for (name, value, range) in fields {
             check_range(&format!("limits.{name}"), i64::from(value), &range)?;
@@ -1937,10 +1963,12 @@ struct RawLimits {
     socket_buffer_bytes: Option<i64>,
     ephemeral_port_first: Option<i64>,
     ephemeral_port_last: Option<i64>,
+    sockets: Option<i64>,
     sockets_per_process: Option<i64>,
     sockets_per_user: Option<i64>,
     sessions_per_user: Option<i64>,
     tcp_connections: Option<i64>,
+    conntrack_entries: Option<i64>,
     send_bytes_per_user: Option<i64>,
 }
 
@@ -2212,6 +2240,7 @@ impl RawLimits {
                 d.ephemeral_port_last,
                 EPHEMERAL_PORT,
             )?,
+            sockets: limit("sockets", self.sockets, d.sockets, SOCKETS)?,
             sockets_per_process: limit(
                 "sockets_per_process",
                 self.sockets_per_process,
@@ -2235,6 +2264,12 @@ impl RawLimits {
                 self.tcp_connections,
                 d.tcp_connections,
                 TCP_CONNECTIONS,
+            )?,
+            conntrack_entries: limit(
+                "conntrack_entries",
+                self.conntrack_entries,
+                d.conntrack_entries,
+                CONNTRACK_ENTRIES,
             )?,
             send_bytes_per_user: match self.send_bytes_per_user {
                 None => None,
@@ -3056,6 +3091,26 @@ mod tests {
             (
                 limits("restart_backoff_max_ms = -9223372036854775808\n"),
                 "limits.restart_backoff_max_ms: -9223372036854775808 is out of range 100..=600000",
+            ),
+            (
+                limits("sockets = 63\n"),
+                "limits.sockets: 63 is out of range 64..=1048575",
+            ),
+            (
+                limits("sockets = 1048576\n"),
+                "limits.sockets: 1048576 is out of range 64..=1048575",
+            ),
+            (
+                limits("tcp_connections = 1048577\n"),
+                "limits.tcp_connections: 1048577 is out of range 64..=1048576",
+            ),
+            (
+                limits("conntrack_entries = 1023\n"),
+                "limits.conntrack_entries: 1023 is out of range 1024..=4194304",
+            ),
+            (
+                limits("conntrack_entries = 4194305\n"),
+                "limits.conntrack_entries: 4194305 is out of range 1024..=4194304",
             ),
         ]);
     }

@@ -259,7 +259,7 @@ fn tcp_json(c: &strata_tcpd::ConnInfo) -> Value {
 /// sockets, and tcpd's connections no socket owns any more (TIME-WAIT,
 /// closed but still sending, waiting in an accept queue) listed too.
 pub fn sockets(sh: &Shared) -> Value {
-    let t = sh.fabric.sock_table();
+    let t = sh.fabric.sock_table_view();
     // `1.2.3.4:80`, or `[fd00::1]:80` for IPv6, as `ss` writes them.
     let sock_addr = |a: u128, port: u16| {
         std::net::SocketAddr::new(strata_ipc::addrs::to_ip(a), port).to_string()

@@ -138,6 +138,11 @@ impl Plan {
                 tcpd_arena_bytes: strata_tcpd::Storage::arena_bytes(
                     c.limits.tcp_connections as usize,
                 ) as u32,
+                filterd_arena_bytes: strata_filterd::shm::arena_bytes(
+                    c.limits.conntrack_entries as usize,
+                ) as u32,
+                sockd_arena_bytes: strata_ipc::socktable::bytes_for(c.limits.sockets as usize)
+                    as u32,
                 ..Params::default()
             },
             stack: StackConfig {
@@ -276,6 +281,59 @@ mod tests {
         v.as_object_mut().unwrap().remove("routes6");
         let back: StackConfig = serde_json::from_value(v).unwrap();
         assert!(back.routes6.is_empty());
+    }
+
+    #[test]
+    fn the_defaults_hold_a_hundred_thousand_tcp_connections() {
+        let c = crate::config::Config::default();
+        let l = &c.limits;
+        for n in [
+            l.sockets,
+            l.sockets_per_process,
+            l.sockets_per_user,
+            l.tcp_connections,
+            l.conntrack_entries,
+        ] {
+            assert!(n >= 100_000, "{l:?}");
+        }
+        let p = Plan::from_config(&c).params;
+        assert_eq!(
+            p.sockd_arena_bytes as usize,
+            strata_ipc::socktable::bytes_for(l.sockets as usize)
+        );
+        assert_eq!(
+            p.tcpd_arena_bytes as usize,
+            strata_tcpd::Storage::arena_bytes(l.tcp_connections as usize)
+        );
+        assert_eq!(
+            p.filterd_arena_bytes as usize,
+            strata_filterd::shm::arena_bytes(l.conntrack_entries as usize)
+        );
+    }
+
+    #[test]
+    fn each_arena_holds_what_its_limit_says() {
+        let mut c = crate::config::Config::default();
+        c.limits.sockets = 70_001;
+        c.limits.tcp_connections = 1000;
+        c.limits.conntrack_entries = 2001;
+        let plan = Plan::from_config(&c);
+        let f =
+            strata_ipc::Fabric::create(&format!("plan-arenas-{}", std::process::id()), plan.params)
+                .expect("a fabric (needs /dev/shm)");
+        assert_eq!(f.sock_table().unwrap().capacity(), 70_001);
+        let (p, n) = f.arena_bytes(strata_ipc::LayerId::TCPD);
+        // SAFETY: the fabric maps tcpd's arena until the end of the test,
+        // and nothing else uses it.
+        assert!(unsafe { strata_tcpd::Storage::from_raw(p, n, 1000) }.is_some());
+        let (p, n) = f.arena_bytes(strata_ipc::LayerId::FILTERD);
+        // SAFETY: as for tcpd's.
+        let shm = unsafe { strata_filterd::shm::Shm::new(p, n) }.unwrap();
+        let (p, n) = shm.conntrack_region();
+        // SAFETY: as above; the table is the region's only user.
+        let (ct, _) =
+            unsafe { strata_filterd::conntrack::Conntrack::from_raw(p, n, [1, 2], 0) }.unwrap();
+        assert_eq!(ct.capacity(), 2001);
     }
 
     #[test]

@@ -208,6 +208,7 @@ mod tests {
             arena_bytes: 8192,
             tcpd_arena_bytes: 0,
             filterd_arena_bytes: 0,
+            sockd_arena_bytes: 0,
         };
         let f = Fabric::create(&format!("upgrade-check-{}", std::process::id()), params)
             .expect("a fabric (needs /dev/shm)");

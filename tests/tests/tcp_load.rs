@@ -245,7 +245,7 @@ fn stuck_report(ns: &Netns, st: &Stack, line: &str) -> ! {
 #[test]
 fn three_thousand_connections_held_at_once_each_echo_ten_kilobytes() {
     // Past the 1,024 connections tcpd once held; the default limit is
-    // `[limits] tcp_connections` = 16384.
+    // `[limits] tcp_connections` = 131072.
     let n = 3000;
     let ns = Netns::new();
     let st = Stack::up(&ns);

@@ -27,6 +27,7 @@ pub fn small() -> Params {
         arena_bytes: 8192,
         tcpd_arena_bytes: 0,
         filterd_arena_bytes: 0,
+        sockd_arena_bytes: 0,
     }
 }
 

@@ -60,6 +60,13 @@ pub struct Shm {
 // under a sequence check.
 unsafe impl Send for Shm {}
 
+/// Bytes of filterd's arena with room for `conntrack_entries` tracked
+/// connections (a multiple of 64, as the fabric wants: the arena after it
+/// starts where it ends).
+pub fn arena_bytes(conntrack_entries: usize) -> usize {
+    (CT + crate::conntrack::Conntrack::bytes_for(conntrack_entries)).next_multiple_of(64)
+}
+
 impl Shm {
     /// The layout over `p..p+len`, initialised if it was not. `None` when
     /// the arena is too small or misaligned.
@@ -250,5 +257,23 @@ mod tests {
         s.flush_done(n);
         assert!(s2.flushed(n));
         assert_eq!(s.flush_pending(), None);
+    }
+
+    #[test]
+    fn an_arena_sized_for_n_entries_holds_n() {
+        for n in [1024, 1025, 131_072, 200_001] {
+            let len = arena_bytes(n);
+            assert!(len.is_multiple_of(64));
+            let mut mem: Vec<Block> = (0..len / 64).map(|_| Block([0; 64])).collect();
+            // SAFETY: the vector outlives the views and is used only
+            // through them.
+            let s = unsafe { Shm::new(mem.as_mut_ptr() as *mut u8, len) }.unwrap();
+            let (p, cn) = s.conntrack_region();
+            // SAFETY: as above; the table is the region's only user.
+            let (ct, fresh) =
+                unsafe { crate::conntrack::Conntrack::from_raw(p, cn, [1, 2], 0) }.unwrap();
+            assert!(fresh);
+            assert_eq!(ct.capacity(), n);
+        }
     }
 }

@@ -33,7 +33,7 @@ use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_M
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::{ArenaFormat, LISTEN_FD_ENV};
 use strata_ipc::sockring::{self, kick, state as sstate, wait, Segment, SockMem};
-use strata_ipc::socktable::{rec_flags, sock_state, SockRec, SockTable};
+use strata_ipc::socktable::{self, rec_flags, sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, VERSION};
 use strata_sockd::charge::Charges;
@@ -527,14 +527,21 @@ fn raise_fd_limit() {
 
 fn main() {
     raise_fd_limit();
-    let svc =
-        Service::start("sockd", ArenaFormat::FIRST).unwrap_or_else(|e| service::die("sockd", &e));
+    // The arena's format is the socket table's: a sockd of another one
+    // would not find its predecessor's sockets (format 2 widened the ids;
+    // a running sockd of format 1 is not upgraded live to this one).
+    let format = ArenaFormat {
+        writes: socktable::VERSION,
+        reads_from: socktable::VERSION,
+    };
+    let svc = Service::start("sockd", format).unwrap_or_else(|e| service::die("sockd", &e));
     let f = &svc.fabric;
+    let table = f.sock_table().unwrap_or_else(|e| service::die("sockd", &e));
     let listener =
         service::inherited_fd(LISTEN_FD_ENV).unwrap_or_else(|e| service::die("sockd", &e));
     let mut d = Sockd {
         svc: &svc,
-        table: f.sock_table(),
+        table,
         sessions: HashMap::new(),
         socks: HashMap::new(),
         pending: HashMap::new(),
