@@ -839,6 +839,117 @@ impl SockMem {
     }
 }
 
+/// Sockets one [`Doorbell`] can name: one bit per row of sockd's socket
+/// table.
+pub const DOORBELL_BITS: usize = crate::socktable::MAX_ROWS + 1;
+/// Words of a doorbell's bitmap.
+const BELL_WORDS: usize = DOORBELL_BITS / 64;
+/// Words of its summary (one bit per bitmap word).
+const SUMMARY_WORDS: usize = BELL_WORDS / 64;
+/// Bytes of a doorbell: a header line, the summary, the bitmap.
+pub const DOORBELL_LEN: usize = 64 + (SUMMARY_WORDS + BELL_WORDS) * 8;
+/// "DOORBELL".
+const BELL_MAGIC: u64 = 0x444f_4f52_4245_4c4c;
+
+/// One session's doorbell: which of its sockets the application wrote
+/// to or read from after sockd asked to hear of it (`server_wait`,
+/// `server_wait_rx`), so that sockd looks at those sockets and no other.
+/// A bitmap by socket-table row, with a summary bit per bitmap word: the
+/// application sets the row's bit, then its summary bit, then kicks the
+/// session's wake pair; sockd swaps summary words to zero, then the
+/// bitmap words they name, so a ring it misses now it finds next time.
+/// A few KiB of it are touched however many sockets there are, and
+/// sockd reads at most the summary (2 KiB) and the words it names.
+///
+/// The application creates it (a sealed memfd) and sends it with Hello.
+/// Rows are only hints to sockd: it checks that the socket there is the
+/// session's.
+pub struct Doorbell {
+    map: Mapping,
+}
+
+// SAFETY: the mapping is an address range holding only atomics.
+unsafe impl Send for Doorbell {}
+// SAFETY: as for Send: `&Doorbell` gives out only atomic operations.
+unsafe impl Sync for Doorbell {}
+
+impl Doorbell {
+    /// Application side: a new doorbell and the fd to send to sockd.
+    pub fn create() -> io::Result<(Doorbell, OwnedFd)> {
+        let fd = memfd_create(
+            c"strata-doorbell",
+            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+        )?;
+        nix::unistd::ftruncate(&fd, DOORBELL_LEN as libc::off_t)?;
+        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
+        let d = Doorbell {
+            map: Mapping::shared(&fd, DOORBELL_LEN)?,
+        };
+        d.map
+            .region()
+            .get::<AtomicU64>(0)
+            .store(BELL_MAGIC, Release);
+        Ok((d, fd))
+    }
+
+    /// sockd side: maps an application's doorbell after checking its
+    /// seals, size and magic.
+    pub fn attach(fd: &OwnedFd) -> io::Result<Doorbell> {
+        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
+        let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap_or(-1);
+        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+            return Err(bad("doorbell is not a memfd sealed against shrinking"));
+        }
+        let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+        if usize::try_from(st.st_size).ok() != Some(DOORBELL_LEN) {
+            return Err(bad("doorbell has a bad size"));
+        }
+        let d = Doorbell {
+            map: Mapping::shared(fd, DOORBELL_LEN)?,
+        };
+        if d.map.region().get::<AtomicU64>(0).load(Acquire) != BELL_MAGIC {
+            return Err(bad("doorbell has a bad header"));
+        }
+        Ok(d)
+    }
+
+    fn word(&self, i: usize) -> &AtomicU64 {
+        self.map.region().get(64 + i * 8)
+    }
+
+    /// Application: rings for the socket in table row `row` (the caller
+    /// then kicks sockd). Rows past the bitmap are ignored.
+    pub fn ring(&self, row: usize) {
+        if row >= DOORBELL_BITS {
+            return;
+        }
+        let w = row / 64;
+        self.word(SUMMARY_WORDS + w)
+            .fetch_or(1 << (row % 64), SeqCst);
+        self.word(w / 64).fetch_or(1 << (w % 64), SeqCst);
+    }
+
+    /// sockd: takes every row rung since the last call, in no order.
+    pub fn take(&self, mut f: impl FnMut(usize)) {
+        for s in 0..SUMMARY_WORDS {
+            if self.word(s).load(Relaxed) == 0 {
+                continue;
+            }
+            let mut sum = self.word(s).swap(0, SeqCst);
+            while sum != 0 {
+                let w = s * 64 + sum.trailing_zeros() as usize;
+                sum &= sum - 1;
+                let mut bits = self.word(SUMMARY_WORDS + w).swap(0, SeqCst);
+                while bits != 0 {
+                    f(w * 64 + bits.trailing_zeros() as usize);
+                    bits &= bits - 1;
+                }
+            }
+        }
+    }
+}
+
 /// A wake-up channel: a connected pair of Unix datagram sockets, both
 /// non-blocking, returned as (the end to wait on, the end to kick).
 ///
@@ -1134,6 +1245,38 @@ mod tests {
         app.announce_wait(wait::ALWAYS);
         assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"w"), (true, true));
         assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"v"), (true, true));
+    }
+}
+
+#[cfg(test)]
+mod bell {
+    use super::*;
+
+    #[test]
+    fn rung_rows_are_taken_once_and_in_full() {
+        let (app, fd) = Doorbell::create().unwrap();
+        let srv = Doorbell::attach(&fd).unwrap();
+        let rows = [0, 1, 63, 64, 4095, 4096, 70_000, DOORBELL_BITS - 1];
+        for r in rows {
+            app.ring(r);
+        }
+        app.ring(1);
+        app.ring(DOORBELL_BITS);
+        let mut got = Vec::new();
+        srv.take(|r| got.push(r));
+        got.sort_unstable();
+        assert_eq!(got, rows);
+        let mut again = Vec::new();
+        srv.take(|r| again.push(r));
+        assert!(again.is_empty());
+    }
+
+    #[test]
+    fn other_memory_is_not_a_doorbell() {
+        let (_seg, fd) = Segment::create(DOORBELL_LEN).unwrap();
+        assert!(Doorbell::attach(&fd).is_err(), "no magic");
+        let (_app, fd) = SockMem::create(4096, 4096).unwrap();
+        assert!(Doorbell::attach(&fd).is_err(), "wrong size");
     }
 }
 

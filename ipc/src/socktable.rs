@@ -342,7 +342,7 @@ impl SockTable {
 
     /// Rows handed out so far (in use or released): the front of the
     /// table, the only part ever touched.
-    fn used(&self) -> usize {
+    pub fn used(&self) -> usize {
         if self.cap == 0 {
             return 0;
         }

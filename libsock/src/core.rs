@@ -363,7 +363,7 @@ impl Core {
     /// After queueing data: kick sockd if it asked for it.
     pub(crate) fn sent(&self) {
         if self.mem.server_wants_kick() {
-            self.session.kick_server();
+            self.session.kick_server(self.id);
         }
     }
 
@@ -371,7 +371,7 @@ impl Core {
     /// window waits on what was read).
     pub(crate) fn read_done(&self) {
         if self.mem.server_wants_read_kick() {
-            self.session.kick_server();
+            self.session.kick_server(self.id);
         }
     }
 

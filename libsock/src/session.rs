@@ -27,7 +27,8 @@ use strata_proto::sock::{self as wire, Kind, Request, Response};
 
 use crate::slots::{SlotRef, Slots};
 use crate::{INSTANCE_ENV, RECONNECT_ENV};
-use strata_ipc::sockring::SockMem;
+use strata_ipc::sockring::{Doorbell, SockMem};
+use strata_ipc::socktable::sock_id;
 
 /// Default time to keep trying to reach a restarted sockd.
 const DEFAULT_RECONNECT: Duration = Duration::from_secs(10);
@@ -80,6 +81,12 @@ impl Attach {
     }
 }
 
+/// The doorbell of one link and the wake pair end that goes with it.
+pub(crate) struct ServerKick {
+    kick: OwnedFd,
+    bell: Doorbell,
+}
+
 /// One connected control socket.
 struct Link {
     sock: Arc<OwnedFd>,
@@ -107,9 +114,10 @@ pub(crate) struct Session {
     state: Mutex<State>,
     /// Signalled when a link is installed (the watcher waits for one).
     linked: Condvar,
-    /// This session's end of its wake pair toward sockd, kicked when a
-    /// socket's memory asks for it.
-    server_kick: RwLock<Option<Arc<OwnedFd>>>,
+    /// How this session tells sockd which socket needs it: the doorbell
+    /// and the end of the session's wake pair toward sockd, rung and
+    /// kicked when a socket's memory asks for it.
+    server_kick: RwLock<Option<Arc<ServerKick>>>,
     /// Mirror of `state.dead.is_some()` for the data path.
     dead: AtomicBool,
     /// An fd that is always readable (an eventfd never drained), handed
@@ -317,7 +325,7 @@ fn exchange(
 
 /// Connects to sockd and says hello. Fails at once when nothing listens,
 /// saying so.
-fn connect_link(path: &Path, instance: &str) -> io::Result<(Link, Arc<OwnedFd>)> {
+fn connect_link(path: &Path, instance: &str) -> io::Result<(Link, Arc<ServerKick>)> {
     connect_raw(path, instance).map_err(|f| match f {
         Fail::Lost(e) => not_running(instance, path, e),
         Fail::Other(e) => e,
@@ -326,7 +334,7 @@ fn connect_link(path: &Path, instance: &str) -> io::Result<(Link, Arc<OwnedFd>)>
 
 /// [`connect_link`], with the failures to reach sockd (`Lost`) kept apart
 /// and unadorned.
-fn connect_raw(path: &Path, instance: &str) -> Result<(Link, Arc<OwnedFd>), Fail> {
+fn connect_raw(path: &Path, instance: &str) -> Result<(Link, Arc<ServerKick>), Fail> {
     let sock = socket::socket(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -346,16 +354,21 @@ fn connect_raw(path: &Path, instance: &str) -> Result<(Link, Arc<OwnedFd>), Fail
         version: wire::VERSION,
     };
     // sockd waits on one end of the session's wake pair; we kick the
-    // other.
+    // other, after ringing the doorbell for the socket that needs it.
     let (server_wait, kick) = strata_ipc::sockring::wake_pair().map_err(Fail::Other)?;
-    let (resp, _) = exchange(&sock, &hello, &[server_wait.as_raw_fd()])?;
+    let (bell, bell_fd) = Doorbell::create().map_err(Fail::Other)?;
+    let (resp, _) = exchange(
+        &sock,
+        &hello,
+        &[server_wait.as_raw_fd(), bell_fd.as_raw_fd()],
+    )?;
     let other = |e| Err(Fail::Other(e));
     match resp {
         Response::Welcome { .. } => Ok((
             Link {
                 sock: Arc::new(sock),
             },
-            Arc::new(kick),
+            Arc::new(ServerKick { kick, bell }),
         )),
         Response::Error { errno } => {
             let e = io::Error::from_raw_os_error(errno);
@@ -512,15 +525,19 @@ impl Session {
         }
     }
 
-    /// Kicks sockd (a socket's memory asked for it).
-    pub(crate) fn kick_server(&self) {
+    /// Tells sockd that socket `id` needs it (its memory asked for it):
+    /// rings the doorbell for it and kicks.
+    pub(crate) fn kick_server(&self, id: u32) {
         let k = self.server_kick.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(fd) = k.as_ref() {
-            strata_ipc::sockring::kick(&**fd);
+        if let Some(k) = k.as_ref() {
+            if let Some(row) = sock_id::slot(id) {
+                k.bell.ring(row);
+            }
+            strata_ipc::sockring::kick(&k.kick);
         }
     }
 
-    fn install(&self, st: &mut State, link: Link, kick: Arc<OwnedFd>) {
+    fn install(&self, st: &mut State, link: Link, kick: Arc<ServerKick>) {
         st.link = Some(link);
         st.generation += 1;
         st.dead = None;

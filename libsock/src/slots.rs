@@ -274,6 +274,17 @@ mod tests {
     }
 
     #[test]
+    fn ten_thousand_slots_never_overlap() {
+        let mut sl = Slots::default();
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..10_000 {
+            let (s, _) = take(&mut sl, 256 << 10, 256 << 10);
+            assert!(s.off + s.len <= s.seg.seg.len());
+            assert!(seen.insert((s.seg.id, s.off)), "{} {}", s.seg.id, s.off);
+        }
+    }
+
+    #[test]
     fn segments_grow_and_a_large_slot_gets_room() {
         let mut sl = Slots::default();
         let (big, _) = take(&mut sl, 64 << 20, 64 << 20);

@@ -167,9 +167,11 @@ pub enum How {
 #[derive(Archive, Serialize, Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(derive(Debug))]
 pub enum Request {
-    /// First message of a session. Attach one fd: the end of the
-    /// session's wake pair sockd waits on (the application kicks the other
-    /// end when a socket's shared memory asks for it). Response:
+    /// First message of a session. Attach two fds: the end of the
+    /// session's wake pair sockd waits on, and the session's doorbell (a
+    /// sealed memfd, `strata_ipc::sockring::Doorbell`). When a socket's
+    /// shared memory asks for it, the application rings the doorbell for
+    /// the socket and kicks the other end of the pair. Response:
     /// [`Response::Welcome`].
     Hello {
         /// [`VERSION`].

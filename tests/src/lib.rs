@@ -1257,3 +1257,22 @@ pub fn udp_echo_client(ns: &Netns, host: &str, port: u16, n: u64, timeout: f64) 
     ]);
     parse_udp_report(&out)
 }
+
+/// Says what both sides know of a TCP connection a kernel client found
+/// stuck (a line `ok <n> stuck <port> ...`), then fails.
+pub fn stuck_report(ns: &Netns, st: &Stack, line: &str) -> ! {
+    let port = line.split_whitespace().nth(3).unwrap_or("0");
+    let row: Vec<_> = st
+        .sockets()
+        .into_iter()
+        .filter(|x| x.to_string().contains(&format!(":{port}\"")))
+        .collect();
+    let kernel = ns.run(&["ss", "-tnie", "sport", "=", &format!(":{port}")]);
+    let stats = st.json("stats");
+    panic!(
+        "{line}\nstrata ss: {row:?}\nkernel: {}\ntcpd: {}\nsockd: {}",
+        String::from_utf8_lossy(&kernel.stdout),
+        stats["layers"]["tcpd"],
+        stats["layers"]["sockd"]
+    );
+}

@@ -9,7 +9,7 @@ use std::io::{IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use strata_ipc::sockring::{wake_pair, Segment, SockMem};
+use strata_ipc::sockring::{kick, wake_pair, Doorbell, Segment, SockMem};
 use strata_proto::sock::{Kind, Request, Response, Slot, VERSION};
 
 /// The name a [`RawClient`] registers its one segment under.
@@ -35,8 +35,10 @@ pub fn connect_sockd(instance: &str) -> OwnedFd {
 /// could.
 pub struct RawClient {
     pub fd: OwnedFd,
-    /// The end of the session's wake pair it would kick sockd with.
-    pub _kick: OwnedFd,
+    /// The end of the session's wake pair it kicks sockd with.
+    pub kick: OwnedFd,
+    /// The session's doorbell.
+    pub bell: Doorbell,
     /// Its segment of socket memory (registered at hello) and its fd.
     pub segment: Arc<Segment>,
     pub segment_fd: OwnedFd,
@@ -53,15 +55,18 @@ impl RawClient {
     /// Says hello on a connection to sockd; None if sockd closes it.
     pub fn hello(fd: OwnedFd) -> Option<RawClient> {
         let (wait, kick) = wake_pair().unwrap();
+        let (bell, bell_fd) = Doorbell::create().unwrap();
         let (segment, segment_fd) = Segment::create(RAW_SEGMENT_LEN).unwrap();
         let c = RawClient {
             fd,
-            _kick: kick,
+            kick,
+            bell,
             segment,
             segment_fd,
             used: AtomicUsize::new(0),
         };
-        match c.try_call(&Request::Hello { version: VERSION }, &[wait.as_raw_fd()])? {
+        let hello = Request::Hello { version: VERSION };
+        match c.try_call(&hello, &[wait.as_raw_fd(), bell_fd.as_raw_fd()])? {
             Response::Welcome { .. } => {}
             r => panic!("hello answered {r:?}"),
         }
@@ -70,6 +75,14 @@ impl RawClient {
             Response::Ok => Some(c),
             r => panic!("segment answered {r:?}"),
         }
+    }
+
+    /// Asks sockd to look at socket `id` (its doorbell, and a kick).
+    pub fn ring(&self, id: u32) {
+        if let Some(row) = strata_ipc::socktable::sock_id::slot(id) {
+            self.bell.ring(row);
+        }
+        kick(&self.kick);
     }
 
     /// A fresh socket's memory (4 KiB rings) in the client's segment.

@@ -211,10 +211,10 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
         ),
         Response::Ok
     ));
-    // No kick needed: sockd looks at every ring at least every 100 ms.
     mem.hdr()
         .tx_tail
         .store(1 << 40, std::sync::atomic::Ordering::SeqCst);
+    evil.ring(id);
     st.wait_for("sockd refusing the ring", Duration::from_secs(20), || {
         st.counter("sockd", "bad_rings") >= 1
     });
@@ -542,7 +542,13 @@ fn ten_thousand_sockets_cost_their_process_and_sockd_no_fd_or_mapping_each() {
     assert!(st.sockets().len() >= N, "sockd lists them all");
     // They work, a blocking receive included.
     for i in (0..N).step_by(999).chain([N - 1]) {
-        assert!(echoes(&socks[i], &format!("socket {i}")), "socket {i}");
+        assert!(
+            echoes(&socks[i], &format!("socket {i}")),
+            "socket {i} {:?}: {}\n{}",
+            socks[i].local_addr(),
+            st.json("stats")["layers"]["sockd"],
+            st.json("stats")["layers"]["udpd"]
+        );
     }
     // A readiness fd (for an event loop) costs that socket an fd on
     // each side.

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
-use strata_tests::{spawn_app, wait_line, Bg, Netns, Stack};
+use strata_tests::{spawn_app, stuck_report, wait_line, Bg, Netns, Stack};
 
 /// Floods port 7 with SYNs from spoofed, unreachable sources (raw frames
 /// on the kernel side of the TAP) for `secs` seconds.
@@ -223,25 +223,6 @@ for s in conns:
 print("closed", flush=True)
 "#;
 
-/// Says what both sides know of a connection the client found stuck
-/// (`ok <n> stuck <port> ...`), then fails.
-fn stuck_report(ns: &Netns, st: &Stack, line: &str) -> ! {
-    let port = line.split_whitespace().nth(3).unwrap_or("0");
-    let row: Vec<_> = st
-        .sockets()
-        .into_iter()
-        .filter(|x| x.to_string().contains(&format!(":{port}\"")))
-        .collect();
-    let kernel = ns.run(&["ss", "-tnie", "sport", "=", &format!(":{port}")]);
-    let stats = st.json("stats");
-    panic!(
-        "{line}\nstrata ss: {row:?}\nkernel: {}\ntcpd: {}\nsockd: {}",
-        String::from_utf8_lossy(&kernel.stdout),
-        stats["layers"]["tcpd"],
-        stats["layers"]["sockd"]
-    );
-}
-
 #[test]
 fn three_thousand_connections_held_at_once_each_echo_ten_kilobytes() {
     // Past the 1,024 connections tcpd once held; the default limit is
@@ -309,127 +290,5 @@ fn three_thousand_connections_held_at_once_each_echo_ten_kilobytes() {
             .filter(|x| x["tcp"]["state"].as_str().is_some_and(|s| s != "TIME-WAIT"))
             .count()
             <= 2
-    });
-}
-
-/// Kernel side, one of several processes: opens `n` connections to the
-/// echo server on `port` and holds them all (`open <n>`); once told on
-/// stdin, on each sends 10 KB and reads it back and prints how many
-/// echoed identically; once told again, closes them all (`closed`).
-const HOLD_THEN_ECHO: &str = r#"
-import socket, sys
-n, port = int(sys.argv[1]), int(sys.argv[2])
-conns = [socket.create_connection(("10.77.0.2", port), timeout=300) for _ in range(n)]
-print("open", len(conns), flush=True)
-sys.stdin.readline()
-ok = 0
-for i, s in enumerate(conns):
-    msg = (b"%05d%03d" % (port, i % 1000)) * 1280
-    got = b""
-    try:
-        s.sendall(msg)
-        while len(got) < len(msg):
-            b = s.recv(65536)
-            if not b:
-                break
-            got += b
-    except OSError as e:
-        print("ok", ok, "stuck", s.getsockname()[1], i, len(got), e, flush=True)
-        break
-    ok += got == msg
-else:
-    print("ok", ok, flush=True)
-sys.stdin.readline()
-for s in conns:
-    s.close()
-print("closed", flush=True)
-"#;
-
-/// Tells every client to go on (a line on its stdin).
-fn go_on(clients: &mut [Bg]) {
-    for c in clients.iter_mut() {
-        let stdin = c.child.stdin.as_mut().expect("stdin");
-        stdin.write_all(b"go\n").expect("tell the client");
-        stdin.flush().expect("tell the client");
-    }
-}
-
-#[test]
-fn twenty_thousand_connections_open_at_once_survive_a_tcpd_kill_and_each_echo_ten_kilobytes() {
-    // Four echo servers (a thread per connection each) and four kernel
-    // client processes, 5,000 connections each: no process holds more
-    // than the machine lets one open.
-    const SERVERS: u16 = 4;
-    const PER: usize = 5000;
-    let n = SERVERS as usize * PER;
-    let ns = Netns::new();
-    let st = Stack::up_with(
-        &ns,
-        "[limits]\ntcp_connections = 32768\nsockets_per_process = 8192\nsockets_per_user = 32768\n",
-    );
-    let mut servers: Vec<Bg> = (0..SERVERS)
-        .map(|k| {
-            let port = format!("0.0.0.0:{}", 7001 + k);
-            spawn_app(
-                &st,
-                "echo",
-                &["--tcp", &port, "--udp", "0.0.0.0:0", "--backlog", "4096"],
-            )
-        })
-        .collect();
-    for s in &mut servers {
-        wait_line(s, "serving UDP", Duration::from_secs(15));
-    }
-    let mut clients: Vec<Bg> = (0..SERVERS)
-        .map(|k| {
-            Bg::new(
-                ns.cmd("python3")
-                    .args([
-                        "-c",
-                        HOLD_THEN_ECHO,
-                        &PER.to_string(),
-                        &(7001 + k).to_string(),
-                    ])
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .spawn()
-                    .expect("python3"),
-            )
-        })
-        .collect();
-    for c in &mut clients {
-        wait_line(c, &format!("open {PER}"), Duration::from_secs(600));
-    }
-    // All open at once: tcpd holds every one.
-    let established = |st: &Stack| {
-        st.sockets()
-            .iter()
-            .filter(|x| x["tcp"]["state"].as_str() == Some("ESTAB"))
-            .count()
-    };
-    assert!(established(&st) >= n, "{} established", established(&st));
-    // tcpd dies with all of them open, and its successor finds them.
-    let before = st.kill_layer("tcpd");
-    st.wait_restarted("tcpd", before);
-    go_on(&mut clients);
-    for c in &mut clients {
-        let line = wait_line(c, "ok ", Duration::from_secs(600));
-        if line != format!("ok {PER}") {
-            stuck_report(&ns, &st, &line);
-        }
-    }
-    assert_eq!(st.counter("tcpd", "conn_limit"), 0);
-    // Every connection ends cleanly: the kernel closes first, and strata
-    // keeps none (TIME-WAIT is the kernel's side).
-    go_on(&mut clients);
-    for c in &mut clients {
-        wait_line(c, "closed", Duration::from_secs(600));
-    }
-    st.wait_for("every connection gone", Duration::from_secs(120), || {
-        st.sockets()
-            .iter()
-            .filter(|x| x["tcp"]["state"].as_str().is_some_and(|s| s != "LISTEN"))
-            .count()
-            == 0
     });
 }

@@ -23,7 +23,8 @@ mod wire;
 
 use nix::errno::Errno;
 use nix::sys::socket::{accept4, getsockopt, sockopt, SockFlag};
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
@@ -32,7 +33,7 @@ use strata_ipc::handle::flags;
 use strata_ipc::l4::{ctl_flags, op, tcp_opt, L4Ctl, SendCredit, SendMeta, SEND_META_LEN};
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::{ArenaFormat, LISTEN_FD_ENV};
-use strata_ipc::sockring::{self, kick, state as sstate, wait, Segment, SockMem};
+use strata_ipc::sockring::{self, kick, state as sstate, wait, Doorbell, Segment, SockMem};
 use strata_ipc::socktable::{self, rec_flags, sock_state, SockRec, SockTable};
 use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, VERSION};
@@ -53,6 +54,8 @@ const MAX_SEGMENTS: usize = 4096;
 /// exist only as the application touches them): room for 100,000
 /// sockets with libsock's default rings many times over.
 const MAX_SEGMENT_BYTES: usize = 4 << 40;
+/// Rows of the socket table the sweep looks at each turn.
+const SWEEP_ROWS: usize = 32;
 /// How long a transport has to answer a bind or connect.
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -152,6 +155,10 @@ strata_ipc::layer_stats! { "sockd";
     SessionLimit => "session_limit",
     /// Reads of a ready session or the listener that found nothing.
     EmptyReads => "empty_reads",
+    /// Sockets a doorbell named.
+    DoorbellRings => "doorbell_rings",
+    /// Looks at sockets (a turn looks at the active ones only).
+    SocketLooks => "socket_looks",
 }
 
 struct Session {
@@ -176,6 +183,9 @@ struct Session {
     segments: HashMap<u64, (Arc<Segment>, (u64, u64))>,
     /// Their bytes.
     segment_bytes: usize,
+    /// The session's doorbell (from Hello): which of its sockets its
+    /// application wants looked at.
+    bell: Option<Doorbell>,
 }
 
 impl Session {
@@ -204,6 +214,10 @@ struct Sock {
     /// Forgotten for good ([`Sockd::drop_sock`]): the application may
     /// reuse the memory once this is dropped.
     gone: bool,
+    /// In `Sockd::active`.
+    active: bool,
+    /// Its earliest entry in `Sockd::timers`.
+    due: Option<Instant>,
     rec: SockRec,
     detached_since: Option<Instant>,
     /// A bad record was seen: the application broke its own ring.
@@ -335,6 +349,8 @@ impl Sock {
             mem: None,
             kick_end: None,
             gone: false,
+            active: false,
+            due: None,
             rec,
             detached_since: None,
             broken: false,
@@ -475,8 +491,18 @@ struct Sockd<'a> {
     /// udpd's heartbeat last seen, and when it last changed.
     udpd_beat: (u64, Instant),
     stats: Stats,
-    /// When the earliest READ_CREDIT waiting for company goes anyway.
-    credit_due: Option<Instant>,
+    /// The sockets to look at this turn, each once (`Sock::active`): the
+    /// ones a transport, a request or a doorbell named, whose timer came,
+    /// or that still wait for something. A turn costs what these cost,
+    /// however many sockets sit idle.
+    active: Vec<u32>,
+    /// When sockets need a look unasked (SYNC cadence, a READ_CREDIT
+    /// waiting for company): (when, socket). A socket's earliest is its
+    /// `Sock::due`; other entries of it are stale and skipped.
+    timers: BinaryHeap<Reverse<(Instant, u32)>>,
+    /// The next row of the socket table the sweep looks at
+    /// ([`SWEEP_ROWS`] a turn: a net under any wake-up missed).
+    sweep: usize,
     /// Sockets per process and per user, and sessions per user, for the
     /// limits.
     socks_of_pid: Tally,
@@ -573,7 +599,9 @@ fn main() {
         tcpd_beat: (0, Instant::now()),
         udpd_beat: (0, Instant::now()),
         stats: Stats::default(),
-        credit_due: None,
+        active: Vec::new(),
+        timers: BinaryHeap::new(),
+        sweep: 0,
         socks_of_pid: Tally::default(),
         socks_of_uid: Tally::default(),
         sessions_of_uid: Tally::default(),
@@ -626,7 +654,6 @@ fn main() {
     let mut shell = Shell {
         d,
         listener,
-        last_snapshot: Instant::now(),
         tx_waiting: false,
         epoll_sleep,
     };
@@ -644,7 +671,6 @@ struct Shell<'a> {
     d: Sockd<'a>,
     /// The listening socket the launcher bound and passed.
     listener: OwnedFd,
-    last_snapshot: Instant,
     /// Applications' data waits for room or credit.
     tx_waiting: bool,
     /// sockd sleeps in its epoll set ([`Layer::epoll_fd`]).
@@ -693,23 +719,19 @@ impl Layer for Shell<'_> {
             }
         };
         let (udp_room, tcp_room) = (room(TO_UDP), room(TO_TCP));
-        let (moved, udp_waiting) = d.pump_tx(udp_room);
+        let (udp, tcp) = d.take_active(Instant::now());
+        let (moved, udp_waiting) = d.pump_tx(&udp, udp_room);
         cx.send_all(TO_UDP, d.to_udp.drain(..));
-        let (moved_tcp, tcp_waiting) = d.pump_tcp(tcp_room);
+        let (moved_tcp, tcp_waiting) = d.pump_tcp(&tcp, tcp_room);
         cx.send_all(TO_TCP, d.to_tcp.drain(..));
         self.tx_waiting = udp_waiting || tcp_waiting || ctl_waiting;
-        let now = Instant::now();
-        d.expire(now);
-        if now.duration_since(self.last_snapshot) > Duration::from_millis(100) {
-            d.snapshot_queues();
-            self.last_snapshot = now;
-        }
+        d.expire(Instant::now());
         cx.syscalls(SYSCALLS.swap(0, Relaxed));
         moved + moved_tcp
     }
 
     fn deadline(&self) -> Option<u64> {
-        let due = self.d.credit_due?;
+        let Reverse((due, _)) = *self.d.timers.peek()?;
         let left = due.saturating_duration_since(Instant::now());
         Some(strata_ipc::now_ns() + left.as_nanos() as u64)
     }

@@ -6,6 +6,8 @@ use super::*;
 
 impl Sockd<'_> {
     pub(crate) fn on_ctl(&mut self, m: L4Ctl) {
+        // Whatever a transport said of a socket, it gets a look.
+        self.activate(m.sock);
         match m.op {
             op::OK | op::ERROR => self.on_reply(m),
             op::BOUND => {

@@ -31,6 +31,8 @@ pub(crate) struct Ready {
     pub(crate) listener: bool,
     /// Sessions with a message (or a hang-up) waiting.
     pub(crate) sessions: Vec<u64>,
+    /// Sessions whose wake pair was kicked (their doorbells rang).
+    pub(crate) rung: Vec<u64>,
     /// The tags of what the last `epoll_wait` found.
     tags: [u64; EVENTS],
     /// How many of `tags` a sleep found, until the next look takes them
@@ -45,6 +47,7 @@ impl Ready {
             listening: false,
             listener: false,
             sessions: Vec::new(),
+            rung: Vec::new(),
             tags: [0; EVENTS],
             woke: None,
         })
@@ -125,6 +128,7 @@ impl Ready {
                         crate::syscall();
                         sockring::drain(&fd);
                     }
+                    self.rung.push(tag >> 1);
                 }
                 tag => self.sessions.push(tag >> 1),
             }
@@ -139,7 +143,9 @@ impl AsRawFd for Ready {
 }
 
 impl Sockd<'_> {
-    /// Looks at what clients made readable (once per turn).
+    /// Looks at what clients made readable (once per turn), and gives
+    /// the sockets whose doorbells rang a look (a row is only a hint: the
+    /// socket there must be the session's).
     pub(crate) fn poll_ready(&mut self) {
         let sessions = &self.sessions;
         self.ready.look(|sid| {
@@ -148,5 +154,22 @@ impl Sockd<'_> {
                 .and_then(|s| s.wake.as_ref())
                 .map(|w| w.as_raw_fd())
         });
+        let mut named = Vec::new();
+        for sid in std::mem::take(&mut self.ready.rung) {
+            let Some(bell) = self.sessions.get(&sid).and_then(|s| s.bell.as_ref()) else {
+                continue;
+            };
+            bell.take(|row| {
+                if let Some(r) = self.table.get(row) {
+                    named.push((sid, r.id));
+                }
+            });
+        }
+        self.stats.add(Stat::DoorbellRings, named.len() as u64);
+        for (sid, id) in named {
+            if self.own(sid, id).is_some() {
+                self.activate(id);
+            }
+        }
     }
 }

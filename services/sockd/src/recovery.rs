@@ -184,15 +184,15 @@ impl Sockd<'_> {
         for (o, id, v, fl) in ctl {
             self.tcp_ctl(o, id, v, fl);
         }
-    }
-
-    pub(crate) fn snapshot_queues(&mut self) {
-        for s in self.socks.values_mut() {
-            if let Some(m) = &s.mem {
-                s.rec.recv_q = m.rx_queued().min(u32::MAX as u64) as u32;
-                s.rec.send_q = m.tx_queued().min(u32::MAX as u64) as u32;
-                self.table.update(s.slot, s.rec);
-            }
+        // Every TCP socket gets a look (its RESYNC goes at once).
+        let tcp: Vec<u32> = self
+            .socks
+            .iter()
+            .filter(|(_, s)| s.kind() == Kind::Tcp)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in tcp {
+            self.activate(id);
         }
     }
 }

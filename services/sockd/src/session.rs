@@ -176,6 +176,7 @@ impl Sockd<'_> {
                 ancestors: None,
                 segments: HashMap::new(),
                 segment_bytes: 0,
+                bell: None,
             },
         );
         self.stats.add(Stat::SessionsOpened, 1);
@@ -206,6 +207,18 @@ impl Sockd<'_> {
     /// One request from session `sid`, answered now or (for a request
     /// the transport must answer) when its reply comes.
     pub(crate) fn handle(&mut self, sid: u64, req: Request, mut fds: Vec<OwnedFd>) {
+        // Whatever a request did to a socket, it gets a look this turn.
+        let named = match req {
+            Request::Bind { id, .. }
+            | Request::Connect { id, .. }
+            | Request::SetOption { id, .. }
+            | Request::Close { id }
+            | Request::Listen { id, .. }
+            | Request::Shutdown { id, .. }
+            | Request::Reattach { id, .. }
+            | Request::Readiness { id } => Some(id),
+            _ => None,
+        };
         let answer = match req {
             Request::Hello { version } => Some(self.hello(sid, version, &mut fds)),
             Request::Segment { seg } => Some(self.segment(sid, seg, &mut fds)),
@@ -229,24 +242,33 @@ impl Sockd<'_> {
         if let Some(r) = answer {
             self.respond(sid, &r, &[]);
         }
+        if let Some(id) = named {
+            self.activate(id);
+        }
     }
 
-    /// The session's first message: the protocol version, and the end of
-    /// its wake pair sockd waits on.
+    /// The session's first message: the protocol version, the end of its
+    /// wake pair sockd waits on, and its doorbell.
     fn hello(&mut self, sid: u64, version: u32, fds: &mut Vec<OwnedFd>) -> Response {
         if version != VERSION {
             return errno_resp(libc::EPROTO);
         }
-        match fds.pop() {
-            Some(w) if fds.is_empty() && sockring::is_wake_end(&w) => {
-                if let Some(s) = self.sessions.get_mut(&sid) {
-                    self.ready.watch(&w, sid, true);
-                    s.wake = Some(w);
-                }
-                Response::Welcome { session: sid }
-            }
-            _ => errno_resp(libc::EINVAL),
+        if fds.len() != 2 {
+            return errno_resp(libc::EINVAL);
         }
+        let (bell, w) = (fds.pop().unwrap(), fds.pop().unwrap());
+        let Ok(bell) = Doorbell::attach(&bell) else {
+            return errno_resp(libc::EINVAL);
+        };
+        if !sockring::is_wake_end(&w) {
+            return errno_resp(libc::EINVAL);
+        }
+        if let Some(s) = self.sessions.get_mut(&sid) {
+            self.ready.watch(&w, sid, true);
+            s.wake = Some(w);
+            s.bell = Some(bell);
+        }
+        Response::Welcome { session: sid }
     }
 
     /// EMFILE once the session's process, or all processes of its user,

@@ -106,6 +106,73 @@ impl Sockd<'_> {
         );
     }
 
+    /// Socket `id` gets a look this turn (or the next, if this one's
+    /// look is over).
+    pub(crate) fn activate(&mut self, id: u32) {
+        if let Some(s) = self.socks.get_mut(&id) {
+            if !s.active {
+                s.active = true;
+                self.active.push(id);
+            }
+        }
+    }
+
+    /// Socket `id` gets a look at `at` at the latest.
+    pub(crate) fn schedule(&mut self, id: u32, at: Instant) {
+        if let Some(s) = self.socks.get_mut(&id) {
+            if s.due.is_none_or(|d| at < d) {
+                s.due = Some(at);
+                self.timers.push(Reverse((at, id)));
+            }
+        }
+    }
+
+    /// The sockets to look at this turn, UDP and TCP: those activated,
+    /// those whose timer came by `now`, and [`SWEEP_ROWS`] more of the
+    /// socket table in turn (whose `strata ss` queues this refreshes).
+    pub(crate) fn take_active(&mut self, now: Instant) -> (Vec<u32>, Vec<u32>) {
+        while let Some(&Reverse((at, id))) = self.timers.peek() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(s) = self.socks.get_mut(&id) {
+                if s.due == Some(at) {
+                    s.due = None;
+                    self.activate(id);
+                }
+            }
+        }
+        let rows = self.table.used();
+        for _ in 0..SWEEP_ROWS.min(rows) {
+            self.sweep = (self.sweep + 1) % rows;
+            if let Some(r) = self.table.get(self.sweep) {
+                self.activate(r.id);
+            }
+        }
+        let (mut udp, mut tcp) = (Vec::new(), Vec::new());
+        self.stats.add(Stat::SocketLooks, self.active.len() as u64);
+        for id in std::mem::take(&mut self.active) {
+            if let Some(s) = self.socks.get_mut(&id) {
+                s.active = false;
+                if let Some(m) = &s.mem {
+                    let q = |n: u64| n.min(u64::from(u32::MAX)) as u32;
+                    let (recv_q, send_q) = (q(m.rx_queued()), q(m.tx_queued()));
+                    if (recv_q, send_q) != (s.rec.recv_q, s.rec.send_q) {
+                        s.rec.recv_q = recv_q;
+                        s.rec.send_q = send_q;
+                        self.table.update(s.slot, s.rec);
+                    }
+                }
+                match s.kind() {
+                    Kind::Udp => udp.push(id),
+                    Kind::Tcp => tcp.push(id),
+                }
+            }
+        }
+        (udp, tcp)
+    }
+
     /// Takes socket `id` in, counted for its process and user.
     pub(crate) fn insert_sock(&mut self, id: u32, s: Sock) {
         self.socks_of_pid.add(s.rec.pid);
@@ -114,6 +181,7 @@ impl Sockd<'_> {
             self.socks_of_pid.remove(old.rec.pid);
             self.socks_of_uid.remove(old.rec.uid);
         }
+        self.activate(id);
     }
 
     /// Forgets socket `id`: its slot, its held data, its user's charge,

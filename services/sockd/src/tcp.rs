@@ -12,6 +12,7 @@ impl Sockd<'_> {
     /// TCP data from tcpd: into the application's ring, or held until it
     /// has room (tcpd's credits keep this short).
     pub(crate) fn deliver_tcp(&mut self, h: Handle) {
+        self.activate(h.sock);
         let verdict = match self.socks.get_mut(&h.sock) {
             Some(Sock {
                 mem: Some(_),
@@ -39,11 +40,13 @@ impl Sockd<'_> {
         }
     }
 
-    /// Per TCP socket, each turn: held data into the ring, read credit to
-    /// tcpd, queued bytes to tcpd within its send credit, and closes and
-    /// shutdowns once the send ring is empty. Returns buffers moved and
-    /// whether something waits.
-    pub(crate) fn pump_tcp(&mut self, room: usize) -> (usize, bool) {
+    /// Per TCP socket of `ids` (this turn's look): held data into the
+    /// ring, read credit to tcpd, queued bytes to tcpd within its send
+    /// credit, and closes and shutdowns once the send ring is empty. A
+    /// socket that still waits for something gets another look next
+    /// turn, and each its next look unasked (`Sockd::timers`). Returns
+    /// buffers moved and whether something waits.
+    pub(crate) fn pump_tcp(&mut self, ids: &[u32], room: usize) -> (usize, bool) {
         let f = &self.svc.fabric;
         let me = self.svc.me;
         let mut pool = f.pool(me);
@@ -57,9 +60,13 @@ impl Sockd<'_> {
             closed: Vec::new(),
             charges: &mut self.charges,
             stats: &mut self.stats,
-            credit_due: None,
         };
-        for (&id, s) in self.socks.iter_mut() {
+        let mut again = Vec::new();
+        let mut later = Vec::new();
+        for &id in ids {
+            let Some(s) = self.socks.get_mut(&id) else {
+                continue;
+            };
             let Sock {
                 mem: Some(mem),
                 kick_end,
@@ -72,7 +79,17 @@ impl Sockd<'_> {
             else {
                 continue;
             };
+            let waiting_before = std::mem::take(&mut turn.waiting);
             turn.fill_ring(&mut pool, mem, kick_end, t);
+            if turn.ctl.len() + self.to_tcp.len() >= turn.room {
+                // No room toward tcpd this turn: what the socket has for
+                // it waits for the next, without another look now (a
+                // burst of due SYNCs must not cost every turn a look at
+                // all of them).
+                again.push(id);
+                turn.waiting = true;
+                continue;
+            }
             let now = turn.now;
             if t.reannounce
                 .as_ref()
@@ -121,19 +138,26 @@ impl Sockd<'_> {
             if t.stream.read_matters(written, rx_cap) && mem.request_read_kick(read) {
                 turn.waiting = true;
             }
-            if let Some(at) = t.stream.credit_due_at() {
-                turn.credit_due = Some(turn.credit_due.map_or(at, |d| d.min(at)));
+            let sync = t.stream.sync_due();
+            later.push((id, t.stream.credit_due_at().map_or(sync, |c| c.min(sync))));
+            if turn.waiting {
+                again.push(id);
             }
+            turn.waiting |= waiting_before;
         }
         let Turn {
             moved,
             waiting,
             ctl,
             closed,
-            credit_due,
             ..
         } = turn;
-        self.credit_due = credit_due;
+        for (id, at) in later {
+            self.schedule(id, at);
+        }
+        for id in again {
+            self.activate(id);
+        }
         for (o, id, v, fl) in ctl {
             self.tcp_ctl(o, id, v, fl);
         }
@@ -168,8 +192,6 @@ struct Turn<'f> {
     charges: &'f mut Charges,
     /// sockd's counters.
     stats: &'f mut Stats,
-    /// When the earliest READ_CREDIT that waits for company goes anyway.
-    credit_due: Option<Instant>,
 }
 
 impl Turn<'_> {

@@ -39,10 +39,11 @@ impl Sockd<'_> {
         s.wake(wake);
     }
 
-    /// Moves what applications queued for sending into pool buffers for
-    /// udpd, as far as the ring to udpd has room. Returns datagrams moved
-    /// and whether something is still waiting.
-    pub(crate) fn pump_tx(&mut self, room: usize) -> (usize, bool) {
+    /// Moves what the applications of the UDP sockets `ids` queued for
+    /// sending into pool buffers for udpd, as far as the ring to udpd has
+    /// room (a socket that still has some gets another look next turn).
+    /// Returns datagrams moved and whether something is still waiting.
+    pub(crate) fn pump_tx(&mut self, ids: &[u32], room: usize) -> (usize, bool) {
         let f = &self.svc.fabric;
         let me = self.svc.me;
         let mut pool = f.pool(me);
@@ -50,11 +51,12 @@ impl Sockd<'_> {
         let mut waiting = false;
         let mut broken = Vec::new();
         let mut closed = Vec::new();
-        for (&id, s) in self.socks.iter_mut() {
-            let Some(mem) = &s.mem else { continue };
-            if s.kind() != Kind::Udp {
+        let mut again = Vec::new();
+        for &id in ids {
+            let Some(s) = self.socks.get_mut(&id) else {
                 continue;
-            }
+            };
+            let Some(mem) = &s.mem else { continue };
             if s.broken {
                 if s.closing {
                     closed.push(id);
@@ -64,6 +66,7 @@ impl Sockd<'_> {
             loop {
                 if self.to_udp.len() >= room {
                     waiting = true;
+                    again.push(id);
                     break;
                 }
                 let rec = match mem.peek_send() {
@@ -105,11 +108,13 @@ impl Sockd<'_> {
                 if f.free_counts().0 < reserve && payload.len() + SEND_META_LEN < 1800 {
                     self.stats.add(Stat::TxWaitNoBuffer, 1);
                     waiting = true;
+                    again.push(id);
                     break;
                 }
                 let Some(mut h) = pool.alloc(payload.len() + SEND_META_LEN) else {
                     self.stats.add(Stat::TxWaitNoBuffer, 1);
                     waiting = true;
+                    again.push(id);
                     break;
                 };
                 let meta = SendMeta {
@@ -138,6 +143,9 @@ impl Sockd<'_> {
         for id in closed {
             // After its datagrams in `to_udp`, so udpd sends them first.
             self.close_sock(id);
+        }
+        for id in again {
+            self.activate(id);
         }
         for id in broken {
             self.stats.add(Stat::BadRings, 1);
