@@ -51,6 +51,11 @@ pub mod wait {
     /// The application registered a readiness fd (a wake pair) for an
     /// event loop: kick it on every change (the bit stays set).
     pub const ALWAYS: u32 = 4;
+    /// The session's poller watches the socket: on every change, ring
+    /// the socket's row on the application's side of the session's
+    /// [`Doorbell`](super::Doorbell) and kick the poller (the bit stays
+    /// set until the application clears it).
+    pub const POLLED: u32 = 8;
 }
 
 /// Bits of [`SockHdr::state`].
@@ -720,8 +725,9 @@ impl SockMem {
     }
 
     /// Wakes the application's sleepers if they wait for any of `bits`
-    /// (and clears those bits); true if its readiness fd wants a kick as
-    /// well ([`wait::ALWAYS`]), which the caller then gives.
+    /// (and clears those bits); true if an event loop watches the socket
+    /// as well ([`wait::ALWAYS`], [`wait::POLLED`]), which the caller
+    /// then tells.
     fn take_wait(&self, bits: u32) -> bool {
         fence(SeqCst);
         let h = self.hdr();
@@ -729,7 +735,13 @@ impl SockMem {
         if w & bits != 0 && h.client_wait.fetch_and(!bits, SeqCst) & bits != 0 {
             self.wake_sleepers();
         }
-        w & wait::ALWAYS != 0
+        w & (wait::ALWAYS | wait::POLLED) != 0
+    }
+
+    /// Application: stops what [`SockMem::announce_wait`] announced of
+    /// `bits` (a poller lets go of the socket).
+    pub fn withdraw_wait(&self, bits: u32) {
+        self.hdr().client_wait.fetch_and(!bits, SeqCst);
     }
 }
 
@@ -846,14 +858,20 @@ pub const DOORBELL_BITS: usize = crate::socktable::MAX_ROWS + 1;
 const BELL_WORDS: usize = DOORBELL_BITS / 64;
 /// Words of its summary (one bit per bitmap word).
 const SUMMARY_WORDS: usize = BELL_WORDS / 64;
-/// Bytes of a doorbell: a header line, the summary, the bitmap.
-pub const DOORBELL_LEN: usize = 64 + (SUMMARY_WORDS + BELL_WORDS) * 8;
+/// Words of one direction of a doorbell: the summary, then the bitmap.
+const BELL_SPAN: usize = SUMMARY_WORDS + BELL_WORDS;
+/// Bytes of a doorbell: a header line, then toward sockd and toward the
+/// application.
+pub const DOORBELL_LEN: usize = 64 + 2 * BELL_SPAN * 8;
 /// "DOORBELL".
 const BELL_MAGIC: u64 = 0x444f_4f52_4245_4c4c;
 
-/// One session's doorbell: which of its sockets the application wrote
-/// to or read from after sockd asked to hear of it (`server_wait`,
-/// `server_wait_rx`), so that sockd looks at those sockets and no other.
+/// One session's doorbell, both ways. Toward sockd: which of its
+/// sockets the application wrote to or read from after sockd asked to
+/// hear of it (`server_wait`, `server_wait_rx`), so that sockd looks at
+/// those sockets and no other. Toward the application: which of the
+/// sockets its poller watches ([`wait::POLLED`]) sockd changed, so that
+/// the poller looks at those and no other.
 /// A bitmap by socket-table row, with a summary bit per bitmap word: the
 /// application sets the row's bit, then its summary bit, then kicks the
 /// session's wake pair; sockd swaps summary words to zero, then the
@@ -918,35 +936,56 @@ impl Doorbell {
         self.map.region().get(64 + i * 8)
     }
 
-    /// Application: rings for the socket in table row `row` (the caller
-    /// then kicks sockd). Rows past the bitmap are ignored.
-    pub fn ring(&self, row: usize) {
+    /// Sets `row`'s bit in the direction starting at word `base`.
+    fn ring_in(&self, base: usize, row: usize) {
         if row >= DOORBELL_BITS {
             return;
         }
         let w = row / 64;
-        self.word(SUMMARY_WORDS + w)
+        self.word(base + SUMMARY_WORDS + w)
             .fetch_or(1 << (row % 64), SeqCst);
-        self.word(w / 64).fetch_or(1 << (w % 64), SeqCst);
+        self.word(base + w / 64).fetch_or(1 << (w % 64), SeqCst);
     }
 
-    /// sockd: takes every row rung since the last call, in no order.
-    pub fn take(&self, mut f: impl FnMut(usize)) {
+    /// Takes every row rung in the direction starting at word `base`.
+    fn take_in(&self, base: usize, mut f: impl FnMut(usize)) {
         for s in 0..SUMMARY_WORDS {
-            if self.word(s).load(Relaxed) == 0 {
+            if self.word(base + s).load(Relaxed) == 0 {
                 continue;
             }
-            let mut sum = self.word(s).swap(0, SeqCst);
+            let mut sum = self.word(base + s).swap(0, SeqCst);
             while sum != 0 {
                 let w = s * 64 + sum.trailing_zeros() as usize;
                 sum &= sum - 1;
-                let mut bits = self.word(SUMMARY_WORDS + w).swap(0, SeqCst);
+                let mut bits = self.word(base + SUMMARY_WORDS + w).swap(0, SeqCst);
                 while bits != 0 {
                     f(w * 64 + bits.trailing_zeros() as usize);
                     bits &= bits - 1;
                 }
             }
         }
+    }
+
+    /// Application: rings for the socket in table row `row` (the caller
+    /// then kicks sockd). Rows past the bitmap are ignored.
+    pub fn ring(&self, row: usize) {
+        self.ring_in(0, row);
+    }
+
+    /// sockd: takes every row rung since the last call, in no order.
+    pub fn take(&self, f: impl FnMut(usize)) {
+        self.take_in(0, f);
+    }
+
+    /// sockd: rings for the application's poller (the caller then kicks
+    /// it); the application itself, to have its poller look at a row.
+    pub fn ring_app(&self, row: usize) {
+        self.ring_in(BELL_SPAN, row);
+    }
+
+    /// Application: takes every row rung toward it since the last call.
+    pub fn take_app(&self, f: impl FnMut(usize)) {
+        self.take_in(BELL_SPAN, f);
     }
 }
 
@@ -1269,6 +1308,12 @@ mod bell {
         let mut again = Vec::new();
         srv.take(|r| again.push(r));
         assert!(again.is_empty());
+        // The other way is apart.
+        srv.ring_app(70_000);
+        app.take(|r| again.push(r));
+        assert!(again.is_empty());
+        app.take_app(|r| again.push(r));
+        assert_eq!(again, [70_000]);
     }
 
     #[test]

@@ -127,6 +127,7 @@
 
 mod addr;
 mod core;
+mod poll;
 mod session;
 mod slots;
 mod stack;
@@ -136,6 +137,7 @@ pub mod tokio;
 mod udp;
 
 pub use crate::core::{set_interrupt_policy, Readiness};
+pub use poll::{Event, Poller, Source};
 pub use session::prepare_fork;
 pub use stack::{Builder, Stack, DEFAULT_BACKLOG};
 pub use tcp::{Incoming, TcpListener, TcpStream};

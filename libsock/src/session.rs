@@ -14,7 +14,7 @@ use std::collections::HashMap;
 use std::io::{self, IoSlice, IoSliceMut};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock, RwLock};
 use std::time::{Duration, Instant};
 
@@ -101,6 +101,9 @@ struct State {
     sockets: HashMap<u32, Arc<Attach>>,
     /// Their memory.
     slots: Slots,
+    /// The end of the poller's wake pair that sockd kicks, while the
+    /// process has a [`crate::Poller`] for this session.
+    poller: Option<Arc<OwnedFd>>,
     /// Why the session is down, once recovery gave up (kind, message).
     dead: Option<(io::ErrorKind, String)>,
     /// The watcher thread runs.
@@ -120,6 +123,9 @@ pub(crate) struct Session {
     server_kick: RwLock<Option<Arc<ServerKick>>>,
     /// Mirror of `state.dead.is_some()` for the data path.
     dead: AtomicBool,
+    /// Links installed: a poller reports every socket again when this
+    /// moved (what rang on the old link's doorbell is gone).
+    epoch: AtomicU64,
     /// An fd that is always readable (an eventfd never drained), handed
     /// out as a socket's readiness fd where none could be made: an event
     /// loop then looks at the socket on every turn, and every operation
@@ -429,12 +435,14 @@ impl Session {
                 generation: 0,
                 sockets: HashMap::new(),
                 slots: Slots::default(),
+                poller: None,
                 dead: None,
                 watching: false,
             }),
             linked: Condvar::new(),
             server_kick: RwLock::new(Some(kick)),
             dead: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
             always_ready,
         });
         s.start_watcher();
@@ -543,6 +551,7 @@ impl Session {
         st.dead = None;
         *self.server_kick.write().unwrap_or_else(|e| e.into_inner()) = Some(kick);
         self.dead.store(false, Ordering::Release);
+        self.epoch.fetch_add(1, Ordering::AcqRel);
         self.linked.notify_all();
     }
 
@@ -552,6 +561,9 @@ impl Session {
         for a in st.sockets.values() {
             a.wake();
         }
+        if let Some(k) = &st.poller {
+            strata_ipc::sockring::kick(&**k);
+        }
     }
 
     /// Re-attaches every live socket on a fresh link: the segments of
@@ -559,6 +571,11 @@ impl Session {
     /// Sockets sockd refuses are marked lost and forgotten. Err: the link
     /// broke.
     fn reattach_all(st: &mut State, link: &Link) -> io::Result<()> {
+        if let Some(k) = &st.poller {
+            if let Err(Fail::Lost(e)) = exchange(&link.sock, &Request::Poller, &[k.as_raw_fd()]) {
+                return Err(e);
+            }
+        }
         for sr in st.slots.segments() {
             // A segment refused shows as its sockets' refusal below.
             let req = Request::Segment { seg: sr.id };
@@ -781,6 +798,64 @@ impl Session {
         expect_ok(self.transact_locked(&mut st, &req, &[kick.as_raw_fd()])?.0)?;
         let p = a.ready.get_or_init(|| WakePair { wait, kick });
         Ok(p.wait.as_raw_fd())
+    }
+
+    /// Makes `kick` (the end of a poller's wake pair) the session's
+    /// poller's: sockd kicks it when it changed a polled socket.
+    pub(crate) fn set_poller(&self, kick: OwnedFd) -> io::Result<()> {
+        let mut st = lock(&self.state);
+        if st.poller.is_some() {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "this process has a poller for this stack already",
+            ));
+        }
+        let kick = Arc::new(kick);
+        expect_ok(
+            self.transact_locked(&mut st, &Request::Poller, &[kick.as_raw_fd()])?
+                .0,
+        )?;
+        st.poller = Some(kick);
+        Ok(())
+    }
+
+    /// The poller is gone (sockd may kick its old end on: nobody reads
+    /// it).
+    pub(crate) fn clear_poller(&self) {
+        lock(&self.state).poller = None;
+    }
+
+    /// How many links were installed (see [`Session::epoch`]'s field).
+    pub(crate) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// Has the poller look at the socket in row `row` (rings it on the
+    /// application's side of the doorbell, and kicks the poller).
+    pub(crate) fn ring_poller(&self, row: usize) {
+        if let Some(k) = self
+            .server_kick
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            k.bell.ring_app(row);
+        }
+        if let Some(p) = &lock(&self.state).poller {
+            strata_ipc::sockring::kick(&**p);
+        }
+    }
+
+    /// Takes the rows rung for the poller.
+    pub(crate) fn take_poller_rows(&self, f: impl FnMut(usize)) {
+        if let Some(k) = self
+            .server_kick
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            k.bell.take_app(f);
+        }
     }
 
     /// The fd that is always readable.

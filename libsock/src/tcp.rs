@@ -184,7 +184,22 @@ pub struct TcpListener {
     rings: (usize, usize),
 }
 
+/// A listener's readiness: readable when a connection waits (or on an
+/// error or the end), never writable.
+pub(crate) fn listener_readiness(core: &Core) -> Readiness {
+    let mut r = core.readiness(false);
+    r.writable = false;
+    let waiting = core.mem.accept_ready().is_some_and(|n| n > 0);
+    r.readable = r.error || r.hangup || waiting;
+    r
+}
+
 impl TcpListener {
+    /// The socket behind it.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     pub(crate) fn from_core(core: Arc<Core>, rings: (usize, usize)) -> TcpListener {
         TcpListener { core, rings }
     }
@@ -353,11 +368,7 @@ impl TcpListener {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn readiness(&self) -> Readiness {
-        let mut r = self.core.readiness(false);
-        r.writable = false;
-        let waiting = self.pending_accepts().is_some_and(|n| n > 0);
-        r.readable = r.error || r.hangup || waiting;
-        r
+        listener_readiness(&self.core)
     }
 
     /// Connections waiting for `accept`, as the stack counts them in the
@@ -469,6 +480,11 @@ pub struct TcpStream {
 }
 
 impl TcpStream {
+    /// The socket behind it.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     /// Connects to `addr` (each address in turn until one answers, of
     /// either family) from the stack named by `STRATA_INSTANCE`,
     /// blocking until the handshake completes or fails

@@ -63,6 +63,11 @@ pub struct UdpSocket {
 }
 
 impl UdpSocket {
+    /// The socket behind it.
+    pub(crate) fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
     pub(crate) fn from_core(core: Arc<Core>) -> UdpSocket {
         UdpSocket { core }
     }

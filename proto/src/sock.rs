@@ -223,6 +223,13 @@ pub enum Request {
         /// Accept queue length.
         backlog: u32,
     },
+    /// The session's poller. Attach one fd: the end of a wake pair sockd
+    /// kicks (once a turn at most) when it changed a socket whose memory
+    /// says it is polled (`strata_ipc::sockring::wait::POLLED`), after
+    /// ringing that socket's row on the application's side of the
+    /// session's doorbell. Sent again after a sockd restart. Response:
+    /// `Ok`.
+    Poller,
     /// accept(2), non-blocking, the new socket laid out in `mem`.
     /// Response: [`Response::Accepted`] or `Error { errno: EAGAIN }`.
     Accept {
@@ -389,6 +396,7 @@ mod tests {
                 },
             },
             Request::Segment { seg: 7 },
+            Request::Poller,
             Request::Readiness { id: 3 },
             Request::Accept {
                 id: 9,

@@ -4,11 +4,13 @@
 #![forbid(unsafe_code)]
 
 use clap::Parser;
-use std::io::ErrorKind;
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
 use std::process::ExitCode;
 
 /// Echo server on the strata stack: sends every UDP datagram back to
-/// where it came from, and echoes every TCP connection (a thread each).
+/// where it came from, and echoes every TCP connection (all of them in
+/// one thread, on a poller).
 #[derive(Parser)]
 #[command(name = "echo", version)]
 struct Args {
@@ -98,21 +100,100 @@ fn bind(args: &Args) -> std::io::Result<libsock::UdpSocket> {
     }
 }
 
+/// Echoes every connection `l` accepts, all of them in this thread:
+/// one poller watches the listener and the connections (edge-triggered:
+/// each is served until it would block).
 fn serve_tcp(l: libsock::TcpListener) {
-    for s in l.incoming() {
-        match s {
-            Ok(s) => {
-                std::thread::spawn(move || {
-                    let mut r = &s;
-                    let mut w = &s;
-                    // Copy until the peer closes its side, then close ours.
-                    if let Err(e) = std::io::copy(&mut r, &mut w) {
-                        eprintln!("echo: tcp: {e}");
+    if let Err(e) = serve_tcp_on_poller(l) {
+        eprintln!("echo: tcp: {e}");
+    }
+}
+
+/// One echoed connection: what it sent that could not go back yet.
+struct Conn {
+    s: libsock::TcpStream,
+    pending: Vec<u8>,
+    pending_from: usize,
+    ended: bool,
+}
+
+const LISTENER: usize = 0;
+
+fn serve_tcp_on_poller(l: libsock::TcpListener) -> std::io::Result<()> {
+    let stack = libsock::Stack::from_env()?;
+    let poller = libsock::Poller::new(&stack)?;
+    l.set_nonblocking(true)?;
+    poller.register(&l, LISTENER)?;
+    let mut conns: HashMap<usize, Conn> = HashMap::new();
+    let mut next = LISTENER + 1;
+    let mut events = Vec::new();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        poller.wait(&mut events, None)?;
+        for e in &events {
+            if e.token == LISTENER {
+                loop {
+                    match l.accept() {
+                        Ok((s, _)) => {
+                            s.set_nonblocking(true)?;
+                            poller.register(&s, next)?;
+                            conns.insert(
+                                next,
+                                Conn {
+                                    s,
+                                    pending: Vec::new(),
+                                    pending_from: 0,
+                                    ended: false,
+                                },
+                            );
+                            next += 1;
+                        }
+                        Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                        Err(e) => {
+                            eprintln!("echo: accept: {e}");
+                            break;
+                        }
                     }
-                    let _ = s.shutdown(std::net::Shutdown::Write);
-                });
+                }
+            } else if let Some(c) = conns.get_mut(&e.token) {
+                match serve(c, &mut buf) {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        conns.remove(&e.token);
+                    }
+                    Err(err) => {
+                        eprintln!("echo: tcp: {err}");
+                        conns.remove(&e.token);
+                    }
+                }
             }
-            Err(e) => eprintln!("echo: accept: {e}"),
+        }
+    }
+}
+
+/// Moves what `c` can: its pending bytes back, then what it sent, until
+/// it would block. True once it is finished (the peer closed its side and
+/// everything went back: ours is shut down too).
+fn serve(c: &mut Conn, buf: &mut [u8]) -> std::io::Result<bool> {
+    loop {
+        while c.pending_from < c.pending.len() {
+            match c.s.write(&c.pending[c.pending_from..]) {
+                Ok(n) => c.pending_from += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+                Err(e) => return Err(e),
+            }
+        }
+        c.pending.clear();
+        c.pending_from = 0;
+        if c.ended {
+            let _ = c.s.shutdown(std::net::Shutdown::Write);
+            return Ok(true);
+        }
+        match c.s.read(buf) {
+            Ok(0) => c.ended = true,
+            Ok(n) => c.pending.extend_from_slice(&buf[..n]),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => return Ok(false),
+            Err(e) => return Err(e),
         }
     }
 }

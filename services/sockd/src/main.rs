@@ -23,9 +23,11 @@ mod wire;
 
 use nix::errno::Errno;
 use nix::sys::socket::{accept4, getsockopt, sockopt, SockFlag};
+use std::cell::{Cell, RefCell};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap, HashSet, VecDeque};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::rc::Rc;
 use std::sync::atomic::Ordering::{Acquire, Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -184,8 +186,8 @@ struct Session {
     /// Their bytes.
     segment_bytes: usize,
     /// The session's doorbell (from Hello): which of its sockets its
-    /// application wants looked at.
-    bell: Option<Doorbell>,
+    /// application wants looked at, and which its poller should.
+    bell: Option<Rc<SessionBell>>,
 }
 
 impl Session {
@@ -208,9 +210,9 @@ struct Sock {
     /// session while another holds it.
     sharers: Vec<u64>,
     mem: Option<SockMem>,
-    /// The end of the socket's wake pair sockd kicks on every change
-    /// (never blocking), once the application asked for a readiness fd.
-    kick_end: Option<OwnedFd>,
+    /// Whom to tell of every change, when an event loop watches the
+    /// socket.
+    kick_end: Notify,
     /// Forgotten for good ([`Sockd::drop_sock`]): the application may
     /// reuse the memory once this is dropped.
     gone: bool,
@@ -347,7 +349,7 @@ impl Sock {
             session: None,
             sharers: Vec::new(),
             mem: None,
-            kick_end: None,
+            kick_end: Notify::default(),
             gone: false,
             active: false,
             due: None,
@@ -510,11 +512,62 @@ struct Sockd<'a> {
     sessions_of_uid: Tally,
 }
 
-/// Kicks a socket's wake pair, if `yes` and it has one.
-fn wake(kick_end: &Option<OwnedFd>, yes: bool) {
-    if let (true, Some(e)) = (yes, kick_end) {
+/// Whom sockd tells of every change of a socket that an event loop
+/// watches (`wait::ALWAYS`, `wait::POLLED`).
+#[derive(Default)]
+struct Notify {
+    /// The end of the socket's wake pair sockd kicks (never blocking),
+    /// once the application asked for a readiness fd.
+    fd: Option<OwnedFd>,
+    /// The session's poll bell, and the socket's row to ring there.
+    bell: Option<(Rc<SessionBell>, usize)>,
+}
+
+/// A session's doorbell (both ways), and the end of its poller's wake
+/// pair once the application made a poller.
+struct SessionBell {
+    bell: Doorbell,
+    poll_kick: RefCell<Option<OwnedFd>>,
+    /// Rung toward the application this turn and not yet kicked.
+    pending: Cell<bool>,
+}
+
+thread_local! {
+    /// The session bells rung toward their applications this turn,
+    /// kicked once each at its end ([`kick_pollers`]).
+    static POLL_KICKS: RefCell<Vec<Rc<SessionBell>>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Tells whoever watches a socket of a change (`yes`: one watches): its
+/// readiness fd is kicked; its session's poller finds its row rung, and
+/// is kicked once at the end of the turn.
+fn wake(n: &Notify, yes: bool) {
+    if !yes {
+        return;
+    }
+    if let Some(e) = &n.fd {
         syscall();
         kick(e);
+    }
+    if let Some((b, row)) = &n.bell {
+        if b.poll_kick.borrow().is_some() {
+            b.bell.ring_app(*row);
+            if !b.pending.replace(true) {
+                POLL_KICKS.with(|k| k.borrow_mut().push(b.clone()));
+            }
+        }
+    }
+}
+
+/// Kicks the pollers whose bells rang this turn, once each.
+fn kick_pollers() {
+    let rung = POLL_KICKS.with(|k| std::mem::take(&mut *k.borrow_mut()));
+    for b in rung {
+        b.pending.set(false);
+        if let Some(fd) = &*b.poll_kick.borrow() {
+            syscall();
+            kick(fd);
+        }
     }
 }
 
@@ -726,6 +779,7 @@ impl Layer for Shell<'_> {
         cx.send_all(TO_TCP, d.to_tcp.drain(..));
         self.tx_waiting = udp_waiting || tcp_waiting || ctl_waiting;
         d.expire(Instant::now());
+        kick_pollers();
         cx.syscalls(SYSCALLS.swap(0, Relaxed));
         moved + moved_tcp
     }

@@ -159,7 +159,7 @@ impl Sockd<'_> {
             let Some(bell) = self.sessions.get(&sid).and_then(|s| s.bell.as_ref()) else {
                 continue;
             };
-            bell.take(|row| {
+            bell.bell.take(|row| {
                 if let Some(r) = self.table.get(row) {
                     named.push((sid, r.id));
                 }

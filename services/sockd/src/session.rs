@@ -224,6 +224,7 @@ impl Sockd<'_> {
             Request::Segment { seg } => Some(self.segment(sid, seg, &mut fds)),
             Request::Socket { kind, mem } => Some(self.socket(sid, kind, mem)),
             Request::Readiness { id } => Some(self.readiness(sid, id, &mut fds)),
+            Request::Poller => Some(self.poller(sid, &mut fds)),
             Request::Bind { id, addr } => self.bind(sid, id, addr),
             Request::Connect { id, addr } => self.connect(sid, id, addr),
             Request::SetOption { id, opt } => Some(self.set_option(sid, id, opt)),
@@ -266,7 +267,11 @@ impl Sockd<'_> {
         if let Some(s) = self.sessions.get_mut(&sid) {
             self.ready.watch(&w, sid, true);
             s.wake = Some(w);
-            s.bell = Some(bell);
+            s.bell = Some(Rc::new(SessionBell {
+                bell,
+                poll_kick: RefCell::new(None),
+                pending: Cell::new(false),
+            }));
         }
         Response::Welcome { session: sid }
     }
@@ -348,8 +353,24 @@ impl Sockd<'_> {
         match (fds.pop(), fds.is_empty()) {
             (Some(k), true) if sockring::is_wake_end(&k) => {
                 if let Some(s) = self.socks.get_mut(&id) {
-                    s.kick_end = Some(k);
+                    s.kick_end.fd = Some(k);
                 }
+                Response::Ok
+            }
+            _ => errno_resp(libc::EINVAL),
+        }
+    }
+
+    /// The session's poller: from now on, a change of a socket whose
+    /// memory says it is polled rings the doorbell toward the
+    /// application and kicks the fd sent.
+    fn poller(&mut self, sid: u64, fds: &mut Vec<OwnedFd>) -> Response {
+        let Some(bell) = self.sessions.get(&sid).and_then(|s| s.bell.as_ref()) else {
+            return errno_resp(libc::EBADF);
+        };
+        match (fds.pop(), fds.is_empty()) {
+            (Some(k), true) if sockring::is_wake_end(&k) => {
+                *bell.poll_kick.borrow_mut() = Some(k);
                 Response::Ok
             }
             _ => errno_resp(libc::EINVAL),
@@ -724,6 +745,12 @@ impl Sockd<'_> {
         }
         s.mem = Some(mem);
         s.session = Some(sid);
+        let row = s.slot;
+        let bell = self.poll_bell(sid, row);
+        let Some(s) = self.socks.get_mut(&id) else {
+            return errno_resp(libc::EBADF);
+        };
+        s.kick_end.bell = bell;
         s.detached_since = None;
         s.reattached = true;
         // What the last sockd counted died with its queue (tcpd announces

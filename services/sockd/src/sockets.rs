@@ -106,6 +106,12 @@ impl Sockd<'_> {
         );
     }
 
+    /// Session `sid`'s poll bell, for the socket in table row `row`.
+    pub(crate) fn poll_bell(&self, sid: u64, row: usize) -> Option<(Rc<SessionBell>, usize)> {
+        let b = self.sessions.get(&sid)?.bell.as_ref()?;
+        Some((b.clone(), row))
+    }
+
     /// Socket `id` gets a look this turn (or the next, if this one's
     /// look is over).
     pub(crate) fn activate(&mut self, id: u32) {
@@ -174,7 +180,10 @@ impl Sockd<'_> {
     }
 
     /// Takes socket `id` in, counted for its process and user.
-    pub(crate) fn insert_sock(&mut self, id: u32, s: Sock) {
+    pub(crate) fn insert_sock(&mut self, id: u32, mut s: Sock) {
+        if let Some(sid) = s.session {
+            s.kick_end.bell = self.poll_bell(sid, s.slot);
+        }
         self.socks_of_pid.add(s.rec.pid);
         self.socks_of_uid.add(s.rec.uid);
         if let Some(old) = self.socks.insert(id, s) {

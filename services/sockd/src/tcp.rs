@@ -197,13 +197,7 @@ struct Turn<'f> {
 impl Turn<'_> {
     /// Received data held back into the application's ring, as far as it
     /// has room, and the end of the stream once all of it is there.
-    fn fill_ring(
-        &mut self,
-        pool: &mut Pool,
-        mem: &SockMem,
-        kick_end: &Option<OwnedFd>,
-        t: &mut TcpSock,
-    ) {
+    fn fill_ring(&mut self, pool: &mut Pool, mem: &SockMem, kick_end: &Notify, t: &mut TcpSock) {
         while let Some(&(h, done)) = t.rx_hold.front() {
             let Ok(d) = pool.data(&h) else {
                 t.rx_hold.pop_front();
