@@ -109,6 +109,27 @@ fn twenty_thousand_connections_open_at_once_survive_a_tcpd_kill_and_each_echo_te
     let before = st.kill_layer("tcpd");
     st.wait_restarted("tcpd", before);
     phase("tcpd restarted");
+    // Its successor took every connection back from the arena.
+    let restored = |st: &Stack| {
+        st.log_text()
+            .lines()
+            .rev()
+            .filter(|l| l.contains(" connections in "))
+            .filter_map(|l| l.split("restored ").nth(1))
+            .find_map(|r| r.split(' ').next()?.parse::<usize>().ok())
+    };
+    st.wait_for(
+        "tcpd to say what it restored",
+        Duration::from_secs(60),
+        || restored(&st).is_some(),
+    );
+    let line = st.log_text();
+    let line = line
+        .lines()
+        .rfind(|l| l.contains(" connections in "))
+        .unwrap_or("");
+    eprintln!("tcpd: {line}");
+    assert!(restored(&st).unwrap_or(0) >= n, "{line}");
     go_on(&mut clients);
     for c in &mut clients {
         let line = wait_line(c, "ok ", Duration::from_secs(600));

@@ -580,3 +580,117 @@ fn ten_thousand_sockets_cost_their_process_and_sockd_no_fd_or_mapping_each() {
     );
     assert!(echoes(&again[N / 2], "again"));
 }
+
+/// Kernel side: for each port read on stdin, one datagram (the port's
+/// number as text) to that port on the stack; `sent` after each batch
+/// (a blank line ends it).
+const SEND_TO_PORTS: &str = r#"
+import socket, sys
+s = socket.socket(2, 2)
+print("ready", flush=True)
+for line in sys.stdin:
+    for p in line.split():
+        s.sendto(p.encode(), ("10.77.0.2", int(p)))
+    print("sent", flush=True)
+"#;
+
+#[test]
+fn one_poller_reports_five_thousand_sockets_with_no_fd_for_any_of_them() {
+    const N: usize = 5000;
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let sockd = st.layer_pid("sockd").to_string();
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let poller = libsock::Poller::new(&stack).unwrap();
+    assert_eq!(
+        libsock::Poller::new(&stack).err().map(|e| e.kind()),
+        Some(std::io::ErrorKind::AlreadyExists),
+        "one poller per stack and process"
+    );
+    let first = stack.builder().udp_bind("0.0.0.0:0").unwrap();
+    let (me0, sd0) = (fds_and_maps("self"), fds_and_maps(&sockd));
+    let mut socks = vec![first];
+    while socks.len() < N {
+        socks.push(stack.builder().udp_bind("0.0.0.0:0").unwrap());
+    }
+    let mut ports = std::collections::HashMap::new();
+    for (i, s) in socks.iter().enumerate() {
+        s.set_nonblocking(true).unwrap();
+        poller.register(s, i).unwrap();
+        ports.insert(i, s.local_addr().unwrap().port());
+    }
+    // Registering reports each socket once, nothing to read on any.
+    let mut events = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < N {
+        poller
+            .wait(&mut events, Some(Duration::from_secs(30)))
+            .unwrap();
+        assert!(!events.is_empty(), "{} of {N} reported", seen.len());
+        for e in &events {
+            assert!(!e.readiness.readable, "socket {} has nothing", e.token);
+            seen.insert(e.token);
+        }
+    }
+    // A datagram to every socket: the poller names each as readable,
+    // and each holds its own.
+    let mut sender = Bg::new(
+        ns.cmd("python3")
+            .args(["-c", SEND_TO_PORTS])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    wait_line(&mut sender, "ready", Duration::from_secs(15));
+    let mut got = std::collections::HashSet::new();
+    let mut buf = [0u8; 64];
+    // In batches of 500 the kernel side sends once the last were taken,
+    // so that nothing overflows below the sockets however slow the
+    // machine; a datagram lost on the way is sent again.
+    let all: Vec<usize> = (0..N).collect();
+    for batch in all.chunks(500) {
+        let mut missing: Vec<usize> = batch.to_vec();
+        for _round in 0..10 {
+            let line: Vec<String> = missing.iter().map(|i| ports[i].to_string()).collect();
+            let stdin = sender.child.stdin.as_mut().unwrap();
+            writeln!(stdin, "{}", line.join(" ")).unwrap();
+            stdin.flush().unwrap();
+            wait_line(&mut sender, "sent", Duration::from_secs(30));
+            let until = std::time::Instant::now() + Duration::from_secs(3);
+            while !missing.is_empty() && std::time::Instant::now() < until {
+                poller
+                    .wait(&mut events, Some(Duration::from_millis(500)))
+                    .unwrap();
+                for e in &events {
+                    let s = &socks[e.token];
+                    while let Ok((n, _)) = s.recv_from(&mut buf) {
+                        assert_eq!(&buf[..n], ports[&e.token].to_string().as_bytes());
+                        got.insert(e.token);
+                    }
+                }
+                missing.retain(|i| !got.contains(i));
+            }
+            if missing.is_empty() {
+                break;
+            }
+        }
+        assert!(missing.is_empty(), "{} never reported", missing.len());
+    }
+    assert_eq!(got.len(), N);
+    // All that through one wake pair: two fds here, one in sockd.
+    let (me1, sd1) = (fds_and_maps("self"), fds_and_maps(&sockd));
+    assert!(
+        me1.0 <= me0.0 + 8,
+        "this process: {} more fds",
+        me1.0 - me0.0
+    );
+    assert!(
+        sd1.0 <= sd0.0 + 8,
+        "sockd: {} more fds",
+        sd1.0.saturating_sub(sd0.0)
+    );
+    // A socket let go of is not reported again.
+    poller.deregister(&socks[3]).unwrap();
+    assert!(poller.deregister(&socks[3]).is_err());
+}

@@ -979,10 +979,11 @@ impl<'a> Storage<'a> {
 
     /// Lays out (or finds) a header, `n_conns` blocks, the journal and as
     /// many queue entries (each with its undo record) as fit in `len`
-    /// bytes at `p`. The flag says whether the memory was laid out afresh
+    /// bytes at `p`. [`Fresh`] says whether the memory was laid out afresh
     /// (magic, version or sizes differed): then the caller uses
-    /// [`TcpCore::new`](crate::TcpCore::new), which clears it, else
-    /// [`TcpCore::restore`](crate::TcpCore::restore). `None` when `p` is
+    /// [`TcpCore::new`](crate::TcpCore::new), which clears it (or, over
+    /// memory never written, [`TcpCore::new_on_zeroed`](crate::TcpCore::new_on_zeroed)),
+    /// else [`TcpCore::restore`](crate::TcpCore::restore). `None` when `p` is
     /// not 64-byte aligned or `len` holds no entry.
     ///
     /// # Safety
@@ -992,7 +993,7 @@ impl<'a> Storage<'a> {
         p: *mut u8,
         len: usize,
         n_conns: usize,
-    ) -> Option<(&'a mut StorageHeader, Storage<'a>, bool)> {
+    ) -> Option<(&'a mut StorageHeader, Storage<'a>, Fresh)> {
         if p.is_null() || !(p as usize).is_multiple_of(64) || n_conns > u32::MAX as usize / 2 {
             return None;
         }
@@ -1031,6 +1032,8 @@ impl<'a> Storage<'a> {
             || hdr.version != STORAGE_VERSION
             || hdr.n_conns as usize != n_conns
             || hdr.n_segs as usize != n_segs;
+        // Never laid out: a new arena, all zero.
+        let zeroed = hdr.magic == 0;
         if fresh {
             *hdr = StorageHeader {
                 magic: STORAGE_MAGIC,
@@ -1049,9 +1052,26 @@ impl<'a> Storage<'a> {
                 journal,
                 undo,
             },
-            fresh,
+            if zeroed {
+                Fresh::Zeroed
+            } else if fresh {
+                Fresh::Yes
+            } else {
+                Fresh::No
+            },
         ))
     }
+}
+
+/// Whether [`Storage::from_raw`] laid the storage out anew.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fresh {
+    /// It holds a previous instance's state.
+    No,
+    /// Laid out anew over what another layout left.
+    Yes,
+    /// Laid out anew over memory never written (all zero).
+    Zeroed,
 }
 
 #[cfg(test)]
@@ -1073,19 +1093,25 @@ mod tests {
             unsafe { Storage::from_raw(p, len, 3).unwrap() }
         };
         let (h, s, fresh) = lay(n);
-        assert!(fresh);
+        // Never written: laid out over zeros, whose blocks are free ones
+        // of generation 0, as cleared ones are (`TcpCore::new_on_zeroed`
+        // relies on it: a block taken for a connection is laid out whole).
+        assert_eq!(fresh, Fresh::Zeroed);
+        let d = ConnBlock::default();
+        assert!(!s.conns[1].in_use() && !d.in_use());
+        assert_eq!((s.conns[1].gen, s.conns[1].state), (d.gen, d.state));
         assert_eq!((s.conns.len(), s.segs.len(), s.undo.len()), (3, 5, 5));
         s.journal.n = 2;
         h.secret = [4, 5];
         s.conns[2].gen = 9;
         let (h, s, fresh) = lay(n);
-        assert!(!fresh);
+        assert_eq!(fresh, Fresh::No);
         assert_eq!(h.secret, [4, 5]);
         assert_eq!(s.conns[2].gen, 9);
         assert_eq!(s.journal.n, 2);
         // One byte short: an entry fewer.
         let (_, s, fresh) = lay(n - 1);
-        assert!(fresh);
+        assert_eq!(fresh, Fresh::Yes);
         assert_eq!(s.segs.len(), 4);
     }
 

@@ -349,23 +349,41 @@ impl<'a> TcpCore<'a> {
     /// A core for `cfg` over `storage`, which it clears. Allocates every
     /// table.
     pub fn new(cfg: TcpConfig, storage: Storage<'a>) -> Result<Self, ConfigError> {
+        Self::laid_out(cfg, storage, false)
+    }
+
+    /// As [`TcpCore::new`] over storage that was never written (all
+    /// zero, as a new arena is): its connection blocks are left
+    /// untouched, since a zero block is a free one of generation 0 as a
+    /// cleared one is, and a block taken for a connection is laid out
+    /// whole. Memory is then touched only as connections use it.
+    pub fn new_on_zeroed(cfg: TcpConfig, storage: Storage<'a>) -> Result<Self, ConfigError> {
+        Self::laid_out(cfg, storage, true)
+    }
+
+    fn laid_out(cfg: TcpConfig, storage: Storage<'a>, zeroed: bool) -> Result<Self, ConfigError> {
         let Storage {
             conns,
             segs,
             journal,
             undo,
         } = storage;
-        for c in conns.iter_mut() {
-            *c = ConnBlock::default();
+        if !zeroed {
+            for c in conns.iter_mut() {
+                *c = ConnBlock::default();
+            }
         }
         let slab = Slab::new(segs, journal, undo);
-        Self::build(cfg, conns, slab)
+        Self::build(cfg, conns, slab, !zeroed)
     }
 
+    /// The core over `conns` and `slab`; `scan`: which blocks are free is
+    /// read from them (else every one is).
     fn build(
         cfg: TcpConfig,
         conns: &'a mut [ConnBlock],
         slab: Slab<'a>,
+        scan: bool,
     ) -> Result<Self, ConfigError> {
         let (lo, hi) = cfg.ephemeral_ports;
         if lo == 0 || lo > hi {
@@ -385,7 +403,7 @@ impl<'a> TcpCore<'a> {
         let n = conns.len();
         let free_conns = (0..n as u32)
             .rev()
-            .filter(|&i| !conns[i as usize].in_use())
+            .filter(|&i| !scan || !conns[i as usize].in_use())
             .collect();
         let rng = cfg.seed | 1;
         Ok(TcpCore {

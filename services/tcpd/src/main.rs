@@ -11,7 +11,7 @@ use strata_ipc::runtime::StackConfig;
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow};
 use strata_ipc::service::ArenaFormat;
 use strata_ipc::{now_ns, service, Handle, LayerId, Service, BUDGET};
-use strata_tcpd::block::STORAGE_VERSION;
+use strata_tcpd::block::{Fresh, STORAGE_VERSION};
 use strata_tcpd::{Outputs, Stat, Storage, TcpConfig, TcpCore};
 
 fn random_secret() -> [u64; 2] {
@@ -71,16 +71,26 @@ fn main() {
     let mut pool = f.pool(me);
     let mut out = Outputs::with_capacity(8 * BUDGET);
     let now = now_ns();
-    let core = if fresh || hdr.secret == [0, 0] {
+    let core = if fresh != Fresh::No || hdr.secret == [0, 0] {
         hdr.secret = random_secret();
         cfg.secret = hdr.secret;
-        TcpCore::new(cfg, storage)
-            .unwrap_or_else(|e| service::die("tcpd", &format!("configuration: {e}")))
+        // A new arena is all zero: its blocks need no clearing, and are
+        // touched only as connections use them.
+        if fresh == Fresh::Zeroed {
+            TcpCore::new_on_zeroed(cfg, storage)
+        } else {
+            TcpCore::new(cfg, storage)
+        }
+        .unwrap_or_else(|e| service::die("tcpd", &format!("configuration: {e}")))
     } else {
         cfg.secret = hdr.secret;
+        let began = std::time::Instant::now();
         let (core, n) = TcpCore::restore(cfg, storage, now, &mut pool, &mut out)
             .unwrap_or_else(|e| service::die("tcpd", &format!("restore: {e}")));
-        svc.log(&format!("restored {n} connections"));
+        svc.log(&format!(
+            "restored {n} connections in {} ms",
+            began.elapsed().as_millis()
+        ));
         core
     };
     // What the dead instance held beyond its arena (segments on their

@@ -375,7 +375,7 @@ pub(crate) fn restore<'a, B: Buffers>(
         }
     }
     let slab = Slab::rebuild(segs, journal, undo, |k| seen[k]);
-    let mut core = TcpCore::build(cfg, conns, slab)?;
+    let mut core = TcpCore::build(cfg, conns, slab, true)?;
     core.now = now;
     let mut kept = 0;
     // Bad blocks: tell the peer and sockd, forget them.
