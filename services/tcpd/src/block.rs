@@ -59,7 +59,7 @@ pub const NIL: u32 = u32::MAX;
 /// The stored encoding of [`State`] in [`ConnBlock::state`] (plain
 /// integers, for the arena): read through [`ConnBlock::slot`] and
 /// [`ConnBlock::state`], written only by [`ConnBlock::set_state`].
-mod st {
+pub(crate) mod st {
     /// The block is free.
     pub const FREE: u32 = 0;
     /// A socket that is bound (or about to connect) but has no connection.

@@ -242,12 +242,20 @@ pub unsafe fn snapshot(p: *const u8, len: usize) -> Vec<ConnInfo> {
     let base = p.wrapping_add(64).cast::<ConnBlock>();
     (0..n)
         .filter_map(|i| {
+            let b = base.wrapping_add(i);
+            // A free block is skipped after reading its state alone (most
+            // of a large arena is free).
             // SAFETY: block `i` < `n` lies inside `p..p+len` (the blocks
             // end before `bytes_for(n, 0)` <= `len`, checked), aligned (64
             // plus a multiple of its size, itself a multiple of 8), and a
             // ConnBlock is plain integers: any bytes, even a block caught
-            // mid-update, are a value.
-            let c = unsafe { std::ptr::read_volatile(base.wrapping_add(i)) };
+            // mid-update, are a value; its `state` is a u32 inside it.
+            let state = unsafe { std::ptr::read_volatile(std::ptr::addr_of!((*b).state)) };
+            if state == block::st::FREE {
+                return None;
+            }
+            // SAFETY: as for its state, the whole block.
+            let c = unsafe { std::ptr::read_volatile(b) };
             conn_info(i, &c, &cfg)
         })
         .collect()
