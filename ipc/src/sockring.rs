@@ -189,6 +189,34 @@ fn pad8(n: usize) -> usize {
     (n + 7) & !7
 }
 
+/// Application side: a memfd of `len` bytes sealed against resizing (so
+/// that sockd can map it without fearing a shrink).
+fn sealed_memfd(name: &std::ffi::CStr, len: usize) -> io::Result<OwnedFd> {
+    let fd = memfd_create(
+        name,
+        MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
+    )?;
+    nix::unistd::ftruncate(&fd, len as libc::off_t)?;
+    let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
+    fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
+    Ok(fd)
+}
+
+/// sockd side: the size of `what` an application sent, once it is known
+/// to be a memfd that cannot shrink (a shrink would turn our reads of a
+/// mapping into SIGBUS).
+fn sealed_len(fd: &OwnedFd, what: &str) -> io::Result<usize> {
+    let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap_or(-1);
+    if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{what} is not a memfd sealed against shrinking"),
+        ));
+    }
+    let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
+    Ok(usize::try_from(st.st_size).unwrap_or(0))
+}
+
 /// A mapped segment of socket memory.
 pub struct Segment {
     map: Mapping,
@@ -208,13 +236,7 @@ impl Segment {
     /// punch out released slots with [`Segment::punch`]).
     pub fn create(len: usize) -> io::Result<(Arc<Segment>, OwnedFd)> {
         let len = len.max(SLOT_ALIGN).next_multiple_of(SLOT_ALIGN);
-        let fd = memfd_create(
-            c"strata-sockets",
-            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
-        )?;
-        nix::unistd::ftruncate(&fd, len as libc::off_t)?;
-        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
+        let fd = sealed_memfd(c"strata-sockets", len)?;
         let seg = Segment {
             map: Mapping::shared(&fd, len)?,
             len,
@@ -226,15 +248,12 @@ impl Segment {
     /// cannot shrink under us (a shrink would turn our reads into
     /// SIGBUS) and that its size is whole slots and at most `max_len`.
     pub fn attach(fd: &OwnedFd, max_len: usize) -> io::Result<Arc<Segment>> {
-        let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
-        let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap_or(-1);
-        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(bad("socket memory is not a memfd sealed against shrinking"));
-        }
-        let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
-        let len = usize::try_from(st.st_size).unwrap_or(0);
+        let len = sealed_len(fd, "socket memory")?;
         if len < SLOT_ALIGN || !len.is_multiple_of(SLOT_ALIGN) || len > max_len {
-            return Err(bad("socket memory has a bad size"));
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "socket memory has a bad size",
+            ));
         }
         Ok(Arc::new(Segment {
             map: Mapping::shared(fd, len)?,
@@ -894,13 +913,7 @@ unsafe impl Sync for Doorbell {}
 impl Doorbell {
     /// Application side: a new doorbell and the fd to send to sockd.
     pub fn create() -> io::Result<(Doorbell, OwnedFd)> {
-        let fd = memfd_create(
-            c"strata-doorbell",
-            MemFdCreateFlag::MFD_CLOEXEC | MemFdCreateFlag::MFD_ALLOW_SEALING,
-        )?;
-        nix::unistd::ftruncate(&fd, DOORBELL_LEN as libc::off_t)?;
-        let seals = SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
-        fcntl(fd.as_raw_fd(), FcntlArg::F_ADD_SEALS(seals))?;
+        let fd = sealed_memfd(c"strata-doorbell", DOORBELL_LEN)?;
         let d = Doorbell {
             map: Mapping::shared(&fd, DOORBELL_LEN)?,
         };
@@ -915,12 +928,7 @@ impl Doorbell {
     /// seals, size and magic.
     pub fn attach(fd: &OwnedFd) -> io::Result<Doorbell> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
-        let seals = fcntl(fd.as_raw_fd(), FcntlArg::F_GET_SEALS).unwrap_or(-1);
-        if seals < 0 || seals & libc::F_SEAL_SHRINK == 0 {
-            return Err(bad("doorbell is not a memfd sealed against shrinking"));
-        }
-        let st = nix::sys::stat::fstat(fd.as_raw_fd())?;
-        if usize::try_from(st.st_size).ok() != Some(DOORBELL_LEN) {
+        if sealed_len(fd, "doorbell")? != DOORBELL_LEN {
             return Err(bad("doorbell has a bad size"));
         }
         let d = Doorbell {

@@ -536,12 +536,20 @@ impl Session {
     /// Tells sockd that socket `id` needs it (its memory asked for it):
     /// rings the doorbell for it and kicks.
     pub(crate) fn kick_server(&self, id: u32) {
-        let k = self.server_kick.read().unwrap_or_else(|e| e.into_inner());
-        if let Some(k) = k.as_ref() {
+        self.with_link_bell(|k| {
             if let Some(row) = sock_id::slot(id) {
                 k.bell.ring(row);
             }
             strata_ipc::sockring::kick(&k.kick);
+        });
+    }
+
+    /// Runs `f` on the current link's doorbell and kick, if there is a
+    /// link.
+    fn with_link_bell(&self, f: impl FnOnce(&ServerKick)) {
+        let k = self.server_kick.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(k) = k.as_ref() {
+            f(k);
         }
     }
 

@@ -684,11 +684,44 @@ impl Stack {
                     std::thread::sleep(Duration::from_millis(20))
                 }
                 _ => {
+                    // It did not stop in time (a loaded machine): killed,
+                    // it leaves its layers, its fabric and its runtime
+                    // directory, which go here.
                     let _ = c.kill();
                     let _ = c.wait();
+                    kill_layers_of(&self.instance);
+                    let _ = std::fs::remove_file(&self.config);
+                    let shm = strata_ipc::fabric::shm_name(&self.instance);
+                    let _ = std::fs::remove_file(std::path::Path::new("/dev/shm").join(shm));
+                    let _ = std::fs::remove_dir_all(strata_ipc::runtime::run_dir(&self.instance));
                     return false;
                 }
             }
+        }
+    }
+}
+
+/// Kills the layers of `instance` (processes whose environment names it
+/// as `STRATA_INSTANCE` and that are strata layers), by pid.
+fn kill_layers_of(instance: &str) {
+    let want = format!("STRATA_INSTANCE={instance}");
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        let mut vars = env.split(|&b| b == 0);
+        let ours = vars.clone().any(|v| v == want.as_bytes());
+        let layer = vars.any(|v| v.starts_with(b"STRATA_LAYER="));
+        if ours && layer {
+            // SAFETY: kill takes no pointers; the pid is a layer of our
+            // own stack, read from /proc just now.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
         }
     }
 }
@@ -1276,3 +1309,40 @@ pub fn stuck_report(ns: &Netns, st: &Stack, line: &str) -> ! {
         stats["layers"]["sockd"]
     );
 }
+
+/// Kernel side, a TCP client: `python3 -c HOLD_AND_ECHO <n> <port>
+/// <wait>` opens `n` connections to the stack's port `port` and holds
+/// them all (`open <n>`); then (after a line on stdin, if `wait` is 1) on
+/// each sends 10 KB and reads it back and prints how many echoed
+/// identically (`ok <n>`, or `ok <k> stuck <local port> ...` for the
+/// first that did not: see [`stuck_report`]); once told on stdin, closes
+/// them all (`closed`).
+pub const HOLD_AND_ECHO: &str = r#"
+import socket, sys
+n, port, wait = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3] == "1"
+conns = [socket.create_connection(("10.77.0.2", port), timeout=300) for _ in range(n)]
+print("open", len(conns), flush=True)
+if wait:
+    sys.stdin.readline()
+ok = 0
+for i, s in enumerate(conns):
+    msg = (b"%05d%03d" % (port, i % 1000)) * 1280
+    got = b""
+    try:
+        s.sendall(msg)
+        while len(got) < len(msg):
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    except OSError as e:
+        print("ok", ok, "stuck", s.getsockname()[1], i, len(got), e, flush=True)
+        break
+    ok += got == msg
+else:
+    print("ok", ok, flush=True)
+sys.stdin.readline()
+for s in conns:
+    s.close()
+print("closed", flush=True)
+"#;

@@ -6,40 +6,7 @@
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
-use strata_tests::{spawn_app, stuck_report, wait_line, Bg, Netns, Stack};
-
-/// Kernel side, one of several processes: opens `n` connections to the
-/// echo server on `port` and holds them all (`open <n>`); once told on
-/// stdin, on each sends 10 KB and reads it back and prints how many
-/// echoed identically; once told again, closes them all (`closed`).
-const HOLD_THEN_ECHO: &str = r#"
-import socket, sys
-n, port = int(sys.argv[1]), int(sys.argv[2])
-conns = [socket.create_connection(("10.77.0.2", port), timeout=300) for _ in range(n)]
-print("open", len(conns), flush=True)
-sys.stdin.readline()
-ok = 0
-for i, s in enumerate(conns):
-    msg = (b"%05d%03d" % (port, i % 1000)) * 1280
-    got = b""
-    try:
-        s.sendall(msg)
-        while len(got) < len(msg):
-            b = s.recv(65536)
-            if not b:
-                break
-            got += b
-    except OSError as e:
-        print("ok", ok, "stuck", s.getsockname()[1], i, len(got), e, flush=True)
-        break
-    ok += got == msg
-else:
-    print("ok", ok, flush=True)
-sys.stdin.readline()
-for s in conns:
-    s.close()
-print("closed", flush=True)
-"#;
+use strata_tests::{spawn_app, stuck_report, wait_line, Bg, Netns, Stack, HOLD_AND_ECHO};
 
 /// Tells every client to go on (a line on its stdin).
 fn go_on(clients: &mut [Bg]) {
@@ -80,9 +47,10 @@ fn twenty_thousand_connections_open_at_once_survive_a_tcpd_kill_and_each_echo_te
                 ns.cmd("python3")
                     .args([
                         "-c",
-                        HOLD_THEN_ECHO,
+                        HOLD_AND_ECHO,
                         &PER.to_string(),
                         &(7001 + k).to_string(),
+                        "1",
                     ])
                     .stdin(Stdio::piped())
                     .stdout(Stdio::piped())

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
-use strata_tests::{spawn_app, stuck_report, wait_line, Bg, Netns, Stack};
+use strata_tests::{spawn_app, stuck_report, wait_line, Bg, Netns, Stack, HOLD_AND_ECHO};
 
 /// Floods port 7 with SYNs from spoofed, unreachable sources (raw frames
 /// on the kernel side of the TAP) for `secs` seconds.
@@ -192,37 +192,6 @@ fn five_hundred_concurrent_connections_each_echo_a_megabyte() {
     );
 }
 
-/// Kernel side: opens `n` connections to the echo server and holds them
-/// all, then on each sends 10 KB and reads it back, prints how many
-/// echoed identically, and closes them all once told on stdin.
-const HOLD_MANY: &str = r#"
-import socket, sys
-n = int(sys.argv[1])
-conns = [socket.create_connection(("10.77.0.2", 7), timeout=120) for _ in range(n)]
-print("open", len(conns), flush=True)
-ok = 0
-for i, s in enumerate(conns):
-    msg = (b"%08d" % i) * 1280
-    got = b""
-    try:
-        s.sendall(msg)
-        while len(got) < len(msg):
-            b = s.recv(65536)
-            if not b:
-                break
-            got += b
-    except OSError as e:
-        print("ok", ok, "stuck", s.getsockname()[1], i, len(got), e, flush=True)
-        break
-    ok += got == msg
-else:
-    print("ok", ok, flush=True)
-sys.stdin.readline()
-for s in conns:
-    s.close()
-print("closed", flush=True)
-"#;
-
 #[test]
 fn three_thousand_connections_held_at_once_each_echo_ten_kilobytes() {
     // Past the 1,024 connections tcpd once held; the default limit is
@@ -247,7 +216,7 @@ fn three_thousand_connections_held_at_once_each_echo_ten_kilobytes() {
     wait_line(&mut echo, "serving UDP", Duration::from_secs(5));
     let mut client = Bg::new(
         ns.cmd("python3")
-            .args(["-c", HOLD_MANY, &n.to_string()])
+            .args(["-c", HOLD_AND_ECHO, &n.to_string(), "7", "0"])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
