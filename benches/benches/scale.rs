@@ -78,7 +78,7 @@
 
 mod common;
 
-use common::{env_u64, fmt, median, quantile, spawn_app, stack_addr, Machine};
+use common::{env_u64, fmt, median, quantile, spawn_app, stack_addr, Machine, STALL};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
@@ -695,7 +695,14 @@ impl Rig {
     fn rr(&self, count: u64) -> Result<(f64, f64), String> {
         let us = common::rr_client(&self.ns.name, stack_addr(ECHO_PORT), count, RR_WARMUP)
             .join()
-            .map_err(|p| format!("1-byte round trips: {}", panic_text(&*p)))?;
+            .map_err(|p| {
+                let e = panic_text(&*p);
+                if e.contains("WouldBlock") || e.contains("TimedOut") {
+                    format!("1-byte round trips: a response did not come within {STALL:?} ({e})")
+                } else {
+                    format!("1-byte round trips: {e}")
+                }
+            })?;
         Ok((quantile(&us, 0.5), quantile(&us, 0.99)))
     }
 
@@ -902,11 +909,12 @@ const fn row(key: &'static str, label: &'static str, unit: &'static str) -> Row 
 
 /// The connections part's rows.
 const CONN_ROWS: [Row; 12] = [
-    row(
-        "setup_conn_per_s",
-        "set-up rate (accepted by sockd)",
-        "conn/s",
-    ),
+    Row {
+        key: "setup_conn_per_s",
+        label: "set-up rate (accepted by sockd)",
+        unit: "conn/s",
+        ratio: false,
+    },
     row("stack_bytes_per_conn", "stack's figure per connection", "B"),
     Row {
         key: "layers_rss_per_conn",
@@ -1003,13 +1011,36 @@ fn diagnose(rig: &Rig, what: &str) -> String {
         String::from_utf8_lossy(&ss.stdout)
     );
     let _ = std::fs::write(&path, dump);
+    let pool = &stats["pool"];
     format!(
-        "{what}; sockd {}; tcpd {}; details in {}",
+        "{what}; sockd {}; tcpd {}; driverd0 {}; pool: small free {} of {}, large free {} of {}, \
+         pinned {}, in use by {}; details in {}",
         pick(
             "sockd",
-            &["sockets_opened", "socket_limit", "accept_refused"]
+            &[
+                "sockets_opened",
+                "socket_limit",
+                "accept_refused",
+                "tx_wait_no_buffer",
+                "ctl_wait_no_buffer"
+            ]
         ),
-        pick("tcpd", &["passive_opens", "established", "conn_limit"]),
+        pick(
+            "tcpd",
+            &[
+                "passive_opens",
+                "established",
+                "conn_limit",
+                "pool_exhausted"
+            ]
+        ),
+        pick("driverd0", &["rx_no_buffer"]),
+        pool["small_free"],
+        pool["small_total"],
+        pool["large_free"],
+        pool["large_total"],
+        pool["pinned"],
+        pool["in_use_by_owner"],
         path.display()
     )
 }
@@ -1276,11 +1307,14 @@ fn hold(
     // Let the load settle into its rhythm.
     std::thread::sleep(Duration::from_millis(500));
     let t_active = Instant::now();
-    let (p50, p99) = rig
-        .rr(c.rr)
-        .map_err(|e| diagnose(rig, &format!("with {active} active: {e}")))?;
-    f.insert("rr_active_p50_us", p50);
-    f.insert("rr_active_p99_us", p99);
+    let rr = rig.rr(c.rr);
+    // The stack's state while the load still runs, if the round trips
+    // failed.
+    let rr = rr.map_err(|e| diagnose(rig, &format!("with {active} active: {e}")));
+    if let Ok((p50, p99)) = rr {
+        f.insert("rr_active_p50_us", p50);
+        f.insert("rr_active_p99_us", p99);
+    }
     for cl in &mut rig.clients {
         cl.tell("idle");
     }
@@ -1307,7 +1341,7 @@ fn hold(
             sent - echoed
         ));
     }
-    Ok(())
+    rr.map(|_| ())
 }
 
 /// One count of the rules or routes part: a fresh instance with
