@@ -1287,6 +1287,11 @@ fn hold(
         .bulk(c)
         .map_err(|e| diagnose(rig, &format!("with the {n} idle: {e}")))?;
     f.insert("bulk_gbits", bulk);
+    let pool = &rig.st.json("status")["pool"];
+    notes.push(format!(
+        "after the bulk, before the active load: pool buffers in use {} (by owner {}), pinned {}",
+        pool["in_use"], pool["in_use_by_owner"], pool["pinned"]
+    ));
     // Active: min(n, ACTIVE) of the held, spread over the clients in
     // proportion to what each holds.
     let active = n.min(ACTIVE);
