@@ -851,6 +851,17 @@ fn quietly<T>(f: impl FnOnce() -> T) -> Result<T, String> {
 /// (the launcher's words) instead of a panic.
 fn try_up(ns: &Netns, extra: &str) -> Result<Stack, String> {
     quietly(|| Stack::up_with(ns, extra)).map_err(|msg| {
+        // The failed instance's log (its text is in `msg`) and
+        // configuration, kept for a panic; no other instance of this
+        // process runs now.
+        let ours = format!("t-{}-", std::process::id());
+        let tmp = std::env::temp_dir();
+        for e in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(&ours) && (name.ends_with(".log") || name.ends_with(".toml")) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
         // The launcher's own complaint, if it made one.
         msg.lines()
             .rev()
