@@ -64,8 +64,9 @@ mod common;
 #[path = "versus/smol.rs"]
 mod smol;
 
+use common::{cpus_env, fmt, median, one_cpu_unless_told, spawn_app_env, value_after};
 use common::{env_u64, host_addr, number_before, quantile, spawn_app, stack_addr};
-use common::{spawn_app_env, value_after, UdpRate};
+use common::{Machine, UdpRate};
 use serde_json::{json, Value};
 use std::sync::mpsc::Receiver;
 use std::time::Duration;
@@ -476,51 +477,6 @@ impl Column {
     }
 }
 
-/// The median of non-empty `v` (the mean of the middle two if even).
-fn median(v: Vec<f64>) -> f64 {
-    let v = common::sorted(v);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
-}
-
-/// The machine: CPU model, CPUs, kernel, date (UTC).
-struct Machine {
-    cpu: String,
-    cpus: usize,
-    kernel: String,
-    date: String,
-}
-
-impl Machine {
-    /// This machine, from /proc and `date`.
-    fn get() -> Machine {
-        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-        let cpu = info
-            .lines()
-            .find(|l| l.starts_with("model name"))
-            .and_then(|l| l.split_once(':'))
-            .map_or("unknown CPU".into(), |(_, m)| m.trim().to_string());
-        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .map_or("?".into(), |k| format!("Linux {}", k.trim()));
-        let date = std::process::Command::new("date")
-            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-            .output()
-            .map_or("?".into(), |o| {
-                String::from_utf8_lossy(&o.stdout).trim().to_string()
-            });
-        Machine {
-            cpu,
-            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
-            kernel,
-            date,
-        }
-    }
-}
-
 /// Where things ran: strata's placement policy, where its layers went,
 /// the example programs' CPUs, and the bench's own threads' CPUs.
 struct Placement {
@@ -585,29 +541,6 @@ fn main() {
     }
 }
 
-/// The CPU list in environment variable `name`, or "any".
-/// Puts the bench's threads and the example programs on CPU 0 unless
-/// `STRATA_BENCH_THREAD_CPUS` or `STRATA_BENCH_APP_CPUS` say otherwise
-/// (`any`: wherever the scheduler likes). With strata's default
-/// placement (`compact`: every layer on the first CPU) all three stacks
-/// then run on one CPU with their peers, the one placement that gives
-/// the same answer round after round; left to the scheduler, a round
-/// trip takes 5 or 60 µs depending on whether the two ends happen to
-/// share a vCPU.
-fn one_cpu_unless_told() {
-    for var in ["STRATA_BENCH_THREAD_CPUS", "STRATA_BENCH_APP_CPUS"] {
-        match std::env::var(var).as_deref() {
-            Err(_) => std::env::set_var(var, "0"),
-            Ok("any") => std::env::remove_var(var),
-            Ok(_) => {}
-        }
-    }
-}
-
-fn cpus_env(name: &str) -> String {
-    std::env::var(name).unwrap_or_else(|_| "any".into())
-}
-
 /// Column `name`'s median of `row`.
 fn median_of(cols: &[Column], name: &str, row: &Row) -> f64 {
     let col = cols.iter().find(|c| c.name == name);
@@ -621,10 +554,7 @@ fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
          shim), median of {} rounds (interleaved)",
         c.runs
     );
-    println!(
-        "  machine  {}, {} CPUs, {}, {}",
-        m.cpu, m.cpus, m.kernel, m.date
-    );
+    println!("  machine  {m}");
     println!("  kernel   client and server namespaces joined by a veth pair (MTU 1500, TSO)");
     println!("  smoltcp  smoltcp 0.12 in a thread, on a TAP (MTU 1500), the kernel as peer");
     println!(
@@ -709,19 +639,6 @@ fn fmt_ratio(v: f64) -> String {
     }
 }
 
-/// A figure with about four significant digits (`-`: not measured).
-fn fmt(v: f64) -> String {
-    if v.is_nan() {
-        "-".into()
-    } else if v >= 1000.0 {
-        format!("{v:.0}")
-    } else if v >= 100.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
-    }
-}
-
 /// The JSON object: machine, knobs, placement, and per figure each
 /// stack's median and rounds and the ratios.
 fn to_json(cols: &[Column], c: &Config, m: &Machine, p: &Placement) -> Value {
@@ -752,7 +669,7 @@ fn to_json(cols: &[Column], c: &Config, m: &Machine, p: &Placement) -> Value {
         .collect();
     json!({
         "bench": "versus",
-        "machine": { "cpu": m.cpu, "cpus": m.cpus, "kernel": m.kernel, "date": m.date },
+        "machine": m.json(),
         "config": {
             "rounds": c.runs, "bytes": c.bytes, "rr": c.rr, "rr_warmup": RR_WARMUP,
             "udp_secs": c.udp_secs, "udp_window": UDP_WINDOW, "udp_size": UDP_SIZE,

@@ -425,3 +425,100 @@ pub fn udp_flood(
         }
     })
 }
+
+/// The median of non-empty `v` (the mean of the middle two if even).
+pub fn median(v: Vec<f64>) -> f64 {
+    let v = sorted(v);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A figure with about four significant digits (`-`: not measured).
+pub fn fmt(v: f64) -> String {
+    if v.is_nan() {
+        "-".into()
+    } else if v >= 1000.0 {
+        format!("{v:.0}")
+    } else if v >= 100.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// The machine a bench ran on: CPU model, CPUs, kernel, date (UTC).
+pub struct Machine {
+    pub cpu: String,
+    pub cpus: usize,
+    pub kernel: String,
+    pub date: String,
+}
+
+impl Machine {
+    /// This machine, from /proc and `date`.
+    pub fn get() -> Machine {
+        let info = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = info
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or("unknown CPU".into(), |(_, m)| m.trim().to_string());
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or("?".into(), |k| format!("Linux {}", k.trim()));
+        let date = std::process::Command::new("date")
+            .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+            .output()
+            .map_or("?".into(), |o| {
+                String::from_utf8_lossy(&o.stdout).trim().to_string()
+            });
+        Machine {
+            cpu,
+            cpus: std::thread::available_parallelism().map_or(0, |n| n.get()),
+            kernel,
+            date,
+        }
+    }
+
+    /// The machine as a JSON object.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "cpu": self.cpu, "cpus": self.cpus, "kernel": self.kernel, "date": self.date,
+        })
+    }
+}
+
+impl std::fmt::Display for Machine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{}, {} CPUs, {}, {}",
+            self.cpu, self.cpus, self.kernel, self.date
+        )
+    }
+}
+
+/// Puts the bench's threads and the example programs on CPU 0 unless
+/// `STRATA_BENCH_THREAD_CPUS` or `STRATA_BENCH_APP_CPUS` say otherwise
+/// (`any`: wherever the scheduler likes). With strata's default
+/// placement (`compact`: every layer on the first CPU) a stack then runs
+/// on one CPU with its peers, the one placement that gives the same
+/// answer round after round; left to the scheduler, a round trip takes
+/// 5 or 60 µs depending on whether the two ends happen to share a vCPU.
+pub fn one_cpu_unless_told() {
+    for var in ["STRATA_BENCH_THREAD_CPUS", "STRATA_BENCH_APP_CPUS"] {
+        match std::env::var(var).as_deref() {
+            Err(_) => std::env::set_var(var, "0"),
+            Ok("any") => std::env::remove_var(var),
+            Ok(_) => {}
+        }
+    }
+}
+
+/// The CPU list in environment variable `name`, or "any".
+pub fn cpus_env(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| "any".into())
+}
