@@ -25,9 +25,10 @@
 //!   was lost and `tx_sent` goes back to what it took. A stream with
 //!   nothing in flight either way has nothing a lost message could hold
 //!   up, so its SYNC comes half as often each time it finds it so, down
-//!   to one every [`SYNC_IDLE`]: ten thousand idle connections cost tcpd
-//!   a few thousand messages a second rather than fifty thousand. Any
-//!   traffic brings the cadence back at once.
+//!   to one every [`SYNC_IDLE`] (51.2 s): a hundred thousand idle
+//!   connections cost tcpd and sockd about four thousand messages a
+//!   second rather than a million. Any traffic brings the cadence back at
+//!   once.
 //!
 //! The type is pure: the shell passes in the ring's indices and the
 //! clock, and carries out what it returns. tcpd's crash test drives it
@@ -42,7 +43,7 @@ use strata_ipc::l4::{ctl_flags, ReadCredit, SendCredit};
 pub const SYNC_EVERY: Duration = Duration::from_millis(200);
 
 /// The longest a quiet stream goes between SYNCs (see the module docs).
-pub const SYNC_IDLE: Duration = Duration::from_millis(6400);
+pub const SYNC_IDLE: Duration = Duration::from_millis(51_200);
 
 /// How long a READ_CREDIT that does not matter yet waits for a message
 /// to tcpd to go with (so that it costs tcpd no wake-up of its own).
@@ -487,7 +488,7 @@ mod tests {
         let (mut s, t0) = stream();
         let mut t = t0;
         let mut gaps = Vec::new();
-        for _ in 0..8 {
+        for _ in 0..10 {
             let m = s.read_credit(t, 0, 0).expect("a SYNC is due");
             assert_ne!(m.flags & ctl_flags::SYNC, 0);
             let next = s.sync_due();
@@ -495,10 +496,13 @@ mod tests {
             gaps.push((next - t).as_millis());
             t = next;
         }
-        assert_eq!(gaps, [400, 800, 1600, 3200, 6400, 6400, 6400, 6400]);
+        assert_eq!(
+            gaps,
+            [400, 800, 1600, 3200, 6400, 12_800, 25_600, 51_200, 51_200, 51_200]
+        );
         // Data sent: the next SYNC is the full cadence after the last.
         s.sent(100);
-        assert_eq!(s.sync_due(), t - Duration::from_millis(6400) + SYNC_EVERY);
+        assert_eq!(s.sync_due(), t - SYNC_IDLE + SYNC_EVERY);
         let m = s.read_credit(s.sync_due(), 0, 0).unwrap();
         assert_ne!(m.flags & ctl_flags::SYNC, 0);
         // Still held by tcpd: not quiet, the cadence stays.
