@@ -955,14 +955,22 @@ impl Doorbell {
         self.word(base + w / 64).fetch_or(1 << (w % 64), SeqCst);
     }
 
-    /// Takes every row rung in the direction starting at word `base`.
-    fn take_in(&self, base: usize, mut f: impl FnMut(usize)) {
+    /// Takes the rows rung in the direction starting at word `base`, from
+    /// at most `words` bitmap words (64 rows each); true if some were
+    /// left for another call.
+    fn take_in(&self, base: usize, mut words: usize, mut f: impl FnMut(usize)) -> bool {
         for s in 0..SUMMARY_WORDS {
             if self.word(base + s).load(Relaxed) == 0 {
                 continue;
             }
             let mut sum = self.word(base + s).swap(0, SeqCst);
             while sum != 0 {
+                if words == 0 {
+                    // Put back what this call does not take.
+                    self.word(base + s).fetch_or(sum, SeqCst);
+                    return true;
+                }
+                words -= 1;
                 let w = s * 64 + sum.trailing_zeros() as usize;
                 sum &= sum - 1;
                 let mut bits = self.word(base + SUMMARY_WORDS + w).swap(0, SeqCst);
@@ -972,6 +980,7 @@ impl Doorbell {
                 }
             }
         }
+        false
     }
 
     /// Application: rings for the socket in table row `row` (the caller
@@ -980,9 +989,12 @@ impl Doorbell {
         self.ring_in(0, row);
     }
 
-    /// sockd: takes every row rung since the last call, in no order.
-    pub fn take(&self, f: impl FnMut(usize)) {
-        self.take_in(0, f);
+    /// sockd: takes the rows rung since the last call, in no order, from
+    /// at most `words` bitmap words (64 rows each: a client that rings
+    /// every row costs sockd a bounded amount per call); true if some
+    /// were left for the next call.
+    pub fn take(&self, words: usize, f: impl FnMut(usize)) -> bool {
+        self.take_in(0, words, f)
     }
 
     /// sockd: rings for the application's poller (the caller then kicks
@@ -993,7 +1005,7 @@ impl Doorbell {
 
     /// Application: takes every row rung toward it since the last call.
     pub fn take_app(&self, f: impl FnMut(usize)) {
-        self.take_in(BELL_SPAN, f);
+        self.take_in(BELL_SPAN, BELL_WORDS, f);
     }
 }
 
@@ -1310,15 +1322,25 @@ mod bell {
         app.ring(1);
         app.ring(DOORBELL_BITS);
         let mut got = Vec::new();
-        srv.take(|r| got.push(r));
+        assert!(!srv.take(usize::MAX, |r| got.push(r)));
         got.sort_unstable();
         assert_eq!(got, rows);
         let mut again = Vec::new();
-        srv.take(|r| again.push(r));
+        assert!(!srv.take(usize::MAX, |r| again.push(r)));
         assert!(again.is_empty());
+        // A bounded take leaves the rest for the next.
+        for r in 0..64 * 10 {
+            app.ring(r);
+        }
+        let mut some = Vec::new();
+        assert!(srv.take(3, |r| some.push(r)));
+        assert_eq!(some.len(), 3 * 64);
+        assert!(!srv.take(usize::MAX, |r| some.push(r)));
+        some.sort_unstable();
+        assert_eq!(some, (0..640).collect::<Vec<_>>());
         // The other way is apart.
         srv.ring_app(70_000);
-        app.take(|r| again.push(r));
+        app.take(usize::MAX, |r| again.push(r));
         assert!(again.is_empty());
         app.take_app(|r| again.push(r));
         assert_eq!(again, [70_000]);

@@ -18,6 +18,9 @@ const LISTENER: u64 = u64::MAX;
 /// Most events taken per turn; more stay ready for the next.
 const EVENTS: usize = 64;
 
+/// Doorbell words (64 rows each) taken from one session per turn.
+const BELL_WORDS_PER_TURN: usize = 64;
+
 /// sockd's own eventfd's tag.
 const EVENTFD: u64 = u64::MAX - 1;
 
@@ -155,16 +158,23 @@ impl Sockd<'_> {
                 .map(|w| w.as_raw_fd())
         });
         let mut named = Vec::new();
+        let mut more = Vec::new();
         for sid in std::mem::take(&mut self.ready.rung) {
             let Some(bell) = self.sessions.get(&sid).and_then(|s| s.bell.as_ref()) else {
                 continue;
             };
-            bell.bell.take(|row| {
+            let left = bell.bell.take(BELL_WORDS_PER_TURN, |row| {
                 if let Some(r) = self.table.get(row) {
                     named.push((sid, r.id));
                 }
             });
+            if left {
+                // The rest next turn (a session that rings every row
+                // gets no more than its share of a turn).
+                more.push(sid);
+            }
         }
+        self.ready.rung = more;
         self.stats.add(Stat::DoorbellRings, named.len() as u64);
         for (sid, id) in named {
             if self.own(sid, id).is_some() {
