@@ -130,24 +130,15 @@ struct Config {
     json: bool,
 }
 
-/// A comma-separated list of counts (`none`: empty); digits with `_`
-/// and a `k` or `M` suffix allowed.
+/// A comma-separated list of counts (`none`: empty), each as
+/// [`common::parse_count`] takes it.
 fn parse_counts(flag: &str, v: &str) -> Vec<u64> {
     if v.is_empty() || v == "none" {
         return Vec::new();
     }
     v.split(',')
         .map(|w| {
-            let w = w.trim().replace('_', "");
-            let (num, mult) = match w.chars().last() {
-                Some('k') => (&w[..w.len() - 1], 1_000),
-                Some('M') => (&w[..w.len() - 1], 1_000_000),
-                _ => (&w[..], 1),
-            };
-            num.parse::<u64>()
-                .ok()
-                .and_then(|n| n.checked_mul(mult))
-                .unwrap_or_else(|| panic!("{flag} {v:?}: {w:?} is not a count"))
+            common::parse_count(w).unwrap_or_else(|| panic!("{flag} {v:?}: {w:?} is not a count"))
         })
         .collect()
 }
@@ -1360,6 +1351,33 @@ fn hold(
     rr.map(|_| ())
 }
 
+/// The path measured at each of `counts` (rules or routes, named `what`
+/// and `key`), each with the configuration `config(n)` makes.
+fn path_part(
+    c: &Config,
+    counts: &[u64],
+    (key, what): (&'static str, &'static str),
+    title: &'static str,
+    config: fn(u64) -> String,
+) -> Part {
+    let mut levels = Vec::new();
+    for &n in counts {
+        eprintln!("scale: {n} {what}");
+        let l = path_level(n, &config(n), c);
+        if let Some(e) = &l.failure {
+            eprintln!("scale: {n} {what}: {e}");
+        }
+        levels.push(l);
+    }
+    Part {
+        key,
+        title,
+        what,
+        rows: &PATH_ROWS,
+        levels,
+    }
+}
+
 /// One count of the rules or routes part: a fresh instance with
 /// `extra` in its configuration; round trips and bulk.
 fn path_level(n: u64, extra: &str, c: &Config) -> Level {
@@ -1470,38 +1488,20 @@ fn main() {
         rows: &CONN_ROWS,
         levels,
     });
-    let mut levels = Vec::new();
-    for &n in &c.rules {
-        eprintln!("scale: {n} filter rules");
-        let l = path_level(n, &rules_config(n), &c);
-        if let Some(e) = &l.failure {
-            eprintln!("scale: {n} rules: {e}");
-        }
-        levels.push(l);
-    }
-    parts.push(Part {
-        key: "filter_rules",
-        title: "filter rules (INPUT -p tcp --dport P -j DROP, none matching)",
-        what: "rules",
-        rows: &PATH_ROWS,
-        levels,
-    });
-    let mut levels = Vec::new();
-    for &n in &c.routes {
-        eprintln!("scale: {n} routes");
-        let l = path_level(n, &routes_config(n), &c);
-        if let Some(e) = &l.failure {
-            eprintln!("scale: {n} routes: {e}");
-        }
-        levels.push(l);
-    }
-    parts.push(Part {
-        key: "routes",
-        title: "routes (10.100.0.0/24... via the kernel end, none on the way)",
-        what: "routes",
-        rows: &PATH_ROWS,
-        levels,
-    });
+    parts.push(path_part(
+        &c,
+        &c.rules,
+        ("filter_rules", "rules"),
+        "filter rules (INPUT -p tcp --dport P -j DROP, none matching)",
+        rules_config,
+    ));
+    parts.push(path_part(
+        &c,
+        &c.routes,
+        ("routes", "routes"),
+        "routes (10.100.0.0/24... via the kernel end, none on the way)",
+        routes_config,
+    ));
     let m = Machine::get();
     let took = t_start.elapsed();
     if c.json {

@@ -841,14 +841,7 @@ impl Session {
     /// Has the poller look at the socket in row `row` (rings it on the
     /// application's side of the doorbell, and kicks the poller).
     pub(crate) fn ring_poller(&self, row: usize) {
-        if let Some(k) = self
-            .server_kick
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            k.bell.ring_app(row);
-        }
+        self.with_link_bell(|k| k.bell.ring_app(row));
         if let Some(p) = &lock(&self.state).poller {
             strata_ipc::sockring::kick(&**p);
         }
@@ -856,14 +849,7 @@ impl Session {
 
     /// Takes the rows rung for the poller.
     pub(crate) fn take_poller_rows(&self, f: impl FnMut(usize)) {
-        if let Some(k) = self
-            .server_kick
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            k.bell.take_app(f);
-        }
+        self.with_link_bell(|k| k.bell.take_app(f));
     }
 
     /// The fd that is always readable.

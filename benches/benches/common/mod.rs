@@ -32,17 +32,20 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
     let Ok(v) = std::env::var(name) else {
         return default;
     };
-    let digits = v.replace('_', "");
+    parse_count(&v).unwrap_or_else(|| panic!("{name}={v:?}: not a number (digits, then k, M or G)"))
+}
+
+/// A count as the benches take them: digits (`_` allowed as a
+/// separator), optionally followed by `k`, `M` or `G` (powers of 1000).
+pub fn parse_count(v: &str) -> Option<u64> {
+    let digits = v.trim().replace('_', "");
     let (num, mult) = match digits.chars().last() {
         Some('k') => (&digits[..digits.len() - 1], 1_000),
         Some('M') => (&digits[..digits.len() - 1], 1_000_000),
         Some('G') => (&digits[..digits.len() - 1], 1_000_000_000),
         _ => (&digits[..], 1),
     };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .unwrap_or_else(|| panic!("{name}={v:?}: not a number (digits, then k, M or G)"))
+    num.parse::<u64>().ok().and_then(|n| n.checked_mul(mult))
 }
 
 /// [`STACK_IP`]:`port`, where the stack under test serves.
