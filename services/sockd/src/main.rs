@@ -221,7 +221,8 @@ struct Sock {
     /// Its earliest entry in `Sockd::timers`.
     due: Option<Instant>,
     rec: SockRec,
-    detached_since: Option<Instant>,
+    /// Found at start-up and not yet re-attached by its application.
+    detached: bool,
     /// A bad record was seen: the application broke its own ring.
     broken: bool,
     /// Taken back from a sockd that died: a request the application
@@ -354,7 +355,7 @@ impl Sock {
             active: false,
             due: None,
             rec,
-            detached_since: None,
+            detached: false,
             broken: false,
             reattached: false,
             closing: false,
@@ -505,6 +506,9 @@ struct Sockd<'a> {
     /// The next row of the socket table the sweep looks at
     /// ([`SWEEP_ROWS`] a turn: a net under any wake-up missed).
     sweep: usize,
+    /// Sockets found in the table from before a restart, and when: any
+    /// still detached [`REATTACH_GRACE`] later is closed.
+    unclaimed: Option<(Instant, Vec<u32>)>,
     /// Sockets per process and per user, and sessions per user, for the
     /// limits.
     socks_of_pid: Tally,
@@ -655,6 +659,7 @@ fn main() {
         active: Vec::new(),
         timers: BinaryHeap::new(),
         sweep: 0,
+        unclaimed: None,
         socks_of_pid: Tally::default(),
         socks_of_uid: Tally::default(),
         sessions_of_uid: Tally::default(),
@@ -670,7 +675,7 @@ fn main() {
         let kind = if rec.proto == 6 { Kind::Tcp } else { Kind::Udp };
         // The send credit is unknown until tcpd says (the first pump asks).
         let mut sk = Sock::new(*slot, kind, *rec, d.tcp_credit, 0);
-        sk.detached_since = Some(now);
+        sk.detached = true;
         if let Some(t) = sk.tcp_mut() {
             // What the application shut before the last sockd died: the
             // write side goes to tcpd once the send ring has drained, the
@@ -684,6 +689,7 @@ fn main() {
         d.insert_sock(rec.id, sk);
     }
     if !found.is_empty() {
+        d.unclaimed = Some((now, found.iter().map(|(_, r)| r.id).collect()));
         svc.log(&format!(
             "{} sockets waiting for their applications to re-attach",
             found.len()

@@ -61,16 +61,19 @@ impl Sockd<'_> {
                 self.respond(p.session, &errno_resp(libc::ETIMEDOUT), &[]);
             }
         }
-        let gone: Vec<u32> = self
-            .socks
-            .iter()
-            .filter(|(_, s)| {
-                s.detached_since
-                    .is_some_and(|t| now.duration_since(t) > REATTACH_GRACE)
-            })
-            .map(|(&id, _)| id)
-            .collect();
-        for id in gone {
+        // (One look, not one per socket per turn: they were all found at
+        // once, when sockd started.)
+        match &self.unclaimed {
+            Some((found, _)) if now.duration_since(*found) > REATTACH_GRACE => {}
+            _ => return,
+        }
+        let Some((_, ids)) = self.unclaimed.take() else {
+            return;
+        };
+        for id in ids {
+            if !self.socks.get(&id).is_some_and(|s| s.detached) {
+                continue;
+            }
             self.stats.add(Stat::Abandoned, 1);
             self.close_sock(id);
         }

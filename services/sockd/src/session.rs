@@ -751,7 +751,7 @@ impl Sockd<'_> {
             return errno_resp(libc::EBADF);
         };
         s.kick_end.bell = bell;
-        s.detached_since = None;
+        s.detached = false;
         s.reattached = true;
         // What the last sockd counted died with its queue (tcpd announces
         // the connections again).
