@@ -56,8 +56,12 @@ const MAX_SEGMENTS: usize = 4096;
 /// exist only as the application touches them): room for 100,000
 /// sockets with libsock's default rings many times over.
 const MAX_SEGMENT_BYTES: usize = 4 << 40;
-/// Rows of the socket table the sweep looks at each turn.
-const SWEEP_ROWS: usize = 32;
+/// Rows of the socket table the sweep looks at per second, however
+/// many turns there are (a busy sockd takes thousands: a sweep by the
+/// turn cost every round trip dozens of cold looks), and at most in one
+/// turn.
+const SWEEP_PER_SEC: u64 = 4096;
+const SWEEP_MAX: u64 = 256;
 /// How long a transport has to answer a bind or connect.
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -503,9 +507,9 @@ struct Sockd<'a> {
     /// waiting for company): (when, socket). A socket's earliest is its
     /// `Sock::due`; other entries of it are stale and skipped.
     timers: BinaryHeap<Reverse<(Instant, u32)>>,
-    /// The next row of the socket table the sweep looks at
-    /// ([`SWEEP_ROWS`] a turn: a net under any wake-up missed).
-    sweep: usize,
+    /// The next row of the socket table the sweep looks at, and when it
+    /// last looked ([`SWEEP_PER_SEC`]: a net under any wake-up missed).
+    sweep: (usize, Instant),
     /// Sockets found in the table from before a restart, and when: any
     /// still detached [`REATTACH_GRACE`] later is closed.
     unclaimed: Option<(Instant, Vec<u32>)>,
@@ -658,7 +662,7 @@ fn main() {
         stats: Stats::default(),
         active: Vec::new(),
         timers: BinaryHeap::new(),
-        sweep: 0,
+        sweep: (0, Instant::now()),
         unclaimed: None,
         socks_of_pid: Tally::default(),
         socks_of_uid: Tally::default(),

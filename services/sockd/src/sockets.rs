@@ -134,8 +134,8 @@ impl Sockd<'_> {
     }
 
     /// The sockets to look at this turn, UDP and TCP: those activated,
-    /// those whose timer came by `now`, and [`SWEEP_ROWS`] more of the
-    /// socket table in turn (whose `strata ss` queues this refreshes).
+    /// those whose timer came by `now`, and rows of the socket table in
+    /// turn ([`SWEEP_PER_SEC`]) (whose `strata ss` queues this refreshes).
     pub(crate) fn take_active(&mut self, now: Instant) -> (Vec<u32>, Vec<u32>) {
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
@@ -150,11 +150,17 @@ impl Sockd<'_> {
             }
         }
         let rows = self.table.used();
-        for _ in 0..SWEEP_ROWS.min(rows) {
-            self.sweep = (self.sweep + 1) % rows;
-            if let Some(r) = self.table.get(self.sweep) {
-                self.activate(r.id);
+        let (mut row, since) = self.sweep;
+        let owed =
+            now.saturating_duration_since(since).as_micros() as u64 * SWEEP_PER_SEC / 1_000_000;
+        if owed > 0 {
+            for _ in 0..owed.min(SWEEP_MAX).min(rows as u64) {
+                row = (row + 1) % rows;
+                if let Some(r) = self.table.get(row) {
+                    self.activate(r.id);
+                }
             }
+            self.sweep = (row, now);
         }
         let (mut udp, mut tcp) = (Vec::new(), Vec::new());
         self.stats.add(Stat::SocketLooks, self.active.len() as u64);
