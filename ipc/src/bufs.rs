@@ -171,6 +171,9 @@ impl Buffers for HeapPool {
     }
 
     fn free(&mut self, h: &Handle) {
+        if h.is_inline() {
+            return;
+        }
         let Ok(i) = self.check(h) else {
             self.stale_frees += 1;
             return;

@@ -515,6 +515,9 @@ impl Fabric {
 
     /// [`free`](Self::free) of a reference held by `me`.
     pub fn free_as(&self, me: LayerId, h: &Handle) {
+        if h.is_inline() {
+            return;
+        }
         if self.check(h).is_err() {
             self.pool_ctl().stale_refused.fetch_add(1, Relaxed);
             return;
@@ -1670,7 +1673,12 @@ impl Consumer<'_> {
             if self.replay_end == Some(self.next) {
                 self.replay_end = None;
             }
-            let taken = if self.f.check(&h).is_err() {
+            let taken = if h.is_inline() {
+                // No buffer, no reference to move: the message is the
+                // slot (taken again after a restart: credits are
+                // absolute, so a repeat is harmless).
+                true
+            } else if self.f.check(&h).is_err() {
                 if !replay {
                     self.f.pool_ctl().stale_refused.fetch_add(1, Relaxed);
                 }
@@ -1704,7 +1712,9 @@ impl Consumer<'_> {
                 continue;
             }
             self.replayed += u64::from(replay);
-            self.f.bufhdr(h.buf).owner.store(self.me.0 as u32, Relaxed);
+            if !h.is_inline() {
+                self.f.bufhdr(h.buf).owner.store(self.me.0 as u32, Relaxed);
+            }
             out[good] = h;
             self.after.push(at.wrapping_add(1));
             good += 1;

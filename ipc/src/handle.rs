@@ -62,6 +62,14 @@ pub mod flags {
 /// Interface index meaning "none / not yet decided".
 pub const NO_IFACE: u8 = 0xff;
 
+/// `Handle::buf` of a handle that names no buffer: a control message
+/// small enough to ride in the handle's own fields
+/// ([`crate::l4::L4Ctl::inline`]). The rings carry it like any other;
+/// taking or freeing it touches no buffer, and it needs none to be sent,
+/// so the messages that let a full pool drain (READ_CREDIT, SEND_CREDIT)
+/// never wait for the pool.
+pub const INLINE: u32 = u32::MAX;
+
 /// A packet descriptor: plain data, exactly one cache line, copied into ring
 /// slots. It names a pool buffer by index and generation; the payload bytes
 /// never move with it.
@@ -124,6 +132,11 @@ pub struct Handle {
 const _: () = assert!(core::mem::size_of::<Handle>() == 64);
 
 impl Handle {
+    /// Whether this handle names no buffer ([`INLINE`]).
+    pub fn is_inline(&self) -> bool {
+        self.buf == INLINE
+    }
+
     /// A fresh handle for buffer `buf` of generation `gen`, with `headroom`
     /// bytes left in front of an empty data window.
     pub fn new(buf: u32, gen: u32, headroom: u32) -> Self {

@@ -1,7 +1,9 @@
 //! Control messages between sockd and the transport layers (udpd, tcpd),
-//! carried in pool buffers on the same rings as data, flagged with
+//! on the same rings as data, flagged with
 //! [`flags::CTRL`](crate::handle::flags::CTRL), so that a control message
-//! and the data around it stay in order.
+//! and the data around it stay in order. One with no address or port
+//! rides in the handle itself ([`L4Ctl::inline`]); the rest take a pool
+//! buffer.
 //!
 //! Data on these hops:
 //! - transport → sockd: the data window is the whole IPv4 datagram as
@@ -21,7 +23,7 @@
 
 use crate::arena::Pod;
 use crate::bufs::{BufError, Buffers};
-use crate::handle::{flags, Handle};
+use crate::handle::{flags, Handle, INLINE, NO_IFACE};
 
 /// Operations. Requests go sockd → transport, replies and notifications
 /// transport → sockd.
@@ -358,8 +360,36 @@ impl L4Ctl {
         })
     }
 
-    /// Allocates a buffer holding this message, as a control handle.
+    /// The message as a handle that names no buffer ([`INLINE`]), if it
+    /// fits: one with no address or port (credits, SYNCs, closes,
+    /// shutdowns, most notifications). The fields it rides in are ones
+    /// no layer reads on these hops.
+    pub fn inline(&self) -> Option<Handle> {
+        let compact = self.local_addr == 0
+            && self.remote_addr == 0
+            && self.local_port == 0
+            && self.remote_port == 0;
+        compact.then(|| Handle {
+            buf: INLINE,
+            flags: flags::CTRL,
+            sock: self.sock,
+            ct_id: self.op,
+            mark: self.req,
+            nexthop: self.errno as u32,
+            flow_hash: self.flags,
+            tstamp: self.value,
+            iif: NO_IFACE,
+            oif: NO_IFACE,
+            ..Handle::default()
+        })
+    }
+
+    /// The message as a control handle: [`L4Ctl::inline`] when it fits,
+    /// else in a fresh buffer (`None` when the pool has none).
     pub fn to_handle<B: Buffers>(&self, pool: &mut B) -> Option<Handle> {
+        if let Some(h) = self.inline() {
+            return Some(h);
+        }
         let mut h = pool.alloc(L4CTL_LEN)?;
         h.data_len = L4CTL_LEN as u32;
         h.flags |= flags::CTRL;
@@ -374,9 +404,52 @@ impl L4Ctl {
         Some(h)
     }
 
-    /// Reads the message out of a control handle (which the caller frees).
+    /// Reads the message out of a control handle (which the caller
+    /// frees; freeing an inline one does nothing).
     pub fn from_handle<B: Buffers>(pool: &B, h: &Handle) -> Result<Option<L4Ctl>, BufError> {
+        if h.is_inline() {
+            return Ok(Some(L4Ctl {
+                op: h.ct_id,
+                sock: h.sock,
+                req: h.mark,
+                errno: h.nexthop as i32,
+                flags: h.flow_hash,
+                value: h.tstamp,
+                ..L4Ctl::default()
+            }));
+        }
         Ok(L4Ctl::from_bytes(pool.data(h)?))
+    }
+
+    /// Reply or notification `m` from `l4proto`'s layer, to sockd, made
+    /// from `h` (a request, or a buffer taken for it): in the handle
+    /// itself when it fits ([`L4Ctl::inline`]; `h`'s buffer, if any, is
+    /// freed), else in `h`'s buffer, or in a fresh one when `h` names
+    /// none. `Err(BadIndex)` when no buffer was to be had; any error
+    /// leaves `h` as it was, for the caller to count and free.
+    pub fn reply_in<B: Buffers>(
+        &self,
+        pool: &mut B,
+        h: &Handle,
+        l4proto: u8,
+    ) -> Result<Handle, BufError> {
+        let mut c = match self.inline() {
+            Some(c) => {
+                pool.free(h);
+                c
+            }
+            None if h.is_inline() => self.to_handle(pool).ok_or(BufError::BadIndex)?,
+            None => {
+                let mut c = Handle::new(h.buf, h.gen, h.data_off);
+                c.data_len = L4CTL_LEN as u32;
+                c.flags = flags::CTRL;
+                c.sock = self.sock;
+                pool.data_mut(&c)?.copy_from_slice(&self.to_bytes());
+                c
+            }
+        };
+        c.l4proto = l4proto;
+        Ok(c)
     }
 }
 
@@ -422,6 +495,45 @@ mod tests {
         assert_eq!((m.local_v4(), m.remote_v4()), (Some(0x0a4d0002), None));
         assert_eq!(L4Ctl::from_bytes(&[0; 5]), None);
         p.free(&h);
+    }
+
+    #[test]
+    fn ctl_without_addresses_rides_in_the_handle() {
+        let mut p = HeapPool::new(1, 0);
+        let credit = L4Ctl {
+            op: op::READ_CREDIT,
+            sock: 7,
+            req: 1,
+            errno: -5,
+            flags: ctl_flags::SYNC,
+            value: u64::MAX,
+            ..L4Ctl::default()
+        };
+        let h = credit.to_handle(&mut p).unwrap();
+        assert!(h.is_inline());
+        assert_eq!((h.flags, h.sock, h.data_len), (flags::CTRL, 7, 0));
+        assert_eq!(L4Ctl::from_handle(&p, &h).unwrap(), Some(credit));
+        p.free(&h);
+        assert_eq!(p.stale_frees, 0, "freeing one is nothing");
+        // With an address it takes a buffer; as a reply to an inline
+        // request, a fresh one.
+        let bound = L4Ctl {
+            local_port: 53,
+            ..credit
+        };
+        let b = bound.reply_in(&mut p, &h, 17).unwrap();
+        assert!(!b.is_inline());
+        assert_eq!(b.l4proto, 17);
+        assert_eq!(L4Ctl::from_handle(&p, &b).unwrap(), Some(bound));
+        assert_eq!(
+            bound.reply_in(&mut p, &h, 17),
+            Err(BufError::BadIndex),
+            "pool empty"
+        );
+        // A reply that fits frees the request's buffer.
+        let c = credit.reply_in(&mut p, &b, 6).unwrap();
+        assert!(c.is_inline());
+        assert!(p.alloc(10).is_some(), "the buffer came back");
     }
 
     #[test]

@@ -619,3 +619,54 @@ fn a_layer_aside_has_its_rings_taken_by_its_neighbours_and_returns_when_they_let
     f.free_as(FD, &again);
     assert_eq!(f.free_counts(), (64, 4));
 }
+
+#[test]
+fn inline_control_messages_ride_the_rings_without_a_buffer() {
+    use strata_ipc::l4::{op, L4Ctl};
+    let f = Fabric::create(&name(), small()).unwrap();
+    f.ctl(TCPD).self_reclaim.store(1, Ordering::Relaxed);
+    // sockd holds the whole pool: a credit goes all the same.
+    let mut all = Vec::new();
+    while let Some(h) = f.alloc(SOCKD, 10) {
+        all.push(h);
+    }
+    let credit = L4Ctl {
+        op: op::READ_CREDIT,
+        sock: 9,
+        req: 4,
+        errno: -1,
+        flags: 3,
+        value: u64::MAX - 7,
+        ..L4Ctl::default()
+    };
+    let inline = credit
+        .to_handle(&mut f.pool(SOCKD))
+        .expect("no buffer needed");
+    assert!(inline.is_inline());
+    let data = all.pop().unwrap();
+    let mut to_tcpd = f.producer(SOCKD, TCPD).unwrap();
+    assert_eq!(to_tcpd.push(&[inline, data, inline]), 3);
+    let mut tcpd = f.consumer(SOCKD, TCPD).unwrap();
+    let mut out = [Handle::default(); 4];
+    assert_eq!(tcpd.take(&mut out), 3, "in order, none refused");
+    assert_eq!(out[1].buf, data.buf);
+    for h in [out[0], out[2]] {
+        assert_eq!(L4Ctl::from_handle(&f.pool(TCPD), &h).unwrap(), Some(credit));
+    }
+    assert_eq!(f.refs_of(data.buf, TCPD), 1, "the data's reference moved");
+    // Freeing one is nothing, not a stale free.
+    f.free_as(TCPD, &out[0]);
+    tcpd.release_through(0);
+    assert_eq!(f.pool_errors(), (0, 0));
+    // tcpd dies with the data and a credit taken and unfinished: sockd's
+    // messages die with it (sockd restates them), the data's buffer
+    // comes back, and the slots that named none trouble nothing.
+    f.reclaim(TCPD);
+    f.reconcile(TCPD, |_, _| 0);
+    assert!(f.consumer(SOCKD, TCPD).unwrap().is_empty());
+    for h in &all {
+        f.free_as(SOCKD, h);
+    }
+    assert_eq!(f.free_counts(), (64, 4));
+    assert_eq!(f.pool_errors(), (0, 0));
+}

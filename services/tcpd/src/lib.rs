@@ -65,7 +65,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 
 use strata_ipc::addrs::unmapped;
-use strata_ipc::l4::{L4Ctl, L4CTL_LEN};
+use strata_ipc::l4::L4Ctl;
 use strata_ipc::{handle::flags, BufError, Buffers, Handle};
 use strata_proto::ipv4::protocol;
 use strata_proto::ipv6::next_header;
@@ -824,26 +824,23 @@ impl<'a> TcpCore<'a> {
         x
     }
 
-    /// Writes control message `m` into `h`'s buffer (which holds at least
-    /// [`L4CTL_LEN`] bytes from its data offset) and queues it for sockd.
+    /// Sends control message `m` to sockd, made from `h` (a request, or
+    /// a buffer taken for it; [`L4Ctl::reply_in`]).
     fn write_ctl<B: Buffers>(&mut self, pool: &mut B, h: &Handle, m: &L4Ctl, out: &mut Outputs) {
-        let mut c = Handle::new(h.buf, h.gen, h.data_off);
-        c.data_len = L4CTL_LEN as u32;
-        c.flags = flags::CTRL;
-        c.sock = m.sock;
-        c.l4proto = protocol::TCP;
-        match pool.data_mut(&c) {
-            Ok(d) => d.copy_from_slice(&m.to_bytes()),
-            Err(e) => return self.bad_handle(pool, &c, e),
+        match m.reply_in(pool, h, protocol::TCP) {
+            Ok(c) => out.to_sock.push(c),
+            Err(BufError::BadIndex) if h.is_inline() => self.stats.inc(Stat::PoolExhausted),
+            Err(e) => self.bad_handle(pool, h, e),
         }
-        out.to_sock.push(c);
     }
 
-    /// Sends `m` to sockd in a fresh buffer; false when the pool is empty.
+    /// Sends `m` to sockd, in the handle itself when it fits, else in a
+    /// fresh buffer; false when that was needed and the pool is empty.
     fn notify<B: Buffers>(&mut self, pool: &mut B, m: &L4Ctl, out: &mut Outputs) -> bool {
-        match pool.alloc(L4CTL_LEN) {
-            Some(h) => {
-                self.write_ctl(pool, &h, m, out);
+        match m.to_handle(pool) {
+            Some(mut h) => {
+                h.l4proto = protocol::TCP;
+                out.to_sock.push(h);
                 true
             }
             None => {

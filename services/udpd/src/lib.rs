@@ -845,20 +845,14 @@ impl UdpCore {
 
     // ---- small helpers ----
 
-    /// Writes control message `m` into `h`'s buffer (which holds at least
-    /// [`L4CTL_LEN`] bytes from its data offset: a request, an ICMP error
-    /// or a fresh buffer) and queues it for sockd.
+    /// Sends control message `m` to sockd, made from `h` (a request, an
+    /// ICMP error or a buffer taken for it; [`L4Ctl::reply_in`]).
     fn write_ctl<B: Buffers>(&mut self, pool: &mut B, h: &Handle, m: &L4Ctl, out: &mut Outputs) {
-        let mut c = Handle::new(h.buf, h.gen, h.data_off);
-        c.data_len = L4CTL_LEN as u32;
-        c.flags = flags::CTRL;
-        c.sock = m.sock;
-        c.l4proto = protocol::UDP;
-        match pool.data_mut(&c) {
-            Ok(d) => d.copy_from_slice(&m.to_bytes()),
-            Err(e) => return self.bad_handle(pool, &c, e),
+        match m.reply_in(pool, h, protocol::UDP) {
+            Ok(c) => out.to_sock.push(c),
+            Err(BufError::BadIndex) if h.is_inline() => self.stats.inc(Stat::PoolExhausted),
+            Err(e) => self.bad_handle(pool, h, e),
         }
-        out.to_sock.push(c);
     }
 
     /// Frees `h` and counts why.

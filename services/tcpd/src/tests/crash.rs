@@ -71,6 +71,9 @@ struct Refs {
 
 impl Refs {
     fn take(&mut self, h: &Handle) {
+        if h.is_inline() {
+            return;
+        }
         let b = h.buf as usize;
         if self.n.len() <= b {
             self.n.resize(b + 1, 0);
@@ -81,6 +84,9 @@ impl Refs {
     }
 
     fn give(&mut self, h: &Handle) {
+        if h.is_inline() {
+            return;
+        }
         self.n[h.buf as usize] -= 1;
         assert!(
             self.n[h.buf as usize] >= 0,

@@ -337,7 +337,9 @@ impl Rig {
             if h.flags & flags::CTRL != 0 {
                 let m = L4Ctl::from_handle(&self.pool, &h).unwrap().unwrap();
                 assert_eq!(h.sock, m.sock);
-                assert_eq!(h.data_len as usize, strata_ipc::l4::L4CTL_LEN);
+                if !h.is_inline() {
+                    assert_eq!(h.data_len as usize, strata_ipc::l4::L4CTL_LEN);
+                }
                 v.push(m);
                 self.pool.free(&h);
             } else {
