@@ -24,8 +24,10 @@
 //!   answer covers every byte sent before it: if tcpd took less, the rest
 //!   was lost and `tx_sent` goes back to what it took. A stream with
 //!   nothing in flight either way has nothing a lost message could hold
-//!   up, so its SYNC comes half as often each time it finds it so, down
-//!   to one every [`SYNC_IDLE`] (51.2 s): a hundred thousand idle
+//!   up, so its SYNC comes a quarter as often each time it finds it so
+//!   (0.8 s, 3.2 s, 12.8 s), down to one every [`SYNC_IDLE`] (51.2 s):
+//!   four SYNCs on the way rather than eight when it halved, which
+//!   connections opened together paid in waves; a hundred thousand idle
 //!   connections cost tcpd and sockd about four thousand messages a
 //!   second rather than a million. Any traffic brings the cadence back at
 //!   once.
@@ -119,7 +121,8 @@ pub struct Stream {
     wr_seen: u64,
     /// When the next SYNC is due.
     sync_at: Instant,
-    /// The gap before it: [`SYNC_EVERY`], doubling while quiet.
+    /// The gap before it: [`SYNC_EVERY`], four times longer each time
+    /// the stream is found quiet, up to [`SYNC_IDLE`].
     sync_every: Duration,
     /// When the last SYNC went.
     synced: Instant,
@@ -298,7 +301,7 @@ impl Stream {
         if sync {
             flags |= ctl_flags::SYNC;
             self.sync_every = if self.quiet(read, written) {
-                (self.sync_every * 2).min(SYNC_IDLE)
+                (self.sync_every * 4).min(SYNC_IDLE)
             } else {
                 SYNC_EVERY
             };
@@ -498,7 +501,7 @@ mod tests {
         }
         assert_eq!(
             gaps,
-            [400, 800, 1600, 3200, 6400, 12_800, 25_600, 51_200, 51_200, 51_200]
+            [800, 3200, 12_800, 51_200, 51_200, 51_200, 51_200, 51_200, 51_200, 51_200]
         );
         // Data sent: the next SYNC is the full cadence after the last.
         s.sent(100);
@@ -514,12 +517,13 @@ mod tests {
         let _ = s.read_credit(t0, 0, 0).unwrap();
         let _ = s.read_credit(s.sync_due(), 0, 0).unwrap();
         let t1 = s.sync_due();
-        assert_eq!(t1 - t0, Duration::from_millis(1200));
+        assert_eq!(t1 - t0, Duration::from_millis(4000));
         let _ = s
             .read_credit(t1 - Duration::from_millis(300), 10, 10)
             .unwrap();
-        // Due the full cadence after the last SYNC (at 400 ms): now.
-        assert_eq!(s.sync_due(), t0 + Duration::from_millis(600));
+        // Due the full cadence after the last SYNC (at 800 ms), long
+        // past: now.
+        assert_eq!(s.sync_due(), t0 + Duration::from_millis(1000));
     }
 
     #[test]
