@@ -144,6 +144,14 @@ pub mod ctl_flags {
     /// BIND, CONNECT, LISTEN: IPV6_V6ONLY is set on the IPv6 socket: a
     /// wildcard `::` takes IPv6 only, not IPv4 as mapped addresses.
     pub const V6ONLY: u32 = 64;
+    /// READ_CREDIT with RESYNC: sockd's table has the connection as
+    /// established, addresses and all, so tcpd need not repeat
+    /// CONNECTED (which carries addresses, so takes a pool buffer: after
+    /// a tcpd restart, one for each of a hundred thousand connections at
+    /// once took the whole pool, and the deliveries queued behind them
+    /// with it). sockd then cuts the stream by its default segment size
+    /// until tcpd says otherwise.
+    pub const KNOWN_CONNECTED: u32 = 128;
 }
 
 /// The reuse options in a BIND's or CONNECT's [`ctl_flags`], as a

@@ -1303,10 +1303,11 @@ pub fn stuck_report(ns: &Netns, st: &Stack, line: &str) -> ! {
     let kernel = ns.run(&["ss", "-tnie", "sport", "=", &format!(":{port}")]);
     let stats = st.json("stats");
     panic!(
-        "{line}\nstrata ss: {row:?}\nkernel: {}\ntcpd: {}\nsockd: {}",
+        "{line}\nstrata ss: {row:?}\nkernel: {}\ntcpd: {}\nsockd: {}\npool: {}",
         String::from_utf8_lossy(&kernel.stdout),
         stats["layers"]["tcpd"],
-        stats["layers"]["sockd"]
+        stats["layers"]["sockd"],
+        stats["pool"]
     );
 }
 

@@ -233,6 +233,7 @@ owed = 0
 sent = 0
 start = time.monotonic()
 end = start + secs
+last = start
 while True:
     now = time.monotonic()
     due = int((min(now, end) - start) * n / period)
@@ -249,7 +250,9 @@ while True:
         break
     if now >= end + 120:
         late = [i for i in range(n) if pending[i]]
-        print("lost", len(late), "connections owed echoes, first", late[0], conns[late[0]].getsockname()[1], flush=True)
+        i = late[0]
+        print("lost", len(late), "stuck", conns[i].getsockname()[1], "connection", i, "owed", len(pending[i]),
+              "last echo of all at", round(last - start, 1), "s", flush=True)
         sys.exit(1)
     for key, _ in sel.select(timeout=0.05):
         i = key.data
@@ -268,6 +271,7 @@ while True:
             sys.exit(1)
         pending[i] = pending[i][len(b):]
         owed -= len(b)
+        last = time.monotonic()
 print("ok", sent, flush=True)
 sys.stdin.readline()
 for s in conns:
@@ -346,9 +350,13 @@ fn soak_a_hundred_thousand_connections_trickle_for_ten_minutes_through_a_tcpd_ki
     st.wait_restarted("tcpd", before);
     assert_restored(&st, n);
     phase("tcpd killed and restarted");
-    for c in &mut kids {
-        let line = wait_line(c, "", Duration::from_secs(secs + 300));
-        assert!(line.starts_with("ok "), "a client: {line}");
+    let lines: Vec<String> = kids
+        .iter_mut()
+        .map(|c| wait_line(c, "", Duration::from_secs(secs + 300)))
+        .collect();
+    if let Some(bad) = lines.iter().find(|l| !l.starts_with("ok ")) {
+        eprintln!("the clients: {lines:?}");
+        stuck_report(&ns, &st, bad);
     }
     phase("every message echoed");
     let established = st

@@ -128,8 +128,9 @@ impl Sockd<'_> {
                 if m.resync() && rec.state == sock_state::LISTEN {
                     t.reannounce = Some((now, Vec::new()));
                 }
-                turn.ctl
-                    .push((op::READ_CREDIT, id, m.credit.pack(), m.flags));
+                let known = m.resync() && rec.state == sock_state::CONNECTED;
+                let flags = m.flags | if known { ctl_flags::KNOWN_CONNECTED } else { 0 };
+                turn.ctl.push((op::READ_CREDIT, id, m.credit.pack(), flags));
             }
             // While tcpd believes the ring more than half full, the
             // application's next read is news: ask it for a kick. A read

@@ -636,8 +636,10 @@ impl TcpCore<'_> {
             if m.flags & ctl_flags::RESYNC != 0 {
                 self.redeliver(&mut c, Some(written));
                 // The CONNECTED of a connect that finished while sockd
-                // was down died with it; the application still waits.
-                if !c.has(cf::IN_ACCEPTQ) && !c.has(cf::DEAD) {
+                // was down died with it; the application still waits
+                // (unless sockd says it knows).
+                let known = m.flags & ctl_flags::KNOWN_CONNECTED != 0;
+                if !c.has(cf::IN_ACCEPTQ) && !c.has(cf::DEAD) && !known {
                     c.pend |= pend::CONNECTED;
                 }
             }
