@@ -23,8 +23,9 @@
 //! [`Handle::nexthop`](crate::Handle).
 //!
 //! Lookups scale with the number of prefix lengths in use, not of routes:
-//! [`PrefixIndex`] keeps a hash map per prefix length from network to
-//! route and probes the lengths from the longest down.
+//! [`PrefixIndex`], which IPv6's route lookups (ipd's, tcpd's, filterd's)
+//! use too, keeps a hash map per prefix length from network to route and
+//! probes the lengths from the longest down.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
