@@ -15,8 +15,9 @@ use crate::ruleset::{self, Counters};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
-/// Default number of counter slots (so of rules in all tables).
-pub const DEFAULT_MAX_RULES: u32 = 4096;
+/// Default number of counter slots (so of rules in all tables): every
+/// slot of filterd's arena.
+pub const DEFAULT_MAX_RULES: u32 = crate::shm::COUNTER_SLOTS as u32;
 
 /// A rule with its counter slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -561,6 +562,27 @@ mod tests {
         // Out of slots.
         let many = parse_all(&["add OUTPUT -j DROP"; 8]);
         assert!(all_as_one_by_one(&start, &many).is_err());
+    }
+
+    #[test]
+    fn the_most_rules_fit_the_arena_and_one_more_is_refused() {
+        let lines: Vec<String> = (0..crate::shm::COUNTER_SLOTS)
+            .map(|i| format!("add INPUT -p tcp --dport {} -j DROP", i % 65_536))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let cmds = parse_all(&lines);
+        let mut t = Tables::default();
+        let out = t.apply_all(&cmds).unwrap();
+        assert_eq!(out.reset_slots.len(), crate::shm::COUNTER_SLOTS);
+        assert_eq!(out.reset_slots[65_535], 65_535);
+        let json = serde_json::to_vec(&t).unwrap();
+        // Some 115 bytes a rule, the largest slot numbers taking five
+        // digits.
+        let per_rule = json.len() / crate::shm::COUNTER_SLOTS;
+        assert!((110..=120).contains(&per_rule), "{per_rule}");
+        assert!(json.len() <= crate::shm::RULES_MAX);
+        let e = t.apply_all(&cmds[..1]).unwrap_err();
+        assert_eq!(e, (0, "too many rules (at most 65536)".to_string()));
     }
 
     #[test]
