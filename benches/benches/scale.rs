@@ -47,12 +47,13 @@
 //! fresh instance with that many `[[route]]`s (10.100.0.0/24, ... via the
 //! kernel end), none on the traffic's way; the same figures.
 //!
-//! A count the stack refuses (its configuration takes at most 4,096
-//! rules and 256 routes) or the machine cannot reach (memory, the
-//! stack's `[limits]`) is skipped with the reason; one that fails on the
-//! way is reported with what it measured before, how far it got (sockd
-//! and tcpd counters, by the second during set-up) and a file with
-//! `strata stats`, the launcher's log and `strata ss`; the bench goes on.
+//! A count the stack refuses (its configuration takes at most 65,536
+//! rules and 65,536 routes of each family) or the machine cannot reach
+//! (memory, the stack's `[limits]`) is skipped with the reason; one that
+//! fails on the way is reported with what it measured before, how far it
+//! got (sockd and tcpd counters, by the second during set-up) and a file
+//! with `strata stats`, the launcher's log and `strata ss`; the bench
+//! goes on.
 //!
 //! The table gives every figure with its ratio to the first count of its
 //! part (N = 1, 0 rules, 0 routes); `-- --json` prints one JSON object

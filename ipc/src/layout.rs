@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64};
 pub const MAGIC: u64 = 0x5354_5241_5441_4642;
 /// Bumped whenever the layout changes, so a layer built from other
 /// sources refuses to map the region instead of misreading it.
-pub const VERSION: u32 = 11;
+pub const VERSION: u32 = 12;
 
 /// Counters per layer control block.
 pub const LAYER_COUNTERS: usize = 256;

@@ -21,10 +21,18 @@
 //!
 //! Addresses are `u32` in host order in the table, as in
 //! [`Handle::nexthop`](crate::Handle).
+//!
+//! Lookups scale with the number of prefix lengths in use, not of routes:
+//! [`PrefixIndex`], which IPv6's route lookups (ipd's, tcpd's, filterd's)
+//! use too, keeps a hash map per prefix length from network to route and
+//! probes the lengths from the longest down.
 
 use std::cmp::Reverse;
+use std::collections::HashMap;
 use std::fmt;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
+use std::ops::BitAnd;
 
 use serde::{Deserialize, Serialize};
 
@@ -127,15 +135,25 @@ impl RouteEntry {
 }
 
 /// Connected and configured routes with one longest-prefix match (the
-/// rules are in the [module documentation](self)). Built once at start:
-/// add the connected routes of every address, then the configured routes,
-/// then call [`RouteTable::finish`]. A linear scan of a sorted list:
-/// tables here hold a handful of routes, where a scan beats a trie.
+/// rules are in the [module documentation](self)). Built once per
+/// configuration: add the connected routes of every address, then the
+/// configured routes, then call [`RouteTable::finish`], which sorts them
+/// and indexes them ([`PrefixIndex`]: a lookup costs a hash probe per
+/// prefix length in use, whatever the number of routes, and a short
+/// table is scanned). Until `finish` a lookup scans the routes in the
+/// order added.
 #[derive(Clone, Debug, Default)]
 pub struct RouteTable {
     /// Once [`RouteTable::finish`] ran: longest prefix first, connected
     /// before configured among equals, otherwise in the order added.
     entries: Vec<RouteEntry>,
+    /// The connected routes in the order added: what gateways resolve
+    /// against ([`RouteTable::connected`]), a handful however many
+    /// routes are configured.
+    connected: Vec<RouteEntry>,
+    /// The index of `entries`, from [`RouteTable::finish`] until the next
+    /// route is added.
+    index: Option<PrefixIndex<u32>>,
 }
 
 impl RouteTable {
@@ -146,14 +164,17 @@ impl RouteTable {
             return Err(RouteError::BadPrefix(prefix));
         }
         let m = mask(prefix);
-        self.entries.push(RouteEntry {
+        let e = RouteEntry {
             dest: addr & m,
             mask: m,
             prefix,
             gateway: 0,
             slot: Some(slot),
             local: Some(addr),
-        });
+        };
+        self.entries.push(e);
+        self.connected.push(e);
+        self.index = None;
         Ok(())
     }
 
@@ -194,31 +215,37 @@ impl RouteTable {
             slot,
             local: None,
         });
+        self.index = None;
         Ok(())
     }
 
-    /// Orders the routes for [`RouteTable::lookup`]; call once after adding
-    /// them all.
+    /// Orders and indexes the routes for [`RouteTable::lookup`]; call once
+    /// after adding them all.
     pub fn finish(&mut self) {
         // Stable: among equal keys the order added stands.
         self.entries
             .sort_by_key(|e| (Reverse(e.prefix), !e.is_connected()));
+        // In lookup order, so the index keeps the first of equals.
+        self.index = Some(self.entries.iter().map(|e| (e.dest, e.prefix)).collect());
     }
 
     /// The longest-prefix match for `dst`, by the rules in the
     /// [module documentation](self); `None` when no route matches.
     #[inline]
     pub fn lookup(&self, dst: u32) -> Option<&RouteEntry> {
-        self.entries.iter().find(|e| e.matches(dst))
+        match &self.index {
+            Some(ix) => ix.lookup(dst).map(|i| &self.entries[i]),
+            None => self.entries.iter().find(|e| e.matches(dst)),
+        }
     }
 
     /// The longest-prefix match for `dst` among connected routes only: our
     /// address whose subnet holds `dst`. Same rules as
     /// [`RouteTable::lookup`], whether or not [`RouteTable::finish`] ran.
     pub fn connected(&self, dst: u32) -> Option<&RouteEntry> {
-        self.entries
+        self.connected
             .iter()
-            .filter(|e| e.is_connected() && e.matches(dst))
+            .filter(|e| e.matches(dst))
             // `max_by_key` keeps the last of equals: reversed, the first
             // added wins.
             .rev()
@@ -228,6 +255,149 @@ impl RouteTable {
     /// Every route, in lookup order once [`RouteTable::finish`] ran.
     pub fn entries(&self) -> &[RouteEntry] {
         &self.entries
+    }
+}
+
+/// An address as [`PrefixIndex`] keys it: IPv4's as a host-order `u32`,
+/// IPv6's as a `u128`.
+pub trait PrefixAddr: Copy + Eq + Hash + BitAnd<Output = Self> {
+    /// The network mask of prefix length `prefix` (lengths past the
+    /// address's width count as the width).
+    fn mask(prefix: u8) -> Self;
+}
+
+impl PrefixAddr for u32 {
+    #[inline]
+    fn mask(prefix: u8) -> u32 {
+        mask(prefix)
+    }
+}
+
+impl PrefixAddr for u128 {
+    #[inline]
+    fn mask(prefix: u8) -> u128 {
+        crate::addrs::mask6(prefix)
+    }
+}
+
+/// Below this many routes [`PrefixIndex::lookup`] scans them rather than
+/// probing its hash maps: a compare costs under a nanosecond, a probe
+/// some 10 to 20 (measured: with two prefix lengths in use the two break
+/// even at about 32 routes).
+const SCAN_BELOW: usize = 32;
+
+/// The longest-prefix match over routes of one family, each given as
+/// (destination, prefix length) and known by its position in the order
+/// given: a lookup answers the position of the route with the longest
+/// prefix holding the address, and among routes to the same network the
+/// first ([`push`](Self::push)) or the last ([`push_over`](Self::push_over)).
+/// Routes are added, never removed: a new configuration makes a new
+/// index.
+///
+/// For each prefix length in use a hash map from network to the route
+/// taken for it; a lookup probes them from the longest length down and
+/// stops at the first hit, so it costs at most as many probes as there are
+/// lengths in use (33 for IPv4, 129 for IPv6; typically a few), however
+/// many routes there are. Fewer than 32 routes are scanned instead,
+/// longest prefix first.
+#[derive(Clone, Debug)]
+pub struct PrefixIndex<A> {
+    /// Routes added.
+    len: usize,
+    /// While fewer than [`SCAN_BELOW`]: (prefix length, mask, network,
+    /// position) of each, longest prefix first, the route taken first
+    /// among routes to one network.
+    short: Vec<(u8, A, A, u32)>,
+    /// (prefix length, mask, network → position of the route taken) of
+    /// each length in use, longest first.
+    levels: Vec<(u8, A, HashMap<A, u32>)>,
+}
+
+impl<A> Default for PrefixIndex<A> {
+    fn default() -> Self {
+        PrefixIndex {
+            len: 0,
+            short: Vec::new(),
+            levels: Vec::new(),
+        }
+    }
+}
+
+impl<A: PrefixAddr> PrefixIndex<A> {
+    /// Adds route number [`len`](Self::len): `dest/prefix` (host bits of
+    /// `dest` are ignored), after the routes to its network added before.
+    pub fn push(&mut self, dest: A, prefix: u8) {
+        self.add(dest, prefix, false);
+    }
+
+    /// [`push`](Self::push), but the route is preferred to the routes to
+    /// its network added before (for tables where the last configured of
+    /// equals is taken).
+    pub fn push_over(&mut self, dest: A, prefix: u8) {
+        self.add(dest, prefix, true);
+    }
+
+    fn add(&mut self, dest: A, prefix: u8, over: bool) {
+        let mask = A::mask(prefix);
+        let net = dest & mask;
+        let pos = u32::try_from(self.len).expect("fewer than 2^32 routes");
+        self.len += 1;
+        let at = self.levels.partition_point(|l| l.0 > prefix);
+        if self.levels.get(at).is_none_or(|l| l.0 != prefix) {
+            self.levels.insert(at, (prefix, mask, HashMap::new()));
+        }
+        let nets = &mut self.levels[at].2;
+        if over {
+            nets.insert(net, pos);
+        } else {
+            nets.entry(net).or_insert(pos);
+        }
+        if self.len < SCAN_BELOW {
+            let at = self
+                .short
+                .partition_point(|s| s.0 > prefix || (s.0 == prefix && !over));
+            self.short.insert(at, (prefix, mask, net, pos));
+        } else if !self.short.is_empty() {
+            self.short = Vec::new();
+        }
+    }
+
+    /// The position of the route for `dst`: the longest prefix holding
+    /// it, among routes to one network the one taken (see
+    /// [`push`](Self::push)); `None` when none holds it.
+    #[inline]
+    pub fn lookup(&self, dst: A) -> Option<usize> {
+        if self.len < SCAN_BELOW {
+            return self
+                .short
+                .iter()
+                .find(|&&(_, m, net, _)| dst & m == net)
+                .map(|s| s.3 as usize);
+        }
+        self.levels
+            .iter()
+            .find_map(|(_, m, nets)| nets.get(&(dst & *m)))
+            .map(|&p| p as usize)
+    }
+
+    /// Routes added.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no route was added.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
+
+impl<A: PrefixAddr> FromIterator<(A, u8)> for PrefixIndex<A> {
+    fn from_iter<I: IntoIterator<Item = (A, u8)>>(routes: I) -> Self {
+        let mut ix = PrefixIndex::default();
+        for (dest, prefix) in routes {
+            ix.push(dest, prefix);
+        }
+        ix
     }
 }
 
@@ -406,6 +576,147 @@ mod tests {
             Err(RouteError::BadPrefix(33))
         );
         assert_eq!(t.add_connected(1, 40, 0), Err(RouteError::BadPrefix(40)));
+    }
+
+    /// A xorshift generator: the same "random" tables every run.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+
+        fn below(&mut self, n: u64) -> u64 {
+            self.next() % n
+        }
+    }
+
+    /// An address of 10.0.0.0/13 (so that routes overlap and most
+    /// addresses meet several), or now and then any address.
+    fn some_addr(rng: &mut Rng) -> u32 {
+        if rng.below(8) == 0 {
+            rng.next() as u32
+        } else {
+            0x0a00_0000 | (rng.next() as u32 & 0x0007_ffff)
+        }
+    }
+
+    #[test]
+    fn the_index_answers_as_a_scan_of_thousands_of_routes() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let plens = [0, 8, 13, 16, 20, 22, 24, 24, 24, 25, 28, 30, 32];
+        let mut t = RouteTable::default();
+        let mut added = Vec::new();
+        for i in 0..4000usize {
+            let p = plens[rng.below(plens.len() as u64) as usize];
+            // Now and then a route to where an earlier one leads.
+            let (a, p) = match added.get(rng.below(added.len() as u64 + 1) as usize) {
+                Some(&(a, p)) if rng.below(6) == 0 => (a, p),
+                _ => (some_addr(&mut rng), p),
+            };
+            added.push((a, p));
+            if rng.below(10) == 0 {
+                t.add_connected(a, p, i % 8).unwrap();
+            } else {
+                let r = Route {
+                    dest: Ipv4Addr::from(a),
+                    prefix: p,
+                    gateway: Some(Ipv4Addr::from(rng.next() as u32)),
+                    iface: None,
+                };
+                let slot = (rng.below(5) != 0).then_some(i % 8);
+                t.add(&r, slot).unwrap();
+            }
+        }
+        t.finish();
+        // The rules, spelt out over the routes in the order added.
+        let by_rules = |dst: u32| {
+            let mut best: Option<&RouteEntry> = None;
+            let mut order: Vec<&RouteEntry> = t.connected.iter().collect();
+            let configured = t.entries().iter().filter(|e| !e.is_connected());
+            // `entries` keeps the order added among equal prefixes.
+            order.extend(configured);
+            for e in order.into_iter().filter(|e| e.matches(dst)) {
+                if best.is_none_or(|b| e.prefix > b.prefix) {
+                    best = Some(e);
+                }
+            }
+            best.copied()
+        };
+        let mut hits = 0;
+        for _ in 0..100_000 {
+            let dst = some_addr(&mut rng);
+            let scan = t.entries().iter().find(|e| e.matches(dst)).copied();
+            let got = t.lookup(dst).copied();
+            assert_eq!(got, scan, "{}", Ipv4Addr::from(dst));
+            assert_eq!(got, by_rules(dst), "{}", Ipv4Addr::from(dst));
+            hits += usize::from(got.is_some_and(|e| e.prefix > 0));
+        }
+        assert!(
+            hits > 50_000,
+            "{hits} addresses matched more than the default"
+        );
+        // Every route's own network finds it, or one preferred to it.
+        for &(a, _) in &added {
+            assert_eq!(t.lookup(a).copied(), by_rules(a));
+        }
+    }
+
+    #[test]
+    fn short_and_long_indexes_agree_with_a_scan() {
+        // Each size around the switch from scanning to hashing, with the
+        // first or the last of equals taken.
+        let mut rng = Rng(7);
+        let some_addr =
+            |rng: &mut Rng| u128::from(rng.below(4)) << 120 | u128::from(rng.next()) << 64;
+        for n in [0usize, 1, 2, 31, 32, 33, 80] {
+            let routes: Vec<(u128, u8)> = (0..n)
+                .map(|_| {
+                    let p = [0u8, 8, 16, 32, 48, 64, 64, 128][rng.below(8) as usize];
+                    (some_addr(&mut rng), p)
+                })
+                .collect();
+            for over in [false, true] {
+                let mut ix = PrefixIndex::default();
+                for &(a, p) in &routes {
+                    if over {
+                        ix.push_over(a, p);
+                    } else {
+                        ix.push(a, p);
+                    }
+                }
+                assert_eq!(ix.len(), n);
+                for _ in 0..2000 {
+                    let dst = some_addr(&mut rng);
+                    // Longest prefix; the first or the last among equals.
+                    let scan = routes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, &(a, p))| crate::addrs::in_prefix6(a, p, dst))
+                        .fold(None, |best: Option<(usize, u8)>, (i, &(_, p))| match best {
+                            Some((_, bp)) if bp > p || (bp == p && !over) => best,
+                            _ => Some((i, p)),
+                        })
+                        .map(|(i, _)| i);
+                    assert_eq!(ix.lookup(dst), scan, "{n} routes, over {over}, {dst:x}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_route_added_after_finish_is_found_by_a_scan() {
+        let mut t = RouteTable::default();
+        t.add_connected(ip("10.0.0.1"), 24, 0).unwrap();
+        t.finish();
+        t.add(&route("8.0.0.0", 8, Some("10.0.0.254"), None), Some(0))
+            .unwrap();
+        assert_eq!(t.lookup(ip("8.8.8.8")).unwrap().prefix, 8);
+        t.finish();
+        assert_eq!(t.lookup(ip("8.8.8.8")).unwrap().prefix, 8);
     }
 
     #[test]

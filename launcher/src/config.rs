@@ -57,8 +57,9 @@ use crate::cpu::{CpuList, Policy, Scheduling};
 const MAX_INTERFACES: usize = 8;
 /// Stack or host addresses per interface, of each family.
 pub const MAX_ADDRESSES: usize = 16;
-/// Configured routes per instance.
-pub const MAX_ROUTES: usize = 256;
+/// Configured routes per instance, of each family (the fabric's
+/// configuration region is sized for them).
+pub const MAX_ROUTES: usize = strata_ipc::runtime::MAX_ROUTES;
 /// Permanent neighbours per instance.
 pub const MAX_NEIGHBOURS: usize = 256;
 /// Longest instance and pair link name; the instance name becomes part of
@@ -96,7 +97,7 @@ pub struct Config {
     pub interfaces: Vec<Interface>,
     /// Routes beyond the connected ones each interface address implies
     /// (`[[route]]` tables), of both families in the order written: at
-    /// most 256 of both families together, one per destination.
+    /// most 65,536 of each family, one per destination.
     #[serde(rename = "route")]
     pub routes: Vec<IpRoute>,
     /// Permanent neighbours (`[[neighbour]]` tables): at most 256, one per
@@ -1207,15 +1208,14 @@ impl Config {
         stack_addrs: &HashMap<Ipv4Addr, String>,
         stack6: &HashMap<Ipv6Addr, String>,
     ) -> Result<(), ConfigError> {
-        // One limit for both families together.
-        if self.routes.len() > MAX_ROUTES {
-            return Err(invalid(
-                "route",
-                format!(
-                    "{} routes configured; at most {MAX_ROUTES} are supported",
-                    self.routes.len()
-                ),
-            ));
+        let v6 = self.routes.iter().filter(|r| r.v6().is_some()).count();
+        for (n, family) in [(self.routes.len() - v6, "IPv4"), (v6, "IPv6")] {
+            if n > MAX_ROUTES {
+                return Err(invalid(
+                    "route",
+                    format!("{n} {family} routes configured; at most {MAX_ROUTES} are supported"),
+                ));
+            }
         }
         let (mut destinations, mut destinations6) = (HashMap::new(), HashMap::new());
         for (j, route) in self.routes.iter().enumerate() {
@@ -2791,17 +2791,22 @@ mod tests {
         .unwrap();
     }
 
+    /// `v4` IPv4 routes through strata0, then `v6` IPv6 ones through s1.
+    fn many_routes(v4: usize, v6: usize) -> String {
+        let v4 = (0..v4).map(|i| {
+            let (a, b, c) = (11 + i / 65_536, i / 256 % 256, i % 256);
+            format!("[[route]]\nto = \"{a}.{b}.{c}.0/24\"\ndev = \"strata0\"\n")
+        });
+        let v6 = (0..v6).map(|i| {
+            let (hi, lo) = (i >> 16, i & 0xffff);
+            format!("[[route]]\nto = \"fd00:{hi:x}:{lo:x}::/48\"\ndev = \"s1\"\n")
+        });
+        v4.chain(v6).collect()
+    }
+
     #[test]
     fn route_errors() {
-        let many: String = (0..257)
-            .map(|i| {
-                format!(
-                    "[[route]]\nto = \"10.{}.{}.0/24\"\ndev = \"strata0\"\n",
-                    100 + i / 256,
-                    i % 256
-                )
-            })
-            .collect();
+        let many = many_routes(MAX_ROUTES + 1, 0);
         expect_errors(&[
             (route("to = \"everywhere\"\nvia = \"10.77.0.1\"\n"), "route[0].to: \"everywhere\" is not a destination (expected \"default\", A.B.C.D/N, \"::/0\" or X:X::X/N)"),
             (route("to = \"10.0.0.5/24\"\nvia = \"10.77.0.1\"\n"), "route[0].to: 10.0.0.5/24 has host bits set (did you mean 10.0.0.0/24?)"),
@@ -2824,7 +2829,7 @@ mod tests {
             ),
             (route("to = \"default\"\nvia = \"10.77.0.2\"\n"), "route[0].via: 10.77.0.2 is the stack's own address (interface[0].addresses[0])"),
             (route("to = \"default\"\nvia = \"224.0.0.1\"\n"), "route[0].via: 224.0.0.1 is not a unicast address"),
-            (format!("{IFACE}{many}"), "route: 257 routes configured; at most 256 are supported"),
+            (format!("{IFACE}{many}"), "route: 65537 IPv4 routes configured; at most 65536 are supported"),
         ]);
         // Reachable through the interface named, or through any.
         parse(&route(
@@ -2895,10 +2900,7 @@ mod tests {
     #[test]
     fn ipv6_route_errors() {
         let r = |body: &str| routes6(&format!("[[route]]\n{body}"));
-        let many: String = (0..200)
-            .map(|i| format!("[[route]]\nto = \"10.{i}.0.0/16\"\ndev = \"strata0\"\n"))
-            .chain((0..57).map(|i| format!("[[route]]\nto = \"fd00:{i:x}::/32\"\ndev = \"s1\"\n")))
-            .collect();
+        let many = many_routes(200, MAX_ROUTES + 1);
         expect_errors(&[
             (r("to = \"fd00:99::\"\nvia = \"fd00:77::1\"\n"), "route[0].to: \"fd00:99::\" is not a destination (expected \"default\", A.B.C.D/N, \"::/0\" or X:X::X/N)"),
             (r("to = \"fd00:99::/129\"\nvia = \"fd00:77::1\"\n"), "route[0].to: prefix length 129 is out of range 0..=128"),
@@ -2931,14 +2933,11 @@ mod tests {
             (r("to = \"::/0\"\nvia = \"::\"\ndev = \"strata0\"\n"), "route[0].via: :: is not a unicast address"),
             (r("to = \"::/0\"\nvia = \"::1\"\ndev = \"strata0\"\n"), "route[0].via: ::1 is not a unicast address"),
             (r("to = \"::/0\"\nvia = \"::ffff:10.77.0.1\"\ndev = \"strata0\"\n"), "route[0].via: ::ffff:10.77.0.1 is not a unicast address"),
-            (routes6(&many), "route: 257 routes configured; at most 256 are supported"),
+            (routes6(&many), "route: 65537 IPv6 routes configured; at most 65536 are supported"),
         ]);
-        // 256 of both families together are fine.
-        let many: String = (0..200)
-            .map(|i| format!("[[route]]\nto = \"10.{i}.0.0/16\"\ndev = \"strata0\"\n"))
-            .chain((0..56).map(|i| format!("[[route]]\nto = \"fd00:{i:x}::/32\"\ndev = \"s1\"\n")))
-            .collect();
-        assert_eq!(parse(&routes6(&many)).unwrap().routes.len(), 256);
+        // As many of each family are fine.
+        let many = many_routes(MAX_ROUTES, MAX_ROUTES);
+        assert_eq!(parse(&routes6(&many)).unwrap().routes.len(), 2 * MAX_ROUTES);
         // The same destination in both families is two routes.
         parse(&r(
             "to = \"default\"\nvia = \"10.77.0.1\"\n[[route]]\nto = \"::/0\"\nvia = \"fd00:77::1\"\n",

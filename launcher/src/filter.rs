@@ -15,7 +15,6 @@ use serde_json::{json, Value};
 
 use strata_filterd::conntrack::Conntrack;
 use strata_filterd::rule::{parse_command, Command};
-use strata_filterd::ruleset::RuleSet;
 use strata_filterd::shm::Shm;
 use strata_filterd::tables::Tables;
 use strata_ipc::{now_ns, Fabric, LayerId};
@@ -24,7 +23,6 @@ use strata_ipc::{now_ns, Fabric, LayerId};
 pub struct FilterState {
     tables: Tables,
     shm: Shm,
-    ifaces: Vec<String>,
 }
 
 /// Splits a configuration line into words, honouring double quotes (for
@@ -63,75 +61,67 @@ pub fn split_words(line: &str) -> Result<Vec<String>, String> {
 
 impl FilterState {
     /// The state over `fabric`'s filterd arena, with the configuration's
-    /// rule lines applied in order and published. Errors name the line
-    /// and the word at fault.
+    /// rule lines applied in order and published once. Errors name the
+    /// line and the word at fault. Lines are checked as `strata filter`
+    /// checks a command, but a rule that can be checked alone
+    /// ([`Tables::apply_all`]) does not cost a check of every rule
+    /// before it: start-up takes time linear in the rules.
     pub fn new(fabric: &Fabric, lines: &[String]) -> Result<FilterState, String> {
         let (p, n) = fabric.arena_bytes(LayerId::FILTERD);
         // SAFETY: the launcher keeps the fabric mapped while it runs.
         let shm = unsafe { Shm::new(p, n) }
             .ok_or_else(|| format!("filterd's arena ({n} bytes) is too small"))?;
-        let ifaces = (0..fabric.params().n_ifaces as u8)
-            .map(|i| fabric.iface_name(i))
-            .collect();
-        let mut st = FilterState {
-            tables: Tables::default(),
-            shm,
-            ifaces,
-        };
+        let mut cmds = Vec::with_capacity(lines.len());
         for (i, line) in lines.iter().enumerate() {
             let words = split_words(line).map_err(|e| format!("filter rule {}: {e}", i + 1))?;
-            st.change(&words)
-                .map_err(|e| format!("filter rule {} ({line:?}): {e}", i + 1))?;
+            let w: Vec<&str> = words.iter().map(String::as_str).collect();
+            let cmd =
+                parse_command(&w).map_err(|e| format!("filter rule {} ({line:?}): {e}", i + 1))?;
+            cmds.push(cmd);
         }
-        st.publish()?;
+        let mut tables = Tables::default();
+        let out = tables
+            .apply_all(&cmds)
+            .map_err(|(i, e)| format!("filter rule {} ({:?}): {e}", i + 1, lines[i]))?;
+        shm.reset_counters(&out.reset_slots);
+        let st = FilterState { tables, shm };
+        st.publish(&st.tables)
+            .map_err(|e| format!("the configured filter rules: {e}"))?;
         Ok(st)
     }
 
-    fn publish(&self) -> Result<(), String> {
-        let json = serde_json::to_vec(&self.tables).map_err(|e| e.to_string())?;
+    /// Publishes `tables` as the rule set filterd runs.
+    fn publish(&self, tables: &Tables) -> Result<(), String> {
+        let json = serde_json::to_vec(tables).map_err(|e| e.to_string())?;
         self.shm.publish(&json)
-    }
-
-    /// Applies a command that changes the tables, without publishing.
-    fn change(&mut self, words: &[String]) -> Result<Command, String> {
-        let w: Vec<&str> = words.iter().map(String::as_str).collect();
-        let cmd = parse_command(&w).map_err(|e| e.to_string())?;
-        if matches!(cmd, Command::List { .. }) {
-            return Ok(cmd);
-        }
-        let mut next = self.tables.clone();
-        let out = next.apply(&cmd)?;
-        let names: Vec<&str> = self.ifaces.iter().map(String::as_str).collect();
-        RuleSet::compile(&next, &names)?;
-        self.shm.reset_counters(&out.reset_slots);
-        self.tables = next;
-        Ok(cmd)
     }
 
     /// `strata filter WORDS...`: a listing, or a change published as one
     /// new rule set (filterd swaps whole sets between packets), which is
     /// in force for every packet after this returns: filterd has loaded
-    /// it and, if it stood aside, is back in the path.
+    /// it and, if it stood aside, is back in the path. A change that
+    /// cannot be published (a set too large) changes nothing.
     pub fn command(&mut self, fabric: &Fabric, words: &[String]) -> Result<Value, String> {
-        match self.change(words)? {
-            Command::List { table, chain } => {
-                let text = self
-                    .tables
-                    .list(table, chain.as_deref(), self.shm.counters())?;
-                Ok(json!({ "text": text }))
-            }
-            _ => {
-                self.publish()?;
-                let gen = self.shm.generation();
-                crate::control::wait_for_layer(fabric, LayerId::FILTERD, || {
-                    self.shm.in_force() >= gen
-                })
-                .map_err(|e| {
-                    format!("rule set {gen} published, but {e}: it takes effect once filterd runs")
-                })?;
-                Ok(json!({ "generation": gen }))
-            }
+        let w: Vec<&str> = words.iter().map(String::as_str).collect();
+        let cmd = parse_command(&w).map_err(|e| e.to_string())?;
+        if let Command::List { table, chain } = cmd {
+            let text = self
+                .tables
+                .list(table, chain.as_deref(), self.shm.counters())?;
+            return Ok(json!({ "text": text }));
         }
+        let mut next = self.tables.clone();
+        let out = next.apply(&cmd)?;
+        // Before the set that counts into them is published.
+        self.shm.reset_counters(&out.reset_slots);
+        self.publish(&next)?;
+        self.tables = next;
+        let gen = self.shm.generation();
+        crate::control::wait_for_layer(fabric, LayerId::FILTERD, || self.shm.in_force() >= gen)
+            .map_err(|e| {
+                format!("rule set {gen} published, but {e}: it takes effect once filterd runs")
+            })?;
+        Ok(json!({ "generation": gen }))
     }
 
     /// `strata conntrack list`: the table as filterd left it, read from a

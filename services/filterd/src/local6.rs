@@ -17,7 +17,7 @@
 
 use std::net::Ipv6Addr;
 use strata_ipc::addrs::{common_prefix6, mask6};
-use strata_ipc::route::Route6;
+use strata_ipc::route::{PrefixIndex, Route6};
 use strata_ipc::runtime::StackConfig;
 use strata_proto::ethernet::MacAddr;
 use strata_proto::ndp::interface_id;
@@ -37,8 +37,13 @@ pub struct Local6 {
     /// Configured addresses with their interface, in configuration order.
     by_iface: Vec<(u8, u128)>,
     iids: Vec<u64>,
+    /// The prefixes of our addresses: a few, scanned.
     on_link: Vec<Prefix>,
-    routes: Vec<Prefix>,
+    /// The interface (handle index) and prefix length of each configured
+    /// route that has an interface, in configuration order, and their
+    /// longest-prefix index.
+    routes: Vec<(u8, u8)>,
+    index: PrefixIndex<u128>,
     forwarding: bool,
 }
 
@@ -89,11 +94,8 @@ impl Local6 {
         });
         if let Some(iface) = iface {
             let plen = r.prefix.min(128);
-            self.routes.push(Prefix {
-                net: u128::from(r.dest) & mask6(plen),
-                plen,
-                iface,
-            });
+            self.routes.push((iface, plen));
+            self.index.push(u128::from(r.dest), plen);
         }
     }
 
@@ -140,17 +142,21 @@ impl Local6 {
     /// [`out_iface`](Self::out_iface), among on-link prefixes only when
     /// `on_link_only`.
     fn out_iface_of(&self, dst: u128, on_link_only: bool) -> Option<u8> {
-        let routes: &[Prefix] = if on_link_only { &[] } else { &self.routes };
-        self.on_link
+        // The longest prefix; among equal ones the first, on-link first.
+        let on_link = self
+            .on_link
             .iter()
-            .chain(routes)
             .filter(|p| dst & mask6(p.plen) == p.net)
-            // The longest prefix; among equal ones the first (on-link).
             .fold(None, |best: Option<&Prefix>, p| match best {
                 Some(b) if b.plen >= p.plen => Some(b),
                 _ => Some(p),
-            })
-            .map(|p| p.iface)
+            });
+        let routed = (!on_link_only)
+            .then(|| self.index.lookup(dst))
+            .flatten()
+            .map(|i| self.routes[i])
+            .filter(|&(_, plen)| on_link.is_none_or(|p| plen > p.plen));
+        routed.map(|(iface, _)| iface).or(on_link.map(|p| p.iface))
     }
 }
 
@@ -185,6 +191,80 @@ mod tests {
         assert_eq!(t.out_iface(a("2001:db8:5::5")), None);
         // Without forwarding every packet ipd keeps is for the stack.
         assert!(Local6::new(false).is_local(a("2001:db8:1::2")));
+    }
+
+    #[test]
+    fn the_route_index_answers_as_a_scan_of_thousands_of_routes() {
+        // xorshift: the same routes every run.
+        let mut x = 0x853c_49e6_748f_ea9b_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // fd00::/16 with a few bits of variety, so that prefixes overlap.
+        let addr =
+            |n: u64| 0xfd00_u128 << 112 | u128::from(n & 0xfff) << 100 | u128::from(n >> 40) << 64;
+        let mut t = Local6::new(true);
+        let own = [(Ipv6Addr::from(addr(1)), 32), (Ipv6Addr::from(addr(2)), 64)];
+        t.add_iface(0, [0x02, 0, 0, 0, 0, 1], &own);
+        t.add_iface(1, [0x02, 0, 0, 0, 0, 2], &[(Ipv6Addr::from(addr(3)), 48)]);
+        // What the routes were before the index: on-link prefixes, then
+        // each route with an interface, the first of the longest taken.
+        let mut scan: Vec<Prefix> = t.on_link.clone();
+        let plens = [0u8, 16, 24, 32, 48, 48, 64, 64, 112, 128];
+        let mut dests: Vec<u128> = Vec::new();
+        for i in 0..3000u64 {
+            let r = next();
+            let plen = plens[(r % plens.len() as u64) as usize];
+            // Now and then a second route to an earlier one's network.
+            let dest = match dests.get((r >> 8) as usize % (dests.len() + 1)) {
+                Some(&d) if r >> 32 & 7 == 0 => d,
+                _ => addr(next()),
+            };
+            dests.push(dest);
+            let route = Route6 {
+                dest: Ipv6Addr::from(dest),
+                prefix: plen,
+                gateway: Some(Ipv6Addr::from(addr(next()))),
+                iface: (r >> 40 & 3 != 0).then_some((i % 4) as u8),
+            };
+            t.add_route(&route);
+            let iface = route
+                .iface
+                .or_else(|| t.out_iface_of(u128::from(route.gateway.unwrap()), true));
+            if let Some(iface) = iface {
+                scan.push(Prefix {
+                    net: dest & mask6(plen),
+                    plen,
+                    iface,
+                });
+            }
+        }
+        let mut hits = 0;
+        for _ in 0..50_000 {
+            let dst = addr(next());
+            let want = scan
+                .iter()
+                .filter(|p| dst & mask6(p.plen) == p.net)
+                .fold(None, |best: Option<&Prefix>, p| match best {
+                    Some(b) if b.plen >= p.plen => Some(b),
+                    _ => Some(p),
+                })
+                .map(|p| (p.iface, p.plen));
+            assert_eq!(
+                t.out_iface(dst),
+                want.map(|w| w.0),
+                "{}",
+                Ipv6Addr::from(dst)
+            );
+            hits += usize::from(want.is_some_and(|w| w.1 > 16));
+        }
+        assert!(
+            hits > 25_000,
+            "{hits} addresses matched more than fd00::/16"
+        );
     }
 
     #[test]

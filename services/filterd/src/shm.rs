@@ -4,27 +4,32 @@
 //! table itself.
 //!
 //! ```text
-//! 0        header: magic, rule-set generation and slot, flush requests
-//! 4 KiB    rule counters: COUNTER_SLOTS × (packets, bytes)
-//! 68 KiB   rule set slot 0 (JSON of `Tables`), RULES_MAX bytes
-//!          rule set slot 1
-//! ...      the conntrack table (`Conntrack::from_raw`)
+//! 0                header: magic, rule-set generation and slot, flush requests
+//! 4 KiB            rule counters: COUNTER_SLOTS × (packets, bytes), 1 MiB
+//! 1 MiB + 4 KiB    rule set slot 0 (JSON of `Tables`), RULES_MAX bytes
+//!                  rule set slot 1
+//! ...              the conntrack table (`Conntrack::from_raw`)
 //! ```
 //!
 //! A rule set is published into the slot that is not current, under that
 //! slot's sequence number (odd while being written), and only then made
 //! current: filterd, which copies a slot out and checks the sequence did
 //! not move, never reads half a rule set, and swaps whole compiled sets
-//! between packets.
+//! between packets. Only the bytes of a set are written and copied: the
+//! rest of a slot's pages stay untouched.
 
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::*};
 
-/// Rules that can have counters (slots of [`crate::tables::Tables`]).
-pub const COUNTER_SLOTS: usize = 4096;
-/// Largest rule set, as JSON.
-pub const RULES_MAX: usize = 512 * 1024;
+/// Rules that can have counters (slots of [`crate::tables::Tables`]): the
+/// most rules the tables hold together.
+pub const COUNTER_SLOTS: usize = 65_536;
+/// Largest rule set, as JSON: [`COUNTER_SLOTS`] rules of 256 bytes. A
+/// rule such as `-A INPUT -p tcp --dport 20000 -j DROP` takes some 115
+/// bytes, one with interfaces, both addresses, both ports, a state match
+/// and a LOG prefix some 420.
+pub const RULES_MAX: usize = 16 << 20;
 
-const MAGIC: u64 = 0x5354_5246_494c_5431;
+const MAGIC: u64 = 0x5354_5246_494c_5432;
 const HDR: usize = 4096;
 const COUNTERS: usize = HDR;
 const SLOTS: usize = COUNTERS + COUNTER_SLOTS * 2 * 8;
@@ -141,8 +146,10 @@ impl Shm {
     pub fn publish(&self, json: &[u8]) -> Result<(), String> {
         if json.len() > RULES_MAX {
             return Err(format!(
-                "rule set too large ({} bytes of JSON, at most {RULES_MAX})",
-                json.len()
+                "the rule set is too large: it takes {} bytes of JSON, filterd's arena holds \
+                 {RULES_MAX} ({COUNTER_SLOTS} rules of {} bytes)",
+                json.len(),
+                RULES_MAX / COUNTER_SLOTS
             ));
         }
         let h = self.hdr();

@@ -15,8 +15,9 @@ use crate::ruleset::{self, Counters};
 use serde::{Deserialize, Serialize};
 use std::fmt::Write as _;
 
-/// Default number of counter slots (so of rules in all tables).
-pub const DEFAULT_MAX_RULES: u32 = 4096;
+/// Default number of counter slots (so of rules in all tables): every
+/// slot of filterd's arena.
+pub const DEFAULT_MAX_RULES: u32 = crate::shm::COUNTER_SLOTS as u32;
 
 /// A rule with its counter slot.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,6 +120,23 @@ impl Default for Tables {
     }
 }
 
+/// Counter slots no rule has, lowest first.
+struct FreeSlots {
+    used: Vec<bool>,
+    /// Every slot below is taken.
+    next: usize,
+}
+
+impl FreeSlots {
+    /// Takes the lowest free slot, if one is left.
+    fn take(&mut self) -> Option<u32> {
+        let i = self.next + self.used[self.next..].iter().position(|u| !u)?;
+        self.used[i] = true;
+        self.next = i + 1;
+        Some(i as u32)
+    }
+}
+
 /// What [`Tables::apply`] produced besides the change.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Outcome {
@@ -160,7 +178,8 @@ impl Tables {
         }
     }
 
-    fn free_slot(&self) -> Option<u32> {
+    /// The counter slots no rule has.
+    fn free_slots(&self) -> FreeSlots {
         let mut used = vec![false; self.max_rules as usize];
         for t in Table::ALL {
             for e in self.table(t).chains.iter().flat_map(|c| &c.rules) {
@@ -169,7 +188,93 @@ impl Tables {
                 }
             }
         }
-        used.iter().position(|u| !u).map(|i| i as u32)
+        FreeSlots { used, next: 0 }
+    }
+
+    /// Carries out `cmds` in order as one [`apply`](Self::apply) each
+    /// would, with the same checks, errors and counter slots, in time
+    /// linear in the rules where `apply` would take time linear in the
+    /// rules per command: a rule added that [`ruleset::check_alone`] can
+    /// check is checked alone and takes the next free slot, and only other
+    /// commands copy and check the whole tables. The error is the failing
+    /// command's position and `apply`'s error; the tables then hold what
+    /// the commands before it made.
+    pub fn apply_all<'a>(
+        &mut self,
+        cmds: impl IntoIterator<Item = &'a Command>,
+    ) -> Result<Outcome, (usize, String)> {
+        let mut out = Outcome::default();
+        // Valid while only rules are added: then the lowest free slot is
+        // the next one not taken.
+        let mut free: Option<FreeSlots> = None;
+        for (i, cmd) in cmds.into_iter().enumerate() {
+            let alone = match cmd {
+                Command::Add { table, chain, rule }
+                | Command::Insert {
+                    table, chain, rule, ..
+                } => ruleset::check_alone(*table, chain, rule),
+                _ => None,
+            };
+            let done = match alone {
+                Some(checked) => {
+                    let slot = free.get_or_insert_with(|| self.free_slots()).take();
+                    self.add_rule(cmd, slot, checked).map(|slot| Outcome {
+                        reset_slots: vec![slot],
+                        changed: true,
+                    })
+                }
+                None => {
+                    free = None;
+                    self.apply(cmd)
+                }
+            };
+            let done = done.map_err(|e| (i, e))?;
+            out.reset_slots.extend(done.reset_slots);
+            out.changed |= done.changed;
+        }
+        Ok(out)
+    }
+
+    /// Adds the rule of `cmd` (an `Add` or `Insert`) with counter slot
+    /// `slot` (`None`: every one is taken), if it can go where `cmd` says
+    /// and `checked`, the result of checking it, is fine; the slot, or why
+    /// not (the first of these).
+    fn add_rule(
+        &mut self,
+        cmd: &Command,
+        slot: Option<u32>,
+        checked: Result<(), String>,
+    ) -> Result<u32, String> {
+        let (Command::Add { table, chain, rule }
+        | Command::Insert {
+            table, chain, rule, ..
+        }) = cmd
+        else {
+            unreachable!("only Add and Insert add a rule");
+        };
+        let slot = slot.ok_or_else(|| format!("too many rules (at most {})", self.max_rules))?;
+        let c = self.table_mut(*table).chain_mut(chain)?;
+        let pos = match cmd {
+            Command::Insert { pos, .. } => {
+                if *pos > c.rules.len() + 1 {
+                    return Err(format!(
+                        "cannot insert at {pos}: {chain} has {} rules",
+                        c.rules.len()
+                    ));
+                }
+                pos - 1
+            }
+            _ => c.rules.len(),
+        };
+        checked?;
+        c.rules.insert(
+            pos,
+            Entry {
+                rule: rule.clone(),
+                slot,
+            },
+        );
+        Ok(slot)
     }
 
     /// Carries out `cmd` (List does nothing here, see [`Tables::list`]).
@@ -191,34 +296,9 @@ impl Tables {
             ..Outcome::default()
         };
         match cmd {
-            Command::Add { table, chain, rule }
-            | Command::Insert {
-                table, chain, rule, ..
-            } => {
-                let slot = self
-                    .free_slot()
-                    .ok_or_else(|| format!("too many rules (at most {})", self.max_rules))?;
-                let c = self.table_mut(*table).chain_mut(chain)?;
-                let pos = match cmd {
-                    Command::Insert { pos, .. } => {
-                        if *pos > c.rules.len() + 1 {
-                            return Err(format!(
-                                "cannot insert at {pos}: {chain} has {} rules",
-                                c.rules.len()
-                            ));
-                        }
-                        pos - 1
-                    }
-                    _ => c.rules.len(),
-                };
-                c.rules.insert(
-                    pos,
-                    Entry {
-                        rule: rule.clone(),
-                        slot,
-                    },
-                );
-                out.reset_slots.push(slot);
+            Command::Add { .. } | Command::Insert { .. } => {
+                let slot = self.free_slots().take();
+                out.reset_slots.push(self.add_rule(cmd, slot, Ok(()))?);
             }
             Command::Delete {
                 table,
@@ -401,6 +481,108 @@ mod tests {
         assert!(run(&mut t, "add OUTPUT -j DROP")
             .unwrap_err()
             .contains("too many"));
+    }
+
+    fn parse_all(lines: &[&str]) -> Vec<Command> {
+        lines
+            .iter()
+            .map(|l| parse_command(&l.split_whitespace().collect::<Vec<_>>()).unwrap())
+            .collect()
+    }
+
+    /// `apply_all` of `cmds` leaves the tables, outcome and error that
+    /// one `apply` per command leaves; that outcome or error.
+    fn all_as_one_by_one(start: &Tables, cmds: &[Command]) -> Result<Outcome, (usize, String)> {
+        let mut each = start.clone();
+        let mut want = Ok(Outcome::default());
+        for (i, c) in cmds.iter().enumerate() {
+            match each.apply(c) {
+                Ok(o) => {
+                    let w = want.as_mut().unwrap();
+                    w.reset_slots.extend(o.reset_slots);
+                    w.changed |= o.changed;
+                }
+                Err(e) => {
+                    want = Err((i, e));
+                    break;
+                }
+            }
+        }
+        let mut all = start.clone();
+        assert_eq!(all.apply_all(cmds), want, "{cmds:?}");
+        assert_eq!(all, each, "{cmds:?}");
+        want
+    }
+
+    #[test]
+    fn many_commands_at_once_as_one_at_a_time() {
+        let mut start = Tables::new(6);
+        run(&mut start, "add INPUT -j ACCEPT").unwrap();
+        run(&mut start, "add INPUT -j ACCEPT").unwrap();
+        run(&mut start, "del INPUT 1").unwrap();
+        // Slot 0 is free, 1 taken: added rules take 0, then 2...
+        let fine = parse_all(&[
+            "add INPUT -p tcp --dport 1 -j DROP",
+            "insert INPUT 1 -s 10.0.0.0/8 -j ACCEPT",
+            "-N web",
+            "add web -p tcp --dport 80 -j ACCEPT",
+            "add INPUT -j web",
+            "-t nat -A PREROUTING -p tcp --dport 80 -j DNAT --to-destination 10.0.0.2:8080",
+            // A deletion frees a slot the next rule takes.
+            "del INPUT 1",
+            "-6 add INPUT -p icmpv6 -j ACCEPT",
+            "-P INPUT DROP",
+        ]);
+        assert!(all_as_one_by_one(&start, &fine).is_ok());
+        // Each failing command, checked alone or with the whole set, fails
+        // where and as it fails one at a time.
+        let mut failing = vec![
+            parse_all(&["add INPUT -j nowhere"]),
+            parse_all(&["add NOPE -j DROP"]),
+            parse_all(&["insert INPUT 9 -j DROP"]),
+            parse_all(&["-t nat -A POSTROUTING -j DNAT --to-destination 10.0.0.2"]),
+            // Allowed in a chain reached from POSTROUTING alone.
+            parse_all(&[
+                "-t nat -N dn",
+                "-t nat -A dn -j MASQUERADE",
+                "-t nat -A POSTROUTING -j dn",
+                "-t nat -A PREROUTING -j dn",
+            ]),
+            parse_all(&["add INPUT -s 10.0.0.0/8 -j DROP"]),
+        ];
+        // An IPv4 address in an IPv6 table (the parser makes none).
+        if let Command::Add { table, .. } = &mut failing[5][0] {
+            *table = Table::Filter6;
+        }
+        for f in failing {
+            let mut cmds = fine[..5].to_vec();
+            cmds.extend(f);
+            assert!(all_as_one_by_one(&start, &cmds).is_err(), "{cmds:?}");
+        }
+        // Out of slots.
+        let many = parse_all(&["add OUTPUT -j DROP"; 8]);
+        assert!(all_as_one_by_one(&start, &many).is_err());
+    }
+
+    #[test]
+    fn the_most_rules_fit_the_arena_and_one_more_is_refused() {
+        let lines: Vec<String> = (0..crate::shm::COUNTER_SLOTS)
+            .map(|i| format!("add INPUT -p tcp --dport {} -j DROP", i % 65_536))
+            .collect();
+        let lines: Vec<&str> = lines.iter().map(String::as_str).collect();
+        let cmds = parse_all(&lines);
+        let mut t = Tables::default();
+        let out = t.apply_all(&cmds).unwrap();
+        assert_eq!(out.reset_slots.len(), crate::shm::COUNTER_SLOTS);
+        assert_eq!(out.reset_slots[65_535], 65_535);
+        let json = serde_json::to_vec(&t).unwrap();
+        // Some 115 bytes a rule, the largest slot numbers taking five
+        // digits.
+        let per_rule = json.len() / crate::shm::COUNTER_SLOTS;
+        assert!((110..=120).contains(&per_rule), "{per_rule}");
+        assert!(json.len() <= crate::shm::RULES_MAX);
+        let e = t.apply_all(&cmds[..1]).unwrap_err();
+        assert_eq!(e, (0, "too many rules (at most 65536)".to_string()));
     }
 
     #[test]

@@ -13,6 +13,7 @@
 
 use std::net::Ipv6Addr;
 
+use strata_ipc::route::PrefixIndex;
 use strata_ipc::{Buffers, Handle};
 use strata_proto::ethernet::ethertype;
 use strata_proto::icmpv6::{icmpv6_type, unreach_code, Icmpv6Error, Icmpv6Header, ERROR_MAX_LEN};
@@ -251,6 +252,24 @@ pub(crate) struct Route6Entry {
     pub slot: Option<usize>,
 }
 
+/// The configured IPv6 routes, resolved, with their longest-prefix
+/// index.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Routes6 {
+    entries: Vec<Route6Entry>,
+    /// Over `entries`; among routes to one network the last configured is
+    /// the one taken.
+    index: PrefixIndex<u128>,
+}
+
+impl Routes6 {
+    /// The configured route with the longest prefix holding `dst` (the
+    /// last configured among routes to one network).
+    pub fn lookup(&self, dst: Ipv6Addr) -> Option<&Route6Entry> {
+        self.index.lookup(u128::from(dst)).map(|i| &self.entries[i])
+    }
+}
+
 /// The configured IPv6 routes of `cfg`, resolved against interfaces
 /// `v6` (by slot, as `slot_of` maps interface indexes): a route without
 /// an interface leaves by the one whose address prefix holds its gateway.
@@ -258,8 +277,9 @@ pub(crate) fn routes6(
     cfg: &[strata_ipc::route::Route6],
     v6: &[Iface6],
     slot_of: impl Fn(u8) -> Option<usize>,
-) -> Result<Vec<Route6Entry>, ConfigError> {
-    cfg.iter()
+) -> Result<Routes6, ConfigError> {
+    let entries = cfg
+        .iter()
         .map(|r| {
             if r.prefix > 128 {
                 return Err(ConfigError::BadPrefix(r.prefix));
@@ -276,7 +296,12 @@ pub(crate) fn routes6(
                 slot,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut index = PrefixIndex::default();
+    for r in &entries {
+        index.push_over(u128::from(r.dest), r.prefix);
+    }
+    Ok(Routes6 { entries, index })
 }
 
 /// Checks the IPv6 addresses of an interface's configuration.
@@ -992,11 +1017,7 @@ impl IpCore {
             .enumerate()
             .filter_map(|(slot, i)| Some((i.prefix_for(dst)?, slot)))
             .max_by_key(|&(len, slot)| (len, core::cmp::Reverse(slot)));
-        let configured = self
-            .routes6
-            .iter()
-            .filter(|r| covers(r.dest, r.prefix, dst))
-            .max_by_key(|r| r.prefix);
+        let configured = self.routes6.lookup(dst);
         match (on_link, configured) {
             (Some((len, slot)), c) if c.is_none_or(|c| c.prefix <= len) => Some((slot, dst)),
             (_, Some(c)) => Some((c.slot?, c.gateway.unwrap_or(dst))),
@@ -1129,6 +1150,61 @@ mod tests {
         for e in [Icmpv6Error::Truncated, Icmpv6Error::BadChecksum] {
             assert_eq!(icmpv6_stat(e).name(), format!("icmp6_{}", e.reason()));
         }
+    }
+
+    #[test]
+    fn the_route_index_answers_as_a_scan_of_thousands_of_routes() {
+        // xorshift: the same routes every run.
+        let mut x = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        // fd00::/16 with a few bits of variety, so that routes overlap.
+        let addr = |n: u64| -> Ipv6Addr {
+            let bits = u128::from(n & 0xfff) << 100 | u128::from(n >> 40) << 64;
+            Ipv6Addr::from(0xfd00_u128 << 112 | bits)
+        };
+        let plens = [0u8, 16, 20, 24, 28, 32, 48, 64, 64, 64, 112, 128];
+        let mut cfg: Vec<strata_ipc::route::Route6> = Vec::new();
+        for i in 0..3000u64 {
+            let r = next();
+            let prefix = plens[(r % plens.len() as u64) as usize];
+            // Now and then a second route to an earlier one's network.
+            let dest = match cfg.get((r >> 8) as usize % (cfg.len() + 1)) {
+                Some(c) if r >> 32 & 7 == 0 => c.dest,
+                _ => addr(next()),
+            };
+            cfg.push(strata_ipc::route::Route6 {
+                dest,
+                prefix,
+                gateway: Some(addr(i)),
+                iface: Some((i % 4) as u8),
+            });
+        }
+        let routes = routes6(&cfg, &[], |i| Some(usize::from(i))).unwrap();
+        let mut hits = 0;
+        for _ in 0..50_000 {
+            let dst = addr(next());
+            let scan = routes
+                .entries
+                .iter()
+                .filter(|r| covers(r.dest, r.prefix, dst))
+                .max_by_key(|r| r.prefix);
+            let got = routes.lookup(dst);
+            assert_eq!(
+                got.map(|r| (r.dest, r.prefix, r.gateway)),
+                scan.map(|r| (r.dest, r.prefix, r.gateway)),
+                "{dst}"
+            );
+            hits += usize::from(got.is_some_and(|r| r.prefix > 16));
+        }
+        assert!(
+            hits > 25_000,
+            "{hits} addresses matched more than fd00::/16"
+        );
     }
 
     #[test]

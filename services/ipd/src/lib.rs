@@ -136,7 +136,7 @@ pub struct IpCore {
     /// Identification of the last IPv6 packet ipd cut into fragments.
     frag6_ident: u32,
     /// Configured IPv6 routes.
-    routes6: Vec<ip6::Route6Entry>,
+    routes6: ip6::Routes6,
     /// Path MTUs learnt from Packet Too Big: destination, MTU, when it
     /// ends (a destination cache of RFC 4861 §5.1, for this alone).
     pmtu6: Vec<(std::net::Ipv6Addr, u16, u64)>,

@@ -213,6 +213,7 @@ impl TcpConfig {
 }
 
 use strata_ipc::addrs::{common_prefix6, in_prefix6, AddrTable, LOOPBACK_MTU};
+use strata_ipc::route::PrefixIndex;
 
 /// The IPv6 minimum link MTU (RFC 8200 §5): no path is assumed smaller.
 pub const IPV6_MIN_MTU: u16 = 1280;
@@ -248,6 +249,9 @@ pub(crate) struct Net {
     /// Configured IPv6 routes and the position of the interface each
     /// leaves through (`None`: unknown).
     routes6: Vec<(Route6, Option<usize>)>,
+    /// Over `routes6` (among routes to one network the last configured is
+    /// taken, as ipd takes it).
+    index6: PrefixIndex<u128>,
 }
 
 /// Whether `a` is an IPv6 link-local unicast address (`fe80::/10`).
@@ -280,7 +284,7 @@ impl Net {
             }
         }
         let slot_of = |ix: u8| cfg.ifaces.iter().position(|i| i.index == ix);
-        let routes6 = cfg
+        let routes6: Vec<(Route6, Option<usize>)> = cfg
             .routes6
             .iter()
             .map(|r| {
@@ -292,6 +296,10 @@ impl Net {
                 (*r, via)
             })
             .collect();
+        let mut index6 = PrefixIndex::default();
+        for (r, _) in &routes6 {
+            index6.push_over(u128::from(r.dest), r.prefix);
+        }
         Ok(Net {
             t: AddrTable::build(ifaces, &cfg.routes)?,
             own6: v6.len(),
@@ -299,6 +307,7 @@ impl Net {
             v6,
             mtu6: cfg.ifaces.iter().map(|i| i.mtu).collect(),
             routes6,
+            index6,
         })
     }
 
@@ -415,11 +424,9 @@ impl Net {
             .max_by_key(|x| x.prefix)
             .map(|x| (x.prefix, x.iface));
         let routed = self
-            .routes6
-            .iter()
-            .filter(|(r, _)| in_prefix6(u128::from(r.dest), r.prefix, dst))
-            .max_by_key(|(r, _)| r.prefix)
-            .map(|(r, via)| (r.prefix, *via));
+            .index6
+            .lookup(dst)
+            .map(|i| (self.routes6[i].0.prefix, self.routes6[i].1));
         // A route more specific than the on-link prefix wins, as in ipd.
         let iface = ours.or(link).or(match (on_link, routed) {
             (Some((len, _)), Some((p, via))) if p > len => via,
