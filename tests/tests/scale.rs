@@ -305,7 +305,11 @@ fn soak_a_hundred_thousand_connections_trickle_for_ten_minutes_through_a_tcpd_ki
     // source runs short of ephemeral ports; two echo servers.
     let clients = n.div_ceil(15_000);
     let ns = Netns::new();
-    let st = Stack::up(&ns);
+    // STRATA_SOAK_CONFIG: TOML added to the configuration (`[limits]`).
+    let st = Stack::up_with(
+        &ns,
+        &std::env::var("STRATA_SOAK_CONFIG").unwrap_or_default(),
+    );
     let mut servers: Vec<Bg> = [7001, 7002]
         .iter()
         .map(|p| {

@@ -304,8 +304,13 @@ pub struct TcpCore<'a> {
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     /// The deadline each block has in `timers` (u64::MAX: none).
     sched: Vec<u64>,
-    /// Blocks with notifications that could not be sent (pool empty).
+    /// Blocks with notifications that could not be sent (pool empty),
+    /// each once ([`TcpCore::in_retry`]).
     retry: Vec<u32>,
+    /// Whether each block is in `retry`: a look-up in the list itself
+    /// cost every event O(list), and after a restart with a hundred
+    /// thousand connections short of buffers the list was that long.
+    in_retry: Vec<bool>,
     /// Blocks with an event in progress, innermost last (a listener's
     /// event runs its children's).
     events: Vec<u32>,
@@ -427,6 +432,7 @@ impl<'a> TcpCore<'a> {
             timers: BinaryHeap::with_capacity(n * 2),
             sched: vec![u64::MAX; n],
             retry: Vec::with_capacity(64),
+            in_retry: vec![false; n],
             events: Vec::with_capacity(4),
             now: 0,
             rng,
@@ -624,7 +630,16 @@ impl<'a> TcpCore<'a> {
         }
         self.commit(pool, idx, c);
         self.arm(idx);
-        if c.pend != 0 && c.in_use() && !self.retry.contains(&(idx as u32)) {
+        if c.pend != 0 && c.in_use() {
+            self.retry_later(idx);
+        }
+    }
+
+    /// Block `idx` has notifications the pool had no buffer for: they
+    /// are tried again at the next poll.
+    fn retry_later(&mut self, idx: usize) {
+        if let Some(m) = self.in_retry.get_mut(idx).filter(|m| !**m) {
+            *m = true;
             self.retry.push(idx as u32);
         }
     }

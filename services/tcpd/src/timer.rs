@@ -24,20 +24,21 @@ const TIMER_BUDGET: usize = 4096;
 
 impl TcpCore<'_> {
     pub(crate) fn run_timers<B: Buffers>(&mut self, pool: &mut B, out: &mut Outputs) {
-        // Notifications that found the pool empty.
+        // Notifications that found the pool empty: the oldest, as many
+        // as the timers' budget (the rest wait for the next poll, which
+        // the deadline asks for soon).
         if !self.retry.is_empty() {
-            let list = std::mem::take(&mut self.retry);
+            let mut list = std::mem::take(&mut self.retry);
+            self.retry = list.split_off(list.len().min(TIMER_BUDGET));
             for &i in &list {
                 let i = i as usize;
+                if let Some(m) = self.in_retry.get_mut(i) {
+                    *m = false;
+                }
                 if self.conns.get(i).is_some_and(|c| c.in_use() && c.pend != 0) {
                     let c = self.begin(i);
                     self.end(pool, i, c, out);
                 }
-            }
-            let mut list = list;
-            list.clear();
-            if self.retry.is_empty() {
-                self.retry = list;
             }
         }
         let mut n = 0;
@@ -477,7 +478,7 @@ pub(crate) fn restore<'a, B: Buffers>(
             core.conns[i].snd_cur = NIL;
         }
         if c.pend != 0 {
-            core.retry.push(i as u32);
+            core.retry_later(i);
         }
         core.arm(i);
     }
