@@ -17,6 +17,26 @@ fn go_on(clients: &mut [Bg]) {
     }
 }
 
+/// Echo servers on the stack, one per port of `ports`, each serving all
+/// of its connections in one thread, ready.
+fn echo_servers(st: &Stack, ports: impl IntoIterator<Item = u16>) -> Vec<Bg> {
+    let mut servers: Vec<Bg> = ports
+        .into_iter()
+        .map(|p| {
+            let port = format!("0.0.0.0:{p}");
+            spawn_app(
+                st,
+                "echo",
+                &["--tcp", &port, "--udp", "0.0.0.0:0", "--backlog", "4096"],
+            )
+        })
+        .collect();
+    for s in &mut servers {
+        wait_line(s, "serving UDP", Duration::from_secs(15));
+    }
+    servers
+}
+
 /// Waits for tcpd's log line saying how many connections its newest
 /// instance restored (and how fast), and checks it took at least `n`.
 fn assert_restored(st: &Stack, n: usize) {
@@ -51,19 +71,7 @@ fn twenty_thousand_connections_open_at_once_survive_a_tcpd_kill_and_each_echo_te
     let ns = Netns::new();
     // The default limits hold them.
     let st = Stack::up(&ns);
-    let mut servers: Vec<Bg> = (0..SERVERS)
-        .map(|k| {
-            let port = format!("0.0.0.0:{}", 7001 + k);
-            spawn_app(
-                &st,
-                "echo",
-                &["--tcp", &port, "--udp", "0.0.0.0:0", "--backlog", "4096"],
-            )
-        })
-        .collect();
-    for s in &mut servers {
-        wait_line(s, "serving UDP", Duration::from_secs(15));
-    }
+    let _servers = echo_servers(&st, (0..SERVERS).map(|k| 7001 + k));
     let mut clients: Vec<Bg> = (0..SERVERS)
         .map(|k| {
             Bg::new(
@@ -167,19 +175,7 @@ fn a_pool_far_smaller_than_the_data_in_flight_drains_rather_than_stalls() {
     const N: usize = 2000;
     let ns = Netns::new();
     let st = Stack::up_with(&ns, "[limits]\nsmall_buffers = 256\nlarge_buffers = 0\n");
-    let mut server = spawn_app(
-        &st,
-        "echo",
-        &[
-            "--tcp",
-            "0.0.0.0:7001",
-            "--udp",
-            "0.0.0.0:0",
-            "--backlog",
-            "4096",
-        ],
-    );
-    wait_line(&mut server, "serving UDP", Duration::from_secs(15));
+    let _server = echo_servers(&st, [7001]);
     let mut client = Bg::new(
         ns.cmd("python3")
             .args(["-c", ALL_AT_ONCE, &N.to_string(), "7001"])
@@ -310,20 +306,7 @@ fn soak_a_hundred_thousand_connections_trickle_for_ten_minutes_through_a_tcpd_ki
         &ns,
         &std::env::var("STRATA_SOAK_CONFIG").unwrap_or_default(),
     );
-    let mut servers: Vec<Bg> = [7001, 7002]
-        .iter()
-        .map(|p| {
-            let port = format!("0.0.0.0:{p}");
-            spawn_app(
-                &st,
-                "echo",
-                &["--tcp", &port, "--udp", "0.0.0.0:0", "--backlog", "4096"],
-            )
-        })
-        .collect();
-    for s in &mut servers {
-        wait_line(s, "serving UDP", Duration::from_secs(15));
-    }
+    let _servers = echo_servers(&st, [7001, 7002]);
     let t0 = std::time::Instant::now();
     let phase = |what: &str| eprintln!("{:>7.1} s  {what}", t0.elapsed().as_secs_f64());
     let mut kids: Vec<Bg> = (0..clients)

@@ -62,6 +62,12 @@ const MAX_SEGMENT_BYTES: usize = 4 << 40;
 /// turn.
 const SWEEP_PER_SEC: u64 = 4096;
 const SWEEP_MAX: u64 = 256;
+/// Sockets looked at in one turn at most: the rest wait for the next
+/// (which comes at once: the loop is held). When tcpd restarted, every
+/// TCP socket wants a look while tcpd's ring takes a thousand messages
+/// a turn, and a look at all of them each turn (a hundred thousand) kept
+/// sockd from everything else for tens of seconds.
+const LOOKS_PER_TURN: usize = 4096;
 /// How long a transport has to answer a bind or connect.
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -501,8 +507,10 @@ struct Sockd<'a> {
     /// The sockets to look at this turn, each once (`Sock::active`): the
     /// ones a transport, a request or a doorbell named, whose timer came,
     /// or that still wait for something. A turn costs what these cost,
-    /// however many sockets sit idle.
-    active: Vec<u32>,
+    /// however many sockets sit idle; and at most [`LOOKS_PER_TURN`] of
+    /// them, oldest first, however many wait (after a tcpd restart, all
+    /// of them).
+    active: VecDeque<u32>,
     /// When sockets need a look unasked (SYNC cadence, a READ_CREDIT
     /// waiting for company): (when, socket). A socket's earliest is its
     /// `Sock::due`; other entries of it are stale and skipped.
@@ -660,7 +668,7 @@ fn main() {
         tcpd_beat: (0, Instant::now()),
         udpd_beat: (0, Instant::now()),
         stats: Stats::default(),
-        active: Vec::new(),
+        active: VecDeque::new(),
         timers: BinaryHeap::new(),
         sweep: (0, Instant::now()),
         unclaimed: None,
@@ -787,7 +795,7 @@ impl Layer for Shell<'_> {
         cx.send_all(TO_UDP, d.to_udp.drain(..));
         let (moved_tcp, tcp_waiting) = d.pump_tcp(&tcp, tcp_room);
         cx.send_all(TO_TCP, d.to_tcp.drain(..));
-        self.tx_waiting = udp_waiting || tcp_waiting || ctl_waiting;
+        self.tx_waiting = udp_waiting || tcp_waiting || ctl_waiting || !d.active.is_empty();
         d.expire(Instant::now());
         kick_pollers();
         cx.syscalls(SYSCALLS.swap(0, Relaxed));

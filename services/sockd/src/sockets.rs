@@ -118,7 +118,7 @@ impl Sockd<'_> {
         if let Some(s) = self.socks.get_mut(&id) {
             if !s.active {
                 s.active = true;
-                self.active.push(id);
+                self.active.push_back(id);
             }
         }
     }
@@ -163,8 +163,12 @@ impl Sockd<'_> {
             self.sweep = (row, now);
         }
         let (mut udp, mut tcp) = (Vec::new(), Vec::new());
-        self.stats.add(Stat::SocketLooks, self.active.len() as u64);
-        for id in std::mem::take(&mut self.active) {
+        // At most LOOKS_PER_TURN, oldest first; the rest stay on the
+        // list for the next turn.
+        let n = self.active.len().min(LOOKS_PER_TURN);
+        self.stats.add(Stat::SocketLooks, n as u64);
+        let batch: Vec<u32> = self.active.drain(..n).collect();
+        for id in batch {
             if let Some(s) = self.socks.get_mut(&id) {
                 s.active = false;
                 if let Some(m) = &s.mem {

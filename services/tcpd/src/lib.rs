@@ -304,8 +304,8 @@ pub struct TcpCore<'a> {
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     /// The deadline each block has in `timers` (u64::MAX: none).
     sched: Vec<u64>,
-    /// Blocks with notifications that could not be sent (pool empty),
-    /// each once ([`TcpCore::in_retry`]).
+    /// Blocks with notifications or an ACK that could not be sent (pool
+    /// empty), each once ([`TcpCore::in_retry`]).
     retry: Vec<u32>,
     /// Whether each block is in `retry`: a look-up in the list itself
     /// cost every event O(list), and after a restart with a hundred
@@ -630,13 +630,13 @@ impl<'a> TcpCore<'a> {
         }
         self.commit(pool, idx, c);
         self.arm(idx);
-        if c.pend != 0 && c.in_use() {
+        if c.in_use() && wants_retry(&c) {
             self.retry_later(idx);
         }
     }
 
-    /// Block `idx` has notifications the pool had no buffer for: they
-    /// are tried again at the next poll.
+    /// Block `idx` has notifications or an ACK the pool had no buffer
+    /// for: they are tried again at the next poll.
     fn retry_later(&mut self, idx: usize) {
         if let Some(m) = self.in_retry.get_mut(idx).filter(|m| !**m) {
             *m = true;
@@ -884,6 +884,12 @@ impl<'a> TcpCore<'a> {
 /// A message `op` about socket `sock` carrying `c`'s addresses (IPv4
 /// ones mapped, as they are kept: a dual-stack listener's IPv4
 /// connections are reported as sockd expects them).
+/// Whether block `c` has what only a buffer would let out: a
+/// notification for sockd, or an ACK that is due.
+fn wants_retry(c: &ConnBlock) -> bool {
+    c.pend != 0 || (c.has(cf::ACK_NOW) && !c.has(cf::DEAD))
+}
+
 fn conn_msg(op: u32, sock: u32, c: &ConnBlock) -> L4Ctl {
     L4Ctl {
         op,

@@ -581,10 +581,11 @@ impl TcpCore<'_> {
         let sent_ack = out.to_ip.len() > before;
         if c.has(cf::ACK_NOW) && !sent_ack && c.state().has_peer_syn() {
             let s = acceptable_seq(c);
-            if !self.xmit(pool, c, s, TcpFlags::ACK, 0, out) {
-                // Retry soon.
-                c.t_delack = self.now + 1_000_000;
-            }
+            // No buffer: ACK_NOW stays, and the block waits its turn on
+            // the retry list (`TcpCore::end`) rather than on a timer of
+            // its own, so a hundred thousand connections short of a
+            // buffer cost a poll no more than its budget.
+            let _ = self.xmit(pool, c, s, TcpFlags::ACK, 0, out);
         }
         // Retransmission timer: on while anything is unacknowledged.
         if c.snd_una != c.snd_max && c.t_rtx == 0 {
@@ -992,7 +993,7 @@ impl TcpCore<'_> {
             self.deliver(pool, c, out);
             let _ = before;
             if c.has(cf::FIN_RCVD) && c.rcv_q.is_empty() && !c.has(cf::EOF_SENT) {
-                let mut m = conn_msg(op::EOF, sock, c);
+                let mut m = reply(op::EOF, sock, 0);
                 // Where the stream ends (the FIN takes the last sequence
                 // number), so that a sockd missing bytes before it asks
                 // for them instead of showing the end early.
@@ -1009,7 +1010,7 @@ impl TcpCore<'_> {
         // sockd frees the application's ring only as far as tcpd took.
         let taken = c.tx_taken.wrapping_sub(c.tx_taken_told) >= threshold / 2;
         if due || taken || c.has(cf::SYNC_ASKED) {
-            let mut m = conn_msg(op::SEND_CREDIT, sock, c);
+            let mut m = reply(op::SEND_CREDIT, sock, 0);
             m.value = SendCredit {
                 freed: c.tx_freed,
                 taken: c.tx_taken,
@@ -1026,7 +1027,7 @@ impl TcpCore<'_> {
             c.flags &= !cf::SYNC_ASKED;
         }
         if c.pend & pend::ERROR != 0 {
-            let mut m = conn_msg(op::SOCK_ERROR, sock, c);
+            let mut m = reply(op::SOCK_ERROR, sock, 0);
             m.errno = c.err as i32;
             if !self.notify(pool, &m, out) {
                 return;
@@ -1037,7 +1038,7 @@ impl TcpCore<'_> {
         // died with some would ask for them again, of a socket forgotten.
         let delivered = c.rcv_q.is_empty() && c.dlv_q.is_empty();
         if c.pend & pend::CLOSED != 0 && (delivered || hard || c.has(cf::ORPHAN)) {
-            if !self.notify(pool, &conn_msg(op::CLOSED, sock, c), out) {
+            if !self.notify(pool, &reply(op::CLOSED, sock, 0), out) {
                 return;
             }
             c.pend &= !pend::CLOSED;
@@ -1132,7 +1133,7 @@ impl TcpCore<'_> {
             left -= 1;
         }
         if c.has(cf::EOF_SENT) {
-            self.notify(pool, &conn_msg(op::EOF, c.sock, c), out);
+            self.notify(pool, &reply(op::EOF, c.sock, 0), out);
         }
     }
 

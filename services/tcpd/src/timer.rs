@@ -24,20 +24,33 @@ const TIMER_BUDGET: usize = 4096;
 
 impl TcpCore<'_> {
     pub(crate) fn run_timers<B: Buffers>(&mut self, pool: &mut B, out: &mut Outputs) {
-        // Notifications that found the pool empty: the oldest, as many
-        // as the timers' budget (the rest wait for the next poll, which
+        // Notifications and ACKs that found the pool empty: the oldest,
+        // as many as the timers' budget, and none after the first that
+        // finds it empty again (the rest wait for the next poll, which
         // the deadline asks for soon).
         if !self.retry.is_empty() {
             let mut list = std::mem::take(&mut self.retry);
             self.retry = list.split_off(list.len().min(TIMER_BUDGET));
-            for &i in &list {
+            for (k, &i) in list.iter().enumerate() {
                 let i = i as usize;
                 if let Some(m) = self.in_retry.get_mut(i) {
                     *m = false;
                 }
-                if self.conns.get(i).is_some_and(|c| c.in_use() && c.pend != 0) {
+                let short = self.stats.get(Stat::PoolExhausted);
+                if self
+                    .conns
+                    .get(i)
+                    .is_some_and(|c| c.in_use() && crate::wants_retry(c))
+                {
                     let c = self.begin(i);
                     self.end(pool, i, c, out);
+                }
+                if self.stats.get(Stat::PoolExhausted) != short {
+                    // Still marked: back in front, in order.
+                    let rest = std::mem::take(&mut self.retry);
+                    self.retry = list[k + 1..].to_vec();
+                    self.retry.extend(rest);
+                    break;
                 }
             }
         }
@@ -477,7 +490,7 @@ pub(crate) fn restore<'a, B: Buffers>(
         if c.snd_cur != NIL && (c.snd_cur as usize) >= core.slab.e.len() {
             core.conns[i].snd_cur = NIL;
         }
-        if c.pend != 0 {
+        if crate::wants_retry(&c) {
             core.retry_later(i);
         }
         core.arm(i);
