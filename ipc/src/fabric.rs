@@ -1675,8 +1675,10 @@ impl Consumer<'_> {
             }
             let taken = if h.is_inline() {
                 // No buffer, no reference to move: the message is the
-                // slot (taken again after a restart: credits are
-                // absolute, so a repeat is harmless).
+                // slot. Taken again after a restart whether or not the
+                // dead instance had finished it: every inline message
+                // bears a repeat (absolute credits and offsets, requests
+                // the transports take twice as once).
                 true
             } else if self.f.check(&h).is_err() {
                 if !replay {

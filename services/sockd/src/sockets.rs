@@ -135,7 +135,8 @@ impl Sockd<'_> {
 
     /// The sockets to look at this turn, UDP and TCP: those activated,
     /// those whose timer came by `now`, and rows of the socket table in
-    /// turn ([`SWEEP_PER_SEC`]) (whose `strata ss` queues this refreshes).
+    /// turn ([`SWEEP_PER_SEC`]; their `strata ss` queues are refreshed so);
+    /// at most [`LOOKS_PER_TURN`] of them.
     pub(crate) fn take_active(&mut self, now: Instant) -> (Vec<u32>, Vec<u32>) {
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {

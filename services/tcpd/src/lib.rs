@@ -311,6 +311,9 @@ pub struct TcpCore<'a> {
     /// cost every event O(list), and after a restart with a hundred
     /// thousand connections short of buffers the list was that long.
     in_retry: Vec<bool>,
+    /// An ACK found no buffer in this event's output (`end` puts the
+    /// block on `retry` if the ACK is still due).
+    ack_missed: bool,
     /// Blocks with an event in progress, innermost last (a listener's
     /// event runs its children's).
     events: Vec<u32>,
@@ -433,6 +436,7 @@ impl<'a> TcpCore<'a> {
             sched: vec![u64::MAX; n],
             retry: Vec::with_capacity(64),
             in_retry: vec![false; n],
+            ack_missed: false,
             events: Vec::with_capacity(4),
             now: 0,
             rng,
@@ -615,6 +619,7 @@ impl<'a> TcpCore<'a> {
     /// sockd what it must hear, frees a finished connection, writes the
     /// copy back and schedules its timers.
     fn end<B: Buffers>(&mut self, pool: &mut B, idx: usize, mut c: ConnBlock, out: &mut Outputs) {
+        self.ack_missed = false;
         if !c.has(cf::DEAD) {
             self.output(pool, idx, &mut c, out);
         }
@@ -630,7 +635,9 @@ impl<'a> TcpCore<'a> {
         }
         self.commit(pool, idx, c);
         self.arm(idx);
-        if c.in_use() && wants_retry(&c) {
+        let ack_missed =
+            std::mem::take(&mut self.ack_missed) && c.has(cf::ACK_NOW) && !c.has(cf::DEAD);
+        if c.in_use() && (c.pend != 0 || ack_missed) {
             self.retry_later(idx);
         }
     }
@@ -884,12 +891,6 @@ impl<'a> TcpCore<'a> {
 /// A message `op` about socket `sock` carrying `c`'s addresses (IPv4
 /// ones mapped, as they are kept: a dual-stack listener's IPv4
 /// connections are reported as sockd expects them).
-/// Whether block `c` has what only a buffer would let out: a
-/// notification for sockd, or an ACK that is due.
-fn wants_retry(c: &ConnBlock) -> bool {
-    c.pend != 0 || (c.has(cf::ACK_NOW) && !c.has(cf::DEAD))
-}
-
 fn conn_msg(op: u32, sock: u32, c: &ConnBlock) -> L4Ctl {
     L4Ctl {
         op,

@@ -585,7 +585,9 @@ impl TcpCore<'_> {
             // the retry list (`TcpCore::end`) rather than on a timer of
             // its own, so a hundred thousand connections short of a
             // buffer cost a poll no more than its budget.
-            let _ = self.xmit(pool, c, s, TcpFlags::ACK, 0, out);
+            if !self.xmit(pool, c, s, TcpFlags::ACK, 0, out) {
+                self.ack_missed = true;
+            }
         }
         // Retransmission timer: on while anything is unacknowledged.
         if c.snd_una != c.snd_max && c.t_rtx == 0 {

@@ -37,11 +37,7 @@ impl TcpCore<'_> {
                     *m = false;
                 }
                 let short = self.stats.get(Stat::PoolExhausted);
-                if self
-                    .conns
-                    .get(i)
-                    .is_some_and(|c| c.in_use() && crate::wants_retry(c))
-                {
+                if self.conns.get(i).is_some_and(|c| c.in_use()) {
                     let c = self.begin(i);
                     self.end(pool, i, c, out);
                 }
@@ -490,7 +486,7 @@ pub(crate) fn restore<'a, B: Buffers>(
         if c.snd_cur != NIL && (c.snd_cur as usize) >= core.slab.e.len() {
             core.conns[i].snd_cur = NIL;
         }
-        if crate::wants_retry(&c) {
+        if c.pend != 0 {
             core.retry_later(i);
         }
         core.arm(i);
