@@ -37,6 +37,25 @@ fn echo_servers(st: &Stack, ports: impl IntoIterator<Item = u16>) -> Vec<Bg> {
     servers
 }
 
+/// TCP connections the stack has established.
+fn established(st: &Stack) -> usize {
+    st.sockets()
+        .iter()
+        .filter(|x| x["tcp"]["state"].as_str() == Some("ESTAB"))
+        .count()
+}
+
+/// Waits until the stack holds no TCP socket but its listeners.
+fn wait_none_left(st: &Stack, timeout: Duration) {
+    st.wait_for("every connection gone", timeout, || {
+        st.sockets()
+            .iter()
+            .filter(|x| x["tcp"]["state"].as_str().is_some_and(|s| s != "LISTEN"))
+            .count()
+            == 0
+    });
+}
+
 /// Waits for tcpd's log line saying how many connections its newest
 /// instance restored (and how fast), and checks it took at least `n`.
 fn assert_restored(st: &Stack, n: usize) {
@@ -97,13 +116,8 @@ fn twenty_thousand_connections_open_at_once_survive_a_tcpd_kill_and_each_echo_te
     }
     phase("all open");
     // All open at once: tcpd holds every one.
-    let established = |st: &Stack| {
-        st.sockets()
-            .iter()
-            .filter(|x| x["tcp"]["state"].as_str() == Some("ESTAB"))
-            .count()
-    };
-    assert!(established(&st) >= n, "{} established", established(&st));
+    let held = established(&st);
+    assert!(held >= n, "{held} established");
     // tcpd dies with all of them open, and its successor finds them.
     let before = st.kill_layer("tcpd");
     st.wait_restarted("tcpd", before);
@@ -126,13 +140,7 @@ fn twenty_thousand_connections_open_at_once_survive_a_tcpd_kill_and_each_echo_te
         wait_line(c, "closed", Duration::from_secs(600));
     }
     phase("all closed by the clients");
-    st.wait_for("every connection gone", Duration::from_secs(120), || {
-        st.sockets()
-            .iter()
-            .filter(|x| x["tcp"]["state"].as_str().is_some_and(|s| s != "LISTEN"))
-            .count()
-            == 0
-    });
+    wait_none_left(&st, Duration::from_secs(120));
     phase("none left");
 }
 
@@ -346,23 +354,13 @@ fn soak_a_hundred_thousand_connections_trickle_for_ten_minutes_through_a_tcpd_ki
         stuck_report(&ns, &st, bad);
     }
     phase("every message echoed");
-    let established = st
-        .sockets()
-        .iter()
-        .filter(|x| x["tcp"]["state"].as_str() == Some("ESTAB"))
-        .count();
-    assert!(established >= n, "{established} of {n} established");
+    let held = established(&st);
+    assert!(held >= n, "{held} of {n} established");
     assert_eq!(st.counter("tcpd", "conn_limit"), 0);
     go_on(&mut kids);
     for c in &mut kids {
         wait_line(c, "closed", Duration::from_secs(600));
     }
-    st.wait_for("every connection gone", Duration::from_secs(300), || {
-        st.sockets()
-            .iter()
-            .filter(|x| x["tcp"]["state"].as_str().is_some_and(|s| s != "LISTEN"))
-            .count()
-            == 0
-    });
+    wait_none_left(&st, Duration::from_secs(300));
     phase("none left");
 }
