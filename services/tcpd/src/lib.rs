@@ -304,16 +304,20 @@ pub struct TcpCore<'a> {
     timers: BinaryHeap<Reverse<(u64, u32)>>,
     /// The deadline each block has in `timers` (u64::MAX: none).
     sched: Vec<u64>,
-    /// Blocks with notifications or an ACK that could not be sent (pool
-    /// empty), each once ([`TcpCore::in_retry`]).
+    /// Blocks with notifications or a segment that could not be sent
+    /// (pool empty), each once ([`TcpCore::in_retry`]).
     retry: Vec<u32>,
     /// Whether each block is in `retry`: a look-up in the list itself
     /// cost every event O(list), and after a restart with a hundred
     /// thousand connections short of buffers the list was that long.
     in_retry: Vec<bool>,
-    /// An ACK found no buffer in this event's output (`end` puts the
-    /// block on `retry` if the ACK is still due).
-    ack_missed: bool,
+    /// A segment found no buffer since the last event ended ([`xmit`]
+    /// sets it; `end` puts the block on `retry` and clears it): an ACK,
+    /// data, a retransmission, a FIN or a SYN-ACK, which nothing else
+    /// would bring back (a bare FIN or an ACK runs no timer).
+    ///
+    /// [`xmit`]: TcpCore::xmit
+    xmit_missed: bool,
     /// Blocks with an event in progress, innermost last (a listener's
     /// event runs its children's).
     events: Vec<u32>,
@@ -436,7 +440,7 @@ impl<'a> TcpCore<'a> {
             sched: vec![u64::MAX; n],
             retry: Vec::with_capacity(64),
             in_retry: vec![false; n],
-            ack_missed: false,
+            xmit_missed: false,
             events: Vec::with_capacity(4),
             now: 0,
             rng,
@@ -619,7 +623,6 @@ impl<'a> TcpCore<'a> {
     /// sockd what it must hear, frees a finished connection, writes the
     /// copy back and schedules its timers.
     fn end<B: Buffers>(&mut self, pool: &mut B, idx: usize, mut c: ConnBlock, out: &mut Outputs) {
-        self.ack_missed = false;
         if !c.has(cf::DEAD) {
             self.output(pool, idx, &mut c, out);
         }
@@ -635,9 +638,8 @@ impl<'a> TcpCore<'a> {
         }
         self.commit(pool, idx, c);
         self.arm(idx);
-        let ack_missed =
-            std::mem::take(&mut self.ack_missed) && c.has(cf::ACK_NOW) && !c.has(cf::DEAD);
-        if c.in_use() && (c.pend != 0 || ack_missed) {
+        let missed = std::mem::take(&mut self.xmit_missed) && !c.has(cf::DEAD);
+        if c.in_use() && (c.pend != 0 || missed) {
             self.retry_later(idx);
         }
     }

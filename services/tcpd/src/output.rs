@@ -162,7 +162,7 @@ impl TcpCore<'_> {
     /// sequence number `seq`, `flags`, and `len` payload bytes from the
     /// send queue starting at `seq` (`len` 0: none). Segments with ACK
     /// carry `rcv_nxt` and the window, and settle pending ACKs. False when
-    /// no buffer could be had.
+    /// no buffer could be had (the block then goes on the retry list).
     pub(crate) fn xmit<B: Buffers>(
         &mut self,
         pool: &mut B,
@@ -218,7 +218,11 @@ impl TcpCore<'_> {
         let h = match self.segment_buffer(pool, c, seqno, len, hdrs, first) {
             Some(h) => h,
             None => {
+                // Tried again from the retry list (`TcpCore::end`), not by
+                // a timer per connection: a hundred thousand connections
+                // short of a buffer cost a poll no more than its budget.
                 self.stats.inc(Stat::PoolExhausted);
+                self.xmit_missed = true;
                 return false;
             }
         };
@@ -582,12 +586,8 @@ impl TcpCore<'_> {
         if c.has(cf::ACK_NOW) && !sent_ack && c.state().has_peer_syn() {
             let s = acceptable_seq(c);
             // No buffer: ACK_NOW stays, and the block waits its turn on
-            // the retry list (`TcpCore::end`) rather than on a timer of
-            // its own, so a hundred thousand connections short of a
-            // buffer cost a poll no more than its budget.
-            if !self.xmit(pool, c, s, TcpFlags::ACK, 0, out) {
-                self.ack_missed = true;
-            }
+            // the retry list (`xmit`, `TcpCore::end`).
+            self.xmit(pool, c, s, TcpFlags::ACK, 0, out);
         }
         // Retransmission timer: on while anything is unacknowledged.
         if c.snd_una != c.snd_max && c.t_rtx == 0 {
@@ -802,11 +802,7 @@ impl TcpCore<'_> {
             sent = self.xmit(pool, c, s, fl, len, out);
         }
         if !sent {
-            // Out of buffers. With nothing in flight no timer would bring
-            // us back once buffers are free: try again shortly.
-            if c.t_rtx == 0 && (c.t_delack == 0 || c.t_delack > self.now + 1_000_000) {
-                c.t_delack = self.now + 1_000_000;
-            }
+            // Out of buffers: the block is on the retry list (`xmit`).
             return false;
         }
         let end = c.snd_nxt.wrapping_add(len);

@@ -24,7 +24,7 @@ const TIMER_BUDGET: usize = 4096;
 
 impl TcpCore<'_> {
     pub(crate) fn run_timers<B: Buffers>(&mut self, pool: &mut B, out: &mut Outputs) {
-        // Notifications and ACKs that found the pool empty: the oldest,
+        // Notifications and segments that found the pool empty: the oldest,
         // as many as the timers' budget, and none after the first that
         // finds it empty again (the rest wait for the next poll, which
         // the deadline asks for soon).

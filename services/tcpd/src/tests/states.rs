@@ -137,6 +137,42 @@ fn fin_is_retransmitted_until_acked() {
     h.finish();
 }
 
+/// Takes every buffer of the harness's pool.
+fn hog(h: &mut H) -> Vec<strata_ipc::handle::Handle> {
+    let mut hog = Vec::new();
+    while let Some(b) = h.pool.alloc(1) {
+        hog.push(b);
+    }
+    while let Some(b) = h.pool.alloc(strata_ipc::SMALL_BUF * 2) {
+        hog.push(b);
+    }
+    hog
+}
+
+#[test]
+fn a_fin_that_found_no_buffer_goes_out_once_one_is_free() {
+    // A bare FIN runs no timer until it is sent: short of a buffer, only
+    // the retry list brings it back (LAST-ACK would wait for ever).
+    let (mut h, iss) = estab();
+    h.peer(FIN | ACK, PISS + 1, iss + 1, &[]);
+    h.expect(ACK);
+    h.expect_up(op::EOF);
+    let taken = hog(&mut h);
+    h.req(op::SHUTDOWN, 2, 2);
+    assert_eq!(h.state_of(2), Some(State::LastAck));
+    h.expect_none();
+    h.advance(5);
+    h.expect_none();
+    for b in taken {
+        h.pool.free(&b);
+    }
+    h.advance(1);
+    assert_eq!(h.expect(FIN | ACK).seq(), iss + 1);
+    h.peer(ACK, PISS + 2, iss + 2, &[]);
+    h.expect_up(op::CLOSED);
+    h.finish();
+}
+
 #[test]
 fn close_orphans_the_connection_and_fin_wait_2_times_out() {
     let (mut h, iss) = estab();
