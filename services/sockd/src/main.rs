@@ -62,12 +62,16 @@ const MAX_SEGMENT_BYTES: usize = 4 << 40;
 /// turn.
 const SWEEP_PER_SEC: u64 = 4096;
 const SWEEP_MAX: u64 = 256;
-/// Sockets looked at in one turn at most: the rest wait for the next
-/// (which comes at once: the loop is held). When tcpd restarted, every
-/// TCP socket wants a look while tcpd's ring takes a thousand messages
-/// a turn, and a look at all of them each turn (a hundred thousand) kept
-/// sockd from everything else for tens of seconds.
-const LOOKS_PER_TURN: usize = 4096;
+/// Sockets looked at in one turn: as many as the transports' rings have
+/// room for (at most `4 * BUDGET` each), and this many more. The rest
+/// wait on the list, in order, for the next turn (which comes at once:
+/// the loop is held). Most looks that do something send to a transport,
+/// and one that finds no room only goes back on the list: after a tcpd
+/// restart every TCP socket wants a look, and 4,096 looks a turn moved
+/// some 60 messages and took sockd's whole core for half a minute. The
+/// spare looks move what needs no room (held data into a ring the
+/// application emptied).
+const LOOKS_SPARE: usize = 64;
 /// How long a transport has to answer a bind or connect.
 const CTL_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -507,9 +511,10 @@ struct Sockd<'a> {
     /// The sockets to look at this turn, each once (`Sock::active`): the
     /// ones a transport, a request or a doorbell named, whose timer came,
     /// or that still wait for something. A turn costs what these cost,
-    /// however many sockets sit idle; and at most [`LOOKS_PER_TURN`] of
-    /// them, oldest first, however many wait (after a tcpd restart, all
-    /// of them).
+    /// however many sockets sit idle; and a turn looks, oldest first, at
+    /// few more than the transports' rings have room for
+    /// ([`LOOKS_SPARE`]), however many wait (after a tcpd restart, all of
+    /// them).
     active: VecDeque<u32>,
     /// When sockets need a look unasked (SYNC cadence, a READ_CREDIT
     /// waiting for company): (when, socket). A socket's earliest is its
@@ -790,7 +795,8 @@ impl Layer for Shell<'_> {
             }
         };
         let (udp_room, tcp_room) = (room(TO_UDP), room(TO_TCP));
-        let (udp, tcp) = d.take_active(Instant::now());
+        let looks = udp_room + tcp_room + LOOKS_SPARE;
+        let (udp, tcp) = d.take_active(Instant::now(), looks);
         let (moved, udp_waiting) = d.pump_tx(&udp, udp_room);
         cx.send_all(TO_UDP, d.to_udp.drain(..));
         let (moved_tcp, tcp_waiting) = d.pump_tcp(&tcp, tcp_room);

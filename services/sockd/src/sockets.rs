@@ -136,8 +136,8 @@ impl Sockd<'_> {
     /// The sockets to look at this turn, UDP and TCP: those activated,
     /// those whose timer came by `now`, and rows of the socket table in
     /// turn ([`SWEEP_PER_SEC`]; their `strata ss` queues are refreshed so);
-    /// at most [`LOOKS_PER_TURN`] of them.
-    pub(crate) fn take_active(&mut self, now: Instant) -> (Vec<u32>, Vec<u32>) {
+    /// at most `looks` of them, oldest first.
+    pub(crate) fn take_active(&mut self, now: Instant, looks: usize) -> (Vec<u32>, Vec<u32>) {
         while let Some(&Reverse((at, id))) = self.timers.peek() {
             if at > now {
                 break;
@@ -164,9 +164,8 @@ impl Sockd<'_> {
             self.sweep = (row, now);
         }
         let (mut udp, mut tcp) = (Vec::new(), Vec::new());
-        // At most LOOKS_PER_TURN, oldest first; the rest stay on the
-        // list for the next turn.
-        let n = self.active.len().min(LOOKS_PER_TURN);
+        // The oldest; the rest stay on the list for the next turn.
+        let n = self.active.len().min(looks);
         self.stats.add(Stat::SocketLooks, n as u64);
         let batch: Vec<u32> = self.active.drain(..n).collect();
         for id in batch {
