@@ -61,9 +61,10 @@ enum Cmd {
     /// like `ss -tuanp`, and TCP connections no socket owns any more
     /// (TIME-WAIT, closing, not yet accepted).
     Ss {
-        /// Show TCP internals, like `ss -i`: congestion control, RTT and
-        /// RTO, MSS, windows, receive buffer, queues.
-        #[arg(short, long)]
+        /// Show TCP internals, like `ss --info`: congestion control, RTT
+        /// and RTO, MSS, windows, receive buffer, queues. (No `-i`: that
+        /// names the instance, as for every command.)
+        #[arg(long)]
         info: bool,
     },
     /// SIGKILL one layer (fault injection); the launcher restarts it.

@@ -451,7 +451,7 @@ fn transfers_survive_a_layer_killed_every_few_hundred_ms() {
     assert!(
         pool["in_use"].as_u64().unwrap() <= baseline,
         "the pool is not back at its baseline {baseline}: {pool}\nss:\n{}",
-        String::from_utf8_lossy(&st.strata(&["ss", "-i"]).stdout)
+        String::from_utf8_lossy(&st.strata(&["ss", "--info"]).stdout)
     );
     assert_eq!(
         st.json("status")["pool"]["pinned"],

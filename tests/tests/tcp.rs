@@ -281,7 +281,7 @@ fn ss_shows_tcpds_view_of_a_connection_and_its_time_wait() {
     assert!(t["rto_us"].as_u64().unwrap() >= 200_000, "{x}");
     assert!(t["snd_wnd"].as_u64().unwrap() > 0, "{x}");
     assert!(t["rcvbuf"].as_u64().unwrap() >= 64 << 10, "{x}");
-    let o = st.strata(&["ss", "-i"]);
+    let o = st.strata(&["ss", "--info"]);
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(o.status.success() && text.contains("ESTAB"), "{text}");
     assert!(text.contains("cubic rto:"), "{text}");
