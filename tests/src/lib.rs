@@ -655,9 +655,9 @@ impl Stack {
         while !f() {
             if Instant::now() > deadline {
                 panic!(
-                    "timed out waiting for {what}\nlog:\n{}\nss -i:\n{}\nstats:\n{}",
+                    "timed out waiting for {what}\nlog:\n{}\nss --info:\n{}\nstats:\n{}",
                     self.log_text(),
-                    String::from_utf8_lossy(&self.strata(&["ss", "-i"]).stdout),
+                    String::from_utf8_lossy(&self.strata(&["ss", "--info"]).stdout),
                     String::from_utf8_lossy(&self.strata(&["stats"]).stdout)
                 );
             }
@@ -878,7 +878,7 @@ impl<T> Waiter<T> {
                 self.what,
                 self.timeout,
                 st.log_text(),
-                String::from_utf8_lossy(&st.strata(&["ss", "-i"]).stdout),
+                String::from_utf8_lossy(&st.strata(&["ss", "--info"]).stdout),
                 String::from_utf8_lossy(&st.strata(&["stats"]).stdout)
             ),
         }
@@ -1301,10 +1301,14 @@ pub fn stuck_report(ns: &Netns, st: &Stack, line: &str) -> ! {
         .filter(|x| x.to_string().contains(&format!(":{port}\"")))
         .collect();
     let kernel = ns.run(&["ss", "-tnie", "sport", "=", &format!(":{port}")]);
+    // The kernel's side of the link: frames it dropped because driverd
+    // did not read them in time show as TX drops of the TAP.
+    let links = ns.run(&["ip", "-s", "link", "show"]);
     let stats = st.json("stats");
     panic!(
-        "{line}\nstrata ss: {row:?}\nkernel: {}\ntcpd: {}\nsockd: {}\npool: {}",
+        "{line}\nstrata ss: {row:?}\nkernel: {}\nlinks: {}\ntcpd: {}\nsockd: {}\npool: {}",
         String::from_utf8_lossy(&kernel.stdout),
+        String::from_utf8_lossy(&links.stdout),
         stats["layers"]["tcpd"],
         stats["layers"]["sockd"],
         stats["pool"]

@@ -45,14 +45,22 @@ fn established(st: &Stack) -> usize {
         .count()
 }
 
-/// Waits until the stack holds no TCP socket but its listeners.
+/// Waits until the stack holds no TCP socket but its listeners. Each
+/// look lists every connection (a second or more of the launcher's and
+/// our time with a hundred thousand), so the looks are spaced to take at
+/// most a quarter of the time: the stack closing them needs the cores.
 fn wait_none_left(st: &Stack, timeout: Duration) {
     st.wait_for("every connection gone", timeout, || {
-        st.sockets()
+        let t = std::time::Instant::now();
+        let left = st
+            .sockets()
             .iter()
             .filter(|x| x["tcp"]["state"].as_str().is_some_and(|s| s != "LISTEN"))
-            .count()
-            == 0
+            .count();
+        if left > 0 {
+            std::thread::sleep(t.elapsed() * 3);
+        }
+        left == 0
     });
 }
 
@@ -110,7 +118,15 @@ fn twenty_thousand_connections_open_at_once_survive_a_tcpd_kill_and_each_echo_te
         })
         .collect();
     let t0 = std::time::Instant::now();
-    let phase = |what: &str| eprintln!("{:>7.1} s  {what}", t0.elapsed().as_secs_f64());
+    // Each phase with the frames the kernel dropped so far at the TAP
+    // because driverd had not read them yet.
+    let phase = |what: &str| {
+        eprintln!(
+            "{:>7.1} s  {what} (TAP drops {})",
+            t0.elapsed().as_secs_f64(),
+            tap_drops(&ns)
+        )
+    };
     for c in &mut clients {
         wait_line(c, &format!("open {PER}"), Duration::from_secs(600));
     }
@@ -283,6 +299,16 @@ for s in conns:
 print("closed", flush=True)
 "#;
 
+/// Frames the kernel dropped on their way into the stack's TAP (its
+/// queue full: driverd had not read them yet).
+fn tap_drops(ns: &Netns) -> u64 {
+    let o = ns.run(&["ip", "-s", "-j", "link", "show", "strata0"]);
+    serde_json::from_slice::<serde_json::Value>(&o.stdout)
+        .ok()
+        .and_then(|v| v[0]["stats64"]["tx"]["dropped"].as_u64())
+        .unwrap_or(0)
+}
+
 /// A number from the environment, or `default`.
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -316,7 +342,15 @@ fn soak_a_hundred_thousand_connections_trickle_for_ten_minutes_through_a_tcpd_ki
     );
     let _servers = echo_servers(&st, [7001, 7002]);
     let t0 = std::time::Instant::now();
-    let phase = |what: &str| eprintln!("{:>7.1} s  {what}", t0.elapsed().as_secs_f64());
+    // Each phase with the frames the kernel dropped so far at the TAP
+    // because driverd had not read them yet.
+    let phase = |what: &str| {
+        eprintln!(
+            "{:>7.1} s  {what} (TAP drops {})",
+            t0.elapsed().as_secs_f64(),
+            tap_drops(&ns)
+        )
+    };
     let mut kids: Vec<Bg> = (0..clients)
         .map(|k| {
             let src = format!("10.77.0.{}", 101 + k);
