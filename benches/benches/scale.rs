@@ -1175,6 +1175,12 @@ fn hold(
     let mut pending: Vec<usize> = (0..rig.clients.len()).collect();
     let mut t_kernel = None;
     let mut trace: Vec<(u64, u64, u64)> = Vec::new();
+    // The clients' lines are watched every 2 ms, the stack's counters
+    // (a `strata stats` process each time, CPU taken from the stack) once
+    // a second for the trace, and every 20 ms only once the clients are
+    // done but sockd has yet to count all (in `flood` mode, where no echo
+    // says the server accepted).
+    let mut stats_at = t0;
     let t_setup = loop {
         let mut failed = None;
         pending.retain(|&i| match rig.clients[i].lines.try_recv() {
@@ -1188,6 +1194,21 @@ fn hold(
         if pending.is_empty() && t_kernel.is_none() {
             t_kernel = Some(t0.elapsed());
         }
+        let look = if pending.is_empty() {
+            c.setup != "echo" && stats_at.elapsed() >= Duration::from_millis(20)
+        } else {
+            stats_at.elapsed() >= Duration::from_secs(1) || failed.is_some()
+        };
+        if pending.is_empty() && c.setup == "echo" {
+            // Every connection's first byte came back: the server accepted
+            // them all.
+            break t0.elapsed();
+        }
+        if !look && t0.elapsed() <= limit {
+            std::thread::sleep(Duration::from_millis(2));
+            continue;
+        }
+        stats_at = Instant::now();
         let stats = rig.st.json("stats");
         let count = |layer: &str, k: &str| stats["layers"][layer][k].as_u64().unwrap_or(0);
         let opened = count("sockd", "sockets_opened") - opened0;
@@ -1224,7 +1245,6 @@ fn hold(
                 ),
             ));
         }
-        std::thread::sleep(Duration::from_millis(20));
     };
     let t_kernel = t_kernel.unwrap_or(t_setup);
     f.insert("setup_conn_per_s", n as f64 / t_setup.as_secs_f64());
