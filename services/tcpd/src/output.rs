@@ -793,13 +793,17 @@ impl TcpCore<'_> {
         }
         let s = c.snd_nxt;
         let mut fl = Self::data_flags(c, len);
+        let missed = self.xmit_missed;
         let mut sent = self.xmit(pool, c, s, fl, len, out);
         if !sent && len > mss {
             // No large buffer for a super-segment: one segment, in a
-            // small one.
+            // small one (and nothing to retry if it goes).
             len = mss;
             fl = Self::data_flags(c, len);
             sent = self.xmit(pool, c, s, fl, len, out);
+            if sent {
+                self.xmit_missed = missed;
+            }
         }
         if !sent {
             // Out of buffers: the block is on the retry list (`xmit`).
