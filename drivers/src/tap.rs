@@ -315,6 +315,25 @@ pub fn set_up(name: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Sets how many frames the kernel queues for the interface `name` (its
+/// `txqueuelen`; for a TAP, the frames waiting for our reads: beyond it
+/// the kernel drops them and counts TX drops).
+pub fn set_queue_len(name: &str, frames: u32) -> io::Result<()> {
+    let frames = libc::c_int::try_from(frames).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("queue length {frames} is too large"),
+        )
+    })?;
+    let sock = ctl_socket()?;
+    let mut req = ifreq(name)?;
+    // ifr_qlen is the union's int member, which libc names ifru_ifindex.
+    req.ifr_ifru.ifru_ifindex = frames;
+    // SAFETY: SIOCSIFTXQLEN reads the ifreq we own.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFTXQLEN as _, &req) })?;
+    Ok(())
+}
+
 /// Sets the MTU of the interface `name`.
 pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
     let mtu = libc::c_int::try_from(mtu).map_err(|_| {

@@ -125,8 +125,14 @@ fn sockd_listener(plan: &Plan) -> std::io::Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Frames the kernel queues for driverd on a TAP (its `txqueuelen`; the
+/// kernel's default is 1,000), enough for a burst of retransmissions
+/// while the stack is busy: see ARCHITECTURE, "driverd and the devices".
+/// `ip link set <tap> txqueuelen N` changes it while the stack runs.
+const TAP_QUEUE_FRAMES: u32 = 16_384;
+
 /// Creates the TAP `name` of interface `i` and configures its kernel
-/// side: MTU, addresses of both families, up.
+/// side: MTU, queue length, addresses of both families, up.
 fn open_tap(
     i: usize,
     name: &str,
@@ -140,6 +146,8 @@ fn open_tap(
     let kname = tap.name().to_string();
     strata_drivers::tap::set_mtu(&kname, u32::from(mtu))
         .map_err(|e| format!("interface[{i}]: MTU {mtu} on {kname}: {e}"))?;
+    strata_drivers::tap::set_queue_len(&kname, TAP_QUEUE_FRAMES)
+        .map_err(|e| format!("interface[{i}]: queue length on {kname}: {e}"))?;
     let failed = |a: &dyn std::fmt::Display, p: &u8, e: std::io::Error| {
         format!("interface[{i}]: host address {a}/{p} on {kname}: {e}")
     };
