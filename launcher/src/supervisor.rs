@@ -409,10 +409,10 @@ impl Supervisor {
             std::io::Error::new(e.kind(), format!("{}: {e}{hint}", bin.display()))
         })?;
         let now = Instant::now();
-        ctl.pid.store(child.id(), Release);
-        // Opened after the fork, which is safe: the child cannot be reaped
-        // before we wait for it, so its pid is not reused meanwhile.
-        l.pidfd = pidfd_open(child.id());
+        // The start time before the pid (which publishes it): a layer
+        // that tells instances apart by (pid, start), as sockd tells
+        // tcpd's, must not see the new pid with the old start and take
+        // one restart for two.
         f.launch(l.id).started_ms.store(
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -420,6 +420,10 @@ impl Supervisor {
                 .as_millis() as u64,
             Relaxed,
         );
+        ctl.pid.store(child.id(), Release);
+        // Opened after the fork, which is safe: the child cannot be reaped
+        // before we wait for it, so its pid is not reused meanwhile.
+        l.pidfd = pidfd_open(child.id());
         l.child = Some(child);
         l.started = now;
         l.last_beat = ctl.heartbeat.load(Relaxed);
