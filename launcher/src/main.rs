@@ -263,6 +263,21 @@ fn ip_style(instance: &str, cmd: &str, words: Vec<String>, as_json: bool) -> Res
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A command that prints and ends stops quietly when its reader goes
+    // (`strata ss | head`), as other tools do: Rust ignores SIGPIPE, and
+    // the next print panicked. Not so for those that serve others (the
+    // launcher, the metrics server) or draw a screen: a peer gone is not
+    // their end.
+    let serves = matches!(
+        cli.cmd,
+        Cmd::Up { .. } | Cmd::Metrics { listen: Some(_) } | Cmd::Demo | Cmd::Top { .. }
+    );
+    if !serves {
+        use nix::sys::signal::{signal, SigHandler, Signal};
+        // SAFETY: the default action installs no handler of ours, and no
+        // other thread is running yet.
+        let _ = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) };
+    }
     let res = match cli.cmd {
         Cmd::Up { config } => up::run(config.as_deref(), &cli.instance),
         Cmd::Status => query(&cli.instance, "status", cli.json, print_status),
