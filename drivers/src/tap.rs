@@ -319,34 +319,29 @@ pub fn set_up(name: &str) -> io::Result<()> {
 /// `txqueuelen`; for a TAP, the frames waiting for our reads: beyond it
 /// the kernel drops them and counts TX drops).
 pub fn set_queue_len(name: &str, frames: u32) -> io::Result<()> {
-    let frames = libc::c_int::try_from(frames).map_err(|_| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("queue length {frames} is too large"),
-        )
-    })?;
-    let sock = ctl_socket()?;
-    let mut req = ifreq(name)?;
-    // ifr_qlen is the union's int member, which libc names ifru_ifindex.
-    req.ifr_ifru.ifru_ifindex = frames;
-    // SAFETY: SIOCSIFTXQLEN reads the ifreq we own.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFTXQLEN as _, &req) })?;
-    Ok(())
+    set_int(name, libc::SIOCSIFTXQLEN, "queue length", frames)
 }
 
 /// Sets the MTU of the interface `name`.
 pub fn set_mtu(name: &str, mtu: u32) -> io::Result<()> {
-    let mtu = libc::c_int::try_from(mtu).map_err(|_| {
+    set_int(name, libc::SIOCSIFMTU, "MTU", mtu)
+}
+
+/// Sets an int property of the interface `name` by the ioctl `request`
+/// (SIOCSIFMTU, SIOCSIFTXQLEN: the ifreq's int member, which libc names
+/// for each of its uses, `ifru_mtu` among them).
+fn set_int(name: &str, request: libc::c_ulong, what: &str, value: u32) -> io::Result<()> {
+    let value = libc::c_int::try_from(value).map_err(|_| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
-            format!("MTU {mtu} is too large"),
+            format!("{what} {value} is too large"),
         )
     })?;
     let sock = ctl_socket()?;
     let mut req = ifreq(name)?;
-    req.ifr_ifru.ifru_mtu = mtu;
-    // SAFETY: SIOCSIFMTU reads the ifreq we own.
-    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFMTU as _, &req) })?;
+    req.ifr_ifru.ifru_mtu = value;
+    // SAFETY: both requests read the ifreq we own, and only its int.
+    Errno::result(unsafe { libc::ioctl(sock.as_raw_fd(), request as _, &req) })?;
     Ok(())
 }
 

@@ -266,11 +266,15 @@ fn main() -> ExitCode {
     // A command that prints and ends stops quietly when its reader goes
     // (`strata ss | head`), as other tools do: Rust ignores SIGPIPE, and
     // the next print panicked. Not so for those that serve others (the
-    // launcher, the metrics server) or draw a screen: a peer gone is not
-    // their end.
+    // launcher, the metrics server), draw a screen, or say themselves
+    // what a reader gone cost (a capture reports what it lost).
     let serves = matches!(
         cli.cmd,
-        Cmd::Up { .. } | Cmd::Metrics { listen: Some(_) } | Cmd::Demo | Cmd::Top { .. }
+        Cmd::Up { .. }
+            | Cmd::Metrics { listen: Some(_) }
+            | Cmd::Demo
+            | Cmd::Top { .. }
+            | Cmd::Capture { .. }
     );
     if !serves {
         use nix::sys::signal::{signal, SigHandler, Signal};
