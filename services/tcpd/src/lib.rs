@@ -62,7 +62,7 @@ mod timer;
 mod tests;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, VecDeque};
 
 use strata_ipc::addrs::unmapped;
 use strata_ipc::l4::L4Ctl;
@@ -306,7 +306,7 @@ pub struct TcpCore<'a> {
     sched: Vec<u64>,
     /// Blocks with notifications or a segment that could not be sent
     /// (pool empty), each once ([`TcpCore::in_retry`]).
-    retry: Vec<u32>,
+    retry: VecDeque<u32>,
     /// Whether each block is in `retry`: a look-up in the list itself
     /// cost every event O(list), and after a restart with a hundred
     /// thousand connections short of buffers the list was that long.
@@ -438,7 +438,7 @@ impl<'a> TcpCore<'a> {
             port_use: HashMap::with_capacity(n.min(65536)),
             timers: BinaryHeap::with_capacity(n * 2),
             sched: vec![u64::MAX; n],
-            retry: Vec::with_capacity(64),
+            retry: VecDeque::with_capacity(64),
             in_retry: vec![false; n],
             xmit_missed: false,
             events: Vec::with_capacity(4),
@@ -649,7 +649,7 @@ impl<'a> TcpCore<'a> {
     fn retry_later(&mut self, idx: usize) {
         if let Some(m) = self.in_retry.get_mut(idx).filter(|m| !**m) {
             *m = true;
-            self.retry.push(idx as u32);
+            self.retry.push_back(idx as u32);
         }
     }
 

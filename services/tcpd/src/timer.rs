@@ -24,30 +24,28 @@ const TIMER_BUDGET: usize = 4096;
 
 impl TcpCore<'_> {
     pub(crate) fn run_timers<B: Buffers>(&mut self, pool: &mut B, out: &mut Outputs) {
-        // Notifications and segments that found the pool empty: the oldest,
-        // as many as the timers' budget, and none after the first that
-        // finds it empty again (the rest wait for the next poll, which
-        // the deadline asks for soon).
-        if !self.retry.is_empty() {
-            let mut list = std::mem::take(&mut self.retry);
-            self.retry = list.split_off(list.len().min(TIMER_BUDGET));
-            for (k, &i) in list.iter().enumerate() {
-                let i = i as usize;
-                if let Some(m) = self.in_retry.get_mut(i) {
-                    *m = false;
-                }
-                let short = self.stats.get(Stat::PoolExhausted);
-                if self.conns.get(i).is_some_and(|c| c.in_use()) {
-                    let c = self.begin(i);
-                    self.end(pool, i, c, out);
-                }
-                if self.stats.get(Stat::PoolExhausted) != short {
-                    // Still marked: back in front, in order.
-                    let rest = std::mem::take(&mut self.retry);
-                    self.retry = list[k + 1..].to_vec();
-                    self.retry.extend(rest);
-                    break;
-                }
+        // Notifications and segments that found the pool empty: the
+        // oldest, as many as the timers' budget, and none after the first
+        // that finds it empty again (the rest wait for the next poll,
+        // which the deadline asks for soon). Those put back meanwhile
+        // wait behind the rest, and the count keeps any from a second try
+        // in the same poll.
+        for _ in 0..self.retry.len().min(TIMER_BUDGET) {
+            let Some(i) = self.retry.pop_front() else {
+                break;
+            };
+            let i = i as usize;
+            if let Some(m) = self.in_retry.get_mut(i) {
+                *m = false;
+            }
+            let short = self.stats.get(Stat::PoolExhausted);
+            if self.conns.get(i).is_some_and(|c| c.in_use()) {
+                let c = self.begin(i);
+                self.end(pool, i, c, out);
+            }
+            if self.stats.get(Stat::PoolExhausted) != short {
+                // The rest stay in front, in order, still marked.
+                break;
             }
         }
         let mut n = 0;
