@@ -117,16 +117,7 @@ fn twenty_thousand_connections_open_at_once_survive_a_tcpd_kill_and_each_echo_te
             )
         })
         .collect();
-    let t0 = std::time::Instant::now();
-    // Each phase with the frames the kernel dropped so far at the TAP
-    // because driverd had not read them yet.
-    let phase = |what: &str| {
-        eprintln!(
-            "{:>7.1} s  {what} (TAP drops {})",
-            t0.elapsed().as_secs_f64(),
-            tap_drops(&ns)
-        )
-    };
+    let phase = phases(&ns);
     for c in &mut clients {
         wait_line(c, &format!("open {PER}"), Duration::from_secs(600));
     }
@@ -309,6 +300,20 @@ fn tap_drops(ns: &Netns) -> u64 {
         .unwrap_or(0)
 }
 
+/// Says each phase of a test as it comes, with the time since this call
+/// and the frames the kernel dropped so far at the TAP because driverd
+/// had not read them yet.
+fn phases(ns: &Netns) -> impl Fn(&str) + '_ {
+    let t0 = std::time::Instant::now();
+    move |what| {
+        eprintln!(
+            "{:>7.1} s  {what} (TAP drops {})",
+            t0.elapsed().as_secs_f64(),
+            tap_drops(ns)
+        )
+    }
+}
+
 /// A number from the environment, or `default`.
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
@@ -341,16 +346,7 @@ fn soak_a_hundred_thousand_connections_trickle_for_ten_minutes_through_a_tcpd_ki
         &std::env::var("STRATA_SOAK_CONFIG").unwrap_or_default(),
     );
     let _servers = echo_servers(&st, [7001, 7002]);
-    let t0 = std::time::Instant::now();
-    // Each phase with the frames the kernel dropped so far at the TAP
-    // because driverd had not read them yet.
-    let phase = |what: &str| {
-        eprintln!(
-            "{:>7.1} s  {what} (TAP drops {})",
-            t0.elapsed().as_secs_f64(),
-            tap_drops(&ns)
-        )
-    };
+    let phase = phases(&ns);
     let mut kids: Vec<Bg> = (0..clients)
         .map(|k| {
             let src = format!("10.77.0.{}", 101 + k);
