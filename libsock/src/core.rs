@@ -10,6 +10,7 @@
 //! threads may wait on one socket (one receives while another sends):
 //! a wake-up wakes them all, and each looks again.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::RawFd;
@@ -21,7 +22,7 @@ use strata_ipc::sockring::{self, state, wait, SockMem};
 use strata_proto::sock::{Addr, Kind, Request, Response, SockOpt};
 
 use crate::addr::{self, Family, Use};
-use crate::session::{expect_ok, lock, unexpected, Attach, Session};
+use crate::session::{expect_ok, lock, unexpected, Attach, Session, Taken};
 
 /// Ring size used unless a [`crate::Builder`] says otherwise.
 pub(crate) const DEFAULT_RING: usize = 256 << 10;
@@ -66,6 +67,29 @@ pub(crate) struct Core {
     pub(crate) peer: Mutex<Option<SocketAddr>>,
     /// TCP_NODELAY as last set (sockd has no "get option" request).
     pub(crate) nodelay: AtomicBool,
+    /// A listener: connections accepted ahead.
+    ahead: Mutex<Ahead>,
+}
+
+/// A listener's connections that one accept took from sockd beyond the
+/// one it returned (sockd hands over a burst in one request), for the
+/// next accepts. They are the taking process's: a forked child, which
+/// shares the listener, does not hand them out a second time.
+#[derive(Default)]
+struct Ahead {
+    pid: u32,
+    q: VecDeque<Taken>,
+}
+
+impl Ahead {
+    /// The queue, emptied first in a forked child (they are the
+    /// parent's).
+    fn mine(&mut self) -> &mut VecDeque<Taken> {
+        if !self.q.is_empty() && self.pid != std::process::id() {
+            self.q.clear();
+        }
+        &mut self.q
+    }
 }
 
 /// EAGAIN, as std reports a timed-out or would-block socket call.
@@ -188,7 +212,40 @@ impl Core {
             tx_lock: Mutex::new(()),
             peer: Mutex::new(None),
             nodelay: AtomicBool::new(false),
+            ahead: Mutex::default(),
         })
+    }
+
+    /// A listener's next connection: one accepted ahead, or else as many
+    /// as wait at sockd (by the count in the shared memory, up to
+    /// [`MAX_ACCEPT`](strata_proto::sock::MAX_ACCEPT)) taken in one
+    /// request, the first returned and the rest kept ahead. `None` when
+    /// none waits; no request when the count says so.
+    pub(crate) fn take_connection(&self, tx: usize, rx: usize) -> io::Result<Option<Taken>> {
+        if let Some(t) = lock(&self.ahead).mine().pop_front() {
+            return Ok(Some(t));
+        }
+        let want = match self.mem.accept_ready() {
+            Some(0) => return Ok(None),
+            Some(n) => n as usize,
+            // Not counted yet: ask.
+            None => 1,
+        };
+        let mut got = self.session.accept(self.id, tx, rx, want)?.into_iter();
+        let first = got.next();
+        if got.len() > 0 {
+            let mut a = lock(&self.ahead);
+            a.pid = std::process::id();
+            a.q.extend(got);
+            // Another thread may sleep in accept: these are its too.
+            self.mem.wake_sleepers();
+        }
+        Ok(first)
+    }
+
+    /// A listener: connections accepted ahead.
+    pub(crate) fn accepted_ahead(&self) -> usize {
+        lock(&self.ahead).mine().len()
     }
 
     /// A request about this socket that answers `Ok`.
@@ -454,6 +511,8 @@ impl Core {
             queued == 0 || self.mem.tx_cap().saturating_sub(queued) >= 2 * need
         };
         self.mem.rx_queued() != 0
+            || self.mem.accept_ready().is_some_and(|n| n > 0)
+            || self.accepted_ahead() > 0
             || tx_room
             || h.error.load(Relaxed) != 0
             || h.state.load(Relaxed) & (state::CLOSED | state::RESET) != 0
@@ -527,6 +586,13 @@ impl Core {
 impl Drop for Core {
     fn drop(&mut self) {
         self.session.close(self.id, &self.attach);
+        // A listener's connections accepted ahead were never handed
+        // out: reset, as Linux resets those a closed listener leaves in
+        // its queue (not a forked child's copy: they are the parent's).
+        let ahead = std::mem::take(lock(&self.ahead).mine());
+        for t in ahead {
+            self.session.abort(t.id, &t.attach);
+        }
     }
 }
 

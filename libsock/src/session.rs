@@ -62,6 +62,15 @@ pub(crate) struct Attach {
     pub(crate) lost: AtomicI32,
 }
 
+/// A connection an accept took from sockd.
+pub(crate) struct Taken {
+    /// The new socket's id.
+    pub(crate) id: u32,
+    /// The peer.
+    pub(crate) peer: wire::Addr,
+    pub(crate) attach: Arc<Attach>,
+}
+
 /// A socket's wake pair (`sockring::wake_pair`), made for an event loop.
 pub(crate) struct WakePair {
     /// The end the application polls: readable when kicked.
@@ -717,76 +726,97 @@ impl Session {
         self.transact_locked(&mut st, req, &[]).map(|(r, _)| r)
     }
 
-    /// Lays out memory for a socket with rings of `tx` and `rx` bytes
-    /// (registering a new segment with sockd if it takes one) and makes
-    /// `req` (a Socket or Accept request naming that memory) with it. A
-    /// socket sockd made is registered for re-attachment in the same
-    /// critical section, so that no recovery can miss it; memory sockd
-    /// did not take is free again.
-    fn with_memory(
-        &self,
-        tx: usize,
-        rx: usize,
-        req: impl Fn(wire::Slot) -> Request,
-    ) -> io::Result<(Response, Arc<Attach>)> {
-        let mut st = lock(&self.state);
+    /// Lays out memory for a socket with rings of `tx` and `rx` bytes,
+    /// registering a new segment with sockd if it takes one.
+    fn take_memory(&self, st: &mut State, tx: usize, rx: usize) -> io::Result<Arc<Attach>> {
         let (slot, mem, new) = st.slots.take(tx, rx)?;
         if let Some(sr) = new {
             let reg = Request::Segment { seg: sr.id };
-            expect_ok(self.transact_locked(&mut st, &reg, &[sr.fd.as_raw_fd()])?.0)?;
+            expect_ok(self.transact_locked(st, &reg, &[sr.fd.as_raw_fd()])?.0)?;
             st.slots.adopt(sr, &slot);
         }
-        let a = Arc::new(Attach {
+        Ok(Arc::new(Attach {
             mem,
             slot,
             ready: OnceLock::new(),
             lost: AtomicI32::new(0),
-        });
-        let r = match self.transact_locked(&mut st, &req(a.slot.wire()), &[]) {
-            Ok((r, _)) => r,
-            Err(e) => {
-                st.slots.unused(a.slot.clone());
-                return Err(e);
-            }
-        };
-        match r {
-            Response::Created { id } | Response::Accepted { id, .. } => {
-                st.sockets.insert(id, a.clone());
-            }
-            _ => st.slots.unused(a.slot.clone()),
-        }
-        Ok((r, a))
+        }))
     }
 
-    /// Creates a socket of `kind` with rings of `tx` and `rx` bytes.
+    /// Creates a socket of `kind` with rings of `tx` and `rx` bytes. The
+    /// socket is registered for re-attachment in the same critical
+    /// section as its creation, so that no recovery can miss it; memory
+    /// sockd did not take is free again.
     pub(crate) fn create(
         &self,
         kind: Kind,
         tx: usize,
         rx: usize,
     ) -> io::Result<(u32, Arc<Attach>)> {
-        match self.with_memory(tx, rx, |mem| Request::Socket { kind, mem })? {
-            (Response::Created { id }, a) => Ok((id, a)),
-            (Response::Error { errno }, _) => Err(io::Error::from_raw_os_error(errno)),
-            (other, _) => Err(unexpected(&other)),
+        let mut st = lock(&self.state);
+        let a = self.take_memory(&mut st, tx, rx)?;
+        let req = Request::Socket {
+            kind,
+            mem: a.slot.wire(),
+        };
+        let r = self.transact_locked(&mut st, &req, &[]);
+        if let Ok((Response::Created { id }, _)) = r {
+            st.sockets.insert(id, a.clone());
+            return Ok((id, a));
+        }
+        st.slots.unused(a.slot.clone());
+        match r?.0 {
+            Response::Error { errno } => Err(io::Error::from_raw_os_error(errno)),
+            other => Err(unexpected(&other)),
         }
     }
 
-    /// One non-blocking accept on listener `id`, the new socket with
-    /// rings of `tx` and `rx` bytes. `None` when no connection waits.
-    #[allow(clippy::type_complexity)]
+    /// Non-blocking accept on listener `id` of up to `want` connections
+    /// (at most [`wire::MAX_ACCEPT`]) in one request, each new socket
+    /// with rings of `tx` and `rx` bytes; none when none waits. As in
+    /// [`Session::create`], the sockets are registered in the same
+    /// critical section, and memory left over is free again.
     pub(crate) fn accept(
         &self,
         id: u32,
         tx: usize,
         rx: usize,
-    ) -> io::Result<Option<(u32, wire::Addr, wire::Addr, Arc<Attach>)>> {
-        match self.with_memory(tx, rx, |mem| Request::Accept { id, mem })? {
-            (Response::Accepted { id, peer, local }, a) => Ok(Some((id, peer, local, a))),
+        want: usize,
+    ) -> io::Result<Vec<Taken>> {
+        let mut st = lock(&self.state);
+        let mut mems = Vec::with_capacity(want.clamp(1, wire::MAX_ACCEPT));
+        for _ in 0..mems.capacity() {
+            match self.take_memory(&mut st, tx, rx) {
+                Ok(a) => mems.push(a),
+                Err(e) if mems.is_empty() => return Err(e),
+                Err(_) => break,
+            }
+        }
+        let req = Request::Accept {
+            id,
+            mems: mems.iter().map(|a| a.slot.wire()).collect(),
+        };
+        let r = self.transact_locked(&mut st, &req, &[]);
+        let mut taken = Vec::new();
+        if let Ok((Response::Accepted { conns }, _)) = &r {
+            for (c, attach) in conns.iter().zip(&mems) {
+                st.sockets.insert(c.id, attach.clone());
+                taken.push(Taken {
+                    id: c.id,
+                    peer: c.peer,
+                    attach: attach.clone(),
+                });
+            }
+        }
+        for a in &mems[taken.len()..] {
+            st.slots.unused(a.slot.clone());
+        }
+        match r? {
+            (Response::Accepted { .. }, _) if !taken.is_empty() => Ok(taken),
             (Response::Error { errno }, _)
                 if errno == libc::EAGAIN || errno == libc::EWOULDBLOCK =>
             {
-                Ok(None)
+                Ok(taken)
             }
             (Response::Error { errno }, _) => Err(io::Error::from_raw_os_error(errno)),
             (other, _) => Err(unexpected(&other)),
@@ -864,6 +894,14 @@ impl Session {
     /// the socket back with the others, so that the Close comes from a
     /// session that holds it; with the stack gone for good, it is only
     /// forgotten.
+    /// Closes socket `id` with a reset (`SO_LINGER` 0), as Linux resets
+    /// the connections a listener leaves unaccepted when it closes.
+    pub(crate) fn abort(&self, id: u32, a: &Attach) {
+        let linger = wire::SockOpt::Linger { on: true, secs: 0 };
+        let _ = self.call(&Request::SetOption { id, opt: linger });
+        self.close(id, a);
+    }
+
     pub(crate) fn close(&self, id: u32, a: &Attach) {
         let mut st = lock(&self.state);
         if st.sockets.contains_key(&id) && st.dead.is_none() {

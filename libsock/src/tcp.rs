@@ -189,7 +189,7 @@ pub struct TcpListener {
 pub(crate) fn listener_readiness(core: &Core) -> Readiness {
     let mut r = core.readiness(false);
     r.writable = false;
-    let waiting = core.mem.accept_ready().is_some_and(|n| n > 0);
+    let waiting = core.mem.accept_ready().is_some_and(|n| n > 0) || core.accepted_ahead() > 0;
     r.readable = r.error || r.hangup || waiting;
     r
 }
@@ -300,13 +300,13 @@ impl TcpListener {
     /// ```
     pub fn accept(&self) -> io::Result<(TcpStream, SocketAddr)> {
         let c = &*self.core;
-        let (id, peer, _local, attach) = c.block_on(wait::RX, None, would_block, || {
+        let t = c.block_on(wait::RX, None, would_block, || {
             c.check()?;
-            c.session.accept(c.id, self.rings.0, self.rings.1)
+            c.take_connection(self.rings.0, self.rings.1)
         })?;
-        let core = Core::from_parts(c.session.clone(), id, c.family, attach);
+        let core = Core::from_parts(c.session.clone(), t.id, c.family, t.attach);
         core.inherit_only_v6(c);
-        Ok((TcpStream { core }, addr::from_wire(c.family, peer)))
+        Ok((TcpStream { core }, addr::from_wire(c.family, t.peer)))
     }
 
     /// An iterator over incoming connections: [`accept`] in a loop
@@ -371,8 +371,10 @@ impl TcpListener {
         listener_readiness(&self.core)
     }
 
-    /// Connections waiting for `accept`, as the stack counts them in the
-    /// listener's shared memory (no request to sockd); `None` from a
+    /// Connections waiting for `accept`: as the stack counts them in the
+    /// listener's shared memory (no request to sockd), and those an
+    /// earlier `accept` took along (one accept takes a burst in one
+    /// request and keeps the rest for the next calls); `None` from a
     /// stack that does not count them.
     ///
     /// ```no_run
@@ -381,7 +383,8 @@ impl TcpListener {
     /// # Ok::<(), std::io::Error>(())
     /// ```
     pub fn pending_accepts(&self) -> Option<usize> {
-        self.core.mem.accept_ready().map(|n| n as usize)
+        let ahead = self.core.accepted_ahead();
+        self.core.mem.accept_ready().map(|n| n as usize + ahead)
     }
 
     /// Takes the pending socket error (`SO_ERROR`), reported once.

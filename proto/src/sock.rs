@@ -27,9 +27,12 @@ use rkyv::util::AlignedVec;
 use rkyv::{Archive, Deserialize, Serialize};
 
 /// Version of this protocol, exchanged in [`Request::Hello`].
-pub const VERSION: u32 = 5;
+pub const VERSION: u32 = 6;
 /// Largest encoded message.
-pub const MAX_MSG: usize = 1024;
+pub const MAX_MSG: usize = 4096;
+/// Most connections one [`Request::Accept`] takes (its answer fits in
+/// [`MAX_MSG`]).
+pub const MAX_ACCEPT: usize = 32;
 /// Name of the socket file in the instance's runtime directory.
 pub const SOCKET_FILE: &str = "sockd.sock";
 
@@ -230,13 +233,17 @@ pub enum Request {
     /// session's doorbell. Sent again after a sockd restart. Response:
     /// `Ok`.
     Poller,
-    /// accept(2), non-blocking, the new socket laid out in `mem`.
-    /// Response: [`Response::Accepted`] or `Error { errno: EAGAIN }`.
+    /// accept(2), non-blocking, for up to `mems.len()` connections (1 to
+    /// [`MAX_ACCEPT`]): the i-th accepted is laid out in `mems[i]`, and
+    /// memory beyond the last accepted stays the application's. One
+    /// request so serves a burst of connections. Response:
+    /// [`Response::Accepted`] with one connection or more, or `Error`
+    /// (`EAGAIN` when none waits).
     Accept {
         /// Listening socket.
         id: u32,
-        /// The new socket's memory.
-        mem: Slot,
+        /// The new sockets' memory, in the order they take it.
+        mems: Vec<Slot>,
     },
     /// shutdown(2).
     Shutdown {
@@ -297,20 +304,28 @@ pub enum Response {
         /// Peer address, if connected.
         peer: Option<Addr>,
     },
-    /// A connection accepted.
+    /// Connections accepted, in the order of the request's memory.
     Accepted {
-        /// The new socket's id.
-        id: u32,
-        /// The peer.
-        peer: Addr,
-        /// The local address.
-        local: Addr,
+        /// At least one, at most as many as the request gave memory for.
+        conns: Vec<Accepted>,
     },
     /// Failed with a libc errno.
     Error {
         /// errno.
         errno: i32,
     },
+}
+
+/// One connection of [`Response::Accepted`].
+#[derive(Archive, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[rkyv(derive(Debug))]
+pub struct Accepted {
+    /// The new socket's id.
+    pub id: u32,
+    /// The peer.
+    pub peer: Addr,
+    /// The local address.
+    pub local: Addr,
 }
 
 /// Why a message could not be decoded.
@@ -400,7 +415,7 @@ mod tests {
             Request::Readiness { id: 3 },
             Request::Accept {
                 id: 9,
-                mem: Slot { seg: 1, off: 4096 },
+                mems: vec![Slot { seg: 1, off: 4096 }],
             },
             Request::Reattach {
                 id: 9,
@@ -444,6 +459,40 @@ mod tests {
         for r in resps {
             assert_eq!(Response::decode(&r.encode()).unwrap(), r);
         }
+    }
+
+    #[test]
+    fn the_largest_accept_and_its_answer_fit_in_a_message() {
+        let r = Request::Accept {
+            id: u32::MAX,
+            mems: vec![
+                Slot {
+                    seg: u64::MAX,
+                    off: u64::MAX,
+                };
+                MAX_ACCEPT
+            ],
+        };
+        let b = r.encode();
+        assert!(b.len() <= MAX_MSG, "{} bytes", b.len());
+        assert_eq!(Request::decode(&b).unwrap(), r);
+        let any = Addr {
+            ip: u128::MAX,
+            port: u16::MAX,
+        };
+        let a = Response::Accepted {
+            conns: vec![
+                Accepted {
+                    id: u32::MAX,
+                    peer: any,
+                    local: any,
+                };
+                MAX_ACCEPT
+            ],
+        };
+        let b = a.encode();
+        assert!(b.len() <= MAX_MSG, "{} bytes", b.len());
+        assert_eq!(Response::decode(&b).unwrap(), a);
     }
 
     proptest! {

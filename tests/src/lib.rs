@@ -267,6 +267,17 @@ impl Bg {
         }
     }
 
+    /// Writes `line` and a newline to its stdin (started with
+    /// [`Netns::spawn_stdin`]).
+    pub fn send_line(&mut self, line: &str) {
+        use std::io::Write;
+        let stdin = self.child.stdin.as_mut().expect("stdin piped");
+        stdin
+            .write_all(format!("{line}\n").as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write to the process's stdin");
+    }
+
     /// True while it runs.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -286,6 +297,18 @@ impl Netns {
         let child = self
             .cmd(args[0])
             .args(&args[1..])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
+        Bg { child, lines: None }
+    }
+
+    /// [`Netns::spawn`] with stdin piped too ([`Bg::send_line`]).
+    pub fn spawn_stdin(&self, args: &[&str]) -> Bg {
+        let child = self
+            .cmd(args[0])
+            .args(&args[1..])
+            .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", args[0]));

@@ -3,7 +3,6 @@
 //! its 20,000 connections (the development machine allows 32,768 tasks
 //! in all).
 
-use std::io::Write;
 use std::process::Stdio;
 use std::time::Duration;
 use strata_tests::{spawn_app, stuck_report, wait_line, Bg, Netns, Stack, HOLD_AND_ECHO};
@@ -11,9 +10,7 @@ use strata_tests::{spawn_app, stuck_report, wait_line, Bg, Netns, Stack, HOLD_AN
 /// Tells every client to go on (a line on its stdin).
 fn go_on(clients: &mut [Bg]) {
     for c in clients.iter_mut() {
-        let stdin = c.child.stdin.as_mut().expect("stdin");
-        stdin.write_all(b"go\n").expect("tell the client");
-        stdin.flush().expect("tell the client");
+        c.send_line("go");
     }
 }
 

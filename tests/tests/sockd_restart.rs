@@ -191,6 +191,48 @@ fn connections_waiting_in_the_accept_queue_survive_a_sockd_restart() {
 }
 
 #[test]
+fn connections_an_accept_took_ahead_survive_a_sockd_restart() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let files = Files::new();
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let l = stack.builder().tcp_bind("0.0.0.0:7109").unwrap();
+    let mut clients = Vec::new();
+    for i in 0..4 {
+        let (f, sha) = files.random(&format!("a{i}.bin"), 200_000);
+        clients.push((kernel_client(&ns, 7109, &f), sha));
+    }
+    st.wait_for("four connections waiting", Duration::from_secs(20), || {
+        l.pending_accepts() == Some(4)
+    });
+    // One accept takes all four from sockd, hands out one and keeps
+    // three in this process, registered with the session like any
+    // socket: a restarted sockd takes them back.
+    let (first, _) = l.accept().unwrap();
+    assert_eq!(l.pending_accepts(), Some(3));
+    let before = st.kill_layer("sockd");
+    st.wait_restarted("sockd", before);
+    let w = bounded("the accepts", Duration::from_secs(40), move || {
+        let mut n = vec![echo_to_eof(first)?];
+        for _ in 0..3 {
+            let (s, _) = l.accept()?;
+            n.push(echo_to_eof(s)?);
+        }
+        std::io::Result::Ok(n)
+    });
+    let mut want = Vec::new();
+    let mut got = Vec::new();
+    for (c, sha) in clients {
+        got.push(client_sha(c, &st));
+        want.push(sha);
+    }
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    assert_eq!(w.join(&st).expect("accepts"), vec![200_000; 4]);
+}
+
+#[test]
 fn a_connect_in_progress_completes_across_a_sockd_restart() {
     let ns = Netns::new();
     let st = Stack::up(&ns);

@@ -294,3 +294,91 @@ fn ss_shows_tcpds_view_of_a_connection_and_its_time_wait() {
     let o = st.strata(&["ss"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("TIME-WAIT"));
 }
+
+/// Kernel-side clients: N connections to HOST:PORT, one byte sent on
+/// each; then, once told on stdin, reads each to its end and prints
+/// what each got: its data, `eof`, or `reset`.
+const BURST_CLIENT: &str = r#"
+import socket, sys
+host, port, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+conns = [socket.create_connection((host, port), timeout=30) for _ in range(n)]
+for c in conns: c.sendall(b"x")
+print("connected", flush=True)
+sys.stdin.readline()
+out = []
+for c in conns:
+    got = b""
+    try:
+        while True:
+            b = c.recv(100)
+            if not b: break
+            got += b
+        out.append(got.decode() or "eof")
+    except ConnectionResetError:
+        out.append("reset")
+print(" ".join(sorted(out)), flush=True)
+"#;
+
+#[test]
+fn a_burst_of_connections_is_accepted_in_a_few_requests() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let l = stack
+        .builder()
+        .backlog(256)
+        .tcp_bind("0.0.0.0:7110")
+        .unwrap();
+    let mut c = ns.spawn_stdin(&["python3", "-c", BURST_CLIENT, STACK_IP, "7110", "100"]);
+    wait_line(&mut c, "connected", Duration::from_secs(30));
+    st.wait_for("100 connections waiting", Duration::from_secs(20), || {
+        l.pending_accepts() == Some(100)
+    });
+    let before = st.counter("sockd", "accept_requests");
+    let mut peers = std::collections::HashSet::new();
+    for _ in 0..100 {
+        let (mut s, peer) = l.accept().unwrap();
+        assert!(peers.insert(peer), "{peer} accepted twice");
+        let mut b = [0u8; 1];
+        s.read_exact(&mut b).unwrap();
+        s.write_all(b"y").unwrap();
+    }
+    // 32, 32, 32 and 4 (the most one request takes is 32).
+    assert_eq!(st.counter("sockd", "accept_requests") - before, 4);
+    assert_eq!(l.pending_accepts(), Some(0));
+    c.send_line("");
+    let out = c.wait_output(Duration::from_secs(30)).expect("clients");
+    assert_eq!(out.trim(), vec!["y"; 100].join(" "));
+}
+
+#[test]
+fn a_closed_listener_resets_the_connections_it_took_ahead() {
+    let ns = Netns::new();
+    let st = Stack::up(&ns);
+    let stack = libsock::Stack::connect(&st.instance).unwrap();
+    let l = stack.builder().tcp_bind("0.0.0.0:7111").unwrap();
+    let mut c = ns.spawn_stdin(&["python3", "-c", BURST_CLIENT, STACK_IP, "7111", "5"]);
+    wait_line(&mut c, "connected", Duration::from_secs(30));
+    st.wait_for("5 connections waiting", Duration::from_secs(20), || {
+        l.pending_accepts() == Some(5)
+    });
+    // The one accept takes all five and keeps four ahead.
+    let (mut s, _) = l.accept().unwrap();
+    assert_eq!(l.pending_accepts(), Some(4));
+    s.write_all(b"hi").unwrap();
+    drop(s);
+    drop(l);
+    c.send_line("");
+    let out = c.wait_output(Duration::from_secs(30)).expect("clients");
+    assert_eq!(out.trim(), "hi reset reset reset reset");
+    // Only the connection this side closed first stays, in TIME-WAIT.
+    st.wait_for("the reset ones gone", Duration::from_secs(20), || {
+        let left: Vec<_> = st
+            .sockets()
+            .into_iter()
+            .filter(|x| x["local"].as_str().unwrap_or("").ends_with(":7111"))
+            .map(|x| x["state"].as_str().unwrap_or("").to_string())
+            .collect();
+        left == ["TIME-WAIT"]
+    });
+}

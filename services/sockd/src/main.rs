@@ -114,6 +114,9 @@ strata_ipc::layer_stats! { "sockd";
     TcpSocketStateBytes => "tcp_socket_state_bytes",
     /// Sockets removed.
     SocketsClosed => "sockets_closed",
+    /// Accept requests answered with connections (each takes as many
+    /// as wait, up to `MAX_ACCEPT`).
+    AcceptRequests => "accept_requests",
     /// UDP datagrams sent to udpd.
     TxDgrams => "tx_datagrams",
     /// Payload bytes copied from applications' send rings.

@@ -3,7 +3,7 @@
 //! accepted TCP connection to the application.
 
 use super::*;
-use strata_proto::sock::Slot;
+use strata_proto::sock::{Accepted, Slot, MAX_ACCEPT};
 use strata_sockd::auth;
 
 /// What sockd learns of a session's process when it connects.
@@ -236,7 +236,7 @@ impl Sockd<'_> {
                 Response::Ok
             }),
             Request::Listen { id, backlog } => self.listen(sid, id, backlog),
-            Request::Accept { id, mem } => Some(self.accept(sid, id, mem)),
+            Request::Accept { id, mems } => Some(self.accept(sid, id, &mems)),
             Request::Shutdown { id, how } => Some(self.shutdown(sid, id, how)),
             Request::Reattach { id, mem } => Some(self.reattach(sid, id, mem, &fds)),
         };
@@ -778,36 +778,52 @@ impl Sockd<'_> {
         Response::Ok
     }
 
-    pub(crate) fn accept(&mut self, sid: u64, id: u32, mem: Slot) -> Response {
+    /// accept(2) on listener `id` for as many waiting connections as
+    /// `mems` lays out (at most [`MAX_ACCEPT`]): one request for a burst.
+    pub(crate) fn accept(&mut self, sid: u64, id: u32, mems: &[Slot]) -> Response {
+        if mems.is_empty() || mems.len() > MAX_ACCEPT {
+            return errno_resp(libc::EINVAL);
+        }
+        let mut conns = Vec::with_capacity(mems.len());
+        for &mem in mems {
+            match self.accept_one(sid, id, mem) {
+                Ok(c) => conns.push(c),
+                // What stopped a later one (none left, a limit) is
+                // found again by the next request.
+                Err(_) if !conns.is_empty() => break,
+                Err(r) => return r,
+            }
+        }
+        self.stats.add(Stat::AcceptRequests, 1);
+        Response::Accepted { conns }
+    }
+
+    /// One connection of an [`Sockd::accept`], laid out in `mem`.
+    fn accept_one(&mut self, sid: u64, id: u32, mem: Slot) -> Result<Accepted, Response> {
         let Some(l) = self.own(sid, id) else {
-            return errno_resp(libc::EBADF);
+            return Err(errno_resp(libc::EBADF));
         };
         let listening = l.rec.state == sock_state::LISTEN;
         let Some(l) = l.tcp().filter(|_| listening) else {
-            return errno_resp(libc::EINVAL);
+            return Err(errno_resp(libc::EINVAL));
         };
         if l.accept_q.is_empty() {
-            return errno_resp(libc::EAGAIN);
+            return Err(errno_resp(libc::EAGAIN));
         }
-        let mem = match self.slot(sid, mem) {
-            Ok(v) => v,
-            Err(r) => return r,
-        };
+        let mem = self.slot(sid, mem)?;
         // Over a limit, the connection stays queued, as on Linux.
-        if let Err(r) = self.socket_limits(sid) {
-            return r;
-        }
+        self.socket_limits(sid)?;
         let Some(l) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) else {
-            return errno_resp(libc::EINVAL);
+            return Err(errno_resp(libc::EINVAL));
         };
         let Some((conn, local, peer)) = l.accept_q.pop_front() else {
-            return errno_resp(libc::EAGAIN);
+            return Err(errno_resp(libc::EAGAIN));
         };
         if let Some(l) = self.socks.get(&id) {
             l.publish_accepts();
         }
         let Some(l) = self.socks.get_mut(&id).and_then(Sock::tcp_mut) else {
-            return errno_resp(libc::EINVAL);
+            return Err(errno_resp(libc::EINVAL));
         };
         if let Some((_, taken)) = &mut l.reannounce {
             taken.push(conn);
@@ -829,7 +845,7 @@ impl Sockd<'_> {
         rec.set_accepted_conn(Some(conn));
         let Some(new_id) = self.table.insert(rec) else {
             self.tcp_ctl(op::ABORT, 0, conn, 0);
-            return errno_resp(libc::EMFILE);
+            return Err(errno_resp(libc::EMFILE));
         };
         let slot = self.table.find(new_id).unwrap_or(0);
         self.table.update(slot, SockRec { id: new_id, ..rec });
@@ -848,11 +864,11 @@ impl Sockd<'_> {
         self.tcp_ctl(op::ATTACH, new_id, conn, 0);
         self.tell_ring(new_id);
         self.stats.add(Stat::SocketsOpened, 1);
-        Response::Accepted {
+        Ok(Accepted {
             id: new_id,
             peer,
             local,
-        }
+        })
     }
 
     /// Requests from the sessions with something to read.
