@@ -6,6 +6,15 @@
 //! sees the packet pool. sockd treats every index and length it reads
 //! here as hostile.
 //!
+//! A slot is laid out as the receive ring, the header, the send ring,
+//! with the header in the middle of a page ([`HDR_AT`]) and the receive
+//! ring's first bytes written at its end: the first 2 KiB received, the
+//! header and the first 1.5 KiB sent share one page. A connection whose
+//! exchanges stay that small so touches one new page, not three, and
+//! each process one page table page for it, not two: on a virtual
+//! machine whose host backs a page only when it is first touched, a new
+//! page costs ~10 µs, and a burst of connections is mostly that.
+//!
 //! An application thread that waits sleeps on a futex in its socket's
 //! header, which sockd wakes when it makes the awaited condition true;
 //! only a socket whose readiness an event loop watches has a wake pair
@@ -30,9 +39,12 @@ use std::sync::Arc;
 /// "SOCKRING".
 pub const MAGIC: u64 = 0x534f_434b_5249_4e47;
 /// Layout version.
-pub const VERSION: u32 = 3;
-/// Bytes of the header; the tx area follows, then the rx area.
+pub const VERSION: u32 = 4;
+/// Bytes of the header; the rx ring precedes it, the tx ring follows.
 pub const HDR_LEN: usize = 512;
+/// The header's offset in its page: the rx ring's last `HDR_AT` bytes
+/// (where its first bytes go) precede it in that page.
+pub const HDR_AT: usize = 2048;
 /// Record header length.
 pub const REC_HDR: usize = 24;
 /// Record length value marking "continue at the start of the ring".
@@ -165,7 +177,8 @@ pub enum RingError {
 /// not one per socket.
 ///
 /// A slot starts on a [`SLOT_ALIGN`] boundary and spans
-/// [`slot_len`] bytes.
+/// [`slot_len`] bytes; requests name it by its header's offset
+/// ([`SockMem::offset`]), [`HDR_AT`] past such a boundary.
 pub const SLOT_ALIGN: usize = 4096;
 
 /// Largest segment sockd maps (address space only: the memfd's pages
@@ -175,7 +188,7 @@ pub const MAX_SEGMENT: usize = 64 << 30;
 /// Bytes of a slot with rings of `tx` and `rx` bytes (powers of two,
 /// as [`SockMem::init`] rounds them).
 pub fn slot_len(tx: usize, rx: usize) -> usize {
-    (HDR_LEN + tx + rx).next_multiple_of(SLOT_ALIGN)
+    (HDR_AT + rx + HDR_LEN + tx).next_multiple_of(SLOT_ALIGN)
 }
 
 /// A ring size as sockets use it: clamped to [`MIN_RING`]..=[`MAX_RING`]
@@ -294,20 +307,20 @@ pub struct SockMem {
 }
 
 impl SockMem {
-    /// Application side: lays out a fresh socket in the slot at `off` of
-    /// `seg`, with rings of the given sizes (as [`ring_size`] makes
-    /// them); the slot must be free (never used, or released by sockd
-    /// and punched out).
+    /// Application side: lays out a fresh socket in the slot that starts
+    /// at `start` of `seg`, with rings of the given sizes (as
+    /// [`ring_size`] makes them); the slot must be free (never used, or
+    /// released by sockd and punched out).
     pub fn init(
         seg: &Arc<Segment>,
-        off: usize,
+        start: usize,
         tx_cap: usize,
         rx_cap: usize,
     ) -> io::Result<SockMem> {
         let tx = ring_size(tx_cap);
         let rx = ring_size(rx_cap);
-        if !off.is_multiple_of(SLOT_ALIGN)
-            || off
+        if !start.is_multiple_of(SLOT_ALIGN)
+            || start
                 .checked_add(slot_len(tx, rx))
                 .is_none_or(|e| e > seg.len)
         {
@@ -316,6 +329,7 @@ impl SockMem {
                 "socket slot outside its segment",
             ));
         }
+        let off = start + HDR_AT + rx;
         let m = SockMem {
             seg: seg.clone(),
             off,
@@ -340,13 +354,14 @@ impl SockMem {
         Ok((SockMem::init(&seg, 0, tx, rx)?, fd))
     }
 
-    /// sockd side: the socket in the slot at `off` of an application's
-    /// segment, after checking its header and that its rings lie inside
-    /// the segment. From here on the capacities are ours, whatever the
-    /// application writes into its header later.
+    /// sockd side: the socket whose header is at `off` of an
+    /// application's segment ([`SockMem::offset`]), after checking the
+    /// header and that the slot lies inside the segment. From here on the
+    /// capacities are ours, whatever the application writes into its
+    /// header later.
     pub fn attach(seg: &Arc<Segment>, off: usize) -> io::Result<SockMem> {
         let bad = |m: &str| io::Error::new(io::ErrorKind::InvalidInput, m.to_string());
-        if !off.is_multiple_of(SLOT_ALIGN) || off.checked_add(HDR_LEN).is_none_or(|e| e > seg.len) {
+        if off % SLOT_ALIGN != HDR_AT || off.checked_add(HDR_LEN).is_none_or(|e| e > seg.len) {
             return Err(bad("socket slot outside its segment"));
         }
         let h: &SockHdr = seg.map.region().get(off);
@@ -358,7 +373,8 @@ impl SockMem {
             || !rx.is_power_of_two()
             || !(MIN_RING as usize..=MAX_RING as usize).contains(&tx)
             || !(MIN_RING as usize..=MAX_RING as usize).contains(&rx)
-            || off + slot_len(tx, rx) > seg.len
+            || off < HDR_AT + rx
+            || off - HDR_AT - rx + slot_len(tx, rx) > seg.len
         {
             return Err(bad("socket memory has a bad header"));
         }
@@ -375,9 +391,15 @@ impl SockMem {
         &self.seg
     }
 
-    /// The slot's offset in its segment.
+    /// The offset of the slot's header in its segment: what requests
+    /// name the socket's memory by.
     pub fn offset(&self) -> usize {
         self.off
+    }
+
+    /// The offset of the slot's first byte in its segment.
+    pub fn start(&self) -> usize {
+        self.off - HDR_AT - self.rx_cap
     }
 
     /// The slot's bytes.
@@ -479,11 +501,19 @@ impl SockMem {
         if tx {
             (r.sub(self.off + HDR_LEN, self.tx_cap), self.tx_cap)
         } else {
-            (
-                r.sub(self.off + HDR_LEN + self.tx_cap, self.rx_cap),
-                self.rx_cap,
-            )
+            (r.sub(self.off - self.rx_cap, self.rx_cap), self.rx_cap)
         }
+    }
+
+    /// Where in its ring index `i` lies: the rx ring starts [`HDR_AT`]
+    /// bytes before its end, in the header's page.
+    fn pos(&self, tx: bool, i: u64) -> usize {
+        let (cap, lead) = if tx {
+            (self.tx_cap, 0)
+        } else {
+            (self.rx_cap, (self.rx_cap - HDR_AT) as u64)
+        };
+        (i.wrapping_add(lead) % cap as u64) as usize
     }
 
     fn indices(&self, tx: bool) -> (&AtomicU64, &AtomicU64) {
@@ -506,7 +536,7 @@ impl SockMem {
         let t = tail.load(Relaxed);
         let used = t.wrapping_sub(head.load(Acquire));
         let free = (cap as u64).saturating_sub(used);
-        let pos = (t % cap as u64) as usize;
+        let pos = self.pos(tx, t);
         let waste = if pos + need > cap { cap - pos } else { 0 };
         if (waste + need) as u64 > free {
             return false;
@@ -546,7 +576,7 @@ impl SockMem {
         if avail > cap as u64 {
             return Err(RingError::BadIndex);
         }
-        let mut pos = (h % cap as u64) as usize;
+        let mut pos = self.pos(tx, h);
         let mut waste = 0u64;
         // `pos` may be the last byte: a record header that does not fit
         // before the end is refused below, but its first word is read
@@ -778,7 +808,7 @@ impl SockMem {
         if n == 0 {
             return 0;
         }
-        let pos = (t % cap as u64) as usize;
+        let pos = self.pos(tx, t);
         let first = n.min(cap - pos);
         base.copy_in(pos, &data[..first]);
         base.copy_in(0, &data[first..n]);
@@ -797,7 +827,7 @@ impl SockMem {
             return Err(RingError::BadIndex);
         }
         let avail = avail as usize;
-        let pos = (h % cap as u64) as usize;
+        let pos = self.pos(tx, h);
         let first = avail.min(cap - pos);
         // SAFETY: these bytes were published to us (up to the producer
         // index, bounded by the ring's size above) and not yet consumed,
@@ -1114,7 +1144,7 @@ mod tests {
     #[test]
     fn datagrams_cross_in_order_and_wrap() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), app.offset()).unwrap();
         for round in 0..50u32 {
             let payload = vec![round as u8; 100 + (round as usize * 37) % 900];
             assert!(app.send_dgram(a([10, 0, 0, 1], 7), &payload));
@@ -1134,7 +1164,7 @@ mod tests {
     #[test]
     fn full_ring_refuses_and_counts() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), app.offset()).unwrap();
         let mut n = 0;
         while srv.deliver_dgram(a([1, 2, 3, 4], 5), &[0u8; 1000]).0 {
             n += 1;
@@ -1150,11 +1180,14 @@ mod tests {
     #[test]
     fn hostile_indices_and_lengths_are_refused() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), app.offset()).unwrap();
         app.hdr().tx_tail.store(1 << 40, Relaxed);
         assert_eq!(srv.peek_send(), Err(RingError::BadIndex));
         app.hdr().tx_tail.store(64, Relaxed);
-        app.seg.map.region().store(HDR_LEN, 100_000u32);
+        app.seg
+            .map
+            .region()
+            .store(app.offset() + HDR_LEN, 100_000u32);
         assert_eq!(srv.peek_send(), Err(RingError::BadRecord));
         // A header that later claims other sizes does not change ours.
         app.hdr().tx_cap.store(1 << 30, Relaxed);
@@ -1174,22 +1207,29 @@ mod tests {
     fn slots_outside_their_segment_or_with_bad_headers_are_refused() {
         let (seg, fd) = Segment::create(4 * SLOT_ALIGN).unwrap();
         let srv = Segment::attach(&fd, 1 << 20).unwrap();
+        let hdr = HDR_AT + 4096;
         // Never laid out: no magic.
-        assert!(SockMem::attach(&srv, 0).is_err());
+        assert!(SockMem::attach(&srv, hdr).is_err());
         let app = SockMem::init(&seg, 0, 4096, 4096).unwrap();
+        assert_eq!((app.offset(), app.start()), (hdr, 0));
         assert_eq!(app.slot_len(), 3 * SLOT_ALIGN);
-        assert!(SockMem::attach(&srv, 0).is_ok());
-        assert!(SockMem::attach(&srv, 100).is_err(), "unaligned");
+        assert!(SockMem::attach(&srv, hdr).is_ok());
+        assert!(SockMem::attach(&srv, hdr + 100).is_err(), "unaligned");
+        assert!(SockMem::attach(&srv, 0).is_err(), "not a header's place");
         assert!(
-            SockMem::attach(&srv, 4 * SLOT_ALIGN).is_err(),
+            SockMem::attach(&srv, 4 * SLOT_ALIGN + HDR_AT).is_err(),
             "past the end"
         );
         assert!(SockMem::init(&seg, 2 * SLOT_ALIGN, 4096, 4096).is_err());
-        // A header whose rings would run past the segment.
-        app.hdr().rx_cap.store(1 << 20, Relaxed);
-        assert!(SockMem::attach(&srv, 0).is_err());
+        // A header whose rings would run past the segment, or whose rx
+        // ring would start before it.
+        app.hdr().tx_cap.store(1 << 20, Relaxed);
+        assert!(SockMem::attach(&srv, hdr).is_err());
+        app.hdr().tx_cap.store(4096, Relaxed);
+        app.hdr().rx_cap.store(8192, Relaxed);
+        assert!(SockMem::attach(&srv, hdr).is_err());
         app.hdr().rx_cap.store(3000, Relaxed);
-        assert!(SockMem::attach(&srv, 0).is_err(), "not a power of two");
+        assert!(SockMem::attach(&srv, hdr).is_err(), "not a power of two");
     }
 
     #[test]
@@ -1198,8 +1238,8 @@ mod tests {
         let srv_seg = Segment::attach(&fd, 1 << 20).unwrap();
         let a1 = SockMem::init(&seg, 0, 4096, 4096).unwrap();
         let a2 = SockMem::init(&seg, 3 * SLOT_ALIGN, 4096, 4096).unwrap();
-        let s1 = SockMem::attach(&srv_seg, 0).unwrap();
-        let s2 = SockMem::attach(&srv_seg, 3 * SLOT_ALIGN).unwrap();
+        let s1 = SockMem::attach(&srv_seg, a1.offset()).unwrap();
+        let s2 = SockMem::attach(&srv_seg, a2.offset()).unwrap();
         assert!(s1.deliver_dgram(a([1, 1, 1, 1], 1), b"one").0);
         assert!(s2.deliver_dgram(a([2, 2, 2, 2], 2), b"two").0);
         let r = a1.peek_recv().unwrap();
@@ -1219,7 +1259,7 @@ mod tests {
     #[test]
     fn a_sleeper_wakes_when_what_it_waits_for_happens() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), app.offset()).unwrap();
         // Nothing announced: a timed sleep runs out.
         let seen = app.wake_seq();
         assert!(!app.sleep(seen, Some(std::time::Duration::from_millis(1))));
@@ -1285,7 +1325,7 @@ mod tests {
     #[test]
     fn wait_flags_ask_for_exactly_one_kick() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), app.offset()).unwrap();
         app.announce_wait(wait::RX);
         let seq = app.wake_seq();
         assert_eq!(srv.deliver_dgram(a([1, 1, 1, 1], 1), b"x"), (true, false));
@@ -1362,7 +1402,7 @@ mod burst {
     #[test]
     fn a_burst_of_small_datagrams_reads_back_in_order() {
         let (app, fd) = SockMem::create(256 << 10, 256 << 10).unwrap();
-        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), app.offset()).unwrap();
         let from = SocketAddr::new(std::net::Ipv4Addr::new(10, 0, 0, 1).into(), 9);
         for i in 0..20 {
             assert!(srv.deliver_dgram(from, format!("to-A {i}").as_bytes()).0);
@@ -1381,9 +1421,36 @@ mod stream {
     use super::*;
 
     #[test]
+    fn small_exchanges_touch_only_the_headers_page() {
+        let (seg, fd) = Segment::create(slot_len(256 << 10, 4 << 20)).unwrap();
+        let app = SockMem::init(&seg, 0, 256 << 10, 4 << 20).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 30).unwrap(), app.offset()).unwrap();
+        let page = app.offset() - HDR_AT;
+        assert!(page.is_multiple_of(SLOT_ALIGN));
+        assert_eq!(app.write_stream(&[1u8; 1536]), 1536);
+        assert_eq!(srv.deliver_stream(&[2u8; 2048]).0, 2048);
+        let r = seg.map.region();
+        assert_eq!(r.load::<[u8; 8]>(page), [2u8; 8], "rx starts the page");
+        assert_eq!(r.load::<[u8; 8]>(page + HDR_AT - 8), [2u8; 8]);
+        assert_eq!(r.load::<[u8; 8]>(app.offset() + HDR_LEN), [1u8; 8]);
+        assert_eq!(
+            r.load::<[u8; 8]>(page + SLOT_ALIGN - 8),
+            [1u8; 8],
+            "tx ends it"
+        );
+        // The next byte received wraps to the rx ring's first byte, the
+        // slot's first (after its lead-in).
+        assert_eq!(srv.deliver_stream(&[3u8]).0, 1);
+        assert_eq!(r.load::<u8>(app.start() + HDR_AT), 3);
+        let mut buf = vec![0u8; 4096];
+        assert_eq!(app.read_stream(&mut buf, false), 2049);
+        assert!(buf[..2048].iter().all(|&b| b == 2) && buf[2048] == 3);
+    }
+
+    #[test]
     fn stream_bytes_cross_in_order_across_the_wrap() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), app.offset()).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i * 7 + i / 253) as u8).collect();
         let (mut sent, mut got) = (0, Vec::new());
         let mut buf = [0u8; 1500];
@@ -1415,7 +1482,7 @@ mod stream {
     #[test]
     fn peek_does_not_consume_and_bad_indices_are_refused() {
         let (app, fd) = SockMem::create(4096, 4096).unwrap();
-        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), 0).unwrap();
+        let srv = SockMem::attach(&Segment::attach(&fd, 1 << 20).unwrap(), app.offset()).unwrap();
         assert_eq!(srv.deliver_stream(b"hello").0, 5);
         let mut b = [0u8; 8];
         assert_eq!(app.read_stream(&mut b, true), 5);

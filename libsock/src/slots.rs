@@ -51,8 +51,11 @@ pub(crate) struct SegmentRef {
 #[derive(Clone)]
 pub(crate) struct SlotRef {
     seg: Arc<SegmentRef>,
+    /// Its first byte.
     off: usize,
     len: usize,
+    /// Its header, where its rings as last laid out put it.
+    hdr: usize,
 }
 
 impl SlotRef {
@@ -60,8 +63,15 @@ impl SlotRef {
     pub(crate) fn wire(&self) -> Slot {
         Slot {
             seg: self.seg.id,
-            off: self.off as u64,
+            off: self.hdr as u64,
         }
+    }
+
+    /// Lays out a fresh socket with rings of `tx` and `rx` bytes in it.
+    fn lay_out(&mut self, tx: usize, rx: usize) -> io::Result<SockMem> {
+        let m = SockMem::init(&self.seg.seg, self.off, tx, rx)?;
+        self.hdr = m.offset();
+        Ok(m)
     }
 }
 
@@ -144,19 +154,20 @@ impl Slots {
         let (tx, rx) = (sockring::ring_size(tx), sockring::ring_size(rx));
         let len = sockring::slot_len(tx, rx);
         self.look_at_retired();
-        if let Some(s) = self.free.get_mut(&len).and_then(Vec::pop) {
-            let m = SockMem::init(&s.seg.seg, s.off, tx, rx)?;
+        if let Some(mut s) = self.free.get_mut(&len).and_then(Vec::pop) {
+            let m = s.lay_out(tx, rx)?;
             return Ok((s, m, None));
         }
         if let Some((seg, used)) = &mut self.current {
             if seg.seg.len() - *used >= len {
-                let s = SlotRef {
+                let mut s = SlotRef {
                     seg: seg.clone(),
                     off: *used,
                     len,
+                    hdr: 0,
                 };
                 *used += len;
-                let m = SockMem::init(&s.seg.seg, s.off, tx, rx)?;
+                let m = s.lay_out(tx, rx)?;
                 return Ok((s, m, None));
             }
         }
@@ -168,12 +179,13 @@ impl Slots {
             fd,
             owner: self.owner,
         });
-        let s = SlotRef {
+        let mut s = SlotRef {
             seg: sr.clone(),
             off: 0,
             len,
+            hdr: 0,
         };
-        let m = SockMem::init(&sr.seg, 0, tx, rx)?;
+        let m = s.lay_out(tx, rx)?;
         Ok((s, m, Some(sr)))
     }
 
@@ -265,7 +277,7 @@ mod tests {
         let (s2, _) = take(&mut sl, 4096, 4096);
         assert_ne!(s2.off, off);
         // Released: reused, and laid out afresh.
-        let srv = SockMem::attach(m.segment(), off).unwrap();
+        let srv = SockMem::attach(m.segment(), m.offset()).unwrap();
         srv.deliver_dgram("1.2.3.4:5".parse().unwrap(), b"old");
         srv.release();
         let (s3, m3) = take(&mut sl, 4096, 4096);

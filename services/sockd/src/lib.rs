@@ -10,6 +10,7 @@
 //! - [`tally`]: how many sockets and sessions each process and user holds.
 //! - [`family`]: IPv4 and IPv6 on one socket path: a delivered datagram's
 //!   source, dual-stack binding overlaps, what IPV6_V6ONLY refuses.
+//! - [`rows`]: the sockets by id, stored at their socket table row.
 //!
 //! The binary (`main.rs` and its modules) is the shell: sessions with
 //! libsock, the applications' rings, the service loop.
@@ -19,5 +20,6 @@
 pub mod auth;
 pub mod charge;
 pub mod family;
+pub mod rows;
 pub mod stream;
 pub mod tally;

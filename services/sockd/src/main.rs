@@ -41,6 +41,7 @@ use strata_ipc::{service, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM};
 use strata_proto::sock::{Addr, How, Kind, Request, Response, SockOpt, VERSION};
 use strata_sockd::charge::Charges;
 use strata_sockd::family::{self, REC_V6ONLY};
+use strata_sockd::rows::Rows;
 use strata_sockd::stream::{Arrival, Stream};
 use strata_sockd::tally::Tally;
 use wire::Recv;
@@ -458,7 +459,9 @@ struct Sockd<'a> {
     svc: &'a Service,
     table: SockTable,
     sessions: HashMap<u64, Session>,
-    socks: HashMap<u32, Sock>,
+    socks: Rows<Sock>,
+    /// The ids of the listening sockets among them.
+    listeners: HashSet<u32>,
     pending: HashMap<u32, Pending>,
     next_session: u64,
     next_req: u32,
@@ -642,11 +645,17 @@ fn main() {
     let table = f.sock_table().unwrap_or_else(|e| service::die("sockd", &e));
     let listener =
         service::inherited_fd(LISTEN_FD_ENV).unwrap_or_else(|e| service::die("sockd", &e));
+    // The per-socket collections are sized for the table's rows from
+    // the start (address space until the sockets come): growing one at
+    // 100,000 sockets moved megabytes at once, a pause every connection
+    // then waited out.
+    let rows = table.capacity();
     let mut d = Sockd {
         svc: &svc,
         table,
         sessions: HashMap::new(),
-        socks: HashMap::new(),
+        socks: Rows::with_rows(rows),
+        listeners: HashSet::new(),
         pending: HashMap::new(),
         next_session: 0,
         // Replies to the sockd that died may still come: start far from
@@ -676,17 +685,16 @@ fn main() {
         tcpd_beat: (0, Instant::now()),
         udpd_beat: (0, Instant::now()),
         stats: Stats::default(),
-        active: VecDeque::new(),
-        timers: BinaryHeap::new(),
+        active: VecDeque::with_capacity(rows),
+        timers: BinaryHeap::with_capacity(rows),
         sweep: (0, Instant::now()),
         unclaimed: None,
         socks_of_pid: Tally::default(),
         socks_of_uid: Tally::default(),
         sessions_of_uid: Tally::default(),
     };
-    // A socket's entry in the map (key, record, control byte) and its TCP
-    // part.
-    let per_socket = std::mem::size_of::<(u32, Sock)>() + 1 + std::mem::size_of::<TcpSock>();
+    // A socket's row (id and record) and its TCP part.
+    let per_socket = Rows::<Sock>::row_bytes() + std::mem::size_of::<TcpSock>();
     d.stats.set(Stat::TcpSocketStateBytes, per_socket as u64);
     // Sockets from before a restart wait for their applications.
     let now = Instant::now();

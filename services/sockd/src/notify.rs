@@ -118,6 +118,7 @@ impl Sockd<'_> {
                 s.rec.local_port = m.local_port;
                 if p.op == op::LISTEN {
                     s.rec.state = sock_state::LISTEN;
+                    self.listeners.insert(p.sock);
                     // From now on its readiness is the count.
                     s.publish_accepts();
                 } else if p.op == op::CONNECT && s.kind() == Kind::Tcp {

@@ -766,11 +766,13 @@ impl Sockd<'_> {
             // answered and before its ATTACH reached tcpd, which ignores a
             // repeat; what it announced again is this socket's.
             self.claimed.insert(conn);
-            for l in self.socks.values_mut() {
-                if let Some(t) = l.tcp_mut() {
-                    t.accept_q.retain(|q| q.0 != conn);
+            for lid in &self.listeners {
+                if let Some(l) = self.socks.get_mut(lid) {
+                    if let Some(t) = l.tcp_mut() {
+                        t.accept_q.retain(|q| q.0 != conn);
+                    }
+                    l.publish_accepts();
                 }
-                l.publish_accepts();
             }
             self.tcp_ctl(op::ATTACH, id, conn, 0);
             self.tell_ring(id);

@@ -196,6 +196,9 @@ impl Sockd<'_> {
         }
         self.socks_of_pid.add(s.rec.pid);
         self.socks_of_uid.add(s.rec.uid);
+        if s.rec.state == sock_state::LISTEN {
+            self.listeners.insert(id);
+        }
         if let Some(old) = self.socks.insert(id, s) {
             self.socks_of_pid.remove(old.rec.pid);
             self.socks_of_uid.remove(old.rec.uid);
@@ -207,6 +210,7 @@ impl Sockd<'_> {
     /// its count. Returns it for what else its end needs.
     pub(crate) fn drop_sock(&mut self, id: u32) -> Option<Sock> {
         let mut s = self.socks.remove(&id)?;
+        self.listeners.remove(&id);
         s.gone = true;
         self.socks_of_pid.remove(s.rec.pid);
         self.socks_of_uid.remove(s.rec.uid);
@@ -251,7 +255,7 @@ impl Sockd<'_> {
         self.sessions_of_uid.remove(s.uid);
         drop(s);
         let mut ids = Vec::new();
-        for (&id, s) in &mut self.socks {
+        for (&id, s) in self.socks.iter_mut() {
             s.sharers.retain(|&x| x != sid);
             if s.session == Some(sid) {
                 // Another process that shares it holds it on.
