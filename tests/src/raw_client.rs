@@ -93,7 +93,7 @@ impl RawClient {
         (
             Slot {
                 seg: RAW_SEGMENT,
-                off: off as u64,
+                off: mem.offset() as u64,
             },
             mem,
         )

@@ -164,16 +164,18 @@ fn a_hostile_client_reaches_nothing_but_its_own_sockets() {
         Response::Ok
     );
     // Memory in no segment of its session, outside its segment, not laid
-    // out, or not on a slot boundary is refused.
+    // out, or not where a slot's header lies is refused.
     let udp = |seg: u64, off: u64| Request::Socket {
         kind: Kind::Udp,
         mem: strata_proto::sock::Slot { seg, off },
     };
+    let hdr_at = strata_ipc::sockring::HDR_AT as u64;
     for (seg, off) in [
-        (2, 0),
-        (strata_tests::RAW_SEGMENT, 1 << 40),
-        (strata_tests::RAW_SEGMENT, 15 << 20),
+        (2, hdr_at),
+        (strata_tests::RAW_SEGMENT, (1 << 40) + hdr_at),
+        (strata_tests::RAW_SEGMENT, (15 << 20) + hdr_at),
         (strata_tests::RAW_SEGMENT, 100),
+        (strata_tests::RAW_SEGMENT, 0),
     ] {
         assert_eq!(evil.call(&udp(seg, off), &[]), einval, "{seg} {off}");
     }
