@@ -63,6 +63,24 @@ fn client_sha(c: Bg, st: &Stack) -> String {
     out.split_whitespace().last().unwrap_or("").to_string()
 }
 
+/// `n` kernel clients of `port`, each sending a random file of 200,000
+/// bytes of its own: each with its file's sha256.
+fn file_clients(ns: &Netns, files: &Files, port: u16, n: usize) -> Vec<(Bg, String)> {
+    (0..n)
+        .map(|i| {
+            let (f, sha) = files.random(&format!("{port}-{i}.bin"), 200_000);
+            (kernel_client(ns, port, &f), sha)
+        })
+        .collect()
+}
+
+/// Every client got its own file back.
+fn assert_echoed(clients: Vec<(Bg, String)>, st: &Stack) {
+    for (c, sha) in clients {
+        assert_eq!(client_sha(c, st), sha);
+    }
+}
+
 struct Files {
     dir: std::path::PathBuf,
 }
@@ -142,11 +160,7 @@ fn connections_waiting_in_the_accept_queue_survive_a_sockd_restart() {
     let files = Files::new();
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let l = stack.builder().tcp_bind("0.0.0.0:7103").unwrap();
-    let mut clients = Vec::new();
-    for i in 0..3 {
-        let (f, sha) = files.random(&format!("q{i}.bin"), 200_000);
-        clients.push((kernel_client(&ns, 7103, &f), sha));
-    }
+    let mut clients = file_clients(&ns, &files, 7103, 3);
     for (c, _) in &mut clients {
         strata_tests::wait_line(c, "connected", Duration::from_secs(10));
     }
@@ -180,13 +194,7 @@ fn connections_waiting_in_the_accept_queue_survive_a_sockd_restart() {
         }
         std::io::Result::Ok(n)
     });
-    let mut want = Vec::new();
-    let mut got = Vec::new();
-    for (c, sha) in clients {
-        got.push(client_sha(c, &st));
-        want.push(sha);
-    }
-    assert_eq!(got, want);
+    assert_echoed(clients, &st);
     assert_eq!(w.join(&st).expect("accepts"), vec![200_000; 3]);
 }
 
@@ -197,11 +205,7 @@ fn connections_an_accept_took_ahead_survive_a_sockd_restart() {
     let files = Files::new();
     let stack = libsock::Stack::connect(&st.instance).unwrap();
     let l = stack.builder().tcp_bind("0.0.0.0:7109").unwrap();
-    let mut clients = Vec::new();
-    for i in 0..4 {
-        let (f, sha) = files.random(&format!("a{i}.bin"), 200_000);
-        clients.push((kernel_client(&ns, 7109, &f), sha));
-    }
+    let clients = file_clients(&ns, &files, 7109, 4);
     st.wait_for("four connections waiting", Duration::from_secs(20), || {
         l.pending_accepts() == Some(4)
     });
@@ -220,15 +224,7 @@ fn connections_an_accept_took_ahead_survive_a_sockd_restart() {
         }
         std::io::Result::Ok(n)
     });
-    let mut want = Vec::new();
-    let mut got = Vec::new();
-    for (c, sha) in clients {
-        got.push(client_sha(c, &st));
-        want.push(sha);
-    }
-    got.sort();
-    want.sort();
-    assert_eq!(got, want);
+    assert_echoed(clients, &st);
     assert_eq!(w.join(&st).expect("accepts"), vec![200_000; 4]);
 }
 
