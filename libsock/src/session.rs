@@ -887,13 +887,6 @@ impl Session {
         self.always_ready.as_raw_fd()
     }
 
-    /// Closes socket `id` (on drop): tells sockd and forgets it; its
-    /// memory is reused once sockd is done with it. A link sockd's
-    /// restart broke since the last request (a forked process, which has
-    /// no watcher thread, notices only now) is recovered first, taking
-    /// the socket back with the others, so that the Close comes from a
-    /// session that holds it; with the stack gone for good, it is only
-    /// forgotten.
     /// Closes socket `id` with a reset (`SO_LINGER` 0), as Linux resets
     /// the connections a listener leaves unaccepted when it closes.
     pub(crate) fn abort(&self, id: u32, a: &Attach) {
@@ -902,6 +895,13 @@ impl Session {
         self.close(id, a);
     }
 
+    /// Closes socket `id` (on drop): tells sockd and forgets it; its
+    /// memory is reused once sockd is done with it. A link sockd's
+    /// restart broke since the last request (a forked process, which has
+    /// no watcher thread, notices only now) is recovered first, taking
+    /// the socket back with the others, so that the Close comes from a
+    /// session that holds it; with the stack gone for good, it is only
+    /// forgotten.
     pub(crate) fn close(&self, id: u32, a: &Attach) {
         let mut st = lock(&self.state);
         if st.sockets.contains_key(&id) && st.dead.is_none() {

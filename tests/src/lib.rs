@@ -294,21 +294,19 @@ impl Drop for Bg {
 impl Netns {
     /// Starts `args` in the namespace in the background, stdout piped.
     pub fn spawn(&self, args: &[&str]) -> Bg {
-        let child = self
-            .cmd(args[0])
-            .args(&args[1..])
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
-        Bg { child, lines: None }
+        self.spawn_with(args, Stdio::inherit())
     }
 
     /// [`Netns::spawn`] with stdin piped too ([`Bg::send_line`]).
     pub fn spawn_stdin(&self, args: &[&str]) -> Bg {
+        self.spawn_with(args, Stdio::piped())
+    }
+
+    fn spawn_with(&self, args: &[&str], stdin: Stdio) -> Bg {
         let child = self
             .cmd(args[0])
             .args(&args[1..])
-            .stdin(Stdio::piped())
+            .stdin(stdin)
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("{}: {e}", args[0]));
