@@ -27,6 +27,7 @@ use std::io;
 use std::os::fd::RawFd;
 
 pub mod pair;
+mod sys;
 pub mod tap;
 pub mod xdp;
 

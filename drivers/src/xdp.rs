@@ -30,9 +30,10 @@
 
 use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
+use crate::sys::{cvt, last, memfd, owned, Map};
 use crate::{truncated, Driver, Offload};
 
 /// Bytes per UMEM frame (room for a 1500-byte MTU frame and headroom;
@@ -122,18 +123,6 @@ struct Desc {
     options: u32,
 }
 
-fn last() -> io::Error {
-    io::Error::last_os_error()
-}
-
-fn cvt(r: libc::c_long) -> io::Result<RawFd> {
-    if r < 0 {
-        Err(last())
-    } else {
-        Ok(r as RawFd)
-    }
-}
-
 /// `bpf(2)` with `attr` (a zero-padded `union bpf_attr`).
 fn bpf(cmd: i32, attr: &mut [u8; 128]) -> io::Result<RawFd> {
     // SAFETY: `attr` is a live, writable 128-byte buffer, which covers
@@ -144,12 +133,6 @@ fn bpf(cmd: i32, attr: &mut [u8; 128]) -> io::Result<RawFd> {
 /// Writes `v` at `off` of `attr`.
 fn put(attr: &mut [u8; 128], off: usize, v: &[u8]) {
     attr[off..off + v.len()].copy_from_slice(v);
-}
-
-/// An owned fd from a raw one just made.
-fn owned(fd: RawFd) -> OwnedFd {
-    // SAFETY: `fd` was just returned by the kernel to us alone.
-    unsafe { OwnedFd::from_raw_fd(fd) }
 }
 
 fn setsockopt<T>(fd: &OwnedFd, name: i32, v: &T) -> io::Result<()> {
@@ -240,15 +223,7 @@ impl XdpAttach {
 
 /// The UMEM: a memfd of `FRAMES * FRAME` bytes.
 fn make_umem() -> io::Result<OwnedFd> {
-    // SAFETY: a NUL-terminated name and flags; a new fd.
-    let fd = cvt(unsafe { libc::memfd_create(c"strata-umem".as_ptr(), libc::MFD_CLOEXEC) }.into())?;
-    let fd = owned(fd);
-    let len = u64::from(FRAMES) * u64::from(FRAME);
-    // SAFETY: ftruncate on our own memfd.
-    if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
-        return Err(last());
-    }
-    Ok(fd)
+    memfd(c"strata-umem", u64::from(FRAMES) * u64::from(FRAME))
 }
 
 /// A socket with the UMEM registered, its rings sized, bound to queue 0
@@ -356,44 +331,6 @@ fn attach(prog: &OwnedFd, ifindex: u32, flags: u32) -> io::Result<OwnedFd> {
     put(&mut attr, 8, &BPF_XDP.to_ne_bytes());
     put(&mut attr, 12, &flags.to_ne_bytes());
     bpf(BPF_LINK_CREATE, &mut attr).map(owned)
-}
-
-/// A shared mapping, unmapped on drop.
-struct Map {
-    ptr: *mut u8,
-    len: usize,
-}
-
-// SAFETY: the mapping is plain shared memory; the ring indices in it are
-// accessed through atomics.
-unsafe impl Send for Map {}
-
-impl Map {
-    fn new(fd: RawFd, len: usize, offset: i64) -> io::Result<Map> {
-        // SAFETY: a new shared mapping of `fd`, not executable, at an
-        // address the kernel picks; nothing else is there.
-        let p = unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_POPULATE,
-                fd,
-                offset,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            return Err(last());
-        }
-        Ok(Map { ptr: p.cast(), len })
-    }
-}
-
-impl Drop for Map {
-    fn drop(&mut self) {
-        // SAFETY: our own mapping, unmapped once.
-        unsafe { libc::munmap(self.ptr.cast(), self.len) };
-    }
 }
 
 /// One of the four rings: a producer and a consumer index, flags and

@@ -40,6 +40,7 @@ pub mod offload;
 pub mod sock;
 pub mod tcp;
 pub mod udp;
+pub mod virtio;
 
 pub use ethernet::MacAddr;
 
