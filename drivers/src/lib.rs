@@ -15,6 +15,9 @@
 //!   host, for tests that need no kernel peer.
 //! - [`xdp::Xdp`]: an existing interface (a veth end, a NIC) through an
 //!   AF_XDP socket, with the XDP program that steers its frames there.
+//! - [`vfio::Vfio`]: a virtio-net PCI device driven from user space
+//!   through VFIO, with split virtqueues ([`virtq`]) in a DMA area of its
+//!   own.
 //!
 //! A backend is opened by the launcher, which keeps its fd for the life of
 //! the stack so that a crashed driverd loses only the frames in flight: the
@@ -26,9 +29,13 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use strata_proto::offload::{gso_type, vnet_flags, VnetHdr};
+
 pub mod pair;
 mod sys;
 pub mod tap;
+pub mod vfio;
+pub mod virtq;
 pub mod xdp;
 
 pub use pair::{Pair, Side};
@@ -100,9 +107,37 @@ pub trait Driver: Send {
         Ok(())
     }
 
-    /// The fd to poll for readability (and writability when send returned
-    /// false).
+    /// The poll events on [`Driver::as_raw_fd`] that say a device which
+    /// refused a frame may take one now: writability by default.
+    fn wait_for_room(&self) -> i16 {
+        libc::POLLOUT
+    }
+
+    /// The device's own state and counters, for a device that keeps
+    /// them; None by default.
+    fn device_stats(&self) -> Option<DeviceStats> {
+        None
+    }
+
+    /// The fd to poll for readability (and for [`Driver::wait_for_room`]
+    /// when send returned false).
     fn as_raw_fd(&self) -> RawFd;
+}
+
+/// The device's own state and the driver's work on its queues, for
+/// `strata stats` (virtio-net keeps no counters a driver can read).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// The device says its link is up (1), down (0); 1 when it cannot
+    /// say (no `STATUS` feature).
+    pub link_up: u64,
+    /// Interrupts taken (eventfd signals).
+    pub interrupts: u64,
+    /// Doorbell writes (notifications to the device).
+    pub notifies: u64,
+    /// Used-ring entries the device gave that named no buffer it held,
+    /// or a length beyond one: ignored and counted.
+    pub bad_completions: u64,
 }
 
 /// The offloads a device performs.
@@ -151,5 +186,57 @@ pub(crate) fn truncated(buf_len: usize) -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidData,
         format!("dropped a frame longer than the {buf_len}-byte receive buffer"),
+    )
+}
+
+/// The offload state a virtio-net header from a device (a TAP's
+/// kernel, a virtio NIC) describes.
+pub(crate) fn offload_of(h: &VnetHdr) -> io::Result<Offload> {
+    let csum = if h.flags & vnet_flags::NEEDS_CSUM != 0 {
+        Csum::Partial {
+            start: h.csum_start,
+            offset: h.csum_offset,
+        }
+    } else if h.flags & vnet_flags::DATA_VALID != 0 {
+        Csum::Verified
+    } else {
+        Csum::Unknown
+    };
+    let tcp4_mss = match h.gso_type & !gso_type::ECN {
+        gso_type::NONE => 0,
+        gso_type::TCPV4 if h.gso_size > 0 => h.gso_size,
+        t => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "a super-frame of GSO type {t} and size {}, which we did not ask for",
+                    h.gso_size
+                ),
+            ))
+        }
+    };
+    Ok(Offload { csum, tcp4_mss })
+}
+
+/// The virtio-net header that asks a device for `off`.
+pub(crate) fn vnet_of(off: &Offload) -> VnetHdr {
+    let mut h = VnetHdr::default();
+    if let Csum::Partial { start, offset } = off.csum {
+        h.flags = vnet_flags::NEEDS_CSUM;
+        h.csum_start = start;
+        h.csum_offset = offset;
+    }
+    if off.tcp4_mss > 0 {
+        h.gso_type = gso_type::TCPV4;
+        h.gso_size = off.tcp4_mss;
+    }
+    h
+}
+
+/// A virtio-net header that could not be read.
+pub(crate) fn bad_vnet(e: strata_proto::offload::OffloadError) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("virtio-net header: {e}"),
     )
 }

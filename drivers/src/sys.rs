@@ -27,9 +27,10 @@ pub(crate) fn owned(fd: RawFd) -> OwnedFd {
 /// A new memfd named `name` of `len` bytes (zeros), closed on exec.
 pub(crate) fn memfd(name: &std::ffi::CStr, len: u64) -> io::Result<OwnedFd> {
     // SAFETY: a NUL-terminated name and flags; a new fd.
-    let fd = owned(cvt(
-        unsafe { libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC) }.into(),
-    )?);
+    let fd = owned(cvt(unsafe {
+        libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC)
+    }
+    .into())?);
     // SAFETY: ftruncate on our own memfd.
     if unsafe { libc::ftruncate(fd.as_raw_fd(), len as libc::off_t) } < 0 {
         return Err(last());

@@ -32,9 +32,9 @@ use nix::sys::socket::{
 };
 use nix::sys::time::TimeVal;
 
-use strata_proto::offload::{gso_type, vnet_flags, VnetHdr, VNET_HDR_LEN};
+use strata_proto::offload::{VnetHdr, VNET_HDR_LEN};
 
-use crate::{truncated, Csum, Driver, Offload, Offloads, MAX_PARTS};
+use crate::{bad_vnet, offload_of, truncated, vnet_of, Driver, Offload, Offloads, MAX_PARTS};
 
 /// What [`Tap::create`] asks of the kernel with offloads: partial
 /// checksums and TCP/IPv4 segmentation, both ways (TUN_F_CSUM, TUN_F_TSO4).
@@ -232,56 +232,6 @@ impl Driver for Tap {
     fn as_raw_fd(&self) -> RawFd {
         self.file.as_raw_fd()
     }
-}
-
-/// The offload state a virtio-net header from the kernel describes.
-fn offload_of(h: &VnetHdr) -> io::Result<Offload> {
-    let csum = if h.flags & vnet_flags::NEEDS_CSUM != 0 {
-        Csum::Partial {
-            start: h.csum_start,
-            offset: h.csum_offset,
-        }
-    } else if h.flags & vnet_flags::DATA_VALID != 0 {
-        Csum::Verified
-    } else {
-        Csum::Unknown
-    };
-    let tcp4_mss = match h.gso_type & !gso_type::ECN {
-        gso_type::NONE => 0,
-        gso_type::TCPV4 if h.gso_size > 0 => h.gso_size,
-        t => {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "a super-frame of GSO type {t} and size {}, which we did not ask for",
-                    h.gso_size
-                ),
-            ))
-        }
-    };
-    Ok(Offload { csum, tcp4_mss })
-}
-
-/// The virtio-net header that asks the kernel for `off`.
-fn vnet_of(off: &Offload) -> VnetHdr {
-    let mut h = VnetHdr::default();
-    if let Csum::Partial { start, offset } = off.csum {
-        h.flags = vnet_flags::NEEDS_CSUM;
-        h.csum_start = start;
-        h.csum_offset = offset;
-    }
-    if off.tcp4_mss > 0 {
-        h.gso_type = gso_type::TCPV4;
-        h.gso_size = off.tcp4_mss;
-    }
-    h
-}
-
-fn bad_vnet(e: strata_proto::offload::OffloadError) -> io::Error {
-    io::Error::new(
-        io::ErrorKind::InvalidData,
-        format!("virtio-net header: {e}"),
-    )
 }
 
 impl AsFd for Tap {

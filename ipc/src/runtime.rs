@@ -35,7 +35,7 @@ pub struct IfaceRt {
     pub index: u8,
     /// Device name.
     pub name: String,
-    /// "tap" or "pair".
+    /// "tap", "pair", "af_xdp" or "vfio".
     pub driver: String,
     /// The stack's MAC on this interface.
     pub mac: [u8; 6],
@@ -51,6 +51,12 @@ pub struct IfaceRt {
     /// link (SLAAC, RFC 4862; Linux `autoconf`).
     #[serde(default)]
     pub autoconf: bool,
+    /// vfio only: negotiate checksum offload and TSO with the device.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub offloads: bool,
+    /// vfio only: poll the device rather than sleep on its interrupts.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub poll: bool,
 }
 
 /// The whole runtime configuration.

@@ -372,6 +372,15 @@ pub enum Device {
         /// The kernel's name of the interface.
         device: String,
     },
+    /// A virtio-net PCI device bound to vfio-pci, driven from user space
+    /// through VFIO (the machine needs an IOMMU).
+    Vfio {
+        /// The device's PCI address, `DDDD:BB:DD.F` as sysfs spells it.
+        device: String,
+        /// Poll the device's queues rather than sleep on its interrupts
+        /// (`poll = true`): lower latency, a core busy. Default false.
+        poll: bool,
+    },
 }
 
 /// Which end of a pair link an interface is.
@@ -1916,6 +1925,7 @@ struct RawInterface {
     #[serde(default)]
     host_addresses: Vec<String>,
     offloads: Option<bool>,
+    poll: Option<bool>,
 }
 
 #[derive(Deserialize)]
@@ -2081,18 +2091,45 @@ impl RawInterface {
                 check_name(&at("device"), &device, 15)?;
                 Device::AfXdp { device }
             }
+            "vfio" => {
+                if self.link.is_some() || self.side.is_some() {
+                    return Err(invalid(
+                        at("link"),
+                        "only a pair interface has a link and a side (this one's driver is vfio)",
+                    ));
+                }
+                let device = self.device.clone().ok_or_else(|| {
+                    invalid(
+                        at("device"),
+                        "a vfio interface needs the PCI address of its device (device = \"0000:00:03.0\")",
+                    )
+                })?;
+                if !strata_drivers::vfio::valid_pci_address(&device) {
+                    return Err(invalid(
+                        at("device"),
+                        format!("{device:?} is not a PCI address (DDDD:BB:DD.F in lower-case hex, like 0000:00:03.0)"),
+                    ));
+                }
+                Device::Vfio {
+                    device,
+                    poll: self.poll.unwrap_or(false),
+                }
+            }
             other => {
                 return Err(invalid(
                     at("driver"),
-                    format!("{other:?} is not a driver (expected \"tap\", \"pair\" or \"af_xdp\")"),
+                    format!("{other:?} is not a driver (expected \"tap\", \"pair\", \"af_xdp\" or \"vfio\")"),
                 ));
             }
         };
-        if self.device.is_some() && !matches!(device, Device::AfXdp { .. }) {
+        if self.device.is_some() && !matches!(device, Device::AfXdp { .. } | Device::Vfio { .. }) {
             return Err(invalid(
                 at("device"),
-                "only an af_xdp interface names a kernel device",
+                "only an af_xdp or vfio interface names a device",
             ));
+        }
+        if self.poll.is_some() && !matches!(device, Device::Vfio { .. }) {
+            return Err(invalid(at("poll"), "only a vfio interface polls"));
         }
         let mac = match self.mac {
             Some(text) => text
@@ -2112,7 +2149,7 @@ impl RawInterface {
                 return Err(invalid(at("offloads"), "the af_xdp driver has no offloads"))
             }
             (Some(on), _) => on,
-            (None, device) => *device == Device::Tap,
+            (None, device) => matches!(device, Device::Tap | Device::Vfio { .. }),
         };
         let (addresses, addresses6) = parse_cidrs(&at("addresses"), &self.addresses)?;
         let (host_addresses, host_addresses6) =
@@ -2550,7 +2587,7 @@ mod tests {
             ("[[interface]]\nname = \"eth/0\"\n".into(), "interface[0].name: \"eth/0\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
             ("[[interface]]\nname = \"sixteen-chars-xx\"\n".into(), "interface[0].name: \"sixteen-chars-xx\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
             (format!("{IFACE}[[interface]]\nname = \"strata0\"\n"), "interface[1].name: \"strata0\" is already the name of interface[0]"),
-            (iface("driver = \"vfio\"\n"), "interface[0].driver: \"vfio\" is not a driver (expected \"tap\", \"pair\" or \"af_xdp\")"),
+            (iface("driver = \"virtio\"\n"), "interface[0].driver: \"virtio\" is not a driver (expected \"tap\", \"pair\", \"af_xdp\" or \"vfio\")"),
             (iface("link = \"l1\"\n"), "interface[0].link: only a pair interface has a link (this one's driver is tap)"),
             (iface("driver = \"tap\"\nside = \"a\"\n"), "interface[0].side: only a pair interface has a side (this one's driver is tap)"),
             (iface("driver = \"pair\"\nside = \"a\"\n"), "interface[0].link: a pair interface needs the name of its link"),
@@ -2577,9 +2614,37 @@ mod tests {
         assert!(!c.interfaces[0].offloads);
         expect_errors(&[
             (iface("driver = \"af_xdp\"\n"), "interface[0].device: an af_xdp interface needs the kernel interface it drives (device = \"eth1\")"),
-            (iface("device = \"veth1\"\n"), "interface[0].device: only an af_xdp interface names a kernel device"),
+            (iface("device = \"veth1\"\n"), "interface[0].device: only an af_xdp or vfio interface names a device"),
             (iface("driver = \"af_xdp\"\ndevice = \"veth1\"\noffloads = true\n"), "interface[0].offloads: the af_xdp driver has no offloads"),
             (iface("driver = \"af_xdp\"\ndevice = \"a/b\"\n"), "interface[0].device: \"a/b\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
+        ]);
+    }
+
+    #[test]
+    fn vfio_drives_a_pci_device_by_its_address() {
+        let c = parse(&iface("driver = \"vfio\"\ndevice = \"0000:00:03.0\"\n")).unwrap();
+        assert_eq!(
+            c.interfaces[0].device,
+            Device::Vfio {
+                device: "0000:00:03.0".into(),
+                poll: false
+            }
+        );
+        assert!(c.interfaces[0].offloads, "offloads on by default");
+        let c = parse(&iface(
+            "driver = \"vfio\"\ndevice = \"0000:00:03.0\"\npoll = true\noffloads = false\n",
+        ))
+        .unwrap();
+        assert!(matches!(
+            c.interfaces[0].device,
+            Device::Vfio { poll: true, .. }
+        ));
+        assert!(!c.interfaces[0].offloads);
+        expect_errors(&[
+            (iface("driver = \"vfio\"\n"), "interface[0].device: a vfio interface needs the PCI address of its device (device = \"0000:00:03.0\")"),
+            (iface("driver = \"vfio\"\ndevice = \"00:03.0\"\n"), "interface[0].device: \"00:03.0\" is not a PCI address (DDDD:BB:DD.F in lower-case hex, like 0000:00:03.0)"),
+            (iface("poll = true\n"), "interface[0].poll: only a vfio interface polls"),
+            (iface("driver = \"vfio\"\ndevice = \"0000:00:03.0\"\nlink = \"l\"\n"), "interface[0].link: only a pair interface has a link and a side (this one's driver is vfio)"),
         ]);
     }
 

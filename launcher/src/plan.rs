@@ -35,6 +35,11 @@ pub enum DeviceSpec {
         /// The kernel's name of the interface.
         device: String,
     },
+    /// A virtio-net PCI device, opened through VFIO.
+    Vfio {
+        /// Its PCI address.
+        device: String,
+    },
 }
 
 /// Everything `up` needs.
@@ -80,7 +85,12 @@ impl Plan {
                     Device::Tap => "tap".into(),
                     Device::Pair { .. } => "pair".into(),
                     Device::AfXdp { .. } => "af_xdp".into(),
+                    Device::Vfio { .. } => "vfio".into(),
                 },
+                // Only driverd of a vfio device reads these: it negotiates
+                // the device's features itself.
+                offloads: matches!(ifc.device, Device::Vfio { .. }) && ifc.offloads,
+                poll: matches!(ifc.device, Device::Vfio { poll: true, .. }),
                 mac: ifc.mac.0,
                 mtu: ifc.mtu,
                 addrs: ifc.addresses.iter().map(|a| (a.addr, a.prefix)).collect(),
@@ -112,6 +122,9 @@ impl Plan {
                     side_a: *side == Side::A,
                 },
                 Device::AfXdp { device } => DeviceSpec::AfXdp {
+                    device: device.clone(),
+                },
+                Device::Vfio { device, .. } => DeviceSpec::Vfio {
                     device: device.clone(),
                 },
             })

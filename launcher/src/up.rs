@@ -22,6 +22,8 @@ enum HeldDevice {
     /// An AF_XDP interface: its socket and UMEM, and the XDP program
     /// (detached when this goes).
     Xdp(strata_drivers::xdp::XdpAttach),
+    /// A VFIO device: its container, group and DMA area, and the device.
+    Vfio(strata_drivers::vfio::VfioAttach, String),
 }
 
 impl HeldDevice {
@@ -30,6 +32,7 @@ impl HeldDevice {
         match self {
             HeldDevice::Fd(_, kind) => (*kind).into(),
             HeldDevice::Xdp(x) => format!("af_xdp, {} mode, queue 0", x.mode()),
+            HeldDevice::Vfio(v, pci) => format!("vfio, {pci}, IOMMU group {}", v.group()),
         }
     }
 
@@ -38,6 +41,7 @@ impl HeldDevice {
         match self {
             HeldDevice::Fd(fd, _) => (fd.as_raw_fd(), None),
             HeldDevice::Xdp(x) => (x.socket_fd(), Some(x.umem_fd())),
+            HeldDevice::Vfio(v, _) => (v.device_fd(), Some(v.dma_fd())),
         }
     }
 }
@@ -170,6 +174,12 @@ fn open_devices(plan: &Plan) -> Result<Vec<HeldDevice>, String> {
                 let x = strata_drivers::xdp::XdpAttach::open(device)
                     .map_err(|e| format!("interface[{i}]: AF_XDP on {device:?}: {e}"))?;
                 out.push(HeldDevice::Xdp(x));
+                continue;
+            }
+            DeviceSpec::Vfio { device } => {
+                let v = strata_drivers::vfio::VfioAttach::open(device)
+                    .map_err(|e| format!("interface[{i}]: VFIO device {device}: {e}"))?;
+                out.push(HeldDevice::Vfio(v, device.clone()));
                 continue;
             }
             DeviceSpec::Tap {

@@ -26,7 +26,7 @@ use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
 use strata_drivers::{Csum, Driver, Offload, Offloads};
 use strata_ipc::fabric::Pool;
 use strata_ipc::handle::{csum, gso};
-use strata_ipc::runtime::StackConfig;
+use strata_ipc::runtime::{IfaceRt, StackConfig};
 use strata_ipc::serve::{Cx, Layer, Loop, Overflow, MAX_WAIT_FDS};
 use strata_ipc::service::{self, ArenaFormat, DEVICE_FD_ENV, DEVICE_MEM_FD_ENV};
 use strata_ipc::{ifc, Buffers, Handle, LayerId, Service, BUDGET, HEADROOM, LARGE_BUF, SMALL_BUF};
@@ -80,16 +80,36 @@ strata_ipc::layer_stats! { "driverd";
     GroBadChecksum => "gro_bad_checksum",
     /// Flows GRO cut short for want of a large buffer.
     GroNoBuffer => "gro_no_buffer",
+    /// A device that says (a VFIO NIC): its link is up (1) or down (0).
+    DevLinkUp => "dev_link_up",
+    /// Interrupts the device raised.
+    DevInterrupts => "dev_interrupts",
+    /// Notifications (doorbell writes) sent to the device.
+    DevNotifies => "dev_notifies",
+    /// Completions the device gave that named no buffer it held, or a
+    /// length beyond one (ignored).
+    DevBadCompletions => "dev_bad_completions",
 }
 
-fn open_device(kind: &str, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
-    if kind == "af_xdp" {
-        let umem = service::inherited_fd(DEVICE_MEM_FD_ENV)
+fn open_device(cfg: &IfaceRt, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
+    let kind = cfg.driver.as_str();
+    if kind == "af_xdp" || kind == "vfio" {
+        let mem = service::inherited_fd(DEVICE_MEM_FD_ENV)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
         // SAFETY: the launcher passed us this fd for exactly this purpose,
         // and nothing else in this process uses it.
-        let xsk = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        return Ok(Box::new(strata_drivers::xdp::Xdp::from_fds(xsk, umem)?));
+        let dev = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
+        if kind == "vfio" {
+            let opts = strata_drivers::vfio::Options {
+                offloads: cfg.offloads,
+                poll: cfg.poll,
+                mtu: cfg.mtu,
+            };
+            return Ok(Box::new(strata_drivers::vfio::Vfio::from_fds(
+                dev, mem, opts,
+            )?));
+        }
+        return Ok(Box::new(strata_drivers::xdp::Xdp::from_fds(dev, mem)?));
     }
     // SAFETY: as above.
     unsafe {
@@ -463,6 +483,19 @@ impl Shell {
     }
 }
 
+impl Shell {
+    /// Copies a device's own counters into ours (on each wake-up: reading
+    /// them may cost the device a register access).
+    fn note_device(&mut self) {
+        if let Some(d) = self.dev.device_stats() {
+            self.stats.set(Stat::DevLinkUp, d.link_up);
+            self.stats.set(Stat::DevInterrupts, d.interrupts);
+            self.stats.set(Stat::DevNotifies, d.notifies);
+            self.stats.set(Stat::DevBadCompletions, d.bad_completions);
+        }
+    }
+}
+
 /// How many segments of `mss` payload bytes the TCP/IPv4 frame `d` stands
 /// for (1 when it is not one).
 fn tcp_segments(d: &[u8], mss: u16) -> usize {
@@ -515,7 +548,11 @@ impl Layer for Shell {
         fds[0] = libc::pollfd {
             fd: self.dev.as_raw_fd(),
             events: if hold { 0 } else { libc::POLLIN }
-                | if self.dev_full { libc::POLLOUT } else { 0 },
+                | if self.dev_full {
+                    self.dev.wait_for_room()
+                } else {
+                    0
+                },
             revents: 0,
         };
         1
@@ -523,6 +560,7 @@ impl Layer for Shell {
 
     fn woke(&mut self, fds: &[libc::pollfd]) {
         self.awake_turns = 0;
+        self.note_device();
         if fds.first().is_some_and(|p| p.revents & libc::POLLIN != 0) {
             self.rx_armed = true;
         }
@@ -565,7 +603,7 @@ fn main() {
     let fd: RawFd = service::inherited_fd(DEVICE_FD_ENV)
         .unwrap_or_else(|e| service::die("driverd", &e))
         .into_raw_fd();
-    let dev = open_device(&cfg.driver, fd)
+    let dev = open_device(cfg, fd)
         .unwrap_or_else(|e| service::die("driverd", &format!("device fd {fd}: {e}")));
     let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
     let lp = Loop::new(
