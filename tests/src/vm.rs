@@ -733,6 +733,8 @@ impl Vm {
         let initrd = dir.path().join("initramfs.cpio");
         build_initramfs(&initrd, &kernel, &opts)
             .unwrap_or_else(|e| panic!("writing the guest's initramfs: {e}"));
+        let size = std::fs::metadata(&initrd).map_or(0, |m| m.len());
+        let built = started.elapsed();
         let sock = dir.path().join("cmd.sock");
         let mut append = vec![
             "console=ttyS0",
@@ -807,6 +809,15 @@ impl Vm {
         vm.pci_addr = w[2].to_string();
         vm.vfio_group = w[6].to_string();
         vm.booted_in = started.elapsed();
+        eprintln!(
+            "vm: {} booted in {:.1} s (its {} MB initramfs written in {:.1} s), card {} in group {}",
+            kernel.package,
+            vm.booted_in.as_secs_f64(),
+            size >> 20,
+            built.as_secs_f64(),
+            vm.pci_addr,
+            vm.vfio_group
+        );
         if !opts.host_addresses.is_empty() {
             for a in &opts.host_addresses {
                 ns.run_ok(&["ip", "addr", "add", a, "dev", &vm.tap]);

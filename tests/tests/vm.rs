@@ -23,7 +23,6 @@ fn a_guest_boots_with_its_card_on_vfio_pci_and_runs_strata() {
     }
     .file("/srv/hello.txt", body, 0o644);
     let vm = Vm::boot(&ns, opts);
-    eprintln!("vm: booted in {:.1} s", vm.boot_time().as_secs_f64());
 
     // qemu's TAP is in the test's namespace, up with its address.
     let link = ns.run_ok(&["ip", "-br", "addr", "show", "dev", vm.tap()]);
@@ -64,6 +63,7 @@ fn a_guest_boots_with_its_card_on_vfio_pci_and_runs_strata() {
     let launcher = vm.strata_up("vm", &tap_config(""));
     eprintln!("vm: strata up in {:.1} s", t1.elapsed().as_secs_f64());
     let status = vm.run_ok("strata -i vm status");
+    eprintln!("vm: strata -i vm status:\n{status}");
     for layer in LAYERS {
         assert!(status.contains(layer), "no {layer} in:\n{status}");
     }
