@@ -49,6 +49,7 @@ pub fn status_field(pid: impl std::fmt::Display, field: &str) -> String {
 }
 
 mod raw_client;
+pub mod vm;
 pub use raw_client::{connect_sockd, RawClient, RAW_SEGMENT};
 
 use serde_json::Value;
