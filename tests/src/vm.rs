@@ -32,7 +32,7 @@
 //! writes for each guest (a newc cpio, see [`Initramfs`]): busybox
 //! (static), strata's release binaries from [`crate::bin_dir`] in
 //! [`GUEST_BIN`] (every layer, the launcher, and the other workspace
-//! binaries [`BootOpts::binaries`] names: examples, `vfio-probe`) with
+//! binaries [`BootOpts::binaries`] names: the examples) with
 //! the shared libraries `ldd` says they need, the modules, the files
 //! [`BootOpts::files`] adds, and an `/init` that:
 //!
@@ -235,8 +235,8 @@ pub struct GuestFile {
 #[derive(Debug, Clone)]
 pub struct BootOpts {
     /// Other workspace binaries (in [`crate::bin_dir`]: the examples of
-    /// `examples/`, the tests crate's `vfio-probe`) to put in
-    /// [`GUEST_BIN`] besides strata's own. Default: `httpd`.
+    /// `examples/`) to put in [`GUEST_BIN`] besides strata's own.
+    /// Default: `httpd`.
     pub binaries: Vec<String>,
     /// Extra files for the guest (a configuration, a script).
     pub files: Vec<GuestFile>,
