@@ -609,7 +609,7 @@ fn main() {
     let lp = Loop::new(
         &svc,
         &names,
-        &[],
+        &[Stat::DevLinkUp as usize],
         &[LayerId::NETDEVD],
         &[(LayerId::NETDEVD, Overflow::Keep)],
     );
