@@ -278,8 +278,9 @@ pub struct Interface {
     pub host_addresses6: Vec<Cidr6>,
     /// Device offloads: for a TAP, frames carry a virtio-net header, and
     /// the kernel and the stack exchange TCP super-segments of up to 64 KiB
-    /// with checksums left partial. Default true for a TAP; the pair
-    /// driver has none (false).
+    /// with checksums left partial; for a vfio device, the same is
+    /// negotiated with the device. Default true for a TAP and a vfio
+    /// device; the pair and af_xdp drivers have none (false).
     pub offloads: bool,
 }
 
