@@ -29,6 +29,8 @@
 use std::io;
 use std::os::fd::RawFd;
 
+use strata_ipc::fabric::Pool;
+use strata_ipc::Handle;
 use strata_proto::offload::{gso_type, vnet_flags, VnetHdr};
 
 pub mod pair;
@@ -119,6 +121,12 @@ pub trait Driver: Send {
         None
     }
 
+    /// For a device that reaches the pool's buffers itself (by DMA):
+    /// frames move by handle, uncopied. None by default.
+    fn pool_device(&mut self) -> Option<&mut dyn PoolDevice> {
+        None
+    }
+
     /// The fd to poll for readability (and for [`Driver::wait_for_room`]
     /// when send returned false).
     fn as_raw_fd(&self) -> RawFd;
@@ -138,6 +146,37 @@ pub struct DeviceStats {
     /// Used-ring entries the device gave that named no buffer it held,
     /// or a length beyond one: ignored and counted.
     pub bad_completions: u64,
+    /// Frames sent by copy rather than by reference (too little room in
+    /// front of them for the device's header, or cut in software).
+    pub tx_copied: u64,
+}
+
+/// A device that reads and writes the pool's buffers itself (DMA): it
+/// receives into buffers it takes from the pool and sends from the
+/// handles it is given, holding a reference on each buffer while it may
+/// touch it. Such a device holds pool buffers across a driverd death, so
+/// the driverd that opens one settles its predecessor's references only
+/// after the device is reset (`Fabric::reconcile`).
+pub trait PoolDevice {
+    /// Takes up to `max` received frames into `out`, each the handle of
+    /// the buffer it landed in (data window set) and its offload state,
+    /// and gives the device fresh buffers for those. Frames the device got
+    /// wrong are freed and counted.
+    fn receive(&mut self, pool: &mut Pool, max: usize, out: &mut Vec<(Handle, Offload)>) -> Rx;
+
+    /// Sends the frame `h` by reference (taking a reference of its own
+    /// until the device is done); Ok(false) when the device has no room
+    /// now. A frame it cannot send by reference goes by copy.
+    fn transmit(&mut self, pool: &mut Pool, h: &Handle, off: &Offload) -> io::Result<bool>;
+}
+
+/// What [`PoolDevice::receive`] found besides frames.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rx {
+    /// The device's receive queue is empty: nothing more to take now.
+    pub dry: bool,
+    /// The pool had no buffer to give the device.
+    pub no_buffer: bool,
 }
 
 /// The offloads a device performs.

@@ -53,28 +53,41 @@ use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::path::Path;
 use std::sync::atomic::{fence, Ordering};
 
+use strata_ipc::fabric::{BufferArea, Pool};
+use strata_ipc::{Buffers, Handle};
 use strata_proto::offload::{VnetHdr, VNET_HDR_LEN};
 use strata_proto::virtio::{BarRange, VirtioCaps, CONFIG_LEN};
 
 use crate::sys::{cvt, last, memfd, owned, Map};
 use crate::virtq::{self, Queue, Used};
-use crate::{bad_vnet, offload_of, truncated, vnet_of, DeviceStats, Driver, Offload, Offloads};
+use crate::{
+    bad_vnet, offload_of, truncated, vnet_of, DeviceStats, Driver, Offload, Offloads, PoolDevice,
+    Rx,
+};
 
 /// Where the DMA area starts in the device's (IOMMU) address space: above
 /// 4 GiB, clear of the interrupt window at 0xfee00000.
 pub const IOVA_BASE: u64 = 1 << 32;
+/// Where the packet pool's region starts in the device's address space:
+/// a pool byte at offset `o` of the region is at `POOL_IOVA + o` (only
+/// the buffers are mapped).
+pub const POOL_IOVA: u64 = 1 << 36;
 /// Descriptors per queue (fewer when the device offers fewer).
 pub const QUEUE: u16 = virtq::MAX;
-/// Bytes of each buffer: the virtio-net header and a 64 KiB frame, page
-/// rounded.
+/// Bytes of each copy buffer: the virtio-net header and a 64 KiB frame,
+/// page rounded.
 pub const BUF: usize = 68 * 1024;
-/// Where the buffers start in the DMA area.
+/// Where the copy buffers start in the DMA area.
 pub const BUFS_AT: usize = 64 * 1024;
-/// Bytes of the DMA area.
-pub const DMA_LEN: usize = BUFS_AT + 2 * QUEUE as usize * BUF;
+/// Bytes of the DMA area: the two queues and a copy buffer per transmit
+/// descriptor.
+pub const DMA_LEN: usize = BUFS_AT + QUEUE as usize * BUF;
+/// Receive buffers kept with the device when they are large ones (a
+/// super-segment each): a sixteenth of the pool's default large buffers.
+const RX_LARGE: u16 = 64;
 
-// The area holds both queues and every buffer; a whole super-segment
-// fits a buffer, and buffers stay page-aligned.
+// The area holds both queues and every copy buffer; a whole
+// super-segment fits a buffer, and buffers stay page-aligned.
 const _: () = assert!(2 * virtq::AREA <= BUFS_AT);
 const _: () = assert!(BUF >= HDR + 14 + 65535 && BUF.is_multiple_of(4096));
 
@@ -251,7 +264,7 @@ pub fn valid_pci_address(s: &str) -> bool {
 /// What the launcher holds for a VFIO device: the container (with the
 /// DMA area mapped into the IOMMU), the group, the device and the area.
 pub struct VfioAttach {
-    _container: OwnedFd,
+    container: OwnedFd,
     _group: OwnedFd,
     device: OwnedFd,
     dma: OwnedFd,
@@ -370,13 +383,35 @@ impl VfioAttach {
             name.as_ptr() as libc::c_ulong,
         )?);
         Ok(VfioAttach {
-            _container: container,
+            container,
             _group: group_fd,
             device,
             dma,
             _map: map,
             group_name: group,
         })
+    }
+
+    /// Lets the device reach the packet pool's buffers (`area`, from
+    /// `Fabric::buffer_area`) at [`POOL_IOVA`] plus their offset in the
+    /// region, so frames move between the device and the pool uncopied.
+    /// The mapping pins those pages for the life of the container.
+    pub fn map_pool(&self, area: BufferArea) -> io::Result<()> {
+        let mut m = DmaMap {
+            argsz: argsz::<DmaMap>(),
+            flags: DMA_MAP_FLAG_READ | DMA_MAP_FLAG_WRITE,
+            vaddr: area.addr as u64,
+            iova: POOL_IOVA + area.offset as u64,
+            size: area.len as u64,
+        };
+        ioctl(&self.container, IOMMU_MAP_DMA, ptr(&mut m))
+            .map(|_| ())
+            .map_err(|e| {
+                err(
+                    e.kind(),
+                    format!("mapping the packet pool for the device: {e}"),
+                )
+            })
     }
 
     /// The device's fd, for driverd.
@@ -479,11 +514,22 @@ pub struct Vfio {
     features: u64,
     irq: OwnedFd,
     poll: bool,
-    /// Transmit descriptors free, and which are with the device.
+    /// Receive descriptors: the pool buffer each holds for the device.
+    rx_slots: Vec<Option<Handle>>,
+    /// Receive descriptors without a buffer.
+    rx_free: Vec<u16>,
+    /// Buffers kept with the device.
+    rx_target: u16,
+    /// Bytes a receive buffer needs after its headroom: the longest frame.
+    rx_need: usize,
+    /// Transmit descriptors free, and which are with the device: `Some`
+    /// with the pool buffer sent by reference, `None` with a copy buffer.
     tx_free: Vec<u16>,
     tx_busy: Vec<bool>,
-    /// Receive buffers given back since the last publish.
-    rx_reposted: u16,
+    tx_slots: Vec<Option<Handle>>,
+    /// Pool buffers the device is done sending, to free when the pool is
+    /// at hand.
+    tx_done: Vec<Handle>,
     /// The transmit queue ran full: its interrupts are on.
     tx_waiting: bool,
     /// Polls that found the receive queue empty (polling only).
@@ -580,9 +626,14 @@ impl Vfio {
             features: 0,
             irq,
             poll: opts.poll,
+            rx_slots: Vec::new(),
+            rx_free: Vec::new(),
+            rx_target: 0,
+            rx_need: 0,
             tx_free: Vec::new(),
             tx_busy: Vec::new(),
-            rx_reposted: 0,
+            tx_slots: Vec::new(),
+            tx_done: Vec::new(),
             tx_waiting: false,
             dry_polls: 0,
             stats: DeviceStats::default(),
@@ -746,18 +797,28 @@ impl Vfio {
         if self.poll {
             self.signal_self();
         }
-        // Every receive buffer to the device; every transmit one free.
-        for id in 0..self.rx.size() {
-            self.rx.push(id, Self::iova(RXQ, id), BUF as u32, true);
-        }
+        // Receive buffers come from the pool at the first receive (after
+        // driverd has settled its predecessor's references); every
+        // transmit descriptor is free.
+        let large = features & F_GUEST_TSO4 != 0;
+        self.rx_need = if large {
+            14 + 65535
+        } else {
+            usize::from(opts.mtu) + 14 + 4
+        };
+        self.rx_target = if large {
+            self.rx.size().min(RX_LARGE)
+        } else {
+            self.rx.size()
+        };
+        self.rx_slots = vec![None; usize::from(self.rx.size())];
+        self.rx_free = (0..self.rx.size()).rev().collect();
         self.tx_free = (0..self.tx.size()).rev().collect();
         self.tx_busy = vec![false; usize::from(self.tx.size())];
+        self.tx_slots = vec![None; usize::from(self.tx.size())];
         self.tx.set_interrupts(false);
         self.set_status(STATUS_DRIVER_OK);
         self.note_link();
-        if self.rx.publish() {
-            self.ring(RXQ);
-        }
         Ok(())
     }
 
@@ -811,23 +872,23 @@ impl Vfio {
         }
     }
 
-    /// The bus address of buffer `id` of queue `q`.
-    fn iova(q: u16, id: u16) -> u64 {
-        IOVA_BASE + Self::buf_at(q, id) as u64
+    /// Where transmit descriptor `id`'s copy buffer is in the DMA area.
+    fn copy_at(id: u16) -> usize {
+        BUFS_AT + usize::from(id) * BUF
     }
 
-    /// Where buffer `id` of queue `q` is in the DMA area.
-    fn buf_at(q: u16, id: u16) -> usize {
-        BUFS_AT + (usize::from(q) * usize::from(QUEUE) + usize::from(id)) * BUF
-    }
-
-    fn buf(&mut self, q: u16, id: u16) -> &mut [u8] {
-        let at = Self::buf_at(q, id);
+    fn copy_buf(&mut self, id: u16) -> &mut [u8] {
+        let at = Self::copy_at(id);
         assert!(at + BUF <= self.dma.len);
         // SAFETY: inside the DMA mapping (checked); the device is not
-        // using this buffer: it gave it back (receive) or was never given
-        // it (transmit, a free descriptor).
+        // using this buffer: its descriptor is free.
         unsafe { std::slice::from_raw_parts_mut(self.dma.ptr.add(at), BUF) }
+    }
+
+    /// The bus address of byte `at` of `h`'s buffer.
+    fn pool_iova(pool: &Pool, h: &Handle, at: u32) -> Option<u64> {
+        let off = pool.fabric().buf_region_offset(h).ok()?;
+        Some(POOL_IOVA + off as u64 + u64::from(at))
     }
 
     /// Writes queue `q`'s doorbell (§4.1.5.2).
@@ -859,49 +920,67 @@ impl Vfio {
         }
     }
 
-    /// Gives receive buffer `id` back to the device; published in
-    /// batches.
-    fn repost(&mut self, id: u16) {
-        self.rx.push(id, Self::iova(RXQ, id), BUF as u32, true);
-        self.rx_reposted += 1;
-        if self.rx_reposted >= self.rx.size() / 4 {
-            self.publish_rx();
+    /// Gives the device pool buffers for the receive descriptors that
+    /// have none, up to its target; false when the pool had none left.
+    fn refill(&mut self, pool: &mut Pool) -> bool {
+        let mut ok = true;
+        while self.rx.outstanding() < self.rx_target {
+            let Some(id) = self.rx_free.pop() else { break };
+            let Some(h) = pool.alloc(self.rx_need) else {
+                self.rx_free.push(id);
+                ok = false;
+                break;
+            };
+            // The header goes just before the headroom's end, the frame
+            // at it: a received frame is where any frame's data starts.
+            let cap = pool.raw(&h).map_or(0, |r| r.len()) - h.data_off as usize;
+            match Self::pool_iova(pool, &h, h.data_off - HDR as u32) {
+                Some(bus) if cap >= self.rx_need => {
+                    self.rx.push(id, bus, (HDR + cap) as u32, true);
+                    self.rx_slots[usize::from(id)] = Some(h);
+                }
+                _ => {
+                    pool.free(&h);
+                    self.rx_free.push(id);
+                    ok = false;
+                    break;
+                }
+            }
         }
-    }
-
-    fn publish_rx(&mut self) {
-        self.rx_reposted = 0;
         if self.rx.publish() {
             self.ring(RXQ);
         }
+        ok
     }
 
-    /// Copies received buffer `u` out as a frame, with its offload state.
-    fn take_frame(
-        &mut self,
-        u: Used,
-        head: &mut [u8],
-        tail: &mut [u8],
-    ) -> io::Result<(usize, Offload)> {
-        let len = u.len as usize;
-        if !(HDR..=BUF).contains(&len) {
+    /// The frame the device wrote into the buffer of used entry `u`: its
+    /// handle with the data window set, and its offload state; None (the
+    /// buffer freed, the fault counted) when the device got it wrong.
+    fn take(&mut self, pool: &mut Pool, u: Used) -> Option<(Handle, Offload)> {
+        self.rx_free.push(u.id);
+        let Some(mut h) = self.rx_slots[usize::from(u.id)].take() else {
             self.stats.bad_completions += 1;
-            return Err(err(
-                io::ErrorKind::InvalidData,
-                format!("the device said it wrote {len} bytes into a {BUF}-byte buffer"),
-            ));
-        }
-        let buf = &self.buf(RXQ, u.id)[..len];
-        let off = offload_of(&VnetHdr::parse(&buf[..VNET_HDR_LEN]).map_err(bad_vnet)?)?;
-        let frame = &buf[HDR..];
-        let room = head.len() + tail.len();
-        if frame.len() > room {
-            return Err(truncated(room));
-        }
-        let h = frame.len().min(head.len());
-        head[..h].copy_from_slice(&frame[..h]);
-        tail[..frame.len() - h].copy_from_slice(&frame[h..]);
-        Ok((frame.len(), off))
+            return None;
+        };
+        let len = u.len as usize;
+        let cap = pool.raw(&h).map_or(0, |r| r.len()) - h.data_off as usize;
+        let start = h.data_off as usize - HDR;
+        let off = match pool.raw(&h) {
+            Ok(raw) if (HDR..=HDR + cap).contains(&len) => {
+                VnetHdr::parse(&raw[start..start + VNET_HDR_LEN])
+                    .map_err(bad_vnet)
+                    .and_then(|v| offload_of(&v))
+                    .ok()
+            }
+            _ => None,
+        };
+        let Some(off) = off else {
+            self.stats.bad_completions += 1;
+            pool.free(&h);
+            return None;
+        };
+        h.data_len = (len - HDR) as u32;
+        Some((h, off))
     }
 
     /// Takes back the transmit buffers the device is done with.
@@ -911,6 +990,9 @@ impl Vfio {
                 Ok(u) if self.tx_busy[usize::from(u.id)] => {
                     self.tx_busy[usize::from(u.id)] = false;
                     self.tx_free.push(u.id);
+                    if let Some(h) = self.tx_slots[usize::from(u.id)].take() {
+                        self.tx_done.push(h);
+                    }
                 }
                 _ => self.stats.bad_completions += 1,
             }
@@ -951,40 +1033,14 @@ impl Vfio {
 }
 
 impl Driver for Vfio {
+    /// Frames come by reference ([`PoolDevice::receive`]), never by
+    /// copy: nothing here.
     fn recv_split(
         &mut self,
-        head: &mut [u8],
-        tail: &mut [u8],
+        _head: &mut [u8],
+        _tail: &mut [u8],
     ) -> io::Result<Option<(usize, Offload)>> {
-        loop {
-            match self.rx.pop_used() {
-                Some(Ok(u)) => {
-                    // Busy: no interrupts until the queue runs dry.
-                    self.rx.set_interrupts(false);
-                    let got = self.take_frame(u, head, tail);
-                    self.repost(u.id);
-                    return got.map(Some);
-                }
-                Some(Err(_)) => self.stats.bad_completions += 1,
-                None => {
-                    self.publish_rx();
-                    if self.poll {
-                        self.dry_polls = self.dry_polls.wrapping_add(1);
-                        if self.dry_polls.is_multiple_of(4096) {
-                            self.note_link();
-                        }
-                        return Ok(None);
-                    }
-                    // Dry: interrupts back on, then one more look, for a
-                    // frame used before the device saw the flag.
-                    self.drain_irq();
-                    self.rx.set_interrupts(true);
-                    if !self.rx.has_used() {
-                        return Ok(None);
-                    }
-                }
-            }
-        }
+        Ok(None)
     }
 
     fn send_parts(&mut self, parts: &[&[u8]], off: &Offload) -> io::Result<bool> {
@@ -1006,7 +1062,7 @@ impl Driver for Vfio {
             return Ok(false);
         };
         let vh = vnet_of(off).to_bytes();
-        let buf = self.buf(TXQ, id);
+        let buf = self.copy_buf(id);
         buf[..VNET_HDR_LEN].copy_from_slice(&vh);
         buf[VNET_HDR_LEN..HDR].fill(0);
         let mut at = HDR;
@@ -1015,7 +1071,9 @@ impl Driver for Vfio {
             at += p.len();
         }
         self.tx_busy[usize::from(id)] = true;
-        self.tx.push(id, Self::iova(TXQ, id), at as u32, false);
+        self.stats.tx_copied += 1;
+        self.tx
+            .push(id, IOVA_BASE + Self::copy_at(id) as u64, at as u32, false);
         // A long batch starts moving before its end.
         if self.tx.unpublished() >= 64 {
             self.flush()?;
@@ -1045,8 +1103,96 @@ impl Driver for Vfio {
         Some(self.stats)
     }
 
+    fn pool_device(&mut self) -> Option<&mut dyn PoolDevice> {
+        Some(self)
+    }
+
     fn as_raw_fd(&self) -> RawFd {
         self.irq.as_raw_fd()
+    }
+}
+
+impl PoolDevice for Vfio {
+    fn receive(&mut self, pool: &mut Pool, max: usize, out: &mut Vec<(Handle, Offload)>) -> Rx {
+        // Sent buffers go back whenever driverd looks at the device, so an
+        // idle link holds none for long.
+        self.reap();
+        for h in self.tx_done.drain(..) {
+            pool.free(&h);
+        }
+        let mut rx = Rx::default();
+        let mut got = 0;
+        while got < max {
+            match self.rx.pop_used() {
+                Some(Ok(u)) => {
+                    // Busy: no interrupts until the queue runs dry.
+                    self.rx.set_interrupts(false);
+                    if let Some(f) = self.take(pool, u) {
+                        out.push(f);
+                        got += 1;
+                    }
+                }
+                Some(Err(_)) => self.stats.bad_completions += 1,
+                None if self.poll => {
+                    self.dry_polls = self.dry_polls.wrapping_add(1);
+                    if self.dry_polls.is_multiple_of(4096) {
+                        self.note_link();
+                    }
+                    rx.dry = true;
+                    break;
+                }
+                None => {
+                    // Dry: interrupts back on, then one more look, for a
+                    // frame used before the device saw the flag.
+                    self.drain_irq();
+                    self.rx.set_interrupts(true);
+                    if !self.rx.has_used() {
+                        rx.dry = true;
+                        break;
+                    }
+                }
+            }
+        }
+        rx.no_buffer = !self.refill(pool);
+        rx
+    }
+
+    fn transmit(&mut self, pool: &mut Pool, h: &Handle, off: &Offload) -> io::Result<bool> {
+        // The header goes in the headroom, just before the frame.
+        let at = h.data_off.checked_sub(HDR as u32);
+        let bus = at.and_then(|at| Self::pool_iova(pool, h, at));
+        let (Some(at), Some(bus)) = (at, bus) else {
+            // Copied into a buffer of the area; nothing of the pool kept.
+            let frame = pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
+            return self.send_parts(&[frame], off);
+        };
+        self.reap();
+        let Some(id) = self.tx_free.pop() else {
+            // Full: an interrupt when the device gives buffers back.
+            if !self.poll {
+                self.tx_waiting = true;
+                self.tx.set_interrupts(true);
+            }
+            self.reap();
+            return Ok(false);
+        };
+        let raw = match pool.add_ref(h).and_then(|()| pool.raw_mut(h)) {
+            Ok(raw) => raw,
+            Err(_) => {
+                self.tx_free.push(id);
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+        };
+        let at = at as usize;
+        raw[at..at + VNET_HDR_LEN].copy_from_slice(&vnet_of(off).to_bytes());
+        raw[at + VNET_HDR_LEN..at + HDR].fill(0);
+        self.tx_busy[usize::from(id)] = true;
+        self.tx_slots[usize::from(id)] = Some(*h);
+        self.tx.push(id, bus, HDR as u32 + h.data_len, false);
+        if self.tx.unpublished() >= 64 {
+            self.flush()?;
+        }
+        Ok(true)
     }
 }
 

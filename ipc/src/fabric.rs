@@ -441,6 +441,28 @@ impl Fabric {
         }
     }
 
+    /// The packet buffers of both classes, for a device that reaches
+    /// them by DMA (the launcher maps them into the IOMMU): where they
+    /// start in this process's address space, how many bytes, and where
+    /// they start in the region. Page-aligned.
+    pub fn buffer_area(&self) -> BufferArea {
+        let offset = self.off.small as usize;
+        let len = self.off.capture as usize - offset;
+        BufferArea {
+            addr: self.region.ptr(offset) as usize,
+            len,
+            offset,
+        }
+    }
+
+    /// Where `h`'s buffer starts in the region (the offset a device that
+    /// reaches the buffers by DMA adds to their bus address), once `h` is
+    /// checked live.
+    pub fn buf_region_offset(&self, h: &Handle) -> Result<usize, BufError> {
+        self.check(h)?;
+        Ok(self.buf_off(h.buf))
+    }
+
     /// Where buffer `i`'s bytes start in the region.
     #[inline]
     fn buf_off(&self, i: u32) -> usize {
@@ -1743,6 +1765,17 @@ impl Consumer<'_> {
     pub fn replayed(&self) -> u64 {
         self.replayed
     }
+}
+
+/// The packet buffers' place in memory ([`Fabric::buffer_area`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BufferArea {
+    /// Their first byte's address in the calling process.
+    pub addr: usize,
+    /// Bytes, both classes.
+    pub len: usize,
+    /// Their first byte's offset in the region.
+    pub offset: usize,
 }
 
 /// The pool as seen by one layer, implementing [`Buffers`].

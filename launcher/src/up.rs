@@ -325,6 +325,15 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
     // configuration) wake a layer asleep in poll, not only one on its
     // futex.
     fabric.set_wakeups(wake_fds);
+    // A VFIO device reaches the pool's buffers itself.
+    for (i, d) in held.devices.iter().enumerate() {
+        if let HeldDevice::Vfio(v, pci) = d {
+            v.map_pool(fabric.buffer_area()).map_err(|e| {
+                let _ = std::fs::remove_dir_all(&dir);
+                format!("interface[{i}]: VFIO device {pci}: {e}")
+            })?;
+        }
+    }
     let result = (|| {
         if plan.layer_uid_base != 0 {
             // Only the layers' group (and root) may map the region.

@@ -199,6 +199,8 @@ fn the_kernel_reaches_the_stack_on_a_vfio_nic_even_as_driverd_dies() {
         "no super-segment went out"
     );
     assert_eq!(driverd(&vm, "dev_bad_completions"), 0);
+    // Every frame went by reference, from the pool's buffers.
+    assert_eq!(driverd(&vm, "dev_tx_copied"), 0, "frames sent by copy");
     eprintln!(
         "vfio: driverd0 after the download: {}",
         json(&vm, "stats")["layers"]["driverd0"]
@@ -238,6 +240,10 @@ fn the_kernel_reaches_the_stack_on_a_vfio_nic_even_as_driverd_dies() {
         0,
         "super-segments with offloads off"
     );
+    // The stack's super-segments, cut by driverd, went by copy.
+    let cut = driverd(&vm, "gso_soft_segments");
+    assert!(cut > 0, "no super-segment cut in software");
+    assert!(driverd(&vm, "dev_tx_copied") >= cut);
     vm.run_ok(&format!("kill {}", httpd.pid));
     vm.run_ok("strata -i vm down");
     wait_gone(&vm, launcher.pid);

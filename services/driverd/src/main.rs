@@ -23,7 +23,8 @@ mod gro;
 use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{FromRawFd, IntoRawFd, RawFd};
-use strata_drivers::{Csum, Driver, Offload, Offloads};
+use std::sync::atomic::Ordering;
+use strata_drivers::{Csum, Driver, Offload, Offloads, Rx};
 use strata_ipc::fabric::Pool;
 use strata_ipc::handle::{csum, gso};
 use strata_ipc::runtime::{IfaceRt, StackConfig};
@@ -89,6 +90,9 @@ strata_ipc::layer_stats! { "driverd";
     /// Completions the device gave that named no buffer it held, or a
     /// length beyond one (ignored).
     DevBadCompletions => "dev_bad_completions",
+    /// Frames a device that reaches the pool itself sent by copy instead
+    /// (too little headroom for its header, or cut in software).
+    DevTxCopied => "dev_tx_copied",
 }
 
 fn open_device(cfg: &IfaceRt, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
@@ -160,6 +164,9 @@ struct Shell {
     gro: Option<gro::Gro>,
     /// Frames read this turn, on their way to netdevd.
     batch: Vec<Handle>,
+    /// Frames a device wrote into pool buffers, taken this turn (kept to
+    /// reuse its allocation).
+    by_ref: Vec<(Handle, Offload)>,
     /// Frames the device would not take yet; bounded by one ring's worth.
     pending: VecDeque<Handle>,
     /// The device may have frames: set when poll says it is readable,
@@ -189,6 +196,9 @@ impl Shell {
     /// them here). Returns how many.
     fn receive(&mut self, cx: &mut Cx) -> usize {
         let room = cx.room(TO_NETDEV).min(BUDGET);
+        if self.dev.pool_device().is_some() {
+            return self.receive_by_reference(cx, room);
+        }
         let mut n = 0;
         // Reads, counting the frames lost as too long: bounded too.
         let mut reads = 0;
@@ -234,6 +244,46 @@ impl Shell {
                 }
             }
         }
+        self.pass_up(cx, n)
+    }
+
+    /// [`Shell::receive`] from a device that writes frames into pool
+    /// buffers itself: up to `room` frames, uncopied.
+    fn receive_by_reference(&mut self, cx: &mut Cx, room: usize) -> usize {
+        let mut got = std::mem::take(&mut self.by_ref);
+        let rx = match self.dev.pool_device() {
+            Some(d) => d.receive(&mut cx.pool, room, &mut got),
+            None => Rx::default(),
+        };
+        if rx.dry {
+            self.stats.inc(Stat::RxEmptyReads);
+            self.rx_armed = false;
+        }
+        if rx.no_buffer {
+            self.stats.inc(Stat::RxNoBuffer);
+            cx.pool
+                .fabric()
+                .iface_add(self.iface, ifc::RX_DROP_NO_BUFFER, 1);
+        }
+        // No buffer and nothing received: nap rather than spin.
+        self.pool_dry = rx.no_buffer && got.is_empty();
+        let n = got.len();
+        for (mut h, off) in got.drain(..) {
+            h.iif = self.iface;
+            h.tstamp = cx.now;
+            self.note_offload(&mut h, &mut cx.pool, &off);
+            match &mut self.gro {
+                Some(g) => g.receive(&mut cx.pool, h, &mut self.batch),
+                None => self.batch.push(h),
+            }
+        }
+        self.by_ref = got;
+        self.pass_up(cx, n)
+    }
+
+    /// Hands the frames read this turn to netdevd, after software GRO's
+    /// flush, and counts them.
+    fn pass_up(&mut self, cx: &mut Cx, n: usize) -> usize {
         if let Some(g) = &mut self.gro {
             g.flush(&mut cx.pool, &mut self.batch);
             self.stats.set(Stat::GroSuperFrames, g.stats.super_frames);
@@ -396,9 +446,7 @@ impl Shell {
     fn send_one(&mut self, cx: &mut Cx, h: &Handle) -> io::Result<bool> {
         let super_seg = h.gso_type == gso::TCPV4 && h.gso_size > 0;
         if !super_seg && h.csum != csum::PARTIAL {
-            cx.syscalls(1);
-            let frame = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
-            return self.dev.send(frame);
+            return self.send_frame(cx, h, &Offload::default());
         }
         let d = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
         let Some((f, csum_at)) = IpFrame::parse(d)
@@ -443,9 +491,18 @@ impl Shell {
             self.stats.inc(Stat::TxSuperFrames);
             self.stats.add(Stat::TxSuperSegments, segs as u64);
         }
+        self.send_frame(cx, h, &off)
+    }
+
+    /// Writes `h`'s frame whole with offload state `off`: by reference to
+    /// a device that reaches the pool, else by copy.
+    fn send_frame(&mut self, cx: &mut Cx, h: &Handle, off: &Offload) -> io::Result<bool> {
+        if let Some(d) = self.dev.pool_device() {
+            return d.transmit(&mut cx.pool, h, off);
+        }
         cx.syscalls(1);
         let frame = cx.pool.data(h).map_err(|_| io::ErrorKind::InvalidInput)?;
-        self.dev.send_parts(&[frame], &off)
+        self.dev.send_parts(&[frame], off)
     }
 
     /// Software GSO: writes the super-segment `h` as MSS-sized frames, each
@@ -492,6 +549,7 @@ impl Shell {
             self.stats.set(Stat::DevInterrupts, d.interrupts);
             self.stats.set(Stat::DevNotifies, d.notifies);
             self.stats.set(Stat::DevBadCompletions, d.bad_completions);
+            self.stats.set(Stat::DevTxCopied, d.tx_copied);
         }
     }
 }
@@ -603,8 +661,20 @@ fn main() {
     let fd: RawFd = service::inherited_fd(DEVICE_FD_ENV)
         .unwrap_or_else(|e| service::die("driverd", &e))
         .into_raw_fd();
-    let dev = open_device(cfg, fd)
+    let mut dev = open_device(cfg, fd)
         .unwrap_or_else(|e| service::die("driverd", &format!("device fd {fd}: {e}")));
+    if dev.pool_device().is_some() {
+        // The device may have held pool buffers for a predecessor; it
+        // was reset just now and touches none, so what that instance held
+        // (the launcher left it, see self_reclaim) is ours to drop.
+        f.ctl(svc.me).self_reclaim.store(1, Ordering::Release);
+        let dropped = f.reconcile(svc.me, |_, _| 0);
+        if dropped > 0 {
+            svc.log(&format!(
+                "released {dropped} buffer references of the previous instance"
+            ));
+        }
+    }
     let names: Vec<&str> = Stat::ALL.iter().map(|s| s.name()).collect();
     let lp = Loop::new(
         &svc,
@@ -625,6 +695,7 @@ fn main() {
         // The device gives no super-segments: make them.
         gro: (!offloads.tso4).then(gro::Gro::default),
         batch: Vec::with_capacity(BUDGET),
+        by_ref: Vec::with_capacity(BUDGET),
         pending: VecDeque::with_capacity(f.params().ring_size as usize),
         rx_armed: true,
         awake_turns: 0,
