@@ -4,24 +4,31 @@
 //! The launcher ([`VfioAttach::open`], root) opens what must outlive a
 //! driverd: the VFIO container with the device's IOMMU group in it, the
 //! device, and the DMA area — a memfd of [`DMA_LEN`] bytes mapped into the
-//! IOMMU at [`IOVA_BASE`], so the device reaches it and nothing else.
-//! driverd ([`Vfio::from_fds`]) inherits copies of the device and memfd
-//! fds, maps the device's registers and the area, and runs the device:
-//! it resets it, negotiates features, lays out a receive and a transmit
-//! queue in the area, wires MSI-X to an eventfd it sleeps on, and starts
-//! it. A restarted driverd does all of it again: the reset takes every
-//! buffer back from the device, and since the device only ever held
-//! buffers of the area, never the pool's, nothing of the pool can leak
-//! (frames in flight are lost, as on a wire).
+//! IOMMU at [`IOVA_BASE`]; once the fabric exists it maps the packet
+//! pool's buffers too ([`VfioAttach::map_pool`], at [`POOL_IOVA`] plus
+//! their offset in the region). The device reaches those and nothing
+//! else. driverd ([`Vfio::from_fds`]) inherits copies of the device and
+//! memfd fds, maps the device's registers and the area, and runs the
+//! device: it resets it, negotiates features, lays out a receive and a
+//! transmit queue in the area, wires MSI-X to an eventfd it sleeps on,
+//! and starts it.
+//!
+//! # Frames by reference
+//! The device receives into pool buffers driverd gives it, each described
+//! from 12 bytes before the buffer's data start so that the virtio-net
+//! header lands in the headroom and the frame where a frame's data
+//! begins; and it sends from the stack's buffers, the header written in
+//! front of the frame ([`PoolDevice`]). The device holds a reference on
+//! every buffer it may touch, so a driverd that opens one must settle its
+//! predecessor's references only after the reset in [`Vfio::from_fds`]
+//! (driverd does, with `Fabric::reconcile`). A frame without 12 bytes of
+//! headroom, or a segment software GSO cut, is copied into the copy
+//! buffer of its transmit descriptor instead.
 //!
 //! # The DMA area
 //! `[rx queue][tx queue]` (a [`virtq::AREA`] each) from its start, then
-//! from [`BUFS_AT`] one buffer of [`BUF`] bytes per receive descriptor and
-//! one per transmit descriptor. A buffer holds the 12-byte virtio-net
-//! header and a frame of up to 64 KiB (a TCP super-segment), so receive
-//! buffers need no chaining and transmit takes any frame in one
-//! descriptor. Frames are copied between these buffers and the pool's,
-//! one copy each way as with a TAP's `read` and `write`.
+//! from [`BUFS_AT`] one copy buffer of [`BUF`] bytes per transmit
+//! descriptor, room for the 12-byte header and a 64 KiB super-segment.
 //!
 //! # The device
 //! Virtio 1.x over PCI (modern transport only: §4.1 of the virtio
@@ -37,7 +44,7 @@
 //! stats` and to check the stack's MTU), and with offloads on, `CSUM`,
 //! `GUEST_CSUM`, `HOST_TSO4` and `GUEST_TSO4` (partial checksums and TCP
 //! super-segments both ways, as with a TAP). `MRG_RXBUF` is not taken:
-//! receive buffers are large enough.
+//! receive buffers are large ones when super-segments may come.
 //!
 //! # Interrupts or polling
 //! With MSI-X (the default), both queues signal vector 0, whose eventfd
