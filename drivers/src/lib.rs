@@ -168,6 +168,22 @@ pub trait PoolDevice {
     /// until the device is done); Ok(false) when the device has no room
     /// now. A frame it cannot send by reference goes by copy.
     fn transmit(&mut self, pool: &mut Pool, h: &Handle, off: &Offload) -> io::Result<bool>;
+
+    /// Sends a frame given as consecutive parts (a segment software GSO
+    /// cut) by copying it; Ok(false) when the device has no room now.
+    fn transmit_copy(
+        &mut self,
+        pool: &mut Pool,
+        parts: &[&[u8]],
+        off: &Offload,
+    ) -> io::Result<bool>;
+
+    /// Whether driverd settles a dead predecessor's references itself,
+    /// after opening (and so resetting) the device: true for a device
+    /// that only a driverd can make let go of its buffers. False when the
+    /// launcher does it before the restart (an AF_XDP socket, which it
+    /// closes), so its ordinary reclaim applies.
+    fn settles_references(&self) -> bool;
 }
 
 /// What [`PoolDevice::receive`] found besides frames.

@@ -1201,6 +1201,19 @@ impl PoolDevice for Vfio {
         }
         Ok(true)
     }
+
+    fn transmit_copy(
+        &mut self,
+        _pool: &mut Pool,
+        parts: &[&[u8]],
+        off: &Offload,
+    ) -> io::Result<bool> {
+        self.send_parts(parts, off)
+    }
+
+    fn settles_references(&self) -> bool {
+        true
+    }
 }
 
 impl Drop for Vfio {

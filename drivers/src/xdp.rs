@@ -1,26 +1,33 @@
 //! An existing Linux interface driven through an AF_XDP socket.
 //!
-//! The launcher ([`XdpAttach::open`]) makes everything that must outlive a
-//! driverd: the UMEM (a memfd of [`FRAMES`] frames of [`FRAME`] bytes,
-//! registered with the socket), the socket with its four rings, bound to
-//! the interface's queue 0, an XSKMAP holding it, and a five-instruction
-//! XDP program, attached to the interface by a BPF link, that redirects
-//! every frame of that queue to the socket (`bpf_redirect_map`, with
-//! `XDP_PASS` when no socket is bound). Closing the link (the launcher
-//! exits) detaches the program: nothing is left on the interface.
+//! The launcher ([`XdpAttach::open`]) makes what must outlive a driverd:
+//! an XSKMAP, and a five-instruction XDP program, attached to the
+//! interface by a BPF link, that redirects every frame of queue 0 to the
+//! socket in the map (`bpf_redirect_map`, with `XDP_PASS` while the map
+//! holds none). Closing the link (the launcher exits) detaches the
+//! program: nothing is left on the interface. Once the fabric exists it
+//! makes the socket ([`XdpAttach::bind`]): its UMEM is the packet pool's
+//! buffers themselves (both classes, in chunks of [`CHUNK`] bytes, so
+//! each small buffer is one chunk), its four rings, bound to queue 0,
+//! and put in the map.
 //!
-//! driverd ([`Xdp::from_fds`]) maps the UMEM and the rings from inherited
-//! copies of the socket and memfd. The rings' indices live in that shared
-//! memory, so a restarted driverd finds every frame where its predecessor
-//! left it: frames in the fill and transmit rings are the kernel's,
-//! frames in the receive and completion rings wait for us, every other
-//! frame is free (one popped from the receive ring but not yet copied
-//! when driverd died is simply lost, as on a wire).
+//! So frames land where the stack reads them and leave from where it
+//! wrote them: driverd ([`Xdp::from_fd`]) gives the kernel small pool
+//! buffers to receive into (the frame lands [`XDP_PACKET_HEADROOM`] bytes
+//! in, and its handle says so) and sends the stack's own buffers, holding
+//! a reference on each buffer while the kernel has it. A frame that
+//! crosses a chunk boundary (one in a large buffer may), or a segment
+//! software GSO cut, is copied into a fresh small buffer first. The
+//! socket is bound in zero-copy mode if the interface's driver can, else
+//! in copy mode, where the kernel copies between its own buffers and the
+//! pool's ([`XdpAttach::mode`]).
 //!
-//! Frames are copied between the UMEM and the pool's buffers, one copy
-//! each way as with a TAP's `read` and `write`. The socket is bound in
-//! copy mode unless the interface's driver can do zero-copy, which the
-//! launcher tries first ([`XdpAttach::mode`]).
+//! A socket holds pool buffers no ring shows (the kernel keeps some it
+//! took from the fill ring), so a driverd's death cannot be settled from
+//! the rings: before it reclaims the dead driverd's buffers, the launcher
+//! closes the socket, which makes the kernel let go of every one, and
+//! binds a new one for the next driverd ([`XdpAttach::rebind`]). Frames
+//! the old socket held are lost, as on a wire.
 //!
 //! Linux's `Documentation/networking/af_xdp.rst` describes the rings and
 //! the need-wakeup protocol used here: after queueing frames to send,
@@ -33,18 +40,30 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use crate::sys::{cvt, last, memfd, owned, Map};
-use crate::{truncated, Driver, Offload};
+use strata_ipc::fabric::{BufferArea, Pool};
+use strata_ipc::{Buffers, Handle, SMALL_BUF};
 
-/// Bytes per UMEM frame (room for a 1500-byte MTU frame and headroom;
-/// a power of two, as the kernel's aligned mode wants).
-pub const FRAME: u32 = 4096;
+use crate::sys::{cvt, last, owned, Map};
+use crate::{truncated, DeviceStats, Driver, Offload, PoolDevice, Rx};
 
-/// Frames in the UMEM: half for the fill ring, the rest for sending.
-pub const FRAMES: u32 = 4096;
+/// Bytes per UMEM chunk: a small pool buffer. A power of two, as the
+/// kernel's aligned mode wants; a frame the kernel receives or sends
+/// lies inside one chunk.
+pub const CHUNK: u32 = SMALL_BUF as u32;
+
+/// Where in its chunk the kernel puts a received frame (Linux's
+/// `XDP_PACKET_HEADROOM`, the UMEM asking for no more).
+pub const XDP_PACKET_HEADROOM: u32 = 256;
+
+/// The longest frame a chunk takes.
+pub const MAX_FRAME: u32 = CHUNK - XDP_PACKET_HEADROOM;
 
 /// Entries of each of the four rings.
 const RING: u32 = 2048;
+
+/// Pool buffers kept with the kernel for receiving: an eighth of the
+/// pool's default small buffers.
+const RX_BUFFERS: u32 = 512;
 
 // linux/if_xdp.h
 const AF_XDP: i32 = 44;
@@ -67,6 +86,7 @@ const XDP_RING_NEED_WAKEUP: u32 = 1;
 // linux/bpf.h
 const BPF_MAP_CREATE: i32 = 0;
 const BPF_MAP_UPDATE_ELEM: i32 = 2;
+const BPF_MAP_DELETE_ELEM: i32 = 3;
 const BPF_PROG_LOAD: i32 = 5;
 const BPF_LINK_CREATE: i32 = 28;
 const BPF_MAP_TYPE_XSKMAP: u32 = 17;
@@ -153,20 +173,22 @@ fn setsockopt<T>(fd: &OwnedFd, name: i32, v: &T) -> io::Result<()> {
     }
 }
 
-/// What the launcher holds for an interface driven by AF_XDP: the socket
-/// and UMEM it hands to driverd, and the XDP program with the link that
-/// keeps it attached.
+/// What the launcher holds for an AF_XDP interface: the program, its
+/// link and map, and the socket once bound.
 pub struct XdpAttach {
-    xsk: OwnedFd,
-    umem: OwnedFd,
-    _map: OwnedFd,
+    ifindex: u32,
+    xsk: Option<OwnedFd>,
+    area: Option<BufferArea>,
+    map: OwnedFd,
     _prog: OwnedFd,
     _link: OwnedFd,
     mode: &'static str,
 }
 
 impl XdpAttach {
-    /// Sets up AF_XDP on interface `ifname` (queue 0): see the module doc.
+    /// Attaches the redirecting program to interface `ifname` (queue 0):
+    /// see the module doc. Frames pass to the kernel until
+    /// [`XdpAttach::bind`].
     pub fn open(ifname: &str) -> io::Result<XdpAttach> {
         let name = CString::new(ifname).map_err(|_| io::ErrorKind::InvalidInput)?;
         // SAFETY: a NUL-terminated name.
@@ -177,71 +199,89 @@ impl XdpAttach {
                 format!("no interface {ifname:?} in this network namespace"),
             ));
         }
-        let umem = make_umem()?;
-        let attempt = |flags| bind_socket(&umem, ifindex, flags);
-        let (xsk, mode) = match attempt(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP) {
-            Ok(s) => (s, "zero-copy"),
-            Err(_) => (attempt(XDP_COPY | XDP_USE_NEED_WAKEUP)?, "copy"),
-        };
         let map = xskmap()?;
-        let mut attr = [0u8; 128];
-        put(&mut attr, 0, &(map.as_raw_fd() as u32).to_ne_bytes());
-        let key = 0u32;
-        let value = xsk.as_raw_fd() as u32;
-        put(&mut attr, 8, &(&key as *const u32 as u64).to_ne_bytes());
-        put(&mut attr, 16, &(&value as *const u32 as u64).to_ne_bytes());
-        bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
         let prog = redirect_program(&map)?;
         // The driver's own XDP hook if it has one, else the generic one.
         let link =
             attach(&prog, ifindex, 0).or_else(|_| attach(&prog, ifindex, XDP_FLAGS_SKB_MODE))?;
         Ok(XdpAttach {
-            xsk,
-            umem,
-            _map: map,
+            ifindex,
+            xsk: None,
+            area: None,
+            map,
             _prog: prog,
             _link: link,
-            mode,
+            mode: "unbound",
         })
     }
 
-    /// The AF_XDP socket, for driverd.
+    /// Makes the socket, its UMEM the pool's buffers (`area`, from
+    /// `Fabric::buffer_area`), bound to queue 0 (zero-copy if the
+    /// interface's driver can, else copy mode), and puts it in the map.
+    pub fn bind(&mut self, area: BufferArea) -> io::Result<()> {
+        let attempt = |flags| bind_socket(area, self.ifindex, flags);
+        let (xsk, mode) = match attempt(XDP_ZEROCOPY | XDP_USE_NEED_WAKEUP) {
+            Ok(s) => (s, "zero-copy"),
+            Err(_) => (attempt(XDP_COPY | XDP_USE_NEED_WAKEUP)?, "copy"),
+        };
+        let mut attr = [0u8; 128];
+        put(&mut attr, 0, &(self.map.as_raw_fd() as u32).to_ne_bytes());
+        let key = 0u32;
+        let value = xsk.as_raw_fd() as u32;
+        put(&mut attr, 8, &(&key as *const u32 as u64).to_ne_bytes());
+        put(&mut attr, 16, &(&value as *const u32 as u64).to_ne_bytes());
+        bpf(BPF_MAP_UPDATE_ELEM, &mut attr)?;
+        self.xsk = Some(xsk);
+        self.area = Some(area);
+        self.mode = mode;
+        Ok(())
+    }
+
+    /// A new socket in place of the one a dead driverd used: the old one
+    /// leaves the map and is closed first (a queue takes one socket), so
+    /// the kernel holds none of the pool's buffers any more; its
+    /// successor starts with empty rings. Frames pass to the kernel in
+    /// between.
+    pub fn rebind(&mut self) -> io::Result<()> {
+        let area = self
+            .area
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "never bound"))?;
+        let mut attr = [0u8; 128];
+        put(&mut attr, 0, &(self.map.as_raw_fd() as u32).to_ne_bytes());
+        let key = 0u32;
+        put(&mut attr, 8, &(&key as *const u32 as u64).to_ne_bytes());
+        // Absent already is fine: the socket goes with its last fd anyway.
+        let _ = bpf(BPF_MAP_DELETE_ELEM, &mut attr);
+        self.xsk = None;
+        self.bind(area)
+    }
+
+    /// The AF_XDP socket, for driverd (-1 before [`XdpAttach::bind`]).
     pub fn socket_fd(&self) -> RawFd {
-        self.xsk.as_raw_fd()
+        self.xsk.as_ref().map_or(-1, |x| x.as_raw_fd())
     }
 
-    /// The UMEM's memfd, for driverd.
-    pub fn umem_fd(&self) -> RawFd {
-        self.umem.as_raw_fd()
-    }
-
-    /// "zero-copy" or "copy": how the kernel moves frames to the UMEM.
+    /// "zero-copy" or "copy": how the kernel moves frames to the pool's
+    /// buffers.
     pub fn mode(&self) -> &'static str {
         self.mode
     }
 }
 
-/// The UMEM: a memfd of `FRAMES * FRAME` bytes.
-fn make_umem() -> io::Result<OwnedFd> {
-    memfd(c"strata-umem", u64::from(FRAMES) * u64::from(FRAME))
-}
-
-/// A socket with the UMEM registered, its rings sized, bound to queue 0
-/// of `ifindex` with `flags`.
-fn bind_socket(umem: &OwnedFd, ifindex: u32, flags: u16) -> io::Result<OwnedFd> {
+/// A socket with the pool's buffers (`area`) registered as its UMEM, its
+/// rings sized, bound to queue 0 of `ifindex` with `flags`.
+fn bind_socket(area: BufferArea, ifindex: u32, flags: u16) -> io::Result<OwnedFd> {
     // SAFETY: socket(2) with constants; a new fd.
     let xsk = owned(cvt(unsafe {
         libc::socket(AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0)
     }
     .into())?);
-    let len = FRAMES as usize * FRAME as usize;
-    // The registration pins the pages; this mapping only names them and
-    // goes when we return (driverd maps the memfd itself).
-    let map = Map::new(umem.as_raw_fd(), len, 0)?;
+    // The registration pins the pages of the launcher's mapping of the
+    // region, the same pages every layer maps.
     let reg = UmemReg {
-        addr: map.ptr as u64,
-        len: len as u64,
-        chunk_size: FRAME,
+        addr: area.addr as u64,
+        len: area.len as u64,
+        chunk_size: CHUNK,
         ..UmemReg::default()
     };
     setsockopt(&xsk, XDP_UMEM_REG, &reg)?;
@@ -388,23 +428,35 @@ impl<T: Copy> Ring<T> {
     }
 }
 
-/// driverd's side: the rings and the UMEM, and the frames that are free.
+/// driverd's side: the rings, and the pool buffers the kernel holds.
 pub struct Xdp {
     xsk: OwnedFd,
-    umem: Map,
     rx: Ring<Desc>,
     tx: Ring<Desc>,
     fill: Ring<u64>,
     comp: Ring<u64>,
-    /// UMEM frame addresses free for sending or refilling.
-    free: Vec<u64>,
+    /// Where the UMEM (the pool's buffer area) starts in the region.
+    area_off: usize,
+    /// By buffer index: the buffer given for receiving, in the fill ring
+    /// or being filled.
+    receiving: Vec<Option<Handle>>,
+    /// Buffers given for receiving and not yet back.
+    rx_out: u32,
+    /// By buffer index: the buffer being sent and how many times (a
+    /// duplicated frame is sent twice from one buffer).
+    sending: Vec<(u32, Option<Handle>)>,
+    /// Frames sent by copy.
+    copied: u64,
+    /// Receive or completion entries that named no buffer the kernel
+    /// held: ignored and counted.
+    bad: u64,
 }
 
 impl Xdp {
-    /// Maps the UMEM (`umem`, the launcher's memfd) and the rings of
-    /// `xsk` (the launcher's socket), finds the free frames (see the
-    /// module doc) and fills the fill ring.
-    pub fn from_fds(xsk: OwnedFd, umem: OwnedFd) -> io::Result<Xdp> {
+    /// Maps the rings of `xsk` (a copy of the launcher's socket, new and
+    /// empty: see the module doc); `pool` is the fabric the UMEM is the
+    /// buffers of.
+    pub fn from_fd(xsk: OwnedFd, pool: &Pool) -> io::Result<Xdp> {
         let mut off = MmapOffsets::default();
         let mut len = std::mem::size_of::<MmapOffsets>() as libc::socklen_t;
         // SAFETY: `off` is a live, writable MmapOffsets of `len` bytes.
@@ -424,60 +476,50 @@ impl Xdp {
             ));
         }
         let fd = xsk.as_raw_fd();
-        let mut x = Xdp {
-            umem: Map::new(umem.as_raw_fd(), FRAMES as usize * FRAME as usize, 0)?,
+        let n = pool.fabric().n_bufs() as usize;
+        Ok(Xdp {
             rx: Ring::new(fd, off.rx, XDP_PGOFF_RX_RING)?,
             tx: Ring::new(fd, off.tx, XDP_PGOFF_TX_RING)?,
             fill: Ring::new(fd, off.fr, XDP_UMEM_PGOFF_FILL_RING)?,
             comp: Ring::new(fd, off.cr, XDP_UMEM_PGOFF_COMPLETION_RING)?,
-            free: Vec::with_capacity(FRAMES as usize),
+            area_off: pool.fabric().buffer_area().offset,
+            receiving: vec![None; n],
+            rx_out: 0,
+            sending: vec![(0, None); n],
+            copied: 0,
+            bad: 0,
             xsk,
-        };
-        drop(umem);
-        x.find_free();
-        x.refill();
-        Ok(x)
+        })
     }
 
-    /// Every frame that is in no ring: free.
-    fn find_free(&mut self) {
-        let mut used = vec![false; FRAMES as usize];
-        let mut mark = |addr: u64| {
-            if let Some(u) = used.get_mut((addr / u64::from(FRAME)) as usize) {
-                *u = true;
-            }
-        };
-        let span = |r: &AtomicU32, p: &AtomicU32| {
-            let (c, p) = (r.load(Ordering::Acquire), p.load(Ordering::Acquire));
-            c..c.wrapping_add(p.wrapping_sub(c).min(RING))
-        };
-        for i in span(self.fill.consumer(), self.fill.producer()) {
-            mark(self.fill.get(i));
-        }
-        for i in span(self.comp.consumer(), self.comp.producer()) {
-            mark(self.comp.get(i));
-        }
-        for i in span(self.rx.consumer(), self.rx.producer()) {
-            mark(self.rx.get(i).addr);
-        }
-        for i in span(self.tx.consumer(), self.tx.producer()) {
-            mark(self.tx.get(i).addr);
-        }
-        self.free = (0..FRAMES)
-            .filter(|&f| !used[f as usize])
-            .map(|f| u64::from(f) * u64::from(FRAME))
-            .collect();
+    /// The buffer index at UMEM address `addr`.
+    fn buf_at(&self, pool: &Pool, addr: u64) -> Option<usize> {
+        let off = usize::try_from(addr).ok()?.checked_add(self.area_off)?;
+        pool.fabric().buf_at_offset(off).map(|i| i as usize)
     }
 
-    /// Frames the kernel has sent: free again.
-    fn reap(&mut self) {
+    /// The UMEM address of byte `at` of `h`'s buffer.
+    fn umem_addr(&self, pool: &Pool, h: &Handle, at: u32) -> Option<u64> {
+        let off = pool.fabric().buf_region_offset(h).ok()?;
+        Some((off - self.area_off) as u64 + u64::from(at))
+    }
+
+    /// Frees the buffers the kernel has sent.
+    fn reap(&mut self, pool: &mut Pool) {
         let c = self.comp.consumer().load(Ordering::Relaxed);
         let p = self.comp.producer().load(Ordering::Acquire);
         let n = p.wrapping_sub(c).min(RING);
         for i in 0..n {
             let a = self.comp.get(c.wrapping_add(i));
-            if self.valid(a) {
-                self.free.push(a);
+            match self.buf_at(pool, a).map(|b| &mut self.sending[b]) {
+                Some((k @ 1.., h)) => {
+                    *k -= 1;
+                    let done = if *k == 0 { h.take() } else { *h };
+                    if let Some(h) = done {
+                        pool.free(&h);
+                    }
+                }
+                _ => self.bad += 1,
             }
         }
         self.comp
@@ -485,24 +527,42 @@ impl Xdp {
             .store(c.wrapping_add(n), Ordering::Release);
     }
 
-    /// Gives the kernel free frames to receive into, keeping half of
-    /// them for sending.
-    fn refill(&mut self) {
+    /// Gives the kernel small pool buffers to receive into, up to
+    /// [`RX_BUFFERS`]; false when the pool had none.
+    fn refill(&mut self, pool: &mut Pool) -> bool {
         let p = self.fill.producer().load(Ordering::Relaxed);
         let c = self.fill.consumer().load(Ordering::Acquire);
         let room = RING - p.wrapping_sub(c).min(RING);
-        let spare = self.free.len().saturating_sub(FRAMES as usize / 2) as u32;
-        let n = room.min(spare);
-        for i in 0..n {
-            let a = self.free.pop().expect("counted");
-            self.fill.set(p.wrapping_add(i), a);
+        let want = room.min(RX_BUFFERS.saturating_sub(self.rx_out));
+        let mut n = 0;
+        let mut ok = true;
+        while n < want {
+            let Some(h) = pool.alloc(MAX_FRAME as usize) else {
+                ok = false;
+                break;
+            };
+            // A small buffer is one chunk; a large one (the pool's small
+            // buffers spent) is not: given back.
+            let chunk = self
+                .umem_addr(pool, &h, 0)
+                .filter(|a| a % u64::from(CHUNK) == 0 && pool.fabric().buf_cap(h.buf) == SMALL_BUF);
+            let Some(addr) = chunk else {
+                pool.free(&h);
+                ok = false;
+                break;
+            };
+            self.receiving[h.buf as usize] = Some(h);
+            self.fill.set(p.wrapping_add(n), addr);
+            n += 1;
         }
+        self.rx_out += n;
         self.fill
             .producer()
             .store(p.wrapping_add(n), Ordering::Release);
         if n > 0 && self.fill.needs_wakeup() {
             self.wake_rx();
         }
+        ok
     }
 
     fn wake_rx(&self) {
@@ -520,106 +580,41 @@ impl Xdp {
         };
     }
 
-    /// Whether `addr` is the start of a UMEM frame (what the kernel hands
-    /// back is checked, not trusted).
-    fn valid(&self, addr: u64) -> bool {
-        addr.is_multiple_of(u64::from(FRAME)) && addr < u64::from(FRAMES) * u64::from(FRAME)
+    /// The received frame of descriptor `d`: its buffer's handle with the
+    /// data window on the frame; None (counted) when the kernel named a
+    /// buffer it was not given or a window outside it.
+    fn take(&mut self, pool: &mut Pool, d: Desc) -> Option<Handle> {
+        let b = self.buf_at(pool, d.addr)?;
+        let mut h = self.receiving[b].take()?;
+        self.rx_out -= 1;
+        let start = self.umem_addr(pool, &h, 0)?;
+        let at = d.addr - start;
+        if at + u64::from(d.len) > u64::from(CHUNK) {
+            pool.free(&h);
+            return None;
+        }
+        h.data_off = at as u32;
+        h.data_len = d.len;
+        Some(h)
     }
 
-    /// The bytes of the frame at `addr`, `len` long (within the frame).
-    fn frame(&mut self, addr: u64, len: usize) -> &mut [u8] {
-        let len = len.min(FRAME as usize - (addr % u64::from(FRAME)) as usize);
-        // SAFETY: `addr..addr+len` lies inside the UMEM mapping (checked
-        // by the callers with `valid`, and `len` is cut to the frame).
-        unsafe { std::slice::from_raw_parts_mut(self.umem.ptr.add(addr as usize), len) }
-    }
-}
-
-impl Driver for Xdp {
-    fn recv_split(
-        &mut self,
-        head: &mut [u8],
-        tail: &mut [u8],
-    ) -> io::Result<Option<(usize, Offload)>> {
-        let c = self.rx.consumer().load(Ordering::Relaxed);
-        let p = self.rx.producer().load(Ordering::Acquire);
-        if c == p {
-            self.refill();
-            return Ok(None);
-        }
-        let d = self.rx.get(c);
-        self.rx
-            .consumer()
-            .store(c.wrapping_add(1), Ordering::Release);
-        // The frame's start: aligned mode may hand an address inside the
-        // frame (after headroom); the frame it names is freed.
-        let base = d.addr - d.addr % u64::from(FRAME);
-        if !self.valid(base) {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "bad rx descriptor",
-            ));
-        }
-        let len = d.len as usize;
-        let r = if len > head.len() + tail.len() {
-            Err(truncated(head.len() + tail.len()))
-        } else {
-            let (h, t) = (len.min(head.len()), len.saturating_sub(head.len()));
-            let addr = d.addr;
-            let f = self.frame(addr, len);
-            if f.len() < len {
-                Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    "rx descriptor past its frame",
-                ))
-            } else {
-                head[..h].copy_from_slice(&f[..h]);
-                tail[..t].copy_from_slice(&f[h..len]);
-                Ok(Some((len, Offload::default())))
-            }
-        };
-        self.free.push(base);
-        if self.free.len() > FRAMES as usize / 2 {
-            self.refill();
-        }
-        r
-    }
-
-    fn send_parts(&mut self, parts: &[&[u8]], off: &Offload) -> io::Result<bool> {
-        if *off != Offload::default() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "AF_XDP takes no offloads",
-            ));
-        }
-        let len: usize = parts.iter().map(|p| p.len()).sum();
-        if len > FRAME as usize {
-            return Err(truncated(FRAME as usize));
-        }
+    /// Puts `h` (its frame, `len` bytes at UMEM address `addr`) on the
+    /// transmit ring; Ok(false) when the ring is full.
+    fn queue(&mut self, addr: u64, h: &Handle) -> io::Result<bool> {
         let p = self.tx.producer().load(Ordering::Relaxed);
         let c = self.tx.consumer().load(Ordering::Acquire);
-        if self.free.is_empty() {
-            self.reap();
-        }
         if p.wrapping_sub(c) >= RING {
             self.flush()?;
             return Ok(false);
         }
-        let Some(addr) = self.free.pop() else {
-            self.flush()?;
-            return Ok(false);
-        };
-        let f = self.frame(addr, len);
-        let mut at = 0;
-        for part in parts {
-            f[at..at + part.len()].copy_from_slice(part);
-            at += part.len();
-        }
+        let slot = &mut self.sending[h.buf as usize];
+        slot.0 += 1;
+        slot.1 = Some(*h);
         self.tx.set(
             p,
             Desc {
                 addr,
-                len: len as u32,
+                len: h.data_len,
                 options: 0,
             },
         );
@@ -628,9 +623,151 @@ impl Driver for Xdp {
             .store(p.wrapping_add(1), Ordering::Release);
         Ok(true)
     }
+}
+
+impl PoolDevice for Xdp {
+    fn receive(&mut self, pool: &mut Pool, max: usize, out: &mut Vec<(Handle, Offload)>) -> Rx {
+        self.reap(pool);
+        let c = self.rx.consumer().load(Ordering::Relaxed);
+        let p = self.rx.producer().load(Ordering::Acquire);
+        let n = p.wrapping_sub(c).min(RING).min(max as u32);
+        for i in 0..n {
+            let d = self.rx.get(c.wrapping_add(i));
+            match self.take(pool, d) {
+                Some(h) => out.push((h, Offload::default())),
+                None => self.bad += 1,
+            }
+        }
+        self.rx
+            .consumer()
+            .store(c.wrapping_add(n), Ordering::Release);
+        Rx {
+            dry: n < max as u32,
+            no_buffer: !self.refill(pool),
+        }
+    }
+
+    fn transmit(&mut self, pool: &mut Pool, h: &Handle, off: &Offload) -> io::Result<bool> {
+        if *off != Offload::default() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "AF_XDP takes no offloads",
+            ));
+        }
+        self.reap(pool);
+        let addr = self
+            .umem_addr(pool, h, h.data_off)
+            .filter(|a| a % u64::from(CHUNK) + u64::from(h.data_len) <= u64::from(CHUNK));
+        let Some(addr) = addr else {
+            // Across a chunk's end: from a copy in a small buffer.
+            if h.data_len > MAX_FRAME {
+                return Err(truncated(MAX_FRAME as usize));
+            }
+            let Some(mut c) = pool.alloc(h.data_len as usize) else {
+                return Ok(false);
+            };
+            c.data_len = h.data_len;
+            let len = h.data_len as usize;
+            if pool
+                .copy_raw(h, h.data_off as usize, &c, c.data_off as usize, len)
+                .is_err()
+            {
+                pool.free(&c);
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+            return self.send_copy(pool, c);
+        };
+        pool.add_ref(h).map_err(|_| io::ErrorKind::InvalidInput)?;
+        let sent = self.queue(addr, h)?;
+        if !sent {
+            pool.free(h);
+        }
+        Ok(sent)
+    }
+
+    fn transmit_copy(
+        &mut self,
+        pool: &mut Pool,
+        parts: &[&[u8]],
+        off: &Offload,
+    ) -> io::Result<bool> {
+        if *off != Offload::default() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "AF_XDP takes no offloads",
+            ));
+        }
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > MAX_FRAME as usize {
+            return Err(truncated(MAX_FRAME as usize));
+        }
+        let Some(mut h) = pool.alloc(len) else {
+            return Ok(false);
+        };
+        h.data_len = len as u32;
+        let copied = pool.data_mut(&h).map(|d| {
+            let mut at = 0;
+            for part in parts {
+                d[at..at + part.len()].copy_from_slice(part);
+                at += part.len();
+            }
+        });
+        if copied.is_err() {
+            pool.free(&h);
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        self.send_copy(pool, h)
+    }
+
+    fn settles_references(&self) -> bool {
+        false
+    }
+}
+
+impl Xdp {
+    /// Sends `h`, a copy of driverd's own, whose reference the kernel
+    /// then holds (freed on refusal).
+    fn send_copy(&mut self, pool: &mut Pool, h: Handle) -> io::Result<bool> {
+        let addr = self
+            .umem_addr(pool, &h, h.data_off)
+            .filter(|a| a % u64::from(CHUNK) + u64::from(h.data_len) <= u64::from(CHUNK));
+        let sent = match addr {
+            Some(addr) => self.queue(addr, &h)?,
+            None => {
+                pool.free(&h);
+                return Err(io::ErrorKind::InvalidInput.into());
+            }
+        };
+        if sent {
+            self.copied += 1;
+        } else {
+            pool.free(&h);
+        }
+        Ok(sent)
+    }
+}
+
+impl Driver for Xdp {
+    /// Frames come by reference ([`PoolDevice::receive`]): nothing here.
+    fn recv_split(
+        &mut self,
+        _head: &mut [u8],
+        _tail: &mut [u8],
+    ) -> io::Result<Option<(usize, Offload)>> {
+        Ok(None)
+    }
+
+    /// Frames go by reference ([`PoolDevice::transmit`]), and copies by
+    /// [`PoolDevice::transmit_copy`], which has the pool at hand: nothing
+    /// is sent here.
+    fn send_parts(&mut self, _parts: &[&[u8]], _off: &Offload) -> io::Result<bool> {
+        Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "an AF_XDP socket sends pool buffers only",
+        ))
+    }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.reap();
         // Copy mode sends only from within a system call; zero-copy asks
         // for one when the driver sleeps.
         let p = self.tx.producer().load(Ordering::Acquire);
@@ -660,6 +797,19 @@ impl Driver for Xdp {
             }
         }
         Ok(())
+    }
+
+    fn device_stats(&self) -> Option<DeviceStats> {
+        Some(DeviceStats {
+            link_up: 1,
+            bad_completions: self.bad,
+            tx_copied: self.copied,
+            ..DeviceStats::default()
+        })
+    }
+
+    fn pool_device(&mut self) -> Option<&mut dyn PoolDevice> {
+        Some(self)
     }
 
     fn as_raw_fd(&self) -> RawFd {

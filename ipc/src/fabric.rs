@@ -463,6 +463,21 @@ impl Fabric {
         Ok(self.buf_off(h.buf))
     }
 
+    /// The buffer whose bytes hold region offset `off`, if any (the way
+    /// back from an address a device hands back).
+    pub fn buf_at_offset(&self, off: usize) -> Option<u32> {
+        let (small, large) = (self.off.small as usize, self.off.large as usize);
+        let n_small = self.params.small_bufs as usize;
+        let i = if (small..small + n_small * SMALL_BUF).contains(&off) {
+            (off - small) / SMALL_BUF
+        } else if (large..large + self.params.large_bufs as usize * LARGE_BUF).contains(&off) {
+            n_small + (off - large) / LARGE_BUF
+        } else {
+            return None;
+        };
+        u32::try_from(i).ok()
+    }
+
     /// Where buffer `i`'s bytes start in the region.
     #[inline]
     fn buf_off(&self, i: u32) -> usize {

@@ -37,6 +37,38 @@ fn alloc_until_empty_then_free_restores_counts() {
 }
 
 #[test]
+fn a_device_finds_every_buffer_by_its_offset_in_the_buffer_area() {
+    let f = Fabric::create(&name(), small()).unwrap();
+    let area = f.buffer_area();
+    assert_eq!(area.offset % 4096, 0);
+    assert_eq!(area.len % 4096, 0);
+    let mut hs = Vec::new();
+    while let Some(h) = f.alloc(D0, 100) {
+        hs.push(h);
+    }
+    let mut offs = Vec::new();
+    for h in &hs {
+        let off = f.buf_region_offset(h).unwrap();
+        assert!(off >= area.offset && off + f.buf_cap(h.buf) <= area.offset + area.len);
+        // Any byte of the buffer leads back to it.
+        assert_eq!(f.buf_at_offset(off), Some(h.buf));
+        assert_eq!(f.buf_at_offset(off + f.buf_cap(h.buf) - 1), Some(h.buf));
+        offs.push(off);
+    }
+    offs.sort_unstable();
+    offs.dedup();
+    assert_eq!(offs.len(), hs.len(), "buffers overlap");
+    assert_eq!(f.buf_at_offset(area.offset + area.len), None);
+    assert_eq!(f.buf_at_offset(0), None);
+    let h = hs.pop().unwrap();
+    f.free_as(D0, &h);
+    assert_eq!(f.buf_region_offset(&h), Err(BufError::Stale));
+    for h in &hs {
+        f.free_as(D0, h);
+    }
+}
+
+#[test]
 fn stale_handle_is_detected_never_followed() {
     let f = Fabric::create(&name(), small()).unwrap();
     let h = f.alloc(D0, 10).unwrap();

@@ -152,7 +152,14 @@ pub struct Supervisor {
     cap_last: u32,
     /// The layers run as SCHED_BATCH (`[cpu] scheduling`).
     batch: bool,
+    /// By interface: how to give a dead driverd's device back to the
+    /// kernel and open it anew before its buffers are reclaimed (an
+    /// AF_XDP socket: see [`Supervisor::reopen_with`]).
+    reopen: Vec<Option<Reopen>>,
 }
+
+/// Opens a device anew for the next driverd; the fd it inherits.
+pub type Reopen = Box<dyn FnMut() -> std::io::Result<RawFd> + Send>;
 
 /// The user and group a layer runs as; uid 0 (`[security] layer_uid_base
 /// = 0`) leaves it root.
@@ -320,8 +327,17 @@ impl Supervisor {
             backoff_max: plan.backoff_max,
             cap_last: cap_last_cap(),
             batch: plan.cpu.scheduling == Scheduling::Batch,
+            reopen: device_fds.iter().map(|_| None).collect(),
         }
         .placed(&plan.cpu)
+    }
+
+    /// Has interface `iface`'s device reopened by `f` each time its
+    /// driverd ends, before what that driverd held is reclaimed: for a
+    /// device that holds pool buffers no ring shows, which it lets go of
+    /// only when closed. The new fd is what the next driverd inherits.
+    pub fn reopen_with(&mut self, iface: usize, f: Reopen) {
+        self.reopen[iface] = Some(f);
     }
 
     /// Gives each layer its CPUs: its own list if `[cpu.layer]` has one,
@@ -626,6 +642,16 @@ impl Supervisor {
             Some(inp) if !by_request => Self::judge_input(f, l, inp, &how, now),
             _ => None,
         };
+        let reopen = id
+            .iface()
+            .and_then(|i| self.reopen.get_mut(usize::from(i)))
+            .and_then(Option::as_mut);
+        if let Some(reopen) = reopen {
+            match reopen() {
+                Ok(fd) => l.inherit[0] = Some((DEVICE_FD_ENV, fd)),
+                Err(e) => log(&format!("{id}: reopening its device: {e}")),
+            }
+        }
         let freed = f.reclaim(id);
         let lived = now.duration_since(l.started);
         // Only deaths of the layer's own making count towards a crash

@@ -19,9 +19,10 @@ use strata_ipc::{Fabric, MAX_LAYERS};
 enum HeldDevice {
     /// A TAP or pair end ("tap" or "pair"): one fd.
     Fd(OwnedFd, &'static str),
-    /// An AF_XDP interface: its socket and UMEM, and the XDP program
-    /// (detached when this goes).
-    Xdp(strata_drivers::xdp::XdpAttach),
+    /// An AF_XDP interface: its socket and the XDP program (detached
+    /// when this goes); shared with the supervisor, which binds a new
+    /// socket for each new driverd.
+    Xdp(Arc<Mutex<strata_drivers::xdp::XdpAttach>>),
     /// A VFIO device: its container, group and DMA area, and the device.
     Vfio(strata_drivers::vfio::VfioAttach, String),
 }
@@ -31,7 +32,10 @@ impl HeldDevice {
     fn describe(&self) -> String {
         match self {
             HeldDevice::Fd(_, kind) => (*kind).into(),
-            HeldDevice::Xdp(x) => format!("af_xdp, {} mode, queue 0", x.mode()),
+            HeldDevice::Xdp(x) => {
+                let mode = x.lock().map_or("unknown", |x| x.mode());
+                format!("af_xdp, {mode} mode, queue 0")
+            }
             HeldDevice::Vfio(v, pci) => format!("vfio, {pci}, IOMMU group {}", v.group()),
         }
     }
@@ -40,7 +44,7 @@ impl HeldDevice {
     fn fds(&self) -> (RawFd, Option<RawFd>) {
         match self {
             HeldDevice::Fd(fd, _) => (fd.as_raw_fd(), None),
-            HeldDevice::Xdp(x) => (x.socket_fd(), Some(x.umem_fd())),
+            HeldDevice::Xdp(x) => (x.lock().map_or(-1, |x| x.socket_fd()), None),
             HeldDevice::Vfio(v, _) => (v.device_fd(), Some(v.dma_fd())),
         }
     }
@@ -173,7 +177,7 @@ fn open_devices(plan: &Plan) -> Result<Vec<HeldDevice>, String> {
             DeviceSpec::AfXdp { device } => {
                 let x = strata_drivers::xdp::XdpAttach::open(device)
                     .map_err(|e| format!("interface[{i}]: AF_XDP on {device:?}: {e}"))?;
-                out.push(HeldDevice::Xdp(x));
+                out.push(HeldDevice::Xdp(Arc::new(Mutex::new(x))));
                 continue;
             }
             DeviceSpec::Vfio { device } => {
@@ -325,13 +329,22 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
     // configuration) wake a layer asleep in poll, not only one on its
     // futex.
     fabric.set_wakeups(wake_fds);
-    // A VFIO device reaches the pool's buffers itself.
+    // VFIO and AF_XDP devices reach the pool's buffers themselves.
     for (i, d) in held.devices.iter().enumerate() {
-        if let HeldDevice::Vfio(v, pci) = d {
-            v.map_pool(fabric.buffer_area()).map_err(|e| {
-                let _ = std::fs::remove_dir_all(&dir);
-                format!("interface[{i}]: VFIO device {pci}: {e}")
-            })?;
+        let done = match d {
+            HeldDevice::Vfio(v, pci) => v
+                .map_pool(fabric.buffer_area())
+                .map_err(|e| format!("interface[{i}]: VFIO device {pci}: {e}")),
+            HeldDevice::Xdp(x) => x
+                .lock()
+                .expect("not shared yet")
+                .bind(fabric.buffer_area())
+                .map_err(|e| format!("interface[{i}]: an AF_XDP socket over the packet pool: {e}")),
+            HeldDevice::Fd(..) => Ok(()),
+        };
+        if let Err(e) = done {
+            let _ = std::fs::remove_dir_all(&dir);
+            return Err(e);
         }
     }
     let result = (|| {
@@ -353,6 +366,19 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
         let dev_fds: Vec<(RawFd, Option<RawFd>)> =
             held.devices.iter().map(HeldDevice::fds).collect();
         let mut sup = Supervisor::new(&plan, &dev_fds, held.listener.as_raw_fd(), &wake_fds);
+        for (i, d) in held.devices.iter().enumerate() {
+            if let HeldDevice::Xdp(x) = d {
+                let x = x.clone();
+                sup.reopen_with(
+                    i,
+                    Box::new(move || {
+                        let mut x = x.lock().expect("the socket's lock");
+                        x.rebind()?;
+                        Ok(x.socket_fd())
+                    }),
+                );
+            }
+        }
         let fabric = Arc::new(fabric);
         sup.start_all(&fabric, Duration::from_secs(10))?;
         let shared = Arc::new(Shared {

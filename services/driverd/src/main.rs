@@ -95,25 +95,25 @@ strata_ipc::layer_stats! { "driverd";
     DevTxCopied => "dev_tx_copied",
 }
 
-fn open_device(cfg: &IfaceRt, fd: RawFd) -> std::io::Result<Box<dyn Driver>> {
+fn open_device(cfg: &IfaceRt, fd: RawFd, pool: &Pool) -> std::io::Result<Box<dyn Driver>> {
     let kind = cfg.driver.as_str();
     if kind == "af_xdp" || kind == "vfio" {
-        let mem = service::inherited_fd(DEVICE_MEM_FD_ENV)
-            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
         // SAFETY: the launcher passed us this fd for exactly this purpose,
         // and nothing else in this process uses it.
         let dev = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd) };
-        if kind == "vfio" {
-            let opts = strata_drivers::vfio::Options {
-                offloads: cfg.offloads,
-                poll: cfg.poll,
-                mtu: cfg.mtu,
-            };
-            return Ok(Box::new(strata_drivers::vfio::Vfio::from_fds(
-                dev, mem, opts,
-            )?));
+        if kind == "af_xdp" {
+            return Ok(Box::new(strata_drivers::xdp::Xdp::from_fd(dev, pool)?));
         }
-        return Ok(Box::new(strata_drivers::xdp::Xdp::from_fds(dev, mem)?));
+        let mem = service::inherited_fd(DEVICE_MEM_FD_ENV)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::NotFound, e))?;
+        let opts = strata_drivers::vfio::Options {
+            offloads: cfg.offloads,
+            poll: cfg.poll,
+            mtu: cfg.mtu,
+        };
+        return Ok(Box::new(strata_drivers::vfio::Vfio::from_fds(
+            dev, mem, opts,
+        )?));
     }
     // SAFETY: as above.
     unsafe {
@@ -521,10 +521,17 @@ impl Shell {
         let mut res = Ok(true);
         for seg in segs.skip(self.gso_done) {
             writes += 1;
-            match self
-                .dev
-                .send_parts(&[seg.headers(), seg.payload], &Offload::default())
-            {
+            let parts = [seg.headers(), seg.payload];
+            let sent = match self.dev.pool_device() {
+                // A second view of the pool: the copy goes to a new
+                // buffer, never the one `frame` is read from.
+                Some(d) => {
+                    let mut pool = cx.pool.fabric().pool(cx.pool.me());
+                    d.transmit_copy(&mut pool, &parts, &Offload::default())
+                }
+                None => self.dev.send_parts(&parts, &Offload::default()),
+            };
+            match sent {
                 Ok(true) => {
                     self.gso_done += 1;
                     self.stats.inc(Stat::GsoSoftSegments);
@@ -661,9 +668,9 @@ fn main() {
     let fd: RawFd = service::inherited_fd(DEVICE_FD_ENV)
         .unwrap_or_else(|e| service::die("driverd", &e))
         .into_raw_fd();
-    let mut dev = open_device(cfg, fd)
+    let mut dev = open_device(cfg, fd, &f.pool(svc.me))
         .unwrap_or_else(|e| service::die("driverd", &format!("device fd {fd}: {e}")));
-    if dev.pool_device().is_some() {
+    if dev.pool_device().is_some_and(|d| d.settles_references()) {
         // The device may have held pool buffers for a predecessor; it
         // was reset just now and touches none, so what that instance held
         // (the launcher left it, see self_reclaim) is ours to drop.
