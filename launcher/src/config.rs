@@ -1136,6 +1136,13 @@ impl Config {
                     format!("{:?} is already the name of interface[{j}]", ifc.name),
                 ));
             }
+            let xdp_max = strata_drivers::xdp::MAX_FRAME - 14;
+            if matches!(ifc.device, Device::AfXdp { .. }) && u32::from(ifc.mtu) > xdp_max {
+                return Err(invalid(
+                    at("mtu"),
+                    format!("an af_xdp interface takes an MTU of at most {xdp_max} (a frame fits a 2 KiB pool buffer after the kernel's headroom)"),
+                ));
+            }
             if let Device::Pair { link, side } = &ifc.device {
                 check_name(&at("link"), link, MAX_LINK_LEN)?;
                 if let Some(j) = ends.insert((link.as_str(), *side), i) {
@@ -2142,6 +2149,7 @@ impl RawInterface {
             Some(mtu) => check_range(&at("mtu"), mtu, &MTU)?,
             None => 1500,
         };
+
         let offloads = match (self.offloads, &device) {
             (Some(true), Device::Pair { .. }) => {
                 return Err(invalid(at("offloads"), "the pair driver has no offloads"))
@@ -2617,6 +2625,7 @@ mod tests {
             (iface("driver = \"af_xdp\"\n"), "interface[0].device: an af_xdp interface needs the kernel interface it drives (device = \"eth1\")"),
             (iface("device = \"veth1\"\n"), "interface[0].device: only an af_xdp or vfio interface names a device"),
             (iface("driver = \"af_xdp\"\ndevice = \"veth1\"\noffloads = true\n"), "interface[0].offloads: the af_xdp driver has no offloads"),
+            (iface("driver = \"af_xdp\"\ndevice = \"veth1\"\nmtu = 1779\n"), "interface[0].mtu: an af_xdp interface takes an MTU of at most 1778 (a frame fits a 2 KiB pool buffer after the kernel's headroom)"),
             (iface("driver = \"af_xdp\"\ndevice = \"a/b\"\n"), "interface[0].device: \"a/b\" is not a valid name (1 to 15 characters from a-z, A-Z, 0-9, _ and -)"),
         ]);
     }
