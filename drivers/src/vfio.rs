@@ -278,6 +278,7 @@ pub struct VfioAttach {
     /// The launcher's own mapping of the area, the one given to the IOMMU.
     _map: Map,
     group_name: String,
+    mac: Option<[u8; 6]>,
 }
 
 impl VfioAttach {
@@ -389,7 +390,10 @@ impl VfioAttach {
             GROUP_GET_DEVICE_FD,
             name.as_ptr() as libc::c_ulong,
         )?);
+        // Its own address, when it has one, for a stack told none.
+        let mac = device_mac(&device).ok().flatten();
         Ok(VfioAttach {
+            mac,
             container,
             _group: group_fd,
             device,
@@ -435,6 +439,40 @@ impl VfioAttach {
     pub fn group(&self) -> &str {
         &self.group_name
     }
+
+    /// The device's MAC address, when it offers one (`MAC`): the stack's
+    /// on this interface unless the configuration names another.
+    pub fn mac(&self) -> Option<[u8; 6]> {
+        self.mac
+    }
+}
+
+/// Reads a device's MAC address through the device fd (no mapping: the
+/// launcher reads it once, before any driverd runs): None when the
+/// device does not offer `MAC`.
+fn device_mac(dev: &OwnedFd) -> io::Result<Option<[u8; 6]>> {
+    let cfg = region(dev, PCI_CONFIG_REGION_INDEX)?;
+    let mut space = [0u8; CONFIG_LEN];
+    config_read(dev, &cfg, 0, &mut space)?;
+    let caps = VirtioCaps::parse(&space).map_err(|e| err(io::ErrorKind::InvalidData, e.to_string()))?;
+    let Some(net) = caps.device else {
+        return Ok(None);
+    };
+    // Its registers answer only with memory space on.
+    let cmd = u16::from_le_bytes([space[4], space[5]]) | PCI_COMMAND_MEMORY;
+    config_write(dev, &cfg, PCI_COMMAND, &cmd.to_le_bytes())?;
+    let common = region(dev, u32::from(caps.common.bar))?;
+    let at = u64::from(caps.common.offset);
+    config_write(dev, &common, at + DEVICE_FEATURE_SELECT as u64, &0u32.to_le_bytes())?;
+    let mut low = [0u8; 4];
+    config_read(dev, &common, at + DEVICE_FEATURE as u64, &mut low)?;
+    if u64::from(u32::from_le_bytes(low)) & F_MAC == 0 {
+        return Ok(None);
+    }
+    let bar = region(dev, u32::from(net.bar))?;
+    let mut mac = [0u8; 6];
+    config_read(dev, &bar, u64::from(net.offset) + NET_MAC as u64, &mut mac)?;
+    Ok(Some(mac))
 }
 
 /// How driverd runs a device.
@@ -459,7 +497,8 @@ fn region(dev: &OwnedFd, index: u32) -> io::Result<RegionInfo> {
     Ok(r)
 }
 
-/// Reads `buf.len()` bytes of the PCI configuration space from `at`.
+/// Reads `buf.len()` bytes of a region of the device (its PCI
+/// configuration space, or a BAR) from `at`.
 fn config_read(dev: &OwnedFd, cfg: &RegionInfo, at: u64, buf: &mut [u8]) -> io::Result<()> {
     // SAFETY: reads into our own buffer of the length given.
     let n = unsafe {

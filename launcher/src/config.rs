@@ -250,8 +250,11 @@ pub struct Interface {
     pub device: Device,
     /// The stack's MAC address on this interface: unicast, unique in the
     /// instance. Default `02:53:54:00:00:<index + 1>` (locally administered;
-    /// 53 54 is "ST").
+    /// 53 54 is "ST"), or for a vfio device its own address.
     pub mac: MacAddr,
+    /// The configuration named the MAC (a vfio device's own is used
+    /// otherwise).
+    pub mac_given: bool,
     /// The stack's IPv4 addresses with their prefix lengths (at most 16);
     /// each implies a connected route. Unique in the instance.
     pub addresses: Vec<Cidr>,
@@ -678,6 +681,7 @@ impl Default for Config {
                 name: "strata0".to_owned(),
                 device: Device::Tap,
                 mac: default_mac(0),
+                mac_given: false,
                 addresses: vec![Cidr {
                     addr: Ipv4Addr::new(10, 77, 0, 2),
                     prefix: 24,
@@ -2139,6 +2143,7 @@ impl RawInterface {
         if self.poll.is_some() && !matches!(device, Device::Vfio { .. }) {
             return Err(invalid(at("poll"), "only a vfio interface polls"));
         }
+        let mac_given = self.mac.is_some();
         let mac = match self.mac {
             Some(text) => text
                 .parse()
@@ -2167,6 +2172,7 @@ impl RawInterface {
             name: self.name,
             device,
             mac,
+            mac_given,
             addresses,
             addresses6,
             autoconf: self.autoconf.unwrap_or(false),

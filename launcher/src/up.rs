@@ -170,6 +170,31 @@ fn open_tap(
     Ok(tap.into())
 }
 
+/// The configuration with each vfio device's own MAC for an interface
+/// whose MAC it did not name (a NIC's address is the one its network
+/// knows), and its plan.
+fn with_device_macs(
+    mut cfg: crate::config::Config,
+    plan: Plan,
+    devices: &[HeldDevice],
+) -> Result<(crate::config::Config, Plan), String> {
+    let mut changed = false;
+    for (ifc, d) in cfg.interfaces.iter_mut().zip(devices) {
+        if let (HeldDevice::Vfio(v, _), false) = (d, ifc.mac_given) {
+            if let Some(mac) = v.mac() {
+                ifc.mac = crate::config::MacAddr(mac);
+                changed = true;
+            }
+        }
+    }
+    if !changed {
+        return Ok((cfg, plan));
+    }
+    cfg.validate().map_err(|e| e.to_string())?;
+    let plan = Plan::from_config(&cfg);
+    Ok((cfg, plan))
+}
+
 fn open_devices(plan: &Plan) -> Result<Vec<HeldDevice>, String> {
     let mut out = Vec::new();
     for (i, d) in plan.devices.iter().enumerate() {
@@ -309,6 +334,7 @@ pub fn run(config: Option<&Path>, instance: &str) -> Result<(), String> {
     }
 
     let devices = open_devices(&plan)?;
+    let (cfg, plan) = with_device_macs(cfg, plan, &devices)?;
     let (wake_owned, wake_fds) = make_wakeups()?;
     let dir = run_dir(&inst);
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;

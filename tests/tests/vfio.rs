@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use strata_tests::vm::{self, BootOpts, Vm, GUEST_BIN};
+use strata_tests::vm::{self, BootOpts, Vm, GUEST_BIN, GUEST_MAC};
 use strata_tests::{ping, Bg, Netns};
 
 const HOST_IP: &str = "10.99.0.1";
@@ -159,6 +159,10 @@ fn the_kernel_reaches_the_stack_on_a_vfio_nic_even_as_driverd_dies() {
     );
     let r = ping(&ns, &["-c", "3", "-i", "0.2", "-W", "10", STACK_IP]);
     assert_eq!(r.received, 3, "{r:?}");
+    // The stack answers with the card's own MAC (the configuration
+    // names none).
+    let neigh = ns.run_ok(&["ip", "neigh", "show", STACK_IP]);
+    assert!(neigh.contains(&format!("lladdr {GUEST_MAC}")), "{neigh}");
     assert_eq!(driverd(&vm, "dev_link_up"), 1);
     assert!(
         driverd(&vm, "dev_interrupts") > 0,
