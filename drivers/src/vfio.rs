@@ -453,25 +453,31 @@ impl VfioAttach {
 fn device_mac(dev: &OwnedFd) -> io::Result<Option<[u8; 6]>> {
     let cfg = region(dev, PCI_CONFIG_REGION_INDEX)?;
     let mut space = [0u8; CONFIG_LEN];
-    config_read(dev, &cfg, 0, &mut space)?;
-    let caps = VirtioCaps::parse(&space).map_err(|e| err(io::ErrorKind::InvalidData, e.to_string()))?;
+    region_read(dev, &cfg, 0, &mut space)?;
+    let caps =
+        VirtioCaps::parse(&space).map_err(|e| err(io::ErrorKind::InvalidData, e.to_string()))?;
     let Some(net) = caps.device else {
         return Ok(None);
     };
     // Its registers answer only with memory space on.
     let cmd = u16::from_le_bytes([space[4], space[5]]) | PCI_COMMAND_MEMORY;
-    config_write(dev, &cfg, PCI_COMMAND, &cmd.to_le_bytes())?;
+    region_write(dev, &cfg, PCI_COMMAND, &cmd.to_le_bytes())?;
     let common = region(dev, u32::from(caps.common.bar))?;
     let at = u64::from(caps.common.offset);
-    config_write(dev, &common, at + DEVICE_FEATURE_SELECT as u64, &0u32.to_le_bytes())?;
+    region_write(
+        dev,
+        &common,
+        at + DEVICE_FEATURE_SELECT as u64,
+        &0u32.to_le_bytes(),
+    )?;
     let mut low = [0u8; 4];
-    config_read(dev, &common, at + DEVICE_FEATURE as u64, &mut low)?;
+    region_read(dev, &common, at + DEVICE_FEATURE as u64, &mut low)?;
     if u64::from(u32::from_le_bytes(low)) & F_MAC == 0 {
         return Ok(None);
     }
     let bar = region(dev, u32::from(net.bar))?;
     let mut mac = [0u8; 6];
-    config_read(dev, &bar, u64::from(net.offset) + NET_MAC as u64, &mut mac)?;
+    region_read(dev, &bar, u64::from(net.offset) + NET_MAC as u64, &mut mac)?;
     Ok(Some(mac))
 }
 
@@ -499,7 +505,7 @@ fn region(dev: &OwnedFd, index: u32) -> io::Result<RegionInfo> {
 
 /// Reads `buf.len()` bytes of a region of the device (its PCI
 /// configuration space, or a BAR) from `at`.
-fn config_read(dev: &OwnedFd, cfg: &RegionInfo, at: u64, buf: &mut [u8]) -> io::Result<()> {
+fn region_read(dev: &OwnedFd, cfg: &RegionInfo, at: u64, buf: &mut [u8]) -> io::Result<()> {
     // SAFETY: reads into our own buffer of the length given.
     let n = unsafe {
         libc::pread(
@@ -515,7 +521,8 @@ fn config_read(dev: &OwnedFd, cfg: &RegionInfo, at: u64, buf: &mut [u8]) -> io::
     Ok(())
 }
 
-fn config_write(dev: &OwnedFd, cfg: &RegionInfo, at: u64, buf: &[u8]) -> io::Result<()> {
+/// Writes `buf` into a region of the device from `at`.
+fn region_write(dev: &OwnedFd, cfg: &RegionInfo, at: u64, buf: &[u8]) -> io::Result<()> {
     // SAFETY: writes from our own buffer of the length given.
     let n = unsafe {
         libc::pwrite(
@@ -591,13 +598,13 @@ impl Vfio {
         let dma = Map::new(dma.as_raw_fd(), DMA_LEN, 0)?;
         let cfg = region(&dev, PCI_CONFIG_REGION_INDEX)?;
         let mut space = [0u8; CONFIG_LEN];
-        config_read(&dev, &cfg, 0, &mut space)?;
+        region_read(&dev, &cfg, 0, &mut space)?;
         let caps = VirtioCaps::parse(&space)
             .map_err(|e| err(io::ErrorKind::InvalidData, e.to_string()))?;
         // Memory space on, and bus mastering: the device may DMA.
         let cmd =
             u16::from_le_bytes([space[4], space[5]]) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
-        config_write(&dev, &cfg, PCI_COMMAND, &cmd.to_le_bytes())?;
+        region_write(&dev, &cfg, PCI_COMMAND, &cmd.to_le_bytes())?;
         let mut bars: Vec<(u8, Map)> = Vec::new();
         let mut regs = |r: BarRange, min: u32| -> io::Result<Regs> {
             if r.length < min {

@@ -215,14 +215,8 @@ impl Shell {
             self.pool_dry = false;
             cx.syscalls(1);
             match self.read_frame(&mut cx.pool, h) {
-                Ok(Some((mut h, off))) => {
-                    h.iif = self.iface;
-                    h.tstamp = cx.now;
-                    self.note_offload(&mut h, &mut cx.pool, &off);
-                    match &mut self.gro {
-                        Some(g) => g.receive(&mut cx.pool, h, &mut self.batch),
-                        None => self.batch.push(h),
-                    }
+                Ok(Some((h, off))) => {
+                    self.take_in(cx, h, &off);
                     n += 1;
                 }
                 Ok(None) => {
@@ -268,17 +262,23 @@ impl Shell {
         // No buffer and nothing received: nap rather than spin.
         self.pool_dry = rx.no_buffer && got.is_empty();
         let n = got.len();
-        for (mut h, off) in got.drain(..) {
-            h.iif = self.iface;
-            h.tstamp = cx.now;
-            self.note_offload(&mut h, &mut cx.pool, &off);
-            match &mut self.gro {
-                Some(g) => g.receive(&mut cx.pool, h, &mut self.batch),
-                None => self.batch.push(h),
-            }
+        for (h, off) in got.drain(..) {
+            self.take_in(cx, h, &off);
         }
         self.by_ref = got;
         self.pass_up(cx, n)
+    }
+
+    /// Adds a frame read from the device to this turn's batch: stamped,
+    /// its offload state noted, through software GRO where there is one.
+    fn take_in(&mut self, cx: &mut Cx, mut h: Handle, off: &Offload) {
+        h.iif = self.iface;
+        h.tstamp = cx.now;
+        self.note_offload(&mut h, &mut cx.pool, off);
+        match &mut self.gro {
+            Some(g) => g.receive(&mut cx.pool, h, &mut self.batch),
+            None => self.batch.push(h),
+        }
     }
 
     /// Hands the frames read this turn to netdevd, after software GRO's
