@@ -986,7 +986,7 @@ impl Vfio {
             };
             // The header goes just before the headroom's end, the frame
             // at it: a received frame is where any frame's data starts.
-            let cap = pool.raw(&h).map_or(0, |r| r.len()) - h.data_off as usize;
+            let cap = pool.raw(&h).map_or(0, |r| r.len()).saturating_sub(h.data_off as usize);
             match Self::pool_iova(pool, &h, h.data_off - HDR as u32) {
                 Some(bus) if cap >= self.rx_need => {
                     self.rx.push(id, bus, (HDR + cap) as u32, true);
@@ -1016,7 +1016,7 @@ impl Vfio {
             return None;
         };
         let len = u.len as usize;
-        let cap = pool.raw(&h).map_or(0, |r| r.len()) - h.data_off as usize;
+        let cap = pool.raw(&h).map_or(0, |r| r.len()).saturating_sub(h.data_off as usize);
         let start = h.data_off as usize - HDR;
         let off = match pool.raw(&h) {
             Ok(raw) if (HDR..=HDR + cap).contains(&len) => {
@@ -1229,12 +1229,14 @@ impl PoolDevice for Vfio {
             self.reap();
             return Ok(false);
         };
-        let raw = match pool.add_ref(h).and_then(|()| pool.raw_mut(h)) {
-            Ok(raw) => raw,
-            Err(_) => {
-                self.tx_free.push(id);
-                return Err(io::ErrorKind::InvalidInput.into());
-            }
+        if pool.add_ref(h).is_err() {
+            self.tx_free.push(id);
+            return Err(io::ErrorKind::InvalidInput.into());
+        }
+        let Ok(raw) = pool.raw_mut(h) else {
+            pool.free(h);
+            self.tx_free.push(id);
+            return Err(io::ErrorKind::InvalidInput.into());
         };
         let at = at as usize;
         raw[at..at + VNET_HDR_LEN].copy_from_slice(&vnet_of(off).to_bytes());

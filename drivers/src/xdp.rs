@@ -587,12 +587,14 @@ impl Xdp {
         let b = self.buf_at(pool, d.addr)?;
         let mut h = self.receiving[b].take()?;
         self.rx_out -= 1;
-        let start = self.umem_addr(pool, &h, 0)?;
-        let at = d.addr - start;
-        if at + u64::from(d.len) > u64::from(CHUNK) {
+        let at = self
+            .umem_addr(pool, &h, 0)
+            .map(|start| d.addr - start)
+            .filter(|at| at + u64::from(d.len) <= u64::from(CHUNK));
+        let Some(at) = at else {
             pool.free(&h);
             return None;
-        }
+        };
         h.data_off = at as u32;
         h.data_len = d.len;
         Some(h)
