@@ -1410,6 +1410,154 @@ mod tests {
     use super::*;
 
     #[test]
+    fn crc32_is_zlibs() {
+        assert_eq!(crc32(b""), 0);
+        assert_eq!(crc32(b"hello"), 0x3610_a686);
+        assert_eq!(crc32(b"123456789"), 0xcbf4_3926);
+    }
+
+    /// The agent's answer to `RUN` (see the module documentation).
+    fn done(id: u64, status: i32, out: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "__VM_DONE__ {id} {status} 0 {} {:08x}\n",
+            out.len(),
+            crc32(out)
+        )
+        .into_bytes();
+        r.extend_from_slice(out);
+        r.extend_from_slice(format!("__VM_END__ {id}\n").as_bytes());
+        r
+    }
+
+    type Results = Vec<Result<(u64, Reply), String>>;
+
+    /// Sends `msgs` on a channel whose other end, a fake agent, answers
+    /// each with the next of `replies`: what the exchanges returned, and
+    /// the messages the agent received.
+    fn fake_agent(msgs: &[(&str, &[u8])], replies: Vec<Vec<u8>>) -> (Results, Vec<Vec<u8>>) {
+        use std::io::BufRead;
+        let (host, agent) = UnixStream::pair().unwrap();
+        let t = std::thread::spawn(move || {
+            let mut r = io::BufReader::new(agent.try_clone().unwrap());
+            let mut w = agent;
+            let mut got = Vec::new();
+            for reply in replies {
+                let mut head = String::new();
+                if r.read_line(&mut head).unwrap() == 0 {
+                    break;
+                }
+                let len: usize = head.split(' ').nth(2).unwrap().parse().unwrap();
+                let mut body = vec![0; len];
+                r.read_exact(&mut body).unwrap();
+                got.push([head.as_bytes(), &body].concat());
+                w.write_all(&reply).unwrap();
+            }
+            got
+        });
+        let console = Console {
+            text: Mutex::new(String::new()),
+            grew: Condvar::new(),
+            ended: AtomicBool::new(false),
+        };
+        let mut ch = Channel::new(host);
+        let results = msgs
+            .iter()
+            .map(|(verb, payload)| {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                ch.exchange(verb, payload, 9, deadline, &console)
+            })
+            .collect();
+        drop(ch);
+        (results, t.join().unwrap())
+    }
+
+    #[test]
+    fn messages_and_replies_are_framed() {
+        let tricky = b"__VM_END__ 1\n__VM_DONE__ 2 0 0 0 00000000\n\xff\x00no newline";
+        let (r, got) = fake_agent(
+            &[
+                ("RUN", b"echo hi"),
+                ("SPAWN", b"sleep 9"),
+                ("PUT", b"\x00\x01"),
+                ("RUN", b"x"),
+            ],
+            vec![
+                done(1, 3, tricky),
+                b"__VM_SPAWNED__ 2 77\n".to_vec(),
+                b"__VM_STORED__ 3\n".to_vec(),
+                done(4, 0, b""),
+            ],
+        );
+        let output = tricky.to_vec();
+        assert_eq!(
+            r,
+            [
+                Ok((
+                    1,
+                    Reply::Done {
+                        status: 3,
+                        killed: false,
+                        output
+                    }
+                )),
+                Ok((2, Reply::Spawned(77))),
+                Ok((3, Reply::Stored)),
+                Ok((
+                    4,
+                    Reply::Done {
+                        status: 0,
+                        killed: false,
+                        output: Vec::new()
+                    }
+                )),
+            ]
+        );
+        assert_eq!(
+            got[0],
+            format!("RUN 1 7 {:08x} 9\necho hi", crc32(b"echo hi")).as_bytes()
+        );
+        assert_eq!(
+            got[2],
+            format!("PUT 3 2 {:08x} 9\n\x00\x01", crc32(b"\x00\x01")).as_bytes()
+        );
+    }
+
+    /// Each bad reply fails its exchange, and the channel with it.
+    fn fails_and_breaks(reply: Vec<u8>, why: &str) {
+        let (r, got) = fake_agent(
+            &[("RUN", b"a"), ("RUN", b"b")],
+            vec![reply, done(2, 0, b"")],
+        );
+        let e = r[0].as_ref().unwrap_err();
+        assert!(e.contains(why), "{e}");
+        let e = r[1].as_ref().unwrap_err();
+        assert!(e.contains("out of step since an earlier message"), "{e}");
+        assert_eq!(got.len(), 1, "a message sent on a broken channel");
+    }
+
+    #[test]
+    fn a_lost_byte_fails() {
+        let mut reply = done(1, 0, b"hello\n");
+        reply.remove(reply.len() - 16);
+        fails_and_breaks(reply, "out of step");
+    }
+
+    #[test]
+    fn a_changed_byte_fails() {
+        let mut reply = done(1, 0, b"hello\n");
+        let at = reply.len() - 16;
+        reply[at] ^= 0x20;
+        fails_and_breaks(reply, "damaged");
+    }
+
+    #[test]
+    fn a_reply_to_another_message_fails() {
+        fails_and_breaks(done(7, 0, b""), "out of step");
+        fails_and_breaks(b"__VM_BAD__ 1 got 0 00000000\n".to_vec(), "damaged");
+        fails_and_breaks(b"garbage\n".to_vec(), "out of step");
+    }
+
+    #[test]
     fn shell_quoting_survives_quotes() {
         assert_eq!(sh_quote("a b"), "'a b'");
         assert_eq!(sh_quote("it's"), r"'it'\''s'");
