@@ -986,7 +986,10 @@ impl Vfio {
             };
             // The header goes just before the headroom's end, the frame
             // at it: a received frame is where any frame's data starts.
-            let cap = pool.raw(&h).map_or(0, |r| r.len()).saturating_sub(h.data_off as usize);
+            let cap = pool
+                .raw(&h)
+                .map_or(0, |r| r.len())
+                .saturating_sub(h.data_off as usize);
             match Self::pool_iova(pool, &h, h.data_off - HDR as u32) {
                 Some(bus) if cap >= self.rx_need => {
                     self.rx.push(id, bus, (HDR + cap) as u32, true);
@@ -1016,7 +1019,10 @@ impl Vfio {
             return None;
         };
         let len = u.len as usize;
-        let cap = pool.raw(&h).map_or(0, |r| r.len()).saturating_sub(h.data_off as usize);
+        let cap = pool
+            .raw(&h)
+            .map_or(0, |r| r.len())
+            .saturating_sub(h.data_off as usize);
         let start = h.data_off as usize - HDR;
         let off = match pool.raw(&h) {
             Ok(raw) if (HDR..=HDR + cap).contains(&len) => {
