@@ -329,7 +329,10 @@ struct InterfaceFile {
     name: String,
     #[serde(flatten)]
     device: Device,
-    mac: MacAddr,
+    /// Only a MAC the file named: the default (or a vfio device's own)
+    /// is found again when it is read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<MacAddr>,
     addresses: Vec<IpCidr>,
     autoconf: bool,
     mtu: u16,
@@ -344,7 +347,7 @@ impl From<Interface> for InterfaceFile {
             host_addresses: i.all_host_addresses().collect(),
             name: i.name,
             device: i.device,
-            mac: i.mac,
+            mac: i.mac_given.then_some(i.mac),
             autoconf: i.autoconf,
             mtu: i.mtu,
             offloads: i.offloads,
