@@ -38,6 +38,13 @@ fn driverd(vm: &Vm, name: &str) -> u64 {
         .unwrap_or_else(|| vm.fail(&format!("no counter driverd0.{name}")))
 }
 
+/// Buffers in use in the guest stack's pool.
+fn pool_in_use(vm: &Vm) -> u64 {
+    json(vm, "status")["pool"]["in_use"]
+        .as_u64()
+        .unwrap_or_else(|| vm.fail("no pool.in_use in strata status"))
+}
+
 fn restarts(vm: &Vm) -> u64 {
     let st = json(vm, "status");
     strata_tests::layer_of(&st, "driverd0")["restarts"]
@@ -164,6 +171,9 @@ fn the_kernel_reaches_the_stack_on_a_vfio_nic_even_as_driverd_dies() {
     let neigh = ns.run_ok(&["ip", "neigh", "show", STACK_IP]);
     assert!(neigh.contains(&format!("lladdr {GUEST_MAC}")), "{neigh}");
     assert_eq!(driverd(&vm, "dev_link_up"), 1);
+    // The device's receive buffers are the pool's: held from the start.
+    let at_rest = pool_in_use(&vm);
+    assert!(at_rest > 0, "no pool buffer with the device");
     assert!(
         driverd(&vm, "dev_interrupts") > 0,
         "the device raised no interrupt"
@@ -196,6 +206,14 @@ fn the_kernel_reaches_the_stack_on_a_vfio_nic_even_as_driverd_dies() {
     assert!(
         dl.curl.wait_output(Duration::from_secs(60)).is_some(),
         "curl did not end"
+    );
+    // What the dead driverd and the device held went back to the pool:
+    // the new one holds as many.
+    wait_until(
+        &vm,
+        "the pool back at rest",
+        Duration::from_secs(60),
+        || pool_in_use(&vm) == at_rest,
     );
     // The stack sent with TSO: the device took super-segments whole.
     assert!(
