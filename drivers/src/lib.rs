@@ -149,6 +149,8 @@ pub struct DeviceStats {
     /// Frames sent by copy rather than by reference (too little room in
     /// front of them for the device's header, or cut in software).
     pub tx_copied: u64,
+    /// Pool buffers the device holds to receive into.
+    pub rx_buffers: u64,
 }
 
 /// A device that reads and writes the pool's buffers itself (DMA): it

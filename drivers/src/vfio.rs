@@ -583,8 +583,11 @@ pub struct Vfio {
     /// Pool buffers the device is done sending, to free when the pool is
     /// at hand.
     tx_done: Vec<Handle>,
-    /// The transmit queue ran full: its interrupts are on.
-    tx_waiting: bool,
+    /// Transmit interrupts are on because the queue ran full, or because
+    /// driverd found nothing to receive with frames still with the
+    /// device (so that their buffers come back on an idle link).
+    tx_full: bool,
+    tx_idle: bool,
     /// Polls that found the receive queue empty (polling only).
     dry_polls: u32,
     stats: DeviceStats,
@@ -687,7 +690,8 @@ impl Vfio {
             tx_busy: Vec::new(),
             tx_slots: Vec::new(),
             tx_done: Vec::new(),
-            tx_waiting: false,
+            tx_full: false,
+            tx_idle: false,
             dry_polls: 0,
             stats: DeviceStats::default(),
         };
@@ -1056,10 +1060,30 @@ impl Vfio {
                 _ => self.stats.bad_completions += 1,
             }
         }
-        if self.tx_waiting && !self.tx_free.is_empty() {
-            self.tx_waiting = false;
+        let was = self.tx_full || self.tx_idle;
+        self.tx_full &= self.tx_free.is_empty();
+        self.tx_idle &= self.tx.outstanding() > 0;
+        if was && !(self.tx_full || self.tx_idle) {
             self.tx.set_interrupts(false);
         }
+    }
+
+    /// Turns transmit interrupts on because the queue is `full` (else
+    /// because driverd is idle), then takes back what the device finished
+    /// meanwhile.
+    fn want_tx_interrupts(&mut self, full: bool) {
+        if self.poll {
+            return self.reap();
+        }
+        if !(self.tx_full || self.tx_idle) {
+            self.tx.set_interrupts(true);
+        }
+        if full {
+            self.tx_full = true;
+        } else {
+            self.tx_idle = true;
+        }
+        self.reap();
     }
 
     /// Reads whether the link is up into the counters: 1 when the device
@@ -1113,11 +1137,7 @@ impl Driver for Vfio {
         }
         let Some(id) = self.tx_free.pop() else {
             // Full: an interrupt when the device gives buffers back.
-            if !self.poll {
-                self.tx_waiting = true;
-                self.tx.set_interrupts(true);
-            }
-            self.reap();
+            self.want_tx_interrupts(true);
             return Ok(false);
         };
         let vh = vnet_of(off).to_bytes();
@@ -1159,7 +1179,10 @@ impl Driver for Vfio {
     }
 
     fn device_stats(&self) -> Option<DeviceStats> {
-        Some(self.stats)
+        Some(DeviceStats {
+            rx_buffers: u64::from(self.rx.outstanding()),
+            ..self.stats
+        })
     }
 
     fn pool_device(&mut self) -> Option<&mut dyn PoolDevice> {
@@ -1212,6 +1235,14 @@ impl PoolDevice for Vfio {
                 }
             }
         }
+        if rx.dry && self.tx.outstanding() > 0 {
+            // driverd may sleep next: the device's word on what it sent
+            // wakes it to free those buffers.
+            self.want_tx_interrupts(false);
+            for h in self.tx_done.drain(..) {
+                pool.free(&h);
+            }
+        }
         rx.no_buffer = !self.refill(pool);
         rx
     }
@@ -1228,11 +1259,7 @@ impl PoolDevice for Vfio {
         self.reap();
         let Some(id) = self.tx_free.pop() else {
             // Full: an interrupt when the device gives buffers back.
-            if !self.poll {
-                self.tx_waiting = true;
-                self.tx.set_interrupts(true);
-            }
-            self.reap();
+            self.want_tx_interrupts(true);
             return Ok(false);
         };
         if pool.add_ref(h).is_err() {

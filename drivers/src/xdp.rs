@@ -253,7 +253,20 @@ impl XdpAttach {
         // Absent already is fine: the socket goes with its last fd anyway.
         let _ = bpf(BPF_MAP_DELETE_ELEM, &mut attr);
         self.xsk = None;
-        self.bind(area)
+        // The kernel lets go of the queue in deferred work after the last
+        // close: until then a bind finds it busy.
+        let t0 = std::time::Instant::now();
+        loop {
+            match self.bind(area) {
+                Err(e)
+                    if e.raw_os_error() == Some(libc::EBUSY)
+                        && t0.elapsed() < std::time::Duration::from_secs(2) =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The AF_XDP socket, for driverd (-1 before [`XdpAttach::bind`]).
@@ -806,6 +819,7 @@ impl Driver for Xdp {
             link_up: 1,
             bad_completions: self.bad,
             tx_copied: self.copied,
+            rx_buffers: u64::from(self.rx_out),
             ..DeviceStats::default()
         })
     }

@@ -34,9 +34,14 @@ fn the_kernel_reaches_the_stack_through_af_xdp_even_as_driverd_dies() {
     );
     let r = ping(&peer, &["-c", "3", "-i", "0.2", "10.77.0.2"]);
     assert_eq!(r.received, 3, "{r:?}");
-    // The socket's receive buffers are the pool's: held from the start.
-    let at_rest = st.pool_in_use();
-    assert!(at_rest >= 256, "{at_rest} pool buffers in use");
+    // The socket's receive buffers are the pool's, and at rest they are
+    // all driverd has out of the pool.
+    let at_rest = || {
+        let by_driverd = st.json("status")["pool"]["in_use_by_owner"]["driverd0"].as_u64();
+        by_driverd == Some(st.counter("driverd0", "dev_rx_buffers"))
+    };
+    st.wait_for("the pool at rest", Duration::from_secs(30), at_rest);
+    assert!(st.counter("driverd0", "dev_rx_buffers") > 0);
     // 200 MB each way (to a kernel echo server), driverd killed during.
     let port = 7301;
     let server = kernel_echo_server(&peer, port, 1, Duration::from_secs(15));
@@ -60,9 +65,7 @@ fn the_kernel_reaches_the_stack_through_af_xdp_even_as_driverd_dies() {
     // Frames came in uncopied, and what the dead driverd and its socket
     // held went back to the pool: the new socket holds as many.
     assert_eq!(st.counter("driverd0", "dev_bad_completions"), 0);
-    st.wait_for("the pool back at rest", Duration::from_secs(30), || {
-        st.pool_in_use() == at_rest
-    });
+    st.wait_for("the pool back at rest", Duration::from_secs(30), at_rest);
     assert!(st.stop(), "strata stopped cleanly");
     assert!(!xdp_attached(&ns), "the XDP program outlived the stack");
 }

@@ -38,11 +38,22 @@ fn driverd(vm: &Vm, name: &str) -> u64 {
         .unwrap_or_else(|| vm.fail(&format!("no counter driverd0.{name}")))
 }
 
-/// Buffers in use in the guest stack's pool.
-fn pool_in_use(vm: &Vm) -> u64 {
-    json(vm, "status")["pool"]["in_use"]
+/// Pool buffers driverd took out of the pool and has not seen freed.
+fn driverd_buffers(vm: &Vm) -> u64 {
+    json(vm, "status")["pool"]["in_use_by_owner"]["driverd0"]
         .as_u64()
-        .unwrap_or_else(|| vm.fail("no pool.in_use in strata status"))
+        .unwrap_or(0)
+}
+
+/// Waits until the only pool buffers driverd has out are those the
+/// device holds to receive into: none leaked, none left in flight.
+fn wait_at_rest(vm: &Vm) {
+    wait_until(
+        vm,
+        "driverd's buffers at rest",
+        Duration::from_secs(60),
+        || driverd_buffers(vm) == driverd(vm, "dev_rx_buffers"),
+    );
 }
 
 fn restarts(vm: &Vm) -> u64 {
@@ -171,9 +182,13 @@ fn the_kernel_reaches_the_stack_on_a_vfio_nic_even_as_driverd_dies() {
     let neigh = ns.run_ok(&["ip", "neigh", "show", STACK_IP]);
     assert!(neigh.contains(&format!("lladdr {GUEST_MAC}")), "{neigh}");
     assert_eq!(driverd(&vm, "dev_link_up"), 1);
-    // The device's receive buffers are the pool's: held from the start.
-    let at_rest = pool_in_use(&vm);
-    assert!(at_rest > 0, "no pool buffer with the device");
+    // The device's receive buffers are the pool's, and at rest they are
+    // all the pool has out.
+    wait_at_rest(&vm);
+    assert!(
+        driverd(&vm, "dev_rx_buffers") > 0,
+        "no pool buffer with the device"
+    );
     assert!(
         driverd(&vm, "dev_interrupts") > 0,
         "the device raised no interrupt"
@@ -207,14 +222,8 @@ fn the_kernel_reaches_the_stack_on_a_vfio_nic_even_as_driverd_dies() {
         dl.curl.wait_output(Duration::from_secs(60)).is_some(),
         "curl did not end"
     );
-    // What the dead driverd and the device held went back to the pool:
-    // the new one holds as many.
-    wait_until(
-        &vm,
-        "the pool back at rest",
-        Duration::from_secs(60),
-        || pool_in_use(&vm) == at_rest,
-    );
+    // What the dead driverd and the device held went back to the pool.
+    wait_at_rest(&vm);
     // The stack sent with TSO: the device took super-segments whole.
     assert!(
         driverd(&vm, "tx_super_frames") > 0,

@@ -93,6 +93,9 @@ strata_ipc::layer_stats! { "driverd";
     /// Frames a device that reaches the pool itself sent by copy instead
     /// (too little headroom for its header, or cut in software).
     DevTxCopied => "dev_tx_copied",
+    /// Pool buffers a device that reaches the pool holds to receive into
+    /// (a level).
+    DevRxBuffers => "dev_rx_buffers",
 }
 
 fn open_device(cfg: &IfaceRt, fd: RawFd, pool: &Pool) -> std::io::Result<Box<dyn Driver>> {
@@ -548,8 +551,8 @@ impl Shell {
 }
 
 impl Shell {
-    /// Copies a device's own counters into ours (on each wake-up: reading
-    /// them may cost the device a register access).
+    /// Copies a device's own counters into ours (each turn: a device
+    /// keeps them in memory, never behind a register read).
     fn note_device(&mut self) {
         if let Some(d) = self.dev.device_stats() {
             self.stats.set(Stat::DevLinkUp, d.link_up);
@@ -557,6 +560,7 @@ impl Shell {
             self.stats.set(Stat::DevNotifies, d.notifies);
             self.stats.set(Stat::DevBadCompletions, d.bad_completions);
             self.stats.set(Stat::DevTxCopied, d.tx_copied);
+            self.stats.set(Stat::DevRxBuffers, d.rx_buffers);
         }
     }
 }
@@ -592,6 +596,7 @@ impl Layer for Shell {
 
     fn end(&mut self, cx: &mut Cx) -> usize {
         let sent = self.transmit(cx);
+        self.note_device();
         if sent > 0 {
             // The kernel handles a frame written to a TAP in the writer's
             // system call, and a peer on this CPU often answers before we
@@ -625,7 +630,6 @@ impl Layer for Shell {
 
     fn woke(&mut self, fds: &[libc::pollfd]) {
         self.awake_turns = 0;
-        self.note_device();
         if fds.first().is_some_and(|p| p.revents & libc::POLLIN != 0) {
             self.rx_armed = true;
         }
@@ -686,7 +690,7 @@ fn main() {
     let lp = Loop::new(
         &svc,
         &names,
-        &[Stat::DevLinkUp as usize],
+        &[Stat::DevLinkUp as usize, Stat::DevRxBuffers as usize],
         &[LayerId::NETDEVD],
         &[(LayerId::NETDEVD, Overflow::Keep)],
     );
