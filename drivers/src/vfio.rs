@@ -1095,24 +1095,6 @@ impl Vfio {
             _ => 1,
         };
     }
-
-    /// The device's MAC address, when it has one (`MAC`).
-    pub fn mac(&self) -> Option<[u8; 6]> {
-        let d = self
-            .device_cfg
-            .as_ref()
-            .filter(|_| self.features & F_MAC != 0)?;
-        let mut mac = [0u8; 6];
-        for (i, b) in mac.iter_mut().enumerate() {
-            *b = self.read8(d, NET_MAC + i);
-        }
-        Some(mac)
-    }
-
-    /// Whether the queues run without interrupts.
-    pub fn polling(&self) -> bool {
-        self.poll
-    }
 }
 
 impl Driver for Vfio {
