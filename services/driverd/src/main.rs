@@ -7,6 +7,14 @@
 //! The launcher opened the device and holds it; we work on an inherited
 //! copy of its fd, so our death does not take the interface down.
 //!
+//! A device that reaches the pool's buffers itself (a VFIO NIC, an AF_XDP
+//! socket whose UMEM is the pool: `PoolDevice`) is given pool buffers to
+//! receive into and the stack's own buffers to send: no copy here. Such a
+//! device may still hold buffers when we die; who settles them is the
+//! device's to say (`settles_references`): a VFIO NIC is reset by our
+//! successor, who then drops what we held; an AF_XDP socket is closed by
+//! the launcher before it reclaims.
+//!
 //! Offloads. A device with offloads (a TAP with a virtio-net header)
 //! hands us TCP super-segments of up to 64 KiB: each frame is read into a
 //! small buffer and, when longer, runs on into a large one kept spare for
