@@ -596,6 +596,11 @@ impl TcpCore<'_> {
                     self.discard_rcv(&mut c);
                     self.terminate(&mut c, 0);
                 } else if state == State::TimeWait || c.has(cf::DEAD) {
+                    // Nobody will read what is still queued for the
+                    // socket (delivered and not yet confirmed, say): it
+                    // goes now, not when 2·MSL ends the block, as Linux
+                    // frees a closed socket's receive queue.
+                    self.discard_rcv(&mut c);
                     c.pend |= pend::CLOSED;
                     c.flags |= cf::ORPHAN;
                 } else {

@@ -63,6 +63,32 @@ fn active_close_through_fin_wait_and_time_wait() {
 }
 
 #[test]
+fn a_socket_closed_in_time_wait_lets_go_of_its_undelivered_data_at_once() {
+    let (mut h, iss) = estab();
+    h.req(op::SHUTDOWN, 2, 1);
+    h.expect(FIN | ACK);
+    h.peer(ACK, PISS + 1, iss + 2, &[]);
+    // Data, then the peer's FIN: TIME-WAIT with the data delivered to
+    // sockd and not yet confirmed in the application's ring.
+    h.peer(ACK | PSH, PISS + 1, iss + 2, b"late");
+    assert_eq!(h.data_for(2), b"late");
+    h.expect(ACK);
+    h.peer(FIN | ACK, PISS + 5, iss + 2, &[]);
+    h.expect(ACK);
+    h.expect_up(op::EOF);
+    assert_eq!(h.conn().state, State::TimeWait);
+    assert!(h.pool.in_use() > 0, "the delivered data is still held");
+    // The application closes without reading: nothing is kept for the
+    // 60 s of TIME-WAIT.
+    h.req(op::CLOSE, 2, 0);
+    assert_eq!(h.conn().state, State::TimeWait);
+    assert_eq!(h.pool.in_use(), 0, "buffers held in TIME-WAIT");
+    h.advance(60_000);
+    assert_eq!(h.core.conns_in_use(), 1, "only the listener is left");
+    h.finish();
+}
+
+#[test]
 fn fin_wait_1_straight_to_time_wait_on_fin_ack() {
     let (mut h, iss) = estab();
     h.req(op::SHUTDOWN, 2, 1);
