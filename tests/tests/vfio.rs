@@ -183,7 +183,7 @@ fn the_kernel_reaches_the_stack_on_a_vfio_nic_even_as_driverd_dies() {
     assert!(neigh.contains(&format!("lladdr {GUEST_MAC}")), "{neigh}");
     assert_eq!(driverd(&vm, "dev_link_up"), 1);
     // The device's receive buffers are the pool's, and at rest they are
-    // all the pool has out.
+    // all driverd has out of it.
     wait_at_rest(&vm);
     assert!(
         driverd(&vm, "dev_rx_buffers") > 0,
