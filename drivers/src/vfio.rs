@@ -451,17 +451,11 @@ impl VfioAttach {
 /// launcher reads it once, before any driverd runs): None when the
 /// device does not offer `MAC`.
 fn device_mac(dev: &OwnedFd) -> io::Result<Option<[u8; 6]>> {
-    let cfg = region(dev, PCI_CONFIG_REGION_INDEX)?;
-    let mut space = [0u8; CONFIG_LEN];
-    region_read(dev, &cfg, 0, &mut space)?;
-    let caps =
-        VirtioCaps::parse(&space).map_err(|e| err(io::ErrorKind::InvalidData, e.to_string()))?;
+    // Its registers answer only with memory space on.
+    let caps = virtio_caps(dev, PCI_COMMAND_MEMORY)?;
     let Some(net) = caps.device else {
         return Ok(None);
     };
-    // Its registers answer only with memory space on.
-    let cmd = u16::from_le_bytes([space[4], space[5]]) | PCI_COMMAND_MEMORY;
-    region_write(dev, &cfg, PCI_COMMAND, &cmd.to_le_bytes())?;
     let common = region(dev, u32::from(caps.common.bar))?;
     let at = u64::from(caps.common.offset);
     region_write(
@@ -501,6 +495,20 @@ fn region(dev: &OwnedFd, index: u32) -> io::Result<RegionInfo> {
     };
     ioctl(dev, DEVICE_GET_REGION_INFO, ptr(&mut r))?;
     Ok(r)
+}
+
+/// The device's virtio structures, found in its PCI configuration space,
+/// after turning on `command` bits of its PCI command register (memory
+/// space, bus mastering).
+fn virtio_caps(dev: &OwnedFd, command: u16) -> io::Result<VirtioCaps> {
+    let cfg = region(dev, PCI_CONFIG_REGION_INDEX)?;
+    let mut space = [0u8; CONFIG_LEN];
+    region_read(dev, &cfg, 0, &mut space)?;
+    let caps =
+        VirtioCaps::parse(&space).map_err(|e| err(io::ErrorKind::InvalidData, e.to_string()))?;
+    let cmd = u16::from_le_bytes([space[4], space[5]]) | command;
+    region_write(dev, &cfg, PCI_COMMAND, &cmd.to_le_bytes())?;
+    Ok(caps)
 }
 
 /// Reads `buf.len()` bytes of a region of the device (its PCI
@@ -599,15 +607,8 @@ impl Vfio {
     /// with both queues ready.
     pub fn from_fds(dev: OwnedFd, dma: OwnedFd, opts: Options) -> io::Result<Vfio> {
         let dma = Map::new(dma.as_raw_fd(), DMA_LEN, 0)?;
-        let cfg = region(&dev, PCI_CONFIG_REGION_INDEX)?;
-        let mut space = [0u8; CONFIG_LEN];
-        region_read(&dev, &cfg, 0, &mut space)?;
-        let caps = VirtioCaps::parse(&space)
-            .map_err(|e| err(io::ErrorKind::InvalidData, e.to_string()))?;
         // Memory space on, and bus mastering: the device may DMA.
-        let cmd =
-            u16::from_le_bytes([space[4], space[5]]) | PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER;
-        region_write(&dev, &cfg, PCI_COMMAND, &cmd.to_le_bytes())?;
+        let caps = virtio_caps(&dev, PCI_COMMAND_MEMORY | PCI_COMMAND_MASTER)?;
         let mut bars: Vec<(u8, Map)> = Vec::new();
         let mut regs = |r: BarRange, min: u32| -> io::Result<Regs> {
             if r.length < min {
@@ -1023,13 +1024,10 @@ impl Vfio {
             return None;
         };
         let len = u.len as usize;
-        let cap = pool
-            .raw(&h)
-            .map_or(0, |r| r.len())
-            .saturating_sub(h.data_off as usize);
+        // The header sits just before the data start (see `refill`).
         let start = h.data_off as usize - HDR;
         let off = match pool.raw(&h) {
-            Ok(raw) if (HDR..=HDR + cap).contains(&len) => {
+            Ok(raw) if (HDR..=raw.len() - start).contains(&len) => {
                 VnetHdr::parse(&raw[start..start + VNET_HDR_LEN])
                     .map_err(bad_vnet)
                     .and_then(|v| offload_of(&v))

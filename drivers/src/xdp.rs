@@ -517,6 +517,13 @@ impl Xdp {
         Some((off - self.area_off) as u64 + u64::from(at))
     }
 
+    /// The UMEM address of `h`'s frame, when the frame lies inside one
+    /// chunk (the kernel sends nothing else).
+    fn frame_addr(&self, pool: &Pool, h: &Handle) -> Option<u64> {
+        self.umem_addr(pool, h, h.data_off)
+            .filter(|a| a % u64::from(CHUNK) + u64::from(h.data_len) <= u64::from(CHUNK))
+    }
+
     /// Frees the buffers the kernel has sent.
     fn reap(&mut self, pool: &mut Pool) {
         let c = self.comp.consumer().load(Ordering::Relaxed);
@@ -640,6 +647,17 @@ impl Xdp {
     }
 }
 
+/// Refuses an offload request: the socket takes none.
+fn no_offloads(off: &Offload) -> io::Result<()> {
+    if *off != Offload::default() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "AF_XDP takes no offloads",
+        ));
+    }
+    Ok(())
+}
+
 impl PoolDevice for Xdp {
     fn receive(&mut self, pool: &mut Pool, max: usize, out: &mut Vec<(Handle, Offload)>) -> Rx {
         self.reap(pool);
@@ -663,17 +681,9 @@ impl PoolDevice for Xdp {
     }
 
     fn transmit(&mut self, pool: &mut Pool, h: &Handle, off: &Offload) -> io::Result<bool> {
-        if *off != Offload::default() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "AF_XDP takes no offloads",
-            ));
-        }
+        no_offloads(off)?;
         self.reap(pool);
-        let addr = self
-            .umem_addr(pool, h, h.data_off)
-            .filter(|a| a % u64::from(CHUNK) + u64::from(h.data_len) <= u64::from(CHUNK));
-        let Some(addr) = addr else {
+        let Some(addr) = self.frame_addr(pool, h) else {
             // Across a chunk's end: from a copy in a small buffer.
             if h.data_len > MAX_FRAME {
                 return Err(truncated(MAX_FRAME as usize));
@@ -706,12 +716,7 @@ impl PoolDevice for Xdp {
         parts: &[&[u8]],
         off: &Offload,
     ) -> io::Result<bool> {
-        if *off != Offload::default() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "AF_XDP takes no offloads",
-            ));
-        }
+        no_offloads(off)?;
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if len > MAX_FRAME as usize {
             return Err(truncated(MAX_FRAME as usize));
@@ -743,10 +748,7 @@ impl Xdp {
     /// Sends `h`, a copy of driverd's own, whose reference the kernel
     /// then holds (freed on refusal).
     fn send_copy(&mut self, pool: &mut Pool, h: Handle) -> io::Result<bool> {
-        let addr = self
-            .umem_addr(pool, &h, h.data_off)
-            .filter(|a| a % u64::from(CHUNK) + u64::from(h.data_len) <= u64::from(CHUNK));
-        let sent = match addr {
+        let sent = match self.frame_addr(pool, &h) {
             Some(addr) => self.queue(addr, &h)?,
             None => {
                 pool.free(&h);
