@@ -18,7 +18,8 @@
 //! `STRATA_BENCH_RR` (round trips, default 20000), `STRATA_BENCH_CPU` (the
 //! layers' `[cpu] policy`), `STRATA_BENCH_APP_CPUS` (`taskset -c` for the
 //! applications), `STRATA_BENCH_THREAD_CPUS` (CPUs for the kernel's
-//! threads).
+//! threads), `STRATA_BENCH_CC` (the kernel sender's congestion control,
+//! default cubic).
 
 mod common;
 

@@ -23,7 +23,8 @@
 //! (threads of this process that entered the peer's namespace). The work:
 //! bulk TCP into the stack (kernel sender → the stack's sink) and out of
 //! it (the stack's source → a kernel sink), in Gbit/s, both timed by the
-//! kernel peer; 1-byte TCP request/response round trips both ways
+//! kernel peer; bulk into the stack once more from a paced sender (BBR,
+//! where the kernel has it); 1-byte TCP request/response round trips both ways
 //! (kernel client → the stack's server, and the stack's client → a kernel
 //! server), p50 and p99 in µs, each timed by its client; UDP echo of
 //! 64-byte datagrams, kernel client → the stack's echo server, 32 in
@@ -35,7 +36,15 @@
 //! strata/smoltcp and strata/kernel. `-- --json` prints one JSON object
 //! instead (with every round). Progress goes to stderr.
 //!
-//! Knobs: `STRATA_BENCH_RUNS` (rounds, default 3), `STRATA_BENCH_BYTES`
+//! The kernel's bulk senders name their congestion control rather than
+//! take the host's default: cubic, Linux's default, which sends as fast
+//! as the window allows, and BBR for the paced row. A BBR sender spaces
+//! its 64 KB super-segments out on a timer, one timer interrupt each (on
+//! the development VM, 15,000 per GB against 100 for cubic), and every
+//! stack moves less under it, strata most (see README).
+//!
+//! Knobs: `STRATA_BENCH_CC` (the senders' congestion control for every row
+//! but the paced one, default cubic), `STRATA_BENCH_RUNS` (rounds, default 3), `STRATA_BENCH_BYTES`
 //! (bytes per bulk transfer, default 500M; k, M, G allowed),
 //! `STRATA_BENCH_RR` (round trips, default 20000, after 1000 unmeasured),
 //! `STRATA_BENCH_UDP_SECS` (seconds of UDP per round, default 2); for
@@ -96,6 +105,10 @@ const STACKS: [&str; 5] = ["kernel", "smoltcp", "strata", "strata+shim", "strata
 /// The knobs.
 struct Config {
     runs: u64,
+    /// The kernel's bulk senders' congestion control.
+    cc: String,
+    /// The paced sender's, when this kernel has it.
+    paced: Option<String>,
     bytes: u64,
     rr: u64,
     udp_secs: f64,
@@ -109,6 +122,8 @@ impl Config {
         let secs = std::env::var("STRATA_BENCH_UDP_SECS").ok();
         Config {
             runs: env_u64("STRATA_BENCH_RUNS", 3).max(1),
+            cc: common::sender_cc(),
+            paced: common::cc_usable(common::PACED_CC).then(|| common::PACED_CC.to_string()),
             bytes: env_u64("STRATA_BENCH_BYTES", 500_000_000).max(1),
             rr: env_u64("STRATA_BENCH_RR", 20_000).max(1),
             udp_secs: secs
@@ -347,6 +362,8 @@ impl Target for Strata {
 #[derive(Clone, Copy, Debug)]
 struct Figures {
     bulk_in: f64,
+    /// From a paced sender; NaN where the kernel has none.
+    bulk_in_paced: f64,
     bulk_out: f64,
     rr_in: (f64, f64),
     rr_out: (f64, f64),
@@ -362,12 +379,18 @@ struct Row {
 }
 
 /// The rows, in the table's order.
-const ROWS: [Row; 7] = [
+const ROWS: [Row; 8] = [
     Row {
         key: "bulk_in_gbits",
         label: "bulk TCP kernel -> stack",
         unit: "Gbit/s",
         get: |f| f.bulk_in,
+    },
+    Row {
+        key: "bulk_in_paced_gbits",
+        label: "bulk TCP kernel -> stack, paced",
+        unit: "Gbit/s",
+        get: |f| f.bulk_in_paced,
     },
     Row {
         key: "bulk_out_gbits",
@@ -411,12 +434,11 @@ const ROWS: [Row; 7] = [
 /// `t`'s peer namespace.
 fn round(t: &mut dyn Target, peer_sink: &Receiver<(u64, Duration)>, c: &Config) -> Figures {
     let ns = t.peer_ns().to_string();
-    let d = common::send_bulk(&ns, stack_addr(SINK_PORT), c.bytes)
-        .join()
-        .expect("kernel sender");
-    let got = t.sink_total(c.bulk_timeout());
-    assert_eq!(got, c.bytes, "the stack's sink got a different amount");
-    let bulk_in = common::gbits(c.bytes, d);
+    let bulk_in = bulk_into(t, &ns, &c.cc, c);
+    let bulk_in_paced = c
+        .paced
+        .as_ref()
+        .map_or(f64::NAN, |cc| bulk_into(t, &ns, cc, c));
 
     t.source(c.bytes, c.bulk_timeout());
     let (got, d) = peer_sink
@@ -442,11 +464,23 @@ fn round(t: &mut dyn Target, peer_sink: &Receiver<(u64, Duration)>, c: &Config) 
     };
     Figures {
         bulk_in,
+        bulk_in_paced,
         bulk_out,
         rr_in,
         rr_out,
         udp,
     }
+}
+
+/// Bulk TCP into `t` from a kernel sender in `ns` with congestion control
+/// `cc`, in Gbit/s.
+fn bulk_into(t: &mut dyn Target, ns: &str, cc: &str, c: &Config) -> f64 {
+    let d = common::send_bulk_cc(ns, stack_addr(SINK_PORT), c.bytes, cc.to_string())
+        .join()
+        .expect("kernel sender");
+    let got = t.sink_total(c.bulk_timeout());
+    assert_eq!(got, c.bytes, "the stack's sink got a different amount");
+    common::gbits(c.bytes, d)
 }
 
 /// A stack with the kernel peer's servers up in its peer namespace, and
@@ -568,6 +602,11 @@ fn print_table(cols: &[Column], c: &Config, m: &Machine, p: &Placement) {
         p.threads
     );
     println!(
+        "  senders  the kernel's bulk senders use {}; the paced row's, {}",
+        c.cc,
+        c.paced.as_deref().unwrap_or("- (this kernel has no BBR)")
+    );
+    println!(
         "  work     {} bytes per bulk transfer; {} round trips after {RR_WARMUP}; \
          UDP {} s, {UDP_SIZE}-byte datagrams, {UDP_WINDOW} in flight\n",
         c.bytes, c.rr, c.udp_secs
@@ -672,6 +711,7 @@ fn to_json(cols: &[Column], c: &Config, m: &Machine, p: &Placement) -> Value {
         "machine": m.json(),
         "config": {
             "rounds": c.runs, "bytes": c.bytes, "rr": c.rr, "rr_warmup": RR_WARMUP,
+            "sender_cc": c.cc, "paced_cc": c.paced,
             "udp_secs": c.udp_secs, "udp_window": UDP_WINDOW, "udp_size": UDP_SIZE,
         },
         "strata_placement": { "policy": p.policy, "layers": p.layers, "app_cpus": p.apps },

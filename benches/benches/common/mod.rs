@@ -14,7 +14,7 @@
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::sync::mpsc::{channel, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -241,12 +241,116 @@ fn ready(rx: &Receiver<()>, what: &str, addr: SocketAddr) {
         .unwrap_or_else(|_| panic!("{what} on {addr} did not start"));
 }
 
+/// The congestion control the kernel's bulk senders use unless told
+/// otherwise: Linux's default, which sends as fast as the window allows.
+/// A host may have made another its default (this VM's is BBR, which
+/// paces), so the benches name it on each socket rather than inherit it.
+pub const SENDER_CC: &str = "cubic";
+
+/// The congestion control of a paced sender, for the rows that measure
+/// one: BBR paces each super-segment out on a timer of its own.
+pub const PACED_CC: &str = "bbr";
+
+/// The bulk senders' congestion control: STRATA_BENCH_CC, else
+/// [`SENDER_CC`].
+pub fn sender_cc() -> String {
+    std::env::var("STRATA_BENCH_CC")
+        .ok()
+        .filter(|c| !c.is_empty())
+        .unwrap_or_else(|| SENDER_CC.into())
+}
+
+/// Whether this kernel lets a socket take congestion control `cc`
+/// (loading its module if need be, as root may).
+pub fn cc_usable(cc: &str) -> bool {
+    // SAFETY: plain system call; the fd is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: `fd` is a new socket no one else owns.
+    let _s = unsafe { TcpStream::from_raw_fd(fd) };
+    set_cc(fd, cc).is_ok()
+}
+
+/// Gives socket `fd` congestion control `cc` (TCP_CONGESTION).
+fn set_cc(fd: RawFd, cc: &str) -> std::io::Result<()> {
+    // SAFETY: the option value is `cc`'s bytes, their length given.
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::IPPROTO_TCP,
+            libc::TCP_CONGESTION,
+            cc.as_ptr().cast(),
+            cc.len() as libc::socklen_t,
+        )
+    };
+    if r == 0 {
+        Ok(())
+    } else {
+        let e = std::io::Error::last_os_error();
+        let have = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
+            .unwrap_or_default();
+        Err(std::io::Error::new(
+            e.kind(),
+            format!("congestion control {cc}: {e} (available: {})", have.trim()),
+        ))
+    }
+}
+
+/// A TCP connection to `to` with congestion control `cc`.
+///
+/// The algorithm is set before the connection is made: one that paces
+/// (BBR) marks the socket for pacing when it takes over, and a later
+/// switch to another keeps that mark, so cubic set after `connect` on a
+/// BBR host still paces.
+pub fn connect_with_cc(to: SocketAddr, cc: &str) -> std::io::Result<TcpStream> {
+    let SocketAddr::V4(v4) = to else {
+        panic!("connect_with_cc: IPv4 peers only, not {to}");
+    };
+    // SAFETY: plain system call; the fd it returns is owned below.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new socket no one else owns; the stream closes it.
+    let s = unsafe { TcpStream::from_raw_fd(fd) };
+    set_cc(fd, cc)?;
+    let sa = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(*v4.ip()).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: `sa` is a valid sockaddr_in of the length given.
+    let r = unsafe {
+        libc::connect(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            std::mem::size_of_val(&sa) as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(s)
+}
+
 /// A kernel client in `ns` writes `bytes` to the sink at `to`, closes its
 /// side and waits until the sink has closed too (everything delivered);
-/// the time from its first write to then.
+/// the time from its first write to then. Its congestion control is
+/// [`sender_cc`].
 pub fn send_bulk(ns: &str, to: SocketAddr, bytes: u64) -> JoinHandle<Duration> {
+    send_bulk_cc(ns, to, bytes, sender_cc())
+}
+
+/// [`send_bulk`] with congestion control `cc`.
+pub fn send_bulk_cc(ns: &str, to: SocketAddr, bytes: u64, cc: String) -> JoinHandle<Duration> {
     in_netns(ns, move || {
-        let mut s = TcpStream::connect(to).unwrap_or_else(|e| panic!("connect to sink {to}: {e}"));
+        let mut s =
+            connect_with_cc(to, &cc).unwrap_or_else(|e| panic!("connect to sink {to}: {e}"));
         // A stalled transfer fails the bench instead of hanging it.
         s.set_write_timeout(Some(STALL)).expect("write timeout");
         s.set_read_timeout(Some(STALL)).expect("read timeout");
