@@ -44,8 +44,8 @@ const AF_MAX: c_int = 46;
 /// Linux's largest listen backlog (`net.core.somaxconn`'s default).
 const SOMAXCONN: u32 = 4096;
 /// Rings of a TCP socket unless `SO_SNDBUF`/`SO_RCVBUF` say otherwise
-/// (libsock's defaults: 256 KiB to send, 4 MiB to receive).
-const TCP_TX_RING: usize = 256 << 10;
+/// (libsock's defaults: 1 MiB to send, 4 MiB to receive).
+const TCP_TX_RING: usize = 1 << 20;
 const TCP_RX_RING: usize = 4 << 20;
 /// Rings of a UDP socket (libsock's default).
 const UDP_RING: usize = 256 << 10;

@@ -595,8 +595,8 @@ pub struct Limits {
     pub restart_backoff_max_ms: u32,
     /// The most bytes of each socket's receive and send rings (what
     /// SO_RCVBUF and SO_SNDBUF bound on Linux), 4096..=16777216. Default
-    /// 4194304 (libsock asks for 4 MiB to receive on TCP, 256 KiB
-    /// otherwise).
+    /// 4194304 (libsock asks for 4 MiB to receive and 1 MiB to send on
+    /// TCP, 256 KiB otherwise).
     pub socket_buffer_bytes: u32,
     /// First port of the ephemeral range, 1024..=65535. Default 32768.
     pub ephemeral_port_first: u32,

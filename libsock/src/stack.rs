@@ -9,7 +9,7 @@ use std::time::Duration;
 use strata_proto::sock::{Kind, Request, SockOpt};
 
 use crate::addr::{each_addr, to_wire, Family, Use};
-use crate::core::{Core, DEFAULT_RING, DEFAULT_TCP_RX_RING};
+use crate::core::{Core, DEFAULT_RING, DEFAULT_TCP_RX_RING, DEFAULT_TCP_TX_RING};
 use crate::session::{env_instance, Session};
 use crate::tcp::{connect_one, TcpListener, TcpStream};
 use crate::udp::UdpSocket;
@@ -146,8 +146,8 @@ impl Default for Builder {
 impl Builder {
     /// Defaults: the stack from the environment, no `SO_REUSEADDR` for
     /// UDP (std's listeners set it, so TCP listeners do too), a backlog
-    /// of [`DEFAULT_BACKLOG`], rings of 256 KiB each way but 4 MiB to
-    /// receive on TCP.
+    /// of [`DEFAULT_BACKLOG`], rings of 256 KiB each way but 1 MiB to send
+    /// and 4 MiB to receive on TCP.
     ///
     /// ```no_run
     /// let sock = libsock::Builder::new().udp_bind("0.0.0.0:0")?;
@@ -263,16 +263,14 @@ impl Builder {
     }
 
     /// The send and receive ring sizes for a socket of `kind`: those
-    /// asked for, else 256 KiB each, but 4 MiB to receive on TCP.
+    /// asked for, else 256 KiB each, but 1 MiB to send and 4 MiB to
+    /// receive on TCP.
     pub(crate) fn rings(&self, kind: Kind) -> (usize, usize) {
-        let rx = match kind {
-            Kind::Tcp => DEFAULT_TCP_RX_RING,
-            _ => DEFAULT_RING,
+        let (tx, rx) = match kind {
+            Kind::Tcp => (DEFAULT_TCP_TX_RING, DEFAULT_TCP_RX_RING),
+            _ => (DEFAULT_RING, DEFAULT_RING),
         };
-        (
-            self.tx_ring.unwrap_or(DEFAULT_RING),
-            self.rx_ring.unwrap_or(rx),
-        )
+        (self.tx_ring.unwrap_or(tx), self.rx_ring.unwrap_or(rx))
     }
 
     /// The listen backlog of [`Builder::tcp_bind`].
