@@ -11,10 +11,11 @@
 // Each bench includes this module and uses a part of it.
 #![allow(dead_code)]
 
+use socket2::{Domain, Protocol, Socket, Type};
 use std::fs::File;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream, UdpSocket};
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::AsRawFd;
 use std::sync::mpsc::{channel, Receiver};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -263,39 +264,21 @@ pub fn sender_cc() -> String {
 /// Whether this kernel lets a socket take congestion control `cc`
 /// (loading its module if need be, as root may).
 pub fn cc_usable(cc: &str) -> bool {
-    // SAFETY: plain system call; the fd is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return false;
-    }
-    // SAFETY: `fd` is a new socket no one else owns.
-    let _s = unsafe { TcpStream::from_raw_fd(fd) };
-    set_cc(fd, cc).is_ok()
+    tcp_socket_with_cc(cc).is_ok()
 }
 
-/// Gives socket `fd` congestion control `cc` (TCP_CONGESTION).
-fn set_cc(fd: RawFd, cc: &str) -> std::io::Result<()> {
-    // SAFETY: the option value is `cc`'s bytes, their length given.
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::IPPROTO_TCP,
-            libc::TCP_CONGESTION,
-            cc.as_ptr().cast(),
-            cc.len() as libc::socklen_t,
-        )
-    };
-    if r == 0 {
-        Ok(())
-    } else {
-        let e = std::io::Error::last_os_error();
+/// A new IPv4 TCP socket with congestion control `cc` (TCP_CONGESTION).
+fn tcp_socket_with_cc(cc: &str) -> std::io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    s.set_tcp_congestion(cc.as_bytes()).map_err(|e| {
         let have = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_available_congestion_control")
             .unwrap_or_default();
-        Err(std::io::Error::new(
+        std::io::Error::new(
             e.kind(),
             format!("congestion control {cc}: {e} (available: {})", have.trim()),
-        ))
-    }
+        )
+    })?;
+    Ok(s)
 }
 
 /// A TCP connection to `to` with congestion control `cc`.
@@ -305,37 +288,9 @@ fn set_cc(fd: RawFd, cc: &str) -> std::io::Result<()> {
 /// switch to another keeps that mark, so cubic set after `connect` on a
 /// BBR host still paces.
 pub fn connect_with_cc(to: SocketAddr, cc: &str) -> std::io::Result<TcpStream> {
-    let SocketAddr::V4(v4) = to else {
-        panic!("connect_with_cc: IPv4 peers only, not {to}");
-    };
-    // SAFETY: plain system call; the fd it returns is owned below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a new socket no one else owns; the stream closes it.
-    let s = unsafe { TcpStream::from_raw_fd(fd) };
-    set_cc(fd, cc)?;
-    let sa = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*v4.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: `sa` is a valid sockaddr_in of the length given.
-    let r = unsafe {
-        libc::connect(
-            fd,
-            (&sa as *const libc::sockaddr_in).cast(),
-            std::mem::size_of_val(&sa) as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(s)
+    let s = tcp_socket_with_cc(cc)?;
+    s.connect(&to.into())?;
+    Ok(s.into())
 }
 
 /// A kernel client in `ns` writes `bytes` to the sink at `to`, closes its
