@@ -24,8 +24,8 @@
 //! bulk TCP into the stack (kernel sender → the stack's sink) and out of
 //! it (the stack's source → a kernel sink), in Gbit/s, both timed by the
 //! kernel peer; bulk into the stack once more from a paced sender (BBR,
-//! where the kernel has it); 1-byte TCP request/response round trips both ways
-//! (kernel client → the stack's server, and the stack's client → a kernel
+//! where the kernel has it); 1-byte TCP request/response round trips both
+//! ways (kernel client → the stack's server, and the stack's client → a kernel
 //! server), p50 and p99 in µs, each timed by its client; UDP echo of
 //! 64-byte datagrams, kernel client → the stack's echo server, 32 in
 //! flight, echoes received per second.
@@ -43,9 +43,10 @@
 //! the development VM, 15,000 per GB against 100 for cubic), and every
 //! stack moves less under it, strata most (see README).
 //!
-//! Knobs: `STRATA_BENCH_CC` (the senders' congestion control for every row
-//! but the paced one, default cubic), `STRATA_BENCH_RUNS` (rounds, default 3), `STRATA_BENCH_BYTES`
-//! (bytes per bulk transfer, default 500M; k, M, G allowed),
+//! Knobs: `STRATA_BENCH_CC` (the senders' congestion control for every
+//! row but the paced one, default cubic), `STRATA_BENCH_RUNS` (rounds,
+//! default 3), `STRATA_BENCH_BYTES` (bytes per bulk transfer, default
+//! 500M; k, M, G allowed),
 //! `STRATA_BENCH_RR` (round trips, default 20000, after 1000 unmeasured),
 //! `STRATA_BENCH_UDP_SECS` (seconds of UDP per round, default 2); for
 //! strata's placement, as in `e2e`, `STRATA_BENCH_CPU` (a `[cpu] policy`;

@@ -253,12 +253,17 @@ pub const SENDER_CC: &str = "cubic";
 pub const PACED_CC: &str = "bbr";
 
 /// The bulk senders' congestion control: STRATA_BENCH_CC, else
-/// [`SENDER_CC`].
+/// [`SENDER_CC`]; panics, saying why, if this kernel has no such
+/// algorithm.
 pub fn sender_cc() -> String {
-    std::env::var("STRATA_BENCH_CC")
+    let cc = std::env::var("STRATA_BENCH_CC")
         .ok()
         .filter(|c| !c.is_empty())
-        .unwrap_or_else(|| SENDER_CC.into())
+        .unwrap_or_else(|| SENDER_CC.into());
+    if let Err(e) = tcp_socket_with_cc(&cc) {
+        panic!("STRATA_BENCH_CC: {e}");
+    }
+    cc
 }
 
 /// Whether this kernel lets a socket take congestion control `cc`
