@@ -832,13 +832,32 @@ pub struct Journal {
     pub block: u32,
     /// Undo records in use.
     pub n: u32,
-    /// Reserved; zero.
-    pub reserved: u32,
+    /// One more than the number of connection blocks a restore must read:
+    /// no block at or above `blocks_used - 1` is in use. 0: not known (an
+    /// arena an older tcpd left), so every block is read.
+    pub blocks_used: u32,
     /// The block as the event left it (valid in [`journal::COMMIT`]).
     pub after: ConnBlock,
 }
 
 const _: () = assert!(std::mem::size_of::<Journal>() == 16 + std::mem::size_of::<ConnBlock>());
+
+impl Journal {
+    /// How many connection blocks, of `n`, a restore must read: those
+    /// below the high-water mark, or all when it is not known.
+    pub fn blocks_to_read(&self, n: usize) -> usize {
+        match self.blocks_used {
+            0 => n,
+            v => (v as usize - 1).min(n),
+        }
+    }
+
+    /// Records that blocks below `upto` (and none at or above it) may be
+    /// in use.
+    pub fn set_blocks_used(&mut self, upto: usize) {
+        self.blocks_used = u32::try_from(upto).map_or(0, |u| u.saturating_add(1));
+    }
+}
 
 /// The fields of queue entry [`idx`](Self::idx) before the event in
 /// progress changed it in place (links, trims, send marks): all that an

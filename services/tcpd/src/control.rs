@@ -70,15 +70,18 @@ impl TcpCore<'_> {
         }
         let both = |c: &ConnBlock, f: u32| bits & f != 0 && c.has(f);
         let v6only = bits & cf::V6ONLY != 0;
-        self.conns.iter().enumerate().any(|(i, c)| {
-            i != except
-                && c.in_use()
-                && c.has(cf::BOUND)
-                && c.local_port == u32::from(port)
-                && overlap((c.local_addr, c.has(cf::V6ONLY)), (addr, v6only))
-                && !(both(c, cf::REUSEADDR) && c.slot() != Slot::Live(State::Listen))
-                && !both(c, cf::REUSEPORT)
-        })
+        self.conns[..self.blocks_taken()]
+            .iter()
+            .enumerate()
+            .any(|(i, c)| {
+                i != except
+                    && c.in_use()
+                    && c.has(cf::BOUND)
+                    && c.local_port == u32::from(port)
+                    && overlap((c.local_addr, c.has(cf::V6ONLY)), (addr, v6only))
+                    && !(both(c, cf::REUSEADDR) && c.slot() != Slot::Live(State::Listen))
+                    && !both(c, cf::REUSEPORT)
+            })
     }
 
     /// A port of the ephemeral range nothing holds.
@@ -531,7 +534,7 @@ impl TcpCore<'_> {
     ) {
         self.remove_listener((c.local_addr, c.local_port as u16), l);
         let gen = c.gen;
-        for i in 0..self.conns.len() {
+        for i in 0..self.blocks_taken() {
             let x = &self.conns[i];
             if i == l || !x.in_use() || x.parent != l as u32 || x.parent_gen != gen {
                 continue;
@@ -691,7 +694,7 @@ impl TcpCore<'_> {
         lc: &ConnBlock,
         out: &mut Outputs,
     ) {
-        for i in 0..self.conns.len() {
+        for i in 0..self.blocks_taken() {
             let x = &self.conns[i];
             if i == l
                 || !x.in_use()

@@ -393,17 +393,19 @@ impl<'a> TcpCore<'a> {
                 *c = ConnBlock::default();
             }
         }
-        let slab = Slab::new(segs, journal, undo);
-        Self::build(cfg, conns, slab, !zeroed)
+        let mut slab = Slab::new(segs, journal, undo);
+        // Every block is free.
+        slab.set_blocks_used(0);
+        Self::build(cfg, conns, slab, 0)
     }
 
-    /// The core over `conns` and `slab`; `scan`: which blocks are free is
-    /// read from them (else every one is).
+    /// The core over `conns` and `slab`; which of the first `scanned`
+    /// blocks are free is read from them, and every one after is free.
     fn build(
         cfg: TcpConfig,
         conns: &'a mut [ConnBlock],
         slab: Slab<'a>,
-        scan: bool,
+        scanned: usize,
     ) -> Result<Self, ConfigError> {
         let (lo, hi) = cfg.ephemeral_ports;
         if lo == 0 || lo > hi {
@@ -423,7 +425,7 @@ impl<'a> TcpCore<'a> {
         let n = conns.len();
         let free_conns = (0..n as u32)
             .rev()
-            .filter(|&i| !scan || !conns[i as usize].in_use())
+            .filter(|&i| i as usize >= scanned || !conns[i as usize].in_use())
             .collect();
         let rng = cfg.seed | 1;
         Ok(TcpCore {
@@ -653,12 +655,21 @@ impl<'a> TcpCore<'a> {
         }
     }
 
+    /// How many blocks, from the first, a scan of the table must look
+    /// at: none past the last one ever taken is in use (an arena is sized
+    /// for many more connections than are usually open, and its untouched
+    /// pages would each cost a fault).
+    pub(crate) fn blocks_taken(&self) -> usize {
+        self.slab.blocks_to_read(self.conns.len())
+    }
+
     /// A free block, initialised as an unbound socket (state CLOSED).
     fn alloc_block(&mut self) -> Option<usize> {
         if self.conns_in_use() >= self.max_conns {
             return None;
         }
         let i = self.free_conns.pop()? as usize;
+        self.slab.block_taken(i);
         let gen = self.conns[i].gen;
         let mut c = ConnBlock {
             gen,

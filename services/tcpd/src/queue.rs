@@ -54,7 +54,10 @@ impl<'a> Slab<'a> {
         for x in e.iter_mut() {
             *x = SegEntry::default();
         }
-        *jn = Journal::default();
+        *jn = Journal {
+            blocks_used: jn.blocks_used,
+            ..Journal::default()
+        };
         let free = (0..e.len() as u32).rev().collect();
         Self::with_free(e, free, jn, undo)
     }
@@ -75,7 +78,10 @@ impl<'a> Slab<'a> {
                 free.push(i as u32);
             }
         }
-        *jn = Journal::default();
+        *jn = Journal {
+            blocks_used: jn.blocks_used,
+            ..Journal::default()
+        };
         Self::with_free(e, free, jn, undo)
     }
 
@@ -96,6 +102,26 @@ impl<'a> Slab<'a> {
             epoch: 1,
             gone: Vec::with_capacity(n),
         }
+    }
+
+    /// Connection block `i` is about to be taken: raises the high-water
+    /// mark a restore reads up to ([`Journal::blocks_used`]) first, so
+    /// that a kill between the two never hides the block.
+    pub fn block_taken(&mut self, i: usize) {
+        if self.jn.blocks_used != 0 && self.jn.blocks_to_read(usize::MAX) <= i {
+            self.jn.set_blocks_used(i + 1);
+            std::sync::atomic::compiler_fence(std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// See [`Journal::blocks_to_read`].
+    pub fn blocks_to_read(&self, n: usize) -> usize {
+        self.jn.blocks_to_read(n)
+    }
+
+    /// See [`Journal::set_blocks_used`].
+    pub fn set_blocks_used(&mut self, upto: usize) {
+        self.jn.set_blocks_used(upto);
     }
 
     /// The memory, for a restart.

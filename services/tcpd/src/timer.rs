@@ -336,9 +336,13 @@ pub(crate) fn restore<'a, B: Buffers>(
     // is as before or as after it.
     crate::queue::recover(conns, segs, journal, undo);
     let n = conns.len();
+    // Blocks past the high-water mark are free (and, in an arena sized
+    // for many more connections than were ever open, never touched):
+    // reading them would cost a page fault per few blocks.
+    let read = journal.blocks_to_read(n);
     let mut seen = vec![false; segs.len()];
     let mut bad = vec![false; n];
-    for (i, c) in conns.iter_mut().enumerate() {
+    for (i, c) in conns[..read].iter_mut().enumerate() {
         let state = match c.slot() {
             Slot::Free => continue,
             Slot::Live(s) => Some(s),
@@ -383,7 +387,7 @@ pub(crate) fn restore<'a, B: Buffers>(
         }
     }
     let slab = Slab::rebuild(segs, journal, undo, |k| seen[k]);
-    let mut core = TcpCore::build(cfg, conns, slab, true)?;
+    let mut core = TcpCore::build(cfg, conns, slab, read)?;
     core.now = now;
     let mut kept = 0;
     // Bad blocks: tell the peer and sockd, forget them.
@@ -433,7 +437,7 @@ pub(crate) fn restore<'a, B: Buffers>(
         core.free_conns.push(i as u32);
     }
     // Indexes of the good ones.
-    for i in 0..n {
+    for i in 0..read {
         let c = core.conns[i];
         if !c.in_use() {
             continue;
@@ -461,14 +465,14 @@ pub(crate) fn restore<'a, B: Buffers>(
         core.ooo_segs += u64::from(c.ooo_q.count);
     }
     // Listener counts from their children.
-    for i in 0..n {
+    for i in 0..read {
         let c = core.conns[i];
         if c.slot() == Slot::Live(State::Listen) {
             core.conns[i].syn_q = 0;
             core.conns[i].acc_q = 0;
         }
     }
-    for i in 0..n {
+    for i in 0..read {
         let c = core.conns[i];
         if !c.in_use() {
             continue;
@@ -491,11 +495,17 @@ pub(crate) fn restore<'a, B: Buffers>(
     }
     // What the dead core delivered may have died in its hands, unsent:
     // it goes again, EOF too; sockd skips what it has by stream offset.
-    for i in 0..n {
+    for i in 0..read {
         let c = core.conns[i];
         if c.in_use() && c.state().is_synchronized() && c.sock != 0 && !c.has(cf::IN_ACCEPTQ) {
             core.deliver_again(pool, &c, out);
         }
     }
+    // Now exact: one past the last block in use.
+    let upto = (0..read)
+        .rev()
+        .find(|&i| core.conns[i].in_use())
+        .map_or(0, |i| i + 1);
+    core.slab.set_blocks_used(upto);
     Ok((core, kept))
 }
