@@ -969,7 +969,7 @@ pub const STORAGE_VERSION: u32 = 8;
 
 impl<'a> Storage<'a> {
     /// Offset of the journal (after the header and the blocks).
-    fn journal_off(n_conns: usize) -> usize {
+    pub(crate) fn journal_off(n_conns: usize) -> usize {
         (64 + n_conns * std::mem::size_of::<ConnBlock>()).div_ceil(64) * 64
     }
 

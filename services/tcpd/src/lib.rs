@@ -238,9 +238,19 @@ pub unsafe fn snapshot(p: *const u8, len: usize) -> Vec<ConnInfo> {
     if n > u32::MAX as usize / 2 || Storage::bytes_for(n, 0) > len {
         return Vec::new();
     }
+    // Only blocks below the journal's high-water mark can be in use.
+    let j_off = Storage::journal_off(n);
+    let read = if j_off + std::mem::size_of::<block::Journal>() <= len {
+        // SAFETY: the journal lies inside `p..p+len` (checked), at a
+        // multiple of 64 from the 64-aligned `p`, and is plain integers.
+        let jn = unsafe { std::ptr::read_volatile(p.wrapping_add(j_off).cast::<block::Journal>()) };
+        jn.blocks_to_read(n)
+    } else {
+        n
+    };
     let cfg = TcpConfig::default();
     let base = p.wrapping_add(64).cast::<ConnBlock>();
-    (0..n)
+    (0..read)
         .filter_map(|i| {
             let b = base.wrapping_add(i);
             // A free block is skipped after reading its state alone (most
