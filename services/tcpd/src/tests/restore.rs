@@ -194,7 +194,7 @@ fn a_restore_reads_no_block_past_the_last_one_ever_taken() {
     // (Only tcpd writes its arena, so nothing past the mark is ever
     // anything but free; the garbage goes before the core scans on.)
     restart_with(&mut h, |st| st.conns[10] = Default::default());
-    // A third connection raises the mark before its block is written.
+    // A third connection raises the mark.
     h.pport = 40001;
     h.peer(SYN, PISS, 0, &[]);
     h.expect(SYN | ACK);
