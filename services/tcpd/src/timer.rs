@@ -436,12 +436,14 @@ pub(crate) fn restore<'a, B: Buffers>(
         core.conns[i] = c;
         core.free_conns.push(i as u32);
     }
-    // Indexes of the good ones.
+    // Indexes of the good ones, and one past the last.
+    let mut upto = 0;
     for i in 0..read {
         let c = core.conns[i];
         if !c.in_use() {
             continue;
         }
+        upto = i + 1;
         kept += 1;
         core.stats.inc(Stat::Restored);
         // Every block in use is valid from here on.
@@ -501,11 +503,7 @@ pub(crate) fn restore<'a, B: Buffers>(
             core.deliver_again(pool, &c, out);
         }
     }
-    // Now exact: one past the last block in use.
-    let upto = (0..read)
-        .rev()
-        .find(|&i| core.conns[i].in_use())
-        .map_or(0, |i| i + 1);
+    // The high-water mark, now exact.
     core.slab.set_blocks_used(upto);
     Ok((core, kept))
 }

@@ -764,17 +764,24 @@ impl H {
     /// block of that socket (its self-index), which restore must then not
     /// trust. Returns how many blocks were kept.
     pub fn restart(&mut self, corrupt: Option<u32>) -> usize {
+        self.restart_with(|st| {
+            if let Some(sock) = corrupt {
+                let c = st
+                    .conns
+                    .iter_mut()
+                    .find(|c| c.in_use() && c.sock == sock)
+                    .unwrap();
+                c.index = u32::MAX;
+            }
+        })
+    }
+
+    /// [`H::restart`] after `tamper` has had the storage.
+    pub fn restart_with(&mut self, tamper: impl FnOnce(&mut crate::Storage<'_>)) -> usize {
         let placeholder = TcpCore::new(self.cfg.clone(), storage(1, 1)).unwrap();
         let old = std::mem::replace(&mut self.core, placeholder);
-        let st = old.into_storage();
-        if let Some(sock) = corrupt {
-            let c = st
-                .conns
-                .iter_mut()
-                .find(|c| c.in_use() && c.sock == sock)
-                .unwrap();
-            c.index = u32::MAX;
-        }
+        let mut st = old.into_storage();
+        tamper(&mut st);
         let (core, kept) = TcpCore::restore(
             self.cfg.clone(),
             st,

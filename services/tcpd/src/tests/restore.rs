@@ -163,18 +163,6 @@ fn a_block_whose_state_is_garbage_is_reset_without_a_rst() {
     h.finish();
 }
 
-/// Restores `h`'s core after `tamper` has had its storage.
-fn restart_with(h: &mut H, tamper: impl FnOnce(&mut crate::Storage<'_>)) -> usize {
-    let placeholder = TcpCore::new(h.cfg.clone(), storage(1, 1)).unwrap();
-    let old = std::mem::replace(&mut h.core, placeholder);
-    let mut st = old.into_storage();
-    tamper(&mut st);
-    let (core, kept) = TcpCore::restore(h.cfg.clone(), st, h.now, &mut h.pool, &mut h.out).unwrap();
-    h.core = core;
-    h.collect();
-    kept
-}
-
 #[test]
 fn a_restore_reads_no_block_past_the_last_one_ever_taken() {
     let mut h = H::new();
@@ -182,7 +170,7 @@ fn a_restore_reads_no_block_past_the_last_one_ever_taken() {
     h.accept(2, o());
     // Two blocks taken, the lowest first: a restore reads those two.
     let mut read = 0;
-    restart_with(&mut h, |st| {
+    h.restart_with(|st| {
         read = st.journal.blocks_to_read(st.conns.len());
         // Garbage past the mark stays unread (a restore that read it
         // would reset it and count that).
@@ -193,15 +181,13 @@ fn a_restore_reads_no_block_past_the_last_one_ever_taken() {
     assert_eq!(h.core.connections().count(), 2);
     // (Only tcpd writes its arena, so nothing past the mark is ever
     // anything but free; the garbage goes before the core scans on.)
-    restart_with(&mut h, |st| st.conns[10] = Default::default());
+    h.restart_with(|st| st.conns[10] = Default::default());
     // A third connection raises the mark.
     h.pport = 40001;
     h.peer(SYN, PISS, 0, &[]);
     h.expect(SYN | ACK);
     h.pport = PPORT;
-    restart_with(&mut h, |st| {
-        read = st.journal.blocks_to_read(st.conns.len())
-    });
+    h.restart_with(|st| read = st.journal.blocks_to_read(st.conns.len()));
     assert_eq!(read, 3);
     assert_eq!(h.core.connections().count(), 3);
     h.finish();
@@ -213,7 +199,7 @@ fn an_arena_without_a_high_water_mark_is_read_whole_and_then_gets_one() {
     h.listen(1, LPORT, 4);
     h.accept(2, o());
     // As an older tcpd leaves it: no mark, and garbage far out.
-    let n = restart_with(&mut h, |st| {
+    let n = h.restart_with(|st| {
         st.journal.blocks_used = 0;
         st.conns[10].state = 0xdead;
     });
@@ -221,9 +207,7 @@ fn an_arena_without_a_high_water_mark_is_read_whole_and_then_gets_one() {
     // The garbage block was read, and reset.
     assert_eq!(h.core.stats().get(Stat::RestoreReset), 1);
     let mut read = 0;
-    restart_with(&mut h, |st| {
-        read = st.journal.blocks_to_read(st.conns.len())
-    });
+    h.restart_with(|st| read = st.journal.blocks_to_read(st.conns.len()));
     assert_eq!(read, 2, "the mark, set by the full read");
     h.finish();
 }
